@@ -1,0 +1,133 @@
+"""Shapes, apply context, geometry checks and dropout shared by all layer types.
+
+Layouts.  At the network boundary data are CIANNA's flat rows ``(N, C*D*H*W)``.
+Inside, a *map* activation is channel-last ``(B, *spatial, C)`` with spatial axes
+``(D, H, W)`` trimmed to the network's ``nd`` (2 or 3) trailing ones, which is the
+fast layout for XLA on CPU and GPU.  A *flat* activation is ``(B, n + 1)``: ``n``
+values followed by CIANNA's bias-propagation slot.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Shape",
+    "Ctx",
+    "as_triple",
+    "internal",
+    "dropout",
+    "DROP_MODES",
+    "map_to_flat_cmajor",
+    "flat_to_map",
+]
+
+DROP_MODES = ("AVG_MODEL", "MC_MODEL")
+
+
+class Shape(NamedTuple):
+    """A layer input/output shape in CIANNA order: width, height, depth, channels.
+
+    ``flat=True`` marks a dense (vector) activation of ``w`` values (h = d = c = 1).
+    """
+
+    w: int
+    h: int
+    d: int
+    c: int
+    flat: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.w * self.h * self.d * self.c
+
+    @property
+    def spatial(self) -> tuple[int, int, int]:
+        return (self.w, self.h, self.d)
+
+    def __str__(self) -> str:
+        return f"{self.size}" if self.flat else f"{self.w}x{self.h}x{self.d}x{self.c}"
+
+
+class Ctx(NamedTuple):
+    """Static apply context: training flag, inference dropout mode, spatial rank."""
+
+    train: bool = False
+    drop_mode: str = "AVG_MODEL"
+    nd: int = 2
+
+
+def as_triple(value, name: str, default: int, *, minimum: int = 0) -> tuple[int, int, int]:
+    """Read a CIANNA spatial keyword (1 to 3 ints, (W, H, D) order) as a 3-tuple.
+
+    Accepts ints, lists, tuples and numpy arrays (CIANNA itself needs numpy int arrays).
+    Missing trailing axes take ``default``.
+    """
+    if value is None:
+        return (default,) * 3
+    if isinstance(value, (int, np.integer)):
+        items = [value]
+    else:
+        arr = np.asarray(value)
+        if arr.ndim != 1 or not 1 <= arr.size <= 3:
+            raise ValueError(f"{name}: expected 1 to 3 values (W, H, D), received {value!r}")
+        if arr.dtype.kind == "f":
+            if not np.all(arr == np.round(arr)):
+                raise TypeError(f"{name}: expected integers, received {value!r}")
+        elif arr.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integers, received {value!r}")
+        items = [int(v) for v in arr]
+    items = [int(v) for v in items] + [default] * (3 - len(items))
+    for v in items:
+        if v < minimum:
+            raise ValueError(f"{name}: values must be >= {minimum}, received {tuple(items)}")
+    return tuple(items)
+
+
+def internal(triple: tuple[int, int, int], nd: int) -> tuple[int, ...]:
+    """(W, H, D) -> the internal spatial order (D, H, W) trimmed to ``nd`` axes."""
+    return tuple(reversed(triple))[3 - nd:]
+
+
+def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
+            keep_last_column: bool = False) -> jax.Array:
+    """CIANNA dropout on a pre-activation (not inverted, cianna_layers.md section 8).
+
+    Training and MC_MODEL: multiply by a fresh {0, 1} mask (keep when ``u >= rate``).
+    AVG_MODEL inference: multiply by ``1 - rate``.  Rates <= 0.01 are inactive.
+    ``keep_last_column`` leaves the dense bias slot untouched.
+    """
+    if rate <= 0.01:
+        return z
+    if ctx.train or ctx.drop_mode == "MC_MODEL":
+        if key is None:
+            raise ValueError("a PRNG key is required for dropout in training or MC_MODEL mode")
+        keep = jax.random.uniform(key, z.shape, z.dtype) >= rate
+        if keep_last_column:
+            keep = keep.at[:, -1].set(True)
+        return z * keep.astype(z.dtype)
+    scale = jnp.full((z.shape[-1],), 1.0 - rate, z.dtype)
+    if keep_last_column:
+        scale = scale.at[-1].set(1.0)
+    return z * scale
+
+
+def map_to_flat_cmajor(x: jax.Array) -> jax.Array:
+    """Internal map ``(B, *spatial, C)`` -> CIANNA flat order ``(B, C*D*H*W)``."""
+    b = x.shape[0]
+    perm = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
+    return jnp.transpose(x, perm).reshape(b, -1)
+
+
+def flat_to_map(x: jax.Array, shape: Shape, nd: int) -> jax.Array:
+    """CIANNA flat rows ``(B, C*D*H*W [+ extra])`` -> internal map ``(B, *spatial, C)``."""
+    b = x.shape[0]
+    sp = internal(shape.spatial, nd)
+    if np.prod(internal(shape.spatial, 3)[: 3 - nd], dtype=int) != 1:
+        raise ValueError(f"shape {shape} needs a 3D network (nd=3), got nd={nd}")
+    x = x[:, : shape.size].reshape((b, shape.c) + sp)
+    return jnp.moveaxis(x, 1, -1)

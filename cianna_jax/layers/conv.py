@@ -1,0 +1,192 @@
+"""Convolution layer, 1D/2D/3D, with CIANNA's bias weight and backward pass.
+
+Parameters: ``{"w": (F, K*C + 1)}`` with each row ordered ``[C][f_d][f_h][f_w]`` and
+the bias weight last; the bias input is the constant ``bias`` of the layer.
+
+The forward is a cross-correlation of the input dilated by ``int_padding`` and
+zero-padded by ``padding``.  The input gradient follows CIANNA's closed form
+(cianna_layers.md section 4.3), which equals the exact gradient except for the
+two documented deviations (padding >= filter size, and non-divisible strided
+geometry), so training matches CIANNA there too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .. import initializers
+from ..activations import Activation, activate
+from .common import Ctx, Shape, dropout, flat_to_map, internal
+
+__all__ = ["Conv", "conv_output_size", "conv_nd"]
+
+
+def conv_output_size(s: int, f: int, stride: int, pad: int, ip: int) -> int:
+    """CIANNA's output size along one axis (C integer division)."""
+    return int((s + (s - 1) * ip + 2 * pad - f) / stride) + 1
+
+
+def _dimension_numbers(nd: int):
+    sp = "DHW"[3 - nd:]
+    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
+def _forward(x, k, strides, pads, dil):
+    nd = x.ndim - 2
+    return lax.conv_general_dilated(
+        x, k, window_strides=strides, padding=[(p, p) for p in pads], lhs_dilation=dil,
+        dimension_numbers=_dimension_numbers(nd), preferred_element_type=jnp.float32,
+    ).astype(x.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nd(x, k, strides, pads, dil):
+    """Channel-last convolution: ``x (B, *sp, C)``, ``k (*f, C, F)``, static geometry."""
+    return _forward(x, k, strides, pads, dil)
+
+
+def _conv_fwd(x, k, strides, pads, dil):
+    return _forward(x, k, strides, pads, dil), (x, k)
+
+
+def _input_grad(g, k, in_spatial, strides, pads, dil):
+    """CIANNA's input gradient: full correlation of the stride-dilated delta with the
+    rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``."""
+    nd = g.ndim - 2
+    f = k.shape[:nd]
+    out_sp = g.shape[1:1 + nd]
+    lo, hi, lims = [], [], []
+    for ax in range(nd):
+        p_eff = min(pads[ax], f[ax] - 1)
+        s, st, n = strides[ax], dil[ax], out_sp[ax]
+        dil_len = (n - 1) * s + 1
+        low = f[ax] - 1 - p_eff
+        need = (in_spatial[ax] - 1) * st + f[ax]
+        lo.append(low)
+        hi.append(max(0, need - dil_len - low))
+        lims.append(((n - 1) * s + f[ax] - 1 - 2 * p_eff) // st)
+    k_rot = jnp.flip(k, axis=tuple(range(nd)))
+    k_rot = jnp.swapaxes(k_rot, nd, nd + 1)
+    gi = lax.conv_general_dilated(
+        g, k_rot.astype(g.dtype), window_strides=dil, padding=list(zip(lo, hi)),
+        lhs_dilation=strides, dimension_numbers=_dimension_numbers(nd),
+        preferred_element_type=jnp.float32,
+    ).astype(g.dtype)
+    gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
+    mask = None
+    for ax in range(nd):
+        if lims[ax] < in_spatial[ax] - 1:
+            shape = [1] * (nd + 2)
+            shape[1 + ax] = in_spatial[ax]
+            m = (np.arange(in_spatial[ax]) <= lims[ax]).reshape(shape)
+            mask = m if mask is None else mask & m
+    if mask is not None:
+        gi = gi * jnp.asarray(mask, gi.dtype)
+    return gi
+
+
+def _conv_bwd(strides, pads, dil, res, g):
+    x, k = res
+    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil), k)
+    (gk,) = k_vjp(g)
+    gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil)
+    return gx, gk
+
+
+conv_nd.defvjp(_conv_fwd, _conv_bwd)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """``conv(f_size, nb_filters, stride, padding, int_padding, activation, bias, ...)``.
+
+    Geometry tuples are in CIANNA's (W, H, D) order.  ``input_shape`` (W, H, D, C)
+    is only used after a dense layer, whose output is read as one channel-major image.
+    Input: map ``(B, *sp, C)`` or flat ``(B, n + 1)``; output: map ``(B, *sp_out, F)``.
+    """
+
+    f_size: tuple[int, int, int]
+    nb_filters: int
+    activation: Activation
+    bias: float
+    stride: tuple[int, int, int] = (1, 1, 1)
+    padding: tuple[int, int, int] = (0, 0, 0)
+    int_padding: tuple[int, int, int] = (0, 0, 0)
+    input_shape: tuple[int, int, int, int] | None = None
+    drop_rate: float = 0.0
+    init_fct: str = "xavier"
+    init_scaling: float = 1.0
+
+    kind = "conv"
+
+    def map_input(self, in_shape: Shape) -> Shape:
+        """The image the conv reads: ``in_shape`` or, after a dense layer, ``input_shape``."""
+        if not in_shape.flat:
+            return in_shape
+        if self.input_shape is None:
+            raise ValueError("conv after a dense layer needs input_shape=[W, H, D, C]")
+        w, h, d, c = self.input_shape
+        if w * h * d * c != in_shape.size:
+            raise ValueError(
+                f"input_shape: {w}x{h}x{d}x{c} = {w * h * d * c} values expected from the "
+                f"previous dense layer, which has {in_shape.size} neurons")
+        return Shape(w, h, d, c)
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        src = self.map_input(in_shape)
+        out = []
+        for ax, name in enumerate("WHD"):
+            n = conv_output_size(src.spatial[ax], self.f_size[ax], self.stride[ax],
+                                 self.padding[ax], self.int_padding[ax])
+            if n < 1:
+                raise ValueError(
+                    f"conv: output size along {name} would be {n} (input {src.spatial[ax]}, "
+                    f"f_size {self.f_size[ax]}, stride {self.stride[ax]}, padding "
+                    f"{self.padding[ax]}, int_padding {self.int_padding[ax]})")
+            out.append(n)
+        return Shape(out[0], out[1], out[2], self.nb_filters)
+
+    def flat_f_size(self, in_shape: Shape) -> int:
+        f = self.f_size
+        return f[0] * f[1] * f[2] * self.map_input(in_shape).c + 1
+
+    def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
+        return {"w": (self.nb_filters, self.flat_f_size(in_shape))}
+
+    def init(self, key: jax.Array, in_shape: Shape):
+        """Draw every filter entry, bias weight included (fans K*C + 1 and F)."""
+        flat = self.flat_f_size(in_shape)
+        w = initializers.draw(key, self.init_fct, (self.nb_filters, flat), flat,
+                              self.nb_filters, self.init_scaling)
+        return {"w": w}, self.output_shape(in_shape)
+
+    def kernel(self, w: jax.Array, c_in: int, nd: int) -> jax.Array:
+        """``w (F, K*C + 1)`` -> channel-last kernel ``(*f_internal, C, F)``."""
+        fw, fh, fd = self.f_size
+        k = w[:, :-1].reshape(self.nb_filters, c_in, fd, fh, fw)
+        if nd == 2:
+            k = k[:, :, 0]
+        perm = tuple(range(2, 2 + nd)) + (1, 0)
+        return jnp.transpose(k, perm)
+
+    def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
+              activate_output: bool = True) -> jax.Array:
+        nd = ctx.nd
+        if x.ndim == 2:
+            x = flat_to_map(x, Shape(*self.input_shape), nd)
+        w = params["w"]
+        c_in = x.shape[-1]
+        k = self.kernel(w, c_in, nd).astype(x.dtype)
+        z = conv_nd(x, k, internal(self.stride, nd), internal(self.padding, nd),
+                    tuple(1 + i for i in internal(self.int_padding, nd)))
+        z = z + (self.bias * w[:, -1]).astype(z.dtype)
+        z = dropout(z, self.drop_rate, ctx, key)
+        if not activate_output:
+            return z
+        return activate(self.activation, z)

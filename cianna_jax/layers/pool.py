@@ -1,0 +1,168 @@
+"""Pooling layer, MAX and AVG, with CIANNA's window rules (cianna_layers.md section 5).
+
+Only real cells take part in a window (padding is ignored, not zero).  MAX keeps
+the first maximum in depth, height, width scan order and routes the gradient
+there; a window of padding only gives 0.  AVG divides by the number of real
+cells in the forward pass but, as CIANNA does, by the full window volume in the
+backward pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..activations import Activation, activate
+from .common import Ctx, Shape, dropout, internal
+
+__all__ = ["Pool", "pool_output_size"]
+
+POOL_TYPES = ("MAX", "AVG")
+
+
+def pool_output_size(s: int, p: int, stride: int, pad: int) -> int:
+    """CIANNA's pool output size along one axis (C integer division)."""
+    return int((s + 2 * pad - p) / stride) + 1
+
+
+def _patches(x, size, stride, pad, out, fill):
+    """Stack the window cells of ``x (B, *sp, C)`` on a last axis: (B, *out, C, K).
+
+    Window offsets are enumerated depth-major, then height, then width, which is
+    CIANNA's scan order (so argmax ties resolve as in CIANNA).
+    """
+    cfg = [(0, 0)] + [(p, max(0, (o - 1) * s + k - n - p)) for p, s, k, n, o in
+                      zip(pad, stride, size, x.shape[1:-1], out)] + [(0, 0)]
+    xp = jnp.pad(x, cfg, constant_values=fill)
+    cells = []
+    for offs in itertools.product(*[range(k) for k in size]):
+        idx = (slice(None),) + tuple(
+            slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offs, out, stride)) + (slice(None),)
+        cells.append(xp[idx])
+    return jnp.stack(cells, axis=-1)
+
+
+def _valid_counts(in_sp, size, stride, pad, out):
+    """Number of real cells of each window, as a static numpy array (*out, 1)."""
+    per_axis = []
+    for n_in, k, s, p, n_out in zip(in_sp, size, stride, pad, out):
+        start = np.arange(n_out) * s - p
+        lo = np.maximum(start, 0)
+        hi = np.minimum(start + k, n_in)
+        per_axis.append(np.maximum(hi - lo, 0))
+    counts = per_axis[0]
+    for c in per_axis[1:]:
+        counts = np.multiply.outer(counts, c)
+    return counts.astype(np.float32)[..., None]
+
+
+def _max_pool(x, size, stride, pad, out):
+    cells = _patches(x, size, stride, pad, out, -jnp.inf)
+    arg = jnp.argmax(cells, axis=-1)
+    y = jnp.take_along_axis(cells, arg[..., None], axis=-1)[..., 0]
+    return jnp.where(jnp.isneginf(y), jnp.zeros_like(y), y)
+
+
+def _window_sum(x, size, stride, pad, out):
+    return jnp.sum(_patches(x, size, stride, pad, out, 0.0), axis=-1)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _avg_pool(x, size, stride, pad, out):
+    counts = _valid_counts(x.shape[1:-1], size, stride, pad, out)
+    return _window_sum(x, size, stride, pad, out) / jnp.asarray(counts, x.dtype)
+
+
+def _avg_fwd(x, size, stride, pad, out):
+    return _avg_pool(x, size, stride, pad, out), x
+
+
+def _avg_bwd(size, stride, pad, out, x, g):
+    _, vjp = jax.vjp(lambda v: _window_sum(v, size, stride, pad, out), x)
+    return vjp(g / float(np.prod(size)))
+
+
+_avg_pool.defvjp(_avg_fwd, _avg_bwd)
+
+
+def _global_pool(x, p_type):
+    b, c = x.shape[0], x.shape[-1]
+    flat = x.reshape(b, -1, c)
+    if p_type == "AVG":
+        y = jnp.mean(flat, axis=1)
+    else:
+        arg = jnp.argmax(flat, axis=1)
+        y = jnp.take_along_axis(flat, arg[:, None, :], axis=1)[:, 0]
+    return y.reshape((b,) + (1,) * (x.ndim - 2) + (c,))
+
+
+@dataclass(frozen=True)
+class Pool:
+    """``pool(p_size, stride, padding, p_type, activation, p_global, drop_rate)``.
+
+    Geometry tuples are in (W, H, D) order.  Input and output are maps
+    ``(B, *sp, C)``; ``p_global`` pools each whole map to a single value.
+    """
+
+    p_size: tuple[int, int, int]
+    activation: Activation
+    stride: tuple[int, int, int] | None = None
+    padding: tuple[int, int, int] = (0, 0, 0)
+    p_type: str = "MAX"
+    p_global: int = 0
+    drop_rate: float = 0.0
+
+    kind = "pool"
+
+    def geometry(self, in_shape: Shape):
+        """Effective (p_size, stride, padding) in (W, H, D) order for ``in_shape``."""
+        if self.p_global:
+            return in_shape.spatial, in_shape.spatial, (0, 0, 0)
+        stride = self.stride if self.stride is not None else self.p_size
+        return self.p_size, stride, self.padding
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if in_shape.flat:
+            raise ValueError("pool: a pool layer cannot follow a dense layer")
+        size, stride, pad = self.geometry(in_shape)
+        out = []
+        for ax, name in enumerate("WHD"):
+            n = pool_output_size(in_shape.spatial[ax], size[ax], stride[ax], pad[ax])
+            if n < 1:
+                raise ValueError(
+                    f"pool: output size along {name} would be {n} (input {in_shape.spatial[ax]}, "
+                    f"p_size {size[ax]}, stride {stride[ax]}, padding {pad[ax]})")
+            out.append(n)
+        return Shape(out[0], out[1], out[2], in_shape.c)
+
+    def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def init(self, key: jax.Array, in_shape: Shape):
+        return {}, self.output_shape(in_shape)
+
+    def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
+              activate_output: bool = True) -> jax.Array:
+        nd = ctx.nd
+        in_shape_int = x.shape[1:-1]
+        if self.p_global:
+            z = _global_pool(x, self.p_type)
+        else:
+            size = internal(self.p_size, nd)
+            stride = internal(self.stride if self.stride is not None else self.p_size, nd)
+            pad = internal(self.padding, nd)
+            out = tuple(pool_output_size(s, k, st, p)
+                        for s, k, st, p in zip(in_shape_int, size, stride, pad))
+            if self.p_type == "AVG":
+                z = _avg_pool(x, size, stride, pad, out)
+            else:
+                z = _max_pool(x, size, stride, pad, out)
+        z = dropout(z, self.drop_rate, ctx, key)
+        if not activate_output:
+            return z
+        return activate(self.activation, z)
