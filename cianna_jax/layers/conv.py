@@ -70,7 +70,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil):
         need = (in_spatial[ax] - 1) * st + f[ax]
         lo.append(low)
         hi.append(max(0, need - dil_len - low))
-        lims.append(((n - 1) * s + f[ax] - 1 - 2 * p_eff) // st)
+        lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
     k_rot = jnp.flip(k, axis=tuple(range(nd)))
     k_rot = jnp.swapaxes(k_rot, nd, nd + 1)
     gi = lax.conv_general_dilated(
@@ -142,11 +142,14 @@ class Conv:
         src = self.map_input(in_shape)
         out = []
         for ax, name in enumerate("WHD"):
-            n = conv_output_size(src.spatial[ax], self.f_size[ax], self.stride[ax],
+            size = src.spatial[ax]
+            span = size + (size - 1) * self.int_padding[ax] + 2 * self.padding[ax]
+            n = conv_output_size(size, self.f_size[ax], self.stride[ax],
                                  self.padding[ax], self.int_padding[ax])
-            if n < 1:
+            if span < self.f_size[ax]:
                 raise ValueError(
-                    f"conv: output size along {name} would be {n} (input {src.spatial[ax]}, "
+                    f"f_size: the filter ({self.f_size[ax]}) is larger than the dilated, "
+                    f"padded input ({span}) along {name} (input {src.spatial[ax]}, "
                     f"f_size {self.f_size[ax]}, stride {self.stride[ax]}, padding "
                     f"{self.padding[ax]}, int_padding {self.int_padding[ax]})")
             out.append(n)

@@ -34,8 +34,17 @@ def _patches(x, size, stride, pad, out, fill):
     """Stack the window cells of ``x (B, *sp, C)`` on a last axis: (B, *out, C, K).
 
     Window offsets are enumerated depth-major, then height, then width, which is
-    CIANNA's scan order (so argmax ties resolve as in CIANNA).
+    CIANNA's scan order (so argmax ties resolve as in CIANNA).  Windows that tile
+    the input exactly are gathered by a reshape, which XLA runs much faster.
     """
+    nd = x.ndim - 2
+    if all(p == 0 for p in pad) and tuple(stride) == tuple(size) and \
+            all(n == o * k for n, o, k in zip(x.shape[1:-1], out, size)):
+        split = (x.shape[0],) + tuple(v for o, k in zip(out, size) for v in (o, k)) + (x.shape[-1],)
+        perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + (2 * nd + 1,) + \
+            tuple(2 + 2 * a for a in range(nd))
+        win = jnp.transpose(x.reshape(split), perm)
+        return win.reshape(win.shape[:nd + 2] + (-1,))
     cfg = [(0, 0)] + [(p, max(0, (o - 1) * s + k - n - p)) for p, s, k, n, o in
                       zip(pad, stride, size, x.shape[1:-1], out)] + [(0, 0)]
     xp = jnp.pad(x, cfg, constant_values=fill)
@@ -133,9 +142,10 @@ class Pool:
         out = []
         for ax, name in enumerate("WHD"):
             n = pool_output_size(in_shape.spatial[ax], size[ax], stride[ax], pad[ax])
-            if n < 1:
+            if in_shape.spatial[ax] + 2 * pad[ax] < size[ax]:
                 raise ValueError(
-                    f"pool: output size along {name} would be {n} (input {in_shape.spatial[ax]}, "
+                    f"p_size: the window ({size[ax]}) is larger than the padded input along "
+                    f"{name} (input {in_shape.spatial[ax]}, "
                     f"p_size {size[ax]}, stride {stride[ax]}, padding {pad[ax]})")
             out.append(n)
         return Shape(out[0], out[1], out[2], in_shape.c)

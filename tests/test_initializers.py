@@ -1,0 +1,54 @@
+"""Initialisers: CIANNA's distributions and scalings, drawn from explicit keys."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import cianna_jax as cj
+from cianna_jax import initializers, nn
+
+
+@pytest.mark.parametrize("fct,scaling,want_std", [
+    ("xavier", 1.0, math.sqrt(2 / (30 + 70))),
+    ("xavier_U", 1.0, math.sqrt(12 / (30 + 70)) / math.sqrt(3)),
+    ("lecun", 2.0, 2 * math.sqrt(1 / 30)),
+    ("lecun_U", 1.0, math.sqrt(3 / 30) / math.sqrt(3)),
+    ("normal", 0.5, 0.5),
+    ("uniform", 0.5, 0.5 / math.sqrt(3)),
+])
+def test_distribution_std(fct, scaling, want_std):
+    w = np.asarray(initializers.draw(jax.random.key(0), fct, (200, 300), 30, 70, scaling))
+    assert abs(w.mean()) < 0.02 * want_std * 10
+    assert w.std() == pytest.approx(want_std, rel=0.02)
+    if fct.endswith("_U") or fct == "uniform":
+        assert np.abs(w).max() <= want_std * math.sqrt(3) * 1.0001
+
+
+def test_draws_are_reproducible_from_keys():
+    a = initializers.draw(jax.random.key(7), "xavier", (3, 4), 4, 3, 1.0)
+    b = initializers.draw(jax.random.key(7), "xavier", (3, 4), 4, 3, 1.0)
+    c = initializers.draw(jax.random.key(8), "xavier", (3, 4), 4, 3, 1.0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_layer_fans_follow_cianna():
+    net = nn.network([10, 10], 3, [nn.conv([3, 3], 40, init_fct="lecun"),
+                                   nn.dense(500, init_fct="lecun")], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    conv_w = np.asarray(params[0]["w"])
+    assert conv_w.std() == pytest.approx(math.sqrt(1 / 28), rel=0.05)  # fan-in K*C + 1
+    dense_w = np.asarray(params[1]["w"])
+    assert np.all(dense_w[:, -1] == 0)  # bias-propagation column (no next dense: no pivot)
+    assert dense_w[:, :-1].std() == pytest.approx(math.sqrt(1 / 500), rel=0.05)  # fan-out quirk
+
+
+def test_scaling_is_mandatory_for_normal_and_uniform():
+    with pytest.raises(ValueError, match="init_scaling"):
+        nn.dense(4, init_fct="normal")
+    with pytest.raises(ValueError, match="init_scaling"):
+        nn.conv([3, 3], 4, init_fct="uniform", init_scaling=-1)
+    with pytest.raises(ValueError, match="init_fct"):
+        nn.dense(4, init_fct="he")

@@ -1,0 +1,162 @@
+"""The functional forward: jit/vmap/grad, CIANNA's bias mechanism, dropout modes, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cianna_jax as cj
+from cianna_jax import nn
+from cianna_jax.layers import Ctx
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    net = nn.network([6, 5], 2, [
+        nn.conv([3, 3], 4, padding=[1, 1]),
+        nn.pool([2, 2]),
+        nn.dense(7, activation="LOGI", drop_rate=0.3),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.2)
+    params = cj.init_params(jax.random.key(1), net)
+    x = np.asarray(jax.random.normal(jax.random.key(2), (5, net.input_dim)), np.float32)
+    return net, params, x
+
+
+def test_apply_under_jit_vmap_and_grad(small_cnn):
+    net, params, x = small_cnn
+    y = cj.apply(net, params, x)
+    assert y.shape == (5, 3)
+    np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, rtol=1e-5)
+
+    jitted = jax.jit(cj.apply, static_argnums=0)
+    np.testing.assert_allclose(jitted(net, params, x), y, atol=1e-6)
+
+    per_example = jax.vmap(lambda row: cj.apply(net, params, row))(x)
+    np.testing.assert_allclose(per_example, y, atol=1e-6)
+
+    def loss(p):
+        return jnp.sum(cj.apply(net, p, x)[:, 0])
+
+    grads = jax.grad(loss)(params)
+    flat = jax.tree_util.tree_leaves(grads)
+    assert all(np.isfinite(np.asarray(g)).all() for g in flat)
+    # finite-difference check on one conv weight (LOGI surrogate is exact away from the clamp)
+    eps = 1e-2
+    w = np.asarray(params[0]["w"])
+    bump = np.zeros_like(w)
+    bump[1, 3] = eps
+    p_plus = (dict(w=params[0]["w"] + bump),) + params[1:]
+    p_minus = (dict(w=params[0]["w"] - bump),) + params[1:]
+    fd = (loss(p_plus) - loss(p_minus)) / (2 * eps)
+    np.testing.assert_allclose(grads[0]["w"][1, 3], fd, rtol=2e-2, atol=1e-4)
+
+
+def test_bias_mechanism_pivots_and_slot():
+    net = nn.network([4], 1, [
+        nn.dense(3, activation="LIN", bias=0.7),
+        nn.dense(2, activation="RELU", bias=0.2),
+        nn.dense(2, activation="LIN"),
+    ], bias=0.4)
+    # first layer takes init's bias whatever its own keyword says; others keep theirs/defaults
+    assert [layer.bias for layer in net.layers] == [0.4, 0.2, 0.5]
+    params = cj.init_params(jax.random.key(0), net)
+    w0, w1 = np.asarray(params[0]["w"]), np.asarray(params[1]["w"])
+    assert w0.shape == (5, 4) and w1.shape == (4, 3)
+    assert w0[-1, -1] == pytest.approx(0.2 / 0.4) and w1[-1, -1] == pytest.approx(0.5 / 0.2)
+    assert np.all(w0[:-1, -1] == 0) and np.all(w1[:-1, -1] == 0)
+    x = np.ones((3, 4), np.float32)
+    rows = np.asarray(cj.apply(net, params, x, bias_slot=True))
+    assert rows.shape == (3, 3)
+    # after the LIN layer the slot carries the next bias; RELU zeroes it; last LIN slot stays 0
+    h0 = np.concatenate([x, np.full((3, 1), 0.4, np.float32)], axis=1) @ w0
+    np.testing.assert_allclose(h0[:, -1], 0.2, rtol=1e-6)
+    z1 = h0 @ w1
+    y1 = np.where(z1 <= 0, 0.05 * z1, z1)
+    y1[:, -1] = 0.0
+    want = y1 @ np.asarray(params[2]["w"])
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_bias_before_dense_is_an_error():
+    net = nn.network([4], 1, [nn.dense(3, activation="LIN"), nn.dense(2, bias=0.0),
+                              nn.dense(2)], bias=0.1)
+    with pytest.raises(ValueError, match="bias"):
+        cj.init_params(jax.random.key(0), net)
+
+
+def test_dropout_modes(small_cnn):
+    net, params, x = small_cnn
+    key = jax.random.key(3)
+    avg = cj.apply(net, params, x)
+    mc1 = cj.apply(net, params, x, drop_mode="MC_MODEL", key=key)
+    mc2 = cj.apply(net, params, x, drop_mode="MC_MODEL", key=jax.random.key(4))
+    assert not np.allclose(mc1, mc2)
+    assert not np.allclose(mc1, avg)
+    with pytest.raises(ValueError, match="key"):
+        cj.apply(net, params, x, drop_mode="MC_MODEL")
+    with pytest.raises(ValueError, match="drop_mode"):
+        cj.apply(net, params, x, drop_mode="MC")
+
+
+def test_dropout_is_not_inverted_and_spares_the_bias_slot():
+    net = nn.network([50], 1, [nn.dense(400, activation="LIN", drop_rate=0.25),
+                               nn.dense(1, activation="LIN")], bias=1.0)
+    params = cj.init_params(jax.random.key(0), net)
+    params = ({"w": jnp.ones_like(params[0]["w"])}, params[1])
+    x = np.ones((2, 50), np.float32)
+    hidden = net.layers[0]
+    xin = np.concatenate([x, np.ones((2, 1), np.float32)], axis=1)
+    z_avg = np.asarray(hidden.apply(params[0], xin, Ctx(False, "AVG_MODEL", 2)))
+    np.testing.assert_allclose(z_avg[:, :-1], 51 * 0.75, rtol=1e-6)
+    assert z_avg[0, -1] == pytest.approx(51.0)  # bias column (pivot 1/1) never scaled
+    z_tr = np.asarray(hidden.apply(params[0], xin, Ctx(True, "AVG_MODEL", 2), jax.random.key(5)))
+    kept = z_tr[:, :-1] != 0
+    np.testing.assert_allclose(z_tr[:, :-1][kept], 51.0, rtol=1e-6)  # kept units are not rescaled
+    assert 0.65 < kept.mean() < 0.85
+    assert np.all(z_tr[:, -1] == 51.0)
+
+
+def test_apply_rejects_bad_input_shape(small_cnn):
+    net, params, x = small_cnn
+    with pytest.raises(ValueError, match=r"expected shape \(N, 60\).*received \(5, 59\)"):
+        cj.apply(net, params, x[:, :-1])
+
+
+def test_check_params_names_layer_and_shapes(small_cnn):
+    net, params, _ = small_cnn
+    bad = (params[0], params[1], {"w": params[2]["w"][:-1]}, params[3])
+    with pytest.raises(ValueError, match=r"params\[2\] \(dense\): expected shapes"):
+        cj.network.check_params(net, bad)
+
+
+def test_conv_after_dense_reads_input_shape():
+    net = nn.network([5], 1, [
+        nn.dense(12, activation="LIN"),
+        nn.conv([3, 3], 2, input_shape=[3, 2, 1, 2], padding=[1, 1], activation="LIN"),
+    ], bias=0.5)
+    assert net.shapes[1][1][:4] == (3, 2, 1, 2)
+    params = cj.init_params(jax.random.key(0), net)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5)), np.float32)
+    y = np.asarray(cj.apply(net, params, x))
+    # reference: dense output read as [C][H][W] image, conv with padding 1, own bias 0.5
+    h = np.concatenate([x, np.full((2, 1), 0.5, np.float32)], 1) @ np.asarray(params[0]["w"])
+    img = h[:, :12].reshape(2, 2, 2, 3)
+    w = np.asarray(params[1]["w"])
+    k = w[:, :-1].reshape(2, 2, 3, 3)
+    pad = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((2, 2, 2, 3), np.float32)
+    for f in range(2):
+        for i in range(2):
+            for j in range(3):
+                ref[:, f, i, j] = np.sum(pad[:, :, i:i + 3, j:j + 3] * k[f], axis=(1, 2, 3)) \
+                    + 0.5 * w[f, -1]
+    np.testing.assert_allclose(y, ref.reshape(2, -1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="input_shape"):
+        nn.network([5], 1, [nn.dense(12, activation="LIN"), nn.conv([3, 3], 2)])
+    with pytest.raises(ValueError, match="input_shape"):
+        nn.network([5], 1, [nn.dense(12, activation="LIN"),
+                            nn.conv([3, 3], 2, input_shape=[3, 3, 1, 2])])
+    with pytest.raises(ValueError, match="dropout"):
+        nn.network([5], 1, [nn.dense(12, drop_rate=0.5),
+                            nn.conv([1, 1], 2, input_shape=[3, 2, 1, 2])])

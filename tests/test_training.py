@@ -1,0 +1,165 @@
+"""CIANNA's output deltas, update rule (optax transformation) and the batch driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import cianna_jax as cj
+from cianna_jax import nn, training
+
+
+def _one_dense(act, n_in=5, n_out=3, bias=0.7):
+    net = nn.network([n_in], 1, [nn.dense(n_out, activation=act, strict_size=1)], bias=bias)
+    params = cj.init_params(jax.random.key(0), net)
+    return net, params
+
+
+@pytest.mark.parametrize("act", ["LIN", "RELU_S0.5_L0.1", "LOGI_S1_B2", "SMAX"])
+def test_gradient_is_cianna_delta(act):
+    """grad of the batch loss = X~^T delta / B with CIANNA's delta (surrogates included)."""
+    net, params = _one_dense(act)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 5)).astype(np.float32) * 3
+    t = rng.uniform(size=(4, 3)).astype(np.float32)  # SMAX target not summing to 1 on purpose
+    n_valid = 3
+    grads = jax.grad(lambda p: training.batch_loss(p, net, x, t, n_valid, None)[0])(params)
+    w = np.asarray(params[0]["w"])
+    xt = np.concatenate([x, np.full((4, 1), 0.7, np.float32)], axis=1)
+    z = xt @ w
+    a = cj.parse_activation(act)
+    body = z[:, :3]
+    if a.kind == "LIN":
+        y, mult = body, 1.0
+    elif a.kind == "RELU":
+        y = np.where(body <= 0, 0.1 * body, np.where(body <= 0.5, body, 0.5 + 0.1 * (body - 0.5)))
+        mult = np.where((y <= 0) | (y > 0.5), 0.1, 1.0)
+    elif a.kind == "LOGI":
+        y = 1 / (1 + np.exp(np.minimum(-2 * body, 1.0)))
+        mult = 2 * y * (1 - y)  # surrogate, also in the clamped region
+    else:
+        e = np.exp(body - body.max(1, keepdims=True))
+        y, mult = e / e.sum(1, keepdims=True), 1.0
+    delta = (y - t) * mult
+    delta[n_valid:] = 0
+    want = np.zeros_like(w)
+    want[:, :3] = xt.T @ delta / 4  # divided by the allocated batch size, not n_valid
+    np.testing.assert_allclose(np.asarray(grads[0]["w"]), want, rtol=1e-5, atol=1e-6)
+    if a.kind == "LOGI":
+        assert (np.minimum(-2 * body, 1.0) == 1.0).any(), "test must reach the clamped region"
+
+
+def test_displayed_loss_values():
+    net, params = _one_dense("SMAX")
+    x = np.eye(5, dtype=np.float32)[:2]
+    t = np.array([[1, 0, 0], [0, 0, 1]], np.float32)
+    _, total = training.batch_loss(params, net, x, t, 2, None)
+    y = np.asarray(cj.apply(net, params, x))
+    want = -np.sum(t * np.log(np.maximum(y, 1e-6)))
+    assert float(total) == pytest.approx(want, rel=1e-5)
+
+
+def test_update_rule_two_steps_partial_batch_and_pivot():
+    """V = mu V + lr G/B + lr wd W; W -= V; pivot frozen; partial batch divided by B."""
+    net = nn.network([5], 1, [nn.dense(4, activation="LIN"), nn.dense(3, activation="LIN",
+                                                                        strict_size=1)], bias=0.7)
+    params = cj.init_params(jax.random.key(1), net)
+    lr, mu, wd, b = 0.3, 0.7, 0.05, 4
+    opt = cj.make_optimizer(net, lr, mu, wd)
+    state = opt.init(params)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    t = rng.normal(size=(6, 3)).astype(np.float32)
+
+    ws = [np.asarray(p["w"], np.float64) for p in params]
+    vs = [np.zeros_like(w) for w in ws]
+    pivot_before = ws[0][-1, -1]
+    for start in (0, 4):  # batches of 4 and 2 (padded)
+        xb, tb = x[start:start + b], t[start:start + b]
+        n = xb.shape[0]
+        x0 = np.concatenate([xb, np.full((n, 1), 0.7)], 1)
+        h = x0 @ ws[0]
+        z = h @ ws[1]
+        d1 = z[:, :3] - tb
+        g1 = np.zeros_like(ws[1])
+        g1[:, :3] = h.T @ d1
+        dh = d1 @ ws[1][:, :3].T  # LIN: slot gradient is kept
+        g0 = x0.T @ dh
+        for i, g in enumerate((g0, g1)):
+            vs[i] = mu * vs[i] + lr * g / b
+            mask = np.ones_like(ws[i])
+            mask[-1, -1] = 0
+            vs[i] = vs[i] + lr * wd * ws[i] * mask
+            ws[i] = ws[i] - vs[i] * mask
+        xb_p, tb_p = training.pad_batch(xb, b), training.pad_batch(tb, b)
+        params, state, _ = training.train_step(net, opt, params, state, xb_p, tb_p, np.int32(n),
+                                               jax.random.key(0))
+    for mine, want in zip(params, ws):
+        np.testing.assert_allclose(np.asarray(mine["w"]), want, rtol=2e-5, atol=2e-6)
+    assert float(params[0]["w"][-1, -1]) == pytest.approx(pivot_before)
+
+
+def test_norm_parameters_are_not_decayed():
+    net = nn.network([4, 4], 1, [nn.conv([3, 3], 4, padding=[1, 1]), nn.norm(group_size=2),
+                                 nn.dense(2, activation="LIN")], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = cj.make_optimizer(net, 0.5, 0.0, 10.0)
+    state = opt.init(params)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = opt.update(zero, state, params)
+    np.testing.assert_array_equal(np.asarray(updates[1]["gamma"]), 0.0)
+    np.testing.assert_allclose(np.asarray(updates[0]["w"]), -5.0 * np.asarray(params[0]["w"]),
+                               rtol=1e-6)
+
+
+def test_frozen_layers_are_not_updated():
+    net, params = _one_dense("LIN")
+    opt = training.cianna_sgd(0.1, spec=net, frozen=(0,))
+    state = opt.init(params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = opt.update(grads, state, params)
+    assert not np.asarray(updates[0]["w"]).any()
+
+
+def test_any_optax_optimizer_can_replace_cianna_sgd():
+    net, params = _one_dense("LIN")
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+    x = np.ones((4, 5), np.float32)
+    t = np.zeros((4, 3), np.float32)
+    losses = []
+    for _ in range(3):
+        params, state, total = training.train_step(net, opt, params, state, x, t, np.int32(4),
+                                                   jax.random.key(0))
+        losses.append(float(total))
+    assert losses[2] < losses[0]
+
+
+def test_learning_rate_schedule_and_injection():
+    assert training.learning_rate_at(0, 0.1, 0.01, 0.5) == pytest.approx(0.1)
+    assert training.learning_rate_at(1, 0.1, 0.01, 0.5) == pytest.approx(0.064588, abs=1e-6)
+    assert training.learning_rate_at(2, 0.1, 0.01, 0.5) == pytest.approx(0.043109, abs=1e-6)
+    net, params = _one_dense("LIN")
+    opt = cj.make_optimizer(net, 0.1, 0.9)
+    state = training.set_learning_rate(opt.init(params), 0.05)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.05)
+    with pytest.raises(KeyError, match="nope"):
+        training.set_learning_rate(state, 0.1, nope=1.0)
+
+
+def test_epochs_do_not_recompile_after_the_first():
+    net = nn.network([3], 1, [nn.dense(2, activation="LIN")], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = cj.make_optimizer(net, 0.1, 0.5)
+    state = opt.init(params)
+    x = np.ones((10, 3), np.float32)  # 10 examples, batch 4: last batch is partial
+    t = np.zeros((10, 2), np.float32)
+    key = jax.random.key(0)
+    params, state, _ = training.train_epoch(net, opt, params, state, x, t, 4, key)
+    size = training.train_step._cache_size()
+    state = training.set_learning_rate(state, 0.01)
+    for _ in range(2):
+        params, state, total = training.train_epoch(net, opt, params, state, x, t, 4, key)
+    assert training.train_step._cache_size() == size
+    assert np.isfinite(float(total))
