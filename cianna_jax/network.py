@@ -133,18 +133,32 @@ def _validate(in_dims, layers):
         prev = layer
 
 
+def _f32(value: float) -> float:
+    """CIANNA keeps biases and rates as C floats: round to float32 once, here."""
+    return float(np.float32(value))
+
+
 def _resolve(layer, first: bool, in_dims, input_bias: float):
-    if isinstance(layer, Pool) and layer.p_size is None:
-        layer = dataclasses.replace(layer, p_size=tuple(2 if n > 1 else 1 for n in in_dims[:3]))
+    if isinstance(layer, Pool):
+        if layer.p_global:  # the window is the whole map: keep one canonical spec
+            layer = dataclasses.replace(layer, p_size=(1, 1, 1), stride=(1, 1, 1),
+                                        padding=(0, 0, 0))
+        elif layer.p_size is None:
+            layer = dataclasses.replace(
+                layer, p_size=tuple(2 if n > 1 else 1 for n in in_dims[:3]))
+        if layer.stride is None:
+            layer = dataclasses.replace(layer, stride=layer.p_size)
+    if hasattr(layer, "drop_rate"):
+        layer = dataclasses.replace(layer, drop_rate=_f32(layer.drop_rate))
     if not hasattr(layer, "bias"):
         return layer
     if first:
-        bias = float(input_bias)
+        bias = input_bias
     elif layer.bias is None:
         bias = layer.activation.default_bias
     else:
-        bias = float(layer.bias)
-    return dataclasses.replace(layer, bias=bias)
+        bias = layer.bias
+    return dataclasses.replace(layer, bias=_f32(bias))
 
 
 def make_network(in_dims, layers, input_bias: float = 0.1) -> Network:
@@ -159,7 +173,7 @@ def make_network(in_dims, layers, input_bias: float = 0.1) -> Network:
         raise ValueError(f"in_dims: expected 4 positive ints (W, H, D, C), received {in_dims}")
     resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias) for i, layer in enumerate(layers))
     _validate(in_dims, resolved)
-    net = Network(in_dims, resolved, float(input_bias))
+    net = Network(in_dims, resolved, _f32(input_bias))
     net.shapes  # noqa: B018  (computes and checks every output shape now)
     return net
 
@@ -181,7 +195,8 @@ def init_params(key: jax.Array, net: Network) -> Params:
             if cur.bias == 0:
                 raise ValueError(f"bias: layer {i + 1} has bias 0, so the pivot towards layer "
                                  f"{i + 2} (bias_next / bias_this) would be infinite")
-            params[i] = {"w": params[i]["w"].at[-1, -1].set(nxt.bias / cur.bias)}
+            pivot = np.float32(nxt.bias) / np.float32(cur.bias)
+            params[i] = {"w": params[i]["w"].at[-1, -1].set(pivot)}
     return tuple(params)
 
 

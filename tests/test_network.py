@@ -59,7 +59,7 @@ def test_bias_mechanism_pivots_and_slot():
         nn.dense(2, activation="LIN"),
     ], bias=0.4)
     # first layer takes init's bias whatever its own keyword says; others keep theirs/defaults
-    assert [layer.bias for layer in net.layers] == [0.4, 0.2, 0.5]
+    assert [layer.bias for layer in net.layers] == pytest.approx([0.4, 0.2, 0.5])
     params = cj.init_params(jax.random.key(0), net)
     w0, w1 = np.asarray(params[0]["w"]), np.asarray(params[1]["w"])
     assert w0.shape == (5, 4) and w1.shape == (4, 3)
