@@ -12,7 +12,7 @@ geometry), so training matches CIANNA there too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -120,8 +120,9 @@ class Conv:
     int_padding: tuple[int, int, int] = (0, 0, 0)
     input_shape: tuple[int, int, int, int] | None = None
     drop_rate: float = 0.0
-    init_fct: str = "xavier"
-    init_scaling: float = 1.0
+    # creation-only settings: not saved by CIANNA, not part of the network identity
+    init_fct: str = field(default="xavier", compare=False)
+    init_scaling: float = field(default=1.0, compare=False)
 
     kind = "conv"
 

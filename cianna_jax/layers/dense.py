@@ -7,7 +7,7 @@ creation is the pivot ``w[I-1, N] = bias_next / bias_this`` (set by the network)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +32,10 @@ class Dense:
     activation: Activation
     bias: float
     drop_rate: float = 0.0
-    init_fct: str = "xavier"
-    init_scaling: float = 1.0
-    strict_size: int = 0
+    # creation-only settings: not saved by CIANNA, not part of the network identity
+    init_fct: str = field(default="xavier", compare=False)
+    init_scaling: float = field(default=1.0, compare=False)
+    strict_size: int = field(default=0, compare=False)
 
     kind = "dense"
 
