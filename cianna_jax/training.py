@@ -25,7 +25,8 @@ import optax
 
 from .layers import Dense, Norm
 from .layers.common import Ctx
-from .losses import output_loss
+from .layers.dense import dense_activation
+from .losses import elementwise_loss, output_activation, output_loss
 from .network import Network, Params, forward_internal, to_rows
 
 __all__ = [
@@ -170,15 +171,14 @@ def train_step(spec: Network, optimizer: optax.GradientTransformation, params: P
 def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid,
               key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
               with_loss: bool = True):
-    """Inference on a padded batch: (output rows with bias slot, displayed loss sum)."""
-    from .losses import elementwise_loss, output_activation
+    """Inference on a padded batch: (output rows, displayed loss sum over real rows).
 
+    Rows are CIANNA's prediction-file rows (dense outputs keep the bias-slot column).
+    """
     ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd)
     z = forward_internal(spec, params, x, ctx, key, activate_last=False)
     act = spec.layers[-1].activation
     if z.ndim == 2:
-        from .layers.dense import dense_activation
-
         rows = dense_activation(act, z)
         y = rows[:, :-1]
     else:

@@ -163,3 +163,18 @@ def test_epochs_do_not_recompile_after_the_first():
         params, state, total = training.train_epoch(net, opt, params, state, x, t, 4, key)
     assert training.train_step._cache_size() == size
     assert np.isfinite(float(total))
+
+
+def test_eval_step_rows_and_loss_match_apply_and_batch_loss():
+    net = nn.network([4, 4], 1, [nn.conv([3, 3], 2, padding=[1, 1]),
+                                 nn.dense(3, activation="SMAX", drop_rate=0.3)], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16)).astype(np.float32)
+    t = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    rows, loss = training.eval_step(net, params, x, t, 3)
+    np.testing.assert_allclose(rows, cj.apply(net, params, x, bias_slot=True), atol=1e-6)
+    y = np.asarray(rows)[:3, :3]
+    assert float(loss) == pytest.approx(-np.sum(t[:3] * np.log(y)), rel=1e-5)
+    _, no_loss = training.eval_step(net, params, x, t, 3, with_loss=False)
+    assert float(no_loss) == 0.0
