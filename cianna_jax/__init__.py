@@ -1,5 +1,12 @@
 """cianna_jax: CIANNA's networks, numerics and files in JAX.
 
+Imperative interface, as CIANNA's (``import cianna_jax as cnn``)::
+
+    cnn.init(in_dim=[28, 28], in_nb_ch=1, out_dim=10, b_size=16)
+    cnn.create_dataset("TRAIN", 60000, x_train, t_train)
+    cnn.conv(f_size=[5, 5], nb_filters=8, padding=[2, 2]); cnn.pool(); ...
+    cnn.train(nb_iter=20, learning_rate=0.004, momentum=0.8)
+
 Functional core (pure, jit/vmap/grad friendly)::
 
     import jax, cianna_jax as cj
@@ -10,10 +17,34 @@ Functional core (pure, jit/vmap/grad friendly)::
     y = cj.apply(net, params, x)          # x: (N, C*D*H*W) CIANNA rows
 """
 
-from . import activations, initializers, layers, losses, nn, training
+from . import activations, initializers, layers, losses, nn, precision, training
 from .activations import Activation, parse_activation
+from .api import (
+    YOLO,
+    conv,
+    create_dataset,
+    delete_dataset,
+    dense,
+    free_network,
+    get_network,
+    init,
+    linear,
+    load,
+    logistic,
+    lrn,
+    norm,
+    pool,
+    relu,
+    save,
+    set_frozen_layers,
+    set_params,
+    softmax,
+    swap_data_buffers,
+)
+from .driver import forward, perf_eval, train
 from .io.network_file import Loaded, load_network, save_network
 from .network import Network, apply, init_params, make_network
+from .report import print_arch_tex
 from .training import (
     batch_loss,
     cianna_sgd,
@@ -26,6 +57,10 @@ from .training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "YOLO", "conv", "create_dataset", "delete_dataset", "dense", "forward", "free_network",
+    "get_network", "init", "linear", "load", "logistic", "lrn", "norm", "perf_eval", "pool",
+    "print_arch_tex", "relu", "save", "set_frozen_layers", "set_params", "softmax",
+    "swap_data_buffers", "train", "precision",
     "Activation",
     "Loaded",
     "Network",

@@ -18,6 +18,7 @@ import numpy as np
 
 from .layers import LRN, Conv, Dense, LayerSpec, Norm, Pool
 from .layers.common import DROP_MODES, Ctx, Shape, flat_to_map, map_to_flat_cmajor
+from .precision import Policy, get_policy
 
 __all__ = ["Network", "make_network", "init_params", "apply", "forward_internal", "to_rows",
            "Params"]
@@ -224,7 +225,7 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     With ``activate_last=False`` the last layer returns its pre-activation (after
     dropout), which is what the output loss differentiates.
     """
-    h = _input_internal(net, x)
+    h = _input_internal(net, x.astype(ctx.policy.compute_dtype))
     n = len(net.layers)
     for i, layer in enumerate(net.layers):
         sub = None if key is None else jax.random.fold_in(key, i)
@@ -240,7 +241,8 @@ def to_rows(h: jax.Array, *, bias_slot: bool = False) -> jax.Array:
 
 
 def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Array | None = None,
-          drop_mode: str = "AVG_MODEL", bias_slot: bool = False) -> jax.Array:
+          drop_mode: str = "AVG_MODEL", bias_slot: bool = False,
+          mixed_precision: str | Policy = "off") -> jax.Array:
     """Forward pass of ``net`` on CIANNA flat rows.
 
     ``x``: (N, C*D*H*W) float array, channel-major with width fastest (a single
@@ -249,7 +251,8 @@ def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Arra
     ``bias_slot=True``, as in CIANNA's prediction files); conv/pool outputs are
     flattened channel-major.  ``train=True`` draws dropout masks from ``key``;
     otherwise ``drop_mode`` is "AVG_MODEL" (scale by 1 - rate) or "MC_MODEL"
-    (random masks, needs ``key``).
+    (random masks, needs ``key``).  ``mixed_precision`` is a CIANNA mode name
+    (see :mod:`cianna_jax.precision`); the result is in its compute dtype.
     """
     if drop_mode not in DROP_MODES:
         raise ValueError(f"drop_mode: expected one of {DROP_MODES}, received {drop_mode!r}")
@@ -264,6 +267,6 @@ def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Arra
     if x.ndim != 2 or x.shape[1] != net.input_dim:
         raise ValueError(f"x: expected shape (N, {net.input_dim}) (C*D*H*W = "
                          f"{'x'.join(map(str, net.in_dims))}), received {tuple(x.shape)}")
-    ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd)
+    ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision))
     y = to_rows(forward_internal(net, params, x, ctx, key), bias_slot=bias_slot)
     return y[0] if single else y

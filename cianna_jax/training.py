@@ -28,6 +28,7 @@ from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
 from .network import Network, Params, forward_internal, to_rows
+from .precision import FP32, Policy
 
 __all__ = [
     "CiannaSGDState",
@@ -133,7 +134,8 @@ def learning_rate_at(iteration: int, learning_rate: float, end_learning_rate: fl
 
 
 def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_valid,
-               key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0):
+               key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0,
+               policy: Policy = FP32):
     """(loss for gradients, summed displayed loss) of one padded batch.
 
     ``x (B, C*D*H*W)``, ``t (B, out_dim)``; rows ``>= n_valid`` are padding.  The
@@ -141,42 +143,45 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
     allocated batch size); its gradient is CIANNA's ``G / B``.
     """
     b = x.shape[0]
-    ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd)
+    ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy)
     z = to_rows(forward_internal(spec, params, x, ctx, key, activate_last=False))
+    z = z.astype(jnp.float32)  # the loss and delta are computed in float32
     mask = (jnp.arange(b) < n_valid).astype(z.dtype)
     per_row = output_loss(spec.layers[-1].activation, z, t.astype(z.dtype), mask, loss_scale)
     total = jnp.sum(per_row)
     return total / b, total
 
 
-@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale"), donate_argnums=(2, 3))
+@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy"),
+         donate_argnums=(2, 3))
 def train_step(spec: Network, optimizer: optax.GradientTransformation, params: Params,
                opt_state, x: jax.Array, t: jax.Array, n_valid, key: jax.Array,
-               loss_scale: float = 1.0):
+               loss_scale: float = 1.0, policy: Policy = FP32):
     """One CIANNA training step on a padded batch; returns (params, opt_state, loss sum).
 
     The loss sum is over the real rows (divide by ``n_valid`` for CIANNA's B.Loss).
     ``loss_scale`` > 1 multiplies the delta and is divided out of the gradient
-    before the update, as CIANNA's ``TC_scale_factor``.
+    before the update, as CIANNA's ``TC_scale_factor``.  ``policy`` is the
+    mixed-precision policy (parameters and optimizer state stay float32).
     """
     (_, total), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale)
+        params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy)
     if loss_scale != 1.0:
         grads = jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, total
 
 
-@partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss"))
+@partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss", "policy"))
 def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid,
               key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
-              with_loss: bool = True):
+              with_loss: bool = True, policy: Policy = FP32):
     """Inference on a padded batch: (output rows, displayed loss sum over real rows).
 
     Rows are CIANNA's prediction-file rows (dense outputs keep the bias-slot column).
     """
-    ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd)
-    z = forward_internal(spec, params, x, ctx, key, activate_last=False)
+    ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd, policy=policy)
+    z = forward_internal(spec, params, x, ctx, key, activate_last=False).astype(jnp.float32)
     act = spec.layers[-1].activation
     if z.ndim == 2:
         rows = dense_activation(act, z)
@@ -213,7 +218,7 @@ def iterate_batches(x, t, batch_size: int):
 
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
-                key: jax.Array, *, loss_scale: float = 1.0):
+                key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32):
     """One pass over ``(x, t)`` in storage order; returns (params, opt_state, loss sum).
 
     The loss sum stays on the device (no per-batch host sync); divide it by the
@@ -223,6 +228,6 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
         params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
                                           np.int32(nv), jax.random.fold_in(key, j),
-                                          loss_scale=loss_scale)
+                                          loss_scale=loss_scale, policy=policy)
         total = total + s
     return params, opt_state, total

@@ -1,6 +1,5 @@
 """The notebooks execute without error (at reduced sizes)."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..precision import FP32, Policy
+
 __all__ = [
     "Shape",
     "Ctx",
@@ -54,11 +56,13 @@ class Shape(NamedTuple):
 
 
 class Ctx(NamedTuple):
-    """Static apply context: training flag, inference dropout mode, spatial rank."""
+    """Static apply context: training flag, inference dropout mode, spatial rank and
+    the mixed-precision policy."""
 
     train: bool = False
     drop_mode: str = "AVG_MODEL"
     nd: int = 2
+    policy: Policy = FP32
 
 
 def as_triple(value, name: str, default: int, *, minimum: int = 0) -> tuple[int, int, int]:

@@ -22,6 +22,7 @@ from jax import lax
 
 from .. import initializers
 from ..activations import Activation, activate
+from ..precision import FP32
 from .common import Ctx, Shape, dropout, flat_to_map, internal
 
 __all__ = ["Conv", "conv_output_size", "conv_nd"]
@@ -37,25 +38,26 @@ def _dimension_numbers(nd: int):
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def _forward(x, k, strides, pads, dil):
+def _forward(x, k, strides, pads, dil, policy=FP32):
     nd = x.ndim - 2
     return lax.conv_general_dilated(
         x, k, window_strides=strides, padding=[(p, p) for p in pads], lhs_dilation=dil,
-        dimension_numbers=_dimension_numbers(nd), preferred_element_type=jnp.float32,
+        dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
+        preferred_element_type=policy.accum_dtype,
     ).astype(x.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def conv_nd(x, k, strides, pads, dil):
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def conv_nd(x, k, strides, pads, dil, policy=FP32):
     """Channel-last convolution: ``x (B, *sp, C)``, ``k (*f, C, F)``, static geometry."""
-    return _forward(x, k, strides, pads, dil)
+    return _forward(x, k, strides, pads, dil, policy)
 
 
-def _conv_fwd(x, k, strides, pads, dil):
-    return _forward(x, k, strides, pads, dil), (x, k)
+def _conv_fwd(x, k, strides, pads, dil, policy):
+    return _forward(x, k, strides, pads, dil, policy), (x, k)
 
 
-def _input_grad(g, k, in_spatial, strides, pads, dil):
+def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32):
     """CIANNA's input gradient: full correlation of the stride-dilated delta with the
     rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``."""
     nd = g.ndim - 2
@@ -76,7 +78,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil):
     gi = lax.conv_general_dilated(
         g, k_rot.astype(g.dtype), window_strides=dil, padding=list(zip(lo, hi)),
         lhs_dilation=strides, dimension_numbers=_dimension_numbers(nd),
-        preferred_element_type=jnp.float32,
+        precision=policy.precision, preferred_element_type=policy.accum_dtype,
     ).astype(g.dtype)
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
     mask = None
@@ -91,11 +93,11 @@ def _input_grad(g, k, in_spatial, strides, pads, dil):
     return gi
 
 
-def _conv_bwd(strides, pads, dil, res, g):
+def _conv_bwd(strides, pads, dil, policy, res, g):
     x, k = res
-    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil), k)
+    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy), k)
     (gk,) = k_vjp(g)
-    gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil)
+    gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy)
     return gx, gk
 
 
@@ -188,7 +190,7 @@ class Conv:
         c_in = x.shape[-1]
         k = self.kernel(w, c_in, nd).astype(x.dtype)
         z = conv_nd(x, k, internal(self.stride, nd), internal(self.padding, nd),
-                    tuple(1 + i for i in internal(self.int_padding, nd)))
+                    tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy)
         z = z + (self.bias * w[:, -1]).astype(z.dtype)
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:

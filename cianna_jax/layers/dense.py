@@ -63,7 +63,9 @@ class Dense:
         if x.shape[1] != w.shape[0]:
             raise ValueError(f"dense: expected input width {w.shape[0]} (incl. bias slot), "
                              f"received {x.shape[1]}")
-        z = jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+        pol = ctx.policy
+        z = jnp.dot(x, w.astype(x.dtype), precision=pol.precision,
+                    preferred_element_type=pol.accum_dtype).astype(x.dtype)
         z = dropout(z, self.drop_rate, ctx, key, keep_last_column=True)
         if not activate_output:
             return z

@@ -1,0 +1,497 @@
+"""CIANNA's imperative Python interface as a thin stateful wrapper over the core.
+
+``import cianna_jax as cnn`` gives the documented functions (``init``,
+``create_dataset``, ``conv``, ``train``, ``forward``, ``save``, ``load``, ...).  This
+module only keeps per-network state (spec, params, optimizer state, datasets,
+iteration counter, PRNG key) and delegates all maths to the functional core.
+Unlike CIANNA, bad calls raise Python exceptions and leave every network,
+dataset and file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import console, nn, training
+from .io.cianna_format import YoloRecord, write_network
+from .io.network_file import layers_to_records, load_network
+from .layers import Dense
+from .network import Network, Params, check_params, make_network
+from .precision import Policy, get_policy
+
+__all__ = [
+    "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
+    "dense", "conv", "pool", "norm", "lrn", "linear", "relu", "logistic", "softmax", "YOLO",
+    "save", "load", "set_frozen_layers", "get_network", "set_params",
+]
+
+DATASET_NAMES = ("TRAIN", "VALID", "TEST", "TRAIN_buf", "VALID_buf", "TEST_buf")
+COMP_METHS = ("C_CUDA", "C_BLAS", "C_NAIV")
+
+
+@dataclass
+class Dataset:
+    """A dataset kept as one float32 copy on the host (and on the device when
+    ``dynamic_load=0``)."""
+
+    x: np.ndarray
+    t: np.ndarray
+    device: tuple | None = None  # (x, t) device arrays padded to whole batches
+
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class NetState:
+    """Everything the wrapper remembers about one network."""
+
+    id: int
+    in_dims: tuple[int, int, int, int]
+    out_dim: int
+    bias: float
+    b_size: int
+    batch_mode: str
+    comp_meth: str
+    device: object
+    dynamic_load: int
+    policy: Policy
+    inference_only: int
+    adv_size: int
+    key: jax.Array
+    layers: list = field(default_factory=list)
+    params: list = field(default_factory=list)
+    yolo: dict = field(default_factory=dict)
+    iteration: int = 0
+    datasets: dict = field(default_factory=lambda: dict.fromkeys(DATASET_NAMES))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frozen: tuple = ()
+    optimizer: object = None
+    opt_state: object = None
+    no_error: int = 0
+    perf: dict = field(default_factory=dict)
+
+    @property
+    def net(self) -> Network:
+        return make_network(self.in_dims, self.layers, self.bias)
+
+    def next_key(self) -> jax.Array:
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = None
+        self.opt_state = None
+
+
+_NETS: dict[int, NetState] = {}
+_SESSION = {"last": None, "banner": False, "warned_cuda": False, "warned_tc": False}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _int(value, name: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, received {value}")
+    return value
+
+
+def _float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a float, received {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _str(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a str, received {type(value).__name__} {value!r}")
+    return value
+
+
+def get_state(network: int = -1) -> NetState:
+    """The state of ``network`` (-1: the last network created)."""
+    network = _int(network, "network")
+    if network == -1:
+        if _SESSION["last"] is None or _SESSION["last"] not in _NETS:
+            raise RuntimeError("no network: call init(...) first")
+        return _NETS[_SESSION["last"]]
+    if network not in _NETS:
+        raise ValueError(f"network: no network with id {network}; existing ids: {sorted(_NETS)}")
+    return _NETS[network]
+
+
+def _say(text: str, silent=0) -> None:
+    if not silent:
+        console.write(text)
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def _device_for(comp_meth: str):
+    if comp_meth == "C_CUDA":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            if not _SESSION["warned_cuda"]:
+                warnings.warn("comp_meth='C_CUDA' but JAX sees no GPU: running on the CPU",
+                              RuntimeWarning, stacklevel=3)
+                _SESSION["warned_cuda"] = True
+    return jax.devices("cpu")[0]
+
+
+def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8,
+         comp_meth: str = "C_CUDA", network: int | None = None, dynamic_load: int = 1,
+         mixed_precision: str = "off", inference_only: int = 0, no_logo: int = 0,
+         adv_size: int = 30, seed: int | None = None) -> None:
+    """Create a network: input ``in_dim`` ([W, H, D]) with ``in_nb_ch`` channels,
+    targets of ``out_dim`` values, input bias ``bias`` and batch size ``b_size``.
+
+    Without ``network`` a new network is created and becomes the default one of
+    later calls; ``network=k`` replaces network k.  ``seed`` makes weight init,
+    dropout and shuffling reproducible.
+    """
+    in_dims = nn.in_dims_from(in_dim, in_nb_ch)
+    out_dim = _int(out_dim, "out_dim", minimum=1)
+    bias = _float(bias, "bias")
+    b_size = _int(b_size, "b_size")
+    comp_meth = _str(comp_meth, "comp_meth")
+    if comp_meth not in COMP_METHS:
+        raise ValueError(f"comp_meth: expected one of {COMP_METHS}, received {comp_meth!r}")
+    policy = get_policy(mixed_precision)
+    dynamic_load = _int(dynamic_load, "dynamic_load")
+    inference_only = _int(inference_only, "inference_only")
+    adv_size = _int(adv_size, "adv_size")
+    if network is not None:
+        network = _int(network, "network", minimum=0)
+    if seed is not None:
+        seed = _int(seed, "seed")
+    if not _SESSION["banner"]:
+        _say(console.banner(bool(no_logo)) + "\n")
+        _SESSION["banner"] = True
+    if b_size == 1:
+        mode = "SGD"
+        _say(" Automatically switch to SGD scheme (batch_size = 1)\n")
+    elif b_size <= 0:
+        mode, b_size = "FULL", 16
+        _say(" Undefined batch size -> automatic value is 16\n")
+    else:
+        mode = "OFF"
+    device = _device_for(comp_meth)
+    if network is None:
+        network = max(_NETS) + 1 if _NETS else 0
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    _NETS[network] = NetState(network, in_dims, out_dim, bias, b_size, mode, comp_meth, device,
+                              dynamic_load, policy, inference_only, adv_size if adv_size > 0 else 30,
+                              jax.random.key(seed))
+    _SESSION["last"] = network
+    method = {"C_CUDA": f"CUDA ({policy.name})", "C_BLAS": "BLAS", "C_NAIV": "NAIV"}[comp_meth]
+    w, h, d, c = in_dims
+    _say(f"Network (id: {network}) initialized with : \nInput dimensions: {w}x{h}x{d}x{c} \n"
+         f"Output dimension: {out_dim} \nBatch size: {b_size} \nUsing {method} compute method "
+         f"on {device.platform.upper()}\nInference only: {inference_only}\n\n")
+
+
+def free_network(network: int = 0) -> None:
+    """Drop a network with its datasets, layers and optimizer state; its id becomes free."""
+    state = get_state(network)
+    del _NETS[state.id]
+    if _SESSION["last"] == state.id:
+        _SESSION["last"] = max(_NETS) if _NETS else None
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _check_dataset_name(dataset, allowed=DATASET_NAMES) -> str:
+    dataset = _str(dataset, "dataset")
+    if dataset not in allowed:
+        raise ValueError(f"dataset: expected one of {allowed}, received {dataset!r}")
+    return dataset
+
+
+def _as_table(arr, name: str, rows: int, cols: int) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, received dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (examples, values), received shape "
+                         f"{a.shape}")
+    if a.shape[0] < rows or a.shape[1] < cols:
+        raise ValueError(f"{name}: expected at least ({rows}, {cols}), received {a.shape}")
+    return np.array(a[:rows, :cols], dtype=np.float32, order="C", copy=True)
+
+
+def _to_device(state: NetState, ds: Dataset) -> Dataset:
+    b = state.b_size
+    n = -(-ds.size // b) * b
+    x = training.pad_batch(ds.x, n)
+    t = training.pad_batch(ds.t, n)
+    return Dataset(ds.x, ds.t, (jax.device_put(x, state.device), jax.device_put(t, state.device)))
+
+
+def create_dataset(dataset: str, size: int, input, target, network: int = -1,
+                   silent: int = 0) -> None:
+    """Create ``dataset`` (TRAIN, VALID, TEST or their ``_buf``) from ``size`` rows of
+    ``input`` (examples, C*D*H*W) and ``target`` (examples, out_dim).
+
+    The data are copied once to float32; with ``dynamic_load=0`` they are also put on
+    the device.  An existing dataset of that name is replaced.
+    """
+    state = get_state(network)
+    dataset = _check_dataset_name(dataset)
+    size = _int(size, "size", minimum=1)
+    w, h, d, c = state.in_dims
+    x = _as_table(input, "input", size, w * h * d * c)
+    t = _as_table(target, "target", size, state.out_dim)
+    ds = Dataset(x, t)
+    if state.dynamic_load == 0:
+        ds = _to_device(state, ds)
+    with state.lock:
+        state.datasets[dataset] = ds
+    label = {"TRAIN": "train set", "VALID": "valid set", "TEST": "test set",
+             "TRAIN_buf": "train buffer set", "VALID_buf": "valid buffer set",
+             "TEST_buf": "test buffer set"}[dataset]
+    nb_batch = (size - 1) // state.b_size + 1
+    _say(f"Setting {label}\ninput dim :{w * h * d * c},Creating dataset with size {size} "
+         f"(nb_batch = {nb_batch}) ... Done !\n\n", silent)
+
+
+def delete_dataset(dataset: str, network: int = -1, silent: int = 0) -> None:
+    """Forget ``dataset``; deleting one that does not exist is harmless."""
+    state = get_state(network)
+    dataset = _check_dataset_name(dataset)
+    with state.lock:
+        state.datasets[dataset] = None
+    label = dataset.lower().replace("_buf", " buffer")
+    _say(f"Deleting {label} set\n", silent)
+
+
+def swap_data_buffers(dataset: str, network: int = -1) -> None:
+    """Exchange ``dataset`` and ``dataset + "_buf"`` (O(1), thread-safe)."""
+    state = get_state(network)
+    dataset = _check_dataset_name(dataset, ("TRAIN", "VALID", "TEST"))
+    with state.lock:
+        buf = dataset + "_buf"
+        state.datasets[dataset], state.datasets[buf] = state.datasets[buf], state.datasets[dataset]
+
+
+def get_dataset(state: NetState, name: str) -> Dataset:
+    with state.lock:
+        ds = state.datasets[name]
+    if ds is None:
+        raise RuntimeError(f"dataset {name} does not exist: call create_dataset({name!r}, ...)")
+    return ds
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
+    prev_layer = _int(prev_layer, "prev_layer")
+    n = len(state.layers)
+    if prev_layer not in (-1, n - 1) and not (n == 0 and prev_layer <= -2):
+        raise ValueError(f"prev_layer: only sequential networks are supported; expected -1 or "
+                         f"{n - 1}, received {prev_layer}")
+    net = make_network(state.in_dims, [*state.layers, spec], state.bias)  # validates
+    layer = net.layers[-1]
+    in_shape, out_shape = net.shapes[-1]
+    params, _ = layer.init(state.next_key(), in_shape)
+    if n and isinstance(layer, Dense) and isinstance(net.layers[-2], Dense):
+        prev = net.layers[-2]
+        if prev.bias == 0:
+            raise ValueError(f"bias: layer {n} has bias 0, so the pivot towards this layer "
+                             "(bias_next / bias_this) would be infinite")
+        pivot = np.float32(layer.bias) / np.float32(prev.bias)
+        state.params[-1] = {"w": state.params[-1]["w"].at[-1, -1].set(pivot)}
+    state.layers.append(layer)
+    state.params.append(params)
+    state.reset_optimizer()
+    _say(console.layer_summary(n, layer, in_shape, out_shape, state.b_size), silent)
+    return n
+
+
+def dense(nb_neurons: int, activation: str = "RELU", bias: float | None = None,
+          prev_layer: int = -1, drop_rate: float = 0.0, strict_size: int = 0,
+          init_fct: str = "xavier", init_scaling: float | None = None, network: int = -1,
+          silent: int = 0) -> int:
+    """Append a dense layer; returns its index."""
+    state = get_state(network)
+    spec = nn.dense(nb_neurons, activation, bias, drop_rate, strict_size, init_fct, init_scaling)
+    return _add_layer(state, spec, prev_layer, silent)
+
+
+def conv(f_size, nb_filters: int, stride=None, padding=None, int_padding=None,
+         activation: str = "RELU", bias: float | None = None, prev_layer: int = -1,
+         input_shape=None, drop_rate: float = 0.0, init_fct: str = "xavier",
+         init_scaling: float | None = None, network: int = -1, silent: int = 0) -> int:
+    """Append a convolution layer (sizes in (W, H, D) order); returns its index."""
+    state = get_state(network)
+    spec = nn.conv(f_size, nb_filters, stride, padding, int_padding, activation, bias,
+                   input_shape, drop_rate, init_fct, init_scaling)
+    return _add_layer(state, spec, prev_layer, silent)
+
+
+def pool(p_size=None, stride=None, padding=None, prev_layer: int = -1, drop_rate: float = 0.0,
+         p_type: str = "MAX", activation: str = "LIN", p_global: int = 0, network: int = -1,
+         silent: int = 0) -> int:
+    """Append a pooling layer (default size 2 where the input is > 1); returns its index."""
+    state = get_state(network)
+    spec = nn.pool(p_size, stride, padding, drop_rate, p_type, activation, p_global)
+    return _add_layer(state, spec, prev_layer, silent)
+
+
+def norm(normalization: str = "GN", activation: str = "LIN", prev_layer: int = -1,
+         group_size: int = 8, set_off: int = 0, network: int = -1, silent: int = 0) -> int:
+    """Append a group-normalisation layer; returns its index.
+
+    A ``group_size`` larger than the channel count falls back to layer normalisation
+    (group_size = channels) with a warning, as CIANNA V-1.0.1 does.
+    """
+    state = get_state(network)
+    group_size = _int(group_size, "group_size", minimum=1)
+    if state.layers:
+        channels = state.net.output_shape.c
+        if group_size > channels and not state.net.output_shape.flat:
+            warnings.warn(f"group_size {group_size} is larger than the number of channels "
+                          f"({channels}): falling back to layer normalization", stacklevel=2)
+            group_size = channels
+    spec = nn.norm(normalization, activation, group_size, set_off)
+    return _add_layer(state, spec, prev_layer, silent)
+
+
+def lrn(activation: str = "LIN", prev_layer: int = -1, range: int = 5, k: float = 1.0,
+        alpha: float = 1.0, beta: float = 0.5, network: int = -1, silent: int = 0) -> int:
+    """Append a local response normalisation layer; returns its index."""
+    state = get_state(network)
+    spec = nn.lrn(activation, range, k, alpha, beta)
+    return _add_layer(state, spec, prev_layer, silent)
+
+
+def set_frozen_layers(froz_array, network: int = -1) -> None:
+    """Freeze layer i when ``froz_array[i]`` is non-zero (its weights are not updated)."""
+    state = get_state(network)
+    flags = np.asarray(froz_array).ravel()
+    if flags.size > len(state.layers):
+        raise ValueError(f"froz_array: {flags.size} flags for {len(state.layers)} layers")
+    state.frozen = tuple(int(i) for i in np.flatnonzero(flags))
+    state.reset_optimizer()
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def linear(*_args, **_kwargs) -> str:
+    """The linear activation string, ``"LIN"``."""
+    return "LIN"
+
+
+def relu(saturation: float = 800.0, leaking: float = 0.05) -> str:
+    """``"RELU_S<saturation>_L<leaking>"`` with 2 decimals (CIANNA's precision)."""
+    return f"RELU_S{_float(saturation, 'saturation'):.2f}_L{_float(leaking, 'leaking'):.2f}"
+
+
+def logistic(saturation: float = 6.0, beta: float = 1.0) -> str:
+    """``"LOGI_S<saturation>_B<beta>"`` with 2 decimals (CIANNA's precision)."""
+    return f"LOGI_S{_float(saturation, 'saturation'):.2f}_B{_float(beta, 'beta'):.2f}"
+
+
+def softmax(*_args, **_kwargs) -> str:
+    """The softmax activation string, ``"SMAX"``."""
+    return "SMAX"
+
+
+def YOLO(*_args, **_kwargs) -> str:  # noqa: N802  (CIANNA's documented name)
+    """The YOLO activation string, ``"YOLO"``."""
+    return "YOLO"
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def save_state(state: NetState, file, binary: bool) -> None:
+    """Write ``state`` to ``file`` (atomic: a failed save keeps the previous file)."""
+    if not state.layers:
+        raise RuntimeError("save: the network has no layer")
+    os.makedirs("net_save", mode=0o700, exist_ok=True)
+    folder = os.path.dirname(os.fspath(file))
+    if folder and not os.path.isdir(folder):
+        raise FileNotFoundError(f"file: folder {folder!r} does not exist")
+    write_network(file, state.in_dims, layers_to_records(state.net, tuple(state.params),
+                                                        state.yolo), binary)
+
+
+def save(file, network: int = -1, bin: int = 0) -> None:
+    """Save the network in CIANNA's ASCII (``bin=0``) or binary (``bin=1``) format."""
+    state = get_state(network)
+    file = os.fspath(file)
+    save_state(state, file, bool(_int(bin, "bin")))
+
+
+def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_layers: int = 0,
+         bin: int = 0, silent: int = 0) -> None:
+    """Load layers from a CIANNA save file and set the iteration counter.
+
+    Records are appended to the network's existing layers (CIANNA V-1.0.1); the first
+    ``nb_skip_layers`` records are skipped, then ``nb_layers`` are loaded (0 = all).
+    On any error nothing changes.
+    """
+    state = get_state(network)
+    iteration = _int(iteration, "iteration", minimum=0)
+    nb_layers = _int(nb_layers, "nb_layers", minimum=0)
+    nb_skip_layers = max(0, _int(nb_skip_layers, "nb_skip_layers"))
+    binary = bool(_int(bin, "bin"))
+    base = state.net if state.layers else None
+    loaded = load_network(file, binary=binary, bias=state.bias, in_dims=state.in_dims,
+                          nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
+                          base_params=tuple(state.params) if base else None)
+    first_new = len(state.layers)
+    state.layers = list(loaded.net.layers)
+    state.params = [jax.device_put(p, state.device) for p in loaded.params]
+    state.yolo.update(loaded.yolo)
+    state.iteration = iteration
+    state.reset_optimizer()
+    for i in range(first_new, len(state.layers)):
+        sin, sout = loaded.net.shapes[i]
+        _say(console.layer_summary(i, state.layers[i], sin, sout, state.b_size, loading=True),
+             silent)
+
+
+# ----------------------------------------------------------------------------- escape hatch
+
+
+def get_network(network: int = -1) -> tuple[Network, Params]:
+    """``(spec, params)`` of a network, for the functional API (``cianna_jax.apply``)."""
+    state = get_state(network)
+    if not state.layers:
+        raise RuntimeError("get_network: the network has no layer yet")
+    return state.net, tuple(state.params)
+
+
+def set_params(params: Params, network: int = -1) -> None:
+    """Replace a network's parameters (same shapes); resets the momentum buffers."""
+    state = get_state(network)
+    params = tuple(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
+                   for p in params)
+    check_params(state.net, params)
+    state.params = list(params)
+    state.reset_optimizer()
+
+
+def yolo_extras(network: int = -1) -> dict[int, YoloRecord]:
+    """YOLO records carried by loaded YOLO conv layers (``{layer index: YoloRecord}``)."""
+    return dict(get_state(network).yolo)

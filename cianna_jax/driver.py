@@ -1,0 +1,381 @@
+"""CIANNA's drivers: ``train``, ``forward`` and ``perf_eval`` over the imperative state.
+
+The loops call the jitted steps of :mod:`cianna_jax.training` once per batch, keep
+losses on the device (the progress bar shows the newest batch loss that is
+already computed, so no batch forces a host sync) and write CIANNA's files:
+``net_save/net<id>_s<iter>.dat``, ``fwd_res/net<id>_<iter>.dat`` and ``error.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import console, training
+from .api import (
+    _SESSION,
+    Dataset,
+    NetState,
+    _float,
+    _int,
+    _say,
+    _str,
+    get_dataset,
+    get_state,
+    save_state,
+)
+from .layers import Dense
+from .layers.common import DROP_MODES, Ctx
+from .network import _input_internal
+
+__all__ = ["train", "forward", "perf_eval"]
+
+
+def _batch(state: NetState, ds: Dataset, j: int):
+    """Batch ``j`` of ``ds`` padded to B rows: (x, t, n_valid), on the network's device."""
+    b = state.b_size
+    nv = min(b, ds.size - j * b)
+    if ds.device is not None:
+        return ds.device[0][j * b:(j + 1) * b], ds.device[1][j * b:(j + 1) * b], nv
+    xb = training.pad_batch(ds.x[j * b:(j + 1) * b], b)
+    tb = training.pad_batch(ds.t[j * b:(j + 1) * b], b)
+    return jax.device_put(xb, state.device), jax.device_put(tb, state.device), nv
+
+
+def _nb_batch(state: NetState, ds: Dataset) -> int:
+    return (ds.size - 1) // state.b_size + 1
+
+
+def _shuffle(state: NetState, ds: Dataset) -> Dataset:
+    """Permute the real examples in place (CIANNA's permanent shuffle)."""
+    seed = np.asarray(jax.random.key_data(state.next_key())).ravel()
+    perm = np.random.default_rng(seed).permutation(ds.size)
+    ds.x[:] = ds.x[perm]
+    ds.t[:] = ds.t[perm]
+    if ds.device is not None:
+        idx = jnp.asarray(np.concatenate([perm, np.arange(ds.size, ds.device[0].shape[0])]))
+        ds.device = (jnp.take(ds.device[0], idx, axis=0), jnp.take(ds.device[1], idx, axis=0))
+    return ds
+
+
+def _ensure_optimizer(state: NetState) -> None:
+    if state.optimizer is None:
+        net = state.net
+        state.optimizer = training.make_optimizer(net, frozen=state.frozen)
+        state.opt_state = state.optimizer.init(tuple(state.params))
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def _progress(state, prefix, j, nb, pending, shown, t0, silent):
+    while pending and pending[0][0].is_ready():
+        value, nv = pending.pop(0)
+        shown = float(value) / nv
+    if not silent:
+        rate = (j + 1) * state.b_size / max(time.perf_counter() - t0, 1e-9)
+        console.write(console.progress_line(prefix, state.iteration, j + 1, nb, state.adv_size,
+                                            shown, rate))
+    return shown
+
+
+def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> float:
+    net = state.net
+    params, opt_state = tuple(state.params), state.opt_state
+    key = state.next_key()
+    t0 = time.perf_counter()
+    total = jnp.zeros((), jnp.float32)
+    pending, shown = [], None
+    sgd = state.batch_mode == "SGD"
+    nb = ds.size if sgd else _nb_batch(state, ds)
+    picks = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()).integers(
+        0, ds.size, ds.size) if sgd else None
+    if not silent:
+        console.write("\x1b[?25l")
+    for j in range(nb):
+        xb, tb, nv = _batch(state, ds, int(picks[j]) if sgd else j)
+        if sgd:
+            nv = 1
+        params, opt_state, s = training.train_step(
+            net, state.optimizer, params, opt_state, xb, tb, np.int32(nv),
+            jax.random.fold_in(key, j), loss_scale=loss_scale, policy=state.policy)
+        total = total + s
+        pending.append((s, nv))
+        shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
+    state.perf["batch"] = (xb, tb)
+    total = float(total)
+    if not silent:
+        for value, nv in pending:
+            shown = float(value) / nv
+        console.write(console.progress_line("Iter:", state.iteration, nb, nb, state.adv_size,
+                                            shown, ds.size / (time.perf_counter() - t0)))
+        console.write("\x1b[?25h")
+    state.perf["train_rate"] = ds.size / (time.perf_counter() - t0)
+    state.params, state.opt_state = list(params), opt_state
+    return total
+
+
+def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_error: int,
+              silent: int, confmat: int = 0):
+    """Forward over ``ds``: (rows in CIANNA file order, loss sum, confusion matrix, rate)."""
+    net = state.net
+    params = tuple(state.params)
+    with_loss = no_error != 1
+    key = state.next_key()
+    t0 = time.perf_counter()
+    outs, losses, pending, shown = [], [], [], None
+    nb = _nb_batch(state, ds)
+    for j in range(nb):
+        xb, tb, nv = _batch(state, ds, j)
+        for r in range(repeat):
+            rows, loss = training.eval_step(net, params, xb, tb, np.int32(nv),
+                                            jax.random.fold_in(key, j * repeat + r), drop_mode,
+                                            with_loss, state.policy)
+            outs.append((rows, nv))
+            losses.append(loss)
+        pending.append((loss, nv))
+        shown = _progress(state, "Fwd :", j, nb, pending, shown, t0, silent == 1)
+    rows = np.concatenate([np.asarray(o)[:nv] for o, nv in outs], axis=0)
+    loss_sum = float(sum(float(v) for v in losses)) if with_loss else 0.0
+    rate = ds.size / (time.perf_counter() - t0)
+    state.perf["batch"] = (xb, tb)
+    mat = None
+    if confmat > 0 and with_loss:
+        mat = _confusion(net, rows, ds.t, state.out_dim)
+    return rows, loss_sum, mat, rate
+
+
+def _confusion(net, rows, targets, out_dim):
+    if isinstance(net.layers[-1], Dense):
+        pred = rows[:, :out_dim]
+    elif rows.shape[1] == out_dim and net.output_shape.spatial == (1, 1, 1):
+        pred = rows
+    else:
+        return None
+    truth = targets[: pred.shape[0]]
+    # ties go to the last maximal index, as in CIANNA
+    p = out_dim - 1 - np.argmax(pred[:, ::-1], axis=1)
+    t = out_dim - 1 - np.argmax(truth[:, ::-1], axis=1)
+    mat = np.zeros((out_dim, out_dim), np.int64)
+    np.add.at(mat, (t, p), 1)
+    return mat
+
+
+def _append_error(iteration: int, value: float) -> None:
+    with open("error.txt", "a") as fh:
+        fh.write(f"{iteration} {value:g}\n")
+
+
+def _check_output_size(state: NetState) -> None:
+    if not state.layers:
+        raise RuntimeError("the network has no layer: add layers or load a file first")
+    last = state.layers[-1]
+    if isinstance(last, Dense) and last.nb_neurons != state.out_dim:
+        raise ValueError(f"out_dim: the last layer has {last.nb_neurons} neurons but init "
+                         f"declared out_dim={state.out_dim}")
+
+
+def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
+          control_interv: int = 1, momentum: float = 0.0, lr_decay: float = 0.0,
+          weight_decay: float = 0.0, confmat: int = 0, save_every: int = 0, save_bin: int = 0,
+          network: int = -1, shuffle_gpu: int = 0, shuffle_every: int = 1,
+          TC_scale_factor: float = 1.0, silent: int = 0) -> None:  # noqa: N803
+    """Train on TRAIN for ``nb_iter`` iterations (epochs), CIANNA's way.
+
+    The global iteration counter, the learning-rate schedule
+    ``end + (lr - end) * exp(-lr_decay * iter)`` and the momentum buffers persist across
+    calls.  Every ``control_interv`` iterations VALID is evaluated (loss, accuracy,
+    ``confmat``, ``error.txt``); every ``save_every`` iterations the network is saved to
+    ``net_save/net<id>_s<iter>.dat``.  A NaN loss raises FloatingPointError and keeps
+    the weights of the last good iteration.
+    """
+    state = get_state(network)
+    nb_iter = _int(nb_iter, "nb_iter", minimum=0)
+    lr0 = _float(learning_rate, "learning_rate")
+    lr_end = _float(end_learning_rate, "end_learning_rate")
+    control_interv = _int(control_interv, "control_interv")
+    mu = _float(momentum, "momentum")
+    lr_decay = _float(lr_decay, "lr_decay")
+    wd = _float(weight_decay, "weight_decay")
+    confmat = _int(confmat, "confmat")
+    save_every = _int(save_every, "save_every")
+    save_bin = _int(save_bin, "save_bin")
+    _int(shuffle_gpu, "shuffle_gpu")  # accepted; JAX shuffles where the data live
+    shuffle_every = _int(shuffle_every, "shuffle_every")
+    scale = _float(TC_scale_factor, "TC_scale_factor")
+    silent = _int(silent, "silent")
+    if scale <= 0:
+        raise ValueError(f"TC_scale_factor: expected > 0, received {scale}")
+    if state.inference_only:
+        raise RuntimeError("train: the network was created with inference_only=1")
+    _check_output_size(state)
+    get_dataset(state, "TRAIN")
+    if control_interv > 0:
+        get_dataset(state, "VALID")
+    if scale != 1.0 and not state.policy.loss_scaling:
+        if not _SESSION["warned_tc"]:
+            warnings.warn(f"TC_scale_factor is only used by the FP16 mixed-precision modes; "
+                          f"with {state.policy.name} the scale is kept to 1", stacklevel=2)
+            _SESSION["warned_tc"] = True
+        scale = 1.0
+    if state.iteration == 0 and os.path.exists("error.txt"):
+        os.remove("error.txt")
+    _ensure_optimizer(state)
+    for _ in range(nb_iter):
+        if silent < 1:
+            console.write("\n")
+        lr = training.learning_rate_at(state.iteration, lr0, lr_end, lr_decay)
+        state.opt_state = training.set_learning_rate(state.opt_state, lr, momentum=mu,
+                                                     weight_decay=wd)
+        state.iteration += 1
+        ds = get_dataset(state, "TRAIN")
+        if shuffle_every > 0 and (state.iteration + 1) % shuffle_every == 0 \
+                and state.batch_mode != "SGD":
+            ds = _shuffle(state, ds)
+        good = (_copy(tuple(state.params)), _copy(state.opt_state))
+        total = _train_epoch(state, ds, scale, silent >= 1)
+        if not np.isfinite(total):
+            state.params, state.opt_state = list(good[0]), good[1]
+            state.iteration -= 1
+            raise FloatingPointError(
+                f"training diverged: NaN/inf loss during iteration {state.iteration + 1}; the "
+                "weights of the last good iteration are kept (lower the learning rate?)")
+        if control_interv > 0 and state.iteration % control_interv == 0:
+            if silent < 1:
+                console.write(f"\n{' ' * 14}Average Training perf: {state.perf['train_rate']:.2f}"
+                              f" it/s | Mean Loss: {total / ds.size:.5g} | Learning rate: "
+                              f"{lr:.5g} | Momentum: {mu:.5g} | Weight decay: {wd:.5g}\n")
+            state.no_error = 0
+            _control_step(state, confmat, silent)
+        if save_every > 0 and state.iteration % save_every == 0:
+            path = f"net_save/net{state.id}_s{state.iteration:04d}.dat"
+            console.write(f"Saving network for iteration: {state.iteration} (mode: {save_bin})\n")
+            save_state(state, path, bool(save_bin))
+
+
+def _control_step(state: NetState, confmat: int, silent: int) -> None:
+    ds = get_dataset(state, "VALID")
+    rows, loss, mat, rate = _evaluate(state, ds, drop_mode="AVG_MODEL", repeat=1, no_error=0,
+                                      silent=1 if silent == 1 else 0, confmat=confmat)
+    if silent != 1:
+        console.write(f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s | Mean Loss: "
+                      f"{loss / ds.size:.5g}\n")
+        if mat is not None:
+            if confmat in (1, 2, 3):
+                console.write(console.confusion_matrix_text(mat, confmat))
+        if not np.isfinite(loss):
+            raise FloatingPointError("ERROR: Network divergence detected (NaN) on VALID")
+        _append_error(state.iteration, loss / ds.size)
+
+
+def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, repeat: int = 1,
+            network: int = -1, silent: int = 0) -> np.ndarray:
+    """Run the network on TEST; write ``fwd_res/net<id>_<iter>.dat`` (``saving`` 1: text,
+    2: binary float32) and return the predictions as an array (rows in file order).
+
+    ``drop_mode`` "AVG_MODEL" scales dropout layers, "MC_MODEL" samples masks; with
+    ``repeat`` > 1 every batch is run ``repeat`` times (rows: batch 0 repeat 0, batch 0
+    repeat 1, ...).  ``no_error=1`` skips the loss (unlabelled data).
+    """
+    state = get_state(network)
+    saving = _int(saving, "saving")
+    drop_mode = _str(drop_mode, "drop_mode")
+    if drop_mode not in DROP_MODES:
+        raise ValueError(f"drop_mode: expected one of {DROP_MODES}, received {drop_mode!r}")
+    no_error = _int(no_error, "no_error")
+    repeat = _int(repeat, "repeat", minimum=1)
+    silent = _int(silent, "silent")
+    if saving not in (0, 1, 2) and saving > 0:
+        raise ValueError(f"saving: expected 0 (no file), 1 (text) or 2 (binary), received {saving}")
+    if not state.layers:
+        raise RuntimeError("forward: the network has no layer: add layers or load a file first")
+    ds = get_dataset(state, "TEST")
+    if repeat > 1 and silent != 1:
+        console.write(f"Forwarding with repeat = {repeat}\n")
+    state.no_error = no_error
+    rows, loss, _, rate = _evaluate(state, ds, drop_mode=drop_mode, repeat=repeat,
+                                    no_error=no_error, silent=silent)
+    if saving > 0:
+        os.makedirs("fwd_res", exist_ok=True)
+        path = f"fwd_res/net{state.id}_{state.iteration:04d}.dat"
+        if saving == 2:
+            rows.astype(np.float32).tofile(path)
+        else:
+            with open(path, "w") as fh:
+                fh.writelines("".join(f"{v:g} " for v in row) + "\n" for row in rows.tolist())
+    if silent != 1:
+        text = f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s "
+        if no_error != 1:
+            text += f"| Mean Loss: {loss / (ds.size * repeat):.5g}"
+        console.write(text + "\n")
+        if no_error == 0:
+            if not np.isfinite(loss):
+                raise FloatingPointError("ERROR: Network divergence detected (NaN) on TEST")
+            _append_error(state.iteration, loss / ds.size)
+    return rows
+
+
+def perf_eval(network: int = -1) -> None:
+    """Print the per-layer forward and backward time per example (microseconds).
+
+    Each layer is timed on its own, jitted, on the last batch that ``train`` or
+    ``forward`` used.
+    """
+    state = get_state(network)
+    if "batch" not in state.perf:
+        raise RuntimeError("perf_eval: call train() or forward() first")
+    net = state.net
+    params = tuple(state.params)
+    xb, _ = state.perf["batch"]
+    ctx = Ctx(train=False, drop_mode="AVG_MODEL", nd=net.nd, policy=state.policy)
+    h = _input_internal(net, jnp.asarray(xb).astype(state.policy.compute_dtype))
+    times = []
+    for i, layer in enumerate(net.layers):
+        def fwd(p, x, layer=layer):
+            return layer.apply(p, x, ctx, None)
+
+        f = jax.jit(fwd)
+        out = f(params[i], h)
+        _, vjp = jax.vjp(fwd, params[i], h)
+        b = jax.jit(lambda g, vjp=vjp: vjp(g))
+        times.append((_time(f, params[i], h), _time(b, out)))
+        h = out
+    _print_perf(state, net, times)
+
+
+def _time(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best.append(time.perf_counter() - t0)
+    return float(np.median(best))
+
+
+def _print_perf(state, net, times) -> None:
+    b = state.b_size
+    fwd = np.array([t[0] for t in times]) / b * 1e6
+    bwd = np.array([t[1] for t in times]) / b * 1e6
+    tot = fwd + bwd
+    n_w = sum(int(np.prod(a.shape)) for p in state.params for a in p.values())
+    lines = [f"\nTotal Net. nb weights: {n_w} ",
+             "\n     Layer  Type       Forward             Backprop             Cumulated",
+             "       N     T      [µs]  /  [%]         [µs]  /  [%]         [µs]  /  [%]",
+             "  " + "-" * 67]
+    kinds = {"conv": "C", "pool": "P", "dense": "D", "norm": "N", "lrn": "L"}
+    for i, layer in enumerate(net.layers):
+        lines.append(f"   {i + 1:5d}     {kinds[layer.kind]}   {fwd[i]:8.1f} / "
+                     f"{100 * fwd[i] / fwd.sum():4.1f}      {bwd[i]:8.1f} / "
+                     f"{100 * bwd[i] / bwd.sum():4.1f}      {tot[i]:8.1f} / "
+                     f"{100 * tot[i] / tot.sum():4.1f}")
+    lines.append("  " + "-" * 67)
+    lines.append(f"   Total         {fwd.sum():8.1f} µs          {bwd.sum():8.1f} µs          "
+                 f"{tot.sum():8.1f} µs       \n")
+    _say("\n".join(lines) + "\n")

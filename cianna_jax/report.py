@@ -1,0 +1,112 @@
+"""``print_arch_tex``: the network as a LaTeX table (cianna_api.md section 13)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .api import _int, _str, get_state
+from .layers import LRN, Conv, Dense, Norm, Pool
+
+__all__ = ["print_arch_tex"]
+
+_COLUMNS = (  # flag, header, column spec
+    ("in_size", "In. size", "p{2.0cm}"),
+    ("size", "N. filters", "p{1.6cm}"),
+    ("f_size", "F. size", "p{2.0cm}"),
+    ("stride", "Stride", "p{1.2cm}"),
+    ("padding", "Padding", "p{1.2cm}"),
+    ("in_padding", "Intern. Pad.", "p{1.2cm}"),
+    ("out_size", "Out. size", "p{2.0cm}"),
+    ("activation", "Activ.", "p{1.2cm}"),
+    ("bias", "Bias", "p{0.8cm}"),
+    ("dropout", "Dropout", "p{1.2cm}"),
+    ("param_count", "N. param.", "p{1.4cm}"),
+)
+
+
+def _xyz(v) -> str:
+    return "x".join(str(int(a)) for a in v[:3])
+
+
+def _colon(v) -> str:
+    return ":".join(str(int(a)) for a in v)
+
+
+def _cells(layer, sin, sout, params) -> dict[str, str]:
+    n_param = str(sum(int(a.size) for a in params.values())) if params else ""
+    act = layer.activation.kind
+    c = {"activation": act}
+    if isinstance(layer, Dense):
+        c.update(in_size=str(sin.size + 1), size=str(layer.nb_neurons),
+                 out_size=str(layer.nb_neurons), bias=f"{layer.bias:0.2f}",
+                 dropout=f"{int(layer.drop_rate * 100)}\\%", param_count=n_param)
+    elif isinstance(layer, Conv):
+        src = layer.map_input(sin)
+        c.update(in_size=_xyz(src.spatial), size=str(layer.nb_filters), f_size=_xyz(layer.f_size),
+                 stride=_colon(layer.stride), padding=_colon(layer.padding),
+                 in_padding=_colon(layer.int_padding), out_size=_xyz(sout.spatial),
+                 bias=f"{layer.bias:0.2f}", dropout=f"{int(layer.drop_rate * 100)}\\%",
+                 param_count=n_param)
+    elif isinstance(layer, Pool):
+        size, stride, pad = layer.geometry(sin)
+        c.update(in_size=_xyz(sin.spatial), f_size=_xyz(size), stride=_colon(stride),
+                 padding=_colon(pad), out_size=_xyz(sout.spatial),
+                 dropout=f"{int(layer.drop_rate * 100)}\\%")
+    elif isinstance(layer, Norm):
+        c.update(in_size=_xyz(sin.spatial), size=f"N.Gr. {layer.nb_groups(sin)}",
+                 f_size=f"Gr.Size {layer.group_size}", padding=f"Off {layer.set_off}",
+                 out_size=_xyz(sout.spatial), param_count=n_param)
+    elif isinstance(layer, LRN):
+        c.update(in_size=_xyz(sin.spatial), size=f"ch\\_range: {layer.range}",
+                 out_size=_xyz(sout.spatial))
+    return c
+
+
+def print_arch_tex(path: str, file_name: str, size: int = 1, in_size: int = 1, f_size: int = 1,
+                   out_size: int = 1, stride: int = 1, padding: int = 1, in_padding: int = 0,
+                   activation: int = 0, bias: int = 0, dropout: int = 0, param_count: int = 0,
+                   network: int = -1) -> str:
+    """Write ``path + file_name + ".tex"``, a table of the layers with the selected
+    columns, and compile it to PDF when ``pdflatex`` is on the PATH.  Returns the
+    .tex path."""
+    state = get_state(network)
+    path, file_name = _str(path, "path"), _str(file_name, "file_name")
+    flags = dict(in_size=in_size, size=size, f_size=f_size, stride=stride, padding=padding,
+                 in_padding=in_padding, out_size=out_size, activation=activation, bias=bias,
+                 dropout=dropout, param_count=param_count)
+    flags = {k: _int(v, k) for k, v in flags.items()}
+    if not state.layers:
+        raise RuntimeError("print_arch_tex: the network has no layer")
+    cols = [c for c in _COLUMNS if flags[c[0]]]
+    net = state.net
+    counts: dict[str, int] = {}
+    rows = []
+    for i, (layer, (sin, sout)) in enumerate(zip(net.layers, net.shapes)):
+        name = {"dense": "Dense", "conv": "Conv", "pool": "Pool", "norm": "Norm",
+                "lrn": "LRN"}[layer.kind]
+        counts[name] = counts.get(name, 0) + 1
+        cells = _cells(layer, sin, sout, state.params[i])
+        row = [str(i + 1), f"{name}\\_{counts[name]}"] + [cells.get(c[0], "") for c in cols]
+        rows.append(" & ".join(row) + " \\\\")
+    spec = "p{0.6cm} p{1.4cm} " + " ".join(
+        c[2] if c[0] == "activation" else ">{\\centering\\arraybackslash}" + c[2] for c in cols)
+    header = " & ".join(["Id.", "Type"] + [c[1] for c in cols]) + " \\\\"
+    text = "\n".join([
+        "\\documentclass[border=2pt]{standalone}", "\\usepackage[utf8]{inputenc}",
+        "\\usepackage{array}", "\\renewcommand{\\arraystretch}{1.1}", "\\begin{document}",
+        "\\begin{tabular}{" + spec + "}", "\\hline\\noalign{\\smallskip}", header,
+        "\\hline\\noalign{\\smallskip}", *rows, "\\hline\\noalign{\\smallskip}",
+        "\\end{tabular}", "\\end{document}", ""])
+    os.makedirs(path or ".", mode=0o700, exist_ok=True)
+    tex = os.path.join(path, file_name + ".tex")
+    with open(tex, "w") as fh:
+        fh.write(text)
+    if shutil.which("pdflatex"):
+        subprocess.run(["pdflatex", "--interaction=batchmode", f"-output-directory={path or '.'}",
+                        tex], check=False, capture_output=True)
+        print(f"print_arch_tex: wrote {tex} and compiled it with pdflatex")
+    else:
+        print(f"print_arch_tex: wrote {tex}; pdflatex is not on the PATH, no PDF was made")
+    return tex
