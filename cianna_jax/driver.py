@@ -146,7 +146,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     rate = ds.size / (time.perf_counter() - t0)
     state.perf["batch"] = (xb, tb)
     mat = None
-    if confmat > 0 and with_loss:
+    if with_loss and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
         mat = _confusion(net, rows, ds.t, state.out_dim)
     return rows, loss_sum, mat, rate
 
@@ -267,8 +267,8 @@ def _control_step(state: NetState, confmat: int, silent: int) -> None:
         console.write(f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s | Mean Loss: "
                       f"{loss / ds.size:.5g}\n")
         if mat is not None:
-            if confmat in (1, 2, 3):
-                console.write(console.confusion_matrix_text(mat, confmat))
+            # classification: CIANNA's confusion matrix display, at least the accuracy
+            console.write(console.confusion_matrix_text(mat, confmat if confmat in (1, 2) else 3))
         if not np.isfinite(loss):
             raise FloatingPointError("ERROR: Network divergence detected (NaN) on VALID")
         _append_error(state.iteration, loss / ds.size)

@@ -313,3 +313,56 @@ def test_seed_makes_runs_reproducible(capsys):
         cnn.train(2, 0.05, control_interv=0)
         outs.append(np.asarray(cnn.get_network()[1][0]["w"]))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _tiny_classifier(dynamic_load=1, b_size=8, seed=5):
+    rng = np.random.default_rng(2)
+    data, target = _blobs(120, rng, side=8)
+    cnn.init([8, 8], 1, 4, b_size=b_size, seed=seed, comp_meth="C_BLAS",
+             dynamic_load=dynamic_load)
+    cnn.create_dataset("TRAIN", 100, data[:100], target[:100])
+    cnn.create_dataset("VALID", 20, data[100:], target[100:])
+    cnn.conv([3, 3], 4, padding=[1, 1])
+    cnn.pool([2, 2])
+    cnn.dense(4, activation="SMAX")
+    return data, target
+
+
+def test_dynamic_load_0_gives_the_same_training(capsys):
+    results = []
+    for dl in (1, 0):
+        _tiny_classifier(dynamic_load=dl)
+        cnn.train(3, 0.01, momentum=0.9, shuffle_every=2, lr_decay=0.3, end_learning_rate=0.001)
+        results.append([np.asarray(v) for p in cnn.get_network()[1] for v in p.values()])
+        state = cnn.api.get_state()
+        assert (state.datasets["TRAIN"].device is not None) == (dl == 0)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    out = capsys.readouterr().out
+    # CIANNA's schedule: lr = end + (lr0 - end) * exp(-decay * iter), iter before the increment
+    for it in range(3):
+        lr = 0.001 + 0.009 * np.exp(-0.3 * it)
+        assert f"Learning rate: {lr:.5g}" in out
+    assert "Accuracy:" in out
+
+
+def test_shuffle_is_permanent_and_follows_cianna_off_by_one(capsys):
+    data, _ = _tiny_classifier()
+    state = cnn.api.get_state()
+    cnn.train(1, 0.01, shuffle_every=2, control_interv=0)  # (1 + 1) % 2 == 0: shuffled
+    first = state.datasets["TRAIN"].x.copy()
+    assert not np.array_equal(first, data[:100])
+    assert sorted(map(bytes, first)) == sorted(map(bytes, data[:100]))
+    cnn.train(1, 0.01, shuffle_every=2, control_interv=0)  # (2 + 1) % 2 != 0: not shuffled
+    np.testing.assert_array_equal(state.datasets["TRAIN"].x, first)
+
+
+def test_sgd_mode_batch_size_one(capsys):
+    cnn.init([3], 1, 1, b_size=1, seed=0, comp_meth="C_BLAS")
+    assert "SGD" in capsys.readouterr().out
+    x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(10, 3)
+    cnn.create_dataset("TRAIN", 10, x, x[:, :1] * 2)
+    cnn.dense(1, activation="LIN")
+    before = np.asarray(cnn.get_network()[1][0]["w"]).copy()
+    cnn.train(2, 0.05, control_interv=0)
+    assert not np.allclose(np.asarray(cnn.get_network()[1][0]["w"]), before)
