@@ -38,8 +38,16 @@ from .api import (
     save,
     set_frozen_layers,
     set_params,
+    set_yolo_params,
     softmax,
     swap_data_buffers,
+)
+from .yolo.config import (
+    set_error_scales,
+    set_fit_parts,
+    set_IoU_limits,
+    set_slopes_and_maxes,
+    set_sm_single,
 )
 from .driver import forward, perf_eval, train
 from .io.network_file import Loaded, load_network, save_network
@@ -60,7 +68,8 @@ __all__ = [
     "YOLO", "conv", "create_dataset", "delete_dataset", "dense", "forward", "free_network",
     "get_network", "init", "linear", "load", "logistic", "lrn", "norm", "perf_eval", "pool",
     "print_arch_tex", "relu", "save", "set_frozen_layers", "set_params", "softmax",
-    "swap_data_buffers", "train", "precision",
+    "swap_data_buffers", "train", "precision", "set_yolo_params", "set_error_scales",
+    "set_fit_parts", "set_IoU_limits", "set_slopes_and_maxes", "set_sm_single",
     "Activation",
     "Loaded",
     "Network",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import console, nn, training
-from .io.cianna_format import YoloRecord, write_network
+from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
 from .layers import Dense
 from .network import Network, Params, check_params, make_network
@@ -30,7 +30,7 @@ from .precision import Policy, get_policy
 __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
     "dense", "conv", "pool", "norm", "lrn", "linear", "relu", "logistic", "softmax", "YOLO",
-    "save", "load", "set_frozen_layers", "get_network", "set_params",
+    "save", "load", "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
 ]
 
 DATASET_NAMES = ("TRAIN", "VALID", "TEST", "TRAIN_buf", "VALID_buf", "TEST_buf")
@@ -70,7 +70,8 @@ class NetState:
     key: jax.Array
     layers: list = field(default_factory=list)
     params: list = field(default_factory=list)
-    yolo: dict = field(default_factory=dict)
+    yolo_params: dict | None = None  # set_yolo_params keywords
+    yolo_cfg: object = None  # YoloConfig once the YOLO layer exists
     iteration: int = 0
     datasets: dict = field(default_factory=lambda: dict.fromkeys(DATASET_NAMES))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,7 +83,7 @@ class NetState:
 
     @property
     def net(self) -> Network:
-        return make_network(self.in_dims, self.layers, self.bias)
+        return make_network(self.in_dims, self.layers, self.bias, self.yolo_cfg)
 
     def next_key(self) -> jax.Array:
         self.key, sub = jax.random.split(self.key)
@@ -308,6 +309,14 @@ def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
         raise ValueError(f"prev_layer: only sequential networks are supported; expected -1 or "
                          f"{n - 1}, received {prev_layer}")
     net = make_network(state.in_dims, [*state.layers, spec], state.bias)  # validates
+    cfg = None
+    if spec.activation.kind == "YOLO":
+        if state.yolo_params is None:
+            raise RuntimeError("a YOLO layer needs set_yolo_params(...) first")
+        from .yolo.config import make_config
+
+        cfg = make_config(state.in_dims[:3], net.output_shape.spatial, **state.yolo_params)
+        net = make_network(state.in_dims, [*state.layers, spec], state.bias, cfg)
     layer = net.layers[-1]
     in_shape, out_shape = net.shapes[-1]
     params, _ = layer.init(state.next_key(), in_shape)
@@ -320,6 +329,7 @@ def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
         state.params[-1] = {"w": state.params[-1]["w"].at[-1, -1].set(pivot)}
     state.layers.append(layer)
     state.params.append(params)
+    state.yolo_cfg = cfg
     state.reset_optimizer()
     _say(console.layer_summary(n, layer, in_shape, out_shape, state.b_size), silent)
     return n
@@ -431,8 +441,7 @@ def save_state(state: NetState, file, binary: bool) -> None:
     folder = os.path.dirname(os.fspath(file))
     if folder and not os.path.isdir(folder):
         raise FileNotFoundError(f"file: folder {folder!r} does not exist")
-    write_network(file, state.in_dims, layers_to_records(state.net, tuple(state.params),
-                                                        state.yolo), binary)
+    write_network(file, state.in_dims, layers_to_records(state.net, tuple(state.params)), binary)
 
 
 def save(file, network: int = -1, bin: int = 0) -> None:
@@ -456,13 +465,25 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
     nb_skip_layers = max(0, _int(nb_skip_layers, "nb_skip_layers"))
     binary = bool(_int(bin, "bin"))
     base = state.net if state.layers else None
+    settings = state.yolo_params
+    override = not (settings or {}).get("no_override", 0)
     loaded = load_network(file, binary=binary, bias=state.bias, in_dims=state.in_dims,
                           nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
-                          base_params=tuple(state.params) if base else None)
+                          base_params=tuple(state.params) if base else None,
+                          yolo_settings=settings, yolo_override=override)
     first_new = len(state.layers)
+    if loaded.yolo and loaded.net.yolo is not None:
+        if settings is None:
+            warnings.warn("loading a YOLO layer with no prior call to set_yolo_params: the "
+                          "saved geometry and default settings are used", stacklevel=2)
+        elif override:
+            cfg = loaded.net.yolo
+            _say(" WARNING: Overriding the following YOLO parameters from save file:\n"
+                 f" Nboxes = {cfg.nb_box}, Nclasses = {cfg.nb_class}, Nparams = "
+                 f"{cfg.nb_param}\n Nb dim fitted : {cfg.fit_dim}\n", silent)
     state.layers = list(loaded.net.layers)
     state.params = [jax.device_put(p, state.device) for p in loaded.params]
-    state.yolo.update(loaded.yolo)
+    state.yolo_cfg = loaded.net.yolo
     state.iteration = iteration
     state.reset_optimizer()
     for i in range(first_new, len(state.layers)):
@@ -492,6 +513,46 @@ def set_params(params: Params, network: int = -1) -> None:
     state.reset_optimizer()
 
 
-def yolo_extras(network: int = -1) -> dict[int, YoloRecord]:
-    """YOLO records carried by loaded YOLO conv layers (``{layer index: YoloRecord}``)."""
-    return dict(get_state(network).yolo)
+# ----------------------------------------------------------------------------- YOLO
+
+
+def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
+                    max_nb_obj_per_image: int = 0, prior_size=None, prior_noobj_prob=None,
+                    error_scales=None, slopes_and_maxes=None, param_ind_scales=None,
+                    IoU_limits=None, fit_parts=None, IoU_type: str = "GIoU",  # noqa: N803
+                    strict_box_size: int = 0, prior_dist_type: str = "SIZE", fit_dim: int = 0,
+                    rand_startup: int = 64000, rand_prob_best_box_assoc: float = 0.0,
+                    rand_prob: float = 0.0, min_prior_forced_scaling: float = 0.0,
+                    class_softmax: int = 0, diff_flag: int = 0, error_type: str = "natural",
+                    no_override: int = 0, raw_output: int = 0, network: int = -1,
+                    silent: int = 0) -> int:
+    """Configure the YOLO output of a network (before its YOLO layer is built or loaded).
+
+    Returns ``nb_box * (8 + nb_class + nb_param)``, the filter count of the YOLO conv
+    layer.  Raises instead of exiting on invalid settings; a second call on a network
+    whose YOLO layer exists is refused, as in CIANNA.
+    """
+    from .yolo.config import make_config, summary
+
+    state = get_state(network)
+    if state.yolo_cfg is not None:
+        raise RuntimeError("set_yolo_params: updating an existing YOLO layer is not supported")
+    kw = dict(nb_box=nb_box, nb_class=nb_class, nb_param=nb_param,
+              max_nb_obj_per_image=max_nb_obj_per_image, prior_size=prior_size,
+              prior_noobj_prob=prior_noobj_prob, error_scales=error_scales,
+              slopes_and_maxes=slopes_and_maxes, param_ind_scales=param_ind_scales,
+              IoU_limits=IoU_limits, fit_parts=fit_parts, IoU_type=IoU_type,
+              strict_box_size=strict_box_size, prior_dist_type=prior_dist_type, fit_dim=fit_dim,
+              rand_startup=rand_startup, rand_prob_best_box_assoc=rand_prob_best_box_assoc,
+              rand_prob=rand_prob, min_prior_forced_scaling=min_prior_forced_scaling,
+              class_softmax=class_softmax, diff_flag=diff_flag, error_type=error_type,
+              no_override=no_override, raw_output=raw_output)
+    cfg = make_config(state.in_dims[:3], (1, 1, 1), **kw)  # validates; grid comes later
+    if cfg.max_nb_obj_per_image > 0 and cfg.target_len != state.out_dim:
+        raise ValueError(
+            f"max_nb_obj_per_image: targets of 1 + {cfg.max_nb_obj_per_image}*(7 + nb_param + "
+            f"diff_flag) = {cfg.target_len} values are expected, but init declared out_dim="
+            f"{state.out_dim}")
+    state.yolo_params = kw
+    _say(summary(cfg) + "\n", silent)
+    return cfg.nb_filters

@@ -104,7 +104,8 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
             nv = 1
         params, opt_state, s = training.train_step(
             net, state.optimizer, params, opt_state, xb, tb, np.int32(nv),
-            jax.random.fold_in(key, j), loss_scale=loss_scale, policy=state.policy)
+            jax.random.fold_in(key, j), loss_scale=loss_scale, policy=state.policy,
+            nb_im_iter=np.int32(state.iteration * ds.size))
         total = total + s
         pending.append((s, nv))
         shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
@@ -123,13 +124,15 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
 
 def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_error: int,
               silent: int, confmat: int = 0):
-    """Forward over ``ds``: (rows in CIANNA file order, loss sum, confusion matrix, rate)."""
+    """Forward over ``ds``: (rows in CIANNA file order, loss sum, confusion matrix, rate,
+    YOLO loss parts or None)."""
     net = state.net
     params = tuple(state.params)
     with_loss = no_error != 1
     key = state.next_key()
     t0 = time.perf_counter()
     outs, losses, pending, shown = [], [], [], None
+    parts = [] if (net.yolo is not None and with_loss) else None
     nb = _nb_batch(state, ds)
     for j in range(nb):
         xb, tb, nv = _batch(state, ds, j)
@@ -139,6 +142,8 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
                                             with_loss, state.policy)
             outs.append((rows, nv))
             losses.append(loss)
+            if parts is not None:
+                parts.append(training.yolo_display_parts(net, rows, tb, np.int32(nv)))
         pending.append((loss, nv))
         shown = _progress(state, "Fwd :", j, nb, pending, shown, t0, silent == 1)
     rows = np.concatenate([np.asarray(o)[:nv] for o, nv in outs], axis=0)
@@ -148,7 +153,9 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     mat = None
     if with_loss and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
         mat = _confusion(net, rows, ds.t, state.out_dim)
-    return rows, loss_sum, mat, rate
+    if parts is not None:
+        parts = np.sum([np.asarray(p) for p in parts], axis=0)
+    return rows, loss_sum, mat, rate, parts
 
 
 def _confusion(net, rows, targets, out_dim):
@@ -167,9 +174,34 @@ def _confusion(net, rows, targets, out_dim):
     return mat
 
 
-def _append_error(iteration: int, value: float) -> None:
+def _append_error(iteration: int, value: float, parts=None, n: int = 1) -> None:
+    """One ``error.txt`` line: iteration, mean loss and, for YOLO, the six part means."""
+    extra = "" if parts is None else "".join(f" {v:g}" for v in np.asarray(parts) / n)
     with open("error.txt", "a") as fh:
-        fh.write(f"{iteration} {value:g}\n")
+        fh.write(f"{iteration} {value:g}{extra}\n")
+
+
+def _loss_dist(parts) -> str:
+    names = ("Pos", "Size", "Prob", "Obj", "Class", "Param")
+    return "Loss dist. ||" + " |".join(f"{n}: {v:.5f}" for n, v in zip(names, parts)) + " ||\n"
+
+
+def yolo_file_rows(rows: np.ndarray, cfg) -> np.ndarray:
+    """CIANNA's decoded YOLO prediction rows (``raw_output=0``): channels 0-2 become box
+    minima and 3-5 maxima in pixels, with the unfloored priors (cianna_yolo.md 2.3)."""
+    g0, g1, g2 = cfg.grid
+    k = 8 + cfg.nb_class + cfg.nb_param
+    out = rows.reshape(rows.shape[0], cfg.nb_box, k, g2, g1, g0).astype(np.float64)
+    cells = np.stack(np.meshgrid(np.arange(g0), np.arange(g1), np.arange(g2), indexing="ij"))
+    cells = cells.transpose(0, 3, 2, 1)  # (3, G2, G1, G0): x, y, z cell indices
+    step = np.array([d // g for d, g in zip(cfg.in_dim, cfg.grid)], np.float64)
+    prior = np.asarray(cfg.prior_size, np.float64).reshape(cfg.nb_box, 3)
+    centre = (cells[None, None] + out[:, :, 0:3]) * step[None, None, :, None, None, None]
+    half = 0.5 * prior[None, :, :, None, None, None] * np.exp(out[:, :, 3:6])
+    res = out.copy()
+    res[:, :, 0:3] = centre - half
+    res[:, :, 3:6] = centre + half
+    return res.astype(np.float32).reshape(rows.shape)
 
 
 def _check_output_size(state: NetState) -> None:
@@ -261,11 +293,14 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
 
 def _control_step(state: NetState, confmat: int, silent: int) -> None:
     ds = get_dataset(state, "VALID")
-    rows, loss, mat, rate = _evaluate(state, ds, drop_mode="AVG_MODEL", repeat=1, no_error=0,
-                                      silent=1 if silent == 1 else 0, confmat=confmat)
+    rows, loss, mat, rate, parts = _evaluate(state, ds, drop_mode="AVG_MODEL", repeat=1,
+                                             no_error=0, silent=1 if silent == 1 else 0,
+                                             confmat=confmat)
     if silent != 1:
         console.write(f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s | Mean Loss: "
                       f"{loss / ds.size:.5g}\n")
+        if parts is not None:
+            console.write(_loss_dist(parts / ds.size))
         if mat is not None:
             # classification: CIANNA's confusion matrix display, at least the accuracy
             console.write(console.confusion_matrix_text(mat, confmat if confmat in (1, 2) else 3))
@@ -299,25 +334,31 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
     if repeat > 1 and silent != 1:
         console.write(f"Forwarding with repeat = {repeat}\n")
     state.no_error = no_error
-    rows, loss, _, rate = _evaluate(state, ds, drop_mode=drop_mode, repeat=repeat,
-                                    no_error=no_error, silent=silent)
+    rows, loss, _, rate, parts = _evaluate(state, ds, drop_mode=drop_mode, repeat=repeat,
+                                           no_error=no_error, silent=silent)
+    cfg = state.yolo_cfg
+    if cfg is not None and not cfg.raw_output:
+        rows = yolo_file_rows(rows, cfg)
     if saving > 0:
         os.makedirs("fwd_res", exist_ok=True)
         path = f"fwd_res/net{state.id}_{state.iteration:04d}.dat"
         if saving == 2:
             rows.astype(np.float32).tofile(path)
         else:
+            end = "" if cfg is not None else "\n"  # CIANNA writes YOLO rows on one line
             with open(path, "w") as fh:
-                fh.writelines("".join(f"{v:g} " for v in row) + "\n" for row in rows.tolist())
+                fh.writelines("".join(f"{v:g} " for v in row) + end for row in rows.tolist())
     if silent != 1:
         text = f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s "
         if no_error != 1:
             text += f"| Mean Loss: {loss / (ds.size * repeat):.5g}"
         console.write(text + "\n")
+        if parts is not None:
+            console.write(_loss_dist(parts / (ds.size * repeat)))
         if no_error == 0:
             if not np.isfinite(loss):
                 raise FloatingPointError("ERROR: Network divergence detected (NaN) on TEST")
-            _append_error(state.iteration, loss / ds.size)
+            _append_error(state.iteration, loss / ds.size, parts, ds.size)
     return rows
 
 

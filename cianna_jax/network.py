@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ class Network:
     in_dims: tuple[int, int, int, int]
     layers: tuple[LayerSpec, ...]
     input_bias: float = 0.1
+    yolo: Any = None  # cianna_jax.yolo.YoloConfig of a YOLO output layer
 
     @cached_property
     def shapes(self) -> tuple[tuple[Shape, Shape], ...]:
@@ -86,7 +88,7 @@ class Network:
 
     def with_input_bias(self, bias: float) -> "Network":
         """The same network with another ``init(bias=...)`` (first layer bias too)."""
-        return make_network(self.in_dims, self.layers, bias)
+        return make_network(self.in_dims, self.layers, bias, self.yolo)
 
 
 def _validate(in_dims, layers):
@@ -100,6 +102,8 @@ def _validate(in_dims, layers):
                              "the first backward pass otherwise)")
         if act.kind == "YOLO" and not isinstance(layer, Conv):
             raise ValueError(f"{where}: the YOLO activation is only valid on a conv layer")
+        if act.kind == "YOLO" and not last:
+            raise ValueError(f"{where}: the YOLO activation is only valid on the last layer")
         if isinstance(layer, (Norm, LRN)):
             if act.kind in ("SMAX", "YOLO"):
                 raise ValueError(f"{where}: activation {act.kind} is not allowed on norm/lrn")
@@ -162,20 +166,34 @@ def _resolve(layer, first: bool, in_dims, input_bias: float):
     return dataclasses.replace(layer, bias=_f32(bias))
 
 
-def make_network(in_dims, layers, input_bias: float = 0.1) -> Network:
+def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None) -> Network:
     """Validate ``layers`` for input ``in_dims`` (W, H, D, C) and resolve their biases.
 
     A layer's ``bias`` of None takes its activation's default (LIN 0.5, RELU 0.1,
     LOGI -1.0, SMAX 0.1, YOLO 0.5); the first layer always takes ``input_bias``.
-    Raises ValueError on invalid stacking or geometry.
+    ``yolo`` is the YOLO configuration of a last conv layer with activation YOLO; its
+    filter count and grid must match that layer.  Raises ValueError on invalid
+    stacking or geometry.
     """
     in_dims = tuple(int(v) for v in in_dims)
     if len(in_dims) != 4 or min(in_dims) < 1:
         raise ValueError(f"in_dims: expected 4 positive ints (W, H, D, C), received {in_dims}")
     resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias) for i, layer in enumerate(layers))
     _validate(in_dims, resolved)
-    net = Network(in_dims, resolved, _f32(input_bias))
+    net = Network(in_dims, resolved, _f32(input_bias), yolo)
     net.shapes  # noqa: B018  (computes and checks every output shape now)
+    if yolo is not None:
+        last = net.layers[-1] if net.layers else None
+        if last is None or last.activation.kind != "YOLO":
+            raise ValueError("yolo: a YOLO configuration needs a last conv layer with "
+                             "activation 'YOLO'")
+        out = net.output_shape
+        if out.c != yolo.nb_filters:
+            raise ValueError(f"nb_filters: the YOLO layer needs {yolo.nb_filters} filters "
+                             f"(nb_box*(8+nb_class+nb_param)), received {out.c}")
+        if tuple(yolo.grid) != out.spatial:
+            raise ValueError(f"yolo: configuration grid {tuple(yolo.grid)} differs from the "
+                             f"YOLO layer output {out.spatial}")
     return net
 
 
@@ -269,4 +287,21 @@ def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Arra
                          f"{'x'.join(map(str, net.in_dims))}), received {tuple(x.shape)}")
     ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision))
     y = to_rows(forward_internal(net, params, x, ctx, key), bias_slot=bias_slot)
+    if net.yolo is not None:
+        y = yolo_rows(net, y)
     return y[0] if single else y
+
+
+def yolo_grid_shape(net: Network) -> tuple[int, int, int, int]:
+    """(F, G2, G1, G0) of a YOLO output, the layout of CIANNA's YOLO arrays."""
+    out = net.output_shape
+    return (out.c, out.d, out.h, out.w)
+
+
+def yolo_rows(net: Network, rows: jax.Array) -> jax.Array:
+    """Apply the YOLO activation of ``net.yolo`` to raw output rows (N, F*G2*G1*G0)."""
+    from .yolo.activation import activation
+
+    n = rows.shape[0]
+    raw = rows.astype(jnp.float32).reshape((n,) + yolo_grid_shape(net))
+    return activation(raw, net.yolo).reshape(n, -1)

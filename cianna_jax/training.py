@@ -27,7 +27,7 @@ from .layers import Dense, Norm
 from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
-from .network import Network, Params, forward_internal, to_rows
+from .network import Network, Params, forward_internal, to_rows, yolo_grid_shape, yolo_rows
 from .precision import FP32, Policy
 
 __all__ = [
@@ -135,18 +135,31 @@ def learning_rate_at(iteration: int, learning_rate: float, end_learning_rate: fl
 
 def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_valid,
                key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0,
-               policy: Policy = FP32):
+               policy: Policy = FP32, nb_im_iter=0):
     """(loss for gradients, summed displayed loss) of one padded batch.
 
     ``x (B, C*D*H*W)``, ``t (B, out_dim)``; rows ``>= n_valid`` are padding.  The
     first value is the displayed loss summed over real rows divided by ``B`` (the
     allocated batch size); its gradient is CIANNA's ``G / B``.
+
+    For a YOLO network (``spec.yolo``) the loss is CIANNA's YOLO loss, whose gradient
+    is the YOLO delta on every row (padding rows included, as CIANNA computes it);
+    ``nb_im_iter`` (images seen, CIANNA's ``iter * train_size``) drives its random
+    start-up phase and ``key`` its random associations.
     """
     b = x.shape[0]
     ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy)
     z = to_rows(forward_internal(spec, params, x, ctx, key, activate_last=False))
     z = z.astype(jnp.float32)  # the loss and delta are computed in float32
     mask = (jnp.arange(b) < n_valid).astype(z.dtype)
+    if spec.yolo is not None:
+        from .yolo.loss import yolo_loss
+
+        raw = z.reshape((b,) + yolo_grid_shape(spec))
+        sub = None if key is None else jax.random.fold_in(key, 7919)
+        per_image = yolo_loss(raw, t.astype(z.dtype), spec.yolo, nb_im_iter=nb_im_iter, key=sub,
+                              loss_scale=loss_scale)
+        return jnp.sum(per_image) / b, jnp.sum(per_image * mask)
     per_row = output_loss(spec.layers[-1].activation, z, t.astype(z.dtype), mask, loss_scale)
     total = jnp.sum(per_row)
     return total / b, total
@@ -156,7 +169,7 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
          donate_argnums=(2, 3))
 def train_step(spec: Network, optimizer: optax.GradientTransformation, params: Params,
                opt_state, x: jax.Array, t: jax.Array, n_valid, key: jax.Array,
-               loss_scale: float = 1.0, policy: Policy = FP32):
+               loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0):
     """One CIANNA training step on a padded batch; returns (params, opt_state, loss sum).
 
     The loss sum is over the real rows (divide by ``n_valid`` for CIANNA's B.Loss).
@@ -165,7 +178,8 @@ def train_step(spec: Network, optimizer: optax.GradientTransformation, params: P
     mixed-precision policy (parameters and optimizer state stay float32).
     """
     (_, total), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy)
+        params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy,
+        nb_im_iter=nb_im_iter)
     if loss_scale != 1.0:
         grads = jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -186,6 +200,12 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     if z.ndim == 2:
         rows = dense_activation(act, z)
         y = rows[:, :-1]
+    elif spec.yolo is not None:
+        rows = yolo_rows(spec, to_rows(z))
+        if not with_loss:
+            return rows, jnp.zeros((), jnp.float32)
+        parts = _yolo_parts(spec, rows, t, n_valid)
+        return rows, jnp.sum(parts)
     else:
         zr = to_rows(z)
         y = output_activation(act, zr) if act.kind != "YOLO" else zr
@@ -195,6 +215,21 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     mask = (jnp.arange(x.shape[0]) < n_valid).astype(y.dtype)
     loss = jnp.sum(jnp.sum(elementwise_loss(act, y, t.astype(y.dtype)), axis=1) * mask)
     return rows, loss
+
+
+def _yolo_parts(spec: Network, rows, t, n_valid):
+    """CIANNA's displayed YOLO loss of the real rows, summed per part (6,): position,
+    size, probability, objectness, classes, parameters."""
+    from .yolo.loss import display_stats
+
+    out = rows.reshape((rows.shape[0],) + yolo_grid_shape(spec))
+    return display_stats(out, t.astype(jnp.float32), spec.yolo, n_valid=n_valid).parts
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def yolo_display_parts(spec: Network, rows: jax.Array, t: jax.Array, n_valid) -> jax.Array:
+    """Jitted :func:`_yolo_parts` on activated YOLO rows (the "Loss dist." of CIANNA)."""
+    return _yolo_parts(spec, rows, t, n_valid)
 
 
 def pad_batch(x: np.ndarray, b: int) -> np.ndarray:

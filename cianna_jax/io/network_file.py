@@ -88,10 +88,40 @@ def records_to_layers(records, offset: int = 0, after_dense: bool = False):
     return layers, params, yolo
 
 
+def yolo_record(cfg) -> YoloRecord:
+    """The YOLO extras CIANNA saves with a YOLO conv layer (unfloored priors, slopes)."""
+    priors = np.asarray(cfg.prior_size, np.float32).reshape(cfg.nb_box, 3).T
+    return YoloRecord(cfg.nb_box, cfg.nb_class, cfg.nb_param, cfg.fit_dim, cfg.class_softmax,
+                      priors, np.asarray(cfg.slopes_and_maxes, np.float32).reshape(6, 3))
+
+
+def yolo_config_from_record(rec: YoloRecord, in_dim, grid, settings: dict | None = None,
+                            override: bool = True):
+    """The YOLO configuration of a loaded YOLO layer.
+
+    ``settings`` are ``set_yolo_params`` keywords; unless ``override`` is False (CIANNA's
+    ``no_override=1``), the geometry saved in the file (box/class/param counts,
+    fit_dim, class_softmax, priors, slopes) replaces theirs.
+    """
+    from ..yolo.config import make_config
+
+    kw = dict(settings or {})
+    if override or not kw:
+        kw.update(nb_box=rec.nb_box, nb_class=rec.nb_class, nb_param=rec.nb_param,
+                  fit_dim=rec.fit_dim, class_softmax=rec.class_softmax,
+                  prior_size=np.asarray(rec.priors, np.float32),
+                  slopes_and_maxes=np.asarray(rec.slopes, np.float32))
+        for name, size in (("prior_noobj_prob", rec.nb_box), ("param_ind_scales", rec.nb_param)):
+            if kw.get(name) is not None and np.asarray(kw[name]).shape != (size,):
+                kw.pop(name)
+    return make_config(in_dim, grid, **kw)
+
+
 def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float = 0.1,
                  in_dims: tuple[int, int, int, int] | None = None, nb_layers: int = 0,
                  nb_skip_layers: int = 0, base: Network | None = None,
-                 base_params: Params | None = None) -> Loaded:
+                 base_params: Params | None = None, yolo_settings: dict | None = None,
+                 yolo_override: bool = True) -> Loaded:
     """Read a CIANNA save file into a network and its parameters.
 
     ``bias`` is the input bias (CIANNA's ``init(bias=...)``), given to the first
@@ -99,7 +129,9 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
     resolution (channels must match; dense layers after a resolution change will
     not fit).  ``base``/``base_params`` are existing layers the loaded records are
     appended to (CIANNA V-1.0.1 ``load``); ``nb_skip_layers`` records are skipped,
-    then ``nb_layers`` are loaded (0 = all).  Nothing is returned on error.
+    then ``nb_layers`` are loaded (0 = all).  A YOLO output layer gets its
+    configuration from the file, merged with ``yolo_settings`` (``set_yolo_params``
+    keywords; see :func:`yolo_config_from_record`).  Nothing is returned on error.
     """
     if base is not None and base.layers:
         target = base.output_shape
@@ -122,6 +154,11 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
         params = list(base_params) + params
     try:
         net = make_network(net_in, layers, bias)
+        last = len(layers) - 1
+        if last in yolo and layers[last].activation.kind == "YOLO":
+            cfg = yolo_config_from_record(yolo[last], net_in[:3], net.output_shape.spatial,
+                                          yolo_settings, yolo_override)
+            net = make_network(net_in, layers, bias, cfg)
         check_params(net, tuple(params))
     except ValueError as err:
         raise CiannaFormatError(f"{os.fspath(path)}: {err}") from None
@@ -131,7 +168,9 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
 def layers_to_records(net: Network, params: Params, yolo: dict[int, YoloRecord] | None = None):
     """(Network, params) -> file records, in CIANNA's save layout."""
     check_params(net, params)
-    yolo = yolo or {}
+    yolo = dict(yolo or {})
+    if net.yolo is not None:
+        yolo[len(net.layers) - 1] = yolo_record(net.yolo)
     records = []
     for i, (layer, (sin, _)) in enumerate(zip(net.layers, net.shapes)):
         act = layer.activation.name
