@@ -42,13 +42,6 @@ from .api import (
     softmax,
     swap_data_buffers,
 )
-from .yolo.config import (
-    set_error_scales,
-    set_fit_parts,
-    set_IoU_limits,
-    set_slopes_and_maxes,
-    set_sm_single,
-)
 from .driver import forward, perf_eval, train
 from .io.network_file import Loaded, load_network, save_network
 from .network import Network, apply, init_params, make_network
@@ -60,6 +53,13 @@ from .training import (
     make_optimizer,
     train_epoch,
     train_step,
+)
+from .yolo.config import (
+    set_error_scales,
+    set_fit_parts,
+    set_IoU_limits,
+    set_slopes_and_maxes,
+    set_sm_single,
 )
 
 __version__ = "0.1.0"

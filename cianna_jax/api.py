@@ -259,6 +259,14 @@ def create_dataset(dataset: str, size: int, input, target, network: int = -1,
     w, h, d, c = state.in_dims
     x = _as_table(input, "input", size, w * h * d * c)
     t = _as_table(target, "target", size, state.out_dim)
+    if state.yolo_params is not None and state.yolo_params.get("max_nb_obj_per_image", 0) > 0:
+        from .yolo.config import check_targets, make_config
+
+        cfg = state.yolo_cfg or make_config(state.in_dims[:3], (1, 1, 1), **state.yolo_params)
+        try:
+            check_targets(t, cfg)
+        except ValueError as err:
+            raise ValueError(f"target: {err}") from None
     ds = Dataset(x, t)
     if state.dynamic_load == 0:
         ds = _to_device(state, ds)

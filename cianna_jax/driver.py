@@ -176,14 +176,18 @@ def _confusion(net, rows, targets, out_dim):
 
 def _append_error(iteration: int, value: float, parts=None, n: int = 1) -> None:
     """One ``error.txt`` line: iteration, mean loss and, for YOLO, the six part means."""
-    extra = "" if parts is None else "".join(f" {v:g}" for v in np.asarray(parts) / n)
+    extra = "" if parts is None else "".join(f" {v:g}" for v in np.asarray(parts)[:6] / n)
     with open("error.txt", "a") as fh:
         fh.write(f"{iteration} {value:g}{extra}\n")
 
 
-def _loss_dist(parts) -> str:
+def _loss_dist(stats, n: int) -> str:
+    """CIANNA's YOLO ``Loss dist.`` line from summed part losses and monitor sums."""
     names = ("Pos", "Size", "Prob", "Obj", "Class", "Param")
-    return "Loss dist. ||" + " |".join(f"{n}: {v:.5f}" for n, v in zip(names, parts)) + " ||\n"
+    line = " |".join(f"{k}: {v / n:.5f}" for k, v in zip(names, stats[:6]))
+    count = max(stats[9], 1.0)
+    return (f"Loss dist. ||{line} ||M IoU = {stats[6] / count:.4f} |M Obj = "
+            f"{stats[7] / count:.4f} |P Good = {stats[8] / count:.4f}\n")
 
 
 def yolo_file_rows(rows: np.ndarray, cfg) -> np.ndarray:
@@ -300,7 +304,7 @@ def _control_step(state: NetState, confmat: int, silent: int) -> None:
         console.write(f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s | Mean Loss: "
                       f"{loss / ds.size:.5g}\n")
         if parts is not None:
-            console.write(_loss_dist(parts / ds.size))
+            console.write(_loss_dist(parts, ds.size))
         if mat is not None:
             # classification: CIANNA's confusion matrix display, at least the accuracy
             console.write(console.confusion_matrix_text(mat, confmat if confmat in (1, 2) else 3))
@@ -354,7 +358,7 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
             text += f"| Mean Loss: {loss / (ds.size * repeat):.5g}"
         console.write(text + "\n")
         if parts is not None:
-            console.write(_loss_dist(parts / (ds.size * repeat)))
+            console.write(_loss_dist(parts, ds.size * repeat))
         if no_error == 0:
             if not np.isfinite(loss):
                 raise FloatingPointError("ERROR: Network divergence detected (NaN) on TEST")

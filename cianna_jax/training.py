@@ -204,8 +204,7 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
         rows = yolo_rows(spec, to_rows(z))
         if not with_loss:
             return rows, jnp.zeros((), jnp.float32)
-        parts = _yolo_parts(spec, rows, t, n_valid)
-        return rows, jnp.sum(parts)
+        return rows, jnp.sum(_yolo_parts(spec, rows, t, n_valid)[:6])
     else:
         zr = to_rows(z)
         y = output_activation(act, zr) if act.kind != "YOLO" else zr
@@ -218,12 +217,16 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
 
 
 def _yolo_parts(spec: Network, rows, t, n_valid):
-    """CIANNA's displayed YOLO loss of the real rows, summed per part (6,): position,
-    size, probability, objectness, classes, parameters."""
+    """CIANNA's displayed YOLO loss of the real rows, summed per part: position, size,
+    probability, objectness, classes, parameters; then the IoU-monitor sums (IoU*,
+    objectness, good count, count) from which CIANNA prints M IoU, M Obj and P Good."""
     from .yolo.loss import display_stats
 
     out = rows.reshape((rows.shape[0],) + yolo_grid_shape(spec))
-    return display_stats(out, t.astype(jnp.float32), spec.yolo, n_valid=n_valid).parts
+    st = display_stats(out, t.astype(jnp.float32), spec.yolo, n_valid=n_valid)
+    n = st.n_monitor.astype(jnp.float32)
+    mon = jnp.stack([st.M_IoU * n, st.M_Obj * n, st.P_Good * n, n])
+    return jnp.concatenate([st.parts, jnp.where(n > 0, mon, 0.0)])
 
 
 @partial(jax.jit, static_argnames=("spec",))

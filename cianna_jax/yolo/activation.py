@@ -59,7 +59,10 @@ def _per_channel(cfg: YoloConfig, dtype):
     sm = np.asarray(cfg.slopes_and_maxes, dtype=np.float32)
     slope, hi, lo = sm[parts, 0], sm[parts, 1], sm[parts, 2]
     shape = (1, 1, len(kinds), 1, 1, 1)
-    as_arr = lambda v, dt=dtype: jnp.asarray(v.reshape(shape), dtype=dt)
+
+    def as_arr(v):
+        return jnp.asarray(v.reshape(shape), dtype=dtype)
+
     return kinds, as_arr(slope), as_arr(hi), as_arr(lo)
 
 
@@ -116,6 +119,7 @@ def _act_bwd(cfg, out, g):
 
 
 _activation.defvjp(_act_fwd, _act_bwd)
+_activation_jit = jax.jit(_activation, static_argnums=(1,))
 
 
 def _check_shape(raw, cfg: YoloConfig) -> None:
@@ -133,4 +137,4 @@ def activation(raw: jax.Array, cfg: YoloConfig) -> jax.Array:
     """
     raw = jnp.asarray(raw)
     _check_shape(raw, cfg)
-    return _activation(raw, cfg)
+    return _activation_jit(raw, cfg)

@@ -36,6 +36,7 @@ __all__ = [
     "yolo_terms",
     "delta_and_display",
     "display_stats",
+    "stats_from_display",
     "yolo_loss",
     "random_can_fire",
 ]
@@ -86,11 +87,9 @@ class DisplayStats(NamedTuple):
 
 
 def _is_concrete_int(v) -> bool:
-    if isinstance(v, jax.core.Tracer):
-        return False
     try:
         int(v)
-    except (TypeError, jax.errors.ConcretizationTypeError):
+    except Exception:  # tracers refuse the conversion
         return False
     return True
 
@@ -180,7 +179,7 @@ def _parse_targets(targets, cfg: YoloConfig, dtype) -> _Targets:
     targets = targets.astype(dtype)
     n_raw = jnp.trunc(targets[:, 0]).astype(jnp.int32)
     class_only = n_raw == -1
-    n_obj = jnp.where(class_only, 1, jnp.clip(n_raw, 0, M0))
+    n_obj = jnp.where(class_only, min(1, M0), jnp.clip(n_raw, 0, M0))
     boxes = targets[:, 1:1 + M0 * L].reshape(N, M0, L)
     if M0 == 0:
         boxes = jnp.zeros((N, 1, L), dtype)
@@ -218,20 +217,25 @@ def _strict_eligibility(D, n: int):
     return used
 
 
-def _gather_t(arr, t):
-    """``arr [N, M, ...]`` indexed per (image, cell) by ``t [N, G]`` -> ``[N, G, ...]``."""
-    return arr[jnp.arange(arr.shape[0])[:, None], t]
+def _pick(onehot, values, axis=-1):
+    """Entry of ``values`` selected by a one-hot mask along ``axis`` (NaN kept)."""
+    zero = jnp.zeros((), values.dtype)
+    return jnp.sum(jnp.where(onehot, values, zero), axis=axis)
+
+
+def _onehot(idx, n):
+    return idx[..., None] == jnp.arange(n)
 
 
 def _first_true(mask):
-    """Index of the first True along the last axis and whether there is one."""
-    return jnp.argmax(mask, axis=-1), jnp.any(mask, axis=-1)
+    """One-hot of the first True along the last axis, and whether there is one."""
+    return _onehot(jnp.argmax(mask, axis=-1), mask.shape[-1]), jnp.any(mask, axis=-1)
 
 
 def _best_among(cand, values):
-    """Largest ``values`` among ``cand`` (first on ties), and whether any qualifies."""
+    """One-hot of the largest ``values`` among ``cand`` (first on ties), and whether any."""
     score = jnp.where(cand, values, -jnp.inf)
-    return jnp.argmax(score, axis=-1), jnp.any(cand, axis=-1)
+    return _onehot(jnp.argmax(score, axis=-1), cand.shape[-1]), jnp.any(cand, axis=-1)
 
 
 class _Assoc(NamedTuple):
@@ -249,6 +253,7 @@ def _associate(cfg, mode, tab, incell, lock0, elig, best_prior, small, tg, o_obj
     [N, G, M]``; ``lock0 [N, G, B]`` good-but-not-best locks; ``elig [N, M, B]`` strict
     eligibility or None; ``best_prior [N, M, B]``; ``small [N, M]`` forced-smallest
     condition or None; ``startup``: None or a bool scalar (random start-up active).
+    Selections are one-hot masks (cheaper to compile than gathers).
     """
     N, G, M, B = tab.shape
     theta = cfg.IoU_limits
@@ -269,15 +274,21 @@ def _associate(cfg, mode, tab, incell, lock0, elig, best_prior, small, tg, o_obj
         smallest = int(np.argmin(np.sqrt(np.sum(pri * pri, axis=1))))
         same_prior = jnp.asarray(_same_prior_mask(cfg, smallest))
     tab_ok = tab > -2.0  # False for NaN
-    co = jnp.broadcast_to(tg.class_only[:, None], (N, G))
+    if elig is not None:
+        tab_ok = tab_ok & elig[:, None]
+    co = tg.class_only[:, None]
     n_rand = 2 + 2 * B
+    diff_t = tg.diff[:, None, :]
+    small_t = small[:, None, :] if use_forced else None
+    bp_t = best_prior[:, None, :, :] if use_best_prior else None
 
-    def random_boxes(u, col_free):
-        """First of up to 2B draws ``floor(U*B)`` that hits a free box."""
+    def random_box(u, col_free):
+        """One-hot of the first of up to 2B draws ``floor(U*B)`` hitting a free box."""
         bb = jnp.clip(jnp.floor(u[..., 2:2 + 2 * B] * B).astype(jnp.int32), 0, B - 1)
-        ok = jnp.take_along_axis(col_free, bb, axis=-1)
-        k, found = _first_true(ok)
-        return jnp.take_along_axis(bb, k[..., None], axis=-1)[..., 0], found
+        bb_hot = _onehot(bb, B)                                   # [N, G, 2B, B]
+        ok = jnp.any(bb_hot & col_free[..., None, :], axis=-1)
+        first, found = _first_true(ok)
+        return jnp.any(bb_hot & first[..., None], axis=-2), found
 
     def body(state):
         i, row_free, col_free, lock, tgt, istar = state
@@ -287,57 +298,58 @@ def _associate(cfg, mode, tab, incell, lock0, elig, best_prior, small, tg, o_obj
 
         # B1: greedy max IoU over the remaining (target, box) pairs
         avail = row_free[..., :, None] & col_free[..., None, :] & tab_ok
-        if elig is not None:
-            avail = avail & elig[:, None]
-        idx, has = _best_among(avail.reshape(N, G, M * B), tab.reshape(N, G, M * B))
-        t = idx // B
-        b = idx % B
-        tab_t = jnp.take_along_axis(tab, t[..., None, None], axis=2)[..., 0, :]  # [N, G, B]
-        iou_g = jnp.take_along_axis(tab_t, b[..., None], axis=-1)[..., 0]
+        hot, has = _best_among(avail.reshape(N, G, M * B), tab.reshape(N, G, M * B))
+        hot = hot.reshape(N, G, M, B)
+        t_hot = jnp.any(hot, axis=-1)                             # [N, G, M]
+        b_hot = jnp.any(hot, axis=-2)                             # [N, G, B]
+        tab_t = _pick(t_hot[..., None], tab, axis=-2)             # [N, G, B]
+        iou_g = _pick(b_hot, tab_t)
         free_t = col_free & (tab_t > -2.0)
         decided = jnp.zeros((N, G), bool)
         if use_rand_prob:  # B2
             fire = u[..., 0] < cfg.rand_prob
-            rb, found = random_boxes(u, col_free)
-            b = jnp.where(fire & found, rb, b)
+            rb, found = random_box(u, col_free)
+            b_hot = jnp.where((fire & found)[..., None], rb, b_hot)
             decided = fire
         if use_forced:  # B3
-            cond = ~decided & _gather_t(small, t)
+            cond = ~decided & jnp.any(t_hot & small_t, axis=-1)
             fb, found = _best_among(free_t & same_prior, tab_t)
-            b = jnp.where(cond & found, fb, b)
+            b_hot = jnp.where((cond & found)[..., None], fb, b_hot)
             decided = decided | cond
         if use_best_prior:  # B4
             low = iou_g < theta[1]
             if use_rand_best:
                 low = low | (u[..., 1] < cfg.rand_prob_best_box_assoc)
             cond = ~decided & low
-            pb, found = _best_among(free_t & _gather_t(best_prior, t), tab_t)
-            b = jnp.where(cond & found, pb, b)
+            bp_row = jnp.any(t_hot[..., None] & bp_t, axis=-2)
+            pb, found = _best_among(free_t & bp_row, tab_t)
+            b_hot = jnp.where((cond & found)[..., None], pb, b_hot)
 
         if startup is not None:  # A: random start-up, targets in row order
-            t_s, _ = _first_true(incell & (rank == i))
-            b_s, found_s = random_boxes(u, col_free)
-            t = jnp.where(startup, t_s, t)
-            b = jnp.where(startup, b_s, b)
+            ts_hot = incell & (rank == i)
+            bs_hot, found_s = random_box(u, col_free)
+            t_hot = jnp.where(startup, ts_hot, t_hot)
+            b_hot = jnp.where(startup, bs_hot, b_hot)
             has = jnp.where(startup, found_s, has)
-            tab_t = jnp.take_along_axis(tab, t[..., None, None], axis=2)[..., 0, :]
+            tab_t = _pick(t_hot[..., None], tab, axis=-2)
 
         go = active & has
-        iou_b = jnp.take_along_axis(tab_t, b[..., None], axis=-1)[..., 0]
+        iou_b = _pick(b_hot, tab_t)
         i_star = jnp.where(co, jnp.asarray(theta[0], dtype), jnp.minimum(iou_b, _IOU_CAP))
         skip = jnp.zeros((N, G), bool)
         if cfg.diff_flag:
-            difficult = _gather_t(tg.diff, t) > 0
+            difficult = jnp.any(t_hot & (diff_t > 0), axis=-1)
             if mode == "natural":
                 skip = difficult
             else:
-                o_b = jnp.take_along_axis(o_obj, b[..., None], axis=-1)[..., 0]
+                o_b = _pick(b_hot, o_obj)
                 skip = difficult & ((i_star < theta[6]) | (o_b < theta[7]))
-        row_free = row_free & ~(go[..., None] & (jnp.arange(M) == t[..., None]))
-        hit = (go & ~skip)[..., None] & (jnp.arange(B) == b[..., None])
+        row_free = row_free & ~(go[..., None] & t_hot)
+        hit = (go & ~skip)[..., None] & b_hot
         col_free = col_free & ~hit
         lock = jnp.where(hit, 2, lock)
-        tgt = jnp.where(hit, t[..., None], tgt)
+        t_idx = jnp.argmax(t_hot, axis=-1).astype(jnp.int32)
+        tgt = jnp.where(hit, t_idx[..., None], tgt)
         istar = jnp.where(hit, i_star[..., None], istar)
         return i + 1, row_free, col_free, lock, tgt, istar
 
@@ -603,12 +615,28 @@ def display_stats(output: jax.Array, targets: jax.Array, cfg: YoloConfig, *,
     output, targets = _check_inputs(output, targets, cfg)
     _, disp, mon, _ = _terms(output, targets, jnp.asarray(0, jnp.int32), None, cfg=cfg,
                              startup_mode="off", want_delta=False)
-    N = output.shape[0]
-    if n_valid is not None:
-        rows = (jnp.arange(N) < n_valid).astype(disp.dtype)
-        disp = disp * rows[:, None, None, None, None]
+    return stats_from_display(disp, mon, cfg, n_valid=n_valid)
+
+
+def stats_from_display(display: jax.Array, iou_monitor: jax.Array, cfg: YoloConfig, *,
+                       n_valid=None) -> DisplayStats:
+    """:class:`DisplayStats` from per-element displayed values and the IoU monitor.
+
+    ``display`` ``[N, F, G2, G1, G0]`` and ``iou_monitor`` ``[N, G2, G1, G0, B, 2]`` as
+    returned by :func:`yolo_terms`; see :func:`display_stats` for ``n_valid``.
+    """
+    n_valid = display.shape[0] if n_valid is None else n_valid
+    return _stats(display, iou_monitor, jnp.asarray(n_valid, jnp.int32), cfg=cfg)
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def _stats(disp, mon, n_valid, *, cfg: YoloConfig):
+    N = disp.shape[0]
+    rows = (jnp.arange(N) < n_valid).astype(disp.dtype)
+    per_channel = jnp.sum(
+        (disp * rows[:, None, None, None, None]).reshape(N, cfg.nb_box, cfg.channels_per_box, -1),
+        axis=(0, 1, 3))
     _, parts_of = channel_kinds(cfg)
-    per_channel = jnp.sum(disp.reshape(N, cfg.nb_box, cfg.channels_per_box, -1), axis=(0, 1, 3))
     onehot = jnp.asarray(parts_of[:, None] == np.arange(6)[None, :], disp.dtype)
     parts = per_channel @ onehot
     obj, ious = mon[..., 0], mon[..., 1]

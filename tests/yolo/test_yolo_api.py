@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import GOLDEN
 
 import cianna_jax as cnn
-from conftest import GOLDEN
 
 A_CASES = ("yolo_a1_2d_c0_p0_giou", "yolo_a3_2d_c3_p0_diou_sigmoid")
 
@@ -126,3 +126,19 @@ def test_yolo_configuration_errors():
     assert cnn.conv([1, 1], 16, activation="YOLO") == 1
     with pytest.raises(RuntimeError, match="existing YOLO"):
         cnn.set_yolo_params(nb_box=1)
+
+
+def test_yolo_targets_are_validated_at_create_dataset():
+    cnn.init([32, 32], 1, 15, b_size=4, no_logo=1)
+    cnn.set_yolo_params(nb_box=1, nb_class=2, max_nb_obj_per_image=2,
+                        prior_size=np.array([[8.0], [8.0]]))
+    x = np.zeros((2, 1024), np.float32)
+    good = np.zeros((2, 15), np.float32)
+    good[0, :8] = [1, 2, 4, 4, 0, 12, 12, 1]
+    cnn.create_dataset("TRAIN", 2, x, good)
+    for row, word in (([3], "exceeds"), ([1, 3, 4, 4, 0, 12, 12, 1], "class"),
+                      ([1, 1, 12, 4, 0, 4, 12, 1], "inverted")):
+        bad = good.copy()
+        bad[0, :len(row)] = row
+        with pytest.raises(ValueError, match=word):
+            cnn.create_dataset("VALID", 2, x, bad)

@@ -1,0 +1,441 @@
+"""YOLO activation, association, delta and displayed loss against CIANNA's goldens.
+
+Reference: the GPU-equivalent harness files of tests/data/golden/yolo_loss (the
+``*_cpu.npy`` files hold the CPU integer-truncation bug and are not reproduced; for the
+non-square grid the display is compared with ``*_swapfixed.npy``).  Every case is
+computed once (one compilation per configuration) and cached.
+"""
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cianna_jax import yolo
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+LOSS_DIR = GOLDEN / "yolo_loss"
+ALL_CASES = sorted(p.name for p in LOSS_DIR.iterdir()
+                   if p.is_dir() and p.name != "s2_iou_family")
+RANDOM_CASES = ("s8_rand_startup_active",)
+DET_CASES = tuple(c for c in ALL_CASES if c not in RANDOM_CASES)
+PART_NAMES = ("Pos", "Size", "Prob", "Obj", "Class", "Param")
+ATOL = 1e-5
+
+
+def config_from_meta(meta: dict) -> yolo.YoloConfig:
+    kw = dict(meta["set_yolo_params_python_kwargs"])
+    for k, v in kw.items():
+        if isinstance(v, str) and v.startswith(("np.", "cnn.")):
+            kw[k] = eval(v.split("#")[0], {"np": np, "cnn": yolo})  # noqa: S307 (test data)
+    hc = meta["harness_config"]
+    return yolo.make_config(hc["in_dims"], hc["area"], **kw)
+
+
+class Case:
+    def __init__(self, name: str):
+        self.name = name
+        self.dir = LOSS_DIR / name
+        self.meta = json.loads((self.dir / "meta.json").read_text())
+        self.cfg = config_from_meta(self.meta)
+        self.swap = (self.dir / "display_err_swapfixed.npy").exists()
+
+    def npy(self, stem: str) -> np.ndarray:
+        return np.load(self.dir / f"{stem}.npy")
+
+    def display_ref(self, stem: str) -> np.ndarray:
+        return self.npy(stem + "_swapfixed" if self.swap else stem)
+
+    @property
+    def loss_ref(self) -> dict:
+        key = "gpu_equivalent_swapfixed" if self.swap else "gpu_equivalent"
+        return self.meta["loss"][key]
+
+
+@functools.lru_cache(maxsize=None)
+def case(name: str) -> Case:
+    return Case(name)
+
+
+@functools.lru_cache(maxsize=None)
+def computed(name: str):
+    """(activated output, terms, stats) of a golden case, computed once."""
+    c = case(name)
+    out = yolo.activation(c.npy("raw"), c.cfg)
+    key = jax.random.key(0) if name in RANDOM_CASES else None
+    terms = yolo.yolo_terms(out, c.npy("target"), c.cfg, nb_im_iter=c.meta["nb_im_iter"],
+                            key=key)
+    stats = yolo.stats_from_display(terms.display, terms.iou_monitor, c.cfg)
+    return np.asarray(out), jax.tree.map(np.asarray, terms), stats
+
+
+# --------------------------------------------------------------------------- goldens
+
+
+@pytest.mark.parametrize("name", ALL_CASES)
+def test_activation(name):
+    out, _, _ = computed(name)
+    np.testing.assert_allclose(out, case(name).npy("output"), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", DET_CASES)
+def test_delta_and_box_locks(name):
+    _, terms, _ = computed(name)
+    c = case(name)
+    np.testing.assert_allclose(terms.delta, c.npy("delta"), rtol=0, atol=ATOL)
+    np.testing.assert_array_equal(terms.box_locked, c.npy("box_locked"))
+
+
+@pytest.mark.parametrize("name", ALL_CASES)
+def test_display(name):
+    _, terms, stats = computed(name)
+    c = case(name)
+    np.testing.assert_allclose(terms.display, c.display_ref("display_err"), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(terms.iou_monitor, c.display_ref("iou_monitor"), rtol=0,
+                               atol=ATOL)
+    ref = c.loss_ref
+    np.testing.assert_allclose(float(stats.total), ref["display_total_sum"], rtol=1e-5)
+    np.testing.assert_allclose(float(np.sum(terms.display)), ref["display_total_sum"],
+                               rtol=1e-5)
+    n_img = terms.display.shape[0]
+    parts = np.asarray(stats.parts) / n_img
+    np.testing.assert_allclose(parts, [ref["displayed_parts_mean"][p] for p in PART_NAMES],
+                               rtol=1e-5, atol=1e-7)
+    assert int(stats.n_monitor) == ref["n_monitor_entries"]
+    for field in ("M_IoU", "M_Obj", "P_Good"):
+        got = float(getattr(stats, field))
+        if ref[field] is None:
+            assert np.isnan(got)
+        else:
+            np.testing.assert_allclose(got, ref[field], rtol=1e-5, atol=1e-7)
+
+
+def test_nonsquare_grid_display_is_swap_fixed():
+    _, terms, _ = computed("s3d_nonsquare_grid")
+    c = case("s3d_nonsquare_grid")
+    assert c.swap
+    np.testing.assert_allclose(float(np.sum(terms.display)), 2.128531, rtol=1e-6)
+    buggy = c.npy("display_err")
+    assert not np.allclose(terms.display, buggy)
+    # the target cell (3, 0) of image 0 carries the size/probability/objectness terms
+    np.testing.assert_allclose(terms.display[0, 3:5, 0, 0, 3], [0.480453] * 2, atol=1e-6)
+
+
+def test_spec_numbers():
+    """A few numbers of cianna_yolo.md section 8 read off the computed arrays."""
+    _, t3, _ = computed("s3_one_target_natural")
+    np.testing.assert_allclose(t3.delta[0, :10, 0, 1, 0],
+                               [0, 0, 0, 1.386294, 1.386294, 0, -0.12, -0.0625, 0.12, -0.12],
+                               atol=1e-6)
+    np.testing.assert_allclose(t3.delta[0, 6:8, 0, 0, 0], [0.024, 0.048], atol=1e-6)
+    np.testing.assert_allclose(t3.iou_monitor[0, 0, 1, 0, 0], [0.5, 0.25], atol=1e-6)
+    _, t4, _ = computed("s4_lock_per_box_lambda")
+    np.testing.assert_array_equal(t4.box_locked[0, 0, 0, 0], [1, 2])
+    np.testing.assert_allclose(t4.delta[0, :8, 0, 0, 0], 0.0)          # locked box 0
+    np.testing.assert_allclose(t4.delta[0, 8 + 6:8 + 8, 0, 0, 0], [-0.12, -0.245], atol=1e-6)
+    _, t7, _ = computed("s7_difficult_classonly_complete")
+    per_image = t7.display.reshape(5, -1).sum(axis=1)
+    np.testing.assert_allclose(per_image, [0.27648, 0.79306, 0.56266, 0.56266, 0.59296],
+                               atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["yolo_a1_2d_c0_p0_giou", "yolo_a3_2d_c3_p0_diou_sigmoid"])
+def test_end_to_end_case_forward_loss(name):
+    """Part-A cases: harness delta/display on CIANNA's own activated forward outputs."""
+    d = GOLDEN / name
+    meta = json.loads((d / "meta.json").read_text())
+    kw = {k: v for k, v in meta["set_yolo_params_kwargs"].items() if k != "network"}
+    kw["prior_size"] = eval(kw["prior_size"], {"np": np})  # noqa: S307 (test data)
+    cfg = yolo.make_config(meta["init"]["in_dim"], meta["yolo_grid_G0_G1_G2"], **kw)
+    out = np.load(d / "output_activated.npy")
+    out = out.reshape((out.shape[0],) + cfg.output_shape)
+    target = np.load(d / "target.npy")
+    terms = yolo.yolo_terms(out, target, cfg, nb_im_iter=1)
+    np.testing.assert_allclose(terms.delta, np.load(d / "test_delta_gpuemu.npy").reshape(out.shape),
+                               rtol=0, atol=ATOL)
+    np.testing.assert_allclose(terms.display,
+                               np.load(d / "test_display_err_gpuemu.npy").reshape(out.shape),
+                               rtol=0, atol=ATOL)
+    # error.txt: iter, total/n, six parts/n (printed with %g)
+    stats = yolo.stats_from_display(terms.display, terms.iou_monitor, cfg)
+    n = out.shape[0]
+    line = [float(v) for v in meta["analysis"]["forward_display_loss"]["error_txt_lines"][0][1:]]
+    np.testing.assert_allclose(float(stats.total) / n, line[0], rtol=2e-5)
+    np.testing.assert_allclose(np.asarray(stats.parts) / n, line[1:], rtol=2e-5, atol=1e-6)
+    printed = meta["analysis"]["forward_display_loss"]["printed"]["Loss_dist_printed"]
+    for field in ("M_IoU", "M_Obj", "P_Good"):
+        assert f"{float(getattr(stats, field)):.4f}" == printed[field]
+
+
+# --------------------------------------------------------------------------- gradient
+
+
+def _with_padding_row(c: Case):
+    raw = c.npy("raw")
+    tgt = c.npy("target")
+    raw = np.concatenate([raw, np.zeros_like(raw[:1])])
+    tgt = np.concatenate([tgt, np.zeros_like(tgt[:1])])
+    return raw, tgt
+
+
+@pytest.mark.parametrize("name", ["s3b_params_fit1", "s3c_softmax_diou",
+                                  "s1_activation_softmax_slopes"])
+def test_grad_of_yolo_loss_is_delta(name):
+    c = case(name)
+    cfg, nb = c.cfg, c.meta["nb_im_iter"]
+    raw, tgt = _with_padding_row(c)  # plus one padding slot: zero input, zero target row
+
+    @jax.jit
+    def run(raw, tgt):
+        per_image, grad = jax.value_and_grad(
+            lambda r: yolo.yolo_loss(r, tgt, cfg, nb_im_iter=nb, loss_scale=4.0).sum())(raw)
+        out = yolo.activation(raw, cfg)
+        delta, display = yolo.delta_and_display(out, tgt, cfg, nb_im_iter=nb)
+        per = yolo.yolo_loss(raw, tgt, cfg, nb_im_iter=nb)
+        return per_image, grad, delta, display, per
+
+    total, grad, delta, display, per = jax.tree.map(np.asarray, run(raw, tgt))
+    np.testing.assert_array_equal(grad, 4.0 * delta)
+    n = c.npy("raw").shape[0]
+    np.testing.assert_allclose(delta[:n], c.npy("delta"), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(per, display.reshape(display.shape[0], -1).sum(axis=1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(total, per.sum(), rtol=1e-6)
+    # the padding row is not masked: pure background gradient (prob/obj of every box)
+    o = np.asarray(yolo.activation(raw[-1:], cfg))
+    K = cfg.channels_per_box
+    assert np.all(delta[-1].reshape(cfg.nb_box, K, -1)[:, np.r_[0:6, 8:K]] == 0)
+    prob = o[0].reshape(cfg.nb_box, K, -1)[:, 6]
+    lam = np.float32(0.2)
+    np.testing.assert_allclose(delta[-1].reshape(cfg.nb_box, K, -1)[:, 6],
+                               lam * prob * (1 - prob) * (prob - 0.02), atol=1e-7)
+
+
+def test_grad_unit_and_jit_equals_eager():
+    c = case("s6_multi_target")
+    raw, tgt = c.npy("raw"), c.npy("target")
+    g = jax.grad(lambda r: yolo.yolo_loss(r, tgt, c.cfg, nb_im_iter=1).sum())(raw)
+    _, terms, _ = computed("s6_multi_target")
+    np.testing.assert_array_equal(np.asarray(g), terms.delta)
+    # straight-through activation derivative through the custom VJP
+    out, vjp = jax.vjp(lambda r: yolo.activation(r, c.cfg), jnp.asarray(raw))
+    ones = jnp.ones_like(out)
+    (dx,) = vjp(ones)
+    o = np.asarray(out).reshape(c.cfg.nb_box, c.cfg.channels_per_box, -1)
+    dx = np.asarray(dx).reshape(o.shape)
+    np.testing.assert_allclose(dx[:, [0, 1, 6, 7]], (o * (1 - o))[:, [0, 1, 6, 7]], rtol=1e-6)
+    np.testing.assert_array_equal(dx[:, [2, 5]], 0.0)
+    np.testing.assert_array_equal(dx[:, [3, 4]], 1.0)
+
+
+def test_activation_straight_through_on_clipped_values():
+    c = case("s1_activation")
+    raw = c.npy("raw")  # contains saturated position / probability / size / parameter
+    o, vjp = jax.vjp(lambda r: yolo.activation(r, c.cfg), jnp.asarray(raw))
+    (dx,) = vjp(jnp.ones_like(o))
+    o, dx = np.asarray(o)[0, :, 0, 0, 0], np.asarray(dx)[0, :, 0, 0, 0]
+    np.testing.assert_allclose(o, [0.5, 0.997527, 0.5, 1.6, -0.5, 0, 0.002473, 0.731059,
+                                   0.731059, 0.880797, 1.2], atol=1e-6)
+    sig = [1, 6, 7, 8, 9]
+    np.testing.assert_allclose(dx[sig], o[sig] * (1 - o[sig]), rtol=1e-6)
+    np.testing.assert_array_equal(dx[[3, 4, 10]], 1.0)                 # clipped but kept
+    np.testing.assert_array_equal(dx[[2, 5]], 0.0)                      # forced z channels
+    # softmax classes: the usual Jacobian
+    cs = case("s1_activation_softmax_slopes")
+    g = np.zeros((2,) + cs.cfg.output_shape, np.float32)
+    g[:, 8] = 1.0
+    o, vjp = jax.vjp(lambda r: yolo.activation(r, cs.cfg), jnp.asarray(cs.npy("raw")))
+    (dx,) = vjp(jnp.asarray(g))
+    o, dx = np.asarray(o)[:, :, 0, 0, 0], np.asarray(dx)[:, :, 0, 0, 0]
+    np.testing.assert_allclose(dx[:, 8], o[:, 8] * (1 - o[:, 8]), rtol=1e-6)
+    np.testing.assert_allclose(dx[:, 9], -o[:, 8] * o[:, 9], rtol=1e-6)
+    np.testing.assert_allclose(dx[:, 0], 0.0)
+
+
+def test_vmap_over_images_matches_batch():
+    c = case("s7_difficult_classonly_complete")
+    out, terms, _ = computed(c.name)
+    tgt = c.npy("target")
+    per = jax.jit(jax.vmap(lambda o, t: yolo.delta_and_display(
+        o[None], t[None], c.cfg, nb_im_iter=1)))(out, tgt)
+    np.testing.assert_allclose(np.asarray(per[0])[:, 0], terms.delta, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(per[1])[:, 0], terms.display, rtol=0, atol=1e-7)
+
+
+def test_display_stats_and_n_valid():
+    c = case("s7_difficult_classonly_natural")
+    out, terms, stats = computed(c.name)
+    st = yolo.display_stats(out, c.npy("target"), c.cfg)
+    np.testing.assert_allclose(st.parts, stats.parts, rtol=1e-6)
+    np.testing.assert_array_equal(st.iou_monitor, terms.iou_monitor)
+    # only the first 2 images counted in the sums, monitor statistics over all images
+    st2 = yolo.stats_from_display(terms.display, terms.iou_monitor, c.cfg, n_valid=2)
+    np.testing.assert_allclose(float(st2.total), terms.display[:2].sum(), rtol=1e-6)
+    assert float(st2.M_IoU) == float(stats.M_IoU)
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def test_key_required_only_when_randomness_can_fire():
+    c = case("s3_one_target_natural")   # rand_startup = 0
+    out, terms, _ = computed(c.name)
+    tgt = c.npy("target")
+    with pytest.raises(ValueError, match="key"):
+        yolo.delta_and_display(out, tgt, c.cfg)              # nb_im_iter 0 <= rand_startup 0
+    with pytest.raises(ValueError, match="key"):
+        yolo.yolo_loss(c.npy("raw"), tgt, c.cfg, nb_im_iter=0)
+    assert not yolo.random_can_fire(c.cfg, 1)
+    assert yolo.random_can_fire(c.cfg, 0)
+    # a key given where nothing is random changes nothing
+    d, _ = yolo.delta_and_display(out, tgt, c.cfg, nb_im_iter=1, key=jax.random.key(3))
+    np.testing.assert_array_equal(np.asarray(d), terms.delta)
+    with pytest.raises(ValueError, match="key"):
+        jax.jit(lambda o, t, nb: yolo.delta_and_display(o, t, c.cfg, nb_im_iter=nb))(out, tgt, 1)
+    import dataclasses
+    with pytest.raises(ValueError, match="key"):
+        yolo.delta_and_display(out, tgt, dataclasses.replace(c.cfg, rand_prob=0.5),
+                               nb_im_iter=1)
+
+
+@functools.lru_cache(maxsize=None)
+def startup_fn():
+    cfg = case("s8_rand_startup_active").cfg
+    return jax.jit(lambda o, t, nb, k: yolo.yolo_terms(o, t, cfg, nb_im_iter=nb, key=k))
+
+
+def test_random_startup_invariants():
+    c = case("s8_rand_startup_active")   # B=3 priors 16/32/64, T1 and T2 in cell (0, 0)
+    assert c.meta["nb_im_iter"] == 1000 and c.cfg.rand_startup == 1000
+    out = c.npy("output")
+    tgt = c.npy("target")
+    f = startup_fn()
+    K = c.cfg.channels_per_box
+    pri = np.array(c.cfg.priors_floored)
+    boxes = tgt[0, 1:].reshape(2, 7)[:, 1:7]
+    ext = boxes[:, 3:5] - boxes[:, :2]
+    # predicted boxes of cell (0, 0): centred at (16, 16), prior-sized
+    pred = np.stack([np.r_[16 - pri[b, :2] / 2, 0, 16 + pri[b, :2] / 2, 1] for b in range(3)])
+    pairs = {}
+    for seed in range(100):
+        t = f(out, tgt, 1000, jax.random.key(seed))
+        locked = np.asarray(t.box_locked)[0, 0, 0, 0]
+        chosen = tuple(np.flatnonzero(locked == 2))
+        assert len(chosen) == 2, locked                    # distinct boxes
+        pairs[chosen] = pairs.get(chosen, 0) + 1
+        delta = np.asarray(t.delta)[0, :, 0, 0, 0].reshape(3, K)
+        for b in chosen:                                   # deltas against the chosen prior
+            ok = False
+            for j in range(2):
+                size_t = np.log(np.clip(ext[j] / pri[b, :2], np.exp(-1.6), np.exp(1.6)))
+                iou_j = min(float(yolo.iou(pred[b], boxes[j], "GIoU")), 0.98)
+                want_obj = 2 * 0.25 * (0.5 - (1 + iou_j) / 2)
+                if (np.allclose(delta[b, 3:5], 2 * (0 - size_t), atol=1e-5)
+                        and np.isclose(delta[b, 7], want_obj, atol=1e-5)):
+                    ok = True
+            assert ok, (seed, b, delta[b])
+            np.testing.assert_allclose(delta[b, 6], 0.25 * (0.5 - 0.98), atol=1e-6)
+        for b in set(range(3)) - set(chosen):
+            if locked[b] == 0:
+                np.testing.assert_allclose(delta[b, 6:8], [0.024, 0.048], atol=1e-6)
+            else:
+                np.testing.assert_allclose(delta[b], 0.0)
+        # the display is never random
+        np.testing.assert_allclose(np.asarray(t.display), c.npy("display_err"), atol=ATOL)
+    assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
+    assert min(pairs.values()) >= 15, pairs
+
+
+def test_traced_nb_im_iter_switches_startup_off():
+    c = case("s8_rand_startup_off")
+    assert c.meta["nb_im_iter"] == 1001
+    f = startup_fn()   # same configuration as the active case
+    t = f(c.npy("output"), c.npy("target"), 1001, jax.random.key(5))
+    np.testing.assert_allclose(np.asarray(t.delta), c.npy("delta"), atol=ATOL)
+    np.testing.assert_array_equal(np.asarray(t.box_locked), c.npy("box_locked"))
+
+
+def test_rand_prob_best_box_assoc_one_forces_best_prior():
+    """With probability 1 the best-prior rule always fires: S5 association (box 0)."""
+    ref = case("s5_low_iou_reassoc_natural_SIZE")
+    kw = dict(ref.meta["set_yolo_params_python_kwargs"])
+    kw["prior_size"] = np.array([[12.0, 40.0], [12.0, 16.0]], np.float32)
+    kw["rand_prob_best_box_assoc"] = 1.0
+    del kw["IoU_limits"]       # default low_IoU_best_box_assoc: the rule only fires by chance
+    hc = ref.meta["harness_config"]
+    cfg = yolo.make_config(hc["in_dims"], hc["area"], **kw)
+    out, tgt = ref.npy("output"), ref.npy("target")
+    f = jax.jit(lambda o, t, k: yolo.delta_and_display(o, t, cfg, nb_im_iter=1, key=k))
+    for seed in range(3):
+        delta, display = f(out, tgt, jax.random.key(seed))
+        np.testing.assert_allclose(np.asarray(delta), ref.npy("delta"), atol=ATOL)
+        np.testing.assert_allclose(np.asarray(display), ref.npy("display_err"), atol=ATOL)
+    # probability 0 (no key needed): greedy keeps box 1
+    cfg0 = yolo.make_config(hc["in_dims"], hc["area"], **{**kw, "rand_prob_best_box_assoc": 0})
+    delta0, _ = yolo.delta_and_display(out, tgt, cfg0, nb_im_iter=1)
+    assert np.asarray(delta0)[0, 8 + 6, 0, 0, 0] == pytest.approx(-0.12, abs=1e-6)
+
+
+def test_rand_prob_one_picks_random_free_box():
+    ref = case("s4_lock_per_box_lambda")   # box 0 GIoU 0.5625, box 1 IoU 1 (greedy)
+    kw = dict(ref.meta["set_yolo_params_python_kwargs"])
+    kw["prior_size"] = np.array([[16.0, 12.0], [16.0, 12.0]], np.float32)
+    kw["prior_noobj_prob"] = np.array([0.5, 0.1], np.float32)
+    kw["rand_prob"] = 1.0
+    hc = ref.meta["harness_config"]
+    cfg = yolo.make_config(hc["in_dims"], hc["area"], **kw)
+    f = jax.jit(lambda o, t, k: yolo.yolo_terms(o, t, cfg, nb_im_iter=1, key=k))
+    seen = set()
+    for seed in range(30):
+        t = f(ref.npy("output"), ref.npy("target"), jax.random.key(seed))
+        locked = np.asarray(t.box_locked)[0, 0, 0, 0]
+        assert sorted(locked.tolist()) == [1, 2]   # one associated, the other locked (good IoU)
+        b = int(np.argmax(locked == 2))
+        seen.add(b)
+        delta = np.asarray(t.delta)[0, :, 0, 0, 0].reshape(2, 8)
+        iou_b = 0.98 if b == 1 else 0.5625
+        np.testing.assert_allclose(delta[b, 7], 2 * 0.25 * (0.5 - (1 + iou_b) / 2), atol=1e-6)
+        np.testing.assert_allclose(delta[1 - b], 0.0)
+    assert seen == {0, 1}
+
+
+def test_3d_single_target_hand_computed():
+    cfg = yolo.make_config([32, 32, 32], [2, 2, 2], nb_box=1, max_nb_obj_per_image=1,
+                           prior_size=[[16.0], [16.0], [16.0]], rand_startup=0)
+    assert cfg.fit_dim == 3 and cfg.nb_filters == 8
+    raw = np.zeros((1,) + cfg.output_shape, np.float32)
+    # target 8^3 centred at (8, 24, 24): cell (0, 1, 1), predicted box [0,16]x[16,32]^2
+    tgt = np.array([[1, 1, 4, 20, 20, 12, 28, 28]], np.float32)
+    (delta, display), grad = jax.jit(lambda r, t: (
+        yolo.delta_and_display(yolo.activation(r, cfg), t, cfg, nb_im_iter=1),
+        jax.grad(lambda x: yolo.yolo_loss(x, t, cfg, nb_im_iter=1).sum())(r)))(raw, tgt)
+    delta, display = np.asarray(delta)[0], np.asarray(display)[0]
+    np.testing.assert_array_equal(np.asarray(grad)[0], delta)
+    iou_star = 0.125                                   # 512 / 4096, enclosing = predicted box
+    np.testing.assert_allclose(delta[:, 1, 1, 0],
+                               [0, 0, 0, 1.386294, 1.386294, 1.386294, -0.12,
+                                2 * 0.25 * (0.5 - (1 + iou_star) / 2)], atol=1e-6)
+    others = np.ones((2, 2, 2), bool)
+    others[1, 1, 0] = False
+    np.testing.assert_allclose(delta[6][others], 0.024, atol=1e-7)
+    np.testing.assert_allclose(delta[7][others], 0.048, atol=1e-7)
+    want = 3 * 0.480453 + 0.1152 + (0.5 - 0.5625) ** 2 + 7 * 0.06912
+    np.testing.assert_allclose(display.sum(), want, rtol=1e-5)
+
+
+def test_no_target_slot_background_only():
+    cfg = yolo.make_config([32, 32], [2, 2], nb_box=2, nb_class=1, max_nb_obj_per_image=0,
+                           prior_size=[[8.0, 16.0], [8.0, 16.0]], rand_startup=0)
+    assert cfg.target_len == 1
+    out = yolo.activation(np.zeros((3,) + cfg.output_shape, np.float32), cfg)
+    delta, display = yolo.delta_and_display(out, np.zeros((3, 1), np.float32), cfg,
+                                            nb_im_iter=1)
+    d = np.asarray(delta).reshape(3, 2, cfg.channels_per_box, 4)
+    np.testing.assert_allclose(d[:, :, 6], 0.024, atol=1e-7)
+    np.testing.assert_allclose(d[:, :, 7], 0.048, atol=1e-7)
+    assert np.all(d[:, :, np.r_[0:6, 8]] == 0)
+    np.testing.assert_allclose(np.asarray(display).sum(), 3 * 8 * 0.06912, rtol=1e-5)
