@@ -256,16 +256,19 @@ def iterate_batches(x, t, batch_size: int):
 
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
-                key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32):
+                key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
+                nb_im_iter: int = 0):
     """One pass over ``(x, t)`` in storage order; returns (params, opt_state, loss sum).
 
     The loss sum stays on the device (no per-batch host sync); divide it by the
-    number of examples for CIANNA's epoch ``Mean Loss``.
+    number of examples for CIANNA's epoch ``Mean Loss``.  ``nb_im_iter`` (YOLO only) is
+    CIANNA's ``epoch * train_size`` counter of its random start-up phase.
     """
     total = jnp.zeros((), jnp.float32)
     for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
         params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
                                           np.int32(nv), jax.random.fold_in(key, j),
-                                          loss_scale=loss_scale, policy=policy)
+                                          loss_scale=loss_scale, policy=policy,
+                                          nb_im_iter=np.int32(nb_im_iter))
         total = total + s
     return params, opt_state, total
