@@ -47,13 +47,13 @@ class DemoSettings:
     @classmethod
     def get(cls, quick: bool) -> "DemoSettings":
         if quick:
-            return cls(train_field=512, test_field=256, n_patches=384, epochs=12)
+            return cls(train_field=512, test_field=256, n_patches=512, epochs=30)
         return cls(train_field=1024, test_field=512, n_patches=2048, epochs=30)
 
 
 def _field(size: int, seed: int):
-    return rs.make_field(size, seed=seed, noise_rms=NOISE, psf_fwhm=PSF, density=0.0015,
-                         flux_range=(0.02, 20.0), extended_size_range=(3.0, 10.0))
+    return rs.make_field(size, seed=seed, noise_rms=NOISE, psf_fwhm=PSF, density=0.003,
+                         flux_range=(0.3, 30.0), extended_size_range=(3.0, 10.0))
 
 
 def _boxes(cat):
