@@ -1,6 +1,5 @@
 """The notebooks execute without error (at reduced sizes, offline)."""
 
-import os
 from pathlib import Path
 
 import pytest
