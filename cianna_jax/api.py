@@ -14,13 +14,13 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import console, nn, training
+from .checks import as_float, as_int, as_str
 from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
 from .layers import Dense
@@ -101,25 +101,7 @@ _SESSION = {"last": None, "banner": False, "warned_cuda": False, "warned_tc": Fa
 # ----------------------------------------------------------------------------- helpers
 
 
-def _int(value, name: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name}: expected an int, received {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, received {value}")
-    return value
-
-
-def _float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name}: expected a float, received {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _str(value, name: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name}: expected a str, received {type(value).__name__} {value!r}")
-    return value
+_int, _float, _str = as_int, as_float, as_str  # short local names
 
 
 def get_state(network: int = -1) -> NetState:

@@ -16,6 +16,7 @@ from numbers import Real
 
 from . import initializers
 from .activations import parse_activation
+from .checks import as_int
 from .layers import LRN, Conv, Dense, Norm, Pool
 from .layers.common import as_triple
 from .network import Network, make_network
@@ -40,12 +41,7 @@ def _bias(bias) -> float | None:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
-        raise TypeError(f"{name}: expected an int, received {type(value).__name__}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, received {value}")
-    return value
+    return as_int(value, name, minimum=1)
 
 
 def dense(nb_neurons: int, activation: str = "RELU", bias: float | None = None,
