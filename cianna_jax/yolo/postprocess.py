@@ -528,6 +528,11 @@ def _ids(v: ArrayLike | None, m: int) -> np.ndarray:
     return np.zeros(m, dtype=np.int64) if v is None else np.asarray(v).reshape(-1)
 
 
+def _difficult(gt_difficult: ArrayLike | None, mg: int) -> np.ndarray:
+    """Boolean "difficult" flag of each of the ``mg`` targets (none when not given)."""
+    return np.zeros(mg, bool) if gt_difficult is None else np.asarray(gt_difficult).reshape(-1) > 0
+
+
 def match_detections(
     pred_boxes: ArrayLike,
     pred_scores: ArrayLike,
@@ -555,7 +560,7 @@ def match_detections(
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     pc, pi = _ids(pred_classes, mp), _ids(pred_image, mp)
     gc, gi = _ids(gt_classes, mg), _ids(gt_image, mg)
-    diff = np.zeros(mg, bool) if gt_difficult is None else np.asarray(gt_difficult).reshape(-1) > 0
+    diff = _difficult(gt_difficult, mg)
     status = np.zeros(mp, dtype=np.int8)
     gt_index = np.full(mp, -1, dtype=np.int64)
     ious = np.full(mp, np.nan)
@@ -642,7 +647,7 @@ def average_precision(
     pc = _ids(pred_classes, s.shape[0])
     mg = _as_box6(gt_boxes).reshape(-1, 6).shape[0]
     gc = _ids(gt_classes, mg)
-    diff = np.zeros(mg, bool) if gt_difficult is None else np.asarray(gt_difficult).reshape(-1) > 0
+    diff = _difficult(gt_difficult, mg)
     cls = np.unique(np.concatenate([gc, pc])) if classes is None else np.asarray(classes).reshape(-1)
     aps = np.zeros(cls.shape[0])
     n_gt = np.zeros(cls.shape[0], dtype=np.int64)
@@ -708,7 +713,7 @@ def precision_recall(
         P, s[keep], pc, pi, gt_boxes, gt_classes, gt_image,
         iou_threshold=iou_threshold, gt_difficult=gt_difficult, ndim=ndim, plus_one=plus_one,
     )
-    diff = np.zeros(mg, bool) if gt_difficult is None else np.asarray(gt_difficult).reshape(-1) > 0
+    diff = _difficult(gt_difficult, mg)
     tp, fp = int(np.sum(m.status == 1)), int(np.sum(m.status == 0))
     fn = int(np.sum(~diff)) - tp
     precision = tp / (tp + fp) if tp + fp else 0.0
