@@ -17,6 +17,32 @@ Functional core (pure, jit/vmap/grad friendly)::
     y = cj.apply(net, params, x)          # x: (N, C*D*H*W) CIANNA rows
 """
 
+# ruff: noqa: E402  (the XLA flag must be set before the imports below start JAX)
+import os as _os
+
+
+def _tune_xla_cpu() -> None:
+    """Turn XLA's YNNPACK fusions off (slower for these networks on CPU, see the README).
+
+    Only when the user has not set the flag, has not opted out with
+    ``CIANNA_JAX_KEEP_XLA_FLAGS=1`` and no JAX backend is initialised yet (XLA reads
+    ``XLA_FLAGS`` once, when the first backend starts).
+    """
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if _os.environ.get("CIANNA_JAX_KEEP_XLA_FLAGS", "") not in ("", "0") or \
+            "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return
+    try:
+        from jax._src import xla_bridge
+        if getattr(xla_bridge, "_backends", None):
+            return
+    except ImportError:
+        pass
+    _os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+
+
+_tune_xla_cpu()
+
 from . import activations, initializers, layers, losses, nn, precision, training
 from .activations import Activation, parse_activation
 from .api import (

@@ -19,6 +19,7 @@ import numpy as np
 
 from .layers import LRN, Conv, Dense, LayerSpec, Norm, Pool
 from .layers.common import DROP_MODES, Ctx, Shape, flat_to_map, map_to_flat_cmajor
+from .layers.fused import conv_max_pool, fusible
 from .precision import Policy, get_policy
 
 __all__ = ["Network", "make_network", "init_params", "apply", "forward_internal", "to_rows",
@@ -85,6 +86,12 @@ class Network:
                 elif val[2] != (1 if attr in ("f_size", "p_size") else 0):
                     return 3
         return 2
+
+    def fused_pairs(self, ctx: Ctx) -> frozenset[int]:
+        """Indices ``i`` where conv ``i`` and max pool ``i + 1`` run fused under ``ctx``."""
+        return frozenset(
+            i for i in range(len(self.layers) - 1)
+            if fusible(self.layers[i], self.layers[i + 1], self.shapes[i][0], ctx))
 
     def with_input_bias(self, bias: float) -> "Network":
         """The same network with another ``init(bias=...)`` (first layer bias too)."""
@@ -237,17 +244,30 @@ def _input_internal(net: Network, x: jax.Array) -> jax.Array:
 
 
 def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
-                     key: jax.Array | None, *, activate_last: bool = True) -> jax.Array:
+                     key: jax.Array | None, *, activate_last: bool = True,
+                     fuse: bool = True) -> jax.Array:
     """Run every layer on flat input rows ``x (B, C*D*H*W)``; internal-layout result.
 
     With ``activate_last=False`` the last layer returns its pre-activation (after
-    dropout), which is what the output loss differentiates.
+    dropout), which is what the output loss differentiates.  A conv followed by a
+    max pool that tiles it runs fused (:mod:`cianna_jax.layers.fused`), with the same
+    numbers; ``fuse=False`` forces the layer-by-layer path.
     """
     h = _input_internal(net, x.astype(ctx.policy.compute_dtype))
     n = len(net.layers)
-    for i, layer in enumerate(net.layers):
+    fused = net.fused_pairs(ctx) if fuse else frozenset()
+    i = 0
+    while i < n:
+        layer = net.layers[i]
+        if i in fused:
+            sub = None if key is None else jax.random.fold_in(key, i + 1)
+            h = conv_max_pool(layer, net.layers[i + 1], params[i], h, ctx, sub,
+                              activate_output=activate_last or i + 1 < n - 1)
+            i += 2
+            continue
         sub = None if key is None else jax.random.fold_in(key, i)
         h = layer.apply(params[i], h, ctx, sub, activate_output=activate_last or i < n - 1)
+        i += 1
     return h
 
 

@@ -181,17 +181,21 @@ class Conv:
         perm = tuple(range(2, 2 + nd)) + (1, 0)
         return jnp.transpose(k, perm)
 
-    def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
-              activate_output: bool = True) -> jax.Array:
-        nd = ctx.nd
+    def prepare(self, params, x: jax.Array, nd: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(input map, kernel in the input's dtype, bias term per filter) for ``x``."""
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
         w = params["w"]
-        c_in = x.shape[-1]
-        k = self.kernel(w, c_in, nd).astype(x.dtype)
+        k = self.kernel(w, x.shape[-1], nd).astype(x.dtype)
+        return x, k, self.bias * w[:, -1]
+
+    def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
+              activate_output: bool = True) -> jax.Array:
+        nd = ctx.nd
+        x, k, b = self.prepare(params, x, nd)
         z = conv_nd(x, k, internal(self.stride, nd), internal(self.padding, nd),
                     tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy)
-        z = z + (self.bias * w[:, -1]).astype(z.dtype)
+        z = z + b.astype(z.dtype)
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:
             return z

@@ -172,6 +172,11 @@ class Pool:
                 z = _avg_pool(x, size, stride, pad, out)
             else:
                 z = _max_pool(x, size, stride, pad, out)
+        return self.finish(z, ctx, key, activate_output=activate_output)
+
+    def finish(self, z: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
+               activate_output: bool = True) -> jax.Array:
+        """Dropout and activation of the pooled map ``z`` (shared with the fused path)."""
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:
             return z

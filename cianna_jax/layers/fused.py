@@ -1,0 +1,176 @@
+"""A conv layer and the max-pool layer that tiles it, fused (the fast CPU path).
+
+A stride-1 conv followed by a max pool whose windows tile its output exactly
+(pool stride = pool size ``s``, no pool padding) equals one conv on the
+space-to-depth input: the padded input is cut into ``s``-blocks, stacked on the
+channels, and a smaller kernel produces the ``prod(s)`` window cells ("phases")
+of every pool output at once; the pool is then a max over the phases.  XLA runs
+these wider-channel convs much faster than the original conv plus pool.
+
+The numbers are those of the general path (conv, bias, activation, pool):
+the activation is applied to every phase before the max, the gradient goes to
+the first maximum in CIANNA's scan order, times CIANNA's derivative multiplier
+of the pooled output, and the input gradient is exact, which is CIANNA's closed
+form for these geometries (stride 1, no int_padding, padding < filter size).
+The backward pass uses standard convolutions only (see /work/shared/perf_notes.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..activations import Activation, _forward_math, derivative_multiplier
+from ..precision import FP32, Policy
+from .common import Ctx, Shape, internal
+from .conv import Conv, conv_output_size
+from .pool import Pool
+
+__all__ = ["fusible", "conv_max_pool"]
+
+_SPATIAL = "DHW"
+
+
+def fusible(conv: Conv, pool: Pool, in_shape: Shape, ctx: Ctx) -> bool:
+    """Whether ``conv`` (reading ``in_shape``) followed by ``pool`` can use the fused path."""
+    if not isinstance(conv, Conv) or not isinstance(pool, Pool):
+        return False
+    if pool.p_type != "MAX" or pool.p_global or conv.drop_rate > 0.01:
+        return False
+    if conv.activation.kind not in ("LIN", "RELU", "LOGI"):
+        return False
+    if ctx.policy.compute_dtype != jnp.float32:
+        return False
+    src = conv.map_input(in_shape)
+    stride = pool.stride if pool.stride is not None else pool.p_size
+    for ax in range(3):
+        if conv.stride[ax] != 1 or conv.int_padding[ax] != 0:
+            return False
+        if conv.padding[ax] >= conv.f_size[ax]:  # CIANNA's input gradient deviates (B5)
+            return False
+        if stride[ax] != pool.p_size[ax] or pool.padding[ax] != 0:
+            return False
+        n = conv_output_size(src.spatial[ax], conv.f_size[ax], 1, conv.padding[ax], 0)
+        if n % pool.p_size[ax]:
+            return False
+    return any(s > 1 for s in pool.p_size)
+
+
+def _dims(nd: int):
+    sp = _SPATIAL[3 - nd:]
+    return sp, ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
+def _space_to_depth(x, s):
+    """(B, *(M*s), C) -> (B, *M, prod(s)*C), channels ordered (phase offsets..., C)."""
+    nd = len(s)
+    b, c = x.shape[0], x.shape[-1]
+    m = tuple(n // k for n, k in zip(x.shape[1:-1], s))
+    split = (b,) + tuple(v for mm, k in zip(m, s) for v in (mm, k)) + (c,)
+    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd)) + \
+        (2 * nd + 1,)
+    return jnp.transpose(x.reshape(split), perm).reshape((b,) + m + (-1,))
+
+
+def _phase_kernel(k, s, q):
+    """(*f, C, F) kernel -> (*q, prod(s)*C, prod(s)*F): one block of filters per phase."""
+    nd = len(s)
+    c, f = k.shape[-2], k.shape[-1]
+    blocks = []
+    for d in itertools.product(*[range(v) for v in s]):
+        cfg = [(o, qq * v - o - kk) for o, qq, v, kk in zip(d, q, s, k.shape[:nd])]
+        kp = jnp.pad(k, cfg + [(0, 0), (0, 0)])
+        split = tuple(v for qq, ss in zip(q, s) for v in (qq, ss)) + (c, f)
+        perm = tuple(2 * a for a in range(nd)) + tuple(1 + 2 * a for a in range(nd)) + \
+            (2 * nd, 2 * nd + 1)
+        blocks.append(jnp.transpose(kp.reshape(split), perm).reshape(q + (-1, f)))
+    return jnp.concatenate(blocks, axis=-1)
+
+
+#: below this many inputs per output (kernel cells x channels), the forward conv runs
+#: as slices + one matmul, which XLA's CPU conv does about 2x slower
+_IM2COL_MAX_K = 64
+
+
+def _valid_conv(x, k, policy):
+    """Valid, stride-1 correlation of ``x (B, *sp, C)`` with ``k (*q, C, F)``."""
+    nd = x.ndim - 2
+    q = k.shape[:nd]
+    if int(np.prod(q)) * x.shape[-1] <= _IM2COL_MAX_K:
+        out = tuple(n - v + 1 for n, v in zip(x.shape[1:-1], q))
+        cols = jnp.concatenate([
+            x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offs, out))]
+            for offs in itertools.product(*[range(v) for v in q])], axis=-1)
+        return jnp.dot(cols, k.reshape(-1, k.shape[-1]), precision=policy.precision,
+                       preferred_element_type=policy.accum_dtype).astype(x.dtype)
+    return lax.conv_general_dilated(
+        x, k, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
+        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(x.dtype)
+
+
+def _phases(xs, k2, b, n_phase, act, policy):
+    z = _valid_conv(xs, k2, policy)
+    z = z.reshape(z.shape[:-1] + (n_phase, -1)) + b
+    return _forward_math(act, z)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _fused(xs, k2, b, n_phase: int, act: Activation, policy: Policy = FP32):
+    return jnp.max(_phases(xs, k2, b, n_phase, act, policy), axis=-2)
+
+
+def _fused_fwd(xs, k2, b, n_phase, act, policy):
+    y = _phases(xs, k2, b, n_phase, act, policy)
+    arg = jnp.argmax(y, axis=-2)
+    pooled = jnp.max(y, axis=-2)
+    return pooled, (xs, k2, arg, pooled)
+
+
+def _fused_bwd(n_phase, act, policy, res, g):
+    xs, k2, arg, pooled = res
+    nd = xs.ndim - 2
+    sp, dn = _dims(nd)
+    gsel = g * derivative_multiplier(act, pooled)
+    hit = arg[..., None, :] == jnp.arange(n_phase)[:, None]
+    gz = jnp.where(hit, gsel[..., None, :], jnp.zeros((), g.dtype))
+    gz = gz.reshape(gz.shape[:-2] + (-1,))
+    gb = jnp.sum(gsel, axis=tuple(range(nd + 1)))
+    gk2 = lax.conv_general_dilated(
+        xs, gz, (1,) * nd, [(0, 0)] * nd,
+        dimension_numbers=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
+        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(k2.dtype)
+    k_rot = jnp.swapaxes(jnp.flip(k2, axis=tuple(range(nd))), nd, nd + 1)
+    q = k2.shape[:nd]
+    gxs = lax.conv_general_dilated(
+        gz, k_rot, (1,) * nd, [(v - 1, v - 1) for v in q], dimension_numbers=dn,
+        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(xs.dtype)
+    return gxs, gk2, gb
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def conv_max_pool(conv: Conv, pool: Pool, params, x: jax.Array, ctx: Ctx,
+                  key: jax.Array | None = None, *, activate_output: bool = True) -> jax.Array:
+    """``pool.apply(conv.apply(x))`` through the fused path (check :func:`fusible` first).
+
+    ``key`` is the pool layer's dropout key; the conv has no dropout when fusible.
+    """
+    nd = ctx.nd
+    x, k, b = conv.prepare(params, x, nd)
+    f = k.shape[:nd]
+    s = internal(pool.p_size, nd)
+    pad = internal(conv.padding, nd)
+    out = tuple((n + 2 * p - ff + 1) // ss for n, p, ff, ss in zip(x.shape[1:-1], pad, f, s))
+    q = tuple((ss - 1 + ff - 1) // ss + 1 for ss, ff in zip(s, f))
+    length = tuple(ss * (o + qq - 1) for ss, o, qq in zip(s, out, q))
+    cfg = [(0, 0)] + [(p, ln - n - p) for p, ln, n in zip(pad, length, x.shape[1:-1])] + [(0, 0)]
+    xs = _space_to_depth(jnp.pad(x, cfg), s)
+    k2 = _phase_kernel(k, s, q)
+    z = _fused(xs, k2, b.astype(x.dtype), int(np.prod(s)), conv.activation, ctx.policy)
+    return pool.finish(z, ctx, key, activate_output=activate_output)

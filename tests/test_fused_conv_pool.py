@@ -1,0 +1,135 @@
+"""The fused conv + max-pool path gives the numbers of the layer-by-layer path.
+
+Forward outputs, training losses and the gradients of every parameter and of the
+input are compared on tiny networks; geometries that cannot be fused must fall back.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cianna_jax as cj
+import cianna_jax.network as network
+from cianna_jax import nn, training
+from cianna_jax.layers.common import Ctx
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _loss_and_grads(net, params, x, t, key):
+    """(loss, displayed loss, gradients, training output, inference output), one jit."""
+    def run(p, xx):
+        def loss(pp, xv):
+            return training.batch_loss(pp, net, xv, t, x.shape[0] - 1, key)
+
+        (value, shown), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, xx)
+        return value, shown, grads, cj.apply(net, p, xx, train=True, key=key), \
+            cj.apply(net, p, xx)
+
+    return jax.jit(run)(params, x)
+
+
+def _compare(net, monkeypatch, *, fused, x=None, batch=3, seed=0):
+    """Run ``net`` fused and unfused; check the fused pairs and that both agree."""
+    assert net.fused_pairs(Ctx()) == frozenset(fused)
+    params = cj.init_params(jax.random.key(seed), net)
+    if x is None:
+        x = jax.random.normal(jax.random.key(seed + 1), (batch, net.input_dim))
+    t = jax.random.uniform(jax.random.key(seed + 2), (x.shape[0], net.out_dim))
+    key = jax.random.key(seed + 3)
+    got = _loss_and_grads(net, params, x, t, key)
+    with monkeypatch.context() as m:
+        m.setattr(network, "fusible", lambda *a: False)
+        assert net.fused_pairs(Ctx()) == frozenset()
+        want = _loss_and_grads(net, params, x, t, key)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), **TOL)
+    return got
+
+
+def test_2d_mnist_like_network(monkeypatch):
+    net = nn.network([12, 12], 2, [
+        nn.conv([5, 5], 3, padding=[2, 2], activation="RELU"),
+        nn.pool([2, 2]),
+        nn.conv([3, 3], 4, padding=[1, 1], activation="LOGI"),
+        nn.pool([2, 2], activation="RELU_L0.1", drop_rate=0.3),
+        nn.dense(6, activation="RELU", drop_rate=0.5),
+        nn.dense(5, activation="SMAX"),
+    ], bias=0.1)
+    _compare(net, monkeypatch, fused={0, 2})
+
+
+def test_ties_route_to_the_first_maximum(monkeypatch):
+    """A zero input makes the four cells of every window equal (bias only)."""
+    net = nn.network([8, 8], 1, [
+        nn.conv([3, 3], 2, padding=[1, 1], activation="RELU"),
+        nn.pool([2, 2]),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.5)
+    _, _, grads, _, _ = _compare(net, monkeypatch, fused={0}, x=jnp.zeros((2, 64)))
+    assert np.abs(np.asarray(grads[0][0]["w"])).sum() > 0
+
+
+def test_even_filter_odd_pool_and_lin_last_pool(monkeypatch):
+    """Even filter sizes, 3x3 pool windows, and a conv + pool that ends the network."""
+    net = nn.network([8, 8], 2, [
+        nn.conv([4, 4], 3, padding=[2, 2], activation="RELU"),
+        nn.pool([3, 3]),
+        nn.conv([2, 2], 2, padding=[1, 1], activation="LIN"),
+        nn.pool([2, 2], activation="LIN"),
+    ], bias=0.2)
+    _compare(net, monkeypatch, fused={0, 2})
+
+
+def test_conv_after_dense_with_input_shape(monkeypatch):
+    net = nn.network([6, 6], 1, [
+        nn.dense(32, activation="RELU"),
+        nn.conv([3, 3], 2, padding=[1, 1], input_shape=[4, 4, 1, 2], activation="RELU"),
+        nn.pool([2, 2]),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    _compare(net, monkeypatch, fused={1})
+
+
+def test_3d(monkeypatch):
+    net = nn.network([6, 6, 4], 1, [
+        nn.conv([3, 3, 3], 2, padding=[1, 1, 1], activation="RELU"),
+        nn.pool([2, 2, 2]),
+        nn.conv([3, 3, 1], 2, padding=[1, 1, 0], activation="RELU"),
+        nn.pool([3, 3, 2]),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    _compare(net, monkeypatch, fused={0, 2})
+
+
+@pytest.mark.parametrize("conv_kw, pool_kw", [
+    (dict(padding=[1, 1]), dict(p_size=[2, 2], p_type="AVG")),         # not a max pool
+    (dict(padding=[0, 0]), dict(p_size=[4, 4])),                       # 6 % 4 != 0
+    (dict(padding=[3, 3]), dict(p_size=[2, 2])),                       # padding >= f_size (B5)
+    (dict(padding=[1, 1], stride=[2, 2]), dict(p_size=[2, 2])),        # strided conv
+    (dict(padding=[1, 1], int_padding=[1, 1]), dict(p_size=[2, 2])),   # dilated input
+    (dict(padding=[1, 1]), dict(p_size=[2, 2], stride=[1, 1])),        # overlapping windows
+    (dict(padding=[1, 1]), dict(p_size=[2, 2], padding=[1, 1])),       # padded pool
+    (dict(padding=[1, 1]), dict(p_size=[3, 3])),                       # 8 % 3 != 0
+    (dict(padding=[1, 1]), dict(p_global=1)),                          # global pool
+    (dict(padding=[1, 1]), dict(p_size=[1, 1])),                       # nothing to pool
+])
+def test_non_fusible_geometries_fall_back(conv_kw, pool_kw):
+    net = nn.network([8, 8], 1, [
+        nn.conv([3, 3], 2, activation="RELU", **conv_kw),
+        nn.pool(**pool_kw),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    assert net.fused_pairs(Ctx()) == frozenset()
+    params = cj.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (2, net.input_dim))
+    assert np.isfinite(np.asarray(jax.jit(cj.apply, static_argnums=0)(net, params, x))).all()
+
+
+def test_mixed_precision_falls_back():
+    net = nn.network([8, 8], 1, [
+        nn.conv([3, 3], 2, padding=[1, 1]), nn.pool([2, 2]), nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    assert net.fused_pairs(Ctx()) == frozenset({0})
+    assert net.fused_pairs(Ctx(policy=cj.precision.get_policy("BF16C_FP32A"))) == frozenset()
