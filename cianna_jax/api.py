@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, nn, training
+from . import console, nn, parallel, training
 from .checks import as_float, as_int, as_str
 from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
@@ -44,7 +44,7 @@ class Dataset:
 
     x: np.ndarray
     t: np.ndarray
-    device: tuple | None = None  # (x, t) device arrays padded to whole batches
+    device: tuple | None = None  # (x, t) device arrays (nb_batch, B, values), padding zeros
 
     @property
     def size(self) -> int:
@@ -80,6 +80,7 @@ class NetState:
     opt_state: object = None
     no_error: int = 0
     perf: dict = field(default_factory=dict)
+    mesh: jax.sharding.Mesh | None = None  # data parallel: batches split over its devices
 
     @property
     def net(self) -> Network:
@@ -92,6 +93,20 @@ class NetState:
     def reset_optimizer(self) -> None:
         self.optimizer = None
         self.opt_state = None
+
+    def put_batch(self, x) -> jax.Array:
+        """Batch rows (axis 0, or axis 1 of a whole dataset) onto the network's devices:
+        split over the mesh when data parallel, else on ``device``."""
+        if self.mesh is None:
+            return jax.device_put(x, self.device)
+        return parallel.shard_batch(x, self.mesh, axis=x.ndim - 2)
+
+    def put_params(self, tree):
+        """Parameters or optimizer state onto the network's devices (replicated on
+        the mesh when data parallel)."""
+        if self.mesh is None:
+            return jax.device_put(tree, self.device)
+        return parallel.replicate(tree, self.mesh)
 
 
 _NETS: dict[int, NetState] = {}
@@ -139,13 +154,17 @@ def _device_for(comp_meth: str):
 def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8,
          comp_meth: str = "C_CUDA", network: int | None = None, dynamic_load: int = 1,
          mixed_precision: str = "off", inference_only: int = 0, no_logo: int = 0,
-         adv_size: int = 30, seed: int | None = None) -> None:
+         adv_size: int = 30, seed: int | None = None,
+         data_parallel: bool | int | None = None) -> None:
     """Create a network: input ``in_dim`` ([W, H, D]) with ``in_nb_ch`` channels,
     targets of ``out_dim`` values, input bias ``bias`` and batch size ``b_size``.
 
     Without ``network`` a new network is created and becomes the default one of
     later calls; ``network=k`` replaces network k.  ``seed`` makes weight init,
-    dropout and shuffling reproducible.
+    dropout and shuffling reproducible.  ``data_parallel`` splits every batch over
+    several devices of the compute backend: ``None`` (default) does so when several
+    are visible, over the largest number of them dividing ``b_size``; ``True`` uses
+    all, an int that many, ``False``/0/1 one (:func:`cianna_jax.parallel.select_mesh`).
     """
     in_dims = nn.in_dims_from(in_dim, in_nb_ch)
     out_dim = _int(out_dim, "out_dim", minimum=1)
@@ -174,19 +193,21 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
     else:
         mode = "OFF"
     device = _device_for(comp_meth)
+    mesh = parallel.select_mesh(data_parallel, b_size, device.platform)
     if network is None:
         network = max(_NETS) + 1 if _NETS else 0
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     _NETS[network] = NetState(network, in_dims, out_dim, bias, b_size, mode, comp_meth, device,
                               dynamic_load, policy, inference_only, adv_size if adv_size > 0 else 30,
-                              jax.random.key(seed))
+                              jax.random.key(seed), mesh=mesh)
     _SESSION["last"] = network
     method = {"C_CUDA": f"CUDA ({policy.name})", "C_BLAS": "BLAS", "C_NAIV": "NAIV"}[comp_meth]
     w, h, d, c = in_dims
+    where = "" if mesh is None else f" (data parallel over {parallel.nb_devices(mesh)} devices)"
     _say(f"Network (id: {network}) initialized with : \nInput dimensions: {w}x{h}x{d}x{c} \n"
          f"Output dimension: {out_dim} \nBatch size: {b_size} \nUsing {method} compute method "
-         f"on {device.platform.upper()}\nInference only: {inference_only}\n\n")
+         f"on {device.platform.upper()}{where}\nInference only: {inference_only}\n\n")
 
 
 def free_network(network: int = 0) -> None:
@@ -220,11 +241,13 @@ def _as_table(arr, name: str, rows: int, cols: int) -> np.ndarray:
 
 
 def _to_device(state: NetState, ds: Dataset) -> Dataset:
+    """``ds`` with a device copy shaped (nb_batch, B, values): batch j is one slice,
+    already split over the mesh's devices when data parallel."""
     b = state.b_size
-    n = -(-ds.size // b) * b
-    x = training.pad_batch(ds.x, n)
-    t = training.pad_batch(ds.t, n)
-    return Dataset(ds.x, ds.t, (jax.device_put(x, state.device), jax.device_put(t, state.device)))
+    nb = -(-ds.size // b)
+    x = training.pad_batch(ds.x, nb * b).reshape(nb, b, -1)
+    t = training.pad_batch(ds.t, nb * b).reshape(nb, b, -1)
+    return Dataset(ds.x, ds.t, (state.put_batch(x), state.put_batch(t)))
 
 
 def create_dataset(dataset: str, size: int, input, target, network: int = -1,
@@ -472,7 +495,7 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
                  f" Nboxes = {cfg.nb_box}, Nclasses = {cfg.nb_class}, Nparams = "
                  f"{cfg.nb_param}\n Nb dim fitted : {cfg.fit_dim}\n", silent)
     state.layers = list(loaded.net.layers)
-    state.params = [jax.device_put(p, state.device) for p in loaded.params]
+    state.params = list(state.put_params(tuple(loaded.params)))
     state.yolo_cfg = loaded.net.yolo
     state.iteration = iteration
     state.reset_optimizer()

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, training
+from . import console, parallel, training
 from .api import (
     _SESSION,
     Dataset,
@@ -37,14 +37,15 @@ __all__ = ["train", "forward", "perf_eval"]
 
 
 def _batch(state: NetState, ds: Dataset, j: int):
-    """Batch ``j`` of ``ds`` padded to B rows: (x, t, n_valid), on the network's device."""
+    """Batch ``j`` of ``ds`` padded to B rows: (x, t, n_valid), on the network's
+    device(s) (rows split over the mesh when data parallel)."""
     b = state.b_size
     nv = min(b, ds.size - j * b)
     if ds.device is not None:
-        return ds.device[0][j * b:(j + 1) * b], ds.device[1][j * b:(j + 1) * b], nv
+        return ds.device[0][j], ds.device[1][j], nv
     xb = training.pad_batch(ds.x[j * b:(j + 1) * b], b)
     tb = training.pad_batch(ds.t[j * b:(j + 1) * b], b)
-    return jax.device_put(xb, state.device), jax.device_put(tb, state.device), nv
+    return state.put_batch(xb), state.put_batch(tb), nv
 
 
 def _nb_batch(state: NetState, ds: Dataset) -> int:
@@ -58,16 +59,36 @@ def _shuffle(state: NetState, ds: Dataset) -> Dataset:
     ds.x[:] = ds.x[perm]
     ds.t[:] = ds.t[perm]
     if ds.device is not None:
-        idx = jnp.asarray(np.concatenate([perm, np.arange(ds.size, ds.device[0].shape[0])]))
-        ds.device = (jnp.take(ds.device[0], idx, axis=0), jnp.take(ds.device[1], idx, axis=0))
+        nb, b = ds.device[0].shape[:2]
+        idx = np.concatenate([perm, np.arange(ds.size, nb * b)]).astype(np.int32)
+        ds.device = tuple(_permute_rows(a, idx) for a in ds.device)
     return ds
 
 
+def _take_rows(a: jax.Array, idx: jax.Array) -> jax.Array:
+    return jnp.take(a.reshape(-1, a.shape[-1]), idx, axis=0).reshape(a.shape)
+
+
+def _permute_rows(a: jax.Array, idx: np.ndarray) -> jax.Array:
+    """Rows of a device dataset (nb_batch, B, values) in the order ``idx``, on the
+    device(s) and with the sharding they had."""
+    return jax.jit(_take_rows, out_shardings=a.sharding)(a, idx)
+
+
+def _place_params(state: NetState) -> None:
+    """Put params (and optimizer state) on the network's device(s): replicated on the
+    mesh when data parallel.  A no-op when they are there already."""
+    state.params = list(state.put_params(tuple(state.params)))
+    if state.opt_state is not None:
+        state.opt_state = state.put_params(state.opt_state)
+
+
 def _ensure_optimizer(state: NetState) -> None:
+    _place_params(state)
     if state.optimizer is None:
         net = state.net
         state.optimizer = training.make_optimizer(net, frozen=state.frozen)
-        state.opt_state = state.optimizer.init(tuple(state.params))
+        state.opt_state = state.put_params(state.optimizer.init(tuple(state.params)))
 
 
 def _copy(tree):
@@ -127,6 +148,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     """Forward over ``ds``: (rows in CIANNA file order, loss sum, confusion matrix, rate,
     YOLO loss parts or None)."""
     net = state.net
+    _place_params(state)
     params = tuple(state.params)
     with_loss = no_error != 1
     key = state.next_key()
@@ -146,7 +168,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
                 parts.append(training.yolo_display_parts(net, rows, tb, np.int32(nv)))
         pending.append((loss, nv))
         shown = _progress(state, "Fwd :", j, nb, pending, shown, t0, silent == 1)
-    rows = np.concatenate([np.asarray(o)[:nv] for o, nv in outs], axis=0)
+    rows = np.concatenate([parallel.to_host(o)[:nv] for o, nv in outs], axis=0)
     loss_sum = float(sum(float(v) for v in losses)) if with_loss else 0.0
     rate = ds.size / (time.perf_counter() - t0)
     state.perf["batch"] = (xb, tb)
@@ -154,7 +176,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     if with_loss and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
         mat = _confusion(net, rows, ds.t, state.out_dim)
     if parts is not None:
-        parts = np.sum([np.asarray(p) for p in parts], axis=0)
+        parts = np.sum([parallel.to_host(p) for p in parts], axis=0)
     return rows, loss_sum, mat, rate, parts
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import parallel
 from .layers import Dense, Norm
 from .layers.common import Ctx
 from .layers.dense import dense_activation
@@ -257,15 +258,22 @@ def iterate_batches(x, t, batch_size: int):
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
                 key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
-                nb_im_iter: int = 0):
+                nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None):
     """One pass over ``(x, t)`` in storage order; returns (params, opt_state, loss sum).
 
     The loss sum stays on the device (no per-batch host sync); divide it by the
     number of examples for CIANNA's epoch ``Mean Loss``.  ``nb_im_iter`` (YOLO only) is
-    CIANNA's ``epoch * train_size`` counter of its random start-up phase.
+    CIANNA's ``epoch * train_size`` counter of its random start-up phase.  With a
+    ``mesh`` (:func:`cianna_jax.parallel.make_mesh`) every batch is split over its
+    devices and params/opt_state are replicated (data parallel, same results).
     """
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh, "batch_size")
+        params, opt_state = parallel.replicate((params, opt_state), mesh)
     total = jnp.zeros((), jnp.float32)
     for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
+        if mesh is not None:
+            xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
         params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
                                           np.int32(nv), jax.random.fold_in(key, j),
                                           loss_scale=loss_scale, policy=policy,
