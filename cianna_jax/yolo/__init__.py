@@ -31,6 +31,7 @@ from .loss import (
     delta_and_display,
     display_stats,
     random_can_fire,
+    resolve_kernel,
     stats_from_display,
     yolo_loss,
     yolo_terms,
@@ -58,4 +59,5 @@ __all__ = [
     "stats_from_display",
     "yolo_loss",
     "random_can_fire",
+    "resolve_kernel",
 ]

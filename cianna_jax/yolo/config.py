@@ -29,6 +29,7 @@ __all__ = [
     "IOU_TYPES",
     "PRIOR_DIST_TYPES",
     "ERROR_TYPES",
+    "KERNELS",
     "DEFAULT_ERROR_SCALES",
     "DEFAULT_SLOPES_AND_MAXES",
     "DEFAULT_IOU_LIMITS",
@@ -40,6 +41,9 @@ IOU_TYPES = ("IoU", "GIoU", "DIoU", "DIoU2")
 #: Accepted prior distance names; "IOU" is an alias of "IoU".
 PRIOR_DIST_TYPES = ("IoU", "IOU", "SIZE", "OFFSET")
 ERROR_TYPES = ("natural", "complete")
+#: Implementations of the loss: "auto" (Pallas kernel on a GPU, jax.numpy elsewhere),
+#: "pallas" (forced; interpreted off GPU) or "xla" (the jax.numpy reference).
+KERNELS = ("auto", "pallas", "xla")
 
 DEFAULT_ERROR_SCALES = (2.0, 2.0, 1.0, 2.0, 1.0, 1.0)
 #: Rows (slope, max, min) per part.
@@ -84,7 +88,8 @@ class YoloConfig:
     x, y, z.  Per-part tuples follow :data:`PARTS`.  ``prior_size`` is per box
     (w, h, d) as given (unfloored), dims ``>= fit_dim`` set to 0; the loss uses
     :attr:`priors_floored`.  ``slopes_and_maxes`` rows are (slope, max, min).
-    ``prior_dist_type`` is canonical: "IoU", "SIZE" or "OFFSET".
+    ``prior_dist_type`` is canonical: "IoU", "SIZE" or "OFFSET".  ``kernel`` picks the
+    loss implementation (:data:`KERNELS`); it changes speed, not results.
     """
 
     in_dim: tuple[int, int, int]
@@ -113,6 +118,7 @@ class YoloConfig:
     error_type: str = "natural"
     no_override: int = 0
     raw_output: int = 0
+    kernel: str = "auto"
 
     @property
     def cell(self) -> tuple[int, int, int]:
@@ -231,6 +237,7 @@ def make_config(
     error_type: str = "natural",
     no_override: int = 0,
     raw_output: int = 0,
+    kernel: str = "auto",
 ) -> YoloConfig:
     """Resolve ``set_yolo_params`` keywords for an output grid into a :class:`YoloConfig`.
 
@@ -348,6 +355,8 @@ def make_config(
     rpb = max(0.0, _as_float(rand_prob_best_box_assoc, "rand_prob_best_box_assoc"))
     rp = max(0.0, _as_float(rand_prob, "rand_prob"))
     mpfs = max(0.0, _as_float(min_prior_forced_scaling, "min_prior_forced_scaling"))
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel (yolo_kernel) must be one of {KERNELS}, received {kernel!r}")
 
     return YoloConfig(
         in_dim=in_dim3,
@@ -376,6 +385,7 @@ def make_config(
         error_type=error_type,
         no_override=_as_int(no_override, "no_override"),
         raw_output=_as_int(raw_output, "raw_output"),
+        kernel=kernel,
     )
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activation import activation, channel_kinds
-from .config import YoloConfig
+from .config import KERNELS, YoloConfig
 from .iou import iou, iou_corners
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "stats_from_display",
     "yolo_loss",
     "random_can_fire",
+    "resolve_kernel",
 ]
 
 _PROB_TARGET = 0.98
@@ -359,6 +360,48 @@ def _associate(cfg, mode, tab, incell, lock0, elig, best_prior, small, tg, o_obj
     return _Assoc(state[3], state[4], state[5])
 
 
+def _part_fns(cfg: YoloConfig, grad: bool):
+    """(sig, lin, sq) of a part: the delta's activation factors and error, or the display's.
+
+    ``sig(p, x)``: a*x*(1-x) (delta) or 1; ``lin(p)``: a or 1; ``sq(err, x)``: x*err for
+    the delta, x*err^2/2 for the display.
+    """
+    sm = cfg.slopes_and_maxes
+
+    def sig(p, x):
+        return sm[p][0] * x * (1.0 - x) if grad else 1.0
+
+    def lin(p):
+        return sm[p][0] if grad else 1.0
+
+    def sq(err, x):
+        return x * err if grad else 0.5 * x * jnp.square(err)
+
+    return sig, lin, sq
+
+
+def _presence(cfg: YoloConfig, p: int, x, target, *, i_star, lam, assoc, free, grad: bool,
+              thresholds: bool):
+    """Probability (``p`` 2) or objectness (3) value of every box; None if not fitted.
+
+    Associated boxes aim at ``target`` (gated by the part's IoU limit when
+    ``thresholds``), free boxes at the no-object value scaled by ``lam``.
+    """
+    fit, w = cfg.fit_parts[p], cfg.error_scales[p]
+    if fit == -1:
+        return None
+    sig, _, sq = _part_fns(cfg, grad)
+    if fit == 1:
+        v_assoc = sq(x - target, w * sig(p, x))
+        if thresholds:
+            v_assoc = jnp.where(i_star > cfg.IoU_limits[p], v_assoc, 0.0)
+        v_free = sq(x - _NOOBJ_TARGET, lam * w * sig(p, x))
+    else:
+        v_assoc = sq(x - 0.5, w * sig(p, x))
+        v_free = sq(x - 0.5, lam * w * sig(p, x))
+    return jnp.where(assoc, v_assoc, jnp.where(free, v_free, 0.0))
+
+
 def _box_values(cfg, o, assoc: _Assoc, tg: _Targets, cc, mode):
     """Per-element delta (mode "grad") or displayed value, ``[N, G, B, K]``."""
     N, G, B, K = o.shape
@@ -396,14 +439,7 @@ def _box_values(cfg, o, assoc: _Assoc, tg: _Targets, cc, mode):
     t_size = jnp.log(jnp.clip(ext / pri, np.exp(np.float32(lo1)), np.exp(np.float32(hi1))))
     dim_m = jnp.asarray(np.arange(3) < cfg.fit_dim)
 
-    def sig(p, x):       # a*o*(1-o) factor (delta) or 1 (display)
-        return sm[p][0] * x * (1.0 - x) if grad else 1.0
-
-    def lin(p):
-        return sm[p][0] if grad else 1.0
-
-    def sq(err, x):      # err for the delta, 1/2 err^2 for the display
-        return x * err if grad else 0.5 * x * jnp.square(err)
+    sig, lin, sq = _part_fns(cfg, grad)
 
     zeros3 = jnp.zeros((N, G, B, 3), dtype)
     # position
@@ -428,21 +464,13 @@ def _box_values(cfg, o, assoc: _Assoc, tg: _Targets, cc, mode):
         size = zeros3
 
     # probability and objectness
-    def presence(p, x, target, thr):
-        if fit[p] == -1:
-            return jnp.zeros((N, G, B), dtype)
-        if fit[p] == 1:
-            v_assoc = sq(x - target, w[p] * sig(p, x))
-            if thresholds:
-                v_assoc = jnp.where(i_star > thr, v_assoc, 0.0)
-            v_free = sq(x - _NOOBJ_TARGET, lam * w[p] * sig(p, x))
-        else:
-            v_assoc = sq(x - 0.5, w[p] * sig(p, x))
-            v_free = sq(x - 0.5, lam * w[p] * sig(p, x))
-        return jnp.where(assoc_m, v_assoc, jnp.where(free_m, v_free, 0.0))
+    def presence(p, x, target):
+        v = _presence(cfg, p, x, target, i_star=i_star, lam=lam, assoc=assoc_m, free=free_m,
+                      grad=grad, thresholds=thresholds)
+        return jnp.zeros((N, G, B), dtype) if v is None else v
 
-    prob = presence(2, o[..., 6], _PROB_TARGET, theta[2])
-    obj = presence(3, o[..., 7], 0.5 * (1.0 + i_star), theta[3])
+    prob = presence(2, o[..., 6], _PROB_TARGET)
+    obj = presence(3, o[..., 7], 0.5 * (1.0 + i_star))
 
     # classes
     oc = o[..., 8:8 + C]
@@ -578,34 +606,70 @@ def _prepare(output, targets, cfg, nb_im_iter, key):
 # --------------------------------------------------------------------------- public
 
 
+def resolve_kernel(cfg: YoloConfig, kernel: str | None = None) -> str:
+    """"pallas" or "xla": the implementation a call with ``kernel`` runs.
+
+    ``kernel`` None means ``cfg.kernel``.  "auto" picks the Pallas kernel on a GPU whose
+    jax has the Pallas Triton lowering, the jax.numpy reference elsewhere; "pallas"
+    forces the kernel (interpreted off GPU: slow, for tests and debugging).
+    """
+    kernel = cfg.kernel if kernel is None else kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, received {kernel!r}")
+    if kernel != "auto":
+        return kernel
+    from pallas_kernels._compat import on_gpu, triton_available
+
+    return "pallas" if on_gpu() and triton_available() else "xla"
+
+
+def _run(output, targets, nb, key, cfg: YoloConfig, mode: str, kernel, *, want_delta=True,
+         want_display=True):
+    """(delta, display, monitor, locks, per-image displayed loss) by the chosen kernel."""
+    if resolve_kernel(cfg, kernel) == "pallas":
+        from pallas_kernels.yolo_loss import yolo_terms_kernel
+
+        t = yolo_terms_kernel(output, targets, nb, key, cfg=cfg, startup_mode=mode,
+                              want_delta=want_delta, want_display=want_display)
+        per_image = None if t.channel_sums is None else jnp.sum(t.channel_sums, axis=1)
+        return t.delta, t.display, t.iou_monitor, t.box_locked, per_image
+    d, disp, mon, locked = _terms(output, targets, nb, key, cfg=cfg, startup_mode=mode,
+                                  want_delta=want_delta, want_display=want_display)
+    per_image = None if disp is None else jnp.sum(disp.reshape(disp.shape[0], -1), axis=1)
+    return d, disp, mon, locked, per_image
+
+
 def yolo_terms(output: jax.Array, targets: jax.Array, cfg: YoloConfig, *, nb_im_iter=0,
-               key: jax.Array | None = None) -> YoloTerms:
+               key: jax.Array | None = None, kernel: str | None = None) -> YoloTerms:
     """Delta, displayed values, IoU monitor and box locks for an ACTIVATED output.
 
     ``output`` ``[N, F, G2, G1, G0]`` (from :func:`activation`), ``targets``
     ``[N, target_len]`` CIANNA target rows.  ``nb_im_iter`` is CIANNA's
     ``epoch * train_size`` (random start-up while ``nb_im_iter <= rand_startup``; it may
     be traced).  ``key`` is required whenever an association can be random.
+    ``kernel``: "auto", "pallas" or "xla" (default ``cfg.kernel``; see
+    :func:`resolve_kernel`).
     """
     output, targets, mode, nb, key = _prepare(output, targets, cfg, nb_im_iter, key)
-    d, disp, mon, locked = _terms(output, targets, nb, key, cfg=cfg, startup_mode=mode)
+    d, disp, mon, locked, _ = _run(output, targets, nb, key, cfg, mode, kernel)
     return YoloTerms(d, disp, mon, locked)
 
 
 def delta_and_display(output: jax.Array, targets: jax.Array, cfg: YoloConfig, *,
-                      nb_im_iter=0, key: jax.Array | None = None
+                      nb_im_iter=0, key: jax.Array | None = None, kernel: str | None = None
                       ) -> tuple[jax.Array, jax.Array]:
     """``(delta, display)``, both ``[N, F, G2, G1, G0]``, for an ACTIVATED output.
 
     ``delta`` is CIANNA's dL/dx (no TC scaling); ``display`` the per-element displayed
-    loss (x/y swap of non-square grids fixed).  See :func:`yolo_terms`.
+    loss (x/y swap of non-square grids fixed).  ``kernel`` "auto" | "pallas" | "xla"
+    forces an implementation (same results).  See :func:`yolo_terms`.
     """
-    t = yolo_terms(output, targets, cfg, nb_im_iter=nb_im_iter, key=key)
+    t = yolo_terms(output, targets, cfg, nb_im_iter=nb_im_iter, key=key, kernel=kernel)
     return t.delta, t.display
 
 
 def display_stats(output: jax.Array, targets: jax.Array, cfg: YoloConfig, *,
-                  n_valid=None) -> DisplayStats:
+                  n_valid=None, kernel: str | None = None) -> DisplayStats:
     """Per-part display sums and IoU-monitor statistics for an ACTIVATED output.
 
     ``parts`` sum over the first ``n_valid`` images (all by default), as CIANNA sums
@@ -613,8 +677,8 @@ def display_stats(output: jax.Array, targets: jax.Array, cfg: YoloConfig, *,
     padding slots too).  The display is never random, so no key is needed.
     """
     output, targets = _check_inputs(output, targets, cfg)
-    _, disp, mon, _ = _terms(output, targets, jnp.asarray(0, jnp.int32), None, cfg=cfg,
-                             startup_mode="off", want_delta=False)
+    _, disp, mon, _, _ = _run(output, targets, jnp.asarray(0, jnp.int32), None, cfg, "off",
+                              kernel, want_delta=False)
     return stats_from_display(disp, mon, cfg, n_valid=n_valid)
 
 
@@ -668,7 +732,8 @@ _with_gradient.defvjp(_wg_fwd, _wg_bwd)
 
 
 def yolo_loss(raw: jax.Array, targets: jax.Array, cfg: YoloConfig, *, nb_im_iter=0,
-              key: jax.Array | None = None, loss_scale=1.0) -> jax.Array:
+              key: jax.Array | None = None, loss_scale=1.0, kernel: str | None = None
+              ) -> jax.Array:
     """Per-image displayed loss ``(N,)`` of the RAW YOLO conv output.
 
     Its gradient with respect to ``raw`` is ``loss_scale * delta`` (CIANNA's YOLO
@@ -679,8 +744,7 @@ def yolo_loss(raw: jax.Array, targets: jax.Array, cfg: YoloConfig, *, nb_im_iter
     raw = jnp.asarray(raw)
     out = activation(jax.lax.stop_gradient(raw), cfg)
     out, targets, mode, nb, key = _prepare(out, targets, cfg, nb_im_iter, key)
-    delta, disp, _, _ = _terms(out, jax.lax.stop_gradient(targets), nb, key, cfg=cfg,
-                               startup_mode=mode)
-    per_image = jnp.sum(disp.reshape(disp.shape[0], -1), axis=1)
+    delta, _, _, _, per_image = _run(out, jax.lax.stop_gradient(targets), nb, key, cfg, mode,
+                                     kernel)
     grad = (delta * jnp.asarray(loss_scale, delta.dtype)).astype(raw.dtype)
     return _with_gradient(raw, jax.lax.stop_gradient(per_image), jax.lax.stop_gradient(grad))
