@@ -538,12 +538,13 @@ def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
                     rand_prob: float = 0.0, min_prior_forced_scaling: float = 0.0,
                     class_softmax: int = 0, diff_flag: int = 0, error_type: str = "natural",
                     no_override: int = 0, raw_output: int = 0, network: int = -1,
-                    silent: int = 0) -> int:
+                    silent: int = 0, yolo_kernel: str = "auto") -> int:
     """Configure the YOLO output of a network (before its YOLO layer is built or loaded).
 
     Returns ``nb_box * (8 + nb_class + nb_param)``, the filter count of the YOLO conv
     layer.  Raises instead of exiting on invalid settings; a second call on a network
-    whose YOLO layer exists is refused, as in CIANNA.
+    whose YOLO layer exists is refused, as in CIANNA.  ``yolo_kernel`` (not in CIANNA)
+    picks the loss implementation: "auto" (Pallas kernel on a GPU), "pallas" or "xla".
     """
     from .yolo.config import make_config, summary
 
@@ -559,7 +560,7 @@ def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
               rand_startup=rand_startup, rand_prob_best_box_assoc=rand_prob_best_box_assoc,
               rand_prob=rand_prob, min_prior_forced_scaling=min_prior_forced_scaling,
               class_softmax=class_softmax, diff_flag=diff_flag, error_type=error_type,
-              no_override=no_override, raw_output=raw_output)
+              no_override=no_override, raw_output=raw_output, kernel=yolo_kernel)
     cfg = make_config(state.in_dims[:3], (1, 1, 1), **kw)  # validates; grid comes later
     if cfg.max_nb_obj_per_image > 0 and cfg.target_len != state.out_dim:
         raise ValueError(

@@ -28,12 +28,13 @@ def _yolo_kwargs(meta, **extra):
     return kw
 
 
-def _setup(case, raw_output=0):
+def _setup(case, raw_output=0, yolo_kernel="auto"):
     meta = _meta(case)
     ini = dict(meta["init"])
     ini["in_dim"] = np.array(ini["in_dim"])
     cnn.init(**ini, no_logo=1, seed=0)
-    nb = cnn.set_yolo_params(**_yolo_kwargs(meta, raw_output=raw_output))
+    nb = cnn.set_yolo_params(**_yolo_kwargs(meta, raw_output=raw_output,
+                                            yolo_kernel=yolo_kernel))
     assert nb == meta["set_yolo_params_return_nb_filters"]
     d = GOLDEN / case
     x, t = np.load(d / "input.npy"), np.load(d / "target.npy")
@@ -64,9 +65,11 @@ def test_forward_files_and_error_txt_match_cianna(case, in_tmp_dir):
     assert np.abs(act - np.load(d / "output_activated.npy")).max() <= 1e-5
 
 
-@pytest.mark.parametrize("case", A_CASES)
-def test_training_step_matches_cianna(case):
-    meta, d = _setup(case)
+@pytest.mark.parametrize("case,kernel", [(c, "auto") for c in A_CASES]
+                         + [(A_CASES[0], "pallas")])
+def test_training_step_matches_cianna(case, kernel):
+    """``yolo_kernel="pallas"`` (interpreted on CPU) trains exactly like the reference."""
+    meta, d = _setup(case, yolo_kernel=kernel)
     tr = {k: v for k, v in meta["training"].items() if k not in ("n_train", "b_size", "note")}
     xt, tt = np.load(d / "train_input.npy"), np.load(d / "train_target.npy")
     cnn.create_dataset("TRAIN", xt.shape[0], xt, tt)
@@ -117,6 +120,8 @@ def test_yolo_configuration_errors():
                             prior_size=np.array([[8.0, 16.0], [8.0, 12.0]]))
     with pytest.raises(RuntimeError, match="set_yolo_params"):
         cnn.conv([1, 1], 16, activation="YOLO")
+    with pytest.raises(ValueError, match="yolo_kernel"):
+        cnn.set_yolo_params(nb_box=1, yolo_kernel="cuda")
     nb = cnn.set_yolo_params(nb_box=2, max_nb_obj_per_image=4,
                              prior_size=np.array([[8.0, 16.0], [8.0, 12.0]]))
     assert nb == 16
