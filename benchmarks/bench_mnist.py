@@ -1,29 +1,39 @@
-"""Training and inference speed of CIANNA's MNIST example network (functional core).
+"""Training and inference speed of CIANNA's MNIST example network, with PyTorch alongside.
 
 Network: conv 5x5x8 pad 2 - max pool 2 - conv 5x5x16 pad 2 - max pool 2 -
 dense 256 RELU drop 0.5 - dense 128 RELU drop 0.2 - dense 10 SMAX, on random
-28x28 images.  Prints img/s for training (CIANNA's update rule, momentum 0.9)
-and inference (AVG_MODEL), plus the same for a plain-JAX reference of the same
-network run in the same process (``--no-reference`` to skip), and the ratio.
+28x28 images.  Measures, per batch size, in one process:
 
-    python benchmarks/bench_mnist.py [--n 10000] [--batch 64] [--epochs 3]
+* the functional core (``training.train_epoch``, jitted ``cj.apply``) and the
+  imperative API (``cnn.train`` / ``cnn.forward``): training and inference img/s,
+  medians over epochs (functional and PyTorch epochs alternate, for fair ratios);
+* the same network in PyTorch (2 threads, SGD momentum) when ``torch`` is importable;
+* the time to the first finished training step (compilation included) and the number
+  of XLA compilations during epochs 2-5 (the ragged last batch included).
+
+    python benchmarks/bench_mnist.py [--n 10000] [--batch 16 64 128] [--epochs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import cianna_jax as cj
 from cianna_jax import nn, training
 
+LR, MOMENTUM = 0.004, 0.9
+THREADS = 2
+
 
 def mnist_network() -> cj.Network:
+    """CIANNA's MNIST example network (functional builders)."""
     return nn.network([28, 28], 1, [
         nn.conv([5, 5], 8, padding=[2, 2], activation="RELU"),
         nn.pool([2, 2], p_type="MAX"),
@@ -35,8 +45,28 @@ def mnist_network() -> cj.Network:
     ], bias=0.1)
 
 
-def _median_rate(fn, n_items: int, repeats: int) -> float:
-    fn()  # compile and warm up
+def mnist_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random 28x28 images (CIANNA rows) and one-hot targets."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n, 784)).astype(np.float32)
+    return x, np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]
+
+
+class CompileCounter:
+    """Counts XLA backend compilations (a jax.monitoring listener, registered once)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event: str, duration: float, **_kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+def median_rate(fn, n_items: int, repeats: int) -> float:
+    """Median items/s of ``fn`` over ``repeats`` timed calls (after one warm-up call)."""
+    fn()
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -45,112 +75,193 @@ def _median_rate(fn, n_items: int, repeats: int) -> float:
     return float(np.median(rates))
 
 
-def bench_cianna_jax(x, t, batch: int, epochs: int):
+def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
+    """Functional core: first step (compilation included), compilations in epochs 2-5,
+    training and inference img/s."""
     net = mnist_network()
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, 0.004, 0.9)
-    state = {"p": params, "s": opt.init(params)}
-    key = jax.random.key(1)
+    opt = cj.make_optimizer(net, LR, MOMENTUM)
+    state = {"p": params, "s": opt.init(params), "epoch": 0}
+
+    t0 = time.perf_counter()
+    xb, tb, nv = next(training.iterate_batches(x, t, batch))
+    p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb, np.int32(nv),
+                                     jax.random.key(1))
+    loss.block_until_ready()
+    first_step = time.perf_counter() - t0
+    state["p"], state["s"] = p, s
 
     def epoch():
-        p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch, key)
+        p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
+                                           jax.random.key(state["epoch"]))
         total.block_until_ready()
         state["p"], state["s"] = p, s
+        state["epoch"] += 1
 
-    train_rate = _median_rate(epoch, x.shape[0], epochs)
-    infer = jax.jit(lambda p, xb: cj.apply(net, p, xb))
+    epoch()
+    before = counter.count
+    for _ in range(4):
+        epoch()
+    recompiles = counter.count - before
+    infer = jax.jit(cj.apply, static_argnums=0)
 
     def inference():
         out = None
         for start in range(0, x.shape[0], batch):
-            out = infer(state["p"], training.pad_batch(x[start:start + batch], batch))
+            out = infer(net, state["p"], training.pad_batch(x[start:start + batch], batch))
         out.block_until_ready()
 
-    return train_rate, _median_rate(inference, x.shape[0], epochs)
+    inference()
+    return dict(epoch=epoch, inference=inference, first_step=first_step, recompiles=recompiles)
 
 
-def bench_plain_jax(x, t, batch: int, epochs: int):
-    """A straightforward JAX version: lax.conv, reduce_window pools, optax SGD momentum."""
-    k = jax.random.split(jax.random.key(0), 5)
-    params = {
-        "c1": jax.random.normal(k[0], (5, 5, 1, 8)) * 0.2, "b1": jnp.zeros(8),
-        "c2": jax.random.normal(k[1], (5, 5, 8, 16)) * 0.1, "b2": jnp.zeros(16),
-        "d1": jax.random.normal(k[2], (784, 256)) * 0.05, "e1": jnp.zeros(256),
-        "d2": jax.random.normal(k[3], (256, 128)) * 0.05, "e2": jnp.zeros(128),
-        "d3": jax.random.normal(k[4], (128, 10)) * 0.05, "e3": jnp.zeros(10),
-    }
+def bench_imperative(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
+    """Imperative API (``import cianna_jax as cnn``): training epochs through ``cnn.train``
+    (shuffling included, no control step), inference through ``cnn.forward``."""
+    cnn = cj
+    n = x.shape[0]
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(open(os.devnull, "w")):
+        os.chdir(tmp)
+        try:
+            cnn.init(in_dim=[28, 28], in_nb_ch=1, out_dim=10, bias=0.1, b_size=batch,
+                     comp_meth="C_BLAS", seed=0, no_logo=1)
+            cnn.create_dataset("TRAIN", n, x, t, silent=1)
+            cnn.create_dataset("VALID", min(n, 1000), x[:1000], t[:1000], silent=1)
+            cnn.create_dataset("TEST", n, x, t, silent=1)
+            cnn.conv(f_size=[5, 5], nb_filters=8, padding=[2, 2], activation="RELU", silent=1)
+            cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
+            cnn.conv(f_size=[5, 5], nb_filters=16, padding=[2, 2], activation="RELU", silent=1)
+            cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
+            cnn.dense(nb_neurons=256, activation="RELU", drop_rate=0.5, silent=1)
+            cnn.dense(nb_neurons=128, activation="RELU", drop_rate=0.2, silent=1)
+            cnn.dense(nb_neurons=10, strict_size=1, activation="SMAX", silent=1)
+            t0 = time.perf_counter()
+            cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=1,
+                      silent=1)
+            first_epoch = time.perf_counter() - t0
+            before = counter.count
+            cnn.train(nb_iter=4, learning_rate=LR, momentum=MOMENTUM, control_interv=1,
+                      silent=1)
+            recompiles = counter.count - before
 
-    def forward(p, xb, key, train):
-        h = xb.reshape(-1, 1, 28, 28).transpose(0, 2, 3, 1)
-        for c, b in (("c1", "b1"), ("c2", "b2")):
-            h = jax.lax.conv_general_dilated(h, p[c], (1, 1), [(2, 2), (2, 2)],
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC")) + p[b]
-            h = jax.nn.leaky_relu(h, 0.05)
-            h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        h = h.reshape(h.shape[0], -1)
-        for (d, e), rate, kk in zip((("d1", "e1"), ("d2", "e2")), (0.5, 0.2), jax.random.split(key)):
-            h = h @ p[d] + p[e]
-            if train:
-                h = h * (jax.random.uniform(kk, h.shape) >= rate)
-            h = jax.nn.leaky_relu(h, 0.05)
-        return h @ p["d3"] + p["e3"]
+            def epoch():
+                cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=0,
+                          silent=1)
 
-    opt = optax.sgd(0.004, momentum=0.9)
+            def inference():
+                cnn.forward(saving=0, silent=1)
 
-    @jax.jit
-    def step(p, s, xb, tb, key):
-        def loss(pp):
-            return optax.softmax_cross_entropy(forward(pp, xb, key, True), tb).mean()
-        value, g = jax.value_and_grad(loss)(p)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, value
+            res = dict(train=median_rate(epoch, n, epochs), infer=median_rate(inference, n, epochs),
+                       first_epoch=first_epoch, recompiles=recompiles)
+        finally:
+            os.chdir(cwd)
+    return res
 
-    state = {"p": params, "s": opt.init(params)}
-    key = jax.random.key(1)
+
+def bench_torch(x, t, batch: int, epochs: int) -> dict | None:
+    """The same network in PyTorch (2 threads, SGD momentum); None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from torch import nn as tnn
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = tnn.Sequential(
+        tnn.Conv2d(1, 8, 5, padding=2), tnn.LeakyReLU(0.05), tnn.MaxPool2d(2),
+        tnn.Conv2d(8, 16, 5, padding=2), tnn.LeakyReLU(0.05), tnn.MaxPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(784, 256), tnn.Dropout(0.5), tnn.LeakyReLU(0.05),
+        tnn.Linear(256, 128), tnn.Dropout(0.2), tnn.LeakyReLU(0.05),
+        tnn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    xt = torch.from_numpy(x).reshape(-1, 1, 28, 28)
+    yt = torch.from_numpy(t.argmax(1))
+    loss_fn = tnn.CrossEntropyLoss()
 
     def epoch():
-        total = 0.0
+        model.train()
         for start in range(0, x.shape[0], batch):
-            xb = training.pad_batch(x[start:start + batch], batch)
-            tb = training.pad_batch(t[start:start + batch], batch)
-            state["p"], state["s"], batch_loss = step(state["p"], state["s"], xb, tb, key)
-            total = total + batch_loss
-        jnp.asarray(total).block_until_ready()
-
-    infer = jax.jit(lambda p, xb: jax.nn.softmax(forward(p, xb, key, False)))
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[start:start + batch]), yt[start:start + batch])
+            loss.backward()
+            opt.step()
 
     def inference():
-        out = None
-        for start in range(0, x.shape[0], batch):
-            out = infer(state["p"], training.pad_batch(x[start:start + batch], batch))
-        out.block_until_ready()
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], batch):
+                torch.softmax(model(xt[start:start + batch]), 1)
 
-    return _median_rate(epoch, x.shape[0], epochs), _median_rate(inference, x.shape[0], epochs)
+    epoch()
+    inference()
+    return dict(epoch=epoch, inference=inference)
+
+
+def interleaved_rates(runs: dict, n_items: int, repeats: int) -> None:
+    """Time the ``epoch`` and ``inference`` closures of ``runs`` in alternation (so that
+    load changes on a shared machine hit all of them alike); store median img/s."""
+    times = {name: {"train": [], "infer": []} for name in runs}
+    for _ in range(repeats):
+        for name, r in runs.items():
+            for kind, fn in (("train", r["epoch"]), ("infer", r["inference"])):
+                t0 = time.perf_counter()
+                fn()
+                times[name][kind].append(time.perf_counter() - t0)
+    for name, r in runs.items():
+        for kind in ("train", "infer"):
+            r[kind] = n_items / float(np.median(times[name][kind]))
+        del r["epoch"], r["inference"]
+
+
+def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3) -> list[dict]:
+    """Every measurement for every batch size; one dict per batch size."""
+    x, t = mnist_data(n)
+    counter = CompileCounter()
+    results = []
+    for batch in batches:
+        res = dict(batch=batch, functional=bench_functional(x, t, batch, epochs, counter))
+        res["imperative"] = bench_imperative(x, t, batch, epochs, counter)
+        res["torch"] = bench_torch(x, t, batch, epochs)
+        paired = {k: res[k] for k in ("functional", "torch") if res[k] is not None}
+        interleaved_rates(paired, n, epochs)
+        results.append(res)
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """A plain-text table of :func:`run`'s results."""
+    head = (f"{'batch':>5} {'API':<11}{'train img/s':>12}{'infer img/s':>12}"
+            f"{'train/torch':>12}{'infer/torch':>12}{'1st step s':>11}{'recompiles':>11}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        tr = r["torch"]
+        for api in ("functional", "imperative", "torch"):
+            v = r[api]
+            if v is None:
+                continue
+            ratio_t = f"{v['train'] / tr['train']:.2f}" if tr and api != "torch" else ""
+            ratio_i = f"{v['infer'] / tr['infer']:.2f}" if tr and api != "torch" else ""
+            first = v.get("first_step", v.get("first_epoch"))
+            first = "" if first is None else f"{first:.2f}" + ("" if "first_step" in v else "*")
+            rec = "" if "recompiles" not in v else str(v["recompiles"])
+            lines.append(f"{r['batch']:>5} {api:<11}{v['train']:>12,.0f}{v['infer']:>12,.0f}"
+                         f"{ratio_t:>12}{ratio_i:>12}{first:>11}{rec:>11}")
+    lines.append("* imperative: the whole first cnn.train epoch (compilations, control step); "
+                 "recompiles: XLA compilations during epochs 2-5")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="number of images")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[16, 64, 128])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (median)")
-    parser.add_argument("--no-reference", action="store_true", help="skip the plain-JAX run")
     args = parser.parse_args(argv)
-
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(args.n, 784)).astype(np.float32)
-    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.n)]
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.n} images, "
-          f"batch {args.batch}")
-    ours = bench_cianna_jax(x, t, args.batch, args.epochs)
-    rows = [("cianna_jax (functional)", *ours)]
-    if not args.no_reference:
-        rows.append(("plain JAX reference", *bench_plain_jax(x, t, args.batch, args.epochs)))
-    print(f"{'variant':<26}{'train img/s':>14}{'infer img/s':>14}")
-    for name, tr, inf in rows:
-        print(f"{name:<26}{tr:>14,.0f}{inf:>14,.0f}")
-    if len(rows) == 2:
-        print(f"{'ratio ours / reference':<26}{rows[0][1] / rows[1][1]:>14.2f}"
-              f"{rows[0][2] / rows[1][2]:>14.2f}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.n} images")
+    print(format_table(run(args.n, tuple(args.batch), args.epochs)))
 
 
 if __name__ == "__main__":
