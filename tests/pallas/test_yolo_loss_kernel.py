@@ -192,6 +192,20 @@ def test_kernel_choice_and_errors():
         kyl.make_plan(cfg, 2, block_cells=12)
 
 
+def test_auto_dispatch_follows_device_and_triton(monkeypatch):
+    """On a GPU "auto" takes the kernel only if this jax has the Triton lowering."""
+    import pallas_kernels._compat as compat
+
+    cfg = RANDOM_CONFIGS["2d_giou_classes_params"][0]
+    monkeypatch.setattr(compat, "on_gpu", lambda device=None: True)
+    assert yolo.resolve_kernel(cfg) == ("pallas" if triton_available() else "xla")
+    monkeypatch.setattr(compat, "_triton_module", lambda: None)
+    assert not compat.triton_available()
+    assert yolo.resolve_kernel(cfg) == "xla"
+    with pytest.raises(RuntimeError, match="Triton"):
+        compat.triton_params(4, 1)
+
+
 # --------------------------------------------------------------------------- GPU legality
 
 SDC1_LIKE = {
