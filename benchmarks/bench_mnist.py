@@ -75,6 +75,18 @@ def median_rate(fn, n_items: int, repeats: int) -> float:
     return float(np.median(rates))
 
 
+def first_train_step(net, opt, state: dict, x, t, batch: int) -> float:
+    """Seconds from the call to the end of the first training step (compilation included);
+    updates ``state`` ("p": params, "s": optimizer state)."""
+    t0 = time.perf_counter()
+    xb, tb, nv = next(training.iterate_batches(x, t, batch))
+    p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb, np.int32(nv),
+                                     jax.random.key(1))
+    loss.block_until_ready()
+    state["p"], state["s"] = p, s
+    return time.perf_counter() - t0
+
+
 def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
     """Functional core: first step (compilation included), compilations in epochs 2-5,
     training and inference img/s."""
@@ -82,14 +94,7 @@ def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> 
     params = cj.init_params(jax.random.key(0), net)
     opt = cj.make_optimizer(net, LR, MOMENTUM)
     state = {"p": params, "s": opt.init(params), "epoch": 0}
-
-    t0 = time.perf_counter()
-    xb, tb, nv = next(training.iterate_batches(x, t, batch))
-    p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb, np.int32(nv),
-                                     jax.random.key(1))
-    loss.block_until_ready()
-    first_step = time.perf_counter() - t0
-    state["p"], state["s"] = p, s
+    first_step = first_train_step(net, opt, state, x, t, batch)
 
     def epoch():
         p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
