@@ -111,8 +111,7 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     params, opt_state = tuple(state.params), state.opt_state
     key = state.next_key()
     t0 = time.perf_counter()
-    total = jnp.zeros((), jnp.float32)
-    pending, shown = [], None
+    sums, pending, shown = [], [], None
     sgd = state.batch_mode == "SGD"
     nb = ds.size if sgd else _nb_batch(state, ds)
     picks = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()).integers(
@@ -125,13 +124,13 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
             nv = 1
         params, opt_state, s = training.train_step(
             net, state.optimizer, params, opt_state, xb, tb, np.int32(nv),
-            jax.random.fold_in(key, j), loss_scale=loss_scale, policy=state.policy,
-            nb_im_iter=np.int32(state.iteration * ds.size))
-        total = total + s
+            key, loss_scale=loss_scale, policy=state.policy,
+            nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j))
+        sums.append(s)
         pending.append((s, nv))
         shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
     state.perf["batch"] = (xb, tb)
-    total = float(total)
+    total = float(jnp.sum(jnp.stack(sums)))
     if not silent:
         for value, nv in pending:
             shown = float(value) / nv
@@ -159,9 +158,9 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     for j in range(nb):
         xb, tb, nv = _batch(state, ds, j)
         for r in range(repeat):
-            rows, loss = training.eval_step(net, params, xb, tb, np.int32(nv),
-                                            jax.random.fold_in(key, j * repeat + r), drop_mode,
-                                            with_loss, state.policy)
+            rows, loss = training.eval_step(net, params, xb, tb, np.int32(nv), key, drop_mode,
+                                            with_loss, state.policy,
+                                            step=np.int32(j * repeat + r))
             outs.append((rows, nv))
             losses.append(loss)
             if parts is not None:

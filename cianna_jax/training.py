@@ -170,14 +170,21 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
          donate_argnums=(2, 3))
 def train_step(spec: Network, optimizer: optax.GradientTransformation, params: Params,
                opt_state, x: jax.Array, t: jax.Array, n_valid, key: jax.Array,
-               loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0):
+               loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0, step=None):
     """One CIANNA training step on a padded batch; returns (params, opt_state, loss sum).
+
+    ``step`` (an int, traced): when given, the step's randomness uses
+    ``fold_in(key, step)``, folded inside the compiled step; loops pass the epoch key
+    and the batch index instead of folding eagerly (an eager ``fold_in`` costs about
+    as much as a small training step on CPU).
 
     The loss sum is over the real rows (divide by ``n_valid`` for CIANNA's B.Loss).
     ``loss_scale`` > 1 multiplies the delta and is divided out of the gradient
     before the update, as CIANNA's ``TC_scale_factor``.  ``policy`` is the
     mixed-precision policy (parameters and optimizer state stay float32).
     """
+    if step is not None:
+        key = jax.random.fold_in(key, step)
     (_, total), grads = jax.value_and_grad(batch_loss, has_aux=True)(
         params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy,
         nb_im_iter=nb_im_iter)
@@ -190,11 +197,14 @@ def train_step(spec: Network, optimizer: optax.GradientTransformation, params: P
 @partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss", "policy"))
 def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid,
               key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
-              with_loss: bool = True, policy: Policy = FP32):
+              with_loss: bool = True, policy: Policy = FP32, step=None):
     """Inference on a padded batch: (output rows, displayed loss sum over real rows).
 
     Rows are CIANNA's prediction-file rows (dense outputs keep the bias-slot column).
+    ``step``: as in :func:`train_step` (``key`` is folded with it inside the step).
     """
+    if step is not None and key is not None:
+        key = jax.random.fold_in(key, step)
     ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd, policy=policy)
     z = forward_internal(spec, params, x, ctx, key, activate_last=False).astype(jnp.float32)
     act = spec.layers[-1].activation
@@ -270,13 +280,13 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh, "batch_size")
         params, opt_state = parallel.replicate((params, opt_state), mesh)
-    total = jnp.zeros((), jnp.float32)
+    sums = []
     for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
         if mesh is not None:
             xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
         params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
-                                          np.int32(nv), jax.random.fold_in(key, j),
-                                          loss_scale=loss_scale, policy=policy,
-                                          nb_im_iter=np.int32(nb_im_iter))
-        total = total + s
-    return params, opt_state, total
+                                          np.int32(nv), key, loss_scale=loss_scale,
+                                          policy=policy, nb_im_iter=np.int32(nb_im_iter),
+                                          step=np.int32(j))
+        sums.append(s)
+    return params, opt_state, jnp.sum(jnp.stack(sums))

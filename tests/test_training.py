@@ -178,3 +178,28 @@ def test_eval_step_rows_and_loss_match_apply_and_batch_loss():
     assert float(loss) == pytest.approx(-np.sum(t[:3] * np.log(y)), rel=1e-5)
     _, no_loss = training.eval_step(net, params, x, t, 3, with_loss=False)
     assert float(no_loss) == 0.0
+
+
+def test_step_index_folds_the_key_inside_the_step():
+    """``step=j`` gives the same dropout draws as folding the key eagerly with ``j``."""
+    net = nn.network([6], 1, [nn.dense(8, activation="RELU", drop_rate=0.5),
+                              nn.dense(2, activation="SMAX", strict_size=1)], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = cj.make_optimizer(net, 0.1, 0.5)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    t = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+    key = jax.random.key(5)
+    copy = jax.tree.map(jnp.copy, (params, opt.init(params)))
+    eager = training.train_step(net, opt, *copy, x, t, 4, jax.random.fold_in(key, 3))
+    copy = jax.tree.map(jnp.copy, (params, opt.init(params)))
+    folded = training.train_step(net, opt, *copy, x, t, 4, key, step=np.int32(3))
+    other = training.train_step(net, opt, params, opt.init(params), x, t, 4, key,
+                                step=np.int32(4))
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(folded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(eager[0][0]["w"]), np.asarray(other[0][0]["w"]))
+    rows_eager, _ = training.eval_step(net, eager[0], x, t, 4, jax.random.fold_in(key, 2),
+                                       "MC_MODEL")
+    rows_folded, _ = training.eval_step(net, eager[0], x, t, 4, key, "MC_MODEL",
+                                        step=np.int32(2))
+    np.testing.assert_array_equal(np.asarray(rows_eager), np.asarray(rows_folded))
