@@ -6,7 +6,8 @@ dense 256 RELU drop 0.5 - dense 128 RELU drop 0.2 - dense 10 SMAX, on random
 
 * the functional core (``training.train_epoch``, jitted ``cj.apply``) and the
   imperative API (``cnn.train`` / ``cnn.forward``): training and inference img/s,
-  medians over epochs (functional and PyTorch epochs alternate, for fair ratios);
+  medians over epochs (functional, imperative and PyTorch epochs alternate, for fair
+  ratios);
 * the same network in PyTorch (2 threads, SGD momentum) when ``torch`` is importable;
 * the time to the first finished training step (compilation included) and the number
   of XLA compilations during epochs 2-5 (the ragged last batch included).
@@ -27,6 +28,7 @@ import numpy as np
 
 import cianna_jax as cj
 from cianna_jax import nn, training
+from cianna_jax.api import get_state
 
 LR, MOMENTUM = 0.004, 0.9
 THREADS = 2
@@ -120,48 +122,60 @@ def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> 
     return dict(epoch=epoch, inference=inference, first_step=first_step, recompiles=recompiles)
 
 
-def bench_imperative(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
-    """Imperative API (``import cianna_jax as cnn``): training epochs through ``cnn.train``
-    (shuffling included, no control step), inference through ``cnn.forward``."""
+class _Quiet(contextlib.ExitStack):
+    """Inside a scratch directory (CIANNA's files go there), standard output muted."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def __enter__(self):
+        super().__enter__()
+        self.enter_context(contextlib.chdir(self.directory))
+        self.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))
+        return self
+
+
+def bench_imperative(x, t, batch: int, epochs: int, counter: CompileCounter,
+                     scratch: str) -> dict:
+    """Imperative API (``import cianna_jax as cnn``): the first ``cnn.train`` epoch
+    (compilations included), compilations in epochs 2-5, and closures for one training
+    epoch (shuffling included, no control step) and one ``cnn.forward`` over the data."""
     cnn = cj
     n = x.shape[0]
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(open(os.devnull, "w")):
-        os.chdir(tmp)
-        try:
-            cnn.init(in_dim=[28, 28], in_nb_ch=1, out_dim=10, bias=0.1, b_size=batch,
-                     comp_meth="C_BLAS", seed=0, no_logo=1)
-            cnn.create_dataset("TRAIN", n, x, t, silent=1)
-            cnn.create_dataset("VALID", min(n, 1000), x[:1000], t[:1000], silent=1)
-            cnn.create_dataset("TEST", n, x, t, silent=1)
-            cnn.conv(f_size=[5, 5], nb_filters=8, padding=[2, 2], activation="RELU", silent=1)
-            cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
-            cnn.conv(f_size=[5, 5], nb_filters=16, padding=[2, 2], activation="RELU", silent=1)
-            cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
-            cnn.dense(nb_neurons=256, activation="RELU", drop_rate=0.5, silent=1)
-            cnn.dense(nb_neurons=128, activation="RELU", drop_rate=0.2, silent=1)
-            cnn.dense(nb_neurons=10, strict_size=1, activation="SMAX", silent=1)
-            t0 = time.perf_counter()
-            cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=1,
-                      silent=1)
-            first_epoch = time.perf_counter() - t0
-            before = counter.count
-            cnn.train(nb_iter=4, learning_rate=LR, momentum=MOMENTUM, control_interv=1,
-                      silent=1)
-            recompiles = counter.count - before
+    with _Quiet(scratch):
+        cnn.init(in_dim=[28, 28], in_nb_ch=1, out_dim=10, bias=0.1, b_size=batch,
+                 comp_meth="C_BLAS", seed=0, no_logo=1)
+        cnn.create_dataset("TRAIN", n, x, t, silent=1)
+        cnn.create_dataset("VALID", min(n, 1000), x[:1000], t[:1000], silent=1)
+        cnn.create_dataset("TEST", n, x, t, silent=1)
+        cnn.conv(f_size=[5, 5], nb_filters=8, padding=[2, 2], activation="RELU", silent=1)
+        cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
+        cnn.conv(f_size=[5, 5], nb_filters=16, padding=[2, 2], activation="RELU", silent=1)
+        cnn.pool(p_size=[2, 2], p_type="MAX", silent=1)
+        cnn.dense(nb_neurons=256, activation="RELU", drop_rate=0.5, silent=1)
+        cnn.dense(nb_neurons=128, activation="RELU", drop_rate=0.2, silent=1)
+        cnn.dense(nb_neurons=10, strict_size=1, activation="SMAX", silent=1)
+        network = get_state().id
+        t0 = time.perf_counter()
+        cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=1, silent=1)
+        first_epoch = time.perf_counter() - t0
+        before = counter.count
+        cnn.train(nb_iter=4, learning_rate=LR, momentum=MOMENTUM, control_interv=1, silent=1)
+        recompiles = counter.count - before
 
-            def epoch():
-                cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=0,
-                          silent=1)
+    def epoch():
+        with _Quiet(scratch):
+            cnn.train(nb_iter=1, learning_rate=LR, momentum=MOMENTUM, control_interv=0,
+                      silent=1, network=network)
 
-            def inference():
-                cnn.forward(saving=0, silent=1)
+    def inference():
+        with _Quiet(scratch):
+            cnn.forward(saving=0, silent=1, network=network)
 
-            res = dict(train=median_rate(epoch, n, epochs), infer=median_rate(inference, n, epochs),
-                       first_epoch=first_epoch, recompiles=recompiles)
-        finally:
-            os.chdir(cwd)
-    return res
+    inference()
+    return dict(epoch=epoch, inference=inference, first_epoch=first_epoch,
+                recompiles=recompiles)
 
 
 def bench_torch(x, t, batch: int, epochs: int) -> dict | None:
@@ -205,9 +219,10 @@ def bench_torch(x, t, batch: int, epochs: int) -> dict | None:
     return dict(epoch=epoch, inference=inference)
 
 
-def interleaved_rates(runs: dict, n_items: int, repeats: int) -> None:
-    """Time the ``epoch`` and ``inference`` closures of ``runs`` in alternation (so that
-    load changes on a shared machine hit all of them alike); store median img/s."""
+def interleaved_rates(runs: dict, n_items: int, repeats: int, reference: str | None) -> None:
+    """Time the ``epoch`` and ``inference`` closures of ``runs`` in alternation (load
+    changes on a shared machine hit all of them alike); store median img/s and, against
+    ``reference``, the median over rounds of the per-round speed ratios."""
     times = {name: {"train": [], "infer": []} for name in runs}
     for _ in range(repeats):
         for name, r in runs.items():
@@ -218,6 +233,9 @@ def interleaved_rates(runs: dict, n_items: int, repeats: int) -> None:
     for name, r in runs.items():
         for kind in ("train", "infer"):
             r[kind] = n_items / float(np.median(times[name][kind]))
+            if reference is not None and name != reference:
+                ratios = np.asarray(times[reference][kind]) / np.asarray(times[name][kind])
+                r[kind + "_ratio"] = float(np.median(ratios))
         del r["epoch"], r["inference"]
 
 
@@ -226,13 +244,15 @@ def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3) -> list[dict]:
     x, t = mnist_data(n)
     counter = CompileCounter()
     results = []
-    for batch in batches:
-        res = dict(batch=batch, functional=bench_functional(x, t, batch, epochs, counter))
-        res["imperative"] = bench_imperative(x, t, batch, epochs, counter)
-        res["torch"] = bench_torch(x, t, batch, epochs)
-        paired = {k: res[k] for k in ("functional", "torch") if res[k] is not None}
-        interleaved_rates(paired, n, epochs)
-        results.append(res)
+    with tempfile.TemporaryDirectory() as scratch:
+        for batch in batches:
+            res = dict(batch=batch, functional=bench_functional(x, t, batch, epochs, counter))
+            res["imperative"] = bench_imperative(x, t, batch, epochs, counter, scratch)
+            res["torch"] = bench_torch(x, t, batch, epochs)
+            timed = {k: res[k] for k in ("functional", "imperative", "torch")
+                     if res[k] is not None}
+            interleaved_rates(timed, n, epochs, "torch" if res["torch"] else None)
+            results.append(res)
     return results
 
 
@@ -242,20 +262,20 @@ def format_table(results: list[dict]) -> str:
             f"{'train/torch':>12}{'infer/torch':>12}{'1st step s':>11}{'recompiles':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
-        tr = r["torch"]
         for api in ("functional", "imperative", "torch"):
             v = r[api]
             if v is None:
                 continue
-            ratio_t = f"{v['train'] / tr['train']:.2f}" if tr and api != "torch" else ""
-            ratio_i = f"{v['infer'] / tr['infer']:.2f}" if tr and api != "torch" else ""
+            ratio_t = f"{v['train_ratio']:.2f}" if "train_ratio" in v else ""
+            ratio_i = f"{v['infer_ratio']:.2f}" if "infer_ratio" in v else ""
             first = v.get("first_step", v.get("first_epoch"))
             first = "" if first is None else f"{first:.2f}" + ("" if "first_step" in v else "*")
             rec = "" if "recompiles" not in v else str(v["recompiles"])
             lines.append(f"{r['batch']:>5} {api:<11}{v['train']:>12,.0f}{v['infer']:>12,.0f}"
                          f"{ratio_t:>12}{ratio_i:>12}{first:>11}{rec:>11}")
     lines.append("* imperative: the whole first cnn.train epoch (compilations, control step); "
-                 "recompiles: XLA compilations during epochs 2-5")
+                 "recompiles: XLA compilations during epochs 2-5; ratios: median over rounds "
+                 "of the per-round speed ratio against PyTorch, all APIs timed in alternation")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@
    10,000 images, with PyTorch in the same run when it is importable (ratios ours / PyTorch),
    time to the first training step and compilations during epochs 2-5;
 2. an SDC1-like YOLO network at 256x256 (forward and training img/s);
-3. peak host memory of ``create_dataset`` against the raw data size.
+3. the YOLO loss + gradient alone, XLA reference and Pallas kernel (the kernel only on a GPU);
+4. peak host memory of ``create_dataset`` against the raw data size.
 
 ``--quick`` uses fewer images and one batch size (a smoke run, not for numbers).
 """
@@ -23,6 +24,7 @@ import bench_memory  # noqa: E402
 import bench_mnist  # noqa: E402
 import bench_yolo  # noqa: E402
 import jax  # noqa: E402
+import yolo_loss  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -38,6 +40,8 @@ def main(argv=None) -> None:
     print(bench_yolo.format_result(
         bench_yolo.run(size=64 if a.quick else 256, n=8 if a.quick else 32, batch=8,
                        repeats=1 if a.quick else 3)))
+    print("\n== YOLO loss + gradient ==")
+    yolo_loss.main(["--quick"] if a.quick else ["--first", "2"])
     print("\n== Memory ==")
     print(bench_memory.format_result(bench_memory.run(n=256 if a.quick else 4096)))
 

@@ -72,13 +72,14 @@ def loss_and_grad(cfg, t, kernel):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one small shape")
+    p.add_argument("--first", type=int, default=None, help="only the first FIRST SDC1 shapes")
     p.add_argument("--interpret", action="store_true",
                    help="without a GPU, time the interpreted kernel too (very slow)")
     p.add_argument("--block-cells", type=int, nargs="*", default=[])
     p.add_argument("--num-warps", type=int, nargs="*", default=[4])
     a = p.parse_args(argv)
     gpu = on_gpu()
-    shapes = QUICK_SHAPES if a.quick else SDC1_SHAPES
+    shapes = QUICK_SHAPES if a.quick else SDC1_SHAPES[:a.first]
     dev = jax.devices()[0]
     print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind})")
     print(f"{'batch':>5} {'grid':>5} {'B':>2} {'C':>2} {'P':>2} {'T':>4} | {'XLA ms':>8} "
