@@ -13,8 +13,10 @@ kernel: no float atomics, results are deterministic.
 Everything per target only (parsing, prior distances, strict eligibility, forced
 smallest-prior condition) is computed once outside with the reference's own helpers.
 Random association draws (start-up phase, ``rand_prob``, ``rand_prob_best_box_assoc``)
-are drawn outside with exactly the reference's keys, one ``[G, 2 + 2B]`` slab per loop
-step, and read by the kernel.
+are the reference's own numbers: the kernel hashes them from the key with jax's
+threefry (:mod:`pallas_kernels.threefry`), so no table of draws is read.  For keys it
+cannot reproduce (other PRNG implementations, non-partitionable threefry) they are drawn
+outside, one ``[G, 2 + 2B]`` slab per loop step, and read from a table.
 
 Lowering: the body only uses operations the Pallas Triton lowering accepts (no value
 slicing, no boolean ``any`` reductions, no concatenation, no gathers: selections are
@@ -47,6 +49,7 @@ from cianna_jax.yolo.loss import (
     _strict_eligibility,
 )
 
+from . import threefry
 from ._compat import on_gpu, pallas, triton_params
 
 __all__ = ["KernelTerms", "Plan", "make_plan", "block_shapes", "check_block_shapes",
@@ -87,15 +90,19 @@ class Plan(NamedTuple):
 
 
 def make_plan(cfg: YoloConfig, n_images: int, *, block_cells: int | None = None,
-              random: bool = False) -> Plan:
-    """Sizes for ``n_images`` images; ``block_cells`` must be a power of two."""
+              draw_table: bool = False) -> Plan:
+    """Sizes for ``n_images`` images; ``block_cells`` must be a power of two.
+
+    ``draw_table``: the random draws are read from a precomputed table (keys that the
+    in-kernel threefry cannot reproduce) instead of being computed in the kernel.
+    """
     G = cfg.nb_cells
     gb = min(DEFAULT_BLOCK_CELLS, _pow2(G)) if block_cells is None else int(block_cells)
     if gb < 1 or gb & (gb - 1):
         raise ValueError(f"block_cells must be a power of two, received {block_cells!r}")
     M = max(cfg.max_nb_obj_per_image, 1)
     R = 2 + 2 * cfg.nb_box
-    S = M if random else 0
+    S = M if draw_table else 0
     return Plan(N=int(n_images), G=G, Gb=gb, Gp=-(-G // gb) * gb, B=cfg.nb_box,
                 Bp=_pow2(cfg.nb_box), K=cfg.channels_per_box, Kp=_pow2(cfg.channels_per_box),
                 M=M, Mp=_pow2(M), Lp=_pow2(_PARAMS + cfg.nb_param), S=S, Sp=_pow2(S) if S else 0,
@@ -110,7 +117,7 @@ def block_shapes(plan: Plan) -> dict[str, tuple[int, ...]]:
               "locks": (plan.Bp, plan.Gb), "monitor": (2, plan.Bp, plan.Gb),
               "sums": (plan.Kp, plan.Bp)}
     if plan.S:
-        shapes["uniforms"] = (plan.Sp, plan.Rp, plan.Gb)
+        shapes["draw table"] = (plan.Sp, plan.Rp, plan.Gb)
     return shapes
 
 
@@ -140,7 +147,8 @@ class _Flags(NamedTuple):
     want_delta: bool
     want_display: bool
     startup: bool        # start-up branch compiled in (flag read at run time)
-    random: bool         # uniforms are an input
+    random: bool         # the association draws random numbers
+    table: bool          # ... read from a precomputed table (else hashed in the kernel)
     share: bool          # the display reuses the gradient's association
 
 
@@ -179,7 +187,8 @@ class _Block(NamedTuple):
     lock0: jax.Array      # [Bp, Gb] int32
     best_prior: jax.Array  # [Mp, Bp, 1]
     elig: jax.Array       # [Mp, Bp, 1]
-    uniform: callable     # (step, draw) -> [1, Gb]
+    step_key: callable    # loop step -> what ``uniform`` needs for that step
+    uniform: callable     # (step key, draw) -> [1, Gb]
 
 
 def _associate(cfg: YoloConfig, plan: Plan, blk: _Block, mode: str, randomised: bool,
@@ -210,13 +219,13 @@ def _associate(cfg: YoloConfig, plan: Plan, blk: _Block, mode: str, randomised: 
     same_prior = blk.box(_SAME_PRIOR) > 0.5
     o_obj = blk.o[7]
 
-    def random_box(i, col_free):
+    def random_box(sk, col_free):
         """First of 2B draws floor(U*B) that hits a free box (reference ``random_box``)."""
         chosen = jnp.zeros((1, Gb), jnp.int32)
         found = jnp.zeros((1, Gb), bool)
         first = None
         for j in range(2 * B):
-            bb = jnp.clip(jnp.floor(blk.uniform(i, 2 + j) * B).astype(jnp.int32), 0, B - 1)
+            bb = jnp.clip(jnp.floor(blk.uniform(sk, 2 + j) * B).astype(jnp.int32), 0, B - 1)
             ok = _any((bi == bb) & col_free, 0)
             chosen = jnp.where(ok & ~found, bb, chosen)
             found = found | ok
@@ -226,6 +235,7 @@ def _associate(cfg: YoloConfig, plan: Plan, blk: _Block, mode: str, randomised: 
     def body(state):
         i, row_free, col_free, lock, tgt, istar = state
         active = i < n_in
+        sk = blk.step_key(i) if randomised else None
         avail = row_free[:, None, :] & col_free[None] & tab_ok
         score = jnp.where(avail, tab, -jnp.inf)
         best = jnp.max(jnp.max(score, axis=0), axis=0, keepdims=True)   # [1, Gb]
@@ -239,8 +249,8 @@ def _associate(cfg: YoloConfig, plan: Plan, blk: _Block, mode: str, randomised: 
         free_t = col_free & (tab_t > -2.0)
         decided = jnp.zeros((1, Gb), bool)
         if use_rand_prob:
-            fire = blk.uniform(i, 0) < cfg.rand_prob
-            rb, found = random_box(i, col_free)
+            fire = blk.uniform(sk, 0) < cfg.rand_prob
+            rb, found = random_box(sk, col_free)
             b_hot = jnp.where(fire & found, rb, b_hot)
             decided = fire
         if use_forced:
@@ -251,14 +261,14 @@ def _associate(cfg: YoloConfig, plan: Plan, blk: _Block, mode: str, randomised: 
         if use_best_prior:
             low = iou_g < theta[1]
             if use_rand_best:
-                low = low | (blk.uniform(i, 1) < cfg.rand_prob_best_box_assoc)
+                low = low | (blk.uniform(sk, 1) < cfg.rand_prob_best_box_assoc)
             cond = ~decided & low
             bp_row = jnp.max(jnp.where(t_hot[:, None, :] & (blk.best_prior > 0.5), 1, 0),
                              axis=0) > 0
             pb, found = _first_best(free_t & bp_row, tab_t, bi, 0)
             b_hot = jnp.where(cond & found, pb, b_hot)
         if startup is not None:
-            bs_hot, found_s = random_box(i, col_free)
+            bs_hot, found_s = random_box(sk, col_free)
             t_hot = jnp.where(startup, incell & (rank == i), t_hot)
             b_hot = jnp.where(startup, bs_hot, b_hot)
             has = jnp.where(startup, found_s, has)
@@ -385,7 +395,7 @@ def _kernel(*refs, cfg: YoloConfig, plan: Plan, flags: _Flags):
     pl = pallas()
     refs = list(refs)
     o_ref, tf_ref, bm_ref, bt_ref = refs[:4]
-    u_ref = refs[4] if flags.random else None
+    r_ref = refs[4] if flags.random else None   # draw table or key words
     outs = refs[4 + int(flags.random):]
     delta_ref, lock_ref = (outs[0], outs[1]) if flags.want_delta else (None, None)
     outs = outs[2:] if flags.want_delta else outs
@@ -407,8 +417,20 @@ def _kernel(*refs, cfg: YoloConfig, plan: Plan, flags: _Flags):
     def box(r):
         return bt_ref[r]
 
-    def uniform(i, r):
-        return u_ref[i, pl.ds(r, 1), :]
+    if flags.table:
+        def step_key(i):
+            return i
+
+        def uniform(i, r):
+            return r_ref[i, pl.ds(r, 1), :]
+    else:
+        def step_key(i):
+            return threefry.fold_in(r_ref[0], r_ref[1], i)
+
+        flat = ((pl.program_id(0) * plan.G + g) * plan.R).astype(jnp.uint32)
+
+        def uniform(words, r):
+            return threefry.uniform(words[0], words[1], flat + np.uint32(r))
 
     lo, hi = [], []
     for d in range(3):
@@ -426,7 +448,7 @@ def _kernel(*refs, cfg: YoloConfig, plan: Plan, flags: _Flags):
         incell = incell & (row(_TCELL + d) == cc[d])
     blk = _Block(o=o, cc=cc, cell_ok=cell_ok, bi=bi, mi=mi, row=row, box=box, tab=tab,
                  incell=incell, lock0=lock0.astype(jnp.int32), best_prior=bm_ref[0],
-                 elig=bm_ref[1], uniform=uniform)
+                 elig=bm_ref[1], step_key=step_key, uniform=uniform)
 
     startup = (jnp.max(row(_STARTUP)) > 0.5) if flags.startup else None
     g_assoc = None
@@ -507,9 +529,9 @@ def _box_table(cfg: YoloConfig, plan: Plan) -> jax.Array:
 def _uniforms(key, plan: Plan) -> jax.Array:
     """The reference's per-step draws ``uniform(fold_in(key, i), (N, G, R))`` as
     ``[N, Sp, Rp, Gp]``."""
-    steps = jnp.arange(plan.S)
-    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i),
-                                              (plan.N, plan.G, plan.R), jnp.float32))(steps)
+    # one call per step, not vmap: vmapped draws of some PRNGs (rbg) differ from unbatched ones
+    u = jnp.stack([jax.random.uniform(jax.random.fold_in(key, i), (plan.N, plan.G, plan.R),
+                                      jnp.float32) for i in range(plan.S)])
     u = jnp.transpose(u, (1, 0, 3, 2))                                  # [N, S, R, G]
     return jnp.pad(u, ((0, 0), (0, plan.Sp - plan.S), (0, plan.Rp - plan.R),
                        (0, plan.Gp - plan.G)))
@@ -530,7 +552,8 @@ def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, star
     pl = pallas()
     N = output.shape[0]
     random = key is not None
-    plan = make_plan(cfg, N, block_cells=block_cells, random=random)
+    draw_table = random and not threefry.supported(key)
+    plan = make_plan(cfg, N, block_cells=block_cells, draw_table=draw_table)
     check_block_shapes(plan)
     if interpret is None:
         interpret = not on_gpu()
@@ -543,7 +566,7 @@ def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, star
         startup = startup_mode == "on"
     table, masks = _target_tables(targets, cfg, plan, startup)
     flags = _Flags(want_delta=want_delta, want_display=want_display,
-                   startup=startup_mode != "off", random=random,
+                   startup=startup_mode != "off", random=random, table=draw_table,
                    share=want_display and cfg.error_type == "complete" and not random)
 
     nblk = plan.Gp // plan.Gb
@@ -553,10 +576,13 @@ def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, star
                 pl.BlockSpec((None, 2, plan.Mp, plan.Bp, 1), lambda n, j: (n, 0, 0, 0, 0)),
                 pl.BlockSpec((8, plan.Bp, 1), lambda n, j: (0, 0, 0))]
     args = [o, table, masks, _box_table(cfg, plan)]
-    if random:
+    if draw_table:
         in_specs.append(pl.BlockSpec((None, plan.Sp, plan.Rp, plan.Gb),
                                      lambda n, j: (n, 0, 0, j)))
         args.append(_uniforms(key, plan))
+    elif random:
+        in_specs.append(pl.BlockSpec((2,), lambda n, j: (0,)))
+        args.append(threefry.key_words(key))
     per_cell = (N, plan.Kp, plan.Bp, plan.Gp)
     out_shape, out_specs = [], []
     if want_delta:

@@ -147,6 +147,16 @@ def test_random_startup_with_traced_nb_im_iter():
         _assert_same(ref, got)
 
 
+def test_random_draws_from_a_table_for_other_key_types():
+    """An rbg key cannot be hashed in the kernel: its draws are read from a table."""
+    cfg, block = RANDOM_CONFIGS["2d_diou2_random_natural"]
+    out, tgt = random_problem(cfg, 2, seed=9)
+    key = jax.random.key(4, impl="rbg")
+    ref, _ = _terms(out, tgt, cfg, "xla", nb_im_iter=10 ** 9, key=key)
+    got, _ = _terms(out, tgt, cfg, "pallas", nb_im_iter=10 ** 9, key=key, block_cells=block)
+    _assert_same(ref, got)
+
+
 def test_yolo_loss_value_and_gradient():
     cfg = RANDOM_CONFIGS["2d_giou_classes_params"][0]
     rng = np.random.default_rng(0)
@@ -222,7 +232,7 @@ SDC1_LIKE = {
 def test_block_shapes_are_powers_of_two(name):
     cfg = SDC1_LIKE[name]
     for block in (None, 8, 32):
-        plan = kyl.make_plan(cfg, 16, block_cells=block, random=cfg.rand_prob > 0)
+        plan = kyl.make_plan(cfg, 16, block_cells=block, draw_table=cfg.rand_prob > 0)
         kyl.check_block_shapes(plan)
         for shape in kyl.block_shapes(plan).values():
             assert all(d & (d - 1) == 0 for d in shape), shape
