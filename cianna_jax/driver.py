@@ -296,7 +296,8 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
                 and state.batch_mode != "SGD":
             ds = _shuffle(state, ds)
         good = (_copy(tuple(state.params)), _copy(state.opt_state))
-        total = _train_epoch(state, ds, scale, silent >= 1)
+        with parallel.context(state.mesh):
+            total = _train_epoch(state, ds, scale, silent >= 1)
         if not np.isfinite(total):
             state.params, state.opt_state = list(good[0]), good[1]
             state.iteration -= 1
@@ -318,9 +319,10 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
 
 def _control_step(state: NetState, confmat: int, silent: int) -> None:
     ds = get_dataset(state, "VALID")
-    rows, loss, mat, rate, parts = _evaluate(state, ds, drop_mode="AVG_MODEL", repeat=1,
-                                             no_error=0, silent=1 if silent == 1 else 0,
-                                             confmat=confmat)
+    with parallel.context(state.mesh):
+        rows, loss, mat, rate, parts = _evaluate(state, ds, drop_mode="AVG_MODEL", repeat=1,
+                                                 no_error=0, silent=1 if silent == 1 else 0,
+                                                 confmat=confmat)
     if silent != 1:
         console.write(f"\n{' ' * 14}Average forward perf : {rate:.2f} it/s | Mean Loss: "
                       f"{loss / ds.size:.5g}\n")
@@ -359,8 +361,9 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
     if repeat > 1 and silent != 1:
         console.write(f"Forwarding with repeat = {repeat}\n")
     state.no_error = no_error
-    rows, loss, _, rate, parts = _evaluate(state, ds, drop_mode=drop_mode, repeat=repeat,
-                                           no_error=no_error, silent=silent)
+    with parallel.context(state.mesh):
+        rows, loss, _, rate, parts = _evaluate(state, ds, drop_mode=drop_mode, repeat=repeat,
+                                               no_error=no_error, silent=silent)
     cfg = state.yolo_cfg
     if cfg is not None and not cfg.raw_output:
         rows = yolo_file_rows(rows, cfg)

@@ -23,6 +23,7 @@ full host arrays in every process (each process keeps the rows of its own device
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import jax
@@ -32,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "AXIS", "make_mesh", "select_mesh", "nb_devices", "check_batch_size", "batch_sharding",
-    "replicated", "shard_batch", "replicate", "to_host",
+    "replicated", "shard_batch", "replicate", "to_host", "context",
 ]
 
 AXIS = "batch"
@@ -145,3 +146,10 @@ def to_host(x) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def context(mesh: Mesh | None):
+    """``jax.set_mesh(mesh)`` (a null context for None): code traced inside sees the
+    mesh, so kernels XLA cannot partition (the Pallas YOLO loss) run per device
+    through ``jax.shard_map`` instead of on the gathered batch."""
+    return contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh)

@@ -281,12 +281,13 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
         parallel.check_batch_size(batch_size, mesh, "batch_size")
         params, opt_state = parallel.replicate((params, opt_state), mesh)
     sums = []
-    for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
-        if mesh is not None:
-            xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
-        params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
-                                          np.int32(nv), key, loss_scale=loss_scale,
-                                          policy=policy, nb_im_iter=np.int32(nb_im_iter),
-                                          step=np.int32(j))
-        sums.append(s)
+    with parallel.context(mesh):
+        for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
+            if mesh is not None:
+                xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
+            params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
+                                              np.int32(nv), key, loss_scale=loss_scale,
+                                              policy=policy, nb_im_iter=np.int32(nb_im_iter),
+                                              step=np.int32(j))
+            sums.append(s)
     return params, opt_state, jnp.sum(jnp.stack(sums))

@@ -53,7 +53,7 @@ from . import threefry
 from ._compat import on_gpu, pallas, triton_params
 
 __all__ = ["KernelTerms", "Plan", "make_plan", "block_shapes", "check_block_shapes",
-           "yolo_terms_kernel", "DEFAULT_BLOCK_CELLS"]
+           "yolo_terms_kernel", "yolo_terms_sharded", "DEFAULT_BLOCK_CELLS"]
 
 DEFAULT_BLOCK_CELLS = 16
 _BIG = 2 ** 30
@@ -424,10 +424,13 @@ def _kernel(*refs, cfg: YoloConfig, plan: Plan, flags: _Flags):
         def uniform(i, r):
             return r_ref[i, pl.ds(r, 1), :]
     else:
+        flat = None
+        if flags.random:  # flat index of each cell's first draw in the whole batch's draws
+            image = r_ref[2].astype(jnp.int32) + pl.program_id(0)
+            flat = ((image * plan.G + g) * plan.R).astype(jnp.uint32)
+
         def step_key(i):
             return threefry.fold_in(r_ref[0], r_ref[1], i)
-
-        flat = ((pl.program_id(0) * plan.G + g) * plan.R).astype(jnp.uint32)
 
         def uniform(words, r):
             return threefry.uniform(words[0], words[1], flat + np.uint32(r))
@@ -542,12 +545,14 @@ def _uniforms(key, plan: Plan) -> jax.Array:
 def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, startup_mode: str,
                       want_delta: bool = True, want_display: bool = True,
                       block_cells: int | None = None, interpret: bool | None = None,
-                      num_warps: int = 4) -> KernelTerms:
+                      num_warps: int = 4, image_offset=0) -> KernelTerms:
     """Kernel version of the reference's ``_terms`` on an ACTIVATED output.
 
     ``output`` ``[N, F, G2, G1, G0]``, ``targets`` ``[N, target_len]`` (validated by the
     caller), ``startup_mode`` "off", "on" or "traced" (then ``nb_im_iter`` decides),
     ``key`` None when nothing is random.  ``interpret`` defaults to "not on a GPU".
+    ``image_offset``: index of ``output[0]`` in the whole batch (a shard's first image),
+    so that random draws are those of the whole batch.
     """
     pl = pallas()
     N = output.shape[0]
@@ -580,9 +585,11 @@ def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, star
         in_specs.append(pl.BlockSpec((None, plan.Sp, plan.Rp, plan.Gb),
                                      lambda n, j: (n, 0, 0, j)))
         args.append(_uniforms(key, plan))
-    elif random:
-        in_specs.append(pl.BlockSpec((2,), lambda n, j: (0,)))
-        args.append(threefry.key_words(key))
+    elif random:  # key words and the index of this call's first image in the whole batch
+        in_specs.append(pl.BlockSpec((4,), lambda n, j: (0,)))
+        args.append(jnp.concatenate([threefry.key_words(key),
+                                     jnp.asarray(image_offset, jnp.uint32).reshape(1),
+                                     jnp.zeros((1,), jnp.uint32)]))
     per_cell = (N, plan.Kp, plan.Bp, plan.Gp)
     out_shape, out_specs = [], []
     if want_delta:
@@ -621,3 +628,29 @@ def yolo_terms_kernel(output, targets, nb_im_iter, key, *, cfg: YoloConfig, star
         display, monitor = per_channel(res[0]), per_box(res[1])
         sums = jnp.sum(res[2][:, :, :K, :B], axis=(1, 3))
     return KernelTerms(delta, display, monitor, locks, sums)
+
+
+def yolo_terms_sharded(output, targets, nb_im_iter, key, **kw) -> KernelTerms:
+    """:func:`yolo_terms_kernel`, split over the devices of the current mesh's batch axis.
+
+    Under ``jax.set_mesh(mesh)`` with a ``"batch"`` axis (:mod:`cianna_jax.parallel`),
+    each device runs the kernel on its own images (``jax.shard_map``); XLA cannot
+    partition a kernel by itself and would gather the batch on every device.  Elsewhere,
+    or when the batch does not split evenly, one kernel call covers the batch.  Results
+    are the same either way, random draws included.
+    """
+    from cianna_jax.parallel import AXIS
+
+    mesh = jax.sharding.get_abstract_mesh()
+    n_dev = 1 if mesh.empty or AXIS not in mesh.axis_names else mesh.shape[AXIS]
+    hashed = key is None or threefry.supported(key)
+    if n_dev == 1 or output.shape[0] % n_dev or not hashed:
+        return yolo_terms_kernel(output, targets, nb_im_iter, key, **kw)
+    P = jax.sharding.PartitionSpec
+
+    def local(o, t, nb, k):
+        offset = jax.lax.axis_index(AXIS) * o.shape[0]
+        return yolo_terms_kernel(o, t, nb, k, image_offset=offset, **kw)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P(), P()),
+                         out_specs=P(AXIS), check_vma=False)(output, targets, nb_im_iter, key)

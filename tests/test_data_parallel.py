@@ -113,7 +113,31 @@ CHILD = textwrap.dedent("""
     cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=10, b_size=6, comp_meth="C_BLAS", no_logo=1)
     out["auto_b6"] = parallel.nb_devices(get_state().mesh)
 
-    # (3) bad settings
+    # (3) the Pallas YOLO loss (interpreted) per device under the mesh, random draws included
+    from cianna_jax import yolo
+    cfg = yolo.make_config([32, 32], [4, 4], nb_box=2, max_nb_obj_per_image=3, rand_prob=0.5,
+                           prior_size=np.array([[8.0, 16.0], [8.0, 12.0]]))
+    raw = jnp.asarray(rng.normal(size=(8,) + cfg.output_shape), jnp.float32)
+    tgt = np.zeros((8, cfg.target_len), np.float32)
+    tgt[:, 0] = 3
+    boxes = [[1, 4, 4, 0, 12, 14, 1], [1, 5, 3, 0, 13, 11, 1], [1, 20, 18, 0, 30, 29, 1]]
+    tgt[:, 1:] = np.ravel(boxes)
+    key = jax.random.key(3)
+
+    def total(r, tg, kernel):
+        return jnp.sum(yolo.yolo_loss(r, tg, cfg, nb_im_iter=10 ** 9, key=key, kernel=kernel))
+
+    grad = jax.jit(jax.value_and_grad(total), static_argnums=2)
+    v1, g1 = grad(raw, jnp.asarray(tgt), "xla")
+    rs, ts = parallel.shard_batch(raw, mesh), parallel.shard_batch(tgt, mesh)
+    with parallel.context(mesh):
+        v4, g4 = grad(rs, ts, "pallas")
+        text = grad.trace(rs, ts, "pallas").lower().as_text()
+    out["yolo"] = {"loss": [float(v1), float(v4)], "grad_diff": float(jnp.abs(g1 - g4).max()),
+                   "grad_devices": len(g4.devices()),
+                   "per_device": "manual_computation" in text or "shard_map" in text}
+
+    # (4) bad settings
     def error(fn):
         try:
             fn()
@@ -168,6 +192,13 @@ def test_imperative_train_forward_match_one_device(child):
     assert max(child["param_diff"]) <= 1e-5
     assert child["reload_diff"] <= 1e-6
     assert child["auto_b6"] == 3  # the largest device count dividing b_size
+
+
+def test_yolo_kernel_runs_per_device_with_the_same_results(child):
+    yolo = child["yolo"]
+    assert yolo["per_device"] and yolo["grad_devices"] == 4
+    assert np.isclose(*yolo["loss"], rtol=1e-5)
+    assert yolo["grad_diff"] <= 1e-6
 
 
 def test_bad_settings_raise_clear_errors(child):

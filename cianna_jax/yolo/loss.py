@@ -627,10 +627,10 @@ def _run(output, targets, nb, key, cfg: YoloConfig, mode: str, kernel, *, want_d
          want_display=True):
     """(delta, display, monitor, locks, per-image displayed loss) by the chosen kernel."""
     if resolve_kernel(cfg, kernel) == "pallas":
-        from pallas_kernels.yolo_loss import yolo_terms_kernel
+        from pallas_kernels.yolo_loss import yolo_terms_sharded
 
-        t = yolo_terms_kernel(output, targets, nb, key, cfg=cfg, startup_mode=mode,
-                              want_delta=want_delta, want_display=want_display)
+        t = yolo_terms_sharded(output, targets, nb, key, cfg=cfg, startup_mode=mode,
+                               want_delta=want_delta, want_display=want_display)
         per_image = None if t.channel_sums is None else jnp.sum(t.channel_sums, axis=1)
         return t.delta, t.display, t.iou_monitor, t.box_locked, per_image
     d, disp, mon, locked = _terms(output, targets, nb, key, cfg=cfg, startup_mode=mode,
