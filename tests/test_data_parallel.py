@@ -92,8 +92,10 @@ CHILD = textwrap.dedent("""
         cnn.save(f"{tag}.dat", bin=1)
         xb, _, _ = driver._batch(state, state.datasets["TRAIN"], 0)
         res = {"mesh": None if state.mesh is None else parallel.nb_devices(state.mesh),
-               "batch_devices": len(xb.devices()),
-               "batch_shard_rows": xb.addressable_shards[0].data.shape[0],
+               # one device: host batches go to the jitted step as they are
+               "batch_devices": len(xb.devices()) if hasattr(xb, "devices") else 1,
+               "batch_shard_rows": (xb.addressable_shards[0].data.shape[0]
+                                    if hasattr(xb, "addressable_shards") else len(xb)),
                "param_devices": len(state.params[0]["w"].devices()),
                "file_equal": bool(np.array_equal(written, pred.ravel()))}
         if state.datasets["TRAIN"].device is not None:
