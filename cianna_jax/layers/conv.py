@@ -38,13 +38,25 @@ def _dimension_numbers(nd: int):
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def _forward(x, k, strides, pads, dil, policy=FP32):
+def _dilated_conv(x, k, strides, padding, dil, policy=FP32):
+    """``lax.conv_general_dilated`` with input dilation ``dil`` done as an explicit
+    interior pad: XLA's CPU convolutions with ``lhs_dilation`` are slow (forward up to
+    1.7x, weight gradient 3-4x, measured), the same conv on the zero-filled input is not."""
     nd = x.ndim - 2
+    if any(d > 1 for d in dil):
+        x = lax.pad(x, jnp.zeros((), x.dtype),
+                    [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(padding, dil)]
+                    + [(0, 0, 0)])
+        padding, dil = [(0, 0)] * nd, (1,) * nd
     return lax.conv_general_dilated(
-        x, k, window_strides=strides, padding=[(p, p) for p in pads], lhs_dilation=dil,
+        x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
         dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
         preferred_element_type=policy.accum_dtype,
     ).astype(x.dtype)
+
+
+def _forward(x, k, strides, pads, dil, policy=FP32):
+    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -75,11 +87,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32):
         lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
     k_rot = jnp.flip(k, axis=tuple(range(nd)))
     k_rot = jnp.swapaxes(k_rot, nd, nd + 1)
-    gi = lax.conv_general_dilated(
-        g, k_rot.astype(g.dtype), window_strides=dil, padding=list(zip(lo, hi)),
-        lhs_dilation=strides, dimension_numbers=_dimension_numbers(nd),
-        precision=policy.precision, preferred_element_type=policy.accum_dtype,
-    ).astype(g.dtype)
+    gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy)
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
     mask = None
     for ax in range(nd):
