@@ -39,20 +39,31 @@ def _dimension_numbers(nd: int):
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32):
-    """``lax.conv_general_dilated`` with input dilation ``dil`` done as an explicit
-    interior pad: XLA's CPU convolutions with ``lhs_dilation`` are slow (forward up to
-    1.7x, weight gradient 3-4x, measured), the same conv on the zero-filled input is not."""
+    """``lax.conv_general_dilated`` with input dilation ``dil``.
+
+    On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
+    ``lhs_dilation`` are slow (forward up to 1.7x, weight gradient 3-4x, measured), the
+    same conv on the zero-filled input is not.  Other backends keep ``lhs_dilation``
+    (a transposed convolution for cuDNN)."""
     nd = x.ndim - 2
-    if any(d > 1 for d in dil):
+
+    def conv(x, padding, dil):
+        return lax.conv_general_dilated(
+            x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
+            dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
+            preferred_element_type=policy.accum_dtype,
+        ).astype(x.dtype)
+
+    if all(d == 1 for d in dil):
+        return conv(x, padding, dil)
+
+    def padded(x):
         x = lax.pad(x, jnp.zeros((), x.dtype),
                     [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(padding, dil)]
                     + [(0, 0, 0)])
-        padding, dil = [(0, 0)] * nd, (1,) * nd
-    return lax.conv_general_dilated(
-        x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
-        dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
-        preferred_element_type=policy.accum_dtype,
-    ).astype(x.dtype)
+        return conv(x, [(0, 0)] * nd, (1,) * nd)
+
+    return lax.platform_dependent(x, cpu=padded, default=lambda x: conv(x, padding, dil))
 
 
 def _forward(x, k, strides, pads, dil, policy=FP32):
