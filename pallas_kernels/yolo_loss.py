@@ -41,12 +41,9 @@ from cianna_jax.yolo.loss import (
     _IOU_CAP,
     _NOOBJ_TARGET,
     _PROB_TARGET,
-    _TIE,
     _part_fns,
     _presence,
-    _prior_distance,
     _same_prior_mask,
-    _strict_eligibility,
 )
 
 from . import threefry
@@ -483,24 +480,15 @@ def _kernel(*refs, cfg: YoloConfig, plan: Plan, flags: _Flags):
 
 def _target_tables(targets, cfg: YoloConfig, plan: Plan, startup):
     """Per-image target table ``[N, Lp, Mp, 1]`` and box masks ``[N, 2, Mp, Bp, 1]``."""
-    from cianna_jax.yolo.loss import _parse_targets
+    from cianna_jax.yolo.loss import _parse_targets, _prior_rules
 
     N, M, Mp, Bp = plan.N, plan.M, plan.Mp, plan.Bp
     tg = _parse_targets(targets, cfg, jnp.float32)
     cell = jnp.asarray(np.asarray(cfg.cell, np.float32))
-    pri = jnp.asarray(np.asarray(cfg.priors_floored, np.float32))
-    tmin, tmax = tg.box[..., :3], tg.box[..., 3:]
-    tcell = jnp.trunc((0.5 * (tmin + tmax)) / cell)
-    text = tmax - tmin
-    D = _prior_distance(text, pri, cfg)                                  # [N, M, B]
-    best_prior = jnp.abs(D - jnp.min(D, axis=-1, keepdims=True)) < _TIE
-    elig = (_strict_eligibility(D, cfg.strict_box_size) if cfg.strict_box_size > 0
-            else jnp.ones(D.shape, bool))
-    if cfg.min_prior_forced_scaling > 0:
-        s = int(np.argmin(np.sqrt(np.sum(np.square(np.asarray(cfg.priors_floored)), axis=1))))
-        small = jnp.all(text < cfg.min_prior_forced_scaling * pri[s], axis=-1)
-    else:
-        small = jnp.zeros((N, M), bool)
+    tcell = jnp.trunc((0.5 * (tg.box[..., :3] + tg.box[..., 3:])) / cell)
+    best_prior, elig, small = _prior_rules(tg, cfg)
+    elig = jnp.ones(best_prior.shape, bool) if elig is None else elig
+    small = jnp.zeros((N, M), bool) if small is None else small
     f32 = jnp.float32
     rows = [tg.valid.astype(f32), jnp.broadcast_to(tg.class_only[:, None], (N, M)).astype(f32),
             tg.cls.astype(f32)] + [tg.box[..., i] for i in range(6)] + [
@@ -523,8 +511,7 @@ def _box_table(cfg: YoloConfig, plan: Plan) -> jax.Array:
     t[_PRI:_PRI + 3, :B] = np.asarray(cfg.priors_floored, np.float32).T
     t[_LAMBDA, :B] = np.asarray(cfg.prior_noobj_prob, np.float32)
     if cfg.min_prior_forced_scaling > 0:
-        pri = np.asarray(cfg.priors_floored, np.float32)
-        t[_SAME_PRIOR, :B] = _same_prior_mask(cfg, int(np.argmin(np.sqrt(np.sum(pri * pri, 1)))))
+        t[_SAME_PRIOR, :B] = _same_prior_mask(cfg)
     t[_BOX_OK, :B] = 1.0
     return jnp.asarray(t[..., None])
 

@@ -144,7 +144,13 @@ def _cell_coords(cfg: YoloConfig) -> np.ndarray:
     return np.stack([g % G0, (g // G0) % G1, g // (G0 * G1)], axis=1).astype(np.float32)
 
 
-def _same_prior_mask(cfg: YoloConfig, smallest: int) -> np.ndarray:
+def _smallest_prior(cfg: YoloConfig) -> int:
+    """Index of the smallest floored prior (by Euclidean norm), the forced-smallest rule's."""
+    pri = np.asarray(cfg.priors_floored, dtype=np.float32)
+    return int(np.argmin(np.sqrt(np.sum(pri * pri, axis=1))))
+
+
+def _same_prior_mask(cfg: YoloConfig) -> np.ndarray:
     """Boxes recognised as "same prior as the smallest" by the forced-smallest rule.
 
     Reproduces the indexing bug of both CIANNA paths: box ``k``'s prior is read at flat
@@ -152,6 +158,7 @@ def _same_prior_mask(cfg: YoloConfig, smallest: int) -> np.ndarray:
     match here.
     """
     flat = np.asarray(cfg.priors_floored, dtype=np.float32).reshape(-1)
+    smallest = _smallest_prior(cfg)
     ref = flat[3 * smallest:3 * smallest + 3]
     mask = np.zeros(cfg.nb_box, dtype=bool)
     for k in range(cfg.nb_box):
@@ -205,6 +212,21 @@ def _prior_distance(ext, pri, cfg: YoloConfig):
     pb = jnp.concatenate([-0.5 * pri, 0.5 * pri], axis=-1)
     tb = jnp.concatenate([-0.5 * e, 0.5 * e], axis=-1)
     return 1.0 - iou(pb, tb, cfg.IoU_type)
+
+
+def _prior_rules(tg: _Targets, cfg: YoloConfig):
+    """The rules that depend on the target only, ``[N, M, B]`` / ``[N, M]``:
+    (best theoretical prior mask, strict-size eligibility or None, forced-smallest
+    condition or None)."""
+    text = tg.box[..., 3:] - tg.box[..., :3]
+    pri = jnp.asarray(np.asarray(cfg.priors_floored, np.float32), text.dtype)
+    D = _prior_distance(text, pri, cfg)
+    best_prior = jnp.abs(D - jnp.min(D, axis=-1, keepdims=True)) < _TIE
+    elig = _strict_eligibility(D, cfg.strict_box_size) if cfg.strict_box_size > 0 else None
+    small = None
+    if cfg.min_prior_forced_scaling > 0:
+        small = jnp.all(text < cfg.min_prior_forced_scaling * pri[_smallest_prior(cfg)], axis=-1)
+    return best_prior, elig, small
 
 
 def _strict_eligibility(D, n: int):
@@ -271,9 +293,7 @@ def _associate(cfg, mode, tab, incell, lock0, elig, best_prior, small, tg, o_obj
         elig = None
     same_prior = None
     if use_forced:
-        pri = np.asarray(cfg.priors_floored, dtype=np.float32)
-        smallest = int(np.argmin(np.sqrt(np.sum(pri * pri, axis=1))))
-        same_prior = jnp.asarray(_same_prior_mask(cfg, smallest))
+        same_prior = jnp.asarray(_same_prior_mask(cfg))
     tab_ok = tab > -2.0  # False for NaN
     if elig is not None:
         tab_ok = tab_ok & elig[:, None]
@@ -554,16 +574,7 @@ def _terms(output, targets, nb_im_iter, key, *, cfg: YoloConfig, startup_mode: s
     lock0 = jnp.any(tg.valid[:, None, :, None] & (tab > cfg.IoU_limits[0]), axis=2)
     lock0 = lock0.astype(jnp.int32)
 
-    # prior-based rules (depend on the target only)
-    text = tmax - tmin
-    D = _prior_distance(text, pri, cfg)                                    # [N, M, B]
-    best_prior = jnp.abs(D - jnp.min(D, axis=-1, keepdims=True)) < _TIE
-    elig = _strict_eligibility(D, cfg.strict_box_size) if cfg.strict_box_size > 0 else None
-    small = None
-    if cfg.min_prior_forced_scaling > 0:
-        pri_np = np.asarray(cfg.priors_floored, np.float32)
-        s = int(np.argmin(np.sqrt(np.sum(pri_np * pri_np, axis=1))))
-        small = jnp.all(text < cfg.min_prior_forced_scaling * pri[s], axis=-1)
+    best_prior, elig, small = _prior_rules(tg, cfg)
 
     if startup_mode == "on":
         startup = jnp.asarray(True)
