@@ -22,13 +22,13 @@ from cianna_jax.io import (
     NormRecord,
     PoolRecord,
     YoloRecord,
+    binary_format,
     output_shape,
     param_shapes,
     propagate_shapes,
     read_network,
     write_network,
 )
-from cianna_jax.io import cianna_format as cfmt
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
@@ -726,7 +726,7 @@ def test_failed_write_keeps_existing_file(tmp_path, monkeypatch):
         yield b"\x00" * 10
         raise OSError("disk full")
 
-    monkeypatch.setattr(cfmt, "_binary_chunks", exploding)
+    monkeypatch.setattr(binary_format, "binary_chunks", exploding)
     with pytest.raises(OSError, match="disk full"):
         write_network(p, in_dims, recs, True)
     assert p.read_bytes() == before

@@ -1,0 +1,337 @@
+"""ASCII CIANNA model files: reader and writer (``save(..., binary=False)``).
+
+The reader scans the text like the original's ``fscanf`` calls, with exact
+float32 rounding, and reports any corruption as
+:class:`~cianna_jax.io.records.CiannaFormatError` with its line number.  The
+writer reproduces the original's ``printf`` output byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from .loader import RecordLoader, check_header, check_yolo_counts
+from .records import (
+    RECORD_CHARS,
+    RECORD_KIND,
+    CiannaFile,
+    CiannaFormatError,
+    ConvRecord,
+    DenseRecord,
+    LRNRecord,
+    NormRecord,
+    PoolRecord,
+    YoloRecord,
+    param_shapes,
+)
+from .text_numbers import format_f, format_g, parse_f32, strings_to_f32
+
+__all__ = ["read_ascii", "ascii_chunks"]
+
+_SEPARATORS = " \n"  # characters the original loader skips between records
+
+
+# --------------------------------------------------------------------------------------------
+# Line patterns
+# --------------------------------------------------------------------------------------------
+
+_INT_RE = re.compile(r"[-+]?\d+\Z")
+_WEIGHT_BAD_CHAR = re.compile(r"[^0-9eE.+\-nNaAiIfFtTyY \n]")
+_WS_RE = re.compile(r"[ \n]*")
+_TOKEN_RE = re.compile(r"[^ \n]+")
+
+_I = r"([-+]?\d+)"
+_F = r"([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN]))"
+_S = r"([!-~]+)"  # printable ASCII word (activation and type strings)
+_HEADER_RE = re.compile(rf"{_I}x{_I}x{_I}x{_I} *\Z")
+_DENSE_RE = re.compile(rf"{_I}n{_F}d{_F}b{_S} *\Z")
+_CONV_RE = re.compile(
+    rf"{_I}f{_I}x{_I}x{_I}\.{_I}x{_I}x{_I}s{_I}x{_I}x{_I}p{_I}x{_I}x{_I}ip"
+    rf"{_I}x{_I}x{_I}x{_I}idim{_F}d{_F}b{_S} *\Z")
+_POOL_RE = re.compile(rf"{_I}x{_I}x{_I}\.{_I}x{_I}x{_I}s{_I}x{_I}x{_I}p{_I}g_{_F}d{_S} {_S} *\Z")
+_NORM_RE = re.compile(rf" {_S} S{_I}_O{_I}{_S} *\Z")
+_LRN_RE = re.compile(rf" {_I} {_F} {_F} {_F} {_S} *\Z")
+
+_PATTERNS = {
+    "header": "<W>x<H>x<D>x<C>",
+    "dense": "D<nb_neurons>n<dropout>d<bias>b<activation>",
+    "conv": "C<nf>f<fW>x<fH>x<fD>.<sW>x<sH>x<sD>s<pW>x<pH>x<pD>p<iW>x<iH>x<iD>ip<W>x<H>x<D>x<C>idim"
+            "<dropout>d<bias>b<activation>",
+    "pool": "P<kW>x<kH>x<kD>.<sW>x<sH>x<sD>s<pW>x<pH>x<pD>p<global>g_<dropout>d<type> <activation>",
+    "norm": "N <type> S<group_size>_O<set_off><activation>",
+    "lrn": "L <range> <k> <alpha> <beta> <activation>",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------
+
+
+class _TextScanner:
+    def __init__(self, text: str, path, loader_ref):
+        self.text = text
+        self.n = len(text)
+        self.pos = 0
+        self.path = path
+        self.ld = loader_ref
+
+    def line_no(self, pos=None) -> int:
+        return self.text.count("\n", 0, self.pos if pos is None else pos) + 1
+
+    def where(self, pos=None) -> str:
+        return f"line {self.line_no(pos)}"
+
+    def error(self, detail, kind=None, pos=None):
+        if self.ld is None:
+            return CiannaFormatError(self.path, None, detail, where=self.where(pos))
+        return self.ld.error(detail, kind, self.where(pos))
+
+    def read_line(self) -> str:
+        end = self.text.find("\n", self.pos)
+        if end < 0:
+            end = self.n
+        line = self.text[self.pos:end]
+        self.pos = min(end + 1, self.n)
+        return line
+
+    def match_line(self, regex, kind, first_char=""):
+        start = self.pos
+        line = self.read_line()
+        m = regex.match(line)
+        if m is None:
+            shown = (first_char + line)
+            if len(shown) > 120:
+                shown = shown[:117] + "..."
+            hint = ""
+            if "\x00" in line:
+                hint = " (NUL byte found: is this a binary file? use binary=True)"
+            elif "\r" in line:
+                hint = " (carriage return found: Windows CRLF line endings are not supported)"
+            raise self.error(f"expected a {kind} line '{_PATTERNS[kind]}', found {shown!r}{hint}",
+                             kind if kind != "header" else None, start)
+        return m
+
+    def skip_separators(self):
+        self.pos = _WS_RE.match(self.text, self.pos).end()
+
+    def check_chars(self, start: int, stop: int, count: int, what: str, kind: str):
+        """Reject anything that cannot be part of a number (``\\r`` in particular)."""
+        bad = _WEIGHT_BAD_CHAR.search(self.text, start, stop)
+        if bad is None:
+            return
+        ch = bad.group()
+        b = bad.start()
+        lo = b
+        while lo > 0 and self.text[lo - 1] not in _SEPARATORS:
+            lo -= 1
+        hi = b
+        while hi < self.n and self.text[hi] not in _SEPARATORS:
+            hi += 1
+        tok = self.text[lo:hi]
+        if ch == "\r":
+            detail = "carriage return (\\r) found: Windows CRLF line endings are not supported"
+        elif tok[:1] in RECORD_CHARS:
+            detail = (f"{tok!r} is not a number: it looks like the start of the next record, so "
+                      f"this record holds fewer values than expected (is its input size the one "
+                      f"it was saved with? input resolution change before a dense layer?)")
+        else:
+            detail = f"{tok!r} is not a number (unexpected character {ch!r})"
+        raise self.error(f"while reading {count} {what}: {detail}", kind, b)
+
+    def read_tokens(self, count: int, what: str, kind: str, whole_lines: bool = False) -> list:
+        """Next ``count`` tokens separated by spaces/newlines (C fscanf-like).
+
+        With ``whole_lines`` the last value must end its line: learned values
+        are always written as complete lines, so leftover values mean that the
+        record's input size differs from the one it was saved with.
+        """
+        text, n = self.text, self.n
+        out: list = []
+        need = count
+        pos = self.pos
+        start = pos
+        hint = (" (or the record's input size is not the one it was saved with: input resolution "
+                "change before a dense layer?)") if whole_lines else ""
+        while need > 0:
+            pos = _WS_RE.match(text, pos).end()
+            if pos >= n:
+                self.check_chars(start, pos, count, what, kind)
+                raise self.error(f"expected {count} {what}, the file ends after {count - need}"
+                                 f"{hint}", kind, pos)
+            end = text.find("\n", pos)
+            if end < 0:
+                end = n
+            toks = [t for t in text[pos:end].split(" ") if t]
+            if len(toks) <= need:
+                out.extend(toks)
+                need -= len(toks)
+                pos = end
+            else:
+                if whole_lines:
+                    self.check_chars(start, end, count, what, kind)
+                    raise self.error(
+                        f"while reading {count} {what}: {len(toks) - need} more value(s) on the "
+                        f"last line than expected; the record's input size is probably not the "
+                        f"one it was saved with (input resolution change before a dense layer?)",
+                        kind, pos)
+                it = _TOKEN_RE.finditer(text, pos, end)
+                m = None
+                for _ in range(need):
+                    m = next(it)
+                    out.append(m.group())
+                pos = m.end()
+                need = 0
+        self.check_chars(start, pos, count, what, kind)
+        self.pos = pos
+        return out
+
+    def read_floats(self, count: int, what: str, kind: str) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, dtype=np.float32)
+        start = self.pos
+        toks = self.read_tokens(count, what, kind, whole_lines=True)
+        try:
+            d64 = np.array(toks, dtype=np.float64)
+        except ValueError:
+            for t in toks:
+                try:
+                    float(t)
+                except ValueError:
+                    break
+            else:  # pragma: no cover - numpy and float disagree
+                t = "?"
+            raise self.error(f"while reading {count} {what}: {t!r} is not a number", kind,
+                             start) from None
+        return strings_to_f32(toks, d64)
+
+    def read_ints(self, count: int, what: str, kind: str) -> list:
+        start = self.pos
+        toks = self.read_tokens(count, what, kind)
+        for t in toks:
+            if not _INT_RE.match(t):
+                raise self.error(f"while reading {what}: {t!r} is not an integer", kind, start)
+        return [int(t) for t in toks]
+
+
+def read_ascii(path, text: str, input_shape, nb_layers, nb_skip) -> CiannaFile:
+    """Parse the decoded (latin-1) ``text`` of an ASCII file; see ``read_network``."""
+    sc = _TextScanner(text, path, None)
+    if not text:
+        raise CiannaFormatError(path, None, "empty file, expected a '<W>x<H>x<D>x<C>' header")
+    m = sc.match_line(_HEADER_RE, "header")
+    in_dims = tuple(int(v) for v in m.groups())
+    check_header(path, in_dims)
+    ld = RecordLoader(path, in_dims, input_shape, nb_layers, nb_skip)
+    sc.ld = ld
+    while not ld.done():
+        sc.skip_separators()
+        if sc.pos >= sc.n:
+            break
+        ch = text[sc.pos]
+        ld.index += 1
+        if ch not in RECORD_CHARS:
+            hint = (" (carriage return: Windows CRLF line endings are not supported)"
+                    if ch == "\r" else "")
+            if ch in "0123456789+-.":
+                hint = (" (a number: the previous record holds more values than expected; its input "
+                        "size is probably not the one it was saved with)")
+            raise sc.error(f"expected a record type character (C, P, N, L or D), found {ch!r}{hint}",
+                           None, sc.pos)
+        kind = RECORD_KIND[ch]
+        rec_start = sc.pos
+        sc.pos += 1
+        if kind == "dense":
+            g = sc.match_line(_DENSE_RE, kind, ch).groups()
+            rec = DenseRecord(int(g[0]), parse_f32(g[1]), parse_f32(g[2]), g[3], None)
+            rin = ld.prepare(rec, kind, sc.where(rec_start))
+            rows, cols = param_shapes(rec, rin)["weights"]
+            w = sc.read_floats(rows * cols, f"dense weights ({rows} rows x {cols})", kind)
+            rec = dataclasses.replace(rec, weights=w.reshape(rows, cols))
+        elif kind == "conv":
+            g = sc.match_line(_CONV_RE, kind, ch).groups()
+            ints = [int(v) for v in g[:17]]
+            act = g[19]
+            yolo = None
+            if act.startswith("YOLO"):
+                y = sc.read_ints(5, "YOLO settings (nb_box nb_class nb_param fit_dim class_softmax)",
+                                 kind)
+                check_yolo_counts(ld, kind, sc.where(), y[0])
+                pri = sc.read_floats(3 * y[0], f"YOLO priors (3 rows of {y[0]})", kind)
+                slo = sc.read_floats(18, "YOLO activation limits (6 rows of 3)", kind)
+                yolo = YoloRecord(*y, priors=pri.reshape(3, y[0]), slopes=slo.reshape(6, 3))
+            rec = ConvRecord(ints[0], ints[1:4], ints[4:7], ints[7:10], ints[10:13], ints[13:17],
+                             parse_f32(g[17]), parse_f32(g[18]), act, yolo, None)
+            rin = ld.prepare(rec, kind, sc.where(rec_start))
+            rows, cols = param_shapes(rec, rin)["weights"]
+            w = sc.read_floats(rows * cols, f"conv weights ({rows} filters x {cols})", kind)
+            rec = dataclasses.replace(rec, weights=w.reshape(rows, cols))
+        elif kind == "pool":
+            g = sc.match_line(_POOL_RE, kind, ch).groups()
+            ints = [int(v) for v in g[:10]]
+            rec = PoolRecord(ints[0:3], ints[3:6], ints[6:9], ints[9], parse_f32(g[10]),
+                             g[11], g[12])
+            ld.prepare(rec, kind, sc.where(rec_start))
+        elif kind == "norm":
+            g = sc.match_line(_NORM_RE, kind, ch).groups()
+            rec = NormRecord(g[0], int(g[1]), int(g[2]), g[3], None, None)
+            rin = ld.prepare(rec, kind, sc.where(rec_start))
+            (ng,) = param_shapes(rec, rin)["gamma"]
+            gamma = sc.read_floats(ng, f"norm gamma values ({ng})", kind)
+            beta = sc.read_floats(ng, f"norm beta values ({ng})", kind)
+            rec = dataclasses.replace(rec, gamma=gamma, beta=beta)
+        else:  # lrn
+            g = sc.match_line(_LRN_RE, kind, ch).groups()
+            rec = LRNRecord(int(g[0]), parse_f32(g[1]), parse_f32(g[2]), parse_f32(g[3]),
+                            g[4])
+            ld.prepare(rec, kind, sc.where(rec_start))
+        ld.finish(rec)
+    return ld.result()
+
+
+# --------------------------------------------------------------------------------------------
+# Writer
+# --------------------------------------------------------------------------------------------
+
+
+def ascii_chunks(in_dims, records):
+    """The ASCII file of validated ``records`` as a sequence of ``str`` chunks."""
+    yield "%dx%dx%dx%d\n" % tuple(in_dims)
+    for rec in records:
+        if isinstance(rec, DenseRecord):
+            yield "D%dn%sd%sb%s \n" % (rec.nb_neurons, format_f(rec.dropout),
+                                        format_f(rec.bias), rec.activation)
+            for row in rec.weights:
+                yield format_g(row) + "\n"
+            yield "\n"
+        elif isinstance(rec, ConvRecord):
+            yield ("C%df%dx%dx%d.%dx%dx%ds%dx%dx%dp%dx%dx%dip%dx%dx%dx%didim%sd%sb%s \n"
+                   % (rec.nb_filters, *rec.f_size, *rec.stride, *rec.padding, *rec.int_padding,
+                      *rec.in_dims, format_f(rec.dropout), format_f(rec.bias), rec.activation))
+            if rec.activation.startswith("YOLO"):
+                y = rec.yolo
+                yield "%d %d %d %d %d\n" % (y.nb_box, y.nb_class, y.nb_param, y.fit_dim,
+                                            y.class_softmax)
+                for row in y.priors:
+                    yield format_g(row) + "\n"
+                for row in y.slopes:
+                    yield format_g(row) + "\n"
+            for row in rec.weights:
+                yield format_g(row) + "\n"
+            yield "\n"
+        elif isinstance(rec, PoolRecord):
+            yield ("P%dx%dx%d.%dx%dx%ds%dx%dx%dp%dg_%sd%s %s \n\n"
+                   % (*rec.p_size, *rec.stride, *rec.padding, rec.p_global, format_f(rec.dropout),
+                      rec.p_type, rec.activation))
+        elif isinstance(rec, NormRecord):
+            yield "N %s S%d_O%d%s \n" % (rec.normalization, rec.group_size, rec.set_off,
+                                         rec.activation)
+            yield format_g(rec.gamma) + "\n"
+            yield format_g(rec.beta) + "\n"
+            yield "\n"
+        else:
+            yield "L %d %s %s %s %s \n" % (rec.range, format_f(rec.k), format_f(rec.alpha),
+                                            format_f(rec.beta), rec.activation)
