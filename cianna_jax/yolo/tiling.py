@@ -1,0 +1,177 @@
+"""Tiled inference: detect on an image larger than the network input.
+
+Pure numpy around a user ``predict_fn``; tiles are decoded with
+:func:`cianna_jax.yolo.decode.decode`, shifted into image pixels, trimmed at the tile
+margins and merged by one :func:`cianna_jax.yolo.boxes.nms`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .boxes import ArrayLike, nms
+from .decode import DecodedBoxes, decode
+
+__all__ = ["tile_origins", "predict_tiled"]
+
+
+def _per_axis(v: int | float | Sequence[int | float], n: int, name: str) -> list:
+    if np.isscalar(v):
+        return [v] * n
+    t = list(v)  # type: ignore[arg-type]
+    if len(t) != n:
+        raise ValueError(f"{name} needs {n} values, got {len(t)}")
+    return t
+
+
+def _axis_origins(size: int, tile: int, overlap: int) -> np.ndarray:
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile > 0 and 0 <= overlap < tile (tile={tile}, overlap={overlap})")
+    if size <= tile:
+        return np.zeros(1, dtype=np.int64)
+    last = size - tile
+    o = np.arange(0, last, tile - overlap, dtype=np.int64)
+    return np.append(o, last)  # last tile flush with the border
+
+
+def tile_origins(
+    image_shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]
+) -> np.ndarray:
+    """Origins ``[T, n]`` (array-axis order, e.g. (y, x) or (z, y, x)) of tiles covering ``image_shape``.
+
+    Stride ``tile - overlap`` along each axis; the last tile is flush with the border (its overlap may be
+    larger); an axis no longer than the tile gets one origin 0. Tiles are listed in C order (last axis
+    fastest).
+    """
+    n = len(image_shape)
+    tiles, ovs = _per_axis(tile, n, "tile"), _per_axis(overlap, n, "overlap")
+    axes = [_axis_origins(int(s), int(t), int(o)) for s, t, o in zip(image_shape, tiles, ovs)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def _keep_bounds(
+    origins: np.ndarray, image_shape: Sequence[int], tiles: Sequence[int], margin: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile and axis, the [lo, hi) global range a box centre must fall in to be kept."""
+    T, n = origins.shape
+    lo = np.full((T, n), -np.inf)
+    hi = np.full((T, n), np.inf)
+    if margin is None:
+        return lo, hi
+    if isinstance(margin, str):
+        if margin != "auto":
+            raise ValueError("margin must be a number, a sequence, 'auto' or None")
+        for d in range(n):  # boundaries in the middle of each overlap: an exact partition
+            u = np.unique(origins[:, d])
+            mids = 0.5 * (u[:-1] + tiles[d] + u[1:])
+            k = np.searchsorted(u, origins[:, d])
+            lo[:, d] = np.where(k > 0, np.concatenate([[-np.inf], mids])[k], -np.inf)
+            hi[:, d] = np.where(k < u.size - 1, np.concatenate([mids, [np.inf]])[k], np.inf)
+        return lo, hi
+    ms = np.asarray(_per_axis(margin, n, "margin"), dtype=np.float64)  # type: ignore[arg-type]
+    for d in range(n):
+        o = origins[:, d].astype(np.float64)
+        lo[:, d] = np.where(o > 0, o + ms[d], -np.inf)
+        hi[:, d] = np.where(o + tiles[d] < image_shape[d], o + tiles[d] - ms[d], np.inf)
+    return lo, hi
+
+
+def predict_tiled(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    tile: int | Sequence[int],
+    overlap: int | Sequence[int],
+    *,
+    nb_box: int,
+    nb_class: int = 0,
+    nb_param: int = 0,
+    priors: ArrayLike | None = None,
+    grid: int | Sequence[int] | None = None,
+    layout: str = "cianna",
+    fit_dim: int | None = None,
+    floor_priors: bool = False,
+    raw: bool = True,
+    obj_threshold: float | Sequence[float] | None = None,
+    min_score: float | None = None,
+    class_limit: float | None = None,
+    margin: float | Sequence[float] | str | None = None,
+    same_class_threshold: float | None = None,
+    diff_class_threshold: float = 1.0,
+    iou_type: str = "DIoU",
+    plus_one: bool = False,
+    score: str = "obj*class",
+    batch_size: int | None = None,
+    pad_value: float = 0.0,
+) -> DecodedBoxes:
+    """Detect on an image larger than the network input by overlapping tiles.
+
+    ``image``: ``[C, H, W]`` / ``[C, D, H, W]`` (or without the channel axis). ``tile``/``overlap``: int or
+    per-axis in array order; the number of spatial dims is ``len(tile)`` (or ``image.ndim - 1`` for an int).
+    ``predict_fn(tiles [T, C, (D,) H, W]) -> [T, F, G2, G1, G0]`` (or ``[T, F, G1, G0]``, or flat rows with
+    ``grid``; with ``layout="channels_last"`` the core's ``(T, [G2,] G1, G0, B, K)``) of activated outputs
+    (``raw=False``: decoded-file content in tile pixels). Tiles go through
+    ``predict_fn`` ``batch_size`` at a time (default all); an image smaller than the tile is padded with
+    ``pad_value``.
+
+    Each tile is decoded with ``in_dim`` = tile size (decode keywords as :func:`decode`), shifted by its
+    origin into image pixels; ``margin`` drops boxes whose centre lies within ``margin`` pixels of a tile side
+    that is not on the image border (``"auto"``: boundaries in the middle of each overlap, so each point of
+    the image belongs to exactly one tile); finally, unless ``same_class_threshold`` is ``None``, all boxes go
+    through one :func:`nms` (``diff_class_threshold``, ``iou_type``, ``plus_one``, ranking ``score``).
+    Returns the merged detections in score order (NMS) or tile order; ``image`` holds the tile index (tile
+    ``i`` has origin ``tile_origins(...)[i]``) and ``cell`` the cell inside that tile.
+    """
+    img = np.asarray(image)
+    n = len(tile) if not np.isscalar(tile) else img.ndim - 1  # type: ignore[arg-type]
+    if n not in (1, 2, 3):
+        raise ValueError("tiles must have 1, 2 or 3 spatial dims")
+    if img.ndim == n:
+        img = img[None]
+    if img.ndim != n + 1:
+        raise ValueError(f"image must be [C, *spatial] with {n} spatial dims, got shape {img.shape}")
+    tiles = [int(t) for t in _per_axis(tile, n, "tile")]
+    spatial = list(img.shape[1:])
+    origins = tile_origins(spatial, tiles, overlap)
+    padded = [max(s, t) for s, t in zip(spatial, tiles)]
+    if padded != spatial:
+        buf = np.full([img.shape[0]] + padded, pad_value, dtype=img.dtype)
+        buf[(slice(None),) + tuple(slice(0, s) for s in spatial)] = img
+        img = buf
+    in_dim = tiles[::-1]  # x-first
+    lo, hi = _keep_bounds(origins, spatial, tiles, margin)
+
+    T = origins.shape[0]
+    bs = T if not batch_size else int(batch_size)
+    parts: list[DecodedBoxes] = []
+    for start in range(0, T, bs):
+        orig = origins[start : start + bs]
+        batch = np.stack([
+            img[(slice(None),) + tuple(slice(int(o), int(o) + t) for o, t in zip(org, tiles))] for org in orig
+        ])
+        pred = np.asarray(predict_fn(batch))
+        det = decode(
+            pred, in_dim, grid, nb_box, nb_class, nb_param, priors, layout=layout, raw=raw, fit_dim=fit_dim,
+            floor_priors=floor_priors, obj_threshold=obj_threshold, min_score=min_score, class_limit=class_limit,
+        )
+        shift = np.zeros((orig.shape[0], 3))
+        shift[:, :n] = orig[:, ::-1]  # array order -> x-first
+        boxes = det.boxes + np.tile(shift, 2)[det.image]
+        tile_idx = det.image + start
+        ctr = 0.5 * (boxes[:, :n] + boxes[:, 3 : 3 + n])[:, ::-1]  # array order
+        ok = np.all((ctr >= lo[tile_idx]) & (ctr < hi[tile_idx]), axis=1)
+        det = DecodedBoxes(
+            boxes=boxes, image=tile_idx, prior=det.prior, cell=det.cell, probability=det.probability,
+            objectness=det.objectness, class_scores=det.class_scores, params=det.params,
+        )
+        parts.append(det.take(ok))
+    merged = DecodedBoxes.concatenate(parts) if parts else DecodedBoxes.empty(nb_class, nb_param)
+    if same_class_threshold is None or len(merged) == 0:
+        return merged
+    keep = nms(
+        merged.boxes, merged.score(score), merged.class_id, same_class_threshold=same_class_threshold,
+        diff_class_threshold=diff_class_threshold, iou_type=iou_type, ndim=n, plus_one=plus_one,
+    )
+    return merged.take(keep)
