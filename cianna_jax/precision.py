@@ -9,6 +9,7 @@ layers cast them to ``compute`` when they use them.  FP16 modes honour CIANNA's
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -37,14 +38,15 @@ class Policy(NamedTuple):
 #: the default policy: float32 everywhere, full-precision matmuls (CIANNA's "off")
 FP32 = Policy()
 
-_POLICIES = {
+# read-only tables (constants: nothing changes module state after import)
+_POLICIES = MappingProxyType({
     "FP32C_FP32A": FP32,
     "TF32C_FP32A": Policy("TF32C_FP32A", precision="default"),
     "FP16C_FP32A": Policy("FP16C_FP32A", "float16", "float32", "default", True),
     "FP16C_FP16A": Policy("FP16C_FP16A", "float16", "float16", "default", True),
     "BF16C_FP32A": Policy("BF16C_FP32A", "bfloat16", "float32", "default", False),
-}
-_ALIASES = {"off": "FP32C_FP32A", "on": "FP16C_FP32A"}
+})
+_ALIASES = MappingProxyType({"off": "FP32C_FP32A", "on": "FP16C_FP32A"})
 
 #: every accepted ``mixed_precision`` string
 MODES = tuple(_ALIASES) + tuple(_POLICIES)

@@ -1,11 +1,25 @@
 """The ``cianna-jax`` command: ``info`` and the quick radio-source demo."""
 
 import csv
+import os
+import subprocess
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
-from cianna_jax import cli
+import cianna_jax
+from cianna_jax import cli, xla_cpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _keep_xla_flags(monkeypatch):
+    """In this process JAX already runs: cli.main's xla_cpu.tune() must neither warn nor
+    leave XLA_FLAGS changed for the tests after these."""
+    monkeypatch.setenv(xla_cpu.OPT_OUT_ENV, "1")
 
 
 def test_console_script_is_declared():
@@ -17,6 +31,19 @@ def test_info(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "cianna_jax" in out and "default backend:" in out and "device 0" in out
+    assert f"cianna_jax {cianna_jax.__version__}" in out
+
+
+@pytest.mark.parametrize("opt_out", ["", "1"])
+def test_command_tunes_xla_before_starting_jax(opt_out):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update({xla_cpu.OPT_OUT_ENV: opt_out, "JAX_PLATFORMS": "cpu"})
+    done = subprocess.run([sys.executable, "-m", "cianna_jax.cli", "info"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr
+    expected = "''" if opt_out else repr(xla_cpu.FLAG)
+    assert f"XLA_FLAGS: {expected}" in done.stdout
 
 
 def test_demo_command_passes_its_options(monkeypatch, tmp_path):

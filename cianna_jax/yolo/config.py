@@ -6,14 +6,25 @@ a static ``jax.jit`` argument.  The helper functions build the same numpy arrays
 CIANNA's ``set_fit_parts``, ``set_error_scales``, ``set_IoU_limits``,
 ``set_sm_single`` and ``set_slopes_and_maxes`` (section 1.1), sentinels included.
 Unlike CIANNA, invalid settings raise instead of warning, falling back or exiting.
+Argument types follow :mod:`cianna_jax.checks` (ints refuse floats, flags take bools).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
+
+from ..checks import (
+    as_choice,
+    as_flag,
+    as_float,
+    as_float_array,
+    as_int,
+    as_int_array,
+    as_triple,
+)
 
 __all__ = [
     "YoloConfig",
@@ -56,20 +67,20 @@ DEFAULT_SLOPES_AND_MAXES = (
     (1.0, 1.2, -0.2),
 )
 #: IoU_limits defaults (good, low_best, prob, obj, class, param, diff_IoU, diff_obj).
-DEFAULT_IOU_LIMITS = {
+DEFAULT_IOU_LIMITS = MappingProxyType({
     "IoU": (0.5, 0.1, 0.0, 0.0, 0.2, 0.2, 0.5, 0.3),
     "GIoU": (0.4, -0.5, -1.0, -1.0, -0.3, -0.3, 0.4, 0.2),
     "DIoU": (0.3, -0.6, -1.0, -1.0, -0.5, -0.5, 0.3, 0.1),
     "DIoU2": (0.3, -0.5, -1.0, -1.0, -0.4, -0.4, 0.3, 0.1),
-}
+})
 _IOU_LIMIT_NAMES = (
     "good_IoU_lim", "low_IoU_best_box_assoc", "min_prob_IoU_lim", "min_obj_IoU_lim",
     "min_class_IoU_lim", "min_param_IoU_lim", "diff_IoU_lim", "diff_obj_lim",
 )
 _SM_SENTINEL = (-1.0, 100000.0, -100000.0)
 _DEFAULT_RAND_STARTUP = 64000
-_IOU_DISPLAY = {"IoU": "Classical IoU", "GIoU": "Generalized GIoU",
-                "DIoU": "Distance DIoU", "DIoU2": "Distance DIoU2"}
+_IOU_DISPLAY = MappingProxyType({"IoU": "Classical IoU", "GIoU": "Generalized GIoU",
+                                 "DIoU": "Distance DIoU", "DIoU2": "Distance DIoU2"})
 
 
 def _f32(v) -> float:
@@ -158,55 +169,9 @@ class YoloConfig:
         return (self.nb_filters, self.grid[2], self.grid[1], self.grid[0])
 
 
-def _dims3(value, name: str) -> tuple[int, int, int]:
-    if isinstance(value, (int, np.integer)):
-        value = (int(value),)
-    try:
-        vals = [int(v) for v in value]
-    except TypeError as exc:
-        raise TypeError(f"{name} must be a sequence of 1 to 3 ints, received {value!r}") from exc
-    if not 1 <= len(vals) <= 3:
-        raise ValueError(f"{name} must have 1 to 3 entries, received {len(vals)}")
-    if any(v < 1 for v in vals):
-        raise ValueError(f"{name} entries must be >= 1, received {vals}")
-    vals += [1] * (3 - len(vals))
-    return tuple(vals)
-
-
-def _as_float_array(value, name: str) -> np.ndarray:
-    raw = np.asarray(value)
-    if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
-        raise TypeError(f"{name} must be an array of numbers, received dtype {raw.dtype}")
-    return raw.astype(np.float32)
-
-
-def _as_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_, int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    raise TypeError(f"{name} must be an int, received {value!r}")
-
-
 def _as_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise TypeError(f"{name} must be a number, received {type(value).__name__}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite, received {value!r}")
-    return _f32(value)
-
-
-def _as_str(value, name: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, received {type(value).__name__}")
-    return value
-
-
-def _vector(value, name: str, length: int) -> np.ndarray:
-    arr = _as_float_array(value, name)
-    if arr.shape != (length,):
-        raise ValueError(f"{name} must have shape ({length},), received {arr.shape}")
-    return arr
+    """A finite scalar as the float32 value CIANNA stores."""
+    return _f32(as_float(value, name, finite=True))
 
 
 def make_config(
@@ -242,40 +207,32 @@ def make_config(
     """Resolve ``set_yolo_params`` keywords for an output grid into a :class:`YoloConfig`.
 
     ``in_dim`` is the network input (W[, H[, D]]) in pixels, ``grid`` the YOLO layer's
-    spatial size (G0[, G1[, G2]]); missing trailing dims are 1.  Arrays may be lists or
-    any numeric dtype.  Raises ``ValueError``/``TypeError`` naming the keyword at fault.
+    spatial size (G0[, G1[, G2]]); missing trailing dims are 1.  Arrays may be lists,
+    tuples or numpy arrays: ``in_dim``, ``grid`` and ``fit_parts`` of integers, the others
+    of any integer or float dtype; int keywords refuse floats (:mod:`cianna_jax.checks`).
+    Raises ``ValueError``/``TypeError`` naming the keyword at fault.
     """
-    in_dim3 = _dims3(in_dim, "in_dim")
-    grid3 = _dims3(grid, "grid")
-    B = _as_int(nb_box, "nb_box")
-    C = _as_int(nb_class, "nb_class")
-    P = _as_int(nb_param, "nb_param")
-    max_obj = _as_int(max_nb_obj_per_image, "max_nb_obj_per_image")
-    for name, v in (("nb_box", B), ("nb_class", C), ("nb_param", P),
-                    ("max_nb_obj_per_image", max_obj)):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, received {v}")
-    fit_dim = _as_int(fit_dim, "fit_dim")
+    in_dim3 = as_triple(in_dim, "in_dim", minimum=1, required=True)
+    grid3 = as_triple(grid, "grid", minimum=1, required=True)
+    B = as_int(nb_box, "nb_box", minimum=0)
+    C = as_int(nb_class, "nb_class", minimum=0)
+    P = as_int(nb_param, "nb_param", minimum=0)
+    max_obj = as_int(max_nb_obj_per_image, "max_nb_obj_per_image", minimum=0)
+    fit_dim = as_int(fit_dim, "fit_dim")
     if fit_dim < 0:
         fit_dim = 0
 
-    IoU_type = _as_str(IoU_type, "IoU_type")
-    if IoU_type not in IOU_TYPES:
-        raise ValueError(f"IoU_type must be one of {IOU_TYPES}, received {IoU_type!r}")
-    prior_dist_type = _as_str(prior_dist_type, "prior_dist_type")
-    if prior_dist_type not in PRIOR_DIST_TYPES:
-        raise ValueError(
-            f"prior_dist_type must be one of {PRIOR_DIST_TYPES}, received {prior_dist_type!r}")
+    IoU_type = as_choice(IoU_type, "IoU_type", IOU_TYPES)
+    prior_dist_type = as_choice(prior_dist_type, "prior_dist_type", PRIOR_DIST_TYPES)
     if prior_dist_type == "IOU":
         prior_dist_type = "IoU"
-    error_type = _as_str(error_type, "error_type")
-    if error_type not in ERROR_TYPES:
-        raise ValueError(f"error_type must be one of {ERROR_TYPES}, received {error_type!r}")
+    error_type = as_choice(error_type, "error_type", ERROR_TYPES)
+    kernel = as_choice(kernel, "kernel (yolo_kernel)", KERNELS)
 
     # priors: (n_dim, B) -> per box (w, h, d), dims >= fit_dim zeroed
     priors = np.zeros((B, 3), dtype=np.float32)
     if prior_size is not None:
-        ps = _as_float_array(prior_size, "prior_size")
+        ps = as_float_array(prior_size, "prior_size")
         if ps.ndim != 2 or not 1 <= ps.shape[0] <= 3:
             raise ValueError(
                 f"prior_size must have shape (n_dim, nb_box) with n_dim in 1..3, "
@@ -297,21 +254,19 @@ def make_config(
     if prior_noobj_prob is None:
         noobj = np.full(B, 0.2, dtype=np.float32)
     else:
-        noobj = _as_float_array(prior_noobj_prob, "prior_noobj_prob")
+        noobj = as_float_array(prior_noobj_prob, "prior_noobj_prob")
         if noobj.ndim != 1 or noobj.shape[0] != B:
             raise ValueError(
                 f"prior_noobj_prob must have shape ({B},) (nb_box), received {noobj.shape}")
 
     scales = list(DEFAULT_ERROR_SCALES)
     if error_scales is not None:
-        es = _vector(error_scales, "error_scales", 6)
+        es = as_float_array(error_scales, "error_scales", shape=(6,))
         scales = [float(v) if v > 0 else d for v, d in zip(es, scales)]
 
     sm = [list(r) for r in DEFAULT_SLOPES_AND_MAXES]
     if slopes_and_maxes is not None:
-        arr = _as_float_array(slopes_and_maxes, "slopes_and_maxes")
-        if arr.shape != (6, 3):
-            raise ValueError(f"slopes_and_maxes must have shape (6, 3), received {arr.shape}")
+        arr = as_float_array(slopes_and_maxes, "slopes_and_maxes", shape=(6, 3))
         for p in range(6):
             slope, hi, lo = (float(v) for v in arr[p])
             if slope > 0:
@@ -324,39 +279,35 @@ def make_config(
     if param_ind_scales is None:
         pis = np.ones(P, dtype=np.float32)
     else:
-        pis = _as_float_array(param_ind_scales, "param_ind_scales")
+        pis = as_float_array(param_ind_scales, "param_ind_scales")
         if pis.ndim != 1 or pis.shape[0] != P:
             raise ValueError(
                 f"param_ind_scales must have shape ({P},) (nb_param), received {pis.shape}")
 
     limits = list(DEFAULT_IOU_LIMITS[IoU_type])
     if IoU_limits is not None:
-        lim = _vector(IoU_limits, "IoU_limits", 8)
+        lim = as_float_array(IoU_limits, "IoU_limits", shape=(8,))
         limits = [float(v) if v > -1.99 else d for v, d in zip(lim, limits)]
 
     fits = [1, 1, 1, 1, 1 if C > 0 else -1, 1 if P > 0 else -1]
     if fit_parts is not None:
-        fp = _as_float_array(fit_parts, "fit_parts")
-        if fp.shape != (6,):
-            raise ValueError(f"fit_parts must have shape (6,), received {fp.shape}")
+        fp = as_int_array(fit_parts, "fit_parts", shape=(6,))
         for p in range(6):
             if fp[p] > -2:
                 v = int(fp[p])
                 if v not in (1, 0, -1):
                     raise ValueError(
                         f"fit_parts[{p}] ({PARTS[p]}) must be 1, 0 or -1 (or the -2 sentinel), "
-                        f"received {fp[p]}")
+                        f"received {v}")
                 fits[p] = v
 
-    strict = _as_int(strict_box_size, "strict_box_size")
-    rs = _as_int(rand_startup, "rand_startup")
+    strict = as_int(strict_box_size, "strict_box_size")
+    rs = as_int(rand_startup, "rand_startup")
     if rs < 0:
         rs = _DEFAULT_RAND_STARTUP
     rpb = max(0.0, _as_float(rand_prob_best_box_assoc, "rand_prob_best_box_assoc"))
     rp = max(0.0, _as_float(rand_prob, "rand_prob"))
     mpfs = max(0.0, _as_float(min_prior_forced_scaling, "min_prior_forced_scaling"))
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel (yolo_kernel) must be one of {KERNELS}, received {kernel!r}")
 
     return YoloConfig(
         in_dim=in_dim3,
@@ -380,11 +331,11 @@ def make_config(
         rand_prob_best_box_assoc=rpb,
         rand_prob=rp,
         min_prior_forced_scaling=mpfs,
-        class_softmax=1 if _as_int(class_softmax, "class_softmax") else 0,
-        diff_flag=1 if _as_int(diff_flag, "diff_flag") else 0,
+        class_softmax=1 if as_flag(class_softmax, "class_softmax") else 0,
+        diff_flag=1 if as_flag(diff_flag, "diff_flag") else 0,
         error_type=error_type,
-        no_override=_as_int(no_override, "no_override"),
-        raw_output=_as_int(raw_output, "raw_output"),
+        no_override=as_flag(no_override, "no_override"),
+        raw_output=as_flag(raw_output, "raw_output"),
         kernel=kernel,
     )
 
@@ -396,14 +347,14 @@ def set_fit_parts(position=-2, size=-2, probability=-2, objectness=-2, classes=-
                   parameters=-2) -> np.ndarray:
     """Fit flags in part order (int32, shape (6,)); -2 marks "use the default"."""
     vals = (position, size, probability, objectness, classes, parameters)
-    return np.array([int(v) for v in vals], dtype=np.int32)
+    return np.array([as_int(v, n) for v, n in zip(vals, PARTS)], dtype=np.int32)
 
 
 def set_error_scales(position=-1.0, size=-1.0, probability=-1.0, objectness=-1.0,
                      classes=-1.0, parameters=-1.0) -> np.ndarray:
     """Error scales in part order (float32, shape (6,)); -1 marks "use the default"."""
     vals = (position, size, probability, objectness, classes, parameters)
-    return np.array([float(v) for v in vals], dtype=np.float32)
+    return np.array([as_float(v, n) for v, n in zip(vals, PARTS)], dtype=np.float32)
 
 
 def set_IoU_limits(good_IoU_lim=-2.0, low_IoU_best_box_assoc=-2.0, min_prob_IoU_lim=-2.0,
@@ -412,12 +363,13 @@ def set_IoU_limits(good_IoU_lim=-2.0, low_IoU_best_box_assoc=-2.0, min_prob_IoU_
     """The 8 IoU limits (float32); -2 marks "use the IoU-type default"."""
     vals = (good_IoU_lim, low_IoU_best_box_assoc, min_prob_IoU_lim, min_obj_IoU_lim,
             min_class_IoU_lim, min_param_IoU_lim, diff_IoU_lim, diff_obj_lim)
-    return np.array([float(v) for v in vals], dtype=np.float32)
+    return np.array([as_float(v, n) for v, n in zip(vals, _IOU_LIMIT_NAMES)], dtype=np.float32)
 
 
 def set_sm_single(slope=-1.0, fmin=-100000.0, fmax=100000.0) -> np.ndarray:
     """One slopes row, stored as ``[slope, fmax, fmin]`` (max before min, as CIANNA)."""
-    return np.array([float(slope), float(fmax), float(fmin)], dtype=np.float32)
+    vals = (as_float(slope, "slope"), as_float(fmax, "fmax"), as_float(fmin, "fmin"))
+    return np.array(vals, dtype=np.float32)
 
 
 def set_slopes_and_maxes(position=None, size=None, probability=None, objectness=None,
@@ -428,7 +380,7 @@ def set_slopes_and_maxes(position=None, size=None, probability=None, objectness=
         if row is None:
             out[p] = _SM_SENTINEL
         else:
-            vals = np.asarray(row, dtype=np.float32).reshape(-1)
+            vals = as_float_array(row, PARTS[p]).reshape(-1)
             if vals.shape[0] < 3:
                 raise ValueError(f"{PARTS[p]} must hold 3 values (slope, max, min)")
             out[p] = vals[:3]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cianna_jax import yolo
+from cianna_jax import checks, yolo
 from cianna_jax.yolo.config import DEFAULT_IOU_LIMITS
 
 LOSS_DIR = Path(__file__).resolve().parents[1] / "data" / "golden" / "yolo_loss"
@@ -172,6 +172,23 @@ def test_config_is_hashable_and_jit_static():
     (dict(IoU_type=3), TypeError, "IoU_type"),
     (dict(prior_noobj_prob=["a", "b"]), TypeError, "prior_noobj_prob"),
     (dict(rand_prob="0.1"), TypeError, "rand_prob"),
+    # one policy (cianna_jax.checks): ints refuse floats, even integral ones, as CIANNA
+    (dict(nb_box=2.0), TypeError, "nb_box"),
+    (dict(nb_class=np.float32(3)), TypeError, "nb_class"),
+    (dict(max_nb_obj_per_image=1.5), TypeError, "max_nb_obj_per_image"),
+    (dict(nb_box=True), TypeError, "nb_box"),
+    (dict(fit_dim=2.0), TypeError, "fit_dim"),
+    (dict(rand_startup=100.0), TypeError, "rand_startup"),
+    (dict(strict_box_size=0.5), TypeError, "strict_box_size"),
+    (dict(class_softmax=1.0), TypeError, "class_softmax"),
+    (dict(fit_parts=np.ones(6)), TypeError, "fit_parts"),
+    (dict(fit_parts=[1, 1, 1, 1, 0.5, 1]), TypeError, "fit_parts"),
+    (dict(fit_parts=[1, 1, 1, 1]), ValueError, "fit_parts"),
+    (dict(prior_size=[[16, 32], [16]]), ValueError, "prior_size"),
+    (dict(prior_size=np.ones((2, 2), bool)), TypeError, "prior_size"),
+    (dict(rand_prob=float("nan")), ValueError, "rand_prob"),
+    (dict(rand_prob=True), TypeError, "rand_prob"),
+    (dict(kernel="cuda"), ValueError, "kernel"),
 ])
 def test_validation_errors_name_the_keyword(kw, exc, word):
     with pytest.raises(exc, match=word):
@@ -185,6 +202,104 @@ def test_geometry_validation():
         yolo.make_config([32, 32, 1, 1], [2, 2])
     with pytest.raises(ValueError, match="fit_dim"):
         yolo.make_config([32, 32], [2, 2], fit_dim=4)
+    with pytest.raises(TypeError, match="grid"):
+        yolo.make_config([32, 32], [2.0, 2.0])
+    with pytest.raises(TypeError, match="in_dim"):
+        yolo.make_config(None, [2, 2])
+    assert yolo.make_config(np.array([32, 16], np.int64), 2).grid == (2, 1, 1)
+
+
+def test_numpy_integers_and_bool_flags_accepted():
+    cfg = base(nb_box=np.int64(2), nb_class=np.int32(3), max_nb_obj_per_image=np.uint8(4),
+               fit_parts=np.array([1, 1, 1, 1, 0, -2], np.int64), class_softmax=True,
+               diff_flag=np.bool_(True), rand_prob=np.float16(0.5), rand_startup=np.int16(7))
+    assert (cfg.nb_box, cfg.nb_class, cfg.max_nb_obj_per_image) == (2, 3, 4)
+    assert all(type(v) is int for v in (cfg.nb_box, cfg.nb_class, cfg.rand_startup))
+    assert cfg.fit_parts == (1, 1, 1, 1, 0, 1)
+    assert cfg.class_softmax == 1 and cfg.diff_flag == 1 and cfg.rand_prob == 0.5
+
+
+def test_helpers_check_their_keywords():
+    with pytest.raises(TypeError, match="position"):
+        yolo.set_fit_parts(position=0.5)
+    with pytest.raises(TypeError, match="classes"):
+        yolo.set_fit_parts(classes=1.0)
+    with pytest.raises(TypeError, match="size"):
+        yolo.set_error_scales(size="2")
+    with pytest.raises(TypeError, match="diff_obj_lim"):
+        yolo.set_IoU_limits(diff_obj_lim=None)
+    with pytest.raises(TypeError, match="fmax"):
+        yolo.set_sm_single(fmax="1")
+    with pytest.raises(TypeError, match="objectness"):
+        yolo.set_slopes_and_maxes(objectness=["a", "b", "c"])
+    assert yolo.set_fit_parts(position=np.int8(0))[0] == 0
+    assert yolo.set_error_scales(position=np.float64(3))[0] == 3.0
+
+
+# --------------------------------------------------------------------------- cianna_jax.checks
+
+
+@pytest.mark.parametrize("value", [3, np.int32(3), np.int64(3), np.uint16(3)])
+def test_checks_as_int_accepts_integers(value):
+    out = checks.as_int(value, "n", minimum=3)
+    assert out == 3 and type(out) is int
+
+
+@pytest.mark.parametrize("value", [3.0, np.float32(3), 1.5, float("nan"), True, np.bool_(1),
+                                   "3", None, np.array([3])])
+def test_checks_as_int_refuses_non_integers(value):
+    with pytest.raises(TypeError, match="^n_things: expected an int"):
+        checks.as_int(value, "n_things")
+
+
+def test_checks_scalars():
+    with pytest.raises(ValueError, match="^n: expected an int >= 1, received 0"):
+        checks.as_int(0, "n", minimum=1)
+    assert checks.as_flag(True, "f") == 1 and checks.as_flag(np.int8(0), "f") == 0
+    assert checks.as_flag(5, "f") == 5
+    with pytest.raises(TypeError, match="^f: "):
+        checks.as_flag(1.0, "f")
+    assert checks.as_float(2, "x") == 2.0 and type(checks.as_float(np.float32(2), "x")) is float
+    assert np.isnan(checks.as_float(float("nan"), "x"))
+    with pytest.raises(ValueError, match="^x: expected a finite float"):
+        checks.as_float(float("inf"), "x", finite=True)
+    for bad in (True, "1.0", None, 1j):
+        with pytest.raises(TypeError, match="^x: expected a float"):
+            checks.as_float(bad, "x")
+    assert checks.as_str("a", "s") == "a"
+    with pytest.raises(TypeError, match="^s: expected a str"):
+        checks.as_str(b"a", "s")
+    assert checks.as_choice("IoU", "t", ("IoU", "GIoU")) == "IoU"
+    with pytest.raises(ValueError, match=r"^t: expected one of \('IoU', 'GIoU'\)"):
+        checks.as_choice("iou", "t", ("IoU", "GIoU"))
+
+
+def test_checks_arrays():
+    assert checks.as_triple(None, "s", 1) == (1, 1, 1)
+    assert checks.as_triple(2, "s", 0) == (2, 0, 0)
+    assert checks.as_triple([3, 4], "s", 1, minimum=1) == (3, 4, 1)
+    assert checks.as_triple(np.array([3, 4, 5], np.uint8), "s") == (3, 4, 5)
+    assert all(type(v) is int for v in checks.as_triple(np.int64(2), "s"))
+    for bad, exc in (([3.0, 3.0], TypeError), (3.0, TypeError), ([True], TypeError),
+                     (["3"], TypeError), ([1, 2, 3, 4], ValueError), ([], TypeError),
+                     ([[1, 2]], ValueError), ([0, 1], ValueError)):
+        with pytest.raises(exc, match="^s: "):
+            checks.as_triple(bad, "s", 1, minimum=1)
+    with pytest.raises(TypeError, match="^s: "):
+        checks.as_triple(None, "s", required=True)
+    arr = checks.as_int_array((1, -2), "a", shape=(2,))
+    assert arr.dtype == np.int64 and arr.tolist() == [1, -2]
+    with pytest.raises(ValueError, match=r"^a: expected shape \(3,\)"):
+        checks.as_int_array([1, 2], "a", shape=(3,))
+    with pytest.raises(TypeError, match="^a: expected integers"):
+        checks.as_int_array([1.0, 2.0], "a")
+    f = checks.as_float_array([[1, 2], [3, 4.5]], "p", shape=(2, 2))
+    assert f.dtype == np.float32 and f[1, 1] == 4.5
+    for bad in ([True, False], ["a"], [1j], [None]):
+        with pytest.raises(TypeError, match="^p: expected numbers"):
+            checks.as_float_array(bad, "p")
+    with pytest.raises(ValueError, match="^p: expected a rectangular array"):
+        checks.as_float_array([[1, 2], [3]], "p")
 
 
 def test_lists_and_any_float_dtype_accepted():

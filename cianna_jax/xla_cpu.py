@@ -1,0 +1,87 @@
+"""Opt-in tuning of XLA's CPU compiler for CIANNA-sized networks.
+
+``import cianna_jax`` changes no process state.  :func:`tune` is the one place that
+touches ``XLA_FLAGS``; the ``cianna-jax`` command and the imperative ``init`` call it,
+and functional-core users may call it themselves, first thing::
+
+    import cianna_jax.xla_cpu
+    cianna_jax.xla_cpu.tune()      # before any JAX computation
+    import jax, cianna_jax as cj
+
+What it does: append ``--xla_cpu_experimental_ynn_fusion_type=`` (XLA's YNNPACK
+fusions off, measured slower for these small convolutions and dense layers on CPU,
+see the README) to ``XLA_FLAGS``.  XLA reads ``XLA_FLAGS`` once, when the first JAX
+backend starts, and the variable is inherited by child processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+__all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started"]
+
+#: the XLA flag :func:`tune` adds (empty value: no YNN fusion type enabled)
+FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+#: set this environment variable to anything but "" or "0" to keep ``XLA_FLAGS`` as it is
+OPT_OUT_ENV = "CIANNA_JAX_KEEP_XLA_FLAGS"
+
+
+def backend_started() -> bool:
+    """Whether a JAX backend (CPU, GPU, ...) has been initialised in this process.
+
+    JAX has no public query for this (``jax.extend.backend`` only offers functions that
+    start the backends; ``backends_are_initialized`` lives in the private
+    ``jax._src.xla_bridge``).  The public, documented handle used instead is the
+    ``jax_num_cpu_devices`` option, which "must be set before JAX is initialized":
+    JAX's validator refuses to change it once a backend exists.  The probe sets it to a
+    different value and back; before initialisation both updates succeed and the
+    option ends as it was.  Without ``jax`` imported no backend can exist.
+    """
+    if "jax" not in sys.modules:
+        return False
+    import jax
+
+    try:
+        current = jax.config.jax_num_cpu_devices
+    except AttributeError:  # option gone in a future jax: cannot tell, assume not started
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", current + 1)
+    except RuntimeError:  # "... should be updated before backends are initialized"
+        return True
+    jax.config.update("jax_num_cpu_devices", current)
+    return False
+
+
+def tune(*, force: bool = False, warn: bool = True) -> bool:
+    """Turn XLA's YNNPACK CPU fusions off for this process (and its children).
+
+    Appends :data:`FLAG` to the ``XLA_FLAGS`` environment variable unless
+
+    * the user already set ``--xla_cpu_experimental_ynn_fusion_type`` (their value wins,
+      always, and so does an earlier call of this function);
+    * the environment variable ``CIANNA_JAX_KEEP_XLA_FLAGS`` is set to anything but
+      ``""`` or ``"0"`` (opt-out), unless ``force=True``;
+    * a JAX backend already started (XLA has read its flags: changing them would only
+      affect child processes); then a ``RuntimeWarning`` says so, unless ``warn=False``.
+
+    Returns True when it changed ``XLA_FLAGS``, False otherwise.  Call it before any
+    JAX computation (``import jax`` alone starts no backend).  GPU runs are unaffected.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if FLAG.split("=")[0] in flags:
+        return False
+    if not force and os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
+        return False
+    if backend_started():
+        if warn:
+            warnings.warn(
+                "cianna_jax.xla_cpu.tune(): a JAX backend has already started, so XLA_FLAGS "
+                "is left unchanged (XLA reads it once). Call tune() before any JAX "
+                f"computation, or set XLA_FLAGS={FLAG} yourself before starting Python.",
+                RuntimeWarning, stacklevel=2)
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
+    return True
