@@ -23,8 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cianna_jax import yolo
-from pallas_kernels._compat import on_gpu
-from pallas_kernels.yolo_loss import yolo_terms_kernel
+from pallas_kernels.yolo_loss import runs_compiled, yolo_terms_kernel
 
 # (batch, grid, boxes, classes, params, targets per image)
 SDC1_SHAPES = [(16, 16, 6, 0, 1, 60), (16, 32, 9, 3, 3, 100), (64, 16, 6, 2, 1, 100),
@@ -59,7 +58,8 @@ def problem(batch, grid, boxes, classes, params, targets, seed=0):
                                np.zeros((targets, 1)), c + e / 2, np.ones((targets, 1)),
                                rng.uniform(0, 1, (targets, params))], axis=1)
         t[i, 1:] = rows.ravel()
-    raw = rng.normal(0, 0.5, (batch, cfg.nb_filters, 1, grid, grid)).astype(np.float32)
+    # channel-last (N, G1, G0, B, K), the layout of the core
+    raw = rng.normal(0, 0.5, (batch, grid, grid, boxes, cfg.channels_per_box)).astype(np.float32)
     return cfg, jnp.asarray(raw), jnp.asarray(t)
 
 
@@ -78,7 +78,7 @@ def main(argv=None):
     p.add_argument("--block-cells", type=int, nargs="*", default=[])
     p.add_argument("--num-warps", type=int, nargs="*", default=[4])
     a = p.parse_args(argv)
-    gpu = on_gpu()
+    gpu = runs_compiled()   # a GPU with the Triton lowering
     shapes = QUICK_SHAPES if a.quick else SDC1_SHAPES[:a.first]
     dev = jax.devices()[0]
     print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind})")

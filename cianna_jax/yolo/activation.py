@@ -1,10 +1,13 @@
 """The YOLO output activation (cianna_yolo.md sections 3 and 4.11).
 
-Works on raw conv outputs ``[N, F, G2, G1, G0]`` with ``F = B*(8+C+P)``.  The forward
-pass clips as CIANNA does (the sigmoid parts clip the *negated* scaled input, so
-"max" bounds the low end); the backward pass is CIANNA's straight-through derivative
-evaluated at the clipped output: ``a*o*(1-o)`` for sigmoid parts, ``a`` for linear
-parts, 0 for forced channels, the softmax Jacobian for softmax classes.
+Works on raw conv outputs in the core's channel-last YOLO layout
+``(N, [G2,] G1, G0, B, K)`` with ``K = 8 + nb_class + nb_param`` values per box (see
+:mod:`cianna_jax.yolo.layout`).  The forward pass clips as CIANNA does (the sigmoid
+parts clip the *negated* scaled input, so "max" bounds the low end).  With
+``grads="cianna"`` the backward pass is CIANNA's straight-through derivative evaluated
+at the clipped output: ``a*o*(1-o)`` for sigmoid parts, ``a`` for linear parts, 0 for
+forced channels, the softmax Jacobian for softmax classes; with ``grads="exact"`` it
+is plain autodiff of the forward pass (zero in the clipped regions).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import numpy as np
 
 from .config import YoloConfig
 
-__all__ = ["activation", "channel_kinds", "split_boxes", "merge_boxes"]
+__all__ = ["activation", "channel_kinds", "check_output", "GRADS"]
+
+GRADS = ("cianna", "exact")
+"""Gradient choices of :func:`activation` and :func:`cianna_jax.yolo.yolo_loss`."""
 
 # channel kinds
 _SIG, _LIN, _HALF, _ZERO, _SOFT = 0, 1, 2, 3, 4
@@ -42,35 +48,35 @@ def channel_kinds(cfg: YoloConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.array(kinds, dtype=np.int32), np.array(parts, dtype=np.int32)
 
 
-def split_boxes(x: jax.Array, cfg: YoloConfig) -> jax.Array:
-    """``[N, F, G2, G1, G0]`` -> ``[N, B, K, G2, G1, G0]``."""
-    N = x.shape[0]
-    return x.reshape((N, cfg.nb_box, cfg.channels_per_box) + tuple(x.shape[2:]))
-
-
-def merge_boxes(x: jax.Array) -> jax.Array:
-    """``[N, B, K, G2, G1, G0]`` -> ``[N, F, G2, G1, G0]``."""
-    return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + tuple(x.shape[3:]))
+def check_output(x, cfg: YoloConfig, name: str = "output") -> None:
+    """Raise ValueError unless ``x`` is ``(N, G1, G0, B, K)`` (only when ``G2 == 1``) or
+    ``(N, G2, G1, G0, B, K)`` for ``cfg``."""
+    G0, G1, G2 = cfg.grid
+    tail = (cfg.nb_box, cfg.channels_per_box)
+    ok = ((x.ndim == 6 and tuple(x.shape[1:]) == (G2, G1, G0) + tail)
+          or (x.ndim == 5 and G2 == 1 and tuple(x.shape[1:]) == (G1, G0) + tail))
+    if not ok:
+        want = f"(N, {G2}, {G1}, {G0}, {tail[0]}, {tail[1]})"
+        if G2 == 1:
+            want += f" or (N, {G1}, {G0}, {tail[0]}, {tail[1]})"
+        raise ValueError(f"{name}: expected the channel-last YOLO layout (N, [G2,] G1, G0, "
+                         f"B, K) = {want}, received shape {tuple(x.shape)}")
 
 
 def _per_channel(cfg: YoloConfig, dtype):
-    """Per-channel constants broadcastable against ``[N, B, K, G2, G1, G0]``."""
+    """Per-channel constants, broadcastable against ``(..., B, K)``."""
     kinds, parts = channel_kinds(cfg)
     sm = np.asarray(cfg.slopes_and_maxes, dtype=np.float32)
     slope, hi, lo = sm[parts, 0], sm[parts, 1], sm[parts, 2]
-    shape = (1, 1, len(kinds), 1, 1, 1)
 
     def as_arr(v):
-        return jnp.asarray(v.reshape(shape), dtype=dtype)
+        return jnp.asarray(v, dtype=dtype)
 
-    return kinds, as_arr(slope), as_arr(hi), as_arr(lo)
+    return jnp.asarray(kinds), as_arr(slope), as_arr(hi), as_arr(lo)
 
 
-def _forward(cfg: YoloConfig, raw: jax.Array) -> jax.Array:
-    x = split_boxes(raw, cfg)
-    kinds, slope, hi, lo = _per_channel(cfg, x.dtype)
-    kshape = (1, 1, len(kinds), 1, 1, 1)
-    k = jnp.asarray(kinds.reshape(kshape))
+def _forward(cfg: YoloConfig, x: jax.Array) -> jax.Array:
+    k, slope, hi, lo = _per_channel(cfg, x.dtype)
     # sigmoid parts: u = -a*x clipped to [lo, hi], o = 1/(1+e^u)
     u = jnp.clip(-slope * x, lo, hi)
     sig = 1.0 / (1.0 + jnp.exp(u))
@@ -80,28 +86,25 @@ def _forward(cfg: YoloConfig, raw: jax.Array) -> jax.Array:
     out = jnp.where(k == _ZERO, jnp.asarray(0.0, x.dtype), out)
     if cfg.class_softmax and cfg.nb_class > 0:
         c0 = 8
-        z = x[:, :, c0:c0 + cfg.nb_class]
-        z = z - jnp.max(z, axis=2, keepdims=True)
+        z = x[..., c0:c0 + cfg.nb_class]
+        z = z - jnp.max(z, axis=-1, keepdims=True)
         e = jnp.exp(z)
-        sm = e / jnp.sum(e, axis=2, keepdims=True)
-        out = out.at[:, :, c0:c0 + cfg.nb_class].set(sm)
-    return merge_boxes(out)
+        sm = e / jnp.sum(e, axis=-1, keepdims=True)
+        out = out.at[..., c0:c0 + cfg.nb_class].set(sm)
+    return out
 
 
-def _backward(cfg: YoloConfig, out: jax.Array, g: jax.Array) -> jax.Array:
-    o = split_boxes(out, cfg)
-    gb = split_boxes(g, cfg)
-    kinds, slope, _, _ = _per_channel(cfg, o.dtype)
-    k = jnp.asarray(kinds.reshape((1, 1, len(kinds), 1, 1, 1)))
-    dx = jnp.where(k == _SIG, gb * slope * o * (1.0 - o), gb * slope)
+def _backward(cfg: YoloConfig, o: jax.Array, g: jax.Array) -> jax.Array:
+    k, slope, _, _ = _per_channel(cfg, o.dtype)
+    dx = jnp.where(k == _SIG, g * slope * o * (1.0 - o), g * slope)
     dx = jnp.where((k == _HALF) | (k == _ZERO), jnp.zeros_like(dx), dx)
     if cfg.class_softmax and cfg.nb_class > 0:
         c0 = 8
-        oc = o[:, :, c0:c0 + cfg.nb_class]
-        gc = gb[:, :, c0:c0 + cfg.nb_class]
-        dsm = oc * (gc - jnp.sum(gc * oc, axis=2, keepdims=True))
-        dx = dx.at[:, :, c0:c0 + cfg.nb_class].set(dsm)
-    return merge_boxes(dx)
+        oc = o[..., c0:c0 + cfg.nb_class]
+        gc = g[..., c0:c0 + cfg.nb_class]
+        dsm = oc * (gc - jnp.sum(gc * oc, axis=-1, keepdims=True))
+        dx = dx.at[..., c0:c0 + cfg.nb_class].set(dsm)
+    return dx
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -120,21 +123,18 @@ def _act_bwd(cfg, out, g):
 
 _activation.defvjp(_act_fwd, _act_bwd)
 _activation_jit = jax.jit(_activation, static_argnums=(1,))
+_exact_jit = jax.jit(lambda raw, cfg: _forward(cfg, raw), static_argnums=(1,))
 
 
-def _check_shape(raw, cfg: YoloConfig) -> None:
-    want = cfg.output_shape
-    if raw.ndim != 5 or tuple(raw.shape[1:]) != want:
-        raise ValueError(f"YOLO output must have shape [N, {', '.join(map(str, want))}] "
-                         f"([N, F, G2, G1, G0]), received {tuple(raw.shape)}")
+def activation(raw: jax.Array, cfg: YoloConfig, *, grads: str = "cianna") -> jax.Array:
+    """Activated YOLO output ``o`` from the raw conv output, both ``(N, [G2,] G1, G0, B, K)``.
 
-
-def activation(raw: jax.Array, cfg: YoloConfig) -> jax.Array:
-    """Activated YOLO output ``o`` from the raw conv output, both ``[N, F, G2, G1, G0]``.
-
-    Differentiable with CIANNA's straight-through derivative (no zero gradient in the
-    clipped region).
+    ``grads="cianna"`` (default): differentiable with CIANNA's straight-through derivative
+    (no zero gradient in the clipped region); ``"exact"``: plain autodiff of the forward
+    pass (same values).
     """
     raw = jnp.asarray(raw)
-    _check_shape(raw, cfg)
-    return _activation_jit(raw, cfg)
+    check_output(raw, cfg, "raw")
+    if grads not in GRADS:
+        raise ValueError(f"grads must be one of {GRADS}, received {grads!r}")
+    return (_activation_jit if grads == "cianna" else _exact_jit)(raw, cfg)

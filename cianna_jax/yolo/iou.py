@@ -60,5 +60,15 @@ def iou_corners(a, b, kind: str = "GIoU") -> jax.Array:
     if kind == "GIoU":
         return ratio - (enc_vol - union) / enc_vol
     if kind == "DIoU":
-        return ratio - jnp.sqrt(dist2) / jnp.sqrt(diag2)
+        return ratio - _sqrt0(dist2) / jnp.sqrt(diag2)
     return ratio - dist2 / diag2
+
+
+def _sqrt0(x):
+    """``sqrt(x)`` for ``x >= 0`` whose derivative is finite (0) at 0, not inf.
+
+    Same values as ``jnp.sqrt``; keeps autodiff gradients finite when a predicted box
+    and a target share their centre (``inf * 0`` would be NaN).
+    """
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)

@@ -9,6 +9,7 @@ works without a GPU; the compiled kernel itself is tested only where a GPU exist
 
 import dataclasses
 import functools
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,22 +18,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pallas_kernels._compat as compat
 from cianna_jax import yolo
+from cianna_jax.yolo import layout
 from pallas_kernels import yolo_loss as kyl
 from pallas_kernels._compat import on_gpu, triton_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "yolo"))
-from test_loss import RANDOM_CASES, case  # noqa: E402
+from test_loss import RANDOM_CASES, case, cl  # noqa: E402
 
 TOL = 1e-6
 GOLDEN_CASES = ("s3c_softmax_diou", "s3d_nonsquare_grid", "s7_difficult_classonly_complete",
                 "s8_forced_smallest_1", "s8_rand_startup_active", "s8_strict_SIZE_2")
 
 
+def output_shape(cfg: yolo.YoloConfig, n: int) -> tuple[int, ...]:
+    """Channel-last ``(n, [G2,] G1, G0, B, K)`` of ``cfg``."""
+    G0, G1, G2 = cfg.grid
+    return (n,) + ((G2,) if G2 > 1 else ()) + (G1, G0, cfg.nb_box, cfg.channels_per_box)
+
+
 def random_problem(cfg: yolo.YoloConfig, n: int, seed: int, crowd: int = 3):
-    """Activated outputs and CIANNA target rows, targets clustered in ``crowd`` cells."""
+    """Activated outputs (channel-last) and CIANNA target rows, targets clustered in
+    ``crowd`` cells."""
     rng = np.random.default_rng(seed)
-    raw = rng.normal(0.0, 1.0, (n,) + cfg.output_shape).astype(np.float32)
+    raw = cl(rng.normal(0.0, 1.0, (n,) + cfg.output_shape).astype(np.float32), cfg)
     M, L, P = cfg.max_nb_obj_per_image, cfg.target_box_len, cfg.nb_param
     cell = np.asarray(cfg.cell, np.float32)
     grid = np.asarray(cfg.grid)
@@ -104,7 +114,7 @@ def _assert_same(ref: yolo.YoloTerms, got: yolo.YoloTerms):
 @pytest.mark.parametrize("name", GOLDEN_CASES)
 def test_golden_configurations(name):
     c = case(name)
-    out = yolo.activation(c.npy("raw"), c.cfg)
+    out = yolo.activation(cl(c.npy("raw"), c.cfg), c.cfg)
     kw = dict(nb_im_iter=c.meta["nb_im_iter"],
               key=jax.random.key(3) if name in RANDOM_CASES else None)
     ref = yolo.yolo_terms(out, c.npy("target"), c.cfg, kernel="xla", **kw)
@@ -128,8 +138,8 @@ def test_random_configurations(name):
     cfg, ref, got, sums = random_case(name)
     assert np.sum(np.asarray(ref.box_locked) == 2) >= 4   # associations really happen
     _assert_same(ref, got)
-    per_channel = np.asarray(ref.display).reshape(3, cfg.nb_box, cfg.channels_per_box, -1)
-    np.testing.assert_allclose(np.asarray(sums), per_channel.sum(axis=(1, 3)), atol=1e-5)
+    per_channel = np.asarray(ref.display).reshape(3, -1, cfg.channels_per_box)
+    np.testing.assert_allclose(np.asarray(sums), per_channel.sum(axis=1), atol=1e-5)
 
 
 def test_random_startup_with_traced_nb_im_iter():
@@ -160,7 +170,7 @@ def test_random_draws_from_a_table_for_other_key_types():
 def test_yolo_loss_value_and_gradient():
     cfg = RANDOM_CONFIGS["2d_giou_classes_params"][0]
     rng = np.random.default_rng(0)
-    raw = jnp.asarray(rng.normal(0, 1, (2,) + cfg.output_shape), jnp.float32)
+    raw = jnp.asarray(rng.normal(0, 1, output_shape(cfg, 2)), jnp.float32)
     _, tgt = random_problem(cfg, 2, seed=1)
 
     def total(r, kernel):
@@ -184,6 +194,38 @@ def test_display_stats_by_kernel():
                                    np.asarray(getattr(ref, name)), atol=1e-5, err_msg=name)
 
 
+def test_kernel_keeps_the_input_layout():
+    """(N, G1, G0, B, K) and (N, 1, G1, G0, B, K) inputs: same numbers, same layouts back."""
+    cfg, block = RANDOM_CONFIGS["2d_giou_classes_params"]
+    out, tgt = random_problem(cfg, 2, seed=3)
+    assert out.shape == output_shape(cfg, 2)
+
+    def run(o):
+        return kyl.yolo_terms_kernel(o, tgt, jnp.int32(0), None, cfg=cfg, startup_mode="off",
+                                     block_cells=block)
+
+    t5, t6 = run(out), run(layout.from_cianna(layout.to_cianna(out), cfg.nb_box, nd=3))
+    assert t5.delta.shape == t5.display.shape == out.shape
+    assert t5.iou_monitor.shape == out.shape[:-1] + (2,)
+    assert t5.box_locked.shape == out.shape[:-1]
+    for name in ("delta", "display", "iou_monitor", "box_locked"):
+        a, b = np.asarray(getattr(t5, name)), np.asarray(getattr(t6, name))
+        np.testing.assert_array_equal(b[:, 0], a, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(t5.channel_sums), np.asarray(t6.channel_sums))
+
+
+@pytest.mark.parametrize("statement", [
+    "import pallas_kernels.yolo_loss; import cianna_jax",
+    "import cianna_jax; import pallas_kernels.yolo_loss",
+    "import cianna_jax.yolo.rules",
+])
+def test_imports_in_any_order(statement):
+    """loss imports the kernel at module level and the kernel imports the public rules:
+    a fresh interpreter imports them in any order."""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", statement], check=True, cwd=root)
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -204,8 +246,6 @@ def test_kernel_choice_and_errors():
 
 def test_auto_dispatch_follows_device_and_triton(monkeypatch):
     """On a GPU "auto" takes the kernel only if this jax has the Triton lowering."""
-    import pallas_kernels._compat as compat
-
     cfg = RANDOM_CONFIGS["2d_giou_classes_params"][0]
     monkeypatch.setattr(compat, "on_gpu", lambda device=None: True)
     assert yolo.resolve_kernel(cfg) == ("pallas" if triton_available() else "xla")
@@ -248,7 +288,7 @@ def test_kernel_lowers_for_cuda(name):
     supported primitives) at SDC1-like sizes; lowering needs no GPU."""
     cfg = SDC1_LIKE[name]
     n = 4
-    out = jax.ShapeDtypeStruct((n,) + cfg.output_shape, jnp.float32)
+    out = jax.ShapeDtypeStruct(output_shape(cfg, n), jnp.float32)
     tgt = jax.ShapeDtypeStruct((n, cfg.target_len), jnp.float32)
     random = cfg.rand_prob > 0
     key = jax.random.key(0) if random else None

@@ -93,3 +93,16 @@ def test_bad_kind_and_shape():
         iou(np.zeros(6), np.zeros(6), "CIoU")
     with pytest.raises(ValueError, match="6"):
         iou(np.zeros(4), np.zeros(4), "IoU")
+
+
+def test_diou_gradient_finite_at_common_centre():
+    """DIoU's centre distance is sqrt(d^2): its autodiff gradient stays finite (0 from
+    that term) when the centres coincide, as YOLO's grads="exact" needs."""
+    a = jnp.array([0.0, 0, 0, 4, 4, 1])
+    b = jnp.array([1.0, 1, 0, 3, 3, 1])                  # same centre, inside a
+    for kind in KINDS:
+        g = np.asarray(jax.grad(lambda x, k=kind: iou(x, b, k))(a))
+        assert np.all(np.isfinite(g)), (kind, g)
+    g_iou = np.asarray(jax.grad(lambda x: iou(x, b, "IoU"))(a))
+    np.testing.assert_allclose(np.asarray(jax.grad(lambda x: iou(x, b, "DIoU"))(a)), g_iou,
+                               rtol=1e-6)

@@ -4,8 +4,14 @@ Reference: the GPU-equivalent harness files of tests/data/golden/yolo_loss (the
 ``*_cpu.npy`` files hold the CPU integer-truncation bug and are not reproduced; for the
 non-square grid the display is compared with ``*_swapfixed.npy``).  Every case is
 computed once (one compilation per configuration) and cached.
+
+The golden arrays are in CIANNA's layout ``[N, F, G2, G1, G0]``; the functions take and
+return the core's channel-last ``(N, [G2,] G1, G0, B, K)``: inputs are converted with
+:func:`layout.from_cianna` (:func:`cl`), results back with :func:`layout.to_cianna`
+(:func:`as_cianna`) where they are compared with the goldens.
 """
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -16,6 +22,7 @@ import numpy as np
 import pytest
 
 from cianna_jax import yolo
+from cianna_jax.yolo import layout
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 LOSS_DIR = GOLDEN / "yolo_loss"
@@ -61,16 +68,41 @@ def case(name: str) -> Case:
     return Case(name)
 
 
+def cl(a, cfg: yolo.YoloConfig) -> np.ndarray:
+    """CIANNA's ``[N, F, G2, G1, G0]`` -> the channel-last layout the functions take."""
+    return layout.from_cianna(np.asarray(a), cfg.nb_box)
+
+
+def per_box_cianna(a, cfg: yolo.YoloConfig, extra=()) -> np.ndarray:
+    """Per-box results ``(N, *grid, B, *extra)`` -> the goldens' ``(N, G2, G1, G0, B,
+    *extra)`` (``extra`` (2,) for IoU monitors)."""
+    G0, G1, G2 = cfg.grid
+    return np.asarray(a).reshape((-1, G2, G1, G0, cfg.nb_box) + tuple(extra))
+
+
+def as_cianna(terms: yolo.YoloTerms, cfg: yolo.YoloConfig) -> yolo.YoloTerms:
+    """Channel-last :class:`YoloTerms` -> numpy arrays in the goldens' layouts."""
+    return yolo.YoloTerms(
+        None if terms.delta is None else layout.to_cianna(np.asarray(terms.delta)),
+        None if terms.display is None else layout.to_cianna(np.asarray(terms.display)),
+        None if terms.iou_monitor is None else per_box_cianna(terms.iou_monitor, cfg, (2,)),
+        None if terms.box_locked is None else per_box_cianna(terms.box_locked, cfg))
+
+
 @functools.lru_cache(maxsize=None)
 def computed(name: str):
-    """(activated output, terms, stats) of a golden case, computed once."""
+    """(activated output, terms, stats) of a golden case, computed once, in the goldens'
+    layouts."""
     c = case(name)
-    out = yolo.activation(c.npy("raw"), c.cfg)
+    out = yolo.activation(cl(c.npy("raw"), c.cfg), c.cfg)
     key = jax.random.key(0) if name in RANDOM_CASES else None
     terms = yolo.yolo_terms(out, c.npy("target"), c.cfg, nb_im_iter=c.meta["nb_im_iter"],
                             key=key)
+    assert terms.delta.shape == out.shape and terms.display.shape == out.shape
+    assert terms.iou_monitor.shape == out.shape[:-1] + (2,)
+    assert terms.box_locked.shape == out.shape[:-1]
     stats = yolo.stats_from_display(terms.display, terms.iou_monitor, c.cfg)
-    return np.asarray(out), jax.tree.map(np.asarray, terms), stats
+    return layout.to_cianna(np.asarray(out)), as_cianna(terms, c.cfg), stats
 
 
 # --------------------------------------------------------------------------- goldens
@@ -154,14 +186,15 @@ def test_end_to_end_case_forward_loss(name):
     out = np.load(d / "output_activated.npy")
     out = out.reshape((out.shape[0],) + cfg.output_shape)
     target = np.load(d / "target.npy")
-    terms = yolo.yolo_terms(out, target, cfg, nb_im_iter=1)
+    t_cl = yolo.yolo_terms(cl(out, cfg), target, cfg, nb_im_iter=1)
+    terms = as_cianna(t_cl, cfg)
     np.testing.assert_allclose(terms.delta, np.load(d / "test_delta_gpuemu.npy").reshape(out.shape),
                                rtol=0, atol=ATOL)
     np.testing.assert_allclose(terms.display,
                                np.load(d / "test_display_err_gpuemu.npy").reshape(out.shape),
                                rtol=0, atol=ATOL)
     # error.txt: iter, total/n, six parts/n (printed with %g)
-    stats = yolo.stats_from_display(terms.display, terms.iou_monitor, cfg)
+    stats = yolo.stats_from_display(t_cl.display, t_cl.iou_monitor, cfg)
     n = out.shape[0]
     line = [float(v) for v in meta["analysis"]["forward_display_loss"]["error_txt_lines"][0][1:]]
     np.testing.assert_allclose(float(stats.total) / n, line[0], rtol=2e-5)
@@ -188,11 +221,13 @@ def test_grad_of_yolo_loss_is_delta(name):
     c = case(name)
     cfg, nb = c.cfg, c.meta["nb_im_iter"]
     raw, tgt = _with_padding_row(c)  # plus one padding slot: zero input, zero target row
+    raw = cl(raw, cfg)
 
     @jax.jit
     def run(raw, tgt):
         per_image, grad = jax.value_and_grad(
-            lambda r: yolo.yolo_loss(r, tgt, cfg, nb_im_iter=nb, loss_scale=4.0).sum())(raw)
+            lambda r: yolo.yolo_loss(r, tgt, cfg, nb_im_iter=nb, loss_scale=4.0,
+                                     grads="cianna").sum())(raw)
         out = yolo.activation(raw, cfg)
         delta, display = yolo.delta_and_display(out, tgt, cfg, nb_im_iter=nb)
         per = yolo.yolo_loss(raw, tgt, cfg, nb_im_iter=nb)
@@ -200,13 +235,14 @@ def test_grad_of_yolo_loss_is_delta(name):
 
     total, grad, delta, display, per = jax.tree.map(np.asarray, run(raw, tgt))
     np.testing.assert_array_equal(grad, 4.0 * delta)
+    delta, display = layout.to_cianna(delta), layout.to_cianna(display)
     n = c.npy("raw").shape[0]
     np.testing.assert_allclose(delta[:n], c.npy("delta"), rtol=0, atol=ATOL)
     np.testing.assert_allclose(per, display.reshape(display.shape[0], -1).sum(axis=1),
                                rtol=1e-6)
     np.testing.assert_allclose(total, per.sum(), rtol=1e-6)
     # the padding row is not masked: pure background gradient (prob/obj of every box)
-    o = np.asarray(yolo.activation(raw[-1:], cfg))
+    o = layout.to_cianna(np.asarray(yolo.activation(raw[-1:], cfg)))
     K = cfg.channels_per_box
     assert np.all(delta[-1].reshape(cfg.nb_box, K, -1)[:, np.r_[0:6, 8:K]] == 0)
     prob = o[0].reshape(cfg.nb_box, K, -1)[:, 6]
@@ -217,15 +253,15 @@ def test_grad_of_yolo_loss_is_delta(name):
 
 def test_grad_unit_and_jit_equals_eager():
     c = case("s6_multi_target")
-    raw, tgt = c.npy("raw"), c.npy("target")
+    raw, tgt = cl(c.npy("raw"), c.cfg), c.npy("target")
     g = jax.grad(lambda r: yolo.yolo_loss(r, tgt, c.cfg, nb_im_iter=1).sum())(raw)
     _, terms, _ = computed("s6_multi_target")
-    np.testing.assert_array_equal(np.asarray(g), terms.delta)
+    np.testing.assert_array_equal(layout.to_cianna(np.asarray(g)), terms.delta)
     # straight-through activation derivative through the custom VJP
     out, vjp = jax.vjp(lambda r: yolo.activation(r, c.cfg), jnp.asarray(raw))
     ones = jnp.ones_like(out)
     (dx,) = vjp(ones)
-    o = np.asarray(out).reshape(c.cfg.nb_box, c.cfg.channels_per_box, -1)
+    o = np.asarray(out).reshape(-1, c.cfg.channels_per_box)      # one row per box
     dx = np.asarray(dx).reshape(o.shape)
     np.testing.assert_allclose(dx[:, [0, 1, 6, 7]], (o * (1 - o))[:, [0, 1, 6, 7]], rtol=1e-6)
     np.testing.assert_array_equal(dx[:, [2, 5]], 0.0)
@@ -234,10 +270,10 @@ def test_grad_unit_and_jit_equals_eager():
 
 def test_activation_straight_through_on_clipped_values():
     c = case("s1_activation")
-    raw = c.npy("raw")  # contains saturated position / probability / size / parameter
+    raw = cl(c.npy("raw"), c.cfg)  # contains saturated position / probability / size / parameter
     o, vjp = jax.vjp(lambda r: yolo.activation(r, c.cfg), jnp.asarray(raw))
     (dx,) = vjp(jnp.ones_like(o))
-    o, dx = np.asarray(o)[0, :, 0, 0, 0], np.asarray(dx)[0, :, 0, 0, 0]
+    o, dx = np.asarray(o)[0, 0, 0, 0], np.asarray(dx)[0, 0, 0, 0]    # image 0, cell 0, box 0
     np.testing.assert_allclose(o, [0.5, 0.997527, 0.5, 1.6, -0.5, 0, 0.002473, 0.731059,
                                    0.731059, 0.880797, 1.2], atol=1e-6)
     sig = [1, 6, 7, 8, 9]
@@ -248,9 +284,10 @@ def test_activation_straight_through_on_clipped_values():
     cs = case("s1_activation_softmax_slopes")
     g = np.zeros((2,) + cs.cfg.output_shape, np.float32)
     g[:, 8] = 1.0
-    o, vjp = jax.vjp(lambda r: yolo.activation(r, cs.cfg), jnp.asarray(cs.npy("raw")))
-    (dx,) = vjp(jnp.asarray(g))
-    o, dx = np.asarray(o)[:, :, 0, 0, 0], np.asarray(dx)[:, :, 0, 0, 0]
+    o, vjp = jax.vjp(lambda r: yolo.activation(r, cs.cfg), jnp.asarray(cl(cs.npy("raw"), cs.cfg)))
+    (dx,) = vjp(jnp.asarray(cl(g, cs.cfg)))
+    o = layout.to_cianna(np.asarray(o))[:, :, 0, 0, 0]
+    dx = layout.to_cianna(np.asarray(dx))[:, :, 0, 0, 0]
     np.testing.assert_allclose(dx[:, 8], o[:, 8] * (1 - o[:, 8]), rtol=1e-6)
     np.testing.assert_allclose(dx[:, 9], -o[:, 8] * o[:, 9], rtol=1e-6)
     np.testing.assert_allclose(dx[:, 0], 0.0)
@@ -261,21 +298,151 @@ def test_vmap_over_images_matches_batch():
     out, terms, _ = computed(c.name)
     tgt = c.npy("target")
     per = jax.jit(jax.vmap(lambda o, t: yolo.delta_and_display(
-        o[None], t[None], c.cfg, nb_im_iter=1)))(out, tgt)
-    np.testing.assert_allclose(np.asarray(per[0])[:, 0], terms.delta, rtol=0, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(per[1])[:, 0], terms.display, rtol=0, atol=1e-7)
+        o[None], t[None], c.cfg, nb_im_iter=1)))(cl(out, c.cfg), tgt)
+    np.testing.assert_allclose(layout.to_cianna(np.asarray(per[0])[:, 0]), terms.delta,
+                               rtol=0, atol=1e-7)
+    np.testing.assert_allclose(layout.to_cianna(np.asarray(per[1])[:, 0]), terms.display,
+                               rtol=0, atol=1e-7)
 
 
 def test_display_stats_and_n_valid():
     c = case("s7_difficult_classonly_natural")
     out, terms, stats = computed(c.name)
-    st = yolo.display_stats(out, c.npy("target"), c.cfg)
+    st = yolo.display_stats(cl(out, c.cfg), c.npy("target"), c.cfg)
     np.testing.assert_allclose(st.parts, stats.parts, rtol=1e-6)
-    np.testing.assert_array_equal(st.iou_monitor, terms.iou_monitor)
+    np.testing.assert_array_equal(per_box_cianna(st.iou_monitor, c.cfg, (2,)), terms.iou_monitor)
     # only the first 2 images counted in the sums, monitor statistics over all images
-    st2 = yolo.stats_from_display(terms.display, terms.iou_monitor, c.cfg, n_valid=2)
+    st2 = yolo.stats_from_display(cl(terms.display, c.cfg), st.iou_monitor, c.cfg, n_valid=2)
     np.testing.assert_allclose(float(st2.total), terms.display[:2].sum(), rtol=1e-6)
     assert float(st2.M_IoU) == float(stats.M_IoU)
+
+
+def _exact_problem(iou_type: str):
+    """A 2x2 grid, two boxes, every target alone in its cell (so the natural display
+    associates it with the box of largest IoU)."""
+    cfg = yolo.make_config([32, 32], [2, 2], nb_box=2, max_nb_obj_per_image=2,
+                           prior_size=[[12.0, 20.0], [10.0, 24.0]], prior_noobj_prob=[0.3, 0.6],
+                           IoU_type=iou_type, rand_startup=0)
+    rng = np.random.default_rng(1)
+    raw = rng.normal(0.0, 0.5, (2, 2, 2, 2, 8)).astype(np.float32)     # (N, G1, G0, B, K)
+    # (class, xmin, ymin, zmin, xmax, ymax, zmax): cells (x, y) = (0, 0), (1, 1); (1, 0)
+    boxes = [[[1, 2, 3, 0, 14, 20, 1], [1, 18, 20, 0, 30, 30, 1]], [[1, 19, 1, 0, 29, 28, 1]]]
+    tgt = np.zeros((2, cfg.target_len), np.float32)
+    for n, bs in enumerate(boxes):
+        tgt[n, 0] = len(bs)
+        tgt[n, 1:1 + 7 * len(bs)] = np.ravel(bs)
+    return cfg, raw, tgt, [np.asarray(bs, np.float32)[:, 1:] for bs in boxes]
+
+
+def _display_formula(raw, cfg, tboxes):
+    """CIANNA's natural displayed loss of :func:`_exact_problem`, written out in jnp."""
+    o = yolo.activation(raw, cfg, grads="exact")                       # (N, G1, G0, B, K)
+    cell = np.asarray(cfg.cell, np.float32)
+    pri = np.asarray(cfg.priors_floored, np.float32)                   # (B, 3)
+    lam = np.asarray(cfg.prior_noobj_prob, np.float32)
+    w = cfg.error_scales
+    lo, hi = np.exp(np.float32(cfg.slopes_and_maxes[1][2])), np.exp(np.float32(cfg.slopes_and_maxes[1][1]))
+    cy, cx = np.meshgrid(np.arange(2), np.arange(2), indexing="ij")
+    cxy = np.stack([cx, cy, np.zeros_like(cx)], -1)[:, :, None, :]    # (G1, G0, 1, 3)
+    total = 0.0
+    for n, tb in enumerate(tboxes):
+        ctr = (o[n, ..., 0:3] + cxy) * cell
+        ext = pri * jnp.exp(o[n, ..., 3:6])
+        pred = jnp.concatenate([ctr - ext / 2, ctr + ext / 2], -1)    # (G1, G0, B, 6)
+        ious = [yolo.iou(pred, t, cfg.IoU_type) for t in tb]
+        locked = jnp.any(jnp.stack([i > cfg.IoU_limits[0] for i in ious]), axis=0)
+        assoc = jnp.zeros(locked.shape, bool)
+        for t, i in zip(tb, ious):
+            x, y = (0.5 * (t[:2] + t[3:5]) // cell[:2]).astype(int)
+            b = jnp.argmax(i[y, x])                                    # largest IoU
+            assoc = assoc.at[y, x, b].set(True)
+            ob = o[n, y, x, b]
+            t_pos = (0.5 * (t[:2] + t[3:5]) - np.array([x, y]) * cell[:2]) / cell[:2]
+            t_size = jnp.log(jnp.clip((t[3:5] - t[:2]) / jnp.asarray(pri)[b, :2], lo, hi))
+            i_star = jnp.minimum(i[y, x, b], 0.98)
+            total += 0.5 * w[0] * jnp.sum(jnp.square(ob[0:2] - t_pos))
+            total += 0.5 * w[1] * jnp.sum(jnp.square(ob[3:5] - t_size))
+            total += 0.5 * w[2] * jnp.square(ob[6] - 0.98)
+            total += 0.5 * w[3] * jnp.square(ob[7] - 0.5 * (1.0 + i_star))
+        free = ~locked & ~assoc
+        noobj = 0.5 * lam * (w[2] * jnp.square(o[n, ..., 6] - 0.02)
+                             + w[3] * jnp.square(o[n, ..., 7] - 0.02))
+        total += jnp.sum(jnp.where(free, noobj, 0.0))
+    return total
+
+
+@pytest.mark.parametrize("iou_type", ["GIoU", "DIoU"])
+def test_exact_gradient_is_autodiff_of_the_display_formula(iou_type):
+    cfg, raw, tgt, tboxes = _exact_problem(iou_type)
+
+    def loss(r, grads, scale=1.0):
+        return jnp.sum(yolo.yolo_loss(r, tgt, cfg, nb_im_iter=1, grads=grads, loss_scale=scale,
+                                      kernel="xla"))
+
+    v_exact, g_exact = jax.value_and_grad(loss)(raw, "exact")
+    v_form, g_form = jax.value_and_grad(_display_formula)(jnp.asarray(raw), cfg, tboxes)
+    np.testing.assert_allclose(float(v_exact), float(v_form), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g_exact), np.asarray(g_form), rtol=1e-5, atol=1e-7)
+    # same displayed value as "cianna"; here (nothing clips, no IoU gating) the gradients
+    # differ only through IoU* (a function of the predicted box), which CIANNA holds
+    # constant: on the associated boxes' position and size channels
+    v_cianna, g_cianna = jax.value_and_grad(loss)(raw, "cianna")
+    np.testing.assert_allclose(float(v_cianna), float(v_exact), rtol=1e-6)
+    t = yolo.yolo_terms(yolo.activation(raw, cfg), tgt, cfg, nb_im_iter=1)
+    assoc = np.asarray(t.iou_monitor)[..., 0] > -0.98
+    assert assoc.sum() == 3
+    g_exact, g_cianna = np.asarray(g_exact), np.asarray(g_cianna)
+    np.testing.assert_allclose(g_exact[~assoc], g_cianna[~assoc], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g_exact[assoc][:, 6:], g_cianna[assoc][:, 6:], rtol=1e-5)
+    assert np.all(np.abs(g_exact[assoc][:, [0, 1, 3, 4]]
+                         - g_cianna[assoc][:, [0, 1, 3, 4]]).max(axis=1) > 1e-3)
+    # loss_scale scales the gradient, not the value
+    v4, g4 = jax.value_and_grad(loss)(raw, "exact", 4.0)
+    np.testing.assert_allclose(float(v4), float(v_exact), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g4), 4.0 * g_exact, rtol=1e-6, atol=1e-7)
+
+
+def test_exact_activation_and_grads_errors():
+    c = case("s1_activation")
+    raw = jnp.asarray(cl(c.npy("raw"), c.cfg))   # saturated channels 1, 3, 6, 10
+    (dx,) = jax.vjp(lambda r: yolo.activation(r, c.cfg, grads="exact"), raw)[1](
+        jnp.ones(raw.shape))
+    (dc,) = jax.vjp(lambda r: yolo.activation(r, c.cfg), raw)[1](jnp.ones(raw.shape))
+    dx, dc = np.asarray(dx)[0, 0, 0, 0], np.asarray(dc)[0, 0, 0, 0]
+    np.testing.assert_array_equal(dx[[1, 3, 6, 10]], 0.0)      # clipped: no exact gradient
+    np.testing.assert_array_equal(dc[[3, 10]], 1.0)            # CIANNA's straight-through
+    assert np.all(dc[[1, 6]] > 0)
+    np.testing.assert_allclose(dx[[0, 4, 7, 8, 9]], dc[[0, 4, 7, 8, 9]], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(yolo.activation(raw, c.cfg, grads="exact")),
+                                  np.asarray(yolo.activation(raw, c.cfg)))
+    cfg, raw, tgt, _ = _exact_problem("GIoU")
+    with pytest.raises(ValueError, match="grads"):
+        yolo.yolo_loss(raw, tgt, cfg, nb_im_iter=1, grads="autodiff")
+    with pytest.raises(ValueError, match="grads"):
+        yolo.activation(raw, cfg, grads="true")
+    with pytest.raises(ValueError, match="kernel"):
+        yolo.yolo_loss(raw, tgt, cfg, nb_im_iter=1, grads="exact", kernel="pallas")
+    # the display is never random: no key needed even where the association is random
+    v = yolo.yolo_loss(raw, tgt, cfg, nb_im_iter=0, grads="exact")
+    assert v.shape == (2,) and np.all(np.isfinite(np.asarray(v)))
+
+
+def test_channel_last_layouts():
+    """2D grids take (N, G1, G0, B, K) or (N, 1, G1, G0, B, K); results follow the input;
+    CIANNA's channel-major layout is refused."""
+    c = case("s6_multi_target")
+    out5 = cl(c.npy("output"), c.cfg)
+    out6 = layout.from_cianna(c.npy("output"), c.cfg.nb_box, nd=3)
+    assert out5.ndim == 5 and out6.ndim == 6
+    t5 = yolo.yolo_terms(out5, c.npy("target"), c.cfg, nb_im_iter=1)
+    t6 = yolo.yolo_terms(out6, c.npy("target"), c.cfg, nb_im_iter=1)
+    for a, b in zip(t5, t6):
+        assert b.shape == (b.shape[0], 1) + a.shape[1:]
+        np.testing.assert_array_equal(np.asarray(b)[:, 0], np.asarray(a))
+    with pytest.raises(ValueError, match="channel-last"):
+        yolo.yolo_terms(c.npy("output"), c.npy("target"), c.cfg, nb_im_iter=1)
+    with pytest.raises(ValueError, match="channel-last"):
+        yolo.activation(c.npy("raw"), c.cfg)
 
 
 # --------------------------------------------------------------------------- randomness
@@ -284,19 +451,19 @@ def test_display_stats_and_n_valid():
 def test_key_required_only_when_randomness_can_fire():
     c = case("s3_one_target_natural")   # rand_startup = 0
     out, terms, _ = computed(c.name)
+    out = cl(out, c.cfg)
     tgt = c.npy("target")
     with pytest.raises(ValueError, match="key"):
         yolo.delta_and_display(out, tgt, c.cfg)              # nb_im_iter 0 <= rand_startup 0
     with pytest.raises(ValueError, match="key"):
-        yolo.yolo_loss(c.npy("raw"), tgt, c.cfg, nb_im_iter=0)
+        yolo.yolo_loss(cl(c.npy("raw"), c.cfg), tgt, c.cfg, nb_im_iter=0)
     assert not yolo.random_can_fire(c.cfg, 1)
     assert yolo.random_can_fire(c.cfg, 0)
     # a key given where nothing is random changes nothing
     d, _ = yolo.delta_and_display(out, tgt, c.cfg, nb_im_iter=1, key=jax.random.key(3))
-    np.testing.assert_array_equal(np.asarray(d), terms.delta)
+    np.testing.assert_array_equal(layout.to_cianna(np.asarray(d)), terms.delta)
     with pytest.raises(ValueError, match="key"):
         jax.jit(lambda o, t, nb: yolo.delta_and_display(o, t, c.cfg, nb_im_iter=nb))(out, tgt, 1)
-    import dataclasses
     with pytest.raises(ValueError, match="key"):
         yolo.delta_and_display(out, tgt, dataclasses.replace(c.cfg, rand_prob=0.5),
                                nb_im_iter=1)
@@ -311,7 +478,7 @@ def startup_fn():
 def test_random_startup_invariants():
     c = case("s8_rand_startup_active")   # B=3 priors 16/32/64, T1 and T2 in cell (0, 0)
     assert c.meta["nb_im_iter"] == 1000 and c.cfg.rand_startup == 1000
-    out = c.npy("output")
+    out = cl(c.npy("output"), c.cfg)
     tgt = c.npy("target")
     f = startup_fn()
     K = c.cfg.channels_per_box
@@ -323,11 +490,12 @@ def test_random_startup_invariants():
     pairs = {}
     for seed in range(100):
         t = f(out, tgt, 1000, jax.random.key(seed))
-        locked = np.asarray(t.box_locked)[0, 0, 0, 0]
+        locked = np.asarray(t.box_locked)[0, 0, 0]          # image 0, cell (0, 0): (B,)
         chosen = tuple(np.flatnonzero(locked == 2))
         assert len(chosen) == 2, locked                    # distinct boxes
         pairs[chosen] = pairs.get(chosen, 0) + 1
-        delta = np.asarray(t.delta)[0, :, 0, 0, 0].reshape(3, K)
+        delta = np.asarray(t.delta)[0, 0, 0]                # (B, K)
+        assert delta.shape == (3, K)
         for b in chosen:                                   # deltas against the chosen prior
             ok = False
             for j in range(2):
@@ -345,7 +513,8 @@ def test_random_startup_invariants():
             else:
                 np.testing.assert_allclose(delta[b], 0.0)
         # the display is never random
-        np.testing.assert_allclose(np.asarray(t.display), c.npy("display_err"), atol=ATOL)
+        np.testing.assert_allclose(layout.to_cianna(np.asarray(t.display)), c.npy("display_err"),
+                                   atol=ATOL)
     assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
     assert min(pairs.values()) >= 15, pairs
 
@@ -354,9 +523,9 @@ def test_traced_nb_im_iter_switches_startup_off():
     c = case("s8_rand_startup_off")
     assert c.meta["nb_im_iter"] == 1001
     f = startup_fn()   # same configuration as the active case
-    t = f(c.npy("output"), c.npy("target"), 1001, jax.random.key(5))
-    np.testing.assert_allclose(np.asarray(t.delta), c.npy("delta"), atol=ATOL)
-    np.testing.assert_array_equal(np.asarray(t.box_locked), c.npy("box_locked"))
+    t = as_cianna(f(cl(c.npy("output"), c.cfg), c.npy("target"), 1001, jax.random.key(5)), c.cfg)
+    np.testing.assert_allclose(t.delta, c.npy("delta"), atol=ATOL)
+    np.testing.assert_array_equal(t.box_locked, c.npy("box_locked"))
 
 
 def test_rand_prob_best_box_assoc_one_forces_best_prior():
@@ -368,16 +537,18 @@ def test_rand_prob_best_box_assoc_one_forces_best_prior():
     del kw["IoU_limits"]       # default low_IoU_best_box_assoc: the rule only fires by chance
     hc = ref.meta["harness_config"]
     cfg = yolo.make_config(hc["in_dims"], hc["area"], **kw)
-    out, tgt = ref.npy("output"), ref.npy("target")
+    out, tgt = cl(ref.npy("output"), cfg), ref.npy("target")
     f = jax.jit(lambda o, t, k: yolo.delta_and_display(o, t, cfg, nb_im_iter=1, key=k))
     for seed in range(3):
         delta, display = f(out, tgt, jax.random.key(seed))
-        np.testing.assert_allclose(np.asarray(delta), ref.npy("delta"), atol=ATOL)
-        np.testing.assert_allclose(np.asarray(display), ref.npy("display_err"), atol=ATOL)
+        np.testing.assert_allclose(layout.to_cianna(np.asarray(delta)), ref.npy("delta"),
+                                   atol=ATOL)
+        np.testing.assert_allclose(layout.to_cianna(np.asarray(display)),
+                                   ref.npy("display_err"), atol=ATOL)
     # probability 0 (no key needed): greedy keeps box 1
     cfg0 = yolo.make_config(hc["in_dims"], hc["area"], **{**kw, "rand_prob_best_box_assoc": 0})
     delta0, _ = yolo.delta_and_display(out, tgt, cfg0, nb_im_iter=1)
-    assert np.asarray(delta0)[0, 8 + 6, 0, 0, 0] == pytest.approx(-0.12, abs=1e-6)
+    assert np.asarray(delta0)[0, 0, 0, 1, 6] == pytest.approx(-0.12, abs=1e-6)   # box 1, prob
 
 
 def test_rand_prob_one_picks_random_free_box():
@@ -391,12 +562,12 @@ def test_rand_prob_one_picks_random_free_box():
     f = jax.jit(lambda o, t, k: yolo.yolo_terms(o, t, cfg, nb_im_iter=1, key=k))
     seen = set()
     for seed in range(30):
-        t = f(ref.npy("output"), ref.npy("target"), jax.random.key(seed))
-        locked = np.asarray(t.box_locked)[0, 0, 0, 0]
+        t = f(cl(ref.npy("output"), cfg), ref.npy("target"), jax.random.key(seed))
+        locked = np.asarray(t.box_locked)[0, 0, 0]
         assert sorted(locked.tolist()) == [1, 2]   # one associated, the other locked (good IoU)
         b = int(np.argmax(locked == 2))
         seen.add(b)
-        delta = np.asarray(t.delta)[0, :, 0, 0, 0].reshape(2, 8)
+        delta = np.asarray(t.delta)[0, 0, 0]                # (B, K) of cell (0, 0)
         iou_b = 0.98 if b == 1 else 0.5625
         np.testing.assert_allclose(delta[b, 7], 2 * 0.25 * (0.5 - (1 + iou_b) / 2), atol=1e-6)
         np.testing.assert_allclose(delta[1 - b], 0.0)
@@ -407,22 +578,22 @@ def test_3d_single_target_hand_computed():
     cfg = yolo.make_config([32, 32, 32], [2, 2, 2], nb_box=1, max_nb_obj_per_image=1,
                            prior_size=[[16.0], [16.0], [16.0]], rand_startup=0)
     assert cfg.fit_dim == 3 and cfg.nb_filters == 8
-    raw = np.zeros((1,) + cfg.output_shape, np.float32)
+    raw = np.zeros((1, 2, 2, 2, 1, 8), np.float32)    # (N, G2, G1, G0, B, K)
     # target 8^3 centred at (8, 24, 24): cell (0, 1, 1), predicted box [0,16]x[16,32]^2
     tgt = np.array([[1, 1, 4, 20, 20, 12, 28, 28]], np.float32)
     (delta, display), grad = jax.jit(lambda r, t: (
         yolo.delta_and_display(yolo.activation(r, cfg), t, cfg, nb_im_iter=1),
         jax.grad(lambda x: yolo.yolo_loss(x, t, cfg, nb_im_iter=1).sum())(r)))(raw, tgt)
-    delta, display = np.asarray(delta)[0], np.asarray(display)[0]
-    np.testing.assert_array_equal(np.asarray(grad)[0], delta)
+    delta, display = np.asarray(delta)[0, ..., 0, :], np.asarray(display)[0]   # (z, y, x, K)
+    np.testing.assert_array_equal(np.asarray(grad)[0, ..., 0, :], delta)
     iou_star = 0.125                                   # 512 / 4096, enclosing = predicted box
-    np.testing.assert_allclose(delta[:, 1, 1, 0],
+    np.testing.assert_allclose(delta[1, 1, 0],
                                [0, 0, 0, 1.386294, 1.386294, 1.386294, -0.12,
                                 2 * 0.25 * (0.5 - (1 + iou_star) / 2)], atol=1e-6)
     others = np.ones((2, 2, 2), bool)
     others[1, 1, 0] = False
-    np.testing.assert_allclose(delta[6][others], 0.024, atol=1e-7)
-    np.testing.assert_allclose(delta[7][others], 0.048, atol=1e-7)
+    np.testing.assert_allclose(delta[..., 6][others], 0.024, atol=1e-7)
+    np.testing.assert_allclose(delta[..., 7][others], 0.048, atol=1e-7)
     want = 3 * 0.480453 + 0.1152 + (0.5 - 0.5625) ** 2 + 7 * 0.06912
     np.testing.assert_allclose(display.sum(), want, rtol=1e-5)
 
@@ -431,11 +602,12 @@ def test_no_target_slot_background_only():
     cfg = yolo.make_config([32, 32], [2, 2], nb_box=2, nb_class=1, max_nb_obj_per_image=0,
                            prior_size=[[8.0, 16.0], [8.0, 16.0]], rand_startup=0)
     assert cfg.target_len == 1
-    out = yolo.activation(np.zeros((3,) + cfg.output_shape, np.float32), cfg)
+    out = yolo.activation(np.zeros((3, 2, 2, 2, cfg.channels_per_box), np.float32), cfg)
     delta, display = yolo.delta_and_display(out, np.zeros((3, 1), np.float32), cfg,
                                             nb_im_iter=1)
-    d = np.asarray(delta).reshape(3, 2, cfg.channels_per_box, 4)
-    np.testing.assert_allclose(d[:, :, 6], 0.024, atol=1e-7)
-    np.testing.assert_allclose(d[:, :, 7], 0.048, atol=1e-7)
-    assert np.all(d[:, :, np.r_[0:6, 8]] == 0)
+    d = np.asarray(delta)
+    assert d.shape == (3, 2, 2, 2, cfg.channels_per_box)
+    np.testing.assert_allclose(d[..., 6], 0.024, atol=1e-7)
+    np.testing.assert_allclose(d[..., 7], 0.048, atol=1e-7)
+    assert np.all(d[..., np.r_[0:6, 8]] == 0)
     np.testing.assert_allclose(np.asarray(display).sum(), 3 * 8 * 0.06912, rtol=1e-5)
