@@ -15,6 +15,8 @@ import json
 import subprocess
 import sys
 
+import cianna_jax.xla_cpu
+
 _CHILD = r"""
 import json, sys
 import numpy as np
@@ -60,6 +62,7 @@ def format_result(r: dict) -> str:
 
 
 def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()  # XLA CPU flags (inherited by the child process)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--size", type=int, default=64)

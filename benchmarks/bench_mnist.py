@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -27,6 +28,7 @@ import jax
 import numpy as np
 
 import cianna_jax as cj
+import cianna_jax.xla_cpu
 from cianna_jax import nn, training
 from cianna_jax.api import get_state
 
@@ -79,7 +81,7 @@ def median_rate(fn, n_items: int, repeats: int) -> float:
 
 def first_train_step(net, opt, state: dict, x, t, batch: int) -> float:
     """Seconds from the call to the end of the first training step (compilation included);
-    updates ``state`` ("p": params, "s": optimizer state)."""
+    updates ``state`` ("p": params, "s": optimizer state).  ``x``: images (core layout)."""
     t0 = time.perf_counter()
     xb, tb, nv = next(training.iterate_batches(x, t, batch))
     p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb, np.int32(nv),
@@ -91,10 +93,11 @@ def first_train_step(net, opt, state: dict, x, t, batch: int) -> float:
 
 def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
     """Functional core: first step (compilation included), compilations in epochs 2-5,
-    training and inference img/s."""
+    training and inference img/s.  ``x``: CIANNA rows (converted to images here)."""
     net = mnist_network()
+    x = cj.rows_to_images(net, x)  # (N, 28, 28, 1), the core's channel-last layout
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, LR, MOMENTUM)
+    opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
     state = {"p": params, "s": opt.init(params), "epoch": 0}
     first_step = first_train_step(net, opt, state, x, t, batch)
 
@@ -280,6 +283,7 @@ def format_table(results: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="number of images")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64, 128])

@@ -10,6 +10,7 @@ CIANNA's YOLO loss with 60 targets per image.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 
 import cianna_jax as cj
+import cianna_jax.xla_cpu
 from cianna_jax import nn, training, yolo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,8 +74,9 @@ def run(size: int = 256, n: int = 32, batch: int = 8, repeats: int = 3) -> dict:
     """Training and forward img/s (medians) and the first training step's time."""
     net = sdc1_network(size)
     x, t = yolo_data(net, n)
+    x = cj.rows_to_images(net, x)  # CIANNA rows -> the core's (N, H, W, 1) images
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, 0.0005, 0.9)
+    opt = cj.make_optimizer(0.0005, 0.9, masks=functools.partial(cj.cianna_masks, net))
     state = {"p": params, "s": opt.init(params)}
     first = first_train_step(net, opt, state, x, t, batch)
 
@@ -113,6 +116,7 @@ def format_result(r: dict) -> str:
 
 
 def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--n", type=int, default=32)

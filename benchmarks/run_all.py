@@ -26,8 +26,11 @@ import bench_yolo  # noqa: E402
 import jax  # noqa: E402
 import yolo_loss  # noqa: E402
 
+import cianna_jax.xla_cpu  # noqa: E402
+
 
 def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     a = parser.parse_args(argv)

@@ -14,36 +14,12 @@ Functional core (pure, jit/vmap/grad friendly)::
     net = nn.network([28, 28], 1, [nn.conv([5, 5], 8, padding=[2, 2]), nn.pool(),
                                    nn.dense(10, activation="SMAX")])
     params = cj.init_params(jax.random.key(0), net)
-    y = cj.apply(net, params, x)          # x: (N, C*D*H*W) CIANNA rows
+    y = cj.apply(net, params, x)          # x: (N, H, W, C) images, channel-last
+    y = cj.apply(net, params, cj.rows_to_images(net, rows))   # from CIANNA rows
 """
 
-# ruff: noqa: E402  (the XLA flag must be set before the imports below start JAX)
-import os as _os
-
-
-def _tune_xla_cpu() -> None:
-    """Turn XLA's YNNPACK fusions off (slower for these networks on CPU, see the README).
-
-    Only when the user has not set the flag, has not opted out with
-    ``CIANNA_JAX_KEEP_XLA_FLAGS=1`` and no JAX backend is initialised yet (XLA reads
-    ``XLA_FLAGS`` once, when the first backend starts).
-    """
-    flags = _os.environ.get("XLA_FLAGS", "")
-    if _os.environ.get("CIANNA_JAX_KEEP_XLA_FLAGS", "") not in ("", "0") or \
-            "xla_cpu_experimental_ynn_fusion_type" in flags:
-        return
-    try:
-        from jax._src import xla_bridge
-        if getattr(xla_bridge, "_backends", None):
-            return
-    except ImportError:
-        pass
-    _os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
-
-
-_tune_xla_cpu()
-
 from . import activations, initializers, layers, losses, nn, precision, training
+from ._version import __version__ as __version__  # the one source of the version
 from .activations import Activation, parse_activation
 from .api import (
     YOLO,
@@ -70,10 +46,21 @@ from .api import (
 )
 from .driver import forward, perf_eval, train
 from .io.network_file import Loaded, load_network, save_network
-from .network import Network, apply, init_params, make_network
+from .network import (
+    Network,
+    apply,
+    apply_layers,
+    images_to_rows,
+    init_params,
+    make_network,
+    output_rows,
+    rows_to_images,
+    targets_to_internal,
+)
 from .report import print_arch_tex
 from .training import (
     batch_loss,
+    cianna_masks,
     cianna_sgd,
     learning_rate_at,
     make_optimizer,
@@ -88,8 +75,6 @@ from .yolo.config import (
     set_sm_single,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "YOLO", "conv", "create_dataset", "delete_dataset", "dense", "forward", "free_network",
     "get_network", "init", "linear", "load", "logistic", "lrn", "norm", "perf_eval", "pool",
@@ -101,8 +86,14 @@ __all__ = [
     "Network",
     "activations",
     "apply",
+    "apply_layers",
     "batch_loss",
+    "cianna_masks",
     "cianna_sgd",
+    "images_to_rows",
+    "output_rows",
+    "rows_to_images",
+    "targets_to_internal",
     "init_params",
     "initializers",
     "layers",

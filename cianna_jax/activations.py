@@ -124,10 +124,11 @@ def derivative_multiplier(act: Activation, y: jax.Array) -> jax.Array:
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _activate_cianna(act: Activation, z):
-    return _forward_math(act, z)
+    return activation_forward(act, z)
 
 
-def _forward_math(act: Activation, z):
+def activation_forward(act: Activation, z):
+    """The forward formula of a hidden-layer activation (no custom gradient)."""
     if act.kind == "RELU":
         return _relu_fwd_math(z, act.saturation, act.param)
     if act.kind == "LOGI":
@@ -136,7 +137,7 @@ def _forward_math(act: Activation, z):
 
 
 def _act_fwd(act, z):
-    y = _forward_math(act, z)
+    y = activation_forward(act, z)
     return y, y
 
 
@@ -154,16 +155,18 @@ def softmax_rows(z: jax.Array) -> jax.Array:
     return e / jnp.sum(e, axis=-1, keepdims=True)
 
 
-def activate(act: Activation, z: jax.Array, *, per_image_axes: tuple[int, ...] | None = None):
+def activate(act: Activation, z: jax.Array, *, per_image_axes: tuple[int, ...] | None = None,
+             exact: bool = False):
     """Apply ``act`` to pre-activations ``z``.
 
-    RELU and LOGI carry CIANNA's backward rule (custom VJP).  SMAX is the
+    RELU and LOGI carry CIANNA's backward rule (custom VJP) unless ``exact`` (plain
+    autodiff of the same forward).  SMAX is the
     forward softmax over ``per_image_axes`` (all non-batch axes when None); its
     gradient is only defined through the output loss, as in CIANNA.  YOLO is
     handled by the YOLO subpackage and is the identity here.
     """
     if act.kind in ("RELU", "LOGI"):
-        return _activate_cianna(act, z)
+        return activation_forward(act, z) if exact else _activate_cianna(act, z)
     if act.kind == "SMAX":
         shape = z.shape
         flat = z.reshape(shape[0], -1)

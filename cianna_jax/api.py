@@ -19,18 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, nn, parallel, training
+from . import console, nn, parallel, training, xla_cpu
 from .checks import as_float, as_int, as_str
 from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
-from .layers import Dense
-from .network import Network, Params, check_params, make_network
+from .network import Network, Params, check_params, make_network, set_pivots
 from .precision import Policy, get_policy
+from .yolo.config import check_targets, make_config, summary
 
 __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
     "dense", "conv", "pool", "norm", "lrn", "linear", "relu", "logistic", "softmax", "YOLO",
     "save", "load", "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
+    "get_state", "get_dataset", "save_state", "say", "warn_once", "NetState", "Dataset",
 ]
 
 DATASET_NAMES = ("TRAIN", "VALID", "TEST", "TRAIN_buf", "VALID_buf", "TEST_buf")
@@ -68,8 +69,8 @@ class NetState:
     inference_only: int
     adv_size: int
     key: jax.Array
-    layers: list = field(default_factory=list)
-    params: list = field(default_factory=list)
+    network: Network | None = None  # validated once per change (layer added, load)
+    params: tuple = ()
     yolo_params: dict | None = None  # set_yolo_params keywords
     yolo_cfg: object = None  # YoloConfig once the YOLO layer exists
     iteration: int = 0
@@ -84,7 +85,20 @@ class NetState:
 
     @property
     def net(self) -> Network:
-        return make_network(self.in_dims, self.layers, self.bias, self.yolo_cfg)
+        if self.network is None:
+            return make_network(self.in_dims, (), self.bias)
+        return self.network
+
+    @property
+    def layers(self) -> tuple:
+        return () if self.network is None else self.network.layers
+
+    def set_network(self, net: Network, params) -> None:
+        """Install a validated network and its parameters (optimizer state reset)."""
+        self.network = net
+        self.params = tuple(params)
+        self.yolo_cfg = net.yolo
+        self.reset_optimizer()
 
     def next_key(self) -> jax.Array:
         self.key, sub = jax.random.split(self.key)
@@ -94,12 +108,13 @@ class NetState:
         self.optimizer = None
         self.opt_state = None
 
-    def put_batch(self, x) -> jax.Array:
-        """Batch rows (axis 0, or axis 1 of a whole dataset) onto the network's devices:
-        split over the mesh when data parallel, else on ``device``."""
+    def put_batch(self, x, axis: int = 0) -> jax.Array:
+        """A batch (examples on ``axis``: 0, or 1 for a whole dataset shaped
+        (nb_batch, B, ...)) onto the network's devices: split over the mesh when data
+        parallel, else on ``device``."""
         if self.mesh is None:
             return jax.device_put(x, self.device)
-        return parallel.shard_batch(x, self.mesh, axis=x.ndim - 2)
+        return parallel.shard_batch(x, self.mesh, axis=axis)
 
     def put_params(self, tree):
         """Parameters or optimizer state onto the network's devices (replicated on
@@ -131,9 +146,22 @@ def get_state(network: int = -1) -> NetState:
     return _NETS[network]
 
 
-def _say(text: str, silent=0) -> None:
+def say(text: str, silent=0) -> None:
+    """Print ``text`` on CIANNA's console unless ``silent``."""
     if not silent:
         console.write(text)
+
+
+_say = say
+
+
+def warn_once(name: str, message: str, category: type = UserWarning,
+              stacklevel: int = 3) -> None:
+    """``warnings.warn(message)`` the first time ``name`` is raised in this session."""
+    flag = f"warned_{name}"
+    if not _SESSION.get(flag):
+        warnings.warn(message, category, stacklevel=stacklevel)
+        _SESSION[flag] = True
 
 
 # ----------------------------------------------------------------------------- init
@@ -166,6 +194,7 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
     are visible, over the largest number of them dividing ``b_size``; ``True`` uses
     all, an int that many, ``False``/0/1 one (:func:`cianna_jax.parallel.select_mesh`).
     """
+    xla_cpu.tune(warn=False)  # CPU tuning, only if no backend started and not opted out
     in_dims = nn.in_dims_from(in_dim, in_nb_ch)
     out_dim = _int(out_dim, "out_dim", minimum=1)
     bias = _float(bias, "bias")
@@ -241,13 +270,13 @@ def _as_table(arr, name: str, rows: int, cols: int) -> np.ndarray:
 
 
 def _to_device(state: NetState, ds: Dataset) -> Dataset:
-    """``ds`` with a device copy shaped (nb_batch, B, values): batch j is one slice,
+    """``ds`` with a device copy shaped (nb_batch, B, ...): batch j is one slice,
     already split over the mesh's devices when data parallel."""
     b = state.b_size
     nb = -(-ds.size // b)
-    x = training.pad_batch(ds.x, nb * b).reshape(nb, b, -1)
+    x = training.pad_batch(ds.x, nb * b).reshape((nb, b) + ds.x.shape[1:])
     t = training.pad_batch(ds.t, nb * b).reshape(nb, b, -1)
-    return Dataset(ds.x, ds.t, (state.put_batch(x), state.put_batch(t)))
+    return Dataset(ds.x, ds.t, (state.put_batch(x, axis=1), state.put_batch(t, axis=1)))
 
 
 def create_dataset(dataset: str, size: int, input, target, network: int = -1,
@@ -255,18 +284,19 @@ def create_dataset(dataset: str, size: int, input, target, network: int = -1,
     """Create ``dataset`` (TRAIN, VALID, TEST or their ``_buf``) from ``size`` rows of
     ``input`` (examples, C*D*H*W) and ``target`` (examples, out_dim).
 
-    The data are copied once to float32; with ``dynamic_load=0`` they are also put on
-    the device.  An existing dataset of that name is replaced.
+    The inputs are copied once to float32 channel-last images (the core's layout);
+    with ``dynamic_load=0`` they are also put on the device.  An existing dataset of
+    that name is replaced.
     """
     state = get_state(network)
     dataset = _check_dataset_name(dataset)
     size = _int(size, "size", minimum=1)
     w, h, d, c = state.in_dims
     x = _as_table(input, "input", size, w * h * d * c)
+    # once, here: CIANNA's channel-major rows -> channel-last images (N, D, H, W, C)
+    x = np.ascontiguousarray(np.moveaxis(x.reshape(size, c, d, h, w), 1, -1))
     t = _as_table(target, "target", size, state.out_dim)
     if state.yolo_params is not None and state.yolo_params.get("max_nb_obj_per_image", 0) > 0:
-        from .yolo.config import check_targets, make_config
-
         cfg = state.yolo_cfg or make_config(state.in_dims[:3], (1, 1, 1), **state.yolo_params)
         try:
             check_targets(t, cfg)
@@ -315,35 +345,37 @@ def get_dataset(state: NetState, name: str) -> Dataset:
 # ----------------------------------------------------------------------------- layers
 
 
-def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
+def _source(state: NetState, prev_layer) -> int:
+    """CIANNA's ``prev_layer``: -1 the current last layer (or the input), >= 0 that
+    layer, <= -2 the network input."""
     prev_layer = _int(prev_layer, "prev_layer")
     n = len(state.layers)
-    if prev_layer not in (-1, n - 1) and not (n == 0 and prev_layer <= -2):
-        raise ValueError(f"prev_layer: only sequential networks are supported; expected -1 or "
-                         f"{n - 1}, received {prev_layer}")
-    net = make_network(state.in_dims, [*state.layers, spec], state.bias)  # validates
-    cfg = None
+    if prev_layer == -1:
+        return n - 1 if n else -1
+    if prev_layer <= -2:
+        return -1
+    if prev_layer >= n:
+        raise ValueError(f"prev_layer: the network has {n} layers (ids 0..{n - 1}), received "
+                         f"{prev_layer}")
+    return prev_layer
+
+
+def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
+    src = _source(state, prev_layer)
+    n = len(state.layers)
+    old = state.net
+    inputs = tuple(old.sources(i) for i in range(n)) + ((src,),)
+    net = make_network(state.in_dims, [*old.layers, spec], state.bias, inputs=inputs)
     if spec.activation.kind == "YOLO":
         if state.yolo_params is None:
             raise RuntimeError("a YOLO layer needs set_yolo_params(...) first")
-        from .yolo.config import make_config
-
         cfg = make_config(state.in_dims[:3], net.output_shape.spatial, **state.yolo_params)
-        net = make_network(state.in_dims, [*state.layers, spec], state.bias, cfg)
+        net = make_network(state.in_dims, [*old.layers, spec], state.bias, cfg, inputs=inputs)
     layer = net.layers[-1]
     in_shape, out_shape = net.shapes[-1]
     params, _ = layer.init(state.next_key(), in_shape)
-    if n and isinstance(layer, Dense) and isinstance(net.layers[-2], Dense):
-        prev = net.layers[-2]
-        if prev.bias == 0:
-            raise ValueError(f"bias: layer {n} has bias 0, so the pivot towards this layer "
-                             "(bias_next / bias_this) would be infinite")
-        pivot = np.float32(layer.bias) / np.float32(prev.bias)
-        state.params[-1] = {"w": state.params[-1]["w"].at[-1, -1].set(pivot)}
-    state.layers.append(layer)
-    state.params.append(params)
-    state.yolo_cfg = cfg
-    state.reset_optimizer()
+    new_params = set_pivots(net, state.params + (params,), layers=(src,))
+    state.set_network(net, new_params)
     _say(console.layer_summary(n, layer, in_shape, out_shape, state.b_size), silent)
     return n
 
@@ -454,7 +486,7 @@ def save_state(state: NetState, file, binary: bool) -> None:
     folder = os.path.dirname(os.fspath(file))
     if folder and not os.path.isdir(folder):
         raise FileNotFoundError(f"file: folder {folder!r} does not exist")
-    write_network(file, state.in_dims, layers_to_records(state.net, tuple(state.params)), binary)
+    write_network(file, state.in_dims, layers_to_records(state.net, state.params), binary)
 
 
 def save(file, network: int = -1, bin: int = 0) -> None:
@@ -482,7 +514,7 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
     override = not (settings or {}).get("no_override", 0)
     loaded = load_network(file, binary=binary, bias=state.bias, in_dims=state.in_dims,
                           nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
-                          base_params=tuple(state.params) if base else None,
+                          base_params=state.params if base else None,
                           yolo_settings=settings, yolo_override=override)
     first_new = len(state.layers)
     if loaded.yolo and loaded.net.yolo is not None:
@@ -494,11 +526,8 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
             _say(" WARNING: Overriding the following YOLO parameters from save file:\n"
                  f" Nboxes = {cfg.nb_box}, Nclasses = {cfg.nb_class}, Nparams = "
                  f"{cfg.nb_param}\n Nb dim fitted : {cfg.fit_dim}\n", silent)
-    state.layers = list(loaded.net.layers)
-    state.params = list(state.put_params(tuple(loaded.params)))
-    state.yolo_cfg = loaded.net.yolo
+    state.set_network(loaded.net, state.put_params(tuple(loaded.params)))
     state.iteration = iteration
-    state.reset_optimizer()
     for i in range(first_new, len(state.layers)):
         sin, sout = loaded.net.shapes[i]
         _say(console.layer_summary(i, state.layers[i], sin, sout, state.b_size, loading=True),
@@ -513,7 +542,7 @@ def get_network(network: int = -1) -> tuple[Network, Params]:
     state = get_state(network)
     if not state.layers:
         raise RuntimeError("get_network: the network has no layer yet")
-    return state.net, tuple(state.params)
+    return state.net, state.params
 
 
 def set_params(params: Params, network: int = -1) -> None:
@@ -522,8 +551,8 @@ def set_params(params: Params, network: int = -1) -> None:
     params = tuple(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)
                    for p in params)
     check_params(state.net, params)
-    state.params = list(params)
-    state.reset_optimizer()
+    state.params = params
+    state.reset_optimizer()  # momentum restarts; the compiled step is kept
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -546,8 +575,6 @@ def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
     whose YOLO layer exists is refused, as in CIANNA.  ``yolo_kernel`` (not in CIANNA)
     picks the loss implementation: "auto" (Pallas kernel on a GPU), "pallas" or "xla".
     """
-    from .yolo.config import make_config, summary
-
     state = get_state(network)
     if state.yolo_cfg is not None:
         raise RuntimeError("set_yolo_params: updating an existing YOLO layer is not supported")

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 
-from .layers import LRN, Conv, Dense, Norm, Pool
 from .layers.common import Shape
 
 __all__ = ["banner", "layer_summary", "progress_line", "confusion_matrix_text"]
@@ -34,67 +33,19 @@ def banner(no_logo: bool) -> str:
     return f"{logo}{line}\n{VERSION_LINE}\n{line}\n"
 
 
-def _mb(nbytes: float) -> int:
-    return int(nbytes / 1e6)
-
-
-def _triple(v) -> str:
-    return "x".join(str(int(a)) for a in v)
-
-
 def layer_summary(index: int, layer, in_shape: Shape, out_shape: Shape, b_size: int,
                   loading: bool = False) -> str:
-    """CIANNA's ``L:<n> - CREATING ... LAYER`` block for ``layer``."""
-    kind = {Dense: "dense", Conv: "conv", Pool: "pool", Norm: "norm", LRN: "lrn"}[type(layer)]
-    head = {"dense": "DENSE", "conv": "CONVOLUTIONAL", "pool": "POOL",
-            "norm": "NORMALIZATION", "lrn": "LOCAL RESPONSE NORMALIZATION"}[kind]
+    """CIANNA's ``L:<n> - CREATING ... LAYER`` block for ``layer`` (its
+    ``summary_lines``; a plain shape line for layers without that hook)."""
     lines = []
     if loading:
-        lines.append(f"Loading {kind} layer, L:{index + 1}")
-    lines.append(f"L:{index + 1} - CREATING {head} LAYER ...")
-    act = layer.activation.name
-    ind = "      "
-    if isinstance(layer, Dense):
-        n_w = (in_shape.size + 1) * (layer.nb_neurons + 1)
-        lines.append(f"{ind}Input: {in_shape.size + 1}, Nb. Neurons: {layer.nb_neurons}")
-        lines.append(f"{ind}Activation: {act}, Bias: {layer.bias:.2f}, dropout rate: "
-                     f"{layer.drop_rate:.2f}")
-        mem = 4 * (n_w * 2 + b_size * (in_shape.size + 1 + 2 * (layer.nb_neurons + 1)))
-        lines.append(f"{ind}Nb. weights: {n_w}, Approx layer RAM/VRAM requirement: {_mb(mem)} MB")
-    elif isinstance(layer, Conv):
-        src = layer.map_input(in_shape)
-        f = layer.f_size
-        n_w = layer.nb_filters * layer.flat_f_size(in_shape)
-        lines.append(f"{ind}Input: {src}, Filters: {layer.nb_filters}f {_triple(f)}x{src.c}, "
-                     f"Output: {out_shape} ")
-        lines.append(f"{ind}Stride: {':'.join(map(str, layer.stride))}, padding: "
-                     f"{':'.join(map(str, layer.padding))}, int_padding: "
-                     f"{':'.join(map(str, layer.int_padding))},  ")
-        lines.append(f"{ind}Activation: {act}, Bias: {layer.bias:.2f}, dropout rate: "
-                     f"{layer.drop_rate:.2f}")
-        mem = 4 * (2 * n_w + b_size * (out_shape.size * 3))
-        lines.append(f"{ind}Nb. weights: {n_w}, Approx layer RAM/VRAM requirement: {_mb(mem)} MB")
-    elif isinstance(layer, Pool):
-        size, stride, pad = layer.geometry(in_shape)
-        lines.append(f"{ind}Input: {in_shape}, Output: {out_shape}")
-        lines.append(f"{ind}P. size: {_triple(size)}, Stride: {_triple(stride)}, padding: "
-                     f"{_triple(pad)} ")
-        lines.append(f"{ind}Pool type: {layer.p_type}, Global: {layer.p_global}, Activation: "
-                     f"{act}, dropout rate: {layer.drop_rate:.2f}")
-        lines.append(f"{ind}Approx layer RAM/VRAM requirement: "
-                     f"{_mb(4 * b_size * (in_shape.size + 2 * out_shape.size))} MB")
-    elif isinstance(layer, Norm):
-        ng = layer.nb_groups(in_shape)
-        lines.append(f"{ind}Group size: {layer.group_size}, Nb. groups: {ng}, Set-off: "
-                     f"{layer.set_off}")
-        lines.append(f"{ind}Activation: {act}")
-        lines.append(f"{ind}Nb. params: {2 * ng}, Approx layer RAM/VRAM requirement: "
-                     f"{_mb(4 * b_size * 2 * out_shape.size)} MB")
-    else:
-        lines.append(f"{ind}Range: {layer.range}, k: {layer.k:f}, Alpha: {layer.alpha:f}, "
-                     f"Beta: {layer.beta:f}, Activation: {act}")
-        lines.append(f"{ind}Approx layer RAM/VRAM requirement: "
-                     f"{_mb(4 * b_size * 3 * out_shape.size)} MB")
+        lines.append(f"Loading {layer.kind} layer, L:{index + 1}")
+    title = getattr(layer, "title", layer.kind.upper())
+    lines.append(f"L:{index + 1} - CREATING {title} LAYER ...")
+    hook = getattr(layer, "summary_lines", None)
+    body = hook(in_shape, out_shape, b_size) if hook is not None else \
+        [f"Input: {in_shape}, Output: {out_shape}"]
+    lines += ["      " + line for line in body]
     return "\n".join(lines) + "\n"
 
 

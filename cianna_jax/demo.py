@@ -22,7 +22,8 @@ import numpy as np
 from . import nn, training
 from .datasets import radio_sky as rs
 from .io.network_file import save_network
-from .network import apply, init_params, make_network
+from .network import apply, init_params, make_network, rows_to_images
+from .yolo import layout as yolo_layout
 from .yolo import postprocess as pp
 from .yolo.config import make_config
 
@@ -97,12 +98,14 @@ def _train(s: DemoSettings, seed: int, log):
     net = _network(s.max_obj)
     key = jax.random.key(seed)
     params = init_params(key, net)
-    opt = training.make_optimizer(net, s.learning_rate, 0.9)
+    opt = training.make_optimizer(s.learning_rate, 0.9,
+                                  masks=lambda prm: training.cianna_masks(net, prm))
     state = opt.init(params)
     losses = []
     for epoch in _progress(range(1, s.epochs + 1), "training"):
         params, state, total = training.train_epoch(
-            net, opt, params, state, x, t, s.batch, jax.random.fold_in(key, epoch),
+            net, opt, params, state, rows_to_images(net, x), t, s.batch,
+            jax.random.fold_in(key, epoch),
             nb_im_iter=epoch * len(x))
         losses.append(float(total) / len(x))
         log(f"  epoch {epoch:3d}/{s.epochs}  mean loss {losses[-1]:.4f}")
@@ -112,15 +115,18 @@ def _train(s: DemoSettings, seed: int, log):
 def _evaluate(net, params, s: DemoSettings, seed: int):
     image, cat = _field(s.test_field, seed + 1000)
     norm = rs.normalize(image, noise_rms=NOISE)
-    predict = jax.jit(lambda tiles: apply(net, params, tiles.reshape(tiles.shape[0], -1)))
+    predict = jax.jit(lambda tiles: apply(net, params,
+                                          rows_to_images(net, tiles.reshape(tiles.shape[0], -1))))
     cfg = net.yolo
 
     def predict_fn(tiles):
         out = np.asarray(predict(np.asarray(tiles, np.float32)))
-        return out.reshape((len(tiles),) + cfg.output_shape)
+        if out.ndim == 2:  # CIANNA rows -> the core's channel-last YOLO layout
+            out = yolo_layout.from_cianna_rows(out, cfg.grid, cfg.nb_box, nd=3)
+        return out
 
-    det = pp.predict_tiled(predict_fn, norm[None], PATCH, PATCH // 4, nb_box=cfg.nb_box,
-                           priors=PRIORS, obj_threshold=0.3, margin="auto",
+    det = pp.predict_tiled(predict_fn, norm[None], PATCH, PATCH // 4, layout="channels_last",
+                           nb_box=cfg.nb_box, priors=PRIORS, obj_threshold=0.3, margin="auto",
                            same_class_threshold=0.1, score="objectness", batch_size=64)
     truth = _detectable(cat)
     gt = _boxes(truth)

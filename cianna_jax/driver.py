@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, parallel, training
-from .api import (
-    _SESSION,
-    Dataset,
-    NetState,
-    _float,
-    _int,
-    _say,
-    _str,
-    get_dataset,
-    get_state,
-    save_state,
-)
-from .layers import Dense
+from . import console, metrics, parallel, training
+from .api import Dataset, NetState, get_dataset, get_state, save_state, say, warn_once
+from .checks import as_float as _float
+from .checks import as_int as _int
+from .checks import as_str as _str
 from .layers.common import DROP_MODES, Ctx
-from .network import _input_internal
+from .network import output_rows
+from .yolo import decode as yolo_decode
 
 __all__ = ["train", "forward", "perf_eval"]
 
@@ -68,11 +59,11 @@ def _shuffle(state: NetState, ds: Dataset) -> Dataset:
 
 
 def _take_rows(a: jax.Array, idx: jax.Array) -> jax.Array:
-    return jnp.take(a.reshape(-1, a.shape[-1]), idx, axis=0).reshape(a.shape)
+    return jnp.take(a.reshape((-1,) + a.shape[2:]), idx, axis=0).reshape(a.shape)
 
 
 def _permute_rows(a: jax.Array, idx: np.ndarray) -> jax.Array:
-    """Rows of a device dataset (nb_batch, B, values) in the order ``idx``, on the
+    """Rows of a device dataset (nb_batch, B, ...) in the order ``idx``, on the
     device(s) and with the sharding they had."""
     return jax.jit(_take_rows, out_shardings=a.sharding)(a, idx)
 
@@ -80,7 +71,7 @@ def _permute_rows(a: jax.Array, idx: np.ndarray) -> jax.Array:
 def _place_params(state: NetState) -> None:
     """Put params (and optimizer state) on the network's device(s): replicated on the
     mesh when data parallel.  A no-op when they are there already."""
-    state.params = list(state.put_params(tuple(state.params)))
+    state.params = tuple(state.put_params(state.params))
     if state.opt_state is not None:
         state.opt_state = state.put_params(state.opt_state)
 
@@ -88,9 +79,11 @@ def _place_params(state: NetState) -> None:
 def _ensure_optimizer(state: NetState) -> None:
     _place_params(state)
     if state.optimizer is None:
-        net = state.net
-        state.optimizer = training.make_optimizer(net, frozen=state.frozen)
-        state.opt_state = state.put_params(state.optimizer.init(tuple(state.params)))
+        params = state.params
+        state.optimizer = training.CIANNA_SGD
+        opt_state = training.set_masks(state.optimizer.init(params),
+                                       training.cianna_masks(state.net, params, state.frozen))
+        state.opt_state = state.put_params(opt_state)
 
 
 def _copy(tree):
@@ -110,7 +103,7 @@ def _progress(state, prefix, j, nb, pending, shown, t0, silent):
 
 def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> float:
     net = state.net
-    params, opt_state = tuple(state.params), state.opt_state
+    params, opt_state = state.params, state.opt_state
     key = state.next_key()
     t0 = time.perf_counter()
     sums, pending, shown = [], [], None
@@ -140,17 +133,17 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
                                             shown, ds.size / (time.perf_counter() - t0)))
         console.write("\x1b[?25h")
     state.perf["train_rate"] = ds.size / (time.perf_counter() - t0)
-    state.params, state.opt_state = list(params), opt_state
+    state.params, state.opt_state = tuple(params), opt_state
     return total
 
 
 def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_error: int,
               silent: int, confmat: int = 0):
-    """Forward over ``ds``: (rows in CIANNA file order, loss sum, confusion matrix, rate,
-    YOLO loss parts or None)."""
+    """Forward over ``ds``: (CIANNA output rows in file order, loss sum, confusion
+    matrix, rate, YOLO loss parts or None)."""
     net = state.net
     _place_params(state)
-    params = tuple(state.params)
+    params = state.params
     with_loss = no_error != 1
     key = state.next_key()
     t0 = time.perf_counter()
@@ -160,16 +153,18 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     for j in range(nb):
         xb, tb, nv = _batch(state, ds, j)
         for r in range(repeat):
-            rows, loss = training.eval_step(net, params, xb, tb, np.int32(nv), key, drop_mode,
-                                            with_loss, state.policy,
-                                            step=np.int32(j * repeat + r))
-            outs.append((rows, nv))
-            losses.append(loss)
+            out, loss = training.eval_step(net, params, xb, tb, np.int32(nv), key, drop_mode,
+                                           with_loss, state.policy,
+                                           step=np.int32(j * repeat + r),
+                                           yolo_stats=parts is not None)
+            outs.append((out, nv))
             if parts is not None:
-                parts.append(training.yolo_display_parts(net, rows, tb, np.int32(nv)))
+                parts.append(loss)
+                loss = jnp.sum(loss[:6])
+            losses.append(loss)
         pending.append((loss, nv))
         shown = _progress(state, "Fwd :", j, nb, pending, shown, t0, silent == 1)
-    rows = np.concatenate([parallel.to_host(o)[:nv] for o, nv in outs], axis=0)
+    rows = output_rows(net, np.concatenate([parallel.to_host(o)[:nv] for o, nv in outs], axis=0))
     loss_sum = float(sum(float(v) for v in losses)) if with_loss else 0.0
     rate = ds.size / (time.perf_counter() - t0)
     state.perf["batch"] = (xb, tb)
@@ -182,19 +177,12 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
 
 
 def _confusion(net, rows, targets, out_dim):
-    if isinstance(net.layers[-1], Dense):
-        pred = rows[:, :out_dim]
-    elif rows.shape[1] == out_dim and net.output_shape.spatial == (1, 1, 1):
-        pred = rows
-    else:
-        return None
-    truth = targets[: pred.shape[0]]
-    # ties go to the last maximal index, as in CIANNA
-    p = out_dim - 1 - np.argmax(pred[:, ::-1], axis=1)
-    t = out_dim - 1 - np.argmax(truth[:, ::-1], axis=1)
-    mat = np.zeros((out_dim, out_dim), np.int64)
-    np.add.at(mat, (t, p), 1)
-    return mat
+    """Classification confusion matrix of ``rows`` (see :func:`metrics.confusion_matrix`),
+    or None when the output is not one class-score vector per image."""
+    if net.output_shape.flat or (rows.shape[1] == out_dim
+                                             and net.output_shape.spatial == (1, 1, 1)):
+        return metrics.confusion_matrix(rows, targets, out_dim)
+    return None
 
 
 def _append_error(iteration: int, value: float, parts=None, n: int = 1) -> None:
@@ -216,27 +204,15 @@ def _loss_dist(stats, n: int) -> str:
 def yolo_file_rows(rows: np.ndarray, cfg) -> np.ndarray:
     """CIANNA's decoded YOLO prediction rows (``raw_output=0``): channels 0-2 become box
     minima and 3-5 maxima in pixels, with the unfloored priors (cianna_yolo.md 2.3)."""
-    g0, g1, g2 = cfg.grid
-    k = 8 + cfg.nb_class + cfg.nb_param
-    out = rows.reshape(rows.shape[0], cfg.nb_box, k, g2, g1, g0).astype(np.float64)
-    cells = np.stack(np.meshgrid(np.arange(g0), np.arange(g1), np.arange(g2), indexing="ij"))
-    cells = cells.transpose(0, 3, 2, 1)  # (3, G2, G1, G0): x, y, z cell indices
-    step = np.array([d // g for d, g in zip(cfg.in_dim, cfg.grid)], np.float64)
-    prior = np.asarray(cfg.prior_size, np.float64).reshape(cfg.nb_box, 3)
-    centre = (cells[None, None] + out[:, :, 0:3]) * step[None, None, :, None, None, None]
-    half = 0.5 * prior[None, :, :, None, None, None] * np.exp(out[:, :, 3:6])
-    res = out.copy()
-    res[:, :, 0:3] = centre - half
-    res[:, :, 3:6] = centre + half
-    return res.astype(np.float32).reshape(rows.shape)
+    return yolo_decode.raw_to_decoded(rows, **yolo_decode.decode_kwargs(cfg)).astype(np.float32)
 
 
 def _check_output_size(state: NetState) -> None:
     if not state.layers:
         raise RuntimeError("the network has no layer: add layers or load a file first")
-    last = state.layers[-1]
-    if isinstance(last, Dense) and last.nb_neurons != state.out_dim:
-        raise ValueError(f"out_dim: the last layer has {last.nb_neurons} neurons but init "
+    out = state.net.output_shape
+    if out.flat and out.size != state.out_dim:
+        raise ValueError(f"out_dim: the last layer has {out.size} neurons but init "
                          f"declared out_dim={state.out_dim}")
 
 
@@ -278,10 +254,8 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     if control_interv > 0:
         get_dataset(state, "VALID")
     if scale != 1.0 and not state.policy.loss_scaling:
-        if not _SESSION["warned_tc"]:
-            warnings.warn(f"TC_scale_factor is only used by the FP16 mixed-precision modes; "
-                          f"with {state.policy.name} the scale is kept to 1", stacklevel=2)
-            _SESSION["warned_tc"] = True
+        warn_once("tc", f"TC_scale_factor is only used by the FP16 mixed-precision modes; "
+                  f"with {state.policy.name} the scale is kept to 1", UserWarning)
         scale = 1.0
     if state.iteration == 0 and os.path.exists("error.txt"):
         os.remove("error.txt")
@@ -297,11 +271,11 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
         if shuffle_every > 0 and (state.iteration + 1) % shuffle_every == 0 \
                 and state.batch_mode != "SGD":
             ds = _shuffle(state, ds)
-        good = (_copy(tuple(state.params)), _copy(state.opt_state))
+        good = (_copy(state.params), _copy(state.opt_state))
         with parallel.context(state.mesh):
             total = _train_epoch(state, ds, scale, silent >= 1)
         if not np.isfinite(total):
-            state.params, state.opt_state = list(good[0]), good[1]
+            state.params, state.opt_state = tuple(good[0]), good[1]
             state.iteration -= 1
             raise FloatingPointError(
                 f"training diverged: NaN/inf loss during iteration {state.iteration + 1}; the "
@@ -402,21 +376,25 @@ def perf_eval(network: int = -1) -> None:
     if "batch" not in state.perf:
         raise RuntimeError("perf_eval: call train() or forward() first")
     net = state.net
-    params = tuple(state.params)
+    params = state.params
     xb, _ = state.perf["batch"]
     ctx = Ctx(train=False, drop_mode="AVG_MODEL", nd=net.nd, policy=state.policy)
-    h = _input_internal(net, jnp.asarray(xb).astype(state.policy.compute_dtype))
+    x = jnp.asarray(xb).astype(state.policy.compute_dtype)
+    h = {-1: x.reshape((x.shape[0],) + net.input_shape)}
     times = []
     for i, layer in enumerate(net.layers):
+        src = tuple(h[s] for s in net.sources(i))
+        inp = src[0] if getattr(layer, "nb_inputs", 1) == 1 else src
+
         def fwd(p, x, layer=layer):
             return layer.apply(p, x, ctx, None)
 
         f = jax.jit(fwd)
-        out = f(params[i], h)
-        _, vjp = jax.vjp(fwd, params[i], h)
+        out = f(params[i], inp)
+        _, vjp = jax.vjp(fwd, params[i], inp)
         b = jax.jit(lambda g, vjp=vjp: vjp(g))
-        times.append((_time(f, params[i], h), _time(b, out)))
-        h = out
+        times.append((_time(f, params[i], inp), _time(b, out)))
+        h[i] = out
     _print_perf(state, net, times)
 
 
@@ -440,13 +418,12 @@ def _print_perf(state, net, times) -> None:
              "\n     Layer  Type       Forward             Backprop             Cumulated",
              "       N     T      [µs]  /  [%]         [µs]  /  [%]         [µs]  /  [%]",
              "  " + "-" * 67]
-    kinds = {"conv": "C", "pool": "P", "dense": "D", "norm": "N", "lrn": "L"}
     for i, layer in enumerate(net.layers):
-        lines.append(f"   {i + 1:5d}     {kinds[layer.kind]}   {fwd[i]:8.1f} / "
+        lines.append(f"   {i + 1:5d}     {layer.kind[0].upper()}   {fwd[i]:8.1f} / "
                      f"{100 * fwd[i] / fwd.sum():4.1f}      {bwd[i]:8.1f} / "
                      f"{100 * bwd[i] / bwd.sum():4.1f}      {tot[i]:8.1f} / "
                      f"{100 * tot[i] / tot.sum():4.1f}")
     lines.append("  " + "-" * 67)
     lines.append(f"   Total         {fwd.sum():8.1f} µs          {bwd.sum():8.1f} µs          "
                  f"{tot.sum():8.1f} µs       \n")
-    _say("\n".join(lines) + "\n")
+    say("\n".join(lines) + "\n")

@@ -1,14 +1,21 @@
-"""A network: a static, hashable description plus pure ``init_params``/``apply``.
+"""A network: a static, hashable graph of layer specs plus pure ``init_params``/``apply``.
 
-``Network`` holds the input dimensions, the input bias and a tuple of layer specs
-whose ``bias`` values are already resolved with CIANNA's rules, so it can be a
-static argument of ``jax.jit``.  Parameters are a tuple (one dict per layer) of
-float32 arrays in CIANNA's own layouts, so save files map onto them directly.
+``Network`` holds the input dimensions, the input bias, a tuple of layer specs (any
+object meeting :class:`~cianna_jax.layers.base.Layer`) with CIANNA's defaults resolved,
+and for each layer the indices of the layers it reads (``-1``: the network input), so it
+can be a static argument of ``jax.jit``.  The last layer is the network's output.
+Parameters are a tuple (one dict per layer) of float32 arrays in CIANNA's own weight
+layouts, so save files map onto them directly.
+
+Layouts: the core takes images channel-last, ``(N, [D,] H, W, C)`` (depth only for 3D
+networks, see :attr:`Network.nd`), and returns dense outputs ``(N, nb_neurons)``, maps
+``(N, [D,] H, W, C)`` and YOLO outputs ``(N, [G2,] G1, G0, boxes, values)``.  CIANNA's
+flat channel-major rows are converted at the edges only (:func:`rows_to_images`,
+:func:`output_rows`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -17,41 +24,70 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import LRN, Conv, Dense, LayerSpec, Norm, Pool
-from .layers.common import DROP_MODES, Ctx, Shape, flat_to_map, map_to_flat_cmajor
+from .layers import LayerSpec, Source
+from .layers.base import f32
+from .layers.common import DROP_MODES, Ctx, Shape, internal, map_to_flat_cmajor
 from .layers.fused import conv_max_pool, fusible
 from .precision import Policy, get_policy
+from .yolo import layout as yolo_layout
+from .yolo.activation import activation as yolo_activation
 
-__all__ = ["Network", "make_network", "init_params", "apply", "forward_internal", "to_rows",
-           "Params"]
+__all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
+           "check_params",
+           "apply", "apply_layers", "forward_internal", "rows_to_images", "images_to_rows",
+           "output_rows", "targets_to_internal", "exact_grads", "Params", "INPUT"]
 
 Params = tuple[dict[str, jax.Array], ...]
+
+#: Source index standing for the network input in :attr:`Network.inputs`.
+INPUT = -1
 
 
 @dataclass(frozen=True)
 class Network:
-    """Static description of a CIANNA network.
+    """Static description of a network (a DAG of layers).
 
-    ``in_dims`` is (W, H, D, C); ``layers`` a tuple of layer specs in call order;
-    ``input_bias`` CIANNA's ``init(bias=...)``, which is also the first layer's bias.
-    Build it with :func:`make_network`, which validates and resolves biases.
+    ``in_dims`` is (W, H, D, C); ``layers`` the layer specs in call order;
+    ``inputs[i]`` the indices of the layers layer ``i`` reads (each ``< i``; ``-1`` is
+    the network input); ``input_bias`` CIANNA's ``init(bias=...)``, which is also the
+    first layer's bias; ``yolo`` the YOLO configuration of a YOLO output layer.
+    Build it with :func:`make_network`, which validates and resolves defaults.
     """
 
     in_dims: tuple[int, int, int, int]
     layers: tuple[LayerSpec, ...]
     input_bias: float = 0.1
     yolo: Any = None  # cianna_jax.yolo.YoloConfig of a YOLO output layer
+    inputs: tuple[tuple[int, ...], ...] = ()
+
+    def sources(self, i: int) -> tuple[int, ...]:
+        """Indices read by layer ``i`` (``-1``: the network input)."""
+        return self.inputs[i] if self.inputs else ((i - 1,) if i else (INPUT,))
 
     @cached_property
-    def shapes(self) -> tuple[tuple[Shape, Shape], ...]:
-        """(input shape, output shape) of every layer."""
-        cur = Shape(*self.in_dims)
-        out = []
-        for layer in self.layers:
-            nxt = layer.output_shape(cur)
-            out.append((cur, nxt))
-            cur = nxt
-        return tuple(out)
+    def consumers(self) -> tuple[tuple[int, ...], ...]:
+        """For each layer, the layers that read its output."""
+        out: list[list[int]] = [[] for _ in self.layers]
+        for i in range(len(self.layers)):
+            for s in self.sources(i):
+                if s != INPUT:
+                    out[s].append(i)
+        return tuple(tuple(c) for c in out)
+
+    @cached_property
+    def shapes(self) -> tuple[tuple[Any, Shape], ...]:
+        """(input shape, output shape) of every layer; the input shape is a tuple for
+        layers with several inputs."""
+        outs: list[Shape] = []
+        res = []
+        for i, layer in enumerate(self.layers):
+            ins = tuple(Shape(*self.in_dims) if s == INPUT else outs[s]
+                        for s in self.sources(i))
+            sin = ins[0] if getattr(layer, "nb_inputs", 1) == 1 else ins
+            nxt = layer.output_shape(sin)
+            outs.append(nxt)
+            res.append((sin, nxt))
+        return tuple(res)
 
     @property
     def input_dim(self) -> int:
@@ -60,12 +96,17 @@ class Network:
         return w * h * d * c
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input image in the core's layout: ([D,] H, W, C)."""
+        return internal(self.in_dims[:3], self.nd) + (self.in_dims[3],)
+
+    @property
     def output_shape(self) -> Shape:
         return self.shapes[-1][1] if self.layers else Shape(*self.in_dims)
 
     @property
     def out_dim(self) -> int:
-        """Width of a target row: neurons of a dense output, else C*D*H*W."""
+        """Width of a CIANNA target row: neurons of a dense output, else C*D*H*W."""
         return self.output_shape.size
 
     @cached_property
@@ -74,121 +115,92 @@ class Network:
         if self.in_dims[2] > 1:
             return 3
         for layer, (sin, sout) in zip(self.layers, self.shapes):
-            if sout.d > 1 or (not sin.flat and sin.d > 1):
+            ins = sin if isinstance(sin, tuple) and not isinstance(sin, Shape) else (sin,)
+            if sout.d > 1 or any(not s.flat and s.d > 1 for s in ins):
                 return 3
-            for attr in ("f_size", "p_size", "padding", "int_padding", "input_shape"):
-                val = getattr(layer, attr, None)
-                if val is None:
-                    continue
-                if attr == "input_shape":
-                    if val[2] > 1:
-                        return 3
-                elif val[2] != (1 if attr in ("f_size", "p_size") else 0):
-                    return 3
+            if getattr(layer, "uses_depth", lambda: False)():
+                return 3
         return 2
 
     def fused_pairs(self, ctx: Ctx) -> frozenset[int]:
-        """Indices ``i`` where conv ``i`` and max pool ``i + 1`` run fused under ``ctx``."""
+        """Indices ``i`` where conv ``i`` and max pool ``i + 1`` run fused under ``ctx``
+        (the pool is the conv's only reader; never with exact gradients)."""
+        if ctx.exact:
+            return frozenset()
         return frozenset(
             i for i in range(len(self.layers) - 1)
-            if fusible(self.layers[i], self.layers[i + 1], self.shapes[i][0], ctx))
+            if self.sources(i + 1) == (i,) and self.consumers[i] == (i + 1,)
+            and fusible(self.layers[i], self.layers[i + 1], self.shapes[i][0], ctx))
 
-    def with_input_bias(self, bias: float) -> "Network":
+    def with_input_bias(self, bias: float) -> Network:
         """The same network with another ``init(bias=...)`` (first layer bias too)."""
-        return make_network(self.in_dims, self.layers, bias, self.yolo)
+        return make_network(self.in_dims, self.layers, bias, self.yolo, self.inputs or None)
 
 
-def _validate(in_dims, layers):
-    prev: LayerSpec | None = None
-    for i, layer in enumerate(layers):
-        where = f"layer {i + 1} ({layer.kind})"
-        act = layer.activation
-        last = i == len(layers) - 1
-        if act.kind == "SMAX" and not last:
-            raise ValueError(f"{where}: SMAX is only valid on the last layer (CIANNA aborts at "
-                             "the first backward pass otherwise)")
-        if act.kind == "YOLO" and not isinstance(layer, Conv):
-            raise ValueError(f"{where}: the YOLO activation is only valid on a conv layer")
-        if act.kind == "YOLO" and not last:
-            raise ValueError(f"{where}: the YOLO activation is only valid on the last layer")
-        if isinstance(layer, (Norm, LRN)):
-            if act.kind in ("SMAX", "YOLO"):
-                raise ValueError(f"{where}: activation {act.kind} is not allowed on norm/lrn")
-            if prev is None:
-                raise ValueError(f"{where}: a normalisation layer cannot be the first layer")
-            if isinstance(prev, (Dense, Norm, LRN)):
-                raise ValueError(f"{where}: a normalisation layer cannot follow a {prev.kind} "
-                                 "layer")
-        if isinstance(layer, Pool) and prev is not None:
-            if isinstance(prev, Pool):
-                raise ValueError(f"{where}: two successive pooling layers are not allowed")
-            if getattr(prev, "drop_rate", 0.0) > 0.01:
-                raise ValueError(f"{where}: a pool layer cannot follow a layer with dropout")
-            if isinstance(prev, (Norm, LRN)) and i >= 2 and not isinstance(layers[i - 2], Conv):
-                raise ValueError(f"{where}: a pool after a norm/lrn layer needs a conv before it")
-        if isinstance(layer, Conv) and isinstance(prev, Dense) and prev.drop_rate > 0.01:
-            raise ValueError(f"{where}: a conv layer cannot follow a dense layer with dropout")
-        if isinstance(layer, Conv):
-            for ax in range(3):
-                if layer.stride[ax] > layer.f_size[ax]:
-                    raise ValueError(f"{where}: stride {layer.stride} larger than f_size "
-                                     f"{layer.f_size} along axis {'WHD'[ax]}")
-        if isinstance(layer, Pool) and not layer.p_global:
-            stride = layer.stride if layer.stride is not None else layer.p_size
-            for ax in range(3):
-                if stride[ax] > layer.p_size[ax]:
-                    raise ValueError(f"{where}: stride {stride} larger than p_size "
-                                     f"{layer.p_size} along axis {'WHD'[ax]}")
-                if layer.padding[ax] > layer.p_size[ax]:
-                    raise ValueError(f"{where}: padding {layer.padding} larger than p_size "
-                                     f"{layer.p_size} along axis {'WHD'[ax]}")
-        prev = layer
+def sequential_inputs(n: int) -> tuple[tuple[int, ...], ...]:
+    """The wiring of a plain stack of ``n`` layers: each reads the one before."""
+    return tuple((i - 1,) if i else (INPUT,) for i in range(n))
 
 
-def _f32(value: float) -> float:
-    """CIANNA keeps biases and rates as C floats: round to float32 once, here."""
-    return float(np.float32(value))
+def _check_inputs(layers, inputs) -> tuple[tuple[int, ...], ...]:
+    if inputs is None:
+        return sequential_inputs(len(layers))
+    inputs = tuple(tuple(int(s) for s in (src if np.ndim(src) else (src,))) for src in inputs)
+    if len(inputs) != len(layers):
+        raise ValueError(f"inputs: expected one entry per layer ({len(layers)}), received "
+                         f"{len(inputs)}")
+    for i, (layer, src) in enumerate(zip(layers, inputs)):
+        need = getattr(layer, "nb_inputs", 1)
+        if len(src) != need:
+            raise ValueError(f"inputs: layer {i + 1} ({layer.kind}) reads {need} input(s), "
+                             f"received {src}")
+        for s in src:
+            if not INPUT <= s < i:
+                raise ValueError(f"inputs: layer {i + 1} ({layer.kind}) can only read the "
+                                 f"network input (-1) or an earlier layer (0..{i - 1}), "
+                                 f"received {s}")
+    return inputs
+
+
+def _source_tree(layers, inputs, i: int) -> tuple:
+    return tuple(None if s == INPUT else Source(layers[s], _source_tree(layers, inputs, s))
+                 for s in inputs[i])
 
 
 def _resolve(layer, first: bool, in_dims, input_bias: float):
-    if isinstance(layer, Pool):
-        if layer.p_global:  # the window is the whole map: keep one canonical spec
-            layer = dataclasses.replace(layer, p_size=(1, 1, 1), stride=(1, 1, 1),
-                                        padding=(0, 0, 0))
-        elif layer.p_size is None:
-            layer = dataclasses.replace(
-                layer, p_size=tuple(2 if n > 1 else 1 for n in in_dims[:3]))
-        if layer.stride is None:
-            layer = dataclasses.replace(layer, stride=layer.p_size)
-    if hasattr(layer, "drop_rate"):
-        layer = dataclasses.replace(layer, drop_rate=_f32(layer.drop_rate))
-    if not hasattr(layer, "bias"):
-        return layer
-    if first:
-        bias = input_bias
-    elif layer.bias is None:
-        bias = layer.activation.default_bias
-    else:
-        bias = layer.bias
-    return dataclasses.replace(layer, bias=_f32(bias))
+    resolve = getattr(layer, "resolve", None)
+    return layer if resolve is None else resolve(first=first, in_dims=in_dims,
+                                                 input_bias=input_bias)
 
 
-def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None) -> Network:
-    """Validate ``layers`` for input ``in_dims`` (W, H, D, C) and resolve their biases.
+def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None,
+                 inputs=None) -> Network:
+    """Validate ``layers`` for input ``in_dims`` (W, H, D, C) and resolve their defaults.
 
-    A layer's ``bias`` of None takes its activation's default (LIN 0.5, RELU 0.1,
+    ``inputs`` (optional) gives for each layer the indices of the layers it reads
+    (``-1``: the network input; default: each layer reads the previous one).  A
+    layer's ``bias`` of None takes its activation's default (LIN 0.5, RELU 0.1,
     LOGI -1.0, SMAX 0.1, YOLO 0.5); the first layer always takes ``input_bias``.
     ``yolo`` is the YOLO configuration of a last conv layer with activation YOLO; its
     filter count and grid must match that layer.  Raises ValueError on invalid
-    stacking or geometry.
+    stacking, wiring or geometry, naming the layer.
     """
     in_dims = tuple(int(v) for v in in_dims)
     if len(in_dims) != 4 or min(in_dims) < 1:
         raise ValueError(f"in_dims: expected 4 positive ints (W, H, D, C), received {in_dims}")
-    resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias) for i, layer in enumerate(layers))
-    _validate(in_dims, resolved)
-    net = Network(in_dims, resolved, _f32(input_bias), yolo)
-    net.shapes  # noqa: B018  (computes and checks every output shape now)
+    layers = tuple(layers)
+    wiring = _check_inputs(layers, inputs)
+    resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias)
+                     for i, layer in enumerate(layers))
+    for i, layer in enumerate(resolved):
+        check = getattr(layer, "check", None)
+        if check is not None:
+            check(f"layer {i + 1} ({layer.kind})", _source_tree(resolved, wiring, i),
+                  last=i == len(resolved) - 1)
+    sequential = wiring == sequential_inputs(len(resolved))
+    net = Network(in_dims, resolved, f32(input_bias), yolo, () if sequential else wiring)
+    _checked_shapes(net)
+    _check_pivots(net)
     if yolo is not None:
         last = net.layers[-1] if net.layers else None
         if last is None or last.activation.kind != "YOLO":
@@ -204,10 +216,38 @@ def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None) -> Network
     return net
 
 
+def _checked_shapes(net: Network):
+    """``net.shapes``, with the failing layer named in the error."""
+    try:
+        return net.shapes
+    except ValueError as err:
+        for i in range(len(net.layers)):
+            sub = Network(net.in_dims, net.layers[:i + 1], net.input_bias, None,
+                          tuple(net.sources(j) for j in range(i + 1)))
+            try:
+                sub.shapes  # noqa: B018
+            except ValueError:
+                raise ValueError(f"layer {i + 1} ({net.layers[i].kind}): {err}") from None
+        raise
+
+
+def _check_pivots(net: Network) -> None:
+    """A dense layer read by dense layers carries one pivot ``bias_next / bias_this``:
+    its dense readers must share one bias, and its own bias cannot be 0."""
+    for i, layer in enumerate(net.layers):
+        if layer.kind != "dense":
+            continue
+        readers = [j for j in net.consumers[i] if net.layers[j].kind == "dense"]
+        biases = {net.layers[j].bias for j in readers}
+        if len(biases) > 1:
+            raise ValueError(f"layer {i + 1} (dense): its dense readers (layers "
+                             f"{[j + 1 for j in readers]}) need one bias, received {biases}")
+
+
 def init_params(key: jax.Array, net: Network) -> Params:
     """Draw fresh parameters for ``net`` and set the dense pivots.
 
-    The pivot of a dense layer followed by a dense layer is
+    The pivot of a dense layer read by a dense layer is
     ``w[-1, -1] = bias_next / bias_this`` (cianna_layers.md section 1.3).
     """
     keys = jax.random.split(key, max(1, len(net.layers)))
@@ -215,14 +255,27 @@ def init_params(key: jax.Array, net: Network) -> Params:
     for i, (layer, (sin, _)) in enumerate(zip(net.layers, net.shapes)):
         p, _ = layer.init(keys[i], sin)
         params.append(p)
-    for i in range(len(net.layers) - 1):
-        cur, nxt = net.layers[i], net.layers[i + 1]
-        if isinstance(cur, Dense) and isinstance(nxt, Dense):
-            if cur.bias == 0:
-                raise ValueError(f"bias: layer {i + 1} has bias 0, so the pivot towards layer "
-                                 f"{i + 2} (bias_next / bias_this) would be infinite")
-            pivot = np.float32(nxt.bias) / np.float32(cur.bias)
-            params[i] = {"w": params[i]["w"].at[-1, -1].set(pivot)}
+    return set_pivots(net, tuple(params))
+
+
+def set_pivots(net: Network, params: Params, layers=None) -> Params:
+    """``params`` with CIANNA's dense pivots set: a dense layer read by a dense layer gets
+    ``w[-1, -1] = bias_next / bias_this`` (cianna_layers.md section 1.3).  ``layers``
+    limits this to those layer indices (default: all).  Raises ValueError for a zero bias.
+    """
+    params = list(params)
+    for i, layer in enumerate(net.layers):
+        if layers is not None and i not in layers:
+            continue
+        readers = [j for j in net.consumers[i] if net.layers[j].kind == "dense"]
+        if layer.kind != "dense" or not readers:
+            continue
+        nxt = net.layers[readers[0]]
+        if layer.bias == 0:
+            raise ValueError(f"bias: layer {i + 1} has bias 0, so the pivot towards layer "
+                             f"{readers[0] + 1} (bias_next / bias_this) would be infinite")
+        pivot = np.float32(nxt.bias) / np.float32(layer.bias)
+        params[i] = {**params[i], "w": params[i]["w"].at[-1, -1].set(pivot)}
     return tuple(params)
 
 
@@ -237,91 +290,160 @@ def check_params(net: Network, params: Params) -> None:
             raise ValueError(f"params[{i}] ({layer.kind}): expected shapes {want}, received {got}")
 
 
-def _input_internal(net: Network, x: jax.Array) -> jax.Array:
-    if isinstance(net.layers[0], Dense):
-        return jnp.concatenate([x, jnp.full((x.shape[0], 1), net.input_bias, x.dtype)], axis=1)
-    return flat_to_map(x, Shape(*net.in_dims), net.nd)
-
-
 def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
                      key: jax.Array | None, *, activate_last: bool = True,
-                     fuse: bool = True) -> jax.Array:
-    """Run every layer on flat input rows ``x (B, C*D*H*W)``; internal-layout result.
+                     fuse: bool = True, keep: tuple[int, ...] = ()) -> Any:
+    """Run the graph on images ``x (B, [D,] H, W, C)`` (or ``(B, D, H, W, C)`` with
+    ``D = 1`` for a 2D network); the last layer's raw result.
 
+    Dense layers return ``(B, n + 1)`` (CIANNA's bias slot last), maps ``(B, *sp, C)``.
     With ``activate_last=False`` the last layer returns its pre-activation (after
-    dropout), which is what the output loss differentiates.  A conv followed by a
-    max pool that tiles it runs fused (:mod:`cianna_jax.layers.fused`), with the same
-    numbers; ``fuse=False`` forces the layer-by-layer path.
+    dropout), which is what the output loss differentiates.  A conv whose only reader
+    is a max pool that tiles it runs fused with it (:mod:`cianna_jax.layers.fused`,
+    same numbers); ``fuse=False`` forces the layer-by-layer path.  ``keep``: return
+    instead the tuple of those layers' outputs.
     """
-    h = _input_internal(net, x.astype(ctx.policy.compute_dtype))
+    x = x.reshape((x.shape[0],) + net.input_shape)  # (B, D=1, H, W, C) -> 2D: free
+    h = {INPUT: x.astype(ctx.policy.compute_dtype)}
     n = len(net.layers)
-    fused = net.fused_pairs(ctx) if fuse else frozenset()
+    fused = net.fused_pairs(ctx) if fuse and not keep else frozenset()
     i = 0
     while i < n:
         layer = net.layers[i]
         if i in fused:
             sub = None if key is None else jax.random.fold_in(key, i + 1)
-            h = conv_max_pool(layer, net.layers[i + 1], params[i], h, ctx, sub,
-                              activate_output=activate_last or i + 1 < n - 1)
+            h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i], h[net.sources(i)[0]],
+                                     ctx, sub, activate_output=activate_last or i + 1 < n - 1)
             i += 2
             continue
         sub = None if key is None else jax.random.fold_in(key, i)
-        h = layer.apply(params[i], h, ctx, sub, activate_output=activate_last or i < n - 1)
+        src = tuple(h[s] for s in net.sources(i))
+        h[i] = layer.apply(params[i], src[0] if getattr(layer, "nb_inputs", 1) == 1 else src,
+                           ctx, sub, activate_output=activate_last or i < n - 1)
         i += 1
+    if keep:
+        return tuple(h[k] for k in keep)
+    return h[n - 1]
+
+
+def _check_images(net: Network, x) -> tuple[jax.Array, bool]:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    want = net.input_shape
+    single = x.shape == want
+    if single:
+        x = x[None]
+    if x.shape[1:] != want:
+        raise ValueError(f"x: expected images of shape (N, {', '.join(map(str, want))}) "
+                         f"(channel-last {'D, ' if net.nd == 3 else ''}H, W, C; CIANNA rows go "
+                         f"through rows_to_images), received {tuple(x.shape)}")
+    return x, single
+
+
+def _finish(net: Network, h: jax.Array, bias_slot: bool) -> jax.Array:
+    """Internal output -> the core's output layout (dense slot dropped, YOLO boxes)."""
+    if net.yolo is not None:
+        cfg = net.yolo
+        y = h.astype(jnp.float32).reshape(h.shape[:-1] + (cfg.nb_box, cfg.channels_per_box))
+        return yolo_activation(y, cfg)
+    if h.ndim == 2 and net.output_shape.flat and not bias_slot:
+        return h[:, :-1]
     return h
-
-
-def to_rows(h: jax.Array, *, bias_slot: bool = False) -> jax.Array:
-    """Internal output -> CIANNA rows: dense (B, N [+1]); maps (B, C*D*H*W) channel-major."""
-    if h.ndim == 2:
-        return h if bias_slot else h[:, :-1]
-    return map_to_flat_cmajor(h)
 
 
 def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Array | None = None,
           drop_mode: str = "AVG_MODEL", bias_slot: bool = False,
-          mixed_precision: str | Policy = "off") -> jax.Array:
-    """Forward pass of ``net`` on CIANNA flat rows.
+          mixed_precision: str | Policy = "off", grads: str = "cianna") -> jax.Array:
+    """Forward pass of ``net`` on images ``x (N, [D,] H, W, C)`` (channel-last).
 
-    ``x``: (N, C*D*H*W) float array, channel-major with width fastest (a single
-    example (C*D*H*W,) also works, e.g. under ``jax.vmap``).  Returns (N, out_dim):
-    dense outputs have ``nb_neurons`` columns (plus CIANNA's bias-slot column when
-    ``bias_slot=True``, as in CIANNA's prediction files); conv/pool outputs are
-    flattened channel-major.  ``train=True`` draws dropout masks from ``key``;
-    otherwise ``drop_mode`` is "AVG_MODEL" (scale by 1 - rate) or "MC_MODEL"
-    (random masks, needs ``key``).  ``mixed_precision`` is a CIANNA mode name
-    (see :mod:`cianna_jax.precision`); the result is in its compute dtype.
+    A single image (no batch axis) also works, e.g. under ``jax.vmap``.  Returns dense
+    outputs ``(N, nb_neurons)`` (plus CIANNA's bias-slot column when ``bias_slot``),
+    maps ``(N, [D,] H, W, C)``, YOLO outputs ``(N, [G2,] G1, G0, boxes, values)``
+    (activated).  ``train=True`` draws dropout masks from ``key``; otherwise
+    ``drop_mode`` is "AVG_MODEL" (scale by 1 - rate) or "MC_MODEL" (random masks, needs
+    ``key``).  ``mixed_precision`` is a CIANNA mode name (see :mod:`cianna_jax.precision`);
+    the result is in its compute dtype.  ``grads`` picks what ``jax.grad`` through this
+    function gives: "cianna" (CIANNA's backward rules, the default) or "exact"
+    (plain autodiff); see :mod:`cianna_jax.gradients`.
     """
     if drop_mode not in DROP_MODES:
         raise ValueError(f"drop_mode: expected one of {DROP_MODES}, received {drop_mode!r}")
     if not net.layers:
         raise ValueError("net: the network has no layer")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
-    single = x.ndim == 1
-    if single:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] != net.input_dim:
-        raise ValueError(f"x: expected shape (N, {net.input_dim}) (C*D*H*W = "
-                         f"{'x'.join(map(str, net.in_dims))}), received {tuple(x.shape)}")
-    ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision))
-    y = to_rows(forward_internal(net, params, x, ctx, key), bias_slot=bias_slot)
-    if net.yolo is not None:
-        y = yolo_rows(net, y)
+    x, single = _check_images(net, x)
+    ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision),
+              exact=exact_grads(grads))
+    y = _finish(net, forward_internal(net, params, x, ctx, key), bias_slot)
     return y[0] if single else y
 
 
-def yolo_grid_shape(net: Network) -> tuple[int, int, int, int]:
-    """(F, G2, G1, G0) of a YOLO output, the layout of CIANNA's YOLO arrays."""
+def apply_layers(net: Network, params: Params, x, layers, *, train: bool = False,
+                 key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
+                 mixed_precision: str | Policy = "off", grads: str = "cianna") -> tuple:
+    """The outputs of the layers listed in ``layers`` (indices) for images ``x``.
+
+    Maps come channel-last ``(N, *sp, C)``, dense outputs ``(N, nb_neurons)`` (no
+    bias slot); the last layer's YOLO activation is not applied here.
+    """
+    x, _ = _check_images(net, x)
+    idx = tuple(int(i) % len(net.layers) for i in np.atleast_1d(layers))
+    ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision),
+              exact=exact_grads(grads))
+    outs = forward_internal(net, params, x, ctx, key, keep=idx)
+    return tuple(o[:, :-1] if net.shapes[i][1].flat else o for i, o in zip(idx, outs))
+
+
+def exact_grads(grads: str) -> bool:
+    """``grads`` ("cianna" or "exact") as the ``Ctx.exact`` flag."""
+    if grads not in ("cianna", "exact"):
+        raise ValueError(f"grads: expected 'cianna' or 'exact', received {grads!r}")
+    return grads == "exact"
+
+
+# ----------------------------------------------------------------------------- edges
+
+
+def rows_to_images(net: Network, rows) -> Any:
+    """CIANNA input rows ``(N, C*D*H*W)`` (channel-major, width fastest) -> images
+    ``(N, [D,] H, W, C)``.  numpy in, numpy out; JAX arrays stay JAX arrays."""
+    xp = np if isinstance(rows, np.ndarray) else jnp
+    rows = xp.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != net.input_dim:
+        raise ValueError(f"rows: expected shape (N, {net.input_dim}) (C*D*H*W = "
+                         f"{'x'.join(map(str, net.in_dims))}), received {tuple(rows.shape)}")
+    c = net.in_dims[3]
+    sp = net.input_shape[:-1]
+    return xp.moveaxis(rows.reshape((rows.shape[0], c) + sp), 1, -1)
+
+
+def images_to_rows(net: Network, images) -> Any:
+    """Images ``(N, [D,] H, W, C)`` -> CIANNA rows ``(N, C*D*H*W)``."""
+    xp = np if isinstance(images, np.ndarray) else jnp
+    images = xp.asarray(images)
+    return xp.moveaxis(images, -1, 1).reshape(images.shape[0], -1)
+
+
+def output_rows(net: Network, y) -> Any:
+    """An output of :func:`apply` -> CIANNA's output rows (as in its prediction files):
+    dense unchanged, maps channel-major, YOLO ``[F, G2, G1, G0]`` flattened."""
+    if net.yolo is not None:
+        return yolo_layout.to_cianna_rows(y)
+    if y.ndim == 2:
+        return y
+    if isinstance(y, np.ndarray):
+        return images_to_rows(net, y)
+    return map_to_flat_cmajor(y)
+
+
+def targets_to_internal(net: Network, targets) -> Any:
+    """Targets -> the core's output layout: for a map output, CIANNA's channel-major
+    rows ``(N, C*D*H*W)`` become ``(N, [D,] H, W, C)`` (targets already in that layout
+    are returned as they are); dense and YOLO targets are unchanged."""
     out = net.output_shape
-    return (out.c, out.d, out.h, out.w)
-
-
-def yolo_rows(net: Network, rows: jax.Array) -> jax.Array:
-    """Apply the YOLO activation of ``net.yolo`` to raw output rows (N, F*G2*G1*G0)."""
-    from .yolo.activation import activation
-
-    n = rows.shape[0]
-    raw = rows.astype(jnp.float32).reshape((n,) + yolo_grid_shape(net))
-    return activation(raw, net.yolo).reshape(n, -1)
+    xp = np if isinstance(targets, np.ndarray) else jnp
+    t = xp.asarray(targets)
+    if net.yolo is not None or out.flat or t.ndim != 2:
+        return t
+    sp = internal(out.spatial, net.nd)
+    return xp.moveaxis(t.reshape((t.shape[0], out.c) + sp), 1, -1)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from numbers import Real
 
+import numpy as np
+
 from . import initializers
 from .activations import parse_activation
-from .checks import as_int
+from .checks import as_int, as_triple
 from .layers import LRN, Conv, Dense, Norm, Pool
-from .layers.common import as_triple
 from .network import Network, make_network
 
 __all__ = ["dense", "conv", "pool", "norm", "lrn", "network", "in_dims_from"]
@@ -63,16 +64,14 @@ def conv(f_size, nb_filters: int, stride=None, padding=None, int_padding=None,
     """A conv layer; sizes are 1 to 3 ints in (W, H, D) order (lists, tuples or arrays)."""
     f = as_triple(f_size, "f_size", 1, minimum=1)
     s = as_triple(stride, "stride", 1, minimum=1)
-    p = as_triple(padding, "padding", 0)
-    ip = as_triple(int_padding, "int_padding", 0)
+    p = as_triple(padding, "padding", 0, minimum=0)
+    ip = as_triple(int_padding, "int_padding", 0, minimum=0)
     for ax in range(3):
         if s[ax] > f[ax]:
             raise ValueError(f"stride: cannot be larger than f_size along {'WHD'[ax]}; "
                              f"f_size={f}, stride={s}")
     shape = None
     if input_shape is not None:
-        import numpy as np
-
         arr = np.asarray(input_shape)
         if arr.shape != (4,) or arr.dtype.kind not in "iu" or (arr < 1).any():
             raise ValueError(f"input_shape: expected 4 positive ints [W, H, D, C], "
@@ -90,7 +89,7 @@ def pool(p_size=None, stride=None, padding=None, drop_rate: float = 0.0, p_type:
         raise ValueError(f"p_type: expected 'MAX' or 'AVG', received {p_type!r}")
     size = None if p_size is None else as_triple(p_size, "p_size", 1, minimum=1)
     st = None if stride is None else as_triple(stride, "stride", 1, minimum=1)
-    pad = as_triple(padding, "padding", 0)
+    pad = as_triple(padding, "padding", 0, minimum=0)
     act = parse_activation(activation)
     if act.kind == "YOLO":
         raise ValueError("activation: YOLO is not valid on a pool layer")
@@ -122,6 +121,10 @@ def in_dims_from(in_dim, in_nb_ch: int) -> tuple[int, int, int, int]:
     return (w, h, d, _positive_int(in_nb_ch, "in_nb_ch"))
 
 
-def network(in_dim, in_nb_ch: int, layers, bias: float = 0.1) -> Network:
-    """Build a validated :class:`~cianna_jax.network.Network` from layer specs."""
-    return make_network(in_dims_from(in_dim, in_nb_ch), layers, bias)
+def network(in_dim, in_nb_ch: int, layers, bias: float = 0.1, inputs=None) -> Network:
+    """Build a validated :class:`~cianna_jax.network.Network` from layer specs.
+
+    ``inputs`` (optional): for each layer the indices of the layers it reads (``-1``
+    the network input); by default each layer reads the previous one.
+    """
+    return make_network(in_dims_from(in_dim, in_nb_ch), layers, bias, inputs=inputs)

@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 
-from .api import _int, _str, get_state
-from .layers import LRN, Conv, Dense, Norm, Pool
+from .api import get_state
+from .checks import as_int as _int
+from .checks import as_str as _str
 
 __all__ = ["print_arch_tex"]
 
@@ -26,42 +27,9 @@ _COLUMNS = (  # flag, header, column spec
 )
 
 
-def _xyz(v) -> str:
-    return "x".join(str(int(a)) for a in v[:3])
-
-
-def _colon(v) -> str:
-    return ":".join(str(int(a)) for a in v)
-
-
 def _cells(layer, sin, sout, params) -> dict[str, str]:
-    n_param = str(sum(int(a.size) for a in params.values())) if params else ""
-    act = layer.activation.kind
-    c = {"activation": act}
-    if isinstance(layer, Dense):
-        c.update(in_size=str(sin.size + 1), size=str(layer.nb_neurons),
-                 out_size=str(layer.nb_neurons), bias=f"{layer.bias:0.2f}",
-                 dropout=f"{int(layer.drop_rate * 100)}\\%", param_count=n_param)
-    elif isinstance(layer, Conv):
-        src = layer.map_input(sin)
-        c.update(in_size=_xyz(src.spatial), size=str(layer.nb_filters), f_size=_xyz(layer.f_size),
-                 stride=_colon(layer.stride), padding=_colon(layer.padding),
-                 in_padding=_colon(layer.int_padding), out_size=_xyz(sout.spatial),
-                 bias=f"{layer.bias:0.2f}", dropout=f"{int(layer.drop_rate * 100)}\\%",
-                 param_count=n_param)
-    elif isinstance(layer, Pool):
-        size, stride, pad = layer.geometry(sin)
-        c.update(in_size=_xyz(sin.spatial), f_size=_xyz(size), stride=_colon(stride),
-                 padding=_colon(pad), out_size=_xyz(sout.spatial),
-                 dropout=f"{int(layer.drop_rate * 100)}\\%")
-    elif isinstance(layer, Norm):
-        c.update(in_size=_xyz(sin.spatial), size=f"N.Gr. {layer.nb_groups(sin)}",
-                 f_size=f"Gr.Size {layer.group_size}", padding=f"Off {layer.set_off}",
-                 out_size=_xyz(sout.spatial), param_count=n_param)
-    elif isinstance(layer, LRN):
-        c.update(in_size=_xyz(sin.spatial), size=f"ch\\_range: {layer.range}",
-                 out_size=_xyz(sout.spatial))
-    return c
+    hook = getattr(layer, "tex_cells", None)
+    return hook(sin, sout, params) if hook is not None else {"activation": layer.activation.kind}
 
 
 def print_arch_tex(path: str, file_name: str, size: int = 1, in_size: int = 1, f_size: int = 1,

@@ -24,15 +24,22 @@ import numpy as np
 import optax
 
 from . import parallel
-from .layers import Dense, Norm
 from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
-from .network import Network, Params, forward_internal, to_rows, yolo_grid_shape, yolo_rows
+from .network import Network, Params, forward_internal, targets_to_internal
 from .precision import FP32, Policy
+from .yolo.activation import activation as yolo_activation
+from .yolo.loss import display_stats, yolo_loss
 
 __all__ = [
-    "CiannaSGDState",
+    "CiannaTraceState",
+    "MaskState",
+    "cianna_trace",
+    "mask_updates",
+    "cianna_masks",
+    "set_masks",
+    "CIANNA_SGD",
     "cianna_sgd",
     "make_optimizer",
     "set_learning_rate",
@@ -46,73 +53,135 @@ __all__ = [
 ]
 
 
-class CiannaSGDState(NamedTuple):
-    """Momentum buffers ``V`` (one per parameter array, zero at start)."""
+class MaskState(NamedTuple):
+    """A mask pytree kept in the optimizer state, so that changing it (freezing a
+    layer, new parameters) needs no new transformation and no recompilation."""
+
+    mask: Any
+
+
+def _ones_like_tree(params):
+    return jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
+
+
+def _mask_state(masks, params, which: int) -> MaskState:
+    if masks is None:
+        return MaskState(_ones_like_tree(params))
+    m = masks(params) if callable(masks) else masks
+    return MaskState(jax.tree_util.tree_map(jnp.copy, m[which]))  # own buffers (donation)
+
+
+class CiannaTraceState(NamedTuple):
+    """Momentum buffers ``V`` (zero at start) and the decay mask."""
 
     trace: Any
+    mask: Any
 
 
-def _masks(spec: Network | None, params, frozen: tuple[int, ...]):
-    """(update mask, decay mask) pytrees for ``params`` of ``spec``."""
-    if spec is None:
-        ones = jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
-        return ones, ones
-    upd, dec = [], []
-    for i, (layer, p) in enumerate(zip(spec.layers, params)):
-        u, d = {}, {}
-        for name, arr in p.items():
-            if isinstance(layer, Dense):
-                m = jnp.ones(arr.shape, arr.dtype).at[-1, -1].set(0.0)
-                u[name], d[name] = m, m
-            else:
-                u[name] = jnp.ones((), arr.dtype)
-                d[name] = jnp.zeros((), arr.dtype) if isinstance(layer, Norm) else u[name]
-            if i in frozen:
-                u[name] = jnp.zeros((), arr.dtype)
-        upd.append(u)
-        dec.append(d)
-    return tuple(upd), tuple(dec)
+def cianna_trace(learning_rate, momentum, weight_decay,
+                 masks=None) -> optax.GradientTransformation:
+    """CIANNA's momentum buffer, weight decay inside it (cianna_layers.md section 11)::
 
+        V <- momentum * V + lr * g + lr * wd * decay_mask * W
 
-def cianna_sgd(learning_rate: float, momentum: float = 0.0, weight_decay: float = 0.0,
-               spec: Network | None = None,
-               frozen: tuple[int, ...] = ()) -> optax.GradientTransformation:
-    """CIANNA's momentum SGD with weight decay inside the momentum buffer.
-
-    ``spec`` (the network) enables the CIANNA masks: dense pivots are neither
-    decayed nor updated, norm parameters are not decayed, layers listed in
-    ``frozen`` are not updated.  Without ``spec`` every array is decayed and updated.
-    Expects gradients of the batch-mean loss (``G / B``).
+    evaluated in CIANNA's order; the update is ``V``.  ``masks``: an ``(update, decay)``
+    pair of pytrees (arrays broadcastable to each parameter), a function
+    ``params -> (update, decay)`` evaluated at ``init`` (e.g.
+    ``functools.partial(cianna_masks, net)``), or None (decay everything).
     """
 
     def init_fn(params):
-        return CiannaSGDState(jax.tree_util.tree_map(jnp.zeros_like, params))
+        return CiannaTraceState(jax.tree_util.tree_map(jnp.zeros_like, params),
+                                _mask_state(masks, params, 1).mask)
 
     def update_fn(grads, state, params=None):
         if params is None:
-            raise ValueError("cianna_sgd needs params (weight decay and masks)")
-        upd_mask, dec_mask = _masks(spec, params, frozen)
+            raise ValueError("cianna_trace needs params (weight decay)")
         trace = jax.tree_util.tree_map(
             lambda v, g, p, dm: momentum * v + learning_rate * g
-            + learning_rate * weight_decay * dm * p,
-            state.trace, grads, params, dec_mask)
-        updates = jax.tree_util.tree_map(lambda v, um: -v * um, trace, upd_mask)
-        return updates, CiannaSGDState(trace)
+            + learning_rate * weight_decay * dm * p, state.trace, grads, params, state.mask)
+        return trace, CiannaTraceState(trace, state.mask)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(spec: Network, learning_rate: float = 0.0, momentum: float = 0.0,
-                   weight_decay: float = 0.0, frozen: tuple[int, ...] = ()):
+def mask_updates(masks=None) -> optax.GradientTransformation:
+    """Multiply updates by the update mask (0: frozen layer or CIANNA's dense pivot)."""
+
+    def init_fn(params):
+        return _mask_state(masks, params, 0)
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u, m: u * m, updates, state.mask), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def cianna_sgd(learning_rate: float, momentum: float = 0.0, weight_decay: float = 0.0,
+               masks=None) -> optax.GradientTransformation:
+    """CIANNA's momentum SGD with the weight decay inside the momentum buffer::
+
+        V <- momentum * V + lr * G + lr * wd * decay_mask * W;   W <- W - update_mask * V
+
+    as a chain of small optax transformations: :func:`cianna_trace`,
+    ``optax.scale(-1)`` and :func:`mask_updates`.  ``masks`` as in :func:`cianna_trace`; use
+    :func:`cianna_masks` for CIANNA's rules (dense pivots neither decayed nor updated,
+    norm parameters not decayed, frozen layers not updated).  Expects gradients of
+    the batch-mean loss (``G / B``).
+    """
+    return optax.chain(cianna_trace(learning_rate, momentum, weight_decay, masks),
+                       optax.scale(-1.0), mask_updates(masks))
+
+
+def cianna_masks(net: Network, params: Params, frozen: tuple[int, ...] = ()):
+    """CIANNA's (update mask, decay mask) pytrees for ``params`` of ``net``: each
+    layer's :meth:`update_masks`, with the layers listed in ``frozen`` not updated."""
+    upd, dec = [], []
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        hook = getattr(layer, "update_masks", None)
+        if hook is None:
+            u = {k: jnp.ones((), v.dtype) for k, v in p.items()}
+            d = dict(u)
+        else:
+            u, d = hook(p)
+        if i in frozen:  # same shapes as unfrozen: freezing never recompiles
+            u = {k: jnp.zeros_like(v) for k, v in u.items()}
+        upd.append(u)
+        dec.append({k: jnp.copy(v) for k, v in d.items()})  # distinct buffers: steps donate
+    return tuple(upd), tuple(dec)
+
+
+def set_masks(opt_state, masks):
+    """``opt_state`` of :func:`make_optimizer` or :func:`cianna_sgd` with new
+    ``(update, decay)`` masks (e.g. after freezing layers): no recompilation."""
+    upd, dec = masks
+    injected = hasattr(opt_state, "inner_state")
+    chain = opt_state.inner_state if injected else opt_state
+    if not (isinstance(chain, tuple) and isinstance(chain[0], CiannaTraceState)
+            and isinstance(chain[-1], MaskState)):
+        raise TypeError("opt_state: expected the state of cianna_sgd or make_optimizer")
+    chain = (chain[0]._replace(mask=dec),) + tuple(chain[1:-1]) + (MaskState(upd),)
+    return opt_state._replace(inner_state=chain) if injected else chain
+
+
+def make_optimizer(learning_rate: float = 0.0, momentum: float = 0.0,
+                   weight_decay: float = 0.0, masks=None):
     """:func:`cianna_sgd` with injectable hyper-parameters.
 
     Learning rate, momentum and weight decay live in the optimizer state
     (``opt_state.hyperparams``), so changing them between epochs (CIANNA's decay
-    schedule, a new ``train`` call) does not recompile the jitted step.
+    schedule, a new ``train`` call) does not recompile the jitted step; neither does
+    a change of masks (:func:`set_masks`).  The result does not depend on the network,
+    so one instance serves every network of the same parameter structure.
     """
-    factory = optax.inject_hyperparams(cianna_sgd, static_args=("spec", "frozen"))
+    factory = optax.inject_hyperparams(cianna_sgd, static_args=("masks",))
     return factory(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-                   spec=spec, frozen=tuple(frozen))
+                   masks=masks)
+
+
+#: The optimizer the imperative API uses (masks set with :func:`set_masks`).
+CIANNA_SGD = make_optimizer()
 
 
 def set_learning_rate(opt_state, learning_rate: float, **others: float):
@@ -134,14 +203,29 @@ def learning_rate_at(iteration: int, learning_rate: float, end_learning_rate: fl
     return end_learning_rate + (learning_rate - end_learning_rate) * math.exp(-lr_decay * iteration)
 
 
+def _yolo_view(spec: Network, z: jax.Array) -> jax.Array:
+    """Internal YOLO conv output ``(B, *grid, F)`` -> ``(B, *grid, boxes, values)``."""
+    cfg = spec.yolo
+    return z.reshape(z.shape[:-1] + (cfg.nb_box, cfg.channels_per_box))
+
+
+def _flat(z: jax.Array) -> jax.Array:
+    """Pre-activation of the output layer as rows: dense without its bias slot, maps
+    flattened channel-last (the layout of :func:`~cianna_jax.network.targets_to_internal`)."""
+    return z[:, :-1] if z.ndim == 2 else z.reshape(z.shape[0], -1)
+
+
 def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_valid,
                key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0,
-               policy: Policy = FP32, nb_im_iter=0):
+               policy: Policy = FP32, nb_im_iter=0, exact: bool = False):
     """(loss for gradients, summed displayed loss) of one padded batch.
 
-    ``x (B, C*D*H*W)``, ``t (B, out_dim)``; rows ``>= n_valid`` are padding.  The
-    first value is the displayed loss summed over real rows divided by ``B`` (the
-    allocated batch size); its gradient is CIANNA's ``G / B``.
+    ``x (B, [D,] H, W, C)`` images; ``t`` targets: dense ``(B, n)``, YOLO target rows,
+    maps ``(B, [D,] H, W, C)`` or CIANNA's channel-major rows (converted inside, see
+    :func:`~cianna_jax.network.targets_to_internal`); rows ``>= n_valid`` are padding.
+    The first value is the displayed loss summed over real rows divided by ``B`` (the
+    allocated batch size); its gradient is CIANNA's ``G / B`` (or, with ``exact``,
+    the autodiff gradient of that loss).
 
     For a YOLO network (``spec.yolo``) the loss is CIANNA's YOLO loss, whose gradient
     is the YOLO delta on every row (padding rows included, as CIANNA computes it);
@@ -149,101 +233,101 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
     start-up phase and ``key`` its random associations.
     """
     b = x.shape[0]
-    ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy)
-    z = to_rows(forward_internal(spec, params, x, ctx, key, activate_last=False))
+    ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy, exact=exact)
+    z = forward_internal(spec, params, x, ctx, key, activate_last=False)
     z = z.astype(jnp.float32)  # the loss and delta are computed in float32
     mask = (jnp.arange(b) < n_valid).astype(z.dtype)
     if spec.yolo is not None:
-        from .yolo.loss import yolo_loss
-
-        raw = z.reshape((b,) + yolo_grid_shape(spec))
         sub = None if key is None else jax.random.fold_in(key, 7919)
-        per_image = yolo_loss(raw, t.astype(z.dtype), spec.yolo, nb_im_iter=nb_im_iter, key=sub,
-                              loss_scale=loss_scale)
+        per_image = yolo_loss(_yolo_view(spec, z), t.astype(z.dtype), spec.yolo,
+                              nb_im_iter=nb_im_iter, key=sub, loss_scale=loss_scale,
+                              grads="exact" if exact else "cianna")
         return jnp.sum(per_image) / b, jnp.sum(per_image * mask)
-    per_row = output_loss(spec.layers[-1].activation, z, t.astype(z.dtype), mask, loss_scale)
+    t = targets_to_internal(spec, t).reshape(b, -1)
+    per_row = output_loss(spec.layers[-1].activation, _flat(z), t.astype(z.dtype), mask,
+                          loss_scale, exact=exact)
     total = jnp.sum(per_row)
     return total / b, total
 
 
-@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy"),
+@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy", "exact"),
          donate_argnums=(2, 3))
 def train_step(spec: Network, optimizer: optax.GradientTransformation, params: Params,
                opt_state, x: jax.Array, t: jax.Array, n_valid, key: jax.Array,
-               loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0, step=None):
+               loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0, step=None,
+               exact: bool = False):
     """One CIANNA training step on a padded batch; returns (params, opt_state, loss sum).
 
-    ``step`` (an int, traced): when given, the step's randomness uses
-    ``fold_in(key, step)``, folded inside the compiled step; loops pass the epoch key
-    and the batch index instead of folding eagerly (an eager ``fold_in`` costs about
-    as much as a small training step on CPU).
+    ``x`` images ``(B, [D,] H, W, C)``, ``t`` targets in the core's layout.  ``step``
+    (an int, traced): when given, the step's randomness uses ``fold_in(key, step)``,
+    folded inside the compiled step; loops pass the epoch key and the batch index
+    instead of folding eagerly (an eager ``fold_in`` costs about as much as a small
+    training step on CPU).
 
     The loss sum is over the real rows (divide by ``n_valid`` for CIANNA's B.Loss).
     ``loss_scale`` > 1 multiplies the delta and is divided out of the gradient
     before the update, as CIANNA's ``TC_scale_factor``.  ``policy`` is the
-    mixed-precision policy (parameters and optimizer state stay float32).
+    mixed-precision policy (parameters and optimizer state stay float32).  ``exact``
+    trains with autodiff gradients instead of CIANNA's.
     """
     if step is not None:
         key = jax.random.fold_in(key, step)
     (_, total), grads = jax.value_and_grad(batch_loss, has_aux=True)(
         params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy,
-        nb_im_iter=nb_im_iter)
+        nb_im_iter=nb_im_iter, exact=exact)
     if loss_scale != 1.0:
         grads = jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, total
 
 
-@partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss", "policy"))
+@partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss", "policy", "yolo_stats"))
 def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid,
               key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
-              with_loss: bool = True, policy: Policy = FP32, step=None):
-    """Inference on a padded batch: (output rows, displayed loss sum over real rows).
+              with_loss: bool = True, policy: Policy = FP32, step=None,
+              yolo_stats: bool = False):
+    """Inference on a padded batch: (outputs, displayed loss sum over real rows).
 
-    Rows are CIANNA's prediction-file rows (dense outputs keep the bias-slot column).
-    ``step``: as in :func:`train_step` (``key`` is folded with it inside the step).
+    Outputs are in the core's layout with CIANNA's bias-slot column kept on dense
+    outputs (as its prediction files have it); YOLO outputs are activated
+    ``(B, *grid, boxes, values)``.  ``step``: as in :func:`train_step`.  With
+    ``yolo_stats`` (YOLO only) the second value is instead CIANNA's per-part
+    displayed loss and IoU-monitor sums (:func:`yolo_parts`), from one association.
     """
     if step is not None and key is not None:
         key = jax.random.fold_in(key, step)
     ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd, policy=policy)
     z = forward_internal(spec, params, x, ctx, key, activate_last=False).astype(jnp.float32)
     act = spec.layers[-1].activation
-    if z.ndim == 2:
-        rows = dense_activation(act, z)
-        y = rows[:, :-1]
-    elif spec.yolo is not None:
-        rows = yolo_rows(spec, to_rows(z))
+    if spec.yolo is not None:
+        out = yolo_activation(_yolo_view(spec, z), spec.yolo)
         if not with_loss:
-            return rows, jnp.zeros((), jnp.float32)
-        return rows, jnp.sum(_yolo_parts(spec, rows, t, n_valid)[:6])
+            return out, jnp.zeros((), jnp.float32)
+        parts = yolo_parts(spec, out, t, n_valid)
+        return out, (parts if yolo_stats else jnp.sum(parts[:6]))
+    if z.ndim == 2:
+        out = dense_activation(act, z)
+        y = out[:, :-1]
     else:
-        zr = to_rows(z)
-        y = output_activation(act, zr) if act.kind != "YOLO" else zr
-        rows = y
+        y = output_activation(act, z.reshape(z.shape[0], -1))
+        out = y.reshape(z.shape)
     if not with_loss:
-        return rows, jnp.zeros((), jnp.float32)
+        return out, jnp.zeros((), jnp.float32)
+    t = targets_to_internal(spec, t).reshape(t.shape[0], -1)
     mask = (jnp.arange(x.shape[0]) < n_valid).astype(y.dtype)
     loss = jnp.sum(jnp.sum(elementwise_loss(act, y, t.astype(y.dtype)), axis=1) * mask)
-    return rows, loss
+    return out, loss
 
 
-def _yolo_parts(spec: Network, rows, t, n_valid):
+def yolo_parts(spec: Network, out: jax.Array, t: jax.Array, n_valid) -> jax.Array:
     """CIANNA's displayed YOLO loss of the real rows, summed per part: position, size,
     probability, objectness, classes, parameters; then the IoU-monitor sums (IoU*,
-    objectness, good count, count) from which CIANNA prints M IoU, M Obj and P Good."""
-    from .yolo.loss import display_stats
-
-    out = rows.reshape((rows.shape[0],) + yolo_grid_shape(spec))
+    objectness, good count, count) from which CIANNA prints M IoU, M Obj and P Good.
+    ``out``: activated YOLO outputs ``(B, *grid, boxes, values)``."""
     st = display_stats(out, t.astype(jnp.float32), spec.yolo, n_valid=n_valid)
     n = st.n_monitor.astype(jnp.float32)
     mon = jnp.stack([st.M_IoU * n, st.M_Obj * n, st.P_Good * n, n])
     return jnp.concatenate([st.parts, jnp.where(n > 0, mon, 0.0)])
-
-
-@partial(jax.jit, static_argnames=("spec",))
-def yolo_display_parts(spec: Network, rows: jax.Array, t: jax.Array, n_valid) -> jax.Array:
-    """Jitted :func:`_yolo_parts` on activated YOLO rows (the "Loss dist." of CIANNA)."""
-    return _yolo_parts(spec, rows, t, n_valid)
 
 
 def pad_batch(x: np.ndarray, b: int) -> np.ndarray:
@@ -268,8 +352,10 @@ def iterate_batches(x, t, batch_size: int):
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
                 key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
-                nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None):
-    """One pass over ``(x, t)`` in storage order; returns (params, opt_state, loss sum).
+                nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None,
+                exact: bool = False):
+    """One pass over images ``x (N, [D,] H, W, C)`` and targets ``t`` (core layout) in
+    storage order; returns (params, opt_state, loss sum).
 
     The loss sum stays on the device (no per-batch host sync); divide it by the
     number of examples for CIANNA's epoch ``Mean Loss``.  ``nb_im_iter`` (YOLO only) is
@@ -288,6 +374,6 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
             params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
                                               np.int32(nv), key, loss_scale=loss_scale,
                                               policy=policy, nb_im_iter=np.int32(nb_im_iter),
-                                              step=np.int32(j))
+                                              step=np.int32(j), exact=exact)
             sums.append(s)
     return params, opt_state, jnp.sum(jnp.stack(sums))

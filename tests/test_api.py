@@ -100,7 +100,7 @@ def test_mixed_precision_trains(capsys, mode):
     acc, _ = _mnist_like_script(capsys, mixed_precision=mode)
     assert acc >= 0.85
     net, params = cnn.get_network()
-    x = np.zeros((2, net.input_dim), np.float32)
+    x = np.zeros((2,) + net.input_shape, np.float32)
     y = cnn.apply(net, params, x, mixed_precision=mode)
     assert y.dtype == np.dtype(cnn.precision.get_policy(mode).compute)
     assert all(a.dtype == np.float32 for p in params for a in p.values())  # fp32 masters
@@ -132,7 +132,9 @@ def test_threaded_buffer_swap_pattern(capsys):
         th.join()
         cnn.swap_data_buffers("TRAIN")
         state = cnn.api.get_state()
-        np.testing.assert_array_equal(state.datasets["TRAIN"].x, np.roll(data[:200], k + 1, 0))
+        # stored once as channel-last images (N, D, H, W, C); one channel: same order as rows
+        np.testing.assert_array_equal(state.datasets["TRAIN"].x.reshape(200, -1),
+                                      np.roll(data[:200], k + 1, 0))
     assert seen == [1, 2, 3]
     assert cnn.api.get_state().iteration == 3
 
@@ -201,7 +203,7 @@ def _bad_calls(tmp):
         (lambda: cnn.dense(3, activation="relu"), ValueError, "activation"),
         (lambda: cnn.dense(3, activation="YOLO"), ValueError, "activation"),
         (lambda: cnn.dense(3, init_fct="normal"), ValueError, "init_scaling"),
-        (lambda: cnn.dense(3, prev_layer=0), ValueError, "prev_layer"),
+        (lambda: cnn.dense(3, prev_layer=5), ValueError, "prev_layer"),
         (lambda: cnn.conv([3, 3], 2, stride=[4, 1]), ValueError, "stride"),
         (lambda: cnn.conv([3.5, 3], 2), TypeError, "f_size"),
         (lambda: cnn.conv([3, 3], 2, input_shape=[1, 2, 3]), ValueError, "input_shape"),
@@ -229,8 +231,8 @@ def test_bad_calls_raise_and_keep_existing_state(in_tmp_dir, capsys):
     cnn.pool([2, 2])
     cnn.conv([3, 3], 3, activation="LIN")
     net_id = cnn.api._SESSION["last"]
-    x = np.random.default_rng(0).normal(size=(5, 36)).astype(np.float32)
     net, params = cnn.get_network()
+    x = cnn.rows_to_images(net, np.random.default_rng(0).normal(size=(5, 36)).astype(np.float32))
     before = np.asarray(cnn.apply(net, params, x))
     cnn.save("kept.dat")
     kept = (in_tmp_dir / "kept.dat").read_bytes()
@@ -256,9 +258,9 @@ def test_load_appends_with_skip_and_get_set_params(golden_case, capsys):
     cnn.load(str(case.path("net_ascii.dat")), 7, nb_skip_layers=3, bin=0)
     net, params = cnn.get_network()
     assert len(net.layers) == 5 and cnn.api.get_state().iteration == 7
-    x = case.npy("input")
-    np.testing.assert_allclose(cnn.apply(net, params, x, bias_slot=True), case.npy("output"),
-                               atol=1e-5)
+    x = cnn.rows_to_images(net, case.npy("input"))
+    np.testing.assert_allclose(cnn.output_rows(net, cnn.apply(net, params, x, bias_slot=True)),
+                               case.npy("output"), atol=1e-5)
     zeroed = tuple({k: np.zeros_like(v) for k, v in p.items()} for p in params)
     cnn.set_params(zeroed)
     assert not np.asarray(cnn.get_network()[1][0]["w"]).any()

@@ -34,7 +34,9 @@ CHILD = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 64)).astype(np.float32)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 20)]
-    opt = cnn.make_optimizer(net, learning_rate=0.05, momentum=0.9)
+    opt = cnn.make_optimizer(learning_rate=0.05, momentum=0.9,
+                             masks=lambda p: cnn.cianna_masks(net, p))
+    xi = cnn.rows_to_images(net, x)  # the functional core takes images
     mesh = parallel.make_mesh()
 
     def leaves(tree):
@@ -50,7 +52,7 @@ CHILD = textwrap.dedent("""
         if m is not None:
             params, st = parallel.replicate((params, st), m)
         for j in range(3):
-            xb, tb = x[8 * j:8 * j + 8], t[8 * j:8 * j + 8]
+            xb, tb = xi[8 * j:8 * j + 8], t[8 * j:8 * j + 8]
             nv = np.int32(len(xb))
             xb, tb = training.pad_batch(xb, 8), training.pad_batch(tb, 8)
             if m is not None:
@@ -63,7 +65,7 @@ CHILD = textwrap.dedent("""
         params = cnn.init_params(jax.random.key(0), net)
         st = opt.init(params)
         for e in range(2):
-            params, st, loss = training.train_epoch(net, opt, params, st, x, t, 8,
+            params, st, loss = training.train_epoch(net, opt, params, st, xi, t, 8,
                                                     jax.random.key(e), mesh=m)
         return params, float(loss)
 
@@ -119,7 +121,8 @@ CHILD = textwrap.dedent("""
     from cianna_jax import yolo
     cfg = yolo.make_config([32, 32], [4, 4], nb_box=2, max_nb_obj_per_image=3, rand_prob=0.5,
                            prior_size=np.array([[8.0, 16.0], [8.0, 12.0]]))
-    raw = jnp.asarray(rng.normal(size=(8,) + cfg.output_shape), jnp.float32)
+    raw = yolo.layout.from_cianna(
+        jnp.asarray(rng.normal(size=(8,) + cfg.output_shape), jnp.float32), cfg.nb_box)
     tgt = np.zeros((8, cfg.target_len), np.float32)
     tgt[:, 0] = 3
     boxes = [[1, 4, 4, 0, 12, 14, 1], [1, 5, 3, 0, 13, 11, 1], [1, 20, 18, 0, 30, 29, 1]]
@@ -152,7 +155,7 @@ CHILD = textwrap.dedent("""
                                               comp_meth="C_BLAS", data_parallel=4, no_logo=1)),
         "too_many": error(lambda: cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=10, b_size=8,
                                            comp_meth="C_BLAS", data_parallel=8, no_logo=1)),
-        "epoch": error(lambda: training.train_epoch(net, opt, e4, opt.init(e4), x, t, 6,
+        "epoch": error(lambda: training.train_epoch(net, opt, e4, opt.init(e4), xi, t, 6,
                                                     jax.random.key(0), mesh=mesh)),
     }
     print("RESULT " + json.dumps(out))

@@ -37,6 +37,7 @@ def _compare(net, monkeypatch, *, fused, x=None, batch=3, seed=0):
     if x is None:
         x = jax.random.normal(jax.random.key(seed + 1), (batch, net.input_dim))
     t = jax.random.uniform(jax.random.key(seed + 2), (x.shape[0], net.out_dim))
+    x = cj.rows_to_images(net, x)  # CIANNA rows -> the core's channel-last images
     key = jax.random.key(seed + 3)
     got = _loss_and_grads(net, params, x, t, key)
     with monkeypatch.context() as m:
@@ -123,7 +124,7 @@ def test_non_fusible_geometries_fall_back(conv_kw, pool_kw):
     ], bias=0.1)
     assert net.fused_pairs(Ctx()) == frozenset()
     params = cj.init_params(jax.random.key(0), net)
-    x = jax.random.normal(jax.random.key(1), (2, net.input_dim))
+    x = cj.rows_to_images(net, jax.random.normal(jax.random.key(1), (2, net.input_dim)))
     assert np.isfinite(np.asarray(jax.jit(cj.apply, static_argnums=0)(net, params, x))).all()
 
 

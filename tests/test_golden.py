@@ -1,5 +1,7 @@
 """Parity with the original CIANNA: forward and two training iterations from its save files."""
 
+from functools import partial
+
 import jax
 import numpy as np
 import pytest
@@ -14,13 +16,14 @@ from cianna_jax import training
 def test_forward_matches_cianna(golden_case, case_name, fname, binary):
     case = golden_case(case_name)
     loaded = cj.load_network(case.path(fname), binary=binary, bias=case.bias)
-    x = case.npy("input")
+    x = cj.rows_to_images(loaded.net, case.npy("input"))
     want = case.npy("output")
-    got = np.asarray(cj.apply(loaded.net, loaded.params, x, bias_slot=True))
+    got = cj.output_rows(loaded.net,
+                         np.asarray(cj.apply(loaded.net, loaded.params, x, bias_slot=True)))
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5
     # the researcher-facing output drops only the dense bias slot
-    plain = np.asarray(cj.apply(loaded.net, loaded.params, x))
+    plain = cj.output_rows(loaded.net, np.asarray(cj.apply(loaded.net, loaded.params, x)))
     assert plain.shape == (x.shape[0], loaded.net.out_dim)
     assert loaded.net.out_dim == case.meta["init"]["out_dim"]
 
@@ -31,14 +34,16 @@ def test_two_training_iterations_match_cianna(golden_case, case_name):
     tr = case.meta["train"]
     loaded = cj.load_network(case.path("net_bin.dat"), binary=True, bias=case.bias)
     net, params = loaded.net, loaded.params
-    opt = cj.make_optimizer(net, tr["learning_rate"], tr["momentum"], 0.0)
+    opt = cj.make_optimizer(tr["learning_rate"], tr["momentum"], 0.0,
+                            masks=partial(cj.cianna_masks, net))
     state = opt.init(params)
-    xt, tt = case.npy("train_input"), case.npy("train_target")
+    xt, tt = cj.rows_to_images(net, case.npy("train_input")), case.npy("train_target")
     assert xt.shape[0] == tr["n_train"]
     key = jax.random.key(0)  # these cases have no dropout: the key is not used
     for _ in range(tr["nb_iter"]):
         params, state, _ = training.train_epoch(net, opt, params, state, xt, tt, tr["b_size"], key)
-    got = np.asarray(cj.apply(net, params, case.npy("input"), bias_slot=True))
+    x = cj.rows_to_images(net, case.npy("input"))
+    got = cj.output_rows(net, np.asarray(cj.apply(net, params, x, bias_slot=True)))
     assert np.abs(got - case.npy("trained_output")).max() <= 1e-4
 
     ref = cj.load_network(case.path("trained_net_bin.dat"), binary=True, bias=case.bias)

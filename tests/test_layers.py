@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +30,13 @@ ATOL = 2e-5
 
 # ----------------------------------------------------------------------------- helpers
 
-#: cj.apply under jit (the Network is static and hashable): one compilation per
-#: network instead of one per eager primitive keeps the file fast.
-apply_jit = jax.jit(cj.apply, static_argnums=0)
+@partial(jax.jit, static_argnums=0)
+def apply_jit(net, params, rows):
+    """cj.apply on CIANNA input rows, returning CIANNA output rows (the layout of the
+    NumPy references): ``rows_to_images`` in, ``output_rows`` out.  Under jit (the
+    Network is static and hashable): one compilation per network instead of one per
+    eager primitive keeps the file fast."""
+    return cj.output_rows(net, cj.apply(net, params, cj.rows_to_images(net, rows)))
 
 
 def ctrunc(a: int, b: int) -> int:

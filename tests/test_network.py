@@ -19,8 +19,8 @@ def small_cnn():
         nn.dense(3, activation="SMAX"),
     ], bias=0.2)
     params = cj.init_params(jax.random.key(1), net)
-    x = np.asarray(jax.random.normal(jax.random.key(2), (5, net.input_dim)), np.float32)
-    return net, params, x
+    rows = np.asarray(jax.random.normal(jax.random.key(2), (5, net.input_dim)), np.float32)
+    return net, params, cj.rows_to_images(net, rows)
 
 
 def test_apply_under_jit_vmap_and_grad(small_cnn):
@@ -66,7 +66,7 @@ def test_bias_mechanism_pivots_and_slot():
     assert w0[-1, -1] == pytest.approx(0.2 / 0.4) and w1[-1, -1] == pytest.approx(0.5 / 0.2)
     assert np.all(w0[:-1, -1] == 0) and np.all(w1[:-1, -1] == 0)
     x = np.ones((3, 4), np.float32)
-    rows = np.asarray(cj.apply(net, params, x, bias_slot=True))
+    rows = np.asarray(cj.apply(net, params, cj.rows_to_images(net, x), bias_slot=True))
     assert rows.shape == (3, 3)
     # after the LIN layer the slot carries the next bias; RELU zeroes it; last LIN slot stays 0
     h0 = np.concatenate([x, np.full((3, 1), 0.4, np.float32)], axis=1) @ w0
@@ -119,8 +119,11 @@ def test_dropout_is_not_inverted_and_spares_the_bias_slot():
 
 def test_apply_rejects_bad_input_shape(small_cnn):
     net, params, x = small_cnn
-    with pytest.raises(ValueError, match=r"expected shape \(N, 60\).*received \(5, 59\)"):
-        cj.apply(net, params, x[:, :-1])
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 5, 6, 2\).*received "
+                                         r"\(5, 5, 5, 2\)"):
+        cj.apply(net, params, x[:, :, :-1])
+    with pytest.raises(ValueError, match="rows_to_images"):
+        cj.apply(net, params, cj.images_to_rows(net, x))
 
 
 def test_check_params_names_layer_and_shapes(small_cnn):
@@ -138,7 +141,7 @@ def test_conv_after_dense_reads_input_shape():
     assert net.shapes[1][1][:4] == (3, 2, 1, 2)
     params = cj.init_params(jax.random.key(0), net)
     x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5)), np.float32)
-    y = np.asarray(cj.apply(net, params, x))
+    y = cj.output_rows(net, np.asarray(cj.apply(net, params, cj.rows_to_images(net, x))))
     # reference: dense output read as [C][H][W] image, conv with padding 1, own bias 0.5
     h = np.concatenate([x, np.full((2, 1), 0.5, np.float32)], 1) @ np.asarray(params[0]["w"])
     img = h[:, :12].reshape(2, 2, 2, 3)

@@ -51,7 +51,8 @@ def test_round_trip_every_layer_type(tmp_path, make, binary):
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
-    x = np.asarray(jax.random.normal(jax.random.key(1), (3, net.input_dim)), np.float32)
+    x = cj.rows_to_images(net, np.asarray(jax.random.normal(jax.random.key(1),
+                                                            (3, net.input_dim)), np.float32))
     np.testing.assert_allclose(cj.apply(loaded.net, loaded.params, x), cj.apply(net, want, x),
                                rtol=1e-6, atol=1e-6)
 
@@ -63,7 +64,8 @@ def test_first_layer_bias_comes_from_init(golden_case, tmp_path):
     assert a.net.layers[0].bias == pytest.approx(0.1) and b.net.layers[0].bias == 0.5
     assert a.net.layers[1:] == b.net.layers[1:]
     x = case.npy("input")
-    assert not np.allclose(cj.apply(a.net, a.params, x), cj.apply(b.net, b.params, x))
+    assert not np.allclose(cj.apply(a.net, a.params, cj.rows_to_images(a.net, x)),
+                           cj.apply(b.net, b.params, cj.rows_to_images(b.net, x)))
 
 
 def test_resave_of_cianna_files_is_identical(golden_case, tmp_path):
@@ -84,9 +86,9 @@ def test_backbone_and_head_loading(golden_case):
     whole = cj.load_network(case.path("net_ascii.dat"), bias=case.bias, nb_skip_layers=3,
                             base=backbone.net, base_params=backbone.params)
     assert whole.net == full.net
-    x = case.npy("input")
-    np.testing.assert_allclose(cj.apply(whole.net, whole.params, x, bias_slot=True),
-                               case.npy("output"), atol=1e-5)
+    x = cj.rows_to_images(whole.net, case.npy("input"))
+    y = cj.apply(whole.net, whole.params, x, bias_slot=True)
+    np.testing.assert_allclose(cj.output_rows(whole.net, y), case.npy("output"), atol=1e-5)
     # a head whose first record does not fit the base is refused, nothing is returned
     with pytest.raises(CiannaFormatError):
         cj.load_network(case.path("net_bin.dat"), binary=True, nb_skip_layers=1,
@@ -97,7 +99,8 @@ def test_resolution_change_for_fully_convolutional_network(golden_case):
     case = golden_case("global_pool_smax")
     loaded = cj.load_network(case.path("net_bin.dat"), binary=True, in_dims=(16, 12, 1, 1))
     assert loaded.net.in_dims == (16, 12, 1, 1)
-    y = cj.apply(loaded.net, loaded.params, np.ones((2, 16 * 12), np.float32))
+    x = cj.rows_to_images(loaded.net, np.ones((2, 16 * 12), np.float32))
+    y = cj.output_rows(loaded.net, cj.apply(loaded.net, loaded.params, x))
     np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(CiannaFormatError, match="channel"):
         cj.load_network(case.path("net_bin.dat"), binary=True, in_dims=(10, 10, 1, 2))

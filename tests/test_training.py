@@ -1,5 +1,7 @@
 """CIANNA's output deltas, update rule (optax transformation) and the batch driver."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,7 +57,7 @@ def test_displayed_loss_values():
     x = np.eye(5, dtype=np.float32)[:2]
     t = np.array([[1, 0, 0], [0, 0, 1]], np.float32)
     _, total = training.batch_loss(params, net, x, t, 2, None)
-    y = np.asarray(cj.apply(net, params, x))
+    y = np.asarray(cj.apply(net, params, cj.rows_to_images(net, x)))
     want = -np.sum(t * np.log(np.maximum(y, 1e-6)))
     assert float(total) == pytest.approx(want, rel=1e-5)
 
@@ -66,7 +68,7 @@ def test_update_rule_two_steps_partial_batch_and_pivot():
                                                                         strict_size=1)], bias=0.7)
     params = cj.init_params(jax.random.key(1), net)
     lr, mu, wd, b = 0.3, 0.7, 0.05, 4
-    opt = cj.make_optimizer(net, lr, mu, wd)
+    opt = cj.make_optimizer(lr, mu, wd, masks=partial(cj.cianna_masks, net))
     state = opt.init(params)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(6, 5)).astype(np.float32)
@@ -104,7 +106,7 @@ def test_norm_parameters_are_not_decayed():
     net = nn.network([4, 4], 1, [nn.conv([3, 3], 4, padding=[1, 1]), nn.norm(group_size=2),
                                  nn.dense(2, activation="LIN")], bias=0.1)
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, 0.5, 0.0, 10.0)
+    opt = cj.make_optimizer(0.5, 0.0, 10.0, masks=partial(cj.cianna_masks, net))
     state = opt.init(params)
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = opt.update(zero, state, params)
@@ -115,11 +117,32 @@ def test_norm_parameters_are_not_decayed():
 
 def test_frozen_layers_are_not_updated():
     net, params = _one_dense("LIN")
-    opt = training.cianna_sgd(0.1, spec=net, frozen=(0,))
+    opt = training.cianna_sgd(0.1, masks=lambda p: cj.cianna_masks(net, p, frozen=(0,)))
     state = opt.init(params)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
     updates, _ = opt.update(grads, state, params)
     assert not np.asarray(updates[0]["w"]).any()
+    # unfreezing through the state: same transformation, updates flow again
+    state = training.set_masks(state, cj.cianna_masks(net, params))
+    updates, _ = opt.update(grads, state, params)
+    assert np.asarray(updates[0]["w"])[:-1].all()
+
+
+def test_freezing_through_set_masks_does_not_recompile():
+    net, params = _one_dense("LIN")
+    opt = training.CIANNA_SGD
+    x, t = np.ones((4, 5), np.float32), np.zeros((4, 3), np.float32)
+    state = training.set_masks(opt.init(params), cj.cianna_masks(net, params))
+    state = training.set_learning_rate(state, 0.1)
+    params, state, _ = training.train_step(net, opt, params, state, x, t, np.int32(4),
+                                           jax.random.key(0))
+    size = training.train_step._cache_size()
+    frozen = training.set_masks(state, cj.cianna_masks(net, params, frozen=(0,)))
+    before = np.asarray(params[0]["w"]).copy()
+    params, state, _ = training.train_step(net, opt, params, frozen, x, t, np.int32(4),
+                                           jax.random.key(0))
+    assert training.train_step._cache_size() == size
+    np.testing.assert_array_equal(np.asarray(params[0]["w"]), before)
 
 
 def test_any_optax_optimizer_can_replace_cianna_sgd():
@@ -141,7 +164,7 @@ def test_learning_rate_schedule_and_injection():
     assert training.learning_rate_at(1, 0.1, 0.01, 0.5) == pytest.approx(0.064588, abs=1e-6)
     assert training.learning_rate_at(2, 0.1, 0.01, 0.5) == pytest.approx(0.043109, abs=1e-6)
     net, params = _one_dense("LIN")
-    opt = cj.make_optimizer(net, 0.1, 0.9)
+    opt = cj.make_optimizer(0.1, 0.9, masks=partial(cj.cianna_masks, net))
     state = training.set_learning_rate(opt.init(params), 0.05)
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.05)
     with pytest.raises(KeyError, match="nope"):
@@ -151,7 +174,7 @@ def test_learning_rate_schedule_and_injection():
 def test_epochs_do_not_recompile_after_the_first():
     net = nn.network([3], 1, [nn.dense(2, activation="LIN")], bias=0.1)
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, 0.1, 0.5)
+    opt = cj.make_optimizer(0.1, 0.5, masks=partial(cj.cianna_masks, net))
     state = opt.init(params)
     x = np.ones((10, 3), np.float32)  # 10 examples, batch 4: last batch is partial
     t = np.zeros((10, 2), np.float32)
@@ -172,6 +195,7 @@ def test_eval_step_rows_and_loss_match_apply_and_batch_loss():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 16)).astype(np.float32)
     t = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    x = cj.rows_to_images(net, x)
     rows, loss = training.eval_step(net, params, x, t, 3)
     np.testing.assert_allclose(rows, cj.apply(net, params, x, bias_slot=True), atol=1e-6)
     y = np.asarray(rows)[:3, :3]
@@ -185,7 +209,7 @@ def test_step_index_folds_the_key_inside_the_step():
     net = nn.network([6], 1, [nn.dense(8, activation="RELU", drop_rate=0.5),
                               nn.dense(2, activation="SMAX", strict_size=1)], bias=0.1)
     params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(net, 0.1, 0.5)
+    opt = cj.make_optimizer(0.1, 0.5, masks=partial(cj.cianna_masks, net))
     x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     t = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
     key = jax.random.key(5)

@@ -11,24 +11,13 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
-from ..activations import parse_activation
-from ..layers import LRN, Conv, Dense, Norm, Pool
-from ..layers.common import Shape
+from ..layers import layer_type
 from ..network import Network, Params, check_params, make_network
-from .cianna_format import (
-    CiannaFormatError,
-    ConvRecord,
-    DenseRecord,
-    LRNRecord,
-    NormRecord,
-    PoolRecord,
-    YoloRecord,
-    read_network,
-    write_network,
-)
+from ..yolo.config import make_config
+from .cianna_format import CiannaFormatError, YoloRecord, read_network, write_network
+from .records import record_kind
 
 __all__ = ["Loaded", "load_network", "save_network", "records_to_layers", "layers_to_records"]
 
@@ -42,49 +31,26 @@ class Loaded(NamedTuple):
     yolo: dict[int, YoloRecord]
 
 
-def _activation(text: str, where: str):
-    try:
-        return parse_activation(text)
-    except ValueError as err:
-        raise CiannaFormatError(f"{where}: {err}") from None
-
-
-def records_to_layers(records, offset: int = 0, after_dense: bool = False):
-    """File records -> (layer specs, params, yolo extras).
+def records_to_layers(records, offset: int = 0, after_dense: bool = False, path=None):
+    """File records -> (layer specs, params, yolo extras), through each registered layer
+    type's ``from_record``.
 
     ``offset`` is the index of the first record's layer; ``after_dense`` tells that
     it follows a dense layer (a conv then reads its saved input shape).
     """
     layers, params, yolo = [], [], {}
     for j, rec in enumerate(records):
-        where = f"record {j + 1}"
-        act = _activation(rec.activation, where)
-        if isinstance(rec, DenseRecord):
-            layers.append(Dense(rec.nb_neurons, act, float(rec.bias), float(rec.dropout)))
-            params.append({"w": jnp.asarray(rec.weights, jnp.float32)})
-        elif isinstance(rec, ConvRecord):
-            prev_dense = isinstance(layers[-1], Dense) if layers else after_dense
-            layers.append(Conv(tuple(rec.f_size), rec.nb_filters, act, float(rec.bias),
-                               tuple(rec.stride), tuple(rec.padding), tuple(rec.int_padding),
-                               tuple(rec.in_dims) if prev_dense else None, float(rec.dropout)))
-            params.append({"w": jnp.asarray(rec.weights, jnp.float32)})
-            if rec.yolo is not None:
-                yolo[offset + j] = rec.yolo
-        elif isinstance(rec, PoolRecord):
-            layers.append(Pool(tuple(rec.p_size), act, tuple(rec.stride), tuple(rec.padding),
-                               "AVG" if rec.p_type.startswith("AVG") else "MAX",
-                               int(rec.p_global), float(rec.dropout)))
-            params.append({})
-        elif isinstance(rec, NormRecord):
-            layers.append(Norm(act, int(rec.group_size), int(rec.set_off), "GN"))
-            params.append({"gamma": jnp.asarray(rec.gamma, jnp.float32),
-                           "beta": jnp.asarray(rec.beta, jnp.float32)})
-        elif isinstance(rec, LRNRecord):
-            layers.append(LRN(act, int(rec.range), float(rec.k), float(rec.alpha),
-                              float(rec.beta)))
-            params.append({})
-        else:
-            raise CiannaFormatError(f"{where}: unknown record type {type(rec).__name__}")
+        try:
+            cls = layer_type(record_kind(rec))
+            prev_dense = layers[-1].kind == "dense" if layers else after_dense
+            layer, p = cls.from_record(rec, after_dense=prev_dense)
+        except ValueError as err:
+            raise CiannaFormatError(path, offset + j + 1, str(err),
+                                    kind=type(rec).__name__) from None
+        layers.append(layer)
+        params.append(p)
+        if getattr(rec, "yolo", None) is not None:
+            yolo[offset + j] = rec.yolo
     return layers, params, yolo
 
 
@@ -103,8 +69,6 @@ def yolo_config_from_record(rec: YoloRecord, in_dim, grid, settings: dict | None
     ``no_override=1``), the geometry saved in the file (box/class/param counts,
     fit_dim, class_softmax, priors, slopes) replaces theirs.
     """
-    from ..yolo.config import make_config
-
     kw = dict(settings or {})
     if override or not kw:
         kw.update(nb_box=rec.nb_box, nb_class=rec.nb_class, nb_param=rec.nb_param,
@@ -145,8 +109,8 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
     if net_in is None:
         net_in = tuple(cfile.in_shapes[0]) if cfile.in_shapes else tuple(cfile.in_dims)
     offset = len(base.layers) if base is not None else 0
-    after_dense = bool(base is not None and base.layers and isinstance(base.layers[-1], Dense))
-    layers, params, yolo = records_to_layers(cfile.records, offset, after_dense)
+    after_dense = bool(base is not None and base.layers and base.output_shape.flat)
+    layers, params, yolo = records_to_layers(cfile.records, offset, after_dense, path)
     if base is not None and base.layers:
         layers = list(base.layers) + layers
         if base_params is None:
@@ -161,39 +125,31 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
             net = make_network(net_in, layers, bias, cfg)
         check_params(net, tuple(params))
     except ValueError as err:
-        raise CiannaFormatError(f"{os.fspath(path)}: {err}") from None
+        raise CiannaFormatError(path, None, str(err), kind="network") from None
     return Loaded(net, tuple(params), yolo)
 
 
 def layers_to_records(net: Network, params: Params, yolo: dict[int, YoloRecord] | None = None):
-    """(Network, params) -> file records, in CIANNA's save layout."""
+    """(Network, params) -> file records, in CIANNA's save layout (each layer's
+    ``to_record``).  CIANNA files hold plain stacks only: a network whose layers read
+    anything but the previous layer raises ValueError, a layer type without a record
+    TypeError."""
     check_params(net, params)
+    for i in range(len(net.layers)):
+        if net.sources(i) != ((i - 1,) if i else (-1,)):
+            raise ValueError(f"layer {i + 1} ({net.layers[i].kind}) reads layer(s) "
+                             f"{net.sources(i)}: CIANNA's save format only holds sequential "
+                             "networks")
     yolo = dict(yolo or {})
     if net.yolo is not None:
         yolo[len(net.layers) - 1] = yolo_record(net.yolo)
     records = []
     for i, (layer, (sin, _)) in enumerate(zip(net.layers, net.shapes)):
-        act = layer.activation.name
-        p = params[i]
-        if isinstance(layer, Dense):
-            records.append(DenseRecord(layer.nb_neurons, layer.drop_rate, layer.bias, act,
-                                       np.asarray(p["w"], np.float32)))
-        elif isinstance(layer, Conv):
-            src: Shape = layer.map_input(sin)
-            records.append(ConvRecord(layer.nb_filters, layer.f_size, layer.stride,
-                                      layer.padding, layer.int_padding,
-                                      (src.w, src.h, src.d, src.c), layer.drop_rate, layer.bias,
-                                      act, yolo.get(i), np.asarray(p["w"], np.float32)))
-        elif isinstance(layer, Pool):
-            size, stride, pad = layer.geometry(sin)
-            records.append(PoolRecord(size, stride, pad, layer.p_global, layer.drop_rate,
-                                      layer.p_type, act))
-        elif isinstance(layer, Norm):
-            records.append(NormRecord("GN", layer.group_size, layer.set_off, act,
-                                      np.asarray(p["gamma"], np.float32),
-                                      np.asarray(p["beta"], np.float32)))
-        elif isinstance(layer, LRN):
-            records.append(LRNRecord(layer.range, layer.k, layer.alpha, layer.beta, act))
+        to_record = getattr(layer, "to_record", None)
+        if to_record is None:
+            raise TypeError(f"layer {i + 1}: layer type {type(layer).__name__!r} has no CIANNA "
+                            "save-file record")
+        records.append(to_record(params[i], sin, yolo.get(i)))
     return records
 
 

@@ -17,6 +17,15 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ..geometry import (
+    conv_output_size,
+    conv_span,
+    conv_weight_shape,
+    dense_weight_shape,
+    nb_groups,
+    pool_output_size,
+)
+
 __all__ = [
     "STRING_FIELD_SIZE", "RECORD_CHARS", "RECORD_KIND",
     "CiannaFormatError", "ShapeError",
@@ -305,14 +314,13 @@ def output_shape(record, in_shape) -> tuple:
                 raise ValueError(
                     f"conv: invalid filter size/stride/padding/int_padding on axis {ax}: "
                     f"{f}/{st}/{p}/{ip}")
-            o = (s + (s - 1) * ip + 2 * p - f) // st + 1
-            if o <= 0:
+            if conv_span(s, p, ip) < f:
                 raise ValueError(
                     f"conv: empty output on axis {ax} (input {format_shape(in_shape)}, filter "
                     f"{format_shape(record.f_size)}, stride {format_shape(record.stride)}, padding "
                     f"{format_shape(record.padding)}, int_padding "
                     f"{format_shape(record.int_padding)})")
-            out.append(o)
+            out.append(conv_output_size(s, f, st, p, ip))
         return (out[0], out[1], out[2], record.nb_filters)
     # pool
     if record.p_global:
@@ -322,13 +330,12 @@ def output_shape(record, in_shape) -> tuple:
         s, k, st, p = in_shape[ax], record.p_size[ax], record.stride[ax], record.padding[ax]
         if k <= 0 or st <= 0 or p < 0:
             raise ValueError(f"pool: invalid pool size/stride/padding on axis {ax}: {k}/{st}/{p}")
-        o = (s + 2 * p - k) // st + 1
-        if o <= 0:
+        if s + 2 * p < k:
             raise ValueError(
                 f"pool: empty output on axis {ax} (input {format_shape(in_shape)}, pool "
                 f"{format_shape(record.p_size)}, stride {format_shape(record.stride)}, padding "
                 f"{format_shape(record.padding)})")
-        out.append(o)
+        out.append(pool_output_size(s, k, st, p))
     return (out[0], out[1], out[2], in_shape[3])
 
 
@@ -341,14 +348,13 @@ def param_shapes(record, in_shape) -> dict:
     in_shape = as_int_tuple(in_shape, 4, "in_shape")
     kind = record_kind(record)
     if kind == "dense":
-        return {"weights": (_prod(in_shape) + 1, record.nb_neurons + 1)}
+        return {"weights": dense_weight_shape(_prod(in_shape), record.nb_neurons)}
     if kind == "conv":
-        f = record.f_size
-        return {"weights": (record.nb_filters, f[0] * f[1] * f[2] * in_shape[3] + 1)}
+        return {"weights": conv_weight_shape(record.nb_filters, record.f_size, in_shape[3])}
     if kind == "norm":
         if record.group_size <= 0:
             raise ValueError(f"norm: group_size must be > 0, got {record.group_size}")
-        g = -(-in_shape[3] // record.group_size)
+        g = nb_groups(in_shape[3], record.group_size)
         return {"gamma": (g,), "beta": (g,)}
     return {}
 

@@ -20,7 +20,6 @@ from ..precision import FP32, Policy
 __all__ = [
     "Shape",
     "Ctx",
-    "as_triple",
     "internal",
     "dropout",
     "DROP_MODES",
@@ -56,40 +55,18 @@ class Shape(NamedTuple):
 
 
 class Ctx(NamedTuple):
-    """Static apply context: training flag, inference dropout mode, spatial rank and
-    the mixed-precision policy."""
+    """Static apply context: training flag, inference dropout mode, spatial rank, the
+    mixed-precision policy and the gradient rule.
+
+    ``exact=False`` gives CIANNA's gradients (its surrogate activation derivatives and
+    backward passes, see :mod:`cianna_jax.gradients`); ``exact=True`` plain autodiff.
+    """
 
     train: bool = False
     drop_mode: str = "AVG_MODEL"
     nd: int = 2
     policy: Policy = FP32
-
-
-def as_triple(value, name: str, default: int, *, minimum: int = 0) -> tuple[int, int, int]:
-    """Read a CIANNA spatial keyword (1 to 3 ints, (W, H, D) order) as a 3-tuple.
-
-    Accepts ints, lists, tuples and numpy arrays (CIANNA itself needs numpy int arrays).
-    Missing trailing axes take ``default``.
-    """
-    if value is None:
-        return (default,) * 3
-    if isinstance(value, (int, np.integer)):
-        items = [value]
-    else:
-        arr = np.asarray(value)
-        if arr.ndim != 1 or not 1 <= arr.size <= 3:
-            raise ValueError(f"{name}: expected 1 to 3 values (W, H, D), received {value!r}")
-        if arr.dtype.kind == "f":
-            if not np.all(arr == np.round(arr)):
-                raise TypeError(f"{name}: expected integers, received {value!r}")
-        elif arr.dtype.kind not in "iu":
-            raise TypeError(f"{name}: expected integers, received {value!r}")
-        items = [int(v) for v in arr]
-    items = [int(v) for v in items] + [default] * (3 - len(items))
-    for v in items:
-        if v < minimum:
-            raise ValueError(f"{name}: values must be >= {minimum}, received {tuple(items)}")
-    return tuple(items)
+    exact: bool = False
 
 
 def internal(triple: tuple[int, int, int], nd: int) -> tuple[int, ...]:

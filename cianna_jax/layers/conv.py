@@ -21,16 +21,14 @@ import numpy as np
 from jax import lax
 
 from .. import initializers
-from ..activations import Activation, activate
+from ..activations import Activation, activate, parse_activation
+from ..geometry import conv_output_size, conv_span, conv_weight_shape
+from ..io.records import ConvRecord
 from ..precision import FP32
+from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, flat_to_map, internal
 
-__all__ = ["Conv", "conv_output_size", "conv_nd"]
-
-
-def conv_output_size(s: int, f: int, stride: int, pad: int, ip: int) -> int:
-    """CIANNA's output size along one axis (C integer division)."""
-    return int((s + (s - 1) * ip + 2 * pad - f) / stride) + 1
+__all__ = ["Conv", "conv_nd"]
 
 
 def _dimension_numbers(nd: int):
@@ -123,8 +121,9 @@ def _conv_bwd(strides, pads, dil, policy, res, g):
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
 
 
+@register_layer
 @dataclass(frozen=True)
-class Conv:
+class Conv(LayerBase):
     """``conv(f_size, nb_filters, stride, padding, int_padding, activation, bias, ...)``.
 
     Geometry tuples are in CIANNA's (W, H, D) order.  ``input_shape`` (W, H, D, C)
@@ -146,6 +145,7 @@ class Conv:
     init_scaling: float = field(default=1.0, compare=False)
 
     kind = "conv"
+    allows_yolo = True
 
     def map_input(self, in_shape: Shape) -> Shape:
         """The image the conv reads: ``in_shape`` or, after a dense layer, ``input_shape``."""
@@ -165,7 +165,7 @@ class Conv:
         out = []
         for ax, name in enumerate("WHD"):
             size = src.spatial[ax]
-            span = size + (size - 1) * self.int_padding[ax] + 2 * self.padding[ax]
+            span = conv_span(size, self.padding[ax], self.int_padding[ax])
             n = conv_output_size(size, self.f_size[ax], self.stride[ax],
                                  self.padding[ax], self.int_padding[ax])
             if span < self.f_size[ax]:
@@ -178,11 +178,10 @@ class Conv:
         return Shape(out[0], out[1], out[2], self.nb_filters)
 
     def flat_f_size(self, in_shape: Shape) -> int:
-        f = self.f_size
-        return f[0] * f[1] * f[2] * self.map_input(in_shape).c + 1
+        return conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c)[1]
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-        return {"w": (self.nb_filters, self.flat_f_size(in_shape))}
+        return {"w": conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c)}
 
     def init(self, key: jax.Array, in_shape: Shape):
         """Draw every filter entry, bias weight included (fans K*C + 1 and F)."""
@@ -212,10 +211,73 @@ class Conv:
               activate_output: bool = True) -> jax.Array:
         nd = ctx.nd
         x, k, b = self.prepare(params, x, nd)
-        z = conv_nd(x, k, internal(self.stride, nd), internal(self.padding, nd),
-                    tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy)
+        conv = _forward if ctx.exact else conv_nd
+        z = conv(x, k, internal(self.stride, nd), internal(self.padding, nd),
+                 tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy)
         z = z + b.astype(z.dtype)
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:
             return z
-        return activate(self.activation, z)
+        return activate(self.activation, z, exact=ctx.exact)
+
+    def check(self, where: str, sources: tuple, *, last: bool) -> None:
+        super().check(where, sources, last=last)
+        prev = sources[0].layer if sources and sources[0] is not None else None
+        if prev is not None and prev.kind == "dense" and prev.drop_rate > 0.01:
+            raise ValueError(f"{where}: a conv layer cannot follow a dense layer with dropout")
+        for ax in range(3):
+            if self.stride[ax] > self.f_size[ax]:
+                raise ValueError(f"{where}: stride {self.stride} larger than f_size "
+                                 f"{self.f_size} along axis {'WHD'[ax]}")
+
+    def uses_depth(self) -> bool:
+        return (self.f_size[2] != 1 or self.padding[2] != 0 or self.int_padding[2] != 0
+                or (self.input_shape is not None and self.input_shape[2] > 1))
+
+    def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
+        src = self.map_input(in_shape)
+        n_w = self.nb_filters * self.flat_f_size(in_shape)
+        mem = 4 * (2 * n_w + b_size * (out_shape.size * 3))
+        return [f"Input: {src}, Filters: {self.nb_filters}f {_x(self.f_size)}x{src.c}, "
+                f"Output: {out_shape} ",
+                f"Stride: {':'.join(map(str, self.stride))}, padding: "
+                f"{':'.join(map(str, self.padding))}, int_padding: "
+                f"{':'.join(map(str, self.int_padding))},  ",
+                f"Activation: {self.activation.name}, Bias: {self.bias:.2f}, dropout rate: "
+                f"{self.drop_rate:.2f}",
+                f"Nb. weights: {n_w}, Approx layer RAM/VRAM requirement: {int(mem / 1e6)} MB"]
+
+    @property
+    def title(self) -> str:
+        return "CONVOLUTIONAL"
+
+    def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
+        src = self.map_input(in_shape)
+        return {"activation": self.activation.kind, "in_size": _x(src.spatial),
+                "size": str(self.nb_filters), "f_size": _x(self.f_size),
+                "stride": ":".join(map(str, self.stride)),
+                "padding": ":".join(map(str, self.padding)),
+                "in_padding": ":".join(map(str, self.int_padding)),
+                "out_size": _x(out_shape.spatial), "bias": f"{self.bias:0.2f}",
+                "dropout": f"{int(self.drop_rate * 100)}\\%",
+                "param_count": str(sum(int(a.size) for a in params.values()))}
+
+    def to_record(self, params: dict, in_shape: Shape, yolo=None) -> ConvRecord:
+        src = self.map_input(in_shape)
+        return ConvRecord(self.nb_filters, self.f_size, self.stride, self.padding,
+                          self.int_padding, (src.w, src.h, src.d, src.c), self.drop_rate,
+                          self.bias, self.activation.name, yolo,
+                          np.asarray(params["w"], np.float32))
+
+    @classmethod
+    def from_record(cls, rec: ConvRecord, *, after_dense: bool = False):
+        """(layer spec, params) of a conv record; after a dense layer the conv reads its
+        saved input shape."""
+        return (cls(tuple(rec.f_size), rec.nb_filters, parse_activation(rec.activation),
+                    float(rec.bias), tuple(rec.stride), tuple(rec.padding),
+                    tuple(rec.int_padding), tuple(rec.in_dims) if after_dense else None,
+                    float(rec.dropout)), {"w": jnp.asarray(rec.weights, jnp.float32)})
+
+
+def _x(v) -> str:
+    return "x".join(str(int(a)) for a in v[:3])

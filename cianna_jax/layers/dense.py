@@ -11,16 +11,21 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import initializers
-from ..activations import Activation, activate, softmax_rows
+from ..activations import Activation, activate, parse_activation, softmax_rows
+from ..geometry import dense_weight_shape
+from ..io.records import DenseRecord
+from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, map_to_flat_cmajor
 
 __all__ = ["Dense"]
 
 
+@register_layer
 @dataclass(frozen=True)
-class Dense:
+class Dense(LayerBase):
     """``dense(nb_neurons, activation, bias, drop_rate, init_fct, init_scaling)``.
 
     ``bias`` is this layer's constant bias input (resolved by the network builder).
@@ -38,12 +43,13 @@ class Dense:
     strict_size: int = field(default=0, compare=False)
 
     kind = "dense"
+    flat_output = True
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return Shape(self.nb_neurons, 1, 1, 1, True)
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-        return {"w": (in_shape.size + 1, self.nb_neurons + 1)}
+        return {"w": dense_weight_shape(in_shape.size, self.nb_neurons)}
 
     def init(self, key: jax.Array, in_shape: Shape):
         """Draw ``w`` (I, N + 1); the bias-propagation column starts at zero."""
@@ -69,13 +75,43 @@ class Dense:
         z = dropout(z, self.drop_rate, ctx, key, keep_last_column=True)
         if not activate_output:
             return z
-        return dense_activation(self.activation, z)
+        return dense_activation(self.activation, z, exact=ctx.exact)
+
+    def update_masks(self, params):
+        """The pivot ``w[-1, -1]`` is neither updated nor decayed (CIANNA)."""
+        w = params["w"]
+        m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
+        return {"w": m}, {"w": m}
+
+    def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
+        n_w = (in_shape.size + 1) * (self.nb_neurons + 1)
+        mem = 4 * (n_w * 2 + b_size * (in_shape.size + 1 + 2 * (self.nb_neurons + 1)))
+        return [f"Input: {in_shape.size + 1}, Nb. Neurons: {self.nb_neurons}",
+                f"Activation: {self.activation.name}, Bias: {self.bias:.2f}, dropout rate: "
+                f"{self.drop_rate:.2f}",
+                f"Nb. weights: {n_w}, Approx layer RAM/VRAM requirement: {int(mem / 1e6)} MB"]
+
+    def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
+        return {"activation": self.activation.kind, "in_size": str(in_shape.size + 1),
+                "size": str(self.nb_neurons), "out_size": str(self.nb_neurons),
+                "bias": f"{self.bias:0.2f}", "dropout": f"{int(self.drop_rate * 100)}\\%",
+                "param_count": str(sum(int(a.size) for a in params.values()))}
+
+    def to_record(self, params: dict, in_shape: Shape, yolo=None) -> DenseRecord:
+        return DenseRecord(self.nb_neurons, self.drop_rate, self.bias, self.activation.name,
+                           np.asarray(params["w"], np.float32))
+
+    @classmethod
+    def from_record(cls, rec: DenseRecord, *, after_dense: bool = False):
+        """(layer spec, params) of a dense record."""
+        return (cls(rec.nb_neurons, parse_activation(rec.activation), float(rec.bias),
+                    float(rec.dropout)), {"w": jnp.asarray(rec.weights, jnp.float32)})
 
 
-def dense_activation(act: Activation, z: jax.Array) -> jax.Array:
+def dense_activation(act: Activation, z: jax.Array, *, exact: bool = False) -> jax.Array:
     """Activation of a dense output, with CIANNA's zeroed bias slot for non-LIN."""
     if act.kind == "LIN":
         return z
     body = z[:, :-1]
-    y = softmax_rows(body) if act.kind == "SMAX" else activate(act, body)
+    y = softmax_rows(body) if act.kind == "SMAX" else activate(act, body, exact=exact)
     return jnp.concatenate([y, jnp.zeros_like(z[:, -1:])], axis=1)

@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..activations import Activation, _forward_math, derivative_multiplier
+from ..activations import Activation, activation_forward, derivative_multiplier
+from ..geometry import conv_output_size
 from ..precision import FP32, Policy
 from .common import Ctx, Shape, internal
-from .conv import Conv, conv_output_size
+from .conv import Conv
 from .pool import Pool
 
 __all__ = ["fusible", "conv_max_pool"]
@@ -116,7 +117,7 @@ def _valid_conv(x, k, policy):
 def _phases(xs, k2, b, n_phase, act, policy):
     z = _valid_conv(xs, k2, policy)
     z = z.reshape(z.shape[:-1] + (n_phase, -1)) + b
-    return _forward_math(act, z)
+    return activation_forward(act, z)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

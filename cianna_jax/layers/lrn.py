@@ -14,8 +14,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from ..activations import Activation, activate, derivative_multiplier
+from ..activations import Activation, activate, derivative_multiplier, parse_activation
+from ..io.records import LRNRecord
+from .base import LayerBase, register_layer
 from .common import Ctx, Shape
+from .norm import check_normalisation
 
 __all__ = ["LRN"]
 
@@ -56,8 +59,9 @@ def _lrn_bwd(rng, k, alpha, beta, act, res, g):
 _lrn_act.defvjp(_lrn_fwd, _lrn_bwd)
 
 
+@register_layer
 @dataclass(frozen=True)
-class LRN:
+class LRN(LayerBase):
     """``lrn(activation, range, k, alpha, beta)``; no parameters; map in, map out."""
 
     activation: Activation
@@ -82,4 +86,34 @@ class LRN:
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
         act = self.activation if activate_output and self.activation.kind != "LIN" else None
+        if ctx.exact:
+            y = x * _scale(x, self.range, float(self.k), float(self.alpha)) ** (-float(self.beta))
+            return activate(act, y, exact=True) if act is not None else y
         return _lrn_act(x, self.range, float(self.k), float(self.alpha), float(self.beta), act)
+
+    def check(self, where: str, sources: tuple, *, last: bool) -> None:
+        check_normalisation(self, where, sources, last=last)
+
+    @property
+    def title(self) -> str:
+        return "LOCAL RESPONSE NORMALIZATION"
+
+    def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
+        return [f"Range: {self.range}, k: {self.k:f}, Alpha: {self.alpha:f}, "
+                f"Beta: {self.beta:f}, Activation: {self.activation.name}",
+                f"Approx layer RAM/VRAM requirement: "
+                f"{int(4 * b_size * 3 * out_shape.size / 1e6)} MB"]
+
+    def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
+        return {"activation": self.activation.kind,
+                "in_size": "x".join(str(int(a)) for a in in_shape.spatial),
+                "size": f"ch\\_range: {self.range}",
+                "out_size": "x".join(str(int(a)) for a in out_shape.spatial)}
+
+    def to_record(self, params: dict, in_shape: Shape, yolo=None) -> LRNRecord:
+        return LRNRecord(self.range, self.k, self.alpha, self.beta, self.activation.name)
+
+    @classmethod
+    def from_record(cls, rec: LRNRecord, *, after_dense: bool = False):
+        return (cls(parse_activation(rec.activation), int(rec.range), float(rec.k),
+                    float(rec.alpha), float(rec.beta)), {})

@@ -12,17 +12,22 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..activations import Activation, activate
+from ..activations import Activation, activate, parse_activation
+from ..geometry import nb_groups
+from ..io.records import NormRecord
+from .base import LayerBase, register_layer
 from .common import Ctx, Shape
 
-__all__ = ["Norm", "GN_EPS"]
+__all__ = ["Norm", "GN_EPS", "check_normalisation"]
 
 GN_EPS = 1e-3
 
 
+@register_layer
 @dataclass(frozen=True)
-class Norm:
+class Norm(LayerBase):
     """``norm(normalization="GN", activation, group_size, set_off)``.
 
     Parameters ``{"gamma": (G,), "beta": (G,)}`` with ``G = C / group_size`` groups.
@@ -37,7 +42,7 @@ class Norm:
     kind = "norm"
 
     def nb_groups(self, in_shape: Shape) -> int:
-        return -(-in_shape.c // self.group_size)
+        return nb_groups(in_shape.c, self.group_size)
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
@@ -79,4 +84,56 @@ class Norm:
         z = y.reshape(shape).astype(x.dtype)
         if not activate_output:
             return z
-        return activate(self.activation, z)
+        return activate(self.activation, z, exact=ctx.exact)
+
+    def check(self, where: str, sources: tuple, *, last: bool) -> None:
+        check_normalisation(self, where, sources, last=last)
+
+    def update_masks(self, params):
+        """Group-norm parameters are updated but never decayed (CIANNA)."""
+        upd = {k: jnp.ones((), v.dtype) for k, v in params.items()}
+        return upd, {k: jnp.zeros((), v.dtype) for k, v in params.items()}
+
+    @property
+    def title(self) -> str:
+        return "NORMALIZATION"
+
+    def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
+        ng = self.nb_groups(in_shape)
+        return [f"Group size: {self.group_size}, Nb. groups: {ng}, Set-off: {self.set_off}",
+                f"Activation: {self.activation.name}",
+                f"Nb. params: {2 * ng}, Approx layer RAM/VRAM requirement: "
+                f"{int(4 * b_size * 2 * out_shape.size / 1e6)} MB"]
+
+    def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
+        sp = "x".join(str(int(a)) for a in in_shape.spatial)
+        return {"activation": self.activation.kind, "in_size": sp,
+                "size": f"N.Gr. {self.nb_groups(in_shape)}", "f_size": f"Gr.Size {self.group_size}",
+                "padding": f"Off {self.set_off}",
+                "out_size": "x".join(str(int(a)) for a in out_shape.spatial),
+                "param_count": str(sum(int(a.size) for a in params.values()))}
+
+    def to_record(self, params: dict, in_shape: Shape, yolo=None) -> NormRecord:
+        return NormRecord("GN", self.group_size, self.set_off, self.activation.name,
+                          np.asarray(params["gamma"], np.float32),
+                          np.asarray(params["beta"], np.float32))
+
+    @classmethod
+    def from_record(cls, rec: NormRecord, *, after_dense: bool = False):
+        return (cls(parse_activation(rec.activation), int(rec.group_size), int(rec.set_off),
+                    "GN"), {"gamma": jnp.asarray(rec.gamma, jnp.float32),
+                            "beta": jnp.asarray(rec.beta, jnp.float32)})
+
+
+def check_normalisation(layer, where: str, sources: tuple, *, last: bool) -> None:
+    """CIANNA's stacking rules of the normalisation layers (norm, lrn)."""
+    if layer.activation.kind in ("SMAX", "YOLO"):
+        raise ValueError(f"{where}: activation {layer.activation.kind} is not allowed on "
+                         "norm/lrn")
+    LayerBase.check(layer, where, sources, last=last)
+    src = sources[0] if sources else None
+    if src is None:
+        raise ValueError(f"{where}: a normalisation layer cannot be the first layer")
+    if src.layer.kind in ("dense", "norm", "lrn"):
+        raise ValueError(f"{where}: a normalisation layer cannot follow a {src.layer.kind} "
+                         "layer")

@@ -9,6 +9,7 @@ backward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -17,17 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..activations import Activation, activate
+from ..activations import Activation, activate, parse_activation
+from ..geometry import pool_output_size
+from ..io.records import PoolRecord
+from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, internal
 
-__all__ = ["Pool", "pool_output_size"]
+__all__ = ["Pool"]
 
 POOL_TYPES = ("MAX", "AVG")
-
-
-def pool_output_size(s: int, p: int, stride: int, pad: int) -> int:
-    """CIANNA's pool output size along one axis (C integer division)."""
-    return int((s + 2 * pad - p) / stride) + 1
 
 
 def _patches(x, size, stride, pad, out, fill):
@@ -99,6 +98,12 @@ def _avg_bwd(size, stride, pad, out, x, g):
 _avg_pool.defvjp(_avg_fwd, _avg_bwd)
 
 
+def _avg_pool_exact(x, size, stride, pad, out):
+    """The same forward as :func:`_avg_pool`, differentiated by autodiff."""
+    counts = _valid_counts(x.shape[1:-1], size, stride, pad, out)
+    return _window_sum(x, size, stride, pad, out) / jnp.asarray(counts, x.dtype)
+
+
 def _global_pool(x, p_type):
     b, c = x.shape[0], x.shape[-1]
     flat = x.reshape(b, -1, c)
@@ -110,8 +115,9 @@ def _global_pool(x, p_type):
     return y.reshape((b,) + (1,) * (x.ndim - 2) + (c,))
 
 
+@register_layer
 @dataclass(frozen=True)
-class Pool:
+class Pool(LayerBase):
     """``pool(p_size, stride, padding, p_type, activation, p_global, drop_rate)``.
 
     Geometry tuples are in (W, H, D) order.  Input and output are maps
@@ -169,7 +175,8 @@ class Pool:
             out = tuple(pool_output_size(s, k, st, p)
                         for s, k, st, p in zip(in_shape_int, size, stride, pad))
             if self.p_type == "AVG":
-                z = _avg_pool(x, size, stride, pad, out)
+                avg = _avg_pool_exact if ctx.exact else _avg_pool
+                z = avg(x, size, stride, pad, out)
             else:
                 z = _max_pool(x, size, stride, pad, out)
         return self.finish(z, ctx, key, activate_output=activate_output)
@@ -180,4 +187,76 @@ class Pool:
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:
             return z
-        return activate(self.activation, z)
+        return activate(self.activation, z, exact=ctx.exact)
+
+    def resolve(self, *, first: bool, in_dims, input_bias: float) -> Pool:
+        """Canonical geometry: a global window is the whole map; ``p_size=None`` is 2
+        along each axis where the network input is > 1; ``stride=None`` is ``p_size``."""
+        layer = self
+        if layer.p_global:
+            layer = dataclasses.replace(layer, p_size=(1, 1, 1), stride=(1, 1, 1),
+                                        padding=(0, 0, 0))
+        elif layer.p_size is None:
+            layer = dataclasses.replace(
+                layer, p_size=tuple(2 if n > 1 else 1 for n in in_dims[:3]))
+        if layer.stride is None:
+            layer = dataclasses.replace(layer, stride=layer.p_size)
+        return LayerBase.resolve(layer, first=first, in_dims=in_dims, input_bias=input_bias)
+
+    def check(self, where: str, sources: tuple, *, last: bool) -> None:
+        super().check(where, sources, last=last)
+        src = sources[0] if sources else None
+        if src is not None:
+            prev = src.layer
+            if prev.kind == "pool":
+                raise ValueError(f"{where}: two successive pooling layers are not allowed")
+            if getattr(prev, "drop_rate", 0.0) > 0.01:
+                raise ValueError(f"{where}: a pool layer cannot follow a layer with dropout")
+            if prev.kind in ("norm", "lrn"):
+                before = src.sources[0] if src.sources else None
+                if before is not None and before.layer.kind != "conv":
+                    raise ValueError(f"{where}: a pool after a norm/lrn layer needs a conv "
+                                     "before it")
+        if not self.p_global:
+            stride = self.stride if self.stride is not None else self.p_size
+            for ax in range(3):
+                if stride[ax] > self.p_size[ax]:
+                    raise ValueError(f"{where}: stride {stride} larger than p_size "
+                                     f"{self.p_size} along axis {'WHD'[ax]}")
+                if self.padding[ax] > self.p_size[ax]:
+                    raise ValueError(f"{where}: padding {self.padding} larger than p_size "
+                                     f"{self.p_size} along axis {'WHD'[ax]}")
+
+    def uses_depth(self) -> bool:
+        return not self.p_global and (self.p_size[2] != 1 or self.padding[2] != 0)
+
+    def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
+        size, stride, pad = self.geometry(in_shape)
+        mem = 4 * b_size * (in_shape.size + 2 * out_shape.size)
+        return [f"Input: {in_shape}, Output: {out_shape}",
+                f"P. size: {_x(size)}, Stride: {_x(stride)}, padding: {_x(pad)} ",
+                f"Pool type: {self.p_type}, Global: {self.p_global}, Activation: "
+                f"{self.activation.name}, dropout rate: {self.drop_rate:.2f}",
+                f"Approx layer RAM/VRAM requirement: {int(mem / 1e6)} MB"]
+
+    def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
+        size, stride, pad = self.geometry(in_shape)
+        return {"activation": self.activation.kind, "in_size": _x(in_shape.spatial),
+                "f_size": _x(size), "stride": ":".join(map(str, stride)),
+                "padding": ":".join(map(str, pad)), "out_size": _x(out_shape.spatial),
+                "dropout": f"{int(self.drop_rate * 100)}\\%"}
+
+    def to_record(self, params: dict, in_shape: Shape, yolo=None) -> PoolRecord:
+        size, stride, pad = self.geometry(in_shape)
+        return PoolRecord(size, stride, pad, self.p_global, self.drop_rate, self.p_type,
+                          self.activation.name)
+
+    @classmethod
+    def from_record(cls, rec: PoolRecord, *, after_dense: bool = False):
+        return (cls(tuple(rec.p_size), parse_activation(rec.activation), tuple(rec.stride),
+                    tuple(rec.padding), "AVG" if rec.p_type.startswith("AVG") else "MAX",
+                    int(rec.p_global), float(rec.dropout)), {})
+
+
+def _x(v) -> str:
+    return "x".join(str(int(a)) for a in v[:3])
