@@ -412,9 +412,7 @@ def rows_to_images(net: Network, rows) -> Any:
     if rows.ndim != 2 or rows.shape[1] != net.input_dim:
         raise ValueError(f"rows: expected shape (N, {net.input_dim}) (C*D*H*W = "
                          f"{'x'.join(map(str, net.in_dims))}), received {tuple(rows.shape)}")
-    c = net.in_dims[3]
-    sp = net.input_shape[:-1]
-    return xp.moveaxis(rows.reshape((rows.shape[0], c) + sp), 1, -1)
+    return _channel_major_to_last(xp, rows, net.in_dims[3], net.input_shape[:-1])
 
 
 def images_to_rows(net: Network, images) -> Any:
@@ -445,5 +443,9 @@ def targets_to_internal(net: Network, targets) -> Any:
     t = xp.asarray(targets)
     if net.yolo is not None or out.flat or t.ndim != 2:
         return t
-    sp = internal(out.spatial, net.nd)
-    return xp.moveaxis(t.reshape((t.shape[0], out.c) + sp), 1, -1)
+    return _channel_major_to_last(xp, t, out.c, internal(out.spatial, net.nd))
+
+
+def _channel_major_to_last(xp, rows, c: int, spatial: tuple[int, ...]):
+    """Flat channel-major rows ``(N, C*prod(spatial))`` -> ``(N, *spatial, C)``."""
+    return xp.moveaxis(rows.reshape((rows.shape[0], c) + tuple(spatial)), 1, -1)
