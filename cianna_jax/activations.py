@@ -8,6 +8,7 @@ backward pass applies exactly CIANNA's multiplier (cianna_layers.md section 2.2)
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +27,6 @@ __all__ = [
 #: Default layer bias value per activation kind (cianna_layers.md section 1.3).
 DEFAULT_BIAS = {"LIN": 0.5, "RELU": 0.1, "LOGI": -1.0, "SMAX": 0.1, "YOLO": 0.5}
 
-_KINDS = ("SMAX", "LIN", "LOGI", "YOLO", "RELU")
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,14 @@ class Activation:
         return DEFAULT_BIAS[self.kind]
 
 
-_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-
-
-def _tag_value(text: str, tag: str, default: float) -> float:
-    m = re.search(re.escape(tag) + _NUM, text)
-    return float(m.group(1)) if m else default
+#: C ``%f``-style number of an activation parameter (finite values only).
+_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_PARAMS = {"RELU": (("S", 800.0), ("L", 0.05)), "LOGI": (("S", 6.0), ("B", 1.0))}
+#: Names a string may start with (longest first); LINEAR and LOGISTIC are whole-word
+#: spellings CIANNA's prefix match also accepts.
+_NAMES = {"LOGISTIC": "LOGI", "LINEAR": "LIN", "SMAX": "SMAX", "LIN": "LIN", "LOGI": "LOGI",
+          "YOLO": "YOLO", "RELU": "RELU"}
+_FORMS = "LIN, RELU, RELU_S<x>_L<y>, LOGI, LOGI_S<x>_B<y>, SMAX or YOLO"
 
 
 def _round2(v: float) -> float:
@@ -68,33 +70,54 @@ def _round2(v: float) -> float:
     return float(f"{v:.2f}")
 
 
+def _parse_params(text: str, kind: str, pos: int) -> dict[str, float]:
+    """The ``_<tag><number>`` parts from ``pos`` on (each optional, at most once, any order)."""
+    tags = dict(_PARAMS.get(kind, ()))
+    values: dict[str, float] = {}
+    while pos < len(text):
+        rest = text[pos:]
+        tag = rest[1:2]
+        if not rest.startswith("_") or tag not in tags:
+            allowed = " and ".join(f"'_{t}<number>'" for t in tags) or "nothing"
+            raise ValueError(f"activation: {text!r}: unexpected {rest!r} after {text[:pos]!r}; "
+                             f"{kind} takes {allowed} (forms: {_FORMS})")
+        if tag in values:
+            raise ValueError(f"activation: {text!r}: '_{tag}' given twice")
+        m = _NUM.match(text, pos + 2)
+        if m is None:
+            raise ValueError(f"activation: {text!r}: '_{tag}' must be followed by a finite "
+                             f"number, found {text[pos + 2:]!r}")
+        value = float(m.group())
+        if not math.isfinite(value):
+            raise ValueError(f"activation: {text!r}: '_{tag}' value {m.group()} overflows a float")
+        values[tag] = value
+        pos = m.end()
+    return {t: _round2(values.get(t, default)) for t, default in tags.items()}
+
+
 def parse_activation(text: str | Activation) -> Activation:
     """Parse a CIANNA activation string such as ``"RELU_S6_L0.1"`` or ``"LOGI"``.
 
-    Matching is by prefix and case-sensitive, as in CIANNA; parameters ``_S``,
-    ``_L`` (RELU) and ``_B`` (LOGI) are optional and rounded to 2 decimals.
-    Unlike CIANNA, an unknown name is an error rather than a silent LIN.
+    The whole string must be one of CIANNA's documented forms (case-sensitive):
+    LIN (or LINEAR), SMAX, YOLO, RELU with optional ``_S<saturation>`` and
+    ``_L<leaking>``, LOGI (or LOGISTIC) with optional ``_S<saturation>`` and
+    ``_B<beta>``; numbers are rounded to 2 decimals as CIANNA stores them.  Anything else ("RELUU", "SMAXX", "RELU_S") is a
+    ValueError naming the bad part (CIANNA silently falls back on a prefix match).
     """
     if isinstance(text, Activation):
         return text
     if not isinstance(text, str):
         raise TypeError(f"activation must be a str, received {type(text).__name__}")
-    for kind in _KINDS:
-        if text.startswith(kind):
-            break
-    else:
-        raise ValueError(
-            f"activation: unknown activation {text!r}; expected a string starting with "
-            "LIN, RELU, LOGI, SMAX or YOLO (e.g. 'RELU_S800_L0.05')"
-        )
-    if kind == "RELU":
-        return Activation(
-            "RELU", _round2(_tag_value(text, "_S", 800.0)), _round2(_tag_value(text, "_L", 0.05))
-        )
-    if kind == "LOGI":
-        return Activation(
-            "LOGI", _round2(_tag_value(text, "_S", 6.0)), _round2(_tag_value(text, "_B", 1.0))
-        )
+    head = next((k for k in _NAMES if text.startswith(k)), None)
+    if head is None:
+        hint = " (CIANNA's softmax is 'SMAX')" if text.startswith("SOFTMAX") else ""
+        raise ValueError(f"activation: unknown activation {text!r}{hint}; expected {_FORMS} "
+                         "(e.g. 'RELU_S800_L0.05')")
+    kind = _NAMES[head]
+    values = _parse_params(text, kind, len(head))
+    if kind in _PARAMS:
+        first, second = (values[t] for t, _ in _PARAMS[kind])
+        return Activation(kind, first, second)
     return Activation(kind)
 
 

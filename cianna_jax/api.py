@@ -10,6 +10,7 @@ dataset and file as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import warnings
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import console, nn, parallel, training, xla_cpu
-from .checks import as_float, as_int, as_str
+from .checks import as_flag, as_float, as_int, as_str
 from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
 from .network import Network, Params, check_params, make_network, set_pivots
@@ -31,7 +32,8 @@ __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
     "dense", "conv", "pool", "norm", "lrn", "linear", "relu", "logistic", "softmax", "YOLO",
     "save", "load", "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
-    "get_state", "get_dataset", "save_state", "say", "warn_once", "NetState", "Dataset",
+    "get_state", "get_dataset", "check_dataset_targets", "save_state", "say", "warn_once",
+    "NetState", "Dataset",
 ]
 
 DATASET_NAMES = ("TRAIN", "VALID", "TEST", "TRAIN_buf", "VALID_buf", "TEST_buf")
@@ -46,6 +48,7 @@ class Dataset:
     x: np.ndarray
     t: np.ndarray
     device: tuple | None = None  # (x, t) device arrays (nb_batch, B, values), padding zeros
+    yolo_checked: tuple | None = None  # the YOLO target rules ``t`` was validated against
 
     @property
     def size(self) -> int:
@@ -138,9 +141,14 @@ def get_state(network: int = -1) -> NetState:
     """The state of ``network`` (-1: the last network created)."""
     network = _int(network, "network")
     if network == -1:
-        if _SESSION["last"] is None or _SESSION["last"] not in _NETS:
+        last = _SESSION["last"]
+        if last is None or last not in _NETS:
+            if _SESSION.get("freed") is not None and _NETS:
+                raise RuntimeError(
+                    f"network: the default network (id {_SESSION['freed']}, the newest) was "
+                    f"freed; pass network=<id> (existing ids: {sorted(_NETS)}) or call init(...)")
             raise RuntimeError("no network: call init(...) first")
-        return _NETS[_SESSION["last"]]
+        return _NETS[last]
     if network not in _NETS:
         raise ValueError(f"network: no network with id {network}; existing ids: {sorted(_NETS)}")
     return _NETS[network]
@@ -231,6 +239,7 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
                               dynamic_load, policy, inference_only, adv_size if adv_size > 0 else 30,
                               jax.random.key(seed), mesh=mesh)
     _SESSION["last"] = network
+    _SESSION["freed"] = None
     method = {"C_CUDA": f"CUDA ({policy.name})", "C_BLAS": "BLAS", "C_NAIV": "NAIV"}[comp_meth]
     w, h, d, c = in_dims
     where = "" if mesh is None else f" (data parallel over {parallel.nb_devices(mesh)} devices)"
@@ -240,11 +249,16 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
 
 
 def free_network(network: int = 0) -> None:
-    """Drop a network with its datasets, layers and optimizer state; its id becomes free."""
+    """Drop a network with its datasets, layers and optimizer state; its id becomes free.
+
+    Freeing the default network (the newest) leaves no default: later calls must name
+    their ``network=`` (CIANNA's default would point at the freed one) until ``init``.
+    """
     state = get_state(network)
     del _NETS[state.id]
     if _SESSION["last"] == state.id:
-        _SESSION["last"] = max(_NETS) if _NETS else None
+        _SESSION["last"] = None
+        _SESSION["freed"] = state.id
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -257,16 +271,31 @@ def _check_dataset_name(dataset, allowed=DATASET_NAMES) -> str:
     return dataset
 
 
-def _as_table(arr, name: str, rows: int, cols: int) -> np.ndarray:
+def _as_table(arr, name: str, rows: int, cols: int, allow_nonfinite: bool = False) -> np.ndarray:
+    """The first ``rows`` rows of ``arr`` (exactly ``cols`` wide) as a float32 copy;
+    NaN and inf are refused (first bad row and column named) unless ``allow_nonfinite``."""
     a = np.asarray(arr)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name}: expected a numeric array, received dtype {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (examples, values), received shape "
                          f"{a.shape}")
-    if a.shape[0] < rows or a.shape[1] < cols:
-        raise ValueError(f"{name}: expected at least ({rows}, {cols}), received {a.shape}")
-    return np.array(a[:rows, :cols], dtype=np.float32, order="C", copy=True)
+    if a.shape[0] < rows or a.shape[1] != cols:
+        raise ValueError(f"{name}: expected shape ({rows}, {cols}) (at least {rows} rows, exactly "
+                         f"{cols} values per row), received {a.shape}")
+    with np.errstate(over="ignore"):
+        out = np.array(a[:rows], dtype=np.float32, order="C", copy=True)
+    if not allow_nonfinite:
+        bad = ~np.isfinite(out)
+        if bad.any():
+            r, c = (int(v) for v in np.argwhere(bad)[0])
+            found = a[r, c].item()
+            why = "" if not np.isfinite(found) else " (overflows float32)"
+            raise ValueError(f"{name}: non-finite value {found!r}{why} at row {r}, column {c} "
+                             f"({int(bad.sum())} such value(s) in the first {rows} rows); "
+                             "replace them (e.g. np.nan_to_num) or pass allow_nonfinite=1 "
+                             "to keep them")
+    return out
 
 
 def _to_device(state: NetState, ds: Dataset) -> Dataset:
@@ -276,33 +305,54 @@ def _to_device(state: NetState, ds: Dataset) -> Dataset:
     nb = -(-ds.size // b)
     x = training.pad_batch(ds.x, nb * b).reshape((nb, b) + ds.x.shape[1:])
     t = training.pad_batch(ds.t, nb * b).reshape(nb, b, -1)
-    return Dataset(ds.x, ds.t, (state.put_batch(x, axis=1), state.put_batch(t, axis=1)))
+    return dataclasses.replace(ds, device=(state.put_batch(x, axis=1),
+                                           state.put_batch(t, axis=1)))
+
+
+def _target_rules(state: NetState):
+    """(key, config) of the YOLO target rules in force, or None before set_yolo_params."""
+    if state.yolo_params is None or state.yolo_params.get("max_nb_obj_per_image", 0) <= 0:
+        return None
+    cfg = state.yolo_cfg or make_config(state.in_dims[:3], (1, 1, 1), **state.yolo_params)
+    return (cfg.target_len, cfg.max_nb_obj_per_image, cfg.nb_class, cfg.target_box_len), cfg
+
+
+def check_dataset_targets(state: NetState, name: str, ds: Dataset) -> None:
+    """Validate ``ds``'s YOLO targets against the rules in force (once per rule set):
+    datasets created before ``set_yolo_params`` are checked here, before use."""
+    rules = _target_rules(state)
+    if rules is None or ds.yolo_checked == rules[0]:
+        return
+    try:
+        check_targets(ds.t, rules[1])
+    except ValueError as err:
+        raise ValueError(f"dataset {name}: target: {err} (the targets do not follow the YOLO "
+                         f"settings; create the dataset again with valid targets)") from None
+    ds.yolo_checked = rules[0]
 
 
 def create_dataset(dataset: str, size: int, input, target, network: int = -1,
-                   silent: int = 0) -> None:
+                   silent: int = 0, allow_nonfinite: int = 0) -> None:
     """Create ``dataset`` (TRAIN, VALID, TEST or their ``_buf``) from ``size`` rows of
     ``input`` (examples, C*D*H*W) and ``target`` (examples, out_dim).
 
     The inputs are copied once to float32 channel-last images (the core's layout);
     with ``dynamic_load=0`` they are also put on the device.  An existing dataset of
-    that name is replaced.
+    that name is replaced.  Rows must have exactly the network's widths; NaN or inf
+    values are refused, naming the first one, unless ``allow_nonfinite=1`` (not in
+    CIANNA; such values make the loss NaN, which ``train`` then refuses).
     """
     state = get_state(network)
     dataset = _check_dataset_name(dataset)
     size = _int(size, "size", minimum=1)
+    allow = bool(as_flag(allow_nonfinite, "allow_nonfinite"))
     w, h, d, c = state.in_dims
-    x = _as_table(input, "input", size, w * h * d * c)
+    x = _as_table(input, "input", size, w * h * d * c, allow)
     # once, here: CIANNA's channel-major rows -> channel-last images (N, D, H, W, C)
     x = np.ascontiguousarray(np.moveaxis(x.reshape(size, c, d, h, w), 1, -1))
-    t = _as_table(target, "target", size, state.out_dim)
-    if state.yolo_params is not None and state.yolo_params.get("max_nb_obj_per_image", 0) > 0:
-        cfg = state.yolo_cfg or make_config(state.in_dims[:3], (1, 1, 1), **state.yolo_params)
-        try:
-            check_targets(t, cfg)
-        except ValueError as err:
-            raise ValueError(f"target: {err}") from None
+    t = _as_table(target, "target", size, state.out_dim, allow)
     ds = Dataset(x, t)
+    check_dataset_targets(state, dataset, ds)
     if state.dynamic_load == 0:
         ds = _to_device(state, ds)
     with state.lock:
@@ -326,11 +376,15 @@ def delete_dataset(dataset: str, network: int = -1, silent: int = 0) -> None:
 
 
 def swap_data_buffers(dataset: str, network: int = -1) -> None:
-    """Exchange ``dataset`` and ``dataset + "_buf"`` (O(1), thread-safe)."""
+    """Exchange ``dataset`` and ``dataset + "_buf"`` (O(1), thread-safe); an empty
+    buffer is refused (the swap would silently leave ``dataset`` empty)."""
     state = get_state(network)
     dataset = _check_dataset_name(dataset, ("TRAIN", "VALID", "TEST"))
     with state.lock:
         buf = dataset + "_buf"
+        if state.datasets[buf] is None:
+            raise RuntimeError(f"swap_data_buffers: {buf} is empty: fill it with "
+                               f"create_dataset({buf!r}, ...) before swapping")
         state.datasets[dataset], state.datasets[buf] = state.datasets[buf], state.datasets[dataset]
 
 
@@ -440,7 +494,14 @@ def lrn(activation: str = "LIN", prev_layer: int = -1, range: int = 5, k: float 
 def set_frozen_layers(froz_array, network: int = -1) -> None:
     """Freeze layer i when ``froz_array[i]`` is non-zero (its weights are not updated)."""
     state = get_state(network)
-    flags = np.asarray(froz_array).ravel()
+    if isinstance(froz_array, (str, bytes)):
+        raise TypeError(f"froz_array: expected a list or array of 0/1 flags, received "
+                        f"{froz_array!r}")
+    flags = np.asarray(froz_array)
+    if flags.dtype.kind not in "biu" or flags.ndim > 1:
+        raise TypeError(f"froz_array: expected a 1-D list or array of int or bool flags, "
+                        f"received {froz_array!r}")
+    flags = flags.ravel()
     if flags.size > len(state.layers):
         raise ValueError(f"froz_array: {flags.size} flags for {len(state.layers)} layers")
     state.frozen = tuple(int(i) for i in np.flatnonzero(flags))
@@ -596,4 +657,17 @@ def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
             f"{state.out_dim}")
     state.yolo_params = kw
     _say(summary(cfg) + "\n", silent)
+    _check_existing_targets(state)
     return cfg.nb_filters
+
+
+def _check_existing_targets(state: NetState) -> None:
+    """Datasets created before the YOLO settings were known: validate them now and
+    warn about the invalid ones (``train``/``forward`` refuse them until recreated)."""
+    for name, ds in state.datasets.items():
+        if ds is None:
+            continue
+        try:
+            check_dataset_targets(state, name, ds)
+        except ValueError as err:
+            warnings.warn(str(err), UserWarning, stacklevel=3)

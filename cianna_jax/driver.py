@@ -16,7 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import console, metrics, parallel, training
-from .api import Dataset, NetState, get_dataset, get_state, save_state, say, warn_once
+from .api import (
+    Dataset,
+    NetState,
+    check_dataset_targets,
+    get_dataset,
+    get_state,
+    save_state,
+    say,
+    warn_once,
+)
 from .checks import as_float as _float
 from .checks import as_int as _int
 from .checks import as_str as _str
@@ -101,7 +110,8 @@ def _progress(state, prefix, j, nb, pending, shown, t0, silent):
     return shown
 
 
-def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> float:
+def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> np.ndarray:
+    """One pass over ``ds``; returns the loss sum of each batch (host array)."""
     net = state.net
     params, opt_state = state.params, state.opt_state
     key = state.next_key()
@@ -125,7 +135,8 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
         pending.append((s, nv))
         shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
     state.perf["batch"] = (xb, tb)
-    total = float(jnp.sum(jnp.stack(sums)))
+    state.perf["last"] = (xb, tb, np.int32(nv))
+    losses = np.asarray(jnp.stack(sums), dtype=np.float64)
     if not silent:
         for value, nv in pending:
             shown = float(value) / nv
@@ -134,7 +145,28 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
         console.write("\x1b[?25h")
     state.perf["train_rate"] = ds.size / (time.perf_counter() - t0)
     state.params, state.opt_state = tuple(params), opt_state
-    return total
+    return losses
+
+
+class _Diverged(Exception):
+    """Raised inside an iteration; ``train`` restores the last good state."""
+
+
+def _divergence(state: NetState, losses: np.ndarray) -> str | None:
+    """Why the state after this epoch must not be kept, or None.  A batch's loss is
+    computed before its update, so the final state is also checked on its own:
+    finite parameters and optimizer state, and a finite forward of the last batch."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    nb = losses.size
+    if bad.size:
+        j = int(bad[0])
+        return f"batch {j + 1}/{nb}: loss {losses[j]:g}"
+    xb, tb, nv = state.perf["last"]
+    if not bool(training.state_is_finite(state.net, state.params, state.opt_state, xb, tb, nv,
+                                         state.policy)):
+        return (f"batch {nb}/{nb} (after the last update): non-finite weights, optimizer "
+                "state or outputs")
+    return None
 
 
 def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_error: int,
@@ -229,68 +261,92 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     ``confmat``, ``error.txt``); every ``save_every`` iterations the network is saved to
     ``net_save/net<id>_s<iter>.dat``.  A NaN loss raises FloatingPointError and keeps
     the weights of the last good iteration.
+
+    Divergence: after each iteration the batch losses, the new weights and optimizer
+    state, a forward with them and (when evaluated) the VALID loss must all be finite.
+    Otherwise FloatingPointError names the iteration and batch, and the weights,
+    optimizer state and iteration counter are those before the failed iteration (no
+    save file is written from it).  Non-finite hyper-parameters are refused up front.
     """
     state = get_state(network)
     nb_iter = _int(nb_iter, "nb_iter", minimum=0)
-    lr0 = _float(learning_rate, "learning_rate")
-    lr_end = _float(end_learning_rate, "end_learning_rate")
+    lr0 = _float(learning_rate, "learning_rate", finite=True)
+    lr_end = _float(end_learning_rate, "end_learning_rate", finite=True)
     control_interv = _int(control_interv, "control_interv")
-    mu = _float(momentum, "momentum")
-    lr_decay = _float(lr_decay, "lr_decay")
-    wd = _float(weight_decay, "weight_decay")
+    mu = _float(momentum, "momentum", finite=True)
+    lr_decay = _float(lr_decay, "lr_decay", finite=True)
+    wd = _float(weight_decay, "weight_decay", finite=True)
     confmat = _int(confmat, "confmat")
     save_every = _int(save_every, "save_every")
     save_bin = _int(save_bin, "save_bin")
     _int(shuffle_gpu, "shuffle_gpu")  # accepted; JAX shuffles where the data live
     shuffle_every = _int(shuffle_every, "shuffle_every")
-    scale = _float(TC_scale_factor, "TC_scale_factor")
+    scale = _float(TC_scale_factor, "TC_scale_factor", finite=True)
     silent = _int(silent, "silent")
     if scale <= 0:
         raise ValueError(f"TC_scale_factor: expected > 0, received {scale}")
     if state.inference_only:
         raise RuntimeError("train: the network was created with inference_only=1")
     _check_output_size(state)
-    get_dataset(state, "TRAIN")
+    check_dataset_targets(state, "TRAIN", get_dataset(state, "TRAIN"))
     if control_interv > 0:
-        get_dataset(state, "VALID")
+        check_dataset_targets(state, "VALID", get_dataset(state, "VALID"))
     if scale != 1.0 and not state.policy.loss_scaling:
         warn_once("tc", f"TC_scale_factor is only used by the FP16 mixed-precision modes; "
                   f"with {state.policy.name} the scale is kept to 1", UserWarning)
         scale = 1.0
     if state.iteration == 0 and os.path.exists("error.txt"):
         os.remove("error.txt")
+    fresh_optimizer = state.opt_state is None  # a first iteration that fails resets it
+    start = state.iteration
     _ensure_optimizer(state)
     for _ in range(nb_iter):
         if silent < 1:
             console.write("\n")
-        lr = training.learning_rate_at(state.iteration, lr0, lr_end, lr_decay)
-        state.opt_state = training.set_learning_rate(state.opt_state, lr, momentum=mu,
-                                                     weight_decay=wd)
-        state.iteration += 1
-        ds = get_dataset(state, "TRAIN")
-        if shuffle_every > 0 and (state.iteration + 1) % shuffle_every == 0 \
-                and state.batch_mode != "SGD":
-            ds = _shuffle(state, ds)
-        good = (_copy(state.params), _copy(state.opt_state))
-        with parallel.context(state.mesh):
-            total = _train_epoch(state, ds, scale, silent >= 1)
-        if not np.isfinite(total):
-            state.params, state.opt_state = tuple(good[0]), good[1]
-            state.iteration -= 1
+        # train_step donates its buffers: keep copies of the last good state
+        good = (_copy(state.params), _copy(state.opt_state), state.iteration)
+        try:
+            _iteration(state, lr0, lr_end, lr_decay, mu, wd, shuffle_every, scale, silent,
+                       control_interv, confmat)
+        except BaseException as err:  # divergence, Ctrl-C, ...: back to the last good state
+            state.params, state.opt_state, state.iteration = tuple(good[0]), good[1], good[2]
+            if fresh_optimizer and state.iteration == start:
+                state.reset_optimizer()
+            if not isinstance(err, _Diverged):
+                raise
             raise FloatingPointError(
-                f"training diverged: NaN/inf loss during iteration {state.iteration + 1}; the "
-                "weights of the last good iteration are kept (lower the learning rate?)")
-        if control_interv > 0 and state.iteration % control_interv == 0:
-            if silent < 1:
-                console.write(f"\n{' ' * 14}Average Training perf: {state.perf['train_rate']:.2f}"
-                              f" it/s | Mean Loss: {total / ds.size:.5g} | Learning rate: "
-                              f"{lr:.5g} | Momentum: {mu:.5g} | Weight decay: {wd:.5g}\n")
-            state.no_error = 0
-            _control_step(state, confmat, silent)
+                f"training diverged at iteration {good[2] + 1}, {err}; the weights, optimizer "
+                f"state and iteration counter of iteration {good[2]} are kept (lower the "
+                "learning rate?)") from None
         if save_every > 0 and state.iteration % save_every == 0:
             path = f"net_save/net{state.id}_s{state.iteration:04d}.dat"
             console.write(f"Saving network for iteration: {state.iteration} (mode: {save_bin})\n")
             save_state(state, path, bool(save_bin))
+
+
+def _iteration(state: NetState, lr0, lr_end, lr_decay, mu, wd, shuffle_every, scale, silent,
+               control_interv, confmat) -> None:
+    """One training iteration (epoch) and its VALID control; raises _Diverged."""
+    lr = training.learning_rate_at(state.iteration, lr0, lr_end, lr_decay)
+    state.opt_state = training.set_learning_rate(state.opt_state, lr, momentum=mu,
+                                                 weight_decay=wd)
+    state.iteration += 1
+    ds = get_dataset(state, "TRAIN")
+    if shuffle_every > 0 and (state.iteration + 1) % shuffle_every == 0 \
+            and state.batch_mode != "SGD":
+        ds = _shuffle(state, ds)
+    with parallel.context(state.mesh):
+        losses = _train_epoch(state, ds, scale, silent >= 1)
+        problem = _divergence(state, losses)
+    if problem is not None:
+        raise _Diverged(f"on TRAIN, {problem}")
+    if control_interv > 0 and state.iteration % control_interv == 0:
+        if silent < 1:
+            console.write(f"\n{' ' * 14}Average Training perf: {state.perf['train_rate']:.2f}"
+                          f" it/s | Mean Loss: {losses.sum() / ds.size:.5g} | Learning rate: "
+                          f"{lr:.5g} | Momentum: {mu:.5g} | Weight decay: {wd:.5g}\n")
+        state.no_error = 0
+        _control_step(state, confmat, silent)
 
 
 def _control_step(state: NetState, confmat: int, silent: int) -> None:
@@ -307,8 +363,9 @@ def _control_step(state: NetState, confmat: int, silent: int) -> None:
         if mat is not None:
             # classification: CIANNA's confusion matrix display, at least the accuracy
             console.write(console.confusion_matrix_text(mat, confmat if confmat in (1, 2) else 3))
-        if not np.isfinite(loss):
-            raise FloatingPointError("ERROR: Network divergence detected (NaN) on VALID")
+    if not np.isfinite(loss):
+        raise _Diverged(f"on VALID (first seen there): loss {loss:g}")
+    if silent != 1:
         _append_error(state.iteration, loss / ds.size)
 
 
@@ -334,6 +391,8 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
     if not state.layers:
         raise RuntimeError("forward: the network has no layer: add layers or load a file first")
     ds = get_dataset(state, "TEST")
+    if no_error != 1:
+        check_dataset_targets(state, "TEST", ds)
     if repeat > 1 and silent != 1:
         console.write(f"Forwarding with repeat = {repeat}\n")
     state.no_error = no_error

@@ -162,9 +162,19 @@ def _check_inputs(layers, inputs) -> tuple[tuple[int, ...], ...]:
     return inputs
 
 
-def _source_tree(layers, inputs, i: int) -> tuple:
-    return tuple(None if s == INPUT else Source(layers[s], _source_tree(layers, inputs, s))
-                 for s in inputs[i])
+def _source_trees(layers, inputs) -> list[tuple]:
+    """For each layer, what it reads as :class:`Source` nodes (``None``: the input).
+
+    Built once in layer order with shared nodes: linear in the number of layers,
+    without recursion, and without the exponential blow-up a tree copy of a residual
+    graph would have (inputs always point to earlier layers)."""
+    nodes: list[Source] = []
+    trees = []
+    for i, layer in enumerate(layers):
+        tree = tuple(None if s == INPUT else nodes[s] for s in inputs[i])
+        trees.append(tree)
+        nodes.append(Source(layer, tree))
+    return trees
 
 
 def _resolve(layer, first: bool, in_dims, input_bias: float):
@@ -192,11 +202,11 @@ def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None,
     wiring = _check_inputs(layers, inputs)
     resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias)
                      for i, layer in enumerate(layers))
+    trees = _source_trees(resolved, wiring)
     for i, layer in enumerate(resolved):
         check = getattr(layer, "check", None)
         if check is not None:
-            check(f"layer {i + 1} ({layer.kind})", _source_tree(resolved, wiring, i),
-                  last=i == len(resolved) - 1)
+            check(f"layer {i + 1} ({layer.kind})", trees[i], last=i == len(resolved) - 1)
     sequential = wiring == sequential_inputs(len(resolved))
     net = Network(in_dims, resolved, f32(input_bias), yolo, () if sequential else wiring)
     _checked_shapes(net)

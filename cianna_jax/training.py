@@ -45,6 +45,7 @@ __all__ = [
     "set_learning_rate",
     "learning_rate_at",
     "batch_loss",
+    "state_is_finite",
     "train_step",
     "eval_step",
     "pad_batch",
@@ -317,6 +318,20 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     mask = (jnp.arange(x.shape[0]) < n_valid).astype(y.dtype)
     loss = jnp.sum(jnp.sum(elementwise_loss(act, y, t.astype(y.dtype)), axis=1) * mask)
     return out, loss
+
+
+@partial(jax.jit, static_argnames=("spec", "policy"))
+def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: jax.Array,
+                    n_valid, policy: Policy = FP32) -> jax.Array:
+    """True when every float of ``params`` and ``opt_state`` is finite and a forward of
+    the batch ``x`` (outputs and loss against ``t``) is finite too: the test a training
+    loop applies before it keeps a state (a finite loss before an update says nothing
+    about the weights after it)."""
+    leaves = [a for a in jax.tree_util.tree_leaves((params, opt_state))
+              if jnp.issubdtype(a.dtype, jnp.inexact)]
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else True
+    out, loss = eval_step(spec, params, x, t, n_valid, None, "AVG_MODEL", True, policy)
+    return ok & jnp.all(jnp.isfinite(out)) & jnp.isfinite(loss)
 
 
 def yolo_parts(spec: Network, out: jax.Array, t: jax.Array, n_valid) -> jax.Array:

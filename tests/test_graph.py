@@ -151,3 +151,9 @@ def test_exact_gradients_match_finite_differences_where_cianna_differs(case):
     np.testing.assert_allclose(np.asarray(exact[0]["w"]), fd, rtol=3e-2, atol=3e-2)
     with pytest.raises(ValueError, match="grads"):
         cj.apply(net, params, x, grads="autodiff")
+
+
+def test_deep_networks_are_validated_without_recursion():
+    # the stacking checks see each layer's sources: built once, shared, no recursion
+    net = nn.network([4], 1, [nn.dense(4, activation="LIN") for _ in range(1500)])
+    assert len(net.layers) == 1500 and net.output_shape.size == 4

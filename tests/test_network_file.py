@@ -127,3 +127,34 @@ def test_failed_save_keeps_existing_file(tmp_path):
     with pytest.raises(ValueError, match=r"params\[0\]"):
         cj.save_network(path, net, ({"w": params[0]["w"][:-1]},))
     assert path.read_bytes() == before
+
+
+def test_a_failed_load_changes_nothing(golden_case, tmp_path, monkeypatch):
+    """cianna_jax.load of a hostile file raises CiannaFormatError and keeps the network,
+    its parameters and the iteration counter."""
+    import struct
+
+    from cianna_jax.api import get_state
+
+    monkeypatch.chdir(tmp_path)
+    src = golden_case("dense_only").path("net_bin.dat")
+    data = bytearray(src.read_bytes())
+    last = data.rindex(b"D" + struct.pack("<i", 5))  # third dense record: 5 neurons
+    struct.pack_into("<f", data, last + 5, 7.0)  # dropout 7.0: refused by dense()
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(bytes(data))
+    cj.init([8, 8], 1, 5, b_size=2, comp_meth="C_BLAS", no_logo=1, seed=0)
+    state = get_state()
+    try:
+        cj.load(str(src), 3, nb_layers=2, bin=1, silent=1)
+        net, params = cj.get_network()
+        with pytest.raises(CiannaFormatError, match="record 3.*drop_rate"):
+            cj.load(str(bad), 9, nb_skip_layers=2, bin=1, silent=1)
+        with pytest.raises(CiannaFormatError, match="nb_layers=2 .*only 3 records"):
+            cj.load(str(src), 9, nb_skip_layers=2, nb_layers=2, bin=1, silent=1)
+        assert cj.get_network()[0] is net and cj.get_network()[1] is params
+        assert state.iteration == 3 and len(state.layers) == 2
+        cj.load(str(src), 9, nb_skip_layers=2, bin=1, silent=1)
+        assert len(state.layers) == 3 and state.iteration == 9
+    finally:
+        cj.free_network(state.id)

@@ -4,6 +4,14 @@ The reader scans the text like the original's ``fscanf`` calls, with exact
 float32 rounding, and reports any corruption as
 :class:`~cianna_jax.io.records.CiannaFormatError` with its line number.  The
 writer reproduces the original's ``printf`` output byte for byte.
+
+Hostile input: parsing is linear in the file size.  A header or record line
+longer than :data:`MAX_LINE` characters is refused before any pattern runs,
+the patterns are possessive (no backtracking), an integer field must fit an
+int32 and a number token hold at most :data:`MAX_TOKEN` characters, and a value
+count is compared with the text left before values are collected.  The last
+record of the file must end with the newline(s) the original writes after it
+(a blank line after conv, dense, norm and pool records).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import numpy as np
 
 from .loader import RecordLoader, check_header, check_yolo_counts
 from .records import (
+    INT32_MAX,
+    INT32_MIN,
     RECORD_CHARS,
     RECORD_KIND,
     CiannaFile,
@@ -29,31 +39,38 @@ from .records import (
 )
 from .text_numbers import format_f, format_g, parse_f32, strings_to_f32
 
-__all__ = ["read_ascii", "ascii_chunks"]
+__all__ = ["read_ascii", "ascii_chunks", "MAX_LINE", "MAX_TOKEN"]
+
+#: Longest header or record line accepted (the original writes lines of < 200 characters).
+MAX_LINE = 4096
+#: Longest number token accepted (``%g`` writes at most 13 characters, ``%f`` 47).
+MAX_TOKEN = 128
 
 _SEPARATORS = " \n"  # characters the original loader skips between records
 
 
 # --------------------------------------------------------------------------------------------
-# Line patterns
+# Line patterns (possessive quantifiers: linear time whatever the line holds)
 # --------------------------------------------------------------------------------------------
 
-_INT_RE = re.compile(r"[-+]?\d+\Z")
+_INT_RE = re.compile(r"[-+]?+\d++\Z")
 _WEIGHT_BAD_CHAR = re.compile(r"[^0-9eE.+\-nNaAiIfFtTyY \n]")
-_WS_RE = re.compile(r"[ \n]*")
+_WS_RE = re.compile(r"[ \n]*+")
 _TOKEN_RE = re.compile(r"[^ \n]+")
+_TOKEN_TAIL_RE = re.compile(r"[^ \n]*+")
 
-_I = r"([-+]?\d+)"
-_F = r"([-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN]))"
-_S = r"([!-~]+)"  # printable ASCII word (activation and type strings)
-_HEADER_RE = re.compile(rf"{_I}x{_I}x{_I}x{_I} *\Z")
-_DENSE_RE = re.compile(rf"{_I}n{_F}d{_F}b{_S} *\Z")
+_I = r"([-+]?+\d++)"
+_F = (r"([-+]?+(?:(?:\d++\.?+\d*+|\.\d++)(?:[eE][-+]?+\d++)?+"
+      r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?+|[nN][aA][nN]))")
+_S = r"([!-~]++)"  # printable ASCII word (activation and type strings)
+_HEADER_RE = re.compile(rf"{_I}x{_I}x{_I}x{_I} *+\Z")
+_DENSE_RE = re.compile(rf"{_I}n{_F}d{_F}b{_S} *+\Z")
 _CONV_RE = re.compile(
     rf"{_I}f{_I}x{_I}x{_I}\.{_I}x{_I}x{_I}s{_I}x{_I}x{_I}p{_I}x{_I}x{_I}ip"
-    rf"{_I}x{_I}x{_I}x{_I}idim{_F}d{_F}b{_S} *\Z")
-_POOL_RE = re.compile(rf"{_I}x{_I}x{_I}\.{_I}x{_I}x{_I}s{_I}x{_I}x{_I}p{_I}g_{_F}d{_S} {_S} *\Z")
-_NORM_RE = re.compile(rf" {_S} S{_I}_O{_I}{_S} *\Z")
-_LRN_RE = re.compile(rf" {_I} {_F} {_F} {_F} {_S} *\Z")
+    rf"{_I}x{_I}x{_I}x{_I}idim{_F}d{_F}b{_S} *+\Z")
+_POOL_RE = re.compile(rf"{_I}x{_I}x{_I}\.{_I}x{_I}x{_I}s{_I}x{_I}x{_I}p{_I}g_{_F}d{_S} {_S} *+\Z")
+_NORM_RE = re.compile(rf" {_S} S{_I}_O{_I}{_S} *+\Z")
+_LRN_RE = re.compile(rf" {_I} {_F} {_F} {_F} {_S} *+\Z")
 
 _PATTERNS = {
     "header": "<W>x<H>x<D>x<C>",
@@ -64,6 +81,13 @@ _PATTERNS = {
     "norm": "N <type> S<group_size>_O<set_off><activation>",
     "lrn": "L <range> <k> <alpha> <beta> <activation>",
 }
+#: Newlines that close each record kind after its last value (its line for pool and LRN).
+_CLOSING_NEWLINES = {"dense": 2, "conv": 2, "norm": 2, "pool": 1, "lrn": 0}
+
+
+def _shown(s: str, limit: int = 40) -> str:
+    """``repr`` of a token or line, cut for error messages."""
+    return repr(s if len(s) <= limit else s[:limit - 3] + "...")
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,9 +102,16 @@ class _TextScanner:
         self.pos = 0
         self.path = path
         self.ld = loader_ref
+        self._line_at = (0, 1)  # (position, its line number): line numbers in linear time
 
     def line_no(self, pos=None) -> int:
-        return self.text.count("\n", 0, self.pos if pos is None else pos) + 1
+        pos = self.pos if pos is None else pos
+        at, line = self._line_at
+        if pos < at:
+            at, line = 0, 1
+        line += self.text.count("\n", at, pos)
+        self._line_at = (pos, line)
+        return line
 
     def where(self, pos=None) -> str:
         return f"line {self.line_no(pos)}"
@@ -90,33 +121,66 @@ class _TextScanner:
             return CiannaFormatError(self.path, None, detail, where=self.where(pos))
         return self.ld.error(detail, kind, self.where(pos))
 
-    def read_line(self) -> str:
-        end = self.text.find("\n", self.pos)
-        if end < 0:
-            end = self.n
-        line = self.text[self.pos:end]
-        self.pos = min(end + 1, self.n)
-        return line
-
     def match_line(self, regex, kind, first_char=""):
+        """Match the rest of the current line (at most MAX_LINE characters, ended by a
+        newline) against ``regex``."""
         start = self.pos
-        line = self.read_line()
+        label = kind if kind != "header" else None
+        end = self.text.find("\n", start, start + MAX_LINE + 1)
+        if end < 0:
+            if self.n - start > MAX_LINE:
+                raise self.error(f"expected a {kind} line '{_PATTERNS[kind]}' of at most "
+                                 f"{MAX_LINE} characters, found a longer line starting with "
+                                 f"{_shown(first_char + self.text[start:start + 60], 60)}",
+                                 label, start)
+            end = self.n
+        line = self.text[start:end]
+        self.pos = min(end + 1, self.n)
         m = regex.match(line)
         if m is None:
-            shown = (first_char + line)
-            if len(shown) > 120:
-                shown = shown[:117] + "..."
             hint = ""
             if "\x00" in line:
                 hint = " (NUL byte found: is this a binary file? use binary=True)"
             elif "\r" in line:
                 hint = " (carriage return found: Windows CRLF line endings are not supported)"
-            raise self.error(f"expected a {kind} line '{_PATTERNS[kind]}', found {shown!r}{hint}",
-                             kind if kind != "header" else None, start)
+            raise self.error(f"expected a {kind} line '{_PATTERNS[kind]}', found "
+                             f"{_shown(first_char + line, 120)}{hint}", label, start)
+        if end == self.n:
+            raise self.error(f"the file ends inside this {kind} line (no end of line): "
+                             f"truncated file?", label, start)
         return m
+
+    def to_int(self, tok: str, what: str, kind, pos) -> int:
+        """An integer token (``[-+]digits``) as an int32, refused otherwise."""
+        if (len(tok) > MAX_TOKEN or len(tok.lstrip("+-").lstrip("0")) > 10
+                or not INT32_MIN <= int(tok) <= INT32_MAX):
+            raise self.error(f"{what}: expected an integer in {INT32_MIN}..{INT32_MAX}, found "
+                             f"{_shown(tok)} ({len(tok)} characters)", kind, pos)
+        return int(tok)
+
+    def ints(self, toks, what: str, kind, pos) -> list:
+        return [self.to_int(t, what, kind, pos) for t in toks]
+
+    def to_f32(self, tok: str, what: str, kind, pos) -> float:
+        if len(tok) > MAX_TOKEN:
+            raise self.error(f"{what}: a number of {len(tok)} characters (at most {MAX_TOKEN}) "
+                             f"found: {_shown(tok)}", kind, pos)
+        try:
+            return parse_f32(tok)
+        except (ValueError, OverflowError):
+            raise self.error(f"{what}: {_shown(tok)} is not a number", kind, pos) from None
 
     def skip_separators(self):
         self.pos = _WS_RE.match(self.text, self.pos).end()
+
+    def close_record(self, kind: str):
+        """At the end of the file, the record must end with the newline(s) CIANNA writes."""
+        rest = _WS_RE.match(self.text, self.pos).end()
+        need = _CLOSING_NEWLINES[kind]
+        if rest == self.n and self.text.count("\n", self.pos, rest) < need:
+            what = "blank line" if need == 2 else "end of line"
+            raise self.error(f"the file ends without the {what} that closes a {kind} record "
+                             f"(truncated file?)", kind, self.n)
 
     def check_chars(self, start: int, stop: int, count: int, what: str, kind: str):
         """Reject anything that cannot be part of a number (``\\r`` in particular)."""
@@ -125,21 +189,17 @@ class _TextScanner:
             return
         ch = bad.group()
         b = bad.start()
-        lo = b
-        while lo > 0 and self.text[lo - 1] not in _SEPARATORS:
-            lo -= 1
-        hi = b
-        while hi < self.n and self.text[hi] not in _SEPARATORS:
-            hi += 1
-        tok = self.text[lo:hi]
+        lo = max(self.text.rfind(" ", 0, b), self.text.rfind("\n", 0, b)) + 1
+        tok = self.text[lo:_TOKEN_TAIL_RE.match(self.text, b).end()]
         if ch == "\r":
             detail = "carriage return (\\r) found: Windows CRLF line endings are not supported"
         elif tok[:1] in RECORD_CHARS:
-            detail = (f"{tok!r} is not a number: it looks like the start of the next record, so "
-                      f"this record holds fewer values than expected (is its input size the one "
-                      f"it was saved with? input resolution change before a dense layer?)")
+            detail = (f"{_shown(tok)} is not a number: it looks like the start of the next "
+                      f"record, so this record holds fewer values than expected (is its input "
+                      f"size the one it was saved with? input resolution change before a dense "
+                      f"layer?)")
         else:
-            detail = f"{tok!r} is not a number (unexpected character {ch!r})"
+            detail = f"{_shown(tok)} is not a number (unexpected character {ch!r})"
         raise self.error(f"while reading {count} {what}: {detail}", kind, b)
 
     def read_tokens(self, count: int, what: str, kind: str, whole_lines: bool = False) -> list:
@@ -156,6 +216,9 @@ class _TextScanner:
         start = pos
         hint = (" (or the record's input size is not the one it was saved with: input resolution "
                 "change before a dense layer?)") if whole_lines else ""
+        if count > (n - pos + 1) // 2:  # each value takes a character and a separator
+            raise self.error(f"expected {count} {what}, only {n - pos} characters are left in "
+                             f"the file{hint}", kind, pos)
         while need > 0:
             pos = _WS_RE.match(text, pos).end()
             if pos >= n:
@@ -186,6 +249,11 @@ class _TextScanner:
                 pos = m.end()
                 need = 0
         self.check_chars(start, pos, count, what, kind)
+        longest = max(out, key=len)
+        if len(longest) > MAX_TOKEN:
+            raise self.error(f"while reading {count} {what}: a number of {len(longest)} "
+                             f"characters (at most {MAX_TOKEN}) found: {_shown(longest)}",
+                             kind, start)
         self.pos = pos
         return out
 
@@ -195,26 +263,26 @@ class _TextScanner:
         start = self.pos
         toks = self.read_tokens(count, what, kind, whole_lines=True)
         try:
-            d64 = np.array(toks, dtype=np.float64)
-        except ValueError:
+            return strings_to_f32(toks, np.array(toks, dtype=np.float64))
+        except (ValueError, OverflowError):
             for t in toks:
                 try:
                     float(t)
                 except ValueError:
                     break
-            else:  # pragma: no cover - numpy and float disagree
+            else:  # numpy accepted a token the exact rounding does not
                 t = "?"
-            raise self.error(f"while reading {count} {what}: {t!r} is not a number", kind,
+            raise self.error(f"while reading {count} {what}: {_shown(t)} is not a number", kind,
                              start) from None
-        return strings_to_f32(toks, d64)
 
     def read_ints(self, count: int, what: str, kind: str) -> list:
         start = self.pos
         toks = self.read_tokens(count, what, kind)
         for t in toks:
             if not _INT_RE.match(t):
-                raise self.error(f"while reading {what}: {t!r} is not an integer", kind, start)
-        return [int(t) for t in toks]
+                raise self.error(f"while reading {what}: {_shown(t)} is not an integer", kind,
+                                 start)
+        return self.ints(toks, what, kind, start)
 
 
 def read_ascii(path, text: str, input_shape, nb_layers, nb_skip) -> CiannaFile:
@@ -223,13 +291,13 @@ def read_ascii(path, text: str, input_shape, nb_layers, nb_skip) -> CiannaFile:
     if not text:
         raise CiannaFormatError(path, None, "empty file, expected a '<W>x<H>x<D>x<C>' header")
     m = sc.match_line(_HEADER_RE, "header")
-    in_dims = tuple(int(v) for v in m.groups())
-    check_header(path, in_dims)
+    in_dims = tuple(sc.ints(m.groups(), "header", None, 0))
+    check_header(path, in_dims, "line 1")
     ld = RecordLoader(path, in_dims, input_shape, nb_layers, nb_skip)
     sc.ld = ld
-    while not ld.done():
+    while True:
         sc.skip_separators()
-        if sc.pos >= sc.n:
+        if sc.pos >= sc.n or ld.done():
             break
         ch = text[sc.pos]
         ld.index += 1
@@ -243,53 +311,60 @@ def read_ascii(path, text: str, input_shape, nb_layers, nb_skip) -> CiannaFile:
                            None, sc.pos)
         kind = RECORD_KIND[ch]
         rec_start = sc.pos
+        where = sc.where(rec_start)
         sc.pos += 1
         if kind == "dense":
             g = sc.match_line(_DENSE_RE, kind, ch).groups()
-            rec = DenseRecord(int(g[0]), parse_f32(g[1]), parse_f32(g[2]), g[3], None)
-            rin = ld.prepare(rec, kind, sc.where(rec_start))
+            rec = DenseRecord(sc.to_int(g[0], "nb_neurons", kind, rec_start),
+                              sc.to_f32(g[1], "dropout", kind, rec_start),
+                              sc.to_f32(g[2], "bias", kind, rec_start), g[3], None)
+            rin = ld.prepare(rec, kind, where)
             rows, cols = param_shapes(rec, rin)["weights"]
             w = sc.read_floats(rows * cols, f"dense weights ({rows} rows x {cols})", kind)
             rec = dataclasses.replace(rec, weights=w.reshape(rows, cols))
         elif kind == "conv":
             g = sc.match_line(_CONV_RE, kind, ch).groups()
-            ints = [int(v) for v in g[:17]]
+            ints = sc.ints(g[:17], "conv hyper-parameters", kind, rec_start)
             act = g[19]
             yolo = None
             if act.startswith("YOLO"):
                 y = sc.read_ints(5, "YOLO settings (nb_box nb_class nb_param fit_dim class_softmax)",
                                  kind)
-                check_yolo_counts(ld, kind, sc.where(), y[0])
+                check_yolo_counts(ld, kind, sc.where(), ints[0], y)
                 pri = sc.read_floats(3 * y[0], f"YOLO priors (3 rows of {y[0]})", kind)
                 slo = sc.read_floats(18, "YOLO activation limits (6 rows of 3)", kind)
                 yolo = YoloRecord(*y, priors=pri.reshape(3, y[0]), slopes=slo.reshape(6, 3))
             rec = ConvRecord(ints[0], ints[1:4], ints[4:7], ints[7:10], ints[10:13], ints[13:17],
-                             parse_f32(g[17]), parse_f32(g[18]), act, yolo, None)
-            rin = ld.prepare(rec, kind, sc.where(rec_start))
+                             sc.to_f32(g[17], "dropout", kind, rec_start),
+                             sc.to_f32(g[18], "bias", kind, rec_start), act, yolo, None)
+            rin = ld.prepare(rec, kind, where)
             rows, cols = param_shapes(rec, rin)["weights"]
             w = sc.read_floats(rows * cols, f"conv weights ({rows} filters x {cols})", kind)
             rec = dataclasses.replace(rec, weights=w.reshape(rows, cols))
         elif kind == "pool":
             g = sc.match_line(_POOL_RE, kind, ch).groups()
-            ints = [int(v) for v in g[:10]]
-            rec = PoolRecord(ints[0:3], ints[3:6], ints[6:9], ints[9], parse_f32(g[10]),
-                             g[11], g[12])
-            ld.prepare(rec, kind, sc.where(rec_start))
+            ints = sc.ints(g[:10], "pool hyper-parameters", kind, rec_start)
+            rec = PoolRecord(ints[0:3], ints[3:6], ints[6:9], ints[9],
+                             sc.to_f32(g[10], "dropout", kind, rec_start), g[11], g[12])
+            ld.prepare(rec, kind, where)
         elif kind == "norm":
             g = sc.match_line(_NORM_RE, kind, ch).groups()
-            rec = NormRecord(g[0], int(g[1]), int(g[2]), g[3], None, None)
-            rin = ld.prepare(rec, kind, sc.where(rec_start))
+            gs, so = sc.ints(g[1:3], "norm hyper-parameters", kind, rec_start)
+            rec = NormRecord(g[0], gs, so, g[3], None, None)
+            rin = ld.prepare(rec, kind, where)
             (ng,) = param_shapes(rec, rin)["gamma"]
             gamma = sc.read_floats(ng, f"norm gamma values ({ng})", kind)
             beta = sc.read_floats(ng, f"norm beta values ({ng})", kind)
             rec = dataclasses.replace(rec, gamma=gamma, beta=beta)
         else:  # lrn
             g = sc.match_line(_LRN_RE, kind, ch).groups()
-            rec = LRNRecord(int(g[0]), parse_f32(g[1]), parse_f32(g[2]), parse_f32(g[3]),
+            rec = LRNRecord(sc.to_int(g[0], "range", kind, rec_start),
+                            *(sc.to_f32(v, "LRN k, alpha, beta", kind, rec_start) for v in g[1:4]),
                             g[4])
-            ld.prepare(rec, kind, sc.where(rec_start))
+            ld.prepare(rec, kind, where)
+        sc.close_record(kind)
         ld.finish(rec)
-    return ld.result()
+    return ld.result(at_end=sc.pos >= sc.n)
 
 
 # --------------------------------------------------------------------------------------------

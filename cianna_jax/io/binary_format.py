@@ -3,12 +3,14 @@
 Little-endian int32 / float32 fields and NUL-padded string fields of
 :data:`~cianna_jax.io.records.STRING_FIELD_SIZE` bytes, in the original's
 exact layout; corruption raises :class:`~cianna_jax.io.records.CiannaFormatError`
-with the byte offset.
+with the byte offset.  Every count is checked against its bounds and against the
+bytes left in the file before anything is allocated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 
 import numpy as np
@@ -31,6 +33,8 @@ from .records import (
 
 __all__ = ["read_binary", "binary_chunks"]
 
+_SEPARATORS = re.compile(rb"[ \n]*")  # bytes the original loader skips between records
+
 
 # --------------------------------------------------------------------------------------------
 # Reader
@@ -52,7 +56,7 @@ class _ByteScanner:
         return self.ld.error(detail, kind, where)
 
     def take(self, size: int, what: str, kind=None) -> int:
-        if self.pos + size > self.n:
+        if size < 0 or self.pos + size > self.n:
             raise self.error(f"truncated file: {what} needs {size} bytes, only {self.n - self.pos} "
                              f"left", kind)
         p = self.pos
@@ -78,6 +82,9 @@ class _ByteScanner:
             raise self.error(f"{what}: not a printable ASCII word: {bytes(s)!r}", kind, p)
         return s.decode("ascii")
 
+    def skip_separators(self) -> None:
+        self.pos = _SEPARATORS.match(self.data, self.pos).end()
+
     def floats(self, count: int, what: str, kind) -> np.ndarray:
         if self.pos + 4 * count > self.n and self.ld is not None and self.ld.input_shape is not None:
             what += (" (with input_shape given, the record's input size may also differ from the "
@@ -86,24 +93,33 @@ class _ByteScanner:
         return np.frombuffer(self.data, dtype="<f4", count=count, offset=p).astype(np.float32)
 
 
+_ASCII_HINT = " (the file looks like an ASCII save: use binary=False)"
+
+
+def _looks_ascii(data: bytes) -> bool:
+    return data[:16].replace(b"x", b"").replace(b"\n", b"").isascii() and b"x" in data[:16]
+
+
 def read_binary(path, data: bytes, input_shape, nb_layers, nb_skip) -> CiannaFile:
     """Parse the bytes of a binary file; see ``read_network``."""
     sc = _ByteScanner(data, path, None)
     in_dims = sc.unpack("4i", "the 4-int header (W, H, D, C)")
-    check_header(path, in_dims)
+    try:
+        check_header(path, in_dims, "offset 0")
+    except CiannaFormatError as e:
+        if not _looks_ascii(data):
+            raise
+        raise CiannaFormatError(path, None, e.detail + _ASCII_HINT, where="offset 0") from None
     ld = RecordLoader(path, in_dims, input_shape, nb_layers, nb_skip)
     sc.ld = ld
-    while not ld.done():
-        while sc.pos < sc.n and data[sc.pos] in (0x20, 0x0A):
-            sc.pos += 1
-        if sc.pos >= sc.n:
+    while True:
+        sc.skip_separators()
+        if sc.pos >= sc.n or ld.done():
             break
         ch = chr(data[sc.pos])
         ld.index += 1
         if ch not in RECORD_CHARS:
-            hint = ""
-            if data[:16].replace(b"x", b"").replace(b"\n", b"").isascii() and b"x" in data[:16]:
-                hint = " (the file looks like an ASCII save: use binary=False)"
+            hint = _ASCII_HINT if _looks_ascii(data) else ""
             b = data[sc.pos]
             shown = f"0x{b:02x}" + (f" ({chr(b)!r})" if 0x20 < b < 0x7F else "")
             if not hint and ld.input_shape is not None:
@@ -128,7 +144,7 @@ def read_binary(path, data: bytes, input_shape, nb_layers, nb_skip) -> CiannaFil
             yolo = None
             if act.startswith("YOLO"):
                 y = sc.unpack("5i", "YOLO settings", kind)
-                check_yolo_counts(ld, kind, f"offset {sc.pos - 20}", y[0])
+                check_yolo_counts(ld, kind, f"offset {sc.pos - 20}", v[0], y)
                 pri = sc.floats(3 * y[0], f"YOLO priors ({3 * y[0]} floats)", kind)
                 slo = sc.floats(18, "YOLO activation limits (18 floats)", kind)
                 yolo = YoloRecord(*y, priors=pri.reshape(3, y[0]), slopes=slo.reshape(6, 3))
@@ -160,7 +176,7 @@ def read_binary(path, data: bytes, input_shape, nb_layers, nb_skip) -> CiannaFil
             rec = LRNRecord(r, k, a, b, act)
             ld.prepare(rec, kind, where)
         ld.finish(rec)
-    return ld.result()
+    return ld.result(at_end=sc.pos >= sc.n)
 
 
 # --------------------------------------------------------------------------------------------

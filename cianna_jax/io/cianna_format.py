@@ -28,6 +28,24 @@ Differences from the original loader (deliberate fixes):
   non-numeric values, truncated binary data) raises :class:`CiannaFormatError`
   instead of producing a partial network.
 
+Hostile files (see :mod:`.records` for the bounds): every count and size is
+checked against sane bounds and against the bytes (binary) or characters
+(ASCII) left in the file before anything is allocated, ASCII parsing is linear
+in the file size, integer fields must fit an int32.  A file has no end marker,
+so a cut exactly between two records cannot always be seen; the rules are:
+
+* a file ending inside its header or inside a record (even right after the
+  record type byte) is refused, and so is an ASCII file whose last record lacks
+  the newline(s) CIANNA writes after it (the blank line after a conv, dense,
+  norm or pool record, the end of line of an LRN record);
+* a file must hold at least one record and end with a conv, pool or dense
+  record: CIANNA takes the last layer as the network output and handles no
+  other kind, so a file ending with a norm or LRN record was cut;
+* ``nb_skip_layers`` and ``nb_layers`` must not ask for more records than the
+  file holds.
+
+A cut right after a conv, pool or dense record still reads as a shorter network.
+
 This module is the public entry point (:func:`read_network`,
 :func:`write_network`) and re-exports the record model.  The work is split by
 concept: :mod:`.records` (errors, records, shape rules, validation),
@@ -40,11 +58,11 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 
 import numpy as np
 
 from . import ascii_format, binary_format
+from .atomic import atomic_write, remove_stale_temps
 from .records import (
     STRING_FIELD_SIZE,
     CiannaFile,
@@ -89,8 +107,9 @@ def read_network(path, binary: bool, *, input_shape=None, nb_layers: int = 0,
 
     ``binary`` must match the file format (there is no detection, like the
     original).  The first ``nb_skip_layers`` records (negative -> 0) are parsed
-    fully and dropped; then up to ``nb_layers`` records are returned (0 = all
-    until the end of the file).  ``input_shape`` (W, H, D, C) is what the first
+    fully and dropped; then ``nb_layers`` records are returned (0 = all until
+    the end of the file; a file holding fewer records than asked for is
+    refused).  ``input_shape`` (W, H, D, C) is what the first
     returned record connects to; it must be compatible with the file (same
     channels for conv/pool/norm/LRN, same number of values for dense).  Without
     it the header propagated through the skipped records is used.
@@ -107,6 +126,7 @@ def read_network(path, binary: bool, *, input_shape=None, nb_layers: int = 0,
         if any(d <= 0 for d in input_shape):
             raise ValueError(f"input_shape must be positive, got {input_shape}")
     fspath = os.fspath(path)
+    remove_stale_temps(fspath)  # what killed saves of this path left behind
     try:
         with open(fspath, "rb") as fh:
             data = fh.read()
@@ -127,10 +147,12 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
     (``in_shapes[0]``), so that a file read with skipped records or a new
     ``input_shape`` is written consistently.
 
-    Records are validated against shape propagation first (``ValueError``
-    naming the record and the expected vs received shape).  The file is
-    written to a temporary file in the same directory and then renamed over
-    ``path``, so a failed write never destroys an existing file.
+    Records are validated first, against shape propagation and the rules the
+    reader applies (bounds, at least one record, a conv, pool or dense record
+    last): ``ValueError`` naming the record and the expected vs received value.  The file is
+    written to a temporary file in the same directory, synced and renamed over
+    ``path`` (:func:`~cianna_jax.io.atomic.atomic_write`), so a failed or killed write
+    never destroys an existing file nor leaves a torn one.
     """
     if isinstance(in_dims, CiannaFile):
         cf = in_dims
@@ -155,30 +177,16 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
             raise TypeError(f"record {idx}: {e}") from None
     validate_records(in_dims, records)
 
-    fspath = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(fspath))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(errno.ENOENT, "directory does not exist, cannot save", fspath)
-    tmp = os.path.join(directory, f".{os.path.basename(fspath)}.{secrets.token_hex(6)}.tmp")
     chunks = (binary_format.binary_chunks(in_dims, records) if binary
               else ascii_format.ascii_chunks(in_dims, records))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            buf = []
-            size = 0
-            for chunk in chunks:
-                b = chunk.encode("ascii") if isinstance(chunk, str) else chunk
-                buf.append(b)
-                size += len(b)
-                if size > (1 << 20):
-                    fh.write(b"".join(buf))
-                    buf, size = [], 0
-            fh.write(b"".join(buf))
-        os.replace(tmp, fspath)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        buf = []
+        size = 0
+        for chunk in chunks:
+            b = chunk.encode("ascii") if isinstance(chunk, str) else chunk
+            buf.append(b)
+            size += len(b)
+            if size > (1 << 20):
+                fh.write(b"".join(buf))
+                buf, size = [], 0
+        fh.write(b"".join(buf))

@@ -1,19 +1,28 @@
 """Running state shared by the ASCII and binary readers.
 
 A :class:`RecordLoader` counts records, applies ``nb_skip_layers`` /
-``nb_layers`` / ``input_shape``, propagates shapes from record to record and
-builds the resulting :class:`~cianna_jax.io.records.CiannaFile`.
+``nb_layers`` / ``input_shape``, checks every record's fields and shapes
+(:mod:`.records` bounds) before its learned values are read, propagates shapes
+from record to record and builds the resulting
+:class:`~cianna_jax.io.records.CiannaFile`, refusing a file that ends too early
+(:meth:`RecordLoader.result`).
 """
 
 from __future__ import annotations
 
 from .records import (
+    MAX_RECORDS,
     CiannaFile,
     CiannaFormatError,
-    ShapeError,
     attach_input_shape,
-    format_shape,
+    check_dims,
+    check_fields,
+    check_last_record,
+    record_kind,
     shape_step,
+)
+from .records import (
+    check_yolo_counts as _check_yolo_counts,
 )
 
 __all__ = ["RecordLoader", "check_header", "check_yolo_counts"]
@@ -34,22 +43,29 @@ class RecordLoader:
         self.records = []
         self.in_shapes = []
         self.nb_skipped = 0
+        self.last = None  # last record read (skipped or kept)
+        self._pending = None
 
     def done(self) -> bool:
         return self.nb_layers > 0 and self.index >= self.nb_skip + self.nb_layers
 
-    def error(self, detail, kind=None, where=None):
+    def error(self, detail, kind=None, where=None) -> CiannaFormatError:
         return CiannaFormatError(self.path, self.index, detail, kind=kind, where=where)
 
     def prepare(self, record, kind, where=None):
-        """Called once the hyper-parameters are known; returns the record's input shape."""
+        """Called once the hyper-parameters are known (before any learned value is read):
+        checks the fields and the shapes; returns the record's input shape."""
         skipping = self.index <= self.nb_skip
+        if self.index > MAX_RECORDS:
+            raise self.error(f"more than {MAX_RECORDS} records in the file (CIANNA networks "
+                             f"have at most 100 layers)", kind, where)
         try:
+            check_fields(record)
             if not skipping and not self.records and self.input_shape is not None:
                 self.shape, self.flat = attach_input_shape(record, self.shape, self.flat,
                                                            self.input_shape)
             rin, out, flat = shape_step(record, self.shape, self.flat)
-        except ShapeError as e:
+        except ValueError as e:
             raise self.error(str(e), kind, where) from None
         self._pending = (out, flat, rin, skipping)
         return rin
@@ -57,25 +73,49 @@ class RecordLoader:
     def finish(self, record):
         out, flat, rin, skipping = self._pending
         self.shape, self.flat = out, flat
+        self.last = record
         if skipping:
             self.nb_skipped += 1
         else:
             self.records.append(record)
             self.in_shapes.append(rin)
 
-    def result(self) -> CiannaFile:
+    def result(self, at_end: bool) -> CiannaFile:
+        """The file read so far.  ``at_end``: the reader reached the end of the file, which
+        must then hold the records asked for and end with an output record."""
+        if at_end:
+            n = self.index
+            if n == 0:
+                raise CiannaFormatError(self.path, None, "the file holds a header but no "
+                                        "record (truncated?)", kind="file")
+            try:
+                check_last_record(self.last)
+            except ValueError as e:
+                raise CiannaFormatError(self.path, n, str(e), kind=record_kind(self.last),
+                                        where="end of file") from None
+            if self.nb_skip > n:
+                raise CiannaFormatError(self.path, None, f"nb_skip_layers={self.nb_skip} but "
+                                        f"the file holds only {n} records", kind="file")
+            if self.nb_layers > 0 and len(self.records) < self.nb_layers:
+                raise CiannaFormatError(
+                    self.path, None, f"nb_layers={self.nb_layers} records asked for after "
+                    f"skipping {self.nb_skip}, but the file holds only {n} records", kind="file")
         return CiannaFile(in_dims=self.in_dims, records=tuple(self.records),
                           in_shapes=tuple(self.in_shapes), nb_skipped=self.nb_skipped)
 
 
-def check_header(path, dims):
-    """Reject a header with a non-positive input dimension."""
-    if any(d <= 0 for d in dims):
-        raise CiannaFormatError(path, None,
-                                f"input dimensions must be positive, found {format_shape(dims)}")
+def check_header(path, dims, where=None):
+    """Reject a header with a dimension outside 1..MAX_DIM or too many values."""
+    try:
+        check_dims(dims, "input dimensions")
+    except ValueError as e:
+        raise CiannaFormatError(path, None, str(e), where=where) from None
 
 
-def check_yolo_counts(ld, kind, where, nb_box):
-    """Reject a YOLO conv record whose ``nb_box`` is not positive (``ld``: the loader)."""
-    if nb_box <= 0:
-        raise ld.error(f"YOLO nb_box must be positive, found {nb_box}", kind, where)
+def check_yolo_counts(ld, kind, where, nb_filters, counts):
+    """Reject YOLO settings ``counts`` (nb_box, nb_class, nb_param, ...) that do not fit
+    the conv's ``nb_filters`` (``ld``: the loader), before anything is allocated."""
+    try:
+        _check_yolo_counts(nb_filters, *counts[:3])
+    except ValueError as e:
+        raise ld.error(str(e), kind, where) from None

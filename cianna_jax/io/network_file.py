@@ -4,6 +4,12 @@
 A file written by CIANNA loads with no other configuration than the input bias
 (``init(bias=...)``, which CIANNA always gives to the first layer) and gives the
 same outputs; a network saved here can be read by CIANNA.
+
+A loaded layer passes the checks of the builder that would create it
+(:mod:`cianna_jax.nn`: dropout range, sizes, strides, types, activation), then the
+network's (:func:`~cianna_jax.network.make_network`: stacking, geometry) and, for a
+YOLO output, :func:`~cianna_jax.yolo.config.make_config`'s; any failure is a
+:class:`CiannaFormatError` naming the file and the record.
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import nn
 from ..layers import layer_type
 from ..network import Network, Params, check_params, make_network
 from ..yolo.config import make_config
 from .cianna_format import CiannaFormatError, YoloRecord, read_network, write_network
 from .records import record_kind
 
-__all__ = ["Loaded", "load_network", "save_network", "records_to_layers", "layers_to_records"]
+__all__ = ["Loaded", "load_network", "save_network", "records_to_layers", "layers_to_records",
+           "builder_check"]
 
 
 class Loaded(NamedTuple):
@@ -31,22 +39,46 @@ class Loaded(NamedTuple):
     yolo: dict[int, YoloRecord]
 
 
+def builder_check(layer, record=None) -> None:
+    """Run the argument checks of ``layer``'s :mod:`cianna_jax.nn` builder on its settings
+    (and on the type strings of its ``record``); ValueError/TypeError as the builder
+    raises them.  Layer kinds without a builder there are not checked."""
+    kind = layer.kind
+    if kind == "dense":
+        nn.dense(layer.nb_neurons, layer.activation, layer.bias, layer.drop_rate)
+    elif kind == "conv":
+        nn.conv(layer.f_size, layer.nb_filters, layer.stride, layer.padding, layer.int_padding,
+                layer.activation, layer.bias, layer.input_shape, layer.drop_rate)
+    elif kind == "pool":
+        nn.pool(layer.p_size, layer.stride, layer.padding, layer.drop_rate,
+                getattr(record, "p_type", layer.p_type), layer.activation, layer.p_global)
+    elif kind == "norm":
+        nn.norm(getattr(record, "normalization", layer.normalization), layer.activation,
+                layer.group_size, layer.set_off)
+    elif kind == "lrn":
+        nn.lrn(layer.activation, layer.range, layer.k, layer.alpha, layer.beta)
+
+
 def records_to_layers(records, offset: int = 0, after_dense: bool = False, path=None):
     """File records -> (layer specs, params, yolo extras), through each registered layer
-    type's ``from_record``.
+    type's ``from_record``; each layer passes its builder's checks (:func:`builder_check`).
 
     ``offset`` is the index of the first record's layer; ``after_dense`` tells that
-    it follows a dense layer (a conv then reads its saved input shape).
+    it follows a dense layer (a conv then reads its saved input shape).  Raises
+    :class:`CiannaFormatError` naming ``path`` and the record.
     """
     layers, params, yolo = [], [], {}
     for j, rec in enumerate(records):
+        kind = None
         try:
-            cls = layer_type(record_kind(rec))
+            kind = record_kind(rec)
+            cls = layer_type(kind)
             prev_dense = layers[-1].kind == "dense" if layers else after_dense
             layer, p = cls.from_record(rec, after_dense=prev_dense)
-        except ValueError as err:
+            builder_check(layer, rec)
+        except (ValueError, TypeError) as err:
             raise CiannaFormatError(path, offset + j + 1, str(err),
-                                    kind=type(rec).__name__) from None
+                                    kind=kind or type(rec).__name__) from None
         layers.append(layer)
         params.append(p)
         if getattr(rec, "yolo", None) is not None:
@@ -93,10 +125,13 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
     resolution (channels must match; dense layers after a resolution change will
     not fit).  ``base``/``base_params`` are existing layers the loaded records are
     appended to (CIANNA V-1.0.1 ``load``); ``nb_skip_layers`` records are skipped,
-    then ``nb_layers`` are loaded (0 = all).  A YOLO output layer gets its
-    configuration from the file, merged with ``yolo_settings`` (``set_yolo_params``
-    keywords; see :func:`yolo_config_from_record`).  Nothing is returned on error.
+    then ``nb_layers`` are loaded (0 = all; a file holding fewer is refused).  A YOLO
+    output layer gets its configuration from the file, merged with ``yolo_settings``
+    (``set_yolo_params`` keywords; see :func:`yolo_config_from_record`).  Nothing is
+    returned on error.
     """
+    if base is not None and base.layers and base_params is None:
+        raise ValueError("base_params: required together with base")
     if base is not None and base.layers:
         target = base.output_shape
         input_shape = (target.w, 1, 1, 1) if target.flat else tuple(target[:4])
@@ -113,8 +148,6 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
     layers, params, yolo = records_to_layers(cfile.records, offset, after_dense, path)
     if base is not None and base.layers:
         layers = list(base.layers) + layers
-        if base_params is None:
-            raise ValueError("base_params: required together with base")
         params = list(base_params) + params
     try:
         net = make_network(net_in, layers, bias)

@@ -4,7 +4,17 @@ Pure numpy, no JAX.  A file is a header (the input W, H, D, C) followed by
 records; the number of learned values of a dense, conv or norm record depends
 on the shape of its input, which :func:`propagate_shapes` carries from the
 header through every previous record.  :func:`validate_records` checks a
-record list against those rules before it is written.
+record list against those rules before it is written; the readers apply the
+same field rules (:func:`check_fields`, :func:`check_yolo_counts`,
+:func:`check_dims`, :func:`check_last_record`) while reading, so that what one
+writes the other reads.
+
+Bounds (sane limits, far above any real network): every size field (W, H, D,
+C, neurons, filters, filter/pool sizes, strides, paddings, group size, LRN
+range, YOLO counts) is at most :data:`MAX_DIM`; every layer output and the
+input hold at most :data:`MAX_VALUES` values (CIANNA counts them with C ints);
+every other integer field fits an int32 (the binary layout); a file holds at
+most :data:`MAX_RECORDS` records.
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ from ..geometry import (
 )
 
 __all__ = [
-    "STRING_FIELD_SIZE", "RECORD_CHARS", "RECORD_KIND",
+    "STRING_FIELD_SIZE", "RECORD_CHARS", "RECORD_KIND", "MAX_DIM", "MAX_VALUES", "MAX_RECORDS",
+    "INT32_MIN", "INT32_MAX", "OUTPUT_KINDS",
     "CiannaFormatError", "ShapeError",
     "YoloRecord", "DenseRecord", "ConvRecord", "PoolRecord", "NormRecord", "LRNRecord", "Record",
     "CiannaFile",
     "as_int_tuple", "record_kind", "format_shape",
     "output_shape", "param_shapes", "shape_step", "attach_input_shape", "propagate_shapes",
+    "check_fields", "check_yolo_counts", "check_dims", "check_last_record", "check_word",
     "validate_records",
 ]
 
@@ -41,6 +53,17 @@ STRING_FIELD_SIZE = 40
 
 RECORD_CHARS = "CPNLD"
 RECORD_KIND = {"C": "conv", "P": "pool", "N": "norm", "L": "lrn", "D": "dense"}
+
+#: Largest value of any size field and of any axis of a layer input or output.
+MAX_DIM = 1 << 20
+#: Largest number of values of the network input and of any layer output (C int).
+MAX_VALUES = (1 << 31) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+#: Most records a file may hold (CIANNA is built with at most 100 layers, MAX_LAYERS_NB).
+MAX_RECORDS = 256
+#: Record kinds that can end a file: CIANNA takes the last layer as the network output
+#: and only knows conv, pool and dense outputs (a norm or LRN output is misread).
+OUTPUT_KINDS = ("conv", "pool", "dense")
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +90,8 @@ class CiannaFormatError(ValueError):
             loc = f"record {record}" + (f" ({kind})" if kind else "")
         if where:
             loc += f", {where}"
-        super().__init__(f"{self.path}: {loc}: {detail}")
+        super().__init__(f"{self.path}: {loc}: {detail}" if self.path is not None
+                         else f"{loc}: {detail}")
 
 
 class ShapeError(ValueError):
@@ -285,15 +309,48 @@ def format_shape(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def check_dims(shape, what: str) -> None:
+    """``ValueError`` unless every axis of ``shape`` is in 1..MAX_DIM and the product at
+    most MAX_VALUES."""
+    if any(not 1 <= int(d) <= MAX_DIM for d in shape):
+        raise ValueError(f"{what} {format_shape(shape)}: every axis must be in 1..{MAX_DIM}")
+    if _prod(shape) > MAX_VALUES:
+        raise ValueError(f"{what} {format_shape(shape)} holds {_prod(shape)} values, more than "
+                         f"the {MAX_VALUES} a layer can hold")
+
+
 def output_shape(record, in_shape) -> tuple:
     """Output shape (W, H, D, C) of ``record`` given the shape of its input.
 
     ``in_shape`` is the input as the record sees it (for a conv that follows a
     dense layer, that is the conv's saved ``in_dims``; see
     :func:`propagate_shapes`).  Raises ``ValueError`` for impossible
-    hyper-parameters (non-positive sizes or strides) or an empty output.
+    hyper-parameters (non-positive sizes or strides), an empty output or an
+    output beyond the bounds of :func:`check_dims`.
     """
     in_shape = as_int_tuple(in_shape, 4, "in_shape")
+    out = _output_shape(record, in_shape)
+    try:
+        check_dims(out, f"{record_kind(record)}: output")
+    except ValueError as e:
+        raise ValueError(f"{e} ({_geometry(record, in_shape)})") from None
+    return out
+
+
+def _geometry(record, in_shape) -> str:
+    """The settings an output shape comes from, for error messages."""
+    text = f"input {format_shape(in_shape)}"
+    if isinstance(record, ConvRecord):
+        return (f"{text}, {record.nb_filters} filters {format_shape(record.f_size)}, stride "
+                f"{format_shape(record.stride)}, padding {format_shape(record.padding)}, "
+                f"int_padding {format_shape(record.int_padding)}")
+    if isinstance(record, PoolRecord):
+        return (f"{text}, pool {format_shape(record.p_size)}, stride "
+                f"{format_shape(record.stride)}, padding {format_shape(record.padding)}")
+    return text
+
+
+def _output_shape(record, in_shape) -> tuple:
     kind = record_kind(record)
     if kind == "dense":
         if record.nb_neurons <= 0:
@@ -401,6 +458,10 @@ def attach_input_shape(record, shape, flat, target) -> tuple:
     Returns the new ``(shape, flat)`` running state; raises :class:`ShapeError`.
     """
     target = tuple(int(v) for v in target)
+    try:
+        check_dims(target, "input_shape")
+    except ValueError as e:
+        raise ShapeError(str(e)) from None
     if isinstance(record, DenseRecord):
         if _prod(target) != _prod(shape):
             raise ShapeError(
@@ -450,15 +511,89 @@ def propagate_shapes(in_dims, records: Sequence) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_word(value, what: str, idx: int, kind: str):
+def check_word(value, what: str) -> None:
+    """``ValueError`` unless ``value`` is a non-empty printable ASCII word that fits a
+    binary string field."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"record {idx} ({kind}): {what} must be a non-empty string, got {value!r}")
-    if not value.isascii() or any(not (0x21 <= ord(c) <= 0x7E) for c in value):
-        raise ValueError(f"record {idx} ({kind}): {what} {value!r} must be printable ASCII without "
-                         f"spaces")
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    shown = value if len(value) <= 60 else value[:57] + "..."
     if len(value) > STRING_FIELD_SIZE - 1:
-        raise ValueError(f"record {idx} ({kind}): {what} {value!r} is longer than "
-                         f"{STRING_FIELD_SIZE - 1} characters")
+        raise ValueError(f"{what} {shown!r} is longer than {STRING_FIELD_SIZE - 1} characters "
+                         f"({len(value)})")
+    if not value.isascii() or any(not (0x21 <= ord(c) <= 0x7E) for c in value):
+        raise ValueError(f"{what} {value!r} must be printable ASCII without spaces")
+
+
+def _check_range(name: str, values, lo: int, hi: int) -> None:
+    for v in values:
+        if not lo <= v <= hi:
+            found = v if len(values) == 1 else format_shape(values)
+            raise ValueError(f"{name}: expected values in {lo}..{hi}, found {found}")
+
+
+def check_yolo_counts(nb_filters: int, nb_box: int, nb_class: int, nb_param: int) -> None:
+    """``ValueError`` unless the YOLO counts are in range and give the conv's filter count
+    ``nb_box * (8 + nb_class + nb_param)`` (checked before anything is allocated)."""
+    _check_range("YOLO nb_box", (nb_box,), 1, MAX_DIM)
+    _check_range("YOLO nb_class", (nb_class,), 0, MAX_DIM)
+    _check_range("YOLO nb_param", (nb_param,), 0, MAX_DIM)
+    need = nb_box * (8 + nb_class + nb_param)
+    if need != nb_filters:
+        raise ValueError(f"YOLO settings nb_box={nb_box}, nb_class={nb_class}, nb_param="
+                         f"{nb_param} need nb_box*(8+nb_class+nb_param) = {need} filters, the "
+                         f"conv has {nb_filters}")
+
+
+def check_fields(record) -> None:
+    """``ValueError`` when a field of ``record`` is outside what a CIANNA file may hold:
+    sizes in 1..MAX_DIM, paddings in 0..MAX_DIM, other ints in the int32 range, string
+    fields printable words of at most 39 characters, YOLO settings on YOLO convs only."""
+    kind = record_kind(record)
+    rules = []
+    if kind == "dense":
+        rules.append(("nb_neurons", (record.nb_neurons,), 1, MAX_DIM))
+    elif kind == "conv":
+        rules += [("nb_filters", (record.nb_filters,), 1, MAX_DIM),
+                  ("f_size", record.f_size, 1, MAX_DIM), ("stride", record.stride, 1, MAX_DIM),
+                  ("padding", record.padding, 0, MAX_DIM),
+                  ("int_padding", record.int_padding, 0, MAX_DIM)]
+    elif kind == "pool":
+        rules += [("p_size", record.p_size, 1, MAX_DIM), ("stride", record.stride, 1, MAX_DIM),
+                  ("padding", record.padding, 0, MAX_DIM),
+                  ("p_global", (record.p_global,), INT32_MIN, INT32_MAX)]
+    elif kind == "norm":
+        rules += [("group_size", (record.group_size,), 1, MAX_DIM),
+                  ("set_off", (record.set_off,), 0, MAX_DIM)]
+        check_word(record.normalization, "normalization")
+    else:
+        rules.append(("range", (record.range,), 1, MAX_DIM))
+    for name, values, lo, hi in rules:
+        _check_range(name, values, lo, hi)
+    if kind == "pool":
+        check_word(record.p_type, "p_type")
+    check_word(record.activation, "activation")
+    if kind != "conv":
+        return
+    check_dims(record.in_dims, "saved input shape (idim)")
+    y = record.yolo
+    if record.activation.startswith("YOLO"):
+        if y is None:
+            raise ValueError(f"activation {record.activation!r} needs YOLO settings "
+                             f"(yolo=YoloRecord(...))")
+        check_yolo_counts(record.nb_filters, y.nb_box, y.nb_class, y.nb_param)
+        _check_range("YOLO fit_dim, class_softmax", (y.fit_dim, y.class_softmax), INT32_MIN,
+                     INT32_MAX)
+    elif y is not None:
+        raise ValueError(f"YOLO settings given but the activation {record.activation!r} does "
+                         f"not start with 'YOLO'")
+
+
+def check_last_record(record) -> None:
+    """``ValueError`` when ``record`` cannot end a file (see :data:`OUTPUT_KINDS`)."""
+    kind = record_kind(record)
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"the last record is a {kind} record, but a CIANNA network ends with "
+                         f"its output layer (conv, pool or dense): is the file truncated?")
 
 
 def _check_array(arr, expected, what, idx, kind):
@@ -471,15 +606,29 @@ def _check_array(arr, expected, what, idx, kind):
 
 def validate_records(in_dims, records) -> None:
     """Check ``records`` against shape propagation from ``in_dims`` and the file's
-    field rules (learned array shapes, printable string fields, YOLO settings);
-    raises ``ValueError`` naming the record."""
+    field rules (:func:`check_fields`: bounds, printable string fields, YOLO settings;
+    learned array shapes; a last record of :data:`OUTPUT_KINDS`); raises ``ValueError``
+    naming the record."""
+    try:
+        check_dims(in_dims, "in_dims")
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    if not records:
+        raise ValueError("records: a CIANNA file holds at least one record")
+    if len(records) > MAX_RECORDS:
+        raise ValueError(f"records: a CIANNA file holds at most {MAX_RECORDS} records, got "
+                         f"{len(records)}")
     shape = in_dims
     flat = False
     for idx, rec in enumerate(records, 1):
         kind = record_kind(rec)
+        if kind == "conv" and rec.activation.startswith("YOLO") and rec.yolo is not None:
+            _check_array(rec.yolo.priors, (3, rec.yolo.nb_box), "YOLO priors", idx, kind)
+            _check_array(rec.yolo.slopes, (6, 3), "YOLO slopes", idx, kind)
         try:
+            check_fields(rec)
             rin, out, nflat = shape_step(rec, shape, flat)
-        except ShapeError as e:
+        except ValueError as e:
             raise ValueError(f"record {idx} ({kind}): {e}") from None
         if kind in ("dense", "conv"):
             _check_array(rec.weights, param_shapes(rec, rin)["weights"], "weights", idx, kind)
@@ -487,20 +636,8 @@ def validate_records(in_dims, records) -> None:
             ps = param_shapes(rec, rin)
             _check_array(rec.gamma, ps["gamma"], "gamma", idx, kind)
             _check_array(rec.beta, ps["beta"], "beta", idx, kind)
-            _check_word(rec.normalization, "normalization", idx, kind)
-        if kind == "pool":
-            _check_word(rec.p_type, "p_type", idx, kind)
-        _check_word(rec.activation, "activation", idx, kind)
-        if kind == "conv" and rec.activation.startswith("YOLO"):
-            y = rec.yolo
-            if y is None:
-                raise ValueError(f"record {idx} (conv): activation {rec.activation!r} needs YOLO "
-                                 f"settings (yolo=YoloRecord(...))")
-            if y.nb_box <= 0:
-                raise ValueError(f"record {idx} (conv): YOLO nb_box must be positive, got {y.nb_box}")
-            _check_array(y.priors, (3, y.nb_box), "YOLO priors", idx, kind)
-            _check_array(y.slopes, (6, 3), "YOLO slopes", idx, kind)
-        elif kind == "conv" and rec.yolo is not None:
-            raise ValueError(f"record {idx} (conv): YOLO settings given but the activation "
-                             f"{rec.activation!r} does not start with 'YOLO'")
         shape, flat = out, nflat
+    try:
+        check_last_record(records[-1])
+    except ValueError as e:
+        raise ValueError(f"record {len(records)} ({record_kind(records[-1])}): {e}") from None

@@ -459,6 +459,9 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
     L = cfg.target_box_len
     max_cls = max(cfg.nb_class, 1)
     for r, row in enumerate(t):
+        if row[0] != np.round(row[0]):
+            raise ValueError(f"targets row {r}: the object count n_obj = {row[0]:g} is not an "
+                             "integer")
         n = int(row[0])
         if n > cfg.max_nb_obj_per_image:
             raise ValueError(
@@ -473,6 +476,8 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
         if n == -1 and np.all(boxes[0] == 0):
             raise ValueError(f"targets row {r}: n_obj = -1 (class-only) with no box")
         for j, box in enumerate(boxes):
+            if box[0] != np.round(box[0]):
+                raise ValueError(f"targets row {r}, box {j}: class {box[0]:g} is not an integer")
             cls = int(box[0])
             if not 1 <= cls <= max_cls:
                 raise ValueError(

@@ -22,6 +22,7 @@ from cianna_jax.io import (
     NormRecord,
     PoolRecord,
     YoloRecord,
+    ascii_format,
     binary_format,
     output_shape,
     param_shapes,
@@ -121,13 +122,15 @@ def masked_equal(ours: bytes, golden: bytes, cf: CiannaFile):
 
 
 def boundaries(tmp_path, in_dims, records, binary):
-    """File sizes after each record (valid truncation points)."""
-    out = []
-    for k in range(len(records) + 1):
-        p = tmp_path / f"prefix{k}.dat"
-        write_network(p, in_dims, records[:k], binary)
-        out.append(p.stat().st_size)
-    return out
+    """File sizes after the header and after each record (record boundaries)."""
+    chunks = binary_format.binary_chunks if binary else ascii_format.ascii_chunks
+    return [sum(len(c) for c in chunks(in_dims, records[:k])) for k in range(len(records) + 1)]
+
+
+def loads_when_cut_after(records, k):
+    """Whether a file cut after its k-th record is a valid shorter file: it holds a
+    record and ends with an output record (conv, pool, dense)."""
+    return k > 0 and not isinstance(records[k - 1], (NormRecord, LRNRecord))
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,15 +433,20 @@ def test_skip_and_limit(case, binary):
     path = GOLDEN / case / ("net_bin.dat" if binary else "net_ascii.dat")
     full = read_network(path, binary)
     n = len(full.records)
-    for k in range(n + 2):
+    for k in range(n + 1):
         cf = read_network(path, binary, nb_skip_layers=k)
-        assert cf.nb_skipped == min(k, n)
+        assert cf.nb_skipped == k
         assert cf.records == full.records[k:]
         assert cf.in_shapes == full.in_shapes[k:]
         assert cf.in_dims == full.in_dims
-        for m in range(1, n + 1):
+        for m in range(1, n - k + 1):
             cf = read_network(path, binary, nb_skip_layers=k, nb_layers=m)
             assert cf.records == full.records[k:k + m]
+        # asking for more records than the file holds is refused (truncated file?)
+        with pytest.raises(CiannaFormatError, match=f"nb_layers={n - k + 1} .*only {n} records"):
+            read_network(path, binary, nb_skip_layers=k, nb_layers=n - k + 1)
+    with pytest.raises(CiannaFormatError, match=f"nb_skip_layers={n + 1} .*only {n} records"):
+        read_network(path, binary, nb_skip_layers=n + 1)
     assert read_network(path, binary, nb_skip_layers=-3) == full
     assert read_network(path, binary, nb_layers=0) == full
     with pytest.raises(ValueError, match="nb_layers"):
@@ -564,7 +572,7 @@ def test_truncated_binary(case, tmp_path):
         if cut >= len(data) or cut < 0:
             continue
         p.write_bytes(data[:cut])
-        if cut in bounds:
+        if cut in bounds and loads_when_cut_after(cf.records, bounds.index(cut)):
             got = read_network(p, True)
             assert got.records == cf.records[:bounds.index(cut)]
             continue
@@ -573,7 +581,7 @@ def test_truncated_binary(case, tmp_path):
         msg = str(e.value)
         assert str(p) in msg
         if cut >= 16:
-            assert "truncated" in msg and "record" in msg
+            assert "truncated" in msg and ("record" in msg or "file" in msg)
 
 
 def test_truncated_ascii(tmp_path):
@@ -589,10 +597,15 @@ def test_truncated_ascii(tmp_path):
         with pytest.raises(CiannaFormatError) as e:
             read_network(p, False)
         assert "ends after" in str(e.value) or "record" in str(e.value)
-    # cut exactly between records: a valid shorter network
+    # cut exactly between records: a valid shorter network when it ends with an output
+    # record (conv, pool, dense), refused after a norm record
     cut = text.index("P2x2x1")
     p.write_text(text[:cut])
-    assert read_network(p, False).records == cf.records[:2]
+    with pytest.raises(CiannaFormatError, match="record 2 \\(norm\\).*truncated"):
+        read_network(p, False)
+    cut = text.index("C6f3x3x1")
+    p.write_text(text[:cut])
+    assert read_network(p, False).records == cf.records[:3]
 
 
 @pytest.mark.parametrize("case", ["dense_only", "norm_gn"])
