@@ -18,29 +18,35 @@ Functional core (pure, jit/vmap/grad friendly)::
     y = cj.apply(net, params, cj.rows_to_images(net, rows))   # from CIANNA rows
 """
 
-from . import activations, initializers, layers, losses, nn, precision, training
+from . import activations, initializers, layers, losses, nn, optim, precision, training
 from ._version import __version__ as __version__  # the one source of the version
 from .activations import Activation, parse_activation
 from .api import (
     YOLO,
+    adam,
     conv,
     create_dataset,
     delete_dataset,
     dense,
     free_network,
     get_network,
+    grn,
     init,
     linear,
     load,
     logistic,
     lrn,
+    merge,
     norm,
     pool,
     relu,
+    rms_prop,
     save,
     set_frozen_layers,
+    set_optimizer_param,
     set_params,
     set_yolo_params,
+    sgd,
     softmax,
     swap_data_buffers,
 )
@@ -81,6 +87,7 @@ __all__ = [
     "print_arch_tex", "relu", "save", "set_frozen_layers", "set_params", "softmax",
     "swap_data_buffers", "train", "precision", "set_yolo_params", "set_error_scales",
     "set_fit_parts", "set_IoU_limits", "set_slopes_and_maxes", "set_sm_single",
+    "adam", "sgd", "rms_prop", "set_optimizer_param", "grn", "merge", "optim",
     "Activation",
     "Loaded",
     "Network",

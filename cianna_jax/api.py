@@ -11,6 +11,7 @@ dataset and file as it was.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import warnings
@@ -20,19 +21,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, nn, parallel, training, xla_cpu
+from . import console, nn, optim, parallel, training, xla_cpu
 from .checks import as_flag, as_float, as_int, as_str
+from .io import optim_file
 from .io.cianna_format import write_network
 from .io.network_file import layers_to_records, load_network
+from .layers.merge import merge_sources
 from .network import Network, Params, check_params, make_network, set_pivots
 from .precision import Policy, get_policy
 from .yolo.config import check_targets, make_config, summary
 
 __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
-    "dense", "conv", "pool", "norm", "lrn", "linear", "relu", "logistic", "softmax", "YOLO",
+    "dense", "conv", "pool", "norm", "lrn", "grn", "merge", "linear", "relu", "logistic", "softmax", "YOLO",
     "save", "load", "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
-    "get_state", "get_dataset", "check_dataset_targets", "save_state", "say", "warn_once",
+    "get_state", "get_dataset", "check_dataset_targets", "save_state", "save_optimizer_state",
+    "say", "warn_once", "sgd", "adam", "rms_prop", "set_optimizer_param", "v11_transform",
     "NetState", "Dataset",
 ]
 
@@ -72,6 +76,7 @@ class NetState:
     inference_only: int
     adv_size: int
     key: jax.Array
+    root_key: jax.Array | None = None  # from the seed; epoch keys derive from it
     network: Network | None = None  # validated once per change (layer added, load)
     params: tuple = ()
     yolo_params: dict | None = None  # set_yolo_params keywords
@@ -85,6 +90,11 @@ class NetState:
     no_error: int = 0
     perf: dict = field(default_factory=dict)
     mesh: jax.sharding.Mesh | None = None  # data parallel: batches split over its devices
+    optim_config: optim.OptimizerConfig | None = None  # V-1.1 optimizer (None: V-1.0 SGD)
+    wema: int = 0  # V-1.1 weight EMA: forward and save use the EMA weights
+    wema_rate: float = 0.0
+    decoupled: bool = False  # V-1.1 decoupled weight decay (AdamW)
+    dialect: str = "1.0"  # "1.1": CIANNA V-1.1 behaviour (cianna_jax.v11)
 
     @property
     def net(self) -> Network:
@@ -102,6 +112,21 @@ class NetState:
         self.params = tuple(params)
         self.yolo_cfg = net.yolo
         self.reset_optimizer()
+
+    def forward_params(self) -> tuple:
+        """The weights a forward or a regular save uses: the EMA weights of a ``wema=1``
+        network (CIANNA V-1.1), otherwise the training weights."""
+        if self.wema and not self.inference_only and self.opt_state is not None:
+            ema = optim.get_ema(self.opt_state)
+            if ema is not None:
+                return tuple(ema)
+        return self.params
+
+    def epoch_key(self, purpose: int) -> jax.Array:
+        """The key of this iteration's randomness (``purpose``: 0 training, 1 shuffling):
+        a function of the ``init`` seed and the iteration counter only, so a training
+        resumed from a save (same seed) draws exactly what an uninterrupted one does."""
+        return jax.random.fold_in(jax.random.fold_in(self.root_key, purpose), self.iteration)
 
     def next_key(self) -> jax.Array:
         self.key, sub = jax.random.split(self.key)
@@ -191,7 +216,8 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
          comp_meth: str = "C_CUDA", network: int | None = None, dynamic_load: int = 1,
          mixed_precision: str = "off", inference_only: int = 0, no_logo: int = 0,
          adv_size: int = 30, seed: int | None = None,
-         data_parallel: bool | int | None = None) -> None:
+         data_parallel: bool | int | None = None, optimizer: str | None = None,
+         wema: int = 0) -> None:
     """Create a network: input ``in_dim`` ([W, H, D]) with ``in_nb_ch`` channels,
     targets of ``out_dim`` values, input bias ``bias`` and batch size ``b_size``.
 
@@ -201,6 +227,9 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
     several devices of the compute backend: ``None`` (default) does so when several
     are visible, over the largest number of them dividing ``b_size``; ``True`` uses
     all, an int that many, ``False``/0/1 one (:func:`cianna_jax.parallel.select_mesh`).
+    ``optimizer`` (CIANNA V-1.1, e.g. ``adam()``) selects a V-1.1 optimizer and its
+    update rule (gradients divided by the real batch length); ``wema=1`` keeps an EMA of
+    the weights for forward and saves (needs ``optimizer``).  Default: V-1.0's SGD.
     """
     xla_cpu.tune(warn=False)  # CPU tuning, only if no backend started and not opted out
     in_dims = nn.in_dims_from(in_dim, in_nb_ch)
@@ -218,6 +247,12 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
         network = _int(network, "network", minimum=0)
     if seed is not None:
         seed = _int(seed, "seed")
+    optim_config = None if optimizer is None else optim.parse_optimizer(
+        _str(optimizer, "optimizer"))
+    wema = as_flag(wema, "wema")
+    if wema and optim_config is None:
+        raise ValueError("wema: the weight EMA needs a V-1.1 optimizer (optimizer=sgd(), "
+                         "adam() or rms_prop())")
     if not _SESSION["banner"]:
         _say(console.banner(bool(no_logo)) + "\n")
         _SESSION["banner"] = True
@@ -237,7 +272,9 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
         seed = int.from_bytes(os.urandom(4), "little")
     _NETS[network] = NetState(network, in_dims, out_dim, bias, b_size, mode, comp_meth, device,
                               dynamic_load, policy, inference_only, adv_size if adv_size > 0 else 30,
-                              jax.random.key(seed), mesh=mesh)
+                              jax.random.key(seed), jax.random.fold_in(jax.random.key(seed), 1),
+                              mesh=mesh, optim_config=optim_config,
+                              wema=int(bool(wema)))
     _SESSION["last"] = network
     _SESSION["freed"] = None
     method = {"C_CUDA": f"CUDA ({policy.name})", "C_BLAS": "BLAS", "C_NAIV": "NAIV"}[comp_meth]
@@ -414,21 +451,29 @@ def _source(state: NetState, prev_layer) -> int:
     return prev_layer
 
 
-def _add_layer(state: NetState, spec, prev_layer, silent) -> int:
-    src = _source(state, prev_layer)
+def _add_layer(state: NetState, spec, prev_layer, silent, sources=None) -> int:
+    """Append ``spec`` reading ``prev_layer`` (or the absolute ``sources``); on any error
+    the network is unchanged."""
+    sources = (_source(state, prev_layer),) if sources is None else tuple(sources)
+    src = sources[0]
     n = len(state.layers)
     old = state.net
-    inputs = tuple(old.sources(i) for i in range(n)) + ((src,),)
-    net = make_network(state.in_dims, [*old.layers, spec], state.bias, inputs=inputs)
+    inputs = tuple(old.sources(i) for i in range(n)) + (sources,)
+    bias = state.bias
+    if state.dialect == "1.1" and not n:  # V-1.1: the first layer keeps its own bias
+        own = getattr(spec, "bias", None)
+        bias = spec.activation.default_bias if own is None else own
+    net = make_network(state.in_dims, [*old.layers, spec], bias, inputs=inputs)
     if spec.activation.kind == "YOLO":
         if state.yolo_params is None:
             raise RuntimeError("a YOLO layer needs set_yolo_params(...) first")
         cfg = make_config(state.in_dims[:3], net.output_shape.spatial, **state.yolo_params)
-        net = make_network(state.in_dims, [*old.layers, spec], state.bias, cfg, inputs=inputs)
+        net = make_network(state.in_dims, [*old.layers, spec], bias, cfg, inputs=inputs)
     layer = net.layers[-1]
     in_shape, out_shape = net.shapes[-1]
     params, _ = layer.init(state.next_key(), in_shape)
     new_params = set_pivots(net, state.params + (params,), layers=(src,))
+    state.bias = bias
     state.set_network(net, new_params)
     _say(console.layer_summary(n, layer, in_shape, out_shape, state.b_size), silent)
     return n
@@ -447,11 +492,14 @@ def dense(nb_neurons: int, activation: str = "RELU", bias: float | None = None,
 def conv(f_size, nb_filters: int, stride=None, padding=None, int_padding=None,
          activation: str = "RELU", bias: float | None = None, prev_layer: int = -1,
          input_shape=None, drop_rate: float = 0.0, init_fct: str = "xavier",
-         init_scaling: float | None = None, network: int = -1, silent: int = 0) -> int:
-    """Append a convolution layer (sizes in (W, H, D) order); returns its index."""
+         init_scaling: float | None = None, network: int = -1, silent: int = 0,
+         nb_groups: int = 1) -> int:
+    """Append a convolution layer (sizes in (W, H, D) order); returns its index.
+    ``nb_groups`` (CIANNA V-1.1): grouped convolution (``nb_filters`` and the input
+    channels divisible by it; equal to both: depthwise)."""
     state = get_state(network)
     spec = nn.conv(f_size, nb_filters, stride, padding, int_padding, activation, bias,
-                   input_shape, drop_rate, init_fct, init_scaling)
+                   input_shape, drop_rate, init_fct, init_scaling, nb_groups=nb_groups)
     return _add_layer(state, spec, prev_layer, silent)
 
 
@@ -465,11 +513,14 @@ def pool(p_size=None, stride=None, padding=None, prev_layer: int = -1, drop_rate
 
 
 def norm(normalization: str = "GN", activation: str = "LIN", prev_layer: int = -1,
-         group_size: int = 8, set_off: int = 0, network: int = -1, silent: int = 0) -> int:
+         group_size: int = 8, set_off: int = 0, network: int = -1, silent: int = 0,
+         gamma_init: float | None = None, per_channel: int = 0) -> int:
     """Append a group-normalisation layer; returns its index.
 
     A ``group_size`` larger than the channel count falls back to layer normalisation
-    (group_size = channels) with a warning, as CIANNA V-1.0.1 does.
+    (group_size = channels) with a warning, as CIANNA V-1.0.1 does.  ``per_channel=1``
+    is CIANNA V-1.1's norm (one gamma and beta per channel), ``gamma_init`` the initial
+    gamma.
     """
     state = get_state(network)
     group_size = _int(group_size, "group_size", minimum=1)
@@ -479,8 +530,29 @@ def norm(normalization: str = "GN", activation: str = "LIN", prev_layer: int = -
             warnings.warn(f"group_size {group_size} is larger than the number of channels "
                           f"({channels}): falling back to layer normalization", stacklevel=2)
             group_size = channels
-    spec = nn.norm(normalization, activation, group_size, set_off)
+    spec = nn.norm(normalization, activation, group_size, set_off, gamma_init=gamma_init,
+                   per_channel=bool(as_flag(per_channel, "per_channel")))
     return _add_layer(state, spec, prev_layer, silent)
+
+
+def grn(residual: int = 1, activation: str = "LIN", prev_layer: int = -1,
+        gamma_init: float = 1.0, network: int = -1, silent: int = 0) -> int:
+    """Append a global response normalisation layer (CIANNA V-1.1); returns its index."""
+    state = get_state(network)
+    return _add_layer(state, nn.grn(residual, activation, gamma_init), prev_layer, silent)
+
+
+def merge(prev_layer_a: int = -1, prev_layer_b: int = -1, merge_type: str = "ADD",
+          activation: str = "LIN", network: int = -1, silent: int = 0) -> int:
+    """Append a merge layer (CIANNA V-1.1) of two earlier layers: "ADD" (same shapes) or
+    "CONCAT" (channels of A then B).  Negative ids count back from the merge (-1 = the
+    layer just before it), ids >= 0 are absolute; returns its index."""
+    state = get_state(network)
+    spec = nn.merge(merge_type, activation)
+    sources = merge_sources(_int(prev_layer_a, "prev_layer_a"), _int(prev_layer_b,
+                                                                     "prev_layer_b"),
+                            len(state.layers))
+    return _add_layer(state, spec, -1, silent, sources=sources)
 
 
 def lrn(activation: str = "LIN", prev_layer: int = -1, range: int = 5, k: float = 1.0,
@@ -505,7 +577,12 @@ def set_frozen_layers(froz_array, network: int = -1) -> None:
     if flags.size > len(state.layers):
         raise ValueError(f"froz_array: {flags.size} flags for {len(state.layers)} layers")
     state.frozen = tuple(int(i) for i in np.flatnonzero(flags))
-    state.reset_optimizer()
+    if state.optim_config is not None and state.opt_state is not None:
+        # V-1.1: the buffers and the EMA are kept, only the masks change
+        state.opt_state = optim.set_v11_masks(
+            state.opt_state, optim.v11_masks(state.net, state.params, state.frozen))
+    else:
+        state.reset_optimizer()
 
 
 # ----------------------------------------------------------------------------- activations
@@ -547,14 +624,35 @@ def save_state(state: NetState, file, binary: bool) -> None:
     folder = os.path.dirname(os.fspath(file))
     if folder and not os.path.isdir(folder):
         raise FileNotFoundError(f"file: folder {folder!r} does not exist")
-    write_network(file, state.in_dims, layers_to_records(state.net, state.params), binary)
+    write_network(file, state.in_dims, layers_to_records(state.net, state.forward_params()),
+                  binary, version=state.dialect)
 
 
-def save(file, network: int = -1, bin: int = 0) -> None:
-    """Save the network in CIANNA's ASCII (``bin=0``) or binary (``bin=1``) format."""
+def save_optimizer_state(state: NetState, file, binary: bool) -> None:
+    """Write ``state``'s optimizer state (weights, EMA, buffers) as CIANNA V-1.1's
+    optimizer-state file (atomic)."""
+    if not state.layers:
+        raise RuntimeError("save: the network has no layer")
+    if state.optim_config is None:
+        raise ValueError("save_optim: the network uses CIANNA V-1.0's SGD, which has no "
+                         "optimizer-state file: init(optimizer=...)")
+    if state.opt_state is None:
+        raise RuntimeError("save_optim: the optimizer has no state yet: train first")
+    optim_file.write_optimizer_file(file, state.net, state.params, state.optim_config, state.opt_state,
+                         use_wema=bool(state.wema), wema_rate=state.wema_rate, binary=binary)
+
+
+def save(file, network: int = -1, bin: int = 0, save_optim: int = 0) -> None:
+    """Save the network in CIANNA's ASCII (``bin=0``) or binary (``bin=1``) format;
+    ``save_optim=1`` (V-1.1) writes the optimizer-state file instead (training weights,
+    EMA and optimizer buffers, for an exact resume with ``load``)."""
     state = get_state(network)
     file = os.fspath(file)
-    save_state(state, file, bool(_int(bin, "bin")))
+    binary = bool(_int(bin, "bin"))
+    if as_flag(save_optim, "save_optim"):
+        save_optimizer_state(state, file, binary)
+    else:
+        save_state(state, file, binary)
 
 
 def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_layers: int = 0,
@@ -570,13 +668,20 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
     nb_layers = _int(nb_layers, "nb_layers", minimum=0)
     nb_skip_layers = max(0, _int(nb_skip_layers, "nb_skip_layers"))
     binary = bool(_int(bin, "bin"))
+    if optim_file.is_optimizer_file(file, binary):
+        _load_optimizer_state(state, optim_file.read_optimizer_file(
+            file, binary, in_dims=state.in_dims), iteration, silent)
+        return
     base = state.net if state.layers else None
     settings = state.yolo_params
     override = not (settings or {}).get("no_override", 0)
-    loaded = load_network(file, binary=binary, bias=state.bias, in_dims=state.in_dims,
-                          nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
+    loaded = load_network(file, binary=binary,
+                          bias=None if state.dialect == "1.1" else state.bias,
+                          in_dims=state.in_dims, nb_layers=nb_layers,
+                          nb_skip_layers=nb_skip_layers, base=base,
                           base_params=state.params if base else None,
-                          yolo_settings=settings, yolo_override=override)
+                          yolo_settings=settings, yolo_override=override,
+                          version=state.dialect)
     first_new = len(state.layers)
     if loaded.yolo and loaded.net.yolo is not None:
         if settings is None:
@@ -587,12 +692,47 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
             _say(" WARNING: Overriding the following YOLO parameters from save file:\n"
                  f" Nboxes = {cfg.nb_box}, Nclasses = {cfg.nb_class}, Nparams = "
                  f"{cfg.nb_param}\n Nb dim fitted : {cfg.fit_dim}\n", silent)
+    state.bias = float(loaded.net.input_bias)
     state.set_network(loaded.net, state.put_params(tuple(loaded.params)))
     state.iteration = iteration
     for i in range(first_new, len(state.layers)):
         sin, sout = loaded.net.shapes[i]
         _say(console.layer_summary(i, state.layers[i], sin, sout, state.b_size, loading=True),
              silent)
+
+
+def _load_optimizer_state(state: NetState, of, iteration: int, silent) -> None:
+    """Install a CIANNA V-1.1 optimizer-state file (weights, EMA, optimizer buffers):
+    the file's optimizer is used; a network that has layers must have the same layers,
+    the same optimizer kind and the same ``wema``.  Everything is built before the state
+    changes."""
+    if tuple(of.net.in_dims) != tuple(state.in_dims):
+        raise ValueError(f"file: the network input is {of.net.in_dims}, init declared "
+                         f"{state.in_dims}")
+    if state.layers:
+        if state.net.layers != of.net.layers or state.net.inputs != of.net.inputs:
+            raise ValueError("file: its layers differ from the network's (load an "
+                             "optimizer-state file into a fresh network or the same one)")
+        if state.optim_config is None or state.optim_config.kind != of.config.kind:
+            raise ValueError(f"file: its optimizer is {of.config.kind}, the network's is "
+                             f"{getattr(state.optim_config, 'kind', 'V-1.0 SGD')}")
+        if bool(state.wema) != bool(of.use_wema):
+            raise ValueError(f"file: use_wema {int(of.use_wema)} differs from the network's "
+                             f"wema={state.wema}")
+    config = of.config
+    optimizer = v11_transform(config, bool(state.decoupled), bool(of.use_wema))
+    params = tuple(state.put_params(tuple(of.params)))
+    opt_state = optimizer.init(params)
+    opt_state = optim.set_v11_masks(opt_state, optim.v11_masks(of.net, params, state.frozen))
+    opt_state = state.put_params(optim.set_optimizer_buffers(config, opt_state, of.buffers))
+    state.bias = float(of.net.input_bias)
+    state.set_network(of.net, params)
+    state.optim_config, state.wema, state.wema_rate = config, int(bool(of.use_wema)), \
+        float(of.wema_rate)
+    state.optimizer, state.opt_state = optimizer, opt_state
+    state.iteration = iteration
+    _say(f"Loaded the optimizer state ({config.to_string()}, use_wema {int(of.use_wema)}) "
+         f"of {len(of.net.layers)} layers\n", silent)
 
 
 # ----------------------------------------------------------------------------- escape hatch
@@ -671,3 +811,31 @@ def _check_existing_targets(state: NetState) -> None:
             check_dataset_targets(state, name, ds)
         except ValueError as err:
             warnings.warn(str(err), UserWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+sgd, adam, rms_prop = optim.sgd, optim.adam, optim.rms_prop
+
+
+@functools.lru_cache(maxsize=64)
+def v11_transform(config: optim.OptimizerConfig, decoupled: bool, use_wema: bool):
+    """One shared V-1.1 optimizer per (config, static flags): its numbers live in the
+    state, so the jitted step compiles once per network and not once per ``train``."""
+    return optim.make_v11_optimizer(config, decoupled=decoupled, use_wema=use_wema)
+
+
+def set_optimizer_param(param: str, network: int = -1) -> None:
+    """Change the numbers of the network's V-1.1 optimizer from an optimizer string
+    (CIANNA V-1.1): the type cannot change, and momentum / ams_grad / centered cannot be
+    switched on once layers exist (a warning, the old value is kept)."""
+    state = get_state(network)
+    if state.optim_config is None:
+        raise RuntimeError("set_optimizer_param: the network has no V-1.1 optimizer: "
+                           "init(optimizer=...)")
+    config = optim.update_optimizer_config(state.optim_config, _str(param, "param"),
+                                           bool(state.layers))
+    if state.opt_state is not None:
+        state.opt_state = optim.set_config(state.opt_state, config)
+        state.optimizer = v11_transform(config, bool(state.decoupled), bool(state.wema))
+    state.optim_config = config

@@ -15,17 +15,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, metrics, parallel, training
+from . import console, metrics, optim, parallel, training
 from .api import (
     Dataset,
     NetState,
     check_dataset_targets,
     get_dataset,
     get_state,
+    save_optimizer_state,
     save_state,
     say,
+    v11_transform,
     warn_once,
 )
+from .checks import as_flag
 from .checks import as_float as _float
 from .checks import as_int as _int
 from .checks import as_str as _str
@@ -56,7 +59,7 @@ def _nb_batch(state: NetState, ds: Dataset) -> int:
 
 def _shuffle(state: NetState, ds: Dataset) -> Dataset:
     """Permute the real examples in place (CIANNA's permanent shuffle)."""
-    seed = np.asarray(jax.random.key_data(state.next_key())).ravel()
+    seed = np.asarray(jax.random.key_data(state.epoch_key(1))).ravel()
     perm = np.random.default_rng(seed).permutation(ds.size)
     ds.x[:] = ds.x[perm]
     ds.t[:] = ds.t[perm]
@@ -87,12 +90,19 @@ def _place_params(state: NetState) -> None:
 
 def _ensure_optimizer(state: NetState) -> None:
     _place_params(state)
-    if state.optimizer is None:
-        params = state.params
+    if state.optimizer is not None:
+        return
+    params = state.params
+    if state.optim_config is None:  # CIANNA V-1.0's SGD
         state.optimizer = training.CIANNA_SGD
         opt_state = training.set_masks(state.optimizer.init(params),
                                        training.cianna_masks(state.net, params, state.frozen))
-        state.opt_state = state.put_params(opt_state)
+    else:
+        state.optimizer = v11_transform(state.optim_config, bool(state.decoupled),
+                                        bool(state.wema))
+        opt_state = optim.set_v11_masks(state.optimizer.init(params),
+                                        optim.v11_masks(state.net, params, state.frozen))
+    state.opt_state = state.put_params(opt_state)
 
 
 def _copy(tree):
@@ -114,7 +124,7 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     """One pass over ``ds``; returns the loss sum of each batch (host array)."""
     net = state.net
     params, opt_state = state.params, state.opt_state
-    key = state.next_key()
+    key = state.epoch_key(0)
     t0 = time.perf_counter()
     sums, pending, shown = [], [], None
     sgd = state.batch_mode == "SGD"
@@ -130,7 +140,8 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
         params, opt_state, s = training.train_step(
             net, state.optimizer, params, opt_state, xb, tb, np.int32(nv),
             key, loss_scale=loss_scale, policy=state.policy,
-            nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j))
+            nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j),
+            divisor="batch" if state.optim_config is None else "length")
         sums.append(s)
         pending.append((s, nv))
         shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
@@ -175,7 +186,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     matrix, rate, YOLO loss parts or None)."""
     net = state.net
     _place_params(state)
-    params = state.params
+    params = state.forward_params()
     with_loss = no_error != 1
     key = state.next_key()
     t0 = time.perf_counter()
@@ -252,7 +263,9 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
           control_interv: int = 1, momentum: float = 0.0, lr_decay: float = 0.0,
           weight_decay: float = 0.0, confmat: int = 0, save_every: int = 0, save_bin: int = 0,
           network: int = -1, shuffle_gpu: int = 0, shuffle_every: int = 1,
-          TC_scale_factor: float = 1.0, silent: int = 0) -> None:  # noqa: N803
+          TC_scale_factor: float = 1.0, silent: int = 0,  # noqa: N803
+          decoupled_wdecay: int = 0, wema_rate: float = -1.0, wema_replace_every: int = 0,
+          save_optim_every: int = 0) -> None:
     """Train on TRAIN for ``nb_iter`` iterations (epochs), CIANNA's way.
 
     The global iteration counter, the learning-rate schedule
@@ -261,6 +274,14 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     ``confmat``, ``error.txt``); every ``save_every`` iterations the network is saved to
     ``net_save/net<id>_s<iter>.dat``.  A NaN loss raises FloatingPointError and keeps
     the weights of the last good iteration.
+
+    With a V-1.1 optimizer (``init(optimizer=...)``), CIANNA V-1.1's keywords apply:
+    ``weight_decay`` inside the gradient or, with ``decoupled_wdecay=1``, applied to the
+    weights first (AdamW); ``momentum`` belongs to the optimizer string (a value here is
+    ignored with a warning); ``wema_rate`` (>= 0.01, with ``init(wema=1)``) sets the rate
+    of the weight EMA (a negative value keeps the current one), ``wema_replace_every``
+    copies the EMA into the weights every that many iterations, ``save_optim_every``
+    writes the optimizer state to ``optim_save/net_optim<id>_s<iter>.dat``.
 
     Divergence: after each iteration the batch losses, the new weights and optimizer
     state, a forward with them and (when evaluated) the VALID loss must all be finite.
@@ -283,6 +304,10 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     shuffle_every = _int(shuffle_every, "shuffle_every")
     scale = _float(TC_scale_factor, "TC_scale_factor", finite=True)
     silent = _int(silent, "silent")
+    decoupled = bool(as_flag(decoupled_wdecay, "decoupled_wdecay"))
+    wema_rate = _float(wema_rate, "wema_rate", finite=True)
+    wema_replace_every = _int(wema_replace_every, "wema_replace_every", minimum=0)
+    save_optim_every = _int(save_optim_every, "save_optim_every", minimum=0)
     if scale <= 0:
         raise ValueError(f"TC_scale_factor: expected > 0, received {scale}")
     if state.inference_only:
@@ -297,6 +322,7 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
         scale = 1.0
     if state.iteration == 0 and os.path.exists("error.txt"):
         os.remove("error.txt")
+    _v11_settings(state, mu, decoupled, wema_rate, wema_replace_every, save_optim_every)
     fresh_optimizer = state.opt_state is None  # a first iteration that fails resets it
     start = state.iteration
     _ensure_optimizer(state)
@@ -307,7 +333,7 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
         good = (_copy(state.params), _copy(state.opt_state), state.iteration)
         try:
             _iteration(state, lr0, lr_end, lr_decay, mu, wd, shuffle_every, scale, silent,
-                       control_interv, confmat)
+                       control_interv, confmat, wema_replace_every)
         except BaseException as err:  # divergence, Ctrl-C, ...: back to the last good state
             state.params, state.opt_state, state.iteration = tuple(good[0]), good[1], good[2]
             if fresh_optimizer and state.iteration == start:
@@ -322,14 +348,45 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
             path = f"net_save/net{state.id}_s{state.iteration:04d}.dat"
             console.write(f"Saving network for iteration: {state.iteration} (mode: {save_bin})\n")
             save_state(state, path, bool(save_bin))
+        if save_optim_every > 0 and state.iteration % save_optim_every == 0:
+            path = f"optim_save/net_optim{state.id}_s{state.iteration:04d}.dat"
+            os.makedirs("optim_save", exist_ok=True)
+            save_optimizer_state(state, path, bool(save_bin))
+
+
+def _v11_settings(state: NetState, mu, decoupled, wema_rate, wema_replace_every,
+                  save_optim_every) -> None:
+    """Apply ``train``'s V-1.1 keywords to the state; refuse them without a V-1.1
+    optimizer (nothing is changed when one is refused)."""
+    if state.optim_config is None:
+        if decoupled or wema_replace_every or save_optim_every or wema_rate > -0.01:
+            raise ValueError("decoupled_wdecay, wema_rate, wema_replace_every and "
+                             "save_optim_every need a V-1.1 optimizer: init(optimizer=...)")
+        return
+    if (wema_rate > -0.01 or wema_replace_every) and not state.wema:
+        raise ValueError("wema_rate, wema_replace_every: the network was created without "
+                         "wema=1")
+    if mu > 0:
+        warn_once("momentum", "train(momentum=...) is ignored with a V-1.1 optimizer: the "
+                  "momentum belongs to the optimizer string (sgd(momentum=...))", UserWarning)
+    if wema_rate > -0.01:
+        state.wema_rate = wema_rate
+    if decoupled != state.decoupled:
+        state.decoupled = decoupled
+        if state.optimizer is not None:  # the same state, another static rule
+            state.optimizer = v11_transform(state.optim_config, decoupled, bool(state.wema))
 
 
 def _iteration(state: NetState, lr0, lr_end, lr_decay, mu, wd, shuffle_every, scale, silent,
-               control_interv, confmat) -> None:
+               control_interv, confmat, wema_replace_every=0) -> None:
     """One training iteration (epoch) and its VALID control; raises _Diverged."""
     lr = training.learning_rate_at(state.iteration, lr0, lr_end, lr_decay)
-    state.opt_state = training.set_learning_rate(state.opt_state, lr, momentum=mu,
-                                                 weight_decay=wd)
+    if state.optim_config is None:
+        state.opt_state = training.set_learning_rate(state.opt_state, lr, momentum=mu,
+                                                     weight_decay=wd)
+    else:
+        state.opt_state = training.set_learning_rate(state.opt_state, lr, weight_decay=wd,
+                                                     wema_rate=state.wema_rate)
     state.iteration += 1
     ds = get_dataset(state, "TRAIN")
     if shuffle_every > 0 and (state.iteration + 1) % shuffle_every == 0 \
@@ -340,6 +397,8 @@ def _iteration(state: NetState, lr0, lr_end, lr_decay, mu, wd, shuffle_every, sc
         problem = _divergence(state, losses)
     if problem is not None:
         raise _Diverged(f"on TRAIN, {problem}")
+    if wema_replace_every > 0 and state.iteration % wema_replace_every == 0:
+        state.params = tuple(optim.replace_with_ema(state.params, state.opt_state))
     if control_interv > 0 and state.iteration % control_interv == 0:
         if silent < 1:
             console.write(f"\n{' ' * 14}Average Training perf: {state.perf['train_rate']:.2f}"
@@ -370,13 +429,16 @@ def _control_step(state: NetState, confmat: int, silent: int) -> None:
 
 
 def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, repeat: int = 1,
-            network: int = -1, silent: int = 0) -> np.ndarray:
+            network: int = -1, silent: int = 0, return_output: int = 1) -> np.ndarray | None:
     """Run the network on TEST; write ``fwd_res/net<id>_<iter>.dat`` (``saving`` 1: text,
     2: binary float32) and return the predictions as an array (rows in file order).
 
     ``drop_mode`` "AVG_MODEL" scales dropout layers, "MC_MODEL" samples masks; with
     ``repeat`` > 1 every batch is run ``repeat`` times (rows: batch 0 repeat 0, batch 0
     repeat 1, ...).  ``no_error=1`` skips the loss (unlabelled data).
+    ``return_output=0`` returns None (CIANNA V-1.1's default; V-1.0 always returns).
+    A V-1.1 network (``cianna_jax.v11``) drops the bias column of dense outputs in the
+    files and the array, as V-1.1 does.
     """
     state = get_state(network)
     saving = _int(saving, "saving")
@@ -386,6 +448,7 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
     no_error = _int(no_error, "no_error")
     repeat = _int(repeat, "repeat", minimum=1)
     silent = _int(silent, "silent")
+    return_output = as_flag(return_output, "return_output")
     if saving not in (0, 1, 2) and saving > 0:
         raise ValueError(f"saving: expected 0 (no file), 1 (text) or 2 (binary), received {saving}")
     if not state.layers:
@@ -402,6 +465,8 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
     cfg = state.yolo_cfg
     if cfg is not None and not cfg.raw_output:
         rows = yolo_file_rows(rows, cfg)
+    if state.dialect == "1.1" and state.net.output_shape.flat:
+        rows = rows[:, :-1]  # V-1.1 writes nb_neurons values (no bias-propagation slot)
     if saving > 0:
         os.makedirs("fwd_res", exist_ok=True)
         path = f"fwd_res/net{state.id}_{state.iteration:04d}.dat"
@@ -422,7 +487,7 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
             if not np.isfinite(loss):
                 raise FloatingPointError("ERROR: Network divergence detected (NaN) on TEST")
             _append_error(state.iteration, loss / ds.size, parts, ds.size)
-    return rows
+    return rows if return_output else None
 
 
 def perf_eval(network: int = -1) -> None:

@@ -12,17 +12,19 @@ them too.  Example::
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 
 from . import initializers
 from .activations import parse_activation
 from .checks import as_int, as_triple
-from .layers import LRN, Conv, Dense, Norm, Pool
+from .geometry import MERGE_TYPES
+from .layers import GRN, LRN, Conv, Dense, Merge, Norm, Pool
 from .network import Network, make_network
 
-__all__ = ["dense", "conv", "pool", "norm", "lrn", "network", "in_dims_from"]
+__all__ = ["dense", "conv", "pool", "norm", "lrn", "grn", "merge", "network", "in_dims_from",
+           "own_bias"]
 
 
 def _rate(drop_rate) -> float:
@@ -60,8 +62,12 @@ def dense(nb_neurons: int, activation: str = "RELU", bias: float | None = None,
 def conv(f_size, nb_filters: int, stride=None, padding=None, int_padding=None,
          activation: str = "RELU", bias: float | None = None, input_shape=None,
          drop_rate: float = 0.0, init_fct: str = "xavier",
-         init_scaling: float | None = None) -> Conv:
-    """A conv layer; sizes are 1 to 3 ints in (W, H, D) order (lists, tuples or arrays)."""
+         init_scaling: float | None = None, nb_groups: int = 1) -> Conv:
+    """A conv layer; sizes are 1 to 3 ints in (W, H, D) order (lists, tuples or arrays).
+
+    ``nb_groups`` (CIANNA V-1.1): grouped convolution, input channels and filters split
+    into that many groups (both must be divisible by it; ``nb_groups`` = channels =
+    filters is a depth-wise convolution)."""
     f = as_triple(f_size, "f_size", 1, minimum=1)
     s = as_triple(stride, "stride", 1, minimum=1)
     p = as_triple(padding, "padding", 0, minimum=0)
@@ -78,8 +84,12 @@ def conv(f_size, nb_filters: int, stride=None, padding=None, int_padding=None,
                              f"received {input_shape!r}")
         shape = tuple(int(v) for v in arr)
     scaling = initializers.check_init(init_fct, init_scaling)
-    return Conv(f, _positive_int(nb_filters, "nb_filters"), parse_activation(activation),
-                _bias(bias), s, p, ip, shape, _rate(drop_rate), init_fct, scaling)
+    nf = _positive_int(nb_filters, "nb_filters")
+    groups = _positive_int(nb_groups, "nb_groups")
+    if nf % groups:
+        raise ValueError(f"nb_groups: must divide nb_filters ({nf}); received {groups}")
+    return Conv(f, nf, parse_activation(activation), _bias(bias), s, p, ip, shape,
+                _rate(drop_rate), init_fct, scaling, groups)
 
 
 def pool(p_size=None, stride=None, padding=None, drop_rate: float = 0.0, p_type: str = "MAX",
@@ -97,15 +107,58 @@ def pool(p_size=None, stride=None, padding=None, drop_rate: float = 0.0, p_type:
 
 
 def norm(normalization: str = "GN", activation: str = "LIN", group_size: int = 8,
-         set_off: int = 0) -> Norm:
-    """A group-normalisation layer (the only type CIANNA has)."""
+         set_off: int = 0, gamma_init: float | None = None, per_channel: bool = False) -> Norm:
+    """A group-normalisation layer (the only type CIANNA has).
+
+    ``per_channel=True`` is CIANNA V-1.1's norm: one gamma and beta per channel, eps
+    1e-6, no ``set_off``.  ``gamma_init`` is the initial gamma (default 1)."""
     if not isinstance(normalization, str) or not normalization.startswith("GN"):
         raise ValueError(f"normalization: only 'GN' (group normalisation) exists, "
                          f"received {normalization!r}")
     if int(set_off) < 0:
         raise ValueError(f"set_off: expected >= 0, received {set_off}")
+    if per_channel and int(set_off):
+        raise ValueError(f"set_off: the per-channel (V-1.1) norm has no set_off, received "
+                         f"{set_off}")
     return Norm(parse_activation(activation), _positive_int(group_size, "group_size"),
-                int(set_off), "GN")
+                int(set_off), "GN", bool(per_channel), _gamma(gamma_init))
+
+
+def _gamma(gamma_init) -> float:
+    if gamma_init is None:
+        return 1.0
+    if isinstance(gamma_init, bool) or not isinstance(gamma_init, Real):
+        raise TypeError(f"gamma_init: expected a float, received {type(gamma_init).__name__}")
+    if not math.isfinite(gamma_init):
+        raise ValueError(f"gamma_init: expected a finite float, received {gamma_init}")
+    return float(np.float32(gamma_init))
+
+
+def _map_activation(activation, layer: str):
+    act = parse_activation(activation)
+    if act.kind in ("SMAX", "YOLO"):
+        raise ValueError(f"activation: {act.kind} is not allowed on a {layer} layer")
+    return act
+
+
+def grn(residual: int = 1, activation: str = "LIN", gamma_init: float = 1.0) -> GRN:
+    """A global response normalisation layer (CIANNA V-1.1): ``residual`` 1 adds the input
+    back, ``gamma_init`` is the initial gamma."""
+    if isinstance(residual, bool):
+        residual = int(residual)
+    if not isinstance(residual, Integral) or int(residual) not in (0, 1):
+        raise ValueError(f"residual: expected 0 or 1, received {residual!r}")
+    return GRN(_map_activation(activation, "grn"), int(residual), _gamma(gamma_init))
+
+
+def merge(merge_type: str = "ADD", activation: str = "LIN") -> Merge:
+    """A merge layer (CIANNA V-1.1): "ADD" sums two maps of the same shape, "CONCAT" stacks
+    the channels of A then B.  Which layers it reads is the network's wiring
+    (``inputs=``; :func:`cianna_jax.layers.merge_sources` turns CIANNA's relative ids into
+    indices)."""
+    if merge_type not in MERGE_TYPES:
+        raise ValueError(f"merge_type: expected one of {MERGE_TYPES}, received {merge_type!r}")
+    return Merge(merge_type, _map_activation(activation, "merge"))
 
 
 def lrn(activation: str = "LIN", range: int = 5, k: float = 1.0, alpha: float = 1.0,
@@ -113,6 +166,16 @@ def lrn(activation: str = "LIN", range: int = 5, k: float = 1.0, alpha: float = 
     """A local response normalisation layer (CIANNA's experimental LRN)."""
     return LRN(parse_activation(activation), _positive_int(range, "range"), float(k),
                float(alpha), float(beta))
+
+
+def own_bias(layer) -> float:
+    """The bias a layer spec gives itself: its ``bias`` keyword, else its activation's
+    default (0.1 for layers without a bias).  CIANNA V-1.1 has no input bias: pass this
+    of the first layer as the network's ``bias`` to reproduce it."""
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        return float(layer.activation.default_bias) if hasattr(layer, "bias") else 0.1
+    return float(bias)
 
 
 def in_dims_from(in_dim, in_nb_ch: int) -> tuple[int, int, int, int]:

@@ -45,6 +45,7 @@ __all__ = [
     "set_learning_rate",
     "learning_rate_at",
     "batch_loss",
+    "divide_by_length",
     "state_is_finite",
     "train_step",
     "eval_step",
@@ -216,9 +217,19 @@ def _flat(z: jax.Array) -> jax.Array:
     return z[:, :-1] if z.ndim == 2 else z.reshape(z.shape[0], -1)
 
 
+def divide_by_length(grads: Any, length: int | jax.Array) -> Any:
+    """CIANNA's ``gradient / net->length`` (the real rows of the batch): give the gradient
+    of the *summed* loss; the V-1.1 optimizers expect the result.  A true float32
+    division as in the kernels (XLA turns a division by a scalar into a multiplication
+    by its reciprocal, which rounds differently; the per-element select prevents it)."""
+    n = jnp.asarray(length, jnp.float32)
+    return jax.tree_util.tree_map(lambda g: g / jnp.where(g != g, jnp.float32(1), n), grads)
+
+
 def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_valid,
                key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0,
-               policy: Policy = FP32, nb_im_iter=0, exact: bool = False):
+               policy: Policy = FP32, nb_im_iter=0, exact: bool = False,
+               divisor: str = "batch"):
     """(loss for gradients, summed displayed loss) of one padded batch.
 
     ``x (B, [D,] H, W, C)`` images; ``t`` targets: dense ``(B, n)``, YOLO target rows,
@@ -226,7 +237,9 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
     :func:`~cianna_jax.network.targets_to_internal`); rows ``>= n_valid`` are padding.
     The first value is the displayed loss summed over real rows divided by ``B`` (the
     allocated batch size); its gradient is CIANNA's ``G / B`` (or, with ``exact``,
-    the autodiff gradient of that loss).
+    the autodiff gradient of that loss).  ``divisor="length"`` (CIANNA V-1.1) leaves
+    it undivided: the caller divides the gradient by the real rows
+    (:func:`divide_by_length`).
 
     For a YOLO network (``spec.yolo``) the loss is CIANNA's YOLO loss, whose gradient
     is the YOLO delta on every row (padding rows included, as CIANNA computes it);
@@ -234,6 +247,7 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
     start-up phase and ``key`` its random associations.
     """
     b = x.shape[0]
+    norm = b if divisor == "batch" else 1
     ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy, exact=exact)
     z = forward_internal(spec, params, x, ctx, key, activate_last=False)
     z = z.astype(jnp.float32)  # the loss and delta are computed in float32
@@ -243,20 +257,20 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
         per_image = yolo_loss(_yolo_view(spec, z), t.astype(z.dtype), spec.yolo,
                               nb_im_iter=nb_im_iter, key=sub, loss_scale=loss_scale,
                               grads="exact" if exact else "cianna")
-        return jnp.sum(per_image) / b, jnp.sum(per_image * mask)
+        return jnp.sum(per_image) / norm, jnp.sum(per_image * mask)
     t = targets_to_internal(spec, t).reshape(b, -1)
     per_row = output_loss(spec.layers[-1].activation, _flat(z), t.astype(z.dtype), mask,
                           loss_scale, exact=exact)
     total = jnp.sum(per_row)
-    return total / b, total
+    return total / norm, total
 
 
-@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy", "exact"),
-         donate_argnums=(2, 3))
+@partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy", "exact",
+                                   "divisor"), donate_argnums=(2, 3))
 def train_step(spec: Network, optimizer: optax.GradientTransformation, params: Params,
                opt_state, x: jax.Array, t: jax.Array, n_valid, key: jax.Array,
                loss_scale: float = 1.0, policy: Policy = FP32, nb_im_iter=0, step=None,
-               exact: bool = False):
+               exact: bool = False, divisor: str = "batch"):
     """One CIANNA training step on a padded batch; returns (params, opt_state, loss sum).
 
     ``x`` images ``(B, [D,] H, W, C)``, ``t`` targets in the core's layout.  ``step``
@@ -269,13 +283,17 @@ def train_step(spec: Network, optimizer: optax.GradientTransformation, params: P
     ``loss_scale`` > 1 multiplies the delta and is divided out of the gradient
     before the update, as CIANNA's ``TC_scale_factor``.  ``policy`` is the
     mixed-precision policy (parameters and optimizer state stay float32).  ``exact``
-    trains with autodiff gradients instead of CIANNA's.
+    trains with autodiff gradients instead of CIANNA's.  ``divisor``: "batch" gives
+    the optimizer ``G / B`` (CIANNA V-1.0, the allocated batch size), "length" gives
+    ``G / n_valid`` (V-1.1: the real rows of a partial last batch).
     """
     if step is not None:
         key = jax.random.fold_in(key, step)
     (_, total), grads = jax.value_and_grad(batch_loss, has_aux=True)(
         params, spec, x, t, n_valid, key, train=True, loss_scale=loss_scale, policy=policy,
-        nb_im_iter=nb_im_iter, exact=exact)
+        nb_im_iter=nb_im_iter, exact=exact, divisor=divisor)
+    if divisor == "length":
+        grads = divide_by_length(grads, n_valid)
     if loss_scale != 1.0:
         grads = jax.tree_util.tree_map(lambda g: g / loss_scale, grads)
     updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -9,7 +9,8 @@ original can reload our files.
 File structure (see the project spec, ``cianna_api.md`` section 11)::
 
     header    W, H, D, C of the network input
-    record 1  one type character (C conv, P pool, N norm, L LRN, D dense)
+    record 1  one type character (C conv, P pool, N norm, L LRN, D dense; V-1.1 files
+              also G GRN, M merge)
     record 2  followed by that layer's hyper-parameters and learned values
     ...       until the end of the file (no count, no end marker)
 
@@ -46,6 +47,12 @@ so a cut exactly between two records cannot always be seen; the rules are:
 
 A cut right after a conv, pool or dense record still reads as a shorter network.
 
+Dialects (``version=``): "1.0" (CIANNA V-1.0, the default, byte for byte as before)
+and "1.1" (the V-1.1 experimental line: conv records carry ``nb_groups``, norm records
+per-channel gamma/beta, new ``G`` GRN and ``M`` merge records; see
+:func:`~cianna_jax.io.records.check_dialect`).  There is no detection: the caller says
+which dialect a file is in, as CIANNA's ``bin=`` says its format.
+
 This module is the public entry point (:func:`read_network`,
 :func:`write_network`) and re-exports the record model.  The work is split by
 concept: :mod:`.records` (errors, records, shape rules, validation),
@@ -69,12 +76,15 @@ from .records import (
     CiannaFormatError,
     ConvRecord,
     DenseRecord,
+    GRNRecord,
     LRNRecord,
+    MergeRecord,
     NormRecord,
     PoolRecord,
     Record,
     YoloRecord,
     as_int_tuple,
+    check_version,
     output_shape,
     param_shapes,
     propagate_shapes,
@@ -90,6 +100,8 @@ __all__ = [
     "PoolRecord",
     "NormRecord",
     "LRNRecord",
+    "GRNRecord",
+    "MergeRecord",
     "Record",
     "CiannaFile",
     "read_network",
@@ -102,21 +114,22 @@ __all__ = [
 
 
 def read_network(path, binary: bool, *, input_shape=None, nb_layers: int = 0,
-                 nb_skip_layers: int = 0) -> CiannaFile:
+                 nb_skip_layers: int = 0, version: str = "1.0") -> CiannaFile:
     """Read a CIANNA model file.
 
-    ``binary`` must match the file format (there is no detection, like the
-    original).  The first ``nb_skip_layers`` records (negative -> 0) are parsed
-    fully and dropped; then ``nb_layers`` records are returned (0 = all until
-    the end of the file; a file holding fewer records than asked for is
-    refused).  ``input_shape`` (W, H, D, C) is what the first
-    returned record connects to; it must be compatible with the file (same
-    channels for conv/pool/norm/LRN, same number of values for dense).  Without
-    it the header propagated through the skipped records is used.
+    ``binary`` must match the file format and ``version`` ("1.0" or "1.1") its
+    dialect (there is no detection, like the original).  The first
+    ``nb_skip_layers`` records (negative -> 0) are parsed fully and dropped; then
+    ``nb_layers`` records are returned (0 = all until the end of the file; a file
+    holding fewer records than asked for is refused).  ``input_shape`` (W, H, D, C)
+    is what the first returned record connects to; it must be compatible with the
+    file (same channels for conv/pool/norm/LRN, same number of values for dense).
+    Without it the header propagated through the skipped records is used.
 
     Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for bad
     arguments, :class:`CiannaFormatError` for a corrupt or inconsistent file.
     """
+    check_version(version)
     nb_layers = int(nb_layers)
     nb_skip = max(0, int(nb_skip_layers))
     if nb_layers < 0:
@@ -133,11 +146,13 @@ def read_network(path, binary: bool, *, input_shape=None, nb_layers: int = 0,
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "CIANNA network file not found", fspath) from None
     if binary:
-        return binary_format.read_binary(fspath, data, input_shape, nb_layers, nb_skip)
-    return ascii_format.read_ascii(fspath, data.decode("latin-1"), input_shape, nb_layers, nb_skip)
+        return binary_format.read_binary(fspath, data, input_shape, nb_layers, nb_skip, version)
+    return ascii_format.read_ascii(fspath, data.decode("latin-1"), input_shape, nb_layers,
+                                   nb_skip, version)
 
 
-def write_network(path, in_dims, records=None, binary=None) -> None:
+def write_network(path, in_dims, records=None, binary=None, *,
+                  version: str | None = None, prefix=None, body=None) -> None:
     """Write a CIANNA model file in the original's exact ASCII or binary layout.
 
     Call as ``write_network(path, in_dims, records, binary)`` or
@@ -145,7 +160,9 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
     ``write_network(path, cianna_file, binary)``).  For a :class:`CiannaFile`
     the header written is the input shape its first record was parsed with
     (``in_shapes[0]``), so that a file read with skipped records or a new
-    ``input_shape`` is written consistently.
+    ``input_shape`` is written consistently.  ``version`` is the dialect ("1.0" or
+    "1.1"; default: the :class:`CiannaFile`'s, else "1.0"); a record with no form in
+    it (e.g. a GRN record in a V-1.0 file) is a ``ValueError``.
 
     Records are validated first, against shape propagation and the rules the
     reader applies (bounds, at least one record, a conv, pool or dense record
@@ -153,6 +170,12 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
     written to a temporary file in the same directory, synced and renamed over
     ``path`` (:func:`~cianna_jax.io.atomic.atomic_write`), so a failed or killed write
     never destroys an existing file nor leaves a torn one.
+
+    Optimizer-state files (:mod:`cianna_jax.io.optim_file`): ``prefix`` (``bytes`` or
+    ``str``) is written before the header, ``body(index, record)`` gives the chunks that
+    replace the learned values of the dense, conv, norm and GRN records (see
+    :func:`~cianna_jax.io.binary_format.binary_chunks`,
+    :func:`~cianna_jax.io.ascii_format.ascii_chunks`).
     """
     if isinstance(in_dims, CiannaFile):
         cf = in_dims
@@ -162,6 +185,7 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
             raise TypeError("write_network(path, cianna_file, binary): do not pass records too")
         records = cf.records
         in_dims = cf.in_shapes[0] if cf.records else cf.in_dims
+        version = cf.version if version is None else version
     if binary is None:
         raise TypeError("write_network() needs binary=True or binary=False")
     if records is None:
@@ -175,13 +199,20 @@ def write_network(path, in_dims, records=None, binary=None) -> None:
             record_kind(rec)
         except TypeError as e:
             raise TypeError(f"record {idx}: {e}") from None
-    validate_records(in_dims, records)
+    version = check_version("1.0" if version is None else version)
+    validate_records(in_dims, records, version)
 
-    chunks = (binary_format.binary_chunks(in_dims, records) if binary
-              else ascii_format.ascii_chunks(in_dims, records))
+    make = binary_format.binary_chunks if binary else ascii_format.ascii_chunks
+    if body is not None:
+        chunks = make(in_dims, records, version, body)
+    elif version == "1.0":
+        chunks = make(in_dims, records)
+    else:
+        chunks = make(in_dims, records, version)
     with atomic_write(path) as fh:
-        buf = []
-        size = 0
+        buf = [] if prefix is None else [prefix.encode("ascii") if isinstance(prefix, str)
+                                         else bytes(prefix)]
+        size = len(buf[0]) if buf else 0
         for chunk in chunks:
             b = chunk.encode("ascii") if isinstance(chunk, str) else chunk
             buf.append(b)

@@ -15,9 +15,12 @@ from .records import (
     CiannaFile,
     CiannaFormatError,
     attach_input_shape,
+    check_dialect,
     check_dims,
     check_fields,
     check_last_record,
+    check_version,
+    record_chars,
     record_kind,
     shape_step,
 )
@@ -29,9 +32,17 @@ __all__ = ["RecordLoader", "check_header", "check_yolo_counts"]
 
 
 class RecordLoader:
-    """Counts records, handles skipping / nb_layers / input_shape, builds the result."""
+    """Counts records, handles skipping / nb_layers / input_shape, builds the result;
+    ``version`` is the file dialect ("1.0" or "1.1")."""
 
-    def __init__(self, path, in_dims, input_shape, nb_layers, nb_skip):
+    def __init__(self, path, in_dims, input_shape, nb_layers, nb_skip, version: str = "1.0",
+                 extras=None):
+        self.version = check_version(version)
+        # optimizer-state files: names of the state blocks after each record's learned
+        # values (see ``CiannaFile.extras``); None for model files
+        self.extra_names = None if extras is None else tuple(extras)
+        self.extras: list = []
+        self.chars = record_chars(version)
         self.path = path
         self.in_dims = in_dims
         self.shape = in_dims
@@ -44,6 +55,7 @@ class RecordLoader:
         self.in_shapes = []
         self.nb_skipped = 0
         self.last = None  # last record read (skipped or kept)
+        self.history: list = []  # (output shape, flat) of every record read, for merges
         self._pending = None
 
     def done(self) -> bool:
@@ -60,25 +72,30 @@ class RecordLoader:
             raise self.error(f"more than {MAX_RECORDS} records in the file (CIANNA networks "
                              f"have at most 100 layers)", kind, where)
         try:
+            check_dialect(record, self.version)
             check_fields(record)
             if not skipping and not self.records and self.input_shape is not None:
                 self.shape, self.flat = attach_input_shape(record, self.shape, self.flat,
                                                            self.input_shape)
-            rin, out, flat = shape_step(record, self.shape, self.flat)
+            rin, out, flat = shape_step(record, self.shape, self.flat, self.history)
         except ValueError as e:
             raise self.error(str(e), kind, where) from None
         self._pending = (out, flat, rin, skipping)
         return rin
 
-    def finish(self, record):
+    def finish(self, record, extra=None):
+        """Record ``record`` (and, for optimizer-state files, its state blocks ``extra``)."""
         out, flat, rin, skipping = self._pending
         self.shape, self.flat = out, flat
+        self.history.append((out, flat))
         self.last = record
         if skipping:
             self.nb_skipped += 1
         else:
             self.records.append(record)
             self.in_shapes.append(rin)
+            if self.extra_names is not None:
+                self.extras.append(dict(extra or {}))
 
     def result(self, at_end: bool) -> CiannaFile:
         """The file read so far.  ``at_end``: the reader reached the end of the file, which
@@ -101,7 +118,8 @@ class RecordLoader:
                     self.path, None, f"nb_layers={self.nb_layers} records asked for after "
                     f"skipping {self.nb_skip}, but the file holds only {n} records", kind="file")
         return CiannaFile(in_dims=self.in_dims, records=tuple(self.records),
-                          in_shapes=tuple(self.in_shapes), nb_skipped=self.nb_skipped)
+                          in_shapes=tuple(self.in_shapes), nb_skipped=self.nb_skipped,
+                          version=self.version, extras=tuple(self.extras))
 
 
 def check_header(path, dims, where=None):

@@ -2,8 +2,14 @@
 :mod:`cianna_jax.io.cianna_format` and the functional core.
 
 A file written by CIANNA loads with no other configuration than the input bias
-(``init(bias=...)``, which CIANNA always gives to the first layer) and gives the
+(``init(bias=...)``, which CIANNA V-1.0 always gives to the first layer) and gives the
 same outputs; a network saved here can be read by CIANNA.
+
+``version="1.1"`` reads and writes CIANNA V-1.1 files (GRN and merge records, grouped
+convs, per-channel norms).  There the first layer keeps its own saved bias (V-1.1 has
+no input bias), and merge records give the network its branches: every other layer
+reads the layer before it, so a network whose other layers branch cannot be saved
+(CIANNA's format does not store ``prev_layer``).
 
 A loaded layer passes the checks of the builder that would create it
 (:mod:`cianna_jax.nn`: dropout range, sizes, strides, types, activation), then the
@@ -21,7 +27,7 @@ import numpy as np
 
 from .. import nn
 from ..layers import layer_type
-from ..network import Network, Params, check_params, make_network
+from ..network import INPUT, Network, Params, check_params, make_network
 from ..yolo.config import make_config
 from .cianna_format import CiannaFormatError, YoloRecord, read_network, write_network
 from .records import record_kind
@@ -48,15 +54,20 @@ def builder_check(layer, record=None) -> None:
         nn.dense(layer.nb_neurons, layer.activation, layer.bias, layer.drop_rate)
     elif kind == "conv":
         nn.conv(layer.f_size, layer.nb_filters, layer.stride, layer.padding, layer.int_padding,
-                layer.activation, layer.bias, layer.input_shape, layer.drop_rate)
+                layer.activation, layer.bias, layer.input_shape, layer.drop_rate,
+                nb_groups=layer.nb_groups)
     elif kind == "pool":
         nn.pool(layer.p_size, layer.stride, layer.padding, layer.drop_rate,
                 getattr(record, "p_type", layer.p_type), layer.activation, layer.p_global)
     elif kind == "norm":
         nn.norm(getattr(record, "normalization", layer.normalization), layer.activation,
-                layer.group_size, layer.set_off)
+                layer.group_size, layer.set_off, per_channel=layer.per_channel)
     elif kind == "lrn":
         nn.lrn(layer.activation, layer.range, layer.k, layer.alpha, layer.beta)
+    elif kind == "grn":
+        nn.grn(layer.residual, layer.activation)
+    elif kind == "merge":
+        nn.merge(getattr(record, "merge_type", layer.merge_type), layer.activation)
 
 
 def records_to_layers(records, offset: int = 0, after_dense: bool = False, path=None):
@@ -113,16 +124,19 @@ def yolo_config_from_record(rec: YoloRecord, in_dim, grid, settings: dict | None
     return make_config(in_dim, grid, **kw)
 
 
-def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float = 0.1,
+def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float | None = None,
                  in_dims: tuple[int, int, int, int] | None = None, nb_layers: int = 0,
                  nb_skip_layers: int = 0, base: Network | None = None,
                  base_params: Params | None = None, yolo_settings: dict | None = None,
-                 yolo_override: bool = True) -> Loaded:
+                 yolo_override: bool = True, version: str = "1.0") -> Loaded:
     """Read a CIANNA save file into a network and its parameters.
 
     ``bias`` is the input bias (CIANNA's ``init(bias=...)``), given to the first
-    layer whatever the file says.  ``in_dims`` (W, H, D, C) loads onto another input
-    resolution (channels must match; dense layers after a resolution change will
+    layer whatever the file says; ``None`` (the default) means 0.1 (V-1.0's default)
+    for ``version="1.0"``, and for ``"1.1"`` (no input bias: the first layer keeps its
+    own) the bias saved in the first record, or ``base``'s when records are appended to
+    it.  ``version`` is the file dialect.  ``in_dims`` (W, H, D, C) loads onto another
+    input resolution (channels must match; dense layers after a resolution change will
     not fit).  ``base``/``base_params`` are existing layers the loaded records are
     appended to (CIANNA V-1.0.1 ``load``); ``nb_skip_layers`` records are skipped,
     then ``nb_layers`` are loaded (0 = all; a file holding fewer is refused).  A YOLO
@@ -140,39 +154,62 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float =
         input_shape = None if in_dims is None else tuple(in_dims)
         net_in = None if in_dims is None else tuple(in_dims)
     cfile = read_network(path, binary, input_shape=input_shape, nb_layers=nb_layers,
-                         nb_skip_layers=nb_skip_layers)
+                         nb_skip_layers=nb_skip_layers, version=version)
     if net_in is None:
         net_in = tuple(cfile.in_shapes[0]) if cfile.in_shapes else tuple(cfile.in_dims)
+    if bias is None:
+        bias = _default_bias(cfile, base, version)
     offset = len(base.layers) if base is not None else 0
     after_dense = bool(base is not None and base.layers and base.output_shape.flat)
     layers, params, yolo = records_to_layers(cfile.records, offset, after_dense, path)
+    inputs = [base.sources(i) for i in range(offset)] if offset else []
+    for j, rec in enumerate(cfile.records, offset):
+        link = getattr(rec, "sources", None)  # merge records read two earlier layers
+        inputs.append(tuple(link(j)) if link is not None else ((j - 1,) if j else (INPUT,)))
     if base is not None and base.layers:
         layers = list(base.layers) + layers
         params = list(base_params) + params
     try:
-        net = make_network(net_in, layers, bias)
+        net = make_network(net_in, layers, bias, inputs=inputs)
         last = len(layers) - 1
         if last in yolo and layers[last].activation.kind == "YOLO":
             cfg = yolo_config_from_record(yolo[last], net_in[:3], net.output_shape.spatial,
                                           yolo_settings, yolo_override)
-            net = make_network(net_in, layers, bias, cfg)
+            net = make_network(net_in, layers, bias, cfg, inputs=inputs)
         check_params(net, tuple(params))
     except ValueError as err:
         raise CiannaFormatError(path, None, str(err), kind="network") from None
     return Loaded(net, tuple(params), yolo)
 
 
+def _default_bias(cfile, base: Network | None, version: str) -> float:
+    """The input bias ``load_network`` uses when none is given (see there)."""
+    if version != "1.1":
+        return 0.1
+    if base is not None and base.layers:
+        return base.input_bias
+    saved = getattr(cfile.records[0], "bias", None) if cfile.records else None
+    return 0.1 if saved is None else saved
+
+
 def layers_to_records(net: Network, params: Params, yolo: dict[int, YoloRecord] | None = None):
     """(Network, params) -> file records, in CIANNA's save layout (each layer's
-    ``to_record``).  CIANNA files hold plain stacks only: a network whose layers read
-    anything but the previous layer raises ValueError, a layer type without a record
-    TypeError."""
+    ``to_record``).  CIANNA files hold stacks: every layer reads the layer before it,
+    except layers reading several (a V-1.1 merge), whose record gets the ids of its
+    sources relative to it (-1 = the layer just before it).  Another wiring raises
+    ValueError (CIANNA's format does not store ``prev_layer``: the network would not
+    reload), a layer type without a record TypeError."""
     check_params(net, params)
-    for i in range(len(net.layers)):
-        if net.sources(i) != ((i - 1,) if i else (-1,)):
-            raise ValueError(f"layer {i + 1} ({net.layers[i].kind}) reads layer(s) "
-                             f"{net.sources(i)}: CIANNA's save format only holds sequential "
-                             "networks")
+    for i, layer in enumerate(net.layers):
+        src = net.sources(i)
+        if getattr(layer, "nb_inputs", 1) > 1:
+            if INPUT in src:
+                raise ValueError(f"layer {i + 1} ({layer.kind}) reads the network input: "
+                                 "CIANNA's save format only links it to earlier layers")
+        elif src != ((i - 1,) if i else (INPUT,)):
+            raise ValueError(f"layer {i + 1} ({layer.kind}) reads layer(s) {src}: CIANNA's "
+                             "save format only holds sequential networks (branches only "
+                             "through merge layers), it does not store prev_layer")
     yolo = dict(yolo or {})
     if net.yolo is not None:
         yolo[len(net.layers) - 1] = yolo_record(net.yolo)
@@ -182,11 +219,18 @@ def layers_to_records(net: Network, params: Params, yolo: dict[int, YoloRecord] 
         if to_record is None:
             raise TypeError(f"layer {i + 1}: layer type {type(layer).__name__!r} has no CIANNA "
                             "save-file record")
-        records.append(to_record(params[i], sin, yolo.get(i)))
+        if getattr(layer, "nb_inputs", 1) > 1:
+            rel = tuple(s - i for s in net.sources(i))
+            records.append(to_record(params[i], sin, yolo.get(i), sources=rel))
+        else:
+            records.append(to_record(params[i], sin, yolo.get(i)))
     return records
 
 
 def save_network(path: str | os.PathLike, net: Network, params: Params, *, binary: bool = False,
-                 yolo: dict[int, YoloRecord] | None = None) -> None:
-    """Write ``net`` and ``params`` as a CIANNA save file (ASCII or binary)."""
-    write_network(path, net.in_dims, layers_to_records(net, params, yolo), binary)
+                 yolo: dict[int, YoloRecord] | None = None, version: str = "1.0") -> None:
+    """Write ``net`` and ``params`` as a CIANNA save file (ASCII or binary) of dialect
+    ``version`` ("1.0" or "1.1"; V-1.1 layers and options need "1.1", V-1.0's per-group
+    norm needs "1.0": ValueError naming the layer otherwise)."""
+    write_network(path, net.in_dims, layers_to_records(net, params, yolo), binary,
+                  version=version)

@@ -9,10 +9,14 @@ same field rules (:func:`check_fields`, :func:`check_yolo_counts`,
 :func:`check_dims`, :func:`check_last_record`) while reading, so that what one
 writes the other reads.
 
+Dialects: ``version="1.0"`` (CIANNA V-1.0, the default) or ``"1.1"`` (the V-1.1
+experimental line): V-1.1 files add GRN (``G``) and merge (``M``) records, a conv
+``nb_groups`` field and per-channel norm gamma/beta (:func:`check_dialect`).
+
 Bounds (sane limits, far above any real network): every size field (W, H, D,
-C, neurons, filters, filter/pool sizes, strides, paddings, group size, LRN
-range, YOLO counts) is at most :data:`MAX_DIM`; every layer output and the
-input hold at most :data:`MAX_VALUES` values (CIANNA counts them with C ints);
+C, neurons, filters, groups, filter/pool sizes, strides, paddings, group size, LRN
+range, YOLO counts, merge output shape) is at most :data:`MAX_DIM`; every layer
+output and the input hold at most :data:`MAX_VALUES` values (CIANNA counts them with C ints);
 every other integer field fits an int32 (the binary layout); a file holds at
 most :data:`MAX_RECORDS` records.
 """
@@ -28,20 +32,25 @@ from typing import Sequence, Union
 import numpy as np
 
 from ..geometry import (
+    MERGE_TYPES,
+    check_conv_groups,
     conv_output_size,
     conv_span,
     conv_weight_shape,
     dense_weight_shape,
+    merge_index,
+    merge_output_shape,
     nb_groups,
     pool_output_size,
 )
 
 __all__ = [
     "STRING_FIELD_SIZE", "RECORD_CHARS", "RECORD_KIND", "MAX_DIM", "MAX_VALUES", "MAX_RECORDS",
-    "INT32_MIN", "INT32_MAX", "OUTPUT_KINDS",
+    "INT32_MIN", "INT32_MAX", "OUTPUT_KINDS", "VERSIONS", "STEP_EXTRA", "WEIGHT_KINDS",
     "CiannaFormatError", "ShapeError",
-    "YoloRecord", "DenseRecord", "ConvRecord", "PoolRecord", "NormRecord", "LRNRecord", "Record",
-    "CiannaFile",
+    "YoloRecord", "DenseRecord", "ConvRecord", "PoolRecord", "NormRecord", "LRNRecord",
+    "GRNRecord", "MergeRecord", "Record", "CiannaFile",
+    "check_version", "record_chars", "check_dialect",
     "as_int_tuple", "record_kind", "format_shape",
     "output_shape", "param_shapes", "shape_step", "attach_input_shape", "propagate_shapes",
     "check_fields", "check_yolo_counts", "check_dims", "check_last_record", "check_word",
@@ -51,8 +60,12 @@ __all__ = [
 #: Size in bytes of every string field (activation, pool type, norm type) in binary files.
 STRING_FIELD_SIZE = 40
 
+#: Record type characters of V-1.0 files (:func:`record_chars` gives each dialect's).
 RECORD_CHARS = "CPNLD"
-RECORD_KIND = {"C": "conv", "P": "pool", "N": "norm", "L": "lrn", "D": "dense"}
+RECORD_KIND = {"C": "conv", "P": "pool", "N": "norm", "L": "lrn", "D": "dense", "G": "grn",
+               "M": "merge"}
+#: File dialects: CIANNA V-1.0 and the V-1.1 experimental line.
+VERSIONS = ("1.0", "1.1")
 
 #: Largest value of any size field and of any axis of a layer input or output.
 MAX_DIM = 1 << 20
@@ -61,6 +74,12 @@ MAX_VALUES = (1 << 31) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: Most records a file may hold (CIANNA is built with at most 100 layers, MAX_LAYERS_NB).
 MAX_RECORDS = 256
+#: Name of the per-record optimizer step in the ``extras`` of an optimizer-state file
+#: (ADAM's ``opt_step``: binary uint64, ASCII ``OptStep %ld`` line); every other extra
+#: name is a block of the record's learned-value shapes.
+STEP_EXTRA = "opt_step"
+#: Record kinds holding learned values (and, in optimizer-state files, state blocks).
+WEIGHT_KINDS = ("dense", "conv", "norm", "grn")
 #: Record kinds that can end a file: CIANNA takes the last layer as the network output
 #: and only knows conv, pool and dense outputs (a norm or LRN output is misread).
 OUTPUT_KINDS = ("conv", "pool", "dense")
@@ -193,10 +212,12 @@ class ConvRecord(_RecordBase):
     bias: float
     activation: str
     yolo: YoloRecord | None
-    weights: np.ndarray | None  # float32 (nb_filters, fW*fH*fD*C_in + 1)
+    weights: np.ndarray | None  # float32 (nb_filters, fW*fH*fD*C_in/nb_groups + 1)
+    nb_groups: int = 1  # V-1.1 files only (grouped / depth-wise convolution)
 
     def __post_init__(self):
         object.__setattr__(self, "nb_filters", int(self.nb_filters))
+        object.__setattr__(self, "nb_groups", int(self.nb_groups))
         for name in ("f_size", "stride", "padding", "int_padding"):
             object.__setattr__(self, name, as_int_tuple(getattr(self, name), 3, name))
         object.__setattr__(self, "in_dims", as_int_tuple(self.in_dims, 4, "in_dims"))
@@ -231,8 +252,9 @@ class NormRecord(_RecordBase):
     group_size: int
     set_off: int
     activation: str
-    gamma: np.ndarray | None  # float32 (nb_groups,)
-    beta: np.ndarray | None  # float32 (nb_groups,)
+    gamma: np.ndarray | None  # float32 (nb_groups,), or (C,) when per_channel
+    beta: np.ndarray | None  # float32 (nb_groups,), or (C,) when per_channel
+    per_channel: bool = False  # V-1.1 norm: one gamma/beta per channel (set_off 0)
 
     def __post_init__(self):
         object.__setattr__(self, "normalization", str(self.normalization))
@@ -241,6 +263,7 @@ class NormRecord(_RecordBase):
         object.__setattr__(self, "activation", str(self.activation))
         object.__setattr__(self, "gamma", _as_array(self.gamma))
         object.__setattr__(self, "beta", _as_array(self.beta))
+        object.__setattr__(self, "per_channel", bool(self.per_channel))
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,7 +281,48 @@ class LRNRecord(_RecordBase):
         object.__setattr__(self, "activation", str(self.activation))
 
 
-Record = Union[DenseRecord, ConvRecord, PoolRecord, NormRecord, LRNRecord]
+@dataclass(frozen=True, eq=False)
+class GRNRecord(_RecordBase):
+    """V-1.1 global response normalisation: ``residual`` flag, gamma[C] and beta[C]."""
+
+    residual: int
+    activation: str
+    gamma: np.ndarray | None  # float32 (C,)
+    beta: np.ndarray | None  # float32 (C,)
+
+    def __post_init__(self):
+        object.__setattr__(self, "residual", int(self.residual))
+        object.__setattr__(self, "activation", str(self.activation))
+        object.__setattr__(self, "gamma", _as_array(self.gamma))
+        object.__setattr__(self, "beta", _as_array(self.beta))
+
+
+@dataclass(frozen=True, eq=False)
+class MergeRecord(_RecordBase):
+    """V-1.1 merge of two earlier layers: ids as CIANNA stores them (negative: relative to
+    the merge, -1 = the layer just before it; otherwise absolute), the output shape
+    (W, H, D, C), "ADD" or "CONCAT" and the activation.  No learned values."""
+
+    prev_a: int
+    prev_b: int
+    out_dims: tuple
+    merge_type: str
+    activation: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "prev_a", int(self.prev_a))
+        object.__setattr__(self, "prev_b", int(self.prev_b))
+        object.__setattr__(self, "out_dims", as_int_tuple(self.out_dims, 4, "out_dims"))
+        object.__setattr__(self, "merge_type", str(self.merge_type))
+        object.__setattr__(self, "activation", str(self.activation))
+
+    def sources(self, index: int) -> tuple[int, int]:
+        """Absolute indices of the two layers read by this merge at layer ``index``."""
+        return merge_index(self.prev_a, index), merge_index(self.prev_b, index)
+
+
+Record = Union[DenseRecord, ConvRecord, PoolRecord, NormRecord, LRNRecord, GRNRecord,
+               MergeRecord]
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,18 +331,26 @@ class CiannaFile(_RecordBase):
     records: tuple  # loaded records (skipped ones are not included)
     in_shapes: tuple  # running input shape (W, H, D, C) each loaded record was parsed with
     nb_skipped: int
+    version: str = "1.0"  # the file dialect
+    # Optimizer-state files (V-1.1 ``OptimSave``): per loaded record, the state blocks read
+    # after its learned values, ``{name: record copy holding that block | int step}``
+    # (``{}`` for records without learned values); empty for model files.
+    extras: tuple = ()
 
     def __eq__(self, other):
         if type(self) is not type(other):
             return NotImplemented
         return (self.in_dims == other.in_dims and self.in_shapes == other.in_shapes
-                and self.nb_skipped == other.nb_skipped
+                and self.nb_skipped == other.nb_skipped and self.version == other.version
                 and len(self.records) == len(other.records)
-                and all(a == b for a, b in zip(self.records, other.records)))
+                and all(a == b for a, b in zip(self.records, other.records))
+                and len(self.extras) == len(other.extras)
+                and all(a == b for a, b in zip(self.extras, other.extras)))
 
 
 def record_kind(record) -> str:
-    """``"dense"``, ``"conv"``, ``"pool"``, ``"norm"`` or ``"lrn"``; ``TypeError`` otherwise."""
+    """``"dense"``, ``"conv"``, ``"pool"``, ``"norm"``, ``"lrn"``, ``"grn"`` or ``"merge"``;
+    ``TypeError`` otherwise."""
     if isinstance(record, DenseRecord):
         return "dense"
     if isinstance(record, ConvRecord):
@@ -289,6 +361,10 @@ def record_kind(record) -> str:
         return "norm"
     if isinstance(record, LRNRecord):
         return "lrn"
+    if isinstance(record, GRNRecord):
+        return "grn"
+    if isinstance(record, MergeRecord):
+        return "merge"
     raise TypeError(f"not a CIANNA record: {type(record).__name__}")
 
 
@@ -341,8 +417,9 @@ def _geometry(record, in_shape) -> str:
     """The settings an output shape comes from, for error messages."""
     text = f"input {format_shape(in_shape)}"
     if isinstance(record, ConvRecord):
-        return (f"{text}, {record.nb_filters} filters {format_shape(record.f_size)}, stride "
-                f"{format_shape(record.stride)}, padding {format_shape(record.padding)}, "
+        groups = f" in {record.nb_groups} groups" if record.nb_groups != 1 else ""
+        return (f"{text}, {record.nb_filters} filters{groups} {format_shape(record.f_size)}, "
+                f"stride {format_shape(record.stride)}, padding {format_shape(record.padding)}, "
                 f"int_padding {format_shape(record.int_padding)}")
     if isinstance(record, PoolRecord):
         return (f"{text}, pool {format_shape(record.p_size)}, stride "
@@ -356,13 +433,19 @@ def _output_shape(record, in_shape) -> tuple:
         if record.nb_neurons <= 0:
             raise ValueError(f"dense: nb_neurons must be > 0, got {record.nb_neurons}")
         return (record.nb_neurons, 1, 1, 1)
-    if kind in ("norm", "lrn"):
+    if kind in ("norm", "lrn", "grn"):
         if kind == "norm" and record.group_size <= 0:
             raise ValueError(f"norm: group_size must be > 0, got {record.group_size}")
         return in_shape
+    if kind == "merge":  # its inputs are earlier layers: see shape_step
+        return record.out_dims
     if kind == "conv":
         if record.nb_filters <= 0:
             raise ValueError(f"conv: nb_filters must be > 0, got {record.nb_filters}")
+        try:
+            check_conv_groups(record.nb_groups, in_shape[3], record.nb_filters)
+        except ValueError as e:
+            raise ValueError(f"conv: {e}") from None
         out = []
         for ax in range(3):
             s, f = in_shape[ax], record.f_size[ax]
@@ -400,19 +483,25 @@ def param_shapes(record, in_shape) -> dict:
     """Shapes of the learned arrays of ``record`` for an input of shape ``in_shape``.
 
     Returns ``{"weights": (rows, cols)}`` for dense and conv records,
-    ``{"gamma": (g,), "beta": (g,)}`` for norm records and ``{}`` otherwise.
+    ``{"gamma": (g,), "beta": (g,)}`` for norm records (``g`` groups, or the channels
+    of a per-channel V-1.1 norm), ``{"gamma": (C,), "beta": (C,)}`` for GRN records and
+    ``{}`` otherwise.
     """
     in_shape = as_int_tuple(in_shape, 4, "in_shape")
     kind = record_kind(record)
     if kind == "dense":
         return {"weights": dense_weight_shape(_prod(in_shape), record.nb_neurons)}
     if kind == "conv":
-        return {"weights": conv_weight_shape(record.nb_filters, record.f_size, in_shape[3])}
+        check_conv_groups(record.nb_groups, in_shape[3], record.nb_filters)
+        return {"weights": conv_weight_shape(record.nb_filters, record.f_size, in_shape[3],
+                                             record.nb_groups)}
     if kind == "norm":
         if record.group_size <= 0:
             raise ValueError(f"norm: group_size must be > 0, got {record.group_size}")
-        g = nb_groups(in_shape[3], record.group_size)
+        g = in_shape[3] if record.per_channel else nb_groups(in_shape[3], record.group_size)
         return {"gamma": (g,), "beta": (g,)}
+    if kind == "grn":
+        return {"gamma": (in_shape[3],), "beta": (in_shape[3],)}
     return {}
 
 
@@ -434,12 +523,43 @@ def _record_input(record, shape, flat) -> tuple:
     return tuple(shape)
 
 
-def shape_step(record, shape, flat):
+def _merge_step(record, history):
+    """(input shape A, output shape, False) of a merge record: it reads two earlier
+    records of the file, whose (output shape, flat) ``history`` holds."""
+    index = len(history)
+    srcs = []
+    for name, rel in (("previous A", record.prev_a), ("previous B", record.prev_b)):
+        j = merge_index(rel, index)
+        if not 0 <= j < index:
+            raise ShapeError(
+                f"merge: {name} id {rel} points to record {j + 1}, but the records before "
+                f"this merge are 1..{index} (ids -1..-{index} relative to the merge, or "
+                f"0..{index - 1} absolute)" if index else
+                "merge: a merge record cannot be the first record (it reads earlier layers)")
+        srcs.append(history[j])
+    (sa, fa), (sb, fb) = srcs
+    if fa or fb:
+        raise ShapeError("merge: a merge reads map outputs (conv, pool, norm, GRN, merge), "
+                         "not dense ones")
+    try:
+        out = merge_output_shape(record.merge_type, sa, sb)
+    except ValueError as e:
+        raise ShapeError(f"merge: {e}") from None
+    if out != record.out_dims:
+        raise ShapeError(f"merge: the saved output shape {format_shape(record.out_dims)} "
+                         f"differs from the merged inputs' {format_shape(out)}")
+    return tuple(sa), out, False
+
+
+def shape_step(record, shape, flat, history=()):
     """Return (record input shape, next running shape, next flat flag).
 
-    ``flat``: the previous layer is dense (possibly through norm/LRN records).  Raises
-    :class:`ShapeError`.
+    ``flat``: the previous layer is dense (possibly through norm/LRN records).
+    ``history``: (output shape, flat) of every earlier record of the file, in file order
+    (merge records read two of them).  Raises :class:`ShapeError`.
     """
+    if isinstance(record, MergeRecord):
+        return _merge_step(record, history)
     rin = _record_input(record, shape, flat)
     try:
         out = output_shape(record, rin)
@@ -447,6 +567,8 @@ def shape_step(record, shape, flat):
         raise ShapeError(str(e)) from None
     if isinstance(record, DenseRecord):
         return rin, out, True
+    if isinstance(record, GRNRecord) and flat:
+        raise ShapeError("grn: a GRN layer reads a map, not a dense output")
     if isinstance(record, (NormRecord, LRNRecord)):
         return rin, out, flat
     return rin, out, False
@@ -462,6 +584,8 @@ def attach_input_shape(record, shape, flat, target) -> tuple:
         check_dims(target, "input_shape")
     except ValueError as e:
         raise ShapeError(str(e)) from None
+    if isinstance(record, MergeRecord):  # reads earlier records, not the running shape
+        return tuple(shape), flat
     if isinstance(record, DenseRecord):
         if _prod(target) != _prod(shape):
             raise ShapeError(
@@ -496,13 +620,14 @@ def propagate_shapes(in_dims, records: Sequence) -> tuple:
     """
     shape = as_int_tuple(in_dims, 4, "in_dims")
     flat = False
-    in_shapes = []
+    in_shapes, history = [], []
     for i, rec in enumerate(records, 1):
         try:
-            rin, shape, flat = shape_step(rec, shape, flat)
+            rin, shape, flat = shape_step(rec, shape, flat, history)
         except ShapeError as e:
             raise ValueError(f"record {i} ({record_kind(rec)}): {e}") from None
         in_shapes.append(rin)
+        history.append((shape, flat))
     return tuple(in_shapes), shape
 
 
@@ -554,6 +679,7 @@ def check_fields(record) -> None:
         rules.append(("nb_neurons", (record.nb_neurons,), 1, MAX_DIM))
     elif kind == "conv":
         rules += [("nb_filters", (record.nb_filters,), 1, MAX_DIM),
+                  ("nb_groups", (record.nb_groups,), 1, MAX_DIM),
                   ("f_size", record.f_size, 1, MAX_DIM), ("stride", record.stride, 1, MAX_DIM),
                   ("padding", record.padding, 0, MAX_DIM),
                   ("int_padding", record.int_padding, 0, MAX_DIM)]
@@ -563,8 +689,17 @@ def check_fields(record) -> None:
                   ("p_global", (record.p_global,), INT32_MIN, INT32_MAX)]
     elif kind == "norm":
         rules += [("group_size", (record.group_size,), 1, MAX_DIM),
-                  ("set_off", (record.set_off,), 0, MAX_DIM)]
+                  ("set_off", (record.set_off,), 0, 0 if record.per_channel else MAX_DIM)]
         check_word(record.normalization, "normalization")
+    elif kind == "grn":
+        rules.append(("residual", (record.residual,), 0, 1))
+    elif kind == "merge":
+        rules.append(("merge ids", (record.prev_a, record.prev_b), INT32_MIN, INT32_MAX))
+        check_word(record.merge_type, "merge_type")
+        if record.merge_type not in MERGE_TYPES:
+            raise ValueError(f"merge_type: expected one of {MERGE_TYPES}, found "
+                             f"{record.merge_type!r}")
+        check_dims(record.out_dims, "merge output shape (odim)")
     else:
         rules.append(("range", (record.range,), 1, MAX_DIM))
     for name, values, lo, hi in rules:
@@ -604,11 +739,45 @@ def _check_array(arr, expected, what, idx, kind):
                          f"{tuple(expected)}")
 
 
-def validate_records(in_dims, records) -> None:
+def check_version(version) -> str:
+    """``version`` ("1.0" or "1.1", the file dialect), ValueError otherwise."""
+    if version not in VERSIONS:
+        raise ValueError(f"version: expected one of {VERSIONS} (the CIANNA file dialect), "
+                         f"received {version!r}")
+    return version
+
+
+def record_chars(version: str) -> str:
+    """The record type characters a file of ``version`` may hold."""
+    return RECORD_CHARS if check_version(version) == "1.0" else RECORD_CHARS + "GM"
+
+
+def check_dialect(record, version: str) -> None:
+    """ValueError when ``record`` has no form in a file of ``version``: GRN and merge
+    records, grouped convs and per-channel norms exist in V-1.1 files only, and a V-1.1
+    norm record is always per channel (V-1.0's per-group norm has no V-1.1 form)."""
+    kind = record_kind(record)
+    if check_version(version) == "1.0":
+        if kind in ("grn", "merge"):
+            raise ValueError(f"{kind} records exist in CIANNA V-1.1 files only: use "
+                             "version='1.1'")
+        if kind == "conv" and record.nb_groups != 1:
+            raise ValueError(f"a grouped conv (nb_groups={record.nb_groups}) exists in CIANNA "
+                             "V-1.1 files only: use version='1.1'")
+        if kind == "norm" and record.per_channel:
+            raise ValueError("a per-channel norm (V-1.1) exists in CIANNA V-1.1 files only: "
+                             "use version='1.1'")
+    elif kind == "norm" and not record.per_channel:
+        raise ValueError("a V-1.0 norm (per-group gamma/beta, eps 1e-3) has no CIANNA V-1.1 "
+                         "record (V-1.1 norms are per channel): use version='1.0'")
+
+
+def validate_records(in_dims, records, version: str = "1.0") -> None:
     """Check ``records`` against shape propagation from ``in_dims`` and the file's
     field rules (:func:`check_fields`: bounds, printable string fields, YOLO settings;
-    learned array shapes; a last record of :data:`OUTPUT_KINDS`); raises ``ValueError``
-    naming the record."""
+    :func:`check_dialect` for ``version``; learned array shapes; a last record of
+    :data:`OUTPUT_KINDS`); raises ``ValueError`` naming the record."""
+    check_version(version)
     try:
         check_dims(in_dims, "in_dims")
     except ValueError as e:
@@ -620,23 +789,26 @@ def validate_records(in_dims, records) -> None:
                          f"{len(records)}")
     shape = in_dims
     flat = False
+    history: list = []
     for idx, rec in enumerate(records, 1):
         kind = record_kind(rec)
         if kind == "conv" and rec.activation.startswith("YOLO") and rec.yolo is not None:
             _check_array(rec.yolo.priors, (3, rec.yolo.nb_box), "YOLO priors", idx, kind)
             _check_array(rec.yolo.slopes, (6, 3), "YOLO slopes", idx, kind)
         try:
+            check_dialect(rec, version)
             check_fields(rec)
-            rin, out, nflat = shape_step(rec, shape, flat)
+            rin, out, nflat = shape_step(rec, shape, flat, history)
         except ValueError as e:
             raise ValueError(f"record {idx} ({kind}): {e}") from None
         if kind in ("dense", "conv"):
             _check_array(rec.weights, param_shapes(rec, rin)["weights"], "weights", idx, kind)
-        if kind == "norm":
+        if kind in ("norm", "grn"):
             ps = param_shapes(rec, rin)
             _check_array(rec.gamma, ps["gamma"], "gamma", idx, kind)
             _check_array(rec.beta, ps["beta"], "beta", idx, kind)
         shape, flat = out, nflat
+        history.append((out, nflat))
     try:
         check_last_record(records[-1])
     except ValueError as e:

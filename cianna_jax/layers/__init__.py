@@ -10,12 +10,15 @@ from .base import Layer, LayerBase, Source, layer_type, layer_types, register_la
 from .common import Ctx, Shape
 from .conv import Conv
 from .dense import Dense
+from .grn import GRN
 from .lrn import LRN
+from .merge import Merge, merge_sources
 from .norm import Norm
 from .pool import Pool
 
 #: Any layer spec (CIANNA's types or a user type meeting the :class:`Layer` protocol).
 LayerSpec = Layer
 
-__all__ = ["Ctx", "Shape", "Dense", "Conv", "Pool", "Norm", "LRN", "LayerSpec", "Layer",
-           "LayerBase", "Source", "register_layer", "layer_type", "layer_types"]
+__all__ = ["Ctx", "Shape", "Dense", "Conv", "Pool", "Norm", "LRN", "GRN", "Merge",
+           "merge_sources", "LayerSpec", "Layer", "LayerBase", "Source", "register_layer",
+           "layer_type", "layer_types"]

@@ -1,7 +1,9 @@
 """Convolution layer, 1D/2D/3D, with CIANNA's bias weight and backward pass.
 
-Parameters: ``{"w": (F, K*C + 1)}`` with each row ordered ``[C][f_d][f_h][f_w]`` and
-the bias weight last; the bias input is the constant ``bias`` of the layer.
+Parameters: ``{"w": (F, K*C/G + 1)}`` with each row ordered ``[C/G][f_d][f_h][f_w]`` and
+the bias weight last; the bias input is the constant ``bias`` of the layer.  ``G`` is
+``nb_groups`` (CIANNA V-1.1 grouped / depth-wise convolution; 1 in V-1.0): group ``j``
+reads input channels ``[j*C/G, (j+1)*C/G)`` with filters ``[j*F/G, (j+1)*F/G)``.
 
 The forward is a cross-correlation of the input dilated by ``int_padding`` and
 zero-padded by ``padding``.  The input gradient follows CIANNA's closed form
@@ -22,7 +24,7 @@ from jax import lax
 
 from .. import initializers
 from ..activations import Activation, activate, parse_activation
-from ..geometry import conv_output_size, conv_span, conv_weight_shape
+from ..geometry import check_conv_groups, conv_output_size, conv_span, conv_weight_shape
 from ..io.records import ConvRecord
 from ..precision import FP32
 from .base import LayerBase, register_layer
@@ -36,7 +38,7 @@ def _dimension_numbers(nd: int):
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def _dilated_conv(x, k, strides, padding, dil, policy=FP32):
+def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
 
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
@@ -49,7 +51,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32):
         return lax.conv_general_dilated(
             x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
             dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
-            preferred_element_type=policy.accum_dtype,
+            preferred_element_type=policy.accum_dtype, feature_group_count=groups,
         ).astype(x.dtype)
 
     if all(d == 1 for d in dil):
@@ -64,23 +66,36 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32):
     return lax.platform_dependent(x, cpu=padded, default=lambda x: conv(x, padding, dil))
 
 
-def _forward(x, k, strides, pads, dil, policy=FP32):
-    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy)
+def _forward(x, k, strides, pads, dil, policy=FP32, groups=1):
+    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def conv_nd(x, k, strides, pads, dil, policy=FP32):
-    """Channel-last convolution: ``x (B, *sp, C)``, ``k (*f, C, F)``, static geometry."""
-    return _forward(x, k, strides, pads, dil, policy)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def conv_nd(x, k, strides, pads, dil, policy=FP32, groups=1):
+    """Channel-last convolution: ``x (B, *sp, C)``, ``k (*f, C/groups, F)``, static
+    geometry; ``groups`` > 1 is a grouped convolution."""
+    return _forward(x, k, strides, pads, dil, policy, groups)
 
 
-def _conv_fwd(x, k, strides, pads, dil, policy):
-    return _forward(x, k, strides, pads, dil, policy), (x, k)
+def _conv_fwd(x, k, strides, pads, dil, policy, groups):
+    return _forward(x, k, strides, pads, dil, policy, groups), (x, k)
 
 
-def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32):
+def _transposed_kernel(k, nd: int, groups: int):
+    """``k (*f, C/G, F)`` -> the rotated kernel of the input gradient ``(*f, F/G, C)``."""
+    k_rot = jnp.flip(k, axis=tuple(range(nd)))
+    if groups == 1:
+        return jnp.swapaxes(k_rot, nd, nd + 1)
+    f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[nd + 1]
+    k_rot = k_rot.reshape(f + (cg, groups, n_f // groups))
+    k_rot = jnp.transpose(k_rot, tuple(range(nd)) + (nd + 2, nd + 1, nd))
+    return k_rot.reshape(f + (n_f // groups, groups * cg))
+
+
+def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1):
     """CIANNA's input gradient: full correlation of the stride-dilated delta with the
-    rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``."""
+    rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``
+    (per group for a grouped convolution)."""
     nd = g.ndim - 2
     f = k.shape[:nd]
     out_sp = g.shape[1:1 + nd]
@@ -94,9 +109,8 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32):
         lo.append(low)
         hi.append(max(0, need - dil_len - low))
         lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
-    k_rot = jnp.flip(k, axis=tuple(range(nd)))
-    k_rot = jnp.swapaxes(k_rot, nd, nd + 1)
-    gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy)
+    k_rot = _transposed_kernel(k, nd, groups)
+    gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups)
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
     mask = None
     for ax in range(nd):
@@ -110,11 +124,11 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32):
     return gi
 
 
-def _conv_bwd(strides, pads, dil, policy, res, g):
+def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     x, k = res
-    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy), k)
+    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups), k)
     (gk,) = k_vjp(g)
-    gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy)
+    gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups)
     return gx, gk
 
 
@@ -126,8 +140,10 @@ conv_nd.defvjp(_conv_fwd, _conv_bwd)
 class Conv(LayerBase):
     """``conv(f_size, nb_filters, stride, padding, int_padding, activation, bias, ...)``.
 
-    Geometry tuples are in CIANNA's (W, H, D) order.  ``input_shape`` (W, H, D, C)
-    is only used after a dense layer, whose output is read as one channel-major image.
+    Geometry tuples are in CIANNA's (W, H, D) order; ``nb_groups`` (CIANNA V-1.1) splits
+    the input channels and the filters into that many groups (1: a plain convolution).
+    ``input_shape`` (W, H, D, C) is only used after a dense layer, whose output is read
+    as one channel-major image.
     Input: map ``(B, *sp, C)`` or flat ``(B, n + 1)``; output: map ``(B, *sp_out, F)``.
     """
 
@@ -143,6 +159,7 @@ class Conv(LayerBase):
     # creation-only settings: not saved by CIANNA, not part of the network identity
     init_fct: str = field(default="xavier", compare=False)
     init_scaling: float = field(default=1.0, compare=False)
+    nb_groups: int = 1
 
     kind = "conv"
     allows_yolo = True
@@ -162,6 +179,7 @@ class Conv(LayerBase):
 
     def output_shape(self, in_shape: Shape) -> Shape:
         src = self.map_input(in_shape)
+        check_conv_groups(self.nb_groups, src.c, self.nb_filters)
         out = []
         for ax, name in enumerate("WHD"):
             size = src.spatial[ax]
@@ -178,10 +196,11 @@ class Conv(LayerBase):
         return Shape(out[0], out[1], out[2], self.nb_filters)
 
     def flat_f_size(self, in_shape: Shape) -> int:
-        return conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c)[1]
+        return self.param_shapes(in_shape)["w"][1]
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-        return {"w": conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c)}
+        return {"w": conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c,
+                                       self.nb_groups)}
 
     def init(self, key: jax.Array, in_shape: Shape):
         """Draw every filter entry, bias weight included (fans K*C + 1 and F)."""
@@ -191,9 +210,9 @@ class Conv(LayerBase):
         return {"w": w}, self.output_shape(in_shape)
 
     def kernel(self, w: jax.Array, c_in: int, nd: int) -> jax.Array:
-        """``w (F, K*C + 1)`` -> channel-last kernel ``(*f_internal, C, F)``."""
+        """``w (F, K*C/G + 1)`` -> channel-last kernel ``(*f_internal, C/G, F)``."""
         fw, fh, fd = self.f_size
-        k = w[:, :-1].reshape(self.nb_filters, c_in, fd, fh, fw)
+        k = w[:, :-1].reshape(self.nb_filters, c_in // self.nb_groups, fd, fh, fw)
         if nd == 2:
             k = k[:, :, 0]
         perm = tuple(range(2, 2 + nd)) + (1, 0)
@@ -213,7 +232,8 @@ class Conv(LayerBase):
         x, k, b = self.prepare(params, x, nd)
         conv = _forward if ctx.exact else conv_nd
         z = conv(x, k, internal(self.stride, nd), internal(self.padding, nd),
-                 tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy)
+                 tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy,
+                 self.nb_groups)
         z = z + b.astype(z.dtype)
         z = dropout(z, self.drop_rate, ctx, key)
         if not activate_output:
@@ -238,8 +258,9 @@ class Conv(LayerBase):
         src = self.map_input(in_shape)
         n_w = self.nb_filters * self.flat_f_size(in_shape)
         mem = 4 * (2 * n_w + b_size * (out_shape.size * 3))
-        return [f"Input: {src}, Filters: {self.nb_filters}f {_x(self.f_size)}x{src.c}, "
-                f"Output: {out_shape} ",
+        groups = f" in {self.nb_groups} groups" if self.nb_groups != 1 else ""
+        return [f"Input: {src}, Filters: {self.nb_filters}f {_x(self.f_size)}x"
+                f"{src.c // self.nb_groups}{groups}, Output: {out_shape} ",
                 f"Stride: {':'.join(map(str, self.stride))}, padding: "
                 f"{':'.join(map(str, self.padding))}, int_padding: "
                 f"{':'.join(map(str, self.int_padding))},  ",
@@ -267,7 +288,7 @@ class Conv(LayerBase):
         return ConvRecord(self.nb_filters, self.f_size, self.stride, self.padding,
                           self.int_padding, (src.w, src.h, src.d, src.c), self.drop_rate,
                           self.bias, self.activation.name, yolo,
-                          np.asarray(params["w"], np.float32))
+                          np.asarray(params["w"], np.float32), self.nb_groups)
 
     @classmethod
     def from_record(cls, rec: ConvRecord, *, after_dense: bool = False):
@@ -276,7 +297,8 @@ class Conv(LayerBase):
         return (cls(tuple(rec.f_size), rec.nb_filters, parse_activation(rec.activation),
                     float(rec.bias), tuple(rec.stride), tuple(rec.padding),
                     tuple(rec.int_padding), tuple(rec.in_dims) if after_dense else None,
-                    float(rec.dropout)), {"w": jnp.asarray(rec.weights, jnp.float32)})
+                    float(rec.dropout), nb_groups=int(rec.nb_groups)),
+                {"w": jnp.asarray(rec.weights, jnp.float32)})
 
 
 def _x(v) -> str:

@@ -41,7 +41,7 @@ def fusible(conv: Conv, pool: Pool, in_shape: Shape, ctx: Ctx) -> bool:
     """Whether ``conv`` (reading ``in_shape``) followed by ``pool`` can use the fused path."""
     if not isinstance(conv, Conv) or not isinstance(pool, Pool):
         return False
-    if pool.p_type != "MAX" or pool.p_global or conv.drop_rate > 0.01:
+    if pool.p_type != "MAX" or pool.p_global or conv.drop_rate > 0.01 or conv.nb_groups != 1:
         return False
     if conv.activation.kind not in ("LIN", "RELU", "LOGI"):
         return False

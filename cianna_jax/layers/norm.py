@@ -4,11 +4,16 @@ Per sample and per group of ``group_size`` consecutive channels: biased variance
 ``eps = 1e-3`` inside the square root, one learnable scale and shift per *group*,
 no running statistics.  The last ``set_off`` groups pass through unchanged.
 The layer activation is applied (CUDA behaviour).
+
+``per_channel=True`` is CIANNA V-1.1's norm: the same group statistics with
+``eps = 1e-6`` and one scale and shift per *channel* (``gamma_init`` at creation, no
+``set_off``).  Its backward pass in the original is the exact gradient, so both
+variants differentiate with plain autodiff.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +25,11 @@ from ..io.records import NormRecord
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape
 
-__all__ = ["Norm", "GN_EPS", "check_normalisation"]
+__all__ = ["Norm", "GN_EPS", "GN_EPS_V11", "check_normalisation"]
 
 GN_EPS = 1e-3
+#: CIANNA V-1.1's epsilon (per-channel norm, naiv_norm_layer.c).
+GN_EPS_V11 = 1e-6
 
 
 @register_layer
@@ -30,7 +37,8 @@ GN_EPS = 1e-3
 class Norm(LayerBase):
     """``norm(normalization="GN", activation, group_size, set_off)``.
 
-    Parameters ``{"gamma": (G,), "beta": (G,)}`` with ``G = C / group_size`` groups.
+    Parameters ``{"gamma": (G,), "beta": (G,)}`` with ``G = C / group_size`` groups, or
+    ``(C,)`` each when ``per_channel`` (CIANNA V-1.1, eps 1e-6, ``gamma_init``).
     Input and output: map ``(B, *sp, C)``.
     """
 
@@ -38,11 +46,23 @@ class Norm(LayerBase):
     group_size: int = 8
     set_off: int = 0
     normalization: str = "GN"
+    per_channel: bool = False
+    # creation-only setting: not saved by CIANNA, not part of the network identity
+    gamma_init: float = field(default=1.0, compare=False)
 
     kind = "norm"
 
     def nb_groups(self, in_shape: Shape) -> int:
         return nb_groups(in_shape.c, self.group_size)
+
+    @property
+    def eps(self) -> float:
+        """The epsilon added to the variance: 1e-3 (V-1.0) or 1e-6 (V-1.1 per channel)."""
+        return GN_EPS_V11 if self.per_channel else GN_EPS
+
+    def nb_affine(self, in_shape: Shape) -> int:
+        """Number of gamma (and of beta) values: channels or groups."""
+        return in_shape.c if self.per_channel else self.nb_groups(in_shape)
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
@@ -51,19 +71,21 @@ class Norm(LayerBase):
             raise ValueError(
                 f"group_size: must divide the number of channels; received group_size="
                 f"{self.group_size} for {in_shape.c} channels")
-        if not 0 <= self.set_off <= self.nb_groups(in_shape):
-            raise ValueError(f"set_off: expected 0..{self.nb_groups(in_shape)} groups, "
-                             f"received {self.set_off}")
+        top = 0 if self.per_channel else self.nb_groups(in_shape)
+        if not 0 <= self.set_off <= top:
+            raise ValueError(f"set_off: expected 0..{top} groups, received {self.set_off}"
+                             + (" (V-1.1's per-channel norm has no set_off)"
+                                if self.per_channel else ""))
         return in_shape
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-        g = self.nb_groups(in_shape)
+        g = self.nb_affine(in_shape)
         return {"gamma": (g,), "beta": (g,)}
 
     def init(self, key: jax.Array, in_shape: Shape):
-        g = self.nb_groups(in_shape)
-        return ({"gamma": jnp.ones((g,), jnp.float32), "beta": jnp.zeros((g,), jnp.float32)},
-                self.output_shape(in_shape))
+        g = self.nb_affine(in_shape)
+        return ({"gamma": jnp.full((g,), self.gamma_init, jnp.float32),
+                 "beta": jnp.zeros((g,), jnp.float32)}, self.output_shape(in_shape))
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
@@ -74,9 +96,13 @@ class Norm(LayerBase):
         axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
         mean = jnp.mean(xg, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-        xhat = (xg - mean) * jax.lax.rsqrt(var + GN_EPS)
-        gamma = params["gamma"][:, None]
-        beta = params["beta"][:, None]
+        xhat = (xg - mean) * jax.lax.rsqrt(var + self.eps)
+        if self.per_channel:
+            gamma = params["gamma"].reshape(ng, self.group_size)
+            beta = params["beta"].reshape(ng, self.group_size)
+        else:
+            gamma = params["gamma"][:, None]
+            beta = params["beta"][:, None]
         y = gamma * xhat + beta
         if self.set_off:
             normed = (jnp.arange(ng) < ng - self.set_off)[:, None]
@@ -100,9 +126,11 @@ class Norm(LayerBase):
 
     def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
         ng = self.nb_groups(in_shape)
-        return [f"Group size: {self.group_size}, Nb. groups: {ng}, Set-off: {self.set_off}",
-                f"Activation: {self.activation.name}",
-                f"Nb. params: {2 * ng}, Approx layer RAM/VRAM requirement: "
+        head = (f"Group size: {self.group_size}, Nb. groups: {ng}, Per-channel gamma/beta"
+                if self.per_channel else
+                f"Group size: {self.group_size}, Nb. groups: {ng}, Set-off: {self.set_off}")
+        return [head, f"Activation: {self.activation.name}",
+                f"Nb. params: {2 * self.nb_affine(in_shape)}, Approx layer RAM/VRAM requirement: "
                 f"{int(4 * b_size * 2 * out_shape.size / 1e6)} MB"]
 
     def tex_cells(self, in_shape: Shape, out_shape: Shape, params: dict) -> dict[str, str]:
@@ -116,13 +144,14 @@ class Norm(LayerBase):
     def to_record(self, params: dict, in_shape: Shape, yolo=None) -> NormRecord:
         return NormRecord("GN", self.group_size, self.set_off, self.activation.name,
                           np.asarray(params["gamma"], np.float32),
-                          np.asarray(params["beta"], np.float32))
+                          np.asarray(params["beta"], np.float32), self.per_channel)
 
     @classmethod
     def from_record(cls, rec: NormRecord, *, after_dense: bool = False):
         return (cls(parse_activation(rec.activation), int(rec.group_size), int(rec.set_off),
-                    "GN"), {"gamma": jnp.asarray(rec.gamma, jnp.float32),
-                            "beta": jnp.asarray(rec.beta, jnp.float32)})
+                    "GN", bool(rec.per_channel)),
+                {"gamma": jnp.asarray(rec.gamma, jnp.float32),
+                 "beta": jnp.asarray(rec.beta, jnp.float32)})
 
 
 def check_normalisation(layer, where: str, sources: tuple, *, last: bool) -> None:
