@@ -116,6 +116,11 @@ class LayerBase:
         ones = {k: jnp.ones((), v.dtype) for k, v in params.items()}
         return ones, dict(ones)
 
+    def v11_decay_mask(self, params: dict[str, jax.Array]) -> dict:
+        """CIANNA V-1.1's weight-decay mask per parameter (its update kernels' offsets);
+        by default the same as V-1.0's (:meth:`update_masks`)."""
+        return self.update_masks(params)[1]
+
     def uses_depth(self) -> bool:
         """Whether the layer needs the 3D (depth) code path even on depth-1 maps."""
         return False

@@ -83,6 +83,15 @@ class Dense(LayerBase):
         m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
         return {"w": m}, {"w": m}
 
+    def v11_decay_mask(self, params):
+        """V-1.1 decays index ``i`` of ``w`` unless ``(i + 1) % (I * (N + 1)) >=
+        (I - 1) * (N + 1)``: the bias row is not decayed except its last entry (the
+        pivot), and neither is the last entry of the row above it."""
+        rows, cols = params["w"].shape
+        i = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
+        keep = ((i + 1) % (rows * cols)) < (rows - 1) * cols
+        return {"w": jnp.asarray(keep.astype(np.float32))}
+
     def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
         n_w = (in_shape.size + 1) * (self.nb_neurons + 1)
         mem = 4 * (n_w * 2 + b_size * (in_shape.size + 1 + 2 * (self.nb_neurons + 1)))

@@ -300,18 +300,12 @@ def v11_decay_mask(shape: tuple[int, ...], bias_weight_offset: int,
 
 
 def _layer_decay(layer, p: dict) -> dict:
-    kind = getattr(layer, "kind", None)
-    if kind == "dense":  # optim_update_fct(layer, (I-1)*(N+1), I*(N+1), I*(N+1))
-        rows, cols = p["w"].shape
-        return {"w": jnp.asarray(v11_decay_mask(p["w"].shape, (rows - 1) * cols, rows * cols))}
-    if kind == "conv":  # (M, M, ...): (i+1) % M >= M never holds, bias weights decayed too
-        return {k: jnp.ones((), v.dtype) for k, v in p.items()}
-    if kind in ("norm", "grn"):  # (0, 2C, 2C): never decayed
-        return {k: jnp.zeros((), v.dtype) for k, v in p.items()}
-    hook = getattr(layer, "update_masks", None)
+    """The layer's V-1.1 decay mask (its ``v11_decay_mask`` hook; everything decayed for
+    a layer without one)."""
+    hook = getattr(layer, "v11_decay_mask", None)
     if hook is None:
         return {k: jnp.ones((), v.dtype) for k, v in p.items()}
-    return {k: jnp.copy(v) for k, v in hook(p)[1].items()}
+    return {k: jnp.copy(jnp.asarray(v)) for k, v in hook(p).items()}
 
 
 def v11_masks(net: Any, params: Any, frozen: tuple[int, ...] = ()) -> tuple[tuple, tuple]:
