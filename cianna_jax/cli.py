@@ -1,7 +1,10 @@
-"""The ``cianna-jax`` console command: ``demo``, ``info`` and ``--version``.
+"""The ``cianna-jax`` console command: ``predict``, ``val``, ``simulate``, ``demo``, ``info``
+and ``--version``.
 
 Before a command does any JAX work, :func:`cianna_jax.xla_cpu.tune` sets the XLA CPU
 flags measured best for these networks (``CIANNA_JAX_KEEP_XLA_FLAGS=1``: leave them).
+Errors in the inputs (files, columns, settings) end the command with one line naming
+the problem on stderr and exit status 2; no partial output file is left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +18,25 @@ from . import xla_cpu
 from ._version import __version__
 
 __all__ = ["main"]
+
+#: Optional extras: (extra name, distribution, what it adds).
+EXTRAS = (("astro", "astropy", "FITS images, WCS and catalogues: predict, val, simulate"),
+          ("plot", "matplotlib", "PNG plots of demo and val"),
+          ("progress", "tqdm", "progress bars"))
+
+
+def _extras() -> list[tuple[str, str, str | None, str]]:
+    """(extra, distribution, installed version or None, purpose) of each optional extra."""
+    from importlib import metadata
+
+    out = []
+    for extra, dist, what in EXTRAS:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = None
+        out.append((extra, dist, version, what))
+    return out
 
 
 def _info() -> int:
@@ -36,6 +58,10 @@ def _info() -> int:
         print("pallas_kernels: importable")
     except ImportError as err:  # pragma: no cover - packaging problem
         print(f"pallas_kernels: not importable ({err})")
+    print("optional extras:")
+    for extra, dist, version, what in _extras():
+        state = f"{dist} {version}" if version else f"missing (pip install 'cianna-jax[{extra}]')"
+        print(f"  {extra:<9} {state:<44} {what}")
     return 0
 
 
@@ -46,10 +72,71 @@ def _demo(args) -> int:
     return 0 if metrics["recall"] > 0 else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cianna-jax`` command."""
+def _beam(text: str | None):
+    if text is None:
+        return None
+    from .astro.fits_image import Beam
+
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--beam: expected BMAJ,BMIN[,BPA] in arcsec/deg, got {text!r}") from None
+    if len(vals) not in (2, 3) or min(vals[:2]) <= 0:
+        raise ValueError(f"--beam: expected BMAJ,BMIN[,BPA] with positive sizes, got {text!r}")
+    return Beam(*vals)
+
+
+def _predict(args) -> int:
+    from .astro.pipeline import predict_file
+
+    res = predict_file(args.image, args.model, args.out, fmt=args.format,
+                       obj_threshold=args.threshold, hdu=args.hdu, beam=_beam(args.beam),
+                       tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
+                       progress=not args.quiet)
+    t = res.timings
+    n = len(res.table)
+    sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
+    print(f"{n} sources -> {args.out} ({sky})")
+    print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
+          f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
+    return 0
+
+
+def _val(args) -> int:
+    from .astro.validate import validate
+
+    rep = validate(args.image, args.model, args.catalogue, args.out,
+                   obj_threshold=args.threshold, match_factor=args.match_radius,
+                   min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
+                   sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
+                   hdu=args.hdu)
+    print(rep.text)
+    print(f"files in {args.out}/: {', '.join(rep.files)}")
+    return 0
+
+
+def _simulate(args) -> int:
+    from .astro.catalogue import catalogue_format, write_catalogue
+    from .astro.synthetic import synthetic_field, truth_table, write_fits
+
+    if args.truth:
+        catalogue_format(args.truth)
+    field = synthetic_field(args.size, seed=args.seed, noise=args.noise, density=args.density,
+                            nan_border=args.nan_border, sdc1_layout=args.sdc1_layout)
+    write_fits(args.out, field)
+    msg = f"{args.size}x{args.size} field, noise {args.noise:g} Jy/beam -> {args.out}"
+    if args.truth:
+        t = truth_table(field)
+        write_catalogue(t, args.truth)
+        msg += f"; {len(t)} true sources ({int((t['snr'] >= 5).sum())} of SNR >= 5) -> {args.truth}"
+    print(msg)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cianna-jax", description="CIANNA in JAX: radio-source detection demo and tools")
+        prog="cianna-jax", description="CIANNA in JAX: radio-source detection in FITS images, "
+                                       "demo and tools")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a YOLO detector on a synthetic radio field and "
@@ -57,12 +144,78 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quick", action="store_true", help="a run of under a minute")
     demo.add_argument("--seed", type=int, default=0, help="random seed (data and training)")
     demo.add_argument("--out", default="cianna_demo", help="output folder (PNG, CSV, network)")
-    sub.add_parser("info", help="versions, devices and default backend")
-    args = parser.parse_args(argv)
-    xla_cpu.tune()  # before any JAX work; warns if a backend already started
+    sub.add_parser("info", help="versions, devices, default backend and optional extras")
+
+    def common(p):
+        p.add_argument("--model", required=True,
+                       help="model card (.json) or network (.dat with its .json beside it)")
+        p.add_argument("--image", required=True, help="FITS image (2D, SDC1 4D) or cube")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="objectness threshold (default: the model card's)")
+        p.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
+    common(pred)
+    pred.add_argument("--out", required=True, help="catalogue: .ecsv, .csv, .fits, .xml "
+                                                   "(VOTable) or .sdc1/.txt (SDC1 text)")
+    pred.add_argument("--format", default=None, help="output format, overriding the extension "
+                                                     "(ascii.ecsv, csv, fits, votable, sdc1)")
+    pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
+    pred.add_argument("--batch", type=int, default=None, help="tiles per batch")
+    pred.add_argument("--beam", default=None,
+                      help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
+    pred.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+
+    val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
+    common(val)
+    val.add_argument("--catalogue", required=True, help="truth catalogue (any catalogue format)")
+    val.add_argument("--out", required=True, help="report folder (created if missing)")
+    val.add_argument("--match-radius", type=float, default=1.0,
+                     help="match radius in units of max(beam, true size) FWHM (default 1)")
+    val.add_argument("--min-snr", type=float, default=5.0,
+                     help="overall recall counts true sources of SNR >= this (default 5)")
+    val.add_argument("--sdc1-freq", type=int, default=560, choices=(560, 1400, 9200),
+                     help="SDC1 band for the SDC1 score (default 560 MHz)")
+    val.add_argument("--sdc1-area", default="all", choices=("all", "exclude_train", "train"),
+                     help="SDC1 training-area rule (the challenge: exclude_train)")
+    val.add_argument("--no-plots", action="store_true", help="no PNG files")
+
+    sim = sub.add_parser("simulate", help="write a synthetic SDC1-like FITS field and its truth")
+    sim.add_argument("--out", required=True, help="FITS image to write")
+    sim.add_argument("--truth", default=None, help="true catalogue to write (.ecsv, ...)")
+    sim.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--noise", type=float, default=1e-5, help="noise rms (Jy/beam)")
+    sim.add_argument("--density", type=float, default=0.003, help="sources per pixel")
+    sim.add_argument("--nan-border", type=int, default=0, help="blanked border width (pixels)")
+    sim.add_argument("--sdc1-layout", action="store_true",
+                     help="4D (Stokes, Freq, Y, X) array as the SDC1 images")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cianna-jax`` command."""
+    args = _parser().parse_args(argv)
+    if args.command in ("info", "demo", "predict", "val"):
+        xla_cpu.tune()  # before any JAX work; warns if a backend already started
     if args.command == "info":
         return _info()
-    return _demo(args)
+    if args.command == "demo":
+        return _demo(args)
+    if getattr(args, "hdu", None) is not None and str(args.hdu).isdigit():
+        args.hdu = int(args.hdu)
+    from .astro import MissingExtraError
+
+    run = {"predict": _predict, "val": _val, "simulate": _simulate}[args.command]
+    try:
+        return run(args)
+    except (MissingExtraError, FileNotFoundError, ValueError, OSError) as err:
+        print(f"cianna-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cianna-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

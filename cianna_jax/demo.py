@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from . import nn, training
+from .astro.model_card import ModelCard, Normalisation, save_model_card
 from .datasets import radio_sky as rs
 from .io.network_file import save_network
 from .network import apply, init_params, make_network, rows_to_images
@@ -27,7 +28,7 @@ from .yolo import layout as yolo_layout
 from .yolo import postprocess as pp
 from .yolo.config import make_config
 
-__all__ = ["DemoSettings", "run_demo"]
+__all__ = ["DemoSettings", "run_demo", "demo_model_card"]
 
 PATCH, CELL, NOISE, PSF = 64, 8, 0.01, 3.0
 PRIORS = np.array([[8.0, 20.0], [8.0, 20.0]], np.float32)
@@ -199,6 +200,16 @@ def _write_catalogue(path: str, det, flux) -> None:
                         f"{b[3] - b[0]:.2f}", f"{b[4] - b[1]:.2f}", f"{obj:.4f}", f"{f:.5g}"])
 
 
+def demo_model_card(network: str) -> ModelCard:
+    """The settings ``cianna-jax predict`` needs to run the demo network on a FITS image
+    (inputs in units of the local noise, as the demo's fixed-noise normalisation)."""
+    return ModelCard(network=network, tile=(PATCH, PATCH), overlap=(PATCH // 4, PATCH // 4),
+                     batch_size=64, normalisation=Normalisation(kind="snr", mode="tanh"),
+                     obj_threshold=0.3, nms_threshold=0.1, iou_type="DIoU", score="objectness",
+                     box_scale=2.0, notes={"trained_by": "cianna-jax demo", "patch": PATCH,
+                                           "targets": "sources of peak > 5 sigma"})
+
+
 def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
              verbose: bool = True) -> dict:
     """Run the demo; write its files into ``out``; return the metrics as a dict."""
@@ -213,6 +224,7 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
     net, params, losses, n_patch, n_targets = _train(s, seed, log)
     log(f"  {n_targets} target boxes, trained in {time.perf_counter() - t0:.1f} s")
     save_network(os.path.join(out, "yolo_net.dat"), net, params, binary=True)
+    save_model_card(os.path.join(out, "yolo_net.json"), demo_model_card("yolo_net.dat"))
     log(f"- tiled inference on a held-out {s.test_field}x{s.test_field} field")
     image, truth, gt, det, flux, metrics = _evaluate(net, params, s, seed)
     _write_catalogue(os.path.join(out, "detections.csv"), det, flux)
@@ -223,6 +235,6 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
         f"F1 {metrics['f1']:.3f}  AP(IoU 0.4) {metrics['ap']:.3f}")
     log(f"  matched sources: median position error {metrics['median_position_error_px']:.2f} "
         f"px, median |flux ratio - 1| {metrics['median_flux_error']:.3f}")
-    log(f"- files in {out}/: field.png, training.png, detections.csv, yolo_net.dat "
+    log(f"- files in {out}/: field.png, training.png, detections.csv, yolo_net.dat, yolo_net.json "
         f"({metrics['seconds']:.1f} s in all)")
     return metrics

@@ -14,7 +14,7 @@ import numpy as np
 from .boxes import ArrayLike, nms
 from .decode import DecodedBoxes, decode
 
-__all__ = ["tile_origins", "predict_tiled"]
+__all__ = ["tile_origins", "tile_keep_bounds", "decode_tile_batch", "predict_tiled"]
 
 
 def _per_axis(v: int | float | Sequence[int | float], n: int, name: str) -> list:
@@ -52,10 +52,11 @@ def tile_origins(
     return np.stack([m.reshape(-1) for m in mesh], axis=1)
 
 
-def _keep_bounds(
+def tile_keep_bounds(
     origins: np.ndarray, image_shape: Sequence[int], tiles: Sequence[int], margin: object
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per tile and axis, the [lo, hi) global range a box centre must fall in to be kept."""
+    """Per tile and axis (array order), the ``[lo, hi)`` image range a box centre must fall in
+    to be kept (``margin`` as in :func:`predict_tiled`; ``None``: no limit)."""
     T, n = origins.shape
     lo = np.full((T, n), -np.inf)
     hi = np.full((T, n), np.inf)
@@ -77,6 +78,38 @@ def _keep_bounds(
         lo[:, d] = np.where(o > 0, o + ms[d], -np.inf)
         hi[:, d] = np.where(o + tiles[d] < image_shape[d], o + tiles[d] - ms[d], np.inf)
     return lo, hi
+
+
+def decode_tile_batch(
+    pred: np.ndarray,
+    origins: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    tiles: Sequence[int],
+    *,
+    first_tile: int = 0,
+    **decode_kw: object,
+) -> DecodedBoxes:
+    """Decode the predictions of one batch of tiles into image pixels.
+
+    ``origins`` ``[T, n]`` (array order) of the batch's tiles, ``lo``/``hi`` their keep ranges
+    (:func:`tile_keep_bounds`), ``tiles`` the tile size per axis; ``decode_kw`` go to :func:`decode`
+    (``in_dim`` is the tile size).  Boxes are shifted by their tile's origin, those whose centre lies
+    outside the tile's keep range are dropped, and ``image`` holds ``first_tile`` + the index in the batch.
+    """
+    n = origins.shape[1]
+    det = decode(pred, tuple(int(t) for t in tiles[::-1]), **decode_kw)  # type: ignore[arg-type]
+    shift = np.zeros((origins.shape[0], 3))
+    shift[:, :n] = origins[:, ::-1]  # array order -> x-first
+    boxes = det.boxes + np.tile(shift, 2)[det.image]
+    ctr = 0.5 * (boxes[:, :n] + boxes[:, 3 : 3 + n])[:, ::-1]  # array order
+    ok = np.all((ctr >= lo[det.image]) & (ctr < hi[det.image]), axis=1)
+    det = DecodedBoxes(
+        boxes=boxes, image=det.image + int(first_tile), prior=det.prior, cell=det.cell,
+        probability=det.probability, objectness=det.objectness, class_scores=det.class_scores,
+        params=det.params,
+    )
+    return det.take(ok)
 
 
 def predict_tiled(
@@ -140,8 +173,7 @@ def predict_tiled(
         buf = np.full([img.shape[0]] + padded, pad_value, dtype=img.dtype)
         buf[(slice(None),) + tuple(slice(0, s) for s in spatial)] = img
         img = buf
-    in_dim = tiles[::-1]  # x-first
-    lo, hi = _keep_bounds(origins, spatial, tiles, margin)
+    lo, hi = tile_keep_bounds(origins, spatial, tiles, margin)
 
     T = origins.shape[0]
     bs = T if not batch_size else int(batch_size)
@@ -151,22 +183,12 @@ def predict_tiled(
         batch = np.stack([
             img[(slice(None),) + tuple(slice(int(o), int(o) + t) for o, t in zip(org, tiles))] for org in orig
         ])
-        pred = np.asarray(predict_fn(batch))
-        det = decode(
-            pred, in_dim, grid, nb_box, nb_class, nb_param, priors, layout=layout, raw=raw, fit_dim=fit_dim,
-            floor_priors=floor_priors, obj_threshold=obj_threshold, min_score=min_score, class_limit=class_limit,
-        )
-        shift = np.zeros((orig.shape[0], 3))
-        shift[:, :n] = orig[:, ::-1]  # array order -> x-first
-        boxes = det.boxes + np.tile(shift, 2)[det.image]
-        tile_idx = det.image + start
-        ctr = 0.5 * (boxes[:, :n] + boxes[:, 3 : 3 + n])[:, ::-1]  # array order
-        ok = np.all((ctr >= lo[tile_idx]) & (ctr < hi[tile_idx]), axis=1)
-        det = DecodedBoxes(
-            boxes=boxes, image=tile_idx, prior=det.prior, cell=det.cell, probability=det.probability,
-            objectness=det.objectness, class_scores=det.class_scores, params=det.params,
-        )
-        parts.append(det.take(ok))
+        parts.append(decode_tile_batch(
+            np.asarray(predict_fn(batch)), orig, lo[start : start + bs], hi[start : start + bs], tiles,
+            first_tile=start, nb_box=nb_box, nb_class=nb_class, nb_param=nb_param, priors=priors, grid=grid,
+            layout=layout, fit_dim=fit_dim, floor_priors=floor_priors, raw=raw, obj_threshold=obj_threshold,
+            min_score=min_score, class_limit=class_limit,
+        ))
     merged = DecodedBoxes.concatenate(parts) if parts else DecodedBoxes.empty(nb_class, nb_param)
     if same_class_threshold is None or len(merged) == 0:
         return merged

@@ -1,0 +1,103 @@
+"""One-to-one positional cross-match of a source catalogue with a truth catalogue.
+
+A detection and a true source may match when their distance is at most the true
+source's match radius, by default its beam-convolved FWHM size:
+``radius = factor * sqrt(beam^2 + size^2)`` for intrinsic sizes, or
+``factor * max(beam, size)`` when the sizes already include the beam.  Candidate pairs
+are taken in increasing distance / radius and each source is used once (greedy
+one-to-one).  Works on the sky (degrees in, arcsec radii, exact great-circle
+distances) or on pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sky import angular_separation
+
+__all__ = ["Match", "match_radius", "crossmatch_sky", "crossmatch_pixels"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Result of a cross-match: ``det``/``truth`` indices of the matched pairs (sorted by
+    detection), their ``separation`` (arcsec on the sky, pixels otherwise), and for every
+    detection/true source the index of its partner (-1: none)."""
+
+    det: np.ndarray
+    truth: np.ndarray
+    separation: np.ndarray
+    det_to_truth: np.ndarray
+    truth_to_det: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.det.size)
+
+
+def match_radius(beam: float, size: np.ndarray | float | None = None, *, factor: float = 1.0,
+                 sizes_include_beam: bool = True) -> np.ndarray:
+    """Per true source match radius from the beam FWHM and the source FWHM size (same unit)."""
+    s = np.zeros(1) if size is None else np.nan_to_num(np.asarray(size, np.float64))
+    r = np.maximum(beam, s) if sizes_include_beam else np.sqrt(beam**2 + s**2)
+    return factor * np.atleast_1d(r)
+
+
+def _greedy(n_det: int, n_truth: int, di: np.ndarray, ti: np.ndarray, dist: np.ndarray,
+            radius: np.ndarray) -> Match:
+    ok = dist <= radius[ti]
+    di, ti, dist = di[ok], ti[ok], dist[ok]
+    order = np.lexsort((ti, di, dist / radius[ti]))
+    d2t = np.full(n_det, -1, np.int64)
+    t2d = np.full(n_truth, -1, np.int64)
+    sep = np.full(n_det, np.nan)
+    for k in order:
+        a, b = di[k], ti[k]
+        if d2t[a] < 0 and t2d[b] < 0:
+            d2t[a], t2d[b], sep[a] = b, a, dist[k]
+    det = np.flatnonzero(d2t >= 0)
+    return Match(det=det, truth=d2t[det], separation=sep[det], det_to_truth=d2t,
+                 truth_to_det=t2d)
+
+
+def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    a, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], 1)
+
+
+def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.ndarray,
+                   radius_arcsec: np.ndarray | float) -> Match:
+    """Match detections (``ra``, ``dec``, deg) to true sources (``ra_t``, ``dec_t``) within
+    ``radius_arcsec`` (scalar or one per true source)."""
+    from scipy.spatial import cKDTree
+
+    ra, dec, ra_t, dec_t = (np.asarray(v, np.float64).reshape(-1) for v in (ra, dec, ra_t, dec_t))
+    r = np.broadcast_to(np.asarray(radius_arcsec, np.float64), ra_t.shape).copy()
+    if ra.size == 0 or ra_t.size == 0:
+        return _greedy(ra.size, ra_t.size, np.zeros(0, int), np.zeros(0, int), np.zeros(0), r)
+    rmax = float(np.max(r)) / 3600.0
+    chord = 2.0 * np.sin(np.radians(rmax) / 2.0) * (1 + 1e-9)
+    pairs = cKDTree(_unit(ra_t, dec_t)).query_ball_point(_unit(ra, dec), r=chord)
+    di = np.repeat(np.arange(ra.size), [len(p) for p in pairs])
+    ti = np.concatenate([np.asarray(p, np.int64) for p in pairs]).astype(np.int64)
+    dist = angular_separation(ra[di], dec[di], ra_t[ti], dec_t[ti]) * 3600.0
+    return _greedy(ra.size, ra_t.size, di, ti, dist, r)
+
+
+def crossmatch_pixels(x: np.ndarray, y: np.ndarray, x_t: np.ndarray, y_t: np.ndarray,
+                      radius: np.ndarray | float) -> Match:
+    """As :func:`crossmatch_sky` with pixel positions and radii in pixels."""
+    from scipy.spatial import cKDTree
+
+    x, y, x_t, y_t = (np.asarray(v, np.float64).reshape(-1) for v in (x, y, x_t, y_t))
+    r = np.broadcast_to(np.asarray(radius, np.float64), x_t.shape).copy()
+    if x.size == 0 or x_t.size == 0:
+        return _greedy(x.size, x_t.size, np.zeros(0, int), np.zeros(0, int), np.zeros(0), r)
+    pairs = cKDTree(np.stack([x_t, y_t], 1)).query_ball_point(np.stack([x, y], 1),
+                                                              r=float(np.max(r)))
+    di = np.repeat(np.arange(x.size), [len(p) for p in pairs])
+    ti = np.concatenate([np.asarray(p, np.int64) for p in pairs]).astype(np.int64)
+    dist = np.hypot(x[di] - x_t[ti], y[di] - y_t[ti])
+    return _greedy(x.size, x_t.size, di, ti, dist, r)

@@ -1,0 +1,261 @@
+"""Open a FITS image or cube for source finding: memory-mapped pixels, WCS, beam, units.
+
+:func:`open_image` picks the image HDU, drops degenerate non-spatial axes (the SDC1
+layout ``(Stokes, Freq, Y, X)`` with both of length 1 becomes ``(Y, X)``), keeps the
+pixels memory-mapped and reads them a window at a time (:meth:`FitsImage.read`), with
+BSCALE/BZERO applied and BLANK or non-finite pixels returned as NaN.  The celestial WCS
+gives sky positions; BMAJ/BMIN/BPA (or an AIPS ``CLEAN BMAJ=`` history card) give the
+restoring beam; BUNIT tells whether pixels are per beam (Jy/beam) or per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._deps import require
+
+__all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit"]
+
+FWHM_AREA = math.pi / (4.0 * math.log(2.0))
+"""Area of a Gaussian of FWHMs (a, b) is ``FWHM_AREA * a * b``."""
+
+
+class ImageError(ValueError):
+    """A FITS file that cannot be used as an image (the message names the problem)."""
+
+
+@dataclass(frozen=True)
+class Beam:
+    """Restoring beam: FWHMs ``bmaj``, ``bmin`` (arcsec), ``bpa`` (deg, east of north)."""
+
+    bmaj: float
+    bmin: float
+    bpa: float = 0.0
+
+    def area_pixels(self, pixel_scale: float) -> float:
+        """Beam solid angle in pixels (``pixel_scale`` arcsec per pixel)."""
+        return FWHM_AREA * self.bmaj * self.bmin / pixel_scale**2
+
+    def fwhm_pixels(self, pixel_scale: float) -> float:
+        """Geometric-mean FWHM in pixels."""
+        return math.sqrt(self.bmaj * self.bmin) / pixel_scale
+
+
+_BUNIT_SCALE = {"jy": 1.0, "mjy": 1e-3, "ujy": 1e-6, "µjy": 1e-6, "microjy": 1e-6, "njy": 1e-9}
+
+
+def parse_bunit(bunit: str) -> tuple[float | None, str | None]:
+    """``(scale to Jy, "beam" | "pixel")`` of a BUNIT string such as ``"JY/BEAM"``, ``"mJy/beam"``
+    or ``"Jy/pixel"``; ``(None, None)`` when it is not a flux density per beam or pixel."""
+    s = bunit.strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([a-zµ]+)/(beam|pixel|pix)", s)
+    if not m or m.group(1) not in _BUNIT_SCALE:
+        return None, None
+    return _BUNIT_SCALE[m.group(1)], "beam" if m.group(2) == "beam" else "pixel"
+
+
+def _history_beam(header: Any) -> Beam | None:
+    """The last AIPS ``CLEAN BMAJ= ... BMIN= ... BPA= ...`` history card (degrees), if any."""
+    pat = re.compile(r"BMAJ\s*=\s*([-+0-9.EeDd]+)\s+BMIN\s*=\s*([-+0-9.EeDd]+)\s+BPA\s*=\s*([-+0-9.EeDd]+)")
+    found = None
+    for card in header.get("HISTORY", []):
+        m = pat.search(str(card))
+        if m:
+            found = [float(v.replace("D", "E").replace("d", "e")) for v in m.groups()]
+    if found is None:
+        return None
+    return Beam(found[0] * 3600.0, found[1] * 3600.0, found[2])
+
+
+def _beam(header: Any) -> Beam | None:
+    if "BMAJ" in header and "BMIN" in header:
+        try:
+            bmaj, bmin = float(header["BMAJ"]) * 3600.0, float(header["BMIN"]) * 3600.0
+            bpa = float(header.get("BPA", 0.0))
+        except (TypeError, ValueError):
+            return None
+        if bmaj > 0 and bmin > 0 and math.isfinite(bmaj * bmin * bpa):
+            return Beam(bmaj, bmin, bpa)
+        return None
+    return _history_beam(header)
+
+
+@dataclass
+class FitsImage:
+    """A FITS image (``ndim`` 2: ``(H, W)``) or cube (3: ``(D, H, W)``) opened for reading.
+
+    ``data`` is a memory-mapped view in the file's dtype (scaling not applied; use
+    :meth:`read`); ``wcs`` the celestial WCS (``None`` without one), ``spectral_wcs`` the
+    third axis of a cube; ``beam`` the restoring beam; ``unit_scale`` converts pixel values
+    to Jy (per beam or per pixel, as ``per``); ``pixel_scale`` arcsec per pixel (``None``
+    without WCS).  Close it (or use it in a ``with`` block) to release the file.
+    """
+
+    path: str
+    hdu_index: int
+    data: np.ndarray
+    header: Any
+    wcs: Any
+    spectral_wcs: Any
+    beam: Beam | None
+    bunit: str
+    unit_scale: float
+    per: str | None
+    pixel_scale: float | None
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+    _hdul: Any = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def read(self, window: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Pixels of ``window`` (slices in array order; ``None``: all) as native float32 in
+        the file's unit (BSCALE/BZERO applied), NaN where blank or not finite."""
+        raw = self.data if window is None else self.data[window]
+        out = np.asarray(raw, dtype=np.float32)
+        if self.blank is not None and np.issubdtype(raw.dtype, np.integer):
+            out[np.asarray(raw) == self.blank] = np.nan
+        if self.bscale != 1.0 or self.bzero != 0.0:
+            out *= np.float32(self.bscale)
+            out += np.float32(self.bzero)
+        return out
+
+    def beam_area_pixels(self) -> float | None:
+        """Pixels per beam when the image is per beam and the beam and scale are known; 1 for a
+        per-pixel image; ``None`` when unknown."""
+        if self.per == "pixel":
+            return 1.0
+        if self.beam is None or self.pixel_scale is None:
+            return None
+        return self.beam.area_pixels(self.pixel_scale)
+
+    def close(self) -> None:
+        """Release the file (the memory map goes with it)."""
+        if self._hdul is not None:
+            self.data = np.zeros((0,) * self.data.ndim, np.float32)
+            self._hdul.close()
+            self._hdul = None
+
+    def __enter__(self) -> FitsImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_image_hdu(hdu: Any, fits: Any) -> bool:
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and \
+        int(hdu.header.get("NAXIS", 0)) > 0
+
+
+def _pick_hdu(hdul: Any, hdu: int | str | None, path: str, fits: Any) -> int:
+    names = ", ".join(f"{i}:{h.name or '?'}({type(h).__name__})" for i, h in enumerate(hdul))
+    if hdu is None:
+        for i, h in enumerate(hdul):
+            if _is_image_hdu(h, fits):
+                return i
+        raise ImageError(f"{path}: no image HDU with data (HDUs: {names})")
+    try:
+        idx = hdul.index_of(hdu)
+        hdul[idx]
+    except (KeyError, IndexError):
+        raise ImageError(f"{path}: no HDU {hdu!r} (HDUs: {names})") from None
+    if not _is_image_hdu(hdul[idx], fits):
+        raise ImageError(f"{path}: HDU {hdu!r} is not an image with data (HDUs: {names})")
+    return idx
+
+
+def _squeeze(data: np.ndarray, path: str) -> tuple[np.ndarray, list[int]]:
+    """Drop length-1 axes before the last two (numpy order); returns the view and the kept
+    FITS axis numbers (1-based, x first)."""
+    nd = data.ndim
+    keep = [a for a in range(nd) if a >= nd - 2 or data.shape[a] != 1]
+    index = tuple(slice(None) if a in keep else 0 for a in range(nd))
+    view = data[index]
+    if view.ndim not in (2, 3):
+        raise ImageError(f"{path}: data of shape {data.shape} has {view.ndim} non-degenerate "
+                         "axes: need a 2D image or a 3D cube")
+    return view, [nd - a for a in keep][::-1]
+
+
+def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
+               beam: Beam | None = None) -> FitsImage:
+    """Open the image in ``hdu`` (default: the first HDU holding an image) of a FITS file.
+
+    ``beam`` replaces the header's beam (for images without BMAJ/BMIN).
+    Raises :class:`ImageError` for a file that is not FITS, has no image HDU, or whose
+    data is not 2D/3D once degenerate axes are dropped; warns (no error) when there is
+    no celestial WCS (pixel coordinates only), no beam or an unknown BUNIT.
+    """
+    fits = require("astropy.io.fits")
+    wcs_mod = require("astropy.wcs")
+    fspath = os.fspath(path)
+    if not os.path.isfile(fspath):
+        raise FileNotFoundError(f"{fspath}: no such image file")
+    try:
+        hdul = fits.open(fspath, memmap=True, do_not_scale_image_data=True, mode="readonly")
+        hdul.verify("silentfix")
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{fspath}: not a readable FITS file ({err})") from None
+    try:
+        idx = _pick_hdu(hdul, hdu, fspath, fits)
+        h = hdul[idx]
+        header = h.header
+        data = h.data
+        if data is None:
+            raise ImageError(f"{fspath}: HDU {idx} has no data")
+        if data.dtype.kind not in "iuf":
+            raise ImageError(f"{fspath}: HDU {idx} holds {data.dtype} data, not numbers")
+        view, axes = _squeeze(data, fspath)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full = wcs_mod.WCS(header)
+        celestial = full.celestial if full.has_celestial else None
+        if celestial is not None and celestial.naxis != 2:
+            celestial = None
+        if celestial is not None and sorted([full.wcs.lng, full.wcs.lat]) != [0, 1]:
+            celestial = None  # sky axes must be the image's x and y
+        spectral = None
+        if view.ndim == 3 and len(axes) == 3:
+            spectral = full.sub([axes[2]])
+        if celestial is None:
+            warnings.warn(f"{fspath}: no celestial WCS: positions in pixels only", stacklevel=2)
+            scale = None
+        else:
+            utils = require("astropy.wcs.utils")
+            scales = np.abs(np.asarray(utils.proj_plane_pixel_scales(celestial), np.float64))
+            scale = float(np.sqrt(np.prod(scales))) * 3600.0  # celestial axes are in degrees
+        bunit = str(header.get("BUNIT", "")).strip()
+        unit_scale, per = parse_bunit(bunit)
+        beam = beam if beam is not None else _beam(header)
+        if per is None:
+            warnings.warn(f"{fspath}: BUNIT {bunit!r} is not Jy/beam or Jy/pixel: values taken as "
+                          "Jy/beam", stacklevel=2)
+            unit_scale, per = 1.0, "beam"
+        if per == "beam" and beam is None:
+            warnings.warn(f"{fspath}: no BMAJ/BMIN in the header: integrated fluxes cannot be "
+                          "beam-corrected (flux is NaN; give the beam explicitly)", stacklevel=2)
+        blank = header.get("BLANK") if data.dtype.kind in "iu" else None
+        return FitsImage(
+            path=fspath, hdu_index=idx, data=view, header=header, wcs=celestial,
+            spectral_wcs=spectral, beam=beam, bunit=bunit, unit_scale=float(unit_scale),
+            per=per, pixel_scale=scale, bscale=float(header.get("BSCALE", 1.0)),
+            bzero=float(header.get("BZERO", 0.0)), blank=None if blank is None else int(blank),
+            _hdul=hdul)
+    except BaseException:
+        hdul.close()
+        raise

@@ -1,0 +1,122 @@
+"""Batched least-squares fits of one elliptical Gaussian per image stamp (numpy only).
+
+All stamps of a batch have the same size; each is fitted by Levenberg-Marquardt with
+its own damping, vectorised over the batch.  The model is
+``A exp(-(a dx^2 + 2 b dx dy + c dy^2) / 2)`` with ``dx = x - x0``, ``dy = y - y0``
+(an inverse covariance ``[[a, b], [b, c]]`` kept positive definite); results are
+returned as amplitude, centre, major/minor sigma and the major-axis angle.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["GaussFit", "fit_gaussians"]
+
+
+class GaussFit(NamedTuple):
+    """Per stamp: ``amplitude``; centre ``x0, y0`` (stamp pixels, pixel centres); ``sigma_major``,
+    ``sigma_minor`` (pixels); ``theta`` angle of the major axis from +x towards +y (radians, in
+    [0, pi)); ``ok`` converged to a valid Gaussian."""
+
+    amplitude: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    sigma_major: np.ndarray
+    sigma_minor: np.ndarray
+    theta: np.ndarray
+    ok: np.ndarray
+
+
+def _model(p: np.ndarray, gx: np.ndarray, gy: np.ndarray):
+    A, x0, y0, a, b, c = (p[:, i, None] for i in range(6))
+    dx, dy = gx[None] - x0, gy[None] - y0
+    E = np.exp(-0.5 * np.minimum(a * dx * dx + 2 * b * dx * dy + c * dy * dy, 700.0))
+    return A * E, E, dx, dy
+
+
+def _jacobian(p, E, dx, dy) -> np.ndarray:
+    A, a, b, c = p[:, 0, None], p[:, 3, None], p[:, 4, None], p[:, 5, None]
+    AE = A * E
+    return np.stack([E, AE * (a * dx + b * dy), AE * (b * dx + c * dy), -0.5 * AE * dx * dx,
+                     -AE * dx * dy, -0.5 * AE * dy * dy], axis=-1)
+
+
+def _valid(p: np.ndarray, size: int) -> np.ndarray:
+    A, x0, y0, a, b, c = p.T
+    return ((A > 0) & (a > 0) & (c > 0) & (a * c - b * b > 0) & (x0 > -1) & (x0 < size)
+            & (y0 > -1) & (y0 < size) & np.all(np.isfinite(p), axis=1))
+
+
+def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(H, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a singular system: least squares one by one
+        return np.stack([np.linalg.lstsq(h, v, rcond=None)[0] for h, v in zip(H, g)])
+
+
+def _levenberg_marquardt(p: np.ndarray, d: np.ndarray, w: np.ndarray, gx: np.ndarray,
+                         gy: np.ndarray, S: int, iters: int) -> np.ndarray:
+    """Minimise sum(w^2 (d - model)^2) per stamp from ``p``; each stamp has its own damping."""
+    n = p.shape[0]
+    lam = np.full(n, 1e-2)
+    m, E, dx, dy = _model(p, gx, gy)
+    r = (d - m) * w
+    cost = np.sum(r * r, axis=1)
+    active = np.ones(n, bool)
+    for _ in range(iters):
+        if not active.any():
+            break
+        J = _jacobian(p, E, dx, dy) * w[..., None]
+        JTJ = np.einsum("npi,npj->nij", J, J)
+        g = np.einsum("npi,np->ni", J, r)
+        diag = np.einsum("nii->ni", JTJ)
+        H = JTJ + (lam[:, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(6)[None]
+        cand = p + _solve(H, g)
+        mc, Ec, dxc, dyc = _model(cand, gx, gy)
+        rc = (d - mc) * w
+        cc = np.sum(rc * rc, axis=1)
+        cc = np.where(np.isfinite(cc), cc, np.inf)
+        better = active & _valid(cand, S) & (cc < cost)
+        rel = np.where(better, (cost - cc) / np.maximum(cost, 1e-300), 0.0)
+        p[better], cost[better], r[better] = cand[better], cc[better], rc[better]
+        E[better], dx[better], dy[better] = Ec[better], dxc[better], dyc[better]
+        lam = np.where(better, lam / 3.0, lam * 4.0)
+        active &= ~((better & (rel < 1e-7)) | (lam > 1e8))
+    return p
+
+
+def fit_gaussians(
+    stamps: np.ndarray,
+    weights: np.ndarray,
+    init: np.ndarray,
+    *,
+    iters: int = 30,
+    sigma_range: tuple[float, float] = (0.3, 1e3),
+) -> GaussFit:
+    """Fit ``stamps [n, S, S]`` (NaN allowed where ``weights`` is 0) with per-pixel
+    ``weights [n, S, S]``, starting from ``init [n, 5]`` = (amplitude, x0, y0, sigma_x,
+    sigma_y).  A fit is ``ok`` when it ends valid (positive amplitude, centre inside the
+    stamp) with sigmas in ``sigma_range``."""
+    st = np.asarray(stamps, np.float64)
+    n, S, _ = st.shape
+    w = np.asarray(weights, np.float64).reshape(n, S * S)
+    d = np.nan_to_num(st.reshape(n, S * S)) * (w > 0)
+    gy, gx = (g.reshape(-1).astype(np.float64) for g in np.mgrid[0:S, 0:S])
+    ini = np.asarray(init, np.float64)
+    p = np.stack([ini[:, 0], ini[:, 1], ini[:, 2], 1.0 / ini[:, 3] ** 2, np.zeros(n),
+                  1.0 / ini[:, 4] ** 2], axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        p = _levenberg_marquardt(p, d, w, gx, gy, S, iters)
+        A, x0, y0, a, b, c = p.T
+        det = a * c - b * b
+        good = det > 0
+        safe = np.where(good, det, 1.0)
+        cov = np.stack([np.stack([c / safe, -b / safe], -1), np.stack([-b / safe, a / safe], -1)], -2)
+        ev, vec = np.linalg.eigh(np.where(good[:, None, None], cov, np.eye(2)))  # ascending
+    smaj, smin = np.sqrt(np.maximum(ev[:, 1], 0)), np.sqrt(np.maximum(ev[:, 0], 0))
+    theta = np.mod(np.arctan2(vec[:, 1, 1], vec[:, 0, 1]), np.pi)
+    ok = _valid(p, S) & (smin >= sigma_range[0]) & (smaj <= sigma_range[1])
+    return GaussFit(A, x0, y0, smaj, smin, theta, ok)

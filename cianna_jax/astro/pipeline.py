@@ -1,0 +1,225 @@
+"""From a FITS image to a source catalogue: open, noise map, detect, measure, tabulate.
+
+:func:`find_sources` is the Python form of ``cianna-jax predict``; :func:`predict_file`
+also writes the catalogue (format by extension, atomically).  Memory stays bounded:
+the image is read a box or a tile batch at a time from its memory map.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
+from .fits_image import Beam, FitsImage, ImageError, open_image
+from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
+from .model_card import LoadedModel, load_model
+from .noise import NoiseMap, estimate_noise_map
+from .predict import Detections, detect
+from .sky import deconvolve, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
+
+__all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
+
+
+@dataclass
+class SourceFinding:
+    """Result of :func:`find_sources`: the catalogue ``table`` (astropy), the raw
+    ``detections``, their ``measurements``, the ``noise`` map and ``timings`` (seconds)."""
+
+    table: Any
+    detections: Detections
+    measurements: Measurements
+    noise: NoiseMap
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _as_model(model: str | os.PathLike | LoadedModel, tile: Any = None) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(model, tile=tile)
+
+
+def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any]) -> Any:
+    """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
+    sorted by decreasing flux (then peak) with ids 1..N."""
+    boxes = det.boxes
+    n = len(m.x)
+    scale = image.pixel_scale
+    cols: dict[str, np.ndarray] = {}
+    units: dict[str, str | None] = {}
+    if image.wcs is not None:
+        ra, dec = pixel_to_sky(image.wcs, m.x, m.y)
+        pa = pixel_angle_to_pa(image.wcs, m.x, m.y, m.theta) if n else np.zeros(0)
+    else:
+        ra = dec = None
+        pa = np.mod(np.degrees(m.theta) - 90.0, 180.0)
+    size_scale = scale if scale is not None else 1.0
+    bmaj = m.sigma_major * FWHM * size_scale
+    bmin = m.sigma_minor * FWHM * size_scale
+    dmaj = dmin = None
+    if image.beam is not None and scale is not None and n:
+        b = image.beam
+        H, W = image.shape[-2:]
+        bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
+                                      np.array([b.bpa]))[0]) if image.wcs is not None else 0.0
+        smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta,
+                                   b.bmaj / scale / FWHM, b.bmin / scale / FWHM, bth)
+        dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
+    peak = m.peak * image.unit_scale
+    rms = m.rms * image.unit_scale
+    order = np.lexsort((-np.nan_to_num(peak, nan=-np.inf), -np.nan_to_num(m.flux, nan=-np.inf)))
+    cols["id"] = np.arange(1, n + 1, dtype=np.int64)
+    if ra is not None:
+        cols["ra"], cols["dec"] = ra[order], dec[order]
+    cols["x"], cols["y"] = m.x[order], m.y[order]
+    if m.z is not None:
+        cols["z"] = m.z[order]
+    cols["flux"], cols["flux_err"] = m.flux[order], m.flux_err[order]
+    cols["peak"], cols["rms"], cols["snr"] = peak[order], rms[order], m.snr[order]
+    cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
+    if dmaj is not None:
+        cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
+    cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
+    cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
+    cols["fit_ok"] = m.fit_ok[order]
+    if image.per == "pixel":
+        units.update(peak="Jy/pix", rms="Jy/pix")
+    if scale is None:
+        units.update(bmaj="pix", bmin="pix", bmaj_deconv="pix", bmin_deconv="pix")
+    if m.z is not None:
+        units.update(flux="Jy pix", flux_err="Jy pix")
+    full_meta = {
+        "creator": f"cianna_jax {__version__}", "image": os.path.basename(image.path),
+        "hdu": image.hdu_index, "bunit": image.bunit,
+        "beam_bmaj_arcsec": image.beam.bmaj if image.beam else float("nan"),
+        "beam_bmin_arcsec": image.beam.bmin if image.beam else float("nan"),
+        "beam_bpa_deg": image.beam.bpa if image.beam else float("nan"),
+        "pixel_scale_arcsec": scale if scale is not None else float("nan"),
+        "pa_convention": PA_CONVENTION if image.wcs is not None else
+        "degrees from +y towards -x (no WCS: north up, east left assumed)",
+        "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "
+                "beam area; snr = fitted peak / local rms",
+        **meta,
+    }
+    return make_table(cols, meta=full_meta, units=units)
+
+
+def _unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
+    """Mask of the detections kept when duplicates (fitted centres within half the larger of
+    the beam and the kept source FWHM) are merged, best score first."""
+    from scipy.spatial import cKDTree
+
+    n = m.x.size
+    keep = np.ones(n, bool)
+    if n < 2:
+        return keep
+    radius = 0.5 * FWHM * np.maximum(m.sigma_major, beam_sigma)
+    pts = np.stack([m.x, m.y], 1)
+    tree = cKDTree(pts)
+    for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
+        if not keep[i] or not np.isfinite(pts[i]).all():
+            continue
+        for j in tree.query_ball_point(pts[i], r=radius[i]):
+            if j != i and keep[j] and score[j] <= score[i]:
+                keep[j] = False
+    return keep
+
+
+def find_sources(
+    image: str | os.PathLike | FitsImage,
+    model: str | os.PathLike | LoadedModel,
+    *,
+    obj_threshold: float | None = None,
+    hdu: int | str | None = None,
+    beam: Beam | None = None,
+    tile: int | tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    fit: bool = True,
+    progress: bool = True,
+    predict_fn: Any = None,
+    noise: NoiseMap | None = None,
+    merge: bool = True,
+) -> SourceFinding:
+    """Detect and measure the sources of a FITS image (path or opened image) with a model
+    (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
+    the card's threshold; ``beam`` the header's beam; ``tile`` the card's tile size;
+    ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
+    whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
+    only the one with the higher score is kept: the detector boxed one source twice."""
+    own = not isinstance(image, FitsImage)
+    img = open_image(image, hdu, beam=beam) if own else image
+    try:
+        mdl = _as_model(model, tile)
+        if len(img.shape) != mdl.card.ndim:
+            raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
+                             f"{mdl.card.ndim}D tiles")
+        t0 = time.perf_counter()
+        if noise is None:
+            noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box,
+                                       progress=progress)
+        t1 = time.perf_counter()
+        det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
+                     batch_size=batch_size, progress=progress, predict_fn=predict_fn)
+        t2 = time.perf_counter()
+        area = img.beam_area_pixels()
+        if img.ndim == 2:
+            bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
+                  if img.beam is not None and img.pixel_scale else None)
+            m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
+                                unit_scale=img.unit_scale, beam_sigma=bs,
+                                box_scale=mdl.card.box_scale, fit=fit, progress=progress)
+        else:
+            m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
+                                 unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
+        t3 = time.perf_counter()
+        # a detection centred on blank pixels has no data to measure: dropped; two detections
+        # whose measurements converged on one source: the less confident one dropped
+        ok = np.isfinite(m.peak)
+        if img.ndim == 2 and merge:
+            ok &= _unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
+        if not ok.all():
+            det = replace(det, boxes=det.boxes.take(ok))
+            m = Measurements(**{f.name: (None if getattr(m, f.name) is None else
+                                         getattr(m, f.name)[ok]) for f in fields(m)})
+        thr = det.obj_threshold
+        meta = {"model": os.path.basename(mdl.card.path or ""),
+                "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
+                "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
+                "median_rms": noise.median_rms * img.unit_scale}
+        table = build_table(img, det, m, meta)
+        timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, "measure_s": t3 - t2,
+                   "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
+        return SourceFinding(table, det, m, noise, timings)
+    finally:
+        if own:
+            img.close()
+
+
+def predict_file(
+    image: str | os.PathLike,
+    model: str | os.PathLike | LoadedModel,
+    out: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    **kw: Any,
+) -> SourceFinding:
+    """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
+    ``fmt``).  The output format and folder are checked before any work; nothing is
+    written if anything fails."""
+    f = catalogue_format(out, fmt)
+    folder = os.path.dirname(os.path.abspath(os.fspath(out)))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: output folder does not exist")
+    with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None)) as img:
+        if f == "sdc1" and img.wcs is None:
+            raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image has no "
+                             "celestial WCS")
+        res = find_sources(img, model, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        write_catalogue(res.table, out, f)
+    return res

@@ -1,0 +1,201 @@
+"""Validation figures (matplotlib, optional extra ``plot``): field overlay, completeness and
+reliability vs SNR, flux recovery, precision-recall over the objectness threshold.
+
+Each function returns a matplotlib Figure; :func:`save_figure` writes it atomically.
+Matplotlib is imported when a function is called, with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_write
+from ._deps import require
+from .scores import BinnedScores
+
+__all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
+           "save_figure"]
+
+
+def _plt() -> Any:
+    mpl = require("matplotlib")
+    mpl.use("Agg", force=False)
+    return require("matplotlib.pyplot")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Save a figure (format by extension) atomically and close it."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def field_overlay(
+    image: np.ndarray,
+    *,
+    wcs: Any = None,
+    step: int = 1,
+    unit: str = "Jy/beam",
+    rms: float | None = None,
+    truth_xy: tuple[np.ndarray, np.ndarray] | None = None,
+    truth_matched: np.ndarray | None = None,
+    det_xy: tuple[np.ndarray, np.ndarray] | None = None,
+    det_matched: np.ndarray | None = None,
+    title: str = "Detections over the field",
+    max_markers: int = 20000,
+) -> Any:
+    """The image (``step``-decimated view of the full image, asinh stretch in units of ``rms``)
+    with WCS axes when ``wcs`` is given, a colour bar, and markers: matched true sources
+    (green circles), missed true sources (red circles), matched detections (cyan +) and false
+    detections (orange x).  Positions are full-image pixels."""
+    plt = _plt()
+    img = np.asarray(image, np.float64)
+    finite = img[np.isfinite(img)]
+    s = rms if rms else (1.4826 * np.median(np.abs(finite - np.median(finite))) if finite.size else 1.0)
+    view_wcs = None if wcs is None else (wcs[::step, ::step] if step > 1 else wcs)
+    kw = {"projection": view_wcs} if view_wcs is not None else {}
+    fig = plt.figure(figsize=(9, 8))
+    ax = fig.add_subplot(1, 1, 1, **kw)
+    scale = max(s, 1e-30)
+    disp = np.arcsinh(img / (3 * scale))
+    vmin, vmax = (np.nanpercentile(disp, [1, 99.7]) if finite.size else (0, 1))
+    extent = (-0.5, img.shape[1] * step - 0.5, -0.5, img.shape[0] * step - 0.5)
+    im = ax.imshow(disp, origin="lower", cmap="gray_r", vmin=vmin, vmax=vmax,
+                   extent=extent if view_wcs is None else None)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label(f"asinh(I / 3 rms), rms = {s:.3g} {unit}")
+
+    def draw(xy, mask, **style):
+        if xy is None:
+            return
+        x, y = np.asarray(xy[0], np.float64), np.asarray(xy[1], np.float64)
+        if view_wcs is not None and step > 1:  # full-image pixels -> decimated pixels
+            x, y = (x + 0.5) / step - 0.5, (y + 0.5) / step - 0.5
+        sel = np.ones(x.size, bool) if mask is None else np.asarray(mask, bool)
+        idx = np.flatnonzero(sel)[:max_markers]
+        ax.scatter(x[idx], y[idx], **style)
+
+    tm = truth_matched
+    draw(truth_xy, tm, s=60, facecolors="none", edgecolors="limegreen", linewidths=1.0,
+         label="true, matched")
+    draw(truth_xy, None if tm is None else ~np.asarray(tm, bool), s=60, facecolors="none",
+         edgecolors="red", linewidths=1.0, label="true, missed")
+    dm = det_matched
+    draw(det_xy, dm, s=25, marker="+", c="deepskyblue", linewidths=1.0, label="detected, matched")
+    draw(det_xy, None if dm is None else ~np.asarray(dm, bool), s=25, marker="x", c="orange",
+         linewidths=1.0, label="detected, false")
+    if wcs is not None:
+        ax.coords[0].set_axislabel("Right ascension")
+        ax.coords[1].set_axislabel("Declination")
+    else:
+        ax.set_xlabel("x (pixel)")
+        ax.set_ylabel("y (pixel)")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    return fig
+
+
+def completeness_reliability(curves: Mapping[str, BinnedScores], *,
+                             title: str = "Completeness and reliability vs SNR") -> Any:
+    """Completeness (recall) and reliability (precision) per SNR bin, one line per finder."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True)
+    for name, b in curves.items():
+        e = b.edges.astype(np.float64)
+        hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2)
+        lo = np.where(e[:-1] > 0, e[:-1], hi / 2)
+        mid = np.sqrt(lo * hi)
+        for ax, v, lab in zip(axes, (b.recall, b.precision, b.f1),
+                              ("completeness (recall)", "reliability (precision)", "F1")):
+            ax.plot(mid, v, marker="o", label=name)
+            ax.set_ylabel(lab)
+    edges = next(iter(curves.values())).edges if curves else np.array([1.0, 10.0])
+    ticks = [float(e) for e in edges if 0 < e < np.inf]
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set_xlabel("SNR bin (true peak / local rms; false detections: measured)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "Jy",
+                  title: str = "Flux recovery of matched sources") -> Any:
+    """Measured vs true integrated flux (log-log) with the 1:1 line, and their ratio."""
+    plt = _plt()
+    t, d = np.asarray(true_flux, np.float64), np.asarray(det_flux, np.float64)
+    ok = (t > 0) & (d > 0) & np.isfinite(t) & np.isfinite(d)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    a1.scatter(t[ok], d[ok], s=6, alpha=0.6)
+    if ok.any():
+        lim = [min(t[ok].min(), d[ok].min()) * 0.8, max(t[ok].max(), d[ok].max()) * 1.25]
+        a1.plot(lim, lim, "k--", lw=1, label="1:1")
+        a1.legend()
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel(f"true flux ({unit})")
+    a1.set_ylabel(f"measured flux ({unit})")
+    a2.scatter(t[ok], d[ok] / t[ok], s=6, alpha=0.6)
+    a2.axhline(1.0, color="k", ls="--", lw=1)
+    a2.set_xscale("log")
+    a2.set_xlabel(f"true flux ({unit})")
+    a2.set_ylabel("measured / true flux")
+    a2.set_ylim(0, 2.5)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pr_curve_plot(curve: Mapping[str, np.ndarray], *, operating: float | None = None,
+                  label_every: int = 1, title: str = "Precision-recall over the objectness "
+                                                       "threshold") -> Any:
+    """Precision vs recall as the objectness threshold varies (thresholds written beside
+    points; the operating threshold marked)."""
+    plt = _plt()
+    thr, p, r = (np.asarray(curve[k], np.float64) for k in ("threshold", "precision", "recall"))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(r, p, marker="o", ms=3)
+    last = None
+    for i in range(0, thr.size, max(1, label_every)):
+        if not (np.isfinite(r[i]) and np.isfinite(p[i])):
+            continue
+        if last is not None and np.hypot(r[i] - last[0], p[i] - last[1]) < 0.04:
+            continue  # keep the labels apart
+        ax.annotate(f"{thr[i]:.2f}", (r[i], p[i]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+        last = (r[i], p[i])
+    if operating is not None and thr.size:
+        k = int(np.argmin(np.abs(thr - operating)))
+        ax.scatter([r[k]], [p[k]], s=80, facecolors="none", edgecolors="red",
+                   label=f"operating threshold {operating:g}")
+        ax.legend(loc="lower left")
+    ax.set_xlabel("recall (completeness)")
+    ax.set_ylabel("precision (reliability)")
+    fig.text(0.5, -0.02, "numbers: objectness threshold", ha="center", fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return fig
+
+

@@ -1,0 +1,174 @@
+"""Streamed tiled detection over an image of any size, with bounded memory.
+
+Tiles are cut from the memory-mapped image a batch at a time, normalised with the
+model card's settings (the local noise map for ``"snr"``), run through the network
+(one compiled shape: the last batch is padded) and decoded with the tile-merging
+rules of :mod:`cianna_jax.yolo.tiling` (boxes kept by the tile that owns their centre,
+then one NMS).  Only one batch of tiles is in memory at a time, plus the detections.
+NaN pixels are replaced by the empty value (0 in the image unit) before normalising.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..yolo.boxes import nms
+from ..yolo.decode import DecodedBoxes, decode_kwargs
+from ..yolo.tiling import decode_tile_batch, tile_keep_bounds, tile_origins
+from .model_card import LoadedModel, ModelCard
+from .noise import NoiseMap
+from .progress import Progress
+
+__all__ = ["Detections", "make_predict_fn", "iter_tile_batches", "detect"]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detector output over a whole image: ``boxes`` in image pixels (pixel ``i`` spans
+    ``[i, i + 1)``, x first), in decreasing score order; run statistics."""
+
+    boxes: DecodedBoxes
+    n_tiles: int
+    seconds: float
+    obj_threshold: float | tuple[float, ...]
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.n_tiles / self.seconds if self.seconds > 0 else float("nan")
+
+
+def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
+    """A jitted ``tiles [N, (D,) H, W] -> activated YOLO output (N, [G2,] G1, G0, B, K)``
+    (returned as a JAX array, asynchronously); one per model (kept in ``model.cache``)."""
+    import jax
+
+    if "predict_fn" in model.cache:
+        return model.cache["predict_fn"]
+
+    from ..network import apply
+    from ..yolo import layout as yolo_layout
+
+    net, params = model.net, model.params
+    cfg = net.yolo
+    nd = 3 if model.card.ndim == 3 else 2
+
+    def run(tiles):
+        out = apply(net, params, tiles[..., None])
+        if out.ndim == 2:  # CIANNA rows -> the core's channel-last YOLO layout
+            out = yolo_layout.from_cianna_rows(out, cfg.grid, cfg.nb_box, nd=nd)
+        return out
+
+    fn = jax.jit(run)
+    model.cache["predict_fn"] = fn
+    return fn
+
+
+def iter_tile_batches(
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: tuple[int, ...],
+    origins: np.ndarray,
+    tile: tuple[int, ...],
+    card: ModelCard,
+    noise: NoiseMap | None,
+    batch_size: int,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(first tile index, number of real tiles, batch [batch_size, *tile] float32)``.
+
+    ``read(window)`` gives image pixels (NaN for blanks).  Each batch is a new array (the
+    previous one may still be in use by an asynchronous computation); padding tiles and
+    pixels beyond the image hold the normalised empty value.
+    """
+    norm = card.normalisation
+    empty = float(norm.apply(np.zeros(1), 1.0)[0])
+    n = len(tile)
+    for start in range(0, origins.shape[0], batch_size):
+        orig = origins[start:start + batch_size]
+        batch = np.full((batch_size,) + tuple(tile), empty, np.float32)
+        for k, o in enumerate(orig):
+            win = tuple(slice(int(a), min(int(a) + t, s)) for a, t, s in zip(o, tile, shape[-n:]))
+            raw = read(win)
+            bad = ~np.isfinite(raw)
+            if bad.any():
+                raw = np.where(bad, np.float32(0.0), raw)
+            rms = None
+            if norm.uses_local_noise:
+                if noise is None:
+                    raise ValueError("this model normalises by the local noise: give a noise map")
+                rms = noise.window(win[-2], win[-1])
+                if n == 3:  # a cube's map has one plane per channel
+                    rms = rms[win[0]]
+            val = norm.apply(raw, rms)
+            if bad.any():
+                val[bad] = empty
+            batch[(k,) + tuple(slice(0, w.stop - w.start) for w in win)] = val
+        yield start, orig.shape[0], batch
+
+
+def detect(
+    image_read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: tuple[int, ...],
+    model: LoadedModel,
+    *,
+    noise: NoiseMap | None = None,
+    obj_threshold: float | tuple[float, ...] | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    predict_fn: Callable[[np.ndarray], object] | None = None,
+) -> Detections:
+    """Run the detector of ``model`` over an image ``(H, W)`` or cube ``(D, H, W)``.
+
+    ``image_read(window)`` returns pixels (e.g. ``FitsImage.read``); ``noise`` is the local
+    noise map (needed by the ``"snr"`` normalisation without a fixed rms).  Thresholds and
+    tiling come from the model card (``obj_threshold``/``batch_size`` override them).
+    Progress (tiles, rate, ETA) goes to stderr when ``progress``.
+    """
+    card = model.card
+    n = card.ndim
+    if len(shape) != n:
+        raise ValueError(f"the model detects in {n}D tiles but the data is {len(shape)}D "
+                         f"(shape {tuple(shape)})")
+    tile = tuple(card.tile)
+    thr = card.obj_threshold if obj_threshold is None else obj_threshold
+    bs = int(batch_size or card.batch_size)
+    origins = tile_origins(shape, tile, card.overlap)
+    lo, hi = tile_keep_bounds(origins, shape, tile, "auto")
+    fn = predict_fn or make_predict_fn(model)
+    kw = decode_kwargs(model.net.yolo)
+    kw.pop("in_dim")
+    fit_dim = int(model.net.yolo.fit_dim) or None
+    parts: list[DecodedBoxes] = []
+    t0 = time.perf_counter()
+    pending = None
+
+    def finish(item) -> None:
+        start, count, out = item
+        pred = np.asarray(out)[:count]
+        parts.append(decode_tile_batch(
+            pred, origins[start:start + count], lo[start:start + count], hi[start:start + count],
+            tile, first_tile=start, layout="channels_last", fit_dim=fit_dim,
+            obj_threshold=thr, **kw))
+        bar.update(count)
+
+    with Progress(origins.shape[0], "detecting", enabled=progress) as bar:
+        for start, count, batch in iter_tile_batches(image_read, shape, origins, tile, card,
+                                                     noise, bs):
+            out = fn(batch)  # asynchronous: the next batch is read while this one runs
+            if pending is not None:
+                finish(pending)
+            pending = (start, count, out)
+            if hasattr(out, "copy_to_host_async"):
+                out.copy_to_host_async()
+        if pending is not None:
+            finish(pending)
+    nc, npar = model.net.yolo.nb_class, model.net.yolo.nb_param
+    merged = DecodedBoxes.concatenate(parts) if parts else DecodedBoxes.empty(nc, npar)
+    if len(merged):
+        keep = nms(merged.boxes, merged.score(card.score), merged.class_id,
+                   same_class_threshold=card.nms_threshold, iou_type=card.iou_type, ndim=n)
+        merged = merged.take(keep)
+    return Detections(boxes=merged, n_tiles=int(origins.shape[0]),
+                      seconds=time.perf_counter() - t0, obj_threshold=thr)

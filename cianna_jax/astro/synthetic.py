@@ -1,0 +1,153 @@
+"""Synthetic SDC1-like fields written as FITS images (WCS, Jy/beam, beam) with their
+true source catalogues: test data, benchmarks and the README example.
+
+The sources and noise come from :func:`cianna_jax.datasets.radio_sky.make_field`
+(whose image is in flux per pixel); the image is converted to Jy/beam (times the beam
+area in pixels) and scaled so that the noise rms is ``noise`` Jy/beam.  The WCS is a
+SIN projection centred on ``centre`` (default the SDC1 field centre, RA 0, Dec -30),
+east to the left; ``sdc1_layout`` writes SDC1's 4D ``(Stokes, Freq, Y, X)`` array.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..datasets import radio_sky as rs
+from ..io.atomic import atomic_write
+from ._deps import require
+from .catalogue import make_table
+from .fits_image import FWHM_AREA, Beam
+from .sky import pixel_angle_to_pa, pixel_to_sky
+
+__all__ = ["SyntheticField", "synthetic_field", "field_header", "truth_table", "write_fits"]
+
+
+@dataclass(frozen=True)
+class SyntheticField:
+    """``image`` [H, W] float32 in Jy/beam (NaN where blanked), its ``catalogue``
+    (radio_sky, positions in pixels, fluxes in Jy), ``header`` (astropy), ``noise`` rms
+    (Jy/beam), ``beam`` and ``pixel_scale`` (arcsec)."""
+
+    image: np.ndarray
+    catalogue: rs.Catalogue
+    header: Any
+    noise: float
+    beam: Beam
+    pixel_scale: float
+
+
+def field_header(shape: tuple[int, int], *, pixel_scale: float, beam: Beam,
+                 centre: tuple[float, float] = (0.0, -30.0), sdc1_layout: bool = False,
+                 freq_hz: float = 560e6, wcs: bool = True, bunit: str = "JY/BEAM") -> Any:
+    """A FITS header for an image of ``shape`` (H, W): SIN projection, pixel scale (arcsec),
+    BUNIT and beam; optionally SDC1's FREQ and STOKES axes, or no WCS at all."""
+    fits = require("astropy.io.fits")
+    H, W = shape
+    h = fits.Header()
+    if wcs:
+        h["CTYPE1"], h["CRVAL1"], h["CDELT1"], h["CRPIX1"], h["CUNIT1"] = (
+            "RA---SIN", centre[0], -pixel_scale / 3600.0, (W + 1) / 2.0, "deg")
+        h["CTYPE2"], h["CRVAL2"], h["CDELT2"], h["CRPIX2"], h["CUNIT2"] = (
+            "DEC--SIN", centre[1], pixel_scale / 3600.0, (H + 1) / 2.0, "deg")
+        if sdc1_layout:
+            h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = (
+                "FREQ", freq_hz, 1e7, 1.0, "Hz")
+            h["CTYPE4"], h["CRVAL4"], h["CDELT4"], h["CRPIX4"] = ("STOKES", 1.0, 1.0, 1.0)
+        h["RADESYS"], h["EQUINOX"] = "FK5", 2000.0
+    if not sdc1_layout:
+        h["RESTFREQ"] = freq_hz  # the observing frequency, where there is no FREQ axis
+    h["BUNIT"] = bunit
+    h["BMAJ"], h["BMIN"], h["BPA"] = beam.bmaj / 3600.0, beam.bmin / 3600.0, beam.bpa
+    return h
+
+
+def synthetic_field(
+    size: int | tuple[int, int] = 512,
+    *,
+    seed: int = 0,
+    pixel_scale: float = 0.6,
+    psf_fwhm: float = 3.0,
+    noise: float = 1e-5,
+    density: float = 0.003,
+    snr_range: tuple[float, float] = (1.0, 3000.0),
+    extended_fraction: float = 0.3,
+    extended_size_range: tuple[float, float] = (3.0, 10.0),
+    nan_border: int = 0,
+    centre: tuple[float, float] = (0.0, -30.0),
+    sdc1_layout: bool = False,
+    wcs: bool = True,
+) -> SyntheticField:
+    """A synthetic field in Jy/beam with its catalogue.
+
+    ``snr_range`` bounds the integrated flux in units of the noise per pixel of the
+    flux-per-pixel image (the radio_sky demo's 0.3-30 for noise 0.01 is (30, 3000));
+    ``nan_border`` blanks that many pixels on each side (NaN), like a mosaic edge.
+    """
+    H, W = (size, size) if isinstance(size, int) else size
+    px_noise = 0.01
+    img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
+                             density=density, extended_fraction=extended_fraction,
+                             flux_range=(snr_range[0] * px_noise, snr_range[1] * px_noise),
+                             extended_size_range=extended_size_range)
+    beam_pix = FWHM_AREA * psf_fwhm**2
+    to_jyb = noise / (px_noise * beam_pix)  # flux/pixel -> Jy/beam, noise -> ``noise``
+    image = (img.astype(np.float64) * beam_pix * to_jyb).astype(np.float32)
+    if nan_border > 0:
+        image[:nan_border] = image[-nan_border:] = np.nan
+        image[:, :nan_border] = image[:, -nan_border:] = np.nan
+    scaled = rs.Catalogue(cat.x, cat.y, cat.flux * beam_pix * to_jyb / beam_pix, cat.bmaj,
+                          cat.bmin, cat.pa, cat.kind, cat.z, cat.dz, ndim=2)
+    beam = Beam(psf_fwhm * pixel_scale, psf_fwhm * pixel_scale, 0.0)
+    header = field_header((H, W), pixel_scale=pixel_scale, beam=beam, centre=centre,
+                          sdc1_layout=sdc1_layout, wcs=wcs)
+    return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
+                          beam=beam, pixel_scale=float(pixel_scale))
+
+
+def truth_table(field: SyntheticField) -> Any:
+    """The true catalogue as an astropy Table: id, ra, dec (when the header has a WCS), x, y,
+    flux (Jy), peak (Jy/beam), snr (peak / noise), bmaj, bmin (beam-convolved FWHM, arcsec),
+    pa (deg east of north), bmaj_deconv, bmin_deconv (intrinsic FWHM), kind (0 point,
+    1 extended).  Sources whose centre lies in a blanked border are left out."""
+    wcs_mod = require("astropy.wcs")
+    c = field.catalogue
+    s = field.pixel_scale
+    beam_pix = field.beam.bmaj / s
+    peak = c.peak * FWHM_AREA * beam_pix**2  # per pixel -> per beam
+    iy = np.clip(np.floor(c.y + 0.5).astype(int), 0, field.image.shape[0] - 1)
+    ix = np.clip(np.floor(c.x + 0.5).astype(int), 0, field.image.shape[1] - 1)
+    keep = np.isfinite(field.image[iy, ix])
+    theta = c.pa + 0.5 * math.pi  # radio_sky pa: from +y towards -x
+    cols: dict[str, np.ndarray] = {"id": np.arange(1, len(c) + 1)}
+    if "CTYPE1" in field.header:
+        w = wcs_mod.WCS(field.header).celestial
+        cols["ra"], cols["dec"] = pixel_to_sky(w, c.x, c.y)
+        pa = pixel_angle_to_pa(w, c.x, c.y, theta)
+    else:
+        pa = np.mod(np.degrees(c.pa), 180.0)
+    cols.update(x=c.x, y=c.y, flux=c.flux, peak=peak, snr=peak / field.noise,
+                bmaj=c.bmaj * s, bmin=c.bmin * s, pa=pa,
+                bmaj_deconv=np.sqrt(np.maximum(c.bmaj**2 - beam_pix**2, 0)) * s,
+                bmin_deconv=np.sqrt(np.maximum(c.bmin**2 - beam_pix**2, 0)) * s,
+                kind=c.kind)
+    t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
+                               "beam_arcsec": field.beam.bmaj})
+    t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"
+    t["snr"].description = "true peak / noise rms"
+    return t[keep]
+
+
+def write_fits(path: str | os.PathLike, field: SyntheticField) -> None:
+    """Write the field as a FITS image (SDC1 4D layout when its header has 4 axes), atomically."""
+    fits = require("astropy.io.fits")
+    data = field.image
+    if "CTYPE4" in field.header:
+        data = data[None, None]
+    hdu = fits.PrimaryHDU(data=data, header=field.header)
+    with atomic_write(path) as fh:
+        hdu.writeto(fh)

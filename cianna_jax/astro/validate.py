@@ -1,0 +1,440 @@
+"""``cianna-jax val``: detect on an image, cross-match with a truth catalogue, score, plot.
+
+:func:`load_truth` reads a truth catalogue (any format of :mod:`.catalogue`, SDC1 text
+included) and computes what it lacks: pixel or sky positions through the image WCS and,
+without an ``snr`` column, the true peak SNR from the flux, size and local noise.
+:func:`validate` runs the detector once at a low objectness threshold (for the
+precision-recall curve), keeps the model's threshold for the catalogue, and writes the
+report folder: ``catalogue.ecsv``, ``truth_matched.ecsv``, ``scores.json``,
+``scores_by_snr.ecsv``, ``scores_by_flux.ecsv``, ``report.txt`` and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_write
+from ._deps import MissingExtraError
+from .catalogue import (
+    SDC1_COLUMNS,
+    CatalogueError,
+    find_column,
+    make_table,
+    read_catalogue,
+    write_catalogue,
+)
+from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
+from .fits_image import FitsImage, open_image
+from .model_card import LoadedModel, load_model
+from .noise import NoiseMap
+from .pipeline import find_sources
+from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
+from .sdc1 import Sdc1Score, sdc1_score
+from .sky import pixel_to_sky, sky_to_pixel
+
+__all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
+           "format_scores", "format_side_by_side", "ValReport"]
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A truth catalogue in the image frame: ``x, y`` pixels, ``ra, dec`` (None without a
+    WCS), ``flux`` (Jy), ``snr``, sizes ``bmaj, bmin`` (arcsec, beam-convolved; None if
+    absent), ``pa`` (deg or None), ``table`` (the rows kept: inside the image, on finite
+    pixels) and ``sdc1`` (SDC1 columns when the catalogue could give them)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ra: np.ndarray | None
+    dec: np.ndarray | None
+    flux: np.ndarray
+    snr: np.ndarray
+    bmaj: np.ndarray | None
+    bmin: np.ndarray | None
+    pa: np.ndarray | None
+    table: Any
+    sdc1: dict[str, np.ndarray] | None
+
+
+_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "arcsec",
+          "bmaj_deconv": "arcsec", "bmin_deconv": "arcsec", "pa": "deg"}
+
+
+def _col(t: Any, name: str) -> np.ndarray | None:
+    """Column ``name`` (or an alias) as float64, converted to the standard unit when the
+    column has a unit (e.g. PyBDSF's sizes in degrees -> arcsec)."""
+    c = find_column(t, name)
+    if c is None:
+        return None
+    col = t[c]
+    unit = _UNITS.get(name)
+    if unit is not None and getattr(col, "unit", None) is not None:
+        try:
+            return np.asarray(col.quantity.to_value(unit), np.float64)
+        except Exception:  # an unrelated unit: keep the numbers
+            pass
+    return np.asarray(col, np.float64)
+
+
+def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Truth:
+    """Read a truth catalogue and put it in the frame of ``image`` (see the module
+    docstring).  CatalogueError names any missing column."""
+    t = read_catalogue(path)
+    what = f"truth catalogue {os.fspath(path)}"
+    ra, dec = _col(t, "ra"), _col(t, "dec")
+    x, y = _col(t, "x"), _col(t, "y")
+    have_sky = ra is not None and dec is not None
+    have_pix = x is not None and y is not None
+    if not have_sky and not have_pix:
+        raise CatalogueError(f"{what}: missing position columns: need 'ra' and 'dec' (deg) or "
+                             f"'x' and 'y' (pixels); it has {t.colnames}")
+    if not have_pix and image.wcs is None:
+        raise CatalogueError(f"{what}: missing columns 'x' and 'y': the image has no WCS, so sky "
+                             "positions cannot be placed on it")
+    flux = _col(t, "flux")
+    if flux is None:
+        raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
+                             f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")
+    if have_sky and image.wcs is not None:
+        x, y = sky_to_pixel(image.wcs, ra, dec)
+    elif not have_sky and image.wcs is not None:
+        ra, dec = pixel_to_sky(image.wcs, x, y)
+    H, W = image.shape[-2:]
+    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
+    inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    ok = inside.copy()
+    if inside.any() and image.ndim == 2:
+        ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))
+    sdc1_like = "b_maj" in [c.lower() for c in t.colnames]
+    bmaj, bmin, pa = _col(t, "bmaj"), _col(t, "bmin"), _col(t, "pa")
+    beam = image.beam.bmaj if image.beam is not None else None
+    if bmaj is not None and bmin is not None and beam is not None:
+        if sdc1_like:  # SDC1 sizes are intrinsic: add the restoring beam
+            bmaj, bmin = np.hypot(bmaj, beam), np.hypot(bmin, image.beam.bmin)
+        else:
+            bmaj, bmin = np.maximum(bmaj, beam), np.maximum(bmin, image.beam.bmin)
+    snr = _col(t, "snr")
+    if snr is None:
+        rms = noise.at(y, x) * image.unit_scale
+        if bmaj is not None and bmin is not None and beam is not None:
+            peak = flux * (image.beam.bmaj * image.beam.bmin) / (bmaj * bmin)
+        else:
+            peak = flux  # point sources: peak (Jy/beam) = flux (Jy)
+        snr = peak / rms
+    sdc1 = None
+    names = {c.lower(): c for c in t.colnames}
+    if all(c in names for c in SDC1_COLUMNS):
+        sdc1 = {c: np.asarray(t[names[c]], np.float64)[ok] for c in SDC1_COLUMNS}
+    elif ra is not None:
+        zero = np.zeros(len(t))
+
+        def first(*cols):
+            return next((c for c in cols if c is not None), zero)[ok]
+
+        sdc1 = sdc1_columns(np.arange(1, ok.sum() + 1), ra[ok], dec[ok], flux[ok],
+                            first(_col(t, "bmaj_deconv"), bmaj), first(_col(t, "bmin_deconv"), bmin),
+                            first(pa))
+
+    def sel(v):
+        return None if v is None else v[ok]
+
+    return Truth(x=x[ok], y=y[ok], ra=sel(ra), dec=sel(dec), flux=flux[ok], snr=snr[ok],
+                 bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1)
+
+
+def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:
+    """SDC1 columns (core = centroid = the position, core_frac 0) from plain arrays."""
+    n = len(ra)
+    return {"id": np.asarray(ids, np.float64), "ra_core": np.asarray(ra), "dec_core": np.asarray(dec),
+            "ra_cent": np.asarray(ra), "dec_cent": np.asarray(dec), "flux": np.asarray(flux),
+            "core_frac": np.zeros(n), "b_maj": np.asarray(bmaj), "b_min": np.asarray(bmin),
+            "pa": np.asarray(pa), "size": np.full(n, float(size)), "class": np.full(n, float(cls))}
+
+
+def match_catalogues(det: Any, truth: Truth, beam_fwhm: float, *, factor: float = 1.0,
+                     pixel_scale: float | None = None, select: np.ndarray | None = None) -> Match:
+    """One-to-one match of detection table ``det`` (rows ``select``) with ``truth``: on the
+    sky when both have positions there (``beam_fwhm`` arcsec), else in pixels (``beam_fwhm``
+    converted with ``pixel_scale``).  Radius: ``factor * max(beam, true bmaj)``."""
+    idx = np.arange(len(det)) if select is None else np.asarray(select)
+    size = truth.bmaj
+    if truth.ra is not None and "ra" in det.colnames:
+        r = match_radius(beam_fwhm, size, factor=factor)
+        m = crossmatch_sky(np.asarray(det["ra"])[idx], np.asarray(det["dec"])[idx], truth.ra,
+                           truth.dec, np.broadcast_to(r, truth.ra.shape))
+    else:
+        ps = pixel_scale or 1.0
+        r = match_radius(beam_fwhm / ps, None if size is None else size / ps, factor=factor)
+        m = crossmatch_pixels(np.asarray(det["x"])[idx], np.asarray(det["y"])[idx], truth.x,
+                              truth.y, np.broadcast_to(r, truth.x.shape))
+    if select is None:
+        return m
+    n = len(det)
+    d2t = np.full(n, -1, np.int64)
+    d2t[idx] = m.det_to_truth
+    t2d = np.full(m.truth_to_det.shape, -1, np.int64)
+    hit = m.truth_to_det >= 0
+    t2d[hit] = idx[m.truth_to_det[hit]]
+    return Match(det=idx[m.det], truth=m.truth, separation=m.separation, det_to_truth=d2t,
+                 truth_to_det=t2d)
+
+
+def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
+               min_truth_snr: float = 0.0, flux_bins=None) -> Scores:
+    """:func:`score_catalogue` for a detection table and a :class:`Truth`."""
+    sky = truth.ra is not None and "ra" in det.colnames
+    pos = (np.asarray(det["ra"]), np.asarray(det["dec"])) if sky else (np.asarray(det["x"]),
+                                                                      np.asarray(det["y"]))
+    tpos = (truth.ra, truth.dec) if sky else (truth.x, truth.y)
+    sizes = None
+    if truth.bmaj is not None and "bmaj" in det.colnames:
+        sizes = ((np.asarray(det["bmaj"]), np.asarray(det["bmin"])), (truth.bmaj, truth.bmin))
+    return score_catalogue(
+        match, truth_snr=truth.snr, det_snr=np.asarray(det["snr"]), truth_flux=truth.flux,
+        det_flux=np.asarray(det["flux"]), det_pos=pos, truth_pos=tpos, sky=sky,
+        det_size=sizes[0] if sizes else None, truth_size=sizes[1] if sizes else None,
+        det_pa=np.asarray(det["pa"]) if "pa" in det.colnames else None, truth_pa=truth.pa,
+        snr_bins=snr_bins, flux_bins=flux_bins, min_truth_snr=min_truth_snr)
+
+
+def _fmt(v: float, spec: str = ".3f") -> str:
+    return "  nan" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | None] | None = None,
+                        seconds: dict[str, float] | None = None) -> str:
+    """A text table comparing several finders: overall precision/recall/F1, the same per
+    SNR bin, SDC1 score and run time."""
+    names = list(results)
+    w = max(12, *(len(n) + 2 for n in names))
+    head = f"{'':<24}" + "".join(f"{n:>{w}}" for n in names)
+    lines = [head, "-" * len(head)]
+
+    def row(label, vals):
+        lines.append(f"{label:<24}" + "".join(f"{v:>{w}}" for v in vals))
+
+    row("detections", [str(results[n].n_det) for n in names])
+    row("true sources (scored)", [str(results[n].n_truth) for n in names])
+    for k in ("precision", "recall", "f1"):
+        row(f"{k} (overall)", [_fmt(getattr(results[n], k)) for n in names])
+    first = results[names[0]].by_snr
+    for i, lab in enumerate(first.labels()):
+        row(f"SNR {lab}: n_true", [str(int(results[n].by_snr.n_truth[i])) for n in names])
+        row("   precision/recall",
+            [f"{_fmt(results[n].by_snr.precision[i], '.2f')}/{_fmt(results[n].by_snr.recall[i], '.2f')}"
+             for n in names])
+        row("   F1", [_fmt(results[n].by_snr.f1[i]) for n in names])
+    row("median flux ratio", [_fmt(results[n].flux_ratio) for n in names])
+    row(f"median offset ({results[names[0]].unit})", [_fmt(results[n].median_separation) for n in names])
+    if sdc1:
+        row("SDC1 score", [_fmt(sdc1[n].value, ".1f") if sdc1.get(n) else "-" for n in names])
+        row("SDC1 n_match", [str(sdc1[n].n_match) if sdc1.get(n) else "-" for n in names])
+    if seconds:
+        row("run time (s)", [_fmt(seconds.get(n, float("nan")), ".1f") for n in names])
+    return "\n".join(lines)
+
+
+def format_scores(s: Scores, sdc1: Sdc1Score | None = None) -> str:
+    """A readable multi-line report of one finder's scores."""
+    u = s.unit
+    out = [f"detections {s.n_det}: {s.n_tp} matched to a true source, {s.n_fp} false; "
+           f"{s.n_truth} true sources scored, {s.n_fn} of them missed",
+           f"precision (reliability) {_fmt(s.precision)}  recall (completeness) {_fmt(s.recall)}  "
+           f"F1 {_fmt(s.f1)}",
+           f"matched: median separation {_fmt(s.median_separation)} {u}, median offset "
+           f"({_fmt(s.median_offset[0])}, {_fmt(s.median_offset[1])}) {u}",
+           f"         flux ratio (measured/true) median {_fmt(s.flux_ratio)}, robust scatter "
+           f"{_fmt(s.flux_ratio_scatter)}",
+           f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; median PA "
+           f"error {_fmt(s.pa_error, '.1f')} deg (elongated sources)",
+           "", f"{'SNR bin':<16}{'n_true':>8}{'n_det':>8}{'recall':>9}{'precision':>11}{'F1':>8}"]
+    b = s.by_snr
+    for i, lab in enumerate(b.labels()):
+        out.append(f"{lab:<16}{int(b.n_truth[i]):>8}{int(b.n_det[i]):>8}{_fmt(b.recall[i]):>9}"
+                   f"{_fmt(b.precision[i]):>11}{_fmt(b.f1[i]):>8}")
+    if sdc1 is not None:
+        out += ["", f"SDC1 score {sdc1.value:.3f} (n_det {sdc1.n_det}, n_match {sdc1.n_match}, "
+                    f"n_false {sdc1.n_false}, mean per-match {_fmt(sdc1.acc_pc, '.1f')} %)"]
+    return "\n".join(out)
+
+
+def _bins_table(b: BinnedScores, unit: str | None) -> Any:
+    return make_table({f"{b.quantity}_min": b.edges[:-1], f"{b.quantity}_max": b.edges[1:],
+                       "n_true": b.n_truth, "n_true_matched": b.n_truth_matched,
+                       "n_det": b.n_det, "n_det_matched": b.n_det_matched,
+                       "recall": b.recall, "precision": b.precision, "f1": b.f1},
+                      units={f"{b.quantity}_min": unit, f"{b.quantity}_max": unit})
+
+
+@dataclass
+class ValReport:
+    """What :func:`validate` computed: the detection table, truth, match, scores, PR curve,
+    SDC1 score, the report text and the files written."""
+
+    table: Any
+    truth: Truth
+    match: Match
+    scores: Scores
+    pr: dict[str, np.ndarray]
+    sdc1: Sdc1Score | None
+    text: str
+    files: list[str]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def validate(
+    image: str | os.PathLike,
+    model: str | os.PathLike | LoadedModel,
+    truth: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    obj_threshold: float | None = None,
+    match_factor: float = 1.0,
+    min_truth_snr: float = 5.0,
+    snr_bins=SNR_BINS,
+    sdc1_freq: int = 560,
+    sdc1_area: str = "all",
+    plots: bool = True,
+    progress: bool = True,
+    hdu: int | str | None = None,
+    log=print,
+) -> ValReport:
+    """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
+    (created if needed).  Inputs are checked before the detector runs; the folder and its
+    files are written only once everything is computed, each file atomically."""
+    mdl = model if isinstance(model, LoadedModel) else load_model(model)
+    thr = float(np.max(mdl.card.obj_threshold)) if obj_threshold is None else float(obj_threshold)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{os.fspath(out_dir)}: exists and is not a folder")
+    with open_image(image, hdu) as img:
+        from .noise import estimate_noise_map
+
+        noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
+        tr = load_truth(truth, img, noise)  # checks columns before the long part
+        low = min(0.05, thr)
+        res = find_sources(img, mdl, obj_threshold=low, progress=progress, noise=noise)
+        beam = img.beam.bmaj if img.beam is not None else (img.pixel_scale or 1.0) * 3.0
+        full = res.table
+        obj = np.asarray(full["objectness"])
+        keep = np.flatnonzero(obj >= thr)
+        det = full[keep]
+        det["id"] = np.arange(1, len(det) + 1)
+        m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=img.pixel_scale)
+        sc = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
+        counted = tr.snr >= min_truth_snr
+        thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
+        pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
+            full, tr, beam, factor=match_factor, pixel_scale=img.pixel_scale, select=sel),
+            int(counted.sum()), counted)
+        sdc1 = None
+        if tr.sdc1 is not None and "ra" in det.colnames and len(det):
+            sub = sdc1_columns(np.asarray(det["id"]), np.asarray(det["ra"]), np.asarray(det["dec"]),
+                               np.asarray(det["flux"]),
+                               np.asarray(det["bmaj_deconv"] if "bmaj_deconv" in det.colnames
+                                          else det["bmaj"]),
+                               np.asarray(det["bmin_deconv"] if "bmin_deconv" in det.colnames
+                                          else det["bmin"]), np.asarray(det["pa"]))
+            good = np.all([np.isfinite(v) for v in sub.values()], axis=0)
+            sdc1 = sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, sdc1_freq,
+                              area=sdc1_area)
+        text = (f"image {os.fspath(image)}, model {mdl.card.path}, objectness >= {thr:g}\n"
+                f"{res.timings['tiles']} tiles at {res.timings['tiles_per_s']:.1f} tiles/s; "
+                f"noise {res.timings['noise_s']:.1f} s, detection {res.timings['detect_s']:.1f} s,"
+                f" measurement {res.timings['measure_s']:.1f} s\n"
+                f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
+                f"(of {len(tr.x)} in the image); precision counts every detection\n"
+                + format_scores(sc, sdc1))
+        det["match_id"] = np.where(m.det_to_truth >= 0,
+                                   np.asarray(_truth_ids(tr))[np.maximum(m.det_to_truth, 0)], -1)
+        tt = tr.table.copy()
+        tt["snr_used"] = tr.snr
+        tt["det_id"] = np.where(m.truth_to_det >= 0, m.truth_to_det + 1, -1)
+        files: dict[str, bytes | Any] = {}
+        summary = {"scores": sc.summary(), "obj_threshold": thr,
+                   "by_snr": {"edges": sc.by_snr.edges, "recall": sc.by_snr.recall,
+                              "precision": sc.by_snr.precision, "f1": sc.by_snr.f1,
+                              "n_true": sc.by_snr.n_truth, "n_det": sc.by_snr.n_det},
+                   "pr_curve": pr, "timings": res.timings,
+                   "sdc1": None if sdc1 is None else {
+                       "value": sdc1.value, "n_det": sdc1.n_det, "n_match": sdc1.n_match,
+                       "n_bad": sdc1.n_bad, "n_false": sdc1.n_false, "acc_pc": sdc1.acc_pc,
+                       "freq": sdc1_freq, "area": sdc1_area}}
+        files["scores.json"] = (json.dumps(_jsonable(summary), indent=1) + "\n").encode()
+        files["report.txt"] = (text + "\n").encode()
+        figs = {}
+        if plots:
+            try:
+                figs = _figures(img, res, det, tr, m, sc, pr, thr)
+            except MissingExtraError as err:
+                log(f"no plots: {err}")
+    written = []
+    os.makedirs(out_dir, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        write_catalogue(det, os.path.join(out_dir, "catalogue.ecsv"))
+        write_catalogue(tt, os.path.join(out_dir, "truth_matched.ecsv"))
+        write_catalogue(_bins_table(sc.by_snr, None), os.path.join(out_dir, "scores_by_snr.ecsv"))
+        written += ["catalogue.ecsv", "truth_matched.ecsv", "scores_by_snr.ecsv"]
+        if sc.by_flux is not None:
+            write_catalogue(_bins_table(sc.by_flux, "Jy"), os.path.join(out_dir, "scores_by_flux.ecsv"))
+            written.append("scores_by_flux.ecsv")
+    for name, data in files.items():
+        with atomic_write(os.path.join(out_dir, name)) as fh:
+            fh.write(data)
+        written.append(name)
+    from .plots import save_figure
+
+    for name, fig in figs.items():
+        save_figure(fig, os.path.join(out_dir, name))
+        written.append(name)
+    return ValReport(det, tr, m, sc, pr, sdc1, text, written)
+
+
+def _truth_ids(tr: Truth) -> np.ndarray:
+    c = find_column(tr.table, "id")
+    return np.asarray(tr.table[c]) if c else np.arange(1, len(tr.x) + 1)
+
+
+def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match, sc: Scores, pr: dict,
+             thr: float) -> dict[str, Any]:
+    from .plots import completeness_reliability, field_overlay, flux_recovery, pr_curve_plot
+
+    H, W = img.shape[-2:]
+    step = max(1, int(math.ceil(max(H, W) / 2048)))
+    shown = tr.snr >= 3.0  # fainter true sources are not expected to be found
+    view = img.read((slice(None, None, step), slice(None, None, step))) if img.ndim == 2 else \
+        np.nanmax(img.read((slice(None), slice(None, None, step), slice(None, None, step))), axis=0)
+    unit = img.bunit or "Jy/beam"
+    figs = {
+        "field_overlay.png": field_overlay(
+            view, wcs=img.wcs, step=step, unit=unit, rms=res.noise.median_rms,
+            truth_xy=(tr.x[shown], tr.y[shown]), truth_matched=(m.truth_to_det >= 0)[shown],
+            det_xy=(np.asarray(det["x"]), np.asarray(det["y"])), det_matched=m.det_to_truth >= 0,
+            title=f"{os.path.basename(img.path)}: {len(det)} detections (objectness >= {thr:g}), "
+                  f"{int(shown.sum())} true sources of SNR >= 3 (circles)"),
+        "completeness_reliability.png": completeness_reliability({"cianna_jax": sc.by_snr}),
+        "pr_curve.png": pr_curve_plot(pr, operating=thr),
+    }
+    if m.n:
+        figs["flux_recovery.png"] = flux_recovery(tr.flux[m.truth], np.asarray(det["flux"])[m.det])
+    return figs

@@ -1,0 +1,204 @@
+"""predict / val / simulate end to end on small FITS files, bad input, bounded memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+
+from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
+from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
+from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
+from cianna_jax.astro.pipeline import find_sources, predict_file  # noqa: E402
+from cianna_jax.astro.predict import detect  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+# cli.main tunes XLA flags, which warns in a process where JAX already started
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+
+def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
+    image, truth, _ = field
+    out = tmp_path / "cat.ecsv"
+    assert main(["predict", "--model", tiny_model, "--image", image, "--out", str(out),
+                 "--quiet"]) == 0
+    assert "sources ->" in capsys.readouterr().out
+    t = read_catalogue(out)
+    assert len(t) > 0
+    for c in ("id", "ra", "dec", "x", "y", "flux", "flux_err", "snr", "bmaj", "bmin", "pa",
+              "objectness", "prior"):
+        assert c in t.colnames
+    assert str(t["ra"].unit) == "deg" and str(t["flux"].unit) == "Jy"
+    assert str(t["bmaj"].unit) == "arcsec" and str(t["pa"].unit) == "deg"
+    assert np.isfinite(np.asarray(t["ra"])).all() and np.isfinite(np.asarray(t["snr"])).all()
+    assert "east of north" in t.meta["pa_convention"]
+    np.testing.assert_array_equal(t["id"], np.arange(1, len(t) + 1))
+    assert min(np.asarray(t["objectness"])) >= 0.5
+    rep = tmp_path / "report"
+    assert main(["val", "--model", tiny_model, "--image", image, "--catalogue", truth,
+                 "--out", str(rep), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "precision (reliability)" in text and "SDC1 score" in text
+    files = set(os.listdir(rep))
+    assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
+            "report.txt"} <= files
+    assert {"field_overlay.png", "completeness_reliability.png", "pr_curve.png"} <= files
+    s = json.loads((rep / "scores.json").read_text())
+    assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
+
+
+@pytest.mark.parametrize("ext", [".fits", ".xml", ".sdc1"])
+def test_predict_other_formats(tmp_path, field, tiny_model, ext):
+    image = field[0]
+    assert main(["predict", "--model", tiny_model, "--image", image, "--out",
+                 str(tmp_path / f"c{ext}"), "--quiet", "--no-fit"]) == 0
+    t = read_catalogue(tmp_path / f"c{ext}")
+    assert len(t) > 0 and ("ra" in t.colnames or "ra_core" in t.colnames)
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
+    image, truth, _ = field
+    args = ["--model", tiny_model, "--quiet"]
+    # unknown output extension: refused before any work
+    assert main(["predict", *args, "--image", image, "--out", str(tmp_path / "c.xlsx")]) == 2
+    assert "unknown catalogue extension '.xlsx'" in _err(capsys)
+    # all-NaN image
+    fits.PrimaryHDU(np.full((40, 40), np.nan, np.float32)).writeto(tmp_path / "nan.fits")
+    with pytest.warns(UserWarning):
+        assert main(["predict", *args, "--image", str(tmp_path / "nan.fits"),
+                     "--out", str(tmp_path / "n.ecsv")]) == 2
+    assert "blank" in _err(capsys)
+    # 1-D data
+    fits.PrimaryHDU(np.ones(40, np.float32)).writeto(tmp_path / "one.fits")
+    assert main(["predict", *args, "--image", str(tmp_path / "one.fits"),
+                 "--out", str(tmp_path / "o.ecsv")]) == 2
+    assert "need a 2D image or a 3D cube" in _err(capsys)
+    # a tile size the network cannot take
+    assert main(["predict", *args, "--image", image, "--tile", "36",
+                 "--out", str(tmp_path / "t.ecsv")]) == 2
+    assert "cannot take" in _err(capsys)
+    # a model without its card
+    assert main(["predict", "--model", str(tmp_path / "none.dat"), "--image", image,
+                 "--out", str(tmp_path / "m.ecsv")]) == 2
+    assert "no model card" in _err(capsys)
+    # a truth catalogue without flux: the column is named, no report folder is made
+    (tmp_path / "bad_truth.csv").write_text("ra,dec\n0.0,-30.0\n")
+    assert main(["val", *args, "--image", image, "--catalogue", str(tmp_path / "bad_truth.csv"),
+                 "--out", str(tmp_path / "rep")]) == 2
+    assert "missing column 'flux'" in _err(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["bad_truth.csv", "nan.fits", "one.fits"]
+
+
+def test_nan_border_and_no_wcs(tmp_path, field, loaded_tiny):
+    image, _, f = field
+    res = find_sources(image, loaded_tiny, obj_threshold=0.45, progress=False)
+    assert np.isfinite(res.noise.rms).all()
+    for c in ("x", "y", "ra", "dec", "flux", "snr"):
+        assert np.isfinite(np.asarray(res.table[c])).all()
+    h = fits.Header()
+    h["BUNIT"] = "JY/BEAM"
+    fits.PrimaryHDU(np.nan_to_num(f.image), h).writeto(tmp_path / "nowcs.fits")
+    with pytest.warns(UserWarning, match="no celestial WCS"):
+        res = find_sources(tmp_path / "nowcs.fits", loaded_tiny, progress=False)
+    assert "ra" not in res.table.colnames and "x" in res.table.colnames
+    with pytest.warns(UserWarning), pytest.raises(ImageError, match="SDC1 output needs sky"):
+        predict_file(tmp_path / "nowcs.fits", loaded_tiny, tmp_path / "c.sdc1", progress=False)
+    assert not (tmp_path / "c.sdc1").exists()
+
+
+def test_cube_with_the_3d_detector(tmp_path):
+    from conftest import make_tiny_3d
+
+    card = make_tiny_3d(tmp_path)
+    rng = np.random.default_rng(0)
+    cube = rng.normal(0, 1e-3, (1, 12, 24, 24)).astype(np.float32)
+    cube[0, 5:8, 10:14, 10:14] += 0.05
+    h = fits.Header()
+    for k, (t, v, d) in enumerate([("RA---SIN", 0.0, -1e-4), ("DEC--SIN", -30.0, 1e-4),
+                                   ("FREQ", 1.4e9, 1e5), ("STOKES", 1.0, 1.0)], 1):
+        h[f"CTYPE{k}"], h[f"CRVAL{k}"], h[f"CDELT{k}"], h[f"CRPIX{k}"] = t, v, d, 1.0
+    h["BUNIT"], h["BMAJ"], h["BMIN"] = "JY/BEAM", 3e-4, 3e-4
+    fits.PrimaryHDU(cube, h).writeto(tmp_path / "cube.fits")
+    res = find_sources(tmp_path / "cube.fits", card, obj_threshold=0.0, progress=False)
+    assert len(res.table) > 0 and "z" in res.table.colnames and "ra" in res.table.colnames
+    assert (np.asarray(res.table["z"]) < 12).all()
+
+
+def test_streaming_bounded_memory(tmp_path, loaded_tiny):
+    """A 2048x2048 memory-mapped image: the noise map and the detector read it a box or a
+    tile at a time; no image-sized float array is ever allocated."""
+    n = 2048
+    hdu = fits.PrimaryHDU(np.zeros((n, n), np.float32))
+    hdu.header["BUNIT"] = "JY/BEAM"
+    hdu.writeto(tmp_path / "big.fits")
+    with fits.open(tmp_path / "big.fits", mode="update", memmap=True) as hl:  # noise, in place
+        rng = np.random.default_rng(0)
+        for r in range(0, n, 256):
+            hl[0].data[r:r + 256] = rng.normal(0, 1e-5, (256, n)).astype(np.float32)
+    biggest = []
+    with pytest.warns(UserWarning), open_image(tmp_path / "big.fits") as img:
+        def read(w):
+            a = img.read(w)
+            biggest.append(a.size)
+            return a
+
+        tracemalloc.start()
+        noise = estimate_noise_map(read, img.shape, box=128)
+        det = detect(read, img.shape, loaded_tiny, noise=noise, obj_threshold=0.9,
+                     progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    image_bytes = n * n * 4
+    assert det.n_tiles > 1000
+    assert max(biggest) <= 128 * 128
+    assert peak < image_bytes / 8, f"peak traced allocation {peak / 2**20:.1f} MiB"
+
+
+def test_import_pulls_no_optional_dependency():
+    code = ("import sys, cianna_jax, cianna_jax.astro, cianna_jax.cli, cianna_jax.demo; "
+            "bad = [m for m in ('astropy', 'matplotlib', 'tqdm') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_simulate_and_info(tmp_path, capsys):
+    assert main(["simulate", "--out", str(tmp_path / "s.fits"), "--truth",
+                 str(tmp_path / "s.ecsv"), "--size", "64", "--sdc1-layout"]) == 0
+    with open_image(tmp_path / "s.fits") as img:
+        assert img.shape == (64, 64) and img.data.ndim == 2
+    assert len(read_catalogue(tmp_path / "s.ecsv")) > 0
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "optional extras:" in out and "astro" in out and "progress" in out
+
+
+def test_truth_without_snr_in_sdc1_format(tmp_path, field):
+    from cianna_jax.astro.catalogue import read_catalogue as read
+    from cianna_jax.astro.catalogue import write_sdc1
+    from cianna_jax.astro.validate import load_truth
+
+    image, truth, f = field
+    t = read(truth)
+    write_sdc1(t, tmp_path / "truth.sdc1", header=False)  # intrinsic sizes, no snr column
+    with open_image(image) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        tr = load_truth(tmp_path / "truth.sdc1", img, noise)
+        ref = load_truth(truth, img, noise)
+    assert tr.sdc1 is not None and len(tr.x) == len(ref.x)
+    np.testing.assert_allclose(tr.x, ref.x, atol=1e-3)
+    point = np.asarray(t["kind"]) == 0
+    # from flux, size and the local rms (estimated on 32-pixel boxes): close to the true SNR
+    np.testing.assert_allclose(tr.snr[point], ref.snr[point], rtol=0.25)
+    np.testing.assert_allclose(tr.bmaj, ref.bmaj, rtol=1e-3)  # intrinsic (+) beam = convolved
