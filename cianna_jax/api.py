@@ -624,8 +624,26 @@ def save_state(state: NetState, file, binary: bool) -> None:
     folder = os.path.dirname(os.fspath(file))
     if folder and not os.path.isdir(folder):
         raise FileNotFoundError(f"file: folder {folder!r} does not exist")
-    write_network(file, state.in_dims, layers_to_records(state.net, state.forward_params()),
-                  binary, version=state.dialect)
+    records = layers_to_records(state.net, state.forward_params())
+    _in_dialect(state, lambda version: write_network(file, state.in_dims, records, binary,
+                                                     version=version))
+
+
+def _in_dialect(state: NetState, fn, *, any_error: bool = False):
+    """``fn(version)`` in the network's file dialect; a V-1.0 network holding V-1.1
+    layers (``grn``, ``merge``, grouped conv...) uses V-1.1 files, which only they need.
+    ``any_error`` (reading): a file that is not a valid V-1.0 file is tried as a V-1.1
+    one, and the V-1.0 error is raised if that fails too."""
+    try:
+        return fn(state.dialect)
+    except ValueError as err:
+        if state.dialect != "1.0" or not (any_error or "version='1.1'" in str(err)):
+            raise
+        first = err
+    try:
+        return fn("1.1")
+    except ValueError:
+        raise first from None
 
 
 def save_optimizer_state(state: NetState, file, binary: bool) -> None:
@@ -675,13 +693,11 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
     base = state.net if state.layers else None
     settings = state.yolo_params
     override = not (settings or {}).get("no_override", 0)
-    loaded = load_network(file, binary=binary,
-                          bias=None if state.dialect == "1.1" else state.bias,
-                          in_dims=state.in_dims, nb_layers=nb_layers,
-                          nb_skip_layers=nb_skip_layers, base=base,
-                          base_params=state.params if base else None,
-                          yolo_settings=settings, yolo_override=override,
-                          version=state.dialect)
+    loaded = _in_dialect(state, lambda version: load_network(
+        file, binary=binary, bias=None if state.dialect == "1.1" else state.bias,
+        in_dims=state.in_dims, nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
+        base_params=state.params if base else None, yolo_settings=settings,
+        yolo_override=override, version=version), any_error=True)
     first_new = len(state.layers)
     if loaded.yolo and loaded.net.yolo is not None:
         if settings is None:

@@ -71,3 +71,23 @@ def test_v11_script_trains_saves_and_resumes_exactly(in_tmp_dir):
     cnn.load("optim_save/net_optim0_s0002.dat", 2, bin=1, silent=1)
     cnn.train(nb_iter=2, **train_kw)
     np.testing.assert_array_equal(cnn.forward(return_output=1, silent=1), pred)
+
+
+def test_v10_api_with_v11_layers_saves_and_reloads(in_tmp_dir):
+    import cianna_jax as cj
+
+    x = np.random.default_rng(0).normal(size=(4, 72)).astype(np.float32)
+    outs = []
+    for seed, action in ((0, "save"), (1, "load")):
+        cj.init([6, 6], 2, 3, b_size=4, seed=seed, comp_meth="C_BLAS", no_logo=1)
+        if action == "save":
+            cj.conv([3, 3], 4, padding=[1, 1], silent=1)
+            cj.grn(silent=1)
+            cj.merge(-1, -2, "ADD", silent=1)
+            cj.dense(3, activation="LIN", strict_size=1, silent=1)
+            cj.save("net.dat", bin=1)  # a V-1.1 file: only it holds GRN and merge records
+        else:
+            cj.load("net.dat", 0, bin=1, silent=1)
+        cj.create_dataset("TEST", 4, x, np.zeros((4, 3), np.float32), silent=1)
+        outs.append(cj.forward(saving=0, silent=1))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -118,7 +118,7 @@ def test_nan_border_and_no_wcs(tmp_path, field, loaded_tiny):
 
 
 def test_cube_with_the_3d_detector(tmp_path):
-    from conftest import make_tiny_3d
+    from .conftest import make_tiny_3d
 
     card = make_tiny_3d(tmp_path)
     rng = np.random.default_rng(0)
