@@ -17,16 +17,16 @@ record of the file must end with the newline(s) the original writes after it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import numpy as np
 
-from .loader import RecordLoader, check_header, check_yolo_counts
+from .loader import RecordLoader, check_header, check_yolo_counts, read_state_blocks
 from .records import (
     INT32_MAX,
     INT32_MIN,
     RECORD_KIND,
-    STEP_EXTRA,
     WEIGHT_KINDS,
     CiannaFile,
     CiannaFormatError,
@@ -351,7 +351,8 @@ def read_ascii(path, text: str, input_shape, nb_layers, nb_skip,
         rec = _READERS[kind](sc, ld, kind, rec_start, sc.where(rec_start))
         extra = None
         if ld.extra_names is not None and kind in WEIGHT_KINDS:
-            extra = _read_extras(sc, ld.extra_names, rec, kind)
+            extra = read_state_blocks(ld.extra_names, rec, kind, sc.read_floats,
+                                      functools.partial(_read_step, sc))
         sc.close_record(kind)
         ld.finish(rec, extra)
     return ld.result(at_end=sc.pos >= sc.n)
@@ -382,25 +383,6 @@ def _read_step(sc, kind, name) -> int:
         raise sc.error(f"{name} {step}: expected a count of updates >= 0", kind, start)
     sc.pos = end + 1
     return step
-
-
-def _read_extras(sc, names, rec, kind) -> dict:
-    """The state blocks of an optimizer-state file after ``rec``'s learned values: per
-    name a copy of ``rec`` holding that block, or the step count."""
-    out = {}
-    for name in names:
-        if name == STEP_EXTRA:
-            out[name] = _read_step(sc, kind, name)
-        elif kind in ("norm", "grn"):
-            n = rec.gamma.size
-            gamma = sc.read_floats(n, f"{kind} {name} gamma values ({n})", kind)
-            beta = sc.read_floats(n, f"{kind} {name} beta values ({n})", kind)
-            out[name] = dataclasses.replace(rec, gamma=gamma, beta=beta)
-        else:
-            rows, cols = rec.weights.shape
-            w = sc.read_floats(rows * cols, f"{kind} {name} ({rows} rows x {cols})", kind)
-            out[name] = dataclasses.replace(rec, weights=w.reshape(rows, cols))
-    return out
 
 
 def _read_dense(sc, ld, kind, start, where):

@@ -10,16 +10,16 @@ bytes left in the file before anything is allocated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import struct
 
 import numpy as np
 
-from .loader import RecordLoader, check_header, check_yolo_counts
+from .loader import RecordLoader, check_header, check_yolo_counts, read_state_blocks
 from .records import (
     INT32_MAX,
     RECORD_KIND,
-    STEP_EXTRA,
     STRING_FIELD_SIZE,
     WEIGHT_KINDS,
     CiannaFile,
@@ -205,32 +205,19 @@ def read_binary(path, data: bytes, input_shape, nb_layers, nb_skip,
             ld.prepare(rec, kind, where)
         extra = None
         if ld.extra_names is not None and kind in WEIGHT_KINDS:
-            extra = _read_extras(sc, ld.extra_names, rec, kind)
+            extra = read_state_blocks(ld.extra_names, rec, kind, sc.floats,
+                                      functools.partial(_read_step, sc))
         ld.finish(rec, extra)
     return ld.result(at_end=sc.pos >= sc.n)
 
 
-def _read_extras(sc, names, rec, kind) -> dict:
-    """The state blocks of an optimizer-state file after ``rec``'s learned values: per
-    name a copy of ``rec`` holding that block, or the step count."""
-    out = {}
-    for name in names:
-        if name == STEP_EXTRA:
-            (step,) = sc.unpack("Q", f"{kind} {name} (uint64)", kind)
-            if step > INT32_MAX:
-                raise sc.error(f"{name} {step}: expected a count of updates in "
-                               f"0..{INT32_MAX}", kind, sc.pos - 8)
-            out[name] = int(step)
-        elif kind in ("norm", "grn"):
-            n = rec.gamma.size
-            gamma = sc.floats(n, f"{kind} {name} gamma ({n} floats)", kind)
-            beta = sc.floats(n, f"{kind} {name} beta ({n} floats)", kind)
-            out[name] = dataclasses.replace(rec, gamma=gamma, beta=beta)
-        else:
-            rows, cols = rec.weights.shape
-            w = sc.floats(rows * cols, f"{kind} {name} ({rows} x {cols} floats)", kind)
-            out[name] = dataclasses.replace(rec, weights=w.reshape(rows, cols))
-    return out
+def _read_step(sc, kind, name) -> int:
+    """The uint64 update count of an optimizer-state block (int32 range)."""
+    (step,) = sc.unpack("Q", f"{kind} {name} (uint64)", kind)
+    if step > INT32_MAX:
+        raise sc.error(f"{name} {step}: expected a count of updates in 0..{INT32_MAX}", kind,
+                       sc.pos - 8)
+    return int(step)
 
 
 def _conv_activation(sc, kind, v11: bool) -> str:

@@ -10,8 +10,11 @@ from record to record and builds the resulting
 
 from __future__ import annotations
 
+import dataclasses
+
 from .records import (
     MAX_RECORDS,
+    STEP_EXTRA,
     CiannaFile,
     CiannaFormatError,
     attach_input_shape,
@@ -28,7 +31,7 @@ from .records import (
     check_yolo_counts as _check_yolo_counts,
 )
 
-__all__ = ["RecordLoader", "check_header", "check_yolo_counts"]
+__all__ = ["RecordLoader", "check_header", "check_yolo_counts", "read_state_blocks"]
 
 
 class RecordLoader:
@@ -137,3 +140,25 @@ def check_yolo_counts(ld, kind, where, nb_filters, counts):
         _check_yolo_counts(nb_filters, *counts[:3])
     except ValueError as e:
         raise ld.error(str(e), kind, where) from None
+
+
+def read_state_blocks(names, rec, kind, read_floats, read_step) -> dict:
+    """The state blocks of an optimizer-state file after ``rec``'s learned values, for
+    both formats: per name a copy of ``rec`` holding that block, or the step count.
+    ``read_floats(count, what, kind)`` and ``read_step(kind, name)`` are the format's
+    readers (with their bounds and bytes-left checks)."""
+    out = {}
+    for name in names:
+        if name == STEP_EXTRA:
+            out[name] = read_step(kind, name)
+        elif kind in ("norm", "grn"):
+            n = rec.gamma.size
+            gamma = read_floats(n, f"{kind} {name} gamma ({n} values)", kind)
+            beta = read_floats(n, f"{kind} {name} beta ({n} values)", kind)
+            out[name] = dataclasses.replace(rec, gamma=gamma, beta=beta)
+        else:
+            rows, cols = rec.weights.shape
+            w = read_floats(rows * cols, f"{kind} {name} ({rows} rows x {cols} values)",
+                            kind)
+            out[name] = dataclasses.replace(rec, weights=w.reshape(rows, cols))
+    return out

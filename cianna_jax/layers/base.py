@@ -116,6 +116,13 @@ class LayerBase:
         ones = {k: jnp.ones((), v.dtype) for k, v in params.items()}
         return ones, dict(ones)
 
+    @staticmethod
+    def updated_never_decayed(params: dict[str, jax.Array]) -> tuple[dict, dict]:
+        """(update, decay) masks of normalisation parameters (gamma, beta): updated,
+        never decayed; for layers whose :meth:`update_masks` is that rule."""
+        return ({k: jnp.ones((), v.dtype) for k, v in params.items()},
+                {k: jnp.zeros((), v.dtype) for k, v in params.items()})
+
     def v11_decay_mask(self, params: dict[str, jax.Array]) -> dict:
         """CIANNA V-1.1's weight-decay mask per parameter (its update kernels' offsets);
         by default the same as V-1.0's (:meth:`update_masks`)."""

@@ -129,8 +129,7 @@ class GRN(LayerBase):
 
     def update_masks(self, params):
         """Gamma and beta are updated, never decayed (CIANNA V-1.1)."""
-        upd = {k: jnp.ones((), v.dtype) for k, v in params.items()}
-        return upd, {k: jnp.zeros((), v.dtype) for k, v in params.items()}
+        return self.updated_never_decayed(params)
 
     @property
     def title(self) -> str:

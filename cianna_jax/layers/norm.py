@@ -117,8 +117,7 @@ class Norm(LayerBase):
 
     def update_masks(self, params):
         """Group-norm parameters are updated but never decayed (CIANNA)."""
-        upd = {k: jnp.ones((), v.dtype) for k, v in params.items()}
-        return upd, {k: jnp.zeros((), v.dtype) for k, v in params.items()}
+        return self.updated_never_decayed(params)
 
     @property
     def title(self) -> str:
