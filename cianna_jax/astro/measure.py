@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..progress import Progress
 from .gaussfit import fit_gaussians
 from .noise import NoiseMap
-from .progress import Progress
 
 __all__ = ["Measurements", "measure_sources", "measure_boxes_3d"]
 

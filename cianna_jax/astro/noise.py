@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .progress import Progress
+from ..progress import Progress
 
 __all__ = ["NoiseMap", "clipped_stats", "estimate_noise_map"]
 
