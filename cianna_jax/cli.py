@@ -1,5 +1,5 @@
-"""The ``cianna-jax`` console command: ``predict``, ``val``, ``simulate``, ``demo``, ``info``
-and ``--version``.
+"""The ``cianna-jax`` console command: ``train``, ``predict``, ``val``, ``simulate``, ``demo``,
+``info`` and ``--version``.
 
 Before a command does any JAX work, :func:`cianna_jax.xla_cpu.tune` sets the XLA CPU
 flags measured best for these networks (``CIANNA_JAX_KEEP_XLA_FLAGS=1``: leave them).
@@ -115,6 +115,28 @@ def _val(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .astro.trainer import TrainSettings, train_detector
+
+    if args.resume:
+        res = train_detector(resume_from=args.out, epochs=args.epochs, progress=not args.quiet)
+    else:
+        missing = [f"--{n}" for n in ("image", "catalogue") if getattr(args, n) is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} required (except with --resume)")
+        s = TrainSettings(image=args.image, catalogue=args.catalogue, out=args.out,
+                          epochs=args.epochs or 30, arch=args.arch, patch=args.patch,
+                          valid_fraction=args.valid_fraction, seed=args.seed,
+                          batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
+                          learning_rate=args.lr, min_snr=args.min_snr,
+                          normalisation=args.normalisation, hdu=args.hdu)
+        res = train_detector(s, progress=not args.quiet)
+    print(f"files in {res.out}/: {', '.join(res.files)}")
+    print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
+          f"--out catalogue.ecsv")
+    return 0
+
+
 def _simulate(args) -> int:
     from .astro.catalogue import catalogue_format, write_catalogue
     from .astro.synthetic import synthetic_field, truth_table, write_fits
@@ -181,6 +203,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="SDC1 training-area rule (the challenge: exclude_train)")
     val.add_argument("--no-plots", action="store_true", help="no PNG files")
 
+    tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
+                                      "catalogue; keeps the best and last models")
+    tr.add_argument("--image", help="training FITS image (2D or SDC1 4D)")
+    tr.add_argument("--catalogue", help="its source catalogue: .ecsv, .csv, .fits, .xml or SDC1 "
+                                        "text (ra/dec or x/y, flux, bmaj, bmin, pa)")
+    tr.add_argument("--out", required=True, help="run folder (models, results.csv, training.png)")
+    tr.add_argument("--epochs", type=int, default=None, help="total epochs (default 30; with "
+                                                              "--resume: the run's, or more)")
+    tr.add_argument("--arch", default="default", choices=("default", "sdc1"),
+                    help="default: small network for CPUs; sdc1: CIANNA's SDC1 network (GPU)")
+    tr.add_argument("--patch", type=int, default=None,
+                    help="training patch = detection tile side (default: the network's)")
+    tr.add_argument("--valid-fraction", type=float, default=0.2,
+                    help="share of the catalogue's area kept apart for validation")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    tr.add_argument("--seed", type=int, default=0, help="random seed (patches, weights)")
+    tr.add_argument("--batch", type=int, default=16, help="patches per training step")
+    tr.add_argument("--patches-per-epoch", type=int, default=1024)
+    tr.add_argument("--lr", type=float, default=0.01, help="learning rate (CIANNA SGD)")
+    tr.add_argument("--min-snr", type=float, default=5.0,
+                    help="sources of at least this SNR are targets (and counted in recall)")
+    tr.add_argument("--normalisation", default="snr", choices=("snr", "minmax_tanh"))
+    tr.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+    tr.add_argument("--quiet", action="store_true", help="no per-batch progress")
+
     sim = sub.add_parser("simulate", help="write a synthetic SDC1-like FITS field and its truth")
     sim.add_argument("--out", required=True, help="FITS image to write")
     sim.add_argument("--truth", default=None, help="true catalogue to write (.ecsv, ...)")
@@ -197,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
-    if args.command in ("info", "demo", "predict", "val"):
+    if args.command in ("info", "demo", "predict", "val", "train"):
         xla_cpu.tune()  # before any JAX work; warns if a backend already started
     if args.command == "info":
         return _info()
@@ -207,14 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         args.hdu = int(args.hdu)
     from .astro import MissingExtraError
 
-    run = {"predict": _predict, "val": _val, "simulate": _simulate}[args.command]
+    run = {"predict": _predict, "val": _val, "simulate": _simulate, "train": _train}[args.command]
     try:
         return run(args)
-    except (MissingExtraError, FileNotFoundError, ValueError, OSError) as err:
+    except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:
         print(f"cianna-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cianna-jax {args.command}: interrupted", file=sys.stderr)
+        hint = (f"; the last finished epoch is kept: cianna-jax train --out {args.out} --resume"
+                if args.command == "train" else "")
+        print(f"cianna-jax {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

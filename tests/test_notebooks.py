@@ -1,5 +1,9 @@
-"""The notebooks execute without error (at reduced sizes, offline)."""
+"""The notebooks execute without error (at reduced sizes, offline), leave no file beside them,
+install from the project's repository and have an "Open in Colab" link in the README."""
 
+import os
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -7,30 +11,51 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = {  # text each notebook must print when it ran through
-    "functional_core.ipynb": ["epoch 2: mean loss", "adam epoch 2", "True"],
+    "functional_core.ipynb": ["epoch 2: mean loss", "training: 2/2 epochs done", "adam epoch 2",
+                              "True"],
     "classification_cianna_style.ipynb": ["embedded shapes", "test accuracy", "ConfMat"],
     "radio_detection_yolo.ipynb": ["above 5 sigma", "precision", "recall"],
+    "fits_workflow.ipynb": ["catalogue sources", "best epoch", "sources -> test_sources.ecsv",
+                            "precision (reliability)"],
 }
+
+
+def _repository() -> str:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch, tmp_path):
+def test_notebook_runs_and_leaves_no_file(path, monkeypatch):
     monkeypatch.setenv("CIANNA_NB_N", "160")
     monkeypatch.setenv("CIANNA_NB_EPOCHS", "2")
+    monkeypatch.setenv("CIANNA_NB_FIELD", "256")
     monkeypatch.setenv("CIANNA_NB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel imports this tree's package (the install cell then does nothing)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    before = _listing(NOTEBOOK_DIR)
     nb = nbformat.read(path, as_version=4)
+    # the kernel starts in notebooks/, as when a user opens the notebook there
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     client.execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     for needle in EXPECTED[path.name]:
         assert needle in text, needle
+    assert _listing(NOTEBOOK_DIR) == before, "the notebook left files in notebooks/"
 
 
 def test_every_notebook_is_tested_and_starts_with_an_install_cell():
@@ -38,3 +63,19 @@ def test_every_notebook_is_tested_and_starts_with_an_install_cell():
     for path in NOTEBOOKS:
         first = nbformat.read(path, as_version=4).cells[0]
         assert first.cell_type == "code" and "pip" in first.source
+
+
+def test_install_cells_use_the_repository_url():
+    url = _repository()
+    for path in NOTEBOOKS:
+        first = nbformat.read(path, as_version=4).cells[0].source
+        assert 'find_spec("cianna_jax") is None' in first, path.name
+        assert re.findall(r"@ git\+([^\"'\s]+)", first) == [url], path.name
+
+
+def test_readme_opens_every_notebook_in_colab():
+    repo = _repository().removeprefix("https://github.com/")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        link = f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{path.name}"
+        assert f"]({link})" in readme, path.name

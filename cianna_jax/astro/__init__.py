@@ -10,7 +10,10 @@ Needs the ``astro`` extra (astropy) for FITS, WCS and catalogue files, ``plot``
   measurement; :mod:`.sky` -- pixel/sky conversions; :mod:`.pipeline` -- all of it;
 * :mod:`.catalogue` -- tables, writing by extension, SDC1 text; :mod:`.crossmatch`,
   :mod:`.scores`, :mod:`.sdc1` -- matching and scores; :mod:`.validate` -- the ``val``
-  command; :mod:`.plots` -- figures; :mod:`.synthetic` -- synthetic FITS fields.
+  command; :mod:`.plots` -- figures; :mod:`.synthetic` -- synthetic FITS fields;
+* training (``cianna-jax train``): :mod:`.labels` (a catalogue on an image, boxes, areas),
+  :mod:`.sampler` (patches per epoch, background prefetch), :mod:`.architectures`,
+  :mod:`.trainer`, :mod:`.train_validation`, :mod:`.checkpoint`, :mod:`.run_log`.
 """
 
 from ._deps import MissingExtraError
@@ -26,6 +29,7 @@ from .catalogue import (
 )
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import Beam, FitsImage, ImageError, open_image
+from .labels import SourceLabels, read_training_catalogue, split_area, training_area
 from .model_card import (
     LoadedModel,
     ModelCard,
@@ -40,6 +44,7 @@ from .pipeline import SourceFinding, find_sources, predict_file
 from .predict import Detections, detect
 from .scores import Scores, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
+from .trainer import TrainResult, TrainSettings, train_detector
 from .validate import ValReport, validate
 
 __all__ = [
@@ -49,5 +54,6 @@ __all__ = [
     "LoadedModel", "ModelCard", "ModelError", "Normalisation", "load_model", "load_model_card",
     "save_model_card", "NoiseMap", "estimate_noise_map", "SourceFinding", "find_sources",
     "predict_file", "Detections", "detect", "Scores", "score_catalogue", "Sdc1Score",
-    "sdc1_score", "ValReport", "validate",
+    "sdc1_score", "ValReport", "validate", "SourceLabels", "read_training_catalogue",
+    "split_area", "training_area", "TrainResult", "TrainSettings", "train_detector",
 ]

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..progress import Progress
 from ..yolo.boxes import nms
 from ..yolo.decode import DecodedBoxes, decode_kwargs
 from ..yolo.tiling import decode_tile_batch, tile_keep_bounds, tile_origins
-from .model_card import LoadedModel, ModelCard
+from .model_card import LoadedModel, ModelCard, Normalisation
 from .noise import NoiseMap
-from .progress import Progress
 
-__all__ = ["Detections", "make_predict_fn", "iter_tile_batches", "detect"]
+__all__ = ["Detections", "make_predict_fn", "normalise_window", "iter_tile_batches", "detect"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,28 @@ def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
     return fn
 
 
+def normalise_window(raw: np.ndarray, win: tuple[slice, ...], norm: Normalisation,
+                     noise: NoiseMap | None) -> np.ndarray:
+    """Network input (float32) for the pixels ``raw`` of the window ``win`` (slices of the
+    image, ``(y, x)`` or ``(z, y, x)``): NaN pixels take the normalised empty value (0 in
+    the image unit); the ``"snr"`` normalisation divides by ``noise`` on the window.  The
+    one rule shared by detection and training, so both see the same inputs."""
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        raw = np.where(bad, np.float32(0.0), raw)
+    rms = None
+    if norm.uses_local_noise:
+        if noise is None:
+            raise ValueError("this model normalises by the local noise: give a noise map")
+        rms = noise.window(win[-2], win[-1])
+        if len(win) == 3:  # a cube's map has one plane per channel
+            rms = rms[win[0]]
+    val = norm.apply(raw, rms)
+    if bad.any():
+        val[bad] = norm.apply(np.zeros(1), 1.0)[0]
+    return val
+
+
 def iter_tile_batches(
     read: Callable[[tuple[slice, ...]], np.ndarray],
     shape: tuple[int, ...],
@@ -90,20 +112,7 @@ def iter_tile_batches(
         batch = np.full((batch_size,) + tuple(tile), empty, np.float32)
         for k, o in enumerate(orig):
             win = tuple(slice(int(a), min(int(a) + t, s)) for a, t, s in zip(o, tile, shape[-n:]))
-            raw = read(win)
-            bad = ~np.isfinite(raw)
-            if bad.any():
-                raw = np.where(bad, np.float32(0.0), raw)
-            rms = None
-            if norm.uses_local_noise:
-                if noise is None:
-                    raise ValueError("this model normalises by the local noise: give a noise map")
-                rms = noise.window(win[-2], win[-1])
-                if n == 3:  # a cube's map has one plane per channel
-                    rms = rms[win[0]]
-            val = norm.apply(raw, rms)
-            if bad.any():
-                val[bad] = empty
+            val = normalise_window(read(win), win, norm, noise)
             batch[(k,) + tuple(slice(0, w.stop - w.start) for w in win)] = val
         yield start, orig.shape[0], batch
 

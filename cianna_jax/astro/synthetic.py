@@ -24,14 +24,15 @@ from .catalogue import make_table
 from .fits_image import FWHM_AREA, Beam
 from .sky import pixel_angle_to_pa, pixel_to_sky
 
-__all__ = ["SyntheticField", "synthetic_field", "field_header", "truth_table", "write_fits"]
+__all__ = ["SyntheticField", "synthetic_field", "primary_beam_noise", "field_header", "truth_table", "write_fits"]
 
 
 @dataclass(frozen=True)
 class SyntheticField:
     """``image`` [H, W] float32 in Jy/beam (NaN where blanked), its ``catalogue``
     (radio_sky, positions in pixels, fluxes in Jy), ``header`` (astropy), ``noise`` rms
-    (Jy/beam), ``beam`` and ``pixel_scale`` (arcsec)."""
+    (Jy/beam, at the centre), ``beam``, ``pixel_scale`` (arcsec) and ``noise_factor``
+    ([H, W] local rms / ``noise``; None when the noise is uniform)."""
 
     image: np.ndarray
     catalogue: rs.Catalogue
@@ -39,6 +40,41 @@ class SyntheticField:
     noise: float
     beam: Beam
     pixel_scale: float
+    noise_factor: np.ndarray | None = None
+
+    def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The noise rms (Jy/beam) at pixel positions."""
+        if self.noise_factor is None:
+            return np.full(np.shape(x), self.noise)
+        H, W = self.noise_factor.shape
+        iy = np.clip(np.floor(np.asarray(y) + 0.5).astype(int), 0, H - 1)
+        ix = np.clip(np.floor(np.asarray(x) + 0.5).astype(int), 0, W - 1)
+        return self.noise * self.noise_factor[iy, ix]
+
+
+def primary_beam_noise(shape: tuple[int, int], edge: float) -> np.ndarray:
+    """Noise rms relative to the centre, rising as a primary-beam correction does
+    (``exp(r^2 / 2 s^2)``, Gaussian primary beam) to ``edge`` at the corners."""
+    H, W = shape
+    y, x = np.mgrid[0:H, 0:W]
+    r2 = ((y - (H - 1) / 2) ** 2 + (x - (W - 1) / 2) ** 2) / (((H - 1) / 2) ** 2 + ((W - 1) / 2) ** 2)
+    return np.exp(np.log(edge) * r2)
+
+
+def _companions(cat: rs.Catalogue, fraction: float, psf_fwhm: float, flux_range, rng,
+                shape: tuple[int, int]) -> rs.Catalogue:
+    """Point-like companions for a ``fraction`` of the sources, 1 to 2.5 beams away, with
+    fluxes 0.2 to 1 times their neighbour's: blends a detector must separate."""
+    pick = np.flatnonzero(rng.random(len(cat)) < fraction)
+    r = rng.uniform(1.0, 2.5, pick.size) * psf_fwhm
+    a = rng.uniform(0, 2 * np.pi, pick.size)
+    H, W = shape
+    x = np.clip(cat.x[pick] + r * np.cos(a), -0.5, W - 0.51)
+    y = np.clip(cat.y[pick] + r * np.sin(a), -0.5, H - 0.51)
+    flux = np.clip(cat.flux[pick] * rng.uniform(0.2, 1.0, pick.size), *flux_range)
+    n = pick.size
+    return rs.Catalogue(x, y, flux, np.full(n, psf_fwhm), np.full(n, psf_fwhm), np.zeros(n),
+                        np.zeros(n, np.int32), np.zeros(n), np.zeros(n), ndim=2)
 
 
 def field_header(shape: tuple[int, int], *, pixel_scale: float, beam: Beam,
@@ -81,19 +117,44 @@ def synthetic_field(
     centre: tuple[float, float] = (0.0, -30.0),
     sdc1_layout: bool = False,
     wcs: bool = True,
+    noise_edge: float = 1.0,
+    blend_fraction: float = 0.0,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
     ``snr_range`` bounds the integrated flux in units of the noise per pixel of the
     flux-per-pixel image (the radio_sky demo's 0.3-30 for noise 0.01 is (30, 3000));
-    ``nan_border`` blanks that many pixels on each side (NaN), like a mosaic edge.
+    ``nan_border`` blanks that many pixels on each side (NaN), like a mosaic edge;
+    ``noise_edge`` > 1 makes the noise rise to that factor at the corners, as after a
+    primary-beam correction; ``blend_fraction`` gives that share of the sources a fainter
+    point-like companion 1 to 2.5 beams away.  With the defaults the field is the same
+    as in earlier versions for a given seed.
     """
     H, W = (size, size) if isinstance(size, int) else size
+    if not noise_edge >= 1.0 or not 0.0 <= blend_fraction <= 1.0:
+        raise ValueError(f"need noise_edge >= 1 and 0 <= blend_fraction <= 1, got {noise_edge}, "
+                         f"{blend_fraction}")
     px_noise = 0.01
-    img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
-                             density=density, extended_fraction=extended_fraction,
-                             flux_range=(snr_range[0] * px_noise, snr_range[1] * px_noise),
-                             extended_size_range=extended_size_range)
+    flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
+    factor = None
+    if noise_edge == 1.0 and blend_fraction == 0.0:
+        img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
+                                 density=density, extended_fraction=extended_fraction,
+                                 flux_range=flux_range, extended_size_range=extended_size_range)
+    else:
+        img, cat = rs.make_field((H, W), seed=seed, noise_rms=0.0, psf_fwhm=psf_fwhm,
+                                 density=density, extended_fraction=extended_fraction,
+                                 flux_range=flux_range, extended_size_range=extended_size_range)
+        rng = np.random.default_rng([seed, 7])
+        if blend_fraction > 0:
+            comp = _companions(cat, blend_fraction, psf_fwhm, flux_range, rng, (H, W))
+            img = img + rs.render_sources((H, W), comp)
+            cat = rs.Catalogue(*(np.concatenate([getattr(cat, f), getattr(comp, f)]) for f in
+                                 ("x", "y", "flux", "bmaj", "bmin", "pa", "kind", "z", "dz")),
+                               ndim=2)
+        factor = primary_beam_noise((H, W), noise_edge) if noise_edge > 1.0 else None
+        noise_img = rs.correlated_noise((H, W), px_noise, psf_fwhm, rng)
+        img = (img + (noise_img if factor is None else noise_img * factor)).astype(np.float32)
     beam_pix = FWHM_AREA * psf_fwhm**2
     to_jyb = noise / (px_noise * beam_pix)  # flux/pixel -> Jy/beam, noise -> ``noise``
     image = (img.astype(np.float64) * beam_pix * to_jyb).astype(np.float32)
@@ -106,7 +167,7 @@ def synthetic_field(
     header = field_header((H, W), pixel_scale=pixel_scale, beam=beam, centre=centre,
                           sdc1_layout=sdc1_layout, wcs=wcs)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
-                          beam=beam, pixel_scale=float(pixel_scale))
+                          beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor)
 
 
 def truth_table(field: SyntheticField) -> Any:
@@ -130,7 +191,7 @@ def truth_table(field: SyntheticField) -> Any:
         pa = pixel_angle_to_pa(w, c.x, c.y, theta)
     else:
         pa = np.mod(np.degrees(c.pa), 180.0)
-    cols.update(x=c.x, y=c.y, flux=c.flux, peak=peak, snr=peak / field.noise,
+    cols.update(x=c.x, y=c.y, flux=c.flux, peak=peak, snr=peak / field.noise_at(c.x, c.y),
                 bmaj=c.bmaj * s, bmin=c.bmin * s, pa=pa,
                 bmaj_deconv=np.sqrt(np.maximum(c.bmaj**2 - beam_pix**2, 0)) * s,
                 bmin_deconv=np.sqrt(np.maximum(c.bmin**2 - beam_pix**2, 0)) * s,
@@ -138,7 +199,7 @@ def truth_table(field: SyntheticField) -> Any:
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"
-    t["snr"].description = "true peak / noise rms"
+    t["snr"].description = "true peak / local noise rms"
     return t[keep]
 
 

@@ -1,0 +1,98 @@
+"""What ``cianna-jax train`` records per epoch: ``results.csv``, ``training.png`` and the
+one-line summary printed after each epoch.
+
+A row is a dict with the keys of :data:`COLUMNS` (losses are means per patch; the
+validation scores are those of the detections over the validation area at the row's
+objectness ``threshold``; ``ap`` is threshold-free).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..io.atomic import atomic_write
+from ..progress import format_seconds
+
+__all__ = ["COLUMNS", "write_results_csv", "read_results_csv", "training_figure", "epoch_line"]
+
+COLUMNS = ("epoch", "learning_rate", "train_loss", "val_loss", "val_position", "val_size",
+           "val_probability", "val_objectness", "threshold", "precision", "recall", "f1", "ap",
+           "n_detections", "n_true", "epoch_seconds", "elapsed_seconds")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_results_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    """Write every row (atomically: the file always holds whole epochs)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_fmt(r.get(c, float("nan"))) for c in COLUMNS])
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue().encode())
+
+
+def read_results_csv(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a ``results.csv`` (numbers as floats, ``epoch`` as int)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        d: dict[str, float] = {k: float(v) for k, v in r.items()}
+        d["epoch"] = int(d["epoch"])
+        out.append(d)
+    return out
+
+
+def training_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """Two panels: training and validation loss per patch (log scale) and validation
+    precision / recall / F1 / AP per epoch, with the best-F1 epoch marked."""
+    from .plots import _plt
+
+    plt = _plt()
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [r["train_loss"] for r in rows], marker="o", ms=3, label="training")
+    a.plot(ep, [r["val_loss"] for r in rows], marker="o", ms=3, label="validation")
+    a.set_yscale("log")
+    a.set_xlabel("epoch")
+    a.set_ylabel("YOLO loss per patch")
+    a.set_title("loss")
+    a.legend()
+    for key, label in (("precision", "precision"), ("recall", "recall (SNR >= min)"),
+                       ("f1", "F1"), ("ap", "AP")):
+        b.plot(ep, [r[key] for r in rows], marker="o", ms=3, label=label)
+    f1 = [r["f1"] if not math.isnan(r["f1"]) else -1.0 for r in rows]
+    if rows and max(f1) >= 0:
+        k = f1.index(max(f1))
+        b.axvline(ep[k], color="0.6", ls=":", lw=1, label=f"best F1 (epoch {ep[k]})")
+    b.set_ylim(0, 1.02)
+    b.set_xlabel("epoch")
+    b.set_ylabel("score on the validation area")
+    b.set_title("validation (at the tuned objectness threshold)")
+    b.legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def epoch_line(r: dict[str, Any], epochs: int, eta: float | None) -> str:
+    """``epoch 3/20  loss 1.234 (val 1.456)  P 0.91 R 0.85 F1 0.88 AP 0.86 @0.35  12.3 s  ETA 3:41``."""
+    s = (f"epoch {r['epoch']:>{len(str(epochs))}d}/{epochs}  loss {r['train_loss']:.4g} "
+         f"(val {r['val_loss']:.4g}: pos {r['val_position']:.3g} size {r['val_size']:.3g} "
+         f"obj {r['val_objectness']:.3g})  P {r['precision']:.3f} R {r['recall']:.3f} "
+         f"F1 {r['f1']:.3f} AP {r['ap']:.3f} @{r['threshold']:.2f}  {r['epoch_seconds']:.1f} s")
+    if eta is not None:
+        s += f"  ETA {format_seconds(eta)}"
+    return s

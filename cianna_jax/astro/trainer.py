@@ -1,0 +1,445 @@
+"""Train a YOLO source detector on a labelled FITS image: the ``cianna-jax train`` command.
+
+1. the image (memory-mapped) and its local noise map; the catalogue placed on it
+   (:mod:`.labels`), sources of SNR >= ``min_snr`` become target boxes;
+2. the training area is the catalogue's footprint; a strip of ``valid_fraction`` of it is
+   kept apart for validation; the normalisation is fitted on the training area and the
+   pixels are normalised by the same rule as ``predict`` (:func:`.predict.normalise_window`);
+3. every epoch draws new random patches (sources, random positions, source-free
+   negatives, flips and 90-degree rotations; :mod:`.sampler`) in a background thread
+   while the previous epoch trains, with CIANNA's SGD update (warm-up, then CIANNA's
+   exponential decay);
+4. after every epoch the detector runs over the validation area as ``predict`` would;
+   precision / recall / F1 / AP and the best-F1 objectness threshold are recorded
+   (:mod:`.train_validation`), with the training and validation losses, in
+   ``results.csv`` and ``training.png``; ``last.dat`` and ``best.dat`` (CIANNA format)
+   with their model cards (``.json``: normalisation, tile, tuned threshold) are kept;
+5. ``checkpoint.npz`` holds parameters, momentum buffers, hyper-parameters and the run's
+   position: ``resume=True`` continues bit-identically (the patches of epoch ``e`` are a
+   function of (seed, e) only; the training randomness of epoch ``e`` is
+   ``fold_in(key(seed), e)``; the learning rate a function of ``e``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+
+from .. import training
+from ..io.atomic import atomic_write
+from ..io.network_file import save_network
+from ..network import apply, init_params
+from ..progress import Progress, format_seconds
+from ..yolo import layout as yolo_layout
+from .architectures import build_detector, fit_priors, get_architecture
+from .checkpoint import load_checkpoint, save_checkpoint
+from .fits_image import FitsImage, ImageError, open_image
+from .labels import SourceLabels, read_training_catalogue, split_area, training_area
+from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
+from .noise import NoiseMap, estimate_noise_map
+from .predict import normalise_window
+from .run_log import epoch_line, training_figure, write_results_csv
+from .sampler import PatchSampler, Prefetcher, grid_patches
+from .train_validation import ValidationArea, validate_area
+
+__all__ = ["TrainSettings", "TrainResult", "train_detector", "fit_normalisation", "source_snr",
+           "learning_rate_at_epoch"]
+
+SETTINGS_FILE = "args.json"
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run depends on (saved as ``args.json`` in the run folder).
+
+    ``patch`` defaults to the architecture's; ``max_obj`` (targets per patch) to a value
+    from the source density; ``learning_rate`` follows a linear warm-up over
+    ``warmup_epochs`` then ``lr * exp(-lr_decay * epochs after warm-up)``.
+    """
+
+    image: str
+    catalogue: str
+    out: str
+    epochs: int = 30
+    arch: str = "default"
+    patch: int | None = None
+    valid_fraction: float = 0.2
+    seed: int = 0
+    batch_size: int = 16
+    patches_per_epoch: int = 1024
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    warmup_epochs: int = 2
+    lr_decay: float = 0.02
+    min_snr: float = 5.0
+    box_scale: float = 2.0
+    max_obj: int | None = None
+    negative_fraction: float = 0.1
+    normalisation: str = "snr"
+    noise_box: int = 128
+    hdu: int | str | None = None
+    select: str = "f1"
+
+    def check(self) -> None:
+        """ValueError naming the first bad setting."""
+        get_architecture(self.arch)
+        ints = {"epochs": 1, "batch_size": 1, "patches_per_epoch": 1, "warmup_epochs": 0,
+                "noise_box": 8}
+        for name, lo in ints.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not 0 < self.valid_fraction <= 0.5:
+            raise ValueError(f"valid_fraction must be in (0, 0.5], got {self.valid_fraction}")
+        if not 0 <= self.negative_fraction < 1:
+            raise ValueError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
+        for name in ("learning_rate", "box_scale"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {v}")
+        for name in ("momentum", "lr_decay", "min_snr"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {v}")
+        if self.normalisation not in ("snr", "minmax_tanh"):
+            raise ValueError(f"normalisation must be 'snr' or 'minmax_tanh', got "
+                             f"{self.normalisation!r}")
+        if self.select not in ("f1", "ap"):
+            raise ValueError(f"select must be 'f1' or 'ap', got {self.select!r}")
+        if self.patch is not None and (not isinstance(self.patch, int) or self.patch < 8):
+            raise ValueError(f"patch must be an integer >= 8, got {self.patch!r}")
+        if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
+            raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its folder, the per-epoch ``history`` rows, the ``best`` row,
+    the files written and the wall time of this call."""
+
+    out: str
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def learning_rate_at_epoch(s: TrainSettings, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (1-based): from 2% to 100% of ``learning_rate``
+    over the warm-up (as CIANNA's SDC1 script), then exponential decay; independent of
+    the total number of epochs, so that a run can be extended."""
+    if epoch <= s.warmup_epochs:
+        return s.learning_rate * (0.02 + 0.98 * epoch / s.warmup_epochs)
+    return s.learning_rate * math.exp(-s.lr_decay * (epoch - s.warmup_epochs))
+
+
+def source_snr(labels: SourceLabels, image: FitsImage, noise: NoiseMap) -> np.ndarray:
+    """Peak SNR of each source: the catalogue's own when it has one, else the peak
+    brightness from flux and apparent size (flux x beam area / source area) over the
+    local noise."""
+    if labels.snr is not None:
+        return np.asarray(labels.snr, np.float64)
+    rms = noise.at(labels.y, labels.x) * image.unit_scale
+    peak = np.asarray(labels.flux, np.float64)
+    if image.beam is not None and image.pixel_scale is not None:
+        bmaj, bmin = image.beam.bmaj / image.pixel_scale, image.beam.bmin / image.pixel_scale
+        peak = peak * (bmaj * bmin) / np.maximum(labels.bmaj * labels.bmin, bmaj * bmin)
+    return peak / rms
+
+
+def fit_normalisation(kind: str, raw: np.ndarray, rms: np.ndarray) -> Normalisation:
+    """The input normalisation fitted on the training pixels ``raw`` (image unit, NaN
+    allowed) with local noise ``rms``: ``"snr"`` keeps pixels in noise units, clipped at
+    -5 sigma and at the 99.99th percentile of the SNR (at least 20, at most 1000), then
+    tanh-compressed; ``"minmax_tanh"`` (CIANNA's SDC1 rule) clips to [-3 rms, 99.99th
+    percentile] in image units."""
+    ok = np.isfinite(raw)
+    if not ok.any():
+        raise ValueError("the training area has no finite pixel")
+    if kind == "snr":
+        top = float(np.percentile(raw[ok] / rms[ok], 99.99))
+        return Normalisation(kind="snr", mode="tanh", low=-5.0,
+                             high=float(np.clip(round(top, 1), 20.0, 1000.0)), tanh_scale=3.0)
+    lo = float(-3.0 * np.median(rms[ok]))
+    hi = float(np.percentile(raw[ok], 99.99))
+    return Normalisation(kind="minmax_tanh", min=lo, max=max(hi, lo + abs(lo) + 1e-30),
+                         tanh_scale=3.0)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fingerprint(s: TrainSettings) -> dict[str, Any]:
+    return {"image_bytes": os.path.getsize(s.image), "catalogue_sha256": _sha256(s.catalogue)}
+
+
+def _default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch: int) -> int:
+    y0, y1, x0, x1 = area
+    inside = (labels.x >= x0) & (labels.x < x1) & (labels.y >= y0) & (labels.y < y1)
+    mean = np.count_nonzero(inside) / max(1, (y1 - y0) * (x1 - x0)) * patch * patch
+    return int(np.clip(math.ceil(4 * mean + 4), 8, 200))
+
+
+@dataclass
+class _Run:
+    """The prepared pieces of a run (built identically for a new run and a resume)."""
+
+    s: TrainSettings
+    image: FitsImage
+    net: Any
+    card: ModelCard
+    sampler: PatchSampler
+    val_x: np.ndarray
+    val_t: np.ndarray
+    val_area: ValidationArea
+    info: dict[str, Any]
+
+
+def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
+    arch = get_architecture(s.arch)
+    patch = s.patch or arch.default_patch
+    image = open_image(s.image, s.hdu)
+    if image.ndim != 2:
+        raise ImageError(f"{s.image}: train takes 2D images; this one is {image.ndim}D")
+    t0 = time.perf_counter()
+    noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
+    labels = read_training_catalogue(s.catalogue, image, box_scale=s.box_scale)
+    if len(labels) == 0:
+        raise ValueError(f"{s.catalogue}: no catalogue source falls on finite pixels of "
+                         f"{s.image}")
+    snr = source_snr(labels, image, noise)
+    area = training_area(labels, image)
+    train_area, valid_area = split_area(area, s.valid_fraction, patch)
+    y0, y1, x0, x1 = area
+    win = (slice(y0, y1), slice(x0, x1))
+    raw = np.asarray(image.read(win), np.float32)
+    ty0, ty1, tx0, tx1 = train_area
+    tr = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
+    norm = fit_normalisation(s.normalisation, raw[tr], noise.window(slice(ty0, ty1),
+                                                                    slice(tx0, tx1)))
+    inputs = normalise_window(raw, win, norm, noise)
+    targets = labels.select(snr >= s.min_snr)
+    in_train = ((targets.x >= tx0) & (targets.x < tx1) & (targets.y >= ty0) & (targets.y < ty1))
+    if not in_train.any():
+        raise ValueError(f"{s.catalogue}: no source of SNR >= {s.min_snr:g} in the training area "
+                         f"{train_area} (y0, y1, x0, x1): nothing to learn; lower --min-snr?")
+    priors = fit_priors(targets.boxes[in_train], arch.nb_box)
+    max_obj = s.max_obj or _default_max_obj(targets, train_area, patch)
+    net = build_detector(arch, patch, priors, max_obj)
+    sampler = PatchSampler(inputs, (y0, x0), targets, train_area, patch, max_obj,
+                           negative_fraction=s.negative_fraction, augment=True)
+    val_x, val_t = grid_patches(inputs, (y0, x0), targets, valid_area, patch, max_obj)
+    vy0, vy1, vx0, vx1 = valid_area
+    vin = (labels.x >= vx0) & (labels.x < vx1) & (labels.y >= vy0) & (labels.y < vy1)
+    beam_px = (image.beam.bmaj / image.pixel_scale
+               if image.beam is not None and image.pixel_scale else 2.0)
+    vpix = raw[vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0]
+    val_area = ValidationArea(pixels=vpix, origin=(vy0, vx0), noise=noise, x=labels.x[vin],
+                              y=labels.y[vin], radius=np.maximum(beam_px, labels.bmaj[vin]),
+                              counted=snr[vin] >= s.min_snr)
+    card = ModelCard(network="last.dat", tile=(patch, patch), overlap=(patch // 4, patch // 4),
+                     batch_size=64, noise_box=s.noise_box, normalisation=norm, obj_threshold=0.3,
+                     nms_threshold=0.1, iou_type="DIoU", score="objectness",
+                     box_scale=s.box_scale)
+    info = {"patch": patch, "max_obj": max_obj, "area": list(area),
+            "train_area": list(train_area), "valid_area": list(valid_area),
+            "n_sources": len(labels), "n_targets": int(len(targets)),
+            "n_train_targets": int(np.count_nonzero(in_train)),
+            "n_valid_counted": val_area.n_counted, "priors": priors.tolist(),
+            "normalisation": dataclasses.asdict(norm)}
+    log(f"{s.image}: {image.shape[1]}x{image.shape[0]} pixels; {s.catalogue}: {len(labels)} "
+        f"sources on the image, {len(targets)} of SNR >= {s.min_snr:g} as targets "
+        f"({time.perf_counter() - t0:.1f} s)")
+    log(f"training area (y0, y1, x0, x1) {tuple(train_area)} with "
+        f"{info['n_train_targets']} targets; validation area {tuple(valid_area)} with "
+        f"{val_area.n_counted} sources counted for recall; patches {patch}x{patch}, "
+        f"{s.patches_per_epoch} per epoch, up to {max_obj} boxes each")
+    return _Run(s, image, net, card, sampler, val_x, val_t, val_area, info)
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer(net: Any, learning_rate: float, momentum: float) -> Any:
+    """CIANNA's SGD for ``net``, one object per network and settings, so the compiled
+    training step is reused by later runs in the same process (a resume, a notebook)."""
+    return training.make_optimizer(learning_rate, momentum,
+                                   masks=lambda prm: training.cianna_masks(net, prm))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_fns(net: Any):
+    nd = 2
+
+    @jax.jit
+    def predict(params, tiles):
+        out = apply(net, params, tiles[..., None])
+        if out.ndim == 2:
+            out = yolo_layout.from_cianna_rows(out, net.yolo.grid, net.yolo.nb_box, nd=nd)
+        return out
+
+    return predict
+
+
+def _val_losses(run: _Run, params: Any, batch: int) -> np.ndarray:
+    parts = None
+    for xb, tb, nv in training.iterate_batches(run.val_x, run.val_t, batch):
+        _, p = training.eval_step(run.net, params, xb, tb, np.int32(nv), yolo_stats=True)
+        parts = p if parts is None else parts + p
+    return np.asarray(parts, np.float64)[:6] / max(1, len(run.val_x))
+
+
+def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
+                row: dict[str, Any]) -> None:
+    save_network(os.path.join(out, f"{name}.dat"), run.net, params, binary=True)
+    notes = {"trained_by": "cianna-jax train", "image": os.path.abspath(run.s.image),
+             "catalogue": os.path.abspath(run.s.catalogue), "arch": run.s.arch,
+             "epoch": row["epoch"], "min_snr": run.s.min_snr,
+             "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
+             "threshold_rule": "best F1 on the validation area"}
+    card = dataclasses.replace(run.card, network=f"{name}.dat", obj_threshold=threshold,
+                               notes=notes)
+    save_model_card(os.path.join(out, f"{name}.json"), card)
+
+
+def _settings_from_run(out: str, epochs: int | None) -> TrainSettings:
+    path = os.path.join(out, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: {path} not found: {out} is not a cianna-jax train run")
+    with open(path) as fh:
+        saved = json.load(fh)
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    s = TrainSettings(**{k: v for k, v in saved["settings"].items() if k in known})
+    return dataclasses.replace(s, epochs=epochs) if epochs is not None else s
+
+
+def train_detector(settings: TrainSettings | None = None, *, resume_from: str | None = None,
+                   epochs: int | None = None, log: Callable[[str], None] = print,
+                   progress: bool = True) -> TrainResult:
+    """Run (or, with ``resume_from`` = a run folder, continue) a training; see the module
+    docstring.  ``epochs`` overrides the total when resuming.  Returns the history."""
+    start = time.perf_counter()
+    if resume_from is not None:
+        s = _settings_from_run(resume_from, epochs)
+    elif settings is None:
+        raise TypeError("train_detector needs settings or resume_from")
+    else:
+        s = settings
+    s.check()
+    for path, what in ((s.image, "image"), (s.catalogue, "catalogue")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{what} {path} not found")
+    out = s.out
+    os.makedirs(out, exist_ok=True)
+    run = _prepare(s, log)
+    key = jax.random.key(s.seed)
+    params = init_params(key, run.net)
+    opt = _optimizer(run.net, s.learning_rate, s.momentum)
+    opt_state = opt.init(params)
+    history: list[dict[str, Any]] = []
+    first = 1
+    fp = _fingerprint(s)
+    if resume_from is not None:
+        params, opt_state, meta = load_checkpoint(os.path.join(out, CHECKPOINT), params,
+                                                  opt_state)
+        if meta.get("fingerprint") != fp:
+            raise ValueError(f"--resume: the image or catalogue changed since {out} was "
+                             "started (size or checksum differ); start a new run")
+        history = meta["history"]
+        first = int(meta["epoch"]) + 1
+        if first > s.epochs:
+            raise ValueError(f"--resume: {out} already has {first - 1} epochs; give --epochs "
+                             f"greater than {first - 1} to continue")
+        log(f"resuming {out} at epoch {first} of {s.epochs}")
+    with atomic_write(os.path.join(out, SETTINGS_FILE)) as fh:
+        fh.write(json.dumps({"settings": dataclasses.asdict(s), "run": run.info,
+                             "fingerprint": fp}, indent=1).encode())
+    predict = _make_fns(run.net)
+    n = s.patches_per_epoch
+    best = max(history, key=lambda r: (r[s.select], -r["epoch"])) if history else None
+    files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
+             CHECKPOINT]
+    times: list[float] = []
+    figure = False
+    per_epoch = -(-n // s.batch_size)
+    with Prefetcher(run.sampler, s.seed, n, first) as data, \
+            Progress((s.epochs - first + 1) * per_epoch, "training", unit="batch",
+                     enabled=progress) as bar:
+        say = bar.write if log is print else log
+        for epoch in range(first, s.epochs + 1):
+            t0 = time.perf_counter()
+            x, t = data.get(epoch)
+            lr = learning_rate_at_epoch(s, epoch)
+            opt_state = training.set_learning_rate(opt_state, lr)
+            ekey = jax.random.fold_in(key, epoch)
+            sums = []
+            bar.set_postfix(epoch=f"{epoch}/{s.epochs}")
+            for j, (xb, tb, nv) in enumerate(training.iterate_batches(x, t, s.batch_size)):
+                params, opt_state, total = training.train_step(
+                    run.net, opt, params, opt_state, xb, tb, np.int32(nv), ekey,
+                    nb_im_iter=np.int32(epoch * n), step=np.int32(j))
+                sums.append(total)
+                total.block_until_ready()  # the bar shows finished work, not dispatches
+                bar.update(1)
+            train_loss = float(np.sum([float(v) for v in sums])) / n
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
+                                         f"{train_loss}); the last good epoch is kept in {out}; "
+                                         "lower the learning rate")
+            vparts = _val_losses(run, params, s.batch_size)
+            model = LoadedModel(card=run.card, net=run.net, params=params)
+            sc = validate_area(model, run.val_area, lambda b, p=params: predict(p, b))
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            row = {"epoch": epoch, "learning_rate": lr, "train_loss": train_loss,
+                   "val_loss": float(vparts.sum()), "val_position": float(vparts[0]),
+                   "val_size": float(vparts[1]), "val_probability": float(vparts[2]),
+                   "val_objectness": float(vparts[3]), "threshold": sc.threshold,
+                   "precision": sc.precision, "recall": sc.recall, "f1": sc.f1, "ap": sc.ap,
+                   "n_detections": sc.n_detections, "n_true": sc.n_true, "epoch_seconds": dt,
+                   "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + dt}
+            history.append(row)
+            _save_model(out, "last", run, params, sc.threshold, row)
+            if best is None or row[s.select] > best[s.select]:
+                best = row
+                _save_model(out, "best", run, params, sc.threshold, row)
+            write_results_csv(os.path.join(out, "results.csv"), history)
+            figure = _write_figure(out, history, s)
+            save_checkpoint(os.path.join(out, CHECKPOINT), params, opt_state,
+                            {"epoch": epoch, "history": history, "fingerprint": fp})
+            eta = float(np.median(times)) * (s.epochs - epoch)
+            say(epoch_line(row, s.epochs, eta if epoch < s.epochs else None))
+    if history and figure:
+        files.append("training.png")
+    if best is not None:
+        log(f"best epoch {best['epoch']}: precision {best['precision']:.3f} recall "
+            f"{best['recall']:.3f} F1 {best['f1']:.3f} AP {best['ap']:.3f} at objectness >= "
+            f"{best['threshold']:.2f}; {format_seconds(time.perf_counter() - start)} in this run")
+    return TrainResult(out=out, history=history, best=best, files=files,
+                       seconds=time.perf_counter() - start)
+
+
+def _write_figure(out: str, history: list[dict[str, Any]], s: TrainSettings) -> bool:
+    try:
+        from .plots import save_figure
+        fig = training_figure(history, title=f"cianna-jax train: {os.path.basename(s.image)} "
+                                             f"({s.arch} network)")
+    except ImportError:
+        return False
+    save_figure(fig, os.path.join(out, "training.png"))
+    return True

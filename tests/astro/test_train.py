@@ -1,0 +1,244 @@
+"""``cianna-jax train``: architectures, schedule, checkpoints, results files, validation
+scores, a run end to end on a small FITS field, bit-identical resume and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cianna_jax import cli
+from cianna_jax.astro.architectures import build_detector, fit_priors, get_architecture
+from cianna_jax.astro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cianna_jax.astro.run_log import COLUMNS, read_results_csv, write_results_csv
+from cianna_jax.astro.train_validation import average_precision, tune_threshold
+from cianna_jax.astro.trainer import TrainSettings, learning_rate_at_epoch, train_detector
+
+# cli.main tunes XLA flags, which warns in a process where JAX already started
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_fit_priors_takes_sizes_at_area_quantiles():
+    sizes = np.array([2, 4, 6, 8, 10, 12, 14, 16], float)
+    boxes = np.zeros((8, 6))
+    boxes[:, 3], boxes[:, 4] = sizes, sizes / 2
+    pri = fit_priors(boxes[::-1], 2)  # order of the boxes does not matter
+    assert pri.shape == (2, 2)
+    np.testing.assert_allclose(pri, [[6, 14], [3, 7]])  # quantiles 0.25 and 0.75 of 8 boxes
+    with pytest.raises(ValueError, match="no training box"):
+        fit_priors(np.zeros((0, 6)), 2)
+
+
+def test_build_detector_checks_patch_and_priors():
+    pri = np.array([[6.0, 12.0], [6.0, 12.0]], np.float32)
+    net = build_detector("default", 32, pri, 8)
+    assert tuple(net.yolo.grid[:2]) == (4, 4) and net.yolo.nb_box == 2
+    with pytest.raises(ValueError, match="--patch: 36 is not a positive multiple"):
+        build_detector("default", 36, pri, 8)
+    with pytest.raises(ValueError, match="2 boxes per cell, got 3 priors"):
+        build_detector("default", 32, np.ones((2, 3), np.float32), 8)
+    with pytest.raises(ValueError, match="--arch: unknown architecture 'yolo9'"):
+        get_architecture("yolo9")
+    sdc1 = build_detector("sdc1", 64, None, 8)  # CIANNA's SDC1 network: 17 convolutions + norm
+    kinds = [type(layer).__name__ for layer in sdc1.layers]
+    assert kinds.count("Conv") == 17 and kinds.count("Norm") == 1
+    assert sdc1.yolo.nb_box == 9 and tuple(sdc1.yolo.grid[:2]) == (4, 4)
+
+
+def test_learning_rate_warms_up_then_decays_independently_of_the_total():
+    s = TrainSettings(image="a", catalogue="b", out="c", learning_rate=0.01, warmup_epochs=2,
+                      lr_decay=0.1)
+    lrs = [learning_rate_at_epoch(s, e) for e in range(1, 6)]
+    np.testing.assert_allclose(lrs[:2], [0.01 * 0.51, 0.01])
+    np.testing.assert_allclose(lrs[2:], 0.01 * np.exp(-0.1 * np.arange(1, 4)))
+    s2 = TrainSettings(image="a", catalogue="b", out="c", epochs=3, learning_rate=0.01,
+                       warmup_epochs=2, lr_decay=0.1)
+    assert [learning_rate_at_epoch(s2, e) for e in (1, 2, 3)] == lrs[:3]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("epochs", 0, "epochs must be an integer >= 1"),
+    ("valid_fraction", 0.7, r"valid_fraction must be in \(0, 0.5\]"),
+    ("learning_rate", float("nan"), "learning_rate must be finite"),
+    ("normalisation", "zscore", "normalisation must be 'snr' or 'minmax_tanh'"),
+    ("arch", "resnet", "unknown architecture"),
+])
+def test_settings_are_checked(field, value, match):
+    s = TrainSettings(image="a", catalogue="b", out="c", **{field: value})
+    with pytest.raises(ValueError, match=match):
+        s.check()
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    params = ({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, np.ones(2, np.float32))
+    state = (np.full(3, 0.5, np.float32), np.int32(7))
+    save_checkpoint(tmp_path / "c.npz", params, state, {"epoch": 3, "history": [{"f1": 0.5}]})
+    p2, s2, meta = load_checkpoint(tmp_path / "c.npz", params, state)
+    np.testing.assert_array_equal(p2[0]["w"], params[0]["w"])
+    assert int(s2[1]) == 7 and meta == {"epoch": 3, "history": [{"f1": 0.5}]}
+    with pytest.raises(CheckpointError, match="expected float32\\[2, 4\\]"):
+        load_checkpoint(tmp_path / "c.npz", ({"w": np.zeros((2, 4), np.float32)},
+                                             np.ones(2, np.float32)), state)
+    with pytest.raises(CheckpointError, match="arrays for"):
+        load_checkpoint(tmp_path / "c.npz", params, (np.zeros(3, np.float32),))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "bad.npz", params, state)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "none.npz", params, state)
+
+
+def test_results_csv_round_trip(tmp_path):
+    rows = [{c: float(i + k) for k, c in enumerate(COLUMNS)} | {"epoch": i} for i in (1, 2)]
+    write_results_csv(tmp_path / "r.csv", rows)
+    back = read_results_csv(tmp_path / "r.csv")
+    assert [r["epoch"] for r in back] == [1, 2]
+    assert back[1]["f1"] == pytest.approx(rows[1]["f1"])
+    assert (tmp_path / "r.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_average_precision_and_threshold_tuning():
+    # recall 0.5 at precision 1, recall 1 at precision 0.5: VOC area = 0.5*1 + 0.5*0.5
+    assert average_precision(np.array([1.0, 0.5]), np.array([0.5, 1.0])) == pytest.approx(0.75)
+    # a dip in precision is lifted by the envelope of the higher-recall point
+    assert average_precision(np.array([0.5, 0.8]), np.array([0.5, 1.0])) == pytest.approx(0.8)
+    assert average_precision(np.array([np.nan]), np.array([np.nan])) == 0.0
+    curve = {"precision": np.array([0.5, 0.8, 0.6, np.nan]), "recall": np.array([1.0, 0.9, 0.8, 0.0])}
+    assert tune_threshold(curve) == 1  # F1 0.667, 0.847, 0.686, NaN
+    tie = {"precision": np.array([0.5, 0.5, 0.2]), "recall": np.array([0.5, 0.5, 0.1])}
+    assert tune_threshold(tie) == 1  # equal F1: the higher threshold (fewer detections)
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+@pytest.fixture(scope="module")
+def train_field(tmp_path_factory):
+    """A 256x256 synthetic field (Jy/beam, WCS, beam, rising noise, blends, NaN border)
+    and its catalogue (ECSV), plus a 192x192 test field."""
+    from cianna_jax.astro.catalogue import write_catalogue
+    from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
+
+    d = tmp_path_factory.mktemp("trainfield")
+    out = {}
+    for name, size, seed in (("train", 256, 11), ("test", 192, 12)):
+        f = synthetic_field(size, seed=seed, density=0.004, snr_range=(15.0, 3000.0),
+                            noise_edge=1.5, blend_fraction=0.1, nan_border=6)
+        write_fits(d / f"{name}.fits", f)
+        write_catalogue(truth_table(f), d / f"{name}.ecsv")
+        out[name] = (str(d / f"{name}.fits"), str(d / f"{name}.ecsv"))
+    return out
+
+
+def _settings(field, out, epochs):
+    img, cat = field["train"]
+    return TrainSettings(image=img, catalogue=cat, out=str(out), epochs=epochs, patch=32,
+                         patches_per_epoch=64, batch_size=16, seed=5, valid_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def straight_run(train_field, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run4")
+    lines: list[str] = []
+    res = train_detector(_settings(train_field, out, 4), log=lines.append, progress=False)
+    return out, res, lines
+
+
+def test_a_run_writes_models_results_and_curves(straight_run):
+    out, res, lines = straight_run
+    for name in ("args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
+                 "checkpoint.npz", "training.png"):
+        assert (out / name).stat().st_size > 0, name
+    rows = read_results_csv(out / "results.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert res.best["f1"] == pytest.approx(max(r["f1"] for r in rows), rel=1e-5)
+    card = json.loads((out / "best.json").read_text())
+    assert card["network"]["file"] == "best.dat"
+    assert card["detection"]["obj_threshold"] == pytest.approx(res.best["threshold"])
+    assert card["input"]["normalisation"]["kind"] == "snr"
+    assert card["notes"]["validation"]["f1"] == pytest.approx(res.best["f1"])
+    assert sum(line.startswith("epoch ") for line in lines) == 4
+    assert "ETA" in lines[-3] and "best epoch" in lines[-1]
+
+
+def test_resume_is_bit_identical(straight_run, train_field, tmp_path):
+    from cianna_jax.io.network_file import load_network
+
+    out4, _, _ = straight_run
+    out = tmp_path / "run2+2"
+    train_detector(_settings(train_field, out, 2), log=lambda *_: None, progress=False)
+    lines: list[str] = []
+    train_detector(resume_from=str(out), epochs=4, log=lines.append, progress=False)
+    assert any(line.startswith(f"resuming {out} at epoch 3 of 4") for line in lines)
+    a = load_network(out4 / "last.dat", binary=True)
+    b = load_network(out / "last.dat", binary=True)
+    import jax
+
+    la, lb = jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)
+    assert len(la) == len(lb) > 0
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    ca, cb = np.load(out4 / "checkpoint.npz"), np.load(out / "checkpoint.npz")
+    assert sorted(ca.files) == sorted(cb.files)
+    for k in ca.files:
+        if k != "meta":
+            np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
+    ra, rb = read_results_csv(out4 / "results.csv"), read_results_csv(out / "results.csv")
+    for x, y in zip(ra, rb):
+        for c in COLUMNS:
+            if "seconds" not in c:
+                assert x[c] == y[c] or (np.isnan(x[c]) and np.isnan(y[c])), c
+    with pytest.raises(ValueError, match="already has 4 epochs"):
+        train_detector(resume_from=str(out), log=lambda *_: None, progress=False)
+
+
+def test_resume_refuses_changed_inputs(straight_run, train_field, tmp_path):
+    import shutil
+
+    out4, _, _ = straight_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out4, copy)
+    cat = tmp_path / "cat.ecsv"
+    shutil.copy(train_field["train"][1], cat)
+    with open(cat, "a") as fh:
+        fh.write("\n")
+    args = json.loads((copy / "args.json").read_text())
+    args["settings"]["catalogue"], args["settings"]["out"] = str(cat), str(copy)
+    (copy / "args.json").write_text(json.dumps(args))
+    with pytest.raises(ValueError, match="image or catalogue changed"):
+        train_detector(resume_from=str(copy), epochs=5, log=lambda *_: None, progress=False)
+    with pytest.raises(FileNotFoundError, match="not a cianna-jax train run"):
+        train_detector(resume_from=str(tmp_path), epochs=5, log=lambda *_: None, progress=False)
+
+
+def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
+    out4, _, _ = straight_run
+    img, cat = train_field["test"]
+    model = str(out4 / "best.json")
+    assert cli.main(["predict", "--model", model, "--image", img, "--out",
+                     str(tmp_path / "s.ecsv"), "--quiet"]) == 0
+    assert cli.main(["val", "--model", model, "--image", img, "--catalogue", cat, "--out",
+                     str(tmp_path / "rep"), "--quiet", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "precision (reliability)" in text and os.path.isfile(tmp_path / "rep" / "scores.json")
+    # the command itself: errors are one line on stderr, exit status 2
+    assert cli.main(["train", "--out", str(tmp_path / "x")]) == 2
+    assert "--image and --catalogue required" in capsys.readouterr().err
+    assert cli.main(["train", "--image", img, "--catalogue", str(tmp_path / "none.ecsv"),
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "none.ecsv not found" in capsys.readouterr().err
+    timg, tcat = train_field["train"]
+    run = tmp_path / "clirun"
+    assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out", str(run),
+                     "--epochs", "1", "--patch", "32", "--patches-per-epoch", "32",
+                     "--quiet"]) == 0
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert f"resuming {run} at epoch 2 of 2" in text and "next: cianna-jax predict" in text
+    assert [r["epoch"] for r in read_results_csv(run / "results.csv")] == [1, 2]
