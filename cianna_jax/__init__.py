@@ -50,8 +50,9 @@ from .api import (
     softmax,
     swap_data_buffers,
 )
-from .driver import forward, perf_eval, train
+from .driver import forward, train
 from .io.network_file import Loaded, load_network, save_network
+from .layer_timing import perf_eval
 from .network import (
     Network,
     apply,

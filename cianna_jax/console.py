@@ -11,7 +11,7 @@ import numpy as np
 
 from .layers.common import Shape
 
-__all__ = ["banner", "layer_summary", "progress_line", "confusion_matrix_text"]
+__all__ = ["banner", "layer_summary", "progress_line", "confusion_matrix_text", "perf_table"]
 
 VERSION_LINE = "CIANNA_JAX V-0.1.0 (JAX reimplementation of CIANNA V-1.0.1), by the cianna_jax team"
 
@@ -88,3 +88,48 @@ def confusion_matrix_text(mat: np.ndarray, mode: int) -> str:
         out.append(f"     {row}{pct(recall[i], 10)}")
     out.append("Prec. " + "".join(pct(p, 7) + "  " for p in prec) + f"Acc {acc:6.2f}%")
     return "\n".join(out) + "\n"
+
+
+def perf_table(report: dict) -> str:
+    """CIANNA's ``perf_eval`` table from :func:`cianna_jax.layer_timing.perf_eval`'s report:
+    per layer, forward and backward µs per example with their shares, then what was
+    measured and how."""
+    fwd = np.asarray(report["forward"], dtype=float)
+    bwd = np.asarray(report["backward"], dtype=float)
+    tot = fwd + bwd
+
+    def pct(v, total):
+        return 100.0 * v / total if total > 0 else 0.0
+
+    lines = [f"\nTotal Net. nb weights: {report['n_weights']} ",
+             "\n     Layer  Type       Forward             Backprop             Cumulated",
+             "       N     T      [µs]  /  [%]         [µs]  /  [%]         [µs]  /  [%]",
+             "  " + "-" * 67]
+    for i, kind in enumerate(report["layers"]):
+        lines.append(f"   {i + 1:5d}     {kind[0].upper()}   {fwd[i]:8.1f} / "
+                     f"{pct(fwd[i], fwd.sum()):4.1f}      {bwd[i]:8.1f} / "
+                     f"{pct(bwd[i], bwd.sum()):4.1f}      {tot[i]:8.1f} / "
+                     f"{pct(tot[i], tot.sum()):4.1f}")
+    lines.append("  " + "-" * 67)
+    lines.append(f"   Total         {fwd.sum():8.1f} µs          {bwd.sum():8.1f} µs          "
+                 f"{tot.sum():8.1f} µs       ")
+    other = report["other"]["fwd"] + report["other"]["bwd"]
+    what = "training step" if report["kind"] == "train" else "inference step (no training " \
+        "step compiled yet: call train() for the backward column)"
+    source = "train" if report["kind"] == "train" else "forward"
+    notes = [f"Measured: the compiled {what} that {source}() ran, replayed on its last batch "
+             f"(B = {report['batch']}), {report['runs']} runs timed and {report['runs']} "
+             "profiled; times per example, medians over the runs."]
+    if report["profiled"]:
+        notes.append("Per layer: XLA's operation times from JAX's profiler, each operation "
+                     "attributed to a layer through the program's data flow (operations on "
+                     "both CPU threads are all counted, so the sum can exceed the wall time).")
+        notes.append(f"Not attributed to a layer: {other:.1f} µs (random bits, loss, input "
+                     "copies).  Layers without weights (pooling...) count with the layer before"
+                     + (f"; conv + max pool run fused at layers {report['fused']}"
+                        if report["fused"] else "") + ".")
+    else:
+        notes.append("No profile could be taken: only the whole step below is measured.")
+    notes.append(f"Whole step (wall clock, without the profiler): {report['wall_us']:.1f} µs "
+                 f"per example.  This report took {report.get('seconds', 0.0):.2f} s.")
+    return "\n".join(lines) + "\n" + "\n".join(" " + n for n in notes) + "\n\n"

@@ -1,4 +1,5 @@
-"""CIANNA's drivers: ``train``, ``forward`` and ``perf_eval`` over the imperative state.
+"""CIANNA's drivers: ``train`` and ``forward`` over the imperative state (``perf_eval``,
+which replays their last step, is in :mod:`cianna_jax.layer_timing`).
 
 The loops call the jitted steps of :mod:`cianna_jax.training` once per batch, keep
 losses on the device (the progress bar shows the newest batch loss that is
@@ -24,7 +25,6 @@ from .api import (
     get_state,
     save_optimizer_state,
     save_state,
-    say,
     v11_transform,
     warn_once,
 )
@@ -32,11 +32,11 @@ from .checks import as_flag
 from .checks import as_float as _float
 from .checks import as_int as _int
 from .checks import as_str as _str
-from .layers.common import DROP_MODES, Ctx
+from .layers.common import DROP_MODES
 from .network import output_rows
 from .yolo import decode as yolo_decode
 
-__all__ = ["train", "forward", "perf_eval"]
+__all__ = ["train", "forward"]
 
 
 def _batch(state: NetState, ds: Dataset, j: int):
@@ -109,14 +109,55 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
-def _progress(state, prefix, j, nb, pending, shown, t0, silent):
-    while pending and pending[0][0].is_ready():
-        value, nv = pending.pop(0)
-        shown = float(value) / nv
+class _RateMeter:
+    """``B.perf.``: images per second of *completed* work.
+
+    Steps are dispatched asynchronously, so the time at which the Python loop hands a
+    batch over says nothing about the work done (timing dispatch showed 50x the real
+    rate).  The meter counts the images of batches whose result is ready
+    (:meth:`poll`, in order: each step needs the previous one's weights) and divides
+    the images completed within the last ``window`` seconds by the time they took;
+    before two observations it is the completed images since the start over the time
+    since the start.  ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, window: float = 2.0, clock=time.perf_counter):
+        self.clock = clock
+        self.window = window
+        self.t0 = clock()
+        self.done = 0
+        self.samples = [(self.t0, 0)]
+
+    def poll(self, pending: list) -> float | None:
+        """Pop the finished entries at the head of ``pending``: ``(loss, rows)`` or
+        ``(loss, rows, images)`` (images computed for that entry, default ``rows``);
+        returns the newest finished loss per row (None when none finished)."""
+        shown = None
+        while pending and pending[0][0].is_ready():
+            value, nv, *images = pending.pop(0)
+            self.done += int(images[0] if images else nv)
+            shown = float(value) / max(int(nv), 1)
+        return shown
+
+    def rate(self) -> float:
+        """Images per second of completed work (see the class docstring)."""
+        now = self.clock()
+        self.samples.append((now, self.done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.pop(0)
+        t_old, d_old = self.samples[0]
+        if self.done > d_old and now > t_old:
+            return (self.done - d_old) / (now - t_old)
+        return self.done / max(now - self.t0, 1e-9)
+
+
+def _progress(state, prefix, j, nb, pending, shown, meter, silent):
+    value = meter.poll(pending)
+    if value is not None:
+        shown = value
     if not silent:
-        rate = (j + 1) * state.b_size / max(time.perf_counter() - t0, 1e-9)
         console.write(console.progress_line(prefix, state.iteration, j + 1, nb, state.adv_size,
-                                            shown, rate))
+                                            shown, meter.rate()))
     return shown
 
 
@@ -126,6 +167,7 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     params, opt_state = state.params, state.opt_state
     key = state.epoch_key(0)
     t0 = time.perf_counter()
+    meter = _RateMeter()
     sums, pending, shown = [], [], None
     sgd = state.batch_mode == "SGD"
     nb = ds.size if sgd else _nb_batch(state, ds)
@@ -137,16 +179,17 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
         xb, tb, nv = _batch(state, ds, int(picks[j]) if sgd else j)
         if sgd:
             nv = 1
+        call = dict(key=key, loss_scale=loss_scale, policy=state.policy,
+                    nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j),
+                    divisor="batch" if state.optim_config is None else "length")
         params, opt_state, s = training.train_step(
-            net, state.optimizer, params, opt_state, xb, tb, np.int32(nv),
-            key, loss_scale=loss_scale, policy=state.policy,
-            nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j),
-            divisor="batch" if state.optim_config is None else "length")
+            net, state.optimizer, params, opt_state, xb, tb, np.int32(nv), **call)
         sums.append(s)
         pending.append((s, nv))
-        shown = _progress(state, "Iter:", j, nb, pending, shown, t0, silent)
+        shown = _progress(state, "Iter:", j, nb, pending, shown, meter, silent)
     state.perf["batch"] = (xb, tb)
     state.perf["last"] = (xb, tb, np.int32(nv))
+    state.perf["train_call"] = (xb, tb, np.int32(nv), call)  # perf_eval replays this step
     losses = np.asarray(jnp.stack(sums), dtype=np.float64)
     if not silent:
         for value, nv in pending:
@@ -190,27 +233,28 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     with_loss = no_error != 1
     key = state.next_key()
     t0 = time.perf_counter()
+    meter = _RateMeter()
     outs, losses, pending, shown = [], [], [], None
     parts = [] if (net.yolo is not None and with_loss) else None
     nb = _nb_batch(state, ds)
     for j in range(nb):
         xb, tb, nv = _batch(state, ds, j)
         for r in range(repeat):
-            out, loss = training.eval_step(net, params, xb, tb, np.int32(nv), key, drop_mode,
-                                           with_loss, state.policy,
-                                           step=np.int32(j * repeat + r),
-                                           yolo_stats=parts is not None)
+            call = (key, drop_mode, with_loss, state.policy)
+            kw = dict(step=np.int32(j * repeat + r), yolo_stats=parts is not None)
+            out, loss = training.eval_step(net, params, xb, tb, np.int32(nv), *call, **kw)
             outs.append((out, nv))
             if parts is not None:
                 parts.append(loss)
                 loss = jnp.sum(loss[:6])
             losses.append(loss)
-        pending.append((loss, nv))
-        shown = _progress(state, "Fwd :", j, nb, pending, shown, t0, silent == 1)
+        pending.append((loss, nv, nv * repeat))
+        shown = _progress(state, "Fwd :", j, nb, pending, shown, meter, silent == 1)
     rows = output_rows(net, np.concatenate([parallel.to_host(o)[:nv] for o, nv in outs], axis=0))
     loss_sum = float(sum(float(v) for v in losses)) if with_loss else 0.0
     rate = ds.size / (time.perf_counter() - t0)
     state.perf["batch"] = (xb, tb)
+    state.perf["eval_call"] = (xb, tb, np.int32(nv), call, kw)  # perf_eval replays this step
     mat = None
     if with_loss and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
         mat = _confusion(net, rows, ds.t, state.out_dim)
@@ -488,66 +532,3 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 0, re
                 raise FloatingPointError("ERROR: Network divergence detected (NaN) on TEST")
             _append_error(state.iteration, loss / ds.size, parts, ds.size)
     return rows if return_output else None
-
-
-def perf_eval(network: int = -1) -> None:
-    """Print the per-layer forward and backward time per example (microseconds).
-
-    Each layer is timed on its own, jitted, on the last batch that ``train`` or
-    ``forward`` used.
-    """
-    state = get_state(network)
-    if "batch" not in state.perf:
-        raise RuntimeError("perf_eval: call train() or forward() first")
-    net = state.net
-    params = state.params
-    xb, _ = state.perf["batch"]
-    ctx = Ctx(train=False, drop_mode="AVG_MODEL", nd=net.nd, policy=state.policy)
-    x = jnp.asarray(xb).astype(state.policy.compute_dtype)
-    h = {-1: x.reshape((x.shape[0],) + net.input_shape)}
-    times = []
-    for i, layer in enumerate(net.layers):
-        src = tuple(h[s] for s in net.sources(i))
-        inp = src[0] if getattr(layer, "nb_inputs", 1) == 1 else src
-
-        def fwd(p, x, layer=layer):
-            return layer.apply(p, x, ctx, None)
-
-        f = jax.jit(fwd)
-        out = f(params[i], inp)
-        _, vjp = jax.vjp(fwd, params[i], inp)
-        b = jax.jit(lambda g, vjp=vjp: vjp(g))
-        times.append((_time(f, params[i], inp), _time(b, out)))
-        h[i] = out
-    _print_perf(state, net, times)
-
-
-def _time(fn, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    best = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best.append(time.perf_counter() - t0)
-    return float(np.median(best))
-
-
-def _print_perf(state, net, times) -> None:
-    b = state.b_size
-    fwd = np.array([t[0] for t in times]) / b * 1e6
-    bwd = np.array([t[1] for t in times]) / b * 1e6
-    tot = fwd + bwd
-    n_w = sum(int(np.prod(a.shape)) for p in state.params for a in p.values())
-    lines = [f"\nTotal Net. nb weights: {n_w} ",
-             "\n     Layer  Type       Forward             Backprop             Cumulated",
-             "       N     T      [µs]  /  [%]         [µs]  /  [%]         [µs]  /  [%]",
-             "  " + "-" * 67]
-    for i, layer in enumerate(net.layers):
-        lines.append(f"   {i + 1:5d}     {layer.kind[0].upper()}   {fwd[i]:8.1f} / "
-                     f"{100 * fwd[i] / fwd.sum():4.1f}      {bwd[i]:8.1f} / "
-                     f"{100 * bwd[i] / bwd.sum():4.1f}      {tot[i]:8.1f} / "
-                     f"{100 * tot[i] / tot.sum():4.1f}")
-    lines.append("  " + "-" * 67)
-    lines.append(f"   Total         {fwd.sum():8.1f} µs          {bwd.sum():8.1f} µs          "
-                 f"{tot.sum():8.1f} µs       \n")
-    say("\n".join(lines) + "\n")

@@ -24,6 +24,7 @@ import numpy as np
 from . import api, driver, report
 from .api import adam, linear, logistic, relu, rms_prop, sgd, softmax
 from .checks import as_float, as_int
+from .layer_timing import perf_eval as _perf_eval
 
 __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
@@ -186,7 +187,7 @@ def forward(saving: int = 1, drop_mode: str = "AVG_MODEL", no_error: int = 1, re
 
 
 def perf_eval(network: int = 0) -> None:
-    driver.perf_eval(network)
+    _perf_eval(network)
 
 
 def print_arch_tex(path: str, file_name: str, size: int = 1, in_size: int = 1, f_size: int = 1,
