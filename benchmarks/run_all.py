@@ -1,15 +1,25 @@
 """Run every benchmark and print one report: the one command of the benchmark suite.
 
-    python benchmarks/run_all.py [--quick]
+    python benchmarks/run_all.py [--quick] [--no-extras]
 
-1. CIANNA's MNIST network, functional and imperative APIs, batches 16, 64 and 128 on
-   10,000 images, with PyTorch in the same run when it is importable (ratios ours / PyTorch),
-   time to the first training step and compilations during epochs 2-5;
-2. an SDC1-like YOLO network at 256x256 (forward and training img/s);
-3. the YOLO loss + gradient alone, XLA reference and Pallas kernel (the kernel only on a GPU);
-4. peak host memory of ``create_dataset`` against the raw data size.
+First the summary table (issue 16), then the details it comes from:
 
-``--quick`` uses fewer images and one batch size (a smoke run, not for numbers).
+1. CIANNA's SDC1 detector backbone (``bench_sdc1.py``: the 17 convolutions of CIANNA's
+   examples/SKAO_SDC1/train_network.py, one group norm, a 1x1 head, squared-error loss,
+   SGD momentum), training and inference img/s against PyTorch in the same process
+   (alternated rounds, same number of threads), 128x128 and 256x256, batch 8;
+2. CIANNA's MNIST network at batch 64 (``bench_mnist.py``: functional and imperative
+   APIs against PyTorch, alternated epochs);
+3. first training step: MNIST and SDC1 128x128, each cold and with the persistent
+   compilation cache warm, in fresh processes (``first_step.py``);
+4. the small-map check: a 3x3 convolution's rate on 8x8 down to 1x1 maps
+   (``bench_smallmap.py``);
+5. extras (skipped by ``--no-extras``): the SDC1-like YOLO network, the YOLO loss alone,
+   host memory of ``create_dataset``.
+
+``--quick`` (under a minute; the smoke test) uses small sizes and one round: a check
+that everything runs, not numbers.  Ratios are medians over rounds of the per-round
+ratio; the spread column (slowest / fastest round) tells how noisy the machine was.
 """
 
 from __future__ import annotations
@@ -17,36 +27,132 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bench_memory  # noqa: E402
-import bench_mnist  # noqa: E402
-import bench_yolo  # noqa: E402
-import jax  # noqa: E402
-import yolo_loss  # noqa: E402
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
 import cianna_jax.xla_cpu  # noqa: E402
+
+TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_infer": 2.5}
+
+
+def _ratio(v, key):
+    return f"{v:.2f}" if v is not None else "-"
+
+
+def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict]) -> str:
+    head = (f"{'workload':<30}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
+            f"{'spread':>8}")
+    lines = [head, "-" * len(head)]
+    for r in sdc1:
+        ours, th = r["results"]["cianna_jax"], r["results"].get("torch")
+        for kind, name in (("train", "training"), ("infer", "inference")):
+            lines.append(
+                f"{'SDC1 ' + str(r['size']) + ' b' + str(r['batch']) + ' ' + name:<30}"
+                f"{ours[kind]:>12,.1f}{(th[kind] if th else float('nan')):>13,.1f}"
+                f"{_ratio(ours.get(kind + '_ratio'), kind):>8}"
+                f"{TARGETS['sdc1_' + kind]:>8.2f}{ours[kind + '_spread']:>8.2f}")
+    for r in mnist:
+        th = r["torch"]
+        for api in ("functional", "imperative"):
+            v = r[api]
+            for kind, name in (("train", "training"), ("infer", "inference")):
+                lines.append(
+                    f"{'MNIST b' + str(r['batch']) + ' ' + api[:5] + '. ' + name:<30}"
+                    f"{v[kind]:>12,.0f}{(th[kind] if th else float('nan')):>13,.0f}"
+                    f"{_ratio(v.get(kind + '_ratio'), kind):>8}"
+                    f"{TARGETS['mnist_' + kind]:>8.2f}{'':>8}")
+    lines.append("")
+    for f in firsts:
+        lines.append(f"first training step, {f['network']:<14} cache {f['cache']:<5}"
+                     f"{f['first_step']:>8.2f} s" + ("  (target <= 3 s)"
+                                                      if f["network"] == "mnist" else ""))
+    if small:
+        ref = small[0]
+        worst_new = min(3 * r["flops"] / r["new_train"] for r in small) / (
+            3 * ref["flops"] / ref["new_train"])
+        worst_fwd = min(r["flops"] / r["new_fwd"] for r in small) / (ref["flops"] / ref["new_fwd"])
+        line = (f"small-map check: slowest map's rate / {ref['size']}x{ref['size']} map's rate: "
+                f"forward {worst_fwd:.2f}, training {worst_new:.2f} (target >= 0.33)")
+        if "xla_fwd" in ref:
+            worst_old = min(r["flops"] / r["xla_fwd"] for r in small) / (
+                ref["flops"] / ref["xla_fwd"])
+            line += f"; XLA conv alone: forward {worst_old:.2f}"
+        lines.append(line)
+    lines.append("ratio: ours / PyTorch, median over alternated rounds; spread: slowest / "
+                 "fastest of our training rounds")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (< 1 min)")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="skip the YOLO network, YOLO loss and memory benchmarks")
     a = parser.parse_args(argv)
-    n, batches, epochs = (1000, (64,), 1) if a.quick else (10_000, (16, 64, 128), 3)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
-          f"({os.cpu_count()} CPUs), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(f"\n== MNIST network, {n} images ==")
-    print(bench_mnist.format_table(bench_mnist.run(n, batches, epochs)))
-    print("\n== YOLO ==")
-    print(bench_yolo.format_result(
-        bench_yolo.run(size=64 if a.quick else 256, n=8 if a.quick else 32, batch=8,
-                       repeats=1 if a.quick else 3)))
-    print("\n== YOLO loss + gradient ==")
-    yolo_loss.main(["--quick"] if a.quick else ["--first", "2"])
-    print("\n== Memory ==")
-    print(bench_memory.format_result(bench_memory.run(n=256 if a.quick else 4096)))
+
+    import bench_mnist
+    import bench_sdc1
+    import bench_smallmap
+    import first_step
+    import jax
+
+    t0 = time.perf_counter()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs), "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average {load:.2f}")
+
+    if a.quick:
+        sdc1_runs = [bench_sdc1.run(size=64, batch=8, n=8, rounds=1)]
+        mnist = bench_mnist.run(640, (64,), 1)
+        nan = float("nan")
+        firsts = [dict(network="mnist", cache="none", second_step=nan, from_start=nan,
+                       first_step=mnist[0]["functional"]["first_step"]),
+                  dict(network=f"sdc1 {sdc1_runs[0]['size']}x{sdc1_runs[0]['size']}",
+                       cache="none", second_step=nan, from_start=nan,
+                       first_step=sdc1_runs[0]["results"]["cianna_jax"]["first_step"])]
+        small = bench_smallmap.run((4, 2, 1), 16, 64, 128, repeats=1, compare=False)
+    else:
+        sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5),
+                     bench_sdc1.run(size=256, batch=8, n=16, rounds=3)]
+        mnist = bench_mnist.run(10_000, (64,), 3)
+        firsts = first_step.twice("mnist", 0) + first_step.twice("sdc1", 128)
+        small = bench_smallmap.run()
+
+    print("\n== Summary ==")
+    print(summary(sdc1_runs, mnist, firsts, small))
+    print("\n== SDC1 backbone ==")
+    for r in sdc1_runs:
+        print(bench_sdc1.format_result(r))
+    print("\n== MNIST network ==")
+    print(bench_mnist.format_table(mnist))
+    print("\n== First training step ==")
+    print(first_step.format_rows(firsts))
+    print("\n== Small-map check ==")
+    print(bench_smallmap.format_table(small, *((16, 64, 128) if a.quick else (16, 512, 1024))))
+
+    if not a.no_extras and not a.quick:
+        import bench_memory
+        import bench_yolo
+        import yolo_loss
+
+        print("\n== SDC1-like YOLO network ==")
+        print(bench_yolo.format_result(bench_yolo.run(size=256, n=32, batch=8, repeats=3)))
+        print("\n== YOLO loss + gradient ==")
+        yolo_loss.main(["--first", "2"])
+        print("\n== Memory ==")
+        print(bench_memory.format_result(bench_memory.run(n=4096)))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {load:.2f})")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ and functional-core users may call it themselves, first thing::
 What it does: append ``--xla_cpu_experimental_ynn_fusion_type=`` (XLA's YNNPACK
 fusions off, measured slower for these small convolutions and dense layers on CPU,
 see the README) to ``XLA_FLAGS``.  XLA reads ``XLA_FLAGS`` once, when the first JAX
-backend starts, and the variable is inherited by child processes.
+backend starts, and the variable is inherited by child processes.  It also turns on
+the persistent compilation cache when the environment asks for it
+(``CIANNA_JAX_COMPILE_CACHE``, see :mod:`cianna_jax.compile_cache`); nothing else.
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ def tune(*, force: bool = False, warn: bool = True) -> bool:
 
     Returns True when it changed ``XLA_FLAGS``, False otherwise.  Call it before any
     JAX computation (``import jax`` alone starts no backend).  GPU runs are unaffected.
+    ``CIANNA_JAX_COMPILE_CACHE`` set (see :mod:`cianna_jax.compile_cache`) also enables
+    the persistent compilation cache, whatever the flags.
     """
+    from . import compile_cache
+
+    compile_cache.enable_from_env()
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG.split("=")[0] in flags:
         return False

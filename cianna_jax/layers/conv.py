@@ -14,6 +14,7 @@ geometry), so training matches CIANNA there too.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -30,12 +31,120 @@ from ..precision import FP32
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, flat_to_map, internal
 
-__all__ = ["Conv", "conv_nd"]
+__all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
 
 def _dimension_numbers(nd: int):
     sp = "DHW"[3 - nd:]
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
+#: the small-map formulation (im2col + one matmul) is used on CPU when True
+SMALL_MAP_IM2COL = True
+#: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
+MATMUL_FORMS: frozenset = frozenset()
+#: "few_inputs": at most this many input values per output (filter cells x channels)
+FEW_INPUTS = 64
+
+
+def small_map(in_spatial, f_size) -> bool:
+    """Whether a convolution over a map of spatial size ``in_spatial`` (before padding)
+    with filters ``f_size`` is a *small-map* one: every spatial dimension smaller than
+    the filter (a 3x3 filter on a 2x2 or 1x1 map).  XLA's CPU convolution falls off a
+    cliff there (batch 16, 512 -> 1024 channels, 3x3 filter, padding 1: 620 ms forward on
+    2x2 maps, 14-22 ms on 3x3 maps, measured); the same convolution as one matrix product
+    over the gathered windows runs near the rate of the large layers (5.5-16 ms), see
+    benchmarks/README.md.  On 3x3 maps XLA's convolution is as fast or faster."""
+    return all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
+
+
+def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
+    """Why a convolution (input ``in_spatial``, filters ``f_size``, ``strides``,
+    ``padding`` pairs, ``channels`` inputs per group) runs as im2col + one matrix
+    product on CPU, or None for XLA's convolution: "small_map" (:func:`small_map`),
+    "1x1" (a 1x1 filter without padding: a plain matrix product), "tiles" (filter =
+    stride, no padding: the windows tile the input, e.g. the 2x2 stride-2 convs of
+    CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
+    e.g. a 5x5 filter on one channel).  Measured in benchmarks/README.md."""
+    if SMALL_MAP_IM2COL and small_map(in_spatial, f_size):
+        return "small_map"
+    unpadded = all(lo == 0 and hi == 0 for lo, hi in padding)
+    if "1x1" in MATMUL_FORMS and unpadded and all(int(f) == 1 for f in f_size):
+        return "1x1"
+    if "tiles" in MATMUL_FORMS and unpadded and all(
+            int(f) == int(st) and int(n) % int(f) == 0
+            for f, st, n in zip(f_size, strides, in_spatial)):
+        return "tiles"
+    if "few_inputs" in MATMUL_FORMS and int(np.prod(f_size)) * int(channels) <= FEW_INPUTS:
+        return "few_inputs"
+    return None
+
+
+def _im2col_conv(x, k, strides, padding, policy=FP32):
+    """Valid correlation of ``x`` zero-padded by ``padding`` (pairs), stride
+    ``strides``, with ``k (*f, C, F)``: the windows gathered by strided slices into
+    ``(B, *out, taps*C)`` and one matrix product.  Filter taps that only ever see the
+    zero padding (a 3x3 filter on a 1x1 map: all but the centre) are left out."""
+    nd = x.ndim - 2
+    f = k.shape[:nd]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
+                 + [(0, 0, 0)])
+    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+
+    def sees_data(offs):
+        return all(any(padding[a][0] <= o + i * strides[a] < padding[a][0] + x.shape[1 + a]
+                       for i in range(out[a])) for a, o in enumerate(offs))
+
+    taps = [o for o in itertools.product(*[range(v) for v in f]) if sees_data(o)]
+    if not taps:  # only padding under the filter: zeros
+        return jnp.zeros((x.shape[0], *out, k.shape[-1]), policy.accum_dtype)
+    cols = [lax.slice(xp, (0,) + offs + (0,),
+                      (xp.shape[0],) + tuple(o + (n - 1) * st + 1
+                                             for o, n, st in zip(offs, out, strides))
+                      + (xp.shape[-1],), (1,) + tuple(strides) + (1,)) for offs in taps]
+    cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    if len(taps) == int(np.prod(f)):
+        kk = k.reshape(-1, k.shape[-1])  # every tap: a free reshape, no copy
+    elif len(taps) == 1:
+        kk = k[taps[0]]
+    else:
+        kk = jnp.concatenate([k[offs] for offs in taps], axis=0)
+    return jnp.dot(cols, kk, precision=policy.precision, preferred_element_type=policy.accum_dtype)
+
+
+#: "auto" (by size, see ``Conv._weight_layout_dot``), "always" or "never"
+WEIGHT_DOT = "auto"
+#: the weight-layout product is used when the gathered windows are at most this many
+#: times the weights
+WEIGHT_DOT_RATIO = 4.0
+
+
+def _weight_layout_conv(x, w, bias, f, strides, pads, policy=FP32):
+    """Convolution + bias as one matrix product against ``w (F, C*prod(f) + 1)`` in
+    CIANNA's own layout (rows ``[C][f_d][f_h][f_w]``, bias weight last): the windows
+    of the zero-padded input are gathered as ``(B, *out, C*prod(f))`` in that order, a
+    column of ``bias`` is appended, and ``cols @ w.T`` gives the pre-activation.  No
+    copy of the weights is made in any layout, forward or backward (the weight
+    gradient comes out as ``g.T @ cols``, already in CIANNA's layout), where XLA's
+    convolution needs the weights transposed to (*f, C, F) and back at every step,
+    which costs more than the convolution's arithmetic for the big, deep layers of
+    CIANNA's detectors on CPU (measured in benchmarks/README.md).  Gradients by
+    autodiff: exact, which is CIANNA's rule for the geometries this path takes."""
+    nd = x.ndim - 2
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(p, p, 0) for p in pads]
+                 + [(0, 0, 0)])
+    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+    cols = [lax.slice(xp, (0,) + offs + (0,),
+                      (xp.shape[0],) + tuple(o + (n - 1) * st + 1
+                                             for o, n, st in zip(offs, out, strides))
+                      + (xp.shape[-1],), (1,) + tuple(strides) + (1,))
+            for offs in itertools.product(*[range(v) for v in f])]
+    cols = cols[0] if len(cols) == 1 else jnp.stack(cols, axis=-1).reshape(
+        cols[0].shape[:-1] + (-1,))
+    cols = jnp.concatenate([cols, jnp.full(cols.shape[:-1] + (1,), bias, cols.dtype)], axis=-1)
+    return lax.dot_general(cols, w.astype(x.dtype), (((nd + 1,), (1,)), ((), ())),
+                           precision=policy.precision,
+                           preferred_element_type=policy.accum_dtype).astype(x.dtype)
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
@@ -44,15 +153,24 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
     ``lhs_dilation`` are slow (forward up to 1.7x, weight gradient 3-4x, measured), the
     same conv on the zero-filled input is not.  Other backends keep ``lhs_dilation``
-    (a transposed convolution for cuDNN)."""
+    (a transposed convolution for cuDNN).  Small maps (:func:`small_map`) run on CPU as
+    im2col + one matrix product (same sums, float32 rounding aside)."""
     nd = x.ndim - 2
 
-    def conv(x, padding, dil):
+    def lax_conv(x, padding, dil):
         return lax.conv_general_dilated(
             x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
             dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
             preferred_element_type=policy.accum_dtype, feature_group_count=groups,
         ).astype(x.dtype)
+
+    def conv(x, padding, dil):
+        if groups == 1 and all(d == 1 for d in dil) and matmul_form(
+                x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1]) is not None:
+            return lax.platform_dependent(
+                x, cpu=lambda x: _im2col_conv(x, k, strides, padding, policy).astype(x.dtype),
+                default=lambda x: lax_conv(x, padding, dil))
+        return lax_conv(x, padding, dil)
 
     if all(d == 1 for d in dil):
         return conv(x, padding, dil)
@@ -63,7 +181,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
                     + [(0, 0, 0)])
         return conv(x, [(0, 0)] * nd, (1,) * nd)
 
-    return lax.platform_dependent(x, cpu=padded, default=lambda x: conv(x, padding, dil))
+    return lax.platform_dependent(x, cpu=padded, default=lambda x: lax_conv(x, padding, dil))
 
 
 def _forward(x, k, strides, pads, dil, policy=FP32, groups=1):
@@ -229,16 +347,51 @@ class Conv(LayerBase):
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
         nd = ctx.nd
+        if x.ndim == 2:
+            x = flat_to_map(x, Shape(*self.input_shape), nd)
+        if self._weight_layout_dot(x, nd, ctx):
+            z = lax.platform_dependent(
+                x, cpu=lambda x: _weight_layout_conv(
+                    x, params["w"], self.bias, internal(self.f_size, nd),
+                    internal(self.stride, nd), internal(self.padding, nd), ctx.policy),
+                default=lambda x: self._conv(params, x, ctx))
+        else:
+            z = self._conv(params, x, ctx)
+        z = dropout(z, self.drop_rate, ctx, key)
+        if not activate_output:
+            return z
+        return activate(self.activation, z, exact=ctx.exact)
+
+    def _conv(self, params, x, ctx: Ctx):
+        """Convolution and bias through XLA's convolution (``conv_nd``'s backward)."""
+        nd = ctx.nd
         x, k, b = self.prepare(params, x, nd)
         conv = _forward if ctx.exact else conv_nd
         z = conv(x, k, internal(self.stride, nd), internal(self.padding, nd),
                  tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy,
                  self.nb_groups)
-        z = z + b.astype(z.dtype)
-        z = dropout(z, self.drop_rate, ctx, key)
-        if not activate_output:
-            return z
-        return activate(self.activation, z, exact=ctx.exact)
+        return z + b.astype(z.dtype)
+
+    def _weight_layout_dot(self, x, nd: int, ctx: Ctx) -> bool:
+        """Whether this conv runs on CPU as one matrix product with the weights in
+        CIANNA's layout (:func:`_weight_layout_conv`): float32, no groups, no
+        int_padding, a geometry where CIANNA's input gradient is the exact one (stride
+        1 with padding < filter, or windows that tile the input), and the gathered
+        windows not larger than :data:`WEIGHT_DOT_RATIO` times the weights."""
+        if WEIGHT_DOT == "never" or self.nb_groups != 1 or ctx.policy.compute_dtype != jnp.float32:
+            return False
+        f, st, pd = (internal(v, nd) for v in (self.f_size, self.stride, self.padding))
+        if any(internal(self.int_padding, nd)):
+            return False
+        sp = x.shape[1:-1]
+        tiles = all(a == b and p == 0 and n % a == 0 for a, b, p, n in zip(f, st, pd, sp))
+        if not (tiles or all(s == 1 and p < a for a, s, p in zip(f, st, pd))):
+            return False
+        if WEIGHT_DOT == "always":
+            return True
+        out = [(n + 2 * p - a) // s + 1 for n, p, a, s in zip(sp, pd, f, st)]
+        k = int(np.prod(f)) * x.shape[-1] + 1
+        return x.shape[0] * int(np.prod(out)) * k <= WEIGHT_DOT_RATIO * self.nb_filters * k
 
     def check(self, where: str, sources: tuple, *, last: bool) -> None:
         super().check(where, sources, last=last)

@@ -1,0 +1,255 @@
+"""CIANNA's SDC1 detector backbone, cianna_jax against PyTorch in the same process.
+
+The network is the one of CIANNA's ``examples/SKAO_SDC1/train_network.py`` (repository
+Deyht/CIANNA): 16 convolutions (5x5x32, then four stages of a 2x2 stride-2 conv
+followed by 1x1 / 3x3 convs, up to 3x3x1024), one group norm (group size 4), a 1x1
+conv of 2048 filters with dropout 0.25 and a 1x1 head of 117 filters (9 boxes x
+(8 + 5 parameters), CIANNA's ``nb_yolo_filters`` of that script): 17 convolutions.
+CIANNA's RELU is a leaky ReLU (slope 0.05).  The head is linear with the
+squared-error loss on both sides (``0.5 * sum((y - t)^2) / B``), so the comparison is
+like for like (CIANNA's YOLO loss adds about 2% on top).  SGD with momentum 0.8.
+
+Training and inference are timed in alternation with PyTorch (same number of
+threads), and the reported ratio is the median over rounds of the per-round ratio.
+
+    python benchmarks/bench_sdc1.py [--size 128] [--batch 8] [--n 32] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
+
+import cianna_jax as cj  # noqa: E402
+import cianna_jax.xla_cpu  # noqa: E402
+from cianna_jax import nn, training  # noqa: E402
+
+LR, MOMENTUM = 0.00015, 0.8
+THREADS = 2
+HEAD = 117  # nb_yolo_filters of CIANNA's SDC1 script: 9 * (8 + 0 + 5)
+
+#: (f_size, filters, stride, padding) of the 16 backbone convolutions, in order;
+#: the group norm follows the 15th (3x3x1024)
+BACKBONE = [(5, 32, 1, 2),
+            (2, 16, 2, 0), (3, 24, 1, 1), (3, 32, 1, 1),
+            (2, 64, 2, 0), (1, 128, 1, 0), (3, 192, 1, 1),
+            (2, 128, 2, 0), (1, 192, 1, 0), (3, 384, 1, 1), (1, 256, 1, 0), (3, 384, 1, 1),
+            (2, 512, 2, 0), (1, 768, 1, 0), (3, 1024, 1, 1),
+            (1, 2048, 1, 0)]
+NORM_AFTER = 14  # index in BACKBONE
+DROP_LAST = 0.25
+
+
+def sdc1_network(size: int = 128, drop: float = DROP_LAST, bias: float = 0.1) -> cj.Network:
+    """The backbone with a linear 1x1 head (functional builders)."""
+    layers = []
+    for i, (f, nf, s, p) in enumerate(BACKBONE):
+        last = i == len(BACKBONE) - 1
+        layers.append(nn.conv([f, f], nf, stride=[s, s], padding=[p, p], activation="RELU",
+                              drop_rate=drop if last else 0.0))
+        if i == NORM_AFTER:
+            layers.append(nn.norm(group_size=4, activation="LIN"))
+    layers.append(nn.conv([1, 1], HEAD, activation="LIN"))
+    return nn.network([size, size], 1, layers, bias=bias)
+
+
+def flops_per_image(size: int) -> tuple[float, float]:
+    """(forward, training) floating-point operations per image (multiply-adds x 2;
+    training = 3x forward)."""
+    macs, c, n = 0, 1, size
+    for f, nf, s, p in BACKBONE:
+        n = (n + 2 * p - f) // s + 1
+        macs += n * n * f * f * c * nf
+        c = nf
+    macs += n * n * c * HEAD
+    return 2.0 * macs, 6.0 * macs
+
+
+def data(size: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    g = size // 16
+    x = rng.uniform(size=(n, size, size, 1)).astype(np.float32)
+    t = rng.normal(scale=0.1, size=(n, g, g, HEAD)).astype(np.float32)
+    return x, t
+
+
+def ours(size: int, batch: int, x, t) -> dict:
+    """Closures for one training pass and one inference pass over ``x`` (functional core,
+    the jitted ``train_step``/``eval_step`` the imperative API uses), and the first step
+    time (compilation included)."""
+    net = sdc1_network(size)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
+    state = {"p": params, "s": opt.init(params)}
+    n = x.shape[0]
+    xs = [np.ascontiguousarray(x[i:i + batch]) for i in range(0, n, batch)]
+    ts = [np.ascontiguousarray(t[i:i + batch]) for i in range(0, n, batch)]
+    key = jax.random.key(1)
+    t0 = time.perf_counter()
+    p, s, loss = training.train_step(net, opt, state["p"], state["s"], xs[0], ts[0],
+                                     np.int32(batch), key, step=np.int32(0))
+    loss.block_until_ready()
+    first = time.perf_counter() - t0
+    state["p"], state["s"] = p, s
+
+    def epoch():
+        p, s = state["p"], state["s"]
+        loss = None
+        for j, (xb, tb) in enumerate(zip(xs, ts)):
+            p, s, loss = training.train_step(net, opt, p, s, xb, tb, np.int32(batch), key,
+                                             step=np.int32(j))
+        loss.block_until_ready()
+        state["p"], state["s"] = p, s
+
+    def inference():
+        out = None
+        for xb, tb in zip(xs, ts):
+            out, _ = training.eval_step(net, state["p"], xb, tb, np.int32(batch), None,
+                                        "AVG_MODEL", False)
+        out.block_until_ready()
+
+    t0 = time.perf_counter()
+    inference()
+    first_infer = time.perf_counter() - t0
+    return dict(epoch=epoch, inference=inference, first_step=first, first_infer=first_infer,
+                net=net)
+
+
+def torch_model(size: int):
+    import torch
+    from torch import nn as tnn
+
+    mods, c = [], 1
+    for i, (f, nf, s, p) in enumerate(BACKBONE):
+        mods += [tnn.Conv2d(c, nf, f, stride=s, padding=p), tnn.LeakyReLU(0.05)]
+        if i == NORM_AFTER:
+            mods.append(tnn.GroupNorm(nf // 4, nf, eps=1e-3))
+        if i == len(BACKBONE) - 1:
+            mods.append(tnn.Dropout(DROP_LAST))
+        c = nf
+    mods.append(tnn.Conv2d(c, HEAD, 1))
+    torch.manual_seed(0)
+    return tnn.Sequential(*mods)
+
+
+def theirs(size: int, batch: int, x, t) -> dict | None:
+    """The same network, loss and optimizer in PyTorch (NCHW, default settings); None
+    without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    model = torch_model(size)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tt = torch.from_numpy(np.ascontiguousarray(t.transpose(0, 3, 1, 2)))
+    n = x.shape[0]
+
+    def epoch():
+        model.train()
+        for i in range(0, n, batch):
+            opt.zero_grad(set_to_none=True)
+            y = model(xt[i:i + batch])
+            loss = 0.5 * torch.sum((y - tt[i:i + batch]) ** 2) / batch
+            loss.backward()
+            opt.step()
+
+    def inference():
+        model.eval()
+        with torch.inference_mode():
+            for i in range(0, n, batch):
+                model(xt[i:i + batch])
+
+    t0 = time.perf_counter()
+    epoch()
+    first = time.perf_counter() - t0
+    inference()
+    return dict(epoch=epoch, inference=inference, first_step=first)
+
+
+def alternate(runs: dict, n: int, rounds: int, reference: str | None) -> dict:
+    """Time each run's ``epoch`` and ``inference`` in alternation; img/s medians and the
+    median of per-round ratios against ``reference``; also the spread of the
+    reference (max/min of its round times), a measure of the machine's noise."""
+    times = {k: {"train": [], "infer": []} for k in runs}
+    for _ in range(rounds):
+        for kind in ("train", "infer"):
+            for name, r in runs.items():
+                fn = r["epoch"] if kind == "train" else r["inference"]
+                t0 = time.perf_counter()
+                fn()
+                times[name][kind].append(time.perf_counter() - t0)
+    out = {}
+    for name in runs:
+        res = {}
+        for kind in ("train", "infer"):
+            ts = np.asarray(times[name][kind])
+            res[kind] = n / float(np.median(ts))
+            res[kind + "_spread"] = float(ts.max() / ts.min())
+            if reference is not None and name != reference:
+                ratios = np.asarray(times[reference][kind]) / ts
+                res[kind + "_ratio"] = float(np.median(ratios))
+        out[name] = res
+    return out
+
+
+def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5) -> dict:
+    x, t = data(size, n)
+    runs = {"cianna_jax": ours(size, batch, x, t)}
+    th = theirs(size, batch, x, t)
+    if th is not None:
+        runs["torch"] = th
+    firsts = {k: v["first_step"] for k, v in runs.items()}
+    res = alternate({k: v for k, v in runs.items()}, n, rounds,
+                    "torch" if th is not None else None)
+    for k in res:
+        res[k]["first_step"] = firsts[k]
+    fwd, trn = flops_per_image(size)
+    return dict(size=size, batch=batch, n=n, rounds=rounds, results=res,
+                gflop_train=trn / 1e9, gflop_infer=fwd / 1e9)
+
+
+def format_result(r: dict) -> str:
+    head = (f"{'SDC1 backbone':<22}{'train img/s':>12}{'infer img/s':>12}{'train/torch':>12}"
+            f"{'infer/torch':>12}{'GFLOP/s tr':>11}{'1st step s':>11}{'spread':>12}")
+    lines = [f"{r['size']}x{r['size']}x1, batch {r['batch']}, {r['n']} images, "
+             f"{r['rounds']} alternated rounds; {r['gflop_train']:.2f} GFLOP per training "
+             f"image, {r['gflop_infer']:.2f} per inference", head, "-" * len(head)]
+    for name, v in r["results"].items():
+        rt = f"{v['train_ratio']:.2f}" if "train_ratio" in v else ""
+        ri = f"{v['infer_ratio']:.2f}" if "infer_ratio" in v else ""
+        spread = f"{v['train_spread']:.2f}/{v['infer_spread']:.2f}"
+        lines.append(f"{name + ' ' + str(r['size']):<22}{v['train']:>12,.1f}{v['infer']:>12,.1f}"
+                     f"{rt:>12}{ri:>12}{v['train'] * r['gflop_train']:>11,.0f}"
+                     f"{v['first_step']:>11.2f}{spread:>12}")
+    lines.append("ratios: median over rounds of the per-round speed ratio against PyTorch; "
+                 "spread: slowest/fastest round (train/infer), the machine's noise; torch's "
+                 "first step is one whole first epoch")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    a = parser.parse_args(argv)
+    print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(format_result(run(a.size, a.batch, a.n, a.rounds)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One-shot GPU check of cianna_jax (issue 16): at most ~8 minutes on an NVIDIA H200 whose
+# python3 has jax (CUDA), optax, numpy and pytest; nothing is installed, the project runs
+# from this source tree (PYTHONPATH=.).
+#
+#   bash benchmarks/gpu_check.sh              # from the repository root (or anywhere)
+#
+# Writes one results file: $OUT/gpu_check.txt when OUT is set, else
+# benchmarks/gpu_check_results.txt.  Parts, each under its own time limit:
+#   1. the golden-parity and Pallas parity tests on the GPU in full float32
+#      (NVIDIA_TF32_OVERRIDE=0, JAX_DEFAULT_MATMUL_PRECISION=highest: CIANNA's FP32 mode);
+#   2. the YOLO loss forward+backward, Pallas kernel against the XLA reference, at
+#      SDC1-like shapes (target: Pallas >= 2x);
+#   3. CIANNA's MNIST network, inference and training, FP32 / BF16 / FP16;
+#   4. the SDC1 detector at 512x512, inference and training, BF16 and FP32.
+# Without a GPU it says so at the top of the file and runs a quick subset of each part
+# on the CPU (a check of the script itself).  GPU_CHECK_QUICK=1 forces the quick subset.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; RES="$OUT/gpu_check.txt"; else RES="benchmarks/gpu_check_results.txt"; fi
+: > "$RES"
+START=$(date +%s)
+
+log() { echo "$*" | tee -a "$RES"; }
+part() {  # part <title> <seconds> <command...>: run with a time limit, output to the file
+  local title=$1 limit=$2; shift 2
+  log ""
+  log "== $title (limit ${limit} s) =="
+  local t0=$(date +%s)
+  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tail -n 60 | tee -a "$RES"
+  local rc=${PIPESTATUS[0]}
+  log "-- $title: exit code $rc ($(( $(date +%s) - t0 )) s)$([ "$rc" = 124 ] && echo ', TIME LIMIT REACHED')"
+}
+
+GPU=$($PY - <<'EOF' 2>/dev/null
+import jax
+try:
+    d = jax.devices("gpu")
+    print(d[0].device_kind if d else "")
+except Exception:
+    print("")
+EOF
+)
+log "cianna_jax GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname)"
+log "$($PY -c 'import jax, jaxlib, numpy, optax; print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, numpy {numpy.__version__}, optax {optax.__version__}")' 2>&1)"
+if [ -n "$GPU" ]; then
+  log "GPU: $GPU"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$RES"
+  QUICK=${GPU_CHECK_QUICK:-0}
+else
+  log "NO GPU: JAX sees no GPU on this machine; running a quick subset on the CPU (a check of"
+  log "the script, not GPU numbers)."
+  QUICK=1
+fi
+
+# 1. parity tests in full float32 (CIANNA's FP32 mode must not silently use TF32)
+if [ "$QUICK" = 1 ]; then
+  TESTS=(tests/test_golden.py tests/pallas/test_threefry.py -k "dense_only or conv_pad_stride or threefry")
+  LIMIT1=300
+else
+  TESTS=(tests/test_golden.py tests/test_fused_conv_pool.py tests/pallas)
+  LIMIT1=240
+fi
+part "golden and Pallas parity tests, float32 (TF32 off)" $LIMIT1 \
+  env NVIDIA_TF32_OVERRIDE=0 JAX_DEFAULT_MATMUL_PRECISION=highest \
+  $PY -m pytest -q -p no:cacheprovider -rs "${TESTS[@]}"
+
+# 2. YOLO loss: Pallas kernel vs XLA reference
+if [ "$QUICK" = 1 ]; then
+  part "YOLO loss forward+backward, Pallas vs XLA" 120 $PY benchmarks/yolo_loss.py --quick
+else
+  part "YOLO loss forward+backward, Pallas vs XLA (SDC1-like shapes)" 75 $PY benchmarks/yolo_loss.py
+fi
+
+# 3. MNIST network, 4. SDC1 detector
+Q=$([ "$QUICK" = 1 ] && echo --quick)
+part "MNIST network: inference and training, FP32 / BF16 / FP16" 90 $PY benchmarks/gpu_bench.py mnist $Q
+part "SDC1 detector 512x512: inference and training" 120 $PY benchmarks/gpu_bench.py sdc1 --size 512 $Q
+
+log ""
+log "total $(( $(date +%s) - START )) s; results in $RES"
+exit 0

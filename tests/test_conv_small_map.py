@@ -1,0 +1,153 @@
+"""Small-map convolutions (no spatial dimension larger than the filter) run on CPU as
+im2col + one matmul: same outputs and gradients as the XLA convolution."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cianna_jax as cj
+from cianna_jax import nn
+from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers.common import Ctx
+from cianna_jax.network import forward_internal
+
+
+def test_small_map_rule():
+    assert conv_mod.small_map((2, 2), (3, 3))
+    assert conv_mod.small_map((1, 1), (3, 3))
+    assert conv_mod.small_map((1, 1), (2, 2))
+    assert not conv_mod.small_map((3, 3), (3, 3))
+    assert not conv_mod.small_map((1, 1), (1, 1))
+    assert not conv_mod.small_map((4, 4), (3, 3))
+    assert not conv_mod.small_map((2, 4), (3, 3))
+    assert not conv_mod.small_map((2, 2), (1, 1))
+
+
+# (spatial, channels, filters, f_size, strides, pads, int_padding + 1)
+CASES = [
+    ((2, 2), 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 1), 4, 3, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 3), 3, 4, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((3, 2), 3, 4, (3, 3), (1, 1), (0, 1), (1, 1)),
+    ((2, 2), 4, 6, (2, 2), (2, 2), (0, 0), (1, 1)),  # SDC1's strided 2x2 conv
+    ((1, 1), 8, 5, (2, 2), (1, 1), (1, 1), (1, 1)),  # 2x2 filter on a 1x1 map
+    ((1, 1), 3, 2, (3, 3), (1, 1), (1, 1), (2, 2)),  # int_padding (a 1x1 map stays 1x1)
+    ((2, 2), 3, 2, (3, 3), (1, 1), (1, 1), (2, 2)),  # int_padding: 5x5 once padded
+    ((2, 2, 2), 3, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D
+]
+
+
+def _run(case, flag, monkeypatch):
+    sp, c, nf, f, st, pd, dil = case
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3,) + sp + (c,)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=f + (c, nf)) * 0.3, jnp.float32)
+    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
+
+    def out(x, k):
+        return conv_mod.conv_nd(x, k, st, pd, dil)
+
+    def loss(x, k):  # a non-linear loss: gradients depend on every output
+        return jnp.sum(jnp.sin(out(x, k)) * jnp.arange(out(x, k).size).reshape(
+            out(x, k).shape) / out(x, k).size)
+
+    y = jax.jit(out)(x, k)
+    gx, gk = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, k)
+    exact = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_mod._forward(x, k, st, pd, dil))),
+                             argnums=(0, 1)))(x, k)
+    text = jax.jit(out).lower(x, k).compile().as_text()
+    return y, gx, gk, exact, text
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c[0]) + "-" + str(c[3]) + "-" + str(c[6])
+                                              for c in CASES])
+def test_im2col_matches_the_xla_convolution(case, monkeypatch):
+    ref = _run(case, False, monkeypatch)
+    new = _run(case, True, monkeypatch)
+    for a, b in zip(ref[:3], new[:3]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
+    for a, b in zip(ref[3], new[3]):  # plain autodiff (grads="exact") as well
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
+    sp, f, dil = case[0], case[3], case[6]
+    padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
+    if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f):
+        assert "convolution(" not in new[4] and "dot(" in new[4]
+
+
+def test_large_maps_keep_the_xla_convolution():
+    x = jnp.ones((2, 5, 5, 3))
+    k = jnp.ones((3, 3, 3, 4))
+    text = jax.jit(lambda x, k: conv_mod.conv_nd(x, k, (1, 1), (1, 1), (1, 1))).lower(
+        x, k).compile().as_text()
+    assert "convolution(" in text
+
+
+def test_network_on_small_maps_trains_the_same(monkeypatch):
+    """A deep stack reaching 2x2 and 1x1 maps: loss gradients agree with the formulation
+    switched off (the custom VJPs, CIANNA's input gradient included)."""
+    net = nn.network([8, 8], 2, [
+        nn.conv([3, 3], 8, padding=[1, 1], activation="RELU"),
+        nn.conv([2, 2], 12, stride=[2, 2], activation="RELU"),  # 4x4
+        nn.conv([2, 2], 16, stride=[2, 2], activation="RELU"),  # 2x2: small map
+        nn.conv([3, 3], 16, padding=[1, 1], activation="RELU"),  # 2x2 map, 3x3 filter
+        nn.norm(group_size=4),
+        nn.conv([2, 2], 8, stride=[2, 2], activation="LOGI"),  # 1x1
+        nn.dense(3, activation="LIN"),
+    ], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
+    t = jax.random.normal(jax.random.key(2), (4, 3))
+    ctx = Ctx(train=True, nd=2)
+
+    def loss(p):
+        z = forward_internal(net, p, x, ctx, None)
+        return jnp.sum((z[:, :-1] - t) ** 2)
+
+    grads = {}
+    for flag in (False, True):
+        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
+        grads[flag] = jax.jit(jax.grad(loss))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(grads[False]),
+                    jax.tree_util.tree_leaves(grads[True])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+WEIGHT_DOT_NETS = [
+    # (in_dim, channels, layers): stride-1 convs with padding < filter, tiles, 1x1
+    ([6, 6], 3, [nn.conv([3, 3], 5, padding=[1, 1], activation="RELU"),
+                 nn.conv([2, 2], 4, stride=[2, 2], activation="LOGI"),
+                 nn.conv([1, 1], 6, activation="RELU", drop_rate=0.3),
+                 nn.conv([3, 3], 2, padding=[0, 0], activation="LIN")]),
+    ([4, 4, 4], 2, [nn.conv([3, 3, 3], 3, padding=[1, 1, 1], activation="RELU"),
+                    nn.conv([2, 2, 2], 4, stride=[2, 2, 2], activation="LIN")]),
+    # not taken (int_padding, stride with overlap, padding >= filter): the XLA conv
+    ([6, 6], 2, [nn.conv([3, 3], 3, stride=[2, 2], padding=[1, 1], activation="RELU"),
+                 nn.conv([2, 2], 2, int_padding=[1, 1], padding=[2, 2], activation="LIN")]),
+]
+
+
+@pytest.mark.parametrize("spec", WEIGHT_DOT_NETS, ids=["2d", "3d", "fallback"])
+@pytest.mark.parametrize("exact", [False, True])
+def test_weight_layout_product_matches_the_convolution(spec, exact, monkeypatch):
+    """Conv layers as one product against CIANNA's weight layout: same outputs, same
+    CIANNA (and exact) gradients, dropout included."""
+    in_dim, ch, layers = spec
+    net = nn.network(in_dim, ch, layers, bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (3,) + net.input_shape)
+    ctx = Ctx(train=True, nd=net.nd, exact=exact)
+    key = jax.random.key(5)
+
+    def loss(p):
+        z = forward_internal(net, p, x, ctx, key)
+        return jnp.sum(jnp.sin(z) * jnp.linspace(0.5, 1.5, z.size).reshape(z.shape))
+
+    res = {}
+    for mode in ("never", "always"):
+        monkeypatch.setattr(conv_mod, "WEIGHT_DOT", mode)
+        res[mode] = jax.jit(jax.value_and_grad(loss))(params)
+    np.testing.assert_allclose(res["always"][0], res["never"][0], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(res["never"][1]),
+                    jax.tree_util.tree_leaves(res["always"][1])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-6)
