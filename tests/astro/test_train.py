@@ -242,3 +242,20 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"resuming {run} at epoch 2 of 2" in text and "next: cianna-jax predict" in text
     assert [r["epoch"] for r in read_results_csv(run / "results.csv")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_sdc1_network_trains_and_its_model_loads(train_field, tmp_path):
+    """CIANNA's SDC1 network (17 convolutions, 9 priors) through the whole train path; its
+    model card loads for predict."""
+    from cianna_jax.astro.model_card import load_model
+
+    img, cat = train_field["train"]
+    res = train_detector(TrainSettings(image=img, catalogue=cat, out=str(tmp_path), arch="sdc1",
+                                       patch=32, epochs=1, patches_per_epoch=16, batch_size=8,
+                                       learning_rate=2e-4, momentum=0.8, valid_fraction=0.25),
+                         log=lambda *_: None, progress=False)
+    row = res.history[-1]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    model = load_model(tmp_path / "best.json")
+    assert model.net.yolo.nb_box == 9 and model.card.tile == (32, 32)
