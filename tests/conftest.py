@@ -46,6 +46,13 @@ def golden_case():
     return get
 
 
+@pytest.fixture
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run the test in its own empty folder (the current directory), returned."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 # --------------------------------------------------------------------------- test speed
 #
 # ``pytest -m "not slow"`` is the fast subset: every module keeps tests in it.  The tests

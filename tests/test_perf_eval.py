@@ -13,11 +13,8 @@ import cianna_jax as cnn
 from cianna_jax import console, driver, training
 from cianna_jax import layer_timing as perf_mod
 
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+# CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")
 
 
 def _small_net(n=96, b=16, heavy=False, silent=1):

@@ -13,11 +13,8 @@ import pytest
 
 import cianna_jax as cnn
 
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+# CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")
 
 
 def _state():

@@ -17,10 +17,8 @@ CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "meta.json").exists())
 RESUME = [c for c in CASES if c.startswith("optim_resume")]
 
 
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+# CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")
 
 
 def _meta(case):

@@ -11,10 +11,8 @@ import cianna_jax as cnn
 A_CASES = ("yolo_a1_2d_c0_p0_giou", "yolo_a3_2d_c3_p0_diou_sigmoid")
 
 
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+# CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
+pytestmark = pytest.mark.usefixtures("in_tmp_dir")
 
 
 def _meta(case):
