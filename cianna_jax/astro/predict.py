@@ -10,9 +10,11 @@ NaN pixels are replaced by the empty value (0 in the image unit) before normalis
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from ..yolo.tiling import decode_tile_batch, tile_keep_bounds, tile_origins
 from .model_card import LoadedModel, ModelCard, Normalisation
 from .noise import NoiseMap
 
-__all__ = ["Detections", "make_predict_fn", "normalise_window", "iter_tile_batches", "detect"]
+__all__ = ["Detections", "network_fn", "make_predict_fn", "normalise_window", "iter_tile_batches", "detect"]
 
 
 @dataclass(frozen=True)
@@ -41,30 +43,36 @@ class Detections:
         return self.n_tiles / self.seconds if self.seconds > 0 else float("nan")
 
 
-def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
-    """A jitted ``tiles [N, (D,) H, W] -> activated YOLO output (N, [G2,] G1, G0, B, K)``
-    (returned as a JAX array, asynchronously); one per model (kept in ``model.cache``)."""
+@functools.lru_cache(maxsize=8)
+def network_fn(net: Any, nd: int = 2) -> Callable[[Any, np.ndarray], object]:
+    """A jitted ``(params, tiles [N, (D,) H, W]) -> activated YOLO output (N, [G2,] G1, G0,
+    B, K)`` for ``net``; the parameters are an argument, so new weights (a training run's
+    epochs, a resume in the same process) reuse the compiled program."""
     import jax
-
-    if "predict_fn" in model.cache:
-        return model.cache["predict_fn"]
 
     from ..network import apply
     from ..yolo import layout as yolo_layout
 
-    net, params = model.net, model.params
     cfg = net.yolo
-    nd = 3 if model.card.ndim == 3 else 2
 
-    def run(tiles):
+    def run(params, tiles):
         out = apply(net, params, tiles[..., None])
         if out.ndim == 2:  # CIANNA rows -> the core's channel-last YOLO layout
             out = yolo_layout.from_cianna_rows(out, cfg.grid, cfg.nb_box, nd=nd)
         return out
 
-    fn = jax.jit(run)
-    model.cache["predict_fn"] = fn
-    return fn
+    return jax.jit(run)
+
+
+def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
+    """A jitted ``tiles [N, (D,) H, W] -> activated YOLO output (N, [G2,] G1, G0, B, K)``
+    (returned as a JAX array, asynchronously); one per model (kept in ``model.cache``)."""
+    if "predict_fn" in model.cache:
+        return model.cache["predict_fn"]
+    fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2)
+    params = model.params
+    model.cache["predict_fn"] = lambda tiles: fn(params, tiles)
+    return model.cache["predict_fn"]
 
 
 def normalise_window(raw: np.ndarray, win: tuple[slice, ...], norm: Normalisation,

@@ -39,16 +39,15 @@ import numpy as np
 from .. import training
 from ..io.atomic import atomic_write
 from ..io.network_file import save_network
-from ..network import apply, init_params
+from ..network import init_params
 from ..progress import Progress, format_seconds
-from ..yolo import layout as yolo_layout
 from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
 from .fits_image import FitsImage, ImageError, open_image
 from .labels import SourceLabels, read_training_catalogue, split_area, training_area
 from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
-from .predict import normalise_window
+from .predict import network_fn, normalise_window
 from .run_log import epoch_line, training_figure, write_results_csv
 from .sampler import PatchSampler, Prefetcher, grid_patches
 from .train_validation import ValidationArea, validate_area
@@ -282,20 +281,6 @@ def _optimizer(net: Any, learning_rate: float, momentum: float) -> Any:
                                    masks=lambda prm: training.cianna_masks(net, prm))
 
 
-@functools.lru_cache(maxsize=8)
-def _make_fns(net: Any):
-    nd = 2
-
-    @jax.jit
-    def predict(params, tiles):
-        out = apply(net, params, tiles[..., None])
-        if out.ndim == 2:
-            out = yolo_layout.from_cianna_rows(out, net.yolo.grid, net.yolo.nb_box, nd=nd)
-        return out
-
-    return predict
-
-
 def _val_losses(run: _Run, params: Any, batch: int) -> np.ndarray:
     parts = None
     for xb, tb, nv in training.iterate_batches(run.val_x, run.val_t, batch):
@@ -369,7 +354,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     with atomic_write(os.path.join(out, SETTINGS_FILE)) as fh:
         fh.write(json.dumps({"settings": dataclasses.asdict(s), "run": run.info,
                              "fingerprint": fp}, indent=1).encode())
-    predict = _make_fns(run.net)
+    predict = network_fn(run.net)
     n = s.patches_per_epoch
     best = max(history, key=lambda r: (r[s.select], -r["epoch"])) if history else None
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
