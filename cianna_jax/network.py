@@ -17,13 +17,14 @@ flat channel-major rows are converted at the edges only (:func:`rows_to_images`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import initializers
 from .layers import LayerSpec, Source
 from .layers.base import f32
 from .layers.common import DROP_MODES, Ctx, Shape, internal, map_to_flat_cmajor
@@ -260,7 +261,7 @@ def init_params(key: jax.Array, net: Network) -> Params:
     The pivot of a dense layer read by a dense layer is
     ``w[-1, -1] = bias_next / bias_this`` (cianna_layers.md section 1.3).
     """
-    keys = jax.random.split(key, max(1, len(net.layers)))
+    keys = initializers.split(key, max(1, len(net.layers)))
     params = []
     for i, (layer, (sin, _)) in enumerate(zip(net.layers, net.shapes)):
         p, _ = layer.init(keys[i], sin)
@@ -285,7 +286,14 @@ def set_pivots(net: Network, params: Params, layers=None) -> Params:
             raise ValueError(f"bias: layer {i + 1} has bias 0, so the pivot towards layer "
                              f"{readers[0] + 1} (bias_next / bias_this) would be infinite")
         pivot = np.float32(nxt.bias) / np.float32(layer.bias)
-        params[i] = {**params[i], "w": params[i]["w"].at[-1, -1].set(pivot)}
+        w = params[i]["w"]
+        if initializers.is_concrete(w):  # on the host: no program compiled per shape
+            w = np.array(w, np.float32)
+            w[-1, -1] = pivot
+            w = jnp.asarray(w)
+        else:
+            w = w.at[-1, -1].set(pivot)
+        params[i] = {**params[i], "w": w}
     return tuple(params)
 
 
@@ -337,14 +345,13 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
 
 
 def _check_images(net: Network, x) -> tuple[jax.Array, bool]:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
+    """``x`` as an array (no computation: that runs in the program) and whether it is a
+    single image without the batch axis; ValueError for a wrong shape."""
+    if not isinstance(x, (np.ndarray, jax.Array)):
+        x = np.asarray(x)
     want = net.input_shape
-    single = x.shape == want
-    if single:
-        x = x[None]
-    if x.shape[1:] != want:
+    single = tuple(x.shape) == want
+    if tuple(x.shape[1:]) != want and not single:
         raise ValueError(f"x: expected images of shape (N, {', '.join(map(str, want))}) "
                          f"(channel-last {'D, ' if net.nd == 3 else ''}H, W, C; CIANNA rows go "
                          f"through rows_to_images), received {tuple(x.shape)}")
@@ -384,8 +391,32 @@ def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Arra
     x, single = _check_images(net, x)
     ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision),
               exact=exact_grads(grads))
+    return _apply_program(net, params, x, key, ctx, bias_slot, single)
+
+
+# The forward runs as one jitted program (inlined when the caller is itself under
+# ``jit``): called eagerly, or differentiated eagerly by ``jax.grad``, it would otherwise
+# compile one small XLA program per operation and shape, several seconds for a small
+# network on 2 CPU cores, against a fraction of that for the whole program.
+@partial(jax.jit, static_argnames=("net", "ctx", "bias_slot", "single"))
+def _apply_program(net: Network, params: Params, x, key, ctx: Ctx, bias_slot: bool,
+                   single: bool):
+    x = _as_batch(x, single)
     y = _finish(net, forward_internal(net, params, x, ctx, key), bias_slot)
     return y[0] if single else y
+
+
+@partial(jax.jit, static_argnames=("net", "ctx", "keep", "single"))
+def _layers_program(net: Network, params: Params, x, key, ctx: Ctx, keep: tuple[int, ...],
+                    single: bool = False):
+    outs = forward_internal(net, params, _as_batch(x, single), ctx, key, keep=keep)
+    return tuple(o[:, :-1] if net.shapes[i][1].flat else o for i, o in zip(keep, outs))
+
+
+def _as_batch(x, single: bool):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    return x[None] if single else x
 
 
 def apply_layers(net: Network, params: Params, x, layers, *, train: bool = False,
@@ -396,12 +427,11 @@ def apply_layers(net: Network, params: Params, x, layers, *, train: bool = False
     Maps come channel-last ``(N, *sp, C)``, dense outputs ``(N, nb_neurons)`` (no
     bias slot); the last layer's YOLO activation is not applied here.
     """
-    x, _ = _check_images(net, x)
+    x, single = _check_images(net, x)
     idx = tuple(int(i) % len(net.layers) for i in np.atleast_1d(layers))
     ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision),
               exact=exact_grads(grads))
-    outs = forward_internal(net, params, x, ctx, key, keep=idx)
-    return tuple(o[:, :-1] if net.shapes[i][1].flat else o for i, o in zip(idx, outs))
+    return _layers_program(net, params, x, key, ctx, idx, single)
 
 
 def exact_grads(grads: str) -> bool:

@@ -192,7 +192,15 @@ def set_learning_rate(opt_state, learning_rate: float, **others: float):
     for name, value in dict(learning_rate=learning_rate, **others).items():
         if name not in hp:
             raise KeyError(f"optimizer has no hyper-parameter {name!r}; it has {sorted(hp)}")
-        hp[name] = jnp.asarray(value, dtype=jnp.asarray(hp[name]).dtype)
+        old = hp[name]
+        new = np.asarray(value, dtype=np.dtype(getattr(old, "dtype", np.float32)))
+        if (isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer)
+                and getattr(old, "committed", False)):
+            # placed as the old value: a step compiled for arrays placed on devices is
+            # not compiled a second time for an unplaced value
+            hp[name] = jax.device_put(new, old.sharding)
+        else:
+            hp[name] = jnp.asarray(new)
     return opt_state._replace(hyperparams=hp)
 
 
@@ -338,18 +346,28 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     return out, loss
 
 
-@partial(jax.jit, static_argnames=("spec", "policy"))
 def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: jax.Array,
-                    n_valid, policy: Policy = FP32) -> jax.Array:
+                    n_valid, policy: Policy = FP32) -> bool:
     """True when every float of ``params`` and ``opt_state`` is finite and a forward of
     the batch ``x`` (outputs and loss against ``t``) is finite too: the test a training
     loop applies before it keeps a state (a finite loss before an update says nothing
-    about the weights after it)."""
-    leaves = [a for a in jax.tree_util.tree_leaves((params, opt_state))
-              if jnp.issubdtype(a.dtype, jnp.inexact)]
-    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else True
-    out, loss = eval_step(spec, params, x, t, n_valid, None, "AVG_MODEL", True, policy)
-    return ok & jnp.all(jnp.isfinite(out)) & jnp.isfinite(loss)
+    about the weights after it).  The forward is :func:`eval_step` called as a
+    validation pass calls it (a key, a step, AVG_MODEL, with the loss), so the check
+    compiles no forward program of its own."""
+    if not bool(all_finite((params, opt_state))):
+        return False
+    out, loss = eval_step(spec, params, x, t, n_valid, jax.random.key(0), "AVG_MODEL", True,
+                          policy, step=np.int32(0), yolo_stats=spec.yolo is not None)
+    return bool(np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(loss)).all())
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every float in ``tree`` is finite (one small program per tree structure)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
 
 
 def yolo_parts(spec: Network, out: jax.Array, t: jax.Array, n_valid) -> jax.Array:

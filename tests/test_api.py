@@ -8,6 +8,7 @@ import pytest
 from conftest import DENSE_CASES, TRAINED_CASES
 
 import cianna_jax as cnn
+from cianna_jax import training
 
 # CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
 pytestmark = pytest.mark.usefixtures("in_tmp_dir")
@@ -365,3 +366,16 @@ def test_sgd_mode_batch_size_one(capsys):
     before = np.asarray(cnn.get_network()[1][0]["w"]).copy()
     cnn.train(2, 0.05, control_interv=0)
     assert not np.allclose(np.asarray(cnn.get_network()[1][0]["w"]), before)
+
+
+def test_training_compiles_one_step_and_one_forward(capsys):
+    """Two epochs with a validation pass and the divergence check compile one training
+    step and one forward: the learning rate set before each epoch keeps its placement
+    (an unplaced value would compile the step again) and the check after each epoch
+    runs the validation's forward program."""
+    _tiny_classifier()
+    steps, forwards = training.train_step._cache_size(), training.eval_step._cache_size()
+    cnn.train(nb_iter=2, learning_rate=0.01, momentum=0.8, control_interv=1)
+    assert training.train_step._cache_size() == steps + 1
+    assert training.eval_step._cache_size() == forwards + 1
+    assert "Iter:" in capsys.readouterr().out

@@ -52,3 +52,45 @@ def test_scaling_is_mandatory_for_normal_and_uniform():
         nn.conv([3, 3], 4, init_fct="uniform", init_scaling=-1)
     with pytest.raises(ValueError, match="init_fct"):
         nn.dense(4, init_fct="he")
+
+
+@pytest.mark.parametrize("fct", ["xavier", "lecun_U"])
+def test_host_draws_are_bit_identical_to_jax_random(fct):
+    """Concrete keys draw through one program per power-of-two size: the values are
+    those of jax.random on the requested shape (to one unit in the last place: XLA
+    vectorises the sampler's arithmetic differently for different lengths), and under
+    jit, where the key is traced and the direct draw runs, too."""
+    key = jax.random.key(11)
+    for shape in [(1, 1), (5, 30), (3, 4, 5), (700, 3)]:
+        got = np.asarray(initializers.draw(key, fct, shape, 9, 4, 1.5))
+        if fct == "xavier":
+            ref = jax.random.normal(key, shape) * (math.sqrt(2 / 13) * 1.5)
+        else:
+            ref = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0) * (
+                math.sqrt(3 / 9) * 1.5)
+        np.testing.assert_allclose(got, np.asarray(ref), rtol=2.4e-7, atol=0)
+        traced = jax.jit(lambda k, s=shape: initializers.draw(k, fct, s, 9, 4, 1.5))(key)
+        np.testing.assert_allclose(np.asarray(traced), got, rtol=2.4e-7, atol=0)
+    keys = initializers.split(key, 5)
+    np.testing.assert_array_equal(
+        np.stack([np.asarray(jax.random.key_data(k)) for k in keys]),
+        np.asarray(jax.random.key_data(jax.random.split(key, 5))))
+
+
+def test_network_init_compiles_no_program_per_layer_shape():
+    """A second network of new layer shapes (same size class) reuses the sampling
+    programs: init costs no XLA compilation per shape."""
+    def net(f):
+        return nn.network([6, 5], 2, [nn.conv([3, 3], f, padding=[1, 1]), nn.pool([2, 2]),
+                                      nn.dense(7 + f, drop_rate=0.3),
+                                      nn.dense(3, activation="SMAX")])
+    cj.init_params(jax.random.key(0), net(4))
+    before = {size: fn._cache_size() for size, fn in _programs()}
+    params = cj.init_params(jax.random.key(0), net(5))
+    assert {size: fn._cache_size() for size, fn in _programs()} == before
+    assert [p["w"].shape for p in params if p] == [(5, 19), (31, 13), (13, 4)]
+
+
+def _programs():
+    return [((normal, size), initializers._flat_sample(normal, size, "threefry2x32"))
+            for normal in (True, False) for size in (256, 512, 1024, 2048)]

@@ -163,3 +163,17 @@ def test_conv_after_dense_reads_input_shape():
     with pytest.raises(ValueError, match="dropout"):
         nn.network([5], 1, [nn.dense(12, drop_rate=0.5),
                             nn.conv([1, 1], 2, input_shape=[3, 2, 1, 2])])
+
+
+def test_eager_apply_is_one_program(small_cnn):
+    """Called outside jit, apply runs one compiled program (not one per operation), and
+    a second call with host arrays of the same shapes reuses it."""
+    from cianna_jax import network
+
+    net, params, x = small_cnn
+    before = network._apply_program._cache_size()
+    y = cj.apply(net, params, x, drop_mode="MC_MODEL", key=jax.random.key(3))
+    assert network._apply_program._cache_size() == before + 1
+    y2 = cj.apply(net, params, np.asarray(x), drop_mode="MC_MODEL", key=jax.random.key(3))
+    assert network._apply_program._cache_size() == before + 1
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y2))

@@ -56,7 +56,10 @@ class Dense(LayerBase):
         n_in = in_shape.size + 1
         w = initializers.draw(key, self.init_fct, (n_in, self.nb_neurons), self.nb_neurons,
                               n_in, self.init_scaling)
-        w = jnp.concatenate([w, jnp.zeros((n_in, 1), jnp.float32)], axis=1)
+        if initializers.is_concrete(w):  # on the host: no program compiled per shape
+            w = jnp.asarray(np.concatenate([np.asarray(w), np.zeros((n_in, 1), np.float32)], 1))
+        else:
+            w = jnp.concatenate([w, jnp.zeros((n_in, 1), jnp.float32)], axis=1)
         return {"w": w}, self.output_shape(in_shape)
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
