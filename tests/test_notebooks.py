@@ -1,6 +1,7 @@
 """The notebooks execute without error (at reduced sizes, offline), leave no file beside them,
 install from the project's repository and have an "Open in Colab" link in the README."""
 
+import concurrent.futures
 import os
 import re
 import tomllib
@@ -33,29 +34,55 @@ def _listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_and_leaves_no_file(path, monkeypatch):
-    monkeypatch.setenv("CIANNA_NB_N", "160")
-    monkeypatch.setenv("CIANNA_NB_EPOCHS", "2")
-    monkeypatch.setenv("CIANNA_NB_FIELD", "256")
-    monkeypatch.setenv("CIANNA_NB_OFFLINE", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+#: notebooks executed at once: each kernel compiles on one core most of the time
+PARALLEL = 2
+
+
+def _kernel_env() -> dict[str, str]:
+    env = dict(os.environ, CIANNA_NB_N="160", CIANNA_NB_EPOCHS="2", CIANNA_NB_FIELD="256",
+               CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg")
     # the kernel imports this tree's package (the install cell then does nothing)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    before = _listing(NOTEBOOK_DIR)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _execute(path: Path):
+    """Run one notebook in a fresh kernel started in notebooks/ (as when a user opens it
+    there); returns the executed notebook, or the exception it raised."""
     nb = nbformat.read(path, as_version=4)
-    # the kernel starts in notebooks/, as when a user opens the notebook there
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()
+    try:
+        client.execute(env=_kernel_env())
+    except Exception as exc:  # reported by the notebook's own test
+        return exc
+    return nb
+
+
+@pytest.fixture(scope="module")
+def executed():
+    """Every notebook executed, :data:`PARALLEL` at a time, and the listing of
+    notebooks/ before and after."""
+    before = _listing(NOTEBOOK_DIR)
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        results = dict(zip((p.name for p in NOTEBOOKS), pool.map(_execute, NOTEBOOKS)))
+    return results, before, _listing(NOTEBOOK_DIR)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_and_leaves_no_file(path, executed):
+    results, before, after = executed
+    nb = results[path.name]
+    if isinstance(nb, Exception):
+        raise nb
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     for needle in EXPECTED[path.name]:
         assert needle in text, needle
-    assert _listing(NOTEBOOK_DIR) == before, "the notebook left files in notebooks/"
+    assert after == before, "a notebook left files in notebooks/"
 
 
 def test_every_notebook_is_tested_and_starts_with_an_install_cell():
