@@ -31,6 +31,7 @@ import cianna_jax as cj
 import cianna_jax.xla_cpu
 from cianna_jax import nn, training
 from cianna_jax.api import get_state
+from cianna_jax.precision import FP32
 
 LR, MOMENTUM = 0.004, 0.9
 THREADS = 2
@@ -79,27 +80,39 @@ def median_rate(fn, n_items: int, repeats: int) -> float:
     return float(np.median(rates))
 
 
-def first_train_step(net, opt, state: dict, x, t, batch: int) -> float:
+def first_train_step(net, opt, state: dict, x, t, batch: int, like_epoch: bool = False
+                     ) -> float:
     """Seconds from the call to the end of the first training step (compilation included);
-    updates ``state`` ("p": params, "s": optimizer state).  ``x``: images (core layout)."""
+    updates ``state`` ("p": params, "s": optimizer state).  ``x``: images (core layout).
+    ``like_epoch``: call the step with the arguments ``training.train_epoch`` passes (step
+    index, image counter, the static options spelled out), so that the epochs reuse its
+    compiled program instead of compiling a second one (``--quick``)."""
     t0 = time.perf_counter()
     xb, tb, nv = next(training.iterate_batches(x, t, batch))
-    p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb, np.int32(nv),
-                                     jax.random.key(1))
+    if like_epoch:
+        p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb,
+                                         np.int32(nv), jax.random.key(1), loss_scale=1.0,
+                                         policy=FP32, nb_im_iter=np.int32(0), step=np.int32(0),
+                                         exact=False)
+    else:
+        p, s, loss = training.train_step(net, opt, state["p"], state["s"], xb, tb,
+                                         np.int32(nv), jax.random.key(1))
     loss.block_until_ready()
     state["p"], state["s"] = p, s
     return time.perf_counter() - t0
 
 
-def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter) -> dict:
+def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter,
+                     like_epoch: bool = False) -> dict:
     """Functional core: first step (compilation included), compilations in epochs 2-5,
-    training and inference img/s.  ``x``: CIANNA rows (converted to images here)."""
+    training and inference img/s.  ``x``: CIANNA rows (converted to images here).
+    ``like_epoch``: see :func:`first_train_step`."""
     net = mnist_network()
     x = cj.rows_to_images(net, x)  # (N, 28, 28, 1), the core's channel-last layout
     params = cj.init_params(jax.random.key(0), net)
     opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
     state = {"p": params, "s": opt.init(params), "epoch": 0}
-    first_step = first_train_step(net, opt, state, x, t, batch)
+    first_step = first_train_step(net, opt, state, x, t, batch, like_epoch)
 
     def epoch():
         p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
@@ -242,14 +255,18 @@ def interleaved_rates(runs: dict, n_items: int, repeats: int, reference: str | N
         del r["epoch"], r["inference"]
 
 
-def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3) -> list[dict]:
-    """Every measurement for every batch size; one dict per batch size."""
+def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3,
+        like_epoch: bool = False) -> list[dict]:
+    """Every measurement for every batch size; one dict per batch size.  ``like_epoch``
+    (``run_all.py --quick``): the functional first step shares the epochs' compiled
+    program (see :func:`first_train_step`)."""
     x, t = mnist_data(n)
     counter = CompileCounter()
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for batch in batches:
-            res = dict(batch=batch, functional=bench_functional(x, t, batch, epochs, counter))
+            res = dict(batch=batch, functional=bench_functional(x, t, batch, epochs, counter,
+                                                                like_epoch))
             res["imperative"] = bench_imperative(x, t, batch, epochs, counter, scratch)
             res["torch"] = bench_torch(x, t, batch, epochs)
             timed = {k: res[k] for k in ("functional", "imperative", "torch")

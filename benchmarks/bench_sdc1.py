@@ -142,9 +142,11 @@ def torch_model(size: int):
     return tnn.Sequential(*mods)
 
 
-def theirs(size: int, batch: int, x, t) -> dict | None:
+def theirs(size: int, batch: int, x, t, warm: bool = True) -> dict | None:
     """The same network, loss and optimizer in PyTorch (NCHW, default settings); None
-    without torch."""
+    without torch.  ``warm=False`` (``run_all.py --quick``): no warm-up epoch and
+    inference (the first timed round then includes PyTorch's first-call costs; the
+    first step is reported as nan)."""
     try:
         import torch
     except ImportError:
@@ -171,6 +173,8 @@ def theirs(size: int, batch: int, x, t) -> dict | None:
             for i in range(0, n, batch):
                 model(xt[i:i + batch])
 
+    if not warm:
+        return dict(epoch=epoch, inference=inference, first_step=float("nan"))
     t0 = time.perf_counter()
     epoch()
     first = time.perf_counter() - t0
@@ -204,10 +208,11 @@ def alternate(runs: dict, n: int, rounds: int, reference: str | None) -> dict:
     return out
 
 
-def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5) -> dict:
+def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
+        warm_torch: bool = True) -> dict:
     x, t = data(size, n)
     runs = {"cianna_jax": ours(size, batch, x, t)}
-    th = theirs(size, batch, x, t)
+    th = theirs(size, batch, x, t, warm_torch)
     if th is not None:
         runs["torch"] = th
     firsts = {k: v["first_step"] for k, v in runs.items()}

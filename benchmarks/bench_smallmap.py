@@ -30,14 +30,21 @@ from cianna_jax.layers import conv as conv_mod  # noqa: E402
 
 
 def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
-        compare=True) -> list[dict]:
+        compare=True, host_data=False) -> list[dict]:
     """Compile every (size, path) first, then time them in alternated rounds (load
-    changes on a shared machine hit all alike); medians over the rounds."""
+    changes on a shared machine hit all alike); medians over the rounds.
+    ``host_data``: draw the inputs with NumPy instead of ``jax.random`` (``--quick``:
+    an eager ``jax.random.normal`` compiles a sampler per shape, seconds each on CPU)."""
     modes = (True, False) if compare else (True,)
     rows, fns = [], []
+    rng = np.random.default_rng(0)
     for h in sizes:
-        x = jax.random.normal(jax.random.key(0), (batch, h, h, c_in))
-        k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
+        if host_data:
+            x = jnp.asarray(rng.normal(size=(batch, h, h, c_in)).astype(np.float32))
+            k = jnp.asarray(rng.normal(scale=0.01, size=(3, 3, c_in, c_out)).astype(np.float32))
+        else:
+            x = jax.random.normal(jax.random.key(0), (batch, h, h, c_in))
+            k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
         row = dict(size=h, flops=2.0 * batch * h * h * 9 * c_in * c_out,
                    small_map=conv_mod.small_map((h, h), (3, 3)))
         rows.append(row)
@@ -99,7 +106,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="128 -> 256 channels, 3 sizes")
     a = parser.parse_args(argv)
     if a.quick:
-        print(format_table(run((4, 2, 1), 16, 128, 256, repeats=1), 16, 128, 256))
+        print(format_table(run((4, 2, 1), 16, 128, 256, repeats=1, host_data=True), 16,
+                           128, 256))
     else:
         print(format_table(run()))
 

@@ -13,8 +13,9 @@
 #      SDC1-like shapes (target: Pallas >= 2x);
 #   3. CIANNA's MNIST network, inference and training, FP32 / BF16 / FP16;
 #   4. the SDC1 detector at 512x512, inference and training, BF16 and FP32.
-# Without a GPU it says so at the top of the file and runs a quick subset of each part
-# on the CPU (a check of the script itself).  GPU_CHECK_QUICK=1 forces the quick subset.
+# Without a GPU it says so at the top of the file and runs a tiny subset of each part
+# on the CPU (a check of the script itself, XLA's optimisations mostly off to save compile
+# time).  GPU_CHECK_QUICK=1 forces the quick subset.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,29 +35,49 @@ part() {  # part <title> <seconds> <command...>: run with a time limit, output t
   log "-- $title: exit code $rc ($(( $(date +%s) - t0 )) s)$([ "$rc" = 124 ] && echo ', TIME LIMIT REACHED')"
 }
 
-GPU=$($PY - <<'EOF' 2>/dev/null
-import jax
+# one Python (a JAX import costs seconds): the GPU's kind (or an empty line), then the
+# versions line
+INFO=$($PY - <<'EOF' 2>/dev/null
 try:
+    import jax
     d = jax.devices("gpu")
     print(d[0].device_kind if d else "")
 except Exception:
     print("")
+try:
+    import jax, jaxlib, numpy, optax
+    print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, numpy {numpy.__version__}, "
+          f"optax {optax.__version__}")
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
 EOF
 )
+GPU=$(echo "$INFO" | head -n 1)
 log "cianna_jax GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname)"
-log "$($PY -c 'import jax, jaxlib, numpy, optax; print(f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, numpy {numpy.__version__}, optax {optax.__version__}")' 2>&1)"
+log "$(echo "$INFO" | tail -n 1)"
 if [ -n "$GPU" ]; then
   log "GPU: $GPU"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$RES"
   QUICK=${GPU_CHECK_QUICK:-0}
 else
   log "NO GPU: JAX sees no GPU on this machine; running a quick subset on the CPU (a check of"
-  log "the script, not GPU numbers)."
+  log "the script, not GPU numbers; XLA optimisations mostly off: JAX_DISABLE_MOST_OPTIMIZATIONS=1,"
+  log "classic CPU fusion emitters)."
   QUICK=1
+  # compiling costs more than these tiny runs take (the same programs compile 3-5x faster)
+  export JAX_DISABLE_MOST_OPTIMIZATIONS=1
+  export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_cpu_use_fusion_emitters=false"
 fi
 
 # 1. parity tests in full float32 (CIANNA's FP32 mode must not silently use TF32)
-if [ "$QUICK" = 1 ]; then
+if [ -z "$GPU" ]; then
+  # a check of the script: two golden forward tests and the Pallas threefry key check
+  # (the golden tests run in the normal test suite too); no pytest plugins to load
+  TESTS=(tests/test_golden.py::test_forward_matches_cianna
+         tests/pallas/test_threefry.py::test_supported_keys -k "dense_only or supported_keys")
+  LIMIT1=120
+  export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1
+elif [ "$QUICK" = 1 ]; then
   TESTS=(tests/test_golden.py tests/pallas/test_threefry.py -k "dense_only or conv_pad_stride or threefry")
   LIMIT1=300
 else

@@ -17,9 +17,14 @@ First the summary table (issue 16), then the details it comes from:
 5. extras (skipped by ``--no-extras``): the SDC1-like YOLO network, the YOLO loss alone,
    host memory of ``create_dataset``.
 
-``--quick`` (under a minute; the smoke test) uses small sizes and one round: a check
-that everything runs, not numbers.  Ratios are medians over rounds of the per-round
-ratio; the spread column (slowest / fastest round) tells how noisy the machine was.
+``--quick`` (the smoke test, about half a minute on 2 cores) is a check that everything
+runs, not numbers: XLA's optimisations mostly off (``jax_disable_most_optimizations``
+and ``--xla_cpu_use_fusion_emitters=false``: compilation dominates such short runs),
+SDC1 at 64x64 on one batch (PyTorch not warmed up), MNIST on 96 images, the small-map
+check on 4x4 and 1x1 maps, one round, the first training steps measured in this process
+(no fresh processes, no cache) and no extras.  Ratios are medians over rounds of the
+per-round ratio; the spread column (slowest / fastest round) tells how noisy the machine
+was.
 """
 
 from __future__ import annotations
@@ -89,10 +94,22 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
 def main(argv=None) -> None:
     cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small smoke run (< 1 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small smoke run (about 30 s), a check that everything runs")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the YOLO network, YOLO loss and memory benchmarks")
     a = parser.parse_args(argv)
+    if a.quick:
+        # compilation dominates such short runs: XLA's classic CPU fusion emitters compile
+        # the SDC1 training step 2-3x faster than the new ones (same program); read when
+        # the backend starts, below
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "--xla_cpu_use_fusion_emitters" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+        # PyTorch's OpenMP threads sleep instead of spinning between its calls (read when
+        # torch is first imported, below): on 2 shared cores their spinning made PyTorch's
+        # short MNIST epochs here 10x slower
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import bench_mnist
     import bench_sdc1
@@ -109,15 +126,22 @@ def main(argv=None) -> None:
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average {load:.2f}")
 
     if a.quick:
-        sdc1_runs = [bench_sdc1.run(size=64, batch=8, n=8, rounds=1)]
-        mnist = bench_mnist.run(640, (64,), 1)
+        # and LLVM's optimisations off: the SDC1 training step then compiles in about
+        # 2 CPU-seconds instead of 15, and runs at most 2x slower
+        jax.config.update("jax_disable_most_optimizations", True)
+        print("--quick: small sizes, one round, XLA optimisations mostly off "
+              "(jax_disable_most_optimizations, classic fusion emitters): a check that "
+              "everything runs, not numbers")
+        sdc1_runs = [bench_sdc1.run(size=64, batch=8, n=8, rounds=1, warm_torch=False)]
+        mnist = bench_mnist.run(96, (64,), 1, like_epoch=True)  # a ragged last batch
         nan = float("nan")
         firsts = [dict(network="mnist", cache="none", second_step=nan, from_start=nan,
                        first_step=mnist[0]["functional"]["first_step"]),
                   dict(network=f"sdc1 {sdc1_runs[0]['size']}x{sdc1_runs[0]['size']}",
                        cache="none", second_step=nan, from_start=nan,
                        first_step=sdc1_runs[0]["results"]["cianna_jax"]["first_step"])]
-        small = bench_smallmap.run((4, 2, 1), 16, 64, 128, repeats=1, compare=False)
+        small = bench_smallmap.run((4, 1), 16, 64, 128, repeats=1, compare=False,
+                                   host_data=True)  # 4x4: XLA conv, 1x1: im2col
     else:
         sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5),
                      bench_sdc1.run(size=256, batch=8, n=16, rounds=3)]
