@@ -373,7 +373,13 @@ def test_training_compiles_one_step_and_one_forward(capsys):
     step and one forward: the learning rate set before each epoch keeps its placement
     (an unplaced value would compile the step again) and the check after each epoch
     runs the validation's forward program."""
-    _tiny_classifier()
+    rng = np.random.default_rng(3)
+    data, target = _blobs(60, rng, side=6)
+    cnn.init([6, 6], 1, 4, b_size=10, seed=1, comp_meth="C_BLAS")  # shapes no other test uses
+    cnn.create_dataset("TRAIN", 40, data[:40], target[:40])
+    cnn.create_dataset("VALID", 20, data[40:], target[40:])
+    cnn.conv([3, 3], 3, padding=[1, 1])
+    cnn.dense(4, activation="SMAX")
     steps, forwards = training.train_step._cache_size(), training.eval_step._cache_size()
     cnn.train(nb_iter=2, learning_rate=0.01, momentum=0.8, control_interv=1)
     assert training.train_step._cache_size() == steps + 1

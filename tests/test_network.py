@@ -165,12 +165,15 @@ def test_conv_after_dense_reads_input_shape():
                             nn.conv([1, 1], 2, input_shape=[3, 2, 1, 2])])
 
 
-def test_eager_apply_is_one_program(small_cnn):
+def test_eager_apply_is_one_program():
     """Called outside jit, apply runs one compiled program (not one per operation), and
     a second call with host arrays of the same shapes reuses it."""
     from cianna_jax import network
 
-    net, params, x = small_cnn
+    net = nn.network([5, 3], 2, [nn.conv([3, 3], 3, padding=[1, 1]),  # shapes no other
+                                 nn.dense(5, drop_rate=0.4)], bias=0.3)  # test uses
+    params = cj.init_params(jax.random.key(1), net)
+    x = np.ones((4, 3, 5, 2), np.float32)
     before = network._apply_program._cache_size()
     y = cj.apply(net, params, x, drop_mode="MC_MODEL", key=jax.random.key(3))
     assert network._apply_program._cache_size() == before + 1
