@@ -57,6 +57,7 @@ log "cianna_jax GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname)"
 log "$(echo "$INFO" | tail -n 1)"
 if [ -n "$GPU" ]; then
   log "GPU: $GPU"
+  export CIANNA_JAX_TEST_OPTIMIZED=1  # the tests compile as users do (tests/conftest.py)
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$RES"
   QUICK=${GPU_CHECK_QUICK:-0}
 else

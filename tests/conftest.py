@@ -1,6 +1,7 @@
 """Shared fixtures: the golden cases produced by the original CIANNA (tests/data/golden)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(slow)
 
 
+#: set to 1 to compile the tests' programs with all of XLA's optimisations, as users run
+OPTIMIZED_ENV = "CIANNA_JAX_TEST_OPTIMIZED"
+
+
 def pytest_configure(config):
-    """``CIANNA_JAX_COMPILE_CACHE`` (see cianna_jax.compile_cache) also serves the test
+    """Compilation, not running, is what the suite's tiny programs cost: on CPU they are
+    compiled with LLVM's optimisations off (``jax_disable_most_optimizations``: the same
+    XLA program, fusions and numbers to the last bit or so; about a third of the compile
+    time), in this process and in the child processes and notebook kernels the tests
+    start.  ``CIANNA_JAX_TEST_OPTIMIZED=1`` compiles as users do (the benchmarks and
+    ``benchmarks/gpu_check.sh`` on a GPU always do).
+
+    ``CIANNA_JAX_COMPILE_CACHE`` (see cianna_jax.compile_cache) also serves the test
     run: with a kept cache folder (CI: restore it between runs) the XLA compilations that
     dominate the suite's time are loaded instead of redone."""
+    if os.environ.get(OPTIMIZED_ENV, "") in ("", "0"):
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # children read it at import
+        import jax
+
+        jax.config.update("jax_disable_most_optimizations", True)
     from cianna_jax import compile_cache
 
     compile_cache.enable_from_env()
