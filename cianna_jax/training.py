@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import parallel
+from . import initializers, parallel
 from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
@@ -194,8 +194,7 @@ def set_learning_rate(opt_state, learning_rate: float, **others: float):
             raise KeyError(f"optimizer has no hyper-parameter {name!r}; it has {sorted(hp)}")
         old = hp[name]
         new = np.asarray(value, dtype=np.dtype(getattr(old, "dtype", np.float32)))
-        if (isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer)
-                and getattr(old, "committed", False)):
+        if initializers.is_concrete(old) and getattr(old, "committed", False):
             # placed as the old value: a step compiled for arrays placed on devices is
             # not compiled a second time for an unplaced value
             hp[name] = jax.device_put(new, old.sharding)

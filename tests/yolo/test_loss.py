@@ -45,8 +45,9 @@ ATOL = 1e-5
 def _cpu_compiler_options() -> dict | None:
     """XLA options that compile these small programs 3x faster on CPU: LLVM optimisations
     off (as JAX_DISABLE_MOST_OPTIMIZATIONS does) and, where this XLA knows the option,
-    the classic fusion emitters.  None (XLA's defaults) off CPU."""
-    if jax.default_backend() != "cpu":
+    the classic fusion emitters.  None (XLA's defaults) off CPU, or when the tests compile
+    as users do (``CIANNA_JAX_TEST_OPTIMIZED``, see tests/conftest.py)."""
+    if jax.default_backend() != "cpu" or not jax.config.read("jax_disable_most_optimizations"):
         return None
     opts = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
     try:

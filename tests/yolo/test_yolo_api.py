@@ -1,14 +1,12 @@
 """YOLO through the imperative API: CIANNA's end-to-end golden cases (yolo_a*).
 
 Compiling the networks' training and forward steps, not running them, is what these
-tests cost on CPU; there they are compiled with fewer XLA optimisations
-(``jax_disable_most_optimizations`` for this module only, see
-:func:`_fewer_xla_optimisations`): half the compile time, the same element-wise values.
+tests cost on CPU (compiled with fewer XLA optimisations there, as the whole suite is: see
+tests/conftest.py).
 """
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from conftest import GOLDEN
@@ -20,23 +18,6 @@ A_CASES = ("yolo_a1_2d_c0_p0_giou", "yolo_a3_2d_c3_p0_diou_sigmoid")
 
 # CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
 pytestmark = pytest.mark.usefixtures("in_tmp_dir")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fewer_xla_optimisations():
-    """``jax_disable_most_optimizations`` on CPU while this module runs.  The flag is not
-    part of jax's cache keys: the caches are cleared before and after, so that nothing
-    compiled with it is reused elsewhere (and nothing compiled without it here)."""
-    if jax.default_backend() != "cpu" or jax.config.read("jax_disable_most_optimizations"):
-        yield
-        return
-    jax.clear_caches()
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", False)
-        jax.clear_caches()
 
 
 def _meta(case):
