@@ -111,10 +111,10 @@ def ours(size: int, batch: int, x, t) -> dict:
         loss.block_until_ready()
         state["p"], state["s"] = p, s
 
-    def inference():
-        out = None
+    def inference():  # as cnn.forward: the weights laid out once per pass
+        out, p = None, cj.inference_params(net, state["p"])
         for xb, tb in zip(xs, ts):
-            out, _ = training.eval_step(net, state["p"], xb, tb, np.int32(batch), None,
+            out, _ = training.eval_step(net, p, xb, tb, np.int32(batch), None,
                                         "AVG_MODEL", False)
         out.block_until_ready()
 

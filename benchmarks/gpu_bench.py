@@ -55,10 +55,10 @@ def _loops(net, x, t, batch: int, mode: str, lr: float, mom: float, steps: int):
     nv = jnp.int32(batch)
     key = jax.random.key(1)
 
-    def infer():
-        out = None
+    def infer():  # as cnn.forward: the weights laid out once per pass
+        out, p = None, cj.inference_params(net, state["p"])
         for j in range(steps):
-            out, _ = training.eval_step(net, state["p"], x[j], t[j], nv, None, "AVG_MODEL",
+            out, _ = training.eval_step(net, p, x[j], t[j], nv, None, "AVG_MODEL",
                                         False, policy)
         return out
 

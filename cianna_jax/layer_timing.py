@@ -19,6 +19,7 @@ from . import console, parallel, training
 from .api import NetState, get_state, say, warn_once
 from .checks import as_int as _int
 from .layers.common import Ctx
+from .network import inference_params
 
 __all__ = ["perf_eval"]
 
@@ -52,13 +53,13 @@ def perf_eval(network: int = -1, *, runs: int = 3) -> None:
     runs = _int(runs, "runs", minimum=1)
     t_start = time.perf_counter()
     with parallel.context(state.mesh):
-        kind, step, lower = _perf_replay(state)
+        kind, step, lower, params = _perf_replay(state)
         t0 = time.perf_counter()
         text = lower().compile().as_text()  # JAX's cache: the program train/forward ran
         t_program = time.perf_counter() - t0
         module = text.split(None, 2)[1].rstrip(",") if text.startswith("HloModule") else None
         walls, events = _profiled_runs(step, runs)
-    report = _perf_report(state, kind, text, module, walls, events, len(walls))
+    report = _perf_report(state, kind, text, module, walls, events, len(walls), params)
     report["program_seconds"] = t_program
     report["seconds"] = time.perf_counter() - t_start
     state.perf["report"] = report
@@ -67,7 +68,8 @@ def perf_eval(network: int = -1, *, runs: int = 3) -> None:
 
 def _perf_replay(state: NetState):
     """("train" or "forward", a zero-argument function running the compiled step once
-    on the recorded batch, a function lowering that same call)."""
+    on the recorded batch, a function lowering that same call, the parameters it
+    reads)."""
     net = state.net
     if "train_call" in state.perf:
         xb, tb, nv, call = state.perf["train_call"]
@@ -84,9 +86,9 @@ def _perf_replay(state: NetState):
             return training.train_step.lower(net, state.optimizer, held["p"], held["s"], xb,
                                              tb, nv, **call)
 
-        return "train", step, lower
+        return "train", step, lower, state.params
     xb, tb, nv, call, kw = state.perf["eval_call"]
-    params = state.forward_params()
+    params = inference_params(net, state.forward_params())  # as forward() laid them out
 
     def step():
         return training.eval_step(net, params, xb, tb, nv, *call, **kw)
@@ -94,7 +96,7 @@ def _perf_replay(state: NetState):
     def lower():
         return training.eval_step.lower(net, params, xb, tb, nv, *call, **kw)
 
-    return "forward", step, lower
+    return "forward", step, lower, params
 
 
 def _profiled_runs(step, runs: int, budget: float = 3.0):
@@ -312,11 +314,12 @@ def _op_times(events, module, graph) -> dict:
     return out
 
 
-def _perf_report(state: NetState, kind: str, text: str, module, walls, events, runs) -> dict:
-    """The per-layer times (µs per example, medians over runs) of a profiled replay."""
+def _perf_report(state: NetState, kind: str, text: str, module, walls, events, runs,
+                 params) -> dict:
+    """The per-layer times (µs per example, medians over runs) of a profiled replay of
+    a program whose first argument is ``params``."""
     net = state.net
     b = int(state.b_size)
-    params = state.params if kind == "train" else state.forward_params()
     leaf_layers = [_leaf_layer(path) for path, _ in
                    jax.tree_util.tree_flatten_with_path(tuple(params))[0]]
     out_layers: list = []

@@ -35,7 +35,7 @@ from .yolo.activation import activation as yolo_activation
 
 __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
            "check_params",
-           "apply", "apply_layers", "forward_internal", "rows_to_images", "images_to_rows",
+           "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images", "images_to_rows",
            "output_rows", "targets_to_internal", "exact_grads", "Params", "INPUT"]
 
 Params = tuple[dict[str, jax.Array], ...]
@@ -342,6 +342,23 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     if keep:
         return tuple(h[k] for k in keep)
     return h[n - 1]
+
+
+@partial(jax.jit, static_argnames=("net",))
+def inference_params(net: Network, params: Params) -> Params:
+    """``params`` laid out once for repeated inference with the same weights.
+
+    Layers that define ``inference_params`` (convolutions: the channel-last kernel and
+    the bias term, see :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that
+    form, the others keep theirs.  :func:`apply`, :func:`apply_layers` and
+    :func:`cianna_jax.training.eval_step` take either form and give the same numbers
+    (to float rounding: the summation order may differ); the laid-out form skips the
+    weight transposes every call would otherwise do.  Save, train and
+    differentiate the original ``params``, not these.
+    """
+    return tuple(
+        layer.inference_params(p, sin, net.nd) if hasattr(layer, "inference_params") else p
+        for layer, p, (sin, _) in zip(net.layers, params, net.shapes))
 
 
 def _check_images(net: Network, x) -> tuple[jax.Array, bool]:

@@ -27,7 +27,7 @@ from . import initializers, parallel
 from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
-from .network import Network, Params, forward_internal, targets_to_internal
+from .network import Network, Params, forward_internal, inference_params, targets_to_internal
 from .precision import FP32, Policy
 from .yolo.activation import activation as yolo_activation
 from .yolo.loss import display_stats, yolo_loss
@@ -351,11 +351,12 @@ def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: j
     the batch ``x`` (outputs and loss against ``t``) is finite too: the test a training
     loop applies before it keeps a state (a finite loss before an update says nothing
     about the weights after it).  The forward is :func:`eval_step` called as a
-    validation pass calls it (a key, a step, AVG_MODEL, with the loss), so the check
-    compiles no forward program of its own."""
+    validation pass calls it (weights laid out by :func:`inference_params`, a key, a
+    step, AVG_MODEL, with the loss), so the check compiles no forward program of its own."""
     if not bool(all_finite((params, opt_state))):
         return False
-    out, loss = eval_step(spec, params, x, t, n_valid, jax.random.key(0), "AVG_MODEL", True,
+    out, loss = eval_step(spec, inference_params(spec, params), x, t, n_valid,
+                          jax.random.key(0), "AVG_MODEL", True,
                           policy, step=np.int32(0), yolo_stats=spec.yolo is not None)
     return bool(np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(loss)).all())
 

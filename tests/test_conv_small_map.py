@@ -38,12 +38,12 @@ CASES = [
 ]
 
 
-def _run(case, flag, monkeypatch):
+def _run(case, flag, monkeypatch, switch="SMALL_MAP_IM2COL"):
     sp, c, nf, f, st, pd, dil = case
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3,) + sp + (c,)), jnp.float32)
     k = jnp.asarray(rng.normal(size=f + (c, nf)) * 0.3, jnp.float32)
-    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
+    monkeypatch.setattr(conv_mod, switch, flag)
 
     def out(x, k):
         return conv_mod.conv_nd(x, k, st, pd, dil)
@@ -73,6 +73,27 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
     if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
+
+
+ONE_CHANNEL = [
+    ((9, 8), 1, 5, (5, 5), (1, 1), (2, 2), (1, 1)),  # SDC1's first layer, small
+    ((7, 6), 1, 3, (3, 3), (2, 2), (1, 1), (1, 1)),  # strided
+    ((5, 5), 1, 2, (3, 3), (1, 1), (0, 0), (2, 2)),  # int_padding: interior-padded input
+    ((4, 5, 3), 1, 2, (3, 3, 2), (1, 2, 1), (1, 0, 1), (1, 1, 1)),  # 3D
+]
+
+
+@pytest.mark.parametrize("case", ONE_CHANNEL, ids=["5x5", "strided", "int_padding", "3d"])
+def test_one_channel_sum_matches_the_xla_convolution(case, monkeypatch):
+    """One input channel: a sum of shifted slices on CPU, XLA's convolution gradients
+    (its custom VJP), the same numbers as XLA's convolution, CIANNA's input gradient
+    and plain autodiff included."""
+    ref = _run(case, False, monkeypatch, "ONE_CHANNEL_SUM")
+    new = _run(case, True, monkeypatch, "ONE_CHANNEL_SUM")
+    for a, b in zip(ref[:3] + ref[3], new[:3] + new[3]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
+    if jax.default_backend() == "cpu":
+        assert "convolution(" in ref[4] and "convolution(" not in new[4]
 
 
 def test_large_maps_keep_the_xla_convolution():
@@ -106,7 +127,7 @@ def test_network_on_small_maps_trains_the_same(monkeypatch):
 
     grads = {}
     for flag in (False, True):
-        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
+        monkeypatch.setattr(conv_mod, switch, flag)
         grads[flag] = jax.jit(jax.grad(loss))(params)
     for a, b in zip(jax.tree_util.tree_leaves(grads[False]),
                     jax.tree_util.tree_leaves(grads[True])):

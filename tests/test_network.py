@@ -180,3 +180,33 @@ def test_eager_apply_is_one_program():
     y2 = cj.apply(net, params, np.asarray(x), drop_mode="MC_MODEL", key=jax.random.key(3))
     assert network._apply_program._cache_size() == before + 1
     np.testing.assert_array_equal(np.asarray(y), np.asarray(y2))
+
+
+def test_inference_params_give_the_same_outputs():
+    """Weights laid out once for inference (channel-last kernels, bias term) give the
+    outputs of CIANNA's layout through every conv path: fused with a max pool, XLA's
+    convolution (strided), the CPU weight-layout product (deep layer on a small map),
+    a conv after a dense layer; dense layers keep their weights."""
+    from cianna_jax import network, training
+
+    net = nn.network([8, 8], 2, [
+        nn.conv([3, 3], 4, padding=[1, 1]), nn.pool([2, 2]),          # fused pair
+        nn.conv([2, 2], 6, stride=[2, 2]),                            # XLA conv
+        nn.conv([3, 3], 16, padding=[1, 1]),                          # weight-layout dot
+        nn.dense(12), nn.conv([1, 1], 3, input_shape=[2, 2, 1, 3]),   # conv after dense
+        nn.dense(4, activation="SMAX")], bias=0.3)
+    params = cj.init_params(jax.random.key(4), net)
+    prep = network.inference_params(net, params)
+    assert set(prep[0]) == {"kernel", "bias"} and prep[0]["kernel"].shape == (3, 3, 2, 4)
+    assert prep[3]["kernel"].shape == (3, 3, 6, 16) and prep[3]["bias"].shape == (16,)
+    np.testing.assert_allclose(prep[3]["bias"],
+                               net.layers[3].bias * np.asarray(params[3]["w"])[:, -1])
+    assert prep[5]["kernel"].shape == (1, 1, 3, 3)
+    assert prep[4] is params[4] or np.array_equal(prep[4]["w"], params[4]["w"])
+    x = np.asarray(jax.random.normal(jax.random.key(5), (2, 8, 8, 2)), np.float32)
+    t = np.eye(4, dtype=np.float32)[[1, 3]]
+    want, want_loss = training.eval_step(net, params, x, t, np.int32(2))
+    got, got_loss = training.eval_step(net, prep, x, t, np.int32(2))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=2e-5)
+    assert not np.allclose(want[:, :-1], 0.25, atol=1e-3)  # the outputs depend on x

@@ -83,7 +83,7 @@ def test_replayed_program_has_no_array_constants():
     _small_net()
     cnn.train(nb_iter=1, learning_rate=0.01, momentum=0.8, control_interv=0, silent=1)
     state = cnn.api.get_state()
-    kind, _, lower = perf_mod._perf_replay(state)
+    kind, _, lower, _ = perf_mod._perf_replay(state)
     assert kind == "train"
     text = lower().as_text()
     # parameters and data are arguments: no constant with more than a few elements
@@ -106,7 +106,7 @@ def test_heaviest_layer_gets_the_largest_share():
 
 
 def test_perf_eval_after_forward_only(capsys):
-    _small_net()
+    _small_net(heavy=True)
     cnn.forward(saving=0, silent=1)
     capsys.readouterr()
     cnn.perf_eval()
@@ -114,7 +114,9 @@ def test_perf_eval_after_forward_only(capsys):
     assert "inference step" in out
     rep = cnn.api.get_state().perf["report"]
     assert rep["kind"] == "forward" and not np.asarray(rep["backward"]).any()
-    assert np.asarray(rep["forward"]).sum() > 0
+    # forward ran with the weights laid out for inference (conv: kernel and bias):
+    # attributed by that program's arguments, the big dense layer dominates
+    assert int(np.argmax(rep["forward"])) == 2
 
 
 def test_perf_eval_needs_a_run():

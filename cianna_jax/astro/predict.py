@@ -69,8 +69,10 @@ def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
     (returned as a JAX array, asynchronously); one per model (kept in ``model.cache``)."""
     if "predict_fn" in model.cache:
         return model.cache["predict_fn"]
+    from ..network import inference_params
+
     fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2)
-    params = model.params
+    params = inference_params(model.net, model.params)  # laid out once for all tiles
     model.cache["predict_fn"] = lambda tiles: fn(params, tiles)
     return model.cache["predict_fn"]
 

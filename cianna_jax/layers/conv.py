@@ -45,6 +45,8 @@ SMALL_MAP_IM2COL = True
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
 FEW_INPUTS = 64
+#: one input channel runs on CPU as a sum of shifted slices (see :func:`_one_channel_conv`)
+ONE_CHANNEL_SUM = True
 
 
 def small_map(in_spatial, f_size) -> bool:
@@ -65,9 +67,13 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
     "1x1" (a 1x1 filter without padding: a plain matrix product), "tiles" (filter =
     stride, no padding: the windows tile the input, e.g. the 2x2 stride-2 convs of
     CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
-    e.g. a 5x5 filter on one channel).  Measured in benchmarks/README.md."""
+    e.g. a 5x5 filter on one channel).  "one_channel" (one input channel, e.g. the
+    first layer of a detector on a radio image) runs instead as a sum of shifted slices
+    (:func:`_one_channel_conv`).  Measured in benchmarks/README.md."""
     if SMALL_MAP_IM2COL and small_map(in_spatial, f_size):
         return "small_map"
+    if ONE_CHANNEL_SUM and int(channels) == 1:
+        return "one_channel"
     unpadded = all(lo == 0 and hi == 0 for lo, hi in padding)
     if "1x1" in MATMUL_FORMS and unpadded and all(int(f) == 1 for f in f_size):
         return "1x1"
@@ -78,6 +84,14 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
     if "few_inputs" in MATMUL_FORMS and int(np.prod(f_size)) * int(channels) <= FEW_INPUTS:
         return "few_inputs"
     return None
+
+
+def _windows(xp, offs, out, strides):
+    """The strided slice of the padded input ``xp`` seen by filter tap ``offs``."""
+    return lax.slice(xp, (0,) + offs + (0,),
+                     (xp.shape[0],) + tuple(o + (n - 1) * st + 1
+                                            for o, n, st in zip(offs, out, strides))
+                     + (xp.shape[-1],), (1,) + tuple(strides) + (1,))
 
 
 def _im2col_conv(x, k, strides, padding, policy=FP32):
@@ -98,10 +112,7 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     taps = [o for o in itertools.product(*[range(v) for v in f]) if sees_data(o)]
     if not taps:  # only padding under the filter: zeros
         return jnp.zeros((x.shape[0], *out, k.shape[-1]), policy.accum_dtype)
-    cols = [lax.slice(xp, (0,) + offs + (0,),
-                      (xp.shape[0],) + tuple(o + (n - 1) * st + 1
-                                             for o, n, st in zip(offs, out, strides))
-                      + (xp.shape[-1],), (1,) + tuple(strides) + (1,)) for offs in taps]
+    cols = [_windows(xp, offs, out, strides) for offs in taps]
     cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     if len(taps) == int(np.prod(f)):
         kk = k.reshape(-1, k.shape[-1])  # every tap: a free reshape, no copy
@@ -134,10 +145,7 @@ def _weight_layout_conv(x, w, bias, f, strides, pads, policy=FP32):
     xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(p, p, 0) for p in pads]
                  + [(0, 0, 0)])
     out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
-    cols = [lax.slice(xp, (0,) + offs + (0,),
-                      (xp.shape[0],) + tuple(o + (n - 1) * st + 1
-                                             for o, n, st in zip(offs, out, strides))
-                      + (xp.shape[-1],), (1,) + tuple(strides) + (1,))
+    cols = [_windows(xp, offs, out, strides)
             for offs in itertools.product(*[range(v) for v in f])]
     cols = cols[0] if len(cols) == 1 else jnp.stack(cols, axis=-1).reshape(
         cols[0].shape[:-1] + (-1,))
@@ -145,6 +153,49 @@ def _weight_layout_conv(x, w, bias, f, strides, pads, policy=FP32):
     return lax.dot_general(cols, w.astype(x.dtype), (((nd + 1,), (1,)), ((), ())),
                            precision=policy.precision,
                            preferred_element_type=policy.accum_dtype).astype(x.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _one_channel_conv(x, k, strides, padding, policy=FP32):
+    """Valid correlation of the one-channel ``x (B, *sp, 1)`` zero-padded by ``padding``
+    (pairs) with ``k (*f, 1, F)``: for each filter tap, the shifted (strided) input
+    times that tap's ``F`` weights, summed; XLA fuses the sum into one loop.  XLA's CPU
+    convolution is slow on one input channel (5x5, 1 -> 32 filters, 128x128 maps, batch
+    8: 16-21 ms against 7-11 ms this way, measured in benchmarks/README.md); its
+    gradients are XLA's convolution ones (autodiff of the sum would reduce the output
+    gradient once per tap: 20x slower)."""
+    nd = x.ndim - 2
+    f = k.shape[:nd]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
+                 + [(0, 0, 0)]).astype(policy.accum_dtype)
+    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+    kk = k.astype(policy.accum_dtype)
+    acc = None
+    for offs in itertools.product(*[range(v) for v in f]):
+        term = _windows(xp, offs, out, strides) * kk[offs][0]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _one_channel_fwd(x, k, strides, padding, policy):
+    return _one_channel_conv(x, k, strides, padding, policy), (x, k)
+
+
+def _one_channel_bwd(strides, padding, policy, res, g):
+    _, vjp = jax.vjp(lambda x, k: _xla_conv(x, k, strides, padding, (1,) * len(strides),
+                                            policy), *res)
+    return vjp(g.astype(policy.accum_dtype))
+
+
+_one_channel_conv.defvjp(_one_channel_fwd, _one_channel_bwd)
+
+
+def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
+    """``lax.conv_general_dilated``, channel-last, with ``policy``'s precision."""
+    return lax.conv_general_dilated(
+        x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
+        dimension_numbers=_dimension_numbers(x.ndim - 2), precision=policy.precision,
+        preferred_element_type=policy.accum_dtype, feature_group_count=groups)
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
@@ -158,17 +209,17 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
-        return lax.conv_general_dilated(
-            x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
-            dimension_numbers=_dimension_numbers(nd), precision=policy.precision,
-            preferred_element_type=policy.accum_dtype, feature_group_count=groups,
-        ).astype(x.dtype)
+        return _xla_conv(x, k, strides, padding, dil, policy, groups).astype(x.dtype)
 
     def conv(x, padding, dil):
-        if groups == 1 and all(d == 1 for d in dil) and matmul_form(
-                x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1]) is not None:
+        form = None
+        if groups == 1 and all(d == 1 for d in dil):
+            form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
+        if form is not None:
+            fn = _one_channel_conv if form == "one_channel" else _im2col_conv
+            pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
             return lax.platform_dependent(
-                x, cpu=lambda x: _im2col_conv(x, k, strides, padding, policy).astype(x.dtype),
+                x, cpu=lambda x: fn(x, k, tuple(strides), pairs, policy).astype(x.dtype),
                 default=lambda x: lax_conv(x, padding, dil))
         return lax_conv(x, padding, dil)
 
@@ -337,19 +388,35 @@ class Conv(LayerBase):
         return jnp.transpose(k, perm)
 
     def prepare(self, params, x: jax.Array, nd: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(input map, kernel in the input's dtype, bias term per filter) for ``x``."""
+        """(input map, kernel in the input's dtype, bias term per filter) for ``x``;
+        ``params`` in CIANNA's layout or laid out by :meth:`inference_params`."""
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
+        if "kernel" in params:
+            return x, params["kernel"].astype(x.dtype), params["bias"]
         w = params["w"]
         k = self.kernel(w, x.shape[-1], nd).astype(x.dtype)
         return x, k, self.bias * w[:, -1]
+
+    def inference_params(self, params, in_shape: Shape, nd: int) -> dict[str, jax.Array]:
+        """The weights laid out once for repeated inference: ``{"kernel": (*f, C/G, F),
+        "bias": (F,)}`` (the bias term per filter, ``bias`` times the bias weight).
+        :meth:`apply` takes either form; this one skips the weight transpose XLA's
+        convolution needs at every call (a third of the deepest layers' forward time
+        on CPU, see benchmarks/README.md).  Not for training: gradients would be for
+        this layout, not CIANNA's."""
+        w = params["w"]
+        return {"kernel": self.kernel(w, self.map_input(in_shape).c, nd),
+                "bias": self.bias * w[:, -1]}
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
         nd = ctx.nd
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
-        if self._weight_layout_dot(x, nd, ctx):
+        if "kernel" in params:  # laid out by inference_params
+            z = self._conv(params, x, ctx)
+        elif self._weight_layout_dot(x, nd, ctx):
             z = lax.platform_dependent(
                 x, cpu=lambda x: _weight_layout_conv(
                     x, params["w"], self.bias, internal(self.f_size, nd),
