@@ -87,7 +87,7 @@ else
 fi
 part "golden and Pallas parity tests, float32 (TF32 off)" $LIMIT1 \
   env NVIDIA_TF32_OVERRIDE=0 JAX_DEFAULT_MATMUL_PRECISION=highest \
-  $PY -m pytest -q -p no:cacheprovider -rs "${TESTS[@]}"
+  $PY -m pytest -q -p no:cacheprovider -o addopts= -rs "${TESTS[@]}"
 
 # 2. YOLO loss: Pallas kernel vs XLA reference
 if [ "$QUICK" = 1 ]; then

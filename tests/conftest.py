@@ -64,11 +64,26 @@ SLOW_TESTS = tuple(
     if line.strip() and not line.startswith("#"))
 
 
+#: the files whose tests take longest (measured, longest first): collected first, so
+#: that the parallel workers (pytest-xdist, ``-n auto --dist loadfile`` in pyproject.toml)
+#: start them early and finish together
+LONGEST_FILES = ("tests/test_cli_demo.py", "tests/test_notebooks.py",
+                 "tests/test_benchmarks_smoke.py", "tests/astro/test_train.py",
+                 "tests/yolo/test_loss.py", "tests/test_data_parallel.py",
+                 "tests/pallas/test_yolo_loss_kernel.py", "tests/yolo/test_yolo_api.py")
+
+
 def pytest_collection_modifyitems(config, items):
     slow = pytest.mark.slow
     for item in items:
         if item.nodeid.startswith(SLOW_TESTS):
             item.add_marker(slow)
+
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: the other files keep their order
 
 
 #: set to 1 to compile the tests' programs with all of XLA's optimisations, as users run
