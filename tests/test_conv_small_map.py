@@ -127,7 +127,7 @@ def test_network_on_small_maps_trains_the_same(monkeypatch):
 
     grads = {}
     for flag in (False, True):
-        monkeypatch.setattr(conv_mod, switch, flag)
+        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
         grads[flag] = jax.jit(jax.grad(loss))(params)
     for a, b in zip(jax.tree_util.tree_leaves(grads[False]),
                     jax.tree_util.tree_leaves(grads[True])):
