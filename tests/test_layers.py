@@ -1059,3 +1059,22 @@ def test_valid_edge_arguments_are_accepted():
     assert tuple(net.shapes[1][1][:4]) == (3, 3, 1, 2)
     # normal init with an explicit scaling is fine
     assert nn.conv([3, 3], 2, init_fct="normal", init_scaling=0.1).init_scaling == 0.1
+
+
+def test_dropout_uniform_is_jax_random_uniform():
+    """The fused threefry draw of dropout gives jax.random.uniform's numbers, bit for
+    bit (typed and raw keys, folded keys, any shape, under jit); other dtypes fall back
+    to jax.random.uniform itself."""
+    from cianna_jax.layers.common import uniform
+
+    typed = jax.random.fold_in(jax.random.key(7), 3)
+    raw = jax.random.PRNGKey(11)
+    for key in (typed, raw):
+        for shape in ((5,), (3, 7), (2, 4, 4, 9)):
+            want = np.asarray(jax.random.uniform(key, shape, jnp.float32))
+            got = np.asarray(jax.jit(uniform, static_argnums=(1, 2))(key, shape, jnp.float32))
+            np.testing.assert_array_equal(got, want)
+    half = uniform(typed, (4, 6), jnp.bfloat16)
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(half, np.float32), np.asarray(
+        jax.random.uniform(typed, (4, 6), jnp.bfloat16), np.float32))
