@@ -59,6 +59,7 @@ def test_demo_command_passes_its_options(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("optimized_compilation")
 def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
     pytest.importorskip("astropy")
     from astropy.io import fits
