@@ -26,6 +26,7 @@ import time
 
 import jax
 import numpy as np
+from alternated import alternate, ratio_cell
 
 import cianna_jax as cj
 import cianna_jax.xla_cpu
@@ -235,26 +236,6 @@ def bench_torch(x, t, batch: int, epochs: int) -> dict | None:
     return dict(epoch=epoch, inference=inference)
 
 
-def interleaved_rates(runs: dict, n_items: int, repeats: int, reference: str | None) -> None:
-    """Time the ``epoch`` and ``inference`` closures of ``runs`` in alternation (load
-    changes on a shared machine hit all of them alike); store median img/s and, against
-    ``reference``, the median over rounds of the per-round speed ratios."""
-    times = {name: {"train": [], "infer": []} for name in runs}
-    for _ in range(repeats):
-        for name, r in runs.items():
-            for kind, fn in (("train", r["epoch"]), ("infer", r["inference"])):
-                t0 = time.perf_counter()
-                fn()
-                times[name][kind].append(time.perf_counter() - t0)
-    for name, r in runs.items():
-        for kind in ("train", "infer"):
-            r[kind] = n_items / float(np.median(times[name][kind]))
-            if reference is not None and name != reference:
-                ratios = np.asarray(times[reference][kind]) / np.asarray(times[name][kind])
-                r[kind + "_ratio"] = float(np.median(ratios))
-        del r["epoch"], r["inference"]
-
-
 def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3,
         like_epoch: bool = False) -> list[dict]:
     """Every measurement for every batch size; one dict per batch size.  ``like_epoch``
@@ -271,7 +252,10 @@ def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3,
             res["torch"] = bench_torch(x, t, batch, epochs)
             timed = {k: res[k] for k in ("functional", "imperative", "torch")
                      if res[k] is not None}
-            interleaved_rates(timed, n, epochs, "torch" if res["torch"] else None)
+            rates = alternate(timed, n, epochs, "torch" if res["torch"] else None)
+            for k, r in timed.items():
+                del r["epoch"], r["inference"]
+                r.update(rates[k])
             results.append(res)
     return results
 
@@ -286,8 +270,7 @@ def format_table(results: list[dict]) -> str:
             v = r[api]
             if v is None:
                 continue
-            ratio_t = f"{v['train_ratio']:.2f}" if "train_ratio" in v else ""
-            ratio_i = f"{v['infer_ratio']:.2f}" if "infer_ratio" in v else ""
+            ratio_t, ratio_i = ratio_cell(v, "train"), ratio_cell(v, "infer")
             first = v.get("first_step", v.get("first_epoch"))
             first = "" if first is None else f"{first:.2f}" + ("" if "first_step" in v else "*")
             rec = "" if "recompiles" not in v else str(v["recompiles"])

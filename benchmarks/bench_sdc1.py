@@ -30,6 +30,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
+from alternated import alternate, ratio_cell  # noqa: E402
+
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax import nn, training  # noqa: E402
@@ -182,32 +184,6 @@ def theirs(size: int, batch: int, x, t, warm: bool = True) -> dict | None:
     return dict(epoch=epoch, inference=inference, first_step=first)
 
 
-def alternate(runs: dict, n: int, rounds: int, reference: str | None) -> dict:
-    """Time each run's ``epoch`` and ``inference`` in alternation; img/s medians and the
-    median of per-round ratios against ``reference``; also the spread of the
-    reference (max/min of its round times), a measure of the machine's noise."""
-    times = {k: {"train": [], "infer": []} for k in runs}
-    for _ in range(rounds):
-        for kind in ("train", "infer"):
-            for name, r in runs.items():
-                fn = r["epoch"] if kind == "train" else r["inference"]
-                t0 = time.perf_counter()
-                fn()
-                times[name][kind].append(time.perf_counter() - t0)
-    out = {}
-    for name in runs:
-        res = {}
-        for kind in ("train", "infer"):
-            ts = np.asarray(times[name][kind])
-            res[kind] = n / float(np.median(ts))
-            res[kind + "_spread"] = float(ts.max() / ts.min())
-            if reference is not None and name != reference:
-                ratios = np.asarray(times[reference][kind]) / ts
-                res[kind + "_ratio"] = float(np.median(ratios))
-        out[name] = res
-    return out
-
-
 def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
         warm_torch: bool = True) -> dict:
     x, t = data(size, n)
@@ -232,8 +208,7 @@ def format_result(r: dict) -> str:
              f"{r['rounds']} alternated rounds; {r['gflop_train']:.2f} GFLOP per training "
              f"image, {r['gflop_infer']:.2f} per inference", head, "-" * len(head)]
     for name, v in r["results"].items():
-        rt = f"{v['train_ratio']:.2f}" if "train_ratio" in v else ""
-        ri = f"{v['infer_ratio']:.2f}" if "infer_ratio" in v else ""
+        rt, ri = ratio_cell(v, "train"), ratio_cell(v, "infer")
         spread = f"{v['train_spread']:.2f}/{v['infer_spread']:.2f}"
         lines.append(f"{name + ' ' + str(r['size']):<22}{v['train']:>12,.1f}{v['infer']:>12,.1f}"
                      f"{rt:>12}{ri:>12}{v['train'] * r['gflop_train']:>11,.0f}"
