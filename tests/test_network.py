@@ -210,3 +210,21 @@ def test_inference_params_give_the_same_outputs():
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(got_loss, want_loss, rtol=2e-5)
     assert not np.allclose(want[:, :-1], 0.25, atol=1e-3)  # the outputs depend on x
+
+
+def test_inference_params_3d_groups_int_padding_and_bf16():
+    """The laid-out kernels of a 3D network with a grouped and an input-dilated conv give
+    the same outputs, in float32 and in bfloat16 compute."""
+    from cianna_jax import network
+
+    net = nn.network([5, 5, 4], 4, [nn.conv([3, 3, 3], 6, padding=[1, 1, 1], nb_groups=2),
+                                    nn.conv([3, 3, 3], 3, int_padding=[1, 1, 1], padding=[1, 1, 1]),
+                                    nn.dense(3, activation="SMAX")], bias=0.2)
+    params = cj.init_params(jax.random.key(6), net)
+    prep = network.inference_params(net, params)
+    assert prep[0]["kernel"].shape == (3, 3, 3, 2, 6)
+    x = np.asarray(jax.random.uniform(jax.random.key(7), (2,) + net.input_shape), np.float32)
+    for mode in ("off", "BF16C_FP32A"):
+        want = np.asarray(cj.apply(net, params, x, mixed_precision=mode), np.float32)
+        got = np.asarray(cj.apply(net, prep, x, mixed_precision=mode), np.float32)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
