@@ -35,8 +35,8 @@ from .yolo.activation import activation as yolo_activation
 
 __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
            "check_params",
-           "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images", "images_to_rows",
-           "output_rows", "targets_to_internal", "exact_grads", "Params", "INPUT"]
+           "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images",
+           "images_to_rows", "output_rows", "targets_to_internal", "exact_grads", "Params", "INPUT"]
 
 Params = tuple[dict[str, jax.Array], ...]
 
