@@ -87,6 +87,14 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
     return None
 
 
+def _padded(x, padding, f, strides):
+    """``x (B, *sp, C)`` zero-padded by ``padding`` (pairs) and the output size of a
+    valid correlation with filters ``f`` at ``strides`` over it."""
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
+                 + [(0, 0, 0)])
+    return xp, [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(len(f))]
+
+
 def _windows(xp, offs, out, strides):
     """The strided slice of the padded input ``xp`` seen by filter tap ``offs``."""
     return lax.slice(xp, (0,) + offs + (0,),
@@ -102,9 +110,7 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     zero padding (a 3x3 filter on a 1x1 map: all but the centre) are left out."""
     nd = x.ndim - 2
     f = k.shape[:nd]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
-                 + [(0, 0, 0)])
-    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+    xp, out = _padded(x, padding, f, strides)
 
     def sees_data(offs):
         return all(any(padding[a][0] <= o + i * strides[a] < padding[a][0] + x.shape[1 + a]
@@ -143,9 +149,7 @@ def _weight_layout_conv(x, w, bias, f, strides, pads, policy=FP32):
     CIANNA's detectors on CPU (measured in benchmarks/README.md).  Gradients by
     autodiff: exact, which is CIANNA's rule for the geometries this path takes."""
     nd = x.ndim - 2
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(p, p, 0) for p in pads]
-                 + [(0, 0, 0)])
-    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+    xp, out = _padded(x, [(p, p) for p in pads], f, strides)
     cols = [_windows(xp, offs, out, strides)
             for offs in itertools.product(*[range(v) for v in f])]
     cols = cols[0] if len(cols) == 1 else jnp.stack(cols, axis=-1).reshape(
@@ -167,9 +171,7 @@ def _one_channel_conv(x, k, strides, padding, policy=FP32):
     gradient once per tap: 20x slower)."""
     nd = x.ndim - 2
     f = k.shape[:nd]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
-                 + [(0, 0, 0)]).astype(policy.accum_dtype)
-    out = [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(nd)]
+    xp, out = _padded(x.astype(policy.accum_dtype), padding, f, strides)
     # one row of F weights per tap, filters contiguous: laid out so whatever layout XLA
     # gave the kernel (a transpose of CIANNA's rows is often left as a strided view),
     # the fused loop reads each tap's weights as a vector (20.2 -> 8.2 ms, see the README)
@@ -397,11 +399,12 @@ class Conv(LayerBase):
         ``params`` in CIANNA's layout or laid out by :meth:`inference_params`."""
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
-        if "kernel" in params:
-            return x, params["kernel"].astype(x.dtype), params["bias"]
-        w = params["w"]
-        k = self.kernel(w, x.shape[-1], nd).astype(x.dtype)
-        return x, k, self.bias * w[:, -1]
+        if "kernel" not in params:
+            params = self._laid_out(params["w"], x.shape[-1], nd)
+        return x, params["kernel"].astype(x.dtype), params["bias"]
+
+    def _laid_out(self, w: jax.Array, c_in: int, nd: int) -> dict[str, jax.Array]:
+        return {"kernel": self.kernel(w, c_in, nd), "bias": self.bias * w[:, -1]}
 
     def inference_params(self, params, in_shape: Shape, nd: int) -> dict[str, jax.Array]:
         """The weights laid out once for repeated inference: ``{"kernel": (*f, C/G, F),
@@ -410,9 +413,7 @@ class Conv(LayerBase):
         convolution needs at every call (a third of the deepest layers' forward time
         on CPU, see benchmarks/README.md).  Not for training: gradients would be for
         this layout, not CIANNA's."""
-        w = params["w"]
-        return {"kernel": self.kernel(w, self.map_input(in_shape).c, nd),
-                "bias": self.bias * w[:, -1]}
+        return self._laid_out(params["w"], self.map_input(in_shape).c, nd)
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
