@@ -38,13 +38,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
+from alternated import ratio_cell  # noqa: E402
+
 import cianna_jax.xla_cpu  # noqa: E402
 
 TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_infer": 2.5}
-
-
-def _ratio(v, key):
-    return f"{v:.2f}" if v is not None else "-"
 
 
 def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict]) -> str:
@@ -57,7 +55,7 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
             lines.append(
                 f"{'SDC1 ' + str(r['size']) + ' b' + str(r['batch']) + ' ' + name:<30}"
                 f"{ours[kind]:>12,.1f}{(th[kind] if th else float('nan')):>13,.1f}"
-                f"{_ratio(ours.get(kind + '_ratio'), kind):>8}"
+                f"{ratio_cell(ours, kind) or '-':>8}"
                 f"{TARGETS['sdc1_' + kind]:>8.2f}{ours[kind + '_spread']:>8.2f}")
     for r in mnist:
         th = r["torch"]
@@ -67,7 +65,7 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
                 lines.append(
                     f"{'MNIST b' + str(r['batch']) + ' ' + api[:5] + '. ' + name:<30}"
                     f"{v[kind]:>12,.0f}{(th[kind] if th else float('nan')):>13,.0f}"
-                    f"{_ratio(v.get(kind + '_ratio'), kind):>8}"
+                    f"{ratio_cell(v, kind) or '-':>8}"
                     f"{TARGETS['mnist_' + kind]:>8.2f}{'':>8}")
     lines.append("")
     for f in firsts:
