@@ -1078,3 +1078,35 @@ def test_dropout_uniform_is_jax_random_uniform():
     assert half.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(half, np.float32), np.asarray(
         jax.random.uniform(typed, (4, 6), jnp.bfloat16), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 3, 4, 5, 3)])
+def test_dense_on_a_map_is_cianna_channel_major_flatten_with_slot(shape):
+    """A dense layer reading a map (2D or 3D, channel-last inside) gives the product of
+    CIANNA's channel-major flattened row, bias slot appended, with its (I, N + 1) weights:
+    outputs, input gradient and weight gradient (slot row included)."""
+    from cianna_jax.layers.common import map_to_flat_cmajor
+    from cianna_jax.layers.dense import Dense
+
+    layer = Dense(7, cj.activations.parse_activation("LIN"), bias=0.3)
+    x = jax.random.normal(jax.random.key(0), shape)
+    n_in = int(np.prod(shape[1:])) + 1
+    w = jax.random.normal(jax.random.key(1), (n_in, 8))
+    ctx = Ctx(nd=len(shape) - 2)
+
+    def ours(x, w):
+        return layer.apply({"w": w}, x, ctx)
+
+    def cianna(x, w):
+        flat = map_to_flat_cmajor(x)
+        row = jnp.concatenate([flat, jnp.full((flat.shape[0], 1), 0.3)], axis=1)
+        return jnp.dot(row, w, precision="highest")
+
+    np.testing.assert_allclose(ours(x, w), cianna(x, w), rtol=1e-5, atol=1e-5)
+    r = jax.random.normal(jax.random.key(2), (shape[0], 8))
+    g_ours = jax.grad(lambda x, w: jnp.sum(ours(x, w) * r), argnums=(0, 1))(x, w)
+    g_ref = jax.grad(lambda x, w: jnp.sum(cianna(x, w) * r), argnums=(0, 1))(x, w)
+    for a, b in zip(g_ours, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="expected input width"):
+        layer.apply({"w": w[1:]}, x, ctx)
