@@ -12,7 +12,8 @@
 4. after every epoch the detector runs over the validation area as ``predict`` would;
    precision / recall / F1 / AP and the best-F1 objectness threshold are recorded
    (:mod:`.train_validation`), with the training and validation losses, in
-   ``results.csv`` and ``training.png``; ``last.dat`` and ``best.dat`` (CIANNA format)
+   ``results.csv`` and ``training.png`` (redrawn at most every 30 s, and at the end:
+   :class:`.run_log.FigureSchedule`); ``last.dat`` and ``best.dat`` (CIANNA format)
    with their model cards (``.json``: normalisation, tile, tuned threshold) are kept;
 5. ``checkpoint.npz`` holds parameters, momentum buffers, hyper-parameters and the run's
    position: ``resume=True`` continues bit-identically (the patches of epoch ``e`` are a
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -48,7 +50,7 @@ from .labels import SourceLabels, read_training_catalogue, split_area, training_
 from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
 from .predict import network_fn, normalise_window
-from .run_log import epoch_line, training_figure, write_results_csv
+from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
 from .sampler import PatchSampler, Prefetcher, grid_patches
 from .train_validation import ValidationArea, validate_area
 
@@ -360,11 +362,11 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
              CHECKPOINT]
     times: list[float] = []
-    figure = False
+    figure = FigureSchedule(functools.partial(_write_figure, out, s=s))
     per_epoch = -(-n // s.batch_size)
     with Prefetcher(run.sampler, s.seed, n, first) as data, \
             Progress((s.epochs - first + 1) * per_epoch, "training", unit="batch",
-                     enabled=progress) as bar:
+                     enabled=progress) as bar, _drawn_at_exit(figure, history):
         say = bar.write if log is print else log
         for epoch in range(first, s.epochs + 1):
             t0 = time.perf_counter()
@@ -404,12 +406,12 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                 best = row
                 _save_model(out, "best", run, params, sc.threshold, row)
             write_results_csv(os.path.join(out, "results.csv"), history)
-            figure = _write_figure(out, history, s)
+            figure.epoch_done(history)
             save_checkpoint(os.path.join(out, CHECKPOINT), params, opt_state,
                             {"epoch": epoch, "history": history, "fingerprint": fp})
             eta = float(np.median(times)) * (s.epochs - epoch)
             say(epoch_line(row, s.epochs, eta if epoch < s.epochs else None))
-    if history and figure:
+    if figure.flush(history):
         files.append("training.png")
     if best is not None:
         log(f"best epoch {best['epoch']}: precision {best['precision']:.3f} recall "
@@ -417,6 +419,19 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             f"{best['threshold']:.2f}; {format_seconds(time.perf_counter() - start)} in this run")
     return TrainResult(out=out, history=history, best=best, files=files,
                        seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _drawn_at_exit(figure: FigureSchedule, history: list):
+    """The figure of every finished epoch is written however the run ends (divergence,
+    Ctrl-C) and before the run's last line is printed."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own error is the one to see
+            figure.flush(history)
+        raise
+    figure.flush(history)
 
 
 def _write_figure(out: str, history: list[dict[str, Any]], s: TrainSettings) -> bool:

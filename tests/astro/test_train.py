@@ -12,7 +12,7 @@ import pytest
 from cianna_jax import cli
 from cianna_jax.astro.architectures import build_detector, fit_priors, get_architecture
 from cianna_jax.astro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from cianna_jax.astro.run_log import COLUMNS, read_results_csv, write_results_csv
+from cianna_jax.astro.run_log import COLUMNS, FigureSchedule, read_results_csv, write_results_csv
 from cianna_jax.astro.train_validation import average_precision, tune_threshold
 from cianna_jax.astro.trainer import TrainSettings, learning_rate_at_epoch, train_detector
 
@@ -99,6 +99,50 @@ def test_results_csv_round_trip(tmp_path):
     assert [r["epoch"] for r in back] == [1, 2]
     assert back[1]["f1"] == pytest.approx(rows[1]["f1"])
     assert (tmp_path / "r.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_figure_schedule_redraws_at_most_every_interval_and_always_at_the_end():
+    now, drawn = [0.0], []
+
+    def draw(history):  # a drawing that takes 2 s of the fake clock
+        drawn.append(len(history))
+        now[0] += 2.0
+        return True
+
+    fig = FigureSchedule(draw, interval=30.0, share_cost=10.0, clock=lambda: now[0])
+    history = []
+    for _ in range(12):  # epochs of 5 s
+        history.append({})
+        fig.epoch_done(history)
+        now[0] += 5.0
+    # drawn after epoch 1 (t = 0), then after the first epoch ending 30 s after that
+    # drawing started (epoch 7, t = 32); not again by epoch 12 (t = 59 < 32 + 30)
+    assert drawn == [1, 7]
+    assert fig.flush(history) and drawn == [1, 7, 12]
+    assert fig.flush(history) and drawn == [1, 7, 12]  # nothing new: no redraw
+    slow = FigureSchedule(lambda h: (drawn.append(-1), now.__setitem__(0, now[0] + 10.0))[0]
+                          is None, interval=1.0, share_cost=3.0, clock=lambda: now[0])
+    slow.epoch_done(history)
+    now[0] += 15.0  # 25 s after the 10 s drawing started: under 3 x its cost
+    slow.epoch_done(history)
+    assert drawn.count(-1) == 1
+    assert not FigureSchedule(lambda h: False).flush([{}])  # no matplotlib: nothing written
+
+
+def test_an_interrupted_run_still_draws_its_finished_epochs():
+    from cianna_jax.astro.trainer import _drawn_at_exit
+
+    drawn = []
+    fig = FigureSchedule(lambda h: drawn.append(len(h)) is None, interval=1e9)
+    history = [{}]
+    with pytest.raises(KeyboardInterrupt), _drawn_at_exit(fig, history):
+        fig.epoch_done(history)
+        history.append({})  # epoch 2 finished, not drawn yet (interval)
+        raise KeyboardInterrupt
+    assert drawn == [1, 2]
+    broken = FigureSchedule(lambda h: 1 / 0)
+    with pytest.raises(FloatingPointError), _drawn_at_exit(broken, history):
+        raise FloatingPointError("diverged")  # a failing drawing does not hide it
 
 
 def test_average_precision_and_threshold_tuning():
