@@ -233,6 +233,10 @@ def divide_by_length(grads: Any, length: int | jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda g: g / jnp.where(g != g, jnp.float32(1), n), grads)
 
 
+# one jitted program (inlined inside the training step): ``jax.grad(batch_loss)`` called
+# eagerly would otherwise run, and compile, every operation of the forward and backward
+# passes one by one (a small conv net on 2 CPU cores: 11 s against 0.7 s)
+@partial(jax.jit, static_argnames=("spec", "train", "loss_scale", "policy", "exact", "divisor"))
 def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_valid,
                key: jax.Array | None, *, train: bool = True, loss_scale: float = 1.0,
                policy: Policy = FP32, nb_im_iter=0, exact: bool = False,
