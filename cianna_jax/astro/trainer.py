@@ -41,7 +41,7 @@ import numpy as np
 from .. import training
 from ..io.atomic import atomic_write
 from ..io.network_file import save_network
-from ..network import init_params
+from ..network import inference_params, init_params
 from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -388,9 +388,10 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
                                          f"{train_loss}); the last good epoch is kept in {out}; "
                                          "lower the learning rate")
-            vparts = _val_losses(run, params, s.batch_size)
+            laid_out = inference_params(run.net, params)  # once for the epoch's validation
+            vparts = _val_losses(run, laid_out, s.batch_size)
             model = LoadedModel(card=run.card, net=run.net, params=params)
-            sc = validate_area(model, run.val_area, lambda b, p=params: predict(p, b))
+            sc = validate_area(model, run.val_area, lambda b, p=laid_out: predict(p, b))
             dt = time.perf_counter() - t0
             times.append(dt)
             row = {"epoch": epoch, "learning_rate": lr, "train_loss": train_loss,
