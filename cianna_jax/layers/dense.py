@@ -70,9 +70,9 @@ class Dense(LayerBase):
         if width != w.shape[0]:
             raise ValueError(f"dense: expected input width {w.shape[0]} (incl. bias slot), "
                              f"received {width}")
-        pol = ctx.policy
         if x.ndim != 2:
             return self._from_map(w, x, ctx, key, activate_output)
+        pol = ctx.policy
         z = jnp.dot(x, w.astype(x.dtype), precision=pol.precision,
                     preferred_element_type=pol.accum_dtype).astype(x.dtype)
         return self._finish(z, ctx, key, activate_output)
