@@ -366,7 +366,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     per_epoch = -(-n // s.batch_size)
     with Prefetcher(run.sampler, s.seed, n, first) as data, \
             Progress((s.epochs - first + 1) * per_epoch, "training", unit="batch",
-                     enabled=progress) as bar, _drawn_at_exit(figure, history):
+                     enabled=progress) as bar, _drawn_if_interrupted(figure, history):
         say = bar.write if log is print else log
         for epoch in range(first, s.epochs + 1):
             t0 = time.perf_counter()
@@ -423,16 +423,15 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
 
 
 @contextlib.contextmanager
-def _drawn_at_exit(figure: FigureSchedule, history: list):
-    """The figure of every finished epoch is written however the run ends (divergence,
-    Ctrl-C) and before the run's last line is printed."""
+def _drawn_if_interrupted(figure: FigureSchedule, history: list):
+    """A run ended by an error (divergence, Ctrl-C) still writes the figure of every
+    finished epoch (a finished run flushes it itself)."""
     try:
         yield
     except BaseException:
         with contextlib.suppress(Exception):  # the run's own error is the one to see
             figure.flush(history)
         raise
-    figure.flush(history)
 
 
 def _write_figure(out: str, history: list[dict[str, Any]], s: TrainSettings) -> bool:

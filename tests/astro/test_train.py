@@ -130,18 +130,18 @@ def test_figure_schedule_redraws_at_most_every_interval_and_always_at_the_end():
 
 
 def test_an_interrupted_run_still_draws_its_finished_epochs():
-    from cianna_jax.astro.trainer import _drawn_at_exit
+    from cianna_jax.astro.trainer import _drawn_if_interrupted
 
     drawn = []
     fig = FigureSchedule(lambda h: drawn.append(len(h)) is None, interval=1e9)
     history = [{}]
-    with pytest.raises(KeyboardInterrupt), _drawn_at_exit(fig, history):
+    with pytest.raises(KeyboardInterrupt), _drawn_if_interrupted(fig, history):
         fig.epoch_done(history)
         history.append({})  # epoch 2 finished, not drawn yet (interval)
         raise KeyboardInterrupt
     assert drawn == [1, 2]
     broken = FigureSchedule(lambda h: 1 / 0)
-    with pytest.raises(FloatingPointError), _drawn_at_exit(broken, history):
+    with pytest.raises(FloatingPointError), _drawn_if_interrupted(broken, history):
         raise FloatingPointError("diverged")  # a failing drawing does not hide it
 
 
