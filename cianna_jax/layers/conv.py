@@ -31,6 +31,7 @@ from ..io.records import ConvRecord
 from ..precision import FP32
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, flat_to_map, internal
+from .winograd import filter_transform, pays, winograd_conv
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
@@ -48,6 +49,8 @@ MATMUL_FORMS: frozenset = frozenset()
 FEW_INPUTS = 64
 #: one input channel runs on CPU as a sum of shifted slices (see :func:`_one_channel_conv`)
 ONE_CHANNEL_SUM = True
+#: wide 3x3 stride-1 2D convs run on CPU as Winograd F(2x2, 3x3) (see :func:`winograd_form`)
+WINOGRAD = True
 
 
 def small_map(in_spatial, f_size) -> bool:
@@ -85,6 +88,17 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
     if "few_inputs" in MATMUL_FORMS and int(np.prod(f_size)) * int(channels) <= FEW_INPUTS:
         return "few_inputs"
     return None
+
+
+def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1) -> bool:
+    """Whether a convolution runs on CPU as Winograd F(2x2, 3x3)
+    (:mod:`.winograd`): 2D, a 3x3 filter at stride 1, no groups, float32 compute,
+    a map at least as large as the filter (smaller ones are :func:`small_map`) and
+    channels x filters wide enough to pay (:func:`.winograd.pays`)."""
+    return (WINOGRAD and len(in_spatial) == 2 and tuple(k_shape[:2]) == (3, 3)
+            and tuple(strides) == (1, 1) and groups == 1
+            and policy.compute_dtype == jnp.float32
+            and not small_map(in_spatial, k_shape[:2]) and pays(k_shape[2], k_shape[3]))
 
 
 def _padded(x, padding, f, strides):
@@ -205,14 +219,16 @@ def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
         preferred_element_type=policy.accum_dtype, feature_group_count=groups)
 
 
-def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
+def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
 
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
     ``lhs_dilation`` are slow (forward up to 1.7x, weight gradient 3-4x, measured), the
     same conv on the zero-filled input is not.  Other backends keep ``lhs_dilation``
     (a transposed convolution for cuDNN).  Small maps (:func:`small_map`) run on CPU as
-    im2col + one matrix product (same sums, float32 rounding aside)."""
+    im2col + one matrix product, wide 3x3 stride-1 layers (:func:`winograd_form`,
+    unless ``winograd=False``) as Winograd F(2x2, 3x3): the same sums, float32 rounding
+    aside."""
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
@@ -220,6 +236,13 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
 
     def conv(x, padding, dil):
         form = None
+        if winograd and all(d == 1 for d in dil) and winograd_form(
+                x.shape[1:-1], k.shape, strides, policy, groups):
+            pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+            return lax.platform_dependent(
+                x, cpu=lambda x: winograd_conv(x, filter_transform(k), pairs,
+                                               policy).astype(x.dtype),
+                default=lambda x: lax_conv(x, padding, dil))
         if groups == 1 and all(d == 1 for d in dil):
             form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
         if form is not None:
@@ -242,8 +265,8 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     return lax.platform_dependent(x, cpu=padded, default=lambda x: lax_conv(x, padding, dil))
 
 
-def _forward(x, k, strides, pads, dil, policy=FP32, groups=1):
-    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups)
+def _forward(x, k, strides, pads, dil, policy=FP32, groups=1, winograd=True):
+    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups, winograd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -302,7 +325,11 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1):
 
 def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     x, k = res
-    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups), k)
+    # the weight gradient through XLA's convolution even where the forward is Winograd:
+    # autodiff of the Winograd sums (V^T dM per chunk, summed) made the layer's
+    # training step 1.15x slower than XLA's, this split 1.2x faster (README)
+    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
+                                           winograd=False), k)
     (gk,) = k_vjp(g)
     gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups)
     return gx, gk
@@ -411,16 +438,29 @@ class Conv(LayerBase):
         "bias": (F,)}`` (the bias term per filter, ``bias`` times the bias weight).
         :meth:`apply` takes either form; this one skips the weight transpose XLA's
         convolution needs at every call (a third of the deepest layers' forward time
-        on CPU, see benchmarks/README.md).  Not for training: gradients would be for
-        this layout, not CIANNA's."""
-        return self._laid_out(params["w"], self.map_input(in_shape).c, nd)
+        on CPU, see benchmarks/README.md).  A wide 3x3 layer whose weights are on the
+        CPU (:func:`winograd_form`) gets ``{"winograd": (16, C, F), "bias"}`` instead:
+        the filters already transformed for :func:`.winograd.winograd_conv`.  Not for
+        training: gradients would be for this layout, not CIANNA's."""
+        src = self.map_input(in_shape)
+        laid = self._laid_out(params["w"], src.c, nd)
+        sp = internal(src.spatial, nd)
+        if (nd == 2 and not any(self.int_padding) and _on_cpu(params["w"])
+                and winograd_form(sp, laid["kernel"].shape, internal(self.stride, nd),
+                                  groups=self.nb_groups)):
+            return {"winograd": filter_transform(laid["kernel"]), "bias": laid["bias"]}
+        return laid
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
         nd = ctx.nd
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
-        if "kernel" in params:  # laid out by inference_params
+        if "winograd" in params:  # laid out by inference_params
+            pad = internal(self.padding, nd)
+            z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad), ctx.policy)
+            z = (z + params["bias"].astype(z.dtype)).astype(x.dtype)
+        elif "kernel" in params:  # laid out by inference_params
             z = self._conv(params, x, ctx)
         elif self._weight_layout_dot(x, nd, ctx):
             z = lax.platform_dependent(
@@ -525,6 +565,15 @@ class Conv(LayerBase):
                     tuple(rec.int_padding), tuple(rec.in_dims) if after_dense else None,
                     float(rec.dropout), nb_groups=int(rec.nb_groups)),
                 {"w": jnp.asarray(rec.weights, jnp.float32)})
+
+
+def _on_cpu(a) -> bool:
+    """Whether the array ``a`` lives on CPU devices (a traced value: whether JAX's
+    default backend is the CPU)."""
+    try:
+        return all(d.platform == "cpu" for d in a.devices())
+    except (AttributeError, jax.errors.ConcretizationTypeError):
+        return jax.default_backend() == "cpu"
 
 
 def _x(v) -> str:

@@ -1,0 +1,154 @@
+"""Winograd F(2x2, 3x3) convolutions (wide 3x3 stride-1 layers on CPU): the same
+outputs and gradients as XLA's convolution, through the layer, its CIANNA backward
+pass and the laid-out inference weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from cianna_jax import nn
+from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers import fused, winograd
+from cianna_jax.layers.common import Ctx, Shape
+from cianna_jax.network import apply, inference_params, init_params
+from cianna_jax.precision import get_policy
+
+
+def _xla(x, k, padding):
+    return lax.conv_general_dilated(x, k, (1, 1), padding, precision="highest",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _rel(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def test_filter_transform_is_g_k_gt():
+    k = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype(np.float32)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    want = np.einsum("ai,ijcf,bj->abcf", g, k.astype(np.float64), g).reshape(16, 4, 5)
+    np.testing.assert_allclose(np.asarray(winograd.filter_transform(k)), want, rtol=1e-6,
+                               atol=1e-6)
+
+
+# (batch, H, W, C, F, padding, chunk_tiles): odd sizes (a last tile half outside),
+# asymmetric and no padding, bands of tile rows and uneven chunks of images
+CASES = [
+    (2, 7, 9, 3, 5, ((1, 1), (1, 1)), None),
+    (2, 7, 9, 3, 5, ((0, 2), (2, 0)), 4),        # bands of 1 tile row, 3 images / chunk
+    (3, 10, 6, 4, 6, ((1, 1), (0, 0)), 3),       # 3 tiles per band, one image per chunk
+    (5, 4, 4, 2, 3, ((1, 1), (1, 1)), 8),        # 2 images per chunk, the last one alone
+    (1, 3, 3, 2, 2, ((0, 0), (0, 0)), None),     # map = filter: one output
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_winograd_equals_xla_conv_with_gradients(case):
+    b, h, w, c, f, pad, chunk = case
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(b, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, c, f)), jnp.float32)
+
+    def ours(x, k):
+        return winograd.winograd_conv(x, winograd.filter_transform(k), pad, chunk_tiles=chunk)
+
+    y, ref = jax.jit(ours)(x, k), _xla(x, k, pad)
+    assert y.shape == ref.shape
+    assert _rel(y, ref) < 2e-6
+    # gradients: autodiff of the Winograd sums, bands and chunks included
+    wts = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+    got = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k)) * wts), (0, 1)))(x, k)
+    want = jax.grad(lambda x, k: jnp.sum(jnp.sin(_xla(x, k, pad)) * wts), (0, 1))(x, k)
+    for a, r in zip(got, want):
+        assert _rel(a, r) < 1e-5
+
+
+def test_winograd_refuses_wrong_shapes():
+    x = jnp.zeros((1, 6, 6, 4))
+    with pytest.raises(ValueError, match=r"u \(16, C, F\)"):
+        winograd.winograd_conv(x, jnp.zeros((16, 3, 2)), ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="no output"):
+        winograd.winograd_conv(jnp.zeros((1, 1, 1, 4)), jnp.zeros((16, 4, 2)), ((0, 0), (0, 0)))
+    with pytest.raises(ValueError, match=r"\(3, 3, C, F\)"):
+        winograd.filter_transform(jnp.zeros((5, 5, 2, 2)))
+
+
+def test_which_convolutions_run_as_winograd():
+    wide = (3, 3, 128, 128)
+    assert conv_mod.winograd_form((8, 8), wide, (1, 1))
+    assert conv_mod.winograd_form((3, 3), wide, (1, 1))
+    assert not conv_mod.winograd_form((2, 2), wide, (1, 1))       # small map: im2col
+    assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
+    assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 128, 128), (1, 1, 1))  # 3D
+    assert not conv_mod.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
+    assert not conv_mod.winograd_form((8, 8), (3, 3, 24, 32), (1, 1))  # narrow: XLA faster
+    assert not conv_mod.winograd_form((8, 8), wide, (1, 1), groups=2)
+    assert not conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP32A"))
+    # a fused conv + max pool (few channels) never qualifies: it reads the kernel form
+    assert fused.FUSE_MAX_CHANNEL_PRODUCT < winograd.MIN_CHANNEL_PRODUCT
+
+
+@pytest.fixture(scope="module")
+def wide_net():
+    """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones."""
+    net = nn.network([6, 6], 2, [
+        nn.conv([1, 1], 128, activation="RELU"),
+        nn.conv([3, 3], 160, padding=[1, 1], activation="RELU"),
+        nn.conv([1, 1], 3, activation="LIN"),
+    ])
+    params = init_params(jax.random.key(3), net)
+    x = jax.random.normal(jax.random.key(4), (2, 6, 6, 2))
+    return net, params, x
+
+
+def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
+    """Through ``Conv.apply`` with CIANNA's weight rows and backward pass: the forward
+    and the input gradient take the Winograd form, the weight gradient XLA's
+    convolution; all equal the XLA path's numbers."""
+    net, params, x = wide_net
+    calls = []
+    real = conv_mod.winograd_conv
+
+    def counted(*a, **kw):
+        calls.append(a[0].shape)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(conv_mod, "winograd_conv", counted)
+    layer, p = net.layers[1], params[1]
+    h = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 6, 6, 128)), jnp.float32)
+    ctx = Ctx(train=True)
+
+    def loss(p, h):
+        return jnp.sum(jnp.sin(layer.apply(p, h, ctx)))
+
+    val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(p, h)
+    assert set(calls) == {(2, 6, 6, 128), (2, 6, 6, 160)}  # forward, input gradient
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    calls.clear()
+    val0, grads0 = jax.jit(jax.value_and_grad(lambda p, h: loss(p, h) * 1.0, (0, 1)))(p, h)
+    assert calls == []
+    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
+    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
+    assert _rel(grads[1], grads0[1]) < 1e-5
+
+
+def test_inference_weights_are_pre_transformed_on_cpu(wide_net):
+    net, params, x = wide_net
+    laid = inference_params(net, params)
+    assert set(laid[1]) == {"winograd", "bias"} and laid[1]["winograd"].shape == (16, 128, 160)
+    assert set(laid[0]) == {"kernel", "bias"}  # 1x1: the plain kernel form
+    want = laid[1]["winograd"]
+    k = net.layers[1].kernel(params[1]["w"], 128, 2)
+    np.testing.assert_allclose(want, winograd.filter_transform(k), rtol=1e-6)
+    out, ref = apply(net, laid, x), apply(net, params, x)
+    assert _rel(out, ref) < 2e-6
+
+
+def test_inference_weights_for_another_platform_keep_the_kernel(wide_net, monkeypatch):
+    """Weights that do not live on the CPU (a GPU) keep XLA's kernel form."""
+    net, params, _ = wide_net
+    monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
+    laid = net.layers[1].inference_params(params[1], Shape(6, 6, 1, 128), 2)
+    assert set(laid) == {"kernel", "bias"}
