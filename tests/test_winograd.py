@@ -84,6 +84,8 @@ def test_which_convolutions_run_as_winograd():
     assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 128, 128), (1, 1, 1))  # 3D
     assert not conv_mod.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
     assert not conv_mod.winograd_form((8, 8), (3, 3, 24, 32), (1, 1))  # narrow: XLA faster
+    assert not conv_mod.winograd_form((8, 8), (3, 3, 32, 1024), (1, 1))
+    assert conv_mod.winograd_form((8, 8), (3, 3, 64, 256), (1, 1))
     assert not conv_mod.winograd_form((8, 8), wide, (1, 1), groups=2)
     assert not conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP32A"))
     # a fused conv + max pool (few channels) never qualifies: it reads the kernel form

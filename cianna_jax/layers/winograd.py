@@ -14,7 +14,7 @@ two more digits, so it is not used.
 
 On the 2-core CPU this project measures on, XLA's convolution reaches the machine's
 matrix-product rate for wide layers, and this form beats it there (3x3, 768 -> 1024 on
-8x8 maps, batch 8: 48 -> 29 ms, see benchmarks/README.md), but only if the transformed
+8x8 maps, batch 8: 46-52 -> 25-28 ms, see benchmarks/README.md), but only if the transformed
 tiles of one pass stay in the cache: the work runs in chunks of at most
 :data:`CHUNK_TILES` tiles (whole images, or bands of tile rows of one image).
 Narrow layers (a few dozen channels) are faster as XLA's convolution: see
@@ -36,7 +36,9 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 __all__ = ["winograd_conv", "filter_transform", "pays", "MIN_CHANNEL_PRODUCT", "CHUNK_TILES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
-#: are at least 32): measured faster from 128 x 192 up, slower at 24 x 32
+#: are at least 64).  3x3 forward / layer training step against XLA's convolution,
+#: batch 8 (README): 128 -> 128 on 32x32 maps 1.38x / 1.21x; 64 -> 128 1.21x / 1.08x;
+#: 64 -> 64 0.7x forward; 24 -> 32 on 64x64 0.44x
 MIN_CHANNEL_PRODUCT = 128 * 128
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
@@ -46,7 +48,7 @@ CHUNK_TILES = 256
 def pays(channels: int, filters: int) -> bool:
     """Whether a 3x3 stride-1 convolution ``channels -> filters`` is faster as Winograd
     F(2x2, 3x3) than as XLA's CPU convolution (measured in benchmarks/README.md)."""
-    return min(channels, filters) >= 32 and channels * filters >= MIN_CHANNEL_PRODUCT
+    return min(channels, filters) >= 64 and channels * filters >= MIN_CHANNEL_PRODUCT
 
 
 @jax.jit
