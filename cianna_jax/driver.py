@@ -33,7 +33,7 @@ from .checks import as_float as _float
 from .checks import as_int as _int
 from .checks import as_str as _str
 from .layers.common import DROP_MODES
-from .network import inference_params, output_rows
+from .network import output_rows
 from .yolo import decode as yolo_decode
 
 __all__ = ["train", "forward"]
@@ -229,7 +229,7 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     matrix, rate, YOLO loss parts or None)."""
     net = state.net
     _place_params(state)
-    params = inference_params(net, state.forward_params())  # weights laid out once per pass
+    params = state.inference_weights()  # laid out once per set of weights
     with_loss = no_error != 1
     key = state.next_key()
     t0 = time.perf_counter()

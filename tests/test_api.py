@@ -385,3 +385,27 @@ def test_training_compiles_one_step_and_one_forward(capsys):
     assert training.train_step._cache_size() == steps + 1
     assert training.eval_step._cache_size() == forwards + 1
     assert "Iter:" in capsys.readouterr().out
+
+
+def test_forward_lays_the_weights_out_once_per_set_of_weights(monkeypatch):
+    """Repeated ``forward`` calls reuse the laid-out inference weights; training (new
+    weight arrays) or loading a network lays them out again."""
+    from cianna_jax import api
+
+    calls = []
+    real = api.inference_params
+    monkeypatch.setattr(api, "inference_params", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(4)
+    data, target = _blobs(20, rng, side=6)
+    cnn.init([6, 6], 1, 4, b_size=10, seed=1, comp_meth="C_BLAS")
+    cnn.create_dataset("TRAIN", 20, data, target)
+    cnn.create_dataset("TEST", 20, data, target)
+    cnn.conv([3, 3], 3, padding=[1, 1])
+    cnn.dense(4, activation="SMAX")
+    first = cnn.forward(saving=2)
+    again = cnn.forward(saving=2)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, again)
+    cnn.train(nb_iter=1, learning_rate=0.05, control_interv=0)
+    after = cnn.forward(saving=2)
+    assert len(calls) == 2 and not np.array_equal(first, after)
