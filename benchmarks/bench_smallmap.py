@@ -1,12 +1,13 @@
 """The small-map check: a 3x3 convolution's rate on maps of 8x8 down to 1x1.
 
 Batch 16, 512 -> 1024 channels, padding 1, the layer's own convolution (``conv_nd``:
-CIANNA's custom backward) forward and forward + gradient, with the small-map
-formulation (im2col + one matmul on CPU when no spatial dimension exceeds the filter,
-``cianna_jax.layers.conv.small_map``) and without it ("XLA conv").  Rates are nominal
-GFLOP/s (2 x multiply-adds of the 3x3 window, padding included) and the ratio to the
-8x8 map's rate: the target is that no map size runs below a third of it.  All
-(size, path) pairs are timed in alternated rounds, medians.
+CIANNA's custom backward) forward and forward + gradient, with the CPU formulations
+(im2col + one matmul when no spatial dimension exceeds the filter,
+``cianna_jax.layers.conv.small_map``; Winograd where ``conv.winograd_form`` takes it)
+and without them ("XLA conv").  Rates are nominal GFLOP/s (2 x multiply-adds of the
+3x3 window, padding included) and the ratio to the 8x8 map's rate: the target is that
+no map size runs below a third of it.  All (size, path) pairs are timed in alternated
+rounds, medians.
 
     python benchmarks/bench_smallmap.py [--quick]
 """
@@ -45,12 +46,14 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
         else:
             x = jax.random.normal(jax.random.key(0), (batch, h, h, c_in))
             k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
-        row = dict(size=h, flops=2.0 * batch * h * h * 9 * c_in * c_out,
-                   small_map=conv_mod.small_map((h, h), (3, 3)))
+        path = ("im2col" if conv_mod.small_map((h, h), (3, 3)) else
+                "winograd" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch)
+                else "XLA conv")
+        row = dict(size=h, flops=2.0 * batch * h * h * 9 * c_in * c_out, path=path)
         rows.append(row)
         for flag in modes:
-            old = conv_mod.SMALL_MAP_IM2COL
-            conv_mod.SMALL_MAP_IM2COL = flag  # read when tracing: compile now
+            old = conv_mod.SMALL_MAP_IM2COL, conv_mod.WINOGRAD
+            conv_mod.SMALL_MAP_IM2COL = conv_mod.WINOGRAD = flag  # read when tracing
             try:
                 fwd = jax.jit(lambda x, k: conv_mod.conv_nd(x, k, (1, 1), (1, 1), (1, 1)))
                 grad = jax.jit(jax.grad(
@@ -59,7 +62,7 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
                 jax.block_until_ready(fwd(x, k))
                 jax.block_until_ready(grad(x, k))
             finally:
-                conv_mod.SMALL_MAP_IM2COL = old
+                conv_mod.SMALL_MAP_IM2COL, conv_mod.WINOGRAD = old
             tag = "new" if flag else "xla"
             fns += [(row, tag + "_fwd", fwd, x, k), (row, tag + "_train", grad, x, k)]
     times: dict = {}
@@ -87,7 +90,7 @@ def format_table(rows: list[dict], batch=16, c_in=512, c_out=1024) -> str:
     r_t = 3 * ref["flops"] / ref["new_train"]
     for r in rows:
         f, t = r["flops"] / r["new_fwd"], 3 * r["flops"] / r["new_train"]
-        line = (f"{r['size']}x{r['size']:<3}{'im2col' if r['small_map'] else 'XLA conv':>10}"
+        line = (f"{r['size']}x{r['size']:<3}{r['path']:>10}"
                 f"{r['new_fwd'] * 1e3:>9.1f}{f / 1e9:>9.1f}{f / r_f:>7.2f}"
                 f"{r['new_train'] * 1e3:>10.1f}{t / 1e9:>9.1f}{t / r_t:>7.2f}")
         if compare:

@@ -78,8 +78,14 @@ def test_winograd_refuses_wrong_shapes():
 def test_which_convolutions_run_as_winograd():
     wide = (3, 3, 128, 128)
     assert conv_mod.winograd_form((8, 8), wide, (1, 1))
-    assert conv_mod.winograd_form((3, 3), wide, (1, 1))
+    assert conv_mod.winograd_form((4, 4), wide, (1, 1))
+    assert not conv_mod.winograd_form((3, 3), wide, (1, 1))       # 16 outputs for 9
     assert not conv_mod.winograd_form((2, 2), wide, (1, 1))       # small map: im2col
+    # filters transformed in the program: one 2x2 output tile per 1024 filter weights
+    deep = (3, 3, 768, 1024)
+    assert conv_mod.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
+    assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
+    assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
     assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
     assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 128, 128), (1, 1, 1))  # 3D
     assert not conv_mod.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
@@ -101,7 +107,7 @@ def wide_net():
         nn.conv([1, 1], 3, activation="LIN"),
     ])
     params = init_params(jax.random.key(3), net)
-    x = jax.random.normal(jax.random.key(4), (2, 6, 6, 2))
+    x = jax.random.normal(jax.random.key(4), (4, 6, 6, 2))
     return net, params, x
 
 
@@ -119,14 +125,14 @@ def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
 
     monkeypatch.setattr(conv_mod, "winograd_conv", counted)
     layer, p = net.layers[1], params[1]
-    h = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 6, 6, 128)), jnp.float32)
+    h = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 6, 6, 128)), jnp.float32)
     ctx = Ctx(train=True)
 
     def loss(p, h):
         return jnp.sum(jnp.sin(layer.apply(p, h, ctx)))
 
     val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(p, h)
-    assert set(calls) == {(2, 6, 6, 128), (2, 6, 6, 160)}  # forward, input gradient
+    assert set(calls) == {(4, 6, 6, 128), (4, 6, 6, 160)}  # forward, input gradient
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     calls.clear()
     val0, grads0 = jax.jit(jax.value_and_grad(lambda p, h: loss(p, h) * 1.0, (0, 1)))(p, h)

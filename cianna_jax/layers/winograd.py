@@ -33,22 +33,33 @@ from ..precision import FP32, Policy
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
-__all__ = ["winograd_conv", "filter_transform", "pays", "MIN_CHANNEL_PRODUCT", "CHUNK_TILES"]
+__all__ = ["winograd_conv", "filter_transform", "pays", "MIN_CHANNEL_PRODUCT",
+           "FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
 #: batch 8 (README): 128 -> 128 on 32x32 maps 1.38x / 1.21x; 64 -> 128 1.21x / 1.08x;
 #: 64 -> 64 0.7x forward; 24 -> 32 on 64x64 0.44x
 MIN_CHANNEL_PRODUCT = 128 * 128
+#: with filters transformed in the program: at least one output tile per this many
+#: filter weights (channels x filters)
+FILTER_VALUES_PER_TILE = 1024
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
 CHUNK_TILES = 256
 
 
-def pays(channels: int, filters: int) -> bool:
+def pays(channels: int, filters: int, tiles: int | None = None) -> bool:
     """Whether a 3x3 stride-1 convolution ``channels -> filters`` is faster as Winograd
-    F(2x2, 3x3) than as XLA's CPU convolution (measured in benchmarks/README.md)."""
-    return min(channels, filters) >= 64 and channels * filters >= MIN_CHANNEL_PRODUCT
+    F(2x2, 3x3) than as XLA's CPU convolution (measured in benchmarks/README.md).
+    ``tiles`` (2x2 output tiles of the whole batch) is given when the filters are
+    transformed in the same program: that costs a pass over 16 x channels x filters
+    values, so it takes at least one tile per :data:`FILTER_VALUES_PER_TILE` filter
+    weights (3x3, 768 -> 1024 on 8x8 maps, batch 8, 128 tiles: 75 ms against XLA's 48;
+    256 -> 384, 128 tiles: 4.3 against 5.4)."""
+    if min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
+        return False
+    return tiles is None or tiles * FILTER_VALUES_PER_TILE >= channels * filters
 
 
 @jax.jit
