@@ -168,16 +168,8 @@ class NetState:
         the mesh when data parallel).  Arrays already there are kept as they are (the
         same objects: :meth:`inference_weights` recognises unchanged weights by them)."""
         if self.mesh is None:
-            target = jax.sharding.SingleDeviceSharding(self.device)
-            return jax.tree_util.tree_map(
-                lambda a: a if _placed(a, target) else jax.device_put(a, self.device), tree)
+            return parallel.place(tree, jax.sharding.SingleDeviceSharding(self.device))
         return parallel.replicate(tree, self.mesh)
-
-
-def _placed(a, sharding) -> bool:
-    """Whether ``a`` is a live JAX array with ``sharding``."""
-    return (isinstance(a, jax.Array) and not a.is_deleted()
-            and a.sharding.is_equivalent_to(sharding, a.ndim))
 
 
 _NETS: dict[int, NetState] = {}

@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "AXIS", "make_mesh", "select_mesh", "nb_devices", "check_batch_size", "batch_sharding",
-    "replicated", "shard_batch", "replicate", "to_host", "context",
+    "replicated", "shard_batch", "replicate", "place", "to_host", "context",
 ]
 
 AXIS = "batch"
@@ -118,7 +118,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def _put(x, sharding: NamedSharding) -> jax.Array:
+def _put(x, sharding: jax.sharding.Sharding) -> jax.Array:
     if jax.process_count() == 1:
         return jax.device_put(x, sharding)
     host = np.asarray(x)  # several hosts: every process holds the full array
@@ -133,10 +133,23 @@ def shard_batch(x, mesh: Mesh, axis: int = 0) -> jax.Array:
     return _put(x, batch_sharding(mesh, axis))
 
 
+def place(tree, sharding: jax.sharding.Sharding):
+    """Every array of the pytree ``tree`` put with ``sharding``; arrays already placed so
+    are kept as they are (the same objects, where ``jax.device_put`` returns new ones:
+    callers recognise unchanged weights by them)."""
+    def put(a):
+        if (isinstance(a, jax.Array) and not a.is_deleted()
+                and a.sharding.is_equivalent_to(sharding, a.ndim)):
+            return a
+        return _put(a, sharding)
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 def replicate(tree, mesh: Mesh):
-    """Every array of the pytree ``tree`` copied to all devices of the mesh."""
-    sharding = replicated(mesh)
-    return jax.tree_util.tree_map(lambda a: _put(a, sharding), tree)
+    """Every array of the pytree ``tree`` copied to all devices of the mesh (arrays
+    already replicated there kept, see :func:`place`)."""
+    return place(tree, replicated(mesh))
 
 
 def to_host(x) -> np.ndarray:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -230,6 +231,23 @@ def test_single_device_rules():
     mesh = parallel.make_mesh(1)
     x = parallel.shard_batch(np.ones((4, 3), np.float32), mesh)
     np.testing.assert_array_equal(parallel.to_host(x), np.ones((4, 3)))
+
+
+def test_place_keeps_arrays_already_placed():
+    """``place`` / ``replicate`` return arrays already on the target as the same objects
+    (how ``cnn.forward`` recognises unchanged weights) and place the others."""
+    mesh = parallel.make_mesh(1)
+    tree = {"a": np.ones((2, 3), np.float32), "b": jnp.zeros(4)}
+    once = parallel.replicate(tree, mesh)
+    again = parallel.replicate(once, mesh)
+    assert again["a"] is once["a"] and again["b"] is once["b"]
+    assert isinstance(once["a"], jax.Array)  # the numpy leaf placed
+    one = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    placed = parallel.place(tree, one)
+    assert parallel.place(placed, one)["a"] is placed["a"]
+    placed["b"].delete()  # a donated buffer is not taken for a placed one
+    with pytest.raises(RuntimeError, match="deleted"):
+        parallel.place(placed, one)
 
 
 def test_init_rejects_bad_data_parallel_and_changes_nothing(tmp_path, monkeypatch):
