@@ -160,3 +160,18 @@ def test_inference_weights_for_another_platform_keep_the_kernel(wide_net, monkey
     monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
     laid = net.layers[1].inference_params(params[1], Shape(6, 6, 1, 128), 2)
     assert set(laid) == {"kernel", "bias"}
+
+
+def test_mixed_precision_forward_takes_the_winograd_weights(wide_net):
+    """Under a half-precision policy the pre-transformed filters still apply (the
+    transform and products in the policy's float32 accumulation), close to the
+    half-precision direct path."""
+    net, params, x = wide_net
+    laid = inference_params(net, params)
+    assert "winograd" in laid[1]
+    out = apply(net, laid, x, mixed_precision="FP16C_FP32A")
+    ref = apply(net, params, x, mixed_precision="FP16C_FP32A")
+    full = apply(net, params, x)
+    assert out.dtype == ref.dtype
+    assert _rel(out.astype(jnp.float32), full) < 5e-3
+    assert _rel(ref.astype(jnp.float32), full) < 5e-3
