@@ -65,6 +65,37 @@ def test_winograd_equals_xla_conv_with_gradients(case):
         assert _rel(a, r) < 1e-5
 
 
+CASES_3D = [
+    (2, 5, 6, 7, 3, 4, ((1, 1),) * 3, None),
+    (2, 6, 5, 4, 3, 2, ((0, 2), (1, 1), (2, 0)), 3),   # bands of 1 tile plane
+    (3, 4, 4, 4, 2, 3, ((1, 1),) * 3, 16),             # 2 images per chunk, one alone
+]
+
+
+@pytest.mark.parametrize("case", CASES_3D)
+def test_winograd_3d_equals_xla_conv_with_gradients(case):
+    b, d, h, w, c, f, pad, chunk = case
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(b, d, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 3, c, f)), jnp.float32)
+
+    def ref(x, k):
+        return lax.conv_general_dilated(x, k, (1, 1, 1), pad, precision="highest",
+                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+    def ours(x, k):
+        return winograd.winograd_conv(x, winograd.filter_transform(k), pad, chunk_tiles=chunk)
+
+    y, want = jax.jit(ours)(x, k), ref(x, k)
+    assert y.shape == want.shape and winograd.filter_transform(k).shape == (64, c, f)
+    assert _rel(y, want) < 2e-6
+    wts = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+    got = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k)) * wts), (0, 1)))(x, k)
+    exp = jax.grad(lambda x, k: jnp.sum(jnp.sin(ref(x, k)) * wts), (0, 1))(x, k)
+    for a, r in zip(got, exp):
+        assert _rel(a, r) < 1e-5
+
+
 def test_winograd_refuses_wrong_shapes():
     x = jnp.zeros((1, 6, 6, 4))
     with pytest.raises(ValueError, match=r"u \(16, C, F\)"):
@@ -87,7 +118,12 @@ def test_which_convolutions_run_as_winograd():
     assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
     assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
     assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
-    assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 128, 128), (1, 1, 1))  # 3D
+    # 3D: XLA's 3D convolution is slow at every width
+    assert conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 4, 8), (1, 1, 1))
+    assert not conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 1, 8), (1, 1, 1))  # 1 channel
+    assert not conv_mod.winograd_form((16, 16, 3), (3, 3, 3, 4, 8), (1, 1, 1))
+    assert not conv_mod.winograd_form((16, 16, 16), (3, 3, 1, 4, 8), (1, 1, 1))
+    assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 4, 8), (1, 1, 1))  # little work
     assert not conv_mod.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
     assert not conv_mod.winograd_form((8, 8), (3, 3, 24, 32), (1, 1))  # narrow: XLA faster
     assert not conv_mod.winograd_form((8, 8), (3, 3, 32, 1024), (1, 1))
@@ -100,14 +136,15 @@ def test_which_convolutions_run_as_winograd():
 
 @pytest.fixture(scope="module")
 def wide_net():
-    """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones."""
-    net = nn.network([6, 6], 2, [
+    """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones; 16x16 maps, so
+    that training takes XLA's convolution path (not the weight-layout product)."""
+    net = nn.network([16, 16], 2, [
         nn.conv([1, 1], 128, activation="RELU"),
         nn.conv([3, 3], 160, padding=[1, 1], activation="RELU"),
         nn.conv([1, 1], 3, activation="LIN"),
     ])
     params = init_params(jax.random.key(3), net)
-    x = jax.random.normal(jax.random.key(4), (4, 6, 6, 2))
+    x = jax.random.normal(jax.random.key(4), (4, 16, 16, 2))
     return net, params, x
 
 
@@ -125,14 +162,18 @@ def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
 
     monkeypatch.setattr(conv_mod, "winograd_conv", counted)
     layer, p = net.layers[1], params[1]
-    h = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 6, 6, 128)), jnp.float32)
+    h = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 16, 16, 128)), jnp.float32)
+    assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
     ctx = Ctx(train=True)
 
     def loss(p, h):
         return jnp.sum(jnp.sin(layer.apply(p, h, ctx)))
 
-    val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(p, h)
-    assert set(calls) == {(4, 6, 6, 128), (4, 6, 6, 160)}  # forward, input gradient
+    step = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    val, grads = step(p, h)
+    assert set(calls) == {(4, 16, 16, 128), (4, 16, 16, 160)}  # forward, input gradient
+    hlo = step.lower(p, h).compile().as_text()
+    assert hlo.count("convolution(") == 1, hlo.count("convolution(")  # the weight gradient
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     calls.clear()
     val0, grads0 = jax.jit(jax.value_and_grad(lambda p, h: loss(p, h) * 1.0, (0, 1)))(p, h)
@@ -158,7 +199,7 @@ def test_inference_weights_for_another_platform_keep_the_kernel(wide_net, monkey
     """Weights that do not live on the CPU (a GPU) keep XLA's kernel form."""
     net, params, _ = wide_net
     monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
-    laid = net.layers[1].inference_params(params[1], Shape(6, 6, 1, 128), 2)
+    laid = net.layers[1].inference_params(params[1], Shape(16, 16, 1, 128), 2)
     assert set(laid) == {"kernel", "bias"}
 
 
@@ -175,3 +216,39 @@ def test_mixed_precision_forward_takes_the_winograd_weights(wide_net):
     assert out.dtype == ref.dtype
     assert _rel(out.astype(jnp.float32), full) < 5e-3
     assert _rel(ref.astype(jnp.float32), full) < 5e-3
+
+
+def test_3d_layer_forward_and_both_gradients_take_winograd(monkeypatch):
+    """A 3x3x3 layer (Winograd in 3D at every width above one channel): forward, input
+    gradient and, with enough tiles for its weights, the weight gradient run through
+    the Winograd sums; all equal XLA's 3D convolution path; its inference weights are
+    the (64, C, F) transformed filters."""
+    net = nn.network([8, 8, 8], 8, [nn.conv([3, 3, 3], 16, padding=[1, 1, 1])])
+    params = init_params(jax.random.key(6), net)
+    layer, p = net.layers[0], params[0]
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 8, 8, 8, 8)), jnp.float32)
+    ctx = Ctx(train=True, nd=3)
+    calls = []
+    real = conv_mod.winograd_conv
+    monkeypatch.setattr(conv_mod, "winograd_conv",
+                        lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+
+    def loss(p, x):
+        return jnp.sum(jnp.sin(layer.apply(p, x, ctx)))
+
+    step = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    val, grads = step(p, x)
+    assert set(calls) == {(2, 8, 8, 8, 8), (2, 8, 8, 8, 16)}  # forward, input gradient
+    assert "convolution(" not in step.lower(p, x).compile().as_text()  # weight gradient too
+    assert winograd.weight_gradient_pays(8, 16, 2 * 64, 3)
+    laid = inference_params(net, params)
+    assert laid[0]["winograd"].shape == (64, 8, 16)
+    out = apply(net, laid, x)
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    calls.clear()
+    val0, grads0 = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x) * 1.0, (0, 1)))(p, x)
+    assert calls == []
+    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
+    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
+    assert _rel(grads[1], grads0[1]) < 1e-5
+    assert _rel(out, apply(net, params, x)) < 2e-6

@@ -31,7 +31,7 @@ from ..io.records import ConvRecord
 from ..precision import FP32
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, flat_to_map, internal
-from .winograd import filter_transform, pays, winograd_conv
+from .winograd import filter_transform, pays, weight_gradient_pays, winograd_conv
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
@@ -92,19 +92,20 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
 
 def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
                   batch: int | None = None) -> bool:
-    """Whether a convolution runs on CPU as Winograd F(2x2, 3x3)
-    (:mod:`.winograd`): 2D, a 3x3 filter at stride 1, no groups, float32 compute,
-    maps of at least 4x4 (on 3x3 maps the 2x2 tiles compute 16 outputs for 9: 10.0 ms
-    as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
-    :func:`small_map`) and channels x filters wide enough to pay
-    (:func:`.winograd.pays`; given ``batch``, the filters are transformed in the
-    program, which must also pay for that)."""
-    if not (WINOGRAD and len(in_spatial) == 2 and tuple(k_shape[:2]) == (3, 3)
-            and tuple(strides) == (1, 1) and groups == 1
+    """Whether a convolution runs on CPU as Winograd F(2x2, 3x3) or F(2x2x2, 3x3x3)
+    (:mod:`.winograd`): a 3x3 (3x3x3) filter at stride 1, no groups, float32 compute,
+    maps of at least 4 along every axis (on 3x3 maps the 2x2 tiles compute 16 outputs
+    for 9: 10.0 ms as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
+    :func:`small_map`), channels wide enough to pay (:func:`.winograd.pays`; given
+    ``batch``, the filters are transformed in the program, which must also pay) and,
+    in 3D, at least :data:`.winograd.MIN_3D_IMAGE_MACS` multiply-adds per image."""
+    nd = len(in_spatial)
+    if not (WINOGRAD and nd in (2, 3) and tuple(k_shape[:nd]) == (3,) * nd
+            and tuple(strides) == (1,) * nd and groups == 1
             and policy.compute_dtype == jnp.float32 and min(in_spatial) >= 4):
         return False
     tiles = None if batch is None else batch * np.prod([-(-n // 2) for n in in_spatial])
-    return pays(k_shape[2], k_shape[3], tiles)
+    return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)))
 
 
 def _padded(x, padding, f, strides):
@@ -331,11 +332,16 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1):
 
 def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     x, k = res
-    # the weight gradient through XLA's convolution even where the forward is Winograd:
-    # autodiff of the Winograd sums (V^T dM per chunk, summed) made the layer's
-    # training step 1.15x slower than XLA's, this split 1.2x faster (README)
+    # the weight gradient by autodiff of the Winograd sums (V^T dM per chunk, summed)
+    # only where that pays (3D layers with many tiles, .winograd.weight_gradient_pays),
+    # else through XLA's convolution even where the forward is Winograd (README)
+    nd = x.ndim - 2
+    tiles = x.shape[0] * int(np.prod([-(-n // 2) for n in x.shape[1:-1]]))
+    wino = (all(d == 1 for d in dil)
+            and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0])
+            and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
     _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
-                                           winograd=False), k)
+                                           winograd=wino), k)
     (gk,) = k_vjp(g)
     gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups)
     return gx, gk
@@ -445,13 +451,13 @@ class Conv(LayerBase):
         :meth:`apply` takes either form; this one skips the weight transpose XLA's
         convolution needs at every call (a third of the deepest layers' forward time
         on CPU, see benchmarks/README.md).  A wide 3x3 layer whose weights are on the
-        CPU (:func:`winograd_form`) gets ``{"winograd": (16, C, F), "bias"}`` instead:
+        CPU (:func:`winograd_form`) gets ``{"winograd": (16 or 64, C, F), "bias"}`` instead:
         the filters already transformed for :func:`.winograd.winograd_conv`.  Not for
         training: gradients would be for this layout, not CIANNA's."""
         src = self.map_input(in_shape)
         laid = self._laid_out(params["w"], src.c, nd)
         sp = internal(src.spatial, nd)
-        if (nd == 2 and not any(self.int_padding) and _on_cpu(params["w"])
+        if (not any(self.int_padding) and _on_cpu(params["w"])
                 and winograd_form(sp, laid["kernel"].shape, internal(self.stride, nd),
                                   groups=self.nb_groups)):
             return {"winograd": filter_transform(laid["kernel"]), "bias": laid["bias"]}

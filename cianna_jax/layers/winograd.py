@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3): 3x3 stride-1 convolutions in 16 products instead of 36.
+"""Winograd F(2x2, 3x3) and F(2x2x2, 3x3x3): stride-1 3x3(x3) convolutions, fewer products.
 
 A direct 3x3 convolution spends 9 multiply-adds per input channel, filter and output
 pixel.  Winograd's minimal filtering algorithm (Lavin & Gray 2016, "Fast Algorithms for
@@ -7,19 +7,21 @@ the input: the tile and the filter are transformed (``V = B^T d B``, ``U = G g G
 additions only, and halves), the 16 transformed positions are each one matrix product
 over the channels (``M[t] = V[t] @ U[t]``, ``(tiles, C) @ (C, F)``), and the output
 transform adds them back (``Y = A^T M A``).  The products, the whole cost for wide
-layers, shrink 2.25x; the transforms add O(C + F) work per tile.  Numerically it is the
-same sums regrouped, with float32 errors of the order of a direct convolution's
-(relative 1e-6 measured, see the tests); F(4x4, 3x3) would save more but loses about
-two more digits, so it is not used.
+layers, shrink 2.25x (in 3D, 4x4x4 tiles for 2x2x2 outputs: 64 products instead of 216,
+3.4x); the transforms add O(C + F) work per tile.  Numerically it is the same sums
+regrouped, with float32 errors of the order of a direct convolution's (relative 1e-6
+measured, see the tests); F(4x4, 3x3) would save more but loses about two more digits,
+so it is not used.
 
-On the 2-core CPU this project measures on, XLA's convolution reaches the machine's
+On the 2-core CPU this project measures on, XLA's 2D convolution reaches the machine's
 matrix-product rate for wide layers, and this form beats it there (3x3, 768 -> 1024 on
-8x8 maps, batch 8: 46-52 -> 25-28 ms, see benchmarks/README.md), but only if the transformed
-tiles of one pass stay in the cache: the work runs in chunks of at most
-:data:`CHUNK_TILES` tiles (whole images, or bands of tile rows of one image).
-Narrow layers (a few dozen channels) are faster as XLA's convolution: see
-:func:`pays`.  Gradients are autodiff of these sums, which are the exact gradients
-regrouped the same way (the weight gradient is ``V^T dM`` in the transformed space).
+8x8 maps, batch 8: 46-52 -> 25-28 ms, see benchmarks/README.md), but only if the
+transformed tiles of one pass stay in the cache: the work runs in chunks of at most
+:data:`CHUNK_TILES` tiles (whole images, or bands of tile rows of one image).  Narrow
+2D layers (a few dozen channels) are faster as XLA's convolution; XLA's 3D convolution
+is slow at every width and loses to this form everywhere measured: see :func:`pays`.
+Gradients are autodiff of these sums, which are the exact gradients regrouped the same
+way (the weight gradient is ``V^T dM`` in the transformed space).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from ..precision import FP32, Policy
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
-__all__ = ["winograd_conv", "filter_transform", "pays", "MIN_CHANNEL_PRODUCT",
-           "FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
+__all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays",
+           "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
+           "WGRAD_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
@@ -44,38 +47,70 @@ MIN_CHANNEL_PRODUCT = 128 * 128
 #: with filters transformed in the program: at least one output tile per this many
 #: filter weights (channels x filters)
 FILTER_VALUES_PER_TILE = 1024
+#: 3D layers run as Winograd from this many multiply-adds per image of the direct
+#: convolution (below, XLA's takes under a millisecond and the Winograd program's
+#: compilation, 0.3-0.5 s, would not pay back over a short run)
+MIN_3D_IMAGE_MACS = 2 ** 20
+#: 3D weight gradient through the Winograd sums: at least one output tile per this many
+#: filter weights
+WGRAD_FILTER_VALUES_PER_TILE = 16
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
 CHUNK_TILES = 256
 
 
-def pays(channels: int, filters: int, tiles: int | None = None) -> bool:
-    """Whether a 3x3 stride-1 convolution ``channels -> filters`` is faster as Winograd
-    F(2x2, 3x3) than as XLA's CPU convolution (measured in benchmarks/README.md).
-    ``tiles`` (2x2 output tiles of the whole batch) is given when the filters are
-    transformed in the same program: that costs a pass over 16 x channels x filters
+def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
+         pixels: int | None = None) -> bool:
+    """Whether a 3x3 (``nd`` = 2) or 3x3x3 (``nd`` = 3) stride-1 convolution
+    ``channels -> filters`` is faster as Winograd than as XLA's CPU convolution
+    (measured in benchmarks/README.md).  In 2D only wide layers pay (see
+    :data:`MIN_CHANNEL_PRODUCT`); XLA's 3D convolution runs far below the machine's
+    matrix rate, and Winograd beat it 2-5x from 4 -> 8 to 128 -> 128 channels, so every
+    3D layer with more than one input channel pays (one channel has its own form) once
+    an image of ``pixels`` voxels costs :data:`MIN_3D_IMAGE_MACS` multiply-adds.
+    ``tiles`` (2x2(x2) output tiles of the whole batch) is given when the filters are
+    transformed in the same program: that costs a pass over 4^nd x channels x filters
     values, so it takes at least one tile per :data:`FILTER_VALUES_PER_TILE` filter
     weights (3x3, 768 -> 1024 on 8x8 maps, batch 8, 128 tiles: 75 ms against XLA's 48;
     256 -> 384, 128 tiles: 4.3 against 5.4)."""
-    if min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
+    if nd == 3:
+        if channels < 2 or (pixels or 0) * 27 * channels * filters < MIN_3D_IMAGE_MACS:
+            return False
+    elif min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
         return False
     return tiles is None or tiles * FILTER_VALUES_PER_TILE >= channels * filters
+
+
+def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bool:
+    """Whether the weight gradient of a Winograd layer is faster as autodiff of the
+    Winograd sums (``V^T dM`` per chunk, transformed back) than as XLA's convolution:
+    in 3D, from one output tile of the batch per :data:`WGRAD_FILTER_VALUES_PER_TILE`
+    filter weights (3x3x3 layer training steps, README: 128 -> 128 on 16^3 maps,
+    batch 2, 1024 tiles: 171 against 226 ms; 64 -> 128 on 8^3, batch 4, 256 tiles: 51
+    against 30); never in 2D (3x3 128 -> 192 on 32x32, batch 8: 76 against 60)."""
+    return nd == 3 and tiles * WGRAD_FILTER_VALUES_PER_TILE >= channels * filters
 
 
 @jax.jit
 def filter_transform(k: jax.Array) -> jax.Array:
     """``k (3, 3, C, F)`` -> ``U (16, C, F)``, ``U[4a + b] = (G k G^T)[a, b]`` with
-    ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]``: each of the 16
-    as a sum over the 9 taps, one fused pass over the weights (stacking 16 separate
-    expressions measured 2x slower for 3x3x768x1024).  Jitted: called eagerly (to lay
-    out inference weights) it is one program, not 17 passes over the weights."""
-    if k.ndim != 4 or k.shape[:2] != (3, 3):
-        raise ValueError(f"filter_transform: expected a (3, 3, C, F) kernel, received {k.shape}")
-    coef = np.einsum("ai,bj->abij", _G, _G).reshape(16, 9).astype(np.float32)
-    taps = k.reshape((9, 1) + k.shape[2:])
+    ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]``; a 3D kernel
+    ``(3, 3, 3, C, F)`` gives ``(64, C, F)`` (G along each of the three axes).  Each
+    transformed value is a sum over the taps, one fused pass over the weights (stacking
+    16 separate expressions measured 2x slower for 3x3x768x1024).  Jitted: called
+    eagerly (to lay out inference weights) it is one program, not one pass per term."""
+    nd = k.ndim - 2
+    if nd not in (2, 3) or k.shape[:nd] != (3,) * nd:
+        raise ValueError(f"filter_transform: expected a (3, 3, C, F) or (3, 3, 3, C, F) "
+                         f"kernel, received {k.shape}")
+    coef = _G  # (4^n, 3^n): rows and taps in the kernel's axis order, first axis outermost
+    for n in range(1, nd):
+        coef = np.einsum("AI,bj->AbIj", coef, _G).reshape(4 ** (n + 1), 3 ** (n + 1))
+    coef = coef.astype(np.float32)
+    taps = k.reshape((3 ** nd, 1) + k.shape[nd:])
     u = None
-    for t in range(9):
-        term = jnp.asarray(coef[:, t], k.dtype).reshape(16, 1, 1) * taps[t]
+    for t in range(3 ** nd):
+        term = jnp.asarray(coef[:, t], k.dtype).reshape(4 ** nd, 1, 1) * taps[t]
         u = term if u is None else u + term
     return u
 
@@ -91,66 +126,76 @@ def _a_transform(m0, m1, m2, m3):
     return [m0 + m1 + m2, m1 - m2 - m3]
 
 
-def _input_tiles(xp: jax.Array, rows: int, cols: int) -> jax.Array:
-    """``xp (b, 2 rows + 2, 2 cols + 2, C)`` -> ``V (16, b * rows * cols, C)``: the
-    transformed 4x4 tiles at stride 2, one axis at a time (a stack of 4, then 4: one
+def _input_tiles(xp: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+    """``xp (b, 2 t_0 + 2, ..., C)`` -> ``V (4^nd, b * prod(t), C)``: the transformed
+    4x4(x4) tiles at stride 2, one axis at a time (for 2D a stack of 4, then 4: one
     stack of 16 expressions compiled 3x and ran 6x slower, measured)."""
     b, c = xp.shape[0], xp.shape[-1]
-    along_h = jnp.stack(_b_transform(*[xp[:, a:a + 2 * rows:2] for a in range(4)]), axis=0)
-    v = jnp.stack(_b_transform(*[along_h[:, :, :, q:q + 2 * cols:2] for q in range(4)]),
-                  axis=1)  # (4, 4, b, rows, cols, C)
-    return v.reshape(16, b * rows * cols, c)
+    v = xp[None]
+    for ax, t in enumerate(tiles):  # v: (4^ax, b, ...) -> (4^ax, 4, b, ...)
+        cells = [lax.slice_in_dim(v, q, q + 2 * t - 1, stride=2, axis=2 + ax)
+                 for q in range(4)]
+        v = jnp.stack(_b_transform(*cells), axis=1).reshape((-1,) + v.shape[1:2 + ax]
+                                                            + (t,) + v.shape[3 + ax:])
+    return v.reshape(4 ** len(tiles), b * int(np.prod(tiles)), c)
 
 
-def _output_tiles(m: jax.Array, b: int, rows: int, cols: int) -> jax.Array:
-    """``M (16, b * rows * cols, F)`` -> the outputs ``(b, 2 rows, 2 cols, F)``."""
-    f = m.shape[-1]
-    m = m.reshape(4, 4, b, rows, cols, f)
-    along_h = jnp.stack(_a_transform(m[0], m[1], m[2], m[3]), axis=0)  # (2, 4, b, ...)
-    y = jnp.stack(_a_transform(*[along_h[:, q] for q in range(4)]), axis=1)  # (2, 2, b, ...)
-    return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, 2 * rows, 2 * cols, f)
+def _output_tiles(m: jax.Array, b: int, tiles: tuple[int, ...]) -> jax.Array:
+    """``M (4^nd, b * prod(t), F)`` -> the outputs ``(b, 2 t_0, ..., F)``."""
+    nd, f = len(tiles), m.shape[-1]
+    y = m.reshape((4,) * nd + (b,) + tuple(tiles) + (f,))
+    for ax in range(nd):  # the transform along tile axis ax: 4 cells -> 2 outputs
+        cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in range(4)]
+        y = jnp.stack(_a_transform(*cells), axis=ax)
+    # (2,)*nd + (b, *t, F) -> (b, t_0, 2, t_1, 2, ..., F)
+    perm = (nd,) + tuple(i for ax in range(nd) for i in (nd + 1 + ax, ax)) + (2 * nd + 1,)
+    return y.transpose(perm).reshape((b,) + tuple(2 * t for t in tiles) + (f,))
 
 
 def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
                   chunk_tiles: int | None = None) -> jax.Array:
-    """3x3 stride-1 cross-correlation of ``x (B, H, W, C)`` zero-padded by ``padding``
-    (``((lo_h, hi_h), (lo_w, hi_w))``, each >= 0) with the filters ``u (16, C, F)``
-    transformed by :func:`filter_transform`: output ``(B, H + lo_h + hi_h - 2,
-    W + lo_w + hi_w - 2, F)`` in ``policy.accum_dtype``.
+    """3x3 (3x3x3) stride-1 cross-correlation of ``x (B, *sp, C)`` (2 or 3 spatial
+    axes) zero-padded by ``padding`` (one ``(lo, hi)`` pair per axis, each >= 0) with
+    the filters ``u (4^nd, C, F)`` transformed by :func:`filter_transform`: output
+    ``(B, *(n + lo + hi - 2), F)`` in ``policy.accum_dtype``.
 
     ``chunk_tiles`` (default :data:`CHUNK_TILES`) bounds the tiles of one pass."""
-    if x.ndim != 4 or u.ndim != 3 or u.shape[0] != 16 or u.shape[1] != x.shape[3]:
-        raise ValueError(f"winograd_conv: expected x (B, H, W, C) and u (16, C, F), "
-                         f"received {x.shape} and {u.shape}")
-    (lo_h, hi_h), (lo_w, hi_w) = padding
-    n_b, h, w, c = x.shape
-    f = u.shape[-1]
-    oh, ow = h + lo_h + hi_h - 2, w + lo_w + hi_w - 2
-    if oh < 1 or ow < 1:
+    nd = x.ndim - 2
+    if (nd not in (2, 3) or u.ndim != 3 or u.shape[0] != 4 ** nd
+            or u.shape[1] != x.shape[-1]):
+        raise ValueError(f"winograd_conv: expected x (B, H, W, C) with u (16, C, F) or "
+                         f"x (B, D, H, W, C) with u (64, C, F), received {x.shape} and "
+                         f"{u.shape}")
+    n_b, sp = x.shape[0], x.shape[1:-1]
+    out = [n + lo + hi - 2 for n, (lo, hi) in zip(sp, padding)]
+    if min(out) < 1:
         raise ValueError(f"winograd_conv: no output for input {x.shape} and padding {padding}")
     budget = chunk_tiles or CHUNK_TILES
-    tw = -(-ow // 2)
-    th = -(-oh // 2)
-    # bands of `rows` tile rows, as even as the budget allows (a whole image when it fits)
-    n_bands = -(-(th * tw) // budget)
-    rows = -(-th // n_bands)
-    n_bands = -(-th // rows)
+    tiles = [-(-o // 2) for o in out]
+    per_image = int(np.prod(tiles))
+    # bands of `rows` tiles along the first axis, as even as the budget allows (a whole
+    # image when it fits)
+    n_bands = -(-per_image // budget)
+    rows = -(-tiles[0] // n_bands)
+    n_bands = -(-tiles[0] // rows)
+    full = [2 * n_bands * rows + 2] + [2 * t + 2 for t in tiles[1:]]
     xp = lax.pad(x.astype(policy.accum_dtype), jnp.zeros((), policy.accum_dtype),
-                 [(0, 0, 0), (lo_h, 2 * n_bands * rows + 2 - h - lo_h, 0),
-                  (lo_w, 2 * tw + 2 - w - lo_w, 0), (0, 0, 0)])
-    if n_bands > 1:  # overlapping bands (2 rows shared) as images of their own
+                 [(0, 0, 0)] + [(lo, m - n - lo, 0) for (lo, _), m, n in
+                                zip(padding, full, sp)] + [(0, 0, 0)])
+    if n_bands > 1:  # overlapping bands (2 planes shared) as images of their own
         xp = jnp.stack([xp[:, 2 * rows * i:2 * rows * (i + 1) + 2] for i in range(n_bands)],
-                       axis=1).reshape(n_b * n_bands, 2 * rows + 2, 2 * tw + 2, c)
+                       axis=1).reshape((n_b * n_bands, 2 * rows + 2) + xp.shape[2:])
+    band = (rows,) + tuple(tiles[1:])
     u = u.astype(policy.accum_dtype)
     n_img = xp.shape[0]
-    n_chunks = -(-n_img // max(1, budget // (rows * tw)))
+    n_chunks = -(-n_img // max(1, budget // int(np.prod(band))))
     per = -(-n_img // n_chunks)  # band images per chunk, as even as possible
 
     def chunk(xc):
-        v = _input_tiles(xc, rows, tw)
+        v = _input_tiles(xc, band)
         m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=policy.precision,
                             preferred_element_type=policy.accum_dtype)
-        return _output_tiles(m, xc.shape[0], rows, tw)
+        return _output_tiles(m, xc.shape[0], band)
 
     if n_chunks == 1:
         y = chunk(xp)
@@ -160,6 +205,5 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
             xp = jnp.concatenate([xp, jnp.zeros((pad,) + xp.shape[1:], xp.dtype)], axis=0)
         y = lax.map(chunk, xp.reshape((n_chunks, per) + xp.shape[1:]))
         y = y.reshape((n_chunks * per,) + y.shape[2:])[:n_img]
-    y = y.reshape(n_b, n_bands * 2 * rows, 2 * tw, f)
-    return y[:, :oh, :ow]
-
+    y = y.reshape((n_b, n_bands * 2 * rows) + y.shape[2:])
+    return y[(slice(None),) + tuple(slice(0, o) for o in out)]
