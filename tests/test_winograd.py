@@ -134,6 +134,18 @@ def test_which_convolutions_run_as_winograd():
     assert fused.FUSE_MAX_CHANNEL_PRODUCT < winograd.MIN_CHANNEL_PRODUCT
 
 
+def _same_as_xla_path(monkeypatch, calls, loss, args, val, grads):
+    """The loss and its gradients (weights, input) with Winograd turned off: no
+    Winograd call, same numbers to float32 rounding."""
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    calls.clear()
+    val0, grads0 = jax.jit(jax.value_and_grad(lambda *a: loss(*a) * 1.0, (0, 1)))(*args)
+    assert calls == []
+    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
+    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
+    assert _rel(grads[1], grads0[1]) < 1e-5
+
+
 @pytest.fixture(scope="module")
 def wide_net():
     """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones; 16x16 maps, so
@@ -174,13 +186,7 @@ def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
     assert set(calls) == {(4, 16, 16, 128), (4, 16, 16, 160)}  # forward, input gradient
     hlo = step.lower(p, h).compile().as_text()
     assert hlo.count("convolution(") == 1, hlo.count("convolution(")  # the weight gradient
-    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
-    calls.clear()
-    val0, grads0 = jax.jit(jax.value_and_grad(lambda p, h: loss(p, h) * 1.0, (0, 1)))(p, h)
-    assert calls == []
-    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
-    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
-    assert _rel(grads[1], grads0[1]) < 1e-5
+    _same_as_xla_path(monkeypatch, calls, loss, (p, h), val, grads)
 
 
 def test_inference_weights_are_pre_transformed_on_cpu(wide_net):
@@ -244,11 +250,5 @@ def test_3d_layer_forward_and_both_gradients_take_winograd(monkeypatch):
     laid = inference_params(net, params)
     assert laid[0]["winograd"].shape == (64, 8, 16)
     out = apply(net, laid, x)
-    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
-    calls.clear()
-    val0, grads0 = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x) * 1.0, (0, 1)))(p, x)
-    assert calls == []
-    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
-    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
-    assert _rel(grads[1], grads0[1]) < 1e-5
+    _same_as_xla_path(monkeypatch, calls, loss, (p, x), val, grads)
     assert _rel(out, apply(net, params, x)) < 2e-6
