@@ -59,3 +59,13 @@ def test_gpu_check_script_on_cpu(tmp_path):
     assert re.search(r"^\d+ passed", text, flags=re.M), text  # the parity tests
     for needle in ("XLA ms", "MNIST infer", "MNIST train", "SDC1 32x32 infer"):
         assert needle in text, needle
+
+
+def test_winograd_benchmark_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_winograd.py"),
+                          "--quick"], env=_env(), capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("b")]
+    assert [r[:3] for r in rows] == [["b2", "8x8", "128->128"], ["b1", "8x8x8", "8->16"]]
+    assert all(r[3] == "winograd" and float(r[6]) > 0 and float(r[9]) > 0 for r in rows)
