@@ -49,7 +49,7 @@ MATMUL_FORMS: frozenset = frozenset()
 FEW_INPUTS = 64
 #: one input channel runs on CPU as a sum of shifted slices (see :func:`_one_channel_conv`)
 ONE_CHANNEL_SUM = True
-#: wide 3x3 stride-1 2D convs run on CPU as Winograd F(2x2, 3x3) (see :func:`winograd_form`)
+#: 3x3(x3) stride-1 convs run on CPU as Winograd where it pays (see :func:`winograd_form`)
 WINOGRAD = True
 
 
@@ -233,9 +233,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     ``lhs_dilation`` are slow (forward up to 1.7x, weight gradient 3-4x, measured), the
     same conv on the zero-filled input is not.  Other backends keep ``lhs_dilation``
     (a transposed convolution for cuDNN).  Small maps (:func:`small_map`) run on CPU as
-    im2col + one matrix product, wide 3x3 stride-1 layers (:func:`winograd_form`,
-    unless ``winograd=False``) as Winograd F(2x2, 3x3): the same sums, float32 rounding
-    aside."""
+    im2col + one matrix product, 3x3(x3) stride-1 layers where it pays
+    (:func:`winograd_form`, unless ``winograd=False``) as Winograd F(2x2, 3x3) or
+    F(2x2x2, 3x3x3): the same sums, float32 rounding aside."""
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
@@ -450,10 +450,11 @@ class Conv(LayerBase):
         "bias": (F,)}`` (the bias term per filter, ``bias`` times the bias weight).
         :meth:`apply` takes either form; this one skips the weight transpose XLA's
         convolution needs at every call (a third of the deepest layers' forward time
-        on CPU, see benchmarks/README.md).  A wide 3x3 layer whose weights are on the
-        CPU (:func:`winograd_form`) gets ``{"winograd": (16 or 64, C, F), "bias"}`` instead:
-        the filters already transformed for :func:`.winograd.winograd_conv`.  Not for
-        training: gradients would be for this layout, not CIANNA's."""
+        on CPU, see benchmarks/README.md).  A 3x3(x3) layer that runs as Winograd
+        (:func:`winograd_form`), weights on the CPU, gets ``{"winograd": (16 or 64, C, F),
+        "bias"}`` instead: the filters already transformed for
+        :func:`.winograd.winograd_conv`.  Not for training: gradients would be for this
+        layout, not CIANNA's."""
         src = self.map_input(in_shape)
         laid = self._laid_out(params["w"], src.c, nd)
         sp = internal(src.spatial, nd)
