@@ -31,7 +31,7 @@ from ..io.records import ConvRecord
 from ..precision import FP32
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, dropout, flat_to_map, internal
-from .winograd import filter_transform, pays, weight_gradient_pays, winograd_conv
+from .winograd import batch_tiles, filter_transform, pays, weight_gradient_pays, winograd_conv
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
@@ -104,7 +104,7 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
             and tuple(strides) == (1,) * nd and groups == 1
             and policy.compute_dtype == jnp.float32 and min(in_spatial) >= 4):
         return False
-    tiles = None if batch is None else batch * np.prod([-(-n // 2) for n in in_spatial])
+    tiles = None if batch is None else batch_tiles(batch, in_spatial)
     return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)))
 
 
@@ -242,21 +242,23 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
         return _xla_conv(x, k, strides, padding, dil, policy, groups).astype(x.dtype)
 
     def conv(x, padding, dil):
-        form = None
-        if winograd and all(d == 1 for d in dil) and winograd_form(
-                x.shape[1:-1], k.shape, strides, policy, groups, batch=x.shape[0]):
-            pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        cpu = None
+        if all(d == 1 for d in dil):
+            if winograd and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups,
+                                          batch=x.shape[0]):
+                def cpu(x):
+                    return winograd_conv(x, filter_transform(k), pairs, policy)
+            elif groups == 1:
+                form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
+                if form is not None:
+                    fn = _one_channel_conv if form == "one_channel" else _im2col_conv
+
+                    def cpu(x):
+                        return fn(x, k, tuple(strides), pairs, policy)
+        if cpu is not None:
             return lax.platform_dependent(
-                x, cpu=lambda x: winograd_conv(x, filter_transform(k), pairs,
-                                               policy).astype(x.dtype),
-                default=lambda x: lax_conv(x, padding, dil))
-        if groups == 1 and all(d == 1 for d in dil):
-            form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
-        if form is not None:
-            fn = _one_channel_conv if form == "one_channel" else _im2col_conv
-            pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
-            return lax.platform_dependent(
-                x, cpu=lambda x: fn(x, k, tuple(strides), pairs, policy).astype(x.dtype),
+                x, cpu=lambda x: cpu(x).astype(x.dtype),
                 default=lambda x: lax_conv(x, padding, dil))
         return lax_conv(x, padding, dil)
 
@@ -336,7 +338,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     # only where that pays (3D layers with many tiles, .winograd.weight_gradient_pays),
     # else through XLA's convolution even where the forward is Winograd (README)
     nd = x.ndim - 2
-    tiles = x.shape[0] * int(np.prod([-(-n // 2) for n in x.shape[1:-1]]))
+    tiles = batch_tiles(x.shape[0], x.shape[1:-1])
     wino = (all(d == 1 for d in dil)
             and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0])
             and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))

@@ -35,7 +35,7 @@ from ..precision import FP32, Policy
 
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
-__all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays",
+__all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", "batch_tiles",
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
 
@@ -57,6 +57,12 @@ WGRAD_FILTER_VALUES_PER_TILE = 16
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
 CHUNK_TILES = 256
+
+
+def batch_tiles(batch: int, spatial) -> int:
+    """The 2x2(x2) output tiles of a batch of maps of size ``spatial`` (stride 1,
+    padding that keeps the size: each axis ``ceil(n / 2)`` tiles)."""
+    return int(batch * np.prod([-(-int(n) // 2) for n in spatial]))
 
 
 def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
