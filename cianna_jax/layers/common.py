@@ -77,6 +77,42 @@ def internal(triple: tuple[int, int, int], nd: int) -> tuple[int, ...]:
     return tuple(reversed(triple))[3 - nd:]
 
 
+#: bias gradients as a product of their own (:func:`add_bias`); a module flag for A/B runs
+BIAS_GRAD_DOT = True
+
+
+def add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
+    """``z + b`` for ``z (B, *sp, F)`` and one bias term per filter ``b (F,)``, with
+    CIANNA's gradients (``ctx.exact=False``): the gradient of ``b``, the sum of the
+    output gradient over the batch and the map, is taken as a matrix-vector product
+    ``ones @ g``.  As a plain sum, XLA's CPU fusion placed that reduction inside the
+    optimizer's update loop over the weight rows, which evaluated it as one strided
+    pass per filter: 6-8 ms per 3x3 layer of an SDC1 training step (benchmarks/README.md).
+    Same sum (float32 rounding aside), no forward-mode rule (like :func:`.conv.conv_nd`,
+    on the same path)."""
+    return _add_bias(z, b) if BIAS_GRAD_DOT else z + b.astype(z.dtype)
+
+
+@jax.custom_vjp
+def _add_bias(z, b):
+    return z + b.astype(z.dtype)
+
+
+def _add_bias_fwd(z, b):
+    return _add_bias(z, b), jnp.zeros((0,), b.dtype)
+
+
+def _add_bias_bwd(res, g):
+    gg = g.reshape(-1, g.shape[-1])
+    db = jax.lax.dot_general(jnp.ones((gg.shape[0],), gg.dtype), gg, (((0,), (0,)), ((), ())),
+                             precision=jax.lax.Precision.HIGHEST,
+                             preferred_element_type=jnp.float32)
+    return g, db.astype(res.dtype)
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
             keep_last_column: bool = False) -> jax.Array:
     """CIANNA dropout on a pre-activation (not inverted, cianna_layers.md section 8).

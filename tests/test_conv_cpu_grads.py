@@ -1,0 +1,139 @@
+"""CPU forms of convolution gradients: windows that tile the input (2x2 stride 2) take
+both gradients as matrix products, and the bias gradient is a product of its own; the
+numbers are XLA's convolution gradients and plain autodiff's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cianna_jax.activations import parse_activation
+from cianna_jax.layers import common
+from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers.common import Ctx, Shape, add_bias
+
+
+def _rel(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def _xla(x, k, strides):
+    nd = x.ndim - 2
+    return conv_mod._xla_conv(x, k, strides, [(0, 0)] * nd, (1,) * nd)
+
+
+# (input shape, filter = stride): ragged edges (rows no window covers), 3x3 stride 3, 3D
+TILED = [((2, 8, 8, 3), (2, 2)), ((2, 9, 7, 5), (2, 2)), ((2, 9, 10, 4), (3, 3)),
+         ((1, 6, 5, 6, 2), (2, 2, 2))]
+
+
+@pytest.mark.parametrize("shape,f", TILED)
+def test_tiled_gradients_equal_xla_convolution_gradients(shape, f):
+    rng = np.random.default_rng(0)
+    nd = len(f)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=f + (shape[-1], 7)), jnp.float32)
+    pads, dil = (0,) * nd, (1,) * nd
+    assert conv_mod.tiles_input(f, f, pads, dil)
+
+    def ours(x, k):
+        return jnp.sum(jnp.sin(conv_mod.conv_nd(x, k, f, pads, dil)))
+
+    def ref(x, k):
+        return jnp.sum(jnp.sin(_xla(x, k, f)))
+
+    got, want = jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.grad(ref, (0, 1))(x, k)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert _rel(a, b) < 2e-6
+    # the pieces alone, outside the custom VJP
+    g = jnp.cos(_xla(x, k, f))
+    assert _rel(conv_mod._tiled_weight_grad(x, g, f), want[1]) < 2e-6
+    assert _rel(conv_mod._tiled_input_grad(g, k, shape[1:-1]), want[0]) < 2e-6
+
+
+def test_which_geometries_tile_the_input():
+    assert conv_mod.tiles_input((2, 2), (2, 2), (0, 0), (1, 1))
+    assert not conv_mod.tiles_input((2, 2), (2, 2), (1, 1), (1, 1))   # padding
+    assert not conv_mod.tiles_input((3, 3), (2, 2), (0, 0), (1, 1))   # overlapping windows
+    assert not conv_mod.tiles_input((2, 2), (2, 2), (0, 0), (2, 2))   # int_padding
+    assert not conv_mod.tiles_input((2, 2), (2, 2), (0, 0), (1, 1), groups=2)
+
+
+def test_strided_layer_trains_without_a_convolution_in_its_backward(monkeypatch):
+    """A 2x2 stride-2 layer through ``Conv.apply`` (CIANNA's weight rows and backward
+    pass): on CPU no convolution is left in the compiled backward, and the loss and
+    gradients are those of XLA's convolution gradients (the flag off)."""
+    layer = conv_mod.Conv((2, 2, 1), 6, parse_activation("RELU"), 0.1, stride=(2, 2, 1))
+    shape = Shape(10, 10, 1, 4)
+    params, _ = layer.init(jax.random.key(0), shape)
+    h = jnp.asarray(np.random.default_rng(1).normal(size=(3, 10, 10, 4)), jnp.float32)
+    assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
+
+    def loss(p, h):
+        return jnp.sum(jnp.sin(layer.apply(p, h, Ctx(train=True))))
+
+    step = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    val, grads = step(params, h)
+    hlo = step.lower(params, h).compile().as_text()
+    assert hlo.count("convolution(") == 1, hlo.count("convolution(")  # the forward only
+    monkeypatch.setattr(conv_mod, "TILED_WEIGHT_GRAD", False)
+    val0, grads0 = jax.jit(jax.value_and_grad(lambda *a: loss(*a) * 1.0, (0, 1)))(params, h)
+    assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
+    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
+    assert _rel(grads[1], grads0[1]) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_add_bias_gradient_is_the_sum_as_a_product(dtype):
+    z = jax.random.normal(jax.random.key(0), (2, 5, 3, 7)).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (7,))
+
+    def ours(z, b):
+        return jnp.sum(jnp.sin(add_bias(z, b).astype(jnp.float32)))
+
+    def ref(z, b):
+        return jnp.sum(jnp.sin((z + b.astype(dtype)).astype(jnp.float32)))
+
+    assert add_bias(z, b).dtype == dtype
+    np.testing.assert_array_equal(np.asarray(add_bias(z, b), np.float32),
+                                  np.asarray(z + b.astype(dtype), np.float32))
+    (gz, gb), (rz, rb) = jax.grad(ours, (0, 1))(z, b), jax.grad(ref, (0, 1))(z, b)
+    assert gb.dtype == b.dtype and gz.dtype == z.dtype
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    assert _rel(gb, rb) < tol and _rel(gz.astype(jnp.float32), rz.astype(jnp.float32)) < tol
+    # the bias gradient is a product (XLA does not fuse it into the weights' update)
+    jaxpr = str(jax.make_jaxpr(jax.grad(ours, 1))(z, b))
+    assert "dot_general" in jaxpr and "axes=(0, 1, 2)" not in jaxpr  # no sum over the map
+
+
+def test_add_bias_flag_off_is_the_plain_sum(monkeypatch):
+    monkeypatch.setattr(common, "BIAS_GRAD_DOT", False)
+    z, b = jnp.ones((2, 3, 4)), jnp.arange(4.0)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda b: jnp.sum(add_bias(z, b) ** 2)))(b))
+    assert "dot_general" not in jaxpr and "reduce_sum[axes=(0, 1)" in jaxpr
+
+
+def test_conv_layer_bias_gradient_matches_exact_autodiff():
+    """A LIN 3x3 stride-1 conv through XLA's convolution: CIANNA's gradient rule equals plain
+    autodiff there, so the weight rows' gradients (bias column included) agree."""
+    layer = conv_mod.Conv((3, 3, 1), 5, parse_activation("LIN"), 0.3, padding=(1, 1, 0))
+    shape = Shape(6, 6, 1, 3)
+    params, _ = layer.init(jax.random.key(2), shape)
+    h = jax.random.normal(jax.random.key(3), (2, 6, 6, 3))
+
+    def grad_w(exact):
+        return jax.grad(lambda p: jnp.sum(jnp.sin(layer.apply(p, h, Ctx(train=True,
+                                                                        exact=exact)))))(params)["w"]
+
+    grads = [grad_w(False), grad_w(True)]
+    assert _rel(grads[0][:, -1], grads[1][:, -1]) < 1e-5
+    assert _rel(grads[0], grads[1]) < 1e-5
+
+
+def test_bias_gradient_program_has_no_reduction_of_the_map():
+    """The compiled gradient of ``add_bias`` reduces the map in a dot, not a reduce."""
+    z = jnp.ones((4, 8, 8, 16))
+    fn = jax.jit(jax.grad(lambda b: jnp.sum(add_bias(z, b) * z), 0))
+    hlo = fn.lower(jnp.zeros(16)).compile().as_text()
+    assert "dot(" in hlo
