@@ -26,6 +26,7 @@ def test_run_all_quick_prints_the_summary_table():
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     for needle in ("== Summary ==", "SDC1 64 b8 training", "SDC1 64 b8 inference",
+                   "SDC1 64 b8 inference, laid out",
                    "MNIST b64 funct. training", "MNIST b64 funct. inference",
                    "MNIST b64 imper. training", "MNIST b64 imper. inference",
                    "first training step, mnist", "first training step, sdc1 64x64",
@@ -37,7 +38,7 @@ def test_run_all_quick_prints_the_summary_table():
     # every row of the table has its ratio (SDC1 rows end with the spread, MNIST rows not)
     for prefix, col in (("SDC1 64 b8 ", -3), ("MNIST b64 ", -2)):
         rows = [line for line in lines if line.startswith(prefix)]
-        assert len(rows) == (2 if prefix.startswith("SDC1") else 4), rows
+        assert len(rows) == (3 if prefix.startswith("SDC1") else 4), rows
         assert all(float(r.split()[col]) > 0 for r in rows), rows
 
 
