@@ -46,9 +46,12 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
         else:
             x = jax.random.normal(jax.random.key(0), (batch, h, h, c_in))
             k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
-        path = ("im2col" if conv_mod.small_map((h, h), (3, 3)) else
-                "winograd" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch)
-                else "XLA conv")
+        paths = ["im2col" if conv_mod.small_map((h, h), (3, 3)) else
+                 "wino" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch,
+                                                  training=training)
+                 else "XLA" for training in (False, True)]
+        # the forward's path, and the training step's where its rule differs
+        path = paths[0] if paths[0] == paths[1] else "/".join(paths)
         row = dict(size=h, flops=2.0 * batch * h * h * 9 * c_in * c_out, path=path)
         rows.append(row)
         for flag in modes:
@@ -84,7 +87,8 @@ def format_table(rows: list[dict], batch=16, c_in=512, c_out=1024) -> str:
     if compare:
         head += f"{'XLA conv fwd/train ms':>24}{'x 1st':>12}"
     lines = [f"3x3 conv, batch {batch}, {c_in} -> {c_out} channels, padding 1 (nominal FLOPs); "
-             f"'x 1st': rate relative to the {ref['size']}x{ref['size']} map", head,
+             f"'x 1st': rate relative to the {ref['size']}x{ref['size']} map; path: XLA's "
+             f"conv, Winograd or im2col (forward/training where they differ)", head,
              "-" * len(head)]
     r_f = ref["flops"] / ref["new_fwd"]
     r_t = 3 * ref["flops"] / ref["new_train"]

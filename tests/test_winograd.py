@@ -9,6 +9,7 @@ import pytest
 from jax import lax
 
 from cianna_jax import nn
+from cianna_jax.activations import parse_activation
 from cianna_jax.layers import conv as conv_mod
 from cianna_jax.layers import fused, winograd
 from cianna_jax.layers.common import Ctx, Shape
@@ -117,6 +118,10 @@ def test_which_convolutions_run_as_winograd():
     assert conv_mod.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
     assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
     assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
+    # in a training step (forward and input gradient): one tile per 3072 filter weights
+    assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)
+    assert conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512
+    assert not conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8)
     assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
     # 3D: XLA's 3D convolution is slow at every width
     assert conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 4, 8), (1, 1, 1))
@@ -146,6 +151,19 @@ def _same_as_xla_path(monkeypatch, calls, loss, args, val, grads):
     assert _rel(grads[1], grads0[1]) < 1e-5
 
 
+def _count_winograd_calls(monkeypatch) -> list:
+    """The input shapes of the layer module's ``winograd_conv`` calls (at trace time)."""
+    calls = []
+    real = conv_mod.winograd_conv
+
+    def counted(*a, **kw):
+        calls.append(a[0].shape)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(conv_mod, "winograd_conv", counted)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def wide_net():
     """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones; 16x16 maps, so
@@ -165,14 +183,7 @@ def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
     and the input gradient take the Winograd form, the weight gradient XLA's
     convolution; all equal the XLA path's numbers."""
     net, params, x = wide_net
-    calls = []
-    real = conv_mod.winograd_conv
-
-    def counted(*a, **kw):
-        calls.append(a[0].shape)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(conv_mod, "winograd_conv", counted)
+    calls = _count_winograd_calls(monkeypatch)
     layer, p = net.layers[1], params[1]
     h = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 16, 16, 128)), jnp.float32)
     assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
@@ -252,3 +263,25 @@ def test_3d_layer_forward_and_both_gradients_take_winograd(monkeypatch):
     out = apply(net, laid, x)
     _same_as_xla_path(monkeypatch, calls, loss, (p, x), val, grads)
     assert _rel(out, apply(net, params, x)) < 2e-6
+
+
+def test_training_step_prefers_winograd_to_the_weight_layout_product(monkeypatch):
+    """A 3x3 128 -> 128 layer on 6x6 maps, one image (9 output tiles): its forward alone
+    takes the weight-layout product (too few tiles to transform the filters in the
+    program), its training step Winograd for the forward and the input gradient (the
+    training rule, one tile per 3072 filter weights); the numbers are the XLA path's."""
+    layer = conv_mod.Conv((3, 3, 1), 128, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
+    params, _ = layer.init(jax.random.key(0), Shape(6, 6, 1, 128))
+    h = jax.random.normal(jax.random.key(1), (1, 6, 6, 128))
+    assert layer._weight_layout_dot(h, 2, Ctx())            # inference: the product
+    assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
+    calls = _count_winograd_calls(monkeypatch)
+
+    def loss(p, h):
+        return jnp.sum(jnp.sin(layer.apply(p, h, Ctx(train=True))))
+
+    jax.jit(layer.apply, static_argnums=2)(params, h, Ctx())
+    assert calls == []
+    val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, h)
+    assert len(calls) == 2  # forward and input gradient
+    _same_as_xla_path(monkeypatch, calls, loss, (params, h), val, grads)

@@ -91,21 +91,22 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
 
 
 def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
-                  batch: int | None = None) -> bool:
+                  batch: int | None = None, training: bool = False) -> bool:
     """Whether a convolution runs on CPU as Winograd F(2x2, 3x3) or F(2x2x2, 3x3x3)
     (:mod:`.winograd`): a 3x3 (3x3x3) filter at stride 1, no groups, float32 compute,
     maps of at least 4 along every axis (on 3x3 maps the 2x2 tiles compute 16 outputs
     for 9: 10.0 ms as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
     :func:`small_map`), channels wide enough to pay (:func:`.winograd.pays`; given
-    ``batch``, the filters are transformed in the program, which must also pay) and,
-    in 3D, at least :data:`.winograd.MIN_3D_IMAGE_MACS` multiply-adds per image."""
+    ``batch``, the filters are transformed in the program, which must also pay, more
+    easily in a ``training`` step) and, in 3D, at least
+    :data:`.winograd.MIN_3D_IMAGE_MACS` multiply-adds per image."""
     nd = len(in_spatial)
     if not (WINOGRAD and nd in (2, 3) and tuple(k_shape[:nd]) == (3,) * nd
             and tuple(strides) == (1,) * nd and groups == 1
             and policy.compute_dtype == jnp.float32 and min(in_spatial) >= 4):
         return False
     tiles = None if batch is None else batch_tiles(batch, in_spatial)
-    return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)))
+    return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)), training)
 
 
 def _padded(x, padding, f, strides):
@@ -226,7 +227,8 @@ def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
         preferred_element_type=policy.accum_dtype, feature_group_count=groups)
 
 
-def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True):
+def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
+                  training=False):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
 
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
@@ -235,7 +237,8 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     (a transposed convolution for cuDNN).  Small maps (:func:`small_map`) run on CPU as
     im2col + one matrix product, 3x3(x3) stride-1 layers where it pays
     (:func:`winograd_form`, unless ``winograd=False``) as Winograd F(2x2, 3x3) or
-    F(2x2x2, 3x3x3): the same sums, float32 rounding aside."""
+    F(2x2x2, 3x3x3): the same sums, float32 rounding aside; ``training``: a training
+    step's forward or input gradient (Winograd's rule for that)."""
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
@@ -246,7 +249,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
         cpu = None
         if all(d == 1 for d in dil):
             if winograd and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups,
-                                          batch=x.shape[0]):
+                                          batch=x.shape[0], training=training):
                 def cpu(x):
                     return winograd_conv(x, filter_transform(k), pairs, policy)
             elif groups == 1:
@@ -274,8 +277,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     return lax.platform_dependent(x, cpu=padded, default=lambda x: lax_conv(x, padding, dil))
 
 
-def _forward(x, k, strides, pads, dil, policy=FP32, groups=1, winograd=True):
-    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups, winograd)
+def _forward(x, k, strides, pads, dil, policy=FP32, groups=1, winograd=True, training=False):
+    return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups, winograd,
+                         training)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -285,8 +289,8 @@ def conv_nd(x, k, strides, pads, dil, policy=FP32, groups=1):
     return _forward(x, k, strides, pads, dil, policy, groups)
 
 
-def _conv_fwd(x, k, strides, pads, dil, policy, groups):
-    return _forward(x, k, strides, pads, dil, policy, groups), (x, k)
+def _conv_fwd(x, k, strides, pads, dil, policy, groups):  # differentiated: training
+    return _forward(x, k, strides, pads, dil, policy, groups, training=True), (x, k)
 
 
 def _transposed_kernel(k, nd: int, groups: int):
@@ -300,7 +304,7 @@ def _transposed_kernel(k, nd: int, groups: int):
     return k_rot.reshape(f + (n_f // groups, groups * cg))
 
 
-def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1):
+def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, training=False):
     """CIANNA's input gradient: full correlation of the stride-dilated delta with the
     rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``
     (per group for a grouped convolution)."""
@@ -318,7 +322,8 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1):
         hi.append(max(0, need - dil_len - low))
         lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
     k_rot = _transposed_kernel(k, nd, groups)
-    gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups)
+    gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups,
+                       training=training)
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
     mask = None
     for ax in range(nd):
@@ -397,10 +402,11 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     nd = x.ndim - 2
     tiles = batch_tiles(x.shape[0], x.shape[1:-1])
     wino = (all(d == 1 for d in dil)
-            and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0])
+            and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0],
+                              training=True)
             and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
     _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
-                                           winograd=wino), k)
+                                           winograd=wino, training=True), k)
     if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
         (gk,) = lax.platform_dependent(
             x, g, cpu=lambda x, g: (_tiled_weight_grad(x, g, k.shape[:nd], policy)
@@ -414,7 +420,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
             default=lambda g, k: _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy,
                                              groups))
     else:
-        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups)
+        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups, training=True)
     return gx, gk
 
 
@@ -574,7 +580,8 @@ class Conv(LayerBase):
         CIANNA's layout (:func:`_weight_layout_conv`): float32, no groups, no
         int_padding, a geometry where CIANNA's input gradient is the exact one (stride
         1 with padding < filter, or windows that tile the input), and the gathered
-        windows not larger than :data:`WEIGHT_DOT_RATIO` times the weights."""
+        windows not larger than :data:`WEIGHT_DOT_RATIO` times the weights, unless a
+        training step through Winograd pays (:func:`winograd_form`)."""
         if WEIGHT_DOT == "never" or self.nb_groups != 1 or ctx.policy.compute_dtype != jnp.float32:
             return False
         f, st, pd = (internal(v, nd) for v in (self.f_size, self.stride, self.padding))
@@ -586,6 +593,9 @@ class Conv(LayerBase):
             return False
         if WEIGHT_DOT == "always":
             return True
+        if ctx.train and winograd_form(sp, f + (x.shape[-1], self.nb_filters), st, ctx.policy,
+                                       batch=x.shape[0], training=True):
+            return False  # a training step through Winograd is faster
         out = [(n + 2 * p - a) // s + 1 for n, p, a, s in zip(sp, pd, f, st)]
         k = int(np.prod(f)) * x.shape[-1] + 1
         return x.shape[0] * int(np.prod(out)) * k <= WEIGHT_DOT_RATIO * self.nb_filters * k

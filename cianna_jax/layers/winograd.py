@@ -37,6 +37,7 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", "batch_tiles",
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
+           "TRAIN_FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
@@ -47,6 +48,12 @@ MIN_CHANNEL_PRODUCT = 128 * 128
 #: with filters transformed in the program: at least one output tile per this many
 #: filter weights (channels x filters)
 FILTER_VALUES_PER_TILE = 1024
+#: the same in a training step, where the forward and the input gradient both take the
+#: Winograd form (3x3 layer training steps against the weight-layout product, batch 8:
+#: 768 -> 1024 on 16x16 maps, 512 tiles, 607 against 757 ms; 12x12, 288 tiles, 415
+#: against 456; on 8x8, 128 tiles, 262 against 203; 512 -> 1024, b16 8x8, 256 tiles,
+#: 241 against 250)
+TRAIN_FILTER_VALUES_PER_TILE = 3072
 #: 3D layers run as Winograd from this many multiply-adds per image of the direct
 #: convolution (below, XLA's takes under a millisecond and the Winograd program's
 #: compilation, 0.3-0.5 s, would not pay back over a short run)
@@ -66,7 +73,7 @@ def batch_tiles(batch: int, spatial) -> int:
 
 
 def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
-         pixels: int | None = None) -> bool:
+         pixels: int | None = None, training: bool = False) -> bool:
     """Whether a 3x3 (``nd`` = 2) or 3x3x3 (``nd`` = 3) stride-1 convolution
     ``channels -> filters`` is faster as Winograd than as XLA's CPU convolution
     (measured in benchmarks/README.md).  In 2D only wide layers pay (see
@@ -78,13 +85,15 @@ def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
     transformed in the same program: that costs a pass over 4^nd x channels x filters
     values, so it takes at least one tile per :data:`FILTER_VALUES_PER_TILE` filter
     weights (3x3, 768 -> 1024 on 8x8 maps, batch 8, 128 tiles: 75 ms against XLA's 48;
-    256 -> 384, 128 tiles: 4.3 against 5.4)."""
+    256 -> 384, 128 tiles: 4.3 against 5.4), or per :data:`TRAIN_FILTER_VALUES_PER_TILE`
+    in a training step (``training``)."""
     if nd == 3:
         if channels < 2 or (pixels or 0) * 27 * channels * filters < MIN_3D_IMAGE_MACS:
             return False
     elif min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
         return False
-    return tiles is None or tiles * FILTER_VALUES_PER_TILE >= channels * filters
+    per_tile = TRAIN_FILTER_VALUES_PER_TILE if training else FILTER_VALUES_PER_TILE
+    return tiles is None or tiles * per_tile >= channels * filters
 
 
 def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bool:
