@@ -70,3 +70,15 @@ def test_winograd_benchmark_quick():
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith("b")]
     assert [r[:3] for r in rows] == [["b2", "8x8", "128->128"], ["b1", "8x8x8", "8->16"]]
     assert all(r[3] == "winograd" and float(r[6]) > 0 and float(r[9]) > 0 for r in rows)
+
+
+def test_layer_benchmark_against_pytorch():
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_layers.py"),
+                          "--size", "32", "--repeats", "1"], env=_env(), capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if "->" in line]
+    assert len(rows) == 17  # the backbone's 16 convolutions and the head
+    assert rows[0][:2] == ["5x5s1", "1->32"] and rows[-1][:2] == ["1x1s1", "2048->117"]
+    assert all(float(r[-1]) > 0 for r in rows)  # both sides timed
