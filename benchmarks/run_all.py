@@ -148,7 +148,7 @@ def main(argv=None) -> None:
                                    host_data=True)  # 4x4: XLA conv, 1x1: im2col
     else:
         sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5),
-                     bench_sdc1.run(size=256, batch=8, n=16, rounds=3)]
+                     bench_sdc1.run(size=256, batch=8, n=16, rounds=5)]
         mnist = bench_mnist.run(10_000, (64,), 3)
         firsts = first_step.twice("mnist", 0) + first_step.twice("sdc1", 128)
         small = bench_smallmap.run()
