@@ -137,3 +137,32 @@ def test_bias_gradient_program_has_no_reduction_of_the_map():
     fn = jax.jit(jax.grad(lambda b: jnp.sum(add_bias(z, b) * z), 0))
     hlo = fn.lower(jnp.zeros(16)).compile().as_text()
     assert "dot(" in hlo
+
+
+def test_gpu_lowering_keeps_xla_convolutions_only():
+    """The CPU forms (one-channel sum, tiling products, Winograd, weight-layout product)
+    are CPU branches: a training step lowered for CUDA has XLA's convolution for every
+    forward and gradient (3 per layer, 2 for the first: its input is not
+    differentiated) and no Winograd loop; lowered for CPU it has fewer."""
+    from cianna_jax import nn
+    from cianna_jax.network import init_params
+    from cianna_jax.training import batch_loss
+
+    net = nn.network([16, 16], 1, [
+        nn.conv([5, 5], 8, padding=[2, 2], activation="RELU"),
+        nn.conv([2, 2], 128, stride=[2, 2], activation="RELU"),
+        nn.conv([3, 3], 128, padding=[1, 1], activation="RELU"),
+        nn.conv([1, 1], 4, activation="LIN"),
+    ])
+    params = init_params(jax.random.key(0), net)
+    x = jnp.zeros((2, 16, 16, 1))
+    t = jnp.zeros((2, 8, 8, 4))
+    step = jax.jit(jax.grad(lambda p: batch_loss(p, net, x, t, 2, None)[0]))
+    counts = {}
+    for platform in ("cuda", "cpu"):
+        text = step.trace(params).lower(lowering_platforms=(platform,)).as_text()
+        counts[platform] = text.count("stablehlo.convolution")
+        if platform == "cuda":
+            assert "stablehlo.while" not in text
+    assert counts["cuda"] == 2 + 3 + 3 + 3, counts
+    assert counts["cpu"] < counts["cuda"], counts
