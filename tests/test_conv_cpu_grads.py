@@ -65,9 +65,9 @@ def test_strided_layer_trains_without_a_convolution_in_its_backward(monkeypatch)
     pass): on CPU no convolution is left in the compiled backward, and the loss and
     gradients are those of XLA's convolution gradients (the flag off)."""
     layer = conv_mod.Conv((2, 2, 1), 6, parse_activation("RELU"), 0.1, stride=(2, 2, 1))
-    shape = Shape(10, 10, 1, 4)
+    shape = Shape(10, 11, 1, 4)  # 11 rows: the last one under no window
     params, _ = layer.init(jax.random.key(0), shape)
-    h = jnp.asarray(np.random.default_rng(1).normal(size=(3, 10, 10, 4)), jnp.float32)
+    h = jnp.asarray(np.random.default_rng(1).normal(size=(3, 11, 10, 4)), jnp.float32)
     assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
 
     def loss(p, h):
