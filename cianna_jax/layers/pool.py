@@ -17,6 +17,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ..activations import Activation, activate, parse_activation
 from ..geometry import pool_output_size
@@ -69,10 +70,23 @@ def _valid_counts(in_sp, size, stride, pad, out):
     return counts.astype(np.float32)[..., None]
 
 
+#: the max cell picked by a mask, not a gather (:func:`_max_pool`); a flag for A/B runs
+MASKED_MAX = True
+
+
 def _max_pool(x, size, stride, pad, out):
+    """The first maximum of each window (CIANNA's scan order), its gradient routed to
+    that cell only.  The cell is picked by a one-hot mask of the argmax, so the
+    gradient is an elementwise select: as a gather (``take_along_axis``) its gradient
+    was a scatter into a zero-filled array of all the window cells, which XLA's CPU
+    backend ran far slower (benchmarks/README.md)."""
     cells = _patches(x, size, stride, pad, out, -jnp.inf)
     arg = jnp.argmax(cells, axis=-1)
-    y = jnp.take_along_axis(cells, arg[..., None], axis=-1)[..., 0]
+    if MASKED_MAX:
+        first = lax.broadcasted_iota(arg.dtype, cells.shape, cells.ndim - 1) == arg[..., None]
+        y = jnp.max(jnp.where(first, cells, -jnp.inf), axis=-1)
+    else:
+        y = jnp.take_along_axis(cells, arg[..., None], axis=-1)[..., 0]
     return jnp.where(jnp.isneginf(y), jnp.zeros_like(y), y)
 
 
