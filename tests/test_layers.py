@@ -1136,3 +1136,30 @@ def test_dense_on_a_map_is_cianna_channel_major_flatten_with_slot(shape):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="expected input width"):
         layer.apply({"w": w[1:]}, x, ctx)
+
+
+@pytest.mark.parametrize("kw", [dict(group_size=4), dict(group_size=2, set_off=1),
+                                dict(group_size=4, per_channel=True)],
+                         ids=["groups", "set_off", "per_channel"])
+def test_norm_channel_last_pass_matches_the_grouped_one(kw, monkeypatch):
+    """The normalised output computed on (B, H, W, C) with per-channel rows of the
+    group statistics (channels contiguous: 2x faster on CPU for detector-sized maps)
+    gives the grouped computation's values and gradients (summation order aside)."""
+    from cianna_jax.layers import norm as norm_mod
+
+    net = nn.network([5, 6], 8, [nn.conv([1, 1], 8, activation="LIN"),
+                                 nn.norm(activation="RELU", **kw)])
+    layer = net.layers[1]
+    params, _ = layer.init(jax.random.key(0), net.shapes[1][0])
+    params = jax.tree.map(lambda p: p + jnp.linspace(0.5, 1.5, p.size).reshape(p.shape), params)
+    x = jax.random.normal(jax.random.key(1), (3, 6, 5, 8)) * 2.0 + 1.0
+
+    def run(flag):
+        monkeypatch.setattr(norm_mod, "CHANNEL_MINOR", flag)
+        return jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(
+            layer.apply(p, x, Ctx(train=True)))), (0, 1))(params, x)
+
+    (v1, g1), (v0, g0) = run(True), run(False)
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
