@@ -405,23 +405,21 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
             and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0],
                               training=True)
             and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
-    _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
-                                           winograd=wino, training=True), k)
+
+    def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient by autodiff
+        _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
+                                               winograd=wino, training=True), k)
+        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
+                         training=True)
+        return gx, k_vjp(g)[0]
+
     if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
-        (gk,) = lax.platform_dependent(
-            x, g, cpu=lambda x, g: (_tiled_weight_grad(x, g, k.shape[:nd], policy)
-                                    .astype(k.dtype),),
-            default=lambda x, g: k_vjp(g))
-    else:
-        (gk,) = k_vjp(g)
-    if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
-        gx = lax.platform_dependent(
-            g, k, cpu=lambda g, k: _tiled_input_grad(g, k, x.shape[1:-1], policy),
-            default=lambda g, k: _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy,
-                                             groups))
-    else:
-        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups, training=True)
-    return gx, gk
+        return lax.platform_dependent(
+            x, g, cpu=lambda x, g: (_tiled_input_grad(g, k, x.shape[1:-1], policy),
+                                    _tiled_weight_grad(x, g, k.shape[:nd], policy)
+                                    .astype(k.dtype)),
+            default=xla_grads)
+    return xla_grads(x, g)
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)

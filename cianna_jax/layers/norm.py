@@ -114,13 +114,16 @@ class Norm(LayerBase):
             # the per-group statistics spread to per-channel rows (B, 1.., C): the
             # elementwise pass then runs on (B, *sp, C), channels contiguous
             rows = shape[:1] + (1,) * (x.ndim - 2) + (c,)
-            mean_c = jnp.broadcast_to(mean, mean.shape[:-1] + (self.group_size,)).reshape(rows)
-            scale = jnp.broadcast_to(gamma * inv, mean.shape[:-1] + (self.group_size,)).reshape(rows)
-            y = (x.astype(jnp.float32) - mean_c) * scale + jnp.broadcast_to(
-                beta, (ng, self.group_size)).reshape(c)
+
+            def per_channel(a):  # (B, 1.., G, 1 or group_size) -> (B, 1.., C)
+                return jnp.broadcast_to(a, a.shape[:-1] + (self.group_size,)).reshape(rows)
+
+            xf = x.astype(jnp.float32)
+            y = ((xf - per_channel(mean)) * per_channel(gamma * inv)
+                 + jnp.broadcast_to(beta, (ng, self.group_size)).reshape(c))
             if self.set_off:
                 normed = jnp.repeat(jnp.arange(ng) < ng - self.set_off, self.group_size)
-                y = jnp.where(normed, y, x.astype(jnp.float32))
+                y = jnp.where(normed, y, xf)
             z = y.astype(x.dtype)
         else:
             y = gamma * ((xg - mean) * inv) + beta
