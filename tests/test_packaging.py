@@ -166,3 +166,46 @@ def test_tune_sets_the_flag_when_allowed_and_only_then():
     assert out["devices"] == 2 and out["num_cpu_devices"] == -1
     assert out["late"] == [False, ""] and out["late_quiet"] is False
     assert len(out["warnings"]) == 1 and "already started" in out["warnings"][0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or
+                    __import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.parametrize("opt_out", ["", "1"])
+def test_tune_keeps_freed_memory_for_the_next_step(opt_out):
+    """After tune(), a 64 MB block freed and allocated again comes back from the heap
+    without page faults (glibc maps blocks over 32 MB from the kernel by default, and
+    every new mapping faults each 4 KB page in again); CIANNA_JAX_KEEP_MALLOC opts
+    out.  Nothing happens at import."""
+    out = _python("""
+        import ctypes, json, resource
+        import cianna_jax
+        from cianna_jax import host_memory, xla_cpu
+
+        libc = ctypes.CDLL(None)             # malloc as XLA's runtime calls it
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+        libc.free.argtypes = (ctypes.c_void_p,)
+        size = 64 * 2 ** 20
+
+        def use_once():
+            block = libc.malloc(size)
+            ctypes.memset(block, 1, size)    # touch every page
+            libc.free(block)
+
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(4):
+                use_once()
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+        r = {"imported": faults()}
+        xla_cpu.tune()
+        use_once()                           # the heap grows once
+        r["tuned"] = faults()
+        r["again"] = host_memory.keep_freed_memory()
+        print(json.dumps(r))
+    """, CIANNA_JAX_KEEP_MALLOC=opt_out)
+    assert out["imported"] > 40_000              # 4 x 16,384 pages, faulted each time
+    if opt_out:
+        assert out["tuned"] > 40_000 and out["again"] is False
+    else:
+        assert out["tuned"] < 2_000 and out["again"] is True
