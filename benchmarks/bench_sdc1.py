@@ -34,7 +34,7 @@ from alternated import alternate, ratio_cell  # noqa: E402
 
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
-from cianna_jax import nn, training  # noqa: E402
+from cianna_jax import host_memory, nn, training  # noqa: E402
 
 LR, MOMENTUM = 0.00015, 0.8
 THREADS = 2
@@ -236,6 +236,9 @@ def format_result(r: dict) -> str:
 
 
 def main(argv=None) -> None:
+    if argv is None:  # run as a script: huge pages for XLA's step buffers (and
+        # PyTorch's), which glibc takes only from a process's start (cianna_jax.host_memory)
+        host_memory.restart_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
     cianna_jax.xla_cpu.tune()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)

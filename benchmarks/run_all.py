@@ -41,6 +41,7 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installe
 from alternated import ratio_cell  # noqa: E402
 
 import cianna_jax.xla_cpu  # noqa: E402
+from cianna_jax import host_memory  # noqa: E402
 
 TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_infer": 2.5}
 
@@ -96,6 +97,9 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
 
 
 def main(argv=None) -> None:
+    if argv is None:  # run as a script: huge pages for XLA's step buffers (and
+        # PyTorch's), which glibc takes only from a process's start (cianna_jax.host_memory)
+        host_memory.restart_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
     cianna_jax.xla_cpu.tune()  # XLA CPU flags: before any JAX computation
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",

@@ -2,7 +2,9 @@
 ``info`` and ``--version``.
 
 Before a command does any JAX work, :func:`cianna_jax.xla_cpu.tune` sets the XLA CPU
-flags measured best for these networks (``CIANNA_JAX_KEEP_XLA_FLAGS=1``: leave them).
+flags measured best for these networks (``CIANNA_JAX_KEEP_XLA_FLAGS=1``: leave them), and
+the command restarts itself once with glibc's huge-page tunable for XLA's step buffers
+(:mod:`cianna_jax.host_memory`; ``CIANNA_JAX_KEEP_MALLOC=1``: leave the allocator alone).
 Errors in the inputs (files, columns, settings) end the command with one line naming
 the problem on stderr and exit status 2; no partial output file is left behind.
 """
@@ -14,7 +16,7 @@ import os
 import platform
 import sys
 
-from . import xla_cpu
+from . import host_memory, xla_cpu
 from ._version import __version__
 
 __all__ = ["main"]
@@ -49,6 +51,8 @@ def _info() -> int:
     print(f"jax {jax.__version__}, jaxlib {jax.lib.__version__ if hasattr(jax.lib, '__version__') else '?'}, "
           f"numpy {np.__version__}, optax {optax.__version__}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"host memory: {'huge pages asked for' if host_memory.started_with_hugepages() else 'glibc defaults'} "
+          f"(GLIBC_TUNABLES at start; see cianna_jax.host_memory)")
     print(f"default backend: {jax.default_backend()}")
     for d in jax.devices():
         print(f"  device {d.id}: {d.platform} {getattr(d, 'device_kind', '')}")
@@ -245,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
     if args.command in ("info", "demo", "predict", "val", "train"):
+        if argv is None:  # the command itself (not a call from Python): huge pages for
+            # XLA's step buffers, which glibc takes only from a process's start
+            host_memory.restart_with_hugepages(["-m", "cianna_jax.cli", *sys.argv[1:]])
         xla_cpu.tune()  # before any JAX work; warns if a backend already started
     if args.command == "info":
         return _info()

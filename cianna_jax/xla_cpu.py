@@ -13,10 +13,10 @@ fusions off, measured slower for these small convolutions and dense layers on CP
 see the README) to ``XLA_FLAGS``.  XLA reads ``XLA_FLAGS`` once, when the first JAX
 backend starts, and the variable is inherited by child processes.  It also turns on
 the persistent compilation cache when the environment asks for it
-(``CIANNA_JAX_COMPILE_CACHE``, see :mod:`cianna_jax.compile_cache`), and, before JAX
-starts, sets glibc's allocator to keep freed memory for the next step
-(:func:`cianna_jax.host_memory.keep_freed_memory`: no page faults on each step's
-buffers; its own opt-out, ``CIANNA_JAX_KEEP_MALLOC``); nothing else.
+(``CIANNA_JAX_COMPILE_CACHE``, see :mod:`cianna_jax.compile_cache`), and exports
+glibc's huge-page tunable to child processes (``GLIBC_TUNABLES``, see
+:mod:`cianna_jax.host_memory`: glibc reads it when a process starts, so this process
+keeps its allocator; its own opt-out, ``CIANNA_JAX_KEEP_MALLOC``); nothing else.
 """
 
 from __future__ import annotations
@@ -75,16 +75,17 @@ def tune(*, force: bool = False, warn: bool = True) -> bool:
     Returns True when it changed ``XLA_FLAGS``, False otherwise.  Call it before any
     JAX computation (``import jax`` alone starts no backend).  GPU runs are unaffected.
     ``CIANNA_JAX_COMPILE_CACHE`` set (see :mod:`cianna_jax.compile_cache`) also enables
-    the persistent compilation cache, whatever the flags.  Before a backend starts it
-    also calls :func:`cianna_jax.host_memory.keep_freed_memory` (whatever the flags;
+    the persistent compilation cache, whatever the flags, and ``GLIBC_TUNABLES`` gets
+    :data:`cianna_jax.host_memory.TUNABLE` for child processes (whatever the flags;
     ``CIANNA_JAX_KEEP_MALLOC`` opts out of that part).
     """
     from . import compile_cache, host_memory
 
     compile_cache.enable_from_env()
+    tunables = host_memory.with_hugepages(os.environ).get("GLIBC_TUNABLES")
+    if tunables:
+        os.environ["GLIBC_TUNABLES"] = tunables
     started = backend_started()
-    if not started:
-        host_memory.keep_freed_memory()
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG.split("=")[0] in flags:
         return False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cianna_jax
-from cianna_jax import cli, xla_cpu
+from cianna_jax import cli, host_memory, xla_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,21 @@ def test_info(capsys):
 
 @pytest.mark.parametrize("opt_out", ["", "1"])
 def test_command_tunes_xla_before_starting_jax(opt_out):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update({xla_cpu.OPT_OUT_ENV: opt_out, "JAX_PLATFORMS": "cpu"})
+    """The command sets its XLA flags, and restarts itself once with glibc's huge-page
+    tunable (where glibc has it); each has its opt-out."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
+    env.update({xla_cpu.OPT_OUT_ENV: opt_out, host_memory.OPT_OUT_ENV: opt_out,
+                "JAX_PLATFORMS": "cpu"})
     done = subprocess.run([sys.executable, "-m", "cianna_jax.cli", "info"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr
     expected = "''" if opt_out else repr(xla_cpu.FLAG)
     assert f"XLA_FLAGS: {expected}" in done.stdout
+    huge = not opt_out and host_memory.applies(env)
+    assert ("host memory: huge pages asked for" if huge else "host memory: glibc defaults") \
+        in done.stdout
+    assert done.stdout.count("cianna_jax ") == 1  # one process printed, once
 
 
 def test_demo_command_passes_its_options(monkeypatch, tmp_path):

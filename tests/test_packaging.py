@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import cianna_jax
-from cianna_jax import cli, xla_cpu
+from cianna_jax import cli, host_memory, xla_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -168,44 +168,71 @@ def test_tune_sets_the_flag_when_allowed_and_only_then():
     assert len(out["warnings"]) == 1 and "already started" in out["warnings"][0]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or
-                    __import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
-@pytest.mark.parametrize("opt_out", ["", "1"])
-def test_tune_keeps_freed_memory_for_the_next_step(opt_out):
-    """After tune(), a 64 MB block freed and allocated again comes back from the heap
-    without page faults (glibc maps blocks over 32 MB from the kernel by default, and
-    every new mapping faults each 4 KB page in again); CIANNA_JAX_KEEP_MALLOC opts
-    out.  Nothing happens at import."""
-    out = _python("""
-        import ctypes, json, resource
+def test_hugepage_tunable_is_added_once_and_respects_the_user():
+    env = {"PATH": "/bin"}
+    if not host_memory.applies(env):
+        pytest.skip("no glibc >= 2.35 here")
+    assert host_memory.with_hugepages(env)["GLIBC_TUNABLES"] == host_memory.TUNABLE
+    other = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=10"}
+    assert host_memory.with_hugepages(other)["GLIBC_TUNABLES"] == \
+        f"glibc.malloc.tcache_count=10:{host_memory.TUNABLE}"
+    users = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}     # the user's value stays
+    assert host_memory.with_hugepages(users) == users
+    assert host_memory.with_hugepages({host_memory.OPT_OUT_ENV: "1"}) == \
+        {host_memory.OPT_OUT_ENV: "1"}
+    assert host_memory.with_hugepages(
+        {host_memory.OPT_OUT_ENV: "0"})["GLIBC_TUNABLES"] == host_memory.TUNABLE
+
+
+def _thp_enabled() -> bool:
+    try:
+        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+    return "[always]" in mode or "[madvise]" in mode
+
+
+@pytest.mark.skipif(not host_memory.applies({}) or not _thp_enabled(),
+                    reason="needs glibc >= 2.35 and transparent huge pages")
+def test_restart_with_hugepages_cuts_the_page_faults_of_big_blocks(tmp_path):
+    """restart_with_hugepages() replaces the process by one started with the tunable
+    (once: the restarted one goes on); there a 64 MB block freed and allocated again
+    faults in huge pages instead of 16,384 small ones each time.  tune() exports the
+    tunable to children; import changes nothing."""
+    code = """
+        import ctypes, json, os, resource, sys
         import cianna_jax
         from cianna_jax import host_memory, xla_cpu
-
+        before = os.environ.get("GLIBC_TUNABLES")
+        host_memory.restart_with_hugepages([__file__])
         libc = ctypes.CDLL(None)             # malloc as XLA's runtime calls it
         libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
         libc.free.argtypes = (ctypes.c_void_p,)
-        size = 64 * 2 ** 20
-
-        def use_once():
-            block = libc.malloc(size)
-            ctypes.memset(block, 1, size)    # touch every page
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(4):
+            block = libc.malloc(64 * 2 ** 20)
+            ctypes.memset(block, 1, 64 * 2 ** 20)  # touch every page
             libc.free(block)
-
-        def faults():
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            for _ in range(4):
-                use_once()
-            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-        r = {"imported": faults()}
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
         xla_cpu.tune()
-        use_once()                           # the heap grows once
-        r["tuned"] = faults()
-        r["again"] = host_memory.keep_freed_memory()
-        print(json.dumps(r))
-    """, CIANNA_JAX_KEEP_MALLOC=opt_out)
-    assert out["imported"] > 40_000              # 4 x 16,384 pages, faulted each time
-    if opt_out:
-        assert out["tuned"] > 40_000 and out["again"] is False
-    else:
-        assert out["tuned"] < 2_000 and out["again"] is True
+        print(json.dumps({"started": host_memory.started_with_hugepages(), "faults": faults,
+                          "before": before, "exported": os.environ.get("GLIBC_TUNABLES")}))
+    """
+    script = tmp_path / "faults.py"
+    script.write_text(textwrap.dedent(code))
+    runs = {}
+    for opt_out in ("", "1"):
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        env.update({host_memory.OPT_OUT_ENV: opt_out, "JAX_PLATFORMS": "cpu"})
+        done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1  # one process printed: the restarted one, or the original
+        runs[opt_out] = json.loads(lines[0])
+    on, off = runs[""], runs["1"]
+    assert on["started"] and on["before"] == host_memory.TUNABLE
+    assert on["exported"] == host_memory.TUNABLE
+    assert not off["started"] and off["before"] is None and off["exported"] is None
+    assert off["faults"] > 40_000                 # 4 x 16,384 small pages
+    assert on["faults"] < off["faults"] / 4
