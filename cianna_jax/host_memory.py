@@ -93,11 +93,14 @@ def restart_with_hugepages(argv: Sequence[str]) -> None:
     no (then return; a ``hugetlb`` value of the user's, even 0, is kept).  For
     command-line entry points only, before any work: the process is replaced, nothing
     after the call runs."""
-    if (not applies() or os.environ.get(_RESTARTED)
+    if (not applies() or not sys.executable or os.environ.get(_RESTARTED)
             or _setting(os.environ.get("GLIBC_TUNABLES", "")) is not None):
         return
     env = with_hugepages(os.environ)
     env[_RESTARTED] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *argv], env)
+    except OSError:  # the interpreter cannot be started again: go on as it is
+        return

@@ -184,6 +184,18 @@ def test_hugepage_tunable_is_added_once_and_respects_the_user():
         {host_memory.OPT_OUT_ENV: "0"})["GLIBC_TUNABLES"] == host_memory.TUNABLE
 
 
+def test_restart_goes_on_when_the_interpreter_cannot_start_again(monkeypatch):
+    """A failed restart (no interpreter to start) leaves the process running as it is."""
+    if not host_memory.applies({}):
+        pytest.skip("no glibc >= 2.35 here")
+    for name in ("GLIBC_TUNABLES", host_memory.OPT_OUT_ENV, "CIANNA_JAX_RESTARTED_WITH_HUGEPAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "executable", str(ROOT / "no-such-python"))
+    assert host_memory.restart_with_hugepages(["-c", "pass"]) is None
+    monkeypatch.setattr(sys, "executable", "")
+    assert host_memory.restart_with_hugepages(["-c", "pass"]) is None
+
+
 def _thp_enabled() -> bool:
     try:
         mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
