@@ -85,13 +85,12 @@ def tune(*, force: bool = False, warn: bool = True) -> bool:
     tunables = host_memory.with_hugepages(os.environ).get("GLIBC_TUNABLES")
     if tunables:
         os.environ["GLIBC_TUNABLES"] = tunables
-    started = backend_started()
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG.split("=")[0] in flags:
         return False
     if not force and os.environ.get(OPT_OUT_ENV, "") not in ("", "0"):
         return False
-    if started:
+    if backend_started():
         if warn:
             warnings.warn(
                 "cianna_jax.xla_cpu.tune(): a JAX backend has already started, so XLA_FLAGS "
