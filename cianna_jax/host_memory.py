@@ -41,6 +41,9 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT_ENV = "CIANNA_JAX_KEEP_MALLOC"
 _KEY = TUNABLE.split("=")[0]
 _RESTARTED = "CIANNA_JAX_RESTARTED_WITH_HUGEPAGES"  # set in the restarted process
+#: ``GLIBC_TUNABLES`` as this module was first imported (glibc rewrites the process's
+#: own copy at start, so ``/proc/self/environ`` cannot tell; Python's copy can)
+_AT_START = os.environ.get("GLIBC_TUNABLES", "")
 
 
 def applies(env: Mapping[str, str] | None = None) -> bool:
@@ -66,11 +69,6 @@ def with_hugepages(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-#: ``GLIBC_TUNABLES`` as this module was first imported (glibc rewrites the process's
-#: own copy at start, so ``/proc/self/environ`` cannot tell; Python's copy can)
-_AT_START = os.environ.get("GLIBC_TUNABLES", "")
-
-
 def _setting(tunables: str) -> str | None:
     """The ``hugetlb`` value in a ``GLIBC_TUNABLES`` string, or None."""
     for item in tunables.split(":"):
@@ -93,10 +91,11 @@ def restart_with_hugepages(argv: Sequence[str]) -> None:
     no (then return; a ``hugetlb`` value of the user's, even 0, is kept).  For
     command-line entry points only, before any work: the process is replaced, nothing
     after the call runs."""
-    if (not applies() or not sys.executable or os.environ.get(_RESTARTED)
-            or _setting(os.environ.get("GLIBC_TUNABLES", "")) is not None):
+    if not sys.executable or os.environ.get(_RESTARTED):
         return
     env = with_hugepages(os.environ)
+    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
+        return  # not for this system, opted out, or a hugetlb setting of the user's
     env[_RESTARTED] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
