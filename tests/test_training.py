@@ -179,12 +179,15 @@ def test_epochs_do_not_recompile_after_the_first():
     x = np.ones((10, 3), np.float32)  # 10 examples, batch 4: last batch is partial
     t = np.zeros((10, 2), np.float32)
     key = jax.random.key(0)
-    params, state, _ = training.train_epoch(net, opt, params, state, x, t, 4, key)
-    size = training.train_step._cache_size()
+    for k in (1, "auto"):  # one call per step, or several (training.train_steps)
+        params, state, _ = training.train_epoch(net, opt, params, state, x, t, 4, key,
+                                                steps_per_call=k)
+    sizes = training.train_step._cache_size(), training.train_steps._cache_size()
     state = training.set_learning_rate(state, 0.01)
-    for _ in range(2):
-        params, state, total = training.train_epoch(net, opt, params, state, x, t, 4, key)
-    assert training.train_step._cache_size() == size
+    for k in (1, "auto", 1):
+        params, state, total = training.train_epoch(net, opt, params, state, x, t, 4, key,
+                                                    steps_per_call=k)
+    assert (training.train_step._cache_size(), training.train_steps._cache_size()) == sizes
     assert np.isfinite(float(total))
 
 

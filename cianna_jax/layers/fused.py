@@ -143,19 +143,35 @@ def _fused_fwd(xs, k2, b, n_phase, act, policy):
     return pooled, (xs, k2, arg, pooled)
 
 
+def _weight_grad(xs, gz, policy):
+    """``sum_b xs[b, p + o] * gz[b, p]`` for every offset ``o``: ``(*q, C, F)``.
+
+    A convolution of the channel-major input ``(C, *sp, B)`` with the gradient as the
+    kernel ``(*out, B, F)``, both transposed here into the layouts XLA's CPU convolution
+    takes: written with batch-as-feature dimension numbers instead, XLA inserts the same
+    transposes in a plain program but, inside a loop (``lax.scan`` over training steps),
+    runs the convolution on its generic code, 20-40 ms per MNIST step instead of < 1
+    (measured, benchmarks/README.md)."""
+    nd = xs.ndim - 2
+    dn = _dims(nd)[1]
+    lhs = jnp.transpose(xs, (nd + 1,) + tuple(range(1, nd + 1)) + (0,))
+    rhs = jnp.transpose(gz, tuple(range(1, nd + 1)) + (0, nd + 1))
+    out = lax.conv_general_dilated(lhs, rhs, (1,) * nd, [(0, 0)] * nd, dimension_numbers=dn,
+                                   precision=policy.precision,
+                                   preferred_element_type=policy.accum_dtype)
+    return jnp.transpose(out, tuple(range(1, nd + 1)) + (0, nd + 1))
+
+
 def _fused_bwd(n_phase, act, policy, res, g):
     xs, k2, arg, pooled = res
     nd = xs.ndim - 2
-    sp, dn = _dims(nd)
+    dn = _dims(nd)[1]
     gsel = g * derivative_multiplier(act, pooled)
     hit = arg[..., None, :] == jnp.arange(n_phase)[:, None]
     gz = jnp.where(hit, gsel[..., None, :], jnp.zeros((), g.dtype))
     gz = gz.reshape(gz.shape[:-2] + (-1,))
     gb = jnp.sum(gsel, axis=tuple(range(nd + 1)))
-    gk2 = lax.conv_general_dilated(
-        xs, gz, (1,) * nd, [(0, 0)] * nd,
-        dimension_numbers=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
-        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(k2.dtype)
+    gk2 = _weight_grad(xs, gz, policy).astype(k2.dtype)
     k_rot = jnp.swapaxes(jnp.flip(k2, axis=tuple(range(nd))), nd, nd + 1)
     q = k2.shape[:nd]
     gxs = lax.conv_general_dilated(
