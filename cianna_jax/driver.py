@@ -161,27 +161,64 @@ def _progress(state, prefix, j, nb, pending, shown, meter, silent):
     return shown
 
 
+def _chunk_steps(state: NetState, sgd: bool) -> int:
+    """Training steps per compiled call in this epoch: ``training.train_epoch``'s
+    "auto" rule (several on CPU for networks that keep their speed in a loop), one
+    with SGD batches or a mesh."""
+    if sgd or state.mesh is not None:
+        return 1
+    return training.resolve_steps_per_call("auto", state.net, state.policy, False, None,
+                                           state.params)
+
+
+def _chunk(state: NetState, ds: Dataset, j: int, k: int):
+    """Batches ``j .. j + k - 1`` (all full) stacked ``(k, B, ...)``: (xs, ts)."""
+    if ds.device is not None:
+        return tuple(jax.lax.dynamic_slice_in_dim(a, j, k) for a in ds.device)
+    b = state.b_size
+    xs, ts = (a[j * b:(j + k) * b].reshape((k, b) + a.shape[1:]) for a in (ds.x, ds.t))
+    if state.device == jax.devices()[0]:
+        return xs, ts
+    return state.put_batch(xs, axis=1), state.put_batch(ts, axis=1)
+
+
 def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> np.ndarray:
-    """One pass over ``ds``; returns the loss sum of each batch (host array)."""
+    """One pass over ``ds``; returns the loss sum of each batch (host array).
+
+    Where the network allows it (:func:`_chunk_steps`), the full batches before the
+    last run several per compiled call (``training.train_steps``, the same numbers);
+    the last batches run one per call, the step ``perf_eval`` replays."""
     net = state.net
     params, opt_state = state.params, state.opt_state
     key = state.epoch_key(0)
     t0 = time.perf_counter()
     meter = _RateMeter()
-    sums, pending, shown = [], [], None
+    chunk_sums, sums, pending, shown = [], [], [], None
     sgd = state.batch_mode == "SGD"
     nb = ds.size if sgd else _nb_batch(state, ds)
     picks = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()).integers(
         0, ds.size, ds.size) if sgd else None
     if not silent:
         console.write("\x1b[?25l")
-    for j in range(nb):
+    common = dict(key=key, loss_scale=loss_scale, policy=state.policy,
+                  nb_im_iter=np.int32(state.iteration * ds.size),
+                  divisor="batch" if state.optim_config is None else "length")
+    k = _chunk_steps(state, sgd)
+    chunked = (nb - 1) // k * k if k > 1 else 0
+    b = state.b_size
+    for j in range(0, chunked, k):
+        xs, ts = _chunk(state, ds, j, k)
+        params, opt_state, s = training.train_steps(
+            net, state.optimizer, params, opt_state, xs, ts, np.full(k, b, np.int32),
+            first_step=np.int32(j), **common)
+        chunk_sums.append(s)
+        pending.append((s[-1], b, k * b))
+        shown = _progress(state, "Iter:", j + k - 1, nb, pending, shown, meter, silent)
+    for j in range(chunked, nb):
         xb, tb, nv = _batch(state, ds, int(picks[j]) if sgd else j)
         if sgd:
             nv = 1
-        call = dict(key=key, loss_scale=loss_scale, policy=state.policy,
-                    nb_im_iter=np.int32(state.iteration * ds.size), step=np.int32(j),
-                    divisor="batch" if state.optim_config is None else "length")
+        call = dict(common, step=np.int32(j))
         params, opt_state, s = training.train_step(
             net, state.optimizer, params, opt_state, xb, tb, np.int32(nv), **call)
         sums.append(s)
@@ -190,9 +227,10 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     state.perf["batch"] = (xb, tb)
     state.perf["last"] = (xb, tb, np.int32(nv))
     state.perf["train_call"] = (xb, tb, np.int32(nv), call)  # perf_eval replays this step
-    losses = np.asarray(jnp.stack(sums), dtype=np.float64)
+    losses = np.concatenate([np.asarray(jnp.concatenate(chunk_sums)) if chunk_sums else [],
+                             np.asarray(jnp.stack(sums))]).astype(np.float64)
     if not silent:
-        for value, nv in pending:
+        for value, nv, *_ in pending:
             shown = float(value) / nv
         console.write(console.progress_line("Iter:", state.iteration, nb, nb, state.adv_size,
                                             shown, ds.size / (time.perf_counter() - t0)))

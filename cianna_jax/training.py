@@ -53,6 +53,7 @@ __all__ = [
     "iterate_batches",
     "loop_safe",
     "train_steps",
+    "resolve_steps_per_call",
     "train_epoch",
 ]
 
@@ -468,25 +469,29 @@ def train_steps(spec: Network, optimizer: optax.GradientTransformation, params: 
     return params, opt_state, sums
 
 
-def _steps_per_call(steps_per_call, spec, policy, exact, mesh, params) -> int:
-    if isinstance(steps_per_call, str):
-        if steps_per_call != "auto":
+def resolve_steps_per_call(value, spec: Network, policy: Policy = FP32, exact: bool = False,
+                           mesh=None, params=None) -> int:
+    """``train_epoch``'s ``steps_per_call`` resolved to an int: "auto" gives
+    :data:`STEPS_PER_CALL` when ``params`` (or the default device) are on the CPU, without
+    a mesh, for a :func:`loop_safe` network, else 1; an int >= 1 is kept (ValueError
+    otherwise, or for several steps with a mesh)."""
+    if isinstance(value, str):
+        if value != "auto":
             raise ValueError(f"steps_per_call: expected 'auto' or an int >= 1, received "
-                             f"{steps_per_call!r}")
+                             f"{value!r}")
         leaf = jax.tree_util.tree_leaves(params)[:1]
         devices = leaf[0].devices() if leaf and isinstance(leaf[0], jax.Array) else \
             jax.local_devices()[:1]
         on_cpu = all(d.platform == "cpu" for d in devices)
         return STEPS_PER_CALL if (mesh is None and on_cpu
                                   and loop_safe(spec, policy, exact)) else 1
-    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, (int, np.integer)) \
-            or steps_per_call < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"steps_per_call: expected 'auto' or an int >= 1, received "
-                         f"{steps_per_call!r}")
-    if mesh is not None and steps_per_call > 1:
+                         f"{value!r}")
+    if mesh is not None and value > 1:
         raise ValueError("steps_per_call: several steps per call are not available with a "
                          "mesh (data parallel); use 1 or 'auto'")
-    return int(steps_per_call)
+    return int(value)
 
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
@@ -506,7 +511,7 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     inside a loop (:func:`loop_safe`: MNIST-like conv + max pool and dense layers,
     +12-15% on CIANNA's MNIST network at batch 64), else 1.
     """
-    k = _steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
+    k = resolve_steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh, "batch_size")
         params, opt_state = parallel.replicate((params, opt_state), mesh)

@@ -252,6 +252,7 @@ def test_progress_line_rate_with_a_slow_asynchronous_step(capsys, monkeypatch):
             float(self)
             return np.asarray(self.value, dtype=dtype)
 
+    monkeypatch.setattr(training, "STEPS_PER_CALL", 1)  # every batch through train_step
     cnn.train(nb_iter=1, learning_rate=0.01, momentum=0.8, control_interv=0, silent=1)
     monkeypatch.setattr(training, "train_step", fake_step)
     monkeypatch.setattr(driver.jnp, "stack", lambda xs: np.stack([np.asarray(v) for v in xs]))

@@ -124,3 +124,45 @@ def test_several_steps_per_call_are_refused_with_a_mesh(setup):
     with pytest.raises(ValueError, match="steps_per_call.*mesh"):
         training.train_epoch(net, opt, params, opt.init(params), x, t, 4, jax.random.key(0),
                              mesh=parallel.make_mesh(), steps_per_call=2)
+
+
+def _cnn_mnist_like(n, b):
+    import cianna_jax as cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(n, 64)).astype(np.float32)
+    t = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+    cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=3, bias=0.1, b_size=b, comp_meth="C_BLAS",
+             no_logo=1, seed=0)
+    cnn.create_dataset("TRAIN", n, x, t, silent=1)
+    cnn.conv(f_size=[3, 3], nb_filters=4, padding=[1, 1], activation="RELU", silent=1)
+    cnn.pool(p_size=[2, 2], silent=1)
+    cnn.dense(nb_neurons=6, activation="RELU", drop_rate=0.5, silent=1)
+    cnn.dense(nb_neurons=3, strict_size=1, activation="SMAX", silent=1)
+    return cnn.api._SESSION["last"]
+
+
+def test_cnn_train_runs_its_full_batches_several_per_call(monkeypatch, capsys):
+    """``cnn.train``: 11 batches of 4 (the last of 2): the first 8 in one call, the last
+    3 one per call (the step perf_eval replays); the weights, optimizer state and the
+    epoch's loss line of one call per batch."""
+    import cianna_jax as cnn
+    from cianna_jax.api import get_state
+
+    real, calls, runs = training.train_steps, [], []
+    monkeypatch.setattr(training, "train_steps",
+                        lambda *a, **kw: calls.append(len(a[6])) or real(*a, **kw))
+    for k in (1, 8):
+        monkeypatch.setattr(training, "STEPS_PER_CALL", k)
+        calls.clear()
+        net = _cnn_mnist_like(42, 4)
+        capsys.readouterr()
+        cnn.train(nb_iter=2, learning_rate=0.02, momentum=0.8, control_interv=0, silent=0)
+        lines = [ln for ln in capsys.readouterr().out.split("\r") + [""] if "Loss" in ln]
+        state = get_state(net)
+        runs.append((list(calls), jax.tree_util.tree_leaves((state.params, state.opt_state)),
+                     re.sub(r"B\.perf\.: \S+", "", lines[-1] if lines else "")))
+    assert runs[0][0] == [] and runs[1][0] == [8, 8]  # one call of 8 steps per epoch
+    assert runs[0][2] == runs[1][2] and "Loss" in runs[1][2]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
