@@ -87,7 +87,8 @@ def first_train_step(net, opt, state: dict, x, t, batch: int, like_epoch: bool =
     updates ``state`` ("p": params, "s": optimizer state).  ``x``: images (core layout).
     ``like_epoch``: call the step with the arguments ``training.train_epoch`` passes (step
     index, image counter, the static options spelled out), so that the epochs reuse its
-    compiled program instead of compiling a second one (``--quick``)."""
+    compiled program instead of compiling a second one (``--quick``: its epochs then run
+    one step per call; otherwise they take ``train_epoch``'s "auto", several per call)."""
     t0 = time.perf_counter()
     xb, tb, nv = next(training.iterate_batches(x, t, batch))
     if like_epoch:
@@ -117,7 +118,8 @@ def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter,
 
     def epoch():
         p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
-                                           jax.random.key(state["epoch"]))
+                                           jax.random.key(state["epoch"]),
+                                           steps_per_call=1 if like_epoch else "auto")
         total.block_until_ready()
         state["p"], state["s"] = p, s
         state["epoch"] += 1

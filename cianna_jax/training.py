@@ -417,8 +417,9 @@ def loop_safe(spec: Network, policy: Policy = FP32, exact: bool = False) -> bool
     (:func:`train_steps`): only dense layers and convs that run fused with their max
     pool (:mod:`cianna_jax.layers.fused`, whose backward uses convolutions in XLA's own
     layouts).  Inside a loop XLA's CPU runs autodiff's weight-gradient convolutions on
-    generic code (10-25x slower, ../shared/perf_notes.md); other layers are not checked
-    there, so they keep one call per step."""
+    generic code (a scan of MNIST steps ran 13x slower before the fused layer's were
+    rewritten, benchmarks/README.md); other layers were not checked there, so they keep
+    one call per step."""
     ctx = Ctx(train=True, nd=spec.nd, policy=policy, exact=exact)
     fused = spec.fused_pairs(ctx)
     for i, layer in enumerate(spec.layers):
@@ -508,8 +509,8 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     devices and params/opt_state are replicated (data parallel, same results).
     ``steps_per_call``: batches trained per compiled call (:func:`train_steps`), same
     numbers; "auto" takes :data:`STEPS_PER_CALL` on CPU for networks that stay fast
-    inside a loop (:func:`loop_safe`: MNIST-like conv + max pool and dense layers,
-    +12-15% on CIANNA's MNIST network at batch 64), else 1.
+    inside a loop (:func:`loop_safe`: MNIST-like conv + max pool and dense layers;
+    CIANNA's MNIST network trains 1.07-1.09x faster at batch 64, 1.16x at 16), else 1.
     """
     k = resolve_steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
     if mesh is not None:
