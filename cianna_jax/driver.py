@@ -161,11 +161,11 @@ def _progress(state, prefix, j, nb, pending, shown, meter, silent):
     return shown
 
 
-def _chunk_steps(state: NetState, sgd: bool) -> int:
-    """Training steps per compiled call in this epoch: ``training.train_epoch``'s
-    "auto" rule (several on CPU for networks that keep their speed in a loop), one
-    with SGD batches or a mesh."""
-    if sgd or state.mesh is not None:
+def _chunk_steps(state: NetState, one: bool) -> int:
+    """Batches per compiled call in this pass: ``training.train_epoch``'s "auto" rule
+    (several on CPU for networks that keep their speed in a loop); one when ``one``
+    (SGD batches, repeated forward passes) or with a mesh."""
+    if one or state.mesh is not None:
         return 1
     return training.resolve_steps_per_call("auto", state.net, state.policy, False, None,
                                            state.params)
@@ -275,7 +275,19 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     outs, losses, pending, shown = [], [], [], None
     parts = [] if (net.yolo is not None and with_loss) else None
     nb = _nb_batch(state, ds)
-    for j in range(nb):
+    k = _chunk_steps(state, repeat > 1)  # 1 for YOLO (not loop-safe) and repeated passes
+    chunked = (nb - 1) // k * k if k > 1 else 0
+    b = state.b_size
+    for j in range(0, chunked, k):
+        xs, ts = _chunk(state, ds, j, k)
+        out, loss = training.eval_steps(net, params, xs, ts, np.full(k, b, np.int32), key,
+                                        drop_mode, with_loss, state.policy,
+                                        first_step=np.int32(j))
+        outs.append((out.reshape((k * b,) + out.shape[2:]), k * b))
+        losses.append(loss)
+        pending.append((loss[-1], b, k * b))
+        shown = _progress(state, "Fwd :", j + k - 1, nb, pending, shown, meter, silent == 1)
+    for j in range(chunked, nb):
         xb, tb, nv = _batch(state, ds, j)
         for r in range(repeat):
             call = (key, drop_mode, with_loss, state.policy)
@@ -289,12 +301,13 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
         pending.append((loss, nv, nv * repeat))
         shown = _progress(state, "Fwd :", j, nb, pending, shown, meter, silent == 1)
     rows = output_rows(net, np.concatenate([parallel.to_host(o)[:nv] for o, nv in outs], axis=0))
-    loss_sum = float(sum(float(v) for v in losses)) if with_loss else 0.0
+    loss_sum = float(sum(float(v) for a in losses for v in np.asarray(a).reshape(-1))) \
+        if with_loss else 0.0
     rate = ds.size / (time.perf_counter() - t0)
     state.perf["batch"] = (xb, tb)
     state.perf["eval_call"] = (xb, tb, np.int32(nv), call, kw)  # perf_eval replays this step
-    mat = None
-    if with_loss and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
+    mat = None  # rows hold `repeat` passes per batch: a matrix only for one pass
+    if with_loss and repeat == 1 and (confmat > 0 or net.layers[-1].activation.kind == "SMAX"):
         mat = _confusion(net, rows, ds.t, state.out_dim)
     if parts is not None:
         parts = np.sum([parallel.to_host(p) for p in parts], axis=0)

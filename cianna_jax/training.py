@@ -49,6 +49,7 @@ __all__ = [
     "state_is_finite",
     "train_step",
     "eval_step",
+    "eval_steps",
     "pad_batch",
     "iterate_batches",
     "loop_safe",
@@ -350,6 +351,23 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     mask = (jnp.arange(x.shape[0]) < n_valid).astype(y.dtype)
     loss = jnp.sum(jnp.sum(elementwise_loss(act, y, t.astype(y.dtype)), axis=1) * mask)
     return out, loss
+
+
+@partial(jax.jit, static_argnames=("spec", "drop_mode", "with_loss", "policy"))
+def eval_steps(spec: Network, params: Params, xs: jax.Array, ts: jax.Array, n_valid: jax.Array,
+               key: jax.Array | None = None, drop_mode: str = "AVG_MODEL",
+               with_loss: bool = True, policy: Policy = FP32, first_step=0):
+    """:func:`eval_step` on ``K`` batches ``xs (K, B, ...)`` in one compiled call (a
+    ``lax.scan``), batch ``i`` with ``step=first_step + i``: (outputs ``(K, B, ...)``,
+    losses ``(K,)``), the numbers of ``K`` calls.  Not for YOLO's part statistics."""
+    steps = first_step + jnp.arange(n_valid.shape[0], dtype=jnp.int32)
+
+    def body(carry, inputs):
+        xb, tb, nv, j = inputs
+        return carry, eval_step(spec, params, xb, tb, nv, key, drop_mode, with_loss, policy,
+                                step=j)
+
+    return jax.lax.scan(body, None, (xs, ts, n_valid, steps))[1]
 
 
 def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: jax.Array,

@@ -135,6 +135,7 @@ def _cnn_mnist_like(n, b):
     cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=3, bias=0.1, b_size=b, comp_meth="C_BLAS",
              no_logo=1, seed=0)
     cnn.create_dataset("TRAIN", n, x, t, silent=1)
+    cnn.create_dataset("TEST", n, x[::-1], t[::-1], silent=1)
     cnn.conv(f_size=[3, 3], nb_filters=4, padding=[1, 1], activation="RELU", silent=1)
     cnn.pool(p_size=[2, 2], silent=1)
     cnn.dense(nb_neurons=6, activation="RELU", drop_rate=0.5, silent=1)
@@ -166,3 +167,27 @@ def test_cnn_train_runs_its_full_batches_several_per_call(monkeypatch, capsys):
     assert runs[0][2] == runs[1][2] and "Loss" in runs[1][2]
     for a, b in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cnn_forward_runs_its_full_batches_several_per_call(monkeypatch, tmp_path):
+    """``cnn.forward`` on 11 batches: 8 through ``training.eval_steps``, the rest one per
+    call: the predictions and the loss line of one call per batch; MC repeats keep one."""
+    import cianna_jax as cnn
+
+    monkeypatch.chdir(tmp_path)
+    real, calls, runs = training.eval_steps, [], []
+    monkeypatch.setattr(training, "eval_steps",
+                        lambda *a, **kw: calls.append(len(a[4])) or real(*a, **kw))
+    for k in (1, 8):
+        monkeypatch.setattr(training, "STEPS_PER_CALL", k)
+        calls.clear()
+        _cnn_mnist_like(42, 4)
+        rows = cnn.forward(saving=0, silent=1)
+        mc = cnn.forward(saving=0, silent=1, drop_mode="MC_MODEL", repeat=2)
+        runs.append((list(calls), rows, mc))
+    assert runs[0][0] == [] and runs[1][0] == [8]  # one call of 8, none for the MC pass
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+    assert runs[1][1].shape == (42, 4)  # 3 outputs and CIANNA's bias slot
+    assert runs[1][2].shape == (84, 4)  # 2 passes per batch (this raised before: the
+    # classification matrix was computed on 84 rows against 42 targets)
