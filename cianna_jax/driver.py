@@ -161,33 +161,52 @@ def _progress(state, prefix, j, nb, pending, shown, meter, silent):
     return shown
 
 
-def _chunk_steps(state: NetState, one: bool) -> int:
-    """Batches per compiled call in this pass: ``training.train_epoch``'s "auto" rule
-    (several on CPU for networks that keep their speed in a loop); one when ``one``
-    (SGD batches, repeated forward passes) or with a mesh."""
-    if one or state.mesh is not None:
+#: passes of fewer batches keep one compiled call per batch (see :func:`_chunk_steps`)
+CHUNK_MIN_BATCHES = 16
+
+
+def _chunk_steps(state: NetState, one: bool, nb: int) -> int:
+    """Batches per compiled call in a pass of ``nb`` batches: ``training.train_epoch``'s
+    "auto" rule (several on CPU for networks that keep their speed in a loop) from
+    :data:`CHUNK_MIN_BATCHES` batches on; one when ``one`` (SGD batches, repeated
+    forward passes) or with a mesh.  A chunked pass compiles only the chunked program;
+    ``perf_eval`` compiles the one-batch program when it is first called after it."""
+    if one or state.mesh is not None or nb < CHUNK_MIN_BATCHES:
         return 1
     return training.resolve_steps_per_call("auto", state.net, state.policy, False, None,
                                            state.params)
 
 
 def _chunk(state: NetState, ds: Dataset, j: int, k: int):
-    """Batches ``j .. j + k - 1`` (all full) stacked ``(k, B, ...)``: (xs, ts)."""
-    if ds.device is not None:
-        return tuple(jax.lax.dynamic_slice_in_dim(a, j, k) for a in ds.device)
+    """Batches ``j .. j + k - 1`` stacked ``(k, B, ...)``, those past the dataset's end
+    zero-filled: (xs, ts, real rows per batch ``(k,)``)."""
     b = state.b_size
-    xs, ts = (a[j * b:(j + k) * b].reshape((k, b) + a.shape[1:]) for a in (ds.x, ds.t))
+    nv = np.clip(ds.size - (j + np.arange(k)) * b, 0, b).astype(np.int32)
+    if ds.device is not None:
+        n = min(k, ds.device[0].shape[0] - j)
+        xs, ts = (jax.lax.dynamic_slice_in_dim(a, j, n) for a in ds.device)
+        if n < k:
+            xs, ts = (jnp.concatenate([a, jnp.zeros((k - n,) + a.shape[1:], a.dtype)])
+                      for a in (xs, ts))
+        return xs, ts, nv
+    xs, ts = (training.pad_batch(a[j * b:(j + k) * b], k * b).reshape((k, b) + a.shape[1:])
+              for a in (ds.x, ds.t))
     if state.device == jax.devices()[0]:
-        return xs, ts
-    return state.put_batch(xs, axis=1), state.put_batch(ts, axis=1)
+        return xs, ts, nv
+    return state.put_batch(xs, axis=1), state.put_batch(ts, axis=1), nv
+
+
+def _last_of_chunk(xs, ts, nv):
+    """(x, t, n_valid) of the last batch with rows in a chunk (what perf_eval replays)."""
+    r = int(np.flatnonzero(nv)[-1])
+    return xs[r], ts[r], int(nv[r])
 
 
 def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -> np.ndarray:
     """One pass over ``ds``; returns the loss sum of each batch (host array).
 
-    Where the network allows it (:func:`_chunk_steps`), the full batches before the
-    last run several per compiled call (``training.train_steps``, the same numbers);
-    the last batches run one per call, the step ``perf_eval`` replays."""
+    Where the network allows it (:func:`_chunk_steps`), the batches run several per
+    compiled call (``training.train_steps``, the same numbers)."""
     net = state.net
     params, opt_state = state.params, state.opt_state
     key = state.epoch_key(0)
@@ -203,17 +222,20 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     common = dict(key=key, loss_scale=loss_scale, policy=state.policy,
                   nb_im_iter=np.int32(state.iteration * ds.size),
                   divisor="batch" if state.optim_config is None else "length")
-    k = _chunk_steps(state, sgd)
-    chunked = (nb - 1) // k * k if k > 1 else 0
-    b = state.b_size
+    k = _chunk_steps(state, sgd, nb)
+    chunked = nb if k > 1 else 0
     for j in range(0, chunked, k):
-        xs, ts = _chunk(state, ds, j, k)
+        xs, ts, nvs = _chunk(state, ds, j, k)
         params, opt_state, s = training.train_steps(
-            net, state.optimizer, params, opt_state, xs, ts, np.full(k, b, np.int32),
-            first_step=np.int32(j), **common)
-        chunk_sums.append(s)
-        pending.append((s[-1], b, k * b))
-        shown = _progress(state, "Iter:", j + k - 1, nb, pending, shown, meter, silent)
+            net, state.optimizer, params, opt_state, xs, ts, nvs, first_step=np.int32(j),
+            **common)
+        real = int(np.count_nonzero(nvs))
+        chunk_sums.append(s[:real] if real < k else s)
+        pending.append((s[real - 1], nvs[real - 1], int(nvs.sum())))
+        shown = _progress(state, "Iter:", j + real - 1, nb, pending, shown, meter, silent)
+    if chunked:
+        xb, tb, nv = _last_of_chunk(xs, ts, nvs)
+        call = dict(common, step=np.int32(nb - 1))
     for j in range(chunked, nb):
         xb, tb, nv = _batch(state, ds, int(picks[j]) if sgd else j)
         if sgd:
@@ -228,7 +250,7 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     state.perf["last"] = (xb, tb, np.int32(nv))
     state.perf["train_call"] = (xb, tb, np.int32(nv), call)  # perf_eval replays this step
     losses = np.concatenate([np.asarray(jnp.concatenate(chunk_sums)) if chunk_sums else [],
-                             np.asarray(jnp.stack(sums))]).astype(np.float64)
+                             np.asarray(jnp.stack(sums)) if sums else []]).astype(np.float64)
     if not silent:
         for value, nv, *_ in pending:
             shown = float(value) / nv
@@ -275,18 +297,21 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     outs, losses, pending, shown = [], [], [], None
     parts = [] if (net.yolo is not None and with_loss) else None
     nb = _nb_batch(state, ds)
-    k = _chunk_steps(state, repeat > 1)  # 1 for YOLO (not loop-safe) and repeated passes
-    chunked = (nb - 1) // k * k if k > 1 else 0
-    b = state.b_size
+    k = _chunk_steps(state, repeat > 1, nb)  # 1 for YOLO (not loop-safe), repeated passes
+    chunked = nb if k > 1 else 0
     for j in range(0, chunked, k):
-        xs, ts = _chunk(state, ds, j, k)
-        out, loss = training.eval_steps(net, params, xs, ts, np.full(k, b, np.int32), key,
-                                        drop_mode, with_loss, state.policy,
-                                        first_step=np.int32(j))
-        outs.append((out.reshape((k * b,) + out.shape[2:]), k * b))
-        losses.append(loss)
-        pending.append((loss[-1], b, k * b))
-        shown = _progress(state, "Fwd :", j + k - 1, nb, pending, shown, meter, silent == 1)
+        xs, ts, nvs = _chunk(state, ds, j, k)
+        out, loss = training.eval_steps(net, params, xs, ts, nvs, key, drop_mode, with_loss,
+                                        state.policy, first_step=np.int32(j))
+        real = int(np.count_nonzero(nvs))
+        outs.append((out.reshape((k * out.shape[1],) + out.shape[2:]), int(nvs.sum())))
+        losses.append(loss[:real] if real < k else loss)
+        pending.append((loss[real - 1], nvs[real - 1], int(nvs.sum())))
+        shown = _progress(state, "Fwd :", j + real - 1, nb, pending, shown, meter, silent == 1)
+    if chunked:
+        xb, tb, nv = _last_of_chunk(xs, ts, nvs)
+        call = (key, drop_mode, with_loss, state.policy)
+        kw = dict(step=np.int32(nb - 1), yolo_stats=False)
     for j in range(chunked, nb):
         xb, tb, nv = _batch(state, ds, j)
         for r in range(repeat):

@@ -359,13 +359,20 @@ def eval_steps(spec: Network, params: Params, xs: jax.Array, ts: jax.Array, n_va
                with_loss: bool = True, policy: Policy = FP32, first_step=0):
     """:func:`eval_step` on ``K`` batches ``xs (K, B, ...)`` in one compiled call (a
     ``lax.scan``), batch ``i`` with ``step=first_step + i``: (outputs ``(K, B, ...)``,
-    losses ``(K,)``), the numbers of ``K`` calls.  Not for YOLO's part statistics."""
+    losses ``(K,)``), the numbers of ``K`` calls; a batch with ``n_valid[i] == 0`` is
+    skipped (zeros).  Not for YOLO's part statistics."""
     steps = first_step + jnp.arange(n_valid.shape[0], dtype=jnp.int32)
 
     def body(carry, inputs):
         xb, tb, nv, j = inputs
-        return carry, eval_step(spec, params, xb, tb, nv, key, drop_mode, with_loss, policy,
-                                step=j)
+
+        def run(_):
+            return eval_step(spec, params, xb, tb, nv, key, drop_mode, with_loss, policy,
+                             step=j)
+
+        shapes = jax.eval_shape(run, None)
+        return carry, jax.lax.cond(nv > 0, run, lambda _: jax.tree_util.tree_map(
+            lambda a: jnp.zeros(a.shape, a.dtype), shapes), None)
 
     return jax.lax.scan(body, None, (xs, ts, n_valid, steps))[1]
 

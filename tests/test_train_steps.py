@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cianna_jax as cj
-from cianna_jax import nn, parallel, training
+from cianna_jax import driver, nn, parallel, training
 from cianna_jax.layers import fused
 
 
@@ -144,15 +144,19 @@ def _cnn_mnist_like(n, b):
 
 
 def test_cnn_train_runs_its_full_batches_several_per_call(monkeypatch, capsys):
-    """``cnn.train``: 11 batches of 4 (the last of 2): the first 8 in one call, the last
-    3 one per call (the step perf_eval replays); the weights, optimizer state and the
-    epoch's loss line of one call per batch."""
+    """``cnn.train``: 11 batches of 4 (the last of 2), chunked from 8 batches on: two
+    calls of 8 steps (the last 5 skipped); the weights, optimizer state, the epoch's
+    loss line and what perf_eval replays are those of one call per batch."""
     import cianna_jax as cnn
     from cianna_jax.api import get_state
 
     real, calls, runs = training.train_steps, [], []
     monkeypatch.setattr(training, "train_steps",
                         lambda *a, **kw: calls.append(len(a[6])) or real(*a, **kw))
+    _cnn_mnist_like(42, 4)
+    cnn.train(nb_iter=1, learning_rate=0.02, momentum=0.8, control_interv=0, silent=1)
+    assert calls == []  # 11 batches: below driver.CHUNK_MIN_BATCHES
+    monkeypatch.setattr(driver, "CHUNK_MIN_BATCHES", 8)
     for k in (1, 8):
         monkeypatch.setattr(training, "STEPS_PER_CALL", k)
         calls.clear()
@@ -162,22 +166,26 @@ def test_cnn_train_runs_its_full_batches_several_per_call(monkeypatch, capsys):
         lines = [ln for ln in capsys.readouterr().out.split("\r") + [""] if "Loss" in ln]
         state = get_state(net)
         runs.append((list(calls), jax.tree_util.tree_leaves((state.params, state.opt_state)),
-                     re.sub(r"B\.perf\.: \S+", "", lines[-1] if lines else "")))
-    assert runs[0][0] == [] and runs[1][0] == [8, 8]  # one call of 8 steps per epoch
+                     re.sub(r"B\.perf\.: \S+", "", lines[-1] if lines else ""),
+                     [*state.perf["train_call"][:3], state.perf["train_call"][3]["step"]]))
+    assert runs[0][0] == [] and runs[1][0] == [8, 8, 8, 8]  # two calls of 8 per epoch
+    for a, b in zip(runs[0][3], runs[1][3]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert runs[0][2] == runs[1][2] and "Loss" in runs[1][2]
     for a, b in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_cnn_forward_runs_its_full_batches_several_per_call(monkeypatch, tmp_path):
-    """``cnn.forward`` on 11 batches: 8 through ``training.eval_steps``, the rest one per
-    call: the predictions and the loss line of one call per batch; MC repeats keep one."""
+    """``cnn.forward`` on 11 batches: two calls of ``training.eval_steps`` (the last 5
+    batches skipped): the predictions of one call per batch; MC repeats keep one."""
     import cianna_jax as cnn
 
     monkeypatch.chdir(tmp_path)
     real, calls, runs = training.eval_steps, [], []
     monkeypatch.setattr(training, "eval_steps",
                         lambda *a, **kw: calls.append(len(a[4])) or real(*a, **kw))
+    monkeypatch.setattr(driver, "CHUNK_MIN_BATCHES", 8)
     for k in (1, 8):
         monkeypatch.setattr(training, "STEPS_PER_CALL", k)
         calls.clear()
@@ -185,7 +193,7 @@ def test_cnn_forward_runs_its_full_batches_several_per_call(monkeypatch, tmp_pat
         rows = cnn.forward(saving=0, silent=1)
         mc = cnn.forward(saving=0, silent=1, drop_mode="MC_MODEL", repeat=2)
         runs.append((list(calls), rows, mc))
-    assert runs[0][0] == [] and runs[1][0] == [8]  # one call of 8, none for the MC pass
+    assert runs[0][0] == [] and runs[1][0] == [8, 8]  # two calls, none for the MC pass
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
     assert runs[1][1].shape == (42, 4)  # 3 outputs and CIANNA's bias slot
