@@ -169,6 +169,9 @@ def test_cnn_train_runs_its_full_batches_several_per_call(monkeypatch, capsys):
                      re.sub(r"B\.perf\.: \S+", "", lines[-1] if lines else ""),
                      [*state.perf["train_call"][:3], state.perf["train_call"][3]["step"]]))
     assert runs[0][0] == [] and runs[1][0] == [8, 8, 8, 8]  # two calls of 8 per epoch
+    cnn.perf_eval()  # after a chunked pass: compiles the one-batch step and replays it
+    rep = get_state(net).perf["report"]
+    assert rep["kind"] == "train" and rep["batch"] == 4 and np.asarray(rep["forward"])[0] > 0
     for a, b in zip(runs[0][3], runs[1][3]):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert runs[0][2] == runs[1][2] and "Loss" in runs[1][2]
