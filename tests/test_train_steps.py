@@ -126,14 +126,15 @@ def test_several_steps_per_call_are_refused_with_a_mesh(setup):
                              mesh=parallel.make_mesh(), steps_per_call=2)
 
 
-def _cnn_mnist_like(n, b, dynamic_load=1):
+def _cnn_mnist_like(n, b, dynamic_load=1, v11=False):
     import cianna_jax as cnn
 
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(n, 64)).astype(np.float32)
     t = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
-    cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=3, bias=0.1, b_size=b, comp_meth="C_BLAS",
-             no_logo=1, seed=0, dynamic_load=dynamic_load)
+    extra = dict(optimizer=cnn.adam(), wema=1) if v11 else dict(bias=0.1)
+    cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=3, b_size=b, comp_meth="C_BLAS",
+             no_logo=1, seed=0, dynamic_load=dynamic_load, **extra)
     cnn.create_dataset("TRAIN", n, x, t, silent=1)
     cnn.create_dataset("TEST", n, x[::-1], t[::-1], silent=1)
     cnn.conv(f_size=[3, 3], nb_filters=4, padding=[1, 1], activation="RELU", silent=1)
@@ -143,8 +144,9 @@ def _cnn_mnist_like(n, b, dynamic_load=1):
     return cnn.api._SESSION["last"]
 
 
-@pytest.mark.parametrize("dynamic_load", [1, 0], ids=["host_data", "device_data"])
-def test_cnn_train_runs_its_batches_several_per_call(monkeypatch, capsys, dynamic_load):
+@pytest.mark.parametrize("dynamic_load, v11", [(1, False), (0, False), (1, True)],
+                         ids=["host_data", "device_data", "adam_wema"])
+def test_cnn_train_runs_its_batches_several_per_call(monkeypatch, capsys, dynamic_load, v11):
     """``cnn.train``: 11 batches of 4 (the last of 2), chunked from 8 batches on: two
     calls of 8 steps (the last 5 skipped); the weights, optimizer state, the epoch's
     loss line and what perf_eval replays are those of one call per batch."""
@@ -154,16 +156,17 @@ def test_cnn_train_runs_its_batches_several_per_call(monkeypatch, capsys, dynami
     real, calls, runs = training.train_steps, [], []
     monkeypatch.setattr(training, "train_steps",
                         lambda *a, **kw: calls.append(len(a[6])) or real(*a, **kw))
-    _cnn_mnist_like(42, 4, dynamic_load)
-    cnn.train(nb_iter=1, learning_rate=0.02, momentum=0.8, control_interv=0, silent=1)
+    mom = {} if v11 else dict(momentum=0.8)  # a V-1.1 optimizer holds its own
+    _cnn_mnist_like(42, 4, dynamic_load, v11)
+    cnn.train(nb_iter=1, learning_rate=0.02, control_interv=0, silent=1, **mom)
     assert calls == []  # 11 batches: below driver.CHUNK_MIN_BATCHES
     monkeypatch.setattr(driver, "CHUNK_MIN_BATCHES", 8)
     for k in (1, 8):
         monkeypatch.setattr(training, "STEPS_PER_CALL", k)
         calls.clear()
-        net = _cnn_mnist_like(42, 4, dynamic_load)
+        net = _cnn_mnist_like(42, 4, dynamic_load, v11)
         capsys.readouterr()
-        cnn.train(nb_iter=2, learning_rate=0.02, momentum=0.8, control_interv=0, silent=0)
+        cnn.train(nb_iter=2, learning_rate=0.02, control_interv=0, silent=0, **mom)
         lines = [ln for ln in capsys.readouterr().out.split("\r") + [""] if "Loss" in ln]
         state = get_state(net)
         runs.append((list(calls), jax.tree_util.tree_leaves((state.params, state.opt_state)),
