@@ -181,7 +181,7 @@ def _chunk(state: NetState, ds: Dataset, j: int, k: int):
     """Batches ``j .. j + k - 1`` stacked ``(k, B, ...)``, those past the dataset's end
     zero-filled: (xs, ts, real rows per batch ``(k,)``)."""
     b = state.b_size
-    nv = np.clip(ds.size - (j + np.arange(k)) * b, 0, b).astype(np.int32)
+    nv = training.chunk_rows(ds.size, j, k, b)
     if ds.device is not None:
         n = min(k, ds.device[0].shape[0] - j)
         xs, ts = (jax.lax.dynamic_slice_in_dim(a, j, n) for a in ds.device)

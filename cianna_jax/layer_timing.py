@@ -37,7 +37,8 @@ def perf_eval(network: int = -1, *, runs: int = 3) -> None:
     that program.  Nothing is compiled again (JAX's cache returns the program that
     ``train`` built; after a pass that ran several batches per compiled call, see
     ``driver._chunk_steps``, the one-batch program of the same step is compiled once
-    first) and nothing is baked into a program: parameters and data are its arguments.  Each operation is attributed to a layer by the program's data flow
+    first) and nothing is baked into a program: parameters and data are its arguments.
+    Each operation is attributed to a layer by the program's data flow
     (:func:`_attribute`): forward operations to the deepest layer whose weights they
     read, backward operations to the layer whose weight gradient they feed or whose
     weights they propagate the error through, the optimizer update to its layer.

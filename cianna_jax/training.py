@@ -55,6 +55,7 @@ __all__ = [
     "loop_safe",
     "train_steps",
     "resolve_steps_per_call",
+    "chunk_rows",
     "train_epoch",
 ]
 
@@ -361,20 +362,37 @@ def eval_steps(spec: Network, params: Params, xs: jax.Array, ts: jax.Array, n_va
     ``lax.scan``), batch ``i`` with ``step=first_step + i``: (outputs ``(K, B, ...)``,
     losses ``(K,)``), the numbers of ``K`` calls; a batch with ``n_valid[i] == 0`` is
     skipped (zeros).  Not for YOLO's part statistics."""
+    def step(carry, xb, tb, nv, j):
+        return carry, eval_step(spec, params, xb, tb, nv, key, drop_mode, with_loss, policy,
+                                step=j)
+
+    return _scan_batches(step, None, xs, ts, n_valid, first_step)[1]
+
+
+def _scan_batches(step, carry, xs, ts, n_valid, first_step):
+    """``lax.scan`` of ``step(carry, x, t, n_valid, j) -> (carry, out)`` over the batches
+    ``xs[i]``, ``ts[i]`` with ``j = first_step + i``; a batch with ``n_valid[i] == 0``
+    is skipped (carry unchanged, out zeros).  Returns (carry, stacked outs)."""
     steps = first_step + jnp.arange(n_valid.shape[0], dtype=jnp.int32)
 
-    def body(carry, inputs):
+    def body(c, inputs):
         xb, tb, nv, j = inputs
 
-        def run(_):
-            return eval_step(spec, params, xb, tb, nv, key, drop_mode, with_loss, policy,
-                             step=j)
+        def run(c):
+            return step(c, xb, tb, nv, j)
 
-        shapes = jax.eval_shape(run, None)
-        return carry, jax.lax.cond(nv > 0, run, lambda _: jax.tree_util.tree_map(
-            lambda a: jnp.zeros(a.shape, a.dtype), shapes), None)
+        out_type = jax.eval_shape(run, c)[1]
+        return jax.lax.cond(nv > 0, run, lambda c: (c, jax.tree_util.tree_map(
+            lambda a: jnp.zeros(a.shape, a.dtype), out_type)), c)
 
-    return jax.lax.scan(body, None, (xs, ts, n_valid, steps))[1]
+    return jax.lax.scan(body, carry, (xs, ts, n_valid, steps))
+
+
+def chunk_rows(n: int, first_batch: int, k: int, batch_size: int) -> np.ndarray:
+    """Real rows ``(k,)`` int32 of batches ``first_batch .. first_batch + k - 1`` of ``n``
+    examples (0 for batches past the end): the ``n_valid`` of :func:`train_steps`."""
+    return np.clip(n - (first_batch + np.arange(k)) * batch_size, 0,
+                   batch_size).astype(np.int32)
 
 
 def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: jax.Array,
@@ -474,24 +492,14 @@ def train_steps(spec: Network, optimizer: optax.GradientTransformation, params: 
     dozens of buffers (about 0.7 ms per MNIST step on 2 CPU cores, benchmarks/README.md);
     check :func:`loop_safe` first on CPU.
     """
-    steps = first_step + jnp.arange(n_valid.shape[0], dtype=jnp.int32)
+    def step(c, xb, tb, nv, j):
+        p, s, loss = train_step(spec, optimizer, c[0], c[1], xb, tb, nv, key,
+                                loss_scale=loss_scale, policy=policy, nb_im_iter=nb_im_iter,
+                                step=j, exact=exact, divisor=divisor)
+        return (p, s), loss
 
-    def body(carry, inputs):
-        xb, tb, nv, j = inputs
-
-        def run(c):
-            p, s, loss = train_step(spec, optimizer, c[0], c[1], xb, tb, nv, key,
-                                    loss_scale=loss_scale, policy=policy,
-                                    nb_im_iter=nb_im_iter, step=j, exact=exact,
-                                    divisor=divisor)
-            return (p, s), loss
-
-        loss_type = jax.eval_shape(run, carry)[1]
-        return jax.lax.cond(nv > 0, run,
-                            lambda c: (c, jnp.zeros(loss_type.shape, loss_type.dtype)), carry)
-
-    (params, opt_state), sums = jax.lax.scan(body, (params, opt_state),
-                                             (xs, ts, n_valid, steps))
+    (params, opt_state), sums = _scan_batches(step, (params, opt_state), xs, ts, n_valid,
+                                              first_step)
     return params, opt_state, sums
 
 
@@ -549,7 +557,7 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
         for c, start in enumerate(range(0, n, rows)):
             xs, ts = (pad_batch(np.asarray(a[start:start + rows], dtype=np.float32), rows)
                       for a in (x, t))
-            nv = np.clip(n - start - batch_size * np.arange(k), 0, batch_size).astype(np.int32)
+            nv = chunk_rows(n, c * k, k, batch_size)
             params, opt_state, s = train_steps(
                 spec, optimizer, params, opt_state, xs.reshape((k, batch_size) + x.shape[1:]),
                 ts.reshape((k, batch_size) + t.shape[1:]), nv, key,
