@@ -4,7 +4,7 @@ Network: conv 5x5x8 pad 2 - max pool 2 - conv 5x5x16 pad 2 - max pool 2 -
 dense 256 RELU drop 0.5 - dense 128 RELU drop 0.2 - dense 10 SMAX, on random
 28x28 images.  Measures, per batch size, in one process:
 
-* the functional core (``training.train_epoch``, jitted ``cj.apply``) and the
+* the functional core (``training.train_epoch``, ``cj.predict``) and the
   imperative API (``cnn.train`` / ``cnn.forward``): training and inference img/s,
   medians over epochs (functional, imperative and PyTorch epochs alternate, for fair
   ratios);
@@ -129,13 +129,9 @@ def bench_functional(x, t, batch: int, epochs: int, counter: CompileCounter,
     for _ in range(4):
         epoch()
     recompiles = counter.count - before
-    infer = jax.jit(cj.apply, static_argnums=0)
 
     def inference():  # as cnn.forward: the weights laid out once per pass
-        out, p = None, cj.inference_params(net, state["p"])
-        for start in range(0, x.shape[0], batch):
-            out = infer(net, p, training.pad_batch(x[start:start + batch], batch))
-        out.block_until_ready()
+        cj.predict(net, state["p"], x, batch).block_until_ready()
 
     inference()
     return dict(epoch=epoch, inference=inference, first_step=first_step, recompiles=recompiles)

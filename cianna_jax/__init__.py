@@ -72,6 +72,7 @@ from .training import (
     cianna_sgd,
     learning_rate_at,
     make_optimizer,
+    predict,
     train_epoch,
     train_step,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "make_optimizer",
     "nn",
     "parse_activation",
+    "predict",
     "save_network",
     "train_epoch",
     "train_step",

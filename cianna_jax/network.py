@@ -354,7 +354,8 @@ def inference_params(net: Network, params: Params) -> Params:
     :func:`cianna_jax.training.eval_step` take either form and give the same numbers
     (to float rounding: the summation order may differ); the laid-out form skips the
     weight transposes every call would otherwise do.  Save, train and
-    differentiate the original ``params``, not these.
+    differentiate the original ``params``, not these.  Laid-out params come back as
+    they are (laying out twice changes nothing).
     """
     return tuple(
         layer.inference_params(p, sin, net.nd) if hasattr(layer, "inference_params") else p

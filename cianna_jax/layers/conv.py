@@ -529,7 +529,9 @@ class Conv(LayerBase):
         (:func:`winograd_form`), weights on the CPU, gets ``{"winograd": (16 or 64, C, F),
         "bias"}`` instead: the filters already transformed for
         :func:`.winograd.winograd_conv`.  Not for training: gradients would be for this
-        layout, not CIANNA's."""
+        layout, not CIANNA's.  Params already laid out are returned as they are."""
+        if "w" not in params:
+            return params
         src = self.map_input(in_shape)
         laid = self._laid_out(params["w"], src.c, nd)
         sp = internal(src.spatial, nd)
