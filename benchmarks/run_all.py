@@ -14,6 +14,8 @@ First the summary table (issue 16), then the details it comes from:
    compilation cache warm, in fresh processes (``first_step.py``);
 4. the small-map check: a 3x3 convolution's rate on 8x8 down to 1x1 maps
    (``bench_smallmap.py``);
+   (before them: the machine's float32 matrix-product rate, XLA and PyTorch,
+   ``machine_peak.py``, the yardstick of the SDC1 GFLOP/s column);
 5. extras (skipped by ``--no-extras``): the SDC1-like YOLO network, the YOLO loss alone,
    host memory of ``create_dataset``.
 
@@ -46,7 +48,8 @@ from cianna_jax import host_memory  # noqa: E402
 TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_infer": 2.5}
 
 
-def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict]) -> str:
+def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict],
+            peak: dict | None = None) -> str:
     head = (f"{'workload':<30}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
             f"{'spread':>8}")
     lines = [head, "-" * len(head)]
@@ -72,6 +75,14 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
                     f"{v[kind]:>12,.0f}{(th[kind] if th else float('nan')):>13,.0f}"
                     f"{ratio_cell(v, kind) or '-':>8}"
                     f"{TARGETS['mnist_' + kind]:>8.2f}{'':>8}")
+    if peak is not None:
+        for r in sdc1:
+            use = [f"{name} {v['train'] * r['gflop_train'] / peak[side]:.0%}"
+                   for name, side, v in (("ours", "xla", r["results"]["cianna_jax"]),
+                                         ("PyTorch", "torch", r["results"].get("torch")))
+                   if v is not None and peak[side]]
+            lines.append(f"SDC1 {r['size']} training, nominal GFLOP/s / the machine's matrix "
+                         f"product rate (each side's own): {', '.join(use)}")
     lines.append("")
     for f in firsts:
         lines.append(f"first training step, {f['network']:<14} cache {f['cache']:<5}"
@@ -124,6 +135,7 @@ def main(argv=None) -> None:
     import bench_smallmap
     import first_step
     import jax
+    import machine_peak
 
     t0 = time.perf_counter()
     try:
@@ -132,6 +144,8 @@ def main(argv=None) -> None:
         load = float("nan")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs), "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average {load:.2f}")
+    peak = machine_peak.run(256, 1) if a.quick else machine_peak.run()
+    print(machine_peak.format_line(peak))
 
     if a.quick:
         # and LLVM's optimisations off: the SDC1 training step then compiles in about
@@ -158,7 +172,7 @@ def main(argv=None) -> None:
         small = bench_smallmap.run()
 
     print("\n== Summary ==")
-    print(summary(sdc1_runs, mnist, firsts, small))
+    print(summary(sdc1_runs, mnist, firsts, small, peak))
     print("\n== SDC1 backbone ==")
     for r in sdc1_runs:
         print(bench_sdc1.format_result(r))

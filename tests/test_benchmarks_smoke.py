@@ -30,7 +30,9 @@ def test_run_all_quick_prints_the_summary_table():
                    "MNIST b64 funct. training", "MNIST b64 funct. inference",
                    "MNIST b64 imper. training", "MNIST b64 imper. inference",
                    "first training step, mnist", "first training step, sdc1 64x64",
-                   "small-map check:", "== Small-map check =="):
+                   "small-map check:", "== Small-map check ==",
+                   "machine: float32 matrix product 256x256",
+                   "SDC1 64 training, nominal GFLOP/s / the machine's matrix product rate"):
         assert needle in text, needle
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("SDC1 64 b8 training"))
@@ -82,3 +84,20 @@ def test_layer_benchmark_against_pytorch():
     assert len(rows) == 17  # the backbone's 16 convolutions and the head
     assert rows[0][:2] == ["5x5s1", "1->32"] and rows[-1][:2] == ["1x1s1", "2048->117"]
     assert all(float(r[-1]) > 0 for r in rows)  # both sides timed
+
+
+def test_machine_peak_measures_both_sides():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import machine_peak
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    r = machine_peak.run(64, 1)
+    assert r["n"] == 64 and r["xla"] > 0
+    try:
+        import torch  # noqa: F401
+        assert r["torch"] > 0
+    except ImportError:
+        assert r["torch"] is None
+    line = machine_peak.format_line(r)
+    assert line.startswith("machine: float32 matrix product 64x64") and "GFLOP/s" in line
