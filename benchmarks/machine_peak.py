@@ -2,8 +2,9 @@
 the SDC1 table's GFLOP/s column.
 
 The machines this project is measured on differ from session to session (the same
-"2-core" kind gave XLA 143-162 GFLOP/s on a 2048x2048 product on 2026-12-02, where an
-earlier one was noted at about 310), and a network's ratio against PyTorch is bounded by
+"2-core" kind gave XLA 194-198 GFLOP/s and PyTorch 136-154 on a 2048x2048 product on
+2026-12-02, fastest calls, where an earlier one was noted at about 310), and a network's
+ratio against PyTorch is bounded by
 how close PyTorch already runs to this rate: printing it with each run makes the ratios
 of different machines comparable.
 
