@@ -7,6 +7,8 @@ import pytest
 
 import cianna_jax as cj
 from cianna_jax import nn, training
+from cianna_jax.network import make_network
+from cianna_jax.yolo.config import make_config
 
 
 def _mnist_like():
@@ -82,6 +84,20 @@ def test_map_output_network_runs_one_batch_per_call():
     assert training.resolve_steps_per_call("auto", net, params=params) == 1
     y = np.asarray(cj.predict(net, params, x, 2))
     assert y.shape == (5, 6, 6, 2)
+    np.testing.assert_allclose(y, np.asarray(cj.apply(net, params, x)), rtol=1e-5, atol=1e-6)
+
+
+def test_yolo_network_gives_activated_boxes_as_apply():
+    cfg = make_config([8, 8, 1], [4, 4, 1], nb_box=2, max_nb_obj_per_image=2,
+                      prior_size=[[2, 4], [2, 4], [1, 1]])
+    net = make_network(nn.in_dims_from([8, 8], 1), [
+        nn.conv([3, 3], 4, padding=[1, 1], activation="RELU"),
+        nn.conv([2, 2], cfg.nb_box * cfg.channels_per_box, stride=[2, 2], activation="YOLO"),
+    ], 0.1, yolo=cfg)
+    params = cj.init_params(jax.random.key(2), net)
+    x = np.random.default_rng(2).normal(size=(5, 8, 8, 1)).astype(np.float32)
+    y = np.asarray(cj.predict(net, params, x, 2))
+    assert y.shape == (5, 4, 4, 2, cfg.channels_per_box)
     np.testing.assert_allclose(y, np.asarray(cj.apply(net, params, x)), rtol=1e-5, atol=1e-6)
 
 
