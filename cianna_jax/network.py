@@ -36,7 +36,8 @@ from .yolo.activation import activation as yolo_activation
 __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
            "check_params",
            "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images",
-           "images_to_rows", "output_rows", "targets_to_internal", "exact_grads", "Params", "INPUT"]
+           "images_to_rows", "output_rows", "targets_to_internal", "drop_bias_slot", "exact_grads",
+           "Params", "INPUT"]
 
 Params = tuple[dict[str, jax.Array], ...]
 
@@ -382,9 +383,16 @@ def _finish(net: Network, h: jax.Array, bias_slot: bool) -> jax.Array:
         cfg = net.yolo
         y = h.astype(jnp.float32).reshape(h.shape[:-1] + (cfg.nb_box, cfg.channels_per_box))
         return yolo_activation(y, cfg)
-    if h.ndim == 2 and net.output_shape.flat and not bias_slot:
-        return h[:, :-1]
-    return h
+    return drop_bias_slot(net, h, bias_slot)
+
+
+def drop_bias_slot(net: Network, out: jax.Array, bias_slot: bool = False) -> jax.Array:
+    """``net``'s outputs ``out`` (core layout, CIANNA's bias-slot column kept on a dense
+    output, as :func:`cianna_jax.training.eval_step` gives them) without that column,
+    unless ``bias_slot``: the layout :func:`apply` returns."""
+    if out.ndim == 2 and net.output_shape.flat and not bias_slot:
+        return out[:, :-1]
+    return out
 
 
 def apply(net: Network, params: Params, x, *, train: bool = False, key: jax.Array | None = None,

@@ -28,7 +28,14 @@ from .checks import as_int
 from .layers.common import Ctx
 from .layers.dense import dense_activation
 from .losses import elementwise_loss, output_activation, output_loss
-from .network import Network, Params, forward_internal, inference_params, targets_to_internal
+from .network import (
+    Network,
+    Params,
+    drop_bias_slot,
+    forward_internal,
+    inference_params,
+    targets_to_internal,
+)
 from .precision import FP32, Policy
 from .yolo.activation import activation as yolo_activation
 from .yolo.loss import display_stats, yolo_loss
@@ -622,6 +629,4 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
                                key, drop_mode, False, policy, step=np.int32(c))
         outs.append(out)
     y = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
-    if y.ndim == 2 and spec.output_shape.flat and not bias_slot:
-        return y[:n, :-1]
-    return y[:n]
+    return drop_bias_slot(spec, y[:n], bias_slot)
