@@ -24,6 +24,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -120,7 +121,8 @@ def ours(size: int, batch: int, x, t) -> dict:
                                         "AVG_MODEL", False)
         out.block_until_ready()
 
-    laid = cj.inference_params(net, state["p"])
+    # a copy: layers not laid out keep the same arrays, which training steps donate
+    laid = cj.inference_params(net, jax.tree.map(jnp.copy, state["p"]))
 
     def steady():  # weights laid out once for many passes (cianna-jax predict on a field)
         out = None

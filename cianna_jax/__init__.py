@@ -62,7 +62,9 @@ from .network import (
     init_params,
     make_network,
     output_rows,
+    params_to_rows,
     rows_to_images,
+    rows_to_params,
     targets_to_internal,
 )
 from .report import print_arch_tex
@@ -104,6 +106,8 @@ __all__ = [
     "images_to_rows",
     "output_rows",
     "rows_to_images",
+    "rows_to_params",
+    "params_to_rows",
     "targets_to_internal",
     "init_params",
     "initializers",

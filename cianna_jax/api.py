@@ -129,8 +129,8 @@ class NetState:
         """:meth:`forward_params` laid out for inference (:func:`network.inference_params`),
         kept while they are the same arrays: JAX arrays are immutable and training puts
         new ones in place, so repeated ``forward`` calls between trainings lay the weights
-        out once (67 ms of transposes per pass on the SDC1 network, more with Winograd
-        filters)."""
+        out once (the Winograd filters of the wide 3x3 layers on CPU: tens of ms per pass
+        on the SDC1 network)."""
         src = self.forward_params()
         leaves = jax.tree_util.tree_leaves(src)
         held = self.laid_out

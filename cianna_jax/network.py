@@ -36,6 +36,7 @@ from .yolo.activation import activation as yolo_activation
 __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
            "check_params",
            "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images",
+           "rows_to_params", "params_to_rows",
            "images_to_rows", "output_rows", "targets_to_internal", "drop_bias_slot", "exact_grads",
            "Params", "INPUT"]
 
@@ -345,16 +346,37 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     return h[n - 1]
 
 
-@partial(jax.jit, static_argnames=("net",))
+def rows_to_params(net: Network, params) -> Params:
+    """Per-layer params holding CIANNA's weight layouts -> the core's params: a
+    convolution's ``{"w": (F, K*C/G + 1)}`` (one row ``[C/G][f_d][f_h][f_w]`` per filter,
+    bias weight last, as in CIANNA's files and its C code) becomes ``{"kernel",
+    "bias_weight"}`` (:meth:`cianna_jax.layers.conv.Conv.from_rows`); the other layers'
+    params are the same in both (a dense layer keeps CIANNA's rows).  Works on traced
+    arrays: gradients with respect to CIANNA's rows go through it."""
+    if len(params) != len(net.layers):
+        raise ValueError(f"params: expected {len(net.layers)} per-layer dicts, received "
+                         f"{len(params)}")
+    return tuple(layer.from_rows(p["w"]) if hasattr(layer, "from_rows") and "w" in p else p
+                 for layer, p in zip(net.layers, params))
+
+
+def params_to_rows(net: Network, params: Params) -> tuple:
+    """The inverse of :func:`rows_to_params`: convolutions' weights as CIANNA's rows
+    ``{"w": (F, K*C/G + 1)}``, host arrays as numpy."""
+    return tuple({"w": layer.to_rows(p)} if hasattr(layer, "to_rows") and "kernel" in p else p
+                 for layer, p in zip(net.layers, params))
+
+
 def inference_params(net: Network, params: Params) -> Params:
     """``params`` laid out once for repeated inference with the same weights.
 
-    Layers that define ``inference_params`` (convolutions: the channel-last kernel and
-    the bias term, see :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that
-    form, the others keep theirs.  :func:`apply`, :func:`apply_layers` and
+    Layers that define ``inference_params`` (convolutions run as Winograd on CPU: the
+    filters already transformed and the bias term, see
+    :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that form, the others
+    keep theirs (the same arrays, no copy).  :func:`apply`, :func:`apply_layers` and
     :func:`cianna_jax.training.eval_step` take either form and give the same numbers
     (to float rounding: the summation order may differ); the laid-out form skips the
-    weight transposes every call would otherwise do.  Save, train and
+    filter transforms every call would otherwise do.  Save, train and
     differentiate the original ``params``, not these.  Laid-out params come back as
     they are (laying out twice changes nothing).
     """

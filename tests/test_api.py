@@ -261,7 +261,7 @@ def test_load_appends_with_skip_and_get_set_params(golden_case, capsys):
                                case.npy("output"), atol=1e-5)
     zeroed = tuple({k: np.zeros_like(v) for k, v in p.items()} for p in params)
     cnn.set_params(zeroed)
-    assert not np.asarray(cnn.get_network()[1][0]["w"]).any()
+    assert not any(np.asarray(v).any() for v in cnn.get_network()[1][0].values())
 
 
 def test_nan_loss_stops_training_and_keeps_last_good_weights(capsys):

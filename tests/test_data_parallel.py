@@ -72,8 +72,8 @@ CHILD = textwrap.dedent("""
 
     (p1, l1), (p4, l4) = steps(None), steps(mesh)
     out["step_diff"], out["step_loss"] = max_diff(p1, p4), [l1, l4]
-    out["step_param_devices"] = len(p4[0]["w"].devices())
-    out["step_param_replicated"] = bool(p4[0]["w"].sharding.is_fully_replicated)
+    out["step_param_devices"] = len(jax.tree.leaves(p4[0])[0].devices())
+    out["step_param_replicated"] = bool(jax.tree.leaves(p4[0])[0].sharding.is_fully_replicated)
     (e1, _), (e4, _) = epochs(None), epochs(mesh)
     out["epoch_diff"] = max_diff(e1, e4)
 
@@ -99,7 +99,7 @@ CHILD = textwrap.dedent("""
                "batch_devices": len(xb.devices()) if hasattr(xb, "devices") else 1,
                "batch_shard_rows": (xb.addressable_shards[0].data.shape[0]
                                     if hasattr(xb, "addressable_shards") else len(xb)),
-               "param_devices": len(state.params[0]["w"].devices()),
+               "param_devices": len(jax.tree.leaves(state.params[0])[0].devices()),
                "file_equal": bool(np.array_equal(written, pred.ravel()))}
         if state.datasets["TRAIN"].device is not None:
             res["dataset_devices"] = len(state.datasets["TRAIN"].device[0].devices())

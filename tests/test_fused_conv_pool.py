@@ -69,7 +69,7 @@ def test_ties_route_to_the_first_maximum(monkeypatch):
         nn.dense(3, activation="SMAX"),
     ], bias=0.5)
     _, _, grads, _, _ = _compare(net, monkeypatch, fused={0}, x=jnp.zeros((2, 64)))
-    assert np.abs(np.asarray(grads[0][0]["w"])).sum() > 0
+    assert np.abs(np.asarray(grads[0][0]["bias_weight"])).sum() > 0
 
 
 def test_even_filter_odd_pool_and_lin_last_pool(monkeypatch):

@@ -47,7 +47,7 @@ def test_user_layer_meets_the_protocol_and_works_in_the_core():
     assert np.abs(np.asarray(grads[1]["s"])).sum() > 0
     # halving the scale of the user layer is the same as halving the conv output
     half = (params[0], {"s": params[1]["s"] / 2}, params[2])
-    conv_half = ({"w": params[0]["w"] / 2},) + params[1:]
+    conv_half = ({k: v / 2 for k, v in params[0].items()},) + params[1:]
     np.testing.assert_allclose(cj.apply(net, half, x), cj.apply(net, conv_half, x), atol=1e-5)
     with pytest.raises(TypeError, match="no CIANNA save-file record"):
         cj.save_network("unused.dat", net, params)
@@ -82,7 +82,8 @@ def test_a_graph_reads_earlier_outputs_and_reports_any_layer():
     np.testing.assert_allclose(c, cj.apply(net, params, x), atol=1e-6)
     # the output does not depend on the dead branch: zero gradient there
     g = jax.grad(lambda p: jnp.sum(cj.apply(net, p, x)))(params)
-    assert not np.asarray(g[1]["w"]).any() and np.asarray(g[0]["w"]).any()
+    assert not np.asarray(g[1]["kernel"]).any() and not np.asarray(g[1]["bias_weight"]).any()
+    assert np.asarray(g[0]["kernel"]).any()
 
 
 def test_wiring_errors_name_the_layer():
@@ -138,17 +139,19 @@ def test_exact_gradients_match_finite_differences_where_cianna_differs(case):
 
     exact = jax.grad(lambda p: loss(p, "exact"))(params)
     cianna = jax.grad(lambda p: loss(p, "cianna"))(params)
-    assert not np.allclose(np.asarray(exact[0]["w"]), np.asarray(cianna[0]["w"]), atol=1e-3)
+    assert not all(np.allclose(np.asarray(exact[0][k]), np.asarray(cianna[0][k]), atol=1e-3)
+                   for k in ("kernel", "bias_weight"))
     np.testing.assert_allclose(loss(params, "exact"), loss(params, "cianna"), rtol=1e-6)
     # central finite differences agree with "exact" on every first-layer weight
     eps = 1e-2
-    w = params[0]["w"]
-    first = jax.jit(lambda w0: loss(({"w": w0},) + params[1:], "exact"))
-    fd = np.zeros(w.shape, np.float32)
-    for idx in np.ndindex(*w.shape):
-        bump = jnp.zeros_like(w).at[idx].set(eps)
-        fd[idx] = (first(w + bump) - first(w - bump)) / (2 * eps)
-    np.testing.assert_allclose(np.asarray(exact[0]["w"]), fd, rtol=3e-2, atol=3e-2)
+    for name, w in params[0].items():  # kernel and bias weights
+        first = jax.jit(lambda w0, name=name: loss(({**params[0], name: w0},) + params[1:],
+                                                   "exact"))
+        fd = np.zeros(w.shape, np.float32)
+        for idx in np.ndindex(*w.shape):
+            bump = jnp.zeros_like(w).at[idx].set(eps)
+            fd[idx] = (first(w + bump) - first(w - bump)) / (2 * eps)
+        np.testing.assert_allclose(np.asarray(exact[0][name]), fd, rtol=3e-2, atol=3e-2)
     with pytest.raises(ValueError, match="grads"):
         cj.apply(net, params, x, grads="autodiff")
 

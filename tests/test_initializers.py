@@ -38,7 +38,7 @@ def test_layer_fans_follow_cianna():
     net = nn.network([10, 10], 3, [nn.conv([3, 3], 40, init_fct="lecun"),
                                    nn.dense(500, init_fct="lecun")], bias=0.1)
     params = cj.init_params(jax.random.key(0), net)
-    conv_w = np.asarray(params[0]["w"])
+    conv_w = np.asarray(cj.params_to_rows(net, params)[0]["w"])
     assert conv_w.std() == pytest.approx(math.sqrt(1 / 28), rel=0.05)  # fan-in K*C + 1
     dense_w = np.asarray(params[1]["w"])
     assert np.all(dense_w[:, -1] == 0)  # bias-propagation column (no next dense: no pivot)
@@ -88,7 +88,8 @@ def test_network_init_compiles_no_program_per_layer_shape():
     before = {size: fn._cache_size() for size, fn in _programs()}
     params = cj.init_params(jax.random.key(0), net(5))
     assert {size: fn._cache_size() for size, fn in _programs()} == before
-    assert [p["w"].shape for p in params if p] == [(5, 19), (31, 13), (13, 4)]
+    assert params[0]["kernel"].shape == (1, 3, 3, 2, 5) and params[0]["bias_weight"].shape == (5,)
+    assert [p["w"].shape for p in params[2:]] == [(31, 13), (13, 4)]
 
 
 def _programs():

@@ -172,7 +172,8 @@ def conv_layer_vjp(layer, wm, x5, g5, nd):
 
     @jax.jit  # one compilation per geometry instead of many eager op compilations
     def run(xx, ww, gg):
-        y, vjp = jax.vjp(lambda a, b: layer.apply({"w": b}, a, Ctx(nd=nd)), xx, ww)
+        y, vjp = jax.vjp(lambda a, b: layer.apply(layer.from_rows(b), a, Ctx(nd=nd)),
+                        xx, ww)
         return (y,) + vjp(gg)
 
     y, dx, dw = run(xi, w, gi)
@@ -280,11 +281,11 @@ def test_conv_forward_2d_two_layers_through_apply():
     assert net.layers[0].bias == pytest.approx(0.7)
     assert net.layers[1].bias == pytest.approx(0.5)
     params = cj.init_params(jax.random.key(0), net)
-    w1 = rng.normal(size=params[0]["w"].shape).astype(np.float32)
-    w2 = rng.normal(size=params[1]["w"].shape).astype(np.float32)
+    w1 = rng.normal(size=cj.params_to_rows(net, params)[0]["w"].shape).astype(np.float32)
+    w2 = rng.normal(size=cj.params_to_rows(net, params)[1]["w"].shape).astype(np.float32)
     assert w1.shape == (4, 3 * 2 * 3 + 1) and w2.shape == (2, 2 * 3 * 4 + 1)
     x = rng.normal(size=(2, net.input_dim)).astype(np.float32)
-    y = apply_jit(net, ({"w": jnp.asarray(w1)}, {"w": jnp.asarray(w2)}), jnp.asarray(x))
+    y = apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(w1)}, {"w": jnp.asarray(w2)})), jnp.asarray(x))
     x5 = rows_to_5d(x, c, 1, 5, 7)
     h1 = np_conv(x5, w1, bias=0.7, **g1)
     h2 = np_conv(h1, w2, bias=0.5, **g2)
@@ -304,10 +305,10 @@ def test_conv_forward_3d_through_apply():
                      bias=-0.4)
     assert net.nd == 3
     params = cj.init_params(jax.random.key(1), net)
-    wm = rng.normal(size=params[0]["w"].shape).astype(np.float32)
+    wm = rng.normal(size=cj.params_to_rows(net, params)[0]["w"].shape).astype(np.float32)
     assert wm.shape == (3, 3 * 2 * 2 * 2 + 1)
     x = rng.normal(size=(2, net.input_dim)).astype(np.float32)
-    y = apply_jit(net, ({"w": jnp.asarray(wm)},), jnp.asarray(x))
+    y = apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(wm)},)), jnp.asarray(x))
     ref = np_conv(rows_to_5d(x, c, D, H, W), wm, bias=-0.4, **geo)
     out = net.output_shape
     assert ref.shape[1:] == (out.c, out.d, out.h, out.w)
@@ -319,12 +320,12 @@ def test_conv_bias_weight_only():
     net = nn.network([4, 3], 2, [nn.conv([2, 2], 3, activation="LIN"),
                                  nn.conv([1, 1], 2, activation="LIN", bias=-2.5)], bias=0.3)
     p = cj.init_params(jax.random.key(0), net)
-    w1 = np.zeros(p[0]["w"].shape, np.float32)
+    w1 = np.zeros(cj.params_to_rows(net, p)[0]["w"].shape, np.float32)
     w1[:, -1] = [1.0, -2.0, 4.0]
-    w2 = np.zeros(p[1]["w"].shape, np.float32)
+    w2 = np.zeros(cj.params_to_rows(net, p)[1]["w"].shape, np.float32)
     w2[:, 0] = 1.0          # copies channel 0
     w2[:, -1] = [0.0, 1.0]  # plus 1 * (-2.5) for filter 1
-    y = np.asarray(apply_jit(net, ({"w": jnp.asarray(w1)}, {"w": jnp.asarray(w2)}),
+    y = np.asarray(apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(w1)}, {"w": jnp.asarray(w2)})),
                             jnp.ones((1, 24)))).reshape(2, -1)
     np.testing.assert_allclose(y[0], 0.3, rtol=1e-6)
     np.testing.assert_allclose(y[1], 0.3 - 2.5, rtol=1e-6)
@@ -667,9 +668,9 @@ def test_conv_then_pool_through_apply():
         nn.pool([3, 2], stride=[2, 2], padding=[1, 1], p_type="AVG"),
     ], bias=0.2)
     p = cj.init_params(jax.random.key(0), net)
-    wm = rng.normal(size=p[0]["w"].shape).astype(np.float32)
+    wm = rng.normal(size=cj.params_to_rows(net, p)[0]["w"].shape).astype(np.float32)
     x = rng.normal(size=(3, net.input_dim)).astype(np.float32)
-    y = apply_jit(net, ({"w": jnp.asarray(wm)}, {}), jnp.asarray(x))
+    y = apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(wm)}, {})), jnp.asarray(x))
     h = np_conv(rows_to_5d(x, 2, 1, 5, 6), wm, (2, 2, 1), (1, 1, 1), (1, 0, 0), (0, 0, 0), 0.2)
     ref, _ = np_pool(h, (3, 2, 1), (2, 2, 1), (1, 1, 0), "AVG")
     assert y.shape == (3, net.out_dim)
@@ -756,9 +757,9 @@ def test_group_norm_forward_through_apply_with_default_params():
     p = cj.init_params(jax.random.key(0), net)
     np.testing.assert_array_equal(np.asarray(p[1]["gamma"]), [1.0, 1.0])
     np.testing.assert_array_equal(np.asarray(p[1]["beta"]), [0.0, 0.0])
-    wm = rng.normal(size=p[0]["w"].shape).astype(np.float32)
+    wm = rng.normal(size=cj.params_to_rows(net, p)[0]["w"].shape).astype(np.float32)
     x = rng.normal(size=(2, net.input_dim)).astype(np.float32)
-    y = apply_jit(net, ({"w": jnp.asarray(wm)}, p[1]), jnp.asarray(x))
+    y = apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(wm)}, p[1])), jnp.asarray(x))
     h = np_conv(rows_to_5d(x, 2, 1, 4, 3), wm, (2, 2, 1), (1, 1, 1), (0, 0, 0), (0, 0, 0), 0.1)
     ref = np_gn(h, [1.0, 1.0], [0.0, 0.0], 2, 0)
     np.testing.assert_allclose(np.asarray(y), ref.reshape(2, -1), rtol=1e-4, atol=1e-4)
@@ -942,7 +943,7 @@ def _single_conv_net(act, C=2, F=3, in_wh=(4, 3), bias=0.1):
 
 
 def _run_single_conv(net, wm, x):
-    return np.asarray(apply_jit(net, ({"w": jnp.asarray(wm)},), jnp.asarray(x)), np.float64)
+    return np.asarray(apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(wm)},)), jnp.asarray(x)), np.float64)
 
 
 def _conv_pre(net, wm, x, C=2, in_wh=(4, 3)):
@@ -1006,7 +1007,7 @@ def test_softmax_on_pool_output():
                                  nn.pool([2, 2], activation="SMAX")], bias=0.0)
     wm = rng.normal(size=(3, 2)).astype(np.float32)
     x = rng.normal(size=(2, 16)).astype(np.float32)
-    y = np.asarray(apply_jit(net, ({"w": jnp.asarray(wm)}, {}), jnp.asarray(x)), np.float64)
+    y = np.asarray(apply_jit(net, cj.rows_to_params(net, ({"w": jnp.asarray(wm)}, {})), jnp.asarray(x)), np.float64)
     h = np_conv(rows_to_5d(x, 1, 1, 4, 4), wm, (1, 1, 1), (1, 1, 1), (0, 0, 0), (0, 0, 0), 0.0)
     z, _ = np_pool(h, (2, 2, 1), (2, 2, 1), (0, 0, 0), "MAX")
     z = z.reshape(2, -1)

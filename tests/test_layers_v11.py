@@ -246,15 +246,17 @@ def test_grouped_conv_is_one_conv_per_group(groups, c_in, n_f):
                     nb_groups=groups)
     net = nn.network([7, 6], c_in, [layer], bias=0.3)
     (p,) = _params(net)
-    assert p["w"].shape == (n_f, 9 * c_in // groups + 1)
+    assert p["kernel"].shape == (1, 3, 3, c_in // groups, n_f)
+    w = net.layers[0].to_rows(p)  # CIANNA's rows: one per filter, the group's channels
+    assert w.shape == (n_f, 9 * c_in // groups + 1)
     x = _normal(1, (2, 6, 7, c_in))
     y = apply(net, (p,), x)
     parts = []
-    for rows, sl in _group_slices(net.layers[0], p["w"], c_in):
+    for rows, sl in _group_slices(net.layers[0], w, c_in):
         sub = nn.network([7, 6], sl.stop - sl.start,
                          [nn.conv([3, 3], rows.shape[0], stride=[2, 2], padding=[1, 1],
                                   activation="LIN", bias=0.3)], bias=0.3)
-        parts.append(apply(sub, ({"w": rows},), x[..., sl]))
+        parts.append(apply(sub, cj.rows_to_params(sub, ({"w": rows},)), x[..., sl]))
     np.testing.assert_allclose(y, np.concatenate(parts, axis=-1), rtol=1e-5, atol=1e-5)
 
 

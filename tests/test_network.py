@@ -1,5 +1,7 @@
 """The functional forward: jit/vmap/grad, CIANNA's bias mechanism, dropout modes, errors."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,14 +44,14 @@ def test_apply_under_jit_vmap_and_grad(small_cnn):
     flat = jax.tree_util.tree_leaves(grads)
     assert all(np.isfinite(np.asarray(g)).all() for g in flat)
     # finite-difference check on one conv weight (LOGI surrogate is exact away from the clamp)
-    eps = 1e-2
-    w = np.asarray(params[0]["w"])
-    bump = np.zeros_like(w)
-    bump[1, 3] = eps
-    p_plus = (dict(w=params[0]["w"] + bump),) + params[1:]
-    p_minus = (dict(w=params[0]["w"] - bump),) + params[1:]
+    eps, tap = 1e-2, (0, 1, 0, 0, 1)  # (f_d, f_h, f_w, channel, filter): row 1, entry 3
+    k = params[0]["kernel"]
+    bump = np.zeros(k.shape, np.float32)
+    bump[tap] = eps
+    p_plus = ({**params[0], "kernel": k + bump},) + params[1:]
+    p_minus = ({**params[0], "kernel": k - bump},) + params[1:]
     fd = (loss(p_plus) - loss(p_minus)) / (2 * eps)
-    np.testing.assert_allclose(grads[0]["w"][1, 3], fd, rtol=2e-2, atol=1e-4)
+    np.testing.assert_allclose(grads[0]["kernel"][tap], fd, rtol=2e-2, atol=1e-4)
 
 
 def test_bias_mechanism_pivots_and_slot():
@@ -145,7 +147,7 @@ def test_conv_after_dense_reads_input_shape():
     # reference: dense output read as [C][H][W] image, conv with padding 1, own bias 0.5
     h = np.concatenate([x, np.full((2, 1), 0.5, np.float32)], 1) @ np.asarray(params[0]["w"])
     img = h[:, :12].reshape(2, 2, 2, 3)
-    w = np.asarray(params[1]["w"])
+    w = np.asarray(cj.params_to_rows(net, params)[1]["w"])  # CIANNA's rows
     k = w[:, :-1].reshape(2, 2, 3, 3)
     pad = np.pad(img, ((0, 0), (0, 0), (1, 1), (1, 1)))
     ref = np.zeros((2, 2, 2, 3), np.float32)
@@ -183,26 +185,23 @@ def test_eager_apply_is_one_program():
 
 
 def test_inference_params_give_the_same_outputs():
-    """Weights laid out once for inference (channel-last kernels, bias term) give the
-    outputs of CIANNA's layout through every conv path: fused with a max pool, XLA's
-    convolution (strided), the CPU weight-layout product (deep layer on a small map),
-    a conv after a dense layer; dense layers keep their weights."""
+    """Layers that do not run as Winograd keep their params as they are (the same
+    arrays: the kernels are channel-last already) through every conv path: fused with a
+    max pool, XLA's convolution (strided), a deep layer on a small map, a conv after a
+    dense layer; dense layers keep their weights; the outputs are the same."""
     from cianna_jax import network, training
 
     net = nn.network([8, 8], 2, [
         nn.conv([3, 3], 4, padding=[1, 1]), nn.pool([2, 2]),          # fused pair
         nn.conv([2, 2], 6, stride=[2, 2]),                            # XLA conv
-        nn.conv([3, 3], 16, padding=[1, 1]),                          # weight-layout dot
+        nn.conv([3, 3], 16, padding=[1, 1]),                          # small map
         nn.dense(12), nn.conv([1, 1], 3, input_shape=[2, 2, 1, 3]),   # conv after dense
         nn.dense(4, activation="SMAX")], bias=0.3)
     params = cj.init_params(jax.random.key(4), net)
     prep = network.inference_params(net, params)
-    assert set(prep[0]) == {"kernel", "bias"} and prep[0]["kernel"].shape == (3, 3, 2, 4)
-    assert prep[3]["kernel"].shape == (3, 3, 6, 16) and prep[3]["bias"].shape == (16,)
-    np.testing.assert_allclose(prep[3]["bias"],
-                               net.layers[3].bias * np.asarray(params[3]["w"])[:, -1])
-    assert prep[5]["kernel"].shape == (1, 1, 3, 3)
-    assert prep[4] is params[4] or np.array_equal(prep[4]["w"], params[4]["w"])
+    assert all(a is b for a, b in zip(prep, params))
+    assert prep[0]["kernel"].shape == (1, 3, 3, 2, 4) and prep[3]["bias_weight"].shape == (16,)
+    assert prep[5]["kernel"].shape == (1, 1, 1, 3, 3)
     x = np.asarray(jax.random.normal(jax.random.key(5), (2, 8, 8, 2)), np.float32)
     t = np.eye(4, dtype=np.float32)[[1, 3]]
     want, want_loss = training.eval_step(net, params, x, t, np.int32(2))
@@ -228,3 +227,38 @@ def test_inference_params_3d_groups_int_padding_and_bf16():
         want = np.asarray(cj.apply(net, params, x, mixed_precision=mode), np.float32)
         got = np.asarray(cj.apply(net, prep, x, mixed_precision=mode), np.float32)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_params_are_channel_last_and_convert_to_cianna_rows():
+    """Conv params are ``{"kernel": (f_d, f_h, f_w, C/G, F), "bias_weight": (F,)}``;
+    ``params_to_rows`` gives CIANNA's rows (``[C/G][f_d][f_h][f_w]``, bias weight last),
+    ``rows_to_params`` takes them back exactly, also traced (gradients with respect to
+    the rows are the kernel's, rearranged)."""
+    net = nn.network([5, 4], 4, [nn.conv([3, 2], 6, nb_groups=2, activation="LIN"),
+                                 nn.dense(3, activation="LIN")], bias=0.4)
+    params = cj.init_params(jax.random.key(9), net)
+    k, b = np.asarray(params[0]["kernel"]), np.asarray(params[0]["bias_weight"])
+    assert k.shape == (1, 2, 3, 2, 6) and b.shape == (6,)
+    rows = cj.params_to_rows(net, params)
+    w = rows[0]["w"]
+    assert isinstance(w, np.ndarray) and w.shape == (6, 2 * 2 * 3 + 1)
+    for f, c, h, x in itertools.product(range(6), range(2), range(2), range(3)):
+        assert w[f, (c * 2 + h) * 3 + x] == k[0, h, x, c, f]
+    np.testing.assert_array_equal(w[:, -1], b)
+    assert rows[1] is params[1]  # dense: CIANNA's layout already
+    back = cj.rows_to_params(net, rows)
+    for name in ("kernel", "bias_weight"):
+        np.testing.assert_array_equal(np.asarray(back[0][name]), np.asarray(params[0][name]))
+    # traced: the gradient with respect to the rows is the kernel's gradient, rearranged
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 4, 5, 4)), np.float32)
+
+    def loss(p):
+        return jnp.sum(jnp.sin(cj.apply(net, p, x)))
+
+    g_rows = jax.jit(jax.grad(lambda r: loss(cj.rows_to_params(net, r))))(rows)
+    g = jax.jit(jax.grad(loss))(params)
+    np.testing.assert_allclose(g_rows[0]["w"], cj.params_to_rows(net, g)[0]["w"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"w: expected CIANNA's conv weights \(6, "):
+        cj.rows_to_params(net, ({"w": w[:, 1:]}, params[1]))
+    with pytest.raises(ValueError, match="params: expected 2 per-layer dicts"):
+        cj.rows_to_params(net, rows[:1])

@@ -392,9 +392,11 @@ def test_v11_masks_follow_the_kernel_offsets():
     net = _net()
     params = _net_params(net, 0)
     upd, dec = optim.v11_masks(net, params, frozen=(1,))
-    assert [float(upd[i]["w"]) for i in (0, 2, 3)] == [1.0, 1.0, 1.0]
+    assert [float(upd[i]["w"]) for i in (2, 3)] == [1.0, 1.0]
+    assert float(upd[0]["kernel"]) == 1.0 and float(upd[0]["bias_weight"]) == 1.0
     assert float(upd[1]["gamma"]) == 0.0 and float(upd[1]["beta"]) == 0.0
-    assert float(dec[0]["w"]) == 1.0  # conv: everything decayed, bias weights too
+    # conv: everything decayed, bias weights too
+    assert float(dec[0]["kernel"]) == 1.0 and float(dec[0]["bias_weight"]) == 1.0
     assert float(dec[1]["gamma"]) == 0.0 and float(dec[1]["beta"]) == 0.0
     d = np.asarray(dec[2]["w"])  # dense (I, N+1) = (145, 6)
     expected = np.ones((145, 6), np.float32)

@@ -111,8 +111,9 @@ def test_norm_parameters_are_not_decayed():
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = opt.update(zero, state, params)
     np.testing.assert_array_equal(np.asarray(updates[1]["gamma"]), 0.0)
-    np.testing.assert_allclose(np.asarray(updates[0]["w"]), -5.0 * np.asarray(params[0]["w"]),
-                               rtol=1e-6)
+    for name in ("kernel", "bias_weight"):  # conv: the bias weights decay too
+        np.testing.assert_allclose(np.asarray(updates[0][name]),
+                                   -5.0 * np.asarray(params[0][name]), rtol=1e-6)
 
 
 def test_frozen_layers_are_not_updated():

@@ -118,8 +118,9 @@ def test_which_convolutions_run_as_winograd():
     assert conv_mod.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
     assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
     assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
-    # in a training step (forward and input gradient): one tile per 3072 filter weights
-    assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)
+    # in a training step (forward and input gradient): one tile per 8192 filter weights
+    assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)   # 128
+    assert not conv_mod.winograd_form((4, 4), deep, (1, 1), batch=8, training=True)  # 32
     assert conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512
     assert not conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8)
     assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
@@ -147,7 +148,8 @@ def _same_as_xla_path(monkeypatch, calls, loss, args, val, grads):
     val0, grads0 = jax.jit(jax.value_and_grad(lambda *a: loss(*a) * 1.0, (0, 1)))(*args)
     assert calls == []
     assert abs(float(val) - float(val0)) < 1e-5 * abs(float(val0))
-    assert _rel(grads[0]["w"], grads0[0]["w"]) < 1e-5
+    for name in ("kernel", "bias_weight"):
+        assert _rel(grads[0][name], grads0[0][name]) < 1e-5, name
     assert _rel(grads[1], grads0[1]) < 1e-5
 
 
@@ -166,8 +168,7 @@ def _count_winograd_calls(monkeypatch) -> list:
 
 @pytest.fixture(scope="module")
 def wide_net():
-    """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones; 16x16 maps, so
-    that training takes XLA's convolution path (not the weight-layout product)."""
+    """A 3x3, 128 -> 160 conv (Winograd on CPU) between two 1x1 ones; 16x16 maps."""
     net = nn.network([16, 16], 2, [
         nn.conv([1, 1], 128, activation="RELU"),
         nn.conv([3, 3], 160, padding=[1, 1], activation="RELU"),
@@ -179,14 +180,13 @@ def wide_net():
 
 
 def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
-    """Through ``Conv.apply`` with CIANNA's weight rows and backward pass: the forward
+    """Through ``Conv.apply`` with CIANNA's backward pass: the forward
     and the input gradient take the Winograd form, the weight gradient XLA's
     convolution; all equal the XLA path's numbers."""
     net, params, x = wide_net
     calls = _count_winograd_calls(monkeypatch)
     layer, p = net.layers[1], params[1]
     h = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 16, 16, 128)), jnp.float32)
-    assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
     ctx = Ctx(train=True)
 
     def loss(p, h):
@@ -204,9 +204,11 @@ def test_inference_weights_are_pre_transformed_on_cpu(wide_net):
     net, params, x = wide_net
     laid = inference_params(net, params)
     assert set(laid[1]) == {"winograd", "bias"} and laid[1]["winograd"].shape == (16, 128, 160)
-    assert set(laid[0]) == {"kernel", "bias"}  # 1x1: the plain kernel form
+    assert laid[0] is params[0]  # 1x1: the params, already channel-last
     want = laid[1]["winograd"]
-    k = net.layers[1].kernel(params[1]["w"], 128, 2)
+    k = params[1]["kernel"][0]
+    assert k.shape == (3, 3, 128, 160)
+    np.testing.assert_allclose(laid[1]["bias"], net.layers[1].bias * params[1]["bias_weight"])
     np.testing.assert_allclose(want, winograd.filter_transform(k), rtol=1e-6)
     out, ref = apply(net, laid, x), apply(net, params, x)
     assert _rel(out, ref) < 2e-6
@@ -217,7 +219,7 @@ def test_inference_weights_for_another_platform_keep_the_kernel(wide_net, monkey
     net, params, _ = wide_net
     monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
     laid = net.layers[1].inference_params(params[1], Shape(16, 16, 1, 128), 2)
-    assert set(laid) == {"kernel", "bias"}
+    assert laid is params[1]
 
 
 def test_mixed_precision_forward_takes_the_winograd_weights(wide_net):
@@ -265,16 +267,16 @@ def test_3d_layer_forward_and_both_gradients_take_winograd(monkeypatch):
     assert _rel(out, apply(net, params, x)) < 2e-6
 
 
-def test_training_step_prefers_winograd_to_the_weight_layout_product(monkeypatch):
+def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch):
     """A 3x3 128 -> 128 layer on 6x6 maps, one image (9 output tiles): its forward alone
-    takes the weight-layout product (too few tiles to transform the filters in the
-    program), its training step Winograd for the forward and the input gradient (the
-    training rule, one tile per 3072 filter weights); the numbers are the XLA path's."""
+    takes XLA's convolution (too few tiles to transform the filters in the program), its
+    training step Winograd for the forward and the input gradient (the training rule,
+    one tile per 3072 filter weights); the numbers are the XLA path's."""
     layer = conv_mod.Conv((3, 3, 1), 128, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
     params, _ = layer.init(jax.random.key(0), Shape(6, 6, 1, 128))
     h = jax.random.normal(jax.random.key(1), (1, 6, 6, 128))
-    assert layer._weight_layout_dot(h, 2, Ctx())            # inference: the product
-    assert not layer._weight_layout_dot(h, 2, Ctx(train=True))
+    assert not conv_mod.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1)
+    assert conv_mod.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1, training=True)
     calls = _count_winograd_calls(monkeypatch)
 
     def loss(p, h):

@@ -1,9 +1,13 @@
 """Convolution layer, 1D/2D/3D, with CIANNA's bias weight and backward pass.
 
-Parameters: ``{"w": (F, K*C/G + 1)}`` with each row ordered ``[C/G][f_d][f_h][f_w]`` and
-the bias weight last; the bias input is the constant ``bias`` of the layer.  ``G`` is
-``nb_groups`` (CIANNA V-1.1 grouped / depth-wise convolution; 1 in V-1.0): group ``j``
-reads input channels ``[j*C/G, (j+1)*C/G)`` with filters ``[j*F/G, (j+1)*F/G)``.
+Parameters: ``{"kernel": (f_d, f_h, f_w, C/G, F), "bias_weight": (F,)}``: the filters
+channel-last, as XLA's convolution reads them, and CIANNA's bias weight per filter (the
+bias input is the constant ``bias`` of the layer).  CIANNA's own layout, one row
+``[C/G][f_d][f_h][f_w]`` per filter with the bias weight last (``(F, K*C/G + 1)``),
+exists only at the edges: files (:meth:`Conv.to_record` / :meth:`Conv.from_record`)
+and :meth:`Conv.to_rows` / :meth:`Conv.from_rows`.  ``G`` is ``nb_groups`` (CIANNA
+V-1.1 grouped / depth-wise convolution; 1 in V-1.0): group ``j`` reads input channels
+``[j*C/G, (j+1)*C/G)`` with filters ``[j*F/G, (j+1)*F/G)``.
 
 The forward is a cross-correlation of the input dilated by ``int_padding`` and
 zero-padded by ``padding``.  The input gradient follows CIANNA's closed form
@@ -150,36 +154,6 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     else:
         kk = jnp.concatenate([k[offs] for offs in taps], axis=0)
     return jnp.dot(cols, kk, precision=policy.precision, preferred_element_type=policy.accum_dtype)
-
-
-#: "auto" (by size, see ``Conv._weight_layout_dot``), "always" or "never"
-WEIGHT_DOT = "auto"
-#: the weight-layout product is used when the gathered windows are at most this many
-#: times the weights
-WEIGHT_DOT_RATIO = 4.0
-
-
-def _weight_layout_conv(x, w, bias, f, strides, pads, policy=FP32):
-    """Convolution + bias as one matrix product against ``w (F, C*prod(f) + 1)`` in
-    CIANNA's own layout (rows ``[C][f_d][f_h][f_w]``, bias weight last): the windows
-    of the zero-padded input are gathered as ``(B, *out, C*prod(f))`` in that order, a
-    column of ``bias`` is appended, and ``cols @ w.T`` gives the pre-activation.  No
-    copy of the weights is made in any layout, forward or backward (the weight
-    gradient comes out as ``g.T @ cols``, already in CIANNA's layout), where XLA's
-    convolution needs the weights transposed to (*f, C, F) and back at every step,
-    which costs more than the convolution's arithmetic for the big, deep layers of
-    CIANNA's detectors on CPU (measured in benchmarks/README.md).  Gradients by
-    autodiff: exact, which is CIANNA's rule for the geometries this path takes."""
-    nd = x.ndim - 2
-    xp, out = _padded(x, [(p, p) for p in pads], f, strides)
-    cols = [_windows(xp, offs, out, strides)
-            for offs in itertools.product(*[range(v) for v in f])]
-    cols = cols[0] if len(cols) == 1 else jnp.stack(cols, axis=-1).reshape(
-        cols[0].shape[:-1] + (-1,))
-    cols = jnp.concatenate([cols, jnp.full(cols.shape[:-1] + (1,), bias, cols.dtype)], axis=-1)
-    return lax.dot_general(cols, w.astype(x.dtype), (((nd + 1,), (1,)), ((), ())),
-                           precision=policy.precision,
-                           preferred_element_type=policy.accum_dtype).astype(x.dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -486,60 +460,79 @@ class Conv(LayerBase):
         return Shape(out[0], out[1], out[2], self.nb_filters)
 
     def flat_f_size(self, in_shape: Shape) -> int:
-        return self.param_shapes(in_shape)["w"][1]
+        """Length of one of CIANNA's filter rows, bias weight included: ``K*C/G + 1``."""
+        return conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c,
+                                 self.nb_groups)[1]
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-        return {"w": conv_weight_shape(self.nb_filters, self.f_size, self.map_input(in_shape).c,
-                                       self.nb_groups)}
+        fw, fh, fd = self.f_size
+        cg = self.map_input(in_shape).c // self.nb_groups
+        return {"kernel": (fd, fh, fw, cg, self.nb_filters), "bias_weight": (self.nb_filters,)}
 
     def init(self, key: jax.Array, in_shape: Shape):
-        """Draw every filter entry, bias weight included (fans K*C + 1 and F)."""
+        """Draw every filter entry, bias weight included (fans K*C + 1 and F), in
+        CIANNA's row order (the same numbers as CIANNA's layout would hold)."""
         flat = self.flat_f_size(in_shape)
         w = initializers.draw(key, self.init_fct, (self.nb_filters, flat), flat,
                               self.nb_filters, self.init_scaling)
-        return {"w": w}, self.output_shape(in_shape)
+        return self.from_rows(w), self.output_shape(in_shape)
 
-    def kernel(self, w: jax.Array, c_in: int, nd: int) -> jax.Array:
-        """``w (F, K*C/G + 1)`` -> channel-last kernel ``(*f_internal, C/G, F)``."""
+    def from_rows(self, w) -> dict[str, jax.Array]:
+        """CIANNA's weights ``w (F, K*C/G + 1)`` (rows ``[C/G][f_d][f_h][f_w]``, bias
+        weight last) -> ``{"kernel": (f_d, f_h, f_w, C/G, F), "bias_weight": (F,)}``.
+        Host arrays are rearranged on the host (no program compiled per shape)."""
         fw, fh, fd = self.f_size
-        k = w[:, :-1].reshape(self.nb_filters, c_in // self.nb_groups, fd, fh, fw)
-        if nd == 2:
-            k = k[:, :, 0]
-        perm = tuple(range(2, 2 + nd)) + (1, 0)
-        return jnp.transpose(k, perm)
+        n_f = self.nb_filters
+        if w.ndim != 2 or w.shape[0] != n_f or (w.shape[1] - 1) % (fw * fh * fd):
+            raise ValueError(f"w: expected CIANNA's conv weights ({n_f}, f_w*f_h*f_d*C/G + 1) "
+                             f"with f_size {self.f_size}, received {tuple(w.shape)}")
+        xp = np if initializers.is_concrete(w) else jnp
+        w = xp.asarray(w, np.float32) if xp is np else w
+        k = w[:, :-1].reshape(n_f, -1, fd, fh, fw)
+        k = xp.transpose(k, (2, 3, 4, 1, 0))
+        k = np.ascontiguousarray(k) if xp is np else k
+        return {"kernel": jnp.asarray(k), "bias_weight": jnp.asarray(w[:, -1])}
+
+    @staticmethod
+    def to_rows(params) -> jax.Array | np.ndarray:
+        """``{"kernel", "bias_weight"}`` -> CIANNA's weights ``(F, K*C/G + 1)`` (rows
+        ``[C/G][f_d][f_h][f_w]``, bias weight last); numpy for host-readable arrays."""
+        k, b = params["kernel"], params["bias_weight"]
+        xp = np if initializers.is_concrete(k) else jnp
+        k, b = (np.asarray(k, np.float32), np.asarray(b, np.float32)) if xp is np else (k, b)
+        n_f = k.shape[-1]
+        rows = xp.transpose(k, (4, 3, 0, 1, 2)).reshape(n_f, -1)
+        return xp.concatenate([rows, b.reshape(n_f, 1).astype(rows.dtype)], axis=1)
 
     def prepare(self, params, x: jax.Array, nd: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(input map, kernel in the input's dtype, bias term per filter) for ``x``;
-        ``params`` in CIANNA's layout or laid out by :meth:`inference_params`."""
+        """(input map, kernel ``(*f, C/G, F)`` in the input's dtype, bias term per
+        filter) for ``x``."""
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
-        if "kernel" not in params:
-            params = self._laid_out(params["w"], x.shape[-1], nd)
-        return x, params["kernel"].astype(x.dtype), params["bias"]
-
-    def _laid_out(self, w: jax.Array, c_in: int, nd: int) -> dict[str, jax.Array]:
-        return {"kernel": self.kernel(w, c_in, nd), "bias": self.bias * w[:, -1]}
+        k = params["kernel"]
+        if nd == 2:
+            k = k.reshape(k.shape[1:])  # f_d = 1: a free reshape
+        return x, k.astype(x.dtype), self.bias * params["bias_weight"]
 
     def inference_params(self, params, in_shape: Shape, nd: int) -> dict[str, jax.Array]:
-        """The weights laid out once for repeated inference: ``{"kernel": (*f, C/G, F),
-        "bias": (F,)}`` (the bias term per filter, ``bias`` times the bias weight).
-        :meth:`apply` takes either form; this one skips the weight transpose XLA's
-        convolution needs at every call (a third of the deepest layers' forward time
-        on CPU, see benchmarks/README.md).  A 3x3(x3) layer that runs as Winograd
-        (:func:`winograd_form`), weights on the CPU, gets ``{"winograd": (16 or 64, C, F),
-        "bias"}`` instead: the filters already transformed for
-        :func:`.winograd.winograd_conv`.  Not for training: gradients would be for this
-        layout, not CIANNA's.  Params already laid out are returned as they are."""
-        if "w" not in params:
+        """The weights laid out once for repeated inference.  A 3x3(x3) layer that runs
+        as Winograd (:func:`winograd_form`), weights on the CPU, gets ``{"winograd":
+        (16 or 64, C, F), "bias": (F,)}``: the filters already transformed for
+        :func:`.winograd.winograd_conv` and the bias term per filter (``bias`` times
+        the bias weight); other layers keep their params (already channel-last).
+        :meth:`apply` takes either form.  Not for training: gradients would be for this
+        layout.  Params already laid out are returned as they are."""
+        if "kernel" not in params:
             return params
         src = self.map_input(in_shape)
-        laid = self._laid_out(params["w"], src.c, nd)
         sp = internal(src.spatial, nd)
-        if (not any(self.int_padding) and _on_cpu(params["w"])
-                and winograd_form(sp, laid["kernel"].shape, internal(self.stride, nd),
+        k = params["kernel"]
+        k = k.reshape(k.shape[1:]) if nd == 2 else k
+        if (not any(self.int_padding) and _on_cpu(k)
+                and winograd_form(sp, k.shape, internal(self.stride, nd),
                                   groups=self.nb_groups)):
-            return {"winograd": filter_transform(laid["kernel"]), "bias": laid["bias"]}
-        return laid
+            return {"winograd": filter_transform(k), "bias": self.bias * params["bias_weight"]}
+        return params
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
@@ -550,14 +543,6 @@ class Conv(LayerBase):
             pad = internal(self.padding, nd)
             z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad), ctx.policy)
             z = (z + params["bias"].astype(z.dtype)).astype(x.dtype)
-        elif "kernel" in params:  # laid out by inference_params
-            z = self._conv(params, x, ctx)
-        elif self._weight_layout_dot(x, nd, ctx):
-            z = lax.platform_dependent(
-                x, cpu=lambda x: _weight_layout_conv(
-                    x, params["w"], self.bias, internal(self.f_size, nd),
-                    internal(self.stride, nd), internal(self.padding, nd), ctx.policy),
-                default=lambda x: self._conv(params, x, ctx))
         else:
             z = self._conv(params, x, ctx)
         z = dropout(z, self.drop_rate, ctx, key)
@@ -574,31 +559,6 @@ class Conv(LayerBase):
                  tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy,
                  self.nb_groups)
         return z + b.astype(z.dtype) if ctx.exact else add_bias(z, b)
-
-    def _weight_layout_dot(self, x, nd: int, ctx: Ctx) -> bool:
-        """Whether this conv runs on CPU as one matrix product with the weights in
-        CIANNA's layout (:func:`_weight_layout_conv`): float32, no groups, no
-        int_padding, a geometry where CIANNA's input gradient is the exact one (stride
-        1 with padding < filter, or windows that tile the input), and the gathered
-        windows not larger than :data:`WEIGHT_DOT_RATIO` times the weights, unless a
-        training step through Winograd pays (:func:`winograd_form`)."""
-        if WEIGHT_DOT == "never" or self.nb_groups != 1 or ctx.policy.compute_dtype != jnp.float32:
-            return False
-        f, st, pd = (internal(v, nd) for v in (self.f_size, self.stride, self.padding))
-        if any(internal(self.int_padding, nd)):
-            return False
-        sp = x.shape[1:-1]
-        tiles = all(a == b and p == 0 and n % a == 0 for a, b, p, n in zip(f, st, pd, sp))
-        if not (tiles or all(s == 1 and p < a for a, s, p in zip(f, st, pd))):
-            return False
-        if WEIGHT_DOT == "always":
-            return True
-        if ctx.train and winograd_form(sp, f + (x.shape[-1], self.nb_filters), st, ctx.policy,
-                                       batch=x.shape[0], training=True):
-            return False  # a training step through Winograd is faster
-        out = [(n + 2 * p - a) // s + 1 for n, p, a, s in zip(sp, pd, f, st)]
-        k = int(np.prod(f)) * x.shape[-1] + 1
-        return x.shape[0] * int(np.prod(out)) * k <= WEIGHT_DOT_RATIO * self.nb_filters * k
 
     def check(self, where: str, sources: tuple, *, last: bool) -> None:
         super().check(where, sources, last=last)
@@ -648,17 +608,17 @@ class Conv(LayerBase):
         return ConvRecord(self.nb_filters, self.f_size, self.stride, self.padding,
                           self.int_padding, (src.w, src.h, src.d, src.c), self.drop_rate,
                           self.bias, self.activation.name, yolo,
-                          np.asarray(params["w"], np.float32), self.nb_groups)
+                          np.asarray(self.to_rows(params), np.float32), self.nb_groups)
 
     @classmethod
     def from_record(cls, rec: ConvRecord, *, after_dense: bool = False):
         """(layer spec, params) of a conv record; after a dense layer the conv reads its
         saved input shape."""
-        return (cls(tuple(rec.f_size), rec.nb_filters, parse_activation(rec.activation),
+        layer = cls(tuple(rec.f_size), rec.nb_filters, parse_activation(rec.activation),
                     float(rec.bias), tuple(rec.stride), tuple(rec.padding),
                     tuple(rec.int_padding), tuple(rec.in_dims) if after_dense else None,
-                    float(rec.dropout), nb_groups=int(rec.nb_groups)),
-                {"w": jnp.asarray(rec.weights, jnp.float32)})
+                    float(rec.dropout), nb_groups=int(rec.nb_groups))
+        return layer, layer.from_rows(np.asarray(rec.weights, np.float32))
 
 
 def _on_cpu(a) -> bool:
