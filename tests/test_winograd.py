@@ -97,6 +97,25 @@ def test_winograd_3d_equals_xla_conv_with_gradients(case):
         assert _rel(a, r) < 1e-5
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_rotated_filters_are_the_input_gradients_without_a_rotated_kernel(nd):
+    """``rotated=True`` with a layer's transformed filters ``(4^nd, C, F)`` correlates
+    with its rotated kernel (taps flipped, channels swapped), as the input gradient
+    needs: the same numbers as transforming that rotated kernel."""
+    rng = np.random.default_rng(nd)
+    c, f = 5, 7
+    k = jnp.asarray(rng.normal(size=(3,) * nd + (c, f)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2,) + (6,) * nd + (f,)), jnp.float32)
+    k_rot = jnp.swapaxes(jnp.flip(k, tuple(range(nd))), nd, nd + 1)
+    pads = ((2, 1),) + ((1, 1),) * (nd - 1)
+    want = winograd.winograd_conv(g, winograd.filter_transform(k_rot), pads)
+    got = winograd.winograd_conv(g, winograd.filter_transform(k), pads, rotated=True)
+    assert got.shape == want.shape == (2, 7) + (6,) * (nd - 1) + (c,)
+    assert _rel(got, want) < 1e-6
+    with pytest.raises(ValueError, match=r"u \(16, F, C\)"):
+        winograd.winograd_conv(g[..., :3], winograd.filter_transform(k), pads, rotated=True)
+
+
 def test_winograd_refuses_wrong_shapes():
     x = jnp.zeros((1, 6, 6, 4))
     with pytest.raises(ValueError, match=r"u \(16, C, F\)"):
@@ -197,6 +216,7 @@ def test_layer_runs_winograd_forward_and_input_gradient(wide_net, monkeypatch):
     assert set(calls) == {(4, 16, 16, 128), (4, 16, 16, 160)}  # forward, input gradient
     hlo = step.lower(p, h).compile().as_text()
     assert hlo.count("convolution(") == 1, hlo.count("convolution(")  # the weight gradient
+    assert "reverse(" not in hlo  # the input gradient rotates the filters in its products
     _same_as_xla_path(monkeypatch, calls, loss, (p, h), val, grads)
 
 

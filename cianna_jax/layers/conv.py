@@ -202,7 +202,7 @@ def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
-                  training=False):
+                  training=False, rotated_from=None):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
 
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
@@ -212,7 +212,10 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     im2col + one matrix product, 3x3(x3) stride-1 layers where it pays
     (:func:`winograd_form`, unless ``winograd=False``) as Winograd F(2x2, 3x3) or
     F(2x2x2, 3x3x3): the same sums, float32 rounding aside; ``training``: a training
-    step's forward or input gradient (Winograd's rule for that)."""
+    step's forward or input gradient (Winograd's rule for that).  ``rotated_from``: the
+    layer kernel whose rotation ``k`` is (an input gradient): the Winograd form then
+    uses that kernel's transformed filters, rotated in the products
+    (:func:`.winograd.winograd_conv`), and ``k`` is never made."""
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
@@ -225,6 +228,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
             if winograd and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups,
                                           batch=x.shape[0], training=training):
                 def cpu(x):
+                    if rotated_from is not None:
+                        return winograd_conv(x, filter_transform(rotated_from), pairs, policy,
+                                             rotated=True)
                     return winograd_conv(x, filter_transform(k), pairs, policy)
             elif groups == 1:
                 form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
@@ -297,7 +303,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, tra
         lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
     k_rot = _transposed_kernel(k, nd, groups)
     gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups,
-                       training=training)
+                       training=training, rotated_from=k.astype(g.dtype))
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
     mask = None
     for ax in range(nd):

@@ -133,10 +133,17 @@ def _filter_coefficients(nd: int) -> np.ndarray:
     return coef.astype(np.float32)
 
 
-def _b_transform(d0, d1, d2, d3):
+#: the Winograd positions of the flipped filters along one axis: ``G J = P G`` (``J``
+#: reverses the 3 taps, ``P`` swaps rows 0 and 3 of ``G``), so the transform of a
+#: flipped kernel is the transform of the kernel with positions 0 and 3 swapped
+FLIP = (3, 1, 2, 0)
+
+
+def _b_transform(d0, d1, d2, d3, flipped: bool = False):
     """One axis of ``B^T d B``, ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
-    [0, 1, 0, -1]]``."""
-    return [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+    [0, 1, 0, -1]]`` (positions in :data:`FLIP` order when ``flipped``)."""
+    out = [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+    return [out[q] for q in FLIP] if flipped else out
 
 
 def _a_transform(m0, m1, m2, m3):
@@ -144,26 +151,30 @@ def _a_transform(m0, m1, m2, m3):
     return [m0 + m1 + m2, m1 - m2 - m3]
 
 
-def _input_tiles(xp: jax.Array, tiles: tuple[int, ...]) -> jax.Array:
+def _input_tiles(xp: jax.Array, tiles: tuple[int, ...], flipped: bool = False) -> jax.Array:
     """``xp (b, 2 t_0 + 2, ..., C)`` -> ``V (4^nd, b * prod(t), C)``: the transformed
     4x4(x4) tiles at stride 2, one axis at a time (for 2D a stack of 4, then 4: one
-    stack of 16 expressions compiled 3x and ran 6x slower, measured)."""
+    stack of 16 expressions compiled 3x and ran 6x slower, measured); positions in
+    :data:`FLIP` order along every axis when ``flipped``."""
     b, c = xp.shape[0], xp.shape[-1]
     v = xp[None]
     for ax, t in enumerate(tiles):  # v: (4^ax, b, ...) -> (4^ax, 4, b, ...)
         cells = [lax.slice_in_dim(v, q, q + 2 * t - 1, stride=2, axis=2 + ax)
                  for q in range(4)]
-        v = jnp.stack(_b_transform(*cells), axis=1).reshape((-1,) + v.shape[1:2 + ax]
+        v = jnp.stack(_b_transform(*cells, flipped), axis=1).reshape((-1,) + v.shape[1:2 + ax]
                                                             + (t,) + v.shape[3 + ax:])
     return v.reshape(4 ** len(tiles), b * int(np.prod(tiles)), c)
 
 
-def _output_tiles(m: jax.Array, b: int, tiles: tuple[int, ...]) -> jax.Array:
-    """``M (4^nd, b * prod(t), F)`` -> the outputs ``(b, 2 t_0, ..., F)``."""
+def _output_tiles(m: jax.Array, b: int, tiles: tuple[int, ...],
+                  flipped: bool = False) -> jax.Array:
+    """``M (4^nd, b * prod(t), F)`` -> the outputs ``(b, 2 t_0, ..., F)``; ``M``'s
+    positions in :data:`FLIP` order along every axis when ``flipped``."""
     nd, f = len(tiles), m.shape[-1]
     y = m.reshape((4,) * nd + (b,) + tuple(tiles) + (f,))
+    order = FLIP if flipped else range(4)
     for ax in range(nd):  # the transform along tile axis ax: 4 cells -> 2 outputs
-        cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in range(4)]
+        cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in order]
         y = jnp.stack(_a_transform(*cells), axis=ax)
     # (2,)*nd + (b, *t, F) -> (b, t_0, 2, t_1, 2, ..., F)
     perm = (nd,) + tuple(i for ax in range(nd) for i in (nd + 1 + ax, ax)) + (2 * nd + 1,)
@@ -171,18 +182,26 @@ def _output_tiles(m: jax.Array, b: int, tiles: tuple[int, ...]) -> jax.Array:
 
 
 def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
-                  chunk_tiles: int | None = None) -> jax.Array:
+                  chunk_tiles: int | None = None, rotated: bool = False) -> jax.Array:
     """3x3 (3x3x3) stride-1 cross-correlation of ``x (B, *sp, C)`` (2 or 3 spatial
     axes) zero-padded by ``padding`` (one ``(lo, hi)`` pair per axis, each >= 0) with
     the filters ``u (4^nd, C, F)`` transformed by :func:`filter_transform`: output
     ``(B, *(n + lo + hi - 2), F)`` in ``policy.accum_dtype``.
 
+    ``rotated``: correlate instead with the rotated filters of the input gradient
+    (flipped taps, input and output channels swapped) of the layer whose transformed
+    filters ``u (4^nd, F, C)`` are: ``x (B, *sp, C)`` holds that layer's output
+    gradient.  No rotated kernel is made: the tiles are transformed in :data:`FLIP`
+    order and the products contract ``u``'s last axis, so a training step transforms
+    each layer's filters once and never transposes them.
+
     ``chunk_tiles`` (default :data:`CHUNK_TILES`) bounds the tiles of one pass."""
     nd = x.ndim - 2
     if (nd not in (2, 3) or u.ndim != 3 or u.shape[0] != 4 ** nd
-            or u.shape[1] != x.shape[-1]):
-        raise ValueError(f"winograd_conv: expected x (B, H, W, C) with u (16, C, F) or "
-                         f"x (B, D, H, W, C) with u (64, C, F), received {x.shape} and "
+            or u.shape[2 if rotated else 1] != x.shape[-1]):
+        want = "(16, F, C)" if rotated else "(16, C, F)"
+        raise ValueError(f"winograd_conv: expected x (B, H, W, C) with u {want} or "
+                         f"x (B, D, H, W, C) with u (64, ...), received {x.shape} and "
                          f"{u.shape}")
     n_b, sp = x.shape[0], x.shape[1:-1]
     out = [n + lo + hi - 2 for n, (lo, hi) in zip(sp, padding)]
@@ -210,10 +229,10 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     per = -(-n_img // n_chunks)  # band images per chunk, as even as possible
 
     def chunk(xc):
-        v = _input_tiles(xc, band)
-        m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=policy.precision,
-                            preferred_element_type=policy.accum_dtype)
-        return _output_tiles(m, xc.shape[0], band)
+        v = _input_tiles(xc, band, rotated)
+        m = lax.dot_general(v, u, (((2,), (2 if rotated else 1,)), ((0,), (0,))),
+                            precision=policy.precision, preferred_element_type=policy.accum_dtype)
+        return _output_tiles(m, xc.shape[0], band, rotated)
 
     if n_chunks == 1:
         y = chunk(xp)
