@@ -57,7 +57,8 @@ def _run(case, flag, monkeypatch, switch="SMALL_MAP_IM2COL"):
     exact = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(conv_mod._forward(x, k, st, pd, dil))),
                              argnums=(0, 1)))(x, k)
     text = jax.jit(out).lower(x, k).compile().as_text()
-    return y, gx, gk, exact, text
+    grad_text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, k).compile().as_text()
+    return y, gx, gk, exact, text, grad_text
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c[0]) + "-" + str(c[3]) + "-" + str(c[6])
@@ -73,6 +74,10 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
     if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
+    if jax.default_backend() == "cpu" and conv_mod._small_map_exact(sp, f, case[4], case[5],
+                                                                    dil, 1):
+        # both gradients from the windows' product: no convolution, no rotated kernel
+        assert "convolution(" not in new[5] and "reverse(" not in new[5]
 
 
 ONE_CHANNEL = [

@@ -137,7 +137,7 @@ def test_which_convolutions_run_as_winograd():
     assert conv_mod.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
     assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
     assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
-    # in a training step (forward and input gradient): one tile per 8192 filter weights
+    # in a training step (forward and input gradient): one tile per 6144 filter weights
     assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)   # 128
     assert not conv_mod.winograd_form((4, 4), deep, (1, 1), batch=8, training=True)  # 32
     assert conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512

@@ -407,7 +407,24 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
+    if _small_map_exact(x.shape[1:-1], k.shape[:nd], strides, pads, dil, groups):
+        def both(x, g):  # autodiff of the windows' product: CIANNA's rule here
+            _, vjp = jax.vjp(lambda xx, kk: _forward(xx, kk, strides, pads, dil, policy, groups,
+                                                     training=True), x, k)
+            return vjp(g)
+        return lax.platform_dependent(x, g, cpu=both, default=xla_grads)
     return xla_grads(x, g)
+
+
+def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int) -> bool:
+    """Whether a convolution runs as the small-map product on CPU (:func:`small_map`)
+    in a geometry where CIANNA's input gradient is the exact one (stride 1, no input
+    dilation, padding < filter): both gradients are then the autodiff of that product,
+    ``g @ k^T`` put back over the windows and ``windows^T @ g``, with no rotated kernel
+    (the rotation of a 3x3x512x1024 kernel cost more than the products on 2x2 maps)."""
+    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f)
+            and all(s == 1 for s in strides) and all(d == 1 for d in dil)
+            and all(p < a for p, a in zip(pads, f)))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)

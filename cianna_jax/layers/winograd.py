@@ -52,8 +52,9 @@ FILTER_VALUES_PER_TILE = 1024
 #: Winograd form (3x3 layer training steps against XLA's convolution on channel-last
 #: kernels, batch 8: 768 -> 1024 on 8x8 maps, 128 tiles, 6144 values per tile: 109-129
 #: against 130-143 ms; 6x6, 72 tiles (10923): 84 against 96; 4x4, 32 tiles: 62 against
-#: 55; batch 16 4x4 (12288): 92 against 91; 512 -> 1024, b4 6x6 (14564): 53 against 46)
-TRAIN_FILTER_VALUES_PER_TILE = 8192
+#: 55; batch 16 4x4 (12288): 92 against 91; 512 -> 1024, b4 6x6 (14564): 53 against 46,
+#: b16 4x4 (8192): 68-77 against 63-70)
+TRAIN_FILTER_VALUES_PER_TILE = 6144
 #: 3D layers run as Winograd from this many multiply-adds per image of the direct
 #: convolution (below, XLA's takes under a millisecond and the Winograd program's
 #: compilation, 0.3-0.5 s, would not pay back over a short run)
