@@ -23,7 +23,10 @@ from ..io.atomic import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
 
-_FORMAT = "cianna_jax.train_checkpoint/1"
+#: version 2: conv parameters channel-last (``kernel``, ``bias_weight``); version 1 held
+#: CIANNA's weight rows, which the core no longer uses
+_FORMAT = "cianna_jax.train_checkpoint/2"
+_OLD_FORMATS = ("cianna_jax.train_checkpoint/1",)
 
 
 class CheckpointError(ValueError):
@@ -75,6 +78,12 @@ def load_checkpoint(path: str | os.PathLike, params_like: Any,
         raise FileNotFoundError(f"no checkpoint to resume from: {p} does not exist")
     try:
         with np.load(p, allow_pickle=False) as data:
+            if "format" in data.files and str(data["format"]) in _OLD_FORMATS:
+                raise CheckpointError(
+                    f"{p}: a training checkpoint of an earlier cianna_jax (conv weights in "
+                    "CIANNA's rows, not channel-last): it cannot be resumed by this version; "
+                    "start a new training, from the run's saved model file if you want its "
+                    "weights")
             if "format" not in data.files or str(data["format"]) != _FORMAT:
                 raise CheckpointError(f"{p}: not a cianna_jax training checkpoint")
             meta = json.loads(str(data["meta"]))

@@ -90,6 +90,13 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
         load_checkpoint(tmp_path / "bad.npz", params, state)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.npz", params, state)
+    # a checkpoint of the earlier format (conv weights as CIANNA's rows) is named as such
+    with np.load(tmp_path / "c.npz") as data:
+        old = {k: data[k] for k in data.files}
+    old["format"] = np.array("cianna_jax.train_checkpoint/1")
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(CheckpointError, match="earlier cianna_jax .* cannot be resumed"):
+        load_checkpoint(tmp_path / "old.npz", params, state)
 
 
 def test_results_csv_round_trip(tmp_path):
