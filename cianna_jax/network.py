@@ -307,7 +307,10 @@ def check_params(net: Network, params: Params) -> None:
         want = layer.param_shapes(sin)
         got = {k: tuple(np.shape(v)) for k, v in params[i].items()}
         if got != want:
-            raise ValueError(f"params[{i}] ({layer.kind}): expected shapes {want}, received {got}")
+            hint = (" (CIANNA's weight rows: convert them with rows_to_params)"
+                    if layer.kind == "conv" and set(got) == {"w"} else "")
+            raise ValueError(f"params[{i}] ({layer.kind}): expected shapes {want}, received "
+                             f"{got}{hint}")
 
 
 def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,

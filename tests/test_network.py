@@ -262,3 +262,9 @@ def test_conv_params_are_channel_last_and_convert_to_cianna_rows():
         cj.rows_to_params(net, ({"w": w[:, 1:]}, params[1]))
     with pytest.raises(ValueError, match="params: expected 2 per-layer dicts"):
         cj.rows_to_params(net, rows[:1])
+    # CIANNA's rows given where the core's params are expected: the error says what to do
+    with pytest.raises(ValueError, match="CIANNA's weight rows, convert them with rows_to_params"):
+        cj.apply(net, rows, x)
+    from cianna_jax.network import check_params
+    with pytest.raises(ValueError, match=r"params\[0\] \(conv\).*rows_to_params"):
+        check_params(net, rows)

@@ -540,6 +540,11 @@ class Conv(LayerBase):
         filter) for ``x``."""
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
+        if "kernel" not in params:
+            hint = (": CIANNA's weight rows, convert them with rows_to_params (per network) or "
+                    "Conv.from_rows" if "w" in params else "")
+            raise ValueError(f"params: a conv layer takes {{'kernel', 'bias_weight'}}, received "
+                             f"{sorted(params)}{hint}")
         k = params["kernel"]
         if nd == 2:
             k = k.reshape(k.shape[1:])  # f_d = 1: a free reshape
