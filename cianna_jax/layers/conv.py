@@ -169,8 +169,8 @@ def _one_channel_conv(x, k, strides, padding, policy=FP32):
     f = k.shape[:nd]
     xp, out = _padded(x.astype(policy.accum_dtype), padding, f, strides)
     # one row of F weights per tap, filters contiguous: laid out so whatever layout XLA
-    # gave the kernel (a transpose of CIANNA's rows is often left as a strided view),
-    # the fused loop reads each tap's weights as a vector (20.2 -> 8.2 ms, see the README)
+    # gives the kernel inside a larger program (it may keep a strided view), the fused
+    # loop reads each tap's weights as a vector (20.2 -> 8.2 ms, see the README)
     kk = with_layout_constraint(k.reshape(-1, k.shape[-1]).astype(policy.accum_dtype),
                                 Layout((0, 1)))
     acc = None
