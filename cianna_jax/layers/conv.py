@@ -545,10 +545,18 @@ class Conv(LayerBase):
                     "Conv.from_rows" if "w" in params else "")
             raise ValueError(f"params: a conv layer takes {{'kernel', 'bias_weight'}}, received "
                              f"{sorted(params)}{hint}")
+        return x, self._kernel(params, nd).astype(x.dtype), self._bias_term(params)
+
+    @staticmethod
+    def _kernel(params, nd: int) -> jax.Array:
+        """The kernel ``(*f, C/G, F)`` of an ``nd``-dimensional network (2D: f_d = 1
+        dropped, a free reshape)."""
         k = params["kernel"]
-        if nd == 2:
-            k = k.reshape(k.shape[1:])  # f_d = 1: a free reshape
-        return x, k.astype(x.dtype), self.bias * params["bias_weight"]
+        return k.reshape(k.shape[1:]) if nd == 2 else k
+
+    def _bias_term(self, params) -> jax.Array:
+        """The bias term per filter: the layer's ``bias`` times its bias weights."""
+        return self.bias * params["bias_weight"]
 
     def inference_params(self, params, in_shape: Shape, nd: int) -> dict[str, jax.Array]:
         """The weights laid out once for repeated inference.  A 3x3(x3) layer that runs
@@ -562,12 +570,11 @@ class Conv(LayerBase):
             return params
         src = self.map_input(in_shape)
         sp = internal(src.spatial, nd)
-        k = params["kernel"]
-        k = k.reshape(k.shape[1:]) if nd == 2 else k
+        k = self._kernel(params, nd)
         if (not any(self.int_padding) and _on_cpu(k)
                 and winograd_form(sp, k.shape, internal(self.stride, nd),
                                   groups=self.nb_groups)):
-            return {"winograd": filter_transform(k), "bias": self.bias * params["bias_weight"]}
+            return {"winograd": filter_transform(k), "bias": self._bias_term(params)}
         return params
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
