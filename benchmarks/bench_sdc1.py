@@ -36,6 +36,7 @@ from alternated import alternate, ratio_cell  # noqa: E402
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax import host_memory, nn, training  # noqa: E402
+from cianna_jax.precision import get_policy  # noqa: E402
 
 LR, MOMENTUM = 0.00015, 0.8
 THREADS = 2
@@ -86,10 +87,11 @@ def data(size: int, n: int, seed: int = 0):
     return x, t
 
 
-def ours(size: int, batch: int, x, t) -> dict:
+def ours(size: int, batch: int, x, t, mode: str = "off") -> dict:
     """Closures for one training pass and one inference pass over ``x`` (functional core,
-    the jitted ``train_step``/``eval_step`` the imperative API uses), and the first step
-    time (compilation included)."""
+    the jitted ``train_step``/``eval_step`` the imperative API uses) under CIANNA's
+    ``mixed_precision`` ``mode``, and the first step time (compilation included)."""
+    policy = get_policy(mode)
     net = sdc1_network(size)
     params = cj.init_params(jax.random.key(0), net)
     opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
@@ -100,7 +102,7 @@ def ours(size: int, batch: int, x, t) -> dict:
     key = jax.random.key(1)
     t0 = time.perf_counter()
     p, s, loss = training.train_step(net, opt, state["p"], state["s"], xs[0], ts[0],
-                                     np.int32(batch), key, step=np.int32(0))
+                                     np.int32(batch), key, step=np.int32(0), policy=policy)
     loss.block_until_ready()
     first = time.perf_counter() - t0
     state["p"], state["s"] = p, s
@@ -110,25 +112,25 @@ def ours(size: int, batch: int, x, t) -> dict:
         loss = None
         for j, (xb, tb) in enumerate(zip(xs, ts)):
             p, s, loss = training.train_step(net, opt, p, s, xb, tb, np.int32(batch), key,
-                                             step=np.int32(j))
+                                             step=np.int32(j), policy=policy)
         loss.block_until_ready()
         state["p"], state["s"] = p, s
 
     def inference():  # as cnn.forward: the weights laid out once per pass
-        out, p = None, cj.inference_params(net, state["p"])
+        out, p = None, cj.inference_params(net, state["p"], policy)
         for xb, tb in zip(xs, ts):
             out, _ = training.eval_step(net, p, xb, tb, np.int32(batch), None,
-                                        "AVG_MODEL", False)
+                                        "AVG_MODEL", False, policy)
         out.block_until_ready()
 
     # a copy: layers not laid out keep the same arrays, which training steps donate
-    laid = cj.inference_params(net, jax.tree.map(jnp.copy, state["p"]))
+    laid = cj.inference_params(net, jax.tree.map(jnp.copy, state["p"]), policy)
 
     def steady():  # weights laid out once for many passes (cianna-jax predict on a field)
         out = None
         for xb, tb in zip(xs, ts):
             out, _ = training.eval_step(net, laid, xb, tb, np.int32(batch), None,
-                                        "AVG_MODEL", False)
+                                        "AVG_MODEL", False, policy)
         out.block_until_ready()
 
     t0 = time.perf_counter()
@@ -198,9 +200,13 @@ def theirs(size: int, batch: int, x, t, warm: bool = True) -> dict | None:
 
 
 def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
-        warm_torch: bool = True) -> dict:
+        warm_torch: bool = True, modes: tuple[str, ...] = ()) -> dict:
+    """``modes``: CIANNA ``mixed_precision`` modes timed too, each as a run of its own
+    (``cianna_jax <mode>``), beside the float32 one; PyTorch stays in float32."""
     x, t = data(size, n)
     runs = {"cianna_jax": ours(size, batch, x, t)}
+    for mode in modes:
+        runs[f"cianna_jax {mode}"] = ours(size, batch, x, t, mode)
     th = theirs(size, batch, x, t, warm_torch)
     if th is not None:
         runs["torch"] = th
@@ -215,7 +221,7 @@ def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
 
 
 def format_result(r: dict) -> str:
-    head = (f"{'SDC1 backbone':<22}{'train img/s':>12}{'infer img/s':>12}{'steady':>9}"
+    head = (f"{'SDC1 backbone':<30}{'train img/s':>12}{'infer img/s':>12}{'steady':>9}"
             f"{'train/torch':>12}{'infer/torch':>12}{'steady/torch':>13}{'GFLOP/s tr':>11}"
             f"{'1st step s':>11}{'spread':>12}")
     lines = [f"{r['size']}x{r['size']}x1, batch {r['batch']}, {r['n']} images, "
@@ -224,7 +230,7 @@ def format_result(r: dict) -> str:
     for name, v in r["results"].items():
         rt, ri = ratio_cell(v, "train"), ratio_cell(v, "infer")
         spread = f"{v['train_spread']:.2f}/{v['infer_spread']:.2f}"
-        lines.append(f"{name + ' ' + str(r['size']):<22}{v['train']:>12,.1f}{v['infer']:>12,.1f}"
+        lines.append(f"{name + ' ' + str(r['size']):<30}{v['train']:>12,.1f}{v['infer']:>12,.1f}"
                      f"{v.get('steady', float('nan')):>9,.1f}{rt:>12}{ri:>12}"
                      f"{ratio_cell(v, 'steady'):>13}{v['train'] * r['gflop_train']:>11,.0f}"
                      f"{v['first_step']:>11.2f}{spread:>12}")
@@ -247,9 +253,14 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--mixed-precision", nargs="*", default=[], metavar="MODE",
+                        help="CIANNA mixed_precision modes to time too (e.g. TF32C_FP32A "
+                             "FP16C_FP32A, as CIANNA's prediction scripts set), beside float32")
     a = parser.parse_args(argv)
+    for mode in a.mixed_precision:
+        get_policy(mode)  # an unknown mode fails before any timing
     print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(format_result(run(a.size, a.batch, a.n, a.rounds)))
+    print(format_result(run(a.size, a.batch, a.n, a.rounds, modes=tuple(a.mixed_precision))))
 
 
 if __name__ == "__main__":

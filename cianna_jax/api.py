@@ -137,7 +137,7 @@ class NetState:
         if (held is not None and len(held[0]) == len(leaves)
                 and all(a is b for a, b in zip(held[0], leaves))):
             return held[1]
-        laid = inference_params(self.network, src)
+        laid = inference_params(self.network, src, self.policy)
         self.laid_out = (leaves, laid)
         return laid
 

@@ -90,7 +90,7 @@ def _perf_replay(state: NetState):
 
         return "train", step, lower, state.params
     xb, tb, nv, call, kw = state.perf["eval_call"]
-    params = inference_params(net, state.forward_params())  # as forward() laid them out
+    params = inference_params(net, state.forward_params(), state.policy)  # as forward()
 
     def step():
         return training.eval_step(net, params, xb, tb, nv, *call, **kw)

@@ -370,8 +370,10 @@ def params_to_rows(net: Network, params: Params) -> tuple:
                  for layer, p in zip(net.layers, params))
 
 
-def inference_params(net: Network, params: Params) -> Params:
-    """``params`` laid out once for repeated inference with the same weights.
+def inference_params(net: Network, params: Params, policy: Policy | str = "off") -> Params:
+    """``params`` laid out once for repeated inference with the same weights, under the
+    mixed-precision ``policy`` of the passes that will use them (a Policy or a CIANNA
+    ``mixed_precision`` string: it picks the Winograd tile of the wide 3x3 layers).
 
     Layers that define ``inference_params`` (convolutions run as Winograd on CPU: the
     filters already transformed and the bias term, see
@@ -383,9 +385,10 @@ def inference_params(net: Network, params: Params) -> Params:
     differentiate the original ``params``, not these.  Laid-out params come back as
     they are (laying out twice changes nothing).
     """
+    policy = get_policy(policy)
     return tuple(
-        layer.inference_params(p, sin, net.nd) if hasattr(layer, "inference_params") else p
-        for layer, p, (sin, _) in zip(net.layers, params, net.shapes))
+        layer.inference_params(p, sin, net.nd, policy) if hasattr(layer, "inference_params")
+        else p for layer, p, (sin, _) in zip(net.layers, params, net.shapes))
 
 
 def _check_images(net: Network, x) -> tuple[jax.Array, bool]:

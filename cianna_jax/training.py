@@ -414,7 +414,7 @@ def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: j
     step, AVG_MODEL, with the loss), so the check compiles no forward program of its own."""
     if not bool(all_finite((params, opt_state))):
         return False
-    out, loss = eval_step(spec, inference_params(spec, params), x, t, n_valid,
+    out, loss = eval_step(spec, inference_params(spec, params, policy), x, t, n_valid,
                           jax.random.key(0), "AVG_MODEL", True,
                           policy, step=np.int32(0), yolo_stats=spec.yolo is not None)
     return bool(np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(loss)).all())
@@ -613,7 +613,7 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
         raise ValueError("key: drop_mode='MC_MODEL' draws dropout masks and needs a "
                          "jax.random key")
     k = resolve_steps_per_call(steps_per_call, spec, policy, params=params)
-    laid = inference_params(spec, params)
+    laid = inference_params(spec, params, policy)
     n, rows = x.shape[0], k * batch_size
     t = np.zeros((k, batch_size, 1), np.float32)  # no loss: targets are not read
     outs = []

@@ -32,10 +32,17 @@ from .. import initializers
 from ..activations import Activation, activate, parse_activation
 from ..geometry import check_conv_groups, conv_output_size, conv_span, conv_weight_shape
 from ..io.records import ConvRecord
-from ..precision import FP32
+from ..precision import FP32, Policy
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, add_bias, dropout, flat_to_map, internal
-from .winograd import batch_tiles, filter_transform, pays, weight_gradient_pays, winograd_conv
+from .winograd import (
+    batch_tiles,
+    filter_transform,
+    pays,
+    tile_size,
+    weight_gradient_pays,
+    winograd_conv,
+)
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
@@ -96,8 +103,10 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
 
 def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
                   batch: int | None = None, training: bool = False) -> bool:
-    """Whether a convolution runs on CPU as Winograd F(2x2, 3x3) or F(2x2x2, 3x3x3)
-    (:mod:`.winograd`): a 3x3 (3x3x3) filter at stride 1, no groups, float32 compute,
+    """Whether a convolution runs on CPU as Winograd F(2x2, 3x3) (F(4x4, 3x3) where
+    :func:`.winograd.tile_size` says) or F(2x2x2, 3x3x3) (:mod:`.winograd`): a 3x3
+    (3x3x3) filter at stride 1, no groups, float32 accumulation (16-bit activations are
+    transformed and multiplied in float32),
     maps of at least 4 along every axis (on 3x3 maps the 2x2 tiles compute 16 outputs
     for 9: 10.0 ms as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
     :func:`small_map`), channels wide enough to pay (:func:`.winograd.pays`; given
@@ -107,7 +116,7 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
     nd = len(in_spatial)
     if not (WINOGRAD and nd in (2, 3) and tuple(k_shape[:nd]) == (3,) * nd
             and tuple(strides) == (1,) * nd and groups == 1
-            and policy.compute_dtype == jnp.float32 and min(in_spatial) >= 4):
+            and policy.accum_dtype == jnp.float32 and min(in_spatial) >= 4):
         return False
     tiles = None if batch is None else batch_tiles(batch, in_spatial)
     return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)), training)
@@ -227,11 +236,12 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
         if all(d == 1 for d in dil):
             if winograd and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups,
                                           batch=x.shape[0], training=training):
-                def cpu(x):
-                    if rotated_from is not None:
-                        return winograd_conv(x, filter_transform(rotated_from), pairs, policy,
-                                             rotated=True)
-                    return winograd_conv(x, filter_transform(k), pairs, policy)
+                m = tile_size(x.shape[1:-1], policy)
+
+                def cpu(x):  # filters transformed in float32 (16-bit weights: exactly)
+                    src = k if rotated_from is None else rotated_from
+                    u = filter_transform(src.astype(policy.accum_dtype), m)
+                    return winograd_conv(x, u, pairs, policy, rotated=rotated_from is not None)
             elif groups == 1:
                 form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
                 if form is not None:
@@ -558,23 +568,27 @@ class Conv(LayerBase):
         """The bias term per filter: the layer's ``bias`` times its bias weights."""
         return self.bias * params["bias_weight"]
 
-    def inference_params(self, params, in_shape: Shape, nd: int) -> dict[str, jax.Array]:
-        """The weights laid out once for repeated inference.  A 3x3(x3) layer that runs
-        as Winograd (:func:`winograd_form`), weights on the CPU, gets ``{"winograd":
-        (16 or 64, C, F), "bias": (F,)}``: the filters already transformed for
-        :func:`.winograd.winograd_conv` and the bias term per filter (``bias`` times
-        the bias weight); other layers keep their params (already channel-last).
-        :meth:`apply` takes either form.  Not for training: gradients would be for this
-        layout.  Params already laid out are returned as they are."""
+    def inference_params(self, params, in_shape: Shape, nd: int,
+                         policy: Policy = FP32) -> dict[str, jax.Array]:
+        """The weights laid out once for repeated inference under ``policy``.  A 3x3(x3)
+        layer that runs as Winograd (:func:`winograd_form`), weights on the CPU, gets
+        ``{"winograd": (P, C, F), "bias": (F,)}``: the filters already transformed for
+        :func:`.winograd.winograd_conv` (``P`` = 16, 36 for F(4x4, 3x3) under a
+        reduced-precision policy, see :func:`.winograd.tile_size`, 64 in 3D) and the
+        bias term per filter (``bias`` times the bias weight); other layers keep their
+        params (already channel-last).  :meth:`apply` takes either form under any
+        policy.  Not for training: gradients would be for this layout.  Params already
+        laid out are returned as they are."""
         if "kernel" not in params:
             return params
         src = self.map_input(in_shape)
         sp = internal(src.spatial, nd)
         k = self._kernel(params, nd)
         if (not any(self.int_padding) and _on_cpu(k)
-                and winograd_form(sp, k.shape, internal(self.stride, nd),
+                and winograd_form(sp, k.shape, internal(self.stride, nd), policy,
                                   groups=self.nb_groups)):
-            return {"winograd": filter_transform(k), "bias": self._bias_term(params)}
+            return {"winograd": filter_transform(k, tile_size(sp, policy)),
+                    "bias": self._bias_term(params)}
         return params
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,

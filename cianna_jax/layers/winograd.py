@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 3x3) and F(2x2x2, 3x3x3): stride-1 3x3(x3) convolutions, fewer products.
+"""Winograd F(2x2, 3x3), F(4x4, 3x3) and F(2x2x2, 3x3x3): stride-1 3x3(x3) convolutions
+with fewer products.
 
 A direct 3x3 convolution spends 9 multiply-adds per input channel, filter and output
 pixel.  Winograd's minimal filtering algorithm (Lavin & Gray 2016, "Fast Algorithms for
@@ -9,9 +10,17 @@ over the channels (``M[t] = V[t] @ U[t]``, ``(tiles, C) @ (C, F)``), and the out
 transform adds them back (``Y = A^T M A``).  The products, the whole cost for wide
 layers, shrink 2.25x (in 3D, 4x4x4 tiles for 2x2x2 outputs: 64 products instead of 216,
 3.4x); the transforms add O(C + F) work per tile.  Numerically it is the same sums
-regrouped, with float32 errors of the order of a direct convolution's (relative 1e-6
-measured, see the tests); F(4x4, 3x3) would save more but loses about two more digits,
-so it is not used.
+regrouped, with float32 errors of the order of a direct convolution's (5-7e-7 of the
+output scale against a float64 reference, XLA's convolution 4e-7; see the tests).
+
+F(4x4, 3x3) (6x6 tiles, 36 products per 16 outputs: 4x fewer than direct) is another
+1.3-1.6x faster on maps of 16x16 or more, but its larger transform coefficients give
+errors of 1-1.6e-5 of the output scale (F(3x3, 3x3): 4-6e-6 for little gain): it runs
+only under CIANNA's reduced-precision modes (TF32, FP16, BF16), whose products or
+activations round at 1e-3 anyway; the default FP32 mode keeps F(2x2, 3x3)
+(:func:`tile_size`).  Its points (0, 1, -1, 2, 1/2, infinity) are closed under
+``p -> 1/p``, so the flipped filters of the input gradient are a permutation of the
+transformed filters times powers of two, as for F(2x2, 3x3) (:class:`Tile`).
 
 On the 2-core CPU this project measures on, XLA's 2D convolution reaches the machine's
 matrix-product rate for wide layers, and this form beats it there (3x3, 768 -> 1024 on
@@ -26,6 +35,9 @@ way (the weight gradient is ``V^T dM`` in the transformed space).
 
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,9 +45,8 @@ from jax import lax
 
 from ..precision import FP32, Policy
 
-_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-
 __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", "batch_tiles",
+           "tile_size", "tile_of", "Tile", "F2", "F4", "CHUNK_TILES_4X4", "MIN_4X4_MAP",
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
            "TRAIN_FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
@@ -65,6 +76,16 @@ WGRAD_FILTER_VALUES_PER_TILE = 16
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
 CHUNK_TILES = 256
+#: the same for 4x4 output tiles (F(4x4, 3x3)): 3x3 forward, batch 8, against 113 tiles
+#: per pass: 128 -> 192 on 64x64 maps 41.4 -> 34.1 ms, 256 -> 384 on 32x32 41.9 -> 29.1,
+#: 768 -> 1024 on 16x16 69.2 -> 53.9 (448 to 512 alike)
+CHUNK_TILES_4X4 = 448
+#: F(4x4, 3x3) runs on maps of at least this size along both axes (and only under a
+#: policy that allows reduced-precision products, see :func:`tile_size`): 3x3 forward,
+#: batch 8, against F(2x2, 3x3): 128 -> 192 on 32x32 maps 12.3 -> 8.7 ms, 64x64 51.3 ->
+#: 34.1; 192 -> 384 on 16x16 8.4 -> 5.3; 768 -> 1024 on 16x16 78.6 -> 53.5, on 8x8 19.2
+#: against 20.5 (too few tiles)
+MIN_4X4_MAP = 16
 
 
 def batch_tiles(batch: int, spatial) -> int:
@@ -97,6 +118,21 @@ def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
     return tiles is None or tiles * per_tile >= channels * filters
 
 
+def tile_size(in_spatial, policy: Policy = FP32) -> int:
+    """The output tile ``m`` of a 3x3 layer's Winograd form on maps ``in_spatial``: 4
+    (F(4x4, 3x3), 36 products per 16 outputs instead of 64, 1.3-1.6x faster than
+    F(2x2, 3x3) on maps of :data:`MIN_4X4_MAP` or more) when ``policy`` allows
+    reduced-precision products (``precision`` not "highest": CIANNA's TF32, FP16 and
+    BF16 modes), else 2.  F(4x4, 3x3)'s float32 errors are about 1e-5 of the output
+    scale (F(2x2, 3x3) and a direct convolution: 1e-6), far below the TF32 products'
+    or the 16-bit activations' rounding (1e-3) but not what CIANNA's default FP32
+    mode (cuBLAS "pedantic" math) promises; 3D layers keep F(2x2x2, 3x3x3)."""
+    if (len(in_spatial) == 2 and policy.precision != "highest"
+            and min(in_spatial) >= MIN_4X4_MAP):
+        return 4
+    return 2
+
+
 def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bool:
     """Whether the weight gradient of a Winograd layer is faster as autodiff of the
     Winograd sums (``V^T dM`` per chunk, transformed back) than as XLA's convolution:
@@ -107,122 +143,188 @@ def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bo
     return nd == 3 and tiles * WGRAD_FILTER_VALUES_PER_TILE >= channels * filters
 
 
-@jax.jit
-def filter_transform(k: jax.Array) -> jax.Array:
-    """``k (3, 3, C, F)`` -> ``U (16, C, F)``, ``U[4a + b] = (G k G^T)[a, b]`` with
-    ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]``; a 3D kernel
-    ``(3, 3, 3, C, F)`` gives ``(64, C, F)`` (G along each of the three axes).  One
-    matrix product ``(4^n, 3^n) @ (3^n, C F)``: it reads the weights once (a fused sum
-    over the taps re-read them for each of the 16 outputs: 18-30 against 7.6 ms for
-    3x3x768x1024, see benchmarks/README.md), at full float32 precision (no TF32 on
-    GPUs).  Jitted: called eagerly (to lay out inference weights) it is one program."""
+class Tile(NamedTuple):
+    """One axis of Winograd F(m, 3): ``m`` outputs from ``m + 2`` inputs through
+    ``m + 2`` products, ``y = A^T [(G g) * (B^T d)]``.  ``flip`` and ``scale`` give the
+    transform of the flipped filter (taps reversed): ``G J = diag(scale) P G``, ``P``
+    the permutation of positions ``flip`` (an involution), scales powers of two."""
+
+    m: int
+    bt: tuple
+    g: tuple
+    at: tuple
+    flip: tuple
+    scale: tuple
+
+
+#: F(2, 3) (Lavin & Gray's points 0, 1, -1, infinity)
+F2 = Tile(2,
+          bt=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+          g=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+          at=((1, 1, 1, 0), (0, 1, -1, -1)),
+          flip=(3, 1, 2, 0), scale=(1, 1, 1, 1))
+#: F(4, 3) on the points 0, 1, -1, 2, 1/2, infinity: closed under ``p -> 1/p``, so the
+#: flipped filter's transform is a permutation of the filter's (times powers of two),
+#: which the input gradient uses (Toom-Cook: ``B^T = V^-T``, ``G`` and ``A^T`` the
+#: evaluations at the points; rows scaled to small integers in ``B^T``)
+F4 = Tile(4,
+          bt=((2, -5, 0, 5, -2, 0), (0, -2, 3, 3, -2, 0), (0, -2, 7, -7, 2, 0),
+              (0, 1, -2, -1, 2, 0), (0, 2, -1, -2, 1, 0), (0, -2, 5, 0, -5, 2)),
+          g=((1 / 2, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 18, -1 / 18, 1 / 18),
+             (1 / 18, 1 / 9, 2 / 9), (16 / 9, 8 / 9, 4 / 9), (0, 0, 1 / 2)),
+          at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, 1 / 2, 0), (0, 1, 1, 4, 1 / 4, 0),
+              (0, 1, -1, 8, 1 / 8, 1)),
+          flip=(5, 1, 2, 4, 3, 0), scale=(1, 1, 1, 1 / 8, 8, 1))
+_TILES = {2: F2, 4: F4}
+
+
+def tile_of(u_positions: int, nd: int) -> Tile:
+    """The tile of transformed filters with ``u_positions`` positions in ``nd`` dims
+    (2D: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3); 3D: 64 for F(2x2x2, 3x3x3))."""
+    for t in ((F2, F4) if nd == 2 else (F2,)):
+        if (t.m + 2) ** nd == u_positions:
+            return t
+    raise ValueError(f"winograd: no tile has {u_positions} positions in {nd}D")
+
+
+@partial(jax.jit, static_argnames=("m",))
+def filter_transform(k: jax.Array, m: int = 2) -> jax.Array:
+    """``k (3, 3, C, F)`` -> ``U ((m+2)^2, C, F)``, ``U[(m+2) a + b] = (G k G^T)[a, b]``
+    for the tile F(m, 3) (``m`` = 2, :data:`F2`: 16 positions; 4, :data:`F4`: 36); a 3D
+    kernel ``(3, 3, 3, C, F)`` gives ``(64, C, F)`` (F(2, 3), G along each of the three
+    axes).  One matrix product ``((m+2)^n, 3^n) @ (3^n, C F)``: it reads the weights
+    once (a fused sum over the taps re-read them for each of the 16 outputs: 18-30
+    against 7.6 ms for 3x3x768x1024, see benchmarks/README.md), at full float32
+    precision (no TF32 on GPUs).  Jitted: called eagerly (to lay out inference
+    weights) it is one program."""
     nd = k.ndim - 2
-    if nd not in (2, 3) or k.shape[:nd] != (3,) * nd:
-        raise ValueError(f"filter_transform: expected a (3, 3, C, F) or (3, 3, 3, C, F) "
-                         f"kernel, received {k.shape}")
-    u = lax.dot(jnp.asarray(_filter_coefficients(nd), k.dtype), k.reshape(3 ** nd, -1),
-                precision=lax.Precision.HIGHEST, preferred_element_type=k.dtype)
-    return u.reshape((4 ** nd,) + k.shape[nd:])
+    if nd not in (2, 3) or k.shape[:nd] != (3,) * nd or m not in (_TILES if nd == 2 else (2,)):
+        raise ValueError(f"filter_transform: expected a (3, 3, C, F) kernel with m = 2 or 4, "
+                         f"or (3, 3, 3, C, F) with m = 2, received {k.shape} and m = {m}")
+    n = m + 2
+    u = lax.dot(jnp.asarray(_filter_coefficients(nd, _TILES[m]), k.dtype),
+                k.reshape(3 ** nd, -1), precision=lax.Precision.HIGHEST,
+                preferred_element_type=k.dtype)
+    return u.reshape((n ** nd,) + k.shape[nd:])
 
 
-def _filter_coefficients(nd: int) -> np.ndarray:
-    """``(4^nd, 3^nd)``: the rows of ``G`` along each axis (first axis outermost), the
-    taps in the kernel's axis order."""
-    coef = _G
-    for n in range(1, nd):
-        coef = np.einsum("AI,bj->AbIj", coef, _G).reshape(4 ** (n + 1), 3 ** (n + 1))
+def _filter_coefficients(nd: int, tile: Tile = F2) -> np.ndarray:
+    """``((m+2)^nd, 3^nd)``: the rows of ``G`` along each axis (first axis outermost),
+    the taps in the kernel's axis order."""
+    g = np.asarray(tile.g, np.float64)
+    coef = g
+    for _ in range(1, nd):
+        coef = np.einsum("AI,bj->AbIj", coef, g).reshape(coef.shape[0] * g.shape[0],
+                                                         coef.shape[1] * 3)
     return coef.astype(np.float32)
 
 
-#: the Winograd positions of the flipped filters along one axis: ``G J = P G`` (``J``
-#: reverses the 3 taps, ``P`` swaps rows 0 and 3 of ``G``), so the transform of a
-#: flipped kernel is the transform of the kernel with positions 0 and 3 swapped
-FLIP = (3, 1, 2, 0)
+def _combine(rows, cells):
+    """``[sum_j rows[i][j] cells[j] for i]``: additions, and multiplications only by
+    coefficients other than +-1 (zeros skipped)."""
+    out = []
+    for row in rows:
+        acc = None
+        for c, v in zip(row, cells):
+            if c == 0:
+                continue
+            if acc is None:
+                acc = v if c == 1 else -v if c == -1 else v * np.float32(c)
+            else:
+                acc = acc + v if c == 1 else acc - v if c == -1 else acc + v * np.float32(c)
+        out.append(acc)
+    return out
 
 
-def _b_transform(d0, d1, d2, d3, flipped: bool = False):
-    """One axis of ``B^T d B``, ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0],
-    [0, 1, 0, -1]]`` (positions in :data:`FLIP` order when ``flipped``)."""
-    out = [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
-    return [out[q] for q in FLIP] if flipped else out
+def _b_transform(cells, tile: Tile, flipped: bool = False):
+    """One axis of ``B^T d B``; for the flipped filters (``flipped``) the positions in
+    ``tile.flip`` order, each times its ``scale`` (``G J = D P G``)."""
+    out = _combine(tile.bt, cells)
+    if not flipped:
+        return out
+    return [out[p] if tile.scale[p] == 1 else out[p] * np.float32(tile.scale[p])
+            for p in tile.flip]
 
 
-def _a_transform(m0, m1, m2, m3):
-    """One axis of ``A^T m A``, ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``."""
-    return [m0 + m1 + m2, m1 - m2 - m3]
-
-
-def _input_tiles(xp: jax.Array, tiles: tuple[int, ...], flipped: bool = False) -> jax.Array:
-    """``xp (b, 2 t_0 + 2, ..., C)`` -> ``V (4^nd, b * prod(t), C)``: the transformed
-    4x4(x4) tiles at stride 2, one axis at a time (for 2D a stack of 4, then 4: one
-    stack of 16 expressions compiled 3x and ran 6x slower, measured); positions in
-    :data:`FLIP` order along every axis when ``flipped``."""
+def _input_tiles(xp: jax.Array, tiles: tuple[int, ...], tile: Tile,
+                 flipped: bool = False) -> jax.Array:
+    """``xp (b, m t_0 + 2, ..., C)`` -> ``V ((m+2)^nd, b * prod(t), C)``: the
+    transformed ``(m+2)``-wide tiles at stride ``m``, one axis at a time (for 2D a stack
+    of ``m+2``, then ``m+2``: one stack of 16 expressions compiled 3x and ran 6x slower,
+    measured); positions in the flipped filters' order along every axis when
+    ``flipped``."""
     b, c = xp.shape[0], xp.shape[-1]
+    m, n = tile.m, tile.m + 2
     v = xp[None]
-    for ax, t in enumerate(tiles):  # v: (4^ax, b, ...) -> (4^ax, 4, b, ...)
-        cells = [lax.slice_in_dim(v, q, q + 2 * t - 1, stride=2, axis=2 + ax)
-                 for q in range(4)]
-        v = jnp.stack(_b_transform(*cells, flipped), axis=1).reshape((-1,) + v.shape[1:2 + ax]
-                                                            + (t,) + v.shape[3 + ax:])
-    return v.reshape(4 ** len(tiles), b * int(np.prod(tiles)), c)
+    for ax, t in enumerate(tiles):  # v: (n^ax, b, ...) -> (n^ax, n, b, ...)
+        cells = [lax.slice_in_dim(v, q, q + m * (t - 1) + 1, stride=m, axis=2 + ax)
+                 for q in range(n)]
+        v = jnp.stack(_b_transform(cells, tile, flipped), axis=1).reshape(
+            (-1,) + v.shape[1:2 + ax] + (t,) + v.shape[3 + ax:])
+    return v.reshape(n ** len(tiles), b * int(np.prod(tiles)), c)
 
 
-def _output_tiles(m: jax.Array, b: int, tiles: tuple[int, ...],
+def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
                   flipped: bool = False) -> jax.Array:
-    """``M (4^nd, b * prod(t), F)`` -> the outputs ``(b, 2 t_0, ..., F)``; ``M``'s
-    positions in :data:`FLIP` order along every axis when ``flipped``."""
-    nd, f = len(tiles), m.shape[-1]
-    y = m.reshape((4,) * nd + (b,) + tuple(tiles) + (f,))
-    order = FLIP if flipped else range(4)
-    for ax in range(nd):  # the transform along tile axis ax: 4 cells -> 2 outputs
+    """``M ((m+2)^nd, b * prod(t), F)`` -> the outputs ``(b, m t_0, ..., F)``; ``M``'s
+    positions in the flipped order along every axis when ``flipped``."""
+    nd, f, m = len(tiles), mm.shape[-1], tile.m
+    y = mm.reshape((m + 2,) * nd + (b,) + tuple(tiles) + (f,))
+    order = tile.flip if flipped else range(m + 2)
+    for ax in range(nd):  # the transform along tile axis ax: m + 2 cells -> m outputs
         cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in order]
-        y = jnp.stack(_a_transform(*cells), axis=ax)
-    # (2,)*nd + (b, *t, F) -> (b, t_0, 2, t_1, 2, ..., F)
+        y = jnp.stack(_combine(tile.at, cells), axis=ax)
+    # (m,)*nd + (b, *t, F) -> (b, t_0, m, t_1, m, ..., F)
     perm = (nd,) + tuple(i for ax in range(nd) for i in (nd + 1 + ax, ax)) + (2 * nd + 1,)
-    return y.transpose(perm).reshape((b,) + tuple(2 * t for t in tiles) + (f,))
+    return y.transpose(perm).reshape((b,) + tuple(m * t for t in tiles) + (f,))
 
 
 def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
                   chunk_tiles: int | None = None, rotated: bool = False) -> jax.Array:
     """3x3 (3x3x3) stride-1 cross-correlation of ``x (B, *sp, C)`` (2 or 3 spatial
     axes) zero-padded by ``padding`` (one ``(lo, hi)`` pair per axis, each >= 0) with
-    the filters ``u (4^nd, C, F)`` transformed by :func:`filter_transform`: output
+    the filters ``u (P, C, F)`` transformed by :func:`filter_transform` (``P`` = 16 for
+    F(2x2, 3x3), 36 for F(4x4, 3x3), 64 for F(2x2x2, 3x3x3)): output
     ``(B, *(n + lo + hi - 2), F)`` in ``policy.accum_dtype``.
 
     ``rotated``: correlate instead with the rotated filters of the input gradient
     (flipped taps, input and output channels swapped) of the layer whose transformed
-    filters ``u (4^nd, F, C)`` are: ``x (B, *sp, C)`` holds that layer's output
-    gradient.  No rotated kernel is made: the tiles are transformed in :data:`FLIP`
-    order and the products contract ``u``'s last axis, so a training step transforms
-    each layer's filters once and never transposes them.
+    filters ``u (P, F, C)`` are: ``x (B, *sp, C)`` holds that layer's output gradient.
+    No rotated kernel is made: the tiles are transformed in the flipped filters'
+    position order (:class:`Tile`) and the products contract ``u``'s last axis, so a
+    training step transforms each layer's filters once and never transposes them.
 
-    ``chunk_tiles`` (default :data:`CHUNK_TILES`) bounds the tiles of one pass."""
+    ``chunk_tiles`` (default :data:`CHUNK_TILES`, :data:`CHUNK_TILES_4X4` for 4x4
+    tiles) bounds the tiles of one pass."""
     nd = x.ndim - 2
-    if (nd not in (2, 3) or u.ndim != 3 or u.shape[0] != 4 ** nd
+    sizes = {2: "16 or 36", 3: "64"}
+    if (nd not in (2, 3) or u.ndim != 3 or u.shape[0] not in ((16, 36) if nd == 2 else (64,))
             or u.shape[2 if rotated else 1] != x.shape[-1]):
-        want = "(16, F, C)" if rotated else "(16, C, F)"
-        raise ValueError(f"winograd_conv: expected x (B, H, W, C) with u {want} or "
-                         f"x (B, D, H, W, C) with u (64, ...), received {x.shape} and "
-                         f"{u.shape}")
+        want = "(P, F, C)" if rotated else "(P, C, F)"
+        raise ValueError(f"winograd_conv: expected x (B, H, W, C) or x (B, D, H, W, C) with "
+                         f"u {want}, P = {sizes.get(nd, '16, 36 or 64')} positions, "
+                         f"received {x.shape} and {u.shape}")
+    tile = tile_of(u.shape[0], nd)
+    m = tile.m
     n_b, sp = x.shape[0], x.shape[1:-1]
     out = [n + lo + hi - 2 for n, (lo, hi) in zip(sp, padding)]
     if min(out) < 1:
         raise ValueError(f"winograd_conv: no output for input {x.shape} and padding {padding}")
-    budget = chunk_tiles or CHUNK_TILES
-    tiles = [-(-o // 2) for o in out]
+    budget = chunk_tiles or (CHUNK_TILES_4X4 if m == 4 else CHUNK_TILES)
+    tiles = [-(-o // m) for o in out]
     per_image = int(np.prod(tiles))
     # bands of `rows` tiles along the first axis, as even as the budget allows (a whole
     # image when it fits)
     n_bands = -(-per_image // budget)
     rows = -(-tiles[0] // n_bands)
     n_bands = -(-tiles[0] // rows)
-    full = [2 * n_bands * rows + 2] + [2 * t + 2 for t in tiles[1:]]
+    full = [m * n_bands * rows + 2] + [m * t + 2 for t in tiles[1:]]
     xp = lax.pad(x.astype(policy.accum_dtype), jnp.zeros((), policy.accum_dtype),
-                 [(0, 0, 0)] + [(lo, m - n - lo, 0) for (lo, _), m, n in
+                 [(0, 0, 0)] + [(lo, f - n - lo, 0) for (lo, _), f, n in
                                 zip(padding, full, sp)] + [(0, 0, 0)])
     if n_bands > 1:  # overlapping bands (2 planes shared) as images of their own
-        xp = jnp.stack([xp[:, 2 * rows * i:2 * rows * (i + 1) + 2] for i in range(n_bands)],
-                       axis=1).reshape((n_b * n_bands, 2 * rows + 2) + xp.shape[2:])
+        xp = jnp.stack([xp[:, m * rows * i:m * rows * (i + 1) + 2] for i in range(n_bands)],
+                       axis=1).reshape((n_b * n_bands, m * rows + 2) + xp.shape[2:])
     band = (rows,) + tuple(tiles[1:])
     u = u.astype(policy.accum_dtype)
     n_img = xp.shape[0]
@@ -230,10 +332,11 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     per = -(-n_img // n_chunks)  # band images per chunk, as even as possible
 
     def chunk(xc):
-        v = _input_tiles(xc, band, rotated)
-        m = lax.dot_general(v, u, (((2,), (2 if rotated else 1,)), ((0,), (0,))),
-                            precision=policy.precision, preferred_element_type=policy.accum_dtype)
-        return _output_tiles(m, xc.shape[0], band, rotated)
+        v = _input_tiles(xc, band, tile, rotated)
+        mm = lax.dot_general(v, u, (((2,), (2 if rotated else 1,)), ((0,), (0,))),
+                             precision=policy.precision,
+                             preferred_element_type=policy.accum_dtype)
+        return _output_tiles(mm, xc.shape[0], band, tile, rotated)
 
     if n_chunks == 1:
         y = chunk(xp)
@@ -243,5 +346,5 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
             xp = jnp.concatenate([xp, jnp.zeros((pad,) + xp.shape[1:], xp.dtype)], axis=0)
         y = lax.map(chunk, xp.reshape((n_chunks, per) + xp.shape[1:]))
         y = y.reshape((n_chunks * per,) + y.shape[2:])[:n_img]
-    y = y.reshape((n_b, n_bands * 2 * rows) + y.shape[2:])
+    y = y.reshape((n_b, n_bands * m * rows) + y.shape[2:])
     return y[(slice(None),) + tuple(slice(0, o) for o in out)]
