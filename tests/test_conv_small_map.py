@@ -11,6 +11,7 @@ from cianna_jax import nn
 from cianna_jax.layers import conv as conv_mod
 from cianna_jax.layers.common import Ctx
 from cianna_jax.network import forward_internal
+from cianna_jax.precision import get_policy
 
 
 def test_small_map_rule():
@@ -99,6 +100,25 @@ def test_one_channel_sum_matches_the_xla_convolution(case, monkeypatch):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
     if jax.default_backend() == "cpu":
         assert "convolution(" in ref[4] and "convolution(" not in new[4]
+
+
+def test_one_channel_sum_is_float32_only():
+    """Under a 16-bit mode the one-channel layer keeps XLA's convolution: behind the
+    rounding to 16 bits XLA would fuse the shifted-slice sum into every consumer of the
+    output (recomputed four times in an SDC1 training step)."""
+    x = jnp.ones((2, 16, 16, 1))
+    k = jnp.ones((5, 5, 1, 8))
+
+    def text(mode):
+        pol = get_policy(mode)
+        fn = jax.jit(lambda x, k: conv_mod.conv_nd(x.astype(pol.compute_dtype),
+                                                   k.astype(pol.compute_dtype), (1, 1),
+                                                   (2, 2), (1, 1), pol))
+        return fn.lower(x, k).compile().as_text()
+
+    if jax.default_backend() == "cpu":
+        assert "convolution(" not in text("off")
+        assert "convolution(" in text("FP16C_FP32A") and "convolution(" in text("BF16C_FP32A")
 
 
 def test_large_maps_keep_the_xla_convolution():

@@ -244,6 +244,12 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                     return winograd_conv(x, u, pairs, policy, rotated=rotated_from is not None)
             elif groups == 1:
                 form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
+                if form == "one_channel" and policy.compute_dtype != policy.accum_dtype:
+                    # behind the rounding to 16 bits XLA fuses the whole shifted-slice sum
+                    # into each consumer of the output (FP16C_FP32A SDC1 128 training
+                    # step: four copies, one of them 74 ms); XLA's convolution is computed
+                    # once
+                    form = None
                 if form is not None:
                     fn = _one_channel_conv if form == "one_channel" else _im2col_conv
 
