@@ -96,7 +96,7 @@ def _predict(args) -> int:
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
                        obj_threshold=args.threshold, hdu=args.hdu, beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
-                       progress=not args.quiet)
+                       progress=not args.quiet, mixed_precision=args.mixed_precision)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -113,7 +113,7 @@ def _val(args) -> int:
                    obj_threshold=args.threshold, match_factor=args.match_radius,
                    min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
-                   hdu=args.hdu)
+                   hdu=args.hdu, mixed_precision=args.mixed_precision)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -180,6 +180,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="objectness threshold (default: the model card's)")
         p.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--mixed-precision", default="off", metavar="MODE",
+                       help="CIANNA mixed_precision mode of the detector's passes: off "
+                            "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "
+                            "(faster on CPU, outputs within 1e-3)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred)

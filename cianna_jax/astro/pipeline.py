@@ -21,7 +21,7 @@ from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap, estimate_noise_map
-from .predict import Detections, detect
+from .predict import Detections, detect, make_predict_fn
 from .sky import deconvolve, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
 
 __all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
@@ -143,17 +143,22 @@ def find_sources(
     predict_fn: Any = None,
     noise: NoiseMap | None = None,
     merge: bool = True,
+    mixed_precision: str = "off",
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
     the card's threshold; ``beam`` the header's beam; ``tile`` the card's tile size;
     ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
-    only the one with the higher score is kept: the detector boxed one source twice."""
+    only the one with the higher score is kept: the detector boxed one source twice.
+    ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
+    faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``."""
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam) if own else image
     try:
         mdl = _as_model(model, tile)
+        if predict_fn is None:
+            predict_fn = make_predict_fn(mdl, mixed_precision)
         if len(img.shape) != mdl.card.ndim:
             raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
                              f"{mdl.card.ndim}D tiles")

@@ -44,11 +44,14 @@ class Detections:
 
 
 @functools.lru_cache(maxsize=8)
-def network_fn(net: Any, nd: int = 2) -> Callable[[Any, np.ndarray], object]:
+def network_fn(net: Any, nd: int = 2,
+               mixed_precision: str = "off") -> Callable[[Any, np.ndarray], object]:
     """A jitted ``(params, tiles [N, (D,) H, W]) -> activated YOLO output (N, [G2,] G1, G0,
-    B, K)`` for ``net``; the parameters are an argument, so new weights (a training run's
-    epochs, a resume in the same process) reuse the compiled program."""
+    B, K)`` (float32) for ``net`` under CIANNA's ``mixed_precision`` mode; the parameters
+    are an argument, so new weights (a training run's epochs, a resume in the same
+    process) reuse the compiled program."""
     import jax
+    import jax.numpy as jnp
 
     from ..network import apply
     from ..yolo import layout as yolo_layout
@@ -56,25 +59,33 @@ def network_fn(net: Any, nd: int = 2) -> Callable[[Any, np.ndarray], object]:
     cfg = net.yolo
 
     def run(params, tiles):
-        out = apply(net, params, tiles[..., None])
+        out = apply(net, params, tiles[..., None], mixed_precision=mixed_precision)
         if out.ndim == 2:  # CIANNA rows -> the core's channel-last YOLO layout
             out = yolo_layout.from_cianna_rows(out, cfg.grid, cfg.nb_box, nd=nd)
-        return out
+        return out.astype(jnp.float32)
 
     return jax.jit(run)
 
 
-def make_predict_fn(model: LoadedModel) -> Callable[[np.ndarray], object]:
+def make_predict_fn(model: LoadedModel,
+                    mixed_precision: str = "off") -> Callable[[np.ndarray], object]:
     """A jitted ``tiles [N, (D,) H, W] -> activated YOLO output (N, [G2,] G1, G0, B, K)``
-    (returned as a JAX array, asynchronously); one per model (kept in ``model.cache``)."""
-    if "predict_fn" in model.cache:
-        return model.cache["predict_fn"]
+    (returned as a JAX array, asynchronously); one per model and ``mixed_precision`` mode
+    (kept in ``model.cache``).  A reduced-precision mode ("TF32C_FP32A", "BF16C_FP32A",
+    "FP16C_FP32A", as CIANNA's prediction scripts set) is faster on CPU (Winograd
+    F(4x4, 3x3) for the wide 3x3 layers) for outputs that differ at 1e-3 or less
+    (16-bit activations) or 1e-5 (TF32, on CPU only the tile)."""
     from ..network import inference_params
+    from ..precision import get_policy
 
-    fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2)
-    params = inference_params(model.net, model.params)  # laid out once for all tiles
-    model.cache["predict_fn"] = lambda tiles: fn(params, tiles)
-    return model.cache["predict_fn"]
+    name = get_policy(mixed_precision).name  # an unknown mode: ValueError before any work
+    key = "predict_fn" if name == "FP32C_FP32A" else f"predict_fn {name}"
+    if key in model.cache:
+        return model.cache[key]
+    fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2, name)
+    params = inference_params(model.net, model.params, name)  # laid out once for all tiles
+    model.cache[key] = lambda tiles: fn(params, tiles)
+    return model.cache[key]
 
 
 def normalise_window(raw: np.ndarray, win: tuple[slice, ...], norm: Normalisation,

@@ -35,6 +35,7 @@ from .fits_image import FitsImage, open_image
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap
 from .pipeline import find_sources
+from .predict import make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
 from .sky import pixel_to_sky, sky_to_pixel
@@ -318,11 +319,15 @@ def validate(
     progress: bool = True,
     hdu: int | str | None = None,
     log=print,
+    mixed_precision: str = "off",
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
-    files are written only once everything is computed, each file atomically."""
+    files are written only once everything is computed, each file atomically.
+    ``mixed_precision``: CIANNA's mode for the detector's passes (see
+    :func:`.pipeline.find_sources`)."""
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
+    predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold)) if obj_threshold is None else float(obj_threshold)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"{os.fspath(out_dir)}: exists and is not a folder")
@@ -332,7 +337,8 @@ def validate(
         noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
         tr = load_truth(truth, img, noise)  # checks columns before the long part
         low = min(0.05, thr)
-        res = find_sources(img, mdl, obj_threshold=low, progress=progress, noise=noise)
+        res = find_sources(img, mdl, obj_threshold=low, progress=progress, noise=noise,
+                           predict_fn=predict_fn)
         beam = img.beam.bmaj if img.beam is not None else (img.pixel_scale or 1.0) * 3.0
         full = res.table
         obj = np.asarray(full["objectness"])
