@@ -175,3 +175,29 @@ def test_inference_weights_follow_the_policy(wide16):
     half = apply(net, inference_params(net, params, "FP16C_FP32A"), x,
                  mixed_precision="FP16C_FP32A")
     assert half.dtype == jnp.float16 and _rel(half.astype(jnp.float32), ref) < 5e-3
+
+
+@pytest.mark.usefixtures("in_tmp_dir")
+@pytest.mark.parametrize("mode, positions", [("TF32C_FP32A", 36), ("off", 16)])
+def test_imperative_forward_lays_out_the_mode_s_tile(mode, positions):
+    """``cnn.init(mixed_precision=...)``: ``cnn.forward`` lays the wide 3x3 filters out with
+    the mode's tile, and its outputs match float32's (TF32 on CPU: the tile only)."""
+    import cianna_jax as cnn
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16 * 16 * 2)).astype(np.float32)
+    t = np.zeros((4, 3), np.float32)
+    outs = []
+    for m in (mode, "off"):
+        cnn.init(in_dim=np.array([16, 16]), in_nb_ch=2, out_dim=3, b_size=2, no_logo=1, seed=0,
+                 comp_meth="C_BLAS", mixed_precision=m)
+        cnn.create_dataset("TEST", 4, x, t, silent=1)
+        cnn.conv(f_size=np.array([1, 1]), nb_filters=128, activation="RELU", silent=1)
+        cnn.conv(f_size=np.array([3, 3]), nb_filters=128, padding=np.array([1, 1]),
+                 activation="RELU", silent=1)
+        cnn.dense(nb_neurons=3, activation="LIN", silent=1)
+        outs.append(cnn.forward(silent=1))
+        if m == mode:
+            laid = cnn.api._NETS[cnn.api._SESSION["last"]].inference_weights()
+            assert laid[1]["winograd"].shape == (positions, 128, 128)
+    assert _rel(jnp.asarray(outs[0]), jnp.asarray(outs[1])) < 1e-4
