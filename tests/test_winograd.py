@@ -295,11 +295,38 @@ def test_3d_layer_forward_and_both_gradients_take_winograd(monkeypatch):
     assert _rel(out, apply(net, params, x)) < 2e-6
 
 
+def test_deep_2d_layer_on_few_tiles_takes_the_winograd_weight_gradient(monkeypatch):
+    """A 3x3, 128 -> 512 layer on 8x8 maps, batch 2 (32 tiles, one per 2048 filter
+    weights): forward, input gradient and weight gradient all through the Winograd sums
+    (no convolution in the step), the numbers of XLA's path; on 16x16 maps (128 tiles)
+    the weight gradient is XLA's convolution again."""
+    layer = conv_mod.Conv((3, 3, 1), 512, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
+    assert winograd.weight_gradient_pays(128, 512, 32, 2)
+    assert not winograd.weight_gradient_pays(128, 512, 128, 2)
+    ctx = Ctx(train=True)
+
+    def loss(p, h):
+        return jnp.sum(jnp.sin(layer.apply(p, h, ctx)))
+
+    calls = _count_winograd_calls(monkeypatch)
+    for side, convs, traced in ((16, 1, 2), (8, 0, 3)):
+        params, _ = layer.init(jax.random.key(0), Shape(side, side, 1, 128))
+        h = jax.random.normal(jax.random.key(1), (2, side, side, 128))
+        calls.clear()
+        step = jax.jit(jax.value_and_grad(loss, (0, 1)))
+        assert step.lower(params, h).compile().as_text().count("convolution(") == convs
+        # forward, input gradient (and the forward again, differentiated for the weights)
+        assert len(calls) == traced
+    val, grads = step(params, h)  # 8x8
+    _same_as_xla_path(monkeypatch, calls, loss, (params, h), val, grads)
+
+
 def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch):
     """A 3x3 128 -> 128 layer on 6x6 maps, one image (9 output tiles): its forward alone
     takes XLA's convolution (too few tiles to transform the filters in the program), its
-    training step Winograd for the forward and the input gradient (the training rule,
-    one tile per 3072 filter weights); the numbers are the XLA path's."""
+    training step Winograd for the forward, the input gradient (the training rule, one
+    tile per 6144 filter weights) and the weight gradient (deep filters on few tiles); the
+    numbers are the XLA path's."""
     layer = conv_mod.Conv((3, 3, 1), 128, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
     params, _ = layer.init(jax.random.key(0), Shape(6, 6, 1, 128))
     h = jax.random.normal(jax.random.key(1), (1, 6, 6, 128))
@@ -313,5 +340,7 @@ def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch
     jax.jit(layer.apply, static_argnums=2)(params, h, Ctx())
     assert calls == []
     val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, h)
-    assert len(calls) == 2  # forward and input gradient
+    # forward, input gradient and, few tiles for deep filters (one per 1820 weights), the
+    # forward again, differentiated for the weight gradient
+    assert len(calls) == 3
     _same_as_xla_path(monkeypatch, calls, loss, (params, h), val, grads)

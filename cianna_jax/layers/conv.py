@@ -401,7 +401,8 @@ def _tiled_input_grad(g, k, in_spatial, policy=FP32):
 def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     x, k = res
     # the weight gradient by autodiff of the Winograd sums (V^T dM per chunk, summed)
-    # only where that pays (3D layers with many tiles, .winograd.weight_gradient_pays),
+    # only where that pays (3D layers with many tiles, deep 2D layers on few tiles:
+    # .winograd.weight_gradient_pays),
     # else through XLA's convolution even where the forward is Winograd (README)
     nd = x.ndim - 2
     tiles = batch_tiles(x.shape[0], x.shape[1:-1])

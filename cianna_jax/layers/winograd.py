@@ -49,7 +49,7 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
            "tile_size", "tile_of", "Tile", "F2", "F4", "CHUNK_TILES_4X4", "MIN_4X4_MAP",
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
            "TRAIN_FILTER_VALUES_PER_TILE",
-           "WGRAD_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
+           "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
@@ -73,6 +73,13 @@ MIN_3D_IMAGE_MACS = 2 ** 20
 #: 3D weight gradient through the Winograd sums: at least one output tile per this many
 #: filter weights
 WGRAD_FILTER_VALUES_PER_TILE = 16
+#: 2D weight gradient through the Winograd sums: at most one output tile per this many
+#: filter weights (deep layers on small maps, where XLA's weight-gradient convolution is
+#: slow; layer training step, batch 8, XLA against Winograd: 768 -> 1024 on 8x8 maps,
+#: 6144 values per tile, 114 against 96 ms; 16x16 (1536) 352 against 296; 256 -> 384 on
+#: 16x16 (192) 43 against 42; 192 -> 384 on 16x16 (144) 32 against 34; 128 -> 192 on
+#: 32x32 (12) 46 against 49)
+WGRAD_2D_FILTER_VALUES_PER_TILE = 1024
 #: 2x2 output tiles transformed in one pass: the transformed tiles of a pass stay in
 #: the cache (128 to 512 measured best for 128 to 1024 channels, see the README)
 CHUNK_TILES = 256
@@ -139,8 +146,12 @@ def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bo
     in 3D, from one output tile of the batch per :data:`WGRAD_FILTER_VALUES_PER_TILE`
     filter weights (3x3x3 layer training steps, README: 128 -> 128 on 16^3 maps,
     batch 2, 1024 tiles: 171 against 226 ms; 64 -> 128 on 8^3, batch 4, 256 tiles: 51
-    against 30); never in 2D (3x3 128 -> 192 on 32x32, batch 8: 76 against 60)."""
-    return nd == 3 and tiles * WGRAD_FILTER_VALUES_PER_TILE >= channels * filters
+    against 30); in 2D the other way round, for deep layers on few tiles, at most one
+    per :data:`WGRAD_2D_FILTER_VALUES_PER_TILE` filter weights (many tiles: XLA's
+    convolution, 3x3 128 -> 192 on 32x32, batch 8: 76 against 60)."""
+    if nd == 3:
+        return tiles * WGRAD_FILTER_VALUES_PER_TILE >= channels * filters
+    return tiles * WGRAD_2D_FILTER_VALUES_PER_TILE <= channels * filters
 
 
 class Tile(NamedTuple):
