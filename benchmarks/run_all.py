@@ -50,28 +50,35 @@ TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_inf
 
 def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict],
             peak: dict | None = None) -> str:
-    head = (f"{'workload':<30}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
+    modes = {k[len("cianna_jax "):] for r in sdc1 for k in r["results"]
+             if k.startswith("cianna_jax ")}
+    w = 30 + max((len(m) + 1 for m in modes), default=0)  # the workload column
+    head = (f"{'workload':<{w}}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
             f"{'spread':>8}")
     lines = [head, "-" * len(head)]
     for r in sdc1:
-        ours, th = r["results"]["cianna_jax"], r["results"].get("torch")
-        for kind, name, target in (("train", "training", "sdc1_train"),
-                                   ("infer", "inference", "sdc1_infer"),
-                                   ("steady", "inference, laid out", "sdc1_infer")):
-            if kind not in ours:
-                continue
-            lines.append(
-                f"{'SDC1 ' + str(r['size']) + ' b' + str(r['batch']) + ' ' + name:<30}"
-                f"{ours[kind]:>12,.1f}{(th[kind] if th else float('nan')):>13,.1f}"
-                f"{ratio_cell(ours, kind) or '-':>8}"
-                f"{TARGETS[target]:>8.2f}{ours[kind + '_spread']:>8.2f}")
+        th = r["results"].get("torch")
+        for run in [k for k in r["results"] if k.startswith("cianna_jax")]:
+            ours = r["results"][run]
+            mode = run[len("cianna_jax "):]  # a mixed-precision mode's rows: no target
+            for kind, name, target in (("train", "training", "sdc1_train"),
+                                       ("infer", "inference", "sdc1_infer"),
+                                       ("steady", "inference, laid out", "sdc1_infer")):
+                if kind not in ours:
+                    continue
+                label = f"SDC1 {r['size']} b{r['batch']} {name}" + (f" {mode}" if mode else "")
+                goal = f"{TARGETS[target]:>8.2f}" if not mode else f"{'':>8}"
+                lines.append(
+                    f"{label:<{w}}"
+                    f"{ours[kind]:>12,.1f}{(th[kind] if th else float('nan')):>13,.1f}"
+                    f"{ratio_cell(ours, kind) or '-':>8}{goal}{ours[kind + '_spread']:>8.2f}")
     for r in mnist:
         th = r["torch"]
         for api in ("functional", "imperative"):
             v = r[api]
             for kind, name in (("train", "training"), ("infer", "inference")):
                 lines.append(
-                    f"{'MNIST b' + str(r['batch']) + ' ' + api[:5] + '. ' + name:<30}"
+                    f"{'MNIST b' + str(r['batch']) + ' ' + api[:5] + '. ' + name:<{w}}"
                     f"{v[kind]:>12,.0f}{(th[kind] if th else float('nan')):>13,.0f}"
                     f"{ratio_cell(v, kind) or '-':>8}"
                     f"{TARGETS['mnist_' + kind]:>8.2f}{'':>8}")
@@ -117,6 +124,9 @@ def main(argv=None) -> None:
                         help="small smoke run (about 30 s), a check that everything runs")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the YOLO network, YOLO loss and memory benchmarks")
+    parser.add_argument("--mixed-precision", nargs="*", default=[], metavar="MODE",
+                        help="CIANNA mixed_precision modes whose SDC1 rows are added (against "
+                             "PyTorch in float32, no target), e.g. TF32C_FP32A FP16C_FP32A")
     a = parser.parse_args(argv)
     if a.quick:
         # compilation dominates such short runs: XLA's classic CPU fusion emitters compile
@@ -165,8 +175,9 @@ def main(argv=None) -> None:
         small = bench_smallmap.run((4, 1), 16, 64, 128, repeats=1, compare=False,
                                    host_data=True)  # 4x4: XLA conv, 1x1: im2col
     else:
-        sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5),
-                     bench_sdc1.run(size=256, batch=8, n=16, rounds=5)]
+        modes = tuple(a.mixed_precision)
+        sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5, modes=modes),
+                     bench_sdc1.run(size=256, batch=8, n=16, rounds=5, modes=modes)]
         mnist = bench_mnist.run(10_000, (64,), 3)
         firsts = first_step.twice("mnist", 0) + first_step.twice("sdc1", 128)
         small = bench_smallmap.run()

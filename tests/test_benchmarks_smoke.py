@@ -101,3 +101,23 @@ def test_machine_peak_measures_both_sides():
         assert r["torch"] is None
     line = machine_peak.format_line(r)
     assert line.startswith("machine: float32 matrix product 64x64") and "GFLOP/s" in line
+
+
+def test_summary_adds_mixed_precision_rows_without_target():
+    """``run_all.py --mixed-precision MODE``: the mode's SDC1 rows follow the float32 ones,
+    with their ratio against PyTorch and no target (the targets are float32's)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    res = {"cianna_jax": {"train": 20.0, "train_ratio": 1.10, "train_spread": 1.2},
+           "cianna_jax TF32C_FP32A": {"train": 24.0, "train_ratio": 1.32, "train_spread": 1.3},
+           "torch": {"train": 18.0}}
+    text = run_all.summary([dict(size=128, batch=8, gflop_train=8.6, results=res)], [], [],
+                           [])
+    rows = [line.split() for line in text.splitlines() if line.startswith("SDC1 128")]
+    assert rows[0][:4] == ["SDC1", "128", "b8", "training"] and rows[0][-3:] == ["1.10", "1.15",
+                                                                                "1.20"]
+    assert rows[1][3:5] == ["training", "TF32C_FP32A"] and rows[1][-2:] == ["1.32", "1.30"]
+    assert len(rows[1]) == len(rows[0])  # no target cell
