@@ -52,7 +52,9 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
             peak: dict | None = None) -> str:
     modes = {k[len("cianna_jax "):] for r in sdc1 for k in r["results"]
              if k.startswith("cianna_jax ")}
-    w = 30 + max((len(m) + 1 for m in modes), default=0)  # the workload column
+    # the workload column: the longest label ("SDC1 128 b8 inference, laid out MODE")
+    w = 1 + max([30] + [len(f"SDC1 {r['size']} b{r['batch']} inference, laid out") for r in sdc1]
+                ) + max((len(m) + 1 for m in modes), default=0)
     head = (f"{'workload':<{w}}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
             f"{'spread':>8}")
     lines = [head, "-" * len(head)]
