@@ -8,7 +8,10 @@ backward pass, the path a training step takes), with Winograd on and off
 shapes are the 3x3 layers of CIANNA's SDC1 backbone at 128x128 input (batch 8) and a few
 3D layers.
 
-    python benchmarks/bench_winograd.py [--quick] [--rounds 3]
+``--mixed-precision MODE`` times both paths under one of CIANNA's modes (e.g.
+``TF32C_FP32A``: Winograd F(4x4, 3x3) on maps of 16x16 or more, ``winograd.tile_size``).
+
+    python benchmarks/bench_winograd.py [--quick] [--rounds 3] [--mixed-precision MODE]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax.activations import parse_activation  # noqa: E402
 from cianna_jax.layers import conv as conv_mod  # noqa: E402
 from cianna_jax.layers.common import Ctx, Shape  # noqa: E402
+from cianna_jax.precision import FP32, Policy, get_policy  # noqa: E402
 
 #: (batch, spatial, channels, filters): the SDC1 backbone's 3x3 layers at 128x128, 3D layers
 SHAPES = [(8, (32, 32), 128, 192), (8, (16, 16), 192, 384), (8, (16, 16), 256, 384),
@@ -36,29 +40,36 @@ SHAPES = [(8, (32, 32), 128, 192), (8, (16, 16), 192, 384), (8, (16, 16), 256, 3
 QUICK = [(2, (8, 8), 128, 128), (1, (8, 8, 8), 8, 16)]
 
 
-def _programs(batch, sp, c, f, flag, tag):
-    """(inference forward, training step, arguments) with Winograd ``flag``."""
+def _programs(batch, sp, c, f, flag, tag, policy: Policy = FP32):
+    """(inference forward, training step, arguments, the Winograd filters' positions or 0)
+    with Winograd ``flag`` under ``policy``."""
     nd = len(sp)
     conv_mod.WINOGRAD = flag  # read when tracing and laying out: compile now
     layer = conv_mod.Conv((3,) * 3 if nd == 3 else (3, 3, 1), f, parse_activation("RELU"),
                           0.1 + tag * 1e-6, padding=(1,) * 3 if nd == 3 else (1, 1, 0))
     shape = Shape(*reversed(sp), c) if nd == 3 else Shape(sp[1], sp[0], 1, c)
     params, _ = layer.init(jax.random.key(0), shape)
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, *sp, c)), jnp.float32)
-    laid = layer.inference_params(params, shape, nd)
-    fwd = jax.jit(lambda p, x: layer.apply(p, x, Ctx(nd=nd)))
-    train = jax.jit(jax.grad(lambda p, x: jnp.sum(layer.apply(p, x, Ctx(train=True, nd=nd))
-                                                  ** 2), (0, 1)))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, *sp, c)),
+                    policy.compute_dtype)
+    laid = layer.inference_params(params, shape, nd, policy)
+    fwd = jax.jit(lambda p, x: layer.apply(p, x, Ctx(nd=nd, policy=policy)))
+
+    def loss(p, x):
+        z = layer.apply(p, x, Ctx(train=True, nd=nd, policy=policy))
+        return jnp.sum(z.astype(jnp.float32) ** 2)
+
+    train = jax.jit(jax.grad(loss, (0, 1)))
     jax.block_until_ready(fwd(laid, x))
     jax.block_until_ready(train(params, x))
-    return fwd, train, laid, params, x, "winograd" in laid
+    return fwd, train, laid, params, x, laid["winograd"].shape[0] if "winograd" in laid else 0
 
 
-def run(shapes=SHAPES, rounds: int = 3) -> list[dict]:
-    rows, old = [], conv_mod.WINOGRAD
+def run(shapes=SHAPES, rounds: int = 3, mode: str = "off") -> list[dict]:
+    """Rows of timings per layer shape, both paths under CIANNA's ``mode``."""
+    rows, old, policy = [], conv_mod.WINOGRAD, get_policy(mode)
     try:
         for batch, sp, c, f in shapes:
-            progs = {flag: _programs(batch, sp, c, f, flag, i)
+            progs = {flag: _programs(batch, sp, c, f, flag, i, policy)
                      for i, flag in enumerate((True, False))}
             times: dict = {}
             for _ in range(rounds):
@@ -67,7 +78,8 @@ def run(shapes=SHAPES, rounds: int = 3) -> list[dict]:
                         t0 = time.perf_counter()
                         jax.block_until_ready(fn(p, x))
                         times.setdefault((flag, name), []).append(time.perf_counter() - t0)
-            rows.append(dict(batch=batch, sp=sp, c=c, f=f, winograd=progs[True][-1],
+            rows.append(dict(batch=batch, sp=sp, c=c, f=f, winograd=progs[True][-1] > 0,
+                             positions=progs[True][-1],
                              **{f"{'wino' if flag else 'xla'}_{name}": float(np.median(v))
                                 for (flag, name), v in times.items()}))
     finally:
@@ -85,8 +97,11 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['wino_fwd'] * 1e3:>9.1f}{r['xla_fwd'] * 1e3:>8.1f}"
                      f"{r['xla_fwd'] / r['wino_fwd']:>6.2f}{r['wino_train'] * 1e3:>10.1f}"
                      f"{r['xla_train'] * 1e3:>8.1f}{r['xla_train'] / r['wino_train']:>6.2f}")
+    tiles = sorted({r["positions"] for r in rows if r["winograd"]})
     lines.append("x: XLA's time over ours (higher is faster); 'path': what the inference "
-                 "layout chose with Winograd on")
+                 "layout chose with Winograd on (filter positions: "
+                 f"{', '.join(str(t) for t in tiles) or 'none'}; 16 F(2x2, 3x3), 36 "
+                 "F(4x4, 3x3), 64 F(2x2x2, 3x3x3))")
     return "\n".join(lines)
 
 
@@ -95,9 +110,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two tiny layers (smoke test)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mixed-precision", default="off", metavar="MODE",
+                        help="CIANNA mixed_precision mode of both paths (default off: float32)")
     a = parser.parse_args(argv)
-    print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(format_table(run(QUICK if a.quick else SHAPES, 1 if a.quick else a.rounds)))
+    get_policy(a.mixed_precision)  # an unknown mode fails before any timing
+    print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+          f"mode {a.mixed_precision}")
+    print(format_table(run(QUICK if a.quick else SHAPES, 1 if a.quick else a.rounds,
+                           a.mixed_precision)))
 
 
 if __name__ == "__main__":
