@@ -133,7 +133,8 @@ def _train(args) -> int:
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,
-                          normalisation=args.normalisation, hdu=args.hdu)
+                          normalisation=args.normalisation, hdu=args.hdu,
+                          mixed_precision=args.mixed_precision)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
@@ -234,6 +235,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="sources of at least this SNR are targets (and counted in recall)")
     tr.add_argument("--normalisation", default="snr", choices=("snr", "minmax_tanh"))
     tr.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+    tr.add_argument("--mixed-precision", default="off", metavar="MODE",
+                    help="CIANNA mixed_precision mode of the passes: off (float32, default), "
+                         "BF16C_FP32A or TF32C_FP32A (faster on GPUs, and on CPU for the sdc1 "
+                         "architecture)")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")
 
     sim = sub.add_parser("simulate", help="write a synthetic SDC1-like FITS field and its truth")

@@ -42,6 +42,7 @@ from .. import training
 from ..io.atomic import atomic_write
 from ..io.network_file import save_network
 from ..network import inference_params, init_params
+from ..precision import FP32, Policy, get_policy
 from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -68,6 +69,10 @@ class TrainSettings:
     ``patch`` defaults to the architecture's; ``max_obj`` (targets per patch) to a value
     from the source density; ``learning_rate`` follows a linear warm-up over
     ``warmup_epochs`` then ``lr * exp(-lr_decay * epochs after warm-up)``.
+    ``mixed_precision``: CIANNA's mode of the training and validation passes ("off":
+    float32; "BF16C_FP32A" or "TF32C_FP32A": faster on GPUs' tensor cores, and on CPU for
+    networks with wide 3x3 layers such as the ``sdc1`` architecture; float16 modes are
+    refused, they need loss scaling).
     """
 
     image: str
@@ -92,6 +97,7 @@ class TrainSettings:
     noise_box: int = 128
     hdu: int | str | None = None
     select: str = "f1"
+    mixed_precision: str = "off"
 
     def check(self) -> None:
         """ValueError naming the first bad setting."""
@@ -123,6 +129,10 @@ class TrainSettings:
             raise ValueError(f"patch must be an integer >= 8, got {self.patch!r}")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
+        if get_policy(self.mixed_precision).compute_dtype == np.float16:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: float16 training needs "
+                             "loss scaling, which this trainer does not do; use BF16C_FP32A "
+                             "(16-bit activations with float32's range) or TF32C_FP32A")
 
 
 @dataclass
@@ -283,10 +293,11 @@ def _optimizer(net: Any, learning_rate: float, momentum: float) -> Any:
                                    masks=lambda prm: training.cianna_masks(net, prm))
 
 
-def _val_losses(run: _Run, params: Any, batch: int) -> np.ndarray:
+def _val_losses(run: _Run, params: Any, batch: int, policy: Policy = FP32) -> np.ndarray:
     parts = None
     for xb, tb, nv in training.iterate_batches(run.val_x, run.val_t, batch):
-        _, p = training.eval_step(run.net, params, xb, tb, np.int32(nv), yolo_stats=True)
+        _, p = training.eval_step(run.net, params, xb, tb, np.int32(nv), yolo_stats=True,
+                                  policy=policy)
         parts = p if parts is None else parts + p
     return np.asarray(parts, np.float64)[:6] / max(1, len(run.val_x))
 
@@ -297,6 +308,7 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
     notes = {"trained_by": "cianna-jax train", "image": os.path.abspath(run.s.image),
              "catalogue": os.path.abspath(run.s.catalogue), "arch": run.s.arch,
              "epoch": row["epoch"], "min_snr": run.s.min_snr,
+             "mixed_precision": get_policy(run.s.mixed_precision).name,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
              "threshold_rule": "best F1 on the validation area"}
     card = dataclasses.replace(run.card, network=f"{name}.dat", obj_threshold=threshold,
@@ -356,7 +368,8 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     with atomic_write(os.path.join(out, SETTINGS_FILE)) as fh:
         fh.write(json.dumps({"settings": dataclasses.asdict(s), "run": run.info,
                              "fingerprint": fp}, indent=1).encode())
-    predict = network_fn(run.net)
+    policy = get_policy(s.mixed_precision)
+    predict = network_fn(run.net, 2, policy.name)
     n = s.patches_per_epoch
     best = max(history, key=lambda r: (r[s.select], -r["epoch"])) if history else None
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
@@ -379,7 +392,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             for j, (xb, tb, nv) in enumerate(training.iterate_batches(x, t, s.batch_size)):
                 params, opt_state, total = training.train_step(
                     run.net, opt, params, opt_state, xb, tb, np.int32(nv), ekey,
-                    nb_im_iter=np.int32(epoch * n), step=np.int32(j))
+                    nb_im_iter=np.int32(epoch * n), step=np.int32(j), policy=policy)
                 sums.append(total)
                 total.block_until_ready()  # the bar shows finished work, not dispatches
                 bar.update(1)
@@ -388,8 +401,9 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
                                          f"{train_loss}); the last good epoch is kept in {out}; "
                                          "lower the learning rate")
-            laid_out = inference_params(run.net, params)  # once for the epoch's validation
-            vparts = _val_losses(run, laid_out, s.batch_size)
+            # laid out once for the epoch's validation
+            laid_out = inference_params(run.net, params, policy)
+            vparts = _val_losses(run, laid_out, s.batch_size, policy)
             model = LoadedModel(card=run.card, net=run.net, params=params)
             sc = validate_area(model, run.val_area, lambda b, p=laid_out: predict(p, b))
             dt = time.perf_counter() - t0

@@ -3,6 +3,7 @@ scores, a run end to end on a small FITS field, bit-identical resume and the com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -66,6 +67,8 @@ def test_learning_rate_warms_up_then_decays_independently_of_the_total():
     ("learning_rate", float("nan"), "learning_rate must be finite"),
     ("normalisation", "zscore", "normalisation must be 'snr' or 'minmax_tanh'"),
     ("arch", "resnet", "unknown architecture"),
+    ("mixed_precision", "FP16C_FP32A", "float16 training needs loss scaling"),
+    ("mixed_precision", "FP8", "unknown mode 'FP8'"),
 ])
 def test_settings_are_checked(field, value, match):
     s = TrainSettings(image="a", catalogue="b", out="c", **{field: value})
@@ -216,6 +219,20 @@ def test_a_run_writes_models_results_and_curves(straight_run):
     assert card["notes"]["validation"]["f1"] == pytest.approx(res.best["f1"])
     assert sum(line.startswith("epoch ") for line in lines) == 4
     assert "ETA" in lines[-3] and "best epoch" in lines[-1]
+
+
+def test_a_bfloat16_run_trains_as_the_float32_one(straight_run, train_field, tmp_path):
+    """``mixed_precision="BF16C_FP32A"``: the first epoch's training loss is the float32
+    run's to bfloat16 rounding (it differs, so the mode ran, by under 5%); the model card
+    records the mode."""
+    _, res32, _ = straight_run
+    s = dataclasses.replace(_settings(train_field, tmp_path / "bf16", 1),
+                            mixed_precision="BF16C_FP32A")
+    res = train_detector(s, log=lambda *_: None, progress=False)
+    a, b = res32.history[0]["train_loss"], res.history[0]["train_loss"]
+    assert np.isfinite(b) and a != b and abs(b - a) < 0.05 * abs(a)
+    card = json.loads((tmp_path / "bf16" / "last.json").read_text())
+    assert card["notes"]["mixed_precision"] == "BF16C_FP32A"
 
 
 def test_resume_is_bit_identical(straight_run, train_field, tmp_path):
