@@ -79,7 +79,7 @@ def make_predict_fn(model: LoadedModel,
     from ..precision import get_policy
 
     name = get_policy(mixed_precision).name  # an unknown mode: ValueError before any work
-    key = "predict_fn" if name == "FP32C_FP32A" else f"predict_fn {name}"
+    key = f"predict_fn {name}"
     if key in model.cache:
         return model.cache[key]
     fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2, name)

@@ -75,7 +75,8 @@ def small_map(in_spatial, f_size) -> bool:
     return all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
 
 
-def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
+def matmul_form(in_spatial, f_size, strides, padding, channels,
+                policy: Policy = FP32) -> str | None:
     """Why a convolution (input ``in_spatial``, filters ``f_size``, ``strides``,
     ``padding`` pairs, ``channels`` inputs per group) runs as im2col + one matrix
     product on CPU, or None for XLA's convolution: "small_map" (:func:`small_map`),
@@ -84,10 +85,14 @@ def matmul_form(in_spatial, f_size, strides, padding, channels) -> str | None:
     CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
     e.g. a 5x5 filter on one channel).  "one_channel" (one input channel, e.g. the
     first layer of a detector on a radio image) runs instead as a sum of shifted slices
-    (:func:`_one_channel_conv`).  Measured in benchmarks/README.md."""
+    (:func:`_one_channel_conv`), unless ``policy`` rounds activations to 16 bits: behind
+    that rounding XLA fuses the whole sum into each consumer of the output (FP16C_FP32A
+    SDC1 128 training step: four copies, one of them 74 ms), where its convolution is
+    computed once.  Measured in benchmarks/README.md."""
     if SMALL_MAP_IM2COL and small_map(in_spatial, f_size):
         return "small_map"
-    if ONE_CHANNEL_SUM and int(channels) == 1:
+    if (ONE_CHANNEL_SUM and int(channels) == 1
+            and policy.compute_dtype == policy.accum_dtype):
         return "one_channel"
     unpadded = all(lo == 0 and hi == 0 for lo, hi in padding)
     if "1x1" in MATMUL_FORMS and unpadded and all(int(f) == 1 for f in f_size):
@@ -243,13 +248,8 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                     u = filter_transform(src.astype(policy.accum_dtype), m)
                     return winograd_conv(x, u, pairs, policy, rotated=rotated_from is not None)
             elif groups == 1:
-                form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1])
-                if form == "one_channel" and policy.compute_dtype != policy.accum_dtype:
-                    # behind the rounding to 16 bits XLA fuses the whole shifted-slice sum
-                    # into each consumer of the output (FP16C_FP32A SDC1 128 training
-                    # step: four copies, one of them 74 ms); XLA's convolution is computed
-                    # once
-                    form = None
+                form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1],
+                                   policy)
                 if form is not None:
                     fn = _one_channel_conv if form == "one_channel" else _im2col_conv
 

@@ -186,13 +186,14 @@ F4 = Tile(4,
           at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, 1 / 2, 0), (0, 1, 1, 4, 1 / 4, 0),
               (0, 1, -1, 8, 1 / 8, 1)),
           flip=(5, 1, 2, 4, 3, 0), scale=(1, 1, 1, 1 / 8, 8, 1))
-_TILES = {2: F2, 4: F4}
+#: the tiles of each dimensionality (3D: F(2x2x2, 3x3x3) only)
+_TILES = {2: (F2, F4), 3: (F2,)}
 
 
 def tile_of(u_positions: int, nd: int) -> Tile:
     """The tile of transformed filters with ``u_positions`` positions in ``nd`` dims
     (2D: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3); 3D: 64 for F(2x2x2, 3x3x3))."""
-    for t in ((F2, F4) if nd == 2 else (F2,)):
+    for t in _TILES.get(nd, ()):
         if (t.m + 2) ** nd == u_positions:
             return t
     raise ValueError(f"winograd: no tile has {u_positions} positions in {nd}D")
@@ -209,11 +210,12 @@ def filter_transform(k: jax.Array, m: int = 2) -> jax.Array:
     precision (no TF32 on GPUs).  Jitted: called eagerly (to lay out inference
     weights) it is one program."""
     nd = k.ndim - 2
-    if nd not in (2, 3) or k.shape[:nd] != (3,) * nd or m not in (_TILES if nd == 2 else (2,)):
+    tile = next((t for t in _TILES.get(nd, ()) if t.m == m), None)
+    if tile is None or k.shape[:nd] != (3,) * nd:
         raise ValueError(f"filter_transform: expected a (3, 3, C, F) kernel with m = 2 or 4, "
                          f"or (3, 3, 3, C, F) with m = 2, received {k.shape} and m = {m}")
     n = m + 2
-    u = lax.dot(jnp.asarray(_filter_coefficients(nd, _TILES[m]), k.dtype),
+    u = lax.dot(jnp.asarray(_filter_coefficients(nd, tile), k.dtype),
                 k.reshape(3 ** nd, -1), precision=lax.Precision.HIGHEST,
                 preferred_element_type=k.dtype)
     return u.reshape((n ** nd,) + k.shape[nd:])
@@ -308,13 +310,14 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     ``chunk_tiles`` (default :data:`CHUNK_TILES`, :data:`CHUNK_TILES_4X4` for 4x4
     tiles) bounds the tiles of one pass."""
     nd = x.ndim - 2
-    sizes = {2: "16 or 36", 3: "64"}
-    if (nd not in (2, 3) or u.ndim != 3 or u.shape[0] not in ((16, 36) if nd == 2 else (64,))
+    positions = [(t.m + 2) ** nd for t in _TILES.get(nd, ())]
+    if (not positions or u.ndim != 3 or u.shape[0] not in positions
             or u.shape[2 if rotated else 1] != x.shape[-1]):
         want = "(P, F, C)" if rotated else "(P, C, F)"
+        allowed = " or ".join(map(str, positions)) or "16 or 36 (2D), 64 (3D)"
         raise ValueError(f"winograd_conv: expected x (B, H, W, C) or x (B, D, H, W, C) with "
-                         f"u {want}, P = {sizes.get(nd, '16, 36 or 64')} positions, "
-                         f"received {x.shape} and {u.shape}")
+                         f"u {want}, P = {allowed} positions, received {x.shape} and "
+                         f"{u.shape}")
     tile = tile_of(u.shape[0], nd)
     m = tile.m
     n_b, sp = x.shape[0], x.shape[1:-1]
