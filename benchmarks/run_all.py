@@ -32,7 +32,10 @@ was.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import platform
 import sys
 import time
 
@@ -40,24 +43,22 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
-from alternated import ratio_cell  # noqa: E402
-
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax import host_memory  # noqa: E402
 
 TARGETS = {"sdc1_train": 1.15, "sdc1_infer": 1.3, "mnist_train": 2.0, "mnist_infer": 2.5}
+SMALL_MAP_TARGET = 0.33
+FIRST_STEP_TARGET_S = 3.0
+#: version of the ``--json`` record (compare_runs.py checks it)
+RECORD_FORMAT = 1
 
 
-def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict],
-            peak: dict | None = None) -> str:
-    modes = {k[len("cianna_jax "):] for r in sdc1 for k in r["results"]
-             if k.startswith("cianna_jax ")}
-    # the workload column: the longest label ("SDC1 128 b8 inference, laid out MODE")
-    w = 1 + max([30] + [len(f"SDC1 {r['size']} b{r['batch']} inference, laid out") for r in sdc1]
-                ) + max((len(m) + 1 for m in modes), default=0)
-    head = (f"{'workload':<{w}}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
-            f"{'spread':>8}")
-    lines = [head, "-" * len(head)]
+def summary_rows(sdc1: list[dict], mnist: list[dict]) -> list[dict]:
+    """The summary table's rows: ``workload``, ``ours`` and ``torch`` (img/s; torch None
+    without PyTorch), ``ratio`` (ours / PyTorch, median of the per-round ratios; None
+    without PyTorch), ``target`` (None for a mixed-precision mode's rows: the targets are
+    float32's) and ``spread`` (slowest / fastest of our rounds; None for MNIST)."""
+    rows = []
     for r in sdc1:
         th = r["results"].get("torch")
         for run in [k for k in r["results"] if k.startswith("cianna_jax")]:
@@ -68,22 +69,54 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
                                        ("steady", "inference, laid out", "sdc1_infer")):
                 if kind not in ours:
                     continue
-                label = f"SDC1 {r['size']} b{r['batch']} {name}" + (f" {mode}" if mode else "")
-                goal = f"{TARGETS[target]:>8.2f}" if not mode else f"{'':>8}"
-                lines.append(
-                    f"{label:<{w}}"
-                    f"{ours[kind]:>12,.1f}{(th[kind] if th else float('nan')):>13,.1f}"
-                    f"{ratio_cell(ours, kind) or '-':>8}{goal}{ours[kind + '_spread']:>8.2f}")
+                rows.append(dict(
+                    workload=f"SDC1 {r['size']} b{r['batch']} {name}" + (f" {mode}" if mode else ""),
+                    ours=ours[kind], torch=th[kind] if th else None,
+                    ratio=ours.get(kind + "_ratio"), target=None if mode else TARGETS[target],
+                    spread=ours[kind + "_spread"]))
     for r in mnist:
         th = r["torch"]
         for api in ("functional", "imperative"):
             v = r[api]
             for kind, name in (("train", "training"), ("infer", "inference")):
-                lines.append(
-                    f"{'MNIST b' + str(r['batch']) + ' ' + api[:5] + '. ' + name:<{w}}"
-                    f"{v[kind]:>12,.0f}{(th[kind] if th else float('nan')):>13,.0f}"
-                    f"{ratio_cell(v, kind) or '-':>8}"
-                    f"{TARGETS['mnist_' + kind]:>8.2f}{'':>8}")
+                rows.append(dict(workload=f"MNIST b{r['batch']} {api[:5]}. {name}", ours=v[kind],
+                                 torch=th[kind] if th else None, ratio=v.get(kind + "_ratio"),
+                                 target=TARGETS["mnist_" + kind], spread=None))
+    return rows
+
+
+def small_map_check(small: list[dict]) -> dict | None:
+    """The slowest map's rate over the first (largest) map's rate: ``forward``,
+    ``training`` and, when measured, ``xla_forward`` (XLA's convolution alone)."""
+    if not small:
+        return None
+    ref = small[0]
+    out = dict(reference=ref["size"],
+               training=min(3 * r["flops"] / r["new_train"] for r in small) / (
+                   3 * ref["flops"] / ref["new_train"]),
+               forward=min(r["flops"] / r["new_fwd"] for r in small) / (
+                   ref["flops"] / ref["new_fwd"]))
+    if "xla_fwd" in ref:
+        out["xla_forward"] = min(r["flops"] / r["xla_fwd"] for r in small) / (
+            ref["flops"] / ref["xla_fwd"])
+    return out
+
+
+def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict],
+            peak: dict | None = None) -> str:
+    rows = summary_rows(sdc1, mnist)
+    w = 1 + max([30] + [len(r["workload"]) for r in rows])
+    head = (f"{'workload':<{w}}{'ours img/s':>12}{'torch img/s':>13}{'ratio':>8}{'target':>8}"
+            f"{'spread':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        digits = ",.1f" if r["workload"].startswith("SDC1") else ",.0f"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        lines.append(
+            f"{r['workload']:<{w}}{r['ours']:>12{digits}}"
+            f"{(r['torch'] if r['torch'] is not None else float('nan')):>13{digits}}"
+            f"{ratio:>8}" + (f"{r['target']:>8.2f}" if r["target"] is not None else f"{'':>8}")
+            + (f"{r['spread']:>8.2f}" if r["spread"] is not None else f"{'':>8}"))
     if peak is not None:
         for r in sdc1:
             use = [f"{name} {v['train'] * r['gflop_train'] / peak[side]:.0%}"
@@ -95,25 +128,32 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
     lines.append("")
     for f in firsts:
         lines.append(f"first training step, {f['network']:<14} cache {f['cache']:<5}"
-                     f"{f['first_step']:>8.2f} s" + ("  (target <= 3 s)"
+                     f"{f['first_step']:>8.2f} s" + (f"  (target <= {FIRST_STEP_TARGET_S:g} s)"
                                                       if f["network"] == "mnist" else ""))
-    if small:
-        ref = small[0]
-        worst_new = min(3 * r["flops"] / r["new_train"] for r in small) / (
-            3 * ref["flops"] / ref["new_train"])
-        worst_fwd = min(r["flops"] / r["new_fwd"] for r in small) / (ref["flops"] / ref["new_fwd"])
-        line = (f"small-map check: slowest map's rate / {ref['size']}x{ref['size']} map's rate: "
-                f"forward {worst_fwd:.2f}, training {worst_new:.2f} (target >= 0.33)")
-        if "xla_fwd" in ref:
-            worst_old = min(r["flops"] / r["xla_fwd"] for r in small) / (
-                ref["flops"] / ref["xla_fwd"])
-            line += f"; XLA conv alone: forward {worst_old:.2f}"
+    check = small_map_check(small)
+    if check is not None:
+        line = (f"small-map check: slowest map's rate / {check['reference']}x"
+                f"{check['reference']} map's rate: forward {check['forward']:.2f}, training "
+                f"{check['training']:.2f} (target >= {SMALL_MAP_TARGET})")
+        if "xla_forward" in check:
+            line += f"; XLA conv alone: forward {check['xla_forward']:.2f}"
         lines.append(line)
     lines.append("ratio: ours / PyTorch, median over alternated rounds; spread: slowest / "
                  "fastest of our rounds; SDC1 inference: one pass with the weights laid out "
                  "at its start (cnn.forward after training), 'laid out': laid out once before "
                  "(cianna-jax predict over a field)")
     return "\n".join(lines)
+
+
+def record(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list[dict],
+           peak: dict | None, about: dict) -> dict:
+    """The run as one JSON-able record (``--json``; ``compare_runs.py`` reads several):
+    ``about`` (date, host, versions, loads, flags), the summary ``rows``, the first steps,
+    the small-map check with its target, the machine's product rate."""
+    return dict(format=RECORD_FORMAT, about=about, rows=summary_rows(sdc1, mnist),
+                first_steps=[{k: f[k] for k in ("network", "cache", "first_step")} for f in firsts],
+                small_map=small_map_check(small), small_map_target=SMALL_MAP_TARGET,
+                first_step_target=dict(mnist=FIRST_STEP_TARGET_S), peak=peak)
 
 
 def main(argv=None) -> None:
@@ -129,7 +169,14 @@ def main(argv=None) -> None:
     parser.add_argument("--mixed-precision", nargs="*", default=[], metavar="MODE",
                         help="CIANNA mixed_precision modes whose SDC1 rows are added (against "
                              "PyTorch in float32, no target), e.g. TF32C_FP32A FP16C_FP32A")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the summary as a JSON record (several runs' records "
+                             "compare with benchmarks/compare_runs.py)")
     a = parser.parse_args(argv)
+    if a.json:  # fail now, not after minutes of benchmarks
+        folder = os.path.dirname(os.path.abspath(a.json))
+        if not os.path.isdir(folder):
+            parser.error(f"--json: no folder {folder}")
     if a.quick:
         # compilation dominates such short runs: XLA's classic CPU fusion emitters compile
         # the SDC1 training step 2-3x faster than the new ones (same program); read when
@@ -150,12 +197,13 @@ def main(argv=None) -> None:
     import machine_peak
 
     t0 = time.perf_counter()
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs), "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, load average {load:.2f}")
+    about = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), host=platform.node(),
+                 machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                 jax=jax.__version__, device=jax.devices()[0].platform,
+                 xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
+                 mixed_precision=list(a.mixed_precision), load_start=_load())
+    print(f"jax {jax.__version__} on {about['device']} ({os.cpu_count()} CPUs), "
+          f"XLA_FLAGS={about['xla_flags']!r}, load average {about['load_start']:.2f}")
     peak = machine_peak.run(256, 1) if a.quick else machine_peak.run()
     print(machine_peak.format_line(peak))
 
@@ -186,6 +234,12 @@ def main(argv=None) -> None:
 
     print("\n== Summary ==")
     print(summary(sdc1_runs, mnist, firsts, small, peak))
+    if a.json:
+        about.update(load_end=_load(), torch=_torch_version())
+        with open(a.json, "w") as f:
+            json.dump(jsonable(record(sdc1_runs, mnist, firsts, small, peak, about)), f,
+                      indent=1, allow_nan=False)
+        print(f"(summary written to {a.json})")
     print("\n== SDC1 backbone ==")
     for r in sdc1_runs:
         print(bench_sdc1.format_result(r))
@@ -207,11 +261,36 @@ def main(argv=None) -> None:
         yolo_loss.main(["--first", "2"])
         print("\n== Memory ==")
         print(bench_memory.format_result(bench_memory.run(n=4096)))
+    print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {_load():.2f})")
+
+
+def jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers and NaN or infinite floats as None
+    (strict JSON has no NaN: a load average the system does not give, say)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _load() -> float:
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except OSError:
-        load = float("nan")
-    print(f"\n(total {time.perf_counter() - t0:.0f} s; load average at the end {load:.2f})")
+        return float("nan")
+
+
+def _torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
 
 
-def test_run_all_quick_prints_the_summary_table():
+def test_run_all_quick_prints_the_summary_table(tmp_path):
     pytest.importorskip("torch")
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick"],
+    record = tmp_path / "run.json"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
+                          "--json", str(record)],
                          env=_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
@@ -42,6 +44,19 @@ def test_run_all_quick_prints_the_summary_table():
         rows = [line for line in lines if line.startswith(prefix)]
         assert len(rows) == (3 if prefix.startswith("SDC1") else 4), rows
         assert all(float(r.split()[col]) > 0 for r in rows), rows
+    # --json: the same rows as a record that compare_runs.py reads
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare_runs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (run,) = compare_runs.load_runs([str(record)])
+    assert run["about"]["quick"] is True and run["about"]["cpus"] >= 1
+    assert len(run["rows"]) == 3 + 4 and len(run["first_steps"]) == 2
+    for r in run["rows"]:
+        line = next(s for s in lines if s.startswith(r["workload"] + " "))
+        assert f"{r['ratio']:.2f}" in line.split()
+    assert "MNIST b64 funct. training" in compare_runs.format_report([run])
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
