@@ -43,7 +43,12 @@ def _compare(net, monkeypatch, *, fused, x=None, batch=3, seed=0):
     with monkeypatch.context() as m:
         m.setattr(network, "fusible", lambda *a: False)
         assert net.fused_pairs(Ctx()) == frozenset()
+        # the jitted functions inside (training.batch_loss) keep their traces per network:
+        # without this the "unfused" run would reuse the fused trace and compare it with
+        # itself
+        jax.clear_caches()
         want = _loss_and_grads(net, params, x, t, key)
+    jax.clear_caches()  # no unfused trace left for the tests after this one
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), **TOL)
     return got
