@@ -98,6 +98,27 @@ def test_conv_after_dense_with_input_shape(monkeypatch):
     _compare(net, monkeypatch, fused={1})
 
 
+def test_input_gradient_skips_the_blocks_of_padding(monkeypatch):
+    """MNIST's second layer (5x5, padding 2, 2x2 pool on 14x14 maps): the space-to-depth
+    input has 9x9 blocks of which the outer ring is only padding; the input gradient is
+    computed on the 7x7 inner blocks (no 9x9 gradient convolution) and is still the
+    unfused path's."""
+    net = nn.network([14, 14], 8, [
+        nn.conv([5, 5], 4, padding=[2, 2], activation="RELU"),
+        nn.pool([2, 2]),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    x = cj.rows_to_images(net, jax.random.normal(jax.random.key(0), (2, net.input_dim)))
+    t = jax.random.uniform(jax.random.key(1), (2, net.out_dim))
+    params = cj.init_params(jax.random.key(2), net)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda xv: training.batch_loss(
+        params, net, xv, t, 2, None)[0]))(x))
+    convs = [line.split("=")[0].split(":")[-1].strip() for line in jaxpr.splitlines()
+             if "conv_general_dilated[" in line]
+    assert "f32[2,7,7,32]" in convs and "f32[2,9,9,32]" not in convs, convs
+    _compare(net, monkeypatch, fused={0}, batch=2)
+
+
 def test_3d(monkeypatch):
     net = nn.network([6, 6, 4], 1, [
         nn.conv([3, 3, 3], 2, padding=[1, 1, 1], activation="RELU"),
