@@ -98,24 +98,46 @@ def test_conv_after_dense_with_input_shape(monkeypatch):
     _compare(net, monkeypatch, fused={1})
 
 
-def test_input_gradient_skips_the_blocks_of_padding(monkeypatch):
-    """MNIST's second layer (5x5, padding 2, 2x2 pool on 14x14 maps): the space-to-depth
-    input has 9x9 blocks of which the outer ring is only padding; the input gradient is
-    computed on the 7x7 inner blocks (no 9x9 gradient convolution) and is still the
-    unfused path's."""
-    net = nn.network([14, 14], 8, [
-        nn.conv([5, 5], 4, padding=[2, 2], activation="RELU"),
+def _conv_pool_dense(size, channels, filters):
+    """A 5x5 conv (padding 2) + 2x2 max pool + dense network, two inputs, targets and
+    parameters."""
+    net = nn.network([size, size], channels, [
+        nn.conv([5, 5], filters, padding=[2, 2], activation="RELU"),
         nn.pool([2, 2]),
         nn.dense(3, activation="SMAX"),
     ], bias=0.1)
     x = cj.rows_to_images(net, jax.random.normal(jax.random.key(0), (2, net.input_dim)))
     t = jax.random.uniform(jax.random.key(1), (2, net.out_dim))
-    params = cj.init_params(jax.random.key(2), net)
+    return net, x, t, cj.init_params(jax.random.key(2), net)
+
+
+def test_input_gradient_skips_the_blocks_of_padding(monkeypatch):
+    """MNIST's second layer (5x5, padding 2, 2x2 pool on 14x14 maps): the space-to-depth
+    input has 9x9 blocks of which the outer ring is only padding; the input gradient is
+    computed on the 7x7 inner blocks (no 9x9 gradient convolution) and is still the
+    unfused path's."""
+    net, x, t, params = _conv_pool_dense(14, 8, 4)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda xv: training.batch_loss(
         params, net, xv, t, 2, None)[0]))(x))
     convs = [line.split("=")[0].split(":")[-1].strip() for line in jaxpr.splitlines()
              if "conv_general_dilated[" in line]
     assert "f32[2,7,7,32]" in convs and "f32[2,9,9,32]" not in convs, convs
+    _compare(net, monkeypatch, fused={0}, batch=2)
+
+
+def test_one_channel_layer_runs_as_windows_and_products(monkeypatch):
+    """MNIST's first layer (one channel, 5x5, 2x2 pool): the forward is the padded
+    input's windows times the phase kernel and the weight gradient is those windows
+    against the output gradient, so a training step has no convolution at all (the
+    input gradient of the first layer is not needed); still the unfused path's numbers."""
+    net, x, t, params = _conv_pool_dense(12, 1, 3)
+    grad = jax.jit(jax.grad(lambda p: training.batch_loss(p, net, x, t, 2, None)[0]))
+    jaxpr = str(jax.make_jaxpr(grad)(params))
+    # windows: (2 images, 6x6 pooled outputs, 6x6 window cells, 1 channel), against the
+    # 4 phases x 3 filters
+    assert "f32[2,6,6,6,6,1]" in jaxpr and "f32[36,12]" in jaxpr
+    # the only convolution traced is the unused input gradient, which XLA drops
+    assert "convolution(" not in grad.lower(params).compile().as_text()
     _compare(net, monkeypatch, fused={0}, batch=2)
 
 

@@ -11,6 +11,7 @@ import pytest
 import cianna_jax as cj
 from cianna_jax import driver, nn, parallel, training
 from cianna_jax.layers import fused
+from cianna_jax.layers.common import Ctx
 
 
 def _mnist_like(bias=0.1, pool="MAX"):
@@ -92,21 +93,30 @@ def test_loop_safe_only_for_fused_convs_and_dense_layers():
     assert not training.loop_safe(with_norm)
 
 
-def test_a_loop_of_fused_steps_uses_convolutions_in_xla_layouts(setup):
+def test_a_loop_of_fused_steps_uses_convolutions_in_xla_layouts():
     """Inside a loop XLA's CPU runs a convolution in any other layout on generic code
     (the fused weight gradient with batch-as-feature dimension numbers took 20-40 ms per
-    MNIST step there, against < 1 ms in XLA's own layouts)."""
-    net, opt, x, t = setup
+    MNIST step there, against < 1 ms in XLA's own layouts).  Five input channels, so the
+    fused conv is a convolution (one channel runs as windows and matrix products)."""
+    net = nn.network([8, 8], 5, [
+        nn.conv([3, 3], 4, padding=[1, 1], activation="RELU"),
+        nn.pool([2, 2]),
+        nn.dense(3, activation="SMAX", strict_size=1),
+    ], bias=0.1)
+    opt = cj.make_optimizer(0.05, 0.9, masks=partial(cj.cianna_masks, net))
     params = cj.init_params(jax.random.key(0), net)
     state = opt.init(params)
-    xs, ts = x[:8].reshape(2, 4, 8, 8, 1), t[:8].reshape(2, 4, 3)
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(2, 4, 8, 8, 5)).astype(np.float32)
+    ts = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (2, 4))]
+    assert training.loop_safe(net) and net.fused_pairs(Ctx()) == frozenset({0})
     text = training.train_steps.lower(net, opt, params, state, xs, ts,
                                       np.array([4, 4], np.int32), jax.random.key(0),
                                       first_step=np.int32(0)).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=(\S+?),", text)
-    assert labels, text  # the weight gradient (the forward is a matrix product here)
+    assert len(labels) == 2, text  # forward and weight gradient (no input gradient)
     assert set(labels) == {"b01f_01io->b01f"}, labels
-    assert fused.FUSE_MAX_CHANNEL_PRODUCT >= 4  # the conv above runs fused
+    assert fused.FUSE_MAX_CHANNEL_PRODUCT >= 20  # the conv above runs fused
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "fast", None])

@@ -12,7 +12,10 @@ the activation is applied to every phase before the max, the gradient goes to
 the first maximum in CIANNA's scan order, times CIANNA's derivative multiplier
 of the pooled output, and the input gradient is exact, which is CIANNA's closed
 form for these geometries (stride 1, no int_padding, padding < filter size).
-The backward pass uses standard convolutions only (see /work/shared/perf_notes.md).
+The backward pass uses standard convolutions only (see /work/shared/perf_notes.md),
+except where the forward runs as gathered windows times one matrix (few inputs per
+output, e.g. a one-channel first layer): there the weight gradient is those windows
+against the output gradient.
 """
 
 from __future__ import annotations
@@ -105,45 +108,103 @@ def _phase_kernel(k, s, q):
 
 
 #: below this many inputs per output (kernel cells x channels), the forward conv runs
-#: as slices + one matmul, which XLA's CPU conv does about 2x slower
+#: as gathered windows + one matmul, which XLA's CPU conv does about 2x slower
 _IM2COL_MAX_K = 64
 
 
-def _valid_conv(x, k, policy):
-    """Valid, stride-1 correlation of ``x (B, *sp, C)`` with ``k (*q, C, F)``."""
-    nd = x.ndim - 2
-    q = k.shape[:nd]
-    if int(np.prod(q)) * x.shape[-1] <= _IM2COL_MAX_K:
-        out = tuple(n - v + 1 for n, v in zip(x.shape[1:-1], q))
-        cols = jnp.concatenate([
-            x[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offs, out))]
-            for offs in itertools.product(*[range(v) for v in q])], axis=-1)
-        return jnp.dot(cols, k.reshape(-1, k.shape[-1]), precision=policy.precision,
-                       preferred_element_type=policy.accum_dtype).astype(x.dtype)
+def _depth_to_space(xs, s):
+    """Inverse of :func:`_space_to_depth`: (B, *M, prod(s)*C) -> (B, *(M*s), C)."""
+    nd = len(s)
+    b, m = xs.shape[0], xs.shape[1:-1]
+    c = xs.shape[-1] // int(np.prod(s))
+    y = xs.reshape((b,) + m + tuple(s) + (c,))
+    perm = (0,) + tuple(v for a in range(nd) for v in (1 + a, 1 + nd + a)) + (2 * nd + 1,)
+    return jnp.transpose(y, perm).reshape((b,) + tuple(mm * k for mm, k in zip(m, s)) + (c,))
+
+
+def _windows(xp, q, s):
+    """The im2col rows of the fused conv, read from the padded input ``xp (B, *L, C)``
+    with ``L = s * (out + q - 1)``: ``(B, *out, *(q*s), C)``, the window offset ``a*s + p``
+    (kernel block ``a``, phase ``p``) on each axis.  Built one axis at a time by ``q``
+    slices of the ``s``-blocks concatenated along the window axis: 1.2-1.27x faster than
+    the 9 slices of the space-to-depth input MNIST's first layer took before (4-value
+    chunks; benchmarks/README.md)."""
+    nd = len(s)
+    out = [n // ss - qq + 1 for n, ss, qq in zip(xp.shape[1:-1], s, q)]
+    y = xp
+    for ax in range(nd):
+        pos = 1 + 2 * ax
+        y = y.reshape(y.shape[:pos] + (y.shape[pos] // s[ax], s[ax]) + y.shape[pos + 1:])
+        y = jnp.concatenate([lax.slice_in_dim(y, a, a + out[ax], axis=pos)
+                             for a in range(q[ax])], axis=pos + 1)
+    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd)) + \
+        (2 * nd + 1,)
+    return jnp.transpose(y, perm)
+
+
+def _uses_windows(k2) -> bool:
+    """Whether the fused forward runs as windows + one matmul (few inputs per output)."""
+    return int(np.prod(k2.shape[:-1])) <= _IM2COL_MAX_K
+
+
+def _window_order(k2, s):
+    """``k2 (*q, prod(s)*C, F)``, rows ordered (a..., p..., C) -> ``(*(q*s), C, F)``,
+    the windows' order (a_1 p_1, a_2 p_2, ..., C)."""
+    nd = len(s)
+    q, c, f = k2.shape[:nd], k2.shape[-2] // int(np.prod(s)), k2.shape[-1]
+    perm = tuple(v for a in range(nd) for v in (a, nd + a)) + (2 * nd, 2 * nd + 1)
+    return jnp.transpose(k2.reshape(tuple(q) + tuple(s) + (c, f)), perm).reshape(
+        tuple(qq * ss for qq, ss in zip(q, s)) + (c, f))
+
+
+def _phase_order(kw, s):
+    """Inverse of :func:`_window_order`."""
+    nd = len(s)
+    qs, c, f = kw.shape[:nd], kw.shape[-2], kw.shape[-1]
+    q = tuple(v // ss for v, ss in zip(qs, s))
+    split = tuple(v for qq, ss in zip(q, s) for v in (qq, ss)) + (c, f)
+    perm = tuple(2 * a for a in range(nd)) + tuple(1 + 2 * a for a in range(nd)) + \
+        (2 * nd, 2 * nd + 1)
+    return jnp.transpose(kw.reshape(split), perm).reshape(q + (-1, f))
+
+
+def _valid_conv(xp, k2, s, policy):
+    """Valid, stride-1 correlation of the space-to-depth form of the padded input
+    ``xp (B, *L, C)`` with ``k2 (*q, prod(s)*C, F)``: ``(B, *out, F)``."""
+    nd = xp.ndim - 2
+    q = k2.shape[:nd]
+    if _uses_windows(k2):
+        kw = _window_order(k2, s).reshape(-1, k2.shape[-1])
+        cols = _windows(xp, q, s)
+        return jnp.dot(cols.reshape(cols.shape[:nd + 1] + (-1,)), kw,
+                       precision=policy.precision,
+                       preferred_element_type=policy.accum_dtype).astype(xp.dtype)
     return lax.conv_general_dilated(
-        x, k, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
-        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(x.dtype)
+        _space_to_depth(xp, s), k2, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
+        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(xp.dtype)
 
 
-def _phases(xs, k2, b, n_phase, act, policy):
-    z = _valid_conv(xs, k2, policy)
-    z = z.reshape(z.shape[:-1] + (n_phase, -1)) + b
+def _phases(xp, k2, b, s, act, policy):
+    z = _valid_conv(xp, k2, s, policy)
+    z = z.reshape(z.shape[:-1] + (int(np.prod(s)), -1)) + b
     return activation_forward(act, z)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _fused(xs, k2, b, n_phase: int, act: Activation, policy: Policy = FP32, padding_blocks=None):
-    """Conv + bias + activation + max over the phases.  ``padding_blocks``: per spatial
-    axis, the numbers of leading and trailing blocks of ``xs`` that hold only the conv's
-    zero padding, whose input gradient nobody reads (None: none)."""
-    return jnp.max(_phases(xs, k2, b, n_phase, act, policy), axis=-2)
+def _fused(xp, k2, b, s: tuple[int, ...], act: Activation, policy: Policy = FP32,
+           padding_blocks=None):
+    """Conv + bias + activation + max over the phases of the padded input ``xp``
+    (pool size ``s``).  ``padding_blocks``: per spatial axis, the numbers of leading
+    and trailing ``s``-blocks of ``xp`` that hold only the conv's zero padding, whose
+    input gradient nobody reads (None: none)."""
+    return jnp.max(_phases(xp, k2, b, s, act, policy), axis=-2)
 
 
-def _fused_fwd(xs, k2, b, n_phase, act, policy, padding_blocks):
-    y = _phases(xs, k2, b, n_phase, act, policy)
+def _fused_fwd(xp, k2, b, s, act, policy, padding_blocks):
+    y = _phases(xp, k2, b, s, act, policy)
     arg = jnp.argmax(y, axis=-2)
     pooled = jnp.max(y, axis=-2)
-    return pooled, (xs, k2, arg, pooled)
+    return pooled, (xp if _uses_windows(k2) else _space_to_depth(xp, s), k2, arg, pooled)
 
 
 def _weight_grad(xs, gz, policy):
@@ -165,16 +226,27 @@ def _weight_grad(xs, gz, policy):
     return jnp.transpose(out, tuple(range(1, nd + 1)) + (0, nd + 1))
 
 
-def _fused_bwd(n_phase, act, policy, padding_blocks, res, g):
-    xs, k2, arg, pooled = res
-    nd = xs.ndim - 2
+def _fused_bwd(s, act, policy, padding_blocks, res, g):
+    x_res, k2, arg, pooled = res
+    nd = x_res.ndim - 2
+    n_phase = int(np.prod(s))
     dn = _dims(nd)[1]
     gsel = g * derivative_multiplier(act, pooled)
     hit = arg[..., None, :] == jnp.arange(n_phase)[:, None]
     gz = jnp.where(hit, gsel[..., None, :], jnp.zeros((), g.dtype))
     gz = gz.reshape(gz.shape[:-2] + (-1,))
     gb = jnp.sum(gsel, axis=tuple(range(nd + 1)))
-    gk2 = _weight_grad(xs, gz, policy).astype(k2.dtype)
+    if _uses_windows(k2):
+        # the forward's windows (XLA computes them once) against the output gradient
+        cols = _windows(x_res, k2.shape[:nd], s)
+        wshape = cols.shape[nd + 1:]
+        cols = cols.reshape(-1, int(np.prod(wshape)))
+        gkw = lax.dot_general(cols, gz.reshape(cols.shape[0], -1), (((0,), (0,)), ((), ())),
+                              precision=policy.precision,
+                              preferred_element_type=policy.accum_dtype)
+        gk2 = _phase_order(gkw.reshape(wshape + (-1,)), s).astype(k2.dtype)
+    else:
+        gk2 = _weight_grad(x_res, gz, policy).astype(k2.dtype)
     k_rot = jnp.swapaxes(jnp.flip(k2, axis=tuple(range(nd))), nd, nd + 1)
     q = k2.shape[:nd]
     # the input gradient of the blocks that are all padding is dropped by the caller:
@@ -184,10 +256,10 @@ def _fused_bwd(n_phase, act, policy, padding_blocks, res, g):
     gxs = lax.conv_general_dilated(
         gz, k_rot, (1,) * nd, [(v - 1 - lo, v - 1 - hi) for v, (lo, hi) in zip(q, crop)],
         dimension_numbers=dn, precision=policy.precision,
-        preferred_element_type=policy.accum_dtype).astype(xs.dtype)
+        preferred_element_type=policy.accum_dtype).astype(g.dtype)
     if any(lo or hi for lo, hi in crop):
         gxs = jnp.pad(gxs, ((0, 0),) + tuple(crop) + ((0, 0),))
-    return gxs, gk2, gb
+    return _depth_to_space(gxs, s), gk2, gb
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -208,10 +280,9 @@ def conv_max_pool(conv: Conv, pool: Pool, params, x: jax.Array, ctx: Ctx,
     q = tuple((ss - 1 + ff - 1) // ss + 1 for ss, ff in zip(s, f))
     length = tuple(ss * (o + qq - 1) for ss, o, qq in zip(s, out, q))
     cfg = [(0, 0)] + [(p, ln - n - p) for p, ln, n in zip(pad, length, x.shape[1:-1])] + [(0, 0)]
-    xs = _space_to_depth(jnp.pad(x, cfg), s)
     k2 = _phase_kernel(k, s, q)
-    # blocks of xs made only of padding (their input gradient is not needed)
+    # s-blocks of the padded input made only of padding (their input gradient is not needed)
     padding_blocks = tuple((lo // ss, hi // ss) for (lo, hi), ss in zip(cfg[1:-1], s))
-    z = _fused(xs, k2, b.astype(x.dtype), int(np.prod(s)), conv.activation, ctx.policy,
+    z = _fused(jnp.pad(x, cfg), k2, b.astype(x.dtype), tuple(s), conv.activation, ctx.policy,
                padding_blocks)
     return pool.finish(z, ctx, key, activate_output=activate_output)
