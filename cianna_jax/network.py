@@ -377,8 +377,9 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
 
     Layers that define ``inference_params`` (convolutions run as Winograd on CPU: the
     filters already transformed and the bias term, see
-    :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that form, the others
-    keep theirs (the same arrays, no copy).  :func:`apply`, :func:`apply_layers` and
+    :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that form, except convs
+    that run fused with their max pool under ``policy``; the others keep theirs (the
+    same arrays, no copy).  :func:`apply`, :func:`apply_layers` and
     :func:`cianna_jax.training.eval_step` take either form and give the same numbers
     (to float rounding: the summation order may differ); the laid-out form skips the
     filter transforms every call would otherwise do.  Save, train and
@@ -386,9 +387,13 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
     they are (laying out twice changes nothing).
     """
     policy = get_policy(policy)
+    # a conv that runs fused with its max pool needs its kernel (a Winograd layout would
+    # reach conv_max_pool, which cannot use it)
+    fused = net.fused_pairs(Ctx(nd=net.nd, policy=policy))
     return tuple(
-        layer.inference_params(p, sin, net.nd, policy) if hasattr(layer, "inference_params")
-        else p for layer, p, (sin, _) in zip(net.layers, params, net.shapes))
+        layer.inference_params(p, sin, net.nd, policy)
+        if hasattr(layer, "inference_params") and i not in fused else p
+        for i, (layer, p, (sin, _)) in enumerate(zip(net.layers, params, net.shapes)))
 
 
 def _check_images(net: Network, x) -> tuple[jax.Array, bool]:

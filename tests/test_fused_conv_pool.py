@@ -141,6 +141,26 @@ def test_one_channel_layer_runs_as_windows_and_products(monkeypatch):
     _compare(net, monkeypatch, fused={0}, batch=2)
 
 
+def test_inference_params_leave_fused_convs_their_kernel():
+    """A 3x3x3 conv wide enough for Winograd that runs fused with its max pool keeps its
+    kernel in ``inference_params`` (the Winograd layout crashed ``cj.predict`` in the
+    fused path), and the laid-out passes give ``cj.apply``'s numbers."""
+    net = nn.network([16, 16, 16], 1, [
+        nn.conv([3, 3, 3], 8, padding=[1, 1, 1], activation="RELU"),
+        nn.pool([2, 2, 2]),
+        nn.conv([3, 3, 3], 16, padding=[1, 1, 1], activation="RELU"),
+        nn.pool([2, 2, 2]),
+        nn.dense(3, activation="SMAX"),
+    ], bias=0.1)
+    assert net.fused_pairs(Ctx(nd=3)) == frozenset({0, 2})
+    params = cj.init_params(jax.random.key(0), net)
+    laid = cj.inference_params(net, params)
+    assert set(laid[2]) == {"kernel", "bias_weight"}
+    x = jax.random.normal(jax.random.key(1), (3, 16, 16, 16, 1))
+    np.testing.assert_allclose(np.asarray(cj.predict(net, params, x, 2)),
+                               np.asarray(cj.apply(net, params, x)), **TOL)
+
+
 def test_3d(monkeypatch):
     net = nn.network([6, 6, 4], 1, [
         nn.conv([3, 3, 3], 2, padding=[1, 1, 1], activation="RELU"),
