@@ -323,7 +323,8 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     With ``activate_last=False`` the last layer returns its pre-activation (after
     dropout), which is what the output loss differentiates.  A conv whose only reader
     is a max pool that tiles it runs fused with it (:mod:`cianna_jax.layers.fused`,
-    same numbers); ``fuse=False`` forces the layer-by-layer path.  ``keep``: return
+    same numbers; not when its params are in a Winograd layout, laid out under a policy
+    that does not fuse); ``fuse=False`` forces the layer-by-layer path.  ``keep``: return
     instead the tuple of those layers' outputs.
     """
     x = x.reshape((x.shape[0],) + net.input_shape)  # (B, D=1, H, W, C) -> 2D: free
@@ -333,7 +334,7 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     i = 0
     while i < n:
         layer = net.layers[i]
-        if i in fused:
+        if i in fused and "kernel" in params[i]:  # not laid out for another policy
             sub = None if key is None else jax.random.fold_in(key, i + 1)
             h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i], h[net.sources(i)[0]],
                                      ctx, sub, activate_output=activate_last or i + 1 < n - 1)
