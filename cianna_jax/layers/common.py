@@ -166,3 +166,25 @@ def flat_to_map(x: jax.Array, shape: Shape, nd: int) -> jax.Array:
         raise ValueError(f"shape {shape} needs a 3D network (nd=3), got nd={nd}")
     x = x[:, : shape.size].reshape((b, shape.c) + sp)
     return jnp.moveaxis(x, 1, -1)
+
+
+def space_to_depth(x: jax.Array, s) -> jax.Array:
+    """``(B, *(M*s), C) -> (B, *M, prod(s)*C)``: each ``s``-block of the map on the
+    channels, ordered (offsets within the block..., C)."""
+    nd = len(s)
+    b, c = x.shape[0], x.shape[-1]
+    m = tuple(n // k for n, k in zip(x.shape[1:-1], s))
+    split = (b,) + tuple(v for mm, k in zip(m, s) for v in (mm, k)) + (c,)
+    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd)) + \
+        (2 * nd + 1,)
+    return jnp.transpose(x.reshape(split), perm).reshape((b,) + m + (-1,))
+
+
+def depth_to_space(xs: jax.Array, s) -> jax.Array:
+    """Inverse of :func:`space_to_depth`: ``(B, *M, prod(s)*C) -> (B, *(M*s), C)``."""
+    nd = len(s)
+    b, m = xs.shape[0], xs.shape[1:-1]
+    c = xs.shape[-1] // int(np.prod(s))
+    y = xs.reshape((b,) + m + tuple(s) + (c,))
+    perm = (0,) + tuple(v for a in range(nd) for v in (1 + a, 1 + nd + a)) + (2 * nd + 1,)
+    return jnp.transpose(y, perm).reshape((b,) + tuple(mm * k for mm, k in zip(m, s)) + (c,))

@@ -34,7 +34,16 @@ from ..geometry import check_conv_groups, conv_output_size, conv_span, conv_weig
 from ..io.records import ConvRecord
 from ..precision import FP32, Policy
 from .base import LayerBase, register_layer
-from .common import Ctx, Shape, add_bias, dropout, flat_to_map, internal
+from .common import (
+    Ctx,
+    Shape,
+    add_bias,
+    depth_to_space,
+    dropout,
+    flat_to_map,
+    internal,
+    space_to_depth,
+)
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -359,11 +368,9 @@ def _tiled_weight_grad(x, g, f, policy=FP32):
     (benchmarks/README.md)."""
     nd = x.ndim - 2
     out = g.shape[1:1 + nd]
-    b, c, n_f = x.shape[0], x.shape[-1], g.shape[-1]
+    c, n_f = x.shape[-1], g.shape[-1]
     xs = x[(slice(None),) + tuple(slice(0, o * s) for o, s in zip(out, f))]
-    xs = xs.reshape((b,) + tuple(v for o, s in zip(out, f) for v in (o, s)) + (c,))
-    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd))
-    windows = jnp.transpose(xs, perm + (2 * nd + 1,)).reshape(-1, int(np.prod(f)) * c)
+    windows = space_to_depth(xs, f).reshape(-1, int(np.prod(f)) * c)
     g2 = g.reshape(-1, n_f).astype(windows.dtype)
     if n_f >= 64 and n_f % 16 == 0:  # (taps*C, F): the kernel's layout, no transpose
         gk = lax.dot_general(windows, g2, (((0,), (0,)), ((), ())), precision=policy.precision,
@@ -384,14 +391,11 @@ def _tiled_input_grad(g, k, in_spatial, policy=FP32):
     input's resolution: ``prod(f)`` times the products."""
     nd = g.ndim - 2
     f = k.shape[:nd]
-    b, out, c = g.shape[0], g.shape[1:1 + nd], k.shape[nd]
+    b, out = g.shape[0], g.shape[1:1 + nd]
     cols = lax.dot_general(g.reshape(-1, g.shape[-1]), k.reshape(-1, k.shape[-1]).astype(g.dtype),
                            (((1,), (1,)), ((), ())), precision=policy.precision,
                            preferred_element_type=policy.accum_dtype)  # (N, taps*C)
-    cols = cols.reshape((b,) + tuple(out) + tuple(f) + (c,))
-    perm = (0,) + tuple(i for a in range(nd) for i in (1 + a, 1 + nd + a)) + (1 + 2 * nd,)
-    gx = jnp.transpose(cols, perm).reshape((b,) + tuple(o * v for o, v in zip(out, f)) + (c,))
-    gx = gx.astype(g.dtype)
+    gx = depth_to_space(cols.reshape((b,) + tuple(out) + (-1,)), f).astype(g.dtype)
     if tuple(gx.shape[1:-1]) != tuple(in_spatial):
         gx = jnp.pad(gx, [(0, 0)] + [(0, n - o * v) for n, o, v in zip(in_spatial, out, f)]
                      + [(0, 0)])

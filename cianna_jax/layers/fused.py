@@ -31,7 +31,7 @@ from jax import lax
 from ..activations import Activation, activation_forward, derivative_multiplier
 from ..geometry import conv_output_size
 from ..precision import FP32, Policy
-from .common import Ctx, Shape, internal
+from .common import Ctx, Shape, depth_to_space, internal, space_to_depth
 from .conv import Conv
 from .pool import Pool
 
@@ -81,17 +81,6 @@ def _dims(nd: int):
     return sp, ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def _space_to_depth(x, s):
-    """(B, *(M*s), C) -> (B, *M, prod(s)*C), channels ordered (phase offsets..., C)."""
-    nd = len(s)
-    b, c = x.shape[0], x.shape[-1]
-    m = tuple(n // k for n, k in zip(x.shape[1:-1], s))
-    split = (b,) + tuple(v for mm, k in zip(m, s) for v in (mm, k)) + (c,)
-    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd)) + \
-        (2 * nd + 1,)
-    return jnp.transpose(x.reshape(split), perm).reshape((b,) + m + (-1,))
-
-
 def _phase_kernel(k, s, q):
     """(*f, C, F) kernel -> (*q, prod(s)*C, prod(s)*F): one block of filters per phase."""
     nd = len(s)
@@ -110,16 +99,6 @@ def _phase_kernel(k, s, q):
 #: below this many inputs per output (kernel cells x channels), the forward conv runs
 #: as gathered windows + one matmul, which XLA's CPU conv does about 2x slower
 _IM2COL_MAX_K = 64
-
-
-def _depth_to_space(xs, s):
-    """Inverse of :func:`_space_to_depth`: (B, *M, prod(s)*C) -> (B, *(M*s), C)."""
-    nd = len(s)
-    b, m = xs.shape[0], xs.shape[1:-1]
-    c = xs.shape[-1] // int(np.prod(s))
-    y = xs.reshape((b,) + m + tuple(s) + (c,))
-    perm = (0,) + tuple(v for a in range(nd) for v in (1 + a, 1 + nd + a)) + (2 * nd + 1,)
-    return jnp.transpose(y, perm).reshape((b,) + tuple(mm * k for mm, k in zip(m, s)) + (c,))
 
 
 def _windows(xp, q, s):
@@ -180,7 +159,7 @@ def _valid_conv(xp, k2, s, policy):
                        precision=policy.precision,
                        preferred_element_type=policy.accum_dtype).astype(xp.dtype)
     return lax.conv_general_dilated(
-        _space_to_depth(xp, s), k2, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
+        space_to_depth(xp, s), k2, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
         precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(xp.dtype)
 
 
@@ -204,7 +183,7 @@ def _fused_fwd(xp, k2, b, s, act, policy, padding_blocks):
     y = _phases(xp, k2, b, s, act, policy)
     arg = jnp.argmax(y, axis=-2)
     pooled = jnp.max(y, axis=-2)
-    return pooled, (xp if _uses_windows(k2) else _space_to_depth(xp, s), k2, arg, pooled)
+    return pooled, (xp if _uses_windows(k2) else space_to_depth(xp, s), k2, arg, pooled)
 
 
 def _weight_grad(xs, gz, policy):
@@ -259,7 +238,7 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
         preferred_element_type=policy.accum_dtype).astype(g.dtype)
     if any(lo or hi for lo, hi in crop):
         gxs = jnp.pad(gxs, ((0, 0),) + tuple(crop) + ((0, 0),))
-    return _depth_to_space(gxs, s), gk2, gb
+    return depth_to_space(gxs, s), gk2, gb
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
