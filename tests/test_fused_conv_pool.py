@@ -207,3 +207,14 @@ def test_mixed_precision_falls_back():
     ], bias=0.1)
     assert net.fused_pairs(Ctx()) == frozenset({0})
     assert net.fused_pairs(Ctx(policy=cj.precision.get_policy("BF16C_FP32A"))) == frozenset()
+
+
+@pytest.mark.parametrize("shape,s", [((2, 6, 3), (3,)), ((2, 4, 6, 5), (2, 3)),
+                                     ((1, 4, 2, 6, 2), (2, 1, 3))])
+def test_space_to_depth_by_slices_equals_the_transpose_form(shape, s):
+    """The fused layer's space-to-depth (strided slices, the fast form inside XLA's CPU
+    fusions) lays the blocks out exactly as :func:`space_to_depth` (offsets, then C)."""
+    from cianna_jax.layers.common import space_to_depth, space_to_depth_by_slices
+
+    x = jnp.arange(int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
+    np.testing.assert_array_equal(space_to_depth_by_slices(x, s), space_to_depth(x, s))

@@ -31,7 +31,7 @@ from jax import lax
 from ..activations import Activation, activation_forward, derivative_multiplier
 from ..geometry import conv_output_size
 from ..precision import FP32, Policy
-from .common import Ctx, Shape, depth_to_space, internal, space_to_depth
+from .common import Ctx, Shape, depth_to_space, internal, space_to_depth_by_slices
 from .conv import Conv
 from .pool import Pool
 
@@ -159,8 +159,9 @@ def _valid_conv(xp, k2, s, policy):
                        precision=policy.precision,
                        preferred_element_type=policy.accum_dtype).astype(xp.dtype)
     return lax.conv_general_dilated(
-        space_to_depth(xp, s), k2, (1,) * nd, [(0, 0)] * nd, dimension_numbers=_dims(nd)[1],
-        precision=policy.precision, preferred_element_type=policy.accum_dtype).astype(xp.dtype)
+        space_to_depth_by_slices(xp, s), k2, (1,) * nd, [(0, 0)] * nd,
+        dimension_numbers=_dims(nd)[1], precision=policy.precision,
+        preferred_element_type=policy.accum_dtype).astype(xp.dtype)
 
 
 def _phases(xp, k2, b, s, act, policy):
@@ -183,7 +184,8 @@ def _fused_fwd(xp, k2, b, s, act, policy, padding_blocks):
     y = _phases(xp, k2, b, s, act, policy)
     arg = jnp.argmax(y, axis=-2)
     pooled = jnp.max(y, axis=-2)
-    return pooled, (xp if _uses_windows(k2) else space_to_depth(xp, s), k2, arg, pooled)
+    x_res = xp if _uses_windows(k2) else space_to_depth_by_slices(xp, s)
+    return pooled, (x_res, k2, arg, pooled)
 
 
 def _weight_grad(xs, gz, policy):
