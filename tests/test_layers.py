@@ -1139,6 +1139,40 @@ def test_dense_on_a_map_is_cianna_channel_major_flatten_with_slot(shape):
         layer.apply({"w": w[1:]}, x, ctx)
 
 
+def test_dense_on_a_map_in_bfloat16_keeps_the_policy_dtypes():
+    """Under a 16-bit policy the map product (a whole-map convolution without a gradient,
+    products on the flattened map with one) gives the 16-bit output of the f32-accumulated
+    sum, and gradients in the dtypes of the map (bfloat16) and of the weights (float32)."""
+    from cianna_jax.layers.dense import Dense
+
+    policy = cj.precision.get_policy("BF16C_FP32A")
+    layer = Dense(5, cj.activations.parse_activation("LIN"), bias=0.5)
+    x = jax.random.normal(jax.random.key(0), (3, 4, 4, 6)).astype(jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (4 * 4 * 6 + 1, 6))
+    ctx = Ctx(nd=2, policy=policy)
+    rows = jnp.moveaxis(w[:-1].reshape(6, 16, 6), 0, 1).reshape(96, 6).astype(jnp.bfloat16)
+    want = (jnp.dot(x.reshape(3, -1), rows, preferred_element_type=jnp.float32)
+            + 0.5 * w[-1]).astype(jnp.bfloat16)
+
+    @jax.jit
+    def run(x, w):
+        y = layer.apply({"w": w}, x, ctx)
+        g = jax.grad(lambda x, w: jnp.sum(layer.apply({"w": w}, x, ctx).astype(jnp.float32)),
+                     argnums=(0, 1))(x, w)
+        return y, g
+
+    y, (gx, gw) = run(x, w)
+    assert y.dtype == jnp.bfloat16 and gx.dtype == jnp.bfloat16 and gw.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-2, atol=1e-2)
+    # d(sum)/dx = the row sums of the (bfloat16) weights; d/dw: the flattened map's column
+    # sums on the weight rows, the batch size times the bias on the slot row
+    np.testing.assert_allclose(np.asarray(gx, np.float32).reshape(3, 96),
+                               np.broadcast_to(np.asarray(rows, np.float32).sum(1), (3, 96)),
+                               rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(gw[-1], np.full(6, 1.5), rtol=1e-6)
+
+
 @pytest.mark.parametrize("kw", [dict(group_size=4), dict(group_size=2, set_off=1),
                                 dict(group_size=4, per_channel=True)],
                          ids=["groups", "set_off", "per_channel"])

@@ -8,10 +8,12 @@ creation is the pivot ``w[I-1, N] = bias_next / bias_this`` (set by the network)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from .. import initializers
 from ..activations import Activation, activate, parse_activation, softmax_rows
@@ -79,17 +81,16 @@ class Dense(LayerBase):
 
     def _from_map(self, w, x, ctx: Ctx, key, activate_output: bool) -> jax.Array:
         """A map input ``(B, *sp, C)``: CIANNA flattens it channel-major and appends the
-        bias slot; the same sum is taken here on the map as it lies (channel-last, a free
-        reshape) against the weight rows reordered to match, plus ``bias`` times the slot
-        row.  Reordering the (I, N + 1) weights costs less than transposing the
-        activations, which XLA fuses into the product as a slow strided operand (MNIST
-        network, 7x7x16 -> 256 at batch 64: 0.9 -> 0.35 ms forward, 1.7 -> 1.4 ms with
-        the gradient; benchmarks/README.md)."""
+        bias slot; the same sum is taken here on the map as it lies (channel-last)
+        against the weight rows reordered to match (:func:`map_product`), plus ``bias``
+        times the slot row.  Reordering the (I, N + 1) weights costs less than
+        transposing the activations, which XLA fuses into the product as a slow strided
+        operand (MNIST network, 7x7x16 -> 256 at batch 64: 0.9 -> 0.35 ms forward, 1.7 ->
+        1.4 ms with the gradient; benchmarks/README.md)."""
         pol = ctx.policy
         c, n_out = x.shape[-1], w.shape[1]
-        rows = w[:-1].reshape((c, -1, n_out)).swapaxes(0, 1).reshape((-1, n_out))
-        z = jnp.dot(x.reshape(x.shape[0], -1), rows.astype(x.dtype), precision=pol.precision,
-                    preferred_element_type=pol.accum_dtype)
+        k = jnp.moveaxis(w[:-1].reshape((c,) + x.shape[1:-1] + (n_out,)), 0, -2)
+        z = map_product(x, k.astype(x.dtype), pol.precision, pol.accum_dtype)
         z = (z + self.bias * w[-1].astype(pol.accum_dtype)).astype(x.dtype)
         return self._finish(z, ctx, key, activate_output)
 
@@ -137,6 +138,46 @@ class Dense(LayerBase):
         """(layer spec, params) of a dense record."""
         return (cls(rec.nb_neurons, parse_activation(rec.activation), float(rec.bias),
                     float(rec.dropout)), {"w": jnp.asarray(rec.weights, jnp.float32)})
+
+
+_SPATIAL = "DHW"
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def map_product(x: jax.Array, k: jax.Array, precision=None, accum=jnp.float32) -> jax.Array:
+    """``sum over (*sp, C) of x[b, *sp, C] * k[*sp, C, n]``: ``x (B, *sp, C)``,
+    ``k (*sp, C, N)`` -> ``(B, N)`` in ``accum``.
+
+    Without a gradient, a VALID convolution whose window is the whole map: XLA's CPU
+    loop emitter writes the map-producing fusion (MNIST: the last pool's max over its
+    phases) 3-5x slower when its result is reshaped into the product's ``(B, I)``
+    operand (MNIST inference x1.13; benchmarks/README.md).  The training forward (the
+    VJP's) and both gradients are plain products on the flattened map, which measured
+    faster there (x1.05 against the convolution)."""
+    nd = x.ndim - 2
+    sp = _SPATIAL[3 - nd:]
+    y = lax.conv_general_dilated(x, k, (1,) * nd, "VALID",
+                                 dimension_numbers=("N" + sp + "C", sp + "IO", "N" + sp + "C"),
+                                 precision=precision, preferred_element_type=accum)
+    return y.reshape(x.shape[0], -1)
+
+
+def _map_product_fwd(x, k, precision, accum):
+    z = jnp.dot(x.reshape(x.shape[0], -1), k.reshape(-1, k.shape[-1]), precision=precision,
+                preferred_element_type=accum)
+    return z, (x, k)
+
+
+def _map_product_bwd(precision, accum, res, g):
+    x, k = res
+    kf = k.reshape(-1, k.shape[-1])
+    gx = jnp.dot(g, kf.T, precision=precision, preferred_element_type=accum)
+    gk = jnp.dot(x.reshape(x.shape[0], -1).T, g, precision=precision,
+                 preferred_element_type=accum)
+    return gx.reshape(x.shape).astype(x.dtype), gk.reshape(k.shape).astype(k.dtype)
+
+
+map_product.defvjp(_map_product_fwd, _map_product_bwd)
 
 
 def dense_activation(act: Activation, z: jax.Array, *, exact: bool = False) -> jax.Array:
