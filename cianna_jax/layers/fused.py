@@ -213,9 +213,11 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
     n_phase = int(np.prod(s))
     dn = _dims(nd)[1]
     gsel = g * derivative_multiplier(act, pooled)
-    hit = arg[..., None, :] == jnp.arange(n_phase)[:, None]
-    gz = jnp.where(hit, gsel[..., None, :], jnp.zeros((), g.dtype))
-    gz = gz.reshape(gz.shape[:-2] + (-1,))
+    # the gradient routed to each phase's block of channels, the blocks concatenated:
+    # XLA's CPU loop emitter writes this 1.05x faster (MNIST training step) than the
+    # same values selected on a (..., phase, C) array reshaped to (..., phase * C)
+    gz = jnp.concatenate([jnp.where(arg == p, gsel, jnp.zeros((), g.dtype))
+                          for p in range(n_phase)], axis=-1)
     gb = jnp.sum(gsel, axis=tuple(range(nd + 1)))
     if _uses_windows(k2):
         # the forward's windows (XLA computes them once) against the output gradient
