@@ -169,6 +169,13 @@ def flat_to_map(x: jax.Array, shape: Shape, nd: int) -> jax.Array:
     return jnp.moveaxis(x, 1, -1)
 
 
+def conv_dimension_numbers(nd: int) -> tuple[str, str, str]:
+    """``lax.conv_general_dilated``'s dimension numbers for ``nd`` spatial axes in the
+    core's layouts: channel-last maps ``(B, *sp, C)``, kernels ``(*sp, C, F)``."""
+    sp = "DHW"[3 - nd:]
+    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
 def space_to_depth(x: jax.Array, s) -> jax.Array:
     """``(B, *(M*s), C) -> (B, *M, prod(s)*C)``: each ``s``-block of the map on the
     channels, ordered (offsets within the block..., C)."""

@@ -38,6 +38,7 @@ from .common import (
     Ctx,
     Shape,
     add_bias,
+    conv_dimension_numbers,
     depth_to_space,
     dropout,
     flat_to_map,
@@ -54,11 +55,6 @@ from .winograd import (
 )
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
-
-
-def _dimension_numbers(nd: int):
-    sp = "DHW"[3 - nd:]
-    return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
@@ -220,7 +216,7 @@ def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     """``lax.conv_general_dilated``, channel-last, with ``policy``'s precision."""
     return lax.conv_general_dilated(
         x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
-        dimension_numbers=_dimension_numbers(x.ndim - 2), precision=policy.precision,
+        dimension_numbers=conv_dimension_numbers(x.ndim - 2), precision=policy.precision,
         preferred_element_type=policy.accum_dtype, feature_group_count=groups)
 
 

@@ -31,13 +31,18 @@ from jax import lax
 from ..activations import Activation, activation_forward, derivative_multiplier
 from ..geometry import conv_output_size
 from ..precision import FP32, Policy
-from .common import Ctx, Shape, depth_to_space, internal, space_to_depth_by_slices
+from .common import (
+    Ctx,
+    Shape,
+    conv_dimension_numbers,
+    depth_to_space,
+    internal,
+    space_to_depth_by_slices,
+)
 from .conv import Conv
 from .pool import Pool
 
 __all__ = ["fusible", "conv_max_pool", "FUSE_MAX_CHANNEL_PRODUCT"]
-
-_SPATIAL = "DHW"
 
 
 #: the fused path is used when input channels x filters is at most this: beyond, the
@@ -74,11 +79,6 @@ def fusible(conv: Conv, pool: Pool, in_shape: Shape, ctx: Ctx) -> bool:
         if n % pool.p_size[ax]:
             return False
     return any(s > 1 for s in pool.p_size)
-
-
-def _dims(nd: int):
-    sp = _SPATIAL[3 - nd:]
-    return sp, ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
 def _phase_kernel(k, s, q):
@@ -160,7 +160,7 @@ def _valid_conv(xp, k2, s, policy):
                        preferred_element_type=policy.accum_dtype).astype(xp.dtype)
     return lax.conv_general_dilated(
         space_to_depth_by_slices(xp, s), k2, (1,) * nd, [(0, 0)] * nd,
-        dimension_numbers=_dims(nd)[1], precision=policy.precision,
+        dimension_numbers=conv_dimension_numbers(nd), precision=policy.precision,
         preferred_element_type=policy.accum_dtype).astype(xp.dtype)
 
 
@@ -198,7 +198,7 @@ def _weight_grad(xs, gz, policy):
     runs the convolution on its generic code, 20-40 ms per MNIST step instead of < 1
     (measured, benchmarks/README.md)."""
     nd = xs.ndim - 2
-    dn = _dims(nd)[1]
+    dn = conv_dimension_numbers(nd)
     lhs = jnp.transpose(xs, (nd + 1,) + tuple(range(1, nd + 1)) + (0,))
     rhs = jnp.transpose(gz, tuple(range(1, nd + 1)) + (0, nd + 1))
     out = lax.conv_general_dilated(lhs, rhs, (1,) * nd, [(0, 0)] * nd, dimension_numbers=dn,
@@ -211,7 +211,7 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
     x_res, k2, arg, pooled = res
     nd = x_res.ndim - 2
     n_phase = int(np.prod(s))
-    dn = _dims(nd)[1]
+    dn = conv_dimension_numbers(nd)
     gsel = g * derivative_multiplier(act, pooled)
     # the gradient routed to each phase's block of channels, the blocks concatenated:
     # XLA's CPU loop emitter writes this 1.05x faster (MNIST training step) than the
