@@ -4,8 +4,12 @@ For each convolution of the backbone (``bench_sdc1.BACKBONE`` and the head): our
 forward with the weights laid out for inference (``cj.inference_params``), or its training
 step (``Conv.apply`` with CIANNA's weight rows, forward and both gradients), against the
 same ``Conv2d`` + ``LeakyReLU(0.05)`` in PyTorch (2 threads), medians of alternated
-repetitions.  Layers alone are slower than inside the network on both sides (fresh buffers,
-cold caches), so the rows are not additive: they show which layers lead or lag.
+repetitions.  Layers alone are slower than inside the network (fresh buffers, cold caches),
+PyTorch's far more than ours (256x256 training, 2026-12-04: PyTorch's layers sum to 2,970 ms
+against a 1,540 ms network step; its first layer takes 625 ms here, 216-227 ms timed alone in
+a fresh process; ours sum to 1,964 ms against 1,740), so the rows are not additive and the
+torch/ours column is no speed ratio: use ``bench_sdc1.py`` for that.  The rows show where our
+own time goes.
 
     python benchmarks/bench_layers.py [--size 256] [--train] [--repeats 7]
 """
