@@ -147,25 +147,33 @@ def _phase_order(kw, s):
     return jnp.transpose(kw.reshape(split), perm).reshape(q + (-1, f))
 
 
-def _valid_conv(xp, k2, s, policy):
-    """Valid, stride-1 correlation of the space-to-depth form of the padded input
-    ``xp (B, *L, C)`` with ``k2 (*q, prod(s)*C, F)``: ``(B, *out, F)``."""
-    nd = xp.ndim - 2
+def _conv_input(xp, k2, s):
+    """What the fused conv reads from the padded input ``xp (B, *L, C)``: ``xp`` itself
+    where it runs as gathered windows (:func:`_uses_windows`), else its space-to-depth
+    form ``(B, *(L/s), prod(s)*C)``; the backward keeps it as the residual."""
+    return xp if _uses_windows(k2) else space_to_depth_by_slices(xp, s)
+
+
+def _valid_conv(xin, k2, s, policy):
+    """Valid, stride-1 correlation of the space-to-depth form of the padded input with
+    ``k2 (*q, prod(s)*C, F)``, read from ``xin`` (:func:`_conv_input`):
+    ``(B, *out, F)``."""
+    nd = xin.ndim - 2
     q = k2.shape[:nd]
     if _uses_windows(k2):
         kw = _window_order(k2, s).reshape(-1, k2.shape[-1])
-        cols = _windows(xp, q, s)
+        cols = _windows(xin, q, s)
         return jnp.dot(cols.reshape(cols.shape[:nd + 1] + (-1,)), kw,
                        precision=policy.precision,
-                       preferred_element_type=policy.accum_dtype).astype(xp.dtype)
+                       preferred_element_type=policy.accum_dtype).astype(xin.dtype)
     return lax.conv_general_dilated(
-        space_to_depth_by_slices(xp, s), k2, (1,) * nd, [(0, 0)] * nd,
+        xin, k2, (1,) * nd, [(0, 0)] * nd,
         dimension_numbers=conv_dimension_numbers(nd), precision=policy.precision,
-        preferred_element_type=policy.accum_dtype).astype(xp.dtype)
+        preferred_element_type=policy.accum_dtype).astype(xin.dtype)
 
 
-def _phases(xp, k2, b, s, act, policy):
-    z = _valid_conv(xp, k2, s, policy)
+def _phases(xin, k2, b, s, act, policy):
+    z = _valid_conv(xin, k2, s, policy)
     z = z.reshape(z.shape[:-1] + (int(np.prod(s)), -1)) + b
     return activation_forward(act, z)
 
@@ -177,14 +185,14 @@ def _fused(xp, k2, b, s: tuple[int, ...], act: Activation, policy: Policy = FP32
     (pool size ``s``).  ``padding_blocks``: per spatial axis, the numbers of leading
     and trailing ``s``-blocks of ``xp`` that hold only the conv's zero padding, whose
     input gradient nobody reads (None: none)."""
-    return jnp.max(_phases(xp, k2, b, s, act, policy), axis=-2)
+    return jnp.max(_phases(_conv_input(xp, k2, s), k2, b, s, act, policy), axis=-2)
 
 
 def _fused_fwd(xp, k2, b, s, act, policy, padding_blocks):
-    y = _phases(xp, k2, b, s, act, policy)
+    x_res = _conv_input(xp, k2, s)
+    y = _phases(x_res, k2, b, s, act, policy)
     arg = jnp.argmax(y, axis=-2)
     pooled = jnp.max(y, axis=-2)
-    x_res = xp if _uses_windows(k2) else space_to_depth_by_slices(xp, s)
     return pooled, (x_res, k2, arg, pooled)
 
 
