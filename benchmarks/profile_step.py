@@ -1,0 +1,307 @@
+"""Where a compiled step's wall time goes on CPU, thunk by thunk, thread-pool work included.
+
+XLA's CPU runtime runs a program as thunks.  A convolution or a large product thunk only
+*launches* its work, which then runs on the Eigen thread pool, and the thunk's completion
+shows later in the trace as an ``end: <thunk>`` marker.  A per-op profile that sums the
+traced durations therefore credits a convolution with its launch (tens of us) and hides
+the milliseconds it really takes (benchmarks/README.md, fourteenth session).  This tool
+pairs each thunk's launch with its ``end:`` marker, so that each thunk is *in flight*
+from one to the other, and shares every instant of the program's run between the thunks
+in flight then (two thunks side by side get half of it each; no thunk in flight is
+"between thunks": the executor's own time).  The shares add up to the step's wall time.
+
+Each thunk is named as in the compiled HLO, with the source line (innermost frame) and
+the jax operation it comes from, read from the compiled module's text.
+
+    python benchmarks/profile_step.py mnist-train [--calls 5] [--top 25] [--plot step.png]
+    python benchmarks/profile_step.py sdc1-infer --size 128
+
+Workloads: ``mnist-train`` / ``mnist-infer`` (CIANNA's MNIST network, batch 64, 8 steps
+per compiled call as ``train_epoch`` and ``predict`` run them), ``sdc1-train`` /
+``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call as ``bench_sdc1.py``).
+Profiling adds about 1 us per thunk; compare thunks with each other, not with the
+benchmarks' rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import collections
+import dataclasses
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+
+WINDOW = "ThunkExecutor::Execute (wait for completion)"
+EXECUTE = "ThunkExecutor::Execute"
+DISPATCH = "CommonPjRtLoadedExecutable::ExecuteHelperOnSingleDevice"
+BETWEEN = "(between thunks)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """One thunk execution: in flight from its launch to its ``end:`` marker (us)."""
+    name: str
+    start: float
+    end: float
+
+
+def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Interval]]]:
+    """The program runs of a trace (Chrome trace events, as ``jax.profiler`` writes them):
+    one ``(start, end, intervals)`` per call, from its dispatch to the end of its last
+    ``wait for completion``, with the leaf thunks launched in it (calls must not overlap:
+    wait for each call's result before the next).  Control-flow thunks (``while``, ``cond``: their launch
+    contains a nested executor's) are left out; their bodies' thunks are counted."""
+    xs = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    ends = collections.defaultdict(list)
+    for e in xs:
+        if e["name"].startswith("end: "):
+            ends[e["name"][5:]].append(e["ts"])
+    for v in ends.values():
+        v.sort()
+    execs = collections.defaultdict(list)
+    for e in xs:
+        if e["name"] == EXECUTE:
+            execs[e["tid"]].append(e["ts"])
+    for v in execs.values():
+        v.sort()
+
+    def container(e: dict) -> bool:
+        ts = execs.get(e["tid"], [])
+        i = bisect.bisect_right(ts, e["ts"])
+        return i < len(ts) and ts[i] <= e["ts"] + e["dur"]
+
+    launches = sorted((e for e in xs if e["name"] in ends), key=lambda e: e["ts"])
+    used = collections.Counter()
+    intervals = []
+    for e in launches:  # each launch takes the first unused end marker after it
+        marks = ends[e["name"]]
+        j = max(used[e["name"]], bisect.bisect_left(marks, e["ts"]))
+        if j >= len(marks):
+            continue
+        used[e["name"]] = j + 1
+        if not container(e):
+            intervals.append(Interval(e["name"], e["ts"], max(marks[j], e["ts"] + e["dur"])))
+
+    waits = sorted((e["ts"], e["ts"] + e["dur"]) for e in xs if e["name"] == WINDOW)
+    calls = sorted(e["ts"] for e in xs if e["name"] == DISPATCH)
+    windows = []
+    for i, a in enumerate(calls):  # a call: from its dispatch to the end of its last wait
+        nxt = calls[i + 1] if i + 1 < len(calls) else float("inf")
+        b = max((end for s, end in waits if a <= s < nxt), default=None)
+        if b is not None:
+            windows.append((a, b, [iv for iv in intervals if a <= iv.start < b]))
+    return windows
+
+
+def share_time(start: float, end: float, intervals: list[Interval]) -> dict[str, float]:
+    """Wall time of ``[start, end]`` shared between the intervals in flight at each
+    instant (equal parts); time with none in flight goes to ``BETWEEN``.  The values add
+    up to ``end - start``."""
+    marks = sorted({start, end, *(min(max(t, start), end) for iv in intervals
+                                  for t in (iv.start, iv.end))})
+    out = collections.defaultdict(float)
+    by_start = sorted(intervals, key=lambda iv: iv.start)
+    active: list[Interval] = []
+    k = 0
+    for lo, hi in zip(marks, marks[1:]):
+        while k < len(by_start) and by_start[k].start <= lo:
+            active.append(by_start[k])
+            k += 1
+        active = [iv for iv in active if iv.end > lo]
+        if active:
+            for iv in active:
+                out[iv.name] += (hi - lo) / len(active)
+        else:
+            out[BETWEEN] += hi - lo
+    return dict(out)
+
+
+@dataclasses.dataclass
+class Row:
+    """One thunk's totals per step: wall share, time in flight, launches (us, count)."""
+    name: str
+    share: float
+    in_flight: float
+    launches: float
+
+
+def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
+    """(wall time per step, rows sorted by share) over the windows of a trace."""
+    n = len(windows) * steps_per_call
+    if n == 0:
+        raise ValueError("the trace has no program run (no dispatch with its 'wait for completion')")
+    share, flight, count = (collections.defaultdict(float) for _ in range(3))
+    wall = 0.0
+    for a, b, ivs in windows:
+        wall += b - a
+        for k, v in share_time(a, b, ivs).items():
+            share[k] += v
+        for iv in ivs:
+            flight[iv.name] += iv.end - iv.start
+            count[iv.name] += 1
+    rows = [Row(k, v / n, flight[k] / n, count[k] / n) for k, v in share.items()]
+    return wall / n, sorted(rows, key=lambda r: -r.share)
+
+
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{([^}]*)\}", re.M)
+
+
+def hlo_sources(text: str) -> dict[str, str]:
+    """Thunk name -> ``"file.py:line function (jax op)"`` from a compiled module's text
+    (``compiled.as_text()``), through its stack-frame tables when it has them."""
+    def table(title: str) -> dict[str, str]:
+        m = re.search(rf"^{title}\n((?:\d+ .*\n?)*)", text, re.M)
+        return dict(line.split(" ", 1) for line in m.group(1).splitlines()) if m else {}
+
+    files, funcs, locs, frames = (table(t) for t in ("FileNames", "FunctionNames",
+                                                      "FileLocations", "StackFrames"))
+
+    def field(s: str, key: str) -> str | None:
+        m = re.search(rf"\b{key}=(\w+)", s)
+        return m.group(1) if m else None
+
+    out = {}
+    for name, meta in _INSTR.findall(text):
+        op = re.search(r'op_name="([^"]*)"', meta)
+        where = ""
+        frame = frames.get(field(meta, "stack_frame_id") or "")
+        loc = locs.get(field(frame, "file_location_id") or "") if frame else None
+        if loc:
+            path = files.get(field(loc, "file_name_id") or "", '""').strip('"')
+            func = funcs.get(field(loc, "function_name_id") or "", '""').strip('"')
+            where = f"{os.path.basename(path)}:{field(loc, 'line')} {func}"
+        else:
+            src = re.search(r'source_file="([^"]*)" source_line=(\d+)', meta)
+            if src:
+                where = f"{os.path.basename(src.group(1))}:{src.group(2)}"
+        jop = op.group(1).rsplit("/", 1)[-1] if op else ""
+        out[name] = f"{where} ({jop})" if where else jop
+    return out
+
+
+def trace_events(run: Callable[[], None], calls: int, trace_dir: str | None = None) -> list:
+    """Trace events of ``calls`` runs of ``run`` (already compiled and warm)."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = trace_dir or tmp
+        with jax.profiler.trace(d):
+            for _ in range(calls):
+                run()
+        fn = sorted(glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True))[-1]
+        with gzip.open(fn) as f:
+            return json.load(f)["traceEvents"]
+
+
+def workload(name: str, size: int = 128):
+    """(run, compiled module text, steps per call) for one of the named workloads."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    import cianna_jax as cj
+    from cianna_jax import training
+
+    if name.startswith("mnist"):
+        from bench_mnist import LR, MOMENTUM, mnist_data, mnist_network
+        net, (k, b) = mnist_network(), (8, 64)
+        x, t = mnist_data(k * b)
+        xs, ts = x.reshape(k, b, 28, 28, 1), t.reshape(k, b, 10)
+    else:
+        from bench_sdc1 import LR, MOMENTUM, data, sdc1_network
+        net, (k, b) = sdc1_network(size), (1, 8)
+        x, t = data(size, b)
+        xs, ts = x[None], t[None]
+    xs, ts = jnp.asarray(xs), jnp.asarray(ts)
+    nv = jnp.full((k,), b, jnp.int32)
+    params = cj.init_params(jax.random.key(0), net)
+    if name.endswith("train"):
+        opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
+        state = [params, opt.init(params)]
+        key = jax.random.key(1)
+        comp = training.train_steps.lower(net, opt, *state, xs, ts, nv, key).compile()
+
+        def run():
+            state[0], state[1], loss = comp(*state, xs, ts, nv, key)
+            loss.block_until_ready()
+    else:
+        laid = cj.inference_params(net, params)
+        comp = training.eval_steps.lower(net, laid, xs, ts, nv, with_loss=False).compile()
+
+        def run():
+            jax.block_until_ready(comp(laid, xs, ts, nv))
+    for _ in range(3):
+        run()
+    return run, comp.as_text(), k
+
+
+def plot_timeline(window, rows: list[Row], sources: dict[str, str], path: str, title: str,
+                  top: int = 20) -> None:
+    """One traced call as a chart: a row for each of the ``top`` thunks by share, a bar
+    for each of its executions over the time it is in flight."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, b, ivs = window
+    names = [r.name for r in rows if r.name != BETWEEN][:top]
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(names) + 1.6))
+    for i, name in enumerate(names):
+        spans = [((iv.start - a) / 1e3, (iv.end - iv.start) / 1e3) for iv in ivs
+                 if iv.name == name]
+        ax.broken_barh(spans, (i - 0.4, 0.8), color=f"C{i % 10}")
+    ax.set_yticks(range(len(names)), [f"{n}  {sources.get(n, '')}"[:80] for n in names],
+                  fontsize=7)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlim(0, (b - a) / 1e3)
+    ax.set_xlabel("time since the call's start (ms)")
+    ax.set_title(f"{title}: the {len(names)} largest thunks in flight (launch to completion)"
+                 f" in one {(b - a) / 1e3:.2f} ms call", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workload", choices=["mnist-train", "mnist-infer", "sdc1-train",
+                                         "sdc1-infer"])
+    ap.add_argument("--size", type=int, default=128, help="SDC1 input size (pixels)")
+    ap.add_argument("--calls", type=int, default=5, help="compiled calls traced")
+    ap.add_argument("--top", type=int, default=25, help="thunks listed")
+    ap.add_argument("--plot", help="PNG of the median-length traced run's timeline")
+    ap.add_argument("--trace-dir", help="keep the trace there (TensorBoard / Perfetto)")
+    args = ap.parse_args(argv)
+
+    import cianna_jax.xla_cpu
+    cianna_jax.xla_cpu.tune()
+    run, text, steps = workload(args.workload, args.size)
+    windows = thunk_windows(trace_events(run, args.calls, args.trace_dir))
+    wall, rows = profile_rows(windows, steps)
+    sources = hlo_sources(text)
+    print(f"{args.workload}: {len(windows)} traced calls of {steps} step(s), "
+          f"wall {wall / 1e3:.3f} ms per step")
+    print(f"{'share us':>9} {'%':>5} {'in flight':>9} {'x':>4}  thunk / source (jax op)")
+    for r in rows[:args.top]:
+        print(f"{r.share:9.1f} {100 * r.share / wall:5.1f} {r.in_flight:9.1f} "
+              f"{r.launches:4.1f}  {r.name}  {sources.get(r.name, '')}")
+    rest = rows[args.top:]
+    if rest:
+        print(f"{sum(r.share for r in rest):9.1f} {100 * sum(r.share for r in rest) / wall:5.1f}"
+              f" {'':>9} {'':>4}  {len(rest)} more thunks")
+    if args.plot:
+        mid = sorted(windows, key=lambda w: w[1] - w[0])[len(windows) // 2]
+        plot_timeline(mid, rows, sources, args.plot, args.workload)
+        print(f"timeline: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""``benchmarks/profile_step.py``: thunks paired with their completion markers, wall time
+shared between the thunks in flight, sources read from the compiled module."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+try:
+    import profile_step as ps
+finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _x(name, ts, dur, tid=1):
+    return {"ph": "X", "name": name, "ts": ts, "dur": dur, "tid": tid, "pid": 1}
+
+
+def _trace():
+    """One program run (dispatched at 0, waited for until 100 us): a convolution launched at 10 (its work on the pool
+    until its end marker at 60), a fusion from 40 to 70 beside it, a ``cond`` whose
+    body is a nested executor running ``inner`` (75-85), and a second run of the
+    fusion in a later window."""
+    return [
+        _x(ps.DISPATCH, 0, 8, tid=9), _x(ps.WINDOW, 30, 70, tid=9),
+        _x(ps.WINDOW, 80, 1, tid=3),  # a nested executor's wait
+        _x("conv.1", 10, 5), _x("end: conv.1", 60, 0.5),
+        _x("fusion", 40, 30, tid=2), _x("end: fusion", 70, 0.5, tid=2),
+        _x("cond.2", 72, 20), _x(ps.EXECUTE, 74, 15), _x("inner", 75, 10),
+        _x("end: inner", 85, 0.5), _x("end: cond.2", 92, 0.5),
+        _x(ps.DISPATCH, 200, 5, tid=9), _x(ps.WINDOW, 240, 10, tid=9),
+        _x(ps.DISPATCH, 300, 5, tid=9),  # a call that never waited: no window
+        _x("fusion", 210, 20, tid=2), _x("end: fusion", 230, 0.5, tid=2),
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1},
+    ]
+
+
+def test_windows_pair_launches_with_their_end_markers_and_drop_control_flow():
+    windows = ps.thunk_windows(_trace())
+    assert [(a, b) for a, b, _ in windows] == [(0, 100), (200, 250)]
+    first = {iv.name: (iv.start, iv.end) for iv in windows[0][2]}
+    assert first == {"conv.1": (10, 60), "fusion": (40, 70), "inner": (75, 85)}
+    assert [(iv.name, iv.start, iv.end) for iv in windows[1][2]] == [("fusion", 210, 230)]
+
+
+def test_shares_split_overlaps_and_add_up_to_the_wall_time():
+    (a, b, ivs), _ = ps.thunk_windows(_trace())
+    share = ps.share_time(a, b, ivs)
+    assert share["conv.1"] == pytest.approx(30 + 10)  # alone 10-40, halved 40-60
+    assert share["fusion"] == pytest.approx(10 + 10)  # halved 40-60, alone 60-70
+    assert share["inner"] == pytest.approx(10)
+    assert share[ps.BETWEEN] == pytest.approx(10 + 5 + 15)
+    assert sum(share.values()) == pytest.approx(b - a)
+
+
+def test_rows_are_per_step_and_sorted():
+    wall, rows = ps.profile_rows(ps.thunk_windows(_trace()), steps_per_call=2)
+    assert wall == pytest.approx(150 / 4)
+    assert [r.name for r in rows[:2]] == [ps.BETWEEN, "conv.1"]  # 60 us, 40 us
+    assert rows[1].share == pytest.approx(40 / 4) and rows[1].launches == 1 / 4
+    fusion = next(r for r in rows if r.name == "fusion")
+    assert fusion.in_flight == pytest.approx(50 / 4) and fusion.launches == 0.5
+    assert sum(r.share for r in rows) == pytest.approx(wall)
+    with pytest.raises(ValueError, match="no program run"):
+        ps.profile_rows([], 1)
+
+
+def test_sources_from_stack_frame_tables_and_from_source_lines():
+    text = "\n".join([
+        "HloModule jit_f", "", "FileNames", '1 "/a/b/layers/conv.py"', "",
+        "FunctionNames", '1 "apply"', "", "FileLocations",
+        "1 {file_name_id=1 function_name_id=1 line=42 end_line=42 column=1 end_column=9}", "",
+        "StackFrames", "1 {file_location_id=1 parent_frame_id=1}", "",
+        "ENTRY %main {",
+        '  %conv.1 = f32[8]{0} convolution(%p, %q), metadata={op_name="jit(f)/conv_general_'
+        'dilated" stack_frame_id=1}',
+        '  ROOT %fusion = f32[8]{0} fusion(%conv.1), kind=kLoop, metadata={op_name="jit(f)/'
+        'add" source_file="/x/y.py" source_line=7}',
+        "  %plain = f32[8]{0} add(%a, %b)", "}"])
+    src = ps.hlo_sources(text)
+    assert src["conv.1"] == "conv.py:42 apply (conv_general_dilated)"
+    assert src["fusion"] == "y.py:7 (add)"
+    assert "plain" not in src
+
+
+def test_a_real_trace_finds_the_convolution_with_its_pool_work():
+    """A jitted convolution traced by ``jax.profiler``: its thunk is found, named after
+    this file's lines, and the rows add up to the traced calls' wall time."""
+    x = jnp.ones((4, 24, 24, 16))
+    w = jnp.ones((3, 3, 16, 32)) / 100
+
+    def f(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y).sum()
+
+    comp = jax.jit(f).lower(x, w).compile()
+    comp(x, w).block_until_ready()
+    windows = ps.thunk_windows(ps.trace_events(lambda: comp(x, w).block_until_ready(), 3))
+    assert len(windows) >= 3
+    wall, rows = ps.profile_rows(windows, 1)
+    assert sum(r.share for r in rows) == pytest.approx(wall)
+    sources = ps.hlo_sources(comp.as_text())
+    thunks = [r for r in rows if r.name != ps.BETWEEN]
+    assert thunks and all(r.name in sources for r in thunks), (rows, sources)
+    # the largest thunk (the convolution, or the fusion holding it) comes from f above
+    assert "test_profile_step.py" in sources[thunks[0].name]
+    assert thunks[0].in_flight > 0 and thunks[0].launches == 1
