@@ -10,15 +10,19 @@ from one to the other, and shares every instant of the program's run between the
 in flight then (two thunks side by side get half of it each; no thunk in flight is
 "between thunks": the executor's own time).  The shares add up to the step's wall time.
 
-Each thunk is named as in the compiled HLO, with the source line (innermost frame) and
-the jax operation it comes from, read from the compiled module's text.
+Each thunk is named as in the compiled HLO, with the network layer it belongs to (the
+``L{i}_{kind}`` named scope of ``network.forward_internal``, ``bwd`` in the gradient), the
+source line (innermost frame) and the jax operation, read from the compiled module's
+text; a second table sums the shares per layer.  (Users get CIANNA's per-layer table from
+``cnn.perf_eval()``; this tool is for finding where a step waits.)
 
     python benchmarks/profile_step.py mnist-train [--calls 5] [--top 25] [--plot step.png]
     python benchmarks/profile_step.py sdc1-infer --size 128
 
 Workloads: ``mnist-train`` / ``mnist-infer`` (CIANNA's MNIST network, batch 64, 8 steps
 per compiled call as ``train_epoch`` and ``predict`` run them), ``sdc1-train`` /
-``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call as ``bench_sdc1.py``).
+``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call as ``bench_sdc1.py``:
+not :func:`cianna_jax.training.loop_safe`).
 Profiling adds about 1 us per thunk; compare thunks with each other, not with the
 benchmarks' rates.
 """
@@ -55,8 +59,9 @@ def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Inter
     """The program runs of a trace (Chrome trace events, as ``jax.profiler`` writes them):
     one ``(start, end, intervals)`` per call, from its dispatch to the end of its last
     ``wait for completion``, with the leaf thunks launched in it (calls must not overlap:
-    wait for each call's result before the next).  Control-flow thunks (``while``, ``cond``: their launch
-    contains a nested executor's) are left out; their bodies' thunks are counted."""
+    wait for each call's result before the next).  Control-flow thunks (``while``,
+    ``cond``: other thunks start inside their launch) are left out; their bodies'
+    thunks are counted."""
     xs = [e for e in events if e.get("ph") == "X" and "dur" in e]
     ends = collections.defaultdict(list)
     for e in xs:
@@ -64,19 +69,18 @@ def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Inter
             ends[e["name"][5:]].append(e["ts"])
     for v in ends.values():
         v.sort()
-    execs = collections.defaultdict(list)
-    for e in xs:
-        if e["name"] == EXECUTE:
-            execs[e["tid"]].append(e["ts"])
-    for v in execs.values():
+    launches = sorted((e for e in xs if e["name"] in ends), key=lambda e: e["ts"])
+    starts = collections.defaultdict(list)  # per thread: launches and nested executors
+    for e in launches + [e for e in xs if e["name"] == EXECUTE]:
+        starts[e["tid"]].append(e["ts"])
+    for v in starts.values():
         v.sort()
 
-    def container(e: dict) -> bool:
-        ts = execs.get(e["tid"], [])
+    def container(e: dict) -> bool:  # runs other thunks inside its own launch
+        ts = starts[e["tid"]]
         i = bisect.bisect_right(ts, e["ts"])
         return i < len(ts) and ts[i] <= e["ts"] + e["dur"]
 
-    launches = sorted((e for e in xs if e["name"] in ends), key=lambda e: e["ts"])
     used = collections.Counter()
     intervals = []
     for e in launches:  # each launch takes the first unused end marker after it
@@ -149,12 +153,15 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
     return wall / n, sorted(rows, key=lambda r: -r.share)
 
 
+_LAYER = re.compile(r"\bL\d+_[a-z]+(?:_pool)?")  # the network's per-layer named scopes
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{([^}]*)\}", re.M)
 
 
 def hlo_sources(text: str) -> dict[str, str]:
-    """Thunk name -> ``"file.py:line function (jax op)"`` from a compiled module's text
-    (``compiled.as_text()``), through its stack-frame tables when it has them."""
+    """Thunk name -> ``"L3_conv bwd file.py:line function (jax op)"`` from a compiled
+    module's text (``compiled.as_text()``): the network layer (its named scope, ``bwd``
+    in the gradient), the innermost source frame (through the module's stack-frame
+    tables when it has them) and the jax operation."""
     def table(title: str) -> dict[str, str]:
         m = re.search(rf"^{title}\n((?:\d+ .*\n?)*)", text, re.M)
         return dict(line.split(" ", 1) for line in m.group(1).splitlines()) if m else {}
@@ -180,9 +187,26 @@ def hlo_sources(text: str) -> dict[str, str]:
             src = re.search(r'source_file="([^"]*)" source_line=(\d+)', meta)
             if src:
                 where = f"{os.path.basename(src.group(1))}:{src.group(2)}"
-        jop = op.group(1).rsplit("/", 1)[-1] if op else ""
-        out[name] = f"{where} ({jop})" if where else jop
+        path = op.group(1) if op else ""
+        layer = _LAYER.findall(path)
+        tag = (layer[-1] + (" bwd" if "transpose(" in path else "") + " ") if layer else ""
+        jop = path.rsplit("/", 1)[-1]
+        out[name] = f"{tag}{where} ({jop})" if where else f"{tag}{jop}"
     return out
+
+
+def layer_shares(rows: list[Row], sources: dict[str, str]) -> dict[str, float]:
+    """Shares summed per network layer (``"L3_conv"``, ``"L3_conv bwd"``); thunks
+    outside any layer (the optimizer, the loss, the loop) under ``"(no layer)"``."""
+    out = collections.defaultdict(float)
+    for r in rows:
+        src = sources.get(r.name, "")
+        m = _LAYER.match(src)
+        tag = BETWEEN if r.name == BETWEEN else "(no layer)"
+        if m:
+            tag = m.group(0) + (" bwd" if src[m.end():].startswith(" bwd") else "")
+        out[tag] += r.share
+    return dict(out)
 
 
 def trace_events(run: Callable[[], None], calls: int, trace_dir: str | None = None) -> list:
@@ -222,18 +246,23 @@ def workload(name: str, size: int = 128):
     xs, ts = jnp.asarray(xs), jnp.asarray(ts)
     nv = jnp.full((k,), b, jnp.int32)
     params = cj.init_params(jax.random.key(0), net)
+    loop = k > 1 and training.loop_safe(net)  # as train_epoch / predict choose
+    if not loop:
+        k, xs, ts, nv = 1, xs[0], ts[0], nv[0]
     if name.endswith("train"):
         opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
         state = [params, opt.init(params)]
         key = jax.random.key(1)
-        comp = training.train_steps.lower(net, opt, *state, xs, ts, nv, key).compile()
+        fn = training.train_steps if loop else training.train_step
+        comp = fn.lower(net, opt, *state, xs, ts, nv, key).compile()
 
         def run():
             state[0], state[1], loss = comp(*state, xs, ts, nv, key)
             loss.block_until_ready()
     else:
         laid = cj.inference_params(net, params)
-        comp = training.eval_steps.lower(net, laid, xs, ts, nv, with_loss=False).compile()
+        fn = training.eval_steps if loop else training.eval_step
+        comp = fn.lower(net, laid, xs, ts, nv, with_loss=False).compile()
 
         def run():
             jax.block_until_ready(comp(laid, xs, ts, nv))
@@ -297,6 +326,9 @@ def main(argv=None) -> None:
     if rest:
         print(f"{sum(r.share for r in rest):9.1f} {100 * sum(r.share for r in rest) / wall:5.1f}"
               f" {'':>9} {'':>4}  {len(rest)} more thunks")
+    print(f"\n{'share us':>9} {'%':>5}  by layer (named scope; bwd: its gradient)")
+    for tag, v in sorted(layer_shares(rows, sources).items(), key=lambda kv: -kv[1]):
+        print(f"{v:9.1f} {100 * v / wall:5.1f}  {tag}")
     if args.plot:
         mid = sorted(windows, key=lambda w: w[1] - w[0])[len(windows) // 2]
         plot_timeline(mid, rows, sources, args.plot, args.workload)

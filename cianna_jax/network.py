@@ -336,14 +336,18 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
         layer = net.layers[i]
         if i in fused and "kernel" in params[i]:  # not laid out for another policy
             sub = None if key is None else jax.random.fold_in(key, i + 1)
-            h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i], h[net.sources(i)[0]],
-                                     ctx, sub, activate_output=activate_last or i + 1 < n - 1)
+            with jax.named_scope(f"L{i}_{layer.kind}_pool"):
+                h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i],
+                                         h[net.sources(i)[0]], ctx, sub,
+                                         activate_output=activate_last or i + 1 < n - 1)
             i += 2
             continue
         sub = None if key is None else jax.random.fold_in(key, i)
         src = tuple(h[s] for s in net.sources(i))
-        h[i] = layer.apply(params[i], src[0] if getattr(layer, "nb_inputs", 1) == 1 else src,
-                           ctx, sub, activate_output=activate_last or i < n - 1)
+        with jax.named_scope(f"L{i}_{layer.kind}"):  # names the layer's ops in profiles
+            h[i] = layer.apply(params[i],
+                               src[0] if getattr(layer, "nb_inputs", 1) == 1 else src,
+                               ctx, sub, activate_output=activate_last or i < n - 1)
         i += 1
     if keep:
         return tuple(h[k] for k in keep)

@@ -23,8 +23,8 @@ def _x(name, ts, dur, tid=1):
 def _trace():
     """One program run (dispatched at 0, waited for until 100 us): a convolution launched at 10 (its work on the pool
     until its end marker at 60), a fusion from 40 to 70 beside it, a ``cond`` whose
-    body is a nested executor running ``inner`` (75-85), and a second run of the
-    fusion in a later window."""
+    body is a nested executor running ``inner`` (75-85), a ``while`` whose body thunk runs
+    inside its launch (87-90), and a second run of the fusion in a later window."""
     return [
         _x(ps.DISPATCH, 0, 8, tid=9), _x(ps.WINDOW, 30, 70, tid=9),
         _x(ps.WINDOW, 80, 1, tid=3),  # a nested executor's wait
@@ -32,6 +32,8 @@ def _trace():
         _x("fusion", 40, 30, tid=2), _x("end: fusion", 70, 0.5, tid=2),
         _x("cond.2", 72, 20), _x(ps.EXECUTE, 74, 15), _x("inner", 75, 10),
         _x("end: inner", 85, 0.5), _x("end: cond.2", 92, 0.5),
+        _x("while.3", 86, 8), _x("body", 87, 3), _x("end: body", 90, 0.2),
+        _x("end: while.3", 94, 0.2),
         _x(ps.DISPATCH, 200, 5, tid=9), _x(ps.WINDOW, 240, 10, tid=9),
         _x(ps.DISPATCH, 300, 5, tid=9),  # a call that never waited: no window
         _x("fusion", 210, 20, tid=2), _x("end: fusion", 230, 0.5, tid=2),
@@ -43,7 +45,8 @@ def test_windows_pair_launches_with_their_end_markers_and_drop_control_flow():
     windows = ps.thunk_windows(_trace())
     assert [(a, b) for a, b, _ in windows] == [(0, 100), (200, 250)]
     first = {iv.name: (iv.start, iv.end) for iv in windows[0][2]}
-    assert first == {"conv.1": (10, 60), "fusion": (40, 70), "inner": (75, 85)}
+    assert first == {"conv.1": (10, 60), "fusion": (40, 70), "inner": (75, 85),
+                     "body": (87, 90)}
     assert [(iv.name, iv.start, iv.end) for iv in windows[1][2]] == [("fusion", 210, 230)]
 
 
@@ -52,15 +55,15 @@ def test_shares_split_overlaps_and_add_up_to_the_wall_time():
     share = ps.share_time(a, b, ivs)
     assert share["conv.1"] == pytest.approx(30 + 10)  # alone 10-40, halved 40-60
     assert share["fusion"] == pytest.approx(10 + 10)  # halved 40-60, alone 60-70
-    assert share["inner"] == pytest.approx(10)
-    assert share[ps.BETWEEN] == pytest.approx(10 + 5 + 15)
+    assert share["inner"] == pytest.approx(10) and share["body"] == pytest.approx(3)
+    assert share[ps.BETWEEN] == pytest.approx(10 + 5 + 2 + 10)
     assert sum(share.values()) == pytest.approx(b - a)
 
 
 def test_rows_are_per_step_and_sorted():
     wall, rows = ps.profile_rows(ps.thunk_windows(_trace()), steps_per_call=2)
     assert wall == pytest.approx(150 / 4)
-    assert [r.name for r in rows[:2]] == [ps.BETWEEN, "conv.1"]  # 60 us, 40 us
+    assert [r.name for r in rows[:2]] == [ps.BETWEEN, "conv.1"]  # 57 us, 40 us
     assert rows[1].share == pytest.approx(40 / 4) and rows[1].launches == 1 / 4
     fusion = next(r for r in rows if r.name == "fusion")
     assert fusion.in_flight == pytest.approx(50 / 4) and fusion.launches == 0.5
@@ -87,6 +90,23 @@ def test_sources_from_stack_frame_tables_and_from_source_lines():
     assert "plain" not in src
 
 
+def test_layer_tags_from_named_scopes_and_shares_per_layer():
+    text = "\n".join([
+        '  %a = f32[8]{0} convolution(%p, %q), metadata={op_name="jit(f)/L0_conv_pool/'
+        'conv_general_dilated" source_file="/x/fused.py" source_line=3}',
+        '  %b = f32[8]{0} dot(%p, %q), metadata={op_name="jit(f)/transpose(jvp(L0_conv_pool))'
+        '/dot_general"}',
+        '  %c = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/L4_dense/add"}',
+        '  %d = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/add"}'])
+    src = ps.hlo_sources(text)
+    assert src == {"a": "L0_conv_pool fused.py:3 (conv_general_dilated)",
+                   "b": "L0_conv_pool bwd dot_general", "c": "L4_dense add", "d": "add"}
+    rows = [ps.Row(n, v, v, 1) for n, v in (("a", 5), ("b", 3), ("c", 2), ("d", 1),
+                                            (ps.BETWEEN, 4))]
+    assert ps.layer_shares(rows, src) == {"L0_conv_pool": 5, "L0_conv_pool bwd": 3,
+                                          "L4_dense": 2, "(no layer)": 1, ps.BETWEEN: 4}
+
+
 def test_a_real_trace_finds_the_convolution_with_its_pool_work():
     """A jitted convolution traced by ``jax.profiler``: its thunk is found, named after
     this file's lines, and the rows add up to the traced calls' wall time."""
@@ -110,3 +130,24 @@ def test_a_real_trace_finds_the_convolution_with_its_pool_work():
     # the largest thunk (the convolution, or the fusion holding it) comes from f above
     assert "test_profile_step.py" in sources[thunks[0].name]
     assert thunks[0].in_flight > 0 and thunks[0].launches == 1
+
+
+def test_network_layers_are_named_in_compiled_programs():
+    """``network.forward_internal`` runs each layer in a named scope, so the compiled
+    module (and a profile) says which layer an operation belongs to, gradient included."""
+    import cianna_jax as cj
+    from cianna_jax import nn
+
+    net = nn.network([8, 8], 1, [nn.conv([3, 3], 4, padding=[1, 1]), nn.pool([2, 2]),
+                                 nn.conv([3, 3], 4, padding=[1, 1]), nn.dense(3)])
+    params = cj.init_params(jax.random.key(0), net)
+    x = jnp.ones((2, 8, 8, 1))
+
+    def loss(p):
+        return jnp.sum(cj.apply(net, p, x) ** 2)
+
+    text = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    tags = {v.split(" (")[0].split(" ")[0] + (" bwd" if " bwd " in v else "")
+            for v in ps.hlo_sources(text).values() if v.startswith("L")}
+    assert {"L0_conv_pool", "L2_conv", "L3_dense", "L0_conv_pool bwd", "L2_conv bwd",
+            "L3_dense bwd"} <= tags, tags
