@@ -3,6 +3,7 @@ outputs and gradients as XLA's convolution, through the layer, its CIANNA backwa
 pass and the laid-out inference weights."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -119,6 +120,45 @@ def test_rotated_filters_are_the_input_gradients_without_a_rotated_kernel(nd):
     assert _rel(got, want) < 1e-6
     with pytest.raises(ValueError, match=r"u \(P, F, C\)"):
         winograd.winograd_conv(g[..., :3], winograd.filter_transform(k), pads, rotated=True)
+
+
+def _dot_lhs_shapes(jaxpr) -> list:
+    """Shapes of the first operand of every ``dot_general`` in ``jaxpr`` and the jaxprs
+    it calls (a ``lax.map`` body included)."""
+    out = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "dot_general":
+            out.append(tuple(e.invars[0].aval.shape))
+        for sub in jax.extend.core.jaxprs_in_params(e.params):
+            out += _dot_lhs_shapes(sub)
+    return out
+
+
+@pytest.mark.parametrize("nd,m,chunk", [(2, 2, None), (2, 2, 4), (2, 4, None), (3, 2, None)])
+def test_rotated_product_with_the_filters_first_when_they_outnumber_the_tiles(nd, m, chunk):
+    """With twice as many input channels as tiles per pass, the rotated product runs as
+    ``u . v`` (the faster operand order for XLA's CPU product) and the output transform
+    takes its channel-first result: the same numbers as the rotated kernel's
+    correlation, in one pass or in chunks."""
+    rng = np.random.default_rng(10 + nd + m)
+    c, f = 40, 6  # tiles per pass: 2 images x 2^nd (F(2x2)), x 1 (F(4x4)); 4 chunked
+    k = jnp.asarray(rng.normal(size=(3,) * nd + (c, f)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2,) + (4,) * nd + (f,)), jnp.float32)
+    k_rot = jnp.swapaxes(jnp.flip(k, tuple(range(nd))), nd, nd + 1)
+    pads = ((1, 1),) * nd
+    u = winograd.filter_transform(k, m=m) if nd == 2 else winograd.filter_transform(k)
+
+    def rotated(g, u):
+        return winograd.winograd_conv(g, u, pads, chunk_tiles=chunk, rotated=True)
+
+    lhs = _dot_lhs_shapes(jax.make_jaxpr(rotated)(g, u).jaxpr)
+    assert lhs == [u.shape], lhs  # the filters first, in one product (chunked: in the map)
+    got = rotated(g, u)
+    sp = "DHW"[3 - nd:]
+    want = lax.conv_general_dilated(g, k_rot, (1,) * nd, pads, precision="highest",
+                                    dimension_numbers=("N" + sp + "C", sp + "IO", "N" + sp + "C"))
+    assert got.shape == want.shape == (2,) + (4,) * nd + (c,)
+    assert _rel(got, want) < (2e-5 if m == 4 else 1e-6)
 
 
 def test_winograd_refuses_wrong_shapes():

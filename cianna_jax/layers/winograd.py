@@ -94,6 +94,10 @@ CHUNK_TILES_4X4 = 448
 #: against 20.5 (too few tiles)
 MIN_4X4_MAP = 16
 
+#: the rotated (input-gradient) product puts the filters first when they have at least
+#: this many output channels per tile of the pass (see :func:`winograd_conv`)
+SWAP_CHANNELS_PER_TILE = 2
+
 
 def batch_tiles(batch: int, spatial) -> int:
     """The 2x2(x2) output tiles of a batch of maps of size ``spatial`` (stride 1,
@@ -278,17 +282,22 @@ def _input_tiles(xp: jax.Array, tiles: tuple[int, ...], tile: Tile,
 
 
 def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
-                  flipped: bool = False) -> jax.Array:
+                  flipped: bool = False, channels_first: bool = False) -> jax.Array:
     """``M ((m+2)^nd, b * prod(t), F)`` -> the outputs ``(b, m t_0, ..., F)``; ``M``'s
-    positions in the flipped order along every axis when ``flipped``."""
-    nd, f, m = len(tiles), mm.shape[-1], tile.m
-    y = mm.reshape((m + 2,) * nd + (b,) + tuple(tiles) + (f,))
+    positions in the flipped order along every axis when ``flipped``; ``M`` as
+    ``((m+2)^nd, F, b * prod(t))`` when ``channels_first``."""
+    nd, m = len(tiles), tile.m
+    f = mm.shape[1] if channels_first else mm.shape[-1]
+    lead = (f, b) if channels_first else (b,)
+    y = mm.reshape((m + 2,) * nd + lead + tuple(tiles) + ((f,) if not channels_first else ()))
     order = tile.flip if flipped else range(m + 2)
     for ax in range(nd):  # the transform along tile axis ax: m + 2 cells -> m outputs
         cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in order]
         y = jnp.stack(_combine(tile.at, cells), axis=ax)
-    # (m,)*nd + (b, *t, F) -> (b, t_0, m, t_1, m, ..., F)
-    perm = (nd,) + tuple(i for ax in range(nd) for i in (nd + 1 + ax, ax)) + (2 * nd + 1,)
+    # (m,)*nd + (b, *t, F) [or (F, b, *t)] -> (b, t_0, m, t_1, m, ..., F)
+    first = nd + len(lead) - 1  # the axis of b
+    perm = (first,) + tuple(i for ax in range(nd) for i in (first + 1 + ax, ax)) + \
+        ((nd,) if channels_first else (2 * nd + 1,))
     return y.transpose(perm).reshape((b,) + tuple(m * t for t in tiles) + (f,))
 
 
@@ -345,12 +354,19 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     n_chunks = -(-n_img // max(1, budget // int(np.prod(band))))
     per = -(-n_img // n_chunks)  # band images per chunk, as even as possible
 
+    # the rotated product contracts both operands' last axis; XLA's CPU product runs it
+    # faster with the filters on the left when they have at least twice as many output
+    # channels as the pass has tiles (SDC1's 8x8 768 <- 1024 input gradient: 57 -> 27 ms;
+    # 256 channels on 256 tiles: 12.7 -> 14.6 ms, so not there), the result then
+    # channel-first (benchmarks/README.md, fifteenth session)
+    swap = rotated and u.shape[1] >= SWAP_CHANNELS_PER_TILE * per * int(np.prod(band))
+
     def chunk(xc):
         v = _input_tiles(xc, band, tile, rotated)
-        mm = lax.dot_general(v, u, (((2,), (2 if rotated else 1,)), ((0,), (0,))),
-                             precision=policy.precision,
+        dims = (((2,), (2 if rotated else 1,)), ((0,), (0,)))
+        mm = lax.dot_general(*((u, v) if swap else (v, u)), dims, precision=policy.precision,
                              preferred_element_type=policy.accum_dtype)
-        return _output_tiles(mm, xc.shape[0], band, tile, rotated)
+        return _output_tiles(mm, xc.shape[0], band, tile, rotated, channels_first=swap)
 
     if n_chunks == 1:
         y = chunk(xp)
