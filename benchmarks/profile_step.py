@@ -5,10 +5,12 @@ XLA's CPU runtime runs a program as thunks.  A convolution or a large product th
 shows later in the trace as an ``end: <thunk>`` marker.  A per-op profile that sums the
 traced durations therefore credits a convolution with its launch (tens of us) and hides
 the milliseconds it really takes (benchmarks/README.md, fourteenth session).  This tool
-pairs each thunk's launch with its ``end:`` marker, so that each thunk is *in flight*
-from one to the other, and shares every instant of the program's run between the thunks
-in flight then (two thunks side by side get half of it each; no thunk in flight is
-"between thunks": the executor's own time).  The shares add up to the step's wall time.
+takes each thunk as *in flight* from its launch to its completion: its ``end:`` marker,
+or the start of the first thunk that reads its result when that comes first (the
+executor may run those readers before it writes the marker: a 6 us fusion's marker came
+300 us late).  Every instant of the program's run is shared between the thunks in flight
+then (two side by side get half of it each; none in flight is "between thunks": the
+executor's own time), so the shares add up to the step's wall time.
 
 Each thunk is named as in the compiled HLO, with the network layer it belongs to (the
 ``L{i}_{kind}`` named scope of ``network.forward_internal``, ``bwd`` in the gradient), the
@@ -55,13 +57,45 @@ class Interval:
     end: float
 
 
-def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Interval]]]:
+def hlo_readers(text: str) -> dict[str, set[str]]:
+    """Instruction name -> the names of the instructions that read it, within each
+    computation of a compiled module's text (``compiled.as_text()``)."""
+    readers = collections.defaultdict(set)
+    for m in re.finditer(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (.*)$", text, re.M):
+        rest = m.group(2)
+        i = _balanced(rest, 0) + 1 if rest.startswith("(") else rest.find(" ")  # the shape
+        paren = rest.find("(", i)
+        if i < 0 or paren < 0:
+            continue
+        for operand in re.findall(r"%([\w.\-]+)", rest[paren:_balanced(rest, paren) + 1]):
+            readers[operand].add(m.group(1))
+    return dict(readers)
+
+
+def _balanced(s: str, i: int) -> int:
+    """Index of the parenthesis closing the one at ``s[i]``."""
+    depth = 0
+    for j in range(i, len(s)):
+        depth += {"(": 1, ")": -1}.get(s[j], 0)
+        if depth == 0:
+            return j
+    return len(s) - 1
+
+
+def thunk_windows(events: Iterable[dict], readers: dict[str, set[str]] | None = None
+                  ) -> list[tuple[float, float, list[Interval]]]:
     """The program runs of a trace (Chrome trace events, as ``jax.profiler`` writes them):
     one ``(start, end, intervals)`` per call, from its dispatch to the end of its last
     ``wait for completion``, with the leaf thunks launched in it (calls must not overlap:
     wait for each call's result before the next).  Control-flow thunks (``while``,
     ``cond``: other thunks start inside their launch) are left out; their bodies'
-    thunks are counted."""
+    thunks are counted.
+
+    A thunk is in flight from its launch to its ``end:`` marker, but the executor may
+    run the thunks that were waiting for it before it writes that marker; with the
+    module's ``readers`` (:func:`hlo_readers`) a thunk ends instead when the first
+    thunk reading its result (through bitcasts, tuples...) starts, if that is earlier,
+    and never before its launch returns."""
     xs = [e for e in events if e.get("ph") == "X" and "dur" in e]
     ends = collections.defaultdict(list)
     for e in xs:
@@ -81,6 +115,10 @@ def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Inter
         i = bisect.bisect_right(ts, e["ts"])
         return i < len(ts) and ts[i] <= e["ts"] + e["dur"]
 
+    launched = collections.defaultdict(list)
+    for e in launches:
+        launched[e["name"]].append(e["ts"])
+    following = _reader_thunks(readers or {}, set(launched))
     used = collections.Counter()
     intervals = []
     for e in launches:  # each launch takes the first unused end marker after it
@@ -89,8 +127,14 @@ def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Inter
         if j >= len(marks):
             continue
         used[e["name"]] = j + 1
-        if not container(e):
-            intervals.append(Interval(e["name"], e["ts"], max(marks[j], e["ts"] + e["dur"])))
+        if container(e):
+            continue
+        end = marks[j]
+        for r in following.get(e["name"], ()):  # the first reader's start after the launch
+            k = bisect.bisect_left(launched[r], e["ts"])
+            if k < len(launched[r]):
+                end = min(end, launched[r][k])
+        intervals.append(Interval(e["name"], e["ts"], max(end, e["ts"] + e["dur"])))
 
     waits = sorted((e["ts"], e["ts"] + e["dur"]) for e in xs if e["name"] == WINDOW)
     calls = sorted(e["ts"] for e in xs if e["name"] == DISPATCH)
@@ -101,6 +145,24 @@ def thunk_windows(events: Iterable[dict]) -> list[tuple[float, float, list[Inter
         if b is not None:
             windows.append((a, b, [iv for iv in intervals if a <= iv.start < b]))
     return windows
+
+
+def _reader_thunks(readers: dict[str, set[str]], thunks: set[str]) -> dict[str, set[str]]:
+    """Thunk -> the thunks that read its result, through instructions without a thunk."""
+    out = {}
+    for t in thunks:
+        found, todo, seen = set(), list(readers.get(t, ())), set()
+        while todo and len(seen) < 256:
+            r = todo.pop()
+            if r in seen:
+                continue
+            seen.add(r)
+            if r in thunks:
+                found.add(r)
+            else:
+                todo.extend(readers.get(r, ()))
+        out[t] = found
+    return out
 
 
 def share_time(start: float, end: float, intervals: list[Interval]) -> dict[str, float]:
@@ -313,7 +375,7 @@ def main(argv=None) -> None:
     import cianna_jax.xla_cpu
     cianna_jax.xla_cpu.tune()
     run, text, steps = workload(args.workload, args.size)
-    windows = thunk_windows(trace_events(run, args.calls, args.trace_dir))
+    windows = thunk_windows(trace_events(run, args.calls, args.trace_dir), hlo_readers(text))
     wall, rows = profile_rows(windows, steps)
     sources = hlo_sources(text)
     print(f"{args.workload}: {len(windows)} traced calls of {steps} step(s), "

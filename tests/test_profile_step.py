@@ -60,6 +60,28 @@ def test_shares_split_overlaps_and_add_up_to_the_wall_time():
     assert sum(share.values()) == pytest.approx(b - a)
 
 
+def test_a_thunk_ends_when_its_first_reader_starts_if_its_marker_comes_later():
+    """The executor may run a thunk's readers before writing its ``end:`` marker: the
+    module's data flow (through a bitcast) ends ``fusion`` at its reader's start."""
+    text = "\n".join([
+        "ENTRY %main (p: f32[4]) -> f32[4] {",
+        "  %fusion = f32[4]{0} fusion(%p), kind=kLoop, calls=%c",
+        "  %bitcast.1 = f32[2,2]{1,0} bitcast(%fusion)",
+        "  %reader = (f32[2,2]{1,0}, f32[]) fusion(%bitcast.1, %p), kind=kLoop, calls=%d",
+        "  ROOT %other = f32[4]{0} add(%p, %p)", "}"])
+    readers = ps.hlo_readers(text)
+    assert readers["fusion"] == {"bitcast.1"} and readers["bitcast.1"] == {"reader"}
+    assert readers["p"] == {"fusion", "reader", "other"}
+    events = [_x(ps.DISPATCH, 0, 1, tid=9), _x(ps.WINDOW, 5, 95, tid=9),
+              _x("fusion", 10, 5), _x("reader", 20, 10), _x("end: reader", 31, 0.1),
+              _x("end: fusion", 60, 0.1)]
+    (_, _, ivs), = ps.thunk_windows(events, readers)
+    assert {iv.name: (iv.start, iv.end) for iv in ivs} == {"fusion": (10, 20),
+                                                         "reader": (20, 31)}
+    (_, _, ivs), = ps.thunk_windows(events)  # without the data flow: the marker
+    assert {iv.name: iv.end for iv in ivs}["fusion"] == 60
+
+
 def test_rows_are_per_step_and_sorted():
     wall, rows = ps.profile_rows(ps.thunk_windows(_trace()), steps_per_call=2)
     assert wall == pytest.approx(150 / 4)
@@ -120,7 +142,8 @@ def test_a_real_trace_finds_the_convolution_with_its_pool_work():
 
     comp = jax.jit(f).lower(x, w).compile()
     comp(x, w).block_until_ready()
-    windows = ps.thunk_windows(ps.trace_events(lambda: comp(x, w).block_until_ready(), 3))
+    events = ps.trace_events(lambda: comp(x, w).block_until_ready(), 3)
+    windows = ps.thunk_windows(events, ps.hlo_readers(comp.as_text()))
     assert len(windows) >= 3
     wall, rows = ps.profile_rows(windows, 1)
     assert sum(r.share for r in rows) == pytest.approx(wall)
