@@ -223,7 +223,8 @@ def hlo_sources(text: str) -> dict[str, str]:
     """Thunk name -> ``"L3_conv bwd file.py:line function (jax op)"`` from a compiled
     module's text (``compiled.as_text()``): the network layer (its named scope, ``bwd``
     in the gradient), the innermost source frame (through the module's stack-frame
-    tables when it has them) and the jax operation."""
+    tables when it has them) and the jax operation.  Instructions without metadata (made
+    by XLA) take the layer of a neighbour in the data flow (:func:`_inferred_layers`)."""
     def table(title: str) -> dict[str, str]:
         m = re.search(rf"^{title}\n((?:\d+ .*\n?)*)", text, re.M)
         return dict(line.split(" ", 1) for line in m.group(1).splitlines()) if m else {}
@@ -254,6 +255,32 @@ def hlo_sources(text: str) -> dict[str, str]:
         tag = (layer[-1] + (" bwd" if "transpose(" in path else "") + " ") if layer else ""
         jop = path.rsplit("/", 1)[-1]
         out[name] = f"{tag}{where} ({jop})" if where else f"{tag}{jop}"
+    return _inferred_layers(text, out)
+
+
+def _inferred_layers(text: str, sources: dict[str, str]) -> dict[str, str]:
+    """Instructions XLA made without metadata (layout transposes, parameter copies) named
+    after the nearest layer-tagged instruction that reads them, or that they read (two
+    hops at most): ``"L16_conv bwd (from dot_general.35)"``."""
+    readers = hlo_readers(text)
+    operands = collections.defaultdict(set)
+    for a, rs in readers.items():
+        for r in rs:
+            operands[r].add(a)
+    names = re.findall(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = ", text, re.M)
+    out = dict(sources)
+    for name in names:
+        if name in sources:
+            continue
+        hop = [sorted(readers.get(name, ())), sorted(operands.get(name, ()))]
+        for near in hop + [sorted({r for n in hop[0] for r in readers.get(n, ())}),
+                           sorted({o for n in hop[1] for o in operands.get(n, ())})]:
+            tagged = [n for n in near if _LAYER.match(sources.get(n, ""))]
+            if tagged:
+                tag = _LAYER.match(sources[tagged[0]]).group(0)
+                bwd = " bwd" if sources[tagged[0]][len(tag):].startswith(" bwd") else ""
+                out[name] = f"{tag}{bwd} (from {tagged[0]})"
+                break
     return out
 
 

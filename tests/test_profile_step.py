@@ -120,9 +120,10 @@ def test_layer_tags_from_named_scopes_and_shares_per_layer():
         '/dot_general"}',
         '  %c = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/L4_dense/add"}',
         '  %d = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/add"}'])
-    src = ps.hlo_sources(text)
+    src = ps.hlo_sources(text + "\n  %copy.7 = f32[8]{0} copy(%c)\n  %x = f32[8]{0} add(%q, %q)")
     assert src == {"a": "L0_conv_pool fused.py:3 (conv_general_dilated)",
-                   "b": "L0_conv_pool bwd dot_general", "c": "L4_dense add", "d": "add"}
+                   "b": "L0_conv_pool bwd dot_general", "c": "L4_dense add", "d": "add",
+                   "copy.7": "L4_dense (from c)"}  # made by XLA: its operand's layer
     rows = [ps.Row(n, v, v, 1) for n, v in (("a", 5), ("b", 3), ("c", 2), ("d", 1),
                                             (ps.BETWEEN, 4))]
     assert ps.layer_shares(rows, src) == {"L0_conv_pool": 5, "L0_conv_pool bwd": 3,
