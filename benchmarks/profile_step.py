@@ -398,6 +398,11 @@ def main(argv=None) -> None:
     ap.add_argument("--plot", help="PNG of the median-length traced run's timeline")
     ap.add_argument("--trace-dir", help="keep the trace there (TensorBoard / Perfetto)")
     args = ap.parse_args(argv)
+    if args.calls < 1 or args.top < 0:
+        ap.error(f"--calls must be >= 1 and --top >= 0, received {args.calls} and {args.top}")
+    if args.workload.startswith("sdc1") and (args.size < 32 or args.size % 16):
+        ap.error(f"--size: the SDC1 backbone needs a multiple of 16 >= 32 (four stride-2 "
+                 f"stages), received {args.size}")
 
     import cianna_jax.xla_cpu
     cianna_jax.xla_cpu.tune()

@@ -175,3 +175,11 @@ def test_network_layers_are_named_in_compiled_programs():
             for v in ps.hlo_sources(text).values() if v.startswith("L")}
     assert {"L0_conv_pool", "L2_conv", "L3_dense", "L0_conv_pool bwd", "L2_conv bwd",
             "L3_dense bwd"} <= tags, tags
+
+
+@pytest.mark.parametrize("argv,needle", [(["sdc1-train", "--size", "100"], "--size"),
+                                         (["mnist-infer", "--calls", "0"], "--calls")])
+def test_command_line_refuses_bad_arguments(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        ps.main(argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err
