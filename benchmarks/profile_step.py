@@ -404,8 +404,14 @@ def main(argv=None) -> None:
         ap.error(f"--size: the SDC1 backbone needs a multiple of 16 >= 32 (four stride-2 "
                  f"stages), received {args.size}")
 
+    import jax
+
     import cianna_jax.xla_cpu
-    cianna_jax.xla_cpu.tune()
+    cianna_jax.xla_cpu.tune()  # before the backend starts (XLA reads its flags once)
+    if jax.default_backend() != "cpu":
+        ap.error(f"profiles XLA's CPU runtime (its thunks); the default backend here is "
+                 f"{jax.default_backend()}: run with JAX_PLATFORMS=cpu, or read a GPU trace "
+                 f"of jax.profiler in TensorBoard or Perfetto")
     run, text, steps = workload(args.workload, args.size)
     windows = thunk_windows(trace_events(run, args.calls, args.trace_dir), hlo_readers(text))
     wall, rows = profile_rows(windows, steps)

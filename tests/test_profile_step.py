@@ -183,3 +183,13 @@ def test_command_line_refuses_bad_arguments(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         ps.main(argv)
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_command_line_says_it_profiles_the_cpu_runtime_only(monkeypatch, capsys):
+    import cianna_jax.xla_cpu
+
+    monkeypatch.setattr(cianna_jax.xla_cpu, "tune", lambda: None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(SystemExit) as e:
+        ps.main(["mnist-infer"])
+    assert e.value.code == 2 and "JAX_PLATFORMS=cpu" in capsys.readouterr().err
