@@ -43,6 +43,8 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable
 
+from cianna_jax import hlo_text
+
 WINDOW = "ThunkExecutor::Execute (wait for completion)"
 EXECUTE = "ThunkExecutor::Execute"
 DISPATCH = "CommonPjRtLoadedExecutable::ExecuteHelperOnSingleDevice"
@@ -60,26 +62,7 @@ class Interval:
 def hlo_readers(text: str) -> dict[str, set[str]]:
     """Instruction name -> the names of the instructions that read it, within each
     computation of a compiled module's text (``compiled.as_text()``)."""
-    readers = collections.defaultdict(set)
-    for m in re.finditer(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (.*)$", text, re.M):
-        rest = m.group(2)
-        i = _balanced(rest, 0) + 1 if rest.startswith("(") else rest.find(" ")  # the shape
-        paren = rest.find("(", i)
-        if i < 0 or paren < 0:
-            continue
-        for operand in re.findall(r"%([\w.\-]+)", rest[paren:_balanced(rest, paren) + 1]):
-            readers[operand].add(m.group(1))
-    return dict(readers)
-
-
-def _balanced(s: str, i: int) -> int:
-    """Index of the parenthesis closing the one at ``s[i]``."""
-    depth = 0
-    for j in range(i, len(s)):
-        depth += {"(": 1, ")": -1}.get(s[j], 0)
-        if depth == 0:
-            return j
-    return len(s) - 1
+    return hlo_text.readers(hlo_text.parse_hlo(text)[0])
 
 
 def thunk_windows(events: Iterable[dict], readers: dict[str, set[str]] | None = None
@@ -216,7 +199,6 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
 
 
 _LAYER = re.compile(r"\bL\d+_[a-z]+(?:_pool)?")  # the network's per-layer named scopes
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{([^}]*)\}", re.M)
 
 
 def hlo_sources(text: str) -> dict[str, str]:
@@ -236,8 +218,13 @@ def hlo_sources(text: str) -> dict[str, str]:
         m = re.search(rf"\b{key}=(\w+)", s)
         return m.group(1) if m else None
 
+    comps, _ = hlo_text.parse_hlo(text)
     out = {}
-    for name, meta in _INSTR.findall(text):
+    for ins in (ins for instrs in comps.values() for ins in instrs):
+        m = re.search(r"metadata=\{([^}]*)\}", ins["attrs"])
+        if m is None:
+            continue
+        name, meta = ins["name"], m.group(1)
         op = re.search(r'op_name="([^"]*)"', meta)
         where = ""
         frame = frames.get(field(meta, "stack_frame_id") or "")
@@ -255,21 +242,17 @@ def hlo_sources(text: str) -> dict[str, str]:
         tag = (layer[-1] + (" bwd" if "transpose(" in path else "") + " ") if layer else ""
         jop = path.rsplit("/", 1)[-1]
         out[name] = f"{tag}{where} ({jop})" if where else f"{tag}{jop}"
-    return _inferred_layers(text, out)
+    return _inferred_layers(comps, out)
 
 
-def _inferred_layers(text: str, sources: dict[str, str]) -> dict[str, str]:
+def _inferred_layers(comps: dict, sources: dict[str, str]) -> dict[str, str]:
     """Instructions XLA made without metadata (layout transposes, parameter copies) named
     after the nearest layer-tagged instruction that reads them, or that they read (two
     hops at most): ``"L16_conv bwd (from dot_general.35)"``."""
-    readers = hlo_readers(text)
-    operands = collections.defaultdict(set)
-    for a, rs in readers.items():
-        for r in rs:
-            operands[r].add(a)
-    names = re.findall(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = ", text, re.M)
+    readers = hlo_text.readers(comps)
+    operands = {ins["name"]: set(ins["operands"]) for group in comps.values() for ins in group}
     out = dict(sources)
-    for name in names:
+    for name in operands:
         if name in sources:
             continue
         hop = [sorted(readers.get(name, ())), sorted(operands.get(name, ()))]

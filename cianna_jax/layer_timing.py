@@ -8,7 +8,6 @@ compiled again and no array is baked into a program (see :func:`perf_eval`).
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 from . import console, parallel, training
 from .api import NetState, get_state, say, warn_once
 from .checks import as_int as _int
+from .hlo_text import parse_hlo
 from .layers.common import Ctx
 from .network import inference_params
 
@@ -146,59 +146,6 @@ def _profiled_runs(step, runs: int, budget: float = 3.0):
     return walls, events
 
 
-_HLO_LINE = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
-_CALLEE = re.compile(r"(?:calls|to_apply|body|condition|branch_computations)="
-                     r"\{?((?:%[\w.\-]+(?:,\s*)?)+)\}?")
-
-
-def _balanced(text: str, start: int) -> int:
-    """Index of the parenthesis closing the one at ``text[start]``."""
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "(":
-            depth += 1
-        elif text[i] == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    return len(text) - 1
-
-
-def _parse_hlo(text: str):
-    """Computations of an HLO module's text: ({name: [instruction dicts]}, entry name).
-    An instruction: name, opcode, operands, callees, op_name, parameter number, root."""
-    comps, entry, current = {}, None, None
-    for line in text.splitlines():
-        if line.startswith("ENTRY ") or (line.startswith("%") and line.rstrip().endswith("{")):
-            name = (line.split()[1] if line.startswith("ENTRY ") else line.split()[0]).lstrip("%")
-            current = comps.setdefault(name, [])
-            if line.startswith("ENTRY "):
-                entry = name
-            continue
-        if line.startswith("}"):
-            current = None
-            continue
-        m = _HLO_LINE.match(line) if current is not None else None
-        if m is None:
-            continue
-        rest = m.group(2)
-        after = rest[_balanced(rest, 0) + 1:] if rest.startswith("(") else rest.partition(" ")[2]
-        after = after.lstrip()
-        paren = after.find("(")
-        if paren < 0:
-            continue
-        close = _balanced(after, paren)
-        opcode, args, attrs = after[:paren].strip(), after[paren + 1:close], after[close + 1:]
-        op_name = re.search(r'op_name="([^"]*)"', attrs)
-        callees = [c.lstrip("%") for group in _CALLEE.findall(attrs)
-                   for c in re.split(r",\s*", group)]
-        current.append(dict(name=m.group(1), opcode=opcode, root="ROOT" in line[:line.find("%")],
-                            operands=re.findall(r"%([\w.\-]+)", args), callees=callees,
-                            op_name=op_name.group(1) if op_name else "",
-                            number=int(args) if opcode == "parameter" and args.isdigit() else None))
-    return comps, entry
-
-
 def _leaf_layer(path) -> int | None:
     """Layer index of a parameter-like leaf path (``params[i]['w']``, the optimizer's
     ``trace[i]['w']``...): the sequence index right before the leaf's dict key."""
@@ -222,7 +169,7 @@ def _attribute(text: str, n_layers: int, param_leaf_layers, output_layers):
     data) it reads, else to the deepest layer among the outputs it feeds; what is
     left (random bits, input padding) goes to the layer of its first reader.  Also
     returns ``{instruction: (opcode, readers)}``."""
-    comps, entry = _parse_hlo(text)
+    comps, entry = parse_hlo(text)
     instrs = comps.get(entry, [])
     n_leaves = len(param_leaf_layers)
     fmax, data, phase, users = {}, {}, {}, {}

@@ -12,6 +12,7 @@ import pytest
 import cianna_jax as cnn
 from cianna_jax import console, driver, training
 from cianna_jax import layer_timing as perf_mod
+from cianna_jax.hlo_text import parse_hlo
 
 # CIANNA's functions write net_save/, fwd_res/ and error.txt in the current folder
 pytestmark = pytest.mark.usefixtures("in_tmp_dir")
@@ -155,7 +156,7 @@ def test_attribute_forward_backward_and_update():
             jax.tree_util.tree_flatten_with_path((params, s))[0]] + [None]
     where, graph = perf_mod._attribute(text, 2, leaves, outs)
     assert graph and all(isinstance(v[1], tuple) for v in graph.values())
-    comps, entry = perf_mod._parse_hlo(text)
+    comps, entry = parse_hlo(text)
     dots = {i["name"]: where[i["name"]] for i in comps[entry]  # dots, or YNN fusions of dots
             if i["opcode"] == "dot"
             or (i["opcode"] == "fusion" and i["op_name"].endswith("dot_general"))}

@@ -114,13 +114,15 @@ def test_sources_from_stack_frame_tables_and_from_source_lines():
 
 def test_layer_tags_from_named_scopes_and_shares_per_layer():
     text = "\n".join([
+        "ENTRY %main {",
         '  %a = f32[8]{0} convolution(%p, %q), metadata={op_name="jit(f)/L0_conv_pool/'
         'conv_general_dilated" source_file="/x/fused.py" source_line=3}',
         '  %b = f32[8]{0} dot(%p, %q), metadata={op_name="jit(f)/transpose(jvp(L0_conv_pool))'
         '/dot_general"}',
         '  %c = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/L4_dense/add"}',
-        '  %d = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/add"}'])
-    src = ps.hlo_sources(text + "\n  %copy.7 = f32[8]{0} copy(%c)\n  %x = f32[8]{0} add(%q, %q)")
+        '  %d = f32[8]{0} add(%p, %q), metadata={op_name="jit(f)/add"}',
+        "  %copy.7 = f32[8]{0} copy(%c)", "  %x = f32[8]{0} add(%q, %q)", "}"])
+    src = ps.hlo_sources(text)
     assert src == {"a": "L0_conv_pool fused.py:3 (conv_general_dilated)",
                    "b": "L0_conv_pool bwd dot_general", "c": "L4_dense add", "d": "add",
                    "copy.7": "L4_dense (from c)"}  # made by XLA: its operand's layer
