@@ -13,7 +13,7 @@ from cianna_jax import nn
 from cianna_jax.activations import parse_activation
 from cianna_jax.layers import conv as conv_mod
 from cianna_jax.layers import fused, winograd
-from cianna_jax.layers.common import Ctx, Shape
+from cianna_jax.layers.common import Ctx, Shape, conv_dimension_numbers
 from cianna_jax.network import apply, inference_params, init_params
 from cianna_jax.precision import get_policy
 
@@ -154,9 +154,8 @@ def test_rotated_product_with_the_filters_first_when_they_outnumber_the_tiles(nd
     lhs = _dot_lhs_shapes(jax.make_jaxpr(rotated)(g, u).jaxpr)
     assert lhs == [u.shape], lhs  # the filters first, in one product (chunked: in the map)
     got = rotated(g, u)
-    sp = "DHW"[3 - nd:]
     want = lax.conv_general_dilated(g, k_rot, (1,) * nd, pads, precision="highest",
-                                    dimension_numbers=("N" + sp + "C", sp + "IO", "N" + sp + "C"))
+                                    dimension_numbers=conv_dimension_numbers(nd))
     assert got.shape == want.shape == (2,) + (4,) * nd + (c,)
     assert _rel(got, want) < (2e-5 if m == 4 else 1e-6)
 
