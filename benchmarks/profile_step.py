@@ -44,6 +44,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 
 from cianna_jax import hlo_text
+from cianna_jax.network import LAYER_SCOPE
 
 WINDOW = "ThunkExecutor::Execute (wait for completion)"
 EXECUTE = "ThunkExecutor::Execute"
@@ -198,9 +199,6 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
     return wall / n, sorted(rows, key=lambda r: -r.share)
 
 
-_LAYER = re.compile(r"\bL\d+_[a-z]+(?:_pool)?")  # the network's per-layer named scopes
-
-
 def hlo_sources(text: str) -> dict[str, str]:
     """Thunk name -> ``"L3_conv bwd file.py:line function (jax op)"`` from a compiled
     module's text (``compiled.as_text()``): the network layer (its named scope, ``bwd``
@@ -238,7 +236,7 @@ def hlo_sources(text: str) -> dict[str, str]:
             if src:
                 where = f"{os.path.basename(src.group(1))}:{src.group(2)}"
         path = op.group(1) if op else ""
-        layer = _LAYER.findall(path)
+        layer = LAYER_SCOPE.findall(path)
         tag = (layer[-1] + (" bwd" if "transpose(" in path else "") + " ") if layer else ""
         jop = path.rsplit("/", 1)[-1]
         out[name] = f"{tag}{where} ({jop})" if where else f"{tag}{jop}"
@@ -258,9 +256,9 @@ def _inferred_layers(comps: dict, sources: dict[str, str]) -> dict[str, str]:
         hop = [sorted(readers.get(name, ())), sorted(operands.get(name, ()))]
         for near in hop + [sorted({r for n in hop[0] for r in readers.get(n, ())}),
                            sorted({o for n in hop[1] for o in operands.get(n, ())})]:
-            tagged = [n for n in near if _LAYER.match(sources.get(n, ""))]
+            tagged = [n for n in near if LAYER_SCOPE.match(sources.get(n, ""))]
             if tagged:
-                tag = _LAYER.match(sources[tagged[0]]).group(0)
+                tag = LAYER_SCOPE.match(sources[tagged[0]]).group(0)
                 bwd = " bwd" if sources[tagged[0]][len(tag):].startswith(" bwd") else ""
                 out[name] = f"{tag}{bwd} (from {tagged[0]})"
                 break
@@ -273,7 +271,7 @@ def layer_shares(rows: list[Row], sources: dict[str, str]) -> dict[str, float]:
     out = collections.defaultdict(float)
     for r in rows:
         src = sources.get(r.name, "")
-        m = _LAYER.match(src)
+        m = LAYER_SCOPE.match(src)
         tag = BETWEEN if r.name == BETWEEN else "(no layer)"
         if m:
             tag = m.group(0) + (" bwd" if src[m.end():].startswith(" bwd") else "")

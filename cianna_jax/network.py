@@ -16,6 +16,7 @@ flat channel-major rows are converted at the edges only (:func:`rows_to_images`,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any
@@ -34,11 +35,23 @@ from .yolo import layout as yolo_layout
 from .yolo.activation import activation as yolo_activation
 
 __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_pivots",
-           "check_params",
+           "check_params", "layer_scope", "LAYER_SCOPE",
            "apply", "apply_layers", "forward_internal", "inference_params", "rows_to_images",
            "rows_to_params", "params_to_rows",
            "images_to_rows", "output_rows", "targets_to_internal", "drop_bias_slot", "exact_grads",
            "Params", "INPUT"]
+
+
+#: the named scopes :func:`forward_internal` runs layers in, as they appear in compiled
+#: programs' op names (``benchmarks/profile_step.py`` sums a profile per layer with it)
+LAYER_SCOPE = re.compile(r"\bL\d+_[a-z]+(?:_pool)?")
+
+
+def layer_scope(i: int, kind: str, fused_pool: bool = False) -> str:
+    """The named scope of layer ``i`` (``"L3_conv"``; ``"L0_conv_pool"`` for a conv run
+    fused with the max pool after it): it names the layer's operations, gradient
+    included, in compiled programs and profiles."""
+    return f"L{i}_{kind}" + ("_pool" if fused_pool else "")
 
 Params = tuple[dict[str, jax.Array], ...]
 
@@ -336,7 +349,7 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
         layer = net.layers[i]
         if i in fused and "kernel" in params[i]:  # not laid out for another policy
             sub = None if key is None else jax.random.fold_in(key, i + 1)
-            with jax.named_scope(f"L{i}_{layer.kind}_pool"):
+            with jax.named_scope(layer_scope(i, layer.kind, fused_pool=True)):
                 h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i],
                                          h[net.sources(i)[0]], ctx, sub,
                                          activate_output=activate_last or i + 1 < n - 1)
@@ -344,7 +357,7 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
             continue
         sub = None if key is None else jax.random.fold_in(key, i)
         src = tuple(h[s] for s in net.sources(i))
-        with jax.named_scope(f"L{i}_{layer.kind}"):  # names the layer's ops in profiles
+        with jax.named_scope(layer_scope(i, layer.kind)):
             h[i] = layer.apply(params[i],
                                src[0] if getattr(layer, "nb_inputs", 1) == 1 else src,
                                ctx, sub, activate_output=activate_last or i < n - 1)
