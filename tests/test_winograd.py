@@ -360,6 +360,41 @@ def test_deep_2d_layer_on_few_tiles_takes_the_winograd_weight_gradient(monkeypat
     _same_as_xla_path(monkeypatch, calls, loss, (params, h), val, grads)
 
 
+def test_weight_gradient_pass_size():
+    """The weight gradient's passes through the Winograd sums: all the tiles in one pass
+    where their transformed values are few next to the gradient's (deep 2D layers; SDC1's
+    768 -> 1024 on 16x16 maps, batch 8), bounded by WGRAD_PASS_VALUES, never below the
+    default pass; the default passes for 3D layers with few channels on many tiles."""
+    wc = winograd.weight_gradient_chunk
+    assert wc(16, 768, 1024, 512) == 512
+    assert wc(16, 768, 1024, 128) == winograd.CHUNK_TILES
+    assert wc(36, 768, 1024, 100) == winograd.CHUNK_TILES_4X4
+    assert wc(16, 2048, 2048, 4096) == winograd.WGRAD_PASS_VALUES // (16 * 4096) == 1024
+    assert wc(64, 32, 64, 8192) is None
+    assert wc(64, 128, 128, 1024) is None
+
+
+def test_deep_layer_weight_gradient_in_one_pass(monkeypatch):
+    """With 8-tile passes, a 3x3 128 -> 512 layer on 8x8 maps, batch 2 (32 tiles): the
+    forward and the input gradient run in 4 passes, the weight gradient in one (no sum
+    of passes), with the numbers of XLA's path."""
+    monkeypatch.setattr(winograd, "CHUNK_TILES", 8)
+    layer = conv_mod.Conv((3, 3, 1), 512, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
+    params, _ = layer.init(jax.random.key(0), Shape(8, 8, 1, 128))
+    h = jax.random.normal(jax.random.key(1), (2, 8, 8, 128))
+    passes = []
+    real = conv_mod.winograd_conv
+    monkeypatch.setattr(conv_mod, "winograd_conv",
+                        lambda *a, **kw: passes.append(kw.get("chunk_tiles")) or real(*a, **kw))
+
+    def loss(p, h):
+        return jnp.sum(jnp.sin(layer.apply(p, h, Ctx(train=True))))
+
+    val, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, h)
+    assert sorted(passes, key=str) == [32, None, None]  # weight pass; forward, input gradient
+    _same_as_xla_path(monkeypatch, passes, loss, (params, h), val, grads)
+
+
 def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch):
     """A 3x3 128 -> 128 layer on 6x6 maps, one image (9 output tiles): its forward alone
     takes XLA's convolution (too few tiles to transform the filters in the program), its

@@ -50,6 +50,7 @@ from .winograd import (
     filter_transform,
     pays,
     tile_size,
+    weight_gradient_chunk,
     weight_gradient_pays,
     winograd_conv,
 )
@@ -221,7 +222,7 @@ def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
-                  training=False, rotated_from=None):
+                  training=False, rotated_from=None, weight_pass=False):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
 
     On CPU the dilation is an explicit interior pad: XLA's CPU convolutions with
@@ -234,7 +235,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     step's forward or input gradient (Winograd's rule for that).  ``rotated_from``: the
     layer kernel whose rotation ``k`` is (an input gradient): the Winograd form then
     uses that kernel's transformed filters, rotated in the products
-    (:func:`.winograd.winograd_conv`), and ``k`` is never made."""
+    (:func:`.winograd.winograd_conv`), and ``k`` is never made.  ``weight_pass``: the
+    call is only differentiated for the weight gradient (its Winograd passes then sized
+    by :func:`.winograd.weight_gradient_chunk`)."""
     nd = x.ndim - 2
 
     def lax_conv(x, padding, dil):
@@ -251,7 +254,11 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                 def cpu(x):  # filters transformed in float32 (16-bit weights: exactly)
                     src = k if rotated_from is None else rotated_from
                     u = filter_transform(src.astype(policy.accum_dtype), m)
-                    return winograd_conv(x, u, pairs, policy, rotated=rotated_from is not None)
+                    chunk = weight_gradient_chunk(
+                        u.shape[0], k.shape[nd], k.shape[nd + 1],
+                        batch_tiles(x.shape[0], x.shape[1:-1])) if weight_pass else None
+                    return winograd_conv(x, u, pairs, policy, chunk_tiles=chunk,
+                                         rotated=rotated_from is not None)
             elif groups == 1:
                 form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1],
                                    policy)
@@ -278,9 +285,10 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     return lax.platform_dependent(x, cpu=padded, default=lambda x: lax_conv(x, padding, dil))
 
 
-def _forward(x, k, strides, pads, dil, policy=FP32, groups=1, winograd=True, training=False):
+def _forward(x, k, strides, pads, dil, policy=FP32, groups=1, winograd=True, training=False,
+             weight_pass=False):
     return _dilated_conv(x, k, strides, [(p, p) for p in pads], dil, policy, groups, winograd,
-                         training)
+                         training, weight_pass=weight_pass)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -413,7 +421,8 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
 
     def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient by autodiff
         _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
-                                               winograd=wino, training=True), k)
+                                               winograd=wino, training=True, weight_pass=True),
+                           k)
         gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
                          training=True)
         return gx, k_vjp(g)[0]

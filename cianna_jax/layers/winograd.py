@@ -49,7 +49,8 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
            "tile_size", "tile_of", "Tile", "F2", "F4", "CHUNK_TILES_4X4", "MIN_4X4_MAP",
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
            "TRAIN_FILTER_VALUES_PER_TILE",
-           "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES"]
+           "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES",
+           "weight_gradient_chunk", "WGRAD_TILE_VALUES_PER_FILTER_VALUE", "WGRAD_PASS_VALUES"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
@@ -156,6 +157,35 @@ def weight_gradient_pays(channels: int, filters: int, tiles: int, nd: int) -> bo
     if nd == 3:
         return tiles * WGRAD_FILTER_VALUES_PER_TILE >= channels * filters
     return tiles * WGRAD_2D_FILTER_VALUES_PER_TILE <= channels * filters
+
+
+#: the weight gradient's transformed tiles of one pass (``V`` and ``dM``) may hold up to
+#: this many values per value of the transformed weight gradient it accumulates into
+#: (see :func:`weight_gradient_chunk`)
+WGRAD_TILE_VALUES_PER_FILTER_VALUE = 4
+#: ... and at most this many values in all (256 MB of float32)
+WGRAD_PASS_VALUES = 2 ** 26
+
+
+def weight_gradient_chunk(positions: int, channels: int, filters: int, tiles: int) -> int | None:
+    """Output tiles per pass for the weight gradient through the Winograd sums
+    (autodiff of :func:`winograd_conv` with that ``chunk_tiles``), or None for the
+    default passes.  Each pass adds its ``V^T dM`` (``(P, C, F)``) into the gradient
+    summed so far: a read and a write of ``P C F`` values against ``2 P T C F`` flops
+    of product, as costly as a quarter of a 256-tile pass's product when the sum
+    leaves the cache.  Where the transformed tiles of all ``tiles`` hold at most
+    :data:`WGRAD_TILE_VALUES_PER_FILTER_VALUE` values per gradient value (deep 2D
+    layers on few tiles, the only 2D layers whose weight gradient runs this way, see
+    :func:`weight_gradient_pays`), the passes grow up to :data:`WGRAD_PASS_VALUES`
+    values of tiles: SDC1's 3x3 768 -> 1024 on 16x16 maps, batch 8 (512 tiles): 150 ->
+    128 ms in one pass; 1024 -> 1024, batch 16 (1024 tiles): 345 -> 282 ms
+    (benchmarks/README.md, sixteenth session).  3D layers with few channels on many
+    tiles keep the default passes (64 -> 64 on 16^3, batch 2: alike; 32 -> 64 on 32^3:
+    one pass 175 -> 231 ms)."""
+    if tiles * (channels + filters) > WGRAD_TILE_VALUES_PER_FILTER_VALUE * channels * filters:
+        return None
+    default = CHUNK_TILES_4X4 if positions == 36 else CHUNK_TILES
+    return max(default, min(tiles, WGRAD_PASS_VALUES // (positions * (channels + filters))))
 
 
 class Tile(NamedTuple):
