@@ -10,7 +10,12 @@ or the start of the first thunk that reads its result when that comes first (the
 executor may run those readers before it writes the marker: a 6 us fusion's marker came
 300 us late).  Every instant of the program's run is shared between the thunks in flight
 then (two side by side get half of it each; none in flight is "between thunks": the
-executor's own time), so the shares add up to the step's wall time.
+executor's own time), so the shares add up to the step's wall time.  In flight is not
+working: a thunk whose pool tasks wait behind another thunk's is in flight while it waits
+(XLA copies of 1 MB or more run one block at launch and up to seven on the pool: SDC1's
+8 MB parameter copy spends 0.5 ms in its launch, then stays in flight 45-50 ms behind
+convolutions, with a 10-13 ms share).  The ``launch`` column, the time inside the launch
+on the executor's thread, tells work done at launch from work left to the pool.
 
 Each thunk is named as in the compiled HLO, with the network layer it belongs to (the
 ``L{i}_{kind}`` named scope of ``network.forward_internal``, ``bwd`` in the gradient), the
@@ -54,10 +59,12 @@ BETWEEN = "(between thunks)"
 
 @dataclasses.dataclass(frozen=True)
 class Interval:
-    """One thunk execution: in flight from its launch to its ``end:`` marker (us)."""
+    """One thunk execution: in flight from its launch to its ``end:`` marker (us);
+    ``launch``: the time inside its launch."""
     name: str
     start: float
     end: float
+    launch: float = 0.0
 
 
 def hlo_readers(text: str) -> dict[str, set[str]]:
@@ -118,7 +125,7 @@ def thunk_windows(events: Iterable[dict], readers: dict[str, set[str]] | None = 
             k = bisect.bisect_left(launched[r], e["ts"])
             if k < len(launched[r]):
                 end = min(end, launched[r][k])
-        intervals.append(Interval(e["name"], e["ts"], max(end, e["ts"] + e["dur"])))
+        intervals.append(Interval(e["name"], e["ts"], max(end, e["ts"] + e["dur"]), e["dur"]))
 
     waits = sorted((e["ts"], e["ts"] + e["dur"]) for e in xs if e["name"] == WINDOW)
     calls = sorted(e["ts"] for e in xs if e["name"] == DISPATCH)
@@ -174,11 +181,13 @@ def share_time(start: float, end: float, intervals: list[Interval]) -> dict[str,
 
 @dataclasses.dataclass
 class Row:
-    """One thunk's totals per step: wall share, time in flight, launches (us, count)."""
+    """One thunk's totals per step: wall share, time in flight, launches (us, count),
+    time inside its launches (us)."""
     name: str
     share: float
     in_flight: float
     launches: float
+    in_launch: float = 0.0
 
 
 def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
@@ -186,7 +195,7 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
     n = len(windows) * steps_per_call
     if n == 0:
         raise ValueError("the trace has no program run (no dispatch with its 'wait for completion')")
-    share, flight, count = (collections.defaultdict(float) for _ in range(3))
+    share, flight, count, inside = (collections.defaultdict(float) for _ in range(4))
     wall = 0.0
     for a, b, ivs in windows:
         wall += b - a
@@ -195,7 +204,8 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
         for iv in ivs:
             flight[iv.name] += iv.end - iv.start
             count[iv.name] += 1
-    rows = [Row(k, v / n, flight[k] / n, count[k] / n) for k, v in share.items()]
+            inside[iv.name] += iv.launch
+    rows = [Row(k, v / n, flight[k] / n, count[k] / n, inside[k] / n) for k, v in share.items()]
     return wall / n, sorted(rows, key=lambda r: -r.share)
 
 
@@ -399,14 +409,15 @@ def main(argv=None) -> None:
     sources = hlo_sources(text)
     print(f"{args.workload}: {len(windows)} traced calls of {steps} step(s), "
           f"wall {wall / 1e3:.3f} ms per step")
-    print(f"{'share us':>9} {'%':>5} {'in flight':>9} {'x':>4}  thunk / source (jax op)")
+    print(f"{'share us':>9} {'%':>5} {'in flight':>9} {'launch':>8} {'x':>4}  "
+          f"thunk / source (jax op)")
     for r in rows[:args.top]:
         print(f"{r.share:9.1f} {100 * r.share / wall:5.1f} {r.in_flight:9.1f} "
-              f"{r.launches:4.1f}  {r.name}  {sources.get(r.name, '')}")
+              f"{r.in_launch:8.1f} {r.launches:4.1f}  {r.name}  {sources.get(r.name, '')}")
     rest = rows[args.top:]
     if rest:
         print(f"{sum(r.share for r in rest):9.1f} {100 * sum(r.share for r in rest) / wall:5.1f}"
-              f" {'':>9} {'':>4}  {len(rest)} more thunks")
+              f" {'':>9} {'':>8} {'':>4}  {len(rest)} more thunks")
     print(f"\n{'share us':>9} {'%':>5}  by layer (named scope; bwd: its gradient)")
     for tag, v in sorted(layer_shares(rows, sources).items(), key=lambda kv: -kv[1]):
         print(f"{v:9.1f} {100 * v / wall:5.1f}  {tag}")

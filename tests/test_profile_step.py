@@ -47,6 +47,9 @@ def test_windows_pair_launches_with_their_end_markers_and_drop_control_flow():
     first = {iv.name: (iv.start, iv.end) for iv in windows[0][2]}
     assert first == {"conv.1": (10, 60), "fusion": (40, 70), "inner": (75, 85),
                      "body": (87, 90)}
+    # the time inside each launch: the convolution's 5 us, the rest left to the pool
+    assert {iv.name: iv.launch for iv in windows[0][2]} == {"conv.1": 5, "fusion": 30,
+                                                           "inner": 10, "body": 3}
     assert [(iv.name, iv.start, iv.end) for iv in windows[1][2]] == [("fusion", 210, 230)]
 
 
@@ -89,6 +92,7 @@ def test_rows_are_per_step_and_sorted():
     assert rows[1].share == pytest.approx(40 / 4) and rows[1].launches == 1 / 4
     fusion = next(r for r in rows if r.name == "fusion")
     assert fusion.in_flight == pytest.approx(50 / 4) and fusion.launches == 0.5
+    assert fusion.in_launch == pytest.approx(50 / 4) and rows[1].in_launch == pytest.approx(5 / 4)
     assert sum(r.share for r in rows) == pytest.approx(wall)
     with pytest.raises(ValueError, match="no program run"):
         ps.profile_rows([], 1)
