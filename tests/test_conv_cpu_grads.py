@@ -165,3 +165,52 @@ def test_gpu_lowering_keeps_xla_convolutions_only():
             assert "stablehlo.while" not in text
     assert counts["cuda"] == 2 + 3 + 3 + 3, counts
     assert counts["cpu"] < counts["cuda"], counts
+
+
+def test_gpu_branches_give_the_cpu_forms_numbers(monkeypatch):
+    """What a GPU runs (``lax.platform_dependent``'s default branches: XLA's convolutions,
+    input dilation for strided input gradients), computed on this CPU: a training step's
+    loss and every gradient equal those of the CPU forms (one-channel sum, tiling
+    products, Winograd forward, input and weight gradients, strided conv, small-map
+    product) to float32 rounding, so the GPU path's numbers are checked without a GPU."""
+    from cianna_jax import nn
+    from cianna_jax.network import init_params
+    from cianna_jax.training import batch_loss
+
+    net = nn.network([16, 16], 1, [
+        nn.conv([5, 5], 8, padding=[2, 2], activation="RELU"),  # one input channel
+        nn.conv([2, 2], 128, stride=[2, 2], activation="RELU"),  # windows tile the input
+        nn.conv([3, 3], 128, padding=[1, 1], activation="RELU"),  # Winograd, 8x8
+        nn.conv([2, 2], 128, stride=[2, 2], activation="RELU"),
+        nn.conv([3, 3], 128, padding=[1, 1], activation="RELU"),  # Winograd weights too, 4x4
+        nn.conv([3, 3], 16, stride=[2, 2], padding=[1, 1], activation="RELU"),  # strided
+        nn.conv([3, 3], 16, padding=[1, 1], activation="RELU"),  # small map: 2x2
+        nn.conv([1, 1], 4, activation="LIN"),
+    ])
+    params = init_params(jax.random.key(0), net)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, 1)), jnp.float32)
+    t = jnp.asarray(rng.normal(size=(2, 2, 2, 4)), jnp.float32)
+
+    def step():  # a new function each time: traced again
+        return jax.jit(jax.value_and_grad(lambda p: batch_loss(p, net, x, t, 2, None)[0]))
+
+    assert conv_mod.weight_gradient_pays(128, 128, 2 * 2 * 2, 2)  # the 4x4 layer's
+    cpu = step()
+    n_cpu = cpu.lower(params).as_text().count("stablehlo.convolution")
+    val, grads = cpu(params)
+    monkeypatch.setattr(jax.lax, "platform_dependent",
+                        lambda *args, default=None, **per_platform: default(*args))
+    jax.clear_caches()  # jax keeps the traced custom-VJP rules, CPU branches in them
+    try:
+        gpu = step()
+        n_gpu = gpu.lower(params).as_text().count("stablehlo.convolution")
+        val_g, grads_g = gpu(params)
+    finally:  # nothing traced with the default branches outlives the test
+        monkeypatch.undo()
+        jax.clear_caches()
+    assert n_gpu > n_cpu + 8, (n_gpu, n_cpu)  # the CPU forms were replaced
+    assert abs(float(val) - float(val_g)) <= 1e-5 * abs(float(val_g))
+    for i, (a, b) in enumerate(zip(grads, grads_g)):
+        for name in b:
+            assert _rel(a[name], b[name]) < 2e-5, (i, name, _rel(a[name], b[name]))
