@@ -190,10 +190,11 @@ def test_gpu_branches_give_the_cpu_forms_numbers(monkeypatch, mode, tol):
         nn.conv([3, 3], 16, padding=[1, 1], activation="RELU"),  # small map: 2x2
         nn.conv([1, 1], 4, activation="LIN"),
     ])
-    params = init_params(jax.random.key(0), net)
+    cpu_device = jax.devices("cpu")[0]  # the CPU forms, also where a GPU is the default
+    params = jax.device_put(init_params(jax.random.key(0), net), cpu_device)
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 16, 16, 1)), jnp.float32)
-    t = jnp.asarray(rng.normal(size=(2, 2, 2, 4)), jnp.float32)
+    x = jax.device_put(rng.normal(size=(2, 16, 16, 1)).astype(np.float32), cpu_device)
+    t = jax.device_put(rng.normal(size=(2, 2, 2, 4)).astype(np.float32), cpu_device)
 
     def step():  # a new function each time: traced again
         return jax.jit(jax.value_and_grad(
