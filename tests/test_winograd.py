@@ -369,6 +369,8 @@ def test_weight_gradient_pass_size():
     assert wc(16, 768, 1024, 512) == 512
     assert wc(16, 768, 1024, 128) == winograd.CHUNK_TILES
     assert wc(36, 768, 1024, 100) == winograd.CHUNK_TILES_4X4
+    assert winograd.batch_tiles(8, (16, 16)) == 512 and winograd.batch_tiles(8, (16, 16), 4) == 128
+    assert wc(36, 768, 1024, 1000) == 1000  # 4x4 tiles, one pass
     assert wc(16, 2048, 2048, 4096) == winograd.WGRAD_PASS_VALUES // (16 * 4096) == 1024
     assert wc(64, 32, 64, 8192) is None
     assert wc(64, 128, 128, 1024) is None

@@ -100,10 +100,10 @@ MIN_4X4_MAP = 16
 SWAP_CHANNELS_PER_TILE = 2
 
 
-def batch_tiles(batch: int, spatial) -> int:
-    """The 2x2(x2) output tiles of a batch of maps of size ``spatial`` (stride 1,
-    padding that keeps the size: each axis ``ceil(n / 2)`` tiles)."""
-    return int(batch * np.prod([-(-int(n) // 2) for n in spatial]))
+def batch_tiles(batch: int, spatial, m: int = 2) -> int:
+    """The ``m``-wide output tiles (2x2(x2) by default) of a batch of maps of size
+    ``spatial`` (stride 1, padding that keeps the size: each axis ``ceil(n / m)``)."""
+    return int(batch * np.prod([-(-int(n) // m) for n in spatial]))
 
 
 def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
@@ -168,7 +168,8 @@ WGRAD_PASS_VALUES = 2 ** 26
 
 
 def weight_gradient_chunk(positions: int, channels: int, filters: int, tiles: int) -> int | None:
-    """Output tiles per pass for the weight gradient through the Winograd sums
+    """Output tiles (of the tile ``positions`` gives: 16, 64 for 2x2(x2), 36 for 4x4;
+    ``tiles`` counts them) per pass for the weight gradient through the Winograd sums
     (autodiff of :func:`winograd_conv` with that ``chunk_tiles``), or None for the
     default passes.  Each pass adds its ``V^T dM`` (``(P, C, F)``) into the gradient
     summed so far: a read and a write of ``P C F`` values against ``2 P T C F`` flops
