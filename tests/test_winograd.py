@@ -187,6 +187,18 @@ def test_which_convolutions_run_as_winograd():
     assert conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512
     assert not conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8)
     assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
+    # F(2x2, 3x3) on maps larger than 16x16: C F / (C + F) >= 100 (SDC1's 128 -> 192 on
+    # 32x32 and 64x64 maps runs as XLA's convolution, its 192 -> 384 as Winograd);
+    # F(4x4, 3x3), in the reduced-precision modes, everywhere
+    assert conv_mod.winograd_form((16, 16), wide, (1, 1))
+    assert not conv_mod.winograd_form((32, 32), wide, (1, 1))
+    assert not conv_mod.winograd_form((17, 16), (3, 3, 128, 192), (1, 1))
+    assert not conv_mod.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), batch=8,
+                                      training=True)
+    assert conv_mod.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), get_policy("TF32C_FP32A"))
+    assert conv_mod.winograd_form((32, 32), (3, 3, 192, 384), (1, 1), batch=8, training=True)
+    assert conv_mod.winograd_form((64, 64), (3, 3, 200, 200), (1, 1))
+    assert not conv_mod.winograd_form((64, 64), (3, 3, 199, 199), (1, 1))
     # 3D: XLA's 3D convolution is slow at every width
     assert conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 4, 8), (1, 1, 1))
     assert not conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 1, 8), (1, 1, 1))  # 1 channel

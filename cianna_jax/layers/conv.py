@@ -130,7 +130,8 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
             and policy.accum_dtype == jnp.float32 and min(in_spatial) >= 4):
         return False
     tiles = None if batch is None else batch_tiles(batch, in_spatial)
-    return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)), training)
+    return pays(k_shape[nd], k_shape[nd + 1], tiles, nd, int(np.prod(in_spatial)), training,
+                tile_size(in_spatial, policy))
 
 
 def _padded(x, padding, f, strides):

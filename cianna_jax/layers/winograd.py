@@ -50,13 +50,19 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
            "MIN_CHANNEL_PRODUCT", "MIN_3D_IMAGE_MACS", "FILTER_VALUES_PER_TILE",
            "TRAIN_FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES",
-           "weight_gradient_chunk", "WGRAD_TILE_VALUES_PER_FILTER_VALUE", "WGRAD_PASS_VALUES"]
+           "weight_gradient_chunk", "WGRAD_TILE_VALUES_PER_FILTER_VALUE", "WGRAD_PASS_VALUES",
+           "LARGE_MAP_PIXELS", "MIN_LARGE_MAP_CHANNELS"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
 #: batch 8 (README): 128 -> 128 on 32x32 maps 1.38x / 1.21x; 64 -> 128 1.21x / 1.08x;
 #: 64 -> 64 0.7x forward; 24 -> 32 on 64x64 0.44x
 MIN_CHANNEL_PRODUCT = 128 * 128
+#: F(2x2, 3x3) on maps of more than this many pixels per image (larger than 16x16) also
+#: needs ``C F / (C + F)`` of at least :data:`MIN_LARGE_MAP_CHANNELS` (see :func:`pays`)
+LARGE_MAP_PIXELS = 256
+#: see :data:`LARGE_MAP_PIXELS`
+MIN_LARGE_MAP_CHANNELS = 100
 #: with filters transformed in the program: at least one output tile per this many
 #: filter weights (channels x filters)
 FILTER_VALUES_PER_TILE = 1024
@@ -107,7 +113,7 @@ def batch_tiles(batch: int, spatial, m: int = 2) -> int:
 
 
 def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
-         pixels: int | None = None, training: bool = False) -> bool:
+         pixels: int | None = None, training: bool = False, m: int = 2) -> bool:
     """Whether a 3x3 (``nd`` = 2) or 3x3x3 (``nd`` = 3) stride-1 convolution
     ``channels -> filters`` is faster as Winograd than as XLA's CPU convolution
     (measured in benchmarks/README.md).  In 2D only wide layers pay (see
@@ -120,11 +126,26 @@ def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
     values, so it takes at least one tile per :data:`FILTER_VALUES_PER_TILE` filter
     weights (3x3, 768 -> 1024 on 8x8 maps, batch 8, 128 tiles: 75 ms against XLA's 48;
     256 -> 384, 128 tiles: 4.3 against 5.4), or per :data:`TRAIN_FILTER_VALUES_PER_TILE`
-    in a training step (``training``)."""
+    in a training step (``training``).
+
+    F(2x2, 3x3) (``m`` = 2: the float32 mode) on maps larger than 16x16
+    (:data:`LARGE_MAP_PIXELS`) also needs ``C F / (C + F)`` >= :data:`MIN_LARGE_MAP_CHANNELS`:
+    its transforms cost per tile about ``C + F`` against a product saving ``C F``, and
+    on such maps XLA's convolution keeps its rate while the transforms lose theirs (3x3
+    layer forward / training step against XLA's, batch 8: 128 -> 128 on 16x16 maps
+    1.17x / 1.07x, on 32x32 0.85x / 0.89x, on 64x64 0.77x / 0.84x; 128 -> 192 on 32x32
+    1.01x / 0.98x, 64x64 0.82x / 0.88x; 128 -> 256 on 32x32 0.88x / 0.90x; 256 -> 256
+    (128) 1.15x / 0.98x; 256 -> 384 (154) 1.32x / 1.05x; SDC1 at 256x256 with its 128 ->
+    192 layer as XLA's convolution: training x1.03-1.10, inference x1.08-1.10;
+    benchmarks/README.md, sixteenth session).  F(4x4, 3x3) (``m`` = 4, the
+    reduced-precision modes) keeps paying there (128 -> 192 on 64x64: 1.16x / 1.14x)."""
     if nd == 3:
         if channels < 2 or (pixels or 0) * 27 * channels * filters < MIN_3D_IMAGE_MACS:
             return False
     elif min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
+        return False
+    elif (m == 2 and (pixels or 0) > LARGE_MAP_PIXELS
+          and channels * filters < MIN_LARGE_MAP_CHANNELS * (channels + filters)):
         return False
     per_tile = TRAIN_FILTER_VALUES_PER_TILE if training else FILTER_VALUES_PER_TILE
     return tiles is None or tiles * per_tile >= channels * filters
