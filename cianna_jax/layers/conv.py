@@ -257,7 +257,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                     u = filter_transform(src.astype(policy.accum_dtype), m)
                     chunk = weight_gradient_chunk(
                         u.shape[0], k.shape[nd], k.shape[nd + 1],
-                        batch_tiles(x.shape[0], x.shape[1:-1], m)) if weight_pass else None
+                        batch_tiles(x.shape[0], x.shape[1:-1], m), nd) if weight_pass else None
                     return winograd_conv(x, u, pairs, policy, chunk_tiles=chunk,
                                          rotated=rotated_from is not None)
             elif groups == 1:

@@ -51,7 +51,7 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
            "TRAIN_FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES",
            "weight_gradient_chunk", "WGRAD_TILE_VALUES_PER_FILTER_VALUE", "WGRAD_PASS_VALUES",
-           "LARGE_MAP_PIXELS", "MIN_LARGE_MAP_CHANNELS"]
+           "LARGE_MAP_PIXELS", "MIN_LARGE_MAP_CHANNELS", "default_chunk_tiles"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
@@ -188,9 +188,17 @@ WGRAD_TILE_VALUES_PER_FILTER_VALUE = 4
 WGRAD_PASS_VALUES = 2 ** 26
 
 
-def weight_gradient_chunk(positions: int, channels: int, filters: int, tiles: int) -> int | None:
+def default_chunk_tiles(m: int) -> int:
+    """Output tiles of one pass of :func:`winograd_conv` for F(m, 3) by default:
+    :data:`CHUNK_TILES_4X4` for 4x4 tiles, else :data:`CHUNK_TILES`."""
+    return CHUNK_TILES_4X4 if m == 4 else CHUNK_TILES
+
+
+def weight_gradient_chunk(positions: int, channels: int, filters: int, tiles: int,
+                          nd: int = 2) -> int | None:
     """Output tiles (of the tile ``positions`` gives: 16, 64 for 2x2(x2), 36 for 4x4;
-    ``tiles`` counts them) per pass for the weight gradient through the Winograd sums
+    ``tiles`` counts them; ``nd`` spatial axes) per pass for the weight gradient through
+    the Winograd sums
     (autodiff of :func:`winograd_conv` with that ``chunk_tiles``), or None for the
     default passes.  Each pass adds its ``V^T dM`` (``(P, C, F)``) into the gradient
     summed so far: a read and a write of ``P C F`` values against ``2 P T C F`` flops
@@ -206,8 +214,8 @@ def weight_gradient_chunk(positions: int, channels: int, filters: int, tiles: in
     one pass 175 -> 231 ms)."""
     if tiles * (channels + filters) > WGRAD_TILE_VALUES_PER_FILTER_VALUE * channels * filters:
         return None
-    default = CHUNK_TILES_4X4 if positions == 36 else CHUNK_TILES
-    return max(default, min(tiles, WGRAD_PASS_VALUES // (positions * (channels + filters))))
+    return max(default_chunk_tiles(tile_of(positions, nd).m),
+               min(tiles, WGRAD_PASS_VALUES // (positions * (channels + filters))))
 
 
 class Tile(NamedTuple):
@@ -385,7 +393,7 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     out = [n + lo + hi - 2 for n, (lo, hi) in zip(sp, padding)]
     if min(out) < 1:
         raise ValueError(f"winograd_conv: no output for input {x.shape} and padding {padding}")
-    budget = chunk_tiles or (CHUNK_TILES_4X4 if m == 4 else CHUNK_TILES)
+    budget = chunk_tiles or default_chunk_tiles(m)
     tiles = [-(-o // m) for o in out]
     per_image = int(np.prod(tiles))
     # bands of `rows` tiles along the first axis, as even as the budget allows (a whole
