@@ -55,8 +55,10 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
-#: batch 8 (README): 128 -> 128 on 32x32 maps 1.38x / 1.21x; 64 -> 128 1.21x / 1.08x;
-#: 64 -> 64 0.7x forward; 24 -> 32 on 64x64 0.44x
+#: batch 8 (README, fourth session, before channel-last kernels made XLA's faster):
+#: 128 -> 128 on 32x32 maps 1.38x / 1.21x; 64 -> 128 1.21x / 1.08x; 64 -> 64 0.7x
+#: forward; 24 -> 32 on 64x64 0.44x.  Sixteenth session: 128 -> 128 on 16x16 1.17x /
+#: 1.07x, on 32x32 0.85x / 0.89x, hence :data:`LARGE_MAP_PIXELS`
 MIN_CHANNEL_PRODUCT = 128 * 128
 #: F(2x2, 3x3) on maps of more than this many pixels per image (larger than 16x16) also
 #: needs ``C F / (C + F)`` of at least :data:`MIN_LARGE_MAP_CHANNELS` (see :func:`pays`)
