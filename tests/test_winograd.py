@@ -115,23 +115,35 @@ def test_rotated_filters_are_the_input_gradients_without_a_rotated_kernel(nd):
     k_rot = jnp.swapaxes(jnp.flip(k, tuple(range(nd))), nd, nd + 1)
     pads = ((2, 1),) + ((1, 1),) * (nd - 1)
     want = winograd.winograd_conv(g, winograd.filter_transform(k_rot), pads)
-    got = winograd.winograd_conv(g, winograd.filter_transform(k), pads, rotated=True)
+    u = winograd.filter_transform(k)
+    got = winograd.winograd_conv(g, u, pads, rotated=True)
     assert got.shape == want.shape == (2, 7) + (6,) * (nd - 1) + (c,)
     assert _rel(got, want) < 1e-6
+    # few channels per tile: the product takes the filters transposed, (P, F, C), and
+    # contracts their middle axis, as the forward does (the faster form on XLA's CPU)
+    dots = _dots(jax.make_jaxpr(
+        lambda g, u: winograd.winograd_conv(g, u, pads, rotated=True))(g, u).jaxpr)
+    assert [(rhs, d[0]) for _, rhs, d in dots] == [((u.shape[0], f, c), ((2,), (1,)))], dots
     with pytest.raises(ValueError, match=r"u \(P, F, C\)"):
         winograd.winograd_conv(g[..., :3], winograd.filter_transform(k), pads, rotated=True)
 
 
-def _dot_lhs_shapes(jaxpr) -> list:
-    """Shapes of the first operand of every ``dot_general`` in ``jaxpr`` and the jaxprs
-    it calls (a ``lax.map`` body included)."""
+def _dots(jaxpr) -> list:
+    """``(lhs shape, rhs shape, dimension_numbers)`` of every ``dot_general`` in
+    ``jaxpr`` and the jaxprs it calls (a ``lax.map`` body included)."""
     out = []
     for e in jaxpr.eqns:
         if e.primitive.name == "dot_general":
-            out.append(tuple(e.invars[0].aval.shape))
+            out.append((tuple(e.invars[0].aval.shape), tuple(e.invars[1].aval.shape),
+                        e.params["dimension_numbers"]))
         for sub in jax.extend.core.jaxprs_in_params(e.params):
-            out += _dot_lhs_shapes(sub)
+            out += _dots(sub)
     return out
+
+
+def _dot_lhs_shapes(jaxpr) -> list:
+    """Shapes of the first operand of every ``dot_general`` (see :func:`_dots`)."""
+    return [lhs for lhs, _, _ in _dots(jaxpr)]
 
 
 @pytest.mark.parametrize("nd,m,chunk", [(2, 2, None), (2, 2, 4), (2, 4, None), (3, 2, None)])

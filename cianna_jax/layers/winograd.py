@@ -376,7 +376,10 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     filters ``u (P, F, C)`` are: ``x (B, *sp, C)`` holds that layer's output gradient.
     No rotated kernel is made: the tiles are transformed in the flipped filters'
     position order (:class:`Tile`) and the products contract ``u``'s last axis, so a
-    training step transforms each layer's filters once and never transposes them.
+    training step transforms each layer's filters once.  The products take ``u``
+    transposed once to ``(P, C, F)`` (the forward's product form), or, when its ``F``
+    outnumbers the pass's tiles (:data:`SWAP_CHANNELS_PER_TILE`), ``u`` as it is, first,
+    with a channel-first result: the faster forms on XLA's CPU.
 
     ``chunk_tiles`` (default :data:`CHUNK_TILES`, :data:`CHUNK_TILES_4X4` for 4x4
     tiles) bounds the tiles of one pass."""
@@ -422,10 +425,18 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     # 256 channels on 256 tiles: 12.7 -> 14.6 ms, so not there), the result then
     # channel-first (benchmarks/README.md, fifteenth session)
     swap = rotated and u.shape[1] >= SWAP_CHANNELS_PER_TILE * per * int(np.prod(band))
+    # otherwise the filters transposed once, (P, F, C), make the rotated product the
+    # forward's form, contracting their middle axis: faster on XLA's CPU than contracting
+    # both last axes (SDC1's 256 <- 384 on 256 tiles: 5.8 -> 4.9 ms; layer training step
+    # of 256 -> 384 on 32x32, 192 -> 384 on 32x32 and 256 -> 384 on 16x16, transpose
+    # included: x1.045-1.049; benchmarks/README.md, seventeenth session)
+    if rotated and not swap:
+        u = jnp.swapaxes(u, 1, 2)
+    contract = 2 if swap else 1
 
     def chunk(xc):
         v = _input_tiles(xc, band, tile, rotated)
-        dims = (((2,), (2 if rotated else 1,)), ((0,), (0,)))
+        dims = (((2,), (contract,)), ((0,), (0,)))
         mm = lax.dot_general(*((u, v) if swap else (v, u)), dims, precision=policy.precision,
                              preferred_element_type=policy.accum_dtype)
         return _output_tiles(mm, xc.shape[0], band, tile, rotated, channels_first=swap)
