@@ -201,9 +201,11 @@ def main(argv=None) -> None:
                  machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                  jax=jax.__version__, device=jax.devices()[0].platform,
                  xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
+                 glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                  mixed_precision=list(a.mixed_precision), load_start=_load())
     print(f"jax {jax.__version__} on {about['device']} ({os.cpu_count()} CPUs), "
-          f"XLA_FLAGS={about['xla_flags']!r}, load average {about['load_start']:.2f}")
+          f"XLA_FLAGS={about['xla_flags']!r}, GLIBC_TUNABLES={about['glibc_tunables']!r}, "
+          f"load average {about['load_start']:.2f}")
     peak = machine_peak.run(256, 1) if a.quick else machine_peak.run()
     print(machine_peak.format_line(peak))
 
