@@ -425,11 +425,11 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     # 256 channels on 256 tiles: 12.7 -> 14.6 ms, so not there), the result then
     # channel-first (benchmarks/README.md, fifteenth session)
     swap = rotated and u.shape[1] >= SWAP_CHANNELS_PER_TILE * per * int(np.prod(band))
-    # otherwise the filters transposed once, (P, F, C), make the rotated product the
-    # forward's form, contracting their middle axis: faster on XLA's CPU than contracting
-    # both last axes (SDC1's 256 <- 384 on 256 tiles: 5.8 -> 4.9 ms; layer training step
-    # of 256 -> 384 on 32x32, 192 -> 384 on 32x32 and 256 -> 384 on 16x16, transpose
-    # included: x1.045-1.049; benchmarks/README.md, seventeenth session)
+    # otherwise the filters transposed once (the layer's (P, C_in, C_out) to
+    # (P, C_out, C_in)) make the rotated product the forward's form, contracting their
+    # middle axis: faster on XLA's CPU than contracting both last axes (SDC1's 256 <- 384
+    # on 256 tiles: 5.8 -> 4.9 ms; layer training steps of SDC1's 192 / 256 -> 384 layers,
+    # transpose included: x1.007-1.049; benchmarks/README.md, seventeenth session)
     if rotated and not swap:
         u = jnp.swapaxes(u, 1, 2)
     contract = 2 if swap else 1
