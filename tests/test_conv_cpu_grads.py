@@ -219,3 +219,31 @@ def test_gpu_branches_give_the_cpu_forms_numbers(monkeypatch, mode, tol):
     for i, (a, b) in enumerate(zip(grads, grads_g)):
         for name in b:
             assert _rel(a[name], b[name]) < tol, (i, name, _rel(a[name], b[name]))
+
+
+# (input shape, filter, strides, padding pairs): SDC1's one-channel 5x5, odd strides whose
+# windows leave rows out, asymmetric padding, 3D
+WEIGHT_GRAD = [((2, 12, 12, 1), (5, 5), (1, 1), ((2, 2), (2, 2))),
+               ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),
+               ((2, 10, 7, 4), (3, 2), (3, 2), ((0, 2), (1, 0))),
+               ((1, 6, 5, 7, 2), (3, 3, 3), (1, 2, 1), ((1, 1), (0, 0), (1, 1)))]
+
+
+@pytest.mark.parametrize("shape,f,strides,pads", WEIGHT_GRAD)
+def test_weight_grad_conv_is_autodiffs_weight_gradient(shape, f, strides, pads):
+    """The weight gradient written in XLA's own convolution layouts (what keeps a loop
+    of training steps fast) is autodiff's, for any stride, padding and dimension."""
+    rng = np.random.default_rng(1)
+    nd = len(f)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=f + (shape[-1], 5)), jnp.float32)
+
+    def fwd(k):
+        return conv_mod._xla_conv(x, k, strides, list(pads), (1,) * nd)
+
+    y, vjp = jax.vjp(fwd, k)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    want = vjp(g)[0]
+    got = jax.jit(common.weight_grad_conv, static_argnums=(2, 3, 4))(x, g, f, strides, pads)
+    assert got.shape == want.shape == k.shape
+    assert _rel(got, want) < 2e-6

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from pallas_kernels import threefry
 
@@ -174,6 +175,32 @@ def conv_dimension_numbers(nd: int) -> tuple[str, str, str]:
     core's layouts: channel-last maps ``(B, *sp, C)``, kernels ``(*sp, C, F)``."""
     sp = "DHW"[3 - nd:]
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
+
+
+def weight_grad_conv(x: jax.Array, g: jax.Array, f, strides=None, padding=None,
+                     policy: Policy = FP32) -> jax.Array:
+    """Weight gradient ``(*f, C, F)`` of the channel-last correlation of ``x (B, *sp, C)``,
+    zero-padded by ``padding`` (pairs, default none) at ``strides`` (default 1), whose
+    output gradient is ``g (B, *out, F)``: ``sum_b,p x[b, p*s + o] g[b, p]`` per tap ``o``.
+
+    A convolution of the channel-major input ``(C, *sp, B)`` with the gradient as its
+    kernel ``(*out, B, F)`` (dilated by the strides), both transposed here into the
+    layouts XLA's CPU convolution takes.  Autodiff writes it with batch-as-feature
+    dimension numbers instead: XLA inserts the same transposes in a plain program but,
+    inside a loop (``lax.scan`` over training steps), runs that convolution on its
+    generic code (MNIST's fused layer: 20-40 ms per step instead of < 1; SDC1 at
+    128x128: 33x slower, benchmarks/README.md)."""
+    nd = x.ndim - 2
+    strides = (1,) * nd if strides is None else tuple(strides)
+    padding = [(0, 0)] * nd if padding is None else [tuple(p) for p in padding]
+    lhs = jnp.transpose(x, (nd + 1,) + tuple(range(1, nd + 1)) + (0,))
+    rhs = jnp.transpose(g.astype(x.dtype), tuple(range(1, nd + 1)) + (0, nd + 1))
+    out = lax.conv_general_dilated(lhs, rhs, (1,) * nd, padding, rhs_dilation=strides,
+                                   dimension_numbers=conv_dimension_numbers(nd),
+                                   precision=policy.precision,
+                                   preferred_element_type=policy.accum_dtype)
+    out = out[(slice(None),) + tuple(slice(0, v) for v in f)]
+    return jnp.transpose(out, tuple(range(1, nd + 1)) + (0, nd + 1))
 
 
 def space_to_depth(x: jax.Array, s) -> jax.Array:

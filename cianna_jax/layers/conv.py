@@ -44,6 +44,7 @@ from .common import (
     flat_to_map,
     internal,
     space_to_depth,
+    weight_grad_conv,
 )
 from .winograd import (
     batch_tiles,
@@ -206,9 +207,12 @@ def _one_channel_fwd(x, k, strides, padding, policy):
 
 
 def _one_channel_bwd(strides, padding, policy, res, g):
-    _, vjp = jax.vjp(lambda x, k: _xla_conv(x, k, strides, padding, (1,) * len(strides),
-                                            policy), *res)
-    return vjp(g.astype(policy.accum_dtype))
+    x, k = res
+    g = g.astype(policy.accum_dtype)
+    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, k, strides, padding, (1,) * len(strides),
+                                           policy), x)
+    gk = weight_grad_conv(x, g, k.shape[:-2], strides, padding, policy).astype(k.dtype)
+    return x_vjp(g)[0], gk
 
 
 _one_channel_conv.defvjp(_one_channel_fwd, _one_channel_bwd)
@@ -420,13 +424,28 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                               training=True)
             and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
 
-    def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient by autodiff
+    def autodiff_weight_grad(x, g):
         _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
                                                winograd=wino, training=True, weight_pass=True),
                            k)
+        return k_vjp(g)[0]
+
+    pairs = [(p, p) for p in pads]
+    # where the forward is XLA's convolution on CPU, its weight gradient is written in
+    # XLA's own layouts (common.weight_grad_conv: autodiff's runs on generic code in loops)
+    plain = (groups == 1 and all(d == 1 for d in dil) and not wino
+             and matmul_form(x.shape[1:-1], k.shape[:nd], strides, pairs, x.shape[-1],
+                             policy) is None)
+
+    def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient as above
         gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
                          training=True)
-        return gx, k_vjp(g)[0]
+        if not plain:
+            return gx, autodiff_weight_grad(x, g)
+        return gx, lax.platform_dependent(
+            x, g, cpu=lambda x, g: weight_grad_conv(x, g, k.shape[:nd], strides, pairs,
+                                                    policy).astype(k.dtype),
+            default=autodiff_weight_grad)
 
     if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
         return lax.platform_dependent(
@@ -643,6 +662,13 @@ class Conv(LayerBase):
             if self.stride[ax] > self.f_size[ax]:
                 raise ValueError(f"{where}: stride {self.stride} larger than f_size "
                                  f"{self.f_size} along axis {'WHD'[ax]}")
+
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True but for grouped convolutions, input dilation (``int_padding``) and plain
+        autodiff (``ctx.exact``): the backward passes here write their weight gradients
+        as products or as convolutions in XLA's layouts (:func:`.common.weight_grad_conv`);
+        those three keep autodiff's batch-as-feature form, slow inside loops."""
+        return not ctx.exact and self.nb_groups == 1 and not any(self.int_padding)
 
     def uses_depth(self) -> bool:
         return (self.f_size[2] != 1 or self.padding[2] != 0 or self.int_padding[2] != 0

@@ -38,6 +38,7 @@ from .common import (
     depth_to_space,
     internal,
     space_to_depth_by_slices,
+    weight_grad_conv,
 )
 from .conv import Conv
 from .pool import Pool
@@ -196,25 +197,6 @@ def _fused_fwd(xp, k2, b, s, act, policy, padding_blocks):
     return pooled, (x_res, k2, arg, pooled)
 
 
-def _weight_grad(xs, gz, policy):
-    """``sum_b xs[b, p + o] * gz[b, p]`` for every offset ``o``: ``(*q, C, F)``.
-
-    A convolution of the channel-major input ``(C, *sp, B)`` with the gradient as the
-    kernel ``(*out, B, F)``, both transposed here into the layouts XLA's CPU convolution
-    takes: written with batch-as-feature dimension numbers instead, XLA inserts the same
-    transposes in a plain program but, inside a loop (``lax.scan`` over training steps),
-    runs the convolution on its generic code, 20-40 ms per MNIST step instead of < 1
-    (measured, benchmarks/README.md)."""
-    nd = xs.ndim - 2
-    dn = conv_dimension_numbers(nd)
-    lhs = jnp.transpose(xs, (nd + 1,) + tuple(range(1, nd + 1)) + (0,))
-    rhs = jnp.transpose(gz, tuple(range(1, nd + 1)) + (0, nd + 1))
-    out = lax.conv_general_dilated(lhs, rhs, (1,) * nd, [(0, 0)] * nd, dimension_numbers=dn,
-                                   precision=policy.precision,
-                                   preferred_element_type=policy.accum_dtype)
-    return jnp.transpose(out, tuple(range(1, nd + 1)) + (0, nd + 1))
-
-
 def _fused_bwd(s, act, policy, padding_blocks, res, g):
     x_res, k2, arg, pooled = res
     nd = x_res.ndim - 2
@@ -237,7 +219,7 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
                               preferred_element_type=policy.accum_dtype)
         gk2 = _phase_order(gkw.reshape(wshape + (-1,)), s).astype(k2.dtype)
     else:
-        gk2 = _weight_grad(x_res, gz, policy).astype(k2.dtype)
+        gk2 = weight_grad_conv(x_res, gz, k2.shape[:nd], policy=policy).astype(k2.dtype)
     k_rot = jnp.swapaxes(jnp.flip(k2, axis=tuple(range(nd))), nd, nd + 1)
     q = k2.shape[:nd]
     # the input gradient of the blocks that are all padding is dropped by the caller:
