@@ -297,7 +297,8 @@ def _evaluate(state: NetState, ds: Dataset, *, drop_mode: str, repeat: int, no_e
     outs, losses, pending, shown = [], [], [], None
     parts = [] if (net.yolo is not None and with_loss) else None
     nb = _nb_batch(state, ds)
-    k = _chunk_steps(state, repeat > 1, nb)  # 1 for YOLO (not loop-safe), repeated passes
+    # one batch per call for repeated passes and YOLO's part statistics (per batch)
+    k = _chunk_steps(state, repeat > 1 or parts is not None, nb)
     chunked = nb if k > 1 else 0
     for j in range(0, chunked, k):
         xs, ts, nvs = _chunk(state, ds, j, k)

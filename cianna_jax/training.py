@@ -466,22 +466,14 @@ STEPS_PER_CALL = 8
 
 def loop_safe(spec: Network, policy: Policy = FP32, exact: bool = False) -> bool:
     """Whether ``spec``'s training step keeps its speed inside a compiled loop on CPU
-    (:func:`train_steps`): only dense layers and convs that run fused with their max
-    pool (:mod:`cianna_jax.layers.fused`, whose backward uses convolutions in XLA's own
-    layouts).  Inside a loop XLA's CPU runs autodiff's weight-gradient convolutions on
-    generic code (a scan of MNIST steps ran 13x slower before the fused layer's were
-    rewritten, benchmarks/README.md); other layers were not checked there, so they keep
-    one call per step."""
+    (:func:`train_steps`): every layer says so (``trains_in_loops``, the layer protocol).
+    Inside a loop XLA's CPU runs autodiff's weight-gradient convolutions on generic code
+    (a scan of MNIST steps ran 13x slower, SDC1's 33x, before the layers wrote them in
+    XLA's own layouts, benchmarks/README.md); grouped convolutions, input dilation and
+    ``exact`` autodiff still have that form, so they keep one call per step."""
     ctx = Ctx(train=True, nd=spec.nd, policy=policy, exact=exact)
-    fused = spec.fused_pairs(ctx)
-    for i, layer in enumerate(spec.layers):
-        if layer.kind == "conv" and i in fused:
-            continue
-        if layer.kind == "pool" and i - 1 in fused:
-            continue
-        if layer.kind != "dense":
-            return False
-    return spec.yolo is None
+    return all(getattr(layer, "trains_in_loops", lambda ctx: False)(ctx)
+               for layer in spec.layers)
 
 
 @partial(jax.jit, static_argnames=("spec", "optimizer", "loss_scale", "policy", "exact",

@@ -76,13 +76,15 @@ def test_mc_dropout_draws_per_batch_the_same_masks_however_batches_are_grouped(s
         cj.predict(net, params, x, 4, drop_mode="MC_MODEL")
 
 
-def test_map_output_network_runs_one_batch_per_call():
+def test_map_output_network_runs_several_batches_per_call():
     net = nn.network([6, 6], 2, [nn.conv([3, 3], 3, padding=[1, 1], activation="RELU"),
                                  nn.conv([1, 1], 2, activation="LIN")], bias=0.1)
     params = cj.init_params(jax.random.key(1), net)
     x = np.random.default_rng(1).normal(size=(5, 6, 6, 2)).astype(np.float32)
-    assert training.resolve_steps_per_call("auto", net, params=params) == 1
+    assert training.resolve_steps_per_call("auto", net, params=params) == \
+        training.STEPS_PER_CALL
     y = np.asarray(cj.predict(net, params, x, 2))
+    np.testing.assert_array_equal(y, np.asarray(cj.predict(net, params, x, 2, steps_per_call=1)))
     assert y.shape == (5, 6, 6, 2)
     np.testing.assert_allclose(y, np.asarray(cj.apply(net, params, x)), rtol=1e-5, atol=1e-6)
 

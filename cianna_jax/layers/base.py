@@ -19,6 +19,7 @@ Required (:class:`Layer`)::
 with ``nb_inputs > 1`` (e.g. a merge).  Optional hooks (:class:`LayerBase`): ``resolve``
 (defaults and biases once the network is known), ``check`` (stacking rules),
 ``update_masks`` (which parameters the optimizer may touch and decay), ``uses_depth``,
+``trains_in_loops`` (several training steps per compiled call on CPU),
 ``summary_lines``/``tex_cells`` (console and LaTeX summaries) and ``to_record``/
 ``from_record`` (CIANNA save files).
 """
@@ -130,6 +131,15 @@ class LayerBase:
 
     def uses_depth(self) -> bool:
         """Whether the layer needs the 3D (depth) code path even on depth-1 maps."""
+        return False
+
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """Whether the layer's training step keeps its speed inside a compiled loop on
+        CPU (:func:`cianna_jax.training.train_steps`).  Inside a loop XLA's CPU runs a
+        convolution whose dimension numbers are not its own on generic code (autodiff's
+        batch-as-feature weight gradients: SDC1 training steps 33x slower), so a layer
+        type says True only once its loop has been checked (its compiled program's
+        convolutions, benchmarks/README.md); False keeps one call per step."""
         return False
 
     def summary_lines(self, in_shape: Any, out_shape: Shape, b_size: int) -> list[str]:

@@ -47,6 +47,10 @@ class Dense(LayerBase):
     kind = "dense"
     flat_output = True
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: dots and elementwise operations (checked inside compiled loops)."""
+        return True
+
     def output_shape(self, in_shape: Shape) -> Shape:
         return Shape(self.nb_neurons, 1, 1, 1, True)
 

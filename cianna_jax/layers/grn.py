@@ -101,6 +101,10 @@ class GRN(LayerBase):
                              "a dense output")
         return in_shape
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: reductions and elementwise operations (checked inside compiled loops)."""
+        return True
+
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
         return {"gamma": (in_shape.c,), "beta": (in_shape.c,)}
 

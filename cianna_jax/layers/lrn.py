@@ -77,6 +77,10 @@ class LRN(LayerBase):
             raise ValueError("lrn: an LRN layer cannot follow a dense layer")
         return in_shape
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: windowed sums over channels (checked inside compiled loops)."""
+        return True
+
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
         return {}
 

@@ -69,6 +69,10 @@ class Merge(LayerBase):
     kind = "merge"
     nb_inputs = 2
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: elementwise operations (checked inside compiled loops)."""
+        return True
+
     def output_shape(self, in_shape: tuple[Shape, Shape]) -> Shape:
         a, b = self._inputs(in_shape)
         w, h, d, c = merge_output_shape(self.merge_type, a[:4], b[:4])

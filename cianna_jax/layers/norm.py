@@ -62,6 +62,10 @@ class Norm(LayerBase):
     def nb_groups(self, in_shape: Shape) -> int:
         return nb_groups(in_shape.c, self.group_size)
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: reductions and elementwise operations (checked inside compiled loops)."""
+        return True
+
     @property
     def eps(self) -> float:
         """The epsilon added to the variance: 1e-3 (V-1.0) or 1e-6 (V-1.1 per channel)."""

@@ -155,6 +155,10 @@ class Pool(LayerBase):
         stride = self.stride if self.stride is not None else self.p_size
         return self.p_size, stride, self.padding
 
+    def trains_in_loops(self, ctx: Ctx) -> bool:
+        """True: window reductions (checked inside compiled loops)."""
+        return True
+
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
             raise ValueError("pool: a pool layer cannot follow a dense layer")
