@@ -133,6 +133,10 @@ class LayerBase:
         """Whether the layer needs the 3D (depth) code path even on depth-1 maps."""
         return False
 
+    #: set True by a layer type whose training step was checked inside compiled loops
+    #: (:meth:`trains_in_loops`' answer unless the type overrides it)
+    checked_in_loops: ClassVar[bool] = False
+
     def trains_in_loops(self, ctx: Ctx) -> bool:
         """Whether the layer's training step keeps its speed inside a compiled loop on
         CPU (:func:`cianna_jax.training.train_steps`).  Inside a loop XLA's CPU runs a
@@ -140,7 +144,7 @@ class LayerBase:
         batch-as-feature weight gradients: SDC1 training steps 33x slower), so a layer
         type says True only once its loop has been checked (its compiled program's
         convolutions, benchmarks/README.md); False keeps one call per step."""
-        return False
+        return self.checked_in_loops
 
     def summary_lines(self, in_shape: Any, out_shape: Shape, b_size: int) -> list[str]:
         """CIANNA's console lines describing the layer (after ``CREATING ... LAYER``)."""

@@ -45,11 +45,8 @@ class Dense(LayerBase):
     strict_size: int = field(default=0, compare=False)
 
     kind = "dense"
+    checked_in_loops = True  # dots and elementwise operations: no convolution
     flat_output = True
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: dots and elementwise operations (checked inside compiled loops)."""
-        return True
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return Shape(self.nb_neurons, 1, 1, 1, True)

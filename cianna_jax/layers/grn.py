@@ -94,16 +94,13 @@ class GRN(LayerBase):
     gamma_init: float = field(default=1.0, compare=False)
 
     kind = "grn"
+    checked_in_loops = True  # reductions and elementwise operations: no convolution
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
             raise ValueError("grn: a GRN layer reads a map (conv, pool, norm, merge, ...), not "
                              "a dense output")
         return in_shape
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: reductions and elementwise operations (checked inside compiled loops)."""
-        return True
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
         return {"gamma": (in_shape.c,), "beta": (in_shape.c,)}

@@ -71,15 +71,12 @@ class LRN(LayerBase):
     beta: float = 0.5
 
     kind = "lrn"
+    checked_in_loops = True  # windowed sums over channels: no convolution
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
             raise ValueError("lrn: an LRN layer cannot follow a dense layer")
         return in_shape
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: windowed sums over channels (checked inside compiled loops)."""
-        return True
 
     def param_shapes(self, in_shape: Shape) -> dict[str, tuple[int, ...]]:
         return {}

@@ -67,11 +67,8 @@ class Merge(LayerBase):
     activation: Activation
 
     kind = "merge"
+    checked_in_loops = True  # elementwise operations: no convolution
     nb_inputs = 2
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: elementwise operations (checked inside compiled loops)."""
-        return True
 
     def output_shape(self, in_shape: tuple[Shape, Shape]) -> Shape:
         a, b = self._inputs(in_shape)

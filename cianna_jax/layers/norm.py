@@ -58,13 +58,10 @@ class Norm(LayerBase):
     gamma_init: float = field(default=1.0, compare=False)
 
     kind = "norm"
+    checked_in_loops = True  # reductions and elementwise operations: no convolution
 
     def nb_groups(self, in_shape: Shape) -> int:
         return nb_groups(in_shape.c, self.group_size)
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: reductions and elementwise operations (checked inside compiled loops)."""
-        return True
 
     @property
     def eps(self) -> float:

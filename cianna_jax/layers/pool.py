@@ -147,6 +147,7 @@ class Pool(LayerBase):
     drop_rate: float = 0.0
 
     kind = "pool"
+    checked_in_loops = True  # window reductions: no convolution
 
     def geometry(self, in_shape: Shape):
         """Effective (p_size, stride, padding) in (W, H, D) order for ``in_shape``."""
@@ -154,10 +155,6 @@ class Pool(LayerBase):
             return in_shape.spatial, in_shape.spatial, (0, 0, 0)
         stride = self.stride if self.stride is not None else self.p_size
         return self.p_size, stride, self.padding
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True: window reductions (checked inside compiled loops)."""
-        return True
 
     def output_shape(self, in_shape: Shape) -> Shape:
         if in_shape.flat:
