@@ -17,9 +17,9 @@ def _rel(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
-def _xla(x, k, strides):
+def _xla(x, k, strides):  # XLA's convolution, differentiated by plain autodiff
     nd = x.ndim - 2
-    return conv_mod._xla_conv(x, k, strides, [(0, 0)] * nd, (1,) * nd)
+    return conv_mod._lax_conv(x, k, strides, [(0, 0)] * nd, (1,) * nd)
 
 
 # (input shape, filter = stride): ragged edges (rows no window covers), 3x3 stride 3, 3D
@@ -222,28 +222,47 @@ def test_gpu_branches_give_the_cpu_forms_numbers(monkeypatch, mode, tol):
 
 
 # (input shape, filter, strides, padding pairs): SDC1's one-channel 5x5, odd strides whose
-# windows leave rows out, asymmetric padding, 3D
-WEIGHT_GRAD = [((2, 12, 12, 1), (5, 5), (1, 1), ((2, 2), (2, 2))),
-               ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),
-               ((2, 10, 7, 4), (3, 2), (3, 2), ((0, 2), (1, 0))),
-               ((1, 6, 5, 7, 2), (3, 3, 3), (1, 2, 1), ((1, 1), (0, 0), (1, 1)))]
+# windows leave rows out, asymmetric padding, padding wider than the filter, 3D
+GRAD_GEOMETRIES = [((2, 12, 12, 1), (5, 5), (1, 1), ((2, 2), (2, 2))),
+                   ((2, 9, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),
+                   ((2, 10, 7, 4), (3, 2), (3, 2), ((0, 2), (1, 0))),
+                   ((2, 3, 5, 3), (1, 3), (3, 2), ((1, 1), (5, 0))),
+                   ((1, 6, 5, 7, 2), (3, 3, 3), (1, 2, 1), ((1, 1), (0, 0), (1, 1)))]
 
 
-@pytest.mark.parametrize("shape,f,strides,pads", WEIGHT_GRAD)
-def test_weight_grad_conv_is_autodiffs_weight_gradient(shape, f, strides, pads):
-    """The weight gradient written in XLA's own convolution layouts (what keeps a loop
-    of training steps fast) is autodiff's, for any stride, padding and dimension."""
+def _autodiff(shape, f, strides, pads):
+    """``x``, ``k``, an output gradient ``g`` and autodiff's ``(gx, gk)`` of XLA's
+    convolution (the reference of the forms in XLA's own layouts)."""
     rng = np.random.default_rng(1)
     nd = len(f)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     k = jnp.asarray(rng.normal(size=f + (shape[-1], 5)), jnp.float32)
-
-    def fwd(k):
-        return conv_mod._xla_conv(x, k, strides, list(pads), (1,) * nd)
-
-    y, vjp = jax.vjp(fwd, k)
+    y, vjp = jax.vjp(lambda x, k: conv_mod._lax_conv(x, k, strides, pads, (1,) * nd), x, k)
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    want = vjp(g)[0]
+    return x, k, g, vjp(g)
+
+
+@pytest.mark.parametrize("shape,f,strides,pads", GRAD_GEOMETRIES)
+def test_weight_grad_conv_is_autodiffs_weight_gradient(shape, f, strides, pads):
+    """The weight gradient written in XLA's own convolution layouts (what keeps a loop
+    of training steps fast) is autodiff's, for any stride, padding and dimension."""
+    x, k, g, (_, want) = _autodiff(shape, f, strides, pads)
     got = jax.jit(common.weight_grad_conv, static_argnums=(2, 3, 4))(x, g, f, strides, pads)
     assert got.shape == want.shape == k.shape
     assert _rel(got, want) < 2e-6
+
+
+@pytest.mark.parametrize("shape,f,strides,pads", GRAD_GEOMETRIES)
+def test_input_grad_conv_is_autodiffs_input_gradient(shape, f, strides, pads):
+    """The input gradient in XLA's layouts, for strides whose windows leave rows out and
+    padding wider than the filter (negative pads: cropped before the convolution, which
+    XLA's CPU convolution gets wrong), equals autodiff's; so do ``_xla_conv``'s two
+    gradients, on CPU these forms."""
+    x, k, g, (want, want_k) = _autodiff(shape, f, strides, pads)
+    got = jax.jit(common.input_grad_conv, static_argnums=(2, 3, 4))(g, k, shape[1:-1],
+                                                                    strides, pads)
+    assert got.shape == want.shape == x.shape
+    assert _rel(got, want) < 2e-6
+    _, vjp = jax.vjp(lambda x, k: conv_mod._xla_conv(x, k, strides, pads, (1,) * len(f)), x, k)
+    got_x, got_k = jax.jit(vjp)(g)
+    assert _rel(got_x, want) < 2e-6 and _rel(got_k, want_k) < 2e-6

@@ -100,43 +100,62 @@ def _sdc1_like(nd=2, yolo=False):
                            0.1, cfg)
 
 
+def _one_conv(**kw):
+    """A conv layer after another (so its input gradient is computed), then a dense."""
+    return nn.network([8, 8], 4, [nn.conv([3, 3], 4, padding=[1, 1]),
+                                  nn.conv([3, 3], 4, padding=[1, 1], **kw),
+                                  nn.dense(3, activation="LIN")], bias=0.1)
+
+
 def test_loop_safe_unless_a_conv_keeps_autodiffs_weight_gradient():
     dense_only = nn.network([5], 1, [nn.dense(3, activation="LIN")], bias=0.1)
-
-    def one_conv(**kw):
-        return nn.network([8, 8], 4, [nn.conv([3, 3], 4, padding=[1, 1], **kw),
-                                      nn.dense(3, activation="LIN")], bias=0.1)
-
-    for net in (dense_only, _mnist_like(), _mnist_like(pool="AVG"), one_conv(),
-                _sdc1_like(), _sdc1_like(3), _sdc1_like(yolo=True)):
+    for net in (dense_only, _mnist_like(), _mnist_like(pool="AVG"), _one_conv(),
+                _one_conv(int_padding=[1, 1]), _sdc1_like(), _sdc1_like(3),
+                _sdc1_like(yolo=True)):
         assert training.loop_safe(net), net
-    assert training.loop_safe(dense_only, exact=True)
-    assert not training.loop_safe(_mnist_like(), exact=True)  # autodiff everywhere
-    assert not training.loop_safe(_sdc1_like(), exact=True)
-    assert not training.loop_safe(one_conv(nb_groups=2))
-    assert not training.loop_safe(one_conv(int_padding=[1, 1]))
+        assert training.loop_safe(net, exact=True), net
+    assert not training.loop_safe(_one_conv(nb_groups=2))
+    assert not training.loop_safe(_one_conv(nb_groups=2), exact=True)
 
 
-@pytest.mark.parametrize("nd", [2, 3])
-def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd):
-    """Every convolution of a compiled loop of SDC1-like training steps is in XLA's own
-    dimension numbers: autodiff's weight gradients (batch as the feature) ran there on
-    XLA's generic code, SDC1's training step at 128x128 33x slower (benchmarks/README.md)."""
-    net = _sdc1_like(nd)
+def _loop_conv_labels(net, xs, ts, exact=False):
+    """The dimension numbers of every convolution in the compiled loop of 2 training steps
+    of ``net`` on ``xs``, ``ts`` ``(2, B, ...)``."""
     opt = cj.make_optimizer(0.05, 0.9, masks=partial(cj.cianna_masks, net))
     params = cj.init_params(jax.random.key(0), net)
+    text = training.train_steps.lower(net, opt, params, opt.init(params), xs, ts,
+                                      np.array([2, 2], np.int32), jax.random.key(0),
+                                      first_step=np.int32(0), exact=exact).compile().as_text()
+    return re.findall(r"convolution\(.*?dim_labels=(\S+?),", text)
+
+
+@pytest.mark.parametrize("nd,exact", [(2, False), (3, False), (2, True)])
+def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact):
+    """Every convolution of a compiled loop of SDC1-like training steps is in XLA's own
+    dimension numbers, with CIANNA's gradients or plain autodiff's: autodiff's weight
+    gradients (batch as the feature) ran there on XLA's generic code, SDC1's training
+    step at 128x128 33x slower, and its input gradients (the kernel's features swapped)
+    3.3x slower (benchmarks/README.md)."""
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(2, 2) + (12,) * nd + (1,)).astype(np.float32)
     ts = rng.normal(size=(2, 2) + (3,) * nd + (5,)).astype(np.float32)
-    text = training.train_steps.lower(net, opt, params, opt.init(params), xs, ts,
-                                      np.array([2, 2], np.int32), jax.random.key(0),
-                                      first_step=np.int32(0)).compile().as_text()
-    labels = re.findall(r"convolution\(.*?dim_labels=(\S+?),", text)
+    labels = _loop_conv_labels(_sdc1_like(nd), xs, ts, exact)
     own = "b012f_012io->b012f" if nd == 3 else "b01f_01io->b01f"
     assert len(labels) >= 4 and set(labels) == {own}, labels
 
 
-def test_an_sdc1_like_loop_gives_the_numbers_of_one_call_per_step():
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_loop_with_input_dilation_uses_convolutions_in_xla_layouts(exact):
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(2, 2, 8, 8, 4)).astype(np.float32)
+    ts = rng.normal(size=(2, 2, 3)).astype(np.float32)
+    labels = _loop_conv_labels(_one_conv(int_padding=[1, 1]), xs, ts, exact)
+    # forwards, weight gradients, the second layer's input gradient
+    assert len(labels) >= 5 and set(labels) == {"b01f_01io->b01f"}, labels
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_an_sdc1_like_loop_gives_the_numbers_of_one_call_per_step(exact):
     net = _sdc1_like()
     opt = cj.make_optimizer(0.01, 0.9, masks=partial(cj.cianna_masks, net))
     rng = np.random.default_rng(2)
@@ -146,7 +165,7 @@ def test_an_sdc1_like_loop_gives_the_numbers_of_one_call_per_step():
     for k in (1, 4):
         params = cj.init_params(jax.random.key(0), net)
         got.append(training.train_epoch(net, opt, params, opt.init(params), x, t, 2,
-                                        jax.random.key(1), steps_per_call=k))
+                                        jax.random.key(1), steps_per_call=k, exact=exact))
     assert float(got[0][2]) == pytest.approx(float(got[1][2]), rel=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(got[0][:2]), jax.tree_util.tree_leaves(got[1][:2])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)

@@ -42,6 +42,7 @@ from .common import (
     depth_to_space,
     dropout,
     flat_to_map,
+    input_grad_conv,
     internal,
     space_to_depth,
     weight_grad_conv,
@@ -207,23 +208,57 @@ def _one_channel_fwd(x, k, strides, padding, policy):
 
 
 def _one_channel_bwd(strides, padding, policy, res, g):
-    x, k = res
-    g = g.astype(policy.accum_dtype)
-    _, x_vjp = jax.vjp(lambda x: _xla_conv(x, k, strides, padding, (1,) * len(strides),
-                                           policy), x)
-    gk = weight_grad_conv(x, g, k.shape[:-2], strides, padding, policy).astype(k.dtype)
-    return x_vjp(g)[0], gk
+    x, k = res  # the gradients of XLA's convolution (:func:`_xla_conv`'s backward)
+    _, vjp = jax.vjp(lambda x, k: _xla_conv(x, k, strides, padding, (1,) * len(strides),
+                                            policy), x, k)
+    return vjp(g.astype(policy.accum_dtype))
 
 
 _one_channel_conv.defvjp(_one_channel_fwd, _one_channel_bwd)
 
 
-def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
+def _lax_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
     """``lax.conv_general_dilated``, channel-last, with ``policy``'s precision."""
     return lax.conv_general_dilated(
         x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
         dimension_numbers=conv_dimension_numbers(x.ndim - 2), precision=policy.precision,
         preferred_element_type=policy.accum_dtype, feature_group_count=groups)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
+    """XLA's convolution (:func:`_lax_conv`; ``padding`` as pairs), whose gradients on
+    CPU are convolutions in XLA's own layouts (:func:`.common.input_grad_conv`,
+    :func:`.common.weight_grad_conv`) wherever it has no groups and no input dilation:
+    autodiff's forms (the kernel's feature axes swapped, the batch as the feature) run
+    on XLA's generic code inside loops (a ``lax.scan`` of SDC1 128 training steps:
+    15.6 s a step against 0.46, benchmarks/README.md).  Elsewhere: autodiff's."""
+    return _lax_conv(x, k, strides, padding, dil, policy, groups)
+
+
+def _xla_conv_fwd(x, k, strides, padding, dil, policy, groups):
+    return _xla_conv(x, k, strides, padding, dil, policy, groups), (x, k)
+
+
+def _xla_conv_bwd(strides, padding, dil, policy, groups, res, g):
+    x, k = res
+
+    def autodiff(x, k, g):
+        return jax.vjp(lambda x, k: _lax_conv(x, k, strides, padding, dil, policy, groups),
+                       x, k)[1](g)
+
+    if groups != 1 or any(d != 1 for d in dil):
+        return autodiff(x, k, g)
+
+    def cpu(x, k, g):
+        gx = input_grad_conv(g, k, x.shape[1:-1], strides, padding, policy)
+        gk = weight_grad_conv(x, g, k.shape[:-2], strides, padding, policy)
+        return gx.astype(x.dtype), gk.astype(k.dtype)
+
+    return lax.platform_dependent(x, k, g, cpu=cpu, default=autodiff)
+
+
+_xla_conv.defvjp(_xla_conv_fwd, _xla_conv_bwd)
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
@@ -244,12 +279,13 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     call is only differentiated for the weight gradient (its Winograd passes then sized
     by :func:`.winograd.weight_gradient_chunk`)."""
     nd = x.ndim - 2
+    strides, dil = tuple(strides), tuple(dil)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)  # hashable pairs
 
-    def lax_conv(x, padding, dil):
-        return _xla_conv(x, k, strides, padding, dil, policy, groups).astype(x.dtype)
+    def lax_conv(x, pairs, dil):
+        return _xla_conv(x, k, strides, pairs, dil, policy, groups).astype(x.dtype)
 
-    def conv(x, padding, dil):
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+    def conv(x, pairs, dil):
         cpu = None
         if all(d == 1 for d in dil):
             if winograd and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups,
@@ -265,18 +301,18 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                     return winograd_conv(x, u, pairs, policy, chunk_tiles=chunk,
                                          rotated=rotated_from is not None)
             elif groups == 1:
-                form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, padding, x.shape[-1],
+                form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, pairs, x.shape[-1],
                                    policy)
                 if form is not None:
                     fn = _one_channel_conv if form == "one_channel" else _im2col_conv
 
                     def cpu(x):
-                        return fn(x, k, tuple(strides), pairs, policy)
+                        return fn(x, k, strides, pairs, policy)
         if cpu is not None:
             return lax.platform_dependent(
                 x, cpu=lambda x: cpu(x).astype(x.dtype),
-                default=lambda x: lax_conv(x, padding, dil))
-        return lax_conv(x, padding, dil)
+                default=lambda x: lax_conv(x, pairs, dil))
+        return lax_conv(x, pairs, dil)
 
     if all(d == 1 for d in dil):
         return conv(x, padding, dil)
@@ -285,7 +321,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
         x = lax.pad(x, jnp.zeros((), x.dtype),
                     [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(padding, dil)]
                     + [(0, 0, 0)])
-        return conv(x, [(0, 0)] * nd, (1,) * nd)
+        return conv(x, ((0, 0),) * nd, (1,) * nd)
 
     return lax.platform_dependent(x, cpu=padded, default=lambda x: lax_conv(x, padding, dil))
 
@@ -416,7 +452,8 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     # the weight gradient by autodiff of the Winograd sums (V^T dM per chunk, summed)
     # only where that pays (3D layers with many tiles, deep 2D layers on few tiles:
     # .winograd.weight_gradient_pays),
-    # else through XLA's convolution even where the forward is Winograd (README)
+    # else through XLA's convolution even where the forward is Winograd (README), whose
+    # weight gradient on CPU is written in XLA's layouts (_xla_conv's backward)
     nd = x.ndim - 2
     tiles = batch_tiles(x.shape[0], x.shape[1:-1])
     wino = (all(d == 1 for d in dil)
@@ -430,22 +467,10 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                            k)
         return k_vjp(g)[0]
 
-    pairs = [(p, p) for p in pads]
-    # where the forward is XLA's convolution on CPU, its weight gradient is written in
-    # XLA's own layouts (common.weight_grad_conv: autodiff's runs on generic code in loops)
-    plain = (groups == 1 and all(d == 1 for d in dil) and not wino
-             and matmul_form(x.shape[1:-1], k.shape[:nd], strides, pairs, x.shape[-1],
-                             policy) is None)
-
     def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient as above
-        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
-                         training=True)
-        if not plain:
-            return gx, autodiff_weight_grad(x, g)
-        return gx, lax.platform_dependent(
-            x, g, cpu=lambda x, g: weight_grad_conv(x, g, k.shape[:nd], strides, pairs,
-                                                    policy).astype(k.dtype),
-            default=autodiff_weight_grad)
+        return (_input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
+                            training=True),
+                autodiff_weight_grad(x, g))
 
     if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
         return lax.platform_dependent(
@@ -664,11 +689,11 @@ class Conv(LayerBase):
                                  f"{self.f_size} along axis {'WHD'[ax]}")
 
     def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True but for grouped convolutions, input dilation (``int_padding``) and plain
-        autodiff (``ctx.exact``): the backward passes here write their weight gradients
-        as products or as convolutions in XLA's layouts (:func:`.common.weight_grad_conv`);
-        those three keep autodiff's batch-as-feature form, slow inside loops."""
-        return not ctx.exact and self.nb_groups == 1 and not any(self.int_padding)
+        """True but for grouped convolutions: every other backward pass here (CIANNA's
+        or ``ctx.exact`` autodiff) writes its convolutions in XLA's layouts or as
+        products (:func:`_xla_conv`'s backward); a grouped one keeps autodiff's weight
+        gradient, whose batch-as-feature form is slow inside loops."""
+        return self.nb_groups == 1
 
     def uses_depth(self) -> bool:
         return (self.f_size[2] != 1 or self.padding[2] != 0 or self.int_padding[2] != 0
