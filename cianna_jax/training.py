@@ -469,8 +469,8 @@ def loop_safe(spec: Network, policy: Policy = FP32, exact: bool = False) -> bool
     (:func:`train_steps`): every layer says so (``trains_in_loops``, the layer protocol).
     Inside a loop XLA's CPU runs autodiff's weight-gradient convolutions on generic code
     (a scan of MNIST steps ran 13x slower, SDC1's 33x, before the layers wrote them in
-    XLA's own layouts, benchmarks/README.md); grouped convolutions still have that form,
-    so they keep one call per step."""
+    XLA's own layouts, benchmarks/README.md); a layer type that has not been checked
+    there keeps one call per step."""
     ctx = Ctx(train=True, nd=spec.nd, policy=policy, exact=exact)
     return all(getattr(layer, "trains_in_loops", lambda ctx: False)(ctx)
                for layer in spec.layers)

@@ -10,6 +10,7 @@ import pytest
 from cianna_jax.activations import parse_activation
 from cianna_jax.layers import common
 from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers import xla_conv as xla_conv_mod
 from cianna_jax.layers.common import Ctx, Shape, add_bias
 
 
@@ -19,7 +20,7 @@ def _rel(a, b):
 
 def _xla(x, k, strides):  # XLA's convolution, differentiated by plain autodiff
     nd = x.ndim - 2
-    return conv_mod._lax_conv(x, k, strides, [(0, 0)] * nd, (1,) * nd)
+    return xla_conv_mod.lax_conv(x, k, strides, [(0, 0)] * nd, (1,) * nd)
 
 
 # (input shape, filter = stride): ragged edges (rows no window covers), 3x3 stride 3, 3D
@@ -237,7 +238,7 @@ def _autodiff(shape, f, strides, pads):
     nd = len(f)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     k = jnp.asarray(rng.normal(size=f + (shape[-1], 5)), jnp.float32)
-    y, vjp = jax.vjp(lambda x, k: conv_mod._lax_conv(x, k, strides, pads, (1,) * nd), x, k)
+    y, vjp = jax.vjp(lambda x, k: xla_conv_mod.lax_conv(x, k, strides, pads, (1,) * nd), x, k)
     g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
     return x, k, g, vjp(g)
 
@@ -256,13 +257,13 @@ def test_weight_grad_conv_is_autodiffs_weight_gradient(shape, f, strides, pads):
 def test_input_grad_conv_is_autodiffs_input_gradient(shape, f, strides, pads):
     """The input gradient in XLA's layouts, for strides whose windows leave rows out and
     padding wider than the filter (negative pads: cropped before the convolution, which
-    XLA's CPU convolution gets wrong), equals autodiff's; so do ``_xla_conv``'s two
+    XLA's CPU convolution gets wrong), equals autodiff's; so do ``xla_conv``'s two
     gradients, on CPU these forms."""
     x, k, g, (want, want_k) = _autodiff(shape, f, strides, pads)
     got = jax.jit(common.input_grad_conv, static_argnums=(2, 3, 4))(g, k, shape[1:-1],
                                                                     strides, pads)
     assert got.shape == want.shape == x.shape
     assert _rel(got, want) < 2e-6
-    _, vjp = jax.vjp(lambda x, k: conv_mod._xla_conv(x, k, strides, pads, (1,) * len(f)), x, k)
+    _, vjp = jax.vjp(lambda x, k: xla_conv_mod.xla_conv(x, k, strides, pads, (1,) * len(f)), x, k)
     got_x, got_k = jax.jit(vjp)(g)
     assert _rel(got_x, want) < 2e-6 and _rel(got_k, want_k) < 2e-6

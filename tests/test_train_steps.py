@@ -107,15 +107,13 @@ def _one_conv(**kw):
                                   nn.dense(3, activation="LIN")], bias=0.1)
 
 
-def test_loop_safe_unless_a_conv_keeps_autodiffs_weight_gradient():
+def test_every_layer_kind_is_loop_safe():
     dense_only = nn.network([5], 1, [nn.dense(3, activation="LIN")], bias=0.1)
     for net in (dense_only, _mnist_like(), _mnist_like(pool="AVG"), _one_conv(),
-                _one_conv(int_padding=[1, 1]), _sdc1_like(), _sdc1_like(3),
-                _sdc1_like(yolo=True)):
+                _one_conv(int_padding=[1, 1]), _one_conv(nb_groups=2), _one_conv(nb_groups=4),
+                _sdc1_like(), _sdc1_like(3), _sdc1_like(yolo=True)):
         assert training.loop_safe(net), net
         assert training.loop_safe(net, exact=True), net
-    assert not training.loop_safe(_one_conv(nb_groups=2))
-    assert not training.loop_safe(_one_conv(nb_groups=2), exact=True)
 
 
 def _loop_conv_labels(net, xs, ts, exact=False):
@@ -145,27 +143,33 @@ def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact):
 
 
 @pytest.mark.parametrize("exact", [False, True])
-def test_a_loop_with_input_dilation_uses_convolutions_in_xla_layouts(exact):
+@pytest.mark.parametrize("kw", [dict(int_padding=[1, 1]), dict(nb_groups=2),
+                                dict(nb_groups=4)], ids=["int_padding", "groups", "depthwise"])
+def test_a_loop_with_dilated_or_grouped_convs_uses_convolutions_in_xla_layouts(kw, exact):
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(2, 2, 8, 8, 4)).astype(np.float32)
     ts = rng.normal(size=(2, 2, 3)).astype(np.float32)
-    labels = _loop_conv_labels(_one_conv(int_padding=[1, 1]), xs, ts, exact)
-    # forwards, weight gradients, the second layer's input gradient
-    assert len(labels) >= 5 and set(labels) == {"b01f_01io->b01f"}, labels
+    labels = _loop_conv_labels(_one_conv(**kw), xs, ts, exact)
+    # forwards, weight gradients, the second layer's input gradient; depth-wise (4 groups
+    # of 4 channels) are products, only the first layer's convolution is left
+    assert len(labels) >= (2 if "nb_groups" in kw and kw["nb_groups"] == 4 else 5)
+    assert set(labels) == {"b01f_01io->b01f"}, labels
 
 
-@pytest.mark.parametrize("exact", [False, True])
-def test_an_sdc1_like_loop_gives_the_numbers_of_one_call_per_step(exact):
-    net = _sdc1_like()
+@pytest.mark.parametrize("case", ["sdc1", "sdc1_exact", "grouped"])
+def test_a_loop_gives_the_numbers_of_one_call_per_step(case):
+    net, x_shape, t_shape = ((_one_conv(nb_groups=2), (8, 8, 4), (3,)) if case == "grouped"
+                             else (_sdc1_like(), (12, 12, 1), (3, 3, 5)))
     opt = cj.make_optimizer(0.01, 0.9, masks=partial(cj.cianna_masks, net))
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(7, 12, 12, 1)).astype(np.float32)  # batches of 2, the last of 1
-    t = rng.normal(size=(7, 3, 3, 5)).astype(np.float32)
+    x = rng.normal(size=(7,) + x_shape).astype(np.float32)  # batches of 2, the last of 1
+    t = rng.normal(size=(7,) + t_shape).astype(np.float32)
     got = []
     for k in (1, 4):
         params = cj.init_params(jax.random.key(0), net)
         got.append(training.train_epoch(net, opt, params, opt.init(params), x, t, 2,
-                                        jax.random.key(1), steps_per_call=k, exact=exact))
+                                        jax.random.key(1), steps_per_call=k,
+                                        exact=case == "sdc1_exact"))
     assert float(got[0][2]) == pytest.approx(float(got[1][2]), rel=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(got[0][:2]), jax.tree_util.tree_leaves(got[1][:2])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)

@@ -177,6 +177,23 @@ def conv_dimension_numbers(nd: int) -> tuple[str, str, str]:
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
+def padded_input(x: jax.Array, padding, f, strides) -> tuple[jax.Array, list[int]]:
+    """``x (B, *sp, C)`` zero-padded by ``padding`` (pairs) and the output size of a
+    valid correlation with filters ``f`` at ``strides`` over it."""
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
+                 + [(0, 0, 0)])
+    return xp, [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(len(f))]
+
+
+def tap_slice(xp: jax.Array, offs, out, strides) -> jax.Array:
+    """The strided slice ``(B, *out, C)`` of the padded input ``xp`` seen by filter tap
+    ``offs``."""
+    return lax.slice(xp, (0,) + tuple(offs) + (0,),
+                     (xp.shape[0],) + tuple(o + (n - 1) * st + 1
+                                            for o, n, st in zip(offs, out, strides))
+                     + (xp.shape[-1],), (1,) + tuple(strides) + (1,))
+
+
 def weight_grad_conv(x: jax.Array, g: jax.Array, f, strides=None, padding=None,
                      policy: Policy = FP32) -> jax.Array:
     """Weight gradient ``(*f, C, F)`` of the channel-last correlation of ``x (B, *sp, C)``,

@@ -38,15 +38,15 @@ from .common import (
     Ctx,
     Shape,
     add_bias,
-    conv_dimension_numbers,
     depth_to_space,
     dropout,
     flat_to_map,
-    input_grad_conv,
     internal,
+    padded_input,
     space_to_depth,
-    weight_grad_conv,
+    tap_slice,
 )
+from .grouped import grouped_conv
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -56,6 +56,7 @@ from .winograd import (
     weight_gradient_pays,
     winograd_conv,
 )
+from .xla_conv import xla_conv
 
 __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
@@ -136,22 +137,6 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
                 tile_size(in_spatial, policy))
 
 
-def _padded(x, padding, f, strides):
-    """``x (B, *sp, C)`` zero-padded by ``padding`` (pairs) and the output size of a
-    valid correlation with filters ``f`` at ``strides`` over it."""
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding]
-                 + [(0, 0, 0)])
-    return xp, [(xp.shape[1 + a] - f[a]) // strides[a] + 1 for a in range(len(f))]
-
-
-def _windows(xp, offs, out, strides):
-    """The strided slice of the padded input ``xp`` seen by filter tap ``offs``."""
-    return lax.slice(xp, (0,) + offs + (0,),
-                     (xp.shape[0],) + tuple(o + (n - 1) * st + 1
-                                            for o, n, st in zip(offs, out, strides))
-                     + (xp.shape[-1],), (1,) + tuple(strides) + (1,))
-
-
 def _im2col_conv(x, k, strides, padding, policy=FP32):
     """Valid correlation of ``x`` zero-padded by ``padding`` (pairs), stride
     ``strides``, with ``k (*f, C, F)``: the windows gathered by strided slices into
@@ -159,7 +144,7 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     zero padding (a 3x3 filter on a 1x1 map: all but the centre) are left out."""
     nd = x.ndim - 2
     f = k.shape[:nd]
-    xp, out = _padded(x, padding, f, strides)
+    xp, out = padded_input(x, padding, f, strides)
 
     def sees_data(offs):
         return all(any(padding[a][0] <= o + i * strides[a] < padding[a][0] + x.shape[1 + a]
@@ -168,7 +153,7 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     taps = [o for o in itertools.product(*[range(v) for v in f]) if sees_data(o)]
     if not taps:  # only padding under the filter: zeros
         return jnp.zeros((x.shape[0], *out, k.shape[-1]), policy.accum_dtype)
-    cols = [_windows(xp, offs, out, strides) for offs in taps]
+    cols = [tap_slice(xp, offs, out, strides) for offs in taps]
     cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     if len(taps) == int(np.prod(f)):
         kk = k.reshape(-1, k.shape[-1])  # every tap: a free reshape, no copy
@@ -190,7 +175,7 @@ def _one_channel_conv(x, k, strides, padding, policy=FP32):
     gradient once per tap: 20x slower)."""
     nd = x.ndim - 2
     f = k.shape[:nd]
-    xp, out = _padded(x.astype(policy.accum_dtype), padding, f, strides)
+    xp, out = padded_input(x.astype(policy.accum_dtype), padding, f, strides)
     # one row of F weights per tap, filters contiguous: laid out so whatever layout XLA
     # gives the kernel inside a larger program (it may keep a strided view), the fused
     # loop reads each tap's weights as a vector (20.2 -> 8.2 ms, see the README)
@@ -198,7 +183,7 @@ def _one_channel_conv(x, k, strides, padding, policy=FP32):
                                 Layout((0, 1)))
     acc = None
     for t, offs in enumerate(itertools.product(*[range(v) for v in f])):
-        term = _windows(xp, offs, out, strides) * kk[t]
+        term = tap_slice(xp, offs, out, strides) * kk[t]
         acc = term if acc is None else acc + term
     return acc
 
@@ -208,57 +193,13 @@ def _one_channel_fwd(x, k, strides, padding, policy):
 
 
 def _one_channel_bwd(strides, padding, policy, res, g):
-    x, k = res  # the gradients of XLA's convolution (:func:`_xla_conv`'s backward)
-    _, vjp = jax.vjp(lambda x, k: _xla_conv(x, k, strides, padding, (1,) * len(strides),
+    x, k = res  # the gradients of XLA's convolution (:func:`.xla_conv.xla_conv`'s backward)
+    _, vjp = jax.vjp(lambda x, k: xla_conv(x, k, strides, padding, (1,) * len(strides),
                                             policy), x, k)
     return vjp(g.astype(policy.accum_dtype))
 
 
 _one_channel_conv.defvjp(_one_channel_fwd, _one_channel_bwd)
-
-
-def _lax_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
-    """``lax.conv_general_dilated``, channel-last, with ``policy``'s precision."""
-    return lax.conv_general_dilated(
-        x, k, window_strides=strides, padding=padding, lhs_dilation=dil,
-        dimension_numbers=conv_dimension_numbers(x.ndim - 2), precision=policy.precision,
-        preferred_element_type=policy.accum_dtype, feature_group_count=groups)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _xla_conv(x, k, strides, padding, dil, policy=FP32, groups=1):
-    """XLA's convolution (:func:`_lax_conv`; ``padding`` as pairs), whose gradients on
-    CPU are convolutions in XLA's own layouts (:func:`.common.input_grad_conv`,
-    :func:`.common.weight_grad_conv`) wherever it has no groups and no input dilation:
-    autodiff's forms (the kernel's feature axes swapped, the batch as the feature) run
-    on XLA's generic code inside loops (a ``lax.scan`` of SDC1 128 training steps:
-    15.6 s a step against 0.46, benchmarks/README.md).  Elsewhere: autodiff's."""
-    return _lax_conv(x, k, strides, padding, dil, policy, groups)
-
-
-def _xla_conv_fwd(x, k, strides, padding, dil, policy, groups):
-    return _xla_conv(x, k, strides, padding, dil, policy, groups), (x, k)
-
-
-def _xla_conv_bwd(strides, padding, dil, policy, groups, res, g):
-    x, k = res
-
-    def autodiff(x, k, g):
-        return jax.vjp(lambda x, k: _lax_conv(x, k, strides, padding, dil, policy, groups),
-                       x, k)[1](g)
-
-    if groups != 1 or any(d != 1 for d in dil):
-        return autodiff(x, k, g)
-
-    def cpu(x, k, g):
-        gx = input_grad_conv(g, k, x.shape[1:-1], strides, padding, policy)
-        gk = weight_grad_conv(x, g, k.shape[:-2], strides, padding, policy)
-        return gx.astype(x.dtype), gk.astype(k.dtype)
-
-    return lax.platform_dependent(x, k, g, cpu=cpu, default=autodiff)
-
-
-_xla_conv.defvjp(_xla_conv_fwd, _xla_conv_bwd)
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
@@ -283,7 +224,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)  # hashable pairs
 
     def lax_conv(x, pairs, dil):
-        return _xla_conv(x, k, strides, pairs, dil, policy, groups).astype(x.dtype)
+        return xla_conv(x, k, strides, pairs, dil, policy, groups).astype(x.dtype)
 
     def conv(x, pairs, dil):
         cpu = None
@@ -308,6 +249,10 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
 
                     def cpu(x):
                         return fn(x, k, strides, pairs, policy)
+            else:  # grouped: per-group convolutions or depth-wise products (.grouped)
+
+                def cpu(x):
+                    return grouped_conv(x, k, strides, pairs, groups, policy)
         if cpu is not None:
             return lax.platform_dependent(
                 x, cpu=lambda x: cpu(x).astype(x.dtype),
@@ -453,7 +398,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     # only where that pays (3D layers with many tiles, deep 2D layers on few tiles:
     # .winograd.weight_gradient_pays),
     # else through XLA's convolution even where the forward is Winograd (README), whose
-    # weight gradient on CPU is written in XLA's layouts (_xla_conv's backward)
+    # weight gradient on CPU is written in XLA's layouts (xla_conv's backward)
     nd = x.ndim - 2
     tiles = batch_tiles(x.shape[0], x.shape[1:-1])
     wino = (all(d == 1 for d in dil)
@@ -529,6 +474,9 @@ class Conv(LayerBase):
 
     kind = "conv"
     allows_yolo = True
+    # on CPU every convolution of its passes (CIANNA's or exact autodiff's, grouped or not)
+    # is in XLA's layouts (.xla_conv, .grouped) or a product
+    checked_in_loops = True
 
     def map_input(self, in_shape: Shape) -> Shape:
         """The image the conv reads: ``in_shape`` or, after a dense layer, ``input_shape``."""
@@ -687,13 +635,6 @@ class Conv(LayerBase):
             if self.stride[ax] > self.f_size[ax]:
                 raise ValueError(f"{where}: stride {self.stride} larger than f_size "
                                  f"{self.f_size} along axis {'WHD'[ax]}")
-
-    def trains_in_loops(self, ctx: Ctx) -> bool:
-        """True but for grouped convolutions: every other backward pass here (CIANNA's
-        or ``ctx.exact`` autodiff) writes its convolutions in XLA's layouts or as
-        products (:func:`_xla_conv`'s backward); a grouped one keeps autodiff's weight
-        gradient, whose batch-as-feature form is slow inside loops."""
-        return self.nb_groups == 1
 
     def uses_depth(self) -> bool:
         return (self.f_size[2] != 1 or self.padding[2] != 0 or self.int_padding[2] != 0
