@@ -136,3 +136,18 @@ def test_summary_adds_mixed_precision_rows_without_target():
                                                                                 "1.20"]
     assert rows[1][3:5] == ["training", "TF32C_FP32A"] and rows[1][-2:] == ["1.32", "1.30"]
     assert len(rows[1]) == len(rows[0])  # no target cell
+
+
+def test_grouped_benchmark_times_every_side():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_grouped
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = bench_grouped.run(batch=2, repeats=1, layers=[("2 groups", 6, 4, 4, 2),
+                                                         ("depth-wise", 6, 4, 4, 4)])
+    kinds = {"ours fwd", "ours train", "xla fwd", "xla train"}
+    assert [r["groups"] for r in rows] == [2, 4]
+    assert all(kinds <= set(r["ms"]) and all(v > 0 for v in r["ms"].values()) for r in rows)
+    text = bench_grouped.format_table(rows)
+    assert "depth-wise" in text and "ours GFLOP/s" in text
