@@ -1,5 +1,5 @@
-"""Grouped convolutions on CPU (layers/grouped.py): depth-wise as per-tap products, others
-as one XLA convolution per group; the same sums as XLA's grouped convolution, forward and
+"""Grouped convolutions on CPU (layers/grouped.py): depth-wise and (at inference) small
+groups as per-tap products, others as one XLA convolution per group; the same sums as XLA's grouped convolution, forward and
 both gradients, with strides, asymmetric padding and 3D."""
 
 import jax
@@ -26,8 +26,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("max_tap_channels", [1, 4], ids=["per_group", "taps"])
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_grouped_forms_are_xlas_grouped_convolution_with_gradients(case):
+def test_grouped_forms_are_xlas_grouped_convolution_with_gradients(case, max_tap_channels):
+    """Both forms (groups of 2 channels: per-tap products, or one convolution per group
+    with ``max_tap_channels=1``)."""
     shape, f, groups, n_f, strides, pads = CASES[case]
     rng = np.random.default_rng(0)
     nd = len(f)
@@ -38,7 +41,7 @@ def test_grouped_forms_are_xlas_grouped_convolution_with_gradients(case):
         return lax_conv(x, k, strides, pads, (1,) * nd, groups=groups)
 
     def ours(x, k):
-        return grouped_conv(x, k, strides, pads, groups)
+        return grouped_conv(x, k, strides, pads, groups, max_tap_channels=max_tap_channels)
 
     want, vjp_ref = jax.vjp(ref, x, k)
     got, vjp = jax.jit(lambda x, k: jax.vjp(ours, x, k))(x, k)

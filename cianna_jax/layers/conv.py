@@ -46,7 +46,7 @@ from .common import (
     space_to_depth,
     tap_slice,
 )
-from .grouped import grouped_conv
+from .grouped import TAPS_MAX_CHANNELS, grouped_conv
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -251,8 +251,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                         return fn(x, k, strides, pairs, policy)
             else:  # grouped: per-group convolutions or depth-wise products (.grouped)
 
-                def cpu(x):
-                    return grouped_conv(x, k, strides, pairs, groups, policy)
+                def cpu(x):  # per-tap products of small groups: inference only
+                    return grouped_conv(x, k, strides, pairs, groups, policy,
+                                        1 if training else TAPS_MAX_CHANNELS)
         if cpu is not None:
             return lax.platform_dependent(
                 x, cpu=lambda x: cpu(x).astype(x.dtype),

@@ -20,18 +20,25 @@ from ..precision import FP32, Policy
 from .common import padded_input, tap_slice
 from .xla_conv import xla_conv
 
+#: groups of at most this many input channels run as per-tap products at inference
+#: (above: one XLA convolution per group; depth-wise layers always)
+TAPS_MAX_CHANNELS = 4
+
 
 def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
-                 policy: Policy = FP32) -> jax.Array:
+                 policy: Policy = FP32, max_tap_channels: int = TAPS_MAX_CHANNELS) -> jax.Array:
     """Valid correlation of ``x (B, *sp, C)`` zero-padded by ``padding`` (pairs) at
     ``strides`` with the grouped kernel ``k (*f, C/G, F)``, ``G = groups``: group ``j``
     reads channels ``[j*C/G, (j+1)*C/G)`` with filters ``[j*F/G, (j+1)*F/G)``.  Returns
     ``(B, *out, F)`` in ``policy``'s accumulation dtype.
 
-    Depth-wise (``C/G == 1``, ``F/G`` filters per channel): for each filter tap the
-    shifted input, each channel repeated ``F/G`` times, times that tap's ``F`` weights,
-    summed (XLA fuses the sum into one loop).  Otherwise one XLA convolution per group,
-    concatenated."""
+    Groups of at most ``max_tap_channels`` input channels (depth-wise layers first): for
+    each filter tap and each channel of a group, the shifted input (``(B, *out, G)``, each
+    value repeated ``F/G`` times) times that tap's ``F`` weights, summed in one fused
+    loop.  Larger groups: one XLA convolution per group, concatenated.  In a training
+    step the per-tap form of groups of several channels costs more than it saves (32
+    groups of 4 channels: forward 4.87 -> 1.63 ms, training step 10.6 -> 16.2 ms,
+    benchmarks/README.md): the conv layer passes ``max_tap_channels=1`` there."""
     nd = x.ndim - 2
     f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[-1]
     if x.shape[-1] != cg * groups or n_f % groups:
@@ -39,14 +46,16 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
                          f"channels and filters in multiples of {groups}; got x "
                          f"{x.shape}, k {k.shape}")
     fg = n_f // groups
-    if cg == 1:
+    if cg <= max_tap_channels:
         xp, out = padded_input(x.astype(policy.accum_dtype), padding, f, strides)
-        kk = k.reshape(-1, n_f).astype(policy.accum_dtype)
+        kk = k.reshape(-1, cg, n_f).astype(policy.accum_dtype)
         acc = None
         for t, offs in enumerate(itertools.product(*[range(v) for v in f])):
             w = tap_slice(xp, offs, out, strides)
-            term = (jnp.repeat(w, fg, axis=-1) if fg > 1 else w) * kk[t]
-            acc = term if acc is None else acc + term
+            for c in range(cg):  # channel c of every group: (B, *out, G)
+                wc = w[..., c::cg] if cg > 1 else w
+                term = (jnp.repeat(wc, fg, axis=-1) if fg > 1 else wc) * kk[t, c]
+                acc = term if acc is None else acc + term
         return acc
     ones = (1,) * nd
     return jnp.concatenate(
