@@ -251,9 +251,9 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                         return fn(x, k, strides, pairs, policy)
             else:  # grouped: per-group convolutions or depth-wise products (.grouped)
 
-                def cpu(x):  # per-tap products of small groups: inference only
+                def cpu(x):  # a weight pass differentiates per-group convolutions
                     return grouped_conv(x, k, strides, pairs, groups, policy,
-                                        1 if training else TAPS_MAX_CHANNELS)
+                                        1 if weight_pass else TAPS_MAX_CHANNELS)
         if cpu is not None:
             return lax.platform_dependent(
                 x, cpu=lambda x: cpu(x).astype(x.dtype),

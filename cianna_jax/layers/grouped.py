@@ -15,13 +15,14 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ..precision import FP32, Policy
 from .common import padded_input, tap_slice
 from .xla_conv import xla_conv
 
-#: groups of at most this many input channels run as per-tap products at inference
-#: (above: one XLA convolution per group; depth-wise layers always)
+#: groups of at most this many input channels run as per-tap products (above: one XLA
+#: convolution per group)
 TAPS_MAX_CHANNELS = 4
 
 
@@ -35,10 +36,11 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
     Groups of at most ``max_tap_channels`` input channels (depth-wise layers first): for
     each filter tap and each channel of a group, the shifted input (``(B, *out, G)``, each
     value repeated ``F/G`` times) times that tap's ``F`` weights, summed in one fused
-    loop.  Larger groups: one XLA convolution per group, concatenated.  In a training
-    step the per-tap form of groups of several channels costs more than it saves (32
-    groups of 4 channels: forward 4.87 -> 1.63 ms, training step 10.6 -> 16.2 ms,
-    benchmarks/README.md): the conv layer passes ``max_tap_channels=1`` there."""
+    loop.  Larger groups: one XLA convolution per group, concatenated.  Autodiff's weight
+    gradient of the per-tap form (one reduction over the map per tap and channel) costs
+    more than one convolution per group: pass ``max_tap_channels=1`` where only that
+    gradient is wanted, as the conv layer's weight pass does (32 groups of 4 channels:
+    training step 16.3 against 5.1 ms, benchmarks/README.md)."""
     nd = x.ndim - 2
     f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[-1]
     if x.shape[-1] != cg * groups or n_f % groups:
@@ -48,6 +50,10 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
     fg = n_f // groups
     if cg <= max_tap_channels:
         xp, out = padded_input(x.astype(policy.accum_dtype), padding, f, strides)
+        # materialized once: else XLA fuses the input's producer (in a training step, the
+        # output gradient's) into every tap's slice and recomputes it (32 groups of 4
+        # channels: training step 18.8 -> 5.4 ms)
+        xp = lax.optimization_barrier(xp)
         kk = k.reshape(-1, cg, n_f).astype(policy.accum_dtype)
         acc = None
         for t, offs in enumerate(itertools.product(*[range(v) for v in f])):
