@@ -212,13 +212,14 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     (a transposed convolution for cuDNN).  Small maps (:func:`small_map`) run on CPU as
     im2col + one matrix product, 3x3(x3) stride-1 layers where it pays
     (:func:`winograd_form`, unless ``winograd=False``) as Winograd F(2x2, 3x3) or
-    F(2x2x2, 3x3x3): the same sums, float32 rounding aside; ``training``: a training
+    F(2x2x2, 3x3x3), grouped ones as :func:`.grouped.grouped_conv`: the same sums,
+    float32 rounding aside; ``training``: a training
     step's forward or input gradient (Winograd's rule for that).  ``rotated_from``: the
     layer kernel whose rotation ``k`` is (an input gradient): the Winograd form then
     uses that kernel's transformed filters, rotated in the products
     (:func:`.winograd.winograd_conv`), and ``k`` is never made.  ``weight_pass``: the
     call is only differentiated for the weight gradient (its Winograd passes then sized
-    by :func:`.winograd.weight_gradient_chunk`)."""
+    by :func:`.winograd.weight_gradient_chunk`, its groups one convolution each)."""
     nd = x.ndim - 2
     strides, dil = tuple(strides), tuple(dil)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)  # hashable pairs
