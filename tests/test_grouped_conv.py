@@ -12,6 +12,10 @@ from cianna_jax.layers.grouped import grouped_conv
 from cianna_jax.layers.xla_conv import lax_conv
 from cianna_jax.precision import get_policy
 
+#: the test reads XLA's CPU program (GPUs keep XLA's grouped convolution)
+cpu_programs = pytest.mark.skipif(jax.default_backend() != "cpu",
+                                  reason="inspects XLA's CPU programs")
+
 
 def _rel(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
@@ -51,6 +55,7 @@ def test_grouped_forms_are_xlas_grouped_convolution_with_gradients(case, max_tap
         assert a.shape == b.shape and _rel(a, b) < 2e-6
 
 
+@cpu_programs
 def test_conv_layer_takes_the_grouped_form_on_cpu_only():
     """``conv_nd`` on CPU runs no grouped XLA convolution (its forward and both gradients
     go through the grouped forms), the same numbers as the other backends' form, also

@@ -13,6 +13,10 @@ from cianna_jax import driver, nn, parallel, training
 from cianna_jax.layers import fused
 from cianna_jax.layers.common import Ctx
 
+#: the test reads XLA's CPU program (other backends compile convolutions their own way)
+cpu_programs = pytest.mark.skipif(jax.default_backend() != "cpu",
+                                  reason="inspects XLA's CPU programs")
+
 
 def _mnist_like(bias=0.1, pool="MAX"):
     """A tiny version of CIANNA's MNIST network (conv + max pool run fused, dropout)."""
@@ -127,6 +131,7 @@ def _loop_conv_labels(net, xs, ts, exact=False):
     return re.findall(r"convolution\(.*?dim_labels=(\S+?),", text)
 
 
+@cpu_programs
 @pytest.mark.parametrize("nd,exact", [(2, False), (3, False), (2, True)])
 def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact):
     """Every convolution of a compiled loop of SDC1-like training steps is in XLA's own
@@ -142,6 +147,7 @@ def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact):
     assert len(labels) >= 4 and set(labels) == {own}, labels
 
 
+@cpu_programs
 @pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("kw", [dict(int_padding=[1, 1]), dict(nb_groups=2),
                                 dict(nb_groups=4)], ids=["int_padding", "groups", "depthwise"])
@@ -175,6 +181,7 @@ def test_a_loop_gives_the_numbers_of_one_call_per_step(case):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
+@cpu_programs
 def test_a_loop_of_fused_steps_uses_convolutions_in_xla_layouts():
     """Inside a loop XLA's CPU runs a convolution in any other layout on generic code
     (the fused weight gradient with batch-as-feature dimension numbers took 20-40 ms per
