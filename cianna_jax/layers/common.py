@@ -220,29 +220,49 @@ def weight_grad_conv(x: jax.Array, g: jax.Array, f, strides=None, padding=None,
     return jnp.transpose(out, tuple(range(1, nd + 1)) + (0, nd + 1))
 
 
+def rotated_kernel(k: jax.Array, groups: int = 1) -> jax.Array:
+    """``k (*f, C/G, F)`` -> the kernel of its input gradient ``(*f, F/G, C)``: the taps
+    flipped, each group's input and output channels swapped (``G = groups``)."""
+    nd = k.ndim - 2
+    k_rot = jnp.flip(k, axis=tuple(range(nd)))
+    if groups == 1:
+        return jnp.swapaxes(k_rot, nd, nd + 1)
+    f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[nd + 1]
+    k_rot = k_rot.reshape(f + (cg, groups, n_f // groups))
+    k_rot = jnp.transpose(k_rot, tuple(range(nd)) + (nd + 2, nd + 1, nd))
+    return k_rot.reshape(f + (n_f // groups, groups * cg))
+
+
+def input_grad_operand(g: jax.Array, f, in_spatial, strides, padding) -> jax.Array:
+    """The output gradient ``g (B, *out, F)`` of a correlation (filters ``f``, ``strides``,
+    ``padding`` pairs, input ``in_spatial``) dilated by the strides and padded (negative
+    pads crop) to ``in_spatial + f - 1``: its valid correlation with
+    :func:`rotated_kernel` is the input gradient.  XLA's CPU convolution given a negative
+    low and a positive high padding on one axis returns garbage (jax 0.10.2, e.g.
+    (-3, 3) on 7 columns); ``lax.pad`` does not."""
+    out = g.shape[1:-1]
+    return lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
+        (v - 1 - lo, n + lo - (o - 1) * s - 1, s - 1)
+        for v, (lo, _), s, n, o in zip(f, padding, strides, in_spatial, out)] + [(0, 0, 0)])
+
+
 def input_grad_conv(g: jax.Array, k: jax.Array, in_spatial, strides=None, padding=None,
                     policy: Policy = FP32) -> jax.Array:
     """Input gradient ``(B, *in_spatial, C)`` of the channel-last correlation, zero-padded
     by ``padding`` (pairs, default none) at ``strides`` (default 1), of an input with the
-    kernel ``k (*f, C, F)``, whose output gradient is ``g (B, *out, F)``: the correlation
-    of ``g`` dilated by the strides (zeros between its rows) with the rotated kernel
-    ``(*f, F, C)``, in the dimension numbers XLA's CPU convolution takes; in ``g``'s
-    dtype, accumulated in ``policy``'s.  Autodiff's (the same sums) swaps the kernel's
-    feature axes in its dimension numbers instead, a form XLA's CPU runs on generic
-    code: a 3x3 64 -> 64 input gradient on 64x64 maps, batch 8, 32 against 24 ms a call,
-    and 3.3x slower again inside a loop (benchmarks/README.md)."""
+    kernel ``k (*f, C, F)``, whose output gradient is ``g (B, *out, F)``: the valid
+    correlation of :func:`input_grad_operand` with :func:`rotated_kernel`, in the
+    dimension numbers XLA's CPU convolution takes; in ``g``'s dtype, accumulated in
+    ``policy``'s.  Autodiff's (the same sums) swaps the kernel's feature axes in its
+    dimension numbers instead, a form XLA's CPU runs on generic code: a 3x3 64 -> 64
+    input gradient on 64x64 maps, batch 8, 32 against 24 ms a call, and 3.3x slower
+    again inside a loop (benchmarks/README.md)."""
     nd = g.ndim - 2
-    f, out = k.shape[:nd], g.shape[1:1 + nd]
     strides = (1,) * nd if strides is None else tuple(strides)
     padding = [(0, 0)] * nd if padding is None else [tuple(p) for p in padding]
-    # dilated and padded (negative pads crop) to ``in_spatial + f - 1``, then a valid
-    # correlation: XLA's CPU convolution given a negative low and a positive high padding
-    # on one axis returns garbage (jax 0.10.2, e.g. (-3, 3) on 7 columns), lax.pad does not
-    g = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
-        (v - 1 - lo, n + lo - (o - 1) * s - 1, s - 1)
-        for v, (lo, _), s, n, o in zip(f, padding, strides, in_spatial, out)] + [(0, 0, 0)])
-    k_rot = jnp.swapaxes(jnp.flip(k, axis=tuple(range(nd))), nd, nd + 1).astype(g.dtype)
-    return lax.conv_general_dilated(g, k_rot, (1,) * nd, [(0, 0)] * nd,
+    gp = input_grad_operand(g, k.shape[:nd], in_spatial, strides, padding)
+    return lax.conv_general_dilated(gp, rotated_kernel(k).astype(g.dtype), (1,) * nd,
+                                    [(0, 0)] * nd,
                                     dimension_numbers=conv_dimension_numbers(nd),
                                     precision=policy.precision,
                                     preferred_element_type=policy.accum_dtype)

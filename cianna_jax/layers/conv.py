@@ -43,10 +43,11 @@ from .common import (
     flat_to_map,
     internal,
     padded_input,
+    rotated_kernel,
     space_to_depth,
     tap_slice,
 )
-from .grouped import TAPS_MAX_CHANNELS, grouped_conv
+from .grouped import grouped_conv
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -219,7 +220,7 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
     uses that kernel's transformed filters, rotated in the products
     (:func:`.winograd.winograd_conv`), and ``k`` is never made.  ``weight_pass``: the
     call is only differentiated for the weight gradient (its Winograd passes then sized
-    by :func:`.winograd.weight_gradient_chunk`, its groups one convolution each)."""
+    by :func:`.winograd.weight_gradient_chunk`)."""
     nd = x.ndim - 2
     strides, dil = tuple(strides), tuple(dil)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)  # hashable pairs
@@ -252,9 +253,8 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                         return fn(x, k, strides, pairs, policy)
             else:  # grouped: per-group convolutions or depth-wise products (.grouped)
 
-                def cpu(x):  # a weight pass differentiates per-group convolutions
-                    return grouped_conv(x, k, strides, pairs, groups, policy,
-                                        1 if weight_pass else TAPS_MAX_CHANNELS)
+                def cpu(x):
+                    return grouped_conv(x, k, strides, pairs, groups, policy)
         if cpu is not None:
             return lax.platform_dependent(
                 x, cpu=lambda x: cpu(x).astype(x.dtype),
@@ -290,17 +290,6 @@ def _conv_fwd(x, k, strides, pads, dil, policy, groups):  # differentiated: trai
     return _forward(x, k, strides, pads, dil, policy, groups, training=True), (x, k)
 
 
-def _transposed_kernel(k, nd: int, groups: int):
-    """``k (*f, C/G, F)`` -> the rotated kernel of the input gradient ``(*f, F/G, C)``."""
-    k_rot = jnp.flip(k, axis=tuple(range(nd)))
-    if groups == 1:
-        return jnp.swapaxes(k_rot, nd, nd + 1)
-    f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[nd + 1]
-    k_rot = k_rot.reshape(f + (cg, groups, n_f // groups))
-    k_rot = jnp.transpose(k_rot, tuple(range(nd)) + (nd + 2, nd + 1, nd))
-    return k_rot.reshape(f + (n_f // groups, groups * cg))
-
-
 def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, training=False):
     """CIANNA's input gradient: full correlation of the stride-dilated delta with the
     rotated filters, padding ``f - 1 - p_eff``, stride ``1 + ip``, cut at ``lim``
@@ -318,7 +307,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, tra
         lo.append(low)
         hi.append(max(0, need - dil_len - low))
         lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
-    k_rot = _transposed_kernel(k, nd, groups)
+    k_rot = rotated_kernel(k, groups)
     gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups,
                        training=training, rotated_from=k.astype(g.dtype))
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
