@@ -194,9 +194,9 @@ def _one_channel_fwd(x, k, strides, padding, policy):
 
 
 def _one_channel_bwd(strides, padding, policy, res, g):
-    x, k = res  # the gradients of XLA's convolution (:func:`.xla_conv.xla_conv`'s backward)
+    # the gradients of XLA's convolution (:func:`.xla_conv.xla_conv`'s backward)
     _, vjp = jax.vjp(lambda x, k: xla_conv(x, k, strides, padding, (1,) * len(strides),
-                                            policy), x, k)
+                                           policy), *res)
     return vjp(g.astype(policy.accum_dtype))
 
 
@@ -397,16 +397,13 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                               training=True)
             and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
 
-    def autodiff_weight_grad(x, g):
+    def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient by autodiff
         _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
                                                winograd=wino, training=True, weight_pass=True),
                            k)
-        return k_vjp(g)[0]
-
-    def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient as above
-        return (_input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
-                            training=True),
-                autodiff_weight_grad(x, g))
+        gx = _input_grad(g, k, x.shape[1:-1], strides, pads, dil, policy, groups,
+                         training=True)
+        return gx, k_vjp(g)[0]
 
     if TILED_WEIGHT_GRAD and tiles_input(k.shape[:nd], strides, pads, dil, groups):
         return lax.platform_dependent(

@@ -37,6 +37,7 @@ from .common import (
     conv_dimension_numbers,
     depth_to_space,
     internal,
+    rotated_kernel,
     space_to_depth_by_slices,
     weight_grad_conv,
 )
@@ -220,7 +221,7 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
         gk2 = _phase_order(gkw.reshape(wshape + (-1,)), s).astype(k2.dtype)
     else:
         gk2 = weight_grad_conv(x_res, gz, k2.shape[:nd], policy=policy).astype(k2.dtype)
-    k_rot = jnp.swapaxes(jnp.flip(k2, axis=tuple(range(nd))), nd, nd + 1)
+    k_rot = rotated_kernel(k2)
     q = k2.shape[:nd]
     # the input gradient of the blocks that are all padding is dropped by the caller:
     # computed for the others only (MNIST's second layer: 7x7 of 9x9 blocks, 0.76-0.82
