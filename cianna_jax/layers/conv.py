@@ -64,6 +64,8 @@ __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
 SMALL_MAP_IM2COL = True
+#: maps one larger than the filter are small maps from this many values per window
+SMALL_MAP_WINDOW = 1024
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
@@ -74,15 +76,26 @@ ONE_CHANNEL_SUM = True
 WINOGRAD = True
 
 
-def small_map(in_spatial, f_size) -> bool:
+def small_map(in_spatial, f_size, channels: int) -> bool:
     """Whether a convolution over a map of spatial size ``in_spatial`` (before padding)
-    with filters ``f_size`` is a *small-map* one: every spatial dimension smaller than
-    the filter (a 3x3 filter on a 2x2 or 1x1 map).  XLA's CPU convolution falls off a
-    cliff there (batch 16, 512 -> 1024 channels, 3x3 filter, padding 1: 620 ms forward on
-    2x2 maps, 14-22 ms on 3x3 maps, measured); the same convolution as one matrix product
-    over the gathered windows runs near the rate of the large layers (5.5-16 ms), see
-    benchmarks/README.md.  On 3x3 maps XLA's convolution is as fast or faster."""
-    return all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
+    with filters ``f_size`` over ``channels`` inputs (per group) is a *small-map* one,
+    run on CPU as one matrix product over the gathered windows:
+
+    - every spatial dimension smaller than the filter (a 3x3 filter on a 2x2 or 1x1
+      map).  XLA's CPU convolution falls off a cliff there (batch 16, 512 -> 1024
+      channels, 3x3 filter, padding 1: 620 ms forward on 2x2 maps), where the product
+      runs near the rate of the large layers (5.5-16 ms);
+    - or every dimension at most one more than a filter of 2 or more (a 3x3 filter on
+      3x3 or 4x4 maps) with windows of at least :data:`SMALL_MAP_WINDOW` values (filter
+      cells x channels).  There XLA's convolution gradients run at a third of the large
+      maps' rate (b16 512 -> 1024, 3x3 maps: training step 87 ms, 29 as the product;
+      4x4: 112 against 50; 5x5 filter on 6x6 maps, 256 -> 256: 64 against 52), but on
+      narrow layers XLA's convolution is faster (64 -> 128 on 4x4: 2.3 against 3.2 ms).
+
+    Measured in benchmarks/README.md."""
+    near = (all(2 <= int(f) and int(n) <= int(f) + 1 for n, f in zip(in_spatial, f_size))
+            and int(np.prod(f_size)) * int(channels) >= SMALL_MAP_WINDOW)
+    return near or all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
 
 
 def matmul_form(in_spatial, f_size, strides, padding, channels,
@@ -99,7 +112,7 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
     that rounding XLA fuses the whole sum into each consumer of the output (FP16C_FP32A
     SDC1 128 training step: four copies, one of them 74 ms), where its convolution is
     computed once.  Measured in benchmarks/README.md."""
-    if SMALL_MAP_IM2COL and small_map(in_spatial, f_size):
+    if SMALL_MAP_IM2COL and small_map(in_spatial, f_size, channels):
         return "small_map"
     if (ONE_CHANNEL_SUM and int(channels) == 1
             and policy.compute_dtype == policy.accum_dtype):
@@ -124,7 +137,8 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
     transformed and multiplied in float32),
     maps of at least 4 along every axis (on 3x3 maps the 2x2 tiles compute 16 outputs
     for 9: 10.0 ms as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
-    :func:`small_map`), channels wide enough to pay (:func:`.winograd.pays`; given
+    :func:`small_map`; on 4x4 maps it comes before the small-map product: two stacked
+    4x4 512 -> 512 layers, b16, trained 20% faster in compiled loops), channels wide enough to pay (:func:`.winograd.pays`; given
     ``batch``, the filters are transformed in the program, which must also pay, more
     easily in a ``training`` step) and, in 3D, at least
     :data:`.winograd.MIN_3D_IMAGE_MACS` multiply-adds per image."""
@@ -392,10 +406,9 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     # weight gradient on CPU is written in XLA's layouts (xla_conv's backward)
     nd = x.ndim - 2
     tiles = batch_tiles(x.shape[0], x.shape[1:-1])
-    wino = (all(d == 1 for d in dil)
-            and winograd_form(x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0],
-                              training=True)
-            and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd))
+    wino_forward = all(d == 1 for d in dil) and winograd_form(
+        x.shape[1:-1], k.shape, strides, policy, groups, x.shape[0], training=True)
+    wino = wino_forward and weight_gradient_pays(k.shape[nd], k.shape[nd + 1], tiles, nd)
 
     def xla_grads(x, g):  # input gradient by CIANNA's rule, weight gradient by autodiff
         _, k_vjp = jax.vjp(lambda kk: _forward(x, kk, strides, pads, dil, policy, groups,
@@ -411,7 +424,8 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
-    if _small_map_exact(x.shape[1:-1], k.shape[:nd], strides, pads, dil, groups):
+    if not wino_forward and _small_map_exact(x.shape[1:-1], k.shape[:nd], x.shape[-1], strides,
+                                             pads, dil, groups):
         def both(x, g):  # autodiff of the windows' product: CIANNA's rule here
             _, vjp = jax.vjp(lambda xx, kk: _forward(xx, kk, strides, pads, dil, policy, groups,
                                                      training=True), x, k)
@@ -420,13 +434,13 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     return xla_grads(x, g)
 
 
-def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int) -> bool:
+def _small_map_exact(in_spatial, f, channels, strides, pads, dil, groups: int) -> bool:
     """Whether a convolution runs as the small-map product on CPU (:func:`small_map`)
     in a geometry where CIANNA's input gradient is the exact one (stride 1, no input
     dilation, padding < filter): both gradients are then the autodiff of that product,
     ``g @ k^T`` put back over the windows and ``windows^T @ g``, with no rotated kernel
     (the rotation of a 3x3x512x1024 kernel cost more than the products on 2x2 maps)."""
-    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f)
+    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f, channels)
             and all(s == 1 for s in strides) and all(d == 1 for d in dil)
             and all(p < a for p, a in zip(pads, f)))
 
