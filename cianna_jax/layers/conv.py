@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.experimental.layout import Layout, with_layout_constraint
 
 from .. import initializers
 from ..activations import Activation, activate, parse_activation
@@ -47,7 +46,7 @@ from .common import (
     space_to_depth,
     tap_slice,
 )
-from .grouped import grouped_conv
+from .grouped import grouped_conv, tap_conv
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -70,7 +69,7 @@ SMALL_MAP_WINDOW = 1024
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
 FEW_INPUTS = 64
-#: one input channel runs on CPU as a sum of shifted slices (see :func:`_one_channel_conv`)
+#: one input channel runs on CPU as a sum of shifted slices (see :func:`.grouped.tap_conv`)
 ONE_CHANNEL_SUM = True
 #: 3x3(x3) stride-1 convs run on CPU as Winograd where it pays (see :func:`winograd_form`)
 WINOGRAD = True
@@ -108,7 +107,7 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
     CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
     e.g. a 5x5 filter on one channel).  "one_channel" (one input channel, e.g. the
     first layer of a detector on a radio image) runs instead as a sum of shifted slices
-    (:func:`_one_channel_conv`), unless ``policy`` rounds activations to 16 bits: behind
+    (:func:`.grouped.tap_conv`), unless ``policy`` rounds activations to 16 bits: behind
     that rounding XLA fuses the whole sum into each consumer of the output (FP16C_FP32A
     SDC1 128 training step: four copies, one of them 74 ms), where its convolution is
     computed once.  Measured in benchmarks/README.md."""
@@ -179,44 +178,6 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
     return jnp.dot(cols, kk, precision=policy.precision, preferred_element_type=policy.accum_dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _one_channel_conv(x, k, strides, padding, policy=FP32):
-    """Valid correlation of the one-channel ``x (B, *sp, 1)`` zero-padded by ``padding``
-    (pairs) with ``k (*f, 1, F)``: for each filter tap, the shifted (strided) input
-    times that tap's ``F`` weights, summed; XLA fuses the sum into one loop.  XLA's CPU
-    convolution is slow on one input channel (5x5, 1 -> 32 filters, 128x128 maps, batch
-    8: 16-21 ms against 7-11 ms this way, measured in benchmarks/README.md); its
-    gradients are XLA's convolution ones (autodiff of the sum would reduce the output
-    gradient once per tap: 20x slower)."""
-    nd = x.ndim - 2
-    f = k.shape[:nd]
-    xp, out = padded_input(x.astype(policy.accum_dtype), padding, f, strides)
-    # one row of F weights per tap, filters contiguous: laid out so whatever layout XLA
-    # gives the kernel inside a larger program (it may keep a strided view), the fused
-    # loop reads each tap's weights as a vector (20.2 -> 8.2 ms, see the README)
-    kk = with_layout_constraint(k.reshape(-1, k.shape[-1]).astype(policy.accum_dtype),
-                                Layout((0, 1)))
-    acc = None
-    for t, offs in enumerate(itertools.product(*[range(v) for v in f])):
-        term = tap_slice(xp, offs, out, strides) * kk[t]
-        acc = term if acc is None else acc + term
-    return acc
-
-
-def _one_channel_fwd(x, k, strides, padding, policy):
-    return _one_channel_conv(x, k, strides, padding, policy), (x, k)
-
-
-def _one_channel_bwd(strides, padding, policy, res, g):
-    # the gradients of XLA's convolution (:func:`.xla_conv.xla_conv`'s backward)
-    _, vjp = jax.vjp(lambda x, k: xla_conv(x, k, strides, padding, (1,) * len(strides),
-                                           policy), *res)
-    return vjp(g.astype(policy.accum_dtype))
-
-
-_one_channel_conv.defvjp(_one_channel_fwd, _one_channel_bwd)
-
-
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
                   training=False, rotated_from=None, weight_pass=False):
     """``lax.conv_general_dilated`` with input dilation ``dil``.
@@ -261,10 +222,10 @@ def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=T
                 form = matmul_form(x.shape[1:-1], k.shape[:nd], strides, pairs, x.shape[-1],
                                    policy)
                 if form is not None:
-                    fn = _one_channel_conv if form == "one_channel" else _im2col_conv
-
                     def cpu(x):
-                        return fn(x, k, strides, pairs, policy)
+                        if form == "one_channel":
+                            return tap_conv(x, k, strides, pairs, 1, policy)
+                        return _im2col_conv(x, k, strides, pairs, policy)
             else:  # grouped: per-group convolutions or depth-wise products (.grouped)
 
                 def cpu(x):

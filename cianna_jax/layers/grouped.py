@@ -1,4 +1,6 @@
-"""Grouped convolutions (CIANNA V-1.1's ``nb_groups``) in the forms XLA's CPU runs fast.
+"""Grouped convolutions (CIANNA V-1.1's ``nb_groups``) in the forms XLA's CPU runs fast,
+and their one-group case, a convolution over one input channel (a detector's first layer
+on a radio image), as per-tap products (:func:`tap_conv`).
 
 XLA's CPU grouped convolution runs on slow code: a 3x3 64 -> 64 convolution on 32x32
 maps, batch 8, took 7.6 ms in 4 groups against 3.1 ms as one convolution per group,
@@ -17,6 +19,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.experimental.layout import Layout, with_layout_constraint
 
 from ..precision import FP32, Policy
 from .common import (
@@ -41,7 +44,7 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
     ``(B, *out, F)`` in ``policy``'s accumulation dtype.
 
     Groups of at most ``max_tap_channels`` input channels (depth-wise layers first) run
-    as per-tap products (:func:`_tap_products`), larger ones as one XLA convolution per
+    as per-tap products (:func:`tap_conv`), larger ones as one XLA convolution per
     group, concatenated."""
     nd = x.ndim - 2
     cg, n_f = k.shape[nd], k.shape[-1]
@@ -51,7 +54,7 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
                          f"{x.shape}, k {k.shape}")
     strides, padding = tuple(strides), tuple(tuple(p) for p in padding)
     if cg <= max_tap_channels:
-        return _tap_products(x, k, strides, padding, groups, policy)
+        return tap_conv(x, k, strides, padding, groups, policy)
     fg = n_f // groups
     return jnp.concatenate(
         [xla_conv(x[..., j * cg:(j + 1) * cg], k[..., j * fg:(j + 1) * fg], strides, padding,
@@ -59,13 +62,17 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _tap_products(x, k, strides, padding, groups, policy):
+def tap_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int = 1,
+             policy: Policy = FP32) -> jax.Array:
     """:func:`grouped_conv` as, for each filter tap and each channel of a group, the
     shifted input (``(B, *out, G)``, each value repeated ``F/G`` times) times that tap's
-    ``F`` weights, summed in one fused loop.  Its gradients: the input gradient as the
-    same form of the rotated kernel, the weight gradient one convolution per group in
-    XLA's layouts (autodiff's, one reduction over the map per tap and channel, took a
-    32-group training step from 5.1 to 16.3 ms, benchmarks/README.md)."""
+    ``F`` weights, summed in one fused loop: the form for groups of few channels, and
+    for one input channel (``groups=1``, ``x (B, *sp, 1)``), where XLA's CPU convolution
+    is slow too (5x5, 1 -> 32 filters, 128x128 maps, batch 8: 16-21 ms against 7-11 ms).
+    Its gradients: the input gradient as the same form of the rotated kernel, the weight
+    gradient one convolution per group in XLA's layouts (autodiff's, one reduction over
+    the map per tap and channel, took a 32-group training step from 5.1 to 16.3 ms and a
+    one-channel one 20x slower, benchmarks/README.md)."""
     nd = x.ndim - 2
     f, cg, n_f = k.shape[:nd], k.shape[nd], k.shape[-1]
     fg = n_f // groups
@@ -74,7 +81,11 @@ def _tap_products(x, k, strides, padding, groups, policy):
     # output gradient's) into every tap's slice and recomputes it (32 groups of 4
     # channels: training step 18.8 -> 5.4 ms)
     xp = lax.optimization_barrier(xp)
-    kk = k.reshape(-1, cg, n_f).astype(policy.accum_dtype)
+    # one row of F weights per tap and channel, filters contiguous: laid out so whatever
+    # layout XLA gives the kernel inside a larger program (it may keep a strided view),
+    # the fused loop reads each row as a vector (SDC1's first layer: 20.2 -> 8.2 ms)
+    kk = with_layout_constraint(k.reshape(-1, cg, n_f).astype(policy.accum_dtype),
+                                Layout((0, 1, 2)))
     acc = None
     for t, offs in enumerate(itertools.product(*[range(v) for v in f])):
         w = tap_slice(xp, offs, out, strides)
@@ -85,11 +96,11 @@ def _tap_products(x, k, strides, padding, groups, policy):
     return acc
 
 
-def _tap_products_fwd(x, k, strides, padding, groups, policy):
-    return _tap_products(x, k, strides, padding, groups, policy), (x, k)
+def _tap_conv_fwd(x, k, strides, padding, groups, policy):
+    return tap_conv(x, k, strides, padding, groups, policy), (x, k)
 
 
-def _tap_products_bwd(strides, padding, groups, policy, res, g):
+def _tap_conv_bwd(strides, padding, groups, policy, res, g):
     x, k = res
     nd = x.ndim - 2
     f, cg, fg = k.shape[:nd], k.shape[nd], k.shape[-1] // groups
@@ -102,4 +113,4 @@ def _tap_products_bwd(strides, padding, groups, policy, res, g):
     return gx.astype(x.dtype), gk.astype(k.dtype)
 
 
-_tap_products.defvjp(_tap_products_fwd, _tap_products_bwd)
+tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
