@@ -48,7 +48,7 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
             k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
         paths = ["wino" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch,
                                                   training=training)
-                 else "im2col" if conv_mod.small_map((h, h), (3, 3), c_in)
+                 else "im2col" if conv_mod.small_map((h, h), (3, 3))
                  else "XLA" for training in (False, True)]
         # the forward's path, and the training step's where its rule differs
         path = paths[0] if paths[0] == paths[1] else "/".join(paths)

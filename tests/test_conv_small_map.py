@@ -15,23 +15,20 @@ from cianna_jax.precision import get_policy
 
 
 def test_small_map_rule():
-    assert conv_mod.small_map((2, 2), (3, 3), 1)
-    assert conv_mod.small_map((1, 1), (3, 3), 1)
-    assert conv_mod.small_map((1, 1), (2, 2), 1)
-    assert not conv_mod.small_map((3, 3), (3, 3), 64)
-    assert not conv_mod.small_map((1, 1), (1, 1), 4096)
-    assert not conv_mod.small_map((4, 4), (3, 3), 113)   # 1017 values per window
-    assert not conv_mod.small_map((2, 4), (3, 3), 16)
-    assert not conv_mod.small_map((2, 2), (1, 1), 4096)
-    # one more than the filter, wide windows (filter cells x channels >= 1024)
-    assert conv_mod.small_map((3, 3), (3, 3), 114)
-    assert conv_mod.small_map((4, 4), (3, 3), 512)
-    assert conv_mod.small_map((2, 4), (3, 3), 128)
-    assert conv_mod.small_map((6, 6), (5, 5), 41)
-    assert conv_mod.small_map((4, 3), (3, 3), 114) and conv_mod.small_map((6, 5), (5, 5), 41)
-    assert conv_mod.small_map((4, 4, 3), (3, 3, 3), 38)
-    assert not conv_mod.small_map((5, 5), (3, 3), 1024)
-    assert not conv_mod.small_map((5, 4), (3, 3), 1024)
+    assert conv_mod.small_map((2, 2), (3, 3))
+    assert conv_mod.small_map((1, 1), (3, 3))
+    assert conv_mod.small_map((1, 1), (2, 2))
+    assert not conv_mod.small_map((3, 3), (3, 3))
+    assert not conv_mod.small_map((1, 1), (1, 1))
+    assert not conv_mod.small_map((4, 4), (3, 3))
+    assert not conv_mod.small_map((2, 4), (3, 3))
+    assert not conv_mod.small_map((2, 2), (1, 1))
+    # 3D: also maps at most one larger than the filter (XLA's 3D convolution is slow)
+    assert conv_mod.small_map((3, 3, 3), (3, 3, 3))
+    assert conv_mod.small_map((4, 3, 2), (3, 3, 3))
+    assert conv_mod.small_map((6, 6, 6), (5, 5, 5))
+    assert not conv_mod.small_map((5, 4, 4), (3, 3, 3))
+    assert not conv_mod.small_map((2, 2, 2), (1, 1, 1))
 
 
 # (spatial, channels, filters, f_size, strides, pads, int_padding + 1)
@@ -45,8 +42,8 @@ CASES = [
     ((1, 1), 3, 2, (3, 3), (1, 1), (1, 1), (2, 2)),  # int_padding (a 1x1 map stays 1x1)
     ((2, 2), 3, 2, (3, 3), (1, 1), (1, 1), (2, 2)),  # int_padding: 5x5 once padded
     ((2, 2, 2), 3, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D
-    ((4, 3), 114, 3, (3, 3), (1, 1), (1, 1), (1, 1)),  # wide windows, one more than the filter
-    ((6, 5), 41, 2, (5, 5), (2, 1), (2, 1), (1, 1)),  # the same, 5x5 filter, strided
+    ((4, 3, 3), 5, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D, filter-sized
+    ((4, 4, 3), 3, 2, (3, 3, 2), (2, 1, 1), (1, 1, 0), (1, 1, 1)),  # 3D, strided
 ]
 
 
@@ -85,10 +82,10 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
     sp, f, dil = case[0], case[3], case[6]
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
-    if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f, case[1]):
+    if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
-    if jax.default_backend() == "cpu" and conv_mod._small_map_exact(sp, f, case[1], case[4],
-                                                                    case[5], dil, 1):
+    if jax.default_backend() == "cpu" and conv_mod._small_map_exact(sp, f, case[4], case[5],
+                                                                    dil, 1):
         # both gradients from the windows' product: no convolution, no rotated kernel
         assert "convolution(" not in new[5] and "reverse(" not in new[5]
 

@@ -185,7 +185,7 @@ def test_winograd_refuses_wrong_shapes():
 def test_which_convolutions_run_as_winograd():
     wide = (3, 3, 128, 128)
     assert conv_mod.winograd_form((8, 8), wide, (1, 1))
-    assert conv_mod.winograd_form((4, 4), wide, (1, 1))  # before the small-map product
+    assert conv_mod.winograd_form((4, 4), wide, (1, 1))
     assert not conv_mod.winograd_form((3, 3), wide, (1, 1))       # 16 outputs for 9
     assert not conv_mod.winograd_form((2, 2), wide, (1, 1))       # small map: im2col
     # filters transformed in the program: one 2x2 output tile per 1024 filter weights

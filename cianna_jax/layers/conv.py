@@ -63,8 +63,6 @@ __all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
 SMALL_MAP_IM2COL = True
-#: maps one larger than the filter are small maps from this many values per window
-SMALL_MAP_WINDOW = 1024
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
@@ -75,26 +73,28 @@ ONE_CHANNEL_SUM = True
 WINOGRAD = True
 
 
-def small_map(in_spatial, f_size, channels: int) -> bool:
+def small_map(in_spatial, f_size) -> bool:
     """Whether a convolution over a map of spatial size ``in_spatial`` (before padding)
-    with filters ``f_size`` over ``channels`` inputs (per group) is a *small-map* one,
-    run on CPU as one matrix product over the gathered windows:
+    with filters ``f_size`` is a *small-map* one, run on CPU as one matrix product over
+    the gathered windows:
 
     - every spatial dimension smaller than the filter (a 3x3 filter on a 2x2 or 1x1
       map).  XLA's CPU convolution falls off a cliff there (batch 16, 512 -> 1024
-      channels, 3x3 filter, padding 1: 620 ms forward on 2x2 maps), where the product
-      runs near the rate of the large layers (5.5-16 ms);
-    - or every dimension at most one more than a filter of 2 or more (a 3x3 filter on
-      3x3 or 4x4 maps) with windows of at least :data:`SMALL_MAP_WINDOW` values (filter
-      cells x channels).  There XLA's convolution gradients run at a third of the large
-      maps' rate (b16 512 -> 1024, 3x3 maps: training step 87 ms, 29 as the product;
-      4x4: 112 against 50; 5x5 filter on 6x6 maps, 256 -> 256: 64 against 52), but on
-      narrow layers XLA's convolution is faster (64 -> 128 on 4x4: 2.3 against 3.2 ms).
+      channels, 3x3 filter, padding 1: 620 ms forward on 2x2 maps, 14-22 ms on 3x3
+      maps), where the product runs near the rate of the large layers (5.5-16 ms);
+    - in 3D, also every dimension at most one more than a filter of 2 or more (3^3 or
+      4^3 maps for a 3x3x3 filter): XLA's CPU runs 3D convolutions on slower code (batch
+      8, training step on 3^3 maps: 16 -> 16 channels 3.7 ms against 1.0 as the product,
+      128 -> 128 31.9 against 16.6; 4^3 maps, 8 -> 8: 3.4 against 1.4).
 
-    Measured in benchmarks/README.md."""
-    near = (all(2 <= int(f) and int(n) <= int(f) + 1 for n, f in zip(in_spatial, f_size))
-            and int(np.prod(f_size)) * int(channels) >= SMALL_MAP_WINDOW)
-    return near or all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
+    In 2D XLA's convolution is as fast or faster from maps the filter's size (3x3 maps,
+    b16 512 -> 1024, training step: 50.6 ms against 66.2 as the product, with XLA's YNN
+    fusions off as :func:`cianna_jax.xla_cpu.tune` sets them; with them on, the product
+    won, 31.8 against 89.2, and networks on 3x3 maps trained faster, 1.15-1.64x, but
+    0.83-0.93x with them off).  Measured in benchmarks/README.md."""
+    near_3d = len(f_size) == 3 and all(2 <= int(f) and int(n) <= int(f) + 1
+                                       for n, f in zip(in_spatial, f_size))
+    return near_3d or all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
 
 
 def matmul_form(in_spatial, f_size, strides, padding, channels,
@@ -111,7 +111,7 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
     that rounding XLA fuses the whole sum into each consumer of the output (FP16C_FP32A
     SDC1 128 training step: four copies, one of them 74 ms), where its convolution is
     computed once.  Measured in benchmarks/README.md."""
-    if SMALL_MAP_IM2COL and small_map(in_spatial, f_size, channels):
+    if SMALL_MAP_IM2COL and small_map(in_spatial, f_size):
         return "small_map"
     if (ONE_CHANNEL_SUM and int(channels) == 1
             and policy.compute_dtype == policy.accum_dtype):
@@ -136,10 +136,10 @@ def winograd_form(in_spatial, k_shape, strides, policy=FP32, groups: int = 1,
     transformed and multiplied in float32),
     maps of at least 4 along every axis (on 3x3 maps the 2x2 tiles compute 16 outputs
     for 9: 10.0 ms as XLA's convolution against 12.2, b16 512 -> 1024; smaller maps are
-    :func:`small_map`; on 4x4 maps it comes before the small-map product: two stacked
-    4x4 512 -> 512 layers, b16, trained 20% faster in compiled loops), channels wide enough to pay (:func:`.winograd.pays`; given
-    ``batch``, the filters are transformed in the program, which must also pay, more
-    easily in a ``training`` step) and, in 3D, at least
+    :func:`small_map`; on 4x4x4 maps it comes before the small-map product), channels wide
+    enough to pay (:func:`.winograd.pays`; given ``batch``, the filters are transformed
+    in the program, which must also pay, more easily in a ``training`` step) and, in 3D,
+    at least
     :data:`.winograd.MIN_3D_IMAGE_MACS` multiply-adds per image."""
     nd = len(in_spatial)
     if not (WINOGRAD and nd in (2, 3) and tuple(k_shape[:nd]) == (3,) * nd
@@ -385,8 +385,8 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
-    if not wino_forward and _small_map_exact(x.shape[1:-1], k.shape[:nd], x.shape[-1], strides,
-                                             pads, dil, groups):
+    if not wino_forward and _small_map_exact(x.shape[1:-1], k.shape[:nd], strides, pads, dil,
+                                             groups):
         def both(x, g):  # autodiff of the windows' product: CIANNA's rule here
             _, vjp = jax.vjp(lambda xx, kk: _forward(xx, kk, strides, pads, dil, policy, groups,
                                                      training=True), x, k)
@@ -395,13 +395,13 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
     return xla_grads(x, g)
 
 
-def _small_map_exact(in_spatial, f, channels, strides, pads, dil, groups: int) -> bool:
+def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int) -> bool:
     """Whether a convolution runs as the small-map product on CPU (:func:`small_map`)
     in a geometry where CIANNA's input gradient is the exact one (stride 1, no input
     dilation, padding < filter): both gradients are then the autodiff of that product,
     ``g @ k^T`` put back over the windows and ``windows^T @ g``, with no rotated kernel
     (the rotation of a 3x3x512x1024 kernel cost more than the products on 2x2 maps)."""
-    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f, channels)
+    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f)
             and all(s == 1 for s in strides) and all(d == 1 for d in dil)
             and all(p < a for p, a in zip(pads, f)))
 
