@@ -31,6 +31,8 @@ from .common import (
 )
 from .xla_conv import xla_conv
 
+__all__ = ["grouped_conv", "tap_conv", "TAPS_MAX_CHANNELS"]
+
 #: groups of at most this many input channels run as per-tap products (above: one XLA
 #: convolution per group)
 TAPS_MAX_CHANNELS = 4

@@ -12,6 +12,8 @@ from jax import lax
 from ..precision import FP32, Policy
 from .common import conv_dimension_numbers, input_grad_conv, weight_grad_conv
 
+__all__ = ["lax_conv", "xla_conv"]
+
 
 def lax_conv(x: jax.Array, k: jax.Array, strides, padding, dil, policy: Policy = FP32,
              groups: int = 1) -> jax.Array:
