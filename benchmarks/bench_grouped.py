@@ -23,6 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax.layers.conv import conv_nd  # noqa: E402
 from cianna_jax.layers.xla_conv import lax_conv  # noqa: E402
 
@@ -117,6 +118,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
+    cianna_jax.xla_cpu.tune()  # the project's CPU setting, before any JAX computation
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=7)
