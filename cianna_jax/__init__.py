@@ -33,7 +33,6 @@ from .api import (
     grn,
     init,
     linear,
-    load,
     logistic,
     lrn,
     merge,
@@ -41,7 +40,6 @@ from .api import (
     pool,
     relu,
     rms_prop,
-    save,
     set_frozen_layers,
     set_optimizer_param,
     set_params,
@@ -68,6 +66,7 @@ from .network import (
     targets_to_internal,
 )
 from .report import print_arch_tex
+from .saving import load, save
 from .training import (
     batch_loss,
     cianna_masks,

@@ -3,7 +3,9 @@
 ``import cianna_jax as cnn`` gives the documented functions (``init``,
 ``create_dataset``, ``conv``, ``train``, ``forward``, ``save``, ``load``, ...).  This
 module only keeps per-network state (spec, params, optimizer state, datasets,
-iteration counter, PRNG key) and delegates all maths to the functional core.
+iteration counter, PRNG key) and delegates all maths to the functional core;
+``train``/``forward`` (:mod:`cianna_jax.driver`) and ``save``/``load``
+(:mod:`cianna_jax.saving`) work on this state from their own modules.
 Unlike CIANNA, bad calls raise Python exceptions and leave every network,
 dataset and file as it was.
 """
@@ -23,9 +25,6 @@ import numpy as np
 
 from . import console, nn, optim, parallel, training, xla_cpu
 from .checks import as_flag, as_float, as_int, as_str
-from .io import optim_file
-from .io.cianna_format import write_network
-from .io.network_file import layers_to_records, load_network
 from .layers.merge import merge_sources
 from .network import Network, Params, check_params, inference_params, make_network, set_pivots
 from .precision import Policy, get_policy
@@ -34,9 +33,8 @@ from .yolo.config import check_targets, make_config, summary
 __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
     "dense", "conv", "pool", "norm", "lrn", "grn", "merge", "linear", "relu", "logistic", "softmax", "YOLO",
-    "save", "load", "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
-    "get_state", "get_dataset", "check_dataset_targets", "save_state", "save_optimizer_state",
-    "say", "warn_once", "sgd", "adam", "rms_prop", "set_optimizer_param", "v11_transform",
+    "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
+    "get_state", "get_dataset", "check_dataset_targets", "say", "warn_once", "sgd", "adam", "rms_prop", "set_optimizer_param", "v11_transform",
     "NetState", "Dataset",
 ]
 
@@ -631,144 +629,6 @@ def softmax(*_args, **_kwargs) -> str:
 def YOLO(*_args, **_kwargs) -> str:  # noqa: N802  (CIANNA's documented name)
     """The YOLO activation string, ``"YOLO"``."""
     return "YOLO"
-
-
-# ----------------------------------------------------------------------------- save / load
-
-
-def save_state(state: NetState, file, binary: bool) -> None:
-    """Write ``state`` to ``file`` (atomic: a failed save keeps the previous file)."""
-    if not state.layers:
-        raise RuntimeError("save: the network has no layer")
-    os.makedirs("net_save", mode=0o700, exist_ok=True)
-    folder = os.path.dirname(os.fspath(file))
-    if folder and not os.path.isdir(folder):
-        raise FileNotFoundError(f"file: folder {folder!r} does not exist")
-    records = layers_to_records(state.net, state.forward_params())
-    _in_dialect(state, lambda version: write_network(file, state.in_dims, records, binary,
-                                                     version=version))
-
-
-def _in_dialect(state: NetState, fn, *, any_error: bool = False):
-    """``fn(version)`` in the network's file dialect; a V-1.0 network holding V-1.1
-    layers (``grn``, ``merge``, grouped conv...) uses V-1.1 files, which only they need.
-    ``any_error`` (reading): a file that is not a valid V-1.0 file is tried as a V-1.1
-    one, and the V-1.0 error is raised if that fails too."""
-    try:
-        return fn(state.dialect)
-    except ValueError as err:
-        if state.dialect != "1.0" or not (any_error or "version='1.1'" in str(err)):
-            raise
-        first = err
-    try:
-        return fn("1.1")
-    except ValueError:
-        raise first from None
-
-
-def save_optimizer_state(state: NetState, file, binary: bool) -> None:
-    """Write ``state``'s optimizer state (weights, EMA, buffers) as CIANNA V-1.1's
-    optimizer-state file (atomic)."""
-    if not state.layers:
-        raise RuntimeError("save: the network has no layer")
-    if state.optim_config is None:
-        raise ValueError("save_optim: the network uses CIANNA V-1.0's SGD, which has no "
-                         "optimizer-state file: init(optimizer=...)")
-    if state.opt_state is None:
-        raise RuntimeError("save_optim: the optimizer has no state yet: train first")
-    optim_file.write_optimizer_file(file, state.net, state.params, state.optim_config, state.opt_state,
-                         use_wema=bool(state.wema), wema_rate=state.wema_rate, binary=binary)
-
-
-def save(file, network: int = -1, bin: int = 0, save_optim: int = 0) -> None:
-    """Save the network in CIANNA's ASCII (``bin=0``) or binary (``bin=1``) format;
-    ``save_optim=1`` (V-1.1) writes the optimizer-state file instead (training weights,
-    EMA and optimizer buffers, for an exact resume with ``load``)."""
-    state = get_state(network)
-    file = os.fspath(file)
-    binary = bool(_int(bin, "bin"))
-    if as_flag(save_optim, "save_optim"):
-        save_optimizer_state(state, file, binary)
-    else:
-        save_state(state, file, binary)
-
-
-def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_layers: int = 0,
-         bin: int = 0, silent: int = 0) -> None:
-    """Load layers from a CIANNA save file and set the iteration counter.
-
-    Records are appended to the network's existing layers (CIANNA V-1.0.1); the first
-    ``nb_skip_layers`` records are skipped, then ``nb_layers`` are loaded (0 = all).
-    On any error nothing changes.
-    """
-    state = get_state(network)
-    iteration = _int(iteration, "iteration", minimum=0)
-    nb_layers = _int(nb_layers, "nb_layers", minimum=0)
-    nb_skip_layers = max(0, _int(nb_skip_layers, "nb_skip_layers"))
-    binary = bool(_int(bin, "bin"))
-    if optim_file.is_optimizer_file(file, binary):
-        _load_optimizer_state(state, optim_file.read_optimizer_file(
-            file, binary, in_dims=state.in_dims), iteration, silent)
-        return
-    base = state.net if state.layers else None
-    settings = state.yolo_params
-    override = not (settings or {}).get("no_override", 0)
-    loaded = _in_dialect(state, lambda version: load_network(
-        file, binary=binary, bias=None if state.dialect == "1.1" else state.bias,
-        in_dims=state.in_dims, nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
-        base_params=state.params if base else None, yolo_settings=settings,
-        yolo_override=override, version=version), any_error=True)
-    first_new = len(state.layers)
-    if loaded.yolo and loaded.net.yolo is not None:
-        if settings is None:
-            warnings.warn("loading a YOLO layer with no prior call to set_yolo_params: the "
-                          "saved geometry and default settings are used", stacklevel=2)
-        elif override:
-            cfg = loaded.net.yolo
-            _say(" WARNING: Overriding the following YOLO parameters from save file:\n"
-                 f" Nboxes = {cfg.nb_box}, Nclasses = {cfg.nb_class}, Nparams = "
-                 f"{cfg.nb_param}\n Nb dim fitted : {cfg.fit_dim}\n", silent)
-    state.bias = float(loaded.net.input_bias)
-    state.set_network(loaded.net, state.put_params(tuple(loaded.params)))
-    state.iteration = iteration
-    for i in range(first_new, len(state.layers)):
-        sin, sout = loaded.net.shapes[i]
-        _say(console.layer_summary(i, state.layers[i], sin, sout, state.b_size, loading=True),
-             silent)
-
-
-def _load_optimizer_state(state: NetState, of, iteration: int, silent) -> None:
-    """Install a CIANNA V-1.1 optimizer-state file (weights, EMA, optimizer buffers):
-    the file's optimizer is used; a network that has layers must have the same layers,
-    the same optimizer kind and the same ``wema``.  Everything is built before the state
-    changes."""
-    if tuple(of.net.in_dims) != tuple(state.in_dims):
-        raise ValueError(f"file: the network input is {of.net.in_dims}, init declared "
-                         f"{state.in_dims}")
-    if state.layers:
-        if state.net.layers != of.net.layers or state.net.inputs != of.net.inputs:
-            raise ValueError("file: its layers differ from the network's (load an "
-                             "optimizer-state file into a fresh network or the same one)")
-        if state.optim_config is None or state.optim_config.kind != of.config.kind:
-            raise ValueError(f"file: its optimizer is {of.config.kind}, the network's is "
-                             f"{getattr(state.optim_config, 'kind', 'V-1.0 SGD')}")
-        if bool(state.wema) != bool(of.use_wema):
-            raise ValueError(f"file: use_wema {int(of.use_wema)} differs from the network's "
-                             f"wema={state.wema}")
-    config = of.config
-    optimizer = v11_transform(config, bool(state.decoupled), bool(of.use_wema))
-    params = tuple(state.put_params(tuple(of.params)))
-    opt_state = optimizer.init(params)
-    opt_state = optim.set_v11_masks(opt_state, optim.v11_masks(of.net, params, state.frozen))
-    opt_state = state.put_params(optim.set_optimizer_buffers(config, opt_state, of.buffers))
-    state.bias = float(of.net.input_bias)
-    state.set_network(of.net, params)
-    state.optim_config, state.wema, state.wema_rate = config, int(bool(of.use_wema)), \
-        float(of.wema_rate)
-    state.optimizer, state.opt_state = optimizer, opt_state
-    state.iteration = iteration
-    _say(f"Loaded the optimizer state ({config.to_string()}, use_wema {int(of.use_wema)}) "
-         f"of {len(of.net.layers)} layers\n", silent)
 
 
 # ----------------------------------------------------------------------------- escape hatch

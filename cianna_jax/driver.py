@@ -23,8 +23,6 @@ from .api import (
     check_dataset_targets,
     get_dataset,
     get_state,
-    save_optimizer_state,
-    save_state,
     v11_transform,
     warn_once,
 )
@@ -34,6 +32,7 @@ from .checks import as_int as _int
 from .checks import as_str as _str
 from .layers.common import DROP_MODES
 from .network import output_rows
+from .saving import save_optimizer_state, save_state
 from .yolo import decode as yolo_decode
 
 __all__ = ["train", "forward"]

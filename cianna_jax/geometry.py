@@ -1,8 +1,8 @@
 """CIANNA's layer geometry as plain integer functions: the one place for these formulas.
 
-Used by the layer specs (:mod:`cianna_jax.layers`) and by the save-file reader
-(:mod:`cianna_jax.io.records`), which must know how many values a record holds before any
-layer exists.  No imports: safe for every module to use.
+Used by the layer specs (:mod:`cianna_jax.layers`) and by the save-file shape rules
+(:mod:`cianna_jax.io.record_shapes`), which must know how many values a record holds before
+any layer exists.  No imports: safe for every module to use.
 """
 
 from __future__ import annotations

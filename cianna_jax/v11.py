@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from . import api, driver, report
+from . import api, driver, report, saving
 from .api import adam, linear, logistic, relu, rms_prop, sgd, softmax
 from .checks import as_float, as_int
 from .layer_timing import perf_eval as _perf_eval
@@ -156,13 +156,13 @@ def get_network(network: int = 0):
 
 
 def save(file, network: int = 0, save_optim: int = 0, bin: int = 0) -> None:
-    api.save(file, network, bin, save_optim)
+    saving.save(file, network, bin, save_optim)
 
 
 def load(file, iteration: int, network: int = 0, nb_layers: int = 0, nb_skip_layers: int = 0,
          bin: int = 0, silent: int = 0) -> None:
     """V-1.1 ``load``: network files and optimizer-state files (``OptimSave``)."""
-    api.load(file, iteration, network, nb_layers, nb_skip_layers, bin, silent)
+    saving.load(file, iteration, network, nb_layers, nb_skip_layers, bin, silent)
 
 
 def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,

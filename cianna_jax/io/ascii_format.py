@@ -23,6 +23,7 @@ import re
 import numpy as np
 
 from .loader import RecordLoader, check_header, check_yolo_counts, read_state_blocks
+from .record_shapes import param_shapes
 from .records import (
     INT32_MAX,
     INT32_MIN,
@@ -39,7 +40,6 @@ from .records import (
     PoolRecord,
     YoloRecord,
     check_version,
-    param_shapes,
 )
 from .text_numbers import format_f, format_g, parse_f32, strings_to_f32
 

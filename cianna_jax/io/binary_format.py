@@ -17,6 +17,7 @@ import struct
 import numpy as np
 
 from .loader import RecordLoader, check_header, check_yolo_counts, read_state_blocks
+from .record_shapes import param_shapes
 from .records import (
     INT32_MAX,
     RECORD_KIND,
@@ -33,7 +34,6 @@ from .records import (
     PoolRecord,
     YoloRecord,
     check_version,
-    param_shapes,
 )
 
 __all__ = ["read_binary", "binary_chunks", "binary_weight_chunks", "binary_step_chunk"]

@@ -17,7 +17,7 @@ File structure (see the project spec, ``cianna_api.md`` section 11)::
 The number of learned values stored in a dense, conv or norm record is not
 written in the file: it depends on the shape of the record's input, which has
 to be propagated from the header through all previous records.  The rules are
-in :func:`output_shape` and :func:`propagate_shapes`.
+in :func:`output_shape` and :func:`propagate_shapes` (:mod:`cianna_jax.io.record_shapes`).
 
 Differences from the original loader (deliberate fixes):
 
@@ -70,6 +70,7 @@ import numpy as np
 
 from . import ascii_format, binary_format
 from .atomic import atomic_write, remove_stale_temps
+from .record_shapes import output_shape, param_shapes, propagate_shapes, validate_records
 from .records import (
     STRING_FIELD_SIZE,
     CiannaFile,
@@ -85,11 +86,7 @@ from .records import (
     YoloRecord,
     as_int_tuple,
     check_version,
-    output_shape,
-    param_shapes,
-    propagate_shapes,
     record_kind,
-    validate_records,
 )
 
 __all__ = [

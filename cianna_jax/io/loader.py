@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from .record_shapes import attach_input_shape, shape_step
 from .records import (
     MAX_RECORDS,
     STEP_EXTRA,
     CiannaFile,
     CiannaFormatError,
-    attach_input_shape,
     check_dialect,
     check_dims,
     check_fields,
@@ -25,7 +25,6 @@ from .records import (
     check_version,
     record_chars,
     record_kind,
-    shape_step,
 )
 from .records import (
     check_yolo_counts as _check_yolo_counts,
