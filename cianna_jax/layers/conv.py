@@ -47,6 +47,7 @@ from .common import (
     tap_slice,
 )
 from .grouped import grouped_conv, tap_conv
+from .products import product, times_transposed
 from .winograd import (
     batch_tiles,
     filter_transform,
@@ -175,7 +176,7 @@ def _im2col_conv(x, k, strides, padding, policy=FP32):
         kk = k[taps[0]]
     else:
         kk = jnp.concatenate([k[offs] for offs in taps], axis=0)
-    return jnp.dot(cols, kk, precision=policy.precision, preferred_element_type=policy.accum_dtype)
+    return product(cols, kk, policy.precision, policy.accum_dtype)
 
 
 def _dilated_conv(x, k, strides, padding, dil, policy=FP32, groups=1, winograd=True,
@@ -348,9 +349,8 @@ def _tiled_input_grad(g, k, in_spatial, policy=FP32):
     nd = g.ndim - 2
     f = k.shape[:nd]
     b, out = g.shape[0], g.shape[1:1 + nd]
-    cols = lax.dot_general(g.reshape(-1, g.shape[-1]), k.reshape(-1, k.shape[-1]).astype(g.dtype),
-                           (((1,), (1,)), ((), ())), precision=policy.precision,
-                           preferred_element_type=policy.accum_dtype)  # (N, taps*C)
+    cols = times_transposed(g.reshape(-1, g.shape[-1]), k.reshape(-1, k.shape[-1]).astype(g.dtype),
+                            policy.precision, policy.accum_dtype)  # (N, taps*C)
     gx = depth_to_space(cols.reshape((b,) + tuple(out) + (-1,)), f).astype(g.dtype)
     if tuple(gx.shape[1:-1]) != tuple(in_spatial):
         gx = jnp.pad(gx, [(0, 0)] + [(0, n - o * v) for n, o, v in zip(in_spatial, out, f)]

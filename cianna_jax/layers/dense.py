@@ -21,6 +21,7 @@ from ..geometry import dense_weight_shape
 from ..io.records import DenseRecord
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape, conv_dimension_numbers, dropout
+from .products import product, times_transposed
 
 __all__ = ["Dense"]
 
@@ -76,8 +77,9 @@ class Dense(LayerBase):
         if x.ndim != 2:
             return self._from_map(w, x, ctx, key, activate_output)
         pol = ctx.policy
-        z = jnp.dot(x, w.astype(x.dtype), precision=pol.precision,
-                    preferred_element_type=pol.accum_dtype).astype(x.dtype)
+        # its input gradient as times_transposed: XLA's CPU reads a large weight matrix
+        # transposed on slow code (.products)
+        z = product(x, w.astype(x.dtype), pol.precision, pol.accum_dtype).astype(x.dtype)
         return self._finish(z, ctx, key, activate_output)
 
     def _from_map(self, w, x, ctx: Ctx, key, activate_output: bool) -> jax.Array:
@@ -168,7 +170,7 @@ def _map_product_fwd(x, k, precision, accum):
 def _map_product_bwd(precision, accum, res, g):
     x, k = res
     kf = k.reshape(-1, k.shape[-1])
-    gx = jnp.dot(g, kf.T, precision=precision, preferred_element_type=accum)
+    gx = times_transposed(g, kf, precision, accum)
     gk = jnp.dot(x.reshape(x.shape[0], -1).T, g, precision=precision,
                  preferred_element_type=accum)
     return gx.reshape(x.shape).astype(x.dtype), gk.reshape(k.shape).astype(k.dtype)
