@@ -34,7 +34,8 @@ __all__ = [
     "init", "free_network", "create_dataset", "delete_dataset", "swap_data_buffers",
     "dense", "conv", "pool", "norm", "lrn", "grn", "merge", "linear", "relu", "logistic", "softmax", "YOLO",
     "set_frozen_layers", "get_network", "set_params", "set_yolo_params",
-    "get_state", "get_dataset", "check_dataset_targets", "say", "warn_once", "sgd", "adam", "rms_prop", "set_optimizer_param", "v11_transform",
+    "get_state", "get_dataset", "check_dataset_targets", "say", "warn_once",
+    "sgd", "adam", "rms_prop", "set_optimizer_param", "v11_transform",
     "NetState", "Dataset",
 ]
 
