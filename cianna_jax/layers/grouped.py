@@ -57,10 +57,16 @@ def grouped_conv(x: jax.Array, k: jax.Array, strides, padding, groups: int,
     strides, padding = tuple(strides), tuple(tuple(p) for p in padding)
     if cg <= max_tap_channels:
         return tap_conv(x, k, strides, padding, groups, policy)
-    fg = n_f // groups
-    return jnp.concatenate(
-        [xla_conv(x[..., j * cg:(j + 1) * cg], k[..., j * fg:(j + 1) * fg], strides, padding,
-                  (1,) * nd, policy) for j in range(groups)], axis=-1)
+    return _per_group(lambda xj, kj: xla_conv(xj, kj, strides, padding, (1,) * nd, policy),
+                      x, k, groups)
+
+
+def _per_group(fn, a: jax.Array, b: jax.Array, groups: int) -> jax.Array:
+    """``fn`` on each group's slice of the last axis of ``a`` and of ``b`` (``groups``
+    equal slices of each), the results concatenated on their last axis."""
+    ca, cb = a.shape[-1] // groups, b.shape[-1] // groups
+    return jnp.concatenate([fn(a[..., j * ca:(j + 1) * ca], b[..., j * cb:(j + 1) * cb])
+                            for j in range(groups)], axis=-1)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -105,13 +111,12 @@ def _tap_conv_fwd(x, k, strides, padding, groups, policy):
 def _tap_conv_bwd(strides, padding, groups, policy, res, g):
     x, k = res
     nd = x.ndim - 2
-    f, cg, fg = k.shape[:nd], k.shape[nd], k.shape[-1] // groups
+    f = k.shape[:nd]
     gp = input_grad_operand(g, f, x.shape[1:-1], strides, padding)
     gx = grouped_conv(gp, rotated_kernel(k, groups).astype(gp.dtype), (1,) * nd,
                       ((0, 0),) * nd, groups, policy)
-    gk = jnp.concatenate(
-        [weight_grad_conv(x[..., j * cg:(j + 1) * cg], g[..., j * fg:(j + 1) * fg], f, strides,
-                          padding, policy) for j in range(groups)], axis=-1)
+    gk = _per_group(lambda xj, gj: weight_grad_conv(xj, gj, f, strides, padding, policy),
+                    x, g, groups)
     return gx.astype(x.dtype), gk.astype(k.dtype)
 
 
