@@ -35,8 +35,8 @@ part() {  # part <title> <seconds> <command...>: run with a time limit, output t
   log "-- $title: exit code $rc ($(( $(date +%s) - t0 )) s)$([ "$rc" = 124 ] && echo ', TIME LIMIT REACHED')"
 }
 
-# one Python (a JAX import costs seconds): the GPU's kind (or an empty line), then the
-# versions line
+# one Python (a JAX import costs seconds): the GPU's kind (or an empty line), the
+# versions line, then the classic-emitters XLA flag where this jaxlib has it (or empty)
 INFO=$($PY - <<'EOF' 2>/dev/null
 try:
     import jax
@@ -50,11 +50,16 @@ try:
           f"optax {optax.__version__}")
 except Exception as e:
     print(f"{type(e).__name__}: {e}")
+try:
+    from cianna_jax.xla_cpu import classic_emitters_flag
+    print(classic_emitters_flag())
+except Exception:
+    print("")
 EOF
 )
-GPU=$(echo "$INFO" | head -n 1)
+GPU=$(echo "$INFO" | sed -n 1p)
 log "cianna_jax GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname)"
-log "$(echo "$INFO" | tail -n 1)"
+log "$(echo "$INFO" | sed -n 2p)"
 if [ -n "$GPU" ]; then
   log "GPU: $GPU"
   export CIANNA_JAX_TEST_OPTIMIZED=1  # the tests compile as users do (tests/conftest.py)
@@ -63,11 +68,14 @@ if [ -n "$GPU" ]; then
 else
   log "NO GPU: JAX sees no GPU on this machine; running a quick subset on the CPU (a check of"
   log "the script, not GPU numbers; XLA optimisations mostly off: JAX_DISABLE_MOST_OPTIMIZATIONS=1,"
-  log "classic CPU fusion emitters)."
+  log "classic CPU fusion emitters where this XLA has them)."
   QUICK=1
   # compiling costs more than these tiny runs take (the same programs compile 3-5x faster)
   export JAX_DISABLE_MOST_OPTIMIZATIONS=1
-  export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_cpu_use_fusion_emitters=false"
+  # XLA's classic fusion emitters where this jaxlib has them (an unknown flag in XLA_FLAGS
+  # aborts every Python that starts JAX)
+  CLASSIC=$(echo "$INFO" | sed -n 3p)
+  if [ -n "$CLASSIC" ]; then export XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }$CLASSIC"; fi
 fi
 
 # 1. parity tests in full float32 (CIANNA's FP32 mode must not silently use TF32)

@@ -21,7 +21,7 @@ First the summary table (issue 16), then the details it comes from:
 
 ``--quick`` (the smoke test, about half a minute on 2 cores) is a check that everything
 runs, not numbers: XLA's optimisations mostly off (``jax_disable_most_optimizations``
-and ``--xla_cpu_use_fusion_emitters=false``: compilation dominates such short runs),
+and, where XLA has them, the classic fusion emitters: compilation dominates such short runs),
 SDC1 at 64x64 on one batch (PyTorch not warmed up), MNIST on 96 images, the small-map
 check on 4x4 and 1x1 maps, one round, the first training steps measured in this process
 (no fresh processes, no cache) and no extras.  Ratios are medians over rounds of the
@@ -179,11 +179,12 @@ def main(argv=None) -> None:
             parser.error(f"--json: no folder {folder}")
     if a.quick:
         # compilation dominates such short runs: XLA's classic CPU fusion emitters compile
-        # the SDC1 training step 2-3x faster than the new ones (same program); read when
-        # the backend starts, below
+        # the SDC1 training step 2-3x faster than the new ones (same program), where the
+        # installed XLA still has them; read when the backend starts, below
         flags = os.environ.get("XLA_FLAGS", "")
-        if "--xla_cpu_use_fusion_emitters" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+        classic = cianna_jax.xla_cpu.classic_emitters_flag()
+        if classic and "--xla_cpu_use_fusion_emitters" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {classic}".strip()
         # PyTorch's OpenMP threads sleep instead of spinning between its calls (read when
         # torch is first imported, below): on 2 shared cores their spinning made PyTorch's
         # short MNIST epochs here 10x slower

@@ -22,15 +22,23 @@ keeps its allocator; its own opt-out, ``CIANNA_JAX_KEEP_MALLOC``); nothing else.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
-__all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started"]
+__all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started", "CLASSIC_EMITTERS",
+           "classic_emitters_flag"]
 
 #: the XLA flag :func:`tune` adds (empty value: no YNN fusion type enabled)
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 #: set this environment variable to anything but "" or "0" to keep ``XLA_FLAGS`` as it is
 OPT_OUT_ENV = "CIANNA_JAX_KEEP_XLA_FLAGS"
+#: XLA's classic CPU fusion emitters: the same fused programs compiled 2-3x faster than
+#: with the newer emitters (what the tests and the benchmarks' smoke runs want); XLA
+#: dropped the flag after jaxlib 0.11.0
+CLASSIC_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+#: the last jaxlib whose XLA knows :data:`CLASSIC_EMITTERS` (0.11.1 and 0.11.2 abort on it)
+_LAST_WITH_CLASSIC_EMITTERS = (0, 11, 0)
 
 
 def backend_started() -> bool:
@@ -58,6 +66,29 @@ def backend_started() -> bool:
         return True
     jax.config.update("jax_num_cpu_devices", current)
     return False
+
+
+def _jaxlib_version() -> tuple[int, ...] | None:
+    """The installed jaxlib's version as integers (``(0, 11, 2)``), without importing it;
+    None when it is not installed or its version does not start with numbers."""
+    from importlib import metadata
+
+    try:
+        text = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        return None
+    parts = re.match(r"(\d+(?:\.\d+)*)", text)
+    return tuple(int(p) for p in parts.group(1).split(".")) if parts else None
+
+
+def classic_emitters_flag() -> str:
+    """:data:`CLASSIC_EMITTERS` when the installed jaxlib's XLA knows that flag (up to
+    0.11.0), else ``""``.  XLA aborts the whole process, as its backend starts, on a
+    flag in ``XLA_FLAGS`` that it does not know ("Unknown flag in XLA_FLAGS"), so the
+    flag must never be added blindly."""
+    version = _jaxlib_version()
+    return CLASSIC_EMITTERS if version is not None and version <= _LAST_WITH_CLASSIC_EMITTERS \
+        else ""
 
 
 def tune(*, force: bool = False, warn: bool = True) -> bool:

@@ -103,32 +103,29 @@ def optimized_compilation():
     jax.config.update("jax_disable_most_optimizations", before)
 
 
-#: XLA's classic CPU fusion emitters instead of the newer ones (its default): the same
-#: fused programs, compiled 2-3x faster (tests/test_api.py, test_layers.py and
-#: test_conv_small_map.py: 79 s -> 37 s on 2 cores)
-CLASSIC_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
-
-
 def pytest_configure(config):
     """Compilation, not running, is what the suite's tiny programs cost: on CPU they are
     compiled with LLVM's optimisations off (``jax_disable_most_optimizations``: the same
     XLA program, fusions and numbers to the last bit or so; about a third of the compile
-    time) and XLA's classic fusion emitters (:data:`CLASSIC_EMITTERS`, unless
-    ``XLA_FLAGS`` already chooses), in this process and in the child processes and
+    time) and, where the installed XLA has them, its classic fusion emitters (the same
+    fused programs compiled 2-3x faster: tests/test_api.py, test_layers.py and
+    test_conv_small_map.py 79 s -> 37 s on 2 cores; ``xla_cpu.classic_emitters_flag``,
+    unless ``XLA_FLAGS`` already chooses), in this process and in the child processes and
     notebook kernels the tests start.  ``CIANNA_JAX_TEST_OPTIMIZED=1`` compiles as users
     do (the benchmarks and ``benchmarks/gpu_check.sh`` on a GPU always do).
 
     ``CIANNA_JAX_COMPILE_CACHE`` (see cianna_jax.compile_cache) also serves the test
     run: with a kept cache folder (CI: restore it between runs) the XLA compilations that
     dominate the suite's time are loaded instead of redone."""
+    from cianna_jax import compile_cache, xla_cpu
+
     if os.environ.get(OPTIMIZED_ENV, "") in ("", "0"):
         os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # children read it at import
         flags = os.environ.get("XLA_FLAGS", "")  # read when the backend starts (not yet)
-        if "xla_cpu_use_fusion_emitters" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} {CLASSIC_EMITTERS}".strip()
+        classic = xla_cpu.classic_emitters_flag()
+        if classic and "xla_cpu_use_fusion_emitters" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {classic}".strip()
         import jax
 
         jax.config.update("jax_disable_most_optimizations", True)
-    from cianna_jax import compile_cache
-
     compile_cache.enable_from_env()

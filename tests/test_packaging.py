@@ -115,7 +115,7 @@ def _python(code: str, **env_changes) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("flags", [None, "--xla_cpu_use_thunk_runtime=true"])
+@pytest.mark.parametrize("flags", [None, "--xla_force_host_platform_device_count=1"])
 def test_import_leaves_xla_flags_alone(flags):
     env = {} if flags is None else {"XLA_FLAGS": flags}
     out = _python("""
@@ -166,6 +166,36 @@ def test_tune_sets_the_flag_when_allowed_and_only_then():
     assert out["devices"] == 2 and out["num_cpu_devices"] == -1
     assert out["late"] == [False, ""] and out["late_quiet"] is False
     assert len(out["warnings"]) == 1 and "already started" in out["warnings"][0]
+
+
+@pytest.mark.parametrize("version, expected", [
+    ("0.10.2", xla_cpu.CLASSIC_EMITTERS), ("0.11.0", xla_cpu.CLASSIC_EMITTERS),
+    ("0.10.2.dev20260501", xla_cpu.CLASSIC_EMITTERS), ("0.11.1", ""), ("0.12.0.1", ""),
+    ("1.0", ""), ("nightly", ""), (None, "")])
+def test_classic_emitters_flag_follows_the_jaxlib_version(monkeypatch, version, expected):
+    def fake(name):
+        assert name == "jaxlib"
+        if version is None:
+            raise metadata.PackageNotFoundError(name)
+        return version
+
+    monkeypatch.setattr(metadata, "version", fake)
+    assert xla_cpu.classic_emitters_flag() == expected
+
+
+def test_classic_emitters_flag_is_one_this_xla_accepts():
+    """XLA aborts a process whose ``XLA_FLAGS`` hold a flag it does not know, as the
+    backend starts: the flag the function gives must start JAX (where it gives none, the
+    installed XLA must refuse the flag, or the version rule is out of date)."""
+    code = "import jax.numpy as jnp; print(float(jnp.ones(3).sum()))"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_cpu.CLASSIC_EMITTERS)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if xla_cpu.classic_emitters_flag():
+        assert done.returncode == 0 and done.stdout.strip() == "3.0", done.stderr[-2000:]
+    else:
+        assert done.returncode != 0 and "Unknown flag" in done.stderr, done.stdout
 
 
 def test_hugepage_tunable_is_added_once_and_respects_the_user():

@@ -385,16 +385,23 @@ def test_block_shapes_are_powers_of_two(name):
 @pytest.mark.parametrize("name", sorted(SDC1_LIKE))
 def test_kernel_lowers_for_cuda(name):
     """The non-interpreted kernel passes the Triton lowering (power-of-two shapes, only
-    supported primitives) at SDC1-like sizes; lowering needs no GPU."""
+    supported primitives) at SDC1-like sizes.  Lowering needs no GPU: an abstract H200
+    stands for it (jax 0.12's Triton lowering asks for the target's kind; arrays are made
+    outside that context, where JAX would have to place them)."""
     cfg = SDC1_LIKE[name]
     n = 4
     out = jax.ShapeDtypeStruct(output_shape(cfg, n), jnp.float32)
     tgt = jax.ShapeDtypeStruct((n, cfg.target_len), jnp.float32)
     random = cfg.rand_prob > 0
     key = jax.random.key(0) if random else None
-    low = kyl.yolo_terms_kernel.trace(
-        out, tgt, jnp.int32(0), key, cfg=cfg, startup_mode="traced" if random else "off",
-        interpret=False).lower(lowering_platforms=("cuda",))
+    step = jnp.int32(0)
+    h200 = jax.sharding.AbstractMesh(
+        (1,), ("d",), axis_types=(jax.sharding.AxisType.Auto,),
+        abstract_device=jax.sharding.AbstractDevice("NVIDIA H200", None, "cuda"))
+    with jax.sharding.use_abstract_mesh(h200):
+        low = kyl.yolo_terms_kernel.trace(
+            out, tgt, step, key, cfg=cfg, startup_mode="traced" if random else "off",
+            interpret=False).lower(lowering_platforms=("cuda",))
     assert "triton" in low.as_text()
 
 
