@@ -17,6 +17,10 @@ the persistent compilation cache when the environment asks for it
 glibc's huge-page tunable to child processes (``GLIBC_TUNABLES``, see
 :mod:`cianna_jax.host_memory`: glibc reads it when a process starts, so this process
 keeps its allocator; its own opt-out, ``CIANNA_JAX_KEEP_MALLOC``); nothing else.
+
+:func:`classic_emitters_flag` only answers a question for the test suite and the
+benchmarks' smoke runs (which flag makes short programs compile faster with the installed
+jaxlib); it sets nothing.
 """
 
 from __future__ import annotations
