@@ -27,17 +27,22 @@ from pallas_kernels.yolo_loss import runs_compiled, yolo_terms_kernel
 
 # (batch, grid, boxes, classes, params, targets per image)
 SDC1_SHAPES = [(16, 16, 6, 0, 1, 60), (16, 32, 9, 3, 3, 100), (64, 16, 6, 2, 1, 100),
-               (64, 32, 9, 3, 3, 100)]
+               (64, 32, 9, 3, 3, 100), (256, 32, 9, 3, 3, 100)]
 QUICK_SHAPES = [(4, 8, 3, 1, 1, 10)]
 
 
-def _median_time(fn, *args, repeats=7):
+def _median_time(fn, *args, repeats=7, inner=1):
+    """Median seconds per call; ``inner`` calls are queued back to back per repeat (on a
+    GPU the launches then overlap the host's dispatch, as in a training loop)."""
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
+        out = None
+        for _ in range(inner):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / inner)
     return float(np.median(times))
 
 
@@ -77,34 +82,38 @@ def main(argv=None):
                    help="without a GPU, time the interpreted kernel too (very slow)")
     p.add_argument("--block-cells", type=int, nargs="*", default=[])
     p.add_argument("--num-warps", type=int, nargs="*", default=[4])
+    p.add_argument("--tune-last", action="store_true",
+                   help="time the launch settings for the last shape only")
     a = p.parse_args(argv)
     gpu = runs_compiled()   # a GPU with the Triton lowering
+    inner = 20 if gpu else 1
     shapes = QUICK_SHAPES if a.quick else SDC1_SHAPES[:a.first]
     dev = jax.devices()[0]
     print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind})")
     print(f"{'batch':>5} {'grid':>5} {'B':>2} {'C':>2} {'P':>2} {'T':>4} | {'XLA ms':>8} "
           f"{'img/s':>8} | {'Pallas ms':>9} {'img/s':>8} | {'XLA/Pallas':>10} {'max|dg|':>8}")
-    for shape in shapes:
+    for i, shape in enumerate(shapes):
         cfg, raw, t = problem(*shape)
         f_xla = loss_and_grad(cfg, t, "xla")
-        t_xla = _median_time(f_xla, raw)
+        t_xla = _median_time(f_xla, raw, inner=inner)
         line = (f"{shape[0]:>5} {shape[1]:>5} {shape[2]:>2} {shape[3]:>2} {shape[4]:>2} "
                 f"{shape[5]:>4} | {t_xla * 1e3:>8.2f} {shape[0] / t_xla:>8.0f} | ")
         if gpu or a.interpret:
             f_pl = loss_and_grad(cfg, t, "pallas")
-            t_pl = _median_time(f_pl, raw, repeats=7 if gpu else 1)
+            t_pl = _median_time(f_pl, raw, repeats=7 if gpu else 1, inner=inner)
             dg = float(jnp.max(jnp.abs(f_pl(raw)[1] - f_xla(raw)[1])))
             line += (f"{t_pl * 1e3:>9.2f} {shape[0] / t_pl:>8.0f} | {t_xla / t_pl:>10.2f} "
                      f"{dg:>8.1e}")
         else:
             line += f"{'skipped: no GPU (--interpret to force)':>40}"
         print(line, flush=True)
-        for bc in a.block_cells:
+        tune = not a.tune_last or i == len(shapes) - 1
+        for bc in a.block_cells if tune else ():
             for nw in a.num_warps:
                 fn = partial(yolo_terms_kernel, cfg=cfg, startup_mode="off", block_cells=bc,
                              num_warps=nw)
                 tk = _median_time(fn, yolo.activation(raw, cfg), t, jnp.int32(0), None,
-                                  repeats=7 if gpu else 1)
+                                  repeats=7 if gpu else 1, inner=inner)
                 print(f"      kernel only, block_cells={bc:<3} num_warps={nw:<2}: "
                       f"{tk * 1e3:8.2f} ms", flush=True)
 
