@@ -18,7 +18,8 @@
 #   4. the SDC1 detector at 512x512, inference and training, BF16 and FP32.
 # Without a GPU it says so at the top of the file and runs a tiny subset of each part
 # on the CPU (a check of the script itself, XLA's optimisations mostly off to save compile
-# time).  GPU_CHECK_QUICK=1 forces the quick subset.
+# time).  GPU_CHECK_QUICK=1 forces the quick subset; GPU_CHECK_TESTS="tests/a.py ..."
+# replaces part 1's list of tests.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -100,8 +101,9 @@ elif [ "$QUICK" = 1 ]; then
 else
   TESTS=(tests/test_golden.py tests/test_fused_conv_pool.py tests/pallas tests/yolo/test_loss.py
          tests/test_layers_v11.py tests/test_optimizers.py tests/test_v11_api.py)
-  LIMIT1=150
+  LIMIT1=180
 fi
+if [ -n "${GPU_CHECK_TESTS:-}" ]; then read -r -a TESTS <<< "$GPU_CHECK_TESTS"; fi
 XDIST=()
 if [ -n "$GPU" ] && $PY -c "import xdist" 2>/dev/null; then
   # compiling is what these tests cost: several processes share the GPU (each takes
@@ -117,14 +119,14 @@ unset XLA_PYTHON_CLIENT_PREALLOCATE
 if [ "$QUICK" = 1 ]; then
   part 2 "YOLO loss forward+backward, Pallas vs XLA" 120 $PY benchmarks/yolo_loss.py --quick
 else
-  part 2 "YOLO loss forward+backward, Pallas vs XLA (SDC1-like shapes)" 75 \
-    $PY benchmarks/yolo_loss.py --tune-last --block-cells 8 16 32 --num-warps 4 8
+  part 2 "YOLO loss forward+backward, Pallas vs XLA (SDC1-like shapes)" 100 \
+    $PY benchmarks/yolo_loss.py --tune-last --block-cells 2 4 8 --num-warps 4 8
 fi
 
 # 3. MNIST network, 4. SDC1 detector
 Q=$([ "$QUICK" = 1 ] && echo --quick)
 part 3 "MNIST network: inference and training, FP32 / BF16 / FP16" 90 $PY benchmarks/gpu_bench.py mnist $Q
-part 4 "SDC1 detector 512x512: inference and training" 120 $PY benchmarks/gpu_bench.py sdc1 --size 512 $Q
+part 4 "SDC1 detector 512x512: inference and training" 90 $PY benchmarks/gpu_bench.py sdc1 --size 512 $Q
 
 log ""
 log "total $(( $(date +%s) - START )) s; results in $RES"

@@ -49,9 +49,15 @@ from cianna_jax.yolo.iou import iou_corners
 from . import _compat, threefry
 
 __all__ = ["KernelTerms", "Plan", "make_plan", "block_shapes", "check_block_shapes",
-           "yolo_terms_kernel", "yolo_terms_sharded", "runs_compiled", "DEFAULT_BLOCK_CELLS"]
+           "yolo_terms_kernel", "yolo_terms_sharded", "runs_compiled", "DEFAULT_BLOCK_CELLS",
+           "TABLE_BUDGET"]
 
 DEFAULT_BLOCK_CELLS = 16
+#: most elements of one (targets, boxes, cells) table per program: the body holds several
+#: such tables at once, and on an H200 (jax 0.11.2, Triton lowering, 4 warps) a block of
+#: 128 x 16 x 16 did not compile within a minute while 64 x 8 x 16 compiled and ran, so
+#: the default block narrows its cells for crowded images and many boxes
+TABLE_BUDGET = 8192
 
 # rows of the per-image target table ``[Lp, Mp, 1]``
 _VALID, _CLASS_ONLY, _CLS, _BOX, _TCELL, _DIFF, _SMALL, _STARTUP, _PARAMS = (
@@ -92,16 +98,22 @@ class Plan(NamedTuple):
 
 def make_plan(cfg: YoloConfig, n_images: int, *, block_cells: int | None = None,
               draw_table: bool = False) -> Plan:
-    """Sizes for ``n_images`` images; ``block_cells`` must be a power of two.
+    """Sizes for ``n_images`` images; ``block_cells`` must be a power of two.  By
+    default it is :data:`DEFAULT_BLOCK_CELLS`, or fewer where a block's (targets, boxes,
+    cells) tables would pass :data:`TABLE_BUDGET` elements.
 
     ``draw_table``: the random draws are read from a precomputed table (keys that the
     in-kernel threefry cannot reproduce) instead of being computed in the kernel.
     """
     G = cfg.nb_cells
-    gb = min(DEFAULT_BLOCK_CELLS, _pow2(G)) if block_cells is None else int(block_cells)
+    M = max(cfg.max_nb_obj_per_image, 1)
+    if block_cells is None:
+        fit = max(1, TABLE_BUDGET // (_pow2(M) * _pow2(cfg.nb_box)))
+        gb = min(DEFAULT_BLOCK_CELLS, _pow2(G), 1 << (fit.bit_length() - 1))
+    else:
+        gb = int(block_cells)
     if gb < 1 or gb & (gb - 1):
         raise ValueError(f"block_cells must be a power of two, received {block_cells!r}")
-    M = max(cfg.max_nb_obj_per_image, 1)
     R = 2 + 2 * cfg.nb_box
     S = M if draw_table else 0
     return Plan(N=int(n_images), G=G, Gb=gb, Gp=-(-G // gb) * gb, B=cfg.nb_box,

@@ -18,6 +18,26 @@ KERNELS = Path(__file__).parent / "data" / "golden_v11" / "kernels"
 CASES = sorted(p.name for p in KERNELS.glob("opt_*"))
 f32, f64 = np.float32, np.float64
 
+#: CIANNA's CPU kernel is matched bit for bit on the CPU.  On a GPU, XLA divides with
+#: PTX's div.full.f32 (up to 2 ulp, not correctly rounded) and fuses multiplies and adds,
+#: so one update there is within a few ulps of its operands (seen on an H200: 1 ulp on
+#: the golden cases); GPU_ULPS of them is an order of magnitude under a formula's error
+#: (epsilon inside the square root instead of outside: ~80 ulps).
+ON_GPU = jax.default_backend() == "gpu"
+GPU_ULPS = 16
+
+
+def assert_update(ours, ref, old, msg):
+    """``ours == ref`` on the CPU; on a GPU within GPU_ULPS ulps of ``|old| + |ref|``, the
+    size of the update's operands (``old``: the quantity before the update)."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    if not ON_GPU:
+        np.testing.assert_array_equal(ours, ref, err_msg=msg)
+        return
+    bound = GPU_ULPS * np.spacing((np.abs(old) + np.abs(ref)).astype(f32))
+    err = np.abs(ours.astype(f64) - ref.astype(f64))
+    assert np.all(err <= bound), (msg, float(np.max(err / bound)) * GPU_ULPS)
+
 
 def _config(meta) -> optim.OptimizerConfig:
     c, kern = meta["config"], meta["kernel"]
@@ -58,7 +78,8 @@ def _state(cfg, params, masks, lr, wd, decoupled, wema_rate):
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_kernel(case):
-    """Every step of CIANNA's CPU kernel reproduced bit for bit: weights, EMA, buffers."""
+    """Every step of CIANNA's CPU kernel reproduced bit for bit (on a GPU: within a few
+    ulps, see ``assert_update``): weights, EMA, buffers."""
     d = KERNELS / case
     meta = json.loads((d / "meta.json").read_text())
     c, cfg = meta["config"], _config(meta)
@@ -78,8 +99,8 @@ def test_golden_kernel(case):
         got = {"weights": params[0]["w"], "ema": buf["ema"]["w"]}
         got.update({n: buf[n]["w"] for n in cfg.buffer_names if n != "opt_step"})
         for name, r in ref.items():  # unused buffers: CIANNA's stay at zero
-            np.testing.assert_array_equal(np.asarray(got.get(name, 0 * r[t])), r[t],
-                                          err_msg=f"{case} step {t} {name}")
+            old = r[t - 1] if t else (w0 if name in ("weights", "ema") else 0 * r[0])
+            assert_update(got.get(name, 0 * r[t]), r[t], old, f"{case} step {t} {name}")
         if cfg.kind == "ADAM":
             assert buf["opt_step"] == t + 1
 
@@ -147,7 +168,7 @@ def test_random_against_c_reference(kind, fields, decoupled):
     under 0.5): the reference's bits, except rare one-ulp ties and, with decoupled decay,
     weights that shrink by more than half in one step (CIANNA rounds twice, ``w - decay``
     then ``- step``; one additive update cannot; the difference stays under one ulp of
-    the old weight)."""
+    the old weight).  On a GPU: within a few ulps of the operands (``assert_update``)."""
     rng = np.random.default_rng(0)
     n = 10_000
     cfg = optim.OptimizerConfig(kind, **fields)
@@ -172,12 +193,16 @@ def test_random_against_c_reference(kind, fields, decoupled):
         u, state = step(({"w": jnp.asarray(g)},), state, params)
         params = optax.apply_updates(params, u)
         w_old = w
+        before = {"weights": w, "ema": ema} | bufs
         w, ema, bufs = _c_reference(kind, hp, w, ema, g, bufs, t, dm, decoupled,
                                     cfg.has_velocity, True)
         buf = optim.optimizer_buffers(cfg, state)[0]
         ours = {"weights": np.asarray(params[0]["w"]), "ema": buf["ema"]["w"]}
         ours.update({nm: buf[nm]["w"] for nm in bufs})
         for name, ref in [("weights", w), ("ema", ema)] + list(bufs.items()):
+            if ON_GPU:
+                assert_update(ours[name], ref, before[name], f"{name} step {t}")
+                continue
             ulps = np.abs(ours[name].view(np.int32).astype(np.int64) - ref.view(np.int32))
             if decoupled and name == "weights":
                 half, double = w_old / 2, 2 * w_old  # within: w - w_old is exact
@@ -475,6 +500,8 @@ def test_hyperparameters_change_without_recompiling():
         optim.set_config(state, optim.OptimizerConfig("ADAM"))
 
 
+@pytest.mark.skipif(ON_GPU, reason="XLA's GPU division (div.full.f32) is not correctly "
+                    "rounded: a division and a product by the reciprocal look alike there")
 def test_divide_by_length_is_a_division():
     g = ({"w": jnp.asarray([1.0, 3.0, 7.0], jnp.float32)},)
     out = optim.divide_by_length(g, 3)

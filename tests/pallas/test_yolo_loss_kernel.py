@@ -381,6 +381,20 @@ def test_block_shapes_are_powers_of_two(name):
         kyl.check_block_shapes(bad)
 
 
+def test_default_block_fits_the_table_budget():
+    """Crowded images and many boxes narrow the default block of cells (a 128 x 16 x 16
+    table did not compile within a minute on an H200); an explicit block is kept."""
+    for name, cfg in SDC1_LIKE.items():
+        plan = kyl.make_plan(cfg, 16)
+        assert plan.Mp * plan.Bp * plan.Gb <= kyl.TABLE_BUDGET, name
+        assert plan.Gb == min(kyl.DEFAULT_BLOCK_CELLS, kyl.TABLE_BUDGET // (plan.Mp * plan.Bp))
+        assert kyl.make_plan(cfg, 16, block_cells=32).Gb == 32
+    sdc1 = kyl.make_plan(SDC1_LIKE["sdc1_2d"], 16)
+    assert (sdc1.Mp, sdc1.Bp, sdc1.Gb) == (128, 16, 4)
+    small = kyl.make_plan(RANDOM_CONFIGS["2d_giou_classes_params_random"].cfg, 3)
+    assert small.Gb == min(kyl.DEFAULT_BLOCK_CELLS, 1 << (small.G - 1).bit_length())
+
+
 @pytest.mark.skipif(not triton_available(), reason="this jax has no Pallas Triton lowering")
 @pytest.mark.parametrize("name", sorted(SDC1_LIKE))
 def test_kernel_lowers_for_cuda(name):
