@@ -49,8 +49,8 @@ from cianna_jax.yolo.iou import iou_corners
 from . import _compat, threefry
 
 __all__ = ["KernelTerms", "Plan", "make_plan", "block_shapes", "check_block_shapes",
-           "yolo_terms_kernel", "yolo_terms_sharded", "runs_compiled", "DEFAULT_BLOCK_CELLS",
-           "TABLE_BUDGET"]
+           "yolo_terms_kernel", "yolo_terms_sharded", "runs_compiled", "keeps_default_block",
+           "DEFAULT_BLOCK_CELLS", "TABLE_BUDGET"]
 
 DEFAULT_BLOCK_CELLS = 16
 #: most elements of one (targets, boxes, cells) table per program: the body holds several
@@ -70,6 +70,16 @@ def runs_compiled(device=None) -> bool:
     """Whether the kernel runs compiled on ``device`` (default: jax's first device): a
     GPU whose jax has the Pallas Triton lowering.  Elsewhere it is only interpreted."""
     return _compat.on_gpu(device) and _compat.triton_available()
+
+
+def keeps_default_block(cfg: YoloConfig) -> bool:
+    """Whether a block of :data:`DEFAULT_BLOCK_CELLS` cells fits :data:`TABLE_BUDGET`
+    (at most 512 padded targets x boxes).  Only there did the kernel beat the jax.numpy
+    reference on an H200 (loss and gradient, jax 0.11.2: 1.16-1.37x at 64 targets x 8
+    boxes); with narrower blocks (128 x 8 and 128 x 16) it ran at 0.70-0.72x, and each
+    problem shape took about 25-30 s to compile and time, so "auto" leaves those to XLA."""
+    tables = _pow2(max(cfg.max_nb_obj_per_image, 1)) * _pow2(cfg.nb_box)
+    return tables * DEFAULT_BLOCK_CELLS <= TABLE_BUDGET
 
 
 def _pow2(n: int) -> int:

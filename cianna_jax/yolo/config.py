@@ -52,8 +52,9 @@ IOU_TYPES = ("IoU", "GIoU", "DIoU", "DIoU2")
 #: Accepted prior distance names; "IOU" is an alias of "IoU".
 PRIOR_DIST_TYPES = ("IoU", "IOU", "SIZE", "OFFSET")
 ERROR_TYPES = ("natural", "complete")
-#: Implementations of the loss: "auto" (Pallas kernel on a GPU, jax.numpy elsewhere),
-#: "pallas" (forced; interpreted off GPU) or "xla" (the jax.numpy reference).
+#: Implementations of the loss: "auto" (Pallas kernel on a GPU where it was measured
+#: faster, jax.numpy elsewhere: ``yolo.resolve_kernel``), "pallas" (forced; interpreted
+#: off GPU) or "xla" (the jax.numpy reference).
 KERNELS = ("auto", "pallas", "xla")
 
 DEFAULT_ERROR_SCALES = (2.0, 2.0, 1.0, 2.0, 1.0, 1.0)

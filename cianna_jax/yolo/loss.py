@@ -256,15 +256,17 @@ def resolve_kernel(cfg: YoloConfig, kernel: str | None = None) -> str:
     """"pallas" or "xla": the implementation a call with ``kernel`` runs.
 
     ``kernel`` None means ``cfg.kernel``.  "auto" picks the Pallas kernel on a GPU whose
-    jax has the Pallas Triton lowering, the jax.numpy reference elsewhere; "pallas"
-    forces the kernel (interpreted off GPU: slow, for tests and debugging).
+    jax has the Pallas Triton lowering, for configurations where it was measured faster
+    (:func:`pallas_kernels.yolo_loss.keeps_default_block`: at most 512 padded targets x
+    boxes), the jax.numpy reference elsewhere; "pallas" forces the kernel (interpreted
+    off GPU: slow, for tests and debugging).
     """
     kernel = cfg.kernel if kernel is None else kernel
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, received {kernel!r}")
     if kernel != "auto":
         return kernel
-    return "pallas" if kyl.runs_compiled() else "xla"
+    return "pallas" if kyl.runs_compiled() and kyl.keeps_default_block(cfg) else "xla"
 
 
 def _run(output, targets, nb, key, cfg: YoloConfig, mode: str, kernel, *, want_delta=True,

@@ -333,6 +333,7 @@ def test_kernel_choice_and_errors():
     cfg = RANDOM_CONFIGS["2d_giou_classes_params_random"].cfg
     assert yolo.resolve_kernel(cfg, "xla") == "xla"
     assert yolo.resolve_kernel(cfg, "pallas") == "pallas"
+    assert kyl.keeps_default_block(cfg)
     expected = "pallas" if on_gpu() and triton_available() else "xla"
     assert yolo.resolve_kernel(cfg) == expected
     assert yolo.resolve_kernel(dataclasses.replace(cfg, kernel="pallas")) == "pallas"
@@ -345,10 +346,19 @@ def test_kernel_choice_and_errors():
 
 
 def test_auto_dispatch_follows_device_and_triton(monkeypatch):
-    """On a GPU "auto" takes the kernel only if this jax has the Triton lowering."""
+    """On a GPU "auto" takes the kernel only if this jax has the Triton lowering, and
+    only for configurations where it was measured faster than XLA."""
     cfg = RANDOM_CONFIGS["2d_giou_classes_params_random"].cfg
     monkeypatch.setattr(compat, "on_gpu", lambda device=None: True)
     assert yolo.resolve_kernel(cfg) == ("pallas" if triton_available() else "xla")
+    # crowded images and many boxes: measured slower than XLA on an H200
+    sdc1 = SDC1_LIKE["sdc1_2d"]
+    assert not kyl.keeps_default_block(sdc1)
+    assert yolo.resolve_kernel(sdc1) == "xla"
+    assert yolo.resolve_kernel(sdc1, "pallas") == "pallas"
+    assert kyl.keeps_default_block(SDC1_LIKE["cube_3d"])   # 64 x 8: measured faster
+    assert yolo.resolve_kernel(SDC1_LIKE["cube_3d"]) == ("pallas" if triton_available()
+                                                         else "xla")
     monkeypatch.setattr(compat, "_triton_module", lambda: None)
     assert not compat.triton_available()
     assert yolo.resolve_kernel(cfg) == "xla"
