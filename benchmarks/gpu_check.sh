@@ -112,8 +112,9 @@ if [ -n "$GPU" ] && $PY -c "import xdist" 2>/dev/null; then
   XDIST=(-n 14 --dist loadfile)
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
 fi
+# -rp: part1.log names every passed test, so the tests a time limit stopped can be named
 part 1 "golden and Pallas parity tests, float32 as users run it (no TF32 override)" $LIMIT1 \
-  $PY -m pytest -q -p no:cacheprovider -o addopts= -rfEs --tb=short --durations=10 "${XDIST[@]}" "${TESTS[@]}"
+  $PY -m pytest -q -p no:cacheprovider -o addopts= -rpfEs --tb=short --durations=10 "${XDIST[@]}" "${TESTS[@]}"
 unset XLA_PYTHON_CLIENT_PREALLOCATE
 
 # 2. YOLO loss: Pallas kernel vs XLA reference
