@@ -671,7 +671,8 @@ def set_yolo_params(nb_box: int = 0, nb_class: int = 0, nb_param: int = 0,
     Returns ``nb_box * (8 + nb_class + nb_param)``, the filter count of the YOLO conv
     layer.  Raises instead of exiting on invalid settings; a second call on a network
     whose YOLO layer exists is refused, as in CIANNA.  ``yolo_kernel`` (not in CIANNA)
-    picks the loss implementation: "auto" (Pallas kernel on a GPU), "pallas" or "xla".
+    picks the loss implementation: "auto" (the Pallas kernel on a GPU where it was
+    measured faster, see ``yolo.resolve_kernel``), "pallas" or "xla".
     """
     state = get_state(network)
     if state.yolo_cfg is not None:
