@@ -47,7 +47,9 @@ def _rate(fn, n_images: int, repeats: int) -> float:
 
 
 def _loops(net, x, t, batch: int, mode: str, lr: float, mom: float, steps: int):
-    """(inference pass, training pass) closures over ``steps`` batches of device data."""
+    """Closures over ``steps`` batches of device data: the inference pass, the training
+    pass (one call per step) and the same training as one call (``train_steps``, a scan:
+    no dispatch per step; "auto" gives it only on CPU so far)."""
     policy = get_policy(mode)
     params = cj.init_params(jax.random.key(0), net)
     opt = cj.make_optimizer(lr, mom, masks=functools.partial(cj.cianna_masks, net))
@@ -70,7 +72,15 @@ def _loops(net, x, t, batch: int, mode: str, lr: float, mom: float, steps: int):
         state["p"], state["s"] = p, s
         return loss
 
-    return infer, train
+    n_valid = jnp.full((steps,), batch, jnp.int32)
+
+    def scan():
+        p, s, sums = training.train_steps(net, opt, state["p"], state["s"], x, t, n_valid,
+                                          key, policy=policy)
+        state["p"], state["s"] = p, s
+        return sums
+
+    return {"infer": infer, "train": train, "scan": scan}
 
 
 def mnist(quick: bool) -> list[str]:
@@ -79,8 +89,9 @@ def mnist(quick: bool) -> list[str]:
     net = bench_mnist.mnist_network()
     gpu = jax.default_backend() == "gpu"
     lines = []
-    configs = [(8192, 16, "infer"), (256, 16, "train"), (2048, 8, "train")] if gpu else \
-        [(256, 2, "infer"), (64, 2, "train")]
+    configs = [(8192, 16, "infer"), (256, 16, "train"), (256, 16, "scan"),
+               (2048, 8, "train")] if gpu else [(256, 2, "infer"), (64, 2, "train"),
+                                                (64, 2, "scan")]
     if quick:
         configs = configs[:2] if gpu else [(64, 2, "infer"), (64, 2, "train")]
     for batch, steps, kind in configs:
@@ -88,10 +99,11 @@ def mnist(quick: bool) -> list[str]:
         x = jnp.asarray(rng.uniform(size=(steps, batch, 28, 28, 1)).astype(np.float32))
         t = jnp.asarray(np.eye(10, dtype=np.float32)[rng.integers(0, 10, (steps, batch))])
         modes = MODES if not quick else MODES[:2] if gpu else CPU_QUICK_MODES[kind]
+        if kind == "scan" or (gpu and batch == 256):  # the dispatch cost, in FP32
+            modes = MODES[:1]
         for mode in modes:
-            infer, train = _loops(net, x, t, batch, mode, bench_mnist.LR, bench_mnist.MOMENTUM,
-                                  steps)
-            r = _rate(infer if kind == "infer" else train, batch * steps, 5 if gpu else 2)
+            fns = _loops(net, x, t, batch, mode, bench_mnist.LR, bench_mnist.MOMENTUM, steps)
+            r = _rate(fns[kind], batch * steps, 5 if gpu else 2)
             lines.append(f"MNIST {kind:<5} batch {batch:>5} {mode:<12} {r:>14,.0f} img/s")
             print(lines[-1], flush=True)
     if gpu:
@@ -115,9 +127,8 @@ def sdc1(size: int, quick: bool) -> list[str]:
         x = jnp.asarray(x_h.reshape((steps, batch) + x_h.shape[1:]))
         t = jnp.asarray(t_h.reshape((steps, batch) + t_h.shape[1:]))
         for mode in modes:
-            infer, train = _loops(net, x, t, batch, mode, bench_sdc1.LR, bench_sdc1.MOMENTUM,
-                                  steps)
-            r = _rate(infer if kind == "infer" else train, batch * steps, 5 if gpu else 1)
+            fns = _loops(net, x, t, batch, mode, bench_sdc1.LR, bench_sdc1.MOMENTUM, steps)
+            r = _rate(fns[kind], batch * steps, 5 if gpu else 1)
             fwd, trn = bench_sdc1.flops_per_image(size)
             tf = r * (fwd if kind == "infer" else trn) / 1e12
             lines.append(f"SDC1 {size}x{size} {kind:<5} batch {batch:>3} {mode:<12} "
