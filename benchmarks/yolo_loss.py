@@ -2,7 +2,7 @@
 
     python benchmarks/yolo_loss.py                  # SDC1-like shapes, both kernels
     python benchmarks/yolo_loss.py --quick          # one small shape
-    python benchmarks/yolo_loss.py --block-cells 8 16 32 --num-warps 4 8   # GPU tuning
+    python benchmarks/yolo_loss.py --block-cells 2 4 8 --num-warps 4 8 --tune-last  # GPU tuning
 
 Each row times one jitted ``jax.grad`` of :func:`cianna_jax.yolo.yolo_loss` (the
 training path: association, delta, displayed loss) for ``kernel="xla"`` and
