@@ -108,8 +108,10 @@ if [ -n "${GPU_CHECK_TESTS:-}" ]; then read -r -a TESTS <<< "$GPU_CHECK_TESTS"; 
 XDIST=()
 if [ -n "$GPU" ] && $PY -c "import xdist" 2>/dev/null; then
   # compiling is what these tests cost: several processes share the GPU (each takes
-  # memory as it needs it instead of 75% of the card at start)
-  XDIST=(-n 14 --dist loadfile)
+  # memory as it needs it instead of 75% of the card at start), each test to the next
+  # free one (--dist load: with loadfile, on 2026-12-04, the YOLO loss files each held
+  # one process past the time limit)
+  XDIST=(-n 14 --dist load)
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
 fi
 # -rp: part1.log names every passed test, so the tests a time limit stopped can be named
