@@ -109,8 +109,8 @@ XDIST=()
 if [ -n "$GPU" ] && $PY -c "import xdist" 2>/dev/null; then
   # compiling is what these tests cost: several processes share the GPU (each takes
   # memory as it needs it instead of 75% of the card at start), each test to the next
-  # free one (--dist load: with loadfile, on 2026-12-04, the YOLO loss files each held
-  # one process past the time limit)
+  # free one (--dist load; with loadfile each file stays on one process, and the two YOLO
+  # loss files, 130 tests compiled for the GPU, were the likely end of 2026-12-04's runs)
   XDIST=(-n 14 --dist load)
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
 fi
