@@ -182,9 +182,8 @@ def main(argv=None) -> None:
         # the SDC1 training step 2-3x faster than the new ones (same program), where the
         # installed XLA still has them; read when the backend starts, below
         flags = os.environ.get("XLA_FLAGS", "")
-        classic = cianna_jax.xla_cpu.classic_emitters_flag()
-        if classic and "--xla_cpu_use_fusion_emitters" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} {classic}".strip()
+        if (new := cianna_jax.xla_cpu.with_classic_emitters(flags)) != flags:
+            os.environ["XLA_FLAGS"] = new
         # PyTorch's OpenMP threads sleep instead of spinning between its calls (read when
         # torch is first imported, below): on 2 shared cores their spinning made PyTorch's
         # short MNIST epochs here 10x slower

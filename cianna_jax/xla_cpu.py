@@ -18,9 +18,9 @@ glibc's huge-page tunable to child processes (``GLIBC_TUNABLES``, see
 :mod:`cianna_jax.host_memory`: glibc reads it when a process starts, so this process
 keeps its allocator; its own opt-out, ``CIANNA_JAX_KEEP_MALLOC``); nothing else.
 
-:func:`classic_emitters_flag` only answers a question for the test suite and the
-benchmarks' smoke runs (which flag makes short programs compile faster with the installed
-jaxlib); it sets nothing.
+:func:`classic_emitters_flag` and :func:`with_classic_emitters` only answer a question
+for the test suite and the benchmarks' smoke runs (which flag makes short programs compile
+faster with the installed jaxlib); they set nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import warnings
 
 __all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started", "CLASSIC_EMITTERS",
-           "classic_emitters_flag"]
+           "classic_emitters_flag", "with_classic_emitters"]
 
 #: the XLA flag :func:`tune` adds (empty value: no YNN fusion type enabled)
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
@@ -93,6 +93,16 @@ def classic_emitters_flag() -> str:
     version = _jaxlib_version()
     return CLASSIC_EMITTERS if version is not None and version <= _LAST_WITH_CLASSIC_EMITTERS \
         else ""
+
+
+def with_classic_emitters(flags: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) with :func:`classic_emitters_flag` added, unless
+    the installed XLA lacks that flag or ``flags`` already choose the fusion emitters.
+    Returns the new value and sets nothing (the tests and ``run_all.py --quick`` set it)."""
+    classic = classic_emitters_flag()
+    if not classic or "--xla_cpu_use_fusion_emitters" in flags:
+        return flags
+    return f"{flags} {classic}".strip()
 
 
 def tune(*, force: bool = False, warn: bool = True) -> bool:

@@ -109,7 +109,7 @@ def pytest_configure(config):
     XLA program, fusions and numbers to the last bit or so; about a third of the compile
     time) and, where the installed XLA has them, its classic fusion emitters (the same
     fused programs compiled 2-3x faster: tests/test_api.py, test_layers.py and
-    test_conv_small_map.py 79 s -> 37 s on 2 cores; ``xla_cpu.classic_emitters_flag``,
+    test_conv_small_map.py 79 s -> 37 s on 2 cores; ``xla_cpu.with_classic_emitters``,
     unless ``XLA_FLAGS`` already chooses), in this process and in the child processes and
     notebook kernels the tests start.  ``CIANNA_JAX_TEST_OPTIMIZED=1`` compiles as users
     do (the benchmarks and ``benchmarks/gpu_check.sh`` on a GPU always do).
@@ -122,9 +122,8 @@ def pytest_configure(config):
     if os.environ.get(OPTIMIZED_ENV, "") in ("", "0"):
         os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # children read it at import
         flags = os.environ.get("XLA_FLAGS", "")  # read when the backend starts (not yet)
-        classic = xla_cpu.classic_emitters_flag()
-        if classic and "xla_cpu_use_fusion_emitters" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} {classic}".strip()
+        if (new := xla_cpu.with_classic_emitters(flags)) != flags:
+            os.environ["XLA_FLAGS"] = new
         import jax
 
         jax.config.update("jax_disable_most_optimizations", True)

@@ -183,6 +183,25 @@ def test_classic_emitters_flag_follows_the_jaxlib_version(monkeypatch, version, 
     assert xla_cpu.classic_emitters_flag() == expected
 
 
+C = "--xla_cpu_use_fusion_emitters=false"  # xla_cpu.CLASSIC_EMITTERS
+D = "--xla_force_host_platform_device_count=2"
+U = "--xla_cpu_use_fusion_emitters=true"
+
+
+@pytest.mark.parametrize("classic, flags, expected", [
+    (C, "", C), (C, D, f"{D} {C}"), (C, U, U), (C, f"{D} {U}", f"{D} {U}"),
+    ("", "", ""), ("", D, D)])
+def test_with_classic_emitters_adds_the_flag_unless_chosen(monkeypatch, classic, flags,
+                                                           expected):
+    """The flag is added where this XLA has it, never over the user's own choice, and
+    nothing is set."""
+    assert xla_cpu.CLASSIC_EMITTERS == C
+    monkeypatch.setattr(xla_cpu, "classic_emitters_flag", lambda: classic)
+    before = os.environ.get("XLA_FLAGS")
+    assert xla_cpu.with_classic_emitters(flags) == expected
+    assert os.environ.get("XLA_FLAGS") == before
+
+
 def test_classic_emitters_flag_is_one_this_xla_accepts():
     """XLA aborts a process whose ``XLA_FLAGS`` hold a flag it does not know, as the
     backend starts: the flag the function gives must start JAX (where it gives none, the
