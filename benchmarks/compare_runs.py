@@ -78,6 +78,19 @@ def _span(values: list[float], fmt: str) -> str:
     return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
+def vector_units(runs: list[dict]) -> dict[str, list[int]]:
+    """The runs (1-based numbers) per vector unit their record names (``about.vector_isa``,
+    written since 2026-12-04's twenty-fourth session; "?" for older records)."""
+    kinds: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        kinds.setdefault(run.get("about", {}).get("vector_isa") or "?", []).append(i + 1)
+    return kinds
+
+
+def _numbers(ix: list[int]) -> str:
+    return ", ".join(str(i) for i in ix)
+
+
 def format_report(runs: list[dict]) -> str:
     rows = compare(runs)
     lines = [f"{len(runs)} run(s):"]
@@ -86,9 +99,16 @@ def format_report(runs: list[dict]) -> str:
         load = "/".join("-" if a.get(k) is None else f"{a[k]:.1f}"
                         for k in ("load_start", "load_end"))
         lines.append(f"  [{i + 1}] {a.get('date', '?')}, {a.get('host', '?')} "
-                     f"({a.get('cpus', '?')} CPUs), jax {a.get('jax', '?')}, PyTorch "
+                     f"({a.get('cpus', '?')} CPUs, {a.get('vector_isa') or '?'}), "
+                     f"jax {a.get('jax', '?')}, PyTorch "
                      f"{a.get('torch') or '-'}, load {load}{', QUICK' if a.get('quick') else ''}"
                      f": {run['path']}")
+    kinds = vector_units(runs)
+    if len(kinds) > 1:
+        lines.append("  these runs come from processors with different vector units ("
+                     + "; ".join(f"{isa}: runs {_numbers(ix)}" for isa, ix in kinds.items())
+                     + "): XLA's and PyTorch's kernels differ between them, so compare the "
+                     "ratios of one kind (give its records only)")
     w = 1 + max([30] + [len(r["workload"]) for r in rows])
     head = (f"{'workload':<{w}}{'ours img/s':>12}{'torch img/s':>13}{'lowest':>8}"
             f"{'median':>8}{'highest':>8}{'target':>8}{'met':>7}")
@@ -164,7 +184,9 @@ def plot(runs: list[dict], path: str) -> str:
     ax.set_yticks(list(y.values()), list(y.keys()))
     ax.set_xlabel("speed ratio, cianna_jax / PyTorch (img/s, same process, alternated rounds)")
     hosts = sorted({run.get("about", {}).get("host", "?") for run in runs})
-    ax.set_title(f"cianna_jax against PyTorch: {len(runs)} run(s) on {', '.join(hosts)}")
+    units = ", ".join(k for k in vector_units(runs) if k != "?")
+    ax.set_title(f"cianna_jax against PyTorch: {len(runs)} run(s) on {', '.join(hosts)}"
+                 + (f" ({units})" if units else ""))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()

@@ -6,7 +6,10 @@ The machines this project is measured on differ from session to session (the sam
 2026-12-02, fastest calls, where an earlier one was noted at about 310), and a network's
 ratio against PyTorch is bounded by
 how close PyTorch already runs to this rate: printing it with each run makes the ratios
-of different machines comparable.
+of different machines comparable.  The line also names the processor and its widest
+vector unit (:func:`cpu_info`): the same "2-core AMD EPYC" kind came with AVX-512 in the
+first twenty-three sessions (XLA 194-263 GFLOP/s) and with AVX2 only on 2026-12-04's
+twenty-fourth (XLA 86-111 GFLOP/s).
 
     python benchmarks/machine_peak.py [--n 2048] [--repeats 7]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 import time
 
@@ -24,6 +28,39 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installe
 import numpy as np  # noqa: E402
 
 THREADS = 2
+
+#: the widest vector instruction set named in a CPU's flags, widest first
+VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+               ("asimd", "NEON"))
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """``{"model", "vector_isa"}`` from the text of Linux's ``/proc/cpuinfo``: the first
+    processor's model name and its widest vector unit (:data:`VECTOR_ISAS`), None for
+    what the text does not say."""
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and model is None:
+            model = value.strip() or None
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
+    return dict(model=model, vector_isa=isa)
+
+
+def cpu_info() -> dict:
+    """This machine's processor model and widest vector unit (:func:`parse_cpuinfo` of
+    ``/proc/cpuinfo``; elsewhere the platform's processor name and no vector unit)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = parse_cpuinfo(f.read())
+    except OSError:
+        info = dict(model=None, vector_isa=None)
+    if info["model"] is None:
+        info["model"] = platform.processor() or None
+    return info
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -60,10 +97,15 @@ def run(n: int = 2048, repeats: int = 7) -> dict:
     return out
 
 
-def format_line(r: dict) -> str:
+def format_line(r: dict, cpu: dict | None = None) -> str:
+    """The yardstick line; ``cpu`` (:func:`cpu_info`) names the processor first."""
     torch = f"{r['torch']:,.0f}" if r["torch"] is not None else "-"
-    return (f"machine: float32 matrix product {r['n']}x{r['n']}, fastest of the calls: "
-            f"XLA {r['xla']:,.0f} GFLOP/s, PyTorch ({THREADS} threads) {torch} GFLOP/s")
+    where = ""
+    if cpu is not None:
+        where = (f"{cpu.get('model') or 'unknown processor'} "
+                 f"({cpu.get('vector_isa') or 'vector unit unknown'}), ")
+    return (f"machine: {where}float32 matrix product {r['n']}x{r['n']}, fastest of the "
+            f"calls: XLA {r['xla']:,.0f} GFLOP/s, PyTorch ({THREADS} threads) {torch} GFLOP/s")
 
 
 def main(argv=None) -> None:
@@ -74,7 +116,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=7)
     a = parser.parse_args(argv)
-    print(format_line(run(a.n, a.repeats)))
+    print(format_line(run(a.n, a.repeats), cpu_info()))
 
 
 if __name__ == "__main__":

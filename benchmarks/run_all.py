@@ -197,8 +197,10 @@ def main(argv=None) -> None:
     import machine_peak
 
     t0 = time.perf_counter()
+    cpu = machine_peak.cpu_info()
     about = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), host=platform.node(),
                  machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                 cpu_model=cpu["model"], vector_isa=cpu["vector_isa"],
                  jax=jax.__version__, device=jax.devices()[0].platform,
                  xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
                  glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
@@ -207,7 +209,7 @@ def main(argv=None) -> None:
           f"XLA_FLAGS={about['xla_flags']!r}, GLIBC_TUNABLES={about['glibc_tunables']!r}, "
           f"load average {about['load_start']:.2f}")
     peak = machine_peak.run(256, 1) if a.quick else machine_peak.run()
-    print(machine_peak.format_line(peak))
+    print(machine_peak.format_line(peak, cpu))
 
     if a.quick:
         # and LLVM's optimisations off: the SDC1 training step then compiles in about

@@ -116,6 +116,30 @@ def test_machine_peak_measures_both_sides():
         assert r["torch"] is None
     line = machine_peak.format_line(r)
     assert line.startswith("machine: float32 matrix product 64x64") and "GFLOP/s" in line
+    named = machine_peak.format_line(r, dict(model="AMD EPYC", vector_isa="AVX2"))
+    assert named.startswith("machine: AMD EPYC (AVX2), float32 matrix product 64x64")
+    cpu = machine_peak.cpu_info()
+    assert set(cpu) == {"model", "vector_isa"}
+
+
+def test_cpuinfo_names_the_widest_vector_unit():
+    """``/proc/cpuinfo`` texts of the machines seen: an AVX-512 and an AVX2 EPYC, an
+    Arm core (NEON), and a text without flags."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import machine_peak
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu sse sse4_2 avx fma avx2 {}\n\nprocessor\t: 1\n"
+            "model name\t: other\nflags\t\t: fpu\n")
+    assert machine_peak.parse_cpuinfo(epyc.format("avx512f avx512bw")) == dict(
+        model="AMD EPYC", vector_isa="AVX-512")
+    assert machine_peak.parse_cpuinfo(epyc.format("bmi2")) == dict(model="AMD EPYC",
+                                                                    vector_isa="AVX2")
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\n"
+    assert machine_peak.parse_cpuinfo(arm) == dict(model=None, vector_isa="NEON")
+    assert machine_peak.parse_cpuinfo("") == dict(model=None, vector_isa=None)
 
 
 def test_summary_adds_mixed_precision_rows_without_target():
