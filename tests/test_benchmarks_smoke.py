@@ -33,7 +33,7 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
                    "MNIST b64 imper. training", "MNIST b64 imper. inference",
                    "first training step, mnist", "first training step, sdc1 64x64",
                    "small-map check:", "== Small-map check ==",
-                   "machine: float32 matrix product 256x256",
+                   "float32 matrix product 256x256",
                    "SDC1 64 training, nominal GFLOP/s / the machine's matrix product rate"):
         assert needle in text, needle
     lines = text.splitlines()
@@ -52,6 +52,10 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
         sys.path.remove(str(ROOT / "benchmarks"))
     (run,) = compare_runs.load_runs([str(record)])
     assert run["about"]["quick"] is True and run["about"]["cpus"] >= 1
+    # the record and the machine line name the processor's vector unit (or None / unknown)
+    assert {"cpu_model", "vector_isa"} <= set(run["about"])
+    machine = next(s for s in lines if s.startswith("machine: "))
+    assert f"({run['about']['vector_isa'] or 'vector unit unknown'})" in machine
     assert len(run["rows"]) == 3 + 4 and len(run["first_steps"]) == 2
     for r in run["rows"]:
         line = next(s for s in lines if s.startswith(r["workload"] + " "))
@@ -75,7 +79,8 @@ def test_gpu_check_script_on_cpu(tmp_path):
     parts = re.findall(r"^-- (.+): exit code (\d+) ", text, flags=re.M)
     assert len(parts) == 4 and all(rc == "0" for _, rc in parts), text
     assert re.search(r"^\d+ passed", text, flags=re.M), text  # the parity tests
-    for needle in ("XLA ms", "MNIST infer", "MNIST train", "SDC1 32x32 infer"):
+    for needle in ("XLA ms", "terms alone (no activation, no gradient): XLA ",
+                   "MNIST infer", "MNIST train", "SDC1 32x32 infer"):
         assert needle in text, needle
 
 
