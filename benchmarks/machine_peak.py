@@ -7,9 +7,9 @@ The machines this project is measured on differ from session to session (the sam
 ratio against PyTorch is bounded by
 how close PyTorch already runs to this rate: printing it with each run makes the ratios
 of different machines comparable.  The line also names the processor and its widest
-vector unit (:func:`cpu_info`): the same "2-core AMD EPYC" kind came with AVX-512 in the
-first twenty-three sessions (XLA 194-263 GFLOP/s) and with AVX2 only on 2026-12-04's
-twenty-fourth (XLA 86-111 GFLOP/s).
+vector unit (:func:`cpu_info`): the same "2-core AMD EPYC" kind came with AVX-512 in
+every earlier session whose notes name it (XLA mostly 190-263 GFLOP/s) and with AVX2 only
+in 2026-12-04's twenty-fourth (XLA 86-111 GFLOP/s; benchmarks/README.md).
 
     python benchmarks/machine_peak.py [--n 2048] [--repeats 7]
 """
