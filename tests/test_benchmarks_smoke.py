@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark suite (slow: child processes that compile whole networks;
 their quick paths keep XLA's optimisations mostly off, see benchmarks/run_all.py)."""
 
+import importlib
 import os
 import re
 import shutil
@@ -13,6 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
+
+
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (the folder is on ``sys.path`` only while it
+    is imported)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def _env():
@@ -45,11 +56,7 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
         assert len(rows) == (3 if prefix.startswith("SDC1") else 4), rows
         assert all(float(r.split()[col]) > 0 for r in rows), rows
     # --json: the same rows as a record that compare_runs.py reads
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare_runs
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    compare_runs = _benchmark("compare_runs")
     (run,) = compare_runs.load_runs([str(record)])
     assert run["about"]["quick"] is True and run["about"]["cpus"] >= 1
     # the record and the machine line name the processor's vector unit (or None / unknown)
@@ -107,11 +114,7 @@ def test_layer_benchmark_against_pytorch():
 
 
 def test_machine_peak_measures_both_sides():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import machine_peak
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    machine_peak = _benchmark("machine_peak")
     r = machine_peak.run(64, 1)
     assert r["n"] == 64 and r["xla"] > 0
     try:
@@ -130,11 +133,7 @@ def test_machine_peak_measures_both_sides():
 def test_cpuinfo_names_the_widest_vector_unit():
     """``/proc/cpuinfo`` texts of the machines seen: an AVX-512 and an AVX2 EPYC, an
     Arm core (NEON), and a text without flags."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import machine_peak
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    machine_peak = _benchmark("machine_peak")
     epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
             "flags\t\t: fpu sse sse4_2 avx fma avx2 {}\n\nprocessor\t: 1\n"
             "model name\t: other\nflags\t\t: fpu\n")
@@ -150,11 +149,7 @@ def test_cpuinfo_names_the_widest_vector_unit():
 def test_summary_adds_mixed_precision_rows_without_target():
     """``run_all.py --mixed-precision MODE``: the mode's SDC1 rows follow the float32 ones,
     with their ratio against PyTorch and no target (the targets are float32's)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import run_all
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    run_all = _benchmark("run_all")
     res = {"cianna_jax": {"train": 20.0, "train_ratio": 1.10, "train_spread": 1.2},
            "cianna_jax TF32C_FP32A": {"train": 24.0, "train_ratio": 1.32, "train_spread": 1.3},
            "torch": {"train": 18.0}}
@@ -168,11 +163,7 @@ def test_summary_adds_mixed_precision_rows_without_target():
 
 
 def test_grouped_benchmark_times_every_side():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import bench_grouped
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    bench_grouped = _benchmark("bench_grouped")
     rows = bench_grouped.run(batch=2, repeats=1, layers=[("2 groups", 6, 4, 4, 2),
                                                          ("depth-wise", 6, 4, 4, 4)])
     kinds = {"ours fwd", "ours train", "xla fwd", "xla train"}
