@@ -87,10 +87,6 @@ def vector_units(runs: list[dict]) -> dict[str, list[int]]:
     return kinds
 
 
-def _numbers(ix: list[int]) -> str:
-    return ", ".join(str(i) for i in ix)
-
-
 def format_report(runs: list[dict]) -> str:
     rows = compare(runs)
     lines = [f"{len(runs)} run(s):"]
@@ -106,7 +102,7 @@ def format_report(runs: list[dict]) -> str:
     kinds = vector_units(runs)
     if len(kinds) > 1:
         lines.append("  these runs come from processors with different vector units ("
-                     + "; ".join(f"{isa}: runs {_numbers(ix)}" for isa, ix in kinds.items())
+                     + "; ".join(f"{isa}: runs {', '.join(map(str, ix))}" for isa, ix in kinds.items())
                      + "): XLA's and PyTorch's kernels differ between them, so compare the "
                      "ratios of one kind (give its records only)")
     w = 1 + max([30] + [len(r["workload"]) for r in rows])
