@@ -393,11 +393,13 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
     mixed-precision ``policy`` of the passes that will use them (a Policy or a CIANNA
     ``mixed_precision`` string: it picks the Winograd tile of the wide 3x3 layers).
 
-    Layers that define ``inference_params`` (convolutions run as Winograd on CPU: the
-    filters already transformed and the bias term, see
-    :meth:`cianna_jax.layers.conv.Conv.inference_params`) get that form, except convs
-    that run fused with their max pool under ``policy``; the others keep theirs (the
-    same arrays, no copy).  :func:`apply`, :func:`apply_layers` and
+    Layers that define ``inference_params`` get that form: convolutions run as
+    Winograd on CPU (the filters already transformed and the bias term, see
+    :meth:`cianna_jax.layers.conv.Conv.inference_params`), except convs that run fused
+    with their max pool under ``policy``, and dense layers that read a map (their
+    weight rows in the map's channel-last order,
+    :meth:`cianna_jax.layers.dense.Dense.inference_params`); the others keep theirs
+    (the same arrays, no copy).  :func:`apply`, :func:`apply_layers` and
     :func:`cianna_jax.training.eval_step` take either form and give the same numbers
     (to float rounding: the summation order may differ); the laid-out form skips the
     filter transforms every call would otherwise do.  Save, train and

@@ -171,3 +171,12 @@ def test_grouped_benchmark_times_every_side():
     assert all(kinds <= set(r["ms"]) and all(v > 0 for v in r["ms"].values()) for r in rows)
     text = bench_grouped.format_table(rows)
     assert "depth-wise" in text and "ours GFLOP/s" in text
+
+
+def test_dense_map_benchmark_times_both_layouts():
+    bench_dense_map = _benchmark("bench_dense_map")
+    rows = bench_dense_map.run(layers=[(2, 3, 4, 5)], repeats=1)
+    (r,) = rows
+    assert r["shape"] == "3x3x4->5" and r["ms_rows"] > 0 and r["ms_laid"] > 0
+    assert r["max_diff"] < 1e-5  # the same outputs from both layouts
+    assert "3x3x4->5" in bench_dense_map.format_table(rows)

@@ -188,7 +188,9 @@ def test_inference_params_give_the_same_outputs():
     """Layers that do not run as Winograd keep their params as they are (the same
     arrays: the kernels are channel-last already) through every conv path: fused with a
     max pool, XLA's convolution (strided), a deep layer on a small map, a conv after a
-    dense layer; dense layers keep their weights; the outputs are the same."""
+    dense layer; dense layers that read a map get their rows in the map's channel-last
+    order (``map_kernel[h, w, c]`` is CIANNA's row ``c*H*W + h*W + w``) and ``bias``
+    times the bias row; the outputs are the same."""
     from cianna_jax import network, training
 
     net = nn.network([8, 8], 2, [
@@ -199,9 +201,15 @@ def test_inference_params_give_the_same_outputs():
         nn.dense(4, activation="SMAX")], bias=0.3)
     params = cj.init_params(jax.random.key(4), net)
     prep = network.inference_params(net, params)
-    assert all(a is b for a, b in zip(prep, params))
+    assert all(a is b for i, (a, b) in enumerate(zip(prep, params)) if i not in (4, 6))
     assert prep[0]["kernel"].shape == (1, 3, 3, 2, 4) and prep[3]["bias_weight"].shape == (16,)
     assert prep[5]["kernel"].shape == (1, 1, 1, 3, 3)
+    for i, (h, w, c) in ((4, (2, 2, 16)), (6, (2, 2, 3))):
+        k, rows = np.asarray(prep[i]["map_kernel"]), np.asarray(params[i]["w"])
+        assert set(prep[i]) == {"map_kernel", "bias_row"} and k.shape == (h, w, c, rows.shape[1])
+        hh, ww, cc = np.meshgrid(range(h), range(w), range(c), indexing="ij")
+        np.testing.assert_array_equal(k, rows[cc * h * w + hh * w + ww])
+        np.testing.assert_allclose(prep[i]["bias_row"], net.layers[i].bias * rows[-1], rtol=1e-6)
     x = np.asarray(jax.random.normal(jax.random.key(5), (2, 8, 8, 2)), np.float32)
     t = np.eye(4, dtype=np.float32)[[1, 3]]
     want, want_loss = training.eval_step(net, params, x, t, np.int32(2))
@@ -209,6 +217,20 @@ def test_inference_params_give_the_same_outputs():
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(got_loss, want_loss, rtol=2e-5)
     assert not np.allclose(want[:, :-1], 0.25, atol=1e-3)  # the outputs depend on x
+
+
+def test_laid_out_dense_weights_refuse_another_map():
+    """A dense layer's laid-out weights name the map they read: another map is a
+    ValueError giving both shapes, before any computation."""
+    from cianna_jax.layers.common import Shape
+
+    net = nn.network([4, 4], 3, [nn.dense(5)], bias=0.5)
+    params = cj.init_params(jax.random.key(1), net)
+    layer = net.layers[0]
+    laid = layer.inference_params(params[0], Shape(4, 4, 1, 3), 2)
+    assert laid["map_kernel"].shape == (4, 4, 3, 6)
+    with pytest.raises(ValueError, match=r"\(4, 4, 3\).*\(4, 3, 4\)"):
+        layer.apply(laid, np.zeros((2, 4, 3, 4), np.float32), Ctx(nd=2))
 
 
 def test_inference_params_3d_groups_int_padding_and_bf16():
