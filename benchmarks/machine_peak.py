@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -27,40 +26,10 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installe
 
 import numpy as np  # noqa: E402
 
+# the processor's model and vector unit: the package's own reading (re-exported)
+from cianna_jax.host_cpu import cpu_info, parse_cpuinfo  # noqa: E402,F401
+
 THREADS = 2
-
-#: the widest vector instruction set named in a CPU's flags, widest first
-VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
-               ("asimd", "NEON"))
-
-
-def parse_cpuinfo(text: str) -> dict:
-    """``{"model", "vector_isa"}`` from the text of Linux's ``/proc/cpuinfo``: the first
-    processor's model name and its widest vector unit (:data:`VECTOR_ISAS`), None for
-    what the text does not say."""
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and model is None:
-            model = value.strip() or None
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
-    return dict(model=model, vector_isa=isa)
-
-
-def cpu_info() -> dict:
-    """This machine's processor model and widest vector unit (:func:`parse_cpuinfo` of
-    ``/proc/cpuinfo``; elsewhere the platform's processor name and no vector unit)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = parse_cpuinfo(f.read())
-    except OSError:
-        info = dict(model=None, vector_isa=None)
-    if info["model"] is None:
-        info["model"] = platform.processor() or None
-    return info
 
 
 def _best_seconds(fn, repeats: int) -> float:

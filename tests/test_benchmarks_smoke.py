@@ -130,22 +130,6 @@ def test_machine_peak_measures_both_sides():
     assert set(cpu) == {"model", "vector_isa"}
 
 
-def test_cpuinfo_names_the_widest_vector_unit():
-    """``/proc/cpuinfo`` texts of the machines seen: an AVX-512 and an AVX2 EPYC, an
-    Arm core (NEON), and a text without flags."""
-    machine_peak = _benchmark("machine_peak")
-    epyc = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
-            "flags\t\t: fpu sse sse4_2 avx fma avx2 {}\n\nprocessor\t: 1\n"
-            "model name\t: other\nflags\t\t: fpu\n")
-    assert machine_peak.parse_cpuinfo(epyc.format("avx512f avx512bw")) == dict(
-        model="AMD EPYC", vector_isa="AVX-512")
-    assert machine_peak.parse_cpuinfo(epyc.format("bmi2")) == dict(model="AMD EPYC",
-                                                                    vector_isa="AVX2")
-    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\n"
-    assert machine_peak.parse_cpuinfo(arm) == dict(model=None, vector_isa="NEON")
-    assert machine_peak.parse_cpuinfo("") == dict(model=None, vector_isa=None)
-
-
 def test_summary_adds_mixed_precision_rows_without_target():
     """``run_all.py --mixed-precision MODE``: the mode's SDC1 rows follow the float32 ones,
     with their ratio against PyTorch and no target (the targets are float32's)."""

@@ -182,7 +182,9 @@ def test_winograd_refuses_wrong_shapes():
         winograd.filter_transform(jnp.zeros((5, 5, 2, 2)))
 
 
-def test_which_convolutions_run_as_winograd():
+def test_which_convolutions_run_as_winograd(monkeypatch):
+    """The rule measured on AVX-512 processors (also used where the unit is unknown)."""
+    monkeypatch.setattr(winograd, "vector_unit", lambda: "AVX-512")
     wide = (3, 3, 128, 128)
     assert conv_mod.winograd_form((8, 8), wide, (1, 1))
     assert conv_mod.winograd_form((4, 4), wide, (1, 1))
@@ -228,6 +230,28 @@ def test_which_convolutions_run_as_winograd():
     assert not conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP16A"))
     # a fused conv + max pool (few channels) never qualifies: it reads the kernel form
     assert fused.FUSE_MAX_CHANNEL_PRODUCT < winograd.MIN_CHANNEL_PRODUCT
+
+
+@pytest.mark.parametrize("unit", ["AVX2", "AVX-512", None, "NEON"])
+def test_large_maps_follow_the_vector_unit(monkeypatch, unit):
+    """On AVX2 only, F(2x2, 3x3) also takes maps up to 32x32 at any width that pays on
+    small maps, and larger maps from ``C F / (C + F)`` >= 70 (SDC1's 128 -> 192 at 256
+    and 512 pixels input); AVX-512 and unknown units keep the limits 16x16 and 100."""
+    monkeypatch.setattr(winograd, "vector_unit", lambda: unit)
+    avx2 = unit == "AVX2"
+    form = conv_mod.winograd_form
+    assert form((32, 32), (3, 3, 128, 128), (1, 1)) == avx2
+    assert form((32, 32), (3, 3, 128, 192), (1, 1), batch=8, training=True) == avx2
+    assert form((64, 64), (3, 3, 128, 192), (1, 1)) == avx2
+    assert form((128, 128), (3, 3, 128, 192), (1, 1), batch=8) == avx2
+    assert form((64, 64), (3, 3, 128, 256), (1, 1)) == avx2
+    assert not form((64, 64), (3, 3, 128, 128), (1, 1))      # C F / (C + F) = 64
+    assert not form((32, 32), (3, 3, 64, 128), (1, 1))       # narrow on any map
+    assert form((64, 64), (3, 3, 200, 200), (1, 1))          # wide enough everywhere
+    assert form((16, 16), (3, 3, 128, 128), (1, 1))
+    # an explicit unit overrides the host's
+    assert winograd.pays(128, 192, pixels=4096, unit="AVX2")
+    assert not winograd.pays(128, 192, pixels=4096, unit="AVX-512")
 
 
 def _same_as_xla_path(monkeypatch, calls, loss, args, val, grads):

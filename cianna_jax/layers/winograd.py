@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..host_cpu import vector_unit
 from ..precision import FP32, Policy
 
 __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", "batch_tiles",
@@ -51,7 +52,8 @@ __all__ = ["winograd_conv", "filter_transform", "pays", "weight_gradient_pays", 
            "TRAIN_FILTER_VALUES_PER_TILE",
            "WGRAD_FILTER_VALUES_PER_TILE", "WGRAD_2D_FILTER_VALUES_PER_TILE", "CHUNK_TILES",
            "weight_gradient_chunk", "WGRAD_TILE_VALUES_PER_FILTER_VALUE", "WGRAD_PASS_VALUES",
-           "LARGE_MAP_PIXELS", "MIN_LARGE_MAP_CHANNELS", "default_chunk_tiles"]
+           "LARGE_MAP_PIXELS", "MIN_LARGE_MAP_CHANNELS", "AVX2_LARGE_MAP",
+           "default_chunk_tiles"]
 
 #: a layer runs as Winograd when input channels x filters is at least this (and both
 #: are at least 64).  3x3 forward / layer training step against XLA's convolution,
@@ -65,6 +67,15 @@ MIN_CHANNEL_PRODUCT = 128 * 128
 LARGE_MAP_PIXELS = 256
 #: see :data:`LARGE_MAP_PIXELS`
 MIN_LARGE_MAP_CHANNELS = 100
+#: the same two limits, (pixels, ``C F / (C + F)``), on processors whose widest vector
+#: unit is AVX2 (``host_cpu.vector_unit``): XLA's convolution runs there at about half
+#: its AVX-512 rate, and Winograd paid on larger maps (3x3 forward / layer training
+#: step against XLA's convolution, batch 8, 2-core AVX2 EPYC, medians of 7 alternated
+#: rounds: 128 -> 128 on 32x32 maps 1.27x / 1.20x, on 64x64 0.96x / 1.10x; 128 -> 192
+#: on 32x32 1.32x / 1.18x, 64x64 1.16x / 1.06x, 128x128 1.02x / 1.08x; 128 -> 256 on
+#: 64x64 1.21x / 1.16x; benchmarks/README.md, twenty-fifth session).  Other units
+#: (AVX-512, unknown) keep the limits above
+AVX2_LARGE_MAP = (1024, 70)
 #: with filters transformed in the program: at least one output tile per this many
 #: filter weights (channels x filters)
 FILTER_VALUES_PER_TILE = 1024
@@ -115,7 +126,8 @@ def batch_tiles(batch: int, spatial, m: int = 2) -> int:
 
 
 def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
-         pixels: int | None = None, training: bool = False, m: int = 2) -> bool:
+         pixels: int | None = None, training: bool = False, m: int = 2,
+         unit: str | None = "host") -> bool:
     """Whether a 3x3 (``nd`` = 2) or 3x3x3 (``nd`` = 3) stride-1 convolution
     ``channels -> filters`` is faster as Winograd than as XLA's CPU convolution
     (measured in benchmarks/README.md).  In 2D only wide layers pay (see
@@ -139,16 +151,21 @@ def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
     1.01x / 0.98x, 64x64 0.82x / 0.88x; 128 -> 256 on 32x32 0.88x / 0.90x; 256 -> 256
     (128) 1.15x / 0.98x; 256 -> 384 (154) 1.32x / 1.05x; SDC1 at 256x256 with its 128 ->
     192 layer as XLA's convolution: training x1.03-1.10, inference x1.08-1.10;
-    benchmarks/README.md, sixteenth session).  F(4x4, 3x3) (``m`` = 4, the
+    benchmarks/README.md, sixteenth session; these were AVX-512 machines: on AVX2 the
+    limits are :data:`AVX2_LARGE_MAP`, for the processor's vector ``unit``, "host" for
+    this machine's, see :mod:`cianna_jax.host_cpu`).  F(4x4, 3x3) (``m`` = 4, the
     reduced-precision modes) keeps paying there (128 -> 192 on 64x64: 1.16x / 1.14x)."""
     if nd == 3:
         if channels < 2 or (pixels or 0) * 27 * channels * filters < MIN_3D_IMAGE_MACS:
             return False
     elif min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
         return False
-    elif (m == 2 and (pixels or 0) > LARGE_MAP_PIXELS
-          and channels * filters < MIN_LARGE_MAP_CHANNELS * (channels + filters)):
-        return False
+    elif m == 2:
+        large, min_width = ((LARGE_MAP_PIXELS, MIN_LARGE_MAP_CHANNELS)
+                            if (vector_unit() if unit == "host" else unit) != "AVX2"
+                            else AVX2_LARGE_MAP)
+        if (pixels or 0) > large and channels * filters < min_width * (channels + filters):
+            return False
     per_tile = TRAIN_FILTER_VALUES_PER_TILE if training else FILTER_VALUES_PER_TILE
     return tiles is None or tiles * per_tile >= channels * filters
 
