@@ -68,8 +68,8 @@ LARGE_MAP_PIXELS = 256
 #: see :data:`LARGE_MAP_PIXELS`
 MIN_LARGE_MAP_CHANNELS = 100
 #: the same two limits, (pixels, ``C F / (C + F)``), on processors whose widest vector
-#: unit is AVX2 (``host_cpu.vector_unit``): XLA's convolution runs there at about half
-#: its AVX-512 rate, and Winograd paid on larger maps (3x3 forward / layer training
+#: unit is AVX2 (``host_cpu.vector_unit``), where XLA's matrix product ran at about half
+#: its AVX-512 rate and Winograd paid on larger maps (3x3 forward / layer training
 #: step against XLA's convolution, batch 8, 2-core AVX2 EPYC, medians of 7 alternated
 #: rounds: 128 -> 128 on 32x32 maps 1.27x / 1.20x, on 64x64 0.96x / 1.10x; 128 -> 192
 #: on 32x32 1.32x / 1.18x, 64x64 1.16x / 1.06x, 128x128 1.02x / 1.08x; 128 -> 256 on
