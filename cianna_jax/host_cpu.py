@@ -1,10 +1,9 @@
 """The processor XLA compiles for on this host: its model and widest vector unit.
 
 XLA's CPU backend compiles for the host's own instruction set, and the rules that choose
-between two forms of a layer on CPU (e.g. :func:`cianna_jax.layers.winograd.pays`) were
-measured on machines with AVX-512 and with AVX2 only, where XLA's convolution gains more
-from the wider unit than Winograd's transforms do.  :func:`vector_unit` tells them which
-kind this is.  Read from Linux's ``/proc/cpuinfo`` once per process; elsewhere the unit is
+between two forms of a layer on CPU were measured on machines with AVX-512 and with AVX2
+only, which did not agree everywhere (:func:`cianna_jax.layers.winograd.pays`: on AVX2,
+Winograd also paid on larger maps).  :func:`vector_unit` tells them which kind this is.  Read from Linux's ``/proc/cpuinfo`` once per process; elsewhere the unit is
 unknown (None) and the rules keep their AVX-512 measurements.  Nothing is set.
 """
 

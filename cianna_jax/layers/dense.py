@@ -105,9 +105,10 @@ class Dense(LayerBase):
         map gets ``{"map_kernel": (*sp, C, N + 1), "bias_row": (N + 1,)}``: its weight
         rows already in the map's channel-last order (what :meth:`_from_map` reorders
         on every call: a copy of the whole weight matrix, 100 MB for a 7x7x512 -> 1024
-        layer, where the forward at batch 8 took 69 ms against 13 ms laid out on 2 CPU
-        cores; benchmarks/README.md) and ``bias`` times the bias row.  A dense layer that reads a flat vector keeps its
-        params.  Not for training or saving; laid-out params come back as they are."""
+        layer, whose forward at batch 8 took 64.8 ms against 19.8 ms laid out on 2 CPU
+        cores, benchmarks/bench_dense_map.py) and ``bias`` times the bias row.  A dense
+        layer that reads a flat vector keeps its params.  Not for training or saving;
+        laid-out params come back as they are."""
         if in_shape.flat or "w" not in params:
             return params
         w = params["w"]
