@@ -26,8 +26,7 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installe
 
 import numpy as np  # noqa: E402
 
-# the processor's model and vector unit: the package's own reading (re-exported)
-from cianna_jax.host_cpu import cpu_info, parse_cpuinfo  # noqa: E402,F401
+from cianna_jax.host_cpu import cpu_info  # noqa: E402  (the processor's model and unit)
 
 THREADS = 2
 

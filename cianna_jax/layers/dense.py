@@ -92,12 +92,9 @@ class Dense(LayerBase):
         transposing the activations, which XLA fuses into the product as a slow strided
         operand (MNIST network, 7x7x16 -> 256 at batch 64: 0.9 -> 0.35 ms forward, 1.7 ->
         1.4 ms with the gradient; benchmarks/README.md)."""
-        pol = ctx.policy
-        c, n_out = x.shape[-1], w.shape[1]
-        k = jnp.moveaxis(w[:-1].reshape((c,) + x.shape[1:-1] + (n_out,)), 0, -2)
-        z = map_product(x, k.astype(x.dtype), pol.precision, pol.accum_dtype)
-        z = (z + self.bias * w[-1].astype(pol.accum_dtype)).astype(x.dtype)
-        return self._finish(z, ctx, key, activate_output)
+        k = _rows_in_map_order(w, x.shape[-1], x.shape[1:-1])
+        bias_term = self.bias * w[-1].astype(ctx.policy.accum_dtype)
+        return self._map_sum(k, bias_term, x, ctx, key, activate_output)
 
     def inference_params(self, params, in_shape: Shape, nd: int,
                          policy=None) -> dict[str, jax.Array]:
@@ -112,8 +109,7 @@ class Dense(LayerBase):
         if in_shape.flat or "w" not in params:
             return params
         w = params["w"]
-        sp = internal(in_shape.spatial, nd)
-        k = jnp.moveaxis(w[:-1].reshape((in_shape.c,) + sp + (w.shape[1],)), 0, -2)
+        k = _rows_in_map_order(w, in_shape.c, internal(in_shape.spatial, nd))
         return {"map_kernel": k, "bias_row": self.bias * w[-1]}
 
     def _from_laid_map(self, params, x, ctx: Ctx, key, activate_output: bool) -> jax.Array:
@@ -122,10 +118,15 @@ class Dense(LayerBase):
         if x.shape[1:] != k.shape[:-1]:
             raise ValueError(f"dense: laid-out weights read a map of shape {k.shape[:-1]} "
                              f"(channel-last, no batch axis), received {x.shape[1:]}")
+        bias_term = params["bias_row"].astype(ctx.policy.accum_dtype)
+        return self._map_sum(k, bias_term, x, ctx, key, activate_output)
+
+    def _map_sum(self, k, bias_term, x, ctx: Ctx, key, activate_output: bool) -> jax.Array:
+        """The map ``x`` against weight rows ``k (*sp, C, N + 1)`` in its own order, plus
+        ``bias_term`` (accumulation dtype), then dropout and activation."""
         pol = ctx.policy
         z = map_product(x, k.astype(x.dtype), pol.precision, pol.accum_dtype)
-        z = (z + params["bias_row"].astype(pol.accum_dtype)).astype(x.dtype)
-        return self._finish(z, ctx, key, activate_output)
+        return self._finish((z + bias_term).astype(x.dtype), ctx, key, activate_output)
 
     def _finish(self, z, ctx: Ctx, key, activate_output: bool) -> jax.Array:
         z = dropout(z, self.drop_rate, ctx, key, keep_last_column=True)
@@ -171,6 +172,12 @@ class Dense(LayerBase):
         """(layer spec, params) of a dense record."""
         return (cls(rec.nb_neurons, parse_activation(rec.activation), float(rec.bias),
                     float(rec.dropout)), {"w": jnp.asarray(rec.weights, jnp.float32)})
+
+
+def _rows_in_map_order(w: jax.Array, c: int, sp: tuple[int, ...]) -> jax.Array:
+    """CIANNA's dense weights ``(C * prod(sp) + 1, N + 1)``, rows channel-major with the
+    bias row last, as ``(*sp, C, N + 1)``: the rows in a channel-last map's order."""
+    return jnp.moveaxis(w[:-1].reshape((c,) + tuple(sp) + (w.shape[1],)), 0, -2)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -161,9 +161,9 @@ def pays(channels: int, filters: int, tiles: int | None = None, nd: int = 2,
     elif min(channels, filters) < 64 or channels * filters < MIN_CHANNEL_PRODUCT:
         return False
     elif m == 2:
-        large, min_width = ((LARGE_MAP_PIXELS, MIN_LARGE_MAP_CHANNELS)
-                            if (vector_unit() if unit == "host" else unit) != "AVX2"
-                            else AVX2_LARGE_MAP)
+        unit = vector_unit() if unit == "host" else unit
+        large, min_width = (AVX2_LARGE_MAP if unit == "AVX2"
+                            else (LARGE_MAP_PIXELS, MIN_LARGE_MAP_CHANNELS))
         if (pixels or 0) > large and channels * filters < min_width * (channels + filters):
             return False
     per_tile = TRAIN_FILTER_VALUES_PER_TILE if training else FILTER_VALUES_PER_TILE
