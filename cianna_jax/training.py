@@ -15,6 +15,7 @@ is ``G / B`` and any optax optimizer can replace :func:`cianna_sgd`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -64,6 +65,8 @@ __all__ = [
     "train_steps",
     "resolve_steps_per_call",
     "chunk_rows",
+    "EpochCall",
+    "epoch_calls",
     "train_epoch",
     "predict",
 ]
@@ -529,6 +532,56 @@ def resolve_steps_per_call(value, spec: Network, policy: Policy = FP32, exact: b
     return int(value)
 
 
+class EpochCall(NamedTuple):
+    """What one compiled call of :func:`epoch_calls` leaves: the new ``params`` and
+    ``opt_state``, the loss ``sums`` of its batches (a scalar for one step per call, a
+    ``(K,)`` vector for several, padding steps 0) and ``batches``, how many real batches
+    it trained."""
+
+    params: Params
+    opt_state: Any
+    sums: jax.Array
+    batches: int
+
+
+def epoch_calls(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
+                key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
+                nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None,
+                exact: bool = False, steps_per_call: int | str = "auto"
+                ) -> Iterator[EpochCall]:
+    """:func:`train_epoch` one compiled call at a time: a generator of
+    :class:`EpochCall`, for loops that show progress or stop between calls (the
+    ``cianna-jax train`` command).  Nothing waits for the device: block on
+    ``sums`` to see a call's work done.  The same calls, numbers and randomness as
+    :func:`train_epoch`."""
+    k = resolve_steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh, "batch_size")
+        params, opt_state = parallel.replicate((params, opt_state), mesh)
+    call = dict(loss_scale=loss_scale, policy=policy, nb_im_iter=np.int32(nb_im_iter),
+                exact=exact)
+    n = x.shape[0]
+    if k > 1:
+        rows = k * batch_size
+        for c, start in enumerate(range(0, n, rows)):
+            xs, ts = (pad_batch(np.asarray(a[start:start + rows], dtype=np.float32), rows)
+                      for a in (x, t))
+            nv = chunk_rows(n, c * k, k, batch_size)
+            params, opt_state, s = train_steps(
+                spec, optimizer, params, opt_state, xs.reshape((k, batch_size) + x.shape[1:]),
+                ts.reshape((k, batch_size) + t.shape[1:]), nv, key,
+                first_step=np.int32(c * k), **call)
+            yield EpochCall(params, opt_state, s, int(np.count_nonzero(nv)))
+        return
+    with parallel.context(mesh):
+        for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
+            if mesh is not None:
+                xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
+            params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
+                                              np.int32(nv), key, step=np.int32(j), **call)
+            yield EpochCall(params, opt_state, s, 1)
+
+
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
                 key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
                 nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None,
@@ -546,34 +599,18 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     inside a loop (:func:`loop_safe`; CIANNA's MNIST network trains 1.07-1.09x faster at
     batch 64, 1.16x at 16, its SDC1 backbone at 256x256, batch 8, 1.26x in a process of
     its own: the step's buffers are allocated once per call), else 1.
+    :func:`epoch_calls` gives the same pass one call at a time.
     """
-    k = resolve_steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
-    if mesh is not None:
-        parallel.check_batch_size(batch_size, mesh, "batch_size")
-        params, opt_state = parallel.replicate((params, opt_state), mesh)
-    call = dict(loss_scale=loss_scale, policy=policy, nb_im_iter=np.int32(nb_im_iter),
-                exact=exact)
     sums = []
-    if k > 1:
-        n, rows = x.shape[0], k * batch_size
-        for c, start in enumerate(range(0, n, rows)):
-            xs, ts = (pad_batch(np.asarray(a[start:start + rows], dtype=np.float32), rows)
-                      for a in (x, t))
-            nv = chunk_rows(n, c * k, k, batch_size)
-            params, opt_state, s = train_steps(
-                spec, optimizer, params, opt_state, xs.reshape((k, batch_size) + x.shape[1:]),
-                ts.reshape((k, batch_size) + t.shape[1:]), nv, key,
-                first_step=np.int32(c * k), **call)
-            sums.append(s)
-        return params, opt_state, jnp.sum(jnp.concatenate(sums))
-    with parallel.context(mesh):
-        for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
-            if mesh is not None:
-                xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
-            params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
-                                              np.int32(nv), key, step=np.int32(j), **call)
-            sums.append(s)
-    return params, opt_state, jnp.sum(jnp.stack(sums))
+    for c in epoch_calls(spec, optimizer, params, opt_state, x, t, batch_size, key,
+                         loss_scale=loss_scale, policy=policy, nb_im_iter=nb_im_iter,
+                         mesh=mesh, exact=exact, steps_per_call=steps_per_call):
+        params, opt_state = c.params, c.opt_state
+        sums.append(c.sums)
+    if not sums:
+        raise ValueError("x: no images to train on (an epoch needs at least one)")
+    total = jnp.concatenate(sums) if sums[0].ndim else jnp.stack(sums)
+    return params, opt_state, jnp.sum(total)
 
 
 def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array | None = None,

@@ -64,6 +64,30 @@ def test_several_steps_per_call_give_the_numbers_of_one_call_per_step(setup):
     assert training.train_steps._cache_size() == size
 
 
+@pytest.mark.parametrize("k, sizes", [(4, [4, 2]), (1, [1] * 6)])
+def test_epoch_calls_are_train_epoch_one_call_at_a_time(setup, k, sizes):
+    """What ``cianna-jax train`` runs: each call says how many real batches it trained
+    (21 rows in batches of 4: 6 batches), sums of the calls' losses and the last call's
+    weights are ``train_epoch``'s."""
+    net, opt, x, t = setup
+    params = cj.init_params(jax.random.key(0), net)
+    state = opt.init(params)
+    key = jax.random.key(4)
+    calls = list(training.epoch_calls(net, opt, params, state, x, t, 4, key,
+                                      steps_per_call=k))
+    assert [c.batches for c in calls] == sizes
+    assert all(np.shape(c.sums) == ((k,) if k > 1 else ()) for c in calls)
+    params = cj.init_params(jax.random.key(0), net)
+    state = opt.init(params)
+    p, s, total = training.train_epoch(net, opt, params, state, x, t, 4, key, steps_per_call=k)
+    assert sum(float(np.sum(c.sums)) for c in calls) == pytest.approx(float(total), rel=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves((calls[-1].params, calls[-1].opt_state)),
+                    jax.tree_util.tree_leaves((p, s))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="x: no images"):
+        training.train_epoch(net, opt, p, s, x[:0], t[:0], 4, key, steps_per_call=k)
+
+
 def test_a_step_without_rows_changes_nothing(setup):
     net, opt, x, t = setup
     params = cj.init_params(jax.random.key(0), net)

@@ -389,14 +389,16 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             ekey = jax.random.fold_in(key, epoch)
             sums = []
             bar.set_postfix(epoch=f"{epoch}/{s.epochs}")
-            for j, (xb, tb, nv) in enumerate(training.iterate_batches(x, t, s.batch_size)):
-                params, opt_state, total = training.train_step(
-                    run.net, opt, params, opt_state, xb, tb, np.int32(nv), ekey,
-                    nb_im_iter=np.int32(epoch * n), step=np.int32(j), policy=policy)
-                sums.append(total)
-                total.block_until_ready()  # the bar shows finished work, not dispatches
-                bar.update(1)
-            train_loss = float(np.sum([float(v) for v in sums])) / n
+            # several batches per compiled call where the network allows it (SDC1 at
+            # 256x256 on 2 CPU cores: 1.13x the img/s of one call per batch)
+            for call in training.epoch_calls(run.net, opt, params, opt_state, x, t,
+                                             s.batch_size, ekey, nb_im_iter=epoch * n,
+                                             policy=policy):
+                params, opt_state = call.params, call.opt_state
+                sums.append(call.sums)
+                call.sums.block_until_ready()  # the bar shows finished work, not dispatches
+                bar.update(call.batches)
+            train_loss = float(sum(np.asarray(v, np.float64).sum() for v in sums)) / n
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
                                          f"{train_loss}); the last good epoch is kept in {out}; "
