@@ -17,7 +17,7 @@ from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
 from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
 from cianna_jax.astro.pipeline import find_sources, predict_file  # noqa: E402
-from cianna_jax.astro.predict import detect  # noqa: E402
+from cianna_jax.astro.predict import batch_for, detect, make_predict_fn  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
 # cli.main tunes XLA flags, which warns in a process where JAX already started
@@ -188,6 +188,40 @@ def test_streaming_bounded_memory(tmp_path, loaded_tiny):
     assert det.n_tiles > 1000
     assert max(biggest) <= 128 * 128
     assert peak < image_bytes / 8, f"peak traced allocation {peak / 2**20:.1f} MiB"
+
+
+def test_batch_for_an_image_of_few_tiles():
+    assert [batch_for(n, 64) for n in (1, 2, 3, 6, 8, 9, 63, 64, 1000)] == \
+        [1, 2, 4, 8, 8, 16, 64, 64, 64]
+    assert batch_for(5, 6) == 6 and batch_for(3, 1) == 1
+
+
+def test_few_tiles_run_in_a_small_batch_with_the_same_detections(loaded_tiny):
+    """A 56x56 image is 4 tiles of 32 (overlap 8): one batch of 4, not the card's 16 (a
+    training run's validation strip spent 90% of its time on padding tiles); the
+    detections are those of one tile per batch.  A bad batch size is refused."""
+    rng = np.random.default_rng(2)
+    img = rng.normal(0, 1.0, (56, 56)).astype(np.float32)
+    img[20:26, 30:36] += 8.0
+    noise = estimate_noise_map(lambda w: img[w], img.shape, box=32)
+    fn = make_predict_fn(loaded_tiny)
+    seen = []
+
+    def spy(tiles):
+        seen.append(tiles.shape)
+        return fn(tiles)
+
+    got = detect(lambda w: img[w], img.shape, loaded_tiny, noise=noise, obj_threshold=0.3,
+                 progress=False, predict_fn=spy)
+    assert seen == [(4, 32, 32)] and got.n_tiles == 4
+    one = detect(lambda w: img[w], img.shape, loaded_tiny, noise=noise, obj_threshold=0.3,
+                 progress=False, batch_size=1)
+    assert len(got.boxes) == len(one.boxes) > 0
+    np.testing.assert_allclose(got.boxes.boxes, one.boxes.boxes, rtol=1e-5, atol=1e-4)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises((ValueError, TypeError), match="batch_size"):
+            detect(lambda w: img[w], img.shape, loaded_tiny, noise=noise, batch_size=bad,
+                   progress=False)
 
 
 def test_import_pulls_no_optional_dependency():
