@@ -3,7 +3,10 @@ one-line summary printed after each epoch.
 
 A row is a dict with the keys of :data:`COLUMNS` (losses are means per patch; the
 validation scores are those of the detections over the validation area at the row's
-objectness ``threshold``; ``ap`` is threshold-free).
+objectness ``threshold``; ``ap`` is threshold-free; of ``epoch_seconds``,
+``train_seconds`` went to the training steps, ``patches_per_second`` is their rate, and
+``validation_seconds`` to the validation losses and detections; the rest waited for the
+patches or wrote files).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ __all__ = ["COLUMNS", "write_results_csv", "read_results_csv", "training_figure"
 
 COLUMNS = ("epoch", "learning_rate", "train_loss", "val_loss", "val_position", "val_size",
            "val_probability", "val_objectness", "threshold", "precision", "recall", "f1", "ap",
-           "n_detections", "n_true", "epoch_seconds", "elapsed_seconds")
+           "n_detections", "n_true", "epoch_seconds", "elapsed_seconds", "train_seconds",
+           "patches_per_second", "validation_seconds")
 
 
 def _fmt(v: Any) -> str:
@@ -90,11 +94,14 @@ def training_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
 
 
 def epoch_line(r: dict[str, Any], epochs: int, eta: float | None) -> str:
-    """``epoch 3/20  loss 1.234 (val 1.456)  P 0.91 R 0.85 F1 0.88 AP 0.86 @0.35  12.3 s  ETA 3:41``."""
+    """``epoch 3/20  loss 1.234 (val 1.456: ...)  P 0.91 R 0.85 F1 0.88 AP 0.86 @0.35  12.3 s
+    (93.1 patches/s)  ETA 3:41`` (the rate of the training steps alone)."""
     s = (f"epoch {r['epoch']:>{len(str(epochs))}d}/{epochs}  loss {r['train_loss']:.4g} "
          f"(val {r['val_loss']:.4g}: pos {r['val_position']:.3g} size {r['val_size']:.3g} "
          f"obj {r['val_objectness']:.3g})  P {r['precision']:.3f} R {r['recall']:.3f} "
          f"F1 {r['f1']:.3f} AP {r['ap']:.3f} @{r['threshold']:.2f}  {r['epoch_seconds']:.1f} s")
+    if math.isfinite(r.get("patches_per_second", math.nan)):
+        s += f" ({r['patches_per_second']:.3g} patches/s)"
     if eta is not None:
         s += f"  ETA {format_seconds(eta)}"
     return s

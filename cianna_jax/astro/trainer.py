@@ -391,6 +391,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             bar.set_postfix(epoch=f"{epoch}/{s.epochs}")
             # several batches per compiled call where the network allows it (SDC1 at
             # 256x256 on 2 CPU cores: 1.13x the img/s of one call per batch)
+            t_train = time.perf_counter()
             for call in training.epoch_calls(run.net, opt, params, opt_state, x, t,
                                              s.batch_size, ekey, nb_im_iter=epoch * n,
                                              policy=policy):
@@ -398,16 +399,19 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                 sums.append(call.sums)
                 call.sums.block_until_ready()  # the bar shows finished work, not dispatches
                 bar.update(call.batches)
+            t_train = time.perf_counter() - t_train
             train_loss = float(sum(np.asarray(v, np.float64).sum() for v in sums)) / n
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
                                          f"{train_loss}); the last good epoch is kept in {out}; "
                                          "lower the learning rate")
+            t_val = time.perf_counter()
             # laid out once for the epoch's validation
             laid_out = inference_params(run.net, params, policy)
             vparts = _val_losses(run, laid_out, s.batch_size, policy)
             model = LoadedModel(card=run.card, net=run.net, params=params)
             sc = validate_area(model, run.val_area, lambda b, p=laid_out: predict(p, b))
+            t_val = time.perf_counter() - t_val
             dt = time.perf_counter() - t0
             times.append(dt)
             row = {"epoch": epoch, "learning_rate": lr, "train_loss": train_loss,
@@ -416,7 +420,9 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                    "val_objectness": float(vparts[3]), "threshold": sc.threshold,
                    "precision": sc.precision, "recall": sc.recall, "f1": sc.f1, "ap": sc.ap,
                    "n_detections": sc.n_detections, "n_true": sc.n_true, "epoch_seconds": dt,
-                   "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + dt}
+                   "elapsed_seconds": (history[-1]["elapsed_seconds"] if history else 0.0) + dt,
+                   "train_seconds": t_train, "patches_per_second": n / t_train,
+                   "validation_seconds": t_val}
             history.append(row)
             _save_model(out, "last", run, params, sc.threshold, row)
             if best is None or row[s.select] > best[s.select]:

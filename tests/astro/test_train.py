@@ -219,6 +219,11 @@ def test_a_run_writes_models_results_and_curves(straight_run):
     assert card["notes"]["validation"]["f1"] == pytest.approx(res.best["f1"])
     assert sum(line.startswith("epoch ") for line in lines) == 4
     assert "ETA" in lines[-3] and "best epoch" in lines[-1]
+    for r in rows:  # where an epoch's time went: training steps, validation, the rest
+        assert 0 < r["train_seconds"] and 0 < r["validation_seconds"]
+        assert r["train_seconds"] + r["validation_seconds"] < r["epoch_seconds"]
+        assert r["patches_per_second"] == pytest.approx(64 / r["train_seconds"], rel=1e-5)
+    assert "patches/s)" in lines[-3]
 
 
 def test_a_bfloat16_run_trains_as_the_float32_one(straight_run, train_field, tmp_path):
@@ -260,7 +265,7 @@ def test_resume_is_bit_identical(straight_run, train_field, tmp_path):
     ra, rb = read_results_csv(out4 / "results.csv"), read_results_csv(out / "results.csv")
     for x, y in zip(ra, rb):
         for c in COLUMNS:
-            if "seconds" not in c:
+            if "second" not in c:  # times and rates
                 assert x[c] == y[c] or (np.isnan(x[c]) and np.isnan(y[c])), c
     with pytest.raises(ValueError, match="already has 4 epochs"):
         train_detector(resume_from=str(out), log=lambda *_: None, progress=False)
