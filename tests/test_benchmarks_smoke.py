@@ -164,3 +164,16 @@ def test_dense_map_benchmark_times_both_layouts():
     assert r["shape"] == "3x3x4->5" and r["ms_rows"] > 0 and r["ms_laid"] > 0
     assert r["max_diff"] < 1e-5  # the same outputs from both layouts
     assert "3x3x4->5" in bench_dense_map.format_table(rows)
+
+
+def test_train_detector_benchmark_splits_the_epochs():
+    bench = _benchmark("bench_train_detector")
+    res = bench.run("default", epochs=2, patches=32, batch=16, field=256)
+    assert [int(r["epoch"]) for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["train_seconds"] > 0 and r["validation_seconds"] > 0
+        assert r["other_seconds"] >= 0
+        assert r["patches_per_second"] == pytest.approx(32 / r["train_seconds"], rel=1e-5)
+    assert res["median_after_first"]["epoch_seconds"] == res["rows"][1]["epoch_seconds"]
+    text = bench.table(res)
+    assert "patches/s" in text and " med." in text

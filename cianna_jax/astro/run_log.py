@@ -6,7 +6,7 @@ validation scores are those of the detections over the validation area at the ro
 objectness ``threshold``; ``ap`` is threshold-free; of ``epoch_seconds``,
 ``train_seconds`` went to the training steps, ``patches_per_second`` is their rate, and
 ``validation_seconds`` to the validation losses and detections; the rest waited for the
-patches or wrote files).
+prefetched patches; the files are written after an epoch's time is taken).
 """
 
 from __future__ import annotations
