@@ -573,13 +573,13 @@ def epoch_calls(spec: Network, optimizer, params: Params, opt_state, x, t, batch
                 first_step=np.int32(c * k), **call)
             yield EpochCall(params, opt_state, s, int(np.count_nonzero(nv)))
         return
-    with parallel.context(mesh):
-        for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
-            if mesh is not None:
-                xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
+    for j, (xb, tb, nv) in enumerate(iterate_batches(x, t, batch_size)):
+        if mesh is not None:
+            xb, tb = parallel.shard_batch(xb, mesh), parallel.shard_batch(tb, mesh)
+        with parallel.context(mesh):  # not held across the yield: the caller's code runs there
             params, opt_state, s = train_step(spec, optimizer, params, opt_state, xb, tb,
                                               np.int32(nv), key, step=np.int32(j), **call)
-            yield EpochCall(params, opt_state, s, 1)
+        yield EpochCall(params, opt_state, s, 1)
 
 
 def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,

@@ -390,7 +390,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             sums = []
             bar.set_postfix(epoch=f"{epoch}/{s.epochs}")
             # several batches per compiled call where the network allows it (SDC1 at
-            # 256x256 on 2 CPU cores: 1.13x the img/s of one call per batch)
+            # 256x256 on 2 CPU cores: 1.13-1.16x the img/s of one call per batch)
             t_train = time.perf_counter()
             for call in training.epoch_calls(run.net, opt, params, opt_state, x, t,
                                              s.batch_size, ekey, nb_im_iter=epoch * n,
