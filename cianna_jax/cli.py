@@ -93,6 +93,8 @@ def _beam(text: str | None):
 def _predict(args) -> int:
     from .astro.pipeline import predict_file
 
+    if args.batch is not None and args.batch < 1:  # refused before the noise map's work
+        raise ValueError(f"--batch: expected an int >= 1, got {args.batch}")
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
                        obj_threshold=args.threshold, hdu=args.hdu, beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
@@ -193,7 +195,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--format", default=None, help="output format, overriding the extension "
                                                      "(ascii.ecsv, csv, fits, votable, sdc1)")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
-    pred.add_argument("--batch", type=int, default=None, help="tiles per batch")
+    pred.add_argument("--batch", type=int, default=None,
+                      help="tiles per batch (default: the card's; an image of fewer tiles "
+                           "runs in the next power of two)")
     pred.add_argument("--beam", default=None,
                       help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
     pred.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")

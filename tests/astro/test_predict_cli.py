@@ -113,6 +113,10 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert main(["predict", *args, "--image", image, "--tile", "36",
                  "--out", str(tmp_path / "t.ecsv")]) == 2
     assert "cannot take" in _err(capsys)
+    # no tiles per batch
+    assert main(["predict", *args, "--image", image, "--batch", "0",
+                 "--out", str(tmp_path / "b.ecsv")]) == 2
+    assert "--batch: expected an int >= 1, got 0" in _err(capsys)
     # a model without its card
     assert main(["predict", "--model", str(tmp_path / "none.dat"), "--image", image,
                  "--out", str(tmp_path / "m.ecsv")]) == 2
