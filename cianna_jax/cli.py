@@ -93,8 +93,6 @@ def _beam(text: str | None):
 def _predict(args) -> int:
     from .astro.pipeline import predict_file
 
-    if args.batch is not None and args.batch < 1:  # refused before the noise map's work
-        raise ValueError(f"--batch: expected an int >= 1, got {args.batch}")
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
                        obj_threshold=args.threshold, hdu=args.hdu, beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,

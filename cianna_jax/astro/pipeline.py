@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..checks import as_int
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
@@ -153,6 +154,8 @@ def find_sources(
     only the one with the higher score is kept: the detector boxed one source twice.
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``."""
+    if batch_size is not None:  # refused before the noise map's work (detect checks it too)
+        as_int(batch_size, "batch_size", minimum=1)
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam) if own else image
     try:

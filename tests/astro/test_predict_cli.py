@@ -116,7 +116,7 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     # no tiles per batch
     assert main(["predict", *args, "--image", image, "--batch", "0",
                  "--out", str(tmp_path / "b.ecsv")]) == 2
-    assert "--batch: expected an int >= 1, got 0" in _err(capsys)
+    assert "batch_size: expected an int >= 1, received 0" in _err(capsys)
     # a model without its card
     assert main(["predict", "--model", str(tmp_path / "none.dat"), "--image", image,
                  "--out", str(tmp_path / "m.ecsv")]) == 2
