@@ -305,7 +305,7 @@ def set_pivots(net: Network, params: Params, layers=None) -> Params:
         if initializers.is_concrete(w):  # on the host: no program compiled per shape
             w = np.array(w, np.float32)
             w[-1, -1] = pivot
-            w = jnp.asarray(w)
+            w = jnp.asarray(w, jnp.float32)
         else:
             w = w.at[-1, -1].set(pivot)
         params[i] = {**params[i], "w": w}

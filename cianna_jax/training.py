@@ -216,7 +216,7 @@ def set_learning_rate(opt_state, learning_rate: float, **others: float):
             # not compiled a second time for an unplaced value
             hp[name] = jax.device_put(new, old.sharding)
         else:
-            hp[name] = jnp.asarray(new)
+            hp[name] = jnp.asarray(new, new.dtype)
     return opt_state._replace(hyperparams=hp)
 
 

@@ -504,7 +504,7 @@ class Conv(LayerBase):
         k = w[:, :-1].reshape(n_f, -1, fd, fh, fw)
         k = xp.transpose(k, (2, 3, 4, 1, 0))
         k = np.ascontiguousarray(k) if xp is np else k
-        return {"kernel": jnp.asarray(k), "bias_weight": jnp.asarray(w[:, -1])}
+        return {"kernel": jnp.asarray(k, jnp.float32), "bias_weight": jnp.asarray(w[:, -1], jnp.float32)}
 
     @staticmethod
     def to_rows(params) -> jax.Array | np.ndarray:

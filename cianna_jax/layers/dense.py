@@ -61,7 +61,8 @@ class Dense(LayerBase):
         w = initializers.draw(key, self.init_fct, (n_in, self.nb_neurons), self.nb_neurons,
                               n_in, self.init_scaling)
         if initializers.is_concrete(w):  # on the host: no program compiled per shape
-            w = jnp.asarray(np.concatenate([np.asarray(w), np.zeros((n_in, 1), np.float32)], 1))
+            w = jnp.asarray(np.concatenate([np.asarray(w), np.zeros((n_in, 1), np.float32)], 1),
+                            jnp.float32)
         else:
             w = jnp.concatenate([w, jnp.zeros((n_in, 1), jnp.float32)], axis=1)
         return {"w": w}, self.output_shape(in_shape)
@@ -147,7 +148,7 @@ class Dense(LayerBase):
         rows, cols = params["w"].shape
         i = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
         keep = ((i + 1) % (rows * cols)) < (rows - 1) * cols
-        return {"w": jnp.asarray(keep.astype(np.float32))}
+        return {"w": jnp.asarray(keep, jnp.float32)}
 
     def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
         n_w = (in_shape.size + 1) * (self.nb_neurons + 1)

@@ -107,8 +107,8 @@ class GRN(LayerBase):
 
     def init(self, key: jax.Array, in_shape: Shape):
         c = self.output_shape(in_shape).c
-        return ({"gamma": jnp.asarray(np.full((c,), self.gamma_init, np.float32)),
-                 "beta": jnp.asarray(np.zeros((c,), np.float32))}, in_shape)
+        return ({"gamma": jnp.full((c,), self.gamma_init, jnp.float32),
+                 "beta": jnp.zeros((c,), jnp.float32)}, in_shape)
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:

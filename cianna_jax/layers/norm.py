@@ -92,8 +92,8 @@ class Norm(LayerBase):
 
     def init(self, key: jax.Array, in_shape: Shape):
         g = self.nb_affine(in_shape)
-        return ({"gamma": jnp.asarray(np.full((g,), self.gamma_init, np.float32)),
-                 "beta": jnp.asarray(np.zeros((g,), np.float32))}, self.output_shape(in_shape))
+        return ({"gamma": jnp.full((g,), self.gamma_init, jnp.float32),
+                 "beta": jnp.zeros((g,), jnp.float32)}, self.output_shape(in_shape))
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:

@@ -128,7 +128,7 @@ def set_optimizer_buffers(config: OptimizerConfig, opt_state: Any,
                 if a.shape != r.shape:
                     raise ValueError(f"buffers of layer {i}, {n}[{k!r}]: shape {a.shape}, "
                                      f"expected {r.shape}")
-                arrays[k] = jnp.asarray(a)
+                arrays[k] = jnp.asarray(a, jnp.float32)
             if n == "ema":
                 ema[i] = arrays
             else:
