@@ -94,12 +94,12 @@ def _ensure_optimizer(state: NetState) -> None:
     params = state.params
     if state.optim_config is None:  # CIANNA V-1.0's SGD
         state.optimizer = training.CIANNA_SGD
-        opt_state = training.set_masks(state.optimizer.init(params),
+        opt_state = training.set_masks(training.init_state(state.optimizer, params),
                                        training.cianna_masks(state.net, params, state.frozen))
     else:
         state.optimizer = v11_transform(state.optim_config, bool(state.decoupled),
                                         bool(state.wema))
-        opt_state = optim.set_v11_masks(state.optimizer.init(params),
+        opt_state = optim.set_v11_masks(training.init_state(state.optimizer, params),
                                         optim.v11_masks(state.net, params, state.frozen))
     state.opt_state = state.put_params(opt_state)
 

@@ -410,10 +410,33 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
     # a conv that runs fused with its max pool needs its kernel (a Winograd layout would
     # reach conv_max_pool, which cannot use it)
     fused = net.fused_pairs(Ctx(nd=net.nd, policy=policy))
-    return tuple(
-        layer.inference_params(p, sin, net.nd, policy)
-        if hasattr(layer, "inference_params") and i not in fused else p
-        for i, (layer, p, (sin, _)) in enumerate(zip(net.layers, params, net.shapes)))
+    todo = tuple(i for i, layer in enumerate(net.layers)
+                 if hasattr(layer, "inference_params") and i not in fused)
+    sub = tuple(params[i] for i in todo)
+    # one compiled program (eagerly, each transform, reorder and bias term of a new shape
+    # compiles a small program: CIANNA's SDC1 detector, 24 of them) where the layers'
+    # device test inside it (JAX's default backend) agrees with where the weights are
+    placed = {d.platform for a in jax.tree_util.tree_leaves(sub)
+              if isinstance(a, jax.Array) and initializers.is_concrete(a) for d in a.devices()}
+    laid = (_laid_out(net, policy, todo, sub) if placed <= {jax.default_backend()}
+            else _lay_out(net, policy, todo, sub))
+    out = list(params)
+    for i, r in zip(todo, laid):
+        if r is not None:
+            out[i] = r
+    return tuple(out)
+
+
+def _lay_out(net: Network, policy: Policy, todo: tuple[int, ...], sub: tuple) -> tuple:
+    """The laid-out params of layers ``todo`` (None where a layer keeps its own)."""
+    out = []
+    for i, p in zip(todo, sub):
+        r = net.layers[i].inference_params(p, net.shapes[i][0], net.nd, policy)
+        out.append(None if r is p else r)
+    return tuple(out)
+
+
+_laid_out = jax.jit(_lay_out, static_argnums=(0, 1, 2))
 
 
 def _check_images(net: Network, x) -> tuple[jax.Array, bool]:

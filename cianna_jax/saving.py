@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from . import console, optim
+from . import console, optim, training
 from .api import NetState, get_state, say, v11_transform
 from .checks import as_flag, as_int
 from .io import optim_file
@@ -146,7 +146,7 @@ def _load_optimizer_state(state: NetState, of, iteration: int, silent) -> None:
     config = of.config
     optimizer = v11_transform(config, bool(state.decoupled), bool(of.use_wema))
     params = tuple(state.put_params(tuple(of.params)))
-    opt_state = optimizer.init(params)
+    opt_state = training.init_state(optimizer, params)
     opt_state = optim.set_v11_masks(opt_state, optim.v11_masks(of.net, params, state.frozen))
     opt_state = state.put_params(optim.set_optimizer_buffers(config, opt_state, of.buffers))
     state.bias = float(of.net.input_bias)

@@ -51,6 +51,7 @@ __all__ = [
     "CIANNA_SGD",
     "cianna_sgd",
     "make_optimizer",
+    "init_state",
     "set_learning_rate",
     "learning_rate_at",
     "batch_loss",
@@ -201,6 +202,14 @@ def make_optimizer(learning_rate: float = 0.0, momentum: float = 0.0,
 
 #: The optimizer the imperative API uses (masks set with :func:`set_masks`).
 CIANNA_SGD = make_optimizer()
+
+
+@partial(jax.jit, static_argnums=0)
+def init_state(optimizer: optax.GradientTransformation, params: Params):
+    """``optimizer.init(params)`` as one compiled program.  Called eagerly, every zero
+    buffer and mask of a new shape compiles a small program of its own (CIANNA's SDC1
+    detector: 31 of them, 0.9 s on 2 CPU cores, against one)."""
+    return optimizer.init(params)
 
 
 def set_learning_rate(opt_state, learning_rate: float, **others: float):

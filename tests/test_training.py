@@ -146,6 +146,24 @@ def test_freezing_through_set_masks_does_not_recompile():
     np.testing.assert_array_equal(np.asarray(params[0]["w"]), before)
 
 
+def test_init_state_is_the_optimizer_init_in_one_program():
+    """``init_state``: the state ``optimizer.init`` gives (structure, dtypes, values,
+    masks included), compiled once per optimizer and parameter structure."""
+    net = nn.network([6, 6], 1, [nn.conv([3, 3], 4), nn.norm(group_size=2),
+                                 nn.dense(5), nn.dense(3, activation="SMAX")], bias=0.5)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = training.make_optimizer(0.01, 0.9, masks=partial(training.cianna_masks, net))
+    want, got = opt.init(params), training.init_state(opt, params)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(np.asarray(got.inner_state[2].mask[2]["w"])[-1, -1]) == 0.0  # the pivot
+    size = training.init_state._cache_size()
+    training.init_state(opt, cj.init_params(jax.random.key(1), net))
+    assert training.init_state._cache_size() == size
+
+
 def test_any_optax_optimizer_can_replace_cianna_sgd():
     net, params = _one_dense("LIN")
     opt = optax.adam(1e-2)

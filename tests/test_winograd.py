@@ -329,6 +329,38 @@ def test_inference_weights_are_pre_transformed_on_cpu(wide_net):
     assert _rel(out, ref) < 2e-6
 
 
+def test_inference_weights_are_laid_out_by_one_program(wide_net):
+    """The whole network is laid out by one compiled program, with the values of the
+    layers' own methods called one by one (which compile a small program per new
+    shape), and the layers that keep their params keep the same arrays."""
+    from cianna_jax import network
+
+    net, params, _ = wide_net
+    network._laid_out.clear_cache()
+    laid = inference_params(net, params)
+    assert network._laid_out._cache_size() == 1
+    eager = [net.layers[i].inference_params(params[i], net.shapes[i][0], 2) for i in (0, 1)]
+    assert laid[0] is params[0] and eager[0] is params[0]
+    for a, b in zip(jax.tree_util.tree_leaves(laid[1]), jax.tree_util.tree_leaves(eager[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert inference_params(net, params)[1]["winograd"].shape == (16, 128, 160)
+    assert network._laid_out._cache_size() == 1
+
+
+def test_weights_off_the_default_backend_are_laid_out_where_they_are(wide_net, monkeypatch):
+    """Weights on another platform than JAX's default backend (CPU weights while a GPU
+    is the default) are laid out layer by layer, each layer testing where its weights
+    are (inside one program it could only test the default backend)."""
+    from cianna_jax import network
+
+    net, params, _ = wide_net
+    network._laid_out.clear_cache()
+    monkeypatch.setattr(network.jax, "default_backend", lambda: "gpu")
+    laid = inference_params(net, params)
+    assert network._laid_out._cache_size() == 0
+    assert set(laid[1]) == {"winograd", "bias"} and laid[0] is params[0]
+
+
 def test_inference_weights_for_another_platform_keep_the_kernel(wide_net, monkeypatch):
     """Weights that do not live on the CPU (a GPU) keep XLA's kernel form."""
     net, params, _ = wide_net
