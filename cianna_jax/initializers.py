@@ -101,7 +101,7 @@ def _host_sample(key, normal: bool, n: int) -> np.ndarray:
     fn = _chunk_sample(normal)
     data = jax.random.key_data(key)
     parts = [fn(data, np.uint32(o)) for o in range(0, n, CHUNK)]   # dispatched, then read
-    return np.concatenate([np.asarray(p) for p in parts])[:n]
+    return np.concatenate([np.asarray(p) for p in parts] or [np.zeros(0, np.float32)])[:n]
 
 
 @functools.lru_cache(maxsize=None)

@@ -61,6 +61,7 @@ def test_host_draws_are_bit_identical_to_jax_random(fct):
     over a chunk), and under jit, where the key is traced and the direct draw runs."""
     key = jax.random.key(11)
     chunk = initializers.CHUNK
+    assert np.asarray(initializers.draw(key, fct, (0, 4), 9, 4, 1.5)).shape == (0, 4)
     for shape in [(1, 1), (5, 30), (3, 4, 5), (700, 3), (chunk,), (2, chunk + 3)]:
         got = np.asarray(initializers.draw(key, fct, shape, 9, 4, 1.5))
         if fct == "xavier":

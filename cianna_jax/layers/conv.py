@@ -504,7 +504,8 @@ class Conv(LayerBase):
         k = w[:, :-1].reshape(n_f, -1, fd, fh, fw)
         k = xp.transpose(k, (2, 3, 4, 1, 0))
         k = np.ascontiguousarray(k) if xp is np else k
-        return {"kernel": jnp.asarray(k, jnp.float32), "bias_weight": jnp.asarray(w[:, -1], jnp.float32)}
+        # the dtype given: without it, a host array compiles a program per shape
+        return {"kernel": jnp.asarray(k, k.dtype), "bias_weight": jnp.asarray(w[:, -1], w.dtype)}
 
     @staticmethod
     def to_rows(params) -> jax.Array | np.ndarray:
