@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,3 +178,10 @@ def test_train_detector_benchmark_splits_the_epochs():
     assert res["median_after_first"]["epoch_seconds"] == res["rows"][1]["epoch_seconds"]
     text = bench.table(res)
     assert "patches/s" in text and " med." in text
+
+
+def test_yolo_compile_benchmark_measures_the_loss_program():
+    (r,) = _benchmark("yolo_compile").main(["--quick"])
+    assert r["detector"] == "default" and r["ops"] > 100
+    assert r["compile_s"][0] > 0 and r["run_ms"] > 0
+    assert np.isfinite(r["value"]) and r["value"] > 0 and r["grad_sum"] > 0

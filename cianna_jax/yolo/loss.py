@@ -139,12 +139,26 @@ def _check_inputs(output, targets, cfg: YoloConfig):
 # --------------------------------------------------------------------------- reference
 
 
+class _StepDraws:
+    """One association step's draws ``u (N, G, 2 + 2B)``: draw ``r`` per cell as ``(N, G,
+    1, 1)``; the 2B random box draws at once as ``(N, G, 1, 1, 2B)`` (see
+    :func:`rules.associate`)."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def __call__(self, r: int):
+        return self.u[:, :, r, None, None]
+
+    def boxes(self):
+        return self.u[:, :, None, None, 2:]
+
+
 def _draws(key, shape, dtype):
     """The reference's random draws: step ``i`` draws ``uniform(fold_in(key, i), (N, G,
-    2 + 2B))``; draw ``r`` of a step is read per cell as ``(N, G, 1, 1)``."""
+    2 + 2B))``, read through :class:`_StepDraws`."""
     def draws(i):
-        u = jax.random.uniform(jax.random.fold_in(key, i), shape, dtype)
-        return lambda r: u[:, :, r, None, None]
+        return _StepDraws(jax.random.uniform(jax.random.fold_in(key, i), shape, dtype))
     return draws
 
 
@@ -200,15 +214,19 @@ def _terms(output, targets, nb_im_iter, key, *, cfg: YoloConfig, startup_mode: s
     random_used = key is not None
     n_idx = jnp.arange(N)[:, None, None, None]
 
+    floats = jnp.concatenate([tg.box, tg.params], axis=-1)            # (N, M, 6 + P)
+    ints = jnp.stack([tg.cls, tg.diff], axis=-1)                       # (N, M, 2)
+
     def values(assoc: rules.Association, mode: str):
         j = jnp.where(assoc.lock == 2, assoc.target, 0)                # (N, G, 1, B)
+        rows = {}
 
-        def field(name, i=0):   # gathers: cheaper than one-hot sums over the targets here
-            if name == "box":
-                return tg.box[n_idx, j, i]
-            if name == "param":
-                return tg.params[n_idx, j, i]
-            return (tg.cls if name == "cls" else tg.diff)[n_idx, j]
+        def field(name, i=0):   # one gather per table (cheaper than one-hot sums here)
+            kind = "int" if name in ("cls", "diff") else "float"
+            if kind not in rows:
+                rows[kind] = (ints if kind == "int" else floats)[n_idx, j]  # (N, G, 1, B, F)
+            col = {"box": i, "param": 6 + i, "cls": 0, "diff": 1}[name]
+            return rows[kind][..., col]
 
         if exact:   # IoU* of the associated pairs, differentiable
             iou_a = iou_corners(pred, [field("box", i) for i in range(6)], cfg.IoU_type)

@@ -667,3 +667,46 @@ def test_no_target_slot_background_only():
     np.testing.assert_allclose(d[..., 7], 0.048, atol=1e-7)
     assert np.all(d[..., np.r_[0:6, 8]] == 0)
     np.testing.assert_allclose(np.asarray(display).sum(), 3 * 8 * 0.06912, rtol=1e-5)
+
+
+def test_vectorised_random_box_equals_unrolled_draws(monkeypatch):
+    """The reference picks random boxes from all 2B draws at once; the kernel's rule
+    form unrolls them.  Crowded cells (more targets than boxes: no free box left for
+    some draws) with rand_prob 1 and a traced start-up: the same associations."""
+    cfg = yolo.make_config((32, 32, 1), (2, 2, 1), nb_box=3, max_nb_obj_per_image=6,
+                           prior_size=np.array([[6.0, 10.0, 14.0], [6.0, 10.0, 14.0]],
+                                               np.float32),
+                           rand_prob=1.0, rand_prob_best_box_assoc=0.5, rand_startup=50)
+    rng = np.random.default_rng(3)
+    out = yolo.activation(jnp.asarray(rng.normal(0, 1, (4, 2, 2, 3, cfg.channels_per_box)),
+                                      jnp.float32), cfg)
+    tgt = np.zeros((4, cfg.target_len), np.float32)
+    for n in range(4):
+        tgt[n, 0] = 6
+        for j in range(6):   # 4-6 targets in cell (0, 0), the rest elsewhere
+            cx, cy = rng.uniform(1, 15, 2) if j < 4 + n % 3 else rng.uniform(17, 31, 2)
+            w, h = rng.uniform(3, 12, 2)
+            tgt[n, 1 + 7 * j:8 + 7 * j] = [1, cx - w / 2, cy - h / 2, 0, cx + w / 2, cy + h / 2, 1]
+    key = jax.random.key(11)
+    results = {}
+    for form in ("vectorised", "unrolled"):
+        def run(*args, **kw):   # a new function: traced again (jit caches traces by function)
+            return yolo.loss._terms.__wrapped__(*args, **kw)
+
+        run = jax.jit(run, static_argnames=("cfg", "startup_mode", "want_delta",
+                                            "want_display"))
+        if form == "unrolled":
+            def draws(k, shape, dtype):
+                def step(i):
+                    u = jax.random.uniform(jax.random.fold_in(k, i), shape, dtype)
+                    return lambda r: u[:, :, r, None, None]
+                return step
+            monkeypatch.setattr(yolo.loss, "_draws", draws)
+        for nb in (10, 100):   # start-up on, off
+            d, _, _, locked = run(out, jnp.asarray(tgt), jnp.asarray(nb, jnp.int32), key,
+                                  cfg=cfg, startup_mode="traced", want_display=False)
+            results[form, nb] = np.asarray(d), np.asarray(locked)
+    for nb in (10, 100):
+        np.testing.assert_array_equal(results["vectorised", nb][1], results["unrolled", nb][1])
+        np.testing.assert_array_equal(results["vectorised", nb][0], results["unrolled", nb][0])
+        assert (results["vectorised", nb][1][:, 0, 0] == 2).sum() >= 8   # crowded cell used
