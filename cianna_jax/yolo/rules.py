@@ -340,7 +340,7 @@ def associate(cfg: YoloConfig, mode: str, tab, *, m_axis: int, b_axis: int, ince
             first = jnp.min(jnp.where(ok, j, _BIG), axis=-1)
             found = first < _BIG
             pos = jnp.where(found, first, 0)[..., None]
-            chosen = jnp.sum(jnp.where(j == pos, bb, 0), axis=-1)
+            chosen = pick(j == pos, bb, -1)[..., 0]
             return bi == chosen, found
         chosen = found = None
         for j in range(2 * nb):
