@@ -395,7 +395,8 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
 
     Layers that define ``inference_params`` get that form: convolutions run as
     Winograd on CPU (the filters already transformed and the bias term, see
-    :meth:`cianna_jax.layers.conv.Conv.inference_params`), except convs that run fused
+    :meth:`cianna_jax.layers.conv.Conv.inference_params`) and with 16 zero filters more
+    where they have 2048 or 4096 (:mod:`cianna_jax.layers.widths`), except convs that run fused
     with their max pool under ``policy``, and dense layers that read a map (their
     weight rows in the map's channel-last order,
     :meth:`cianna_jax.layers.dense.Dense.inference_params`); the others keep theirs

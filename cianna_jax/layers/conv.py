@@ -32,6 +32,7 @@ from ..activations import Activation, activate, parse_activation
 from ..geometry import check_conv_groups, conv_output_size, conv_span, conv_weight_shape
 from ..io.records import ConvRecord
 from ..precision import FP32, Policy
+from . import widths
 from .base import LayerBase, register_layer
 from .common import (
     Ctx,
@@ -549,30 +550,46 @@ class Conv(LayerBase):
         :func:`.winograd.winograd_conv` (``P`` = 16, 36 for F(4x4, 3x3) under a
         reduced-precision policy, see :func:`.winograd.tile_size`, 64 in 3D) and the
         bias term per filter (``bias`` times the bias weight); other layers keep their
-        params (already channel-last).  :meth:`apply` takes either form under any
-        policy.  Not for training: gradients would be for this layout.  Params already
-        laid out are returned as they are."""
+        params (already channel-last).  A layer with a number of filters XLA's CPU code
+        runs slowly (:func:`.widths.slow`: 2048, 4096), weights on the CPU, gets
+        :data:`.widths.EXTRA` zero filters more, dropped from its output: in its
+        Winograd filters, or as ``{"wide_kernel": (*f, C, F + EXTRA), "bias": (F +
+        EXTRA,)}``.  :meth:`apply` takes any of these forms under any policy.  Not for
+        training: gradients would be for this layout.  Params already laid out are
+        returned as they are."""
         if "kernel" not in params:
             return params
         src = self.map_input(in_shape)
         sp = internal(src.spatial, nd)
         k = self._kernel(params, nd)
-        if (not any(self.int_padding) and _on_cpu(k)
-                and winograd_form(sp, k.shape, internal(self.stride, nd), policy,
-                                  groups=self.nb_groups)):
-            return {"winograd": filter_transform(k, tile_size(sp, policy)),
-                    "bias": self._bias_term(params)}
-        return params
+        if not _on_cpu(k):
+            return params
+        wino = not any(self.int_padding) and winograd_form(
+            sp, k.shape, internal(self.stride, nd), policy, groups=self.nb_groups)
+        bias = self._bias_term(params)
+        wide = self.nb_groups == 1 and widths.slow(k.shape[-1])
+        if wide:
+            k, bias = widths.widen(k, bias)
+        if wino:
+            return {"winograd": filter_transform(k, tile_size(sp, policy)), "bias": bias}
+        return {"wide_kernel": k, "bias": bias} if wide else params
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
         nd = ctx.nd
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
-        if "winograd" in params:  # laid out by inference_params
+        if "winograd" in params or "wide_kernel" in params:  # laid out by inference_params
             pad = internal(self.padding, nd)
-            z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad), ctx.policy)
+            if "winograd" in params:
+                z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad),
+                                  ctx.policy)
+            else:
+                z = _forward(x, params["wide_kernel"].astype(x.dtype), internal(self.stride, nd),
+                             pad, tuple(1 + i for i in internal(self.int_padding, nd)),
+                             ctx.policy, self.nb_groups)
             z = (z + params["bias"].astype(z.dtype)).astype(x.dtype)
+            z = z[..., :self.nb_filters]  # the zero filters of a widened layout dropped
         else:
             z = self._conv(params, x, ctx)
         z = dropout(z, self.drop_rate, ctx, key)

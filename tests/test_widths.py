@@ -1,0 +1,108 @@
+"""Layers with 2048 or 4096 filters laid out for inference with zero filters more on CPU
+(``layers/widths.py``): which layers, the laid-out arrays, the same outputs, the wider
+product in the compiled program, and the layers left as they are."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cianna_jax import nn
+from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers import widths
+from cianna_jax.layers.common import Shape
+from cianna_jax.network import apply, inference_params, init_params
+from cianna_jax.training import eval_step
+
+F = widths.SLOW_MULTIPLE  # 2048 filters
+WIDE = F + widths.EXTRA
+
+
+def test_which_widths_are_slow():
+    assert [n for n in (2048, 4096, 6144) if widths.slow(n)] == [2048, 4096, 6144]
+    # measured at full speed (1536, 2560, 3072 columns), or never seen as rows (0)
+    assert not any(widths.slow(n) for n in (0, 16, 1024, 1536, 2047, 2049, 2560, 3072))
+
+
+def test_widen_appends_zero_filters():
+    k = jax.random.normal(jax.random.key(0), (3, 3, 4, 5))
+    b = jnp.arange(5.0)
+    wk, wb = widths.widen(k, b)
+    assert wk.shape == (3, 3, 4, 5 + widths.EXTRA) and wb.shape == (5 + widths.EXTRA,)
+    np.testing.assert_array_equal(wk[..., :5], k)
+    np.testing.assert_array_equal(wb[:5], b)
+    assert not np.any(np.asarray(wk[..., 5:])) and not np.any(np.asarray(wb[5:]))
+    assert widths.widen(k).shape == wk.shape
+
+
+@pytest.fixture(scope="module")
+def wide_net():
+    """A 1x1 and a 3x3 layer of 2048 filters (the 3x3 one Winograd on CPU), a grouped
+    1x1 one of 2048 and a 3-filter head, on 4x4 maps."""
+    net = nn.network([4, 4], 8, [
+        nn.conv([1, 1], F, activation="RELU"),
+        nn.conv([1, 1], 64, activation="RELU"),
+        nn.conv([3, 3], F, padding=[1, 1], activation="RELU"),
+        nn.conv([1, 1], F, activation="LIN", nb_groups=2),
+        nn.conv([1, 1], 3, activation="LIN"),
+    ])
+    params = init_params(jax.random.key(1), net)
+    x = jax.random.normal(jax.random.key(2), (2, 4, 4, 8))
+    return net, params, x
+
+
+def test_inference_layout_widens_the_slow_layers(wide_net):
+    net, params, x = wide_net
+    laid = inference_params(net, params)
+    # 1x1, 2048 filters: the kernel and bias term with 16 zero filters more
+    assert set(laid[0]) == {"wide_kernel", "bias"}
+    assert laid[0]["wide_kernel"].shape == (1, 1, 8, WIDE)
+    np.testing.assert_array_equal(laid[0]["wide_kernel"][..., :F], params[0]["kernel"][0])
+    np.testing.assert_allclose(laid[0]["bias"][:F],
+                               net.layers[0].bias * params[0]["bias_weight"])
+    assert not np.any(np.asarray(laid[0]["wide_kernel"][..., F:]))
+    # 3x3, 2048 filters as Winograd: the transformed filters are widened
+    assert set(laid[2]) == {"winograd", "bias"} and laid[2]["winograd"].shape == (16, 64, WIDE)
+    assert not np.any(np.asarray(laid[2]["winograd"][..., F:]))
+    # 64 filters, a grouped layer (its groups split the filters) and the head keep theirs
+    assert laid[1] is params[1] and laid[3] is params[3] and laid[4] is params[4]
+    assert inference_params(net, laid) == laid  # laying out twice changes nothing
+
+
+def test_widened_layers_give_the_same_outputs(wide_net):
+    net, params, x = wide_net
+    laid = inference_params(net, params)
+    ref = apply(net, params, x)
+    out = apply(net, laid, x)
+    assert out.shape == ref.shape == (2, 4, 4, 3)
+    np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(ref))))
+    # and layer by layer: each widened layer's own output has its 2048 filters only
+    h = x
+    for layer, p, q in zip(net.layers[:3], params, laid):
+        from cianna_jax.layers.common import Ctx
+
+        a, b = layer.apply(p, h, Ctx()), layer.apply(q, h, Ctx())
+        assert b.shape == a.shape
+        np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+        h = a
+
+
+def test_the_compiled_inference_computes_the_wider_layer(wide_net):
+    """The laid-out program's 1x1 layer (a convolution or a product, by XLA's choice)
+    writes rows of 2064 values, not 2048."""
+    net, params, x = wide_net
+    laid = inference_params(net, params)
+    t = jnp.zeros((2, 4, 4, 3))
+    text = eval_step.lower(net, laid, x, t, jnp.int32(2), with_loss=False).compile().as_text()
+    assert re.search(rf"= f32\[[0-9,]*,{WIDE}\]\S* (convolution|dot|fusion)\(", text), \
+        "no layer of the widened width"
+    plain = eval_step.lower(net, params, x, t, jnp.int32(2), with_loss=False).compile().as_text()
+    assert f",{WIDE}]" not in plain  # training-form params are not widened
+
+
+def test_weights_off_the_cpu_are_not_widened(wide_net, monkeypatch):
+    net, params, _ = wide_net
+    monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
+    assert net.layers[0].inference_params(params[0], Shape(4, 4, 1, 8), 2) is params[0]
