@@ -98,11 +98,45 @@ def test_the_compiled_inference_computes_the_wider_layer(wide_net):
     text = eval_step.lower(net, laid, x, t, jnp.int32(2), with_loss=False).compile().as_text()
     assert re.search(rf"= f32\[[0-9,]*,{WIDE}\]\S* (convolution|dot|fusion)\(", text), \
         "no layer of the widened width"
-    plain = eval_step.lower(net, params, x, t, jnp.int32(2), with_loss=False).compile().as_text()
-    assert f",{WIDE}]" not in plain  # training-form params are not widened
 
 
 def test_weights_off_the_cpu_are_not_widened(wide_net, monkeypatch):
     net, params, _ = wide_net
     monkeypatch.setattr(conv_mod, "_on_cpu", lambda a: False)
     assert net.layers[0].inference_params(params[0], Shape(4, 4, 1, 8), 2) is params[0]
+
+
+def _train_text_and_grads(net, params, x, t):
+    from cianna_jax import training
+
+    opt = training.make_optimizer(0.01, 0.8, masks=lambda p: training.cianna_masks(net, p))
+    def args():  # fresh copies: the step donates its params and state
+        p = jax.tree_util.tree_map(jnp.copy, params)
+        return (net, opt, p, opt.init(p), x, t, jnp.int32(x.shape[0]), jax.random.key(5))
+
+    text = training.train_step.lower(*args()).compile().as_text()
+    new_params, _, loss = training.train_step(*args())
+    return text, new_params, loss
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.25])
+def test_training_widens_layers_without_dropout(drop, monkeypatch):
+    """A training step runs a 2048-filter layer without dropout at 2064 filters (its
+    gradient padded, the kernel's cut back), with the same update; a layer with dropout
+    keeps its width (its mask's hash would be fused into that padding)."""
+    net = nn.network([4, 4], 8, [nn.conv([1, 1], F, activation="RELU", drop_rate=drop),
+                                  nn.conv([1, 1], 3, activation="LIN")])
+    params = init_params(jax.random.key(1), net)
+    x = jax.random.normal(jax.random.key(2), (2, 4, 4, 8))
+    t = jax.random.normal(jax.random.key(3), (2, 4, 4, 3))
+    text, new, loss = _train_text_and_grads(net, params, x, t)
+    assert (f",{WIDE}]" in text) == (drop == 0.0)
+    monkeypatch.setattr(widths, "slow", lambda n: False)
+    jax.clear_caches()
+    plain_text, plain, plain_loss = _train_text_and_grads(net, params, x, t)
+    jax.clear_caches()
+    assert f",{WIDE}]" not in plain_text
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(plain)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
