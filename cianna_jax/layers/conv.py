@@ -580,13 +580,12 @@ class Conv(LayerBase):
         if x.ndim == 2:
             x = flat_to_map(x, Shape(*self.input_shape), nd)
         if "winograd" in params or "wide_kernel" in params:  # laid out by inference_params
-            pad = internal(self.padding, nd)
             if "winograd" in params:
+                pad = internal(self.padding, nd)
                 z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad),
                                   ctx.policy)
             else:
-                z = _forward(x, params["wide_kernel"].astype(x.dtype), internal(self.stride, nd),
-                             pad, tuple(1 + i for i in internal(self.int_padding, nd)),
+                z = _forward(x, params["wide_kernel"].astype(x.dtype), *self._geometry(nd),
                              ctx.policy, self.nb_groups)
             z = (z + params["bias"].astype(z.dtype)).astype(x.dtype)
             z = z[..., :self.nb_filters]  # the zero filters of a widened layout dropped
@@ -604,9 +603,7 @@ class Conv(LayerBase):
         nd = ctx.nd
         x, k, b = self.prepare(params, x, nd)
         conv = _forward if ctx.exact else conv_nd
-        geometry = (internal(self.stride, nd), internal(self.padding, nd),
-                    tuple(1 + i for i in internal(self.int_padding, nd)), ctx.policy,
-                    self.nb_groups)
+        geometry = self._geometry(nd) + (ctx.policy, self.nb_groups)
 
         def layer(k, b):
             z = conv(x, k, *geometry)
@@ -615,6 +612,11 @@ class Conv(LayerBase):
         if self.nb_groups != 1 or self.drop_rate > 0.01:
             return layer(k, b)
         return widths.on_cpu(layer, k, b)
+
+    def _geometry(self, nd: int) -> tuple:
+        """``(strides, paddings, input dilations)`` of :func:`conv_nd` / ``_forward``."""
+        return (internal(self.stride, nd), internal(self.padding, nd),
+                tuple(1 + i for i in internal(self.int_padding, nd)))
 
     def check(self, where: str, sources: tuple, *, last: bool) -> None:
         super().check(where, sources, last=last)
