@@ -18,6 +18,8 @@ from cianna_jax.training import eval_step
 
 F = widths.SLOW_MULTIPLE  # 2048 filters
 WIDE = F + widths.EXTRA
+#: widening is CPU-only (other backends keep every layer at its width)
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU layouts and programs")
 
 
 def test_which_widths_are_slow():
@@ -53,6 +55,7 @@ def wide_net():
     return net, params, x
 
 
+@cpu_only
 def test_inference_layout_widens_the_slow_layers(wide_net):
     net, params, x = wide_net
     laid = inference_params(net, params)
@@ -89,6 +92,7 @@ def test_widened_layers_give_the_same_outputs(wide_net):
         h = a
 
 
+@cpu_only
 def test_the_compiled_inference_computes_the_wider_layer(wide_net):
     """The laid-out program's 1x1 layer (a convolution or a product, by XLA's choice)
     writes rows of 2064 values, not 2048."""
@@ -119,6 +123,7 @@ def _train_text_and_grads(net, params, x, t):
     return text, new_params, loss
 
 
+@cpu_only
 @pytest.mark.parametrize("drop", [0.0, 0.25])
 def test_training_widens_layers_without_dropout(drop, monkeypatch):
     """A training step runs a 2048-filter layer without dropout at 2064 filters (its
