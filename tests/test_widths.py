@@ -125,17 +125,17 @@ def _train_text_and_grads(net, params, x, t):
 
 @cpu_only
 @pytest.mark.parametrize("drop", [0.0, 0.25])
-def test_training_widens_layers_without_dropout(drop, monkeypatch):
-    """A training step runs a 2048-filter layer without dropout at 2064 filters (its
-    gradient padded, the kernel's cut back), with the same update; a layer with dropout
-    keeps its width (its mask's hash would be fused into that padding)."""
+def test_training_widens_the_layer_with_the_same_update(drop, monkeypatch):
+    """A training step runs a 2048-filter layer at 2064 filters (its gradient padded, the
+    kernel's cut back), with the same update, dropout mask included (drawn for the real
+    filters' places)."""
     net = nn.network([4, 4], 8, [nn.conv([1, 1], F, activation="RELU", drop_rate=drop),
                                   nn.conv([1, 1], 3, activation="LIN")])
     params = init_params(jax.random.key(1), net)
     x = jax.random.normal(jax.random.key(2), (2, 4, 4, 8))
     t = jax.random.normal(jax.random.key(3), (2, 4, 4, 3))
     text, new, loss = _train_text_and_grads(net, params, x, t)
-    assert (f",{WIDE}]" in text) == (drop == 0.0)
+    assert f",{WIDE}]" in text
     monkeypatch.setattr(widths, "slow", lambda n: False)
     jax.clear_caches()
     plain_text, plain, plain_loss = _train_text_and_grads(net, params, x, t)
@@ -145,3 +145,18 @@ def test_training_widens_layers_without_dropout(drop, monkeypatch):
     for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(plain)):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_widened_draws_give_the_real_places_their_values():
+    from cianna_jax.layers.common import uniform, widened_draws
+
+    key = jax.random.key(7)
+    narrow = uniform(key, (2, 3, 5, 6))
+    wide = uniform(key, (2, 3, 5, 6 + widths.EXTRA), width=6)
+    np.testing.assert_array_equal(wide[..., :6], narrow)
+    np.testing.assert_array_equal(narrow, jax.random.uniform(key, (2, 3, 5, 6)))
+    assert widened_draws(key, jnp.float32) and not widened_draws(key, jnp.bfloat16)
+    with pytest.raises(ValueError, match="width"):
+        uniform(key, (2, 22), jnp.bfloat16, width=6)
+    with pytest.raises(ValueError, match="width"):
+        uniform(key, (2, 22), width=30)

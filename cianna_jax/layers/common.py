@@ -27,6 +27,7 @@ __all__ = [
     "internal",
     "dropout",
     "uniform",
+    "widened_draws",
     "DROP_MODES",
     "map_to_flat_cmajor",
     "flat_to_map",
@@ -116,19 +117,21 @@ _add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
-            keep_last_column: bool = False) -> jax.Array:
+            keep_last_column: bool = False, width: int | None = None) -> jax.Array:
     """CIANNA dropout on a pre-activation (not inverted, cianna_layers.md section 8).
 
     Training and MC_MODEL: multiply by a fresh {0, 1} mask (keep when ``u >= rate``).
     AVG_MODEL inference: multiply by ``1 - rate``.  Rates <= 0.01 are inactive.
-    ``keep_last_column`` leaves the dense bias slot untouched.
+    ``keep_last_column`` leaves the dense bias slot untouched.  ``width``: the last axis
+    of ``z`` is a widened layer's (:mod:`.widths`), whose first ``width`` entries are the
+    real ones: they get the mask of the ``width``-wide array (see :func:`uniform`).
     """
     if rate <= 0.01:
         return z
     if ctx.train or ctx.drop_mode == "MC_MODEL":
         if key is None:
             raise ValueError("a PRNG key is required for dropout in training or MC_MODEL mode")
-        keep = uniform(key, z.shape, z.dtype) >= rate
+        keep = uniform(key, z.shape, z.dtype, width) >= rate
         if keep_last_column:
             keep = keep.at[:, -1].set(True)
         return z * keep.astype(z.dtype)
@@ -138,19 +141,45 @@ def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
     return z * scale
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32,
+            width: int | None = None) -> jax.Array:
     """``jax.random.uniform(key, shape, dtype)``, the same numbers.  For float32 and
     jax's (default, partitionable) threefry keys, the hash runs as one elementwise
     expression of each element's index (:mod:`pallas_kernels.threefry`) that XLA fuses
     with its reader: XLA's CPU lowering of ``jax.random`` runs the hash in a rolled loop
     that copies its whole state every round (the dropout mask of CIANNA's SDC1 network,
     8x8x8x2048 values: 11.5 ms against 2.0 ms this way, measured in
-    benchmarks/README.md).  Other dtypes and keys go through ``jax.random.uniform``."""
+    benchmarks/README.md).  Other dtypes and keys go through ``jax.random.uniform``.
+
+    ``width`` (at most ``shape[-1]``): the draws of a widened array, whose first ``width``
+    places on the last axis get the values ``uniform(key, shape[:-1] + (width,))`` has
+    there (the places after them, values of no use); float32 and threefry keys only
+    (:func:`widened_draws`, ValueError otherwise)."""
     n = int(np.prod(shape))
+    if width is not None and width != shape[-1]:
+        if not (widened_draws(key, dtype) and 0 < width <= shape[-1]
+                and n // shape[-1] * width < 2**32):
+            raise ValueError(f"uniform: width {width} for draws of shape {shape} needs "
+                             f"0 < width <= {shape[-1]}, float32 (received {np.dtype(dtype)}) "
+                             f"and jax's threefry keys")
+        k = threefry.key_words(key)
+        rows = jax.lax.broadcasted_iota(jnp.uint32, shape[:-1] + (1,), 0)
+        for ax in range(1, len(shape) - 1):
+            rows = rows * np.uint32(shape[ax]) + jax.lax.broadcasted_iota(
+                jnp.uint32, shape[:-1] + (1,), ax)
+        cols = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (len(shape) - 1) + tuple(shape[-1:]),
+                                        len(shape) - 1)
+        return threefry.uniform(k[0], k[1], rows * np.uint32(width) + cols)
     if np.dtype(dtype) == np.float32 and 0 < n < 2**32 and threefry.supported(key):
         k = threefry.key_words(key)
         return threefry.uniform(k[0], k[1], jax.lax.iota(jnp.uint32, n).reshape(shape))
     return jax.random.uniform(key, shape, dtype)
+
+
+def widened_draws(key: jax.Array, dtype) -> bool:
+    """Whether :func:`uniform` can draw a widened array's values (its ``width``):
+    float32 and jax's threefry keys."""
+    return np.dtype(dtype) == np.float32 and threefry.supported(key)
 
 
 def map_to_flat_cmajor(x: jax.Array) -> jax.Array:

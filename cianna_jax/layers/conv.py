@@ -46,6 +46,7 @@ from .common import (
     rotated_kernel,
     space_to_depth,
     tap_slice,
+    widened_draws,
 )
 from .grouped import grouped_conv, tap_conv
 from .products import product, times_transposed
@@ -589,17 +590,20 @@ class Conv(LayerBase):
                              ctx.policy, self.nb_groups)
             z = (z + params["bias"].astype(z.dtype)).astype(x.dtype)
             z = z[..., :self.nb_filters]  # the zero filters of a widened layout dropped
+            z = dropout(z, self.drop_rate, ctx, key)
         else:
-            z = self._conv(params, x, ctx)
-        z = dropout(z, self.drop_rate, ctx, key)
+            z = self._conv(params, x, ctx, key)
         if not activate_output:
             return z
         return activate(self.activation, z, exact=ctx.exact)
 
-    def _conv(self, params, x, ctx: Ctx):
-        """Convolution and bias through XLA's convolution (``conv_nd``'s backward); on
-        CPU, a layer of 2048 or 4096 filters without dropout with 16 zero filters more
-        (:func:`.widths.on_cpu`)."""
+    def _conv(self, params, x, ctx: Ctx, key=None):
+        """Convolution, bias and dropout through XLA's convolution (``conv_nd``'s
+        backward); on CPU, a layer of 2048 or 4096 filters with 16 zero filters more
+        (:func:`.widths.on_cpu`), its dropout mask drawn for the real filters' places
+        (:func:`.common.uniform`'s ``width``: the same bits), the extra outputs dropped
+        after it.  A mask those draws cannot give (16-bit maps, other PRNGs) keeps the
+        layer at its width."""
         nd = ctx.nd
         x, k, b = self.prepare(params, x, nd)
         conv = _forward if ctx.exact else conv_nd
@@ -607,9 +611,11 @@ class Conv(LayerBase):
 
         def layer(k, b):
             z = conv(x, k, *geometry)
-            return z + b.astype(z.dtype) if ctx.exact else add_bias(z, b)
+            z = z + b.astype(z.dtype) if ctx.exact else add_bias(z, b)
+            return dropout(z, self.drop_rate, ctx, key, width=self.nb_filters)
 
-        if self.nb_groups != 1 or self.drop_rate > 0.01:
+        masked = self.drop_rate > 0.01 and (ctx.train or ctx.drop_mode == "MC_MODEL")
+        if self.nb_groups != 1 or (masked and (key is None or not widened_draws(key, x.dtype))):
             return layer(k, b)
         return widths.on_cpu(layer, k, b)
 

@@ -13,15 +13,18 @@ So such a layer computes with :data:`EXTRA` zero filters more (:func:`widen`) an
 their outputs: the same sums for the real filters.  The weights laid out for inference
 on CPU (``Conv.inference_params``) hold the wider kernel, and SDC1 backbone inference
 with them ran x1.043-1.055 (in-process A/Bs, 128x128 and 256x256).  In training and in
-passes on the training-form weights, a layer without dropout is widened at every call
-(:func:`on_cpu`): training steps of a 2048-filter layer and a small head, batch 8, ran
-x1.25 (3x3, 512 -> 2048, 8x8 maps), x1.29 (1x1, 1024 -> 2048, 16x16) and x1.35 (2x2
-stride 2, 256 -> 2048), the same numbers.  With dropout it is not: XLA fuses the mask's
-hash into the padding of the layer's gradient, which then ran 9x slower than the mask
-alone (a 1x1 1024 -> 2048 layer with dropout 0.25: its training step x0.96; the SDC1
-backbone's, whose 2048-filter layer has dropout: x0.973).  Measured
-in float32; the 16-bit policies, whose products accumulate in float32 too, take the
-same rule.
+passes on the training-form weights, the layer is widened at every call
+(:func:`on_cpu`), its dropout mask drawn for the real filters' places
+(``common.uniform``'s ``width``: the same bits) before the extra outputs are dropped.
+Training steps of a 2048-filter layer and a small head, batch 8, ran x1.25 (3x3, 512 ->
+2048, 8x8 maps), x1.29 (1x1, 1024 -> 2048, 16x16), x1.35 (2x2 stride 2, 256 -> 2048) and
+x1.18-1.28 (the 1x1 one with dropout 0.25), the same numbers; the SDC1 backbone's
+training step x1.029-1.033 at 128x128 and x1.041-1.065 at 256x256.  Cut back before its dropout, the layer
+ran slower (x0.96): XLA fused the mask's hash into the padding of the layer's gradient,
+which then ran 9x slower than the mask alone.  A mask those draws cannot give (16-bit
+maps, other PRNGs) keeps such a layer at its width in training.  Measured in float32;
+under the 16-bit policies, whose products accumulate in float32 too, the inference
+layout and the layers without a mask are widened the same way.
 """
 
 from __future__ import annotations
@@ -60,8 +63,7 @@ def on_cpu(layer: Callable[[jax.Array, jax.Array], jax.Array], k: jax.Array,
     bias term ``b (F,)``.  On CPU, where ``F`` is :func:`slow`, computed as
     ``layer(*widen(k, b))[..., :F]``, so that its training step runs the wider products
     (the gradient reaching the layer is padded with zeros, the kernel's is cut back to
-    ``F`` columns).  Not for a layer with dropout: there XLA fuses the mask's hash into
-    that padding, which then runs 9x slower than the mask alone."""
+    ``F`` columns)."""
     n = k.shape[-1]
     if not slow(n):
         return layer(k, b)
