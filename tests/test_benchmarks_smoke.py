@@ -185,3 +185,12 @@ def test_yolo_compile_benchmark_measures_the_loss_program():
     assert r["detector"] == "default" and r["ops"] > 100
     assert r["compile_s"][0] > 0 and r["run_ms"] > 0
     assert np.isfinite(r["value"]) and r["value"] > 0 and r["grad_sum"] > 0
+
+
+def test_widths_benchmark_times_both_forms_with_the_same_update():
+    r = _benchmark("bench_widths").main(["--quick"])
+    (p,) = r["primitives"]
+    assert p["n"] == 2048 and p["own_s"] > 0 and p["wide_s"] > 0
+    (layer,) = r["layers"]
+    assert layer["own_s"] > 0 and layer["wide_s"] > 0 and 0 <= layer["faster"] <= 1
+    assert layer["param_diff"] < 1e-5  # only the form changes
