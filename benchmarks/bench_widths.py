@@ -23,6 +23,7 @@ import contextlib
 import time
 
 import numpy as np
+from machine_peak import best_seconds  # the fastest of several calls
 
 #: part 1: (label, kind, shape) with the filters last; "dot": (M, K, N); "conv":
 #: (batch, map side, C, N, filter side, stride)
@@ -45,16 +46,6 @@ QUICK_PRIMITIVES = [("product 64x64 @ 64xN", "dot", (64, 64, 2048))]
 QUICK_LAYERS = [("1x1 8 -> 2048, 4x4, dropout 0.25", 4, 8, 1, 1, 0.25)]
 
 
-def _fastest(fn, calls: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def primitive(kind: str, shape: tuple, extra: int, calls: int) -> float:
     """Seconds of one call at the shape's own width plus ``extra`` filters."""
     import jax
@@ -75,7 +66,7 @@ def primitive(kind: str, shape: tuple, extra: int, calls: int) -> float:
         f = jax.jit(lambda a, b: lax.conv_general_dilated(
             a, b, (stride, stride), "SAME" if stride == 1 else "VALID",
             dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=hi))
-    return _fastest(lambda: f(a, b).block_until_ready(), calls)
+    return best_seconds(lambda: f(a, b).block_until_ready(), calls)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from cianna_jax.host_cpu import cpu_info  # noqa: E402  (the processor's model a
 THREADS = 2
 
 
-def _best_seconds(fn, repeats: int) -> float:
+def best_seconds(fn, repeats: int) -> float:
     fn()  # warm-up (compilation, first-touch of the output)
     best = float("inf")
     for _ in range(repeats):
@@ -53,7 +53,7 @@ def run(n: int = 2048, repeats: int = 7) -> dict:
     flop = 2.0 * n ** 3
     mm = jax.jit(jnp.matmul)
     ja, jb = jnp.asarray(a), jnp.asarray(b)
-    out = dict(n=n, xla=flop / _best_seconds(lambda: mm(ja, jb).block_until_ready(),
+    out = dict(n=n, xla=flop / best_seconds(lambda: mm(ja, jb).block_until_ready(),
                                              repeats) / 1e9, torch=None)
     try:
         import torch
@@ -61,7 +61,7 @@ def run(n: int = 2048, repeats: int = 7) -> dict:
         return out
     torch.set_num_threads(THREADS)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    out["torch"] = flop / _best_seconds(lambda: ta @ tb, repeats) / 1e9
+    out["torch"] = flop / best_seconds(lambda: ta @ tb, repeats) / 1e9
     return out
 
 
