@@ -1,6 +1,7 @@
-"""Layers with 2048 or 4096 filters laid out for inference with zero filters more on CPU
-(``layers/widths.py``): which layers, the laid-out arrays, the same outputs, the wider
-product in the compiled program, and the layers left as they are."""
+"""Layers with 2048 or 4096 filters computed with zero filters more on CPU
+(``layers/widths.py``): which layers, the laid-out inference arrays, the same outputs,
+the wider layer in the compiled inference and training programs with the same updates
+(dropout included), the widened dropout draws, and the layers left as they are."""
 
 import re
 

@@ -26,6 +26,7 @@ __all__ = [
     "Ctx",
     "internal",
     "dropout",
+    "draws_mask",
     "uniform",
     "widened_draws",
     "DROP_MODES",
@@ -128,7 +129,7 @@ def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
     """
     if rate <= 0.01:
         return z
-    if ctx.train or ctx.drop_mode == "MC_MODEL":
+    if draws_mask(rate, ctx):
         if key is None:
             raise ValueError("a PRNG key is required for dropout in training or MC_MODEL mode")
         keep = uniform(key, z.shape, z.dtype, width) >= rate
@@ -139,6 +140,12 @@ def dropout(z: jax.Array, rate: float, ctx: Ctx, key: jax.Array | None,
     if keep_last_column:
         scale = scale.at[-1].set(1.0)
     return z * scale
+
+
+def draws_mask(rate: float, ctx: Ctx) -> bool:
+    """Whether :func:`dropout` at ``rate`` draws a random mask under ``ctx`` (training
+    and MC_MODEL inference, rates above 0.01), rather than scaling or doing nothing."""
+    return rate > 0.01 and (ctx.train or ctx.drop_mode == "MC_MODEL")
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32,
@@ -155,25 +162,23 @@ def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32,
     places on the last axis get the values ``uniform(key, shape[:-1] + (width,))`` has
     there (the places after them, values of no use); float32 and threefry keys only
     (:func:`widened_draws`, ValueError otherwise)."""
+    shape = tuple(shape)
     n = int(np.prod(shape))
     if width is not None and width != shape[-1]:
-        if not (widened_draws(key, dtype) and 0 < width <= shape[-1]
-                and n // shape[-1] * width < 2**32):
+        rows = n // shape[-1]
+        if not (widened_draws(key, dtype) and 0 < width <= shape[-1] and rows * width < 2**32):
             raise ValueError(f"uniform: width {width} for draws of shape {shape} needs "
                              f"0 < width <= {shape[-1]}, float32 (received {np.dtype(dtype)}) "
                              f"and jax's threefry keys")
-        k = threefry.key_words(key)
-        rows = jax.lax.broadcasted_iota(jnp.uint32, shape[:-1] + (1,), 0)
-        for ax in range(1, len(shape) - 1):
-            rows = rows * np.uint32(shape[ax]) + jax.lax.broadcasted_iota(
-                jnp.uint32, shape[:-1] + (1,), ax)
-        cols = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (len(shape) - 1) + tuple(shape[-1:]),
-                                        len(shape) - 1)
-        return threefry.uniform(k[0], k[1], rows * np.uint32(width) + cols)
-    if np.dtype(dtype) == np.float32 and 0 < n < 2**32 and threefry.supported(key):
-        k = threefry.key_words(key)
-        return threefry.uniform(k[0], k[1], jax.lax.iota(jnp.uint32, n).reshape(shape))
-    return jax.random.uniform(key, shape, dtype)
+        # each element's index in the width-wide array: row * width + column
+        counter = (jax.lax.iota(jnp.uint32, rows).reshape(shape[:-1] + (1,)) * np.uint32(width)
+                   + jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1))
+    elif widened_draws(key, dtype) and 0 < n < 2**32:
+        counter = jax.lax.iota(jnp.uint32, n).reshape(shape)
+    else:
+        return jax.random.uniform(key, shape, dtype)
+    k = threefry.key_words(key)
+    return threefry.uniform(k[0], k[1], counter)
 
 
 def widened_draws(key: jax.Array, dtype) -> bool:

@@ -39,6 +39,7 @@ from .common import (
     Shape,
     add_bias,
     depth_to_space,
+    draws_mask,
     dropout,
     flat_to_map,
     internal,
@@ -567,13 +568,15 @@ class Conv(LayerBase):
             return params
         wino = not any(self.int_padding) and winograd_form(
             sp, k.shape, internal(self.stride, nd), policy, groups=self.nb_groups)
-        bias = self._bias_term(params)
         wide = self.nb_groups == 1 and widths.slow(k.shape[-1])
+        if not (wino or wide):
+            return params
+        bias = self._bias_term(params)
         if wide:
             k, bias = widths.widen(k, bias)
         if wino:
             return {"winograd": filter_transform(k, tile_size(sp, policy)), "bias": bias}
-        return {"wide_kernel": k, "bias": bias} if wide else params
+        return {"wide_kernel": k, "bias": bias}
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:
@@ -614,7 +617,7 @@ class Conv(LayerBase):
             z = z + b.astype(z.dtype) if ctx.exact else add_bias(z, b)
             return dropout(z, self.drop_rate, ctx, key, width=self.nb_filters)
 
-        masked = self.drop_rate > 0.01 and (ctx.train or ctx.drop_mode == "MC_MODEL")
+        masked = draws_mask(self.drop_rate, ctx)
         if self.nb_groups != 1 or (masked and (key is None or not widened_draws(key, x.dtype))):
             return layer(k, b)
         return widths.on_cpu(layer, k, b)
