@@ -14,16 +14,19 @@ variants differentiate with plain autodiff.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ..activations import Activation, activate, parse_activation
 from ..geometry import nb_groups
 from ..io.records import NormRecord
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape
+from .sums import pair_sums
 
 __all__ = ["Norm", "GN_EPS", "GN_EPS_V11", "check_normalisation"]
 
@@ -32,11 +35,71 @@ GN_EPS = 1e-3
 GN_EPS_V11 = 1e-6
 
 
-#: the normalised output computed on (B, *sp, C), the group statistics spread to one row
-#: per channel: XLA's CPU loops over the grouped (B, *sp, G, group_size) view ran at about
-#: 3 ns per element (group size 8); layer forward + gradient, batch 8: 64x64x64 89 -> 44
-#: ms, 128x128x32 189 -> 91 (benchmarks/README.md).  A module flag for A/B runs.
-CHANNEL_MINOR = True
+#: the layer's normalisation as one custom VJP whose sums run as fused passes over the
+#: map (:mod:`.sums`): forward + gradient on (8, 224, 224, 32), group size 4, 56-67 -> 30
+#: ms, PyTorch's 33 (benchmarks/README.md, thirtieth session).  False: autodiff of the
+#: same values written on (B, *sp, C) with the group statistics spread to per-channel
+#: rows.  A module flag for A/B runs.
+FUSED_PASSES = True
+
+
+def _spread(v: jax.Array, ndim: int, gs: int) -> jax.Array:
+    """Per-group values ``(B, G)`` as per-channel rows ``(B, 1.., G * gs)`` of a map of
+    ``ndim`` axes."""
+    b, g = v.shape
+    return jnp.broadcast_to(v[:, :, None], (b, g, gs)).reshape((b,) + (1,) * (ndim - 2)
+                                                                + (g * gs,))
+
+
+def _group_stats(x: jax.Array, gs: int, eps: float) -> tuple[jax.Array, jax.Array]:
+    """``(mean, 1 / sqrt(var + eps))`` per example and group ``(B, G)`` of the float32
+    map ``x (B, *sp, C)``: the mean, then the sums of ``d = x - mean`` and ``d**2`` in one
+    pass, the variance corrected by the first (``(S2 - S1**2 / n) / n``, which removes the
+    mean's rounding)."""
+    bsz, c = x.shape[0], x.shape[-1]
+    n = float(np.prod(x.shape[1:-1])) * gs
+    axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
+    mean = jnp.mean(x.reshape(x.shape[:-1] + (c // gs, gs)), axis=axes)
+    d = x - _spread(mean, x.ndim, gs)
+    s1, s2 = (s.reshape(bsz, c // gs, gs).sum(-1) for s in pair_sums(d, d * d))
+    var = jnp.maximum((s2 - s1 * s1 / n) / n, 0.0)
+    return mean + s1 / n, lax.rsqrt(var + eps)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _normalised(x, gamma_c, beta_c, gs: int, eps: float):
+    """``gamma_c * (x - mean) / sqrt(var + eps) + beta_c`` (float32) with the statistics
+    of each group of ``gs`` channels of ``x (B, *sp, C)``; ``gamma_c``, ``beta_c`` per
+    channel ``(C,)``.  Its gradient is the exact one, in two passes over ``x`` and the
+    output gradient (one for both sums, one writing the input gradient)."""
+    return _normalised_fwd(x, gamma_c, beta_c, gs, eps)[0]
+
+
+def _normalised_fwd(x, gamma_c, beta_c, gs, eps):
+    xf = x.astype(jnp.float32)
+    mean, inv = _group_stats(xf, gs, eps)
+    y = (xf - _spread(mean, x.ndim, gs)) * (_spread(inv, x.ndim, gs) * gamma_c) + beta_c
+    return y, (x, gamma_c, mean, inv)
+
+
+def _normalised_bwd(gs, eps, res, g):
+    x, gamma_c, mean, inv = res
+    xf, g = x.astype(jnp.float32), g.astype(jnp.float32)
+    n = float(np.prod(x.shape[1:-1])) * gs
+    iv = _spread(inv, x.ndim, gs)
+    xhat = (xf - _spread(mean, x.ndim, gs)) * iv
+    sg, sgx = pair_sums(g, g * xhat)  # (B, C): the beta and gamma gradients' terms
+    bsz = sg.shape[0]
+
+    def group_mean(s):  # (B, C) -> (B, G): mean over a group of dL/dxhat (* xhat)
+        return jnp.sum((s * gamma_c).reshape(bsz, -1, gs), axis=-1) / n
+
+    gx = iv * (g * gamma_c - _spread(group_mean(sg), x.ndim, gs)
+               - xhat * _spread(group_mean(sgx), x.ndim, gs))
+    return gx.astype(x.dtype), jnp.sum(sgx, axis=0), jnp.sum(sg, axis=0)
+
+
+_normalised.defvjp(_normalised_fwd, _normalised_bwd)
 
 
 @register_layer
@@ -99,39 +162,36 @@ class Norm(LayerBase):
               activate_output: bool = True) -> jax.Array:
         shape = x.shape
         c = shape[-1]
-        ng = c // self.group_size
-        xg = x.reshape(shape[:-1] + (ng, self.group_size)).astype(jnp.float32)
-        axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
-        mean = jnp.mean(xg, axis=axes, keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-        inv = jax.lax.rsqrt(var + self.eps)
+        gs = self.group_size
+        ng = c // gs
         if self.per_channel:
-            gamma = params["gamma"].reshape(ng, self.group_size)
-            beta = params["beta"].reshape(ng, self.group_size)
+            gamma, beta = params["gamma"].reshape(ng, gs), params["beta"].reshape(ng, gs)
         else:
-            gamma = params["gamma"][:, None]
-            beta = params["beta"][:, None]
-        if CHANNEL_MINOR:
-            # the per-group statistics spread to per-channel rows (B, 1.., C): the
-            # elementwise pass then runs on (B, *sp, C), channels contiguous
+            gamma, beta = params["gamma"][:, None], params["beta"][:, None]
+        xf = x.astype(jnp.float32)
+        if FUSED_PASSES:
+            y = _normalised(x, jnp.broadcast_to(gamma, (ng, gs)).reshape(c),
+                            jnp.broadcast_to(beta, (ng, gs)).reshape(c), gs, self.eps)
+        else:
+            xg = xf.reshape(shape[:-1] + (ng, gs))
+            axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
+            mean = jnp.mean(xg, axis=axes, keepdims=True)
+            inv = lax.rsqrt(jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
+                            + self.eps)
+            # computed on (B, *sp, C), channels contiguous, with the group statistics
+            # spread to per-channel rows (XLA's CPU loops on the grouped view ran at about
+            # 3 ns per element: forward + gradient, batch 8, 64x64x64 89 -> 44 ms)
             rows = shape[:1] + (1,) * (x.ndim - 2) + (c,)
 
             def per_channel(a):  # (B, 1.., G, 1 or group_size) -> (B, 1.., C)
-                return jnp.broadcast_to(a, a.shape[:-1] + (self.group_size,)).reshape(rows)
+                return jnp.broadcast_to(a, a.shape[:-1] + (gs,)).reshape(rows)
 
-            xf = x.astype(jnp.float32)
             y = ((xf - per_channel(mean)) * per_channel(gamma * inv)
-                 + jnp.broadcast_to(beta, (ng, self.group_size)).reshape(c))
-            if self.set_off:
-                normed = jnp.repeat(jnp.arange(ng) < ng - self.set_off, self.group_size)
-                y = jnp.where(normed, y, xf)
-            z = y.astype(x.dtype)
-        else:
-            y = gamma * ((xg - mean) * inv) + beta
-            if self.set_off:
-                normed = (jnp.arange(ng) < ng - self.set_off)[:, None]
-                y = jnp.where(normed, y, xg)
-            z = y.reshape(shape).astype(x.dtype)
+                 + jnp.broadcast_to(beta, (ng, gs)).reshape(c))
+        if self.set_off:
+            normed = jnp.repeat(jnp.arange(ng) < ng - self.set_off, self.group_size)
+            y = jnp.where(normed, y, xf)
+        z = y.astype(x.dtype)
         if not activate_output:
             return z
         return activate(self.activation, z, exact=ctx.exact)
