@@ -21,12 +21,13 @@ def _ref(a):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3), (2, 3, 4, 6, 2), (1, 9, 1)])
-def test_pair_sums_are_the_sums_over_positions(shape):
+def test_position_sums_are_the_sums_over_positions(shape):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=shape) + 2.0, jnp.float32)
     g = jnp.asarray(rng.normal(size=shape), jnp.float32)
-    s1, s2 = jax.jit(lambda x, g: sums.pair_sums(g, g * x))(x, g)
-    assert s1.shape == s2.shape == (shape[0], shape[-1])
+    s1, s2, s3 = jax.jit(lambda x, g: sums.position_sums(g, g * x, x * x))(x, g)
+    assert s1.shape == s2.shape == s3.shape == (shape[0], shape[-1])
+    np.testing.assert_allclose(s3, _ref(np.asarray(x, np.float64) ** 2), rtol=1e-5)
     np.testing.assert_allclose(s1, _ref(g), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(s2, _ref(np.asarray(g, np.float64) * np.asarray(x)),
                                rtol=1e-5, atol=1e-5)
@@ -38,16 +39,18 @@ def test_a_long_last_axis_is_summed_in_chunks(w, chunk, monkeypatch):
     monkeypatch.setattr(sums, "MIN_CHUNK", 4)
     assert sums._chunk(w) == chunk
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, w, 4)), jnp.float32)
-    s1, s2 = sums.pair_sums(x, x * x)
+    s1, s2 = sums.position_sums(x, x * x)
     np.testing.assert_allclose(s1, _ref(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(s2, _ref(np.asarray(x, np.float64) ** 2), rtol=1e-5)
 
 
-def test_pair_sums_reject_maps_of_other_shapes():
+def test_position_sums_reject_maps_of_other_shapes_or_one_map():
     with pytest.raises(ValueError, match=r"\(2, 3, 4\) and \(2, 3, 5\)"):
-        sums.pair_sums(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 5)))
+        sums.position_sums(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3, 5)))
     with pytest.raises(ValueError, match="maps"):
-        sums.pair_sums(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+        sums.position_sums(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="two or more"):
+        sums.position_sums(jnp.zeros((2, 3, 4)))
 
 
 def _map_sized_outputs(text: str, shape) -> int:

@@ -33,6 +33,7 @@ from ..activations import Activation, activate, parse_activation
 from ..io.records import GRNRecord
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape
+from .sums import position_sums
 
 __all__ = ["GRN", "GRN_EPS", "grn_forward"]
 
@@ -66,17 +67,19 @@ def _grn_fwd(x, gamma, beta, residual):
 
 def _grn_bwd(residual, res, g):
     x, gamma = res
-    n, m = _stats(x)
-    r = n / m
-    axes = tuple(range(1, x.ndim - 1))
-    d = jnp.sum(g * x, axis=axes, keepdims=True)  # D_bc, before the r factor
+    rows = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+    # the three sums in one pass over x and g (layers/sums.py)
+    sq, d, sg = (s.reshape(rows) for s in position_sums(x * x, g * x, g))
+    n = jnp.sqrt(sq + GRN_EPS)
+    m = jnp.mean(n, axis=-1, keepdims=True) + GRN_EPS
+    r = n / m  # d: D_bc, before the r factor
     c = x.shape[-1]
     dx = gamma * r * g + gamma * d * x * (1.0 / (m * n) - 1.0 / (c * m * m))
     if residual:
         dx = dx + g
     sum_axes = tuple(range(x.ndim - 1))
     d_gamma = jnp.sum(d * r, axis=sum_axes)
-    d_beta = jnp.sum(g, axis=sum_axes)
+    d_beta = jnp.sum(sg, axis=sum_axes)
     return dx, d_gamma.astype(gamma.dtype), d_beta.astype(gamma.dtype)
 
 

@@ -26,7 +26,7 @@ from ..geometry import nb_groups
 from ..io.records import NormRecord
 from .base import LayerBase, register_layer
 from .common import Ctx, Shape
-from .sums import pair_sums
+from .sums import position_sums
 
 __all__ = ["Norm", "GN_EPS", "GN_EPS_V11", "check_normalisation"]
 
@@ -61,7 +61,7 @@ def _group_stats(x: jax.Array, gs: int, eps: float) -> tuple[jax.Array, jax.Arra
     axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
     mean = jnp.mean(x.reshape(x.shape[:-1] + (c // gs, gs)), axis=axes)
     d = x - _spread(mean, x.ndim, gs)
-    s1, s2 = (s.reshape(bsz, c // gs, gs).sum(-1) for s in pair_sums(d, d * d))
+    s1, s2 = (s.reshape(bsz, c // gs, gs).sum(-1) for s in position_sums(d, d * d))
     var = jnp.maximum((s2 - s1 * s1 / n) / n, 0.0)
     return mean + s1 / n, lax.rsqrt(var + eps)
 
@@ -88,7 +88,7 @@ def _normalised_bwd(gs, eps, res, g):
     n = float(np.prod(x.shape[1:-1])) * gs
     iv = _spread(inv, x.ndim, gs)
     xhat = (xf - _spread(mean, x.ndim, gs)) * iv
-    sg, sgx = pair_sums(g, g * xhat)  # (B, C): the beta and gamma gradients' terms
+    sg, sgx = position_sums(g, g * xhat)  # (B, C): the beta and gamma gradients' terms
     bsz = sg.shape[0]
 
     def group_mean(s):  # (B, C) -> (B, G): mean over a group of dL/dxhat (* xhat)

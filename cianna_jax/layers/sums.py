@@ -7,8 +7,8 @@ elementwise expression being summed is written out in full first and read back: 
 sums of a group norm's gradient over a ``(8, 224, 224, 32)`` map wrote five such
 intermediates (fused passes: layer forward + gradient 56-67 -> 30 ms, benchmarks/README.md,
 thirtieth session).  A *variadic* reduction (several operands summed together) is left
-alone by that rewrite and fuses its producers, so :func:`pair_sums` sums two expressions
-in one read of their inputs: over each row's last axis (at most :data:`ROW_CHUNK` values
+alone by that rewrite and fuses its producers, so :func:`position_sums` sums two or more
+expressions in one read of their inputs: over each row's last axis (at most :data:`ROW_CHUNK` values
 summed in sequence, the rewrite's windows summing up to 32x32 per group channel), then the
 small partial sums as usual.
 """
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["pair_sums", "ROW_CHUNK"]
+__all__ = ["position_sums", "ROW_CHUNK", "MIN_CHUNK"]
 
 #: the longest run of values summed in sequence; a longer last axis is summed in chunks
 #: of its largest divisor up to this (a prime length stays whole)
@@ -28,8 +28,8 @@ ROW_CHUNK = 512
 MIN_CHUNK = 32
 
 
-def _add_pairs(a, b):
-    return a[0] + b[0], a[1] + b[1]
+def _add(a, b):
+    return tuple(u + v for u, v in zip(a, b))
 
 
 def _chunk(n: int) -> int:
@@ -40,20 +40,21 @@ def _chunk(n: int) -> int:
     return best if best >= MIN_CHUNK else n
 
 
-def pair_sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(sum a, sum b)`` over the positions of two maps ``(B, *sp, C)`` of the same shape:
-    two ``(B, C)`` arrays in ``a``'s dtype, each the sum over every spatial axis per
-    example and channel.  ``a`` and ``b`` are usually expressions of the same arrays
-    (e.g. ``g`` and ``g * x``): their elementwise work fuses into the one pass."""
-    if a.shape != b.shape or a.ndim < 3:
-        raise ValueError(f"pair_sums: expected two maps (B, *spatial, C) of one shape, "
-                         f"received {a.shape} and {b.shape}")
-    w = a.shape[-2]
+def position_sums(*maps: jax.Array) -> tuple[jax.Array, ...]:
+    """The sums over the positions of two or more maps ``(B, *sp, C)`` of one shape: one
+    ``(B, C)`` array per map (its dtype), the sum over every spatial axis per example and
+    channel.  The maps are usually expressions of the same arrays (e.g. ``g`` and
+    ``g * x``): their elementwise work fuses into the one pass.  (A single sum is not
+    variadic: XLA rewrites it, and the expression is written out first.)"""
+    shape = maps[0].shape if maps else ()
+    if len(maps) < 2 or len(shape) < 3 or any(m.shape != shape for m in maps):
+        raise ValueError(f"position_sums: expected two or more maps (B, *spatial, C) of "
+                         f"one shape, received {' and '.join(str(m.shape) for m in maps)}")
+    w = shape[-2]
     k = _chunk(w)
     if k != w:  # (..., W, C) -> (..., W / k, k, C): sums of k values, then the rest
-        shape = a.shape[:-2] + (w // k, k, a.shape[-1])
-        a, b = a.reshape(shape), b.reshape(shape)
-    zero = jnp.zeros((), a.dtype)
-    sa, sb = lax.reduce((a, b), (zero, zero), _add_pairs, (a.ndim - 2,))
-    rest = tuple(range(1, sa.ndim - 1))
-    return jnp.sum(sa, axis=rest), jnp.sum(sb, axis=rest)
+        maps = tuple(m.reshape(shape[:-2] + (w // k, k, shape[-1])) for m in maps)
+    zeros = tuple(jnp.zeros((), m.dtype) for m in maps)
+    parts = lax.reduce(tuple(maps), zeros, _add, (maps[0].ndim - 2,))
+    rest = tuple(range(1, parts[0].ndim - 1))
+    return tuple(jnp.sum(p, axis=rest) for p in parts)
