@@ -194,3 +194,15 @@ def test_widths_benchmark_times_both_forms_with_the_same_update():
     (layer,) = r["layers"]
     assert layer["own_s"] > 0 and layer["wide_s"] > 0 and 0 <= layer["faster"] <= 1
     assert layer["param_diff"] < 1e-5  # only the form changes
+
+
+def test_imagenet_benchmark_times_both_sides_and_the_norm_forms():
+    r = _benchmark("bench_imagenet").main(["--quick"])
+    ours = r["results"]["cianna_jax"]
+    assert ours["train"] > 0 and ours["infer"] > 0 and r["first_epoch"] > 0
+    if "torch" in r["results"]:
+        assert ours["train_ratio"] > 0 and ours["infer_ratio"] > 0
+    ab = r["norm_ab"]
+    assert ab["fused_ms"] > 0 and ab["autodiff_ms"] > 0 and 0 <= ab["faster"] <= 1
+    # the network's conv work: 18 convolutions at 32x32 (0.1 GFLOP forward)
+    assert 0.05 < r["gflop_infer"] < 0.2
