@@ -8,10 +8,9 @@ sums of a group norm's gradient over a ``(8, 224, 224, 32)`` map wrote five such
 intermediates (fused passes: layer forward + gradient 56-67 -> 30 ms, benchmarks/README.md,
 thirtieth session).  A *variadic* reduction (several operands summed together) is left
 alone by that rewrite and fuses its producers, so :func:`position_sums` sums two or more
-expressions in one read of their inputs: over each row's last axis (at most :data:`ROW_CHUNK` values
-summed in sequence, the rewrite's windows summing up to 32x32 per group channel), then the
-small partial sums as usual.
-"""
+expressions in one read of their inputs: over each row's last axis (at most
+:data:`ROW_CHUNK` values summed in sequence; the rewrite's windows sum up to 32x32 values
+per channel), then the small partial sums as usual."""
 
 from __future__ import annotations
 
