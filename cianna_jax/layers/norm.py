@@ -170,9 +170,10 @@ class Norm(LayerBase):
         else:
             gamma, beta = params["gamma"][:, None], params["beta"][:, None]
         xf = x.astype(jnp.float32)
+        beta_c = jnp.broadcast_to(beta, (ng, gs)).reshape(c)  # one shift per channel
         if FUSED_PASSES:
-            y = _normalised(x, jnp.broadcast_to(gamma, (ng, gs)).reshape(c),
-                            jnp.broadcast_to(beta, (ng, gs)).reshape(c), gs, self.eps)
+            y = _normalised(x, jnp.broadcast_to(gamma, (ng, gs)).reshape(c), beta_c, gs,
+                            self.eps)
         else:
             xg = xf.reshape(shape[:-1] + (ng, gs))
             axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
@@ -187,8 +188,7 @@ class Norm(LayerBase):
             def per_channel(a):  # (B, 1.., G, 1 or group_size) -> (B, 1.., C)
                 return jnp.broadcast_to(a, a.shape[:-1] + (gs,)).reshape(rows)
 
-            y = ((xf - per_channel(mean)) * per_channel(gamma * inv)
-                 + jnp.broadcast_to(beta, (ng, gs)).reshape(c))
+            y = (xf - per_channel(mean)) * per_channel(gamma * inv) + beta_c
         if self.set_off:
             normed = jnp.repeat(jnp.arange(ng) < ng - self.set_off, self.group_size)
             y = jnp.where(normed, y, xf)
