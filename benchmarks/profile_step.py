@@ -29,7 +29,9 @@ text; a second table sums the shares per layer.  (Users get CIANNA's per-layer t
 Workloads: ``mnist-train`` / ``mnist-infer`` (CIANNA's MNIST network, batch 64, 8 steps
 per compiled call as ``train_epoch`` and ``predict`` run them), ``sdc1-train`` /
 ``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call as ``bench_sdc1.py``:
-not :func:`cianna_jax.training.loop_safe`).
+not :func:`cianna_jax.training.loop_safe`), ``imagenet-train`` / ``imagenet-infer``
+(CIANNA's ImageNet example network of ``bench_imagenet.py``, 224x224, batch 8, one step
+per call).
 Profiling adds about 1 us per thunk; compare thunks with each other, not with the
 benchmarks' rates.
 """
@@ -318,6 +320,11 @@ def workload(name: str, size: int = 128):
         net, (k, b) = mnist_network(), (8, 64)
         x, t = mnist_data(k * b)
         xs, ts = x.reshape(k, b, 28, 28, 1), t.reshape(k, b, 10)
+    elif name.startswith("imagenet"):
+        from bench_imagenet import LR, MOMENTUM, data, imagenet_network
+        net, (k, b) = imagenet_network(size), (1, 8)
+        x, t, _ = data(size, b, 1000)
+        xs, ts = x[None], t[None]
     else:
         from bench_sdc1 import LR, MOMENTUM, data, sdc1_network
         net, (k, b) = sdc1_network(size), (1, 8)
@@ -382,8 +389,9 @@ def plot_timeline(window, rows: list[Row], sources: dict[str, str], path: str, t
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workload", choices=["mnist-train", "mnist-infer", "sdc1-train",
-                                         "sdc1-infer"])
-    ap.add_argument("--size", type=int, default=128, help="SDC1 input size (pixels)")
+                                         "sdc1-infer", "imagenet-train", "imagenet-infer"])
+    ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
+                    "ImageNet's (default 224)")
     ap.add_argument("--calls", type=int, default=5, help="compiled calls traced")
     ap.add_argument("--top", type=int, default=25, help="thunks listed")
     ap.add_argument("--plot", help="PNG of the median-length traced run's timeline")
@@ -391,9 +399,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.calls < 1 or args.top < 0:
         ap.error(f"--calls must be >= 1 and --top >= 0, received {args.calls} and {args.top}")
+    imagenet = args.workload.startswith("imagenet")
+    if args.size is None:
+        args.size = 224 if imagenet else 128
     if args.workload.startswith("sdc1") and (args.size < 32 or args.size % 16):
         ap.error(f"--size: the SDC1 backbone needs a multiple of 16 >= 32 (four stride-2 "
                  f"stages), received {args.size}")
+    if imagenet and (args.size < 32 or args.size % 32):
+        ap.error(f"--size: CIANNA's ImageNet network needs a multiple of 32 (five 2x2 max "
+                 f"pools), received {args.size}")
 
     import jax
 

@@ -184,6 +184,7 @@ def test_network_layers_are_named_in_compiled_programs():
 
 
 @pytest.mark.parametrize("argv,needle", [(["sdc1-train", "--size", "100"], "--size"),
+                                         (["imagenet-train", "--size", "208"], "multiple of 32"),
                                          (["mnist-infer", "--calls", "0"], "--calls")])
 def test_command_line_refuses_bad_arguments(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
