@@ -163,3 +163,14 @@ def test_runs_of_different_vector_units_are_told_apart(tmp_path):
     assert "different vector units (AVX-512: runs 1; ?: runs 2; AVX2: runs 3, 4)" in text
     same = compare_runs.format_report(compare_runs.load_runs(paths[2:]))
     assert "(2 CPUs, AVX2)" in same and "different vector units" not in same
+
+
+def test_the_kept_records_are_all_read_by_the_documented_command():
+    """``compare_runs.py benchmarks/runs/*.json`` (the READMEs' command) reads every record
+    kept there: other kinds of record live in subfolders (``runs/train/``)."""
+    paths = sorted(str(p) for p in (ROOT / "benchmarks" / "runs").glob("*.json"))
+    assert len(paths) >= 2
+    runs = compare_runs.load_runs(paths)
+    table = compare_runs.compare(runs)
+    assert any(e["workload"].startswith("SDC1") for e in table)
+    assert all(r["about"]["date"] for r in runs)
