@@ -235,10 +235,10 @@ def bench_torch(x, t, batch: int, epochs: int) -> dict | None:
 
 
 def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3,
-        like_epoch: bool = False) -> list[dict]:
+        like_epoch: bool = False, probe=None) -> list[dict]:
     """Every measurement for every batch size; one dict per batch size.  ``like_epoch``
     (``run_all.py --quick``): the functional first step shares the epochs' compiled
-    program (see :func:`first_train_step`)."""
+    program (see :func:`first_train_step`).  ``probe``: see :func:`alternated.alternate`."""
     x, t = mnist_data(n)
     counter = CompileCounter()
     results = []
@@ -250,7 +250,7 @@ def run(n: int = 10_000, batches=(16, 64, 128), epochs: int = 3,
             res["torch"] = bench_torch(x, t, batch, epochs)
             timed = {k: res[k] for k in ("functional", "imperative", "torch")
                      if res[k] is not None}
-            rates = alternate(timed, n, epochs, "torch" if res["torch"] else None)
+            rates = alternate(timed, n, epochs, "torch" if res["torch"] else None, probe)
             for k, r in timed.items():
                 del r["epoch"], r["inference"]
                 r.update(rates[k])

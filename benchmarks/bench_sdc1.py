@@ -190,9 +190,10 @@ def theirs(size: int, batch: int, x, t, warm: bool = True) -> dict | None:
 
 
 def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
-        warm_torch: bool = True, modes: tuple[str, ...] = ()) -> dict:
+        warm_torch: bool = True, modes: tuple[str, ...] = (), probe=None) -> dict:
     """``modes``: CIANNA ``mixed_precision`` modes timed too, each as a run of its own
-    (``cianna_jax <mode>``), beside the float32 one; PyTorch stays in float32."""
+    (``cianna_jax <mode>``), beside the float32 one; PyTorch stays in float32.
+    ``probe``: see :func:`alternated.alternate`."""
     x, t = data(size, n)
     runs = {"cianna_jax": ours(size, batch, x, t)}
     for mode in modes:
@@ -202,7 +203,7 @@ def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
         runs["torch"] = th
     firsts = {k: v["first_step"] for k, v in runs.items()}
     res = alternate({k: v for k, v in runs.items()}, n, rounds,
-                    "torch" if th is not None else None)
+                    "torch" if th is not None else None, probe)
     for k in res:
         res[k]["first_step"] = firsts[k]
     fwd, trn = flops_per_image(size)

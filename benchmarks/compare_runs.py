@@ -49,15 +49,21 @@ def load_runs(paths: list[str]) -> list[dict]:
 def compare(runs: list[dict]) -> list[dict]:
     """One entry per workload (first-seen order): its ``ratios`` (one per run that has
     it, None where PyTorch was absent), ``target``, ``low`` / ``median`` / ``high``,
-    ``met`` (runs at or above the target) and the median img/s of both sides."""
+    ``met`` (runs at or above the target), the median img/s of both sides, and ``near`` /
+    ``far``: the runs' ratios in each state of the cores (records whose rounds were probed,
+    ``benchmarks/core_latency.py``)."""
     table: dict[str, dict] = {}
     for i, run in enumerate(runs):
         for row in run["rows"]:
             e = table.setdefault(row["workload"], dict(workload=row["workload"],
                                                        target=row.get("target"), runs=[],
-                                                       ratios=[], ours=[], torch=[]))
+                                                       ratios=[], ours=[], torch=[],
+                                                       near=[], far=[]))
             e["runs"].append(i)
             e["ratios"].append(row.get("ratio"))
+            for where in ("near", "far"):
+                if row.get(f"ratio_{where}") is not None:
+                    e[where].append(row[f"ratio_{where}"])
             e["ours"].append(row["ours"])
             if row.get("torch") is not None:
                 e["torch"].append(row["torch"])
@@ -144,6 +150,17 @@ def format_report(runs: list[dict]) -> str:
                      f"{'; '.join(parts)}" + (f" (target >= {goal})" if goal else ""))
     lines.append("ratios: ours / PyTorch img/s, each run's median of alternated rounds; img/s: "
                  "median over the runs; met: runs at or above the target")
+    states = [r for r in rows if r["near"] or r["far"]]
+    if states:
+        head = f"{'workload':<{w}}{'near':>12}{'runs':>6}{'far':>12}{'runs':>6}{'target':>8}"
+        lines += ["", "by the cores' state (runs whose rounds were probed):", head,
+                  "-" * len(head)]
+        for r in states:
+            near, far = (_span(r[k], ".2f") if r[k] else "-" for k in ("near", "far"))
+            lines.append(f"{r['workload']:<{w}}{near:>12}{len(r['near']):>6}{far:>12}"
+                         f"{len(r['far']):>6}{cell(r['target']):>8}")
+        lines.append("near / far: lowest-highest over the runs of each run's median ratio in "
+                     "the rounds whose two CPUs were near / far apart (core_latency.py)")
     return "\n".join(lines)
 
 

@@ -43,6 +43,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
+import core_latency  # noqa: E402
+
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax import host_memory  # noqa: E402
 
@@ -57,7 +59,10 @@ def summary_rows(sdc1: list[dict], mnist: list[dict]) -> list[dict]:
     """The summary table's rows: ``workload``, ``ours`` and ``torch`` (img/s; torch None
     without PyTorch), ``ratio`` (ours / PyTorch, median of the per-round ratios; None
     without PyTorch), ``target`` (None for a mixed-precision mode's rows: the targets are
-    float32's) and ``spread`` (slowest / fastest of our rounds; None for MNIST)."""
+    float32's) and ``spread`` (slowest / fastest of our rounds; None for MNIST); with the
+    cores' state probed every round (:mod:`core_latency`), ``ratio_near`` / ``ratio_far``
+    (the median ratio of the rounds in that state, None without any) and ``rounds_near`` /
+    ``rounds_far``."""
     rows = []
     for r in sdc1:
         th = r["results"].get("torch")
@@ -73,7 +78,7 @@ def summary_rows(sdc1: list[dict], mnist: list[dict]) -> list[dict]:
                     workload=f"SDC1 {r['size']} b{r['batch']} {name}" + (f" {mode}" if mode else ""),
                     ours=ours[kind], torch=th[kind] if th else None,
                     ratio=ours.get(kind + "_ratio"), target=None if mode else TARGETS[target],
-                    spread=ours[kind + "_spread"]))
+                    spread=ours[kind + "_spread"], **_by_state(ours, kind)))
     for r in mnist:
         th = r["torch"]
         for api in ("functional", "imperative"):
@@ -81,8 +86,41 @@ def summary_rows(sdc1: list[dict], mnist: list[dict]) -> list[dict]:
             for kind, name in (("train", "training"), ("infer", "inference")):
                 rows.append(dict(workload=f"MNIST b{r['batch']} {api[:5]}. {name}", ours=v[kind],
                                  torch=th[kind] if th else None, ratio=v.get(kind + "_ratio"),
-                                 target=TARGETS["mnist_" + kind], spread=None))
+                                 target=TARGETS["mnist_" + kind], spread=None,
+                                 **_by_state(v, kind)))
     return rows
+
+
+def _by_state(res: dict, kind: str) -> dict:
+    """A summary row's per-state fields from one run's :func:`alternated.alternate`
+    results (none when its rounds were not probed)."""
+    probes = res.get(kind + "_round_trip_ns")
+    if probes is None:
+        return {}
+    states = [core_latency.state(ns) for ns in probes]
+    return dict(ratio_near=res.get(kind + "_ratio_near"), ratio_far=res.get(kind + "_ratio_far"),
+                rounds_near=states.count("near"), rounds_far=states.count("far"))
+
+
+def by_state_table(rows: list[dict]) -> str:
+    """The ratios split by the cores' state (:mod:`core_latency`), for the rows whose
+    rounds were probed; "" when none were."""
+    rows = [r for r in rows if "rounds_far" in r and r["ratio"] is not None]
+    if not rows:
+        return ""
+    w = 1 + max([30] + [len(r["workload"]) for r in rows])
+    head = f"{'workload':<{w}}{'near':>8}{'rounds':>8}{'far':>8}{'rounds':>8}{'target':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        near, far = (f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("ratio_near",
+                                                                            "ratio_far"))
+        target = f"{r['target']:.2f}" if r["target"] is not None else ""
+        lines.append(f"{r['workload']:<{w}}{near:>8}{r['rounds_near']:>8}{far:>8}"
+                     f"{r['rounds_far']:>8}{target:>8}")
+    lines.append(f"near / far: median ratio of the rounds whose two CPUs were near / far apart "
+                 f"(a byte's round trip between them at most / above {core_latency.FAR_NS:.0f} "
+                 f"ns, benchmarks/core_latency.py, probed before each kind of each round)")
+    return "\n".join(lines)
 
 
 def small_map_check(small: list[dict]) -> dict | None:
@@ -138,6 +176,9 @@ def summary(sdc1: list[dict], mnist: list[dict], firsts: list[dict], small: list
         if "xla_forward" in check:
             line += f"; XLA conv alone: forward {check['xla_forward']:.2f}"
         lines.append(line)
+    states = by_state_table(rows)
+    if states:
+        lines += ["", "the same ratios by the cores' state:", states, ""]
     lines.append("ratio: ours / PyTorch, median over alternated rounds; spread: slowest / "
                  "fastest of our rounds; SDC1 inference: one pass with the weights laid out "
                  "at its start (cnn.forward after training), 'laid out': laid out once before "
@@ -218,8 +259,10 @@ def main(argv=None) -> None:
         print("--quick: small sizes, one round, XLA optimisations mostly off "
               "(jax_disable_most_optimizations, classic fusion emitters): a check that "
               "everything runs, not numbers")
-        sdc1_runs = [bench_sdc1.run(size=64, batch=8, n=8, rounds=1, warm_torch=False)]
-        mnist = bench_mnist.run(96, (64,), 1, like_epoch=True)  # a ragged last batch
+        sdc1_runs = [bench_sdc1.run(size=64, batch=8, n=8, rounds=1, warm_torch=False,
+                                    probe=core_latency.round_trip_ns)]
+        mnist = bench_mnist.run(96, (64,), 1, like_epoch=True,  # a ragged last batch
+                                probe=core_latency.round_trip_ns)
         nan = float("nan")
         firsts = [dict(network="mnist", cache="none", second_step=nan, from_start=nan,
                        first_step=mnist[0]["functional"]["first_step"]),
@@ -230,13 +273,16 @@ def main(argv=None) -> None:
                                    host_data=True)  # 4x4: XLA conv, 1x1: im2col
     else:
         modes = tuple(a.mixed_precision)
-        sdc1_runs = [bench_sdc1.run(size=128, batch=8, n=32, rounds=5, modes=modes),
-                     bench_sdc1.run(size=256, batch=8, n=16, rounds=5, modes=modes)]
+        # the cores' state probed before every round: on a cloud machine it moves the
+        # ratios (core_latency.py)
+        sdc1_runs = [bench_sdc1.run(size=s, batch=8, n=n, rounds=5, modes=modes,
+                                    probe=core_latency.round_trip_ns)
+                     for s, n in ((128, 32), (256, 16))]
         # 7 alternated rounds: MNIST's passes are short (0.3-2 s) and the machine's noise
         # moved 3-round medians by up to 0.4 (2 runs each on AVX2: 3 rounds gave
         # training 1.66 / 2.03, inference 2.11 / 2.60; 7 rounds 1.83 / 1.89 and 2.51 /
         # 2.61; 22 s more, benchmarks/README.md)
-        mnist = bench_mnist.run(10_000, (64,), 7)
+        mnist = bench_mnist.run(10_000, (64,), 7, probe=core_latency.round_trip_ns)
         firsts = first_step.twice("mnist", 0) + first_step.twice("sdc1", 128)
         small = bench_smallmap.run(repeats=5)  # medians of 5: one slow round is noise
 

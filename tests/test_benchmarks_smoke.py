@@ -48,7 +48,15 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
                    "float32 matrix product 256x256",
                    "SDC1 64 training, nominal GFLOP/s / the machine's matrix product rate"):
         assert needle in text, needle
-    lines = text.splitlines()
+    # the rounds' cores state, probed where two CPUs can be pinned, has a table of its own
+    probed = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
+    main_table, _, states = text.partition("the same ratios by the cores' state:\n")
+    assert bool(states) == probed
+    lines = main_table.splitlines()
+    if probed:
+        state_rows = [s for s in states.splitlines() if s.startswith(("SDC1 64 b8 ", "MNIST"))]
+        assert len(state_rows) == 3 + 4  # rounds near + far = the one round
+        assert all(int(s.split()[-4]) + int(s.split()[-2]) == 1 for s in state_rows)
     row = next(line for line in lines if line.startswith("SDC1 64 b8 training"))
     assert float(row.split()[-3]) > 0  # a ratio against PyTorch was computed
     # every row of the table has its ratio (SDC1 rows end with the spread, MNIST rows not)
@@ -65,6 +73,7 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
     machine = next(s for s in lines if s.startswith("machine: "))
     assert f"({run['about']['vector_isa'] or 'vector unit unknown'})" in machine
     assert len(run["rows"]) == 3 + 4 and len(run["first_steps"]) == 2
+    assert all(("rounds_far" in r) == probed for r in run["rows"])
     for r in run["rows"]:
         line = next(s for s in lines if s.startswith(r["workload"] + " "))
         assert f"{r['ratio']:.2f}" in line.split()

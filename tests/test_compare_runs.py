@@ -70,6 +70,50 @@ def test_record_rows_are_the_summary_rows():
     assert "forward 0.50, training 0.60 (target >= 0.33)" in text
 
 
+def test_ratios_by_the_cores_state():
+    """Rounds probed by core_latency: the rows carry per-state ratios and counts, the
+    summary prints them in a table of their own, the record keeps them as strict JSON."""
+    sdc1, mnist, firsts, small = _results(1.10)
+    ours = sdc1[0]["results"]["cianna_jax"]
+    ours.update(train_round_trip_ns=[300.0, 600.0, None, 310.0],
+                infer_round_trip_ns=[300.0, 600.0, None, 310.0], train_ratio_near=1.2,
+                train_ratio_far=0.9, infer_ratio_near=1.4)  # no far inference round kept
+    rows = run_all.summary_rows(sdc1, mnist)
+    train, infer = rows[0], rows[1]
+    assert (train["ratio_near"], train["ratio_far"]) == (1.2, 0.9)
+    assert (train["rounds_near"], train["rounds_far"]) == (2, 1)  # None: not counted
+    assert infer["ratio_far"] is None
+    assert "rounds_far" not in rows[2]  # the mode's rounds were not probed
+    text = run_all.summary(sdc1, mnist, firsts, small)
+    states = text.split("the same ratios by the cores' state:\n")[1].splitlines()
+    line = next(s for s in states if s.startswith("SDC1 128 b8 training "))
+    assert line.split()[-5:] == ["1.20", "2", "0.90", "1", "1.15"]
+    line = next(s for s in states if s.startswith("SDC1 128 b8 inference "))
+    assert line.split()[-5:] == ["1.40", "2", "-", "1", "1.30"]
+    rec = json.loads(json.dumps(run_all.jsonable(run_all.record(
+        sdc1, mnist, firsts, small, None, {})), allow_nan=False))
+    assert rec["rows"][0]["ratio_far"] == 0.9 and rec["rows"][1]["ratio_far"] is None
+    # unprobed runs print no such table
+    assert "cores' state" not in run_all.summary(*_results(1.10))
+
+
+def test_comparison_by_the_cores_state(tmp_path):
+    paths = [_record(tmp_path, str(i), 1.1) for i in range(3)]
+    for path, near, far in zip(paths, (1.2, 1.3, None), (0.9, None, None)):
+        rec = json.loads(Path(path).read_text())
+        rec["rows"][0].update(ratio_near=near, ratio_far=far, rounds_near=1, rounds_far=1)
+        Path(path).write_text(json.dumps(rec))
+    runs = compare_runs.load_runs(paths)
+    row = compare_runs.compare(runs)[0]
+    assert (row["near"], row["far"]) == ([1.2, 1.3], [0.9])
+    text = compare_runs.format_report(runs)
+    states = text.split("by the cores' state (runs whose rounds were probed):\n")[1]
+    line = next(s for s in states.splitlines() if s.startswith("SDC1 128 b8 training "))
+    assert line.split()[-5:] == ["1.20-1.30", "2", "0.90", "1", "1.15"]
+    assert "SDC1 128 b8 inference" not in states  # no probed rounds there
+    assert "by the cores' state" not in compare_runs.format_report(runs[2:])
+
+
 def test_record_is_strict_json():
     sdc1, mnist, firsts, small = _results(1.10)
     rec = run_all.jsonable(run_all.record(sdc1, mnist, firsts, small, None,

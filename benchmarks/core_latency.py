@@ -1,0 +1,141 @@
+"""How far apart the machine's first two CPUs are: the round trip of a byte between them.
+
+    python benchmarks/core_latency.py [--seconds 60]
+
+On this project's 2-core cloud machine (KVM, AMD EPYC) the host places the two virtual
+CPUs sometimes on nearby cores and sometimes far apart, and moves them every few seconds
+to minutes.  A C ping-pong of one cache line measured 85-125 ns a round trip in the first
+state and 400-520 ns in the second.  XLA splits every operation of a step over both
+threads, so a step's activations cross between the cores: MNIST's training step (batch
+64, 8 steps per call) ran 23% slower far apart (12,480 -> 9,621 img/s), PyTorch's MNIST
+epoch 10-30% (benchmarks/README.md, thirty-second session).  A machine's speed ratios then
+depend on the state its rounds ran in, so :func:`alternated.alternate` can record it for
+every round.
+
+The probe here needs no compiler: two Python processes, pinned to two CPUs, bounce a byte
+through shared memory.  Python's loop adds a few hundred nanoseconds, so on that machine
+it reads 260-420 ns near and 440-600 ns far (fastest of three probes).  :data:`FAR_NS`
+splits the two.  It was checked against the C ping-pong run before and after each probe:
+of 289 probes where the state did not change (257 near, 32 far), 3 far ones read 389-417
+ns, on the near side.  Linux only (CPU pinning); elsewhere, or with fewer than two CPUs
+allowed, :func:`round_trip_ns` returns None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+__all__ = ["FAR_NS", "round_trip_ns", "state", "main"]
+
+#: a round trip (fastest of the probes, ns) above this is the far state
+FAR_NS = 430.0
+
+_READY = 255
+# the other side: pinned to its CPU, it answers each odd byte with the next even one
+_PONG = """
+import mmap, os, sys
+cpu, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+os.sched_setaffinity(0, {cpu})
+with open(path, "r+b") as f:
+    buf = mmap.mmap(f.fileno(), 4096)
+mv = memoryview(buf)
+mv[0] = 255
+for i in range(n):
+    w = (2 * i + 1) & 127
+    while mv[0] != w:
+        pass
+    mv[0] = (w + 1) & 127
+"""
+
+
+def _cpu_pair() -> tuple[int, int] | None:
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def _probe(n: int, cpus: tuple[int, int], path: str) -> float:
+    """One ping-pong of ``n`` round trips between ``cpus``; mean ns per round trip."""
+    with open(path, "r+b") as f:
+        buf = mmap.mmap(f.fileno(), 4096)
+    mv = memoryview(buf)
+    mv[0] = 0
+    child = subprocess.Popen([sys.executable, "-c", _PONG, str(cpus[1]), str(n), path])
+    mask = os.sched_getaffinity(0)
+    try:
+        deadline = time.monotonic() + 30.0
+        while mv[0] != _READY:
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("core_latency: the probe's second process did not start")
+            time.sleep(0.001)
+        os.sched_setaffinity(0, {cpus[0]})  # this thread only: XLA's threads keep theirs
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            mv[0] = (2 * i + 1) & 127
+            w = (2 * i + 2) & 127
+            while mv[0] != w:
+                pass
+        dt = (time.perf_counter_ns() - t0) / n
+    finally:
+        os.sched_setaffinity(0, mask)
+        child.wait(timeout=30)
+        mv.release()
+        buf.close()
+    return dt
+
+
+def round_trip_ns(n: int = 20_000, repeats: int = 3) -> float | None:
+    """Fastest of ``repeats`` probes of ``n`` round trips between the first two allowed
+    CPUs, ns per round trip (about 0.05 s in all); None where the probe cannot run (not
+    Linux, or fewer than two CPUs allowed)."""
+    if n < 1 or repeats < 1:
+        raise ValueError(f"round_trip_ns: n and repeats must be >= 1, received {n}, {repeats}")
+    cpus = _cpu_pair()
+    if cpus is None:
+        return None
+    fd, path = tempfile.mkstemp(prefix="core_latency_", dir="/dev/shm"
+                                if os.path.isdir("/dev/shm") else None)
+    try:
+        os.write(fd, bytes(4096))
+        os.close(fd)
+        return min(_probe(n, cpus, path) for _ in range(repeats))
+    finally:
+        os.unlink(path)
+
+
+def state(ns: float | None) -> str:
+    """"near", "far" or "" (not measured) for a :func:`round_trip_ns` value."""
+    if ns is None:
+        return ""
+    return "far" if ns > FAR_NS else "near"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="how long to watch (one probe every half second)")
+    a = parser.parse_args(argv)
+    end = time.monotonic() + a.seconds
+    counts = {"near": 0, "far": 0}
+    while True:
+        ns = round_trip_ns()
+        if ns is None:
+            print("no probe here: needs Linux and two CPUs")
+            return
+        counts[state(ns)] += 1
+        print(f"{time.strftime('%H:%M:%S')}  round trip {ns:6.0f} ns  {state(ns)}", flush=True)
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.5)
+    print(f"near {counts['near']}, far {counts['far']} (far: above {FAR_NS:.0f} ns)")
+
+
+if __name__ == "__main__":
+    main()
