@@ -164,9 +164,26 @@ def format_report(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: markers of a probed run's per-state medians in :func:`plot`
+STATE_MARKERS = {"near": "^", "far": "v"}
+
+
+def state_points(run: dict, y: dict[str, float], dy: float) -> dict[str, list[tuple]]:
+    """``(ratio, y[workload] + dy)`` points of a run's per-state median ratios, per state
+    that has any (records of runs whose rounds were probed, ``core_latency.py``)."""
+    out = {}
+    for where in STATE_MARKERS:
+        pts = [(row[f"ratio_{where}"], y[row["workload"]] + dy) for row in run["rows"]
+               if row.get(f"ratio_{where}") is not None and row["workload"] in y]
+        if pts:
+            out[where] = pts
+    return out
+
+
 def plot(runs: list[dict], path: str) -> str:
     """Every run's ratio per workload (one colour per run) against the targets, saved to
-    ``path`` (the format from its extension); ImportError without matplotlib."""
+    ``path`` (the format from its extension); for runs whose rounds were probed, also the
+    median of each state's rounds (hollow triangles).  ImportError without matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -189,6 +206,13 @@ def plot(runs: list[dict], path: str) -> str:
             ax.scatter(*zip(*pts), s=28, color=colours[i], alpha=0.9, zorder=3,
                        label=f"run {i + 1}: {a.get('date', '?')[:16]}, load "
                              f"{'n/a' if load is None else f'{load:.1f}'}")
+        for where, pts in state_points(run, y, dy).items():  # probed runs
+            ax.scatter(*zip(*pts), s=34, marker=STATE_MARKERS[where], facecolors="none",
+                       edgecolors=colours[i], linewidths=1.2, zorder=3)
+    drawn = {w for run in runs for w in state_points(run, y, 0.0)}
+    for where in [w for w in STATE_MARKERS if w in drawn]:
+        ax.scatter([], [], s=34, marker=STATE_MARKERS[where], facecolors="none",
+                   edgecolors="black", label=f"median of the rounds with the CPUs {where}")
     targets = [(r["target"], y[r["workload"]]) for r in rows if r["target"] is not None]
     if targets:
         ax.scatter(*zip(*targets), marker="|", s=400, color="black", linewidths=2, zorder=2,

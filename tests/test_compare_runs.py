@@ -1,6 +1,7 @@
 """The benchmark suite's run records (``run_all.py --json``) and their comparison over
 several runs (``benchmarks/compare_runs.py``): rows, ranges, targets met, errors, plot."""
 
+import importlib.util
 import json
 import math
 import sys
@@ -112,6 +113,16 @@ def test_comparison_by_the_cores_state(tmp_path):
     assert line.split()[-5:] == ["1.20-1.30", "2", "0.90", "1", "1.15"]
     assert "SDC1 128 b8 inference" not in states  # no probed rounds there
     assert "by the cores' state" not in compare_runs.format_report(runs[2:])
+    # the plot's per-state points: run 1 both states, run 2 near only, run 3 none
+    y = {"SDC1 128 b8 training": 3.0}
+    assert compare_runs.state_points(runs[0], y, 0.1) == {"near": [(1.2, 3.1)],
+                                                          "far": [(0.9, 3.1)]}
+    assert compare_runs.state_points(runs[1], y, 0.0) == {"near": [(1.3, 3.0)]}
+    assert compare_runs.state_points(runs[2], y, 0.0) == {}
+    if importlib.util.find_spec("matplotlib") is not None:
+        out = tmp_path / "states.png"
+        assert compare_runs.plot(runs, str(out)) == str(out)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_record_is_strict_json():
