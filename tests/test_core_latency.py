@@ -4,6 +4,7 @@ per-state ratios of alternated rounds (``benchmarks/alternated.py``)."""
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,33 @@ def test_round_trip_is_measured_and_leaves_the_affinity_alone():
     assert core_latency.state(ns) in ("near", "far")
     assert os.sched_getaffinity(0) == mask
     assert files() == before  # its shared-memory file is removed
+
+
+@pytest.mark.skipif(not _PAIR, reason="needs Linux CPU pinning and two CPUs")
+def test_a_probe_past_its_time_is_killed(monkeypatch):
+    """A probe that does not end in time gives None; its processes are killed (they spin
+    otherwise), so the next probe measures alone."""
+    monkeypatch.setattr(core_latency, "TIMEOUT_S", 0.3)
+    t0 = time.monotonic()
+    assert core_latency.round_trip_ns(n=10**9, repeats=1) is None
+    assert time.monotonic() - t0 < 10
+
+    def left():  # processes still holding a probe's file name in their command line
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"core_latency_" in f.read():
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 2.0  # SIGKILL is delivered at once, reaping may lag
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left()
+    assert isinstance(core_latency.round_trip_ns(n=1000, repeats=1), float)
 
 
 def test_no_probe_without_two_cpus(monkeypatch):
