@@ -152,7 +152,8 @@ def main(argv=None) -> None:
     while True:
         ns = round_trip_ns()
         if ns is None:
-            print("no probe here: needs Linux and two CPUs")
+            print(f"no probe: it needs Linux CPU pinning and two CPUs, and ends within "
+                  f"{TIMEOUT_S:g} s")
             return
         counts[state(ns)] += 1
         print(f"{time.strftime('%H:%M:%S')}  round trip {ns:6.0f} ns  {state(ns)}", flush=True)
