@@ -196,6 +196,7 @@ def plot(runs: list[dict], path: str) -> str:
     y = {r["workload"]: len(rows) - 1 - i for i, r in enumerate(rows)}
     colours = [f"C{i % 10}" for i in range(len(runs))]
     step = min(0.12, 0.6 / max(1, len(runs) - 1))  # runs side by side on a workload's line
+    drawn = set()  # the states whose medians were drawn (one legend entry each)
     for i, run in enumerate(runs):
         dy = (i - (len(runs) - 1) / 2) * step
         pts = [(row["ratio"], y[row["workload"]] + dy) for row in run["rows"]
@@ -209,7 +210,7 @@ def plot(runs: list[dict], path: str) -> str:
         for where, pts in state_points(run, y, dy).items():  # probed runs
             ax.scatter(*zip(*pts), s=34, marker=STATE_MARKERS[where], facecolors="none",
                        edgecolors=colours[i], linewidths=1.2, zorder=3)
-    drawn = {w for run in runs for w in state_points(run, y, 0.0)}
+            drawn.add(where)
     for where in [w for w in STATE_MARKERS if w in drawn]:
         ax.scatter([], [], s=34, marker=STATE_MARKERS[where], facecolors="none",
                    edgecolors="black", label=f"median of the rounds with the CPUs {where}")
