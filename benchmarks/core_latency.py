@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-__all__ = ["FAR_NS", "round_trip_ns", "state", "main"]
+__all__ = ["FAR_NS", "TIMEOUT_S", "can_probe", "round_trip_ns", "state", "main"]
 
 #: a round trip (fastest of the probes, ns) above this is the far state
 FAR_NS = 450.0
@@ -92,6 +92,11 @@ def _cpu_pair() -> tuple[int, int] | None:
         return None
     cpus = sorted(os.sched_getaffinity(0))
     return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def can_probe() -> bool:
+    """Whether this machine allows the probe: Linux CPU pinning and two CPUs allowed."""
+    return _cpu_pair() is not None
 
 
 def round_trip_ns(n: int = 20_000, repeats: int = 3) -> float | None:

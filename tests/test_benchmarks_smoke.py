@@ -49,7 +49,7 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
                    "SDC1 64 training, nominal GFLOP/s / the machine's matrix product rate"):
         assert needle in text, needle
     # the rounds' cores state, probed where two CPUs can be pinned, has a table of its own
-    probed = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
+    probed = _benchmark("core_latency").can_probe()
     main_table, _, states = text.partition("the same ratios by the cores' state:\n")
     assert bool(states) == probed
     lines = main_table.splitlines()
