@@ -305,8 +305,9 @@ def trace_events(run: Callable[[], None], calls: int, trace_dir: str | None = No
             return json.load(f)["traceEvents"]
 
 
-def workload(name: str, size: int = 128):
-    """(run, compiled module text, steps per call) for one of the named workloads."""
+def workload(name: str, size: int = 128, compiler_options: dict | None = None):
+    """(run, compiled module text, steps per call) for one of the named workloads, compiled
+    with XLA's ``compiler_options`` (None: the defaults; see ``ab_options.py``)."""
     import functools
 
     import jax
@@ -341,7 +342,7 @@ def workload(name: str, size: int = 128):
         state = [params, opt.init(params)]
         key = jax.random.key(1)
         fn = training.train_steps if loop else training.train_step
-        comp = fn.lower(net, opt, *state, xs, ts, nv, key).compile()
+        comp = fn.lower(net, opt, *state, xs, ts, nv, key).compile(compiler_options)
 
         def run():
             state[0], state[1], loss = comp(*state, xs, ts, nv, key)
@@ -349,7 +350,7 @@ def workload(name: str, size: int = 128):
     else:
         laid = cj.inference_params(net, params)
         fn = training.eval_steps if loop else training.eval_step
-        comp = fn.lower(net, laid, xs, ts, nv, with_loss=False).compile()
+        comp = fn.lower(net, laid, xs, ts, nv, with_loss=False).compile(compiler_options)
 
         def run():
             jax.block_until_ready(comp(laid, xs, ts, nv))
