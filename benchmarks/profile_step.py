@@ -15,7 +15,11 @@ working: a thunk whose pool tasks wait behind another thunk's is in flight while
 (XLA copies of 1 MB or more run one block at launch and up to seven on the pool: SDC1's
 8 MB parameter copy spends 0.5 ms in its launch, then stays in flight 45-50 ms behind
 convolutions, with a 10-13 ms share).  The ``launch`` column, the time inside the launch
-on the executor's thread, tells work done at launch from work left to the pool.
+on the executor's thread, tells work done at launch from work left to the pool.  ``MB
+out`` is the size of a thunk's result and ``GB/s`` that size over its time in flight: a
+fusion that only moves data and writes far below memory speed is worth a look (the
+thirty-third session's concatenation of per-phase selects wrote 1.6 MB at about 2 GB/s;
+its one-hot form, 4-5 GB/s).
 
 Each thunk is named as in the compiled HLO, with the network layer it belongs to (the
 ``L{i}_{kind}`` named scope of ``network.forward_internal``, ``bwd`` in the gradient), the
@@ -209,6 +213,26 @@ def profile_rows(windows, steps_per_call: int) -> tuple[float, list[Row]]:
             inside[iv.name] += iv.launch
     rows = [Row(k, v / n, flight[k] / n, count[k] / n, inside[k] / n) for k, v in share.items()]
     return wall / n, sorted(rows, key=lambda r: -r.share)
+
+
+_RESULT = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\([^=]*?\)|\S+) ", re.M)
+_ARRAY = re.compile(r"\b[a-z]+(\d*)\w*\[([\d,]*)\]")
+
+
+def output_bytes(text: str) -> dict[str, int]:
+    """Instruction name -> the bytes of its result (every element of a tuple), from a
+    compiled module's text: ``f32[64,14,14,8]`` is 401,408 bytes, ``pred`` one byte an
+    element, ``bf16`` two."""
+    out = {}
+    for m in _RESULT.finditer(text):
+        total = 0
+        for bits, dims in _ARRAY.findall(m.group(2)):
+            n = 1
+            for d in filter(None, dims.split(",")):
+                n *= int(d)
+            total += n * (int(bits) if bits else 8) // 8
+        out[m.group(1)] = total
+    return out
 
 
 def hlo_sources(text: str) -> dict[str, str]:
@@ -424,15 +448,22 @@ def main(argv=None) -> None:
     sources = hlo_sources(text)
     print(f"{args.workload}: {len(windows)} traced calls of {steps} step(s), "
           f"wall {wall / 1e3:.3f} ms per step")
-    print(f"{'share us':>9} {'%':>5} {'in flight':>9} {'launch':>8} {'x':>4}  "
-          f"thunk / source (jax op)")
+    sizes = output_bytes(text)
+    print(f"{'share us':>9} {'%':>5} {'in flight':>9} {'launch':>8} {'x':>4} {'MB out':>7} "
+          f"{'GB/s':>6}  thunk / source (jax op)")
     for r in rows[:args.top]:
+        size = sizes.get(r.name)
+        mb = f"{size / 1e6:7.2f}" if size is not None else f"{'':>7}"
+        # written per launch over the time in flight per launch (bytes/us = MB/s)
+        rate = (f"{size * r.launches / r.in_flight / 1e3:6.1f}" if size and r.in_flight
+                else f"{'':>6}")
         print(f"{r.share:9.1f} {100 * r.share / wall:5.1f} {r.in_flight:9.1f} "
-              f"{r.in_launch:8.1f} {r.launches:4.1f}  {r.name}  {sources.get(r.name, '')}")
+              f"{r.in_launch:8.1f} {r.launches:4.1f} {mb} {rate}  {r.name}  "
+              f"{sources.get(r.name, '')}")
     rest = rows[args.top:]
     if rest:
         print(f"{sum(r.share for r in rest):9.1f} {100 * sum(r.share for r in rest) / wall:5.1f}"
-              f" {'':>9} {'':>8} {'':>4}  {len(rest)} more thunks")
+              f" {'':>9} {'':>8} {'':>4} {'':>7} {'':>6}  {len(rest)} more thunks")
     print(f"\n{'share us':>9} {'%':>5}  by layer (named scope; bwd: its gradient)")
     for tag, v in sorted(layer_shares(rows, sources).items(), key=lambda kv: -kv[1]):
         print(f"{v:9.1f} {100 * v / wall:5.1f}  {tag}")

@@ -183,6 +183,24 @@ def test_network_layers_are_named_in_compiled_programs():
             "L3_dense bwd"} <= tags, tags
 
 
+def test_output_bytes_of_arrays_tuples_and_small_types():
+    text = "\n".join([
+        "%fused_computation (param_0: f32[2,3]) -> f32[2,3] {",
+        "  ROOT %inner = f32[2,3]{1,0} negate(%param_0)", "}",
+        "ENTRY %main (p: f32[64,14,14,8]) -> (f32[64,14,14,8], s32[4]) {",
+        "  %p = f32[64,14,14,8]{3,2,1,0} parameter(0)",
+        "  %fusion = (f32[64,14,14,8]{3,2,1,0}, pred[10]{0}) fusion(%p), kind=kLoop, "
+        "calls=%fused_computation, metadata={op_name=\"a/b\"}",
+        "  %half = bf16[3,5]{1,0} convert(%p)",
+        "  %scalar = f32[] constant(0)",
+        "  ROOT %out = (f32[64,14,14,8]{3,2,1,0}, s32[4]{0}) tuple(%p, %p)", "}"])
+    sizes = ps.output_bytes(text)
+    assert sizes["p"] == 64 * 14 * 14 * 8 * 4 == 401_408
+    assert sizes["fusion"] == 401_408 + 10  # a tuple: every element; pred one byte each
+    assert sizes["half"] == 30 and sizes["scalar"] == 4 and sizes["inner"] == 24
+    assert sizes["out"] == 401_408 + 16
+
+
 @pytest.mark.parametrize("argv,needle", [(["sdc1-train", "--size", "100"], "--size"),
                                          (["imagenet-train", "--size", "208"], "multiple of 32"),
                                          (["mnist-infer", "--calls", "0"], "--calls")])
