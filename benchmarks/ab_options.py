@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the workloads' modules
 from core_latency import can_probe, round_trip_ns, state  # noqa: E402
+from profile_step import add_workload_arguments, checked_size, workload  # noqa: E402
 
 #: the names of the two default-compiled programs
 BASE, CONTROL = "base", "control"
@@ -114,12 +115,9 @@ def format_table(summary: dict[str, dict[str, float]], same: dict[str, bool],
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workload", choices=["mnist-train", "mnist-infer", "sdc1-train",
-                                         "sdc1-infer", "imagenet-train", "imagenet-infer"])
+    add_workload_arguments(ap)
     ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                     help="an XLA compile option: one variant each (repeat the flag)")
-    ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
-                    "ImageNet's (default 224)")
     ap.add_argument("--rounds", type=int, default=15, help="alternated rounds")
     ap.add_argument("--calls", type=int, default=3, help="calls per variant and round "
                     "(the fastest is kept)")
@@ -130,14 +128,12 @@ def main(argv=None) -> None:
         options = [parse_option(o) for o in args.option]
     except ValueError as e:
         ap.error(str(e))
-    if args.size is None:
-        args.size = 224 if args.workload.startswith("imagenet") else 128
+    args.size = checked_size(ap, args.workload, args.size)
 
     import jax
 
     import cianna_jax.xla_cpu
     cianna_jax.xla_cpu.tune()  # before the backend starts (XLA reads its flags once)
-    from profile_step import workload
 
     variants = {BASE: None, CONTROL: None}
     labels = {}

@@ -411,12 +411,36 @@ def plot_timeline(window, rows: list[Row], sources: dict[str, str], path: str, t
     plt.close(fig)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workload", choices=["mnist-train", "mnist-infer", "sdc1-train",
-                                         "sdc1-infer", "imagenet-train", "imagenet-infer"])
+#: the steps :func:`workload` builds
+WORKLOADS = ("mnist-train", "mnist-infer", "sdc1-train", "sdc1-infer", "imagenet-train",
+             "imagenet-infer")
+
+
+def add_workload_arguments(ap: argparse.ArgumentParser) -> None:
+    """The ``workload`` argument and ``--size`` (this tool's and ``ab_options.py``'s)."""
+    ap.add_argument("workload", choices=WORKLOADS)
     ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
                     "ImageNet's (default 224)")
+
+
+def checked_size(ap: argparse.ArgumentParser, name: str, size: int | None) -> int:
+    """``--size`` for the workload ``name``: its default when None; a size its network
+    cannot take stops the command (``ap.error``)."""
+    imagenet = name.startswith("imagenet")
+    if size is None:
+        return 224 if imagenet else 128
+    if name.startswith("sdc1") and (size < 32 or size % 16):
+        ap.error(f"--size: the SDC1 backbone needs a multiple of 16 >= 32 (four stride-2 "
+                 f"stages), received {size}")
+    if imagenet and (size < 32 or size % 32):
+        ap.error(f"--size: CIANNA's ImageNet network needs a multiple of 32 (five 2x2 max "
+                 f"pools), received {size}")
+    return size
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_arguments(ap)
     ap.add_argument("--calls", type=int, default=5, help="compiled calls traced")
     ap.add_argument("--top", type=int, default=25, help="thunks listed")
     ap.add_argument("--plot", help="PNG of the median-length traced run's timeline")
@@ -424,15 +448,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.calls < 1 or args.top < 0:
         ap.error(f"--calls must be >= 1 and --top >= 0, received {args.calls} and {args.top}")
-    imagenet = args.workload.startswith("imagenet")
-    if args.size is None:
-        args.size = 224 if imagenet else 128
-    if args.workload.startswith("sdc1") and (args.size < 32 or args.size % 16):
-        ap.error(f"--size: the SDC1 backbone needs a multiple of 16 >= 32 (four stride-2 "
-                 f"stages), received {args.size}")
-    if imagenet and (args.size < 32 or args.size % 32):
-        ap.error(f"--size: CIANNA's ImageNet network needs a multiple of 32 (five 2x2 max "
-                 f"pools), received {args.size}")
+    args.size = checked_size(ap, args.workload, args.size)
 
     import jax
 

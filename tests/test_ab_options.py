@@ -84,6 +84,7 @@ def test_the_table_names_variants_and_says_which_kept_the_module():
 @pytest.mark.parametrize("argv,needle", [
     (["mnist-infer", "--rounds", "0"], "--rounds"),
     (["mnist-infer", "--option", "fast_math"], "NAME=VALUE"),
+    (["sdc1-train", "--size", "100"], "multiple of 16"),
 ])
 def test_command_line_refuses_bad_arguments(argv, needle, capsys):
     with pytest.raises(SystemExit):
