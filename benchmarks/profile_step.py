@@ -329,9 +329,22 @@ def trace_events(run: Callable[[], None], calls: int, trace_dir: str | None = No
             return json.load(f)["traceEvents"]
 
 
-def workload(name: str, size: int = 128, compiler_options: dict | None = None):
-    """(run, compiled module text, steps per call) for one of the named workloads, compiled
-    with XLA's ``compiler_options`` (None: the defaults; see ``ab_options.py``)."""
+@dataclasses.dataclass
+class Program:
+    """One workload's jitted step and what it is called with: ``fn.lower(*args,
+    **static)`` gives its program; ``call_args`` are the compiled program's arguments
+    (``state``, when training, holds the updated params and optimizer state first)."""
+    fn: Callable
+    args: tuple
+    static: dict
+    steps: int
+    train: bool
+    state: list | None = None
+
+
+def program(name: str, size: int = 128) -> Program:
+    """The jitted step of one of the named workloads (:data:`WORKLOADS`), its network
+    built and its parameters drawn, not yet traced."""
     import functools
 
     import jax
@@ -364,23 +377,35 @@ def workload(name: str, size: int = 128, compiler_options: dict | None = None):
     if name.endswith("train"):
         opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
         state = [params, opt.init(params)]
-        key = jax.random.key(1)
         fn = training.train_steps if loop else training.train_step
-        comp = fn.lower(net, opt, *state, xs, ts, nv, key).compile(compiler_options)
+        return Program(fn, (net, opt, *state, xs, ts, nv, jax.random.key(1)), {}, k, True,
+                       state)
+    laid = cj.inference_params(net, params)
+    fn = training.eval_steps if loop else training.eval_step
+    return Program(fn, (net, laid, xs, ts, nv), {"with_loss": False}, k, False)
+
+
+def workload(name: str, size: int = 128, compiler_options: dict | None = None):
+    """(run, compiled module text, steps per call) for one of the named workloads, compiled
+    with XLA's ``compiler_options`` (None: the defaults; see ``ab_options.py``)."""
+    import jax
+
+    p = program(name, size)
+    comp = p.fn.lower(*p.args, **p.static).compile(compiler_options)
+    if p.train:
+        state, rest = p.state, p.args[4:]
 
         def run():
-            state[0], state[1], loss = comp(*state, xs, ts, nv, key)
+            state[0], state[1], loss = comp(*state, *rest)
             loss.block_until_ready()
     else:
-        laid = cj.inference_params(net, params)
-        fn = training.eval_steps if loop else training.eval_step
-        comp = fn.lower(net, laid, xs, ts, nv, with_loss=False).compile(compiler_options)
+        laid, rest = p.args[1], p.args[2:]
 
         def run():
-            jax.block_until_ready(comp(laid, xs, ts, nv))
+            jax.block_until_ready(comp(laid, *rest))
     for _ in range(3):
         run()
-    return run, comp.as_text(), k
+    return run, comp.as_text(), p.steps
 
 
 def plot_timeline(window, rows: list[Row], sources: dict[str, str], path: str, title: str,
