@@ -16,74 +16,128 @@ Functional core (pure, jit/vmap/grad friendly)::
     params = cj.init_params(jax.random.key(0), net)
     y = cj.apply(net, params, x)          # x: (N, H, W, C) images, channel-last
     y = cj.apply(net, params, cj.rows_to_images(net, rows))   # from CIANNA rows
+
+Importing the package is quick: its names load on first use (PEP 562), so ``cianna-jax
+--help`` and the command's restart for huge pages do not wait for JAX to import.
 """
 
-from . import activations, initializers, layers, losses, nn, optim, precision, training
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__ as __version__  # the one source of the version
-from .activations import Activation, parse_activation
-from .api import (
-    YOLO,
-    adam,
-    conv,
-    create_dataset,
-    delete_dataset,
-    dense,
-    free_network,
-    get_network,
-    grn,
-    init,
-    linear,
-    logistic,
-    lrn,
-    merge,
-    norm,
-    pool,
-    relu,
-    rms_prop,
-    set_frozen_layers,
-    set_optimizer_param,
-    set_params,
-    set_yolo_params,
-    sgd,
-    softmax,
-    swap_data_buffers,
-)
-from .driver import forward, train
-from .io.network_file import Loaded, load_network, save_network
-from .layer_timing import perf_eval
-from .network import (
-    Network,
-    apply,
-    apply_layers,
-    images_to_rows,
-    inference_params,
-    init_params,
-    make_network,
-    output_rows,
-    params_to_rows,
-    rows_to_images,
-    rows_to_params,
-    targets_to_internal,
-)
-from .report import print_arch_tex
-from .saving import load, save
-from .training import (
-    batch_loss,
-    cianna_masks,
-    cianna_sgd,
-    learning_rate_at,
-    make_optimizer,
-    predict,
-    train_epoch,
-    train_step,
-)
-from .yolo.config import (
-    set_error_scales,
-    set_fit_parts,
-    set_IoU_limits,
-    set_slopes_and_maxes,
-    set_sm_single,
-)
+
+if TYPE_CHECKING:  # the names as static tools see them; loaded lazily below
+    from . import activations, initializers, layers, losses, nn, optim, precision, training
+    from .activations import Activation, parse_activation
+    from .api import (
+        YOLO,
+        adam,
+        conv,
+        create_dataset,
+        delete_dataset,
+        dense,
+        free_network,
+        get_network,
+        grn,
+        init,
+        linear,
+        logistic,
+        lrn,
+        merge,
+        norm,
+        pool,
+        relu,
+        rms_prop,
+        set_frozen_layers,
+        set_optimizer_param,
+        set_params,
+        set_yolo_params,
+        sgd,
+        softmax,
+        swap_data_buffers,
+    )
+    from .driver import forward, train
+    from .io.network_file import Loaded, load_network, save_network
+    from .layer_timing import perf_eval
+    from .network import (
+        Network,
+        apply,
+        apply_layers,
+        images_to_rows,
+        inference_params,
+        init_params,
+        make_network,
+        output_rows,
+        params_to_rows,
+        rows_to_images,
+        rows_to_params,
+        targets_to_internal,
+    )
+    from .report import print_arch_tex
+    from .saving import load, save
+    from .training import (
+        batch_loss,
+        cianna_masks,
+        cianna_sgd,
+        learning_rate_at,
+        make_optimizer,
+        predict,
+        train_epoch,
+        train_step,
+    )
+    from .yolo.config import (
+        set_error_scales,
+        set_fit_parts,
+        set_IoU_limits,
+        set_slopes_and_maxes,
+        set_sm_single,
+    )
+
+
+#: the package's submodules loaded on first use as ``cianna_jax.<name>``
+_SUBMODULES = ("activations", "initializers", "layers", "losses", "nn", "optim", "precision",
+               "training")
+
+#: ``{module: names}``: each public name and the module (relative) that defines it
+_SOURCES = {
+    "activations": ("Activation", "parse_activation"),
+    "api": ("YOLO", "adam", "conv", "create_dataset", "delete_dataset", "dense", "free_network",
+            "get_network", "grn", "init", "linear", "logistic", "lrn", "merge", "norm", "pool",
+            "relu", "rms_prop", "set_frozen_layers", "set_optimizer_param", "set_params",
+            "set_yolo_params", "sgd", "softmax", "swap_data_buffers"),
+    "driver": ("forward", "train"),
+    "io.network_file": ("Loaded", "load_network", "save_network"),
+    "layer_timing": ("perf_eval",),
+    "network": ("Network", "apply", "apply_layers", "images_to_rows", "inference_params",
+                "init_params", "make_network", "output_rows", "params_to_rows", "rows_to_images",
+                "rows_to_params", "targets_to_internal"),
+    "report": ("print_arch_tex",),
+    "saving": ("load", "save"),
+    "training": ("batch_loss", "cianna_masks", "cianna_sgd", "learning_rate_at",
+                 "make_optimizer", "predict", "train_epoch", "train_step"),
+    "yolo.config": ("set_error_scales", "set_fit_parts", "set_IoU_limits",
+                    "set_slopes_and_maxes", "set_sm_single"),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str):
+    """Load a public name (or submodule) on first use and keep it in the package."""
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))
+
 
 __all__ = [
     "YOLO", "conv", "create_dataset", "delete_dataset", "dense", "forward", "free_network",
