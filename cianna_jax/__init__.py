@@ -24,6 +24,7 @@ Importing the package is quick: its names load on first use (PEP 562), so ``cian
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from ._version import __version__ as __version__  # the one source of the version
@@ -124,11 +125,14 @@ _WHERE = {name: module for module, names in _SOURCES.items() for name in names}
 
 
 def __getattr__(name: str):
-    """Load a public name (or submodule) on first use and keep it in the package."""
-    if name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    elif name in _WHERE:
+    """Load a public name on first use and keep it in the package; any submodule too
+    (``cianna_jax.yolo``, ``cianna_jax.network``, ...), as when the package imported
+    them all."""
+    if name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif name in _SUBMODULES or (not name.startswith("__")
+                                 and importlib.util.find_spec(f"{__name__}.{name}")):
+        value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

@@ -65,9 +65,29 @@ def test_every_public_name_is_its_modules_own():
         n: getattr(cianna_jax, n) for n in cianna_jax.__all__}
 
 
+#: the submodules ``import cianna_jax`` left as attributes when it imported everything
+SUBMODULES_BEFORE = ("activations", "api", "checks", "console", "driver", "geometry",
+                     "hlo_text", "host_cpu", "initializers", "io", "layer_timing", "layers",
+                     "losses", "metrics", "network", "nn", "optim", "parallel", "precision",
+                     "report", "saving", "training", "xla_cpu", "yolo")
+
+
+def test_submodules_are_attributes_as_before():
+    out = _fresh(f"""
+        import json, types
+        import cianna_jax as cj
+        names = {SUBMODULES_BEFORE!r}
+        ok = [n for n in names if isinstance(getattr(cj, n), types.ModuleType)
+              and getattr(cj, n).__name__ == "cianna_jax." + n]
+        print(json.dumps({{"ok": ok, "yolo_config": cj.yolo.config.__name__}}))
+    """)
+    assert out == {"ok": list(SUBMODULES_BEFORE), "yolo_config": "cianna_jax.yolo.config"}
+
+
 def test_an_unknown_name_raises_attribute_error_naming_it():
     with pytest.raises(AttributeError, match="'cianna_jax' has no attribute 'no_such_name'"):
         cianna_jax.no_such_name  # noqa: B018
     assert not hasattr(cianna_jax, "_private_nothing")
+    assert not hasattr(cianna_jax, "__wrapped__")  # dunders are never looked up as modules
     with pytest.raises(ImportError, match="no_such_name"):
         exec("from cianna_jax import no_such_name", {})
