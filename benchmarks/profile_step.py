@@ -332,8 +332,9 @@ def trace_events(run: Callable[[], None], calls: int, trace_dir: str | None = No
 @dataclasses.dataclass
 class Program:
     """One workload's jitted step and what it is called with: ``fn.lower(*args,
-    **static)`` gives its program; ``call_args`` are the compiled program's arguments
-    (``state``, when training, holds the updated params and optimizer state first)."""
+    **static)`` gives its program, which takes ``args`` less the static ones in front
+    (network and optimizer for training, the network for inference); ``state``, when
+    training, the params and optimizer state that its calls update."""
     fn: Callable
     args: tuple
     static: dict

@@ -84,6 +84,26 @@ def test_submodules_are_attributes_as_before():
     assert out == {"ok": list(SUBMODULES_BEFORE), "yolo_config": "cianna_jax.yolo.config"}
 
 
+def test_the_names_static_tools_see_are_the_lazy_ones():
+    """The ``TYPE_CHECKING`` imports (for type checkers and editors) name the same
+    modules and names as the table the package loads them from."""
+    import ast
+
+    tree = ast.parse(Path(cianna_jax.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If)
+                 and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    static: dict = {}
+    modules = set()
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1
+        if node.module is None:
+            modules |= {a.name for a in node.names}
+        else:
+            static[node.module] = tuple(a.name for a in node.names)
+    assert static == cianna_jax._SOURCES
+    assert modules == set(cianna_jax._SUBMODULES)
+
+
 def test_an_unknown_name_raises_attribute_error_naming_it():
     with pytest.raises(AttributeError, match="'cianna_jax' has no attribute 'no_such_name'"):
         cianna_jax.no_such_name  # noqa: B018
