@@ -442,9 +442,13 @@ WORKLOADS = ("mnist-train", "mnist-infer", "sdc1-train", "sdc1-infer", "imagenet
              "imagenet-infer")
 
 
-def add_workload_arguments(ap: argparse.ArgumentParser) -> None:
-    """The ``workload`` argument and ``--size`` (this tool's and ``ab_options.py``'s)."""
-    ap.add_argument("workload", choices=WORKLOADS)
+def add_workload_arguments(ap: argparse.ArgumentParser, several: bool = False) -> None:
+    """The ``workload`` argument (``workloads``, one or more, with ``several``) and
+    ``--size`` (this tool's, ``ab_options.py``'s and ``startup_cost.py``'s)."""
+    if several:
+        ap.add_argument("workloads", nargs="+", choices=WORKLOADS)
+    else:
+        ap.add_argument("workload", choices=WORKLOADS)
     ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
                     "ImageNet's (default 224)")
 

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the workloads' modules
-from profile_step import WORKLOADS, checked_size, program  # noqa: E402
+from profile_step import add_workload_arguments, checked_size, program  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,6 @@ def measure(name: str, size: int, repeats: int, clock=time.perf_counter) -> Phas
 
     p = program(name, size)
     best = {"trace": float("inf"), "lower": float("inf"), "compile": float("inf")}
-    eqns = lines = 0
     for _ in range(repeats):
         jax.clear_caches()
         t0 = clock()
@@ -77,8 +76,9 @@ def measure(name: str, size: int, repeats: int, clock=time.perf_counter) -> Phas
         t3 = clock()
         for phase, seconds in (("trace", t1 - t0), ("lower", t2 - t1), ("compile", t3 - t2)):
             best[phase] = min(best[phase], seconds)
-        eqns, lines = len(traced.jaxpr.eqns), lowered.as_text().count("\n")
-    return Phases(name, best["trace"], best["lower"], best["compile"], eqns, lines)
+    # the size of the last repeat's program (every repeat makes the same one)
+    return Phases(name, best["trace"], best["lower"], best["compile"],
+                  len(traced.jaxpr.eqns), lowered.as_text().count("\n"))
 
 
 def format_rows(rows: list[Phases]) -> str:
@@ -95,9 +95,7 @@ def format_rows(rows: list[Phases]) -> str:
 
 def main(argv=None) -> list[Phases]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workloads", nargs="+", choices=WORKLOADS)
-    ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
-                    "ImageNet's (default 224)")
+    add_workload_arguments(ap, several=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cpu-branches-only", action="store_true",
                     help="trace lax.platform_dependent's CPU branches alone (a measurement)")
