@@ -62,7 +62,8 @@ def split(key: jax.Array, n: int) -> list[jax.Array]:
     if not (is_concrete(key) and _prefix_stable(key)):
         return list(jax.random.split(key, n))
     impl = jax.random.key_impl(key)
-    data = np.asarray(_flat_split(_bucket(n), impl)(jax.random.key_data(key)))
+    # the key's data read to the host: the compiled program runs on its own device
+    data = np.asarray(_flat_split(_bucket(n), impl)(np.asarray(jax.random.key_data(key))))
     return [jax.random.wrap_key_data(data[i], impl=impl) for i in range(n)]
 
 
@@ -99,7 +100,7 @@ def _host_sample(key, normal: bool, n: int) -> np.ndarray:
     """The ``n`` float32 values of ``jax.random.normal(key, (n,))`` (or ``uniform(key,
     (n,), minval=-1, maxval=1)``), drawn :data:`CHUNK` at a time on the host."""
     fn = _chunk_sample(normal)
-    data = jax.random.key_data(key)
+    data = np.asarray(jax.random.key_data(key))  # to the host: a key on any device
     parts = [fn(data, np.uint32(o)) for o in range(0, n, CHUNK)]   # dispatched, then read
     return np.concatenate([np.asarray(p) for p in parts] or [np.zeros(0, np.float32)])[:n]
 

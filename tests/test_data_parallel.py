@@ -76,6 +76,13 @@ CHILD = textwrap.dedent("""
     out["step_param_replicated"] = bool(jax.tree.leaves(p4[0])[0].sharding.is_fully_replicated)
     (e1, _), (e4, _) = epochs(None), epochs(mesh)
     out["epoch_diff"] = max_diff(e1, e4)
+    # init from a key on another device, and with another default device: the samplers,
+    # compiled once for the first device, read the key's data from the host
+    p0 = cnn.init_params(jax.random.key(0), net)
+    p_key = cnn.init_params(jax.device_put(jax.random.key(0), jax.devices()[2]), net)
+    with jax.default_device(jax.devices()[3]):
+        p_dev = cnn.init_params(jax.random.key(0), net)
+    out["init_other_device_diff"] = [max_diff(p0, p_key), max_diff(p0, p_dev)]
 
     # (2) imperative: auto-on, explicit off, explicit 4 with datasets on the devices
     def script(tag, **init_kw):
@@ -183,6 +190,7 @@ def test_functional_step_and_epoch_match_one_device(child):
     assert child["epoch_diff"] <= 1e-5
     assert np.allclose(*child["step_loss"], rtol=1e-6)
     assert child["step_param_devices"] == 4 and child["step_param_replicated"]
+    assert child["init_other_device_diff"] == [0.0, 0.0]
 
 
 def test_imperative_train_forward_match_one_device(child):
