@@ -12,6 +12,7 @@ the problem on stderr and exit status 2; no partial output file is left behind.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -85,7 +86,7 @@ def _beam(text: str | None):
         vals = [float(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"--beam: expected BMAJ,BMIN[,BPA] in arcsec/deg, got {text!r}") from None
-    if len(vals) not in (2, 3) or min(vals[:2]) <= 0:
+    if len(vals) not in (2, 3) or not all(map(math.isfinite, vals)) or min(vals[:2]) <= 0:
         raise ValueError(f"--beam: expected BMAJ,BMIN[,BPA] with positive sizes, got {text!r}")
     return Beam(*vals)
 
@@ -129,7 +130,7 @@ def _train(args) -> int:
         if missing:
             raise ValueError(f"{' and '.join(missing)} required (except with --resume)")
         s = TrainSettings(image=args.image, catalogue=args.catalogue, out=args.out,
-                          epochs=args.epochs or 30, arch=args.arch, patch=args.patch,
+                          epochs=30 if args.epochs is None else args.epochs, arch=args.arch, patch=args.patch,
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,

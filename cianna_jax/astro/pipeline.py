@@ -22,7 +22,7 @@ from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap, estimate_noise_map
-from .predict import Detections, detect, make_predict_fn
+from .predict import Detections, checked_threshold, detect, make_predict_fn
 from .sky import deconvolve, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
 
 __all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
@@ -160,6 +160,8 @@ def find_sources(
     img = open_image(image, hdu, beam=beam) if own else image
     try:
         mdl = _as_model(model, tile)
+        if obj_threshold is not None:  # refused before the noise map's work
+            checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
         if predict_fn is None:
             predict_fn = make_predict_fn(mdl, mixed_precision)
         if len(img.shape) != mdl.card.ndim:

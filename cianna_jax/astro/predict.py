@@ -28,7 +28,7 @@ from .model_card import LoadedModel, ModelCard, Normalisation
 from .noise import NoiseMap
 
 __all__ = ["Detections", "network_fn", "make_predict_fn", "normalise_window", "iter_tile_batches",
-           "batch_for", "detect"]
+           "batch_for", "checked_threshold", "detect"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,22 @@ def batch_for(n_tiles: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(0, int(n_tiles) - 1).bit_length())
 
 
+def checked_threshold(thr, nb_box: int):
+    """``thr`` if it is one objectness threshold in [0, 1] or one per prior (box), else a
+    ValueError naming it, before any work."""
+    try:
+        a = np.asarray(thr, np.float64)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.ndim > 1 or a.size == 0 or not np.all((a >= 0) & (a <= 1)):
+        raise ValueError(f"obj_threshold: expected a number in [0, 1] (or one per prior), "
+                         f"received {thr!r}")
+    if a.ndim == 1 and a.size != nb_box:
+        raise ValueError(f"obj_threshold: one value or one per prior ({nb_box}), received "
+                         f"{a.size} values")
+    return float(a) if a.ndim == 0 else tuple(float(v) for v in a)
+
+
 def detect(
     image_read: Callable[[tuple[slice, ...]], np.ndarray],
     shape: tuple[int, ...],
@@ -177,7 +193,8 @@ def detect(
         raise ValueError(f"the model detects in {n}D tiles but the data is {len(shape)}D "
                          f"(shape {tuple(shape)})")
     tile = tuple(card.tile)
-    thr = card.obj_threshold if obj_threshold is None else obj_threshold
+    thr = card.obj_threshold if obj_threshold is None else checked_threshold(
+        obj_threshold, int(model.net.yolo.nb_box))
     bs = card.batch_size if batch_size is None else as_int(batch_size, "batch_size", minimum=1)
     origins = tile_origins(shape, tile, card.overlap)
     bs = batch_for(origins.shape[0], bs)

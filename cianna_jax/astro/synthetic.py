@@ -102,6 +102,27 @@ def field_header(shape: tuple[int, int], *, pixel_scale: float, beam: Beam,
     return h
 
 
+def _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
+                          snr_range) -> tuple[int, int]:
+    """``(H, W)``, or a ValueError naming the first setting that cannot make a field."""
+    shape = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(shape) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 8 for v in shape):
+        raise ValueError(f"size: expected an int >= 8 or two of them, received {size!r}")
+    for name, v, positive in (("noise", noise, True), ("pixel_scale", pixel_scale, True),
+                              ("psf_fwhm", psf_fwhm, True), ("density", density, False)):
+        if not (isinstance(v, (int, float, np.number)) and math.isfinite(v)
+                and (v > 0 if positive else v >= 0)):
+            raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'},"
+                             f" received {v!r}")
+    if not (isinstance(nan_border, (int, np.integer)) and 0 <= 2 * nan_border < min(shape)):
+        raise ValueError(f"nan_border: expected an int >= 0 leaving pixels inside a "
+                         f"{shape[0]}x{shape[1]} field, received {nan_border!r}")
+    lo, hi = snr_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(f"snr_range: expected 0 < low <= high, received {snr_range!r}")
+    return int(shape[0]), int(shape[1])
+
+
 def synthetic_field(
     size: int | tuple[int, int] = 512,
     *,
@@ -130,7 +151,8 @@ def synthetic_field(
     point-like companion 1 to 2.5 beams away.  With the defaults the field is the same
     as in earlier versions for a given seed.
     """
-    H, W = (size, size) if isinstance(size, int) else size
+    H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
+                                 snr_range)
     if not noise_edge >= 1.0 or not 0.0 <= blend_fraction <= 1.0:
         raise ValueError(f"need noise_edge >= 1 and 0 <= blend_fraction <= 1, got {noise_edge}, "
                          f"{blend_fraction}")

@@ -35,7 +35,7 @@ from .fits_image import FitsImage, open_image
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap
 from .pipeline import find_sources
-from .predict import make_predict_fn
+from .predict import checked_threshold, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
 from .sky import pixel_to_sky, sky_to_pixel
@@ -303,6 +303,18 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _check_number(name: str, value, *, positive: bool) -> None:
+    """ValueError naming ``name`` unless ``value`` is a finite number > 0 (``positive``)
+    or >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+        raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, "
+                         f"received {value!r}")
+
+
 def validate(
     image: str | os.PathLike,
     model: str | os.PathLike | LoadedModel,
@@ -326,9 +338,12 @@ def validate(
     files are written only once everything is computed, each file atomically.
     ``mixed_precision``: CIANNA's mode for the detector's passes (see
     :func:`.pipeline.find_sources`)."""
+    _check_number("match_factor", match_factor, positive=True)
+    _check_number("min_truth_snr", min_truth_snr, positive=False)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
-    thr = float(np.max(mdl.card.obj_threshold)) if obj_threshold is None else float(obj_threshold)
+    thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
+        obj_threshold, int(mdl.net.yolo.nb_box))))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"{os.fspath(out_dir)}: exists and is not a folder")
     with open_image(image, hdu) as img:

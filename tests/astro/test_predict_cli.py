@@ -17,7 +17,7 @@ from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
 from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
 from cianna_jax.astro.pipeline import find_sources, predict_file  # noqa: E402
-from cianna_jax.astro.predict import batch_for, detect, make_predict_fn  # noqa: E402
+from cianna_jax.astro.predict import batch_for, checked_threshold, detect, make_predict_fn  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
 # cli.main tunes XLA flags, which warns in a process where JAX already started
@@ -126,6 +126,21 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert main(["val", *args, "--image", image, "--catalogue", str(tmp_path / "bad_truth.csv"),
                  "--out", str(tmp_path / "rep")]) == 2
     assert "missing column 'flux'" in _err(capsys)
+    # thresholds outside [0, 1], a beam that is not finite, a match radius of 0, a negative
+    # SNR floor: each named, refused before the noise map and the detector run
+    for value in ("1.5", "-0.1", "nan"):
+        assert main(["predict", *args, "--image", image, "--threshold", value,
+                     "--out", str(tmp_path / "thr.ecsv")]) == 2
+        assert "obj_threshold: expected a number in [0, 1]" in _err(capsys)
+    assert main(["predict", *args, "--image", image, "--beam", "nan,2",
+                 "--out", str(tmp_path / "beam.ecsv")]) == 2
+    assert "--beam: expected BMAJ,BMIN[,BPA] with positive sizes" in _err(capsys)
+    for flag, value, name in (("--threshold", "2", "obj_threshold"),
+                              ("--match-radius", "0", "match_factor"),
+                              ("--min-snr", "-1", "min_truth_snr")):
+        assert main(["val", *args, "--image", image, "--catalogue", truth, flag, value,
+                     "--out", str(tmp_path / "rep")]) == 2
+        assert f"{name}: expected" in _err(capsys)
     assert sorted(os.listdir(tmp_path)) == ["bad_truth.csv", "nan.fits", "one.fits"]
 
 
@@ -194,6 +209,16 @@ def test_streaming_bounded_memory(tmp_path, loaded_tiny):
     assert peak < image_bytes / 8, f"peak traced allocation {peak / 2**20:.1f} MiB"
 
 
+def test_threshold_override_is_one_value_or_one_per_prior_in_0_1():
+    assert checked_threshold(0.4, 3) == 0.4 and checked_threshold(np.float32(1), 3) == 1.0
+    assert checked_threshold([0.2, 0.3, 0.4], 3) == (0.2, 0.3, 0.4)
+    for bad in (1.01, -1e-9, float("nan"), "high", [], [[0.5]], None, [0.2, 2.0, 0.3]):
+        with pytest.raises(ValueError, match=r"obj_threshold: expected a number in \[0, 1\]"):
+            checked_threshold(bad, 3)
+    with pytest.raises(ValueError, match=r"one value or one per prior \(3\), received 2 values"):
+        checked_threshold((0.2, 0.3), 3)
+
+
 def test_batch_for_an_image_of_few_tiles():
     assert [batch_for(n, 64) for n in (1, 2, 3, 6, 8, 9, 63, 64, 1000)] == \
         [1, 2, 4, 8, 8, 16, 64, 64, 64]
@@ -245,6 +270,15 @@ def test_simulate_and_info(tmp_path, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "optional extras:" in out and "astro" in out and "progress" in out
+    # settings that cannot make a field: named, nothing written
+    for flags, message in ((["--size", "0"], "size: expected an int >= 8"),
+                           (["--noise=-1e-5"], "noise: expected a finite number > 0"),
+                           (["--noise", "nan"], "noise: expected a finite number > 0"),
+                           (["--density=-0.1"], "density: expected a finite number >= 0"),
+                           (["--size", "64", "--nan-border", "32"], "nan_border: expected")):
+        assert main(["simulate", "--out", str(tmp_path / "bad.fits"), *flags]) == 2
+        assert message in _err(capsys)
+    assert not (tmp_path / "bad.fits").exists()
 
 
 def test_truth_without_snr_in_sdc1_format(tmp_path, field):

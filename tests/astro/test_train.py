@@ -307,10 +307,17 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
                      "--out", str(tmp_path / "x")]) == 2
     assert "none.ecsv not found" in capsys.readouterr().err
     timg, tcat = train_field["train"]
+    # --epochs 0 is refused, not taken for the default 30
+    assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out",
+                     str(tmp_path / "zero"), "--epochs", "0", "--quiet"]) == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()
     run = tmp_path / "clirun"
     assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out", str(run),
                      "--epochs", "1", "--patch", "32", "--patches-per-epoch", "32",
                      "--quiet"]) == 0
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"resuming {run} at epoch 2 of 2" in text and "next: cianna-jax predict" in text
