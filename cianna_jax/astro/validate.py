@@ -385,8 +385,9 @@ def validate(
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
                 f"(of {len(tr.x)} in the image); precision counts every detection\n"
                 + format_scores(sc, sdc1))
-        det["match_id"] = np.where(m.det_to_truth >= 0,
-                                   np.asarray(_truth_ids(tr))[np.maximum(m.det_to_truth, 0)], -1)
+        ids = np.asarray(_truth_ids(tr))
+        det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
+                           if ids.size else np.full(len(det), -1))  # an empty truth: no match
         tt = tr.table.copy()
         tt["snr_used"] = tr.snr
         tt["det_id"] = np.where(m.truth_to_det >= 0, m.truth_to_det + 1, -1)

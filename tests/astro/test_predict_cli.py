@@ -54,6 +54,24 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
 
 
+def test_val_against_an_empty_truth_counts_every_detection_false(tmp_path, field, tiny_model,
+                                                                 capsys):
+    """A field with no true source (noise alone, say): every detection is false, recall has
+    nothing to count; the report is written, plots included (it crashed on the first
+    detection's match)."""
+    image, truth, _ = field
+    read_catalogue(truth)[:0].write(tmp_path / "empty.ecsv")
+    rep = tmp_path / "report"
+    assert main(["val", "--model", tiny_model, "--image", image, "--catalogue",
+                 str(tmp_path / "empty.ecsv"), "--out", str(rep), "--quiet"]) == 0
+    assert "0 matched to a true source" in capsys.readouterr().out
+    s = json.loads((rep / "scores.json").read_text())["scores"]
+    assert s["n_truth"] == 0 and s["n_tp"] == 0 and s["n_det"] == s["n_fp"] > 0
+    assert s["precision"] == 0.0 and s["recall"] is None
+    assert (read_catalogue(rep / "catalogue.ecsv")["match_id"] == -1).all()
+    assert "pr_curve.png" in os.listdir(rep)
+
+
 @pytest.mark.parametrize("ext", [".fits", ".xml", ".sdc1"])
 def test_predict_other_formats(tmp_path, field, tiny_model, ext):
     image = field[0]
