@@ -297,7 +297,8 @@ def load_model(model: str | os.PathLike, *, tile: tuple[int, ...] | int | None =
     try:
         card.check()
     except ModelError as err:
-        raise ModelError(f"{card.path}: {err}") from None
+        given = "" if tile is None and overlap is None else " (tile/overlap given)"
+        raise ModelError(f"{card.path}{given}: {err}") from None
     path = card.network_path
     if not os.path.isfile(path):
         raise ModelError(f"{card.path}: network file {path} not found")

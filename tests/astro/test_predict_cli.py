@@ -131,6 +131,9 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert main(["predict", *args, "--image", image, "--tile", "36",
                  "--out", str(tmp_path / "t.ecsv")]) == 2
     assert "cannot take" in _err(capsys)
+    assert main(["predict", *args, "--image", image, "--tile", "0",
+                 "--out", str(tmp_path / "t.ecsv")]) == 2
+    assert "(tile/overlap given): input: need tile > 0" in _err(capsys)
     # no tiles per batch
     assert main(["predict", *args, "--image", image, "--batch", "0",
                  "--out", str(tmp_path / "b.ecsv")]) == 2
