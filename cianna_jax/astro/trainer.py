@@ -402,13 +402,14 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             t_train = time.perf_counter() - t_train
             train_loss = float(sum(np.asarray(v, np.float64).sum() for v in sums)) / n
             if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch} (loss "
-                                         f"{train_loss}); the last good epoch is kept in {out}; "
-                                         "lower the learning rate")
+                raise FloatingPointError(_diverged(epoch, f"loss {train_loss}", history, out))
             t_val = time.perf_counter()
             # laid out once for the epoch's validation
             laid_out = inference_params(run.net, params, policy)
             vparts = _val_losses(run, laid_out, s.batch_size, policy)
+            if not np.isfinite(vparts).all():  # finite weights whose outputs overflow
+                raise FloatingPointError(_diverged(
+                    epoch, f"validation loss {float(vparts.sum())}", history, out))
             model = LoadedModel(card=run.card, net=run.net, params=params)
             sc = validate_area(model, run.val_area, lambda b, p=laid_out: predict(p, b))
             t_val = time.perf_counter() - t_val
@@ -442,6 +443,13 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             f"{best['threshold']:.2f}; {format_seconds(time.perf_counter() - start)} in this run")
     return TrainResult(out=out, history=history, best=best, files=files,
                        seconds=time.perf_counter() - start)
+
+
+def _diverged(epoch: int, what: str, history: list[dict[str, Any]], out: str) -> str:
+    """The message of a run stopped by a non-finite loss at ``epoch``."""
+    kept = (f"the last good epoch ({history[-1]['epoch']}) is kept in {out}" if history else
+            f"no epoch finished before it, so {out} holds no model")
+    return f"training diverged at epoch {epoch} ({what}); {kept}; lower the learning rate"
 
 
 @contextlib.contextmanager

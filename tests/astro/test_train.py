@@ -271,6 +271,39 @@ def test_resume_is_bit_identical(straight_run, train_field, tmp_path):
         train_detector(resume_from=str(out), log=lambda *_: None, progress=False)
 
 
+def test_divergence_stops_the_run_and_keeps_only_good_epochs(train_field, tmp_path,
+                                                             monkeypatch):
+    """A non-finite training loss, or finite weights whose validation outputs overflow,
+    stops the run before anything of that epoch is saved (an epoch with a NaN validation
+    loss used to be kept, as best model too)."""
+    from cianna_jax.astro import trainer
+
+    out = tmp_path / "lr"
+    s = dataclasses.replace(_settings(train_field, out, 2), learning_rate=1e6)
+    with pytest.raises(FloatingPointError, match=r"training diverged at epoch 1 \(loss -?(nan|inf)\); "
+                                                 r"no epoch finished before it, so .* holds no model"):
+        train_detector(s, log=lambda _: None, progress=False)
+    assert sorted(os.listdir(out)) == ["args.json"]
+
+    val_losses = trainer._val_losses
+    calls = []
+
+    def overflowing(*args, **kw):  # the second epoch's validation overflows
+        calls.append(1)
+        v = val_losses(*args, **kw)
+        return v if len(calls) == 1 else v * np.nan
+
+    monkeypatch.setattr(trainer, "_val_losses", overflowing)
+    out = tmp_path / "val"
+    s = dataclasses.replace(_settings(train_field, out, 2), patches_per_epoch=16)
+    with pytest.raises(FloatingPointError, match=r"training diverged at epoch 2 \(validation "
+                                                 r"loss nan\); the last good epoch \(1\) is kept"):
+        train_detector(s, log=lambda _: None, progress=False)
+    assert [r["epoch"] for r in read_results_csv(out / "results.csv")] == [1]
+    assert json.loads((out / "best.json").read_text())["notes"]["epoch"] == 1
+    assert json.loads((out / "last.json").read_text())["notes"]["epoch"] == 1
+
+
 def test_resume_refuses_changed_inputs(straight_run, train_field, tmp_path):
     import shutil
 
