@@ -643,8 +643,12 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     ``batch_size`` that is not an int >= 1."""
     want = tuple(spec.input_shape)
     if getattr(x, "ndim", None) is None:
-        x = np.asarray(x, np.float32)
-    if tuple(x.shape[1:]) != want or x.shape[0] < 1:
+        try:
+            x = np.asarray(x, np.float32)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"x: expected an array of images, received {type(x).__name__} "
+                            f"({err})") from None
+    if x.ndim < 1 or tuple(x.shape[1:]) != want or x.shape[0] < 1:
         raise ValueError(f"x: expected images of shape (N >= 1, {', '.join(map(str, want))}) "
                          f"(channel-last), received {tuple(x.shape)}")
     batch_size = as_int(batch_size, "batch_size", minimum=1)

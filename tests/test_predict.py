@@ -106,6 +106,8 @@ def test_yolo_network_gives_activated_boxes_as_apply():
 @pytest.mark.parametrize("args, err, match", [
     (dict(x=np.zeros((3, 8, 8, 2), np.float32)), ValueError, "x: expected images"),
     (dict(x=np.zeros((0, 8, 8, 1), np.float32)), ValueError, "x: expected images"),
+    (dict(x=np.float32(1)), ValueError, "x: expected images"),
+    (dict(x="images"), TypeError, "x: expected an array of images, received str"),
     (dict(batch_size=0), ValueError, "batch_size"),
     (dict(batch_size=2.5), TypeError, "batch_size"),
     (dict(steps_per_call="many"), ValueError, "steps_per_call"),
