@@ -49,7 +49,8 @@ class Truth:
     """A truth catalogue in the image frame: ``x, y`` pixels, ``ra, dec`` (None without a
     WCS), ``flux`` (Jy), ``snr``, sizes ``bmaj, bmin`` (arcsec, beam-convolved; None if
     absent), ``pa`` (deg or None), ``table`` (the rows kept: inside the image, on finite
-    pixels) and ``sdc1`` (SDC1 columns when the catalogue could give them)."""
+    pixels), ``sdc1`` (SDC1 columns when the catalogue could give them) and ``snr_from``
+    (where ``snr`` comes from, for the report)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -62,6 +63,7 @@ class Truth:
     pa: np.ndarray | None
     table: Any
     sdc1: dict[str, np.ndarray] | None
+    snr_from: str = "the catalogue's snr column"
 
 
 _UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "arcsec",
@@ -122,12 +124,16 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
         else:
             bmaj, bmin = np.maximum(bmaj, beam), np.maximum(bmin, image.beam.bmin)
     snr = _col(t, "snr")
+    snr_from = "the catalogue's snr column"
     if snr is None:
         rms = noise.at(y, x) * image.unit_scale
         if bmaj is not None and bmin is not None and beam is not None:
             peak = flux * (image.beam.bmaj * image.beam.bmin) / (bmaj * bmin)
+            snr_from = "flux, sizes and the local noise"
         else:
             peak = flux  # point sources: peak (Jy/beam) = flux (Jy)
+            snr_from = ("flux and the local noise, as point sources (no sizes"
+                        f"{'' if beam is not None else ' and no beam'}: extended ones too high)")
         snr = peak / rms
     sdc1 = None
     names = {c.lower(): c for c in t.colnames}
@@ -147,7 +153,8 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
         return None if v is None else v[ok]
 
     return Truth(x=x[ok], y=y[ok], ra=sel(ra), dec=sel(dec), flux=flux[ok], snr=snr[ok],
-                 bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1)
+                 bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1,
+                 snr_from=snr_from)
 
 
 def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:
@@ -383,7 +390,8 @@ def validate(
                 f"noise {res.timings['noise_s']:.1f} s, detection {res.timings['detect_s']:.1f} s,"
                 f" measurement {res.timings['measure_s']:.1f} s\n"
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
-                f"(of {len(tr.x)} in the image); precision counts every detection\n"
+                f"(of {len(tr.x)} in the image; true SNR from {tr.snr_from}); precision "
+                "counts every detection\n"
                 + format_scores(sc, sdc1))
         ids = np.asarray(_truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
@@ -392,7 +400,7 @@ def validate(
         tt["snr_used"] = tr.snr
         tt["det_id"] = np.where(m.truth_to_det >= 0, m.truth_to_det + 1, -1)
         files: dict[str, bytes | Any] = {}
-        summary = {"scores": sc.summary(), "obj_threshold": thr,
+        summary = {"scores": sc.summary(), "obj_threshold": thr, "truth_snr_from": tr.snr_from,
                    "by_snr": {"edges": sc.by_snr.edges, "recall": sc.by_snr.recall,
                               "precision": sc.by_snr.precision, "f1": sc.by_snr.f1,
                               "n_true": sc.by_snr.n_truth, "n_det": sc.by_snr.n_det},

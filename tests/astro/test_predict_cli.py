@@ -46,6 +46,7 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
                  "--out", str(rep), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "precision (reliability)" in text and "SDC1 score" in text
+    assert "true SNR from the catalogue's snr column" in text
     files = set(os.listdir(rep))
     assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
             "report.txt"} <= files
@@ -320,3 +321,11 @@ def test_truth_without_snr_in_sdc1_format(tmp_path, field):
     # from flux, size and the local rms (estimated on 32-pixel boxes): close to the true SNR
     np.testing.assert_allclose(tr.snr[point], ref.snr[point], rtol=0.25)
     np.testing.assert_allclose(tr.bmaj, ref.bmaj, rtol=1e-3)  # intrinsic (+) beam = convolved
+    assert ref.snr_from == "the catalogue's snr column"
+    assert tr.snr_from == "flux, sizes and the local noise"
+    t["ra", "dec", "flux"].write(tmp_path / "points.csv")  # no sizes: point sources
+    with open_image(image) as img:
+        pts = load_truth(tmp_path / "points.csv", img, noise)
+    assert pts.snr_from.startswith("flux and the local noise, as point sources")
+    np.testing.assert_allclose(pts.snr[point], ref.snr[point], rtol=0.25)
+    assert (pts.snr[~point] >= tr.snr[~point] * 0.99).all()  # extended: their peak overrated
