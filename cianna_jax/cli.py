@@ -267,13 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         xla_cpu.tune()  # before any JAX work; warns if a backend already started
     if args.command == "info":
         return _info()
-    if args.command == "demo":
-        return _demo(args)
     if getattr(args, "hdu", None) is not None and str(args.hdu).isdigit():
         args.hdu = int(args.hdu)
     from .astro import MissingExtraError
 
-    run = {"predict": _predict, "val": _val, "simulate": _simulate, "train": _train}[args.command]
+    run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
+           "train": _train}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

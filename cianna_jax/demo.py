@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from .io.atomic import make_folder
+
 __all__ = ["DemoSettings", "run_demo", "write_demo_fields"]
 
 
@@ -77,7 +79,7 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
 
     log = print if verbose else (lambda *_: None)
     s = DemoSettings.get(quick)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out)
     t0 = time.perf_counter()
     log(f"cianna_jax demo ({'quick' if quick else 'full'}), backend {jax.default_backend()}, "
         f"seed {seed}")

@@ -65,6 +65,15 @@ def test_demo_command_passes_its_options(monkeypatch, tmp_path):
     assert seen == {"out": str(tmp_path), "quick": True, "seed": 3}
 
 
+def test_demo_errors_are_one_line(tmp_path, capsys):
+    """A file where the demo's folder should go: one line naming it, exit status 2 (it
+    ended in a traceback)."""
+    (tmp_path / "taken").write_text("")
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"cianna-jax demo: error: {tmp_path / 'taken'}: exists and is not a folder"
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("optimized_compilation")
 def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):

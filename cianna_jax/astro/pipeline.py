@@ -222,6 +222,8 @@ def predict_file(
     written if anything fails."""
     f = catalogue_format(out, fmt)
     folder = os.path.dirname(os.path.abspath(os.fspath(out)))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FileExistsError(f"{folder}: exists and is not a folder")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: output folder does not exist")
     with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None)) as img:

@@ -340,6 +340,10 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
                      "--out", str(tmp_path / "x")]) == 2
     assert "none.ecsv not found" in capsys.readouterr().err
     timg, tcat = train_field["train"]
+    (tmp_path / "file").write_text("")  # a file where the run folder should go
+    assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out",
+                     str(tmp_path / "file"), "--quiet"]) == 2
+    assert "file: exists and is not a folder" in capsys.readouterr().err
     # --epochs 0 is refused, not taken for the default 30
     assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out",
                      str(tmp_path / "zero"), "--epochs", "0", "--quiet"]) == 2

@@ -90,3 +90,13 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="directory does not exist"):
         with atomic.atomic_write(tmp_path / "no" / "such.dat") as fh:
             fh.write(b"x")
+
+
+def test_make_folder_creates_parents_and_refuses_a_file(tmp_path):
+    assert atomic.make_folder(tmp_path / "a" / "b") == str(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
+    atomic.make_folder(tmp_path / "a")  # already there: nothing to do
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="f: exists and is not a folder"):
+        atomic.make_folder(tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "x"
