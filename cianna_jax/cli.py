@@ -120,10 +120,36 @@ def _val(args) -> int:
     return 0
 
 
+#: ``train`` options that set a run up: ``--resume`` takes them from the run's args.json
+RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--valid-fraction",
+                        "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
+                        "--normalisation", "--hdu", "--mixed-precision")
+_TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
+
+
+def _given(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """The ``options`` written in ``argv`` (``--name``, ``--name=value`` or an unambiguous
+    prefix of the name, as argparse reads them)."""
+    found = []
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        name = token.split("=", 1)[0]
+        match = [o for o in _TRAIN_OPTIONS if o == name] or [
+            o for o in _TRAIN_OPTIONS if o.startswith(name)]
+        if len(match) == 1 and match[0] in options and match[0] not in found:
+            found.append(match[0])
+    return found
+
+
 def _train(args) -> int:
-    from .astro.trainer import TrainSettings, train_detector
+    from .astro.trainer import SETTINGS_FILE, TrainSettings, train_detector
 
     if args.resume:
+        if given := _given(args.argv, RUN_SETTINGS_OPTIONS):
+            raise ValueError(f"--resume continues {args.out} with the settings it was started "
+                             f"with ({os.path.join(args.out, SETTINGS_FILE)}): {', '.join(given)} "
+                             "cannot be given with it (--epochs can)")
         res = train_detector(resume_from=args.out, epochs=args.epochs, progress=not args.quiet)
     else:
         missing = [f"--{n}" for n in ("image", "catalogue") if getattr(args, n) is None]
@@ -260,6 +286,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command in ("info", "demo", "predict", "val", "train"):
         if argv is None:  # the command itself (not a call from Python): huge pages for
             # XLA's step buffers, which glibc takes only from a process's start

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from typing import Any
 
 import jax
@@ -89,7 +90,7 @@ def load_checkpoint(path: str | os.PathLike, params_like: Any,
             meta = json.loads(str(data["meta"]))
             params = _restore(params_like, data, "p", p)
             opt_state = _restore(opt_state_like, data, "o", p)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(f"{p}: cannot read the checkpoint ({err})") from None

@@ -91,6 +91,10 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_checkpoint(tmp_path / "bad.npz", params, state)
+    for size in (500, 30, 4):  # cut short (a full disk, a copy interrupted): a zip's start
+        (tmp_path / "cut.npz").write_bytes((tmp_path / "c.npz").read_bytes()[:size])
+        with pytest.raises(CheckpointError, match="cut.npz: cannot read the checkpoint"):
+            load_checkpoint(tmp_path / "cut.npz", params, state)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.npz", params, state)
     # a checkpoint of the earlier format (conv weights as CIANNA's rows) is named as such
@@ -355,6 +359,14 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
                      "--quiet"]) == 0
     assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
     assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    # a run's own settings are not silently replaced (nor ignored) on --resume
+    for extra, named in ((["--lr", "0.5"], "--lr"), (["--lr=0.5", "--image", timg], "--lr, --image"),
+                         (["--min", "3"], "--min-snr"), (["--mixed-precision", "off"],
+                                                         "--mixed-precision")):
+        assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", *extra]) == 2
+        assert (f"--resume continues {run} with the settings it was started with "
+                f"({run / 'args.json'}): {named} cannot be given with it (--epochs can)"
+                in capsys.readouterr().err)
     assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"resuming {run} at epoch 2 of 2" in text and "next: cianna-jax predict" in text
