@@ -215,15 +215,26 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
         idx = _pick_hdu(hdul, hdu, fspath, fits)
         h = hdul[idx]
         header = h.header
-        data = h.data
+        try:
+            data = h.data
+        except (TypeError, ValueError, OSError) as err:  # numpy: "buffer is too small ..."
+            raise ImageError(f"{fspath}: HDU {idx}: its data cannot be read ({err}): a "
+                             "truncated or damaged file") from None
         if data is None:
             raise ImageError(f"{fspath}: HDU {idx} has no data")
         if data.dtype.kind not in "iuf":
             raise ImageError(f"{fspath}: HDU {idx} holds {data.dtype} data, not numbers")
         view, axes = _squeeze(data, fspath)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            full = wcs_mod.WCS(header)
+        unusable = False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                full = wcs_mod.WCS(header)
+        except Exception as err:  # wcslib: singular CD/PC matrix, bad projection, ...
+            warnings.warn(f"{fspath}: the header's WCS cannot be used ({type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[-1]}): positions in pixels only",
+                          stacklevel=2)
+            full, unusable = wcs_mod.WCS(naxis=len(axes)), True
         celestial = full.celestial if full.has_celestial else None
         if celestial is not None and celestial.naxis != 2:
             celestial = None
@@ -233,7 +244,9 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
         if view.ndim == 3 and len(axes) == 3:
             spectral = full.sub([axes[2]])
         if celestial is None:
-            warnings.warn(f"{fspath}: no celestial WCS: positions in pixels only", stacklevel=2)
+            if not unusable:
+                warnings.warn(f"{fspath}: no celestial WCS: positions in pixels only",
+                              stacklevel=2)
             scale = None
         else:
             utils = require("astropy.wcs.utils")

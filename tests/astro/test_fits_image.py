@@ -86,6 +86,30 @@ def test_bad_files_name_the_problem(tmp_path):
         open_image(tmp_path / "4d.fits")
     with pytest.raises(FileNotFoundError):
         open_image(tmp_path / "missing.fits")
+    # cut short (an interrupted download): named, not numpy's "buffer is too small"
+    f = synthetic_field(64, seed=1)
+    write_fits(tmp_path / "whole.fits", f)
+    raw = (tmp_path / "whole.fits").read_bytes()
+    (tmp_path / "cut.fits").write_bytes(raw[:len(raw) // 2])
+    with pytest.warns(UserWarning), pytest.raises(
+            ImageError, match=r"cut.fits: HDU 0: its data cannot be read .* truncated or damaged"):
+        open_image(tmp_path / "cut.fits")
+
+
+def test_an_unusable_wcs_warns_once_and_leaves_pixel_positions(tmp_path):
+    """A singular CD/PC matrix (CDELT1 = 0): wcslib refuses the WCS; the image still
+    opens, positions in pixels, with one warning saying why."""
+    f = synthetic_field(64, seed=1)
+    f.header["CDELT1"] = 0.0
+    write_fits(tmp_path / "w.fits", f)
+    with pytest.warns(UserWarning) as record:
+        img = open_image(tmp_path / "w.fits")
+    with img:
+        assert img.wcs is None and img.pixel_scale is None and img.beam is not None
+        assert img.read().shape == (64, 64)
+    wcs_warnings = [str(w.message) for w in record if "WCS" in str(w.message)]
+    assert len(wcs_warnings) == 1
+    assert "the header's WCS cannot be used (SingularMatrixError" in wcs_warnings[0]
 
 
 def test_noise_map_local_nan_aware_and_all_nan():
