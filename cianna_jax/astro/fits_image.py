@@ -179,6 +179,34 @@ def _pick_hdu(hdul: Any, hdu: int | str | None, path: str, fits: Any) -> int:
     return idx
 
 
+def _stokes_i(data: np.ndarray, header: Any, path: str) -> np.ndarray:
+    """``data`` with a STOKES axis of several planes cut to its Stokes I plane (length 1,
+    which :func:`_squeeze` then drops): the detectors take total intensity; ImageError
+    when the axis has no I plane.  Other data unchanged."""
+    nd = data.ndim
+    for n in range(3, nd + 1):  # FITS axis n is numpy axis nd - n
+        if str(header.get(f"CTYPE{n}", "")).strip().upper() != "STOKES":
+            continue
+        size = data.shape[nd - n]
+        if size == 1:
+            return data
+        crval, cdelt = float(header.get(f"CRVAL{n}", 1.0)), float(header.get(f"CDELT{n}", 1.0))
+        crpix = float(header.get(f"CRPIX{n}", 1.0))
+        codes = [crval + (k + 1 - crpix) * cdelt for k in range(size)]
+        found = [k for k, c in enumerate(codes) if abs(c - 1.0) < 1e-6]  # 1 = I (FITS)
+        if not found:
+            names = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
+                     -5: "XX", -6: "YY", -7: "XY", -8: "YX"}
+            have = ", ".join(names.get(round(c), f"{c:g}") for c in codes)
+            raise ImageError(f"{path}: its STOKES axis (FITS axis {n}) holds {have}, no Stokes "
+                             "I plane: the detectors need total intensity")
+        k = found[0]
+        warnings.warn(f"{path}: Stokes I, plane {k + 1} of the {size} of its STOKES axis, is "
+                      "the image used", stacklevel=3)
+        return data[tuple(slice(k, k + 1) if a == nd - n else slice(None) for a in range(nd))]
+    return data
+
+
 def _squeeze(data: np.ndarray, path: str) -> tuple[np.ndarray, list[int]]:
     """Drop length-1 axes before the last two (numpy order); returns the view and the kept
     FITS axis numbers (1-based, x first)."""
@@ -224,7 +252,7 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
             raise ImageError(f"{fspath}: HDU {idx} has no data")
         if data.dtype.kind not in "iuf":
             raise ImageError(f"{fspath}: HDU {idx} holds {data.dtype} data, not numbers")
-        view, axes = _squeeze(data, fspath)
+        view, axes = _squeeze(_stokes_i(data, header, fspath), fspath)
         unusable = False
         try:
             with warnings.catch_warnings():

@@ -127,3 +127,26 @@ def test_noise_map_local_nan_aware_and_all_nan():
     blank = np.full((64, 64), np.nan)
     with pytest.raises(ValueError, match="blank"):
         estimate_noise_map(lambda w: blank[w], blank.shape, box=32)
+
+
+def test_a_stokes_axis_gives_its_stokes_i_plane(tmp_path):
+    """CASA-style (Stokes, Freq) axes with several Stokes planes: the Stokes I plane is
+    the image (with a warning saying so); without one, an ImageError names what is there."""
+    f = synthetic_field(32, seed=2)
+    h = f.header.copy()
+    h["NAXIS"] = 4
+    for k, v in (("CTYPE3", "STOKES"), ("CRVAL3", 2.0), ("CDELT3", -1.0), ("CRPIX3", 1.0),
+                 ("CTYPE4", "FREQ"), ("CRVAL4", 1.4e9), ("CDELT4", 1e6), ("CRPIX4", 1.0)):
+        h[k] = v
+    planes = np.stack([f.image * 0.1, f.image])[None]  # (Freq, Stokes Q then I, y, x)
+    fits.PrimaryHDU(planes, h).writeto(tmp_path / "qi.fits")
+    with pytest.warns(UserWarning, match="Stokes I, plane 2 of the 2 of its STOKES axis"):
+        img = open_image(tmp_path / "qi.fits")
+    with img:
+        assert img.shape == (32, 32) and img.wcs is not None
+        np.testing.assert_array_equal(img.read(), f.image)
+    h["CRVAL3"] = 2.0
+    h["CDELT3"] = 1.0  # Q, U
+    fits.PrimaryHDU(planes, h).writeto(tmp_path / "qu.fits")
+    with pytest.raises(ImageError, match=r"STOKES axis \(FITS axis 3\) holds Q, U, no Stokes I"):
+        open_image(tmp_path / "qu.fits")
