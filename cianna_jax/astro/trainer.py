@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from .. import training
-from ..io.atomic import atomic_write, make_folder
+from ..io.atomic import atomic_write, check_folder, make_folder
 from ..io.network_file import save_network
 from ..network import inference_params, init_params
 from ..precision import FP32, Policy, get_policy
@@ -343,8 +343,9 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     for path, what in ((s.image, "image"), (s.catalogue, "catalogue")):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{what} {path} not found")
+    check_folder(s.out)
+    run = _prepare(s, log)  # reads and checks the image and catalogue: no folder before
     out = make_folder(s.out)
-    run = _prepare(s, log)
     key = jax.random.key(s.seed)
     params = init_params(key, run.net)
     opt = _optimizer(run.net, s.learning_rate, s.momentum)

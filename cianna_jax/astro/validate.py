@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
 from .catalogue import (
     SDC1_COLUMNS,
@@ -351,8 +351,7 @@ def validate(
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
         obj_threshold, int(mdl.net.yolo.nb_box))))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"{os.fspath(out_dir)}: exists and is not a folder")
+    check_folder(out_dir)
     with open_image(image, hdu) as img:
         from .noise import estimate_noise_map
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
-__all__ = ["atomic_write", "make_folder", "remove_stale_temps", "temp_path"]
+__all__ = ["atomic_write", "check_folder", "make_folder", "remove_stale_temps", "temp_path"]
 
 #: A temporary file of another machine (shared folder) is removed after this many seconds.
 FOREIGN_TEMP_AGE_S = 3600.0
@@ -29,12 +29,19 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _TEMP_RE = re.compile(r"\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{12}\.tmp\Z")
 
 
-def make_folder(path: str | os.PathLike) -> str:
-    """Create the output folder ``path`` (and its parents) if missing; FileExistsError
-    naming it when a file of that name is in the way.  Returns the path."""
+def check_folder(path: str | os.PathLike) -> str:
+    """``path`` as a string; FileExistsError naming it when a file of that name is in the
+    way of a folder (checked before the work whose output goes there)."""
     p = os.fspath(path)
     if os.path.exists(p) and not os.path.isdir(p):
         raise FileExistsError(f"{p}: exists and is not a folder")
+    return p
+
+
+def make_folder(path: str | os.PathLike) -> str:
+    """Create the output folder ``path`` (and its parents) if missing (see
+    :func:`check_folder`).  Returns the path."""
+    p = check_folder(path)
     os.makedirs(p, exist_ok=True)
     return p
 

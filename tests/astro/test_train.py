@@ -344,6 +344,10 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
                      "--out", str(tmp_path / "x")]) == 2
     assert "none.ecsv not found" in capsys.readouterr().err
     timg, tcat = train_field["train"]
+    (tmp_path / "noflux.csv").write_text("ra,dec\n0.0,-30.0\n")  # refused: no run folder made
+    assert cli.main(["train", "--image", timg, "--catalogue", str(tmp_path / "noflux.csv"),
+                     "--out", str(tmp_path / "norun"), "--quiet"]) == 2
+    assert "flux" in capsys.readouterr().err and not (tmp_path / "norun").exists()
     (tmp_path / "file").write_text("")  # a file where the run folder should go
     assert cli.main(["train", "--image", timg, "--catalogue", tcat, "--out",
                      str(tmp_path / "file"), "--quiet"]) == 2

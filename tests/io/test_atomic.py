@@ -99,4 +99,8 @@ def test_make_folder_creates_parents_and_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(FileExistsError, match="f: exists and is not a folder"):
         atomic.make_folder(tmp_path / "f")
+    with pytest.raises(FileExistsError, match="f: exists and is not a folder"):
+        atomic.check_folder(tmp_path / "f")
+    assert atomic.check_folder(tmp_path / "new") == str(tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # checked, not made
     assert (tmp_path / "f").read_text() == "x"
