@@ -112,3 +112,17 @@ def test_network_init_compiles_no_program_per_layer_shape():
     assert [initializers._chunk_sample(normal) for normal in (True, False)] == samplers
     assert params[0]["kernel"].shape == (1, 3, 3, 2, 5) and params[0]["bias_weight"].shape == (5,)
     assert [p["w"].shape for p in params[2:]] == [(31, 13), (13, 4)]
+
+
+def test_an_xla_without_the_sampler_options_compiles_with_its_defaults(monkeypatch):
+    """A backend that does not know an option of SAMPLER_OPTIONS (JAX: "No such compile
+    option") still draws, with the same values."""
+    want = np.asarray(initializers.draw(jax.random.key(3), "lecun_U", (40, 7), 9, 4, 1.0))
+    monkeypatch.setattr(initializers, "SAMPLER_OPTIONS",
+                        dict(initializers.SAMPLER_OPTIONS, xla_no_such_option_here=1))
+    initializers._chunk_sample.cache_clear()
+    try:
+        got = np.asarray(initializers.draw(jax.random.key(3), "lecun_U", (40, 7), 9, 4, 1.0))
+    finally:
+        initializers._chunk_sample.cache_clear()  # the next tests compile with the real options
+    np.testing.assert_array_equal(got, want)
