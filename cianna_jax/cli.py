@@ -202,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--model", required=True,
-                       help="model card (.json) or network (.dat with its .json beside it)")
+                       help="model card (.json), network (.dat with its .json beside it) "
+                            "or a 'cianna-jax train' run folder (its best model)")
         p.add_argument("--image", required=True, help="FITS image (2D, SDC1 4D) or cube")
         p.add_argument("--threshold", type=float, default=None,
                        help="objectness threshold (default: the model card's)")

@@ -167,10 +167,12 @@ class ModelCard:
 
 def card_path(model: str | os.PathLike) -> str:
     """The card of ``model``: a ``.json`` file itself, ``X.dat`` -> ``X.json``, a folder ->
-    ``model.json`` in it."""
+    ``model.json`` in it, or, in a ``cianna-jax train`` run folder, ``best.json``."""
     p = os.fspath(model)
     if os.path.isdir(p):
-        return os.path.join(p, "model.json")
+        best = os.path.join(p, "best.json")
+        plain = os.path.join(p, "model.json")
+        return best if os.path.isfile(best) and not os.path.isfile(plain) else plain
     if p.endswith(".json"):
         return p
     return os.path.splitext(p)[0] + ".json"

@@ -333,6 +333,10 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
     model = str(out4 / "best.json")
     assert cli.main(["predict", "--model", model, "--image", img, "--out",
                      str(tmp_path / "s.ecsv"), "--quiet"]) == 0
+    # the run folder itself stands for its best model
+    assert cli.main(["predict", "--model", str(out4), "--image", img, "--out",
+                     str(tmp_path / "s2.ecsv"), "--quiet"]) == 0
+    assert (tmp_path / "s2.ecsv").read_bytes() == (tmp_path / "s.ecsv").read_bytes()
     assert cli.main(["val", "--model", model, "--image", img, "--catalogue", cat, "--out",
                      str(tmp_path / "rep"), "--quiet", "--no-plots"]) == 0
     text = capsys.readouterr().out
