@@ -187,6 +187,7 @@ def score_catalogue(
         frv = fr[np.isfinite(fr)]
         scatter = float(1.4826 * np.median(np.abs(frv - np.median(frv)))) if frv.size else float("nan")
         bmaj_r = bmin_r = pa_err = float("nan")
+        n_elong = 0
         if det_size is not None and truth_size is not None:
             bmaj_r = _median(np.asarray(det_size[0])[d] / np.asarray(truth_size[0])[t])
             bmin_r = _median(np.asarray(det_size[1])[d] / np.asarray(truth_size[1])[t])
@@ -194,13 +195,13 @@ def score_catalogue(
                 elong = (np.asarray(truth_size[0])[t] / np.asarray(truth_size[1])[t]) > 1.3
                 dp = np.abs(np.mod(np.asarray(det_pa)[d] - np.asarray(truth_pa)[t] + 90.0, 180.0)
                             - 90.0)
-                pa_err = _median(dp[elong])
+                pa_err, n_elong = _median(dp[elong]), int(np.count_nonzero(elong))
     return Scores(n_det=n_det, n_truth=n_truth, n_tp=n_tp, n_fp=n_fp, n_fn=n_fn,
                   precision=precision, recall=recall, f1=f1, by_snr=by_snr, by_flux=by_flux,
                   unit="arcsec" if sky else "pix", median_separation=_median(match.separation),
                   median_offset=(_median(dra), _median(ddec)), flux_ratio=_median(fr),
                   flux_ratio_scatter=scatter, bmaj_ratio=bmaj_r, bmin_ratio=bmin_r,
-                  pa_error=pa_err, extra={"n_truth_all": n_truth_all})
+                  pa_error=pa_err, extra={"n_truth_all": n_truth_all, "n_elongated": n_elong})
 
 
 def pr_curve(objectness: np.ndarray, thresholds: Sequence[float],

@@ -261,7 +261,8 @@ def format_scores(s: Scores, sdc1: Sdc1Score | None = None) -> str:
            f"         flux ratio (measured/true) median {_fmt(s.flux_ratio)}, robust scatter "
            f"{_fmt(s.flux_ratio_scatter)}",
            f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; median PA "
-           f"error {_fmt(s.pa_error, '.1f')} deg (elongated sources)",
+           f"error {_fmt(s.pa_error, '.1f')} deg (over the {s.extra.get('n_elongated', 0)} "
+           "matched elongated sources, axis ratio > 1.3)",
            "", f"{'SNR bin':<16}{'n_true':>8}{'n_det':>8}{'recall':>9}{'precision':>11}{'F1':>8}"]
     b = s.by_snr
     for i, lab in enumerate(b.labels()):

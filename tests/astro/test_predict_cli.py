@@ -47,12 +47,14 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     text = capsys.readouterr().out
     assert "precision (reliability)" in text and "SDC1 score" in text
     assert "true SNR from the catalogue's snr column" in text
+    assert "matched elongated sources, axis ratio > 1.3)" in text  # the PA error's count
     files = set(os.listdir(rep))
     assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
             "report.txt"} <= files
     assert {"field_overlay.png", "completeness_reliability.png", "pr_curve.png"} <= files
     s = json.loads((rep / "scores.json").read_text())
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
+    assert 0 <= s["scores"]["n_elongated"] <= s["scores"]["n_tp"]
 
 
 def test_val_against_an_empty_truth_counts_every_detection_false(tmp_path, field, tiny_model,
