@@ -61,6 +61,23 @@ def test_cli_version(capsys):
     assert capsys.readouterr().out.strip() == f"cianna-jax {cianna_jax.__version__}"
 
 
+def test_readme_commands_are_ones_the_command_line_takes():
+    """Every ``$ cianna-jax ...`` line of the README and docs parses with today's options
+    (a renamed or removed option fails here, not for a reader)."""
+    import re
+    import shlex
+
+    parser = cli._parser()
+    commands = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            if m := re.match(r"\s*\$ (cianna-jax\s.*)", line):
+                commands.append(shlex.split(m.group(1), comments=True)[1:])
+    assert len(commands) >= 9  # demo, simulate, train, predict, val, ... (2026-12-06: 9)
+    for args in commands:
+        parser.parse_args(args)  # SystemExit (and the reason on stderr) for a bad one
+
+
 def test_py_typed_is_package_data():
     assert (ROOT / "cianna_jax" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["cianna_jax"]
