@@ -156,7 +156,8 @@ def _train(args) -> int:
         if missing:
             raise ValueError(f"{' and '.join(missing)} required (except with --resume)")
         s = TrainSettings(image=args.image, catalogue=args.catalogue, out=args.out,
-                          epochs=30 if args.epochs is None else args.epochs, arch=args.arch, patch=args.patch,
+                          epochs=30 if args.epochs is None else args.epochs, arch=args.arch,
+                          patch=args.patch,
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,

@@ -71,7 +71,8 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "taken").write_text("")
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"cianna-jax demo: error: {tmp_path / 'taken'}: exists and is not a folder"
+    taken = tmp_path / "taken"
+    assert err.strip() == f"cianna-jax demo: error: {taken}: exists and is not a folder"
 
 
 @pytest.mark.slow

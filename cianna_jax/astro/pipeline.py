@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..checks import as_int
+from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
@@ -221,9 +222,7 @@ def predict_file(
     ``fmt``).  The output format and folder are checked before any work; nothing is
     written if anything fails."""
     f = catalogue_format(out, fmt)
-    folder = os.path.dirname(os.path.abspath(os.fspath(out)))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise FileExistsError(f"{folder}: exists and is not a folder")
+    folder = check_folder(os.path.dirname(os.path.abspath(os.fspath(out))))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: output folder does not exist")
     with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None)) as img:

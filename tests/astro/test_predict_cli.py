@@ -121,7 +121,8 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert "unknown catalogue extension '.xlsx'" in _err(capsys)
     # a file where the output folder should be
     (tmp_path / "file").write_text("")
-    assert main(["predict", *args, "--image", image, "--out", str(tmp_path / "file" / "c.ecsv")]) == 2
+    assert main(["predict", *args, "--image", image,
+                 "--out", str(tmp_path / "file" / "c.ecsv")]) == 2
     assert "file: exists and is not a folder" in _err(capsys)
     (tmp_path / "file").unlink()
     # all-NaN image

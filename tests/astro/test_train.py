@@ -284,8 +284,9 @@ def test_divergence_stops_the_run_and_keeps_only_good_epochs(train_field, tmp_pa
 
     out = tmp_path / "lr"
     s = dataclasses.replace(_settings(train_field, out, 2), learning_rate=1e6)
-    with pytest.raises(FloatingPointError, match=r"training diverged at epoch 1 \(loss -?(nan|inf)\); "
-                                                 r"no epoch finished before it, so .* holds no model"):
+    with pytest.raises(FloatingPointError,
+                       match=r"training diverged at epoch 1 \(loss -?(nan|inf)\); "
+                             r"no epoch finished before it, so .* holds no model"):
         train_detector(s, log=lambda _: None, progress=False)
     assert sorted(os.listdir(out)) == ["args.json"]
 
@@ -368,9 +369,10 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
     assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "0", "--quiet"]) == 2
     assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
     # a run's own settings are not silently replaced (nor ignored) on --resume
-    for extra, named in ((["--lr", "0.5"], "--lr"), (["--lr=0.5", "--image", timg], "--lr, --image"),
-                         (["--min", "3"], "--min-snr"), (["--mixed-precision", "off"],
-                                                         "--mixed-precision")):
+    for extra, named in ((["--lr", "0.5"], "--lr"),
+                         (["--lr=0.5", "--image", timg], "--lr, --image"),
+                         (["--min", "3"], "--min-snr"),
+                         (["--mixed-precision", "off"], "--mixed-precision")):
         assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", *extra]) == 2
         assert (f"--resume continues {run} with the settings it was started with "
                 f"({run / 'args.json'}): {named} cannot be given with it (--epochs can)"
