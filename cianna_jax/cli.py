@@ -95,7 +95,8 @@ def _predict(args) -> int:
     from .astro.pipeline import predict_file
 
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
-                       obj_threshold=args.threshold, hdu=args.hdu, beam=_beam(args.beam),
+                       obj_threshold=args.threshold, hdu=args.hdu, plane=args.plane,
+                       beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
                        progress=not args.quiet, mixed_precision=args.mixed_precision)
     t = res.timings
@@ -114,7 +115,7 @@ def _val(args) -> int:
                    obj_threshold=args.threshold, match_factor=args.match_radius,
                    min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
-                   hdu=args.hdu, mixed_precision=args.mixed_precision)
+                   hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -123,7 +124,7 @@ def _val(args) -> int:
 #: ``train`` options that set a run up: ``--resume`` takes them from the run's args.json
 RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
-                        "--normalisation", "--hdu", "--mixed-precision")
+                        "--normalisation", "--hdu", "--plane", "--mixed-precision")
 _TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
 
 
@@ -161,7 +162,7 @@ def _train(args) -> int:
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,
-                          normalisation=args.normalisation, hdu=args.hdu,
+                          normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
                           mixed_precision=args.mixed_precision)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
@@ -209,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threshold", type=float, default=None,
                        help="objectness threshold (default: the model card's)")
         p.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+        p.add_argument("--plane", type=int, default=None,
+                       help="plane of a cube's third axis (0-based) taken as the 2D image, e.g. "
+                            "the MFS plane of a multi-frequency image")
         p.add_argument("--quiet", action="store_true", help="no progress output")
         p.add_argument("--mixed-precision", default="off", metavar="MODE",
                        help="CIANNA mixed_precision mode of the detector's passes: off "
@@ -266,6 +270,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="sources of at least this SNR are targets (and counted in recall)")
     tr.add_argument("--normalisation", default="snr", choices=("snr", "minmax_tanh"))
     tr.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+    tr.add_argument("--plane", type=int, default=None,
+                    help="plane of a cube's third axis (0-based) taken as the training image")
     tr.add_argument("--mixed-precision", default="off", metavar="MODE",
                     help="CIANNA mixed_precision mode of the passes: off (float32, default), "
                          "BF16C_FP32A or TF32C_FP32A (faster on GPUs, and on CPU for the sdc1 "

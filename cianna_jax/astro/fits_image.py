@@ -95,7 +95,8 @@ class FitsImage:
     :meth:`read`); ``wcs`` the celestial WCS (``None`` without one), ``spectral_wcs`` the
     third axis of a cube; ``beam`` the restoring beam; ``unit_scale`` converts pixel values
     to Jy (per beam or per pixel, as ``per``); ``pixel_scale`` arcsec per pixel (``None``
-    without WCS).  Close it (or use it in a ``with`` block) to release the file.
+    without WCS); ``plane`` the cube's plane taken as this 2D image, if one was.  Close it
+    (or use it in a ``with`` block) to release the file.
     """
 
     path: str
@@ -112,6 +113,7 @@ class FitsImage:
     bscale: float = 1.0
     bzero: float = 0.0
     blank: int | None = None
+    plane: int | None = None
     _hdul: Any = field(default=None, repr=False)
 
     @property
@@ -207,6 +209,18 @@ def _stokes_i(data: np.ndarray, header: Any, path: str) -> np.ndarray:
     return data
 
 
+def _plane(view: np.ndarray, axes: list[int], plane: Any, path: str):
+    """``(view[plane], axes[:2])`` for a cube; ImageError naming ``plane`` otherwise."""
+    if view.ndim != 3:
+        raise ImageError(f"{path}: plane {plane!r} given, but the image is 2D (shape "
+                         f"{view.shape}): no third axis to take a plane of")
+    n = view.shape[0]
+    if isinstance(plane, bool) or not isinstance(plane, (int, np.integer)) or not 0 <= plane < n:
+        raise ImageError(f"{path}: plane: expected an int in [0, {n - 1}] (the {n} planes of "
+                         f"FITS axis {axes[2]}), received {plane!r}")
+    return view[int(plane)], axes[:2]
+
+
 def _squeeze(data: np.ndarray, path: str) -> tuple[np.ndarray, list[int]]:
     """Drop length-1 axes before the last two (numpy order); returns the view and the kept
     FITS axis numbers (1-based, x first)."""
@@ -221,8 +235,11 @@ def _squeeze(data: np.ndarray, path: str) -> tuple[np.ndarray, list[int]]:
 
 
 def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
-               beam: Beam | None = None) -> FitsImage:
+               beam: Beam | None = None, plane: int | None = None) -> FitsImage:
     """Open the image in ``hdu`` (default: the first HDU holding an image) of a FITS file.
+
+    ``plane`` (0-based) takes that plane of a cube's third axis as a 2D image: e.g. the
+    MFS plane of a multi-frequency continuum image, for a 2D detector.
 
     ``beam`` replaces the header's beam (for images without BMAJ/BMIN).
     Raises :class:`ImageError` for a file that is not FITS, has no image HDU, or whose
@@ -253,6 +270,8 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
         if data.dtype.kind not in "iuf":
             raise ImageError(f"{fspath}: HDU {idx} holds {data.dtype} data, not numbers")
         view, axes = _squeeze(_stokes_i(data, header, fspath), fspath)
+        if plane is not None:
+            view, axes = _plane(view, axes, plane, fspath)
         unusable = False
         try:
             with warnings.catch_warnings():
@@ -296,7 +315,7 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
             spectral_wcs=spectral, beam=beam, bunit=bunit, unit_scale=float(unit_scale),
             per=per, pixel_scale=scale, bscale=float(header.get("BSCALE", 1.0)),
             bzero=float(header.get("BZERO", 0.0)), blank=None if blank is None else int(blank),
-            _hdul=hdul)
+            plane=None if plane is None else int(plane), _hdul=hdul)
     except BaseException:
         hdul.close()
         raise

@@ -96,7 +96,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         units.update(flux="Jy pix", flux_err="Jy pix")
     full_meta = {
         "creator": f"cianna_jax {__version__}", "image": os.path.basename(image.path),
-        "hdu": image.hdu_index, "bunit": image.bunit,
+        "hdu": image.hdu_index, "plane": image.plane, "bunit": image.bunit,
         "beam_bmaj_arcsec": image.beam.bmaj if image.beam else float("nan"),
         "beam_bmin_arcsec": image.beam.bmin if image.beam else float("nan"),
         "beam_bpa_deg": image.beam.bpa if image.beam else float("nan"),
@@ -137,6 +137,7 @@ def find_sources(
     *,
     obj_threshold: float | None = None,
     hdu: int | str | None = None,
+    plane: int | None = None,
     beam: Beam | None = None,
     tile: int | tuple[int, ...] | None = None,
     batch_size: int | None = None,
@@ -149,7 +150,8 @@ def find_sources(
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
-    the card's threshold; ``beam`` the header's beam; ``tile`` the card's tile size;
+    the card's threshold; ``plane`` takes that plane of a cube as the image (see
+    :func:`.fits_image.open_image`); ``beam`` the header's beam; ``tile`` the card's tile size;
     ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice.
@@ -158,7 +160,7 @@ def find_sources(
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
     own = not isinstance(image, FitsImage)
-    img = open_image(image, hdu, beam=beam) if own else image
+    img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
         mdl = _as_model(model, tile)
         if obj_threshold is not None:  # refused before the noise map's work
@@ -166,8 +168,9 @@ def find_sources(
         if predict_fn is None:
             predict_fn = make_predict_fn(mdl, mixed_precision)
         if len(img.shape) != mdl.card.ndim:
+            hint = "; plane (--plane N) takes one plane of it" if img.ndim == 3 else ""
             raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
-                             f"{mdl.card.ndim}D tiles")
+                             f"{mdl.card.ndim}D tiles{hint}")
         t0 = time.perf_counter()
         if noise is None:
             noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box,
@@ -225,7 +228,8 @@ def predict_file(
     folder = check_folder(os.path.dirname(os.path.abspath(os.fspath(out))))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: output folder does not exist")
-    with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None)) as img:
+    with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None),
+                    plane=kw.pop("plane", None)) as img:
         if f == "sdc1" and img.wcs is None:
             raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image has no "
                              "celestial WCS")

@@ -96,6 +96,7 @@ class TrainSettings:
     normalisation: str = "snr"
     noise_box: int = 128
     hdu: int | str | None = None
+    plane: int | None = None
     select: str = "f1"
     mixed_precision: str = "off"
 
@@ -127,6 +128,8 @@ class TrainSettings:
             raise ValueError(f"select must be 'f1' or 'ap', got {self.select!r}")
         if self.patch is not None and (not isinstance(self.patch, int) or self.patch < 8):
             raise ValueError(f"patch must be an integer >= 8, got {self.patch!r}")
+        if self.plane is not None and (not isinstance(self.plane, int) or self.plane < 0):
+            raise ValueError(f"plane must be an integer >= 0, got {self.plane!r}")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
         if get_policy(self.mixed_precision).compute_dtype == np.float16:
@@ -226,9 +229,10 @@ class _Run:
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     arch = get_architecture(s.arch)
     patch = s.patch or arch.default_patch
-    image = open_image(s.image, s.hdu)
+    image = open_image(s.image, s.hdu, plane=s.plane)
     if image.ndim != 2:
-        raise ImageError(f"{s.image}: train takes 2D images; this one is {image.ndim}D")
+        raise ImageError(f"{s.image}: train takes 2D images; this one is {image.ndim}D "
+                         "(plane, --plane N, takes one plane of a cube)")
     t0 = time.perf_counter()
     noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
     labels = read_training_catalogue(s.catalogue, image, box_scale=s.box_scale)

@@ -338,14 +338,15 @@ def validate(
     plots: bool = True,
     progress: bool = True,
     hdu: int | str | None = None,
+    plane: int | None = None,
     log=print,
     mixed_precision: str = "off",
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
     files are written only once everything is computed, each file atomically.
-    ``mixed_precision``: CIANNA's mode for the detector's passes (see
-    :func:`.pipeline.find_sources`)."""
+    ``mixed_precision``: CIANNA's mode for the detector's passes and ``plane`` a cube's
+    plane taken as the image (see :func:`.pipeline.find_sources`)."""
     _check_number("match_factor", match_factor, positive=True)
     _check_number("min_truth_snr", min_truth_snr, positive=False)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
@@ -353,7 +354,7 @@ def validate(
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
         obj_threshold, int(mdl.net.yolo.nb_box))))
     check_folder(out_dir)
-    with open_image(image, hdu) as img:
+    with open_image(image, hdu, plane=plane) as img:
         from .noise import estimate_noise_map
 
         noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)

@@ -150,3 +150,25 @@ def test_a_stokes_axis_gives_its_stokes_i_plane(tmp_path):
     fits.PrimaryHDU(planes, h).writeto(tmp_path / "qu.fits")
     with pytest.raises(ImageError, match=r"STOKES axis \(FITS axis 3\) holds Q, U, no Stokes I"):
         open_image(tmp_path / "qu.fits")
+
+
+def test_plane_takes_one_plane_of_a_cube_as_a_2d_image(tmp_path):
+    f = synthetic_field(32, seed=3)
+    h = f.header.copy()
+    h["NAXIS"] = 3
+    for k, v in (("CTYPE3", "FREQ"), ("CRVAL3", 1.3e9), ("CDELT3", 1e8), ("CRPIX3", 1.0)):
+        h[k] = v
+    cube = np.stack([f.image * 2, f.image, f.image * 0.5])  # e.g. an MFS plane, then sub-bands
+    fits.PrimaryHDU(cube, h).writeto(tmp_path / "c.fits")
+    with open_image(tmp_path / "c.fits") as img:
+        assert img.ndim == 3 and img.plane is None
+    with open_image(tmp_path / "c.fits", plane=1) as img:
+        assert img.shape == (32, 32) and img.plane == 1 and img.wcs is not None
+        assert img.spectral_wcs is None
+        np.testing.assert_array_equal(img.read(), f.image)
+    for bad in (3, -1, True, 1.0):
+        with pytest.raises(ImageError, match=r"plane: expected an int in \[0, 2\] \(the 3 planes"):
+            open_image(tmp_path / "c.fits", plane=bad)
+    write_fits(tmp_path / "flat.fits", f)
+    with pytest.raises(ImageError, match="plane 0 given, but the image is 2D"):
+        open_image(tmp_path / "flat.fits", plane=0)

@@ -174,6 +174,29 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert sorted(os.listdir(tmp_path)) == ["bad_truth.csv", "nan.fits", "one.fits"]
 
 
+def test_plane_of_a_cube_for_the_2d_detector(tmp_path, field, tiny_model, capsys):
+    """A multi-frequency image (RA, Dec, FREQ): refused with a hint, then one plane given
+    with --plane finds what the same 2D image finds; the catalogue notes the plane."""
+    image, _, _ = field
+    data, h = fits.getdata(image, header=True)
+    data = np.squeeze(data)
+    h = fits.PrimaryHDU(data, h).header  # the field's 2D header
+    h["NAXIS"] = 3
+    for k, v in (("CTYPE3", "FREQ"), ("CRVAL3", 1.3e9), ("CDELT3", 1e8), ("CRPIX3", 1.0)):
+        h[k] = v
+    fits.PrimaryHDU(np.stack([data * 0.5, data]), h).writeto(tmp_path / "cube.fits")
+    args = ["predict", "--model", tiny_model, "--quiet"]
+    assert main([*args, "--image", str(tmp_path / "cube.fits"),
+                 "--out", str(tmp_path / "a.ecsv")]) == 2
+    assert "plane (--plane N) takes one plane of it" in _err(capsys)
+    assert main([*args, "--image", str(tmp_path / "cube.fits"), "--plane", "1",
+                 "--out", str(tmp_path / "p.ecsv")]) == 0
+    assert main([*args, "--image", image, "--out", str(tmp_path / "i.ecsv")]) == 0
+    p, i = read_catalogue(tmp_path / "p.ecsv"), read_catalogue(tmp_path / "i.ecsv")
+    assert len(p) == len(i) > 0 and p.meta["plane"] == 1
+    np.testing.assert_allclose(np.asarray(p["flux"]), np.asarray(i["flux"]), rtol=1e-6)
+
+
 def test_nan_border_and_no_wcs(tmp_path, field, loaded_tiny):
     image, _, f = field
     res = find_sources(image, loaded_tiny, obj_threshold=0.45, progress=False)
