@@ -96,9 +96,9 @@ class TrainSettings:
     normalisation: str = "snr"
     noise_box: int = 128
     hdu: int | str | None = None
-    plane: int | None = None
     select: str = "f1"
     mixed_precision: str = "off"
+    plane: int | None = None  # last: earlier fields keep their positions
 
     def check(self) -> None:
         """ValueError naming the first bad setting."""
