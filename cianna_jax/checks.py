@@ -29,6 +29,7 @@ __all__ = [
     "as_int",
     "as_flag",
     "as_float",
+    "as_bounded_float",
     "as_str",
     "as_choice",
     "as_triple",
@@ -68,6 +69,17 @@ def as_float(value, name: str, *, finite: bool = False) -> float:
     if finite and not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite float, received {value!r}")
     return value
+
+
+def as_bounded_float(value, name: str, *, low: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a finite float ``> low`` (``strict``) or ``>= low``; anything else
+    (NaN, inf, a bool, not a number) a ValueError naming ``name``."""
+    number = isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if number else math.nan
+    if not math.isfinite(v) or (v <= low if strict else v < low):
+        raise ValueError(f"{name}: expected a finite number {'>' if strict else '>='} {low:g}, "
+                         f"received {value!r}")
+    return v
 
 
 def as_str(value, name: str) -> str:

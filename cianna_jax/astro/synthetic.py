@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from ..datasets import radio_sky as rs
 from ..io.atomic import atomic_write
 from ._deps import require
@@ -110,10 +111,7 @@ def _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwh
         raise ValueError(f"size: expected an int >= 8 or two of them, received {size!r}")
     for name, v, positive in (("noise", noise, True), ("pixel_scale", pixel_scale, True),
                               ("psf_fwhm", psf_fwhm, True), ("density", density, False)):
-        if not (isinstance(v, (int, float, np.number)) and math.isfinite(v)
-                and (v > 0 if positive else v >= 0)):
-            raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'},"
-                             f" received {v!r}")
+        as_bounded_float(v, name, strict=positive)
     if not (isinstance(nan_border, (int, np.integer)) and 0 <= 2 * nan_border < min(shape)):
         raise ValueError(f"nan_border: expected an int >= 0 leaving pixels inside a "
                          f"{shape[0]}x{shape[1]} field, received {nan_border!r}")

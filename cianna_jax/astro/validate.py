@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
 from .catalogue import (
@@ -311,18 +312,6 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _check_number(name: str, value, *, positive: bool) -> None:
-    """ValueError naming ``name`` unless ``value`` is a finite number > 0 (``positive``)
-    or >= 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, "
-                         f"received {value!r}")
-
-
 def validate(
     image: str | os.PathLike,
     model: str | os.PathLike | LoadedModel,
@@ -347,8 +336,8 @@ def validate(
     files are written only once everything is computed, each file atomically.
     ``mixed_precision``: CIANNA's mode for the detector's passes and ``plane`` a cube's
     plane taken as the image (see :func:`.pipeline.find_sources`)."""
-    _check_number("match_factor", match_factor, positive=True)
-    _check_number("min_truth_snr", min_truth_snr, positive=False)
+    as_bounded_float(match_factor, "match_factor")
+    as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(

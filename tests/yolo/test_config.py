@@ -266,6 +266,14 @@ def test_checks_scalars():
     for bad in (True, "1.0", None, 1j):
         with pytest.raises(TypeError, match="^x: expected a float"):
             checks.as_float(bad, "x")
+    assert checks.as_bounded_float(2, "r") == 2.0
+    assert checks.as_bounded_float(0, "r", strict=False) == 0
+    assert checks.as_bounded_float(np.float32(1.5), "r", low=1.0) == 1.5
+    for bad, strict in ((0, True), (-1e-9, False), (float("nan"), True), (float("inf"), False),
+                        (True, True), ("1", True), (None, True)):
+        sign = ">" if strict else ">="
+        with pytest.raises(ValueError, match=f"^r: expected a finite number {sign} 0, "):
+            checks.as_bounded_float(bad, "r", strict=strict)
     assert checks.as_str("a", "s") == "a"
     with pytest.raises(TypeError, match="^s: expected a str"):
         checks.as_str(b"a", "s")
