@@ -109,3 +109,14 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
     assert m["ap"] >= 0.55
     assert m["median_separation_arcsec"] <= 0.5
     assert 0.8 <= m["flux_ratio"] <= 1.25
+
+
+def test_resume_knows_every_train_option():
+    """``--resume`` refuses the run's settings by name (``cli.RUN_SETTINGS_OPTIONS``): an
+    option added to ``train`` must be listed there or among those --resume takes."""
+    import argparse
+
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = {o for a in sub.choices["train"]._actions for o in a.option_strings
+             if o.startswith("--")}
+    assert train == set(cli._TRAIN_OPTIONS)
