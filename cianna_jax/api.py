@@ -253,7 +253,7 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
     xla_cpu.tune(warn=False)  # CPU tuning, only if no backend started and not opted out
     in_dims = nn.in_dims_from(in_dim, in_nb_ch)
     out_dim = _int(out_dim, "out_dim", minimum=1)
-    bias = _float(bias, "bias")
+    bias = _float(bias, "bias", finite=True)
     b_size = _int(b_size, "b_size")
     comp_meth = _str(comp_meth, "comp_meth")
     if comp_meth not in COMP_METHS:

@@ -16,6 +16,7 @@ flat channel-major rows are converted at the edges only (:func:`rows_to_images`,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -214,6 +215,8 @@ def make_network(in_dims, layers, input_bias: float = 0.1, yolo=None,
     in_dims = tuple(int(v) for v in in_dims)
     if len(in_dims) != 4 or min(in_dims) < 1:
         raise ValueError(f"in_dims: expected 4 positive ints (W, H, D, C), received {in_dims}")
+    if not math.isfinite(input_bias):  # a NaN or inf input makes every output NaN
+        raise ValueError(f"bias: expected a finite input bias, received {input_bias!r}")
     layers = tuple(layers)
     wiring = _check_inputs(layers, inputs)
     resolved = tuple(_resolve(layer, i == 0, in_dims, input_bias)
@@ -312,14 +315,24 @@ def set_pivots(net: Network, params: Params, layers=None) -> Params:
     return tuple(params)
 
 
-def check_params(net: Network, params: Params) -> None:
-    """Raise ValueError when ``params`` do not have the shapes ``net`` needs."""
+def check_params(net: Network, params: Params, *, laid_out: bool = False) -> None:
+    """Raise ValueError when ``params`` do not have the shapes ``net`` needs.
+
+    ``laid_out``: entries may also be in a layer's :func:`inference_params` form (other
+    names, left to that layer); entries under the trained names must have their shapes.
+    """
+    if not isinstance(params, (tuple, list)):
+        raise TypeError(f"params: expected a tuple of {len(net.layers)} per-layer dicts, "
+                        f"received {type(params).__name__}")
     if len(params) != len(net.layers):
         raise ValueError(f"params: expected {len(net.layers)} layer entries, received {len(params)}")
     for i, (layer, (sin, _)) in enumerate(zip(net.layers, net.shapes)):
         want = layer.param_shapes(sin)
+        if not isinstance(params[i], dict):
+            raise TypeError(f"params[{i}] ({layer.kind}): expected a dict of arrays, received "
+                            f"{type(params[i]).__name__}")
         got = {k: tuple(np.shape(v)) for k, v in params[i].items()}
-        if got != want:
+        if got != want and not (laid_out and set(got) != set(want)):
             hint = (" (CIANNA's weight rows: convert them with rows_to_params)"
                     if layer.kind == "conv" and set(got) == {"w"} else "")
             raise ValueError(f"params[{i}] ({layer.kind}): expected shapes {want}, received "
@@ -340,6 +353,7 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     that does not fuse); ``fuse=False`` forces the layer-by-layer path.  ``keep``: return
     instead the tuple of those layers' outputs.
     """
+    check_params(net, params, laid_out=True)  # at trace time: early errors, no run-time cost
     x = x.reshape((x.shape[0],) + net.input_shape)  # (B, D=1, H, W, C) -> 2D: free
     h = {INPUT: x.astype(ctx.policy.compute_dtype)}
     n = len(net.layers)
@@ -531,10 +545,26 @@ def apply_layers(net: Network, params: Params, x, layers, *, train: bool = False
     bias slot); the last layer's YOLO activation is not applied here.
     """
     x, single = _check_images(net, x)
-    idx = tuple(int(i) % len(net.layers) for i in np.atleast_1d(layers))
+    idx = _layer_indices(net, layers)
     ctx = Ctx(train=train, drop_mode=drop_mode, nd=net.nd, policy=get_policy(mixed_precision),
               exact=exact_grads(grads))
     return _layers_program(net, params, x, key, ctx, idx, single)
+
+
+def _layer_indices(net: Network, layers) -> tuple[int, ...]:
+    """``layers`` (an index or indices, negative from the end as in Python) as indices."""
+    n = len(net.layers)
+    out = []
+    for i in np.atleast_1d(np.asarray(layers, dtype=object)):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"layers: expected layer indices (ints), received {i!r}")
+        if not -n <= i < n:
+            raise ValueError(f"layers: index {i} is out of range for a network of {n} layers "
+                             f"(0 to {n - 1}, or -{n} to -1 from the end)")
+        out.append(int(i) % n)
+    if not out:
+        raise ValueError("layers: expected at least one layer index, received none")
+    return tuple(out)
 
 
 def exact_grads(grads: str) -> bool:
@@ -568,6 +598,7 @@ def images_to_rows(net: Network, images) -> Any:
 def output_rows(net: Network, y) -> Any:
     """An output of :func:`apply` -> CIANNA's output rows (as in its prediction files):
     dense unchanged, maps channel-major, YOLO ``[F, G2, G1, G0]`` flattened."""
+    _check_outputs(net, y)
     if net.yolo is not None:
         return yolo_layout.to_cianna_rows(y)
     if y.ndim == 2:
@@ -575,6 +606,39 @@ def output_rows(net: Network, y) -> Any:
     if isinstance(y, np.ndarray):
         return images_to_rows(net, y)
     return map_to_flat_cmajor(y)
+
+
+def _check_outputs(net: Network, y) -> None:
+    """ValueError unless ``y`` has the shape :func:`apply` gives for ``net`` (a batch)."""
+    out = net.output_shape
+    if net.yolo is not None:
+        cfg = net.yolo
+        wants = [internal(out.spatial, net.nd) + (cfg.nb_box, cfg.channels_per_box)]
+    elif out.flat:
+        wants = [(out.size,), (out.size + 1,)]  # with or without the bias slot
+    else:
+        wants = [internal(out.spatial, net.nd) + (out.c,)]
+    if np.ndim(y) < 1 or tuple(np.shape(y)[1:]) not in wants:
+        raise ValueError(f"y: expected outputs of apply, shape (N, {', '.join(map(str, wants[0]))})"
+                         f", received {tuple(np.shape(y))}")
+
+
+def check_targets(net: Network, t, name: str = "t") -> None:
+    """ValueError unless ``t`` is a batch of targets for ``net``'s output: YOLO target
+    rows ``(N, target_len)``, dense ``(N, nb_neurons)``, maps in the core's layout or as
+    CIANNA's channel-major rows ``(N, C*D*H*W)``.  Shapes only: it works on tracers."""
+    out = net.output_shape
+    if net.yolo is not None:
+        wants, what = [(net.yolo.target_len,)], "YOLO target rows"
+    elif out.flat:
+        wants, what = [(out.size,)], "one value per output neuron"
+    else:
+        wants = [internal(out.spatial, net.nd) + (out.c,), (out.size,)]
+        what = "the output map, channel-last or as CIANNA rows"
+    if np.ndim(t) < 1 or tuple(np.shape(t)[1:]) not in wants:
+        alts = " or ".join(f"(N, {', '.join(map(str, w))})" for w in wants)
+        raise ValueError(f"{name}: expected targets of shape {alts} ({what}), received "
+                         f"{tuple(np.shape(t))}")
 
 
 def targets_to_internal(net: Network, targets) -> Any:

@@ -40,6 +40,9 @@ def _bias(bias) -> float | None:
         return None
     if not isinstance(bias, Real):
         raise TypeError(f"bias: expected a float, received {type(bias).__name__}")
+    if math.isinf(bias):
+        raise ValueError(f"bias: expected a finite float (or None for the default), received "
+                         f"{bias!r}")
     return None if math.isnan(bias) else float(bias)
 
 

@@ -32,6 +32,7 @@ from .losses import elementwise_loss, output_activation, output_loss
 from .network import (
     Network,
     Params,
+    check_targets,
     drop_bias_slot,
     forward_internal,
     inference_params,
@@ -157,6 +158,11 @@ def cianna_sgd(learning_rate: float, momentum: float = 0.0, weight_decay: float 
 def cianna_masks(net: Network, params: Params, frozen: tuple[int, ...] = ()):
     """CIANNA's (update mask, decay mask) pytrees for ``params`` of ``net``: each
     layer's :meth:`update_masks`, with the layers listed in ``frozen`` not updated."""
+    n = len(net.layers)
+    for i in frozen:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) \
+                or not 0 <= i < n:
+            raise ValueError(f"frozen: expected layer indices from 0 to {n - 1}, received {i!r}")
     upd, dec = [], []
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         hook = getattr(layer, "update_masks", None)
@@ -185,6 +191,15 @@ def set_masks(opt_state, masks):
     return opt_state._replace(inner_state=chain) if injected else chain
 
 
+def _check_hyperparameter(name: str, value) -> None:
+    """ValueError for a NaN or infinite hyper-parameter given as a number (it would make
+    every weight NaN at the first update); traced values are left to the caller."""
+    if initializers.is_concrete(value):
+        v = np.asarray(value)
+        if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            raise ValueError(f"{name}: expected a finite value, received {value!r}")
+
+
 def make_optimizer(learning_rate: float = 0.0, momentum: float = 0.0,
                    weight_decay: float = 0.0, masks=None):
     """:func:`cianna_sgd` with injectable hyper-parameters.
@@ -195,6 +210,9 @@ def make_optimizer(learning_rate: float = 0.0, momentum: float = 0.0,
     a change of masks (:func:`set_masks`).  The result does not depend on the network,
     so one instance serves every network of the same parameter structure.
     """
+    for name, value in dict(learning_rate=learning_rate, momentum=momentum,
+                            weight_decay=weight_decay).items():
+        _check_hyperparameter(name, value)
     factory = optax.inject_hyperparams(cianna_sgd, static_args=("masks",))
     return factory(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
                    masks=masks)
@@ -218,6 +236,7 @@ def set_learning_rate(opt_state, learning_rate: float, **others: float):
     for name, value in dict(learning_rate=learning_rate, **others).items():
         if name not in hp:
             raise KeyError(f"optimizer has no hyper-parameter {name!r}; it has {sorted(hp)}")
+        _check_hyperparameter(name, value)
         old = hp[name]
         new = np.asarray(value, dtype=np.dtype(getattr(old, "dtype", np.float32)))
         if initializers.is_concrete(old) and getattr(old, "committed", False):
@@ -283,6 +302,7 @@ def batch_loss(params: Params, spec: Network, x: jax.Array, t: jax.Array, n_vali
     ``nb_im_iter`` (images seen, CIANNA's ``iter * train_size``) drives its random
     start-up phase and ``key`` its random associations.
     """
+    check_targets(spec, t)
     b = x.shape[0]
     norm = b if divisor == "batch" else 1
     ctx = Ctx(train=train, drop_mode="AVG_MODEL", nd=spec.nd, policy=policy, exact=exact)
@@ -350,6 +370,8 @@ def eval_step(spec: Network, params: Params, x: jax.Array, t: jax.Array, n_valid
     ``yolo_stats`` (YOLO only) the second value is instead CIANNA's per-part
     displayed loss and IoU-monitor sums (:func:`yolo_parts`), from one association.
     """
+    if with_loss:
+        check_targets(spec, t)
     if step is not None and key is not None:
         key = jax.random.fold_in(key, step)
     ctx = Ctx(train=False, drop_mode=drop_mode, nd=spec.nd, policy=policy)
@@ -553,6 +575,24 @@ class EpochCall(NamedTuple):
     batches: int
 
 
+def _check_epoch(spec: Network, x, t, batch_size: int, key) -> None:
+    """Early, named errors for :func:`epoch_calls`' data (before anything is compiled)."""
+    as_int(batch_size, "batch_size", minimum=1)
+    want = spec.input_shape
+    squeezed = tuple(v for v in want if v != 1)  # e.g. (N, W) for one-channel 1D inputs
+    if tuple(np.shape(x)[1:]) not in (want, squeezed):
+        raise ValueError(f"x: expected images of shape (N, {', '.join(map(str, want))}) "
+                         f"(channel-last; CIANNA rows go through rows_to_images), received "
+                         f"{tuple(np.shape(x))}")
+    check_targets(spec, t)
+    if np.shape(t)[0] != np.shape(x)[0]:
+        raise ValueError(f"t: expected one target per image, {np.shape(x)[0]} rows, received "
+                         f"{np.shape(t)[0]}")
+    if key is None:
+        raise TypeError("key: expected a jax.random key (dropout masks and YOLO "
+                        "associations draw from it), received None")
+
+
 def epoch_calls(spec: Network, optimizer, params: Params, opt_state, x, t, batch_size: int,
                 key: jax.Array, *, loss_scale: float = 1.0, policy: Policy = FP32,
                 nb_im_iter: int = 0, mesh: jax.sharding.Mesh | None = None,
@@ -563,6 +603,7 @@ def epoch_calls(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     ``cianna-jax train`` command).  Nothing waits for the device: block on
     ``sums`` to see a call's work done.  The same calls, numbers and randomness as
     :func:`train_epoch`."""
+    _check_epoch(spec, x, t, batch_size, key)
     k = resolve_steps_per_call(steps_per_call, spec, policy, exact, mesh, params)
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh, "batch_size")

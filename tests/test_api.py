@@ -191,6 +191,8 @@ def _bad_calls(tmp):
         (lambda: cnn.init([6, 6], 1, 3, mixed_precision="FP8"), ValueError, "mixed_precision"),
         (lambda: cnn.init([6, 6, 1, 1], 1, 3), ValueError, "in_dim"),
         (lambda: cnn.init([6, 0], 1, 3), ValueError, "in_dim"),
+        (lambda: cnn.init([6, 6], 1, 3, bias=float("nan")), ValueError, "bias: expected a finite"),
+        (lambda: cnn.dense(3, bias=float("inf")), ValueError, "bias: expected a finite"),
         (lambda: cnn.create_dataset("TRAINING", 10, a, t), ValueError, "dataset"),
         (lambda: cnn.create_dataset("TRAIN", 11, a, t), ValueError, "input"),
         (lambda: cnn.create_dataset("TRAIN", 10, a[:, :30], t), ValueError, "input"),

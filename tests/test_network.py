@@ -135,6 +135,65 @@ def test_check_params_names_layer_and_shapes(small_cnn):
         cj.network.check_params(net, bad)
 
 
+def test_apply_names_wrong_params_before_running(small_cnn):
+    """Wrong parameter trees are named errors at trace time, not broadcasting or index
+    errors from inside the program; laid-out params still pass."""
+    net, params, x = small_cnn
+    with pytest.raises(ValueError, match="params: expected 4 layer entries, received 3"):
+        cj.apply(net, params[:-1], x)
+    kernel = params[0]["kernel"]
+    bad = ({**params[0], "kernel": kernel[..., :2]},) + params[1:]
+    with pytest.raises(ValueError, match=r"params\[0\] \(conv\): expected shapes .*"
+                                         r"'kernel': \(1, 3, 3, 2, 4\)"):
+        cj.apply(net, bad, x)
+    with pytest.raises(ValueError, match=r"params\[0\] \(conv\)"):
+        jax.jit(cj.apply, static_argnums=0)(net, bad, x)
+    with pytest.raises(TypeError, match="params: expected a tuple of 4 per-layer dicts"):
+        cj.apply(net, {"w": 1}, x)
+    with pytest.raises(ValueError, match=r"params\[2\] \(dense\)"):
+        cj.apply_layers(net, params[:2] + ({"w": params[2]["w"][:-1]},) + params[3:], x, [0])
+    laid = cj.inference_params(net, params)
+    np.testing.assert_allclose(cj.apply(net, laid, x), cj.apply(net, params, x), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_apply_layers_refuses_indices_out_of_range(small_cnn):
+    net, params, x = small_cnn
+    last, first = cj.apply_layers(net, params, x, [-1, -4])  # Python's negative indices
+    np.testing.assert_allclose(last, cj.apply_layers(net, params, x, [3])[0])
+    assert first.shape == (5, 5, 6, 4)
+    with pytest.raises(ValueError, match="index 4 is out of range for a network of 4 layers"):
+        cj.apply_layers(net, params, x, [0, 4])  # was taken modulo 4: layer 0
+    with pytest.raises(ValueError, match="index -5 is out of range"):
+        cj.apply_layers(net, params, x, -5)
+    with pytest.raises(TypeError, match="layers: expected layer indices"):
+        cj.apply_layers(net, params, x, [1.0])
+    with pytest.raises(ValueError, match="at least one layer"):
+        cj.apply_layers(net, params, x, [])
+
+
+def test_output_rows_checks_the_outputs_shape(small_cnn):
+    net, params, x = small_cnn
+    y = cj.apply(net, params, x)
+    np.testing.assert_array_equal(cj.output_rows(net, y), y)
+    assert cj.output_rows(net, cj.apply(net, params, x, bias_slot=True)).shape == (5, 4)
+    with pytest.raises(ValueError, match=r"y: expected outputs of apply, shape \(N, 3\), "
+                                         r"received \(5, 2\)"):
+        cj.output_rows(net, y[:, :2])
+    conv = nn.network([6, 5], 2, [nn.conv([3, 3], 4, padding=[1, 1])])
+    with pytest.raises(ValueError, match=r"shape \(N, 5, 6, 4\), received \(5, 120\)"):
+        cj.output_rows(conv, np.zeros((5, 120), np.float32))  # rows already
+
+
+def test_non_finite_biases_are_refused():
+    for bias in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="bias: expected a finite input bias"):
+            nn.network([4], 1, [nn.dense(2)], bias=bias)
+    with pytest.raises(ValueError, match="bias: expected a finite float"):
+        nn.dense(2, bias=float("-inf"))
+    assert nn.dense(2, bias=float("nan")).bias is None  # CIANNA's "not given"
+
+
 def test_conv_after_dense_reads_input_shape():
     net = nn.network([5], 1, [
         nn.dense(12, activation="LIN"),

@@ -210,6 +210,50 @@ def test_epochs_do_not_recompile_after_the_first():
     assert np.isfinite(float(total))
 
 
+def test_train_epoch_names_bad_data_before_compiling():
+    """Targets of another count or width, CIANNA rows for images, a zero batch size or
+    no key: named errors (fewer targets than images used to train on padding rows)."""
+    net = nn.network([4, 3], 2, [nn.dense(2, activation="LIN")], bias=0.1)
+    params = cj.init_params(jax.random.key(0), net)
+    opt = cj.make_optimizer(0.1)
+    state = training.init_state(opt, params)
+    x, t, key = np.ones((6, 3, 4, 2), np.float32), np.zeros((6, 2), np.float32), jax.random.key(0)
+
+    def epoch(x=x, t=t, b=4, key=key):
+        return training.train_epoch(net, opt, params, state, x, t, b, key)
+
+    with pytest.raises(ValueError, match="t: expected one target per image, 6 rows, received 3"):
+        epoch(t=t[:3])
+    with pytest.raises(ValueError, match=r"t: expected targets of shape \(N, 2\) \(one value "
+                                         r"per output neuron\), received \(6, 3\)"):
+        epoch(t=np.zeros((6, 3), np.float32))
+    with pytest.raises(ValueError, match=r"x: expected images of shape \(N, 3, 4, 2\).*"
+                                         r"rows_to_images"):
+        epoch(x=x.reshape(6, -1))
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, received 0"):
+        epoch(b=0)
+    with pytest.raises(TypeError, match="key: expected a jax.random key"):
+        epoch(key=None)
+    with pytest.raises(ValueError, match=r"t: expected targets of shape"):
+        training.eval_step(net, params, x[:4], t[:4, :1], 4)
+    params, state, total = epoch()  # nothing above consumed the donated buffers
+    assert np.isfinite(float(total))
+
+
+def test_non_finite_hyper_parameters_and_frozen_indices_are_refused():
+    with pytest.raises(ValueError, match="momentum: expected a finite value, received nan"):
+        cj.make_optimizer(0.1, momentum=float("nan"))
+    state = training.init_state(cj.make_optimizer(0.1), ({"w": jnp.ones((2, 2))},))
+    with pytest.raises(ValueError, match="learning_rate: expected a finite value, received inf"):
+        training.set_learning_rate(state, float("inf"))
+    with pytest.raises(ValueError, match="weight_decay: expected a finite value"):
+        training.set_learning_rate(state, 0.1, weight_decay=np.float32("nan"))
+    net, params = _one_dense("LIN")
+    with pytest.raises(ValueError, match=r"frozen: expected layer indices from 0 to 0, "
+                                         r"received 1"):
+        cj.cianna_masks(net, params, (1,))
+
+
 def test_eval_step_rows_and_loss_match_apply_and_batch_loss():
     net = nn.network([4, 4], 1, [nn.conv([3, 3], 2, padding=[1, 1]),
                                  nn.dense(3, activation="SMAX", drop_rate=0.3)], bias=0.1)
