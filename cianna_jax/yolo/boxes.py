@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IOU_TYPES", "ArrayLike", "as_box6", "class_ids", "box_similarity",
-           "pairwise_similarity", "nms", "batched_nms"]
+__all__ = ["IOU_TYPES", "ArrayLike", "as_box6", "checked_boxes", "per_box", "class_ids",
+           "box_similarity", "pairwise_similarity", "nms", "batched_nms"]
 
 IOU_TYPES = ("IoU", "GIoU", "DIoU", "DIoU2")
 
@@ -31,6 +31,46 @@ def as_box6(boxes: ArrayLike) -> np.ndarray:
         zeros = np.zeros(b.shape[:-1] + (1,))
         return np.concatenate([b[..., :2], zeros, b[..., 2:], zeros + 1.0], axis=-1)
     raise ValueError(f"boxes must have 6 (or 4) coordinates on the last axis, got shape {b.shape}")
+
+
+def checked_boxes(boxes: ArrayLike, name: str) -> np.ndarray:
+    """``boxes`` as ``[M, 6]`` corners; ValueError naming ``name`` and the first bad box when
+    a coordinate is NaN or infinite (a diverged network's output) or a max corner is below
+    its min (another box convention, e.g. centre and size, passed as corners)."""
+    b = as_box6(boxes).reshape(-1, 6)
+    finite = np.all(np.isfinite(b), axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ValueError(f"{name}: box {i} has a NaN or infinite coordinate: {b[i].tolist()}")
+    inverted = np.any(b[:, 3:] < b[:, :3], axis=1)
+    if inverted.any():
+        i = int(np.argmax(inverted))
+        raise ValueError(f"{name}: box {i} has a max corner below its min corner: "
+                         f"{b[i].tolist()} (expected corners xmin, ymin[, zmin], xmax, ymax"
+                         f"[, zmax], not centres and sizes)")
+    return b
+
+
+def per_box(values: ArrayLike | None, m: int, name: str, *, finite: bool = False) -> np.ndarray | None:
+    """``values`` (one per box, any shape that flattens to ``m``) as a flat array, or None;
+    ValueError naming ``name`` for another count or, with ``finite``, a NaN or inf."""
+    if values is None:
+        return None
+    v = np.asarray(values).reshape(-1)
+    if v.shape[0] != m:
+        raise ValueError(f"{name}: expected one value per box ({m}), received {v.shape[0]}")
+    if finite and not np.all(np.isfinite(v.astype(np.float64))):
+        raise ValueError(f"{name}: value {int(np.argmin(np.isfinite(v)))} is not finite")
+    return v
+
+
+def threshold(value: float, name: str, low: float = -np.inf, high: float = np.inf) -> float:
+    """``value`` as a float in ``[low, high]`` (NaN refused), else a ValueError naming it."""
+    v = float(value)
+    if not low <= v <= high:
+        where = "" if np.isinf(low) and np.isinf(high) else f" in [{low:g}, {high:g}]"
+        raise ValueError(f"{name}: expected a number{where}, received {value!r}")
+    return v
 
 
 def box_similarity(
@@ -110,10 +150,10 @@ def nms(
     arg-max taken; ``None``: one class), else ``> diff_class_threshold``. Returns the kept indices in
     decreasing score order (ties: lower index first).
     """
-    B = as_box6(boxes).reshape(-1, 6)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if s.shape[0] != B.shape[0]:
-        raise ValueError("boxes and scores differ in length")
+    B = checked_boxes(boxes, "boxes")
+    s = per_box(scores, B.shape[0], "scores", finite=True).astype(np.float64)
+    threshold(same_class_threshold, "same_class_threshold")
+    threshold(diff_class_threshold, "diff_class_threshold")
     cls = class_ids(classes, B.shape[0])
     order = np.argsort(-s, kind="stable")
     Bs, cs = B[order], cls[order]
@@ -164,7 +204,7 @@ def batched_nms(
     ``ndim``, ``plus_one``."""
     B = as_box6(boxes).reshape(-1, 6)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    img = np.asarray(image).reshape(-1)
+    img = per_box(image, B.shape[0], "image")
     cls = class_ids(classes, B.shape[0])
     out = []
     for u in np.unique(img):

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .boxes import ArrayLike, as_box6, pairwise_similarity
+from .boxes import ArrayLike, as_box6, checked_boxes, pairwise_similarity, per_box, threshold
 
 __all__ = ["MatchResult", "APResult", "CocoMAPResult", "PRResult", "match_detections",
            "average_precision", "coco_map", "precision_recall"]
@@ -85,10 +85,17 @@ def match_detections(
     target (``gt_difficult > 0``) is ignored (status -1) and leaves that target available. ``None`` classes
     or images mean "all the same".
     """
-    P = as_box6(pred_boxes).reshape(-1, 6)
-    G = as_box6(gt_boxes).reshape(-1, 6)
+    P, G = checked_boxes(pred_boxes, "pred_boxes"), checked_boxes(gt_boxes, "gt_boxes")
     mp, mg = P.shape[0], G.shape[0]
-    s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    s = per_box(pred_scores, mp, "pred_scores", finite=True).astype(np.float64)
+    threshold(iou_threshold, "iou_threshold", 0.0, 1.0)
+    if (pred_image is None) != (gt_image is None):
+        raise ValueError("pred_image, gt_image: give the image ids of both or of neither "
+                         "(None means one image)")
+    for v, m, name in ((pred_classes, mp, "pred_classes"), (pred_image, mp, "pred_image"),
+                       (gt_classes, mg, "gt_classes"), (gt_image, mg, "gt_image"),
+                       (gt_difficult, mg, "gt_difficult")):
+        per_box(v, m, name)
     pc, pi = _ids(pred_classes, mp), _ids(pred_image, mp)
     gc, gi = _ids(gt_classes, mg), _ids(gt_image, mg)
     diff = _difficult(gt_difficult, mg)
@@ -207,6 +214,9 @@ def coco_map(
     """mAP averaged over IoU thresholds (default 0.50:0.05:0.95), each from :func:`average_precision`
     (``ap_kwargs`` forwarded, e.g. ``interpolation="coco101"``, ``gt_difficult``, ``ndim``)."""
     th = np.round(np.linspace(0.5, 0.95, 10), 10) if iou_thresholds is None else np.asarray(iou_thresholds, float)
+    if th.ndim != 1 or not th.size:
+        raise ValueError(f"iou_thresholds: expected a non-empty list of IoU thresholds, received "
+                         f"{iou_thresholds!r}")
     per = np.array([
         average_precision(
             pred_boxes, pred_scores, pred_classes, pred_image, gt_boxes, gt_classes, gt_image,
@@ -234,14 +244,15 @@ def precision_recall(
 ) -> PRResult:
     """Precision, recall, TP, FP, FN over all classes for the predictions with ``score >= score_threshold``
     (same matching as :func:`average_precision`; ignored matches and difficult targets are not counted)."""
-    s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
-    keep = s >= score_threshold
-    P = as_box6(pred_boxes).reshape(-1, 6)[keep]
-    pc = _ids(pred_classes, s.shape[0])[keep]
-    pi = _ids(pred_image, s.shape[0])[keep]
+    P = checked_boxes(pred_boxes, "pred_boxes")
+    s = per_box(pred_scores, P.shape[0], "pred_scores", finite=True).astype(np.float64)
+    keep = s >= threshold(score_threshold, "score_threshold")
+    pc = per_box(pred_classes, P.shape[0], "pred_classes")
+    pi = per_box(pred_image, P.shape[0], "pred_image")
     mg = as_box6(gt_boxes).reshape(-1, 6).shape[0]
     m = match_detections(
-        P, s[keep], pc, pi, gt_boxes, gt_classes, gt_image,
+        P[keep], s[keep], None if pc is None else pc[keep], None if pi is None else pi[keep],
+        gt_boxes, gt_classes, gt_image,
         iou_threshold=iou_threshold, gt_difficult=gt_difficult, ndim=ndim, plus_one=plus_one,
     )
     diff = _difficult(gt_difficult, mg)

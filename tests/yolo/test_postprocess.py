@@ -472,6 +472,38 @@ def test_precision_recall_counts():
     assert (r.tp, r.fp, r.fn, r.precision, r.recall) == (0, 0, 4, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda b, s: average_precision(b, s[:2], None, None, b, None, None),
+     r"pred_scores: expected one value per box \(3\), received 2"),
+    (lambda b, s: average_precision(b, s, None, [0, 0, 1], b, None, None),
+     "give the image ids of both or of neither"),
+    (lambda b, s: average_precision(b, s, [0, 1], None, b, None, None),
+     r"pred_classes: expected one value per box \(3\)"),
+    (lambda b, s: match_detections(b, [np.nan, 0.8, 0.7], None, None, b, None, None),
+     "pred_scores: value 0 is not finite"),
+    (lambda b, s: match_detections(b, s, None, None, b, None, None, iou_threshold=np.nan),
+     r"iou_threshold: expected a number in \[0, 1\], received nan"),
+    (lambda b, s: average_precision(b, s, None, None, b[:, [2, 3, 0, 1]], None, None),
+     "gt_boxes: box 0 has a max corner below its min corner"),
+    (lambda b, s: coco_map(b, s, None, None, b, None, None, iou_thresholds=[]),
+     "iou_thresholds: expected a non-empty list"),
+    (lambda b, s: precision_recall(b, s, None, None, b, None, None, score_threshold=np.nan),
+     "score_threshold: expected a number, received nan"),
+    (lambda b, s: nms(np.where(b == 11, np.inf, b), s, same_class_threshold=0.3),
+     "boxes: box 1 has a NaN or infinite coordinate"),
+    (lambda b, s: nms(b, s, same_class_threshold=np.nan), "same_class_threshold"),
+    (lambda b, s: batched_nms(b, s, [0, 1], same_class_threshold=0.3),
+     r"image: expected one value per box \(3\), received 2"),
+])
+def test_postprocess_names_inconsistent_inputs(call, match):
+    """Mismatched counts, one-sided image ids, NaN scores or thresholds and inverted boxes
+    were index errors or silently wrong scores (an inverted box never matched, a NaN
+    threshold matched nothing, image ids on one side only were ignored)."""
+    b = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    with pytest.raises(ValueError, match=match):
+        call(b, [0.9, 0.8, 0.7])
+
+
 # ---------------------------------------------------------------------------------------------
 # tiling
 # ---------------------------------------------------------------------------------------------
