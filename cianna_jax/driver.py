@@ -398,7 +398,7 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     With a V-1.1 optimizer (``init(optimizer=...)``), CIANNA V-1.1's keywords apply:
     ``weight_decay`` inside the gradient or, with ``decoupled_wdecay=1``, applied to the
     weights first (AdamW); ``momentum`` belongs to the optimizer string (a value here is
-    ignored with a warning); ``wema_rate`` (>= 0.01, with ``init(wema=1)``) sets the rate
+    ignored with a warning); ``wema_rate`` (0.01 to 1, with ``init(wema=1)``) sets the rate
     of the weight EMA (a negative value keeps the current one), ``wema_replace_every``
     copies the EMA into the weights every that many iterations, ``save_optim_every``
     writes the optimizer state to ``optim_save/net_optim<id>_s<iter>.dat``.
@@ -426,6 +426,9 @@ def train(nb_iter: int, learning_rate: float, end_learning_rate: float = 0.0,
     silent = _int(silent, "silent")
     decoupled = bool(as_flag(decoupled_wdecay, "decoupled_wdecay"))
     wema_rate = _float(wema_rate, "wema_rate", finite=True)
+    if wema_rate > 1:  # e = rate*e + (1 - rate)*w grows without bound
+        raise ValueError(f"wema_rate: expected a rate <= 1 (0.999 keeps a long average; a "
+                         f"negative value keeps the current rate), received {wema_rate}")
     wema_replace_every = _int(wema_replace_every, "wema_replace_every", minimum=0)
     save_optim_every = _int(save_optim_every, "save_optim_every", minimum=0)
     if scale <= 0:

@@ -108,3 +108,30 @@ def test_optimizer_state_resume_equals_uninterrupted(case, in_tmp_dir):
         cnn.train(**kw)
         theirs = cnn.forward(saving=0, return_output=1, silent=1)
         assert np.abs(theirs - straight).max() <= 1e-5
+
+
+def test_v11_train_keywords_are_checked_and_a_refusal_changes_nothing():
+    """V-1.1's train keywords: a weight EMA rate above 1 (the EMA would grow without
+    bound), EMA keywords without wema=1, V-1.1 keywords without a V-1.1 optimizer."""
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(8, 16)).astype(np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 4]
+    for wema in (1, 0):
+        cnn.init(in_dim=np.array([4, 4]), in_nb_ch=1, out_dim=2, b_size=4, optimizer=cnn.adam(),
+                 wema=wema, comp_meth="C_BLAS", no_logo=1, seed=0)
+        cnn.create_dataset("TRAIN", 8, x, t, silent=1)
+        cnn.create_dataset("VALID", 8, x, t, silent=1)
+        cnn.dense(nb_neurons=2, strict_size=1, activation="SMAX", silent=1)
+        state = api.get_state(0)
+        rate, iteration = state.wema_rate, state.iteration
+        bad = (dict(wema_rate=1.5, match="wema_rate: expected a rate <= 1") if wema else
+               dict(wema_rate=0.9, match="the network was created without wema=1"))
+        with pytest.raises(ValueError, match=bad.pop("match")):
+            cnn.train(nb_iter=1, learning_rate=0.01, silent=1, **bad)
+        assert (state.wema_rate, state.iteration) == (rate, iteration)
+    import cianna_jax as v10
+    v10.init([4, 4], 1, 2, b_size=4, comp_meth="C_BLAS", seed=0, network=1)
+    v10.create_dataset("TRAIN", 8, x, t, network=1, silent=1)
+    v10.create_dataset("VALID", 8, x, t, network=1, silent=1)
+    v10.dense(2, strict_size=1, activation="SMAX", network=1, silent=1)
+    with pytest.raises(ValueError, match="need a V-1.1 optimizer"):
+        v10.train(1, 0.01, decoupled_wdecay=1, network=1, silent=1)

@@ -133,8 +133,8 @@ def write_optimizer_file(path, net: Network, params, config: OptimizerConfig, op
         raise TypeError(f"config: expected an OptimizerConfig, received {type(config).__name__}")
     use_wema = bool(use_wema)
     wema_rate = float(wema_rate)
-    if not math.isfinite(wema_rate):
-        raise ValueError(f"wema_rate: expected a finite number, received {wema_rate}")
+    if not math.isfinite(wema_rate) or wema_rate > 1:
+        raise ValueError(f"wema_rate: expected a finite number <= 1, received {wema_rate}")
     wema_rate = _f32(wema_rate)
     params = tuple(params)
     buffers = optimizer_buffers(config, opt_state)
@@ -218,8 +218,8 @@ def _config(path, kind, values, where) -> OptimizerConfig:
 def _check_wema(path, use_wema, wema_rate, where, hint=""):
     if use_wema not in (0, 1):
         raise _error(path, f"use_wema: expected 0 or 1, found {use_wema}{hint}", where)
-    if not math.isfinite(wema_rate):
-        raise _error(path, f"wema_rate: expected a finite number, found {wema_rate}", where)
+    if not math.isfinite(wema_rate) or wema_rate > 1:
+        raise _error(path, f"wema_rate: expected a finite number <= 1, found {wema_rate}", where)
 
 
 def _read_binary_header(path, data: bytes):

@@ -365,6 +365,9 @@ def test_writer_refuses_mismatched_state(tmp_path):
     with pytest.raises(ValueError, match="wema_rate"):
         write_optimizer_file(out, o.net, o.params, o.config, st, use_wema=True,
                              wema_rate=float("nan"), binary=True)
+    with pytest.raises(ValueError, match="wema_rate: expected a finite number <= 1"):
+        write_optimizer_file(out, o.net, o.params, o.config, st, use_wema=True,
+                             wema_rate=1.01, binary=True)
     assert not out.exists()
 
 
@@ -439,6 +442,8 @@ def test_binary_hostile_headers(tmp_path):
     _bad(tmp_path, data[:23], True, "truncated")
     _bad(tmp_path, data[:9] + struct.pack("<i", 2) + data[13:], True, "use_wema")
     _bad(tmp_path, data[:13] + struct.pack("<f", float("nan")) + data[17:], True, "wema_rate")
+    _bad(tmp_path, data[:13] + struct.pack("<f", 1.5) + data[17:], True, "wema_rate: expected "
+         "a finite number <= 1, found 1.5")  # the EMA would grow without bound
     _bad(tmp_path, data[:17] + b"ADAX" + data[21:], True, "optimizer type")
     _bad(tmp_path, data[:17] + b"SGDX" + data[21:], True)
     bad = bytearray(data)
@@ -464,6 +469,7 @@ def test_ascii_hostile(tmp_path):
     bad("OptimSave", "truncated")
     bad(text.replace("use_wema 0", "use_wema 2", 1), "use_wema")
     bad(text.replace("wema_rate 0", "wema_rate nan", 1), "wema_rate")
+    bad(text.replace("wema_rate 0", "wema_rate 2", 1), "wema_rate")
     bad(text.replace("wema_rate 0", "wema_rate x", 1), "wema_rate")
     bad(text.replace("use_wema 0 wema_rate 0", "use_wema", 1), "use_wema")
     bad(text.replace("ADAM_", "ADAX_", 1), "unknown type")
