@@ -28,6 +28,7 @@ small network's).
 from __future__ import annotations
 
 import os
+import warnings
 
 __all__ = ["ENV", "default_path", "enable_compile_cache", "enable_from_env", "enabled_path"]
 
@@ -53,7 +54,14 @@ def enable_compile_cache(path: str | os.PathLike | None = None, *,
     import jax
 
     folder = os.path.abspath(os.path.expanduser(os.fspath(path) if path else default_path()))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"compile cache {folder}: exists and is not a folder") from None
+    except OSError as err:
+        raise OSError(f"compile cache {folder}: cannot be made ({err.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"compile cache {folder}: not writable")
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -69,7 +77,12 @@ def enable_from_env() -> str | None:
     if _state["path"] is not None:
         return _state["path"]
     default = value.lower() in ("1", "on", "true", "yes")
-    return enable_compile_cache(None if default else value)
+    try:
+        return enable_compile_cache(None if default else value)
+    except OSError as err:  # an optimisation: the run goes on, compiling as usual
+        warnings.warn(f"{ENV}={value!r}: {err}; running without the compilation cache",
+                      RuntimeWarning, stacklevel=2)
+        return None
 
 
 def enabled_path() -> str | None:

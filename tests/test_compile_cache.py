@@ -86,3 +86,22 @@ def test_enable_compile_cache_sets_jax_options(tmp_path, monkeypatch):
 def test_off_values(value, monkeypatch):
     monkeypatch.setenv(compile_cache.ENV, value)
     assert compile_cache.enable_from_env() is None
+
+
+def test_a_bad_folder_is_named_and_the_environment_only_warns(tmp_path, monkeypatch):
+    """A file where the cache folder should go: a named error when asked for in code; from
+    the environment, a warning and the run goes on without the cache (it used to end the
+    script in os.makedirs' traceback at cnn.init)."""
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"compile cache .*afile: exists and is not a "
+                                                 r"folder"):
+        compile_cache.enable_compile_cache(blocker)
+    monkeypatch.setenv(compile_cache.ENV, str(blocker / "sub"))
+    with pytest.warns(RuntimeWarning, match="running without the compilation cache"):
+        assert compile_cache.enable_from_env() is None
+    assert compile_cache.enabled_path() is None
+    assert jax.config.jax_compilation_cache_dir == before
