@@ -24,7 +24,7 @@ full host arrays in every process (each process keeps the rows of its own device
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import numpy as np
@@ -54,9 +54,18 @@ def make_mesh(devices: int | Sequence | None = None, *, platform: str | None = N
                              f"{available[0].platform} device(s) are visible")
         chosen = list(available[:devices])
     else:
+        if isinstance(devices, (str, bytes, bool)) or not isinstance(devices, Iterable):
+            raise TypeError(f"devices: expected None, a number of devices or a list of "
+                            f"devices (jax.devices()), received {devices!r}")
         chosen = list(devices)
         if not chosen:
             raise ValueError("devices: the device list is empty")
+        for d in chosen:
+            if not isinstance(d, jax.Device):
+                raise TypeError(f"devices: expected jax devices (from jax.devices()), "
+                                f"received {d!r}")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"devices: a device is listed twice in {chosen}")
     return Mesh(np.array(chosen), (AXIS,))
 
 

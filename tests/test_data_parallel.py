@@ -236,6 +236,13 @@ def test_single_device_rules():
         parallel.select_mesh("yes", 8, "cpu")
     with pytest.raises(ValueError, match="devices"):
         parallel.make_mesh(n + 1)
+    # a platform name or a float is not a device list (a string made a mesh of 3 letters)
+    for bad in ("cpu", 1.5, [0]):
+        with pytest.raises(TypeError, match="devices: expected"):
+            parallel.make_mesh(bad)
+    with pytest.raises(ValueError, match="devices: a device is listed twice"):
+        parallel.make_mesh(jax.devices()[:1] * 2)
+    assert parallel.nb_devices(parallel.make_mesh(tuple(jax.devices()[:1]))) == 1
     mesh = parallel.make_mesh(1)
     x = parallel.shard_batch(np.ones((4, 3), np.float32), mesh)
     np.testing.assert_array_equal(parallel.to_host(x), np.ones((4, 3)))
