@@ -359,3 +359,51 @@ def test_normalize():
     assert np.allclose(est, x, atol=0.05)
     with pytest.raises(ValueError):
         normalize(img, mode="nope", noise_rms=0.01)
+
+
+def test_blanked_pixels_are_empty_sky_for_the_noise_and_the_normalisation():
+    """Radio images are NaN outside their footprint: one NaN pixel made the MAD noise NaN
+    and so every normalised pixel NaN."""
+    img, _ = make_field(64, seed=3, noise_rms=0.01)
+    blanked = img.copy()
+    blanked[:, :8] = np.nan
+    rms = rs.estimate_noise_rms(blanked)
+    assert rms == pytest.approx(rs.estimate_noise_rms(img[:, 8:]))
+    x = normalize(blanked)
+    assert np.isfinite(x).all()
+    np.testing.assert_array_equal(x[:, :8], normalize(np.zeros((1, 1)), noise_rms=rms)[0, 0])
+    np.testing.assert_array_equal(x[:, 8:], normalize(img, noise_rms=rms)[:, 8:])
+    with pytest.raises(ValueError, match="no finite pixel"):
+        rs.estimate_noise_rms(np.full((4, 4), np.nan))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(noise_rms=float("nan")), "noise_rms: expected a finite number >= 0"),
+    (dict(noise_rms=-0.01), "noise_rms"),
+    (dict(psf_fwhm=0), "psf_fwhm: expected a finite number > 0"),
+    (dict(n_sources=-1), "n_sources: expected an int >= 0"),
+    (dict(density=-1e-3), "density"),
+    (dict(extended_fraction=1.5), r"extended_fraction: expected a fraction in \[0, 1\]"),
+    (dict(axis_ratio_range=(0.5, 2.0)), "axis_ratio_range"),
+    (dict(extended_size_range=(5.0, 1.0)), "extended_size_range"),
+    (dict(border=40), "border: centres must keep room"),
+    (dict(nsigma=0), "nsigma"),
+    (dict(size=0), "size must be a positive int"),
+])
+def test_field_settings_are_named_when_wrong(kwargs, match):
+    """These used to give a noise-free field silently (NaN or negative noise), an image of
+    NaN (zero beam) or numpy's errors (negative counts, a border wider than the field)."""
+    with pytest.raises(ValueError, match=match):
+        make_field(**{"size": 64, **kwargs})
+
+
+def test_cube_and_patch_settings_are_named_when_wrong():
+    with pytest.raises(ValueError, match="z_border: centres must keep room inside the 8"):
+        rs.make_cube((8, 32, 32), z_border=4)
+    with pytest.raises(ValueError, match="line_width_range"):
+        rs.make_cube((8, 32, 32), line_width_range=(0, 2))
+    img, cat = make_field(32, seed=1)
+    with pytest.raises(ValueError, match="n: expected an int >= 0"):
+        rs.patches(img, cat, 16, n=-2)
+    with pytest.raises(ValueError, match="stride must be a positive int"):
+        rs.patches(img, cat, 16, stride=0)

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..checks import as_bounded_float, as_int
+
 __all__ = [
     "FWHM_TO_SIGMA",
     "Catalogue",
@@ -316,12 +318,47 @@ _noise = correlated_noise  # make_field's ``correlated_noise`` keyword shadows t
 
 
 def _size(size, n: int, name: str) -> tuple[int, ...]:
-    if isinstance(size, (int, np.integer)):
-        return (int(size),) * n
-    t = tuple(int(s) for s in size)
-    if len(t) != n or min(t) <= 0:
+    t = (size,) * n if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(t) != n or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0
+                          for v in t):
         raise ValueError(f"{name} must be a positive int or a {n}-tuple, got {size!r}")
-    return t
+    return tuple(int(v) for v in t)
+
+
+def _range(r, name: str, low: float = 0.0, high: float = math.inf) -> tuple[float, float]:
+    """``(lo, hi)`` with ``low < lo <= hi <= high`` (finite), else ValueError naming it."""
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {r!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and low < lo <= hi <= high):
+        raise ValueError(f"{name}: expected {low:g} < min <= max <= {high:g}, got {r!r}")
+    return lo, hi
+
+
+def _count(n_sources, density: float, rng: np.random.Generator, area: int) -> int:
+    """``n_sources``, or a Poisson draw of ``density * area`` when it is None."""
+    if n_sources is not None:
+        return as_int(n_sources, "n_sources", minimum=0)
+    return int(rng.poisson(as_bounded_float(density, "density", strict=False) * area))
+
+
+def _check_sky(shape: tuple[int, ...], *, noise_rms, psf_fwhm, extended_fraction,
+               extended_size_range, axis_ratio_range, border, nsigma) -> None:
+    """The settings :func:`make_field` and :func:`make_cube` share, named when wrong
+    (a NaN noise or a negative one used to give a noise-free image silently)."""
+    as_bounded_float(noise_rms, "noise_rms", strict=False)
+    as_bounded_float(psf_fwhm, "psf_fwhm")
+    as_bounded_float(nsigma, "nsigma")
+    f = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
+    if f > 1:
+        raise ValueError(f"extended_fraction: expected a fraction in [0, 1], received {f}")
+    _range(extended_size_range, "extended_size_range")
+    _range(axis_ratio_range, "axis_ratio_range", high=1.0)
+    b = float(border)
+    if not math.isfinite(b) or 2 * b >= min(shape[-2:]):
+        raise ValueError(f"border: centres must keep room inside the {shape[-1]}x{shape[-2]} "
+                         f"image (2 * border < its smaller side), received {border!r}")
 
 
 def _shapes(rng: np.random.Generator, n: int, psf_fwhm: float, extended_fraction: float,
@@ -367,8 +404,11 @@ def make_field(
     beam-correlated when ``correlated_noise``.  The catalogue stores rendered sizes.
     """
     H, W = _size(size, 2, "size")
+    _check_sky((H, W), noise_rms=noise_rms, psf_fwhm=psf_fwhm,
+               extended_fraction=extended_fraction, extended_size_range=extended_size_range,
+               axis_ratio_range=axis_ratio_range, border=border, nsigma=nsigma)
     rng = _rng(seed)
-    n = int(rng.poisson(density * H * W)) if n_sources is None else int(n_sources)
+    n = _count(n_sources, density, rng, H * W)
     x = rng.uniform(border - 0.5, W - 0.5 - border, n)
     y = rng.uniform(border - 0.5, H - 0.5 - border, n)
     flux = power_law_fluxes(rng, n, flux_range, power_law_index)
@@ -409,8 +449,16 @@ def make_cube(
     beam-correlated within each channel and independent between channels.
     """
     D, H, W = _size(size, 3, "size")
+    _check_sky((D, H, W), noise_rms=noise_rms, psf_fwhm=psf_fwhm,
+               extended_fraction=extended_fraction, extended_size_range=extended_size_range,
+               axis_ratio_range=axis_ratio_range, border=border, nsigma=nsigma)
+    _range(line_width_range, "line_width_range")
+    zb = float(z_border)
+    if not math.isfinite(zb) or 2 * zb >= D:
+        raise ValueError(f"z_border: centres must keep room inside the {D} channels "
+                         f"(2 * z_border < {D}), received {z_border!r}")
     rng = _rng(seed)
-    n = int(rng.poisson(density * H * W)) if n_sources is None else int(n_sources)
+    n = _count(n_sources, density, rng, H * W)
     x = rng.uniform(border - 0.5, W - 0.5 - border, n)
     y = rng.uniform(border - 0.5, H - 0.5 - border, n)
     z = rng.uniform(z_border - 0.5, D - 0.5 - z_border, n)
@@ -562,6 +610,9 @@ class Patches(NamedTuple):
 def estimate_noise_rms(image: np.ndarray) -> float:
     """Robust noise rms: 1.4826 * median absolute deviation (little biased by sources)."""
     a = np.asarray(image, np.float64).reshape(-1)
+    a = a[np.isfinite(a)]  # blanked (NaN) pixels, as radio images have outside the field
+    if not a.size:
+        raise ValueError("image: no finite pixel to estimate the noise from")
     med = np.median(a)
     return float(1.4826 * np.median(np.abs(a - med)))
 
@@ -597,8 +648,9 @@ def patches(
         raise ValueError("give either n (random patches) or stride (regular grid), not both")
     if n is not None:
         rng = _rng(seed)
-        y0 = rng.integers(0, H - ph + 1, int(n))
-        x0 = rng.integers(0, W - pw + 1, int(n))
+        n = as_int(n, "n", minimum=0)
+        y0 = rng.integers(0, H - ph + 1, n)
+        x0 = rng.integers(0, W - pw + 1, n)
     else:
         sy, sx = _size(stride if stride is not None else (ph, pw), 2, "stride")
         gy, gx = np.meshgrid(np.arange(0, H - ph + 1, sy), np.arange(0, W - pw + 1, sx),
@@ -649,11 +701,14 @@ def normalize(
       bright sources compressed towards 1 (a 50-sigma pixel -> tanh(3) = 0.995);
     * ``"clip"``: linear map of ``[low, high] * noise_rms`` onto [-1, 1].
     A fixed ``noise_rms`` keeps training and inference normalisations identical.
+    Blanked pixels (NaN or inf, as outside a mosaic's footprint) take the value of an
+    empty pixel (0 in the image unit), as in ``cianna-jax predict``.
     """
     a = np.asarray(image, np.float64)
     rms = estimate_noise_rms(a) if noise_rms is None else float(noise_rms)
-    if rms <= 0:
+    if not (math.isfinite(rms) and rms > 0):
         raise ValueError("noise_rms must be > 0 (give it explicitly for noise-free images)")
+    a = np.where(np.isfinite(a), a, 0.0)
     if not low < high:
         raise ValueError(f"need low < high, got {low}, {high}")
     lo, hi = low * rms, high * rms
