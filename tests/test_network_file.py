@@ -116,6 +116,12 @@ def test_bad_files_raise_clear_errors(golden_case, tmp_path):
         cj.load_network(cut, binary=True)
     with pytest.raises(CiannaFormatError):  # binary file read as ASCII
         cj.load_network(golden_case("pool_avg").path("net_bin.dat"), binary=False)
+    with pytest.raises(CiannaFormatError, match="is this a binary file"):
+        cj.load_network(golden_case("pool_avg").path("net_bin.dat"), binary=False)
+    bias_error = pytest.raises(ValueError, match="bias: expected a finite float")
+    with bias_error as caught:  # the argument, not the file: was blamed on the file
+        cj.load_network(golden_case("pool_avg").path("net_bin.dat"), binary=True, bias=np.inf)
+    assert not isinstance(caught.value, CiannaFormatError)
 
 
 def test_failed_save_keeps_existing_file(tmp_path):

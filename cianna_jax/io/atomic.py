@@ -123,6 +123,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, "directory does not exist, cannot save",
                                 os.fspath(path))
+    if os.path.isdir(fspath):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, cannot save over it (give a file "
+                                "name)", os.fspath(path))
     remove_stale_temps(fspath)
     tmp = temp_path(fspath)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

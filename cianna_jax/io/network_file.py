@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import nn
+from ..checks import as_float
 from ..layers import layer_type
 from ..network import INPUT, Network, Params, check_params, make_network
 from ..yolo.config import make_config
@@ -144,6 +145,8 @@ def load_network(path: str | os.PathLike, *, binary: bool = False, bias: float |
     (``set_yolo_params`` keywords; see :func:`yolo_config_from_record`).  Nothing is
     returned on error.
     """
+    if bias is not None:  # the caller's argument, not the file's fault
+        as_float(bias, "bias", finite=True)
     if base is not None and base.layers and base_params is None:
         raise ValueError("base_params: required together with base")
     if base is not None and base.layers:

@@ -92,6 +92,15 @@ def test_missing_folder_is_a_clear_error(tmp_path):
             fh.write(b"x")
 
 
+def test_a_folder_in_place_of_the_file_is_named_before_writing(tmp_path):
+    """Was os.replace's error naming our temporary file, after the data was written."""
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"is a folder, cannot save over it .*'.*out'"):
+        with atomic.atomic_write(tmp_path / "out") as fh:
+            fh.write(b"x")
+    assert os.listdir(tmp_path) == ["out"] and not os.listdir(tmp_path / "out")
+
+
 def test_make_folder_creates_parents_and_refuses_a_file(tmp_path):
     assert atomic.make_folder(tmp_path / "a" / "b") == str(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir()
