@@ -26,6 +26,10 @@ _COLUMNS = (  # flag, header, column spec
     ("param_count", "N. param.", "p{1.4cm}"),
 )
 
+# the table's Type column (V-1.1's GRN and merge layers, and any new layer type, too)
+_TYPE_NAMES = {"dense": "Dense", "conv": "Conv", "pool": "Pool", "norm": "Norm", "lrn": "LRN",
+               "grn": "GRN", "merge": "Merge"}
+
 
 def _cells(layer, sin, sout, params) -> dict[str, str]:
     hook = getattr(layer, "tex_cells", None)
@@ -52,8 +56,7 @@ def print_arch_tex(path: str, file_name: str, size: int = 1, in_size: int = 1, f
     counts: dict[str, int] = {}
     rows = []
     for i, (layer, (sin, sout)) in enumerate(zip(net.layers, net.shapes)):
-        name = {"dense": "Dense", "conv": "Conv", "pool": "Pool", "norm": "Norm",
-                "lrn": "LRN"}[layer.kind]
+        name = _TYPE_NAMES.get(layer.kind, layer.kind.capitalize())
         counts[name] = counts.get(name, 0) + 1
         cells = _cells(layer, sin, sout, state.params[i])
         row = [str(i + 1), f"{name}\\_{counts[name]}"] + [cells.get(c[0], "") for c in cols]

@@ -135,3 +135,29 @@ def test_v11_train_keywords_are_checked_and_a_refusal_changes_nothing():
     v10.dense(2, strict_size=1, activation="SMAX", network=1, silent=1)
     with pytest.raises(ValueError, match="need a V-1.1 optimizer"):
         v10.train(1, 0.01, decoupled_wdecay=1, network=1, silent=1)
+
+
+def test_print_arch_tex_and_perf_eval_on_v11_layers(capsys):
+    """GRN and merge layers in the LaTeX table (print_arch_tex raised KeyError: 'grn')."""
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(8, 64)).astype(np.float32), np.eye(4, dtype=np.float32)[[0, 1] * 4]
+    cnn.init(in_dim=np.array([8, 8]), in_nb_ch=1, out_dim=4, b_size=4, optimizer=cnn.adam(),
+             comp_meth="C_BLAS", no_logo=1, seed=0)
+    cnn.create_dataset("TEST", 8, x, t, silent=1)
+    cnn.conv(f_size=np.array([3, 3]), nb_filters=4, padding=np.array([1, 1]), silent=1)
+    cnn.conv(f_size=np.array([3, 3]), nb_filters=4, nb_groups=2, padding=np.array([1, 1]),
+             silent=1)
+    cnn.grn(silent=1)
+    cnn.merge(-1, -3, "ADD", silent=1)
+    cnn.dense(nb_neurons=4, strict_size=1, activation="SMAX", silent=1)
+    tex = Path(cnn.print_arch_tex("./", "arch", param_count=1))
+    rows = [r for r in tex.read_text().splitlines() if r[:1].isdigit()]
+    assert [r.split(" & ")[1] for r in rows] == ["Conv\\_1", "Conv\\_2", "GRN\\_1", "Merge\\_1",
+                                                 "Dense\\_1"]
+    assert rows[1].endswith("& 76 \\\\")  # 4 filters x (2 channels per group x 9 + bias)
+    cnn.forward(silent=1)
+    capsys.readouterr()
+    cnn.perf_eval()
+    table = capsys.readouterr().out
+    types = [r.split()[1] for r in table.splitlines() if r.split()[:1] in (["3"], ["4"])]
+    assert types == ["G", "M"]  # CIANNA's one-letter types
