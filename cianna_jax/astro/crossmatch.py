@@ -62,6 +62,34 @@ def _greedy(n_det: int, n_truth: int, di: np.ndarray, ti: np.ndarray, dist: np.n
                  truth_to_det=t2d)
 
 
+def _positions(a, b, names: tuple[str, str], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two coordinate columns as float64 vectors of one length, finite (a NaN or inf
+    position can match nothing: it is named with its row instead)."""
+    a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
+    if a.size != b.size:
+        raise ValueError(f"{names[0]}, {names[1]}: {what} need as many values in each, "
+                         f"received {a.size} and {b.size}")
+    bad = ~(np.isfinite(a) & np.isfinite(b))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{names[0]}, {names[1]}: {what} row {i} is not a finite position "
+                         f"({a[i]}, {b[i]}); drop it before matching")
+    return a, b
+
+
+def _radii(radius, n: int, name: str) -> np.ndarray:
+    """``radius`` (scalar or one per true source) as ``n`` finite radii > 0."""
+    r = np.asarray(radius, np.float64)
+    if r.ndim > 1 or (r.ndim == 1 and r.size != n):
+        raise ValueError(f"{name}: expected one radius or one per true source ({n}), received "
+                         f"shape {r.shape}")
+    r = np.broadcast_to(r, (n,)).copy()
+    if not np.all(np.isfinite(r) & (r > 0)):
+        raise ValueError(f"{name}: radii must be finite and > 0, received "
+                         f"{r[~(np.isfinite(r) & (r > 0))][0]}")
+    return r
+
+
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     a, d = np.radians(ra), np.radians(dec)
     return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], 1)
@@ -73,8 +101,13 @@ def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.
     ``radius_arcsec`` (scalar or one per true source)."""
     from scipy.spatial import cKDTree
 
-    ra, dec, ra_t, dec_t = (np.asarray(v, np.float64).reshape(-1) for v in (ra, dec, ra_t, dec_t))
-    r = np.broadcast_to(np.asarray(radius_arcsec, np.float64), ra_t.shape).copy()
+    ra, dec = _positions(ra, dec, ("ra", "dec"), "detections")
+    ra_t, dec_t = _positions(ra_t, dec_t, ("ra_t", "dec_t"), "true sources")
+    for name, d in (("dec", dec), ("dec_t", dec_t)):
+        if d.size and np.max(np.abs(d)) > 90:
+            raise ValueError(f"{name}: declinations must be within [-90, 90] deg, received "
+                             f"{d[np.argmax(np.abs(d))]}")
+    r = _radii(radius_arcsec, ra_t.size, "radius_arcsec")
     if ra.size == 0 or ra_t.size == 0:
         return _greedy(ra.size, ra_t.size, np.zeros(0, int), np.zeros(0, int), np.zeros(0), r)
     rmax = float(np.max(r)) / 3600.0
@@ -91,8 +124,9 @@ def crossmatch_pixels(x: np.ndarray, y: np.ndarray, x_t: np.ndarray, y_t: np.nda
     """As :func:`crossmatch_sky` with pixel positions and radii in pixels."""
     from scipy.spatial import cKDTree
 
-    x, y, x_t, y_t = (np.asarray(v, np.float64).reshape(-1) for v in (x, y, x_t, y_t))
-    r = np.broadcast_to(np.asarray(radius, np.float64), x_t.shape).copy()
+    x, y = _positions(x, y, ("x", "y"), "detections")
+    x_t, y_t = _positions(x_t, y_t, ("x_t", "y_t"), "true sources")
+    r = _radii(radius, x_t.size, "radius")
     if x.size == 0 or x_t.size == 0:
         return _greedy(x.size, x_t.size, np.zeros(0, int), np.zeros(0, int), np.zeros(0), r)
     pairs = cKDTree(np.stack([x_t, y_t], 1)).query_ball_point(np.stack([x, y], 1),

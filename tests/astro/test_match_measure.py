@@ -51,6 +51,26 @@ def test_crossmatch_sky_agrees_with_pixels_near_the_pole_and_ra_wrap():
     assert crossmatch_sky([], [], ra_t, dec_t, 1.0).n == 0
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: crossmatch_sky([1, 2], [1], [1], [1], 5), "ra, dec: detections need as many"),
+    (lambda: crossmatch_sky([1], [1], [np.nan], [1], 5),
+     r"ra_t, dec_t: true sources row 0 is not a finite position"),
+    (lambda: crossmatch_sky([1], [95], [1], [1], 5), r"dec: declinations must be within"),
+    (lambda: crossmatch_sky([1], [1], [1, 2], [1, 2], [5, 5, 5]),
+     r"radius_arcsec: expected one radius or one per true source \(2\)"),
+    (lambda: crossmatch_pixels([1, np.inf], [1, 1], [1], [1], 3),
+     "x, y: detections row 1 is not a finite position"),
+    (lambda: crossmatch_pixels([1], [1], [1], [1], np.nan), "radius: radii must be finite"),
+    (lambda: crossmatch_pixels([1], [1], [1], [1], -2.0), "radius: radii must be finite"),
+])
+def test_crossmatch_names_bad_positions_and_radii(call, match):
+    """Were scipy's "data must be finite" or broadcasting errors, or silently no match for a
+    NaN or negative radius."""
+    with pytest.raises(ValueError, match=match):
+        call()
+    assert crossmatch_pixels([], [], [1.0], [1.0], 3).det.size == 0  # empty sides still work
+
+
 def test_pr_curve_counts():
     obj = np.array([0.9, 0.8, 0.4, 0.2])
 
