@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from .sky import angular_separation
 
 __all__ = ["Match", "match_radius", "crossmatch_sky", "crossmatch_pixels"]
@@ -40,6 +41,8 @@ class Match:
 def match_radius(beam: float, size: np.ndarray | float | None = None, *, factor: float = 1.0,
                  sizes_include_beam: bool = True) -> np.ndarray:
     """Per true source match radius from the beam FWHM and the source FWHM size (same unit)."""
+    as_bounded_float(beam, "beam")
+    as_bounded_float(factor, "factor")
     s = np.zeros(1) if size is None else np.nan_to_num(np.asarray(size, np.float64))
     r = np.maximum(beam, s) if sizes_include_beam else np.sqrt(beam**2 + s**2)
     return factor * np.atleast_1d(r)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import as_bounded_float, as_int
 from ..progress import Progress
 
 __all__ = ["NoiseMap", "clipped_stats", "estimate_noise_map"]
@@ -162,6 +163,14 @@ def estimate_noise_map(
     (a regular subsample); ``progress`` reports on stderr.  Raises ValueError when no box has enough finite pixels (an
     all-NaN image) or the noise is zero everywhere.
     """
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape: expected an image (H, W) or a cube (D, H, W), received "
+                         f"{tuple(shape)}")
+    box = as_int(box, "box", minimum=1)
+    max_samples = as_int(max_samples, "max_samples", minimum=1)
+    as_bounded_float(clip, "clip")
+    if not 0.0 <= as_bounded_float(min_valid, "min_valid", strict=False) <= 1.0:
+        raise ValueError(f"min_valid: expected a fraction in [0, 1], received {min_valid!r}")
     H, W = int(shape[-2]), int(shape[-1])
     D = int(shape[0]) if len(shape) == 3 else None
     by, bx = max(1, min(int(box), H)), max(1, min(int(box), W))

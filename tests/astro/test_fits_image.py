@@ -127,6 +127,15 @@ def test_noise_map_local_nan_aware_and_all_nan():
     blank = np.full((64, 64), np.nan)
     with pytest.raises(ValueError, match="blank"):
         estimate_noise_map(lambda w: blank[w], blank.shape, box=32)
+    # settings: named as settings, not blamed on the image as "blank"
+    for kw, match in ((dict(box=0), "box: expected an int >= 1"),
+                      (dict(min_valid=1.5), r"min_valid: expected a fraction in \[0, 1\]"),
+                      (dict(clip=float("nan")), "clip: expected a finite number > 0"),
+                      (dict(max_samples=0), "max_samples: expected an int >= 1")):
+        with pytest.raises(ValueError, match=match):
+            estimate_noise_map(lambda w: img[w], img.shape, **kw)
+    with pytest.raises(ValueError, match=r"shape: expected an image \(H, W\) or a cube"):
+        estimate_noise_map(lambda w: img[w], (128,))
 
 
 def test_a_stokes_axis_gives_its_stokes_i_plane(tmp_path):

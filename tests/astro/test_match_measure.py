@@ -62,6 +62,8 @@ def test_crossmatch_sky_agrees_with_pixels_near_the_pole_and_ra_wrap():
      "x, y: detections row 1 is not a finite position"),
     (lambda: crossmatch_pixels([1], [1], [1], [1], np.nan), "radius: radii must be finite"),
     (lambda: crossmatch_pixels([1], [1], [1], [1], -2.0), "radius: radii must be finite"),
+    (lambda: match_radius(float("nan"), [2.0]), "beam: expected a finite number > 0"),
+    (lambda: match_radius(1.0, [2.0], factor=0), "factor: expected a finite number > 0"),
 ])
 def test_crossmatch_names_bad_positions_and_radii(call, match):
     """Were scipy's "data must be finite" or broadcasting errors, or silently no match for a
