@@ -35,8 +35,8 @@ SDC1_COLUMNS = ("id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "cor
 # name -> (unit string, description)
 _COLUMNS: dict[str, tuple[str | None, str]] = {
     "id": (None, "source number (1-based, brightest first)"),
-    "ra": ("deg", "right ascension (WCS of the image)"),
-    "dec": ("deg", "declination (WCS of the image)"),
+    "ra": ("deg", "right ascension: ICRS, or the image's equatorial J2000 WCS (meta radec_frame)"),
+    "dec": ("deg", "declination: ICRS, or the image's equatorial J2000 WCS (meta radec_frame)"),
     "x": ("pix", "x pixel, 0-based (FITS pixel 1 is 0)"),
     "y": ("pix", "y pixel, 0-based"),
     "z": ("pix", "channel, 0-based (cubes)"),

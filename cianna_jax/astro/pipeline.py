@@ -24,7 +24,7 @@ from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
-from .sky import deconvolve, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
+from .sky import deconvolve, frame_note, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
 
 __all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
 
@@ -101,6 +101,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         "beam_bmin_arcsec": image.beam.bmin if image.beam else float("nan"),
         "beam_bpa_deg": image.beam.bpa if image.beam else float("nan"),
         "pixel_scale_arcsec": scale if scale is not None else float("nan"),
+        "radec_frame": frame_note(image.wcs) if image.wcs is not None else "none (no WCS)",
         "pa_convention": PA_CONVENTION if image.wcs is not None else
         "degrees from +y towards -x (no WCS: north up, east left assumed)",
         "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "

@@ -1,8 +1,12 @@
 """Pixel <-> sky conversions through a celestial WCS: positions, position angles, sizes.
 
-Position angles follow the astronomical convention: degrees from north through east
-(counter-clockwise on the sky as usually displayed, east to the left), in [0, 180).
-Pixel angles are measured from +x towards +y, in radians.  Pixel coordinates are
+Sky positions are equatorial (RA, Dec) in degrees: the image's own values when its WCS is
+ICRS or FK5 J2000 (what radio images almost always are), converted to ICRS when it is
+another frame astropy names (galactic, as Galactic-plane surveys are made; FK4 B1950; FK5
+of another equinox), so a catalogue's ``ra``/``dec`` are always right ascension and
+declination.  Position angles follow the astronomical convention: degrees from north
+through east (counter-clockwise on the sky as usually displayed, east to the left), in
+[0, 180).  Pixel angles are measured from +x towards +y, in radians.  Pixel coordinates are
 0-based pixel centres (FITS pixel 1 is 0 here).
 """
 
@@ -12,19 +16,70 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pixel_to_sky", "sky_to_pixel", "angular_separation", "position_angle",
-           "pixel_angle_to_pa", "pa_to_pixel_angle", "deconvolve"]
+__all__ = ["pixel_to_sky", "sky_to_pixel", "foreign_frame", "frame_note",
+           "angular_separation", "position_angle", "pixel_angle_to_pa", "pa_to_pixel_angle",
+           "deconvolve"]
+
+
+def foreign_frame(wcs: Any) -> Any:
+    """The astropy frame of ``wcs``'s sky axes when it is not equatorial J2000 (ICRS or
+    FK5 J2000): galactic, FK4, FK5 of another equinox...; None otherwise, or when
+    astropy cannot name the frame (the axes are then taken as RA and Dec)."""
+    from astropy.coordinates import FK5, ICRS
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    try:
+        frame = wcs_to_celestial_frame(wcs)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(frame, ICRS):
+        return None
+    if type(frame) is FK5 and abs(frame.equinox.jyear - 2000.0) < 1e-9:
+        return None
+    return frame
+
+
+def frame_note(wcs: Any) -> str:
+    """What a catalogue's ``ra``/``dec`` are for an image with this WCS (its metadata)."""
+    frame = foreign_frame(wcs)
+    if frame is not None:
+        return f"ICRS, converted from the image's {frame.name} WCS"
+    system = str(getattr(wcs.wcs, "radesys", "") or "").strip().upper()
+    return f"{system or 'ICRS'} (the image's WCS, equatorial J2000)"
+
+
+def _native_to_icrs(frame: Any, lon: np.ndarray, lat: np.ndarray):
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(lon * u.deg, lat * u.deg, frame=frame).icrs
+    return np.asarray(c.ra.deg, np.float64), np.asarray(c.dec.deg, np.float64)
 
 
 def pixel_to_sky(wcs: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) in degrees (ra in [0, 360)) of 0-based pixel positions."""
-    ra, dec = wcs.pixel_to_world_values(np.asarray(x, np.float64), np.asarray(y, np.float64))
-    return np.mod(np.asarray(ra, np.float64), 360.0), np.asarray(dec, np.float64)
+    """(ra, dec) in degrees (ra in [0, 360)) of 0-based pixel positions (ICRS when the
+    image's frame is not equatorial J2000, see the module docstring)."""
+    lon, lat = wcs.pixel_to_world_values(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+    frame = foreign_frame(wcs)
+    if frame is not None and lon.size:
+        lon, lat = _native_to_icrs(frame, lon, lat)
+    return np.mod(lon, 360.0), lat
 
 
 def sky_to_pixel(wcs: Any, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """0-based pixel positions (x, y) of sky positions in degrees."""
-    x, y = wcs.world_to_pixel_values(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+    """0-based pixel positions (x, y) of sky positions (ra, dec) in degrees (ICRS, or the
+    image's own equatorial J2000 frame)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    frame = foreign_frame(wcs)
+    if frame is not None and ra.size:
+        import astropy.units as u
+        from astropy.coordinates import SkyCoord
+
+        c = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs").transform_to(frame)
+        sph = c.spherical
+        ra, dec = np.asarray(sph.lon.deg, np.float64), np.asarray(sph.lat.deg, np.float64)
+    x, y = wcs.world_to_pixel_values(ra, dec)
     return np.asarray(x, np.float64), np.asarray(y, np.float64)
 
 

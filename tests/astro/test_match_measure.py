@@ -126,6 +126,67 @@ def test_gaussfit_masked_pixels_and_nan():
     np.testing.assert_allclose(g.x0, 10.2, atol=1e-4)
 
 
+@pytest.mark.parametrize("ctype, radesys, equinox", [
+    (("GLON-SIN", "GLAT-SIN"), "", None),   # Galactic-plane surveys
+    (("RA---SIN", "DEC--SIN"), "FK4", 1950.0),
+    (("RA---SIN", "DEC--SIN"), "FK5", 1950.0),
+])
+def test_sky_positions_are_icrs_ra_dec_whatever_the_image_frame(ctype, radesys, equinox):
+    """A galactic image's catalogue had l and b in its ra and dec columns, and position
+    angles from galactic north; an FK4 B1950 image's positions were 40' off."""
+    wcs_mod = pytest.importorskip("astropy.wcs")
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    from cianna_jax.astro.sky import (
+        frame_note,
+        pa_to_pixel_angle,
+        pixel_angle_to_pa,
+        pixel_to_sky,
+        sky_to_pixel,
+    )
+
+    w = wcs_mod.WCS(naxis=2)
+    w.wcs.ctype = list(ctype)
+    w.wcs.crval = [30.0, 0.5]
+    w.wcs.crpix = [50.0, 50.0]
+    w.wcs.cdelt = [-1 / 3600, 1 / 3600]
+    if radesys:
+        w.wcs.radesys, w.wcs.equinox = radesys, equinox
+    x, y = np.array([49.0, 10.0, 90.0]), np.array([49.0, 80.0, 3.0])
+    ra, dec = pixel_to_sky(w, x, y)
+    lon, lat = w.pixel_to_world_values(x, y)
+    want = SkyCoord(lon * u.deg, lat * u.deg, frame=wcs_to_celestial_frame(w)).icrs
+    np.testing.assert_allclose(ra, want.ra.deg, atol=1e-9)
+    np.testing.assert_allclose(dec, want.dec.deg, atol=1e-9)
+    bx, by = sky_to_pixel(w, ra, dec)
+    np.testing.assert_allclose(np.c_[bx, by], np.c_[x, y], atol=1e-6)
+    # the image's +y direction, seen from ICRS north
+    step = SkyCoord(lon * u.deg, (lat + 1e-4) * u.deg, frame=wcs_to_celestial_frame(w)).icrs
+    pa = pixel_angle_to_pa(w, x, y, np.full(3, np.pi / 2))
+    diff = np.mod(pa - want.position_angle(step).deg + 90.0, 180.0) - 90.0  # axes: mod 180
+    np.testing.assert_allclose(diff, 0.0, atol=0.01)
+    np.testing.assert_allclose(pa_to_pixel_angle(w, x, y, pa), np.pi / 2, atol=1e-3)
+    assert frame_note(w).startswith("ICRS, converted from the image's")
+
+
+def test_equatorial_j2000_images_keep_their_own_values():
+    wcs_mod = pytest.importorskip("astropy.wcs")
+    from cianna_jax.astro.sky import frame_note, pixel_to_sky
+
+    for radesys in ("ICRS", "FK5"):
+        w = wcs_mod.WCS(naxis=2)
+        w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        w.wcs.crval, w.wcs.crpix, w.wcs.cdelt = [30.0, -30.0], [50.0, 50.0], [-1e-4, 1e-4]
+        w.wcs.radesys = radesys
+        x, y = np.array([3.0, 60.0]), np.array([7.0, 20.0])
+        ra, dec = pixel_to_sky(w, x, y)
+        lon, lat = w.pixel_to_world_values(x, y)
+        np.testing.assert_array_equal(np.c_[ra, dec], np.c_[lon, lat])
+        assert frame_note(w) == f"{radesys} (the image's WCS, equatorial J2000)"
+
+
 def test_sky_position_angles():
     wcs_mod = pytest.importorskip("astropy.wcs")
     from cianna_jax.astro.sky import deconvolve, pa_to_pixel_angle, pixel_angle_to_pa

@@ -360,3 +360,30 @@ def test_truth_without_snr_in_sdc1_format(tmp_path, field):
     assert pts.snr_from.startswith("flux and the local noise, as point sources")
     np.testing.assert_allclose(pts.snr[point], ref.snr[point], rtol=0.25)
     assert (pts.snr[~point] >= tr.snr[~point] * 0.99).all()  # extended: their peak overrated
+
+
+def test_a_galactic_image_gives_icrs_ra_dec(tmp_path, field, loaded_tiny):
+    """A Galactic-plane image (GLON/GLAT axes): the catalogue's ra/dec held l and b."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    image, _, _ = field
+    with fits.open(image) as hdul:
+        data, header = hdul[0].data, hdul[0].header.copy()
+    header["CTYPE1"], header["CTYPE2"] = "GLON-SIN", "GLAT-SIN"
+    header["CRVAL1"], header["CRVAL2"] = 30.0, 0.5
+    for key in ("RADESYS", "EQUINOX"):
+        header.pop(key, None)
+    fits.PrimaryHDU(data, header).writeto(tmp_path / "gal.fits")
+    eq = find_sources(image, loaded_tiny, obj_threshold=0.45, progress=False).table
+    gal = find_sources(tmp_path / "gal.fits", loaded_tiny, obj_threshold=0.45,
+                       progress=False).table
+    assert len(gal) == len(eq) > 0
+    np.testing.assert_array_equal(gal["x"], eq["x"])  # the same pixels, another sky
+    lon, lat = open_image(tmp_path / "gal.fits").wcs.pixel_to_world_values(gal["x"], gal["y"])
+    icrs = SkyCoord(l=lon * u.deg, b=lat * u.deg, frame="galactic").icrs
+    np.testing.assert_allclose(gal["ra"], icrs.ra.deg, atol=1e-9)
+    np.testing.assert_allclose(gal["dec"], icrs.dec.deg, atol=1e-9)
+    assert abs(float(np.median(gal["ra"])) - 281.08) < 0.1  # not l = 30
+    assert gal.meta["radec_frame"] == "ICRS, converted from the image's galactic WCS"
+    assert eq.meta["radec_frame"].endswith("(the image's WCS, equatorial J2000)")
