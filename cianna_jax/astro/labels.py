@@ -203,12 +203,14 @@ def _size_pixels(t: Any, name: str, what: str, pixel_scale: float | None) -> np.
     return _float_column(t, name, what, "arcsec") / pixel_scale
 
 
-def _theta(image: FitsImage, x: np.ndarray, y: np.ndarray, pa_deg: np.ndarray) -> np.ndarray:
+def _theta(image: FitsImage, x: np.ndarray, y: np.ndarray, pa_deg: np.ndarray, *,
+           image_frame: bool = False) -> np.ndarray:
     """radio_sky angle (from +y towards -x, radians, [0, pi)) of sky position angles (deg east
-    of north); without a WCS north is +y and east -x, so the angle is the PA itself."""
+    of north: of ICRS north, or with ``image_frame`` of the image's own sky frame); without a
+    WCS north is +y and east -x, so the angle is the PA itself."""
     if image.wcs is None or len(x) == 0:
         return np.mod(np.radians(pa_deg), np.pi)
-    a = pa_to_pixel_angle(image.wcs, x, y, pa_deg)  # from +x towards +y
+    a = pa_to_pixel_angle(image.wcs, x, y, pa_deg, image_frame=image_frame)  # +x towards +y
     theta = np.mod(a - 0.5 * np.pi, np.pi)
     return np.where(np.pi - theta < 1e-9, 0.0, theta)  # pi (rounding) is 0
 
@@ -246,13 +248,14 @@ def _shapes(t: Any, ok: np.ndarray, image: FitsImage, x: np.ndarray, y: np.ndarr
         else:  # no beam: a missing size becomes the catalogue's smallest
             bmaj = np.where(bmaj > 0, bmaj, beam_fwhm)
             bmin = np.where(bmin > 0, bmin, beam_fwhm)
+    beam_pa = pa_name is None and beam is not None and not have_sizes
     if pa_name is None:  # beam-sized points lie along the beam
-        pa = np.full(n, beam.bpa if beam is not None and not have_sizes else 0.0)
+        pa = np.full(n, beam.bpa if beam_pa else 0.0)
     else:
         pa = np.nan_to_num(_float_column(t, pa_name, what, "deg")[ok], nan=0.0)
         if (pa_convention or ("sdc1" if training_text else "east_of_north")) == "sdc1":
             pa = np.mod(90.0 - pa, 180.0)
-    theta = _theta(image, x, y, pa)
+    theta = _theta(image, x, y, pa, image_frame=beam_pa)  # a BPA is in the image's frame
     swap = bmin > bmaj  # keep bmaj the major axis
     bmaj, bmin = np.where(swap, bmin, bmaj), np.where(swap, bmaj, bmin)
     theta = np.where(swap, np.mod(theta + 0.5 * np.pi, np.pi), theta)

@@ -67,7 +67,8 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         b = image.beam
         H, W = image.shape[-2:]
         bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
-                                      np.array([b.bpa]))[0]) if image.wcs is not None else 0.0
+                                      np.array([b.bpa]), image_frame=True)[0]
+                    ) if image.wcs is not None else 0.0
         smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta,
                                    b.bmaj / scale / FWHM, b.bmin / scale / FWHM, bth)
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale

@@ -113,16 +113,25 @@ def pixel_angle_to_pa(wcs: Any, x: np.ndarray, y: np.ndarray, theta: np.ndarray,
     return np.mod(position_angle(ra0, dec0, ra1, dec1), 180.0)
 
 
-def pa_to_pixel_angle(wcs: Any, x: np.ndarray, y: np.ndarray, pa: np.ndarray) -> np.ndarray:
+def pa_to_pixel_angle(wcs: Any, x: np.ndarray, y: np.ndarray, pa: np.ndarray, *,
+                      image_frame: bool = False) -> np.ndarray:
     """Inverse of :func:`pixel_angle_to_pa`: pixel angle (radians, [0, pi)) of the sky
-    position angle ``pa`` (deg east of north) at ``(x, y)``."""
+    position angle ``pa`` (deg east of north) at ``(x, y)``.  ``image_frame``: ``pa`` is
+    measured from the north of the image's own sky frame, as a header's BPA is (galactic
+    north for a galactic image), not from the ICRS north."""
     x, y, pa = (np.asarray(v, np.float64) for v in (x, y, pa))
-    ra0, dec0 = pixel_to_sky(wcs, x, y)
+    if image_frame:
+        ra0, dec0 = (np.asarray(v, np.float64) for v in wcs.pixel_to_world_values(x, y))
+    else:
+        ra0, dec0 = pixel_to_sky(wcs, x, y)
     d = 1e-4  # degrees: a short step along the position angle
     p = np.radians(pa)
     dec1 = dec0 + d * np.cos(p)
     ra1 = ra0 + d * np.sin(p) / np.maximum(np.cos(np.radians(dec0)), 1e-12)
-    x1, y1 = sky_to_pixel(wcs, ra1, dec1)
+    if image_frame:
+        x1, y1 = (np.asarray(v, np.float64) for v in wcs.world_to_pixel_values(ra1, dec1))
+    else:
+        x1, y1 = sky_to_pixel(wcs, ra1, dec1)
     return np.mod(np.arctan2(y1 - y, x1 - x), np.pi)
 
 

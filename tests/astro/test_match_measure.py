@@ -168,6 +168,9 @@ def test_sky_positions_are_icrs_ra_dec_whatever_the_image_frame(ctype, radesys, 
     diff = np.mod(pa - want.position_angle(step).deg + 90.0, 180.0) - 90.0  # axes: mod 180
     np.testing.assert_allclose(diff, 0.0, atol=0.01)
     np.testing.assert_allclose(pa_to_pixel_angle(w, x, y, pa), np.pi / 2, atol=1e-3)
+    # a header's BPA is measured from the north of the image's own frame: +y here
+    np.testing.assert_allclose(pa_to_pixel_angle(w, x, y, np.zeros(3), image_frame=True),
+                               np.pi / 2, atol=1e-3)
     assert frame_note(w).startswith("ICRS, converted from the image's")
 
 
