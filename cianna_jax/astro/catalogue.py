@@ -20,7 +20,7 @@ from ..io.atomic import atomic_write
 from ._deps import require
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
-           "write_catalogue", "read_catalogue", "find_column", "require_columns",
+           "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION"]
 
 PA_CONVENTION = "degrees east of north (counter-clockwise from north towards east), in [0, 180)"
@@ -163,6 +163,49 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
 def _is_ecsv(path: str) -> bool:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return fh.readline().startswith("# %ECSV")
+
+
+def angle_column(col: Any, which: str, what: str) -> np.ndarray:
+    """An RA (``which="ra"``) or Dec column in degrees, float64, masked entries NaN.
+
+    Numbers are degrees, or converted from the column's angular unit (hourangle, rad...);
+    strings are sexagesimal, as many catalogues and CSV files give them ('12:30:45.1' or
+    '12h30m45.1s' for RA, in hours; '-45:12:03' or '-45d12m03s' for Dec, in degrees).
+    CatalogueError (naming ``what`` and the column) for anything else."""
+    name = getattr(col, "name", which)
+    mask = np.ma.getmaskarray(col)
+    data = np.ma.getdata(col)
+    if data.dtype.kind in "USO":  # text: sexagesimal (or decimal) angles
+        import astropy.units as u
+        from astropy.coordinates import Angle
+
+        unit = u.hourangle if which == "ra" else u.deg
+        text = [str(v).strip() for v in data]
+        vals = np.full(len(text), np.nan)
+        for i, v in enumerate(text):
+            if mask[i] or not v:
+                continue
+            try:
+                a = Angle(v, unit=unit) if any(c in v for c in ":hdms ") else Angle(float(v), u.deg)
+            except (ValueError, TypeError):
+                raise CatalogueError(f"{what}: column {name!r}, row {i}: {v!r} is not an angle "
+                                     f"(degrees, or sexagesimal such as "
+                                     f"{'12:30:45.1' if which == 'ra' else '-45:12:03'})") from None
+            vals[i] = a.deg
+        return vals
+    try:
+        vals = np.array(data, np.float64)
+    except (TypeError, ValueError):
+        raise CatalogueError(f"{what}: column {name!r} is not numeric ({data.dtype})") from None
+    cu = getattr(col, "unit", None)
+    if cu is not None and str(cu) not in ("", "deg"):
+        try:
+            vals *= float(cu.to("deg"))
+        except Exception as err:  # astropy UnitConversionError and friends
+            raise CatalogueError(f"{what}: column {name!r} has unit {cu}, which is not an "
+                                 f"angle ({err})") from None
+    vals[mask] = np.nan
+    return vals
 
 
 def find_column(table: Any, name: str) -> str | None:

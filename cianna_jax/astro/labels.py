@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from ..datasets import radio_sky as rs
-from .catalogue import CatalogueError, find_column, make_table, read_catalogue, require_columns
+from .catalogue import (
+    CatalogueError,
+    angle_column,
+    find_column,
+    make_table,
+    read_catalogue,
+    require_columns,
+)
 from .fits_image import FitsImage
 from .sky import pa_to_pixel_angle, sky_to_pixel
 
@@ -328,8 +335,8 @@ def read_training_catalogue(
                              f"{image.path} has no celestial WCS to place them; give 'x' and 'y' "
                              "pixel columns or an image with a WCS")
     if use_sky:
-        ra = _float_column(t, names["ra"], what, "deg")
-        dec = _float_column(t, names["dec"], what, "deg")
+        ra = angle_column(t[names["ra"]], "ra", what)  # numbers or sexagesimal text
+        dec = angle_column(t[names["dec"]], "dec", what)
         x, y = sky_to_pixel(image.wcs, ra, dec)
     else:
         x = _float_column(t, names["x"], what, None)

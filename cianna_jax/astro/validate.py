@@ -26,6 +26,7 @@ from ._deps import MissingExtraError
 from .catalogue import (
     SDC1_COLUMNS,
     CatalogueError,
+    angle_column,
     find_column,
     make_table,
     read_catalogue,
@@ -71,20 +72,28 @@ _UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "ar
           "bmaj_deconv": "arcsec", "bmin_deconv": "arcsec", "pa": "deg"}
 
 
-def _col(t: Any, name: str) -> np.ndarray | None:
-    """Column ``name`` (or an alias) as float64, converted to the standard unit when the
-    column has a unit (e.g. PyBDSF's sizes in degrees -> arcsec)."""
+def _col(t: Any, name: str, what: str = "truth catalogue") -> np.ndarray | None:
+    """Column ``name`` (or an alias) as float64, masked entries NaN, converted to the
+    standard unit when the column has a unit (e.g. PyBDSF's sizes in degrees -> arcsec);
+    RA and Dec may also be sexagesimal text (:func:`.catalogue.angle_column`)."""
     c = find_column(t, name)
     if c is None:
         return None
     col = t[c]
+    if name in ("ra", "dec"):
+        return angle_column(col, name, what)
+    try:
+        vals = np.array(np.ma.getdata(col), np.float64)
+    except (TypeError, ValueError):
+        raise CatalogueError(f"{what}: column {c!r} is not numeric ({col.dtype})") from None
     unit = _UNITS.get(name)
     if unit is not None and getattr(col, "unit", None) is not None:
         try:
-            return np.asarray(col.quantity.to_value(unit), np.float64)
+            vals *= float(col.unit.to(unit))
         except Exception:  # an unrelated unit: keep the numbers
             pass
-    return np.asarray(col, np.float64)
+    vals[np.ma.getmaskarray(col)] = np.nan  # a masked value is missing, not its fill
+    return vals
 
 
 def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Truth:
@@ -111,8 +120,9 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
     elif not have_sky and image.wcs is not None:
         ra, dec = pixel_to_sky(image.wcs, x, y)
     H, W = image.shape[-2:]
-    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
-    inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
+    ix, iy = (np.floor(np.where(placed, v, -1.0) + 0.5).astype(np.int64) for v in (x, y))
+    inside = placed & (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
     ok = inside.copy()
     if inside.any() and image.ndim == 2:
         ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))

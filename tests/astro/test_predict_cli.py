@@ -387,3 +387,52 @@ def test_a_galactic_image_gives_icrs_ra_dec(tmp_path, field, loaded_tiny):
     assert abs(float(np.median(gal["ra"])) - 281.08) < 0.1  # not l = 30
     assert gal.meta["radec_frame"] == "ICRS, converted from the image's galactic WCS"
     assert eq.meta["radec_frame"].endswith("(the image's WCS, equatorial J2000)")
+
+
+def test_truth_in_sexagesimal_text_and_with_masked_values(tmp_path, field):
+    """Catalogues with RA/Dec as '00:00:04.2' text (CSV from many tools) stopped with numpy's
+    'could not convert string to float'; a masked (empty) RA read as 0 and put a fake true
+    source on the image, a masked flux read as 0."""
+    import warnings
+
+    from astropy import units as u
+    from astropy.coordinates import Angle
+    from astropy.table import MaskedColumn, Table
+
+    from cianna_jax.astro.catalogue import read_catalogue as read
+    from cianna_jax.astro.labels import read_training_catalogue
+    from cianna_jax.astro.validate import load_truth
+
+    image, truth, _ = field
+    t = read(truth)
+    sex = Table()
+    sex["RA"] = [Angle(v, u.deg).to_string(unit=u.hour, sep=":", precision=6) for v in t["ra"]]
+    sex["DEC"] = [Angle(v, u.deg).to_string(unit=u.deg, sep="dms", precision=5)
+                  for v in t["dec"]]
+    sex["flux"] = t["flux"]
+    sex.write(tmp_path / "sex.csv")
+    masked = t.copy()
+    masked["ra"] = MaskedColumn(t["ra"], mask=np.arange(len(t)) == 0)
+    masked["flux"] = MaskedColumn(t["flux"], mask=np.arange(len(t)) == 1)
+    masked.write(tmp_path / "masked.ecsv")
+    with open_image(image) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        ref = load_truth(truth, img, noise)
+        got = load_truth(tmp_path / "sex.csv", img, noise)
+        np.testing.assert_allclose(got.x, ref.x, atol=1e-3)
+        np.testing.assert_allclose(got.y, ref.y, atol=1e-3)
+        labels = read_training_catalogue(tmp_path / "sex.csv", img)
+        np.testing.assert_allclose(labels.x, read_training_catalogue(truth, img).x, atol=1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no NaN cast warnings either
+            m = load_truth(tmp_path / "masked.ecsv", img, noise)
+        kept = list(ref.table["id"])
+        assert t["id"][0] in kept and t["id"][1] in kept  # both on the image
+        assert len(m.x) == len(ref.x) - 1 and t["id"][0] not in list(m.table["id"])  # no position
+        row = list(m.table["id"]).index(t["id"][1])
+        assert np.isnan(m.flux[row])  # missing, not 0
+        bad = sex.copy()
+        bad["RA"][2] = "noon"
+        bad.write(tmp_path / "bad.csv")
+        with pytest.raises(ValueError, match=r"column 'RA', row 2: 'noon' is not an angle"):
+            load_truth(tmp_path / "bad.csv", img, noise)
