@@ -21,6 +21,7 @@ from ._deps import require
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column",
+           "warn_unitless_sizes",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION"]
 
 PA_CONVENTION = "degrees east of north (counter-clockwise from north towards east), in [0, 180)"
@@ -206,6 +207,23 @@ def angle_column(col: Any, which: str, what: str) -> np.ndarray:
                                  f"angle ({err})") from None
     vals[mask] = np.nan
     return vals
+
+
+def warn_unitless_sizes(col: Any, arcsec: np.ndarray, what: str) -> None:
+    """Warn when a size column without a unit, read as arcsec (``arcsec``), holds sizes no
+    radio image resolves (median below 0.01 arcsec): most likely degrees, as PyBDSF writes
+    its Maj and Min, read 3600 times too small."""
+    if str(getattr(col, "unit", None) or ""):
+        return
+    v = np.asarray(arcsec, np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and float(np.median(v)) < 0.01:
+        import warnings
+
+        warnings.warn(f"{what}: column {getattr(col, 'name', '?')!r} has no unit and is read "
+                      f"as arcsec, but its median, {float(np.median(v)):.3g} arcsec, is below "
+                      "any radio resolution: if it is in degrees (PyBDSF's Maj, Min), give the "
+                      "column its unit", UserWarning, stacklevel=3)
 
 
 def find_column(table: Any, name: str) -> str | None:

@@ -45,6 +45,7 @@ from .catalogue import (
     make_table,
     read_catalogue,
     require_columns,
+    warn_unitless_sizes,
 )
 from .fits_image import FitsImage
 from .sky import pa_to_pixel_angle, sky_to_pixel
@@ -195,9 +196,11 @@ def _float_column(t: Any, name: str, what: str, unit: str | None) -> np.ndarray:
     return vals
 
 
-def _size_pixels(t: Any, name: str, what: str, pixel_scale: float | None) -> np.ndarray:
+def _size_pixels(t: Any, name: str, what: str, pixel_scale: float | None, *,
+                 check_unit: bool = False) -> np.ndarray:
     """A size column in pixels: angular units converted through ``pixel_scale``, ``pix``
-    taken as pixels, no unit read as arcsec (as pixels when the image has no pixel scale)."""
+    taken as pixels, no unit read as arcsec (as pixels when the image has no pixel scale);
+    ``check_unit``: warn when unitless values look like degrees."""
     col = t[name]
     cu = str(getattr(col, "unit", None) or "")
     if cu in ("pix", "pixel"):
@@ -207,7 +210,10 @@ def _size_pixels(t: Any, name: str, what: str, pixel_scale: float | None) -> np.
             raise CatalogueError(f"{what}: column {name!r} is in {cu} but the image has no WCS "
                                  "pixel scale to convert it to pixels; give sizes in pixels")
         return _float_column(t, name, what, None)
-    return _float_column(t, name, what, "arcsec") / pixel_scale
+    arcsec = _float_column(t, name, what, "arcsec")
+    if check_unit:
+        warn_unitless_sizes(col, arcsec, what)
+    return arcsec / pixel_scale
 
 
 def _theta(image: FitsImage, x: np.ndarray, y: np.ndarray, pa_deg: np.ndarray, *,
@@ -235,7 +241,7 @@ def _shapes(t: Any, ok: np.ndarray, image: FitsImage, x: np.ndarray, y: np.ndarr
     beam = image.beam if (image.beam is not None and scale) else None
     bmaj_name, bmin_name, pa_name = (find_column(t, c) for c in ("bmaj", "bmin", "pa"))
     have_sizes = bmaj_name is not None and bmin_name is not None
-    bmaj = _size_pixels(t, bmaj_name, what, scale)[ok] if have_sizes else None
+    bmaj = _size_pixels(t, bmaj_name, what, scale, check_unit=True)[ok] if have_sizes else None
     bmin = _size_pixels(t, bmin_name, what, scale)[ok] if have_sizes else None
     if beam is not None:
         beam_maj, beam_min = beam.bmaj / scale, beam.bmin / scale

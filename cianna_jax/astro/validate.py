@@ -30,6 +30,7 @@ from .catalogue import (
     find_column,
     make_table,
     read_catalogue,
+    warn_unitless_sizes,
     write_catalogue,
 )
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
@@ -128,6 +129,8 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
         ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))
     sdc1_like = "b_maj" in [c.lower() for c in t.colnames]
     bmaj, bmin, pa = _col(t, "bmaj"), _col(t, "bmin"), _col(t, "pa")
+    if bmaj is not None:  # the major axis tells (one warning, not one per axis)
+        warn_unitless_sizes(t[find_column(t, "bmaj")], bmaj, what)
     beam = image.beam.bmaj if image.beam is not None else None
     if bmaj is not None and bmin is not None and beam is not None:
         if sdc1_like:  # SDC1 sizes are intrinsic: add the restoring beam

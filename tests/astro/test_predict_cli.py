@@ -436,3 +436,33 @@ def test_truth_in_sexagesimal_text_and_with_masked_values(tmp_path, field):
         bad.write(tmp_path / "bad.csv")
         with pytest.raises(ValueError, match=r"column 'RA', row 2: 'noon' is not an angle"):
             load_truth(tmp_path / "bad.csv", img, noise)
+
+
+def test_unitless_sizes_in_degrees_are_warned_about(tmp_path, field):
+    """PyBDSF writes Maj/Min in degrees; without the unit (a plain CSV) they read as arcsec,
+    3600 times too small, silently."""
+    from cianna_jax.astro.catalogue import read_catalogue as read
+    from cianna_jax.astro.labels import read_training_catalogue
+    from cianna_jax.astro.validate import load_truth
+
+    image, truth, _ = field
+    t = read(truth)["ra", "dec", "flux", "bmaj", "bmin", "pa"]
+    deg = t.copy()
+    for c in ("bmaj", "bmin"):
+        deg[c] = np.asarray(t[c].quantity.to_value("deg"))  # numbers, no unit
+    deg.rename_columns(["bmaj", "bmin"], ["Maj", "Min"])
+    deg.write(tmp_path / "pybdsf_like.csv")
+    t.write(tmp_path / "arcsec.ecsv")
+    with open_image(image) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        with pytest.warns(UserWarning, match=r"'Maj' has no unit and is read as arcsec.*"
+                                             r"PyBDSF's Maj, Min") as caught:
+            load_truth(tmp_path / "pybdsf_like.csv", img, noise)
+        with pytest.warns(UserWarning, match="'Maj' has no unit") as caught2:
+            read_training_catalogue(tmp_path / "pybdsf_like.csv", img)
+        assert len(caught) == len(caught2) == 1  # one warning, not one per axis
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            load_truth(tmp_path / "arcsec.ecsv", img, noise)  # sizes with units: no warning
