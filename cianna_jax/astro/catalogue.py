@@ -18,6 +18,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
+from .pybdsf_text import is_pybdsf_text, read_pybdsf_text
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column",
@@ -139,8 +140,9 @@ def write_catalogue(table: Any, path: str | os.PathLike, fmt: str | None = None)
 
 
 def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
-    """Read a catalogue (any format above; SDC1 text files get the SDC1 column names).
-    Files without a known extension are tried as ECSV/ASCII."""
+    """Read a catalogue (any format above; SDC1 text files get the SDC1 column names,
+    PyBDSF's text catalogues their names and units, :mod:`.pybdsf_text`).  Files without a
+    known extension are tried as ECSV/ASCII."""
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"{p}: no such catalogue file")
@@ -150,6 +152,8 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
     except CatalogueError:
         f = "ascii"
     try:
+        if f in ("ascii", "csv", "sdc1") and is_pybdsf_text(p):  # names in a comment line
+            return read_pybdsf_text(p)
         if f == "sdc1":
             return read_sdc1(p)
         if f == "csv":

@@ -141,3 +141,29 @@ def read_sdc1_str(text):
         return read_sdc1(fh.name)
     finally:
         os.unlink(fh.name)
+
+
+@pytest.mark.parametrize("name", ["g_bdsf.srl.ascii", "g_bdsf.srl.csv", "as_sdc1_ext.txt"])
+def test_pybdsf_text_catalogues_read_as_its_fits_one(tmp_path, name):
+    """PyBDSF's text source lists (real files, tests/data/pybdsf): names on a comment line,
+    no units.  Its ASCII one read with names col1..col45, its CSV one did not read, and one
+    named .txt was read as SDC1 columns (ra_core from Isl_id...)."""
+    from pathlib import Path
+
+    data = Path(__file__).parent.parent / "data" / "pybdsf"
+    path = data / name
+    if name.endswith(".txt"):
+        path = tmp_path / name
+        path.write_bytes((data / "g_bdsf.srl.ascii").read_bytes())
+    ref = read_catalogue(data / "g_bdsf.srl.fits")
+    got = read_catalogue(path)
+    assert got.colnames == ref.colnames and len(got) == len(ref) == 13
+    for c in ref.colnames:
+        assert (got[c].unit is None) == (ref[c].unit is None), c
+        if ref[c].unit is not None:
+            assert got[c].unit == ref[c].unit, c
+        if ref[c].dtype.kind in "fi":
+            np.testing.assert_allclose(np.asarray(got[c], float), np.asarray(ref[c], float),
+                                       rtol=1e-9, atol=1e-12, err_msg=c)
+        else:
+            assert [str(v).strip() for v in got[c]] == [str(v).strip() for v in ref[c]], c
