@@ -21,7 +21,7 @@ from ._deps import require
 from .pybdsf_text import is_pybdsf_text, read_pybdsf_text
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
-           "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column",
+           "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
            "warn_unitless_sizes",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION"]
 
@@ -210,6 +210,35 @@ def angle_column(col: Any, which: str, what: str) -> np.ndarray:
             raise CatalogueError(f"{what}: column {name!r} has unit {cu}, which is not an "
                                  f"angle ({err})") from None
     vals[mask] = np.nan
+    return vals
+
+
+#: the unit each standard column is read in
+STANDARD_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "arcsec",
+          "bmaj_deconv": "arcsec", "bmin_deconv": "arcsec", "pa": "deg"}
+
+
+def column_values(t: Any, name: str, what: str = "catalogue") -> np.ndarray | None:
+    """Column ``name`` (or an alias) as float64, masked entries NaN, converted to the
+    standard unit when the column has a unit (e.g. PyBDSF's sizes in degrees -> arcsec);
+    RA and Dec may also be sexagesimal text (:func:`.catalogue.angle_column`)."""
+    c = find_column(t, name)
+    if c is None:
+        return None
+    col = t[c]
+    if name in ("ra", "dec"):
+        return angle_column(col, name, what)
+    try:
+        vals = np.array(np.ma.getdata(col), np.float64)
+    except (TypeError, ValueError):
+        raise CatalogueError(f"{what}: column {c!r} is not numeric ({col.dtype})") from None
+    unit = STANDARD_UNITS.get(name)
+    if unit is not None and getattr(col, "unit", None) is not None:
+        try:
+            vals *= float(col.unit.to(unit))
+        except Exception:  # an unrelated unit: keep the numbers
+            pass
+    vals[np.ma.getmaskarray(col)] = np.nan  # a masked value is missing, not its fill
     return vals
 
 

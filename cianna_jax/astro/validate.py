@@ -26,7 +26,7 @@ from ._deps import MissingExtraError
 from .catalogue import (
     SDC1_COLUMNS,
     CatalogueError,
-    angle_column,
+    column_values,
     find_column,
     make_table,
     read_catalogue,
@@ -69,41 +69,13 @@ class Truth:
     snr_from: str = "the catalogue's snr column"
 
 
-_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "arcsec",
-          "bmaj_deconv": "arcsec", "bmin_deconv": "arcsec", "pa": "deg"}
-
-
-def _col(t: Any, name: str, what: str = "truth catalogue") -> np.ndarray | None:
-    """Column ``name`` (or an alias) as float64, masked entries NaN, converted to the
-    standard unit when the column has a unit (e.g. PyBDSF's sizes in degrees -> arcsec);
-    RA and Dec may also be sexagesimal text (:func:`.catalogue.angle_column`)."""
-    c = find_column(t, name)
-    if c is None:
-        return None
-    col = t[c]
-    if name in ("ra", "dec"):
-        return angle_column(col, name, what)
-    try:
-        vals = np.array(np.ma.getdata(col), np.float64)
-    except (TypeError, ValueError):
-        raise CatalogueError(f"{what}: column {c!r} is not numeric ({col.dtype})") from None
-    unit = _UNITS.get(name)
-    if unit is not None and getattr(col, "unit", None) is not None:
-        try:
-            vals *= float(col.unit.to(unit))
-        except Exception:  # an unrelated unit: keep the numbers
-            pass
-    vals[np.ma.getmaskarray(col)] = np.nan  # a masked value is missing, not its fill
-    return vals
-
-
 def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Truth:
     """Read a truth catalogue and put it in the frame of ``image`` (see the module
     docstring).  CatalogueError names any missing column."""
     t = read_catalogue(path)
     what = f"truth catalogue {os.fspath(path)}"
-    ra, dec = _col(t, "ra"), _col(t, "dec")
-    x, y = _col(t, "x"), _col(t, "y")
+    ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
+    x, y = column_values(t, "x", what), column_values(t, "y", what)
     have_sky = ra is not None and dec is not None
     have_pix = x is not None and y is not None
     if not have_sky and not have_pix:
@@ -112,7 +84,7 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
     if not have_pix and image.wcs is None:
         raise CatalogueError(f"{what}: missing columns 'x' and 'y': the image has no WCS, so sky "
                              "positions cannot be placed on it")
-    flux = _col(t, "flux")
+    flux = column_values(t, "flux", what)
     if flux is None:
         raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
                              f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")
@@ -128,7 +100,7 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
     if inside.any() and image.ndim == 2:
         ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))
     sdc1_like = "b_maj" in [c.lower() for c in t.colnames]
-    bmaj, bmin, pa = _col(t, "bmaj"), _col(t, "bmin"), _col(t, "pa")
+    bmaj, bmin, pa = (column_values(t, c, what) for c in ("bmaj", "bmin", "pa"))
     if bmaj is not None:  # the major axis tells (one warning, not one per axis)
         warn_unitless_sizes(t[find_column(t, "bmaj")], bmaj, what)
     beam = image.beam.bmaj if image.beam is not None else None
@@ -137,7 +109,7 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
             bmaj, bmin = np.hypot(bmaj, beam), np.hypot(bmin, image.beam.bmin)
         else:
             bmaj, bmin = np.maximum(bmaj, beam), np.maximum(bmin, image.beam.bmin)
-    snr = _col(t, "snr")
+    snr = column_values(t, "snr", what)
     snr_from = "the catalogue's snr column"
     if snr is None:
         rms = noise.at(y, x) * image.unit_scale
@@ -160,7 +132,8 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
             return next((c for c in cols if c is not None), zero)[ok]
 
         sdc1 = sdc1_columns(np.arange(1, ok.sum() + 1), ra[ok], dec[ok], flux[ok],
-                            first(_col(t, "bmaj_deconv"), bmaj), first(_col(t, "bmin_deconv"), bmin),
+                            first(column_values(t, "bmaj_deconv", what), bmaj),
+                            first(column_values(t, "bmin_deconv", what), bmin),
                             first(pa))
 
     def sel(v):
