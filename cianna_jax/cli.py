@@ -115,10 +115,27 @@ def _val(args) -> int:
                    obj_threshold=args.threshold, match_factor=args.match_radius,
                    min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
-                   hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision)
+                   hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
+                   compare=_compare_names(args.compare))
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
+
+
+def _compare_names(values: list[str]) -> dict[str, str]:
+    """``--compare [NAME=]CATALOGUE`` values as name -> path (default name: the file's
+    name without its extensions); a name given twice is an error."""
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or os.path.exists(v):  # a path that holds "=" is a path
+            name, path = os.path.basename(v).split(".")[0] or v, v
+        if not name or not path:
+            raise ValueError(f"--compare: expected [NAME=]CATALOGUE, received {v!r}")
+        if name in out or name.startswith("cianna_jax"):
+            raise ValueError(f"--compare: the name {name!r} is taken; give another as NAME=path")
+        out[name] = path
+    return out
 
 
 #: ``train`` options that set a run up: ``--resume`` takes them from the run's args.json
@@ -246,6 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--sdc1-area", default="all", choices=("all", "exclude_train", "train"),
                      help="SDC1 training-area rule (the challenge: exclude_train)")
     val.add_argument("--no-plots", action="store_true", help="no PNG files")
+    val.add_argument("--compare", action="append", default=[], metavar="[NAME=]CATALOGUE",
+                     help="another finder's catalogue (PyBDSF's source list, ...) scored beside "
+                          "the detector with the same truth and rules; repeatable")
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")

@@ -68,6 +68,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "bmin": ("bmin", "b_min", "min", "minor"),
     "pa": ("pa", "position_angle"),
     "objectness": ("objectness", "score", "confidence"),
+    "peak": ("peak", "peak_flux", "s_peak", "flux_peak"),
+    "rms": ("rms", "isl_rms", "local_rms", "rms_noise"),
+    "bmaj_deconv": ("bmaj_deconv", "dc_maj", "deconv_maj"),
+    "bmin_deconv": ("bmin_deconv", "dc_min", "deconv_min"),
 }
 
 
@@ -214,8 +218,9 @@ def angle_column(col: Any, which: str, what: str) -> np.ndarray:
 
 
 #: the unit each standard column is read in
-STANDARD_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec", "bmin": "arcsec",
-          "bmaj_deconv": "arcsec", "bmin_deconv": "arcsec", "pa": "deg"}
+STANDARD_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "peak": "Jy/beam", "rms": "Jy/beam",
+                  "bmaj": "arcsec", "bmin": "arcsec", "bmaj_deconv": "arcsec",
+                  "bmin_deconv": "arcsec", "pa": "deg"}
 
 
 def column_values(t: Any, name: str, what: str = "catalogue") -> np.ndarray | None:

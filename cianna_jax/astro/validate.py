@@ -15,6 +15,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap
+from .other_finder import load_detections
 from .pipeline import find_sources
 from .predict import checked_threshold, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
@@ -316,12 +318,16 @@ def validate(
     plane: int | None = None,
     log=print,
     mixed_precision: str = "off",
+    compare: Mapping[str, str | os.PathLike] | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
     files are written only once everything is computed, each file atomically.
     ``mixed_precision``: CIANNA's mode for the detector's passes and ``plane`` a cube's
-    plane taken as the image (see :func:`.pipeline.find_sources`)."""
+    plane taken as the image (see :func:`.pipeline.find_sources`).  ``compare``: name ->
+    catalogue of another finder (PyBDSF...), scored beside the detector with the same truth
+    and rules (:mod:`.other_finder`): a side-by-side table in the report, ``compare`` in
+    ``scores.json``, a line each in the completeness figure."""
     as_bounded_float(match_factor, "match_factor")
     as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
@@ -334,6 +340,7 @@ def validate(
 
         noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
         tr = load_truth(truth, img, noise)  # checks columns before the long part
+        others = {str(k): load_detections(v, img, noise) for k, v in (compare or {}).items()}
         low = min(0.05, thr)
         res = find_sources(img, mdl, obj_threshold=low, progress=progress, noise=noise,
                            predict_fn=predict_fn)
@@ -350,17 +357,7 @@ def validate(
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=img.pixel_scale, select=sel),
             int(counted.sum()), counted)
-        sdc1 = None
-        if tr.sdc1 is not None and "ra" in det.colnames and len(det):
-            sub = sdc1_columns(np.asarray(det["id"]), np.asarray(det["ra"]), np.asarray(det["dec"]),
-                               np.asarray(det["flux"]),
-                               np.asarray(det["bmaj_deconv"] if "bmaj_deconv" in det.colnames
-                                          else det["bmaj"]),
-                               np.asarray(det["bmin_deconv"] if "bmin_deconv" in det.colnames
-                                          else det["bmin"]), np.asarray(det["pa"]))
-            good = np.all([np.isfinite(v) for v in sub.values()], axis=0)
-            sdc1 = sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, sdc1_freq,
-                              area=sdc1_area)
+        sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
         text = (f"image {os.fspath(image)}, model {mdl.card.path}, objectness >= {thr:g}\n"
                 f"{res.timings['tiles']} tiles at {res.timings['tiles_per_s']:.1f} tiles/s; "
                 f"noise {res.timings['noise_s']:.1f} s, detection {res.timings['detect_s']:.1f} s,"
@@ -381,16 +378,20 @@ def validate(
                               "precision": sc.by_snr.precision, "f1": sc.by_snr.f1,
                               "n_true": sc.by_snr.n_truth, "n_det": sc.by_snr.n_det},
                    "pr_curve": pr, "timings": res.timings,
-                   "sdc1": None if sdc1 is None else {
-                       "value": sdc1.value, "n_det": sdc1.n_det, "n_match": sdc1.n_match,
-                       "n_bad": sdc1.n_bad, "n_false": sdc1.n_false, "acc_pc": sdc1.acc_pc,
-                       "freq": sdc1_freq, "area": sdc1_area}}
+                   "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area)}
+        curves = {"cianna_jax": sc.by_snr}
+        if others:
+            extra, summary["compare"], curves = _compared(
+                others, tr, beam, img.pixel_scale, ours=(f"cianna_jax {thr:g}", sc, sdc1),
+                match_factor=match_factor, min_truth_snr=min_truth_snr, snr_bins=snr_bins,
+                sdc1_freq=sdc1_freq, sdc1_area=sdc1_area)
+            text += extra
         files["scores.json"] = (json.dumps(_jsonable(summary), indent=1) + "\n").encode()
         files["report.txt"] = (text + "\n").encode()
         figs = {}
         if plots:
             try:
-                figs = _figures(img, res, det, tr, m, sc, pr, thr)
+                figs = _figures(img, res, det, tr, m, curves, pr, thr)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []
@@ -416,13 +417,58 @@ def validate(
     return ValReport(det, tr, m, sc, pr, sdc1, text, written)
 
 
+def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
+    """The SDC1 score of a detection table (deconvolved sizes where it has them), or None
+    when the truth or the detections lack what it needs (sky positions, sizes)."""
+    if tr.sdc1 is None or "ra" not in det.colnames or "bmaj" not in det.colnames or not len(det):
+        return None
+    cols = det.colnames
+    sub = sdc1_columns(np.asarray(det["id"]), np.asarray(det["ra"]), np.asarray(det["dec"]),
+                       np.asarray(det["flux"]),
+                       np.asarray(det["bmaj_deconv" if "bmaj_deconv" in cols else "bmaj"]),
+                       np.asarray(det["bmin_deconv" if "bmin_deconv" in cols else "bmin"]),
+                       np.asarray(det["pa"]) if "pa" in cols else np.zeros(len(det)))
+    good = np.all([np.isfinite(v) for v in sub.values()], axis=0)
+    return sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, freq, area=area)
+
+
+def _sdc1_summary(sdc1: Sdc1Score | None, freq: int, area: str) -> dict | None:
+    return None if sdc1 is None else {
+        "value": sdc1.value, "n_det": sdc1.n_det, "n_match": sdc1.n_match, "n_bad": sdc1.n_bad,
+        "n_false": sdc1.n_false, "acc_pc": sdc1.acc_pc, "freq": freq, "area": area}
+
+
+def _compared(others: dict[str, Any], tr: Truth, beam: float, pixel_scale: float | None, *,
+              ours: tuple[str, Scores, Sdc1Score | None], match_factor: float,
+              min_truth_snr: float, snr_bins, sdc1_freq: int, sdc1_area: str
+              ) -> tuple[str, dict, dict[str, BinnedScores]]:
+    """Score the other finders' detection tables like ours: (report text, scores.json
+    entry, SNR curves for the figure)."""
+    name, sc, sdc1 = ours
+    scores, sdc1s, entry = {name: sc}, {name: sdc1}, {}
+    for other, det in others.items():
+        m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
+        scores[other] = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
+        sdc1s[other] = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
+        entry[other] = {"catalogue": det.meta["source"], "snr_from": det.meta["snr_from"],
+                        "n_unplaced": det.meta["n_unplaced"], "scores": scores[other].summary(),
+                        "sdc1": _sdc1_summary(sdc1s[other], sdc1_freq, sdc1_area)}
+    notes = "".join(f"\n{o}: {d.meta['source']} ({len(d)} detections; SNR from "
+                    f"{d.meta['snr_from']}"
+                    + (f"; {d.meta['n_unplaced']} rows without a position left out"
+                       if d.meta["n_unplaced"] else "") + ")" for o, d in others.items())
+    text = ("\n\nThe same truth, matcher and scores for the other catalogues:" + notes + "\n\n"
+            + format_side_by_side(scores, sdc1s if any(sdc1s.values()) else None))
+    return text, entry, {k: v.by_snr for k, v in scores.items()}
+
+
 def _truth_ids(tr: Truth) -> np.ndarray:
     c = find_column(tr.table, "id")
     return np.asarray(tr.table[c]) if c else np.arange(1, len(tr.x) + 1)
 
 
-def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match, sc: Scores, pr: dict,
-             thr: float) -> dict[str, Any]:
+def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match,
+             curves: dict[str, BinnedScores], pr: dict, thr: float) -> dict[str, Any]:
     from .plots import completeness_reliability, field_overlay, flux_recovery, pr_curve_plot
 
     H, W = img.shape[-2:]
@@ -438,7 +484,7 @@ def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match, sc: Scores
             det_xy=(np.asarray(det["x"]), np.asarray(det["y"])), det_matched=m.det_to_truth >= 0,
             title=f"{os.path.basename(img.path)}: {len(det)} detections (objectness >= {thr:g}), "
                   f"{int(shown.sum())} true sources of SNR >= 3 (circles)"),
-        "completeness_reliability.png": completeness_reliability({"cianna_jax": sc.by_snr}),
+        "completeness_reliability.png": completeness_reliability(curves),
         "pr_curve.png": pr_curve_plot(pr, operating=thr),
     }
     if m.n:

@@ -466,3 +466,37 @@ def test_unitless_sizes_in_degrees_are_warned_about(tmp_path, field):
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             load_truth(tmp_path / "arcsec.ecsv", img, noise)  # sizes with units: no warning
+
+
+def test_val_compares_other_finders_catalogues(tmp_path, field, tiny_model, capsys):
+    """--compare scores other catalogues with the same truth, matcher and rules: the truth
+    itself (a perfect finder, its SNR from flux over the local noise: no snr column), half
+    of it in pixels only, a PyBDSF text list; names from NAME= or the file name."""
+    image, truth, _ = field
+    t = read_catalogue(truth)
+    t["ra", "dec", "flux", "bmaj", "bmin", "pa"].write(tmp_path / "perfect.ecsv")
+    half = t[::2]["x", "y", "flux"]
+    half.write(tmp_path / "half.csv")
+    rep = tmp_path / "report"
+    assert main(["val", "--model", tiny_model, "--image", image, "--catalogue", truth,
+                 "--out", str(rep), "--quiet", "--no-plots", "--compare",
+                 f"best={tmp_path / 'perfect.ecsv'}", "--compare", str(tmp_path / "half.csv")
+                 ]) == 0
+    text = capsys.readouterr().out
+    assert "The same truth, matcher and scores for the other catalogues:" in text
+    assert "SNR from its flux over the local noise, as point sources" in text
+    s = json.loads((rep / "scores.json").read_text())["compare"]
+    assert set(s) == {"best", "half"}
+    best, half_s = s["best"]["scores"], s["half"]["scores"]
+    assert best["precision"] == best["recall"] == 1.0 and best["n_det"] == len(t)
+    assert half_s["precision"] == 1.0 and 0.3 < half_s["recall"] < 0.7
+    assert s["best"]["sdc1"]["n_match"] == len(t) and s["half"]["sdc1"] is None  # no sky
+    # a missing catalogue or a repeated name: stopped before the detector runs
+    for extra, match in ((["--compare", str(tmp_path / "nope.csv")], "nope.csv"),
+                         (["--compare", f"a={truth}", "--compare", f"a={truth}"],
+                          "the name 'a' is taken")):
+        assert main(["val", "--model", tiny_model, "--image", image, "--catalogue", truth,
+                     "--out", str(tmp_path / "r2"), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert match in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "r2").exists()

@@ -1,0 +1,110 @@
+"""Another source finder's catalogue as detections, to score it beside the detector.
+
+``cianna-jax val --compare`` scores the catalogue of another finder (PyBDSF, Aegean, a
+previous run...) against the same truth, with the same matcher and rules, and shows it
+beside the detector's scores.  :func:`load_detections` reads that catalogue (any format of
+:mod:`.catalogue`, PyBDSF's text lists included) into this package's columns: positions
+(sky or pixels, the other computed through the image's WCS), ``flux`` (Jy), ``snr``,
+sizes and position angles where given, deconvolved sizes (PyBDSF's ``DC_Maj``) for the
+SDC1 score.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .catalogue import (
+    CatalogueError,
+    column_values,
+    find_column,
+    make_table,
+    read_catalogue,
+    warn_unitless_sizes,
+)
+from .fits_image import FitsImage
+from .noise import NoiseMap
+from .sky import pixel_to_sky, sky_to_pixel
+
+__all__ = ["load_detections", "snr_source"]
+
+
+def snr_source(t: Any) -> str:
+    """Where :func:`load_detections` takes a catalogue's SNR from (for the report)."""
+    if find_column(t, "snr") is not None:
+        return "its snr column"
+    if find_column(t, "peak") is not None:
+        return ("its peak over its rms column" if find_column(t, "rms") is not None
+                else "its peak over the local noise")
+    return "its flux over the local noise, as point sources"
+
+
+def load_detections(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Any:
+    """The catalogue ``path`` as a detection table for ``image`` (2D): columns ``id``,
+    ``x``, ``y``, ``ra``/``dec`` (with a WCS), ``flux``, ``snr`` and, when the catalogue has
+    them, ``bmaj``, ``bmin``, ``pa``, ``bmaj_deconv``, ``bmin_deconv``.  Rows without a
+    finite position are left out (counted in ``meta["n_unplaced"]``).  CatalogueError for
+    a missing position or flux column."""
+    if image.ndim != 2:
+        raise ValueError(f"{image.path}: comparison catalogues are scored on 2D images, this one "
+                         f"has shape {image.shape}")
+    p = os.fspath(path)
+    what = f"comparison catalogue {p}"
+    t = read_catalogue(p)
+    ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
+    x, y = column_values(t, "x", what), column_values(t, "y", what)
+    have_sky, have_pix = ra is not None and dec is not None, x is not None and y is not None
+    if not (have_sky and image.wcs is not None) and not have_pix:
+        need = "'x' and 'y' (pixels): the image has no WCS" if have_sky else \
+            "'ra' and 'dec' (deg) or 'x' and 'y' (pixels)"
+        raise CatalogueError(f"{what}: missing position columns: need {need}; it has "
+                             f"{t.colnames}")
+    flux = column_values(t, "flux", what)
+    if flux is None:
+        raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
+                             f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")
+    if have_sky and image.wcs is not None:
+        x, y = sky_to_pixel(image.wcs, ra, dec)
+    elif image.wcs is not None:
+        ra, dec = pixel_to_sky(image.wcs, x, y)
+    placed = np.isfinite(x) & np.isfinite(y)
+    if ra is not None:
+        placed &= np.isfinite(ra) & np.isfinite(dec)
+    cols: dict[str, np.ndarray] = {"id": np.arange(1, int(placed.sum()) + 1)}
+    if ra is not None and image.wcs is not None:
+        cols["ra"], cols["dec"] = ra[placed], dec[placed]
+    cols["x"], cols["y"] = x[placed], y[placed]
+    cols["flux"] = flux[placed]
+    cols["snr"] = _snr(t, what, image, noise, flux, x, y)[placed]
+    bmaj = column_values(t, "bmaj", what)
+    if bmaj is not None:
+        warn_unitless_sizes(t[find_column(t, "bmaj")], bmaj, what)
+    for name, values in (("bmaj", bmaj), ("bmin", column_values(t, "bmin", what)),
+                         ("pa", column_values(t, "pa", what)),
+                         ("bmaj_deconv", column_values(t, "bmaj_deconv", what)),
+                         ("bmin_deconv", column_values(t, "bmin_deconv", what))):
+        if values is not None:
+            cols[name] = values[placed]
+    if "bmaj" in cols and "bmin" not in cols:  # sizes come in pairs: one alone is not used
+        del cols["bmaj"]
+    return make_table(cols, meta={"source": p, "n_unplaced": int((~placed).sum()),
+                                  "snr_from": snr_source(t)})
+
+
+def _snr(t: Any, what: str, image: FitsImage, noise: NoiseMap, flux: np.ndarray,
+         x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    snr = column_values(t, "snr", what)
+    if snr is not None:
+        return snr
+    peak, rms = column_values(t, "peak", what), column_values(t, "rms", what)
+    if peak is not None and rms is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return peak / rms
+    ok = np.isfinite(x) & np.isfinite(y)
+    local = np.full(len(flux), np.nan)
+    if ok.any():
+        local[ok] = noise.at(y[ok], x[ok]) * image.unit_scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (peak if peak is not None else flux) / local
