@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .catalogue import (
-    CatalogueError,
     column_values,
     find_column,
     make_table,
@@ -26,7 +25,7 @@ from .catalogue import (
 )
 from .fits_image import FitsImage
 from .noise import NoiseMap
-from .sky import pixel_to_sky, sky_to_pixel
+from .placement import place_catalogue
 
 __all__ = ["load_detections", "snr_source"]
 
@@ -53,22 +52,7 @@ def load_detections(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) 
     p = os.fspath(path)
     what = f"comparison catalogue {p}"
     t = read_catalogue(p)
-    ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
-    x, y = column_values(t, "x", what), column_values(t, "y", what)
-    have_sky, have_pix = ra is not None and dec is not None, x is not None and y is not None
-    if not (have_sky and image.wcs is not None) and not have_pix:
-        need = "'x' and 'y' (pixels): the image has no WCS" if have_sky else \
-            "'ra' and 'dec' (deg) or 'x' and 'y' (pixels)"
-        raise CatalogueError(f"{what}: missing position columns: need {need}; it has "
-                             f"{t.colnames}")
-    flux = column_values(t, "flux", what)
-    if flux is None:
-        raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
-                             f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")
-    if have_sky and image.wcs is not None:
-        x, y = sky_to_pixel(image.wcs, ra, dec)
-    elif image.wcs is not None:
-        ra, dec = pixel_to_sky(image.wcs, x, y)
+    x, y, ra, dec, flux = place_catalogue(t, image, what)
     placed = np.isfinite(x) & np.isfinite(y)
     if ra is not None:
         placed &= np.isfinite(ra) & np.isfinite(dec)

@@ -26,7 +26,6 @@ from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
 from .catalogue import (
     SDC1_COLUMNS,
-    CatalogueError,
     column_values,
     find_column,
     make_table,
@@ -40,10 +39,10 @@ from .model_card import LoadedModel, load_model
 from .noise import NoiseMap
 from .other_finder import load_detections
 from .pipeline import find_sources
+from .placement import place_catalogue
 from .predict import checked_threshold, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
-from .sky import pixel_to_sky, sky_to_pixel
 
 __all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
            "format_scores", "format_side_by_side", "ValReport"]
@@ -76,24 +75,7 @@ def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Tr
     docstring).  CatalogueError names any missing column."""
     t = read_catalogue(path)
     what = f"truth catalogue {os.fspath(path)}"
-    ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
-    x, y = column_values(t, "x", what), column_values(t, "y", what)
-    have_sky = ra is not None and dec is not None
-    have_pix = x is not None and y is not None
-    if not have_sky and not have_pix:
-        raise CatalogueError(f"{what}: missing position columns: need 'ra' and 'dec' (deg) or "
-                             f"'x' and 'y' (pixels); it has {t.colnames}")
-    if not have_pix and image.wcs is None:
-        raise CatalogueError(f"{what}: missing columns 'x' and 'y': the image has no WCS, so sky "
-                             "positions cannot be placed on it")
-    flux = column_values(t, "flux", what)
-    if flux is None:
-        raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
-                             f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")
-    if have_sky and image.wcs is not None:
-        x, y = sky_to_pixel(image.wcs, ra, dec)
-    elif not have_sky and image.wcs is not None:
-        ra, dec = pixel_to_sky(image.wcs, x, y)
+    x, y, ra, dec, flux = place_catalogue(t, image, what)
     H, W = image.shape[-2:]
     placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
     ix, iy = (np.floor(np.where(placed, v, -1.0) + 0.5).astype(np.int64) for v in (x, y))
