@@ -18,6 +18,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
+from .ds9_regions import to_ds9
 from .pybdsf_text import is_pybdsf_text, read_pybdsf_text
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
@@ -28,7 +29,7 @@ __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "mak
 PA_CONVENTION = "degrees east of north (counter-clockwise from north towards east), in [0, 180)"
 
 FORMATS = {".ecsv": "ascii.ecsv", ".csv": "csv", ".fits": "fits", ".fit": "fits",
-           ".xml": "votable", ".vot": "votable", ".sdc1": "sdc1", ".txt": "sdc1"}
+           ".xml": "votable", ".vot": "votable", ".sdc1": "sdc1", ".txt": "sdc1", ".reg": "ds9"}
 
 #: Columns of an SDC1 submission / truth file, in order (what the official scorer reads).
 SDC1_COLUMNS = ("id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac",
@@ -113,6 +114,11 @@ def make_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
 def _serialise(table: Any, fmt: str) -> bytes:
     if fmt == "sdc1":
         return to_sdc1(table).encode()
+    if fmt == "ds9":
+        try:
+            return to_ds9(table).encode()
+        except ValueError as err:
+            raise CatalogueError(str(err)) from None
     if fmt in ("ascii.ecsv", "csv"):
         buf = io.StringIO()
         table.write(buf, format="ascii.ecsv", delimiter="," if fmt == "csv" else " ")
@@ -155,6 +161,9 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
         f = catalogue_format(p, fmt)
     except CatalogueError:
         f = "ascii"
+    if f == "ds9":
+        raise CatalogueError(f"{p}: DS9 region files are written for viewing, not read as "
+                             "catalogues; give the catalogue itself (.ecsv, .fits, ...)")
     try:
         if f in ("ascii", "csv", "sdc1") and is_pybdsf_text(p):  # names in a comment line
             return read_pybdsf_text(p)

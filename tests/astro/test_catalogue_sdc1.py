@@ -167,3 +167,34 @@ def test_pybdsf_text_catalogues_read_as_its_fits_one(tmp_path, name):
                                        rtol=1e-9, atol=1e-12, err_msg=c)
         else:
             assert [str(v).strip() for v in got[c]] == [str(v).strip() for v in ref[c]], c
+
+
+def test_ds9_regions_for_viewing_the_catalogue(tmp_path):
+    """.reg: one ellipse per source (FWHM axes, semi-axes of half of them, DS9's angle =
+    PA east of north + 90), points where the size is missing, labelled with the ids; the
+    catalogue's RA/Dec frame; pixels (1-based) without sky positions."""
+    t = _table(3)
+    t.meta["radec_frame"] = "FK5 (the image's WCS, equatorial J2000)"
+    t["bmaj"][2] = np.nan
+    write_catalogue(t, tmp_path / "cat.reg")
+    lines = (tmp_path / "cat.reg").read_text().splitlines()
+    assert lines[0] == "# Region file format: DS9 version 4.1" and lines[3] == "fk5"
+    body = lines[4:]
+    assert len(body) == 3 and body[2].startswith("point(") and body[2].endswith("text={3}")
+    inner = body[0][len("ellipse("):body[0].index(")")].split(",")
+    ra, dec, a, b, angle = (float(v.rstrip('"')) for v in inner)
+    assert inner[2].endswith('"') and body[0].endswith("# text={1}")
+    np.testing.assert_allclose([ra, dec], [t["ra"][0], t["dec"][0]], atol=1e-8)
+    np.testing.assert_allclose([a, b], [t["bmaj"][0] / 2, t["bmin"][0] / 2], rtol=1e-3)
+    np.testing.assert_allclose(angle, t["pa"][0] + 90.0, atol=1e-3)
+    pix = make_table({"x": np.array([0.0, 9.5]), "y": np.array([4.0, 2.0]),
+                      "bmaj": np.array([3.0, 2.0]), "bmin": np.array([1.0, 2.0]),
+                      "pa": np.array([0.0, 45.0])}, units={"bmaj": "pix", "bmin": "pix"})
+    write_catalogue(pix, tmp_path / "pix.reg")
+    lines = (tmp_path / "pix.reg").read_text().splitlines()
+    assert lines[3] == "image" and lines[4] == "ellipse(1.000,5.000,1.5,0.5,90.000) # text={1}"
+    with pytest.raises(CatalogueError, match="DS9 region files are written for viewing"):
+        read_catalogue(tmp_path / "cat.reg")
+    with pytest.raises(CatalogueError, match="DS9 regions need positions"):
+        write_catalogue(t["flux", "bmaj"], tmp_path / "none.reg")
+    assert not (tmp_path / "none.reg").exists()
