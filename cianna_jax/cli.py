@@ -102,7 +102,7 @@ def _predict(args) -> int:
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
-    print(f"{n} sources -> {args.out} ({sky})")
+    print(f"{n} sources -> {', '.join(args.out)} ({sky})")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
     return 0
@@ -238,8 +238,9 @@ def _parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred)
-    pred.add_argument("--out", required=True, help="catalogue: .ecsv, .csv, .fits, .xml "
-                                                   "(VOTable) or .sdc1/.txt (SDC1 text)")
+    pred.add_argument("--out", required=True, action="append",
+                      help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
+                           "text) or .reg (DS9 regions); repeatable: several files, one run")
     pred.add_argument("--format", default=None, help="output format, overriding the extension "
                                                      "(ascii.ecsv, csv, fits, votable, sdc1)")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")

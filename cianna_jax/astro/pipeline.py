@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -218,25 +219,32 @@ def find_sources(
 def predict_file(
     image: str | os.PathLike,
     model: str | os.PathLike | LoadedModel,
-    out: str | os.PathLike,
+    out: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     fmt: str | None = None,
     **kw: Any,
 ) -> SourceFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
-    ``fmt``).  The output format and folder are checked before any work; nothing is
-    written if anything fails."""
-    f = catalogue_format(out, fmt)
-    folder = check_folder(os.path.dirname(os.path.abspath(os.fspath(out))))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: output folder does not exist")
+    ``fmt``), or to each of several paths (e.g. an ``.ecsv`` and a DS9 ``.reg``: one
+    detection run).  The output formats and folders are checked before any work; nothing
+    is written if anything fails."""
+    outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
+    if not outs or (fmt is not None and len(outs) > 1):
+        raise ValueError("out: give one path, or several without fmt (each its extension's "
+                         f"format); received {outs!r} with fmt={fmt!r}")
+    formats = [catalogue_format(o, fmt) for o in outs]
+    for o in outs:
+        folder = check_folder(os.path.dirname(os.path.abspath(os.fspath(o))))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: output folder does not exist")
     with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None),
                     plane=kw.pop("plane", None)) as img:
-        if f == "sdc1" and img.wcs is None:
+        if "sdc1" in formats and img.wcs is None:
             raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image has no "
                              "celestial WCS")
         res = find_sources(img, model, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        write_catalogue(res.table, out, f)
+        for o, f in zip(outs, formats):
+            write_catalogue(res.table, o, f)
     return res

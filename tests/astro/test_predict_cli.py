@@ -500,3 +500,23 @@ def test_val_compares_other_finders_catalogues(tmp_path, field, tiny_model, caps
         err = capsys.readouterr().err
         assert match in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "r2").exists()
+
+
+def test_predict_writes_several_files_from_one_run(tmp_path, field, tiny_model, capsys):
+    """--out repeated: the catalogue and a DS9 region file from one detection run; every
+    output checked before the run (a bad second one leaves no first one)."""
+    image = field[0]
+    cat, reg = tmp_path / "c.ecsv", tmp_path / "c.reg"
+    assert main(["predict", "--model", tiny_model, "--image", image, "--out", str(cat),
+                 "--out", str(reg), "--quiet"]) == 0
+    assert f"-> {cat}, {reg} (ra/dec from the WCS)" in capsys.readouterr().out
+    t = read_catalogue(cat)
+    body = [line for line in reg.read_text().splitlines() if line.startswith(("ellipse", "point"))]
+    assert len(body) == len(t) > 0 and body[0].endswith("# text={1}")
+    for extra, match in ((["--out", str(tmp_path / "d.ecsv"), "--out", str(tmp_path / "d.xlsx")],
+                          "unknown catalogue extension '.xlsx'"),
+                         (["--out", str(tmp_path / "d.ecsv"), "--out", str(tmp_path / "d.csv"),
+                           "--format", "csv"], "several without fmt")):
+        assert main(["predict", "--model", tiny_model, "--image", image, "--quiet", *extra]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "d.ecsv").exists()
