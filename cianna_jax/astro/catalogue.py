@@ -40,6 +40,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "id": (None, "source number (1-based, brightest first)"),
     "ra": ("deg", "right ascension: ICRS, or the image's equatorial J2000 WCS (meta radec_frame)"),
     "dec": ("deg", "declination: ICRS, or the image's equatorial J2000 WCS (meta radec_frame)"),
+    "glon": ("deg", "galactic longitude (galactic images)"),
+    "glat": ("deg", "galactic latitude (galactic images)"),
     "x": ("pix", "x pixel, 0-based (FITS pixel 1 is 0)"),
     "y": ("pix", "y pixel, 0-based"),
     "z": ("pix", "channel, 0-based (cubes)"),

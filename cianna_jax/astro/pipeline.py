@@ -25,7 +25,14 @@ from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, load_model
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
-from .sky import deconvolve, frame_note, pa_to_pixel_angle, pixel_angle_to_pa, pixel_to_sky
+from .sky import (
+    deconvolve,
+    foreign_frame,
+    frame_note,
+    pa_to_pixel_angle,
+    pixel_angle_to_pa,
+    pixel_to_sky,
+)
 
 __all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
 
@@ -79,6 +86,10 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["id"] = np.arange(1, n + 1, dtype=np.int64)
     if ra is not None:
         cols["ra"], cols["dec"] = ra[order], dec[order]
+        if type(foreign_frame(image.wcs)).__name__ == "Galactic":  # the image's own l, b too
+            lon, lat = image.wcs.pixel_to_world_values(m.x[order], m.y[order])
+            cols["glon"] = np.mod(np.asarray(lon, np.float64), 360.0)
+            cols["glat"] = np.asarray(lat, np.float64)
     cols["x"], cols["y"] = m.x[order], m.y[order]
     if m.z is not None:
         cols["z"] = m.z[order]

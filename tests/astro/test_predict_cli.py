@@ -386,6 +386,9 @@ def test_a_galactic_image_gives_icrs_ra_dec(tmp_path, field, loaded_tiny):
     np.testing.assert_allclose(gal["dec"], icrs.dec.deg, atol=1e-9)
     assert abs(float(np.median(gal["ra"])) - 281.08) < 0.1  # not l = 30
     assert gal.meta["radec_frame"] == "ICRS, converted from the image's galactic WCS"
+    np.testing.assert_allclose(gal["glon"], np.mod(lon, 360.0), atol=1e-9)  # its own l, b too
+    np.testing.assert_allclose(gal["glat"], lat, atol=1e-9)
+    assert str(gal["glon"].unit) == "deg" and "glon" not in eq.colnames
     assert eq.meta["radec_frame"].endswith("(the image's WCS, equatorial J2000)")
 
 
