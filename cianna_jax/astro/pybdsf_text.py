@@ -52,7 +52,7 @@ def pybdsf_unit(name: str) -> str | None:
         return "deg"
     if base.endswith("Total_flux"):
         return "Jy"
-    if base in ("Peak_flux", "Isl_rms", "Isl_mean", "Resid_Isl_rms", "Resid_Isl_mean"):
+    if base == "Peak_flux" or base.endswith(("_rms", "_mean")):  # Isl_, Resid_, Wave_Isl_...
         return "Jy/beam"
     if base in ("Xposn", "Yposn", "Xposn_max", "Yposn_max"):
         return "pix"

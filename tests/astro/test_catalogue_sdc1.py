@@ -143,7 +143,8 @@ def read_sdc1_str(text):
         os.unlink(fh.name)
 
 
-@pytest.mark.parametrize("name", ["g_bdsf.srl.ascii", "g_bdsf.srl.csv", "as_sdc1_ext.txt"])
+@pytest.mark.parametrize("name", ["g_bdsf.srl.ascii", "g_bdsf.srl.csv", "as_sdc1_ext.txt",
+                                  "g_bdsf.gaul.csv"])
 def test_pybdsf_text_catalogues_read_as_its_fits_one(tmp_path, name):
     """PyBDSF's text source lists (real files, tests/data/pybdsf): names on a comment line,
     no units.  Its ASCII one read with names col1..col45, its CSV one did not read, and one
@@ -155,7 +156,7 @@ def test_pybdsf_text_catalogues_read_as_its_fits_one(tmp_path, name):
     if name.endswith(".txt"):
         path = tmp_path / name
         path.write_bytes((data / "g_bdsf.srl.ascii").read_bytes())
-    ref = read_catalogue(data / "g_bdsf.srl.fits")
+    ref = read_catalogue(data / ("g_bdsf.gaul.fits" if "gaul" in name else "g_bdsf.srl.fits"))
     got = read_catalogue(path)
     assert got.colnames == ref.colnames and len(got) == len(ref) == 13
     for c in ref.colnames:
