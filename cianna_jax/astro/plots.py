@@ -39,6 +39,15 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
         fh.write(buf.getvalue())
 
 
+def _axis_names(wcs: Any) -> tuple[str, str]:
+    """Axis labels of a celestial WCS's longitude and latitude."""
+    kind = str(wcs.wcs.ctype[0]).upper()[:4]
+    return {"GLON": ("Galactic longitude", "Galactic latitude"),
+            "ELON": ("Ecliptic longitude", "Ecliptic latitude"),
+            "SLON": ("Supergalactic longitude", "Supergalactic latitude")}.get(
+        kind, ("Right ascension", "Declination"))
+
+
 def field_overlay(
     image: np.ndarray,
     *,
@@ -93,9 +102,10 @@ def field_overlay(
     draw(det_xy, dm, s=25, marker="+", c="deepskyblue", linewidths=1.0, label="detected, matched")
     draw(det_xy, None if dm is None else ~np.asarray(dm, bool), s=25, marker="x", c="orange",
          linewidths=1.0, label="detected, false")
-    if wcs is not None:
-        ax.coords[0].set_axislabel("Right ascension")
-        ax.coords[1].set_axislabel("Declination")
+    if wcs is not None:  # the image's own sky axes (galactic for a Galactic-plane image)
+        lon, lat = _axis_names(wcs)
+        ax.coords[0].set_axislabel(lon)
+        ax.coords[1].set_axislabel(lat)
     else:
         ax.set_xlabel("x (pixel)")
         ax.set_ylabel("y (pixel)")

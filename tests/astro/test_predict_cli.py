@@ -523,3 +523,25 @@ def test_predict_writes_several_files_from_one_run(tmp_path, field, tiny_model, 
         assert main(["predict", "--model", tiny_model, "--image", image, "--quiet", *extra]) == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / "d.ecsv").exists()
+
+
+def test_field_overlay_names_a_galactic_image_s_axes():
+    """The overlay's WCS axes are the image's own: a galactic image's were labelled RA/Dec."""
+    pytest.importorskip("matplotlib")
+    from astropy.wcs import WCS
+
+    from cianna_jax.astro.plots import field_overlay
+
+    labels = {}
+    for ctype in (("GLON-SIN", "GLAT-SIN"), ("RA---SIN", "DEC--SIN")):
+        w = WCS(naxis=2)
+        w.wcs.ctype, w.wcs.crval = list(ctype), [30.0, 0.5]
+        w.wcs.crpix, w.wcs.cdelt = [8.0, 8.0], [-1 / 3600, 1 / 3600]
+        fig = field_overlay(np.random.default_rng(0).normal(size=(16, 16)), wcs=w)
+        ax = fig.axes[0]
+        labels[ctype[0][:4]] = (ax.coords[0].get_axislabel(), ax.coords[1].get_axislabel())
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert labels == {"GLON": ("Galactic longitude", "Galactic latitude"),
+                      "RA--": ("Right ascension", "Declination")}
