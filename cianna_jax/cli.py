@@ -173,14 +173,18 @@ def _train(args) -> int:
         missing = [f"--{n}" for n in ("image", "catalogue") if getattr(args, n) is None]
         if missing:
             raise ValueError(f"{' and '.join(missing)} required (except with --resume)")
-        s = TrainSettings(image=args.image, catalogue=args.catalogue, out=args.out,
+        if len(args.image) != len(args.catalogue):
+            raise ValueError(f"--image and --catalogue go in pairs: {len(args.image)} images, "
+                             f"{len(args.catalogue)} catalogues")
+        more = tuple(zip(args.image[1:], args.catalogue[1:]))
+        s = TrainSettings(image=args.image[0], catalogue=args.catalogue[0], out=args.out,
                           epochs=30 if args.epochs is None else args.epochs, arch=args.arch,
                           patch=args.patch,
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,
                           normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
-                          mixed_precision=args.mixed_precision)
+                          mixed_precision=args.mixed_precision, more_fields=more)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
@@ -270,9 +274,12 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")
-    tr.add_argument("--image", help="training FITS image (2D or SDC1 4D)")
-    tr.add_argument("--catalogue", help="its source catalogue: .ecsv, .csv, .fits, .xml or SDC1 "
-                                        "text (ra/dec or x/y, flux, bmaj, bmin, pa)")
+    tr.add_argument("--image", action="append",
+                    help="training FITS image (2D or SDC1 4D); repeat --image and --catalogue "
+                         "to train on several fields (paired in order)")
+    tr.add_argument("--catalogue", action="append",
+                    help="its source catalogue: .ecsv, .csv, .fits, .xml or SDC1 text (ra/dec "
+                         "or x/y, flux, bmaj, bmin, pa)")
     tr.add_argument("--out", required=True, help="run folder (models, results.csv, training.png)")
     tr.add_argument("--epochs", type=int, default=None, help="total epochs (default 30; with "
                                                               "--resume: the run's, or more)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -265,6 +266,41 @@ class PatchSampler:
         gy, gx = np.meshgrid(np.arange(ay0, ay1 - P + 1, P), np.arange(ax0, ax1 - P + 1, P),
                              indexing="ij")
         return gy.reshape(-1), gx.reshape(-1)
+
+
+class FieldsSampler:
+    """The patches of several fields (one :class:`PatchSampler` each, same patch size and
+    ``max_obj``): epoch ``e`` takes from each a share of the ``n`` patches proportional to
+    its training area (largest remainders), draws them with a seed of its own and returns
+    them shuffled together; the same arguments give the same arrays."""
+
+    def __init__(self, samplers: Sequence[PatchSampler]) -> None:
+        self.samplers = tuple(samplers)
+        if not self.samplers:
+            raise ValueError("samplers: expected at least one field")
+        if len({(p.patch, p.max_obj) for p in self.samplers}) != 1:
+            raise ValueError("samplers: every field needs the same patch size and max_obj")
+        areas = np.array([(a[1] - a[0]) * (a[3] - a[2]) for a in
+                          (p.area for p in self.samplers)], np.float64)
+        self.weights = areas / areas.sum()
+
+    def shares(self, n: int) -> np.ndarray:
+        """How many of ``n`` patches each field gives (they sum to ``n``)."""
+        raw = self.weights * int(n)
+        k = np.floor(raw).astype(np.int64)
+        order = np.argsort(-(raw - k), kind="stable")
+        k[order[:int(n) - int(k.sum())]] += 1
+        return k
+
+    def epoch(self, seed: int, epoch: int, n: int, *,
+              cancel: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`PatchSampler.epoch`, over every field."""
+        parts = [p.epoch(int(seed) + 1_000_003 * i, epoch, int(k), cancel=cancel)
+                 for i, (p, k) in enumerate(zip(self.samplers, self.shares(n))) if k]
+        x = np.concatenate([a for a, _ in parts])
+        t = np.concatenate([b for _, b in parts])
+        order = np.random.default_rng([int(seed), int(epoch), 7]).permutation(len(x))
+        return x[order], t[order]
 
 
 def grid_patches(image: np.ndarray, origin: tuple[int, int], labels: SourceLabels,

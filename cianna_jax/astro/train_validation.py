@@ -11,6 +11,7 @@ the sources of SNR >= ``min_snr``.  AP is the area under the precision-recall cu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from .predict import detect
 from .scores import f1_score, pr_curve
 
 __all__ = ["THRESHOLDS", "ValidationArea", "ValidationScores", "average_precision",
-           "tune_threshold", "validate_area"]
+           "tune_threshold", "validate_area", "validate_areas"]
 
 #: Objectness thresholds tried when tuning (detection runs once at the lowest).
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 3)
@@ -99,6 +100,11 @@ def validate_area(model: LoadedModel, area: ValidationArea, predict_fn: Any,
                   thresholds: np.ndarray = THRESHOLDS) -> ValidationScores:
     """Detect over ``area`` with ``model`` (``predict_fn``: the jitted network on a batch
     of tiles), sweep ``thresholds`` and return the scores at the best-F1 threshold."""
+    return validate_areas(model, (area,), predict_fn, thresholds)
+
+
+def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
+                thresholds: np.ndarray) -> dict[str, np.ndarray]:
     y0, x0 = area.origin
     pix = area.pixels
     det = detect(lambda w: pix[w], pix.shape, model, noise=_OffsetNoise(area.noise, y0, x0),
@@ -111,11 +117,33 @@ def validate_area(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     def matcher(sel: np.ndarray):
         return crossmatch_pixels(x[sel], y[sel], area.x, area.y, area.radius)
 
-    curve = pr_curve(obj, thresholds, matcher, area.n_counted, area.counted)
+    return pr_curve(obj, thresholds, matcher, area.n_counted, area.counted)
+
+
+def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_fn: Any,
+                   thresholds: np.ndarray = THRESHOLDS) -> ValidationScores:
+    """:func:`validate_area` over several areas (of several images) counted together:
+    detections, matches and true sources summed at each threshold before the precision,
+    recall and best-F1 threshold are computed."""
+    n_det = np.zeros(len(thresholds))
+    n_tp = np.zeros(len(thresholds))
+    n_hit = np.zeros(len(thresholds))
+    n_true = 0
+    for area in areas:
+        c = _area_curve(model, area, predict_fn, thresholds)
+        n_det += c["n_det"]
+        n_tp += np.rint(np.nan_to_num(c["precision"]) * c["n_det"])
+        n_hit += np.rint(np.nan_to_num(c["recall"]) * area.n_counted)
+        n_true += area.n_counted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        curve = {"threshold": np.asarray(thresholds, np.float64),
+                 "precision": np.where(n_det > 0, n_tp / n_det, np.nan),
+                 "recall": np.where(n_true > 0, n_hit / max(n_true, 1), np.nan),
+                 "n_det": n_det.astype(np.int64)}
     k = tune_threshold(curve)
     p, r = float(np.nan_to_num(curve["precision"][k])), float(np.nan_to_num(curve["recall"][k]))
     return ValidationScores(threshold=float(thresholds[k]), precision=p, recall=r,
                             f1=float(f1_score(p, r)),
                             ap=average_precision(curve["precision"], curve["recall"]),
-                            n_detections=int(curve["n_det"][k]), n_true=area.n_counted,
+                            n_detections=int(curve["n_det"][k]), n_true=n_true,
                             curve=curve)

@@ -19,6 +19,12 @@
    position: ``resume=True`` continues bit-identically (the patches of epoch ``e`` are a
    function of (seed, e) only; the training randomness of epoch ``e`` is
    ``fold_in(key(seed), e)``; the learning rate a function of ``e``).
+
+Several fields (``more_fields``: more image and catalogue pairs, one pixel scale) train one
+detector: each is read and split as above, the normalisation is the first's, each epoch's
+patches come from every field in proportion to its training area
+(:class:`.sampler.FieldsSampler`), and the validation counts every field's strip together
+(:func:`.train_validation.validate_areas`).
 """
 
 from __future__ import annotations
@@ -52,8 +58,8 @@ from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
 from .predict import network_fn, normalise_window
 from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
-from .sampler import PatchSampler, Prefetcher, grid_patches
-from .train_validation import ValidationArea, validate_area
+from .sampler import FieldsSampler, PatchSampler, Prefetcher, grid_patches
+from .train_validation import ValidationArea, validate_areas
 
 __all__ = ["TrainSettings", "TrainResult", "train_detector", "fit_normalisation", "source_snr",
            "learning_rate_at_epoch"]
@@ -98,7 +104,15 @@ class TrainSettings:
     hdu: int | str | None = None
     select: str = "f1"
     mixed_precision: str = "off"
-    plane: int | None = None  # last: earlier fields keep their positions
+    plane: int | None = None
+    #: more (image, catalogue) pairs trained on with the first (same HDU, plane and pixel
+    #: scale); each keeps its own validation strip.  Last: earlier fields keep positions.
+    more_fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """Every (image, catalogue) pair of the run, the first one first."""
+        return ((self.image, self.catalogue),) + tuple(tuple(f) for f in self.more_fields)
 
     def check(self) -> None:
         """ValueError naming the first bad setting."""
@@ -130,6 +144,10 @@ class TrainSettings:
             raise ValueError(f"patch must be an integer >= 8, got {self.patch!r}")
         if self.plane is not None and (not isinstance(self.plane, int) or self.plane < 0):
             raise ValueError(f"plane must be an integer >= 0, got {self.plane!r}")
+        for f in self.more_fields:
+            if not (isinstance(f, (tuple, list)) and len(f) == 2
+                    and all(isinstance(v, str) for v in f)):
+                raise ValueError(f"more_fields must hold (image, catalogue) path pairs, got {f!r}")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
         if get_policy(self.mixed_precision).compute_dtype == np.float16:
@@ -201,7 +219,11 @@ def _sha256(path: str) -> str:
 
 
 def _fingerprint(s: TrainSettings) -> dict[str, Any]:
-    return {"image_bytes": os.path.getsize(s.image), "catalogue_sha256": _sha256(s.catalogue)}
+    fp: dict[str, Any] = {"image_bytes": os.path.getsize(s.image),
+                          "catalogue_sha256": _sha256(s.catalogue)}
+    if s.more_fields:  # a one-field run keeps the fingerprint it always had
+        fp["more_fields"] = [[os.path.getsize(i), _sha256(c)] for i, c in s.more_fields]
+    return fp
 
 
 def _default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch: int) -> int:
@@ -219,74 +241,147 @@ class _Run:
     image: FitsImage
     net: Any
     card: ModelCard
-    sampler: PatchSampler
+    sampler: Any
     val_x: np.ndarray
     val_t: np.ndarray
-    val_area: ValidationArea
+    val_areas: tuple[ValidationArea, ...]
     info: dict[str, Any]
+
+
+@dataclass
+class _Field:
+    """One labelled image of a run, read and split (full-image pixel frames)."""
+
+    path: str
+    catalogue: str
+    image: FitsImage
+    noise: NoiseMap
+    labels: SourceLabels
+    snr: np.ndarray
+    area: tuple[int, int, int, int]
+    train_area: tuple[int, int, int, int]
+    valid_area: tuple[int, int, int, int]
+    raw: np.ndarray
+
+    def window(self) -> tuple[slice, slice]:
+        y0, y1, x0, x1 = self.area
+        return slice(y0, y1), slice(x0, x1)
+
+    def train_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raw pixels and local rms of the training area."""
+        y0, _, x0, _ = self.area
+        ty0, ty1, tx0, tx1 = self.train_area
+        raw = self.raw[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0]
+        return raw, self.noise.window(slice(ty0, ty1), slice(tx0, tx1))
+
+
+def _read_field(s: TrainSettings, path: str, catalogue: str, patch: int) -> _Field:
+    image = open_image(path, s.hdu, plane=s.plane)
+    if image.ndim != 2:
+        raise ImageError(f"{path}: train takes 2D images; this one is {image.ndim}D "
+                         "(plane, --plane N, takes one plane of a cube)")
+    noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
+    labels = read_training_catalogue(catalogue, image, box_scale=s.box_scale)
+    if len(labels) == 0:
+        raise ValueError(f"{catalogue}: no catalogue source falls on finite pixels of {path}")
+    area = training_area(labels, image)
+    train_area, valid_area = split_area(area, s.valid_fraction, patch)
+    y0, y1, x0, x1 = area
+    raw = np.asarray(image.read((slice(y0, y1), slice(x0, x1))), np.float32)
+    return _Field(path, catalogue, image, noise, labels, source_snr(labels, image, noise),
+                  area, train_area, valid_area, raw)
+
+
+def _same_scale(fields: list[_Field]) -> None:
+    """ValueError unless every field has the first one's pixel scale (within 1%): the
+    detector's priors and tiles are in pixels."""
+    first = fields[0].image.pixel_scale
+    for f in fields[1:]:
+        other = f.image.pixel_scale
+        same = (first is None and other is None) or (
+            first is not None and other is not None and abs(other / first - 1) <= 0.01)
+        if not same:
+            raise ValueError(f"{f.path}: pixel scale {other} arcsec differs from the first "
+                             f"image's ({first}); train on images of one pixel scale")
 
 
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     arch = get_architecture(s.arch)
     patch = s.patch or arch.default_patch
-    image = open_image(s.image, s.hdu, plane=s.plane)
-    if image.ndim != 2:
-        raise ImageError(f"{s.image}: train takes 2D images; this one is {image.ndim}D "
-                         "(plane, --plane N, takes one plane of a cube)")
     t0 = time.perf_counter()
-    noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
-    labels = read_training_catalogue(s.catalogue, image, box_scale=s.box_scale)
-    if len(labels) == 0:
-        raise ValueError(f"{s.catalogue}: no catalogue source falls on finite pixels of "
-                         f"{s.image}")
-    snr = source_snr(labels, image, noise)
-    area = training_area(labels, image)
-    train_area, valid_area = split_area(area, s.valid_fraction, patch)
-    y0, y1, x0, x1 = area
-    win = (slice(y0, y1), slice(x0, x1))
-    raw = np.asarray(image.read(win), np.float32)
-    ty0, ty1, tx0, tx1 = train_area
-    tr = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
-    norm = fit_normalisation(s.normalisation, raw[tr], noise.window(slice(ty0, ty1),
-                                                                    slice(tx0, tx1)))
-    inputs = normalise_window(raw, win, norm, noise)
-    targets = labels.select(snr >= s.min_snr)
-    in_train = ((targets.x >= tx0) & (targets.x < tx1) & (targets.y >= ty0) & (targets.y < ty1))
-    if not in_train.any():
+    fields = [_read_field(s, image, catalogue, patch) for image, catalogue in s.fields]
+    _same_scale(fields)
+    norm = fit_normalisation(s.normalisation, *fields[0].train_pixels())
+    targets, in_train, max_obj = [], [], s.max_obj
+    for f in fields:
+        tg = f.labels.select(f.snr >= s.min_snr)
+        ty0, ty1, tx0, tx1 = f.train_area
+        inside = (tg.x >= tx0) & (tg.x < tx1) & (tg.y >= ty0) & (tg.y < ty1)
+        targets.append(tg)
+        in_train.append(inside)
+        if s.max_obj is None:
+            max_obj = max(max_obj or 0, _default_max_obj(tg, f.train_area, patch))
+    if not any(m.any() for m in in_train):
+        where = " or ".join(f"{tuple(f.train_area)} of {f.path}" for f in fields)
         raise ValueError(f"{s.catalogue}: no source of SNR >= {s.min_snr:g} in the training area "
-                         f"{train_area} (y0, y1, x0, x1): nothing to learn; lower --min-snr?")
-    priors = fit_priors(targets.boxes[in_train], arch.nb_box)
-    max_obj = s.max_obj or _default_max_obj(targets, train_area, patch)
+                         f"{where} (y0, y1, x0, x1): nothing to learn; lower --min-snr?")
+    priors = fit_priors(np.concatenate([tg.boxes[m] for tg, m in zip(targets, in_train)]),
+                        arch.nb_box)
     net = build_detector(arch, patch, priors, max_obj)
-    sampler = PatchSampler(inputs, (y0, x0), targets, train_area, patch, max_obj,
-                           negative_fraction=s.negative_fraction, augment=True)
-    val_x, val_t = grid_patches(inputs, (y0, x0), targets, valid_area, patch, max_obj)
-    vy0, vy1, vx0, vx1 = valid_area
-    vin = (labels.x >= vx0) & (labels.x < vx1) & (labels.y >= vy0) & (labels.y < vy1)
-    beam_px = (image.beam.bmaj / image.pixel_scale
-               if image.beam is not None and image.pixel_scale else 2.0)
-    vpix = raw[vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0]
-    val_area = ValidationArea(pixels=vpix, origin=(vy0, vx0), noise=noise, x=labels.x[vin],
-                              y=labels.y[vin], radius=np.maximum(beam_px, labels.bmaj[vin]),
-                              counted=snr[vin] >= s.min_snr)
+    samplers, val_x, val_t, areas = [], [], [], []
+    for f, tg in zip(fields, targets):
+        y0, _, x0, _ = f.area
+        inputs = normalise_window(f.raw, f.window(), norm, f.noise)
+        samplers.append(PatchSampler(inputs, (y0, x0), tg, f.train_area, patch, max_obj,
+                                     negative_fraction=s.negative_fraction, augment=True))
+        vx, vt = grid_patches(inputs, (y0, x0), tg, f.valid_area, patch, max_obj)
+        val_x.append(vx)
+        val_t.append(vt)
+        areas.append(_validation_area(f, s.min_snr))
+    image = fields[0].image
     card = ModelCard(network="last.dat", tile=(patch, patch), overlap=(patch // 4, patch // 4),
                      batch_size=64, noise_box=s.noise_box, normalisation=norm, obj_threshold=0.3,
                      nms_threshold=0.1, iou_type="DIoU", score="objectness",
                      box_scale=s.box_scale)
-    info = {"patch": patch, "max_obj": max_obj, "area": list(area),
-            "train_area": list(train_area), "valid_area": list(valid_area),
-            "n_sources": len(labels), "n_targets": int(len(targets)),
-            "n_train_targets": int(np.count_nonzero(in_train)),
-            "n_valid_counted": val_area.n_counted, "priors": priors.tolist(),
+    first = fields[0]
+    info = {"patch": patch, "max_obj": max_obj, "area": list(first.area),
+            "train_area": list(first.train_area), "valid_area": list(first.valid_area),
+            "n_sources": sum(len(f.labels) for f in fields),
+            "n_targets": int(sum(len(tg) for tg in targets)),
+            "n_train_targets": int(sum(np.count_nonzero(m) for m in in_train)),
+            "n_valid_counted": int(sum(a.n_counted for a in areas)), "priors": priors.tolist(),
             "normalisation": dataclasses.asdict(norm)}
-    log(f"{s.image}: {image.shape[1]}x{image.shape[0]} pixels; {s.catalogue}: {len(labels)} "
-        f"sources on the image, {len(targets)} of SNR >= {s.min_snr:g} as targets "
-        f"({time.perf_counter() - t0:.1f} s)")
-    log(f"training area (y0, y1, x0, x1) {tuple(train_area)} with "
-        f"{info['n_train_targets']} targets; validation area {tuple(valid_area)} with "
-        f"{val_area.n_counted} sources counted for recall; patches {patch}x{patch}, "
-        f"{s.patches_per_epoch} per epoch, up to {max_obj} boxes each")
-    return _Run(s, image, net, card, sampler, val_x, val_t, val_area, info)
+    if len(fields) > 1:
+        info["fields"] = [{"image": f.path, "catalogue": f.catalogue, "area": list(f.area),
+                           "train_area": list(f.train_area), "valid_area": list(f.valid_area),
+                           "n_train_targets": int(np.count_nonzero(m)),
+                           "n_valid_counted": a.n_counted}
+                          for f, m, a in zip(fields, in_train, areas)]
+    for f, tg, m, a in zip(fields, targets, in_train, areas):
+        log(f"{f.path}: {f.image.shape[1]}x{f.image.shape[0]} pixels; {f.catalogue}: "
+            f"{len(f.labels)} sources on the image, {len(tg)} of SNR >= {s.min_snr:g} as "
+            f"targets; training area (y0, y1, x0, x1) {tuple(f.train_area)} with "
+            f"{int(np.count_nonzero(m))} targets; validation area {tuple(f.valid_area)} with "
+            f"{a.n_counted} sources counted for recall")
+    log(f"patches {patch}x{patch}, {s.patches_per_epoch} per epoch, up to {max_obj} boxes "
+        f"each ({time.perf_counter() - t0:.1f} s)")
+    sampler = samplers[0] if len(samplers) == 1 else FieldsSampler(samplers)
+    return _Run(s, image, net, card, sampler, np.concatenate(val_x), np.concatenate(val_t),
+                tuple(areas), info)
+
+
+def _validation_area(f: _Field, min_snr: float) -> ValidationArea:
+    """The validation strip of a field with its sources (full-image frame)."""
+    y0, _, x0, _ = f.area
+    vy0, vy1, vx0, vx1 = f.valid_area
+    lb = f.labels
+    vin = (lb.x >= vx0) & (lb.x < vx1) & (lb.y >= vy0) & (lb.y < vy1)
+    beam_px = (f.image.beam.bmaj / f.image.pixel_scale
+               if f.image.beam is not None and f.image.pixel_scale else 2.0)
+    return ValidationArea(pixels=f.raw[vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0],
+                          origin=(vy0, vx0), noise=f.noise, x=lb.x[vin], y=lb.y[vin],
+                          radius=np.maximum(beam_px, lb.bmaj[vin]),
+                          counted=f.snr[vin] >= min_snr)
 
 
 @functools.lru_cache(maxsize=8)
@@ -315,6 +410,9 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
              "mixed_precision": get_policy(run.s.mixed_precision).name,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
              "threshold_rule": "best F1 on the validation area"}
+    if run.s.more_fields:
+        notes["more_fields"] = [[os.path.abspath(i), os.path.abspath(c)]
+                                for i, c in run.s.more_fields]
     card = dataclasses.replace(run.card, network=f"{name}.dat", obj_threshold=threshold,
                                notes=notes)
     save_model_card(os.path.join(out, f"{name}.json"), card)
@@ -327,7 +425,9 @@ def _settings_from_run(out: str, epochs: int | None) -> TrainSettings:
     with open(path) as fh:
         saved = json.load(fh)
     known = {f.name for f in dataclasses.fields(TrainSettings)}
-    s = TrainSettings(**{k: v for k, v in saved["settings"].items() if k in known})
+    values = {k: v for k, v in saved["settings"].items() if k in known}
+    values["more_fields"] = tuple(tuple(f) for f in values.get("more_fields", ()))
+    s = TrainSettings(**values)
     return dataclasses.replace(s, epochs=epochs) if epochs is not None else s
 
 
@@ -344,9 +444,10 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     else:
         s = settings
     s.check()
-    for path, what in ((s.image, "image"), (s.catalogue, "catalogue")):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{what} {path} not found")
+    for image, catalogue in s.fields:
+        for path, what in ((image, "image"), (catalogue, "catalogue")):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{what} {path} not found")
     check_folder(s.out)
     run = _prepare(s, log)  # reads and checks the image and catalogue: no folder before
     out = make_folder(s.out)
@@ -415,7 +516,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                 raise FloatingPointError(_diverged(
                     epoch, f"validation loss {float(vparts.sum())}", history, out))
             model = LoadedModel(card=run.card, net=run.net, params=params)
-            sc = validate_area(model, run.val_area, lambda b, p=laid_out: predict(p, b))
+            sc = validate_areas(model, run.val_areas, lambda b, p=laid_out: predict(p, b))
             t_val = time.perf_counter() - t_val
             dt = time.perf_counter() - t0
             times.append(dt)

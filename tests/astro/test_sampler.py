@@ -15,6 +15,7 @@ from cianna_jax.astro.sampler import (
     NEGATIVE,
     POSITIVE,
     Cancelled,
+    FieldsSampler,
     PatchSampler,
     Prefetcher,
     grid_patches,
@@ -259,3 +260,24 @@ def test_bad_inputs_named():
         PatchSampler(img, (0, 0), lab, (0, 10, 0, 96), 16, 8)
     with pytest.raises(ValueError, match="negative_fraction"):
         PatchSampler(img, (0, 0), lab, (0, 64, 0, 96), 16, 8, negative_fraction=1.5)
+
+
+def test_several_fields_share_an_epoch_by_training_area():
+    """FieldsSampler: a field of twice the area gives twice the patches; the epoch is a
+    pure function of (seed, epoch), its patches those of the fields' own draws, shuffled."""
+    img_a, lab_a, _ = _scene(0)
+    img_b, lab_b, _ = _scene(1)
+    a = PatchSampler(img_a, (0, 0), lab_a, (0, 64, 0, 96), 16, 8)
+    b = PatchSampler(img_b, (0, 0), lab_b, (0, 32, 0, 96), 16, 8)  # half the area
+    both = FieldsSampler([a, b])
+    assert both.shares(30).tolist() == [20, 10] and both.shares(7).sum() == 7
+    x, t = both.epoch(3, 1, 30)
+    x2, t2 = both.epoch(3, 1, 30)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(t, t2)
+    own = np.concatenate([a.epoch(3, 1, 20)[0], b.epoch(3 + 1_000_003, 1, 10)[0]])
+    key = lambda arr: sorted(map(bytes, arr.reshape(len(arr), -1)))  # noqa: E731
+    assert key(x) == key(own)  # the same patches...
+    assert not np.array_equal(x, own)  # ...shuffled together
+    with pytest.raises(ValueError, match="same patch size and max_obj"):
+        FieldsSampler([a, PatchSampler(img_b, (0, 0), lab_b, (0, 64, 0, 96), 32, 8)])

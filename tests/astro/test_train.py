@@ -398,3 +398,43 @@ def test_sdc1_network_trains_and_its_model_loads(train_field, tmp_path):
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
     model = load_model(tmp_path / "best.json")
     assert model.net.yolo.nb_box == 9 and model.card.tile == (32, 32)
+
+
+def test_training_on_several_fields(train_field, tmp_path, capsys):
+    """--image/--catalogue repeated: one detector trained on two fields, patches drawn from
+    both in proportion to their training areas, every field's validation strip counted, the
+    run resumable; unpaired or differently scaled fields are refused before any folder."""
+    (img1, cat1), (img2, cat2) = train_field["train"], train_field["test"]
+    out = tmp_path / "two"
+    common = ["--patch", "32", "--patches-per-epoch", "48", "--batch", "16", "--seed", "5",
+              "--valid-fraction", "0.25", "--quiet"]
+    assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
+                     "--catalogue", cat2, "--out", str(out), "--epochs", "1", *common]) == 0
+    args = json.loads((out / "args.json").read_text())
+    assert args["settings"]["more_fields"] == [[img2, cat2]]
+    fields = args["run"]["fields"]
+    assert [f["image"] for f in fields] == [img1, img2]
+    assert args["run"]["n_valid_counted"] == sum(f["n_valid_counted"] for f in fields)
+    assert all(f["n_valid_counted"] > 0 for f in fields)
+    rows = read_results_csv(out / "results.csv")
+    assert rows[0]["n_true"] == args["run"]["n_valid_counted"]  # both strips scored
+    assert "fingerprint" in args and len(args["fingerprint"]["more_fields"]) == 1
+    notes = json.loads((out / "best.json").read_text())["notes"]
+    assert notes["more_fields"] == [[os.path.abspath(img2), os.path.abspath(cat2)]]
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert [r["epoch"] for r in read_results_csv(out / "results.csv")] == [1, 2]
+    capsys.readouterr()
+    assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
+                     "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "--image and --catalogue go in pairs: 2 images, 1 catalogues" in capsys.readouterr().err
+    from astropy.io import fits
+
+    with fits.open(img2) as hdul:
+        data, header = hdul[0].data, hdul[0].header.copy()
+    header["CDELT1"], header["CDELT2"] = header["CDELT1"] * 2, header["CDELT2"] * 2
+    fits.PrimaryHDU(data, header).writeto(tmp_path / "coarse.fits")
+    assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image",
+                     str(tmp_path / "coarse.fits"), "--catalogue", cat2,
+                     "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "differs from the first image's" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
