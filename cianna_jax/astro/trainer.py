@@ -148,6 +148,10 @@ class TrainSettings:
             if not (isinstance(f, (tuple, list)) and len(f) == 2
                     and all(isinstance(v, str) for v in f)):
                 raise ValueError(f"more_fields must hold (image, catalogue) path pairs, got {f!r}")
+        images = [os.path.abspath(i) for i, _ in self.fields]
+        if len(set(images)) != len(images):
+            twice = next(i for i in images if images.count(i) > 1)
+            raise ValueError(f"image {twice} is given twice: each field once")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
         if get_policy(self.mixed_precision).compute_dtype == np.float16:

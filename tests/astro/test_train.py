@@ -427,6 +427,9 @@ def test_training_on_several_fields(train_field, tmp_path, capsys):
     assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
                      "--out", str(tmp_path / "bad"), *common]) == 2
     assert "--image and --catalogue go in pairs: 2 images, 1 catalogues" in capsys.readouterr().err
+    assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img1,
+                     "--catalogue", cat2, "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "is given twice: each field once" in capsys.readouterr().err
     from astropy.io import fits
 
     with fits.open(img2) as hdul:
