@@ -575,15 +575,24 @@ class EpochCall(NamedTuple):
     batches: int
 
 
+def _check_dataset_shape(spec: Network, shape: tuple[int, ...], *, squeezed: bool = False,
+                         nonempty: bool = False) -> None:
+    """ValueError unless ``shape`` is that of images ``(N, *spec.input_shape)``: with
+    ``squeezed`` also without the input's 1-sized axes (``(N, W)`` for one-channel 1D
+    inputs), with ``nonempty`` only for ``N >= 1``."""
+    want = tuple(spec.input_shape)
+    shapes = (want, tuple(v for v in want if v != 1)) if squeezed else (want,)
+    shape = tuple(shape)
+    if len(shape) < 1 or shape[1:] not in shapes or (nonempty and shape[0] < 1):
+        raise ValueError(f"x: expected images of shape (N{' >= 1' if nonempty else ''}, "
+                         f"{', '.join(map(str, want))}) (channel-last; CIANNA rows go through "
+                         f"rows_to_images), received {shape}")
+
+
 def _check_epoch(spec: Network, x, t, batch_size: int, key) -> None:
     """Early, named errors for :func:`epoch_calls`' data (before anything is compiled)."""
     as_int(batch_size, "batch_size", minimum=1)
-    want = spec.input_shape
-    squeezed = tuple(v for v in want if v != 1)  # e.g. (N, W) for one-channel 1D inputs
-    if tuple(np.shape(x)[1:]) not in (want, squeezed):
-        raise ValueError(f"x: expected images of shape (N, {', '.join(map(str, want))}) "
-                         f"(channel-last; CIANNA rows go through rows_to_images), received "
-                         f"{tuple(np.shape(x))}")
+    _check_dataset_shape(spec, np.shape(x), squeezed=True)
     check_targets(spec, t)
     if np.shape(t)[0] != np.shape(x)[0]:
         raise ValueError(f"t: expected one target per image, {np.shape(x)[0]} rows, received "
@@ -689,9 +698,7 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
         except (TypeError, ValueError) as err:
             raise TypeError(f"x: expected an array of images, received {type(x).__name__} "
                             f"({err})") from None
-    if x.ndim < 1 or tuple(x.shape[1:]) != want or x.shape[0] < 1:
-        raise ValueError(f"x: expected images of shape (N >= 1, {', '.join(map(str, want))}) "
-                         f"(channel-last), received {tuple(x.shape)}")
+    _check_dataset_shape(spec, x.shape, nonempty=True)
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     if drop_mode == "MC_MODEL" and key is None:
         raise ValueError("key: drop_mode='MC_MODEL' draws dropout masks and needs a "

@@ -86,9 +86,6 @@ def _snr(t: Any, what: str, image: FitsImage, noise: NoiseMap, flux: np.ndarray,
     if peak is not None and rms is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             return peak / rms
-    ok = np.isfinite(x) & np.isfinite(y)
-    local = np.full(len(flux), np.nan)
-    if ok.any():
-        local[ok] = noise.at(y[ok], x[ok]) * image.unit_scale
+    local = noise.at(y, x) * image.unit_scale  # rows without a position are dropped later
     with np.errstate(divide="ignore", invalid="ignore"):
         return (peak if peak is not None else flux) / local
