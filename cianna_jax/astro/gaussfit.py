@@ -13,13 +13,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["GaussFit", "fit_gaussians"]
+__all__ = ["GaussFit", "fit_gaussians", "gaussian_jacobian"]
 
 
 class GaussFit(NamedTuple):
     """Per stamp: ``amplitude``; centre ``x0, y0`` (stamp pixels, pixel centres); ``sigma_major``,
     ``sigma_minor`` (pixels); ``theta`` angle of the major axis from +x towards +y (radians, in
-    [0, pi)); ``ok`` converged to a valid Gaussian."""
+    [0, pi)); ``ok`` converged to a valid Gaussian; ``params [n, 6]`` the fitted parameters
+    as the fit holds them (amplitude, x0, y0 and the inverse covariance a, b, c), for
+    :mod:`.fit_errors`."""
 
     amplitude: np.ndarray
     x0: np.ndarray
@@ -28,6 +30,7 @@ class GaussFit(NamedTuple):
     sigma_minor: np.ndarray
     theta: np.ndarray
     ok: np.ndarray
+    params: np.ndarray
 
 
 def _model(p: np.ndarray, gx: np.ndarray, gy: np.ndarray):
@@ -42,6 +45,14 @@ def _jacobian(p, E, dx, dy) -> np.ndarray:
     AE = A * E
     return np.stack([E, AE * (a * dx + b * dy), AE * (b * dx + c * dy), -0.5 * AE * dx * dx,
                      -AE * dx * dy, -0.5 * AE * dy * dy], axis=-1)
+
+
+def gaussian_jacobian(params: np.ndarray, size: int) -> np.ndarray:
+    """Derivatives ``[n, size * size, 6]`` of the model on a ``size x size`` stamp (pixels in
+    row-major order) with respect to ``params [n, 6]`` (amplitude, x0, y0, a, b, c)."""
+    gy, gx = (g.reshape(-1).astype(np.float64) for g in np.mgrid[0:size, 0:size])
+    _, E, dx, dy = _model(np.asarray(params, np.float64), gx, gy)
+    return _jacobian(np.asarray(params, np.float64), E, dx, dy)
 
 
 def _valid(p: np.ndarray, size: int) -> np.ndarray:
@@ -119,4 +130,4 @@ def fit_gaussians(
     smaj, smin = np.sqrt(np.maximum(ev[:, 1], 0)), np.sqrt(np.maximum(ev[:, 0], 0))
     theta = np.mod(np.arctan2(vec[:, 1, 1], vec[:, 0, 1]), np.pi)
     ok = _valid(p, S) & (smin >= sigma_range[0]) & (smaj <= sigma_range[1])
-    return GaussFit(A, x0, y0, smaj, smin, theta, ok)
+    return GaussFit(A, x0, y0, smaj, smin, theta, ok, p)

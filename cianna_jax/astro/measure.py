@@ -4,11 +4,12 @@ size and orientation, local noise and SNR.
 Each 2D detection gets one elliptical Gaussian fitted on a stamp around its box
 (:mod:`cianna_jax.astro.gaussfit`), with pixels closer (relative to box size) to a
 neighbouring detection masked out.  From a Jy/beam map the integrated flux is
-``2 pi A sigma_maj sigma_min / beam area`` (both in pixels); its error is
-``rms * sqrt(source area / beam area)`` (``rms`` the local noise at the source).  A fit
-that fails (or wanders off its box) falls back to the box: centre, the peak pixel and
-the box-derived size, flagged ``fit_ok = False``.  Cube detections are measured by box
-sums (no fit).
+``2 pi A sigma_maj sigma_min / beam area`` (both in pixels).  The fits' 1-sigma errors (position, peak,
+sizes, angle, flux) follow :mod:`.fit_errors`, in the local noise at the source correlated
+as the beam.  A fit that fails (or wanders off its box) falls back to the box: centre, the
+peak pixel and the box-derived size, flagged ``fit_ok = False``, with the peak's error the
+local rms and the flux's ``rms * sqrt(source area / beam area)`` (other errors NaN).  Cube
+detections are measured by box sums (no fit, no errors).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..progress import Progress
+from .fit_errors import correlation_kernel, fit_covariance, fit_errors
 from .gaussfit import fit_gaussians
 from .noise import NoiseMap
 
@@ -34,7 +36,10 @@ class Measurements:
     """Per-source arrays: ``x, y`` (0-based pixel centres), ``peak`` (image unit), ``flux``,
     ``flux_err`` (Jy; NaN without a beam), ``rms`` (image unit), ``snr`` (peak / rms),
     ``sigma_major, sigma_minor`` (pixels), ``theta`` (major axis, radians from +x towards +y),
-    ``fit_ok``; ``z`` (channel) for cubes."""
+    ``fit_ok``; ``z`` (channel) for cubes.  1-sigma errors: ``peak_err`` (image unit),
+    ``xy_cov [M, 2, 2]`` (covariance of x and y, pixels^2), ``sigma_major_err``,
+    ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained); NaN where
+    unknown."""
 
     x: np.ndarray
     y: np.ndarray
@@ -48,6 +53,11 @@ class Measurements:
     theta: np.ndarray
     fit_ok: np.ndarray
     z: np.ndarray | None = None
+    peak_err: np.ndarray | None = None
+    xy_cov: np.ndarray | None = None
+    sigma_major_err: np.ndarray | None = None
+    sigma_minor_err: np.ndarray | None = None
+    theta_err: np.ndarray | None = None
 
 
 def _stamp(read, shape, yc: int, xc: int, h: int) -> np.ndarray:
@@ -70,6 +80,7 @@ def measure_sources(
     unit_scale: float = 1.0,
     beam_sigma: float | None = None,
     box_scale: float = 2.0,
+    noise_beam: tuple[float, float, float] | None = None,
     fit: bool = True,
     chunk: int = 256,
     progress: bool = False,
@@ -79,7 +90,10 @@ def measure_sources(
     ``beam_area``: pixels per beam (1 for a per-pixel image, ``None``: unknown, fluxes NaN);
     ``unit_scale``: image unit -> Jy; ``beam_sigma``: beam sigma in pixels (sets the smallest
     accepted size, half of it); ``box_scale``: box side / FWHM extent used in training (the
-    starting size); ``fit=False`` measures from the boxes only; ``progress`` reports on stderr.
+    starting size); ``noise_beam``: (sigma_major, sigma_minor, theta) in pixels and radians
+    from +x towards +y of the noise's correlation, the restoring beam of a radio image (None:
+    white noise), for the errors; ``fit=False`` measures from the boxes only; ``progress``
+    reports on stderr.
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
@@ -93,6 +107,8 @@ def measure_sources(
     theta = np.where(sx0 >= sy0, 0.0, 0.5 * np.pi)
     peak = np.full(M, np.nan)
     ok = np.zeros(M, bool)
+    params = np.full((M, 6), np.nan)
+    cov = np.full((M, 6, 6), np.nan)
     half = np.ceil(0.75 * np.maximum(bw, bh) + 2.0)
     hsize = np.array([next((k for k in _BUCKETS if k >= h), _BUCKETS[-1]) for h in half], int)
     tree = None
@@ -106,6 +122,7 @@ def measure_sources(
         members = np.flatnonzero(hsize == h)
         S = 2 * h + 1
         gy, gx = np.mgrid[0:S, 0:S].astype(np.float64)
+        kernel = None if noise_beam is None else correlation_kernel(S, *noise_beam)
         step = max(4, min(chunk, 2_000_000 // (S * S)))  # bounds the fit's Jacobian memory
         for start in range(0, members.size, step):
             idx = members[start:start + step]
@@ -148,8 +165,11 @@ def measure_sources(
             peak[t], smaj[t], smin[t], theta[t] = (g.amplitude[acc], g.sigma_major[acc],
                                                    g.sigma_minor[acc], g.theta[acc])
             ok[t] = True
+            params[t] = g.params[acc]
+            cov[t] = fit_covariance(g.params[acc], wt[good][acc], kernel)
     bar.close()
     rms = noise.at(y, x) if M else np.zeros(0)
+    e = fit_errors(params, cov, rms)
     area = 2.0 * np.pi * smaj * smin
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = peak / rms
@@ -158,9 +178,13 @@ def measure_sources(
             flux_err = np.full(M, np.nan)
         else:
             flux = peak * area / beam_area * unit_scale
-            flux_err = rms * np.sqrt(np.maximum(area / beam_area, 1.0)) * unit_scale
+            flux_err = np.where(ok, np.abs(flux) * e.flux_rel,
+                                rms * np.sqrt(np.maximum(area / beam_area, 1.0)) * unit_scale)
     return Measurements(x=x, y=y, peak=peak, flux=flux, flux_err=flux_err, rms=rms, snr=snr,
-                        sigma_major=smaj, sigma_minor=smin, theta=theta, fit_ok=ok)
+                        sigma_major=smaj, sigma_minor=smin, theta=theta, fit_ok=ok,
+                        peak_err=np.where(ok, e.amplitude, rms), xy_cov=e.xy_cov,
+                        sigma_major_err=e.sigma_major, sigma_minor_err=e.sigma_minor,
+                        theta_err=e.theta)
 
 
 def measure_boxes_3d(
@@ -195,8 +219,10 @@ def measure_boxes_3d(
     sy = (b[:, 4] - b[:, 1]) / (box_scale * FWHM)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = peak / rms
+    nan = np.full(M, np.nan)
     return Measurements(x=c[:, 0], y=c[:, 1], peak=peak, flux=flux,
-                        flux_err=np.full(M, np.nan), rms=rms, snr=snr,
+                        flux_err=nan, rms=rms, snr=snr,
                         sigma_major=np.maximum(sx, sy), sigma_minor=np.minimum(sx, sy),
                         theta=np.where(sx >= sy, 0.0, 0.5 * np.pi), fit_ok=np.zeros(M, bool),
-                        z=zc)
+                        z=zc, peak_err=nan, xy_cov=np.full((M, 2, 2), np.nan),
+                        sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan)

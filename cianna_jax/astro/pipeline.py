@@ -32,9 +32,10 @@ from .sky import (
     pa_to_pixel_angle,
     pixel_angle_to_pa,
     pixel_to_sky,
+    sky_offsets_per_pixel,
 )
 
-__all__ = ["SourceFinding", "find_sources", "predict_file", "build_table"]
+__all__ = ["SourceFinding", "find_sources", "predict_file", "build_table", "beam_in_pixels"]
 
 
 @dataclass
@@ -51,6 +52,41 @@ class SourceFinding:
 
 def _as_model(model: str | os.PathLike | LoadedModel, tile: Any = None) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model, tile=tile)
+
+
+def beam_in_pixels(image: FitsImage) -> tuple[float, float, float] | None:
+    """The image's beam as (sigma_major, sigma_minor) in pixels and the major axis's angle
+    in radians from +x towards +y (at the image's centre), or None without a beam or a
+    pixel scale."""
+    b, scale = image.beam, image.pixel_scale
+    if b is None or not scale:
+        return None
+    H, W = image.shape[-2:]
+    bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
+                                  np.array([b.bpa]), image_frame=True)[0]
+                ) if image.wcs is not None else 0.0
+    return b.bmaj / scale / FWHM, b.bmin / scale / FWHM, bth
+
+
+def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
+    """1-sigma errors in the catalogue's units: x/y (and ra/dec on the sky), peak, sizes, pa."""
+    n = len(m.x)
+    nan = np.full(n, np.nan)
+    cov = m.xy_cov if m.xy_cov is not None else np.full((n, 2, 2), np.nan)
+    cols = {"x_err": np.sqrt(cov[:, 0, 0]), "y_err": np.sqrt(cov[:, 1, 1])}
+    if image.wcs is not None:
+        J = sky_offsets_per_pixel(image.wcs, m.x, m.y) if n else np.zeros((0, 2, 2))
+        sky = J @ cov @ np.swapaxes(J, 1, 2)
+        cols["ra_err"], cols["dec_err"] = np.sqrt(sky[:, 0, 0]), np.sqrt(sky[:, 1, 1])
+    size_scale = image.pixel_scale if image.pixel_scale is not None else 1.0
+    for name, v in (("peak_err", m.peak_err), ("bmaj_err", m.sigma_major_err),
+                    ("bmin_err", m.sigma_minor_err), ("pa_err", m.theta_err)):
+        cols[name] = nan if v is None else np.asarray(v, np.float64)
+    cols["peak_err"] = cols["peak_err"] * image.unit_scale
+    cols["bmaj_err"] = cols["bmaj_err"] * FWHM * size_scale
+    cols["bmin_err"] = cols["bmin_err"] * FWHM * size_scale
+    cols["pa_err"] = np.degrees(cols["pa_err"])
+    return cols
 
 
 def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any]) -> Any:
@@ -71,15 +107,11 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     bmaj = m.sigma_major * FWHM * size_scale
     bmin = m.sigma_minor * FWHM * size_scale
     dmaj = dmin = None
-    if image.beam is not None and scale is not None and n:
-        b = image.beam
-        H, W = image.shape[-2:]
-        bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
-                                      np.array([b.bpa]), image_frame=True)[0]
-                    ) if image.wcs is not None else 0.0
-        smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta,
-                                   b.bmaj / scale / FWHM, b.bmin / scale / FWHM, bth)
+    beam = beam_in_pixels(image)
+    if beam is not None and n:
+        smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
+    err = _error_columns(image, m)
     peak = m.peak * image.unit_scale
     rms = m.rms * image.unit_scale
     order = np.lexsort((-np.nan_to_num(peak, nan=-np.inf), -np.nan_to_num(m.flux, nan=-np.inf)))
@@ -90,21 +122,28 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
             lon, lat = image.wcs.pixel_to_world_values(m.x[order], m.y[order])
             cols["glon"] = np.mod(np.asarray(lon, np.float64), 360.0)
             cols["glat"] = np.asarray(lat, np.float64)
+    if ra is not None:
+        cols["ra_err"], cols["dec_err"] = err["ra_err"][order], err["dec_err"][order]
     cols["x"], cols["y"] = m.x[order], m.y[order]
     if m.z is not None:
         cols["z"] = m.z[order]
+    cols["x_err"], cols["y_err"] = err["x_err"][order], err["y_err"][order]
     cols["flux"], cols["flux_err"] = m.flux[order], m.flux_err[order]
-    cols["peak"], cols["rms"], cols["snr"] = peak[order], rms[order], m.snr[order]
+    cols["peak"], cols["peak_err"] = peak[order], err["peak_err"][order]
+    cols["rms"], cols["snr"] = rms[order], m.snr[order]
     cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
+    for name in ("bmaj_err", "bmin_err", "pa_err"):
+        cols[name] = err[name][order]
     if dmaj is not None:
         cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
     cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
     cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
     cols["fit_ok"] = m.fit_ok[order]
     if image.per == "pixel":
-        units.update(peak="Jy/pix", rms="Jy/pix")
+        units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
     if scale is None:
-        units.update(bmaj="pix", bmin="pix", bmaj_deconv="pix", bmin_deconv="pix")
+        units.update(bmaj="pix", bmin="pix", bmaj_deconv="pix", bmin_deconv="pix",
+                     bmaj_err="pix", bmin_err="pix")
     if m.z is not None:
         units.update(flux="Jy pix", flux_err="Jy pix")
     full_meta = {
@@ -119,6 +158,10 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         "degrees from +y towards -x (no WCS: north up, east left assumed)",
         "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "
                 "beam area; snr = fitted peak / local rms",
+        "errors": "1-sigma, from the local noise only (no calibration term): the fit's "
+                  "linearised covariance in noise correlated as the beam (white without "
+                  "one); box-measured sources (fit_ok False): peak and flux from the rms, "
+                  "others NaN",
         **meta,
     }
     return make_table(cols, meta=full_meta, units=units)
@@ -199,7 +242,8 @@ def find_sources(
                   if img.beam is not None and img.pixel_scale else None)
             m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                                 unit_scale=img.unit_scale, beam_sigma=bs,
-                                box_scale=mdl.card.box_scale, fit=fit, progress=progress)
+                                box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
+                                fit=fit, progress=progress)
         else:
             m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                                  unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["pixel_to_sky", "sky_to_pixel", "foreign_frame", "frame_note",
            "angular_separation", "position_angle", "pixel_angle_to_pa", "pa_to_pixel_angle",
-           "deconvolve"]
+           "deconvolve", "sky_offsets_per_pixel"]
 
 
 def foreign_frame(wcs: Any) -> Any:
@@ -101,6 +101,22 @@ def position_angle(ra1, dec1, ra2, dec2) -> np.ndarray:
     pa = np.arctan2(np.sin(dl) * np.cos(b2),
                     np.cos(b1) * np.sin(b2) - np.sin(b1) * np.cos(b2) * np.cos(dl))
     return np.mod(np.degrees(pa), 360.0)
+
+
+def sky_offsets_per_pixel(wcs: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The local WCS Jacobian ``[n, 2, 2]`` at 0-based pixels ``(x, y)``: arcsec east
+    (row 0) and north (row 1) per pixel step in x (column 0) and y (column 1), in the RA/Dec
+    frame of :func:`pixel_to_sky`; for carrying pixel errors onto the sky."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    _, dec0 = pixel_to_sky(wcs, x, y)
+    out = np.empty(x.shape + (2, 2))
+    for k, (sx, sy) in enumerate(((0.5, 0.0), (0.0, 0.5))):   # central differences
+        ra1, dec1 = pixel_to_sky(wcs, x + sx, y + sy)
+        ra2, dec2 = pixel_to_sky(wcs, x - sx, y - sy)
+        dra = np.mod(ra1 - ra2 + 180.0, 360.0) - 180.0
+        out[..., 0, k] = dra * np.cos(np.radians(dec0)) * 3600.0
+        out[..., 1, k] = (dec1 - dec2) * 3600.0
+    return out
 
 
 def pixel_angle_to_pa(wcs: Any, x: np.ndarray, y: np.ndarray, theta: np.ndarray,

@@ -112,7 +112,9 @@ def test_measure_sources_flux_size_angle_snr():
     np.testing.assert_allclose(m.sigma_minor[1], 1.5, rtol=0.03)
     assert m.theta[1] == pytest.approx(0.6, abs=0.03)
     np.testing.assert_allclose(m.snr, m.peak / 0.01)
-    np.testing.assert_allclose(m.flux_err[0], 0.01, rtol=0.05)  # point source: the rms
+    # the point source in white noise: Condon (1997)'s sqrt(2 / pi) rms / sigma (sigma in px)
+    np.testing.assert_allclose(m.flux_err[0], math.sqrt(2 / math.pi) * 0.01 / beam_sigma,
+                               rtol=0.03)
 
 
 def test_gaussfit_masked_pixels_and_nan():

@@ -39,6 +39,16 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     assert str(t["bmaj"].unit) == "arcsec" and str(t["pa"].unit) == "deg"
     assert np.isfinite(np.asarray(t["ra"])).all() and np.isfinite(np.asarray(t["snr"])).all()
     assert "east of north" in t.meta["pa_convention"]
+    # 1-sigma errors: the sky errors are the pixel errors at the pixel scale (north-up image)
+    for c, unit in (("ra_err", "arcsec"), ("dec_err", "arcsec"), ("x_err", "pix"),
+                    ("flux_err", "Jy"), ("peak_err", "Jy / beam"), ("bmaj_err", "arcsec"),
+                    ("pa_err", "deg")):
+        assert str(t[c].unit) == unit, c
+    fitted = np.asarray(t["fit_ok"], bool)
+    assert fitted.any() and np.all(np.asarray(t["ra_err"])[fitted] > 0)
+    scale = abs(float(fits.getheader(image)["CDELT2"])) * 3600
+    np.testing.assert_allclose(t["dec_err"][fitted], t["y_err"][fitted] * scale, rtol=1e-3)
+    assert "1-sigma" in t.meta["errors"]
     np.testing.assert_array_equal(t["id"], np.arange(1, len(t) + 1))
     assert min(np.asarray(t["objectness"])) >= 0.5
     rep = tmp_path / "report"

@@ -1,0 +1,146 @@
+"""Errors of the Gaussian fits: Monte Carlo against the predicted 1-sigma errors in
+beam-correlated and white noise, closed forms, and the catalogue's error columns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cianna_jax.astro.fit_errors import correlation_kernel, fit_covariance, fit_errors
+from cianna_jax.astro.gaussfit import fit_gaussians
+from cianna_jax.astro.measure import FWHM, measure_sources
+from cianna_jax.astro.noise import NoiseMap
+from cianna_jax.datasets.radio_sky import correlated_noise
+
+S = 25
+
+
+def _gauss(x0, y0, amp, smaj, smin, theta, size=S):
+    gy, gx = np.mgrid[0:size, 0:size].astype(float)
+    dx, dy = gx - x0, gy - y0
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    return amp * np.exp(-0.5 * (u**2 / smaj**2 + v**2 / smin**2))
+
+
+def _monte_carlo(noise, smaj, smin, theta, amp, kernel, weights=None):
+    """Fit one source in each noise realisation: (empirical std, median predicted error)
+    of amplitude, x0, y0, sigma_major, sigma_minor, theta and relative flux."""
+    n = noise.shape[0]
+    x0, y0 = S // 2 + 0.2, S // 2 - 0.3
+    st = _gauss(x0, y0, amp, smaj, smin, theta)[None] + noise
+    w = np.ones_like(st) if weights is None else np.broadcast_to(weights, st.shape).copy()
+    g = fit_gaussians(st, w, np.tile([amp, x0, y0, smaj, smin], (n, 1)))
+    assert g.ok.all()
+    e = fit_errors(g.params, fit_covariance(g.params, w, kernel), np.full(n, noise.std()))
+    flux = g.amplitude * g.sigma_major * g.sigma_minor
+    dth = np.mod(g.theta - theta + np.pi / 2, np.pi) - np.pi / 2
+    emp = [g.amplitude.std(), g.x0.std(), g.y0.std(), g.sigma_major.std(), g.sigma_minor.std(),
+           dth.std(), flux.std() / flux.mean()]
+    pred = [np.median(v) for v in (e.amplitude, e.x0, e.y0, e.sigma_major, e.sigma_minor,
+                                   e.theta, e.flux_rel)]
+    return np.array(emp), np.array(pred)
+
+
+@pytest.mark.parametrize("case", ["beam", "white", "masked"])
+def test_predicted_errors_match_the_scatter_of_fits(case):
+    """300 noise realisations around an elongated source of SNR 30: each parameter's scatter
+    is its predicted 1-sigma error (to 15%, the Monte Carlo's own scatter is ~4%)."""
+    rng = np.random.default_rng(7)
+    beam = 3.0 / FWHM                     # a 3-pixel FWHM beam
+    if case == "white":
+        noise, kernel = rng.standard_normal((300, S, S)), None
+    else:  # white noise smoothed by a Gaussian of FWHM beam / sqrt(2): correlated as the beam
+        noise = correlated_noise((300, 48, 48), 1.0, 3.0 / math.sqrt(2), rng)[:, :S, :S]
+        kernel = correlation_kernel(S, beam, beam, 0.0)
+    weights = None
+    if case == "masked":  # a neighbour's pixels left out of the fit
+        weights = np.ones((S, S))
+        weights[:, S - 7:] = 0.0
+    emp, pred = _monte_carlo(noise, 2.0 * beam, 1.2 * beam, 0.5, 30.0, kernel, weights)
+    np.testing.assert_allclose(emp / pred, 1.0, atol=0.15)
+
+
+def test_white_and_beam_correlated_noise_closed_forms():
+    """A round Gaussian of sigma s and amplitude A: in white noise its centre's error is
+    sqrt(2 / pi) / A (Condon 1997); in noise correlated as the source itself, an unweighted
+    fit's is (4 / 3) s / A."""
+    s, A = 2.0, 50.0
+    p = np.array([[A, 30.0, 30.0, 1 / s**2, 0.0, 1 / s**2]])
+    w = np.ones((1, 61, 61))
+    white = fit_errors(p, fit_covariance(p, w), np.ones(1))
+    assert white.x0[0] == pytest.approx(math.sqrt(2 / math.pi) / A, rel=1e-3)
+    assert white.y0[0] == pytest.approx(math.sqrt(2 / math.pi) / A, rel=1e-3)
+    corr = fit_errors(p, fit_covariance(p, w, correlation_kernel(61, s, s, 0.0)), np.ones(1))
+    assert corr.x0[0] == pytest.approx(4 / 3 * s / A, rel=0.01)
+    assert corr.xy_cov[0, 0, 1] == pytest.approx(0.0, abs=1e-12)
+    # errors scale with the noise; a round fit has no angle
+    twice = fit_errors(p, fit_covariance(p, w), np.full(1, 2.0))
+    assert twice.amplitude[0] == pytest.approx(2 * white.amplitude[0])
+    assert white.theta[0] == pytest.approx(np.pi / 2)
+
+
+def test_unfittable_stamps_give_nan_and_bad_arguments_are_named():
+    p = np.array([[5.0, 10.0, 10.0, 0.25, 0.0, 0.25]] * 2)
+    w = np.ones((2, 21, 21))
+    w[1] = 0.0                                   # nothing fitted: no error
+    e = fit_errors(p, fit_covariance(p, w), np.ones(2))
+    assert np.isfinite(e.x0[0]) and np.isnan(e.x0[1]) and np.isnan(e.flux_rel[1])
+    with pytest.raises(ValueError, match="kernel of shape"):
+        fit_covariance(p, w, correlation_kernel(5, 1.0, 1.0, 0.0))
+    with pytest.raises(ValueError, match=r"params \[n, 6\]"):
+        fit_covariance(p[:1], w)
+    with pytest.raises(ValueError, match="sigmas must be > 0"):
+        correlation_kernel(5, 0.0, 1.0, 0.0)
+
+
+def test_measured_sources_carry_errors_box_fallbacks_the_rms():
+    """measure_sources: fitted sources get their fit errors (the beam-correlated kernel
+    from noise_beam), box-measured ones the rms as peak error and NaN elsewhere."""
+    beam = 3.0 / FWHM
+    img = _gauss(20.3, 30.6, 5.0, beam, beam, 0.0, 64) + _gauss(44.0, 20.0, 2.0, 3.0, 1.5, 0.6, 64)
+    img = img + 0.01 * np.random.default_rng(1).standard_normal(img.shape)
+    noise = NoiseMap(rms=np.full((2, 2), 0.01), background=np.zeros((2, 2)),
+                     cy=np.array([16.0, 48.0]), cx=np.array([16.0, 48.0]), shape=(64, 64), box=32)
+    boxes = np.array([[18.0, 28.0, 0, 25.0, 35.0, 1], [36.0, 13.0, 0, 54.0, 29.0, 1]])
+    kw = dict(beam_area=2 * np.pi * beam**2, unit_scale=1.0, beam_sigma=beam)
+    read = lambda w: img[w].astype(np.float32)  # noqa: E731
+    m = measure_sources(read, img.shape, boxes, noise, noise_beam=(beam, beam, 0.0), **kw)
+    white = measure_sources(read, img.shape, boxes, noise, **kw)
+    assert m.fit_ok.all()
+    # the point source, correlated noise: position error (4/3) sigma / SNR, peak error ~ rms
+    np.testing.assert_allclose(np.sqrt(m.xy_cov[0, 0, 0]), 4 / 3 * beam / 500, rtol=0.05)
+    assert 0.8 * 0.01 < m.peak_err[0] < 1.2 * 0.01
+    assert np.all(np.sqrt(white.xy_cov[:, 0, 0]) < np.sqrt(m.xy_cov[:, 0, 0]))
+    assert m.flux_err[1] > m.flux_err[0] and np.all(m.theta_err[1] < np.radians(5))
+    box = measure_sources(read, img.shape, boxes, noise, fit=False, **kw)
+    np.testing.assert_allclose(box.peak_err, 0.01)
+    assert np.isnan(box.xy_cov).all() and np.isnan(box.sigma_major_err).all()
+
+
+def test_sky_errors_follow_the_wcs_rotation():
+    """Pixel errors carried onto the sky through the local WCS Jacobian: an image rotated by
+    90 degrees swaps the RA and Dec errors."""
+    wcs_mod = pytest.importorskip("astropy.wcs")
+    from cianna_jax.astro.sky import sky_offsets_per_pixel
+
+    def make(rot):
+        w = wcs_mod.WCS(naxis=2)
+        w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        w.wcs.crval, w.wcs.crpix = [150.0, 2.0], [50.0, 50.0]
+        c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
+        w.wcs.cd = np.array([[-c, -s], [-s, c]]) * (0.5 / 3600)  # x east-ward at rot 0
+        return w
+
+    x, y = np.array([49.0, 10.0]), np.array([49.0, 80.0])
+    J0 = sky_offsets_per_pixel(make(0.0), x, y)
+    np.testing.assert_allclose(J0, np.array([[-0.5, 0.0], [0.0, 0.5]])[None].repeat(2, 0),
+                               atol=1e-4)
+    cov = np.array([[4.0, 0.0], [0.0, 1.0]])          # x error 2 px, y error 1 px
+    sky0 = J0[0] @ cov @ J0[0].T
+    J90 = sky_offsets_per_pixel(make(90.0), x, y)
+    sky90 = J90[0] @ cov @ J90[0].T
+    np.testing.assert_allclose(np.sqrt(np.diag(sky0)), [1.0, 0.5], rtol=1e-3)
+    np.testing.assert_allclose(np.sqrt(np.diag(sky90)), [0.5, 1.0], rtol=1e-3)
