@@ -238,6 +238,7 @@ def angle_column(col: Any, which: str, what: str) -> np.ndarray:
 
 #: the unit each standard column is read in
 STANDARD_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "peak": "Jy/beam", "rms": "Jy/beam",
+                  "ra_err": "arcsec", "dec_err": "arcsec", "flux_err": "Jy",
                   "bmaj": "arcsec", "bmin": "arcsec", "bmaj_deconv": "arcsec",
                   "bmin_deconv": "arcsec", "pa": "deg"}
 

@@ -89,7 +89,9 @@ class Scores:
     median (detected - true) along RA*cos(Dec)/Dec (or x/y).  ``flux_ratio``: median of
     detected/true flux and its robust scatter (1.4826 MAD).  ``bmaj_ratio``/``bmin_ratio``:
     medians of detected/true sizes.  ``pa_error``: median |difference| (deg, folded to
-    [0, 90]) for elongated true sources (axis ratio > 1.3).
+    [0, 90]) for elongated true sources (axis ratio > 1.3).  ``extra["error_pulls"]``
+    (when the detections have errors): robust scatter of (detected - true) / error of the
+    positions and fluxes, 1 for honest errors and an exact truth.
     """
 
     n_det: int
@@ -147,11 +149,15 @@ def score_catalogue(
     snr_bins: Sequence[float] = SNR_BINS,
     flux_bins: Sequence[float] | None = None,
     min_truth_snr: float = 0.0,
+    det_pos_err: tuple[np.ndarray, np.ndarray] | None = None,
+    det_flux_err: np.ndarray | None = None,
 ) -> Scores:
     """Scores of a cross-match.  Overall recall counts the true sources of SNR >=
     ``min_truth_snr``; overall precision counts every detection (a detection matched to a
     fainter true source is still a true one).  Positions are (ra, dec) degrees when ``sky``,
-    else pixels; sizes (bmaj, bmin) in one unit for both; PAs in degrees."""
+    else pixels; sizes (bmaj, bmin) in one unit for both; PAs in degrees; ``det_pos_err``
+    the detections' 1-sigma position errors (arcsec along RA*cos(Dec) and Dec, or pixels),
+    ``det_flux_err`` their flux errors, for the pulls."""
     tsnr = np.asarray(truth_snr, np.float64)
     n_det, n_truth_all = match.det_to_truth.size, tsnr.size
     counted = tsnr >= min_truth_snr
@@ -184,8 +190,7 @@ def score_catalogue(
     with np.errstate(invalid="ignore", divide="ignore"):
         fr = (np.asarray(det_flux)[d] / np.asarray(truth_flux)[t]
               if truth_flux is not None and det_flux is not None else np.zeros(0))
-        frv = fr[np.isfinite(fr)]
-        scatter = float(1.4826 * np.median(np.abs(frv - np.median(frv)))) if frv.size else float("nan")
+        scatter = _robust_scatter(fr)
         bmaj_r = bmin_r = pa_err = float("nan")
         n_elong = 0
         if det_size is not None and truth_size is not None:
@@ -196,12 +201,39 @@ def score_catalogue(
                 dp = np.abs(np.mod(np.asarray(det_pa)[d] - np.asarray(truth_pa)[t] + 90.0, 180.0)
                             - 90.0)
                 pa_err, n_elong = _median(dp[elong]), int(np.count_nonzero(elong))
+        pulls = _error_pulls(d, t, (dra, ddec), det_pos_err, det_flux, truth_flux,
+                             det_flux_err, "radec" if sky else "xy")
+    extra = {"n_truth_all": n_truth_all, "n_elongated": n_elong}
+    if pulls:
+        extra["error_pulls"] = pulls
     return Scores(n_det=n_det, n_truth=n_truth, n_tp=n_tp, n_fp=n_fp, n_fn=n_fn,
                   precision=precision, recall=recall, f1=f1, by_snr=by_snr, by_flux=by_flux,
                   unit="arcsec" if sky else "pix", median_separation=_median(match.separation),
                   median_offset=(_median(dra), _median(ddec)), flux_ratio=_median(fr),
                   flux_ratio_scatter=scatter, bmaj_ratio=bmaj_r, bmin_ratio=bmin_r,
-                  pa_error=pa_err, extra={"n_truth_all": n_truth_all, "n_elongated": n_elong})
+                  pa_error=pa_err, extra=extra)
+
+
+def _robust_scatter(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else float("nan")
+
+
+def _error_pulls(d, t, offsets, pos_err, det_flux, truth_flux, flux_err, axes: str) -> dict:
+    """Robust scatter of (detected - true) / error over the matched pairs ``d``, ``t`` and
+    the number of pairs with position errors; empty without errors."""
+    out: dict = {}
+    if pos_err is not None:
+        names = ("ra", "dec") if axes == "radec" else ("x", "y")
+        for name, off, err in zip(names, offsets, pos_err):
+            out[name] = _robust_scatter(off / np.asarray(err, np.float64)[d])
+        e = np.asarray(pos_err[0], np.float64)[d]
+        out["n"] = int(np.count_nonzero(np.isfinite(e) & (e > 0)))
+    if flux_err is not None and det_flux is not None and truth_flux is not None:
+        out["flux"] = _robust_scatter((np.asarray(det_flux, np.float64)[d]
+                                       - np.asarray(truth_flux, np.float64)[t])
+                                      / np.asarray(flux_err, np.float64)[d])
+    return out
 
 
 def pr_curve(objectness: np.ndarray, thresholds: Sequence[float],

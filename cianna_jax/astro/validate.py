@@ -172,6 +172,10 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
     pos = (np.asarray(det["ra"]), np.asarray(det["dec"])) if sky else (np.asarray(det["x"]),
                                                                       np.asarray(det["y"]))
     tpos = (truth.ra, truth.dec) if sky else (truth.x, truth.y)
+    names = ("ra_err", "dec_err") if sky else ("x_err", "y_err")
+    pos_err = (tuple(column_values(det, n) for n in names)
+               if all(n in det.colnames for n in names) else None)
+    flux_err = column_values(det, "flux_err") if "flux_err" in det.colnames else None
     sizes = None
     if truth.bmaj is not None and "bmaj" in det.colnames:
         sizes = ((np.asarray(det["bmaj"]), np.asarray(det["bmin"])), (truth.bmaj, truth.bmin))
@@ -180,11 +184,20 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
         det_flux=np.asarray(det["flux"]), det_pos=pos, truth_pos=tpos, sky=sky,
         det_size=sizes[0] if sizes else None, truth_size=sizes[1] if sizes else None,
         det_pa=np.asarray(det["pa"]) if "pa" in det.colnames else None, truth_pa=truth.pa,
-        snr_bins=snr_bins, flux_bins=flux_bins, min_truth_snr=min_truth_snr)
+        snr_bins=snr_bins, flux_bins=flux_bins, min_truth_snr=min_truth_snr,
+        det_pos_err=pos_err, det_flux_err=flux_err)
 
 
 def _fmt(v: float, spec: str = ".3f") -> str:
     return "  nan" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def _pull_text(pulls: dict) -> str:
+    """The pull scatters as 'ra/dec/flux' (or 'x/y/flux'); '-' without errors."""
+    if not pulls:
+        return "-"
+    keys = [k for k in pulls if k not in ("n", "flux")] + ["flux"]
+    return "/".join(_fmt(pulls.get(k, float("nan")), ".2f") for k in keys)
 
 
 def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | None] | None = None,
@@ -211,7 +224,11 @@ def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | 
              for n in names])
         row("   F1", [_fmt(results[n].by_snr.f1[i]) for n in names])
     row("median flux ratio", [_fmt(results[n].flux_ratio) for n in names])
-    row(f"median offset ({results[names[0]].unit})", [_fmt(results[n].median_separation) for n in names])
+    row(f"median separation ({results[names[0]].unit})",
+        [_fmt(results[n].median_separation) for n in names])
+    pulls = {n: results[n].extra.get("error_pulls") or {} for n in names}
+    if any(pulls.values()):
+        row("error pulls (pos/flux)", [_pull_text(p) for p in pulls.values()])
     if sdc1:
         row("SDC1 score", [_fmt(sdc1[n].value, ".1f") if sdc1.get(n) else "-" for n in names])
         row("SDC1 n_match", [str(sdc1[n].n_match) if sdc1.get(n) else "-" for n in names])
@@ -233,8 +250,14 @@ def format_scores(s: Scores, sdc1: Sdc1Score | None = None) -> str:
            f"{_fmt(s.flux_ratio_scatter)}",
            f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; median PA "
            f"error {_fmt(s.pa_error, '.1f')} deg (over the {s.extra.get('n_elongated', 0)} "
-           "matched elongated sources, axis ratio > 1.3)",
-           "", f"{'SNR bin':<16}{'n_true':>8}{'n_det':>8}{'recall':>9}{'precision':>11}{'F1':>8}"]
+           "matched elongated sources, axis ratio > 1.3)"]
+    pulls = s.extra.get("error_pulls")
+    if pulls:
+        parts = ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in pulls.items() if k != "n")
+        out.append(f"         errors: robust scatter of (measured - true) / error {parts} "
+                   f"(over {pulls.get('n', s.n_tp)} matched; 1: honest errors, if the truth is "
+                   "exact)")
+    out += ["", f"{'SNR bin':<16}{'n_true':>8}{'n_det':>8}{'recall':>9}{'precision':>11}{'F1':>8}"]
     b = s.by_snr
     for i, lab in enumerate(b.labels()):
         out.append(f"{lab:<16}{int(b.n_truth[i]):>8}{int(b.n_det[i]):>8}{_fmt(b.recall[i]):>9}"

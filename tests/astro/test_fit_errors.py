@@ -144,3 +144,38 @@ def test_sky_errors_follow_the_wcs_rotation():
     sky90 = J90[0] @ cov @ J90[0].T
     np.testing.assert_allclose(np.sqrt(np.diag(sky0)), [1.0, 0.5], rtol=1e-3)
     np.testing.assert_allclose(np.sqrt(np.diag(sky90)), [0.5, 1.0], rtol=1e-3)
+
+
+def test_scores_report_the_pulls_of_the_errors():
+    """Detections offset from the truth by exactly the normal quantiles times their errors
+    have pull scatter 1; errors half as large give 2.  The report prints them, and the
+    side-by-side table too."""
+    from statistics import NormalDist
+
+    from cianna_jax.astro.crossmatch import crossmatch_pixels
+    from cianna_jax.astro.scores import score_catalogue
+    from cianna_jax.astro.validate import format_scores, format_side_by_side
+
+    n = 201
+    q = np.array([NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
+    rng = np.random.default_rng(0)
+    tx, ty = np.arange(n) * 20.0, np.zeros(n)
+    err = rng.uniform(0.05, 0.2, n)
+    dx, dy = tx + q * err, ty + rng.permutation(q) * err
+    flux_err = rng.uniform(0.1, 0.3, n)
+    flux = 10.0 + rng.permutation(q) * flux_err
+    m = crossmatch_pixels(dx, dy, tx, ty, 3.0)
+    kw = dict(truth_snr=np.full(n, 20.0), det_snr=np.full(n, 20.0), truth_flux=np.full(n, 10.0),
+              det_flux=flux, det_pos=(dx, dy), truth_pos=(tx, ty), sky=False)
+    s = score_catalogue(m, det_pos_err=(err, err), det_flux_err=flux_err, **kw)
+    p = s.extra["error_pulls"]
+    assert p["n"] == n and set(p) == {"x", "y", "flux", "n"}
+    np.testing.assert_allclose([p["x"], p["y"], p["flux"]], 1.0, atol=0.02)
+    half = score_catalogue(m, det_pos_err=(err / 2, err / 2), det_flux_err=flux_err / 2, **kw)
+    np.testing.assert_allclose([half.extra["error_pulls"][k] for k in ("x", "y", "flux")], 2.0,
+                               atol=0.04)
+    assert "true) / error x 0.99, y 0.99, flux 0.99 (over 201 matched" in format_scores(s)
+    none = score_catalogue(m, **kw)
+    assert "error_pulls" not in none.extra and "errors:" not in format_scores(none)
+    table = format_side_by_side({"ours": s, "other": none})
+    assert "0.99/0.99/0.99" in table and table.rstrip().endswith("-")

@@ -58,6 +58,7 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     assert "precision (reliability)" in text and "SDC1 score" in text
     assert "true SNR from the catalogue's snr column" in text
     assert "matched elongated sources, axis ratio > 1.3)" in text  # the PA error's count
+    assert "errors: robust scatter of (measured - true) / error ra " in text
     files = set(os.listdir(rep))
     assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
             "report.txt"} <= files
@@ -65,6 +66,8 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     s = json.loads((rep / "scores.json").read_text())
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
     assert 0 <= s["scores"]["n_elongated"] <= s["scores"]["n_tp"]
+    pulls = s["scores"]["error_pulls"]
+    assert set(pulls) == {"ra", "dec", "flux", "n"} and 0 < pulls["n"] <= s["scores"]["n_tp"]
 
 
 def test_val_against_an_empty_truth_counts_every_detection_false(tmp_path, field, tiny_model,
