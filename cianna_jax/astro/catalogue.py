@@ -284,13 +284,23 @@ def warn_unitless_sizes(col: Any, arcsec: np.ndarray, what: str) -> None:
                       "column its unit", UserWarning, stacklevel=3)
 
 
+#: Aegean's component lists (Hancock et al. 2012, 2018) name the FWHM axes of their fitted
+#: Gaussians ``a`` and ``b`` (arcsec); a table is read that way only when it has Aegean's
+#: other columns, as elsewhere ``a`` and ``b`` mean other things (SExtractor: rms axes)
+_AEGEAN_SIGNATURE = frozenset({"island", "source", "local_rms", "int_flux", "peak_flux"})
+_AEGEAN_SIZES = {"bmaj": "a", "bmin": "b"}
+
+
 def find_column(table: Any, name: str) -> str | None:
     """The column of ``table`` standing for ``name`` (case-insensitive, known aliases such as
-    ``Total_flux`` for ``flux``), or None."""
+    ``Total_flux`` for ``flux``; Aegean's ``a``, ``b`` for ``bmaj``, ``bmin`` in an Aegean
+    component list), or None."""
     lower = {c.lower(): c for c in table.colnames}
     for alias in _ALIASES.get(name, (name,)):
         if alias.lower() in lower:
             return lower[alias.lower()]
+    if name in _AEGEAN_SIZES and _AEGEAN_SIGNATURE <= set(lower):
+        return lower.get(_AEGEAN_SIZES[name])
     return None
 
 

@@ -89,6 +89,31 @@ def test_missing_columns_are_named():
         require_columns(t, ["ra", "dec", "pa"], "cat")
 
 
+AEGEAN_CSV = """island,source,background,local_rms,ra_str,dec_str,ra,err_ra,dec,err_dec,\
+peak_flux,err_peak_flux,int_flux,err_int_flux,a,err_a,b,err_b,pa,err_pa,flags,residual_mean,\
+residual_std,uuid,psf_a,psf_b,psf_pa
+1,0,1e-06,1.1e-05,00:02:00.00,-30:00:00.0,0.5,1e-05,-30.0,1e-05,0.0012,1.1e-05,0.0013,2e-05,\
+7.9,0.1,6.2,0.1,35.0,3.0,0,0.0,1e-06,a1,6.0,6.0,0.0
+"""
+
+
+def test_aegean_component_lists_read_their_fwhm_axes(tmp_path):
+    """Aegean's a and b (FWHM in arcsec) are the sizes of its component list; elsewhere a
+    column named a is not taken for a size."""
+    from cianna_jax.astro.catalogue import column_values, find_column
+
+    path = tmp_path / "image_comp.csv"
+    path.write_text(AEGEAN_CSV)
+    t = read_catalogue(path)
+    assert find_column(t, "bmaj") == "a" and find_column(t, "bmin") == "b"
+    np.testing.assert_allclose(column_values(t, "bmaj"), [7.9])
+    np.testing.assert_allclose(column_values(t, "flux"), [0.0013])   # int_flux
+    np.testing.assert_allclose(column_values(t, "rms"), [1.1e-5])    # local_rms
+    other = make_table({"ra": np.zeros(1), "dec": np.zeros(1), "a": np.ones(1),
+                        "b": np.ones(1)})
+    assert find_column(other, "bmaj") is None and find_column(other, "bmin") is None
+
+
 SUB = """id ra_core dec_core ra_cent dec_cent flux core_frac b_maj b_min pa size class
 1 0.5000833 -30.5000556 0.5000833 -30.5000556 1.1e-4 0.0 2.2 0.9 35 2 3
 2 0.6001 -30.6001 0.6001 -30.6 4e-5 0.0 4.0 2.5 95 3 3
