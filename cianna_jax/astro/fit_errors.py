@@ -25,6 +25,7 @@ from .gaussfit import gaussian_jacobian
 __all__ = ["FitErrors", "correlation_kernel", "fit_covariance", "fit_errors"]
 
 _ANGLE_LIMIT = 0.5  # radians: a larger linearised angle error is reported as pi / 2
+_DENSE_MAX = 24  # stamp side up to which C is a dense matrix
 _MAX_ELEMENTS = 400_000  # stamps x padded pixels per FFT batch (bounds the memory)
 
 
@@ -63,8 +64,13 @@ def correlation_kernel(size: int, sigma_major: float, sigma_minor: float,
 
 def _correlated(jw: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``C @ jw`` for each stamp and parameter: ``jw [n, S, S, 6]`` convolved with the
-    kernel over the stamp (zero outside it), by FFT of size >= 2S - 1."""
+    kernel over the stamp (zero outside it): a dense product for small stamps, else by FFT
+    of size >= 2S - 1."""
     n, S = jw.shape[0], jw.shape[1]
+    if S <= _DENSE_MAX:  # small stamps: the dense correlation matrix is cheaper than FFTs
+        lag = np.arange(S)[:, None] - np.arange(S)[None, :] + S - 1
+        C = kernel[lag[:, None, :, None], lag[None, :, None, :]].reshape(S * S, S * S)
+        return (C @ jw.reshape(n, S * S, 6)).reshape(jw.shape)
     L = 2 * S
     kp = np.zeros((L, L))
     kp[:S, :S] = kernel[S - 1:, S - 1:]             # lags >= 0 in both axes
@@ -101,7 +107,7 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
     unit[:, 0] = 1.0  # the Jacobian of a unit amplitude: better conditioned in any image unit
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         jw = gaussian_jacobian(unit, S) * (w.reshape(n, S * S) > 0)[..., None]  # [n, S*S, 6]
-        H = np.einsum("npi,npj->nij", jw, jw)
+        H = np.swapaxes(jw, 1, 2) @ jw
         finite = np.all(np.isfinite(H), axis=(1, 2))
         H = np.where(finite[:, None, None], H, np.eye(6))
         inv = np.linalg.pinv(H, hermitian=True)
@@ -109,7 +115,7 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
             cov = inv
         else:
             cj = _correlated(jw.reshape(n, S, S, 6), np.asarray(kernel, np.float64))
-            middle = np.einsum("npi,npj->nij", jw, cj.reshape(n, S * S, 6))
+            middle = np.swapaxes(jw, 1, 2) @ cj.reshape(n, S * S, 6)
             cov = inv @ middle @ inv
         scale = np.ones((n, 6))
         scale[:, 1:] = 1.0 / amp[:, None]       # back to the fitted amplitude's parameters

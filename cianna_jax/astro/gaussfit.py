@@ -70,7 +70,8 @@ def _solve(H: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def _levenberg_marquardt(p: np.ndarray, d: np.ndarray, w: np.ndarray, gx: np.ndarray,
                          gy: np.ndarray, S: int, iters: int) -> np.ndarray:
-    """Minimise sum(w^2 (d - model)^2) per stamp from ``p``; each stamp has its own damping."""
+    """Minimise sum(w^2 (d - model)^2) per stamp from ``p``; each stamp has its own damping
+    and stops on its own (the work of an iteration covers the stamps still moving)."""
     n = p.shape[0]
     lam = np.full(n, 1e-2)
     m, E, dx, dy = _model(p, gx, gy)
@@ -78,24 +79,28 @@ def _levenberg_marquardt(p: np.ndarray, d: np.ndarray, w: np.ndarray, gx: np.nda
     cost = np.sum(r * r, axis=1)
     active = np.ones(n, bool)
     for _ in range(iters):
-        if not active.any():
+        i = np.flatnonzero(active)
+        if not i.size:
             break
-        J = _jacobian(p, E, dx, dy) * w[..., None]
-        JTJ = np.einsum("npi,npj->nij", J, J)
-        g = np.einsum("npi,np->ni", J, r)
+        wi = w[i]
+        J = _jacobian(p[i], E[i], dx[i], dy[i]) * wi[..., None]
+        JT = np.swapaxes(J, 1, 2)
+        JTJ = JT @ J                       # batched BLAS: much faster than einsum here
+        g = (JT @ r[i][..., None])[..., 0]
         diag = np.einsum("nii->ni", JTJ)
-        H = JTJ + (lam[:, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(6)[None]
-        cand = p + _solve(H, g)
+        H = JTJ + (lam[i, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(6)[None]
+        cand = p[i] + _solve(H, g)
         mc, Ec, dxc, dyc = _model(cand, gx, gy)
-        rc = (d - mc) * w
+        rc = (d[i] - mc) * wi
         cc = np.sum(rc * rc, axis=1)
         cc = np.where(np.isfinite(cc), cc, np.inf)
-        better = active & _valid(cand, S) & (cc < cost)
-        rel = np.where(better, (cost - cc) / np.maximum(cost, 1e-300), 0.0)
-        p[better], cost[better], r[better] = cand[better], cc[better], rc[better]
-        E[better], dx[better], dy[better] = Ec[better], dxc[better], dyc[better]
-        lam = np.where(better, lam / 3.0, lam * 4.0)
-        active &= ~((better & (rel < 1e-7)) | (lam > 1e8))
+        better = _valid(cand, S) & (cc < cost[i])
+        rel = np.where(better, (cost[i] - cc) / np.maximum(cost[i], 1e-300), 0.0)
+        b = i[better]
+        p[b], cost[b], r[b] = cand[better], cc[better], rc[better]
+        E[b], dx[b], dy[b] = Ec[better], dxc[better], dyc[better]
+        lam[i] = np.where(better, lam[i] / 3.0, lam[i] * 4.0)
+        active[i] = ~((better & (rel < 1e-7)) | (lam[i] > 1e8))
     return p
 
 

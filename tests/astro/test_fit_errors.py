@@ -179,3 +179,15 @@ def test_scores_report_the_pulls_of_the_errors():
     assert "error_pulls" not in none.extra and "errors:" not in format_scores(none)
     table = format_side_by_side({"ours": s, "other": none})
     assert "0.99/0.99/0.99" in table and table.rstrip().endswith("-")
+
+
+def test_dense_and_fft_correlations_agree(monkeypatch):
+    """Small stamps multiply by the dense correlation matrix, large ones use FFTs: the same
+    numbers (an elliptical, rotated beam)."""
+    import cianna_jax.astro.fit_errors as fe
+
+    jw = np.random.default_rng(0).standard_normal((3, 17, 17, 6))
+    kernel = correlation_kernel(17, 1.3, 0.9, 0.4)
+    dense = fe._correlated(jw, kernel)
+    monkeypatch.setattr(fe, "_DENSE_MAX", 0)
+    np.testing.assert_allclose(fe._correlated(jw, kernel), dense, atol=1e-12)
