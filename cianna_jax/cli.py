@@ -102,6 +102,10 @@ def _predict(args) -> int:
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
+    if len(args.image) > 1:
+        found = sum(len(p.table) for p in res.parts)
+        sky = (f"from {len(args.image)} images: {found} detected, each kept once from the "
+               "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
@@ -223,11 +227,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="cianna_demo", help="output folder (PNG, CSV, network)")
     sub.add_parser("info", help="versions, devices, default backend and optional extras")
 
-    def common(p):
+    def common(p, several: bool = False):
         p.add_argument("--model", required=True,
                        help="model card (.json), network (.dat with its .json beside it) "
                             "or a 'cianna-jax train' run folder (its best model)")
-        p.add_argument("--image", required=True, help="FITS image (2D, SDC1 4D) or cube")
+        if several:
+            p.add_argument("--image", required=True, action="append",
+                           help="FITS image (2D, SDC1 4D) or cube; repeatable: overlapping "
+                                "images (mosaics) give one catalogue, each source from the "
+                                "image whose centre is nearest")
+        else:
+            p.add_argument("--image", required=True, help="FITS image (2D, SDC1 4D) or cube")
         p.add_argument("--threshold", type=float, default=None,
                        help="objectness threshold (default: the model card's)")
         p.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
@@ -241,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(faster on CPU, outputs within 1e-3)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
-    common(pred)
+    common(pred, several=True)
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
                            "text) or .reg (DS9 regions); repeatable: several files, one run")

@@ -8,9 +8,11 @@ the image is read a box or a tile batch at a time from its memory map.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -23,6 +25,7 @@ from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalo
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, load_model
+from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
 from .sky import (
@@ -35,7 +38,8 @@ from .sky import (
     sky_offsets_per_pixel,
 )
 
-__all__ = ["SourceFinding", "find_sources", "predict_file", "build_table", "beam_in_pixels"]
+__all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "predict_file",
+           "build_table", "beam_in_pixels"]
 
 
 @dataclass
@@ -271,18 +275,60 @@ def find_sources(
             img.close()
 
 
+def find_sources_in_images(
+    images: Sequence[str | os.PathLike],
+    model: str | os.PathLike | LoadedModel,
+    *,
+    hdu: int | str | None = None,
+    plane: int | None = None,
+    beam: Beam | None = None,
+    tile: int | tuple[int, ...] | None = None,
+    mixed_precision: str = "off",
+    progress: bool = True,
+    **kw: Any,
+) -> MosaicFinding:
+    """:func:`find_sources` on each of several overlapping 2D images with a WCS (a survey's
+    mosaics or pointings; one loaded, compiled detector), merged into one catalogue that
+    keeps each source once (:mod:`.mosaic`: from the image whose centre is nearest).
+    ``hdu``, ``plane`` and ``beam`` apply to every image; other keywords as
+    :func:`find_sources`."""
+    paths = [os.fspath(p) for p in images]
+    if len(paths) < 2:
+        raise ValueError(f"images: give two or more images to merge; received {paths!r}")
+    mdl = _as_model(model, tile)
+    with ExitStack() as stack:
+        imgs = [stack.enter_context(open_image(p, hdu, beam=beam, plane=plane)) for p in paths]
+        check_images(imgs)
+        predict_fn = kw.pop("predict_fn", None) or make_predict_fn(mdl, mixed_precision)
+        parts = []
+        for k, im in enumerate(imgs):
+            if progress:
+                print(f"image {k + 1}/{len(imgs)}: {im.path}", file=sys.stderr)
+            parts.append(find_sources(im, mdl, predict_fn=predict_fn, progress=progress, **kw))
+        beams = [im.beam.bmaj for im in imgs if im.beam is not None]
+        scale = max(im.pixel_scale or 0.0 for im in imgs)
+        keep = keep_nearest_centre([(np.asarray(p.table["ra"]), np.asarray(p.table["dec"]))
+                                    for p in parts], imgs, max(beams) if beams else 3.0 * scale)
+        base = [os.path.basename(p) for p in paths]
+        names = base if len(set(base)) == len(base) else paths
+        table = merge_tables([p.table for p in parts], keep, names)
+    return MosaicFinding(table, parts, keep)
+
+
 def predict_file(
-    image: str | os.PathLike,
+    image: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | LoadedModel,
     out: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     fmt: str | None = None,
     **kw: Any,
-) -> SourceFinding:
+) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
     ``fmt``), or to each of several paths (e.g. an ``.ecsv`` and a DS9 ``.reg``: one
-    detection run).  The output formats and folders are checked before any work; nothing
-    is written if anything fails."""
+    detection run).  Several images (overlapping mosaics) give one merged catalogue
+    (:func:`find_sources_in_images`).  The output formats and folders are checked before any
+    work; nothing is written if anything fails."""
+    images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
         raise ValueError("out: give one path, or several without fmt (each its extension's "
@@ -292,12 +338,17 @@ def predict_file(
         folder = check_folder(os.path.dirname(os.path.abspath(os.fspath(o))))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder}: output folder does not exist")
-    with open_image(image, kw.pop("hdu", None), beam=kw.pop("beam", None),
-                    plane=kw.pop("plane", None)) as img:
-        if "sdc1" in formats and img.wcs is None:
-            raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image has no "
-                             "celestial WCS")
-        res = find_sources(img, model, **kw)
+    if not images:
+        raise ValueError("image: give at least one image")
+    if len(images) > 1:
+        res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
+    else:
+        with open_image(images[0], kw.pop("hdu", None), beam=kw.pop("beam", None),
+                        plane=kw.pop("plane", None)) as img:
+            if "sdc1" in formats and img.wcs is None:
+                raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image "
+                                 "has no celestial WCS")
+            res = find_sources(img, model, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         for o, f in zip(outs, formats):

@@ -1,0 +1,172 @@
+"""Several overlapping images (a survey's mosaics or pointings) -> one catalogue.
+
+``cianna-jax predict --image a.fits --image b.fits --out all.ecsv`` detects and measures
+each image with one loaded, compiled detector, then keeps every source once: from the image
+whose centre is nearest to it on the sky, among the images with data (a finite pixel) at
+its position, as survey catalogues are built from overlapping mosaics (e.g. LoTSS).  Two
+detections of one source on either side of that boundary (from two images, closer than half
+a beam) keep the one nearer its own image's centre.  The catalogue gains an ``image`` column
+(``x``, ``y`` are that image's pixels) and lists the images in its metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .fits_image import FitsImage, ImageError
+from .sky import angular_separation, pixel_to_sky, sky_to_pixel
+
+__all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data"]
+
+RULE = ("each source from the image whose centre is nearest to it, of the images with data at "
+        "its position; of two detections closer than half a beam, the one nearer its centre")
+#: per-image metadata of the catalogues, kept per image in the merged catalogue's ``images``
+_PER_IMAGE = ("image", "hdu", "plane", "bunit", "beam_bmaj_arcsec", "beam_bmin_arcsec",
+              "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms")
+
+
+@dataclass
+class MosaicFinding:
+    """Result of :func:`.pipeline.find_sources_in_images`: the merged catalogue ``table``,
+    each image's :class:`.pipeline.SourceFinding` (``parts``) and which of its rows were kept
+    (``kept``, boolean per row of the part's table)."""
+
+    table: Any
+    parts: list
+    kept: list[np.ndarray]
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """The parts' timings summed (tiles/s over all the detection time)."""
+        keys = ("noise_s", "detect_s", "measure_s", "tiles")
+        out: dict[str, float] = {k: sum(p.timings[k] for p in self.parts) for k in keys}
+        out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
+        return out
+
+
+def image_centre(image: FitsImage) -> tuple[float, float]:
+    """(ra, dec) in degrees of the centre of the image's pixel grid."""
+    H, W = image.shape[-2:]
+    ra, dec = pixel_to_sky(image.wcs, np.array([(W - 1) / 2]), np.array([(H - 1) / 2]))
+    return float(ra[0]), float(dec[0])
+
+
+def has_data(image: FitsImage, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """True where the sky positions fall on a finite pixel of the 2D ``image``."""
+    x, y = sky_to_pixel(image.wcs, ra, dec)
+    H, W = image.shape[-2:]
+    ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
+    inside = np.isfinite(ix) & np.isfinite(iy) & (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    out = np.zeros(np.shape(ra), bool)
+    k = np.flatnonzero(inside)
+    if k.size:
+        raw = np.asarray(image.data[iy[k].astype(np.intp), ix[k].astype(np.intp)])
+        ok = np.isfinite(raw) if raw.dtype.kind == "f" else np.ones(raw.shape, bool)
+        if image.blank is not None and raw.dtype.kind in "iu":
+            ok &= raw != image.blank
+        out[k] = ok
+    return out
+
+
+def keep_nearest_centre(positions: Sequence[tuple[np.ndarray, np.ndarray]],
+                        images: Sequence[FitsImage], beam_arcsec: float) -> list[np.ndarray]:
+    """Which sources of each image to keep (see the module docstring): ``positions[i]`` the
+    (ra, dec) of image ``i``'s sources, ``beam_arcsec`` the largest beam FWHM."""
+    centres = [image_centre(im) for im in images]
+    keep, dist = [], []
+    for i, (ra, dec) in enumerate(positions):
+        d = np.stack([angular_separation(ra, dec, *c) for c in centres]) if len(ra) else \
+            np.zeros((len(images), 0))
+        for j, im in enumerate(images):
+            if j != i and len(ra):
+                d[j] = np.where(has_data(im, ra, dec), d[j], np.inf)
+        own = d[i]
+        others = np.delete(d, i, axis=0)
+        nearest = np.min(others, axis=0) if others.size else np.full(own.shape, np.inf)
+        keep.append((own < nearest) | ((own == nearest) & (i < _first_min(others, i))))
+        dist.append(own)
+    _drop_boundary_pairs(positions, keep, dist, 0.5 * beam_arcsec)
+    return keep
+
+
+def _first_min(others: np.ndarray, i: int) -> np.ndarray:
+    """The image index of the nearest other centre (for ties with image ``i``)."""
+    if not others.size:
+        return np.full(others.shape[1:], np.iinfo(np.int64).max)
+    j = np.argmin(others, axis=0)
+    return np.where(j >= i, j + 1, j)
+
+
+def _drop_boundary_pairs(positions, keep, dist, radius_arcsec: float) -> None:
+    """Of two kept sources of different images closer than ``radius_arcsec``, drop the one
+    farther from its own image's centre (one source seen on both sides of the boundary)."""
+    from scipy.spatial import cKDTree
+
+    rows = [(i, k) for i, m in enumerate(keep) for k in np.flatnonzero(m)]
+    if len(rows) < 2 or radius_arcsec <= 0:
+        return
+    ra = np.radians([positions[i][0][k] for i, k in rows])
+    dec = np.radians([positions[i][1][k] for i, k in rows])
+    xyz = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], 1)
+    chord = 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
+    for a, b in sorted(cKDTree(xyz).query_pairs(chord)):
+        (ia, ka), (ib, kb) = rows[a], rows[b]
+        if ia == ib or not (keep[ia][ka] and keep[ib][kb]):
+            continue
+        if dist[ia][ka] <= dist[ib][kb]:
+            keep[ib][kb] = False
+        else:
+            keep[ia][ka] = False
+
+
+def merge_tables(tables: Sequence[Any], keep: Sequence[np.ndarray], names: Sequence[str]) -> Any:
+    """One catalogue of the kept rows of each image's ``tables`` (an ``image`` column after
+    ``id``), sorted by decreasing flux with ids 1..N; the images' own metadata listed in
+    ``meta["images"]``."""
+    from astropy.table import Table, vstack
+
+    parts = []
+    for t, k, name in zip(tables, keep, names):
+        p = Table(t[np.asarray(k, bool)], copy=True)
+        p.meta = {}
+        p.add_column(np.full(len(p), name, dtype=f"U{max(len(n) for n in names)}"),
+                     name="image", index=1)
+        parts.append(p)
+    merged = vstack(parts, join_type="outer", metadata_conflicts="silent")
+    flux = np.ma.filled(np.asarray(merged["flux"], np.float64), np.nan) if len(merged) else []
+    order = np.argsort(-np.nan_to_num(np.asarray(flux, np.float64), nan=-np.inf), kind="stable")
+    merged = merged[order]
+    merged["id"] = np.arange(1, len(merged) + 1, dtype=np.int64)
+    first = tables[0].meta
+    meta = {k: v for k, v in first.items() if k not in _PER_IMAGE}
+    frames = {str(t.meta.get("radec_frame")) for t in tables}
+    meta["radec_frame"] = frames.pop() if len(frames) == 1 else (
+        "per image (see images): ICRS or an image's equatorial J2000")
+    meta["images"] = [{**{k: t.meta.get(k) for k in _PER_IMAGE if k in t.meta},
+                       "n_detected": len(t), "n_kept": int(np.count_nonzero(k))}
+                      for t, k in zip(tables, keep)]
+    meta["mosaic"] = RULE
+    merged.meta = meta
+    return merged
+
+
+def check_images(images: Sequence[FitsImage]) -> None:
+    """Several images can be merged when each is 2D with a celestial WCS and no two are the
+    same file; ImageError naming the first that is not."""
+    seen: dict[str, str] = {}
+    for im in images:
+        if im.ndim != 2:
+            raise ImageError(f"{im.path}: several images are merged as 2D images; this one has "
+                             f"shape {im.shape} (--plane N takes one plane of a cube)")
+        if im.wcs is None:
+            raise ImageError(f"{im.path}: merging several images needs each image's celestial "
+                             "WCS; this one has none")
+        key = os.path.realpath(im.path)
+        if key in seen:
+            raise ImageError(f"{im.path}: given twice (also as {seen[key]})")
+        seen[key] = im.path

@@ -1,0 +1,138 @@
+"""Several overlapping images -> one catalogue: the nearest-centre rule, blanked pixels, one
+source seen on both sides of the boundary, the CLI, and the images refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+wcs_mod = pytest.importorskip("astropy.wcs")
+
+from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
+from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
+from cianna_jax.astro.mosaic import keep_nearest_centre  # noqa: E402
+from cianna_jax.astro.pipeline import predict_file  # noqa: E402
+from cianna_jax.astro.sky import angular_separation, pixel_to_sky  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+SCALE = 0.6 / 3600  # degrees per pixel
+
+
+def _sky_wcs(x0: float):
+    """A north-up SIN WCS whose pixel 0 is the virtual grid's column ``x0``."""
+    w = wcs_mod.WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval, w.wcs.crpix = [150.0, 2.0], [80.0 - x0 + 1, 48.0 + 1]
+    w.wcs.cdelt = [-SCALE, SCALE]
+    return w
+
+
+def _write(path, data, x0, beam=True):
+    hdr = _sky_wcs(x0).to_header()
+    if beam:
+        hdr["BMAJ"] = hdr["BMIN"] = 3 * SCALE
+        hdr["BPA"] = 0.0
+    hdr["BUNIT"] = "JY/BEAM"
+    fits.writeto(path, np.asarray(data, np.float32), hdr, overwrite=True)
+    return str(path)
+
+
+def _grid_sky(x):
+    """(ra, dec) of virtual-grid columns ``x`` on row 48."""
+    x = np.asarray(x, np.float64)
+    return pixel_to_sky(_sky_wcs(0.0), x, np.full(x.shape, 48.0))
+
+
+def test_nearest_centre_rule_blanked_pixels_and_boundary_pairs(tmp_path):
+    """Left covers virtual columns 0-99 (centre 49.5), right 60-159 (centre 109.5), so the
+    boundary is column 79.5.  Right is blank over columns 85-94: a source there comes from
+    left although right's centre is nearer.  A source seen by both at 79.4 and 79.8 (either
+    side of the boundary, 0.24 arcsec apart) is kept once, from the image whose centre is
+    nearer to its detection (right: 29.7 px against left's 29.9)."""
+    left = _write(tmp_path / "l.fits", np.zeros((96, 100)), 0.0)
+    rdata = np.zeros((96, 100))
+    rdata[:, 25:35] = np.nan                          # virtual columns 85-94
+    right = _write(tmp_path / "r.fits", rdata, 60.0)
+    lx = np.array([10.0, 70.0, 79.4, 82.0, 90.0, 99.0])
+    rx = np.array([62.0, 79.8, 100.0, 150.0])
+    with open_image(left) as a, open_image(right) as b:
+        keep = keep_nearest_centre([_grid_sky(lx), _grid_sky(rx)], [a, b], beam_arcsec=1.8)
+    np.testing.assert_array_equal(keep[0], [True, True, False, False, True, False])
+    np.testing.assert_array_equal(keep[1], [False, True, True, True])
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory, tiny_model):
+    """A 96x160 synthetic field cut into two overlapping 96x100 images (columns 0-99 and
+    60-159) with their WCS, beam and unit."""
+    from cianna_jax.astro.synthetic import synthetic_field
+
+    d = tmp_path_factory.mktemp("mosaic")
+    f = synthetic_field((96, 160), seed=5, density=0.004, snr_range=(20.0, 3000.0))
+    hdr = dict(f.header)
+    paths = []
+    for name, x0 in (("left.fits", 0), ("right.fits", 60)):
+        w = wcs_mod.WCS(naxis=2)
+        w.wcs.ctype = [hdr["CTYPE1"], hdr["CTYPE2"]]
+        w.wcs.crval = [hdr["CRVAL1"], hdr["CRVAL2"]]
+        w.wcs.crpix = [hdr["CRPIX1"] - x0, hdr["CRPIX2"]]
+        w.wcs.cdelt = [hdr["CDELT1"], hdr["CDELT2"]]
+        h = w.to_header()
+        for k in ("BMAJ", "BMIN", "BPA", "BUNIT"):
+            h[k] = hdr[k]
+        fits.writeto(d / name, f.image[:, x0:x0 + 100].astype(np.float32), h)
+        paths.append(str(d / name))
+    return paths
+
+
+def test_cli_merges_overlapping_images_into_one_catalogue(tmp_path, two_images, tiny_model,
+                                                          capsys):
+    out = tmp_path / "all.ecsv"
+    assert main(["predict", "--model", tiny_model, "--image", two_images[0], "--image",
+                 two_images[1], "--out", str(out), "--out", str(tmp_path / "all.reg"),
+                 "--quiet"]) == 0
+    assert "from 2 images" in capsys.readouterr().out
+    t = read_catalogue(out)
+    assert len(t) > 0 and set(t["image"]) <= {"left.fits", "right.fits"}
+    np.testing.assert_array_equal(t["id"], np.arange(1, len(t) + 1))
+    flux = np.asarray(t["flux"])
+    assert np.all(np.diff(flux[np.isfinite(flux)]) <= 0)
+    assert [m["image"] for m in t.meta["images"]] == ["left.fits", "right.fits"]
+    assert sum(m["n_kept"] for m in t.meta["images"]) == len(t)
+    assert sum(m["n_detected"] for m in t.meta["images"]) >= len(t)
+    assert "nearest" in t.meta["mosaic"] and "image" not in t.meta
+    # every source is nearer its own image's centre than the other's (both have data
+    # everywhere), and no two from different images lie within half a beam
+    centres = {}
+    for p in two_images:
+        with open_image(p) as im:
+            ra, dec = pixel_to_sky(im.wcs, np.array([49.5]), np.array([47.5]))
+            centres[p.rsplit("/", 1)[-1]] = (ra[0], dec[0])
+    ra, dec = np.asarray(t["ra"]), np.asarray(t["dec"])
+    for k, name in enumerate(t["image"]):
+        other = "right.fits" if name == "left.fits" else "left.fits"
+        assert (angular_separation(ra[k], dec[k], *centres[name])
+                <= angular_separation(ra[k], dec[k], *centres[other]) + 1e-9)
+    sep = angular_separation(ra[:, None], dec[:, None], ra[None], dec[None]) * 3600
+    cross = np.asarray(t["image"])[:, None] != np.asarray(t["image"])[None]
+    assert not np.any(cross & (sep < 0.9))
+    assert (tmp_path / "all.reg").read_text().count("ellipse(") + \
+        (tmp_path / "all.reg").read_text().count("point(") == len(t)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_images_that_cannot_be_merged_are_refused(tmp_path, two_images, tiny_model):
+    nowcs = tmp_path / "nowcs.fits"
+    fits.writeto(nowcs, np.zeros((96, 100), np.float32))
+    cube = tmp_path / "cube.fits"
+    fits.writeto(cube, np.zeros((3, 96, 100), np.float32), _sky_wcs(0.0).to_header())
+    out = tmp_path / "x.ecsv"
+    with pytest.raises(ImageError, match="needs each image's celestial WCS"):
+        predict_file([two_images[0], nowcs], tiny_model, out)
+    with pytest.raises(ImageError, match="given twice"):
+        predict_file([two_images[0], two_images[0]], tiny_model, out)
+    with pytest.raises(ImageError, match="merged as 2D images"):
+        predict_file([two_images[0], cube], tiny_model, out)
+    assert not out.exists()
