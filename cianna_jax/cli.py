@@ -98,7 +98,8 @@ def _predict(args) -> int:
                        obj_threshold=args.threshold, hdu=args.hdu, plane=args.plane,
                        beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
-                       progress=not args.quiet, mixed_precision=args.mixed_precision)
+                       progress=not args.quiet, mixed_precision=args.mixed_precision,
+                       residual=args.residual, model_image=args.model_image)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -107,6 +108,9 @@ def _predict(args) -> int:
         sky = (f"from {len(args.image)} images: {found} detected, each kept once from the "
                "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
+    for what, path in (("residual", args.residual), ("model", args.model_image)):
+        if path:
+            print(f"{what} image -> {path}")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
     return 0
@@ -264,6 +268,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--beam", default=None,
                       help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
     pred.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+    pred.add_argument("--residual", default=None, metavar="FITS",
+                      help="also write the image minus the fitted Gaussians (one image)")
+    pred.add_argument("--model-image", default=None, metavar="FITS",
+                      help="also write the fitted Gaussians as an image (one image)")
 
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
     common(val)

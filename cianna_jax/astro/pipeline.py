@@ -28,6 +28,7 @@ from .model_card import LoadedModel, load_model
 from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
+from .residual import write_residual
 from .sky import (
     deconvolve,
     foreign_frame,
@@ -315,19 +316,47 @@ def find_sources_in_images(
     return MosaicFinding(table, parts, keep)
 
 
+def _image_outputs(images: list, residual: Any, model_image: Any) -> dict[str, str]:
+    """The residual/model image paths asked for, checked before any work: FITS names in an
+    existing folder, not a folder, not an input image, one image only."""
+    wanted = {k: os.fspath(v) for k, v in (("residual", residual), ("model", model_image))
+              if v is not None}
+    if wanted and len(images) > 1:
+        raise ValueError("residual/model_image: drawn for one image at a time; run predict on "
+                         "each image for its residual")
+    inputs = {os.path.realpath(os.fspath(i)) for i in images}
+    for kind, p in wanted.items():
+        name = "residual" if kind == "residual" else "model_image"
+        if not p.lower().endswith((".fits", ".fit")):
+            raise ValueError(f"{name}: a FITS file name (.fits) expected; received {p!r}")
+        folder = check_folder(os.path.dirname(os.path.abspath(p)))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: output folder does not exist")
+        if os.path.isdir(p):
+            raise IsADirectoryError(f"{name}: {p} is a folder")
+        if os.path.realpath(p) in inputs:
+            raise ValueError(f"{name}: {p} is the input image; give another file name")
+    if len(set(map(os.path.realpath, wanted.values()))) < len(wanted):
+        raise ValueError("residual and model_image: the same file given for both")
+    return wanted
+
+
 def predict_file(
     image: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | LoadedModel,
     out: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     fmt: str | None = None,
+    residual: str | os.PathLike | None = None,
+    model_image: str | os.PathLike | None = None,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
     ``fmt``), or to each of several paths (e.g. an ``.ecsv`` and a DS9 ``.reg``: one
     detection run).  Several images (overlapping mosaics) give one merged catalogue
-    (:func:`find_sources_in_images`).  The output formats and folders are checked before any
-    work; nothing is written if anything fails."""
+    (:func:`find_sources_in_images`).  ``residual``/``model_image``: FITS files of the image
+    minus the fitted Gaussians / the Gaussians alone (:mod:`.residual`; one 2D image).  The
+    outputs are checked before any work; nothing is written if anything fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -340,17 +369,28 @@ def predict_file(
             raise FileNotFoundError(f"{folder}: output folder does not exist")
     if not images:
         raise ValueError("image: give at least one image")
+    drawn = _image_outputs(images, residual, model_image)
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
-    else:
-        with open_image(images[0], kw.pop("hdu", None), beam=kw.pop("beam", None),
-                        plane=kw.pop("plane", None)) as img:
-            if "sdc1" in formats and img.wcs is None:
-                raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image "
-                                 "has no celestial WCS")
-            res = find_sources(img, model, **kw)
+        _write_catalogues(res.table, outs, formats)
+        return res
+    with open_image(images[0], kw.pop("hdu", None), beam=kw.pop("beam", None),
+                    plane=kw.pop("plane", None)) as img:
+        if "sdc1" in formats and img.wcs is None:
+            raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image "
+                             "has no celestial WCS")
+        if drawn and img.ndim != 2:
+            raise ImageError(f"{img.path}: residual and model images are drawn for 2D images; "
+                             f"this one has shape {img.shape}")
+        res = find_sources(img, model, **kw)
+        _write_catalogues(res.table, outs, formats)
+        for kind, p in drawn.items():
+            write_residual(img, res.measurements, p, kind=kind)
+    return res
+
+
+def _write_catalogues(table: Any, outs: list, formats: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         for o, f in zip(outs, formats):
-            write_catalogue(res.table, o, f)
-    return res
+            write_catalogue(table, o, f)

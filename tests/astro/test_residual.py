@@ -1,0 +1,110 @@
+"""Residual and model images: the drawn Gaussians, the written FITS files (strips, header),
+the fitted sources removed to the noise, and the CLI's checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+
+from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
+from cianna_jax.astro.measure import FWHM, Measurements, measure_sources  # noqa: E402
+from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
+from cianna_jax.astro.pipeline import predict_file  # noqa: E402
+from cianna_jax.astro.residual import draw_gaussians, write_residual  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+
+def _measurements(x, y, peak, smaj, smin, theta, fit_ok):
+    n = len(x)
+    f = np.asarray
+    return Measurements(x=f(x, float), y=f(y, float), peak=f(peak, float), flux=np.ones(n),
+                        flux_err=np.ones(n), rms=np.ones(n), snr=np.ones(n),
+                        sigma_major=f(smaj, float), sigma_minor=f(smin, float),
+                        theta=f(theta, float), fit_ok=f(fit_ok, bool))
+
+
+def test_drawn_gaussians_are_the_fitted_model():
+    """Each fitted Gaussian drawn at its pixels (to 5 sigmas), rows drawn in any strips;
+    box-measured sources are not drawn."""
+    m = _measurements([10.3, 30.0, 20.0], [12.6, 25.0, 5.0], [2.0, 1.0, 9.0],
+                      [3.0, 1.5, 2.0], [1.5, 1.5, 2.0], [0.6, 0.0, 0.0], [True, True, False])
+    img = draw_gaussians((40, 48), m)
+    gy, gx = np.mgrid[0:40, 0:48].astype(float)
+    want = np.zeros((40, 48))
+    for k in (0, 1):
+        dx, dy = gx - m.x[k], gy - m.y[k]
+        c, s = np.cos(m.theta[k]), np.sin(m.theta[k])
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        g = m.peak[k] * np.exp(-0.5 * (u**2 / m.sigma_major[k] ** 2 + v**2 / m.sigma_minor[k] ** 2))
+        inside = (np.abs(gx - np.floor(m.x[k] + 0.5)) <= np.ceil(5 * m.sigma_major[k])) & \
+                 (np.abs(gy - np.floor(m.y[k] + 0.5)) <= np.ceil(5 * m.sigma_major[k]))
+        want += np.where(inside, g, 0.0)
+    np.testing.assert_allclose(img, want, atol=1e-12)
+    strips = np.concatenate([draw_gaussians((40, 48), m, rows=slice(r, min(r + 7, 40)))
+                             for r in range(0, 40, 7)])
+    np.testing.assert_array_equal(strips, img)
+
+
+def test_residual_of_a_field_is_its_noise(tmp_path, field):
+    """Measured at its true sources, a synthetic field's residual has the noise's rms and no
+    source left (every fitted source's residual peak within 5 rms); model + residual is the
+    image; the file keeps the WCS, beam and unit; strips of 7 rows write the same bytes."""
+    path, _, f = field
+    with open_image(path) as im:
+        noise = estimate_noise_map(im.read, im.shape, box=32)
+        c = f.catalogue
+        half = np.maximum(c.bmaj, c.bmin)
+        boxes = np.stack([c.x + 0.5 - half, c.y + 0.5 - half, np.zeros(len(c.x)),
+                          c.x + 0.5 + half, c.y + 0.5 + half, np.ones(len(c.x))], 1)
+        bs = 3.0 / FWHM
+        m = measure_sources(im.read, im.shape, boxes, noise, beam_area=2 * np.pi * bs**2,
+                            beam_sigma=bs)
+        write_residual(im, m, tmp_path / "r.fits")
+        write_residual(im, m, tmp_path / "r7.fits", rows=7)
+        write_residual(im, m, tmp_path / "m.fits", kind="model")
+        img = im.read()
+        header = im.header
+    r, mo = fits.getdata(tmp_path / "r.fits"), fits.getdata(tmp_path / "m.fits")
+    assert (tmp_path / "r.fits").read_bytes() == (tmp_path / "r7.fits").read_bytes()
+    np.testing.assert_allclose(mo + r, img, atol=1e-6 * np.nanmax(np.abs(img)))
+    rms = noise.median_rms
+    assert np.nanstd(r) < 1.1 * rms < np.nanstd(img)
+    ok = np.flatnonzero(m.fit_ok & (m.snr > 20))
+    assert ok.size >= 3
+    for k in ok:
+        yc, xc = int(round(m.y[k])), int(round(m.x[k]))
+        assert np.nanmax(np.abs(r[yc - 2:yc + 3, xc - 2:xc + 3])) < 5 * rms
+    h = fits.getheader(tmp_path / "r.fits")
+    assert h["NAXIS1"] == img.shape[1] and h["BUNIT"] == header["BUNIT"]
+    assert h["BMAJ"] == pytest.approx(header["BMAJ"]) and h["CTYPE1"].startswith("RA---")
+    assert "minus the fitted Gaussians" in str(h["HISTORY"])
+
+
+def test_cli_writes_residual_and_model_and_refuses_bad_paths(tmp_path, field, tiny_model):
+    path = field[0]
+    r, mo = tmp_path / "r.fits", tmp_path / "m.fits"
+    assert main(["predict", "--model", tiny_model, "--image", path, "--out",
+                 str(tmp_path / "c.ecsv"), "--residual", str(r), "--model-image", str(mo),
+                 "--quiet"]) == 0
+    with open_image(path) as im:
+        np.testing.assert_allclose(fits.getdata(r) + fits.getdata(mo), im.read(), atol=1e-6)
+    out = tmp_path / "x.ecsv"
+    with pytest.raises(ValueError, match="is the input image"):
+        predict_file(path, tiny_model, out, residual=path)
+    with pytest.raises(ValueError, match="one image at a time"):
+        predict_file([path, path], tiny_model, out, residual=tmp_path / "a.fits")
+    with pytest.raises(ValueError, match="a FITS file name"):
+        predict_file(path, tiny_model, out, model_image=tmp_path / "a.png")
+    with pytest.raises(ValueError, match="the same file given for both"):
+        predict_file(path, tiny_model, out, residual=r, model_image=r)
+    with pytest.raises(FileNotFoundError, match="output folder does not exist"):
+        predict_file(path, tiny_model, out, residual=tmp_path / "no" / "a.fits")
+    cube = tmp_path / "cube.fits"
+    fits.writeto(cube, np.zeros((3, 16, 16), np.float32))
+    with pytest.warns(UserWarning), pytest.raises(ImageError, match="drawn for 2D images"):
+        predict_file(cube, tiny_model, out, residual=tmp_path / "a.fits")
+    assert not out.exists() and not (tmp_path / "a.fits").exists()
