@@ -63,6 +63,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "pa_err": ("deg", "1-sigma error of pa (90: unconstrained, a nearly round source)"),
     "bmaj_deconv": ("arcsec", "FWHM major axis deconvolved from the beam (0: unresolved)"),
     "bmin_deconv": ("arcsec", "FWHM minor axis deconvolved from the beam (0: unresolved)"),
+    "resolved": (None, "True when the fitted area exceeds the beam's by over 3 sigma "
+                       "(False: unresolved, or not fitted)"),
     "objectness": (None, "detector objectness score"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),

@@ -34,8 +34,9 @@ class FitErrors(NamedTuple):
     (stamp unit), ``x0, y0`` and ``sigma_major, sigma_minor`` (pixels), ``theta`` (radians;
     pi/2 for an unconstrained angle: a nearly round fit, whose linearised error passes
     0.5 rad), ``flux_rel`` (relative error of the integrated
-    flux ``2 pi A sigma_major sigma_minor``) and ``xy_cov`` (covariance of x0 and y0,
-    pixels^2, for errors along other axes)."""
+    flux ``2 pi A sigma_major sigma_minor``), ``xy_cov`` (covariance of x0 and y0,
+    pixels^2, for errors along other axes) and ``area_rel`` (relative error of the area
+    ``sigma_major sigma_minor``, the two axes' covariance included)."""
 
     amplitude: np.ndarray
     x0: np.ndarray
@@ -45,6 +46,7 @@ class FitErrors(NamedTuple):
     theta: np.ndarray
     flux_rel: np.ndarray
     xy_cov: np.ndarray
+    area_rel: np.ndarray
 
 
 def correlation_kernel(size: int, sigma_major: float, sigma_minor: float,
@@ -137,7 +139,7 @@ def fit_errors(params: np.ndarray, cov: np.ndarray, rms: np.ndarray) -> FitError
         half = 0.5 * (a - cc)
         D = np.sqrt(half * half + b * b)                  # eigenvalues of [[a, b], [b, c]]:
         mu_small, mu_big = 0.5 * (a + cc) - D, 0.5 * (a + cc) + D   # 1/smaj^2, 1/smin^2
-        g = np.zeros((4, n, 6))                            # gradients of derived quantities
+        g = np.zeros((5, n, 6))                            # gradients of derived quantities
         t = half / np.where(D > 0, D, np.inf)
         bd = b / np.where(D > 0, D, np.inf)
         # sigma_major = mu_small^-1/2, sigma_minor = mu_big^-1/2
@@ -153,6 +155,7 @@ def fit_errors(params: np.ndarray, cov: np.ndarray, rms: np.ndarray) -> FitError
         det = a * cc - b * b
         g[3, :, 0] = 1.0 / A
         g[3, :, 3], g[3, :, 4], g[3, :, 5] = -cc / (2 * det), b / det, -a / (2 * det)
+        g[4, :, 3:] = g[3, :, 3:]                          # relative area: det^-1/2
         var = np.einsum("kni,nij,knj->kn", g, c, g)
         sd = np.sqrt(np.maximum(var, 0.0))
         diag = np.sqrt(np.maximum(np.einsum("nii->ni", c), 0.0))
@@ -162,4 +165,5 @@ def fit_errors(params: np.ndarray, cov: np.ndarray, rms: np.ndarray) -> FitError
     theta = np.where(np.isfinite(c[:, 3:, 3:]).all(axis=(1, 2)), theta, np.nan)
     xy = c[:, 1:3, 1:3]
     return FitErrors(amplitude=diag[:, 0], x0=diag[:, 1], y0=diag[:, 2], sigma_major=sd[0],
-                     sigma_minor=sd[1], theta=theta, flux_rel=sd[3], xy_cov=xy)
+                     sigma_minor=sd[1], theta=theta, flux_rel=sd[3], xy_cov=xy,
+                     area_rel=sd[4])

@@ -38,8 +38,8 @@ class Measurements:
     ``sigma_major, sigma_minor`` (pixels), ``theta`` (major axis, radians from +x towards +y),
     ``fit_ok``; ``z`` (channel) for cubes.  1-sigma errors: ``peak_err`` (image unit),
     ``xy_cov [M, 2, 2]`` (covariance of x and y, pixels^2), ``sigma_major_err``,
-    ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained); NaN where
-    unknown."""
+    ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained),
+    ``area_err_rel`` (relative error of ``sigma_major * sigma_minor``); NaN where unknown."""
 
     x: np.ndarray
     y: np.ndarray
@@ -58,6 +58,7 @@ class Measurements:
     sigma_major_err: np.ndarray | None = None
     sigma_minor_err: np.ndarray | None = None
     theta_err: np.ndarray | None = None
+    area_err_rel: np.ndarray | None = None
 
 
 def _stamp(read, shape, yc: int, xc: int, h: int) -> np.ndarray:
@@ -184,7 +185,7 @@ def measure_sources(
                         sigma_major=smaj, sigma_minor=smin, theta=theta, fit_ok=ok,
                         peak_err=np.where(ok, e.amplitude, rms), xy_cov=e.xy_cov,
                         sigma_major_err=e.sigma_major, sigma_minor_err=e.sigma_minor,
-                        theta_err=e.theta)
+                        theta_err=e.theta, area_err_rel=e.area_rel)
 
 
 def measure_boxes_3d(
@@ -225,4 +226,5 @@ def measure_boxes_3d(
                         sigma_major=np.maximum(sx, sy), sigma_minor=np.minimum(sx, sy),
                         theta=np.where(sx >= sy, 0.0, 0.5 * np.pi), fit_ok=np.zeros(M, bool),
                         z=zc, peak_err=nan, xy_cov=np.full((M, 2, 2), np.nan),
-                        sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan)
+                        sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan,
+                        area_err_rel=nan)

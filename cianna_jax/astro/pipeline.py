@@ -94,6 +94,19 @@ def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
     return cols
 
 
+RESOLVED_SIGMAS = 3.0
+
+
+def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
+    """Fitted sources whose area (sigma_major * sigma_minor) exceeds the beam's by more than
+    :data:`RESOLVED_SIGMAS` times its error (in log, the axes' covariance included)."""
+    if m.area_err_rel is None:
+        return np.zeros(len(m.x), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.log(m.sigma_major * m.sigma_minor / beam_area) / m.area_err_rel
+    return np.asarray(m.fit_ok, bool) & (z > RESOLVED_SIGMAS)
+
+
 def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any]) -> Any:
     """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
     sorted by decreasing flux (then peak) with ids 1..N."""
@@ -111,11 +124,12 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     size_scale = scale if scale is not None else 1.0
     bmaj = m.sigma_major * FWHM * size_scale
     bmin = m.sigma_minor * FWHM * size_scale
-    dmaj = dmin = None
+    dmaj = dmin = resolved = None
     beam = beam_in_pixels(image)
     if beam is not None and n:
         smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
+        resolved = _resolved(m, beam[0] * beam[1])
     err = _error_columns(image, m)
     peak = m.peak * image.unit_scale
     rms = m.rms * image.unit_scale
@@ -141,6 +155,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         cols[name] = err[name][order]
     if dmaj is not None:
         cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
+        cols["resolved"] = resolved[order]
     cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
     cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
     cols["fit_ok"] = m.fit_ok[order]

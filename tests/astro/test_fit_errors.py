@@ -10,7 +10,7 @@ import pytest
 
 from cianna_jax.astro.fit_errors import correlation_kernel, fit_covariance, fit_errors
 from cianna_jax.astro.gaussfit import fit_gaussians
-from cianna_jax.astro.measure import FWHM, measure_sources
+from cianna_jax.astro.measure import FWHM, Measurements, measure_sources
 from cianna_jax.astro.noise import NoiseMap
 from cianna_jax.datasets.radio_sky import correlated_noise
 
@@ -191,3 +191,29 @@ def test_dense_and_fft_correlations_agree(monkeypatch):
     dense = fe._correlated(jw, kernel)
     monkeypatch.setattr(fe, "_DENSE_MAX", 0)
     np.testing.assert_allclose(fe._correlated(jw, kernel), dense, atol=1e-12)
+
+
+def test_resolved_flags_sources_larger_than_the_beam():
+    """In noise correlated as the beam, at SNR 20: under 2% of point sources (the beam's
+    size) are flagged resolved (3 sigma: 0.13% expected), every source 1.5x the beam's width
+    is; the area's error matches its scatter."""
+    from cianna_jax.astro.pipeline import _resolved
+
+    rng = np.random.default_rng(3)
+    beam = 3.0 / FWHM
+    noise = correlated_noise((400, 48, 48), 1.0, 3.0 / math.sqrt(2), rng)[:, :S, :S]
+    kernel = correlation_kernel(S, beam, beam, 0.0)
+    for factor, lo, hi in ((1.0, 0.0, 0.02), (1.5, 0.99, 1.0)):
+        s = beam * factor
+        st = _gauss(12.2, 11.7, 20.0, s, s, 0.0)[None] + noise
+        w = np.ones_like(st)
+        g = fit_gaussians(st, w, np.tile([20.0, 12.2, 11.7, s, s], (400, 1)),
+                          sigma_range=(0.5 * beam, 100.0))
+        e = fit_errors(g.params, fit_covariance(g.params, w, kernel), np.ones(400))
+        area = g.sigma_major * g.sigma_minor
+        assert np.std(np.log(area)) / np.median(e.area_rel) == pytest.approx(1.0, abs=0.12)
+        m = Measurements(x=g.x0, y=g.y0, peak=g.amplitude, flux=area, flux_err=area,
+                         rms=np.ones(400), snr=g.amplitude, sigma_major=g.sigma_major,
+                         sigma_minor=g.sigma_minor, theta=g.theta, fit_ok=g.ok,
+                         area_err_rel=e.area_rel)
+        assert lo <= np.mean(_resolved(m, beam * beam)) <= hi

@@ -49,6 +49,7 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     scale = abs(float(fits.getheader(image)["CDELT2"])) * 3600
     np.testing.assert_allclose(t["dec_err"][fitted], t["y_err"][fitted] * scale, rtol=1e-3)
     assert "1-sigma" in t.meta["errors"]
+    assert t["resolved"].dtype == bool and not np.any(np.asarray(t["resolved"])[~fitted])
     np.testing.assert_array_equal(t["id"], np.arange(1, len(t) + 1))
     assert min(np.asarray(t["objectness"])) >= 0.5
     rep = tmp_path / "report"
