@@ -4,9 +4,9 @@ size and orientation, local noise and SNR.
 Each 2D detection gets one elliptical Gaussian fitted on a stamp around its box
 (:mod:`cianna_jax.astro.gaussfit`), with pixels closer (relative to box size) to a
 neighbouring detection masked out.  From a Jy/beam map the integrated flux is
-``2 pi A sigma_maj sigma_min / beam area`` (both in pixels).  The fits' 1-sigma errors (position, peak,
-sizes, angle, flux) follow :mod:`.fit_errors`, in the local noise at the source correlated
-as the beam.  A fit that fails (or wanders off its box) falls back to the box: centre, the
+``2 pi A sigma_maj sigma_min / beam area`` (both in pixels).  The fits' 1-sigma errors
+(position, peak, sizes, angle, flux) follow :mod:`.fit_errors`, in the local noise at the
+source correlated as the beam.  A fit that fails (or wanders off its box) falls back to the box: centre, the
 peak pixel and the box-derived size, flagged ``fit_ok = False``, with the peak's error the
 local rms and the flux's ``rms * sqrt(source area / beam area)`` (other errors NaN).  Cube
 detections are measured by box sums (no fit, no errors).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -59,6 +59,11 @@ class Measurements:
     sigma_minor_err: np.ndarray | None = None
     theta_err: np.ndarray | None = None
     area_err_rel: np.ndarray | None = None
+
+    def take(self, index: np.ndarray) -> Measurements:
+        """The sources ``index`` (integer indices or a boolean mask), in that order."""
+        return Measurements(**{f.name: (None if getattr(self, f.name) is None else
+                                        getattr(self, f.name)[index]) for f in fields(self)})
 
 
 def _stamp(read, shape, yc: int, xc: int, h: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,8 @@ __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "predict_f
 @dataclass
 class SourceFinding:
     """Result of :func:`find_sources`: the catalogue ``table`` (astropy), the raw
-    ``detections``, their ``measurements``, the ``noise`` map and ``timings`` (seconds)."""
+    ``detections``, their ``measurements`` (both in the table's row order), the ``noise`` map
+    and ``timings`` (seconds)."""
 
     table: Any
     detections: Detections
@@ -94,6 +95,11 @@ def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
     return cols
 
 
+def catalogue_order(m: Measurements) -> np.ndarray:
+    """The catalogue's row order of measured sources: decreasing flux, then peak (stable)."""
+    return np.lexsort((-np.nan_to_num(m.peak, nan=-np.inf), -np.nan_to_num(m.flux, nan=-np.inf)))
+
+
 RESOLVED_SIGMAS = 3.0
 
 
@@ -133,7 +139,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     err = _error_columns(image, m)
     peak = m.peak * image.unit_scale
     rms = m.rms * image.unit_scale
-    order = np.lexsort((-np.nan_to_num(peak, nan=-np.inf), -np.nan_to_num(m.flux, nan=-np.inf)))
+    order = catalogue_order(m)
     cols["id"] = np.arange(1, n + 1, dtype=np.int64)
     if ra is not None:
         cols["ra"], cols["dec"] = ra[order], dec[order]
@@ -273,10 +279,11 @@ def find_sources(
         ok = np.isfinite(m.peak)
         if img.ndim == 2 and merge:
             ok &= _unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
-        if not ok.all():
-            det = replace(det, boxes=det.boxes.take(ok))
-            m = Measurements(**{f.name: (None if getattr(m, f.name) is None else
-                                         getattr(m, f.name)[ok]) for f in fields(m)})
+        # the catalogue's order for the detections and measurements too: row k is source k
+        keep = np.flatnonzero(ok)
+        keep = keep[catalogue_order(m.take(keep))]
+        det = replace(det, boxes=det.boxes.take(keep))
+        m = m.take(keep)
         thr = det.obj_threshold
         meta = {"model": os.path.basename(mdl.card.path or ""),
                 "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),

@@ -20,7 +20,7 @@ from ._deps import require
 from .fits_image import FitsImage, ImageError
 from .measure import Measurements
 
-__all__ = ["draw_gaussians", "write_residual"]
+__all__ = ["draw_gaussians", "write_residual", "residual_view"]
 
 _KINDS = ("residual", "model")
 
@@ -108,3 +108,23 @@ def write_residual(image: FitsImage, m: Measurements, path: str | os.PathLike, *
             fh.write(out.astype(">f4").tobytes())
         fh.write(b"\0" * (-(H * W * 4) % 2880))   # the data unit ends on a FITS block
     return p
+
+
+def residual_view(image: FitsImage, m: Measurements, step: int = 1, *, rows: int = 1024,
+                  nsigma: float = 5.0) -> np.ndarray:
+    """The residual of the 2D ``image`` (image minus the fitted Gaussians of ``m``) keeping
+    every ``step``-th pixel of each axis, as a plot shows a large image; computed in strips
+    of about ``rows`` rows (float32)."""
+    if image.ndim != 2:
+        raise ImageError(f"{image.path}: residual images are drawn for 2D images; this one "
+                         f"has shape {image.shape}")
+    H, W = image.shape
+    step = max(1, int(step))
+    band_rows = max(step, (max(1, int(rows)) // step) * step)   # strips start on kept rows
+    out = []
+    for r0 in range(0, H, band_rows):
+        band = slice(r0, min(r0 + band_rows, H))
+        model = draw_gaussians((H, W), m, rows=band, nsigma=nsigma)
+        res = image.read((band, slice(0, W))).astype(np.float64) - model
+        out.append(res[::step, ::step].astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, (W + step - 1) // step), np.float32)

@@ -396,7 +396,7 @@ def validate(
         figs = {}
         if plots:
             try:
-                figs = _figures(img, res, det, tr, m, curves, pr, thr)
+                figs = _figures(img, res, keep, det, tr, m, curves, pr, thr)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []
@@ -472,9 +472,11 @@ def _truth_ids(tr: Truth) -> np.ndarray:
     return np.asarray(tr.table[c]) if c else np.arange(1, len(tr.x) + 1)
 
 
-def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match,
+def _figures(img: FitsImage, res: Any, keep: np.ndarray, det: Any, tr: Truth, m: Match,
              curves: dict[str, BinnedScores], pr: dict, thr: float) -> dict[str, Any]:
+    """The report's figures; ``keep``: the rows of ``res`` at the operating threshold."""
     from .plots import completeness_reliability, field_overlay, flux_recovery, pr_curve_plot
+    from .residual import residual_view
 
     H, W = img.shape[-2:]
     step = max(1, int(math.ceil(max(H, W) / 2048)))
@@ -492,6 +494,14 @@ def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match,
         "completeness_reliability.png": completeness_reliability(curves),
         "pr_curve.png": pr_curve_plot(pr, operating=thr),
     }
+    if img.ndim == 2:
+        fitted = res.measurements.take(keep)
+        figs["residual_overlay.png"] = field_overlay(
+            residual_view(img, fitted, step), wcs=img.wcs, step=step, unit=unit,
+            rms=res.noise.median_rms, truth_xy=(tr.x[shown], tr.y[shown]),
+            truth_matched=(m.truth_to_det >= 0)[shown],
+            title=f"residual: the image minus the {int(np.count_nonzero(fitted.fit_ok))} fitted "
+                  "Gaussians; circles: true sources of SNR >= 3")
     if m.n:
         figs["flux_recovery.png"] = flux_recovery(tr.flux[m.truth], np.asarray(det["flux"])[m.det])
     return figs

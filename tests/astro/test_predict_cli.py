@@ -63,7 +63,8 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     files = set(os.listdir(rep))
     assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
             "report.txt"} <= files
-    assert {"field_overlay.png", "completeness_reliability.png", "pr_curve.png"} <= files
+    assert {"field_overlay.png", "completeness_reliability.png", "pr_curve.png",
+            "residual_overlay.png"} <= files
     s = json.loads((rep / "scores.json").read_text())
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
     assert 0 <= s["scores"]["n_elongated"] <= s["scores"]["n_tp"]

@@ -11,8 +11,8 @@ fits = pytest.importorskip("astropy.io.fits")
 from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
 from cianna_jax.astro.measure import FWHM, Measurements, measure_sources  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
-from cianna_jax.astro.pipeline import predict_file  # noqa: E402
-from cianna_jax.astro.residual import draw_gaussians, write_residual  # noqa: E402
+from cianna_jax.astro.pipeline import find_sources, predict_file  # noqa: E402
+from cianna_jax.astro.residual import draw_gaussians, residual_view, write_residual  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
@@ -68,7 +68,9 @@ def test_residual_of_a_field_is_its_noise(tmp_path, field):
         write_residual(im, m, tmp_path / "m.fits", kind="model")
         img = im.read()
         header = im.header
+        view = residual_view(im, m, 3, rows=10)
     r, mo = fits.getdata(tmp_path / "r.fits"), fits.getdata(tmp_path / "m.fits")
+    np.testing.assert_array_equal(view, r[::3, ::3])      # the report's decimated residual
     assert (tmp_path / "r.fits").read_bytes() == (tmp_path / "r7.fits").read_bytes()
     np.testing.assert_allclose(mo + r, img, atol=1e-6 * np.nanmax(np.abs(img)))
     rms = noise.median_rms
@@ -92,6 +94,10 @@ def test_cli_writes_residual_and_model_and_refuses_bad_paths(tmp_path, field, ti
                  "--quiet"]) == 0
     with open_image(path) as im:
         np.testing.assert_allclose(fits.getdata(r) + fits.getdata(mo), im.read(), atol=1e-6)
+        res = find_sources(im, tiny_model, progress=False)
+    # the measurements and detections are in the catalogue's row order
+    np.testing.assert_array_equal(res.table["x"], res.measurements.x)
+    np.testing.assert_array_equal(res.table["objectness"], res.detections.boxes.objectness)
     out = tmp_path / "x.ecsv"
     with pytest.raises(ValueError, match="is the input image"):
         predict_file(path, tiny_model, out, residual=path)
