@@ -132,7 +132,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     bmin = m.sigma_minor * FWHM * size_scale
     dmaj = dmin = resolved = None
     beam = beam_in_pixels(image)
-    if beam is not None and n:
+    if beam is not None:
         smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
         resolved = _resolved(m, beam[0] * beam[1])

@@ -95,6 +95,8 @@ def test_cli_writes_residual_and_model_and_refuses_bad_paths(tmp_path, field, ti
     with open_image(path) as im:
         np.testing.assert_allclose(fits.getdata(r) + fits.getdata(mo), im.read(), atol=1e-6)
         res = find_sources(im, tiny_model, progress=False)
+        empty = find_sources(im, tiny_model, progress=False, obj_threshold=0.99999)
+    assert len(empty.table) == 0 and empty.table.colnames == res.table.colnames  # one schema
     # the measurements and detections are in the catalogue's row order
     np.testing.assert_array_equal(res.table["x"], res.measurements.x)
     np.testing.assert_array_equal(res.table["objectness"], res.detections.boxes.objectness)
