@@ -37,6 +37,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ from .noise import NoiseMap, estimate_noise_map
 from .predict import network_fn, normalise_window
 from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
 from .sampler import FieldsSampler, PatchSampler, Prefetcher, grid_patches
+from .sky import pixel_to_sky, sky_to_pixel
 from .train_validation import ValidationArea, validate_areas
 
 __all__ = ["TrainSettings", "TrainResult", "train_detector", "fit_normalisation", "source_snr",
@@ -309,12 +311,42 @@ def _same_scale(fields: list[_Field]) -> None:
                              f"image's ({first}); train on images of one pixel scale")
 
 
+def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, int, float]]:
+    """(i, j, share) for each field ``j`` whose validation strip lies, by the share
+    ``share`` of a grid of points over it, in field ``i``'s training area on the sky: the
+    sources there are trained on, and the validation scores of the run come out optimistic.
+    Fields without a WCS are not compared."""
+    out = []
+    for j, fj in enumerate(fields):
+        if fj.image.wcs is None:
+            continue
+        vy0, vy1, vx0, vx1 = fj.valid_area
+        gy, gx = np.meshgrid(np.linspace(vy0, vy1 - 1, grid), np.linspace(vx0, vx1 - 1, grid),
+                             indexing="ij")
+        ra, dec = pixel_to_sky(fj.image.wcs, gx.ravel(), gy.ravel())
+        for i, fi in enumerate(fields):
+            if i == j or fi.image.wcs is None:
+                continue
+            x, y = sky_to_pixel(fi.image.wcs, ra, dec)
+            ty0, ty1, tx0, tx1 = fi.train_area
+            inside = (x >= tx0 - 0.5) & (x < tx1 - 0.5) & (y >= ty0 - 0.5) & (y < ty1 - 0.5)
+            if inside.any():
+                out.append((i, j, float(np.mean(inside))))
+    return out
+
+
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     arch = get_architecture(s.arch)
     patch = s.patch or arch.default_patch
     t0 = time.perf_counter()
     fields = [_read_field(s, image, catalogue, patch) for image, catalogue in s.fields]
     _same_scale(fields)
+    leaks = _validation_leaks(fields) if len(fields) > 1 else []
+    for i, j, share in leaks:
+        warnings.warn(f"{fields[j].path}: {share:.0%} of its validation strip lies on the sky in "
+                      f"the training area of {fields[i].path}: its sources there are trained on, "
+                      "so the validation scores (best epoch, threshold) come out optimistic; "
+                      "give fields that do not overlap", UserWarning, stacklevel=3)
     norm = fit_normalisation(s.normalisation, *fields[0].train_pixels())
     targets, in_train, max_obj = [], [], s.max_obj
     for f in fields:
@@ -355,6 +387,10 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
             "n_train_targets": int(sum(np.count_nonzero(m) for m in in_train)),
             "n_valid_counted": int(sum(a.n_counted for a in areas)), "priors": priors.tolist(),
             "normalisation": dataclasses.asdict(norm)}
+    if leaks:
+        info["validation_overlaps"] = [{"training_image": fields[i].path,
+                                        "validation_image": fields[j].path, "share": share}
+                                       for i, j, share in leaks]
     if len(fields) > 1:
         info["fields"] = [{"image": f.path, "catalogue": f.catalogue, "area": list(f.area),
                            "train_area": list(f.train_area), "valid_area": list(f.valid_area),

@@ -408,9 +408,13 @@ def test_training_on_several_fields(train_field, tmp_path, capsys):
     out = tmp_path / "two"
     common = ["--patch", "32", "--patches-per-epoch", "48", "--batch", "16", "--seed", "5",
               "--valid-fraction", "0.25", "--quiet"]
-    assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
-                     "--catalogue", cat2, "--out", str(out), "--epochs", "1", *common]) == 0
+    # both synthetic fields are centred on one sky position: the smaller one's validation
+    # strip lies in the larger one's training area, which the run says
+    with pytest.warns(UserWarning, match="of its validation strip lies on the sky in the training"):
+        assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
+                         "--catalogue", cat2, "--out", str(out), "--epochs", "1", *common]) == 0
     args = json.loads((out / "args.json").read_text())
+    assert {o["validation_image"] for o in args["run"]["validation_overlaps"]} <= {img1, img2}
     assert args["settings"]["more_fields"] == [[img2, cat2]]
     fields = args["run"]["fields"]
     assert [f["image"] for f in fields] == [img1, img2]
@@ -441,3 +445,30 @@ def test_training_on_several_fields(train_field, tmp_path, capsys):
                      "--out", str(tmp_path / "bad"), *common]) == 2
     assert "differs from the first image's" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_validation_strips_on_another_fields_training_area_are_found():
+    """A field whose validation strip lies in another field's training area on the sky is
+    reported with the share of the strip that does; fields apart on the sky are not."""
+    from types import SimpleNamespace
+
+    from astropy.wcs import WCS
+
+    from cianna_jax.astro.trainer import _validation_leaks
+
+    def field(name, ra, valid, train):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        w.wcs.crval, w.wcs.crpix, w.wcs.cdelt = [ra, -30.0], [50.0, 50.0], [-1e-4, 1e-4]
+        return SimpleNamespace(path=name, image=SimpleNamespace(wcs=w), valid_area=valid,
+                               train_area=train)
+
+    a = field("a", 10.0, (75, 100, 0, 100), (0, 75, 0, 100))
+    b = field("b", 10.0, (50, 75, 0, 100), (0, 50, 0, 100))    # b's strip: inside a's training
+    c = field("c", 11.0, (75, 100, 0, 100), (0, 75, 0, 100))   # a degree away
+    leaks = _validation_leaks([a, b, c])
+    assert [(i, j) for i, j, _ in leaks] == [(0, 1)]
+    assert leaks[0][2] == pytest.approx(1.0)
+    half = field("h", 10.0, (60, 90, 0, 100), (0, 60, 0, 100))  # rows 60-74 of 60-89 in a's
+    (i, j, share), = _validation_leaks([a, half])                 # training area, 75-89 not
+    assert (i, j) == (0, 1) and share == pytest.approx(0.5, abs=0.05)
