@@ -6,10 +6,11 @@ Each 2D detection gets one elliptical Gaussian fitted on a stamp around its box
 neighbouring detection masked out.  From a Jy/beam map the integrated flux is
 ``2 pi A sigma_maj sigma_min / beam area`` (both in pixels).  The fits' 1-sigma errors
 (position, peak, sizes, angle, flux) follow :mod:`.fit_errors`, in the local noise at the
-source correlated as the beam.  A fit that fails (or wanders off its box) falls back to the box: centre, the
-peak pixel and the box-derived size, flagged ``fit_ok = False``, with the peak's error the
-local rms and the flux's ``rms * sqrt(source area / beam area)`` (other errors NaN).  Cube
-detections are measured by box sums (no fit, no errors).
+source correlated as the beam. A fit that fails (or wanders off its box, or spreads to a
+FWHM over twice its side) falls back to the box: centre, the peak pixel and the box-
+derived size, flagged ``fit_ok = False``, with the peak's error the local rms and the
+flux's ``rms * sqrt(source area / beam area)`` (other errors NaN). Cube detections are
+measured by box sums (no fit, no errors).
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ def measure_sources(
             dx = g.x0 - ini[good, 1]
             dy = g.y0 - ini[good, 2]
             near = (np.abs(dx) <= 0.5 * bw[sel]) & (np.abs(dy) <= 0.5 * bh[sel])
-            acc = g.ok & near
+            # a fit that spread far beyond its box (FWHM over twice the box's side) fitted
+            # the noise or a neighbour's wings, not this source
+            sized = g.sigma_major * FWHM <= 2.0 * np.maximum(bw[sel], bh[sel])
+            acc = g.ok & near & sized
             t = sel[acc]
             x[t] = g.x0[acc] + np.rint(cx[t]) - h
             y[t] = g.y0[acc] + np.rint(cy[t]) - h

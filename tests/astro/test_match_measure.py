@@ -212,3 +212,19 @@ def test_sky_position_angles():
     a, b, _ = deconvolve(np.array([5.0, 2.0]), np.array([3.0, 2.0]), np.zeros(2), 2.0, 2.0, 0.0)
     np.testing.assert_allclose(a, [np.sqrt(21), 0.0], atol=1e-9)
     np.testing.assert_allclose(b, [np.sqrt(5), 0.0], atol=1e-9)
+
+
+def test_a_fit_spreading_far_beyond_its_box_falls_back_to_the_box():
+    """A small box on a broad plateau: the fit follows the plateau (FWHM 35 px for an 8-pixel
+    box) and is refused, so the source keeps its box measurements, and its size cannot make
+    the duplicate merge remove the detections around it."""
+    img = _gauss((128, 128), 64.0, 64.0, 1.0, 15.0, 15.0, 0.0)
+    img = img + np.random.default_rng(2).normal(0, 1e-3, img.shape)
+    noise = NoiseMap(rms=np.full((2, 2), 1e-3), background=np.zeros((2, 2)),
+                     cy=np.array([32.0, 96.0]), cx=np.array([32.0, 96.0]), shape=(128, 128),
+                     box=64)
+    m = measure_sources(lambda w: img[w].astype(np.float32), img.shape,
+                        np.array([[60.0, 60.0, 0, 68.0, 68.0, 1]]), noise, beam_area=1.0,
+                        beam_sigma=3.0 / FWHM)
+    assert not m.fit_ok[0]
+    assert m.sigma_major[0] * FWHM <= 8.0
