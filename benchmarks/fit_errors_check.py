@@ -3,8 +3,9 @@
     python benchmarks/fit_errors_check.py [--size 1024] [--sources 900] [--seed 3]
 
 Renders a noise-free synthetic field (points and extended sources), adds noise two ways
-(correlated exactly as the beam, as a radio image's noise is; and the simulator's own,
-white noise smoothed by the beam, so correlated over sqrt(2) beams), measures every true
+(correlated as the beam, as a radio image's noise is and the simulator's; and, to see the
+errors when the noise is not what they assume, white noise smoothed by the beam, so
+correlated over sqrt(2) beams, as the simulator made it before 2026-12-06), measures every true
 source from its true box (``measure_sources`` with the beam as the noise correlation), and
 prints for the isolated ones, per SNR bin, the robust scatter (1.4826 MAD) of the pulls
 ``(measured - true) / error`` of x, y, flux and peak: 1 for honest errors.
@@ -73,8 +74,9 @@ def main(argv=None) -> None:
     sky, cat = make_field(a.size, n_sources=a.sources, seed=a.seed, noise_rms=0.0,
                           psf_fwhm=BEAM, flux_range=(30.0, 3000.0), border=10)
     rng = np.random.default_rng(a.seed + 1)
-    cases = {"beam-correlated noise": correlated_noise(sky.shape, 1.0, BEAM / math.sqrt(2), rng),
-             "simulator's noise (sqrt(2) beams)": correlated_noise(sky.shape, 1.0, BEAM, rng)}
+    cases = {"noise correlated as the beam": correlated_noise(sky.shape, 1.0, BEAM, rng),
+             "noise correlated over sqrt(2) beams": correlated_noise(sky.shape, 1.0,
+                                                                     BEAM * math.sqrt(2), rng)}
     print(f"{a.size}x{a.size} field, {a.sources} sources, beam {BEAM} px, noise rms 1; "
           "robust scatter of (measured - true) / error, isolated sources (1: honest errors)")
     for name, noise in cases.items():

@@ -142,7 +142,8 @@ def test_noise_rms_and_correlation(correlated):
     cx = np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]
     cy = np.corrcoef(a[:-1].ravel(), a[1:].ravel())[0, 1]
     if correlated:
-        expect = np.exp(-1.0 / (4 * (3.0 * FWHM_TO_SIGMA) ** 2))   # Gaussian beam, lag 1
+        # correlated as the beam (an interferometric image's noise): the beam at lag 1
+        expect = np.exp(-1.0 / (2 * (3.0 * FWHM_TO_SIGMA) ** 2))
         assert cx > 0.5 and cy > 0.5
         assert cx == pytest.approx(expect, abs=0.02)
     else:
@@ -407,3 +408,4 @@ def test_cube_and_patch_settings_are_named_when_wrong():
         rs.patches(img, cat, 16, n=-2)
     with pytest.raises(ValueError, match="stride must be a positive int"):
         rs.patches(img, cat, 16, stride=0)
+

@@ -289,12 +289,15 @@ def render_sources(shape: Sequence[int], cat: Catalogue, *, nsigma: float = 5.0,
 
 def correlated_noise(shape: Sequence[int], noise_rms: float, psf_fwhm: float,
                      rng: SeedLike = 0, *, correlated: bool = True) -> np.ndarray:
-    """Gaussian noise of rms ``noise_rms``, optionally convolved with the beam (float64).
+    """Gaussian noise of rms ``noise_rms``, optionally correlated as the beam (float64).
 
-    Interferometric image noise is correlated on the beam scale; white noise is
-    convolved (circularly, via numpy FFT over the last two axes) with a Gaussian of FWHM
-    ``psf_fwhm`` and divided by the kernel's L2 norm, so the expected rms is exactly
-    ``noise_rms``.  Channels of a cube get independent realisations.
+    The noise of an interferometric image is correlated as its (dirty) beam: its
+    autocorrelation is the beam, of FWHM ``psf_fwhm``.  White noise is convolved
+    (circularly, via numpy FFT over the last two axes) with a Gaussian of FWHM
+    ``psf_fwhm / sqrt(2)``, whose autocorrelation has FWHM ``psf_fwhm``, and divided by the
+    kernel's L2 norm, so the expected rms is exactly ``noise_rms``.  (Before 2026-12-06 the
+    kernel was the beam itself, which correlated the noise over sqrt(2) beams.)  Channels of a
+    cube get independent realisations.
     """
     rng = _rng(rng)
     shape = tuple(int(s) for s in shape)
@@ -304,7 +307,7 @@ def correlated_noise(shape: Sequence[int], noise_rms: float, psf_fwhm: float,
     if not correlated or psf_fwhm <= 0:
         return noise_rms * white
     H, W = shape[-2:]
-    sig = psf_fwhm * FWHM_TO_SIGMA
+    sig = psf_fwhm * FWHM_TO_SIGMA / np.sqrt(2.0)    # autocorrelation: the beam
     oy = np.fft.fftfreq(H) * H                       # signed periodic offsets
     ox = np.fft.fftfreq(W) * W
     k = np.exp(-0.5 * (oy[:, None] ** 2 + ox[None, :] ** 2) / sig ** 2)

@@ -52,8 +52,8 @@ def test_predicted_errors_match_the_scatter_of_fits(case):
     beam = 3.0 / FWHM                     # a 3-pixel FWHM beam
     if case == "white":
         noise, kernel = rng.standard_normal((300, S, S)), None
-    else:  # white noise smoothed by a Gaussian of FWHM beam / sqrt(2): correlated as the beam
-        noise = correlated_noise((300, 48, 48), 1.0, 3.0 / math.sqrt(2), rng)[:, :S, :S]
+    else:  # the simulator's noise: correlated as the beam
+        noise = correlated_noise((300, 48, 48), 1.0, 3.0, rng)[:, :S, :S]
         kernel = correlation_kernel(S, beam, beam, 0.0)
     weights = None
     if case == "masked":  # a neighbour's pixels left out of the fit
@@ -201,7 +201,7 @@ def test_resolved_flags_sources_larger_than_the_beam():
 
     rng = np.random.default_rng(3)
     beam = 3.0 / FWHM
-    noise = correlated_noise((400, 48, 48), 1.0, 3.0 / math.sqrt(2), rng)[:, :S, :S]
+    noise = correlated_noise((400, 48, 48), 1.0, 3.0, rng)[:, :S, :S]
     kernel = correlation_kernel(S, beam, beam, 0.0)
     for factor, lo, hi in ((1.0, 0.0, 0.02), (1.5, 0.99, 1.0)):
         s = beam * factor
