@@ -39,8 +39,8 @@ from .sky import (
     sky_offsets_per_pixel,
 )
 
-__all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "predict_file",
-           "build_table", "beam_in_pixels"]
+__all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
+           "predict_file", "build_table", "beam_in_pixels"]
 
 
 @dataclass
@@ -262,40 +262,53 @@ def find_sources(
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      batch_size=batch_size, progress=progress, predict_fn=predict_fn)
         t2 = time.perf_counter()
-        area = img.beam_area_pixels()
-        if img.ndim == 2:
-            bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
-                  if img.beam is not None and img.pixel_scale else None)
-            m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
-                                unit_scale=img.unit_scale, beam_sigma=bs,
-                                box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
-                                fit=fit, progress=progress)
-        else:
-            m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
-                                 unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
-        t3 = time.perf_counter()
-        # a detection centred on blank pixels has no data to measure: dropped; two detections
-        # whose measurements converged on one source: the less confident one dropped
-        ok = np.isfinite(m.peak)
-        if img.ndim == 2 and merge:
-            ok &= _unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
-        # the catalogue's order for the detections and measurements too: row k is source k
-        keep = np.flatnonzero(ok)
-        keep = keep[catalogue_order(m.take(keep))]
-        det = replace(det, boxes=det.boxes.take(keep))
-        m = m.take(keep)
-        thr = det.obj_threshold
-        meta = {"model": os.path.basename(mdl.card.path or ""),
-                "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
-                "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
-                "median_rms": noise.median_rms * img.unit_scale}
-        table = build_table(img, det, m, meta)
-        timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, "measure_s": t3 - t2,
-                   "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
-        return SourceFinding(table, det, m, noise, timings)
+        res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge, progress=progress)
+        res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
+        return res
     finally:
         if own:
             img.close()
+
+
+def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
+                       *, fit: bool = True, merge: bool = True,
+                       progress: bool = False) -> SourceFinding:
+    """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
+    and tabulate them: the second half of :func:`find_sources` (its ``fit`` and ``merge``);
+    ``timings`` holds ``measure_s`` and the detection's tiles."""
+    img, mdl = image, model
+    t2 = time.perf_counter()
+    area = img.beam_area_pixels()
+    bs = None
+    if img.ndim == 2:
+        bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
+              if img.beam is not None and img.pixel_scale else None)
+        m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
+                            unit_scale=img.unit_scale, beam_sigma=bs,
+                            box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
+                            fit=fit, progress=progress)
+    else:
+        m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
+                             unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
+    t3 = time.perf_counter()
+    # a detection centred on blank pixels has no data to measure: dropped; two detections
+    # whose measurements converged on one source: the less confident one dropped
+    ok = np.isfinite(m.peak)
+    if img.ndim == 2 and merge:
+        ok &= _unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
+    # the catalogue's order for the detections and measurements too: row k is source k
+    keep = np.flatnonzero(ok)
+    keep = keep[catalogue_order(m.take(keep))]
+    det = replace(det, boxes=det.boxes.take(keep))
+    m = m.take(keep)
+    thr = det.obj_threshold
+    meta = {"model": os.path.basename(mdl.card.path or ""),
+            "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
+            "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
+            "median_rms": noise.median_rms * img.unit_scale}
+    table = build_table(img, det, m, meta)
+    timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
+    return SourceFinding(table, det, m, noise, timings)
 
 
 def find_sources_in_images(

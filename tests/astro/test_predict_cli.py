@@ -67,6 +67,9 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
             "residual_overlay.png"} <= files
     s = json.loads((rep / "scores.json").read_text())
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
+    scored = read_catalogue(rep / "catalogue.ecsv")          # predict's catalogue, exactly
+    np.testing.assert_array_equal(scored["x"], t["x"])
+    np.testing.assert_array_equal(scored["flux"], t["flux"])
     assert 0 <= s["scores"]["n_elongated"] <= s["scores"]["n_tp"]
     pulls = s["scores"]["error_pulls"]
     assert set(pulls) == {"ra", "dec", "flux", "n"} and 0 < pulls["n"] <= s["scores"]["n_tp"]
