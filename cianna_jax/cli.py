@@ -99,7 +99,8 @@ def _predict(args) -> int:
                        beam=_beam(args.beam),
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
                        progress=not args.quiet, mixed_precision=args.mixed_precision,
-                       residual=args.residual, model_image=args.model_image)
+                       residual=args.residual, model_image=args.model_image,
+                       flux_scale_error=args.flux_scale_error)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -268,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--beam", default=None,
                       help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
     pred.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+    pred.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
+                      help="the flux scale's fractional uncertainty (calibration, e.g. 0.1), "
+                           "added in quadrature to flux_err and peak_err (default 0)")
     pred.add_argument("--residual", default=None, metavar="FITS",
                       help="also write the image minus the fitted Gaussians (one image)")
     pred.add_argument("--model-image", default=None, metavar="FITS",

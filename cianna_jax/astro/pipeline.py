@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..checks import as_int
+from ..checks import as_bounded_float, as_int
 from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
@@ -184,7 +184,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         "degrees from +y towards -x (no WCS: north up, east left assumed)",
         "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "
                 "beam area; snr = fitted peak / local rms",
-        "errors": "1-sigma, from the local noise only (no calibration term): the fit's "
+        "errors": "1-sigma, from the local noise (and flux_scale_error when given): the fit's "
                   "linearised covariance in noise correlated as the beam (white without "
                   "one); box-measured sources (fit_ok False): peak and flux from the rms, "
                   "others NaN",
@@ -230,6 +230,7 @@ def find_sources(
     noise: NoiseMap | None = None,
     merge: bool = True,
     mixed_precision: str = "off",
+    flux_scale_error: float = 0.0,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -239,9 +240,12 @@ def find_sources(
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice.
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
-    faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``."""
+    faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
+    ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
+    e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``."""
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
+    _checked_scale_error(flux_scale_error)
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
@@ -262,7 +266,8 @@ def find_sources(
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      batch_size=batch_size, progress=progress, predict_fn=predict_fn)
         t2 = time.perf_counter()
-        res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge, progress=progress)
+        res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
+                                 flux_scale_error=flux_scale_error, progress=progress)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         return res
     finally:
@@ -270,12 +275,21 @@ def find_sources(
             img.close()
 
 
+def _checked_scale_error(value: Any) -> float:
+    f = as_bounded_float(value, "flux_scale_error", strict=False)
+    if f >= 1.0:
+        raise ValueError(f"flux_scale_error: a fraction of the flux in [0, 1), e.g. 0.1 for "
+                         f"10%; received {value!r}")
+    return f
+
+
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
-                       *, fit: bool = True, merge: bool = True,
+                       *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
-    and tabulate them: the second half of :func:`find_sources` (its ``fit`` and ``merge``);
-    ``timings`` holds ``measure_s`` and the detection's tiles."""
+    and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
+    ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles."""
+    f = _checked_scale_error(flux_scale_error)
     img, mdl = image, model
     t2 = time.perf_counter()
     area = img.beam_area_pixels()
@@ -301,11 +315,14 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     keep = keep[catalogue_order(m.take(keep))]
     det = replace(det, boxes=det.boxes.take(keep))
     m = m.take(keep)
+    if f > 0:  # the flux scale's own uncertainty, in quadrature with the noise's
+        m = replace(m, flux_err=np.hypot(m.flux_err, f * np.abs(m.flux)),
+                    peak_err=np.hypot(m.peak_err, f * np.abs(m.peak)))
     thr = det.obj_threshold
     meta = {"model": os.path.basename(mdl.card.path or ""),
             "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
-            "median_rms": noise.median_rms * img.unit_scale}
+            "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f}
     table = build_table(img, det, m, meta)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)

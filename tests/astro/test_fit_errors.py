@@ -217,3 +217,30 @@ def test_resolved_flags_sources_larger_than_the_beam():
                          sigma_minor=g.sigma_minor, theta=g.theta, fit_ok=g.ok,
                          area_err_rel=e.area_rel)
         assert lo <= np.mean(_resolved(m, beam * beam)) <= hi
+
+
+@pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+def test_a_flux_scale_error_adds_in_quadrature(field, tiny_model, tmp_path):
+    """--flux-scale-error F: flux_err and peak_err gain F times the flux and peak in
+    quadrature (the calibration's share), recorded in the metadata; a fraction outside
+    [0, 1) is refused before any work."""
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.pipeline import find_sources, predict_file
+    from cianna_jax.cli import main
+
+    path = field[0]
+    plain = find_sources(path, tiny_model, progress=False).table
+    assert len(plain) > 0
+    out = str(tmp_path / "scaled.ecsv")
+    assert main(["predict", "--model", tiny_model, "--image", path, "--out", out, "--quiet",
+                 "--flux-scale-error", "0.1"]) == 0
+    t = read_catalogue(out)
+    np.testing.assert_allclose(t["flux_err"], np.hypot(plain["flux_err"], 0.1 * plain["flux"]),
+                               rtol=1e-12)
+    np.testing.assert_allclose(t["peak_err"], np.hypot(plain["peak_err"], 0.1 * plain["peak"]),
+                               rtol=1e-12)
+    assert t.meta["flux_scale_error"] == 0.1 and plain.meta["flux_scale_error"] == 0.0
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="flux_scale_error"):
+            predict_file(path, tiny_model, tmp_path / "x.ecsv", flux_scale_error=bad)
+    assert not (tmp_path / "x.ecsv").exists()
