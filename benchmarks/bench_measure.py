@@ -13,14 +13,12 @@ import os
 import sys
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from cianna_jax.astro.measure import FWHM, measure_sources  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
-from cianna_jax.datasets.radio_sky import make_field  # noqa: E402
+from cianna_jax.datasets.radio_sky import boxes_from_catalogue, make_field  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -33,9 +31,7 @@ def main(argv=None) -> None:
                           flux_range=(30.0, 3000.0), border=10)
     noise = estimate_noise_map(lambda w: img[w], img.shape, box=64)
     bs = 3.0 / FWHM
-    half = np.maximum(cat.bmaj, cat.bmin)
-    boxes = np.stack([cat.x + 0.5 - half, cat.y + 0.5 - half, np.zeros_like(cat.x),
-                      cat.x + 0.5 + half, cat.y + 0.5 + half, np.ones_like(cat.x)], 1)
+    boxes = boxes_from_catalogue(cat)             # the true boxes, as training labels them
     times = []
     for _ in range(a.repeats):
         t = time.perf_counter()

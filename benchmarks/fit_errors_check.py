@@ -25,7 +25,11 @@ sys.path.insert(0, ROOT)
 
 from cianna_jax.astro.measure import FWHM, measure_sources  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
-from cianna_jax.datasets.radio_sky import correlated_noise, make_field  # noqa: E402
+from cianna_jax.datasets.radio_sky import (  # noqa: E402
+    boxes_from_catalogue,
+    correlated_noise,
+    make_field,
+)
 
 BEAM = 3.0  # pixels FWHM
 BINS = ((5, 15), (15, 50), (50, math.inf))
@@ -43,9 +47,7 @@ def pulls(sky: np.ndarray, cat, noise: np.ndarray) -> dict[tuple, dict[str, floa
     img = (sky + noise).astype(np.float32)
     nmap = estimate_noise_map(lambda w: img[w], img.shape, box=64)
     bs = BEAM / FWHM
-    half = np.maximum(cat.bmaj, cat.bmin)          # the true box: 2 FWHM wide
-    boxes = np.stack([cat.x + 0.5 - half, cat.y + 0.5 - half, np.zeros_like(cat.x),
-                      cat.x + 0.5 + half, cat.y + 0.5 + half, np.ones_like(cat.x)], 1)
+    boxes = boxes_from_catalogue(cat)              # the true boxes, as training labels them
     m = measure_sources(lambda w: img[w], img.shape, boxes, nmap, beam_area=1.0,
                         beam_sigma=bs, noise_beam=(bs, bs, 0.0))
     peak = cat.flux / (2 * np.pi * (cat.bmaj / FWHM) * (cat.bmin / FWHM))  # per-pixel image

@@ -14,6 +14,7 @@ from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
 from cianna_jax.astro.pipeline import find_sources, predict_file  # noqa: E402
 from cianna_jax.astro.residual import draw_gaussians, residual_view, write_residual  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
+from cianna_jax.datasets.radio_sky import boxes_from_catalogue  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
 
@@ -57,9 +58,7 @@ def test_residual_of_a_field_is_its_noise(tmp_path, field):
     with open_image(path) as im:
         noise = estimate_noise_map(im.read, im.shape, box=32)
         c = f.catalogue
-        half = np.maximum(c.bmaj, c.bmin)
-        boxes = np.stack([c.x + 0.5 - half, c.y + 0.5 - half, np.zeros(len(c.x)),
-                          c.x + 0.5 + half, c.y + 0.5 + half, np.ones(len(c.x))], 1)
+        boxes = boxes_from_catalogue(c)
         bs = 3.0 / FWHM
         m = measure_sources(im.read, im.shape, boxes, noise, beam_area=2 * np.pi * bs**2,
                             beam_sigma=bs)
