@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, nn, optim, parallel, training, xla_cpu
+from . import console, host_keys, nn, optim, parallel, training, xla_cpu
 from .checks import as_flag, as_float, as_int, as_str
 from .layers.merge import merge_sources
 from .network import Network, Params, check_params, inference_params, make_network, set_pivots
@@ -144,10 +144,10 @@ class NetState:
         """The key of this iteration's randomness (``purpose``: 0 training, 1 shuffling):
         a function of the ``init`` seed and the iteration counter only, so a training
         resumed from a save (same seed) draws exactly what an uninterrupted one does."""
-        return jax.random.fold_in(jax.random.fold_in(self.root_key, purpose), self.iteration)
+        return host_keys.fold_in(host_keys.fold_in(self.root_key, purpose), self.iteration)
 
     def next_key(self) -> jax.Array:
-        self.key, sub = jax.random.split(self.key)
+        self.key, sub = host_keys.split_list(self.key)
         return sub
 
     def reset_optimizer(self) -> None:
@@ -291,7 +291,7 @@ def init(in_dim, in_nb_ch: int, out_dim: int, bias: float = 0.1, b_size: int = 8
         seed = int.from_bytes(os.urandom(4), "little")
     _NETS[network] = NetState(network, in_dims, out_dim, bias, b_size, mode, comp_meth, device,
                               dynamic_load, policy, inference_only, adv_size if adv_size > 0 else 30,
-                              jax.random.key(seed), jax.random.fold_in(jax.random.key(seed), 1),
+                              host_keys.key(seed), host_keys.fold_in(host_keys.key(seed), 1),
                               mesh=mesh, optim_config=optim_config,
                               wema=int(bool(wema)))
     _SESSION["last"] = network

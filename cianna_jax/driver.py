@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import console, metrics, optim, parallel, training
+from . import console, host_arrays, metrics, optim, parallel, training
 from .api import (
     Dataset,
     NetState,
@@ -105,7 +105,7 @@ def _ensure_optimizer(state: NetState) -> None:
 
 
 def _copy(tree):
-    return jax.tree_util.tree_map(jnp.copy, tree)
+    return host_arrays.copy_tree(tree)
 
 
 class _RateMeter:
@@ -248,8 +248,9 @@ def _train_epoch(state: NetState, ds: Dataset, loss_scale: float, silent: int) -
     state.perf["batch"] = (xb, tb)
     state.perf["last"] = (xb, tb, np.int32(nv))
     state.perf["train_call"] = (xb, tb, np.int32(nv), call)  # perf_eval replays this step
-    losses = np.concatenate([np.asarray(jnp.concatenate(chunk_sums)) if chunk_sums else [],
-                             np.asarray(jnp.stack(sums)) if sums else []]).astype(np.float64)
+    # read to the host one by one: an eager jnp.concatenate or stack compiles a program
+    losses = np.concatenate([np.ravel(np.asarray(s)) for s in chunk_sums + sums] or
+                            [np.zeros(0)]).astype(np.float64)
     if not silent:
         for value, nv, *_ in pending:
             shown = float(value) / nv

@@ -16,6 +16,8 @@ import numpy as np
 from jax import lax
 from jax.extend.random import threefry2x32_p
 
+from cianna_jax import host_keys
+
 __all__ = ["INIT_FUNCTIONS", "check_init", "draw", "split", "is_concrete"]
 
 INIT_FUNCTIONS = ("xavier", "xavier_U", "lecun", "lecun_U", "normal", "uniform")
@@ -57,14 +59,9 @@ def draw(key: jax.Array, init_fct: str, shape: tuple[int, ...], fan_a: int, fan_
 
 
 def split(key: jax.Array, n: int) -> list[jax.Array]:
-    """``list(jax.random.split(key, n))``, the same keys, without compiling a program per
-    ``n`` and per index for a concrete threefry key (see :func:`draw`)."""
-    if not (is_concrete(key) and _prefix_stable(key)):
-        return list(jax.random.split(key, n))
-    impl = jax.random.key_impl(key)
-    # the key's data read to the host: the compiled program runs on its own device
-    data = np.asarray(_flat_split(_bucket(n), impl)(np.asarray(jax.random.key_data(key))))
-    return [jax.random.wrap_key_data(data[i], impl=impl) for i in range(n)]
+    """``list(jax.random.split(key, n))``, the same keys, computed on the host for a
+    concrete threefry key (:mod:`cianna_jax.host_keys`: no program compiled)."""
+    return host_keys.split_list(key, n)
 
 
 def is_concrete(x) -> bool:
@@ -90,10 +87,6 @@ CHUNK = 1 << 16
 def _prefix_stable(key) -> bool:
     return (str(jax.random.key_impl(key)) == "threefry2x32" and key.shape == ()
             and bool(jax.config.jax_threefry_partitionable))
-
-
-def _bucket(n: int) -> int:
-    return max(256, 1 << max(0, n - 1).bit_length())
 
 
 def _host_sample(key, normal: bool, n: int) -> np.ndarray:
@@ -137,11 +130,3 @@ def _chunk_sample(normal: bool):
         if "compile option" not in str(err):
             raise
         return lowered.compile()
-
-
-@functools.lru_cache(maxsize=None)
-def _flat_split(size: int, impl):
-    """Compiled ``key data (2,) uint32 -> (size, 2)``: the threefry key's ``size`` splits."""
-    return jax.jit(lambda data: jax.random.key_data(
-        jax.random.split(jax.random.wrap_key_data(data, impl=impl), size))).lower(
-        jax.ShapeDtypeStruct((2,), np.uint32)).compile()

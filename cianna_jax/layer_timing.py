@@ -11,10 +11,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import console, parallel, training
+from . import console, host_arrays, parallel, training
 from .api import NetState, get_state, say, warn_once
 from .checks import as_int as _int
 from .hlo_text import parse_hlo
@@ -22,10 +21,6 @@ from .layers.common import Ctx
 from .network import inference_params
 
 __all__ = ["perf_eval"]
-
-
-def _copy(tree):
-    return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def perf_eval(network: int = -1, *, runs: int = 3) -> None:
@@ -76,7 +71,7 @@ def _perf_replay(state: NetState):
     if "train_call" in state.perf:
         xb, tb, nv, call = state.perf["train_call"]
         # train_step donates its buffers: replay on copies, chaining the runs
-        held = {"p": _copy(state.params), "s": _copy(state.opt_state)}
+        held = {"p": host_arrays.copy_tree(state.params), "s": host_arrays.copy_tree(state.opt_state)}
 
         def step():
             p, s, loss = training.train_step(net, state.optimizer, held["p"], held["s"], xb,

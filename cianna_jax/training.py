@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import initializers, parallel
+from . import host_arrays, host_keys, initializers, parallel
 from .checks import as_int
 from .layers.common import Ctx
 from .layers.dense import dense_activation
@@ -82,14 +82,14 @@ class MaskState(NamedTuple):
 
 
 def _ones_like_tree(params):
-    return jax.tree_util.tree_map(lambda p: jnp.ones((), p.dtype), params)
+    return jax.tree_util.tree_map(lambda p: host_arrays.full((), 1, p.dtype, like=p), params)
 
 
 def _mask_state(masks, params, which: int) -> MaskState:
     if masks is None:
         return MaskState(_ones_like_tree(params))
     m = masks(params) if callable(masks) else masks
-    return MaskState(jax.tree_util.tree_map(jnp.copy, m[which]))  # own buffers (donation)
+    return MaskState(host_arrays.copy_tree(m[which]))  # own buffers (donation)
 
 
 class CiannaTraceState(NamedTuple):
@@ -167,14 +167,14 @@ def cianna_masks(net: Network, params: Params, frozen: tuple[int, ...] = ()):
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         hook = getattr(layer, "update_masks", None)
         if hook is None:
-            u = {k: jnp.ones((), v.dtype) for k, v in p.items()}
+            u = {k: host_arrays.full((), 1, v.dtype, like=v) for k, v in p.items()}
             d = dict(u)
         else:
             u, d = hook(p)
         if i in frozen:  # same shapes as unfrozen: freezing never recompiles
-            u = {k: jnp.zeros_like(v) for k, v in u.items()}
+            u = {k: host_arrays.full(v.shape, 0, v.dtype, like=v) for k, v in u.items()}
         upd.append(u)
-        dec.append({k: jnp.copy(v) for k, v in d.items()})  # distinct buffers: steps donate
+        dec.append(host_arrays.copy_tree(d))  # distinct buffers: steps donate
     return tuple(upd), tuple(dec)
 
 
@@ -449,7 +449,7 @@ def state_is_finite(spec: Network, params: Params, opt_state, x: jax.Array, t: j
     if not bool(all_finite((params, opt_state))):
         return False
     out, loss = eval_step(spec, inference_params(spec, params, policy), x, t, n_valid,
-                          jax.random.key(0), "AVG_MODEL", True,
+                          host_keys.key(0), "AVG_MODEL", True,
                           policy, step=np.int32(0), yolo_stats=spec.yolo is not None)
     return bool(np.isfinite(np.asarray(out)).all() and np.isfinite(np.asarray(loss)).all())
 

@@ -42,10 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jax
 import numpy as np
 
-from .. import training
+from .. import host_keys, training
 from ..io.atomic import atomic_write, check_folder, make_folder
 from ..io.network_file import save_network
 from ..network import inference_params, init_params
@@ -491,7 +490,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     check_folder(s.out)
     run = _prepare(s, log)  # reads and checks the image and catalogue: no folder before
     out = make_folder(s.out)
-    key = jax.random.key(s.seed)
+    key = host_keys.key(s.seed)
     params = init_params(key, run.net)
     opt = _optimizer(run.net, s.learning_rate, s.momentum)
     opt_state = training.init_state(opt, params)
@@ -531,7 +530,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             x, t = data.get(epoch)
             lr = learning_rate_at_epoch(s, epoch)
             opt_state = training.set_learning_rate(opt_state, lr)
-            ekey = jax.random.fold_in(key, epoch)
+            ekey = host_keys.fold_in(key, epoch)
             sums = []
             bar.set_postfix(epoch=f"{epoch}/{s.epochs}")
             # several batches per compiled call where the network allows it (SDC1 at

@@ -30,9 +30,9 @@ import dataclasses
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from .. import host_arrays
 from ..activations import Activation
 from .common import Ctx, Shape
 
@@ -114,15 +114,15 @@ class LayerBase:
     def update_masks(self, params: dict[str, jax.Array]) -> tuple[dict, dict]:
         """(update mask, decay mask) per parameter: arrays broadcastable to each one;
         1 where CIANNA's optimizer updates (resp. decays) the value, else 0."""
-        ones = {k: jnp.ones((), v.dtype) for k, v in params.items()}
+        ones = {k: host_arrays.full((), 1, v.dtype, like=v) for k, v in params.items()}
         return ones, dict(ones)
 
     @staticmethod
     def updated_never_decayed(params: dict[str, jax.Array]) -> tuple[dict, dict]:
         """(update, decay) masks of normalisation parameters (gamma, beta): updated,
         never decayed; for layers whose :meth:`update_masks` is that rule."""
-        return ({k: jnp.ones((), v.dtype) for k, v in params.items()},
-                {k: jnp.zeros((), v.dtype) for k, v in params.items()})
+        return ({k: host_arrays.full((), 1, v.dtype, like=v) for k, v in params.items()},
+                {k: host_arrays.full((), 0, v.dtype, like=v) for k, v in params.items()})
 
     def v11_decay_mask(self, params: dict[str, jax.Array]) -> dict:
         """CIANNA V-1.1's weight-decay mask per parameter (its update kernels' offsets);

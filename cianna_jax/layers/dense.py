@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import initializers
+from .. import host_arrays, initializers
 from ..activations import Activation, activate, parse_activation, softmax_rows
 from ..geometry import dense_weight_shape
 from ..io.records import DenseRecord
@@ -138,7 +138,12 @@ class Dense(LayerBase):
     def update_masks(self, params):
         """The pivot ``w[-1, -1]`` is neither updated nor decayed (CIANNA)."""
         w = params["w"]
-        m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
+        if host_arrays.traced(w):
+            m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
+        else:  # built on the host: no program compiled per shape
+            m = np.ones(w.shape, w.dtype)
+            m[-1, -1] = 0
+            m = jax.device_put(m)
         return {"w": m}, {"w": m}
 
     def v11_decay_mask(self, params):
@@ -148,7 +153,7 @@ class Dense(LayerBase):
         rows, cols = params["w"].shape
         i = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
         keep = ((i + 1) % (rows * cols)) < (rows - 1) * cols
-        return {"w": jnp.asarray(keep, jnp.float32)}
+        return {"w": jax.device_put(keep.astype(np.float32))}
 
     def summary_lines(self, in_shape: Shape, out_shape: Shape, b_size: int) -> list[str]:
         n_w = (in_shape.size + 1) * (self.nb_neurons + 1)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import host_arrays
 from .config import OptimizerConfig
 from .float32 import zero_like
 from .transform import MAX_STEP, ema_step, find_state, replace_state
@@ -22,7 +23,7 @@ def _tmap(f, *trees):
 
 def ema_init(params: Any) -> Any:
     """The EMA at start: a copy of the weights (CIANNA copies them at creation and load)."""
-    return _tmap(jnp.copy, params)
+    return host_arrays.copy_tree(params)
 
 
 def ema_update(ema: Any, params: Any, rate: float | jax.Array) -> Any:
@@ -48,7 +49,7 @@ def set_ema(opt_state: Any, ema: Any) -> Any:
     """``opt_state`` with the EMA weights ``ema`` (e.g. the weights just loaded)."""
     st = find_state(opt_state)
     _need_ema(st)
-    return replace_state(opt_state, st._replace(ema=_tmap(jnp.copy, ema)))
+    return replace_state(opt_state, st._replace(ema=host_arrays.copy_tree(ema)))
 
 
 def replace_with_ema(params: Any, opt_state: Any) -> Any:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import host_arrays
 from ..training import divide_by_length, set_learning_rate
 from . import float32 as f32x
 from .config import MOMENTUM_THRESHOLD, OptimizerConfig
@@ -64,10 +65,10 @@ def _tmap(f, *trees):
 
 def _init_masks(masks, params):
     if masks is None:
-        ones = _tmap(lambda p: jnp.ones((), p.dtype), params)
-        return ones, _tmap(jnp.copy, ones)
+        ones = _tmap(lambda p: host_arrays.full((), 1, p.dtype, like=p), params)
+        return ones, host_arrays.copy_tree(ones)
     m = masks(params) if callable(masks) else masks
-    return _tmap(jnp.copy, m[0]), _tmap(jnp.copy, m[1])  # own buffers: steps donate
+    return host_arrays.copy_tree(m[0]), host_arrays.copy_tree(m[1])  # own buffers: steps donate
 
 
 def _buffer_names(kind, ams_grad, centered, has_velocity):
@@ -88,7 +89,7 @@ def _v11(kind: str, hp: dict, *, decoupled: bool, ams_grad: bool, centered: bool
     def init_fn(params):
         return V11State(step=_tmap(lambda p: jnp.zeros((), jnp.int32), params),
                         buffers={n: _tmap(jnp.zeros_like, params) for n in names},
-                        ema=_tmap(jnp.copy, params) if use_wema else None,
+                        ema=host_arrays.copy_tree(params) if use_wema else None,
                         mask=_init_masks(masks, params))
 
     def update_fn(grads, state, params=None):
@@ -304,8 +305,8 @@ def _layer_decay(layer, p: dict) -> dict:
     a layer without one)."""
     hook = getattr(layer, "v11_decay_mask", None)
     if hook is None:
-        return {k: jnp.ones((), v.dtype) for k, v in p.items()}
-    return {k: jnp.copy(jnp.asarray(v)) for k, v in hook(p).items()}
+        return {k: host_arrays.full((), 1, v.dtype, like=v) for k, v in p.items()}
+    return host_arrays.copy_tree(hook(p))
 
 
 def v11_masks(net: Any, params: Any, frozen: tuple[int, ...] = ()) -> tuple[tuple, tuple]:
@@ -319,7 +320,8 @@ def v11_masks(net: Any, params: Any, frozen: tuple[int, ...] = ()) -> tuple[tupl
     """
     upd, dec = [], []
     for i, (layer, p) in enumerate(zip(net.layers, params)):
-        upd.append({k: jnp.full((), 0.0 if i in frozen else 1.0, v.dtype) for k, v in p.items()})
+        upd.append({k: host_arrays.full((), 0.0 if i in frozen else 1.0, v.dtype, like=v)
+                    for k, v in p.items()})
         dec.append(_layer_decay(layer, p))
     return tuple(upd), tuple(dec)
 
@@ -362,5 +364,5 @@ def set_v11_masks(opt_state: Any, masks: tuple[Any, Any]) -> Any:
     """``opt_state`` with new (update, decay) masks (e.g. :func:`v11_masks` after freezing
     layers); same shapes, so no recompilation."""
     st = find_state(opt_state)
-    return replace_state(opt_state, st._replace(mask=(_tmap(jnp.copy, masks[0]),
-                                                      _tmap(jnp.copy, masks[1]))))
+    return replace_state(opt_state, st._replace(mask=(host_arrays.copy_tree(masks[0]),
+                                                      host_arrays.copy_tree(masks[1]))))

@@ -1,0 +1,42 @@
+"""Small arrays made outside a trace without compiling anything.
+
+Eagerly, each jax.numpy constructor or copy (``jnp.ones``, ``.at[...].set``,
+``jnp.copy``, even ``jnp.asarray`` of a numpy array) compiles and runs one small XLA
+program per shape and dtype: 10-60 ms each on 2 CPU cores.  A CIANNA script's first
+``cnn.train`` made about twenty of them (the optimizer's masks, the copies of the last good
+state).  Built with numpy and sent with ``jax.device_put``, nothing is compiled.  Under a
+trace (``jit``, ``grad``) the jax.numpy forms stay: a numpy array there would become a
+constant of the compiled program.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["traced", "full", "copy", "copy_tree"]
+
+
+def traced(*xs) -> bool:
+    """Whether any of ``xs`` is a tracer (inside ``jit``, ``grad``, ``vmap``)."""
+    return any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def full(shape: tuple[int, ...], value: float, dtype, like=None) -> jax.Array:
+    """``jnp.full(shape, value, dtype)``; from the host unless ``like`` is traced."""
+    if traced(like):
+        return jnp.full(shape, value, dtype)
+    return jax.device_put(np.full(shape, value, dtype))
+
+
+def copy(x: jax.Array) -> jax.Array:
+    """A copy of ``x`` in a buffer of its own (a step may donate the original)."""
+    if traced(x):
+        return jnp.copy(x)
+    return jax.device_put(x, may_alias=False)
+
+
+def copy_tree(tree):
+    """:func:`copy` of every leaf of ``tree``."""
+    return jax.tree_util.tree_map(copy, tree)
