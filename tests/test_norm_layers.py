@@ -297,9 +297,9 @@ def test_norm_fused_passes_match_autodiff(kw, dims, dtype, monkeypatch):
 
     def run(flag):
         monkeypatch.setattr(norm_mod, "FUSED_PASSES", flag)
-        return jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(
+        return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(
             layer.apply(p, x, Ctx(train=True, nd=len(dims))).astype(jnp.float32))),
-            (0, 1))(params, x)
+            (0, 1)))(params, x)
 
     (v1, g1), (v0, g0) = run(True), run(False)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
