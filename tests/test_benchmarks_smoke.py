@@ -215,3 +215,12 @@ def test_imagenet_benchmark_times_both_sides_and_the_norm_forms():
     assert ab["fused_ms"] > 0 and ab["autodiff_ms"] > 0 and 0 <= ab["faster"] <= 1
     # the network's conv work: 18 convolutions at 32x32 (0.1 GFLOP forward)
     assert 0.05 < r["gflop_infer"] < 0.2
+
+
+def test_script_start_times_a_fresh_process_and_names_its_programs(capsys):
+    (run,) = _benchmark("script_start").main(["--repeats", "1", "--images", "64"])
+    assert run["seconds"] > 0
+    # the MNIST script's first cnn.train compiles its steps and no small eager program
+    assert {"train_step", "eval_step"} & set(run["compiled"])
+    assert set(run["compiled"]) <= _benchmark("script_start").STEP_PROGRAMS, run["compiled"]
+    assert "0 of them small eager ones" in capsys.readouterr().out
