@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cianna_jax import nn
+from cianna_jax import host_arrays, nn
 from cianna_jax.layers import conv as conv_mod
 from cianna_jax.layers import widths
 from cianna_jax.layers.common import Shape
@@ -116,7 +116,7 @@ def _train_text_and_grads(net, params, x, t):
 
     opt = training.make_optimizer(0.01, 0.8, masks=lambda p: training.cianna_masks(net, p))
     def args():  # fresh copies: the step donates its params and state
-        p = jax.tree_util.tree_map(jnp.copy, params)
+        p = host_arrays.copy_tree(params)
         return (net, opt, p, opt.init(p), x, t, jnp.int32(x.shape[0]), jax.random.key(5))
 
     text = training.train_step.lower(*args()).compile().as_text()

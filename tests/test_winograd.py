@@ -68,7 +68,7 @@ def test_winograd_equals_xla_conv_with_gradients(case):
     # gradients: autodiff of the Winograd sums, bands and chunks included
     wts = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
     got = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k)) * wts), (0, 1)))(x, k)
-    want = jax.grad(lambda x, k: jnp.sum(jnp.sin(_xla(x, k, pad)) * wts), (0, 1))(x, k)
+    want = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(_xla(x, k, pad)) * wts), (0, 1)))(x, k)
     for a, r in zip(got, want):
         assert _rel(a, r) < (1e-5 if m == 2 else 5e-5)
 
@@ -99,7 +99,7 @@ def test_winograd_3d_equals_xla_conv_with_gradients(case):
     assert _rel(y, want) < 2e-6
     wts = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
     got = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k)) * wts), (0, 1)))(x, k)
-    exp = jax.grad(lambda x, k: jnp.sum(jnp.sin(ref(x, k)) * wts), (0, 1))(x, k)
+    exp = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(ref(x, k)) * wts), (0, 1)))(x, k)
     for a, r in zip(got, exp):
         assert _rel(a, r) < 1e-5
 
@@ -115,9 +115,10 @@ def test_rotated_filters_are_the_input_gradients_without_a_rotated_kernel(nd):
     g = jnp.asarray(rng.normal(size=(2,) + (6,) * nd + (f,)), jnp.float32)
     k_rot = jnp.swapaxes(jnp.flip(k, tuple(range(nd))), nd, nd + 1)
     pads = ((2, 1),) + ((1, 1),) * (nd - 1)
-    want = winograd.winograd_conv(g, winograd.filter_transform(k_rot), pads)
+    want = jax.jit(lambda g, k: winograd.winograd_conv(g, winograd.filter_transform(k), pads))(
+        g, k_rot)
     u = winograd.filter_transform(k)
-    got = winograd.winograd_conv(g, u, pads, rotated=True)
+    got = jax.jit(lambda g, u: winograd.winograd_conv(g, u, pads, rotated=True))(g, u)
     assert got.shape == want.shape == (2, 7) + (6,) * (nd - 1) + (c,)
     assert _rel(got, want) < 1e-6
     # few channels per tile: the product takes the filters transposed, (P, F, C), and
@@ -166,7 +167,7 @@ def test_rotated_product_with_the_filters_first_when_they_outnumber_the_tiles(nd
 
     lhs = _dot_lhs_shapes(jax.make_jaxpr(rotated)(g, u).jaxpr)
     assert lhs == [u.shape], lhs  # the filters first, in one product (chunked: in the map)
-    got = rotated(g, u)
+    got = jax.jit(rotated)(g, u)
     want = lax.conv_general_dilated(g, k_rot, (1,) * nd, pads, precision="highest",
                                     dimension_numbers=conv_dimension_numbers(nd))
     assert got.shape == want.shape == (2,) + (4,) * nd + (c,)
