@@ -112,7 +112,7 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
         H = np.swapaxes(jw, 1, 2) @ jw
         finite = np.all(np.isfinite(H), axis=(1, 2))
         H = np.where(finite[:, None, None], H, np.eye(6))
-        inv = np.linalg.pinv(H, hermitian=True)
+        inv, cond = _pinv_cond(H)
         if kernel is None:
             cov = inv
         else:
@@ -122,9 +122,25 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
         scale = np.ones((n, 6))
         scale[:, 1:] = 1.0 / amp[:, None]       # back to the fitted amplitude's parameters
         cov = cov * scale[:, :, None] * scale[:, None, :]
-    cond = np.linalg.cond(H) if n else np.zeros(0)
     cov[~finite | ~(cond < 1e12) | ~(amp > 0)] = np.nan
     return cov
+
+
+def _pinv_cond(H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-inverses and condition numbers of symmetric matrices ``H [n, k, k]`` from
+    one eigendecomposition (``np.linalg.pinv(H, hermitian=True)`` and ``np.linalg.cond(H)``
+    would take two)."""
+    if len(H) == 0:
+        return np.zeros_like(H), np.zeros(0)
+    vals, vecs = np.linalg.eigh(H)
+    size = np.abs(vals)
+    top = size.max(axis=1)
+    keep = size > 1e-15 * top[:, None]  # pinv's default cut
+    inv_vals = np.where(keep, 1.0 / np.where(keep, vals, 1.0), 0.0)
+    inv = (vecs * inv_vals[:, None, :]) @ np.swapaxes(vecs, 1, 2)
+    low = size.min(axis=1)
+    cond = np.where(low > 0, top / np.where(low > 0, low, 1.0), np.inf)
+    return inv, cond
 
 
 def fit_errors(params: np.ndarray, cov: np.ndarray, rms: np.ndarray) -> FitErrors:

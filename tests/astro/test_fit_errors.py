@@ -244,3 +244,20 @@ def test_a_flux_scale_error_adds_in_quadrature(field, tiny_model, tmp_path):
         with pytest.raises(ValueError, match="flux_scale_error"):
             predict_file(path, tiny_model, tmp_path / "x.ecsv", flux_scale_error=bad)
     assert not (tmp_path / "x.ecsv").exists()
+
+
+def test_one_eigendecomposition_gives_numpys_pinv_and_cond():
+    from cianna_jax.astro.fit_errors import _pinv_cond
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(50, 20, 6))
+    h = np.swapaxes(a, 1, 2) @ a
+    h[4] = 0.0  # singular: no inverse, infinite condition
+    h[7, :, 0] = h[7, 0, :] = 0.0
+    inv, cond = _pinv_cond(h)
+    np.testing.assert_allclose(inv, np.linalg.pinv(h, hermitian=True), rtol=1e-9, atol=1e-12)
+    ok = np.ones(50, bool)
+    ok[[4, 7]] = False
+    np.testing.assert_allclose(cond[ok], np.linalg.cond(h[ok]), rtol=1e-9)
+    assert np.all(~(cond[~ok] < 1e12))  # refused as before
+    assert _pinv_cond(np.zeros((0, 6, 6)))[1].shape == (0,)
