@@ -17,7 +17,7 @@ from . import console, optim, training
 from .api import NetState, get_state, say, v11_transform
 from .checks import as_flag, as_int
 from .io import optim_file
-from .io.cianna_format import write_network
+from .io.cianna_format import CiannaFormatError, write_network
 from .io.network_file import layers_to_records, load_network
 
 __all__ = ["save", "load", "save_state", "save_optimizer_state"]
@@ -101,11 +101,19 @@ def load(file, iteration: int, network: int = -1, nb_layers: int = 0, nb_skip_la
     base = state.net if state.layers else None
     settings = state.yolo_params
     override = not (settings or {}).get("no_override", 0)
-    loaded = _in_dialect(state, lambda version: load_network(
-        file, binary=binary, bias=None if state.dialect == "1.1" else state.bias,
-        in_dims=state.in_dims, nb_layers=nb_layers, nb_skip_layers=nb_skip_layers, base=base,
-        base_params=state.params if base else None, yolo_settings=settings,
-        yolo_override=override, version=version), any_error=True)
+    try:
+        loaded = _in_dialect(state, lambda version: load_network(
+            file, binary=binary, bias=None if state.dialect == "1.1" else state.bias,
+            in_dims=state.in_dims, nb_layers=nb_layers, nb_skip_layers=nb_skip_layers,
+            base=base, base_params=state.params if base else None, yolo_settings=settings,
+            yolo_override=override, version=version), any_error=True)
+    except CiannaFormatError as err:
+        if base is not None:  # the likely cause: a load meant for a fresh network
+            err.add_note(f"the file's layers were appended after the network's "
+                         f"{len(state.layers)} existing layers, as CIANNA does; to rebuild "
+                         "the saved network, load it into a network with no layers (a new "
+                         "init)")
+        raise
     first_new = len(state.layers)
     if loaded.yolo and loaded.net.yolo is not None:
         if settings is None:

@@ -164,3 +164,25 @@ def test_a_failed_load_changes_nothing(golden_case, tmp_path, monkeypatch):
         assert len(state.layers) == 3 and state.iteration == 9
     finally:
         cj.free_network(state.id)
+
+
+def test_a_load_into_a_network_with_layers_says_the_records_are_appended(tmp_path, monkeypatch):
+    """Loading a save into the network it came from appends its records after the
+    layers already there (CIANNA's rule); when they then do not fit, the error says so."""
+    from cianna_jax.api import get_state
+
+    monkeypatch.chdir(tmp_path)
+    cj.init([8, 8], 1, 3, b_size=2, comp_meth="C_BLAS", no_logo=1, seed=0)
+    state = get_state()
+    try:
+        cj.conv(f_size=[3, 3], nb_filters=4, padding=[1, 1], silent=1)
+        cj.pool(p_size=[2, 2], silent=1)
+        cj.dense(nb_neurons=3, strict_size=1, activation="SMAX", silent=1)
+        cj.save("s.dat", bin=1)
+        with pytest.raises(CiannaFormatError, match="pool: empty output") as info:
+            cj.load("s.dat", 0, bin=1, silent=1)
+        assert any("appended after the network's 3 existing layers" in n
+                   for n in info.value.__notes__)
+        assert len(state.layers) == 3  # nothing changed
+    finally:
+        cj.free_network(state.id)
