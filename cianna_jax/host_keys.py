@@ -6,7 +6,8 @@ Eagerly, each of these jax.random calls compiles one small XLA program per proce
 cores, about 0.4 s of a CIANNA script's start).  With JAX's partitionable threefry (its
 default) they are one threefry-2x32 hash of two words each:
 
-* ``key(seed)`` holds the words ``(0, seed mod 2**32)`` (a seed of 32 bits or fewer);
+* ``key(seed)`` holds the words ``(0, seed mod 2**32)`` (a seed of 32 bits or fewer;
+  with 64-bit types on, a non-negative one);
 * ``fold_in(key, d)`` is ``threefry2x32(key, (0, d))``;
 * ``split(key, n)[i]`` is ``threefry2x32(key, (0, i))``.
 
@@ -65,9 +66,15 @@ def _countable(k, num) -> bool:
         and isinstance(num, (int, np.integer)) and 0 <= num < 2**32
 
 
+def _x64() -> bool:
+    """Whether 64-bit types are on (``jax_enable_x64``, globally or in a context): a
+    negative seed then fills the key's high word too."""
+    return jax.dtypes.canonicalize_dtype(np.int64) == np.dtype(np.int64)
+
+
 def key(seed) -> jax.Array:
     """``jax.random.key(seed)``."""
-    word = _int32_word(seed, -2**31)
+    word = _int32_word(seed, 0 if _x64() else -2**31)
     if word is None or not _threefry_default():
         return jax.random.key(seed)
     return jax.random.wrap_key_data(np.array([0, word], np.uint32), impl=_IMPL)

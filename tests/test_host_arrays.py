@@ -79,6 +79,9 @@ def test_keys_compile_nothing_and_fall_back_to_jax_random():
     assert np.array_equal(_data(host_keys.fold_in(rbg, 2)), _data(jax.random.fold_in(rbg, 2)))
     with pytest.raises(OverflowError):
         host_keys.fold_in(host_keys.key(0), -1)  # as jax.random.fold_in
+    with jax.enable_x64(True):  # a negative seed's high word is then 0xffffffff
+        for seed in (-5, -2**31, 7, 2**32 - 1):
+            assert np.array_equal(_data(host_keys.key(seed)), _data(jax.random.key(seed)))
 
 
 def test_masks_and_copies_compile_nothing_and_match_jax_numpy():
