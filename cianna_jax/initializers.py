@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 from jax.extend.random import threefry2x32_p
 
-from cianna_jax import host_keys
+from . import host_keys
 
 __all__ = ["INIT_FUNCTIONS", "check_init", "draw", "split", "is_concrete"]
 

@@ -71,7 +71,8 @@ def _perf_replay(state: NetState):
     if "train_call" in state.perf:
         xb, tb, nv, call = state.perf["train_call"]
         # train_step donates its buffers: replay on copies, chaining the runs
-        held = {"p": host_arrays.copy_tree(state.params), "s": host_arrays.copy_tree(state.opt_state)}
+        held = {"p": host_arrays.copy_tree(state.params),
+                "s": host_arrays.copy_tree(state.opt_state)}
 
         def step():
             p, s, loss = training.train_step(net, state.optimizer, held["p"], held["s"], xb,
