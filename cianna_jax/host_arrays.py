@@ -15,24 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["traced", "full", "copy", "copy_tree"]
+from .initializers import is_concrete
 
-
-def traced(*xs) -> bool:
-    """Whether any of ``xs`` is a tracer (inside ``jit``, ``grad``, ``vmap``)."""
-    return any(isinstance(x, jax.core.Tracer) for x in xs)
+__all__ = ["full", "copy", "copy_tree"]
 
 
 def full(shape: tuple[int, ...], value: float, dtype, like=None) -> jax.Array:
     """``jnp.full(shape, value, dtype)``; from the host unless ``like`` is traced."""
-    if traced(like):
+    if not is_concrete(like):
         return jnp.full(shape, value, dtype)
     return jax.device_put(np.full(shape, value, dtype))
 
 
 def copy(x: jax.Array) -> jax.Array:
     """A copy of ``x`` in a buffer of its own (a step may donate the original)."""
-    if traced(x):
+    if not is_concrete(x):
         return jnp.copy(x)
     return jax.device_put(x, may_alias=False)
 

@@ -48,7 +48,7 @@ def draw(key: jax.Array, init_fct: str, shape: tuple[int, ...], fan_a: int, fan_
         std = {"xavier_U": math.sqrt(12.0 / (fan_a + fan_b)), "lecun_U": math.sqrt(3.0 / fan_a),
                "uniform": 1.0}[init_fct]
     n = math.prod(shape)
-    if is_concrete(key) and _prefix_stable(key) and n < 2 ** 32:
+    if host_keys.on_host(key) and n < 2 ** 32:
         flat = _host_sample(key, normal, n)
         return jnp.asarray(flat.reshape(shape) * np.float32(std * scaling), jnp.float32)
     if normal:
@@ -82,11 +82,6 @@ def is_concrete(x) -> bool:
 
 #: values per call of the host-side sampler (:func:`_chunk_sample`)
 CHUNK = 1 << 16
-
-
-def _prefix_stable(key) -> bool:
-    return (str(jax.random.key_impl(key)) == "threefry2x32" and key.shape == ()
-            and bool(jax.config.jax_threefry_partitionable))
 
 
 def _host_sample(key, normal: bool, n: int) -> np.ndarray:

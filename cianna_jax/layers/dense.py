@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import host_arrays, initializers
+from .. import initializers
 from ..activations import Activation, activate, parse_activation, softmax_rows
 from ..geometry import dense_weight_shape
 from ..io.records import DenseRecord
@@ -138,12 +138,12 @@ class Dense(LayerBase):
     def update_masks(self, params):
         """The pivot ``w[-1, -1]`` is neither updated nor decayed (CIANNA)."""
         w = params["w"]
-        if host_arrays.traced(w):
-            m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
-        else:  # built on the host: no program compiled per shape
+        if initializers.is_concrete(w):  # on the host: no program compiled per shape
             m = np.ones(w.shape, w.dtype)
             m[-1, -1] = 0
             m = jax.device_put(m)
+        else:
+            m = jnp.ones(w.shape, w.dtype).at[-1, -1].set(0.0)
         return {"w": m}, {"w": m}
 
     def v11_decay_mask(self, params):
