@@ -232,15 +232,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="cianna_demo", help="output folder (PNG, CSV, network)")
     sub.add_parser("info", help="versions, devices, default backend and optional extras")
 
-    def common(p, several: bool = False):
+    def common(p, several: str | None = None):
         p.add_argument("--model", required=True,
                        help="model card (.json), network (.dat with its .json beside it) "
                             "or a 'cianna-jax train' run folder (its best model)")
-        if several:
+        if several is not None:
             p.add_argument("--image", required=True, action="append",
                            help="FITS image (2D, SDC1 4D) or cube; repeatable: overlapping "
                                 "images (mosaics) give one catalogue, each source from the "
-                                "image whose centre is nearest")
+                                f"image whose centre is nearest{several}")
         else:
             p.add_argument("--image", required=True, help="FITS image (2D, SDC1 4D) or cube")
         p.add_argument("--threshold", type=float, default=None,
@@ -256,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(faster on CPU, outputs within 1e-3)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
-    common(pred, several=True)
+    common(pred, several="")
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
                            "text) or .reg (DS9 regions); repeatable: several files, one run")
@@ -278,7 +278,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write the fitted Gaussians as an image (one image)")
 
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
-    common(val)
+    common(val, several=" (and each true source, matched on the sky)")
     val.add_argument("--catalogue", required=True, help="truth catalogue (any catalogue format)")
     val.add_argument("--out", required=True, help="report folder (created if missing)")
     val.add_argument("--match-radius", type=float, default=1.0,

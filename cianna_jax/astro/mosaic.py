@@ -6,7 +6,9 @@ whose centre is nearest to it on the sky, among the images with data (a finite p
 its position, as survey catalogues are built from overlapping mosaics (e.g. LoTSS).  Two
 detections of one source on either side of that boundary (from two images, closer than half
 a beam) keep the one nearer its own image's centre.  The catalogue gains an ``image`` column
-(``x``, ``y`` are that image's pixels) and lists the images in its metadata.
+(``x``, ``y`` are that image's pixels) and lists the images in its metadata.  ``val`` scores
+such images as one field: each row of the truth (and of another finder's catalogue) goes to
+one image by the same rule (:func:`split_catalogue`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from .catalogue import CatalogueError, column_values
 from .fits_image import FitsImage, ImageError
 from .sky import angular_separation, pixel_to_sky, sky_to_pixel
 
-__all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data"]
+__all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data",
+           "nearest_centre_image", "split_catalogue", "with_image_column"]
 
 RULE = ("each source from the image whose centre is nearest to it, of the images with data at "
         "its position; of two detections closer than half a beam, the one nearer its centre")
@@ -94,6 +98,54 @@ def keep_nearest_centre(positions: Sequence[tuple[np.ndarray, np.ndarray]],
     return keep
 
 
+def nearest_centre_image(ra: np.ndarray, dec: np.ndarray, images: Sequence[FitsImage], *,
+                         data_only: bool = True) -> np.ndarray:
+    """For each sky position (degrees), the index of the image whose centre is nearest among
+    the images with data there (ties: the first image, as :func:`keep_nearest_centre`); -1
+    where no image has data or the position is not finite.  ``data_only=False``: a finite
+    position on no image's data goes to the nearest centre instead (a catalogue's row off
+    every image is still one row, of one image)."""
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    out = np.full(ra.shape, -1, np.int64)
+    finite = np.isfinite(ra) & np.isfinite(dec)
+    if not finite.any():
+        return out
+    r, d = ra[finite], dec[finite]
+    plain = np.stack([angular_separation(r, d, *image_centre(im)) for im in images])
+    dist = np.where(np.stack([has_data(im, r, d) for im in images]), plain, np.inf)
+    best = np.argmin(dist, axis=0)
+    none = ~np.isfinite(np.min(dist, axis=0))
+    best[none] = np.argmin(plain[:, none], axis=0) if not data_only else -1
+    out[finite] = best
+    return out
+
+
+def split_catalogue(t: Any, images: Sequence[FitsImage], what: str, *,
+                    data_only: bool = True) -> tuple[list[Any], int]:
+    """The rows of catalogue ``t`` that belong to each of several images
+    (:func:`nearest_centre_image`), and how many rows belong to none.  Several images
+    share one sky, not one pixel grid: CatalogueError (naming ``what``) for a catalogue
+    without ``ra`` and ``dec``."""
+    ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
+    if ra is None or dec is None:
+        raise CatalogueError(f"{what}: several images are matched on the sky, so it needs "
+                             f"'ra' and 'dec' columns (deg), not one image's pixels; it has "
+                             f"{t.colnames}")
+    owner = nearest_centre_image(ra, dec, images, data_only=data_only)
+    return [t[owner == i] for i in range(len(images))], int(np.count_nonzero(owner < 0))
+
+
+def with_image_column(t: Any, name: str, width: int, index: int | None = None) -> Any:
+    """A copy of table ``t`` (no metadata) with an ``image`` column holding ``name``
+    (strings of ``width`` characters), at column ``index`` (default: last)."""
+    from astropy.table import Table
+
+    p = Table(t, copy=True)
+    p.meta = {}
+    p.add_column(np.full(len(p), name, dtype=f"U{width}"), name="image", index=index)
+    return p
+
+
 def _first_min(others: np.ndarray, i: int) -> np.ndarray:
     """The image index of the nearest other centre (for ties with image ``i``)."""
     if not others.size:
@@ -128,15 +180,11 @@ def merge_tables(tables: Sequence[Any], keep: Sequence[np.ndarray], names: Seque
     """One catalogue of the kept rows of each image's ``tables`` (an ``image`` column after
     ``id``), sorted by decreasing flux with ids 1..N; the images' own metadata listed in
     ``meta["images"]``."""
-    from astropy.table import Table, vstack
+    from astropy.table import vstack
 
-    parts = []
-    for t, k, name in zip(tables, keep, names):
-        p = Table(t[np.asarray(k, bool)], copy=True)
-        p.meta = {}
-        p.add_column(np.full(len(p), name, dtype=f"U{max(len(n) for n in names)}"),
-                     name="image", index=1)
-        parts.append(p)
+    width = max(len(n) for n in names)
+    parts = [with_image_column(t[np.asarray(k, bool)], name, width, index=1)
+             for t, k, name in zip(tables, keep, names)]
     merged = vstack(parts, join_type="outer", metadata_conflicts="silent")
     flux = np.ma.filled(np.asarray(merged["flux"], np.float64), np.nan) if len(merged) else []
     order = np.argsort(-np.nan_to_num(np.asarray(flux, np.float64), nan=-np.inf), kind="stable")

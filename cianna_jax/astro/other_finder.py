@@ -12,6 +12,7 @@ SDC1 score.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,11 @@ from .catalogue import (
     warn_unitless_sizes,
 )
 from .fits_image import FitsImage
+from .mosaic import with_image_column
 from .noise import NoiseMap
 from .placement import place_catalogue
 
-__all__ = ["load_detections", "snr_source"]
+__all__ = ["load_detections", "merge_detections", "snr_source"]
 
 
 def snr_source(t: Any) -> str:
@@ -40,8 +42,10 @@ def snr_source(t: Any) -> str:
     return "its flux over the local noise, as point sources"
 
 
-def load_detections(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Any:
-    """The catalogue ``path`` as a detection table for ``image`` (2D): columns ``id``,
+def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap, *,
+                    name: str | None = None) -> Any:
+    """The catalogue ``path`` (a file, or a table already read, called ``name`` in messages
+    and ``meta["source"]``) as a detection table for ``image`` (2D): columns ``id``,
     ``x``, ``y``, ``ra``/``dec`` (with a WCS), ``flux``, ``snr`` and, when the catalogue has
     them, ``bmaj``, ``bmin``, ``pa``, ``bmaj_deconv``, ``bmin_deconv``.  Rows without a
     finite position are left out (counted in ``meta["n_unplaced"]``).  CatalogueError for
@@ -49,9 +53,9 @@ def load_detections(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) 
     if image.ndim != 2:
         raise ValueError(f"{image.path}: comparison catalogues are scored on 2D images, this one "
                          f"has shape {image.shape}")
-    p = os.fspath(path)
+    p = name or os.fspath(path)
     what = f"comparison catalogue {p}"
-    t = read_catalogue(p)
+    t = path if hasattr(path, "colnames") else read_catalogue(path)
     x, y, ra, dec, flux = place_catalogue(t, image, what)
     placed = np.isfinite(x) & np.isfinite(y)
     if ra is not None:
@@ -89,3 +93,19 @@ def _snr(t: Any, what: str, image: FitsImage, noise: NoiseMap, flux: np.ndarray,
     local = noise.at(y, x) * image.unit_scale  # rows without a position are dropped later
     with np.errstate(divide="ignore", invalid="ignore"):
         return (peak if peak is not None else flux) / local
+
+
+def merge_detections(parts: Sequence[Any], names: Sequence[str], n_unassigned: int) -> Any:
+    """One detection table of the parts of a catalogue loaded on several images (part ``i``
+    by :func:`load_detections` on image ``names[i]``): an ``image`` column, ids 1..N, and
+    ``n_unassigned`` rows that belong to no image (no sky position) counted unplaced."""
+    from astropy.table import vstack
+
+    width = max(map(len, names))
+    t = vstack([with_image_column(p, n, width) for p, n in zip(parts, names)],
+               join_type="exact", metadata_conflicts="silent")
+    t["id"] = np.arange(1, len(t) + 1)
+    first = parts[0].meta
+    t.meta = {"source": first["source"], "snr_from": first["snr_from"],
+              "n_unplaced": n_unassigned + sum(p.meta["n_unplaced"] for p in parts)}
+    return t

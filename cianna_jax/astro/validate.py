@@ -1,12 +1,13 @@
-"""``cianna-jax val``: detect on an image, cross-match with a truth catalogue, score, plot.
+"""``cianna-jax val``: detect on an image (or several overlapping ones), cross-match with a
+truth catalogue, score, plot.
 
-:func:`load_truth` reads a truth catalogue (any format of :mod:`.catalogue`, SDC1 text
-included) and computes what it lacks: pixel or sky positions through the image WCS and,
-without an ``snr`` column, the true peak SNR from the flux, size and local noise.
-:func:`validate` runs the detector once at a low objectness threshold (for the
-precision-recall curve), keeps the model's threshold for the catalogue, and writes the
-report folder: ``catalogue.ecsv``, ``truth_matched.ecsv``, ``scores.json``,
-``scores_by_snr.ecsv``, ``scores_by_flux.ecsv``, ``report.txt`` and the PNG plots.
+The truth is read by :mod:`.truth` (positions on the image, true SNR from the local noise
+when the catalogue has none).  :func:`validate` runs the detector once at a low objectness
+threshold (for the precision-recall curve), keeps the model's threshold for the catalogue,
+and writes the report folder: ``catalogue.ecsv``, ``truth_matched.ecsv``, ``scores.json``,
+``scores_by_snr.ecsv``, ``scores_by_flux.ecsv``, ``report.txt`` and the PNG plots.  Several
+overlapping images are scored as one field, their catalogue merged as ``predict`` merges it
+(:mod:`.mosaic`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,117 +28,20 @@ import numpy as np
 from ..checks import as_bounded_float
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
-from .catalogue import (
-    SDC1_COLUMNS,
-    column_values,
-    find_column,
-    make_table,
-    read_catalogue,
-    warn_unitless_sizes,
-    write_catalogue,
-)
+from .catalogue import column_values, make_table, read_catalogue, write_catalogue
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .model_card import LoadedModel, load_model
-from .noise import NoiseMap
-from .other_finder import load_detections
+from .mosaic import check_images, keep_nearest_centre, merge_tables, split_catalogue
+from .other_finder import load_detections, merge_detections
 from .pipeline import measure_detections
-from .placement import place_catalogue
 from .predict import checked_threshold, detect, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
+from .truth import Truth, load_truth, merge_truths, sdc1_columns, truth_ids
 
 __all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
            "format_scores", "format_side_by_side", "ValReport"]
-
-
-@dataclass(frozen=True)
-class Truth:
-    """A truth catalogue in the image frame: ``x, y`` pixels, ``ra, dec`` (None without a
-    WCS), ``flux`` (Jy), ``snr``, sizes ``bmaj, bmin`` (arcsec, beam-convolved; None if
-    absent), ``pa`` (deg or None), ``table`` (the rows kept: inside the image, on finite
-    pixels), ``sdc1`` (SDC1 columns when the catalogue could give them) and ``snr_from``
-    (where ``snr`` comes from, for the report)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    ra: np.ndarray | None
-    dec: np.ndarray | None
-    flux: np.ndarray
-    snr: np.ndarray
-    bmaj: np.ndarray | None
-    bmin: np.ndarray | None
-    pa: np.ndarray | None
-    table: Any
-    sdc1: dict[str, np.ndarray] | None
-    snr_from: str = "the catalogue's snr column"
-
-
-def load_truth(path: str | os.PathLike, image: FitsImage, noise: NoiseMap) -> Truth:
-    """Read a truth catalogue and put it in the frame of ``image`` (see the module
-    docstring).  CatalogueError names any missing column."""
-    t = read_catalogue(path)
-    what = f"truth catalogue {os.fspath(path)}"
-    x, y, ra, dec, flux = place_catalogue(t, image, what)
-    H, W = image.shape[-2:]
-    placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
-    ix, iy = (np.floor(np.where(placed, v, -1.0) + 0.5).astype(np.int64) for v in (x, y))
-    inside = placed & (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
-    ok = inside.copy()
-    if inside.any() and image.ndim == 2:
-        ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))
-    sdc1_like = "b_maj" in [c.lower() for c in t.colnames]
-    bmaj, bmin, pa = (column_values(t, c, what) for c in ("bmaj", "bmin", "pa"))
-    if bmaj is not None:  # the major axis tells (one warning, not one per axis)
-        warn_unitless_sizes(t[find_column(t, "bmaj")], bmaj, what)
-    beam = image.beam.bmaj if image.beam is not None else None
-    if bmaj is not None and bmin is not None and beam is not None:
-        if sdc1_like:  # SDC1 sizes are intrinsic: add the restoring beam
-            bmaj, bmin = np.hypot(bmaj, beam), np.hypot(bmin, image.beam.bmin)
-        else:
-            bmaj, bmin = np.maximum(bmaj, beam), np.maximum(bmin, image.beam.bmin)
-    snr = column_values(t, "snr", what)
-    snr_from = "the catalogue's snr column"
-    if snr is None:
-        rms = noise.at(y, x) * image.unit_scale
-        if bmaj is not None and bmin is not None and beam is not None:
-            peak = flux * (image.beam.bmaj * image.beam.bmin) / (bmaj * bmin)
-            snr_from = "flux, sizes and the local noise"
-        else:
-            peak = flux  # point sources: peak (Jy/beam) = flux (Jy)
-            snr_from = ("flux and the local noise, as point sources (no sizes"
-                        f"{'' if beam is not None else ' and no beam'}: extended ones too high)")
-        snr = peak / rms
-    sdc1 = None
-    names = {c.lower(): c for c in t.colnames}
-    if all(c in names for c in SDC1_COLUMNS):
-        sdc1 = {c: np.asarray(t[names[c]], np.float64)[ok] for c in SDC1_COLUMNS}
-    elif ra is not None:
-        zero = np.zeros(len(t))
-
-        def first(*cols):
-            return next((c for c in cols if c is not None), zero)[ok]
-
-        sdc1 = sdc1_columns(np.arange(1, ok.sum() + 1), ra[ok], dec[ok], flux[ok],
-                            first(column_values(t, "bmaj_deconv", what), bmaj),
-                            first(column_values(t, "bmin_deconv", what), bmin),
-                            first(pa))
-
-    def sel(v):
-        return None if v is None else v[ok]
-
-    return Truth(x=x[ok], y=y[ok], ra=sel(ra), dec=sel(dec), flux=flux[ok], snr=snr[ok],
-                 bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1,
-                 snr_from=snr_from)
-
-
-def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:
-    """SDC1 columns (core = centroid = the position, core_frac 0) from plain arrays."""
-    n = len(ra)
-    return {"id": np.asarray(ids, np.float64), "ra_core": np.asarray(ra), "dec_core": np.asarray(dec),
-            "ra_cent": np.asarray(ra), "dec_cent": np.asarray(dec), "flux": np.asarray(flux),
-            "core_frac": np.zeros(n), "b_maj": np.asarray(bmaj), "b_min": np.asarray(bmin),
-            "pa": np.asarray(pa), "size": np.full(n, float(size)), "class": np.full(n, float(cls))}
 
 
 def match_catalogues(det: Any, truth: Truth, beam_fwhm: float, *, factor: float = 1.0,
@@ -306,8 +212,88 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+@dataclass
+class _ImageRun:
+    """One image's part of a ``val`` run: its noise map, truth rows, other finders' rows,
+    every detection down to the low threshold (``full``, measured together, for the
+    precision-recall curve) and the detections at the threshold (``res``: the catalogue's
+    rows, measured as ``predict`` measures them)."""
+
+    img: FitsImage
+    truth: Truth
+    others: dict[str, Any]
+    full: Any
+    res: Any
+
+
+def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
+               thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str]
+               ) -> _ImageRun:
+    """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
+    then detection and measurement (``names``: the catalogues' names for messages)."""
+    from .noise import estimate_noise_map
+
+    tn = time.perf_counter()
+    noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
+    noise_s = time.perf_counter() - tn
+    tr = load_truth(truth, img, noise, name=names.get("truth"))
+    oth = {k: load_detections(v, img, noise, name=names.get(k)) for k, v in others.items()}
+    t0 = time.perf_counter()
+    found = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=low,
+                   progress=progress, predict_fn=predict_fn)
+    t1 = time.perf_counter()
+    # the greedy NMS keeps the same boxes above the threshold whatever lower ones it saw
+    full = measure_detections(img, mdl, found, noise, progress=progress).table
+    above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
+                    obj_threshold=thr)
+    res = measure_detections(img, mdl, above, noise, progress=progress)
+    res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
+                   "measure_s": time.perf_counter() - t1}
+    return _ImageRun(img, tr, oth, full, res)
+
+
+def _split_inputs(truth: str | os.PathLike, compare: Mapping[str, str | os.PathLike],
+                  imgs: list[FitsImage]) -> tuple[list, dict[str, list], dict[str, int]]:
+    """Several images: the truth's and each comparison catalogue's rows of each image
+    (:func:`.mosaic.split_catalogue`; a true source on no image's data is not in the field,
+    another finder's row off every image still counts, from the nearest image), and how
+    many comparison rows had no sky position."""
+    tparts, _ = split_catalogue(read_catalogue(truth), imgs,
+                                f"truth catalogue {os.fspath(truth)}")
+    oparts, unassigned = {}, {}
+    for k, path in compare.items():
+        oparts[k], unassigned[k] = split_catalogue(
+            read_catalogue(path), imgs, f"comparison catalogue {os.fspath(path)}",
+            data_only=False)
+    return tparts, oparts, unassigned
+
+
+def _merge_runs(runs: list[_ImageRun], names: list[str], beam: float,
+                unassigned: Mapping[str, int]) -> tuple[Any, Any, Truth, dict[str, Any]]:
+    """Several images' runs as one: the catalogue and the low-threshold detections each
+    kept once (:func:`.mosaic.keep_nearest_centre`, as ``predict`` merges them), the truth
+    and comparison rows joined."""
+    def merged(tables):
+        keep = keep_nearest_centre([(np.asarray(t["ra"]), np.asarray(t["dec"]))
+                                    for t in tables], [r.img for r in runs], beam)
+        return merge_tables(tables, keep, names)
+
+    det, full = merged([r.res.table for r in runs]), merged([r.full for r in runs])
+    truth = merge_truths([r.truth for r in runs], names)
+    others = {k: merge_detections([r.others[k] for r in runs], names, n)
+              for k, n in unassigned.items()}
+    return det, full, truth, others
+
+
+def _timings(runs: list[_ImageRun]) -> dict[str, float]:
+    keys = ("noise_s", "detect_s", "measure_s", "tiles")
+    out = {k: sum(r.res.timings[k] for r in runs) for k in keys}
+    out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
+    return out
+
+
 def validate(
-    image: str | os.PathLike,
+    image: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | LoadedModel,
     truth: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -333,7 +319,17 @@ def validate(
     plane taken as the image (see :func:`.pipeline.find_sources`).  ``compare``: name ->
     catalogue of another finder (PyBDSF...), scored beside the detector with the same truth
     and rules (:mod:`.other_finder`): a side-by-side table in the report, ``compare`` in
-    ``scores.json``, a line each in the completeness figure."""
+    ``scores.json``, a line each in the completeness figure.
+
+    Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
+    ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
+    nearest), each true source (and each row of a ``compare`` catalogue) belongs to the
+    image whose centre is nearest among those with data at its position, and everything
+    is matched on the sky; the truth and other catalogues need ``ra`` and ``dec``.  One
+    field overlay (and residual overlay) per image."""
+    paths = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+    if not paths:
+        raise ValueError("image: give at least one image")
     as_bounded_float(match_factor, "match_factor")
     as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
@@ -341,48 +337,61 @@ def validate(
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
         obj_threshold, int(mdl.net.yolo.nb_box))))
     check_folder(out_dir)
-    with open_image(image, hdu, plane=plane) as img:
-        from .noise import estimate_noise_map
-
-        tn = time.perf_counter()
-        noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
-        noise_s = time.perf_counter() - tn
-        tr = load_truth(truth, img, noise)  # checks columns before the long part
-        others = {str(k): load_detections(v, img, noise) for k, v in (compare or {}).items()}
-        low = min(0.05, thr)
-        t0 = time.perf_counter()
-        found = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=low,
-                       progress=progress, predict_fn=predict_fn)
-        t1 = time.perf_counter()
-        # every detection down to ``low``, measured together, for the precision-recall curve;
-        # the catalogue: the detections at the threshold measured as ``predict`` measures them
-        # (greedy NMS keeps the same boxes above the threshold whatever lower ones it saw)
-        full = measure_detections(img, mdl, found, noise, progress=progress).table
-        above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
-                        obj_threshold=thr)
-        res = measure_detections(img, mdl, above, noise, progress=progress)
-        res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
-                       "measure_s": time.perf_counter() - t1}
-        beam = img.beam.bmaj if img.beam is not None else (img.pixel_scale or 1.0) * 3.0
+    compare = {str(k): v for k, v in (compare or {}).items()}
+    names = {"truth": os.fspath(truth), **{k: os.fspath(v) for k, v in compare.items()}}
+    low = min(0.05, thr)
+    with ExitStack() as stack:
+        imgs = [stack.enter_context(open_image(p, hdu, plane=plane)) for p in paths]
+        several = len(imgs) > 1
+        if several:
+            check_images(imgs)
+            tparts, oparts, unassigned = _split_inputs(truth, compare, imgs)
+        base = [os.path.basename(os.fspath(p)) for p in paths]
+        inames = base if len(set(base)) == len(base) else [os.fspath(p) for p in paths]
+        runs = []
+        for i, img in enumerate(imgs):
+            if progress and several:
+                print(f"image {i + 1}/{len(imgs)}: {img.path}", file=sys.stderr)
+            runs.append(_run_image(
+                img, mdl, tparts[i] if several else truth,
+                {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
+                predict_fn=predict_fn, progress=progress, names=names))
+        beams = [im.beam.bmaj for im in imgs if im.beam is not None]
+        scale = max(im.pixel_scale or 1.0 for im in imgs)
+        beam = max(beams) if beams else scale * 3.0
+        pixel_scale = None if several else imgs[0].pixel_scale
+        if several:
+            det, full, tr, others = _merge_runs(runs, inames, beam, unassigned)
+        else:
+            det, full, tr, others = runs[0].res.table, runs[0].full, runs[0].truth, \
+                runs[0].others
+        timings = _timings(runs)
         obj = np.asarray(full["objectness"])
-        det = res.table
-        m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=img.pixel_scale)
+        m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         sc = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
         counted = tr.snr >= min_truth_snr
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
-            full, tr, beam, factor=match_factor, pixel_scale=img.pixel_scale, select=sel),
+            full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
         sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
-        text = (f"image {os.fspath(image)}, model {mdl.card.path}, objectness >= {thr:g}\n"
-                f"{res.timings['tiles']} tiles at {res.timings['tiles_per_s']:.1f} tiles/s; "
-                f"noise {res.timings['noise_s']:.1f} s, detection {res.timings['detect_s']:.1f} s,"
-                f" measurement {res.timings['measure_s']:.1f} s\n"
+        where = f"image {os.fspath(paths[0])}" if not several else (
+            f"{len(paths)} images {', '.join(map(os.fspath, paths))} scored as one field "
+            "(each source, detected or true, from the image whose centre is nearest among "
+            "those with data at its position)")
+        text = (f"{where}, model {mdl.card.path}, objectness >= {thr:g}\n"
+                + ("".join(f"  {n}: {d['n_detected']} detected, {d['n_kept']} kept; "
+                           f"{int(np.count_nonzero(tr.image == i))} true sources\n"
+                           for i, (n, d) in enumerate(zip(inames, det.meta["images"])))
+                   if several else "")
+                + f"{timings['tiles']} tiles at {timings['tiles_per_s']:.1f} tiles/s; "
+                f"noise {timings['noise_s']:.1f} s, detection {timings['detect_s']:.1f} s,"
+                f" measurement {timings['measure_s']:.1f} s\n"
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
-                f"(of {len(tr.x)} in the image; true SNR from {tr.snr_from}); precision "
-                "counts every detection\n"
+                f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
+                f"{tr.snr_from}); precision counts every detection\n"
                 + format_scores(sc, sdc1))
-        ids = np.asarray(_truth_ids(tr))
+        ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match
         tt = tr.table.copy()
@@ -393,12 +402,15 @@ def validate(
                    "by_snr": {"edges": sc.by_snr.edges, "recall": sc.by_snr.recall,
                               "precision": sc.by_snr.precision, "f1": sc.by_snr.f1,
                               "n_true": sc.by_snr.n_truth, "n_det": sc.by_snr.n_det},
-                   "pr_curve": pr, "timings": res.timings,
+                   "pr_curve": pr, "timings": timings,
                    "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area)}
+        if several:
+            summary["images"] = [{**d, "n_truth": int(np.count_nonzero(tr.image == i))}
+                                 for i, d in enumerate(det.meta["images"])]
         curves = {"cianna_jax": sc.by_snr}
         if others:
             extra, summary["compare"], curves = _compared(
-                others, tr, beam, img.pixel_scale, ours=(f"cianna_jax {thr:g}", sc, sdc1),
+                others, tr, beam, pixel_scale, ours=(f"cianna_jax {thr:g}", sc, sdc1),
                 match_factor=match_factor, min_truth_snr=min_truth_snr, snr_bins=snr_bins,
                 sdc1_freq=sdc1_freq, sdc1_area=sdc1_area)
             text += extra
@@ -407,7 +419,7 @@ def validate(
         figs = {}
         if plots:
             try:
-                figs = _figures(img, res, det, tr, m, curves, pr, thr)
+                figs = _figures(runs, inames, det, tr, m, curves, pr, thr)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []
@@ -478,41 +490,56 @@ def _compared(others: dict[str, Any], tr: Truth, beam: float, pixel_scale: float
     return text, entry, {k: v.by_snr for k, v in scores.items()}
 
 
-def _truth_ids(tr: Truth) -> np.ndarray:
-    c = find_column(tr.table, "id")
-    return np.asarray(tr.table[c]) if c else np.arange(1, len(tr.x) + 1)
+def _figure_suffixes(names: list[str]) -> list[str]:
+    """'' for one image; else each image's file stem (made unique), for its overlays."""
+    if len(names) == 1:
+        return [""]
+    stems = [os.path.splitext(os.path.basename(n))[0] for n in names]
+    return [f"_{s}" if stems.count(s) == 1 else f"_{s}_{i + 1}" for i, s in enumerate(stems)]
 
 
-def _figures(img: FitsImage, res: Any, det: Any, tr: Truth, m: Match,
+def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Match,
              curves: dict[str, BinnedScores], pr: dict, thr: float) -> dict[str, Any]:
-    """The report's figures (``res``: the detections at the operating threshold)."""
+    """The report's figures: per image, its field and residual overlays with the
+    detections and true sources it holds (all of them for one image), then the scores'."""
     from .plots import completeness_reliability, field_overlay, flux_recovery, pr_curve_plot
     from .residual import residual_view
 
-    H, W = img.shape[-2:]
-    step = max(1, int(math.ceil(max(H, W) / 2048)))
-    shown = tr.snr >= 3.0  # fainter true sources are not expected to be found
-    view = img.read((slice(None, None, step), slice(None, None, step))) if img.ndim == 2 else \
-        np.nanmax(img.read((slice(None), slice(None, None, step), slice(None, None, step))), axis=0)
-    unit = img.bunit or "Jy/beam"
-    figs = {
-        "field_overlay.png": field_overlay(
+    figs = {}
+    several = len(runs) > 1
+    for i, (run, suffix) in enumerate(zip(runs, _figure_suffixes(names))):
+        img, res = run.img, run.res
+        drows = np.asarray(det["image"]) == names[i] if several else np.ones(len(det), bool)
+        trows = tr.image == i if several else np.ones(len(tr.x), bool)
+        H, W = img.shape[-2:]
+        step = max(1, int(math.ceil(max(H, W) / 2048)))
+        shown = trows & (tr.snr >= 3.0)  # fainter true sources are not expected to be found
+        view = img.read((slice(None, None, step), slice(None, None, step))) if img.ndim == 2 \
+            else np.nanmax(img.read((slice(None), slice(None, None, step),
+                                     slice(None, None, step))), axis=0)
+        unit = img.bunit or "Jy/beam"
+        truth_xy = (tr.x[shown], tr.y[shown])
+        truth_matched = (m.truth_to_det >= 0)[shown]
+        held = f"{os.path.basename(img.path)}: {int(drows.sum())} detections"
+        if several:
+            held += " of the merged catalogue"
+        figs[f"field_overlay{suffix}.png"] = field_overlay(
             view, wcs=img.wcs, step=step, unit=unit, rms=res.noise.median_rms,
-            truth_xy=(tr.x[shown], tr.y[shown]), truth_matched=(m.truth_to_det >= 0)[shown],
-            det_xy=(np.asarray(det["x"]), np.asarray(det["y"])), det_matched=m.det_to_truth >= 0,
-            title=f"{os.path.basename(img.path)}: {len(det)} detections (objectness >= {thr:g}), "
-                  f"{int(shown.sum())} true sources of SNR >= 3 (circles)"),
-        "completeness_reliability.png": completeness_reliability(curves),
-        "pr_curve.png": pr_curve_plot(pr, operating=thr),
-    }
-    if img.ndim == 2:
-        fitted = res.measurements
-        figs["residual_overlay.png"] = field_overlay(
-            residual_view(img, fitted, step), wcs=img.wcs, step=step, unit=unit,
-            rms=res.noise.median_rms, truth_xy=(tr.x[shown], tr.y[shown]),
-            truth_matched=(m.truth_to_det >= 0)[shown],
-            title=f"residual: the image minus the {int(np.count_nonzero(fitted.fit_ok))} fitted "
-                  "Gaussians; circles: true sources of SNR >= 3")
+            truth_xy=truth_xy, truth_matched=truth_matched,
+            det_xy=(np.asarray(det["x"])[drows], np.asarray(det["y"])[drows]),
+            det_matched=(m.det_to_truth >= 0)[drows],
+            title=f"{held} (objectness >= {thr:g}), {int(shown.sum())} true sources of "
+                  "SNR >= 3 (circles)")
+        if img.ndim == 2:
+            fitted = res.measurements
+            figs[f"residual_overlay{suffix}.png"] = field_overlay(
+                residual_view(img, fitted, step), wcs=img.wcs, step=step, unit=unit,
+                rms=res.noise.median_rms, truth_xy=truth_xy, truth_matched=truth_matched,
+                title=f"residual: {os.path.basename(img.path)} minus the "
+                      f"{int(np.count_nonzero(fitted.fit_ok))} fitted Gaussians; circles: true "
+                      "sources of SNR >= 3")
+    figs["completeness_reliability.png"] = completeness_reliability(curves)
+    figs["pr_curve.png"] = pr_curve_plot(pr, operating=thr)
     if m.n:
         figs["flux_recovery.png"] = flux_recovery(tr.flux[m.truth], np.asarray(det["flux"])[m.det])
     return figs

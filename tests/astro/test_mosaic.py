@@ -1,5 +1,6 @@
 """Several overlapping images -> one catalogue: the nearest-centre rule, blanked pixels, one
-source seen on both sides of the boundary, the CLI, and the images refused."""
+source seen on both sides of the boundary, the CLI, the images refused, and ``val`` scoring
+the images as one field."""
 
 from __future__ import annotations
 
@@ -63,11 +64,33 @@ def test_nearest_centre_rule_blanked_pixels_and_boundary_pairs(tmp_path):
     np.testing.assert_array_equal(keep[1], [False, True, True, True])
 
 
+def test_each_catalogue_row_belongs_to_one_image(tmp_path):
+    """The images as above (right blank over virtual columns 85-94): a row belongs to the
+    nearest centre with data there; off every image's data it belongs to none, or with
+    ``data_only=False`` to the nearest centre; a row without a position to none."""
+    from cianna_jax.astro.mosaic import nearest_centre_image
+
+    left = _write(tmp_path / "l.fits", np.zeros((96, 100)), 0.0)
+    rdata = np.zeros((96, 100))
+    rdata[:, 25:35] = np.nan
+    right = _write(tmp_path / "r.fits", rdata, 60.0)
+    ra, dec = _grid_sky([10.0, 70.0, 79.0, 81.0, 90.0, 150.0, 200.0, 20.0])
+    ra[-1] = np.nan
+    with open_image(left) as a, open_image(right) as b:
+        np.testing.assert_array_equal(nearest_centre_image(ra, dec, [a, b]),
+                                      [0, 0, 0, 1, 0, 1, -1, -1])
+        np.testing.assert_array_equal(nearest_centre_image(ra, dec, [a, b], data_only=False),
+                                      [0, 0, 0, 1, 0, 1, 1, -1])
+        assert nearest_centre_image(ra[:0], dec[:0], [a, b]).shape == (0,)
+
+
 @pytest.fixture(scope="module")
 def two_images(tmp_path_factory, tiny_model):
     """A 96x160 synthetic field cut into two overlapping 96x100 images (columns 0-99 and
-    60-159) with their WCS, beam and unit."""
-    from cianna_jax.astro.synthetic import synthetic_field
+    60-159) with their WCS, beam and unit; the field's truth catalogue beside them
+    (``truth.ecsv``)."""
+    from cianna_jax.astro.catalogue import write_catalogue
+    from cianna_jax.astro.synthetic import synthetic_field, truth_table
 
     d = tmp_path_factory.mktemp("mosaic")
     f = synthetic_field((96, 160), seed=5, density=0.004, snr_range=(20.0, 3000.0))
@@ -84,6 +107,7 @@ def two_images(tmp_path_factory, tiny_model):
             h[k] = hdr[k]
         fits.writeto(d / name, f.image[:, x0:x0 + 100].astype(np.float32), h)
         paths.append(str(d / name))
+    write_catalogue(truth_table(f), d / "truth.ecsv")  # the whole field's, for val
     return paths
 
 
@@ -136,3 +160,73 @@ def test_images_that_cannot_be_merged_are_refused(tmp_path, two_images, tiny_mod
     with pytest.raises(ImageError, match="merged as 2D images"):
         predict_file([two_images[0], cube], tiny_model, out)
     assert not out.exists()
+
+
+def test_val_scores_overlapping_images_as_one_field(tmp_path, two_images, tiny_model, capsys):
+    """val on two overlapping images: the catalogue is predict's merged one; each true
+    source is scored once, from the image whose centre is nearest (left of virtual column
+    79.5: left); a perfect finder (the truth, sky columns only) scores 1/1; every match
+    lies within the match radius; one field and residual overlay per image."""
+    import json
+    import os
+
+    truth = os.path.join(os.path.dirname(two_images[0]), "truth.ecsv")
+    t = read_catalogue(truth)
+    t["ra", "dec", "flux", "bmaj", "bmin", "pa"].write(tmp_path / "perfect.ecsv")
+    rep = tmp_path / "report"
+    assert main(["val", "--model", tiny_model, "--image", two_images[0], "--image",
+                 two_images[1], "--catalogue", truth, "--out", str(rep), "--quiet",
+                 "--compare", f"best={tmp_path / 'perfect.ecsv'}"]) == 0
+    text = capsys.readouterr().out
+    assert "2 images" in text and "left.fits:" in text and "right.fits:" in text
+    predict_file(two_images, tiny_model, tmp_path / "merged.ecsv", progress=False)
+    merged, cat = read_catalogue(tmp_path / "merged.ecsv"), read_catalogue(rep / "catalogue.ecsv")
+    assert len(cat) > 0
+    for c in ("ra", "dec", "flux", "image", "id"):
+        np.testing.assert_array_equal(cat[c], merged[c])
+    tm = read_catalogue(rep / "truth_matched.ecsv")
+    assert sorted(tm["id"]) == sorted(t["id"])          # every true source, once
+    x_of = dict(zip(np.asarray(t["id"]).tolist(), np.asarray(t["x"]).tolist()))
+    own = ["left.fits" if x_of[i] < 79.5 else "right.fits" for i in np.asarray(tm["id"])]
+    assert list(tm["image"]) == own and len(set(own)) == 2
+    np.testing.assert_allclose(tm["snr_used"], [dict(zip(t["id"], t["snr"]))[i]
+                                                for i in tm["id"]])
+    s = json.loads((rep / "scores.json").read_text())
+    best = s["compare"]["best"]["scores"]
+    assert best["precision"] == best["recall"] == 1.0 and best["n_det"] == len(t)
+    assert [d["n_truth"] for d in s["images"]] == [own.count("left.fits"), own.count("right.fits")]
+    assert sum(d["n_kept"] for d in s["images"]) == len(cat) == s["scores"]["n_det"]
+    matched = np.asarray(cat["match_id"]) >= 0
+    assert matched.sum() == s["scores"]["n_tp"]
+    ra_of, dec_of = dict(zip(t["id"], t["ra"])), dict(zip(t["id"], t["dec"]))
+    bmaj_of = dict(zip(t["id"], t["bmaj"]))
+    beam = float(fits.getheader(two_images[0])["BMAJ"]) * 3600
+    for k in np.flatnonzero(matched):
+        i = int(cat["match_id"][k])
+        sep = angular_separation(cat["ra"][k], cat["dec"][k], ra_of[i], dec_of[i]) * 3600
+        assert sep <= max(bmaj_of[i], beam) + 1e-6
+    assert {"field_overlay_left.png", "field_overlay_right.png", "residual_overlay_left.png",
+            "residual_overlay_right.png", "completeness_reliability.png",
+            "pr_curve.png"} <= set(os.listdir(rep))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_val_on_several_images_needs_sky_positions(tmp_path, two_images, tiny_model, capsys):
+    """A truth in pixels only is one image's grid: refused before any detection, with no
+    report folder; so is an image without a WCS."""
+    import os
+
+    t = read_catalogue(os.path.join(os.path.dirname(two_images[0]), "truth.ecsv"))
+    t["x", "y", "flux"].write(tmp_path / "pixels.ecsv")
+    rep = tmp_path / "report"
+    assert main(["val", "--model", tiny_model, "--image", two_images[0], "--image",
+                 two_images[1], "--catalogue", str(tmp_path / "pixels.ecsv"), "--out",
+                 str(rep), "--quiet"]) == 2
+    assert "needs 'ra' and 'dec' columns" in capsys.readouterr().err
+    nowcs = tmp_path / "nowcs.fits"
+    fits.writeto(nowcs, np.zeros((96, 100), np.float32))
+    assert main(["val", "--model", tiny_model, "--image", two_images[0], "--image", str(nowcs),
+                 "--catalogue", str(tmp_path / "pixels.ecsv"), "--out", str(rep),
+                 "--quiet"]) == 2
+    assert "needs each image's celestial WCS" in capsys.readouterr().err
+    assert not rep.exists()
