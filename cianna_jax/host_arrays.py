@@ -17,7 +17,7 @@ import numpy as np
 
 from .initializers import is_concrete
 
-__all__ = ["full", "copy", "copy_tree"]
+__all__ = ["full", "zeros_like", "copy", "copy_tree"]
 
 
 def full(shape: tuple[int, ...], value: float, dtype, like=None) -> jax.Array:
@@ -25,6 +25,16 @@ def full(shape: tuple[int, ...], value: float, dtype, like=None) -> jax.Array:
     if not is_concrete(like):
         return jnp.full(shape, value, dtype)
     return jax.device_put(np.full(shape, value, dtype))
+
+
+def zeros_like(x) -> jax.Array:
+    """``jnp.zeros_like(x)``; from the host unless ``x`` is traced.  Placed as ``x`` is: a
+    replicated or sharded parameter gets a buffer laid out the same way, an uncommitted
+    one an uncommitted buffer (a compiled step then sees the same placements as before)."""
+    if not is_concrete(x):
+        return jnp.zeros_like(x)
+    zeros = np.zeros(np.shape(x), getattr(x, "dtype", None) or np.result_type(x))
+    return jax.device_put(zeros, x.sharding if getattr(x, "committed", False) else None)
 
 
 def copy(x: jax.Array) -> jax.Array:

@@ -112,7 +112,7 @@ def cianna_trace(learning_rate, momentum, weight_decay,
     """
 
     def init_fn(params):
-        return CiannaTraceState(jax.tree_util.tree_map(jnp.zeros_like, params),
+        return CiannaTraceState(jax.tree_util.tree_map(host_arrays.zeros_like, params),
                                 _mask_state(masks, params, 1).mask)
 
     def update_fn(grads, state, params=None):
@@ -222,11 +222,11 @@ def make_optimizer(learning_rate: float = 0.0, momentum: float = 0.0,
 CIANNA_SGD = make_optimizer()
 
 
-@partial(jax.jit, static_argnums=0)
 def init_state(optimizer: optax.GradientTransformation, params: Params):
-    """``optimizer.init(params)`` as one compiled program.  Called eagerly, every zero
-    buffer and mask of a new shape compiles a small program of its own (CIANNA's SDC1
-    detector: 31 of them, 0.9 s on 2 CPU cores, against one)."""
+    """``optimizer.init(params)``.  This package's optimizers build their zero buffers,
+    masks and copies on the host (:mod:`.host_arrays`), so nothing is compiled for them:
+    CIANNA's SDC1 detector 0.05-0.07 s on 2 CPU cores, against 0.47 s to compile the same
+    as one program (and 0.9 s for the 31 small programs of eager jax.numpy calls)."""
     return optimizer.init(params)
 
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import host_arrays
 from ..activations import Activation, activate, parse_activation
 from ..io.records import GRNRecord
 from .base import LayerBase, register_layer
@@ -110,8 +111,8 @@ class GRN(LayerBase):
 
     def init(self, key: jax.Array, in_shape: Shape):
         c = self.output_shape(in_shape).c
-        return ({"gamma": jnp.full((c,), self.gamma_init, jnp.float32),
-                 "beta": jnp.zeros((c,), jnp.float32)}, in_shape)
+        return ({"gamma": host_arrays.full((c,), self.gamma_init, jnp.float32, like=key),
+                 "beta": host_arrays.full((c,), 0.0, jnp.float32, like=key)}, in_shape)
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import host_arrays
 from ..activations import Activation, activate, parse_activation
 from ..geometry import nb_groups
 from ..io.records import NormRecord
@@ -156,8 +157,8 @@ class Norm(LayerBase):
 
     def init(self, key: jax.Array, in_shape: Shape):
         g = self.nb_affine(in_shape)
-        return ({"gamma": jnp.full((g,), self.gamma_init, jnp.float32),
-                 "beta": jnp.zeros((g,), jnp.float32)}, self.output_shape(in_shape))
+        return ({"gamma": host_arrays.full((g,), self.gamma_init, jnp.float32, like=key),
+                 "beta": host_arrays.full((g,), 0.0, jnp.float32, like=key)}, self.output_shape(in_shape))
 
     def apply(self, params, x: jax.Array, ctx: Ctx, key: jax.Array | None = None, *,
               activate_output: bool = True) -> jax.Array:

@@ -87,8 +87,8 @@ def _v11(kind: str, hp: dict, *, decoupled: bool, ams_grad: bool, centered: bool
     names = _buffer_names(kind, ams_grad, centered, has_velocity)
 
     def init_fn(params):
-        return V11State(step=_tmap(lambda p: jnp.zeros((), jnp.int32), params),
-                        buffers={n: _tmap(jnp.zeros_like, params) for n in names},
+        return V11State(step=_tmap(lambda p: host_arrays.full((), 0, jnp.int32, like=p), params),
+                        buffers={n: _tmap(host_arrays.zeros_like, params) for n in names},
                         ema=host_arrays.copy_tree(params) if use_wema else None,
                         mask=_init_masks(masks, params))
 
