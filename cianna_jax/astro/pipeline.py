@@ -7,6 +7,7 @@ the image is read a box or a tile batch at a time from its memory map.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
-from .model_card import LoadedModel, load_model
+from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
@@ -40,7 +41,7 @@ from .sky import (
 )
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
-           "predict_file", "build_table", "beam_in_pixels"]
+           "predict_file", "build_table", "beam_in_pixels", "warn_if_other_scale"]
 
 
 @dataclass
@@ -58,6 +59,39 @@ class SourceFinding:
 
 def _as_model(model: str | os.PathLike | LoadedModel, tile: Any = None) -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model, tile=tile)
+
+
+#: how far (a factor either way) an image's beam, in pixels, may lie outside the training
+#: images' before :func:`warn_if_other_scale` warns
+SCALE_TOLERANCE = 1.25
+
+
+def warn_if_other_scale(card: ModelCard, image: FitsImage) -> str | None:
+    """Warn (UserWarning, also returned) when the image's beam FWHM in pixels lies more
+    than :data:`SCALE_TOLERANCE` outside the range of the images the model was trained on
+    (the card's ``notes["beam_fwhm_pixels"]``, written by ``cianna-jax train``): the
+    detector sees pixels, so its sources look larger or smaller than any it learned."""
+    trained = card.notes.get("beam_fwhm_pixels") if isinstance(card.notes, dict) else None
+    if not trained or image.beam is None or not image.pixel_scale:
+        return None
+    try:
+        lo, hi = min(float(b[0]) for b in trained), max(float(b[0]) for b in trained)
+    except (TypeError, ValueError, IndexError):
+        return None  # a hand-edited card: nothing to compare with
+    here = image.beam.bmaj / image.pixel_scale
+    if not (lo > 0 and hi > 0) or lo / SCALE_TOLERANCE <= here <= hi * SCALE_TOLERANCE:
+        return None
+    factor = here / hi if here > hi else here / lo
+    target = math.sqrt(lo * hi)
+    span = f"{lo:.1f}" if abs(hi - lo) < 0.05 else f"{lo:.1f}-{hi:.1f}"
+    msg = (f"{image.path}: its beam is {here:.1f} pixels wide (FWHM, major axis), but the model "
+           f"{card.path or ''} was trained on images whose beam is {span} pixels: sources look "
+           f"{factor:.2g}x {'larger' if factor > 1 else 'smaller'} to the detector than any it "
+           f"learned, so expect missed and mis-sized detections; regrid the image to about "
+           f"{image.beam.bmaj / target:.3g} arcsec per pixel (e.g. with reproject) or train on "
+           "images like it")
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return msg
 
 
 def beam_in_pixels(image: FitsImage) -> tuple[float, float, float] | None:
@@ -258,6 +292,7 @@ def find_sources(
             hint = "; plane (--plane N) takes one plane of it" if img.ndim == 3 else ""
             raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
                              f"{mdl.card.ndim}D tiles{hint}")
+        warn_if_other_scale(mdl.card, img)
         t0 = time.perf_counter()
         if noise is None:
             noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box,

@@ -385,7 +385,11 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
             "n_targets": int(sum(len(tg) for tg in targets)),
             "n_train_targets": int(sum(np.count_nonzero(m) for m in in_train)),
             "n_valid_counted": int(sum(a.n_counted for a in areas)), "priors": priors.tolist(),
-            "normalisation": dataclasses.asdict(norm)}
+            "normalisation": dataclasses.asdict(norm), "pixel_scale_arcsec": image.pixel_scale}
+    beams = [[f.image.beam.bmaj / f.image.pixel_scale, f.image.beam.bmin / f.image.pixel_scale]
+             for f in fields if f.image.beam is not None and f.image.pixel_scale]
+    if beams:  # what predict compares an image with (pipeline.warn_if_other_scale)
+        info["beam_fwhm_pixels"] = beams
     if leaks:
         info["validation_overlaps"] = [{"training_image": fields[i].path,
                                         "validation_image": fields[j].path, "share": share}
@@ -448,7 +452,9 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
              "epoch": row["epoch"], "min_snr": run.s.min_snr,
              "mixed_precision": get_policy(run.s.mixed_precision).name,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
-             "threshold_rule": "best F1 on the validation area"}
+             "threshold_rule": "best F1 on the validation area",
+             **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels")
+                if run.info.get(k) is not None}}
     if run.s.more_fields:
         notes["more_fields"] = [[os.path.abspath(i), os.path.abspath(c)]
                                 for i, c in run.s.more_fields]

@@ -34,7 +34,7 @@ from .fits_image import FitsImage, open_image
 from .model_card import LoadedModel, load_model
 from .mosaic import check_images, keep_nearest_centre, merge_tables, split_catalogue
 from .other_finder import load_detections, merge_detections
-from .pipeline import measure_detections
+from .pipeline import measure_detections, warn_if_other_scale
 from .predict import checked_threshold, detect, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
@@ -233,6 +233,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     then detection and measurement (``names``: the catalogues' names for messages)."""
     from .noise import estimate_noise_map
 
+    warn_if_other_scale(mdl.card, img)
     tn = time.perf_counter()
     noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
     noise_s = time.perf_counter() - tn

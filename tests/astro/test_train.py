@@ -221,6 +221,14 @@ def test_a_run_writes_models_results_and_curves(straight_run):
     assert card["detection"]["obj_threshold"] == pytest.approx(res.best["threshold"])
     assert card["input"]["normalisation"]["kind"] == "snr"
     assert card["notes"]["validation"]["f1"] == pytest.approx(res.best["f1"])
+    # the training images' scale, which predict compares an image with
+    from astropy.io import fits
+
+    hdr = fits.getheader(json.loads((out / "args.json").read_text())["settings"]["image"])
+    scale = abs(hdr["CDELT2"]) * 3600
+    assert card["notes"]["pixel_scale_arcsec"] == pytest.approx(scale)
+    np.testing.assert_allclose(card["notes"]["beam_fwhm_pixels"],
+                               [[hdr["BMAJ"] * 3600 / scale, hdr["BMIN"] * 3600 / scale]])
     assert sum(line.startswith("epoch ") for line in lines) == 4
     assert "ETA" in lines[-3] and "best epoch" in lines[-1]
     for r in rows:  # where an epoch's time went: training steps, validation, the rest
@@ -326,6 +334,55 @@ def test_resume_refuses_changed_inputs(straight_run, train_field, tmp_path):
         train_detector(resume_from=str(copy), epochs=5, log=lambda *_: None, progress=False)
     with pytest.raises(FileNotFoundError, match="not a cianna-jax train run"):
         train_detector(resume_from=str(tmp_path), epochs=5, log=lambda *_: None, progress=False)
+
+
+def test_predict_warns_on_an_image_of_another_beam_in_pixels(straight_run, train_field,
+                                                            tmp_path):
+    """An image whose beam spans 3x the training images' pixels (its pixel scale a third):
+    predict and val warn, naming both widths and the pixel scale to regrid to; the training
+    scale itself, a card without the training scale, or an image without a beam: silent."""
+    import warnings
+
+    from astropy.io import fits
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.model_card import load_model
+    from cianna_jax.astro.pipeline import find_sources, warn_if_other_scale
+
+    out4, _, _ = straight_run
+    img, cat = train_field["test"]
+    mdl = load_model(out4 / "best.json")
+    with fits.open(img) as hdul:
+        data, hdr = hdul[0].data, hdul[0].header.copy()
+    for k in ("CDELT1", "CDELT2"):
+        hdr[k] /= 3.0
+    fits.writeto(tmp_path / "fine.fits", data, hdr)
+    with pytest.warns(UserWarning, match=r"its beam is .* pixels wide .* look 3x larger") as rec:
+        find_sources(str(tmp_path / "fine.fits"), mdl, progress=False, fit=False)
+    scale = abs(hdr["CDELT2"]) * 3600 * 3
+    assert f"about {scale:.3g} arcsec per pixel" in str(rec[0].message)
+    from cianna_jax.astro.validate import validate
+
+    with pytest.warns(UserWarning, match="pixels wide"):
+        validate(str(tmp_path / "fine.fits"), mdl, cat, tmp_path / "rep", plots=False,
+                 progress=False)
+    hdr["CDELT1"], hdr["CDELT2"] = hdr["CDELT1"] * 6, hdr["CDELT2"] * 6
+    fits.writeto(tmp_path / "coarse.fits", data, hdr)
+    with open_image(str(tmp_path / "coarse.fits")) as im:
+        with pytest.warns(UserWarning, match="look 0.5x smaller"):
+            warn_if_other_scale(mdl.card, im)
+    del hdr["BMAJ"], hdr["BMIN"]
+    fits.writeto(tmp_path / "nobeam.fits", data, hdr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_image(img) as im:
+            assert warn_if_other_scale(mdl.card, im) is None
+            notes = {k: v for k, v in mdl.card.notes.items() if k != "beam_fwhm_pixels"}
+            assert warn_if_other_scale(dataclasses.replace(mdl.card, notes=notes), im) is None
+        warnings.simplefilter("ignore")  # the missing beam's own warnings
+        with open_image(str(tmp_path / "nobeam.fits")) as im:
+            warnings.simplefilter("error")
+            assert warn_if_other_scale(mdl.card, im) is None
 
 
 def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
