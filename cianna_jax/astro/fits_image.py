@@ -145,6 +145,13 @@ class FitsImage:
             return None
         return self.beam.area_pixels(self.pixel_scale)
 
+    def beam_fwhm_pixels(self) -> tuple[float, float] | None:
+        """The beam's FWHM axes (major, minor) in pixels, or ``None`` without a beam or a
+        pixel scale: how the detector, which sees pixels, sees the resolution."""
+        if self.beam is None or not self.pixel_scale:
+            return None
+        return self.beam.bmaj / self.pixel_scale, self.beam.bmin / self.pixel_scale
+
     def close(self) -> None:
         """Release the file (the memory map goes with it)."""
         if self._hdul is not None:

@@ -72,13 +72,14 @@ def warn_if_other_scale(card: ModelCard, image: FitsImage) -> str | None:
     (the card's ``notes["beam_fwhm_pixels"]``, written by ``cianna-jax train``): the
     detector sees pixels, so its sources look larger or smaller than any it learned."""
     trained = card.notes.get("beam_fwhm_pixels") if isinstance(card.notes, dict) else None
-    if not trained or image.beam is None or not image.pixel_scale:
+    beam = image.beam_fwhm_pixels()
+    if not trained or beam is None:
         return None
     try:
         lo, hi = min(float(b[0]) for b in trained), max(float(b[0]) for b in trained)
     except (TypeError, ValueError, IndexError):
         return None  # a hand-edited card: nothing to compare with
-    here = image.beam.bmaj / image.pixel_scale
+    here = beam[0]
     if not (lo > 0 and hi > 0) or lo / SCALE_TOLERANCE <= here <= hi * SCALE_TOLERANCE:
         return None
     factor = here / hi if here > hi else here / lo

@@ -20,7 +20,7 @@
    function of (seed, e) only; the training randomness of epoch ``e`` is
    ``fold_in(key(seed), e)``; the learning rate a function of ``e``).
 
-Several fields (``more_fields``: more image and catalogue pairs, one pixel scale) train one
+Several fields (``more_fields``: more image and catalogue pairs, beams of as many pixels) train one
 detector: each is read and split as above, the normalisation is the first's, each epoch's
 patches come from every field in proportion to its training area
 (:class:`.sampler.FieldsSampler`), and the validation counts every field's strip together
@@ -56,6 +56,7 @@ from .fits_image import FitsImage, ImageError, open_image
 from .labels import SourceLabels, read_training_catalogue, split_area, training_area
 from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
+from .pipeline import SCALE_TOLERANCE
 from .predict import network_fn, normalise_window
 from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
 from .sampler import FieldsSampler, PatchSampler, Prefetcher, grid_patches
@@ -297,17 +298,32 @@ def _read_field(s: TrainSettings, path: str, catalogue: str, patch: int) -> _Fie
                   area, train_area, valid_area, raw)
 
 
-def _same_scale(fields: list[_Field]) -> None:
-    """ValueError unless every field has the first one's pixel scale (within 1%): the
-    detector's priors and tiles are in pixels."""
-    first = fields[0].image.pixel_scale
+def _same_sampling(fields: list[_Field]) -> None:
+    """ValueError unless the fields sample the sky alike for the detector, which sees
+    pixels: each field's beam FWHM in pixels within a factor :data:`.pipeline.SCALE_TOLERANCE`
+    of the first one's (their pixel scales may differ: a 6" beam on 1.5" pixels trains with a
+    7" beam on 1.75" pixels); without a beam in both headers, the first one's pixel scale
+    (within 1%)."""
+    first = fields[0].image
+    b0 = first.beam_fwhm_pixels()
     for f in fields[1:]:
-        other = f.image.pixel_scale
-        same = (first is None and other is None) or (
-            first is not None and other is not None and abs(other / first - 1) <= 0.01)
+        b = f.image.beam_fwhm_pixels()
+        if b0 is not None and b is not None:
+            if not b0[0] / SCALE_TOLERANCE <= b[0] <= b0[0] * SCALE_TOLERANCE:
+                raise ValueError(
+                    f"{f.path}: its beam spans {b[0]:.2f} pixels (FWHM, major axis), the first "
+                    f"image's {b0[0]:.2f}: the detector sees pixels, so train on images whose "
+                    f"beams span about as many pixels (within a factor {SCALE_TOLERANCE:g}); "
+                    f"regrid it to about {f.image.beam.bmaj / b0[0]:.3g} arcsec per pixel (e.g. "
+                    "with reproject)")
+            continue
+        a, other = first.pixel_scale, f.image.pixel_scale
+        same = (a is None and other is None) or (
+            a is not None and other is not None and abs(other / a - 1) <= 0.01)
         if not same:
             raise ValueError(f"{f.path}: pixel scale {other} arcsec differs from the first "
-                             f"image's ({first}); train on images of one pixel scale")
+                             f"image's ({a}); without a beam in both headers (BMAJ, BMIN) to "
+                             "compare, train on images of one pixel scale")
 
 
 def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, int, float]]:
@@ -339,7 +355,7 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     patch = s.patch or arch.default_patch
     t0 = time.perf_counter()
     fields = [_read_field(s, image, catalogue, patch) for image, catalogue in s.fields]
-    _same_scale(fields)
+    _same_sampling(fields)
     leaks = _validation_leaks(fields) if len(fields) > 1 else []
     for i, j, share in leaks:
         warnings.warn(f"{fields[j].path}: {share:.0%} of its validation strip lies on the sky in "
@@ -385,9 +401,10 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
             "n_targets": int(sum(len(tg) for tg in targets)),
             "n_train_targets": int(sum(np.count_nonzero(m) for m in in_train)),
             "n_valid_counted": int(sum(a.n_counted for a in areas)), "priors": priors.tolist(),
-            "normalisation": dataclasses.asdict(norm), "pixel_scale_arcsec": image.pixel_scale}
-    beams = [[f.image.beam.bmaj / f.image.pixel_scale, f.image.beam.bmin / f.image.pixel_scale]
-             for f in fields if f.image.beam is not None and f.image.pixel_scale]
+            "normalisation": dataclasses.asdict(norm),
+            "pixel_scale_arcsec": [f.image.pixel_scale for f in fields]}
+    beams = [list(f.image.beam_fwhm_pixels()) for f in fields
+             if f.image.beam_fwhm_pixels() is not None]
     if beams:  # what predict compares an image with (pipeline.warn_if_other_scale)
         info["beam_fwhm_pixels"] = beams
     if leaks:

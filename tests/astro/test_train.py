@@ -226,7 +226,7 @@ def test_a_run_writes_models_results_and_curves(straight_run):
 
     hdr = fits.getheader(json.loads((out / "args.json").read_text())["settings"]["image"])
     scale = abs(hdr["CDELT2"]) * 3600
-    assert card["notes"]["pixel_scale_arcsec"] == pytest.approx(scale)
+    assert card["notes"]["pixel_scale_arcsec"] == [pytest.approx(scale)]
     np.testing.assert_allclose(card["notes"]["beam_fwhm_pixels"],
                                [[hdr["BMAJ"] * 3600 / scale, hdr["BMIN"] * 3600 / scale]])
     assert sum(line.startswith("epoch ") for line in lines) == 4
@@ -500,7 +500,8 @@ def test_training_on_several_fields(train_field, tmp_path, capsys):
     assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image",
                      str(tmp_path / "coarse.fits"), "--catalogue", cat2,
                      "--out", str(tmp_path / "bad"), *common]) == 2
-    assert "differs from the first image's" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "its beam spans 1.50 pixels (FWHM, major axis), the first image's 3.00" in err
     assert not (tmp_path / "bad").exists()
 
 
@@ -529,3 +530,28 @@ def test_validation_strips_on_another_fields_training_area_are_found():
     half = field("h", 10.0, (60, 90, 0, 100), (0, 60, 0, 100))  # rows 60-74 of 60-89 in a's
     (i, j, share), = _validation_leaks([a, half])                 # training area, 75-89 not
     assert (i, j) == (0, 1) and share == pytest.approx(0.5, abs=0.05)
+
+
+def test_fields_train_together_when_their_beams_span_as_many_pixels():
+    """The detector sees pixels: fields of other pixel scales train together when their
+    beams span about as many pixels (within 1.25x); without a beam in both headers the
+    pixel scales must match (within 1%)."""
+    from types import SimpleNamespace
+
+    from cianna_jax.astro.fits_image import Beam, FitsImage
+    from cianna_jax.astro.trainer import _same_sampling
+
+    def field(scale, bmaj):
+        beam = None if bmaj is None else Beam(bmaj, bmaj, 0.0)
+        img = SimpleNamespace(pixel_scale=scale, beam=beam)
+        img.beam_fwhm_pixels = lambda: FitsImage.beam_fwhm_pixels(img)
+        return SimpleNamespace(path=f"{scale}/{bmaj}", image=img)
+
+    lotss = field(1.5, 6.0)                                     # 4 pixels per beam
+    _same_sampling([lotss, field(1.75, 7.0), field(1.5, 4.9)])  # 4.0 and 3.27 pixels
+    for other, match in ((field(1.5, 4.7), "spans 3.13 pixels"),  # 4 / 3.13 > 1.25
+                         (field(1.0, 6.0), r"regrid it to about 1.5 arcsec per pixel"),
+                         (field(1.6, None), "pixel scale 1.6 arcsec differs")):
+        with pytest.raises(ValueError, match=match):
+            _same_sampling([lotss, other])
+    _same_sampling([field(1.5, None), field(1.505, None)])
