@@ -38,42 +38,47 @@ def _listing(folder: Path) -> list[str]:
 PARALLEL = 2
 
 
-def _kernel_env() -> dict[str, str]:
+def _kernel_env(tmp: Path) -> dict[str, str]:
+    """The kernels' environment: reduced sizes, offline, and ``tmp`` as their temporary
+    folder (the notebooks work in a ``tempfile.mkdtemp`` folder, which pytest then cleans
+    up with its own, instead of one left in /tmp per notebook and run)."""
     env = dict(os.environ, CIANNA_NB_N="160", CIANNA_NB_EPOCHS="2", CIANNA_NB_FIELD="256",
-               CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg")
+               CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg", TMPDIR=str(tmp))
     # the kernel imports this tree's package (the install cell then does nothing)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
-def _execute(path: Path):
+def _execute(path: Path, tmp: Path):
     """Run one notebook in a fresh kernel started in notebooks/ (as when a user opens it
     there); returns the executed notebook, or the exception it raised."""
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     try:
-        client.execute(env=_kernel_env())
+        client.execute(env=_kernel_env(tmp))
     except Exception as exc:  # reported by the notebook's own test
         return exc
     return nb
 
 
 @pytest.fixture(scope="module")
-def executed():
-    """Every notebook executed, :data:`PARALLEL` at a time, and the listing of
-    notebooks/ before and after."""
+def executed(tmp_path_factory):
+    """Every notebook executed, :data:`PARALLEL` at a time, the listing of notebooks/
+    before and after, and the kernels' temporary folder."""
     before = _listing(NOTEBOOK_DIR)
+    tmp = tmp_path_factory.mktemp("kernels_tmp")
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
-        results = dict(zip((p.name for p in NOTEBOOKS), pool.map(_execute, NOTEBOOKS)))
-    return results, before, _listing(NOTEBOOK_DIR)
+        results = dict(zip((p.name for p in NOTEBOOKS),
+                           pool.map(lambda p: _execute(p, tmp), NOTEBOOKS)))
+    return results, before, _listing(NOTEBOOK_DIR), tmp
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_and_leaves_no_file(path, executed):
-    results, before, after = executed
+    results, before, after, tmp = executed
     nb = results[path.name]
     if isinstance(nb, Exception):
         raise nb
@@ -83,6 +88,8 @@ def test_notebook_runs_and_leaves_no_file(path, executed):
     for needle in EXPECTED[path.name]:
         assert needle in text, needle
     assert after == before, "a notebook left files in notebooks/"
+    work = re.findall(r"working in (\S+)", text)  # its tempfile.mkdtemp folder, if any
+    assert all(Path(w).parent == tmp for w in work), work
 
 
 def test_every_notebook_is_tested_and_starts_with_an_install_cell():
