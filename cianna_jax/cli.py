@@ -100,6 +100,7 @@ def _predict(args) -> int:
                        tile=args.tile, batch_size=args.batch, fit=not args.no_fit,
                        progress=not args.quiet, mixed_precision=args.mixed_precision,
                        residual=args.residual, model_image=args.model_image,
+                       rms_map=args.rms_map, background_map=args.background_map,
                        flux_scale_error=args.flux_scale_error)
     t = res.timings
     n = len(res.table)
@@ -109,9 +110,10 @@ def _predict(args) -> int:
         sky = (f"from {len(args.image)} images: {found} detected, each kept once from the "
                "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
-    for what, path in (("residual", args.residual), ("model", args.model_image)):
+    for what, path in (("residual image", args.residual), ("model image", args.model_image),
+                       ("rms map", args.rms_map), ("background map", args.background_map)):
         if path:
-            print(f"{what} image -> {path}")
+            print(f"{what} -> {path}")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
     return 0
@@ -276,6 +278,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write the image minus the fitted Gaussians (one image)")
     pred.add_argument("--model-image", default=None, metavar="FITS",
                       help="also write the fitted Gaussians as an image (one image)")
+    pred.add_argument("--rms-map", default=None, metavar="FITS",
+                      help="also write the local noise rms the sources were found with, at "
+                           "every pixel (one image)")
+    pred.add_argument("--background-map", default=None, metavar="FITS",
+                      help="also write the local background, at every pixel (one image)")
 
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
     common(val, several=" (and each true source, matched on the sky)")

@@ -29,7 +29,7 @@ from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
-from .residual import write_residual
+from .residual import write_noise_map, write_residual
 from .sky import (
     deconvolve,
     foreign_frame,
@@ -404,17 +404,21 @@ def find_sources_in_images(
     return MosaicFinding(table, parts, keep)
 
 
-def _image_outputs(images: list, residual: Any, model_image: Any) -> dict[str, str]:
-    """The residual/model image paths asked for, checked before any work: FITS names in an
-    existing folder, not a folder, not an input image, one image only."""
-    wanted = {k: os.fspath(v) for k, v in (("residual", residual), ("model", model_image))
-              if v is not None}
+#: predict's image outputs: keyword -> kind (:mod:`.residual`)
+IMAGE_OUTPUTS = {"residual": "residual", "model_image": "model", "rms_map": "rms",
+                 "background_map": "background"}
+
+
+def _image_outputs(images: list, requested: dict[str, Any]) -> dict[str, str]:
+    """The image paths asked for (keyword of :data:`IMAGE_OUTPUTS` -> path or None), checked
+    before any work: FITS names in an existing folder, not a folder, not an input image, no
+    file twice, one image only.  Returns kind -> path."""
+    wanted = {k: os.fspath(v) for k, v in requested.items() if v is not None}
     if wanted and len(images) > 1:
-        raise ValueError("residual/model_image: drawn for one image at a time; run predict on "
-                         "each image for its residual")
+        raise ValueError(f"{'/'.join(wanted)}: written for one image at a time; run predict on "
+                         "each image for its own")
     inputs = {os.path.realpath(os.fspath(i)) for i in images}
-    for kind, p in wanted.items():
-        name = "residual" if kind == "residual" else "model_image"
+    for name, p in wanted.items():
         if not p.lower().endswith((".fits", ".fit")):
             raise ValueError(f"{name}: a FITS file name (.fits) expected; received {p!r}")
         folder = check_folder(os.path.dirname(os.path.abspath(p)))
@@ -425,8 +429,9 @@ def _image_outputs(images: list, residual: Any, model_image: Any) -> dict[str, s
         if os.path.realpath(p) in inputs:
             raise ValueError(f"{name}: {p} is the input image; give another file name")
     if len(set(map(os.path.realpath, wanted.values()))) < len(wanted):
-        raise ValueError("residual and model_image: the same file given for both")
-    return wanted
+        both = "both" if len(wanted) == 2 else "two of them"
+        raise ValueError(f"{' and '.join(wanted)}: the same file given for {both}")
+    return {IMAGE_OUTPUTS[k]: p for k, p in wanted.items()}
 
 
 def predict_file(
@@ -437,14 +442,18 @@ def predict_file(
     fmt: str | None = None,
     residual: str | os.PathLike | None = None,
     model_image: str | os.PathLike | None = None,
+    rms_map: str | os.PathLike | None = None,
+    background_map: str | os.PathLike | None = None,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
     ``fmt``), or to each of several paths (e.g. an ``.ecsv`` and a DS9 ``.reg``: one
     detection run).  Several images (overlapping mosaics) give one merged catalogue
     (:func:`find_sources_in_images`).  ``residual``/``model_image``: FITS files of the image
-    minus the fitted Gaussians / the Gaussians alone (:mod:`.residual`; one 2D image).  The
-    outputs are checked before any work; nothing is written if anything fails."""
+    minus the fitted Gaussians / the Gaussians alone; ``rms_map``/``background_map``: the
+    noise map the sources were found and measured with, at every pixel (:mod:`.residual`;
+    one 2D image).  The outputs are checked before any work; nothing is written if anything
+    fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -457,7 +466,8 @@ def predict_file(
             raise FileNotFoundError(f"{folder}: output folder does not exist")
     if not images:
         raise ValueError("image: give at least one image")
-    drawn = _image_outputs(images, residual, model_image)
+    drawn = _image_outputs(images, {"residual": residual, "model_image": model_image,
+                                    "rms_map": rms_map, "background_map": background_map})
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
         _write_catalogues(res.table, outs, formats)
@@ -468,12 +478,15 @@ def predict_file(
             raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image "
                              "has no celestial WCS")
         if drawn and img.ndim != 2:
-            raise ImageError(f"{img.path}: residual and model images are drawn for 2D images; "
-                             f"this one has shape {img.shape}")
+            raise ImageError(f"{img.path}: {' and '.join(drawn)} images are drawn for 2D "
+                             f"images; this one has shape {img.shape}")
         res = find_sources(img, model, **kw)
         _write_catalogues(res.table, outs, formats)
         for kind, p in drawn.items():
-            write_residual(img, res.measurements, p, kind=kind)
+            if kind in ("rms", "background"):
+                write_noise_map(img, res.noise, p, which=kind)
+            else:
+                write_residual(img, res.measurements, p, kind=kind)
     return res
 
 

@@ -1,11 +1,13 @@
-"""Residual and model images: the fitted Gaussians taken from (or drawn as) the image.
+"""Images written beside a catalogue: residual, model, rms and background.
 
 A residual image shows what the catalogue leaves out: emission the detector missed, the
 structure of extended sources beyond one Gaussian, fits gone wrong (PyBDSF users look at
 its ``gaus_resid`` image for the same).  Each fitted source (``fit_ok``) is drawn out to
 ``nsigma`` sigmas of its major axis; box-measured sources (no fit) are left in the residual
-and out of the model.  The image is written a strip of rows at a time (memory stays bounded
-on survey-sized images) as 2D float32 FITS in the image's unit, with its celestial WCS, beam
+and out of the model.  The rms and background maps are the noise map the detections were
+normalised and measured with (:mod:`.noise`), at every pixel (PyBDSF's ``rms`` and ``mean``
+images).  Every image is written a strip of rows at a time (memory stays bounded on
+survey-sized images) as 2D float32 FITS in the image's unit, with its celestial WCS, beam
 and unit.
 """
 
@@ -19,10 +21,13 @@ from ..io.atomic import atomic_write
 from ._deps import require
 from .fits_image import FitsImage, ImageError
 from .measure import Measurements
+from .noise import NoiseMap
 
-__all__ = ["draw_gaussians", "write_residual", "residual_view"]
+__all__ = ["draw_gaussians", "write_residual", "write_noise_map", "residual_view"]
 
 _KINDS = ("residual", "model")
+_WHAT = {"residual": "image minus the fitted Gaussians", "model": "the fitted Gaussians",
+         "rms": "local noise rms", "background": "local background"}
 
 
 def _prepared(m: Measurements, nsigma: float):
@@ -78,9 +83,26 @@ def _header(image: FitsImage, kind: str):
         hdr["BUNIT"] = image.bunit
     from .. import __version__
 
-    what = "image minus the fitted Gaussians" if kind == "residual" else "the fitted Gaussians"
-    hdr["HISTORY"] = f"cianna_jax {__version__}: {what} of {os.path.basename(image.path)}"
+    hdr["HISTORY"] = f"cianna_jax {__version__}: {_WHAT[kind]} of {os.path.basename(image.path)}"
     return hdr
+
+
+def _write_strips(image: FitsImage, path: str | os.PathLike, kind: str, band_fn,
+                  rows: int) -> str:
+    """Write the 2D float32 FITS image ``kind`` of ``image``'s shape to ``path``
+    atomically, ``band_fn(band)`` giving the rows of each strip of ``rows`` rows."""
+    if image.ndim != 2:
+        raise ImageError(f"{image.path}: {kind} images are written for 2D images; this one has "
+                         f"shape {image.shape}")
+    H, W = image.shape
+    p = os.fspath(path)
+    step = max(1, int(rows))
+    with atomic_write(p) as fh:
+        fh.write(_header(image, kind).tostring().encode("ascii"))  # padded to 2880 bytes
+        for r0 in range(0, H, step):
+            fh.write(np.asarray(band_fn(slice(r0, min(r0 + step, H))), ">f4").tobytes())
+        fh.write(b"\0" * (-(H * W * 4) % 2880))   # the data unit ends on a FITS block
+    return p
 
 
 def write_residual(image: FitsImage, m: Measurements, path: str | os.PathLike, *,
@@ -90,24 +112,31 @@ def write_residual(image: FitsImage, m: Measurements, path: str | os.PathLike, *
     rows at a time, atomically.  Returns the path."""
     if kind not in _KINDS:
         raise ValueError(f"kind: one of {_KINDS}; received {kind!r}")
-    if image.ndim != 2:
-        raise ImageError(f"{image.path}: residual and model images are drawn for 2D images; "
-                         f"this one has shape {image.shape}")
-    H, W = image.shape
-    p = os.fspath(path)
-    step = max(1, int(rows))
-    with atomic_write(p) as fh:
-        fh.write(_header(image, kind).tostring().encode("ascii"))  # padded to 2880 bytes
-        for r0 in range(0, H, step):
-            band = slice(r0, min(r0 + step, H))
-            model = draw_gaussians((H, W), m, rows=band, nsigma=nsigma)
-            if kind == "model":
-                out = model
-            else:
-                out = image.read((band, slice(0, W))).astype(np.float64) - model
-            fh.write(out.astype(">f4").tobytes())
-        fh.write(b"\0" * (-(H * W * 4) % 2880))   # the data unit ends on a FITS block
-    return p
+    H, W = image.shape[-2:]
+
+    def band(rows_: slice) -> np.ndarray:
+        model = draw_gaussians((H, W), m, rows=rows_, nsigma=nsigma)
+        if kind == "model":
+            return model
+        return image.read((rows_, slice(0, W))).astype(np.float64) - model
+
+    return _write_strips(image, path, kind, band, rows)
+
+
+def write_noise_map(image: FitsImage, noise: NoiseMap, path: str | os.PathLike, *,
+                    which: str = "rms", rows: int = 1024) -> str:
+    """Write the noise map ``which`` ("rms" or "background") of the 2D ``image`` at every
+    pixel (NaN where the image has no data) to the FITS file ``path``, in the image's unit,
+    ``rows`` rows at a time, atomically.  Returns the path."""
+    if which not in ("rms", "background"):
+        raise ValueError(f"which: 'rms' or 'background'; received {which!r}")
+    W = image.shape[-1]
+
+    def band(rows_: slice) -> np.ndarray:
+        data = np.isfinite(image.read((rows_, slice(0, W))))  # blanks read as NaN
+        return np.where(data, noise.window(rows_, slice(0, W), which), np.nan)
+
+    return _write_strips(image, path, which, band, rows)
 
 
 def residual_view(image: FitsImage, m: Measurements, step: int = 1, *, rows: int = 1024,

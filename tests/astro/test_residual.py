@@ -115,3 +115,47 @@ def test_cli_writes_residual_and_model_and_refuses_bad_paths(tmp_path, field, ti
     with pytest.warns(UserWarning), pytest.raises(ImageError, match="drawn for 2D images"):
         predict_file(cube, tiny_model, out, residual=tmp_path / "a.fits")
     assert not out.exists() and not (tmp_path / "a.fits").exists()
+
+
+def test_rms_and_background_maps_are_the_noise_map_at_every_pixel(tmp_path, field, tiny_model,
+                                                                   capsys):
+    """--rms-map/--background-map: the noise map the sources were found with, at every
+    pixel, NaN where the image has no data, near the field's true noise; strips write the
+    same bytes; the file keeps the WCS and unit; bad paths refused as for the residual."""
+    from cianna_jax.astro.residual import write_noise_map
+
+    path, _, f = field
+    rms, bkg = tmp_path / "rms.fits", tmp_path / "bkg.fits"
+    assert main(["predict", "--model", tiny_model, "--image", path, "--out",
+                 str(tmp_path / "c.ecsv"), "--rms-map", str(rms), "--background-map", str(bkg),
+                 "--quiet"]) == 0
+    assert f"rms map -> {rms}" in capsys.readouterr().out
+    with open_image(path) as im:
+        img = im.read()
+        noise = find_sources(im, tiny_model, progress=False, fit=False).noise
+        write_noise_map(im, noise, tmp_path / "rms7.fits", rows=7)
+        header = im.header
+    r, b = fits.getdata(rms), fits.getdata(bkg)
+    ok = np.isfinite(img)
+    assert r.shape == img.shape and (~ok).any()          # the field's blank border
+    np.testing.assert_array_equal(np.isnan(r), ~ok)
+    np.testing.assert_array_equal(np.isnan(b), ~ok)
+    everywhere = (slice(None), slice(None))
+    np.testing.assert_allclose(r[ok], noise.window(*everywhere)[ok], rtol=1e-6)
+    np.testing.assert_allclose(b[ok], noise.window(*everywhere, "background")[ok], rtol=1e-5,
+                               atol=1e-6 * noise.median_rms)
+    yy, xx = np.nonzero(ok)
+    assert np.median(r[ok] / f.noise_at(xx, yy)) == pytest.approx(1.0, abs=0.2)
+    assert abs(np.median(b[ok])) < 0.2 * noise.median_rms
+    assert rms.read_bytes() == (tmp_path / "rms7.fits").read_bytes()
+    h = fits.getheader(rms)
+    assert h["BUNIT"] == header["BUNIT"] and h["CTYPE1"].startswith("RA---")
+    assert "local noise rms" in str(h["HISTORY"])
+    out = tmp_path / "x.ecsv"
+    with pytest.raises(ValueError, match="rms_map: .* is the input image"):
+        predict_file(path, tiny_model, out, rms_map=path)
+    with pytest.raises(ValueError, match="residual and rms_map: the same file given for both"):
+        predict_file(path, tiny_model, out, residual=rms, rms_map=rms)
+    with pytest.raises(ValueError, match="written for one image at a time"):
+        predict_file([path, path], tiny_model, out, background_map=tmp_path / "b.fits")
+    assert not out.exists()
