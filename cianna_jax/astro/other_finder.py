@@ -53,9 +53,10 @@ def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: Nois
     if image.ndim != 2:
         raise ValueError(f"{image.path}: comparison catalogues are scored on 2D images, this one "
                          f"has shape {image.shape}")
-    p = name or os.fspath(path)
+    table_given = hasattr(path, "colnames")
+    p = name or ("(a table)" if table_given else os.fspath(path))
     what = f"comparison catalogue {p}"
-    t = path if hasattr(path, "colnames") else read_catalogue(path)
+    t = path if table_given else read_catalogue(path)
     x, y, ra, dec, flux = place_catalogue(t, image, what)
     placed = np.isfinite(x) & np.isfinite(y)
     if ra is not None:

@@ -55,8 +55,9 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
     messages) and put it in the frame of ``image``: positions on both grids, the rows on
     the image's finite pixels, beam-convolved sizes, SNR from the local ``noise`` when the
     catalogue has none.  CatalogueError names any missing column."""
-    t = path if hasattr(path, "colnames") else read_catalogue(path)
-    what = f"truth catalogue {name or os.fspath(path)}"
+    table_given = hasattr(path, "colnames")
+    t = path if table_given else read_catalogue(path)
+    what = f"truth catalogue {name or ('(a table)' if table_given else os.fspath(path))}"
     x, y, ra, dec, flux = place_catalogue(t, image, what)
     H, W = image.shape[-2:]
     placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
