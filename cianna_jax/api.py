@@ -167,7 +167,7 @@ class NetState:
         the mesh when data parallel).  Arrays already there are kept as they are (the
         same objects: :meth:`inference_weights` recognises unchanged weights by them)."""
         if self.mesh is None:
-            return parallel.place(tree, jax.sharding.SingleDeviceSharding(self.device))
+            return parallel.place(tree, parallel.single_device(self.device))
         return parallel.replicate(tree, self.mesh)
 
 

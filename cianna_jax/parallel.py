@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "AXIS", "make_mesh", "select_mesh", "nb_devices", "check_batch_size", "batch_sharding",
-    "replicated", "shard_batch", "replicate", "place", "to_host", "context",
+    "replicated", "single_device", "shard_batch", "replicate", "place", "to_host", "context",
 ]
 
 AXIS = "batch"
@@ -125,6 +125,13 @@ def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """A full copy on every device of the mesh."""
     return NamedSharding(mesh, P())
+
+
+def single_device(device: jax.Device) -> jax.sharding.Sharding:
+    """Everything on ``device`` (``jax.sharding.make_single_device_sharding``; jax 0.12.1
+    deprecates building ``SingleDeviceSharding`` directly)."""
+    make = getattr(jax.sharding, "make_single_device_sharding", None)
+    return make(device) if make is not None else jax.sharding.SingleDeviceSharding(device)
 
 
 def _put(x, sharding: jax.sharding.Sharding) -> jax.Array:

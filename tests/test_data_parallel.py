@@ -257,7 +257,8 @@ def test_place_keeps_arrays_already_placed():
     again = parallel.replicate(once, mesh)
     assert again["a"] is once["a"] and again["b"] is once["b"]
     assert isinstance(once["a"], jax.Array)  # the numpy leaf placed
-    one = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    one = parallel.single_device(jax.devices("cpu")[0])
+    assert one.device_set == {jax.devices("cpu")[0]}
     placed = parallel.place(tree, one)
     assert parallel.place(placed, one)["a"] is placed["a"]
     placed["b"].delete()  # a donated buffer is not taken for a placed one

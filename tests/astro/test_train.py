@@ -482,7 +482,9 @@ def test_training_on_several_fields(train_field, tmp_path, capsys):
     assert "fingerprint" in args and len(args["fingerprint"]["more_fields"]) == 1
     notes = json.loads((out / "best.json").read_text())["notes"]
     assert notes["more_fields"] == [[os.path.abspath(img2), os.path.abspath(cat2)]]
-    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]) == 0
+    with pytest.warns(UserWarning, match="of its validation strip"):  # said again on resume
+        assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2",
+                         "--quiet"]) == 0
     assert [r["epoch"] for r in read_results_csv(out / "results.csv")] == [1, 2]
     capsys.readouterr()
     assert cli.main(["train", "--image", img1, "--catalogue", cat1, "--image", img2,
