@@ -68,6 +68,10 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "objectness": (None, "detector objectness score"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),
+    "edge": (None, "True when the source's extent reaches a pixel off the image or without "
+                   "data: flux and size may be short"),
+    "blended": (None, "True when another source's half-maximum extent overlaps this one's: "
+                      "the fits share flux"),
 }
 
 _ALIASES: dict[str, tuple[str, ...]] = {

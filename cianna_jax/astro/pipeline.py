@@ -24,6 +24,7 @@ from ..checks import as_bounded_float, as_int
 from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
+from .flags import FLAG_NOTE, quality_flags
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
@@ -200,6 +201,10 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
     cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
     cols["fit_ok"] = m.fit_ok[order]
+    flagged = image.ndim == 2 and m.z is None
+    if flagged:
+        for name, values in quality_flags(image, m, beam[0] if beam else None).items():
+            cols[name] = values[order]
     if image.per == "pixel":
         units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
     if scale is None:
@@ -223,6 +228,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
                   "linearised covariance in noise correlated as the beam (white without "
                   "one); box-measured sources (fit_ok False): peak and flux from the rms, "
                   "others NaN",
+        **({"flags": FLAG_NOTE} if flagged else {}),
         **meta,
     }
     return make_table(cols, meta=full_meta, units=units)

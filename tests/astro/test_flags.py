@@ -1,0 +1,75 @@
+"""Catalogue quality flags: ``edge`` (the source's extent reaches the image's edge or blank
+pixels) and ``blended`` (half-maximum extents overlap), on hand-placed sources and in
+``predict``'s catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+
+from cianna_jax.astro.fits_image import open_image  # noqa: E402
+from cianna_jax.astro.flags import blend_flags, edge_flags, quality_flags  # noqa: E402
+from cianna_jax.astro.measure import FWHM, Measurements  # noqa: E402
+from cianna_jax.astro.pipeline import find_sources  # noqa: E402
+
+
+def _sources(x, y, sigma):
+    n = len(x)
+    f = np.asarray
+    return Measurements(x=f(x, float), y=f(y, float), peak=np.ones(n), flux=np.ones(n),
+                        flux_err=np.ones(n), rms=np.ones(n), snr=np.ones(n),
+                        sigma_major=f(sigma, float), sigma_minor=f(sigma, float),
+                        theta=np.zeros(n), fit_ok=np.ones(n, bool))
+
+
+def test_edge_is_the_extent_reaching_the_border_or_blank_pixels(tmp_path):
+    """A 60x60 image blank in rows 40-59 of columns 40-59; sources of FWHM 4 px (extent:
+    4 px each side): clear of everything, 3 px from the left border, 3 px from the blank
+    corner, 5 px from it (clear), and one without a position."""
+    data = np.zeros((60, 60), np.float32)
+    data[40:, 40:] = np.nan
+    fits.writeto(tmp_path / "im.fits", data)
+    s = 4.0 / FWHM
+    m = _sources([20.0, 3.0, 37.0, 35.0, np.nan], [20.0, 30.0, 45.0, 45.0, 10.0], [s] * 5)
+    with pytest.warns(UserWarning), open_image(str(tmp_path / "im.fits")) as im:
+        np.testing.assert_array_equal(edge_flags(im, m), [False, True, True, False, True])
+        # the beam as the smallest extent: 6 px reaches the blank corner from 35 too
+        np.testing.assert_array_equal(edge_flags(im, m, beam_sigma=6.0 / FWHM),
+                                      [False, True, True, True, True])
+        assert set(quality_flags(im, m)) == {"edge", "blended"}
+
+
+def test_blended_is_overlapping_half_maximum_extents():
+    """FWHM 4 and 6 px: apart by 4.9 px (< (4 + 6) / 2) blended, by 5.1 px not; a third
+    source far away is not; no position is never blended; the beam widens small ones."""
+    s4, s6 = 4.0 / FWHM, 6.0 / FWHM
+    m = _sources([10.0, 14.9, 50.0, np.nan], [10.0, 10.0, 50.0, 10.0], [s4, s6, s4, s4])
+    np.testing.assert_array_equal(blend_flags(m), [True, True, False, False])
+    m2 = _sources([10.0, 15.1, 50.0], [10.0, 10.0, 50.0], [s4, s6, s4])
+    np.testing.assert_array_equal(blend_flags(m2), [False, False, False])
+    np.testing.assert_array_equal(blend_flags(m2, beam_sigma=s6), [True, True, False])
+    assert not blend_flags(_sources([1.0], [1.0], [s4])).any()
+
+
+def test_predict_catalogue_flags_the_sources_at_the_blank_border(field, tiny_model):
+    """The synthetic field is blank 6 px deep on every side: a source is flagged ``edge``
+    exactly when its extent (one major-axis FWHM, at least the beam's) crosses into that
+    border; the columns and their note are in the catalogue."""
+    path = field[0]
+    res = find_sources(path, tiny_model, progress=False)
+    t = res.table
+    with open_image(path) as im:
+        img = im.read()
+        beam_fwhm = im.beam.bmaj / im.pixel_scale
+    H, W = img.shape
+    assert np.isnan(img[:6]).all() and np.isfinite(img[6:H - 6, 6:W - 6]).all()
+    fwhm = np.fmax(np.asarray(t["bmaj"]) / (abs(fits.getheader(path)["CDELT2"]) * 3600),
+                   beam_fwhm)
+    half = np.ceil(fwhm - 1e-6)
+    xc, yc = np.floor(np.asarray(t["x"]) + 0.5), np.floor(np.asarray(t["y"]) + 0.5)
+    crosses = (np.minimum(xc, yc) - half < 6) | (np.maximum(xc + half, yc + half) > H - 7)
+    assert t["edge"].dtype == bool and len(t) > 5
+    np.testing.assert_array_equal(np.asarray(t["edge"]), crosses)
+    assert t["blended"].dtype == bool and "blended:" in t.meta["flags"]
