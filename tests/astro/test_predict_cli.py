@@ -58,6 +58,8 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     text = capsys.readouterr().out
     assert "precision (reliability)" in text and "SDC1 score" in text
     assert "true SNR from the catalogue's snr column" in text
+    n_edge = int(np.count_nonzero(np.asarray(t["edge"])))
+    assert f"quality flags: {n_edge} edge, " in text and n_edge > 0  # the field's blank border
     assert "matched elongated sources, axis ratio > 1.3)" in text  # the PA error's count
     assert "errors: robust scatter of (measured - true) / error ra " in text
     files = set(os.listdir(rep))
