@@ -72,6 +72,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                    "data: flux and size may be short"),
     "blended": (None, "True when another source's half-maximum extent overlaps this one's: "
                       "the fits share flux"),
+    "blend_group": (None, "number shared by the sources linked by overlapping half-maximum "
+                          "extents (1 for the brightest's; 0: not blended)"),
 }
 
 _ALIASES: dict[str, tuple[str, ...]] = {

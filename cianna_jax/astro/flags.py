@@ -9,7 +9,9 @@ Survey catalogues flag what a user should treat with care before using a flux or
   peak.
 * ``blended``: another source of the catalogue lies closer than half the sum of the two
   major-axis FWHMs, so their half-maximum extents overlap and each fit shares flux with its
-  neighbour (PyBDSF puts such sources in one island).
+  neighbour (PyBDSF puts such sources in one island).  ``blend_group`` numbers each set of
+  sources so linked (directly or through each other; 0: none), whose fluxes add up to the
+  blend's, as an island's.
 
 :func:`quality_flags` computes both for 2D images, reading one small window per source (a
 memory-mapped image is never loaded whole).
@@ -22,13 +24,15 @@ import numpy as np
 from .fits_image import FitsImage
 from .measure import FWHM, Measurements
 
-__all__ = ["quality_flags", "edge_flags", "blend_flags", "FLAG_NOTE"]
+__all__ = ["quality_flags", "edge_flags", "blend_flags", "blend_groups", "renumbered",
+           "FLAG_NOTE"]
 
 #: what the flag columns mean, for a catalogue's metadata
 FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of the centre) "
              "reaches a pixel off the image or without data, so flux and size may be short; "
              "blended: another source lies closer than half the sum of the two major-axis "
-             "FWHMs, so the fits share flux")
+             "FWHMs, so the fits share flux; blend_group: the sources so linked share a "
+             "number (1, 2, ... from the brightest; 0: not blended)")
 
 
 def _fwhm_pixels(m: Measurements, beam_sigma: float | None) -> np.ndarray:
@@ -60,12 +64,16 @@ def edge_flags(image: FitsImage, m: Measurements, beam_sigma: float | None = Non
     return out
 
 
-def blend_flags(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
-    """``blended`` (see the module docstring) for each source of ``m``."""
+def blend_groups(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
+    """For each source of ``m``, the number of its blend (sources linked by overlapping
+    half-maximum extents, see the module docstring, and through each other), 1, 2, ... in
+    the order of the group's first source; 0 for a source that overlaps none."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
     n = np.size(m.x)
-    out = np.zeros(n, bool)
+    out = np.zeros(n, np.int64)
     pts = np.stack([np.asarray(m.x, np.float64), np.asarray(m.y, np.float64)], 1)
     ok = np.all(np.isfinite(pts), axis=1)
     if np.count_nonzero(ok) < 2:
@@ -73,16 +81,42 @@ def blend_flags(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
     idx = np.flatnonzero(ok)
     fwhm = _fwhm_pixels(m, beam_sigma)[idx]
     pairs = cKDTree(pts[idx]).query_pairs(float(np.max(fwhm)), output_type="ndarray")
-    if len(pairs):
-        a, b = pairs[:, 0], pairs[:, 1]
-        close = np.hypot(*(pts[idx[a]] - pts[idx[b]]).T) < 0.5 * (fwhm[a] + fwhm[b])
-        out[idx[a[close]]] = True
-        out[idx[b[close]]] = True
+    if not len(pairs):
+        return out
+    a, b = pairs[:, 0], pairs[:, 1]
+    close = np.hypot(*(pts[idx[a]] - pts[idx[b]]).T) < 0.5 * (fwhm[a] + fwhm[b])
+    a, b = idx[a[close]], idx[b[close]]
+    if not a.size:
+        return out
+    graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    linked = np.zeros(n, bool)
+    linked[a] = linked[b] = True
+    out[linked] = label[linked] + 1
+    return renumbered(out)
+
+
+def renumbered(groups: np.ndarray) -> np.ndarray:
+    """Group numbers 1, 2, ... in the order of each group's first member (0 stays 0): after
+    the rows are sorted, the brightest source's blend is group 1."""
+    groups = np.asarray(groups, np.int64)
+    out = np.zeros_like(groups)
+    first: dict[int, int] = {}
+    for k in np.flatnonzero(groups):
+        out[k] = first.setdefault(int(groups[k]), len(first) + 1)
     return out
+
+
+def blend_flags(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
+    """``blended`` (see the module docstring) for each source of ``m``."""
+    return blend_groups(m, beam_sigma) > 0
 
 
 def quality_flags(image: FitsImage, m: Measurements,
                   beam_sigma: float | None = None) -> dict[str, np.ndarray]:
-    """``{"edge": ..., "blended": ...}`` for the sources of ``m`` on the 2D ``image``
-    (``beam_sigma``: the beam's major-axis sigma in pixels, the smallest extent counted)."""
-    return {"edge": edge_flags(image, m, beam_sigma), "blended": blend_flags(m, beam_sigma)}
+    """``{"edge": ..., "blended": ..., "blend_group": ...}`` for the sources of ``m`` on the
+    2D ``image`` (``beam_sigma``: the beam's major-axis sigma in pixels, the smallest extent
+    counted)."""
+    groups = blend_groups(m, beam_sigma)
+    return {"edge": edge_flags(image, m, beam_sigma), "blended": groups > 0,
+            "blend_group": groups}

@@ -190,6 +190,13 @@ def merge_tables(tables: Sequence[Any], keep: Sequence[np.ndarray], names: Seque
     order = np.argsort(-np.nan_to_num(np.asarray(flux, np.float64), nan=-np.inf), kind="stable")
     merged = merged[order]
     merged["id"] = np.arange(1, len(merged) + 1, dtype=np.int64)
+    if "blend_group" in merged.colnames:  # each image's blends numbered apart
+        groups = np.ma.filled(np.asarray(merged["blend_group"]), 0).astype(np.int64)
+        images = np.asarray(merged["image"])
+        pair: dict = {}   # (image, its group) -> 1, 2, ... from the brightest source
+        merged["blend_group"] = np.array(
+            [pair.setdefault((images[k], g), len(pair) + 1) if g else 0
+             for k, g in enumerate(groups)], np.int64)
     first = tables[0].meta
     meta = {k: v for k, v in first.items() if k not in _PER_IMAGE}
     frames = {str(t.meta.get("radec_frame")) for t in tables}

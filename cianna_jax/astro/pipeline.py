@@ -24,7 +24,7 @@ from ..checks import as_bounded_float, as_int
 from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
 from .fits_image import Beam, FitsImage, ImageError, open_image
-from .flags import FLAG_NOTE, quality_flags
+from .flags import FLAG_NOTE, quality_flags, renumbered
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
@@ -205,6 +205,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     if flagged:
         for name, values in quality_flags(image, m, beam[0] if beam else None).items():
             cols[name] = values[order]
+        cols["blend_group"] = renumbered(cols["blend_group"])  # 1: the brightest's blend
     if image.per == "pixel":
         units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
     if scale is None:

@@ -38,7 +38,7 @@ def test_edge_is_the_extent_reaching_the_border_or_blank_pixels(tmp_path):
         # the beam as the smallest extent: 6 px reaches the blank corner from 35 too
         np.testing.assert_array_equal(edge_flags(im, m, beam_sigma=6.0 / FWHM),
                                       [False, True, True, True, True])
-        assert set(quality_flags(im, m)) == {"edge", "blended"}
+        assert set(quality_flags(im, m)) == {"edge", "blended", "blend_group"}
 
 
 def test_blended_is_overlapping_half_maximum_extents():
@@ -51,6 +51,20 @@ def test_blended_is_overlapping_half_maximum_extents():
     np.testing.assert_array_equal(blend_flags(m2), [False, False, False])
     np.testing.assert_array_equal(blend_flags(m2, beam_sigma=s6), [True, True, False])
     assert not blend_flags(_sources([1.0], [1.0], [s4])).any()
+
+
+
+def test_blend_groups_link_overlaps_through_each_other():
+    """A chain a-b-c (a and c too far apart to overlap, linked through b) is one group; a
+    separate pair is another; groups are numbered in the order of their first source, and
+    renumbered after the rows are sorted."""
+    from cianna_jax.astro.flags import blend_groups, renumbered
+
+    s = 4.0 / FWHM
+    m = _sources([50.0, 10.0, 13.5, 17.0, 53.0, 90.0], [50.0, 10.0, 10.0, 10.0, 50.0, 90.0],
+                 [s] * 6)
+    np.testing.assert_array_equal(blend_groups(m), [1, 2, 2, 2, 1, 0])
+    np.testing.assert_array_equal(renumbered(np.array([0, 7, 3, 7, 3])), [0, 1, 2, 1, 2])
 
 
 def test_predict_catalogue_flags_the_sources_at_the_blank_border(field, tiny_model):
@@ -72,4 +86,9 @@ def test_predict_catalogue_flags_the_sources_at_the_blank_border(field, tiny_mod
     crosses = (np.minimum(xc, yc) - half < 6) | (np.maximum(xc + half, yc + half) > H - 7)
     assert t["edge"].dtype == bool and len(t) > 5
     np.testing.assert_array_equal(np.asarray(t["edge"]), crosses)
-    assert t["blended"].dtype == bool and "blended:" in t.meta["flags"]
+    assert t["blended"].dtype == bool and "blend_group:" in t.meta["flags"]
+    groups = np.asarray(t["blend_group"])
+    np.testing.assert_array_equal(groups > 0, np.asarray(t["blended"]))
+    numbers = groups[groups > 0]  # 1, 2, ... in catalogue (flux) order, each one twice or more
+    assert list(dict.fromkeys(numbers)) == list(range(1, len(set(numbers)) + 1))
+    assert all(np.count_nonzero(numbers == g) >= 2 for g in set(numbers))

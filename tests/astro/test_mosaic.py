@@ -230,3 +230,19 @@ def test_val_on_several_images_needs_sky_positions(tmp_path, two_images, tiny_mo
                  "--quiet"]) == 2
     assert "needs each image's celestial WCS" in capsys.readouterr().err
     assert not rep.exists()
+
+
+def test_merged_catalogue_numbers_each_image_s_blends_apart():
+    """Both images have a blend numbered 1: in the merged catalogue they are two groups,
+    numbered 1, 2, ... from the brightest row, and unblended rows stay 0."""
+    from astropy.table import Table
+
+    from cianna_jax.astro.mosaic import merge_tables
+
+    a = Table({"id": [1, 2, 3], "flux": [5.0, 4.0, 1.0], "blend_group": [1, 1, 0]})
+    b = Table({"id": [1, 2, 3], "flux": [9.0, 3.0, 2.0], "blend_group": [0, 1, 1]})
+    keep = [np.ones(3, bool), np.ones(3, bool)]
+    t = merge_tables([a, b], keep, ["a.fits", "b.fits"])
+    assert list(t["flux"]) == [9.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    assert list(t["image"]) == ["b.fits", "a.fits", "a.fits", "b.fits", "b.fits", "a.fits"]
+    assert list(t["blend_group"]) == [0, 1, 1, 2, 2, 0]
