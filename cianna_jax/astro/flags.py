@@ -13,7 +13,7 @@ Survey catalogues flag what a user should treat with care before using a flux or
   sources so linked (directly or through each other; 0: none), whose fluxes add up to the
   blend's, as an island's.
 
-:func:`quality_flags` computes both for 2D images, reading one small window per source (a
+:func:`quality_flags` computes them for 2D images, reading one small window per source (a
 memory-mapped image is never loaded whole).
 """
 
