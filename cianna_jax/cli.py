@@ -92,6 +92,7 @@ def _beam(text: str | None):
 
 
 def _predict(args) -> int:
+    from .astro.flags import flag_counts
     from .astro.pipeline import predict_file
 
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
@@ -110,6 +111,7 @@ def _predict(args) -> int:
         sky = (f"from {len(args.image)} images: {found} detected, each kept once from the "
                "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
+    print(flag_counts(res.table), end="")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
                        ("rms map", args.rms_map), ("background map", args.background_map)):
         if path:

@@ -25,7 +25,7 @@ from .fits_image import FitsImage
 from .measure import FWHM, Measurements
 
 __all__ = ["quality_flags", "edge_flags", "blend_flags", "blend_groups", "renumbered",
-           "FLAG_NOTE"]
+           "flag_counts", "FLAG_NOTE"]
 
 #: what the flag columns mean, for a catalogue's metadata
 FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of the centre) "
@@ -120,3 +120,12 @@ def quality_flags(image: FitsImage, m: Measurements,
     groups = blend_groups(m, beam_sigma)
     return {"edge": edge_flags(image, m, beam_sigma), "blended": groups > 0,
             "blend_group": groups}
+
+
+def flag_counts(table) -> str:
+    """A report line: how many rows of a catalogue carry each flag ('' without them)."""
+    names = [c for c in ("edge", "blended") if c in table.colnames]
+    if not names:
+        return ""
+    counts = ", ".join(f"{int(np.count_nonzero(np.asarray(table[c])))} {c}" for c in names)
+    return f"quality flags: {counts} (of {len(table)} detections)\n"

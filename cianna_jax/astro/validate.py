@@ -31,6 +31,7 @@ from ._deps import MissingExtraError
 from .catalogue import column_values, make_table, read_catalogue, write_catalogue
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
+from .flags import flag_counts
 from .model_card import LoadedModel, load_model
 from .mosaic import check_images, keep_nearest_centre, merge_tables, split_catalogue
 from .other_finder import load_detections, merge_detections
@@ -391,7 +392,7 @@ def validate(
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
-                + _flags_line(det) + format_scores(sc, sdc1))
+                + flag_counts(det) + format_scores(sc, sdc1))
         ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match
@@ -444,15 +445,6 @@ def validate(
         save_figure(fig, os.path.join(out_dir, name))
         written.append(name)
     return ValReport(det, tr, m, sc, pr, sdc1, text, written)
-
-
-def _flags_line(det: Any) -> str:
-    """How many detections carry each quality flag (:mod:`.flags`), or '' without them."""
-    names = [c for c in ("edge", "blended") if c in det.colnames]
-    if not names:
-        return ""
-    counts = ", ".join(f"{int(np.count_nonzero(np.asarray(det[c])))} {c}" for c in names)
-    return f"quality flags: {counts} (of {len(det)} detections)\n"
 
 
 def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:

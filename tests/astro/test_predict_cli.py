@@ -29,8 +29,10 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     out = tmp_path / "cat.ecsv"
     assert main(["predict", "--model", tiny_model, "--image", image, "--out", str(out),
                  "--quiet"]) == 0
-    assert "sources ->" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sources ->" in printed
     t = read_catalogue(out)
+    assert f"quality flags: {int(np.count_nonzero(t['edge']))} edge, " in printed
     assert len(t) > 0
     for c in ("id", "ra", "dec", "x", "y", "flux", "flux_err", "snr", "bmaj", "bmin", "pa",
               "objectness", "prior"):
