@@ -25,7 +25,8 @@ from .fits_image import FitsImage, ImageError
 from .sky import angular_separation, pixel_to_sky, sky_to_pixel
 
 __all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data",
-           "nearest_centre_image", "split_catalogue", "with_image_column"]
+           "nearest_centre_image", "split_catalogue", "with_image_column", "summed_timings",
+           "image_names", "largest_beam"]
 
 RULE = ("each source from the image whose centre is nearest to it, of the images with data at "
         "its position; of two detections closer than half a beam, the one nearer its centre")
@@ -46,11 +47,31 @@ class MosaicFinding:
 
     @property
     def timings(self) -> dict[str, float]:
-        """The parts' timings summed (tiles/s over all the detection time)."""
-        keys = ("noise_s", "detect_s", "measure_s", "tiles")
-        out: dict[str, float] = {k: sum(p.timings[k] for p in self.parts) for k in keys}
-        out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
-        return out
+        """The parts' timings summed (:func:`summed_timings`)."""
+        return summed_timings([p.timings for p in self.parts])
+
+
+def summed_timings(timings: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Several images' detection timings summed (tiles/s over all the detection time)."""
+    keys = ("noise_s", "detect_s", "measure_s", "tiles")
+    out: dict[str, float] = {k: sum(t[k] for t in timings) for k in keys}
+    out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
+    return out
+
+
+def image_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The images' names in a merged catalogue's ``image`` column: their file names, or
+    their whole paths when two share a file name."""
+    full = [os.fspath(p) for p in paths]
+    base = [os.path.basename(p) for p in full]
+    return base if len(set(base)) == len(base) else full
+
+
+def largest_beam(images: Sequence[FitsImage]) -> float:
+    """The largest beam FWHM of the images (arcsec), or, without beams, 3 pixels at the
+    largest pixel scale (1 arcsec per pixel where unknown)."""
+    beams = [im.beam.bmaj for im in images if im.beam is not None]
+    return max(beams) if beams else 3.0 * max(im.pixel_scale or 1.0 for im in images)
 
 
 def image_centre(image: FitsImage) -> tuple[float, float]:

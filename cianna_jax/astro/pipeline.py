@@ -27,7 +27,14 @@ from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, ModelCard, load_model
-from .mosaic import MosaicFinding, check_images, keep_nearest_centre, merge_tables
+from .mosaic import (
+    MosaicFinding,
+    check_images,
+    image_names,
+    keep_nearest_centre,
+    largest_beam,
+    merge_tables,
+)
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
 from .residual import write_noise_map, write_residual
@@ -100,14 +107,14 @@ def beam_in_pixels(image: FitsImage) -> tuple[float, float, float] | None:
     """The image's beam as (sigma_major, sigma_minor) in pixels and the major axis's angle
     in radians from +x towards +y (at the image's centre), or None without a beam or a
     pixel scale."""
-    b, scale = image.beam, image.pixel_scale
-    if b is None or not scale:
+    fwhm = image.beam_fwhm_pixels()
+    if fwhm is None:
         return None
     H, W = image.shape[-2:]
     bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
-                                  np.array([b.bpa]), image_frame=True)[0]
+                                  np.array([image.beam.bpa]), image_frame=True)[0]
                 ) if image.wcs is not None else 0.0
-    return b.bmaj / scale / FWHM, b.bmin / scale / FWHM, bth
+    return fwhm[0] / FWHM, fwhm[1] / FWHM, bth
 
 
 def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
@@ -401,13 +408,9 @@ def find_sources_in_images(
             if progress:
                 print(f"image {k + 1}/{len(imgs)}: {im.path}", file=sys.stderr)
             parts.append(find_sources(im, mdl, predict_fn=predict_fn, progress=progress, **kw))
-        beams = [im.beam.bmaj for im in imgs if im.beam is not None]
-        scale = max(im.pixel_scale or 0.0 for im in imgs)
         keep = keep_nearest_centre([(np.asarray(p.table["ra"]), np.asarray(p.table["dec"]))
-                                    for p in parts], imgs, max(beams) if beams else 3.0 * scale)
-        base = [os.path.basename(p) for p in paths]
-        names = base if len(set(base)) == len(base) else paths
-        table = merge_tables([p.table for p in parts], keep, names)
+                                    for p in parts], imgs, largest_beam(imgs))
+        table = merge_tables([p.table for p in parts], keep, image_names(paths))
     return MosaicFinding(table, parts, keep)
 
 

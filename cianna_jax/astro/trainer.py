@@ -403,10 +403,9 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
             "n_valid_counted": int(sum(a.n_counted for a in areas)), "priors": priors.tolist(),
             "normalisation": dataclasses.asdict(norm),
             "pixel_scale_arcsec": [f.image.pixel_scale for f in fields]}
-    beams = [list(f.image.beam_fwhm_pixels()) for f in fields
-             if f.image.beam_fwhm_pixels() is not None]
+    beams = [b for b in (f.image.beam_fwhm_pixels() for f in fields) if b is not None]
     if beams:  # what predict compares an image with (pipeline.warn_if_other_scale)
-        info["beam_fwhm_pixels"] = beams
+        info["beam_fwhm_pixels"] = [list(b) for b in beams]
     if leaks:
         info["validation_overlaps"] = [{"training_image": fields[i].path,
                                         "validation_image": fields[j].path, "share": share}

@@ -33,7 +33,15 @@ from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
 from .model_card import LoadedModel, load_model
-from .mosaic import check_images, keep_nearest_centre, merge_tables, split_catalogue
+from .mosaic import (
+    check_images,
+    image_names,
+    keep_nearest_centre,
+    largest_beam,
+    merge_tables,
+    split_catalogue,
+    summed_timings,
+)
 from .other_finder import load_detections, merge_detections
 from .pipeline import measure_detections, warn_if_other_scale
 from .predict import checked_threshold, detect, make_predict_fn
@@ -287,13 +295,6 @@ def _merge_runs(runs: list[_ImageRun], names: list[str], beam: float,
     return det, full, truth, others
 
 
-def _timings(runs: list[_ImageRun]) -> dict[str, float]:
-    keys = ("noise_s", "detect_s", "measure_s", "tiles")
-    out = {k: sum(r.res.timings[k] for r in runs) for k in keys}
-    out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
-    return out
-
-
 def validate(
     image: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | LoadedModel,
@@ -348,8 +349,7 @@ def validate(
         if several:
             check_images(imgs)
             tparts, oparts, unassigned = _split_inputs(truth, compare, imgs)
-        base = [os.path.basename(os.fspath(p)) for p in paths]
-        inames = base if len(set(base)) == len(base) else [os.fspath(p) for p in paths]
+        inames = image_names(paths)
         runs = []
         for i, img in enumerate(imgs):
             if progress and several:
@@ -358,16 +358,14 @@ def validate(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names))
-        beams = [im.beam.bmaj for im in imgs if im.beam is not None]
-        scale = max(im.pixel_scale or 1.0 for im in imgs)
-        beam = max(beams) if beams else scale * 3.0
+        beam = largest_beam(imgs)
         pixel_scale = None if several else imgs[0].pixel_scale
         if several:
             det, full, tr, others = _merge_runs(runs, inames, beam, unassigned)
         else:
             det, full, tr, others = runs[0].res.table, runs[0].full, runs[0].truth, \
                 runs[0].others
-        timings = _timings(runs)
+        timings = summed_timings([r.res.timings for r in runs])
         obj = np.asarray(full["objectness"])
         m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         sc = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
