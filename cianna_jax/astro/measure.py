@@ -10,7 +10,8 @@ source correlated as the beam. A fit that fails (or wanders off its box, or spre
 FWHM over twice its side) falls back to the box: centre, the peak pixel and the box-
 derived size, flagged ``fit_ok = False``, with the peak's error the local rms and the
 flux's ``rms * sqrt(source area / beam area)`` (other errors NaN). Cube detections are
-measured by box sums (no fit, no errors).
+measured by box sums (no fit): the flux, its error from the local rms, and the line's
+spectrum (:mod:`.spectral`: its centre channel and widths).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..progress import Progress
 from .fit_errors import correlation_kernel, fit_covariance, fit_errors
 from .gaussfit import fit_gaussians
 from .noise import NoiseMap
+from .spectral import line_widths
 
 __all__ = ["Measurements", "measure_sources", "measure_boxes_3d"]
 
@@ -40,7 +42,9 @@ class Measurements:
     ``fit_ok``; ``z`` (channel) for cubes.  1-sigma errors: ``peak_err`` (image unit),
     ``xy_cov [M, 2, 2]`` (covariance of x and y, pixels^2), ``sigma_major_err``,
     ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained),
-    ``area_err_rel`` (relative error of ``sigma_major * sigma_minor``); NaN where unknown."""
+    ``area_err_rel`` (relative error of ``sigma_major * sigma_minor``); NaN where unknown.
+    Cubes: ``line [M, 4]``, the spectrum's crossings at 20% (low, high) and 50% (low, high)
+    of its peak, fractional channels (:func:`.spectral.line_widths`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -60,6 +64,7 @@ class Measurements:
     sigma_minor_err: np.ndarray | None = None
     theta_err: np.ndarray | None = None
     area_err_rel: np.ndarray | None = None
+    line: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> Measurements:
         """The sources ``index`` (integer indices or a boolean mask), in that order."""
@@ -207,13 +212,20 @@ def measure_boxes_3d(
     unit_scale: float = 1.0,
     box_scale: float = 2.0,
 ) -> Measurements:
-    """Box measurements of cube detections: centre, peak, summed flux over the box
-    (Jy x channels from a Jy/beam cube), rms and SNR at the peak channel; sizes from the box."""
+    """Box measurements of cube detections: the box's spatial centre, the peak voxel, the
+    summed flux over the box (Jy x channels from a Jy/beam cube) and its error (the rms at
+    the line's centre for noise correlated as the beam within a channel and independent
+    between channels), the line's spectrum (the box summed per channel: ``line`` holds its
+    20% and 50% crossings, ``z`` the middle of the 50% ones, the box's centre when the
+    spectrum has no positive peak), the rms there and the SNR (peak voxel / rms); sizes
+    from the box."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
     D, H, W = shape
     c = 0.5 * (b[:, :3] + b[:, 3:]) - 0.5
     peak, flux, zc = np.full(M, np.nan), np.full(M, np.nan), c[:, 2].copy()
+    voxels = np.zeros(M)
+    line = np.full((M, 4), np.nan)
     for i in range(M):
         lo = np.clip(np.floor(b[i, :3]).astype(int), 0, [W, H, D])
         hi = np.clip(np.ceil(b[i, 3:]).astype(int), 0, [W, H, D])
@@ -222,18 +234,25 @@ def measure_boxes_3d(
         a = read((slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])))
         if np.isfinite(a).any():
             peak[i] = float(np.nanmax(a))
+            voxels[i] = float(np.isfinite(a).sum())
             if beam_area is not None:
                 flux[i] = float(np.nansum(a)) / beam_area * unit_scale
+            low, high = line_widths(np.nansum(a, axis=(1, 2)), (0.2, 0.5))
+            line[i] = lo[2] + np.array([low[0], high[0], low[1], high[1]])
+    measured = np.isfinite(line[:, 0])
+    zc[measured] = 0.5 * (line[measured, 2] + line[measured, 3])
     rms = noise.at(c[:, 1], c[:, 0], zc) if M else np.zeros(0)
+    flux_err = (rms * np.sqrt(voxels / beam_area) * unit_scale if beam_area is not None
+                else np.full(M, np.nan))
     sx = (b[:, 3] - b[:, 0]) / (box_scale * FWHM)
     sy = (b[:, 4] - b[:, 1]) / (box_scale * FWHM)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = peak / rms
     nan = np.full(M, np.nan)
     return Measurements(x=c[:, 0], y=c[:, 1], peak=peak, flux=flux,
-                        flux_err=nan, rms=rms, snr=snr,
+                        flux_err=np.where(voxels > 0, flux_err, np.nan), rms=rms, snr=snr,
                         sigma_major=np.maximum(sx, sy), sigma_minor=np.minimum(sx, sy),
                         theta=np.where(sx >= sy, 0.0, 0.5 * np.pi), fit_ok=np.zeros(M, bool),
                         z=zc, peak_err=nan, xy_cov=np.full((M, 2, 2), np.nan),
                         sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan,
-                        area_err_rel=nan)
+                        area_err_rel=nan, line=line)

@@ -47,6 +47,7 @@ from .sky import (
     pixel_to_sky,
     sky_offsets_per_pixel,
 )
+from .spectral import LINE_NOTE, line_columns, spectral_axis
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "predict_file", "build_table", "beam_in_pixels", "warn_if_other_scale"]
@@ -199,6 +200,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["flux"], cols["flux_err"] = m.flux[order], m.flux_err[order]
     cols["peak"], cols["peak_err"] = peak[order], err["peak_err"][order]
     cols["rms"], cols["snr"] = rms[order], m.snr[order]
+    line_meta = _line_columns(image, m, order, cols) if m.line is not None else {}
     cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
     for name in ("bmaj_err", "bmin_err", "pa_err"):
         cols[name] = err[name][order]
@@ -218,7 +220,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     if scale is None:
         units.update(bmaj="pix", bmin="pix", bmaj_deconv="pix", bmin_deconv="pix",
                      bmaj_err="pix", bmin_err="pix")
-    if m.z is not None:
+    if m.z is not None:  # summed over the box's channels
         units.update(flux="Jy pix", flux_err="Jy pix")
     full_meta = {
         "creator": f"cianna_jax {__version__}", "image": os.path.basename(image.path),
@@ -237,9 +239,27 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
                   "one); box-measured sources (fit_ok False): peak and flux from the rms, "
                   "others NaN",
         **({"flags": FLAG_NOTE} if flagged else {}),
+        **line_meta,
         **meta,
     }
     return make_table(cols, meta=full_meta, units=units)
+
+
+def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
+                  cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Add a cube's line columns to ``cols`` (in catalogue ``order``): the widths in
+    channels, and where the third axis gives frequencies the centre frequency, velocity
+    widths, line flux and redshift (:mod:`.spectral`); returns the metadata they need."""
+    line = m.line[order]
+    axis = spectral_axis(image.spectral_wcs, image.path)
+    if axis is not None:
+        cols.update(line_columns(axis, m.z[order], line[:, 0], line[:, 1], line[:, 2],
+                                 line[:, 3], m.flux[order], m.flux_err[order]))
+    cols["w50_chan"], cols["w20_chan"] = line[:, 3] - line[:, 2], line[:, 1] - line[:, 0]
+    meta = {"line": LINE_NOTE}
+    if axis is not None:
+        meta.update(rest_frequency_hz=axis.rest_hz, rest_frequency=axis.rest_source)
+    return meta
 
 
 def _unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:

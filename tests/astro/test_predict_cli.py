@@ -252,6 +252,10 @@ def test_cube_with_the_3d_detector(tmp_path):
     res = find_sources(tmp_path / "cube.fits", card, obj_threshold=0.0, progress=False)
     assert len(res.table) > 0 and "z" in res.table.colnames and "ra" in res.table.colnames
     assert (np.asarray(res.table["z"]) < 12).all()
+    # the line in physical units from the FREQ axis (tests/astro/test_spectral.py)
+    t = res.table
+    assert np.asarray(t["freq"]) == pytest.approx(1.4e9 + 1e5 * np.asarray(t["z"]))
+    assert np.asarray(t["line_flux"]) == pytest.approx(np.asarray(t["flux"]) * 1e5)
 
 
 def test_streaming_bounded_memory(tmp_path, loaded_tiny):

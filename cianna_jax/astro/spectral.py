@@ -1,0 +1,140 @@
+"""Spectral lines in cubes: each detection's line measured from its spectrum, and the
+channel axis in physical units.
+
+A cube detection's spectrum is its box's pixels summed per channel over the box's
+channels (the detector's boxes span twice the line's FWHM, so the profile falls to about
+6% of a Gaussian line's peak at their ends). :func:`line_widths` gives the widths at 50%
+and 20% of the spectrum's peak, found from the outside in (a double-horned HI profile is
+measured across both horns, as SoFiA and the SKA Data Challenge 2 truth define ``w20``),
+with the line's centre the middle of the 50% crossings (as HI surveys take the systemic
+velocity), less noisy than the 20% ones. Linear interpolation between sampled channels
+reads narrow lines a little wide: a Gaussian of FWHM 3 channels 3% (up to 7%), of 5.5
+channels 1% (up to 2.4%). :func:`spectral_axis` reads the
+cube's third axis (a frequency, or a velocity or wavelength with the header's rest
+frequency) so that the table gives the centre as a frequency (Hz), the widths as
+observed-frame velocity widths (``c |dnu| / nu``, km/s), the integrated line flux in
+Jy Hz and the redshift of the line (the header's rest frequency, or HI's 21 cm line).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._deps import require
+
+__all__ = ["C_KMS", "HI_REST_HZ", "SpectralAxis", "spectral_axis", "line_widths",
+           "line_columns", "LINE_NOTE"]
+
+#: speed of light, km/s
+C_KMS = 299792.458
+#: rest frequency of neutral hydrogen's 21 cm line, Hz
+HI_REST_HZ = 1420405751.768
+
+LINE_NOTE = ("line: the box's pixels summed per channel; w50/w20 the widths at 50%/20% of "
+             "that spectrum's peak, from the outside in (linear between channels), as "
+             "observed-frame velocity widths c |dnu| / nu; z and freq the middle of the 50% "
+             "crossings; line_flux the spectrum's sum / beam area times the channel width, "
+             "its error the local rms for noise correlated as the beam within a channel and "
+             "independent between channels")
+
+
+@dataclass(frozen=True)
+class SpectralAxis:
+    """A cube's third axis as frequencies: ``wcs`` the one-axis astropy WCS, ``rest_hz``
+    the line's rest frequency and ``rest_source`` where it came from (for the table's
+    metadata)."""
+
+    wcs: Any
+    rest_hz: float
+    rest_source: str
+
+    def frequency(self, z: np.ndarray) -> np.ndarray:
+        """Frequency (Hz) at 0-based fractional channels ``z``."""
+        u = require("astropy.units")
+        z = np.asarray(z, np.float64)
+        coord = self.wcs.pixel_to_world(np.nan_to_num(z).ravel())
+        hz = np.asarray(coord.to_value(u.Hz), np.float64).reshape(z.shape)
+        return np.where(np.isfinite(z), hz, np.nan)
+
+    def channel_width(self, z: np.ndarray) -> np.ndarray:
+        """Width (Hz, positive) of the channel at fractional channel ``z``."""
+        z = np.asarray(z, np.float64)
+        return np.abs(self.frequency(z + 0.5) - self.frequency(z - 0.5))
+
+
+def spectral_axis(spectral_wcs: Any, path: str = "image") -> SpectralAxis | None:
+    """The cube's third axis as a :class:`SpectralAxis`, or ``None`` (with a warning naming
+    what is missing) when it cannot give frequencies: no spectral WCS, or a velocity or
+    wavelength axis without a rest frequency in the header."""
+    if spectral_wcs is None:
+        return None
+    u = require("astropy.units")
+    w = spectral_wcs.wcs
+    rest = float(w.restfrq or 0.0)
+    source = "header RESTFRQ"
+    if rest <= 0 and float(w.restwav or 0.0) > 0:
+        rest, source = C_KMS * 1e3 / float(w.restwav), "header RESTWAV"
+    ctype = str(w.ctype[0]).strip() or "(none)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            coord = spectral_wcs.pixel_to_world(np.array([0.0, 1.0]))
+            hz = np.asarray(coord.to_value(u.Hz), np.float64)
+        if not np.all(np.isfinite(hz)) or hz[0] == hz[1] or np.any(hz <= 0):
+            raise ValueError(f"frequencies {hz}")
+    except Exception as err:  # no spectral type, a velocity without rest frequency, ...
+        warnings.warn(f"{path}: the third axis ({ctype}) gives no frequency "
+                      f"({type(err).__name__}; a velocity or wavelength axis needs RESTFRQ "
+                      "in the header): line centres and widths in channels only", stacklevel=2)
+        return None
+    if rest <= 0:
+        rest, source = HI_REST_HZ, "HI 21 cm (no RESTFRQ in the header)"
+    return SpectralAxis(spectral_wcs, rest, source)
+
+
+def line_widths(spectrum: np.ndarray, fractions=(0.5, 0.2)) -> tuple[np.ndarray, np.ndarray]:
+    """Crossings of ``spectrum`` ``[..., n]`` at each of ``fractions`` of its peak, from the
+    outside in: ``(low, high)`` arrays ``[..., len(fractions)]`` of fractional channel
+    positions (0 is the first channel's centre), linear between the channels either side;
+    a profile already above the level at an end crosses at that end's outer edge (-0.5 or
+    n - 0.5: the width is a lower bound). NaN where the spectrum has no positive peak."""
+    s = np.nan_to_num(np.asarray(spectrum, np.float64))
+    n = s.shape[-1]
+    peak = s.max(axis=-1, initial=0.0)[..., None]                  # [..., 1]
+    levels = peak * np.asarray(fractions, np.float64)               # [..., F]
+    lo = _first_crossing(s, levels)
+    hi = (n - 1) - _first_crossing(s[..., ::-1], levels)
+    bad = ~(peak > 0)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def _first_crossing(s: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Fractional position where ``s [..., n]`` first reaches each level ``[..., F]``."""
+    above = s[..., None, :] >= levels[..., :, None]                 # [..., F, n]
+    k = np.argmax(above, axis=-1)                                   # first channel above
+    sk = np.take_along_axis(s[..., None, :], k[..., None], -1)[..., 0]
+    prev = np.take_along_axis(s[..., None, :], np.maximum(k - 1, 0)[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (levels - prev) / (sk - prev)
+    return np.where(k == 0, -0.5, k - 1 + np.clip(t, 0.0, 1.0))
+
+
+def line_columns(axis: SpectralAxis, z: np.ndarray, z_lo20: np.ndarray, z_hi20: np.ndarray,
+                 z_lo50: np.ndarray, z_hi50: np.ndarray, flux_ch: np.ndarray,
+                 flux_ch_err: np.ndarray) -> dict[str, np.ndarray]:
+    """The table's line columns from channel quantities: ``freq`` (Hz) at ``z``, ``w50``
+    and ``w20`` (km/s) between the crossings, ``line_flux`` and ``line_flux_err`` (Jy Hz)
+    from the per-channel sums (Jy x channels) and ``redshift`` of the line."""
+    nu = axis.frequency(z)
+    dnu = axis.channel_width(z)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def velocity_width(a, b):
+            return C_KMS * np.abs(axis.frequency(b) - axis.frequency(a)) / nu
+
+        return {"freq": nu, "line_flux": flux_ch * dnu, "line_flux_err": flux_ch_err * dnu,
+                "w50": velocity_width(z_lo50, z_hi50), "w20": velocity_width(z_lo20, z_hi20),
+                "redshift": axis.rest_hz / nu - 1.0}

@@ -1,0 +1,167 @@
+"""Spectral lines in cubes: widths and centres from a detection's spectrum, honest line-flux
+errors, and the catalogue's physical line columns (frequency, km/s, Jy Hz, redshift)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cianna_jax.astro.measure import FWHM, measure_boxes_3d
+from cianna_jax.astro.noise import estimate_noise_map
+from cianna_jax.astro.spectral import C_KMS, HI_REST_HZ, line_widths
+from cianna_jax.datasets import radio_sky as rs
+
+#: width of a Gaussian line at 20% of its peak, in FWHMs
+W20_PER_FWHM = math.sqrt(math.log(5.0) / math.log(2.0))
+
+
+def _gaussian(n, centre, fwhm):
+    z = np.arange(n, dtype=np.float64)
+    return np.exp(-4.0 * math.log(2.0) * (z - centre) ** 2 / fwhm ** 2)
+
+
+@pytest.mark.parametrize("fwhm, rel", [(3.0, 0.07), (5.5, 0.025), (9.0, 0.01)])
+def test_widths_and_centre_of_a_gaussian_line(fwhm, rel):
+    """Sampled narrow lines read a little wide (the sampled peak is below the true one)."""
+    lo, hi = line_widths(_gaussian(48, 21.3, fwhm), (0.5, 0.2))
+    assert hi[0] - lo[0] == pytest.approx(fwhm, rel=rel)
+    assert hi[1] - lo[1] == pytest.approx(W20_PER_FWHM * fwhm, rel=rel)
+    assert 0.5 * (lo + hi) == pytest.approx([21.3, 21.3], abs=0.02 * fwhm)
+
+
+def test_a_double_horned_profile_is_measured_across_both_horns():
+    """Outside in: the dip between the horns (below 50% here) does not cut the line."""
+    s = _gaussian(60, 22.0, 4.0) + _gaussian(60, 36.0, 4.0)
+    assert s[29] < 0.5 * s.max()
+    lo, hi = line_widths(s, (0.5,))
+    assert hi[0] - lo[0] == pytest.approx(14.0 + 4.0, rel=0.03)
+
+
+def test_crossings_at_the_window_ends_batches_and_empty_spectra():
+    s = np.stack([np.ones(8), np.zeros(8), -np.ones(8), _gaussian(8, 3.5, 3.0)])
+    lo, hi = line_widths(s, (0.5, 0.2))
+    assert lo.shape == hi.shape == (4, 2)
+    assert lo[0].tolist() == [-0.5, -0.5] and hi[0].tolist() == [7.5, 7.5]  # lower bounds
+    assert np.isnan(lo[1:3]).all() and np.isnan(hi[1:3]).all()              # no positive peak
+    assert hi[3, 0] - lo[3, 0] == pytest.approx(3.0, rel=0.07)
+
+
+def _cube(noise_rms, seed=0):
+    """A cube of isolated sources with their true boxes (2 FWHM on every axis)."""
+    cube, cat = rs.make_cube((64, 96, 96), n_sources=6, seed=seed, noise_rms=noise_rms,
+                             psf_fwhm=3.0, flux_range=(50.0, 60.0), extended_fraction=0.0,
+                             line_width_range=(4.0, 8.0), border=12.0, z_border=12.0)
+    half = np.stack([cat.bmaj, cat.bmaj, cat.dz], 1)  # point sources: round, FWHM bmaj
+    centre = np.stack([cat.x, cat.y, cat.z], 1) + 0.5
+    return cube, cat, np.concatenate([centre - half, centre + half], 1)
+
+
+def _noise(cube):
+    return estimate_noise_map(lambda w: cube[w], cube.shape, box=48)
+
+
+def test_boxes_measure_the_true_lines():
+    cube, cat, boxes = _cube(0.0)
+    beam_area = 2 * math.pi * (3.0 / FWHM) ** 2
+    tiny = np.random.default_rng(0).normal(0, 1e-6, cube.shape)  # the noise map needs some
+    m = measure_boxes_3d(lambda w: cube[w], cube.shape, boxes, _noise(cube + tiny),
+                         beam_area=beam_area)
+    assert m.z == pytest.approx(cat.z, abs=0.05)
+    assert m.line[:, 3] - m.line[:, 2] == pytest.approx(cat.dz, rel=0.04)            # w50
+    assert m.line[:, 1] - m.line[:, 0] == pytest.approx(W20_PER_FWHM * cat.dz, rel=0.04)
+    # a box of 2 FWHM holds erf(sqrt(ln 16))^3 = 0.946 of a Gaussian source's flux; the
+    # pixels it cuts count whole
+    enclosed = math.erf(math.sqrt(math.log(16.0))) ** 3
+    assert np.all(m.flux * beam_area >= 0.995 * enclosed * cat.flux)
+    assert np.all(m.flux * beam_area <= cat.flux)
+
+
+def test_line_flux_errors_are_the_scatter_of_box_sums_in_noise():
+    """Boxes on a noise-only cube (noise correlated as the beam within a channel): the
+    errors match the scatter of the measured fluxes."""
+    cube = rs.make_cube((64, 96, 96), n_sources=0, seed=1, noise_rms=1.0, psf_fwhm=3.0)[0]
+    rng = np.random.default_rng(0)
+    lo = np.stack([rng.uniform(0, 80, 400), rng.uniform(0, 80, 400), rng.uniform(0, 50, 400)], 1)
+    boxes = np.concatenate([lo, lo + [12.0, 12.0, 10.0]], 1)
+    beam_area = 2 * math.pi * (3.0 / FWHM) ** 2
+    m = measure_boxes_3d(lambda w: cube[w], cube.shape, boxes, _noise(cube), beam_area=beam_area)
+    spread = 1.4826 * np.median(np.abs(m.flux - np.median(m.flux)))
+    assert spread == pytest.approx(np.median(m.flux_err), rel=0.2)
+
+
+def _write_cube(path, cube, spectral, rest=None):
+    from astropy.io import fits
+
+    h = fits.Header()
+    axes = [("RA---SIN", 150.0, -2.0 / 3600), ("DEC--SIN", 2.0, 2.0 / 3600), spectral]
+    for k, (t, v, d) in enumerate(axes, 1):
+        h[f"CTYPE{k}"], h[f"CRVAL{k}"], h[f"CDELT{k}"], h[f"CRPIX{k}"] = t, v, d, 1.0
+    h["CUNIT3"] = "Hz" if spectral[0] == "FREQ" else "m/s"
+    if rest is not None:
+        h["RESTFRQ"] = rest
+    h["BUNIT"], h["BMAJ"], h["BMIN"], h["BPA"] = "JY/BEAM", 6.0 / 3600, 6.0 / 3600, 0.0
+    fits.PrimaryHDU(cube, h).writeto(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def line_cube():
+    cube, cat, boxes = _cube(0.005, seed=2)
+    return cube, cat, boxes
+
+
+def _find(path, boxes):
+    """find_sources' table for the given boxes (the detector replaced by the truth)."""
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.pipeline import build_table
+    from cianna_jax.astro.predict import Detections
+    from cianna_jax.yolo.decode import DecodedBoxes
+
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=48)
+        m = measure_boxes_3d(img.read, img.shape, boxes, noise, beam_area=img.beam_area_pixels(),
+                             unit_scale=img.unit_scale)
+        n = len(boxes)
+        zeros = np.zeros(n)
+        det = Detections(DecodedBoxes(boxes=boxes, image=zeros.astype(int), prior=zeros.astype(int),
+                                      cell=np.zeros((n, 3), int), probability=zeros + 1,
+                                      objectness=zeros + 1, class_scores=np.zeros((n, 0)),
+                                      params=np.zeros((n, 0))), 1, 1.0, 0.5)
+        return build_table(img, det, m, {})
+
+
+def test_catalogue_of_a_frequency_cube_has_physical_line_columns(tmp_path, line_cube):
+    pytest.importorskip("astropy")
+    cube, cat, boxes = line_cube
+    f0, df = 1.2e9, -30e3  # frequency falling with the channel, as SDC2's cube does not
+    t = _find(_write_cube(tmp_path / "c.fits", cube, ("FREQ", f0, df)), boxes)
+    assert {"freq", "line_flux", "line_flux_err", "w50", "w20", "redshift", "w50_chan",
+            "w20_chan"} <= set(t.colnames)
+    assert str(t["freq"].unit) == "Hz" and str(t["w20"].unit) == "km / s"
+    assert str(t["line_flux"].unit) == "Hz Jy"
+    order = np.argsort(np.asarray(t["z"]))
+    truth = np.argsort(cat.z)
+    freq = f0 + df * cat.z[truth]
+    assert np.asarray(t["freq"])[order] == pytest.approx(freq, abs=0.25 * abs(df))
+    w50_kms = C_KMS * cat.dz[truth] * abs(df) / freq
+    assert np.asarray(t["w50"])[order] == pytest.approx(w50_kms, rel=0.1)
+    assert np.asarray(t["w20"]) / np.asarray(t["w50"]) == pytest.approx(W20_PER_FWHM, rel=0.1)
+    assert np.asarray(t["line_flux"]) == pytest.approx(np.asarray(t["flux"]) * abs(df), rel=1e-9)
+    assert np.asarray(t["redshift"]) == pytest.approx(HI_REST_HZ / np.asarray(t["freq"]) - 1)
+    assert t.meta["rest_frequency"].startswith("HI 21 cm")
+    assert (np.asarray(t["line_flux"]) > 10 * np.asarray(t["line_flux_err"])).all()
+
+
+def test_a_velocity_axis_needs_the_rest_frequency(tmp_path, line_cube):
+    pytest.importorskip("astropy")
+    cube, _, boxes = line_cube
+    rest = 1.3e9
+    t = _find(_write_cube(tmp_path / "v.fits", cube, ("VRAD", 1.0e6, 5e3), rest=rest), boxes)
+    v = 1.0e6 + 5e3 * np.asarray(t["z"])  # radio convention: nu = rest (1 - v / c)
+    assert np.asarray(t["freq"]) == pytest.approx(rest * (1 - v / (C_KMS * 1e3)), rel=1e-9)
+    assert np.asarray(t["w50"]) == pytest.approx(5.0 * np.asarray(t["w50_chan"])
+                                                 * rest / np.asarray(t["freq"]), rel=1e-3)
+    assert t.meta["rest_frequency_hz"] == rest and t.meta["rest_frequency"] == "header RESTFRQ"
+    with pytest.warns(UserWarning, match="needs RESTFRQ"):
+        t = _find(_write_cube(tmp_path / "v0.fits", cube, ("VRAD", 1.0e6, 5e3)), boxes)
+    assert "freq" not in t.colnames and "w50_chan" in t.colnames
