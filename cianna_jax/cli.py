@@ -211,14 +211,40 @@ def _simulate(args) -> int:
 
     if args.truth:
         catalogue_format(args.truth)
-    field = synthetic_field(args.size, seed=args.seed, noise=args.noise, density=args.density,
+    if args.cube:
+        return _simulate_cube(args)
+    size = 1024 if args.size is None else args.size
+    density = 0.003 if args.density is None else args.density
+    field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
                             nan_border=args.nan_border, sdc1_layout=args.sdc1_layout)
     write_fits(args.out, field)
-    msg = f"{args.size}x{args.size} field, noise {args.noise:g} Jy/beam -> {args.out}"
+    msg = f"{size}x{size} field, noise {args.noise:g} Jy/beam -> {args.out}"
     if args.truth:
         t = truth_table(field)
         write_catalogue(t, args.truth)
         msg += f"; {len(t)} true sources ({int((t['snr'] >= 5).sum())} of SNR >= 5) -> {args.truth}"
+    print(msg)
+    return 0
+
+
+def _simulate_cube(args) -> int:
+    from .astro.catalogue import write_catalogue
+    from .astro.synthetic_cube import cube_truth_table, synthetic_cube, write_cube_fits
+
+    if args.nan_border or args.sdc1_layout:
+        raise ValueError(f"--{'nan-border' if args.nan_border else 'sdc1-layout'}: not an "
+                         "option of --cube")
+    size = 192 if args.size is None else args.size
+    kw = {} if args.density is None else {"density": args.density}
+    sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise, **kw)
+    write_cube_fits(args.out, sc)
+    msg = (f"{args.channels} channels of {sc.dfreq / 1e3:g} kHz from {sc.freq0 / 1e6:g} MHz, "
+           f"{size}x{size} pixels, noise {args.noise:g} Jy/beam -> {args.out}")
+    if args.truth:
+        t = cube_truth_table(sc)
+        write_catalogue(t, args.truth)
+        msg += (f"; {len(t)} true lines ({int((t['snr'] >= 5).sum())} of peak SNR >= 5) -> "
+                f"{args.truth}")
     print(msg)
     return 0
 
@@ -340,13 +366,19 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="write a synthetic SDC1-like FITS field and its truth")
     sim.add_argument("--out", required=True, help="FITS image to write")
     sim.add_argument("--truth", default=None, help="true catalogue to write (.ecsv, ...)")
-    sim.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    sim.add_argument("--size", type=int, default=None,
+                     help="image side in pixels (default 1024; with --cube 192)")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--noise", type=float, default=1e-5, help="noise rms (Jy/beam)")
-    sim.add_argument("--density", type=float, default=0.003, help="sources per pixel")
+    sim.add_argument("--density", type=float, default=None,
+                     help="sources per (sky) pixel (default 0.003; with --cube 0.0002)")
     sim.add_argument("--nan-border", type=int, default=0, help="blanked border width (pixels)")
     sim.add_argument("--sdc1-layout", action="store_true",
                      help="4D (Stokes, Freq, Y, X) array as the SDC1 images")
+    sim.add_argument("--cube", action="store_true",
+                     help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
+                          "from 950 MHz) and its line catalogue instead of a continuum field")
+    sim.add_argument("--channels", type=int, default=96, help="channels of a --cube")
     return parser
 
 

@@ -100,6 +100,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "rms": ("rms", "isl_rms", "local_rms", "rms_noise"),
     "bmaj_deconv": ("bmaj_deconv", "dc_maj", "deconv_maj"),
     "bmin_deconv": ("bmin_deconv", "dc_min", "deconv_min"),
+    "freq": ("freq", "central_freq", "freq_hz", "nu", "frequency"),
+    "line_flux": ("line_flux", "line_flux_integral"),
+    "z": ("z", "channel", "chan"),
 }
 
 

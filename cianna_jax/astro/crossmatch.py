@@ -6,7 +6,8 @@ source's match radius, by default its beam-convolved FWHM size:
 ``factor * max(beam, size)`` when the sizes already include the beam.  Candidate pairs
 are taken in increasing distance / radius and each source is used once (greedy
 one-to-one).  Works on the sky (degrees in, arcsec radii, exact great-circle
-distances) or on pixels.
+distances) or on pixels. ``pair_ok`` (detection indices, true source indices -> mask)
+restricts the candidate pairs further, e.g. to lines close in frequency in a cube.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def match_radius(beam: float, size: np.ndarray | float | None = None, *, factor:
 
 
 def _greedy(n_det: int, n_truth: int, di: np.ndarray, ti: np.ndarray, dist: np.ndarray,
-            radius: np.ndarray) -> Match:
+            radius: np.ndarray, pair_ok=None) -> Match:
     ok = dist <= radius[ti]
+    if pair_ok is not None and ok.any():
+        ok[ok] = np.asarray(pair_ok(di[ok], ti[ok]), bool)
     di, ti, dist = di[ok], ti[ok], dist[ok]
     order = np.lexsort((ti, di, dist / radius[ti]))
     d2t = np.full(n_det, -1, np.int64)
@@ -99,9 +102,9 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 
 def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.ndarray,
-                   radius_arcsec: np.ndarray | float) -> Match:
+                   radius_arcsec: np.ndarray | float, *, pair_ok=None) -> Match:
     """Match detections (``ra``, ``dec``, deg) to true sources (``ra_t``, ``dec_t``) within
-    ``radius_arcsec`` (scalar or one per true source)."""
+    ``radius_arcsec`` (scalar or one per true source) and ``pair_ok`` (module doc)."""
     from scipy.spatial import cKDTree
 
     ra, dec = _positions(ra, dec, ("ra", "dec"), "detections")
@@ -119,11 +122,11 @@ def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.
     di = np.repeat(np.arange(ra.size), [len(p) for p in pairs])
     ti = np.concatenate([np.asarray(p, np.int64) for p in pairs]).astype(np.int64)
     dist = angular_separation(ra[di], dec[di], ra_t[ti], dec_t[ti]) * 3600.0
-    return _greedy(ra.size, ra_t.size, di, ti, dist, r)
+    return _greedy(ra.size, ra_t.size, di, ti, dist, r, pair_ok)
 
 
 def crossmatch_pixels(x: np.ndarray, y: np.ndarray, x_t: np.ndarray, y_t: np.ndarray,
-                      radius: np.ndarray | float) -> Match:
+                      radius: np.ndarray | float, *, pair_ok=None) -> Match:
     """As :func:`crossmatch_sky` with pixel positions and radii in pixels."""
     from scipy.spatial import cKDTree
 
@@ -137,4 +140,4 @@ def crossmatch_pixels(x: np.ndarray, y: np.ndarray, x_t: np.ndarray, y_t: np.nda
     di = np.repeat(np.arange(x.size), [len(p) for p in pairs])
     ti = np.concatenate([np.asarray(p, np.int64) for p in pairs]).astype(np.int64)
     dist = np.hypot(x[di] - x_t[ti], y[di] - y_t[ti])
-    return _greedy(x.size, x_t.size, di, ti, dist, r)
+    return _greedy(x.size, x_t.size, di, ti, dist, r, pair_ok)

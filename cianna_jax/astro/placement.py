@@ -30,9 +30,10 @@ class Placed(NamedTuple):
     flux: np.ndarray
 
 
-def place_catalogue(t: Any, image: FitsImage, what: str) -> Placed:
+def place_catalogue(t: Any, image: FitsImage, what: str, *, need_flux: bool = True) -> Placed:
     """Positions and fluxes of table ``t`` on ``image``; CatalogueError (naming ``what``)
-    for missing position or flux columns, or sky positions on an image without a WCS."""
+    for missing position or flux columns (the flux NaN when not ``need_flux``), or sky
+    positions on an image without a WCS."""
     ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
     x, y = column_values(t, "x", what), column_values(t, "y", what)
     have_sky, have_pix = ra is not None and dec is not None, x is not None and y is not None
@@ -43,6 +44,8 @@ def place_catalogue(t: Any, image: FitsImage, what: str) -> Placed:
         raise CatalogueError(f"{what}: missing columns 'x' and 'y': the image has no WCS, so sky "
                              "positions cannot be placed on it")
     flux = column_values(t, "flux", what)
+    if flux is None and not need_flux:
+        flux = np.full(len(t), np.nan)
     if flux is None:
         raise CatalogueError(f"{what}: missing column 'flux' (accepted: flux, total_flux, "
                              f"flux_jy, s_int, int_flux, flux_int); it has {t.colnames}")

@@ -16,8 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import SDC1_COLUMNS, column_values, find_column, read_catalogue, warn_unitless_sizes
+from .catalogue import (
+    SDC1_COLUMNS,
+    CatalogueError,
+    column_values,
+    find_column,
+    read_catalogue,
+    warn_unitless_sizes,
+)
 from .fits_image import FitsImage
+from .line_truth import place_lines
 from .mosaic import with_image_column
 from .noise import NoiseMap
 from .placement import place_catalogue
@@ -32,7 +40,9 @@ class Truth:
     absent), ``pa`` (deg or None), ``table`` (the rows kept: inside the image, on finite
     pixels), ``sdc1`` (SDC1 columns when the catalogue could give them), ``snr_from``
     (where ``snr`` comes from, for the report) and, over several images, ``image`` (each
-    row's image index: ``x, y`` are that image's pixels)."""
+    row's image index: ``x, y`` are that image's pixels). In a cube (:mod:`.line_truth`):
+    ``z`` the line's channel, ``w20`` its width in channels (NaN where unknown) and
+    ``flux`` its line flux (Jy Hz)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -47,6 +57,8 @@ class Truth:
     sdc1: dict[str, np.ndarray] | None
     snr_from: str = "the catalogue's snr column"
     image: np.ndarray | None = None
+    z: np.ndarray | None = None
+    w20: np.ndarray | None = None
 
 
 def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap, *,
@@ -58,14 +70,9 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
     table_given = hasattr(path, "colnames")
     t = path if table_given else read_catalogue(path)
     what = f"truth catalogue {name or ('(a table)' if table_given else os.fspath(path))}"
-    x, y, ra, dec, flux = place_catalogue(t, image, what)
+    cube = image.ndim == 3
+    x, y, ra, dec, flux = place_catalogue(t, image, what, need_flux=not cube)
     H, W = image.shape[-2:]
-    placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
-    ix, iy = (np.floor(np.where(placed, v, -1.0) + 0.5).astype(np.int64) for v in (x, y))
-    inside = placed & (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
-    ok = inside.copy()
-    if inside.any() and image.ndim == 2:
-        ok[inside] = np.isfinite(image.read((iy[inside], ix[inside])))
     sdc1_like = "b_maj" in [c.lower() for c in t.colnames]
     bmaj, bmin, pa = (column_values(t, c, what) for c in ("bmaj", "bmin", "pa"))
     if bmaj is not None:  # the major axis tells (one warning, not one per axis)
@@ -76,8 +83,26 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
             bmaj, bmin = np.hypot(bmaj, beam), np.hypot(bmin, image.beam.bmin)
         else:
             bmaj, bmin = np.maximum(bmaj, beam), np.maximum(bmin, image.beam.bmin)
-    snr = column_values(t, "snr", what)
-    snr_from = "the catalogue's snr column"
+    z = w20 = None
+    placed = np.isfinite(x) & np.isfinite(y)  # a row without a position cannot be matched
+    if cube:
+        lines = place_lines(t, image, noise, x, y, what, bmaj, bmin)
+        z, w20, flux = lines.z, lines.w20, lines.line_flux
+        placed &= np.isfinite(z)
+    ix, iy = (np.floor(np.where(placed, v, -1.0) + 0.5).astype(np.int64) for v in (x, y))
+    inside = placed & (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
+    if cube:
+        iz = np.floor(np.where(placed, z, -1.0) + 0.5).astype(np.int64)
+        inside &= (iz >= 0) & (iz < image.shape[0])
+    ok = inside.copy()
+    if inside.any():
+        at = (iy[inside], ix[inside]) if not cube else (iz[inside], iy[inside], ix[inside])
+        ok[inside] = np.isfinite(image.read(at))
+    snr = lines.snr if cube else column_values(t, "snr", what)
+    snr_from = lines.snr_from if cube else "the catalogue's snr column"
+    if snr is None and cube:
+        raise CatalogueError(f"{what}: the true lines' SNR cannot be known: give an snr "
+                             "column, or line_flux (Jy Hz) with w50 or w20")
     if snr is None:
         rms = noise.at(y, x) * image.unit_scale
         if bmaj is not None and bmin is not None and beam is not None:
@@ -90,7 +115,9 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
         snr = peak / rms
     sdc1 = None
     names = {c.lower(): c for c in t.colnames}
-    if all(c in names for c in SDC1_COLUMNS):
+    if cube:
+        pass  # SDC1 scores continuum images
+    elif all(c in names for c in SDC1_COLUMNS):
         sdc1 = {c: np.asarray(t[names[c]], np.float64)[ok] for c in SDC1_COLUMNS}
     elif ra is not None:
         zero = np.zeros(len(t))
@@ -108,7 +135,7 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
 
     return Truth(x=x[ok], y=y[ok], ra=sel(ra), dec=sel(dec), flux=flux[ok], snr=snr[ok],
                  bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1,
-                 snr_from=snr_from)
+                 snr_from=snr_from, z=sel(z), w20=sel(w20))
 
 
 def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:

@@ -32,6 +32,7 @@ from .catalogue import column_values, make_table, read_catalogue, write_catalogu
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
+from .line_scores import format_line_summary, line_summary, same_line
 from .model_card import LoadedModel, load_model
 from .mosaic import (
     check_images,
@@ -60,15 +61,16 @@ def match_catalogues(det: Any, truth: Truth, beam_fwhm: float, *, factor: float 
     converted with ``pixel_scale``).  Radius: ``factor * max(beam, true bmaj)``."""
     idx = np.arange(len(det)) if select is None else np.asarray(select)
     size = truth.bmaj
+    pair_ok = None if truth.z is None else same_line(det, truth, idx)
     if truth.ra is not None and "ra" in det.colnames:
         r = match_radius(beam_fwhm, size, factor=factor)
         m = crossmatch_sky(np.asarray(det["ra"])[idx], np.asarray(det["dec"])[idx], truth.ra,
-                           truth.dec, np.broadcast_to(r, truth.ra.shape))
+                           truth.dec, np.broadcast_to(r, truth.ra.shape), pair_ok=pair_ok)
     else:
         ps = pixel_scale or 1.0
         r = match_radius(beam_fwhm / ps, None if size is None else size / ps, factor=factor)
         m = crossmatch_pixels(np.asarray(det["x"])[idx], np.asarray(det["y"])[idx], truth.x,
-                              truth.y, np.broadcast_to(r, truth.x.shape))
+                              truth.y, np.broadcast_to(r, truth.x.shape), pair_ok=pair_ok)
     if select is None:
         return m
     n = len(det)
@@ -81,6 +83,12 @@ def match_catalogues(det: Any, truth: Truth, beam_fwhm: float, *, factor: float 
                  truth_to_det=t2d)
 
 
+def flux_column(det: Any, truth: Truth) -> str:
+    """The detections' column compared with the true fluxes: ``line_flux`` (Jy Hz) in a
+    cube, else ``flux`` (Jy)."""
+    return "flux" if truth.z is None else "line_flux"
+
+
 def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
                min_truth_snr: float = 0.0, flux_bins=None) -> Scores:
     """:func:`score_catalogue` for a detection table and a :class:`Truth`."""
@@ -91,15 +99,21 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
     names = ("ra_err", "dec_err") if sky else ("x_err", "y_err")
     pos_err = (tuple(column_values(det, n) for n in names)
                if all(n in det.colnames for n in names) else None)
-    flux_err = column_values(det, "flux_err") if "flux_err" in det.colnames else None
+    flux_col = flux_column(det, truth)
+    err_col = f"{flux_col}_err"
+    flux_err = column_values(det, err_col) if err_col in det.colnames else None
+    det_flux = (np.asarray(det[flux_col], np.float64) if flux_col in det.colnames
+                else np.full(len(det), np.nan))
     sizes = None
-    if truth.bmaj is not None and "bmaj" in det.colnames:
+    if truth.z is None and truth.bmaj is not None and "bmaj" in det.colnames:  # cubes: boxes'
+
         sizes = ((np.asarray(det["bmaj"]), np.asarray(det["bmin"])), (truth.bmaj, truth.bmin))
     return score_catalogue(
         match, truth_snr=truth.snr, det_snr=np.asarray(det["snr"]), truth_flux=truth.flux,
-        det_flux=np.asarray(det["flux"]), det_pos=pos, truth_pos=tpos, sky=sky,
+        det_flux=det_flux, det_pos=pos, truth_pos=tpos, sky=sky,
         det_size=sizes[0] if sizes else None, truth_size=sizes[1] if sizes else None,
-        det_pa=np.asarray(det["pa"]) if "pa" in det.colnames else None, truth_pa=truth.pa,
+        det_pa=np.asarray(det["pa"]) if sizes and "pa" in det.colnames else None,
+        truth_pa=truth.pa,
         snr_bins=snr_bins, flux_bins=flux_bins, min_truth_snr=min_truth_snr,
         det_pos_err=pos_err, det_flux_err=flux_err)
 
@@ -163,10 +177,13 @@ def format_scores(s: Scores, sdc1: Sdc1Score | None = None) -> str:
            f"matched: median separation {_fmt(s.median_separation)} {u}, median offset "
            f"({_fmt(s.median_offset[0])}, {_fmt(s.median_offset[1])}) {u}",
            f"         flux ratio (measured/true) median {_fmt(s.flux_ratio)}, robust scatter "
-           f"{_fmt(s.flux_ratio_scatter)}",
-           f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; median PA "
-           f"error {_fmt(s.pa_error, '.1f')} deg (over the {s.extra.get('n_elongated', 0)} "
-           "matched elongated sources, axis ratio > 1.3)"]
+           f"{_fmt(s.flux_ratio_scatter)}"]
+    if "lines" in s.extra:  # a cube's lines: centres and widths (sizes are the boxes')
+        out.append(format_line_summary(s.extra["lines"]))
+    else:
+        out.append(f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; "
+                   f"median PA error {_fmt(s.pa_error, '.1f')} deg (over the "
+                   f"{s.extra.get('n_elongated', 0)} matched elongated sources, axis ratio > 1.3)")
     pulls = s.extra.get("error_pulls")
     if pulls:
         parts = ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in pulls.items() if k != "n")
@@ -346,6 +363,9 @@ def validate(
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu, plane=plane)) for p in paths]
         several = len(imgs) > 1
+        if any(im.ndim == 3 for im in imgs) and (several or compare):
+            raise ValueError(f"{'image: several cubes' if several else 'compare'}: val scores "
+                             "one cube at a time, against its truth only")
         if several:
             check_images(imgs)
             tparts, oparts, unassigned = _split_inputs(truth, compare, imgs)
@@ -374,7 +394,9 @@ def validate(
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
-        sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
+        sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area) if tr.z is None else None
+        if tr.z is not None:
+            sc.extra["lines"] = line_summary(det, tr, m)
         where = f"image {os.fspath(paths[0])}" if not several else (
             f"{len(paths)} images {', '.join(map(os.fspath, paths))} scored as one field "
             "(each source, detected or true, from the image whose centre is nearest among "
@@ -431,7 +453,8 @@ def validate(
         write_catalogue(_bins_table(sc.by_snr, None), os.path.join(out_dir, "scores_by_snr.ecsv"))
         written += ["catalogue.ecsv", "truth_matched.ecsv", "scores_by_snr.ecsv"]
         if sc.by_flux is not None:
-            write_catalogue(_bins_table(sc.by_flux, "Jy"), os.path.join(out_dir, "scores_by_flux.ecsv"))
+            write_catalogue(_bins_table(sc.by_flux, "Jy" if tr.z is None else "Jy Hz"),
+                            os.path.join(out_dir, "scores_by_flux.ecsv"))
             written.append("scores_by_flux.ecsv")
     for name, data in files.items():
         with atomic_write(os.path.join(out_dir, name)) as fh:
@@ -541,5 +564,7 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
     figs["completeness_reliability.png"] = completeness_reliability(curves)
     figs["pr_curve.png"] = pr_curve_plot(pr, operating=thr)
     if m.n:
-        figs["flux_recovery.png"] = flux_recovery(tr.flux[m.truth], np.asarray(det["flux"])[m.det])
+        figs["flux_recovery.png"] = flux_recovery(
+            tr.flux[m.truth], np.asarray(det[flux_column(det, tr)])[m.det],
+            unit="Jy" if tr.z is None else "Jy Hz")
     return figs

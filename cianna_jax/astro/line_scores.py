@@ -1,0 +1,70 @@
+"""Scoring a cube's line catalogue against its truth: which pairs may match, and how well
+the matched lines' centres, widths and fluxes are recovered.
+
+A detection and a true line match when they are within the sky radius of images
+(:mod:`.crossmatch`) and their channels within half the line's w20 (the true w20 where
+the truth gives it, else the detected one), at least :data:`LINE_TOLERANCE_MIN` channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .catalogue import CatalogueError
+from .crossmatch import Match
+from .truth import Truth
+
+__all__ = ["LINE_TOLERANCE_MIN", "same_line", "line_summary", "format_line_summary"]
+
+#: smallest channel tolerance of a match (channels)
+LINE_TOLERANCE_MIN = 1.0
+
+
+def _column(det: Any, name: str, idx: np.ndarray | None = None) -> np.ndarray:
+    v = (np.asarray(det[name], np.float64) if name in det.colnames
+         else np.full(len(det), np.nan))
+    return v if idx is None else v[idx]
+
+
+def same_line(det: Any, truth: Truth, idx: np.ndarray):
+    """The pair filter (:func:`.crossmatch.crossmatch_sky`'s ``pair_ok``) of detections
+    ``det`` rows ``idx`` against the lines of ``truth`` (module doc)."""
+    if "z" not in det.colnames:
+        raise CatalogueError("detections: matching a cube's lines needs their channels "
+                             "(a z column)")
+    dz, dw = _column(det, "z", idx), _column(det, "w20_chan", idx)
+
+    def ok(di: np.ndarray, ti: np.ndarray) -> np.ndarray:
+        w = np.where(np.isfinite(truth.w20[ti]), truth.w20[ti], dw[di])
+        tol = np.maximum(0.5 * np.nan_to_num(w), LINE_TOLERANCE_MIN)
+        return np.abs(dz[di] - truth.z[ti]) <= tol
+
+    return ok
+
+
+def _robust(v: np.ndarray) -> tuple[float, float]:
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return float("nan"), float("nan")
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))
+
+
+def line_summary(det: Any, truth: Truth, match: Match) -> dict[str, float]:
+    """The matched lines' centre offsets (channels: median and robust scatter of detected -
+    true) and w20 ratio (median detected / true, where the truth gives w20)."""
+    d, t = match.det, match.truth
+    dz_med, dz_scatter = _robust(_column(det, "z")[d] - truth.z[t])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w20_ratio, w20_scatter = _robust(_column(det, "w20_chan")[d] / truth.w20[t])
+    return {"channel_offset": dz_med, "channel_scatter": dz_scatter,
+            "w20_ratio": w20_ratio, "w20_ratio_scatter": w20_scatter}
+
+
+def format_line_summary(s: dict[str, float]) -> str:
+    """The report's line about :func:`line_summary`."""
+    return (f"         line centre offset (detected - true) median {s['channel_offset']:.2f} "
+            f"channels, robust scatter {s['channel_scatter']:.2f}; w20 ratio median "
+            f"{s['w20_ratio']:.3f}, robust scatter {s['w20_ratio_scatter']:.3f}")

@@ -1,0 +1,118 @@
+"""Cubes end to end: ``simulate --cube`` (an HI-like cube and its line catalogue), the
+truth placed in channels, matching in frequency as well as on the sky, and ``val``."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+
+from astropy.io import fits  # noqa: E402
+from astropy.table import Table  # noqa: E402
+
+from cianna_jax.astro.catalogue import CatalogueError, read_catalogue  # noqa: E402
+from cianna_jax.astro.fits_image import open_image  # noqa: E402
+from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
+from cianna_jax.astro.truth import load_truth  # noqa: E402
+from cianna_jax.astro.validate import match_catalogues  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    """A small synthetic cube and its truth, written by the command."""
+    d = tmp_path_factory.mktemp("cube")
+    assert main(["simulate", "--cube", "--out", str(d / "c.fits"), "--truth",
+                 str(d / "t.ecsv"), "--size", "48", "--channels", "32", "--density", "0.003",
+                 "--noise", "2e-5", "--seed", "2"]) == 0
+    return d / "c.fits", d / "t.ecsv"
+
+
+def test_simulate_writes_a_frequency_cube_and_its_line_catalogue(cube, capsys):
+    path, truth = cube
+    with fits.open(path) as h:
+        data, hd = h[0].data, h[0].header
+    assert data.shape == (32, 48, 48) and hd["CTYPE3"] == "FREQ" and hd["BUNIT"] == "JY/BEAM"
+    t = read_catalogue(truth)
+    assert len(t) >= 3
+    assert str(t["freq"].unit) == "Hz" and str(t["w20"].unit) == "km / s"
+    assert str(t["line_flux"].unit) == "Hz Jy"
+    # the header's frequency axis gives the lines' frequencies
+    assert np.asarray(t["freq"]) == pytest.approx(hd["CRVAL3"] + hd["CDELT3"] * np.asarray(t["z"]))
+    # the noise is what was asked (most voxels are empty)
+    assert np.median(np.abs(data)) / 0.6745 == pytest.approx(2e-5, rel=0.1)
+    err = main(["simulate", "--cube", "--out", str(path.parent / "x.fits"), "--nan-border", "2"])
+    assert err == 2 and "--nan-border: not an option of --cube" in capsys.readouterr().err
+
+
+def _truth(path, table):
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=48)
+        return load_truth(table, img, noise, name="t")
+
+
+def test_truth_in_channels_from_freq_or_z_and_its_snr(cube):
+    path, truth = cube
+    t = read_catalogue(truth)
+    full = _truth(path, t)
+    assert full.z == pytest.approx(np.asarray(t["z"]), abs=1e-6)
+    assert full.flux == pytest.approx(np.asarray(t["line_flux"]))   # line flux, Jy Hz
+    by_freq = _truth(path, t[[c for c in t.colnames if c != "z"]])
+    assert by_freq.z == pytest.approx(full.z, abs=1e-6)
+    # without an snr column: the true peak from the line flux, w50 and sizes
+    computed = _truth(path, t[[c for c in t.colnames if c != "snr"]])
+    ratio = computed.snr / full.snr
+    assert np.median(ratio) == pytest.approx(1.0, rel=0.1)
+    assert "w50" in computed.snr_from
+    with pytest.raises(CatalogueError, match="frequency or channel"):
+        _truth(path, t[["ra", "dec", "line_flux", "snr"]])
+    with pytest.raises(CatalogueError, match="SNR cannot be known"):
+        _truth(path, t[["ra", "dec", "freq"]])
+
+
+def test_lines_match_on_the_sky_and_in_frequency(cube):
+    path, truth = cube
+    t = read_catalogue(truth)
+    tr = _truth(path, t)
+    w20 = tr.w20
+
+    def det(shift):  # the truth itself as detections, moved along the spectral axis
+        return Table({"ra": t["ra"], "dec": t["dec"], "x": t["x"], "y": t["y"],
+                      "z": np.asarray(t["z"]) + shift, "snr": t["snr"]})
+
+    assert match_catalogues(det(0.0), tr, 7.0).n == len(t)
+    assert match_catalogues(det(0.4 * w20), tr, 7.0).n == len(t)
+    assert match_catalogues(det(0.6 * w20), tr, 7.0).n == 0
+    with pytest.raises(CatalogueError, match="channels"):
+        match_catalogues(Table({"ra": t["ra"], "dec": t["dec"], "snr": t["snr"]}), tr, 7.0)
+
+
+def test_val_on_a_cube(cube, tmp_path):
+    """A random-weight 3D detector at objectness 0: the report scores its lines."""
+    from cianna_jax.astro.validate import validate
+
+    from .conftest import make_tiny_3d
+
+    path, truth = cube
+    card = make_tiny_3d(tmp_path)
+    r = validate(path, card, truth, tmp_path / "rep", obj_threshold=0.0, progress=False,
+                 plots=False)
+    assert "line centre offset" in r.text and "size ratio" not in r.text
+    scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
+    assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
+                                              "w20_ratio_scatter"}
+    assert scores["sdc1"] is None
+    assert str(read_catalogue(tmp_path / "rep" / "scores_by_flux.ecsv")["flux_min"].unit) == \
+        "Hz Jy"
+    # matched pairs are close in channel: within half the true w20, at least one channel
+    m = r.match
+    assert m.n > 0
+    dz = np.abs(np.asarray(r.table["z"])[m.det] - r.truth.z[m.truth])
+    assert np.all(dz <= np.maximum(0.5 * r.truth.w20[m.truth], 1.0) + 1e-9)
+    for kw in ({"image": [path, path]}, {"compare": {"other": truth}}):
+        args = dict(image=path, model=card, truth=truth, out_dir=tmp_path / "no",
+                    progress=False) | kw
+        with pytest.raises(ValueError, match="one cube at a time"):
+            validate(**args)
+    assert not (tmp_path / "no").exists()
