@@ -507,6 +507,9 @@ def predict_file(
         if "sdc1" in formats and img.wcs is None:
             raise ImageError(f"{img.path}: SDC1 output needs sky positions, but the image "
                              "has no celestial WCS")
+        if "sdc1" in formats and img.ndim == 3:
+            raise ImageError(f"{img.path}: SDC1 output is for continuum images; a cube's lines "
+                             "go to a table (.ecsv, .fits, .csv, .xml)")
         if drawn and img.ndim != 2:
             raise ImageError(f"{img.path}: {' and '.join(drawn)} images are drawn for 2D "
                              f"images; this one has shape {img.shape}")

@@ -18,6 +18,8 @@ from cianna_jax.astro.truth import load_truth  # noqa: E402
 from cianna_jax.astro.validate import match_catalogues  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
 
 @pytest.fixture(scope="module")
 def cube(tmp_path_factory):
@@ -116,3 +118,15 @@ def test_val_on_a_cube(cube, tmp_path):
         with pytest.raises(ValueError, match="one cube at a time"):
             validate(**args)
     assert not (tmp_path / "no").exists()
+
+
+def test_predict_refuses_sdc1_output_for_a_cube(cube, tmp_path, capsys):
+    from .conftest import make_tiny_3d
+
+    path, _ = cube
+    card = make_tiny_3d(tmp_path)
+    out = tmp_path / "lines.sdc1"
+    assert main(["predict", "--model", card, "--image", str(path), "--out", str(out),
+                 "--quiet"]) == 2
+    assert "SDC1 output is for continuum images" in capsys.readouterr().err
+    assert not out.exists()
