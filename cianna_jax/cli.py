@@ -152,7 +152,8 @@ def _compare_names(values: list[str]) -> dict[str, str]:
 
 
 #: ``train`` options that set a run up: ``--resume`` takes them from the run's args.json
-RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--valid-fraction",
+RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--patch-channels",
+                        "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
                         "--normalisation", "--hdu", "--plane", "--mixed-precision")
 _TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
@@ -192,7 +193,7 @@ def _train(args) -> int:
         more = tuple(zip(args.image[1:], args.catalogue[1:]))
         s = TrainSettings(image=args.image[0], catalogue=args.catalogue[0], out=args.out,
                           epochs=30 if args.epochs is None else args.epochs, arch=args.arch,
-                          patch=args.patch,
+                          patch=args.patch, patch_channels=args.patch_channels,
                           valid_fraction=args.valid_fraction, seed=args.seed,
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,
@@ -332,18 +333,24 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")
     tr.add_argument("--image", action="append",
-                    help="training FITS image (2D or SDC1 4D); repeat --image and --catalogue "
-                         "to train on several fields (paired in order)")
+                    help="training FITS image (2D or SDC1 4D) or spectral-line cube; repeat "
+                         "--image and --catalogue to train on several 2D fields (paired in "
+                         "order)")
     tr.add_argument("--catalogue", action="append",
                     help="its source catalogue: .ecsv, .csv, .fits, .xml or SDC1 text (ra/dec "
-                         "or x/y, flux, bmaj, bmin, pa)")
+                         "or x/y, flux, bmaj, bmin, pa); a cube's lines: ra/dec or x/y, freq "
+                         "or z, w20 or w50, and snr or line_flux")
     tr.add_argument("--out", required=True, help="run folder (models, results.csv, training.png)")
     tr.add_argument("--epochs", type=int, default=None, help="total epochs (default 30; with "
                                                               "--resume: the run's, or more)")
-    tr.add_argument("--arch", default="default", choices=("default", "sdc1"),
-                    help="default: small network for CPUs; sdc1: CIANNA's SDC1 network (GPU)")
+    tr.add_argument("--arch", default="default", choices=("default", "sdc1", "cube"),
+                    help="default: small network for CPUs (on a cube: cube); sdc1: CIANNA's "
+                         "SDC1 network (GPU); cube: a small 3D network for line cubes")
     tr.add_argument("--patch", type=int, default=None,
                     help="training patch = detection tile side (default: the network's)")
+    tr.add_argument("--patch-channels", type=int, default=None,
+                    help="a cube's training patch and detection tile depth in channels "
+                         "(default 32)")
     tr.add_argument("--valid-fraction", type=float, default=0.2,
                     help="share of the catalogue's area kept apart for validation")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out exactly")

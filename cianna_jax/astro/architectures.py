@@ -9,6 +9,9 @@ SDC1 network for GPUs, with YOLO size priors fitted to the training boxes.
   2048-filter 1x1 layer with dropout, the YOLO head) with its 9 priors and loss settings
   (error scales, IoU limits, slopes, ``OFFSET`` prior distance); ``nb_param`` is 0 here:
   fluxes and shapes come from the Gaussian fit of ``predict``.  Made for GPUs.
+* ``"cube"``: for spectral-line cubes, four 3x3x3 convolutions (8, 16, 32, 32 filters) with
+  three 2x2x2 max pools, cells of 8 pixels and 8 channels, 2 boxes per cell
+  (:func:`build_cube_detector`); the default for a cube.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from ..yolo.config import (
     set_sm_single,
 )
 
-__all__ = ["Architecture", "ARCHITECTURES", "get_architecture", "fit_priors", "build_detector"]
+__all__ = ["Architecture", "ARCHITECTURES", "get_architecture", "fit_priors", "build_detector",
+           "build_cube_detector"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Architecture:
     description: str
     layers: Callable[[int], list]
     fixed_priors: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    ndim: int = 2
 
 
 def _default_layers(nb_filters: int) -> list:
@@ -67,6 +72,14 @@ def _sdc1_layers(nb_filters: int) -> list:
             nn.conv([1, 1], nb_filters, activation="YOLO")]
 
 
+def _cube_layers(nb_filters: int) -> list:
+    return [nn.conv([3, 3, 3], 8, padding=[1, 1, 1]), nn.pool([2, 2, 2]),
+            nn.conv([3, 3, 3], 16, padding=[1, 1, 1]), nn.pool([2, 2, 2]),
+            nn.conv([3, 3, 3], 32, padding=[1, 1, 1]), nn.pool([2, 2, 2]),
+            nn.conv([3, 3, 3], 32, padding=[1, 1, 1]),
+            nn.conv([1, 1, 1], nb_filters, activation="YOLO")]
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "default": Architecture("default", cell=8, default_patch=64, nb_box=2,
                             description="4 convolutions, cells of 8 px: minutes on a CPU",
@@ -76,6 +89,9 @@ ARCHITECTURES: dict[str, Architecture] = {
                          layers=_sdc1_layers,
                          fixed_priors=((6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 12.0, 9.0, 24.0),
                                        (6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 9.0, 12.0, 24.0))),
+    "cube": Architecture("cube", cell=8, default_patch=32, nb_box=2,
+                         description="4 3D convolutions, cells of 8 pixels and channels: "
+                                     "spectral-line cubes", layers=_cube_layers, ndim=3),
 }
 
 
@@ -88,18 +104,19 @@ def get_architecture(name: str) -> Architecture:
                          f"{', '.join(ARCHITECTURES)}") from None
 
 
-def fit_priors(boxes: np.ndarray, nb_box: int) -> np.ndarray:
-    """YOLO size priors ``[2, nb_box]`` (widths, heights in pixels) from training boxes
-    ``[n, 6]``: the box sizes at evenly spaced quantiles of their area, so that each prior
-    covers a similar share of the sources (the median size for one prior)."""
+def fit_priors(boxes: np.ndarray, nb_box: int, ndim: int = 2) -> np.ndarray:
+    """YOLO size priors ``[ndim, nb_box]`` (widths, heights and, in 3D, depths in pixels)
+    from training boxes ``[n, 6]``: the box sizes at evenly spaced quantiles of their area
+    (volume), so that each prior covers a similar share of the sources (the median size
+    for one prior)."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     if b.shape[0] == 0:
         raise ValueError("no training box: cannot fit the YOLO size priors")
-    w, h = b[:, 3] - b[:, 0], b[:, 4] - b[:, 1]
-    order = np.argsort(w * h, kind="stable")
+    sides = [b[:, 3 + k] - b[:, k] for k in range(ndim)]
+    order = np.argsort(np.prod(sides, axis=0), kind="stable")
     q = (np.arange(nb_box) + 0.5) / nb_box
     idx = order[np.minimum((q * len(order)).astype(int), len(order) - 1)]
-    return np.stack([w[idx], h[idx]]).astype(np.float32)
+    return np.stack([v[idx] for v in sides]).astype(np.float32)
 
 
 def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max_obj: int,
@@ -107,6 +124,8 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
     """The YOLO network of ``arch`` for ``patch x patch`` single-channel inputs.
     ``priors`` ``[2, nb_box]`` (ignored by architectures with fixed priors)."""
     a = arch if isinstance(arch, Architecture) else get_architecture(arch)
+    if a.ndim != 2:
+        raise ValueError(f"--arch: {a.name} is for cubes; a 2D image trains default or sdc1")
     if patch < a.cell or patch % a.cell:
         raise ValueError(f"--patch: {patch} is not a positive multiple of the {a.name} "
                          f"network's cell ({a.cell} pixels)")
@@ -139,3 +158,26 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
                           prior_dist_type="SIZE", rand_startup=0,
                           error_scales=np.array([2, 2, 1, 2, 1, 1], np.float32))
     return make_network((patch, patch, 1, 1), a.layers(cfg.nb_filters), bias, cfg)
+
+
+def build_cube_detector(arch: str | Architecture, patch: int, depth: int, priors: np.ndarray,
+                        max_obj: int, *, bias: float = 0.1) -> Network:
+    """The 3D YOLO network of ``arch`` for ``depth x patch x patch`` single-channel
+    inputs (channels, pixels); ``priors`` ``[3, nb_box]`` (width, height, depth)."""
+    a = arch if isinstance(arch, Architecture) else get_architecture(arch)
+    if a.ndim != 3:
+        raise ValueError(f"--arch: {a.name} is a 2D network; a cube trains the cube network")
+    for name, v in (("--patch", patch), ("--patch-channels", depth)):
+        if v < a.cell or v % a.cell:
+            raise ValueError(f"{name}: {v} is not a positive multiple of the {a.name} "
+                             f"network's cell ({a.cell})")
+    pri = np.asarray(priors, np.float32).reshape(3, -1)
+    if pri.shape[1] != a.nb_box:
+        raise ValueError(f"priors: the {a.name} network has {a.nb_box} boxes per cell, got "
+                         f"{pri.shape[1]} priors")
+    g, gz = patch // a.cell, depth // a.cell
+    cfg = make_config((patch, patch, depth), (g, g, gz), nb_box=a.nb_box, nb_class=0,
+                      max_nb_obj_per_image=max_obj, prior_size=pri, IoU_type="DIoU",
+                      prior_dist_type="SIZE", rand_startup=0,
+                      error_scales=np.array([2, 2, 1, 2, 1, 1], np.float32))
+    return make_network((patch, patch, depth, 1), a.layers(cfg.nb_filters), bias, cfg)

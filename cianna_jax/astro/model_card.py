@@ -32,7 +32,8 @@ import numpy as np
 from ..datasets import radio_sky as rs
 from ..io.atomic import atomic_write
 
-__all__ = ["CARD_FORMAT", "CARD_VERSION", "ModelError", "Normalisation", "ModelCard", "LoadedModel",
+__all__ = ["CARD_FORMAT", "CARD_VERSION", "ModelError", "Normalisation", "fit_normalisation",
+           "ModelCard", "LoadedModel",
            "card_path", "save_model_card", "load_model_card", "load_model"]
 
 CARD_FORMAT = "cianna_jax.model"
@@ -86,6 +87,25 @@ class Normalisation:
             raise ValueError("the 'snr' normalisation needs the local noise rms")
         return rs.normalize(np.asarray(pixels, np.float64) / scale, mode=self.mode, noise_rms=1.0,
                             low=self.low, high=self.high, tanh_scale=self.tanh_scale)
+
+
+def fit_normalisation(kind: str, raw: np.ndarray, rms: np.ndarray) -> Normalisation:
+    """The input normalisation fitted on the training pixels ``raw`` (image unit, NaN
+    allowed) with local noise ``rms``: ``"snr"`` keeps pixels in noise units, clipped at
+    -5 sigma and at the 99.99th percentile of the SNR (at least 20, at most 1000), then
+    tanh-compressed; ``"minmax_tanh"`` (CIANNA's SDC1 rule) clips to [-3 rms, 99.99th
+    percentile] in image units."""
+    ok = np.isfinite(raw)
+    if not ok.any():
+        raise ValueError("the training area has no finite pixel")
+    if kind == "snr":
+        top = float(np.percentile(raw[ok] / rms[ok], 99.99))
+        return Normalisation(kind="snr", mode="tanh", low=-5.0,
+                             high=float(np.clip(round(top, 1), 20.0, 1000.0)), tanh_scale=3.0)
+    lo = float(-3.0 * np.median(rms[ok]))
+    hi = float(np.percentile(raw[ok], 99.99))
+    return Normalisation(kind="minmax_tanh", min=lo, max=max(hi, lo + abs(lo) + 1e-30),
+                         tanh_scale=3.0)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ are cross-matched with the catalogue, and the objectness threshold that maximise
 is chosen.
 
 Counting rules are those of ``cianna-jax val``: a detection is correct when it matches
-(one-to-one, within max(beam, source size) FWHM) any catalogue source; recall counts
-the sources of SNR >= ``min_snr``.  AP is the area under the precision-recall curve
+(one-to-one, within max(beam, source size) FWHM) any catalogue source, in a cube also
+within its line's channel tolerance (:mod:`.line_scores`); recall counts the sources of
+SNR >= ``min_snr``.  AP is the area under the precision-recall curve
 (VOC-style upper envelope) over the threshold grid.
 """
 
@@ -43,9 +44,10 @@ class _OffsetNoise:
 
 @dataclass(frozen=True)
 class ValidationArea:
-    """The raw pixels of the validation area (``pixels`` [h, w], image unit, NaN kept),
-    its ``origin`` (y0, x0) in the image, the true sources inside (image pixels), their
-    match ``radius`` (pixels) and which of them recall counts (``counted``)."""
+    """The raw pixels of the validation area (``pixels`` [h, w], or [d, h, w] with every
+    channel of a cube; image unit, NaN kept), its ``origin`` (y0, x0) in the image, the
+    true sources inside (image pixels), their match ``radius`` (pixels) and which of them
+    recall counts (``counted``); in a cube their channels ``z`` and ``z_tolerance``."""
 
     pixels: np.ndarray
     origin: tuple[int, int]
@@ -54,6 +56,8 @@ class ValidationArea:
     y: np.ndarray
     radius: np.ndarray
     counted: np.ndarray
+    z: np.ndarray | None = None
+    z_tolerance: np.ndarray | None = None
 
     @property
     def n_counted(self) -> int:
@@ -112,10 +116,19 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     b = det.boxes.boxes
     x = 0.5 * (b[:, 0] + b[:, 3]) - 0.5 + x0
     y = 0.5 * (b[:, 1] + b[:, 4]) - 0.5 + y0
+    z = 0.5 * (b[:, 2] + b[:, 5]) - 0.5
     obj = det.boxes.objectness
 
     def matcher(sel: np.ndarray):
-        return crossmatch_pixels(x[sel], y[sel], area.x, area.y, area.radius)
+        same_line = None
+        if area.z is not None:
+            zs = z[sel]
+
+            def same_line(di, ti):
+                return np.abs(zs[di] - area.z[ti]) <= area.z_tolerance[ti]
+
+        return crossmatch_pixels(x[sel], y[sel], area.x, area.y, area.radius,
+                                 pair_ok=same_line)
 
     return pr_curve(obj, thresholds, matcher, area.n_counted, area.counted)
 

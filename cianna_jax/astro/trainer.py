@@ -25,6 +25,9 @@ detector: each is read and split as above, the normalisation is the first's, eac
 patches come from every field in proportion to its training area
 (:class:`.sampler.FieldsSampler`), and the validation counts every field's strip together
 (:func:`.train_validation.validate_areas`).
+
+A spectral-line cube trains alone, with its own targets, patches and network
+(:mod:`.cube_training`); the loop, files and resume are the same.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ from ..precision import FP32, Policy, get_policy
 from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
+from .cube_training import prepare_cube
 from .fits_image import FitsImage, ImageError, open_image
 from .labels import SourceLabels, read_training_catalogue, split_area, training_area
-from .model_card import LoadedModel, ModelCard, Normalisation, save_model_card
+from .model_card import LoadedModel, ModelCard, fit_normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
 from .pipeline import SCALE_TOLERANCE
 from .predict import network_fn, normalise_window
@@ -110,6 +114,8 @@ class TrainSettings:
     #: more (image, catalogue) pairs trained on with the first (same HDU, plane and pixel
     #: scale); each keeps its own validation strip.  Last: earlier fields keep positions.
     more_fields: tuple[tuple[str, str], ...] = ()
+    #: a cube's patch depth in channels (default :data:`.cube_training.DEFAULT_DEPTH`)
+    patch_channels: int | None = None
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
@@ -144,6 +150,10 @@ class TrainSettings:
             raise ValueError(f"select must be 'f1' or 'ap', got {self.select!r}")
         if self.patch is not None and (not isinstance(self.patch, int) or self.patch < 8):
             raise ValueError(f"patch must be an integer >= 8, got {self.patch!r}")
+        if self.patch_channels is not None and (not isinstance(self.patch_channels, int)
+                                                or self.patch_channels < 8):
+            raise ValueError(f"patch_channels must be an integer >= 8, got "
+                             f"{self.patch_channels!r}")
         if self.plane is not None and (not isinstance(self.plane, int) or self.plane < 0):
             raise ValueError(f"plane must be an integer >= 0, got {self.plane!r}")
         for f in self.more_fields:
@@ -195,25 +205,6 @@ def source_snr(labels: SourceLabels, image: FitsImage, noise: NoiseMap) -> np.nd
         bmaj, bmin = image.beam.bmaj / image.pixel_scale, image.beam.bmin / image.pixel_scale
         peak = peak * (bmaj * bmin) / np.maximum(labels.bmaj * labels.bmin, bmaj * bmin)
     return peak / rms
-
-
-def fit_normalisation(kind: str, raw: np.ndarray, rms: np.ndarray) -> Normalisation:
-    """The input normalisation fitted on the training pixels ``raw`` (image unit, NaN
-    allowed) with local noise ``rms``: ``"snr"`` keeps pixels in noise units, clipped at
-    -5 sigma and at the 99.99th percentile of the SNR (at least 20, at most 1000), then
-    tanh-compressed; ``"minmax_tanh"`` (CIANNA's SDC1 rule) clips to [-3 rms, 99.99th
-    percentile] in image units."""
-    ok = np.isfinite(raw)
-    if not ok.any():
-        raise ValueError("the training area has no finite pixel")
-    if kind == "snr":
-        top = float(np.percentile(raw[ok] / rms[ok], 99.99))
-        return Normalisation(kind="snr", mode="tanh", low=-5.0,
-                             high=float(np.clip(round(top, 1), 20.0, 1000.0)), tanh_scale=3.0)
-    lo = float(-3.0 * np.median(rms[ok]))
-    hi = float(np.percentile(raw[ok], 99.99))
-    return Normalisation(kind="minmax_tanh", min=lo, max=max(hi, lo + abs(lo) + 1e-30),
-                         tanh_scale=3.0)
 
 
 def _sha256(path: str) -> str:
@@ -284,8 +275,8 @@ class _Field:
 def _read_field(s: TrainSettings, path: str, catalogue: str, patch: int) -> _Field:
     image = open_image(path, s.hdu, plane=s.plane)
     if image.ndim != 2:
-        raise ImageError(f"{path}: train takes 2D images; this one is {image.ndim}D "
-                         "(plane, --plane N, takes one plane of a cube)")
+        raise ImageError(f"{path}: several fields train on 2D images; this one is "
+                         f"{image.ndim}D (a cube trains alone; --plane N takes one plane)")
     noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
     labels = read_training_catalogue(catalogue, image, box_scale=s.box_scale)
     if len(labels) == 0:
@@ -351,7 +342,19 @@ def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, i
 
 
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
+    first = open_image(s.image, s.hdu, plane=s.plane)
+    if first.ndim == 3:  # a spectral-line cube: its own targets, patches and network
+        try:
+            return _Run(s, first, *prepare_cube(s, first, log))
+        except BaseException:
+            first.close()
+            raise
+    first.close()
+    if s.patch_channels is not None:
+        raise ValueError("patch_channels (--patch-channels): for cubes; this image is 2D")
     arch = get_architecture(s.arch)
+    if arch.ndim != 2:
+        raise ValueError(f"--arch: {arch.name} is for cubes; a 2D image trains default or sdc1")
     patch = s.patch or arch.default_patch
     t0 = time.perf_counter()
     fields = [_read_field(s, image, catalogue, patch) for image, catalogue in s.fields]
@@ -535,7 +538,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
         fh.write(json.dumps({"settings": dataclasses.asdict(s), "run": run.info,
                              "fingerprint": fp}, indent=1).encode())
     policy = get_policy(s.mixed_precision)
-    predict = network_fn(run.net, 2, policy.name)
+    predict = network_fn(run.net, len(run.card.tile), policy.name)
     n = s.patches_per_epoch
     best = max(history, key=lambda r: (r[s.select], -r["epoch"])) if history else None
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",

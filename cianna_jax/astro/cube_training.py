@@ -1,0 +1,163 @@
+"""``cianna-jax train`` on a spectral-line cube: the cube's lines as 3D targets, patches
+along the channels too, a 3D detector, and validation in a sky strip of every channel.
+
+The line catalogue is read as ``val`` reads a cube's truth (:mod:`.line_truth`: sky or
+pixel positions, ``freq`` or ``z``, widths, SNR); every line needs ``w20`` or ``w50``. A
+line's box spans ``box_scale`` FWHMs (its size on the sky, at least the beam, and its
+w50 along the channels, at least one channel) each way about its centre, as an image
+source's box does. The training area is the catalogue's footprint on the sky with every
+channel; the validation strip is cut from it as for an image (:func:`.labels.split_area`).
+The cube's training region is read into memory (float32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .architectures import build_cube_detector, fit_priors, get_architecture
+from .catalogue import CatalogueError
+from .cube_sampler import CubePatchSampler, cube_grid_patches
+from .fits_image import FitsImage, ImageError
+from .labels import SourceLabels, split_area, training_area
+from .line_truth import W20_PER_W50
+from .model_card import ModelCard, fit_normalisation
+from .noise import NoiseMap, estimate_noise_map
+from .predict import normalise_window
+from .train_validation import ValidationArea
+from .truth import load_truth
+
+__all__ = ["CubeRunParts", "cube_labels", "prepare_cube", "DEFAULT_DEPTH"]
+
+#: channels of a training patch when the settings give none
+DEFAULT_DEPTH = 32
+
+
+class CubeRunParts(NamedTuple):
+    """What the training loop needs of a cube (``trainer``'s run pieces)."""
+
+    net: Any
+    card: ModelCard
+    sampler: CubePatchSampler
+    val_x: np.ndarray
+    val_t: np.ndarray
+    val_areas: tuple[ValidationArea, ...]
+    info: dict[str, Any]
+
+
+def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: float
+                ) -> tuple[SourceLabels, np.ndarray, np.ndarray]:
+    """The catalogue's lines on ``image`` as training labels (3D boxes), with their peak
+    SNR and w20 (channels); CatalogueError naming what is missing."""
+    tr = load_truth(catalogue, image, noise, name=catalogue)
+    what = f"training catalogue {catalogue}"
+    if len(tr.x) == 0:
+        raise ValueError(f"{catalogue}: no line falls on finite voxels of {image.path}")
+    if not np.isfinite(tr.w20).all():
+        raise CatalogueError(f"{what}: training on a cube needs every line's width: a w20 or "
+                             f"w50 column (km/s or a frequency unit); it has "
+                             f"{tr.table.colnames}")
+    beam_px = image.beam_fwhm_pixels()
+    beam = max(beam_px) if beam_px else 2.0
+    scale = image.pixel_scale or 1.0
+    bmaj = (np.full(len(tr.x), beam) if tr.bmaj is None
+            else np.maximum(np.nan_to_num(tr.bmaj / scale), beam))
+    bmin = bmaj if tr.bmin is None else np.maximum(np.nan_to_num(tr.bmin / scale), beam)
+    half_sky = 0.5 * box_scale * bmaj
+    half_z = np.maximum(0.5 * box_scale * tr.w20 / W20_PER_W50, 1.0)
+    cx, cy, cz = tr.x + 0.5, tr.y + 0.5, tr.z + 0.5  # pixel-edge frame
+    boxes = np.stack([cx - half_sky, cy - half_sky, cz - half_z,
+                      cx + half_sky, cy + half_sky, cz + half_z], 1).astype(np.float32)
+    flux = np.nan_to_num(tr.flux, nan=1.0)  # priority of the brightest in a crowded patch
+    labels = SourceLabels(x=tr.x, y=tr.y, flux=flux, bmaj=bmaj, bmin=bmin,
+                          theta=np.zeros(len(tr.x)), snr=tr.snr, boxes=boxes,
+                          image_shape=tuple(image.shape[-2:]), source=catalogue)
+    return labels, np.asarray(tr.snr, np.float64), np.asarray(tr.w20, np.float64)
+
+
+def _default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch: int,
+                     depth: int, channels: int) -> int:
+    y0, y1, x0, x1 = area
+    inside = (labels.x >= x0) & (labels.x < x1) & (labels.y >= y0) & (labels.y < y1)
+    per_voxel = np.count_nonzero(inside) / max(1, (y1 - y0) * (x1 - x0) * channels)
+    return int(np.clip(math.ceil(4 * per_voxel * patch * patch * depth + 4), 8, 200))
+
+
+def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> CubeRunParts:
+    """The run pieces of settings ``s`` (a :class:`.trainer.TrainSettings`) on the cube
+    ``image``."""
+    t0 = time.perf_counter()
+    if s.more_fields:
+        raise ValueError("more_fields: a cube trains alone (one cube and its catalogue)")
+    arch = get_architecture("cube" if s.arch == "default" else s.arch)
+    if arch.ndim != 3:
+        raise ValueError(f"--arch: {arch.name} is a 2D network; a cube trains the cube network")
+    patch = s.patch or arch.default_patch
+    depth = s.patch_channels or DEFAULT_DEPTH
+    D = image.shape[0]
+    if depth > D:
+        raise ImageError(f"{image.path}: {D} channels, fewer than the patch's {depth} "
+                         "(--patch-channels)")
+    noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
+    labels, snr, w20 = cube_labels(s.catalogue, image, noise, s.box_scale)
+    area = training_area(labels)
+    train_area, valid_area = split_area(area, s.valid_fraction, patch)
+    y0, y1, x0, x1 = area
+    window = (slice(None), slice(y0, y1), slice(x0, x1))
+    raw = np.asarray(image.read(window), np.float32)
+    ty0, ty1, tx0, tx1 = train_area
+    norm = fit_normalisation(
+        s.normalisation, raw[:, ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0],
+        noise.window(slice(ty0, ty1), slice(tx0, tx1)))
+    keep = snr >= s.min_snr
+    targets = labels.select(keep)
+    inside = ((targets.x >= tx0) & (targets.x < tx1) & (targets.y >= ty0)
+              & (targets.y < ty1))
+    if not inside.any():
+        raise ValueError(f"{s.catalogue}: no line of SNR >= {s.min_snr:g} in the training area "
+                         f"{tuple(train_area)} (y0, y1, x0, x1): nothing to learn; lower "
+                         "--min-snr?")
+    max_obj = s.max_obj or _default_max_obj(targets, train_area, patch, depth, D)
+    priors = fit_priors(targets.boxes[inside], arch.nb_box, ndim=3)
+    net = build_cube_detector(arch, patch, depth, priors, max_obj)
+    inputs = normalise_window(raw, window, norm, noise)
+    sampler = CubePatchSampler(inputs, (y0, x0), targets, train_area, patch, depth, max_obj,
+                               negative_fraction=s.negative_fraction, augment=True)
+    val_x, val_t = cube_grid_patches(inputs, (y0, x0), targets, valid_area, patch, depth,
+                                     max_obj)
+    vy0, vy1, vx0, vx1 = valid_area
+    vin = (labels.x >= vx0) & (labels.x < vx1) & (labels.y >= vy0) & (labels.y < vy1)
+    beam_px = image.beam_fwhm_pixels()
+    area_v = ValidationArea(
+        pixels=raw[:, vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0], origin=(vy0, vx0), noise=noise,
+        x=labels.x[vin], y=labels.y[vin],
+        radius=np.maximum(max(beam_px) if beam_px else 2.0, labels.bmaj[vin]),
+        counted=snr[vin] >= s.min_snr, z=0.5 * (labels.boxes[vin, 2] + labels.boxes[vin, 5]) - 0.5,
+        z_tolerance=np.maximum(0.5 * w20[vin], 1.0))
+    card = ModelCard(network="last.dat", tile=(depth, patch, patch),
+                     overlap=(depth // 4, patch // 4, patch // 4), batch_size=16,
+                     noise_box=s.noise_box, normalisation=norm, obj_threshold=0.3,
+                     nms_threshold=0.1, iou_type="DIoU", score="objectness",
+                     box_scale=s.box_scale)
+    info = {"patch": patch, "patch_channels": depth, "max_obj": max_obj, "area": list(area),
+            "train_area": list(train_area), "valid_area": list(valid_area),
+            "n_sources": len(labels), "n_targets": len(targets),
+            "n_train_targets": int(np.count_nonzero(inside)),
+            "n_valid_counted": area_v.n_counted, "priors": priors.tolist(),
+            "normalisation": dataclasses.asdict(norm),
+            "pixel_scale_arcsec": [image.pixel_scale]}
+    if beam_px is not None:
+        info["beam_fwhm_pixels"] = [list(beam_px)]
+    log(f"{image.path}: {D} channels of {image.shape[1]}x{image.shape[2]} pixels; "
+        f"{s.catalogue}: {len(labels)} lines in the cube, {len(targets)} of SNR >= "
+        f"{s.min_snr:g} as targets; training area (y0, y1, x0, x1) {tuple(train_area)} with "
+        f"{int(np.count_nonzero(inside))} targets; validation area {tuple(valid_area)} with "
+        f"{area_v.n_counted} lines counted for recall")
+    log(f"patches {depth} channels x {patch}x{patch} pixels, {s.patches_per_epoch} per epoch, "
+        f"up to {max_obj} boxes each ({time.perf_counter() - t0:.1f} s)")
+    return CubeRunParts(net, card, sampler, val_x, val_t, (area_v,), info)

@@ -1,0 +1,137 @@
+"""Training a detector on a spectral-line cube: labels from the line catalogue, 3D patches
+and targets, the cube network, and ``cianna-jax train`` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+
+from cianna_jax.astro.architectures import build_cube_detector, build_detector, fit_priors  # noqa: E402
+from cianna_jax.astro.catalogue import CatalogueError, read_catalogue, write_catalogue  # noqa: E402
+from cianna_jax.astro.cube_sampler import CubePatchSampler, cube_grid_patches  # noqa: E402
+from cianna_jax.astro.cube_training import cube_labels  # noqa: E402
+from cianna_jax.astro.fits_image import open_image  # noqa: E402
+from cianna_jax.astro.line_truth import W20_PER_W50  # noqa: E402
+from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
+from cianna_jax.astro.synthetic_cube import (  # noqa: E402
+    cube_truth_table,
+    synthetic_cube,
+    write_cube_fits,
+)
+from cianna_jax.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cube_train")
+    sc = synthetic_cube((40, 64, 64), seed=5, density=3e-3, snr_range=(3000.0, 30000.0))
+    write_cube_fits(d / "c.fits", sc)
+    write_catalogue(cube_truth_table(sc), d / "t.ecsv")
+    return d / "c.fits", d / "t.ecsv", sc
+
+
+def _labels(path, truth):
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        return cube_labels(str(truth), img, noise, 2.0)
+
+
+def test_labels_box_each_line_by_its_size_and_width(field):
+    path, truth, sc = field
+    labels, snr, w20 = _labels(path, truth)
+    t = read_catalogue(truth)
+    b = labels.boxes
+    assert len(labels) == len(t)
+    # along the channels: twice the line's w50 (the simulated FWHM) about its centre
+    assert b[:, 5] - b[:, 2] == pytest.approx(2 * sc.catalogue.dz, rel=1e-3)
+    assert 0.5 * (b[:, 2] + b[:, 5]) - 0.5 == pytest.approx(sc.catalogue.z, abs=1e-3)
+    assert w20 / W20_PER_W50 == pytest.approx(sc.catalogue.dz, rel=1e-3)
+    # on the sky: twice the source's FWHM, at least twice the beam
+    assert b[:, 3] - b[:, 0] == pytest.approx(2 * np.maximum(sc.catalogue.bmaj, 2.5), rel=1e-3)
+    assert snr == pytest.approx(np.asarray(t["snr"]))
+    with pytest.raises(CatalogueError, match="w20 or w50"):
+        t2 = t[[c for c in t.colnames if c not in ("w20", "w50")]]
+        write_catalogue(t2, truth.parent / "no_width.ecsv")
+        _labels(path, truth.parent / "no_width.ecsv")
+
+
+def test_cube_patches_carry_their_lines(field):
+    """Noise-free cube: every target box of a patch holds its line's bright voxels, after
+    the sky rotations and flips; the same seed and epoch give the same patches."""
+    path, truth, sc = field
+    labels, _, _ = _labels(path, truth)
+    clean = synthetic_cube((40, 64, 64), seed=5, density=3e-3, snr_range=(3000.0, 30000.0))
+    cube = clean.cube - np.median(clean.cube)
+    s = CubePatchSampler(cube / cube.max(), (0, 0), labels, (0, 64, 0, 64), 32, 16, 8,
+                         negative_fraction=0.2)
+    x, t = s.epoch(1, 2, 24)
+    assert x.shape == (24, 16, 32, 32, 1) and t.shape == (24, 1 + 8 * 7)
+    x2, t2 = s.epoch(1, 2, 24)
+    assert np.array_equal(x, x2) and np.array_equal(t, t2)
+    n_boxes = 0
+    for xi, ti in zip(x[..., 0], t):
+        for k in range(int(ti[0])):
+            x0, y0, z0, x1, y1, z1 = ti[2 + 7 * k:8 + 7 * k]
+            assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32 and 0 <= z0 < z1 <= 16
+            inside = xi[int(z0):int(np.ceil(z1)), int(y0):int(np.ceil(y1)),
+                        int(x0):int(np.ceil(x1))]
+            assert inside.max() > 0.5 * xi.max() or inside.max() > 1e-3
+            n_boxes += 1
+    assert n_boxes >= 10
+    kinds = s.plan_cube(1, 2, 24).sky.kind
+    assert (kinds == 1).sum() >= 6  # positives, each with its line in the window
+    vx, vt = cube_grid_patches(cube, (0, 0), labels, (0, 64, 32, 64), 32, 16, 8)
+    assert vx.shape == (2 * 2, 16, 32, 32, 1) and vt.shape == (4, 57)
+
+
+def test_cube_network_and_its_priors():
+    boxes = np.array([[0, 0, 0, 4, 6, 10], [0, 0, 0, 8, 8, 20], [0, 0, 0, 2, 2, 4]], float)
+    pri = fit_priors(boxes, 2, ndim=3)
+    assert pri.shape == (3, 2) and pri[:, 1].tolist() == [8, 8, 20]
+    net = build_cube_detector("cube", 32, 16, pri, 8)
+    assert net.yolo.grid[:3] == (4, 4, 2) or tuple(net.yolo.grid) == (4, 4, 2)
+    with pytest.raises(ValueError, match="--patch-channels: 12"):
+        build_cube_detector("cube", 32, 12, pri, 8)
+    with pytest.raises(ValueError, match="2D network"):
+        build_cube_detector("default", 32, 16, pri, 8)
+    with pytest.raises(ValueError, match="for cubes"):
+        build_detector("cube", 32, pri[:2], 8)
+
+
+def test_train_on_a_cube_then_predict_with_the_model(field, tmp_path, capsys):
+    path, truth, _ = field
+    out = tmp_path / "run"
+    assert main(["train", "--image", str(path), "--catalogue", str(truth), "--out", str(out),
+                 "--epochs", "2", "--patches-per-epoch", "16", "--batch", "8",
+                 "--patch", "16", "--patch-channels", "16", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "patches 16 channels x 16x16 pixels" in text and "epoch 2/2" in text
+    card = json.loads((out / "best.json").read_text())
+    assert card["input"]["tile"] == [16, 16, 16]
+    args = json.loads((out / "args.json").read_text())
+    assert args["settings"]["patch_channels"] == 16 and args["run"]["patch_channels"] == 16
+    # --resume continues the cube's run with its settings
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--quiet"]) == 0
+    assert "epoch 3/3" in capsys.readouterr().out
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 1 + 3
+    # the model predicts on the cube, lines in physical units
+    assert main(["predict", "--model", str(out / "best.json"), "--image", str(path), "--out",
+                 str(tmp_path / "found.ecsv"), "--threshold", "0.0", "--quiet"]) == 0
+    found = read_catalogue(tmp_path / "found.ecsv")
+    assert {"z", "freq", "w20", "line_flux"} <= set(found.colnames)
+    # a 2D option of a cube, and a cube option of an image, are refused by name
+    err = main(["train", "--image", str(path), "--catalogue", str(truth), "--out",
+                str(tmp_path / "r2"), "--arch", "sdc1", "--quiet"])
+    assert err == 2 and "2D network" in capsys.readouterr().err
+    image2d = tmp_path / "field.fits"
+    assert main(["simulate", "--out", str(image2d), "--truth", str(tmp_path / "f.ecsv"),
+                 "--size", "64"]) == 0
+    for opt in (["--arch", "cube"], ["--patch-channels", "16"]):
+        err = main(["train", "--image", str(image2d), "--catalogue", str(tmp_path / "f.ecsv"),
+                    "--out", str(tmp_path / "r3"), "--quiet", *opt])
+        assert err == 2 and opt[0] in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
