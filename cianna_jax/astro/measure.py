@@ -10,8 +10,9 @@ source correlated as the beam. A fit that fails (or wanders off its box, or spre
 FWHM over twice its side) falls back to the box: centre, the peak pixel and the box-
 derived size, flagged ``fit_ok = False``, with the peak's error the local rms and the
 flux's ``rms * sqrt(source area / beam area)`` (other errors NaN). Cube detections are
-measured by box sums (no fit): the flux, its error from the local rms, and the line's
-spectrum (:mod:`.spectral`: its centre channel and widths).
+measured by box sums (no fit): the position (centroid of the moment-0 map), the flux, its
+error from the local rms, and the line's spectrum (:mod:`.spectral`: its centre channel and
+widths).
 """
 
 from __future__ import annotations
@@ -212,7 +213,9 @@ def measure_boxes_3d(
     unit_scale: float = 1.0,
     box_scale: float = 2.0,
 ) -> Measurements:
-    """Box measurements of cube detections: the box's spatial centre, the peak voxel, the
+    """Box measurements of cube detections: the position, centroid of the box's moment-0
+    map (its channels summed, negative pixels left out; the box's centre without one), the
+    peak voxel, the
     summed flux over the box (Jy x channels from a Jy/beam cube) and its error (the rms at
     the line's centre for noise correlated as the beam within a channel and independent
     between channels), the line's spectrum (the box summed per channel: ``line`` holds its
@@ -239,6 +242,10 @@ def measure_boxes_3d(
                 flux[i] = float(np.nansum(a)) / beam_area * unit_scale
             low, high = line_widths(np.nansum(a, axis=(1, 2)), (0.2, 0.5))
             line[i] = lo[2] + np.array([low[0], high[0], low[1], high[1]])
+            w = np.clip(np.nansum(a, axis=0), 0.0, None)  # the box's moment-0 map, > 0
+            if w.sum() > 0:
+                c[i, 0] = lo[0] + float((w.sum(0) * np.arange(w.shape[1])).sum() / w.sum())
+                c[i, 1] = lo[1] + float((w.sum(1) * np.arange(w.shape[0])).sum() / w.sum())
     measured = np.isfinite(line[:, 0])
     zc[measured] = 0.5 * (line[measured, 2] + line[measured, 3])
     rms = noise.at(c[:, 1], c[:, 0], zc) if M else np.zeros(0)

@@ -67,6 +67,12 @@ def test_boxes_measure_the_true_lines():
     m = measure_boxes_3d(lambda w: cube[w], cube.shape, boxes, _noise(cube + tiny),
                          beam_area=beam_area)
     assert m.z == pytest.approx(cat.z, abs=0.05)
+    assert m.x == pytest.approx(cat.x, abs=0.05) and m.y == pytest.approx(cat.y, abs=0.05)
+    # a box one pixel off: the moment-0 centroid stays near the source (its centre would not)
+    shifted = boxes + [1.0, -1.0, 0, 1.0, -1.0, 0]
+    ms = measure_boxes_3d(lambda w: cube[w], cube.shape, shifted, _noise(cube + tiny),
+                          beam_area=beam_area)
+    assert np.abs(ms.x - cat.x).max() < 0.35 and np.abs(ms.y - cat.y).max() < 0.35
     assert m.line[:, 3] - m.line[:, 2] == pytest.approx(cat.dz, rel=0.04)            # w50
     assert m.line[:, 1] - m.line[:, 0] == pytest.approx(W20_PER_FWHM * cat.dz, rel=0.04)
     # a box of 2 FWHM holds erf(sqrt(ln 16))^3 = 0.946 of a Gaussian source's flux; the
