@@ -99,6 +99,8 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
     names = ("ra_err", "dec_err") if sky else ("x_err", "y_err")
     pos_err = (tuple(column_values(det, n) for n in names)
                if all(n in det.colnames for n in names) else None)
+    if pos_err is not None and not any(np.isfinite(e).any() for e in pos_err):
+        pos_err = None  # no position errors (a cube's box measurements): no pulls for them
     flux_col = flux_column(det, truth)
     err_col = f"{flux_col}_err"
     flux_err = column_values(det, err_col) if err_col in det.colnames else None

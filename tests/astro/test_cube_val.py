@@ -100,6 +100,7 @@ def test_val_on_a_cube(cube, tmp_path):
     r = validate(path, card, truth, tmp_path / "rep", obj_threshold=0.0, progress=False,
                  plots=False)
     assert "line centre offset" in r.text and "size ratio" not in r.text
+    assert set(r.scores.extra["error_pulls"]) == {"flux"}  # no position errors in a cube
     scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
     assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
                                               "w20_ratio_scatter"}
