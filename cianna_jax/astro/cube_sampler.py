@@ -65,14 +65,10 @@ class CubePatchSampler(PatchSampler):
         D, Pz = self.cube.shape[0], self.depth
         z0 = rng.integers(0, D - Pz + 1, sky.y0.size)
         pos = sky.kind == POSITIVE
-        if pos.any():  # the source that placed a positive is the one nearest its centre
-            P = self.patch
-            cy, cx = self._centres
-            near = (np.abs(cy[None] - (sky.y0[pos, None] + P // 2))
-                    + np.abs(cx[None] - (sky.x0[pos, None] + P // 2)))
-            src = self._in_area[np.argmin(near[:, self._in_area], axis=1)]
+        if pos.any():  # around the channel of the line the positive was placed around
             off = rng.integers(-(Pz // 4), Pz // 4 + 1, int(pos.sum()))
-            z0[pos] = np.clip(self._zc[src].astype(np.int64) - Pz // 2 + off, 0, D - Pz)
+            z0[pos] = np.clip(self._zc[sky.source[pos]].astype(np.int64) - Pz // 2 + off, 0,
+                              D - Pz)
         return CubePlan(sky, z0.astype(np.int64))
 
     def cube_boxes(self, z0: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:

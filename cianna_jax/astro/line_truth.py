@@ -33,7 +33,8 @@ _GAUSS_PEAK = math.sqrt(math.pi / (4.0 * math.log(2.0)))
 
 class PlacedLines(NamedTuple):
     """Per row: ``z`` channel, ``line_flux`` Jy Hz, ``w20`` channels (NaN where unknown),
-    ``snr`` (None when it cannot be known) and ``snr_from`` (for the report)."""
+    ``snr`` (None when it cannot be known: no snr column, nor line_flux with w50 or w20)
+    and ``snr_from`` (for the report)."""
 
     z: np.ndarray
     line_flux: np.ndarray
@@ -102,10 +103,10 @@ def place_lines(t: Any, image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.
     if w50 is None and w20 is not None:
         w50 = w20 / W20_PER_W50
     snr = column_values(t, "snr", what)
-    snr_from = "the catalogue's snr column"
+    snr_from = "the catalogue's snr column" if snr is not None else ""
     if snr is None and w50 is not None and axis is not None and np.isfinite(lf).any():
         dnu = axis.channel_width(z)
-        ok = np.isfinite(z)
+        ok = np.isfinite(z) & np.isfinite(x) & np.isfinite(y)
         rms = np.full(n, np.nan)
         rms[ok] = noise.at(y[ok], x[ok], z[ok]) * image.unit_scale
         peak = lf / dnu / (_GAUSS_PEAK * w50)  # Jy in the peak channel
@@ -116,7 +117,4 @@ def place_lines(t: Any, image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.
         else:
             snr_from = "line flux, w50 and the local noise (Gaussian lines, point sources)"
         snr = peak / rms
-    elif snr is None:
-        snr_from = ("none: no snr column, nor line_flux with w50 or w20 to compute it; "
-                    "every true line is counted")
     return PlacedLines(z, lf, np.full(n, np.nan) if w20 is None else w20, snr, snr_from)

@@ -46,7 +46,8 @@ class PatchPlan(NamedTuple):
     """Where and how the ``n`` patches of an epoch are cut: top-left ``y0, x0`` [n] int64
     (full-image pixels), ``kind`` [n] (:data:`UNIFORM`, :data:`POSITIVE`, :data:`NEGATIVE`),
     ``rot`` [n] (counter-clockwise quarter turns of ``np.rot90``, applied first), ``flip_x``,
-    ``flip_y`` [n] bool (applied after the rotation)."""
+    ``flip_y`` [n] bool (applied after the rotation); ``source`` [n] the index (in the
+    labels) of the source a positive was placed around, -1 for the others."""
 
     y0: np.ndarray
     x0: np.ndarray
@@ -54,6 +55,7 @@ class PatchPlan(NamedTuple):
     rot: np.ndarray
     flip_x: np.ndarray
     flip_y: np.ndarray
+    source: np.ndarray
 
 
 def _fraction(v: float, name: str, lo_open: bool = False) -> float:
@@ -184,6 +186,7 @@ class PatchSampler:
         y0 = rng.integers(ay0, ay1 - P + 1, n)
         x0 = rng.integers(ax0, ax1 - P + 1, n)
         kind = np.full(n, UNIFORM, np.int64)
+        source = np.full(n, -1, np.int64)
         if self._in_area.size:
             src = self._in_area[rng.integers(0, self._in_area.size, n)]
             off = rng.integers(-(P // 4), P // 4 + 1, (2, n))
@@ -193,17 +196,19 @@ class PatchSampler:
             pos = u_pos < self.positive_fraction
             y0, x0 = np.where(pos, py, y0), np.where(pos, px, x0)
             kind[pos] = POSITIVE
+            source[pos] = src[pos]
         if self.n_free:
             k = rng.integers(0, self.n_free, n)
             neg = u_neg < self.negative_fraction
             y0, x0 = np.where(neg, self._free[0][k], y0), np.where(neg, self._free[1][k], x0)
             kind[neg] = NEGATIVE
+            source[neg] = -1
         rot = rng.integers(0, 4, n)
         fx, fy = rng.random(n) < 0.5, rng.random(n) < 0.5
         if not self.augment:
             rot, fx, fy = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool)
         return PatchPlan(y0.astype(np.int64), x0.astype(np.int64), kind, rot.astype(np.int64),
-                         fx, fy)
+                         fx, fy, source)
 
     def patch_boxes(self, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
         """(boxes [m, 6] in the patch's pixel-edge frame, clipped to it; their fluxes [m]) of

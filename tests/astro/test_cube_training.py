@@ -82,8 +82,16 @@ def test_cube_patches_carry_their_lines(field):
             assert inside.max() > 0.5 * xi.max() or inside.max() > 1e-3
             n_boxes += 1
     assert n_boxes >= 10
-    kinds = s.plan_cube(1, 2, 24).sky.kind
-    assert (kinds == 1).sum() >= 6  # positives, each with its line in the window
+    plan = s.plan_cube(1, 2, 24)
+    pos = np.flatnonzero(plan.sky.kind == 1)
+    assert pos.size >= 6
+    for i in pos:  # each positive holds the line it was placed around, channels included
+        k = plan.sky.source[i]
+        zc = 0.5 * (labels.boxes[k, 2] + labels.boxes[k, 5])
+        assert plan.z0[i] <= zc < plan.z0[i] + 16
+        assert plan.sky.y0[i] <= labels.y[k] < plan.sky.y0[i] + 32
+        assert plan.sky.x0[i] <= labels.x[k] < plan.sky.x0[i] + 32
+    assert (plan.sky.source[plan.sky.kind != 1] == -1).all()
     vx, vt = cube_grid_patches(cube, (0, 0), labels, (0, 64, 32, 64), 32, 16, 8)
     assert vx.shape == (2 * 2, 16, 32, 32, 1) and vt.shape == (4, 57)
 
