@@ -6,7 +6,9 @@ beside the detector's scores.  :func:`load_detections` reads that catalogue (any
 :mod:`.catalogue`, PyBDSF's text lists included) into this package's columns: positions
 (sky or pixels, the other computed through the image's WCS), ``flux`` (Jy), ``snr``,
 sizes and position angles where given, deconvolved sizes (PyBDSF's ``DC_Maj``) for the
-SDC1 score.
+SDC1 score.  On a cube, each row also needs its line's ``freq`` (or channel ``z``), read as
+``val`` reads a cube's truth (:mod:`.line_truth`): ``z``, ``w20_chan`` and ``line_flux``
+(Jy Hz) join the columns.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .catalogue import (
     warn_unitless_sizes,
 )
 from .fits_image import FitsImage
+from .line_truth import place_lines
 from .mosaic import with_image_column
 from .noise import NoiseMap
 from .placement import place_catalogue
@@ -45,28 +48,40 @@ def snr_source(t: Any) -> str:
 def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap, *,
                     name: str | None = None) -> Any:
     """The catalogue ``path`` (a file, or a table already read, called ``name`` in messages
-    and ``meta["source"]``) as a detection table for ``image`` (2D): columns ``id``,
+    and ``meta["source"]``) as a detection table for ``image`` (a cube: see the module
+    doc): columns ``id``,
     ``x``, ``y``, ``ra``/``dec`` (with a WCS), ``flux``, ``snr`` and, when the catalogue has
     them, ``bmaj``, ``bmin``, ``pa``, ``bmaj_deconv``, ``bmin_deconv``.  Rows without a
     finite position are left out (counted in ``meta["n_unplaced"]``).  CatalogueError for
     a missing position or flux column."""
-    if image.ndim != 2:
-        raise ValueError(f"{image.path}: comparison catalogues are scored on 2D images, this one "
-                         f"has shape {image.shape}")
     table_given = hasattr(path, "colnames")
     p = name or ("(a table)" if table_given else os.fspath(path))
     what = f"comparison catalogue {p}"
     t = path if table_given else read_catalogue(path)
-    x, y, ra, dec, flux = place_catalogue(t, image, what)
+    cube = image.ndim == 3
+    x, y, ra, dec, flux = place_catalogue(t, image, what, need_flux=not cube)
     placed = np.isfinite(x) & np.isfinite(y)
     if ra is not None:
         placed &= np.isfinite(ra) & np.isfinite(dec)
+    lines = None
+    if cube:
+        lines = place_lines(t, image, noise, x, y, what, column_values(t, "bmaj", what),
+                            column_values(t, "bmin", what))
+        placed &= np.isfinite(lines.z)
     cols: dict[str, np.ndarray] = {"id": np.arange(1, int(placed.sum()) + 1)}
     if ra is not None and image.wcs is not None:
         cols["ra"], cols["dec"] = ra[placed], dec[placed]
     cols["x"], cols["y"] = x[placed], y[placed]
-    cols["flux"] = flux[placed]
-    cols["snr"] = _snr(t, what, image, noise, flux, x, y)[placed]
+    snr_from = snr_source(t)
+    if lines is not None:
+        cols["z"], cols["w20_chan"] = lines.z[placed], lines.w20[placed]
+        cols["line_flux"] = lines.line_flux[placed]
+        snr = lines.snr if lines.snr is not None else np.full(len(t), np.nan)
+        cols["snr"] = snr[placed]
+        snr_from = lines.snr_from or "nowhere (no snr column, nor line_flux with a width)"
+    else:
+        cols["flux"] = flux[placed]
+        cols["snr"] = _snr(t, what, image, noise, flux, x, y)[placed]
     bmaj = column_values(t, "bmaj", what)
     if bmaj is not None:
         warn_unitless_sizes(t[find_column(t, "bmaj")], bmaj, what)
@@ -79,7 +94,7 @@ def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: Nois
     if "bmaj" in cols and "bmin" not in cols:  # sizes come in pairs: one alone is not used
         del cols["bmaj"]
     return make_table(cols, meta={"source": p, "n_unplaced": int((~placed).sum()),
-                                  "snr_from": snr_source(t)})
+                                  "snr_from": snr_from})
 
 
 def _snr(t: Any, what: str, image: FitsImage, noise: NoiseMap, flux: np.ndarray,

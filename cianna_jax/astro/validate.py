@@ -158,6 +158,10 @@ def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | 
     row("median flux ratio", [_fmt(results[n].flux_ratio) for n in names])
     row(f"median separation ({results[names[0]].unit})",
         [_fmt(results[n].median_separation) for n in names])
+    if all("lines" in results[n].extra for n in names):  # a cube's lines
+        row("line centre offset (ch)",
+            [_fmt(results[n].extra["lines"]["channel_offset"], ".2f") for n in names])
+        row("median w20 ratio", [_fmt(results[n].extra["lines"]["w20_ratio"]) for n in names])
     pulls = {n: results[n].extra.get("error_pulls") or {} for n in names}
     if any(pulls.values()):
         row("error pulls (pos/flux)", [_pull_text(p) for p in pulls.values()])
@@ -365,9 +369,8 @@ def validate(
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu, plane=plane)) for p in paths]
         several = len(imgs) > 1
-        if any(im.ndim == 3 for im in imgs) and (several or compare):
-            raise ValueError(f"{'image: several cubes' if several else 'compare'}: val scores "
-                             "one cube at a time, against its truth only")
+        if several and any(im.ndim == 3 for im in imgs):
+            raise ValueError("image: several cubes: val scores one cube at a time")
         if several:
             check_images(imgs)
             tparts, oparts, unassigned = _split_inputs(truth, compare, imgs)
@@ -502,6 +505,8 @@ def _compared(others: dict[str, Any], tr: Truth, beam: float, pixel_scale: float
     for other, det in others.items():
         m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         scores[other] = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
+        if tr.z is not None:
+            scores[other].extra["lines"] = line_summary(det, tr, m)
         sdc1s[other] = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
         entry[other] = {"catalogue": det.meta["source"], "snr_from": det.meta["snr_from"],
                         "n_unplaced": det.meta["n_unplaced"], "scores": scores[other].summary(),

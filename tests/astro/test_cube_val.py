@@ -98,7 +98,7 @@ def test_val_on_a_cube(cube, tmp_path):
     path, truth = cube
     card = make_tiny_3d(tmp_path)
     r = validate(path, card, truth, tmp_path / "rep", obj_threshold=0.0, progress=False,
-                 plots=False)
+                 plots=False, compare={"perfect": truth})
     assert "line centre offset" in r.text and "size ratio" not in r.text
     assert set(r.scores.extra["error_pulls"]) == {"flux"}  # no position errors in a cube
     scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
@@ -112,11 +112,13 @@ def test_val_on_a_cube(cube, tmp_path):
     assert m.n > 0
     dz = np.abs(np.asarray(r.table["z"])[m.det] - r.truth.z[m.truth])
     assert np.all(dz <= np.maximum(0.5 * r.truth.w20[m.truth], 1.0) + 1e-9)
-    for kw in ({"image": [path, path]}, {"compare": {"other": truth}}):
-        args = dict(image=path, model=card, truth=truth, out_dir=tmp_path / "no",
-                    progress=False) | kw
-        with pytest.raises(ValueError, match="one cube at a time"):
-            validate(**args)
+    # another finder's line catalogue, scored beside: here the truth itself, a perfect one
+    perfect = scores["compare"]["perfect"]["scores"]
+    assert perfect["precision"] == perfect["recall"] == 1.0
+    assert perfect["lines"]["channel_offset"] == pytest.approx(0.0, abs=1e-6)
+    assert "line centre offset (ch)" in r.text
+    with pytest.raises(ValueError, match="one cube at a time"):
+        validate([path, path], card, truth, tmp_path / "no", progress=False)
     assert not (tmp_path / "no").exists()
 
 
