@@ -143,3 +143,12 @@ def test_train_on_a_cube_then_predict_with_the_model(field, tmp_path, capsys):
                     "--out", str(tmp_path / "r3"), "--quiet", *opt])
         assert err == 2 and opt[0] in capsys.readouterr().err
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_a_training_region_too_large_for_memory_is_refused_by_name():
+    from cianna_jax.astro.cube_training import check_region_fits, physical_memory
+
+    check_region_fits((64, 256, 256), "c.fits", memory=16 * 2**30)   # 0.1 GiB of 16: fine
+    with pytest.raises(ValueError, match=r"c.fits: the training region \(6668 x 2048 x 2048"):
+        check_region_fits((6668, 2048, 2048), "c.fits", memory=64 * 2**30)
+    assert physical_memory() is None or physical_memory() > 2**28
