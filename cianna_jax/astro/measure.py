@@ -214,14 +214,13 @@ def measure_boxes_3d(
     box_scale: float = 2.0,
 ) -> Measurements:
     """Box measurements of cube detections: the position, centroid of the box's moment-0
-    map (its channels summed, negative pixels left out; the box's centre without one), the
-    peak voxel, the
-    summed flux over the box (Jy x channels from a Jy/beam cube) and its error (the rms at
-    the line's centre for noise correlated as the beam within a channel and independent
-    between channels), the line's spectrum (the box summed per channel: ``line`` holds its
-    20% and 50% crossings, ``z`` the middle of the 50% ones, the box's centre when the
-    spectrum has no positive peak), the rms there and the SNR (peak voxel / rms); sizes
-    from the box."""
+    map (its channels summed, negative pixels left out; the box's centre without one); the
+    peak voxel; the summed flux over the box (Jy x channels from a Jy/beam cube) and its
+    error (the rms at the line's centre for noise correlated as the beam within a channel
+    and independent between channels); the line's spectrum (the box summed per channel:
+    ``line`` holds its 20% and 50% crossings, ``z`` the middle of the 50% ones, the box's
+    centre when the spectrum has no positive peak); the rms there and the SNR (peak voxel /
+    rms); sizes from the box."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
     D, H, W = shape

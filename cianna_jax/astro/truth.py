@@ -115,11 +115,9 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
         snr = peak / rms
     sdc1 = None
     names = {c.lower(): c for c in t.colnames}
-    if cube:
-        pass  # SDC1 scores continuum images
-    elif all(c in names for c in SDC1_COLUMNS):
+    if not cube and all(c in names for c in SDC1_COLUMNS):  # SDC1 scores continuum images
         sdc1 = {c: np.asarray(t[names[c]], np.float64)[ok] for c in SDC1_COLUMNS}
-    elif ra is not None:
+    elif not cube and ra is not None:
         zero = np.zeros(len(t))
 
         def first(*cols):

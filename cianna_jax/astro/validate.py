@@ -106,9 +106,8 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
     flux_err = column_values(det, err_col) if err_col in det.colnames else None
     det_flux = (np.asarray(det[flux_col], np.float64) if flux_col in det.colnames
                 else np.full(len(det), np.nan))
-    sizes = None
-    if truth.z is None and truth.bmaj is not None and "bmaj" in det.colnames:  # cubes: boxes'
-
+    sizes = None  # a cube's sizes are its boxes': not scored
+    if truth.z is None and truth.bmaj is not None and "bmaj" in det.colnames:
         sizes = ((np.asarray(det["bmaj"]), np.asarray(det["bmin"])), (truth.bmaj, truth.bmin))
     return score_catalogue(
         match, truth_snr=truth.snr, det_snr=np.asarray(det["snr"]), truth_flux=truth.flux,
@@ -399,7 +398,7 @@ def validate(
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
-        sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area) if tr.z is None else None
+        sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)  # None for a cube (no SDC1 truth)
         if tr.z is not None:
             sc.extra["lines"] = line_summary(det, tr, m)
         where = f"image {os.fspath(paths[0])}" if not several else (
