@@ -102,7 +102,7 @@ def _predict(args) -> int:
                        progress=not args.quiet, mixed_precision=args.mixed_precision,
                        residual=args.residual, model_image=args.model_image,
                        rms_map=args.rms_map, background_map=args.background_map,
-                       flux_scale_error=args.flux_scale_error)
+                       cubelets=args.cubelets, flux_scale_error=args.flux_scale_error)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -113,7 +113,8 @@ def _predict(args) -> int:
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
     print(flag_counts(res.table), end="")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
-                       ("rms map", args.rms_map), ("background map", args.background_map)):
+                       ("rms map", args.rms_map), ("background map", args.background_map),
+                       ("cubelets, moment maps and spectra", args.cubelets)):
         if path:
             print(f"{what} -> {path}")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
@@ -312,6 +313,9 @@ def _parser() -> argparse.ArgumentParser:
                            "every pixel (one image)")
     pred.add_argument("--background-map", default=None, metavar="FITS",
                       help="also write the local background, at every pixel (one image)")
+    pred.add_argument("--cubelets", default=None, metavar="FOLDER",
+                      help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
+                           "maps and spectrum in this folder (one cube)")
 
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
     common(val, several=" (and each true source, matched on the sky)")

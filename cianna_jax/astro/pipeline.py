@@ -23,6 +23,7 @@ from .. import __version__
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import check_folder
 from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
+from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
@@ -474,6 +475,7 @@ def predict_file(
     model_image: str | os.PathLike | None = None,
     rms_map: str | os.PathLike | None = None,
     background_map: str | os.PathLike | None = None,
+    cubelets: str | os.PathLike | None = None,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
@@ -482,8 +484,9 @@ def predict_file(
     (:func:`find_sources_in_images`).  ``residual``/``model_image``: FITS files of the image
     minus the fitted Gaussians / the Gaussians alone; ``rms_map``/``background_map``: the
     noise map the sources were found and measured with, at every pixel (:mod:`.residual`;
-    one 2D image).  The outputs are checked before any work; nothing is written if anything
-    fails."""
+    one 2D image); ``cubelets``: a folder for each line's cubelet, moment maps and spectrum
+    (:mod:`.cubelets`; one cube).  The outputs are checked before any work; nothing is
+    written if anything fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -498,6 +501,14 @@ def predict_file(
         raise ValueError("image: give at least one image")
     drawn = _image_outputs(images, {"residual": residual, "model_image": model_image,
                                     "rms_map": rms_map, "background_map": background_map})
+    if cubelets is not None:
+        if len(images) > 1:
+            raise ValueError("cubelets: cut from one cube; several images were given")
+        if os.path.exists(cubelets) and not os.path.isdir(cubelets):
+            raise NotADirectoryError(f"cubelets: {cubelets} exists and is not a folder")
+        parent = os.path.dirname(os.path.abspath(os.fspath(cubelets)))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"cubelets: {parent}: folder does not exist")
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
         _write_catalogues(res.table, outs, formats)
@@ -513,8 +524,13 @@ def predict_file(
         if drawn and img.ndim != 2:
             raise ImageError(f"{img.path}: {' and '.join(drawn)} images are drawn for 2D "
                              f"images; this one has shape {img.shape}")
+        if cubelets is not None and img.ndim != 3:
+            raise ImageError(f"{img.path}: cubelets are cut from cubes; this image has shape "
+                             f"{img.shape}")
         res = find_sources(img, model, **kw)
         _write_catalogues(res.table, outs, formats)
+        if cubelets is not None:
+            write_cubelets(img, res.table, res.detections.boxes.boxes, res.noise, cubelets)
         for kind, p in drawn.items():
             if kind in ("rms", "background"):
                 write_noise_map(img, res.noise, p, which=kind)

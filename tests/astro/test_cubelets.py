@@ -1,0 +1,94 @@
+"""Cubelets of a cube's lines: the cut with its WCS, moment maps and spectrum agree with
+the catalogue's measurements and the parent cube."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+
+from astropy.io import fits  # noqa: E402
+from astropy.table import Table  # noqa: E402
+from astropy.wcs import WCS  # noqa: E402
+
+from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
+from cianna_jax.astro.cubelets import cubelet_window, write_cubelets  # noqa: E402
+from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
+from cianna_jax.astro.measure import measure_boxes_3d  # noqa: E402
+from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
+from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cubelets")
+    sc = synthetic_cube((40, 64, 64), seed=7, density=2e-3, snr_range=(3000.0, 30000.0))
+    write_cube_fits(d / "c.fits", sc)
+    c = sc.catalogue
+    half = np.stack([c.bmaj, c.bmaj, c.dz], 1)
+    centre = np.stack([c.x, c.y, c.z], 1) + 0.5
+    return d / "c.fits", sc, np.concatenate([centre - half, centre + half], 1)
+
+
+def test_cubelets_agree_with_the_catalogue_and_the_cube(cube, tmp_path):
+    path, sc, boxes = cube
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        m = measure_boxes_3d(img.read, img.shape, boxes, noise, beam_area=img.beam_area_pixels())
+        table = Table({"id": np.arange(1, len(boxes) + 1)})
+        files = write_cubelets(img, table, boxes, noise, tmp_path / "cl")
+        area, dnu = img.beam_area_pixels(), abs(sc.dfreq)
+    assert len(files) == 4 * len(boxes)
+    parent = WCS(sc.header)
+    n_isolated = 0
+    for k, box in enumerate(boxes):
+        sid = k + 1
+        zs, ys, xs = cubelet_window(box, sc.cube.shape, 0.5)
+        with fits.open(tmp_path / "cl" / f"{sid}_cube.fits") as h:
+            data, w = h[0].data, WCS(h[0].header)
+        assert np.array_equal(data, sc.cube[zs, ys, xs])
+        # the cubelet's first voxel is the parent's window origin on the sky and in frequency
+        got = w.pixel_to_world_values(0, 0, 0)
+        want = parent.pixel_to_world_values(xs.start, ys.start, zs.start)
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-9)
+        # moment 0 over the box's pixels, per beam: the catalogue's line flux
+        mom0 = fits.getdata(tmp_path / "cl" / f"{sid}_mom0.fits")
+        by = slice(int(np.floor(box[1])) - ys.start, int(np.ceil(box[4])) - ys.start)
+        bx = slice(int(np.floor(box[0])) - xs.start, int(np.ceil(box[3])) - xs.start)
+        assert mom0[by, bx].sum() / area == pytest.approx(m.flux[k] * dnu, rel=1e-5)
+        # moment 1 at the brightest pixel of an isolated source: the line's frequency
+        mom1 = fits.getdata(tmp_path / "cl" / f"{sid}_mom1.fits")
+        c = sc.catalogue
+        overlaps = np.all((boxes[:, :3] < box[3:]) & (boxes[:, 3:] > box[:3]), axis=1)
+        if overlaps.sum() == 1:  # only its own box
+            iy, ix = np.unravel_index(np.nanargmax(mom0), mom0.shape)
+            assert mom1[iy, ix] == pytest.approx(sc.frequency(c.z[k]), abs=0.5 * dnu)
+            n_isolated += 1
+        # the spectrum over the box's channels sums to the same line flux
+        spec = read_catalogue(tmp_path / "cl" / f"{sid}_spec.ecsv")
+        inbox = (spec["channel"] >= np.floor(box[2])) & (spec["channel"] < np.ceil(box[5]))
+        assert np.sum(spec["flux"][inbox]) * dnu == pytest.approx(m.flux[k] * dnu, rel=1e-5)
+        assert np.all(np.asarray(spec["flux_err"]) > 0)
+    assert n_isolated >= 2
+
+
+def test_cubelets_are_for_one_cube(cube, tmp_path, capsys):
+    from cianna_jax.cli import main
+
+    from .conftest import make_tiny_3d
+
+    path, _, _ = cube
+    card = make_tiny_3d(tmp_path)
+    args = ["predict", "--model", card, "--image", str(path), "--out",
+            str(tmp_path / "l.ecsv"), "--threshold", "0.5", "--quiet"]
+    assert main([*args, "--cubelets", str(tmp_path / "cl")]) == 0
+    n = len(read_catalogue(tmp_path / "l.ecsv"))
+    assert len(list((tmp_path / "cl").iterdir())) == 4 * n
+    (tmp_path / "afile").write_text("x")
+    assert main([*args, "--cubelets", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    image2d = tmp_path / "f.fits"
+    assert main(["simulate", "--out", str(image2d), "--size", "64"]) == 0
+    with open_image(image2d) as img, pytest.raises(ImageError, match="cut from cubes"):
+        write_cubelets(img, Table({"id": [1]}), np.zeros((1, 6)), None, tmp_path / "c2")
