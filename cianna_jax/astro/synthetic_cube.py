@@ -113,6 +113,10 @@ def synthetic_cube(
     lo, hi = snr_range
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise ValueError(f"snr_range: expected 0 < low <= high, received {snr_range!r}")
+    if size[0] <= 2 * line_width_range[1]:
+        raise ValueError(f"size: {size[0]} channels leave no room for lines of up to "
+                         f"{line_width_range[1]:g} channels FWHM (one FWHM from each end): "
+                         f"give more than {2 * line_width_range[1]:g} channels")
     px_noise = 0.01
     cube, cat = rs.make_cube(tuple(int(v) for v in size), seed=seed, density=density,
                              noise_rms=px_noise, psf_fwhm=psf_fwhm,

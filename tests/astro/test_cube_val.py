@@ -46,6 +46,9 @@ def test_simulate_writes_a_frequency_cube_and_its_line_catalogue(cube, capsys):
     assert np.median(np.abs(data)) / 0.6745 == pytest.approx(2e-5, rel=0.1)
     err = main(["simulate", "--cube", "--out", str(path.parent / "x.fits"), "--nan-border", "2"])
     assert err == 2 and "--nan-border: not an option of --cube" in capsys.readouterr().err
+    err = main(["simulate", "--cube", "--out", str(path.parent / "x.fits"), "--channels", "16"])
+    assert err == 2 and "16 channels leave no room" in capsys.readouterr().err
+    assert not (path.parent / "x.fits").exists()
 
 
 def _truth(path, table):
