@@ -72,6 +72,26 @@ def _width_channels(t: Any, name: str, axis: SpectralAxis | None, z: np.ndarray,
     return vals * nu / C_KMS / dnu
 
 
+def _warn_off_band(axis: SpectralAxis, n: int, freq: np.ndarray, what: str, *,
+                   unitless: bool) -> None:
+    """Warn that no line's frequency falls in the cube's band (with a hint when the
+    column has no unit and its values would fit as MHz or GHz)."""
+    import warnings
+
+    band = axis.frequency(np.array([-0.5, n - 0.5]))
+    lo, hi = float(band.min()), float(band.max())
+    f = freq[np.isfinite(freq)]
+    hint = ""
+    if unitless and f.size:
+        for name, factor in (("MHz", 1e6), ("GHz", 1e9), ("kHz", 1e3)):
+            if np.any((f * factor >= lo) & (f * factor <= hi)):
+                hint = f"; the column has no unit and fits the band as {name}: give it its unit"
+                break
+    span = f"{f.min():.6g}-{f.max():.6g}" if f.size else "none finite"
+    warnings.warn(f"{what}: no line's freq falls in the cube's band {lo:.6g}-{hi:.6g} Hz "
+                  f"(the column spans {span}){hint}", UserWarning, stacklevel=3)
+
+
 def place_lines(t: Any, image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.ndarray,
                 what: str, bmaj: np.ndarray | None, bmin: np.ndarray | None) -> PlacedLines:
     """The rows of ``t`` (at pixels ``x, y`` of cube ``image``) along its channels, with
@@ -87,6 +107,8 @@ def place_lines(t: Any, image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.
         if getattr(c, "unit", None) is not None:
             freq = freq * float(c.unit.to(require("astropy.units").Hz))
         z = _channels_of(axis, D, freq)
+        if len(z) and not np.isfinite(z).any():
+            _warn_off_band(axis, D, freq, what, unitless=getattr(c, "unit", None) is None)
     else:
         z = column_values(t, "z", what)
         if z is None:

@@ -69,6 +69,10 @@ def test_truth_in_channels_from_freq_or_z_and_its_snr(cube):
     computed = _truth(path, t[[c for c in t.colnames if c != "snr"]])
     assert computed.snr / full.snr == pytest.approx(np.ones(len(t)), rel=0.1)
     assert "w50" in computed.snr_from
+    mhz = t[[c for c in t.colnames if c != "z"]]
+    mhz["freq"] = np.asarray(t["freq"]) / 1e6  # MHz without a unit: no line placed, named
+    with pytest.warns(UserWarning, match="fits the band as MHz: give it its unit"):
+        assert len(_truth(path, mhz).x) == 0
     with pytest.raises(CatalogueError, match="frequency or channel"):
         _truth(path, t[["ra", "dec", "line_flux", "snr"]])
     with pytest.raises(CatalogueError, match="SNR cannot be known"):
