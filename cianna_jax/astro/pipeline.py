@@ -26,7 +26,7 @@ from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalo
 from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
-from .measure import FWHM, Measurements, measure_boxes_3d, measure_sources
+from .measure import FWHM, Measurements, fit_moment0, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import (
     MosaicFinding,
@@ -375,6 +375,11 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     else:
         m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                              unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
+        if fit:  # positions, sizes and orientations fitted on each line's moment-0 map
+            beam = img.beam.fwhm_pixels(img.pixel_scale) / FWHM if img.beam is not None                 and img.pixel_scale else None
+            m = fit_moment0(img.read, img.shape, det.boxes.boxes, noise, m, beam_area=area,
+                            unit_scale=img.unit_scale, beam_sigma=beam,
+                            box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
     t3 = time.perf_counter()
     # a detection centred on blank pixels has no data to measure: dropped; two detections
     # whose measurements converged on one source: the less confident one dropped

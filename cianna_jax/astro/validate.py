@@ -106,14 +106,14 @@ def scores_for(det: Any, truth: Truth, match: Match, *, snr_bins=SNR_BINS,
     flux_err = column_values(det, err_col) if err_col in det.colnames else None
     det_flux = (np.asarray(det[flux_col], np.float64) if flux_col in det.colnames
                 else np.full(len(det), np.nan))
-    sizes = None  # a cube's sizes are its boxes': not scored
-    if truth.z is None and truth.bmaj is not None and "bmaj" in det.colnames:
+    sizes = None
+    if truth.bmaj is not None and "bmaj" in det.colnames:
         sizes = ((np.asarray(det["bmaj"]), np.asarray(det["bmin"])), (truth.bmaj, truth.bmin))
     return score_catalogue(
         match, truth_snr=truth.snr, det_snr=np.asarray(det["snr"]), truth_flux=truth.flux,
         det_flux=det_flux, det_pos=pos, truth_pos=tpos, sky=sky,
         det_size=sizes[0] if sizes else None, truth_size=sizes[1] if sizes else None,
-        det_pa=np.asarray(det["pa"]) if sizes and "pa" in det.colnames else None,
+        det_pa=np.asarray(det["pa"]) if "pa" in det.colnames else None,
         truth_pa=truth.pa,
         snr_bins=snr_bins, flux_bins=flux_bins, min_truth_snr=min_truth_snr,
         det_pos_err=pos_err, det_flux_err=flux_err)
@@ -183,12 +183,11 @@ def format_scores(s: Scores, sdc1: Sdc1Score | None = None) -> str:
            f"({_fmt(s.median_offset[0])}, {_fmt(s.median_offset[1])}) {u}",
            f"         flux ratio (measured/true) median {_fmt(s.flux_ratio)}, robust scatter "
            f"{_fmt(s.flux_ratio_scatter)}"]
-    if "lines" in s.extra:  # a cube's lines: centres and widths (sizes are the boxes')
+    out.append(f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; "
+               f"median PA error {_fmt(s.pa_error, '.1f')} deg (over the "
+               f"{s.extra.get('n_elongated', 0)} matched elongated sources, axis ratio > 1.3)")
+    if "lines" in s.extra:  # a cube's lines: centres and widths
         out.append(format_line_summary(s.extra["lines"]))
-    else:
-        out.append(f"         size ratio bmaj {_fmt(s.bmaj_ratio)}, bmin {_fmt(s.bmin_ratio)}; "
-                   f"median PA error {_fmt(s.pa_error, '.1f')} deg (over the "
-                   f"{s.extra.get('n_elongated', 0)} matched elongated sources, axis ratio > 1.3)")
     pulls = s.extra.get("error_pulls")
     if pulls:
         parts = ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in pulls.items() if k != "n")
