@@ -17,6 +17,7 @@ widths).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -97,6 +98,8 @@ def measure_sources(
     fit: bool = True,
     chunk: int = 256,
     progress: bool = False,
+    source_read: Callable[[int, tuple[slice, ...]], np.ndarray] | None = None,
+    rms: np.ndarray | None = None,
 ) -> Measurements:
     """Measure the sources of 2D detection ``boxes [M, 6]`` (pixel-edge corners as decoded).
 
@@ -106,7 +109,9 @@ def measure_sources(
     starting size); ``noise_beam``: (sigma_major, sigma_minor, theta) in pixels and radians
     from +x towards +y of the noise's correlation, the restoring beam of a radio image (None:
     white noise), for the errors; ``fit=False`` measures from the boxes only; ``progress``
-    reports on stderr.
+    reports on stderr.  ``source_read(i, window)`` gives source ``i`` its own image (e.g. a
+    cube line's moment-0 map; each fitted alone, its neighbours not masked) and ``rms``
+    [M] its noise, in place of ``read`` and ``noise``.
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
@@ -125,7 +130,7 @@ def measure_sources(
     half = np.ceil(0.75 * np.maximum(bw, bh) + 2.0)
     hsize = np.array([next((k for k in _BUCKETS if k >= h), _BUCKETS[-1]) for h in half], int)
     tree = None
-    if M > 1:
+    if M > 1 and source_read is None:
         from scipy.spatial import cKDTree
 
         tree = cKDTree(np.stack([cx, cy], 1))
@@ -144,7 +149,8 @@ def measure_sources(
             ini = np.empty((idx.size, 5))
             for k, i in enumerate(idx):
                 yc, xc = int(round(cy[i])), int(round(cx[i]))
-                st[k] = _stamp(read, shape, yc, xc, h)
+                own_read = read if source_read is None else functools.partial(source_read, i)
+                st[k] = _stamp(own_read, shape, yc, xc, h)
                 w = np.isfinite(st[k]).astype(np.float64)
                 px, py = gx + xc - h, gy + yc - h
                 if tree is not None:
@@ -184,7 +190,8 @@ def measure_sources(
             params[t] = g.params[acc]
             cov[t] = fit_covariance(g.params[acc], wt[good][acc], kernel)
     bar.close()
-    rms = noise.at(y, x) if M else np.zeros(0)
+    if rms is None:
+        rms = noise.at(y, x) if M else np.zeros(0)
     e = fit_errors(params, cov, rms)
     area = 2.0 * np.pi * smaj * smin
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -285,37 +292,26 @@ def fit_moment0(
     flux, peak and line stay the box's."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     D, H, W = shape
-    out = {f.name: (None if getattr(m, f.name) is None else np.array(getattr(m, f.name)))
-           for f in fields(m)}
-    for name, filler in (("xy_cov", np.full((len(b), 2, 2), np.nan)),
-                         ("sigma_major_err", np.full(len(b), np.nan)),
-                         ("sigma_minor_err", np.full(len(b), np.nan)),
-                         ("theta_err", np.full(len(b), np.nan)),
-                         ("area_err_rel", np.full(len(b), np.nan))):
-        if out[name] is None:
-            out[name] = filler
-    for i in range(len(b)):
-        z0, z1 = int(np.clip(np.floor(b[i, 2]), 0, D)), int(np.clip(np.ceil(b[i, 5]), 0, D))
-        if z1 <= z0 or not np.isfinite(m.peak[i]):
-            continue
-        zs = slice(z0, z1)
+    z0 = np.clip(np.floor(b[:, 2]), 0, D).astype(int)
+    z1 = np.clip(np.ceil(b[:, 5]), 0, D).astype(int)
 
-        def read_mom0(win, zs=zs):
-            a = read((zs,) + tuple(win))
-            s = np.nansum(a, axis=0)
-            s[~np.isfinite(a).any(axis=0)] = np.nan
-            return s
+    def read_mom0(i: int, win: tuple[slice, ...]) -> np.ndarray:
+        a = read((slice(z0[i], max(z1[i], z0[i] + 1)),) + tuple(win))
+        s = np.nansum(a, axis=0)
+        s[~np.isfinite(a).any(axis=0)] = np.nan
+        return s
 
-        k = int(np.clip(np.rint(m.z[i]), 0, noise.rms.shape[0] - 1))
-        plane = noise.rms[k] * math.sqrt(z1 - z0)
-        nm = NoiseMap(rms=plane, background=np.zeros_like(plane), cy=noise.cy, cx=noise.cx,
-                      shape=(H, W), box=noise.box)
-        r = measure_sources(read_mom0, (H, W), b[i:i + 1], nm, beam_area=beam_area,
-                            unit_scale=unit_scale, beam_sigma=beam_sigma, box_scale=box_scale,
-                            noise_beam=noise_beam)
-        if not r.fit_ok[0]:
-            continue
-        for name in ("x", "y", "sigma_major", "sigma_minor", "theta", "fit_ok", "xy_cov",
-                     "sigma_major_err", "sigma_minor_err", "theta_err", "area_err_rel"):
-            out[name][i] = getattr(r, name)[0]
+    n_chan = np.maximum(z1 - z0, 1)
+    rms = noise.at(m.y, m.x, m.z) * np.sqrt(n_chan) if len(b) else np.zeros(0)
+    r = measure_sources(read, (H, W), b, noise, beam_area=beam_area, unit_scale=unit_scale,
+                        beam_sigma=beam_sigma, box_scale=box_scale, noise_beam=noise_beam,
+                        source_read=read_mom0, rms=rms)
+    ok = r.fit_ok & np.isfinite(m.peak)
+    out = {f.name: getattr(m, f.name) for f in fields(m)}
+    for name in ("x", "y", "sigma_major", "sigma_minor", "theta", "fit_ok", "xy_cov",
+                 "sigma_major_err", "sigma_minor_err", "theta_err", "area_err_rel"):
+        mine, fitted = getattr(m, name), getattr(r, name)
+        base = np.full_like(fitted, np.nan) if mine is None else np.array(mine)
+        sel = ok.reshape((-1,) + (1,) * (fitted.ndim - 1))
+        out[name] = np.where(sel, fitted, base)
     return Measurements(**out)
