@@ -72,6 +72,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "w50": ("km/s", "line width at 50% of the spectrum's peak, observed frame (c dnu / nu)"),
     "w20": ("km/s", "line width at 20% of the spectrum's peak, observed frame (c dnu / nu)"),
     "redshift": (None, "redshift of the line (rest frequency in the metadata)"),
+    "log_mhi": (None, "log10 of the HI mass in solar masses, 49.7 D_L^2 line_flux (D_L in "
+                      "Mpc, Planck 2018 cosmology; HI lines only)"),
     "w50_chan": ("pix", "line width at 50% of the spectrum's peak, in channels (cubes)"),
     "w20_chan": ("pix", "line width at 20% of the spectrum's peak, in channels (cubes)"),
     "objectness": (None, "detector objectness score"),

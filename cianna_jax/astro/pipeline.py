@@ -260,6 +260,10 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
     meta = {"line": LINE_NOTE}
     if axis is not None:
         meta.update(rest_frequency_hz=axis.rest_hz, rest_frequency=axis.rest_source)
+        if "log_mhi" in cols:
+            meta["hi_mass"] = ("log_mhi = log10(49.7 (D_L/Mpc)^2 line_flux/(Jy Hz)) solar "
+                               "masses, D_L from the redshift in astropy's Planck18 cosmology "
+                               "(Meyer et al. 2017, PASA 34, e052)")
     return meta
 
 

@@ -13,7 +13,8 @@ channels 1% (up to 2.4%). :func:`spectral_axis` reads the
 cube's third axis (a frequency, or a velocity or wavelength with the header's rest
 frequency) so that the table gives the centre as a frequency (Hz), the widths as
 observed-frame velocity widths (``c |dnu| / nu``, km/s), the integrated line flux in
-Jy Hz and the redshift of the line (the header's rest frequency, or HI's 21 cm line).
+Jy Hz and the redshift of the line (the header's rest frequency, or HI's 21 cm line), and
+for HI the mass (:func:`hi_mass`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from ._deps import require
 
 __all__ = ["C_KMS", "HI_REST_HZ", "SpectralAxis", "spectral_axis", "line_widths",
-           "line_columns", "LINE_NOTE"]
+           "line_columns", "is_hi", "hi_mass", "LINE_NOTE"]
 
 #: speed of light, km/s
 C_KMS = 299792.458
@@ -135,6 +136,30 @@ def line_columns(axis: SpectralAxis, z: np.ndarray, z_lo20: np.ndarray, z_hi20: 
         def velocity_width(a, b):
             return C_KMS * np.abs(axis.frequency(b) - axis.frequency(a)) / nu
 
-        return {"freq": nu, "line_flux": flux_ch * dnu, "line_flux_err": flux_ch_err * dnu,
+        cols = {"freq": nu, "line_flux": flux_ch * dnu, "line_flux_err": flux_ch_err * dnu,
                 "w50": velocity_width(z_lo50, z_hi50), "w20": velocity_width(z_lo20, z_hi20),
                 "redshift": axis.rest_hz / nu - 1.0}
+        if is_hi(axis):
+            cols["log_mhi"] = hi_mass(cols["line_flux"], cols["redshift"])
+        return cols
+
+
+def is_hi(axis: SpectralAxis) -> bool:
+    """Whether the axis's rest frequency is neutral hydrogen's 21 cm line (within 1 kHz)."""
+    return abs(axis.rest_hz - HI_REST_HZ) < 1e3
+
+
+def hi_mass(line_flux: np.ndarray, redshift: np.ndarray) -> np.ndarray:
+    """log10 of the HI mass (solar masses) of lines of integrated flux ``line_flux`` (Jy Hz)
+    at ``redshift``: M = 49.7 D_L^2 S (D_L in Mpc, Planck 2018 cosmology; Meyer et al.
+    2017, PASA 34, e052, eq. 50: optically thin HI). NaN where the flux is not positive or
+    the redshift not finite and above -1."""
+    cosmo = require("astropy.cosmology").Planck18
+    zr = np.asarray(redshift, np.float64)
+    s = np.asarray(line_flux, np.float64)
+    ok = np.isfinite(zr) & (zr > -1) & np.isfinite(s) & (s > 0)
+    out = np.full(zr.shape, np.nan)
+    if ok.any():
+        d = cosmo.luminosity_distance(np.maximum(zr[ok], 0.0)).to_value("Mpc")
+        out[ok] = np.log10(49.7 * d ** 2 * s[ok])
+    return out

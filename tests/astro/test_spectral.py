@@ -155,6 +155,14 @@ def test_catalogue_of_a_frequency_cube_has_physical_line_columns(tmp_path, line_
     assert np.asarray(t["line_flux"]) == pytest.approx(np.asarray(t["flux"]) * abs(df), rel=1e-9)
     assert np.asarray(t["redshift"]) == pytest.approx(HI_REST_HZ / np.asarray(t["freq"]) - 1)
     assert t.meta["rest_frequency"].startswith("HI 21 cm")
+    # HI masses: 49.7 D_L^2 S (Jy Hz), D_L in Mpc (Planck 2018), the velocity form's value
+    from astropy.cosmology import Planck18
+
+    d = Planck18.luminosity_distance(np.asarray(t["redshift"])).to_value("Mpc")
+    assert np.asarray(t["log_mhi"]) == pytest.approx(np.log10(49.7 * d**2 * t["line_flux"]))
+    # the same as the velocity form, 2.356e5 / (1 + z) D_L^2 S dV, with dV = c dnu (1 + z) / nu0
+    assert 2.356e5 * C_KMS / HI_REST_HZ == pytest.approx(49.7, rel=1e-3)
+    assert "hi_mass" in t.meta
     assert (np.asarray(t["line_flux"]) > 10 * np.asarray(t["line_flux_err"])).all()
 
 
@@ -168,6 +176,7 @@ def test_a_velocity_axis_needs_the_rest_frequency(tmp_path, line_cube):
     assert np.asarray(t["w50"]) == pytest.approx(5.0 * np.asarray(t["w50_chan"])
                                                  * rest / np.asarray(t["freq"]), rel=1e-3)
     assert t.meta["rest_frequency_hz"] == rest and t.meta["rest_frequency"] == "header RESTFRQ"
+    assert "log_mhi" not in t.colnames  # not HI's rest frequency: no HI mass
     with pytest.warns(UserWarning, match="needs RESTFRQ"):
         t = _find(_write_cube(tmp_path / "v0.fits", cube, ("VRAD", 1.0e6, 5e3)), boxes)
     assert "freq" not in t.colnames and "w50_chan" in t.colnames
