@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +26,17 @@ from .architectures import build_cube_detector, fit_priors, get_architecture
 from .catalogue import CatalogueError
 from .cube_sampler import CubePatchSampler, cube_grid_patches
 from .fits_image import FitsImage, ImageError
-from .labels import SourceLabels, split_area, training_area
+from .labels import SourceLabels, default_max_obj, split_area, training_area
+from .line_scores import channel_tolerance
 from .line_truth import W20_PER_W50
 from .model_card import ModelCard, fit_normalisation
 from .noise import NoiseMap, estimate_noise_map
 from .predict import normalise_window
+from .run_parts import RunParts
 from .train_validation import ValidationArea
 from .truth import load_truth
 
-__all__ = ["CubeRunParts", "cube_labels", "prepare_cube", "check_region_fits", "DEFAULT_DEPTH"]
+__all__ = ["cube_labels", "prepare_cube", "check_region_fits", "DEFAULT_DEPTH"]
 
 #: channels of a training patch when the settings give none
 DEFAULT_DEPTH = 32
@@ -62,18 +64,6 @@ def check_region_fits(shape: tuple[int, ...], path: str, memory: int | None = No
                          f"needs about {need / 2**30:.1f} GiB of memory while it is prepared, "
                          f"more than half of this machine's {memory / 2**30:.1f} GiB: train on "
                          "a sub-cube (fewer channels, or a part of the sky with its lines)")
-
-
-class CubeRunParts(NamedTuple):
-    """What the training loop needs of a cube (``trainer``'s run pieces)."""
-
-    net: Any
-    card: ModelCard
-    sampler: CubePatchSampler
-    val_x: np.ndarray
-    val_t: np.ndarray
-    val_areas: tuple[ValidationArea, ...]
-    info: dict[str, Any]
 
 
 def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: float
@@ -106,15 +96,7 @@ def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: fl
     return labels, np.asarray(tr.snr, np.float64), np.asarray(tr.w20, np.float64)
 
 
-def _default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch: int,
-                     depth: int, channels: int) -> int:
-    y0, y1, x0, x1 = area
-    inside = (labels.x >= x0) & (labels.x < x1) & (labels.y >= y0) & (labels.y < y1)
-    per_voxel = np.count_nonzero(inside) / max(1, (y1 - y0) * (x1 - x0) * channels)
-    return int(np.clip(math.ceil(4 * per_voxel * patch * patch * depth + 4), 8, 200))
-
-
-def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> CubeRunParts:
+def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunParts:
     """The run pieces of settings ``s`` (a :class:`.trainer.TrainSettings`) on the cube
     ``image``."""
     t0 = time.perf_counter()
@@ -149,7 +131,7 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> CubeRu
         raise ValueError(f"{s.catalogue}: no line of SNR >= {s.min_snr:g} in the training area "
                          f"{tuple(train_area)} (y0, y1, x0, x1): nothing to learn; lower "
                          "--min-snr?")
-    max_obj = s.max_obj or _default_max_obj(targets, train_area, patch, depth, D)
+    max_obj = s.max_obj or default_max_obj(targets, train_area, patch * patch * depth, D)
     priors = fit_priors(targets.boxes[inside], arch.nb_box, ndim=3)
     net = build_cube_detector(arch, patch, depth, priors, max_obj)
     inputs = normalise_window(raw, window, norm, noise)
@@ -165,7 +147,7 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> CubeRu
         x=labels.x[vin], y=labels.y[vin],
         radius=np.maximum(max(beam_px) if beam_px else 2.0, labels.bmaj[vin]),
         counted=snr[vin] >= s.min_snr, z=0.5 * (labels.boxes[vin, 2] + labels.boxes[vin, 5]) - 0.5,
-        z_tolerance=np.maximum(0.5 * w20[vin], 1.0))
+        z_tolerance=channel_tolerance(w20[vin]))
     card = ModelCard(network="last.dat", tile=(depth, patch, patch),
                      overlap=(depth // 4, patch // 4, patch // 4), batch_size=16,
                      noise_box=s.noise_box, normalisation=norm, obj_threshold=0.3,
@@ -187,4 +169,5 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> CubeRu
         f"{area_v.n_counted} lines counted for recall")
     log(f"patches {depth} channels x {patch}x{patch} pixels, {s.patches_per_epoch} per epoch, "
         f"up to {max_obj} boxes each ({time.perf_counter() - t0:.1f} s)")
-    return CubeRunParts(net, card, sampler, val_x, val_t, (area_v,), info)
+    return RunParts(net=net, card=card, sampler=sampler, val_x=val_x, val_t=val_t,
+                    val_areas=(area_v,), info=info)

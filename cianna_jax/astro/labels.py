@@ -51,7 +51,7 @@ from .fits_image import FitsImage
 from .sky import pa_to_pixel_angle, sky_to_pixel
 
 __all__ = ["SourceLabels", "SDC1_TRAINING_COLUMNS", "FALLBACK_BEAM_PIXELS", "read_sdc1_training",
-           "read_training_catalogue", "training_area", "split_area"]
+           "read_training_catalogue", "training_area", "split_area", "default_max_obj"]
 
 #: Columns of the SDC1 training-set text files (``TrainingSet_B1_v2.txt``...), in order, as
 #: documented in their header: ID, RA/Dec of the core and of the centroid (deg), FLUX (Jy,
@@ -431,3 +431,14 @@ def split_area(area: tuple[int, int, int, int], valid_fraction: float,
     if along_x:
         return (y0, y1, x0, x0 + nt), (y0, y1, x0 + nt, x1)
     return (y0, y0 + nt, x0, x1), (y0 + nt, y1, x0, x1)
+
+
+def default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch_size: int,
+                    depth: int = 1) -> int:
+    """Targets per training patch when the settings give none: four times the mean number
+    of sources of ``area`` (y0, y1, x0, x1; ``depth`` channels of a cube) in a patch of
+    ``patch_size`` pixels (voxels), plus 4, within [8, 200]."""
+    y0, y1, x0, x1 = area
+    inside = (labels.x >= x0) & (labels.x < x1) & (labels.y >= y0) & (labels.y < y1)
+    mean = np.count_nonzero(inside) / max(1, (y1 - y0) * (x1 - x0) * depth) * patch_size
+    return int(np.clip(math.ceil(4 * mean + 4), 8, 200))

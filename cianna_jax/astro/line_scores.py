@@ -16,7 +16,7 @@ from .catalogue import CatalogueError
 from .crossmatch import Match
 from .truth import Truth
 
-__all__ = ["LINE_TOLERANCE_MIN", "same_line", "line_summary", "format_line_summary"]
+__all__ = ["LINE_TOLERANCE_MIN", "channel_tolerance", "same_line", "line_summary", "format_line_summary"]
 
 #: smallest channel tolerance of a match (channels)
 LINE_TOLERANCE_MIN = 1.0
@@ -26,6 +26,12 @@ def _column(det: Any, name: str, idx: np.ndarray | None = None) -> np.ndarray:
     v = (np.asarray(det[name], np.float64) if name in det.colnames
          else np.full(len(det), np.nan))
     return v if idx is None else v[idx]
+
+
+def channel_tolerance(w20: np.ndarray) -> np.ndarray:
+    """The channel tolerance of a match for lines of width ``w20`` (channels): half the
+    width, at least :data:`LINE_TOLERANCE_MIN` (NaN widths: the minimum)."""
+    return np.maximum(0.5 * np.nan_to_num(np.asarray(w20, np.float64)), LINE_TOLERANCE_MIN)
 
 
 def same_line(det: Any, truth: Truth, idx: np.ndarray):
@@ -38,8 +44,7 @@ def same_line(det: Any, truth: Truth, idx: np.ndarray):
 
     def ok(di: np.ndarray, ti: np.ndarray) -> np.ndarray:
         w = np.where(np.isfinite(truth.w20[ti]), truth.w20[ti], dw[di])
-        tol = np.maximum(0.5 * np.nan_to_num(w), LINE_TOLERANCE_MIN)
-        return np.abs(dz[di] - truth.z[ti]) <= tol
+        return np.abs(dz[di] - truth.z[ti]) <= channel_tolerance(w)
 
     return ok
 

@@ -57,12 +57,19 @@ from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cube_training import prepare_cube
 from .fits_image import FitsImage, ImageError, open_image
-from .labels import SourceLabels, read_training_catalogue, split_area, training_area
+from .labels import (
+    SourceLabels,
+    default_max_obj,
+    read_training_catalogue,
+    split_area,
+    training_area,
+)
 from .model_card import LoadedModel, ModelCard, fit_normalisation, save_model_card
 from .noise import NoiseMap, estimate_noise_map
 from .pipeline import SCALE_TOLERANCE
 from .predict import network_fn, normalise_window
 from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
+from .run_parts import RunParts
 from .sampler import FieldsSampler, PatchSampler, Prefetcher, grid_patches
 from .sky import pixel_to_sky, sky_to_pixel
 from .train_validation import ValidationArea, validate_areas
@@ -223,26 +230,13 @@ def _fingerprint(s: TrainSettings) -> dict[str, Any]:
     return fp
 
 
-def _default_max_obj(labels: SourceLabels, area: tuple[int, int, int, int], patch: int) -> int:
-    y0, y1, x0, x1 = area
-    inside = (labels.x >= x0) & (labels.x < x1) & (labels.y >= y0) & (labels.y < y1)
-    mean = np.count_nonzero(inside) / max(1, (y1 - y0) * (x1 - x0)) * patch * patch
-    return int(np.clip(math.ceil(4 * mean + 4), 8, 200))
-
-
 @dataclass
-class _Run:
-    """The prepared pieces of a run (built identically for a new run and a resume)."""
+class _Run(RunParts):
+    """The prepared pieces of a run (built identically for a new run and a resume): its
+    settings and first image besides the loop's :class:`.run_parts.RunParts`."""
 
     s: TrainSettings
     image: FitsImage
-    net: Any
-    card: ModelCard
-    sampler: Any
-    val_x: np.ndarray
-    val_t: np.ndarray
-    val_areas: tuple[ValidationArea, ...]
-    info: dict[str, Any]
 
 
 @dataclass
@@ -345,7 +339,7 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     first = open_image(s.image, s.hdu, plane=s.plane)
     if first.ndim == 3:  # a spectral-line cube: its own targets, patches and network
         try:
-            return _Run(s, first, *prepare_cube(s, first, log))
+            return _Run(**vars(prepare_cube(s, first, log)), s=s, image=first)
         except BaseException:
             first.close()
             raise
@@ -374,7 +368,7 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
         targets.append(tg)
         in_train.append(inside)
         if s.max_obj is None:
-            max_obj = max(max_obj or 0, _default_max_obj(tg, f.train_area, patch))
+            max_obj = max(max_obj or 0, default_max_obj(tg, f.train_area, patch * patch))
     if not any(m.any() for m in in_train):
         where = " or ".join(f"{tuple(f.train_area)} of {f.path}" for f in fields)
         raise ValueError(f"{s.catalogue}: no source of SNR >= {s.min_snr:g} in the training area "
@@ -428,8 +422,9 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     log(f"patches {patch}x{patch}, {s.patches_per_epoch} per epoch, up to {max_obj} boxes "
         f"each ({time.perf_counter() - t0:.1f} s)")
     sampler = samplers[0] if len(samplers) == 1 else FieldsSampler(samplers)
-    return _Run(s, image, net, card, sampler, np.concatenate(val_x), np.concatenate(val_t),
-                tuple(areas), info)
+    return _Run(net=net, card=card, sampler=sampler, val_x=np.concatenate(val_x),
+                val_t=np.concatenate(val_t), val_areas=tuple(areas), info=info, s=s,
+                image=image)
 
 
 def _validation_area(f: _Field, min_snr: float) -> ValidationArea:

@@ -62,6 +62,24 @@ def make_tiny_3d(folder) -> str:
                             obj_threshold=0.5, nms_threshold=0.1))
 
 
+def truth_boxes(cat) -> np.ndarray:
+    """The true boxes ``[n, 6]`` of a radio_sky cube catalogue: twice each line's FWHM on
+    every axis (its ``bmaj`` on the sky, ``dz`` along the channels), pixel-edge frame."""
+    half = np.stack([cat.bmaj, cat.bmaj, cat.dz], 1)
+    centre = np.stack([cat.x, cat.y, cat.z], 1) + 0.5
+    return np.concatenate([centre - half, centre + half], 1)
+
+
+def write_line_cube(folder, seed: int, density: float):
+    """A bright synthetic 40 x 64 x 64 line cube written as ``folder/c.fits``; returns the
+    path and the :class:`~cianna_jax.astro.synthetic_cube.SyntheticCube`."""
+    from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits
+
+    sc = synthetic_cube((40, 64, 64), seed=seed, density=density, snr_range=(3000.0, 30000.0))
+    write_cube_fits(folder / "c.fits", sc)
+    return folder / "c.fits", sc
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return make_tiny_2d(tmp_path_factory.mktemp("model"))

@@ -17,10 +17,10 @@ from cianna_jax.astro.line_truth import W20_PER_W50  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
 from cianna_jax.astro.synthetic_cube import (  # noqa: E402
     cube_truth_table,
-    synthetic_cube,
-    write_cube_fits,
 )
 from cianna_jax.cli import main  # noqa: E402
+
+from .conftest import write_line_cube  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
 
@@ -28,10 +28,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeW
 @pytest.fixture(scope="module")
 def field(tmp_path_factory):
     d = tmp_path_factory.mktemp("cube_train")
-    sc = synthetic_cube((40, 64, 64), seed=5, density=3e-3, snr_range=(3000.0, 30000.0))
-    write_cube_fits(d / "c.fits", sc)
+    path, sc = write_line_cube(d, seed=5, density=3e-3)
     write_catalogue(cube_truth_table(sc), d / "t.ecsv")
-    return d / "c.fits", d / "t.ecsv", sc
+    return path, d / "t.ecsv", sc
 
 
 def _labels(path, truth):
@@ -60,12 +59,11 @@ def test_labels_box_each_line_by_its_size_and_width(field):
 
 
 def test_cube_patches_carry_their_lines(field):
-    """Noise-free cube: every target box of a patch holds its line's bright voxels, after
-    the sky rotations and flips; the same seed and epoch give the same patches."""
+    """Bright lines: every target box of a patch holds its line's bright voxels, after the
+    sky rotations and flips; the same seed and epoch give the same patches."""
     path, truth, sc = field
     labels, _, _ = _labels(path, truth)
-    clean = synthetic_cube((40, 64, 64), seed=5, density=3e-3, snr_range=(3000.0, 30000.0))
-    cube = clean.cube - np.median(clean.cube)
+    cube = sc.cube - np.median(sc.cube)
     s = CubePatchSampler(cube / cube.max(), (0, 0), labels, (0, 64, 0, 64), 32, 16, 8,
                          negative_fraction=0.2)
     x, t = s.epoch(1, 2, 24)

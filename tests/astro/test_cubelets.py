@@ -15,20 +15,16 @@ from cianna_jax.astro.cubelets import cubelet_window, write_cubelets  # noqa: E4
 from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
 from cianna_jax.astro.measure import measure_boxes_3d  # noqa: E402
 from cianna_jax.astro.noise import estimate_noise_map  # noqa: E402
-from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits  # noqa: E402
+
+from .conftest import truth_boxes, write_line_cube  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
 
 
 @pytest.fixture(scope="module")
 def cube(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cubelets")
-    sc = synthetic_cube((40, 64, 64), seed=7, density=2e-3, snr_range=(3000.0, 30000.0))
-    write_cube_fits(d / "c.fits", sc)
-    c = sc.catalogue
-    half = np.stack([c.bmaj, c.bmaj, c.dz], 1)
-    centre = np.stack([c.x, c.y, c.z], 1) + 0.5
-    return d / "c.fits", sc, np.concatenate([centre - half, centre + half], 1)
+    path, sc = write_line_cube(tmp_path_factory.mktemp("cubelets"), seed=7, density=2e-3)
+    return path, sc, truth_boxes(sc.catalogue)
 
 
 def test_cubelets_agree_with_the_catalogue_and_the_cube(cube, tmp_path):

@@ -11,6 +11,8 @@ from cianna_jax.astro.noise import estimate_noise_map
 from cianna_jax.astro.spectral import C_KMS, HI_REST_HZ, line_widths
 from cianna_jax.datasets import radio_sky as rs
 
+from .conftest import truth_boxes
+
 #: width of a Gaussian line at 20% of its peak, in FWHMs
 W20_PER_FWHM = math.sqrt(math.log(5.0) / math.log(2.0))
 
@@ -51,9 +53,7 @@ def _cube(noise_rms, seed=0):
     cube, cat = rs.make_cube((64, 96, 96), n_sources=6, seed=seed, noise_rms=noise_rms,
                              psf_fwhm=3.0, flux_range=(50.0, 60.0), extended_fraction=0.0,
                              line_width_range=(4.0, 8.0), border=12.0, z_border=12.0)
-    half = np.stack([cat.bmaj, cat.bmaj, cat.dz], 1)  # point sources: round, FWHM bmaj
-    centre = np.stack([cat.x, cat.y, cat.z], 1) + 0.5
-    return cube, cat, np.concatenate([centre - half, centre + half], 1)
+    return cube, cat, truth_boxes(cat)  # point sources: round, FWHM bmaj
 
 
 def _noise(cube):
@@ -191,9 +191,7 @@ def test_moment0_fits_give_the_lines_sky_shapes():
                              psf_fwhm=3.0, flux_range=(80.0, 100.0), extended_fraction=1.0,
                              extended_size_range=(6.0, 9.0), axis_ratio_range=(0.45, 0.6),
                              line_width_range=(4.0, 6.0), border=20.0, z_border=12.0)
-    half = np.stack([cat.bmaj, cat.bmaj, cat.dz], 1)
-    centre = np.stack([cat.x, cat.y, cat.z], 1) + 0.5
-    boxes = np.concatenate([centre - half, centre + half], 1)
+    boxes = truth_boxes(cat)
     beam_area = 2 * math.pi * (3.0 / FWHM) ** 2
     noise = _noise(cube)
     m = measure_boxes_3d(lambda w: cube[w], cube.shape, boxes, noise, beam_area=beam_area)
