@@ -48,7 +48,7 @@ def test_cubelets_agree_with_the_catalogue_and_the_cube(cube, tmp_path):
         got = w.pixel_to_world_values(0, 0, 0)
         want = parent.pixel_to_world_values(xs.start, ys.start, zs.start)
         assert np.allclose(got, want, rtol=1e-12, atol=1e-9)
-        # moment 0 over the box's pixels, per beam: the catalogue's line flux
+        # moment 0 over the box's pixels, per beam: the box's sum (measure_boxes_3d's flux)
         mom0 = fits.getdata(tmp_path / "cl" / f"{sid}_mom0.fits")
         by = slice(int(np.floor(box[1])) - ys.start, int(np.ceil(box[4])) - ys.start)
         bx = slice(int(np.floor(box[0])) - xs.start, int(np.ceil(box[3])) - xs.start)
@@ -61,7 +61,7 @@ def test_cubelets_agree_with_the_catalogue_and_the_cube(cube, tmp_path):
             iy, ix = np.unravel_index(np.nanargmax(mom0), mom0.shape)
             assert mom1[iy, ix] == pytest.approx(sc.frequency(c.z[k]), abs=0.5 * dnu)
             n_isolated += 1
-        # the spectrum over the box's channels sums to the same line flux
+        # the spectrum over the box's channels sums to the same flux
         spec = read_catalogue(tmp_path / "cl" / f"{sid}_spec.ecsv")
         inbox = (spec["channel"] >= np.floor(box[2])) & (spec["channel"] < np.ceil(box[5]))
         assert np.sum(spec["flux"][inbox]) * dnu == pytest.approx(m.flux[k] * dnu, rel=1e-5)

@@ -205,4 +205,38 @@ def test_moment0_fits_give_the_lines_sky_shapes():
     assert np.degrees(np.abs(d)).max() < 5.0
     assert f.x == pytest.approx(cat.x, abs=0.1) and f.y == pytest.approx(cat.y, abs=0.1)
     assert np.all(np.isfinite(f.xy_cov[:, 0, 0]))
-    assert np.array_equal(f.flux, m.flux) and np.array_equal(f.line, m.line, equal_nan=True)
+    assert np.array_equal(f.line, m.line, equal_nan=True) and np.array_equal(f.peak, m.peak)
+    # the flux: the whole line's fitted integral; the box's sum misses the wings
+    fitted, summed = f.flux * beam_area / cat.flux - 1, m.flux * beam_area / cat.flux - 1
+    assert np.abs(fitted).max() < 0.01 and np.all(summed < 0)
+    assert np.abs(fitted).mean() < 0.5 * np.abs(summed).mean()  # 0.004 and 0.014 when written
+
+
+def test_line_flux_is_the_whole_lines_whatever_the_box():
+    """Faint lines (peak voxel SNR ~6) measured from their true boxes and from boxes 30%
+    tighter, as a detector may give: the box sums lose 16% of the flux, the fitted
+    integrals over the whole line do not, and their errors are the scatter."""
+    from cianna_jax.astro.measure import fit_moment0
+
+    cube, cat = rs.make_cube((64, 192, 192), n_sources=48, seed=3, noise_rms=1.0, psf_fwhm=3.0,
+                             flux_range=(300.0, 3000.0), extended_fraction=0.5,
+                             extended_size_range=(3.0, 6.0), line_width_range=(4.0, 10.0),
+                             border=12.0, z_border=12.0)
+    beam_area = 2 * math.pi * (3.0 / FWHM) ** 2
+    noise, true = _noise(cube), cat.flux / beam_area
+    full = truth_boxes(cat)
+    centre, half = 0.5 * (full[:, :3] + full[:, 3:]), 0.5 * (full[:, 3:] - full[:, :3])
+    fluxes = []
+    for scale in (1.0, 0.7):
+        boxes = np.concatenate([centre - scale * half, centre + scale * half], 1)
+        m = measure_boxes_3d(lambda w: cube[w], cube.shape, boxes, noise, beam_area=beam_area)
+        f = fit_moment0(lambda w: cube[w], cube.shape, boxes, noise, m, beam_area=beam_area,
+                        beam_sigma=3.0 / FWHM, noise_beam=(3.0 / FWHM, 3.0 / FWHM, 0.0))
+        fluxes.append(f.flux)
+    assert np.median(m.flux / true) < 0.9  # the tight boxes' sums (0.84 when written)
+    # fitted: 1.024 and 1.011 when written (faint fits come out a little high)
+    assert 0.98 < np.median(fluxes[0] / true) < 1.05 and 0.98 < np.median(fluxes[1] / true) < 1.05
+    assert np.median(fluxes[1] / fluxes[0]) == pytest.approx(1.0, abs=0.03)
+    pull = (f.flux - true) / f.flux_err
+    q25, q75 = np.percentile(pull, [25, 75])
+    assert 0.75 < (q75 - q25) / 1.349 < 1.3  # 1.02 when written
