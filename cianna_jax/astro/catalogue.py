@@ -66,11 +66,11 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "resolved": (None, "True when the fitted area exceeds the beam's by over 3 sigma "
                        "(False: unresolved, or not fitted)"),
     "freq": ("Hz", "line centre frequency (cubes with a spectral WCS)"),
-    "line_flux": ("Jy Hz", "integrated line flux: the box's flux summed over its channels "
-                           "times the channel width (cubes)"),
-    "line_flux_err": ("Jy Hz", "1-sigma error of line_flux from the local noise"),
-    "w50": ("km/s", "line width at 50% of the spectrum's peak, observed frame (c dnu / nu)"),
-    "w20": ("km/s", "line width at 20% of the spectrum's peak, observed frame (c dnu / nu)"),
+    "line_flux": ("Jy Hz", "integrated line flux: the whole line's flux (fitted on its "
+                           "moment-0 map) times the channel width (cubes)"),
+    "line_flux_err": ("Jy Hz", "1-sigma error of line_flux"),
+    "w50": ("km/s", "line width at 50% of the spectrum's peak, rest frame (c dnu / nu)"),
+    "w20": ("km/s", "line width at 20% of the spectrum's peak, rest frame (c dnu / nu)"),
     "redshift": (None, "redshift of the line (rest frequency in the metadata)"),
     "log_mhi": (None, "log10 of the HI mass in solar masses, 49.7 D_L^2 line_flux (D_L in "
                       "Mpc, Planck 2018 cosmology; HI lines only)"),

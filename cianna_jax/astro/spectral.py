@@ -12,7 +12,8 @@ reads narrow lines a little wide: a Gaussian of FWHM 3 channels 3% (up to 7%), o
 channels 1% (up to 2.4%). :func:`spectral_axis` reads the
 cube's third axis (a frequency, or a velocity or wavelength with the header's rest
 frequency) so that the table gives the centre as a frequency (Hz), the widths as
-observed-frame velocity widths (``c |dnu| / nu``, km/s), the integrated line flux in
+rest-frame velocity widths (``c |dnu| / nu``, km/s: the galaxy's own, (1 + z) times
+narrower than the observed frame's ``c dz``), the integrated line flux in
 Jy Hz and the redshift of the line (the header's rest frequency, or HI's 21 cm line), and
 for HI the mass (:func:`hi_mass`).
 """
@@ -37,10 +38,12 @@ HI_REST_HZ = 1420405751.768
 
 LINE_NOTE = ("line: the box's pixels summed per channel; w50/w20 the widths at 50%/20% of "
              "that spectrum's peak, from the outside in (linear between channels), as "
-             "observed-frame velocity widths c |dnu| / nu; z and freq the middle of the 50% "
-             "crossings; line_flux the spectrum's sum / beam area times the channel width, "
-             "its error the local rms for noise correlated as the beam within a channel and "
-             "independent between channels")
+             "rest-frame velocity widths c |dnu| / nu (the observed frame's c dz is (1 + z) "
+             "times them); z and freq the middle of the 50% crossings; line_flux the "
+             "integral of an elliptical Gaussian fitted on the moment-0 map of the line's "
+             "channels (its 20% crossings widened by a quarter of the width between them "
+             "each side) / beam area, times the channel width, its error the fit's (where "
+             "that fit fails: the box's sum and its noise)")
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def synthetic_cube(
 
 def cube_truth_table(sc: SyntheticCube) -> Any:
     """The true line catalogue as an astropy Table: id, ra, dec, x, y, z (channel), freq
-    (Hz), line_flux (Jy Hz), w50 and w20 (observed-frame km/s, c dnu / nu), peak (Jy/beam)
+    (Hz), line_flux (Jy Hz), w50 and w20 (rest-frame km/s, c dnu / nu), peak (Jy/beam)
     and snr (true peak voxel / noise), bmaj, bmin (beam-convolved FWHM, arcsec), pa (deg
     east of north), kind (0 point, 1 extended)."""
     wcs_mod = require("astropy.wcs")
