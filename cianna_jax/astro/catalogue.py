@@ -76,6 +76,9 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                       "Mpc, Planck 2018 cosmology; HI lines only)"),
     "w50_chan": ("pix", "line width at 50% of the spectrum's peak, in channels (cubes)"),
     "w20_chan": ("pix", "line width at 20% of the spectrum's peak, in channels (cubes)"),
+    "pa_kin": ("deg", "position angle of the receding half of the major axis, east of north "
+                      "in [0, 360) (cubes; NaN where the velocity gradient is under 3 sigma)"),
+    "pa_kin_snr": (None, "significance of the velocity gradient along the major axis"),
     "objectness": (None, "detector objectness score"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),

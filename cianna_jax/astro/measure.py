@@ -32,7 +32,7 @@ from .noise import NoiseMap
 from .spectral import line_widths
 
 __all__ = ["LINE_FLUX_MARGIN", "Measurements", "measure_sources", "measure_boxes_3d",
-           "fit_moment0"]
+           "fit_moment0", "line_window"]
 
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: a line's flux window: its 20% crossings widened by this times the width between them
@@ -50,7 +50,9 @@ class Measurements:
     ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained),
     ``area_err_rel`` (relative error of ``sigma_major * sigma_minor``); NaN where unknown.
     Cubes: ``line [M, 4]``, the spectrum's crossings at 20% (low, high) and 50% (low, high)
-    of its peak, fractional channels (:func:`.spectral.line_widths`)."""
+    of its peak, fractional channels (:func:`.spectral.line_widths`); ``theta_high``
+    (radians) and ``gradient_snr``, the half of the major axis where the line sits at
+    higher channels and its significance (:func:`.kinematics.velocity_gradient`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -71,6 +73,8 @@ class Measurements:
     theta_err: np.ndarray | None = None
     area_err_rel: np.ndarray | None = None
     line: np.ndarray | None = None
+    theta_high: np.ndarray | None = None
+    gradient_snr: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> Measurements:
         """The sources ``index`` (integer indices or a boolean mask), in that order."""
@@ -275,8 +279,8 @@ def measure_boxes_3d(
                         area_err_rel=nan, line=line)
 
 
-def _line_window(m: Measurements, boxes: np.ndarray, depth: int,
-                 margin: float) -> tuple[np.ndarray, np.ndarray]:
+def line_window(m: Measurements, boxes: np.ndarray, depth: int,
+                margin: float = LINE_FLUX_MARGIN) -> tuple[np.ndarray, np.ndarray]:
     """Per line, the channels ``[z0, z1)`` of its flux: the spectrum's 20% crossings widened
     by ``margin`` times the width between them on each side (the box's channels where the
     spectrum gave no crossing), within the cube."""
@@ -349,7 +353,7 @@ def fit_moment0(
         sel = ok.reshape((-1,) + (1,) * (fitted.ndim - 1))
         out[name] = np.where(sel, fitted, base)
     if beam_area is not None and len(b):
-        whole = fit(*_line_window(m, b, D, flux_margin))
+        whole = fit(*line_window(m, b, D, flux_margin))
         good = whole.fit_ok & np.isfinite(m.peak) & np.isfinite(whole.flux_err)
         out["flux"] = np.where(good, whole.flux, m.flux)
         out["flux_err"] = np.where(good, whole.flux_err, m.flux_err)

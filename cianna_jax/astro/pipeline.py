@@ -26,6 +26,7 @@ from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalo
 from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
+from .kinematics import GRADIENT_SNR, velocity_gradient
 from .measure import FWHM, Measurements, fit_moment0, measure_boxes_3d, measure_sources
 from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import (
@@ -48,7 +49,7 @@ from .sky import (
     pixel_to_sky,
     sky_offsets_per_pixel,
 )
-from .spectral import LINE_NOTE, line_columns, spectral_axis
+from .spectral import LINE_NOTE, SpectralAxis, line_columns, spectral_axis
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "predict_file", "build_table", "beam_in_pixels", "warn_if_other_scale"]
@@ -257,6 +258,8 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
         cols.update(line_columns(axis, m.z[order], line[:, 0], line[:, 1], line[:, 2],
                                  line[:, 3], m.flux[order], m.flux_err[order]))
     cols["w50_chan"], cols["w20_chan"] = line[:, 3] - line[:, 2], line[:, 1] - line[:, 0]
+    if axis is not None and m.theta_high is not None and image.wcs is not None:
+        cols.update(_receding_side(image, axis, m.take(order)))
     meta = {"line": LINE_NOTE}
     if axis is not None:
         meta.update(rest_frequency_hz=axis.rest_hz, rest_frequency=axis.rest_source)
@@ -265,6 +268,18 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
                                "masses, D_L from the redshift in astropy's Planck18 cosmology "
                                "(Meyer et al. 2017, PASA 34, e052)")
     return meta
+
+
+def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
+    """``pa_kin``: the sky position angle of each line's receding half (its lower frequencies)
+    where the velocity gradient's significance reaches :data:`.kinematics.GRADIENT_SNR`."""
+    rising = axis.frequency(m.z + 0.5) > axis.frequency(m.z - 0.5)  # frequency up the channels
+    theta = np.where(rising, m.theta_high + np.pi, m.theta_high)
+    ok = np.isfinite(theta) & (np.nan_to_num(m.gradient_snr) >= GRADIENT_SNR)
+    pa = np.full(len(theta), np.nan)
+    if ok.any():
+        pa[ok] = pixel_angle_to_pa(image.wcs, m.x[ok], m.y[ok], theta[ok], directed=True)
+    return {"pa_kin": pa, "pa_kin_snr": m.gradient_snr}
 
 
 def _unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
@@ -384,6 +399,9 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             m = fit_moment0(img.read, img.shape, det.boxes.boxes, noise, m, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=beam,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
+            high, snr = velocity_gradient(img.read, img.shape, det.boxes.boxes, noise, m,
+                                          noise_beam=beam_in_pixels(img))
+            m = replace(m, theta_high=high, gradient_snr=snr)
     t3 = time.perf_counter()
     # a detection centred on blank pixels has no data to measure: dropped; two detections
     # whose measurements converged on one source: the less confident one dropped

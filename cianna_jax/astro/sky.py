@@ -120,13 +120,14 @@ def sky_offsets_per_pixel(wcs: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def pixel_angle_to_pa(wcs: Any, x: np.ndarray, y: np.ndarray, theta: np.ndarray,
-                      step: float = 1.0) -> np.ndarray:
-    """Sky position angle (deg east of north, [0, 180)) of a direction ``theta`` (radians
-    from +x towards +y) at pixel positions ``(x, y)``."""
+                      step: float = 1.0, *, directed: bool = False) -> np.ndarray:
+    """Sky position angle (deg east of north, [0, 180): an axis) of a direction ``theta``
+    (radians from +x towards +y) at pixel positions ``(x, y)``; ``directed``: in [0, 360),
+    the direction itself (e.g. a galaxy's receding side)."""
     x, y, theta = (np.asarray(v, np.float64) for v in (x, y, theta))
     ra0, dec0 = pixel_to_sky(wcs, x, y)
     ra1, dec1 = pixel_to_sky(wcs, x + step * np.cos(theta), y + step * np.sin(theta))
-    return np.mod(position_angle(ra0, dec0, ra1, dec1), 180.0)
+    return np.mod(position_angle(ra0, dec0, ra1, dec1), 360.0 if directed else 180.0)
 
 
 def pa_to_pixel_angle(wcs: Any, x: np.ndarray, y: np.ndarray, pa: np.ndarray, *,
