@@ -1,10 +1,11 @@
 """Source catalogues as astropy tables: building, writing by extension, reading back,
-and the SKA Data Challenge 1 (SDC1) submission text format.
+and the SKA Data Challenges' submission text formats (SDC1 for images, SDC2 for HI cubes).
 
 Formats by extension: ``.ecsv``, ``.csv`` (comma-separated ECSV: units in the ``#``
-header), ``.fits``/``.fit``, ``.xml``/``.vot`` (VOTable) and ``.sdc1``/``.txt`` (SDC1
-text, whitespace-separated, one header line).  Every write is atomic: a failed write
-leaves no partial file and keeps any previous one.
+header), ``.fits``/``.fit``, ``.xml``/``.vot`` (VOTable), ``.sdc1``/``.txt`` (SDC1
+text, whitespace-separated, one header line) and ``.sdc2`` (SDC2 text, the same; a
+``.txt`` file whose header names SDC2's columns is read as SDC2).  Every write is atomic:
+a failed write leaves no partial file and keeps any previous one.
 """
 
 from __future__ import annotations
@@ -24,16 +25,28 @@ from .pybdsf_text import is_pybdsf_text, read_pybdsf_text
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
            "warn_unitless_sizes",
-           "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION"]
+           "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
+           "to_sdc2", "read_sdc2", "W20_FRAME"]
 
 PA_CONVENTION = "degrees east of north (counter-clockwise from north towards east), in [0, 180)"
 
 FORMATS = {".ecsv": "ascii.ecsv", ".csv": "csv", ".fits": "fits", ".fit": "fits",
-           ".xml": "votable", ".vot": "votable", ".sdc1": "sdc1", ".txt": "sdc1", ".reg": "ds9"}
+           ".xml": "votable", ".vot": "votable", ".sdc1": "sdc1", ".txt": "sdc1", ".sdc2": "sdc2",
+           ".reg": "ds9"}
 
 #: Columns of an SDC1 submission / truth file, in order (what the official scorer reads).
 SDC1_COLUMNS = ("id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac",
                 "b_maj", "b_min", "pa", "size", "class")
+
+#: Columns of an SDC2 submission / truth file, in order (what the official scorer reads).
+SDC2_COLUMNS = ("id", "ra", "dec", "hi_size", "line_flux_integral", "central_freq", "pa", "i",
+                "w20")
+_SDC2_UNITS = {"ra": "deg", "dec": "deg", "hi_size": "arcsec", "line_flux_integral": "Jy Hz",
+               "central_freq": "Hz", "pa": "deg", "i": "deg", "w20": "km/s"}
+#: intrinsic axis ratio of an edge-on HI disc (Holmberg's 0.2), for inclinations
+SDC2_Q0 = 0.2
+#: the table metadata key of a w20 measured in the observed frame (SDC2's c dz), not ours
+W20_FRAME = "w20_frame"
 
 # name -> (unit string, description)
 _COLUMNS: dict[str, tuple[str | None, str]] = {
@@ -149,6 +162,8 @@ def make_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
 def _serialise(table: Any, fmt: str) -> bytes:
     if fmt == "sdc1":
         return to_sdc1(table).encode()
+    if fmt == "sdc2":
+        return to_sdc2(table).encode()
     if fmt == "ds9":
         try:
             return to_ds9(table).encode()
@@ -202,6 +217,8 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
     try:
         if f in ("ascii", "csv", "sdc1") and is_pybdsf_text(p):  # names in a comment line
             return read_pybdsf_text(p)
+        if f == "sdc2" or (f == "sdc1" and _header(p) == list(SDC2_COLUMNS)):
+            return read_sdc2(p)
         if f == "sdc1":
             return read_sdc1(p)
         if f == "csv":
@@ -397,29 +414,43 @@ def write_sdc1(table: Any, path: str | os.PathLike, **kw: Any) -> None:
         fh.write(text.encode())
 
 
-def read_sdc1(path: str | os.PathLike) -> Any:
-    """Read an SDC1 text catalogue (submission with a header line, or truth without):
-    12 whitespace-separated numeric columns; extra columns are ignored.  Returns a Table
-    with :data:`SDC1_COLUMNS`."""
-    p = os.fspath(path)
-    rows = []
-    with open(p, encoding="utf-8", errors="replace") as fh:
+def _header(path: str) -> list[str]:
+    """The first non-comment line's words, lower-case."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.lower().split()
+    return []
+
+
+def _numeric_rows(path: str, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """The whitespace-separated numeric columns ``names`` of a challenge text catalogue
+    (a header line is skipped; extra columns are ignored)."""
+    n, rows = len(names), []
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for k, line in enumerate(fh, 1):
             parts = line.split()
             if not parts or parts[0].startswith("#"):
                 continue
             try:
-                vals = [float(v) for v in parts[:12]]
+                vals = [float(v) for v in parts[:n]]
             except ValueError:
                 if not rows:  # a header line
                     continue
-                raise CatalogueError(f"{p}, line {k}: non-numeric value in {line.strip()!r}") from None
-            if len(vals) < 12:
-                raise CatalogueError(f"{p}, line {k}: {len(vals)} columns, an SDC1 catalogue has "
-                                     f"12 ({' '.join(SDC1_COLUMNS)})")
+                raise CatalogueError(f"{path}, line {k}: non-numeric value in {line.strip()!r}") from None
+            if len(vals) < n:
+                raise CatalogueError(f"{path}, line {k}: {len(vals)} columns, an {what} catalogue "
+                                     f"has {n} ({' '.join(names)})")
             rows.append(vals)
-    a = np.array(rows, np.float64).reshape(-1, 12)
-    cols = {c: a[:, i] for i, c in enumerate(SDC1_COLUMNS)}
+    a = np.array(rows, np.float64).reshape(-1, n)
+    return {c: a[:, i] for i, c in enumerate(names)}
+
+
+def read_sdc1(path: str | os.PathLike) -> Any:
+    """Read an SDC1 text catalogue (submission with a header line, or truth without):
+    12 whitespace-separated numeric columns; extra columns are ignored.  Returns a Table
+    with :data:`SDC1_COLUMNS`."""
+    cols = _numeric_rows(os.fspath(path), SDC1_COLUMNS, "SDC1")
     for c in ("id", "size", "class"):
         cols[c] = cols[c].astype(np.int64)
     t = make_table({c: cols[c] for c in SDC1_COLUMNS},
@@ -427,3 +458,69 @@ def read_sdc1(path: str | os.PathLike) -> Any:
                           "dec_cent": "deg", "flux": "Jy", "b_maj": "arcsec", "b_min": "arcsec",
                           "pa": "deg"})
     return t
+
+
+def read_sdc2(path: str | os.PathLike) -> Any:
+    """Read an SDC2 text catalogue (submission or truth, with or without its header line):
+    9 whitespace-separated numeric columns, :data:`SDC2_COLUMNS`.  Its ``w20`` is SDC2's,
+    in the observed frame (``c dz``; the table's metadata says so, and ``val`` reads it
+    so)."""
+    cols = _numeric_rows(os.fspath(path), SDC2_COLUMNS, "SDC2")
+    cols["id"] = cols["id"].astype(np.int64)
+    return make_table(cols, meta={W20_FRAME: "observed"}, units=_SDC2_UNITS)
+
+
+def to_sdc2(table: Any, *, header: bool = True) -> str:
+    """SDC2 submission text of a cube's line catalogue: header line, then one row per line.
+
+    A table with SDC2's columns is written as it is. From this package's catalogue:
+    ``ra``, ``dec``; ``line_flux_integral`` the ``line_flux`` (Jy Hz); ``central_freq``
+    the ``freq`` (Hz); ``w20`` in SDC2's observed frame, ``(1 + redshift)`` times the
+    catalogue's rest-frame one (the ``redshift`` column, else HI's from ``freq``);
+    ``hi_size`` the deconvolved FWHM major axis (``bmaj_deconv``, arcsec; SDC2's is the
+    diameter at 1 Msun/pc^2, a galaxy-dependent multiple of it); ``i`` from the deconvolved
+    axis ratio ``q`` of a disc of intrinsic ratio :data:`SDC2_Q0`,
+    ``cos^2 i = (q^2 - q0^2) / (1 - q0^2)`` (60 degrees, the median of random orientations,
+    for an unresolved line); ``pa`` the receding half's ``pa_kin`` where measured, else the
+    axis' ``pa``. Raises CatalogueError for missing columns or non-finite values."""
+    from .spectral import HI_REST_HZ
+
+    if all(find_column(table, c) for c in SDC2_COLUMNS):
+        cols = {c: _values(table, find_column(table, c)) for c in SDC2_COLUMNS}
+    else:
+        req = require_columns(table, ["ra", "dec", "line_flux", "freq", "w20", "bmaj", "pa"],
+                              "SDC2 output needs a cube's line catalogue with frequencies")
+        n = len(table)
+        freq = _values(table, req["freq"], "Hz")
+        z = (_values(table, "redshift") if "redshift" in table.colnames
+             else HI_REST_HZ / freq - 1.0)
+        dmaj = _values(table, "bmaj_deconv", "arcsec") if "bmaj_deconv" in table.colnames \
+            else _values(table, req["bmaj"], "arcsec")
+        dmin = _values(table, "bmin_deconv", "arcsec") if "bmin_deconv" in table.colnames \
+            else np.zeros(n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.where(dmaj > 0, dmin / dmaj, np.nan)
+            cos2 = (np.clip(q, SDC2_Q0, 1.0) ** 2 - SDC2_Q0**2) / (1.0 - SDC2_Q0**2)
+        incl = np.where(np.isfinite(q), np.degrees(np.arccos(np.sqrt(cos2))), 60.0)
+        pa = _values(table, req["pa"], "deg")
+        if "pa_kin" in table.colnames:
+            kin = _values(table, "pa_kin", "deg")
+            pa = np.where(np.isfinite(kin), kin, pa)
+        cols = {"id": np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, n + 1),
+                "ra": np.mod(_values(table, req["ra"], "deg"), 360.0),
+                "dec": _values(table, req["dec"], "deg"), "hi_size": dmaj,
+                "line_flux_integral": _values(table, req["line_flux"], "Hz Jy"),
+                "central_freq": freq, "pa": pa, "i": incl,
+                "w20": _values(table, req["w20"], "km/s") * (1.0 + z)}
+    bad = [c for c in SDC2_COLUMNS if not np.all(np.isfinite(cols[c]))]
+    if bad:
+        raise CatalogueError(f"SDC2 output: non-finite values in {bad} (the scorer drops such "
+                             "rows; fix them first)")
+    lines = [" ".join(SDC2_COLUMNS)] if header else []
+    for i in range(len(cols["id"])):
+        lines.append(
+            f"{int(cols['id'][i])} {cols['ra'][i]:.9f} {cols['dec'][i]:.9f} "
+            f"{cols['hi_size'][i]:.9g} {cols['line_flux_integral'][i]:.9g} "
+            f"{cols['central_freq'][i]:.12g} {cols['pa'][i]:.9g} {cols['i'][i]:.9g} "
+            f"{cols['w20'][i]:.9g}")
+    return "\n".join(lines) + "\n"

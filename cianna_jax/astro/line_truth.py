@@ -4,8 +4,9 @@ Each true line needs a position on the sky or in pixels (as in images, :mod:`.pl
 and along the spectral axis: a ``freq`` column (Hz, or any frequency unit; aliases
 ``central_freq``, as in SKA Data Challenge 2 truths, ``freq_hz``, ``nu``) converted through
 the cube's spectral WCS, or a ``z`` column (0-based channel). ``line_flux`` (Jy Hz; alias
-``line_flux_integral``) and the widths ``w50``/``w20`` (km/s, or a frequency unit) are
-read when present. The true peak SNR is the ``snr`` column, or computed from the line
+``line_flux_integral``) and the widths ``w50``/``w20`` (km/s, rest frame ``c dnu / nu``
+unless the table's metadata says observed, as SDC2's files read by
+:func:`.catalogue.read_sdc2`; or a frequency unit) are read when present. The true peak SNR is the ``snr`` column, or computed from the line
 flux, a width and the local noise for a Gaussian line (sizes from ``bmaj``/``bmin`` when
 given, else a point source).
 """
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._deps import require
-from .catalogue import CatalogueError, column_values, find_column
+from .catalogue import W20_FRAME, CatalogueError, column_values, find_column
 from .fits_image import FitsImage
 from .noise import NoiseMap
 from .spectral import C_KMS, SpectralAxis, spectral_axis
@@ -69,6 +70,8 @@ def _width_channels(t: Any, name: str, axis: SpectralAxis | None, z: np.ndarray,
         return vals * float(unit.to(u.Hz)) / dnu
     if unit is not None and unit.is_equivalent(u.km / u.s):
         vals = vals * float(unit.to(u.km / u.s))
+    if t.meta.get(W20_FRAME) == "observed":  # SDC2's c dz: (1 + z) x the rest frame's
+        vals = vals * nu / axis.rest_hz
     return vals * nu / C_KMS / dnu
 
 
