@@ -291,9 +291,11 @@ def _parser() -> argparse.ArgumentParser:
     common(pred, several="")
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
-                           "text) or .reg (DS9 regions); repeatable: several files, one run")
+                           "text), .sdc2 (SDC2 text, a cube's lines) or .reg (DS9 regions); "
+                           "repeatable: several files, one run")
     pred.add_argument("--format", default=None, help="output format, overriding the extension "
-                                                     "(ascii.ecsv, csv, fits, votable, sdc1)")
+                                                     "(ascii.ecsv, csv, fits, votable, sdc1, "
+                                                     "sdc2)")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
     pred.add_argument("--batch", type=int, default=None,
                       help="tiles per batch (default: the card's; an image of fewer tiles "

@@ -270,6 +270,19 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
     return meta
 
 
+def _check_sdc2_cube(img: FitsImage) -> None:
+    """SDC2 output needs what its columns are made of: a cube with sky positions,
+    frequencies and a beam (line fluxes in Jy Hz)."""
+    missing = [what for what, ok in (("a cube", img.ndim == 3), ("a celestial WCS",
+                                     img.wcs is not None), ("a beam", img.beam is not None))
+               if not ok]
+    if not missing and spectral_axis(img.spectral_wcs, img.path) is None:
+        missing.append("a frequency axis")
+    if missing:
+        raise ImageError(f"{img.path}: SDC2 output is for HI cubes' lines (sky positions, "
+                         f"frequencies, fluxes in Jy Hz); this image lacks {', '.join(missing)}")
+
+
 def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
     """``pa_kin``: the sky position angle of each line's receding half (its lower frequencies)
     where the velocity gradient's significance reaches :data:`.kinematics.GRADIENT_SNR`."""
@@ -548,6 +561,8 @@ def predict_file(
         if "sdc1" in formats and img.ndim == 3:
             raise ImageError(f"{img.path}: SDC1 output is for continuum images; a cube's lines "
                              "go to a table (.ecsv, .fits, .csv, .xml)")
+        if "sdc2" in formats:
+            _check_sdc2_cube(img)
         if drawn and img.ndim != 2:
             raise ImageError(f"{img.path}: {' and '.join(drawn)} images are drawn for 2D "
                              f"images; this one has shape {img.shape}")

@@ -22,7 +22,7 @@ from ..checks import as_bounded_float
 from ..datasets import radio_sky as rs
 from ..io.atomic import atomic_write
 from ._deps import require
-from .catalogue import make_table
+from .catalogue import disc_inclination, make_table
 from .fits_image import FWHM_AREA, Beam
 from .sky import pixel_angle_to_pa, pixel_to_sky
 from .spectral import C_KMS, HI_REST_HZ
@@ -142,7 +142,9 @@ def cube_truth_table(sc: SyntheticCube) -> Any:
     """The true line catalogue as an astropy Table: id, ra, dec, x, y, z (channel), freq
     (Hz), line_flux (Jy Hz), w50 and w20 (rest-frame km/s, c dnu / nu), peak (Jy/beam)
     and snr (true peak voxel / noise), bmaj, bmin (beam-convolved FWHM, arcsec), pa (deg
-    east of north), kind (0 point, 1 extended)."""
+    east of north), kind (0 point, 1 extended), hi_size (the intrinsic FWHM major axis,
+    arcsec; 0 for point sources) and i (deg, :func:`.catalogue.disc_inclination` of the
+    intrinsic axes: 60 for point sources), for SDC2 scores."""
     wcs_mod = require("astropy.wcs")
     c = sc.catalogue
     s = sc.pixel_scale
@@ -157,6 +159,13 @@ def cube_truth_table(sc: SyntheticCube) -> Any:
             "w20": W20_PER_FWHM * w50, "peak": peak, "snr": peak / sc.noise,
             "bmaj": c.bmaj * s, "bmin": c.bmin * s,
             "pa": pixel_angle_to_pa(w, c.x, c.y, c.pa + 0.5 * math.pi), "kind": c.kind}
+    # the intrinsic (beam-deconvolved) axes: SDC2's hi_size and inclination, as the SDC2
+    # output derives them from a catalogue's deconvolved axes
+    psf = sc.beam.bmaj / s
+    major = np.sqrt(np.maximum(c.bmaj**2 - psf**2, 0.0)) * s
+    minor = np.sqrt(np.maximum(c.bmin**2 - psf**2, 0.0)) * s
+    major = np.where(c.kind == 0, 0.0, major)
+    cols["hi_size"], cols["i"] = major, disc_inclination(major, minor)
     t = make_table(cols, meta={"noise_jy_beam": sc.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": sc.beam.bmaj, "channel_width_hz": sc.dfreq,
                                "rest_frequency_hz": float(sc.header["RESTFRQ"])})

@@ -28,7 +28,14 @@ import numpy as np
 from ..checks import as_bounded_float
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
-from .catalogue import column_values, make_table, read_catalogue, write_catalogue
+from .catalogue import (
+    CatalogueError,
+    column_values,
+    make_table,
+    read_catalogue,
+    sdc2_columns,
+    write_catalogue,
+)
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
@@ -48,6 +55,7 @@ from .pipeline import measure_detections, warn_if_other_scale
 from .predict import checked_threshold, detect, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
+from .sdc2 import BAND_HZ, BEAM_ARCSEC, Sdc2Score, sdc2_score, sdc2_summary
 from .truth import Truth, load_truth, merge_truths, sdc1_columns, truth_ids
 
 __all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
@@ -398,8 +406,10 @@ def validate(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
         sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)  # None for a cube (no SDC1 truth)
+        sdc2 = None
         if tr.z is not None:
             sc.extra["lines"] = line_summary(det, tr, m)
+            sdc2 = _sdc2_for(det, tr)
         where = f"image {os.fspath(paths[0])}" if not several else (
             f"{len(paths)} images {', '.join(map(os.fspath, paths))} scored as one field "
             "(each source, detected or true, from the image whose centre is nearest among "
@@ -415,7 +425,7 @@ def validate(
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
-                + flag_counts(det) + format_scores(sc, sdc1))
+                + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2))
         ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match
@@ -428,7 +438,8 @@ def validate(
                               "precision": sc.by_snr.precision, "f1": sc.by_snr.f1,
                               "n_true": sc.by_snr.n_truth, "n_det": sc.by_snr.n_det},
                    "pr_curve": pr, "timings": timings,
-                   "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area)}
+                   "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area),
+                   "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
         if several:
             summary["images"] = [{**d, "n_truth": int(np.count_nonzero(tr.image == i))}
                                  for i, d in enumerate(det.meta["images"])]
@@ -484,6 +495,31 @@ def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
                        np.asarray(det["pa"]) if "pa" in cols else np.zeros(len(det)))
     good = np.all([np.isfinite(v) for v in sub.values()], axis=0)
     return sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, freq, area=area)
+
+
+def _sdc2_for(det: Any, tr: Truth) -> Sdc2Score | None:
+    """The SDC2 score of a cube's detection table against its truth, or None where either
+    cannot give SDC2's columns (no frequencies, no beam; a truth without line fluxes or
+    widths; a truth without SDC2's hi_size and i: its sizes would be the convolved ones)."""
+    if not all(c in [n.lower() for n in tr.table.colnames] for c in ("hi_size", "i")):
+        return None
+    try:
+        truth = sdc2_columns(tr.table)
+        sub = sdc2_columns(det)
+    except CatalogueError:
+        return None
+    return sdc2_score(sub, truth)
+
+
+def _format_sdc2(s: Sdc2Score | None) -> str:
+    if s is None:
+        return ""
+    acc = " ".join(f"{k} {100 * np.nanmean(np.nan_to_num(v)):.0f}%"
+                   for k, v in s.per_source.items())
+    return (f"\nSDC2 score {s.value:.3f} (n_det {s.n_det}, n_match {s.n_match}, n_false "
+            f"{s.n_false}, mean per-match {_fmt(s.acc_pc, '.1f')} %: {acc or 'no match'}; the "
+            f"official scorer's rules, SDC2's band {BAND_HZ[0] / 1e9:g}-{BAND_HZ[1] / 1e9:g} GHz"
+            f" and beam {BEAM_ARCSEC:g} arcsec)\n")
 
 
 def _sdc1_summary(sdc1: Sdc1Score | None, freq: int, area: str) -> dict | None:

@@ -79,6 +79,24 @@ def test_truth_in_channels_from_freq_or_z_and_its_snr(cube):
         _truth(path, t[["ra", "dec", "freq"]])
 
 
+def test_an_sdc2_truth_file_places_the_same_lines(cube, tmp_path):
+    """The simulator's truth written as SDC2 text (observed-frame w20, (1 + z) wider in km/s)
+    and read back: the same channels and widths in channels as from its ECSV."""
+    from cianna_jax.astro.catalogue import write_catalogue
+
+    path, truth = cube
+    t = read_catalogue(truth)
+    write_catalogue(t, tmp_path / "t.sdc2")
+    text = read_catalogue(tmp_path / "t.sdc2")
+    z = np.asarray(t["freq"])
+    assert np.asarray(text["w20"]) == pytest.approx(
+        np.asarray(t["w20"]) * 1420405751.768 / z, rel=1e-6)
+    a, b = _truth(path, t), _truth(path, text[[c for c in text.colnames]])
+    assert b.z == pytest.approx(a.z, abs=1e-6)
+    assert b.w20 == pytest.approx(a.w20, rel=1e-6)
+    assert b.flux == pytest.approx(a.flux, rel=1e-6)
+
+
 def test_lines_match_on_the_sky_and_in_frequency(cube):
     path, truth = cube
     t = read_catalogue(truth)
@@ -120,6 +138,14 @@ def test_val_on_a_cube(cube, tmp_path):
     assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
                                               "w20_ratio_scatter"}
     assert scores["sdc1"] is None
+    # the SDC2 score by the official rules: the truth has SDC2's hi_size and inclination
+    from cianna_jax.astro.catalogue import sdc2_columns
+    from cianna_jax.astro.sdc2 import sdc2_score
+
+    want = sdc2_score(sdc2_columns(r.table), sdc2_columns(read_catalogue(truth)))
+    assert scores["sdc2"]["sdc2_score"] == pytest.approx(want.value)
+    # lines without a w20 (no positive peak) are dropped, as the official scorer drops them
+    assert scores["sdc2"]["n_det"] == want.n_det > 0.9 * len(r.table) and "SDC2 score" in r.text
     assert str(read_catalogue(tmp_path / "rep" / "scores_by_flux.ecsv")["flux_min"].unit) == \
         "Hz Jy"
     # matched pairs are close in channel: within half the true w20, at least one channel
@@ -146,4 +172,14 @@ def test_predict_refuses_sdc1_output_for_a_cube(cube, tmp_path, capsys):
     assert main(["predict", "--model", card, "--image", str(path), "--out", str(out),
                  "--quiet"]) == 2
     assert "SDC1 output is for continuum images" in capsys.readouterr().err
+    # SDC2's text, for the cube; refused for an image
+    assert main(["predict", "--model", card, "--image", str(path), "--out",
+                 str(tmp_path / "lines.sdc2"), "--threshold", "0", "--quiet"]) == 0
+    t = read_catalogue(tmp_path / "lines.sdc2")
+    assert t.colnames[:3] == ["id", "ra", "dec"] and len(t) > 0
+    with fits.open(path) as h:
+        fits.PrimaryHDU(h[0].data[0], h[0].header).writeto(tmp_path / "plane.fits")
+    assert main(["predict", "--model", card, "--image", str(tmp_path / "plane.fits"), "--out",
+                 str(tmp_path / "p.sdc2"), "--quiet"]) == 2
+    assert "this image lacks a cube" in capsys.readouterr().err
     assert not out.exists()
