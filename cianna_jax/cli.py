@@ -215,6 +215,8 @@ def _simulate(args) -> int:
         catalogue_format(args.truth)
     if args.cube:
         return _simulate_cube(args)
+    if args.discs:
+        raise ValueError("--discs: an option of --cube (rotating discs are spectral lines)")
     size = 1024 if args.size is None else args.size
     density = 0.003 if args.density is None else args.density
     field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
@@ -238,7 +240,8 @@ def _simulate_cube(args) -> int:
                          "option of --cube")
     size = 192 if args.size is None else args.size
     kw = {} if args.density is None else {"density": args.density}
-    sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise, **kw)
+    sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise,
+                        discs=args.discs, **kw)
     write_cube_fits(args.out, sc)
     msg = (f"{args.channels} channels of {sc.dfreq / 1e3:g} kHz from {sc.freq0 / 1e6:g} MHz, "
            f"{size}x{size} pixels, noise {args.noise:g} Jy/beam -> {args.out}")
@@ -392,6 +395,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")
     sim.add_argument("--channels", type=int, default=96, help="channels of a --cube")
+    sim.add_argument("--discs", action="store_true",
+                     help="with --cube: rotating HI discs (double-horned lines, emission moving "
+                          "across the sky with the channel) instead of Gaussian lines")
     return parser
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..io.atomic import atomic_write
 from ._deps import require
 from .catalogue import disc_inclination, make_table
 from .fits_image import FWHM_AREA, Beam
+from .hi_discs import Discs, draw_discs, render_discs
 from .sky import pixel_angle_to_pa, pixel_to_sky
 from .spectral import C_KMS, HI_REST_HZ
 
@@ -39,16 +40,18 @@ class SyntheticCube:
     """``cube`` [D, H, W] float32 in Jy/beam, its ``catalogue`` (radio_sky, positions and
     line centres in pixels and channels, ``flux`` in Jy x channels), ``header`` (astropy),
     ``noise`` rms (Jy/beam), ``beam``, ``pixel_scale`` (arcsec), ``freq0`` (Hz, channel
-    0) and ``dfreq`` (Hz per channel)."""
+    0) and ``dfreq`` (Hz per channel); a cube of rotating discs has ``discs``
+    (:class:`.hi_discs.Discs`, fluxes in Jy/beam x channels) and no ``catalogue``."""
 
     cube: np.ndarray
-    catalogue: rs.Catalogue
+    catalogue: rs.Catalogue | None
     header: Any
     noise: float
     beam: Beam
     pixel_scale: float
     freq0: float
     dfreq: float
+    discs: Discs | None = None
 
     def frequency(self, z: np.ndarray) -> np.ndarray:
         """Frequency (Hz) at 0-based fractional channels."""
@@ -91,13 +94,20 @@ def synthetic_cube(
     freq0: float = 950e6,
     dfreq: float = 30e3,
     centre: tuple[float, float] = (0.0, -30.0),
+    discs: bool = False,
+    disc_size_range: tuple[float, float] = (1.0, 8.0),
+    rotation_range: tuple[float, float] = (40.0, 120.0),
+    sigma_v: float = 10.0,
 ) -> SyntheticCube:
     """A synthetic line cube in Jy/beam with its catalogue.
 
     ``psf_fwhm`` and ``extended_size_range`` in pixels, ``line_width_range`` the lines'
     FWHM in channels; ``snr_range`` bounds the sources' voxel sums in units of the noise per
     voxel of the flux-per-pixel cube (as :func:`.synthetic.synthetic_field`); ``density``
-    sources per sky pixel. Line centres keep one FWHM of the widest line from the ends."""
+    sources per sky pixel. Line centres keep one FWHM of the widest line from the ends.
+    ``discs``: rotating HI discs instead (:mod:`.hi_discs`: double-horned lines, emission
+    moving across the sky with the channel), of FWHM ``disc_size_range`` pixels, rotation
+    ``rotation_range`` km/s and dispersion ``sigma_v`` km/s."""
     if len(size) != 3 or not all(isinstance(v, (int, np.integer)) and v >= 8 for v in size):
         raise ValueError(f"size: expected three ints >= 8 (channels, height, width), received "
                          f"{size!r}")
@@ -118,6 +128,10 @@ def synthetic_cube(
                          f"{line_width_range[1]:g} channels FWHM (one FWHM from each end): "
                          f"give more than {2 * line_width_range[1]:g} channels")
     px_noise = 0.01
+    if discs:
+        return _disc_cube(tuple(int(v) for v in size), seed, density, (lo * px_noise,
+                          hi * px_noise), px_noise, noise, psf_fwhm, pixel_scale, freq0, dfreq,
+                          centre, disc_size_range, rotation_range, sigma_v)
     cube, cat = rs.make_cube(tuple(int(v) for v in size), seed=seed, density=density,
                              noise_rms=px_noise, psf_fwhm=psf_fwhm,
                              flux_range=(lo * px_noise, hi * px_noise),
@@ -138,14 +152,67 @@ def synthetic_cube(
                          dfreq=float(dfreq))
 
 
+def _disc_cube(size, seed, density, flux_range, px_noise, noise, psf_fwhm, pixel_scale,
+               freq0, dfreq, centre, size_range, rotation_range, sigma_v) -> SyntheticCube:
+    rng = np.random.default_rng(seed)
+    D, H, W = size
+    cube = rs.make_cube(size, n_sources=0, seed=rng, noise_rms=px_noise,
+                        psf_fwhm=psf_fwhm)[0].astype(np.float64)
+    n = int(rng.poisson(density * H * W))
+    mid = freq0 + dfreq * 0.5 * (D - 1)
+    channel_kms = C_KMS * abs(dfreq) / mid
+    d = draw_discs(rng, n, size, flux=rs.power_law_fluxes(rng, n, flux_range, 1.8),
+                   size_range=size_range, rotation_range=rotation_range, sigma_v=sigma_v,
+                   channel_kms=channel_kms, border=2.0 * psf_fwhm)
+    d = render_discs(cube, d, psf_fwhm=psf_fwhm, channel_kms=channel_kms, rising=dfreq > 0)
+    beam_pix = FWHM_AREA * psf_fwhm**2
+    to_jyb = noise / px_noise
+    d = replace(d, flux=d.flux * to_jyb / beam_pix, peak=d.peak * to_jyb)
+    beam = Beam(psf_fwhm * pixel_scale, psf_fwhm * pixel_scale, 0.0)
+    header = cube_header(size, pixel_scale=pixel_scale, beam=beam, freq0=freq0, dfreq=dfreq,
+                         centre=centre)
+    return SyntheticCube(cube=(cube * to_jyb).astype(np.float32), catalogue=None, header=header,
+                         noise=float(noise), beam=beam, pixel_scale=float(pixel_scale),
+                         freq0=float(freq0), dfreq=float(dfreq), discs=d)
+
+
+def _disc_truth(sc: SyntheticCube, w: Any) -> dict[str, np.ndarray]:
+    """The truth columns of a cube of rotating discs."""
+    d, s = sc.discs, sc.pixel_scale
+    psf = sc.beam.bmaj / s
+    nu = sc.frequency(d.z_mid)
+    kms = C_KMS * abs(sc.dfreq) / nu  # km/s per channel at each line
+    ra, dec = pixel_to_sky(w, d.x, d.y)
+    major, minor = d.hi_size, d.hi_size * d.axis_ratio()
+    return {"id": np.arange(1, len(d) + 1), "ra": ra, "dec": dec, "x": d.x, "y": d.y,
+            "z": d.z_mid, "freq": nu, "line_flux": d.flux * abs(sc.dfreq),
+            "w50": d.w50 * kms, "w20": d.w20 * kms, "peak": d.peak,
+            "snr": d.peak / sc.noise, "bmaj": np.hypot(major, psf) * s,
+            "bmin": np.hypot(minor, psf) * s,
+            "pa": pixel_angle_to_pa(w, d.x, d.y, d.theta_rec),
+            "pa_kin": pixel_angle_to_pa(w, d.x, d.y, d.theta_rec, directed=True),
+            "kind": np.full(len(d), 2), "hi_size": major * s, "i": np.degrees(d.incl),
+            "v_flat": d.v_flat}
+
+
 def cube_truth_table(sc: SyntheticCube) -> Any:
     """The true line catalogue as an astropy Table: id, ra, dec, x, y, z (channel), freq
     (Hz), line_flux (Jy Hz), w50 and w20 (rest-frame km/s, c dnu / nu), peak (Jy/beam)
     and snr (true peak voxel / noise), bmaj, bmin (beam-convolved FWHM, arcsec), pa (deg
-    east of north), kind (0 point, 1 extended), hi_size (the intrinsic FWHM major axis,
-    arcsec; 0 for point sources) and i (deg, :func:`.catalogue.disc_inclination` of the
-    intrinsic axes: 60 for point sources), for SDC2 scores."""
+    east of north), kind (0 point, 1 extended, 2 rotating disc), hi_size (the intrinsic
+    FWHM major axis, arcsec; 0 for point sources) and i (deg, the disc's; elsewhere
+    :func:`.catalogue.disc_inclination` of the intrinsic axes: 60 for point sources), for
+    SDC2 scores; for discs also pa_kin (the receding half, deg in [0, 360)) and v_flat
+    (km/s). A disc's z and widths are its noise-free spectrum's."""
     wcs_mod = require("astropy.wcs")
+    meta = {"noise_jy_beam": sc.noise, "pixel_scale_arcsec": sc.pixel_scale,
+            "beam_arcsec": sc.beam.bmaj, "channel_width_hz": sc.dfreq,
+            "rest_frequency_hz": float(sc.header["RESTFRQ"])}
+    if sc.discs is not None:
+        t = make_table(_disc_truth(sc, wcs_mod.WCS(sc.header).celestial), meta=meta)
+        t["v_flat"].unit, t["v_flat"].description = "km/s", "flat rotation velocity"
+        t["snr"].description = "true peak voxel / noise rms"
+        return t
     c = sc.catalogue
     s = sc.pixel_scale
     beam_pix = FWHM_AREA * (sc.beam.bmaj / s) ** 2
@@ -166,9 +233,7 @@ def cube_truth_table(sc: SyntheticCube) -> Any:
     minor = np.sqrt(np.maximum(c.bmin**2 - psf**2, 0.0)) * s
     major = np.where(c.kind == 0, 0.0, major)
     cols["hi_size"], cols["i"] = major, disc_inclination(major, minor)
-    t = make_table(cols, meta={"noise_jy_beam": sc.noise, "pixel_scale_arcsec": s,
-                               "beam_arcsec": sc.beam.bmaj, "channel_width_hz": sc.dfreq,
-                               "rest_frequency_hz": float(sc.header["RESTFRQ"])})
+    t = make_table(cols, meta=meta)
     t["peak"].description = "peak brightness of the true line (beam-convolved), Jy/beam"
     t["snr"].description = "true peak voxel / noise rms"
     return t
