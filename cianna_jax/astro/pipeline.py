@@ -283,6 +283,34 @@ def _check_sdc2_cube(img: FitsImage) -> None:
                          f"frequencies, fluxes in Jy Hz); this image lacks {', '.join(missing)}")
 
 
+def _unique_lines(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
+    """Mask of the cube detections kept when duplicates are merged, best score first: two
+    detections whose sky footprints overlap at half maximum (centres closer than the sum of
+    their half FWHMs, each at least the beam's) and whose lines overlap in channel (between
+    their 20% crossings, or within a channel of the centre where a line has none). A
+    detector may box a wide line twice, e.g. each horn of a double-horned one."""
+    from scipy.spatial import cKDTree
+
+    n = m.x.size
+    keep = np.ones(n, bool)
+    if n < 2:
+        return keep
+    half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
+    lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
+    hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
+    pts = np.stack([m.x, m.y], 1)
+    tree = cKDTree(np.nan_to_num(pts))
+    for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
+        if not keep[i] or not np.isfinite(pts[i]).all():
+            continue
+        for j in tree.query_ball_point(pts[i], r=half[i] + half.max()):
+            if (j != i and keep[j] and score[j] <= score[i]
+                    and np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
+                    and lo[j] <= hi[i] and lo[i] <= hi[j]):
+                keep[j] = False
+    return keep
+
+
 def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
     """``pa_kin``: the sky position angle of each line's receding half (its lower frequencies)
     where the velocity gradient's significance reaches :data:`.kinematics.GRADIENT_SNR`."""
@@ -340,7 +368,8 @@ def find_sources(
     :func:`.fits_image.open_image`); ``beam`` the header's beam; ``tile`` the card's tile size;
     ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
-    only the one with the higher score is kept: the detector boxed one source twice.
+    only the one with the higher score is kept: the detector boxed one source twice (in a
+    cube: footprints overlapping at half maximum and lines overlapping in channel).
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
@@ -396,10 +425,9 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     img, mdl = image, model
     t2 = time.perf_counter()
     area = img.beam_area_pixels()
-    bs = None
+    bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
+          if img.beam is not None and img.pixel_scale else None)
     if img.ndim == 2:
-        bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
-              if img.beam is not None and img.pixel_scale else None)
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
@@ -408,9 +436,8 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
         m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                              unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
         if fit:  # positions, sizes and orientations fitted on each line's moment-0 map
-            beam = img.beam.fwhm_pixels(img.pixel_scale) / FWHM if img.beam is not None                 and img.pixel_scale else None
             m = fit_moment0(img.read, img.shape, det.boxes.boxes, noise, m, beam_area=area,
-                            unit_scale=img.unit_scale, beam_sigma=beam,
+                            unit_scale=img.unit_scale, beam_sigma=bs,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
             high, snr = velocity_gradient(img.read, img.shape, det.boxes.boxes, noise, m,
                                           noise_beam=beam_in_pixels(img))
@@ -419,8 +446,9 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     # a detection centred on blank pixels has no data to measure: dropped; two detections
     # whose measurements converged on one source: the less confident one dropped
     ok = np.isfinite(m.peak)
-    if img.ndim == 2 and merge:
-        ok &= _unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
+    if merge:
+        unique = _unique_sources if img.ndim == 2 else _unique_lines
+        ok &= unique(m, det.boxes.score(mdl.card.score), bs or 1.0)
     # the catalogue's order for the detections and measurements too: row k is source k
     keep = np.flatnonzero(ok)
     keep = keep[catalogue_order(m.take(keep))]

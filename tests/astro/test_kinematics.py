@@ -136,3 +136,27 @@ def test_the_catalogue_gives_the_receding_half_as_a_position_angle(tmp_path, ris
     assert float(t["pa_kin_snr"][0]) > 10
     assert str(t["pa_kin"].unit) == "deg"
     assert abs(math.remainder(float(t["pa"][0]) - want, 180.0)) < 5.0  # the same axis
+
+
+def test_a_line_boxed_twice_is_one_line():
+    """Cube duplicates (e.g. each horn of a double-horned line boxed): footprints that
+    overlap at half maximum and lines that overlap in channel; the best score is kept. Lines
+    at other frequencies on the same sky, or beside on the sky, stay."""
+    from cianna_jax.astro.measure import Measurements
+    from cianna_jax.astro.pipeline import _unique_lines
+
+    x = np.array([10.0, 11.5, 10.2, 30.0, 16.5])
+    y = np.array([10.0, 10.5, 9.8, 30.0, 10.0])
+    z = np.array([20.0, 24.0, 60.0, 20.0, 21.0])
+    line = np.stack([z - 6, z + 6, z - 4, z + 4], 1)
+    n = len(x)
+    nan = np.full(n, np.nan)
+    m = Measurements(x=x, y=y, peak=np.ones(n), flux=np.ones(n), flux_err=nan, rms=np.ones(n),
+                     snr=np.ones(n), sigma_major=np.full(n, 2.0), sigma_minor=np.full(n, 1.5),
+                     theta=np.zeros(n), fit_ok=np.ones(n, bool), z=z, line=line)
+    score = np.array([0.6, 0.9, 0.5, 0.5, 0.5])
+    # 0 and 1 are one line (1 kept: higher score); 2 is another galaxy behind (other
+    # channels); 3 is elsewhere; 4 lies 5.0 px from 1, beyond the half-maximum footprints (4.7)
+    assert _unique_lines(m, score, 1.0).tolist() == [False, True, True, True, True]
+    m4 = replace(m, sigma_major=np.array([2.0, 2.0, 2.0, 2.0, 3.0]))
+    assert _unique_lines(m4, score, 1.0).tolist() == [False, True, True, True, False]
