@@ -18,7 +18,7 @@ import numpy as np
 
 from ..datasets.radio_sky import cianna_targets
 from .labels import SourceLabels
-from .sampler import POSITIVE, Cancelled, PatchPlan, PatchSampler, _transform_boxes
+from .sampler import POSITIVE, Cancelled, PatchPlan, PatchSampler, transform_boxes
 
 __all__ = ["CubePlan", "CubePatchSampler", "cube_grid_patches"]
 
@@ -97,7 +97,7 @@ class CubePatchSampler(PatchSampler):
         if flip_y:
             pix = pix[:, ::-1]
         boxes, flux = self.cube_boxes(z0, y0, x0)
-        boxes = _transform_boxes(boxes, P, rot, flip_x, flip_y)
+        boxes = transform_boxes(boxes, P, rot, flip_x, flip_y)
         return pix, cianna_targets(boxes, self.max_obj, priority=flux)
 
     def epoch(self, seed: int, epoch: int, n: int, *,

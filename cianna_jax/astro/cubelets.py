@@ -28,7 +28,7 @@ from ._deps import require
 from .catalogue import make_table, write_catalogue
 from .fits_image import FitsImage, ImageError
 from .noise import NoiseMap
-from .spectral import SpectralAxis, spectral_axis
+from .spectral import SpectralAxis
 
 __all__ = ["cube_wcs", "cubelet_window", "write_cubelets"]
 
@@ -96,7 +96,7 @@ def write_cubelets(image: FitsImage, table: Any, boxes: np.ndarray, noise: Noise
                          f"{image.shape}")
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
-    axis: SpectralAxis | None = spectral_axis(image.spectral_wcs, image.path)
+    axis: SpectralAxis | None = image.frequency_axis
     w3 = cube_wcs(image)
     area = image.beam_area_pixels()
     scale = image.unit_scale

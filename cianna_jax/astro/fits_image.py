@@ -10,6 +10,7 @@ restoring beam; BUNIT tells whether pixels are per beam (Jy/beam) or per pixel.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from .spectral import SpectralAxis, spectral_axis
 
 __all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit"]
 
@@ -119,6 +121,12 @@ class FitsImage:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)
+
+    @functools.cached_property
+    def frequency_axis(self) -> SpectralAxis | None:
+        """The cube's third axis as frequencies (:func:`.spectral.spectral_axis`), read once
+        per opened image: a cube whose axis gives none is warned about once."""
+        return spectral_axis(self.spectral_wcs, self.path)
 
     @property
     def ndim(self) -> int:

@@ -22,7 +22,7 @@ from ._deps import require
 from .catalogue import W20_FRAME, CatalogueError, column_values, find_column
 from .fits_image import FitsImage
 from .noise import NoiseMap
-from .spectral import C_KMS, SpectralAxis, spectral_axis
+from .spectral import C_KMS, SpectralAxis
 
 __all__ = ["PlacedLines", "place_lines", "W20_PER_W50"]
 
@@ -99,7 +99,7 @@ def place_lines(t: Any, image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.
                 what: str, bmaj: np.ndarray | None, bmin: np.ndarray | None) -> PlacedLines:
     """The rows of ``t`` (at pixels ``x, y`` of cube ``image``) along its channels, with
     their line flux, w20 and true SNR; CatalogueError naming what is missing."""
-    axis = spectral_axis(image.spectral_wcs, image.path)
+    axis = image.frequency_axis
     D = image.shape[0]
     freq = column_values(t, "freq", what)
     if freq is not None:

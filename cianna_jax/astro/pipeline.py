@@ -49,7 +49,7 @@ from .sky import (
     pixel_to_sky,
     sky_offsets_per_pixel,
 )
-from .spectral import LINE_NOTE, SpectralAxis, line_columns, spectral_axis
+from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "predict_file", "build_table", "beam_in_pixels", "warn_if_other_scale"]
@@ -253,7 +253,7 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
     channels, and where the third axis gives frequencies the centre frequency, velocity
     widths, line flux and redshift (:mod:`.spectral`); returns the metadata they need."""
     line = m.line[order]
-    axis = spectral_axis(image.spectral_wcs, image.path)
+    axis = image.frequency_axis
     if axis is not None:
         cols.update(line_columns(axis, m.z[order], line[:, 0], line[:, 1], line[:, 2],
                                  line[:, 3], m.flux[order], m.flux_err[order]))
@@ -276,7 +276,7 @@ def _check_sdc2_cube(img: FitsImage) -> None:
     missing = [what for what, ok in (("a cube", img.ndim == 3), ("a celestial WCS",
                                      img.wcs is not None), ("a beam", img.beam is not None))
                if not ok]
-    if not missing and spectral_axis(img.spectral_wcs, img.path) is None:
+    if not missing and img.frequency_axis is None:
         missing.append("a frequency axis")
     if missing:
         raise ImageError(f"{img.path}: SDC2 output is for HI cubes' lines (sky positions, "

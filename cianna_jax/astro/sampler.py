@@ -32,7 +32,7 @@ from ..datasets.radio_sky import cianna_targets
 from .labels import SourceLabels
 
 __all__ = ["PatchPlan", "PatchSampler", "Prefetcher", "Cancelled", "grid_patches",
-           "UNIFORM", "POSITIVE", "NEGATIVE"]
+           "UNIFORM", "POSITIVE", "NEGATIVE", "transform_boxes"]
 
 UNIFORM, POSITIVE, NEGATIVE = 0, 1, 2
 """Patch kinds of :class:`PatchPlan`."""
@@ -65,7 +65,7 @@ def _fraction(v: float, name: str, lo_open: bool = False) -> float:
     return v
 
 
-def _transform_boxes(b: np.ndarray, P: int, rot: int, flip_x: bool, flip_y: bool) -> np.ndarray:
+def transform_boxes(b: np.ndarray, P: int, rot: int, flip_x: bool, flip_y: bool) -> np.ndarray:
     """Boxes [m, 6] of a P x P patch after ``np.rot90(patch, rot)`` then the flips (pixel-edge
     frame: a quarter turn maps (x, y) to (y, P - x))."""
     b = b.copy()
@@ -243,7 +243,7 @@ class PatchSampler:
         if flip_y:
             pix = pix[::-1]
         boxes, flux = self.patch_boxes(y0, x0)
-        boxes = _transform_boxes(boxes, P, rot, flip_x, flip_y)
+        boxes = transform_boxes(boxes, P, rot, flip_x, flip_y)
         return pix, cianna_targets(boxes, self.max_obj, priority=flux)
 
     def epoch(self, seed: int, epoch: int, n: int, *,
