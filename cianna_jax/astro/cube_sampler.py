@@ -12,6 +12,7 @@ and of its extent along the channels is inside.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +21,22 @@ from ..datasets.radio_sky import cianna_targets
 from .labels import SourceLabels
 from .sampler import POSITIVE, Cancelled, PatchPlan, PatchSampler, transform_boxes
 
-__all__ = ["CubePlan", "CubePatchSampler", "cube_grid_patches"]
+__all__ = ["CubePlan", "CubeWindows", "CubePatchSampler", "cube_grid_patches"]
+
+
+class CubeWindows:
+    """A region of a cube read window by window, for a region too large to hold: ``read``
+    gives the normalised network input (float32, NaN-free) of a window of slices
+    ``(z, y, x)`` relative to the region, of ``shape`` (d, h, w)."""
+
+    def __init__(self, read: Callable[[tuple[slice, ...]], np.ndarray],
+                 shape: tuple[int, int, int]) -> None:
+        self.read = read
+        self.shape = tuple(int(v) for v in shape)
+        self.ndim = 3
+
+    def __getitem__(self, window: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.read(tuple(window)), np.float32)
 
 
 class CubePlan(NamedTuple):
@@ -36,20 +52,22 @@ class CubePatchSampler(PatchSampler):
     sky pixel), with CIANNA's 3D YOLO targets; ``labels`` boxes span channels in their
     ``zmin``, ``zmax`` columns.  Other arguments as :class:`.sampler.PatchSampler`."""
 
-    def __init__(self, cube: np.ndarray, origin: tuple[int, int], labels: SourceLabels,
-                 area: tuple[int, int, int, int], patch: int, depth: int, max_obj: int, *,
-                 negative_fraction: float = 0.1, augment: bool = True,
+    def __init__(self, cube: np.ndarray | CubeWindows, origin: tuple[int, int],
+                 labels: SourceLabels, area: tuple[int, int, int, int], patch: int, depth: int,
+                 max_obj: int, *, negative_fraction: float = 0.1, augment: bool = True,
                  positive_fraction: float = 0.5, min_visible: float = 0.5) -> None:
-        c = np.asarray(cube, dtype=np.float32)
+        c = cube if isinstance(cube, CubeWindows) else np.asarray(cube, dtype=np.float32)
         if c.ndim != 3:
             raise ValueError(f"cube must be 3D [d, h, w], got shape {c.shape}")
         if not 1 <= int(depth) <= c.shape[0]:
             raise ValueError(f"depth {depth}: the cube has {c.shape[0]} channels")
-        if not np.isfinite(c).all():
+        if not isinstance(c, CubeWindows) and not np.isfinite(c).all():
             raise ValueError("cube has NaN or infinite voxels: give the normalised input with "
                              "blank voxels filled")
-        # the sky rules (areas, positives, negatives) from the first channel's plane
-        super().__init__(c[0], origin, labels, area, patch, max_obj,
+        # the sky rules (areas, positives, negatives) from the sky's shape (a plane of zeros
+        # where the cube is read window by window: only its shape counts)
+        plane = np.zeros(c.shape[1:], np.float32) if isinstance(c, CubeWindows) else c[0]
+        super().__init__(plane, origin, labels, area, patch, max_obj,
                          negative_fraction=negative_fraction, augment=augment,
                          positive_fraction=positive_fraction, min_visible=min_visible)
         self.cube = c
@@ -118,7 +136,8 @@ class CubePatchSampler(PatchSampler):
         return inputs, targets
 
 
-def cube_grid_patches(cube: np.ndarray, origin: tuple[int, int], labels: SourceLabels,
+def cube_grid_patches(cube: np.ndarray | CubeWindows, origin: tuple[int, int],
+                      labels: SourceLabels,
                       area: tuple[int, int, int, int], patch: int, depth: int,
                       max_obj: int) -> tuple[np.ndarray, np.ndarray]:
     """The non-overlapping tiling of ``area`` and of the channels (no augmentation):

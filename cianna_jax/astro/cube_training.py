@@ -7,13 +7,17 @@ line's box spans ``box_scale`` FWHMs (its size on the sky, at least the beam, an
 w50 along the channels, at least one channel) each way about its centre, as an image
 source's box does. The training area is the catalogue's footprint on the sky with every
 channel; the validation strip is cut from it as for an image (:func:`.labels.split_area`).
-The cube's training region is read into memory (float32; a region that would take more
-than half of the machine's memory is refused before reading, :func:`check_region_fits`).
+The cube's training region is read into memory (float32) when it takes at most half of
+the machine's memory while it is prepared (:func:`region_fits`); a larger one is read patch
+by patch from the (memory-mapped) file, its normalisation fitted on a sample of its
+channels, and only the validation strip is held (refused by name if that does not fit,
+:func:`check_region_fits`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -24,7 +28,7 @@ import numpy as np
 
 from .architectures import build_cube_detector, fit_priors, get_architecture
 from .catalogue import CatalogueError
-from .cube_sampler import CubePatchSampler, cube_grid_patches
+from .cube_sampler import CubePatchSampler, CubeWindows, cube_grid_patches
 from .fits_image import FitsImage, ImageError
 from .labels import SourceLabels, default_max_obj, split_area, training_area
 from .line_scores import channel_tolerance
@@ -36,7 +40,8 @@ from .run_parts import RunParts
 from .train_validation import ValidationArea
 from .truth import load_truth
 
-__all__ = ["cube_labels", "prepare_cube", "check_region_fits", "DEFAULT_DEPTH"]
+__all__ = ["cube_labels", "prepare_cube", "check_region_fits", "region_fits",
+           "DEFAULT_DEPTH"]
 
 #: channels of a training patch when the settings give none
 DEFAULT_DEPTH = 32
@@ -44,6 +49,8 @@ DEFAULT_DEPTH = 32
 #: values, the noise map's float64 planes, the normalisation's float64 work, the float32
 #: input kept): 53 measured with tracemalloc on a 96 x 251 x 242 region
 BYTES_PER_VOXEL = 56
+#: voxels of the training region that a streamed run's normalisation is fitted on (at most)
+NORM_SAMPLE = 2**24
 
 
 def physical_memory() -> int | None:
@@ -54,16 +61,24 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_region_fits(shape: tuple[int, ...], path: str, memory: int | None = None) -> None:
-    """ValueError, before reading, when the training region ``shape`` (channels, y, x)
+def region_fits(shape: tuple[int, ...], memory: int | None = None) -> bool:
+    """Whether a region of ``shape`` (channels, y, x) takes at most half of the machine's
+    memory (``memory`` bytes; the physical memory by default) while it is prepared."""
+    memory = physical_memory() if memory is None else memory
+    return not memory or BYTES_PER_VOXEL * math.prod(shape) <= memory // 2
+
+
+def check_region_fits(shape: tuple[int, ...], path: str, memory: int | None = None,
+                      what: str = "validation strip") -> None:
+    """ValueError, before reading, when the ``what`` region ``shape`` (channels, y, x)
     would take more than half of the machine's memory."""
     memory = physical_memory() if memory is None else memory
-    need = BYTES_PER_VOXEL * math.prod(shape)
-    if memory and need > memory // 2:
-        raise ValueError(f"{path}: the training region ({' x '.join(map(str, shape))} voxels) "
-                         f"needs about {need / 2**30:.1f} GiB of memory while it is prepared, "
-                         f"more than half of this machine's {memory / 2**30:.1f} GiB: train on "
-                         "a sub-cube (fewer channels, or a part of the sky with its lines)")
+    if not region_fits(shape, memory):
+        need = BYTES_PER_VOXEL * math.prod(shape)
+        raise ValueError(f"{path}: the {what} ({' x '.join(map(str, shape))} voxels) needs "
+                         f"about {need / 2**30:.1f} GiB of memory while it is prepared, more "
+                         f"than half of this machine's {memory / 2**30:.1f} GiB: give a "
+                         "smaller --valid-fraction, or train on a sub-cube")
 
 
 def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: float
@@ -116,13 +131,31 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
     area = training_area(labels)
     train_area, valid_area = split_area(area, s.valid_fraction, patch)
     y0, y1, x0, x1 = area
-    check_region_fits((D, y1 - y0, x1 - x0), image.path)
-    window = (slice(None), slice(y0, y1), slice(x0, x1))
-    raw = np.asarray(image.read(window), np.float32)
     ty0, ty1, tx0, tx1 = train_area
-    norm = fit_normalisation(
-        s.normalisation, raw[:, ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0],
-        noise.window(slice(ty0, ty1), slice(tx0, tx1)))
+    vy0, vy1, vx0, vx1 = valid_area
+    window = (slice(None), slice(y0, y1), slice(x0, x1))
+    held = region_fits((D, y1 - y0, x1 - x0))
+    if held:
+        raw = np.asarray(image.read(window), np.float32)
+        sample = (slice(None), slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
+        norm = fit_normalisation(s.normalisation, raw[sample],
+                                 noise.window(slice(ty0, ty1), slice(tx0, tx1)))
+        val_raw = raw[:, vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0]
+        inputs: np.ndarray | CubeWindows = normalise_window(raw, window, norm, noise)
+    else:
+        check_region_fits((D, vy1 - vy0, vx1 - vx0), image.path)
+        step = max(1, math.ceil(D * (ty1 - ty0) * (tx1 - tx0) / NORM_SAMPLE))
+        chans = slice(0, D, step)
+        norm = fit_normalisation(
+            s.normalisation, image.read((chans, slice(ty0, ty1), slice(tx0, tx1))),
+            noise.window(slice(ty0, ty1), slice(tx0, tx1), zs=chans))
+        val_raw = image.read((slice(None), slice(vy0, vy1), slice(vx0, vx1)))
+        inputs = CubeWindows(functools.partial(_normalised, image, (y0, x0), norm, noise),
+                             (D, y1 - y0, x1 - x0))
+        log(f"{image.path}: the training region ({D} x {y1 - y0} x {x1 - x0} voxels) would take "
+            "more than half of this machine's memory: its patches are read from the file "
+            "(normalisation fitted on "
+            + (f"every {step} channels)" if step > 1 else "every channel)"))
     keep = snr >= s.min_snr
     targets = labels.select(keep)
     inside = ((targets.x >= tx0) & (targets.x < tx1) & (targets.y >= ty0)
@@ -134,16 +167,14 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
     max_obj = s.max_obj or default_max_obj(targets, train_area, patch * patch * depth, D)
     priors = fit_priors(targets.boxes[inside], arch.nb_box, ndim=3)
     net = build_cube_detector(arch, patch, depth, priors, max_obj)
-    inputs = normalise_window(raw, window, norm, noise)
     sampler = CubePatchSampler(inputs, (y0, x0), targets, train_area, patch, depth, max_obj,
                                negative_fraction=s.negative_fraction, augment=True)
     val_x, val_t = cube_grid_patches(inputs, (y0, x0), targets, valid_area, patch, depth,
                                      max_obj)
-    vy0, vy1, vx0, vx1 = valid_area
     vin = (labels.x >= vx0) & (labels.x < vx1) & (labels.y >= vy0) & (labels.y < vy1)
     beam_px = image.beam_fwhm_pixels()
     area_v = ValidationArea(
-        pixels=raw[:, vy0 - y0:vy1 - y0, vx0 - x0:vx1 - x0], origin=(vy0, vx0), noise=noise,
+        pixels=val_raw, origin=(vy0, vx0), noise=noise,
         x=labels.x[vin], y=labels.y[vin],
         radius=np.maximum(max(beam_px) if beam_px else 2.0, labels.bmaj[vin]),
         counted=snr[vin] >= s.min_snr, z=0.5 * (labels.boxes[vin, 2] + labels.boxes[vin, 5]) - 0.5,
@@ -158,7 +189,7 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
             "n_sources": len(labels), "n_targets": len(targets),
             "n_train_targets": int(np.count_nonzero(inside)),
             "n_valid_counted": area_v.n_counted, "priors": priors.tolist(),
-            "normalisation": dataclasses.asdict(norm),
+            "normalisation": dataclasses.asdict(norm), "region_in_memory": held,
             "pixel_scale_arcsec": [image.pixel_scale]}
     if beam_px is not None:
         info["beam_fwhm_pixels"] = [list(beam_px)]
@@ -171,3 +202,13 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
         f"up to {max_obj} boxes each ({time.perf_counter() - t0:.1f} s)")
     return RunParts(net=net, card=card, sampler=sampler, val_x=val_x, val_t=val_t,
                     val_areas=(area_v,), info=info)
+
+
+def _normalised(image: FitsImage, origin: tuple[int, int], norm: Any, noise: NoiseMap,
+                window: tuple[slice, ...]) -> np.ndarray:
+    """The network input of a window of the training region (slices relative to its
+    top-left sky pixel ``origin``), read from the file."""
+    z, y, x = window
+    win = (z, slice(y.start + origin[0], y.stop + origin[0]),
+           slice(x.start + origin[1], x.stop + origin[1]))
+    return normalise_window(image.read(win), win, norm, noise)

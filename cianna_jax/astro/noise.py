@@ -117,10 +117,14 @@ class NoiseMap:
             self._cache[key] = hit
         return hit
 
-    def window(self, ys: slice, xs: slice, which: str = "rms") -> np.ndarray:
+    def window(self, ys: slice, xs: slice, which: str = "rms",
+               zs: slice | None = None) -> np.ndarray:
         """The map (``"rms"`` or ``"background"``) on the pixels of a window (slices of y and x;
-        ``[ny, nx]``, or ``[D, ny, nx]`` for a cube)."""
+        ``[ny, nx]``, or ``[D, ny, nx]`` for a cube: its channels ``zs``, every one by
+        default)."""
         grid = self.rms if which == "rms" else self.background
+        if zs is not None and grid.ndim == 3:
+            grid = grid[zs]
         (ry, wy), (rx, wx) = self._axis(0, ys), self._axis(1, xs)
         return wy @ grid[..., ry, rx] @ wx.T
 

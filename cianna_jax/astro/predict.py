@@ -104,9 +104,8 @@ def normalise_window(raw: np.ndarray, win: tuple[slice, ...], norm: Normalisatio
     if norm.uses_local_noise:
         if noise is None:
             raise ValueError("this model normalises by the local noise: give a noise map")
-        rms = noise.window(win[-2], win[-1])
-        if len(win) == 3:  # a cube's map has one plane per channel
-            rms = rms[win[0]]
+        # a cube's map has one plane per channel: the window's only
+        rms = noise.window(win[-2], win[-1], zs=win[0] if len(win) == 3 else None)
     val = norm.apply(raw, rms)
     if bad.any():
         val[bad] = norm.apply(np.zeros(1), 1.0)[0]

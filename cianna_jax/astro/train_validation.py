@@ -37,9 +37,10 @@ class _OffsetNoise:
     def __init__(self, noise: NoiseMap, y0: int, x0: int) -> None:
         self.noise, self.y0, self.x0 = noise, y0, x0
 
-    def window(self, ys: slice, xs: slice, which: str = "rms") -> np.ndarray:
+    def window(self, ys: slice, xs: slice, which: str = "rms",
+               zs: slice | None = None) -> np.ndarray:
         return self.noise.window(slice(ys.start + self.y0, ys.stop + self.y0),
-                                 slice(xs.start + self.x0, xs.stop + self.x0), which)
+                                 slice(xs.start + self.x0, xs.stop + self.x0), which, zs=zs)
 
 
 @dataclass(frozen=True)

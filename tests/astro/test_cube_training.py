@@ -2,6 +2,7 @@
 and targets, the cube network, and ``cianna-jax train`` end to end."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -143,10 +144,48 @@ def test_train_on_a_cube_then_predict_with_the_model(field, tmp_path, capsys):
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 
-def test_a_training_region_too_large_for_memory_is_refused_by_name():
-    from cianna_jax.astro.cube_training import check_region_fits, physical_memory
+def test_a_region_too_large_for_memory_is_streamed_or_refused_by_name():
+    from cianna_jax.astro.cube_training import check_region_fits, physical_memory, region_fits
 
-    check_region_fits((64, 256, 256), "c.fits", memory=16 * 2**30)   # 0.1 GiB of 16: fine
-    with pytest.raises(ValueError, match=r"c.fits: the training region \(6668 x 2048 x 2048"):
+    assert region_fits((64, 256, 256), memory=16 * 2**30)   # 0.1 GiB of 16: held
+    assert not region_fits((6668, 2048, 2048), memory=64 * 2**30)
+    check_region_fits((64, 256, 256), "c.fits", memory=16 * 2**30)
+    with pytest.raises(ValueError, match=r"c.fits: the validation strip \(6668 x 2048 x 2048"):
         check_region_fits((6668, 2048, 2048), "c.fits", memory=64 * 2**30)
     assert physical_memory() is None or physical_memory() > 2**28
+
+
+def test_a_streamed_region_gives_the_patches_of_a_held_one(field, monkeypatch, tmp_path):
+    """A training region over half of the memory is read patch by patch from the file: the
+    same epochs and validation patches (here the memory is made small; the normalisation's
+    sample then holds every channel, as the region is small)."""
+    from cianna_jax.astro import cube_training
+    from cianna_jax.astro.cube_sampler import CubeWindows
+    from cianna_jax.astro.trainer import TrainSettings
+
+    path, truth, _ = field
+    s = TrainSettings(image=str(path), catalogue=str(truth), out=str(tmp_path / "r"),
+                      patch=16, patch_channels=16, noise_box=32, patches_per_epoch=8)
+    logs = []
+    with open_image(path) as img:
+        held = cube_training.prepare_cube(s, img, logs.append)
+        (y0, y1, x0, x1), (v0, v1, u0, u1) = held.info["area"], held.info["valid_area"]
+        region, strip = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)  # per channel
+        memory = 2 * cube_training.BYTES_PER_VOXEL * img.shape[0] * (region + strip) // 2
+        monkeypatch.setattr(cube_training, "physical_memory", lambda: memory)
+        streamed = cube_training.prepare_cube(s, img, logs.append)
+        assert isinstance(streamed.sampler.cube, CubeWindows)
+        assert not isinstance(held.sampler.cube, CubeWindows)
+        assert held.info["region_in_memory"] and not streamed.info["region_in_memory"]
+        assert any("patches are read from the file" in m for m in logs)
+        for a, b in zip(held.sampler.epoch(0, 1, 8), streamed.sampler.epoch(0, 1, 8)):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(held.val_x, streamed.val_x)
+        np.testing.assert_array_equal(held.val_areas[0].pixels, streamed.val_areas[0].pixels)
+        assert held.card.normalisation == streamed.card.normalisation
+        # a larger region: its normalisation fitted on a sample of its channels
+        monkeypatch.setattr(cube_training, "NORM_SAMPLE", 20_000)
+        sampled = cube_training.prepare_cube(s, img, logs.append)
+        assert any(re.search(r"normalisation fitted on every [2-9] channels", m) for m in logs[-3:])
+        x, t = sampled.sampler.epoch(0, 1, 8)
+        assert x.shape == (8, 16, 16, 16, 1) and np.isfinite(x).all()
