@@ -189,9 +189,10 @@ def estimate_noise_map(
             ys, xs = slice(ey[i], ey[i + 1]), slice(ex[j], ex[j + 1])
             npix = (ey[i + 1] - ey[i]) * (ex[j + 1] - ex[j])
             step = max(1, int(np.ceil(np.sqrt(npix / max_samples))))
-            win = (ys, xs) if D is None else (slice(None), ys, xs)
-            a = read(win)
-            a = a.reshape((nplanes,) + a.shape[-2:])[:, ::step, ::step]
+            # the subsample read as such: a cube's box holds every channel
+            sub = (slice(ys.start, ys.stop, step), slice(xs.start, xs.stop, step))
+            a = read(sub if D is None else (slice(None),) + sub)
+            a = a.reshape((nplanes,) + a.shape[-2:])
             for k in range(nplanes):
                 plane = a[k]
                 if np.count_nonzero(np.isfinite(plane)) < min_valid * plane.size:
