@@ -97,10 +97,10 @@ def _correlated_sum(w: np.ndarray, noise_beam: tuple[float, float, float] | None
     """``sum_pq w_p w_q K(p - q)`` for weights ``w`` [h, w] and the beam's correlation."""
     if noise_beam is None:
         return float(np.sum(w * w))
-    from scipy.signal import fftconvolve
-
-    size = max(w.shape)
-    k = correlation_kernel(size, *noise_beam)
-    c = size - 1
-    kern = k[c - (w.shape[0] - 1):c + w.shape[0], c - (w.shape[1] - 1):c + w.shape[1]]
-    return float(np.sum(w * fftconvolve(w, kern, mode="valid")))
+    h, wd = w.shape
+    k = correlation_kernel(max(h, wd), *noise_beam)
+    c = max(h, wd) - 1
+    kern = k[c - (h - 1):c + h, c - (wd - 1):c + wd]  # lags -(h-1)..h-1, -(wd-1)..wd-1
+    shape = (2 * h - 1 + h - 1, 2 * wd - 1 + wd - 1)  # a full linear convolution
+    conv = np.fft.irfft2(np.fft.rfft2(w, shape) * np.fft.rfft2(kern, shape), shape)
+    return float(np.sum(w * conv[h - 1:2 * h - 1, wd - 1:2 * wd - 1]))

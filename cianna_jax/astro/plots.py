@@ -176,6 +176,37 @@ def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "J
     return fig
 
 
+def line_recovery(true_w20: np.ndarray, det_w20: np.ndarray, offset: np.ndarray,
+                  snr: np.ndarray, *, title: str = "Line recovery of matched lines") -> Any:
+    """A cube's matched lines: measured vs true w20 (channels) with the 1:1 line, and the
+    centre offset (detected - true, channels) against the true peak SNR."""
+    plt = _plt()
+    t, d = np.asarray(true_w20, np.float64), np.asarray(det_w20, np.float64)
+    dz, q = np.asarray(offset, np.float64), np.asarray(snr, np.float64)
+    ok = np.isfinite(t) & np.isfinite(d) & (t > 0)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    a1.scatter(t[ok], d[ok], s=8, alpha=0.7)
+    if ok.any():
+        lim = [0.0, 1.1 * max(t[ok].max(), d[ok].max())]
+        a1.plot(lim, lim, "k--", lw=1, label="1:1")
+        a1.legend(loc="upper left")
+    a1.set_xlabel("true w20 (channels)")
+    a1.set_ylabel("measured w20 (channels)")
+    a1.set_title("line width at 20% of the peak")
+    sel = np.isfinite(dz) & np.isfinite(q) & (q > 0)
+    a2.scatter(q[sel], dz[sel], s=8, alpha=0.7)
+    a2.axhline(0.0, color="k", ls="--", lw=1)
+    a2.set_xscale("log")
+    a2.set_xlabel("true peak SNR")
+    a2.set_ylabel("centre offset, detected - true (channels)")
+    a2.set_title("line centre")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def pr_curve_plot(curve: Mapping[str, np.ndarray], *, operating: float | None = None,
                   label_every: int = 1, title: str = "Precision-recall over the objectness "
                                                        "threshold") -> Any:

@@ -566,7 +566,13 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
              curves: dict[str, BinnedScores], pr: dict, thr: float) -> dict[str, Any]:
     """The report's figures: per image, its field and residual overlays with the
     detections and true sources it holds (all of them for one image), then the scores'."""
-    from .plots import completeness_reliability, field_overlay, flux_recovery, pr_curve_plot
+    from .plots import (
+        completeness_reliability,
+        field_overlay,
+        flux_recovery,
+        line_recovery,
+        pr_curve_plot,
+    )
     from .residual import residual_view
 
     figs = {}
@@ -584,7 +590,7 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
         unit = img.bunit or "Jy/beam"
         truth_xy = (tr.x[shown], tr.y[shown])
         truth_matched = (m.truth_to_det >= 0)[shown]
-        held = f"{os.path.basename(img.path)}: {int(drows.sum())} detections"
+        held = f"{os.path.basename(img.path)}{'' if img.ndim == 2 else ' (maximum over the channels)'}: {int(drows.sum())} detections"
         if several:
             held += " of the merged catalogue"
         figs[f"field_overlay{suffix}.png"] = field_overlay(
@@ -608,4 +614,8 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
         figs["flux_recovery.png"] = flux_recovery(
             tr.flux[m.truth], np.asarray(det[flux_column(det, tr)])[m.det],
             unit="Jy" if tr.z is None else "Jy Hz")
+        if tr.z is not None:
+            figs["line_recovery.png"] = line_recovery(
+                tr.w20[m.truth], np.asarray(det["w20_chan"], np.float64)[m.det],
+                np.asarray(det["z"], np.float64)[m.det] - tr.z[m.truth], tr.snr[m.truth])
     return figs

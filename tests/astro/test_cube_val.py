@@ -183,3 +183,20 @@ def test_predict_refuses_sdc1_output_for_a_cube(cube, tmp_path, capsys):
                  str(tmp_path / "p.sdc2"), "--quiet"]) == 2
     assert "this image lacks a cube" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_line_recovery_figure(tmp_path):
+    """val's figure of a cube's matched lines: widths against the truth, centre offsets
+    against the SNR (titles, axis labels with units, the 1:1 line)."""
+    pytest.importorskip("matplotlib")
+    from cianna_jax.astro.plots import line_recovery, save_figure
+
+    rng = np.random.default_rng(0)
+    w = rng.uniform(4, 20, 30)
+    fig = line_recovery(w, w * rng.normal(1, 0.1, 30), rng.normal(0, 0.3, 30),
+                        rng.uniform(5, 100, 30))
+    a1, a2 = fig.axes
+    assert a1.get_xlabel() == "true w20 (channels)" and "channels" in a2.get_ylabel()
+    assert a2.get_xscale() == "log" and a1.get_legend() is not None
+    save_figure(fig, tmp_path / "l.png")
+    assert (tmp_path / "l.png").stat().st_size > 10_000

@@ -160,3 +160,18 @@ def test_a_line_boxed_twice_is_one_line():
     assert _unique_lines(m, score, 1.0).tolist() == [False, True, True, True, True]
     m4 = replace(m, sigma_major=np.array([2.0, 2.0, 2.0, 2.0, 3.0]))
     assert _unique_lines(m4, score, 1.0).tolist() == [False, True, True, True, False]
+
+
+def test_the_noise_sum_is_the_dense_one():
+    """sum_pq w_p w_q K(p - q) by FFT equals the dense double sum (an elongated, turned
+    beam, a non-square window)."""
+    from cianna_jax.astro.fit_errors import correlation_kernel
+    from cianna_jax.astro.kinematics import _correlated_sum
+
+    w = np.random.default_rng(0).normal(size=(7, 11))
+    beam = (1.3, 0.9, 0.4)
+    k = correlation_kernel(11, *beam)
+    iy, ix = np.divmod(np.arange(w.size), 11)
+    dense = k[10 + iy[:, None] - iy[None], 10 + ix[:, None] - ix[None]]
+    assert _correlated_sum(w, beam) == pytest.approx(w.ravel() @ dense @ w.ravel(), rel=1e-12)
+    assert _correlated_sum(w, None) == pytest.approx(np.sum(w * w))
