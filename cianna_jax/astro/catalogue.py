@@ -95,6 +95,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "hi_size": ("arcsec", "HI size: SDC2's, the major axis diameter at 1 Msun/pc^2; this "
                           "package's simulator and SDC2 output, the deconvolved FWHM major axis"),
     "i": ("deg", "inclination of the HI disc (0: face-on)"),
+    "incl": ("deg", "inclination of a thin disc of intrinsic axis ratio 0.2 seen with the "
+                    "deconvolved axes (0: face-on; cubes, NaN where unresolved)"),
     "objectness": (None, "detector objectness score"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),

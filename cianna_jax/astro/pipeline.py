@@ -22,7 +22,13 @@ import numpy as np
 from .. import __version__
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import check_folder
-from .catalogue import PA_CONVENTION, catalogue_format, make_table, write_catalogue
+from .catalogue import (
+    PA_CONVENTION,
+    catalogue_format,
+    disc_inclination,
+    make_table,
+    write_catalogue,
+)
 from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
@@ -209,6 +215,9 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     if dmaj is not None:
         cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
         cols["resolved"] = resolved[order]
+        if m.line is not None:  # a line's disc: its inclination where it is resolved
+            incl = np.where(resolved, disc_inclination(dmaj, dmin), np.nan)
+            cols["incl"] = incl[order]
     cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
     cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
     cols["fit_ok"] = m.fit_ok[order]

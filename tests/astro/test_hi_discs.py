@@ -98,6 +98,11 @@ def test_the_catalogue_recovers_discs_from_their_true_boxes(tmp_path):
     dpa = (np.asarray(c["pa_kin"]) - np.asarray(t["pa_kin"]) + 180.0) % 360.0 - 180.0
     assert np.all(np.isfinite(dpa)) and np.median(np.abs(dpa)) < 10.0
     assert np.mean(np.abs(dpa) < 30.0) >= 0.9  # the receding half, not the opposite one
+    # the catalogue's inclination, where the disc is resolved (NaN elsewhere)
+    resolved = np.asarray(c["resolved"], bool)
+    incl = np.asarray(c["incl"])
+    assert resolved.sum() >= n // 2 and np.isnan(incl[~resolved]).all()
+    assert np.median(np.abs(incl[resolved] - np.asarray(t["i"])[resolved])) < 10.0
     sub, tru = sdc2_columns(c), sdc2_columns(t)
     assert np.median(sub["hi_size"] / tru["hi_size"]) == pytest.approx(1.0, abs=0.15)
     assert np.median(np.abs(sub["i"] - tru["i"])) < 10.0
