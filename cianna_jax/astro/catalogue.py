@@ -402,13 +402,20 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
     if bad:
         raise CatalogueError(f"SDC1 output: non-finite values in {bad} (the scorer drops such rows; "
                              "fix them first)")
-    lines = [" ".join(SDC1_COLUMNS)] if header else []
-    for i in range(len(cols["id"])):
-        lines.append(
-            f"{int(cols['id'][i])} {cols['ra_core'][i]:.9f} {cols['dec_core'][i]:.9f} "
-            f"{cols['ra_cent'][i]:.9f} {cols['dec_cent'][i]:.9f} {cols['flux'][i]:.9g} "
-            f"{cols['core_frac'][i]:.6g} {cols['b_maj'][i]:.6g} {cols['b_min'][i]:.6g} "
-            f"{cols['pa'][i]:.6g} {int(cols['size'][i])} {int(cols['class'][i])}")
+    return _challenge_text(cols, SDC1_COLUMNS, header, {
+        "id": "d", "ra_core": ".9f", "dec_core": ".9f", "ra_cent": ".9f", "dec_cent": ".9f",
+        "flux": ".9g", "core_frac": ".6g", "b_maj": ".6g", "b_min": ".6g", "pa": ".6g",
+        "size": "d", "class": "d"})
+
+
+def _challenge_text(cols: Mapping[str, np.ndarray], names: Sequence[str], header: bool,
+                    formats: Mapping[str, str]) -> str:
+    """A challenge's whitespace-separated text: the header line (``header``), then one row
+    per source, each column in its ``formats`` spec ("d": an integer)."""
+    lines = [" ".join(names)] if header else []
+    for i in range(len(cols[names[0]])):
+        lines.append(" ".join(format(int(cols[c][i]), "d") if formats[c] == "d"
+                              else format(float(cols[c][i]), formats[c]) for c in names))
     return "\n".join(lines) + "\n"
 
 
@@ -490,14 +497,9 @@ def to_sdc2(table: Any, *, header: bool = True) -> str:
                       f"left out, with non-finite values in {bad} (the scorer drops them)",
                       UserWarning, stacklevel=2)
         cols = {c: v[finite] for c, v in cols.items()}
-    lines = [" ".join(SDC2_COLUMNS)] if header else []
-    for i in range(len(cols["id"])):
-        lines.append(
-            f"{int(cols['id'][i])} {cols['ra'][i]:.9f} {cols['dec'][i]:.9f} "
-            f"{cols['hi_size'][i]:.9g} {cols['line_flux_integral'][i]:.9g} "
-            f"{cols['central_freq'][i]:.12g} {cols['pa'][i]:.9g} {cols['i'][i]:.9g} "
-            f"{cols['w20'][i]:.9g}")
-    return "\n".join(lines) + "\n"
+    return _challenge_text(cols, SDC2_COLUMNS, header, {
+        "id": "d", "ra": ".9f", "dec": ".9f", "hi_size": ".9g", "line_flux_integral": ".9g",
+        "central_freq": ".12g", "pa": ".9g", "i": ".9g", "w20": ".9g"})
 
 
 def sdc2_columns(table: Any) -> dict[str, np.ndarray]:

@@ -21,13 +21,12 @@ against it to 1e-6 relative by ``tools/check_sdc1_scorer.py``).  Steps, as there
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .challenge import ChallengeScore, challenge_columns
 from .sky import angular_separation
 
 __all__ = ["Sdc1Score", "sdc1_score", "sdc1_summary", "TRAIN_AREA", "FREQS"]
@@ -49,33 +48,12 @@ _EXPO_TO_LAS = 1.0 / _LAS_TO_EXPO
 _MULTID_THR, _POS_THR, _FLUX_THR, _SIZE_THR, _PA_THR, _CORE_THR = 5.0, 0.3, 0.1, 0.3, 10.0, 0.05
 
 
-@dataclass(frozen=True)
-class Sdc1Score:
-    """``value`` the SDC1 score; ``n_det`` submitted sources scored (after cleaning and area
-    cut); ``n_match`` matches accepted; ``n_bad`` candidate matches rejected (error >= 5);
-    ``n_false`` = n_det - n_match; ``score_det`` sum of per-match scores; ``acc_pc`` mean
-    per-match score in %; ``per_source`` per-match scores (columns position, flux, b_maj,
-    b_min, pa, core_frac, class) and ``match_sub``/``match_truth`` the matched ids."""
-
-    value: float
-    n_det: int
-    n_match: int
-    n_bad: int
-    n_false: int
-    score_det: float
-    acc_pc: float
-    per_source: dict[str, np.ndarray]
-    match_sub: np.ndarray
-    match_truth: np.ndarray
+#: the SDC1 score (per-match properties: position, flux, b_maj, b_min, pa, core_frac, class)
+Sdc1Score = ChallengeScore
 
 
 def _columns(cat: Any, what: str) -> dict[str, np.ndarray]:
-    names = list(cat.colnames) if hasattr(cat, "colnames") else list(cat.keys())
-    lower = {n.lower(): n for n in names}
-    missing = [c for c in _COLS if c not in lower]
-    if missing:
-        raise ValueError(f"{what} catalogue: missing SDC1 column(s) {missing} (needs {list(_COLS)})")
-    return {c: np.asarray(cat[lower[c]], np.float64).reshape(-1) for c in _COLS}
+    return challenge_columns(cat, _COLS, what, "SDC1")
 
 
 def _clean(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -223,15 +201,9 @@ def sdc1_score(submission: Any, truth: Any, freq: int = 1400, *, mode: str = "co
     }
     weight = 1.0 / len(scores)
     score_sum = float(sum(np.nansum(v * weight) for v in scores.values()))
-    value = score_sum - float(n_det - n_match)
-    return Sdc1Score(value=value, n_det=n_det, n_match=n_match, n_bad=n_bad,
-                     n_false=n_det - n_match, score_det=score_sum,
-                     acc_pc=score_sum / n_match * 100.0, per_source=scores,
-                     match_sub=Sm["id"], match_truth=Tm["id"])
+    return Sdc1Score.of(score_sum, n_det, n_match, n_bad, scores, Sm["id"], Tm["id"])
 
 
 def sdc1_summary(score: Sdc1Score) -> Mapping[str, float]:
     """The score's numbers as a flat dict (for reports)."""
-    return {"sdc1_score": score.value, "n_det": score.n_det, "n_match": score.n_match,
-            "n_bad": score.n_bad, "n_false": score.n_false, "score_det": score.score_det,
-            "acc_pc": score.acc_pc if math.isfinite(score.acc_pc) else float("nan")}
+    return score.summary("sdc1_score")

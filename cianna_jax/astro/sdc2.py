@@ -23,15 +23,14 @@ configuration; checked against it by ``tests/astro/test_sdc2.py``). Steps, as th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._deps import require
 from .catalogue import SDC2_COLUMNS
+from .challenge import ChallengeScore, challenge_columns
 from .sky import angular_separation
 
 __all__ = ["Sdc2Score", "sdc2_score", "sdc2_summary", "BAND_HZ", "BEAM_ARCSEC"]
@@ -47,34 +46,12 @@ _THR = {"position": 0.3, "central_freq": 0.3, "flux": 0.1, "hi_size": 0.3, "pa":
         "w20": 0.3, "i": 10.0}
 
 
-@dataclass(frozen=True)
-class Sdc2Score:
-    """``value`` the SDC2 score; ``n_det`` submitted lines scored; ``n_match`` matches
-    accepted; ``n_bad`` candidate matches rejected (error >= 5); ``n_false`` = n_det -
-    n_match; ``score_det`` sum of per-match scores; ``acc_pc`` mean per-match score in %;
-    ``per_source`` per-match scores (position, central_freq, flux, hi_size, pa, w20, i)
-    and ``match_sub``/``match_truth`` the matched ids."""
-
-    value: float
-    n_det: int
-    n_match: int
-    n_bad: int
-    n_false: int
-    score_det: float
-    acc_pc: float
-    per_source: dict[str, np.ndarray]
-    match_sub: np.ndarray
-    match_truth: np.ndarray
+#: the SDC2 score (per-match properties: position, central_freq, flux, hi_size, pa, w20, i)
+Sdc2Score = ChallengeScore
 
 
 def _columns(cat: Any, what: str) -> dict[str, np.ndarray]:
-    names = list(cat.colnames) if hasattr(cat, "colnames") else list(cat.keys())
-    lower = {n.lower(): n for n in names}
-    missing = [c for c in SDC2_COLUMNS if c not in lower]
-    if missing:
-        raise ValueError(f"{what} catalogue: missing SDC2 column(s) {missing} (needs "
-                         f"{list(SDC2_COLUMNS)})")
-    d = {c: np.asarray(cat[lower[c]], np.float64).reshape(-1) for c in SDC2_COLUMNS}
+    d = challenge_columns(cat, SDC2_COLUMNS, what, "SDC2")
     keep = np.all([np.isfinite(v) for v in d.values()], axis=0) if d["id"].size else \
         np.zeros(0, bool)
     return {k: v[keep] for k, v in d.items()}
@@ -155,8 +132,7 @@ def sdc2_score(submission: Any, truth: Any) -> Sdc2Score:
     m, n_dup = best[accepted], dup[accepted]
     n_match = int(m.size)
     if n_match == 0:
-        return Sdc2Score(float(-n_det), n_det, 0, n_bad, n_det, 0.0, 0.0, {}, np.zeros(0),
-                         np.zeros(0))
+        return Sdc2Score.of(0.0, n_det, 0, n_bad, {}, np.zeros(0), np.zeros(0))
     Sm = {k: v[m] for k, v in S.items()}
     Tm = {k: v[m] for k, v in T.items()}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -177,14 +153,9 @@ def sdc2_score(submission: Any, truth: Any) -> Sdc2Score:
     weight = 1.0 / len(scores)
     per_line = np.nansum(np.stack([v * weight for v in scores.values()]), axis=0)
     score_sum = float(np.sum(per_line / n_dup))
-    return Sdc2Score(value=score_sum - float(n_det - n_match), n_det=n_det, n_match=n_match,
-                     n_bad=n_bad, n_false=n_det - n_match, score_det=score_sum,
-                     acc_pc=score_sum / n_match * 100.0, per_source=scores,
-                     match_sub=Sm["id"], match_truth=Tm["id"])
+    return Sdc2Score.of(score_sum, n_det, n_match, n_bad, scores, Sm["id"], Tm["id"])
 
 
 def sdc2_summary(score: Sdc2Score) -> Mapping[str, float]:
     """The score's numbers as a flat dict (for reports)."""
-    return {"sdc2_score": score.value, "n_det": score.n_det, "n_match": score.n_match,
-            "n_bad": score.n_bad, "n_false": score.n_false, "score_det": score.score_det,
-            "acc_pc": score.acc_pc if math.isfinite(score.acc_pc) else float("nan")}
+    return score.summary("sdc2_score")
