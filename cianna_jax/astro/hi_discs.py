@@ -69,6 +69,9 @@ def draw_discs(rng: np.random.Generator, n: int, shape: tuple[int, int, int], *,
     ``hi_size`` log-uniform in ``size_range`` pixels, random orientations (``cos i``
     uniform), ``v_flat`` uniform in ``rotation_range`` km/s."""
     D, H, W = shape
+    if min(H, W) <= 2 * border:
+        raise ValueError(f"size: discs keep {border:g} pixels from the sky's edges; a "
+                         f"{H}x{W} sky leaves no room (give more than {2 * border:g} pixels)")
     half = (rotation_range[1] + 3.0 * sigma_v) / channel_kms + 1.0
     if 2 * half >= D:
         raise ValueError(f"rotation_range: lines up to {2 * half:.0f} channels wide do not fit "

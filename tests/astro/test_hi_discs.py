@@ -126,5 +126,8 @@ def test_simulate_discs_from_the_command_line(tmp_path, capsys):
     assert np.allclose(np.asarray(t["pa_kin"]) % 180.0, np.asarray(t["pa"]), atol=1e-6)
     assert main(args + ["--channels", "32"]) == 2
     assert "do not fit in 32 channels" in capsys.readouterr().err
+    assert main(["simulate", "--cube", "--discs", "--out", str(tmp_path / "s.fits"), "--size", "8",
+                 "--channels", "48"]) == 2
+    assert "a 8x8 sky leaves no room" in capsys.readouterr().err
     assert main(["simulate", "--discs", "--out", str(tmp_path / "f.fits")]) == 2
     assert "--discs: an option of --cube" in capsys.readouterr().err
