@@ -500,7 +500,8 @@ def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
 def _sdc2_for(det: Any, tr: Truth) -> Sdc2Score | None:
     """The SDC2 score of a cube's detection table against its truth, or None where either
     cannot give SDC2's columns (no frequencies, no beam; a truth without line fluxes or
-    widths; a truth without SDC2's hi_size and i: its sizes would be the convolved ones)."""
+    widths; a truth without SDC2's hi_size and i: its sizes would be the convolved ones; a
+    cube outside SDC2's band)."""
     if not all(c in [n.lower() for n in tr.table.colnames] for c in ("hi_size", "i")):
         return None
     try:
@@ -508,6 +509,9 @@ def _sdc2_for(det: Any, tr: Truth) -> Sdc2Score | None:
         sub = sdc2_columns(det)
     except CatalogueError:
         return None
+    f = truth["central_freq"]
+    if not np.any((f > BAND_HZ[0]) & (f < BAND_HZ[1])):
+        return None  # not SDC2's band: its scorer would match nothing
     return sdc2_score(sub, truth)
 
 

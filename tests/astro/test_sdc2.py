@@ -133,3 +133,21 @@ def test_a_cube_catalogue_in_sdc2_terms(tmp_path):
     assert [r.split()[0] for r in text.splitlines()[1:]] == ["1", "3"]
     with pytest.raises(CatalogueError, match="freq"):
         to_sdc2(make_table({"ra": [1.0], "dec": [2.0], "flux": [1.0]}))
+
+
+def test_val_scores_sdc2_only_in_sdc2s_band():
+    """A cube outside SDC2's 0.95-1.15 GHz: its scorer would match nothing (every line a
+    false one), so val gives no SDC2 score; inside, it does."""
+    from types import SimpleNamespace
+
+    from cianna_jax.astro.validate import _sdc2_for
+
+    t = _cube_catalogue()
+    t["hi_size"], t["i"] = [6.0, 10.0, 1.0], [40.0, 80.0, 60.0]
+    inside = _sdc2_for(t, SimpleNamespace(table=t))
+    assert inside is not None and inside.n_match == 3
+    far = _cube_catalogue(freq=np.array([1.40e9, 1.41e9, 1.42e9]))
+    far["hi_size"], far["i"] = t["hi_size"], t["i"]
+    assert _sdc2_for(far, SimpleNamespace(table=far)) is None
+    # a truth without SDC2's hi_size and i: no score
+    assert _sdc2_for(t, SimpleNamespace(table=_cube_catalogue())) is None
