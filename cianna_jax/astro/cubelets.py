@@ -4,8 +4,10 @@ cut of the cube, its moment maps and its spectrum, with the parent cube's WCS.
 For the catalogue's source ``id``, in the output folder:
 
 * ``<id>_cube.fits``: the cube around the detection's box, grown by ``margin`` of the box's
-  size on each side (clipped to the cube), in the cube's unit, with its WCS shifted;
-* ``<id>_mom0.fits``: moment 0 over the box's channels, the pixels summed times the
+  size on each side (and along the channels to hold the line's, when given), clipped to the
+  cube, in the cube's unit, with its WCS shifted;
+* ``<id>_mom0.fits``: moment 0 over the line's channels (those of its flux,
+  :func:`.measure.line_window`, when given; else the box's), the pixels summed times the
   channel width (image unit x Hz; x channels without a frequency axis);
 * ``<id>_mom1.fits``: moment 1, the intensity-weighted frequency (Hz; channel without a
   frequency axis) where moment 0 exceeds 3 times its noise (the local rms times the
@@ -88,9 +90,11 @@ def _write_fits(path: str, data: np.ndarray, header: Any, dtype=np.float32) -> N
 
 
 def write_cubelets(image: FitsImage, table: Any, boxes: np.ndarray, noise: NoiseMap,
-                   out_dir: str | os.PathLike, *, margin: float = 0.5) -> list[str]:
+                   out_dir: str | os.PathLike, *, margin: float = 0.5,
+                   channels: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
     """Write the cubelets (module doc) of the catalogue ``table``'s rows, whose detection
-    boxes are ``boxes`` [n, 6] in the same order; returns the files written."""
+    boxes are ``boxes`` [n, 6] in the same order, and whose lines span the channels
+    ``[z0, z1)`` of ``channels`` (the box's where not given); returns the files written."""
     if image.ndim != 3:
         raise ImageError(f"{image.path}: cubelets are cut from cubes; this image has shape "
                          f"{image.shape}")
@@ -102,12 +106,18 @@ def write_cubelets(image: FitsImage, table: Any, boxes: np.ndarray, noise: Noise
     scale = image.unit_scale
     unit = image.bunit or "JY/BEAM"
     written = []
-    for row, box in zip(table, np.asarray(boxes, np.float64).reshape(-1, 6)):
+    b = np.asarray(boxes, np.float64).reshape(-1, 6)
+    D = image.shape[0]
+    if channels is None:
+        z0 = np.clip(np.floor(b[:, 2]), 0, D).astype(int)
+        channels = (z0, np.maximum(np.clip(np.ceil(b[:, 5]), 0, D).astype(int), z0 + 1))
+    for row, box, c0, c1 in zip(table, b, *channels):
         sid = int(row["id"])
         zs, ys, xs = cubelet_window(box, image.shape, margin)
+        zs = slice(min(zs.start, int(c0)), max(zs.stop, int(c1)))  # the whole line
         sub = image.read((zs, ys, xs))
-        # the box inside the cubelet
-        bz = slice(max(int(np.floor(box[2])) - zs.start, 0), int(np.ceil(box[5])) - zs.start)
+        # the box inside the cubelet, and the line's channels
+        bz = slice(int(c0) - zs.start, int(c1) - zs.start)
         by = slice(max(int(np.floor(box[1])) - ys.start, 0), int(np.ceil(box[4])) - ys.start)
         bx = slice(max(int(np.floor(box[0])) - xs.start, 0), int(np.ceil(box[3])) - xs.start)
         chans = np.arange(zs.start, zs.stop, dtype=np.float64)

@@ -33,7 +33,14 @@ from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .kinematics import GRADIENT_SNR, velocity_gradient
-from .measure import FWHM, Measurements, fit_moment0, measure_boxes_3d, measure_sources
+from .measure import (
+    FWHM,
+    Measurements,
+    fit_moment0,
+    line_window,
+    measure_boxes_3d,
+    measure_sources,
+)
 from .model_card import LoadedModel, ModelCard, load_model
 from .mosaic import (
     MosaicFinding,
@@ -609,7 +616,9 @@ def predict_file(
         res = find_sources(img, model, **kw)
         _write_catalogues(res.table, outs, formats)
         if cubelets is not None:
-            write_cubelets(img, res.table, res.detections.boxes.boxes, res.noise, cubelets)
+            boxes = res.detections.boxes.boxes
+            write_cubelets(img, res.table, boxes, res.noise, cubelets,
+                           channels=line_window(res.measurements, boxes, img.shape[0]))
         for kind, p in drawn.items():
             if kind in ("rms", "background"):
                 write_noise_map(img, res.noise, p, which=kind)
