@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from .catalogue import (
+    CatalogueError,
     column_values,
     find_column,
     make_table,
     read_catalogue,
+    sdc2_columns,
     warn_unitless_sizes,
 )
 from .fits_image import FitsImage
@@ -51,7 +53,9 @@ def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: Nois
     and ``meta["source"]``) as a detection table for ``image`` (a cube: see the module
     doc): columns ``id``,
     ``x``, ``y``, ``ra``/``dec`` (with a WCS), ``flux``, ``snr`` and, when the catalogue has
-    them, ``bmaj``, ``bmin``, ``pa``, ``bmaj_deconv``, ``bmin_deconv``.  Rows without a
+    them, ``bmaj``, ``bmin``, ``pa``, ``bmaj_deconv``, ``bmin_deconv``; for a cube, the
+    lines' SDC2 columns as ``sdc2_<name>`` where the catalogue gives them
+    (:func:`.catalogue.sdc2_columns`).  Rows without a
     finite position are left out (counted in ``meta["n_unplaced"]``).  CatalogueError for
     a missing position or flux column."""
     table_given = hasattr(path, "colnames")
@@ -93,6 +97,12 @@ def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: Nois
             cols[name] = values[placed]
     if "bmaj" in cols and "bmin" not in cols:  # sizes come in pairs: one alone is not used
         del cols["bmaj"]
+    if cube:  # its lines in SDC2's terms, where the catalogue gives them, for SDC2's score
+        try:
+            sdc2 = sdc2_columns(t)
+        except CatalogueError:
+            sdc2 = {}
+        cols.update({f"sdc2_{c}": v[placed] for c, v in sdc2.items() if c != "id"})
     return make_table(cols, meta={"source": p, "n_unplaced": int((~placed).sum()),
                                   "snr_from": snr_from})
 

@@ -140,9 +140,10 @@ def _pull_text(pulls: dict) -> str:
 
 
 def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | None] | None = None,
-                        seconds: dict[str, float] | None = None) -> str:
+                        seconds: dict[str, float] | None = None, *,
+                        sdc2: dict[str, Sdc2Score | None] | None = None) -> str:
     """A text table comparing several finders: overall precision/recall/F1, the same per
-    SNR bin, SDC1 score and run time."""
+    SNR bin, SDC1 or SDC2 score and run time."""
     names = list(results)
     w = max(12, *(len(n) + 2 for n in names))
     head = f"{'':<24}" + "".join(f"{n:>{w}}" for n in names)
@@ -175,6 +176,9 @@ def format_side_by_side(results: dict[str, Scores], sdc1: dict[str, Sdc1Score | 
     if sdc1:
         row("SDC1 score", [_fmt(sdc1[n].value, ".1f") if sdc1.get(n) else "-" for n in names])
         row("SDC1 n_match", [str(sdc1[n].n_match) if sdc1.get(n) else "-" for n in names])
+    if sdc2:
+        row("SDC2 score", [_fmt(sdc2[n].value, ".1f") if sdc2.get(n) else "-" for n in names])
+        row("SDC2 n_match", [str(sdc2[n].n_match) if sdc2.get(n) else "-" for n in names])
     if seconds:
         row("run time (s)", [_fmt(seconds.get(n, float("nan")), ".1f") for n in names])
     return "\n".join(lines)
@@ -446,7 +450,7 @@ def validate(
         curves = {"cianna_jax": sc.by_snr}
         if others:
             extra, summary["compare"], curves = _compared(
-                others, tr, beam, pixel_scale, ours=(f"cianna_jax {thr:g}", sc, sdc1),
+                others, tr, beam, pixel_scale, ours=(f"cianna_jax {thr:g}", sc, sdc1, sdc2),
                 match_factor=match_factor, min_truth_snr=min_truth_snr, snr_bins=snr_bins,
                 sdc1_freq=sdc1_freq, sdc1_area=sdc1_area)
             text += extra
@@ -497,7 +501,7 @@ def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
     return sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, freq, area=area)
 
 
-def _sdc2_for(det: Any, tr: Truth) -> Sdc2Score | None:
+def _sdc2_for(det: Any, tr: Truth, *, other: bool = False) -> Sdc2Score | None:
     """The SDC2 score of a cube's detection table against its truth, or None where either
     cannot give SDC2's columns (no frequencies, no beam; a truth without line fluxes or
     widths; a truth without SDC2's hi_size and i: its sizes would be the convolved ones; a
@@ -506,13 +510,22 @@ def _sdc2_for(det: Any, tr: Truth) -> Sdc2Score | None:
         return None
     try:
         truth = sdc2_columns(tr.table)
-        sub = sdc2_columns(det)
+        sub = _other_sdc2(det) if other else sdc2_columns(det)
     except CatalogueError:
         return None
     f = truth["central_freq"]
     if not np.any((f > BAND_HZ[0]) & (f < BAND_HZ[1])):
         return None  # not SDC2's band: its scorer would match nothing
     return sdc2_score(sub, truth)
+
+
+def _other_sdc2(det: Any) -> dict[str, np.ndarray]:
+    """Another finder's SDC2 columns, as :func:`.other_finder.load_detections` keeps them."""
+    if "sdc2_ra" not in det.colnames:
+        raise CatalogueError("no SDC2 columns")
+    return {"id": np.asarray(det["id"], np.float64),
+            **{c[5:]: np.asarray(det[c], np.float64) for c in det.colnames
+               if c.startswith("sdc2_")}}
 
 
 def _format_sdc2(s: Sdc2Score | None) -> str:
@@ -533,28 +546,33 @@ def _sdc1_summary(sdc1: Sdc1Score | None, freq: int, area: str) -> dict | None:
 
 
 def _compared(others: dict[str, Any], tr: Truth, beam: float, pixel_scale: float | None, *,
-              ours: tuple[str, Scores, Sdc1Score | None], match_factor: float,
+              ours: tuple[str, Scores, Sdc1Score | None, Sdc2Score | None],
+              match_factor: float,
               min_truth_snr: float, snr_bins, sdc1_freq: int, sdc1_area: str
               ) -> tuple[str, dict, dict[str, BinnedScores]]:
     """Score the other finders' detection tables like ours: (report text, scores.json
     entry, SNR curves for the figure)."""
-    name, sc, sdc1 = ours
-    scores, sdc1s, entry = {name: sc}, {name: sdc1}, {}
+    name, sc, sdc1, sdc2 = ours
+    scores, sdc1s, sdc2s, entry = {name: sc}, {name: sdc1}, {name: sdc2}, {}
     for other, det in others.items():
         m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         scores[other] = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
         if tr.z is not None:
             scores[other].extra["lines"] = line_summary(det, tr, m)
         sdc1s[other] = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
+        sdc2s[other] = _sdc2_for(det, tr, other=True) if tr.z is not None else None
         entry[other] = {"catalogue": det.meta["source"], "snr_from": det.meta["snr_from"],
                         "n_unplaced": det.meta["n_unplaced"], "scores": scores[other].summary(),
-                        "sdc1": _sdc1_summary(sdc1s[other], sdc1_freq, sdc1_area)}
+                        "sdc1": _sdc1_summary(sdc1s[other], sdc1_freq, sdc1_area),
+                        "sdc2": None if sdc2s[other] is None
+                        else dict(sdc2_summary(sdc2s[other]))}
     notes = "".join(f"\n{o}: {d.meta['source']} ({len(d)} detections; SNR from "
                     f"{d.meta['snr_from']}"
                     + (f"; {d.meta['n_unplaced']} rows without a position left out"
                        if d.meta["n_unplaced"] else "") + ")" for o, d in others.items())
     text = ("\n\nThe same truth, matcher and scores for the other catalogues:" + notes + "\n\n"
-            + format_side_by_side(scores, sdc1s if any(sdc1s.values()) else None))
+            + format_side_by_side(scores, sdc1s if any(sdc1s.values()) else None,
+                                  sdc2=sdc2s if any(sdc2s.values()) else None))
     return text, entry, {k: v.by_snr for k, v in scores.items()}
 
 

@@ -142,8 +142,13 @@ def test_val_on_a_cube(cube, tmp_path):
     from cianna_jax.astro.catalogue import sdc2_columns
     from cianna_jax.astro.sdc2 import sdc2_score
 
-    want = sdc2_score(sdc2_columns(r.table), sdc2_columns(read_catalogue(truth)))
+    t = read_catalogue(truth)
+    want = sdc2_score(sdc2_columns(r.table), sdc2_columns(t))
     assert scores["sdc2"]["sdc2_score"] == pytest.approx(want.value)
+    # the comparison catalogue (the truth itself) gets its SDC2 score beside ours
+    itself = sdc2_score(sdc2_columns(t), sdc2_columns(t))
+    assert scores["compare"]["perfect"]["sdc2"]["sdc2_score"] == pytest.approx(itself.value)
+    assert itself.n_match == len(t) and "SDC2 score" in r.text.split("other catalogues")[1]
     # lines without a w20 (no positive peak) are dropped, as the official scorer drops them
     assert scores["sdc2"]["n_det"] == want.n_det > 0.9 * len(r.table) and "SDC2 score" in r.text
     assert str(read_catalogue(tmp_path / "rep" / "scores_by_flux.ecsv")["flux_min"].unit) == \
