@@ -29,6 +29,7 @@ from ..io.atomic import atomic_write
 from ._deps import require
 from .catalogue import make_table, write_catalogue
 from .fits_image import FitsImage, ImageError
+from .measure import box_channels
 from .noise import NoiseMap
 from .spectral import SpectralAxis
 
@@ -109,8 +110,7 @@ def write_cubelets(image: FitsImage, table: Any, boxes: np.ndarray, noise: Noise
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     D = image.shape[0]
     if channels is None:
-        z0 = np.clip(np.floor(b[:, 2]), 0, D).astype(int)
-        channels = (z0, np.maximum(np.clip(np.ceil(b[:, 5]), 0, D).astype(int), z0 + 1))
+        channels = box_channels(b[:, 2], b[:, 5], D)
     for row, box, c0, c1 in zip(table, b, *channels):
         sid = int(row["id"])
         zs, ys, xs = cubelet_window(box, image.shape, margin)

@@ -15,7 +15,7 @@ then convolved with the beam, and the disc scaled to its total flux.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -134,4 +134,4 @@ def render_discs(cube: np.ndarray, discs: Discs, *, psf_fwhm: float, channel_kms
         y1, x1 = min(ys.stop, H), min(xs.stop, W)
         cube[lo:hi, y0:y1, x0:x1] += stamp[:, y0 - ys.start:y1 - ys.start,
                                            x0 - xs.start:x1 - xs.start].astype(cube.dtype)
-    return Discs(**{**discs.__dict__, "w50": w50, "w20": w20, "z_mid": z_mid, "peak": peak})
+    return replace(discs, w50=w50, w20=w20, z_mid=z_mid, peak=peak)

@@ -32,7 +32,7 @@ from .noise import NoiseMap
 from .spectral import line_widths
 
 __all__ = ["LINE_FLUX_MARGIN", "Measurements", "measure_sources", "measure_boxes_3d",
-           "fit_moment0", "line_window"]
+           "fit_moment0", "line_window", "box_channels"]
 
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: a line's flux window: its 20% crossings widened by this times the width between them
@@ -279,6 +279,13 @@ def measure_boxes_3d(
                         area_err_rel=nan, line=line)
 
 
+def box_channels(lo: np.ndarray, hi: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole channels ``[z0, z1)`` that the pixel-edge channel spans ``[lo, hi)`` touch,
+    within a cube of ``depth`` channels, at least one each."""
+    z0 = np.clip(np.floor(lo), 0, depth).astype(int)
+    return z0, np.maximum(np.clip(np.ceil(hi), 0, depth).astype(int), np.minimum(z0 + 1, depth))
+
+
 def line_window(m: Measurements, boxes: np.ndarray, depth: int,
                 margin: float = LINE_FLUX_MARGIN) -> tuple[np.ndarray, np.ndarray]:
     """Per line, the channels ``[z0, z1)`` of its flux: the spectrum's 20% crossings widened
@@ -293,8 +300,7 @@ def line_window(m: Measurements, boxes: np.ndarray, depth: int,
         # crossings are fractional channel centres: channel k spans [k - 0.5, k + 0.5)
         lo = np.where(seen, low - pad + 0.5, lo)
         hi = np.where(seen, high + pad + 0.5, hi)
-    z0 = np.clip(np.floor(lo), 0, depth).astype(int)
-    return z0, np.maximum(np.clip(np.ceil(hi), 0, depth).astype(int), np.minimum(z0 + 1, depth))
+    return box_channels(lo, hi, depth)
 
 
 def fit_moment0(
@@ -342,8 +348,7 @@ def fit_moment0(
                                box_scale=box_scale, noise_beam=noise_beam,
                                source_read=read_mom0, rms=rms)
 
-    z0 = np.clip(np.floor(b[:, 2]), 0, D).astype(int)
-    r = fit(z0, np.maximum(np.clip(np.ceil(b[:, 5]), 0, D).astype(int), np.minimum(z0 + 1, D)))
+    r = fit(*box_channels(b[:, 2], b[:, 5], D))
     ok = r.fit_ok & np.isfinite(m.peak)
     out = {f.name: getattr(m, f.name) for f in fields(m)}
     for name in ("x", "y", "sigma_major", "sigma_minor", "theta", "fit_ok", "xy_cov",

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -305,26 +305,16 @@ def _unique_lines(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.n
     their half FWHMs, each at least the beam's) and whose lines overlap in channel (between
     their 20% crossings, or within a channel of the centre where a line has none). A
     detector may box a wide line twice, e.g. each horn of a double-horned one."""
-    from scipy.spatial import cKDTree
-
-    n = m.x.size
-    keep = np.ones(n, bool)
-    if n < 2:
-        return keep
     half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
     lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
     hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
     pts = np.stack([m.x, m.y], 1)
-    tree = cKDTree(np.nan_to_num(pts))
-    for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
-        if not keep[i] or not np.isfinite(pts[i]).all():
-            continue
-        for j in tree.query_ball_point(pts[i], r=half[i] + half.max()):
-            if (j != i and keep[j] and score[j] <= score[i]
-                    and np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
-                    and lo[j] <= hi[i] and lo[i] <= hi[j]):
-                keep[j] = False
-    return keep
+
+    def same(i: int, j: int) -> bool:
+        return bool(np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
+                    and lo[j] <= hi[i] and lo[i] <= hi[j])
+
+    return _best_of_duplicates(pts, score, half + (half.max() if half.size else 0.0), same)
 
 
 def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
@@ -342,20 +332,27 @@ def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dic
 def _unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
     """Mask of the detections kept when duplicates (fitted centres within half the larger of
     the beam and the kept source FWHM) are merged, best score first."""
+    radius = 0.5 * FWHM * np.maximum(m.sigma_major, beam_sigma)
+    return _best_of_duplicates(np.stack([m.x, m.y], 1), score, radius, lambda i, j: True)
+
+
+def _best_of_duplicates(pts: np.ndarray, score: np.ndarray, reach: np.ndarray,
+                        same: Callable[[int, int], bool]) -> np.ndarray:
+    """Mask of the detections kept, best ``score`` first: each kept one drops the
+    lower-scored others within its ``reach`` on the sky (``pts`` [n, 2]) that ``same``
+    says are the same source."""
     from scipy.spatial import cKDTree
 
-    n = m.x.size
+    n = len(pts)
     keep = np.ones(n, bool)
     if n < 2:
         return keep
-    radius = 0.5 * FWHM * np.maximum(m.sigma_major, beam_sigma)
-    pts = np.stack([m.x, m.y], 1)
-    tree = cKDTree(pts)
+    tree = cKDTree(np.nan_to_num(pts))
     for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
         if not keep[i] or not np.isfinite(pts[i]).all():
             continue
-        for j in tree.query_ball_point(pts[i], r=radius[i]):
-            if j != i and keep[j] and score[j] <= score[i]:
+        for j in tree.query_ball_point(pts[i], r=reach[i]):
+            if j != i and keep[j] and score[j] <= score[i] and same(i, j):
                 keep[j] = False
     return keep
 
