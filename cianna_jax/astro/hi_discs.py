@@ -1,11 +1,11 @@
 """Rotating HI discs for synthetic cubes: double-horned lines whose emission moves across
 the sky with the channel, as real galaxies' do.
 
-Each disc is thin and inclined: its surface brightness a Gaussian of FWHM ``hi_size``
-along the major axis and ``hi_size * q`` along the minor one, ``q = sqrt(cos^2 i + q0^2
+Each disc is thin and inclined: its surface brightness a Gaussian of FWHM ``fwhm``
+along the major axis and ``fwhm * q`` along the minor one, ``q = sqrt(cos^2 i + q0^2
 sin^2 i)`` (intrinsic axis ratio ``q0`` =
 :data:`.catalogue.SDC2_Q0`, so that :func:`.catalogue.disc_inclination` inverts it). Its
-rotation curve rises as ``v_flat (1 - exp(-R / r_t))`` (``r_t`` a tenth of ``hi_size``);
+rotation curve rises as ``v_flat (1 - exp(-R / r_t))`` (``r_t`` a tenth of ``fwhm``);
 each point of the disc emits a Gaussian line of dispersion ``sigma_v`` at its line-of-sight
 velocity ``v(R) sin i cos(phi)``, positive (receding, lower frequencies) towards the
 receding half of the major axis. The sky is sampled 3x finer than the pixels, each channel
@@ -31,7 +31,7 @@ _OVERSAMPLE = 3
 @dataclass(frozen=True)
 class Discs:
     """Per disc: centre ``x, y`` (pixels), systemic channel ``z``, ``flux`` (sum over
-    voxels, cube units x channels), ``hi_size`` (FWHM major axis, pixels), inclination
+    voxels, cube units x channels), ``fwhm`` (FWHM major axis, pixels), inclination
     ``incl`` (radians), ``theta_rec`` (direction of the receding half, radians from +x
     towards +y), ``v_flat`` and ``sigma_v`` (km/s). After :func:`render_discs`: ``w50``,
     ``w20`` (channels, the noise-free spectrum's widths as :func:`.spectral.line_widths`
@@ -42,7 +42,7 @@ class Discs:
     y: np.ndarray
     z: np.ndarray
     flux: np.ndarray
-    hi_size: np.ndarray
+    fwhm: np.ndarray
     incl: np.ndarray
     theta_rec: np.ndarray
     v_flat: np.ndarray
@@ -66,7 +66,7 @@ def draw_discs(rng: np.random.Generator, n: int, shape: tuple[int, int, int], *,
                border: float) -> Discs:
     """``n`` discs in a cube of ``shape``: positions ``border`` pixels from the sky's edges,
     systemic channels leaving room for the widest line (``channel_kms`` km/s per channel),
-    ``hi_size`` log-uniform in ``size_range`` pixels, random orientations (``cos i``
+    ``fwhm`` log-uniform in ``size_range`` pixels, random orientations (``cos i``
     uniform), ``v_flat`` uniform in ``rotation_range`` km/s."""
     D, H, W = shape
     if min(H, W) <= 2 * border:
@@ -80,7 +80,7 @@ def draw_discs(rng: np.random.Generator, n: int, shape: tuple[int, int, int], *,
     return Discs(x=rng.uniform(border - 0.5, W - 0.5 - border, n),
                  y=rng.uniform(border - 0.5, H - 0.5 - border, n),
                  z=rng.uniform(half - 0.5, D - 0.5 - half, n), flux=np.asarray(flux, float),
-                 hi_size=np.exp(rng.uniform(lo, hi, n)), incl=np.arccos(rng.uniform(0, 1, n)),
+                 fwhm=np.exp(rng.uniform(lo, hi, n)), incl=np.arccos(rng.uniform(0, 1, n)),
                  theta_rec=rng.uniform(0, 2 * math.pi, n),
                  v_flat=rng.uniform(*rotation_range, n), sigma_v=np.full(n, float(sigma_v)))
 
@@ -100,7 +100,7 @@ def render_discs(cube: np.ndarray, discs: Discs, *, psf_fwhm: float, channel_kms
     sign = -1.0 if rising else 1.0
     chans = np.arange(D, dtype=np.float64)
     for k in range(n):
-        hs, inc, th = discs.hi_size[k], discs.incl[k], discs.theta_rec[k]
+        hs, inc, th = discs.fwhm[k], discs.incl[k], discs.theta_rec[k]
         q = float(discs.axis_ratio()[k])
         r = int(math.ceil(1.5 * hs + 4.0 * psf_sigma)) + 1
         xc, yc = int(round(discs.x[k])), int(round(discs.y[k]))

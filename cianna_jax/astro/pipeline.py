@@ -32,6 +32,7 @@ from .catalogue import (
 from .cubelets import write_cubelets
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
+from .hi_mass import SIZE_MASS_NOTE
 from .kinematics import GRADIENT_SNR, velocity_gradient
 from .measure import (
     FWHM,
@@ -283,6 +284,7 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
             meta["hi_mass"] = ("log_mhi = log10(49.7 (D_L/Mpc)^2 line_flux/(Jy Hz)) solar "
                                "masses, D_L from the redshift in astropy's Planck18 cosmology "
                                "(Meyer et al. 2017, PASA 34, e052)")
+            meta["hi_size"] = SIZE_MASS_NOTE
     return meta
 
 

@@ -15,7 +15,7 @@ frequency) so that the table gives the centre as a frequency (Hz), the widths as
 rest-frame velocity widths (``c |dnu| / nu``, km/s: the galaxy's own, (1 + z) times
 narrower than the observed frame's ``c dz``), the integrated line flux in
 Jy Hz and the redshift of the line (the header's rest frequency, or HI's 21 cm line), and
-for HI the mass (:func:`hi_mass`).
+for HI the mass and the size-mass relation's diameter (:mod:`.hi_mass`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from .hi_mass import hi_diameter_arcsec, hi_mass
 
 __all__ = ["C_KMS", "HI_REST_HZ", "SpectralAxis", "spectral_axis", "line_widths",
            "line_columns", "is_hi", "hi_mass", "LINE_NOTE"]
@@ -132,7 +133,8 @@ def line_columns(axis: SpectralAxis, z: np.ndarray, z_lo20: np.ndarray, z_hi20: 
                  flux_ch_err: np.ndarray) -> dict[str, np.ndarray]:
     """The table's line columns from channel quantities: ``freq`` (Hz) at ``z``, ``w50``
     and ``w20`` (km/s) between the crossings, ``line_flux`` and ``line_flux_err`` (Jy Hz)
-    from the per-channel sums (Jy x channels) and ``redshift`` of the line."""
+    from the per-channel sums (Jy x channels) and ``redshift`` of the line; for HI also
+    ``log_mhi`` and ``d_hi`` (:mod:`.hi_mass`)."""
     nu = axis.frequency(z)
     dnu = axis.channel_width(z)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -144,25 +146,10 @@ def line_columns(axis: SpectralAxis, z: np.ndarray, z_lo20: np.ndarray, z_hi20: 
                 "redshift": axis.rest_hz / nu - 1.0}
         if is_hi(axis):
             cols["log_mhi"] = hi_mass(cols["line_flux"], cols["redshift"])
+            cols["d_hi"] = hi_diameter_arcsec(cols["log_mhi"], cols["redshift"])
         return cols
 
 
 def is_hi(axis: SpectralAxis) -> bool:
     """Whether the axis's rest frequency is neutral hydrogen's 21 cm line (within 1 kHz)."""
     return abs(axis.rest_hz - HI_REST_HZ) < 1e3
-
-
-def hi_mass(line_flux: np.ndarray, redshift: np.ndarray) -> np.ndarray:
-    """log10 of the HI mass (solar masses) of lines of integrated flux ``line_flux`` (Jy Hz)
-    at ``redshift``: M = 49.7 D_L^2 S (D_L in Mpc, Planck 2018 cosmology; Meyer et al.
-    2017, PASA 34, e052, eq. 50: optically thin HI). NaN where the flux is not positive or
-    the redshift not finite and above -1."""
-    cosmo = require("astropy.cosmology").Planck18
-    zr = np.asarray(redshift, np.float64)
-    s = np.asarray(line_flux, np.float64)
-    ok = np.isfinite(zr) & (zr > -1) & np.isfinite(s) & (s > 0)
-    out = np.full(zr.shape, np.nan)
-    if ok.any():
-        d = cosmo.luminosity_distance(np.maximum(zr[ok], 0.0)).to_value("Mpc")
-        out[ok] = np.log10(49.7 * d ** 2 * s[ok])
-    return out

@@ -121,6 +121,18 @@ def test_lines_match_on_the_sky_and_in_frequency(cube):
     d["line_flux"], d["line_flux_err"] = t["line_flux"], 0.1 * np.asarray(t["line_flux"])
     sc = scores_for(d, tr, match_catalogues(d, tr, 7.0))
     assert set(sc.extra["error_pulls"]) == {"flux"} and sc.flux_ratio == pytest.approx(1.0)
+    # the HI sizes from the masses against SDC2's true ones, where the truth's are positive
+    from cianna_jax.astro.line_scores import format_line_summary, line_summary
+
+    size = np.asarray(t["hi_size"])
+    d["d_hi"] = np.where(size > 0, 1.1 * size, 99.0)
+    s = line_summary(d, tr, match_catalogues(d, tr, 7.0))
+    assert (size == 0).any() and s["hi_size_ratio"] == pytest.approx(1.1)
+    assert s["hi_size_ratio_scatter"] == pytest.approx(0.0, abs=1e-9)
+    assert "HI size (d_hi, from the mass) / true hi_size median 1.100" in format_line_summary(s)
+    del d["d_hi"]
+    s = line_summary(d, tr, match_catalogues(d, tr, 7.0))
+    assert np.isnan(s["hi_size_ratio"]) and "HI size" not in format_line_summary(s)
 
 
 def test_val_on_a_cube(cube, tmp_path):
@@ -136,7 +148,8 @@ def test_val_on_a_cube(cube, tmp_path):
     assert "line centre offset" in r.text and "size ratio" in r.text
     scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
     assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
-                                              "w20_ratio_scatter"}
+                                              "w20_ratio_scatter", "hi_size_ratio",
+                                              "hi_size_ratio_scatter"}
     assert scores["sdc1"] is None
     # the SDC2 score by the official rules: the truth has SDC2's hi_size and inclination
     from cianna_jax.astro.catalogue import sdc2_columns

@@ -15,10 +15,10 @@ pytest.importorskip("astropy")
 KMS = 9.47  # km/s per 30 kHz channel near 950 MHz (rest frame)
 
 
-def _one(incl, v_flat=150.0, theta=0.5, hi_size=8.0, rising=True):
+def _one(incl, v_flat=150.0, theta=0.5, fwhm=8.0, rising=True):
     cube = np.zeros((80, 64, 64))
     d = Discs(x=np.array([31.3]), y=np.array([32.6]), z=np.array([39.2]), flux=np.array([100.0]),
-              hi_size=np.array([hi_size]), incl=np.array([incl]), theta_rec=np.array([theta]),
+              fwhm=np.array([fwhm]), incl=np.array([incl]), theta_rec=np.array([theta]),
               v_flat=np.array([v_flat]), sigma_v=np.array([10.0]))
     return cube, render_discs(cube, d, psf_fwhm=2.5, channel_kms=KMS, rising=rising)
 
@@ -60,7 +60,7 @@ def test_the_catalogue_recovers_discs_from_their_true_boxes(tmp_path):
     from cianna_jax.astro.synthetic_cube import cube_truth_table, synthetic_cube, write_cube_fits
     from cianna_jax.yolo.decode import DecodedBoxes
 
-    sc = synthetic_cube((96, 160, 160), seed=3, density=5e-4, discs=True,
+    sc = synthetic_cube((96, 160, 160), seed=3, density=5e-4, discs=True, noise=1e-5,
                         snr_range=(3000.0, 30000.0))
     write_cube_fits(tmp_path / "d.fits", sc)
     t = cube_truth_table(sc)
@@ -104,11 +104,19 @@ def test_the_catalogue_recovers_discs_from_their_true_boxes(tmp_path):
     assert resolved.sum() >= n // 2 and np.isnan(incl[~resolved]).all()
     assert np.median(np.abs(incl[resolved] - np.asarray(t["i"])[resolved])) < 10.0
     sub, tru = sdc2_columns(c), sdc2_columns(t)
-    assert np.median(sub["hi_size"] / tru["hi_size"]) == pytest.approx(1.0, abs=0.15)
+    # SDC2's hi_size from the measured HI mass by the size-mass relation (the truth's sizes
+    # follow it with its 0.06 dex scatter): within the scatter; the deconvolved FWHM, which
+    # the SDC2 output gave before, is about 0.58 of the diameter at 1 Msun/pc^2
+    size = sub["hi_size"] / tru["hi_size"]
+    fwhm = np.asarray(c["bmaj_deconv"])[resolved] / tru["hi_size"][resolved]
+    assert np.median(size) == pytest.approx(1.0, abs=0.08)
+    assert np.all(np.abs(np.log10(size)) < 0.2)
+    assert np.median(fwhm) < 0.75
     assert np.median(np.abs(sub["i"] - tru["i"])) < 10.0
     s = sdc2_score(sub, tru)
-    # when written: 13 discs, score 11.49; |dpa| 3.4 deg, flux 1.005, w20 0.997, hi_size 1.07,
-    # |di| 5.4 deg (medians)
+    # when written: 13 discs, score 11.88 (11.49 with sizes drawn apart from the masses and
+    # the FWHM as hi_size); |dpa| 2.1 deg, flux 1.007, w20 0.996, hi_size 1.03 (0.86-1.31),
+    # |di| 1.6 deg (medians)
     assert s.n_match == n and s.value > 0.8 * n
 
 

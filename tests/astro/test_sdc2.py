@@ -14,6 +14,7 @@ from cianna_jax.astro.catalogue import (  # noqa: E402
     CatalogueError,
     make_table,
     read_catalogue,
+    sdc2_columns,
     to_sdc2,
     write_catalogue,
 )
@@ -121,7 +122,20 @@ def test_a_cube_catalogue_in_sdc2_terms(tmp_path):
     np.testing.assert_allclose(np.asarray(s["ra"]), [359.5, 0.1, 0.2])
     np.testing.assert_allclose(np.asarray(s["line_flux_integral"]), [50.0, 60.0, 70.0])
     np.testing.assert_allclose(np.asarray(s["central_freq"]), [1.0e9, 1.05e9, 1.1e9])
-    np.testing.assert_allclose(np.asarray(s["hi_size"]), [6.0, 10.0, 0.0])
+    # hi_size: SDC2's diameter at 1 Msun/pc^2 from the HI mass, M = 49.7 D_L^2 S, by the
+    # size-mass relation log D/kpc = 0.506 log M - 3.293 (Wang et al. 2016), seen at D_A
+    from astropy.cosmology import Planck18
+
+    mass = 49.7 * Planck18.luminosity_distance(z).to_value("Mpc") ** 2 * np.array([50, 60, 70])
+    d_kpc = 10 ** (0.506 * np.log10(mass) - 3.293)
+    want_size = d_kpc / Planck18.angular_diameter_distance(z).to_value("kpc") * 206264.806
+    np.testing.assert_allclose(np.asarray(s["hi_size"]), want_size, rtol=1e-6)
+    assert 10 < want_size.min() and want_size.max() < 15  # ~2 beams at z 0.3-0.4
+    # the catalogue's d_hi where it has one; the deconvolved FWHM for a line without a mass
+    given = sdc2_columns(_cube_catalogue(d_hi=np.array([1.0, 2.0, 3.0])))["hi_size"]
+    np.testing.assert_allclose(given, [1.0, 2.0, 3.0])
+    no_mass = sdc2_columns(_cube_catalogue(line_flux=np.array([50.0, 60.0, -1.0])))["hi_size"]
+    np.testing.assert_allclose(no_mass, [*want_size[:2], 0.0], rtol=1e-6)
     # the receding half where measured, else the axis
     np.testing.assert_allclose(np.asarray(s["pa"]), [210.0, 100.0, 170.0])
     # inclination of a thick disc: q = 0.5 -> cos^2 i = (0.25 - q0^2) / (1 - q0^2); q under

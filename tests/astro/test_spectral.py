@@ -163,6 +163,13 @@ def test_catalogue_of_a_frequency_cube_has_physical_line_columns(tmp_path, line_
     # the same as the velocity form, 2.356e5 / (1 + z) D_L^2 S dV, with dV = c dnu (1 + z) / nu0
     assert 2.356e5 * C_KMS / HI_REST_HZ == pytest.approx(49.7, rel=1e-3)
     assert "hi_mass" in t.meta
+    # and the size-mass relation's HI diameter (Wang et al. 2016), as an angle at the line's
+    # redshift
+    z = np.asarray(t["redshift"])
+    d_hi = 10 ** (0.506 * np.asarray(t["log_mhi"]) - 3.293)  # kpc
+    want = d_hi / Planck18.angular_diameter_distance(z).to_value("kpc") * 180 * 3600 / np.pi
+    assert np.asarray(t["d_hi"]) == pytest.approx(want, rel=1e-9)
+    assert str(t["d_hi"].unit) == "arcsec" and "Wang et al. 2016" in t.meta["hi_size"]
     assert (np.asarray(t["line_flux"]) > 10 * np.asarray(t["line_flux_err"])).all()
 
 
@@ -176,7 +183,7 @@ def test_a_velocity_axis_needs_the_rest_frequency(tmp_path, line_cube):
     assert np.asarray(t["w50"]) == pytest.approx(5.0 * np.asarray(t["w50_chan"])
                                                  * rest / np.asarray(t["freq"]), rel=1e-3)
     assert t.meta["rest_frequency_hz"] == rest and t.meta["rest_frequency"] == "header RESTFRQ"
-    assert "log_mhi" not in t.colnames  # not HI's rest frequency: no HI mass
+    assert "log_mhi" not in t.colnames and "d_hi" not in t.colnames  # not HI: no HI mass
     with pytest.warns(UserWarning, match="needs RESTFRQ"):
         t = _find(_write_cube(tmp_path / "v0.fits", cube, ("VRAD", 1.0e6, 5e3)), boxes)
     assert "freq" not in t.colnames and "w50_chan" in t.colnames
