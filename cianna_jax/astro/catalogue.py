@@ -64,6 +64,7 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "dec_err": ("arcsec", "1-sigma error of dec"),
     "x_err": ("pix", "1-sigma error of x"),
     "y_err": ("pix", "1-sigma error of y"),
+    "z_err": ("pix", "1-sigma error of z (cubes: as freq_err)"),
     "flux_err": ("Jy", "1-sigma error of flux from the local noise (fit errors, see meta)"),
     "peak": ("Jy/beam", "peak brightness of the fitted Gaussian"),
     "peak_err": ("Jy/beam", "1-sigma error of peak"),
@@ -85,6 +86,14 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "line_flux_err": ("Jy Hz", "1-sigma error of line_flux"),
     "w50": ("km/s", "line width at 50% of the spectrum's peak, rest frame (c dnu / nu)"),
     "w20": ("km/s", "line width at 20% of the spectrum's peak, rest frame (c dnu / nu)"),
+    "freq_err": ("Hz", "1-sigma error of freq (the spectrum measured again with its noise "
+                       "added, 200 times)"),
+    "w50_err": ("km/s", "1-sigma error of w50 (as freq_err)"),
+    "w20_err": ("km/s", "1-sigma error of w20 (as freq_err; low-SNR lines' w20 also comes out "
+                        "wide)"),
+    "log_mhi_err": (None, "1-sigma error of log_mhi from line_flux_err (distance exact)"),
+    "d_hi_err": ("arcsec", "1-sigma error of d_hi for one galaxy: log_mhi_err through the "
+                           "relation and its 0.06 dex scatter"),
     "redshift": (None, "redshift of the line (rest frequency in the metadata)"),
     "log_mhi": (None, "log10 of the HI mass in solar masses, 49.7 D_L^2 line_flux (D_L in "
                       "Mpc, Planck 2018 cosmology; HI lines only)"),

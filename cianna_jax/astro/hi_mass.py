@@ -23,7 +23,8 @@ import numpy as np
 
 from ._deps import require
 
-__all__ = ["hi_mass", "hi_diameter_kpc", "hi_diameter_arcsec", "angular_diameter_distance",
+__all__ = ["hi_mass", "hi_diameter_kpc", "hi_diameter_arcsec", "hi_diameter_error",
+           "angular_diameter_distance",
            "gaussian_disc_diameter", "gaussian_disc_fwhm", "gaussian_disc_max_diameter",
            "ARCSEC_PER_RAD", "SIZE_MASS_SLOPE",
            "SIZE_MASS_INTERCEPT", "SIZE_MASS_SCATTER_DEX", "SIZE_MASS_NOTE"]
@@ -86,6 +87,14 @@ def hi_diameter_arcsec(log_mhi: np.ndarray, redshift: np.ndarray) -> np.ndarray:
     undefined."""
     with np.errstate(invalid="ignore"):
         return hi_diameter_kpc(log_mhi) / angular_diameter_distance(redshift) * ARCSEC_PER_RAD
+
+
+def hi_diameter_error(d_hi: np.ndarray, log_mhi_err: np.ndarray) -> np.ndarray:
+    """1-sigma error of one galaxy's :func:`hi_diameter_arcsec` ``d_hi``: the mass's error
+    (``log_mhi_err``, dex) through the relation's slope and the relation's own scatter,
+    ``d_hi ln(10) sqrt((0.506 log_mhi_err)^2 + 0.06^2)``."""
+    dex = np.hypot(SIZE_MASS_SLOPE * np.asarray(log_mhi_err, np.float64), SIZE_MASS_SCATTER_DEX)
+    return np.asarray(d_hi, np.float64) * np.log(10.0) * dex
 
 
 def gaussian_disc_diameter(log_mhi: np.ndarray, fwhm_kpc: np.ndarray) -> np.ndarray:

@@ -61,17 +61,25 @@ def line_summary(det: Any, truth: Truth, match: Match) -> dict[str, float]:
     """The matched lines' centre offsets (channels: median and robust scatter of detected -
     true), w20 ratio (median detected / true, where the truth gives w20) and HI size ratio
     (the detections' ``d_hi`` over SDC2's true ``hi_size``, where both are given and the
-    truth's is positive; NaN otherwise)."""
+    truth's is positive; NaN otherwise), and the robust scatter of the centres' and w20s'
+    pulls, (detected - true) / error, where the detections have errors (``z_err``,
+    ``w20_err``)."""
     d, t = match.det, match.truth
-    dz_med, dz_scatter = _robust(_column(det, "z")[d] - truth.z[t])
+    dz = _column(det, "z")[d] - truth.z[t]
+    dz_med, dz_scatter = _robust(dz)
+    dw = _column(det, "w20_chan")[d] - truth.w20[t]
     true_size = _column(truth.table, "hi_size", t)
     with np.errstate(invalid="ignore", divide="ignore"):
         w20_ratio, w20_scatter = _robust(_column(det, "w20_chan")[d] / truth.w20[t])
         size_ratio, size_scatter = _robust(np.where(true_size > 0, _column(det, "d_hi", d)
                                                     / true_size, np.nan))
+        w20_err = _column(det, "w20_err", d) * _column(det, "w20_chan", d) / _column(det, "w20", d)
+        centre_pull = _robust(dz / _column(det, "z_err", d))[1]
+        w20_pull = _robust(dw / w20_err)[1]
     return {"channel_offset": dz_med, "channel_scatter": dz_scatter,
             "w20_ratio": w20_ratio, "w20_ratio_scatter": w20_scatter,
-            "hi_size_ratio": size_ratio, "hi_size_ratio_scatter": size_scatter}
+            "hi_size_ratio": size_ratio, "hi_size_ratio_scatter": size_scatter,
+            "centre_pull_scatter": centre_pull, "w20_pull_scatter": w20_pull}
 
 
 def format_line_summary(s: dict[str, float]) -> str:
@@ -79,6 +87,9 @@ def format_line_summary(s: dict[str, float]) -> str:
     text = (f"         line centre offset (detected - true) median {s['channel_offset']:.2f} "
             f"channels, robust scatter {s['channel_scatter']:.2f}; w20 ratio median "
             f"{s['w20_ratio']:.3f}, robust scatter {s['w20_ratio_scatter']:.3f}")
+    if np.isfinite(s.get("centre_pull_scatter", np.nan)):
+        text += (f"; pulls' robust scatter (1: honest errors) centre "
+                 f"{s['centre_pull_scatter']:.2f}, w20 {s['w20_pull_scatter']:.2f}")
     if np.isfinite(s.get("hi_size_ratio", np.nan)):
         text += (f"\n         HI size (d_hi, from the mass) / true hi_size median "
                  f"{s['hi_size_ratio']:.3f}, robust scatter {s['hi_size_ratio_scatter']:.3f}")

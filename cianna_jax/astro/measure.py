@@ -29,7 +29,7 @@ from ..progress import Progress
 from .fit_errors import correlation_kernel, fit_covariance, fit_errors
 from .gaussfit import fit_gaussians
 from .noise import NoiseMap
-from .spectral import line_widths
+from .spectral import line_errors, line_widths
 
 __all__ = ["LINE_FLUX_MARGIN", "Measurements", "measure_sources", "measure_boxes_3d",
            "fit_moment0", "line_window", "box_channels"]
@@ -50,7 +50,9 @@ class Measurements:
     ``sigma_minor_err`` (pixels), ``theta_err`` (radians, pi/2: unconstrained),
     ``area_err_rel`` (relative error of ``sigma_major * sigma_minor``); NaN where unknown.
     Cubes: ``line [M, 4]``, the spectrum's crossings at 20% (low, high) and 50% (low, high)
-    of its peak, fractional channels (:func:`.spectral.line_widths`); ``theta_high``
+    of its peak, fractional channels (:func:`.spectral.line_widths`); ``line_err [M, 3]``
+    the 1-sigma errors (channels) of its centre, w20 and w50 (:func:`.spectral.line_errors`);
+    ``theta_high``
     (radians) and ``gradient_snr``, the half of the major axis where the line sits at
     higher channels and its significance (:func:`.kinematics.velocity_gradient`)."""
 
@@ -73,6 +75,7 @@ class Measurements:
     theta_err: np.ndarray | None = None
     area_err_rel: np.ndarray | None = None
     line: np.ndarray | None = None
+    line_err: np.ndarray | None = None
     theta_high: np.ndarray | None = None
     gradient_snr: np.ndarray | None = None
 
@@ -234,15 +237,17 @@ def measure_boxes_3d(
     error (the rms at the line's centre for noise correlated as the beam within a channel
     and independent between channels); the line's spectrum (the box summed per channel:
     ``line`` holds its 20% and 50% crossings, ``z`` the middle of the 50% ones, the box's
-    centre when the spectrum has no positive peak); the rms there and the SNR (peak voxel /
-    rms); sizes from the box."""
+    centre when the spectrum has no positive peak, ``line_err`` their errors for the
+    spectrum's noise, the rms times the square root of the box's pixels per channel times
+    the beam area); the rms there and the SNR (peak voxel / rms); sizes from the box."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
     D, H, W = shape
     c = 0.5 * (b[:, :3] + b[:, 3:]) - 0.5
     peak, flux, zc = np.full(M, np.nan), np.full(M, np.nan), c[:, 2].copy()
     voxels = np.zeros(M)
-    line = np.full((M, 4), np.nan)
+    line, line_err = np.full((M, 4), np.nan), np.full((M, 3), np.nan)
+    spectra: dict[int, tuple[np.ndarray, float]] = {}
     for i in range(M):
         lo = np.clip(np.floor(b[i, :3]).astype(int), 0, [W, H, D])
         hi = np.clip(np.ceil(b[i, 3:]).astype(int), 0, [W, H, D])
@@ -254,8 +259,10 @@ def measure_boxes_3d(
             voxels[i] = float(np.isfinite(a).sum())
             if beam_area is not None:
                 flux[i] = float(np.nansum(a)) / beam_area * unit_scale
-            low, high = line_widths(np.nansum(a, axis=(1, 2)), (0.2, 0.5))
+            spectrum = np.nansum(a, axis=(1, 2))
+            low, high = line_widths(spectrum, (0.2, 0.5))
             line[i] = lo[2] + np.array([low[0], high[0], low[1], high[1]])
+            spectra[i] = spectrum, voxels[i] / a.shape[0]
             w = np.clip(np.nansum(a, axis=0), 0.0, None)  # the box's moment-0 map, > 0
             if w.sum() > 0:
                 c[i, 0] = lo[0] + float((w.sum(0) * np.arange(w.shape[1])).sum() / w.sum())
@@ -265,6 +272,10 @@ def measure_boxes_3d(
     rms = noise.at(c[:, 1], c[:, 0], zc) if M else np.zeros(0)
     flux_err = (rms * np.sqrt(voxels / beam_area) * unit_scale if beam_area is not None
                 else np.full(M, np.nan))
+    rng = np.random.default_rng(0)
+    for i, (spectrum, pixels) in spectra.items():  # a channel's sum: correlated as the beam
+        line_err[i] = line_errors(spectrum, rms[i] * math.sqrt(pixels * (beam_area or 1.0)),
+                                  rng)
     sx = (b[:, 3] - b[:, 0]) / (box_scale * FWHM)
     sy = (b[:, 4] - b[:, 1]) / (box_scale * FWHM)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -276,7 +287,7 @@ def measure_boxes_3d(
                         theta=np.where(sx >= sy, 0.0, 0.5 * np.pi), fit_ok=np.zeros(M, bool),
                         z=zc, peak_err=nan, xy_cov=np.full((M, 2, 2), np.nan),
                         sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan,
-                        area_err_rel=nan, line=line)
+                        area_err_rel=nan, line=line, line_err=line_err)
 
 
 def box_channels(lo: np.ndarray, hi: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:

@@ -273,8 +273,11 @@ def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
     axis = image.frequency_axis
     if axis is not None:
         cols.update(line_columns(axis, m.z[order], line[:, 0], line[:, 1], line[:, 2],
-                                 line[:, 3], m.flux[order], m.flux_err[order]))
+                                 line[:, 3], m.flux[order], m.flux_err[order],
+                                 None if m.line_err is None else m.line_err[order]))
     cols["w50_chan"], cols["w20_chan"] = line[:, 3] - line[:, 2], line[:, 1] - line[:, 0]
+    if m.line_err is not None:
+        cols["z_err"] = m.line_err[order, 0]
     if axis is not None and m.theta_high is not None and image.wcs is not None:
         cols.update(_receding_side(image, axis, m.take(order)))
     meta = {"line": LINE_NOTE}

@@ -133,6 +133,19 @@ def test_lines_match_on_the_sky_and_in_frequency(cube):
     del d["d_hi"]
     s = line_summary(d, tr, match_catalogues(d, tr, 7.0))
     assert np.isnan(s["hi_size_ratio"]) and "HI size" not in format_line_summary(s)
+    # the centres' and widths' pulls where the detections have errors: here offsets of
+    # +-0.2 channel with errors of 0.1 (and w20s 10% off with errors of 5%): pulls +-2
+    sign = np.where(np.arange(len(t)) % 2, 1.0, -1.0)
+    d["z"] = np.asarray(t["z"]) + 0.2 * sign
+    d["z_err"] = np.full(len(t), 0.1)
+    d["w20_chan"] = tr.w20 * (1 + 0.1 * sign)
+    d["w20"] = 3.0 * d["w20_chan"]  # km/s: 3 km/s per channel
+    d["w20_err"] = 3.0 * 0.05 * tr.w20
+    s = line_summary(d, tr, match_catalogues(d, tr, 7.0))
+    assert s["centre_pull_scatter"] == pytest.approx(1.4826 * 2.0, rel=1e-6)
+    assert s["w20_pull_scatter"] == pytest.approx(1.4826 * 2.0, rel=1e-6)
+    assert "pulls' robust scatter (1: honest errors) centre 2.97, w20 2.97" in \
+        format_line_summary(s)
 
 
 def test_val_on_a_cube(cube, tmp_path):
@@ -149,7 +162,8 @@ def test_val_on_a_cube(cube, tmp_path):
     scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
     assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
                                               "w20_ratio_scatter", "hi_size_ratio",
-                                              "hi_size_ratio_scatter"}
+                                              "hi_size_ratio_scatter", "centre_pull_scatter",
+                                              "w20_pull_scatter"}
     assert scores["sdc1"] is None
     # the SDC2 score by the official rules: the truth has SDC2's hi_size and inclination
     from cianna_jax.astro.catalogue import sdc2_columns
