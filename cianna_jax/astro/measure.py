@@ -37,6 +37,8 @@ __all__ = ["LINE_FLUX_MARGIN", "Measurements", "measure_sources", "measure_boxes
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: a line's flux window: its 20% crossings widened by this times the width between them
 LINE_FLUX_MARGIN = 0.25
+#: times a line's spectrum is extended past a box that cuts it (:func:`measure_boxes_3d`)
+LINE_EXTENSIONS = 3
 _BUCKETS = (4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
@@ -236,7 +238,8 @@ def measure_boxes_3d(
     peak voxel; the summed flux over the box (Jy x channels from a Jy/beam cube) and its
     error (the rms at the line's centre for noise correlated as the beam within a channel
     and independent between channels); the line's spectrum (the box summed per channel:
-    ``line`` holds its 20% and 50% crossings, ``z`` the middle of the 50% ones, the box's
+    ``line`` holds its 20% and 50% crossings, read past the box's channels where the box
+    cuts the line above 20% of its peak, ``z`` the middle of the 50% ones, the box's
     centre when the spectrum has no positive peak, ``line_err`` their errors for the
     spectrum's noise, the rms times the square root of the box's pixels per channel times
     the beam area); the rms there and the SNR (peak voxel / rms); sizes from the box."""
@@ -259,9 +262,9 @@ def measure_boxes_3d(
             voxels[i] = float(np.isfinite(a).sum())
             if beam_area is not None:
                 flux[i] = float(np.nansum(a)) / beam_area * unit_scale
-            spectrum = np.nansum(a, axis=(1, 2))
+            z0, spectrum = _whole_line(read, D, lo, hi, np.nansum(a, axis=(1, 2)))
             low, high = line_widths(spectrum, (0.2, 0.5))
-            line[i] = lo[2] + np.array([low[0], high[0], low[1], high[1]])
+            line[i] = z0 + np.array([low[0], high[0], low[1], high[1]])
             spectra[i] = spectrum, voxels[i] / a.shape[0]
             w = np.clip(np.nansum(a, axis=0), 0.0, None)  # the box's moment-0 map, > 0
             if w.sum() > 0:
@@ -288,6 +291,33 @@ def measure_boxes_3d(
                         z=zc, peak_err=nan, xy_cov=np.full((M, 2, 2), np.nan),
                         sigma_major_err=nan, sigma_minor_err=nan, theta_err=nan,
                         area_err_rel=nan, line=line, line_err=line_err)
+
+
+def _whole_line(read: Callable[[tuple[slice, ...]], np.ndarray], depth: int, lo: np.ndarray,
+                hi: np.ndarray, spectrum: np.ndarray) -> tuple[int, np.ndarray]:
+    """The first channel and the spectrum (the box's sky summed per channel) of a line
+    whose box ``[lo, hi)`` (x, y, z) may cut it: while the line is still above 20% of its
+    peak in an end channel of the window, that end is moved out by half the box's depth (at
+    least 2 channels; up to :data:`LINE_EXTENSIONS` times, within the cube's ``depth``), so
+    that a detector's tight box does not narrow its widths."""
+    z0, z1 = int(lo[2]), int(hi[2])
+    sky = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+    step = max(2, (z1 - z0) // 2)
+    for _ in range(LINE_EXTENSIONS):
+        low, high = line_widths(spectrum, (0.2,))
+        if not np.isfinite(low[0]):
+            break
+        grow_lo = z0 if low[0] < 0.5 and z0 > 0 else 0
+        grow_hi = depth - z1 if high[0] > len(spectrum) - 1.5 and z1 < depth else 0
+        if not (grow_lo or grow_hi):
+            break
+        n_lo, n_hi = min(step, grow_lo), min(step, grow_hi)
+        parts = [np.nansum(read((slice(z0 - n_lo, z0),) + sky), axis=(1, 2)) if n_lo else None,
+                 spectrum,
+                 np.nansum(read((slice(z1, z1 + n_hi),) + sky), axis=(1, 2)) if n_hi else None]
+        spectrum = np.concatenate([p for p in parts if p is not None])
+        z0, z1 = z0 - n_lo, z1 + n_hi
+    return z0, spectrum
 
 
 def box_channels(lo: np.ndarray, hi: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
