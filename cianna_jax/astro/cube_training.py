@@ -21,6 +21,7 @@ import functools
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +112,23 @@ def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: fl
     return labels, np.asarray(tr.snr, np.float64), np.asarray(tr.w20, np.float64)
 
 
+def _warn_if_larger_than_patches(boxes: np.ndarray, patch: int, depth: int,
+                                 catalogue: str) -> None:
+    """Warn when target boxes ``[N, 6]`` are wider than the ``patch`` or deeper than its
+    ``depth`` channels: a patch never holds them whole, so the detector cannot learn them
+    (large nearby galaxies, broad lines)."""
+    side = np.maximum(boxes[:, 3] - boxes[:, 0], boxes[:, 4] - boxes[:, 1])
+    deep = boxes[:, 5] - boxes[:, 2]
+    big = (side > patch) | (deep > depth)
+    if big.any():
+        warnings.warn(
+            f"{catalogue}: {int(big.sum())} of {len(big)} target lines have boxes larger than "
+            f"the patches ({depth} channels x {patch}x{patch} pixels; the largest "
+            f"{deep.max():.0f} channels, {side.max():.0f} pixels wide): no patch holds them "
+            "whole, so the detector cannot learn them; give a larger --patch-channels or "
+            "--patch", UserWarning, stacklevel=3)
+
+
 def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunParts:
     """The run pieces of settings ``s`` (a :class:`.trainer.TrainSettings`) on the cube
     ``image``."""
@@ -164,6 +182,7 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
         raise ValueError(f"{s.catalogue}: no line of SNR >= {s.min_snr:g} in the training area "
                          f"{tuple(train_area)} (y0, y1, x0, x1): nothing to learn; lower "
                          "--min-snr?")
+    _warn_if_larger_than_patches(targets.boxes, patch, depth, s.catalogue)
     max_obj = s.max_obj or default_max_obj(targets, train_area, patch * patch * depth, D)
     priors = fit_priors(targets.boxes[inside], arch.nb_box, ndim=3)
     net = build_cube_detector(arch, patch, depth, priors, max_obj)

@@ -167,7 +167,9 @@ def test_a_streamed_region_gives_the_patches_of_a_held_one(field, monkeypatch, t
     s = TrainSettings(image=str(path), catalogue=str(truth), out=str(tmp_path / "r"),
                       patch=16, patch_channels=16, noise_box=32, patches_per_epoch=8)
     logs = []
-    with open_image(path) as img:
+    with open_image(path) as img, pytest.warns(UserWarning, match=r"target lines have boxes "
+                                               r"larger than the patches \(16 channels x "
+                                               r"16x16 pixels; the largest \d+ channels"):
         held = cube_training.prepare_cube(s, img, logs.append)
         (y0, y1, x0, x1), (v0, v1, u0, u1) = held.info["area"], held.info["valid_area"]
         region, strip = (y1 - y0) * (x1 - x0), (v1 - v0) * (u1 - u0)  # per channel
