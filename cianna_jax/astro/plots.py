@@ -207,6 +207,34 @@ def line_recovery(true_w20: np.ndarray, det_w20: np.ndarray, offset: np.ndarray,
     return fig
 
 
+def hi_mass_redshift(true_z: np.ndarray, true_logm: np.ndarray, found: np.ndarray,
+                     false_z: np.ndarray, false_logm: np.ndarray, *,
+                     title: str = "HI mass against redshift") -> Any:
+    """An HI survey's selection: the true lines' HI mass (log10 Msun) against their
+    redshift, those the catalogue found filled and those it missed open, and its false
+    detections (their measured masses) as crosses."""
+    plt = _plt()
+    z, lm = np.asarray(true_z, np.float64), np.asarray(true_logm, np.float64)
+    hit = np.asarray(found, bool)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ok = np.isfinite(z) & np.isfinite(lm)
+    ax.scatter(z[ok & hit], lm[ok & hit], s=14, color="C0", label=f"found ({int((ok & hit).sum())})")
+    ax.scatter(z[ok & ~hit], lm[ok & ~hit], s=14, facecolors="none", edgecolors="0.4",
+               label=f"missed ({int((ok & ~hit).sum())})")
+    fz, fl = np.asarray(false_z, np.float64), np.asarray(false_logm, np.float64)
+    bad = np.isfinite(fz) & np.isfinite(fl)
+    if bad.any():
+        ax.scatter(fz[bad], fl[bad], s=30, marker="x", color="C3",
+                   label=f"false detections ({int(bad.sum())})")
+    ax.set_xlabel("redshift")
+    ax.set_ylabel("log10 HI mass (Msun)")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def pr_curve_plot(curve: Mapping[str, np.ndarray], *, operating: float | None = None,
                   label_every: int = 1, title: str = "Precision-recall over the objectness "
                                                        "threshold") -> Any:

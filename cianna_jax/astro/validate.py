@@ -39,6 +39,7 @@ from .catalogue import (
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
+from .hi_mass import hi_mass
 from .line_scores import format_line_summary, line_summary, same_line
 from .model_card import LoadedModel, load_model
 from .mosaic import (
@@ -56,6 +57,7 @@ from .predict import checked_threshold, detect, make_predict_fn
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
 from .sdc2 import BAND_HZ, BEAM_ARCSEC, Sdc2Score, sdc2_score, sdc2_summary
+from .spectral import is_hi
 from .truth import Truth, load_truth, merge_truths, sdc1_columns, truth_ids
 
 __all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
@@ -592,6 +594,7 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
         completeness_reliability,
         field_overlay,
         flux_recovery,
+        hi_mass_redshift,
         line_recovery,
         pr_curve_plot,
     )
@@ -640,4 +643,14 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
             figs["line_recovery.png"] = line_recovery(
                 tr.w20[m.truth], np.asarray(det["w20_chan"], np.float64)[m.det],
                 np.asarray(det["z"], np.float64)[m.det] - tr.z[m.truth], tr.snr[m.truth])
+    axis = runs[0].img.frequency_axis if tr.z is not None else None
+    if axis is not None and is_hi(axis) and "log_mhi" in det.colnames:
+        true_z = axis.rest_hz / axis.frequency(tr.z) - 1.0
+        false = m.det_to_truth < 0
+        figs["hi_mass_redshift.png"] = hi_mass_redshift(
+            true_z, hi_mass(tr.flux, true_z), m.truth_to_det >= 0,
+            np.asarray(det["redshift"], np.float64)[false],
+            np.asarray(det["log_mhi"], np.float64)[false],
+            title=f"HI mass against redshift: {int(np.count_nonzero(m.truth_to_det >= 0))} of "
+                  f"{len(true_z)} true lines found (objectness >= {thr:g})")
     return figs

@@ -1,6 +1,7 @@
 """Cubes end to end: ``simulate --cube`` (an HI-like cube and its line catalogue), the
 truth placed in channels, matching in frequency as well as on the sky, and ``val``."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -156,9 +157,13 @@ def test_val_on_a_cube(cube, tmp_path):
 
     path, truth = cube
     card = make_tiny_3d(tmp_path)
+    plots = importlib.util.find_spec("matplotlib") is not None
     r = validate(path, card, truth, tmp_path / "rep", obj_threshold=0.0, progress=False,
-                 plots=False, compare={"perfect": truth})
+                 plots=plots, compare={"perfect": truth})
     assert "line centre offset" in r.text and "size ratio" in r.text
+    if plots:  # an HI cube's figures: its lines' recovery, the survey's mass-redshift plane
+        for name in ("line_recovery.png", "hi_mass_redshift.png"):
+            assert (tmp_path / "rep" / name).stat().st_size > 10_000, name
     scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
     assert set(scores["scores"]["lines"]) == {"channel_offset", "channel_scatter", "w20_ratio",
                                               "w20_ratio_scatter", "hi_size_ratio",
@@ -215,6 +220,24 @@ def test_predict_refuses_sdc1_output_for_a_cube(cube, tmp_path, capsys):
                  str(tmp_path / "p.sdc2"), "--quiet"]) == 2
     assert "this image lacks a cube" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_hi_mass_redshift_figure(tmp_path):
+    """val's figure of an HI survey's selection: true lines found and missed, false
+    detections, HI mass against redshift (titles, labels with units, a legend counting)."""
+    pytest.importorskip("matplotlib")
+    from cianna_jax.astro.plots import hi_mass_redshift, save_figure
+
+    rng = np.random.default_rng(0)
+    z, lm = rng.uniform(0.25, 0.5, 40), rng.uniform(8.5, 10.5, 40)
+    fig = hi_mass_redshift(z, lm, lm > 9.2, rng.uniform(0.25, 0.5, 3), np.full(3, 9.0))
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "redshift" and ax.get_ylabel() == "log10 HI mass (Msun)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"found ({int((lm > 9.2).sum())})", f"missed ({int((lm <= 9.2).sum())})",
+                      "false detections (3)"]
+    save_figure(fig, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 10_000
 
 
 def test_the_line_recovery_figure(tmp_path):
