@@ -34,6 +34,7 @@ from .fits_image import FitsImage, ImageError
 from .labels import SourceLabels, default_max_obj, split_area, training_area
 from .line_scores import channel_tolerance
 from .line_truth import W20_PER_W50
+from .measure import FWHM
 from .model_card import ModelCard, fit_normalisation
 from .noise import NoiseMap, estimate_noise_map
 from .predict import normalise_window
@@ -197,7 +198,8 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
         x=labels.x[vin], y=labels.y[vin],
         radius=np.maximum(max(beam_px) if beam_px else 2.0, labels.bmaj[vin]),
         counted=snr[vin] >= s.min_snr, z=0.5 * (labels.boxes[vin, 2] + labels.boxes[vin, 5]) - 0.5,
-        z_tolerance=channel_tolerance(w20[vin]))
+        z_tolerance=channel_tolerance(w20[vin]),
+        beam_sigma=(max(beam_px) if beam_px else 1.0) / FWHM)
     card = ModelCard(network="last.dat", tile=(depth, patch, patch),
                      overlap=(depth // 4, patch // 4, patch // 4), batch_size=16,
                      noise_box=s.noise_box, normalisation=norm, obj_threshold=0.3,

@@ -232,6 +232,7 @@ def measure_boxes_3d(
     beam_area: float | None,
     unit_scale: float = 1.0,
     box_scale: float = 2.0,
+    errors: bool = True,
 ) -> Measurements:
     """Box measurements of cube detections: the position, centroid of the box's moment-0
     map (its channels summed, negative pixels left out; the box's centre without one); the
@@ -242,7 +243,8 @@ def measure_boxes_3d(
     cuts the line above 20% of its peak, ``z`` the middle of the 50% ones, the box's
     centre when the spectrum has no positive peak, ``line_err`` their errors for the
     spectrum's noise, the rms times the square root of the box's pixels per channel times
-    the beam area); the rms there and the SNR (peak voxel / rms); sizes from the box."""
+    the beam area; ``errors`` False: NaN, not computed); the rms there and the SNR (peak
+    voxel / rms); sizes from the box."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
     D, H, W = shape
@@ -276,7 +278,7 @@ def measure_boxes_3d(
     flux_err = (rms * np.sqrt(voxels / beam_area) * unit_scale if beam_area is not None
                 else np.full(M, np.nan))
     rng = np.random.default_rng(0)
-    for i, (spectrum, pixels) in spectra.items():  # a channel's sum: correlated as the beam
+    for i, (spectrum, pixels) in spectra.items() if errors else ():  # a channel's sum: correlated as the beam
         line_err[i] = line_errors(spectrum, rms[i] * math.sqrt(pixels * (beam_area or 1.0)),
                                   rng)
     sx = (b[:, 3] - b[:, 0]) / (box_scale * FWHM)

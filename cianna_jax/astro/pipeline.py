@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +30,7 @@ from .catalogue import (
     write_catalogue,
 )
 from .cubelets import write_cubelets
+from .duplicates import unique_lines, unique_sources
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .hi_mass import SIZE_MASS_NOTE
@@ -304,24 +305,6 @@ def _check_sdc2_cube(img: FitsImage) -> None:
                          f"frequencies, fluxes in Jy Hz); this image lacks {', '.join(missing)}")
 
 
-def _unique_lines(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
-    """Mask of the cube detections kept when duplicates are merged, best score first: two
-    detections whose sky footprints overlap at half maximum (centres closer than the sum of
-    their half FWHMs, each at least the beam's) and whose lines overlap in channel (between
-    their 20% crossings, or within a channel of the centre where a line has none). A
-    detector may box a wide line twice, e.g. each horn of a double-horned one."""
-    half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
-    lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
-    hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
-    pts = np.stack([m.x, m.y], 1)
-
-    def same(i: int, j: int) -> bool:
-        return bool(np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
-                    and lo[j] <= hi[i] and lo[i] <= hi[j])
-
-    return _best_of_duplicates(pts, score, half + (half.max() if half.size else 0.0), same)
-
-
 def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
     """``pa_kin``: the sky position angle of each line's receding half (its lower frequencies)
     where the velocity gradient's significance reaches :data:`.kinematics.GRADIENT_SNR`."""
@@ -332,34 +315,6 @@ def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dic
     if ok.any():
         pa[ok] = pixel_angle_to_pa(image.wcs, m.x[ok], m.y[ok], theta[ok], directed=True)
     return {"pa_kin": pa, "pa_kin_snr": m.gradient_snr}
-
-
-def _unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
-    """Mask of the detections kept when duplicates (fitted centres within half the larger of
-    the beam and the kept source FWHM) are merged, best score first."""
-    radius = 0.5 * FWHM * np.maximum(m.sigma_major, beam_sigma)
-    return _best_of_duplicates(np.stack([m.x, m.y], 1), score, radius, lambda i, j: True)
-
-
-def _best_of_duplicates(pts: np.ndarray, score: np.ndarray, reach: np.ndarray,
-                        same: Callable[[int, int], bool]) -> np.ndarray:
-    """Mask of the detections kept, best ``score`` first: each kept one drops the
-    lower-scored others within its ``reach`` on the sky (``pts`` [n, 2]) that ``same``
-    says are the same source."""
-    from scipy.spatial import cKDTree
-
-    n = len(pts)
-    keep = np.ones(n, bool)
-    if n < 2:
-        return keep
-    tree = cKDTree(np.nan_to_num(pts))
-    for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
-        if not keep[i] or not np.isfinite(pts[i]).all():
-            continue
-        for j in tree.query_ball_point(pts[i], r=reach[i]):
-            if j != i and keep[j] and score[j] <= score[i] and same(i, j):
-                keep[j] = False
-    return keep
 
 
 def find_sources(
@@ -465,7 +420,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     # whose measurements converged on one source: the less confident one dropped
     ok = np.isfinite(m.peak)
     if merge:
-        unique = _unique_sources if img.ndim == 2 else _unique_lines
+        unique = unique_sources if img.ndim == 2 else unique_lines
         ok &= unique(m, det.boxes.score(mdl.card.score), bs or 1.0)
     # the catalogue's order for the detections and measurements too: row k is source k
     keep = np.flatnonzero(ok)

@@ -1,7 +1,8 @@
 """Per-epoch validation of ``cianna-jax train``: the detector runs over the validation
-area exactly as ``predict`` does (tiles, normalisation, merging, NMS), its detections
-are cross-matched with the catalogue, and the objectness threshold that maximises F1
-is chosen.
+area exactly as ``predict`` does (tiles, normalisation, merging, NMS; in a cube also the
+merge of a line's duplicate boxes, e.g. of each horn of a double-horned line), its
+detections are cross-matched with the catalogue, and the objectness threshold that
+maximises F1 is chosen.
 
 Counting rules are those of ``cianna-jax val``: a detection is correct when it matches
 (one-to-one, within max(beam, source size) FWHM) any catalogue source, in a cube also
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from .crossmatch import crossmatch_pixels
+from .duplicates import unique_lines
+from .measure import measure_boxes_3d
 from .model_card import LoadedModel
 from .noise import NoiseMap
 from .predict import detect
@@ -42,13 +45,18 @@ class _OffsetNoise:
         return self.noise.window(slice(ys.start + self.y0, ys.stop + self.y0),
                                  slice(xs.start + self.x0, xs.stop + self.x0), which, zs=zs)
 
+    def at(self, y: np.ndarray, x: np.ndarray, z: np.ndarray | None = None,
+           which: str = "rms") -> np.ndarray:
+        return self.noise.at(np.asarray(y) + self.y0, np.asarray(x) + self.x0, z, which)
+
 
 @dataclass(frozen=True)
 class ValidationArea:
     """The raw pixels of the validation area (``pixels`` [h, w], or [d, h, w] with every
     channel of a cube; image unit, NaN kept), its ``origin`` (y0, x0) in the image, the
     true sources inside (image pixels), their match ``radius`` (pixels) and which of them
-    recall counts (``counted``); in a cube their channels ``z`` and ``z_tolerance``."""
+    recall counts (``counted``); in a cube their channels ``z`` and ``z_tolerance``, and
+    the beam's ``beam_sigma`` (pixels) for the merge of duplicate lines."""
 
     pixels: np.ndarray
     origin: tuple[int, int]
@@ -59,6 +67,7 @@ class ValidationArea:
     counted: np.ndarray
     z: np.ndarray | None = None
     z_tolerance: np.ndarray | None = None
+    beam_sigma: float = 1.0
 
     @property
     def n_counted(self) -> int:
@@ -112,13 +121,20 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
                 thresholds: np.ndarray) -> dict[str, np.ndarray]:
     y0, x0 = area.origin
     pix = area.pixels
-    det = detect(lambda w: pix[w], pix.shape, model, noise=_OffsetNoise(area.noise, y0, x0),
+    noise = _OffsetNoise(area.noise, y0, x0)
+    det = detect(lambda w: pix[w], pix.shape, model, noise=noise,
                  obj_threshold=float(thresholds[0]), progress=False, predict_fn=predict_fn)
     b = det.boxes.boxes
-    x = 0.5 * (b[:, 0] + b[:, 3]) - 0.5 + x0
-    y = 0.5 * (b[:, 1] + b[:, 4]) - 0.5 + y0
+    x = 0.5 * (b[:, 0] + b[:, 3]) - 0.5
+    y = 0.5 * (b[:, 1] + b[:, 4]) - 0.5
     z = 0.5 * (b[:, 2] + b[:, 5]) - 0.5
     obj = det.boxes.objectness
+    if area.z is not None and len(b):  # as predict: a line's centroid and spectrum's
+        m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=None,
+                             errors=False)  # centre, a line boxed twice kept once
+        keep = unique_lines(m, det.boxes.score(model.card.score), area.beam_sigma)
+        x, y, z, obj = m.x[keep], m.y[keep], m.z[keep], obj[keep]
+    x, y = x + x0, y + y0
 
     def matcher(sel: np.ndarray):
         same_line = None

@@ -191,3 +191,46 @@ def test_a_streamed_region_gives_the_patches_of_a_held_one(field, monkeypatch, t
         assert any(re.search(r"normalisation fitted on every [2-9] channels", m) for m in logs[-3:])
         x, t = sampled.sampler.epoch(0, 1, 8)
         assert x.shape == (8, 16, 16, 16, 1) and np.isfinite(x).all()
+
+
+def test_validation_keeps_one_of_a_lines_two_boxes_as_predict_does(field, monkeypatch):
+    """Each line boxed twice (its low and its high half in channel, as a detector boxes
+    each horn of a double-horned line): the per-epoch validation merges them as predict
+    does, so the tuned threshold sees no false detection (without the merge, half)."""
+    from types import SimpleNamespace
+
+    from cianna_jax.astro import train_validation
+    from cianna_jax.astro.predict import Detections
+    from cianna_jax.yolo.decode import DecodedBoxes
+
+    path, truth, sc = field
+    t = read_catalogue(truth)
+    labels, snr, w20 = _labels(path, truth)
+    x, y, z = (np.asarray(t[c], np.float64) for c in ("x", "y", "z"))
+    half = np.maximum(np.asarray(t["bmaj"]) / sc.pixel_scale, 2.5)
+    lo = np.stack([x - half, y - half, z - 0.5 * w20, x + half, y + half, z], 1) + 0.5
+    hi = np.stack([x - half, y - half, z, x + half, y + half, z + 0.5 * w20], 1) + 0.5
+    boxes = np.concatenate([lo, hi])
+    n = len(boxes)
+    obj = np.concatenate([np.full(len(t), 0.9), np.full(len(t), 0.8)])
+    found = Detections(DecodedBoxes(boxes=boxes, image=np.zeros(n, int),
+                                    prior=np.zeros(n, int), cell=np.zeros((n, 3), int),
+                                    probability=obj, objectness=obj,
+                                    class_scores=np.zeros((n, 0)), params=np.zeros((n, 0))),
+                       1, 1.0, 0.05)
+    monkeypatch.setattr(train_validation, "detect", lambda *a, **k: found)
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        pixels = img.read((slice(None), slice(None), slice(None)))
+    area = train_validation.ValidationArea(
+        pixels=pixels, origin=(0, 0), noise=noise, x=x, y=y, radius=np.maximum(half, 2.5),
+        counted=np.ones(len(t), bool), z=z, z_tolerance=np.maximum(0.5 * w20, 1.0),
+        beam_sigma=2.5 / 2.3548)
+    model = SimpleNamespace(card=SimpleNamespace(score="objectness"))
+    v = train_validation.validate_areas(model, [area], None)
+    # (two pairs of these bright lines overlap on the sky and in channel: merged too)
+    assert len(t) >= 5 and v.precision == 1.0 and v.recall >= 0.8
+    assert len(t) - 2 <= v.n_detections <= len(t)
+    monkeypatch.setattr(train_validation, "unique_lines", lambda m, *a: np.ones(len(m.x), bool))
+    unmerged = train_validation.validate_areas(model, [area], None)
+    assert unmerged.curve["precision"][0] < 0.55 and unmerged.curve["n_det"][0] == n

@@ -142,8 +142,8 @@ def test_a_line_boxed_twice_is_one_line():
     """Cube duplicates (e.g. each horn of a double-horned line boxed): footprints that
     overlap at half maximum and lines that overlap in channel; the best score is kept. Lines
     at other frequencies on the same sky, or beside on the sky, stay."""
+    from cianna_jax.astro.duplicates import unique_lines
     from cianna_jax.astro.measure import Measurements
-    from cianna_jax.astro.pipeline import _unique_lines
 
     x = np.array([10.0, 11.5, 10.2, 30.0, 16.5])
     y = np.array([10.0, 10.5, 9.8, 30.0, 10.0])
@@ -157,9 +157,9 @@ def test_a_line_boxed_twice_is_one_line():
     score = np.array([0.6, 0.9, 0.5, 0.5, 0.5])
     # 0 and 1 are one line (1 kept: higher score); 2 is another galaxy behind (other
     # channels); 3 is elsewhere; 4 lies 5.0 px from 1, beyond the half-maximum footprints (4.7)
-    assert _unique_lines(m, score, 1.0).tolist() == [False, True, True, True, True]
+    assert unique_lines(m, score, 1.0).tolist() == [False, True, True, True, True]
     m4 = replace(m, sigma_major=np.array([2.0, 2.0, 2.0, 2.0, 3.0]))
-    assert _unique_lines(m4, score, 1.0).tolist() == [False, True, True, True, False]
+    assert unique_lines(m4, score, 1.0).tolist() == [False, True, True, True, False]
 
 
 def test_the_noise_sum_is_the_dense_one():

@@ -1,0 +1,59 @@
+"""Duplicate detections merged, best score first: a detector may box one source twice
+(overlapping tiles the NMS did not join, each horn of a double-horned HI line). ``predict``
+and the per-epoch validation of ``cianna-jax train`` merge them alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .measure import FWHM, Measurements
+
+__all__ = ["unique_lines", "unique_sources", "best_of_duplicates"]
+
+
+def unique_lines(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
+    """Mask of the cube detections kept when duplicates are merged, best score first: two
+    detections whose sky footprints overlap at half maximum (centres closer than the sum of
+    their half FWHMs, each at least the beam's) and whose lines overlap in channel (between
+    their 20% crossings, or within a channel of the centre where a line has none). A
+    detector may box a wide line twice, e.g. each horn of a double-horned one."""
+    half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
+    lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
+    hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
+    pts = np.stack([m.x, m.y], 1)
+
+    def same(i: int, j: int) -> bool:
+        return bool(np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
+                    and lo[j] <= hi[i] and lo[i] <= hi[j])
+
+    return best_of_duplicates(pts, score, half + (half.max() if half.size else 0.0), same)
+
+
+def unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
+    """Mask of the detections kept when duplicates (fitted centres within half the larger of
+    the beam and the kept source FWHM) are merged, best score first."""
+    radius = 0.5 * FWHM * np.maximum(m.sigma_major, beam_sigma)
+    return best_of_duplicates(np.stack([m.x, m.y], 1), score, radius, lambda i, j: True)
+
+
+def best_of_duplicates(pts: np.ndarray, score: np.ndarray, reach: np.ndarray,
+                       same: Callable[[int, int], bool]) -> np.ndarray:
+    """Mask of the detections kept, best ``score`` first: each kept one drops the
+    lower-scored others within its ``reach`` on the sky (``pts`` [n, 2]) that ``same``
+    says are the same source."""
+    from scipy.spatial import cKDTree
+
+    n = len(pts)
+    keep = np.ones(n, bool)
+    if n < 2:
+        return keep
+    tree = cKDTree(np.nan_to_num(pts))
+    for i in np.argsort(-np.asarray(score, np.float64), kind="stable"):
+        if not keep[i] or not np.isfinite(pts[i]).all():
+            continue
+        for j in tree.query_ball_point(pts[i], r=reach[i]):
+            if j != i and keep[j] and score[j] <= score[i] and same(i, j):
+                keep[j] = False
+    return keep
