@@ -277,10 +277,11 @@ def measure_boxes_3d(
     rms = noise.at(c[:, 1], c[:, 0], zc) if M else np.zeros(0)
     flux_err = (rms * np.sqrt(voxels / beam_area) * unit_scale if beam_area is not None
                 else np.full(M, np.nan))
-    rng = np.random.default_rng(0)
-    for i, (spectrum, pixels) in spectra.items() if errors else ():  # a channel's sum: correlated as the beam
-        line_err[i] = line_errors(spectrum, rms[i] * math.sqrt(pixels * (beam_area or 1.0)),
-                                  rng)
+    if errors:
+        rng = np.random.default_rng(0)
+        for i, (spectrum, pixels) in spectra.items():  # a channel's sum: beam-correlated
+            line_err[i] = line_errors(spectrum,
+                                      rms[i] * math.sqrt(pixels * (beam_area or 1.0)), rng)
     sx = (b[:, 3] - b[:, 0]) / (box_scale * FWHM)
     sy = (b[:, 4] - b[:, 1]) / (box_scale * FWHM)
     with np.errstate(invalid="ignore", divide="ignore"):
