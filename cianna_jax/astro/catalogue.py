@@ -89,8 +89,7 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "freq_err": ("Hz", "1-sigma error of freq (the spectrum measured again with its noise "
                        "added, 200 times)"),
     "w50_err": ("km/s", "1-sigma error of w50 (as freq_err)"),
-    "w20_err": ("km/s", "1-sigma error of w20 (as freq_err; low-SNR lines' w20 also comes out "
-                        "wide)"),
+    "w20_err": ("km/s", "1-sigma error of w20 (as freq_err)"),
     "log_mhi_err": (None, "1-sigma error of log_mhi from line_flux_err (distance exact)"),
     "d_hi_err": ("arcsec", "1-sigma error of d_hi for one galaxy: log_mhi_err through the "
                            "relation and its 0.06 dex scatter"),
