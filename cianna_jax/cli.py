@@ -232,6 +232,8 @@ def _simulate(args) -> int:
 
 
 def _simulate_cube(args) -> int:
+    import numpy as np
+
     from .astro.catalogue import write_catalogue
     from .astro.synthetic_cube import cube_truth_table, synthetic_cube, write_cube_fits
 
@@ -250,6 +252,10 @@ def _simulate_cube(args) -> int:
         write_catalogue(t, args.truth)
         msg += (f"; {len(t)} true lines ({int((t['snr'] >= 5).sum())} of peak SNR >= 5) -> "
                 f"{args.truth}")
+        if sc.discs is not None and len(t):  # what the fluxes made of them
+            m, w = np.asarray(t["log_mhi"]), np.asarray(t["fwhm"]) / sc.pixel_scale
+            msg += (f"; HI masses 10^{np.nanmin(m):.1f}-10^{np.nanmax(m):.1f} Msun, FWHM "
+                    f"{np.nanmin(w):.1f}-{np.nanmax(w):.1f} pixels")
     print(msg)
     return 0
 

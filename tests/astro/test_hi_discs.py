@@ -3,6 +3,7 @@ with the channel, and what a cube's catalogue recovers of them from their true b
 line flux, widths, the receding half (pa_kin), HI size and inclination (SDC2's columns)."""
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -127,6 +128,8 @@ def test_simulate_discs_from_the_command_line(tmp_path, capsys):
     args = ["simulate", "--cube", "--discs", "--out", str(tmp_path / "d.fits"), "--truth",
             str(tmp_path / "d.ecsv"), "--size", "48", "--density", "0.004", "--seed", "1"]
     assert main(args + ["--channels", "48"]) == 0
+    assert re.search(r"HI masses 10\^\d+\.\d-10\^\d+\.\d Msun, FWHM [\d.]+-[\d.]+ pixels",
+                     capsys.readouterr().out)
     t = read_catalogue(tmp_path / "d.ecsv")
     assert len(t) > 0 and str(t["pa_kin"].unit) == "deg" and str(t["v_flat"].unit) == "km / s"
     assert np.all((np.asarray(t["pa_kin"]) >= 0) & (np.asarray(t["pa_kin"]) < 360))
