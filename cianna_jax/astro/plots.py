@@ -28,6 +28,16 @@ def _plt() -> Any:
     return require("matplotlib.pyplot")
 
 
+def _finish_panels(fig: Any, axes: Any, title: str) -> Any:
+    """A figure of several panels finished alike: a light grid on each, ``title`` above
+    them all, a tight layout; returns the figure."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """Save a figure (format by extension) atomically and close it."""
     plt = _plt()
@@ -140,11 +150,8 @@ def completeness_reliability(curves: Mapping[str, BinnedScores], *,
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("SNR bin (true peak / local rms; false detections: measured)")
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, axes, title)
 
 
 def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "Jy",
@@ -169,11 +176,7 @@ def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "J
     a2.set_xlabel(f"true flux ({unit})")
     a2.set_ylabel("measured / true flux")
     a2.set_ylim(0, 2.5)
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, (a1, a2), title)
 
 
 def line_recovery(true_w20: np.ndarray, det_w20: np.ndarray, offset: np.ndarray,
@@ -200,11 +203,7 @@ def line_recovery(true_w20: np.ndarray, det_w20: np.ndarray, offset: np.ndarray,
     a2.set_xlabel("true peak SNR")
     a2.set_ylabel("centre offset, detected - true (channels)")
     a2.set_title("line centre")
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_panels(fig, (a1, a2), title)
 
 
 def hi_mass_redshift(true_z: np.ndarray, true_logm: np.ndarray, found: np.ndarray,
