@@ -102,7 +102,8 @@ def _predict(args) -> int:
                        progress=not args.quiet, mixed_precision=args.mixed_precision,
                        residual=args.residual, model_image=args.model_image,
                        rms_map=args.rms_map, background_map=args.background_map,
-                       cubelets=args.cubelets, flux_scale_error=args.flux_scale_error)
+                       cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
+                       reliability=args.reliability)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -117,8 +118,14 @@ def _predict(args) -> int:
                        ("cubelets, moment maps and spectra", args.cubelets)):
         if path:
             print(f"{what} -> {path}")
+    if args.reliability:
+        from .astro.reliability import format_reliability, summed_estimate
+
+        parts = res.parts if len(args.image) > 1 else [res]
+        print(format_reliability(summed_estimate([p.reliability for p in parts])), end="")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
-          f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s")
+          f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s"
+          + (f", inverted image {t['reliability_s']:.1f} s" if args.reliability else ""))
     return 0
 
 
@@ -130,7 +137,7 @@ def _val(args) -> int:
                    min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
                    hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
-                   compare=_compare_names(args.compare))
+                   compare=_compare_names(args.compare), reliability=args.reliability)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -291,6 +298,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="plane of a cube's third axis (0-based) taken as the 2D image, e.g. "
                             "the MFS plane of a multi-frequency image")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--reliability", action="store_true",
+                       help="also run the detector on the inverted image: the fraction of "
+                            "false detections per SNR bin, each source's reliability column "
+                            "(about twice the run time)")
         p.add_argument("--mixed-precision", default="off", metavar="MODE",
                        help="CIANNA mixed_precision mode of the detector's passes: off "
                             "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "

@@ -109,6 +109,9 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "incl": ("deg", "inclination of a thin disc of intrinsic axis ratio 0.2 seen with the "
                     "deconvolved axes (0: face-on; cubes, NaN where unresolved)"),
     "objectness": (None, "detector objectness score"),
+    "reliability": (None, "estimated probability that the source is real: 1 - the fraction of "
+                          "false detections at its SNR, from the detector run on the inverted "
+                          "image (meta: reliability)"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),
     "edge": (None, "True when the source's extent reaches a pixel off the image or without "

@@ -10,6 +10,7 @@ restoring beam; BUNIT tells whether pixels are per beam (Jy/beam) or per pixel.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -97,8 +98,9 @@ class FitsImage:
     :meth:`read`); ``wcs`` the celestial WCS (``None`` without one), ``spectral_wcs`` the
     third axis of a cube; ``beam`` the restoring beam; ``unit_scale`` converts pixel values
     to Jy (per beam or per pixel, as ``per``); ``pixel_scale`` arcsec per pixel (``None``
-    without WCS); ``plane`` the cube's plane taken as this 2D image, if one was.  Close it
-    (or use it in a ``with`` block) to release the file.
+    without WCS); ``plane`` the cube's plane taken as this 2D image, if one was;
+    ``negated``: pixels read with their sign flipped (:meth:`inverted`).  Close it (or use
+    it in a ``with`` block) to release the file.
     """
 
     path: str
@@ -116,6 +118,7 @@ class FitsImage:
     bzero: float = 0.0
     blank: int | None = None
     plane: int | None = None
+    negated: bool = False
     _hdul: Any = field(default=None, repr=False)
 
     @property
@@ -142,7 +145,18 @@ class FitsImage:
         if self.bscale != 1.0 or self.bzero != 0.0:
             out *= np.float32(self.bscale)
             out += np.float32(self.bzero)
+        if self.negated:
+            np.negative(out, out=out)
         return out
+
+    def inverted(self) -> FitsImage:
+        """The same image with every pixel's sign flipped (the same open file: close this
+        one, not the view), for the inverted-image test of a catalogue's reliability
+        (:mod:`.reliability`): real sources turn negative, noise stays noise."""
+        view = dataclasses.replace(self, negated=not self.negated)
+        if "frequency_axis" in self.__dict__:  # read once per opened file
+            view.__dict__["frequency_axis"] = self.__dict__["frequency_axis"]
+        return view
 
     def beam_area_pixels(self) -> float | None:
         """Pixels per beam when the image is per beam and the beam and scale are known; 1 for a

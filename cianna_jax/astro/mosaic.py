@@ -32,7 +32,7 @@ RULE = ("each source from the image whose centre is nearest to it, of the images
         "its position; of two detections closer than half a beam, the one nearer its centre")
 #: per-image metadata of the catalogues, kept per image in the merged catalogue's ``images``
 _PER_IMAGE = ("image", "hdu", "plane", "bunit", "beam_bmaj_arcsec", "beam_bmin_arcsec",
-              "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms")
+              "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms", "reliability")
 
 
 @dataclass
@@ -55,6 +55,8 @@ def summed_timings(timings: Sequence[dict[str, float]]) -> dict[str, float]:
     """Several images' detection timings summed (tiles/s over all the detection time)."""
     keys = ("noise_s", "detect_s", "measure_s", "tiles")
     out: dict[str, float] = {k: sum(t[k] for t in timings) for k in keys}
+    if all("reliability_s" in t for t in timings):  # the inverted images' runs
+        out["reliability_s"] = sum(t["reliability_s"] for t in timings)
     out["tiles_per_s"] = out["tiles"] / out["detect_s"] if out["detect_s"] > 0 else 0.0
     return out
 

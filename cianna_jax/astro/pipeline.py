@@ -54,6 +54,7 @@ from .mosaic import (
 )
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
+from .reliability import ReliabilityEstimate, add_reliability_column, estimate_reliability
 from .residual import write_noise_map, write_residual
 from .sky import (
     deconvolve,
@@ -67,20 +68,23 @@ from .sky import (
 from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
-           "predict_file", "build_table", "beam_in_pixels", "warn_if_other_scale"]
+           "inverted_finding", "predict_file", "build_table", "beam_in_pixels",
+           "warn_if_other_scale"]
 
 
 @dataclass
 class SourceFinding:
     """Result of :func:`find_sources`: the catalogue ``table`` (astropy), the raw
-    ``detections``, their ``measurements`` (both in the table's row order), the ``noise`` map
-    and ``timings`` (seconds)."""
+    ``detections``, their ``measurements`` (both in the table's row order), the ``noise`` map,
+    ``timings`` (seconds) and, when asked for, the inverted-image test's ``reliability``
+    estimate (:mod:`.reliability`)."""
 
     table: Any
     detections: Detections
     measurements: Measurements
     noise: NoiseMap
     timings: dict[str, float] = field(default_factory=dict)
+    reliability: ReliabilityEstimate | None = None
 
 
 def _as_model(model: str | os.PathLike | LoadedModel, tile: Any = None) -> LoadedModel:
@@ -334,6 +338,7 @@ def find_sources(
     merge: bool = True,
     mixed_precision: str = "off",
     flux_scale_error: float = 0.0,
+    reliability: bool = False,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -346,7 +351,10 @@ def find_sources(
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
-    e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``."""
+    e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``.  ``reliability``: also
+    find the sources of the inverted image, estimate from them the fraction of false
+    detections per SNR bin (:mod:`.reliability`) and give each source its ``reliability``
+    (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata)."""
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
     _checked_scale_error(flux_scale_error)
@@ -374,10 +382,35 @@ def find_sources(
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
+        if reliability:
+            t3 = time.perf_counter()
+            if progress:
+                print("inverted image (the reliability test):", file=sys.stderr)
+            neg = inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
+                                   predict_fn=predict_fn, batch_size=batch_size, fit=fit,
+                                   merge=merge, progress=progress)
+            res.reliability = estimate_reliability(res.table["snr"], neg.table["snr"])
+            add_reliability_column(res.table, res.reliability)
+            res.timings["reliability_s"] = time.perf_counter() - t3
         return res
     finally:
         if own:
             img.close()
+
+
+def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
+                     obj_threshold: Any = None, predict_fn: Any = None,
+                     batch_size: int | None = None, fit: bool = True, merge: bool = True,
+                     progress: bool = False) -> SourceFinding:
+    """The sources found on ``image`` inverted (:meth:`.FitsImage.inverted`) with the same
+    model, threshold and ``noise`` map (its background negated, its rms the same): false
+    detections only, as many as the noise gives on the image itself (:mod:`.reliability`)."""
+    neg = image.inverted()
+    flipped = replace(noise, background=-noise.background)
+    det = detect(neg.read, neg.shape, model, noise=flipped, obj_threshold=obj_threshold,
+                 batch_size=batch_size, progress=progress, predict_fn=predict_fn)
+    return measure_detections(neg, model, det, flipped, fit=fit, merge=merge,
+                              progress=progress)
 
 
 def _checked_scale_error(value: Any) -> float:

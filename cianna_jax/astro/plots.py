@@ -16,10 +16,11 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
+from .reliability import ReliabilityEstimate
 from .scores import BinnedScores
 
 __all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
-           "save_figure"]
+           "reliability_plot", "save_figure"]
 
 
 def _plt() -> Any:
@@ -133,25 +134,70 @@ def completeness_reliability(curves: Mapping[str, BinnedScores], *,
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True)
     for name, b in curves.items():
-        e = b.edges.astype(np.float64)
-        hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2)
-        lo = np.where(e[:-1] > 0, e[:-1], hi / 2)
-        mid = np.sqrt(lo * hi)
         for ax, v, lab in zip(axes, (b.recall, b.precision, b.f1),
                               ("completeness (recall)", "reliability (precision)", "F1")):
-            ax.plot(mid, v, marker="o", label=name)
+            ax.plot(_bin_middles(b.edges), v, marker="o", label=name)
             ax.set_ylabel(lab)
     edges = next(iter(curves.values())).edges if curves else np.array([1.0, 10.0])
-    ticks = [float(e) for e in edges if 0 < e < np.inf]
     for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlabel("SNR bin (true peak / local rms; false detections: measured)")
+        _snr_axis(ax, edges, "SNR bin (true peak / local rms; false detections: measured)")
         ax.set_ylim(-0.02, 1.02)
     axes[0].legend(loc="lower right")
     return _finish_panels(fig, axes, title)
+
+
+def _bin_middles(edges: np.ndarray) -> np.ndarray:
+    """Geometric middles of SNR bins (an open last bin drawn at twice its lower edge, a
+    first bin from 0 at half its upper edge), for a log axis."""
+    e = np.asarray(edges, np.float64)
+    hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2)
+    lo = np.where(e[:-1] > 0, e[:-1], hi / 2)
+    return np.sqrt(lo * hi)
+
+
+def _snr_axis(ax: Any, edges: np.ndarray, label: str) -> None:
+    """A log SNR axis ticked at the bins' finite edges (those closer than 15% to the
+    previous tick left out: their labels would overlap)."""
+    ticks: list[float] = []
+    for e in (float(e) for e in edges if 0 < e < np.inf):
+        if not ticks or e >= 1.15 * ticks[-1]:
+            ticks.append(e)
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(_plt().NullFormatter())
+    ax.set_xlabel(label)
+
+
+def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None = None, *,
+                     title: str = "Reliability from the inverted image") -> Any:
+    """The inverted-image test (:mod:`.reliability`): the estimated reliability per bin of
+    measured SNR with its 1-sigma errors (and ``measured``, a truth's, when known), and
+    the detections counted on the image and on the inverted image."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    mid = _bin_middles(estimate.edges)
+    seen = (estimate.n_image > 0) | (estimate.n_inverted > 0)
+    r, err = estimate.reliability, estimate.false_fraction_err
+    yerr = np.stack([np.minimum(err, r), np.minimum(err, 1.0 - r)])[:, seen]  # within [0, 1]
+    a1.errorbar(mid[seen], r[seen], yerr=yerr, marker="o", capsize=3,
+                label="estimated: 1 - n(inverted) / n(image), pooled")
+    if measured is not None:
+        a1.plot(mid[seen], np.asarray(measured)[seen], marker="s", ls="--",
+                label="measured: detections matched to the truth")
+    a1.set_ylabel("reliability (fraction of real detections)")
+    a1.set_ylim(-0.02, 1.05)
+    a1.legend(loc="lower right", fontsize=8)
+    a2.plot(mid, estimate.n_image, marker="o",
+            label=f"on the image ({int(estimate.n_image.sum())})")
+    a2.plot(mid, estimate.n_inverted, marker="v",
+            label=f"on the inverted image ({int(estimate.n_inverted.sum())})")
+    a2.set_yscale("symlog", linthresh=1.0)
+    a2.set_ylabel("detections per SNR bin")
+    a2.legend(loc="upper right", fontsize=8)
+    for ax in (a1, a2):
+        _snr_axis(ax, estimate.edges, "measured SNR (fitted peak / local rms)")
+    return _finish_panels(fig, (a1, a2), title)
 
 
 def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "Jy",

@@ -52,8 +52,15 @@ from .mosaic import (
     summed_timings,
 )
 from .other_finder import load_detections, merge_detections
-from .pipeline import measure_detections, warn_if_other_scale
+from .pipeline import inverted_finding, measure_detections, warn_if_other_scale
 from .predict import checked_threshold, detect, make_predict_fn
+from .reliability import (
+    ReliabilityEstimate,
+    add_reliability_column,
+    estimate_reliability,
+    format_reliability,
+    measured_reliability,
+)
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
 from .sdc2 import BAND_HZ, BEAM_ARCSEC, Sdc2Score, sdc2_score, sdc2_summary
@@ -261,20 +268,23 @@ class _ImageRun:
     """One image's part of a ``val`` run: its noise map, truth rows, other finders' rows,
     every detection down to the low threshold (``full``, measured together, for the
     precision-recall curve) and the detections at the threshold (``res``: the catalogue's
-    rows, measured as ``predict`` measures them)."""
+    rows, measured as ``predict`` measures them) and, for the reliability test, the SNRs
+    of the detections on the inverted image (``inverted_snr``)."""
 
     img: FitsImage
     truth: Truth
     others: dict[str, Any]
     full: Any
     res: Any
+    inverted_snr: np.ndarray | None = None
 
 
 def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
-               thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str]
-               ) -> _ImageRun:
+               thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
+               reliability: bool = False) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
-    then detection and measurement (``names``: the catalogues' names for messages)."""
+    then detection and measurement (``names``: the catalogues' names for messages); with
+    ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
@@ -294,7 +304,16 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     res = measure_detections(img, mdl, above, noise, progress=progress)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
                    "measure_s": time.perf_counter() - t1}
-    return _ImageRun(img, tr, oth, full, res)
+    run = _ImageRun(img, tr, oth, full, res)
+    if reliability:
+        t2 = time.perf_counter()
+        neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
+                               progress=progress)
+        run.inverted_snr = np.asarray(neg.table["snr"], np.float64)
+        add_reliability_column(res.table, estimate_reliability(res.table["snr"],
+                                                               run.inverted_snr))
+        res.timings["reliability_s"] = time.perf_counter() - t2
+    return run
 
 
 def _split_inputs(truth: str | os.PathLike, compare: Mapping[str, str | os.PathLike],
@@ -349,6 +368,7 @@ def validate(
     log=print,
     mixed_precision: str = "off",
     compare: Mapping[str, str | os.PathLike] | None = None,
+    reliability: bool = False,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -357,7 +377,11 @@ def validate(
     plane taken as the image (see :func:`.pipeline.find_sources`).  ``compare``: name ->
     catalogue of another finder (PyBDSF...), scored beside the detector with the same truth
     and rules (:mod:`.other_finder`): a side-by-side table in the report, ``compare`` in
-    ``scores.json``, a line each in the completeness figure.
+    ``scores.json``, a line each in the completeness figure.  ``reliability``: the
+    inverted-image test of :func:`.pipeline.find_sources` too (the catalogue's
+    ``reliability`` column), its estimate checked against the truth per SNR bin (the
+    report's table, ``reliability`` in ``scores.json``, ``reliability.png``; several
+    images: their counts summed).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -394,7 +418,8 @@ def validate(
             runs.append(_run_image(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
-                predict_fn=predict_fn, progress=progress, names=names))
+                predict_fn=predict_fn, progress=progress, names=names,
+                reliability=reliability))
         beam = largest_beam(imgs)
         pixel_scale = None if several else imgs[0].pixel_scale
         if several:
@@ -411,6 +436,7 @@ def validate(
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
+        rel = _reliability(runs, det, m) if reliability else None
         sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)  # None for a cube (no SDC1 truth)
         sdc2 = None
         if tr.z is not None:
@@ -431,7 +457,8 @@ def validate(
                 f"overall recall counts the {sc.n_truth} true sources of SNR >= {min_truth_snr:g} "
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
-                + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2))
+                + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2)
+                + ("" if rel is None else "\n" + format_reliability(*rel)))
         ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match
@@ -446,6 +473,8 @@ def validate(
                    "pr_curve": pr, "timings": timings,
                    "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area),
                    "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
+        if rel is not None:
+            summary["reliability"] = {**rel[0].summary(), "measured": rel[1]}
         if several:
             summary["images"] = [{**d, "n_truth": int(np.count_nonzero(tr.image == i))}
                                  for i, d in enumerate(det.meta["images"])]
@@ -461,7 +490,7 @@ def validate(
         figs = {}
         if plots:
             try:
-                figs = _figures(runs, inames, det, tr, m, curves, pr, thr)
+                figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []
@@ -486,6 +515,16 @@ def validate(
         save_figure(fig, os.path.join(out_dir, name))
         written.append(name)
     return ValReport(det, tr, m, sc, pr, sdc1, text, written)
+
+
+def _reliability(runs: list[_ImageRun], det: Any, m: Match
+                 ) -> tuple[ReliabilityEstimate, np.ndarray]:
+    """The inverted-image estimate of the catalogue ``det`` (its images' counts summed)
+    and the reliability measured with the truth (matched detections), per SNR bin."""
+    est = estimate_reliability(np.concatenate([np.asarray(r.res.table["snr"], np.float64)
+                                               for r in runs]),
+                               np.concatenate([r.inverted_snr for r in runs]))
+    return est, measured_reliability(np.asarray(det["snr"]), m.det_to_truth >= 0, est.edges)
 
 
 def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
@@ -587,9 +626,11 @@ def _figure_suffixes(names: list[str]) -> list[str]:
 
 
 def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Match,
-             curves: dict[str, BinnedScores], pr: dict, thr: float) -> dict[str, Any]:
+             curves: dict[str, BinnedScores], pr: dict, thr: float,
+             rel: tuple[ReliabilityEstimate, np.ndarray] | None = None) -> dict[str, Any]:
     """The report's figures: per image, its field and residual overlays with the
-    detections and true sources it holds (all of them for one image), then the scores'."""
+    detections and true sources it holds (all of them for one image), then the scores'
+    (``rel``: the reliability test's estimate and the truth's reliability per bin)."""
     from .plots import (
         completeness_reliability,
         field_overlay,
@@ -597,6 +638,7 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
         hi_mass_redshift,
         line_recovery,
         pr_curve_plot,
+        reliability_plot,
     )
     from .residual import residual_view
 
@@ -635,6 +677,8 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
                       "sources of SNR >= 3")
     figs["completeness_reliability.png"] = completeness_reliability(curves)
     figs["pr_curve.png"] = pr_curve_plot(pr, operating=thr)
+    if rel is not None:
+        figs["reliability.png"] = reliability_plot(*rel)
     if m.n:
         figs["flux_recovery.png"] = flux_recovery(
             tr.flux[m.truth], np.asarray(det[flux_column(det, tr)])[m.det],

@@ -42,6 +42,37 @@ def make_tiny_2d(folder, *, tile: int = 32, threshold: float = 0.5) -> str:
                             obj_threshold=threshold, nms_threshold=0.1))
 
 
+def make_peak_detector(folder, snr: float, *, tile: int = 32) -> str:
+    """A YOLO network with set weights that detects, in each 8x8 cell, a peak above ``snr``
+    times the local rms (objectness a steep sigmoid of the cell's largest normalised pixel;
+    one 16-pixel box at the cell's centre): a classical threshold finder whose false
+    detections are exactly noise peaks, to check statistics on.  Returns its card path."""
+    import jax.numpy as jnp
+
+    from cianna_jax import nn
+    from cianna_jax.astro.model_card import Normalisation
+    from cianna_jax.network import make_network
+    from cianna_jax.yolo.config import make_config
+
+    cfg = make_config((tile, tile, 1), (tile // 8, tile // 8, 1), nb_box=1, nb_class=0,
+                      max_nb_obj_per_image=16, prior_size=np.array([[16.0], [16.0]], np.float32),
+                      IoU_type="DIoU", rand_startup=0)
+    net = make_network((tile, tile, 1, 1), [nn.pool([8, 8]), nn.conv([1, 1], cfg.nb_filters,
+                                                                     activation="YOLO")],
+                       0.1, cfg)
+    norm = Normalisation(kind="snr", mode="tanh", low=-5.0, high=50.0, tanh_scale=3.0)
+    x0 = float(norm.apply(np.array([snr]), 1.0)[0])  # the threshold as a network input
+    steep = 2000.0
+    kernel = np.zeros((1, 1, 1, 1, cfg.nb_filters), np.float32)
+    bias = np.zeros(cfg.nb_filters, np.float32)
+    kernel[..., 6:8] = steep  # probability and objectness: sigmoid(steep * (x - x0))
+    bias[6:8] = -steep * x0 / net.layers[1].bias  # CIANNA's bias: a weight on the value 0.5
+    params = ({}, {"bias_weight": jnp.asarray(bias), "kernel": jnp.asarray(kernel)})
+    return _save_model(folder, f"peaks_{snr:g}", net, params,
+                       dict(tile=(tile, tile), overlap=(8, 8), batch_size=64, noise_box=32,
+                            normalisation=norm, obj_threshold=0.5, nms_threshold=0.1))
+
+
 def make_tiny_3d(folder) -> str:
     """A 3D YOLO network (tiles of 8x16x16, cells of 4x8x8), random weights."""
     import jax

@@ -146,6 +146,22 @@ def test_cli_merges_overlapping_images_into_one_catalogue(tmp_path, two_images, 
         (tmp_path / "all.reg").read_text().count("point(") == len(t)
 
 
+def test_reliability_of_overlapping_images(tmp_path, two_images, tiny_model, capsys):
+    out = tmp_path / "all.ecsv"
+    assert main(["predict", "--model", tiny_model, "--image", two_images[0], "--image",
+                 two_images[1], "--out", str(out), "--quiet", "--reliability"]) == 0
+    text = capsys.readouterr().out
+    t = read_catalogue(out)
+    # each image's own estimate, kept in its metadata; the printed one sums their counts
+    per_image = [m["reliability"] for m in t.meta["images"]]
+    assert "reliability" in t.colnames and "reliability" not in t.meta
+    n_image = sum(sum(r["n_image"]) for r in per_image)
+    n_inverted = sum(sum(r["n_inverted"]) for r in per_image)
+    assert n_image == sum(m["n_detected"] for m in t.meta["images"])
+    assert (f"detections expected false ({n_inverted} detections on the inverted image)"
+            in text)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_images_that_cannot_be_merged_are_refused(tmp_path, two_images, tiny_model):
     nowcs = tmp_path / "nowcs.fits"

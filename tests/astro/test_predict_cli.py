@@ -249,8 +249,11 @@ def test_cube_with_the_3d_detector(tmp_path):
         h[f"CTYPE{k}"], h[f"CRVAL{k}"], h[f"CDELT{k}"], h[f"CRPIX{k}"] = t, v, d, 1.0
     h["BUNIT"], h["BMAJ"], h["BMIN"] = "JY/BEAM", 3e-4, 3e-4
     fits.PrimaryHDU(cube, h).writeto(tmp_path / "cube.fits")
-    res = find_sources(tmp_path / "cube.fits", card, obj_threshold=0.0, progress=False)
+    res = find_sources(tmp_path / "cube.fits", card, obj_threshold=0.0, progress=False,
+                       reliability=True)
     assert len(res.table) > 0 and "z" in res.table.colnames and "ra" in res.table.colnames
+    # the inverted cube's run: its lines' counts beside the cube's (astro/reliability.py)
+    assert res.reliability.n_image.sum() == len(res.table) and "reliability" in res.table.colnames
     assert (np.asarray(res.table["z"]) < 12).all()
     # the line in physical units from the FREQ axis (tests/astro/test_spectral.py)
     t = res.table

@@ -1,0 +1,189 @@
+"""A catalogue's reliability from its own image: the inverted-image test.
+
+Real sources are positive, while noise (and the image's symmetric errors) is as often
+negative as positive.  The detector run on the negated image (:meth:`.FitsImage.inverted`,
+same model, threshold and noise map) finds only false sources, about as many as it finds
+in the noise of the image itself.  So, per bin of measured SNR, the fraction of false
+detections is estimated by ``n_inverted / n_image``: the test of radio survey catalogues
+(e.g. Hopkins et al. 2002, AJ 123, 1086; LoTSS, Shimwell et al. 2019), which needs no truth.
+
+The fractions are made non-increasing with SNR by pooling adjacent bins (weighted isotonic
+regression, the pool-adjacent-violators rule on the counts), and each source's
+``reliability`` is one minus the fraction of its (pooled) bin.  Caveats: negative
+artefacts of a real image (sidelobes, calibration errors around bright sources) turn into
+false "sources" of the inverted image, so the estimate is then pessimistic near them; and
+with few detections per bin the counts' Poisson errors dominate (``false_fraction_err``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .catalogue import make_table
+
+__all__ = ["SNR_EDGES", "ReliabilityEstimate", "estimate_reliability", "summed_estimate",
+           "measured_reliability", "add_reliability_column", "format_reliability"]
+
+#: bins of measured SNR (fine near detection limits, where the false detections are; the
+#: first holds every detection under 3, a fit that went negative included)
+SNR_EDGES = (-np.inf, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 20.0, np.inf)
+
+
+@dataclass(frozen=True)
+class ReliabilityEstimate:
+    """Counts per SNR bin (``edges``, len = bins + 1) of the detections on the image
+    (``n_image``) and on the inverted image (``n_inverted``), and the pooled estimate:
+    ``false_fraction`` per bin (non-increasing with SNR; NaN for a bin without detections
+    on the image and in its pool), its 1-sigma Poisson error, and ``reliability`` = 1 -
+    ``false_fraction``."""
+
+    edges: np.ndarray
+    n_image: np.ndarray
+    n_inverted: np.ndarray
+    false_fraction: np.ndarray
+    false_fraction_err: np.ndarray
+
+    @property
+    def reliability(self) -> np.ndarray:
+        return 1.0 - self.false_fraction
+
+    @property
+    def n_false(self) -> float:
+        """The expected number of false detections in the catalogue."""
+        return float(np.nansum(self.false_fraction * self.n_image))
+
+    def at(self, snr: np.ndarray) -> np.ndarray:
+        """Each source's reliability: that of the bin of its measured ``snr`` (NaN for a
+        NaN SNR)."""
+        s = np.asarray(snr, np.float64)
+        b = np.clip(np.digitize(s, self.edges) - 1, 0, self.edges.size - 2)
+        return np.where(np.isfinite(s), self.reliability[b], np.nan)
+
+    def summary(self) -> dict[str, Any]:
+        """The estimate as plain lists (for the catalogue's metadata and JSON reports)."""
+        return {"method": "inverted image: false fraction n_inverted / n_image per bin of "
+                          "measured SNR, pooled to be non-increasing with SNR",
+                "snr_edges": [float(e) for e in self.edges],
+                "n_image": [int(n) for n in self.n_image],
+                "n_inverted": [int(n) for n in self.n_inverted],
+                "reliability": [None if np.isnan(r) else float(r) for r in self.reliability],
+                "false_fraction_err": [None if np.isnan(e) else float(e)
+                                       for e in self.false_fraction_err],
+                "n_false_expected": self.n_false}
+
+
+def _pooled(n_inv: np.ndarray, n_img: np.ndarray) -> list[list[int]]:
+    """Groups of adjacent bin indices whose pooled fractions sum(n_inv) / sum(n_img) are
+    non-increasing from group to group (pool adjacent violators, weighted by the counts);
+    bins without detections on either image join no group; a bin with inverted detections
+    only has an infinite fraction, pooled with the bins below it (kept alone, without an
+    estimate, when it is the first)."""
+    groups: list[list[int]] = []
+    inv: list[float] = []
+    img: list[float] = []
+    for b in range(n_img.size):
+        if n_img[b] == 0 and n_inv[b] == 0:
+            continue
+        groups.append([b])
+        inv.append(float(n_inv[b]))
+        img.append(float(n_img[b]))
+        # a group whose fraction exceeds its predecessor's violates the order: merge them
+        while len(groups) > 1 and inv[-1] * img[-2] > inv[-2] * img[-1]:
+            g, i, n = groups.pop(), inv.pop(), img.pop()
+            groups[-1] += g
+            inv[-1] += i
+            img[-1] += n
+    return groups
+
+
+def estimate_reliability(snr_image: np.ndarray, snr_inverted: np.ndarray,
+                         edges=SNR_EDGES) -> ReliabilityEstimate:
+    """The estimate from the measured SNR of the detections on the image and on the
+    inverted image (see the module docstring)."""
+    e = np.asarray(edges, np.float64)
+    if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
+        raise ValueError(f"edges: increasing bin edges, at least two; received {edges!r}")
+
+    def counts(snr):
+        s = np.asarray(snr, np.float64)
+        b = np.digitize(s[np.isfinite(s)], e) - 1
+        b = b[(b >= 0) & (b < e.size - 1)]
+        return np.bincount(b, minlength=e.size - 1)
+
+    return _from_counts(e, counts(snr_image), counts(snr_inverted))
+
+
+def summed_estimate(estimates: list[ReliabilityEstimate]) -> ReliabilityEstimate:
+    """One estimate from several images' (the same bins): their counts summed, pooled
+    again."""
+    e = estimates[0].edges
+    if any(not np.array_equal(x.edges, e) for x in estimates):
+        raise ValueError("estimates: their SNR bins differ")
+    return _from_counts(e, sum(x.n_image for x in estimates),
+                        sum(x.n_inverted for x in estimates))
+
+
+def _from_counts(e: np.ndarray, n_img: np.ndarray, n_inv: np.ndarray) -> ReliabilityEstimate:
+    frac = np.full(n_img.size, np.nan)
+    err = np.full(n_img.size, np.nan)
+    for g in _pooled(n_inv, n_img):
+        i, n = int(n_inv[g].sum()), int(n_img[g].sum())
+        if n == 0:  # negatives where the image has no detection: nothing to estimate
+            continue
+        frac[g] = min(i / n, 1.0)
+        # Poisson: sqrt(n) counts, or Gehrels' 1-sigma upper limit (1.84) for none
+        err[g] = (np.sqrt(i) if i else 1.84) / n
+    return ReliabilityEstimate(e, n_img, n_inv, frac, err)
+
+
+def measured_reliability(snr: np.ndarray, real: np.ndarray, edges=SNR_EDGES) -> np.ndarray:
+    """The fraction of ``real`` detections (e.g. matched to a truth) per bin of measured
+    ``snr`` (NaN for an empty bin): what :func:`estimate_reliability` estimates."""
+    e = np.asarray(edges, np.float64)
+    s = np.asarray(snr, np.float64)
+    b = np.digitize(s, e) - 1
+    ok = np.isfinite(s) & (b >= 0) & (b < e.size - 1)
+    n = np.bincount(b[ok], minlength=e.size - 1)
+    k = np.bincount(b[ok], weights=np.asarray(real, bool)[ok].astype(np.float64),
+                    minlength=e.size - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, k / n, np.nan)
+
+
+def add_reliability_column(table: Any, estimate: ReliabilityEstimate) -> Any:
+    """``table`` (a catalogue with an ``snr`` column) with a ``reliability`` column after
+    ``objectness`` (or last) and the estimate in its metadata (``reliability``)."""
+    col = make_table({"reliability": estimate.at(np.asarray(table["snr"]))})["reliability"]
+    names = table.colnames
+    index = names.index("objectness") + 1 if "objectness" in names else len(names)
+    table.add_column(col, index=index)
+    table.meta["reliability"] = estimate.summary()
+    return table
+
+
+def format_reliability(estimate: ReliabilityEstimate, measured: np.ndarray | None = None) -> str:
+    """The estimate per SNR bin as text lines (``measured``: a truth's reliability per bin
+    beside it, as ``val`` has one)."""
+    lines = [f"reliability from the inverted image: {estimate.n_false:.0f} of the "
+             f"{int(estimate.n_image.sum())} detections expected false "
+             f"({int(estimate.n_inverted.sum())} detections on the inverted image)",
+             f"{'SNR bin':<14}{'n_det':>7}{'n_inv':>7}{'reliability':>13}"
+             + (f"{'measured':>10}" if measured is not None else "")]
+    e = estimate.edges
+    for b in range(e.size - 1):
+        if estimate.n_image[b] == 0 and estimate.n_inverted[b] == 0:
+            continue
+        label = (f"< {e[b + 1]:g}" if not np.isfinite(e[b]) else
+                 f"[{e[b]:g}, {e[b + 1]:g})" if np.isfinite(e[b + 1]) else f">= {e[b]:g}")
+        r, s = estimate.reliability[b], estimate.false_fraction_err[b]
+        # none on the inverted image in its pool: a 1-sigma lower limit
+        cell = ("-" if np.isnan(r) else f"> {max(1.0 - s, 0.0):.2f}" if r == 1.0
+                else f"{r:.2f} +- {s:.2f}")
+        row = f"{label:<14}{estimate.n_image[b]:>7d}{estimate.n_inverted[b]:>7d}{cell:>13}"
+        if measured is not None:
+            row += f"{'-' if np.isnan(measured[b]) else f'{measured[b]:.2f}':>10}"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
