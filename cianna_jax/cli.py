@@ -103,7 +103,8 @@ def _predict(args) -> int:
                        residual=args.residual, model_image=args.model_image,
                        rms_map=args.rms_map, background_map=args.background_map,
                        cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
-                       reliability=args.reliability)
+                       reliability=args.reliability,
+                       target_reliability=args.target_reliability)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -118,14 +119,17 @@ def _predict(args) -> int:
                        ("cubelets, moment maps and spectra", args.cubelets)):
         if path:
             print(f"{what} -> {path}")
-    if args.reliability:
-        from .astro.reliability import format_reliability, summed_estimate
+    if args.reliability or args.target_reliability is not None:
+        from .astro.reliability import format_reliability, format_scan, summed_estimate
 
         parts = res.parts if len(args.image) > 1 else [res]
+        for p in parts if args.target_reliability is not None else []:
+            thr = p.detections.obj_threshold
+            print(format_scan(p.threshold_scan, thr, args.target_reliability), end="")
         print(format_reliability(summed_estimate([p.reliability for p in parts])), end="")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s"
-          + (f", inverted image {t['reliability_s']:.1f} s" if args.reliability else ""))
+          + (f", reliability test {t['reliability_s']:.1f} s" if "reliability_s" in t else ""))
     return 0
 
 
@@ -137,7 +141,8 @@ def _val(args) -> int:
                    min_truth_snr=args.min_snr, sdc1_freq=args.sdc1_freq,
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
                    hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
-                   compare=_compare_names(args.compare), reliability=args.reliability)
+                   compare=_compare_names(args.compare), reliability=args.reliability,
+                   target_reliability=args.target_reliability)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -302,6 +307,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="also run the detector on the inverted image: the fraction of "
                             "false detections per SNR bin, each source's reliability column "
                             "(about twice the run time)")
+        p.add_argument("--target-reliability", type=float, default=None, metavar="R",
+                       help="choose the objectness threshold (of 0.1, 0.15, ... 0.95) as the "
+                            "lowest whose catalogue the inverted-image test estimates at least "
+                            "R reliable, e.g. 0.9 (implies --reliability; not with "
+                            "--threshold)")
         p.add_argument("--mixed-precision", default="off", metavar="MODE",
                        help="CIANNA mixed_precision mode of the detector's passes: off "
                             "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "

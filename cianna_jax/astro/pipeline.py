@@ -54,7 +54,14 @@ from .mosaic import (
 )
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
-from .reliability import ReliabilityEstimate, add_reliability_column, estimate_reliability
+from .reliability import (
+    THRESHOLDS,
+    ReliabilityEstimate,
+    ThresholdScan,
+    add_reliability_column,
+    estimate_reliability,
+    threshold_scan,
+)
 from .residual import write_noise_map, write_residual
 from .sky import (
     deconvolve,
@@ -69,7 +76,7 @@ from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "inverted_finding", "predict_file", "build_table", "beam_in_pixels",
-           "warn_if_other_scale"]
+           "warn_if_other_scale", "checked_target_reliability"]
 
 
 @dataclass
@@ -77,7 +84,7 @@ class SourceFinding:
     """Result of :func:`find_sources`: the catalogue ``table`` (astropy), the raw
     ``detections``, their ``measurements`` (both in the table's row order), the ``noise`` map,
     ``timings`` (seconds) and, when asked for, the inverted-image test's ``reliability``
-    estimate (:mod:`.reliability`)."""
+    estimate (:mod:`.reliability`) and its ``threshold_scan`` (with a target reliability)."""
 
     table: Any
     detections: Detections
@@ -85,6 +92,7 @@ class SourceFinding:
     noise: NoiseMap
     timings: dict[str, float] = field(default_factory=dict)
     reliability: ReliabilityEstimate | None = None
+    threshold_scan: ThresholdScan | None = None
 
 
 def _as_model(model: str | os.PathLike | LoadedModel, tile: Any = None) -> LoadedModel:
@@ -339,6 +347,7 @@ def find_sources(
     mixed_precision: str = "off",
     flux_scale_error: float = 0.0,
     reliability: bool = False,
+    target_reliability: float | None = None,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -354,7 +363,12 @@ def find_sources(
     e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``.  ``reliability``: also
     find the sources of the inverted image, estimate from them the fraction of false
     detections per SNR bin (:mod:`.reliability`) and give each source its ``reliability``
-    (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata)."""
+    (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata).
+    ``target_reliability`` (e.g. 0.9; implies ``reliability``, excludes ``obj_threshold``):
+    the objectness threshold is the lowest of 0.05, 0.1, ... 0.95 whose catalogue the same
+    test estimates at least that reliable (``SourceFinding.threshold_scan``; the most
+    reliable one, with a warning, when none is)."""
+    target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
     _checked_scale_error(flux_scale_error)
@@ -376,8 +390,13 @@ def find_sources(
             noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box,
                                        progress=progress)
         t1 = time.perf_counter()
-        det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
-                     batch_size=batch_size, progress=progress, predict_fn=predict_fn)
+        kw = dict(batch_size=batch_size, progress=progress, predict_fn=predict_fn)
+        if target is not None:
+            res = _at_target_reliability(img, mdl, noise, target, fit=fit, merge=merge,
+                                         flux_scale_error=flux_scale_error, **kw)
+            res.timings = {"noise_s": t1 - t0, **res.timings}
+            return res
+        det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold, **kw)
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress)
@@ -411,6 +430,50 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
                  batch_size=batch_size, progress=progress, predict_fn=predict_fn)
     return measure_detections(neg, model, det, flipped, fit=fit, merge=merge,
                               progress=progress)
+
+
+def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
+    """``value`` as a target reliability in (0, 1), or None; ValueError naming it when it
+    is not one, or when an objectness threshold is given too."""
+    if value is None:
+        return None
+    if obj_threshold is not None:
+        raise ValueError("target_reliability chooses the objectness threshold: give it or "
+                         f"obj_threshold, not both (received {value!r} and {obj_threshold!r})")
+    t = as_bounded_float(value, "target_reliability")
+    if t >= 1.0:
+        raise ValueError(f"target_reliability: a fraction in (0, 1), e.g. 0.9; received {value!r}")
+    return t
+
+
+def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
+                           *, fit: bool, merge: bool, flux_scale_error: float,
+                           **kw: Any) -> SourceFinding:
+    """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
+    image and the inverted image detected and measured down to the lowest threshold
+    scanned, counted at each, then the image's detections above the chosen one measured as
+    the catalogue (the greedy NMS keeps the same boxes above a threshold whatever lower
+    ones it saw)."""
+    t0 = time.perf_counter()
+    det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=THRESHOLDS[0], **kw)
+    t1 = time.perf_counter()
+    full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge)
+    neg = inverted_finding(img, mdl, noise, obj_threshold=THRESHOLDS[0], fit=fit, merge=merge,
+                           **kw)
+    inv_obj = np.asarray(neg.table["objectness"], np.float64)
+    scan = threshold_scan(np.asarray(full.table["objectness"]), inv_obj)
+    thr = scan.choose(target)
+    t2 = time.perf_counter()
+    above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
+    res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
+                             flux_scale_error=flux_scale_error, progress=kw["progress"])
+    res.reliability = estimate_reliability(res.table["snr"],
+                                           np.asarray(neg.table["snr"])[inv_obj >= thr])
+    res.threshold_scan = scan
+    add_reliability_column(res.table, res.reliability)
+    res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
+    res.timings = {"detect_s": t1 - t0, **res.timings, "reliability_s": t2 - t1}
+    return res
 
 
 def _checked_scale_error(value: Any) -> float:

@@ -9,7 +9,9 @@ detections is estimated by ``n_inverted / n_image``: the test of radio survey ca
 
 The fractions are made non-increasing with SNR by pooling adjacent bins (weighted isotonic
 regression, the pool-adjacent-violators rule on the counts), and each source's
-``reliability`` is one minus the fraction of its (pooled) bin.  Caveats: negative
+``reliability`` is one minus the fraction of its (pooled) bin.  Counted at each objectness
+threshold instead (:func:`threshold_scan`), the same test chooses the lowest threshold whose
+catalogue reaches a target reliability.  Caveats: negative
 artefacts of a real image (sidelobes, calibration errors around bright sources) turn into
 false "sources" of the inverted image, so the estimate is then pessimistic near them; and
 with few detections per bin the counts' Poisson errors dominate (``false_fraction_err``).
@@ -17,6 +19,7 @@ with few detections per bin the counts' Poisson errors dominate (``false_fractio
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +27,12 @@ import numpy as np
 
 from .catalogue import make_table
 
-__all__ = ["SNR_EDGES", "ReliabilityEstimate", "estimate_reliability", "summed_estimate",
-           "measured_reliability", "add_reliability_column", "format_reliability"]
+__all__ = ["SNR_EDGES", "THRESHOLDS", "ReliabilityEstimate", "ThresholdScan",
+           "estimate_reliability", "summed_estimate", "measured_reliability", "threshold_scan",
+           "add_reliability_column", "format_reliability", "format_scan"]
+
+#: the objectness thresholds a target reliability is sought among
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 20))
 
 #: bins of measured SNR (fine near detection limits, where the false detections are; the
 #: first holds every detection under 3, a fit that went negative included)
@@ -153,6 +160,57 @@ def measured_reliability(snr: np.ndarray, real: np.ndarray, edges=SNR_EDGES) -> 
         return np.where(n > 0, k / n, np.nan)
 
 
+@dataclass(frozen=True)
+class ThresholdScan:
+    """Detections at or above each objectness threshold on the image (``n_image``) and on
+    the inverted image (``n_inverted``): the catalogue's estimated ``reliability`` at each
+    threshold, 1 - n_inverted / n_image (NaN without detections)."""
+
+    thresholds: np.ndarray
+    n_image: np.ndarray
+    n_inverted: np.ndarray
+
+    @property
+    def reliability(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(self.n_image > 0, 1.0 - self.n_inverted / self.n_image, np.nan)
+        return np.maximum(r, 0.0)
+
+    def choose(self, target: float) -> float:
+        """The lowest threshold whose catalogue reaches the ``target`` reliability (the most
+        sources at that purity); when none does, the most reliable one, with a warning."""
+        r = self.reliability
+        ok = np.flatnonzero(r >= target)
+        if ok.size:
+            return float(self.thresholds[ok[0]])
+        if np.all(np.isnan(r)):
+            raise ValueError("target_reliability: no detection at any objectness threshold "
+                             f"({self.thresholds[0]:g}-{self.thresholds[-1]:g}): nothing to "
+                             "choose from")
+        best = int(np.nanargmax(r))
+        warnings.warn(f"target_reliability {target:g}: no objectness threshold reaches it (at "
+                      f"most {r[best]:.3f}, at {self.thresholds[best]:g}, with "
+                      f"{int(self.n_image[best])} detections); that threshold is taken",
+                      UserWarning, stacklevel=3)
+        return float(self.thresholds[best])
+
+    def summary(self) -> dict[str, Any]:
+        return {"thresholds": [float(t) for t in self.thresholds],
+                "n_image": [int(n) for n in self.n_image],
+                "n_inverted": [int(n) for n in self.n_inverted],
+                "reliability": [None if np.isnan(r) else float(r) for r in self.reliability]}
+
+
+def threshold_scan(objectness_image: np.ndarray, objectness_inverted: np.ndarray,
+                   thresholds=THRESHOLDS) -> ThresholdScan:
+    """Counts of the detections (their objectness) on the image and on the inverted image
+    at or above each threshold."""
+    t = np.asarray(thresholds, np.float64)
+    oi = np.asarray(objectness_image, np.float64)
+    on = np.asarray(objectness_inverted, np.float64)
+    return ThresholdScan(t, (oi[None] >= t[:, None]).sum(1), (on[None] >= t[:, None]).sum(1))
+
+
 def add_reliability_column(table: Any, estimate: ReliabilityEstimate) -> Any:
     """``table`` (a catalogue with an ``snr`` column) with a ``reliability`` column after
     ``objectness`` (or last) and the estimate in its metadata (``reliability``)."""
@@ -162,6 +220,24 @@ def add_reliability_column(table: Any, estimate: ReliabilityEstimate) -> Any:
     table.add_column(col, index=index)
     table.meta["reliability"] = estimate.summary()
     return table
+
+
+def format_scan(scan: ThresholdScan, chosen: float, target: float,
+                measured: np.ndarray | None = None) -> str:
+    """The threshold scan as text lines, the chosen threshold marked (``measured``: a
+    truth's precision at each threshold beside it)."""
+    lines = [f"objectness threshold {chosen:g} chosen for an estimated reliability >= "
+             f"{target:g} (the inverted-image test at each threshold)",
+             f"{'threshold':>10}{'n_det':>7}{'n_inv':>7}{'reliability':>13}"
+             + (f"{'measured':>10}" if measured is not None else "")]
+    for k, t in enumerate(scan.thresholds):
+        r = scan.reliability[k]
+        row = (f"{t:>10.2f}{scan.n_image[k]:>7d}{scan.n_inverted[k]:>7d}"
+               f"{'-' if np.isnan(r) else f'{r:.3f}':>13}")
+        if measured is not None:
+            row += f"{'-' if np.isnan(measured[k]) else f'{measured[k]:.3f}':>10}"
+        lines.append(row + ("  <- chosen" if t == chosen else ""))
+    return "\n".join(lines) + "\n"
 
 
 def format_reliability(estimate: ReliabilityEstimate, measured: np.ndarray | None = None) -> str:

@@ -52,14 +52,23 @@ from .mosaic import (
     summed_timings,
 )
 from .other_finder import load_detections, merge_detections
-from .pipeline import inverted_finding, measure_detections, warn_if_other_scale
+from .pipeline import (
+    checked_target_reliability,
+    inverted_finding,
+    measure_detections,
+    warn_if_other_scale,
+)
 from .predict import checked_threshold, detect, make_predict_fn
 from .reliability import (
+    THRESHOLDS,
     ReliabilityEstimate,
+    ThresholdScan,
     add_reliability_column,
     estimate_reliability,
     format_reliability,
+    format_scan,
     measured_reliability,
+    threshold_scan,
 )
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
@@ -268,23 +277,27 @@ class _ImageRun:
     """One image's part of a ``val`` run: its noise map, truth rows, other finders' rows,
     every detection down to the low threshold (``full``, measured together, for the
     precision-recall curve) and the detections at the threshold (``res``: the catalogue's
-    rows, measured as ``predict`` measures them) and, for the reliability test, the SNRs
-    of the detections on the inverted image (``inverted_snr``)."""
+    rows, measured as ``predict`` measures them) at the objectness threshold ``thr`` and,
+    for the reliability test, the SNRs of the detections on the inverted image above it
+    (``inverted_snr``) and the threshold ``scan`` that chose ``thr`` for a target."""
 
     img: FitsImage
     truth: Truth
     others: dict[str, Any]
     full: Any
     res: Any
+    thr: float
     inverted_snr: np.ndarray | None = None
+    scan: ThresholdScan | None = None
 
 
 def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
-               reliability: bool = False) -> _ImageRun:
+               reliability: bool = False, target: float | None = None) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
-    ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column."""
+    ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
+    with a ``target`` reliability, the threshold chosen for it replaces ``thr``."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
@@ -299,20 +312,27 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     t1 = time.perf_counter()
     # the greedy NMS keeps the same boxes above the threshold whatever lower ones it saw
     full = measure_detections(img, mdl, found, noise, progress=progress).table
+    t2 = time.perf_counter()
+    neg = scan = None
+    if reliability or target is not None:
+        neg = inverted_finding(img, mdl, noise, obj_threshold=thr if target is None else
+                               THRESHOLDS[0], predict_fn=predict_fn, progress=progress)
+    if target is not None:
+        scan = threshold_scan(np.asarray(full["objectness"]), np.asarray(neg.table["objectness"]))
+        thr = scan.choose(target)
+    t3 = time.perf_counter()
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
                     obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, progress=progress)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
-                   "measure_s": time.perf_counter() - t1}
-    run = _ImageRun(img, tr, oth, full, res)
-    if reliability:
-        t2 = time.perf_counter()
-        neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
-                               progress=progress)
-        run.inverted_snr = np.asarray(neg.table["snr"], np.float64)
+                   "measure_s": time.perf_counter() - t3 + t2 - t1}
+    run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
+    if neg is not None:
+        inv = np.asarray(neg.table["objectness"]) >= thr
+        run.inverted_snr = np.asarray(neg.table["snr"], np.float64)[inv]
         add_reliability_column(res.table, estimate_reliability(res.table["snr"],
                                                                run.inverted_snr))
-        res.timings["reliability_s"] = time.perf_counter() - t2
+        res.timings["reliability_s"] = t3 - t2
     return run
 
 
@@ -369,6 +389,7 @@ def validate(
     mixed_precision: str = "off",
     compare: Mapping[str, str | os.PathLike] | None = None,
     reliability: bool = False,
+    target_reliability: float | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -381,7 +402,9 @@ def validate(
     inverted-image test of :func:`.pipeline.find_sources` too (the catalogue's
     ``reliability`` column), its estimate checked against the truth per SNR bin (the
     report's table, ``reliability`` in ``scores.json``, ``reliability.png``; several
-    images: their counts summed).
+    images: their counts summed).  ``target_reliability``: each image's objectness
+    threshold chosen by that test, as :func:`.pipeline.find_sources` chooses it, and the
+    scan's estimates beside the truth's precision at each threshold (one image).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -394,6 +417,7 @@ def validate(
         raise ValueError("image: give at least one image")
     as_bounded_float(match_factor, "match_factor")
     as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
+    target = checked_target_reliability(target_reliability, obj_threshold)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
@@ -419,7 +443,9 @@ def validate(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
-                reliability=reliability))
+                reliability=reliability, target=target))
+        if target is not None:  # the operating point: the lowest chosen threshold
+            thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)
         pixel_scale = None if several else imgs[0].pixel_scale
         if several:
@@ -436,7 +462,7 @@ def validate(
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
             int(counted.sum()), counted)
-        rel = _reliability(runs, det, m) if reliability else None
+        rel = _reliability(runs, det, m) if reliability or target is not None else None
         sdc1 = _sdc1_for(det, tr, sdc1_freq, sdc1_area)  # None for a cube (no SDC1 truth)
         sdc2 = None
         if tr.z is not None:
@@ -446,7 +472,11 @@ def validate(
             f"{len(paths)} images {', '.join(map(os.fspath, paths))} scored as one field "
             "(each source, detected or true, from the image whose centre is nearest among "
             "those with data at its position)")
-        text = (f"{where}, model {mdl.card.path}, objectness >= {thr:g}\n"
+        chosen = "" if target is None else (
+            f" (chosen for an estimated reliability >= {target:g})" if not several else
+            " (the lowest chosen; each image's for an estimated reliability >= "
+            f"{target:g}: {', '.join(f'{r.thr:g}' for r in runs)})")
+        text = (f"{where}, model {mdl.card.path}, objectness >= {thr:g}{chosen}\n"
                 + ("".join(f"  {n}: {d['n_detected']} detected, {d['n_kept']} kept; "
                            f"{int(np.count_nonzero(tr.image == i))} true sources\n"
                            for i, (n, d) in enumerate(zip(inames, det.meta["images"])))
@@ -458,7 +488,10 @@ def validate(
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2)
-                + ("" if rel is None else "\n" + format_reliability(*rel)))
+                + ("" if rel is None else "\n" + format_reliability(*rel))
+                + "".join("\n" + format_scan(r.scan, r.thr, target, None if several else
+                                             _scan_precision(r.scan, pr))
+                          for r in runs if r.scan is not None))
         ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match
@@ -475,6 +508,9 @@ def validate(
                    "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
         if rel is not None:
             summary["reliability"] = {**rel[0].summary(), "measured": rel[1]}
+        if target is not None:
+            summary["reliability"].update(target=target, thresholds=[r.thr for r in runs],
+                                          threshold_scans=[r.scan.summary() for r in runs])
         if several:
             summary["images"] = [{**d, "n_truth": int(np.count_nonzero(tr.image == i))}
                                  for i, d in enumerate(det.meta["images"])]
@@ -525,6 +561,13 @@ def _reliability(runs: list[_ImageRun], det: Any, m: Match
                                                for r in runs]),
                                np.concatenate([r.inverted_snr for r in runs]))
     return est, measured_reliability(np.asarray(det["snr"]), m.det_to_truth >= 0, est.edges)
+
+
+def _scan_precision(scan: ThresholdScan, pr: dict) -> np.ndarray:
+    """The truth's precision (``pr``, :func:`.scores.pr_curve`) at each threshold of
+    ``scan`` (NaN where the curve has none)."""
+    at = {round(float(t), 6): p for t, p in zip(pr["threshold"], pr["precision"])}
+    return np.array([at.get(round(float(t), 6), np.nan) for t in scan.thresholds])
 
 
 def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:

@@ -42,11 +42,13 @@ def make_tiny_2d(folder, *, tile: int = 32, threshold: float = 0.5) -> str:
                             obj_threshold=threshold, nms_threshold=0.1))
 
 
-def make_peak_detector(folder, snr: float, *, tile: int = 32) -> str:
+def make_peak_detector(folder, snr: float, *, tile: int = 32, steep: float = 2000.0) -> str:
     """A YOLO network with set weights that detects, in each 8x8 cell, a peak above ``snr``
-    times the local rms (objectness a steep sigmoid of the cell's largest normalised pixel;
-    one 16-pixel box at the cell's centre): a classical threshold finder whose false
-    detections are exactly noise peaks, to check statistics on.  Returns its card path."""
+    times the local rms (objectness a sigmoid of ``steep`` times the cell's largest
+    normalised pixel less the threshold's; one 16-pixel box at the cell's centre): a
+    classical threshold finder whose false detections are noise peaks, to check statistics
+    on (a low ``steep``, e.g. 35, grades the objectness over a few sigma around ``snr``).
+    Returns its card path."""
     import jax.numpy as jnp
 
     from cianna_jax import nn
@@ -62,13 +64,12 @@ def make_peak_detector(folder, snr: float, *, tile: int = 32) -> str:
                        0.1, cfg)
     norm = Normalisation(kind="snr", mode="tanh", low=-5.0, high=50.0, tanh_scale=3.0)
     x0 = float(norm.apply(np.array([snr]), 1.0)[0])  # the threshold as a network input
-    steep = 2000.0
     kernel = np.zeros((1, 1, 1, 1, cfg.nb_filters), np.float32)
     bias = np.zeros(cfg.nb_filters, np.float32)
     kernel[..., 6:8] = steep  # probability and objectness: sigmoid(steep * (x - x0))
     bias[6:8] = -steep * x0 / net.layers[1].bias  # CIANNA's bias: a weight on the value 0.5
     params = ({}, {"bias_weight": jnp.asarray(bias), "kernel": jnp.asarray(kernel)})
-    return _save_model(folder, f"peaks_{snr:g}", net, params,
+    return _save_model(folder, f"peaks_{snr:g}_{steep:g}", net, params,
                        dict(tile=(tile, tile), overlap=(8, 8), batch_size=64, noise_box=32,
                             normalisation=norm, obj_threshold=0.5, nms_threshold=0.1))
 

@@ -152,7 +152,7 @@ def test_cli_predict_and_val_with_the_reliability_test(tmp_path, peaks_3, capsys
     assert main(["predict", "--model", peaks_3, "--image", image, "--out", str(out),
                  "--quiet", "--reliability"]) == 0
     text = capsys.readouterr().out
-    assert "reliability from the inverted image:" in text and "inverted image " in text
+    assert "reliability from the inverted image:" in text and "reliability test " in text
     cat = read_catalogue(out)
     rel = np.asarray(cat["reliability"])
     assert np.all((rel >= 0) & (rel <= 1)) and rel.min() < 0.9 and rel.max() == 1.0
@@ -183,3 +183,72 @@ def test_the_figure_shows_both_reliabilities_and_both_counts():
         "on the image (85)", "on the inverted image (18)"]
     assert "SNR" in left.get_xlabel() and "reliability" in left.get_ylabel()
     assert right.get_yscale() == "symlog"
+
+
+def test_threshold_scan_counts_and_chooses_the_lowest_reaching_the_target():
+    from cianna_jax.astro.reliability import THRESHOLDS, threshold_scan
+
+    scan = threshold_scan([0.95, 0.8, 0.6, 0.4, 0.2], [0.5, 0.3, 0.15], (0.1, 0.3, 0.5, 0.7))
+    assert scan.n_image.tolist() == [5, 4, 3, 2] and scan.n_inverted.tolist() == [3, 2, 1, 0]
+    np.testing.assert_allclose(scan.reliability, [0.4, 0.5, 2 / 3, 1.0])
+    assert scan.choose(0.5) == 0.3 and scan.choose(0.6) == 0.5 and scan.choose(0.1) == 0.1
+    # more inverted than image detections reads as 0, not less; none at all: NaN
+    low = threshold_scan([0.9], [0.9, 0.8, 0.7], (0.5, 0.95))
+    assert low.reliability[0] == 0.0 and np.isnan(low.reliability[1])
+    with pytest.warns(UserWarning, match="no objectness threshold reaches it"):
+        assert low.choose(0.5) == 0.5  # the most reliable one
+    with pytest.raises(ValueError, match="no detection at any objectness threshold"):
+        threshold_scan([], [0.2], (0.5,)).choose(0.9)
+    assert THRESHOLDS[0] == 0.1 and THRESHOLDS[-1] == 0.95 and len(THRESHOLDS) == 18
+    assert scan.summary()["reliability"][-1] == 1.0
+
+
+def test_a_target_reliability_chooses_the_threshold_in_predict_and_val(tmp_path):
+    from cianna_jax.astro.pipeline import find_sources
+    from cianna_jax.astro.validate import validate
+
+    # objectness graded over a few sigma: a threshold scan with something to choose
+    card = make_peak_detector(tmp_path, 3.5, steep=35.0)
+    image, truth = _write_field(tmp_path, 6, density=0.001, snr_range=(30.0, 3000.0))
+    res = find_sources(image, card, progress=False, target_reliability=0.9)
+    scan, thr = res.threshold_scan, res.detections.obj_threshold
+    # measured: 0.55, the lowest of the scan estimated >= 0.9 (0.906; 0.891 at 0.5)
+    assert thr == scan.choose(0.9) and 0.1 < thr < 0.95
+    k = list(scan.thresholds).index(thr)
+    assert scan.reliability[k] >= 0.9 > scan.reliability[k - 1]
+    # the scan counts the detections measured together down to 0.1 (a source's fit can
+    # see fainter neighbours): measured 85 there against the catalogue's 81
+    assert abs(scan.n_image[k] - len(res.table)) <= 0.1 * len(res.table)
+    assert res.reliability.n_inverted.sum() == scan.n_inverted[k]
+    meta = res.table.meta["reliability"]
+    assert meta["target"] == 0.9 and meta["threshold_scan"]["n_image"] == scan.n_image.tolist()
+    # the catalogue is the one found at that threshold
+    plain = find_sources(image, card, progress=False, obj_threshold=thr)
+    for c in ("x", "y", "flux"):
+        np.testing.assert_allclose(res.table[c], plain.table[c])
+    # val chooses the same threshold, and puts the truth's precision beside each estimate
+    rep = validate(image, card, truth, tmp_path / "rep", progress=False, plots=False,
+                   target_reliability=0.9)
+    assert len(rep.table) == len(res.table)
+    assert f"objectness >= {thr:g} (chosen for an estimated reliability >= 0.9)" in rep.text
+    assert f"{thr:>10.2f}" in rep.text and "<- chosen" in rep.text
+    summary = json.loads((tmp_path / "rep" / "scores.json").read_text())["reliability"]
+    assert summary["thresholds"] == [thr] and summary["target"] == 0.9
+    for bad, match in ((dict(target_reliability=1.0), "in \\(0, 1\\)"),
+                       (dict(target_reliability=0.0), "target_reliability"),
+                       (dict(target_reliability=0.9, obj_threshold=0.5), "not both")):
+        with pytest.raises(ValueError, match=match):
+            find_sources(image, card, progress=False, **bad)
+
+
+def test_cli_refuses_a_target_with_a_threshold(tmp_path, peaks_3, capsys):
+    from cianna_jax.cli import main
+
+    image, _ = _write_field(tmp_path, 8, density=1e-9)
+    out = tmp_path / "c.ecsv"
+    for extra in (["--threshold", "0.5", "--target-reliability", "0.9"],
+                  ["--target-reliability", "1.5"]):
+        assert main(["predict", "--model", peaks_3, "--image", image, "--out", str(out),
+                     "--quiet", *extra]) == 2
+        assert "target_reliability" in capsys.readouterr().err
+        assert not out.exists()
