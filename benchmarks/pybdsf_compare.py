@@ -7,8 +7,10 @@
    field (targets: sources of true peak SNR >= ``--target-snr``), picks its objectness
    threshold on a separate validation field (best F1 counting true sources of SNR >= 3);
 2. writes a held-out field (other seed) as a FITS image in Jy/beam with WCS and beam;
-3. runs ``cianna-jax predict``'s pipeline and PyBDSF (``process_image`` with its usual
-   thresh_isl=3, thresh_pix=5, and a lower thresh_pix=4 variant), timing each;
+3. runs ``cianna-jax predict``'s pipeline (at the card's threshold, at ``--strict``, and at
+   the threshold the inverted-image test chooses for ``--target-reliability``) and PyBDSF
+   (``process_image`` with its usual thresh_isl=3, thresh_pix=5, and a lower thresh_pix=4
+   variant), timing each;
 4. scores all with the same one-to-one matcher (radius max(beam, true size)), per SNR bin,
    and with the SDC1 scoring rules (560 MHz, whole field), and prints a side-by-side table.
 Needs ``astropy`` and ``bdsf`` (pip install astropy bdsf).
@@ -171,6 +173,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-low", action="store_true", help="skip the thresh_pix=4 PyBDSF run")
     ap.add_argument("--strict", type=float, default=0.5,
                     help="also score cianna_jax at this stricter objectness threshold")
+    ap.add_argument("--target-reliability", type=float, default=0.9,
+                    help="also score cianna_jax at the threshold the inverted-image test "
+                         "chooses for this reliability on the held-out field (0: not)")
     args = ap.parse_args(argv)
     xla_cpu.tune()
     warnings.simplefilter("ignore")
@@ -225,6 +230,16 @@ def main(argv=None) -> int:
         strict = f"cianna_jax {args.strict:g}"
         tables[strict] = res.table[np.asarray(res.table["objectness"]) >= args.strict]
         seconds[strict] = seconds[name]
+    if args.target_reliability > 0:  # the threshold chosen on the image itself
+        t0 = time.perf_counter()
+        rel = find_sources(fits_path, model, progress=False, obj_threshold=None,
+                           target_reliability=args.target_reliability)
+        name = (f"cianna_jax R{args.target_reliability:g} "
+                f"({rel.detections.obj_threshold:g})")
+        seconds[name] = time.perf_counter() - t0
+        tables[name] = rel.table
+        print(f"{name}: {len(rel.table)} sources in {seconds[name]:.1f} s (threshold "
+              f"{rel.detections.obj_threshold:g} chosen by the inverted-image test)")
     runs = [(3.0, 5.0)] + ([] if args.no_low else [(3.0, 4.0)])
     for isl, pix in runs:
         name = f"PyBDSF {pix:g}/{isl:g}"
