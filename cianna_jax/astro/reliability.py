@@ -178,15 +178,17 @@ class ThresholdScan:
 
     def choose(self, target: float) -> float:
         """The lowest threshold whose catalogue reaches the ``target`` reliability (the most
-        sources at that purity); when none does, the most reliable one, with a warning."""
+        sources at that purity); when none does, the most reliable one (the lowest when
+        nothing is detected at all), with a warning."""
         r = self.reliability
         ok = np.flatnonzero(r >= target)
         if ok.size:
             return float(self.thresholds[ok[0]])
         if np.all(np.isnan(r)):
-            raise ValueError("target_reliability: no detection at any objectness threshold "
-                             f"({self.thresholds[0]:g}-{self.thresholds[-1]:g}): nothing to "
-                             "choose from")
+            warnings.warn(f"target_reliability {target:g}: no detection at any objectness "
+                          f"threshold ({self.thresholds[0]:g}-{self.thresholds[-1]:g}): the "
+                          "catalogue is empty", UserWarning, stacklevel=3)
+            return float(self.thresholds[0])
         best = int(np.nanargmax(r))
         warnings.warn(f"target_reliability {target:g}: no objectness threshold reaches it (at "
                       f"most {r[best]:.3f}, at {self.thresholds[best]:g}, with "

@@ -197,8 +197,8 @@ def test_threshold_scan_counts_and_chooses_the_lowest_reaching_the_target():
     assert low.reliability[0] == 0.0 and np.isnan(low.reliability[1])
     with pytest.warns(UserWarning, match="no objectness threshold reaches it"):
         assert low.choose(0.5) == 0.5  # the most reliable one
-    with pytest.raises(ValueError, match="no detection at any objectness threshold"):
-        threshold_scan([], [0.2], (0.5,)).choose(0.9)
+    with pytest.warns(UserWarning, match="no detection at any objectness threshold"):
+        assert threshold_scan([], [0.2], (0.3, 0.5)).choose(0.9) == 0.3
     assert THRESHOLDS[0] == 0.1 and THRESHOLDS[-1] == 0.95 and len(THRESHOLDS) == 18
     assert scan.summary()["reliability"][-1] == 1.0
 
