@@ -123,9 +123,10 @@ def _predict(args) -> int:
         from .astro.reliability import format_reliability, format_scan, summed_estimate
 
         parts = res.parts if len(args.image) > 1 else [res]
-        for p in parts if args.target_reliability is not None else []:
-            thr = p.detections.obj_threshold
-            print(format_scan(p.threshold_scan, thr, args.target_reliability), end="")
+        for path, p in zip(args.image, parts) if args.target_reliability is not None else []:
+            print((f"{path}: " if len(parts) > 1 else "")
+                  + format_scan(p.threshold_scan, p.detections.obj_threshold,
+                                args.target_reliability), end="")
         print(format_reliability(summed_estimate([p.reliability for p in parts])), end="")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s"

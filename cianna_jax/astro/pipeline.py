@@ -365,9 +365,9 @@ def find_sources(
     detections per SNR bin (:mod:`.reliability`) and give each source its ``reliability``
     (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata).
     ``target_reliability`` (e.g. 0.9; implies ``reliability``, excludes ``obj_threshold``):
-    the objectness threshold is the lowest of 0.05, 0.1, ... 0.95 whose catalogue the same
+    the objectness threshold is the lowest of 0.1, 0.15, ... 0.95 whose catalogue the same
     test estimates at least that reliable (``SourceFinding.threshold_scan``; the most
-    reliable one, with a warning, when none is)."""
+    reliable one, with a warning, when none is; several images: each its own)."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)

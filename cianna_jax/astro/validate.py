@@ -489,9 +489,10 @@ def validate(
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2)
                 + ("" if rel is None else "\n" + format_reliability(*rel))
-                + "".join("\n" + format_scan(r.scan, r.thr, target, None if several else
-                                             _scan_precision(r.scan, pr))
-                          for r in runs if r.scan is not None))
+                + "".join("\n" + (f"{n}: " if several else "")
+                          + format_scan(r.scan, r.thr, target, None if several else
+                                        _scan_precision(r.scan, pr))
+                          for n, r in zip(inames, runs) if r.scan is not None))
         ids = np.asarray(truth_ids(tr))
         det["match_id"] = (np.where(m.det_to_truth >= 0, ids[np.maximum(m.det_to_truth, 0)], -1)
                            if ids.size else np.full(len(det), -1))  # an empty truth: no match

@@ -160,6 +160,26 @@ def test_reliability_of_overlapping_images(tmp_path, two_images, tiny_model, cap
     assert n_image == sum(m["n_detected"] for m in t.meta["images"])
     assert (f"detections expected false ({n_inverted} detections on the inverted image)"
             in text)
+    # a target reliability: each image its own threshold, each scan printed under its name
+    assert main(["predict", "--model", tiny_model, "--image", two_images[0], "--image",
+                 two_images[1], "--out", str(out), "--quiet", "--target-reliability",
+                 "0.5"]) == 0
+    text = capsys.readouterr().out
+    for p in two_images:
+        assert f"{p}: objectness threshold " in text
+    t = read_catalogue(out)
+    assert [m["reliability"]["target"] for m in t.meta["images"]] == [0.5, 0.5]
+    # val: the same thresholds, each image's scan under its name, no truth column (several)
+    import os
+
+    from cianna_jax.astro.validate import validate
+
+    truth = os.path.join(os.path.dirname(two_images[0]), "truth.ecsv")
+    rep = validate(two_images, tiny_model, truth, tmp_path / "rep", progress=False,
+                   plots=False, target_reliability=0.5)
+    chosen = [m["reliability"]["threshold_scan"] for m in t.meta["images"]]
+    assert len(rep.table) == len(t) and len(chosen) == 2
+    assert "left.fits: objectness threshold " in rep.text and "each image's" in rep.text
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
