@@ -56,7 +56,7 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     assert min(np.asarray(t["objectness"])) >= 0.5
     rep = tmp_path / "report"
     assert main(["val", "--model", tiny_model, "--image", image, "--catalogue", truth,
-                 "--out", str(rep), "--quiet"]) == 0
+                 "--out", str(rep), "--quiet", "--reliability"]) == 0
     text = capsys.readouterr().out
     assert "precision (reliability)" in text and "SDC1 score" in text
     assert "true SNR from the catalogue's snr column" in text
@@ -68,12 +68,13 @@ def test_cli_predict_then_val(tmp_path, field, tiny_model, capsys):
     assert {"catalogue.ecsv", "truth_matched.ecsv", "scores.json", "scores_by_snr.ecsv",
             "report.txt"} <= files
     assert {"field_overlay.png", "completeness_reliability.png", "pr_curve.png",
-            "residual_overlay.png"} <= files
+            "residual_overlay.png", "reliability.png"} <= files
     s = json.loads((rep / "scores.json").read_text())
     assert s["scores"]["n_det"] == len(t) and len(s["pr_curve"]["threshold"]) > 5
     scored = read_catalogue(rep / "catalogue.ecsv")          # predict's catalogue, exactly
     np.testing.assert_array_equal(scored["x"], t["x"])
     np.testing.assert_array_equal(scored["flux"], t["flux"])
+    assert "reliability" in scored.colnames and len(s["reliability"]["measured"]) > 1
     assert 0 <= s["scores"]["n_elongated"] <= s["scores"]["n_tp"]
     pulls = s["scores"]["error_pulls"]
     assert set(pulls) == {"ra", "dec", "flux", "n"} and 0 < pulls["n"] <= s["scores"]["n_tp"]
