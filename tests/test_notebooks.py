@@ -43,7 +43,7 @@ def _kernel_env(tmp: Path) -> dict[str, str]:
     """The kernels' environment: reduced sizes, offline, and ``tmp`` as their temporary
     folder (the notebooks work in a ``tempfile.mkdtemp`` folder, which pytest then cleans
     up with its own, instead of one left in /tmp per notebook and run)."""
-    env = dict(os.environ, CIANNA_NB_N="160", CIANNA_NB_EPOCHS="2", CIANNA_NB_FIELD="256",
+    env = dict(os.environ, CIANNA_NB_N="160", CIANNA_NB_EPOCHS="2", CIANNA_NB_FIELD="192",
                CIANNA_NB_PATCHES="128", CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg", TMPDIR=str(tmp))
     # the kernel imports this tree's package (the install cell then does nothing)
     env["PYTHONPATH"] = os.pathsep.join(
