@@ -148,7 +148,7 @@ def completeness_reliability(curves: Mapping[str, BinnedScores], *,
 
 def _bin_middles(edges: np.ndarray) -> np.ndarray:
     """Geometric middles of SNR bins (an open last bin drawn at twice its lower edge, a
-    first bin from 0 at half its upper edge), for a log axis."""
+    first bin from 0 or -inf at half its upper edge), for a log axis."""
     e = np.asarray(edges, np.float64)
     hi = np.where(np.isfinite(e[1:]), e[1:], e[:-1] * 2)
     lo = np.where(e[:-1] > 0, e[:-1], hi / 2)

@@ -11,10 +11,13 @@ The fractions are made non-increasing with SNR by pooling adjacent bins (weighte
 regression, the pool-adjacent-violators rule on the counts), and each source's
 ``reliability`` is one minus the fraction of its (pooled) bin.  Counted at each objectness
 threshold instead (:func:`threshold_scan`), the same test chooses the lowest threshold whose
-catalogue reaches a target reliability.  Caveats: negative
-artefacts of a real image (sidelobes, calibration errors around bright sources) turn into
-false "sources" of the inverted image, so the estimate is then pessimistic near them; and
-with few detections per bin the counts' Poisson errors dominate (``false_fraction_err``).
+catalogue reaches a target reliability.
+
+Caveats: the test counts false detections made of noise, not a detector's errors around
+real sources (a source boxed twice, a blend's fragment); negative artefacts of a real image
+(sidelobes, calibration errors around bright sources) turn into false "sources" of the
+inverted image, so the estimate is then pessimistic near them; and with few detections per
+bin the counts' Poisson errors dominate (``false_fraction_err``).
 """
 
 from __future__ import annotations
