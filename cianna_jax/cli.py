@@ -104,7 +104,8 @@ def _predict(args) -> int:
                        rms_map=args.rms_map, background_map=args.background_map,
                        cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
                        reliability=args.reliability,
-                       target_reliability=args.target_reliability)
+                       target_reliability=args.target_reliability,
+                       reliability_figure=args.reliability_figure)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -116,10 +117,11 @@ def _predict(args) -> int:
     print(flag_counts(res.table), end="")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
                        ("rms map", args.rms_map), ("background map", args.background_map),
-                       ("cubelets, moment maps and spectra", args.cubelets)):
+                       ("cubelets, moment maps and spectra", args.cubelets),
+                       ("reliability figure", args.reliability_figure)):
         if path:
             print(f"{what} -> {path}")
-    if args.reliability or args.target_reliability is not None:
+    if args.reliability or args.target_reliability is not None or args.reliability_figure:
         from .astro.reliability import format_reliability, format_scan, summed_estimate
 
         parts = res.parts if len(args.image) > 1 else [res]
@@ -309,10 +311,10 @@ def _parser() -> argparse.ArgumentParser:
                             "false detections per SNR bin, each source's reliability column "
                             "(about twice the run time)")
         p.add_argument("--target-reliability", type=float, default=None, metavar="R",
-                       help="choose the objectness threshold (of 0.1, 0.15, ... 0.95) as the "
-                            "lowest whose catalogue the inverted-image test estimates at least "
-                            "R reliable, e.g. 0.9 (implies --reliability; not with "
-                            "--threshold)")
+                       help="choose the objectness threshold as the lowest, of the model "
+                            "card's and 0.05, 0.1, ... 0.95 above it, whose catalogue the "
+                            "inverted-image test estimates at least R reliable, e.g. 0.9 "
+                            "(implies --reliability; not with --threshold)")
         p.add_argument("--mixed-precision", default="off", metavar="MODE",
                        help="CIANNA mixed_precision mode of the detector's passes: off "
                             "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "
@@ -346,6 +348,10 @@ def _parser() -> argparse.ArgumentParser:
                            "every pixel (one image)")
     pred.add_argument("--background-map", default=None, metavar="FITS",
                       help="also write the local background, at every pixel (one image)")
+    pred.add_argument("--reliability-figure", default=None, metavar="PNG",
+                      help="also draw the inverted-image test: reliability and counts per "
+                           "SNR bin, and the threshold scan with --target-reliability "
+                           "(implies --reliability; needs matplotlib)")
     pred.add_argument("--cubelets", default=None, metavar="FOLDER",
                       help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
                            "maps and spectrum in this folder (one cube)")

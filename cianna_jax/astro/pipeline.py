@@ -55,11 +55,11 @@ from .mosaic import (
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
 from .reliability import (
-    THRESHOLDS,
     ReliabilityEstimate,
     ThresholdScan,
     add_reliability_column,
     estimate_reliability,
+    scan_thresholds,
     threshold_scan,
 )
 from .residual import write_noise_map, write_residual
@@ -365,9 +365,10 @@ def find_sources(
     detections per SNR bin (:mod:`.reliability`) and give each source its ``reliability``
     (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata).
     ``target_reliability`` (e.g. 0.9; implies ``reliability``, excludes ``obj_threshold``):
-    the objectness threshold is the lowest of 0.1, 0.15, ... 0.95 whose catalogue the same
-    test estimates at least that reliable (``SourceFinding.threshold_scan``; the most
-    reliable one, with a warning, when none is; several images: each its own)."""
+    the objectness threshold is the lowest of the model card's and 0.05, 0.1, ... 0.95
+    above it whose catalogue the same test estimates at least that reliable
+    (``SourceFinding.threshold_scan``; the most reliable one, with a warning, when none is;
+    several images: each its own)."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
@@ -450,18 +451,18 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
                            *, fit: bool, merge: bool, flux_scale_error: float,
                            **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
-    image and the inverted image detected and measured down to the lowest threshold
-    scanned, counted at each, then the image's detections above the chosen one measured as
-    the catalogue (the greedy NMS keeps the same boxes above a threshold whatever lower
-    ones it saw)."""
+    image and the inverted image detected and measured down to the model card's threshold,
+    counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
+    detections above the chosen one measured as the catalogue (the greedy NMS keeps the
+    same boxes above a threshold whatever lower ones it saw)."""
+    grid = scan_thresholds(float(np.max(mdl.card.obj_threshold)))
     t0 = time.perf_counter()
-    det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=THRESHOLDS[0], **kw)
+    det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=grid[0], **kw)
     t1 = time.perf_counter()
     full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge)
-    neg = inverted_finding(img, mdl, noise, obj_threshold=THRESHOLDS[0], fit=fit, merge=merge,
-                           **kw)
+    neg = inverted_finding(img, mdl, noise, obj_threshold=grid[0], fit=fit, merge=merge, **kw)
     inv_obj = np.asarray(neg.table["objectness"], np.float64)
-    scan = threshold_scan(np.asarray(full.table["objectness"]), inv_obj)
+    scan = threshold_scan(np.asarray(full.table["objectness"]), inv_obj, grid)
     thr = scan.choose(target)
     t2 = time.perf_counter()
     above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
@@ -613,6 +614,7 @@ def predict_file(
     rms_map: str | os.PathLike | None = None,
     background_map: str | os.PathLike | None = None,
     cubelets: str | os.PathLike | None = None,
+    reliability_figure: str | os.PathLike | None = None,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
@@ -622,8 +624,10 @@ def predict_file(
     minus the fitted Gaussians / the Gaussians alone; ``rms_map``/``background_map``: the
     noise map the sources were found and measured with, at every pixel (:mod:`.residual`;
     one 2D image); ``cubelets``: a folder for each line's cubelet, moment maps and spectrum
-    (:mod:`.cubelets`; one cube).  The outputs are checked before any work; nothing is
-    written if anything fails."""
+    (:mod:`.cubelets`; one cube); ``reliability_figure``: a PNG (or PDF...) of the
+    inverted-image test (:func:`.plots.reliability_plot`; implies ``reliability``, needs
+    matplotlib).  The outputs are checked before any work; nothing is written if anything
+    fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -636,6 +640,10 @@ def predict_file(
             raise FileNotFoundError(f"{folder}: output folder does not exist")
     if not images:
         raise ValueError("image: give at least one image")
+    if reliability_figure is not None:
+        _checked_figure_path(reliability_figure)
+        if kw.get("target_reliability") is None:
+            kw["reliability"] = True
     drawn = _image_outputs(images, {"residual": residual, "model_image": model_image,
                                     "rms_map": rms_map, "background_map": background_map})
     if cubelets is not None:
@@ -649,6 +657,8 @@ def predict_file(
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
         _write_catalogues(res.table, outs, formats)
+        if reliability_figure is not None:
+            _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
         return res
     with open_image(images[0], kw.pop("hdu", None), beam=kw.pop("beam", None),
                     plane=kw.pop("plane", None)) as img:
@@ -677,7 +687,34 @@ def predict_file(
                 write_noise_map(img, res.noise, p, which=kind)
             else:
                 write_residual(img, res.measurements, p, kind=kind)
+        if reliability_figure is not None:
+            _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
     return res
+
+
+def _checked_figure_path(path: str | os.PathLike) -> None:
+    """A figure can be written at ``path`` (its folder exists, matplotlib is installed)."""
+    from ._deps import require
+
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"reliability_figure: {folder}: folder does not exist")
+    require("matplotlib")
+
+
+def _reliability_figure(res: SourceFinding | MosaicFinding, path: str | os.PathLike,
+                        target: float | None) -> None:
+    """The inverted-image test's figure of a finding (several images: their summed counts,
+    no threshold scan)."""
+    from .plots import reliability_plot, save_figure
+    from .reliability import summed_estimate
+
+    parts = res.parts if isinstance(res, MosaicFinding) else [res]
+    one = parts[0] if len(parts) == 1 else None
+    scan = None if one is None else one.threshold_scan
+    save_figure(reliability_plot(summed_estimate([p.reliability for p in parts]), scan=scan,
+                                 chosen=None if scan is None else one.detections.obj_threshold,
+                                 target=target), path)
 
 
 def _write_catalogues(table: Any, outs: list, formats: list[str]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
-from .reliability import ReliabilityEstimate
+from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 
 __all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
@@ -170,12 +170,19 @@ def _snr_axis(ax: Any, edges: np.ndarray, label: str) -> None:
 
 
 def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None = None, *,
+                     scan: ThresholdScan | None = None, chosen: float | None = None,
+                     target: float | None = None, scan_measured: np.ndarray | None = None,
                      title: str = "Reliability from the inverted image") -> Any:
     """The inverted-image test (:mod:`.reliability`): the estimated reliability per bin of
     measured SNR with its 1-sigma errors (and ``measured``, a truth's, when known), and
-    the detections counted on the image and on the inverted image."""
+    the detections counted on the image and on the inverted image; with a threshold
+    ``scan``, a third panel: the catalogue's estimated reliability at each objectness
+    threshold, the ``target`` and the ``chosen`` threshold (``scan_measured``: a truth's
+    precision at each)."""
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2 if scan is None else 3,
+                             figsize=(11, 4.2) if scan is None else (16, 4.2))
+    a1, a2 = axes[:2]
     mid = _bin_middles(estimate.edges)
     seen = (estimate.n_image > 0) | (estimate.n_inverted > 0)
     r, err = estimate.reliability, estimate.false_fraction_err
@@ -197,7 +204,22 @@ def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None 
     a2.legend(loc="upper right", fontsize=8)
     for ax in (a1, a2):
         _snr_axis(ax, estimate.edges, "measured SNR (fitted peak / local rms)")
-    return _finish_panels(fig, (a1, a2), title)
+    if scan is not None:
+        a3 = axes[2]
+        a3.plot(scan.thresholds, scan.reliability, marker="o",
+                label="estimated: 1 - n(inverted) / n(image)")
+        if scan_measured is not None:
+            a3.plot(scan.thresholds, scan_measured, marker="s", ls="--",
+                    label="measured: precision against the truth")
+        if target is not None:
+            a3.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+        if chosen is not None:
+            a3.axvline(chosen, color="C3", lw=1, label=f"chosen threshold {chosen:g}")
+        a3.set_xlabel("objectness threshold")
+        a3.set_ylabel("catalogue reliability above the threshold")
+        a3.set_ylim(-0.02, 1.05)
+        a3.legend(loc="lower right", fontsize=8)
+    return _finish_panels(fig, axes, title)
 
 
 def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "Jy",

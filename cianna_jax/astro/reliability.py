@@ -32,10 +32,19 @@ from .catalogue import make_table
 
 __all__ = ["SNR_EDGES", "THRESHOLDS", "ReliabilityEstimate", "ThresholdScan",
            "estimate_reliability", "summed_estimate", "measured_reliability", "threshold_scan",
-           "add_reliability_column", "format_reliability", "format_scan"]
+           "scan_thresholds", "add_reliability_column", "format_reliability", "format_scan"]
 
-#: the objectness thresholds a target reliability is sought among
-THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 20))
+#: the objectness thresholds a target reliability is sought among (above the model's own)
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def scan_thresholds(floor: float) -> tuple[float, ...]:
+    """The thresholds scanned for a target reliability: the model card's own (``floor``,
+    chosen on its validation data with a truth) and those of :data:`THRESHOLDS` above it.
+    Never lower: the test counts false detections made of noise only, and below the
+    validated threshold a detector's own errors around real sources (a source boxed twice)
+    can outnumber them unseen."""
+    return (float(floor),) + tuple(t for t in THRESHOLDS if t > floor + 1e-9)
 
 #: bins of measured SNR (fine near detection limits, where the false detections are; the
 #: first holds every detection under 3, a fit that went negative included)

@@ -60,7 +60,6 @@ from .pipeline import (
 )
 from .predict import checked_threshold, detect, make_predict_fn
 from .reliability import (
-    THRESHOLDS,
     ReliabilityEstimate,
     ThresholdScan,
     add_reliability_column,
@@ -68,6 +67,7 @@ from .reliability import (
     format_reliability,
     format_scan,
     measured_reliability,
+    scan_thresholds,
     threshold_scan,
 )
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
@@ -314,11 +314,12 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     full = measure_detections(img, mdl, found, noise, progress=progress).table
     t2 = time.perf_counter()
     neg = scan = None
-    if reliability or target is not None:
-        neg = inverted_finding(img, mdl, noise, obj_threshold=thr if target is None else
-                               THRESHOLDS[0], predict_fn=predict_fn, progress=progress)
+    if reliability or target is not None:  # (a target: from the card's threshold, thr)
+        neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
+                               progress=progress)
     if target is not None:
-        scan = threshold_scan(np.asarray(full["objectness"]), np.asarray(neg.table["objectness"]))
+        scan = threshold_scan(np.asarray(full["objectness"]), np.asarray(neg.table["objectness"]),
+                              scan_thresholds(thr))
         thr = scan.choose(target)
     t3 = time.perf_counter()
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
@@ -527,7 +528,7 @@ def validate(
         figs = {}
         if plots:
             try:
-                figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel)
+                figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel, target)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []
@@ -671,10 +672,12 @@ def _figure_suffixes(names: list[str]) -> list[str]:
 
 def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Match,
              curves: dict[str, BinnedScores], pr: dict, thr: float,
-             rel: tuple[ReliabilityEstimate, np.ndarray] | None = None) -> dict[str, Any]:
+             rel: tuple[ReliabilityEstimate, np.ndarray] | None = None,
+             target: float | None = None) -> dict[str, Any]:
     """The report's figures: per image, its field and residual overlays with the
     detections and true sources it holds (all of them for one image), then the scores'
-    (``rel``: the reliability test's estimate and the truth's reliability per bin)."""
+    (``rel``: the reliability test's estimate and the truth's reliability per bin; with a
+    ``target`` reliability and one image, its threshold scan beside the truth's precision)."""
     from .plots import (
         completeness_reliability,
         field_overlay,
@@ -722,7 +725,10 @@ def _figures(runs: list[_ImageRun], names: list[str], det: Any, tr: Truth, m: Ma
     figs["completeness_reliability.png"] = completeness_reliability(curves)
     figs["pr_curve.png"] = pr_curve_plot(pr, operating=thr)
     if rel is not None:
-        figs["reliability.png"] = reliability_plot(*rel)
+        scan = runs[0].scan if len(runs) == 1 else None
+        figs["reliability.png"] = reliability_plot(
+            *rel, scan=scan, chosen=runs[0].thr if scan else None, target=target,
+            scan_measured=None if scan is None else _scan_precision(scan, pr))
     if m.n:
         figs["flux_recovery.png"] = flux_recovery(
             tr.flux[m.truth], np.asarray(det[flux_column(det, tr)])[m.det],

@@ -148,11 +148,17 @@ def test_cli_predict_and_val_with_the_reliability_test(tmp_path, peaks_3, capsys
     from cianna_jax.cli import main
 
     image, truth = _write_field(tmp_path, 6, density=0.002, snr_range=(30.0, 3000.0))
-    out = tmp_path / "c.ecsv"
+    out, fig = tmp_path / "c.ecsv", tmp_path / "reliability.png"
+    # a figure's folder that does not exist: refused before any work, nothing written
     assert main(["predict", "--model", peaks_3, "--image", image, "--out", str(out),
-                 "--quiet", "--reliability"]) == 0
+                 "--quiet", "--reliability-figure", str(tmp_path / "no" / "r.png")]) == 2
+    assert "folder does not exist" in capsys.readouterr().err and not out.exists()
+    # the figure implies the test
+    assert main(["predict", "--model", peaks_3, "--image", image, "--out", str(out),
+                 "--quiet", "--reliability-figure", str(fig)]) == 0
     text = capsys.readouterr().out
     assert "reliability from the inverted image:" in text and "reliability test " in text
+    assert f"reliability figure -> {fig}" in text and fig.stat().st_size > 0
     cat = read_catalogue(out)
     rel = np.asarray(cat["reliability"])
     assert np.all((rel >= 0) & (rel <= 1)) and rel.min() < 0.9 and rel.max() == 1.0
@@ -183,10 +189,21 @@ def test_the_figure_shows_both_reliabilities_and_both_counts():
         "on the image (85)", "on the inverted image (18)"]
     assert "SNR" in left.get_xlabel() and "reliability" in left.get_ylabel()
     assert right.get_yscale() == "symlog"
+    # with a threshold scan: a third panel, the target and the chosen threshold marked
+    from cianna_jax.astro.reliability import threshold_scan
+
+    scan = threshold_scan([0.95, 0.8, 0.6, 0.4, 0.2], [0.5, 0.3, 0.15], (0.1, 0.3, 0.5, 0.7))
+    fig = reliability_plot(est, scan=scan, chosen=0.5, target=0.6,
+                           scan_measured=np.array([0.5, 0.6, 0.8, 1.0]))
+    third = fig.axes[2]
+    assert third.get_xlabel() == "objectness threshold"
+    assert [t.get_text() for t in third.get_legend().get_texts()] == [
+        "estimated: 1 - n(inverted) / n(image)", "measured: precision against the truth",
+        "target 0.6", "chosen threshold 0.5"]
 
 
 def test_threshold_scan_counts_and_chooses_the_lowest_reaching_the_target():
-    from cianna_jax.astro.reliability import THRESHOLDS, threshold_scan
+    from cianna_jax.astro.reliability import THRESHOLDS, scan_thresholds, threshold_scan
 
     scan = threshold_scan([0.95, 0.8, 0.6, 0.4, 0.2], [0.5, 0.3, 0.15], (0.1, 0.3, 0.5, 0.7))
     assert scan.n_image.tolist() == [5, 4, 3, 2] and scan.n_inverted.tolist() == [3, 2, 1, 0]
@@ -199,7 +216,10 @@ def test_threshold_scan_counts_and_chooses_the_lowest_reaching_the_target():
         assert low.choose(0.5) == 0.5  # the most reliable one
     with pytest.warns(UserWarning, match="no detection at any objectness threshold"):
         assert threshold_scan([], [0.2], (0.3, 0.5)).choose(0.9) == 0.3
-    assert THRESHOLDS[0] == 0.1 and THRESHOLDS[-1] == 0.95 and len(THRESHOLDS) == 18
+    assert THRESHOLDS[0] == 0.05 and THRESHOLDS[-1] == 0.95 and len(THRESHOLDS) == 19
+    # the scan starts at the model card's threshold, never below it
+    assert scan_thresholds(0.42)[:3] == (0.42, 0.45, 0.5)
+    assert scan_thresholds(0.5)[:2] == (0.5, 0.55) and scan_thresholds(0.97) == (0.97,)
     assert scan.summary()["reliability"][-1] == 1.0
 
 
@@ -212,12 +232,13 @@ def test_a_target_reliability_chooses_the_threshold_in_predict_and_val(tmp_path)
     image, truth = _write_field(tmp_path, 6, density=0.001, snr_range=(30.0, 3000.0))
     res = find_sources(image, card, progress=False, target_reliability=0.9)
     scan, thr = res.threshold_scan, res.detections.obj_threshold
-    # measured: 0.55, the lowest of the scan estimated >= 0.9 (0.906; 0.891 at 0.5)
-    assert thr == scan.choose(0.9) and 0.1 < thr < 0.95
+    # measured: 0.55, the lowest of the scan estimated >= 0.9 (0.906; 0.891 at 0.5, the
+    # card's threshold, where the scan starts)
+    assert scan.thresholds[0] == 0.5 and thr == scan.choose(0.9) and 0.5 < thr < 0.95
     k = list(scan.thresholds).index(thr)
     assert scan.reliability[k] >= 0.9 > scan.reliability[k - 1]
-    # the scan counts the detections measured together down to 0.1 (a source's fit can
-    # see fainter neighbours): measured 85 there against the catalogue's 81
+    # the scan counts the detections measured together down to the card's threshold (a
+    # source's fit can see fainter neighbours)
     assert abs(scan.n_image[k] - len(res.table)) <= 0.1 * len(res.table)
     assert res.reliability.n_inverted.sum() == scan.n_inverted[k]
     meta = res.table.meta["reliability"]
