@@ -404,8 +404,6 @@ def find_sources(
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability:
             t3 = time.perf_counter()
-            if progress:
-                print("inverted image (the reliability test):", file=sys.stderr)
             neg = inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
                                    predict_fn=predict_fn, batch_size=batch_size, fit=fit,
                                    merge=merge, progress=progress)
@@ -425,6 +423,8 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
     """The sources found on ``image`` inverted (:meth:`.FitsImage.inverted`) with the same
     model, threshold and ``noise`` map (its background negated, its rms the same): false
     detections only, as many as the noise gives on the image itself (:mod:`.reliability`)."""
+    if progress:
+        print("inverted image (the reliability test):", file=sys.stderr)
     neg = image.inverted()
     flipped = replace(noise, background=-noise.background)
     det = detect(neg.read, neg.shape, model, noise=flipped, obj_threshold=obj_threshold,
