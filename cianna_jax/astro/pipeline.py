@@ -58,9 +58,8 @@ from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
     add_reliability_column,
+    choose_threshold,
     estimate_reliability,
-    scan_thresholds,
-    threshold_scan,
 )
 from .residual import write_noise_map, write_residual
 from .sky import (
@@ -75,8 +74,8 @@ from .sky import (
 from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
-           "inverted_finding", "predict_file", "build_table", "beam_in_pixels",
-           "warn_if_other_scale", "checked_target_reliability"]
+           "inverted_finding", "attach_reliability", "predict_file", "build_table",
+           "beam_in_pixels", "warn_if_other_scale", "checked_target_reliability"]
 
 
 @dataclass
@@ -404,11 +403,8 @@ def find_sources(
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability:
             t3 = time.perf_counter()
-            neg = inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
-                                   predict_fn=predict_fn, batch_size=batch_size, fit=fit,
-                                   merge=merge, progress=progress)
-            res.reliability = estimate_reliability(res.table["snr"], neg.table["snr"])
-            add_reliability_column(res.table, res.reliability)
+            attach_reliability(res, inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
+                                                     fit=fit, merge=merge, **kw))
             res.timings["reliability_s"] = time.perf_counter() - t3
         return res
     finally:
@@ -433,6 +429,18 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
                               progress=progress)
 
 
+def attach_reliability(res: SourceFinding, inverted: SourceFinding,
+                       threshold: float | None = None) -> None:
+    """Give the catalogue of ``res`` its reliability: the estimate from the detections of
+    the ``inverted`` image (those of objectness >= ``threshold`` when given, as the
+    catalogue's were chosen) in ``res.reliability`` and the table's ``reliability`` column."""
+    snr = np.asarray(inverted.table["snr"], np.float64)
+    if threshold is not None:
+        snr = snr[np.asarray(inverted.table["objectness"]) >= threshold]
+    res.reliability = estimate_reliability(res.table["snr"], snr)
+    add_reliability_column(res.table, res.reliability)
+
+
 def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
     """``value`` as a target reliability in (0, 1), or None; ValueError naming it when it
     is not one, or when an objectness threshold is given too."""
@@ -455,23 +463,20 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
     detections above the chosen one measured as the catalogue (the greedy NMS keeps the
     same boxes above a threshold whatever lower ones it saw)."""
-    grid = scan_thresholds(float(np.max(mdl.card.obj_threshold)))
+    floor = float(np.max(mdl.card.obj_threshold))
     t0 = time.perf_counter()
-    det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=grid[0], **kw)
+    det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=floor, **kw)
     t1 = time.perf_counter()
     full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge)
-    neg = inverted_finding(img, mdl, noise, obj_threshold=grid[0], fit=fit, merge=merge, **kw)
-    inv_obj = np.asarray(neg.table["objectness"], np.float64)
-    scan = threshold_scan(np.asarray(full.table["objectness"]), inv_obj, grid)
-    thr = scan.choose(target)
+    neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge, **kw)
+    scan, thr = choose_threshold(np.asarray(full.table["objectness"]),
+                                 np.asarray(neg.table["objectness"]), floor, target)
     t2 = time.perf_counter()
     above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"])
-    res.reliability = estimate_reliability(res.table["snr"],
-                                           np.asarray(neg.table["snr"])[inv_obj >= thr])
     res.threshold_scan = scan
-    add_reliability_column(res.table, res.reliability)
+    attach_reliability(res, neg, thr)
     res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
     res.timings = {"detect_s": t1 - t0, **res.timings, "reliability_s": t2 - t1}
     return res

@@ -32,7 +32,8 @@ from .catalogue import make_table
 
 __all__ = ["SNR_EDGES", "THRESHOLDS", "ReliabilityEstimate", "ThresholdScan",
            "estimate_reliability", "summed_estimate", "measured_reliability", "threshold_scan",
-           "scan_thresholds", "add_reliability_column", "format_reliability", "format_scan"]
+           "scan_thresholds", "choose_threshold", "add_reliability_column",
+           "format_reliability", "format_scan"]
 
 #: the objectness thresholds a target reliability is sought among (above the model's own)
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -223,6 +224,15 @@ def threshold_scan(objectness_image: np.ndarray, objectness_inverted: np.ndarray
     oi = np.asarray(objectness_image, np.float64)
     on = np.asarray(objectness_inverted, np.float64)
     return ThresholdScan(t, (oi[None] >= t[:, None]).sum(1), (on[None] >= t[:, None]).sum(1))
+
+
+def choose_threshold(objectness_image: np.ndarray, objectness_inverted: np.ndarray,
+                     floor: float, target: float) -> tuple[ThresholdScan, float]:
+    """The scan from the model card's threshold ``floor`` (:func:`scan_thresholds`) of the
+    detections' objectness on the image and on the inverted image, and the threshold it
+    chooses for the ``target`` reliability (:meth:`ThresholdScan.choose`)."""
+    scan = threshold_scan(objectness_image, objectness_inverted, scan_thresholds(floor))
+    return scan, scan.choose(target)
 
 
 def add_reliability_column(table: Any, estimate: ReliabilityEstimate) -> Any:

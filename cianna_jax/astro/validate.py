@@ -53,6 +53,7 @@ from .mosaic import (
 )
 from .other_finder import load_detections, merge_detections
 from .pipeline import (
+    attach_reliability,
     checked_target_reliability,
     inverted_finding,
     measure_detections,
@@ -62,13 +63,11 @@ from .predict import checked_threshold, detect, make_predict_fn
 from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
-    add_reliability_column,
-    estimate_reliability,
+    choose_threshold,
     format_reliability,
     format_scan,
     measured_reliability,
-    scan_thresholds,
-    threshold_scan,
+    summed_estimate,
 )
 from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
@@ -277,9 +276,9 @@ class _ImageRun:
     """One image's part of a ``val`` run: its noise map, truth rows, other finders' rows,
     every detection down to the low threshold (``full``, measured together, for the
     precision-recall curve) and the detections at the threshold (``res``: the catalogue's
-    rows, measured as ``predict`` measures them) at the objectness threshold ``thr`` and,
-    for the reliability test, the SNRs of the detections on the inverted image above it
-    (``inverted_snr``) and the threshold ``scan`` that chose ``thr`` for a target."""
+    rows, measured as ``predict`` measures them, with the reliability test's estimate when
+    asked for) at the objectness threshold ``thr``, and the threshold ``scan`` that chose
+    ``thr`` for a target."""
 
     img: FitsImage
     truth: Truth
@@ -287,7 +286,6 @@ class _ImageRun:
     full: Any
     res: Any
     thr: float
-    inverted_snr: np.ndarray | None = None
     scan: ThresholdScan | None = None
 
 
@@ -318,9 +316,8 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
         neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
                                progress=progress)
     if target is not None:
-        scan = threshold_scan(np.asarray(full["objectness"]), np.asarray(neg.table["objectness"]),
-                              scan_thresholds(thr))
-        thr = scan.choose(target)
+        scan, thr = choose_threshold(np.asarray(full["objectness"]),
+                                     np.asarray(neg.table["objectness"]), thr, target)
     t3 = time.perf_counter()
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
                     obj_threshold=thr)
@@ -329,10 +326,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
     if neg is not None:
-        inv = np.asarray(neg.table["objectness"]) >= thr
-        run.inverted_snr = np.asarray(neg.table["snr"], np.float64)[inv]
-        add_reliability_column(res.table, estimate_reliability(res.table["snr"],
-                                                               run.inverted_snr))
+        attach_reliability(res, neg, thr)
         res.timings["reliability_s"] = t3 - t2
     return run
 
@@ -559,9 +553,7 @@ def _reliability(runs: list[_ImageRun], det: Any, m: Match
                  ) -> tuple[ReliabilityEstimate, np.ndarray]:
     """The inverted-image estimate of the catalogue ``det`` (its images' counts summed)
     and the reliability measured with the truth (matched detections), per SNR bin."""
-    est = estimate_reliability(np.concatenate([np.asarray(r.res.table["snr"], np.float64)
-                                               for r in runs]),
-                               np.concatenate([r.inverted_snr for r in runs]))
+    est = summed_estimate([r.res.reliability for r in runs])
     return est, measured_reliability(np.asarray(det["snr"]), m.det_to_truth >= 0, est.edges)
 
 
