@@ -151,6 +151,32 @@ def _val(args) -> int:
     return 0
 
 
+def _inject(args) -> int:
+    from .astro.completeness import (
+        format_completeness,
+        measure_completeness,
+        write_injection_report,
+    )
+    from .io.atomic import check_folder
+
+    check_folder(args.out)  # refused before the work
+    if not args.no_plots:
+        from .astro._deps import require
+
+        require("matplotlib")
+    res = measure_completeness(args.image, args.model, n_sources=args.sources,
+                               snr_range=args.snr_range, size_range=args.size_range,
+                               separation=args.separation, obj_threshold=args.threshold,
+                               seed=args.seed, hdu=args.hdu, plane=args.plane,
+                               beam=_beam(args.beam), tile=args.tile, batch_size=args.batch,
+                               fit=not args.no_fit, progress=not args.quiet,
+                               mixed_precision=args.mixed_precision)
+    files = write_injection_report(res, args.out, plots=not args.no_plots)
+    print(format_completeness(res))
+    print(f"files in {args.out}/: {', '.join(files)}")
+    return 0
+
+
 def _compare_names(values: list[str]) -> dict[str, str]:
     """``--compare [NAME=]CATALOGUE`` values as name -> path (default name: the file's
     name without its extensions); a name given twice is an error."""
@@ -306,6 +332,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="plane of a cube's third axis (0-based) taken as the 2D image, e.g. "
                             "the MFS plane of a multi-frequency image")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--mixed-precision", default="off", metavar="MODE",
+                       help="CIANNA mixed_precision mode of the detector's passes: off "
+                            "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "
+                            "(faster on CPU, outputs within 1e-3)")
+
+    def reliability_options(p):
         p.add_argument("--reliability", action="store_true",
                        help="also run the detector on the inverted image: the fraction of "
                             "false detections per SNR bin, each source's reliability column "
@@ -315,13 +347,10 @@ def _parser() -> argparse.ArgumentParser:
                             "card's and 0.05, 0.1, ... 0.95 above it, whose catalogue the "
                             "inverted-image test estimates at least R reliable, e.g. 0.9 "
                             "(implies --reliability; not with --threshold)")
-        p.add_argument("--mixed-precision", default="off", metavar="MODE",
-                       help="CIANNA mixed_precision mode of the detector's passes: off "
-                            "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "
-                            "(faster on CPU, outputs within 1e-3)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred, several="")
+    reliability_options(pred)
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
                            "text), .sdc2 (SDC2 text, a cube's lines) or .reg (DS9 regions); "
@@ -358,6 +387,7 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
     common(val, several=" (and each true source, matched on the sky)")
+    reliability_options(val)
     val.add_argument("--catalogue", required=True, help="truth catalogue (any catalogue format)")
     val.add_argument("--out", required=True, help="report folder (created if missing)")
     val.add_argument("--match-radius", type=float, default=1.0,
@@ -372,6 +402,35 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--compare", action="append", default=[], metavar="[NAME=]CATALOGUE",
                      help="another finder's catalogue (PyBDSF's source list, ...) scored beside "
                           "the detector with the same truth and rules; repeatable")
+
+    inj = sub.add_parser("inject", help="add artificial sources to a FITS image and find them "
+                                        "again: completeness, flux recovery and the "
+                                        "detector's false detections around sources, with "
+                                        "no truth")
+    common(inj)
+    inj.add_argument("--out", required=True, help="report folder (injected.ecsv, "
+                                                  "spurious.ecsv, injection.json, "
+                                                  "completeness.png)")
+    inj.add_argument("--sources", type=int, default=500,
+                     help="sources injected in all (several rounds when they do not fit "
+                          "in one; default 500)")
+    inj.add_argument("--snr-range", type=float, nargs=2, default=(2.0, 50.0),
+                     metavar=("LOW", "HIGH"),
+                     help="peak SNRs (peak / local rms), drawn log-uniform (default 2 50)")
+    inj.add_argument("--size-range", type=float, nargs=2, default=None,
+                     metavar=("LOW", "HIGH"),
+                     help="intrinsic FWHM sizes (arcsec), drawn uniform and convolved with "
+                          "the beam (default: point sources)")
+    inj.add_argument("--separation", type=float, default=10.0,
+                     help="injected sources of one round at least this many FWHM apart "
+                          "(default 10)")
+    inj.add_argument("--seed", type=int, default=0, help="random seed (places, peaks, shapes)")
+    inj.add_argument("--beam", default=None,
+                     help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
+    inj.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
+    inj.add_argument("--batch", type=int, default=None, help="tiles per batch")
+    inj.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+    inj.add_argument("--no-plots", action="store_true", help="no completeness.png")
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")
@@ -439,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.command in ("info", "demo", "predict", "val", "train"):
+    if args.command in ("info", "demo", "predict", "val", "train", "inject"):
         if argv is None:  # the command itself (not a call from Python): huge pages for
             # XLA's step buffers, which glibc takes only from a process's start
             host_memory.restart_with_hugepages(["-m", "cianna_jax.cli", *sys.argv[1:]])
@@ -451,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     from .astro import MissingExtraError
 
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
-           "train": _train}[args.command]
+           "train": _train, "inject": _inject}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -99,7 +99,8 @@ class FitsImage:
     third axis of a cube; ``beam`` the restoring beam; ``unit_scale`` converts pixel values
     to Jy (per beam or per pixel, as ``per``); ``pixel_scale`` arcsec per pixel (``None``
     without WCS); ``plane`` the cube's plane taken as this 2D image, if one was;
-    ``negated``: pixels read with their sign flipped (:meth:`inverted`).  Close it (or use
+    ``negated``: pixels read with their sign flipped (:meth:`inverted`); ``added``: sources
+    drawn on the pixels as they are read (:meth:`with_sources`).  Close it (or use
     it in a ``with`` block) to release the file.
     """
 
@@ -119,6 +120,7 @@ class FitsImage:
     blank: int | None = None
     plane: int | None = None
     negated: bool = False
+    added: Any = None
     _hdul: Any = field(default=None, repr=False)
 
     @property
@@ -147,6 +149,8 @@ class FitsImage:
             out += np.float32(self.bzero)
         if self.negated:
             np.negative(out, out=out)
+        if self.added is not None:
+            out += self.added.render(window, self.shape)
         return out
 
     def inverted(self) -> FitsImage:
@@ -157,6 +161,16 @@ class FitsImage:
         if "frequency_axis" in self.__dict__:  # read once per opened file
             view.__dict__["frequency_axis"] = self.__dict__["frequency_axis"]
         return view
+
+    def with_sources(self, sources: Any) -> FitsImage:
+        """The same image with ``sources`` (e.g. :class:`.injection.InjectedSources`: a
+        ``render(window, shape)`` giving their pixels in the file's unit) added to the
+        pixels as they are read, for source injection; the file is not touched (the same
+        open file: close this one, not the view).  2D images only."""
+        if self.ndim != 2:
+            raise ImageError(f"{self.path}: sources are injected into 2D images; this one "
+                             f"has {self.ndim} axes (plane= takes one plane of a cube)")
+        return dataclasses.replace(self, added=sources)
 
     def beam_area_pixels(self) -> float | None:
         """Pixels per beam when the image is per beam and the beam and scale are known; 1 for a

@@ -16,11 +16,12 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
+from .injection import InjectionScores
 from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 
 __all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
-           "reliability_plot", "save_figure"]
+           "reliability_plot", "injection_plot", "save_figure"]
 
 
 def _plt() -> Any:
@@ -219,6 +220,48 @@ def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None 
         a3.set_ylabel("catalogue reliability above the threshold")
         a3.set_ylim(-0.02, 1.05)
         a3.legend(loc="lower right", fontsize=8)
+    return _finish_panels(fig, axes, title)
+
+
+def injection_plot(scores: InjectionScores, *, truth: tuple[np.ndarray, np.ndarray] | None = None,
+                   title: str = "Source injection") -> Any:
+    """Source injection (:mod:`.injection`) per bin of injected SNR: the completeness with
+    its Wilson 1-sigma interval (``truth``: a truth's completeness, (bin edges, values), to
+    compare), the measured / injected flux (median, 16th-84th percentiles) and the
+    detector's new detections per injected source."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    a1, a2, a3 = axes
+    e = scores.edges
+    mid = _bin_middles(e)
+    seen = scores.n > 0
+    c = scores.completeness
+    lo, hi = scores.interval
+    a1.errorbar(mid[seen], c[seen], yerr=np.maximum(np.stack([c - lo, hi - c]), 0)[:, seen],
+                marker="o",
+                capsize=3, label=f"injected sources ({int(scores.n.sum())})")
+    if truth is not None:
+        tm = _bin_middles(np.asarray(truth[0]))
+        a1.plot(tm, truth[1], marker="s", ls="--", label="true sources (a truth catalogue)")
+    for level in (0.5, 0.9):
+        a1.axhline(level, color="k", ls=":", lw=0.8)
+    a1.set_ylabel("completeness (fraction found)")
+    a1.set_ylim(-0.02, 1.05)
+    a1.legend(loc="lower right", fontsize=8)
+    got = scores.n_found > 0
+    r = scores.flux_ratio
+    a2.errorbar(mid[got], r[got], yerr=np.maximum(np.stack([r - scores.flux_ratio_lo,
+                                                            scores.flux_ratio_hi - r]), 0)[:, got],
+                marker="o", capsize=3, label="median, 16th-84th percentiles")
+    a2.axhline(1.0, color="k", ls=":", lw=0.8)
+    a2.set_ylabel("measured / injected integrated flux")
+    a2.legend(loc="upper right", fontsize=8)
+    a3.bar(mid[seen], scores.spurious_rate[seen], width=0.15 * mid[seen], color="C3",
+           label=f"new detections ({int(scores.n_spurious.sum())})")
+    a3.set_ylabel("new detections per injected source")
+    a3.legend(loc="upper left", fontsize=8)
+    for ax in axes:
+        _snr_axis(ax, e, "injected SNR (peak / local rms)")
     return _finish_panels(fig, axes, title)
 
 

@@ -1,0 +1,352 @@
+"""A detector's completeness on the user's own image, by source injection
+(:mod:`.injection`): the image's catalogue, then rounds of artificial sources added to its
+pixels and found again with the same model, threshold and noise map; the injected sources'
+table, the new detections around them, the per-bin scores and a text report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_write, make_folder
+from .catalogue import make_table
+from .fits_image import Beam, FitsImage, open_image
+from .injection import (
+    InjectedSources,
+    InjectionScores,
+    checked_settings,
+    draw_shapes,
+    match_round,
+    place_sources,
+    score_injection,
+)
+from .measure import FWHM
+from .model_card import LoadedModel, load_model
+from .pipeline import SourceFinding, beam_in_pixels, find_sources, measure_detections
+from .predict import detect, make_predict_fn
+from .sky import pixel_to_sky
+
+__all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
+           "format_completeness"]
+
+
+@dataclass
+class InjectionResult:
+    """Result of :func:`measure_completeness`.
+
+    ``table``: one row per injected source (``round``, ``x``/``y`` and ``ra``/``dec``,
+    ``peak_in`` (the image's unit per beam), ``flux_in`` (Jy), ``snr_in`` (peak / local
+    rms), ``size_in`` (intrinsic FWHM, arcsec), ``near_source``, ``found``, the found
+    detection's ``flux_out``, ``snr_out``, ``objectness``, ``offset_beams``, and the
+    ``n_spurious`` new detections given to it; ``id`` from 1); ``spurious``: the new
+    detections (the ``source`` id they are given to, -1 when further than :data:`.injection.ATTRIBUTION_BEAMS` FWHM from all);
+    ``scores`` per bin of injected SNR; ``own``: the image's own catalogue (the run without
+    injected sources); ``n_lost``: the image's own detections not found again in a round,
+    summed; ``timings`` in seconds."""
+
+    table: Any
+    spurious: Any
+    scores: InjectionScores
+    own: SourceFinding
+    n_rounds: int
+    n_lost: int
+    settings: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_unattributed(self) -> int:
+        return int(np.count_nonzero(np.asarray(self.spurious["source"]) < 0))
+
+    def expected_spurious(self, snr: np.ndarray | None = None) -> float:
+        """The number of the detector's own false detections expected around the sources of
+        a catalogue (``snr``: their measured SNRs; default the image's own catalogue): the
+        sum of the spurious rate of each source's bin of SNR (0 below the injected range,
+        the last bin's above it; bins without injected sources count as their neighbours)."""
+        s = np.asarray(self.own.table["snr"] if snr is None else snr, np.float64)
+        sc = self.scores
+        rate = sc.spurious_rate
+        ok = np.isfinite(rate)
+        if not ok.any() or s.size == 0:
+            return 0.0
+        mid = np.sqrt(sc.edges[:-1] * sc.edges[1:])
+        b = np.clip(np.digitize(s, sc.edges) - 1, 0, mid.size - 1)
+        filled = np.interp(np.log(mid), np.log(mid[ok]), rate[ok])
+        return float(np.sum(np.where(s >= sc.edges[0], filled[b], 0.0)))
+
+    def summary(self) -> dict[str, Any]:
+        """Settings, per-bin scores and totals as plain values (``injection.json``)."""
+        found = np.asarray(self.table["found"])
+        scored = ~np.asarray(self.table["near_source"])
+        return {"method": "source injection: sources added to the image's pixels, found "
+                          "again with the same model, threshold and noise map",
+                **self.settings, "n_rounds": self.n_rounds, "n_injected": len(self.table),
+                "n_scored": int(scored.sum()), "n_found": int((found & scored).sum()),
+                "n_spurious": len(self.spurious), "n_unattributed": self.n_unattributed,
+                "n_lost": self.n_lost, "catalogue_sources": len(self.own.table),
+                "expected_spurious_in_catalogue": self.expected_spurious(),
+                "bins": self.scores.summary(), "timings": dict(self.timings)}
+
+
+def _checked_beam(img: FitsImage) -> tuple[float, float, float]:
+    beam = beam_in_pixels(img)
+    if beam is None or img.beam_area_pixels() is None:
+        raise ValueError(f"{img.path}: source injection draws sources with the restoring "
+                         "beam: the image needs BMAJ/BMIN and a celestial WCS (a pixel "
+                         "scale), or give beam=Beam(bmaj, bmin, bpa) (--beam)")
+    return beam
+
+
+@dataclass
+class _Rows:
+    """The injected sources' columns, gathered round by round."""
+
+    cols: dict[str, list] = field(default_factory=dict)
+
+    def add(self, **kw: np.ndarray) -> None:
+        for k, v in kw.items():
+            self.cols.setdefault(k, []).append(np.asarray(v))
+
+    def joined(self, name: str, dtype: Any = None) -> np.ndarray:
+        parts = self.cols.get(name, [])
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype or float)
+
+
+def measure_completeness(
+    image: str | os.PathLike | FitsImage,
+    model: str | os.PathLike | LoadedModel,
+    *,
+    n_sources: int = 500,
+    snr_range: tuple[float, float] = (2.0, 50.0),
+    size_range: tuple[float, float] | None = None,
+    separation: float = 10.0,
+    obj_threshold: float | None = None,
+    seed: int = 0,
+    hdu: int | str | None = None,
+    plane: int | None = None,
+    beam: Beam | None = None,
+    tile: int | None = None,
+    batch_size: int | None = None,
+    fit: bool = True,
+    progress: bool = True,
+    mixed_precision: str = "off",
+) -> InjectionResult:
+    """Inject ``n_sources`` artificial sources into a 2D FITS image (path or opened image)
+    and find them again with ``model`` (as :func:`.pipeline.find_sources`): completeness,
+    flux recovery and the detector's false detections around sources, with no truth.
+
+    Peaks are drawn log-uniform in ``snr_range`` times the local rms; intrinsic sizes
+    uniform in ``size_range`` (FWHM major, arcsec; default point sources) convolved with
+    the beam.  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
+    source) apart and one FWHM inside the image's edges and blanks; as many rounds as it
+    takes.  ``seed`` draws the places, peaks and shapes (numpy).  Other arguments as
+    :func:`.pipeline.find_sources`."""
+    n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
+    own_file = not isinstance(image, FitsImage)
+    img = open_image(image, hdu, beam=beam, plane=plane) if own_file else image
+    try:
+        if img.ndim != 2:
+            raise ValueError(f"{img.path}: source injection works on 2D images; this one has "
+                             f"{img.ndim} axes (plane= takes one plane of a cube)")
+        bpix = _checked_beam(img)
+        mdl = model if isinstance(model, LoadedModel) else load_model(model, tile=tile)
+        predict_fn = make_predict_fn(mdl, mixed_precision)
+        kw = dict(batch_size=batch_size, predict_fn=predict_fn)
+        t0 = time.perf_counter()
+        own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
+                           **kw)
+        t1 = time.perf_counter()
+        result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed,
+                                obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
+        result.timings = {"own_s": t1 - t0, "rounds_s": time.perf_counter() - t1}
+        return result
+    finally:
+        if own_file:
+            img.close()
+
+
+def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
+                   snr: tuple[float, float], size: tuple[float, float], sep_beams: float,
+                   bpix: tuple[float, float, float], seed: int, *, obj_threshold: Any,
+                   fit: bool, progress: bool, **kw: Any) -> InjectionResult:
+    rng = np.random.default_rng(seed)
+    noise = own.noise
+    fwhm = bpix[0] * FWHM  # the beam's major FWHM, pixels
+    largest = max(fwhm, size[1] / img.pixel_scale)
+    separation, margin = sep_beams * largest, largest
+    own_xy = np.stack([np.asarray(own.table["x"]), np.asarray(own.table["y"])], 1)
+    area = img.beam_area_pixels()
+    rows, spur = _Rows(), _Rows()
+    n_lost = rounds = 0
+    while (done := sum(len(p) for p in rows.cols.get("x", []))) < n:
+        xy = place_sources(img, n - done, separation, margin, rng)
+        if len(xy) == 0:
+            raise ValueError(f"{img.path}: no room for injected sources {separation:.1f} "
+                             "pixels apart away from the edges and blanks (a smaller "
+                             "separation, or a larger image)")
+        rounds += 1
+        m = len(xy)
+        snr_in = np.exp(rng.uniform(math.log(snr[0]), math.log(snr[1]), m))
+        smaj, smin, theta, size_in = draw_shapes(m, bpix, size, img.pixel_scale or 1.0, rng)
+        rms = noise.at(xy[:, 1], xy[:, 0])
+        src = InjectedSources(xy[:, 0], xy[:, 1], snr_in * rms, smaj, smin, theta)
+        if progress:
+            print(f"injection round {rounds}: {m} sources", file=sys.stderr)
+        view = img.with_sources(src)
+        det = detect(view.read, view.shape, mdl, noise=noise, obj_threshold=obj_threshold,
+                     progress=progress, **kw)
+        run = measure_detections(view, mdl, det, noise, fit=fit)
+        t = run.table
+        run_xy = np.stack([np.asarray(t["x"]), np.asarray(t["y"])], 1)
+        radius = np.maximum(fwhm, smaj * FWHM)
+        rm = match_round(xy, radius, own_xy, run_xy, fwhm)
+        n_lost += rm.n_lost
+        row = rm.found_row
+        got = row >= 0
+
+        def taken(name, t=t, row=row):
+            return _taken(t, row, name)
+        flux_in = src.peak * img.unit_scale * 2 * np.pi * smaj * smin / area
+        offset = np.hypot(taken("x") - xy[:, 0], taken("y") - xy[:, 1]) / fwhm
+        n_sp = np.bincount(rm.spurious_source[rm.spurious_source >= 0], minlength=m)
+        rows.add(round=np.full(m, rounds), x=xy[:, 0], y=xy[:, 1],
+                 peak_in=src.peak * img.unit_scale, flux_in=flux_in, snr_in=snr_in,
+                 size_in=size_in, bmaj_in=smaj * FWHM * (img.pixel_scale or 1.0),
+                 near_source=rm.near_source, found=got, flux_out=taken("flux"),
+                 snr_out=taken("snr"), objectness=taken("objectness"), offset_beams=offset,
+                 n_spurious=n_sp)
+        base = done  # the round's first source, less one: ids count from 1
+        sr = rm.spurious_rows
+        spur.add(round=np.full(sr.size, rounds), x=run_xy[sr, 0], y=run_xy[sr, 1],
+                 snr=np.asarray(t["snr"], np.float64)[sr] if sr.size else np.zeros(0),
+                 objectness=(np.asarray(t["objectness"], np.float64)[sr] if sr.size
+                             else np.zeros(0)),
+                 source=np.where(rm.spurious_source >= 0, rm.spurious_source + base + 1, -1),
+                 distance_beams=_distance(run_xy[sr], xy, rm.spurious_source, fwhm))
+    table = _table(img, rows)
+    spurious = _spurious_table(img, spur)
+    found = np.asarray(table["found"], bool)
+    scores = score_injection(np.asarray(table["snr_in"]), ~np.asarray(table["near_source"]),
+                             found, np.asarray(table["flux_out"]) / np.asarray(table["flux_in"]),
+                             np.asarray(table["offset_beams"]), np.asarray(table["n_spurious"]))
+    settings = {"n_sources": n, "snr_range": list(snr), "size_range_arcsec": list(size),
+                "separation_beams": sep_beams, "seed": seed,
+                "obj_threshold": own.table.meta.get("obj_threshold"),
+                "beam_fwhm_pixels": fwhm}
+    return InjectionResult(table, spurious, scores, own, rounds, n_lost, settings)
+
+
+def _taken(t: Any, row: np.ndarray, name: str) -> np.ndarray:
+    """Column ``name`` of the rows ``row`` of table ``t`` (NaN where row is -1)."""
+    got = row >= 0
+    if not len(t):
+        return np.full(row.shape, np.nan)
+    return np.where(got, np.asarray(t[name], np.float64)[np.where(got, row, 0)], np.nan)
+
+
+def _distance(pts: np.ndarray, xy: np.ndarray, owner: np.ndarray, fwhm: float) -> np.ndarray:
+    """Each new detection's distance to the source it is given to, in FWHM (NaN: none)."""
+    if pts.size == 0:
+        return np.zeros(0)
+    k = np.where(owner >= 0, owner, 0)
+    d = np.hypot(pts[:, 0] - xy[k, 0], pts[:, 1] - xy[k, 1]) / fwhm
+    return np.where(owner >= 0, d, np.nan)
+
+
+def _with_sky(img: FitsImage, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if img.wcs is None:
+        return cols
+    ra, dec = pixel_to_sky(img.wcs, cols["x"], cols["y"])
+    out = {"ra": ra, "dec": dec}
+    out.update(cols)
+    return out
+
+
+def _table(img: FitsImage, rows: _Rows) -> Any:
+    names = ("round", "x", "y", "peak_in", "flux_in", "snr_in", "size_in", "bmaj_in",
+             "near_source", "found", "flux_out", "snr_out", "objectness", "offset_beams",
+             "n_spurious")
+    cols = {k: rows.joined(k) for k in names}
+    for k in ("round", "n_spurious"):
+        cols[k] = cols[k].astype(np.int64)
+    for k in ("near_source", "found"):
+        cols[k] = cols[k].astype(bool)
+    cols = {"id": np.arange(1, len(cols["x"]) + 1, dtype=np.int64), **_with_sky(img, cols)}
+    units = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix", "peak_in": "Jy/beam",
+             "flux_in": "Jy", "flux_out": "Jy", "size_in": "arcsec", "bmaj_in": "arcsec"}
+    if img.per == "pixel":
+        units["peak_in"] = "Jy/pix"
+    return make_table(cols, {k: v for k, v in units.items() if k in cols})
+
+
+def _spurious_table(img: FitsImage, spur: _Rows) -> Any:
+    names = ("round", "x", "y", "snr", "objectness", "source", "distance_beams")
+    cols = {k: spur.joined(k) for k in names}
+    cols["round"] = cols["round"].astype(np.int64)
+    cols["source"] = cols["source"].astype(np.int64)
+    return make_table(_with_sky(img, cols), {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg"})
+
+
+def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, *,
+                           plots: bool = True) -> list[str]:
+    """Write ``injected.ecsv`` (one row per injected source), ``spurious.ecsv`` (the new
+    detections), ``injection.json`` (settings, per-bin scores, totals) and, with ``plots``,
+    ``completeness.png`` into ``out_dir`` (created if missing), each atomically; returns
+    the file names."""
+    from .catalogue import write_catalogue
+
+    folder = make_folder(out_dir)
+    if plots:
+        from .plots import injection_plot, save_figure
+
+        fig = injection_plot(result.scores, title=f"Source injection: "
+                             f"{os.path.basename(result.own.table.meta.get('image', ''))}")
+    names = ["injected.ecsv", "spurious.ecsv", "injection.json"]
+    write_catalogue(result.table, os.path.join(folder, names[0]), fmt="ascii.ecsv")
+    write_catalogue(result.spurious, os.path.join(folder, names[1]), fmt="ascii.ecsv")
+    with atomic_write(os.path.join(folder, names[2])) as fh:
+        fh.write((json.dumps(result.summary(), indent=1) + "\n").encode())
+    if plots:
+        save_figure(fig, os.path.join(folder, "completeness.png"))
+        names.append("completeness.png")
+    return names
+
+
+def format_completeness(result: InjectionResult) -> str:
+    """The injection's per-bin table and totals as text (what ``cianna-jax inject`` prints)."""
+    sc = result.scores
+    lo, hi = sc.interval
+    lines = ["injected SNR   sources  found  completeness (1-sigma)  flux out/in (16-84%)  "
+             "offset  new detections per source"]
+    for i in range(sc.n.size):
+        if sc.n[i] == 0:
+            continue
+        a, b = sc.edges[i], sc.edges[i + 1]
+        flux = (f"{sc.flux_ratio[i]:.2f} ({sc.flux_ratio_lo[i]:.2f}-{sc.flux_ratio_hi[i]:.2f})"
+                if sc.n_found[i] else "-")
+        off = f"{sc.offset_beams[i]:.2f}" if sc.n_found[i] else "-"
+        lines.append(f"{a:>5g} - {b:<6g}{sc.n[i]:>7d}{sc.n_found[i]:>7d}  "
+                     f"{sc.completeness[i]:>6.3f} ({lo[i]:.3f}-{hi[i]:.3f})      "
+                     f"{flux:<22}{off:>6}  {sc.spurious_rate[i]:.3f}")
+    s = result.summary()
+    c50, c90 = sc.snr_at(0.5), sc.snr_at(0.9)
+    lines.append(f"{s['n_injected']} sources in {s['n_rounds']} round(s), {s['n_scored']} "
+                 f"scored ({s['n_injected'] - s['n_scored']} within a match radius of the "
+                 f"image's own detections), {s['n_found']} found")
+    lines.append("50% complete at SNR " + ("-" if math.isnan(c50) else f"{c50:.2f}")
+                 + ", 90% at SNR " + ("-" if math.isnan(c90) else f"{c90:.2f}")
+                 + " (offsets in beam FWHM)")
+    lines.append(f"new detections around injected sources: {s['n_spurious']} "
+                 f"({s['n_unattributed']} further than 3 FWHM from any); the image's own "
+                 f"detections lost: {s['n_lost']}")
+    lines.append(f"expected among the catalogue's {s['catalogue_sources']} sources: "
+                 f"{s['expected_spurious_in_catalogue']:.1f} false detections of this kind "
+                 "(the detector's errors around sources; the inverted-image test counts those "
+                 "made of noise)")
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""Source injection: a detector's completeness, flux recovery and its own false detections
+around sources, measured on the user's image with no truth.
+
+Artificial sources (Gaussians: the restoring beam for point sources, or the beam convolved
+with a size) are added to the image's pixels (:meth:`.FitsImage.with_sources`; the file is
+not touched) at random places, far from each other, and the detector runs again with the
+same model, threshold and noise map.  What comes back answers what survey papers measure
+this way (e.g. LoTSS, Shimwell et al. 2019; Hale et al. 2021, for PyBDSF):
+
+* completeness per bin of injected SNR (peak / local rms): the fraction found within one
+  FWHM of where a source was put (Wilson's 1-sigma interval);
+* flux and position recovery: measured / injected flux (flux boosting near the detection
+  limit) and the offset;
+* the detector's own errors around sources: detections of the injected run that are
+  neither an injected source nor one of the image's own detections, each given to the
+  nearest injected source within :data:`ATTRIBUTION_BEAMS` FWHM.  The inverted-image test
+  (:mod:`.reliability`) cannot see these (a source boxed twice, a fragment); here they
+  are counted per injected source, and :meth:`InjectionResult.expected_spurious` turns the
+  rate into the number expected among a catalogue's sources.
+
+Sources put within one match radius of the image's own detections are kept in the table
+(``near_source``) but not scored: there a detection cannot be told from the real one.
+The injected sources are isolated point-like or Gaussian sources; real complex sources
+fragment more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..checks import as_bounded_float, as_int
+from .crossmatch import crossmatch_pixels
+from .fits_image import FitsImage
+from .measure import FWHM
+
+__all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
+           "place_sources", "wilson_interval", "score_injection"]
+
+#: bins of injected SNR (peak / local rms) the completeness is given in
+SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
+             100.0, 1000.0)
+#: a spurious detection further than this many FWHM from every injected source is counted
+#: as ``unattributed``
+ATTRIBUTION_BEAMS = 3.0
+#: a Gaussian's pixels are drawn out to this many sigmas of its major axis
+REACH_SIGMAS = 5.0
+
+
+@dataclass(frozen=True)
+class InjectedSources:
+    """Elliptical Gaussians to add to an image: centres ``x``, ``y`` (pixels, 0-based pixel
+    centres), ``peak`` in the image file's unit (what :meth:`.FitsImage.read` gives),
+    ``sigma_major``/``sigma_minor`` (pixels) and ``theta`` (radians, major axis from +x
+    towards +y).  Pixels are the Gaussian at their centres."""
+
+    x: np.ndarray
+    y: np.ndarray
+    peak: np.ndarray
+    sigma_major: np.ndarray
+    sigma_minor: np.ndarray
+    theta: np.ndarray
+
+    def __len__(self) -> int:
+        return int(np.size(self.x))
+
+    def _values(self, k: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        c, s = math.cos(self.theta[k]), math.sin(self.theta[k])
+        dx, dy = xx - self.x[k], yy - self.y[k]
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        return self.peak[k] * np.exp(-0.5 * ((u / self.sigma_major[k]) ** 2
+                                             + (v / self.sigma_minor[k]) ** 2))
+
+    def render(self, window: tuple | None, shape: tuple[int, ...]) -> np.ndarray:
+        """The sources' pixels on ``window`` of an image of ``shape`` ``(H, W)``: a tuple of
+        two slices (any step; ``None``: the whole image) gives ``[ny, nx]``; a tuple of two
+        integer index arrays (points) gives their broadcast shape."""
+        H, W = int(shape[-2]), int(shape[-1])
+        window = (slice(None), slice(None)) if window is None else tuple(window)
+        if len(window) != 2:
+            raise ValueError(f"window: injected sources are drawn on 2D images, received "
+                             f"{len(window)} axes")
+        reach = REACH_SIGMAS * np.asarray(self.sigma_major, np.float64)
+        if all(isinstance(w, slice) for w in window):
+            ys = np.arange(*window[0].indices(H), dtype=np.float64)
+            xs = np.arange(*window[1].indices(W), dtype=np.float64)
+            out = np.zeros((ys.size, xs.size), np.float32)
+            if ys.size == 0 or xs.size == 0:
+                return out
+            near = ((self.y + reach >= ys.min()) & (self.y - reach <= ys.max())
+                    & (self.x + reach >= xs.min()) & (self.x - reach <= xs.max()))
+            for k in np.flatnonzero(near):
+                iy = np.flatnonzero(np.abs(ys - self.y[k]) <= reach[k])
+                ix = np.flatnonzero(np.abs(xs - self.x[k]) <= reach[k])
+                if iy.size and ix.size:
+                    out[iy[:, None], ix[None, :]] += self._values(
+                        k, ys[iy][:, None], xs[ix][None, :]).astype(np.float32)
+            return out
+        yy, xx = np.broadcast_arrays(*(np.asarray(w, np.float64) for w in window))
+        out = np.zeros(yy.shape, np.float32)
+        for k in range(len(self)):
+            m = (np.abs(yy - self.y[k]) <= reach[k]) & (np.abs(xx - self.x[k]) <= reach[k])
+            if m.any():
+                out[m] += self._values(k, yy[m], xx[m]).astype(np.float32)
+        return out
+
+
+def _spaced(cand: np.ndarray, taken: np.ndarray, separation: float, want: int) -> np.ndarray:
+    """Of the candidate points ``[n, 2]`` in order, those at least ``separation`` from the
+    ``taken`` ones and from each other (at most ``want``)."""
+    keep: list[int] = []
+    pts = list(taken)
+    s2 = separation * separation
+    for i, p in enumerate(cand):
+        if len(keep) >= want:
+            break
+        if pts and np.min(np.sum((np.asarray(pts) - p) ** 2, axis=1)) < s2:
+            continue
+        keep.append(i)
+        pts.append(p)
+    return np.asarray(keep, np.int64)
+
+
+def place_sources(image: FitsImage, n: int, separation: float, margin: float,
+                  rng: np.random.Generator, *, max_tries: int = 50) -> np.ndarray:
+    """At most ``n`` positions ``[m, 2]`` (x, y in pixels) drawn uniformly over the image,
+    at least ``margin`` pixels inside its edges, at least ``separation`` pixels apart, with
+    every pixel within ``margin`` finite (not blank): one round of injection."""
+    H, W = image.shape[-2:]
+    if W - 1 - 2 * margin <= 0 or H - 1 - 2 * margin <= 0:
+        raise ValueError(f"image: {W}x{H} pixels leave no room for sources {margin:.1f} "
+                         "pixels inside its edges")
+    out = np.zeros((0, 2))
+    r = int(math.ceil(margin))
+    for _ in range(max_tries):
+        if len(out) >= n:
+            break
+        cand = np.stack([rng.uniform(margin, W - 1 - margin, 4 * n),
+                         rng.uniform(margin, H - 1 - margin, 4 * n)], 1)
+        pick = cand[_spaced(cand, out, separation, n - len(out))]
+        ok = np.ones(len(pick), bool)
+        for i, (x, y) in enumerate(pick):
+            ix, iy = int(round(x)), int(round(y))
+            win = (slice(max(iy - r, 0), iy + r + 1), slice(max(ix - r, 0), ix + r + 1))
+            ok[i] = bool(np.isfinite(image.read(win)).all())
+        out = np.concatenate([out, pick[ok]])
+    return out[:n]
+
+
+def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson's score interval (``z`` sigmas) of the fractions ``k / n`` (NaN where n = 0)."""
+    k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        d = 1 + z * z / n
+        c = (p + z * z / (2 * n)) / d
+        h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return c - h, c + h
+
+
+@dataclass(frozen=True)
+class InjectionScores:
+    """Per bin of injected SNR (``edges``): ``n`` scored sources (not ``near_source``),
+    ``n_found``, ``completeness`` with its Wilson interval (``lo``, ``hi``), the measured /
+    injected flux ratio's median and 16th/84th percentiles (found sources), the median
+    offset in FWHM, and ``n_spurious`` (the detector's new detections given to the bin's
+    sources) with ``spurious_rate`` = n_spurious / n."""
+
+    edges: np.ndarray
+    n: np.ndarray
+    n_found: np.ndarray
+    flux_ratio: np.ndarray
+    flux_ratio_lo: np.ndarray
+    flux_ratio_hi: np.ndarray
+    offset_beams: np.ndarray
+    n_spurious: np.ndarray
+
+    @property
+    def completeness(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.n_found / self.n
+
+    @property
+    def interval(self) -> tuple[np.ndarray, np.ndarray]:
+        return wilson_interval(self.n_found, self.n)
+
+    @property
+    def spurious_rate(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.n_spurious / self.n
+
+    def snr_at(self, completeness: float) -> float:
+        """The injected SNR where the completeness first reaches ``completeness`` (linear
+        between bin middles, geometric in SNR); NaN when it never does."""
+        c = self.completeness
+        mid = np.sqrt(self.edges[:-1] * self.edges[1:])
+        ok = np.isfinite(c)
+        c, mid = c[ok], mid[ok]
+        above = np.flatnonzero(c >= completeness)
+        if above.size == 0:
+            return float("nan")
+        i = int(above[0])
+        if i == 0:
+            return float(mid[0])
+        t = (completeness - c[i - 1]) / (c[i] - c[i - 1])
+        return float(np.exp(np.log(mid[i - 1]) + t * (np.log(mid[i]) - np.log(mid[i - 1]))))
+
+    def summary(self) -> dict[str, Any]:
+        """Plain lists (JSON reports, the table's metadata)."""
+        lo, hi = self.interval
+
+        def fl(a):
+            return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, float)]
+        return {"snr_edges": [float(e) for e in self.edges], "n": [int(v) for v in self.n],
+                "n_found": [int(v) for v in self.n_found], "completeness": fl(self.completeness),
+                "completeness_lo": fl(lo), "completeness_hi": fl(hi),
+                "flux_ratio": fl(self.flux_ratio), "flux_ratio_lo": fl(self.flux_ratio_lo),
+                "flux_ratio_hi": fl(self.flux_ratio_hi), "offset_beams": fl(self.offset_beams),
+                "n_spurious": [int(v) for v in self.n_spurious],
+                "snr_50": self.snr_at(0.5), "snr_90": self.snr_at(0.9)}
+
+
+@dataclass(frozen=True)
+class RoundMatch:
+    """One round's outcome: per injected source, its detection's row in the injected run's
+    catalogue (-1: none) and ``near_source``; per new detection (neither injected nor the
+    image's own), its row and the injected source it is given to (-1: none within
+    :data:`ATTRIBUTION_BEAMS` FWHM); ``n_lost``: the image's own detections not found
+    again."""
+
+    found_row: np.ndarray
+    near_source: np.ndarray
+    spurious_rows: np.ndarray
+    spurious_source: np.ndarray
+    n_lost: int
+
+
+def match_round(src_xy: np.ndarray, radius: np.ndarray, own_xy: np.ndarray,
+                run_xy: np.ndarray, beam_fwhm: float) -> RoundMatch:
+    """Match an injected run's detections (``run_xy`` ``[m, 2]`` pixels) to the injected
+    sources (``src_xy``, match ``radius`` each) first, then to the image's own detections
+    (``own_xy``, within one ``beam_fwhm``); what is left is new."""
+    from scipy.spatial import cKDTree
+
+    n_src = len(src_xy)
+    near = np.zeros(n_src, bool)
+    if len(own_xy) and n_src:
+        d, _ = cKDTree(own_xy).query(src_xy)
+        near = d <= radius
+    m1 = crossmatch_pixels(run_xy[:, 0], run_xy[:, 1], src_xy[:, 0], src_xy[:, 1], radius)
+    rest = np.flatnonzero(m1.det_to_truth < 0)
+    m2 = crossmatch_pixels(run_xy[rest, 0], run_xy[rest, 1], own_xy[:, 0], own_xy[:, 1],
+                           beam_fwhm)
+    new = rest[m2.det_to_truth < 0]
+    # lost: an own detection with no detection of the run left near it (one that went to
+    # an injected source on top of it counts as still there)
+    m3 = crossmatch_pixels(run_xy[:, 0], run_xy[:, 1], own_xy[:, 0], own_xy[:, 1], beam_fwhm)
+    n_lost = int(np.count_nonzero(m3.truth_to_det < 0))
+    owner = np.full(new.size, -1, np.int64)
+    if new.size and n_src:
+        d, k = cKDTree(src_xy).query(run_xy[new])
+        owner = np.where(d <= ATTRIBUTION_BEAMS * beam_fwhm, k, -1)
+    return RoundMatch(m1.truth_to_det, near, new, owner, n_lost)
+
+
+def score_injection(snr_in: np.ndarray, scored: np.ndarray, found: np.ndarray,
+                    flux_ratio: np.ndarray, offset_beams: np.ndarray, n_spurious: np.ndarray,
+                    edges: tuple[float, ...] = SNR_EDGES) -> InjectionScores:
+    """Per-bin scores of injected sources: their injected SNR, whether ``scored`` (not near
+    a source of the image) and ``found``, the found ones' flux ratio and offset, and the
+    spurious detections given to each."""
+    e = np.asarray(edges, np.float64)
+    b = np.digitize(np.asarray(snr_in, np.float64), e) - 1
+    nb = e.size - 1
+    inside = scored & (b >= 0) & (b < nb)
+    stats = np.full((4, nb), np.nan)
+    n = np.zeros(nb, np.int64)
+    nf = np.zeros(nb, np.int64)
+    ns = np.zeros(nb, np.int64)
+    for i in range(nb):
+        sel = inside & (b == i)
+        n[i], ns[i] = np.count_nonzero(sel), int(np.sum(n_spurious[sel]))
+        got = sel & found
+        nf[i] = np.count_nonzero(got)
+        if nf[i]:
+            stats[:3, i] = np.percentile(flux_ratio[got], [50, 16, 84])
+            stats[3, i] = np.median(offset_beams[got])
+    return InjectionScores(e, n, nf, stats[0], stats[1], stats[2], stats[3], ns)
+
+
+def _check_range(value: Any, name: str, *, low: float, example: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: two numbers (low, high), e.g. {example}; received "
+                         f"{value!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b) and low <= a <= b):
+        raise ValueError(f"{name}: finite, {low:g} <= low <= high, e.g. {example}; received "
+                         f"{value!r}")
+    return a, b
+
+
+def checked_settings(n_sources: Any, snr_range: Any, size_range: Any,
+                     separation: Any) -> tuple[int, tuple[float, float], tuple[float, float], float]:
+    """The injection's settings checked (ValueError/TypeError naming the bad one)."""
+    n = as_int(n_sources, "n_sources", minimum=1)
+    snr = _check_range(snr_range, "snr_range", low=0.0, example="(2, 50)")
+    if snr[0] <= 0:
+        raise ValueError(f"snr_range: SNRs above 0, e.g. (2, 50); received {snr_range!r}")
+    size = _check_range((0.0, 0.0) if size_range is None else size_range, "size_range",
+                        low=0.0, example="(0, 10) arcsec")
+    sep = as_bounded_float(separation, "separation")
+    return n, snr, size, sep
+
+
+def draw_shapes(n: int, beam: tuple[float, float, float], size_range: tuple[float, float],
+                pixel_scale: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Shapes of ``n`` sources on the image: intrinsic FWHM majors uniform in ``size_range``
+    (arcsec; (0, 0): point sources), axis ratios uniform in [0.5, 1], random orientations,
+    each convolved with the ``beam`` (sigma_major, sigma_minor, theta in pixels and
+    radians).  Returns sigma_major, sigma_minor, theta of the observed Gaussians and the
+    intrinsic FWHM majors (arcsec)."""
+    bmaj, bmin, bth = beam
+    size = rng.uniform(*size_range, n) if size_range[1] > 0 else np.zeros(n)
+    ratio = rng.uniform(0.5, 1.0, n)
+    th = rng.uniform(0.0, np.pi, n)
+    s1 = size / pixel_scale / FWHM
+    s2 = s1 * ratio
+
+    def cov(a, b, t):
+        c, s = np.cos(t), np.sin(t)
+        return np.array([[a * a * c * c + b * b * s * s, (a * a - b * b) * c * s],
+                         [(a * a - b * b) * c * s, a * a * s * s + b * b * c * c]])
+    total = cov(s1, s2, th) + cov(bmaj, bmin, bth)[..., None]
+    sxx, syy, sxy = total[0, 0], total[1, 1], total[0, 1]
+    mean, half = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
+    smaj, smin = np.sqrt(mean + half), np.sqrt(np.maximum(mean - half, 1e-12))
+    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    return smaj, smin, theta, size

@@ -1,0 +1,288 @@
+"""Source injection (astro.injection, astro.completeness, ``cianna-jax inject``): the
+injected pixels, their placement, the matching and scores, and a run with a threshold
+finder whose completeness is known."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cianna_jax.astro.fits_image import ImageError, open_image
+from cianna_jax.astro.injection import (
+    ATTRIBUTION_BEAMS,
+    InjectedSources,
+    checked_settings,
+    draw_shapes,
+    match_round,
+    place_sources,
+    score_injection,
+    wilson_interval,
+)
+from cianna_jax.astro.measure import FWHM
+from cianna_jax.astro.synthetic import synthetic_field, write_fits
+
+from .conftest import make_peak_detector
+
+
+def _sources() -> InjectedSources:
+    return InjectedSources(x=np.array([10.3, 40.0, -2.0]), y=np.array([12.7, 30.5, 20.0]),
+                           peak=np.array([2.0, -1.0, 5.0]), sigma_major=np.array([2.0, 3.0, 1.5]),
+                           sigma_minor=np.array([1.0, 2.0, 1.5]), theta=np.array([0.3, 1.2, 0.0]))
+
+
+def _direct(src: InjectedSources, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """The sources evaluated everywhere, with no reach cut (float64)."""
+    out = np.zeros(np.broadcast(yy, xx).shape)
+    for k in range(len(src)):
+        c, s = np.cos(src.theta[k]), np.sin(src.theta[k])
+        dx, dy = xx - src.x[k], yy - src.y[k]
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        out += src.peak[k] * np.exp(-0.5 * ((u / src.sigma_major[k]) ** 2
+                                            + (v / src.sigma_minor[k]) ** 2))
+    return out
+
+
+def test_render_whole_window_and_points_agree_with_the_gaussians():
+    src, shape = _sources(), (48, 56)
+    yy, xx = np.mgrid[0:48, 0:56].astype(np.float64)
+    full = src.render(None, shape)
+    assert full.shape == shape and full.dtype == np.float32
+    np.testing.assert_allclose(full, _direct(src, yy, xx), atol=2e-5)  # cut at 5 sigma
+    for window in [(slice(5, 30), slice(20, 50)), (slice(0, 48, 3), slice(1, 56, 4)),
+                   (slice(40, 48), slice(0, 5)), (slice(10, 10), slice(0, 5))]:
+        np.testing.assert_array_equal(src.render(window, shape), full[window])
+    iy, ix = np.array([12, 30, 0, 47]), np.array([10, 40, 0, 55])
+    np.testing.assert_allclose(src.render((iy, ix), shape), full[iy, ix], atol=1e-6)
+    with pytest.raises(ValueError, match="2D"):
+        src.render((slice(None),) * 3, (4,) + shape)
+
+
+def test_render_keeps_the_integrated_flux():
+    src = InjectedSources(np.array([30.2]), np.array([29.6]), np.array([3.0]), np.array([2.5]),
+                          np.array([1.2]), np.array([0.7]))
+    total = src.render(None, (60, 60)).sum()
+    assert total == pytest.approx(2 * np.pi * 3.0 * 2.5 * 1.2, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def field_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inject")
+    f = synthetic_field(160, seed=5, density=0.0004, nan_border=6, psf_fwhm=5.0)
+    write_fits(folder / "field.fits", f)
+    return folder / "field.fits"
+
+
+def test_with_sources_adds_to_the_pixels_and_leaves_the_file(field_file):
+    src = _sources()
+    with open_image(field_file) as img:
+        before = img.read()
+        view = img.with_sources(src)
+        np.testing.assert_array_equal(view.read(), before + src.render(None, img.shape))
+        win = (slice(3, 40, 2), slice(5, 60))
+        np.testing.assert_array_equal(view.read(win), before[win] + src.render(win, img.shape))
+        neg = view.inverted()  # negation applies to the file's pixels, not the sources
+        np.testing.assert_array_equal(neg.read(), -before + src.render(None, img.shape))
+        np.testing.assert_array_equal(img.read(), before)
+    with open_image(field_file) as again:
+        np.testing.assert_array_equal(again.read(), before)
+
+
+def test_with_sources_refuses_a_cube(tmp_path):
+    fits = pytest.importorskip("astropy.io.fits")
+    fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)).writeto(tmp_path / "c.fits")
+    with open_image(tmp_path / "c.fits") as img, pytest.raises(ImageError, match="2D"):
+        img.with_sources(_sources())
+
+
+def test_place_sources_keeps_separation_margin_and_data(field_file):
+    rng = np.random.default_rng(1)
+    with open_image(field_file) as img:
+        xy = place_sources(img, 40, separation=20.0, margin=4.0, rng=rng)
+        data = img.read()
+    assert 10 <= len(xy) <= 40
+    d = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    assert d[np.triu_indices(len(xy), 1)].min() >= 20.0
+    assert xy.min() >= 4.0 and xy.max() <= 160 - 1 - 4.0
+    for x, y in xy:  # every pixel within the margin is data, not the blanked border
+        iy, ix = int(round(y)), int(round(x))
+        assert np.isfinite(data[iy - 4:iy + 5, ix - 4:ix + 5]).all()
+    with open_image(field_file) as img, pytest.raises(ValueError, match="no room"):
+        place_sources(img, 5, separation=3.0, margin=80.0, rng=rng)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(np.array([0, 10, 5, 0]), np.array([10, 10, 10, 0]))
+    assert lo[0] == pytest.approx(0.0, abs=1e-12) and hi[0] == pytest.approx(1 / 11)
+    assert lo[1] == pytest.approx(10 / 11) and hi[1] == pytest.approx(1.0)
+    assert lo[2] < 0.5 < hi[2] and 0.5 - lo[2] == pytest.approx(hi[2] - 0.5)
+    assert math.isnan(lo[3]) and math.isnan(hi[3])
+
+
+def test_match_round_sorts_found_new_and_lost():
+    fwhm = 4.0
+    src = np.array([[50.0, 50.0], [150.0, 50.0], [50.0, 150.0]])
+    radius = np.full(3, fwhm)
+    own = np.array([[52.0, 151.0],  # the third source lands on a real one
+                    [120.0, 130.0],  # found again
+                    [180.0, 180.0]])  # lost
+    run = np.array([[51.0, 49.0],  # the first source, found
+                    [50.0 + 2.0 * fwhm, 50.0],  # a fragment of it, 2 FWHM away
+                    [120.5, 130.0],  # the real source again
+                    [52.0, 151.0],  # the real one under the third source
+                    [150.0, 50.0 + 5 * fwhm]])  # new, further than 3 FWHM from all
+    m = match_round(src, radius, own, run, fwhm)
+    assert m.found_row.tolist() == [0, -1, 3]
+    assert m.near_source.tolist() == [False, False, True]
+    assert m.spurious_rows.tolist() == [1, 4]
+    assert m.spurious_source.tolist() == [0, -1]
+    assert m.n_lost == 1
+    assert ATTRIBUTION_BEAMS < 5
+
+
+def test_score_injection_bins():
+    snr = np.array([2.5, 2.6, 4.1, 4.2, 4.3, 60.0, 60.0, 1.0])
+    scored = np.array([True, True, True, True, False, True, True, True])
+    found = np.array([False, True, True, True, True, True, True, True])
+    ratio = np.array([np.nan, 1.5, 1.2, 1.0, 9.0, 1.0, 0.98, 1.0])
+    sc = score_injection(snr, scored, found, ratio, np.full(8, 0.1),
+                         np.array([0, 0, 1, 0, 5, 2, 1, 0]))
+    b = {float(e): i for i, e in enumerate(sc.edges[:-1])}
+    assert sc.n.sum() == 6  # the unscored one and the one below the first edge left out
+    assert (sc.n[b[2.0]], sc.n_found[b[2.0]]) == (2, 1)
+    assert (sc.n[b[4.0]], sc.n_found[b[4.0]], sc.n_spurious[b[4.0]]) == (2, 2, 1)
+    assert sc.flux_ratio[b[4.0]] == pytest.approx(1.1)
+    assert sc.spurious_rate[b[50.0]] == pytest.approx(1.5)
+    assert np.isnan(sc.completeness[b[3.0]])
+    assert sc.snr_at(0.5) == pytest.approx(math.sqrt(2 * 3))  # the first bin's middle
+    assert sc.snr_at(1.0) == pytest.approx(math.sqrt(4 * 4.5))  # NaN bins skipped
+    assert math.isnan(score_injection(snr[:1], scored[:1], found[:1], ratio[:1],
+                                      np.zeros(1), np.zeros(1, int)).snr_at(0.5))
+    assert json.loads(json.dumps(sc.summary()))["n_found"][b[4.0]] == 2
+
+
+def test_draw_shapes_convolves_with_the_beam():
+    rng = np.random.default_rng(0)
+    beam = (2.0, 1.5, 0.4)
+    smaj, smin, theta, size = draw_shapes(50, beam, (0.0, 0.0), 0.6, rng)
+    np.testing.assert_allclose(smaj, 2.0)
+    np.testing.assert_allclose(smin, 1.5)
+    np.testing.assert_allclose(np.mod(theta, np.pi), 0.4)
+    assert not size.any()
+    smaj, smin, theta, size = draw_shapes(50, beam, (2.0, 6.0), 0.6, rng)
+    assert ((size >= 2.0) & (size <= 6.0)).all()
+    s1 = size / 0.6 / FWHM  # traces add: sigma_maj^2 + sigma_min^2 of each part
+    assert np.all(smaj**2 + smin**2 >= s1**2 + 2.0**2 + 1.5**2 - 1e-9)
+    assert np.all(smaj**2 + smin**2 <= s1**2 * 2 + 2.0**2 + 1.5**2 + 1e-9)
+    assert np.all(smaj >= smin)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(n_sources=0), "n_sources"),
+    (dict(snr_range=(5, 2)), "snr_range"),
+    (dict(snr_range=(0, 5)), "snr_range"),
+    (dict(snr_range="3"), "snr_range"),
+    (dict(size_range=(-1, 2)), "size_range"),
+    (dict(separation=0), "separation"),
+])
+def test_checked_settings_name_the_bad_one(kw, match):
+    args = dict(n_sources=10, snr_range=(2, 50), size_range=None, separation=10.0) | kw
+    with pytest.raises(ValueError, match=match):
+        checked_settings(**args)
+
+
+@pytest.fixture(scope="module")
+def peak_run(field_file, tmp_path_factory):
+    """A threshold finder (a peak above 5 sigma) and an injection run on the field."""
+    from cianna_jax.astro.completeness import measure_completeness
+
+    card = make_peak_detector(tmp_path_factory.mktemp("peaks"), 5.0)
+    res = measure_completeness(field_file, card, n_sources=120, separation=6.0,
+                               snr_range=(2.0, 60.0), seed=3, progress=False)
+    return card, res
+
+
+def test_injection_run_finds_what_a_threshold_finder_finds(peak_run):
+    _, res = peak_run
+    t = res.table
+    assert len(t) == 120 and res.n_rounds >= 2
+    assert t["id"].tolist() == list(range(1, 121))
+    snr, found = np.asarray(t["snr_in"]), np.asarray(t["found"])
+    assert ((snr >= 2.0) & (snr <= 60.0)).all()
+    scored = ~np.asarray(t["near_source"])
+    assert found[scored & (snr < 3.0)].mean() < 0.25  # far below the 5-sigma threshold
+    assert found[scored & (snr > 15.0)].all()
+    assert 3.5 < res.scores.snr_at(0.5) < 8.0
+    assert (np.asarray(t["offset_beams"])[found] <= 1.0 + 1e-9).all()
+    assert np.isnan(np.asarray(t["flux_out"])[~found]).all()
+    ratio = np.asarray(t["flux_out"])[found & (snr > 20)] / np.asarray(t["flux_in"])[
+        found & (snr > 20)]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
+    # each new detection is given to an injected source of the table, or to none
+    src = np.asarray(res.spurious["source"])
+    assert set(src[src > 0]) <= set(t["id"])
+    assert np.bincount(src[src > 0], minlength=121)[1:].tolist() == t["n_spurious"].tolist()
+    assert res.scores.n_spurious.sum() == t["n_spurious"][scored].sum()
+
+
+def test_injection_run_is_reproducible_and_expected_spurious(peak_run, field_file):
+    from cianna_jax.astro.completeness import measure_completeness
+
+    card, res = peak_run
+    again = measure_completeness(field_file, card, n_sources=120, separation=6.0,
+                                 snr_range=(2.0, 60.0), seed=3, progress=False)
+    for name in ("x", "y", "snr_in", "found", "n_spurious"):
+        np.testing.assert_array_equal(again.table[name], res.table[name])
+    sc = res.scores
+    snr = np.array([1.0, 4.2, 25.0, 5000.0])
+    rate = sc.spurious_rate
+    ok = np.isfinite(rate)
+    mid = np.sqrt(sc.edges[:-1] * sc.edges[1:])
+    filled = np.interp(np.log(mid), np.log(mid[ok]), rate[ok])
+    want = sum(filled[min(np.digitize(s, sc.edges) - 1, mid.size - 1)] for s in snr[1:])
+    assert res.expected_spurious(snr) == pytest.approx(want)
+
+
+def test_injection_report_files(peak_run, tmp_path):
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.completeness import format_completeness, write_injection_report
+
+    _, res = peak_run
+    pytest.importorskip("matplotlib")
+    names = write_injection_report(res, tmp_path / "rep")
+    assert names == ["injected.ecsv", "spurious.ecsv", "injection.json", "completeness.png"]
+    back = read_catalogue(tmp_path / "rep" / "injected.ecsv")
+    np.testing.assert_allclose(back["snr_in"], res.table["snr_in"])
+    s = json.loads((tmp_path / "rep" / "injection.json").read_text())
+    assert s["n_injected"] == 120 and s["bins"]["n_found"] == res.scores.n_found.tolist()
+    assert (tmp_path / "rep" / "completeness.png").stat().st_size > 10_000
+    text = format_completeness(res)
+    assert "50% complete at SNR" in text and "expected among the catalogue's" in text
+
+
+def test_inject_cli(peak_run, field_file, tmp_path, capsys):
+    from cianna_jax.cli import main
+
+    card, _ = peak_run
+    out = tmp_path / "cli"
+    assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
+                 "--sources", "30", "--separation", "6", "--quiet", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "30 sources in" in text and "injection.json" in text
+    assert not (out / "completeness.png").exists()
+    assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
+                 "--snr-range", "5", "2"]) == 2
+    assert "snr_range" in capsys.readouterr().err
+
+
+def test_injection_needs_a_beam(peak_run, tmp_path):
+    fits = pytest.importorskip("astropy.io.fits")
+    from cianna_jax.astro.completeness import measure_completeness
+
+    card, _ = peak_run
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+                    ).writeto(tmp_path / "nobeam.fits")
+    with pytest.raises(ValueError, match="beam"):
+        measure_completeness(tmp_path / "nobeam.fits", card, n_sources=5, progress=False)
