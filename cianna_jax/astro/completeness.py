@@ -23,6 +23,8 @@ from .injection import (
     InjectionScores,
     checked_settings,
     draw_shapes,
+    flux_edges,
+    flux_unit,
     match_round,
     place_sources,
     score_injection,
@@ -47,18 +49,24 @@ class InjectionResult:
     detection's ``flux_out``, ``snr_out``, ``objectness``, ``offset_beams``, and the
     ``n_spurious`` new detections given to it; ``id`` from 1); ``spurious``: the new
     detections (the ``source`` id they are given to, -1 when further than :data:`.injection.ATTRIBUTION_BEAMS` FWHM from all);
-    ``scores`` per bin of injected SNR; ``own``: the image's own catalogue (the run without
-    injected sources); ``n_lost``: the image's own detections not found again in a round,
-    summed; ``timings`` in seconds."""
+    ``scores`` per bin of injected SNR and ``by_flux`` per bin of injected flux (Jy; five
+    bins a decade); ``own``: the image's own catalogue (the run without
+    injected sources); ``lost``: the rows of ``own.table`` not found again, once per round
+    that lost them; ``timings`` in seconds."""
 
     table: Any
     spurious: Any
     scores: InjectionScores
+    by_flux: InjectionScores
     own: SourceFinding
     n_rounds: int
-    n_lost: int
+    lost: np.ndarray
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_lost(self) -> int:
+        return int(self.lost.size)
 
     @property
     def n_unattributed(self) -> int:
@@ -91,7 +99,8 @@ class InjectionResult:
                 "n_spurious": len(self.spurious), "n_unattributed": self.n_unattributed,
                 "n_lost": self.n_lost, "catalogue_sources": len(self.own.table),
                 "expected_spurious_in_catalogue": self.expected_spurious(),
-                "bins": self.scores.summary(), "timings": dict(self.timings)}
+                "bins": self.scores.summary(), "flux_bins_jy": self.by_flux.summary(),
+                "timings": dict(self.timings)}
 
 
 def _checked_beam(img: FitsImage) -> tuple[float, float, float]:
@@ -183,7 +192,8 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     own_xy = np.stack([np.asarray(own.table["x"]), np.asarray(own.table["y"])], 1)
     area = img.beam_area_pixels()
     rows, spur = _Rows(), _Rows()
-    n_lost = rounds = 0
+    rounds = 0
+    lost: list[np.ndarray] = []
     while (done := sum(len(p) for p in rows.cols.get("x", []))) < n:
         xy = place_sources(img, n - done, separation, margin, rng)
         if len(xy) == 0:
@@ -206,7 +216,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         run_xy = np.stack([np.asarray(t["x"]), np.asarray(t["y"])], 1)
         radius = np.maximum(fwhm, smaj * FWHM)
         rm = match_round(xy, radius, own_xy, run_xy, fwhm)
-        n_lost += rm.n_lost
+        lost.append(rm.lost)
         row = rm.found_row
         got = row >= 0
 
@@ -231,15 +241,18 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                  distance_beams=_distance(run_xy[sr], xy, rm.spurious_source, fwhm))
     table = _table(img, rows)
     spurious = _spurious_table(img, spur)
-    found = np.asarray(table["found"], bool)
-    scores = score_injection(np.asarray(table["snr_in"]), ~np.asarray(table["near_source"]),
-                             found, np.asarray(table["flux_out"]) / np.asarray(table["flux_in"]),
-                             np.asarray(table["offset_beams"]), np.asarray(table["n_spurious"]))
+    flux_in = np.asarray(table["flux_in"])
+    per_source = (~np.asarray(table["near_source"]), np.asarray(table["found"], bool),
+                  np.asarray(table["flux_out"]) / flux_in, np.asarray(table["offset_beams"]),
+                  np.asarray(table["n_spurious"]))
+    scores = score_injection(np.asarray(table["snr_in"]), *per_source)
+    by_flux = score_injection(flux_in, *per_source, edges=flux_edges(flux_in))
     settings = {"n_sources": n, "snr_range": list(snr), "size_range_arcsec": list(size),
                 "separation_beams": sep_beams, "seed": seed,
                 "obj_threshold": own.table.meta.get("obj_threshold"),
                 "beam_fwhm_pixels": fwhm}
-    return InjectionResult(table, spurious, scores, own, rounds, n_lost, settings)
+    return InjectionResult(table, spurious, scores, by_flux, own, rounds,
+                           np.concatenate(lost).astype(np.int64), settings)
 
 
 def _taken(t: Any, row: np.ndarray, name: str) -> np.ndarray:
@@ -305,7 +318,7 @@ def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, 
     if plots:
         from .plots import injection_plot, save_figure
 
-        fig = injection_plot(result.scores, title=f"Source injection: "
+        fig = injection_plot(result.scores, result.by_flux, title=f"Source injection: "
                              f"{os.path.basename(result.own.table.meta.get('image', ''))}")
     names = ["injected.ecsv", "spurious.ecsv", "injection.json"]
     write_catalogue(result.table, os.path.join(folder, names[0]), fmt="ascii.ecsv")
@@ -316,6 +329,20 @@ def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, 
         save_figure(fig, os.path.join(folder, "completeness.png"))
         names.append("completeness.png")
     return names
+
+
+def _flux_lines(sc: InjectionScores) -> list[str]:
+    scale, unit = flux_unit(sc.edges)
+    lo, hi = sc.interval
+    lines = [f"injected flux ({unit})   sources  found  completeness (1-sigma)"]
+    for i in np.flatnonzero(sc.n > 0):
+        a, b = sc.edges[i] * scale, sc.edges[i + 1] * scale
+        lines.append(f"{a:>8.3g} - {b:<8.3g}{sc.n[i]:>8d}{sc.n_found[i]:>7d}  "
+                     f"{sc.completeness[i]:>6.3f} ({lo[i]:.3f}-{hi[i]:.3f})")
+    f50, f90 = sc.at_completeness(0.5) * scale, sc.at_completeness(0.9) * scale
+    lines.append(f"50% complete at {f50:.3g} {unit}, 90% at {f90:.3g} {unit} (integrated flux)"
+                 .replace("nan " + unit, "-"))
+    return lines
 
 
 def format_completeness(result: InjectionResult) -> str:
@@ -334,8 +361,9 @@ def format_completeness(result: InjectionResult) -> str:
         lines.append(f"{a:>5g} - {b:<6g}{sc.n[i]:>7d}{sc.n_found[i]:>7d}  "
                      f"{sc.completeness[i]:>6.3f} ({lo[i]:.3f}-{hi[i]:.3f})      "
                      f"{flux:<22}{off:>6}  {sc.spurious_rate[i]:.3f}")
+    lines += _flux_lines(result.by_flux)
     s = result.summary()
-    c50, c90 = sc.snr_at(0.5), sc.snr_at(0.9)
+    c50, c90 = sc.at_completeness(0.5), sc.at_completeness(0.9)
     lines.append(f"{s['n_injected']} sources in {s['n_rounds']} round(s), {s['n_scored']} "
                  f"scored ({s['n_injected'] - s['n_scored']} within a match radius of the "
                  f"image's own detections), {s['n_found']} found")

@@ -38,7 +38,8 @@ from .fits_image import FitsImage
 from .measure import FWHM
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
-           "place_sources", "wilson_interval", "score_injection"]
+           "place_sources", "wilson_interval", "score_injection", "flux_edges",
+           "flux_unit"]
 
 #: bins of injected SNR (peak / local rms) the completeness is given in
 SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
@@ -110,17 +111,29 @@ class InjectedSources:
 
 def _spaced(cand: np.ndarray, taken: np.ndarray, separation: float, want: int) -> np.ndarray:
     """Of the candidate points ``[n, 2]`` in order, those at least ``separation`` from the
-    ``taken`` ones and from each other (at most ``want``)."""
+    ``taken`` ones and from each other (at most ``want``): a k-d tree drops those too close
+    to ``taken``, a grid of ``separation``-wide cells checks the rest against each other."""
+    from scipy.spatial import cKDTree
+
+    if len(taken) and len(cand):
+        d, _ = cKDTree(taken).query(cand, distance_upper_bound=separation)
+        idx = np.flatnonzero(d >= separation)
+    else:
+        idx = np.arange(len(cand))
     keep: list[int] = []
-    pts = list(taken)
+    grid: dict[tuple[int, int], list[int]] = {}
     s2 = separation * separation
-    for i, p in enumerate(cand):
+    for i in idx:
         if len(keep) >= want:
             break
-        if pts and np.min(np.sum((np.asarray(pts) - p) ** 2, axis=1)) < s2:
+        x, y = cand[i]
+        cx, cy = int(x // separation), int(y // separation)
+        if any((cand[j, 0] - x) ** 2 + (cand[j, 1] - y) ** 2 < s2
+               for gx in (cx - 1, cx, cx + 1) for gy in (cy - 1, cy, cy + 1)
+               for j in grid.get((gx, gy), ())):
             continue
-        keep.append(i)
-        pts.append(p)
+        keep.append(int(i))
+        grid.setdefault((cx, cy), []).append(int(i))
     return np.asarray(keep, np.int64)
 
 
@@ -141,6 +154,8 @@ def place_sources(image: FitsImage, n: int, separation: float, margin: float,
         cand = np.stack([rng.uniform(margin, W - 1 - margin, 4 * n),
                          rng.uniform(margin, H - 1 - margin, 4 * n)], 1)
         pick = cand[_spaced(cand, out, separation, n - len(out))]
+        if len(pick) == 0:  # the round is full
+            break
         ok = np.ones(len(pick), bool)
         for i, (x, y) in enumerate(pick):
             ix, iy = int(round(x)), int(round(y))
@@ -163,7 +178,7 @@ def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = 1.0) -> tuple[np.nd
 
 @dataclass(frozen=True)
 class InjectionScores:
-    """Per bin of injected SNR (``edges``): ``n`` scored sources (not ``near_source``),
+    """Per bin of injected SNR or flux (``edges``): ``n`` scored sources (not ``near_source``),
     ``n_found``, ``completeness`` with its Wilson interval (``lo``, ``hi``), the measured /
     injected flux ratio's median and 16th/84th percentiles (found sources), the median
     offset in FWHM, and ``n_spurious`` (the detector's new detections given to the bin's
@@ -192,9 +207,10 @@ class InjectionScores:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.n_spurious / self.n
 
-    def snr_at(self, completeness: float) -> float:
-        """The injected SNR where the completeness first reaches ``completeness`` (linear
-        between bin middles, geometric in SNR); NaN when it never does."""
+    def at_completeness(self, completeness: float) -> float:
+        """The injected SNR (or flux) where the completeness first reaches
+        ``completeness`` (linear between bin middles, geometric in the quantity); NaN when
+        it never does."""
         c = self.completeness
         mid = np.sqrt(self.edges[:-1] * self.edges[1:])
         ok = np.isfinite(c)
@@ -220,7 +236,7 @@ class InjectionScores:
                 "flux_ratio": fl(self.flux_ratio), "flux_ratio_lo": fl(self.flux_ratio_lo),
                 "flux_ratio_hi": fl(self.flux_ratio_hi), "offset_beams": fl(self.offset_beams),
                 "n_spurious": [int(v) for v in self.n_spurious],
-                "snr_50": self.snr_at(0.5), "snr_90": self.snr_at(0.9)}
+                "at_50": self.at_completeness(0.5), "at_90": self.at_completeness(0.9)}
 
 
 @dataclass(frozen=True)
@@ -228,14 +244,18 @@ class RoundMatch:
     """One round's outcome: per injected source, its detection's row in the injected run's
     catalogue (-1: none) and ``near_source``; per new detection (neither injected nor the
     image's own), its row and the injected source it is given to (-1: none within
-    :data:`ATTRIBUTION_BEAMS` FWHM); ``n_lost``: the image's own detections not found
-    again."""
+    :data:`ATTRIBUTION_BEAMS` FWHM); ``lost``: the rows of the image's own detections
+    not found again."""
 
     found_row: np.ndarray
     near_source: np.ndarray
     spurious_rows: np.ndarray
     spurious_source: np.ndarray
-    n_lost: int
+    lost: np.ndarray
+
+    @property
+    def n_lost(self) -> int:
+        return int(self.lost.size)
 
 
 def match_round(src_xy: np.ndarray, radius: np.ndarray, own_xy: np.ndarray,
@@ -258,22 +278,41 @@ def match_round(src_xy: np.ndarray, radius: np.ndarray, own_xy: np.ndarray,
     # lost: an own detection with no detection of the run left near it (one that went to
     # an injected source on top of it counts as still there)
     m3 = crossmatch_pixels(run_xy[:, 0], run_xy[:, 1], own_xy[:, 0], own_xy[:, 1], beam_fwhm)
-    n_lost = int(np.count_nonzero(m3.truth_to_det < 0))
+    lost = np.flatnonzero(m3.truth_to_det < 0)
     owner = np.full(new.size, -1, np.int64)
     if new.size and n_src:
         d, k = cKDTree(src_xy).query(run_xy[new])
         owner = np.where(d <= ATTRIBUTION_BEAMS * beam_fwhm, k, -1)
-    return RoundMatch(m1.truth_to_det, near, new, owner, n_lost)
+    return RoundMatch(m1.truth_to_det, near, new, owner, lost)
 
 
-def score_injection(snr_in: np.ndarray, scored: np.ndarray, found: np.ndarray,
+def flux_edges(flux: np.ndarray, per_decade: int = 5) -> np.ndarray:
+    """Bins of injected flux: ``per_decade`` per decade on round values (1, 1.6, 2.5, 4,
+    6.3 x 10^k), covering every positive ``flux``."""
+    f = np.asarray(flux, np.float64)
+    f = f[np.isfinite(f) & (f > 0)]
+    if f.size == 0:
+        return np.array([1.0, 10.0])
+    lo = math.floor(np.log10(f.min()) * per_decade)
+    hi = math.floor(np.log10(f.max()) * per_decade) + 1
+    return 10.0 ** (np.arange(lo, hi + 1) / per_decade)
+
+
+def flux_unit(edges: np.ndarray) -> tuple[float, str]:
+    """The scale and name of the unit (uJy, mJy or Jy) that shows fluxes of ``edges`` (Jy)
+    with few digits."""
+    top = float(np.max(edges)) if np.size(edges) else 1.0
+    return (1e6, "uJy") if top < 1e-3 else (1e3, "mJy") if top < 1.0 else (1.0, "Jy")
+
+
+def score_injection(values: np.ndarray, scored: np.ndarray, found: np.ndarray,
                     flux_ratio: np.ndarray, offset_beams: np.ndarray, n_spurious: np.ndarray,
-                    edges: tuple[float, ...] = SNR_EDGES) -> InjectionScores:
-    """Per-bin scores of injected sources: their injected SNR, whether ``scored`` (not near
-    a source of the image) and ``found``, the found ones' flux ratio and offset, and the
-    spurious detections given to each."""
+                    edges: tuple[float, ...] | np.ndarray = SNR_EDGES) -> InjectionScores:
+    """Per-bin scores of injected sources, binned by ``values`` (their injected SNR, or
+    flux) on ``edges``: whether ``scored`` (not near a source of the image) and ``found``,
+    the found ones' flux ratio and offset, and the spurious detections given to each."""
     e = np.asarray(edges, np.float64)
-    b = np.digitize(np.asarray(snr_in, np.float64), e) - 1
+    b = np.digitize(np.asarray(values, np.float64), e) - 1
     nb = e.size - 1
     inside = scored & (b >= 0) & (b < nb)
     stats = np.full((4, nb), np.nan)

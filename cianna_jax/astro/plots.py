@@ -16,7 +16,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ._deps import require
-from .injection import InjectionScores
+from .injection import InjectionScores, flux_unit
 from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 
@@ -223,15 +223,18 @@ def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None 
     return _finish_panels(fig, axes, title)
 
 
-def injection_plot(scores: InjectionScores, *, truth: tuple[np.ndarray, np.ndarray] | None = None,
+def injection_plot(scores: InjectionScores, by_flux: InjectionScores | None = None, *,
+                   truth: tuple[np.ndarray, np.ndarray] | None = None,
                    title: str = "Source injection") -> Any:
     """Source injection (:mod:`.injection`) per bin of injected SNR: the completeness with
     its Wilson 1-sigma interval (``truth``: a truth's completeness, (bin edges, values), to
     compare), the measured / injected flux (median, 16th-84th percentiles) and the
-    detector's new detections per injected source."""
+    detector's new detections per injected source; ``by_flux``: a fourth panel, the
+    completeness per bin of injected flux (Jy edges)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    a1, a2, a3 = axes
+    fig, axes = plt.subplots(1, 3 if by_flux is None else 4,
+                             figsize=(16, 4.2) if by_flux is None else (20, 4.2))
+    a1, a2, a3 = axes[:3]
     e = scores.edges
     mid = _bin_middles(e)
     seen = scores.n > 0
@@ -256,12 +259,37 @@ def injection_plot(scores: InjectionScores, *, truth: tuple[np.ndarray, np.ndarr
     a2.axhline(1.0, color="k", ls=":", lw=0.8)
     a2.set_ylabel("measured / injected integrated flux")
     a2.legend(loc="upper right", fontsize=8)
-    a3.bar(mid[seen], scores.spurious_rate[seen], width=0.15 * mid[seen], color="C3",
-           label=f"new detections ({int(scores.n_spurious.sum())})")
+    a3.plot(mid[seen], scores.spurious_rate[seen], marker="o", color="C3",
+            label=f"new detections ({int(scores.n_spurious.sum())})")
+    a3.set_ylim(bottom=0)
     a3.set_ylabel("new detections per injected source")
     a3.legend(loc="upper left", fontsize=8)
-    for ax in axes:
-        _snr_axis(ax, e, "injected SNR (peak / local rms)")
+    used = np.flatnonzero(seen)
+    span = (e[used[0]], e[used[-1] + 1]) if used.size else (e[0], e[-1])
+    ticks = [t for t in (2, 3, 5, 10, 20, 50, 100, 200, 500, 1000) if span[0] <= t <= span[1]]
+    for ax in axes[:3]:
+        _snr_axis(ax, np.array(ticks, float), "injected SNR (peak / local rms)")
+        ax.set_xlim(*span)
+    if by_flux is not None:
+        a4 = axes[3]
+        scale, unit = flux_unit(by_flux.edges)
+        fe = by_flux.edges * scale
+        fm = np.sqrt(fe[:-1] * fe[1:])
+        fs = by_flux.n > 0
+        fc = by_flux.completeness
+        flo, fhi = by_flux.interval
+        a4.errorbar(fm[fs], fc[fs], yerr=np.maximum(np.stack([fc - flo, fhi - fc]), 0)[:, fs],
+                    marker="o", capsize=3, color="C2", label="injected sources")
+        for level in (0.5, 0.9):
+            a4.axhline(level, color="k", ls=":", lw=0.8)
+        a4.set_xscale("log")
+        a4.xaxis.set_major_locator(require("matplotlib.ticker").LogLocator(subs=(1, 2, 5)))
+        a4.xaxis.set_minor_formatter(plt.NullFormatter())
+        a4.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        a4.set_xlabel(f"injected integrated flux ({unit})")
+        a4.set_ylabel("completeness (fraction found)")
+        a4.set_ylim(-0.02, 1.05)
+        a4.legend(loc="lower right", fontsize=8)
     return _finish_panels(fig, axes, title)
 
 
