@@ -22,7 +22,8 @@ EXPECTED = {  # text each notebook must print when it ran through
     "radio_detection_yolo.ipynb": ["above 5 sigma", "precision", "recall"],
     "fits_workflow.ipynb": ["catalogue sources", "best epoch", "sources -> test_sources.ecsv",
                             "chosen for an estimated reliability >= 0.9",
-                            "reliability from the inverted image", "precision (reliability)"],
+                            "reliability from the inverted image", "50% complete at SNR",
+                            "precision (reliability)"],
 }
 
 
@@ -44,7 +45,7 @@ def _kernel_env(tmp: Path) -> dict[str, str]:
     folder (the notebooks work in a ``tempfile.mkdtemp`` folder, which pytest then cleans
     up with its own, instead of one left in /tmp per notebook and run)."""
     env = dict(os.environ, CIANNA_NB_N="160", CIANNA_NB_EPOCHS="2", CIANNA_NB_FIELD="192",
-               CIANNA_NB_PATCHES="128", CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg", TMPDIR=str(tmp))
+               CIANNA_NB_PATCHES="128", CIANNA_NB_INJECTED="100", CIANNA_NB_OFFLINE="1", MPLBACKEND="Agg", TMPDIR=str(tmp))
     # the kernel imports this tree's package (the install cell then does nothing)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
