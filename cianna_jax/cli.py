@@ -408,9 +408,10 @@ def _parser() -> argparse.ArgumentParser:
                                         "detector's false detections around sources, with "
                                         "no truth")
     common(inj)
-    inj.add_argument("--out", required=True, help="report folder (injected.ecsv, "
-                                                  "spurious.ecsv, injection.json, "
-                                                  "completeness.png)")
+    inj.add_argument("--out", required=True,
+                     help="report folder (injected.ecsv, spurious.ecsv, "
+                          "completeness_by_snr.ecsv, completeness_by_flux.ecsv, "
+                          "injection.json, completeness.png)")
     inj.add_argument("--sources", type=int, default=500,
                      help="sources injected in all (several rounds when they do not fit "
                           "in one; default 500)")

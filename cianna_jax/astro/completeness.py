@@ -36,7 +36,7 @@ from .predict import detect, make_predict_fn
 from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
-           "format_completeness"]
+           "format_completeness", "bins_table"]
 
 
 @dataclass
@@ -306,12 +306,28 @@ def _spurious_table(img: FitsImage, spur: _Rows) -> Any:
     return make_table(_with_sky(img, cols), {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg"})
 
 
+def bins_table(sc: InjectionScores, quantity: str, unit: str | None = None) -> Any:
+    """Per-bin scores as a table: ``{quantity}_min``/``_max`` (in ``unit``), ``n``,
+    ``n_found``, ``completeness`` with ``completeness_lo``/``_hi`` (Wilson, 1 sigma), the
+    flux ratio's median and 16th/84th percentiles, ``offset_beams``, ``n_spurious`` and
+    ``spurious_rate``: what a source count's correction reads."""
+    lo, hi = sc.interval
+    return make_table({f"{quantity}_min": sc.edges[:-1], f"{quantity}_max": sc.edges[1:],
+                       "n": sc.n, "n_found": sc.n_found, "completeness": sc.completeness,
+                       "completeness_lo": lo, "completeness_hi": hi,
+                       "flux_ratio": sc.flux_ratio, "flux_ratio_lo": sc.flux_ratio_lo,
+                       "flux_ratio_hi": sc.flux_ratio_hi, "offset_beams": sc.offset_beams,
+                       "n_spurious": sc.n_spurious, "spurious_rate": sc.spurious_rate},
+                      units={f"{quantity}_min": unit, f"{quantity}_max": unit})
+
+
 def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, *,
                            plots: bool = True) -> list[str]:
     """Write ``injected.ecsv`` (one row per injected source), ``spurious.ecsv`` (the new
-    detections), ``injection.json`` (settings, per-bin scores, totals) and, with ``plots``,
-    ``completeness.png`` into ``out_dir`` (created if missing), each atomically; returns
-    the file names."""
+    detections), ``completeness_by_snr.ecsv`` and ``completeness_by_flux.ecsv``
+    (:func:`bins_table`), ``injection.json`` (settings, per-bin scores, totals) and, with
+    ``plots``, ``completeness.png`` into ``out_dir`` (created if missing), each
+    atomically; returns the file names."""
     from .catalogue import write_catalogue
 
     folder = make_folder(out_dir)
@@ -320,10 +336,13 @@ def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, 
 
         fig = injection_plot(result.scores, result.by_flux, title=f"Source injection: "
                              f"{os.path.basename(result.own.table.meta.get('image', ''))}")
-    names = ["injected.ecsv", "spurious.ecsv", "injection.json"]
-    write_catalogue(result.table, os.path.join(folder, names[0]), fmt="ascii.ecsv")
-    write_catalogue(result.spurious, os.path.join(folder, names[1]), fmt="ascii.ecsv")
-    with atomic_write(os.path.join(folder, names[2])) as fh:
+    tables = {"injected.ecsv": result.table, "spurious.ecsv": result.spurious,
+              "completeness_by_snr.ecsv": bins_table(result.scores, "snr"),
+              "completeness_by_flux.ecsv": bins_table(result.by_flux, "flux", "Jy")}
+    for name, table in tables.items():
+        write_catalogue(table, os.path.join(folder, name), fmt="ascii.ecsv")
+    names = [*tables, "injection.json"]
+    with atomic_write(os.path.join(folder, "injection.json")) as fh:
         fh.write((json.dumps(result.summary(), indent=1) + "\n").encode())
     if plots:
         save_figure(fig, os.path.join(folder, "completeness.png"))

@@ -253,9 +253,16 @@ def test_injection_report_files(peak_run, tmp_path):
     _, res = peak_run
     pytest.importorskip("matplotlib")
     names = write_injection_report(res, tmp_path / "rep")
-    assert names == ["injected.ecsv", "spurious.ecsv", "injection.json", "completeness.png"]
+    assert names == ["injected.ecsv", "spurious.ecsv", "completeness_by_snr.ecsv",
+                     "completeness_by_flux.ecsv", "injection.json", "completeness.png"]
     back = read_catalogue(tmp_path / "rep" / "injected.ecsv")
     np.testing.assert_allclose(back["snr_in"], res.table["snr_in"])
+    by_flux = read_catalogue(tmp_path / "rep" / "completeness_by_flux.ecsv")
+    assert str(by_flux["flux_min"].unit) == "Jy"
+    assert by_flux["n"].sum() == res.by_flux.n.sum() == (~res.table["near_source"]).sum()
+    np.testing.assert_allclose(by_flux["completeness"], res.by_flux.completeness)
+    by_snr = read_catalogue(tmp_path / "rep" / "completeness_by_snr.ecsv")
+    assert by_snr["n_found"].tolist() == res.scores.n_found.tolist()
     s = json.loads((tmp_path / "rep" / "injection.json").read_text())
     assert s["n_injected"] == 120 and s["bins"]["n_found"] == res.scores.n_found.tolist()
     assert (tmp_path / "rep" / "completeness.png").stat().st_size > 10_000
