@@ -155,15 +155,14 @@ def _inject(args) -> int:
     from .astro.completeness import (
         format_completeness,
         measure_completeness,
+        require_plotting,
         write_injection_report,
     )
     from .io.atomic import check_folder
 
     check_folder(args.out)  # refused before the work
     if not args.no_plots:
-        from .astro._deps import require
-
-        require("matplotlib")
+        require_plotting()
     res = measure_completeness(args.image, args.model, n_sources=args.sources,
                                snr_range=args.snr_range, size_range=args.size_range,
                                separation=args.separation, obj_threshold=args.threshold,

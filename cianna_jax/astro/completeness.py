@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_write, make_folder
+from ._deps import require
 from .catalogue import make_table
 from .fits_image import Beam, FitsImage, open_image
 from .injection import (
@@ -36,7 +37,7 @@ from .predict import detect, make_predict_fn
 from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
-           "format_completeness", "bins_table"]
+           "format_completeness", "bins_table", "require_plotting"]
 
 
 @dataclass
@@ -304,6 +305,12 @@ def _spurious_table(img: FitsImage, spur: _Rows) -> Any:
     cols["round"] = cols["round"].astype(np.int64)
     cols["source"] = cols["source"].astype(np.int64)
     return make_table(_with_sky(img, cols), {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg"})
+
+
+def require_plotting() -> None:
+    """Raise :class:`.MissingExtraError` when matplotlib is missing: checked before an
+    injection's work whose report draws ``completeness.png``."""
+    require("matplotlib")
 
 
 def bins_table(sc: InjectionScores, quantity: str, unit: str | None = None) -> Any:

@@ -283,6 +283,11 @@ def test_inject_cli(peak_run, field_file, tmp_path, capsys):
     assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
                  "--snr-range", "5", "2"]) == 2
     assert "snr_range" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["inject", "--image", str(field_file), "--model", card, "--out",
+                 str(blocker)]) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_injection_needs_a_beam(peak_run, tmp_path):
