@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import as_int
 from ..io.atomic import atomic_write, make_folder
 from ._deps import require
 from .catalogue import make_table
@@ -49,11 +50,12 @@ class InjectionResult:
     rms), ``size_in`` (intrinsic FWHM, arcsec), ``near_source``, ``found``, the found
     detection's ``flux_out``, ``snr_out``, ``objectness``, ``offset_beams``, and the
     ``n_spurious`` new detections given to it; ``id`` from 1); ``spurious``: the new
-    detections (the ``source`` id they are given to, -1 when further than :data:`.injection.ATTRIBUTION_BEAMS` FWHM from all);
-    ``scores`` per bin of injected SNR and ``by_flux`` per bin of injected flux (Jy; five
-    bins a decade); ``own``: the image's own catalogue (the run without
-    injected sources); ``lost``: the rows of ``own.table`` not found again, once per round
-    that lost them; ``timings`` in seconds."""
+    detections (the ``source`` id they are given to, -1 when further than
+    :data:`.injection.ATTRIBUTION_BEAMS` FWHM from all); ``scores`` per bin of injected
+    SNR and ``by_flux`` per bin of injected flux (Jy; five bins a decade); ``own``: the
+    image's own catalogue (the run without injected sources); ``lost``: the rows of
+    ``own.table`` not found again, once per round that lost them; ``timings`` in
+    seconds."""
 
     table: Any
     spurious: Any
@@ -158,6 +160,7 @@ def measure_completeness(
     takes.  ``seed`` draws the places, peaks and shapes (numpy).  Other arguments as
     :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
+    seed = as_int(seed, "seed", minimum=0)
     own_file = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own_file else image
     try:

@@ -290,6 +290,13 @@ def test_inject_cli(peak_run, field_file, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_injection_refuses_a_bad_seed_before_the_work(field_file):
+    from cianna_jax.astro.completeness import measure_completeness
+
+    with pytest.raises((TypeError, ValueError), match="seed"):
+        measure_completeness(field_file, "no-such-model.json", seed=-1, progress=False)
+
+
 def test_injection_needs_a_beam(peak_run, tmp_path):
     fits = pytest.importorskip("astropy.io.fits")
     from cianna_jax.astro.completeness import measure_completeness
