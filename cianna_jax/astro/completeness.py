@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,10 @@ from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
            "format_completeness", "bins_table", "require_plotting"]
+
+
+#: more rounds than this are warned about (each one is a detection run over the image)
+MANY_ROUNDS = 50
 
 
 @dataclass
@@ -206,6 +211,11 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                              "separation, or a larger image)")
         rounds += 1
         m = len(xy)
+        if rounds == 1 and (need := math.ceil(n / m)) > MANY_ROUNDS:
+            warnings.warn(f"{n} injected sources take about {need} rounds of {m} on this "
+                          "image, each a detection run over the whole image: fewer "
+                          "sources or a smaller separation take less", UserWarning,
+                          stacklevel=3)
         snr_in = np.exp(rng.uniform(math.log(snr[0]), math.log(snr[1]), m))
         smaj, smin, theta, size_in = draw_shapes(m, bpix, size, img.pixel_scale or 1.0, rng)
         rms = noise.at(xy[:, 1], xy[:, 0])

@@ -148,11 +148,15 @@ def place_sources(image: FitsImage, n: int, separation: float, margin: float,
                          "pixels inside its edges")
     out = np.zeros((0, 2))
     r = int(math.ceil(margin))
+    # candidates per try: a few per source wanted, and no more than a few per place the
+    # area has room for (a huge ``n`` fills rounds, not memory)
+    room = int((W - 1 - 2 * margin) * (H - 1 - 2 * margin) / separation**2) + 16
     for _ in range(max_tries):
         if len(out) >= n:
             break
-        cand = np.stack([rng.uniform(margin, W - 1 - margin, 4 * n),
-                         rng.uniform(margin, H - 1 - margin, 4 * n)], 1)
+        m = 4 * min(n - len(out), room)
+        cand = np.stack([rng.uniform(margin, W - 1 - margin, m),
+                         rng.uniform(margin, H - 1 - margin, m)], 1)
         pick = cand[_spaced(cand, out, separation, n - len(out))]
         if len(pick) == 0:  # the round is full
             break

@@ -297,6 +297,17 @@ def test_injection_refuses_a_bad_seed_before_the_work(field_file):
         measure_completeness(field_file, "no-such-model.json", seed=-1, progress=False)
 
 
+def test_many_rounds_are_warned_about(peak_run, field_file, monkeypatch):
+    from cianna_jax.astro import completeness
+
+    card, _ = peak_run
+    monkeypatch.setattr(completeness, "MANY_ROUNDS", 1)
+    with pytest.warns(UserWarning, match="rounds"):
+        res = completeness.measure_completeness(field_file, card, n_sources=60,
+                                                separation=6.0, progress=False)
+    assert res.n_rounds >= 2 and len(res.table) == 60
+
+
 def test_injection_needs_a_beam(peak_run, tmp_path):
     fits = pytest.importorskip("astropy.io.fits")
     from cianna_jax.astro.completeness import measure_completeness
