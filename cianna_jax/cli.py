@@ -169,7 +169,8 @@ def _inject(args) -> int:
                                seed=args.seed, hdu=args.hdu, plane=args.plane,
                                beam=_beam(args.beam), tile=args.tile, batch_size=args.batch,
                                fit=not args.no_fit, progress=not args.quiet,
-                               mixed_precision=args.mixed_precision)
+                               mixed_precision=args.mixed_precision,
+                               reliability=args.reliability)
     files = write_injection_report(res, args.out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {args.out}/: {', '.join(files)}")
@@ -408,7 +409,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "no truth")
     common(inj)
     inj.add_argument("--out", required=True,
-                     help="report folder (injected.ecsv, spurious.ecsv, "
+                     help="report folder (catalogue.ecsv, injected.ecsv, spurious.ecsv, "
                           "completeness_by_snr.ecsv, completeness_by_flux.ecsv, "
                           "injection.json, completeness.png)")
     inj.add_argument("--sources", type=int, default=500,
@@ -431,6 +432,11 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--batch", type=int, default=None, help="tiles per batch")
     inj.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
     inj.add_argument("--no-plots", action="store_true", help="no completeness.png")
+    inj.add_argument("--reliability", action="store_true",
+                     help="also the inverted-image test: the catalogue.ecsv written gets a "
+                          "reliability column counting both the detections made of noise "
+                          "and the detector's errors around sources that the injection "
+                          "measured")
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")

@@ -28,14 +28,28 @@ from .injection import (
     draw_shapes,
     flux_edges,
     flux_unit,
+    fragment_rates,
     match_round,
     place_sources,
     score_injection,
 )
 from .measure import FWHM
 from .model_card import LoadedModel, load_model
-from .pipeline import SourceFinding, beam_in_pixels, find_sources, measure_detections
+from .pipeline import (
+    SourceFinding,
+    beam_in_pixels,
+    find_sources,
+    inverted_finding,
+    measure_detections,
+)
 from .predict import detect, make_predict_fn
+from .reliability import SNR_EDGES as REL_SNR_EDGES
+from .reliability import (
+    add_reliability_column,
+    estimate_reliability,
+    format_reliability,
+    with_fragments,
+)
 from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
@@ -80,21 +94,34 @@ class InjectionResult:
     def n_unattributed(self) -> int:
         return int(np.count_nonzero(np.asarray(self.spurious["source"]) < 0))
 
+    def fragments_by_snr(self, snr: np.ndarray | None = None,
+                         edges: Any = REL_SNR_EDGES) -> tuple[np.ndarray, np.ndarray]:
+        """The detector's own false detections expected around the sources of a catalogue,
+        per bin of their measured SNR (``edges``, those of :mod:`.reliability`), with 1-sigma
+        Poisson errors: each source (``snr``: the catalogue's measured SNRs; default the
+        image's own catalogue) brings the new detections seen per injected source of its
+        SNR bin, where they fell in SNR (sources below the injected range bring none; a
+        bin without injected sources takes its nearest neighbour's)."""
+        s = np.asarray(self.own.table["snr"] if snr is None else snr, np.float64)
+        pe, oe = self.scores.edges, np.asarray(edges, np.float64)
+        counts, n = fragment_rates(
+            np.asarray(self.table["snr_in"]), ~np.asarray(self.table["near_source"]),
+            np.asarray(self.spurious["source"]) - 1, np.asarray(self.spurious["snr"]), pe, oe)
+        has = np.flatnonzero(n > 0)
+        if has.size == 0 or s.size == 0:
+            return np.zeros(oe.size - 1), np.zeros(oe.size - 1)
+        b = np.digitize(s[np.isfinite(s)], pe) - 1
+        b = np.clip(b[b >= 0], 0, pe.size - 2)  # brighter than the range: the last bin
+        parents = np.bincount(b, minlength=pe.size - 1).astype(np.float64)
+        near = has[np.argmin(np.abs(np.arange(pe.size - 1)[:, None] - has[None, :]), 1)]
+        w = parents / n[near]  # catalogue sources per injected source, bin by bin
+        expected = w @ counts[near]
+        return expected, np.sqrt((w**2) @ counts[near])
+
     def expected_spurious(self, snr: np.ndarray | None = None) -> float:
         """The number of the detector's own false detections expected around the sources of
-        a catalogue (``snr``: their measured SNRs; default the image's own catalogue): the
-        sum of the spurious rate of each source's bin of SNR (0 below the injected range,
-        the last bin's above it; bins without injected sources count as their neighbours)."""
-        s = np.asarray(self.own.table["snr"] if snr is None else snr, np.float64)
-        sc = self.scores
-        rate = sc.spurious_rate
-        ok = np.isfinite(rate)
-        if not ok.any() or s.size == 0:
-            return 0.0
-        mid = np.sqrt(sc.edges[:-1] * sc.edges[1:])
-        b = np.clip(np.digitize(s, sc.edges) - 1, 0, mid.size - 1)
-        filled = np.interp(np.log(mid), np.log(mid[ok]), rate[ok])
-        return float(np.sum(np.where(s >= sc.edges[0], filled[b], 0.0)))
+        a catalogue (:meth:`fragments_by_snr`, summed)."""
+        return float(self.fragments_by_snr(snr)[0].sum())
 
     def summary(self) -> dict[str, Any]:
         """Settings, per-bin scores and totals as plain values (``injection.json``)."""
@@ -108,6 +135,8 @@ class InjectionResult:
                 "n_lost": self.n_lost, "catalogue_sources": len(self.own.table),
                 "expected_spurious_in_catalogue": self.expected_spurious(),
                 "bins": self.scores.summary(), "flux_bins_jy": self.by_flux.summary(),
+                "reliability": (None if self.own.reliability is None
+                                else self.own.reliability.summary()),
                 "timings": dict(self.timings)}
 
 
@@ -153,6 +182,7 @@ def measure_completeness(
     fit: bool = True,
     progress: bool = True,
     mixed_precision: str = "off",
+    reliability: bool = False,
 ) -> InjectionResult:
     """Inject ``n_sources`` artificial sources into a 2D FITS image (path or opened image)
     and find them again with ``model`` (as :func:`.pipeline.find_sources`): completeness,
@@ -162,7 +192,11 @@ def measure_completeness(
     uniform in ``size_range`` (FWHM major, arcsec; default point sources) convolved with
     the beam.  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
     source) apart and one FWHM inside the image's edges and blanks; as many rounds as it
-    takes.  ``seed`` draws the places, peaks and shapes (numpy).  Other arguments as
+    takes.  ``seed`` draws the places, peaks and shapes (numpy).  ``reliability``: also the
+    inverted-image test (:mod:`.reliability`), with the detector's false detections around
+    sources that the injection expects added per SNR bin (:meth:`InjectionResult.
+    fragments_by_snr`, :func:`.reliability.with_fragments`): the image's catalogue
+    (``result.own``) gets that ``reliability`` column.  Other arguments as
     :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
@@ -182,7 +216,15 @@ def measure_completeness(
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed,
                                 obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
-        result.timings = {"own_s": t1 - t0, "rounds_s": time.perf_counter() - t1}
+        t2 = time.perf_counter()
+        result.timings = {"own_s": t1 - t0, "rounds_s": t2 - t1}
+        if reliability:
+            inv = inverted_finding(img, mdl, own.noise, obj_threshold=obj_threshold, fit=fit,
+                                   progress=progress, **kw)
+            est = estimate_reliability(own.table["snr"], inv.table["snr"])
+            own.reliability = with_fragments(est, *result.fragments_by_snr())
+            add_reliability_column(own.table, own.reliability)
+            result.timings["reliability_s"] = time.perf_counter() - t2
         return result
     finally:
         if own_file:
@@ -343,8 +385,9 @@ def bins_table(sc: InjectionScores, quantity: str, unit: str | None = None) -> A
 
 def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, *,
                            plots: bool = True) -> list[str]:
-    """Write ``injected.ecsv`` (one row per injected source), ``spurious.ecsv`` (the new
-    detections), ``completeness_by_snr.ecsv`` and ``completeness_by_flux.ecsv``
+    """Write ``catalogue.ecsv`` (the image's own catalogue, its ``reliability`` column
+    when measured), ``injected.ecsv`` (one row per injected source), ``spurious.ecsv``
+    (the new detections), ``completeness_by_snr.ecsv`` and ``completeness_by_flux.ecsv``
     (:func:`bins_table`), ``injection.json`` (settings, per-bin scores, totals) and, with
     ``plots``, ``completeness.png`` into ``out_dir`` (created if missing), each
     atomically; returns the file names."""
@@ -356,7 +399,8 @@ def write_injection_report(result: InjectionResult, out_dir: str | os.PathLike, 
 
         fig = injection_plot(result.scores, result.by_flux, title=f"Source injection: "
                              f"{os.path.basename(result.own.table.meta.get('image', ''))}")
-    tables = {"injected.ecsv": result.table, "spurious.ecsv": result.spurious,
+    tables = {"catalogue.ecsv": result.own.table, "injected.ecsv": result.table,
+              "spurious.ecsv": result.spurious,
               "completeness_by_snr.ecsv": bins_table(result.scores, "snr"),
               "completeness_by_flux.ecsv": bins_table(result.by_flux, "flux", "Jy")}
     for name, table in tables.items():
@@ -416,4 +460,6 @@ def format_completeness(result: InjectionResult) -> str:
                  f"{s['expected_spurious_in_catalogue']:.1f} false detections of this kind "
                  "(the detector's errors around sources; the inverted-image test counts those "
                  "made of noise)")
+    if result.own.reliability is not None:
+        lines.append(format_reliability(result.own.reliability).rstrip("\n"))
     return "\n".join(lines)

@@ -39,7 +39,7 @@ from .measure import FWHM
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
            "place_sources", "wilson_interval", "score_injection", "flux_edges",
-           "flux_unit"]
+           "flux_unit", "fragment_rates"]
 
 #: bins of injected SNR (peak / local rms) the completeness is given in
 SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
@@ -307,6 +307,28 @@ def flux_unit(edges: np.ndarray) -> tuple[float, str]:
     with few digits."""
     top = float(np.max(edges)) if np.size(edges) else 1.0
     return (1e6, "uJy") if top < 1e-3 else (1e3, "mJy") if top < 1.0 else (1.0, "Jy")
+
+
+def fragment_rates(parent_snr: np.ndarray, scored: np.ndarray, spurious_parent: np.ndarray,
+                   spurious_snr: np.ndarray, parent_edges: np.ndarray,
+                   out_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's new detections around injected sources as rates: ``counts[s, b]``,
+    those given to a scored source of injected SNR bin ``s`` (``parent_edges``) whose own
+    measured SNR falls in bin ``b`` (``out_edges``), and ``n[s]``, the scored sources of
+    bin ``s``.  ``spurious_parent``: each new detection's source row (-1: none, not
+    counted)."""
+    pe, oe = np.asarray(parent_edges, np.float64), np.asarray(out_edges, np.float64)
+    bs = np.digitize(np.asarray(parent_snr, np.float64), pe) - 1
+    ok = np.asarray(scored, bool) & (bs >= 0) & (bs < pe.size - 1)
+    n = np.bincount(bs[ok], minlength=pe.size - 1)
+    counts = np.zeros((pe.size - 1, oe.size - 1))
+    par = np.asarray(spurious_parent, np.int64)
+    snr = np.asarray(spurious_snr, np.float64)
+    keep = (par >= 0) & np.isfinite(snr)
+    keep[keep] = ok[par[keep]]
+    bo = np.clip(np.digitize(snr[keep], oe) - 1, 0, oe.size - 2)
+    np.add.at(counts, (bs[par[keep]], bo), 1.0)
+    return counts, n
 
 
 def score_injection(values: np.ndarray, scored: np.ndarray, found: np.ndarray,

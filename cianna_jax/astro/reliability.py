@@ -22,6 +22,7 @@ bin the counts' Poisson errors dominate (``false_fraction_err``).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from .catalogue import make_table
 
 __all__ = ["SNR_EDGES", "THRESHOLDS", "ReliabilityEstimate", "ThresholdScan",
            "estimate_reliability", "summed_estimate", "measured_reliability", "threshold_scan",
-           "scan_thresholds", "choose_threshold", "add_reliability_column",
+           "scan_thresholds", "choose_threshold", "add_reliability_column", "with_fragments",
            "format_reliability", "format_scan"]
 
 #: the objectness thresholds a target reliability is sought among (above the model's own)
@@ -58,6 +59,8 @@ class ReliabilityEstimate:
     (``n_image``) and on the inverted image (``n_inverted``), and the pooled estimate:
     ``false_fraction`` per bin (non-increasing with SNR; NaN for a bin without detections
     on the image and in its pool), its 1-sigma Poisson error, and ``reliability`` = 1 -
+    ``false_fraction``.  ``n_fragments``: when known (:func:`with_fragments`), the
+    detector's own false detections expected around real sources per bin, included in
     ``false_fraction``."""
 
     edges: np.ndarray
@@ -65,6 +68,7 @@ class ReliabilityEstimate:
     n_inverted: np.ndarray
     false_fraction: np.ndarray
     false_fraction_err: np.ndarray
+    n_fragments: np.ndarray | None = None
 
     @property
     def reliability(self) -> np.ndarray:
@@ -84,8 +88,11 @@ class ReliabilityEstimate:
 
     def summary(self) -> dict[str, Any]:
         """The estimate as plain lists (for the catalogue's metadata and JSON reports)."""
-        return {"method": "inverted image: false fraction n_inverted / n_image per bin of "
-                          "measured SNR, pooled to be non-increasing with SNR",
+        out = {"method": "inverted image: false fraction n_inverted / n_image per bin of "
+                         "measured SNR, pooled to be non-increasing with SNR"
+                         + ("" if self.n_fragments is None else
+                            ", plus the detector's false detections around sources "
+                            "expected from source injection"),
                 "snr_edges": [float(e) for e in self.edges],
                 "n_image": [int(n) for n in self.n_image],
                 "n_inverted": [int(n) for n in self.n_inverted],
@@ -93,6 +100,9 @@ class ReliabilityEstimate:
                 "false_fraction_err": [None if np.isnan(e) else float(e)
                                        for e in self.false_fraction_err],
                 "n_false_expected": self.n_false}
+        if self.n_fragments is not None:
+            out["n_fragments_expected"] = [float(v) for v in self.n_fragments]
+        return out
 
 
 def _pooled(n_inv: np.ndarray, n_img: np.ndarray) -> list[list[int]]:
@@ -157,6 +167,28 @@ def _from_counts(e: np.ndarray, n_img: np.ndarray, n_inv: np.ndarray) -> Reliabi
         # Poisson: sqrt(n) counts, or Gehrels' 1-sigma upper limit (1.84) for none
         err[g] = (np.sqrt(i) if i else 1.84) / n
     return ReliabilityEstimate(e, n_img, n_inv, frac, err)
+
+
+def with_fragments(estimate: ReliabilityEstimate, expected: np.ndarray,
+                   expected_err: np.ndarray) -> ReliabilityEstimate:
+    """``estimate`` with the detector's own false detections around real sources added:
+    ``expected`` of them per bin (1-sigma ``expected_err``), e.g. from source injection
+    (:meth:`.completeness.InjectionResult.fragments_by_snr`), which the inverted image
+    cannot show.  Per bin the false fraction becomes (pooled inverted fraction x n_image +
+    expected) / n_image, at most 1; the errors add in quadrature."""
+    x = np.asarray(expected, np.float64)
+    xe = np.asarray(expected_err, np.float64)
+    if x.shape != estimate.n_image.shape or xe.shape != x.shape:
+        raise ValueError(f"expected: one value per SNR bin, {estimate.n_image.size}; received "
+                         f"shapes {x.shape} and {xe.shape}")
+    n = estimate.n_image.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(n > 0, np.minimum(np.nan_to_num(estimate.false_fraction) + x / n, 1.0),
+                        estimate.false_fraction)
+        err = np.where(n > 0, np.hypot(np.nan_to_num(estimate.false_fraction_err), xe / n),
+                       estimate.false_fraction_err)
+    return dataclasses.replace(estimate, false_fraction=frac, false_fraction_err=err,
+                               n_fragments=x)
 
 
 def measured_reliability(snr: np.ndarray, real: np.ndarray, edges=SNR_EDGES) -> np.ndarray:
@@ -267,10 +299,15 @@ def format_scan(scan: ThresholdScan, chosen: float, target: float,
 def format_reliability(estimate: ReliabilityEstimate, measured: np.ndarray | None = None) -> str:
     """The estimate per SNR bin as text lines (``measured``: a truth's reliability per bin
     beside it, as ``val`` has one)."""
-    lines = [f"reliability from the inverted image: {estimate.n_false:.0f} of the "
-             f"{int(estimate.n_image.sum())} detections expected false "
-             f"({int(estimate.n_inverted.sum())} detections on the inverted image)",
-             f"{'SNR bin':<14}{'n_det':>7}{'n_inv':>7}{'reliability':>13}"
+    frag = estimate.n_fragments
+    lines = ["reliability from the inverted image"
+             + ("" if frag is None else " and source injection")
+             + f": {estimate.n_false:.0f} of the {int(estimate.n_image.sum())} detections "
+             f"expected false ({int(estimate.n_inverted.sum())} detections on the inverted "
+             "image" + ("" if frag is None else
+                        f", {frag.sum():.1f} errors around sources expected") + ")",
+             f"{'SNR bin':<14}{'n_det':>7}{'n_inv':>7}"
+             + ("" if frag is None else f"{'n_frag':>8}") + f"{'reliability':>13}"
              + (f"{'measured':>10}" if measured is not None else "")]
     e = estimate.edges
     for b in range(e.size - 1):
@@ -282,7 +319,8 @@ def format_reliability(estimate: ReliabilityEstimate, measured: np.ndarray | Non
         # none on the inverted image in its pool: a 1-sigma lower limit
         cell = ("-" if np.isnan(r) else f"> {max(1.0 - s, 0.0):.2f}" if r == 1.0
                 else f"{r:.2f} +- {s:.2f}")
-        row = f"{label:<14}{estimate.n_image[b]:>7d}{estimate.n_inverted[b]:>7d}{cell:>13}"
+        row = (f"{label:<14}{estimate.n_image[b]:>7d}{estimate.n_inverted[b]:>7d}"
+               + ("" if frag is None else f"{frag[b]:>8.1f}") + f"{cell:>13}")
         if measured is not None:
             row += f"{'-' if np.isnan(measured[b]) else f'{measured[b]:.2f}':>10}"
         lines.append(row)

@@ -16,12 +16,14 @@ from cianna_jax.astro.injection import (
     InjectedSources,
     checked_settings,
     draw_shapes,
+    fragment_rates,
     match_round,
     place_sources,
     score_injection,
     wilson_interval,
 )
 from cianna_jax.astro.measure import FWHM
+from cianna_jax.astro.reliability import format_reliability
 from cianna_jax.astro.synthetic import synthetic_field, write_fits
 
 from .conftest import make_peak_detector
@@ -244,6 +246,69 @@ def test_injection_run_is_reproducible_and_expected_spurious(peak_run, field_fil
     filled = np.interp(np.log(mid), np.log(mid[ok]), rate[ok])
     want = sum(filled[min(np.digitize(s, sc.edges) - 1, mid.size - 1)] for s in snr[1:])
     assert res.expected_spurious(snr) == pytest.approx(want)
+    # the new detections given to sources of 20-30 land, per source, in bins of their SNR
+    edges = np.array([-np.inf, 3.0, 10.0, np.inf])
+    got, err = res.fragments_by_snr(np.array([25.0, 26.0]), edges)
+    t, sp = res.table, res.spurious
+    parents = (np.asarray(t["snr_in"]) >= 20) & (np.asarray(t["snr_in"]) < 30) & ~np.asarray(
+        t["near_source"])
+    mine = np.isin(np.asarray(sp["source"]), np.asarray(t["id"])[parents])
+    per_bin = np.histogram(np.asarray(sp["snr"])[mine], bins=edges)[0]
+    np.testing.assert_allclose(got, 2 * per_bin / parents.sum())
+    np.testing.assert_allclose(err, 2 * np.sqrt(per_bin) / parents.sum())
+    assert res.fragments_by_snr(np.zeros(0))[0].sum() == 0.0
+
+
+def test_fragment_rates_count_by_parent_and_own_snr():
+    counts, n = fragment_rates(parent_snr=np.array([2.5, 2.6, 12.0, 12.0, 40.0]),
+                               scored=np.array([True, True, True, False, True]),
+                               spurious_parent=np.array([2, 2, 3, -1, 0, 4]),
+                               spurious_snr=np.array([4.0, 11.0, 50.0, 3.0, np.nan, 6.0]),
+                               parent_edges=np.array([2.0, 10.0, 100.0]),
+                               out_edges=np.array([-np.inf, 5.0, np.inf]))
+    assert n.tolist() == [2, 2]  # the unscored source left out
+    # parent 2 (SNR 12): two, at 4 and 11; parent 3 unscored; parent 4 (40): one, at 6
+    assert counts.tolist() == [[0.0, 0.0], [1.0, 2.0]]
+
+
+def test_with_fragments_adds_the_expected_errors():
+    from cianna_jax.astro.reliability import estimate_reliability, with_fragments
+
+    est = estimate_reliability(np.array([3.2, 3.3, 3.4, 3.6, 12.0, 15.0, 30.0, 40.0]),
+                               np.array([3.1]), edges=(-np.inf, 3.0, 4.0, 20.0, np.inf))
+    both = with_fragments(est, np.array([0.0, 0.5, 1.0, 5.0]), np.array([0.0, 0.5, 1.0, 2.0]))
+    np.testing.assert_allclose(both.false_fraction[1:], [0.25 + 0.5 / 4, 0.5, 1.0])
+    assert both.n_false == pytest.approx(1.0 + 0.5 + 1.0 + 2.0)  # capped at the bin's 2
+    assert both.false_fraction_err[1] == pytest.approx(np.hypot(est.false_fraction_err[1],
+                                                                0.5 / 4))
+    assert both.summary()["n_fragments_expected"] == [0.0, 0.5, 1.0, 5.0]
+    assert "n_frag" in format_reliability(both)
+    with pytest.raises(ValueError, match="per SNR bin"):
+        with_fragments(est, np.zeros(3), np.zeros(3))
+
+
+def test_injection_with_the_reliability_test(peak_run, field_file, tmp_path):
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.completeness import (
+        format_completeness,
+        measure_completeness,
+        write_injection_report,
+    )
+
+    card, _ = peak_run
+    res = measure_completeness(field_file, card, n_sources=60, separation=6.0, seed=4,
+                               progress=False, reliability=True)
+    est = res.own.reliability
+    frag, _ = res.fragments_by_snr()
+    np.testing.assert_allclose(est.n_fragments, frag)
+    assert est.n_false == pytest.approx(np.nansum(np.minimum(
+        est.n_image * np.nan_to_num(est.false_fraction), est.n_image)))
+    t = res.own.table
+    np.testing.assert_allclose(t["reliability"], est.at(np.asarray(t["snr"])))
+    write_injection_report(res, tmp_path / "rep", plots=False)
+    back = read_catalogue(tmp_path / "rep" / "catalogue.ecsv")
+    np.testing.assert_allclose(back["reliability"], t["reliability"])
+    assert "reliability_s" in res.timings and "n_frag" in format_completeness(res)
 
 
 def test_injection_report_files(peak_run, tmp_path):
@@ -253,7 +318,7 @@ def test_injection_report_files(peak_run, tmp_path):
     _, res = peak_run
     pytest.importorskip("matplotlib")
     names = write_injection_report(res, tmp_path / "rep")
-    assert names == ["injected.ecsv", "spurious.ecsv", "completeness_by_snr.ecsv",
+    assert names == ["catalogue.ecsv", "injected.ecsv", "spurious.ecsv", "completeness_by_snr.ecsv",
                      "completeness_by_flux.ecsv", "injection.json", "completeness.png"]
     back = read_catalogue(tmp_path / "rep" / "injected.ecsv")
     np.testing.assert_allclose(back["snr_in"], res.table["snr_in"])
