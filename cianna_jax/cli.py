@@ -161,6 +161,8 @@ def _inject(args) -> int:
     from .io.atomic import check_folder
 
     check_folder(args.out)  # refused before the work
+    if args.write_image and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_image))):
+        raise FileNotFoundError(f"--write-image: no folder for {args.write_image}")
     if not args.no_plots:
         require_plotting()
     res = measure_completeness(args.image, args.model, n_sources=args.sources,
@@ -174,6 +176,13 @@ def _inject(args) -> int:
     files = write_injection_report(res, args.out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {args.out}/: {', '.join(files)}")
+    if args.write_image:
+        from .astro.fits_image import open_image
+        from .astro.residual import write_injected
+
+        with open_image(args.image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
+            write_injected(img.with_sources(res.sources[0]), args.write_image)
+        print(f"image with the {len(res.sources[0])} sources of round 1 -> {args.write_image}")
     return 0
 
 
@@ -432,6 +441,10 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--batch", type=int, default=None, help="tiles per batch")
     inj.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
     inj.add_argument("--no-plots", action="store_true", help="no completeness.png")
+    inj.add_argument("--write-image", default=None, metavar="FITS",
+                     help="also write the image with the first round's injected sources "
+                          "(those of round 1 in injected.ecsv), to look at or to give "
+                          "another finder")
     inj.add_argument("--reliability", action="store_true",
                      help="also the inverted-image test: the catalogue.ecsv written gets a "
                           "reliability column counting both the detections made of noise "

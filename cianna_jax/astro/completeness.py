@@ -73,8 +73,9 @@ class InjectionResult:
     :data:`.injection.ATTRIBUTION_BEAMS` FWHM from all); ``scores`` per bin of injected
     SNR and ``by_flux`` per bin of injected flux (Jy; five bins a decade); ``own``: the
     image's own catalogue (the run without injected sources); ``lost``: the rows of
-    ``own.table`` not found again, once per round that lost them; ``timings`` in
-    seconds."""
+    ``own.table`` not found again, once per round that lost them; ``sources``: each
+    round's injected sources (:meth:`.FitsImage.with_sources` draws them again);
+    ``timings`` in seconds."""
 
     table: Any
     spurious: Any
@@ -84,6 +85,7 @@ class InjectionResult:
     n_rounds: int
     lost: np.ndarray
     settings: dict[str, Any]
+    sources: list[InjectedSources] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -245,6 +247,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     rows, spur = _Rows(), _Rows()
     rounds = 0
     lost: list[np.ndarray] = []
+    drawn: list[InjectedSources] = []
     while (done := sum(len(p) for p in rows.cols.get("x", []))) < n:
         xy = place_sources(img, n - done, separation, margin, rng)
         if len(xy) == 0:
@@ -264,6 +267,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         src = InjectedSources(xy[:, 0], xy[:, 1], snr_in * rms, smaj, smin, theta)
         if progress:
             print(f"injection round {rounds}: {m} sources", file=sys.stderr)
+        drawn.append(src)
         view = img.with_sources(src)
         det = detect(view.read, view.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      progress=progress, **kw)
@@ -308,7 +312,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                 "obj_threshold": own.table.meta.get("obj_threshold"),
                 "beam_fwhm_pixels": fwhm}
     return InjectionResult(table, spurious, scores, by_flux, own, rounds,
-                           np.concatenate(lost).astype(np.int64), settings)
+                           np.concatenate(lost).astype(np.int64), settings, drawn)
 
 
 def _taken(t: Any, row: np.ndarray, name: str) -> np.ndarray:

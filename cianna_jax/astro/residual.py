@@ -23,11 +23,13 @@ from .fits_image import FitsImage, ImageError
 from .measure import Measurements
 from .noise import NoiseMap
 
-__all__ = ["draw_gaussians", "write_residual", "write_noise_map", "residual_view"]
+__all__ = ["draw_gaussians", "write_residual", "write_noise_map", "write_injected",
+           "residual_view"]
 
 _KINDS = ("residual", "model")
 _WHAT = {"residual": "image minus the fitted Gaussians", "model": "the fitted Gaussians",
-         "rms": "local noise rms", "background": "local background"}
+         "rms": "local noise rms", "background": "local background",
+         "injected": "image with injected sources"}
 
 
 def _prepared(m: Measurements, nsigma: float):
@@ -137,6 +139,17 @@ def write_noise_map(image: FitsImage, noise: NoiseMap, path: str | os.PathLike, 
         return np.where(data, noise.window(rows_, slice(0, W), which), np.nan)
 
     return _write_strips(image, path, which, band, rows)
+
+
+def write_injected(image: FitsImage, path: str | os.PathLike, *, rows: int = 1024) -> str:
+    """Write a 2D ``image`` with its injected sources (:meth:`.FitsImage.with_sources`) as
+    read, to the FITS file ``path``, ``rows`` rows at a time, atomically: what the detector
+    saw in a round of source injection, for the eye or for another finder.  Returns the
+    path."""
+    if image.added is None:
+        raise ValueError(f"image: {image.path} has no injected sources (FitsImage.with_sources)")
+    W = image.shape[-1]
+    return _write_strips(image, path, "injected", lambda r: image.read((r, slice(0, W))), rows)
 
 
 def residual_view(image: FitsImage, m: Measurements, step: int = 1, *, rows: int = 1024,

@@ -92,6 +92,19 @@ def test_with_sources_adds_to_the_pixels_and_leaves_the_file(field_file):
         np.testing.assert_array_equal(again.read(), before)
 
 
+def test_write_injected_writes_the_view_and_refuses_a_plain_image(field_file, tmp_path):
+    from cianna_jax.astro.residual import write_injected
+
+    with open_image(field_file) as img:
+        with pytest.raises(ValueError, match="no injected sources"):
+            write_injected(img, tmp_path / "x.fits")
+        view = img.with_sources(_sources())
+        write_injected(view, tmp_path / "x.fits", rows=7)  # strips of 7 rows
+        want = view.read()
+    with open_image(tmp_path / "x.fits") as back:
+        np.testing.assert_array_equal(back.read(), want)
+
+
 def test_with_sources_refuses_a_cube(tmp_path):
     fits = pytest.importorskip("astropy.io.fits")
     fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)).writeto(tmp_path / "c.fits")
@@ -339,12 +352,31 @@ def test_inject_cli(peak_run, field_file, tmp_path, capsys):
     from cianna_jax.cli import main
 
     card, _ = peak_run
+    from cianna_jax.astro.catalogue import read_catalogue
+
     out = tmp_path / "cli"
     assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
-                 "--sources", "30", "--separation", "6", "--quiet", "--no-plots"]) == 0
+                 "--sources", "30", "--separation", "6", "--quiet", "--no-plots",
+                 "--write-image", str(tmp_path / "injected.fits")]) == 0
     text = capsys.readouterr().out
-    assert "30 sources in" in text and "injection.json" in text
+    assert "30 sources in" in text and "injection.json" in text and "round 1 ->" in text
     assert not (out / "completeness.png").exists()
+    t = read_catalogue(out / "injected.ecsv")
+    first = t[t["round"] == 1]
+    with open_image(field_file) as img, open_image(tmp_path / "injected.fits") as inj:
+        src = InjectedSources(np.asarray(first["x"]), np.asarray(first["y"]),
+                              np.asarray(first["peak_in"]) / img.unit_scale,
+                              np.full(len(first), np.nan), np.full(len(first), np.nan),
+                              np.zeros(len(first)))
+        added = inj.read() - img.read()
+        assert inj.wcs is not None and inj.beam == img.beam
+    finite = np.isfinite(added)
+    iy, ix = np.round(src.y).astype(int), np.round(src.x).astype(int)
+    assert np.all(added[iy, ix] > 0.5 * src.peak)  # each source of round 1 is there
+    assert np.abs(added[finite]).max() <= src.peak.max() * 1.0001
+    assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
+                 "--write-image", str(tmp_path / "no" / "x.fits")]) == 2
+    assert "--write-image" in capsys.readouterr().err
     assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
                  "--snr-range", "5", "2"]) == 2
     assert "snr_range" in capsys.readouterr().err
