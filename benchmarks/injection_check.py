@@ -49,6 +49,41 @@ def near_true(det_x, det_y, tr_x, tr_y, radius: float) -> np.ndarray:
     return d <= radius
 
 
+def pybdsf_positions(fits_path: str, thresh_pix: float) -> np.ndarray:
+    """PyBDSF's sources (thresh_isl 3, ``thresh_pix``) as pixel positions ``[n, 2]``."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pybdsf_compare import pybdsf_table
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.sky import sky_to_pixel
+
+    t, _ = pybdsf_table(fits_path, 3.0, thresh_pix)
+    with open_image(fits_path) as img:
+        x, y = sky_to_pixel(img.wcs, np.asarray(t["ra"]), np.asarray(t["dec"]))
+    return np.stack([x, y], 1)
+
+
+def pybdsf_injection(res, image: str, tmp: str, thresh_pix: float):
+    """PyBDSF's completeness on the first round's injected sources: PyBDSF run on the
+    image and on the injected image, matched as the detector's runs are."""
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.injection import match_round, score_injection
+    from cianna_jax.astro.residual import write_injected
+
+    path = os.path.join(tmp, "injected.fits")
+    with open_image(image) as img:
+        write_injected(img.with_sources(res.sources[0]), path)
+    first = np.asarray(res.table["round"]) == 1
+    t = res.table[first]
+    xy = np.stack([np.asarray(t["x"]), np.asarray(t["y"])], 1)
+    fwhm = res.settings["beam_fwhm_pixels"]
+    own, run = pybdsf_positions(image, thresh_pix), pybdsf_positions(path, thresh_pix)
+    rm = match_round(xy, np.full(len(xy), fwhm), own, run, fwhm)
+    n_sp = np.bincount(rm.spurious_source[rm.spurious_source >= 0], minlength=len(xy))
+    return score_injection(np.asarray(t["snr_in"]), ~rm.near_source, rm.found_row >= 0,
+                           np.ones(len(xy)), np.zeros(len(xy)), n_sp), len(own)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image", required=True)
@@ -60,6 +95,8 @@ def main() -> int:
                    help="intrinsic FWHM sizes (arcsec) of the injected sources")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="the injection's report folder (and figure)")
+    p.add_argument("--pybdsf", action="store_true",
+                   help="also PyBDSF (thresh_pix 5 and 4) on the first round's injected image")
     a = p.parse_args()
     xla_cpu.tune()
     from cianna_jax.astro.completeness import (
@@ -67,6 +104,7 @@ def main() -> int:
         measure_completeness,
         write_injection_report,
     )
+    from cianna_jax.astro.injection import score_injection
     from cianna_jax.astro.validate import validate
 
     t0 = time.perf_counter()
@@ -107,6 +145,25 @@ def main() -> int:
           f"{int((unmatched & close).sum())} within 3 FWHM of a true source of SNR >= 5; the "
           f"injection expects {res.expected_spurious():.1f} of the detector's own errors "
           "around sources")
+    if a.pybdsf:
+        with tempfile.TemporaryDirectory() as tmp:
+            bd = {tp: pybdsf_injection(res, a.image, tmp, tp) for tp in (5.0, 4.0)}
+        first = np.asarray(res.table["round"]) == 1
+        ours = score_injection(np.asarray(res.table["snr_in"])[first],
+                               ~np.asarray(res.table["near_source"])[first],
+                               np.asarray(res.table["found"])[first], np.ones(first.sum()),
+                               np.zeros(first.sum()), np.asarray(res.table["n_spurious"])[first])
+        print("\nround 1's injected sources, completeness: cianna_jax / PyBDSF thresh_pix 5 / 4")
+        for i in range(sc.n.size):
+            if ours.n[i]:
+                print(f"{sc.edges[i]:>5g} - {sc.edges[i + 1]:<6g} {ours.n[i]:>6d}  "
+                      f"{ours.completeness[i]:.3f}  {bd[5.0][0].completeness[i]:.3f}  "
+                      f"{bd[4.0][0].completeness[i]:.3f}")
+        for name, s_ in (("cianna_jax", ours), ("PyBDSF 5", bd[5.0][0]), ("PyBDSF 4", bd[4.0][0])):
+            print(f"{name}: 50% at SNR {s_.at_completeness(0.5):.2f}, 90% at "
+                  f"{s_.at_completeness(0.9):.2f}; new detections around the sources "
+                  f"{int(s_.n_spurious.sum())}")
+        print(f"PyBDSF's own sources on the image: {bd[5.0][1]} (5), {bd[4.0][1]} (4)")
     if a.out:
         from cianna_jax.astro.plots import injection_plot, save_figure
 

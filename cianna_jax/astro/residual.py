@@ -24,7 +24,7 @@ from .measure import Measurements
 from .noise import NoiseMap
 
 __all__ = ["draw_gaussians", "write_residual", "write_noise_map", "write_injected",
-           "residual_view"]
+           "residual_view", "image_frequency"]
 
 _KINDS = ("residual", "model")
 _WHAT = {"residual": "image minus the fitted Gaussians", "model": "the fitted Gaussians",
@@ -67,6 +67,30 @@ def draw_gaussians(shape: tuple[int, int], m: Measurements, *, rows: slice | Non
     return out
 
 
+_HZ = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9}
+
+
+def image_frequency(image: FitsImage) -> float | None:
+    """The frequency (Hz) of a 2D image or of the cube plane taken as one, from a FREQ
+    axis of its header (degenerate, as in SDC1's 4D images, or the plane's), else a FREQ
+    keyword; None when the header gives none."""
+    h = image.header
+    for i in range(1, int(h.get("NAXIS", 0)) + 1):
+        if str(h.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
+            try:
+                scale = _HZ.get(str(h.get(f"CUNIT{i}", "Hz")).strip().upper(), 1.0)
+                pix = (image.plane or 0) + 1.0 - float(h.get(f"CRPIX{i}", 1.0))
+                f = (float(h[f"CRVAL{i}"]) + pix * float(h.get(f"CDELT{i}", 0.0))) * scale
+            except (KeyError, TypeError, ValueError):
+                return None
+            return f if np.isfinite(f) and f > 0 else None
+    try:
+        f = float(h["FREQ"]) if "FREQ" in h else None
+    except (TypeError, ValueError):
+        return None
+    return f if f is not None and np.isfinite(f) and f > 0 else None
+
+
 def _header(image: FitsImage, kind: str):
     fits = require("astropy.io.fits")
     H, W = image.shape[-2:]
@@ -83,6 +107,12 @@ def _header(image: FitsImage, kind: str):
                                                 image.beam.bmin / 3600.0, image.beam.bpa)
     if image.bunit:
         hdr["BUNIT"] = image.bunit
+    freq = image_frequency(image)
+    if freq is not None:  # PyBDSF, among others, refuses an image without one
+        hdr["FREQ"] = (freq, "Hz, the frequency of the image this one derives from")
+    for key in ("RESTFRQ", "RESTFREQ"):
+        if key in image.header:
+            hdr[key] = image.header[key]
     from .. import __version__
 
     hdr["HISTORY"] = f"cianna_jax {__version__}: {_WHAT[kind]} of {os.path.basename(image.path)}"

@@ -159,3 +159,26 @@ def test_rms_and_background_maps_are_the_noise_map_at_every_pixel(tmp_path, fiel
     with pytest.raises(ValueError, match="written for one image at a time"):
         predict_file([path, path], tiny_model, out, background_map=tmp_path / "b.fits")
     assert not out.exists()
+
+
+def test_written_images_carry_the_frequency(tmp_path):
+    """Images written beside a catalogue keep the frequency of the image (a FREQ axis, the
+    plane's of a cube, or a FREQ keyword) and its rest frequency: PyBDSF refuses an image
+    without one."""
+    from cianna_jax.astro.residual import image_frequency
+
+    data = np.zeros((3, 8, 8), np.float32)
+    h = fits.Header({"CTYPE3": "FREQ", "CRVAL3": 950.0, "CDELT3": 0.03, "CRPIX3": 1.0,
+                     "CUNIT3": "MHz", "RESTFRQ": 1.420405752e9})
+    fits.PrimaryHDU(data, header=h).writeto(tmp_path / "c.fits")
+    with pytest.warns(UserWarning), open_image(tmp_path / "c.fits", plane=2) as img:
+        assert image_frequency(img) == pytest.approx(950.06e6)
+        path = write_residual(img, _measurements([], [], [], [], [], [], []),
+                              tmp_path / "r.fits")
+    written = fits.getheader(path)
+    assert written["FREQ"] == pytest.approx(950.06e6) and written["RESTFRQ"] == 1.420405752e9
+    fits.PrimaryHDU(data[0], header=fits.Header({"FREQ": 1.4e9})).writeto(tmp_path / "k.fits")
+    fits.PrimaryHDU(data[0]).writeto(tmp_path / "none.fits")
+    with pytest.warns(UserWarning), open_image(tmp_path / "k.fits") as a, \
+            open_image(tmp_path / "none.fits") as b:
+        assert image_frequency(a) == 1.4e9 and image_frequency(b) is None
