@@ -163,6 +163,13 @@ def _inject(args) -> int:
     check_folder(args.out)  # refused before the work
     if args.write_image and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_image))):
         raise FileNotFoundError(f"--write-image: no folder for {args.write_image}")
+    if args.write_image:
+        from .astro.fits_image import open_image
+
+        with open_image(args.image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
+            if img.ndim != 2:
+                raise ValueError(f"--write-image: written for 2D images; {args.image} is a "
+                                 "cube (its injected lines are in injected.ecsv)")
     if not args.no_plots:
         require_plotting()
     res = measure_completeness(args.image, args.model, n_sources=args.sources,
@@ -172,7 +179,8 @@ def _inject(args) -> int:
                                beam=_beam(args.beam), tile=args.tile, batch_size=args.batch,
                                fit=not args.no_fit, progress=not args.quiet,
                                mixed_precision=args.mixed_precision,
-                               reliability=args.reliability)
+                               reliability=args.reliability,
+                               line_width_range=args.line_width_range)
     files = write_injection_report(res, args.out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {args.out}/: {', '.join(files)}")
@@ -412,10 +420,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="another finder's catalogue (PyBDSF's source list, ...) scored beside "
                           "the detector with the same truth and rules; repeatable")
 
-    inj = sub.add_parser("inject", help="add artificial sources to a FITS image and find them "
-                                        "again: completeness, flux recovery and the "
-                                        "detector's false detections around sources, with "
-                                        "no truth")
+    inj = sub.add_parser("inject", help="add artificial sources to a FITS image (lines to a "
+                                        "cube) and find them again: completeness, flux "
+                                        "recovery and the detector's false detections "
+                                        "around sources, with no truth")
     common(inj)
     inj.add_argument("--out", required=True,
                      help="report folder (catalogue.ecsv, injected.ecsv, spurious.ecsv, "
@@ -431,6 +439,10 @@ def _parser() -> argparse.ArgumentParser:
                      metavar=("LOW", "HIGH"),
                      help="intrinsic FWHM sizes (arcsec), drawn uniform and convolved with "
                           "the beam (default: point sources)")
+    inj.add_argument("--line-width-range", type=float, nargs=2, default=(3.0, 12.0),
+                     metavar=("LOW", "HIGH"),
+                     help="a cube's injected lines: FWHM in channels, drawn uniform "
+                          "(default 3 12)")
     inj.add_argument("--separation", type=float, default=10.0,
                      help="injected sources of one round at least this many FWHM apart "
                           "(default 10)")

@@ -24,6 +24,7 @@ from .fits_image import Beam, FitsImage, open_image
 from .injection import (
     InjectedSources,
     InjectionScores,
+    checked_line_widths,
     checked_settings,
     draw_shapes,
     flux_edges,
@@ -185,16 +186,22 @@ def measure_completeness(
     progress: bool = True,
     mixed_precision: str = "off",
     reliability: bool = False,
+    line_width_range: tuple[float, float] = (3.0, 12.0),
 ) -> InjectionResult:
-    """Inject ``n_sources`` artificial sources into a 2D FITS image (path or opened image)
-    and find them again with ``model`` (as :func:`.pipeline.find_sources`): completeness,
-    flux recovery and the detector's false detections around sources, with no truth.
+    """Inject ``n_sources`` artificial sources into a FITS image (path or opened image), or
+    lines into a cube, and find them again with ``model`` (as
+    :func:`.pipeline.find_sources`): completeness, flux recovery and the detector's false
+    detections around sources, with no truth.
 
     Peaks are drawn log-uniform in ``snr_range`` times the local rms; intrinsic sizes
     uniform in ``size_range`` (FWHM major, arcsec; default point sources) convolved with
     the beam.  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
     source) apart and one FWHM inside the image's edges and blanks; as many rounds as it
-    takes.  ``seed`` draws the places, peaks and shapes (numpy).  ``reliability``: also the
+    takes.  In a cube each source is a Gaussian line of FWHM uniform in
+    ``line_width_range`` channels, its peak voxel the SNR times the channel's rms, at least
+    the widest FWHM inside the cube's ends; it is found by a detection within one FWHM on
+    the sky and one line FWHM along the channels.  ``seed`` draws the places, peaks and
+    shapes (numpy).  ``reliability``: also the
     inverted-image test (:mod:`.reliability`), with the detector's false detections around
     sources that the injection expects added per SNR bin (:meth:`InjectionResult.
     fragments_by_snr`, :func:`.reliability.with_fragments`): the image's catalogue
@@ -202,12 +209,10 @@ def measure_completeness(
     :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
+    lines = checked_line_widths(line_width_range)
     own_file = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own_file else image
     try:
-        if img.ndim != 2:
-            raise ValueError(f"{img.path}: source injection works on 2D images; this one has "
-                             f"{img.ndim} axes (plane= takes one plane of a cube)")
         bpix = _checked_beam(img)
         mdl = model if isinstance(model, LoadedModel) else load_model(model, tile=tile)
         predict_fn = make_predict_fn(mdl, mixed_precision)
@@ -216,7 +221,7 @@ def measure_completeness(
         own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
                            **kw)
         t1 = time.perf_counter()
-        result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed,
+        result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
                                 obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
         t2 = time.perf_counter()
         result.timings = {"own_s": t1 - t0, "rounds_s": t2 - t1}
@@ -235,21 +240,24 @@ def measure_completeness(
 
 def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                    snr: tuple[float, float], size: tuple[float, float], sep_beams: float,
-                   bpix: tuple[float, float, float], seed: int, *, obj_threshold: Any,
-                   fit: bool, progress: bool, **kw: Any) -> InjectionResult:
+                   bpix: tuple[float, float, float], seed: int, lines: tuple[float, float],
+                   *, obj_threshold: Any, fit: bool, progress: bool,
+                   **kw: Any) -> InjectionResult:
     rng = np.random.default_rng(seed)
+    cube = img.ndim == 3
     noise = own.noise
     fwhm = bpix[0] * FWHM  # the beam's major FWHM, pixels
     largest = max(fwhm, size[1] / img.pixel_scale)
     separation, margin = sep_beams * largest, largest
-    own_xy = np.stack([np.asarray(own.table["x"]), np.asarray(own.table["y"])], 1)
+    own_xy = _positions(own.table, cube)
     area = img.beam_area_pixels()
     rows, spur = _Rows(), _Rows()
     rounds = 0
     lost: list[np.ndarray] = []
     drawn: list[InjectedSources] = []
     while (done := sum(len(p) for p in rows.cols.get("x", []))) < n:
-        xy = place_sources(img, n - done, separation, margin, rng)
+        xy = place_sources(img, n - done, separation, margin, rng,
+                           z_margin=lines[1] if cube else 0.0)
         if len(xy) == 0:
             raise ValueError(f"{img.path}: no room for injected sources {separation:.1f} "
                              "pixels apart away from the edges and blanks (a smaller "
@@ -263,8 +271,10 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                           stacklevel=3)
         snr_in = np.exp(rng.uniform(math.log(snr[0]), math.log(snr[1]), m))
         smaj, smin, theta, size_in = draw_shapes(m, bpix, size, img.pixel_scale or 1.0, rng)
-        rms = noise.at(xy[:, 1], xy[:, 0])
-        src = InjectedSources(xy[:, 0], xy[:, 1], snr_in * rms, smaj, smin, theta)
+        rms = noise.at(xy[:, 1], xy[:, 0], xy[:, 2] if cube else None)
+        wz = rng.uniform(*lines, m) if cube else None  # line FWHM, channels
+        src = InjectedSources(xy[:, 0], xy[:, 1], snr_in * rms, smaj, smin, theta,
+                              *((xy[:, 2], wz / FWHM) if cube else ()))
         if progress:
             print(f"injection round {rounds}: {m} sources", file=sys.stderr)
         drawn.append(src)
@@ -273,9 +283,10 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                      progress=progress, **kw)
         run = measure_detections(view, mdl, det, noise, fit=fit)
         t = run.table
-        run_xy = np.stack([np.asarray(t["x"]), np.asarray(t["y"])], 1)
+        run_xy = _positions(t, cube)
         radius = np.maximum(fwhm, smaj * FWHM)
-        rm = match_round(xy, radius, own_xy, run_xy, fwhm)
+        rm = match_round(xy, radius, own_xy, run_xy, fwhm,
+                         np.maximum(wz, 1.0) if cube else None)
         lost.append(rm.lost)
         row = rm.found_row
         got = row >= 0
@@ -283,6 +294,8 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         def taken(name, t=t, row=row):
             return _taken(t, row, name)
         flux_in = src.peak * img.unit_scale * 2 * np.pi * smaj * smin / area
+        if cube:  # summed over the channels too (Jy x channels, as the catalogue's)
+            flux_in = flux_in * math.sqrt(2 * math.pi) * src.sigma_z
         offset = np.hypot(taken("x") - xy[:, 0], taken("y") - xy[:, 1]) / fwhm
         n_sp = np.bincount(rm.spurious_source[rm.spurious_source >= 0], minlength=m)
         rows.add(round=np.full(m, rounds), x=xy[:, 0], y=xy[:, 1],
@@ -290,10 +303,13 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                  size_in=size_in, bmaj_in=smaj * FWHM * (img.pixel_scale or 1.0),
                  near_source=rm.near_source, found=got, flux_out=taken("flux"),
                  snr_out=taken("snr"), objectness=taken("objectness"), offset_beams=offset,
-                 n_spurious=n_sp)
+                 n_spurious=n_sp,
+                 **({"z": xy[:, 2], "line_fwhm_in": wz, "dz": taken("z") - xy[:, 2]}
+                    if cube else {}))
         base = done  # the round's first source, less one: ids count from 1
         sr = rm.spurious_rows
         spur.add(round=np.full(sr.size, rounds), x=run_xy[sr, 0], y=run_xy[sr, 1],
+                 **({"z": run_xy[sr, 2]} if cube else {}),
                  snr=np.asarray(t["snr"], np.float64)[sr] if sr.size else np.zeros(0),
                  objectness=(np.asarray(t["objectness"], np.float64)[sr] if sr.size
                              else np.zeros(0)),
@@ -309,10 +325,18 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     by_flux = score_injection(flux_in, *per_source, edges=flux_edges(flux_in))
     settings = {"n_sources": n, "snr_range": list(snr), "size_range_arcsec": list(size),
                 "separation_beams": sep_beams, "seed": seed,
+                "line_width_range_channels": list(lines) if cube else None,
                 "obj_threshold": own.table.meta.get("obj_threshold"),
                 "beam_fwhm_pixels": fwhm}
     return InjectionResult(table, spurious, scores, by_flux, own, rounds,
                            np.concatenate(lost).astype(np.int64), settings, drawn)
+
+
+def _positions(t: Any, cube: bool) -> np.ndarray:
+    """A catalogue's pixel positions ``[n, 2]`` (x, y), or ``[n, 3]`` with z for a cube's."""
+    names = ("x", "y", "z") if cube else ("x", "y")
+    return np.stack([np.asarray(t[k], np.float64) for k in names], 1) if len(t) else \
+        np.zeros((0, len(names)))
 
 
 def _taken(t: Any, row: np.ndarray, name: str) -> np.ndarray:
@@ -342,9 +366,12 @@ def _with_sky(img: FitsImage, cols: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def _table(img: FitsImage, rows: _Rows) -> Any:
-    names = ("round", "x", "y", "peak_in", "flux_in", "snr_in", "size_in", "bmaj_in",
-             "near_source", "found", "flux_out", "snr_out", "objectness", "offset_beams",
-             "n_spurious")
+    cube = "z" in rows.cols
+    names = (("round", "x", "y") + (("z",) if cube else ())
+             + ("peak_in", "flux_in", "snr_in", "size_in", "bmaj_in")
+             + (("line_fwhm_in",) if cube else ())
+             + ("near_source", "found", "flux_out", "snr_out", "objectness", "offset_beams")
+             + (("dz",) if cube else ()) + ("n_spurious",))
     cols = {k: rows.joined(k) for k in names}
     for k in ("round", "n_spurious"):
         cols[k] = cols[k].astype(np.int64)
@@ -355,15 +382,19 @@ def _table(img: FitsImage, rows: _Rows) -> Any:
              "flux_in": "Jy", "flux_out": "Jy", "size_in": "arcsec", "bmaj_in": "arcsec"}
     if img.per == "pixel":
         units["peak_in"] = "Jy/pix"
-    return make_table(cols, {k: v for k, v in units.items() if k in cols})
+    if cube:  # as the catalogue's: summed over the channels
+        units.update(flux_in="Jy pix", flux_out="Jy pix", z="pix", dz="pix")
+    return make_table(cols, units={k: v for k, v in units.items() if k in cols})
 
 
 def _spurious_table(img: FitsImage, spur: _Rows) -> Any:
-    names = ("round", "x", "y", "snr", "objectness", "source", "distance_beams")
+    names = ("round", "x", "y") + (("z",) if "z" in spur.cols else ()) + (
+        "snr", "objectness", "source", "distance_beams")
     cols = {k: spur.joined(k) for k in names}
     cols["round"] = cols["round"].astype(np.int64)
     cols["source"] = cols["source"].astype(np.int64)
-    return make_table(_with_sky(img, cols), {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg"})
+    return make_table(_with_sky(img, cols),
+                      units={"x": "pix", "y": "pix", "z": "pix", "ra": "deg", "dec": "deg"})
 
 
 def require_plotting() -> None:

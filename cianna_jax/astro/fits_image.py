@@ -164,13 +164,19 @@ class FitsImage:
 
     def with_sources(self, sources: Any) -> FitsImage:
         """The same image with ``sources`` (e.g. :class:`.injection.InjectedSources`: a
-        ``render(window, shape)`` giving their pixels in the file's unit) added to the
-        pixels as they are read, for source injection; the file is not touched (the same
-        open file: close this one, not the view).  2D images only."""
-        if self.ndim != 2:
-            raise ImageError(f"{self.path}: sources are injected into 2D images; this one "
-                             f"has {self.ndim} axes (plane= takes one plane of a cube)")
-        return dataclasses.replace(self, added=sources)
+        ``render(window, shape)`` giving their pixels in the file's unit, and ``ndim``)
+        added to the pixels as they are read, for source injection; the file is not touched
+        (the same open file: close this one, not the view).  Sources on the sky go into a
+        2D image, lines (``ndim`` 3) into a cube."""
+        nd = int(getattr(sources, "ndim", 2))
+        if self.ndim != nd:
+            raise ImageError(f"{self.path}: {'lines' if nd == 3 else 'sources on the sky'} "
+                             f"are injected into {nd}D images; this one has {self.ndim} axes"
+                             + (" (plane= takes one plane of a cube)" if nd == 2 else ""))
+        view = dataclasses.replace(self, added=sources)
+        if "frequency_axis" in self.__dict__:  # read once per opened file
+            view.__dict__["frequency_axis"] = self.__dict__["frequency_axis"]
+        return view
 
     def beam_area_pixels(self) -> float | None:
         """Pixels per beam when the image is per beam and the beam and scale are known; 1 for a

@@ -39,7 +39,7 @@ from .measure import FWHM
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
            "place_sources", "wilson_interval", "score_injection", "flux_edges",
-           "flux_unit", "fragment_rates"]
+           "flux_unit", "fragment_rates", "checked_line_widths"]
 
 #: bins of injected SNR (peak / local rms) the completeness is given in
 SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
@@ -56,7 +56,9 @@ class InjectedSources:
     """Elliptical Gaussians to add to an image: centres ``x``, ``y`` (pixels, 0-based pixel
     centres), ``peak`` in the image file's unit (what :meth:`.FitsImage.read` gives),
     ``sigma_major``/``sigma_minor`` (pixels) and ``theta`` (radians, major axis from +x
-    towards +y).  Pixels are the Gaussian at their centres."""
+    towards +y).  For a cube, ``z`` (channel) and ``sigma_z`` (channels) give each a
+    Gaussian line: the voxels are the sky Gaussian times the line's profile.  Pixels are
+    the Gaussian at their centres."""
 
     x: np.ndarray
     y: np.ndarray
@@ -64,9 +66,16 @@ class InjectedSources:
     sigma_major: np.ndarray
     sigma_minor: np.ndarray
     theta: np.ndarray
+    z: np.ndarray | None = None
+    sigma_z: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(np.size(self.x))
+
+    @property
+    def ndim(self) -> int:
+        """2 for sources on an image, 3 for lines in a cube."""
+        return 2 if self.z is None else 3
 
     def _values(self, k: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
         c, s = math.cos(self.theta[k]), math.sin(self.theta[k])
@@ -75,37 +84,59 @@ class InjectedSources:
         return self.peak[k] * np.exp(-0.5 * ((u / self.sigma_major[k]) ** 2
                                              + (v / self.sigma_minor[k]) ** 2))
 
+    def _profile(self, k: int, zz: np.ndarray) -> np.ndarray:
+        return np.exp(-0.5 * ((zz - self.z[k]) / self.sigma_z[k]) ** 2)
+
     def render(self, window: tuple | None, shape: tuple[int, ...]) -> np.ndarray:
-        """The sources' pixels on ``window`` of an image of ``shape`` ``(H, W)``: a tuple of
-        two slices (any step; ``None``: the whole image) gives ``[ny, nx]``; a tuple of two
-        integer index arrays (points) gives their broadcast shape."""
-        H, W = int(shape[-2]), int(shape[-1])
-        window = (slice(None), slice(None)) if window is None else tuple(window)
-        if len(window) != 2:
-            raise ValueError(f"window: injected sources are drawn on 2D images, received "
+        """The sources' pixels on ``window`` of an image of ``shape`` ``(H, W)`` (or voxels of
+        a cube ``(D, H, W)``, for lines): a tuple of slices (any step; ``None``: everything)
+        gives ``[ny, nx]`` (``[nz, ny, nx]``); a tuple of integer index arrays (points) gives
+        their broadcast shape."""
+        nd = self.ndim
+        window = (slice(None),) * nd if window is None else tuple(window)
+        if len(window) != nd or len(shape) < nd:
+            raise ValueError(f"window: these sources are drawn on {nd}D images, received "
                              f"{len(window)} axes")
         reach = REACH_SIGMAS * np.asarray(self.sigma_major, np.float64)
+        zreach = None if nd == 2 else REACH_SIGMAS * np.asarray(self.sigma_z, np.float64)
         if all(isinstance(w, slice) for w in window):
-            ys = np.arange(*window[0].indices(H), dtype=np.float64)
-            xs = np.arange(*window[1].indices(W), dtype=np.float64)
-            out = np.zeros((ys.size, xs.size), np.float32)
-            if ys.size == 0 or xs.size == 0:
+            axes = [np.arange(*w.indices(int(n)), dtype=np.float64)
+                    for w, n in zip(window, shape[-nd:])]
+            out = np.zeros(tuple(a.size for a in axes), np.float32)
+            if out.size == 0:
                 return out
+            ys, xs = axes[-2], axes[-1]
             near = ((self.y + reach >= ys.min()) & (self.y - reach <= ys.max())
                     & (self.x + reach >= xs.min()) & (self.x - reach <= xs.max()))
+            if nd == 3:
+                zs = axes[0]
+                near &= (self.z + zreach >= zs.min()) & (self.z - zreach <= zs.max())
             for k in np.flatnonzero(near):
                 iy = np.flatnonzero(np.abs(ys - self.y[k]) <= reach[k])
                 ix = np.flatnonzero(np.abs(xs - self.x[k]) <= reach[k])
-                if iy.size and ix.size:
-                    out[iy[:, None], ix[None, :]] += self._values(
-                        k, ys[iy][:, None], xs[ix][None, :]).astype(np.float32)
+                if not (iy.size and ix.size):
+                    continue
+                sky = self._values(k, ys[iy][:, None], xs[ix][None, :])
+                if nd == 2:
+                    out[iy[:, None], ix[None, :]] += sky.astype(np.float32)
+                    continue
+                iz = np.flatnonzero(np.abs(zs - self.z[k]) <= zreach[k])
+                if iz.size:
+                    out[iz[:, None, None], iy[None, :, None], ix[None, None, :]] += (
+                        self._profile(k, zs[iz])[:, None, None] * sky[None]).astype(np.float32)
             return out
-        yy, xx = np.broadcast_arrays(*(np.asarray(w, np.float64) for w in window))
+        pts = np.broadcast_arrays(*(np.asarray(w, np.float64) for w in window))
+        yy, xx = pts[-2], pts[-1]
         out = np.zeros(yy.shape, np.float32)
         for k in range(len(self)):
             m = (np.abs(yy - self.y[k]) <= reach[k]) & (np.abs(xx - self.x[k]) <= reach[k])
+            if nd == 3:
+                m &= np.abs(pts[0] - self.z[k]) <= zreach[k]
             if m.any():
-                out[m] += self._values(k, yy[m], xx[m]).astype(np.float32)
+                v = self._values(k, yy[m], xx[m])
+                if nd == 3:
+                    v = v * self._profile(k, pts[0][m])
+                out[m] += v.astype(np.float32)
         return out
 
 
@@ -138,14 +169,24 @@ def _spaced(cand: np.ndarray, taken: np.ndarray, separation: float, want: int) -
 
 
 def place_sources(image: FitsImage, n: int, separation: float, margin: float,
-                  rng: np.random.Generator, *, max_tries: int = 50) -> np.ndarray:
+                  rng: np.random.Generator, *, z_margin: float = 0.0,
+                  max_tries: int = 50) -> np.ndarray:
     """At most ``n`` positions ``[m, 2]`` (x, y in pixels) drawn uniformly over the image,
-    at least ``margin`` pixels inside its edges, at least ``separation`` pixels apart, with
-    every pixel within ``margin`` finite (not blank): one round of injection."""
+    at least ``margin`` pixels inside its edges, at least ``separation`` pixels apart on
+    the sky, with every pixel within ``margin`` finite (not blank): one round of
+    injection.  A cube's positions are ``[m, 3]`` (x, y, z), the channel ``z`` drawn
+    uniformly at least ``z_margin`` channels inside its ends, the voxels within the
+    margins finite."""
     H, W = image.shape[-2:]
     if W - 1 - 2 * margin <= 0 or H - 1 - 2 * margin <= 0:
         raise ValueError(f"image: {W}x{H} pixels leave no room for sources {margin:.1f} "
                          "pixels inside its edges")
+    cube = image.ndim == 3
+    D = image.shape[0] if cube else 1
+    if cube and D - 1 - 2 * z_margin < 0:
+        raise ValueError(f"image: {D} channels leave no room for lines {z_margin:.1f} "
+                         "channels inside its ends")
+    rz = int(math.ceil(z_margin))
     out = np.zeros((0, 2))
     r = int(math.ceil(margin))
     # candidates per try: a few per source wanted, and no more than a few per place the
@@ -157,15 +198,21 @@ def place_sources(image: FitsImage, n: int, separation: float, margin: float,
         m = 4 * min(n - len(out), room)
         cand = np.stack([rng.uniform(margin, W - 1 - margin, m),
                          rng.uniform(margin, H - 1 - margin, m)], 1)
-        pick = cand[_spaced(cand, out, separation, n - len(out))]
+        pick = cand[_spaced(cand, out[:, :2], separation, n - len(out))]
         if len(pick) == 0:  # the round is full
             break
+        if cube:
+            pick = np.concatenate([pick, rng.uniform(z_margin, D - 1 - z_margin,
+                                                     (len(pick), 1))], 1)
         ok = np.ones(len(pick), bool)
-        for i, (x, y) in enumerate(pick):
-            ix, iy = int(round(x)), int(round(y))
+        for i, p in enumerate(pick):
+            ix, iy = int(round(p[0])), int(round(p[1]))
             win = (slice(max(iy - r, 0), iy + r + 1), slice(max(ix - r, 0), ix + r + 1))
+            if cube:
+                iz = int(round(p[2]))
+                win = (slice(max(iz - rz, 0), iz + rz + 1),) + win
             ok[i] = bool(np.isfinite(image.read(win)).all())
-        out = np.concatenate([out, pick[ok]])
+        out = np.concatenate([out, pick[ok]]) if len(out) else pick[ok]
     return out[:n]
 
 
@@ -262,31 +309,61 @@ class RoundMatch:
         return int(self.lost.size)
 
 
+def _pixels_match(det: np.ndarray, ref: np.ndarray, radius: np.ndarray | float,
+                  z_radius: np.ndarray | None):
+    """One-to-one match of positions ``[n, 2]`` (or ``[n, 3]`` with channels, pairs then
+    also within ``z_radius`` channels of the reference) on the sky within ``radius``."""
+    ok = None
+    if z_radius is not None and det.shape[1] == 3 and len(ref):
+        zr = np.broadcast_to(np.asarray(z_radius, np.float64), (len(ref),))
+
+        def ok(di, ti):
+            return np.abs(det[di, 2] - ref[ti, 2]) <= zr[ti]
+    return crossmatch_pixels(det[:, 0], det[:, 1], ref[:, 0], ref[:, 1], radius, pair_ok=ok)
+
+
 def match_round(src_xy: np.ndarray, radius: np.ndarray, own_xy: np.ndarray,
-                run_xy: np.ndarray, beam_fwhm: float) -> RoundMatch:
+                run_xy: np.ndarray, beam_fwhm: float,
+                z_radius: np.ndarray | None = None) -> RoundMatch:
     """Match an injected run's detections (``run_xy`` ``[m, 2]`` pixels) to the injected
     sources (``src_xy``, match ``radius`` each) first, then to the image's own detections
-    (``own_xy``, within one ``beam_fwhm``); what is left is new."""
+    (``own_xy``, within one ``beam_fwhm``); what is left is new.  In a cube the positions
+    hold a third column, the channel, and ``z_radius`` (channels, one per injected source)
+    bounds a pair's distance along it (the largest for the image's own detections); a new
+    detection goes to the nearest source within :data:`ATTRIBUTION_BEAMS` FWHM and as many
+    ``z_radius``."""
     from scipy.spatial import cKDTree
 
     n_src = len(src_xy)
+    zr = None if z_radius is None else np.asarray(z_radius, np.float64)
+    z_own = None if zr is None or zr.size == 0 else float(np.max(zr))
     near = np.zeros(n_src, bool)
-    if len(own_xy) and n_src:
-        d, _ = cKDTree(own_xy).query(src_xy)
-        near = d <= radius
-    m1 = crossmatch_pixels(run_xy[:, 0], run_xy[:, 1], src_xy[:, 0], src_xy[:, 1], radius)
+    if len(own_xy) and n_src:  # any own detection within the source's radius (and channels)
+        tree = cKDTree(own_xy[:, :2])
+        if zr is None:
+            d, _ = tree.query(src_xy[:, :2])
+            near = d <= radius
+        else:
+            found = tree.query_ball_point(src_xy[:, :2], r=np.asarray(radius, np.float64))
+            near = np.array([bool(np.any(np.abs(own_xy[j, 2] - src_xy[i, 2]) <= zr[i]))
+                             if j else False for i, j in enumerate(map(list, found))])
+    m1 = _pixels_match(run_xy, src_xy, radius, zr)
     rest = np.flatnonzero(m1.det_to_truth < 0)
-    m2 = crossmatch_pixels(run_xy[rest, 0], run_xy[rest, 1], own_xy[:, 0], own_xy[:, 1],
-                           beam_fwhm)
+    m2 = _pixels_match(run_xy[rest], own_xy, beam_fwhm, z_own)
     new = rest[m2.det_to_truth < 0]
     # lost: an own detection with no detection of the run left near it (one that went to
     # an injected source on top of it counts as still there)
-    m3 = crossmatch_pixels(run_xy[:, 0], run_xy[:, 1], own_xy[:, 0], own_xy[:, 1], beam_fwhm)
-    lost = np.flatnonzero(m3.truth_to_det < 0)
+    lost = np.flatnonzero(_pixels_match(run_xy, own_xy, beam_fwhm, z_own).truth_to_det < 0)
     owner = np.full(new.size, -1, np.int64)
-    if new.size and n_src:
+    if new.size and n_src and zr is None:
         d, k = cKDTree(src_xy).query(run_xy[new])
         owner = np.where(d <= ATTRIBUTION_BEAMS * beam_fwhm, k, -1)
+    elif new.size and n_src:  # in FWHM on the sky and z_radius along the channels
+        d = np.hypot(np.hypot(run_xy[new, None, 0] - src_xy[None, :, 0],
+                              run_xy[new, None, 1] - src_xy[None, :, 1]) / beam_fwhm,
+                     (run_xy[new, None, 2] - src_xy[None, :, 2]) / zr[None, :])
+        k = np.argmin(d, 1)
+        owner = np.where(d[np.arange(new.size), k] <= ATTRIBUTION_BEAMS, k, -1)
     return RoundMatch(m1.truth_to_det, near, new, owner, lost)
 
 
@@ -379,6 +456,15 @@ def checked_settings(n_sources: Any, snr_range: Any, size_range: Any,
                         low=0.0, example="(0, 10) arcsec")
     sep = as_bounded_float(separation, "separation")
     return n, snr, size, sep
+
+
+def checked_line_widths(value: Any) -> tuple[float, float]:
+    """A line width range (FWHM, channels) checked: two numbers, 0 < low <= high."""
+    lo, hi = _check_range(value, "line_width_range", low=0.0, example="(3, 12) channels")
+    if lo <= 0:
+        raise ValueError(f"line_width_range: widths above 0 channels, e.g. (3, 12); received "
+                         f"{value!r}")
+    return lo, hi
 
 
 def draw_shapes(n: int, beam: tuple[float, float, float], size_range: tuple[float, float],

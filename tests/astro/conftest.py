@@ -74,6 +74,35 @@ def make_peak_detector(folder, snr: float, *, tile: int = 32, steep: float = 200
                             normalisation=norm, obj_threshold=0.5, nms_threshold=0.1))
 
 
+def make_peak_detector_3d(folder, snr: float, *, steep: float = 2000.0) -> str:
+    """:func:`make_peak_detector` for cubes: in each 8x8-pixel, 4-channel cell of a
+    16-channel, 32x32 tile, a peak voxel above ``snr`` times the channel's rms (one 16x16
+    pixel, 8-channel box at the cell's centre).  Returns its card path."""
+    import jax.numpy as jnp
+
+    from cianna_jax import nn
+    from cianna_jax.astro.model_card import Normalisation
+    from cianna_jax.network import make_network
+    from cianna_jax.yolo.config import make_config
+
+    cfg = make_config((32, 32, 16), (4, 4, 4), nb_box=1, nb_class=0, max_nb_obj_per_image=16,
+                      prior_size=np.array([[16.0], [16.0], [8.0]], np.float32),
+                      IoU_type="DIoU", rand_startup=0)
+    net = make_network((32, 32, 16, 1), [nn.pool([8, 8, 4]),
+                                         nn.conv([1, 1, 1], cfg.nb_filters, activation="YOLO")],
+                       0.1, cfg)
+    norm = Normalisation(kind="snr", mode="tanh", low=-5.0, high=50.0, tanh_scale=3.0)
+    x0 = float(norm.apply(np.array([snr]), 1.0)[0])
+    kernel = np.zeros((1, 1, 1, 1, cfg.nb_filters), np.float32)
+    bias = np.zeros(cfg.nb_filters, np.float32)
+    kernel[..., 6:8] = steep
+    bias[6:8] = -steep * x0 / net.layers[1].bias
+    params = ({}, {"bias_weight": jnp.asarray(bias), "kernel": jnp.asarray(kernel)})
+    return _save_model(folder, f"peaks3d_{snr:g}", net, params,
+                       dict(tile=(16, 32, 32), overlap=(4, 8, 8), batch_size=16, noise_box=32,
+                            normalisation=norm, obj_threshold=0.5, nms_threshold=0.1))
+
+
 def make_tiny_3d(folder) -> str:
     """A 3D YOLO network (tiles of 8x16x16, cells of 4x8x8), random weights."""
     import jax

@@ -26,7 +26,7 @@ from cianna_jax.astro.measure import FWHM
 from cianna_jax.astro.reliability import format_reliability
 from cianna_jax.astro.synthetic import synthetic_field, write_fits
 
-from .conftest import make_peak_detector
+from .conftest import make_peak_detector, make_peak_detector_3d
 
 
 def _sources() -> InjectedSources:
@@ -224,6 +224,7 @@ def test_injection_run_finds_what_a_threshold_finder_finds(peak_run):
     t = res.table
     assert len(t) == 120 and res.n_rounds >= 2
     assert t["id"].tolist() == list(range(1, 121))
+    assert str(t["flux_in"].unit) == "Jy" and str(t["x"].unit) == "pix" and not t.meta
     snr, found = np.asarray(t["snr_in"]), np.asarray(t["found"])
     assert ((snr >= 2.0) & (snr <= 60.0)).all()
     scored = ~np.asarray(t["near_source"])
@@ -403,6 +404,102 @@ def test_many_rounds_are_warned_about(peak_run, field_file, monkeypatch):
         res = completeness.measure_completeness(field_file, card, n_sources=60,
                                                 separation=6.0, progress=False)
     assert res.n_rounds >= 2 and len(res.table) == 60
+
+
+def test_render_draws_lines_in_a_cube():
+    src = InjectedSources(np.array([10.2]), np.array([12.7]), np.array([3.0]),
+                          np.array([2.0]), np.array([1.5]), np.array([0.4]),
+                          z=np.array([7.3]), sigma_z=np.array([1.8]))
+    assert src.ndim == 3
+    full = src.render(None, (16, 24, 20))
+    zz, yy, xx = np.mgrid[0:16, 0:24, 0:20].astype(np.float64)
+    sky = _direct(InjectedSources(src.x, src.y, src.peak, src.sigma_major, src.sigma_minor,
+                                  src.theta), yy[0], xx[0])
+    want = sky[None] * np.exp(-0.5 * ((zz[:, :1, :1] - 7.3) / 1.8) ** 2)
+    np.testing.assert_allclose(full, want, atol=2e-5)
+    win = (slice(2, 14, 3), slice(5, 20), slice(0, 20, 2))
+    np.testing.assert_array_equal(src.render(win, (16, 24, 20)), full[win])
+    iz, iy, ix = np.array([7, 0]), np.array([13, 0]), np.array([10, 0])
+    np.testing.assert_allclose(src.render((iz, iy, ix), (16, 24, 20)), full[iz, iy, ix],
+                               atol=1e-6)
+    total = full.sum()
+    assert total == pytest.approx(3.0 * 2 * np.pi * 2.0 * 1.5 * np.sqrt(2 * np.pi) * 1.8,
+                                  rel=1e-3)
+
+
+def test_match_round_in_a_cube_needs_the_channels_too():
+    src = np.array([[20.0, 20.0, 10.0], [60.0, 20.0, 30.0]])
+    run = np.array([[20.5, 20.0, 11.0],   # the first line, one channel off
+                    [60.0, 20.0, 10.0],   # the second's place, 20 channels off: new
+                    [21.0, 21.0, 14.0]])  # beside the first, 4 channels off: new, its
+    m = match_round(src, np.full(2, 3.0), np.zeros((0, 3)), run, 3.0,  # fragment
+                    z_radius=np.array([2.0, 2.0]))
+    assert m.found_row.tolist() == [0, -1]
+    assert m.spurious_rows.tolist() == [1, 2]
+    assert m.spurious_source.tolist() == [-1, 0]  # 10 z_radius away: nobody's; 2: the first's
+
+
+@pytest.fixture(scope="module")
+def cube_run(tmp_path_factory):
+    """A 3D threshold finder (a voxel above 5 sigma) and an injection run on a line cube."""
+    from cianna_jax.astro.completeness import measure_completeness
+    from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits
+
+    folder = tmp_path_factory.mktemp("inject_cube")
+    write_cube_fits(folder / "c.fits", synthetic_cube((40, 80, 80), seed=2, density=1e-4))
+    card = make_peak_detector_3d(folder, 5.0)
+    res = measure_completeness(folder / "c.fits", card, n_sources=60, separation=4.0,
+                               snr_range=(2.0, 60.0), line_width_range=(3.0, 8.0), seed=1,
+                               progress=False)
+    return folder / "c.fits", res
+
+
+def test_injection_into_a_cube(cube_run):
+    path, res = cube_run
+    t = res.table
+    assert len(t) == 60 and {"z", "line_fwhm_in", "dz"} <= set(t.colnames)
+    assert str(t["flux_in"].unit) == "Jy pix"
+    z, w = np.asarray(t["z"]), np.asarray(t["line_fwhm_in"])
+    assert ((w >= 3.0) & (w <= 8.0)).all() and (z >= 8.0).all() and (z <= 40 - 1 - 8.0).all()
+    snr, found = np.asarray(t["snr_in"]), np.asarray(t["found"])
+    assert found[snr < 3.0].mean() < 0.25
+    assert found[snr > 20.0].mean() >= 0.75  # its boxes sit at cell centres
+    assert (np.abs(np.asarray(t["dz"])[found]) <= np.maximum(w[found], 1.0)).all()
+    bright = found & (snr > 20.0)
+    ratio = np.asarray(t["flux_out"])[bright] / np.asarray(t["flux_in"])[bright]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
+    assert "z" in res.spurious.colnames
+    with open_image(path) as img:
+        view = img.with_sources(res.sources[0])
+        np.testing.assert_allclose(view.read() - img.read(),
+                                   res.sources[0].render(None, img.shape), atol=1e-6)
+        with pytest.raises(ImageError, match="2D"):
+            img.with_sources(_sources())
+
+
+def test_inject_cli_on_a_cube(cube_run, tmp_path, capsys):
+    from cianna_jax.cli import main
+
+    path, res = cube_run
+    card = str(path.parent / "peaks3d_5.json")
+    assert main(["inject", "--image", str(path), "--model", card, "--out", str(tmp_path / "r"),
+                 "--sources", "20", "--separation", "4", "--line-width-range", "3", "5",
+                 "--quiet", "--no-plots"]) == 0
+    assert "20 sources in" in capsys.readouterr().out
+    from cianna_jax.astro.catalogue import read_catalogue
+
+    t = read_catalogue(tmp_path / "r" / "injected.ecsv")
+    assert ((t["line_fwhm_in"] >= 3) & (t["line_fwhm_in"] <= 5)).all()
+    assert main(["inject", "--image", str(path), "--model", card, "--out", str(tmp_path / "s"),
+                 "--write-image", str(tmp_path / "x.fits")]) == 2
+    assert "cube" in capsys.readouterr().err
+
+
+def test_line_width_range_is_checked():
+    from cianna_jax.astro.completeness import measure_completeness
+
+    with pytest.raises(ValueError, match="line_width_range"):
+        measure_completeness("no-such.fits", "no-such.json", line_width_range=(0, 3))
 
 
 def test_injection_needs_a_beam(peak_run, tmp_path):
