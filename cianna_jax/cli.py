@@ -194,6 +194,39 @@ def _inject(args) -> int:
     return 0
 
 
+def _counts(args) -> int:
+    from .astro.catalogue import write_catalogue
+    from .astro.injection import flux_unit
+    from .astro.source_counts import count_catalogue
+
+    if args.figure:  # refused before the work
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    c = count_catalogue(args.catalogue, image=args.image, area_deg2=args.area_deg2,
+                        completeness=args.completeness, per_decade=args.per_decade,
+                        min_completeness=args.min_completeness, hdu=args.hdu)
+    t = c.table()
+    write_catalogue(t, args.out)
+    scale, unit = flux_unit(c.edges)
+    print(f"{int(c.n.sum())} sources over {t.meta['area_deg2']:.4g} deg^2"
+          + ("" if args.completeness is None else ", corrected by the injection's completeness"))
+    print(f"{'S (' + unit + ')':>12}{'n':>7}{'n_corr':>9}{'compl.':>8}  S^2.5 dN/dS (Jy^1.5/sr)")
+    for r in t:
+        mark = "" if r["complete"] else "  (below the completeness limit)"
+        comp = "-" if not math.isfinite(float(r["completeness"])) else f"{r['completeness']:.2f}"
+        print(f"{r['flux_mid'] * scale:>12.4g}{r['n']:>7d}{r['n_corrected']:>9.1f}{comp:>8}  "
+              f"{r['counts']:.4g} +- {r['counts_err']:.2g}{mark}")
+    print(f"-> {args.out}")
+    if args.figure:
+        from .astro.plots import counts_plot, save_figure
+
+        save_figure(counts_plot(c, title=f"Source counts: {os.path.basename(args.catalogue)}"),
+                    args.figure)
+        print(f"figure -> {args.figure}")
+    return 0
+
+
 def _compare_names(values: list[str]) -> dict[str, str]:
     """``--compare [NAME=]CATALOGUE`` values as name -> path (default name: the file's
     name without its extensions); a name given twice is an error."""
@@ -463,6 +496,27 @@ def _parser() -> argparse.ArgumentParser:
                           "and the detector's errors around sources that the injection "
                           "measured")
 
+    cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
+                                        "(Euclidean-normalised), corrected by its reliability "
+                                        "and source injection's completeness")
+    cnt.add_argument("--catalogue", required=True,
+                     help="catalogue with flux (Jy) and, when it has one, reliability "
+                          "(e.g. inject --reliability's catalogue.ecsv)")
+    cnt.add_argument("--image", default=None, help="the catalogue's image: the area counted "
+                                                   "is that of its data")
+    cnt.add_argument("--area-deg2", type=float, default=None,
+                     help="the area counted (deg^2), instead of --image")
+    cnt.add_argument("--completeness", default=None, metavar="FOLDER",
+                     help="cianna-jax inject's report folder (or its "
+                          "completeness_by_flux.ecsv): each source counts 1 / completeness "
+                          "at its flux")
+    cnt.add_argument("--out", required=True, help="counts table (.ecsv, .csv, .fits, .xml)")
+    cnt.add_argument("--figure", default=None, metavar="PNG", help="also draw the counts")
+    cnt.add_argument("--per-decade", type=int, default=5, help="flux bins per decade (5)")
+    cnt.add_argument("--min-completeness", type=float, default=0.5,
+                     help="bins less complete than this are marked (complete False)")
+    cnt.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")
     tr.add_argument("--image", action="append",
@@ -541,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     from .astro import MissingExtraError
 
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
-           "train": _train, "inject": _inject}[args.command]
+           "train": _train, "inject": _inject, "counts": _counts}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

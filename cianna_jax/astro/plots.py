@@ -19,9 +19,10 @@ from ._deps import require
 from .injection import InjectionScores, flux_unit
 from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
+from .source_counts import SourceCounts
 
 __all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
-           "reliability_plot", "injection_plot", "save_figure"]
+           "reliability_plot", "injection_plot", "counts_plot", "save_figure"]
 
 
 def _plt() -> Any:
@@ -223,6 +224,16 @@ def reliability_plot(estimate: ReliabilityEstimate, measured: np.ndarray | None 
     return _finish_panels(fig, axes, title)
 
 
+def _log_flux_axis(ax: Any, label: str) -> None:
+    """A log flux axis ticked at 1, 2, 5 x 10^k with plain labels."""
+    plt = _plt()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(require("matplotlib.ticker").LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(label)
+
+
 def injection_plot(scores: InjectionScores, by_flux: InjectionScores | None = None, *,
                    truth: tuple[np.ndarray, np.ndarray] | None = None,
                    title: str = "Source injection") -> Any:
@@ -282,15 +293,41 @@ def injection_plot(scores: InjectionScores, by_flux: InjectionScores | None = No
                     marker="o", capsize=3, color="C2", label="injected sources")
         for level in (0.5, 0.9):
             a4.axhline(level, color="k", ls=":", lw=0.8)
-        a4.set_xscale("log")
-        a4.xaxis.set_major_locator(require("matplotlib.ticker").LogLocator(subs=(1, 2, 5)))
-        a4.xaxis.set_minor_formatter(plt.NullFormatter())
-        a4.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-        a4.set_xlabel(f"injected integrated flux ({unit})")
+        _log_flux_axis(a4, f"injected integrated flux ({unit})")
         a4.set_ylabel("completeness (fraction found)")
         a4.set_ylim(-0.02, 1.05)
         a4.legend(loc="lower right", fontsize=8)
     return _finish_panels(fig, axes, title)
+
+
+def counts_plot(counts: SourceCounts, *, truth: SourceCounts | None = None,
+                title: str = "Source counts") -> Any:
+    """Euclidean-normalised differential source counts (:mod:`.source_counts`): the
+    catalogue's as counted and corrected (reliability over completeness, 1-sigma Poisson
+    errors; bins below the completeness limit hollow), and a ``truth``'s when known."""
+    plt = _plt()
+    fig, ax = plt.subplots(1, 1, figsize=(7, 5))
+    scale, unit = flux_unit(counts.edges)
+    mid = counts.middle * scale
+    eu, err = counts.euclidean
+    have = counts.n > 0
+    ax.plot(mid[have], counts.euclidean_raw[have], ls=":", marker=".", color="0.5",
+            label="catalogue, as counted")
+    for sel, face, label in ((have & counts.complete, "C0", "corrected: reliability / "
+                              "completeness"), (have & ~counts.complete, "none",
+                                                "corrected, completeness below the limit")):
+        if sel.any():
+            ax.errorbar(mid[sel], eu[sel], yerr=np.minimum(err[sel], eu[sel] * 0.999),
+                        marker="o", ls="", capsize=3, color="C0", mfc=face, label=label)
+    if truth is not None:
+        th = truth.n > 0
+        ax.plot(truth.middle[th] * scale, truth.euclidean[0][th], marker="s", ls="--",
+                color="C1", label="truth")
+    _log_flux_axis(ax, f"integrated flux density S ({unit})")
+    ax.set_yscale("log")
+    ax.set_ylabel("S^2.5 dN/dS (Jy^1.5 sr^-1)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _finish_panels(fig, [ax], f"{title} ({counts.area_sr * (180 / np.pi) ** 2:.3g} deg^2)")
 
 
 def flux_recovery(true_flux: np.ndarray, det_flux: np.ndarray, *, unit: str = "Jy",

@@ -1,0 +1,224 @@
+"""Differential source counts from a catalogue: the first science plot of a continuum survey.
+
+Per bin of integrated flux ``S`` (Jy), ``dN/dS = sum(w) / (dS * area)`` sources per Jy per
+steradian, and the Euclidean-normalised ``S^2.5 dN/dS`` (Jy^1.5 sr^-1, at the bin's
+geometric middle), flat for a static Euclidean universe.  Each catalogued source counts
+``w = reliability / completeness``: its ``reliability`` column (the inverted-image test,
+with or without source injection's errors around sources; 1 without one) over the
+completeness at its flux that source injection measured (:mod:`.completeness`,
+``completeness_by_flux.ecsv``).  Errors are Poisson, ``sqrt(sum(w^2))``.
+
+Caveats, as survey papers state them: the completeness is read at each source's measured
+flux, so near the detection limit the counts keep the flux boosting of faint detections
+(Eddington bias; ``measured / injected`` flux in the injection's report shows how much);
+bins whose completeness is below ``min_completeness`` are marked unreliable
+(``complete`` False); the area is that of the image's data (finite pixels), with the same
+sensitivity everywhere (no rms-dependent visibility area).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..checks import as_bounded_float
+from .catalogue import CatalogueError, make_table, read_catalogue
+from .fits_image import FitsImage, open_image
+
+__all__ = ["SourceCounts", "source_counts", "image_area_sr", "completeness_at",
+           "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
+
+ARCSEC_PER_RAD = 180.0 * 3600.0 / math.pi
+
+
+def image_area_sr(image: FitsImage, rows: int = 1024) -> float:
+    """The solid angle (sr) of a 2D image's data: its finite pixels times a pixel's solid
+    angle (the pixel scale at the reference point; read a strip of ``rows`` at a time)."""
+    if image.pixel_scale is None:
+        raise ValueError(f"{image.path}: no celestial WCS, so no pixel scale: give the area "
+                         "(area_sr=, --area-deg2)")
+    if image.ndim != 2:
+        raise ValueError(f"{image.path}: source counts are made from a 2D image's catalogue; "
+                         f"this one has {image.ndim} axes")
+    H, W = image.shape
+    n = 0
+    for r0 in range(0, H, max(1, int(rows))):
+        n += int(np.count_nonzero(np.isfinite(image.read((slice(r0, min(r0 + rows, H)),
+                                                          slice(0, W))))))
+    return n * (image.pixel_scale / ARCSEC_PER_RAD) ** 2
+
+
+def completeness_at(flux: np.ndarray, edges: np.ndarray, completeness: np.ndarray) -> np.ndarray:
+    """The completeness at each ``flux`` (Jy) from per-bin values on ``edges``: linear in log
+    flux between the bins' geometric middles, the nearest bin's beyond them; bins without a
+    value (NaN) are skipped; NaN for a non-positive flux."""
+    e = np.asarray(edges, np.float64)
+    c = np.asarray(completeness, np.float64)
+    if e.ndim != 1 or e.size != c.size + 1 or np.any(e <= 0) or np.any(np.diff(e) <= 0):
+        raise ValueError(f"edges: increasing positive bin edges, one more than the "
+                         f"completeness values ({c.size}); received {e.size}")
+    ok = np.isfinite(c)
+    if not ok.any():
+        raise ValueError("completeness: no bin has a value")
+    mid = np.log(np.sqrt(e[:-1] * e[1:]))[ok]
+    f = np.asarray(flux, np.float64)
+    out = np.full(f.shape, np.nan)
+    pos = np.isfinite(f) & (f > 0)
+    out[pos] = np.interp(np.log(f[pos]), mid, c[ok])
+    return out
+
+
+def count_edges(flux: np.ndarray, per_decade: int = 5) -> np.ndarray:
+    """Bins of flux for counts: ``per_decade`` a decade on round values (1, 1.6, 2.5, 4, 6.3
+    x 10^k) covering every positive ``flux``."""
+    f = np.asarray(flux, np.float64)
+    f = f[np.isfinite(f) & (f > 0)]
+    if f.size == 0:
+        raise ValueError("flux: no positive, finite flux to count")
+    lo = math.floor(np.log10(f.min()) * per_decade)
+    hi = math.floor(np.log10(f.max()) * per_decade) + 1
+    return 10.0 ** (np.arange(lo, hi + 1) / per_decade)
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    """Counts per flux bin (``edges``, Jy): ``n`` sources catalogued, ``n_corrected`` (the sum
+    of their weights), ``completeness`` (mean of the bin's sources'; NaN without a
+    correction), ``complete`` (at least ``min_completeness``), over ``area_sr``."""
+
+    edges: np.ndarray
+    n: np.ndarray
+    n_corrected: np.ndarray
+    n_corrected_err: np.ndarray
+    completeness: np.ndarray
+    complete: np.ndarray
+    area_sr: float
+
+    @property
+    def middle(self) -> np.ndarray:
+        return np.sqrt(self.edges[:-1] * self.edges[1:])
+
+    @property
+    def dnds(self) -> np.ndarray:
+        """dN/dS (sr^-1 Jy^-1) of the corrected counts."""
+        return self.n_corrected / (np.diff(self.edges) * self.area_sr)
+
+    @property
+    def euclidean(self) -> tuple[np.ndarray, np.ndarray]:
+        """S^2.5 dN/dS (Jy^1.5 sr^-1) at the bins' middles, and its 1-sigma error."""
+        scale = self.middle**2.5 / (np.diff(self.edges) * self.area_sr)
+        return self.n_corrected * scale, self.n_corrected_err * scale
+
+    @property
+    def euclidean_raw(self) -> np.ndarray:
+        """S^2.5 dN/dS of the catalogued sources, uncorrected."""
+        return self.n * self.middle**2.5 / (np.diff(self.edges) * self.area_sr)
+
+    def table(self) -> Any:
+        """The counts as an astropy table (fluxes in Jy, counts in Jy^1.5 sr^-1)."""
+        eu, err = self.euclidean
+        return make_table({"flux_min": self.edges[:-1], "flux_max": self.edges[1:],
+                           "flux_mid": self.middle, "n": self.n,
+                           "n_corrected": self.n_corrected, "completeness": self.completeness,
+                           "complete": self.complete, "counts": eu, "counts_err": err,
+                           "counts_raw": self.euclidean_raw},
+                          meta={"area_sr": self.area_sr,
+                                "area_deg2": self.area_sr * (180.0 / math.pi) ** 2,
+                                "counts": "Euclidean-normalised S^2.5 dN/dS"},
+                          units={"flux_min": "Jy", "flux_max": "Jy", "flux_mid": "Jy",
+                                 "counts": "Jy(3/2) / sr", "counts_err": "Jy(3/2) / sr",
+                                 "counts_raw": "Jy(3/2) / sr"})
+
+
+def source_counts(flux: np.ndarray, area_sr: float, *, edges: np.ndarray | None = None,
+                  reliability: np.ndarray | None = None,
+                  completeness: tuple[np.ndarray, np.ndarray] | None = None,
+                  min_completeness: float = 0.5) -> SourceCounts:
+    """The counts of sources of integrated ``flux`` (Jy) over ``area_sr`` steradians, each
+    weighted by its ``reliability`` (default 1) over the ``completeness`` at its flux
+    (``(edges, values)`` per flux bin, e.g. source injection's ``completeness_by_flux``;
+    default none).  ``edges``: the count bins (default :func:`count_edges`).  Sources of
+    non-positive or NaN flux are left out; a source whose completeness is 0 counts once,
+    uncorrected, in a bin marked incomplete."""
+    f = np.asarray(flux, np.float64)
+    area = as_bounded_float(area_sr, "area_sr")
+    as_bounded_float(min_completeness, "min_completeness", strict=False)
+    ok = np.isfinite(f) & (f > 0)
+    e = count_edges(f) if edges is None else np.asarray(edges, np.float64)
+    if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0) or e[0] <= 0:
+        raise ValueError(f"edges: increasing positive flux bin edges; received {edges!r}")
+    r = np.ones_like(f) if reliability is None else np.nan_to_num(
+        np.asarray(reliability, np.float64), nan=1.0)
+    if r.shape != f.shape:
+        raise ValueError(f"reliability: one per source ({f.shape}); received {r.shape}")
+    c = np.ones_like(f) if completeness is None else completeness_at(f, *completeness)
+    c = np.where(ok, c, np.nan)
+    w = np.where(np.nan_to_num(c) > 0, r / np.where(np.nan_to_num(c) > 0, c, 1.0), r)
+    b = np.digitize(f, e) - 1
+    inside = ok & (b >= 0) & (b < e.size - 1)
+    nb = e.size - 1
+    n = np.bincount(b[inside], minlength=nb)
+    n_corr = np.bincount(b[inside], weights=w[inside], minlength=nb)
+    err = np.sqrt(np.bincount(b[inside], weights=w[inside] ** 2, minlength=nb))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_c = (np.bincount(b[inside], weights=c[inside], minlength=nb) / n
+                  if completeness is not None else np.full(nb, np.nan))
+    if completeness is not None:  # an empty bin: the completeness at its middle
+        empty = n == 0
+        mean_c[empty] = completeness_at(np.sqrt(e[:-1] * e[1:])[empty], *completeness)
+    complete = np.ones(nb, bool) if completeness is None else np.nan_to_num(
+        mean_c) >= min_completeness
+    return SourceCounts(e, n, n_corr, err, mean_c, complete, area)
+
+
+def read_completeness(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Completeness per flux bin, ``(edges in Jy, values)``, from source injection's report:
+    its folder or its ``completeness_by_flux.ecsv``."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        p = os.path.join(p, "completeness_by_flux.ecsv")
+    t = read_catalogue(p)
+    need = {"flux_min", "flux_max", "completeness"}
+    if not need <= set(t.colnames):
+        raise CatalogueError(f"{p}: not a completeness table (needs {sorted(need)}; "
+                             "cianna-jax inject writes completeness_by_flux.ecsv)")
+    lo, hi = np.asarray(t["flux_min"], np.float64), np.asarray(t["flux_max"], np.float64)
+    if t["flux_min"].unit is not None:  # in Jy whatever the file's unit
+        lo = np.asarray(t["flux_min"].quantity.to_value("Jy"))
+        hi = np.asarray(t["flux_max"].quantity.to_value("Jy"))
+    if lo.size == 0 or np.any(lo[1:] != hi[:-1]):
+        raise CatalogueError(f"{p}: the flux bins must be adjacent (flux_max of one the "
+                             "flux_min of the next)")
+    return np.append(lo, hi[-1]), np.asarray(t["completeness"], np.float64)
+
+
+def count_catalogue(catalogue: str | os.PathLike, *, image: str | os.PathLike | None = None,
+                    area_deg2: float | None = None,
+                    completeness: str | os.PathLike | None = None,
+                    per_decade: int = 5, min_completeness: float = 0.5,
+                    hdu: int | str | None = None) -> SourceCounts:
+    """The source counts of a catalogue file (its ``flux`` column in Jy, and its
+    ``reliability`` column when it has one) over the area of ``image``'s data or
+    ``area_deg2``, corrected by the ``completeness`` of source injection's report (folder or
+    ``completeness_by_flux.ecsv``) when given."""
+    if (image is None) == (area_deg2 is None):
+        raise ValueError("give the area: image= (its data's area) or area_deg2=, one of them")
+    t = read_catalogue(catalogue)
+    if "flux" not in t.colnames:
+        raise CatalogueError(f"{os.fspath(catalogue)}: no flux column to count")
+    flux = np.asarray(t["flux"].quantity.to_value("Jy") if t["flux"].unit is not None
+                      else t["flux"], np.float64)
+    rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
+    if image is not None:
+        with open_image(image, hdu) as img:
+            area = image_area_sr(img)
+    else:
+        area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
+    comp = None if completeness is None else read_completeness(completeness)
+    edges = count_edges(flux, per_decade)
+    return source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
+                         min_completeness=min_completeness)
