@@ -180,7 +180,8 @@ def _inject(args) -> int:
                                fit=not args.no_fit, progress=not args.quiet,
                                mixed_precision=args.mixed_precision,
                                reliability=args.reliability,
-                               line_width_range=args.line_width_range)
+                               line_width_range=args.line_width_range,
+                               extended_fraction=args.extended_fraction)
     files = write_injection_report(res, args.out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {args.out}/: {', '.join(files)}")
@@ -472,6 +473,10 @@ def _parser() -> argparse.ArgumentParser:
                      metavar=("LOW", "HIGH"),
                      help="intrinsic FWHM sizes (arcsec), drawn uniform and convolved with "
                           "the beam (default: point sources)")
+    inj.add_argument("--extended-fraction", type=float, default=1.0, metavar="F",
+                     help="with --size-range: the fraction of sources given a size, the "
+                          "others point sources (default 1), e.g. 0.3 as in many survey "
+                          "populations")
     inj.add_argument("--line-width-range", type=float, nargs=2, default=(3.0, 12.0),
                      metavar=("LOW", "HIGH"),
                      help="a cube's injected lines: FWHM in channels, drawn uniform "

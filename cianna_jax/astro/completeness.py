@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import as_int
+from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, make_folder
 from ._deps import require
 from .catalogue import make_table
@@ -187,6 +187,7 @@ def measure_completeness(
     mixed_precision: str = "off",
     reliability: bool = False,
     line_width_range: tuple[float, float] = (3.0, 12.0),
+    extended_fraction: float = 1.0,
 ) -> InjectionResult:
     """Inject ``n_sources`` artificial sources into a FITS image (path or opened image), or
     lines into a cube, and find them again with ``model`` (as
@@ -194,8 +195,10 @@ def measure_completeness(
     detections around sources, with no truth.
 
     Peaks are drawn log-uniform in ``snr_range`` times the local rms; intrinsic sizes
-    uniform in ``size_range`` (FWHM major, arcsec; default point sources) convolved with
-    the beam.  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
+    uniform in ``size_range`` (FWHM major, arcsec; default point sources) for a random
+    ``extended_fraction`` of the sources (the others point sources), convolved with the
+    beam: the completeness holds for that population of shapes (a point-source
+    completeness overstates it for a population with extended sources).  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
     source) apart and one FWHM inside the image's edges and blanks; as many rounds as it
     takes.  In a cube each source is a Gaussian line of FWHM uniform in
     ``line_width_range`` channels, its peak voxel the SNR times the channel's rms, at least
@@ -209,6 +212,10 @@ def measure_completeness(
     :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
+    ext = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
+    if ext > 1.0:
+        raise ValueError(f"extended_fraction: a fraction in [0, 1]; received "
+                         f"{extended_fraction!r}")
     lines = checked_line_widths(line_width_range)
     own_file = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own_file else image
@@ -222,6 +229,7 @@ def measure_completeness(
                            **kw)
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
+                                extended_fraction=ext,
                                 obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
         t2 = time.perf_counter()
         result.timings = {"own_s": t1 - t0, "rounds_s": t2 - t1}
@@ -242,7 +250,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                    snr: tuple[float, float], size: tuple[float, float], sep_beams: float,
                    bpix: tuple[float, float, float], seed: int, lines: tuple[float, float],
                    *, obj_threshold: Any, fit: bool, progress: bool,
-                   **kw: Any) -> InjectionResult:
+                   extended_fraction: float = 1.0, **kw: Any) -> InjectionResult:
     rng = np.random.default_rng(seed)
     cube = img.ndim == 3
     noise = own.noise
@@ -270,7 +278,8 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                           "sources or a smaller separation take less", UserWarning,
                           stacklevel=3)
         snr_in = np.exp(rng.uniform(math.log(snr[0]), math.log(snr[1]), m))
-        smaj, smin, theta, size_in = draw_shapes(m, bpix, size, img.pixel_scale or 1.0, rng)
+        smaj, smin, theta, size_in = draw_shapes(m, bpix, size, img.pixel_scale or 1.0, rng,
+                                                 extended_fraction)
         rms = noise.at(xy[:, 1], xy[:, 0], xy[:, 2] if cube else None)
         wz = rng.uniform(*lines, m) if cube else None  # line FWHM, channels
         src = InjectedSources(xy[:, 0], xy[:, 1], snr_in * rms, smaj, smin, theta,
@@ -324,6 +333,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     scores = score_injection(np.asarray(table["snr_in"]), *per_source)
     by_flux = score_injection(flux_in, *per_source, edges=flux_edges(flux_in))
     settings = {"n_sources": n, "snr_range": list(snr), "size_range_arcsec": list(size),
+                "extended_fraction": extended_fraction,
                 "separation_beams": sep_beams, "seed": seed,
                 "line_width_range_channels": list(lines) if cube else None,
                 "obj_threshold": own.table.meta.get("obj_threshold"),

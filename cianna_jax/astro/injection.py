@@ -468,14 +468,17 @@ def checked_line_widths(value: Any) -> tuple[float, float]:
 
 
 def draw_shapes(n: int, beam: tuple[float, float, float], size_range: tuple[float, float],
-                pixel_scale: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Shapes of ``n`` sources on the image: intrinsic FWHM majors uniform in ``size_range``
-    (arcsec; (0, 0): point sources), axis ratios uniform in [0.5, 1], random orientations,
-    each convolved with the ``beam`` (sigma_major, sigma_minor, theta in pixels and
-    radians).  Returns sigma_major, sigma_minor, theta of the observed Gaussians and the
-    intrinsic FWHM majors (arcsec)."""
+                pixel_scale: float, rng: np.random.Generator,
+                extended_fraction: float = 1.0) -> tuple[np.ndarray, ...]:
+    """Shapes of ``n`` sources on the image: for a random ``extended_fraction`` of them
+    intrinsic FWHM majors uniform in ``size_range`` (arcsec; (0, 0): point sources), the
+    others point sources; axis ratios uniform in [0.5, 1], random orientations; each
+    convolved with the ``beam`` (sigma_major, sigma_minor, theta in pixels and radians).
+    Returns sigma_major, sigma_minor, theta of the observed Gaussians and the intrinsic
+    FWHM majors (arcsec)."""
     bmaj, bmin, bth = beam
     size = rng.uniform(*size_range, n) if size_range[1] > 0 else np.zeros(n)
+    size = np.where(rng.random(n) < extended_fraction, size, 0.0)
     ratio = rng.uniform(0.5, 1.0, n)
     th = rng.uniform(0.0, np.pi, n)
     s1 = size / pixel_scale / FWHM

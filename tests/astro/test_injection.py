@@ -192,6 +192,10 @@ def test_draw_shapes_convolves_with_the_beam():
     assert np.all(smaj**2 + smin**2 >= s1**2 + 2.0**2 + 1.5**2 - 1e-9)
     assert np.all(smaj**2 + smin**2 <= s1**2 * 2 + 2.0**2 + 1.5**2 + 1e-9)
     assert np.all(smaj >= smin)
+    _, _, _, size = draw_shapes(2000, beam, (2.0, 6.0), 0.6, rng, extended_fraction=0.3)
+    assert 0.25 < np.mean(size > 0) < 0.35 and (size[size > 0] >= 2.0).all()
+    _, _, _, size = draw_shapes(50, beam, (2.0, 6.0), 0.6, rng, extended_fraction=0.0)
+    assert not size.any()
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -495,11 +499,13 @@ def test_inject_cli_on_a_cube(cube_run, tmp_path, capsys):
     assert "cube" in capsys.readouterr().err
 
 
-def test_line_width_range_is_checked():
+def test_line_width_range_and_extended_fraction_are_checked():
     from cianna_jax.astro.completeness import measure_completeness
 
     with pytest.raises(ValueError, match="line_width_range"):
         measure_completeness("no-such.fits", "no-such.json", line_width_range=(0, 3))
+    with pytest.raises(ValueError, match="extended_fraction"):
+        measure_completeness("no-such.fits", "no-such.json", extended_fraction=1.5)
 
 
 def test_injection_needs_a_beam(peak_run, tmp_path):
