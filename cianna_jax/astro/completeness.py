@@ -24,6 +24,7 @@ from .fits_image import Beam, FitsImage, open_image
 from .injection import (
     InjectedSources,
     InjectionScores,
+    RoundMatch,
     checked_line_widths,
     checked_settings,
     draw_shapes,
@@ -198,18 +199,18 @@ def measure_completeness(
     uniform in ``size_range`` (FWHM major, arcsec; default point sources) for a random
     ``extended_fraction`` of the sources (the others point sources), convolved with the
     beam: the completeness holds for that population of shapes (a point-source
-    completeness overstates it for a population with extended sources).  Sources of one round lie ``separation`` FWHM (of the beam, or of the largest
-    source) apart and one FWHM inside the image's edges and blanks; as many rounds as it
-    takes.  In a cube each source is a Gaussian line of FWHM uniform in
-    ``line_width_range`` channels, its peak voxel the SNR times the channel's rms, at least
-    the widest FWHM inside the cube's ends; it is found by a detection within one FWHM on
-    the sky and one line FWHM along the channels.  ``seed`` draws the places, peaks and
-    shapes (numpy).  ``reliability``: also the
-    inverted-image test (:mod:`.reliability`), with the detector's false detections around
-    sources that the injection expects added per SNR bin (:meth:`InjectionResult.
-    fragments_by_snr`, :func:`.reliability.with_fragments`): the image's catalogue
-    (``result.own``) gets that ``reliability`` column.  Other arguments as
-    :func:`.pipeline.find_sources`."""
+    completeness overstates it for a population with extended sources).  Sources of one
+    round lie ``separation`` FWHM (of the beam, or of the largest source) apart and one
+    FWHM inside the image's edges and blanks; as many rounds as it takes.  In a cube each
+    source is a Gaussian line of FWHM uniform in ``line_width_range`` channels, its peak
+    voxel the SNR times the channel's rms, at least the widest FWHM inside the cube's ends;
+    it is found by a detection within one FWHM on the sky and one line FWHM along the
+    channels.  ``seed`` draws the places, peaks and shapes (numpy).  ``reliability``: also
+    the inverted-image test (:mod:`.reliability`), with the detector's false detections
+    around sources that the injection expects added per SNR bin
+    (:meth:`InjectionResult.fragments_by_snr`, :func:`.reliability.with_fragments`): the
+    image's catalogue (``result.own``) gets that ``reliability`` column.  Other arguments
+    as :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
     ext = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
@@ -297,33 +298,10 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         rm = match_round(xy, radius, own_xy, run_xy, fwhm,
                          np.maximum(wz, 1.0) if cube else None)
         lost.append(rm.lost)
-        row = rm.found_row
-        got = row >= 0
-
-        def taken(name, t=t, row=row):
-            return _taken(t, row, name)
-        flux_in = src.peak * img.unit_scale * 2 * np.pi * smaj * smin / area
-        if cube:  # summed over the channels too (Jy x channels, as the catalogue's)
-            flux_in = flux_in * math.sqrt(2 * math.pi) * src.sigma_z
-        offset = np.hypot(taken("x") - xy[:, 0], taken("y") - xy[:, 1]) / fwhm
-        n_sp = np.bincount(rm.spurious_source[rm.spurious_source >= 0], minlength=m)
-        rows.add(round=np.full(m, rounds), x=xy[:, 0], y=xy[:, 1],
-                 peak_in=src.peak * img.unit_scale, flux_in=flux_in, snr_in=snr_in,
-                 size_in=size_in, bmaj_in=smaj * FWHM * (img.pixel_scale or 1.0),
-                 near_source=rm.near_source, found=got, flux_out=taken("flux"),
-                 snr_out=taken("snr"), objectness=taken("objectness"), offset_beams=offset,
-                 n_spurious=n_sp,
-                 **({"z": xy[:, 2], "line_fwhm_in": wz, "dz": taken("z") - xy[:, 2]}
-                    if cube else {}))
-        base = done  # the round's first source, less one: ids count from 1
-        sr = rm.spurious_rows
-        spur.add(round=np.full(sr.size, rounds), x=run_xy[sr, 0], y=run_xy[sr, 1],
-                 **({"z": run_xy[sr, 2]} if cube else {}),
-                 snr=np.asarray(t["snr"], np.float64)[sr] if sr.size else np.zeros(0),
-                 objectness=(np.asarray(t["objectness"], np.float64)[sr] if sr.size
-                             else np.zeros(0)),
-                 source=np.where(rm.spurious_source >= 0, rm.spurious_source + base + 1, -1),
-                 distance_beams=_distance(run_xy[sr], xy, rm.spurious_source, fwhm))
+        rows.add(round=np.full(m, rounds),
+                 **_source_columns(img, src, snr_in, size_in, t, rm, fwhm, area))
+        spur.add(round=np.full(rm.spurious_rows.size, rounds),
+                 **_new_columns(t, run_xy, xy, rm, first_id=done + 1, fwhm=fwhm))
     table = _table(img, rows)
     spurious = _spurious_table(img, spur)
     flux_in = np.asarray(table["flux_in"])
@@ -347,6 +325,51 @@ def _positions(t: Any, cube: bool) -> np.ndarray:
     names = ("x", "y", "z") if cube else ("x", "y")
     return np.stack([np.asarray(t[k], np.float64) for k in names], 1) if len(t) else \
         np.zeros((0, len(names)))
+
+
+def _source_columns(img: FitsImage, src: InjectedSources, snr_in: np.ndarray,
+                    size_in: np.ndarray, t: Any, rm: RoundMatch, fwhm: float,
+                    area: float) -> dict[str, np.ndarray]:
+    """The injected table's columns for one round: the sources as drawn (peaks in Jy/beam,
+    fluxes in Jy, or Jy x channels for a cube's lines) and what their detections in the
+    run's catalogue ``t`` measured."""
+    row, cube = rm.found_row, src.ndim == 3
+
+    def taken(name):
+        return _taken(t, row, name)
+    flux_in = src.peak * img.unit_scale * 2 * np.pi * src.sigma_major * src.sigma_minor / area
+    if cube:  # summed over the channels too, as the catalogue's
+        flux_in = flux_in * math.sqrt(2 * math.pi) * src.sigma_z
+    cols = dict(x=src.x, y=src.y, peak_in=src.peak * img.unit_scale, flux_in=flux_in,
+                snr_in=snr_in, size_in=size_in,
+                bmaj_in=src.sigma_major * FWHM * (img.pixel_scale or 1.0),
+                near_source=rm.near_source, found=row >= 0, flux_out=taken("flux"),
+                snr_out=taken("snr"), objectness=taken("objectness"),
+                offset_beams=np.hypot(taken("x") - src.x, taken("y") - src.y) / fwhm,
+                n_spurious=np.bincount(rm.spurious_source[rm.spurious_source >= 0],
+                                       minlength=len(src)))
+    if cube:
+        cols.update(z=src.z, line_fwhm_in=src.sigma_z * FWHM, dz=taken("z") - src.z)
+    return cols
+
+
+def _new_columns(t: Any, run_xy: np.ndarray, xy: np.ndarray, rm: RoundMatch, *,
+                 first_id: int, fwhm: float) -> dict[str, np.ndarray]:
+    """The spurious table's columns for one round's new detections (rows of the run's
+    catalogue ``t``), each with the id of the source it is given to (ids of the round from
+    ``first_id``; -1: none) and its distance to it in FWHM."""
+    sr, owner = rm.spurious_rows, rm.spurious_source
+    cols = dict(x=run_xy[sr, 0], y=run_xy[sr, 1])
+    if run_xy.shape[1] == 3:
+        cols["z"] = run_xy[sr, 2]
+    cols.update(snr=_column(t, "snr", sr), objectness=_column(t, "objectness", sr),
+                source=np.where(owner >= 0, owner + first_id, -1),
+                distance_beams=_distance(run_xy[sr], xy, owner, fwhm))
+    return cols
+
+
+def _column(t: Any, name: str, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(t[name], np.float64)[rows] if rows.size else np.zeros(0)
 
 
 def _taken(t: Any, row: np.ndarray, name: str) -> np.ndarray:

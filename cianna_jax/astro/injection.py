@@ -39,7 +39,8 @@ from .measure import FWHM
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
            "place_sources", "wilson_interval", "score_injection", "flux_edges",
-           "flux_unit", "fragment_rates", "checked_line_widths"]
+           "flux_unit", "fragment_rates", "checked_line_widths", "RoundMatch",
+           "match_round"]
 
 #: bins of injected SNR (peak / local rms) the completeness is given in
 SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
