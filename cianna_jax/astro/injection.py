@@ -479,7 +479,8 @@ def draw_shapes(n: int, beam: tuple[float, float, float], size_range: tuple[floa
     FWHM majors (arcsec)."""
     bmaj, bmin, bth = beam
     size = rng.uniform(*size_range, n) if size_range[1] > 0 else np.zeros(n)
-    size = np.where(rng.random(n) < extended_fraction, size, 0.0)
+    if extended_fraction < 1.0:  # (drawn only then: the default keeps its random stream)
+        size = np.where(rng.random(n) < extended_fraction, size, 0.0)
     ratio = rng.uniform(0.5, 1.0, n)
     th = rng.uniform(0.0, np.pi, n)
     s1 = size / pixel_scale / FWHM
