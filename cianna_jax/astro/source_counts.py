@@ -28,6 +28,7 @@ import numpy as np
 from ..checks import as_bounded_float
 from .catalogue import CatalogueError, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
+from .injection import flux_edges
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
@@ -76,12 +77,9 @@ def count_edges(flux: np.ndarray, per_decade: int = 5) -> np.ndarray:
     """Bins of flux for counts: ``per_decade`` a decade on round values (1, 1.6, 2.5, 4, 6.3
     x 10^k) covering every positive ``flux``."""
     f = np.asarray(flux, np.float64)
-    f = f[np.isfinite(f) & (f > 0)]
-    if f.size == 0:
+    if not np.any(np.isfinite(f) & (f > 0)):
         raise ValueError("flux: no positive, finite flux to count")
-    lo = math.floor(np.log10(f.min()) * per_decade)
-    hi = math.floor(np.log10(f.max()) * per_decade) + 1
-    return 10.0 ** (np.arange(lo, hi + 1) / per_decade)
+    return flux_edges(f, per_decade)
 
 
 @dataclass(frozen=True)
