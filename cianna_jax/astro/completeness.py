@@ -1,7 +1,9 @@
-"""A detector's completeness on the user's own image, by source injection
-(:mod:`.injection`): the image's catalogue, then rounds of artificial sources added to its
-pixels and found again with the same model, threshold and noise map; the injected sources'
-table, the new detections around them, the per-bin scores and a text report."""
+"""A detector's completeness on the user's own image or cube, by source injection
+(:mod:`.injection`): the image's catalogue, then rounds of artificial sources (lines in a
+cube) added to its pixels and found again with the same model, threshold and noise map;
+the injected sources' table, the new detections around them, the per-bin scores, the
+catalogue's reliability with both tests (inverted image and injection), the report files
+and text."""
 
 from __future__ import annotations
 
