@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float
-from .catalogue import CatalogueError, make_table, read_catalogue
+from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
 from .injection import flux_edges
 
@@ -199,17 +199,18 @@ def count_catalogue(catalogue: str | os.PathLike, *, image: str | os.PathLike | 
                     completeness: str | os.PathLike | None = None,
                     per_decade: int = 5, min_completeness: float = 0.5,
                     hdu: int | str | None = None) -> SourceCounts:
-    """The source counts of a catalogue file (its ``flux`` column in Jy, and its
+    """The source counts of a catalogue file (its ``flux`` column, or another finder's
+    name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
     ``area_deg2``, corrected by the ``completeness`` of source injection's report (folder or
     ``completeness_by_flux.ecsv``) when given."""
     if (image is None) == (area_deg2 is None):
         raise ValueError("give the area: image= (its data's area) or area_deg2=, one of them")
     t = read_catalogue(catalogue)
-    if "flux" not in t.colnames:
-        raise CatalogueError(f"{os.fspath(catalogue)}: no flux column to count")
-    flux = np.asarray(t["flux"].quantity.to_value("Jy") if t["flux"].unit is not None
-                      else t["flux"], np.float64)
+    flux = column_values(t, "flux", os.fspath(catalogue))  # its aliases and units, in Jy
+    if flux is None:
+        raise CatalogueError(f"{os.fspath(catalogue)}: no flux column to count (flux, or "
+                             "another finder's name for it such as Total_flux)")
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
     if image is not None:
         with open_image(image, hdu) as img:

@@ -137,3 +137,12 @@ def test_count_catalogue_and_cli(tmp_path, capsys):
         assert "area" in capsys.readouterr().err
     with pytest.raises(CatalogueError, match="not a completeness table"):
         read_completeness(tmp_path / "cat.ecsv")
+    # another finder's catalogue: PyBDSF's Total_flux, here in mJy
+    write_catalogue(make_table({"Total_flux": flux * 1e3}, units={"Total_flux": "mJy"}),
+                    tmp_path / "bdsf.ecsv")
+    other = count_catalogue(tmp_path / "bdsf.ecsv", area_deg2=2.0)
+    np.testing.assert_array_equal(other.n, count_catalogue(tmp_path / "cat.ecsv",
+                                                           area_deg2=2.0).n)
+    write_catalogue(make_table({"x": flux}), tmp_path / "noflux.ecsv")
+    with pytest.raises(CatalogueError, match="no flux column"):
+        count_catalogue(tmp_path / "noflux.ecsv", area_deg2=2.0)
