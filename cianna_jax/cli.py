@@ -163,13 +163,6 @@ def _inject(args) -> int:
     check_folder(args.out)  # refused before the work
     if args.write_image and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_image))):
         raise FileNotFoundError(f"--write-image: no folder for {args.write_image}")
-    if args.write_image:
-        from .astro.fits_image import open_image
-
-        with open_image(args.image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
-            if img.ndim != 2:
-                raise ValueError(f"--write-image: written for 2D images; {args.image} is a "
-                                 "cube (its injected lines are in injected.ecsv)")
     if not args.no_plots:
         require_plotting()
     res = measure_completeness(args.image, args.model, n_sources=args.sources,
@@ -191,7 +184,8 @@ def _inject(args) -> int:
 
         with open_image(args.image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
             write_injected(img.with_sources(res.sources[0]), args.write_image)
-        print(f"image with the {len(res.sources[0])} sources of round 1 -> {args.write_image}")
+        what = "cube with the {} lines" if res.sources[0].ndim == 3 else "image with the {} sources"
+        print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
     return 0
 
 
@@ -492,9 +486,9 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
     inj.add_argument("--no-plots", action="store_true", help="no completeness.png")
     inj.add_argument("--write-image", default=None, metavar="FITS",
-                     help="also write the image with the first round's injected sources "
-                          "(those of round 1 in injected.ecsv), to look at or to give "
-                          "another finder")
+                     help="also write the image (or cube) with the first round's injected "
+                          "sources (those of round 1 in injected.ecsv), to look at or to "
+                          "give another finder")
     inj.add_argument("--reliability", action="store_true",
                      help="also the inverted-image test: the catalogue.ecsv written gets a "
                           "reliability column counting both the detections made of noise "

@@ -14,6 +14,7 @@ and unit.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -172,14 +173,45 @@ def write_noise_map(image: FitsImage, noise: NoiseMap, path: str | os.PathLike, 
 
 
 def write_injected(image: FitsImage, path: str | os.PathLike, *, rows: int = 1024) -> str:
-    """Write a 2D ``image`` with its injected sources (:meth:`.FitsImage.with_sources`) as
-    read, to the FITS file ``path``, ``rows`` rows at a time, atomically: what the detector
-    saw in a round of source injection, for the eye or for another finder.  Returns the
-    path."""
+    """Write an ``image`` with its injected sources (:meth:`.FitsImage.with_sources`) as
+    read, to the FITS file ``path``, ``rows`` rows (a cube: one channel) at a time,
+    atomically: what the detector saw in a round of source injection, for the eye or for
+    another finder (a cube keeps its spectral axis, for a line finder such as SoFiA).
+    Returns the path."""
     if image.added is None:
         raise ValueError(f"image: {image.path} has no injected sources (FitsImage.with_sources)")
+    if image.ndim == 3:
+        return _write_cube(image, path, "injected")
     W = image.shape[-1]
     return _write_strips(image, path, "injected", lambda r: image.read((r, slice(0, W))), rows)
+
+
+_AXIS_KEY = re.compile(r"^(CTYPE|CRPIX|CDELT|CUNIT|CRVAL|CNAME)1$")
+
+
+def _write_cube(image: FitsImage, path: str | os.PathLike, kind: str) -> str:
+    """Write the cube ``image`` as read (float32, its celestial and spectral WCS, beam and
+    unit) to ``path`` atomically, a channel at a time."""
+    D, H, W = image.shape
+    hdr = _header(image, kind)  # the sky's axes, beam, unit, frequency
+    hdr["NAXIS"] = 3
+    hdr.insert("NAXIS2", ("NAXIS3", D), after=True)
+    hdr.remove("FREQ", ignore_missing=True)  # the channels carry their own
+    if "WCSAXES" in hdr:
+        hdr["WCSAXES"] = 3
+    if image.spectral_wcs is not None:  # its one axis becomes the third
+        for card in image.spectral_wcs.to_header().cards:
+            key = _AXIS_KEY.sub(lambda m: m.group(1) + "3", card.keyword)
+            if key.endswith("3") or key in ("SPECSYS", "RESTFRQ", "RESTWAV"):
+                hdr[key] = (card.value, card.comment)
+    p = os.fspath(path)
+    with atomic_write(p) as fh:
+        fh.write(hdr.tostring().encode("ascii"))
+        for k in range(D):
+            fh.write(np.asarray(image.read((slice(k, k + 1), slice(0, H), slice(0, W))),
+                                ">f4").tobytes())
+        fh.write(b"\0" * (-(D * H * W * 4) % 2880))
+    return p
 
 
 def residual_view(image: FitsImage, m: Measurements, step: int = 1, *, rows: int = 1024,

@@ -495,8 +495,18 @@ def test_inject_cli_on_a_cube(cube_run, tmp_path, capsys):
     t = read_catalogue(tmp_path / "r" / "injected.ecsv")
     assert ((t["line_fwhm_in"] >= 3) & (t["line_fwhm_in"] <= 5)).all()
     assert main(["inject", "--image", str(path), "--model", card, "--out", str(tmp_path / "s"),
-                 "--write-image", str(tmp_path / "x.fits")]) == 2
-    assert "cube" in capsys.readouterr().err
+                 "--sources", "10", "--separation", "4", "--quiet", "--no-plots",
+                 "--write-image", str(tmp_path / "x.fits")]) == 0
+    assert "cube with the" in capsys.readouterr().out
+    first = read_catalogue(tmp_path / "s" / "injected.ecsv")
+    first = first[first["round"] == 1]
+    with open_image(path) as img, open_image(tmp_path / "x.fits") as inj:
+        assert inj.shape == img.shape and inj.beam == img.beam and inj.unit_scale == 1.0
+        np.testing.assert_allclose(inj.frequency_axis.frequency(np.arange(3.0)),
+                                   img.frequency_axis.frequency(np.arange(3.0)))
+        added = inj.read() - img.read()
+    iz, iy, ix = (np.round(np.asarray(first[k])).astype(int) for k in ("z", "y", "x"))
+    assert np.all(added[iz, iy, ix] > 0.5 * np.asarray(first["peak_in"]))
 
 
 def test_line_width_range_and_extended_fraction_are_checked():
