@@ -110,7 +110,7 @@ def _header(image: FitsImage, kind: str):
         hdr["BUNIT"] = image.bunit
     freq = image_frequency(image)
     if freq is not None:  # PyBDSF, among others, refuses an image without one
-        hdr["FREQ"] = (freq, "Hz, the frequency of the image this one derives from")
+        hdr["FREQ"] = (freq, "[Hz] frequency of the source image")
     for key in ("RESTFRQ", "RESTFREQ"):
         if key in image.header:
             hdr[key] = image.header[key]
