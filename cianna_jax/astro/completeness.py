@@ -20,10 +20,12 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, make_folder
+from ..yolo.tiling import tile_origins, tiles_touching
 from ._deps import require
 from .catalogue import make_table
 from .fits_image import Beam, FitsImage, open_image
 from .injection import (
+    REACH_SIGMAS,
     InjectedSources,
     InjectionScores,
     RoundMatch,
@@ -229,7 +231,7 @@ def measure_completeness(
         kw = dict(batch_size=batch_size, predict_fn=predict_fn)
         t0 = time.perf_counter()
         own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
-                           **kw)
+                           keep_raw=True, **kw)
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
                                 extended_fraction=ext,
@@ -263,7 +265,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     own_xy = _positions(own.table, cube)
     area = img.beam_area_pixels()
     rows, spur = _Rows(), _Rows()
-    rounds = 0
+    rounds = tiles_run = 0
     lost: list[np.ndarray] = []
     drawn: list[InjectedSources] = []
     while (done := sum(len(p) for p in rows.cols.get("x", []))) < n:
@@ -291,8 +293,11 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
             print(f"injection round {rounds}: {m} sources", file=sys.stderr)
         drawn.append(src)
         view = img.with_sources(src)
+        # only the tiles the sources reach run again: the others' boxes are the image's own
+        tiles = _touched_tiles(img, mdl, src)
         det = detect(view.read, view.shape, mdl, noise=noise, obj_threshold=obj_threshold,
-                     progress=progress, **kw)
+                     progress=progress, tiles=tiles, reuse=own.detections.raw, **kw)
+        tiles_run += len(tiles)
         run = measure_detections(view, mdl, det, noise, fit=fit)
         t = run.table
         run_xy = _positions(t, cube)
@@ -316,10 +321,27 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                 "extended_fraction": extended_fraction,
                 "separation_beams": sep_beams, "seed": seed,
                 "line_width_range_channels": list(lines) if cube else None,
+                "tiles_run": tiles_run,
                 "obj_threshold": own.table.meta.get("obj_threshold"),
                 "beam_fwhm_pixels": fwhm}
     return InjectionResult(table, spurious, scores, by_flux, own, rounds,
                            np.concatenate(lost).astype(np.int64), settings, drawn)
+
+
+def _touched_tiles(img: FitsImage, mdl: LoadedModel, src: InjectedSources) -> np.ndarray:
+    """The tiles of the model's tiling of ``img`` that hold pixels of the sources (out to
+    :data:`.injection.REACH_SIGMAS`, as drawn)."""
+    card = mdl.card
+    reach = REACH_SIGMAS * np.asarray(src.sigma_major)
+    lo = [np.floor(src.y - reach), np.floor(src.x - reach)]
+    hi = [np.ceil(src.y + reach), np.ceil(src.x + reach)]
+    if src.ndim == 3:
+        zr = REACH_SIGMAS * np.asarray(src.sigma_z)
+        lo.insert(0, np.floor(src.z - zr))
+        hi.insert(0, np.ceil(src.z + zr))
+    origins = tile_origins(img.shape, tuple(card.tile), card.overlap)
+    return tiles_touching(origins, tuple(card.tile), np.stack(lo, 1).astype(np.int64),
+                          np.stack(hi, 1).astype(np.int64))
 
 
 def _positions(t: Any, cube: bool) -> np.ndarray:

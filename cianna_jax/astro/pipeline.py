@@ -347,6 +347,7 @@ def find_sources(
     flux_scale_error: float = 0.0,
     reliability: bool = False,
     target_reliability: float | None = None,
+    keep_raw: bool = False,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -367,7 +368,8 @@ def find_sources(
     the objectness threshold is the lowest of the model card's and 0.05, 0.1, ... 0.95
     above it whose catalogue the same test estimates at least that reliable
     (``SourceFinding.threshold_scan``; the most reliable one, with a warning, when none is;
-    several images: each its own)."""
+    several images: each its own).  ``keep_raw``: every tile's boxes before merging in
+    ``res.detections.raw`` (:func:`.predict.detect`), for runs that change a few tiles."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
@@ -396,7 +398,8 @@ def find_sources(
                                          flux_scale_error=flux_scale_error, **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
-        det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold, **kw)
+        det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
+                     keep_raw=keep_raw, **kw)
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress)

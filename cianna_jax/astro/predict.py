@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,12 +34,15 @@ __all__ = ["Detections", "network_fn", "make_predict_fn", "normalise_window", "i
 @dataclass(frozen=True)
 class Detections:
     """Detector output over a whole image: ``boxes`` in image pixels (pixel ``i`` spans
-    ``[i, i + 1)``, x first), in decreasing score order; run statistics."""
+    ``[i, i + 1)``, x first), in decreasing score order; run statistics; ``raw``: with
+    ``keep_raw``, every tile's boxes before the overlap merging (``image``: the tile's
+    index), for a later run that recomputes a few tiles only."""
 
     boxes: DecodedBoxes
     n_tiles: int
     seconds: float
     obj_threshold: float | tuple[float, ...]
+    raw: DecodedBoxes | None = None
 
     @property
     def tiles_per_second(self) -> float:
@@ -177,6 +180,9 @@ def detect(
     batch_size: int | None = None,
     progress: bool = True,
     predict_fn: Callable[[np.ndarray], object] | None = None,
+    tiles: np.ndarray | None = None,
+    reuse: DecodedBoxes | None = None,
+    keep_raw: bool = False,
 ) -> Detections:
     """Run the detector of ``model`` over an image ``(H, W)`` or cube ``(D, H, W)``.
 
@@ -184,7 +190,10 @@ def detect(
     noise map (needed by the ``"snr"`` normalisation without a fixed rms).  Thresholds and
     tiling come from the model card (``obj_threshold``/``batch_size`` override them); an
     image of fewer tiles than the batch runs in a smaller one (:func:`batch_for`).
-    Progress (tiles, rate, ETA) goes to stderr when ``progress``.
+    Progress (tiles, rate, ETA) goes to stderr when ``progress``.  ``tiles`` (indices into
+    the card's tiling) runs those tiles only and takes the others' boxes from ``reuse``
+    (``raw`` of an earlier run of the same image with ``keep_raw``, where only pixels of
+    ``tiles`` changed): the boxes of a whole run, for the work of a few tiles.
     """
     card = model.card
     n = card.ndim
@@ -196,8 +205,18 @@ def detect(
         obj_threshold, int(model.net.yolo.nb_box))
     bs = card.batch_size if batch_size is None else as_int(batch_size, "batch_size", minimum=1)
     origins = tile_origins(shape, tile, card.overlap)
-    bs = batch_for(origins.shape[0], bs)
     lo, hi = tile_keep_bounds(origins, shape, tile, "auto")
+    if tiles is not None:  # a few tiles, the rest from an earlier run
+        if reuse is None:
+            raise ValueError("tiles: the other tiles' boxes come from reuse= (an earlier "
+                             "run's raw boxes, keep_raw=True)")
+        run = np.asarray(tiles, np.int64)
+        if run.size and (run.min() < 0 or run.max() >= origins.shape[0]):
+            raise ValueError(f"tiles: indices into the {origins.shape[0]} tiles of this image")
+        origins, lo, hi = origins[run], lo[run], hi[run]
+    else:
+        run = None
+    bs = batch_for(max(origins.shape[0], 1), bs)
     fn = predict_fn or make_predict_fn(model)
     kw = decode_kwargs(model.net.yolo)
     kw.pop("in_dim")
@@ -227,10 +246,14 @@ def detect(
         if pending is not None:
             finish(pending)
     nc, npar = model.net.yolo.nb_class, model.net.yolo.nb_param
+    if run is not None:  # the tiles' own indices, and the other tiles' earlier boxes
+        parts = [replace(p, image=run[p.image]) for p in parts]
+        parts.append(reuse.take(~np.isin(reuse.image, run)))
     merged = DecodedBoxes.concatenate(parts) if parts else DecodedBoxes.empty(nc, npar)
+    raw = merged if keep_raw else None
     if len(merged):
         keep = nms(merged.boxes, merged.score(card.score), merged.class_id,
                    same_class_threshold=card.nms_threshold, iou_type=card.iou_type, ndim=n)
         merged = merged.take(keep)
     return Detections(boxes=merged, n_tiles=int(origins.shape[0]),
-                      seconds=time.perf_counter() - t0, obj_threshold=thr)
+                      seconds=time.perf_counter() - t0, obj_threshold=thr, raw=raw)

@@ -14,7 +14,8 @@ import numpy as np
 from .boxes import ArrayLike, nms
 from .decode import DecodedBoxes, decode
 
-__all__ = ["tile_origins", "tile_keep_bounds", "decode_tile_batch", "predict_tiled"]
+__all__ = ["tile_origins", "tile_keep_bounds", "tiles_touching", "decode_tile_batch",
+           "predict_tiled"]
 
 
 def _per_axis(v: int | float | Sequence[int | float], n: int, name: str) -> list:
@@ -50,6 +51,26 @@ def tile_origins(
     axes = [_axis_origins(int(s), int(t), int(o)) for s, t, o in zip(image_shape, tiles, ovs)]
     mesh = np.meshgrid(*axes, indexing="ij")
     return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def tiles_touching(origins: np.ndarray, tile: int | Sequence[int], lo: np.ndarray,
+                   hi: np.ndarray) -> np.ndarray:
+    """Indices (sorted) of the tiles of a grid of ``origins`` ``[T, n]`` (as
+    :func:`tile_origins` gives them) of size ``tile`` that hold any pixel of the boxes from
+    ``lo`` to ``hi`` ``[m, n]`` (inclusive pixel indices, array order): the tiles whose
+    output a change of those pixels can change."""
+    origins = np.asarray(origins)
+    T, n = origins.shape
+    ts = _per_axis(tile, n, "tile")
+    axes = [np.unique(origins[:, d]) for d in range(n)]
+    grid = np.zeros(tuple(a.size for a in axes), bool)
+    lo, hi = np.atleast_2d(lo), np.atleast_2d(hi)
+    for a, b in zip(lo, hi):
+        sl = tuple(slice(int(np.searchsorted(u, a[d] - int(ts[d]) + 1, "left")),
+                         int(np.searchsorted(u, b[d], "right"))) for d, u in enumerate(axes))
+        grid[sl] = True
+    index = np.stack([np.searchsorted(u, origins[:, d]) for d, u in enumerate(axes)])
+    return np.flatnonzero(grid[tuple(index)])
 
 
 def tile_keep_bounds(

@@ -392,6 +392,42 @@ def test_inject_cli(peak_run, field_file, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_tiles_touching_a_box():
+    from cianna_jax.yolo.tiling import tile_origins, tiles_touching
+
+    origins = tile_origins((100, 120), (32, 32), (8, 8))  # strides of 24, last flush
+    got = tiles_touching(origins, (32, 32), np.array([[30, 50]]), np.array([[33, 52]]))
+    want = [i for i, (y, x) in enumerate(origins)
+            if y <= 33 and y + 31 >= 30 and x <= 52 and x + 31 >= 50]
+    assert got.tolist() == want and len(want) == 4
+    assert tiles_touching(origins, (32, 32), np.zeros((0, 2)), np.zeros((0, 2))).size == 0
+
+
+def test_a_run_of_the_touched_tiles_is_the_whole_run(peak_run, field_file):
+    """Detections of an injected image from the tiles its sources reach, the others' boxes
+    taken from the image's own run, are those of a run over every tile."""
+    from cianna_jax.astro.completeness import _touched_tiles
+    from cianna_jax.astro.model_card import load_model
+    from cianna_jax.astro.noise import estimate_noise_map
+    from cianna_jax.astro.predict import detect
+
+    card, res = peak_run
+    mdl = load_model(card)
+    with open_image(field_file) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box)
+        own = detect(img.read, img.shape, mdl, noise=noise, progress=False, keep_raw=True)
+        view = img.with_sources(res.sources[0])
+        tiles = _touched_tiles(img, mdl, res.sources[0])
+        part = detect(view.read, view.shape, mdl, noise=noise, progress=False, tiles=tiles,
+                      reuse=own.raw)
+        full = detect(view.read, view.shape, mdl, noise=noise, progress=False)
+    assert 0 < len(tiles) and part.n_tiles == len(tiles)
+    np.testing.assert_array_equal(part.boxes.boxes, full.boxes.boxes)
+    np.testing.assert_array_equal(part.boxes.objectness, full.boxes.objectness)
+    with pytest.raises(ValueError, match="reuse"):
+        detect(view.read, view.shape, mdl, noise=noise, progress=False, tiles=tiles)
+
+
 def test_injection_refuses_a_bad_seed_before_the_work(field_file):
     from cianna_jax.astro.completeness import measure_completeness
 
