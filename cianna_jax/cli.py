@@ -95,6 +95,12 @@ def _predict(args) -> int:
     from .astro.flags import flag_counts
     from .astro.pipeline import predict_file
 
+    fragments = None
+    if args.fragments_from is not None:  # read (and refused) before the work
+        from .astro.completeness import read_fragment_rates
+
+        fragments = read_fragment_rates(args.fragments_from)
+        args.reliability = True
     res = predict_file(args.image, args.model, args.out, fmt=args.format,
                        obj_threshold=args.threshold, hdu=args.hdu, plane=args.plane,
                        beam=_beam(args.beam),
@@ -105,7 +111,7 @@ def _predict(args) -> int:
                        cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
                        reliability=args.reliability,
                        target_reliability=args.target_reliability,
-                       reliability_figure=args.reliability_figure)
+                       reliability_figure=args.reliability_figure, fragments=fragments)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -426,6 +432,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="also draw the inverted-image test: reliability and counts per "
                            "SNR bin, and the threshold scan with --target-reliability "
                            "(implies --reliability; needs matplotlib)")
+    pred.add_argument("--fragments-from", default=None, metavar="FOLDER",
+                      help="a 'cianna-jax inject' report folder of an image like this one: "
+                           "its measured rates of the detector's errors around sources are "
+                           "added to the reliability (implies --reliability)")
     pred.add_argument("--cubelets", default=None, metavar="FOLDER",
                       help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
                            "maps and spectrum in this folder (one cube)")

@@ -26,6 +26,7 @@ from .catalogue import make_table
 from .fits_image import Beam, FitsImage, open_image
 from .injection import (
     REACH_SIGMAS,
+    FragmentRates,
     InjectedSources,
     InjectionScores,
     RoundMatch,
@@ -34,7 +35,6 @@ from .injection import (
     draw_shapes,
     flux_edges,
     flux_unit,
-    fragment_rates,
     match_round,
     place_sources,
     score_injection,
@@ -59,7 +59,7 @@ from .reliability import (
 from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
-           "format_completeness", "bins_table", "require_plotting"]
+           "format_completeness", "bins_table", "require_plotting", "read_fragment_rates"]
 
 
 #: more rounds than this are warned about (each one is a detection run over the image)
@@ -111,20 +111,15 @@ class InjectionResult:
         SNR bin, where they fell in SNR (sources below the injected range bring none; a
         bin without injected sources takes its nearest neighbour's)."""
         s = np.asarray(self.own.table["snr"] if snr is None else snr, np.float64)
-        pe, oe = self.scores.edges, np.asarray(edges, np.float64)
-        counts, n = fragment_rates(
+        return self.fragment_rates(edges).expected(s)
+
+    def fragment_rates(self, edges: Any = REL_SNR_EDGES) -> FragmentRates:
+        """The new detections around the injected sources as rates (:class:`.injection.
+        FragmentRates`), to apply to catalogues of images like this one."""
+        return FragmentRates.from_injection(
             np.asarray(self.table["snr_in"]), ~np.asarray(self.table["near_source"]),
-            np.asarray(self.spurious["source"]) - 1, np.asarray(self.spurious["snr"]), pe, oe)
-        has = np.flatnonzero(n > 0)
-        if has.size == 0 or s.size == 0:
-            return np.zeros(oe.size - 1), np.zeros(oe.size - 1)
-        b = np.digitize(s[np.isfinite(s)], pe) - 1
-        b = np.clip(b[b >= 0], 0, pe.size - 2)  # brighter than the range: the last bin
-        parents = np.bincount(b, minlength=pe.size - 1).astype(np.float64)
-        near = has[np.argmin(np.abs(np.arange(pe.size - 1)[:, None] - has[None, :]), 1)]
-        w = parents / n[near]  # catalogue sources per injected source, bin by bin
-        expected = w @ counts[near]
-        return expected, np.sqrt((w**2) @ counts[near])
+            np.asarray(self.spurious["source"]) - 1, np.asarray(self.spurious["snr"]),
+            self.scores.edges, edges)
 
     def expected_spurious(self, snr: np.ndarray | None = None) -> float:
         """The number of the detector's own false detections expected around the sources of
@@ -452,6 +447,28 @@ def _spurious_table(img: FitsImage, spur: _Rows) -> Any:
     cols["source"] = cols["source"].astype(np.int64)
     return make_table(_with_sky(img, cols),
                       units={"x": "pix", "y": "pix", "z": "pix", "ra": "deg", "dec": "deg"})
+
+
+def read_fragment_rates(folder: str | os.PathLike) -> FragmentRates:
+    """The fragment rates (:class:`.injection.FragmentRates`) of an injection's report
+    folder (its ``injected.ecsv`` and ``spurious.ecsv``), to apply to catalogues of images
+    like the one it measured (``cianna-jax predict --fragments-from``)."""
+    from .catalogue import CatalogueError, read_catalogue
+
+    f = os.fspath(folder)
+    inj = read_catalogue(os.path.join(f, "injected.ecsv"))
+    spur = read_catalogue(os.path.join(f, "spurious.ecsv"))
+    for t, need, name in ((inj, ("id", "snr_in", "near_source"), "injected.ecsv"),
+                          (spur, ("source", "snr"), "spurious.ecsv")):
+        if not set(need) <= set(t.colnames):
+            raise CatalogueError(f"{os.path.join(f, name)}: not an injection's table (needs "
+                                 f"{list(need)}; cianna-jax inject writes it)")
+    ids = np.asarray(inj["id"], np.int64)
+    row = {int(i): k for k, i in enumerate(ids)}
+    parent = np.array([row.get(int(i), -1) for i in np.asarray(spur["source"])], np.int64)
+    return FragmentRates.from_injection(np.asarray(inj["snr_in"], np.float64),
+                                        ~np.asarray(inj["near_source"], bool), parent,
+                                        np.asarray(spur["snr"], np.float64))
 
 
 def require_plotting() -> None:

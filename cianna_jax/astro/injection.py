@@ -36,11 +36,12 @@ from ..checks import as_bounded_float, as_int
 from .crossmatch import crossmatch_pixels
 from .fits_image import FitsImage
 from .measure import FWHM
+from .reliability import SNR_EDGES as RELIABILITY_EDGES
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
            "place_sources", "wilson_interval", "score_injection", "flux_edges",
-           "flux_unit", "fragment_rates", "checked_line_widths", "RoundMatch",
-           "match_round"]
+           "flux_unit", "fragment_rates", "FragmentRates", "checked_line_widths",
+           "RoundMatch", "match_round"]
 
 #: bins of injected SNR (peak / local rms) the completeness is given in
 SNR_EDGES = (2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
@@ -407,6 +408,49 @@ def fragment_rates(parent_snr: np.ndarray, scored: np.ndarray, spurious_parent: 
     bo = np.clip(np.digitize(snr[keep], oe) - 1, 0, oe.size - 2)
     np.add.at(counts, (bs[par[keep]], bo), 1.0)
     return counts, n
+
+
+@dataclass(frozen=True)
+class FragmentRates:
+    """The detector's new detections around injected sources as rates (:func:`fragment_rates`):
+    ``counts[s, b]`` given to scored sources of injected SNR bin ``s`` (``parent_edges``)
+    and measured in SNR bin ``b`` (``out_edges``), ``n[s]`` the scored sources of bin ``s``;
+    measured once on an image, they apply to the catalogues of images like it."""
+
+    parent_edges: np.ndarray
+    out_edges: np.ndarray
+    counts: np.ndarray
+    n: np.ndarray
+
+    @classmethod
+    def from_injection(cls, snr_in: np.ndarray, scored: np.ndarray,
+                       spurious_parent: np.ndarray, spurious_snr: np.ndarray,
+                       parent_edges: Any = SNR_EDGES, out_edges: Any = None) -> FragmentRates:
+        """From an injection's sources (``snr_in``, ``scored``) and new detections (their
+        source rows, -1: none, and measured SNRs); ``out_edges``: the bins of the
+        reliability estimate they go to (default :data:`.reliability.SNR_EDGES`'s)."""
+        pe = np.asarray(parent_edges, np.float64)
+        oe = np.asarray(RELIABILITY_EDGES if out_edges is None else out_edges, np.float64)
+        counts, n = fragment_rates(snr_in, scored, spurious_parent, spurious_snr, pe, oe)
+        return cls(pe, oe, counts, n)
+
+    def expected(self, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The new detections expected around a catalogue's sources of measured ``snr``, per
+        bin of ``out_edges``, with 1-sigma Poisson errors: each source brings those seen per
+        injected source of its SNR bin, where they fell in SNR (sources below the injected
+        range bring none, those above it the last bin's; a bin without injected sources
+        takes its nearest neighbour's)."""
+        s = np.asarray(snr, np.float64)
+        pe, nb = self.parent_edges, self.out_edges.size - 1
+        has = np.flatnonzero(self.n > 0)
+        if has.size == 0 or s.size == 0:
+            return np.zeros(nb), np.zeros(nb)
+        b = np.digitize(s[np.isfinite(s)], pe) - 1
+        b = np.clip(b[b >= 0], 0, pe.size - 2)
+        parents = np.bincount(b, minlength=pe.size - 1).astype(np.float64)
+        near = has[np.argmin(np.abs(np.arange(pe.size - 1)[:, None] - has[None, :]), 1)]
+        w = parents / self.n[near]  # catalogue sources per injected source, bin by bin
+        return w @ self.counts[near], np.sqrt((w**2) @ self.counts[near])
 
 
 def score_injection(values: np.ndarray, scored: np.ndarray, found: np.ndarray,

@@ -60,6 +60,7 @@ from .reliability import (
     add_reliability_column,
     choose_threshold,
     estimate_reliability,
+    with_fragments,
 )
 from .residual import write_noise_map, write_residual
 from .sky import (
@@ -348,6 +349,7 @@ def find_sources(
     reliability: bool = False,
     target_reliability: float | None = None,
     keep_raw: bool = False,
+    fragments: Any = None,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -368,8 +370,11 @@ def find_sources(
     the objectness threshold is the lowest of the model card's and 0.05, 0.1, ... 0.95
     above it whose catalogue the same test estimates at least that reliable
     (``SourceFinding.threshold_scan``; the most reliable one, with a warning, when none is;
-    several images: each its own).  ``keep_raw``: every tile's boxes before merging in
-    ``res.detections.raw`` (:func:`.predict.detect`), for runs that change a few tiles."""
+    several images: each its own).  ``fragments``: rates of the detector's errors around
+    sources measured by a source injection on an image like this one
+    (:func:`.completeness.read_fragment_rates`; implies ``reliability``), added to the
+    estimate.  ``keep_raw``: every tile's boxes before merging in ``res.detections.raw``
+    (:func:`.predict.detect`), for runs that change a few tiles."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
@@ -395,7 +400,8 @@ def find_sources(
         kw = dict(batch_size=batch_size, progress=progress, predict_fn=predict_fn)
         if target is not None:
             res = _at_target_reliability(img, mdl, noise, target, fit=fit, merge=merge,
-                                         flux_scale_error=flux_scale_error, **kw)
+                                         flux_scale_error=flux_scale_error,
+                                         fragments=fragments, **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
@@ -404,10 +410,11 @@ def find_sources(
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
-        if reliability:
+        if reliability or fragments is not None:
             t3 = time.perf_counter()
             attach_reliability(res, inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
-                                                     fit=fit, merge=merge, **kw))
+                                                     fit=fit, merge=merge, **kw),
+                               fragments=fragments)
             res.timings["reliability_s"] = time.perf_counter() - t3
         return res
     finally:
@@ -433,14 +440,19 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
 
 
 def attach_reliability(res: SourceFinding, inverted: SourceFinding,
-                       threshold: float | None = None) -> None:
+                       threshold: float | None = None, fragments: Any = None) -> None:
     """Give the catalogue of ``res`` its reliability: the estimate from the detections of
     the ``inverted`` image (those of objectness >= ``threshold`` when given, as the
-    catalogue's were chosen) in ``res.reliability`` and the table's ``reliability`` column."""
+    catalogue's were chosen) in ``res.reliability`` and the table's ``reliability`` column;
+    ``fragments`` (:class:`.injection.FragmentRates`): the detector's errors around sources
+    that a source injection measured, added (:func:`.reliability.with_fragments`)."""
     snr = np.asarray(inverted.table["snr"], np.float64)
     if threshold is not None:
         snr = snr[np.asarray(inverted.table["objectness"]) >= threshold]
     res.reliability = estimate_reliability(res.table["snr"], snr)
+    if fragments is not None:
+        res.reliability = with_fragments(res.reliability,
+                                         *fragments.expected(np.asarray(res.table["snr"])))
     add_reliability_column(res.table, res.reliability)
 
 
@@ -460,7 +472,7 @@ def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
 
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
                            *, fit: bool, merge: bool, flux_scale_error: float,
-                           **kw: Any) -> SourceFinding:
+                           fragments: Any = None, **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
     image and the inverted image detected and measured down to the model card's threshold,
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
@@ -479,7 +491,7 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"])
     res.threshold_scan = scan
-    attach_reliability(res, neg, thr)
+    attach_reliability(res, neg, thr, fragments)  # (the scan counts noise detections only)
     res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
     res.timings = {"detect_s": t1 - t0, **res.timings, "reliability_s": t2 - t1}
     return res

@@ -69,6 +69,7 @@ class ReliabilityEstimate:
     false_fraction: np.ndarray
     false_fraction_err: np.ndarray
     n_fragments: np.ndarray | None = None
+    n_fragments_err: np.ndarray | None = None
 
     @property
     def reliability(self) -> np.ndarray:
@@ -148,12 +149,16 @@ def estimate_reliability(snr_image: np.ndarray, snr_inverted: np.ndarray,
 
 def summed_estimate(estimates: list[ReliabilityEstimate]) -> ReliabilityEstimate:
     """One estimate from several images' (the same bins): their counts summed, pooled
-    again."""
+    again (and their expected errors around sources summed, when they all have them)."""
     e = estimates[0].edges
     if any(not np.array_equal(x.edges, e) for x in estimates):
         raise ValueError("estimates: their SNR bins differ")
-    return _from_counts(e, sum(x.n_image for x in estimates),
-                        sum(x.n_inverted for x in estimates))
+    out = _from_counts(e, sum(x.n_image for x in estimates),
+                       sum(x.n_inverted for x in estimates))
+    if all(x.n_fragments is not None for x in estimates):  # errors around sources, summed
+        out = with_fragments(out, sum(x.n_fragments for x in estimates),
+                             np.sqrt(sum(x.n_fragments_err ** 2 for x in estimates)))
+    return out
 
 
 def _from_counts(e: np.ndarray, n_img: np.ndarray, n_inv: np.ndarray) -> ReliabilityEstimate:
@@ -188,7 +193,7 @@ def with_fragments(estimate: ReliabilityEstimate, expected: np.ndarray,
         err = np.where(n > 0, np.hypot(np.nan_to_num(estimate.false_fraction_err), xe / n),
                        estimate.false_fraction_err)
     return dataclasses.replace(estimate, false_fraction=frac, false_fraction_err=err,
-                               n_fragments=x)
+                               n_fragments=x, n_fragments_err=xe)
 
 
 def measured_reliability(snr: np.ndarray, real: np.ndarray, edges=SNR_EDGES) -> np.ndarray:

@@ -303,6 +303,12 @@ def test_with_fragments_adds_the_expected_errors():
     assert "n_frag" in format_reliability(both)
     with pytest.raises(ValueError, match="per SNR bin"):
         with_fragments(est, np.zeros(3), np.zeros(3))
+    from cianna_jax.astro.reliability import summed_estimate
+
+    two = summed_estimate([both, both])  # several images: their errors around sources add
+    np.testing.assert_allclose(two.n_fragments, 2 * both.n_fragments)
+    np.testing.assert_allclose(two.n_fragments_err, np.sqrt(2) * both.n_fragments_err)
+    assert summed_estimate([both, est]).n_fragments is None
 
 
 def test_injection_with_the_reliability_test(peak_run, field_file, tmp_path):
@@ -327,6 +333,20 @@ def test_injection_with_the_reliability_test(peak_run, field_file, tmp_path):
     back = read_catalogue(tmp_path / "rep" / "catalogue.ecsv")
     np.testing.assert_allclose(back["reliability"], t["reliability"])
     assert "reliability_s" in res.timings and "n_frag" in format_completeness(res)
+    # the report's rates, read back, are the run's; predict applies them to a catalogue
+    from cianna_jax.astro.completeness import read_fragment_rates
+    from cianna_jax.cli import main
+
+    rates, mine = read_fragment_rates(tmp_path / "rep"), res.fragment_rates()
+    np.testing.assert_array_equal(rates.counts, mine.counts)
+    np.testing.assert_array_equal(rates.n, mine.n)
+    assert main(["predict", "--image", str(field_file), "--model", card, "--out",
+                 str(tmp_path / "p.ecsv"), "--fragments-from", str(tmp_path / "rep"),
+                 "--quiet"]) == 0
+    pred = read_catalogue(tmp_path / "p.ecsv")
+    np.testing.assert_allclose(np.sort(pred["reliability"]), np.sort(t["reliability"]))
+    assert main(["predict", "--image", str(field_file), "--model", card, "--out",
+                 str(tmp_path / "q.ecsv"), "--fragments-from", str(tmp_path)]) == 2
 
 
 def test_injection_report_files(peak_run, tmp_path):
