@@ -34,12 +34,15 @@ class DemoSettings:
     test_field: int
     epochs: int
     patches_per_epoch: int
+    injected: int
 
     @classmethod
     def get(cls, quick: bool) -> "DemoSettings":
         if quick:
-            return cls(train_field=512, test_field=512, epochs=10, patches_per_epoch=512)
-        return cls(train_field=1024, test_field=1024, epochs=25, patches_per_epoch=1024)
+            return cls(train_field=512, test_field=512, epochs=10, patches_per_epoch=512,
+                       injected=300)
+        return cls(train_field=1024, test_field=1024, epochs=25, patches_per_epoch=1024,
+                   injected=1000)
 
 
 #: Field parameters shared by the training and test fields (SDC1-like 560 MHz band:
@@ -65,13 +68,54 @@ def write_demo_fields(out: str, s: DemoSettings, seed: int) -> dict[str, str]:
     return paths
 
 
+def _without_truth(image: str, model: str, s: DemoSettings, out: str, log, verbose: bool):
+    """The demo's last steps, what a survey without a truth catalogue does: source injection
+    (completeness, the detector's errors around sources, the catalogue's reliability) and
+    the source counts corrected by both; returns the injection's result."""
+    from .astro import MissingExtraError
+    from .astro.catalogue import write_catalogue
+    from .astro.completeness import (
+        format_completeness,
+        measure_completeness,
+        require_plotting,
+        write_injection_report,
+    )
+    from .astro.source_counts import count_catalogue
+
+    try:
+        require_plotting()
+        plots = True
+    except MissingExtraError:
+        plots = False
+    inj_dir, counts = os.path.join(out, "injection"), os.path.join(out, "counts.ecsv")
+    log(_command("inject", "--model", model, "--image", image, "--out", inj_dir, "--sources",
+                 s.injected, "--reliability"))
+    inj = measure_completeness(image, model, n_sources=s.injected, reliability=True,
+                               progress=verbose)
+    write_injection_report(inj, inj_dir, plots=plots)
+    log(format_completeness(inj))
+    catalogue = os.path.join(inj_dir, "catalogue.ecsv")
+    log(_command("counts", "--catalogue", catalogue, "--image", image, "--completeness",
+                 inj_dir, "--out", counts) + (" --figure " + counts[:-5] + ".png" if plots else ""))
+    c = count_catalogue(catalogue, image=image, completeness=inj_dir)
+    write_catalogue(c.table(), counts)
+    if plots:
+        from .astro.plots import counts_plot, save_figure
+
+        save_figure(counts_plot(c, title="Source counts of the test field"), counts[:-5] + ".png")
+    log(f"{int(c.n.sum())} sources counted over {c.table().meta['area_deg2']:.4g} deg^2 -> "
+        f"{counts}")
+    return inj
+
+
 def _command(*words: object) -> str:
     return "$ cianna-jax " + " ".join(shlex.quote(str(w)) for w in words)
 
 
 def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
              verbose: bool = True) -> dict:
-    """Run the demo; write its files into ``out``; return the test-field scores."""
+    """Run the demo; write its files into ``out``; return the test-field scores (and the
+    source injection's: completeness and expected false detections, no truth needed)."""
     from .astro.pipeline import predict_file
     from .astro.train_validation import average_precision
     from .astro.trainer import TrainSettings, train_detector
@@ -104,6 +148,7 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
     rep = validate(p["test_image"], model, p["test_catalogue"], report, progress=verbose,
                    log=log)
     log(rep.text)
+    inj = _without_truth(p["test_image"], model, s, out, log, verbose)
     sc = rep.scores
     metrics = dict(precision=float(sc.precision), recall=float(sc.recall), f1=float(sc.f1),
                    ap=average_precision(rep.pr["precision"], rep.pr["recall"]),
@@ -111,10 +156,13 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
                    median_separation_arcsec=float(sc.median_separation),
                    flux_ratio=float(sc.flux_ratio), flux_ratio_scatter=float(sc.flux_ratio_scatter),
                    sdc1_score=None if rep.sdc1 is None else float(rep.sdc1.value),
+                   completeness_snr50=inj.scores.at_completeness(0.5),
+                   completeness_snr90=inj.scores.at_completeness(0.9),
+                   expected_false=float(inj.own.reliability.n_false),
                    train_seconds=t_train, seconds=time.perf_counter() - t0)
     log(f"- demo done in {metrics['seconds']:.1f} s (training {t_train:.1f} s); files in {out}/: "
         f"train.fits, train.ecsv, test.fits, test.ecsv, run/ (models, results.csv, "
-        f"training.png), test_sources.ecsv, report/")
+        f"training.png), test_sources.ecsv, report/, injection/, counts.ecsv")
     if not np.isfinite(metrics["f1"]):
         metrics["f1"] = 0.0
     return metrics

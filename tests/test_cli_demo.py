@@ -88,12 +88,18 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
     m = run_demo(out=str(out), quick=True, seed=0)
     text = capsys.readouterr().out
     for cmd in ("$ cianna-jax train --image", "$ cianna-jax predict --model",
-                "$ cianna-jax val --model"):
+                "$ cianna-jax val --model", "$ cianna-jax inject --model",
+                "$ cianna-jax counts --catalogue"):
         assert cmd in text, cmd
     for name in ("train.fits", "train.ecsv", "test.fits", "test.ecsv", "run/best.dat",
                  "run/best.json", "run/last.dat", "run/results.csv", "run/training.png",
-                 "test_sources.ecsv", "report/report.txt", "report/scores.json"):
+                 "test_sources.ecsv", "report/report.txt", "report/scores.json",
+                 "injection/injected.ecsv", "injection/catalogue.ecsv", "counts.ecsv"):
         assert (out / name).stat().st_size > 0, name
+    # without the truth: the injection's completeness limit and expected false detections
+    # (measured when written: 50% at SNR 7.5, 12 expected false of the 103 detections)
+    assert 3.0 <= m["completeness_snr50"] <= 12.0
+    assert 0.0 <= m["expected_false"] <= 0.5 * m["n_detected"]
     with fits.open(out / "test.fits") as hdul:  # a real field: WCS, Jy/beam, beam, NaN border
         h, data = hdul[0].header, hdul[0].data
         assert h["BUNIT"].upper() == "JY/BEAM" and h["CTYPE1"].startswith("RA") and h["BMAJ"] > 0
