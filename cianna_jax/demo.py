@@ -34,7 +34,7 @@ class DemoSettings:
     test_field: int
     epochs: int
     patches_per_epoch: int
-    injected: int
+    injected: int = 300  # sources injected into the test field
 
     @classmethod
     def get(cls, quick: bool) -> "DemoSettings":
