@@ -37,6 +37,7 @@ from .crossmatch import crossmatch_pixels
 from .fits_image import FitsImage
 from .measure import FWHM
 from .reliability import SNR_EDGES as RELIABILITY_EDGES
+from .sky import convolve
 
 __all__ = ["SNR_EDGES", "ATTRIBUTION_BEAMS", "InjectedSources", "InjectionScores",
            "place_sources", "wilson_interval", "score_injection", "flux_edges",
@@ -528,15 +529,5 @@ def draw_shapes(n: int, beam: tuple[float, float, float], size_range: tuple[floa
     ratio = rng.uniform(0.5, 1.0, n)
     th = rng.uniform(0.0, np.pi, n)
     s1 = size / pixel_scale / FWHM
-    s2 = s1 * ratio
-
-    def cov(a, b, t):
-        c, s = np.cos(t), np.sin(t)
-        return np.array([[a * a * c * c + b * b * s * s, (a * a - b * b) * c * s],
-                         [(a * a - b * b) * c * s, a * a * s * s + b * b * c * c]])
-    total = cov(s1, s2, th) + cov(bmaj, bmin, bth)[..., None]
-    sxx, syy, sxy = total[0, 0], total[1, 1], total[0, 1]
-    mean, half = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
-    smaj, smin = np.sqrt(mean + half), np.sqrt(np.maximum(mean - half, 1e-12))
-    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    smaj, smin, theta = convolve(s1, s1 * ratio, th, bmaj, bmin, bth)
     return smaj, smin, theta, size

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["pixel_to_sky", "sky_to_pixel", "foreign_frame", "frame_note",
            "angular_separation", "position_angle", "pixel_angle_to_pa", "pa_to_pixel_angle",
-           "deconvolve", "sky_offsets_per_pixel"]
+           "deconvolve", "convolve", "sky_offsets_per_pixel"]
 
 
 def foreign_frame(wcs: Any) -> Any:
@@ -152,21 +152,37 @@ def pa_to_pixel_angle(wcs: Any, x: np.ndarray, y: np.ndarray, pa: np.ndarray, *,
     return np.mod(np.arctan2(y1 - y, x1 - x), np.pi)
 
 
+def _covariance(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``[..., 2, 2]`` covariance of Gaussians of sigmas ``a`` (major), ``b`` and angle ``t``."""
+    c, s = np.cos(t), np.sin(t)
+    return np.stack([np.stack([a * a * c * c + b * b * s * s, (a * a - b * b) * c * s], -1),
+                     np.stack([(a * a - b * b) * c * s, a * a * s * s + b * b * c * c], -1)], -2)
+
+
+def _gaussian_with_beam(smaj, smin, theta, beam_smaj, beam_smin, beam_theta, sign: float):
+    """The Gaussian whose covariance is the given one's plus ``sign`` times the beam's, as
+    (sigma major, sigma minor, angle in [0, pi)); a negative variance becomes 0."""
+    smaj, smin, theta = (np.asarray(v, np.float64) for v in (smaj, smin, theta))
+    d = _covariance(smaj, smin, theta) + sign * _covariance(
+        np.float64(beam_smaj), np.float64(beam_smin), np.asarray(beam_theta, np.float64))
+    ev, vec = np.linalg.eigh(d)
+    ev = np.maximum(ev, 0.0)
+    ang = np.mod(np.arctan2(vec[..., 1, 1], vec[..., 0, 1]), np.pi)
+    return np.sqrt(ev[..., 1]), np.sqrt(ev[..., 0]), ang
+
+
 def deconvolve(smaj: np.ndarray, smin: np.ndarray, theta: np.ndarray, beam_smaj: float,
                beam_smin: float, beam_theta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                       np.ndarray]:
     """Intrinsic Gaussian (sigma major, sigma minor, angle) of a fitted Gaussian with the beam
     removed (covariance subtraction, same units and angle frame for both); an axis narrower
     than the beam gets 0."""
-    def cov(a, b, t):
-        c, s = np.cos(t), np.sin(t)
-        return np.stack([np.stack([a * a * c * c + b * b * s * s, (a * a - b * b) * c * s], -1),
-                         np.stack([(a * a - b * b) * c * s, a * a * s * s + b * b * c * c], -1)],
-                        -2)
-    smaj, smin, theta = (np.asarray(v, np.float64) for v in (smaj, smin, theta))
-    d = cov(smaj, smin, theta) - cov(np.float64(beam_smaj), np.float64(beam_smin),
-                                     np.asarray(beam_theta, np.float64))
-    ev, vec = np.linalg.eigh(d)
-    ev = np.maximum(ev, 0.0)
-    ang = np.mod(np.arctan2(vec[..., 1, 1], vec[..., 0, 1]), np.pi)
-    return np.sqrt(ev[..., 1]), np.sqrt(ev[..., 0]), ang
+    return _gaussian_with_beam(smaj, smin, theta, beam_smaj, beam_smin, beam_theta, -1.0)
+
+
+def convolve(smaj: np.ndarray, smin: np.ndarray, theta: np.ndarray, beam_smaj: float,
+             beam_smin: float, beam_theta: float | np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+    """The observed Gaussian (sigma major, sigma minor, angle) of an intrinsic one seen
+    through the beam (covariance addition): :func:`deconvolve` undone."""
+    return _gaussian_with_beam(smaj, smin, theta, beam_smaj, beam_smin, beam_theta, 1.0)

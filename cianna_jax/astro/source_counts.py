@@ -28,12 +28,12 @@ import numpy as np
 from ..checks import as_bounded_float
 from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
+from .hi_mass import ARCSEC_PER_RAD
 from .injection import flux_edges
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
 
-ARCSEC_PER_RAD = 180.0 * 3600.0 / math.pi
 
 
 def image_area_sr(image: FitsImage, rows: int = 1024) -> float:
