@@ -10,7 +10,8 @@
    while the previous epoch trains, with CIANNA's SGD update (warm-up, then CIANNA's
    exponential decay);
 4. after every epoch the detector runs over the validation area as ``predict`` would;
-   precision / recall / F1 / AP and the best-F1 objectness threshold are recorded
+   precision / recall / F1 / AP and the objectness threshold (the highest within one
+   standard error of the best F1: :func:`.train_validation.tune_threshold`) are recorded
    (:mod:`.train_validation`), with the training and validation losses, in
    ``results.csv`` and ``training.png`` (redrawn at most every 30 s, and at the end:
    :class:`.run_log.FigureSchedule`); ``last.dat`` and ``best.dat`` (CIANNA format)
@@ -466,7 +467,8 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
              "epoch": row["epoch"], "min_snr": run.s.min_snr,
              "mixed_precision": get_policy(run.s.mixed_precision).name,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
-             "threshold_rule": "best F1 on the validation area",
+             "threshold_rule": "highest within one standard error of the best F1 on the "
+                               "validation area",
              **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels")
                 if run.info.get(k) is not None}}
     if run.s.more_fields:

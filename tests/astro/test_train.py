@@ -14,7 +14,11 @@ from cianna_jax import cli
 from cianna_jax.astro.architectures import build_detector, fit_priors, get_architecture
 from cianna_jax.astro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cianna_jax.astro.run_log import COLUMNS, FigureSchedule, read_results_csv, write_results_csv
-from cianna_jax.astro.train_validation import average_precision, tune_threshold
+from cianna_jax.astro.train_validation import (
+    average_precision,
+    f1_standard_error,
+    tune_threshold,
+)
 from cianna_jax.astro.trainer import TrainSettings, learning_rate_at_epoch, train_detector
 
 # cli.main tunes XLA flags, which warns in a process where JAX already started
@@ -169,6 +173,21 @@ def test_average_precision_and_threshold_tuning():
     assert tune_threshold(curve) == 1  # F1 0.667, 0.847, 0.686, NaN
     tie = {"precision": np.array([0.5, 0.5, 0.2]), "recall": np.array([0.5, 0.5, 0.1])}
     assert tune_threshold(tie) == 1  # equal F1: the higher threshold (fewer detections)
+
+
+def test_threshold_one_standard_error_rule():
+    assert f1_standard_error(0.5, 50, 50) == pytest.approx(0.05)  # sqrt(0.25 / 100)
+    assert f1_standard_error(0.8, 0, 0) == 0.0
+    # F1 0.8347, 0.8324, 0.8265, 0.6644: a plateau over the first three thresholds
+    curve = {"precision": np.array([0.85, 0.92, 0.97, 0.99]),
+             "recall": np.array([0.82, 0.76, 0.72, 0.50]),
+             "n_det": np.array([480, 410, 370, 250])}
+    assert tune_threshold(curve) == 0  # the best F1 alone
+    # SE at the best: sqrt(0.8347 * 0.1653 / (480 + 500)) = 0.0119 -> F1 >= 0.8228
+    assert tune_threshold(curve, n_true=500) == 2
+    assert tune_threshold(curve, n_true=10**6) == 0  # a precise F1: no plateau
+    no_counts = {k: v for k, v in curve.items() if k != "n_det"}
+    assert tune_threshold(no_counts, n_true=500) == 0
 
 
 # --------------------------------------------------------------------------- a real run
