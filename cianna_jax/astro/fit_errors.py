@@ -92,9 +92,11 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
                    kernel: np.ndarray | None = None) -> np.ndarray:
     """Covariance ``[n, 6, 6]`` of the fitted parameters ``params [n, 6]`` (amplitude, x0,
     y0 and the inverse covariance entries a, b, c, as :class:`.gaussfit.GaussFit` keeps
-    them) for noise of unit rms, on stamps whose pixels have ``weights [n, S, S]`` (0:
-    not fitted); ``kernel`` from :func:`correlation_kernel`, or None for white noise.
-    NaN where the fit's normal matrix is singular."""
+    them) for noise of unit rms, on stamps whose pixels have ``weights [n, S, S]`` as the
+    fit had them (it minimised the sum of weight^2 x residual^2; 0: not fitted; the
+    sandwich H^-1 J^T W C W J H^-1 with W = weight^2 and H = J^T W J); ``kernel`` from
+    :func:`correlation_kernel`, or None for white noise.  NaN where the fit's normal
+    matrix is singular."""
     p = np.asarray(params, np.float64)
     w = np.asarray(weights, np.float64)
     n, S = w.shape[0], w.shape[1]
@@ -108,16 +110,20 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
     unit = p.copy()
     unit[:, 0] = 1.0  # the Jacobian of a unit amplitude: better conditioned in any image unit
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        jw = gaussian_jacobian(unit, S) * (w.reshape(n, S * S) > 0)[..., None]  # [n, S*S, 6]
+        wf = w.reshape(n, S * S)[..., None]
+        jw = gaussian_jacobian(unit, S) * wf  # [n, S*S, 6]: the fit's weighted Jacobian
         H = np.swapaxes(jw, 1, 2) @ jw
         finite = np.all(np.isfinite(H), axis=(1, 2))
         H = np.where(finite[:, None, None], H, np.eye(6))
         inv, cond = _pinv_cond(H)
-        if kernel is None:
-            cov = inv
+        binary = bool(np.all((w == 0) | (w == 1)))
+        if kernel is None and binary:
+            cov = inv  # W = W^2: the sandwich reduces to H^-1
         else:
-            cj = _correlated(jw.reshape(n, S, S, 6), np.asarray(kernel, np.float64))
-            middle = np.swapaxes(jw, 1, 2) @ cj.reshape(n, S * S, 6)
+            wj = jw * wf  # W J
+            cj = wj if kernel is None else _correlated(wj.reshape(n, S, S, 6),
+                                                        np.asarray(kernel, np.float64))
+            middle = np.swapaxes(wj, 1, 2) @ cj.reshape(n, S * S, 6)
             cov = inv @ middle @ inv
         scale = np.ones((n, 6))
         scale[:, 1:] = 1.0 / amp[:, None]       # back to the fitted amplitude's parameters
