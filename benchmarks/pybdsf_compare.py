@@ -1,11 +1,13 @@
 """cianna_jax against PyBDSF on the same held-out synthetic SDC1-like field.
 
     nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp          # train, then compare
-    nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp --model /tmp/pybdsf_cmp/model/yolo_net.json
+    nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp --train-seed 1   # another run
+    nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp --model /tmp/pybdsf_cmp/model_0/best.json
 
-1. trains a small cianna_jax YOLO detector (or loads ``--model``) on a synthetic training
-   field (targets: sources of true peak SNR >= ``--target-snr``), picks its objectness
-   threshold on a separate validation field (best F1 counting true sources of SNR >= 3);
+1. trains a cianna_jax YOLO detector as ``cianna-jax train`` does (default architecture)
+   on ``--fields`` synthetic training fields (targets: sources of true SNR >= ``--target-snr``;
+   each field's validation strip chooses the best epoch and the objectness threshold: the
+   highest within one standard error of the best F1), or loads ``--model``;
 2. writes a held-out field (other seed) as a FITS image in Jy/beam with WCS and beam;
 3. runs ``cianna-jax predict``'s pipeline (at the card's threshold, at ``--strict``, and at
    the threshold the inverted-image test chooses for ``--target-reliability``) and PyBDSF
@@ -32,79 +34,38 @@ sys.path.insert(0, ROOT)
 
 from cianna_jax import xla_cpu  # noqa: E402
 
-PATCH, CELL = 64, 8
-PRIORS = np.array([[8.0, 20.0], [8.0, 20.0]], np.float32)
 FIELD_KW = dict(noise=1e-5, density=0.003)
+#: the training fields' seeds are the run's seed plus these (the held-out field: seed + 2)
+FIELD_SEED_STEP = 10
 
 
-def build_network(max_obj: int):
-    from cianna_jax import nn
-    from cianna_jax.network import make_network
-    from cianna_jax.yolo.config import make_config
+def train(out: str, *, seed: int, size: int, n_fields: int, n_patches: int, epochs: int,
+          target_snr: float, train_seed: int = 0, log=print) -> str:
+    """Train with ``cianna-jax train``'s trainer (the default architecture) on ``n_fields``
+    synthetic fields (seeds ``seed``, ``seed + 10``, ...), each with its own validation
+    strip; the card's threshold is the trainer's.  Returns the best model's card path."""
+    from cianna_jax.astro.catalogue import write_catalogue
+    from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
+    from cianna_jax.astro.trainer import TrainSettings, train_detector
 
-    cfg = make_config((PATCH, PATCH, 1), (PATCH // CELL, PATCH // CELL, 1), nb_box=2, nb_class=0,
-                      max_nb_obj_per_image=max_obj, prior_size=PRIORS, IoU_type="DIoU",
-                      prior_dist_type="SIZE", rand_startup=0,
-                      error_scales=np.array([2, 2, 1, 2, 1, 1], np.float32))
-    layers = [nn.conv([3, 3], 16, padding=[1, 1]), nn.pool([2, 2]),
-              nn.conv([3, 3], 32, padding=[1, 1]), nn.pool([2, 2]),
-              nn.conv([3, 3], 48, padding=[1, 1]), nn.pool([2, 2]),
-              nn.conv([3, 3], 48, padding=[1, 1]),
-              nn.conv([1, 1], cfg.nb_filters, activation="YOLO")]
-    return make_network((PATCH, PATCH, 1, 1), layers, 0.1, cfg)
-
-
-def train(out: str, *, seed: int, size: int, n_patches: int, epochs: int, target_snr: float,
-          log=print) -> str:
-    """Train on a synthetic field; write ``out/yolo_net.dat`` and its card; return the card path."""
-    import jax
-
-    from cianna_jax import training
-    from cianna_jax.astro.model_card import ModelCard, Normalisation, save_model_card
-    from cianna_jax.astro.noise import estimate_noise_map
-    from cianna_jax.astro.synthetic import synthetic_field
-    from cianna_jax.datasets import radio_sky as rs
-    from cianna_jax.io.network_file import save_network
-    from cianna_jax.network import init_params, rows_to_images
-
-    f = synthetic_field(size, seed=seed, **FIELD_KW)
-    img = f.image
-    noise = estimate_noise_map(lambda w: img[w], img.shape, box=128)
-    norm = Normalisation(kind="snr", mode="tanh")
-    x_all = norm.apply(img, noise.window(slice(None), slice(None)))
-    # catalogue peaks are per pixel of the flux-per-pixel field: noise per pixel is noise / beam
-    beam_pix = f.beam.area_pixels(f.pixel_scale)
-    p = rs.patches(x_all, f.catalogue, PATCH, n=n_patches, seed=seed + 1,
-                   min_flux_sigma=target_snr, noise_rms=f.noise / beam_pix)
-    max_obj = 32
-    x = p.images.reshape(len(p.images), -1).astype(np.float32)
-    t = np.stack([rs.cianna_targets(rs.boxes_from_catalogue(c, min_size=6.0, max_size=32.0),
-                                    max_obj, priority=c.flux) for c in p.catalogues])
-    net = build_network(max_obj)
-    key = jax.random.key(seed)
-    params = init_params(key, net)
-    opt = training.make_optimizer(0.01, 0.9, masks=lambda prm: training.cianna_masks(net, prm))
-    state = opt.init(params)
-    xi = rows_to_images(net, x)
-    t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        params, state, total = training.train_epoch(net, opt, params, state, xi, t.astype(np.float32),
-                                                    16, jax.random.fold_in(key, epoch),
-                                                    nb_im_iter=epoch * len(x))
-        if epoch % 5 == 0 or epoch == 1:
-            log(f"  epoch {epoch}/{epochs}: mean loss {float(total) / len(x):.4f} "
-                f"({time.perf_counter() - t0:.0f} s)")
-    os.makedirs(out, exist_ok=True)
-    save_network(os.path.join(out, "yolo_net.dat"), net, params, binary=True)
-    card = ModelCard(network="yolo_net.dat", tile=(PATCH, PATCH), overlap=(PATCH // 4, PATCH // 4),
-                     batch_size=64, normalisation=norm, obj_threshold=0.3, nms_threshold=0.1,
-                     box_scale=2.0, notes={"trained_by": "benchmarks/pybdsf_compare.py",
-                                           "targets": f"true peak SNR >= {target_snr}",
-                                           "field": f"{size}x{size} seed {seed}",
-                                           "patches": n_patches, "epochs": epochs})
-    path = os.path.join(out, "yolo_net.json")
-    save_model_card(path, card)
-    return path
+    os.makedirs(os.path.join(out, "fields"), exist_ok=True)
+    fields = []
+    for k in range(n_fields):
+        fs = seed + FIELD_SEED_STEP * k
+        image = os.path.join(out, "fields", f"field_{fs}.fits")
+        truth = os.path.join(out, "fields", f"truth_{fs}.ecsv")
+        if not (os.path.isfile(image) and os.path.isfile(truth)):
+            f = synthetic_field(size, seed=fs, **FIELD_KW)
+            write_fits(image, f)
+            write_catalogue(truth_table(f), truth)
+        fields.append((image, truth))
+    run = os.path.join(out, f"model_{train_seed}")
+    settings = TrainSettings(image=fields[0][0], catalogue=fields[0][1], out=run,
+                             more_fields=tuple(fields[1:]), min_snr=target_snr, epochs=epochs,
+                             patches_per_epoch=n_patches, seed=train_seed)
+    res = train_detector(settings, log=log, progress=False)
+    log(f"trained in {res.seconds:.0f} s")
+    return os.path.join(run, "best.json")
 
 
 def pybdsf_table(fits_path: str, thresh_isl: float, thresh_pix: float):
@@ -129,45 +90,17 @@ def pybdsf_table(fits_path: str, thresh_isl: float, thresh_pix: float):
     return t, seconds
 
 
-def choose_threshold(card_path: str, out: str, seed: int, size: int, log=print) -> float:
-    """Objectness threshold with the best F1 (true sources of SNR >= 3) on a validation field."""
-    from cianna_jax.astro.fits_image import open_image
-    from cianna_jax.astro.noise import estimate_noise_map
-    from cianna_jax.astro.pipeline import find_sources
-    from cianna_jax.astro.synthetic import synthetic_field, write_fits
-    from cianna_jax.astro.validate import load_truth, match_catalogues, scores_for
-
-    f = synthetic_field(size, seed=seed, **FIELD_KW)
-    path = os.path.join(out, "validation_field.fits")
-    write_fits(path, f)
-    with open_image(path) as img:
-        noise = estimate_noise_map(img.read, img.shape)
-        from cianna_jax.astro.catalogue import write_catalogue
-        from cianna_jax.astro.synthetic import truth_table
-
-        tp = os.path.join(out, "validation_truth.ecsv")
-        write_catalogue(truth_table(f), tp)
-        tr = load_truth(tp, img, noise)
-        res = find_sources(img, card_path, obj_threshold=0.05, progress=False, noise=noise)
-    best = (-1.0, 0.3)
-    for thr in np.arange(0.1, 0.91, 0.05):
-        det = res.table[np.asarray(res.table["objectness"]) >= thr]
-        m = match_catalogues(det, tr, f.beam.bmaj, pixel_scale=f.pixel_scale)
-        s = scores_for(det, tr, m, min_truth_snr=3.0)
-        log(f"  threshold {thr:.2f}: precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f}")
-        if s.f1 > best[0]:
-            best = (s.f1, float(round(thr, 2)))
-    return best[1]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="pybdsf_compare")
     ap.add_argument("--model", default=None, help="model card to use instead of training")
     ap.add_argument("--size", type=int, default=2048, help="held-out field side (pixels)")
     ap.add_argument("--train-size", type=int, default=2048)
-    ap.add_argument("--patches", type=int, default=4096)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--fields", type=int, default=4, help="training fields")
+    ap.add_argument("--patches", type=int, default=4096, help="training patches per epoch")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--train-seed", type=int, default=0, help="the trainer's seed (weights, "
+                    "patches)")
     ap.add_argument("--target-snr", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--no-low", action="store_true", help="skip the thresh_pix=4 PyBDSF run")
@@ -197,17 +130,14 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     card = args.model
     if card is None:
-        print(f"training on a {args.train_size}^2 field (seed {args.seed}), {args.patches} patches, "
-              f"{args.epochs} epochs, targets SNR >= {args.target_snr}")
-        card = train(os.path.join(args.out, "model"), seed=args.seed, size=args.train_size,
-                     n_patches=args.patches, epochs=args.epochs, target_snr=args.target_snr)
-        thr = choose_threshold(card, args.out, args.seed + 1, 1024)
-        from dataclasses import replace
-
-        from cianna_jax.astro.model_card import save_model_card
-
-        save_model_card(card, replace(load_model_card(card), obj_threshold=thr))
-        print(f"objectness threshold chosen on the validation field: {thr}")
+        print(f"training on {args.fields} {args.train_size}^2 fields (seeds {args.seed}, "
+              f"{args.seed + FIELD_SEED_STEP}, ...), {args.patches} patches per epoch, "
+              f"{args.epochs} epochs, targets SNR >= {args.target_snr}, seed {args.train_seed}")
+        card = train(args.out, seed=args.seed, size=args.train_size, n_fields=args.fields,
+                     n_patches=args.patches, epochs=args.epochs, target_snr=args.target_snr,
+                     train_seed=args.train_seed)
+        print(f"objectness threshold chosen by the trainer: "
+              f"{float(np.max(load_model_card(card).obj_threshold)):g}")
     model = load_model(card)
     f = synthetic_field(args.size, seed=args.seed + 2, sdc1_layout=True, **FIELD_KW)
     fits_path = os.path.join(args.out, "heldout_field.fits")

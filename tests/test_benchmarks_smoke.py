@@ -189,6 +189,26 @@ def test_train_detector_benchmark_splits_the_epochs():
     assert "patches/s" in text and " med." in text
 
 
+def test_pybdsf_comparison_trains_through_the_product_on_several_fields(tmp_path):
+    """pybdsf_compare's detector: `cianna-jax train`'s trainer on simulated fields (written
+    once, reused by a second seed), the card's threshold the trainer's."""
+    from cianna_jax.astro.model_card import load_model_card
+
+    bench = _benchmark("pybdsf_compare")
+    kw = dict(seed=5, size=256, n_fields=2, n_patches=32, epochs=1, target_snr=3.0,
+              log=lambda m: None)
+    card = bench.train(str(tmp_path), **kw)
+    fields = sorted(os.listdir(tmp_path / "fields"))
+    assert fields == ["field_15.fits", "field_5.fits", "truth_15.ecsv", "truth_5.ecsv"]
+    c = load_model_card(card)
+    assert card == str(tmp_path / "model_0" / "best.json")
+    assert c.notes["trained_by"] == "cianna-jax train" and len(c.notes["more_fields"]) == 1
+    assert 0.05 <= float(np.max(c.obj_threshold)) <= 0.95
+    stamp = os.path.getmtime(tmp_path / "fields" / "field_5.fits")
+    assert bench.train(str(tmp_path), train_seed=1, **kw).endswith("model_1/best.json")
+    assert os.path.getmtime(tmp_path / "fields" / "field_5.fits") == stamp
+
+
 def test_yolo_compile_benchmark_measures_the_loss_program():
     (r,) = _benchmark("yolo_compile").main(["--quick"])
     assert r["detector"] == "default" and r["ops"] > 100
