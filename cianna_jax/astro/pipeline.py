@@ -30,6 +30,7 @@ from .catalogue import (
     write_catalogue,
 )
 from .cubelets import write_cubelets
+from .deblend import split_blends
 from .duplicates import unique_lines, unique_sources
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
@@ -358,7 +359,10 @@ def find_sources(
     ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice (in a
-    cube: footprints overlapping at half maximum and lines overlapping in channel).
+    cube: footprints overlapping at half maximum and lines overlapping in channel); and, in
+    a 2D image with a beam, a box whose pixels hold two separate significant peaks becomes
+    two, one per peak, before the fits: the detector boxed a close pair once
+    (:func:`.deblend.split_blends`).  ``merge=False`` keeps the detector's boxes as they are.
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
@@ -507,16 +511,24 @@ def _checked_scale_error(value: Any) -> float:
 
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
-                       progress: bool = False) -> SourceFinding:
+                       progress: bool = False, split: bool | None = None) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
     and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
-    ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles."""
+    ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles.
+    ``split``: whether close pairs boxed once are split (:func:`.deblend.split_blends`;
+    None: as ``merge``)."""
     f = _checked_scale_error(flux_scale_error)
     img, mdl = image, model
     t2 = time.perf_counter()
     area = img.beam_area_pixels()
     bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
           if img.beam is not None and img.pixel_scale else None)
+    if split is None:
+        split = merge
+    if img.ndim == 2 and split and bs is not None:  # a close pair boxed once: one box each
+        parent, split = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM)
+        if len(parent) != len(det.boxes):
+            det = replace(det, boxes=replace(det.boxes.take(parent), boxes=split))
     if img.ndim == 2:
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,

@@ -1,0 +1,138 @@
+"""Close pairs the detector boxed once: one box per peak before the measurement.
+
+Two sources about one beam apart can come out of the detector as one box, and one
+Gaussian fitted over both reports one elongated source at the pair's centre.  Where the
+pixels in a box show two separate peaks, as PyBDSF splits an island at its local maxima,
+:func:`split_blends` gives each peak its own box; the measurement then fits each source
+with the other's pixels masked (:func:`.measure.measure_sources`).  A second peak counts
+when it is significant (``min_snr`` local rms above the background), far enough from the
+first (``min_separation`` beam FWHM), separated from it by a dip (the lower peak stands
+``min_dip`` rms above the lowest pixel on the line between them: one extended source
+with noise on its top does not split), and not already another detection's.
+
+Measured on the PyBDSF comparison's held-out field (benchmarks/README.md, forty-fifth
+session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .noise import NoiseMap
+
+__all__ = ["MIN_PEAK_SNR", "MIN_DIP_SNR", "MIN_DIP_FRACTION", "MIN_SEPARATION", "split_blends",
+           "local_maxima"]
+
+#: a peak counts when it stands this many local rms above the background
+MIN_PEAK_SNR = 5.0
+#: the lower peak must stand this many rms above the lowest pixel between the two
+MIN_DIP_SNR = 2.0
+#: ... and by this fraction of its height (noise on a bright extended source's top does not
+#: split it)
+MIN_DIP_FRACTION = 0.05
+#: the two peaks at least this many beam FWHM apart
+MIN_SEPARATION = 0.75
+
+
+def local_maxima(a: np.ndarray) -> np.ndarray:
+    """Indices ``[k, 2]`` (row, column) of the pixels of ``a [H, W]`` that are at least as
+    high as their eight neighbours and not on its border (NaN: never a maximum)."""
+    v = np.where(np.isfinite(a), a, -np.inf)
+    if v.shape[0] < 3 or v.shape[1] < 3:
+        return np.zeros((0, 2), np.int64)
+    core = v[1:-1, 1:-1]
+    ok = np.isfinite(core)
+    H, W = v.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                ok &= core >= v[1 + dy:H - 1 + dy, 1 + dx:W - 1 + dx]
+    return np.argwhere(ok) + 1
+
+
+def _dip(a: np.ndarray, p: np.ndarray, q: np.ndarray) -> float:
+    """The lowest pixel on the segment from pixel ``p`` to pixel ``q`` (row, column)."""
+    n = int(np.ceil(2 * np.hypot(*(q - p)))) + 1
+    t = np.linspace(0.0, 1.0, n)
+    rows = np.rint(p[0] + t * (q[0] - p[0])).astype(np.int64)
+    cols = np.rint(p[1] + t * (q[1] - p[1])).astype(np.int64)
+    return float(np.nanmin(a[rows, cols]))
+
+
+def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, int],
+                 boxes: np.ndarray, noise: NoiseMap, beam_fwhm: float, *,
+                 min_snr: float = MIN_PEAK_SNR, min_dip: float = MIN_DIP_SNR,
+                 min_dip_fraction: float = MIN_DIP_FRACTION,
+                 min_separation: float = MIN_SEPARATION,
+                 min_side: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(parent [M'], boxes [M', 6])``: the 2D detection ``boxes [M, 6]`` (pixel-edge
+    corners) with each box that holds two separate peaks replaced by two boxes, one
+    centred on each peak (rows in the input's order, a split box's two rows side by side;
+    ``parent`` is each row's input box).  A child keeps the parent's size less the peaks'
+    offset along each axis, at least ``min_side`` pixels (default: twice ``beam_fwhm``,
+    in pixels, as a point source's box).  ``read(window)`` gives image pixels."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 6)
+    M = b.shape[0]
+    if not beam_fwhm > 0:
+        raise ValueError(f"beam_fwhm must be > 0 pixels, got {beam_fwhm}")
+    side = 2.0 * beam_fwhm if min_side is None else float(min_side)
+    parent = np.arange(M)
+    if M == 0:
+        return parent, b.copy()
+    from scipy.spatial import cKDTree
+
+    centres = 0.5 * (b[:, :2] + b[:, 3:5])
+    tree = cKDTree(centres)
+    H, W = shape
+    out_parent, out_boxes = [], []
+    for i in range(M):
+        x0, y0 = max(int(np.floor(b[i, 0])), 0), max(int(np.floor(b[i, 1])), 0)
+        x1, y1 = min(int(np.ceil(b[i, 3])), W), min(int(np.ceil(b[i, 4])), H)
+        pair = None
+        if x1 - x0 >= 3 and y1 - y0 >= 3:
+            win = (slice(y0, y1), slice(x0, x1))
+            a = np.asarray(read(win), np.float64) - noise.window(*win, which="background")
+            pair = _second_peak(a, noise.window(*win, which="rms"), beam_fwhm, min_snr,
+                                min_dip, min_dip_fraction, min_separation)
+        if pair is not None:
+            (p, q) = pair
+            peaks = np.array([[x0 + p[1] + 0.5, y0 + p[0] + 0.5],
+                              [x0 + q[1] + 0.5, y0 + q[0] + 0.5]])
+            others = [j for j in tree.query_ball_point(peaks[1], r=0.5 * beam_fwhm) if j != i]
+            if not others:  # the second peak is no other detection's
+                d = np.abs(peaks[1] - peaks[0])
+                w = max(b[i, 3] - b[i, 0] - d[0], side)
+                h = max(b[i, 4] - b[i, 1] - d[1], side)
+                for cx, cy in peaks:
+                    out_parent.append(i)
+                    out_boxes.append([cx - w / 2, cy - h / 2, b[i, 2], cx + w / 2, cy + h / 2,
+                                      b[i, 5]])
+                continue
+        out_parent.append(i)
+        out_boxes.append(b[i])
+    return np.asarray(out_parent, np.int64), np.asarray(out_boxes, np.float64).reshape(-1, 6)
+
+
+def _second_peak(a: np.ndarray, rms: np.ndarray, beam_fwhm: float, min_snr: float,
+                 min_dip: float, min_dip_fraction: float, min_separation: float):
+    """The (first, second) peaks (row, column) of a box's pixels ``a`` when two qualify,
+    else None."""
+    peaks = local_maxima(a)
+    if len(peaks) < 2:
+        return None
+    snr = a[peaks[:, 0], peaks[:, 1]] / rms[peaks[:, 0], peaks[:, 1]]
+    keep = np.flatnonzero(snr >= min_snr)
+    if len(keep) < 2:
+        return None
+    order = keep[np.argsort(-snr[keep], kind="stable")]
+    p = peaks[order[0]]
+    for k in order[1:]:
+        q = peaks[k]
+        if np.hypot(*(q - p)) < min_separation * beam_fwhm:
+            continue
+        depth = a[q[0], q[1]] - _dip(a, p, q)
+        if depth >= min_dip * rms[q[0], q[1]] and depth >= min_dip_fraction * a[q[0], q[1]]:
+            return p, q
+    return None

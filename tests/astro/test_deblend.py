@@ -1,0 +1,92 @@
+"""Close pairs boxed once are split into one box per peak (astro/deblend.py); single
+sources, faint pairs, pairs already boxed twice and touching peaks are left alone."""
+
+import numpy as np
+import pytest
+
+from cianna_jax.astro.deblend import local_maxima, split_blends
+from cianna_jax.astro.measure import FWHM
+from cianna_jax.astro.noise import NoiseMap
+from cianna_jax.datasets.radio_sky import correlated_noise
+
+N, RMS, BEAM = 64, 0.01, 3.0   # image side, noise rms, beam FWHM (pixels)
+
+
+def _gauss(x0, y0, amp, smaj, smin=None, theta=0.0):
+    smin = smaj if smin is None else smin
+    gy, gx = np.mgrid[0:N, 0:N].astype(float)
+    dx, dy = gx - x0, gy - y0
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    return amp * np.exp(-0.5 * (u**2 / smaj**2 + v**2 / smin**2))
+
+
+def _noise():
+    return NoiseMap(rms=np.full((2, 2), RMS), background=np.zeros((2, 2)),
+                    cy=np.array([16.0, 48.0]), cx=np.array([16.0, 48.0]), shape=(N, N), box=32)
+
+
+def _split(img, boxes, **kw):
+    read = lambda w: img[w].astype(np.float32)  # noqa: E731
+    return split_blends(read, img.shape, np.asarray(boxes, float), _noise(), BEAM, **kw)
+
+
+def _noisy(img, seed=0):
+    """``img`` plus noise of rms RMS correlated as the beam, as a radio image's."""
+    return img + correlated_noise((N, N), RMS, BEAM, np.random.default_rng(seed))
+
+
+S = BEAM / FWHM
+
+
+def test_local_maxima_skip_the_border_and_nan():
+    a = np.add.outer(np.arange(6.0), np.arange(6.0)) * 0.01   # a slope: no flat plateau
+    a[2, 2], a[3, 4], a[0, 3] = 5.0, 4.0, 9.0   # the border's 9 is no maximum
+    a[4, 1] = np.nan
+    assert sorted(map(tuple, local_maxima(a))) == [(2, 2), (3, 4)]
+    assert local_maxima(np.ones((2, 5))).shape == (0, 2)
+
+
+def test_a_close_pair_boxed_once_becomes_two_boxes_on_its_peaks():
+    # two SNR-25 point sources 1.1 beam FWHM apart, one box around both (pixel-edge frame)
+    x1, y1, x2, y2 = 30.0, 30.0, 32.3, 32.4
+    img = _noisy(_gauss(x1, y1, 25 * RMS, S) + _gauss(x2, y2, 25 * RMS, S))
+    box = [[25.0, 25.0, 0, 38.0, 38.0, 1]]
+    parent, out = _split(img, box)
+    np.testing.assert_array_equal(parent, [0, 0])
+    centres = 0.5 * (out[:, :2] + out[:, 3:5]) - 0.5   # back to pixel-centre coordinates
+    near = [np.min(np.hypot(centres[:, 0] - x, centres[:, 1] - y)) for x, y in ((x1, y1), (x2, y2))]
+    assert max(near) < 1.0
+    sides = out[:, 3:5] - out[:, :2]
+    assert np.all(sides >= 2 * BEAM - 1e-9) and np.all(sides < 13.0)  # less the offset
+    np.testing.assert_array_equal(out[:, [2, 5]], [[0, 1], [0, 1]])
+
+
+@pytest.mark.parametrize("case", ["point", "extended", "faint pair", "touching", "boxed twice"])
+def test_what_is_not_split(case):
+    box = [[22.0, 22.0, 0, 42.0, 42.0, 1]]
+    if case == "point":
+        img = _noisy(_gauss(32.0, 32.0, 50 * RMS, S))
+    elif case == "extended":  # a bright elongated source: noise on its top makes no dip
+        img = _noisy(_gauss(32.0, 32.0, 100 * RMS, 4 * S, 2 * S, 0.5), seed=3)
+    elif case == "faint pair":
+        img = _noisy(_gauss(30.0, 30.0, 4 * RMS, S) + _gauss(33.3, 32.0, 4 * RMS, S))
+    elif case == "touching":  # 0.6 FWHM apart: one peak
+        img = _noisy(_gauss(31.0, 31.0, 25 * RMS, S) + _gauss(32.3, 32.3, 25 * RMS, S))
+    else:  # the detector already found the second source: its own box
+        img = _noisy(_gauss(30.0, 30.0, 25 * RMS, S) + _gauss(32.3, 32.4, 25 * RMS, S))
+        box = [[25.0, 25.0, 0, 38.0, 38.0, 1], [29.8, 29.9, 0, 35.8, 35.9, 1]]
+    parent, out = _split(img, box)
+    np.testing.assert_array_equal(parent, np.arange(len(box)))
+    np.testing.assert_array_equal(out, box)
+
+
+def test_stricter_settings_and_bad_arguments():
+    img = _noisy(_gauss(30.0, 30.0, 25 * RMS, S) + _gauss(32.3, 32.4, 25 * RMS, S))
+    box = [[25.0, 25.0, 0, 38.0, 38.0, 1]]
+    assert len(_split(img, box)[0]) == 2
+    assert len(_split(img, box, min_snr=30.0)[0]) == 1        # the peaks are ~25 rms
+    assert len(_split(img, box, min_separation=2.0)[0]) == 1  # they are 1.1 FWHM apart
+    assert len(_split(img, np.zeros((0, 6)))[0]) == 0
+    with pytest.raises(ValueError, match="beam_fwhm"):
+        split_blends(lambda w: img[w], img.shape, np.asarray(box), _noise(), 0.0)
