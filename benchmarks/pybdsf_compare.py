@@ -40,10 +40,13 @@ FIELD_SEED_STEP = 10
 
 
 def train(out: str, *, seed: int, size: int, n_fields: int, n_patches: int, epochs: int,
-          target_snr: float, train_seed: int = 0, log=print) -> str:
+          target_snr: float, train_seed: int = 0, blend_fraction: float = 0.0,
+          log=print) -> str:
     """Train with ``cianna-jax train``'s trainer (the default architecture) on ``n_fields``
     synthetic fields (seeds ``seed``, ``seed + 10``, ...), each with its own validation
-    strip; the card's threshold is the trainer's.  Returns the best model's card path."""
+    strip; the card's threshold is the trainer's.  ``blend_fraction``: that share of the
+    fields' sources gets a fainter companion (close pairs).  Returns the best model's card
+    path."""
     from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
     from cianna_jax.astro.trainer import TrainSettings, train_detector
@@ -52,14 +55,16 @@ def train(out: str, *, seed: int, size: int, n_fields: int, n_patches: int, epoc
     fields = []
     for k in range(n_fields):
         fs = seed + FIELD_SEED_STEP * k
-        image = os.path.join(out, "fields", f"field_{fs}.fits")
-        truth = os.path.join(out, "fields", f"truth_{fs}.ecsv")
+        tag = f"{fs}" + (f"_pairs{blend_fraction:g}" if blend_fraction else "")
+        image = os.path.join(out, "fields", f"field_{tag}.fits")
+        truth = os.path.join(out, "fields", f"truth_{tag}.ecsv")
         if not (os.path.isfile(image) and os.path.isfile(truth)):
-            f = synthetic_field(size, seed=fs, **FIELD_KW)
+            f = synthetic_field(size, seed=fs, blend_fraction=blend_fraction, **FIELD_KW)
             write_fits(image, f)
             write_catalogue(truth_table(f), truth)
         fields.append((image, truth))
-    run = os.path.join(out, f"model_{train_seed}")
+    run = os.path.join(out, f"model_{train_seed}" + (f"_pairs{blend_fraction:g}"
+                                                     if blend_fraction else ""))
     settings = TrainSettings(image=fields[0][0], catalogue=fields[0][1], out=run,
                              more_fields=tuple(fields[1:]), min_snr=target_snr, epochs=epochs,
                              patches_per_epoch=n_patches, seed=train_seed)
@@ -101,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--train-seed", type=int, default=0, help="the trainer's seed (weights, "
                     "patches)")
+    ap.add_argument("--blend-fraction", type=float, default=0.0,
+                    help="share of the sources of every field (training and held-out) with a "
+                         "fainter companion 1-2.5 beams away")
     ap.add_argument("--target-snr", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--no-low", action="store_true", help="skip the thresh_pix=4 PyBDSF run")
@@ -135,11 +143,12 @@ def main(argv=None) -> int:
               f"{args.epochs} epochs, targets SNR >= {args.target_snr}, seed {args.train_seed}")
         card = train(args.out, seed=args.seed, size=args.train_size, n_fields=args.fields,
                      n_patches=args.patches, epochs=args.epochs, target_snr=args.target_snr,
-                     train_seed=args.train_seed)
+                     train_seed=args.train_seed, blend_fraction=args.blend_fraction)
         print(f"objectness threshold chosen by the trainer: "
               f"{float(np.max(load_model_card(card).obj_threshold)):g}")
     model = load_model(card)
-    f = synthetic_field(args.size, seed=args.seed + 2, sdc1_layout=True, **FIELD_KW)
+    f = synthetic_field(args.size, seed=args.seed + 2, sdc1_layout=True,
+                        blend_fraction=args.blend_fraction, **FIELD_KW)
     fits_path = os.path.join(args.out, "heldout_field.fits")
     write_fits(fits_path, f)
     truth_path = os.path.join(args.out, "heldout_truth.ecsv")

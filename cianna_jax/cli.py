@@ -311,8 +311,11 @@ def _simulate(args) -> int:
         raise ValueError("--discs: an option of --cube (rotating discs are spectral lines)")
     size = 1024 if args.size is None else args.size
     density = 0.003 if args.density is None else args.density
+    if not 0.0 <= args.blend_fraction <= 1.0:
+        raise ValueError(f"--blend-fraction must be in [0, 1], got {args.blend_fraction}")
     field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
-                            nan_border=args.nan_border, sdc1_layout=args.sdc1_layout)
+                            nan_border=args.nan_border, sdc1_layout=args.sdc1_layout,
+                            blend_fraction=args.blend_fraction)
     write_fits(args.out, field)
     msg = f"{size}x{size} field, noise {args.noise:g} Jy/beam -> {args.out}"
     if args.truth:
@@ -329,9 +332,9 @@ def _simulate_cube(args) -> int:
     from .astro.catalogue import write_catalogue
     from .astro.synthetic_cube import cube_truth_table, synthetic_cube, write_cube_fits
 
-    if args.nan_border or args.sdc1_layout:
-        raise ValueError(f"--{'nan-border' if args.nan_border else 'sdc1-layout'}: not an "
-                         "option of --cube")
+    for name in ("nan_border", "sdc1_layout", "blend_fraction"):
+        if getattr(args, name):
+            raise ValueError(f"--{name.replace('_', '-')}: not an option of --cube")
     size = 192 if args.size is None else args.size
     kw = {} if args.density is None else {"density": args.density}
     sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise,
@@ -578,6 +581,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--nan-border", type=int, default=0, help="blanked border width (pixels)")
     sim.add_argument("--sdc1-layout", action="store_true",
                      help="4D (Stokes, Freq, Y, X) array as the SDC1 images")
+    sim.add_argument("--blend-fraction", type=float, default=0.0,
+                     help="share of the sources given a fainter point-like companion 1 to "
+                          "2.5 beams away (close pairs, for training and scoring deblending)")
     sim.add_argument("--cube", action="store_true",
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")

@@ -358,10 +358,17 @@ def test_simulate_and_info(tmp_path, capsys):
                            (["--noise=-1e-5"], "noise: expected a finite number > 0"),
                            (["--noise", "nan"], "noise: expected a finite number > 0"),
                            (["--density=-0.1"], "density: expected a finite number >= 0"),
-                           (["--size", "64", "--nan-border", "32"], "nan_border: expected")):
+                           (["--size", "64", "--nan-border", "32"], "nan_border: expected"),
+                           (["--blend-fraction", "1.5"], "--blend-fraction must be in [0, 1]"),
+                           (["--cube", "--blend-fraction", "0.3"],
+                            "--blend-fraction: not an option of --cube")):
         assert main(["simulate", "--out", str(tmp_path / "bad.fits"), *flags]) == 2
         assert message in _err(capsys)
     assert not (tmp_path / "bad.fits").exists()
+    # close pairs: the same field with a fainter companion beside some of its sources
+    assert main(["simulate", "--out", str(tmp_path / "p.fits"), "--truth",
+                 str(tmp_path / "p.ecsv"), "--size", "64", "--blend-fraction", "1"]) == 0
+    assert len(read_catalogue(tmp_path / "p.ecsv")) > len(read_catalogue(tmp_path / "s.ecsv"))
 
 
 def test_truth_without_snr_in_sdc1_format(tmp_path, field):
