@@ -3,8 +3,8 @@ sources are known, the completeness measured by injecting sources is set beside 
 completeness in the same bins of peak SNR, and the detector's new detections around
 injected sources beside the catalogue's false detections near true sources.
 
-    python benchmarks/injection_check.py --image /tmp/pybdsf_cmp/heldout.fits \\
-        --truth /tmp/pybdsf_cmp/heldout_truth.ecsv --model /tmp/pybdsf_cmp/model/yolo_net.json
+    python benchmarks/injection_check.py --image /tmp/pybdsf_cmp/heldout_field.fits \\
+        --truth /tmp/pybdsf_cmp/heldout_truth.ecsv --model /tmp/pybdsf_cmp/model_0/best.json
 
 Prints one table (per SNR bin: injected completeness with its Wilson 1-sigma interval; the
 truth's for all true sources and for its point sources) and the totals; ``--out`` also

@@ -4,8 +4,9 @@ size and orientation, local noise and SNR.
 Each 2D detection gets one elliptical Gaussian fitted on a stamp around its box
 (:mod:`cianna_jax.astro.gaussfit`), with pixels closer (relative to box size) to a
 neighbouring detection masked out and, in beam-correlated noise, the others weighted by a
-Gaussian taper around the box (:data:`FIT_TAPER`: the wings' noise moves the fit less).  From a Jy/beam map the integrated flux is
-``2 pi A sigma_maj sigma_min / beam area`` (both in pixels).  The fits' 1-sigma errors
+Gaussian taper around the box (:data:`FIT_TAPER`: the wings' noise moves the fit less).
+From a Jy/beam map the integrated flux is ``2 pi A sigma_maj sigma_min / beam area`` (both
+in pixels).  The fits' 1-sigma errors
 (position, peak, sizes, angle, flux) follow :mod:`.fit_errors`, in the local noise at the
 source correlated as the beam. A fit that fails (or wanders off its box, or spreads to a
 FWHM over twice its side) falls back to the box: centre, the peak pixel and the box-

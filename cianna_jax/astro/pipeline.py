@@ -526,9 +526,9 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     if split is None:
         split = merge
     if img.ndim == 2 and split and bs is not None:  # a close pair boxed once: one box each
-        parent, split = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM)
+        parent, boxes = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM)
         if len(parent) != len(det.boxes):
-            det = replace(det, boxes=replace(det.boxes.take(parent), boxes=split))
+            det = replace(det, boxes=replace(det.boxes.take(parent), boxes=boxes))
     if img.ndim == 2:
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,
