@@ -85,6 +85,9 @@ def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
 
     centres = 0.5 * (b[:, :2] + b[:, 3:5])
     tree = cKDTree(centres)
+    # the noise maps vary over many beams: their values at the box's centre serve the box
+    rms = noise.at(centres[:, 1] - 0.5, centres[:, 0] - 0.5)
+    background = noise.at(centres[:, 1] - 0.5, centres[:, 0] - 0.5, which="background")
     H, W = shape
     out_parent, out_boxes = [], []
     for i in range(M):
@@ -92,10 +95,9 @@ def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
         x1, y1 = min(int(np.ceil(b[i, 3])), W), min(int(np.ceil(b[i, 4])), H)
         pair = None
         if x1 - x0 >= 3 and y1 - y0 >= 3:
-            win = (slice(y0, y1), slice(x0, x1))
-            a = np.asarray(read(win), np.float64) - noise.window(*win, which="background")
-            pair = _second_peak(a, noise.window(*win, which="rms"), beam_fwhm, min_snr,
-                                min_dip, min_dip_fraction, min_separation)
+            a = np.asarray(read((slice(y0, y1), slice(x0, x1))), np.float64) - background[i]
+            pair = _second_peak(a, float(rms[i]), beam_fwhm, min_snr, min_dip,
+                                min_dip_fraction, min_separation)
         if pair is not None:
             (p, q) = pair
             peaks = np.array([[x0 + p[1] + 0.5, y0 + p[0] + 0.5],
@@ -115,14 +117,16 @@ def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
     return np.asarray(out_parent, np.int64), np.asarray(out_boxes, np.float64).reshape(-1, 6)
 
 
-def _second_peak(a: np.ndarray, rms: np.ndarray, beam_fwhm: float, min_snr: float,
+def _second_peak(a: np.ndarray, rms: float, beam_fwhm: float, min_snr: float,
                  min_dip: float, min_dip_fraction: float, min_separation: float):
-    """The (first, second) peaks (row, column) of a box's pixels ``a`` when two qualify,
-    else None."""
+    """The (first, second) peaks (row, column) of a box's pixels ``a`` (background
+    subtracted, noise ``rms``) when two qualify, else None."""
+    if not rms > 0:
+        return None
     peaks = local_maxima(a)
     if len(peaks) < 2:
         return None
-    snr = a[peaks[:, 0], peaks[:, 1]] / rms[peaks[:, 0], peaks[:, 1]]
+    snr = a[peaks[:, 0], peaks[:, 1]] / rms
     keep = np.flatnonzero(snr >= min_snr)
     if len(keep) < 2:
         return None
@@ -133,6 +137,6 @@ def _second_peak(a: np.ndarray, rms: np.ndarray, beam_fwhm: float, min_snr: floa
         if np.hypot(*(q - p)) < min_separation * beam_fwhm:
             continue
         depth = a[q[0], q[1]] - _dip(a, p, q)
-        if depth >= min_dip * rms[q[0], q[1]] and depth >= min_dip_fraction * a[q[0], q[1]]:
+        if depth >= min_dip * rms and depth >= min_dip_fraction * a[q[0], q[1]]:
             return p, q
     return None
