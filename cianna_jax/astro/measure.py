@@ -29,7 +29,7 @@ import numpy as np
 
 from ..progress import Progress
 from .fit_errors import correlation_kernel, fit_covariance, fit_errors
-from .gaussfit import fit_gaussians
+from .gaussfit import fit_gaussian_pairs, fit_gaussians
 from .noise import NoiseMap
 from .spectral import line_errors, line_widths
 
@@ -114,6 +114,62 @@ def _taper(dx: np.ndarray, dy: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return np.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2))
 
 
+def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, bw, bh, s0,
+               taper, noise_beam) -> None:
+    """Fit each close pair ``pairs [k, 2]`` (rows) with two Gaussians together on one stamp
+    around both (a third detection's pixels masked, the two tapers' union as weights),
+    from the first fits; update ``fits`` in place where both components are accepted (each
+    near its own box, no wider than twice it).  Errors: each component's own covariance."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    xc = np.rint(0.5 * (cx[i] + cx[j])).astype(np.int64)
+    yc = np.rint(0.5 * (cy[i] + cy[j])).astype(np.int64)
+    reach = np.maximum(hsize[i], hsize[j]) + np.ceil(0.5 * np.maximum(
+        np.abs(cx[i] - cx[j]), np.abs(cy[i] - cy[j]))).astype(np.int64)
+    hp = np.array([next((k for k in _BUCKETS if k >= r), _BUCKETS[-1]) for r in reach], int)
+    for h in np.unique(hp):
+        rows = np.flatnonzero(hp == h)
+        S = 2 * h + 1
+        gy, gx = np.mgrid[0:S, 0:S].astype(np.float64)
+        st = np.empty((rows.size, S, S))
+        wt = np.empty((rows.size, S, S))
+        ini = np.empty((2, rows.size, 5))
+        for k, r in enumerate(rows):
+            a_, b_ = pairs[r]
+            st[k] = _stamp(read, shape, int(yc[r]), int(xc[r]), h)
+            w = np.isfinite(st[k]).astype(np.float64)
+            px, py = gx + xc[r] - h, gy + yc[r] - h
+            own = np.minimum(np.hypot(px - cx[a_], py - cy[a_]) / scale[a_],
+                             np.hypot(px - cx[b_], py - cy[b_]) / scale[b_])
+            for n in tree.query_ball_point((0.5 * (cx[a_] + cx[b_]), 0.5 * (cy[a_] + cy[b_])),
+                                           r=1.5 * h * math.sqrt(2)):
+                if n != a_ and n != b_:
+                    w[np.hypot(px - cx[n], py - cy[n]) / scale[n] < own] = 0.0
+            if taper is not None and noise_beam is not None:
+                w *= np.maximum(*(_taper(px - cx[q], py - cy[q], taper * sx0[q], taper * sy0[q])
+                                  for q in (a_, b_)))
+            wt[k] = w
+            for c, q in enumerate((a_, b_)):
+                ini[c, k] = (fits["peak"][q], fits["x"][q] - xc[r] + h, fits["y"][q] - yc[r] + h,
+                             fits["smaj"][q], fits["smin"][q])
+        g2 = fit_gaussian_pairs(st, wt, (ini[0], ini[1]), sigma_range=(0.5 * s0, 4.0 * h))
+        kernel = None if noise_beam is None else correlation_kernel(S, *noise_beam)
+        accepted = np.ones(rows.size, bool)
+        for c, g in enumerate(g2):
+            q = pairs[rows, c]
+            gxi, gyi = g.x0 + xc[rows] - h, g.y0 + yc[rows] - h
+            accepted &= (g.ok & (np.abs(gxi - cx[q]) <= 0.5 * bw[q])
+                         & (np.abs(gyi - cy[q]) <= 0.5 * bh[q])
+                         & (g.sigma_major * FWHM <= 2.0 * np.maximum(bw[q], bh[q])))
+        for c, g in enumerate(g2):
+            t = pairs[rows[accepted], c]
+            fits["x"][t] = g.x0[accepted] + xc[rows[accepted]] - h
+            fits["y"][t] = g.y0[accepted] + yc[rows[accepted]] - h
+            fits["peak"][t], fits["smaj"][t] = g.amplitude[accepted], g.sigma_major[accepted]
+            fits["smin"][t], fits["theta"][t] = g.sigma_minor[accepted], g.theta[accepted]
+            fits["params"][t] = g.params[accepted]
+            fits["cov"][t] = fit_covariance(g.params[accepted], wt[accepted], kernel)
+
+
 def measure_sources(
     read: Callable[[tuple[slice, ...]], np.ndarray],
     shape: tuple[int, int],
@@ -131,6 +187,7 @@ def measure_sources(
     source_read: Callable[[int, tuple[slice, ...]], np.ndarray] | None = None,
     rms: np.ndarray | None = None,
     taper: float | None = FIT_TAPER,
+    pairs: np.ndarray | None = None,
 ) -> Measurements:
     """Measure the sources of 2D detection ``boxes [M, 6]`` (pixel-edge corners as decoded).
 
@@ -145,7 +202,10 @@ def measure_sources(
     [M] its noise, in place of ``read`` and ``noise``.  ``taper``: with ``noise_beam``
     (correlated noise), the fit's pixel weights fall as a Gaussian of ``taper`` times the
     box's starting sigmas around the box (:func:`_taper`; None: flat); in white noise the
-    flat fit is the maximum-likelihood one and is kept.
+    flat fit is the maximum-likelihood one and is kept.  ``pairs [k, 2]``: rows that are
+    two sources of one close pair (:func:`.deblend.split_blends`): after the first fits
+    (each with the other's pixels masked) the two are fitted together, two Gaussians
+    summed on one stamp (:func:`.gaussfit.fit_gaussian_pairs`).
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
@@ -226,6 +286,12 @@ def measure_sources(
             params[t] = g.params[acc]
             cov[t] = fit_covariance(g.params[acc], wt[good][acc], kernel)
     bar.close()
+    if fit and pairs is not None and tree is not None and len(pairs):
+        pr = np.asarray(pairs, np.int64).reshape(-1, 2)
+        fits = dict(x=x, y=y, peak=peak, smaj=smaj, smin=smin, theta=theta, params=params,
+                    cov=cov)
+        _fit_pairs(read, shape, pr[ok[pr].all(axis=1)], fits, hsize, tree, cx, cy, scale, sx0,
+                   sy0, bw, bh, s0, taper, noise_beam)
     if rms is None:
         rms = noise.at(y, x) if M else np.zeros(0)
     e = fit_errors(params, cov, rms)

@@ -525,15 +525,18 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
           if img.beam is not None and img.pixel_scale else None)
     if split is None:
         split = merge
+    pairs = None
     if img.ndim == 2 and split and bs is not None:  # a close pair boxed once: one box each
         parent, boxes = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM)
         if len(parent) != len(det.boxes):
             det = replace(det, boxes=replace(det.boxes.take(parent), boxes=boxes))
+            first = np.flatnonzero(parent[1:] == parent[:-1])
+            pairs = np.stack([first, first + 1], 1)  # a split box's two rows, side by side
     if img.ndim == 2:
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
-                            fit=fit, progress=progress)
+                            fit=fit, progress=progress, pairs=pairs)
     else:
         m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                              unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
