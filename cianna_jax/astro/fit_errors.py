@@ -65,14 +65,14 @@ def correlation_kernel(size: int, sigma_major: float, sigma_minor: float,
 
 
 def _correlated(jw: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """``C @ jw`` for each stamp and parameter: ``jw [n, S, S, 6]`` convolved with the
+    """``C @ jw`` for each stamp and parameter: ``jw [n, S, S, P]`` convolved with the
     kernel over the stamp (zero outside it): a dense product for small stamps, else by FFT
     of size >= 2S - 1."""
     n, S = jw.shape[0], jw.shape[1]
     if S <= _DENSE_MAX:  # small stamps: the dense correlation matrix is cheaper than FFTs
         lag = np.arange(S)[:, None] - np.arange(S)[None, :] + S - 1
         C = kernel[lag[:, None, :, None], lag[None, :, None, :]].reshape(S * S, S * S)
-        return (C @ jw.reshape(n, S * S, 6)).reshape(jw.shape)
+        return (C @ jw.reshape(n, S * S, jw.shape[-1])).reshape(jw.shape)
     L = 2 * S
     kp = np.zeros((L, L))
     kp[:S, :S] = kernel[S - 1:, S - 1:]             # lags >= 0 in both axes
@@ -81,7 +81,7 @@ def _correlated(jw: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     kp[L - S + 1:, L - S + 1:] = kernel[:S - 1, :S - 1]
     kf = np.fft.rfft2(kp)[None, :, :, None]
     out = np.empty_like(jw)
-    step = max(1, _MAX_ELEMENTS // (L * L * 6))
+    step = max(1, _MAX_ELEMENTS // (L * L * jw.shape[-1]))
     for i in range(0, n, step):
         f = np.fft.rfft2(jw[i:i + step], s=(L, L), axes=(1, 2))
         out[i:i + step] = np.fft.irfft2(f * kf, s=(L, L), axes=(1, 2))[:, :S, :S]
@@ -90,9 +90,10 @@ def _correlated(jw: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def fit_covariance(params: np.ndarray, weights: np.ndarray,
                    kernel: np.ndarray | None = None) -> np.ndarray:
-    """Covariance ``[n, 6, 6]`` of the fitted parameters ``params [n, 6]`` (amplitude, x0,
-    y0 and the inverse covariance entries a, b, c, as :class:`.gaussfit.GaussFit` keeps
-    them) for noise of unit rms, on stamps whose pixels have ``weights [n, S, S]`` as the
+    """Covariance ``[n, 6 K, 6 K]`` of the fitted parameters ``params [n, 6 K]`` (per
+    Gaussian amplitude, x0, y0 and the inverse covariance entries a, b, c, as
+    :class:`.gaussfit.GaussFit` keeps them; K > 1 Gaussians fitted together, summed, as
+    :func:`.gaussfit.fit_gaussian_pairs` does) for noise of unit rms, on stamps whose pixels have ``weights [n, S, S]`` as the
     fit had them (it minimised the sum of weight^2 x residual^2; 0: not fitted; the
     sandwich H^-1 J^T W C W J H^-1 with W = weight^2 and H = J^T W J); ``kernel`` from
     :func:`correlation_kernel`, or None for white noise.  NaN where the fit's normal
@@ -100,35 +101,40 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
     p = np.asarray(params, np.float64)
     w = np.asarray(weights, np.float64)
     n, S = w.shape[0], w.shape[1]
-    if p.shape != (n, 6) or w.shape != (n, S, S):
-        raise ValueError(f"fit_covariance: params [n, 6] and weights [n, S, S] expected; "
-                         f"received {p.shape} and {w.shape}")
+    if p.ndim != 2 or p.shape[0] != n or p.shape[1] % 6 or not p.shape[1] \
+            or w.shape != (n, S, S):
+        raise ValueError(f"fit_covariance: params [n, 6] (or [n, 6 K]) and weights [n, S, S] "
+                         f"expected; received {p.shape} and {w.shape}")
+    P, K = p.shape[1], p.shape[1] // 6
     if kernel is not None and np.shape(kernel) != (2 * S - 1, 2 * S - 1):
         raise ValueError(f"fit_covariance: kernel of shape {(2 * S - 1, 2 * S - 1)} expected "
                          f"for {S}x{S} stamps; received {np.shape(kernel)}")
-    amp = p[:, 0].copy()
+    amp = p[:, 0::6].copy()  # [n, K]
     unit = p.copy()
-    unit[:, 0] = 1.0  # the Jacobian of a unit amplitude: better conditioned in any image unit
+    unit[:, 0::6] = 1.0  # the Jacobian of unit amplitudes: better conditioned in any unit
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         wf = w.reshape(n, S * S)[..., None]
-        jw = gaussian_jacobian(unit, S) * wf  # [n, S*S, 6]: the fit's weighted Jacobian
+        jac = np.concatenate([gaussian_jacobian(unit[:, 6 * k:6 * k + 6], S)
+                              for k in range(K)], axis=-1)
+        jw = jac * wf  # [n, S*S, 6 K]: the fit's weighted Jacobian
         H = np.swapaxes(jw, 1, 2) @ jw
         finite = np.all(np.isfinite(H), axis=(1, 2))
-        H = np.where(finite[:, None, None], H, np.eye(6))
+        H = np.where(finite[:, None, None], H, np.eye(P))
         inv, cond = _pinv_cond(H)
         binary = bool(np.all((w == 0) | (w == 1)))
         if kernel is None and binary:
             cov = inv  # W = W^2: the sandwich reduces to H^-1
         else:
             wj = jw * wf  # W J
-            cj = wj if kernel is None else _correlated(wj.reshape(n, S, S, 6),
+            cj = wj if kernel is None else _correlated(wj.reshape(n, S, S, P),
                                                         np.asarray(kernel, np.float64))
-            middle = np.swapaxes(wj, 1, 2) @ cj.reshape(n, S * S, 6)
+            middle = np.swapaxes(wj, 1, 2) @ cj.reshape(n, S * S, P)
             cov = inv @ middle @ inv
-        scale = np.ones((n, 6))
-        scale[:, 1:] = 1.0 / amp[:, None]       # back to the fitted amplitude's parameters
+        scale = np.ones((n, K, 6))
+        scale[:, :, 1:] = 1.0 / amp[:, :, None]  # back to the fitted amplitudes' parameters
+        scale = scale.reshape(n, P)
         cov = cov * scale[:, :, None] * scale[:, None, :]
-    cov[~finite | ~(cond < 1e12) | ~(amp > 0)] = np.nan
+    cov[~finite | ~(cond < 1e12) | ~np.all(amp > 0, axis=1)] = np.nan
     return cov
 
 

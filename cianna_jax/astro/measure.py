@@ -119,7 +119,8 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
     """Fit each close pair ``pairs [k, 2]`` (rows) with two Gaussians together on one stamp
     around both (a third detection's pixels masked, the two tapers' union as weights),
     from the first fits; update ``fits`` in place where both components are accepted (each
-    near its own box, no wider than twice it).  Errors: each component's own covariance."""
+    near its own box, no wider than twice it).  Errors: each component's block of the
+    pair's joint covariance (their overlap makes them larger than either's alone)."""
     i, j = pairs[:, 0], pairs[:, 1]
     xc = np.rint(0.5 * (cx[i] + cx[j])).astype(np.int64)
     yc = np.rint(0.5 * (cy[i] + cy[j])).astype(np.int64)
@@ -160,6 +161,8 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
             accepted &= (g.ok & (np.abs(gxi - cx[q]) <= 0.5 * bw[q])
                          & (np.abs(gyi - cy[q]) <= 0.5 * bh[q])
                          & (g.sigma_major * FWHM <= 2.0 * np.maximum(bw[q], bh[q])))
+        joint = fit_covariance(np.concatenate([g.params[accepted] for g in g2], axis=1),
+                               wt[accepted], kernel)  # [m, 12, 12]: the pair's cross terms
         for c, g in enumerate(g2):
             t = pairs[rows[accepted], c]
             fits["x"][t] = g.x0[accepted] + xc[rows[accepted]] - h
@@ -167,7 +170,7 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
             fits["peak"][t], fits["smaj"][t] = g.amplitude[accepted], g.sigma_major[accepted]
             fits["smin"][t], fits["theta"][t] = g.sigma_minor[accepted], g.theta[accepted]
             fits["params"][t] = g.params[accepted]
-            fits["cov"][t] = fit_covariance(g.params[accepted], wt[accepted], kernel)
+            fits["cov"][t] = joint[:, 6 * c:6 * c + 6, 6 * c:6 * c + 6]
 
 
 def measure_sources(
