@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pybdsf_compare
 
 from cianna_jax import xla_cpu  # noqa: E402
 
@@ -31,17 +32,11 @@ SNR_BINS = ((3, 5), (5, 10), (10, 20), (20, 50), (50, np.inf))
 
 
 def score(table, truth, beam_arcsec: float, pixel_scale: float) -> dict:
-    """Precision, recall, F1 (true SNR >= 3), SDC1 score and recall per SNR bin."""
-    from cianna_jax.astro.sdc1 import sdc1_score
-    from cianna_jax.astro.truth import sdc1_columns
-    from cianna_jax.astro.validate import match_catalogues, scores_for
+    """Precision, recall, F1 (true SNR >= 3), SDC1 score and recall per SNR bin
+    (``pybdsf_compare.score_table``'s rules)."""
+    from pybdsf_compare import score_table
 
-    m = match_catalogues(table, truth, beam_arcsec, pixel_scale=pixel_scale)
-    s = scores_for(table, truth, m, min_truth_snr=3.0)
-    sub = sdc1_columns(*(np.asarray(table[c]) for c in ("id", "ra", "dec", "flux",
-                                                          "bmaj_deconv", "bmin_deconv", "pa")))
-    ok = np.all([np.isfinite(v) for v in sub.values()], axis=0)
-    sc = sdc1_score({k: v[ok] for k, v in sub.items()}, truth.sdc1, 560, area="all")
+    s, sc, m = score_table(table, truth, beam_arcsec, pixel_scale)
     snr, hit = np.asarray(truth.snr), m.truth_to_det >= 0
     return dict(n=len(table), precision=s.precision, recall=s.recall, f1=s.f1, sdc1=sc.value,
                 recall_by_snr=[float(hit[(snr >= lo) & (snr < hi)].mean()) for lo, hi in SNR_BINS])

@@ -73,6 +73,23 @@ def train(out: str, *, seed: int, size: int, n_fields: int, n_patches: int, epoc
     return os.path.join(run, "best.json")
 
 
+def score_table(table, truth, beam_arcsec: float, pixel_scale: float):
+    """``(scores, sdc1, match)`` of a catalogue against a truth: the comparison's one-to-one
+    matcher (radius max(beam, true FWHM); recall counts true SNR >= 3) and the SDC1 score
+    (560 MHz, whole field; rows with a non-finite SDC1 column left out)."""
+    from cianna_jax.astro.sdc1 import sdc1_score
+    from cianna_jax.astro.truth import sdc1_columns
+    from cianna_jax.astro.validate import match_catalogues, scores_for
+
+    m = match_catalogues(table, truth, beam_arcsec, pixel_scale=pixel_scale)
+    scores = scores_for(table, truth, m, min_truth_snr=3.0)
+    sub = sdc1_columns(*(np.asarray(table[c]) for c in ("id", "ra", "dec", "flux",
+                                                          "bmaj_deconv", "bmin_deconv", "pa")))
+    ok = np.all([np.isfinite(v) for v in sub.values()], axis=0)
+    return scores, sdc1_score({k: v[ok] for k, v in sub.items()}, truth.sdc1, 560,
+                              area="all"), m
+
+
 def pybdsf_table(fits_path: str, thresh_isl: float, thresh_pix: float):
     """Run PyBDSF; return (table in cianna_jax column names, seconds)."""
     import bdsf
@@ -125,14 +142,10 @@ def main(argv=None) -> int:
     from cianna_jax.astro.model_card import load_model, load_model_card
     from cianna_jax.astro.noise import estimate_noise_map
     from cianna_jax.astro.pipeline import find_sources
-    from cianna_jax.astro.sdc1 import sdc1_score
     from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
     from cianna_jax.astro.validate import (
         format_side_by_side,
         load_truth,
-        match_catalogues,
-        scores_for,
-        sdc1_columns,
     )
 
     os.makedirs(args.out, exist_ok=True)
@@ -189,13 +202,7 @@ def main(argv=None) -> int:
     with open_image(fits_path) as img:
         tr = load_truth(truth_path, img, estimate_noise_map(img.read, img.shape))
         for name, t in tables.items():
-            m = match_catalogues(t, tr, f.beam.bmaj, pixel_scale=f.pixel_scale)
-            results[name] = scores_for(t, tr, m, min_truth_snr=3.0)
-            sub = sdc1_columns(np.asarray(t["id"]), np.asarray(t["ra"]), np.asarray(t["dec"]),
-                               np.asarray(t["flux"]), np.asarray(t["bmaj_deconv"]),
-                               np.asarray(t["bmin_deconv"]), np.asarray(t["pa"]))
-            ok = np.all([np.isfinite(v) for v in sub.values()], axis=0)
-            sdc1[name] = sdc1_score({k: v[ok] for k, v in sub.items()}, tr.sdc1, 560, area="all")
+            results[name], sdc1[name], _ = score_table(t, tr, f.beam.bmaj, f.pixel_scale)
     text = format_side_by_side(results, sdc1, seconds)
     print("\nSame matcher for all (radius max(beam, true FWHM)); overall recall: true SNR >= 3; "
           "SDC1 score at 560 MHz over the whole field\n")

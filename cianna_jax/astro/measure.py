@@ -114,6 +114,25 @@ def _taper(dx: np.ndarray, dy: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return np.exp(-0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2))
 
 
+def _mask_neighbours(w: np.ndarray, px: np.ndarray, py: np.ndarray, own: np.ndarray,
+                     centre: tuple[float, float], reach: float, tree, cx, cy, scale,
+                     members: tuple[int, ...]) -> None:
+    """Zero in the weights ``w`` the pixels (image coordinates ``px``, ``py``) closer,
+    relative to box size, to a detection within ``reach`` of ``centre`` (not one of
+    ``members``) than ``own``, the fitted sources' own relative distance."""
+    for j in tree.query_ball_point(centre, r=reach):
+        if j not in members:
+            w[np.hypot(px - cx[j], py - cy[j]) / scale[j] < own] = 0.0
+
+
+def _accepted(g, x: np.ndarray, y: np.ndarray, idx: np.ndarray, cx, cy, bw, bh) -> np.ndarray:
+    """The fits ``g`` of the boxes ``idx`` to keep: converged, centred (``x``, ``y``:
+    image pixels) inside their box and no wider than twice it: a fit that spread far beyond
+    its box (FWHM over twice its side) fitted the noise or a neighbour's wings."""
+    return (g.ok & (np.abs(x - cx[idx]) <= 0.5 * bw[idx]) & (np.abs(y - cy[idx]) <= 0.5 * bh[idx])
+            & (g.sigma_major * FWHM <= 2.0 * np.maximum(bw[idx], bh[idx])))
+
+
 def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, bw, bh, s0,
                taper, noise_beam) -> None:
     """Fit each close pair ``pairs [k, 2]`` (rows) with two Gaussians together on one stamp
@@ -141,10 +160,8 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
             px, py = gx + xc[r] - h, gy + yc[r] - h
             own = np.minimum(np.hypot(px - cx[a_], py - cy[a_]) / scale[a_],
                              np.hypot(px - cx[b_], py - cy[b_]) / scale[b_])
-            for n in tree.query_ball_point((0.5 * (cx[a_] + cx[b_]), 0.5 * (cy[a_] + cy[b_])),
-                                           r=1.5 * h * math.sqrt(2)):
-                if n != a_ and n != b_:
-                    w[np.hypot(px - cx[n], py - cy[n]) / scale[n] < own] = 0.0
+            _mask_neighbours(w, px, py, own, (0.5 * (cx[a_] + cx[b_]), 0.5 * (cy[a_] + cy[b_])),
+                             1.5 * h * math.sqrt(2), tree, cx, cy, scale, (a_, b_))
             if taper is not None and noise_beam is not None:
                 w *= np.maximum(*(_taper(px - cx[q], py - cy[q], taper * sx0[q], taper * sy0[q])
                                   for q in (a_, b_)))
@@ -156,11 +173,8 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
         kernel = None if noise_beam is None else correlation_kernel(S, *noise_beam)
         accepted = np.ones(rows.size, bool)
         for c, g in enumerate(g2):
-            q = pairs[rows, c]
-            gxi, gyi = g.x0 + xc[rows] - h, g.y0 + yc[rows] - h
-            accepted &= (g.ok & (np.abs(gxi - cx[q]) <= 0.5 * bw[q])
-                         & (np.abs(gyi - cy[q]) <= 0.5 * bh[q])
-                         & (g.sigma_major * FWHM <= 2.0 * np.maximum(bw[q], bh[q])))
+            accepted &= _accepted(g, g.x0 + xc[rows] - h, g.y0 + yc[rows] - h, pairs[rows, c],
+                                  cx, cy, bw, bh)
         joint = fit_covariance(np.concatenate([g.params[accepted] for g in g2], axis=1),
                                wt[accepted], kernel)  # [m, 12, 12]: the pair's cross terms
         for c, g in enumerate(g2):
@@ -251,10 +265,9 @@ def measure_sources(
                 w = np.isfinite(st[k]).astype(np.float64)
                 px, py = gx + xc - h, gy + yc - h
                 if tree is not None:
-                    own = np.hypot(px - cx[i], py - cy[i]) / scale[i]
-                    for j in tree.query_ball_point((cx[i], cy[i]), r=1.5 * h * math.sqrt(2)):
-                        if j != i:
-                            w[np.hypot(px - cx[j], py - cy[j]) / scale[j] < own] = 0.0
+                    _mask_neighbours(w, px, py, np.hypot(px - cx[i], py - cy[i]) / scale[i],
+                                     (cx[i], cy[i]), 1.5 * h * math.sqrt(2), tree, cx, cy,
+                                     scale, (i,))
                 ox, oy = cx[i] - (xc - h), cy[i] - (yc - h)
                 if taper is not None and noise_beam is not None:
                     w *= _taper(gx - ox, gy - oy, taper * sx0[i], taper * sy0[i])
@@ -273,13 +286,8 @@ def measure_sources(
             g = fit_gaussians(st[good], wt[good], ini[good],
                               sigma_range=(0.5 * s0, 4.0 * h))
             sel = idx[good]
-            dx = g.x0 - ini[good, 1]
-            dy = g.y0 - ini[good, 2]
-            near = (np.abs(dx) <= 0.5 * bw[sel]) & (np.abs(dy) <= 0.5 * bh[sel])
-            # a fit that spread far beyond its box (FWHM over twice the box's side) fitted
-            # the noise or a neighbour's wings, not this source
-            sized = g.sigma_major * FWHM <= 2.0 * np.maximum(bw[sel], bh[sel])
-            acc = g.ok & near & sized
+            acc = _accepted(g, g.x0 + np.rint(cx[sel]) - h, g.y0 + np.rint(cy[sel]) - h, sel,
+                            cx, cy, bw, bh)
             t = sel[acc]
             x[t] = g.x0[acc] + np.rint(cx[t]) - h
             y[t] = g.y0[acc] + np.rint(cy[t]) - h
