@@ -313,9 +313,13 @@ def _simulate(args) -> int:
     density = 0.003 if args.density is None else args.density
     if not 0.0 <= args.blend_fraction <= 1.0:
         raise ValueError(f"--blend-fraction must be in [0, 1], got {args.blend_fraction}")
+    if args.blend_members != 1 and not args.blend_fraction:
+        raise ValueError("--blend-members: companions of the sources --blend-fraction picks; "
+                         "give --blend-fraction too")
     field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
                             nan_border=args.nan_border, sdc1_layout=args.sdc1_layout,
-                            blend_fraction=args.blend_fraction)
+                            blend_fraction=args.blend_fraction,
+                            blend_members=args.blend_members)
     write_fits(args.out, field)
     msg = f"{size}x{size} field, noise {args.noise:g} Jy/beam -> {args.out}"
     if args.truth:
@@ -335,6 +339,8 @@ def _simulate_cube(args) -> int:
     for name in ("nan_border", "sdc1_layout", "blend_fraction"):
         if getattr(args, name):
             raise ValueError(f"--{name.replace('_', '-')}: not an option of --cube")
+    if args.blend_members != 1:
+        raise ValueError("--blend-members: not an option of --cube")
     size = 192 if args.size is None else args.size
     kw = {} if args.density is None else {"density": args.density}
     sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise,
@@ -584,6 +590,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--blend-fraction", type=float, default=0.0,
                      help="share of the sources given a fainter point-like companion 1 to "
                           "2.5 beams away (close pairs, for training and scoring deblending)")
+    sim.add_argument("--blend-members", type=int, default=1,
+                     help="companions of each source --blend-fraction picks, each at its own "
+                          "angle (2: groups of three)")
     sim.add_argument("--cube", action="store_true",
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")

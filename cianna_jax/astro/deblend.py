@@ -1,14 +1,15 @@
-"""Close pairs the detector boxed once: one box per peak before the measurement.
+"""Close sources the detector boxed once: one box per peak before the measurement.
 
-Two sources about one beam apart can come out of the detector as one box, and one
-Gaussian fitted over both reports one elongated source at the pair's centre.  Where the
-pixels in a box show two separate peaks, as PyBDSF splits an island at its local maxima,
-:func:`split_blends` gives each peak its own box; the measurement then fits each source
-with the other's pixels masked (:func:`.measure.measure_sources`).  A second peak counts
-when it is significant (``min_snr`` local rms above the background), far enough from the
-first (``min_separation`` beam FWHM), separated from it by a dip (the lower peak stands
-``min_dip`` rms above the lowest pixel on the line between them: one extended source
-with noise on its top does not split), and not already another detection's.
+Two or more sources about one beam apart can come out of the detector as one box, and
+one Gaussian fitted over them reports one elongated source at their centre.  Where the
+pixels in a box show separate peaks, as PyBDSF splits an island at its local maxima,
+:func:`split_blends` gives each peak its own box (up to ``max_peaks``); the measurement
+then fits the blend's sources together (:func:`.measure.measure_sources`).  A further
+peak counts when it is significant (``min_snr`` local rms above the background), far
+enough from each peak already kept (``min_separation`` beam FWHM), separated from each
+by a dip (the lower peak stands ``min_dip`` rms above the lowest pixel on the line
+between them: one extended source with noise on its top does not split), and not
+already another detection's.
 
 Measured on the PyBDSF comparison's held-out field (benchmarks/README.md, forty-fifth
 session).
@@ -22,8 +23,8 @@ import numpy as np
 
 from .noise import NoiseMap
 
-__all__ = ["MIN_PEAK_SNR", "MIN_DIP_SNR", "MIN_DIP_FRACTION", "MIN_SEPARATION", "split_blends",
-           "local_maxima"]
+__all__ = ["MIN_PEAK_SNR", "MIN_DIP_SNR", "MIN_DIP_FRACTION", "MIN_SEPARATION", "MAX_PEAKS",
+           "split_blends", "local_maxima"]
 
 #: a peak counts when it stands this many local rms above the background
 MIN_PEAK_SNR = 5.0
@@ -32,8 +33,10 @@ MIN_DIP_SNR = 2.0
 #: ... and by this fraction of its height (noise on a bright extended source's top does not
 #: split it)
 MIN_DIP_FRACTION = 0.05
-#: the two peaks at least this many beam FWHM apart
+#: the peaks at least this many beam FWHM apart
 MIN_SEPARATION = 0.75
+#: a box splits into at most this many (the brightest peaks that qualify)
+MAX_PEAKS = 4
 
 
 def local_maxima(a: np.ndarray) -> np.ndarray:
@@ -66,17 +69,21 @@ def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
                  min_snr: float = MIN_PEAK_SNR, min_dip: float = MIN_DIP_SNR,
                  min_dip_fraction: float = MIN_DIP_FRACTION,
                  min_separation: float = MIN_SEPARATION,
-                 min_side: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 min_side: float | None = None,
+                 max_peaks: int = MAX_PEAKS) -> tuple[np.ndarray, np.ndarray]:
     """``(parent [M'], boxes [M', 6])``: the 2D detection ``boxes [M, 6]`` (pixel-edge
-    corners) with each box that holds two separate peaks replaced by two boxes, one
-    centred on each peak (rows in the input's order, a split box's two rows side by side;
-    ``parent`` is each row's input box).  A child keeps the parent's size less the peaks'
-    offset along each axis, at least ``min_side`` pixels (default: twice ``beam_fwhm``,
-    in pixels, as a point source's box).  ``read(window)`` gives image pixels."""
+    corners) with each box that holds 2 to ``max_peaks`` separate peaks replaced by one
+    box centred on each peak, the brightest first (rows in the input's order, a split
+    box's rows side by side; ``parent`` is each row's input box).  A child keeps the
+    parent's size less the peaks' extent along each axis, at least ``min_side`` pixels
+    (default: twice ``beam_fwhm``, in pixels, as a point source's box).  ``read(window)``
+    gives image pixels."""
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
     if not beam_fwhm > 0:
         raise ValueError(f"beam_fwhm must be > 0 pixels, got {beam_fwhm}")
+    if int(max_peaks) != max_peaks or max_peaks < 1:
+        raise ValueError(f"max_peaks must be an integer >= 1, got {max_peaks!r}")
     side = 2.0 * beam_fwhm if min_side is None else float(min_side)
     parent = np.arange(M)
     if M == 0:
@@ -93,50 +100,56 @@ def split_blends(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
     for i in range(M):
         x0, y0 = max(int(np.floor(b[i, 0])), 0), max(int(np.floor(b[i, 1])), 0)
         x1, y1 = min(int(np.ceil(b[i, 3])), W), min(int(np.ceil(b[i, 4])), H)
-        pair = None
-        if x1 - x0 >= 3 and y1 - y0 >= 3:
+        found = []
+        if x1 - x0 >= 3 and y1 - y0 >= 3 and max_peaks > 1:
             a = np.asarray(read((slice(y0, y1), slice(x0, x1))), np.float64) - background[i]
-            pair = _second_peak(a, float(rms[i]), beam_fwhm, min_snr, min_dip,
-                                min_dip_fraction, min_separation)
-        if pair is not None:
-            (p, q) = pair
-            peaks = np.array([[x0 + p[1] + 0.5, y0 + p[0] + 0.5],
-                              [x0 + q[1] + 0.5, y0 + q[0] + 0.5]])
-            others = [j for j in tree.query_ball_point(peaks[1], r=0.5 * beam_fwhm) if j != i]
-            if not others:  # the second peak is no other detection's
-                d = np.abs(peaks[1] - peaks[0])
-                w = max(b[i, 3] - b[i, 0] - d[0], side)
-                h = max(b[i, 4] - b[i, 1] - d[1], side)
-                for cx, cy in peaks:
-                    out_parent.append(i)
-                    out_boxes.append([cx - w / 2, cy - h / 2, b[i, 2], cx + w / 2, cy + h / 2,
-                                      b[i, 5]])
-                continue
+            found = _separate_peaks(a, float(rms[i]), beam_fwhm, min_snr, min_dip,
+                                    min_dip_fraction, min_separation, int(max_peaks))
+        peaks = [np.array([x0 + p[1] + 0.5, y0 + p[0] + 0.5]) for p in found]
+        peaks = peaks[:1] + [c for c in peaks[1:] if not _elsewhere(tree, c, i, beam_fwhm)]
+        if len(peaks) > 1:
+            d = np.ptp(np.array(peaks), axis=0)
+            w = max(b[i, 3] - b[i, 0] - d[0], side)
+            h = max(b[i, 4] - b[i, 1] - d[1], side)
+            for cx, cy in peaks:
+                out_parent.append(i)
+                out_boxes.append([cx - w / 2, cy - h / 2, b[i, 2], cx + w / 2, cy + h / 2,
+                                  b[i, 5]])
+            continue
         out_parent.append(i)
         out_boxes.append(b[i])
     return np.asarray(out_parent, np.int64), np.asarray(out_boxes, np.float64).reshape(-1, 6)
 
 
-def _second_peak(a: np.ndarray, rms: float, beam_fwhm: float, min_snr: float,
-                 min_dip: float, min_dip_fraction: float, min_separation: float):
-    """The (first, second) peaks (row, column) of a box's pixels ``a`` (background
-    subtracted, noise ``rms``) when two qualify, else None."""
+def _elsewhere(tree, centre: np.ndarray, own: int, beam_fwhm: float) -> bool:
+    """Whether a peak at ``centre`` is another detection's than box ``own``'s (a box
+    centred within half a beam FWHM of it)."""
+    return any(j != own for j in tree.query_ball_point(centre, r=0.5 * beam_fwhm))
+
+
+def _separate_peaks(a: np.ndarray, rms: float, beam_fwhm: float, min_snr: float,
+                    min_dip: float, min_dip_fraction: float, min_separation: float,
+                    max_peaks: int) -> list[np.ndarray]:
+    """The separate peaks (row, column) of a box's pixels ``a`` (background subtracted,
+    noise ``rms``), the brightest first, at most ``max_peaks``; fewer than two: none."""
     if not rms > 0:
-        return None
+        return []
     peaks = local_maxima(a)
     if len(peaks) < 2:
-        return None
+        return []
     snr = a[peaks[:, 0], peaks[:, 1]] / rms
     keep = np.flatnonzero(snr >= min_snr)
     if len(keep) < 2:
-        return None
+        return []
     order = keep[np.argsort(-snr[keep], kind="stable")]
-    p = peaks[order[0]]
+    kept = [peaks[order[0]]]
     for k in order[1:]:
         q = peaks[k]
-        if np.hypot(*(q - p)) < min_separation * beam_fwhm:
+        if any(np.hypot(*(q - p)) < min_separation * beam_fwhm for p in kept):
             continue
-        depth = a[q[0], q[1]] - _dip(a, p, q)
-        if depth >= min_dip * rms and depth >= min_dip_fraction * a[q[0], q[1]]:
-            return p, q
-    return None
+        depths = [a[q[0], q[1]] - _dip(a, p, q) for p in kept]
+        if all(dp >= min_dip * rms and dp >= min_dip_fraction * a[q[0], q[1]] for dp in depths):
+            kept.append(q)
+            if len(kept) == max_peaks:
+                break
+    return kept if len(kept) > 1 else []

@@ -93,7 +93,7 @@ def fit_covariance(params: np.ndarray, weights: np.ndarray,
     """Covariance ``[n, 6 K, 6 K]`` of the fitted parameters ``params [n, 6 K]`` (per
     Gaussian amplitude, x0, y0 and the inverse covariance entries a, b, c, as
     :class:`.gaussfit.GaussFit` keeps them; K > 1 Gaussians fitted together, summed, as
-    :func:`.gaussfit.fit_gaussian_pairs` does) for noise of unit rms, on stamps whose
+    :func:`.gaussfit.fit_gaussian_blends` does) for noise of unit rms, on stamps whose
     pixels have ``weights [n, S, S]`` as the fit had them (it minimised the sum of
     weight^2 x residual^2; 0: not fitted; the sandwich H^-1 J^T W C W J H^-1 with
     W = weight^2 and H = J^T W J); ``kernel`` from :func:`correlation_kernel`, or None

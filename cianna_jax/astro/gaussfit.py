@@ -1,5 +1,5 @@
-"""Batched least-squares fits of one elliptical Gaussian per image stamp, or of a pair
-summed (a close pair of sources), numpy only.
+"""Batched least-squares fits of one elliptical Gaussian per image stamp, or of several
+summed (a blend of close sources), numpy only.
 
 All stamps of a batch have the same size; each is fitted by Levenberg-Marquardt with
 its own damping, vectorised over the batch.  The model is
@@ -10,11 +10,12 @@ returned as amplitude, centre, major/minor sigma and the major-axis angle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["GaussFit", "fit_gaussians", "fit_gaussian_pairs", "gaussian_jacobian"]
+__all__ = ["GaussFit", "fit_gaussians", "fit_gaussian_blends", "gaussian_jacobian"]
 
 
 class GaussFit(NamedTuple):
@@ -174,22 +175,24 @@ def fit_gaussians(
     return _result(p, S, sigma_range)
 
 
-def fit_gaussian_pairs(
+def fit_gaussian_blends(
     stamps: np.ndarray,
     weights: np.ndarray,
-    init: tuple[np.ndarray, np.ndarray],
+    init: Sequence[np.ndarray],
     *,
     iters: int = 50,
     sigma_range: tuple[float, float] = (0.3, 1e3),
-) -> tuple[GaussFit, GaussFit]:
-    """Fit two elliptical Gaussians together to each of ``stamps [n, S, S]`` (a close pair:
-    their sum is the model), from ``init`` = two ``[n, 5]`` starts as :func:`fit_gaussians`
-    takes them; returns each component's fit (``ok`` only where both components end
-    valid)."""
+) -> tuple[GaussFit, ...]:
+    """Fit K elliptical Gaussians together to each of ``stamps [n, S, S]`` (a blend of K
+    close sources: their sum is the model), from ``init`` = K ``[n, 5]`` starts as
+    :func:`fit_gaussians` takes them; returns each component's fit (``ok`` only where
+    every component ends valid)."""
+    if len(init) < 1:
+        raise ValueError("init: one [n, 5] start per component, got none")
     d, w, gx, gy, S = _prepared(stamps, weights)
-    p = np.concatenate([_start(init[0]), _start(init[1])], axis=1)
+    p = np.concatenate([_start(i) for i in init], axis=1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         p = _levenberg_marquardt(p, d, w, gx, gy, S, iters)
-    first, second = _result(p[:, :6], S, sigma_range), _result(p[:, 6:], S, sigma_range)
-    both = first.ok & second.ok
-    return first._replace(ok=both), second._replace(ok=both)
+    fits = [_result(p[:, 6 * k:6 * k + 6], S, sigma_range) for k in range(len(init))]
+    every = np.all([f.ok for f in fits], axis=0)
+    return tuple(f._replace(ok=every) for f in fits)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from ..progress import Progress
 from .fit_errors import correlation_kernel, fit_covariance, fit_errors
-from .gaussfit import fit_gaussian_pairs, fit_gaussians
+from .gaussfit import fit_gaussian_blends, fit_gaussians
 from .noise import NoiseMap
 from .spectral import line_errors, line_widths
 
@@ -133,18 +133,20 @@ def _accepted(g, x: np.ndarray, y: np.ndarray, idx: np.ndarray, cx, cy, bw, bh) 
             & (g.sigma_major * FWHM <= 2.0 * np.maximum(bw[idx], bh[idx])))
 
 
-def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, bw, bh, s0,
-               taper, noise_beam) -> None:
-    """Fit each close pair ``pairs [k, 2]`` (rows) with two Gaussians together on one stamp
-    around both (a third detection's pixels masked, the two tapers' union as weights),
-    from the first fits; update ``fits`` in place where both components are accepted (each
-    near its own box, no wider than twice it).  Errors: each component's block of the
-    pair's joint covariance (their overlap makes them larger than either's alone)."""
-    i, j = pairs[:, 0], pairs[:, 1]
-    xc = np.rint(0.5 * (cx[i] + cx[j])).astype(np.int64)
-    yc = np.rint(0.5 * (cy[i] + cy[j])).astype(np.int64)
-    reach = np.maximum(hsize[i], hsize[j]) + np.ceil(0.5 * np.maximum(
-        np.abs(cx[i] - cx[j]), np.abs(cy[i] - cy[j]))).astype(np.int64)
+def _fit_blends(read, shape, groups, fits, hsize, tree, cx, cy, scale, sx0, sy0, bw, bh, s0,
+                taper, noise_beam) -> None:
+    """Fit the sources of each blend ``groups [k, K]`` (rows; K close sources boxed once)
+    with K Gaussians together on one stamp around them (other detections' pixels masked,
+    the tapers' union as weights), from the first fits; update ``fits`` in place where every
+    component is accepted (each near its own box, no wider than twice it).  Errors: each
+    component's block of the blend's joint covariance (their overlap makes them larger
+    than any one's alone)."""
+    K = groups.shape[1]
+    gcx, gcy = cx[groups], cy[groups]
+    xc = np.rint(gcx.mean(axis=1)).astype(np.int64)
+    yc = np.rint(gcy.mean(axis=1)).astype(np.int64)
+    reach = hsize[groups].max(axis=1) + np.ceil(0.5 * np.maximum(
+        np.ptp(gcx, axis=1), np.ptp(gcy, axis=1))).astype(np.int64)
     hp = np.array([next((k for k in _BUCKETS if k >= r), _BUCKETS[-1]) for r in reach], int)
     for h in np.unique(hp):
         rows = np.flatnonzero(hp == h)
@@ -152,33 +154,32 @@ def _fit_pairs(read, shape, pairs, fits, hsize, tree, cx, cy, scale, sx0, sy0, b
         gy, gx = np.mgrid[0:S, 0:S].astype(np.float64)
         st = np.empty((rows.size, S, S))
         wt = np.empty((rows.size, S, S))
-        ini = np.empty((2, rows.size, 5))
+        ini = np.empty((K, rows.size, 5))
         for k, r in enumerate(rows):
-            a_, b_ = pairs[r]
+            members = tuple(int(q) for q in groups[r])
             st[k] = _stamp(read, shape, int(yc[r]), int(xc[r]), h)
             w = np.isfinite(st[k]).astype(np.float64)
             px, py = gx + xc[r] - h, gy + yc[r] - h
-            own = np.minimum(np.hypot(px - cx[a_], py - cy[a_]) / scale[a_],
-                             np.hypot(px - cx[b_], py - cy[b_]) / scale[b_])
-            _mask_neighbours(w, px, py, own, (0.5 * (cx[a_] + cx[b_]), 0.5 * (cy[a_] + cy[b_])),
-                             1.5 * h * math.sqrt(2), tree, cx, cy, scale, (a_, b_))
+            own = np.min([np.hypot(px - cx[q], py - cy[q]) / scale[q] for q in members], axis=0)
+            _mask_neighbours(w, px, py, own, (gcx[r].mean(), gcy[r].mean()),
+                             1.5 * h * math.sqrt(2), tree, cx, cy, scale, members)
             if taper is not None and noise_beam is not None:
-                w *= np.maximum(*(_taper(px - cx[q], py - cy[q], taper * sx0[q], taper * sy0[q])
-                                  for q in (a_, b_)))
+                w *= np.max([_taper(px - cx[q], py - cy[q], taper * sx0[q], taper * sy0[q])
+                             for q in members], axis=0)
             wt[k] = w
-            for c, q in enumerate((a_, b_)):
+            for c, q in enumerate(members):
                 ini[c, k] = (fits["peak"][q], fits["x"][q] - xc[r] + h, fits["y"][q] - yc[r] + h,
                              fits["smaj"][q], fits["smin"][q])
-        g2 = fit_gaussian_pairs(st, wt, (ini[0], ini[1]), sigma_range=(0.5 * s0, 4.0 * h))
+        gk = fit_gaussian_blends(st, wt, list(ini), sigma_range=(0.5 * s0, 4.0 * h))
         kernel = None if noise_beam is None else correlation_kernel(S, *noise_beam)
         accepted = np.ones(rows.size, bool)
-        for c, g in enumerate(g2):
-            accepted &= _accepted(g, g.x0 + xc[rows] - h, g.y0 + yc[rows] - h, pairs[rows, c],
+        for c, g in enumerate(gk):
+            accepted &= _accepted(g, g.x0 + xc[rows] - h, g.y0 + yc[rows] - h, groups[rows, c],
                                   cx, cy, bw, bh)
-        joint = fit_covariance(np.concatenate([g.params[accepted] for g in g2], axis=1),
-                               wt[accepted], kernel)  # [m, 12, 12]: the pair's cross terms
-        for c, g in enumerate(g2):
-            t = pairs[rows[accepted], c]
+        joint = fit_covariance(np.concatenate([g.params[accepted] for g in gk], axis=1),
+                               wt[accepted], kernel)  # [m, 6K, 6K]: the blend's cross terms
+        for c, g in enumerate(gk):
+            t = groups[rows[accepted], c]
             fits["x"][t] = g.x0[accepted] + xc[rows[accepted]] - h
             fits["y"][t] = g.y0[accepted] + yc[rows[accepted]] - h
             fits["peak"][t], fits["smaj"][t] = g.amplitude[accepted], g.sigma_major[accepted]
@@ -204,7 +205,7 @@ def measure_sources(
     source_read: Callable[[int, tuple[slice, ...]], np.ndarray] | None = None,
     rms: np.ndarray | None = None,
     taper: float | None = FIT_TAPER,
-    pairs: np.ndarray | None = None,
+    blends: Sequence[Sequence[int]] | None = None,
 ) -> Measurements:
     """Measure the sources of 2D detection ``boxes [M, 6]`` (pixel-edge corners as decoded).
 
@@ -219,10 +220,10 @@ def measure_sources(
     [M] its noise, in place of ``read`` and ``noise``.  ``taper``: with ``noise_beam``
     (correlated noise), the fit's pixel weights fall as a Gaussian of ``taper`` times the
     box's starting sigmas around the box (:func:`_taper`; None: flat); in white noise the
-    flat fit is the maximum-likelihood one and is kept.  ``pairs [k, 2]``: rows that are
-    two sources of one close pair (:func:`.deblend.split_blends`): after the first fits
-    (each with the other's pixels masked) the two are fitted together, two Gaussians
-    summed on one stamp (:func:`.gaussfit.fit_gaussian_pairs`).
+    flat fit is the maximum-likelihood one and is kept.  ``blends``: groups of rows that
+    are close sources boxed once (:func:`.deblend.split_blends`): after the first fits
+    (each with the others' pixels masked) each group's sources are fitted together, their
+    Gaussians summed on one stamp (:func:`.gaussfit.fit_gaussian_blends`).
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 6)
     M = b.shape[0]
@@ -297,12 +298,13 @@ def measure_sources(
             params[t] = g.params[acc]
             cov[t] = fit_covariance(g.params[acc], wt[good][acc], kernel)
     bar.close()
-    if fit and pairs is not None and tree is not None and len(pairs):
-        pr = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if fit and blends is not None and tree is not None:
         fits = dict(x=x, y=y, peak=peak, smaj=smaj, smin=smin, theta=theta, params=params,
                     cov=cov)
-        _fit_pairs(read, shape, pr[ok[pr].all(axis=1)], fits, hsize, tree, cx, cy, scale, sx0,
-                   sy0, bw, bh, s0, taper, noise_beam)
+        for K in sorted({len(g) for g in blends} - {0, 1}):  # one batch per blend size
+            gr = np.array([g for g in blends if len(g) == K], np.int64).reshape(-1, K)
+            _fit_blends(read, shape, gr[ok[gr].all(axis=1)], fits, hsize, tree, cx, cy, scale,
+                        sx0, sy0, bw, bh, s0, taper, noise_beam)
     if rms is None:
         rms = noise.at(y, x) if M else np.zeros(0)
     e = fit_errors(params, cov, rms)

@@ -30,7 +30,7 @@ from .catalogue import (
     write_catalogue,
 )
 from .cubelets import write_cubelets
-from .deblend import split_blends
+from .deblend import MAX_PEAKS, split_blends
 from .duplicates import unique_lines, unique_sources
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
@@ -360,9 +360,9 @@ def find_sources(
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice (in a
     cube: footprints overlapping at half maximum and lines overlapping in channel); and, in
-    a 2D image with a beam, a box whose pixels hold two separate significant peaks becomes
-    two, one per peak, before the fits: the detector boxed a close pair once
-    (:func:`.deblend.split_blends`).  ``merge=False`` keeps the detector's boxes as they are.
+    a 2D image with a beam, a box whose pixels hold two to four separate significant peaks
+    becomes one box per peak before the fits, and those sources are fitted together: the
+    detector boxed close sources once (:func:`.deblend.split_blends`).  ``merge=False`` keeps the detector's boxes as they are.
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
@@ -511,12 +511,13 @@ def _checked_scale_error(value: Any) -> float:
 
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
-                       progress: bool = False, split: bool | None = None) -> SourceFinding:
+                       progress: bool = False, split: bool | None = None,
+                       max_peaks: int = MAX_PEAKS) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
     and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
     ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles.
-    ``split``: whether close pairs boxed once are split (:func:`.deblend.split_blends`;
-    None: as ``merge``)."""
+    ``split``: whether close sources boxed once are split (:func:`.deblend.split_blends`,
+    into ``max_peaks`` boxes at most; None: as ``merge``)."""
     f = _checked_scale_error(flux_scale_error)
     img, mdl = image, model
     t2 = time.perf_counter()
@@ -525,18 +526,20 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
           if img.beam is not None and img.pixel_scale else None)
     if split is None:
         split = merge
-    pairs = None
-    if img.ndim == 2 and split and bs is not None:  # a close pair boxed once: one box each
-        parent, boxes = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM)
+    blends = None
+    if img.ndim == 2 and split and bs is not None:  # close sources boxed once: one box each
+        parent, boxes = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM,
+                                     max_peaks=max_peaks)
         if len(parent) != len(det.boxes):
             det = replace(det, boxes=replace(det.boxes.take(parent), boxes=boxes))
-            first = np.flatnonzero(parent[1:] == parent[:-1])
-            pairs = np.stack([first, first + 1], 1)  # a split box's two rows, side by side
+            # a split box's rows lie side by side
+            starts = np.flatnonzero(np.r_[True, parent[1:] != parent[:-1]])
+            blends = [g for g in np.split(np.arange(len(parent)), starts[1:]) if len(g) > 1]
     if img.ndim == 2:
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
-                            fit=fit, progress=progress, pairs=pairs)
+                            fit=fit, progress=progress, blends=blends)
     else:
         m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                              unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)

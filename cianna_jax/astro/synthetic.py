@@ -63,16 +63,19 @@ def primary_beam_noise(shape: tuple[int, int], edge: float) -> np.ndarray:
 
 
 def _companions(cat: rs.Catalogue, fraction: float, psf_fwhm: float, flux_range, rng,
-                shape: tuple[int, int]) -> rs.Catalogue:
-    """Point-like companions for a ``fraction`` of the sources, 1 to 2.5 beams away, with
-    fluxes 0.2 to 1 times their neighbour's: blends a detector must separate."""
+                shape: tuple[int, int], members: int = 1) -> rs.Catalogue:
+    """Point-like companions for a ``fraction`` of the sources, ``members`` each, 1 to 2.5
+    beams away (each at its own angle), with fluxes 0.2 to 1 times their neighbour's: blends
+    a detector must separate."""
     pick = np.flatnonzero(rng.random(len(cat)) < fraction)
-    r = rng.uniform(1.0, 2.5, pick.size) * psf_fwhm
-    a = rng.uniform(0, 2 * np.pi, pick.size)
+    shape_k = (members, pick.size)  # one companion: the same draws as before members
+    r = (rng.uniform(1.0, 2.5, shape_k) * psf_fwhm).ravel()
+    a = rng.uniform(0, 2 * np.pi, shape_k).ravel()
     H, W = shape
+    pick = np.tile(pick, members)
     x = np.clip(cat.x[pick] + r * np.cos(a), -0.5, W - 0.51)
     y = np.clip(cat.y[pick] + r * np.sin(a), -0.5, H - 0.51)
-    flux = np.clip(cat.flux[pick] * rng.uniform(0.2, 1.0, pick.size), *flux_range)
+    flux = np.clip(cat.flux[pick] * rng.uniform(0.2, 1.0, shape_k).ravel(), *flux_range)
     n = pick.size
     return rs.Catalogue(x, y, flux, np.full(n, psf_fwhm), np.full(n, psf_fwhm), np.zeros(n),
                         np.zeros(n, np.int32), np.zeros(n), np.zeros(n), ndim=2)
@@ -138,6 +141,7 @@ def synthetic_field(
     wcs: bool = True,
     noise_edge: float = 1.0,
     blend_fraction: float = 0.0,
+    blend_members: int = 1,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -146,14 +150,18 @@ def synthetic_field(
     ``nan_border`` blanks that many pixels on each side (NaN), like a mosaic edge;
     ``noise_edge`` > 1 makes the noise rise to that factor at the corners, as after a
     primary-beam correction; ``blend_fraction`` gives that share of the sources a fainter
-    point-like companion 1 to 2.5 beams away.  With the defaults the field is the same
-    as in earlier versions for a given seed.
+    point-like companion 1 to 2.5 beams away (``blend_members`` companions each, at their own
+    angles: groups of three or more).  With the defaults the field is the same as in
+    earlier versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
                                  snr_range)
     if not noise_edge >= 1.0 or not 0.0 <= blend_fraction <= 1.0:
         raise ValueError(f"need noise_edge >= 1 and 0 <= blend_fraction <= 1, got {noise_edge}, "
                          f"{blend_fraction}")
+    if isinstance(blend_members, bool) or int(blend_members) != blend_members or blend_members < 1:
+        raise ValueError(f"blend_members: companions per blended source, an integer >= 1; "
+                         f"got {blend_members!r}")
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
     factor = None
@@ -167,7 +175,8 @@ def synthetic_field(
                                  flux_range=flux_range, extended_size_range=extended_size_range)
         rng = np.random.default_rng([seed, 7])
         if blend_fraction > 0:
-            comp = _companions(cat, blend_fraction, psf_fwhm, flux_range, rng, (H, W))
+            comp = _companions(cat, blend_fraction, psf_fwhm, flux_range, rng, (H, W),
+                               int(blend_members))
             img = img + rs.render_sources((H, W), comp)
             cat = rs.Catalogue(*(np.concatenate([getattr(cat, f), getattr(comp, f)]) for f in
                                  ("x", "y", "flux", "bmaj", "bmin", "pa", "kind", "z", "dz")),

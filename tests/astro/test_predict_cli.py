@@ -361,14 +361,26 @@ def test_simulate_and_info(tmp_path, capsys):
                            (["--size", "64", "--nan-border", "32"], "nan_border: expected"),
                            (["--blend-fraction", "1.5"], "--blend-fraction must be in [0, 1]"),
                            (["--cube", "--blend-fraction", "0.3"],
-                            "--blend-fraction: not an option of --cube")):
+                            "--blend-fraction: not an option of --cube"),
+                           (["--blend-members", "2"], "give --blend-fraction too"),
+                           (["--blend-fraction", "0.3", "--blend-members", "0"],
+                            "blend_members: companions per blended source"),
+                           (["--cube", "--blend-members", "2"],
+                            "--blend-members: not an option of --cube")):
         assert main(["simulate", "--out", str(tmp_path / "bad.fits"), *flags]) == 2
         assert message in _err(capsys)
     assert not (tmp_path / "bad.fits").exists()
     # close pairs: the same field with a fainter companion beside some of its sources
     assert main(["simulate", "--out", str(tmp_path / "p.fits"), "--truth",
                  str(tmp_path / "p.ecsv"), "--size", "64", "--blend-fraction", "1"]) == 0
-    assert len(read_catalogue(tmp_path / "p.ecsv")) > len(read_catalogue(tmp_path / "s.ecsv"))
+    n_single, n_pairs = (len(read_catalogue(tmp_path / f)) for f in ("s.ecsv", "p.ecsv"))
+    assert n_pairs > n_single
+    # two companions each: groups of three
+    assert main(["simulate", "--out", str(tmp_path / "t.fits"), "--truth",
+                 str(tmp_path / "t.ecsv"), "--size", "64", "--blend-fraction", "1",
+                 "--blend-members", "2"]) == 0
+    triples = read_catalogue(tmp_path / "t.ecsv")
+    assert len(triples) == n_single + 2 * (n_pairs - n_single)
 
 
 def test_truth_without_snr_in_sdc1_format(tmp_path, field):
