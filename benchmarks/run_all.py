@@ -7,7 +7,8 @@ First the summary table (issue 16), then the details it comes from:
 1. CIANNA's SDC1 detector backbone (``bench_sdc1.py``: the 17 convolutions of CIANNA's
    examples/SKAO_SDC1/train_network.py, one group norm, a 1x1 head, squared-error loss,
    SGD momentum), training and inference img/s against PyTorch in the same process
-   (alternated rounds, same number of threads), 128x128 and 256x256, batch 8;
+   (alternated rounds, same number of threads), 128x128 and 256x256, batch 8, epochs of 32
+   and 64 images;
 2. CIANNA's MNIST network at batch 64 (``bench_mnist.py``: functional and imperative
    APIs against PyTorch, alternated epochs);
 3. first training step: MNIST and SDC1 128x128, each cold and with the persistent
@@ -275,9 +276,13 @@ def main(argv=None) -> None:
         modes = tuple(a.mixed_precision)
         # the cores' state probed before every round: on a cloud machine it moves the
         # ratios (core_latency.py)
+        # 256: epochs of 64 images, one compiled call of 8 steps (train_epoch on CPU): a
+        # call right after PyTorch's run pays the host's fresh memory (0.5-1 s on the
+        # 2-core VM), up to half the time of a call of 2 steps (benchmarks/README.md,
+        # forty-sixth session)
         sdc1_runs = [bench_sdc1.run(size=s, batch=8, n=n, rounds=5, modes=modes,
                                     probe=core_latency.round_trip_ns)
-                     for s, n in ((128, 32), (256, 16))]
+                     for s, n in ((128, 32), (256, 64))]
         # 7 alternated rounds: MNIST's passes are short (0.3-2 s) and the machine's noise
         # moved 3-round medians by up to 0.4 (2 runs each on AVX2: 3 rounds gave
         # training 1.66 / 2.03, inference 2.11 / 2.60; 7 rounds 1.83 / 1.89 and 2.51 /

@@ -209,6 +209,18 @@ def test_pybdsf_comparison_trains_through_the_product_on_several_fields(tmp_path
     assert os.path.getmtime(tmp_path / "fields" / "field_5.fits") == stamp
 
 
+def test_sdc1_prefixes_time_each_prefix_on_both_sides():
+    """sdc1_prefixes: one row per cut and the whole network, both sides timed."""
+    pytest.importorskip("torch")
+    bench = _benchmark("sdc1_prefixes")
+    rows = bench.run(size=32, cuts=(1, 3), head=True, n=8, rounds=1)
+    assert [(r["cut"], r["head"], r["side"], r["channels"]) for r in rows] == [
+        (1, False, 16, 16), (3, False, 16, 32), (15, True, 2, 117)]
+    assert all(r["ours"] > 0 and r["torch"] > 0 for r in rows)
+    text = bench.format_rows(rows, 32)
+    assert "through conv 3 (16x16x32)" in text and "whole network" in text
+
+
 def test_yolo_compile_benchmark_measures_the_loss_program():
     (r,) = _benchmark("yolo_compile").main(["--quick"])
     assert r["detector"] == "default" and r["ops"] > 100
