@@ -31,6 +31,7 @@ sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installe
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from alternated import alternate, ratio_cell  # noqa: E402
+from trained import Trained  # noqa: E402
 
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
@@ -95,19 +96,13 @@ def ours(size: int, batch: int, x, t, classes: int) -> dict:
     """Closures for one training epoch and one inference pass through the functional
     core (``training.train_epoch``, ``cj.predict``, as the imperative API runs them)."""
     net = imagenet_network(size, classes)
-    params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
-    state = {"p": params, "s": opt.init(params), "epoch": 0}
+    model = Trained(net, LR, MOMENTUM)
 
     def epoch():
-        p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
-                                           jax.random.key(state["epoch"]))
-        total.block_until_ready()
-        state["p"], state["s"] = p, s
-        state["epoch"] += 1
+        model.epoch(x, t, batch)
 
     def inference():
-        cj.predict(net, state["p"], x, batch).block_until_ready()
+        cj.predict(net, model.params, x, batch).block_until_ready()
 
     t0 = time.perf_counter()
     epoch()

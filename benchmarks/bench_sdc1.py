@@ -18,7 +18,6 @@ threads), and the reported ratio is the median over rounds of the per-round rati
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, _HERE)
 sys.path.insert(1, os.path.dirname(_HERE))  # the source tree, when not installed
 
 from alternated import alternate, ratio_cell  # noqa: E402
+from trained import Trained  # noqa: E402
 
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
@@ -95,30 +95,25 @@ def ours(size: int, batch: int, x, t, mode: str = "off") -> dict:
     the first step time (one ``train_step``, compilation included)."""
     policy = get_policy(mode)
     net = sdc1_network(size)
-    params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
-    state = {"p": params, "s": opt.init(params), "epoch": 0}
+    model = Trained(net, LR, MOMENTUM, policy)
     key = jax.random.key(1)
     t0 = time.perf_counter()
-    p, s, loss = training.train_step(net, opt, state["p"], state["s"], x[:batch], t[:batch],
-                                     np.int32(batch), key, step=np.int32(0), policy=policy)
+    p, s, loss = training.train_step(net, model.opt, model.params, model.state, x[:batch],
+                                     t[:batch], np.int32(batch), key, step=np.int32(0),
+                                     policy=policy)
     loss.block_until_ready()
     first = time.perf_counter() - t0
-    state["p"], state["s"] = p, s
+    model.params, model.state = p, s
 
     def epoch():
-        p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
-                                           jax.random.key(state["epoch"]), policy=policy)
-        total.block_until_ready()
-        state["p"], state["s"] = p, s
-        state["epoch"] += 1
+        model.epoch(x, t, batch)
 
     def inference():  # as cnn.forward: the weights laid out once per pass
-        cj.predict(net, state["p"], x, batch, policy=policy).block_until_ready()
+        cj.predict(net, model.params, x, batch, policy=policy).block_until_ready()
 
     epoch()  # compiles the epoch's program (several steps per call)
     # a copy: layers not laid out keep the same arrays, which training steps donate
-    laid = cj.inference_params(net, jax.tree.map(jnp.copy, state["p"]), policy)
+    laid = cj.inference_params(net, jax.tree.map(jnp.copy, model.params), policy)
 
     def steady():  # weights laid out once for many passes (cianna-jax predict on a field)
         cj.predict(net, laid, x, batch, policy=policy).block_until_ready()

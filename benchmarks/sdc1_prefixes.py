@@ -17,7 +17,6 @@ on the 2048-filter layer and the 117-filter linear head.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -50,10 +49,9 @@ def _layers(k: int, head: bool):
 
 def ours(size: int, k: int, x, t, batch: int, head: bool = False):
     """A closure training prefix ``k`` for one epoch over ``x`` (warmed up)."""
-    import jax
+    from trained import Trained
 
-    import cianna_jax as cj
-    from cianna_jax import nn, training
+    from cianna_jax import nn
 
     layers = []
     for f, nf, s, p, drop, norm in _layers(k, head):
@@ -63,17 +61,10 @@ def ours(size: int, k: int, x, t, batch: int, head: bool = False):
             layers.append(nn.norm(group_size=4, activation="LIN"))
     if head:
         layers.append(nn.conv([1, 1], HEAD, activation="LIN"))
-    net = nn.network([size, size], 1, layers, bias=0.1)
-    params = cj.init_params(jax.random.key(0), net)
-    opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
-    state = {"p": params, "s": opt.init(params), "epoch": 0}
+    model = Trained(nn.network([size, size], 1, layers, bias=0.1), LR, MOMENTUM)
 
     def epoch():
-        p, s, total = training.train_epoch(net, opt, state["p"], state["s"], x, t, batch,
-                                           jax.random.key(state["epoch"]))
-        total.block_until_ready()
-        state["p"], state["s"] = p, s
-        state["epoch"] += 1
+        model.epoch(x, t, batch)
 
     epoch()
     return epoch
