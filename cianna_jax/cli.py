@@ -111,7 +111,8 @@ def _predict(args) -> int:
                        cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
                        reliability=args.reliability,
                        target_reliability=args.target_reliability,
-                       reliability_figure=args.reliability_figure, fragments=fragments)
+                       reliability_figure=args.reliability_figure, fragments=fragments,
+                       max_peaks=args.max_peaks)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -180,7 +181,8 @@ def _inject(args) -> int:
                                mixed_precision=args.mixed_precision,
                                reliability=args.reliability,
                                line_width_range=args.line_width_range,
-                               extended_fraction=args.extended_fraction)
+                               extended_fraction=args.extended_fraction,
+                               max_peaks=args.max_peaks)
     files = write_injection_report(res, args.out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {args.out}/: {', '.join(files)}")
@@ -361,6 +363,18 @@ def _simulate_cube(args) -> int:
     return 0
 
 
+#: astro.deblend.MAX_PEAKS (not imported here: the parser stays light)
+_DEFAULT_MAX_PEAKS = 4
+
+
+def _max_peaks_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-peaks", type=int, default=_DEFAULT_MAX_PEAKS, metavar="N",
+                   help="a detection box holding separate significant peaks (close sources "
+                        "boxed once) splits into one source per peak, at most N "
+                        f"(default {_DEFAULT_MAX_PEAKS}; 1: never, e.g. to keep a radio "
+                        "galaxy's lobes in one box); 2D images with a beam")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cianna-jax", description="CIANNA in JAX: radio-source detection in FITS images, "
@@ -425,6 +439,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--beam", default=None,
                       help="BMAJ,BMIN[,BPA] (arcsec, deg) when the header has no beam")
     pred.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+    _max_peaks_option(pred)
     pred.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
                       help="the flux scale's fractional uncertainty (calibration, e.g. 0.1), "
                            "added in quadrature to flux_err and peak_err (default 0)")
@@ -503,6 +518,7 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
     inj.add_argument("--batch", type=int, default=None, help="tiles per batch")
     inj.add_argument("--no-fit", action="store_true", help="measure from boxes, no Gaussian fit")
+    _max_peaks_option(inj)
     inj.add_argument("--no-plots", action="store_true", help="no completeness.png")
     inj.add_argument("--write-image", default=None, metavar="FITS",
                      help="also write the image (or cube) with the first round's injected "

@@ -23,6 +23,7 @@ from ..io.atomic import atomic_write, make_folder
 from ..yolo.tiling import tile_origins, tiles_touching
 from ._deps import require
 from .catalogue import make_table
+from .deblend import MAX_PEAKS
 from .fits_image import Beam, FitsImage, open_image
 from .injection import (
     REACH_SIGMAS,
@@ -188,6 +189,7 @@ def measure_completeness(
     reliability: bool = False,
     line_width_range: tuple[float, float] = (3.0, 12.0),
     extended_fraction: float = 1.0,
+    max_peaks: int = MAX_PEAKS,
 ) -> InjectionResult:
     """Inject ``n_sources`` artificial sources into a FITS image (path or opened image), or
     lines into a cube, and find them again with ``model`` (as
@@ -209,7 +211,8 @@ def measure_completeness(
     around sources that the injection expects added per SNR bin
     (:meth:`InjectionResult.fragments_by_snr`, :func:`.reliability.with_fragments`): the
     image's catalogue (``result.own``) gets that ``reliability`` column.  Other arguments
-    as :func:`.pipeline.find_sources`."""
+    (``max_peaks``: close sources boxed once split into that many at most, in the image's
+    own run and in each round) as :func:`.pipeline.find_sources`."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
     ext = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
@@ -226,16 +229,16 @@ def measure_completeness(
         kw = dict(batch_size=batch_size, predict_fn=predict_fn)
         t0 = time.perf_counter()
         own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
-                           keep_raw=True, **kw)
+                           keep_raw=True, max_peaks=max_peaks, **kw)
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
-                                extended_fraction=ext,
+                                extended_fraction=ext, max_peaks=max_peaks,
                                 obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
         t2 = time.perf_counter()
         result.timings = {"own_s": t1 - t0, "rounds_s": t2 - t1}
         if reliability:
             inv = inverted_finding(img, mdl, own.noise, obj_threshold=obj_threshold, fit=fit,
-                                   progress=progress, **kw)
+                                   progress=progress, max_peaks=max_peaks, **kw)
             est = estimate_reliability(own.table["snr"], inv.table["snr"])
             own.reliability = with_fragments(est, *result.fragments_by_snr())
             add_reliability_column(own.table, own.reliability)
@@ -250,7 +253,8 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                    snr: tuple[float, float], size: tuple[float, float], sep_beams: float,
                    bpix: tuple[float, float, float], seed: int, lines: tuple[float, float],
                    *, obj_threshold: Any, fit: bool, progress: bool,
-                   extended_fraction: float = 1.0, **kw: Any) -> InjectionResult:
+                   extended_fraction: float = 1.0, max_peaks: int = MAX_PEAKS,
+                   **kw: Any) -> InjectionResult:
     rng = np.random.default_rng(seed)
     cube = img.ndim == 3
     noise = own.noise
@@ -293,7 +297,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         det = detect(view.read, view.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      progress=progress, tiles=tiles, reuse=own.detections.raw, **kw)
         tiles_run += len(tiles)
-        run = measure_detections(view, mdl, det, noise, fit=fit)
+        run = measure_detections(view, mdl, det, noise, fit=fit, max_peaks=max_peaks)
         t = run.table
         run_xy = _positions(t, cube)
         radius = np.maximum(fwhm, smaj * FWHM)

@@ -351,6 +351,7 @@ def find_sources(
     target_reliability: float | None = None,
     keep_raw: bool = False,
     fragments: Any = None,
+    max_peaks: int = MAX_PEAKS,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -362,7 +363,8 @@ def find_sources(
     cube: footprints overlapping at half maximum and lines overlapping in channel); and, in
     a 2D image with a beam, a box whose pixels hold two to four separate significant peaks
     becomes one box per peak before the fits, and those sources are fitted together: the
-    detector boxed close sources once (:func:`.deblend.split_blends`).  ``merge=False`` keeps the detector's boxes as they are.
+    detector boxed close sources once (:func:`.deblend.split_blends`; ``max_peaks``: the most
+    boxes one splits into, 1: none).  ``merge=False`` keeps the detector's boxes as they are.
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
@@ -383,6 +385,7 @@ def find_sources(
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
     _checked_scale_error(flux_scale_error)
+    as_int(max_peaks, "max_peaks", minimum=1)  # refused before the work
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
@@ -405,19 +408,21 @@ def find_sources(
         if target is not None:
             res = _at_target_reliability(img, mdl, noise, target, fit=fit, merge=merge,
                                          flux_scale_error=flux_scale_error,
-                                         fragments=fragments, **kw)
+                                         fragments=fragments, max_peaks=max_peaks, **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      keep_raw=keep_raw, **kw)
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
-                                 flux_scale_error=flux_scale_error, progress=progress)
+                                 flux_scale_error=flux_scale_error, progress=progress,
+                                 max_peaks=max_peaks)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability or fragments is not None:
             t3 = time.perf_counter()
             attach_reliability(res, inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
-                                                     fit=fit, merge=merge, **kw),
+                                                     fit=fit, merge=merge, max_peaks=max_peaks,
+                                                     **kw),
                                fragments=fragments)
             res.timings["reliability_s"] = time.perf_counter() - t3
         return res
@@ -429,7 +434,7 @@ def find_sources(
 def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
                      obj_threshold: Any = None, predict_fn: Any = None,
                      batch_size: int | None = None, fit: bool = True, merge: bool = True,
-                     progress: bool = False) -> SourceFinding:
+                     progress: bool = False, max_peaks: int = MAX_PEAKS) -> SourceFinding:
     """The sources found on ``image`` inverted (:meth:`.FitsImage.inverted`) with the same
     model, threshold and ``noise`` map (its background negated, its rms the same): false
     detections only, as many as the noise gives on the image itself (:mod:`.reliability`)."""
@@ -440,7 +445,7 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
     det = detect(neg.read, neg.shape, model, noise=flipped, obj_threshold=obj_threshold,
                  batch_size=batch_size, progress=progress, predict_fn=predict_fn)
     return measure_detections(neg, model, det, flipped, fit=fit, merge=merge,
-                              progress=progress)
+                              progress=progress, max_peaks=max_peaks)
 
 
 def attach_reliability(res: SourceFinding, inverted: SourceFinding,
@@ -476,7 +481,8 @@ def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
 
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
                            *, fit: bool, merge: bool, flux_scale_error: float,
-                           fragments: Any = None, **kw: Any) -> SourceFinding:
+                           fragments: Any = None, max_peaks: int = MAX_PEAKS,
+                           **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
     image and the inverted image detected and measured down to the model card's threshold,
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
@@ -486,14 +492,16 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     t0 = time.perf_counter()
     det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=floor, **kw)
     t1 = time.perf_counter()
-    full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge)
-    neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge, **kw)
+    full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge, max_peaks=max_peaks)
+    neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge,
+                           max_peaks=max_peaks, **kw)
     scan, thr = choose_threshold(np.asarray(full.table["objectness"]),
                                  np.asarray(neg.table["objectness"]), floor, target)
     t2 = time.perf_counter()
     above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
-                             flux_scale_error=flux_scale_error, progress=kw["progress"])
+                             flux_scale_error=flux_scale_error, progress=kw["progress"],
+                             max_peaks=max_peaks)
     res.threshold_scan = scan
     attach_reliability(res, neg, thr, fragments)  # (the scan counts noise detections only)
     res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())

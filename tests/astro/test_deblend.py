@@ -151,7 +151,12 @@ def test_measure_detections_splits_the_blend_and_fits_it(tmp_path, loaded_tiny, 
         t = measure_detections(img, loaded_tiny, det, noise).table
         kept = measure_detections(img, loaded_tiny, det, noise, split=False).table
         raw = measure_detections(img, loaded_tiny, det, noise, merge=False).table
+        # at most one box per detection (the command line's --max-peaks 1), or two
+        one = measure_detections(img, loaded_tiny, det, noise, max_peaks=1).table
+        two = measure_detections(img, loaded_tiny, det, noise, max_peaks=2).table
     assert len(t) == len(truth) and len(kept) == 1 and len(raw) == 1
+    assert len(one) == 1 and len(two) == 2
+    np.testing.assert_array_equal(one["flux"], kept["flux"])
     # fitted together (Gaussians summed): each where it is, with its own flux and the
     # beam's size (a pair's each alone, the other's pixels masked: 0.3-0.6 px off, +34-44%
     # flux)
@@ -279,3 +284,13 @@ def test_deblend_check_scores_each_split_on_a_blend_field(tmp_path, tiny_model, 
     for r in rows[2:]:
         p, rec, f1 = (float(v) for v in r[-9:-6])
         assert 0.0 <= p <= 1.0 and 0.0 <= rec <= 1.0 and 0.0 <= f1 <= 1.0
+
+
+def test_the_command_line_default_is_the_library_s():
+    from cianna_jax.astro.deblend import MAX_PEAKS
+    from cianna_jax.cli import _parser
+
+    p = _parser()
+    for cmd in (["predict", "--model", "m", "--image", "i", "--out", "o"],
+                ["inject", "--model", "m", "--image", "i", "--out", "o"]):
+        assert p.parse_args(cmd).max_peaks == MAX_PEAKS

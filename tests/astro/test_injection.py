@@ -405,6 +405,9 @@ def test_inject_cli(peak_run, field_file, tmp_path, capsys):
     assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
                  "--snr-range", "5", "2"]) == 2
     assert "snr_range" in capsys.readouterr().err
+    assert main(["inject", "--image", str(field_file), "--model", card, "--out", str(out),
+                 "--max-peaks", "0"]) == 2
+    assert "max_peaks: expected an int >= 1" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["inject", "--image", str(field_file), "--model", card, "--out",

@@ -170,6 +170,10 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert main(["predict", *args, "--image", image, "--batch", "0",
                  "--out", str(tmp_path / "b.ecsv")]) == 2
     assert "batch_size: expected an int >= 1, received 0" in _err(capsys)
+    # no box at all per detection
+    assert main(["predict", *args, "--image", image, "--max-peaks", "0",
+                 "--out", str(tmp_path / "p.ecsv")]) == 2
+    assert "max_peaks: expected an int >= 1, received 0" in _err(capsys)
     # a model without its card
     assert main(["predict", "--model", str(tmp_path / "none.dat"), "--image", image,
                  "--out", str(tmp_path / "m.ecsv")]) == 2
