@@ -152,7 +152,7 @@ def _val(args) -> int:
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
                    hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
                    compare=_compare_names(args.compare), reliability=args.reliability,
-                   target_reliability=args.target_reliability)
+                   target_reliability=args.target_reliability, max_peaks=args.max_peaks)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -469,6 +469,7 @@ def _parser() -> argparse.ArgumentParser:
     reliability_options(val)
     val.add_argument("--catalogue", required=True, help="truth catalogue (any catalogue format)")
     val.add_argument("--out", required=True, help="report folder (created if missing)")
+    _max_peaks_option(val)
     val.add_argument("--match-radius", type=float, default=1.0,
                      help="match radius in units of max(beam, true size) FWHM (default 1)")
     val.add_argument("--min-snr", type=float, default=5.0,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import as_bounded_float
+from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
 from .catalogue import (
@@ -37,6 +37,7 @@ from .catalogue import (
     write_catalogue,
 )
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
+from .deblend import MAX_PEAKS
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
 from .hi_mass import hi_mass
@@ -291,7 +292,8 @@ class _ImageRun:
 
 def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
-               reliability: bool = False, target: float | None = None) -> _ImageRun:
+               reliability: bool = False, target: float | None = None,
+               max_peaks: int = MAX_PEAKS) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
@@ -309,19 +311,20 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                    progress=progress, predict_fn=predict_fn)
     t1 = time.perf_counter()
     # the greedy NMS keeps the same boxes above the threshold whatever lower ones it saw
-    full = measure_detections(img, mdl, found, noise, progress=progress).table
+    full = measure_detections(img, mdl, found, noise, progress=progress,
+                              max_peaks=max_peaks).table
     t2 = time.perf_counter()
     neg = scan = None
     if reliability or target is not None:  # (a target: from the card's threshold, thr)
         neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
-                               progress=progress)
+                               progress=progress, max_peaks=max_peaks)
     if target is not None:
         scan, thr = choose_threshold(np.asarray(full["objectness"]),
                                      np.asarray(neg.table["objectness"]), thr, target)
     t3 = time.perf_counter()
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
                     obj_threshold=thr)
-    res = measure_detections(img, mdl, above, noise, progress=progress)
+    res = measure_detections(img, mdl, above, noise, progress=progress, max_peaks=max_peaks)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
@@ -385,6 +388,7 @@ def validate(
     compare: Mapping[str, str | os.PathLike] | None = None,
     reliability: bool = False,
     target_reliability: float | None = None,
+    max_peaks: int = MAX_PEAKS,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -400,6 +404,8 @@ def validate(
     images: their counts summed).  ``target_reliability``: each image's objectness
     threshold chosen by that test, as :func:`.pipeline.find_sources` chooses it, and the
     scan's estimates beside the truth's precision at each threshold (one image).
+    ``max_peaks``: close sources boxed once split into that many at most (1: none), as
+    :func:`.pipeline.find_sources`.
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -413,6 +419,7 @@ def validate(
     as_bounded_float(match_factor, "match_factor")
     as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
     target = checked_target_reliability(target_reliability, obj_threshold)
+    as_int(max_peaks, "max_peaks", minimum=1)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
@@ -438,7 +445,7 @@ def validate(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
-                reliability=reliability, target=target))
+                reliability=reliability, target=target, max_peaks=max_peaks))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)

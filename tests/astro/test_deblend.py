@@ -292,5 +292,6 @@ def test_the_command_line_default_is_the_library_s():
 
     p = _parser()
     for cmd in (["predict", "--model", "m", "--image", "i", "--out", "o"],
-                ["inject", "--model", "m", "--image", "i", "--out", "o"]):
+                ["inject", "--model", "m", "--image", "i", "--out", "o"],
+                ["val", "--model", "m", "--image", "i", "--catalogue", "c", "--out", "o"]):
         assert p.parse_args(cmd).max_peaks == MAX_PEAKS

@@ -194,7 +194,8 @@ def test_bad_input_clear_errors_no_output(tmp_path, field, tiny_model, capsys):
     assert "--beam: expected BMAJ,BMIN[,BPA] with positive sizes" in _err(capsys)
     for flag, value, name in (("--threshold", "2", "obj_threshold"),
                               ("--match-radius", "0", "match_factor"),
-                              ("--min-snr", "-1", "min_truth_snr")):
+                              ("--min-snr", "-1", "min_truth_snr"),
+                              ("--max-peaks", "0", "max_peaks")):
         assert main(["val", *args, "--image", image, "--catalogue", truth, flag, value,
                      "--out", str(tmp_path / "rep")]) == 2
         assert f"{name}: expected" in _err(capsys)
