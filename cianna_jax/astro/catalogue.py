@@ -120,6 +120,9 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                       "the fits share flux"),
     "blend_group": (None, "number shared by the sources linked by overlapping half-maximum "
                           "extents (1 for the brightest's; 0: not blended)"),
+    "deblended": (None, "True when the detector boxed this source with close neighbours, "
+                        "once: the box's separate peaks were split into one source each, "
+                        "fitted together"),
 }
 
 _ALIASES: dict[str, tuple[str, ...]] = {

@@ -32,7 +32,9 @@ FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of
              "reaches a pixel off the image or without data, so flux and size may be short; "
              "blended: another source lies closer than half the sum of the two major-axis "
              "FWHMs, so the fits share flux; blend_group: the sources so linked share a "
-             "number (1, 2, ... from the brightest; 0: not blended)")
+             "number (1, 2, ... from the brightest; 0: not blended); deblended: the detector "
+             "boxed the source with close neighbours once, and the box was split at its "
+             "separate peaks, the sources fitted together")
 
 
 def _fwhm_pixels(m: Measurements, beam_sigma: float | None) -> np.ndarray:
@@ -124,7 +126,7 @@ def quality_flags(image: FitsImage, m: Measurements,
 
 def flag_counts(table) -> str:
     """A report line: how many rows of a catalogue carry each flag ('' without them)."""
-    names = [c for c in ("edge", "blended") if c in table.colnames]
+    names = [c for c in ("edge", "blended", "deblended") if c in table.colnames]
     if not names:
         return ""
     counts = ", ".join(f"{int(np.count_nonzero(np.asarray(table[c])))} {c}" for c in names)

@@ -61,7 +61,9 @@ class Measurements:
     the 1-sigma errors (channels) of its centre, w20 and w50 (:func:`.spectral.line_errors`);
     ``theta_high``
     (radians) and ``gradient_snr``, the half of the major axis where the line sits at
-    higher channels and its significance (:func:`.kinematics.velocity_gradient`)."""
+    higher channels and its significance (:func:`.kinematics.velocity_gradient`).
+    ``deblended``: True where the detector's box held several separate peaks and the
+    source is one of them, fitted with the others (:mod:`.deblend`)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -85,6 +87,7 @@ class Measurements:
     line_err: np.ndarray | None = None
     theta_high: np.ndarray | None = None
     gradient_snr: np.ndarray | None = None
+    deblended: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> Measurements:
         """The sources ``index`` (integer indices or a boolean mask), in that order."""

@@ -248,6 +248,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         for name, values in quality_flags(image, m, beam[0] if beam else None).items():
             cols[name] = values[order]
         cols["blend_group"] = renumbered(cols["blend_group"])  # 1: the brightest's blend
+        cols["deblended"] = (np.zeros(n, bool) if m.deblended is None else m.deblended)[order]
     if image.per == "pixel":
         units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
     if scale is None:
@@ -534,7 +535,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
           if img.beam is not None and img.pixel_scale else None)
     if split is None:
         split = merge
-    blends = None
+    blends, deblended = None, None
     if img.ndim == 2 and split and bs is not None:  # close sources boxed once: one box each
         parent, boxes = split_blends(img.read, img.shape, det.boxes.boxes, noise, bs * FWHM,
                                      max_peaks=max_peaks)
@@ -543,11 +544,14 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             # a split box's rows lie side by side
             starts = np.flatnonzero(np.r_[True, parent[1:] != parent[:-1]])
             blends = [g for g in np.split(np.arange(len(parent)), starts[1:]) if len(g) > 1]
+        deblended = np.bincount(parent)[parent] > 1
     if img.ndim == 2:
         m = measure_sources(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                             unit_scale=img.unit_scale, beam_sigma=bs,
                             box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img),
                             fit=fit, progress=progress, blends=blends)
+        if deblended is not None:
+            m = replace(m, deblended=deblended)
     else:
         m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
                              unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)

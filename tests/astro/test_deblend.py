@@ -127,6 +127,7 @@ def test_measure_detections_splits_the_blend_and_fits_it(tmp_path, loaded_tiny, 
     from dataclasses import replace
 
     from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.flags import flag_counts
     from cianna_jax.astro.pipeline import measure_detections
     from cianna_jax.astro.predict import Detections
     from cianna_jax.astro.synthetic import synthetic_field, write_fits
@@ -157,6 +158,9 @@ def test_measure_detections_splits_the_blend_and_fits_it(tmp_path, loaded_tiny, 
     assert len(t) == len(truth) and len(kept) == 1 and len(raw) == 1
     assert len(one) == 1 and len(two) == 2
     np.testing.assert_array_equal(one["flux"], kept["flux"])
+    # the catalogue says which sources came out of one box (and the report line counts them)
+    assert np.all(t["deblended"]) and not np.any(kept["deblended"]) and not one["deblended"][0]
+    assert f"{len(truth)} deblended" in flag_counts(t)
     # fitted together (Gaussians summed): each where it is, with its own flux and the
     # beam's size (a pair's each alone, the other's pixels masked: 0.3-0.6 px off, +34-44%
     # flux)
