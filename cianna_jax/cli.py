@@ -537,14 +537,17 @@ def _parser() -> argparse.ArgumentParser:
     cnt.add_argument("--catalogue", required=True,
                      help="catalogue with flux (Jy) and, when it has one, reliability "
                           "(e.g. inject --reliability's catalogue.ecsv)")
-    cnt.add_argument("--image", default=None, help="the catalogue's image: the area counted "
-                                                   "is that of its data")
+    cnt.add_argument("--image", action="append", default=None,
+                     help="the catalogue's image: the area counted is that of its data; "
+                          "repeatable: a mosaic's images (predict's merged catalogue), the "
+                          "union of their data")
     cnt.add_argument("--area-deg2", type=float, default=None,
                      help="the area counted (deg^2), instead of --image")
-    cnt.add_argument("--completeness", default=None, metavar="FOLDER",
+    cnt.add_argument("--completeness", action="append", default=None, metavar="FOLDER",
                      help="cianna-jax inject's report folder (or its "
                           "completeness_by_flux.ecsv): each source counts 1 / completeness "
-                          "at its flux")
+                          "at its flux; one per --image, in their order: each source "
+                          "corrected by its own image's")
     cnt.add_argument("--out", required=True, help="counts table (.ecsv, .csv, .fits, .xml)")
     cnt.add_argument("--figure", default=None, metavar="PNG", help="also draw the counts")
     cnt.add_argument("--per-decade", type=int, default=5, help="flux bins per decade (5)")

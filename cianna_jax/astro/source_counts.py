@@ -14,12 +14,20 @@ flux, so near the detection limit the counts keep the flux boosting of faint det
 bins whose completeness is below ``min_completeness`` are marked unreliable
 (``complete`` False); the area is that of the image's data (finite pixels), with the same
 sensitivity everywhere (no rms-dependent visibility area).
+
+A mosaic's catalogue (several overlapping images, as ``cianna-jax predict`` merges them:
+each source from the image whose centre is nearest among those with data at its place) is
+counted over the union of the images' data, each image contributing the part it owns by
+the same rule (:func:`owned_areas_sr`), and each source corrected by the completeness of
+the image that owns it (one injection report per image).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +38,10 @@ from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
 from .hi_mass import ARCSEC_PER_RAD
 from .injection import flux_edges
+from .mosaic import check_images, nearest_centre_image
+from .sky import pixel_to_sky
 
-__all__ = ["SourceCounts", "source_counts", "image_area_sr", "completeness_at",
+__all__ = ["SourceCounts", "source_counts", "image_area_sr", "owned_areas_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
 
 
@@ -51,6 +61,32 @@ def image_area_sr(image: FitsImage, rows: int = 1024) -> float:
         n += int(np.count_nonzero(np.isfinite(image.read((slice(r0, min(r0 + rows, H)),
                                                           slice(0, W))))))
     return n * (image.pixel_scale / ARCSEC_PER_RAD) ** 2
+
+
+def owned_areas_sr(images: Sequence[FitsImage], max_samples: int = 1_000_000,
+                   rows: int = 256) -> np.ndarray:
+    """Per image of a mosaic, the solid angle (sr) of the data it owns: its finite pixels
+    whose nearest image centre, among the images with data there, is its own
+    (:func:`.mosaic.nearest_centre_image`, the rule that keeps each source of a merged
+    catalogue once); the sum is the union of the images' data.  An image of more than
+    ``max_samples`` pixels is sampled on a regular grid (each sample standing for its
+    ``step x step`` pixels); ``rows`` sampled rows at a time."""
+    check_images(images)
+    out = np.zeros(len(images))
+    for i, im in enumerate(images):
+        if im.pixel_scale is None:
+            raise ValueError(f"{im.path}: no celestial WCS, so no pixel scale")
+        H, W = im.shape
+        step = max(1, math.ceil(math.sqrt(H * W / max(int(max_samples), 1))))
+        ys, xs = np.arange(step // 2, H, step), np.arange(step // 2, W, step)
+        owned = 0
+        for r0 in range(0, ys.size, max(1, int(rows))):
+            gy, gx = np.meshgrid(ys[r0:r0 + rows].astype(np.float64), xs.astype(np.float64),
+                                 indexing="ij")
+            ra, dec = pixel_to_sky(im.wcs, gx.ravel(), gy.ravel())
+            owned += int(np.count_nonzero(nearest_centre_image(ra, dec, images) == i))
+        out[i] = owned * step * step * (im.pixel_scale / ARCSEC_PER_RAD) ** 2
+    return out
 
 
 def completeness_at(flux: np.ndarray, edges: np.ndarray, completeness: np.ndarray) -> np.ndarray:
@@ -135,13 +171,16 @@ class SourceCounts:
 def source_counts(flux: np.ndarray, area_sr: float, *, edges: np.ndarray | None = None,
                   reliability: np.ndarray | None = None,
                   completeness: tuple[np.ndarray, np.ndarray] | None = None,
-                  min_completeness: float = 0.5) -> SourceCounts:
+                  min_completeness: float = 0.5,
+                  per_source: np.ndarray | None = None) -> SourceCounts:
     """The counts of sources of integrated ``flux`` (Jy) over ``area_sr`` steradians, each
     weighted by its ``reliability`` (default 1) over the ``completeness`` at its flux
     (``(edges, values)`` per flux bin, e.g. source injection's ``completeness_by_flux``;
-    default none).  ``edges``: the count bins (default :func:`count_edges`).  Sources of
-    non-positive or NaN flux are left out; a source whose completeness is 0 counts once,
-    uncorrected, in a bin marked incomplete."""
+    default none).  ``per_source``: each source's own completeness instead (e.g. that of
+    the mosaic image that owns it), ``completeness`` then giving empty bins theirs.
+    ``edges``: the count bins (default :func:`count_edges`).  Sources of non-positive or
+    NaN flux are left out; a source whose completeness is 0 counts once, uncorrected, in a
+    bin marked incomplete."""
     f = np.asarray(flux, np.float64)
     area = as_bounded_float(area_sr, "area_sr")
     as_bounded_float(min_completeness, "min_completeness", strict=False)
@@ -153,7 +192,14 @@ def source_counts(flux: np.ndarray, area_sr: float, *, edges: np.ndarray | None 
         np.asarray(reliability, np.float64), nan=1.0)
     if r.shape != f.shape:
         raise ValueError(f"reliability: one per source ({f.shape}); received {r.shape}")
-    c = np.ones_like(f) if completeness is None else completeness_at(f, *completeness)
+    if per_source is not None and completeness is None:
+        raise ValueError("per_source: give completeness too (the empty bins' values)")
+    if per_source is not None:
+        c = np.asarray(per_source, np.float64)
+        if c.shape != f.shape:
+            raise ValueError(f"per_source: one per source ({f.shape}); received {c.shape}")
+    else:
+        c = np.ones_like(f) if completeness is None else completeness_at(f, *completeness)
     c = np.where(ok, c, np.nan)
     w = np.where(np.nan_to_num(c) > 0, r / np.where(np.nan_to_num(c) > 0, c, 1.0), r)
     b = np.digitize(f, e) - 1
@@ -194,30 +240,64 @@ def read_completeness(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.append(lo, hi[-1]), np.asarray(t["completeness"], np.float64)
 
 
-def count_catalogue(catalogue: str | os.PathLike, *, image: str | os.PathLike | None = None,
+def count_catalogue(catalogue: str | os.PathLike, *,
+                    image: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                     area_deg2: float | None = None,
-                    completeness: str | os.PathLike | None = None,
+                    completeness: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                     per_decade: int = 5, min_completeness: float = 0.5,
                     hdu: int | str | None = None) -> SourceCounts:
     """The source counts of a catalogue file (its ``flux`` column, or another finder's
     name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
     ``area_deg2``, corrected by the ``completeness`` of source injection's report (folder or
-    ``completeness_by_flux.ecsv``) when given."""
-    if (image is None) == (area_deg2 is None):
+    ``completeness_by_flux.ecsv``) when given.  Several images (a mosaic's catalogue, as
+    ``predict`` merges them): the union of their data (:func:`owned_areas_sr`); with one
+    report per image, each source is corrected by that of the image that owns it (its
+    ``ra``/``dec``), the empty bins by the images' completeness weighted by their areas."""
+    images = _paths(image)
+    reports = _paths(completeness)
+    if (not images) == (area_deg2 is None):
         raise ValueError("give the area: image= (its data's area) or area_deg2=, one of them")
+    if len(reports) > 1 and len(reports) != len(images):
+        raise ValueError(f"completeness: one injection report, or one per image ({len(images)} "
+                         f"images); received {len(reports)}")
     t = read_catalogue(catalogue)
-    flux = column_values(t, "flux", os.fspath(catalogue))  # its aliases and units, in Jy
+    name = os.fspath(catalogue)
+    flux = column_values(t, "flux", name)  # its aliases and units, in Jy
     if flux is None:
-        raise CatalogueError(f"{os.fspath(catalogue)}: no flux column to count (flux, or "
-                             "another finder's name for it such as Total_flux)")
+        raise CatalogueError(f"{name}: no flux column to count (flux, or another finder's "
+                             "name for it such as Total_flux)")
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
-    if image is not None:
-        with open_image(image, hdu) as img:
-            area = image_area_sr(img)
-    else:
-        area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
-    comp = None if completeness is None else read_completeness(completeness)
+    comps = [read_completeness(r) for r in reports]
     edges = count_edges(flux, per_decade)
+    comp, own = (comps[0] if comps else None), None
+    if not images:
+        area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
+    with ExitStack() as stack:
+        imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
+        if len(imgs) == 1:
+            area = image_area_sr(imgs[0])
+        elif imgs:
+            owned = owned_areas_sr(imgs)
+            area = float(owned.sum())
+            if len(comps) > 1:
+                ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
+                if ra is None or dec is None:
+                    raise CatalogueError(f"{name}: ra and dec are needed to give each source "
+                                         "the completeness of its own image")
+                owner = nearest_centre_image(ra, dec, imgs, data_only=False)
+                own = np.full(flux.shape, np.nan)
+                for i, cmp in enumerate(comps):
+                    own[owner == i] = completeness_at(flux[owner == i], *cmp)
+                mid = np.sqrt(edges[:-1] * edges[1:])  # the areas' mean, for empty bins
+                comp = (edges, sum(a * completeness_at(mid, *cmp) for a, cmp in
+                                   zip(owned, comps)) / max(area, 1e-300))
     return source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
-                         min_completeness=min_completeness)
+                         min_completeness=min_completeness, per_source=own)
+
+
+def _paths(value: Any) -> list:
+    """None, one path or several -> a list of paths."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)

@@ -277,3 +277,59 @@ def test_merged_catalogue_numbers_each_image_s_blends_apart():
     assert list(t["flux"]) == [9.0, 5.0, 4.0, 3.0, 2.0, 1.0]
     assert list(t["image"]) == ["b.fits", "a.fits", "a.fits", "b.fits", "b.fits", "a.fits"]
     assert list(t["blend_group"]) == [0, 1, 1, 2, 2, 0]
+
+
+def _completeness_report(folder, value: float) -> str:
+    from cianna_jax.astro.catalogue import make_table, write_catalogue
+
+    folder.mkdir()
+    e = np.array([1e-6, 1e-4, 1e-2, 1.0])
+    write_catalogue(make_table({"flux_min": e[:-1], "flux_max": e[1:],
+                                "completeness": np.full(3, value)},
+                               units={"flux_min": "Jy", "flux_max": "Jy"}),
+                    folder / "completeness_by_flux.ecsv")
+    return str(folder)
+
+
+def test_counts_over_a_mosaic_count_each_place_once(tmp_path, capsys):
+    """The images as above: the union of their data is counted once, each image owning
+    the part where its centre is the nearest with data (left: virtual columns 0-79 and
+    85-94, right's blank; right: 80-84 and 95-159); with one injection report per image,
+    each source is corrected by its own image's completeness."""
+    from cianna_jax.astro.catalogue import CatalogueError, make_table, write_catalogue
+    from cianna_jax.astro.hi_mass import ARCSEC_PER_RAD
+    from cianna_jax.astro.source_counts import count_catalogue, owned_areas_sr
+
+    left = _write(tmp_path / "l.fits", np.zeros((96, 100)), 0.0)
+    rdata = np.zeros((96, 100))
+    rdata[:, 25:35] = np.nan
+    right = _write(tmp_path / "r.fits", rdata, 60.0)
+    pix = (SCALE * 3600 / ARCSEC_PER_RAD) ** 2
+    with open_image(left) as a, open_image(right) as b:
+        np.testing.assert_allclose(owned_areas_sr([a, b]) / pix, [90 * 96, 70 * 96])
+        sampled = owned_areas_sr([a, b], max_samples=1000)  # every 4th pixel each way
+        assert sampled.sum() == pytest.approx(160 * 96 * pix, rel=0.05)
+    ra, dec = _grid_sky([10.0, 90.0, 150.0])  # left, left (right blank there), right
+    cat = tmp_path / "cat.ecsv"
+    write_catalogue(make_table({"ra": ra, "dec": dec, "flux": [1e-3, 2e-3, 3e-3]}), cat)
+    reports = [_completeness_report(tmp_path / "inj_l", 0.5),
+               _completeness_report(tmp_path / "inj_r", 0.25)]
+    c = count_catalogue(cat, image=[left, right], completeness=reports)
+    assert c.area_sr == pytest.approx(160 * 96 * pix)
+    assert c.n.sum() == 3 and c.n_corrected.sum() == pytest.approx(2 + 2 + 4)
+    one = count_catalogue(cat, image=[left, right], completeness=reports[0])  # one for all
+    assert one.n_corrected.sum() == pytest.approx(6)
+    assert main(["counts", "--catalogue", str(cat), "--image", left, "--image", right,
+                 "--completeness", reports[0], "--completeness", reports[1],
+                 "--out", str(tmp_path / "counts.ecsv")]) == 0
+    assert "3 sources over" in capsys.readouterr().out
+    assert read_catalogue(tmp_path / "counts.ecsv")["n_corrected"].sum() == pytest.approx(8)
+    # two images, three reports; reports per image without positions
+    assert main(["counts", "--catalogue", str(cat), "--image", left, "--image", right,
+                 *sum((["--completeness", r] for r in reports + reports[:1]), []),
+                 "--out", str(tmp_path / "x.ecsv")]) == 2
+    assert "one injection report, or one per image (2 images); received 3" in \
+        capsys.readouterr().err
+    write_catalogue(make_table({"flux": [1e-3]}), tmp_path / "nopos.ecsv")
+    with pytest.raises(CatalogueError, match="ra and dec are needed"):
+        count_catalogue(tmp_path / "nopos.ecsv", image=[left, right], completeness=reports)
