@@ -159,20 +159,51 @@ def _val(args) -> int:
 
 
 def _inject(args) -> int:
-    from .astro.completeness import (
-        format_completeness,
-        measure_completeness,
-        require_plotting,
-        write_injection_report,
-    )
+    from .astro.completeness import require_plotting
     from .io.atomic import check_folder
 
     check_folder(args.out)  # refused before the work
+    if args.write_image and len(args.image) > 1:
+        raise ValueError("--write-image: one image at a time (it writes that image with its "
+                         "first round's sources)")
     if args.write_image and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_image))):
         raise FileNotFoundError(f"--write-image: no folder for {args.write_image}")
     if not args.no_plots:
         require_plotting()
-    res = measure_completeness(args.image, args.model, n_sources=args.sources,
+    if len(args.image) > 1:  # a mosaic's images: each injected on its own, a folder each
+        from .astro.model_card import load_model
+
+        model = load_model(args.model, tile=args.tile)
+        for path, folder in zip(args.image, _report_folders(args.image)):
+            if not args.quiet:
+                print(f"{path}:", file=sys.stderr)
+            _inject_one(args, path, model, os.path.join(args.out, folder))
+        return 0
+    _inject_one(args, args.image[0], args.model, args.out)
+    return 0
+
+
+def _report_folders(paths: list[str]) -> list[str]:
+    """One report folder name per image: its file name without the FITS extension, or its
+    whole path's (separators as "_") when two share a file name."""
+    from .astro.mosaic import image_names
+
+    out = []
+    for stem in image_names(paths):
+        for ext in (".gz", ".fz", ".fits", ".fit", ".fts"):
+            stem = stem[:-len(ext)] if stem.lower().endswith(ext) else stem
+        out.append(stem.strip(os.sep).replace(os.sep, "_"))
+    return out
+
+
+def _inject_one(args, image: str, model, out: str) -> None:
+    from .astro.completeness import (
+        format_completeness,
+        measure_completeness,
+        write_injection_report,
+    )
+
+    res = measure_completeness(image, model, n_sources=args.sources,
                                snr_range=args.snr_range, size_range=args.size_range,
                                separation=args.separation, obj_threshold=args.threshold,
                                seed=args.seed, hdu=args.hdu, plane=args.plane,
@@ -183,18 +214,17 @@ def _inject(args) -> int:
                                line_width_range=args.line_width_range,
                                extended_fraction=args.extended_fraction,
                                max_peaks=args.max_peaks)
-    files = write_injection_report(res, args.out, plots=not args.no_plots)
+    files = write_injection_report(res, out, plots=not args.no_plots)
     print(format_completeness(res))
-    print(f"files in {args.out}/: {', '.join(files)}")
+    print(f"files in {out}/: {', '.join(files)}")
     if args.write_image:
         from .astro.fits_image import open_image
         from .astro.residual import write_injected
 
-        with open_image(args.image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
+        with open_image(image, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
             write_injected(img.with_sources(res.sources[0]), args.write_image)
         what = "cube with the {} lines" if res.sources[0].ndim == 3 else "image with the {} sources"
         print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
-    return 0
 
 
 def _counts(args) -> int:
@@ -388,11 +418,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="cianna_demo", help="output folder (PNG, CSV, network)")
     sub.add_parser("info", help="versions, devices, default backend and optional extras")
 
-    def common(p, several: str | None = None):
+    def common(p, several: str | None = None, image_help: str | None = None):
         p.add_argument("--model", required=True,
                        help="model card (.json), network (.dat with its .json beside it) "
                             "or a 'cianna-jax train' run folder (its best model)")
-        if several is not None:
+        if image_help is not None:
+            p.add_argument("--image", required=True, action="append", help=image_help)
+        elif several is not None:
             p.add_argument("--image", required=True, action="append",
                            help="FITS image (2D, SDC1 4D) or cube; repeatable: overlapping "
                                 "images (mosaics) give one catalogue, each source from the "
@@ -487,11 +519,15 @@ def _parser() -> argparse.ArgumentParser:
                                         "cube) and find them again: completeness, flux "
                                         "recovery and the detector's false detections "
                                         "around sources, with no truth")
-    common(inj)
+    common(inj, image_help="FITS image (2D, SDC1 4D) or cube; repeatable: a mosaic's images, "
+                           "each injected and measured on its own, its report in a folder "
+                           "of --out named after it (counts --completeness takes them, one "
+                           "per image)")
     inj.add_argument("--out", required=True,
                      help="report folder (catalogue.ecsv, injected.ecsv, spurious.ecsv, "
                           "completeness_by_snr.ecsv, completeness_by_flux.ecsv, "
-                          "injection.json, completeness.png)")
+                          "injection.json, completeness.png); several images: one folder "
+                          "in it per image")
     inj.add_argument("--sources", type=int, default=500,
                      help="sources injected in all (several rounds when they do not fit "
                           "in one; default 500)")

@@ -451,6 +451,38 @@ def test_a_run_of_the_touched_tiles_is_the_whole_run(peak_run, field_file):
         detect(view.read, view.shape, mdl, noise=noise, progress=False, tiles=tiles)
 
 
+def test_inject_cli_on_several_images_writes_a_report_each(peak_run, field_file, tmp_path,
+                                                           capsys):
+    """A mosaic's images: each injected on its own, one report folder each, named after
+    the image (paths when two share a file name); --write-image is for one image."""
+    import os
+    import shutil
+
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.cli import _report_folders, main
+
+    card, _ = peak_run
+    other = tmp_path / "b" / "second.fits"
+    other.parent.mkdir()
+    shutil.copy(field_file, other)
+    out = tmp_path / "inj"
+    assert main(["inject", "--image", str(field_file), "--image", str(other), "--model", card,
+                 "--out", str(out), "--sources", "20", "--separation", "6", "--quiet",
+                 "--no-plots"]) == 0
+    stem = os.path.basename(str(field_file)).rsplit(".", 1)[0]
+    assert sorted(os.listdir(out)) == sorted([stem, "second"])
+    for name in (stem, "second"):
+        assert len(read_catalogue(out / name / "injected.ecsv")) == 20
+        assert (out / name / "completeness_by_flux.ecsv").exists()
+    assert capsys.readouterr().out.count("20 sources in") == 2
+    assert _report_folders(["/x/a/p.fits.gz", "/x/b/p.fits.gz", "q.fits"]) == [
+        "x_a_p", "x_b_p", "q"]
+    assert main(["inject", "--image", str(field_file), "--image", str(other), "--model", card,
+                 "--out", str(tmp_path / "w"), "--write-image", str(tmp_path / "i.fits")]) == 2
+    assert "--write-image: one image at a time" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_injection_refuses_a_bad_seed_before_the_work(field_file):
     from cianna_jax.astro.completeness import measure_completeness
 
