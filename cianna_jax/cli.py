@@ -173,6 +173,10 @@ def _inject(args) -> int:
     if len(args.image) > 1:  # a mosaic's images: each injected on its own, a folder each
         from .astro.model_card import load_model
 
+        for path in args.image:  # every image there before the first one's work
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--image: no such file: {path}")
+
         model = load_model(args.model, tile=args.tile)
         for path, folder in zip(args.image, _report_folders(args.image)):
             if not args.quiet:
@@ -185,7 +189,8 @@ def _inject(args) -> int:
 
 def _report_folders(paths: list[str]) -> list[str]:
     """One report folder name per image: its file name without the FITS extension, or its
-    whole path's (separators as "_") when two share a file name."""
+    whole path's (separators as "_") when two share a file name; numbered from 1 when two
+    would still be the same."""
     from .astro.mosaic import image_names
 
     out = []
@@ -193,7 +198,7 @@ def _report_folders(paths: list[str]) -> list[str]:
         for ext in (".gz", ".fz", ".fits", ".fit", ".fts"):
             stem = stem[:-len(ext)] if stem.lower().endswith(ext) else stem
         out.append(stem.strip(os.sep).replace(os.sep, "_"))
-    return out
+    return out if len(set(out)) == len(out) else [f"{i + 1}_{n}" for i, n in enumerate(out)]
 
 
 def _inject_one(args, image: str, model, out: str) -> None:

@@ -477,6 +477,10 @@ def test_inject_cli_on_several_images_writes_a_report_each(peak_run, field_file,
     assert capsys.readouterr().out.count("20 sources in") == 2
     assert _report_folders(["/x/a/p.fits.gz", "/x/b/p.fits.gz", "q.fits"]) == [
         "x_a_p", "x_b_p", "q"]
+    assert _report_folders(["a.fits", "a.fit"]) == ["1_a", "2_a"]
+    assert main(["inject", "--image", str(field_file), "--image", str(tmp_path / "none.fits"),
+                 "--model", card, "--out", str(tmp_path / "n")]) == 2
+    assert "--image: no such file" in capsys.readouterr().err
     assert main(["inject", "--image", str(field_file), "--image", str(other), "--model", card,
                  "--out", str(tmp_path / "w"), "--write-image", str(tmp_path / "i.fits")]) == 2
     assert "--write-image: one image at a time" in capsys.readouterr().err
