@@ -247,7 +247,8 @@ def _counts(args) -> int:
     t = c.table()
     write_catalogue(t, args.out)
     scale, unit = flux_unit(c.edges)
-    print(f"{int(c.n.sum())} sources over {t.meta['area_deg2']:.4g} deg^2"
+    union = "" if c.image_areas_sr is None else f" (the union of {len(args.image)} images' data)"
+    print(f"{int(c.n.sum())} sources over {t.meta['area_deg2']:.4g} deg^2{union}"
           + ("" if args.completeness is None else ", corrected by the injection's completeness"))
     print(f"{'S (' + unit + ')':>12}{'n':>7}{'n_corr':>9}{'compl.':>8}  S^2.5 dN/dS (Jy^1.5/sr)")
     for r in t:

@@ -28,7 +28,7 @@ import math
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
 from .hi_mass import ARCSEC_PER_RAD
 from .injection import flux_edges
-from .mosaic import check_images, nearest_centre_image
+from .mosaic import check_images, image_names, nearest_centre_image
 from .sky import pixel_to_sky
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "owned_areas_sr", "completeness_at",
@@ -122,7 +122,8 @@ def count_edges(flux: np.ndarray, per_decade: int = 5) -> np.ndarray:
 class SourceCounts:
     """Counts per flux bin (``edges``, Jy): ``n`` sources catalogued, ``n_corrected`` (the sum
     of their weights), ``completeness`` (mean of the bin's sources'; NaN without a
-    correction), ``complete`` (at least ``min_completeness``), over ``area_sr``."""
+    correction), ``complete`` (at least ``min_completeness``), over ``area_sr``;
+    ``image_areas_sr``: a mosaic's images (file names) and the area each owns."""
 
     edges: np.ndarray
     n: np.ndarray
@@ -131,6 +132,7 @@ class SourceCounts:
     completeness: np.ndarray
     complete: np.ndarray
     area_sr: float
+    image_areas_sr: dict[str, float] | None = None
 
     @property
     def middle(self) -> np.ndarray:
@@ -155,6 +157,8 @@ class SourceCounts:
     def table(self) -> Any:
         """The counts as an astropy table (fluxes in Jy, counts in Jy^1.5 sr^-1)."""
         eu, err = self.euclidean
+        parts = {} if self.image_areas_sr is None else {"image_areas_deg2": {
+            k: v * (180.0 / math.pi) ** 2 for k, v in self.image_areas_sr.items()}}
         return make_table({"flux_min": self.edges[:-1], "flux_max": self.edges[1:],
                            "flux_mid": self.middle, "n": self.n,
                            "n_corrected": self.n_corrected, "completeness": self.completeness,
@@ -162,7 +166,7 @@ class SourceCounts:
                            "counts_raw": self.euclidean_raw},
                           meta={"area_sr": self.area_sr,
                                 "area_deg2": self.area_sr * (180.0 / math.pi) ** 2,
-                                "counts": "Euclidean-normalised S^2.5 dN/dS"},
+                                "counts": "Euclidean-normalised S^2.5 dN/dS", **parts},
                           units={"flux_min": "Jy", "flux_max": "Jy", "flux_mid": "Jy",
                                  "counts": "Jy(3/2) / sr", "counts_err": "Jy(3/2) / sr",
                                  "counts_raw": "Jy(3/2) / sr"})
@@ -270,7 +274,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
     comps = [read_completeness(r) for r in reports]
     edges = count_edges(flux, per_decade)
-    comp, own = (comps[0] if comps else None), None
+    comp, own, parts = (comps[0] if comps else None), None, None
     if not images:
         area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
     with ExitStack() as stack:
@@ -280,6 +284,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
         elif imgs:
             owned = owned_areas_sr(imgs)
             area = float(owned.sum())
+            parts = dict(zip(image_names(images), map(float, owned)))
             if len(comps) > 1:
                 ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
                 if ra is None or dec is None:
@@ -292,8 +297,9 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                 mid = np.sqrt(edges[:-1] * edges[1:])  # the areas' mean, for empty bins
                 comp = (edges, sum(a * completeness_at(mid, *cmp) for a, cmp in
                                    zip(owned, comps)) / max(area, 1e-300))
-    return source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
-                         min_completeness=min_completeness, per_source=own)
+    c = source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
+                      min_completeness=min_completeness, per_source=own)
+    return c if parts is None else replace(c, image_areas_sr=parts)
 
 
 def _paths(value: Any) -> list:

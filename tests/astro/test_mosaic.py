@@ -322,8 +322,13 @@ def test_counts_over_a_mosaic_count_each_place_once(tmp_path, capsys):
     assert main(["counts", "--catalogue", str(cat), "--image", left, "--image", right,
                  "--completeness", reports[0], "--completeness", reports[1],
                  "--out", str(tmp_path / "counts.ecsv")]) == 0
-    assert "3 sources over" in capsys.readouterr().out
-    assert read_catalogue(tmp_path / "counts.ecsv")["n_corrected"].sum() == pytest.approx(8)
+    out = capsys.readouterr().out
+    assert "3 sources over" in out and "(the union of 2 images' data)" in out
+    t = read_catalogue(tmp_path / "counts.ecsv")
+    assert t["n_corrected"].sum() == pytest.approx(8)
+    deg2 = pix * (180 / np.pi) ** 2
+    assert t.meta["image_areas_deg2"] == pytest.approx({"l.fits": 90 * 96 * deg2,
+                                                        "r.fits": 70 * 96 * deg2})
     # two images, three reports; reports per image without positions
     assert main(["counts", "--catalogue", str(cat), "--image", left, "--image", right,
                  *sum((["--completeness", r] for r in reports + reports[:1]), []),
