@@ -109,6 +109,7 @@ def _predict(args) -> int:
                        residual=args.residual, model_image=args.model_image,
                        rms_map=args.rms_map, background_map=args.background_map,
                        cubelets=args.cubelets, flux_scale_error=args.flux_scale_error,
+                       astrometric_error=args.astrometric_error,
                        reliability=args.reliability,
                        target_reliability=args.target_reliability,
                        reliability_figure=args.reliability_figure, fragments=fragments,
@@ -481,6 +482,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
                       help="the flux scale's fractional uncertainty (calibration, e.g. 0.1), "
                            "added in quadrature to flux_err and peak_err (default 0)")
+    pred.add_argument("--astrometric-error", type=float, default=0.0, metavar="ARCSEC",
+                      help="the positions' systematic 1-sigma uncertainty (e.g. 0.2 arcsec "
+                           "against a reference catalogue), added in quadrature to ra_err, "
+                           "dec_err, x_err and y_err (default 0)")
     pred.add_argument("--residual", default=None, metavar="FITS",
                       help="also write the image minus the fitted Gaussians (one image)")
     pred.add_argument("--model-image", default=None, metavar="FITS",

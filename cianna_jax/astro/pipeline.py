@@ -268,7 +268,8 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         "degrees from +y towards -x (no WCS: north up, east left assumed)",
         "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "
                 "beam area; snr = fitted peak / local rms",
-        "errors": "1-sigma, from the local noise (and flux_scale_error when given): the fit's "
+        "errors": "1-sigma, from the local noise (and flux_scale_error, astrometric_error "
+                  "when given): the fit's "
                   "linearised covariance in noise correlated as the beam (white without "
                   "one); box-measured sources (fit_ok False): peak and flux from the rms, "
                   "others NaN",
@@ -348,6 +349,7 @@ def find_sources(
     merge: bool = True,
     mixed_precision: str = "off",
     flux_scale_error: float = 0.0,
+    astrometric_error: float = 0.0,
     reliability: bool = False,
     target_reliability: float | None = None,
     keep_raw: bool = False,
@@ -369,7 +371,9 @@ def find_sources(
     ``mixed_precision``: CIANNA's mode for the detector's passes (e.g. "BF16C_FP32A",
     faster on CPU, see :func:`.predict.make_predict_fn`); ignored with ``predict_fn``.
     ``flux_scale_error``: the fractional uncertainty of the image's flux scale (calibration,
-    e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``.  ``reliability``: also
+    e.g. 0.1), added in quadrature to ``flux_err`` and ``peak_err``; ``astrometric_error``:
+    the positions' systematic 1-sigma uncertainty in arcsec (e.g. against a reference
+    catalogue), added in quadrature to the position errors.  ``reliability``: also
     find the sources of the inverted image, estimate from them the fraction of false
     detections per SNR bin (:mod:`.reliability`) and give each source its ``reliability``
     (a column; the estimate in ``SourceFinding.reliability`` and the table's metadata).
@@ -390,6 +394,7 @@ def find_sources(
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
+        _checked_astrometric_error(astrometric_error, img)  # refused before the work
         mdl = _as_model(model, tile)
         if obj_threshold is not None:  # refused before the noise map's work
             checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
@@ -409,6 +414,7 @@ def find_sources(
         if target is not None:
             res = _at_target_reliability(img, mdl, noise, target, fit=fit, merge=merge,
                                          flux_scale_error=flux_scale_error,
+                                         astrometric_error=astrometric_error,
                                          fragments=fragments, max_peaks=max_peaks, **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
@@ -417,7 +423,7 @@ def find_sources(
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress,
-                                 max_peaks=max_peaks)
+                                 max_peaks=max_peaks, astrometric_error=astrometric_error)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability or fragments is not None:
             t3 = time.perf_counter()
@@ -483,7 +489,7 @@ def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
                            *, fit: bool, merge: bool, flux_scale_error: float,
                            fragments: Any = None, max_peaks: int = MAX_PEAKS,
-                           **kw: Any) -> SourceFinding:
+                           astrometric_error: float = 0.0, **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
     image and the inverted image detected and measured down to the model card's threshold,
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
@@ -502,7 +508,7 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"],
-                             max_peaks=max_peaks)
+                             max_peaks=max_peaks, astrometric_error=astrometric_error)
     res.threshold_scan = scan
     attach_reliability(res, neg, thr, fragments)  # (the scan counts noise detections only)
     res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
@@ -518,16 +524,27 @@ def _checked_scale_error(value: Any) -> float:
     return f
 
 
+def _checked_astrometric_error(value: Any, image: FitsImage) -> float:
+    a = as_bounded_float(value, "astrometric_error", strict=False)
+    if a > 0 and image.pixel_scale is None:
+        raise ValueError(f"astrometric_error: {image.path} has no celestial WCS, so no pixel "
+                         "scale to put arcsec on its positions")
+    return a
+
+
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False, split: bool | None = None,
-                       max_peaks: int = MAX_PEAKS) -> SourceFinding:
+                       max_peaks: int = MAX_PEAKS,
+                       astrometric_error: float = 0.0) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
     and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
     ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles.
     ``split``: whether close sources boxed once are split (:func:`.deblend.split_blends`,
-    into ``max_peaks`` boxes at most; None: as ``merge``)."""
+    into ``max_peaks`` boxes at most; None: as ``merge``); ``astrometric_error`` (arcsec) as
+    :func:`find_sources`."""
     f = _checked_scale_error(flux_scale_error)
+    a = _checked_astrometric_error(astrometric_error, image)
     img, mdl = image, model
     t2 = time.perf_counter()
     area = img.beam_area_pixels()
@@ -577,11 +594,14 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     if f > 0:  # the flux scale's own uncertainty, in quadrature with the noise's
         m = replace(m, flux_err=np.hypot(m.flux_err, f * np.abs(m.flux)),
                     peak_err=np.hypot(m.peak_err, f * np.abs(m.peak)))
+    if a > 0 and m.xy_cov is not None:  # the astrometry's own, isotropic, in quadrature
+        m = replace(m, xy_cov=m.xy_cov + (a / img.pixel_scale) ** 2 * np.eye(2))
     thr = det.obj_threshold
     meta = {"model": os.path.basename(mdl.card.path or ""),
             "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
-            "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f}
+            "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
+            "astrometric_error_arcsec": a}
     table = build_table(img, det, m, meta)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)

@@ -231,7 +231,8 @@ def test_resolved_flags_sources_larger_than_the_beam():
 def test_a_flux_scale_error_adds_in_quadrature(field, tiny_model, tmp_path):
     """--flux-scale-error F: flux_err and peak_err gain F times the flux and peak in
     quadrature (the calibration's share), recorded in the metadata; a fraction outside
-    [0, 1) is refused before any work."""
+    [0, 1) is refused before any work.  --astrometric-error A (arcsec): the position errors
+    gain A in quadrature (x_err, y_err in pixels), refused when negative or without a WCS."""
     from cianna_jax.astro.catalogue import read_catalogue
     from cianna_jax.astro.pipeline import find_sources, predict_file
     from cianna_jax.cli import main
@@ -241,8 +242,14 @@ def test_a_flux_scale_error_adds_in_quadrature(field, tiny_model, tmp_path):
     assert len(plain) > 0
     out = str(tmp_path / "scaled.ecsv")
     assert main(["predict", "--model", tiny_model, "--image", path, "--out", out, "--quiet",
-                 "--flux-scale-error", "0.1"]) == 0
+                 "--flux-scale-error", "0.1", "--astrometric-error", "0.2"]) == 0
     t = read_catalogue(out)
+    scale = t.meta["pixel_scale_arcsec"]
+    for col, add in (("ra_err", 0.2), ("dec_err", 0.2), ("x_err", 0.2 / scale),
+                     ("y_err", 0.2 / scale)):
+        np.testing.assert_allclose(t[col], np.hypot(plain[col], add), rtol=1e-3)
+    assert t.meta["astrometric_error_arcsec"] == 0.2
+    assert plain.meta["astrometric_error_arcsec"] == 0.0
     np.testing.assert_allclose(t["flux_err"], np.hypot(plain["flux_err"], 0.1 * plain["flux"]),
                                rtol=1e-12)
     np.testing.assert_allclose(t["peak_err"], np.hypot(plain["peak_err"], 0.1 * plain["peak"]),
@@ -251,6 +258,15 @@ def test_a_flux_scale_error_adds_in_quadrature(field, tiny_model, tmp_path):
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="flux_scale_error"):
             predict_file(path, tiny_model, tmp_path / "x.ecsv", flux_scale_error=bad)
+        if bad != 1.0:
+            with pytest.raises(ValueError, match="astrometric_error"):
+                predict_file(path, tiny_model, tmp_path / "x.ecsv", astrometric_error=bad)
+    from cianna_jax.astro.synthetic import synthetic_field, write_fits
+
+    write_fits(tmp_path / "nowcs.fits", synthetic_field(64, seed=1, wcs=False))
+    with pytest.raises(ValueError, match="astrometric_error: .* no celestial WCS"):
+        predict_file(tmp_path / "nowcs.fits", tiny_model, tmp_path / "x.ecsv",
+                     astrometric_error=0.2)
     assert not (tmp_path / "x.ecsv").exists()
 
 
