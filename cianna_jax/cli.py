@@ -172,13 +172,16 @@ def _inject(args) -> int:
     if not args.no_plots:
         require_plotting()
     if len(args.image) > 1:  # a mosaic's images: each injected on its own, a folder each
+        from .astro.completeness import check_injection_image
+        from .astro.fits_image import open_image
         from .astro.model_card import load_model
 
-        for path in args.image:  # every image there before the first one's work
+        model = load_model(args.model, tile=args.tile)
+        for path in args.image:  # every image fit for the model before the first one's work
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--image: no such file: {path}")
-
-        model = load_model(args.model, tile=args.tile)
+            with open_image(path, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
+                check_injection_image(img, model)
         for path, folder in zip(args.image, _report_folders(args.image)):
             if not args.quiet:
                 print(f"{path}:", file=sys.stderr)

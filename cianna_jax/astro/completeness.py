@@ -45,6 +45,7 @@ from .model_card import LoadedModel, load_model
 from .pipeline import (
     SourceFinding,
     beam_in_pixels,
+    check_model_image,
     find_sources,
     inverted_finding,
     measure_detections,
@@ -60,7 +61,8 @@ from .reliability import (
 from .sky import pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
-           "format_completeness", "bins_table", "require_plotting", "read_fragment_rates"]
+           "format_completeness", "bins_table", "require_plotting", "read_fragment_rates",
+           "check_injection_image"]
 
 
 #: more rounds than this are warned about (each one is a detection run over the image)
@@ -142,6 +144,13 @@ class InjectionResult:
                 "reliability": (None if self.own.reliability is None
                                 else self.own.reliability.summary()),
                 "timings": dict(self.timings)}
+
+
+def check_injection_image(img: FitsImage, mdl: LoadedModel) -> None:
+    """Whether ``mdl`` can inject into and detect on ``img`` (its dimension, its beam):
+    ImageError or ValueError naming the image, before any work."""
+    check_model_image(img, mdl)
+    _checked_beam(img)
 
 
 def _checked_beam(img: FitsImage) -> tuple[float, float, float]:

@@ -77,7 +77,8 @@ from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "inverted_finding", "attach_reliability", "predict_file", "build_table",
-           "beam_in_pixels", "warn_if_other_scale", "checked_target_reliability"]
+           "beam_in_pixels", "warn_if_other_scale", "checked_target_reliability",
+           "check_model_image"]
 
 
 @dataclass
@@ -400,10 +401,7 @@ def find_sources(
             checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
         if predict_fn is None:
             predict_fn = make_predict_fn(mdl, mixed_precision)
-        if len(img.shape) != mdl.card.ndim:
-            hint = "; plane (--plane N) takes one plane of it" if img.ndim == 3 else ""
-            raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
-                             f"{mdl.card.ndim}D tiles{hint}")
+        check_model_image(img, mdl)
         warn_if_other_scale(mdl.card, img)
         t0 = time.perf_counter()
         if noise is None:
@@ -436,6 +434,14 @@ def find_sources(
     finally:
         if own:
             img.close()
+
+
+def check_model_image(img: FitsImage, mdl: LoadedModel) -> None:
+    """ImageError unless the model detects in images of ``img``'s dimension."""
+    if len(img.shape) != mdl.card.ndim:
+        hint = "; plane (--plane N) takes one plane of it" if img.ndim == 3 else ""
+        raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
+                         f"{mdl.card.ndim}D tiles{hint}")
 
 
 def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,

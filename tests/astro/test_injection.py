@@ -481,6 +481,19 @@ def test_inject_cli_on_several_images_writes_a_report_each(peak_run, field_file,
     assert main(["inject", "--image", str(field_file), "--image", str(tmp_path / "none.fits"),
                  "--model", card, "--out", str(tmp_path / "n")]) == 2
     assert "--image: no such file" in capsys.readouterr().err
+    # an image without a beam among them: refused before the first image's work
+    from astropy.io import fits
+
+    with fits.open(field_file) as hdul:
+        hdr = hdul[0].header.copy()
+        for key in ("BMAJ", "BMIN", "BPA"):
+            hdr.remove(key, ignore_missing=True)
+        fits.writeto(tmp_path / "nobeam.fits", hdul[0].data, hdr)
+    assert main(["inject", "--image", str(field_file), "--image", str(tmp_path / "nobeam.fits"),
+                 "--model", card, "--out", str(tmp_path / "nb")]) == 2
+    assert "nobeam.fits: source injection draws sources with the restoring beam" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "nb").exists()
     assert main(["inject", "--image", str(field_file), "--image", str(other), "--model", card,
                  "--out", str(tmp_path / "w"), "--write-image", str(tmp_path / "i.fits")]) == 2
     assert "--write-image: one image at a time" in capsys.readouterr().err
