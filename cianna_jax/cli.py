@@ -178,8 +178,6 @@ def _inject(args) -> int:
 
         model = load_model(args.model, tile=args.tile)
         for path in args.image:  # every image fit for the model before the first one's work
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"--image: no such file: {path}")
             with open_image(path, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
                 check_injection_image(img, model)
         for path, folder in zip(args.image, _report_folders(args.image)):

@@ -480,7 +480,7 @@ def test_inject_cli_on_several_images_writes_a_report_each(peak_run, field_file,
     assert _report_folders(["a.fits", "a.fit"]) == ["1_a", "2_a"]
     assert main(["inject", "--image", str(field_file), "--image", str(tmp_path / "none.fits"),
                  "--model", card, "--out", str(tmp_path / "n")]) == 2
-    assert "--image: no such file" in capsys.readouterr().err
+    assert "none.fits: no such image file" in capsys.readouterr().err
     # an image without a beam among them: refused before the first image's work
     from astropy.io import fits
 
