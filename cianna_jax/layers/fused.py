@@ -20,7 +20,6 @@ against the output gradient.
 
 from __future__ import annotations
 
-import itertools
 from functools import partial
 
 import jax
@@ -42,6 +41,7 @@ from .common import (
     weight_grad_conv,
 )
 from .conv import Conv
+from .phases import phase_kernel, phase_order, uses_windows, window_order, windows
 from .pool import Pool
 
 __all__ = ["fusible", "conv_max_pool", "FUSE_MAX_CHANNEL_PRODUCT"]
@@ -83,77 +83,11 @@ def fusible(conv: Conv, pool: Pool, in_shape: Shape, ctx: Ctx) -> bool:
     return any(s > 1 for s in pool.p_size)
 
 
-def _phase_kernel(k, s, q):
-    """(*f, C, F) kernel -> (*q, prod(s)*C, prod(s)*F): one block of filters per phase."""
-    nd = len(s)
-    c, f = k.shape[-2], k.shape[-1]
-    blocks = []
-    for d in itertools.product(*[range(v) for v in s]):
-        cfg = [(o, qq * v - o - kk) for o, qq, v, kk in zip(d, q, s, k.shape[:nd])]
-        kp = jnp.pad(k, cfg + [(0, 0), (0, 0)])
-        split = tuple(v for qq, ss in zip(q, s) for v in (qq, ss)) + (c, f)
-        perm = tuple(2 * a for a in range(nd)) + tuple(1 + 2 * a for a in range(nd)) + \
-            (2 * nd, 2 * nd + 1)
-        blocks.append(jnp.transpose(kp.reshape(split), perm).reshape(q + (-1, f)))
-    return jnp.concatenate(blocks, axis=-1)
-
-
-#: below this many inputs per output (kernel cells x channels), the forward conv runs
-#: as gathered windows + one matmul, which XLA's CPU conv does about 2x slower
-_IM2COL_MAX_K = 64
-
-
-def _windows(xp, q, s):
-    """The im2col rows of the fused conv, read from the padded input ``xp (B, *L, C)``
-    with ``L = s * (out + q - 1)``: ``(B, *out, *(q*s), C)``, the window offset ``a*s + p``
-    (kernel block ``a``, phase ``p``) on each axis.  Built one axis at a time by ``q``
-    slices of the ``s``-blocks concatenated along the window axis: 1.2-1.27x faster than
-    the 9 slices of the space-to-depth input MNIST's first layer took before (4-value
-    chunks; benchmarks/README.md)."""
-    nd = len(s)
-    out = [n // ss - qq + 1 for n, ss, qq in zip(xp.shape[1:-1], s, q)]
-    y = xp
-    for ax in range(nd):
-        pos = 1 + 2 * ax
-        y = y.reshape(y.shape[:pos] + (y.shape[pos] // s[ax], s[ax]) + y.shape[pos + 1:])
-        y = jnp.concatenate([lax.slice_in_dim(y, a, a + out[ax], axis=pos)
-                             for a in range(q[ax])], axis=pos + 1)
-    perm = (0,) + tuple(1 + 2 * a for a in range(nd)) + tuple(2 + 2 * a for a in range(nd)) + \
-        (2 * nd + 1,)
-    return jnp.transpose(y, perm)
-
-
-def _uses_windows(k2) -> bool:
-    """Whether the fused forward runs as windows + one matmul (few inputs per output)."""
-    return int(np.prod(k2.shape[:-1])) <= _IM2COL_MAX_K
-
-
-def _window_order(k2, s):
-    """``k2 (*q, prod(s)*C, F)``, rows ordered (a..., p..., C) -> ``(*(q*s), C, F)``,
-    the windows' order (a_1 p_1, a_2 p_2, ..., C)."""
-    nd = len(s)
-    q, c, f = k2.shape[:nd], k2.shape[-2] // int(np.prod(s)), k2.shape[-1]
-    perm = tuple(v for a in range(nd) for v in (a, nd + a)) + (2 * nd, 2 * nd + 1)
-    return jnp.transpose(k2.reshape(tuple(q) + tuple(s) + (c, f)), perm).reshape(
-        tuple(qq * ss for qq, ss in zip(q, s)) + (c, f))
-
-
-def _phase_order(kw, s):
-    """Inverse of :func:`_window_order`."""
-    nd = len(s)
-    qs, c, f = kw.shape[:nd], kw.shape[-2], kw.shape[-1]
-    q = tuple(v // ss for v, ss in zip(qs, s))
-    split = tuple(v for qq, ss in zip(q, s) for v in (qq, ss)) + (c, f)
-    perm = tuple(2 * a for a in range(nd)) + tuple(1 + 2 * a for a in range(nd)) + \
-        (2 * nd, 2 * nd + 1)
-    return jnp.transpose(kw.reshape(split), perm).reshape(q + (-1, f))
-
-
 def _conv_input(xp, k2, s):
     """What the fused conv reads from the padded input ``xp (B, *L, C)``: ``xp`` itself
-    where it runs as gathered windows (:func:`_uses_windows`), else its space-to-depth
+    where it runs as gathered windows (:func:`.phases.uses_windows`), else its space-to-depth
     form ``(B, *(L/s), prod(s)*C)``; the backward keeps it as the residual."""
-    return xp if _uses_windows(k2) else space_to_depth_by_slices(xp, s)
+    return xp if uses_windows(k2) else space_to_depth_by_slices(xp, s)
 
 
 def _valid_conv(xin, k2, s, policy):
@@ -162,9 +96,9 @@ def _valid_conv(xin, k2, s, policy):
     ``(B, *out, F)``."""
     nd = xin.ndim - 2
     q = k2.shape[:nd]
-    if _uses_windows(k2):
-        kw = _window_order(k2, s).reshape(-1, k2.shape[-1])
-        cols = _windows(xin, q, s)
+    if uses_windows(k2):
+        kw = window_order(k2, s).reshape(-1, k2.shape[-1])
+        cols = windows(xin, q, s)
         return jnp.dot(cols.reshape(cols.shape[:nd + 1] + (-1,)), kw,
                        precision=policy.precision,
                        preferred_element_type=policy.accum_dtype).astype(xin.dtype)
@@ -214,15 +148,15 @@ def _fused_bwd(s, act, policy, padding_blocks, res, g):
     gz = (gsel[..., None, :] * (arg[..., None, :] == phase).astype(g.dtype)).reshape(
         gsel.shape[:-1] + (-1,))
     gb = jnp.sum(gsel, axis=tuple(range(nd + 1)))
-    if _uses_windows(k2):
+    if uses_windows(k2):
         # the forward's windows (XLA computes them once) against the output gradient
-        cols = _windows(x_res, k2.shape[:nd], s)
+        cols = windows(x_res, k2.shape[:nd], s)
         wshape = cols.shape[nd + 1:]
         cols = cols.reshape(-1, int(np.prod(wshape)))
         gkw = lax.dot_general(cols, gz.reshape(cols.shape[0], -1), (((0,), (0,)), ((), ())),
                               precision=policy.precision,
                               preferred_element_type=policy.accum_dtype)
-        gk2 = _phase_order(gkw.reshape(wshape + (-1,)), s).astype(k2.dtype)
+        gk2 = phase_order(gkw.reshape(wshape + (-1,)), s).astype(k2.dtype)
     else:
         gk2 = weight_grad_conv(x_res, gz, k2.shape[:nd], policy=policy).astype(k2.dtype)
     k_rot = rotated_kernel(k2)
@@ -258,7 +192,7 @@ def conv_max_pool(conv: Conv, pool: Pool, params, x: jax.Array, ctx: Ctx,
     q = tuple((ss - 1 + ff - 1) // ss + 1 for ss, ff in zip(s, f))
     length = tuple(ss * (o + qq - 1) for ss, o, qq in zip(s, out, q))
     cfg = [(0, 0)] + [(p, ln - n - p) for p, ln, n in zip(pad, length, x.shape[1:-1])] + [(0, 0)]
-    k2 = _phase_kernel(k, s, q)
+    k2 = phase_kernel(k, s, q)
     # s-blocks of the padded input made only of padding (their input gradient is not needed)
     padding_blocks = tuple((lo // ss, hi // ss) for (lo, hi), ss in zip(cfg[1:-1], s))
     z = _fused(jnp.pad(x, cfg), k2, b.astype(x.dtype), tuple(s), conv.activation, ctx.policy,
