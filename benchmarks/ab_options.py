@@ -2,6 +2,8 @@
 
     python benchmarks/ab_options.py mnist-train --option xla_cpu_enable_fast_math=true
     python benchmarks/ab_options.py sdc1-infer --size 128 --option NAME=VALUE --option ...
+    python benchmarks/ab_options.py sdc1-train --size 256 \
+        --switch cianna_jax.layers.fused_tiles:FUSE=false
 
 Each ``--option NAME=VALUE`` is one variant: the workload's step (the programs
 ``profile_step.py`` profiles) compiled with that XLA option (``Lowered.compile``'s
@@ -14,7 +16,9 @@ does not clear the control's distance from x1.000 has shown nothing.  The ``same
 column says whether an option changed the optimized module XLA compiled (its text):
 options of XLA's passes (fusion emitters, tiling) change it; options that only change
 LLVM's code generation (fast math, vector width) keep it, and so does an option at its
-default value.
+default value.  Each ``--switch MODULE:NAME=VALUE`` is a variant too: the step traced
+and compiled anew with one of the package's module constants set (a form rule's switch,
+e.g. ``cianna_jax.layers.conv:WINOGRAD=false``), the constant restored after.
 
 Every round probes the cores' state (``core_latency.py``), then times each variant's
 step (the fastest of ``--calls`` calls), in an order rotated from round to round.
@@ -26,6 +30,7 @@ slowest / fastest round.  An option this jaxlib does not know stops it with its 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -82,6 +87,37 @@ def alternate_rounds(runs: dict[str, Callable[[], None]], rounds: int, calls: in
     return times, states
 
 
+def parse_switch(text: str) -> tuple[str, str, bool | int | float | str]:
+    """``"MODULE:NAME=VALUE"`` -> (module, name, value as :func:`parse_option` reads
+    it).  ValueError without the module or the name."""
+    module, sep, rest = text.partition(":")
+    if not sep or not module.strip():
+        raise ValueError(f"--switch: expected MODULE:NAME=VALUE, received {text!r}")
+    name, value = parse_option(rest)
+    return module.strip(), name, value
+
+
+def switched_workload(module: str, name: str, value, build: Callable[[], tuple]) -> tuple:
+    """``build()`` traced and compiled anew (JAX's caches cleared) with ``module.name``
+    set to ``value``, then the constant restored; ValueError naming a module or constant
+    that does not exist."""
+    import jax
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"--switch: no module {module!r} ({e})") from None
+    if not hasattr(mod, name):
+        raise ValueError(f"--switch: {module} has no constant {name!r}")
+    old = getattr(mod, name)
+    setattr(mod, name, value)
+    jax.clear_caches()
+    try:
+        return build()
+    finally:
+        setattr(mod, name, old)
+        jax.clear_caches()
+
+
 def summarize(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Per run: ``ms`` (median per step), ``ratio`` (median over rounds of base's time /
     the run's: above 1 faster), ``faster`` (share of rounds faster than base) and
@@ -118,6 +154,9 @@ def main(argv=None) -> None:
     add_workload_arguments(ap)
     ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                     help="an XLA compile option: one variant each (repeat the flag)")
+    ap.add_argument("--switch", action="append", default=[], metavar="MODULE:NAME=VALUE",
+                    help="a module constant of the package set while one variant is traced "
+                         "and compiled (repeat the flag)")
     ap.add_argument("--rounds", type=int, default=15, help="alternated rounds")
     ap.add_argument("--calls", type=int, default=3, help="calls per variant and round "
                     "(the fastest is kept)")
@@ -126,6 +165,7 @@ def main(argv=None) -> None:
         ap.error(f"--rounds and --calls must be >= 1, received {args.rounds} and {args.calls}")
     try:
         options = [parse_option(o) for o in args.option]
+        switches = [parse_switch(o) for o in args.switch]
     except ValueError as e:
         ap.error(str(e))
     args.size = checked_size(ap, args.workload, args.size)
@@ -146,6 +186,14 @@ def main(argv=None) -> None:
             runs[key], texts[key], steps = workload(args.workload, args.size, opts)
         except jax.errors.JaxRuntimeError as e:
             ap.error(f"--option {labels.get(key, key)}: XLA refused it: {e}")
+    for i, (module, name, value) in enumerate(switches):
+        key = f"s{i}"
+        labels[key] = f"{module.rsplit('.', 1)[-1]}.{name}={value}"
+        try:
+            runs[key], texts[key], steps = switched_workload(
+                module, name, value, lambda: workload(args.workload, args.size))
+        except ValueError as e:
+            ap.error(str(e))
     probe = round_trip_ns if can_probe() else None
     times, states = alternate_rounds(runs, args.rounds, args.calls, steps, probe)
     same = {k: texts[k] == texts[BASE] for k in runs}

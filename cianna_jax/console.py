@@ -127,7 +127,9 @@ def perf_table(report: dict) -> str:
         notes.append(f"Not attributed to a layer: {other:.1f} µs (random bits, loss, input "
                      "copies).  Layers without weights (pooling...) count with the layer before"
                      + (f"; conv + max pool run fused at layers {report['fused']}"
-                        if report["fused"] else "") + ".")
+                        if report["fused"] else "")
+                     + "".join(f"; conv {i} runs fused with the tiling conv {i + 1}, its forward "
+                               f"counted on {i + 1}" for i in report.get("tiled", ())) + ".")
     else:
         notes.append("No profile could be taken: only the whole step below is measured.")
     notes.append(f"Whole step (wall clock, without the profiler): {report['wall_us']:.1f} µs "

@@ -38,7 +38,8 @@ def perf_eval(network: int = -1, *, runs: int = 3) -> None:
     read, backward operations to the layer whose weight gradient they feed or whose
     weights they propagate the error through, the optimizer update to its layer.
     Layers without weights (pooling, an activation-only norm) are counted with the
-    layer before; a conv and the max pool it runs fused with appear on the conv.  The
+    layer before; a conv and the max pool it runs fused with appear on the conv, a conv
+    fused with the tiling conv after it (on CPU) has its forward on that second conv.  The
     table shows the median over the runs of each layer's summed operation times, per
     example of the batch, and the wall time of the whole step; the report is also kept
     in ``get_state(network).perf["report"]``.  Costs ``2 * runs`` steps, fewer when
@@ -298,10 +299,11 @@ def _perf_report(state: NetState, kind: str, text: str, module, walls, events, r
                 fwd[layer] += value
             else:
                 bwd[layer] += value
-    fused = sorted(net.fused_pairs(Ctx(train=True, nd=net.nd, policy=state.policy)))
+    ctx = Ctx(train=True, nd=net.nd, policy=state.policy)
+    fused = sorted(net.fused_pairs(ctx))
     return dict(kind=kind, batch=b, runs=runs, layers=[layer.kind for layer in net.layers],
                 forward=fwd, backward=bwd, other=other, profiled=bool(per_run),
                 wall_us=float(np.median(walls)) * 1e6 / b,
                 n_weights=sum(int(np.prod(a.shape)) for p in state.params for a in p.values()),
-                fused=[i + 1 for i in fused],
+                fused=[i + 1 for i in fused], tiled=sorted(net.tiled_pairs(ctx)),
                 )

@@ -31,6 +31,7 @@ from .layers import LayerSpec, Source
 from .layers.base import f32
 from .layers.common import DROP_MODES, Ctx, Shape, internal, map_to_flat_cmajor
 from .layers.fused import conv_max_pool, fusible
+from .layers.fused_tiles import conv_tiling_conv, tiles_fusible
 from .precision import Policy, get_policy
 from .yolo import layout as yolo_layout
 from .yolo.activation import activation as yolo_activation
@@ -45,14 +46,15 @@ __all__ = ["Network", "make_network", "sequential_inputs", "init_params", "set_p
 
 #: the named scopes :func:`forward_internal` runs layers in, as they appear in compiled
 #: programs' op names (``benchmarks/profile_step.py`` sums a profile per layer with it)
-LAYER_SCOPE = re.compile(r"\bL\d+_[a-z]+(?:_pool)?")
+LAYER_SCOPE = re.compile(r"\bL\d+_[a-z]+(?:_pool|_tiles)?")
 
 
-def layer_scope(i: int, kind: str, fused_pool: bool = False) -> str:
+def layer_scope(i: int, kind: str, fused: str = "") -> str:
     """The named scope of layer ``i`` (``"L3_conv"``; ``"L0_conv_pool"`` for a conv run
-    fused with the max pool after it): it names the layer's operations, gradient
-    included, in compiled programs and profiles."""
-    return f"L{i}_{kind}" + ("_pool" if fused_pool else "")
+    fused with the max pool after it, ``"L0_conv_tiles"`` with the tiling conv after it,
+    ``fused`` "pool" or "tiles"): it names the layer's operations, gradient included, in
+    compiled programs and profiles."""
+    return f"L{i}_{kind}" + (f"_{fused}" if fused else "")
 
 Params = tuple[dict[str, jax.Array], ...]
 
@@ -148,6 +150,17 @@ class Network:
             i for i in range(len(self.layers) - 1)
             if self.sources(i + 1) == (i,) and self.consumers[i] == (i + 1,)
             and fusible(self.layers[i], self.layers[i + 1], self.shapes[i][0], ctx))
+
+    def tiled_pairs(self, ctx: Ctx) -> frozenset[int]:
+        """Indices ``i`` where conv ``i`` and the conv ``i + 1`` whose filters tile its
+        output run fused on CPU under ``ctx`` (conv ``i + 1`` its only reader;
+        :mod:`cianna_jax.layers.fused_tiles`), none of them a conv fused with its pool."""
+        pooled = self.fused_pairs(ctx)
+        return frozenset(
+            i for i in range(len(self.layers) - 1)
+            if i not in pooled and i + 1 not in pooled
+            and self.sources(i + 1) == (i,) and self.consumers[i] == (i + 1,)
+            and tiles_fusible(self.layers[i], self.layers[i + 1], self.shapes[i][0], ctx))
 
     def with_input_bias(self, bias: float) -> Network:
         """The same network with another ``init(bias=...)`` (first layer bias too)."""
@@ -350,23 +363,33 @@ def forward_internal(net: Network, params: Params, x: jax.Array, ctx: Ctx,
     dropout), which is what the output loss differentiates.  A conv whose only reader
     is a max pool that tiles it runs fused with it (:mod:`cianna_jax.layers.fused`,
     same numbers; not when its params are in a Winograd layout, laid out under a policy
-    that does not fuse); ``fuse=False`` forces the layer-by-layer path.  ``keep``: return
-    instead the tuple of those layers' outputs.
+    that does not fuse), and on CPU one whose only reader is a conv whose filters tile
+    it (:mod:`cianna_jax.layers.fused_tiles`, the same numbers to float rounding);
+    ``fuse=False`` forces the layer-by-layer path.  ``keep``: return instead the tuple
+    of those layers' outputs.
     """
     check_params(net, params, laid_out=True)  # at trace time: early errors, no run-time cost
     x = x.reshape((x.shape[0],) + net.input_shape)  # (B, D=1, H, W, C) -> 2D: free
     h = {INPUT: x.astype(ctx.policy.compute_dtype)}
     n = len(net.layers)
     fused = net.fused_pairs(ctx) if fuse and not keep else frozenset()
+    tiled = net.tiled_pairs(ctx) if fuse and not keep else frozenset()
     i = 0
     while i < n:
         layer = net.layers[i]
         if i in fused and "kernel" in params[i]:  # not laid out for another policy
             sub = None if key is None else jax.random.fold_in(key, i + 1)
-            with jax.named_scope(layer_scope(i, layer.kind, fused_pool=True)):
+            with jax.named_scope(layer_scope(i, layer.kind, fused="pool")):
                 h[i + 1] = conv_max_pool(layer, net.layers[i + 1], params[i],
                                          h[net.sources(i)[0]], ctx, sub,
                                          activate_output=activate_last or i + 1 < n - 1)
+            i += 2
+            continue
+        if i in tiled and "kernel" in params[i] and "kernel" in params[i + 1]:
+            with jax.named_scope(layer_scope(i, layer.kind, fused="tiles")):
+                h[i + 1] = conv_tiling_conv(layer, net.layers[i + 1], params[i], params[i + 1],
+                                            h[net.sources(i)[0]], ctx,
+                                            activate_output=activate_last or i + 1 < n - 1)
             i += 2
             continue
         sub = None if key is None else jax.random.fold_in(key, i)
@@ -422,9 +445,11 @@ def inference_params(net: Network, params: Params, policy: Policy | str = "off")
     they are (laying out twice changes nothing).
     """
     policy = get_policy(policy)
-    # a conv that runs fused with its max pool needs its kernel (a Winograd layout would
-    # reach conv_max_pool, which cannot use it)
-    fused = net.fused_pairs(Ctx(nd=net.nd, policy=policy))
+    # a conv that runs fused with its max pool or a tiling conv needs its kernel (a
+    # Winograd or widened layout would reach conv_max_pool, which cannot use it, or make
+    # the pair run apart)
+    ctx = Ctx(nd=net.nd, policy=policy)
+    fused = net.fused_pairs(ctx) | {j for i in net.tiled_pairs(ctx) for j in (i, i + 1)}
     todo = tuple(i for i, layer in enumerate(net.layers)
                  if hasattr(layer, "inference_params") and i not in fused)
     sub = tuple(params[i] for i in todo)

@@ -37,6 +37,50 @@ def apply_jit(net, params, rows):
     return cj.output_rows(net, cj.apply(net, params, cj.rows_to_images(net, rows)))
 
 
+def loss_and_grads(net, params, x, t, key):
+    """(loss, displayed loss, gradients of the params and the input, training output,
+    inference output) of images ``x`` against rows ``t``, one jit."""
+    from cianna_jax import training
+
+    def run(p, xx):
+        def loss(pp, xv):
+            return training.batch_loss(pp, net, xv, t, x.shape[0] - 1, key)
+
+        (value, shown), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, xx)
+        return value, shown, grads, cj.apply(net, p, xx, train=True, key=key), \
+            cj.apply(net, p, xx)
+
+    return jax.jit(run)(params, x)
+
+
+def compare_unfused(net, monkeypatch, rule: str, pairs, *, x=None, batch=3, seed=0,
+                    **tol):
+    """:func:`loss_and_grads` of ``net`` as it runs and with the fusion rule
+    ``cianna_jax.network.<rule>`` refusing every pair (``pairs()`` then empty); asserts
+    both agree to ``tol`` and returns the first."""
+    import cianna_jax.network as network
+
+    params = cj.init_params(jax.random.key(seed), net)
+    if x is None:
+        x = jax.random.normal(jax.random.key(seed + 1), (batch, net.input_dim))
+    t = jax.random.uniform(jax.random.key(seed + 2), (x.shape[0], net.out_dim))
+    x = cj.rows_to_images(net, x)  # CIANNA rows -> the core's channel-last images
+    key = jax.random.key(seed + 3)
+    got = loss_and_grads(net, params, x, t, key)
+    with monkeypatch.context() as m:
+        m.setattr(network, rule, lambda *a: False)
+        assert pairs() == frozenset()
+        # the jitted functions inside (training.batch_loss) keep their traces per network:
+        # without this the "unfused" run would reuse the fused trace and compare it with
+        # itself
+        jax.clear_caches()
+        want = loss_and_grads(net, params, x, t, key)
+    jax.clear_caches()  # no unfused trace left for the tests after this one
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), **tol)
+    return got
+
+
 def ctrunc(a: int, b: int) -> int:
     """C integer division (truncates toward zero)."""
     q = abs(a) // abs(b)

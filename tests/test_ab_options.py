@@ -81,9 +81,30 @@ def test_the_table_names_variants_and_says_which_kept_the_module():
     assert lines[3].split()[1:3] == ["2.000", "0.500"] and lines[3].split()[-1] == "no"
 
 
+def test_switches_are_parsed_and_restored_after_the_build():
+    assert ab.parse_switch("cianna_jax.layers.fused_tiles:FUSE=false") == (
+        "cianna_jax.layers.fused_tiles", "FUSE", False)
+    for bad in ("FUSE=false", ":FUSE=false", "cianna_jax.layers.conv:=1"):
+        with pytest.raises(ValueError, match="MODULE:NAME=VALUE|NAME=VALUE"):
+            ab.parse_switch(bad)
+    import cianna_jax.layers.fused_tiles as ft
+    seen = ab.switched_workload("cianna_jax.layers.fused_tiles", "FUSE", False,
+                                lambda: (ft.FUSE,))
+    assert seen == (False,) and ft.FUSE is True
+    with pytest.raises(ValueError, match="no constant 'NOPE'"):
+        ab.switched_workload("cianna_jax.layers.fused_tiles", "NOPE", 1, lambda: ())
+    with pytest.raises(ValueError, match="no module"):
+        ab.switched_workload("cianna_jax.no_such_module", "X", 1, lambda: ())
+    with pytest.raises(RuntimeError):  # a failing build restores the constant too
+        ab.switched_workload("cianna_jax.layers.fused_tiles", "FUSE", False,
+                             lambda: (_ for _ in ()).throw(RuntimeError("build")))
+    assert ft.FUSE is True
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["mnist-infer", "--rounds", "0"], "--rounds"),
     (["mnist-infer", "--option", "fast_math"], "NAME=VALUE"),
+    (["mnist-infer", "--switch", "cianna_jax.layers.conv:NO_SUCH=1"], "no constant"),
     (["sdc1-train", "--size", "100"], "multiple of 16"),
 ])
 def test_command_line_refuses_bad_arguments(argv, needle, capsys):

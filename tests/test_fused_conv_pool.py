@@ -8,50 +8,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layer_refs import compare_unfused
 
 import cianna_jax as cj
-import cianna_jax.network as network
 from cianna_jax import nn, training
 from cianna_jax.layers.common import Ctx
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-def _loss_and_grads(net, params, x, t, key):
-    """(loss, displayed loss, gradients, training output, inference output), one jit."""
-    def run(p, xx):
-        def loss(pp, xv):
-            return training.batch_loss(pp, net, xv, t, x.shape[0] - 1, key)
-
-        (value, shown), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, xx)
-        return value, shown, grads, cj.apply(net, p, xx, train=True, key=key), \
-            cj.apply(net, p, xx)
-
-    return jax.jit(run)(params, x)
-
-
 def _compare(net, monkeypatch, *, fused, x=None, batch=3, seed=0):
     """Run ``net`` fused and unfused; check the fused pairs and that both agree."""
     assert net.fused_pairs(Ctx()) == frozenset(fused)
-    params = cj.init_params(jax.random.key(seed), net)
-    if x is None:
-        x = jax.random.normal(jax.random.key(seed + 1), (batch, net.input_dim))
-    t = jax.random.uniform(jax.random.key(seed + 2), (x.shape[0], net.out_dim))
-    x = cj.rows_to_images(net, x)  # CIANNA rows -> the core's channel-last images
-    key = jax.random.key(seed + 3)
-    got = _loss_and_grads(net, params, x, t, key)
-    with monkeypatch.context() as m:
-        m.setattr(network, "fusible", lambda *a: False)
-        assert net.fused_pairs(Ctx()) == frozenset()
-        # the jitted functions inside (training.batch_loss) keep their traces per network:
-        # without this the "unfused" run would reuse the fused trace and compare it with
-        # itself
-        jax.clear_caches()
-        want = _loss_and_grads(net, params, x, t, key)
-    jax.clear_caches()  # no unfused trace left for the tests after this one
-    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), **TOL)
-    return got
+    return compare_unfused(net, monkeypatch, "fusible", lambda: net.fused_pairs(Ctx()),
+                           x=x, batch=batch, seed=seed, **TOL)
 
 
 def test_2d_mnist_like_network(monkeypatch):

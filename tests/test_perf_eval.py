@@ -134,6 +134,10 @@ def test_perf_table_formats_a_report():
     text = console.perf_table(rep)
     assert "Total" in text and "9.0 µs per example" in text and "fused at layers [1]" in text
     assert " 6.0 / 66.7" in text  # conv: 6 of the 9 cumulated µs
+    assert "tiling conv" not in text
+    text = console.perf_table(dict(rep, fused=[], tiled=[0], layers=["conv", "conv", "dense"]))
+    assert "conv 0 runs fused with the tiling conv 1, its forward counted on 1" in text
+    assert "max pool" not in text
 
 
 def test_attribute_forward_backward_and_update():

@@ -533,6 +533,11 @@ class Conv(LayerBase):
                              f"{sorted(params)}{hint}")
         return x, self._kernel(params, nd).astype(x.dtype), self._bias_term(params)
 
+    def kernel_and_bias(self, params, nd: int) -> tuple[jax.Array, jax.Array]:
+        """(kernel ``(*f, C/G, F)``, bias term per filter) of an ``nd``-dimensional
+        network's ``params``."""
+        return self._kernel(params, nd), self._bias_term(params)
+
     @staticmethod
     def _kernel(params, nd: int) -> jax.Array:
         """The kernel ``(*f, C/G, F)`` of an ``nd``-dimensional network (2D: f_d = 1
