@@ -24,6 +24,7 @@ from ..yolo.tiling import tile_origins, tiles_touching
 from ._deps import require
 from .catalogue import make_table
 from .deblend import MAX_PEAKS
+from .finding_checks import check_model_image
 from .fits_image import Beam, FitsImage, open_image
 from .injection import (
     REACH_SIGMAS,
@@ -45,7 +46,6 @@ from .model_card import LoadedModel, load_model
 from .pipeline import (
     SourceFinding,
     beam_in_pixels,
-    check_model_image,
     find_sources,
     inverted_finding,
     measure_detections,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..checks import as_bounded_float, as_int
+from ..checks import as_int
 from ..io.atomic import check_folder
 from .catalogue import (
     PA_CONVENTION,
@@ -32,6 +32,13 @@ from .catalogue import (
 from .cubelets import write_cubelets
 from .deblend import MAX_PEAKS, split_blends
 from .duplicates import unique_lines, unique_sources
+from .finding_checks import (
+    check_model_image,
+    checked_astrometric_error,
+    checked_figure_path,
+    checked_scale_error,
+    checked_target_reliability,
+)
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .hi_mass import SIZE_MASS_NOTE
@@ -77,8 +84,7 @@ from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "inverted_finding", "attach_reliability", "predict_file", "build_table",
-           "beam_in_pixels", "warn_if_other_scale", "checked_target_reliability",
-           "check_model_image"]
+           "beam_in_pixels", "warn_if_other_scale"]
 
 
 @dataclass
@@ -390,12 +396,12 @@ def find_sources(
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
-    _checked_scale_error(flux_scale_error)
+    checked_scale_error(flux_scale_error)
     as_int(max_peaks, "max_peaks", minimum=1)  # refused before the work
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
-        _checked_astrometric_error(astrometric_error, img)  # refused before the work
+        checked_astrometric_error(astrometric_error, img)  # refused before the work
         mdl = _as_model(model, tile)
         if obj_threshold is not None:  # refused before the noise map's work
             checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
@@ -436,14 +442,6 @@ def find_sources(
             img.close()
 
 
-def check_model_image(img: FitsImage, mdl: LoadedModel) -> None:
-    """ImageError unless the model detects in images of ``img``'s dimension."""
-    if len(img.shape) != mdl.card.ndim:
-        hint = "; plane (--plane N) takes one plane of it" if img.ndim == 3 else ""
-        raise ImageError(f"{img.path}: a {img.ndim}D image, but the model detects in "
-                         f"{mdl.card.ndim}D tiles{hint}")
-
-
 def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
                      obj_threshold: Any = None, predict_fn: Any = None,
                      batch_size: int | None = None, fit: bool = True, merge: bool = True,
@@ -478,20 +476,6 @@ def attach_reliability(res: SourceFinding, inverted: SourceFinding,
     add_reliability_column(res.table, res.reliability)
 
 
-def checked_target_reliability(value: Any, obj_threshold: Any) -> float | None:
-    """``value`` as a target reliability in (0, 1), or None; ValueError naming it when it
-    is not one, or when an objectness threshold is given too."""
-    if value is None:
-        return None
-    if obj_threshold is not None:
-        raise ValueError("target_reliability chooses the objectness threshold: give it or "
-                         f"obj_threshold, not both (received {value!r} and {obj_threshold!r})")
-    t = as_bounded_float(value, "target_reliability")
-    if t >= 1.0:
-        raise ValueError(f"target_reliability: a fraction in (0, 1), e.g. 0.9; received {value!r}")
-    return t
-
-
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
                            *, fit: bool, merge: bool, flux_scale_error: float,
                            fragments: Any = None, max_peaks: int = MAX_PEAKS,
@@ -522,22 +506,6 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     return res
 
 
-def _checked_scale_error(value: Any) -> float:
-    f = as_bounded_float(value, "flux_scale_error", strict=False)
-    if f >= 1.0:
-        raise ValueError(f"flux_scale_error: a fraction of the flux in [0, 1), e.g. 0.1 for "
-                         f"10%; received {value!r}")
-    return f
-
-
-def _checked_astrometric_error(value: Any, image: FitsImage) -> float:
-    a = as_bounded_float(value, "astrometric_error", strict=False)
-    if a > 0 and image.pixel_scale is None:
-        raise ValueError(f"astrometric_error: {image.path} has no celestial WCS, so no pixel "
-                         "scale to put arcsec on its positions")
-    return a
-
-
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False, split: bool | None = None,
@@ -549,8 +517,8 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     ``split``: whether close sources boxed once are split (:func:`.deblend.split_blends`,
     into ``max_peaks`` boxes at most; None: as ``merge``); ``astrometric_error`` (arcsec) as
     :func:`find_sources`."""
-    f = _checked_scale_error(flux_scale_error)
-    a = _checked_astrometric_error(astrometric_error, image)
+    f = checked_scale_error(flux_scale_error)
+    a = checked_astrometric_error(astrometric_error, image)
     img, mdl = image, model
     t2 = time.perf_counter()
     area = img.beam_area_pixels()
@@ -717,7 +685,7 @@ def predict_file(
     if not images:
         raise ValueError("image: give at least one image")
     if reliability_figure is not None:
-        _checked_figure_path(reliability_figure)
+        checked_figure_path(reliability_figure)
         if kw.get("target_reliability") is None:
             kw["reliability"] = True
     drawn = _image_outputs(images, {"residual": residual, "model_image": model_image,
@@ -766,16 +734,6 @@ def predict_file(
         if reliability_figure is not None:
             _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
     return res
-
-
-def _checked_figure_path(path: str | os.PathLike) -> None:
-    """A figure can be written at ``path`` (its folder exists, matplotlib is installed)."""
-    from ._deps import require
-
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"reliability_figure: {folder}: folder does not exist")
-    require("matplotlib")
 
 
 def _reliability_figure(res: SourceFinding | MosaicFinding, path: str | os.PathLike,

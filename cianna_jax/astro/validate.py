@@ -38,6 +38,7 @@ from .catalogue import (
 )
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .deblend import MAX_PEAKS
+from .finding_checks import checked_target_reliability
 from .fits_image import FitsImage, open_image
 from .flags import flag_counts
 from .hi_mass import hi_mass
@@ -55,7 +56,6 @@ from .mosaic import (
 from .other_finder import load_detections, merge_detections
 from .pipeline import (
     attach_reliability,
-    checked_target_reliability,
     inverted_finding,
     measure_detections,
     warn_if_other_scale,
