@@ -113,7 +113,8 @@ def _predict(args) -> int:
                        reliability=args.reliability,
                        target_reliability=args.target_reliability,
                        reliability_figure=args.reliability_figure, fragments=fragments,
-                       max_peaks=args.max_peaks)
+                       max_peaks=args.max_peaks, source_list=args.source_list,
+                       group_tol=args.group_tol)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -123,6 +124,10 @@ def _predict(args) -> int:
                "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
     print(flag_counts(res.table), end="")
+    if args.source_list:
+        from .astro.sources import format_grouping
+
+        print(f"{format_grouping(res.table)} -> {args.source_list}")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
                        ("rms map", args.rms_map), ("background map", args.background_map),
                        ("cubelets, moment maps and spectra", args.cubelets),
@@ -232,6 +237,27 @@ def _inject_one(args, image: str, model, out: str) -> None:
             write_injected(img.with_sources(res.sources[0]), args.write_image)
         what = "cube with the {} lines" if res.sources[0].ndim == 3 else "image with the {} sources"
         print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
+
+
+def _sources(args) -> int:
+    from .astro.catalogue import read_catalogue, write_catalogue
+    from .astro.source_list import source_list
+    from .astro.sources import GROUP_TOL, format_grouping, with_sources
+
+    t = read_catalogue(args.catalogue)
+    if args.group_tol is not None or "source_id" not in t.colnames:
+        with_sources(t, GROUP_TOL if args.group_tol is None else args.group_tol,
+                     what=args.catalogue)
+    write_catalogue(source_list(t), args.out)
+    print(f"{format_grouping(t)} -> {args.out}")
+    return 0
+
+
+def _group_tol_option(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--group-tol", type=float, default=default, metavar="TOL",
+                   help="PyBDSF's grouping tolerance: larger values make larger sources "
+                        "(default 1, PyBDSF's" + (", or the catalogue's own source_id"
+                                                  if default is None else "") + ")")
 
 
 def _counts(args) -> int:
@@ -504,6 +530,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="a 'cianna-jax inject' report folder of an image like this one: "
                            "its measured rates of the detector's errors around sources are "
                            "added to the reliability (implies --reliability)")
+    pred.add_argument("--source-list", default=None, metavar="PATH",
+                      help="also write the sources the catalogue's Gaussians make (PyBDSF's "
+                           "srl beside its gaul: flux summed, centroid, moments' size, S_Code)")
+    _group_tol_option(pred, 1.0)
     pred.add_argument("--cubelets", default=None, metavar="FOLDER",
                       help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
                            "maps and spectrum in this folder (one cube)")
@@ -578,6 +608,14 @@ def _parser() -> argparse.ArgumentParser:
                           "reliability column counting both the detections made of noise "
                           "and the detector's errors around sources that the injection "
                           "measured")
+
+    srl = sub.add_parser("sources", help="a source list from a catalogue of Gaussians "
+                                         "(this package's, or PyBDSF's gaul): Gaussians "
+                                         "grouped by PyBDSF's rule, fluxes summed")
+    srl.add_argument("--catalogue", required=True, help="catalogue of Gaussians (peak, rms, "
+                     "bmaj, bmin, pa, flux and ra/dec or x/y)")
+    srl.add_argument("--out", required=True, help="source list (.ecsv, .csv, .fits, .xml, .reg)")
+    _group_tol_option(srl, None)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -687,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     from .astro import MissingExtraError
 
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
-           "train": _train, "inject": _inject, "counts": _counts}[args.command]
+           "train": _train, "inject": _inject, "counts": _counts,
+           "sources": _sources}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

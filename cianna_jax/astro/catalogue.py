@@ -120,6 +120,12 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                       "the fits share flux"),
     "blend_group": (None, "number shared by the sources linked by overlapping half-maximum "
                           "extents (1 for the brightest's; 0: not blended)"),
+    "source_id": (None, "the Gaussians of one source share it, 1, 2, ... from the brightest's "
+                        "(PyBDSF's grouping rule, meta sources)"),
+    "s_code": (None, "S: one Gaussian alone in its island; C: one Gaussian in an island with "
+                     "other sources; M: several Gaussians (PyBDSF's S_Code)"),
+    "n_components": (None, "number of Gaussians of the source"),
+    "component_ids": (None, "the catalogue ids of the source's Gaussians"),
     "deblended": (None, "True when the detector boxed this source with close neighbours, "
                         "once: the box's separate peaks were split into one source each, "
                         "fitted together"),

@@ -23,6 +23,7 @@ import numpy as np
 from .catalogue import CatalogueError, column_values
 from .fits_image import FitsImage, ImageError
 from .sky import angular_separation, pixel_to_sky, sky_to_pixel
+from .sources import GROUP_TOL, THRESH_ISL, with_sources
 
 __all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data",
            "nearest_centre_image", "split_catalogue", "with_image_column", "summed_timings",
@@ -220,6 +221,10 @@ def merge_tables(tables: Sequence[Any], keep: Sequence[np.ndarray], names: Seque
         merged["blend_group"] = np.array(
             [pair.setdefault((images[k], g), len(pair) + 1) if g else 0
              for k, g in enumerate(groups)], np.int64)
+    if "source_id" in merged.colnames:  # grouped again over the images, as each was
+        settings = tables[0].meta.get("sources", {})
+        merged = with_sources(merged, settings.get("group_tol", GROUP_TOL),
+                              settings.get("thresh_isl", THRESH_ISL))
     first = tables[0].meta
     meta = {k: v for k, v in first.items() if k not in _PER_IMAGE}
     frames = {str(t.meta.get("radec_frame")) for t in tables}

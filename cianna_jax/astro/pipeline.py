@@ -80,6 +80,8 @@ from .sky import (
     pixel_to_sky,
     sky_offsets_per_pixel,
 )
+from .source_list import source_list as make_source_list
+from .sources import GROUP_TOL, THRESH_ISL, checked_group_tol, with_sources
 from .spectral import LINE_NOTE, SpectralAxis, line_columns
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
@@ -284,7 +286,9 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         **line_meta,
         **meta,
     }
-    return make_table(cols, meta=full_meta, units=units)
+    table = make_table(cols, meta=full_meta, units=units)
+    # Gaussians grouped into sources (PyBDSF's rule and defaults)
+    return with_sources(table) if flagged else table
 
 
 def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
@@ -659,6 +663,8 @@ def predict_file(
     background_map: str | os.PathLike | None = None,
     cubelets: str | os.PathLike | None = None,
     reliability_figure: str | os.PathLike | None = None,
+    source_list: str | os.PathLike | None = None,
+    group_tol: float = GROUP_TOL,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
@@ -670,8 +676,10 @@ def predict_file(
     one 2D image); ``cubelets``: a folder for each line's cubelet, moment maps and spectrum
     (:mod:`.cubelets`; one cube); ``reliability_figure``: a PNG (or PDF...) of the
     inverted-image test (:func:`.plots.reliability_plot`; implies ``reliability``, needs
-    matplotlib).  The outputs are checked before any work; nothing is written if anything
-    fails."""
+    matplotlib); ``source_list``: a table of the sources the catalogue's Gaussians make
+    (:mod:`.source_list`; 2D images), grouped with PyBDSF's ``group_tol`` (:mod:`.sources`,
+    also the catalogue's ``source_id`` and ``s_code``).  The outputs are checked before any
+    work; nothing is written if anything fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -684,6 +692,12 @@ def predict_file(
             raise FileNotFoundError(f"{folder}: output folder does not exist")
     if not images:
         raise ValueError("image: give at least one image")
+    group_tol = checked_group_tol(group_tol)
+    if source_list is not None:
+        sl_format = catalogue_format(source_list)
+        if sl_format == "sdc2":
+            raise ValueError(f"source_list: {source_list}: SDC2 text is for a cube's lines")
+        check_folder(os.path.dirname(os.path.abspath(os.fspath(source_list))))
     if reliability_figure is not None:
         checked_figure_path(reliability_figure)
         if kw.get("target_reliability") is None:
@@ -700,7 +714,7 @@ def predict_file(
             raise FileNotFoundError(f"cubelets: {parent}: folder does not exist")
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
-        _write_catalogues(res.table, outs, formats)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list)
         if reliability_figure is not None:
             _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
         return res
@@ -720,8 +734,11 @@ def predict_file(
         if cubelets is not None and img.ndim != 3:
             raise ImageError(f"{img.path}: cubelets are cut from cubes; this image has shape "
                              f"{img.shape}")
+        if source_list is not None and img.ndim != 2:
+            raise ImageError(f"{img.path}: a source list groups a 2D image's Gaussians; this "
+                             f"image has shape {img.shape}")
         res = find_sources(img, model, **kw)
-        _write_catalogues(res.table, outs, formats)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list)
         if cubelets is not None:
             boxes = res.detections.boxes.boxes
             write_cubelets(img, res.table, boxes, res.noise, cubelets,
@@ -751,8 +768,22 @@ def _reliability_figure(res: SourceFinding | MosaicFinding, path: str | os.PathL
                                  target=target), path)
 
 
-def _write_catalogues(table: Any, outs: list, formats: list[str]) -> None:
+def _grouped(table: Any, group_tol: float) -> Any:
+    """``table`` with its Gaussians grouped with ``group_tol`` (2D catalogues are made with
+    PyBDSF's default)."""
+    if "source_id" in table.colnames and group_tol != GROUP_TOL:
+        settings = table.meta.get("sources", {})
+        with_sources(table, group_tol, settings.get("thresh_isl", THRESH_ISL))
+    return table
+
+
+def _write_catalogues(table: Any, outs: list, formats: list[str],
+                      sources: str | os.PathLike | None = None) -> None:
+    """The catalogue to each of ``outs``; its source list (:mod:`.source_list`) to
+    ``sources`` when given."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         for o, f in zip(outs, formats):
             write_catalogue(table, o, f)
+        if sources is not None:
+            write_catalogue(make_source_list(table), sources)

@@ -1,0 +1,178 @@
+"""Gaussians grouped into sources by PyBDSF's rule, their S_Code, and the source list:
+hand-placed Gaussians with known answers, the moments of the summed model, a real
+catalogue's single-Gaussian sources kept exactly, the command lines and the refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+from astropy.table import Table  # noqa: E402
+
+from cianna_jax.astro import sources as S  # noqa: E402
+from cianna_jax.astro.catalogue import CatalogueError, read_catalogue  # noqa: E402
+from cianna_jax.astro.source_list import source_list  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+F = S.FWHM
+
+
+def _table(rows, rms=1.0):
+    """Gaussians in pixels (no WCS: east is -x): x, y, peak, FWHM axes, pa, flux."""
+    t = Table(rows=rows, names=("x", "y", "peak", "bmaj", "bmin", "pa", "flux"))
+    t["rms"] = rms
+    t["flux_err"] = 0.1 * np.asarray(t["flux"])
+    t["id"] = np.arange(1, len(t) + 1)
+    return t
+
+
+#: the cases of the rule, each far from the others (sigma 1 px)
+CASES = _table([
+    (0, 0, 20, F, F, 0, 20), (0, 0.6 * F, 20, F, F, 0, 20),       # no dip between: one, M
+    (100, 0, 50, F, F, 0, 50), (100, 1.5 * F, 50, F, F, 0, 50),   # a deep dip: C and C
+    (200, 0, 6, F, F, 0, 6), (200, 0.95 * F, 6, F, F, 0, 6),      # shallow and close: M
+    (300, 0, 100, F, F, 0, 100), (300, 2.5, 5, F, F, 0, 5),       # on the bright's shoulder
+    (400, 0, 20, F, F, 0, 20),                                    # alone: S
+    (500, 0, 2, F, F, 0, 2), (500, 0.6 * F, 2, F, F, 0, 2),       # below 3 rms: two islands
+])
+
+
+def test_the_rule_on_hand_placed_gaussians():
+    t = S.with_sources(CASES.copy())
+    assert list(t["source_id"]) == [1, 1, 2, 3, 4, 4, 5, 5, 6, 7, 8]
+    assert "".join(t["s_code"]) == "MMCCMMMMSSS"
+    assert t.meta["sources"]["group_tol"] == 1.0 and t.meta["sources"]["thresh_isl"] == 3.0
+    # the deep dip's pair (1.5 FWHM apart, the sum 29 rms under the peaks between them):
+    # still two sources at group_tol 2 (a dip of at most 6 rms allowed), one at 20 (60 rms)
+    t2 = S.with_sources(CASES.copy(), group_tol=2.0)
+    assert t2["source_id"][2] != t2["source_id"][3]
+    t20 = S.with_sources(CASES.copy(), group_tol=20.0)
+    assert t20["source_id"][2] == t20["source_id"][3]
+
+
+def test_grouping_does_not_depend_on_the_row_order():
+    perm = np.random.default_rng(3).permutation(len(CASES))
+    g, _ = S.table_gaussians(CASES[perm])
+    src, isl = S.group_components(g)
+    want, _ = S.group_components(S.table_gaussians(CASES)[0])
+    # the same partition: the i-th row of the permuted table with the perm[i]-th of the first
+    same = src[:, None] == src[None, :]
+    assert np.array_equal(same, want[perm][:, None] == want[perm][None, :])
+
+
+def test_a_gaussian_without_a_size_stays_alone():
+    t = CASES[:2].copy()
+    t["bmaj"][1] = np.nan
+    t = S.with_sources(t)
+    assert list(t["source_id"]) == [1, 2] and list(t["s_code"]) == ["S", "S"]
+
+
+def test_the_source_list_of_two_gaussians_is_their_summed_model():
+    """Two round Gaussians (sigma 2 arcsec, peaks 10 mJy/beam) 3 arcsec apart east-west
+    at dec 30: flux summed, centroid between them, moments sigma^2 + d^2/4 along the line
+    joining them (pa 90), peak of the sum at the middle."""
+    sig, d, dec = 2.0, 3.0, 30.0
+    dra = d / 3600.0 / math.cos(math.radians(dec))
+    t = Table({"ra": [150.0, 150.0 + dra], "dec": [dec, dec], "peak": [0.01, 0.01],
+               "rms": [1e-4, 1e-4], "bmaj": [sig * F] * 2, "bmin": [sig * F] * 2,
+               "pa": [0.0, 0.0], "flux": [0.02, 0.02], "flux_err": [3e-4, 4e-4],
+               "ra_err": [0.1, 0.2], "dec_err": [0.1, 0.2], "id": [1, 2]})
+    t.meta.update(beam_bmaj_arcsec=1.5 * F, beam_bmin_arcsec=1.5 * F, beam_bpa_deg=0.0)
+    sl = source_list(S.with_sources(t))
+    assert len(sl) == 1 and sl["s_code"][0] == "M" and sl["n_components"][0] == 2
+    r = sl[0]
+    assert r["flux"] == pytest.approx(0.04) and r["flux_err"] == pytest.approx(5e-4)
+    assert r["ra"] == pytest.approx(150.0 + dra / 2, abs=1e-9)
+    assert r["dec"] == pytest.approx(dec, abs=1e-9)
+    assert r["ra_err"] == pytest.approx(math.hypot(0.05, 0.1))
+    assert r["bmaj"] == pytest.approx(F * math.sqrt(sig**2 + d**2 / 4), rel=1e-6)
+    assert r["bmin"] == pytest.approx(F * sig, rel=1e-6)
+    assert r["pa"] == pytest.approx(90.0, abs=1e-6)
+    assert r["peak"] == pytest.approx(0.02 * math.exp(-(d / 2) ** 2 / (2 * sig**2)), rel=1e-6)
+    assert r["snr"] == pytest.approx(r["peak"] / 1e-4)
+    assert r["bmaj_deconv"] == pytest.approx(F * math.sqrt(sig**2 + d**2 / 4 - 1.5**2), rel=1e-6)
+    assert r["bmin_deconv"] == pytest.approx(F * math.sqrt(sig**2 - 1.5**2), rel=1e-6)
+    assert r["component_ids"] == "1,2"
+    assert sl["bmaj"].unit == "arcsec" and sl.meta["sources"]["group_tol"] == 1.0
+
+
+def test_a_catalogue_keeps_its_single_gaussians_exactly(field, tiny_model):
+    from cianna_jax.astro.pipeline import find_sources
+
+    res = find_sources(field[0], tiny_model, progress=False)
+    t = res.table
+    assert {"source_id", "s_code"} <= set(t.colnames) and "sources" in t.meta
+    assert t["source_id"][0] == 1 and set(t["s_code"]) <= {"S", "C", "M"}
+    sl = source_list(t)
+    assert len(sl) == len(np.unique(t["source_id"]))
+    assert sl["flux"].sum() == pytest.approx(t["flux"].sum())
+    one = sl[sl["n_components"] == 1]
+    rows = t[np.array([int(i) for i in one["component_ids"]]) - 1]
+    for name in ("flux", "ra", "dec", "bmaj", "bmin", "bmaj_deconv", "bmin_deconv", "peak"):
+        np.testing.assert_allclose(one[name], rows[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_refusals():
+    with pytest.raises(CatalogueError, match="'rms'"):
+        S.with_sources(Table({"x": [1.0], "y": [1.0], "peak": [1.0], "bmaj": [1.0],
+                              "bmin": [1.0], "pa": [0.0]}))
+    for bad in (0, -1, math.nan, "x", True):
+        with pytest.raises(ValueError, match="group_tol"):
+            S.with_sources(CASES.copy(), group_tol=bad)
+
+
+def test_pybdsf_gaussian_list_columns():
+    """PyBDSF's gaul names and units (sizes in degrees) are read through the aliases."""
+    t = Table({"RA": [10.0, 10.0], "DEC": [0.0, 0.6 * 2 / 3600], "Peak_flux": [0.02, 0.02],
+               "Isl_rms": [1e-3, 1e-3], "Maj": [2 / 3600, 2 / 3600],
+               "Min": [2 / 3600, 2 / 3600], "PA": [0.0, 0.0], "Total_flux": [0.02, 0.02]})
+    for c in ("Maj", "Min", "RA", "DEC"):
+        t[c].unit = "deg"
+    sl = source_list(t)
+    assert len(sl) == 1 and sl["flux"][0] == pytest.approx(0.04)
+    assert sl["bmin"][0] == pytest.approx(2.0, rel=1e-6)
+
+
+def test_command_lines(tmp_path, field, tiny_model, capsys):
+    image = field[0]
+    out, srl = tmp_path / "cat.ecsv", tmp_path / "srl.ecsv"
+    assert main(["predict", "--model", tiny_model, "--image", image, "--out", str(out),
+                 "--source-list", str(srl), "--group-tol", "1.5", "--quiet"]) == 0
+    assert "sources from" in capsys.readouterr().out
+    cat, sl = read_catalogue(str(out)), read_catalogue(str(srl))
+    assert cat.meta["sources"]["group_tol"] == 1.5 and sl.meta["sources"]["group_tol"] == 1.5
+    assert len(sl) == len(np.unique(cat["source_id"]))
+    again = tmp_path / "again.ecsv"
+    assert main(["sources", "--catalogue", str(out), "--out", str(again)]) == 0
+    assert len(read_catalogue(str(again))) == len(sl)  # its own grouping, group_tol 1.5
+    assert "group_tol 1.5" in capsys.readouterr().out
+    fits_list = tmp_path / "srl.fits"  # any catalogue format
+    assert main(["sources", "--catalogue", str(out), "--out", str(fits_list)]) == 0
+    assert len(read_catalogue(str(fits_list))) == len(sl)
+    assert main(["sources", "--catalogue", str(out), "--out", str(again),
+                 "--group-tol", "0"]) == 2
+    assert "group_tol" in capsys.readouterr().err
+    for bad in (["--source-list", str(tmp_path / "s.sdc2")], ["--group-tol", "-2"]):
+        assert main(["predict", "--model", tiny_model, "--image", image,
+                     "--out", str(tmp_path / "x.ecsv"), "--quiet", *bad]) == 2
+        assert not (tmp_path / "x.ecsv").exists()
+    capsys.readouterr()
+
+
+def test_a_mosaic_groups_gaussians_across_its_images():
+    """Two images' catalogues, one Gaussian each, 0.6 FWHM apart: alone in each (S), one
+    source of two (M) once merged."""
+    from cianna_jax.astro.mosaic import merge_tables
+
+    def one(dec):
+        t = Table({"id": [1], "ra": [10.0], "dec": [dec], "peak": [0.02], "rms": [1e-3],
+                   "bmaj": [2.0], "bmin": [2.0], "pa": [0.0], "flux": [0.02]})
+        return S.with_sources(t)
+
+    a, b = one(0.0), one(0.6 * 2.0 / 3600)
+    assert a["s_code"][0] == b["s_code"][0] == "S"
+    merged = merge_tables([a, b], [np.ones(1, bool)] * 2, ["a.fits", "b.fits"])
+    assert list(merged["source_id"]) == [1, 1] and list(merged["s_code"]) == ["M", "M"]
