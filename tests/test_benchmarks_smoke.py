@@ -256,3 +256,18 @@ def test_script_start_times_a_fresh_process_and_names_its_programs(capsys):
     assert {"train_step", "eval_step"} & set(run["compiled"])
     assert not _benchmark("script_start").small_programs(run["compiled"]), run["compiled"]
     assert "0 of them small eager ones" in capsys.readouterr().out
+
+
+def test_pybdsf_grouping_compares_with_pybdsf_own_lists():
+    """The comparison on PyBDSF's stored lists (no PyBDSF run): its grouped pairs all found,
+    the multi-Gaussian sources' fluxes PyBDSF's, the report naming the S_Code changes."""
+    from astropy.table import Table
+
+    m = _benchmark("pybdsf_grouping")
+    c = m.compare(Table.read(ROOT / "tests" / "data" / "pybdsf" / "pairs.gaul.fits"),
+                  Table.read(ROOT / "tests" / "data" / "pybdsf" / "pairs.srl.fits"))
+    assert c["pairs_pybdsf"] == c["pairs_ours"] == c["pairs_both"] > 0
+    assert c["codes_same"] == c["gaussians"] - 2 and len(c["multi"]) == 9
+    assert all(abs(r["flux"] - 1.0) < 1e-6 for r in c["multi"])
+    text = m.format_report("f.fits", c)
+    assert "C->S 2" in text and "both" in text

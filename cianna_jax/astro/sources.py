@@ -54,13 +54,15 @@ SOURCES_NOTE = ("source_id: the Gaussians of one source share it (1 for the brig
 class Gaussians:
     """Components in a plane: centres ``pos (N, 2)`` (east, north), covariances
     ``cov (N, 2, 2)`` (sigma^2), peaks and local rms ``(N,)`` in one brightness unit;
-    ``unit``: "arcsec" or "pix"."""
+    ``unit``: "arcsec" or "pix"; ``pixels``: the centres in image pixels ``(N, 2)`` when
+    known (the segments are sampled once per pixel, as PyBDSF reads its model image)."""
 
     pos: np.ndarray
     cov: np.ndarray
     peak: np.ndarray
     rms: np.ndarray
     unit: str
+    pixels: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -109,8 +111,10 @@ def table_gaussians(table: Any, what: str = "catalogue") -> tuple[Gaussians, np.
         pos = np.stack([-column_values(table, "x", what), column_values(table, "y", what)], 1)
     cov = covariances(column_values(table, "bmaj", what), column_values(table, "bmin", what),
                       column_values(table, "pa", what))
+    x, y = column_values(table, "x", what), column_values(table, "y", what)
+    pixels = None if x is None or y is None else np.stack([x, y], 1).reshape(n, 2)
     return Gaussians(pos.reshape(n, 2), cov.reshape(n, 2, 2), column_values(table, "peak", what),
-                     column_values(table, "rms", what), unit), ref
+                     column_values(table, "rms", what), unit, pixels), ref
 
 
 def _fwhm_along(cov: np.ndarray, u: np.ndarray) -> float:
@@ -127,19 +131,31 @@ def _pair_links(g: Gaussians, i: int, j: int, near: np.ndarray, group_tol: float
     if d == 0.0:
         return True, True
     u = (b - a) / d
-    smallest = min(math.sqrt(float(np.linalg.eigvalsh(g.cov[k])[0])) for k in (i, j))
-    n = int(min(max(9, math.ceil(4.0 * d / smallest) + 1), 401))
-    line = a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
-    p = g.model(near, line)
     rms = 0.5 * (g.rms[i] + g.rms[j])
-    if float(p.min()) < thresh_isl * rms:
+    # the island: the sum above the threshold all along, about four samples per sigma of
+    # the narrower Gaussian
+    smallest = min(math.sqrt(float(np.linalg.eigvalsh(g.cov[k])[0])) for k in (i, j))
+    if float(np.min(g.model(near, _segment(a, b, 4.0 * d / smallest)))) < thresh_isl * rms:
         return False, False
-    lo, hi = int(np.argmin(p)), int(np.argmax(p))
+    # the source rule on one sample per pixel along the longer axis where the pixels are
+    # known, as PyBDSF reads the line through its model image
+    if g.pixels is not None and np.all(np.isfinite(g.pixels[[i, j]])):
+        steps = float(np.max(np.abs(g.pixels[j] - g.pixels[i])))
+    else:
+        steps = 2.0 * d / smallest
+    p = g.model(near, _segment(a, b, steps))
+    lo, hi, n = int(np.argmin(p)), int(np.argmax(p)), len(p)
     no_dip = lo in (0, n - 1) and hi in (0, n - 1)
     fainter = float(min(g.peak[i], g.peak[j]))
     shallow = float(p.min()) >= fainter - group_tol * thresh_isl * rms
     close = d <= 0.5 * group_tol * (_fwhm_along(g.cov[i], u) + _fwhm_along(g.cov[j], u))
     return True, bool(no_dip or (shallow and close))
+
+
+def _segment(a: np.ndarray, b: np.ndarray, steps: float) -> np.ndarray:
+    """``round(steps) + 1`` points from ``a`` to ``b`` (2 to 1001)."""
+    n = min(max(int(round(steps)) + 1, 2), 1001)
+    return a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
 
 
 def _labels(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:

@@ -176,3 +176,30 @@ def test_a_mosaic_groups_gaussians_across_its_images():
     assert a["s_code"][0] == b["s_code"][0] == "S"
     merged = merge_tables([a, b], [np.ones(1, bool)] * 2, ["a.fits", "b.fits"])
     assert list(merged["source_id"]) == [1, 1] and list(merged["s_code"]) == ["M", "M"]
+
+
+def test_pybdsf_own_gaussians_give_pybdsf_own_sources():
+    """PyBDSF 1.14.1's Gaussian list of whole islands of a field with close pairs
+    (tests/data/pybdsf/pairs.gaul.fits: 51 Gaussians, 9 sources of several): grouped here,
+    the same sources (members and summed fluxes), and the same S_Code for all Gaussians but
+    one island's two, whose pixels connect them where their Gaussians' sum along the
+    segment falls below 3 rms (C for PyBDSF, S here)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    g = read_catalogue(str(data / "pybdsf" / "pairs.gaul.fits"))
+    srl = read_catalogue(str(data / "pybdsf" / "pairs.srl.fits"))
+    t = S.with_sources(g.copy())
+    pb, us = np.asarray(g["Source_id"]), np.asarray(t["source_id"])
+    assert np.array_equal(pb[:, None] == pb[None, :], us[:, None] == us[None, :])
+    ours_code, theirs = np.asarray(t["s_code"]).astype(str), np.asarray(g["S_Code"]).astype(str)
+    differ = np.flatnonzero(ours_code != theirs)
+    assert list(differ) == [10, 11] and set(theirs[differ]) == {"C"}
+    assert len(set(np.asarray(g["Isl_id"])[differ])) == 1
+    ours = source_list(t)
+    assert len(ours) == len(srl) and np.count_nonzero(ours["s_code"] == "M") == 9
+    want = dict(zip(np.asarray(srl["Source_id"]), np.asarray(srl["Total_flux"])))
+    for r in ours:
+        rows = np.array([int(i) for i in r["component_ids"].split(",")]) - 1  # no id: rows
+        (sid,) = set(pb[rows])
+        assert r["flux"] == pytest.approx(want[sid], rel=1e-6)
