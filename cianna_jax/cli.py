@@ -239,20 +239,6 @@ def _inject_one(args, image: str, model, out: str) -> None:
         print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
 
 
-def _sources(args) -> int:
-    from .astro.catalogue import read_catalogue, write_catalogue
-    from .astro.source_list import source_list
-    from .astro.sources import GROUP_TOL, format_grouping, with_sources
-
-    t = read_catalogue(args.catalogue)
-    if args.group_tol is not None or "source_id" not in t.colnames:
-        with_sources(t, GROUP_TOL if args.group_tol is None else args.group_tol,
-                     what=args.catalogue)
-    write_catalogue(source_list(t), args.out)
-    print(f"{format_grouping(t)} -> {args.out}")
-    return 0
-
-
 def _group_tol_option(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--group-tol", type=float, default=default, metavar="TOL",
                    help="PyBDSF's grouping tolerance: larger values make larger sources "
@@ -260,38 +246,16 @@ def _group_tol_option(p: argparse.ArgumentParser, default) -> None:
                                                   if default is None else "") + ")")
 
 
-def _counts(args) -> int:
-    from .astro.catalogue import write_catalogue
-    from .astro.injection import flux_unit
-    from .astro.source_counts import count_catalogue
-
-    if args.figure:  # refused before the work
-        from .astro.completeness import require_plotting
-
-        require_plotting()
-    c = count_catalogue(args.catalogue, image=args.image, area_deg2=args.area_deg2,
-                        completeness=args.completeness, per_decade=args.per_decade,
-                        min_completeness=args.min_completeness, hdu=args.hdu)
-    t = c.table()
-    write_catalogue(t, args.out)
-    scale, unit = flux_unit(c.edges)
-    union = "" if c.image_areas_sr is None else f" (the union of {len(args.image)} images' data)"
-    print(f"{int(c.n.sum())} sources over {t.meta['area_deg2']:.4g} deg^2{union}"
-          + ("" if args.completeness is None else ", corrected by the injection's completeness"))
-    print(f"{'S (' + unit + ')':>12}{'n':>7}{'n_corr':>9}{'compl.':>8}  S^2.5 dN/dS (Jy^1.5/sr)")
-    for r in t:
-        mark = "" if r["complete"] else "  (below the completeness limit)"
-        comp = "-" if not math.isfinite(float(r["completeness"])) else f"{r['completeness']:.2f}"
-        print(f"{r['flux_mid'] * scale:>12.4g}{r['n']:>7d}{r['n_corrected']:>9.1f}{comp:>8}  "
-              f"{r['counts']:.4g} +- {r['counts_err']:.2g}{mark}")
-    print(f"-> {args.out}")
-    if args.figure:
-        from .astro.plots import counts_plot, save_figure
-
-        save_figure(counts_plot(c, title=f"Source counts: {os.path.basename(args.catalogue)}"),
-                    args.figure)
-        print(f"figure -> {args.figure}")
-    return 0
+def _pair(text: str) -> tuple[float, float]:
+    """``"A,B"`` -> (A, B) for an option."""
+    a, sep, b = text.partition(",")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return float(a), float(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MEAN,STD such as -0.7,0.2; received "
+                                         f"{text!r}") from None
 
 
 def _compare_names(values: list[str]) -> dict[str, str]:
@@ -385,9 +349,11 @@ def _simulate(args) -> int:
     field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
                             nan_border=args.nan_border, sdc1_layout=args.sdc1_layout,
                             blend_fraction=args.blend_fraction,
-                            blend_members=args.blend_members)
+                            blend_members=args.blend_members, freq_hz=args.freq_mhz * 1e6,
+                            spectral_index=args.spectral_index)
     write_fits(args.out, field)
-    msg = f"{size}x{size} field, noise {args.noise:g} Jy/beam -> {args.out}"
+    msg = (f"{size}x{size} field at {args.freq_mhz:g} MHz, noise {args.noise:g} Jy/beam -> "
+           f"{args.out}")
     if args.truth:
         t = truth_table(field)
         write_catalogue(t, args.truth)
@@ -617,6 +583,20 @@ def _parser() -> argparse.ArgumentParser:
     srl.add_argument("--out", required=True, help="source list (.ecsv, .csv, .fits, .xml, .reg)")
     _group_tol_option(srl, None)
 
+    spx = sub.add_parser("spectral-index", help="spectral indices of the sources of "
+                                                "catalogues of one sky at several frequencies")
+    spx.add_argument("--catalogue", action="append", required=True,
+                     help="a catalogue (or source list) per frequency; the first one's sources "
+                          "are kept, the others matched to them")
+    spx.add_argument("--freq-mhz", type=float, action="append", default=None,
+                     help="each catalogue's frequency (MHz), in their order (default: the "
+                          "frequency predict recorded from each image's header)")
+    spx.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                     help="matching radius (default: half the largest beam FWHM)")
+    spx.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    spx.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw alpha against flux and its histogram")
+
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
                                         "and source injection's completeness")
@@ -699,6 +679,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--blend-members", type=int, default=1,
                      help="companions of each source --blend-fraction picks, each at its own "
                           "angle (2: groups of three)")
+    sim.add_argument("--freq-mhz", type=float, default=560.0,
+                     help="observing frequency written to the header (MHz; default 560)")
+    sim.add_argument("--spectral-index", type=_pair, default=None, metavar="MEAN,STD",
+                     help="each source's own spectral index drawn from this normal law, its "
+                          "560 MHz flux scaled to --freq-mhz (a seed's sources at several "
+                          "frequencies, each with its own noise); the truth gets alpha")
     sim.add_argument("--cube", action="store_true",
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")
@@ -722,11 +708,13 @@ def main(argv: list[str] | None = None) -> int:
         return _info()
     if getattr(args, "hdu", None) is not None and str(args.hdu).isdigit():
         args.hdu = int(args.hdu)
+    from . import cli_tables
     from .astro import MissingExtraError
 
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
-           "train": _train, "inject": _inject, "counts": _counts,
-           "sources": _sources}[args.command]
+           "train": _train, "inject": _inject, "counts": cli_tables.counts,
+           "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index
+           }[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

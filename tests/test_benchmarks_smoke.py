@@ -271,3 +271,22 @@ def test_pybdsf_grouping_compares_with_pybdsf_own_lists():
     assert all(abs(r["flux"] - 1.0) < 1e-6 for r in c["multi"])
     text = m.format_report("f.fits", c)
     assert "C->S 2" in text and "both" in text
+
+
+def test_spectral_index_check_bins_the_pulls():
+    """The comparison with the truth: offsets and pull scatter per S/N bin."""
+    from astropy.table import Table
+
+    m = _benchmark("spectral_index_check")
+    n = 40
+    rng = np.random.default_rng(0)
+    truth = Table({"ra": np.linspace(10, 10.1, n), "dec": np.zeros(n),
+                   "alpha": rng.normal(-0.7, 0.3, n)})
+    err = np.full(n, 0.05)
+    t = Table({"ra": truth["ra"], "dec": truth["dec"], "flux_2": np.full(n, 1.0),
+               "flux_err_2": np.where(np.arange(n) < 20, 0.2, 0.02),
+               "alpha": truth["alpha"] + err * rng.normal(size=n), "alpha_err": err})
+    t.meta.update(radius_arcsec=1.0, frequencies_hz=[1e8, 1e9])
+    rows = m.compare(t, truth)
+    assert [r["n"] for r in rows] == [20, 20] and rows[0]["bin"] == (0.0, 10.0)
+    assert all(0.5 < r["pull"] < 1.6 and abs(r["offset"]) < 0.05 for r in rows)

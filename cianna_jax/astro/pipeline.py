@@ -83,6 +83,7 @@ from .sky import (
 from .source_list import source_list as make_source_list
 from .sources import GROUP_TOL, THRESH_ISL, checked_group_tol, with_sources
 from .spectral import LINE_NOTE, SpectralAxis, line_columns
+from .spectral_index import continuum_frequency
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "inverted_finding", "attach_reliability", "predict_file", "build_table",
@@ -271,6 +272,8 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         "beam_bmaj_arcsec": image.beam.bmaj if image.beam else float("nan"),
         "beam_bmin_arcsec": image.beam.bmin if image.beam else float("nan"),
         "beam_bpa_deg": image.beam.bpa if image.beam else float("nan"),
+        **({"frequency_hz": freq} if (freq := continuum_frequency(image.header))
+           and image.ndim == 2 else {}),
         "pixel_scale_arcsec": scale if scale is not None else float("nan"),
         "radec_frame": frame_note(image.wcs) if image.wcs is not None else "none (no WCS)",
         "pa_convention": PA_CONVENTION if image.wcs is not None else

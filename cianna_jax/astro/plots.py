@@ -21,7 +21,7 @@ from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 from .source_counts import SourceCounts
 
-__all__ = ["field_overlay", "completeness_reliability", "flux_recovery", "pr_curve_plot",
+__all__ = ["field_overlay", "spectral_index_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
            "reliability_plot", "injection_plot", "counts_plot", "save_figure"]
 
 
@@ -443,3 +443,34 @@ def pr_curve_plot(curve: Mapping[str, np.ndarray], *, operating: float | None = 
     return fig
 
 
+
+
+def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
+    """A :func:`.spectral_index.spectral_indices` table: alpha against the first
+    catalogue's flux (1-sigma errors; the median and its 16-84% band), and alpha's
+    histogram."""
+    plt = _plt()
+    flux = np.asarray(table["flux_1"], np.float64)
+    a = np.asarray(table["alpha"], np.float64)
+    e = np.asarray(table["alpha_err"], np.float64)
+    ok = np.isfinite(a) & np.isfinite(flux) & (flux > 0)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    freqs = table.meta.get("frequencies_hz", [])
+    first = f" at {freqs[0] / 1e6:g} MHz" if freqs else ""
+    if ok.any():
+        scale, unit = flux_unit(np.array([flux[ok].min(), flux[ok].max()]))
+        a1.errorbar(flux[ok] * scale, a[ok], yerr=np.where(np.isfinite(e[ok]), e[ok], 0.0),
+                    marker=".", ls="", alpha=0.6, elinewidth=0.6, label="matched sources")
+        lo, med, hi = np.percentile(a[ok], [16, 50, 84])
+        a1.axhline(med, color="C1", label=f"median {med:.2f}")
+        a1.axhspan(lo, hi, color="C1", alpha=0.15, label="16-84%")
+        a2.hist(a[ok], bins=max(5, min(40, int(np.sqrt(ok.sum())) + 1)), color="C0")
+        a2.axvline(med, color="C1", label=f"median {med:.2f}")
+        _log_flux_axis(a1, f"integrated flux density{first} ({unit})")
+        a1.legend(fontsize=8)
+        a2.legend(fontsize=8)
+    a1.set_ylabel("spectral index alpha (S ~ nu^alpha)")
+    a2.set_xlabel("spectral index alpha (S ~ nu^alpha)")
+    a2.set_ylabel("sources")
+    span = ", ".join(f"{f / 1e6:g}" for f in freqs)
+    return _finish_panels(fig, [a1, a2], f"{title} ({span} MHz; {int(ok.sum())} sources)")

@@ -42,6 +42,7 @@ class SyntheticField:
     beam: Beam
     pixel_scale: float
     noise_factor: np.ndarray | None = None
+    alpha: np.ndarray | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -142,6 +143,9 @@ def synthetic_field(
     noise_edge: float = 1.0,
     blend_fraction: float = 0.0,
     blend_members: int = 1,
+    freq_hz: float = 560e6,
+    spectral_index: tuple[float, float] | None = None,
+    ref_freq_hz: float = 560e6,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -151,8 +155,12 @@ def synthetic_field(
     ``noise_edge`` > 1 makes the noise rise to that factor at the corners, as after a
     primary-beam correction; ``blend_fraction`` gives that share of the sources a fainter
     point-like companion 1 to 2.5 beams away (``blend_members`` companions each, at their own
-    angles: groups of three or more).  With the defaults the field is the same as in
-    earlier versions for a given seed.
+    angles: groups of three or more).  ``freq_hz``: the observing frequency written to the
+    header; ``spectral_index`` (mean, std): each source gets its own spectral index
+    (``alpha``, S ~ nu^alpha) and its flux drawn at ``ref_freq_hz`` is scaled to ``freq_hz``,
+    with the noise drawn for that frequency (the same seed at two frequencies: the same
+    sources, independent noise).  With the defaults the field is the same as in earlier
+    versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
                                  snr_range)
@@ -162,10 +170,14 @@ def synthetic_field(
     if isinstance(blend_members, bool) or int(blend_members) != blend_members or blend_members < 1:
         raise ValueError(f"blend_members: companions per blended source, an integer >= 1; "
                          f"got {blend_members!r}")
+    freq_hz = as_bounded_float(freq_hz, "freq_hz")
+    if spectral_index is not None:
+        spectral_index = _checked_spectral_index(spectral_index)
+        ref_freq_hz = as_bounded_float(ref_freq_hz, "ref_freq_hz")
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
-    factor = None
-    if noise_edge == 1.0 and blend_fraction == 0.0:
+    factor, alpha = None, None
+    if noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None:
         img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
                                  density=density, extended_fraction=extended_fraction,
                                  flux_range=flux_range, extended_size_range=extended_size_range)
@@ -181,6 +193,12 @@ def synthetic_field(
             cat = rs.Catalogue(*(np.concatenate([getattr(cat, f), getattr(comp, f)]) for f in
                                  ("x", "y", "flux", "bmaj", "bmin", "pa", "kind", "z", "dz")),
                                ndim=2)
+        if spectral_index is not None:  # each source's flux at this frequency, redrawn
+            alpha = np.random.default_rng([seed, 11]).normal(*spectral_index, len(cat))
+            cat = rs.Catalogue(cat.x, cat.y, cat.flux * (freq_hz / ref_freq_hz) ** alpha,
+                               cat.bmaj, cat.bmin, cat.pa, cat.kind, cat.z, cat.dz, ndim=2)
+            img = rs.render_sources((H, W), cat)
+            rng = np.random.default_rng([seed, 7, int(round(freq_hz))])  # this frequency's
         factor = primary_beam_noise((H, W), noise_edge) if noise_edge > 1.0 else None
         noise_img = rs.correlated_noise((H, W), px_noise, psf_fwhm, rng)
         img = (img + (noise_img if factor is None else noise_img * factor)).astype(np.float32)
@@ -194,9 +212,22 @@ def synthetic_field(
                           cat.bmin, cat.pa, cat.kind, cat.z, cat.dz, ndim=2)
     beam = Beam(psf_fwhm * pixel_scale, psf_fwhm * pixel_scale, 0.0)
     header = field_header((H, W), pixel_scale=pixel_scale, beam=beam, centre=centre,
-                          sdc1_layout=sdc1_layout, wcs=wcs)
+                          sdc1_layout=sdc1_layout, wcs=wcs, freq_hz=freq_hz)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
-                          beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor)
+                          beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
+                          alpha=alpha)
+
+
+def _checked_spectral_index(value: Any) -> tuple[float, float]:
+    """``(mean, std)`` of the sources' spectral indices; ValueError naming it otherwise."""
+    try:
+        mean, std = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"spectral_index: (mean, std), e.g. (-0.7, 0.2); received {value!r}") \
+            from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
+        raise ValueError(f"spectral_index: a finite mean and a std >= 0; received {value!r}")
+    return mean, std
 
 
 def truth_table(field: SyntheticField) -> Any:
@@ -225,6 +256,8 @@ def truth_table(field: SyntheticField) -> Any:
                 bmaj_deconv=np.sqrt(np.maximum(c.bmaj**2 - beam_pix**2, 0)) * s,
                 bmin_deconv=np.sqrt(np.maximum(c.bmin**2 - beam_pix**2, 0)) * s,
                 kind=c.kind)
+    if field.alpha is not None:
+        cols["alpha"] = field.alpha
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"

@@ -1,0 +1,192 @@
+"""Spectral indices from catalogues of one sky at several frequencies.
+
+A source's spectral index ``alpha`` (S ~ nu^alpha) compares its flux density at two
+frequencies or more: the catalogues (one per image, e.g. LOFAR at 144 MHz and MeerKAT at
+1.28 GHz) are cross-matched to the first one (one-to-one, nearest first, within a radius),
+and ``alpha`` is the slope of log S against log nu, weighted by the fluxes' errors
+(``alpha_err`` from those errors: for two frequencies
+``sqrt((dS1/S1)^2 + (dS2/S2)^2) / |ln(nu2/nu1)|``). Fluxes compare well between images
+of similar resolution: at different ones, give the source lists (:mod:`.source_list`), whose
+fluxes sum a source's Gaussians. Each image's frequency comes from its header
+(:func:`continuum_frequency`: a FREQ axis, else RESTFRQ / RESTFREQ / FREQ / OBSFREQ),
+recorded by ``predict`` as the catalogue's ``frequency_hz``, or is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .catalogue import CatalogueError, column_values, make_table, require_columns
+from .crossmatch import crossmatch_sky
+
+__all__ = ["continuum_frequency", "catalogue_frequency", "spectral_indices",
+           "format_spectral_summary", "SPECTRAL_INDEX_NOTE"]
+
+SPECTRAL_INDEX_NOTE = ("alpha: the slope of log flux against log frequency (S ~ nu^alpha), "
+                       "weighted least squares on the fluxes' errors; the catalogues matched "
+                       "to the first one (one-to-one, nearest first) within radius_arcsec")
+
+_HZ = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9}
+
+
+def continuum_frequency(header: Any) -> float | None:
+    """An image's observing frequency (Hz) from its FITS header: the reference value of a
+    FREQ axis (a continuum image's degenerate third or fourth axis), else the RESTFRQ,
+    RESTFREQ, FREQ or OBSFREQ keyword; None without one."""
+    if header is None:
+        return None
+    for n in range(1, int(header.get("NAXIS", 0)) + 1):
+        if str(header.get(f"CTYPE{n}", "")).strip().upper().startswith("FREQ"):
+            unit = str(header.get(f"CUNIT{n}", "Hz")).strip().upper() or "HZ"
+            value = _positive(header.get(f"CRVAL{n}"))
+            if value is not None and unit in _HZ:
+                return value * _HZ[unit]
+    for key in ("RESTFRQ", "RESTFREQ", "FREQ", "OBSFREQ"):
+        value = _positive(header.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
+    """The frequency (Hz) a catalogue's metadata records (``frequency_hz``, ``predict``
+    writes it from the image's header); CatalogueError saying how to give it otherwise."""
+    for key in ("frequency_hz", "FREQUENC", "FREQ_HZ"):  # (FITS headers: 8 characters)
+        v = _positive(table.meta.get(key)) if hasattr(table, "meta") else None
+        if v is not None:
+            return v
+    raise CatalogueError(f"{what}: no frequency in its metadata (frequency_hz): give the "
+                         "frequencies (--freq-mhz, one per catalogue)")
+
+
+def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = None, *,
+                     radius_arcsec: float | None = None,
+                     names: Sequence[str] | None = None) -> Any:
+    """One row per source of the first catalogue matched in at least one other: its
+    position, each catalogue's flux, error and separation (``flux_<k>``, ``flux_err_<k>``,
+    ``sep_<k>`` for catalogue k = 1, 2, ...; NaN where not matched), ``alpha``,
+    ``alpha_err``, ``n_freq``. ``freqs_hz``: one per catalogue (None: each catalogue's
+    ``frequency_hz``); ``radius_arcsec``: the matching radius (None: half the largest
+    beam FWHM of the catalogues' metadata)."""
+    if len(tables) < 2:
+        raise ValueError(f"tables: two catalogues or more (two frequencies), received "
+                         f"{len(tables)}")
+    names = list(names) if names is not None else [f"catalogue {k + 1}"
+                                                   for k in range(len(tables))]
+    if freqs_hz is None:
+        freqs = [catalogue_frequency(t, n) for t, n in zip(tables, names)]
+    else:
+        if len(freqs_hz) != len(tables):
+            raise ValueError(f"freqs_hz: one per catalogue ({len(tables)}), received "
+                             f"{len(freqs_hz)}")
+        freqs = []
+        for f in freqs_hz:
+            v = _positive(f)
+            if v is None:
+                raise ValueError(f"freqs_hz: positive frequencies in Hz, received {f!r}")
+            freqs.append(v)
+    if len(set(freqs)) < 2:
+        raise ValueError(f"freqs_hz: the catalogues must be at two frequencies or more, "
+                         f"received {freqs}")
+    radius = _radius(tables, radius_arcsec)
+    cols = []
+    for t, n in zip(tables, names):
+        require_columns(t, ("ra", "dec", "flux"), n)
+        err = column_values(t, "flux_err", n)
+        cols.append((column_values(t, "ra", n), column_values(t, "dec", n),
+                     column_values(t, "flux", n),
+                     np.full(len(t), np.nan) if err is None else err))
+    ra0, dec0 = cols[0][0], cols[0][1]
+    n0, k = len(ra0), len(tables)
+    flux, ferr, sep = (np.full((n0, k), np.nan) for _ in range(3))
+    flux[:, 0], ferr[:, 0], sep[:, 0] = cols[0][2], cols[0][3], 0.0
+    for j in range(1, k):
+        ra, dec, f, e = cols[j]
+        m = crossmatch_sky(ra, dec, ra0, dec0, radius)
+        flux[m.truth, j], ferr[m.truth, j] = f[m.det], e[m.det]
+        sep[m.truth, j] = m.separation
+    alpha, alpha_err, n_freq = _fit(flux, ferr, np.asarray(freqs))
+    keep = n_freq >= 2
+    out: dict[str, np.ndarray] = {}
+    if "id" in tables[0].colnames:
+        out["id"] = np.asarray(tables[0]["id"])[keep]
+    out["ra"], out["dec"] = ra0[keep], dec0[keep]
+    units = {}
+    for j in range(k):
+        out[f"flux_{j + 1}"], out[f"flux_err_{j + 1}"] = flux[keep, j], ferr[keep, j]
+        units[f"flux_{j + 1}"] = units[f"flux_err_{j + 1}"] = "Jy"
+        if j:
+            out[f"sep_{j + 1}"] = sep[keep, j]
+            units[f"sep_{j + 1}"] = "arcsec"
+    out["alpha"], out["alpha_err"], out["n_freq"] = alpha[keep], alpha_err[keep], n_freq[keep]
+    meta = {"spectral_index": SPECTRAL_INDEX_NOTE, "frequencies_hz": [float(f) for f in freqs],
+            "catalogues": [str(n) for n in names], "radius_arcsec": float(radius),
+            "n_first": int(n0), "n_matched": int(np.count_nonzero(keep))}
+    t = make_table(out, meta=meta, units=units)
+    t["alpha"].description = "spectral index, S ~ nu^alpha"
+    t["alpha_err"].description = "1-sigma error of alpha from the fluxes' errors"
+    t["n_freq"].description = "frequencies with a flux in the fit"
+    return t
+
+
+def _radius(tables: Sequence[Any], radius_arcsec: float | None) -> float:
+    if radius_arcsec is not None:
+        r = _positive(radius_arcsec)
+        if r is None:
+            raise ValueError(f"radius_arcsec: a positive radius, received {radius_arcsec!r}")
+        return r
+    beams = [_positive(t.meta.get("beam_bmaj_arcsec")) for t in tables if hasattr(t, "meta")]
+    beams = [b for b in beams if b is not None]
+    if not beams:
+        raise ValueError("radius_arcsec: the catalogues record no beam (beam_bmaj_arcsec): "
+                         "give the matching radius")
+    return 0.5 * max(beams)
+
+
+def _fit(flux: np.ndarray, ferr: np.ndarray, freqs: np.ndarray):
+    """Weighted least-squares slopes of ln S against ln nu per row (positive fluxes only;
+    unit weights where an error is missing): (alpha, alpha_err, points used)."""
+    ok = np.isfinite(flux) & (flux > 0)
+    ls = np.log(np.where(ok, flux, 1.0))
+    rel = np.where(np.isfinite(ferr) & (ferr > 0), ferr / np.where(ok, flux, 1.0), np.nan)
+    known = np.all(np.isfinite(rel) | ~ok, axis=1)
+    w = np.where(ok, np.where(np.isfinite(rel), 1.0 / np.where(np.isfinite(rel), rel, 1.0) ** 2,
+                              1.0), 0.0)
+    lf = np.log(freqs)[None, :]
+    sw = w.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * lf).sum(1) / sw
+        my = (w * ls).sum(1) / sw
+        sxx = (w * (lf - mx[:, None]) ** 2).sum(1)
+        alpha = (w * (lf - mx[:, None]) * (ls - my[:, None])).sum(1) / sxx
+        err = np.where(known, 1.0 / np.sqrt(sxx), np.nan)
+    n = ok.sum(1)
+    single = n < 2
+    alpha[single], err[single] = np.nan, np.nan
+    return alpha, err, n
+
+
+def format_spectral_summary(table: Any) -> str:
+    """A report line: how many matched, the median alpha and its spread."""
+    a = np.asarray(table["alpha"], np.float64)
+    a = a[np.isfinite(a)]
+    m = table.meta
+    freqs = ", ".join(f"{f / 1e6:g}" for f in m.get("frequencies_hz", []))
+    head = (f"{m.get('n_matched', len(table))} of {m.get('n_first', '?')} sources matched "
+            f"(radius {m.get('radius_arcsec', float('nan')):.2g} arcsec; {freqs} MHz)")
+    if not a.size:
+        return head
+    lo, med, hi = np.percentile(a, [16, 50, 84])
+    return f"{head}: median alpha {med:.2f} (16-84%: {lo:.2f} to {hi:.2f})"
