@@ -593,6 +593,9 @@ def _parser() -> argparse.ArgumentParser:
                           "frequency predict recorded from each image's header)")
     spx.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
                      help="matching radius (default: half the largest beam FWHM)")
+    spx.add_argument("--limits-from", default=None, metavar="FITS",
+                     help="the second catalogue's image: each source of the first not found "
+                          "in it gets a limit on alpha from 5 local rms there")
     spx.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     spx.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw alpha against flux and its histogram")

@@ -28,7 +28,7 @@ def spectral_index(args) -> int:
     """``cianna-jax spectral-index``: spectral indices from catalogues at several
     frequencies."""
     from .astro.catalogue import read_catalogue, write_catalogue
-    from .astro.spectral_index import format_spectral_summary, spectral_indices
+    from .astro.spectral_index import flux_limits, format_spectral_summary, spectral_indices
 
     if len(args.catalogue) < 2:
         raise ValueError(f"--catalogue: two or more, one per frequency; received "
@@ -40,10 +40,19 @@ def spectral_index(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
+    if args.limits_from is not None and len(args.catalogue) != 2:
+        raise ValueError("--limits-from: the second catalogue's image, with two catalogues; "
+                         f"received {len(args.catalogue)}")
     tables = [read_catalogue(c) for c in args.catalogue]
+    limits = None
+    if args.limits_from is not None:
+        from .astro.catalogue import column_values
+
+        limits = flux_limits(args.limits_from, column_values(tables[0], "ra", args.catalogue[0]),
+                             column_values(tables[0], "dec", args.catalogue[0]))
     t = spectral_indices(tables, None if args.freq_mhz is None else
                          [f * 1e6 for f in args.freq_mhz], radius_arcsec=args.radius,
-                         names=args.catalogue)
+                         names=args.catalogue, limits=limits)
     write_catalogue(t, args.out)
     print(f"{format_spectral_summary(t)} -> {args.out}")
     if args.figure:

@@ -462,6 +462,12 @@ def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
         a1.errorbar(flux[ok] * scale, a[ok], yerr=np.where(np.isfinite(e[ok]), e[ok], 0.0),
                     marker=".", ls="", alpha=0.6, elinewidth=0.6, label="matched sources")
         lo, med, hi = np.percentile(a[ok], [16, 50, 84])
+        if "alpha_limit" in table.colnames:
+            lim = np.asarray(table["alpha_limit"], np.float64)
+            sel = np.isfinite(lim) & np.isfinite(flux) & (flux > 0)
+            upper = str(table["limit"][np.flatnonzero(sel)[0]]) == "<" if sel.any() else True
+            a1.scatter(flux[sel] * scale, lim[sel], marker="v" if upper else "^", s=14,
+                       color="0.5", label=f"not found at the second frequency ({sel.sum()})")
         a1.axhline(med, color="C1", label=f"median {med:.2f}")
         a1.axhspan(lo, hi, color="C1", alpha=0.15, label="16-84%")
         a2.hist(a[ok], bins=max(5, min(40, int(np.sqrt(ok.sum())) + 1)), color="C0")

@@ -23,8 +23,12 @@ import numpy as np
 from .catalogue import CatalogueError, column_values, make_table, require_columns
 from .crossmatch import crossmatch_sky
 
-__all__ = ["continuum_frequency", "catalogue_frequency", "spectral_indices",
-           "format_spectral_summary", "SPECTRAL_INDEX_NOTE"]
+__all__ = ["continuum_frequency", "catalogue_frequency", "spectral_indices", "flux_limits",
+           "format_spectral_summary", "SPECTRAL_INDEX_NOTE", "LIMIT_SIGMAS"]
+
+#: a source not found in an image is taken as fainter there than this many local rms (the
+#: flux of an unresolved source whose peak would be that)
+LIMIT_SIGMAS = 5.0
 
 SPECTRAL_INDEX_NOTE = ("alpha: the slope of log flux against log frequency (S ~ nu^alpha), "
                        "weighted least squares on the fluxes' errors; the catalogues matched "
@@ -71,15 +75,50 @@ def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
                          "frequencies (--freq-mhz, one per catalogue)")
 
 
+def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
+                sigmas: float = LIMIT_SIGMAS) -> np.ndarray:
+    """``sigmas`` x the local rms of a 2D ``image`` (its noise map, as ``predict``'s) at
+    sky positions, in Jy: the flux an unresolved source there would need to be found; NaN
+    off the image or its data."""
+    from .fits_image import ImageError, open_image
+    from .noise import estimate_noise_map
+    from .sky import sky_to_pixel
+
+    with open_image(image) as img:
+        if img.ndim != 2 or img.wcs is None:
+            raise ImageError(f"{img.path}: flux limits need a 2D image with a celestial WCS")
+        noise = estimate_noise_map(img.read, img.shape)
+        x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+        H, W = img.shape
+        ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
+        inside = np.isfinite(ix) & np.isfinite(iy) & (ix >= 0) & (iy >= 0) & (ix < W) & (iy < H)
+        out = np.full(np.shape(x), np.nan)
+        if not inside.any():
+            return out
+        k = np.flatnonzero(inside)
+        pix = np.array([img.read((slice(int(iy[j]), int(iy[j]) + 1),
+                                  slice(int(ix[j]), int(ix[j]) + 1)))[0, 0] for j in k])
+        k = k[np.isfinite(pix)]
+        rms = noise.at(y[k], x[k]) * img.unit_scale
+        if img.per == "pixel":  # Jy/pixel: a beam's worth of pixels
+            rms = rms * img.beam_area_pixels()
+        out[k] = sigmas * rms
+    return out
+
+
 def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = None, *,
                      radius_arcsec: float | None = None,
-                     names: Sequence[str] | None = None) -> Any:
+                     names: Sequence[str] | None = None,
+                     limits: np.ndarray | None = None) -> Any:
     """One row per source of the first catalogue matched in at least one other: its
     position, each catalogue's flux, error and separation (``flux_<k>``, ``flux_err_<k>``,
     ``sep_<k>`` for catalogue k = 1, 2, ...; NaN where not matched), ``alpha``,
     ``alpha_err``, ``n_freq``. ``freqs_hz``: one per catalogue (None: each catalogue's
     ``frequency_hz``); ``radius_arcsec``: the matching radius (None: half the largest
-    beam FWHM of the catalogues' metadata)."""
+    beam FWHM of the catalogues' metadata). ``limits`` (two catalogues): the second
+    image's flux limit at each of the first catalogue's sources (:func:`flux_limits`):
+    those not found in the second get a row too, with ``alpha_limit`` and ``limit`` ("<" an
+    upper limit on alpha, ">" a lower one)."""
     if len(tables) < 2:
         raise ValueError(f"tables: two catalogues or more (two frequencies), received "
                          f"{len(tables)}")
@@ -119,6 +158,18 @@ def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = N
         sep[m.truth, j] = m.separation
     alpha, alpha_err, n_freq = _fit(flux, ferr, np.asarray(freqs))
     keep = n_freq >= 2
+    bound = np.full(n0, np.nan)
+    if limits is not None:
+        if k != 2:
+            raise ValueError(f"limits: for two catalogues, received {k}")
+        lim = np.asarray(limits, np.float64)
+        if lim.shape != (n0,):
+            raise ValueError(f"limits: one per source of the first catalogue ({n0}), "
+                             f"received shape {lim.shape}")
+        open_ = (~keep & np.isfinite(lim) & (lim > 0) & np.isfinite(flux[:, 0])
+                 & (flux[:, 0] > 0))
+        bound[open_] = np.log(lim[open_] / flux[open_, 0]) / math.log(freqs[1] / freqs[0])
+        keep = keep | open_
     out: dict[str, np.ndarray] = {}
     if "id" in tables[0].colnames:
         out["id"] = np.asarray(tables[0]["id"])[keep]
@@ -131,13 +182,25 @@ def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = N
             out[f"sep_{j + 1}"] = sep[keep, j]
             units[f"sep_{j + 1}"] = "arcsec"
     out["alpha"], out["alpha_err"], out["n_freq"] = alpha[keep], alpha_err[keep], n_freq[keep]
+    if limits is not None:
+        out["alpha_limit"] = bound[keep]
+        sign = "<" if freqs[1] > freqs[0] else ">"
+        out["limit"] = np.where(np.isfinite(bound[keep]), sign, "")
     meta = {"spectral_index": SPECTRAL_INDEX_NOTE, "frequencies_hz": [float(f) for f in freqs],
             "catalogues": [str(n) for n in names], "radius_arcsec": float(radius),
-            "n_first": int(n0), "n_matched": int(np.count_nonzero(keep))}
+            "n_first": int(n0), "n_matched": int(np.count_nonzero(n_freq >= 2)),
+            "n_limits": int(np.count_nonzero(np.isfinite(bound)))}
+    if limits is not None:
+        meta["limit_sigmas"] = LIMIT_SIGMAS
     t = make_table(out, meta=meta, units=units)
     t["alpha"].description = "spectral index, S ~ nu^alpha"
     t["alpha_err"].description = "1-sigma error of alpha from the fluxes' errors"
     t["n_freq"].description = "frequencies with a flux in the fit"
+    if limits is not None:
+        t["alpha_limit"].description = ("limit on alpha of a source not found in the second "
+                                        "image: its flux there below the limit (meta "
+                                        "limit_sigmas x the local rms)")
+        t["limit"].description = "<: alpha below alpha_limit, >: above it"
     return t
 
 
@@ -185,7 +248,8 @@ def format_spectral_summary(table: Any) -> str:
     m = table.meta
     freqs = ", ".join(f"{f / 1e6:g}" for f in m.get("frequencies_hz", []))
     head = (f"{m.get('n_matched', len(table))} of {m.get('n_first', '?')} sources matched "
-            f"(radius {m.get('radius_arcsec', float('nan')):.2g} arcsec; {freqs} MHz)")
+            f"(radius {m.get('radius_arcsec', float('nan')):.2g} arcsec; {freqs} MHz)"
+            + (f", {m['n_limits']} limits" if m.get("n_limits") else ""))
     if not a.size:
         return head
     lo, med, hi = np.percentile(a, [16, 50, 84])

@@ -139,6 +139,23 @@ def test_simulate_predict_and_spectral_index_end_to_end(tmp_path, tiny_model, ca
     for r in t:  # each matched source's alpha against its true one, within 5 sigma (+0.05)
         k = np.argmin(np.hypot(truth["ra"] - r["ra"], truth["dec"] - r["dec"]))
         assert abs(r["alpha"] - truth["alpha"][k]) < 5 * r["alpha_err"] + 0.05
+    # limits from the 1400 MHz image for the 144 MHz sources it does not hold: 5 x its rms
+    # (1e-5 Jy/beam, as estimated) over the 144 MHz flux, as an upper limit on alpha
+    assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
+                 "--limits-from", str(tmp_path / "f1400.fits"), "--out", str(out)]) == 0
+    t = read_catalogue(str(out))
+    lim = t[t["limit"] == "<"]
+    assert len(lim) >= 1 and np.all(lim["n_freq"] == 1) and np.all(np.isnan(lim["alpha"]))
+    implied = lim["flux_1"] * (1400 / 144) ** np.asarray(lim["alpha_limit"])
+    np.testing.assert_allclose(implied, 5e-5, rtol=0.3)
+    assert t.meta["n_limits"] == len(lim) and "limits" in capsys.readouterr().out
+    from cianna_jax.astro.spectral_index import flux_limits
+
+    off = flux_limits(str(tmp_path / "f1400.fits"), np.array([100.0, 0.0]), np.array([0.0, -30.0]))
+    assert np.isnan(off[0]) and off[1] == pytest.approx(5e-5, rel=0.3)
+    assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
+                 "--catalogue", cats[1], "--limits-from", str(tmp_path / "f1400.fits"),
+                 "--out", str(out)]) == 2
     assert main(["spectral-index", "--catalogue", cats[0], "--out", str(out)]) == 2
     assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
                  "--freq-mhz", "144", "--out", str(out)]) == 2
