@@ -3,10 +3,13 @@
     python benchmarks/pybdsf_grouping.py --image field.fits [--image other.fits ...]
 
 Runs PyBDSF (``process_image``, thresh_isl=3, thresh_pix=5) on each image, groups its
-Gaussian list (``gaul``) with :func:`cianna_jax.astro.sources.with_sources`, and compares
-with PyBDSF's own source list (``srl``): the pairs of Gaussians grouped by each, the
-S_Code of every Gaussian, and for the sources of several Gaussians the summed flux, the
-centroid, the moments' axes and the peak against PyBDSF's. Needs ``astropy`` and ``bdsf``.
+Gaussian list (``gaul``, in its islands ``Isl_id``) with
+:func:`cianna_jax.astro.sources.with_sources`, and compares with PyBDSF's own source list
+(``srl``): the pairs of Gaussians grouped by each, the S_Code of every Gaussian (also with
+the islands read from the Gaussians' sum), for the sources of several Gaussians the summed
+flux, the centroid, the moments' axes and the peak against PyBDSF's, and the islands this
+package finds (:func:`cianna_jax.astro.islands.pixel_islands`) at PyBDSF's Gaussians
+against PyBDSF's. Needs ``astropy`` and ``bdsf``.
 """
 
 from __future__ import annotations
@@ -22,16 +25,37 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _pairs(ids: np.ndarray) -> np.ndarray:
+    """For each pair of rows (upper triangle), whether they share an id."""
+    iu = np.triu_indices(len(ids), 1)
+    return (ids[:, None] == ids[None, :])[iu]
+
+
+def island_pairs(gaul, image: str) -> dict:
+    """Pairs of PyBDSF's Gaussians in one island: PyBDSF's and this package's islands."""
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.islands import pixel_islands
+    from cianna_jax.astro.noise import estimate_noise_map
+
+    with open_image(image) as img:
+        noise = estimate_noise_map(img.read, img.shape)
+        ours = pixel_islands(img, noise, np.asarray(gaul["Xposn"]), np.asarray(gaul["Yposn"]),
+                             np.asarray(gaul["Maj"]) * 3600.0 / img.pixel_scale)
+    theirs, here = _pairs(np.asarray(gaul["Isl_id"])), _pairs(ours)
+    return dict(pybdsf=int(theirs.sum()), ours=int(here.sum()), both=int((theirs & here).sum()))
+
+
 def compare(gaul, srl) -> dict:
     """Our grouping of PyBDSF's ``gaul`` (an astropy Table) against its ``srl``."""
     from cianna_jax.astro.source_list import source_list
     from cianna_jax.astro.sources import with_sources
 
     t = with_sources(gaul.copy())
+    bare = gaul.copy()
+    bare.remove_column("Isl_id")
+    loose = np.asarray(with_sources(bare)["s_code"]).astype(str)
     pb, us = np.asarray(gaul["Source_id"]), np.asarray(t["source_id"])
-    iu = np.triu_indices(len(gaul), 1)
-    theirs = (pb[:, None] == pb[None, :])[iu]
-    ours = (us[:, None] == us[None, :])[iu]
+    theirs, ours = _pairs(pb), _pairs(us)
     codes_pb = np.asarray(gaul["S_Code"]).astype(str)
     codes_us = np.asarray(t["s_code"]).astype(str)
     rows = []
@@ -53,6 +77,7 @@ def compare(gaul, srl) -> dict:
                 sources_ours=len(np.unique(us)), pairs_pybdsf=int(theirs.sum()),
                 pairs_ours=int(ours.sum()), pairs_both=int((theirs & ours).sum()),
                 codes_same=int((codes_pb == codes_us).sum()),
+                codes_same_no_islands=int((codes_pb == loose).sum()),
                 codes=collections.Counter(zip(codes_pb, codes_us)), multi=rows)
 
 
@@ -76,7 +101,12 @@ def format_report(image: str, c: dict) -> str:
              f"here {c['sources_ours']}; pairs of Gaussians grouped: PyBDSF {c['pairs_pybdsf']}, "
              f"here {c['pairs_ours']}, both {c['pairs_both']}; S_Code the same for "
              f"{c['codes_same']} of {c['gaussians']} "
-             f"({', '.join(f'{a}->{b} {n}' for (a, b), n in sorted(c['codes'].items()) if a != b) or 'all'})"]
+             f"({', '.join(f'{a}->{b} {n}' for (a, b), n in sorted(c['codes'].items()) if a != b) or 'all'}"
+             f"; {c['codes_same_no_islands']} without its islands)"]
+    if "islands" in c:
+        i = c["islands"]
+        lines.append(f"  pairs of its Gaussians in one island: PyBDSF {i['pybdsf']}, with the "
+                     f"islands found here {i['ours']}, both {i['both']}")
     if c["multi"]:
         lines.append("   n  flux here/PyBDSF  centroid offset (arcsec)  major  minor  peak")
         for r in c["multi"]:
@@ -94,7 +124,9 @@ def main(argv=None) -> int:
         ap.error(f"--out: {args.out}: folder does not exist")
     for image in args.image:
         gaul, srl = run_pybdsf(image, args.out)
-        print(format_report(image, compare(gaul, srl)))
+        c = compare(gaul, srl)
+        c["islands"] = island_pairs(gaul, image)
+        print(format_report(image, c))
     return 0
 
 

@@ -120,6 +120,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                       "the fits share flux"),
     "blend_group": (None, "number shared by the sources linked by overlapping half-maximum "
                           "extents (1 for the brightest's; 0: not blended)"),
+    "island_id": (None, "the Gaussians whose centres lie in one island of pixels 3 local rms "
+                        "above the background (8-connected, PyBDSF's Isl_id) share it"),
     "source_id": (None, "the Gaussians of one source share it, 1, 2, ... from the brightest's "
                         "(PyBDSF's grouping rule, meta sources)"),
     "s_code": (None, "S: one Gaussian alone in its island; C: one Gaussian in an island with "
@@ -134,6 +136,7 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ra": ("ra", "ra_deg", "raj2000", "ra_core", "ra_cent", "alpha"),
     "dec": ("dec", "dec_deg", "dej2000", "decj2000", "dec_core", "dec_cent", "delta"),
+    "island_id": ("island_id", "isl_id", "island"),
     "x": ("x", "xpos", "x_pix", "xposn"),
     "y": ("y", "ypos", "y_pix", "yposn"),
     "flux": ("flux", "total_flux", "flux_jy", "s_int", "int_flux", "flux_int"),

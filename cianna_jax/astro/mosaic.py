@@ -221,6 +221,12 @@ def merge_tables(tables: Sequence[Any], keep: Sequence[np.ndarray], names: Seque
         merged["blend_group"] = np.array(
             [pair.setdefault((images[k], g), len(pair) + 1) if g else 0
              for k, g in enumerate(groups)], np.int64)
+    if "island_id" in merged.colnames:  # each image's islands numbered apart
+        isl = np.ma.filled(np.asarray(merged["island_id"]), 0).astype(np.int64)
+        images = np.asarray(merged["image"])
+        seen: dict = {}
+        merged["island_id"] = np.array([seen.setdefault((images[k], g), len(seen) + 1)
+                                        for k, g in enumerate(isl)], np.int64)
     if "source_id" in merged.colnames:  # grouped again over the images, as each was
         settings = tables[0].meta.get("sources", {})
         merged = with_sources(merged, settings.get("group_tol", GROUP_TOL),

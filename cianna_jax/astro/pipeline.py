@@ -41,8 +41,9 @@ from .finding_checks import (
 )
 from .fits_image import Beam, FitsImage, ImageError, open_image
 from .flags import FLAG_NOTE, quality_flags, renumbered
-from .hi_mass import SIZE_MASS_NOTE
-from .kinematics import GRADIENT_SNR, velocity_gradient
+from .islands import pixel_islands
+from .kinematics import velocity_gradient
+from .line_table import check_sdc2_cube, line_table_columns
 from .measure import (
     FWHM,
     Measurements,
@@ -82,7 +83,6 @@ from .sky import (
 )
 from .source_list import source_list as make_source_list
 from .sources import GROUP_TOL, THRESH_ISL, checked_group_tol, with_sources
-from .spectral import LINE_NOTE, SpectralAxis, line_columns
 from .spectral_index import continuum_frequency
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
@@ -197,9 +197,11 @@ def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
     return np.asarray(m.fit_ok, bool) & (z > RESOLVED_SIGMAS)
 
 
-def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any]) -> Any:
+def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any],
+                noise: NoiseMap | None = None) -> Any:
     """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
-    sorted by decreasing flux (then peak) with ids 1..N."""
+    sorted by decreasing flux (then peak) with ids 1..N; with the ``noise`` map, a 2D
+    image's Gaussians get their islands of pixels (:mod:`.islands`)."""
     boxes = det.boxes
     n = len(m.x)
     scale = image.pixel_scale
@@ -240,7 +242,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["flux"], cols["flux_err"] = m.flux[order], m.flux_err[order]
     cols["peak"], cols["peak_err"] = peak[order], err["peak_err"][order]
     cols["rms"], cols["snr"] = rms[order], m.snr[order]
-    line_meta = _line_columns(image, m, order, cols) if m.line is not None else {}
+    line_meta = line_table_columns(image, m, order, cols) if m.line is not None else {}
     cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
     for name in ("bmaj_err", "bmin_err", "pa_err"):
         cols[name] = err[name][order]
@@ -259,6 +261,10 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
             cols[name] = values[order]
         cols["blend_group"] = renumbered(cols["blend_group"])  # 1: the brightest's blend
         cols["deblended"] = (np.zeros(n, bool) if m.deblended is None else m.deblended)[order]
+        if noise is not None:
+            smaj = np.fmax(m.sigma_major, beam[0]) if beam else m.sigma_major
+            cols["island_id"] = renumbered(pixel_islands(image, noise, m.x, m.y,
+                                                         smaj * FWHM)[order])
     if image.per == "pixel":
         units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
     if scale is None:
@@ -292,58 +298,6 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     table = make_table(cols, meta=full_meta, units=units)
     # Gaussians grouped into sources (PyBDSF's rule and defaults)
     return with_sources(table) if flagged else table
-
-
-def _line_columns(image: FitsImage, m: Measurements, order: np.ndarray,
-                  cols: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Add a cube's line columns to ``cols`` (in catalogue ``order``): the widths in
-    channels, and where the third axis gives frequencies the centre frequency, velocity
-    widths, line flux and redshift (:mod:`.spectral`); returns the metadata they need."""
-    line = m.line[order]
-    axis = image.frequency_axis
-    if axis is not None:
-        cols.update(line_columns(axis, m.z[order], line[:, 0], line[:, 1], line[:, 2],
-                                 line[:, 3], m.flux[order], m.flux_err[order],
-                                 None if m.line_err is None else m.line_err[order]))
-    cols["w50_chan"], cols["w20_chan"] = line[:, 3] - line[:, 2], line[:, 1] - line[:, 0]
-    if m.line_err is not None:
-        cols["z_err"] = m.line_err[order, 0]
-    if axis is not None and m.theta_high is not None and image.wcs is not None:
-        cols.update(_receding_side(image, axis, m.take(order)))
-    meta = {"line": LINE_NOTE}
-    if axis is not None:
-        meta.update(rest_frequency_hz=axis.rest_hz, rest_frequency=axis.rest_source)
-        if "log_mhi" in cols:
-            meta["hi_mass"] = ("log_mhi = log10(49.7 (D_L/Mpc)^2 line_flux/(Jy Hz)) solar "
-                               "masses, D_L from the redshift in astropy's Planck18 cosmology "
-                               "(Meyer et al. 2017, PASA 34, e052)")
-            meta["hi_size"] = SIZE_MASS_NOTE
-    return meta
-
-
-def _check_sdc2_cube(img: FitsImage) -> None:
-    """SDC2 output needs what its columns are made of: a cube with sky positions,
-    frequencies and a beam (line fluxes in Jy Hz)."""
-    missing = [what for what, ok in (("a cube", img.ndim == 3), ("a celestial WCS",
-                                     img.wcs is not None), ("a beam", img.beam is not None))
-               if not ok]
-    if not missing and img.frequency_axis is None:
-        missing.append("a frequency axis")
-    if missing:
-        raise ImageError(f"{img.path}: SDC2 output is for HI cubes' lines (sky positions, "
-                         f"frequencies, fluxes in Jy Hz); this image lacks {', '.join(missing)}")
-
-
-def _receding_side(image: FitsImage, axis: SpectralAxis, m: Measurements) -> dict[str, Any]:
-    """``pa_kin``: the sky position angle of each line's receding half (its lower frequencies)
-    where the velocity gradient's significance reaches :data:`.kinematics.GRADIENT_SNR`."""
-    rising = axis.frequency(m.z + 0.5) > axis.frequency(m.z - 0.5)  # frequency up the channels
-    theta = np.where(rising, m.theta_high + np.pi, m.theta_high)
-    ok = np.isfinite(theta) & (np.nan_to_num(m.gradient_snr) >= GRADIENT_SNR)
-    pa = np.full(len(theta), np.nan)
-    if ok.any():
-        pa[ok] = pixel_angle_to_pa(image.wcs, m.x[ok], m.y[ok], theta[ok], directed=True)
-    return {"pa_kin": pa, "pa_kin_snr": m.gradient_snr}
 
 
 def find_sources(
@@ -583,7 +537,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
             "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
             "astrometric_error_arcsec": a}
-    table = build_table(img, det, m, meta)
+    table = build_table(img, det, m, meta, noise)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)
 
@@ -730,7 +684,7 @@ def predict_file(
             raise ImageError(f"{img.path}: SDC1 output is for continuum images; a cube's lines "
                              "go to a table (.ecsv, .fits, .csv, .xml)")
         if "sdc2" in formats:
-            _check_sdc2_cube(img)
+            check_sdc2_cube(img)
         if drawn and img.ndim != 2:
             raise ImageError(f"{img.path}: {' and '.join(drawn)} images are drawn for 2D "
                              f"images; this one has shape {img.shape}")

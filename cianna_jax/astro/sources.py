@@ -55,7 +55,9 @@ class Gaussians:
     """Components in a plane: centres ``pos (N, 2)`` (east, north), covariances
     ``cov (N, 2, 2)`` (sigma^2), peaks and local rms ``(N,)`` in one brightness unit;
     ``unit``: "arcsec" or "pix"; ``pixels``: the centres in image pixels ``(N, 2)`` when
-    known (the segments are sampled once per pixel, as PyBDSF reads its model image)."""
+    known (the segments are sampled once per pixel, as PyBDSF reads its model image);
+    ``island``: each component's island of pixels (:mod:`.islands`, PyBDSF's ``Isl_id``)
+    when known, else islands are read from the Gaussians' sum."""
 
     pos: np.ndarray
     cov: np.ndarray
@@ -63,6 +65,7 @@ class Gaussians:
     rms: np.ndarray
     unit: str
     pixels: np.ndarray | None = None
+    island: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -113,8 +116,10 @@ def table_gaussians(table: Any, what: str = "catalogue") -> tuple[Gaussians, np.
                       column_values(table, "pa", what))
     x, y = column_values(table, "x", what), column_values(table, "y", what)
     pixels = None if x is None or y is None else np.stack([x, y], 1).reshape(n, 2)
+    isl = column_values(table, "island_id", what)
+    island = None if isl is None or not np.all(np.isfinite(isl)) else isl.astype(np.int64)
     return Gaussians(pos.reshape(n, 2), cov.reshape(n, 2, 2), column_values(table, "peak", what),
-                     column_values(table, "rms", what), unit, pixels), ref
+                     column_values(table, "rms", what), unit, pixels, island), ref
 
 
 def _fwhm_along(cov: np.ndarray, u: np.ndarray) -> float:
@@ -128,14 +133,17 @@ def _pair_links(g: Gaussians, i: int, j: int, near: np.ndarray, group_tol: float
     whose Gaussians are summed along their segment."""
     a, b = g.pos[i], g.pos[j]
     d = float(np.hypot(*(b - a)))
+    if g.island is not None and g.island[i] != g.island[j]:
+        return False, False
     if d == 0.0:
         return True, True
     u = (b - a) / d
     rms = 0.5 * (g.rms[i] + g.rms[j])
-    # the island: the sum above the threshold all along, about four samples per sigma of
-    # the narrower Gaussian
     smallest = min(math.sqrt(float(np.linalg.eigvalsh(g.cov[k])[0])) for k in (i, j))
-    if float(np.min(g.model(near, _segment(a, b, 4.0 * d / smallest)))) < thresh_isl * rms:
+    # the island without one of pixels: the sum above the threshold all along, about four
+    # samples per sigma of the narrower Gaussian
+    if g.island is None and float(np.min(g.model(near, _segment(a, b, 4.0 * d / smallest)))) \
+            < thresh_isl * rms:
         return False, False
     # the source rule on one sample per pixel along the longer axis where the pixels are
     # known, as PyBDSF reads the line through its model image
@@ -203,7 +211,16 @@ def group_components(g: Gaussians, group_tol: float = GROUP_TOL,
                     isl_pairs.append((ok[a], ok[b]))
                 if source:
                     src_pairs.append((ok[a], ok[b]))
-    return _labels(n, src_pairs), _labels(n, isl_pairs)
+    island = _labels(n, isl_pairs) if g.island is None else _in_order(g.island)
+    return _labels(n, src_pairs), island
+
+
+def _in_order(ids: np.ndarray) -> np.ndarray:
+    """Any group numbers (0 included) as 1, 2, ... in the order of each group's first."""
+    if not len(ids):
+        return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inverse.ravel()] + 1
 
 
 def s_codes(source: np.ndarray, island: np.ndarray) -> np.ndarray:

@@ -104,7 +104,10 @@ def test_a_catalogue_keeps_its_single_gaussians_exactly(field, tiny_model):
 
     res = find_sources(field[0], tiny_model, progress=False)
     t = res.table
-    assert {"source_id", "s_code"} <= set(t.colnames) and "sources" in t.meta
+    assert {"island_id", "source_id", "s_code"} <= set(t.colnames) and "sources" in t.meta
+    # one island per source at least: a source's Gaussians share their island
+    for sid in np.unique(t["source_id"]):
+        assert len(np.unique(t["island_id"][t["source_id"] == sid])) == 1
     assert t["source_id"][0] == 1 and set(t["s_code"]) <= {"S", "C", "M"}
     sl = source_list(t)
     assert len(sl) == len(np.unique(t["source_id"]))
@@ -180,10 +183,11 @@ def test_a_mosaic_groups_gaussians_across_its_images():
 
 def test_pybdsf_own_gaussians_give_pybdsf_own_sources():
     """PyBDSF 1.14.1's Gaussian list of whole islands of a field with close pairs
-    (tests/data/pybdsf/pairs.gaul.fits: 51 Gaussians, 9 sources of several): grouped here,
-    the same sources (members and summed fluxes), and the same S_Code for all Gaussians but
-    one island's two, whose pixels connect them where their Gaussians' sum along the
-    segment falls below 3 rms (C for PyBDSF, S here)."""
+    (tests/data/pybdsf/pairs.gaul.fits: 51 Gaussians, 9 sources of several) grouped here
+    in its islands (Isl_id): the same sources (members and summed fluxes) and the same
+    S_Code for every Gaussian; without its islands, read from the Gaussians' sum instead,
+    one island's two Gaussians come apart (their pixels connect them where the sum along the
+    segment falls below 3 rms: C for PyBDSF, S here)."""
     from pathlib import Path
 
     data = Path(__file__).resolve().parents[1] / "data"
@@ -193,7 +197,11 @@ def test_pybdsf_own_gaussians_give_pybdsf_own_sources():
     pb, us = np.asarray(g["Source_id"]), np.asarray(t["source_id"])
     assert np.array_equal(pb[:, None] == pb[None, :], us[:, None] == us[None, :])
     ours_code, theirs = np.asarray(t["s_code"]).astype(str), np.asarray(g["S_Code"]).astype(str)
-    differ = np.flatnonzero(ours_code != theirs)
+    assert np.array_equal(ours_code, theirs)
+    g2 = g.copy()
+    g2.remove_column("Isl_id")
+    loose = np.asarray(S.with_sources(g2)["s_code"]).astype(str)
+    differ = np.flatnonzero(loose != theirs)
     assert list(differ) == [10, 11] and set(theirs[differ]) == {"C"}
     assert len(set(np.asarray(g["Isl_id"])[differ])) == 1
     ours = source_list(t)
@@ -203,3 +211,50 @@ def test_pybdsf_own_gaussians_give_pybdsf_own_sources():
         rows = np.array([int(i) for i in r["component_ids"].split(",")]) - 1  # no id: rows
         (sid,) = set(pb[rows])
         assert r["flux"] == pytest.approx(want[sid], rel=1e-6)
+
+
+def test_pixel_islands_are_pybdsf_islands(tmp_path):
+    """Islands of pixels 3 rms above the background, 8-connected: two Gaussians joined by
+    their emission share one, a distant one has its own, a faint one (centre below 3 rms)
+    and one on blank pixels are alone; a diagonal step still connects."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.islands import pixel_islands
+    from cianna_jax.astro.noise import estimate_noise_map
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    img = rng.normal(0.0, 1.0, (128, 128))
+
+    def gauss(x, y, a, s=1.5):
+        return a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s * s))
+
+    img += gauss(30, 30, 40) + gauss(35, 30, 40) + gauss(90, 90, 40) + gauss(60, 100, 2.0)
+    img[100:110, 10:20] = np.nan
+    img[5, 100:110] = 20.0  # a thin line of emission with a diagonal step
+    img[6, 110:120] = 20.0
+    fits.writeto(tmp_path / "i.fits", img.astype(np.float32))
+    with pytest.warns(UserWarning), open_image(str(tmp_path / "i.fits")) as im:
+        noise = estimate_noise_map(im.read, im.shape)
+        isl = pixel_islands(im, noise, np.array([30.0, 35.0, 90.0, 60.0, 15.0, 100.0, 119.0]),
+                            np.array([30.0, 30.0, 90.0, 100.0, 105.0, 5.0, 6.0]),
+                            np.full(7, 3.5))
+    assert list(isl) == [1, 1, 2, 3, 4, 5, 5]
+
+
+def test_a_mosaic_numbers_each_image_islands_apart():
+    from cianna_jax.astro.mosaic import merge_tables
+
+    def one(dec, flux):
+        t = Table({"id": [1, 2], "ra": [10.0, 10.0], "dec": [dec, dec + 0.001],
+                   "peak": [flux, flux], "rms": [1e-3, 1e-3], "bmaj": [2.0, 2.0],
+                   "bmin": [2.0, 2.0], "pa": [0.0, 0.0], "flux": [flux, flux / 2],
+                   "island_id": [1, 1]})
+        return S.with_sources(t)
+
+    merged = merge_tables([one(0.0, 0.02), one(0.01, 0.03)], [np.ones(2, bool)] * 2,
+                          ["a.fits", "b.fits"])
+    assert list(merged["island_id"]) == [1, 2, 1, 2] and list(merged["image"]) == [
+        "b.fits", "a.fits", "b.fits", "a.fits"]
+    assert list(merged["s_code"]) == ["C", "C", "C", "C"]
