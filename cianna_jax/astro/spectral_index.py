@@ -219,14 +219,15 @@ def _radius(tables: Sequence[Any], radius_arcsec: float | None) -> float:
 
 
 def _fit(flux: np.ndarray, ferr: np.ndarray, freqs: np.ndarray):
-    """Weighted least-squares slopes of ln S against ln nu per row (positive fluxes only;
-    unit weights where an error is missing): (alpha, alpha_err, points used)."""
+    """Weighted least-squares slopes of ln S against ln nu per row (positive fluxes only; a
+    row with a flux error missing is fitted unweighted, its alpha_err NaN): (alpha,
+    alpha_err, points used)."""
     ok = np.isfinite(flux) & (flux > 0)
     ls = np.log(np.where(ok, flux, 1.0))
     rel = np.where(np.isfinite(ferr) & (ferr > 0), ferr / np.where(ok, flux, 1.0), np.nan)
     known = np.all(np.isfinite(rel) | ~ok, axis=1)
-    w = np.where(ok, np.where(np.isfinite(rel), 1.0 / np.where(np.isfinite(rel), rel, 1.0) ** 2,
-                              1.0), 0.0)
+    inv_var = 1.0 / np.where(np.isfinite(rel), rel, 1.0) ** 2
+    w = np.where(ok, np.where(known[:, None], inv_var, 1.0), 0.0)
     lf = np.log(freqs)[None, :]
     sw = w.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):

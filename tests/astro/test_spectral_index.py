@@ -73,6 +73,15 @@ def test_three_frequencies_are_a_weighted_fit():
     assert t["alpha_err"][0] == pytest.approx(1 / math.sqrt(np.sum(w * (x - xm) ** 2)))
 
 
+def test_a_missing_error_fits_the_row_unweighted():
+    f = [1.4e8, 6e8, 1.4e9]
+    s = [1.0, 0.4, 0.25]
+    tabs = [_cat([10.0], [s[k]], [0.05 if k else np.nan]) for k in range(3)]
+    t = spectral_indices(tabs, f, radius_arcsec=1.0)
+    assert t["alpha"][0] == pytest.approx(np.polyfit(np.log(f), np.log(s), 1)[0], rel=1e-10)
+    assert np.isnan(t["alpha_err"][0])
+
+
 def test_refusals():
     a, b = _cat([10.0], [1.0], [0.1]), _cat([10.0], [0.5], [0.1])
     with pytest.raises(ValueError, match="two catalogues"):
