@@ -6,9 +6,11 @@ lists (``gaul``: Gaussians, ``srl``: sources with ``S_Code``) and groups Gaussia
 rule this module applies to a catalogue's Gaussians, as that rule reads them (its
 ``group_tol``, default 1, and ``thresh_isl``, 3):
 
-* two Gaussians are in one *island* when the sum of all the catalogue's Gaussians stays at
-  or above ``thresh_isl`` x rms along the segment between their centres (PyBDSF's islands
-  are the image's pixels above that threshold, connected; the segment is one path);
+* two Gaussians are in one *island* when the catalogue's ``island_id`` says so (the image's
+  pixels ``thresh_isl`` x rms above the background, 8-connected, :mod:`.islands`, as
+  ``predict`` finds them; another finder's ``Isl_id``); a catalogue without one: when the
+  sum of all its Gaussians stays at or above ``thresh_isl`` x rms along the segment between
+  their centres (one path through such pixels);
 * two Gaussians of one island are one *source* when that sum along the segment has no dip
   (its lowest and highest values at the two centres), or when it never falls more than
   ``group_tol`` x ``thresh_isl`` x rms below the fainter Gaussian's peak and the centres
