@@ -350,7 +350,9 @@ def _simulate(args) -> int:
                             nan_border=args.nan_border, sdc1_layout=args.sdc1_layout,
                             blend_fraction=args.blend_fraction,
                             blend_members=args.blend_members, freq_hz=args.freq_mhz * 1e6,
-                            spectral_index=args.spectral_index)
+                            spectral_index=args.spectral_index, epoch=args.epoch,
+                            variable_fraction=args.variable_fraction,
+                            variability=args.variability)
     write_fits(args.out, field)
     msg = (f"{size}x{size} field at {args.freq_mhz:g} MHz, noise {args.noise:g} Jy/beam -> "
            f"{args.out}")
@@ -600,6 +602,19 @@ def _parser() -> argparse.ArgumentParser:
     spx.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw alpha against flux and its histogram")
 
+    var = sub.add_parser("variability", help="sources whose flux varies between epochs "
+                                             "(catalogues of one field at one frequency)")
+    var.add_argument("--catalogue", action="append", required=True,
+                     help="a catalogue per epoch, in time order")
+    var.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                     help="matching radius (default: half the largest beam FWHM)")
+    var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
+                     help="the epochs' flux-scale uncertainty, added in quadrature to each "
+                          "flux error (e.g. 0.05)")
+    var.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    var.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw eta against v and |vs| against |m|")
+
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
                                         "and source injection's completeness")
@@ -688,6 +703,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="each source's own spectral index drawn from this normal law, its "
                           "560 MHz flux scaled to --freq-mhz (a seed's sources at several "
                           "frequencies, each with its own noise); the truth gets alpha")
+    sim.add_argument("--epoch", type=int, default=None,
+                     help="one observation of the sky (0, 1, ...): its own noise, the "
+                          "--variable-fraction's sources at their flux of that epoch")
+    sim.add_argument("--variable-fraction", type=float, default=0.1,
+                     help="with --epoch: the sources that vary (the same at every epoch)")
+    sim.add_argument("--variability", type=float, default=0.3,
+                     help="with --epoch: a variable source's flux times exp(N(0, this))")
     sim.add_argument("--cube", action="store_true",
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")
@@ -716,8 +738,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
            "train": _train, "inject": _inject, "counts": cli_tables.counts,
-           "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index
-           }[args.command]
+           "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index,
+           "variability": cli_tables.variability}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["sources", "spectral_index", "counts"]
+__all__ = ["sources", "spectral_index", "variability", "counts"]
 
 
 def sources(args) -> int:
@@ -27,7 +27,7 @@ def sources(args) -> int:
 def spectral_index(args) -> int:
     """``cianna-jax spectral-index``: spectral indices from catalogues at several
     frequencies."""
-    from .astro.catalogue import read_catalogue, write_catalogue
+    from .astro.catalogue import read_catalogue
     from .astro.spectral_index import flux_limits, format_spectral_summary, spectral_indices
 
     if len(args.catalogue) < 2:
@@ -53,12 +53,41 @@ def spectral_index(args) -> int:
     t = spectral_indices(tables, None if args.freq_mhz is None else
                          [f * 1e6 for f in args.freq_mhz], radius_arcsec=args.radius,
                          names=args.catalogue, limits=limits)
-    write_catalogue(t, args.out)
-    print(f"{format_spectral_summary(t)} -> {args.out}")
-    if args.figure:
-        from .astro.plots import save_figure, spectral_index_plot
+    from .astro.plots import spectral_index_plot
 
-        save_figure(spectral_index_plot(t), args.figure)
+    return _write_with_figure(t, args, format_spectral_summary(t), spectral_index_plot)
+
+
+def variability(args) -> int:
+    """``cianna-jax variability``: sources whose flux varies between epochs."""
+    from .astro.catalogue import read_catalogue
+    from .astro.variability import format_variability_summary
+    from .astro.variability import variability as find_variability
+
+    if len(args.catalogue) < 2:
+        raise ValueError(f"--catalogue: two or more, one per epoch; received "
+                         f"{len(args.catalogue)}")
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    t = find_variability([read_catalogue(c) for c in args.catalogue], radius_arcsec=args.radius,
+                         flux_scale_error=args.flux_scale_error, names=args.catalogue)
+    from .astro.plots import variability_plot
+
+    return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
+
+
+def _write_with_figure(t, args, summary: str, plot) -> int:
+    """Write ``t`` to ``args.out`` and, with ``args.figure``, ``plot(t)`` there."""
+    from .astro.catalogue import write_catalogue
+
+    write_catalogue(t, args.out)
+    print(f"{summary} -> {args.out}")
+    if args.figure:
+        from .astro.plots import save_figure
+
+        save_figure(plot(t), args.figure)
         print(f"figure -> {args.figure}")
     return 0
 

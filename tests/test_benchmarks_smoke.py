@@ -291,3 +291,24 @@ def test_spectral_index_check_bins_the_pulls():
     rows = m.compare(t, truth)
     assert [r["n"] for r in rows] == [20, 20] and rows[0]["bin"] == (0.0, 10.0)
     assert all(0.5 < r["pull"] < 1.6 and abs(r["offset"]) < 0.05 for r in rows)
+
+
+def test_variability_check_counts_found_and_false_variables():
+    from astropy.table import Table
+
+    from cianna_jax.astro.variability import variability
+
+    m = _benchmark("variability_check")
+    n = 30
+    ra = np.linspace(10, 10.1, n)
+    f0 = np.full(n, 1.0)
+    f1 = f0.copy()
+    f1[:5] = 2.0  # five variables, found (errors 0.01)
+    truths = [Table({"ra": ra, "dec": np.zeros(n), "flux": f, "variable": np.arange(n) < 5})
+              for f in (f0, f1)]
+    cats = [Table({"ra": ra, "dec": np.zeros(n), "flux": f, "flux_err": np.full(n, 0.01)})
+            for f in (f0, f1)]
+    c = m.compare(variability(cats, radius_arcsec=1.0), truths)
+    assert c["matched"] == n and c["constant"] == 25 and c["false"] == 0
+    assert c["flagged"] == 5 and c["bins"][-1]["found"] == 5
+    assert "vs scatter" in m.format_report(c) and len(m.format_report(c).splitlines()) == 5

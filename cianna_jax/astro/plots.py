@@ -21,7 +21,7 @@ from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 from .source_counts import SourceCounts
 
-__all__ = ["field_overlay", "spectral_index_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
+__all__ = ["field_overlay", "spectral_index_plot", "variability_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
            "reliability_plot", "injection_plot", "counts_plot", "save_figure"]
 
 
@@ -480,3 +480,35 @@ def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
     a2.set_ylabel("sources")
     span = ", ".join(f"{f / 1e6:g}" for f in freqs)
     return _finish_panels(fig, [a1, a2], f"{title} ({span} MHz; {int(ok.sum())} sources)")
+
+
+def variability_plot(table: Any, *, title: str = "Variability") -> Any:
+    """A :func:`.variability.variability` table: eta against v for the sources found at two
+    epochs or more, and |vs| against |m| with Mooley et al.'s thresholds; the variable
+    sources marked."""
+    from .variability import M_THRESHOLD, VS_THRESHOLD
+
+    plt = _plt()
+    eta, v = np.asarray(table["eta"], np.float64), np.asarray(table["v"], np.float64)
+    vs, m = np.abs(np.asarray(table["vs"], np.float64)), np.abs(np.asarray(table["m"], np.float64))
+    var = np.asarray(table["variable"], bool)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for sel, colour, label in ((~var, "C0", "not variable"), (var, "C3", "variable")):
+        ok = sel & np.isfinite(eta) & np.isfinite(v) & (eta > 0) & (v > 0)
+        a1.scatter(v[ok], eta[ok], s=8, color=colour, alpha=0.7, label=f"{label} ({ok.sum()})")
+        ok2 = sel & np.isfinite(vs) & np.isfinite(m)
+        a2.scatter(m[ok2], vs[ok2], s=8, color=colour, alpha=0.7, label=label)
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel("v (coefficient of variation of the fluxes)")
+    a1.set_ylabel("eta (weighted reduced chi-square)")
+    a2.axhline(VS_THRESHOLD, color="k", ls="--", lw=1, label=f"|vs| = {VS_THRESHOLD:g}")
+    a2.axvline(M_THRESHOLD, color="k", ls=":", lw=1, label=f"|m| = {M_THRESHOLD:g}")
+    a2.set_yscale("symlog", linthresh=1.0)
+    a2.set_ylim(bottom=0.0)
+    a2.set_xlabel("|m| (modulation index)")
+    a2.set_ylabel("|vs| (two-epoch statistic)")
+    for ax in (a1, a2):
+        ax.legend(fontsize=8)
+    n_ep = len(table.meta.get("catalogues", []))
+    return _finish_panels(fig, [a1, a2], f"{title} ({n_ep} epochs; {int(var.sum())} variable)")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import CatalogueError, column_values, make_table, require_columns
-from .crossmatch import crossmatch_sky
+from .catalogue import CatalogueError, make_table
+from .multi_match import catalogue_columns, match_catalogues, matching_radius
 
 __all__ = ["continuum_frequency", "catalogue_frequency", "spectral_indices", "flux_limits",
            "format_spectral_summary", "SPECTRAL_INDEX_NOTE", "LIMIT_SIGMAS"]
@@ -139,23 +139,13 @@ def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = N
     if len(set(freqs)) < 2:
         raise ValueError(f"freqs_hz: the catalogues must be at two frequencies or more, "
                          f"received {freqs}")
-    radius = _radius(tables, radius_arcsec)
-    cols = []
-    for t, n in zip(tables, names):
-        require_columns(t, ("ra", "dec", "flux"), n)
-        err = column_values(t, "flux_err", n)
-        cols.append((column_values(t, "ra", n), column_values(t, "dec", n),
-                     column_values(t, "flux", n),
-                     np.full(len(t), np.nan) if err is None else err))
-    ra0, dec0 = cols[0][0], cols[0][1]
+    radius = matching_radius(tables, radius_arcsec)
+    cols = [catalogue_columns(t, n) for t, n in zip(tables, names)]
+    m = match_catalogues([(c["ra"], c["dec"]) for c in cols], radius)
+    ra0, dec0 = m.ra, m.dec
     n0, k = len(ra0), len(tables)
-    flux, ferr, sep = (np.full((n0, k), np.nan) for _ in range(3))
-    flux[:, 0], ferr[:, 0], sep[:, 0] = cols[0][2], cols[0][3], 0.0
-    for j in range(1, k):
-        ra, dec, f, e = cols[j]
-        m = crossmatch_sky(ra, dec, ra0, dec0, radius)
-        flux[m.truth, j], ferr[m.truth, j] = f[m.det], e[m.det]
-        sep[m.truth, j] = m.separation
+    flux, ferr, sep = (m.take([c["flux"] for c in cols]), m.take([c["flux_err"] for c in cols]),
+                       m.sep)
     alpha, alpha_err, n_freq = _fit(flux, ferr, np.asarray(freqs))
     keep = n_freq >= 2
     bound = np.full(n0, np.nan)
@@ -202,20 +192,6 @@ def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = N
                                         "limit_sigmas x the local rms)")
         t["limit"].description = "<: alpha below alpha_limit, >: above it"
     return t
-
-
-def _radius(tables: Sequence[Any], radius_arcsec: float | None) -> float:
-    if radius_arcsec is not None:
-        r = _positive(radius_arcsec)
-        if r is None:
-            raise ValueError(f"radius_arcsec: a positive radius, received {radius_arcsec!r}")
-        return r
-    beams = [_positive(t.meta.get("beam_bmaj_arcsec")) for t in tables if hasattr(t, "meta")]
-    beams = [b for b in beams if b is not None]
-    if not beams:
-        raise ValueError("radius_arcsec: the catalogues record no beam (beam_bmaj_arcsec): "
-                         "give the matching radius")
-    return 0.5 * max(beams)
 
 
 def _fit(flux: np.ndarray, ferr: np.ndarray, freqs: np.ndarray):

@@ -43,6 +43,7 @@ class SyntheticField:
     pixel_scale: float
     noise_factor: np.ndarray | None = None
     alpha: np.ndarray | None = None
+    variable: np.ndarray | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -146,6 +147,9 @@ def synthetic_field(
     freq_hz: float = 560e6,
     spectral_index: tuple[float, float] | None = None,
     ref_freq_hz: float = 560e6,
+    epoch: int | None = None,
+    variable_fraction: float = 0.0,
+    variability: float = 0.3,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -159,8 +163,10 @@ def synthetic_field(
     header; ``spectral_index`` (mean, std): each source gets its own spectral index
     (``alpha``, S ~ nu^alpha) and its flux drawn at ``ref_freq_hz`` is scaled to ``freq_hz``,
     with the noise drawn for that frequency (the same seed at two frequencies: the same
-    sources, independent noise).  With the defaults the field is the same as in earlier
-    versions for a given seed.
+    sources, independent noise).  ``epoch`` (0, 1, ...): one observation of the sky, with
+    its own noise; ``variable_fraction`` of the sources (the same ones at every epoch)
+    ``variable``, their flux times exp(N(0, ``variability``)) drawn anew at each epoch.
+    With the defaults the field is the same as in earlier versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
                                  snr_range)
@@ -174,10 +180,13 @@ def synthetic_field(
     if spectral_index is not None:
         spectral_index = _checked_spectral_index(spectral_index)
         ref_freq_hz = as_bounded_float(ref_freq_hz, "ref_freq_hz")
+    if epoch is not None:
+        _check_epoch(epoch, variable_fraction, variability)
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
-    factor, alpha = None, None
-    if noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None:
+    factor, alpha, variable = None, None, None
+    if (noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None
+            and epoch is None):
         img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
                                  density=density, extended_fraction=extended_fraction,
                                  flux_range=flux_range, extended_size_range=extended_size_range)
@@ -193,12 +202,21 @@ def synthetic_field(
             cat = rs.Catalogue(*(np.concatenate([getattr(cat, f), getattr(comp, f)]) for f in
                                  ("x", "y", "flux", "bmaj", "bmin", "pa", "kind", "z", "dz")),
                                ndim=2)
-        if spectral_index is not None:  # each source's flux at this frequency, redrawn
+        scale = np.ones(len(cat))
+        if spectral_index is not None:  # each source's flux at this frequency
             alpha = np.random.default_rng([seed, 11]).normal(*spectral_index, len(cat))
-            cat = rs.Catalogue(cat.x, cat.y, cat.flux * (freq_hz / ref_freq_hz) ** alpha,
-                               cat.bmaj, cat.bmin, cat.pa, cat.kind, cat.z, cat.dz, ndim=2)
+            scale = scale * (freq_hz / ref_freq_hz) ** alpha
+        if epoch is not None:  # and at this epoch
+            variable = np.random.default_rng([seed, 13]).random(len(cat)) < variable_fraction
+            jump = np.exp(np.random.default_rng([seed, 17, int(epoch)]).normal(
+                0.0, variability, len(cat)))
+            scale = scale * np.where(variable, jump, 1.0)
+        if spectral_index is not None or epoch is not None:  # redrawn, with this one's noise
+            cat = rs.Catalogue(cat.x, cat.y, cat.flux * scale, cat.bmaj, cat.bmin, cat.pa,
+                               cat.kind, cat.z, cat.dz, ndim=2)
             img = rs.render_sources((H, W), cat)
-            rng = np.random.default_rng([seed, 7, int(round(freq_hz))])  # this frequency's
+            key = [seed, 7, int(round(freq_hz))] + ([] if epoch is None else [int(epoch) + 1])
+            rng = np.random.default_rng(key)
         factor = primary_beam_noise((H, W), noise_edge) if noise_edge > 1.0 else None
         noise_img = rs.correlated_noise((H, W), px_noise, psf_fwhm, rng)
         img = (img + (noise_img if factor is None else noise_img * factor)).astype(np.float32)
@@ -215,7 +233,16 @@ def synthetic_field(
                           sdc1_layout=sdc1_layout, wcs=wcs, freq_hz=freq_hz)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
                           beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
-                          alpha=alpha)
+                          alpha=alpha, variable=variable)
+
+
+def _check_epoch(epoch: Any, fraction: Any, variability: Any) -> None:
+    """ValueError naming the first of the epoch settings that cannot be used."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"epoch: an integer >= 0, received {epoch!r}")
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"variable_fraction: a fraction in [0, 1], received {fraction!r}")
+    as_bounded_float(variability, "variability", strict=False)
 
 
 def _checked_spectral_index(value: Any) -> tuple[float, float]:
@@ -258,6 +285,8 @@ def truth_table(field: SyntheticField) -> Any:
                 kind=c.kind)
     if field.alpha is not None:
         cols["alpha"] = field.alpha
+    if field.variable is not None:
+        cols["variable"] = field.variable
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"

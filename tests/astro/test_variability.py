@@ -1,0 +1,100 @@
+"""Variability between epochs: the metrics against their formulas, sources first found
+later, the flux-scale error, the simulator's epochs and the command line end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+from astropy.table import Table  # noqa: E402
+
+from cianna_jax.astro.catalogue import read_catalogue  # noqa: E402
+from cianna_jax.astro.synthetic import synthetic_field, truth_table  # noqa: E402
+from cianna_jax.astro.variability import variability  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+
+def _cat(flux, err, ra):
+    return Table({"ra": np.asarray(ra, float), "dec": np.zeros(len(ra)),
+                  "flux": np.asarray(flux, float), "flux_err": np.asarray(err, float)})
+
+
+EPOCHS = [_cat([1.0, 2.0, 0.5], [0.05, 0.05, 0.05], [10.0, 10.01, 10.02]),
+          _cat([1.02, 1.0, 0.3], [0.05, 0.04, 0.05], [10.0, 10.01, 10.03]),
+          _cat([0.98, 1.9], [0.05, 0.05], [10.0, 10.01])]
+
+
+def test_the_metrics_are_their_formulas():
+    t = variability(EPOCHS, radius_arcsec=2.0)
+    assert list(t["ra"]) == [10.01, 10.0, 10.02, 10.03]  # by decreasing |vs|
+    assert list(t["first_epoch"]) == [1, 1, 1, 2] and list(t["n_epochs"]) == [3, 3, 1, 1]
+    r = t[0]
+    s, e = np.array([2.0, 1.0, 1.9]), np.array([0.05, 0.04, 0.05])
+    w = 1 / e**2
+    eta = 3 / 2 * (np.mean(w * s * s) - np.mean(w * s) ** 2 / np.mean(w))
+    assert r["eta"] == pytest.approx(eta) and r["v"] == pytest.approx(np.std(s, ddof=1) / s.mean())
+    assert r["flux_mean"] == pytest.approx(np.sum(w * s) / np.sum(w))
+    assert r["vs_pair"] == "1-2" and r["vs"] == pytest.approx(1.0 / math.hypot(0.05, 0.04))
+    assert r["m"] == pytest.approx(2 / 3) and r["variable"]
+    assert not t["variable"][1] and t["vs_pair"][1] == "2-3"  # 0.04 / 0.0707: the largest
+    assert np.isnan(t["eta"][2]) and t["vs_pair"][2] == "" and not t["variable"][2]
+    assert t.meta["n_variable"] == 1 and t["flux_1"].unit == "Jy"
+
+
+def test_a_flux_scale_error_widens_the_errors():
+    t = variability(EPOCHS[:2], radius_arcsec=2.0, flux_scale_error=0.1)
+    r = t[t["ra"] == 10.01][0]
+    assert r["flux_err_1"] == pytest.approx(math.hypot(0.05, 0.2))
+    assert r["vs"] == pytest.approx(1.0 / math.hypot(math.hypot(0.05, 0.2), math.hypot(0.04, 0.1)))
+
+
+def test_refusals():
+    with pytest.raises(ValueError, match="two epochs"):
+        variability(EPOCHS[:1], radius_arcsec=1.0)
+    with pytest.raises(ValueError, match="flux_scale_error"):
+        variability(EPOCHS, radius_arcsec=1.0, flux_scale_error=1.5)
+    with pytest.raises(ValueError, match="radius_arcsec"):
+        variability(EPOCHS)
+
+
+def test_the_simulator_epochs():
+    kw = dict(seed=3, density=0.003, variable_fraction=0.3, variability=0.5)
+    a, b = synthetic_field(64, epoch=0, **kw), synthetic_field(64, epoch=1, **kw)
+    ta, tb = truth_table(a), truth_table(b)
+    np.testing.assert_array_equal(ta["x"], tb["x"])
+    np.testing.assert_array_equal(ta["variable"], tb["variable"])
+    var = np.asarray(ta["variable"])
+    assert var.any() and (~var).any()
+    np.testing.assert_array_equal(ta["flux"][~var], tb["flux"][~var])
+    assert np.all(ta["flux"][var] != tb["flux"][var])
+    assert not np.allclose(a.image, b.image)
+    for bad in (dict(epoch=-1), dict(epoch=0, variable_fraction=2.0), dict(epoch=True)):
+        with pytest.raises(ValueError):
+            synthetic_field(64, seed=3, **bad)
+
+
+def test_the_command_line_end_to_end(tmp_path, tiny_model, capsys):
+    pytest.importorskip("matplotlib")
+    from cianna_jax.astro.synthetic import write_fits
+
+    cats = []
+    for e in (0, 1):  # bright sources, as the tiny model finds them (conftest's field)
+        img, cat = tmp_path / f"e{e}.fits", tmp_path / f"c{e}.ecsv"
+        write_fits(img, synthetic_field(96, seed=7, nan_border=6, density=0.004,
+                                        snr_range=(20.0, 3000.0), epoch=e,
+                                        variable_fraction=0.5, variability=0.5))
+        assert main(["predict", "--model", tiny_model, "--image", str(img), "--out", str(cat),
+                     "--quiet"]) == 0
+        cats.append(str(cat))
+    out, fig = tmp_path / "var.ecsv", tmp_path / "var.png"
+    assert main(["variability", "--catalogue", cats[0], "--catalogue", cats[1],
+                 "--flux-scale-error", "0.02", "--out", str(out), "--figure", str(fig)]) == 0
+    assert "found at two or more" in capsys.readouterr().out and fig.stat().st_size > 10_000
+    t = read_catalogue(str(out))
+    assert t.meta["flux_scale_error"] == 0.02 and np.any(t["n_epochs"] == 2)
+    assert main(["variability", "--catalogue", cats[0], "--out", str(out)]) == 2
+    assert main(["simulate", "--out", str(tmp_path / "s.fits"), "--size", "64", "--epoch",
+                 "1"]) == 0
