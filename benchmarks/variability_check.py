@@ -5,7 +5,8 @@
 Simulates ``--epochs`` observations of one sky (``--variable-fraction`` of the sources vary,
 their flux times exp(N(0, --variability)) at each epoch; each epoch its own noise), finds
 the sources of each image with the model (as ``cianna-jax predict``), runs
-:func:`cianna_jax.astro.variability.variability` and compares with the truth: the
+:func:`cianna_jax.astro.variability.variability` (``--forced``: with each epoch's image,
+the fluxes of sources an epoch missed measured there) and compares with the truth: the
 constant sources' vs (its scatter should be 1 when the flux errors are right; how many
 cross the threshold: false variables) and, per bin of S/N, how many of the true variables
 whose true modulation reaches the threshold are found.
@@ -26,24 +27,25 @@ SNR_BINS = ((0.0, 10.0), (10.0, 30.0), (30.0, np.inf))
 
 
 def run(model: str, size: int, seed: int, epochs: int, fraction: float, spread: float,
-        folder: str):
+        folder: str, forced: bool = False):
     """(variability table, the truth tables of the epochs)."""
     from cianna_jax.astro.catalogue import read_catalogue
     from cianna_jax.astro.pipeline import predict_file
     from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
     from cianna_jax.astro.variability import variability
 
-    cats, truths = [], []
+    cats, truths, images = [], [], []
     for e in range(epochs):
         f = synthetic_field(size, seed=seed, epoch=e, variable_fraction=fraction,
                             variability=spread)
         path = os.path.join(folder, f"e{e}.fits")
         write_fits(path, f)
+        images.append(path)
         truths.append(truth_table(f))
         out = os.path.join(folder, f"c{e}.ecsv")
         predict_file(path, model, out, progress=False)
         cats.append(read_catalogue(out))
-    return variability(cats), truths
+    return variability(cats, images=images if forced else None), truths
 
 
 def compare(table, truths) -> dict:
@@ -87,12 +89,14 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--variable-fraction", type=float, default=0.1)
     ap.add_argument("--variability", type=float, default=0.3)
+    ap.add_argument("--forced", action="store_true",
+                    help="each epoch's flux measured where it found no source")
     args = ap.parse_args(argv)
     from cianna_jax.astro.variability import format_variability_summary
 
     with tempfile.TemporaryDirectory() as folder:
         table, truths = run(args.model, args.size, args.seed, args.epochs,
-                            args.variable_fraction, args.variability, folder)
+                            args.variable_fraction, args.variability, folder, args.forced)
     print(format_variability_summary(table))
     print(format_report(compare(table, truths)))
     return 0

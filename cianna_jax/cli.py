@@ -606,6 +606,9 @@ def _parser() -> argparse.ArgumentParser:
                                              "(catalogues of one field at one frequency)")
     var.add_argument("--catalogue", action="append", required=True,
                      help="a catalogue per epoch, in time order")
+    var.add_argument("--image", action="append", default=None, metavar="FITS",
+                     help="each epoch's image, in the catalogues' order: a source not found "
+                          "at an epoch gets its flux measured there (forced photometry)")
     var.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
                      help="matching radius (default: half the largest beam FWHM)")
     var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",

@@ -71,8 +71,12 @@ def variability(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
+    if args.image is not None and len(args.image) != len(args.catalogue):
+        raise ValueError(f"--image: one per --catalogue ({len(args.catalogue)}), received "
+                         f"{len(args.image)}")
     t = find_variability([read_catalogue(c) for c in args.catalogue], radius_arcsec=args.radius,
-                         flux_scale_error=args.flux_scale_error, names=args.catalogue)
+                         flux_scale_error=args.flux_scale_error, names=args.catalogue,
+                         images=args.image)
     from .astro.plots import variability_plot
 
     return _write_with_figure(t, args, format_variability_summary(t), variability_plot)

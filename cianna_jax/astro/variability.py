@@ -15,8 +15,9 @@ transient surveys (Mooley et al. 2016, ApJ 818, 105; VAST, Murphy et al. 2021):
 
 ``flux_scale_error``: a fraction of each flux added in quadrature to its error (the flux
 scales of different epochs' calibrations differ by a few percent). A source missing at an
-epoch has no flux there (below that image's limit, or off it): ``n_epochs`` counts those
-with one.
+epoch has no flux there (below that image's limit, or off it), unless that epoch's image is
+given: then its flux is measured at the source's position (:mod:`.forced`, ``forced_<k>``),
+as transient surveys do. ``n_epochs`` counts the epochs with a flux, found or forced.
 """
 
 from __future__ import annotations
@@ -78,11 +79,14 @@ def _metrics(flux: np.ndarray, err: np.ndarray):
 
 
 def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
-                flux_scale_error: float = 0.0, names: Sequence[str] | None = None) -> Any:
+                flux_scale_error: float = 0.0, names: Sequence[str] | None = None,
+                images: Sequence[str | None] | None = None) -> Any:
     """One row per source found at any epoch (see the module docstring): ``ra``, ``dec``,
     ``first_epoch`` (1-based), ``n_epochs``, each epoch's ``flux_<k>`` and ``flux_err_<k>``
     (NaN where not found), ``flux_mean`` (weighted), ``eta``, ``v``, ``vs``, ``m``,
-    ``vs_pair`` ("1-2", ...), ``variable``; sorted by decreasing ``|vs|``."""
+    ``vs_pair`` ("1-2", ...), ``variable``; sorted by decreasing ``|vs|``. ``images``: one
+    per epoch (None: none), whose fluxes are forced where that epoch found no source
+    (``forced_<k>``)."""
     if len(tables) < 2:
         raise ValueError(f"tables: two epochs or more, received {len(tables)}")
     f = as_bounded_float(flux_scale_error, "flux_scale_error", strict=False)
@@ -94,6 +98,20 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
     mt = match_catalogues([(c["ra"], c["dec"]) for c in cols], radius, keep_new=True)
     flux = mt.take([c["flux"] for c in cols])
     err = mt.take([c["flux_err"] for c in cols])
+    forced = np.zeros(flux.shape, bool)
+    if images is not None:
+        if len(images) != len(tables):
+            raise ValueError(f"images: one per epoch ({len(tables)}), received {len(images)}")
+        from .forced import forced_fluxes
+
+        for k, image in enumerate(images):
+            missing = np.flatnonzero(mt.index[:, k] < 0)
+            if image is None or not missing.size:
+                continue
+            fl, er = forced_fluxes(image, mt.ra[missing], mt.dec[missing])
+            got = np.isfinite(fl) & np.isfinite(er)
+            flux[missing[got], k], err[missing[got], k] = fl[got], er[got]
+            forced[missing[got], k] = True
     err = np.hypot(err, f * flux)
     n, mean, eta, v, vs, m, pa, pb = _metrics(flux, err)
     variable = (np.abs(np.nan_to_num(vs)) >= VS_THRESHOLD) & (np.abs(np.nan_to_num(m))
@@ -105,6 +123,8 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
     for k in range(len(tables)):
         out[f"flux_{k + 1}"], out[f"flux_err_{k + 1}"] = flux[:, k], err[:, k]
         units[f"flux_{k + 1}"] = units[f"flux_err_{k + 1}"] = "Jy"
+        if images is not None:
+            out[f"forced_{k + 1}"] = forced[:, k]
     out.update(flux_mean=mean, eta=eta, v=v, vs=vs, m=m,
                vs_pair=np.where(pa >= 0, np.char.add(np.char.add((pa + 1).astype(str), "-"),
                                                      (pb + 1).astype(str)), ""),
@@ -113,7 +133,8 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
     meta = {"variability": VARIABILITY_NOTE, "catalogues": [str(x) for x in names],
             "radius_arcsec": float(radius), "flux_scale_error": f,
             "vs_threshold": VS_THRESHOLD, "m_threshold": M_THRESHOLD,
-            "n_sources": int(len(mt.ra)), "n_variable": int(variable.sum())}
+            "n_sources": int(len(mt.ra)), "n_variable": int(variable.sum()),
+            "n_forced": int(forced.sum())}
     t = make_table({k: np.asarray(val)[order] for k, val in out.items()}, meta=meta, units=units)
     for name, desc in (("first_epoch", "the epoch the source was first found at (1-based)"),
                        ("n_epochs", "epochs with a flux"),
@@ -131,7 +152,9 @@ def format_variability_summary(table: Any) -> str:
     """A report line: sources, how many at two epochs or more, how many variable."""
     m = table.meta
     several = int(np.count_nonzero(np.asarray(table["n_epochs"]) >= 2))
+    forced = f" ({m['n_forced']} fluxes forced)" if m.get("n_forced") else ""
     return (f"{m.get('n_sources', len(table))} sources over {len(m.get('catalogues', []))} "
-            f"epochs, {several} found at two or more, {m.get('n_variable', 0)} variable "
+            f"epochs, {several} with a flux at two or more{forced}, {m.get('n_variable', 0)} "
+            "variable "
             f"(|vs| >= {VS_THRESHOLD:g}, |m| >= {M_THRESHOLD:g}; radius "
             f"{m.get('radius_arcsec', float('nan')):.2g} arcsec)")

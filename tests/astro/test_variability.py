@@ -92,9 +92,49 @@ def test_the_command_line_end_to_end(tmp_path, tiny_model, capsys):
     out, fig = tmp_path / "var.ecsv", tmp_path / "var.png"
     assert main(["variability", "--catalogue", cats[0], "--catalogue", cats[1],
                  "--flux-scale-error", "0.02", "--out", str(out), "--figure", str(fig)]) == 0
-    assert "found at two or more" in capsys.readouterr().out and fig.stat().st_size > 10_000
+    assert "with a flux at two or more" in capsys.readouterr().out
+    assert fig.stat().st_size > 10_000
     t = read_catalogue(str(out))
     assert t.meta["flux_scale_error"] == 0.02 and np.any(t["n_epochs"] == 2)
+    # with the epochs' images every source has a flux at both: found or forced
+    assert main(["variability", "--catalogue", cats[0], "--catalogue", cats[1], "--image",
+                 str(tmp_path / "e0.fits"), "--image", str(tmp_path / "e1.fits"),
+                 "--out", str(out)]) == 0
+    t = read_catalogue(str(out))
+    one = np.asarray(t["n_epochs"])
+    assert np.all(one == 2) and "fluxes forced" in capsys.readouterr().out
+    assert np.all(np.asarray(t["forced_1"]) | np.asarray(t["forced_2"]) | (one == 2))
+    assert main(["variability", "--catalogue", cats[0], "--catalogue", cats[1], "--image",
+                 str(tmp_path / "e0.fits"), "--out", str(out)]) == 2
     assert main(["variability", "--catalogue", cats[0], "--out", str(out)]) == 2
     assert main(["simulate", "--out", str(tmp_path / "s.fits"), "--size", "64", "--epoch",
                  "1"]) == 0
+
+
+def test_forced_fluxes_are_unbiased_with_the_right_errors(tmp_path):
+    """Forced photometry on a field of noise correlated as the beam (pulls scatter as 1,
+    centred on 0), on the true point sources of a field (their fluxes within the errors),
+    and NaN off the image."""
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.forced import forced_fluxes
+    from cianna_jax.astro.sky import pixel_to_sky
+    from cianna_jax.astro.synthetic import write_fits
+
+    write_fits(tmp_path / "n.fits", synthetic_field(256, seed=4, density=0.0))
+    rng = np.random.default_rng(0)
+    with open_image(str(tmp_path / "n.fits")) as img:
+        ra, dec = pixel_to_sky(img.wcs, rng.uniform(10, 245, 300), rng.uniform(10, 245, 300))
+        fl, er = forced_fluxes(img, ra, dec)
+    pull = fl / er
+    assert abs(pull.mean()) < 0.2 and 0.85 < pull.std() < 1.15
+    assert np.median(er) == pytest.approx(1e-5, rel=0.3)
+    f = synthetic_field(256, seed=5, density=0.002, snr_range=(30.0, 300.0))
+    write_fits(tmp_path / "s.fits", f)
+    t = truth_table(f)
+    pts = t[np.asarray(t["kind"]) == 0]
+    fl, er = forced_fluxes(str(tmp_path / "s.fits"), np.asarray(pts["ra"]),
+                           np.asarray(pts["dec"]))
+    pull = (fl - np.asarray(pts["flux"])) / er
+    assert len(pts) >= 5 and np.median(np.abs(pull)) < 1.5
+    off = forced_fluxes(str(tmp_path / "s.fits"), np.array([120.0]), np.array([10.0]))
+    assert np.isnan(off[0][0]) and np.isnan(off[1][0])

@@ -1,0 +1,88 @@
+"""Forced photometry: the flux of an unresolved source at given sky positions of an image.
+
+Where a catalogue has no source (an epoch at which a variable source was faint, or the
+image of another survey), the flux at a known position is measured anyway: the restoring
+beam, centred at the position, is fitted to the background-subtracted pixels of a stamp of
+half-size 1.5 beam FWHM by its amplitude alone (least squares; for a point source the
+amplitude in Jy/beam is the flux in Jy). Its error is that fit's in noise of the local rms
+correlated as the beam (:func:`.fit_errors.correlation_kernel`), so it can be negative and
+its pulls scatter as 1 where there is no source.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .fit_errors import correlation_kernel
+from .fits_image import FitsImage, ImageError, open_image
+from .noise import NoiseMap, estimate_noise_map
+from .sky import pa_to_pixel_angle, sky_to_pixel
+
+__all__ = ["forced_fluxes", "STAMP_FWHM"]
+
+#: the stamp reaches this many beam FWHMs each side of the position
+STAMP_FWHM = 1.5
+
+_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+def _beam_pixels(img: FitsImage) -> tuple[float, float, float]:
+    """(sigma major, sigma minor) in pixels and the major axis's angle (radians from +x
+    towards +y) of the image's beam; ImageError without one."""
+    fwhm = img.beam_fwhm_pixels()
+    if fwhm is None or img.wcs is None:
+        raise ImageError(f"{img.path}: forced photometry needs the beam (BMAJ, BMIN) and a "
+                         "celestial WCS")
+    H, W = img.shape[-2:]
+    theta = float(pa_to_pixel_angle(img.wcs, np.array([W / 2]), np.array([H / 2]),
+                                    np.array([img.beam.bpa]), image_frame=True)[0])
+    return fwhm[0] / _FWHM, fwhm[1] / _FWHM, theta
+
+
+def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
+                  noise: NoiseMap | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, 1-sigma error) in Jy of an unresolved source at each sky position of a 2D
+    ``image`` (a path or an opened image; its noise map estimated unless given); NaN off
+    the image or where the stamp has no data."""
+    if not isinstance(image, FitsImage):
+        with open_image(image) as img:
+            return forced_fluxes(img, ra, dec, noise)
+    img = image
+    if img.ndim != 2:
+        raise ImageError(f"{img.path}: forced photometry is for 2D images")
+    smaj, smin, theta = _beam_pixels(img)
+    noise = noise if noise is not None else estimate_noise_map(img.read, img.shape)
+    x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
+    half = int(math.ceil(STAMP_FWHM * smaj * _FWHM))
+    S = 2 * half + 1
+    H, W = img.shape
+    kernel = correlation_kernel(S, smaj, smin, theta)
+    lag = np.arange(S)[:, None] - np.arange(S)[None, :] + S - 1
+    C = kernel[lag[:, None, :, None], lag[None, :, None, :]].reshape(S * S, S * S)
+    flux, err = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    c, s = math.cos(theta), math.sin(theta)
+    for k in np.flatnonzero(np.isfinite(x) & np.isfinite(y)):
+        cx, cy = int(math.floor(x[k] + 0.5)), int(math.floor(y[k] + 0.5))
+        if not (0 <= cx < W and 0 <= cy < H):
+            continue
+        x0, y0 = cx - half, cy - half
+        win = (slice(max(0, y0), min(H, y0 + S)), slice(max(0, x0), min(W, x0 + S)))
+        stamp = np.full((S, S), np.nan)
+        part = img.read(win).astype(np.float64) - noise.window(*win, "background")
+        stamp[win[0].start - y0:win[0].stop - y0, win[1].start - x0:win[1].stop - x0] = part
+        yy, xx = np.mgrid[y0:y0 + S, x0:x0 + S]
+        dx, dy = xx - x[k], yy - y[k]
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        g = np.exp(-0.5 * ((u / smaj) ** 2 + (v / smin) ** 2))
+        g[~np.isfinite(stamp)] = 0.0
+        gg = float(np.sum(g * g))
+        if gg < 0.5 * math.pi * smaj * smin:  # half of the beam (its integral of g^2) blank
+            continue
+        rms = float(noise.at(np.array([y[k]]), np.array([x[k]]))[0])
+        flux[k] = float(np.sum(g * np.nan_to_num(stamp))) / gg
+        gv = g.ravel()
+        err[k] = rms * math.sqrt(float(gv @ C @ gv)) / gg
+    scale = img.unit_scale * (img.beam_area_pixels() if img.per == "pixel" else 1.0)
+    return flux * scale, err * scale
