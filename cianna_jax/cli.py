@@ -399,6 +399,14 @@ def _simulate_cube(args) -> int:
 _DEFAULT_MAX_PEAKS = 4
 
 
+def _matched_table_options(p: argparse.ArgumentParser, figure: str) -> None:
+    """``--radius``, ``--out`` and ``--figure`` of the commands that match catalogues."""
+    p.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                   help="matching radius (default: half the largest beam FWHM)")
+    p.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    p.add_argument("--figure", default=None, metavar="PNG", help=f"also draw {figure}")
+
+
 def _max_peaks_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-peaks", type=int, default=_DEFAULT_MAX_PEAKS, metavar="N",
                    help="a detection box holding separate significant peaks (close sources "
@@ -593,14 +601,10 @@ def _parser() -> argparse.ArgumentParser:
     spx.add_argument("--freq-mhz", type=float, action="append", default=None,
                      help="each catalogue's frequency (MHz), in their order (default: the "
                           "frequency predict recorded from each image's header)")
-    spx.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
-                     help="matching radius (default: half the largest beam FWHM)")
     spx.add_argument("--limits-from", default=None, metavar="FITS",
                      help="the second catalogue's image: each source of the first not found "
                           "in it gets a limit on alpha from 5 local rms there")
-    spx.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
-    spx.add_argument("--figure", default=None, metavar="PNG",
-                     help="also draw alpha against flux and its histogram")
+    _matched_table_options(spx, "alpha against flux and its histogram")
 
     var = sub.add_parser("variability", help="sources whose flux varies between epochs "
                                              "(catalogues of one field at one frequency)")
@@ -609,14 +613,10 @@ def _parser() -> argparse.ArgumentParser:
     var.add_argument("--image", action="append", default=None, metavar="FITS",
                      help="each epoch's image, in the catalogues' order: a source not found "
                           "at an epoch gets its flux measured there (forced photometry)")
-    var.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
-                     help="matching radius (default: half the largest beam FWHM)")
     var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
                      help="the epochs' flux-scale uncertainty, added in quadrature to each "
                           "flux error (e.g. 0.05)")
-    var.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
-    var.add_argument("--figure", default=None, metavar="PNG",
-                     help="also draw eta against v and |vs| against |m|")
+    _matched_table_options(var, "eta against v and |vs| against |m|")
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "

@@ -17,10 +17,13 @@ import numpy as np
 from .fits_image import FitsImage
 from .noise import NoiseMap
 
-__all__ = ["pixel_islands", "ISLAND_REACH_BEAMS"]
+__all__ = ["pixel_islands", "ISLAND_REACH_BEAMS", "MAX_WINDOW"]
 
 #: a window reaches this many beam FWHMs (or Gaussian FWHMs, the larger) around its Gaussians
 ISLAND_REACH_BEAMS = 4.0
+#: a cluster of Gaussians wider than this (pixels) is read in tiles of this size (with the
+#: margin), so a window stays small; an island across two tiles is cut there
+MAX_WINDOW = 2048
 
 
 def pixel_islands(image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.ndarray,
@@ -58,9 +61,16 @@ def pixel_islands(image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.ndarra
         graph = coo_matrix((np.ones(a.size), (a, b)), shape=(idx.size, idx.size))
         _, cluster = connected_components(graph, directed=False)
         eight = ndimage.generate_binary_structure(2, 2)
-        for c in np.unique(cluster):
-            members = idx[cluster == c]
-            r = int(np.ceil(reach[cluster == c].max()))
+        groups = []
+        for c in np.unique(cluster):  # a cluster wider than MAX_WINDOW: in tiles of it
+            members, r = idx[cluster == c], reach[cluster == c]
+            tile = (np.floor(ix[members] / MAX_WINDOW) * (W // MAX_WINDOW + 1)
+                    + np.floor(iy[members] / MAX_WINDOW))
+            if np.ptp(ix[members]) < MAX_WINDOW and np.ptp(iy[members]) < MAX_WINDOW:
+                tile = np.zeros(members.size)
+            groups += [(members[tile == t], r[tile == t]) for t in np.unique(tile)]
+        for members, rr in groups:
+            r = int(np.ceil(rr.max()))
             y0, y1 = max(0, int(iy[members].min()) - r), min(H, int(iy[members].max()) + r + 1)
             x0, x1 = max(0, int(ix[members].min()) - r), min(W, int(ix[members].max()) + r + 1)
             ys, xs = slice(y0, y1), slice(x0, x1)

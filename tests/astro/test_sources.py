@@ -235,12 +235,19 @@ def test_pixel_islands_are_pybdsf_islands(tmp_path):
     img[5, 100:110] = 20.0  # a thin line of emission with a diagonal step
     img[6, 110:120] = 20.0
     fits.writeto(tmp_path / "i.fits", img.astype(np.float32))
+    xs = np.array([30.0, 35.0, 90.0, 60.0, 15.0, 100.0, 119.0])
+    ys = np.array([30.0, 30.0, 90.0, 100.0, 105.0, 5.0, 6.0])
     with pytest.warns(UserWarning), open_image(str(tmp_path / "i.fits")) as im:
         noise = estimate_noise_map(im.read, im.shape)
-        isl = pixel_islands(im, noise, np.array([30.0, 35.0, 90.0, 60.0, 15.0, 100.0, 119.0]),
-                            np.array([30.0, 30.0, 90.0, 100.0, 105.0, 5.0, 6.0]),
-                            np.full(7, 3.5))
-    assert list(isl) == [1, 1, 2, 3, 4, 5, 5]
+        isl = pixel_islands(im, noise, xs, ys, np.full(7, 3.5))
+        assert list(isl) == [1, 1, 2, 3, 4, 5, 5]
+        # a cluster wider than the largest window is read in tiles: the line is cut there
+        import cianna_jax.astro.islands as islands
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(islands, "MAX_WINDOW", 8)
+            assert list(pixel_islands(im, noise, xs, ys, np.full(7, 3.5))) == [1, 1, 2, 3, 4,
+                                                                                5, 6]
 
 
 def test_a_mosaic_numbers_each_image_islands_apart():
