@@ -352,7 +352,8 @@ def _simulate(args) -> int:
                             blend_members=args.blend_members, freq_hz=args.freq_mhz * 1e6,
                             spectral_index=args.spectral_index, epoch=args.epoch,
                             variable_fraction=args.variable_fraction,
-                            variability=args.variability)
+                            variability=args.variability, stokes=args.stokes,
+                            pol_fraction=args.pol_fraction)
     write_fits(args.out, field)
     msg = (f"{size}x{size} field at {args.freq_mhz:g} MHz, noise {args.noise:g} Jy/beam -> "
            f"{args.out}")
@@ -618,6 +619,18 @@ def _parser() -> argparse.ArgumentParser:
                           "flux error (e.g. 0.05)")
     _matched_table_options(var, "eta against v and |vs| against |m|")
 
+    pol = sub.add_parser("polarisation", help="the polarisation of a catalogue's sources "
+                                              "from Stokes Q, U (and V) images")
+    pol.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
+    pol.add_argument("--q", required=True, metavar="FITS", help="the Stokes Q image")
+    pol.add_argument("--u", required=True, metavar="FITS", help="the Stokes U image")
+    pol.add_argument("--v", default=None, metavar="FITS", help="the Stokes V image")
+    pol.add_argument("--detect-sigma", type=float, default=5.0,
+                     help="polarised flux over its error to call a source polarised (5)")
+    pol.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    pol.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw the fraction against flux and the angles")
+
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
                                         "and source injection's completeness")
@@ -713,6 +726,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --epoch: the sources that vary (the same at every epoch)")
     sim.add_argument("--variability", type=float, default=0.3,
                      help="with --epoch: a variable source's flux times exp(N(0, this))")
+    sim.add_argument("--stokes", default="I", choices=("I", "Q", "U", "V"),
+                     help="the Stokes image of the sky to write (Q, U: each source polarised "
+                          "by --pol-fraction at its own angle; the truth gets pol_frac, evpa)")
+    sim.add_argument("--pol-fraction", type=_pair, default=(0.05, 0.03), metavar="MEAN,STD",
+                     help="with --stokes: the polarised fractions' normal law (0.05,0.03)")
     sim.add_argument("--cube", action="store_true",
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")
@@ -742,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
            "train": _train, "inject": _inject, "counts": cli_tables.counts,
            "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index,
-           "variability": cli_tables.variability}[args.command]
+           "variability": cli_tables.variability,
+           "polarisation": cli_tables.polarisation}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

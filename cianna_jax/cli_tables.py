@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["sources", "spectral_index", "variability", "counts"]
+__all__ = ["sources", "spectral_index", "variability", "polarisation", "counts"]
 
 
 def sources(args) -> int:
@@ -80,6 +80,23 @@ def variability(args) -> int:
     from .astro.plots import variability_plot
 
     return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
+
+
+def polarisation(args) -> int:
+    """``cianna-jax polarisation``: the sources' polarisation from Stokes Q, U (V) images."""
+    from .astro.catalogue import read_catalogue
+    from .astro.polarisation import format_polarisation_summary
+    from .astro.polarisation import polarisation as measure
+
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    t = measure(read_catalogue(args.catalogue), args.q, args.u, args.v,
+                detect_sigma=args.detect_sigma, what=args.catalogue)
+    from .astro.plots import polarisation_plot
+
+    return _write_with_figure(t, args, format_polarisation_summary(t), polarisation_plot)
 
 
 def _write_with_figure(t, args, summary: str, plot) -> int:

@@ -312,3 +312,22 @@ def test_variability_check_counts_found_and_false_variables():
     assert c["matched"] == n and c["constant"] == 25 and c["false"] == 0
     assert c["flagged"] == 5 and c["bins"][-1]["found"] == 5
     assert "vs scatter" in m.format_report(c) and len(m.format_report(c).splitlines()) == 5
+
+
+def test_polarisation_check_compares_with_the_truth():
+    from astropy.table import Table
+
+    m = _benchmark("polarisation_check")
+    n = 20
+    ra = np.linspace(10, 10.1, n)
+    ti = Table({"ra": ra, "dec": np.zeros(n), "flux": np.full(n, 1.0), "kind": np.zeros(n)})
+    tq = Table({"ra": ra, "dec": np.zeros(n), "flux": np.full(n, 0.1),
+                "pol_frac": np.full(n, 0.1), "evpa": np.full(n, 0.0)})
+    got = Table({"ra": ra, "dec": np.zeros(n), "q_flux": np.full(n, 0.1),
+                 "q_flux_err": np.full(n, 0.01), "evpa": np.full(n, 1.0),
+                 "evpa_err": np.full(n, 2.0), "pol_frac": np.full(n, 0.1),
+                 "pol_frac_err": np.full(n, 0.01), "pol_flux_err": np.full(n, 0.01),
+                 "polarised": np.ones(n, bool)})
+    c = m.compare(got, ti, tq)
+    assert c["matched"] == n and c["polarised"] == n and c["q_pull"][0] == 0.0
+    assert c["evpa_pull"][0] == pytest.approx(0.5) and c["bright"] == c["bright_found"] == n

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from .catalogue import column_values, require_columns
 from .crossmatch import crossmatch_sky
 
@@ -46,13 +47,7 @@ def matching_radius(tables: Sequence[Any], radius_arcsec: float | None) -> float
     """``radius_arcsec``, or half the largest beam FWHM the catalogues' metadata record
     (``beam_bmaj_arcsec``); ValueError when neither is there."""
     if radius_arcsec is not None:
-        try:
-            r = float(radius_arcsec)
-        except (TypeError, ValueError):
-            r = math.nan
-        if not math.isfinite(r) or r <= 0:
-            raise ValueError(f"radius_arcsec: a positive radius, received {radius_arcsec!r}")
-        return r
+        return as_bounded_float(radius_arcsec, "radius_arcsec")
     beams = []
     for t in tables:
         try:

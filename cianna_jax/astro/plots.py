@@ -21,7 +21,7 @@ from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 from .source_counts import SourceCounts
 
-__all__ = ["field_overlay", "spectral_index_plot", "variability_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
+__all__ = ["field_overlay", "spectral_index_plot", "variability_plot", "polarisation_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
            "reliability_plot", "injection_plot", "counts_plot", "save_figure"]
 
 
@@ -512,3 +512,33 @@ def variability_plot(table: Any, *, title: str = "Variability") -> Any:
         ax.legend(fontsize=8)
     n_ep = len(table.meta.get("catalogues", []))
     return _finish_panels(fig, [a1, a2], f"{title} ({n_ep} epochs; {int(var.sum())} variable)")
+
+
+def polarisation_plot(table: Any, *, title: str = "Polarisation") -> Any:
+    """A :func:`.polarisation.polarisation` table: the polarised fraction against flux (the
+    polarised sources with their errors, the others' upper limits), and the polarised
+    sources' angles."""
+    plt = _plt()
+    flux = np.asarray(table["flux"], np.float64)
+    frac = np.asarray(table["pol_frac"], np.float64)
+    err = np.asarray(table["pol_frac_err"], np.float64)
+    lim = np.asarray(table["pol_frac_limit"], np.float64)
+    pol = np.asarray(table["polarised"], bool)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    good = np.isfinite(flux) & (flux > 0)
+    if good.any():
+        scale, unit = flux_unit(np.array([flux[good].min(), flux[good].max()]))
+        up = good & ~pol & np.isfinite(lim) & (lim > 0)
+        a1.scatter(flux[up] * scale, lim[up], marker="v", s=10, color="0.6",
+                   label=f"upper limits ({up.sum()})")
+        sel = good & pol
+        a1.errorbar(flux[sel] * scale, frac[sel], yerr=np.nan_to_num(err[sel]), marker="o",
+                    ls="", ms=3, color="C0", label=f"polarised ({sel.sum()})")
+        _log_flux_axis(a1, f"integrated flux density, Stokes I ({unit})")
+        a1.set_yscale("log")
+        a1.legend(fontsize=8)
+    a1.set_ylabel("polarised fraction")
+    a2.hist(np.asarray(table["evpa"], np.float64)[pol], bins=18, range=(0, 180), color="C0")
+    a2.set_xlabel("EVPA (deg, north through east)")
+    a2.set_ylabel("polarised sources")
+    return _finish_panels(fig, [a1, a2], f"{title} ({int(pol.sum())} of {len(table)} polarised)")

@@ -44,6 +44,7 @@ class SyntheticField:
     noise_factor: np.ndarray | None = None
     alpha: np.ndarray | None = None
     variable: np.ndarray | None = None
+    pol: tuple[np.ndarray, np.ndarray] | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -150,6 +151,8 @@ def synthetic_field(
     epoch: int | None = None,
     variable_fraction: float = 0.0,
     variability: float = 0.3,
+    stokes: str = "I",
+    pol_fraction: tuple[float, float] = (0.05, 0.03),
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -166,6 +169,10 @@ def synthetic_field(
     sources, independent noise).  ``epoch`` (0, 1, ...): one observation of the sky, with
     its own noise; ``variable_fraction`` of the sources (the same ones at every epoch)
     ``variable``, their flux times exp(N(0, ``variability``)) drawn anew at each epoch.
+    ``stokes`` "Q", "U" or "V": that Stokes image of the same sky (its own noise): each
+    source linearly polarised by a fraction drawn from N(``pol_fraction``) (clipped to [0,
+    1]) at an angle uniform in [0, 180) deg (the truth's ``pol_frac``, ``evpa``, the same
+    for every Stokes), no circular polarisation (V: noise only).
     With the defaults the field is the same as in earlier versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
@@ -182,11 +189,13 @@ def synthetic_field(
         ref_freq_hz = as_bounded_float(ref_freq_hz, "ref_freq_hz")
     if epoch is not None:
         _check_epoch(epoch, variable_fraction, variability)
+    if stokes not in ("I", "Q", "U", "V"):
+        raise ValueError(f"stokes: one of I, Q, U, V; received {stokes!r}")
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
-    factor, alpha, variable = None, None, None
+    factor, alpha, variable, pol = None, None, None, None
     if (noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None
-            and epoch is None):
+            and epoch is None and stokes == "I"):
         img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
                                  density=density, extended_fraction=extended_fraction,
                                  flux_range=flux_range, extended_size_range=extended_size_range)
@@ -211,11 +220,20 @@ def synthetic_field(
             jump = np.exp(np.random.default_rng([seed, 17, int(epoch)]).normal(
                 0.0, variability, len(cat)))
             scale = scale * np.where(variable, jump, 1.0)
-        if spectral_index is not None or epoch is not None:  # redrawn, with this one's noise
+        if stokes != "I":  # this Stokes parameter of each source's polarised flux
+            prng = np.random.default_rng([seed, 19])
+            frac = np.clip(prng.normal(*pol_fraction, len(cat)), 0.0, 1.0)
+            angle = prng.uniform(0.0, np.pi, len(cat))
+            pol = (frac, np.degrees(angle))
+            scale = scale * {"Q": frac * np.cos(2 * angle), "U": frac * np.sin(2 * angle),
+                             "V": np.zeros(len(cat))}[stokes]
+        if spectral_index is not None or epoch is not None or stokes != "I":  # redrawn,
+            # with this one's noise
             cat = rs.Catalogue(cat.x, cat.y, cat.flux * scale, cat.bmaj, cat.bmin, cat.pa,
                                cat.kind, cat.z, cat.dz, ndim=2)
             img = rs.render_sources((H, W), cat)
             key = [seed, 7, int(round(freq_hz))] + ([] if epoch is None else [int(epoch) + 1])
+            key += [] if stokes == "I" else [100 + "QUV".index(stokes)]
             rng = np.random.default_rng(key)
         factor = primary_beam_noise((H, W), noise_edge) if noise_edge > 1.0 else None
         noise_img = rs.correlated_noise((H, W), px_noise, psf_fwhm, rng)
@@ -233,7 +251,7 @@ def synthetic_field(
                           sdc1_layout=sdc1_layout, wcs=wcs, freq_hz=freq_hz)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
                           beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
-                          alpha=alpha, variable=variable)
+                          alpha=alpha, variable=variable, pol=pol)
 
 
 def _check_epoch(epoch: Any, fraction: Any, variability: Any) -> None:
@@ -287,6 +305,8 @@ def truth_table(field: SyntheticField) -> Any:
         cols["alpha"] = field.alpha
     if field.variable is not None:
         cols["variable"] = field.variable
+    if field.pol is not None:
+        cols["pol_frac"], cols["evpa"] = field.pol
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"
