@@ -622,9 +622,12 @@ def _parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("polarisation", help="the polarisation of a catalogue's sources "
                                               "from Stokes Q, U (and V) images")
     pol.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
-    pol.add_argument("--q", required=True, metavar="FITS", help="the Stokes Q image")
-    pol.add_argument("--u", required=True, metavar="FITS", help="the Stokes U image")
-    pol.add_argument("--v", default=None, metavar="FITS", help="the Stokes V image")
+    pol.add_argument("--q", required=True, metavar="FITS",
+                     help="the Stokes Q image (or an IQUV cube: its Q plane)")
+    pol.add_argument("--u", required=True, metavar="FITS",
+                     help="the Stokes U image (or the cube again)")
+    pol.add_argument("--v", default=None, metavar="FITS",
+                     help="the Stokes V image (or the cube again)")
     pol.add_argument("--detect-sigma", type=float, default=5.0,
                      help="polarised flux over its error to call a source polarised (5)")
     pol.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")

@@ -230,10 +230,16 @@ def _pick_hdu(hdul: Any, hdu: int | str | None, path: str, fits: Any) -> int:
     return idx
 
 
-def _stokes_i(data: np.ndarray, header: Any, path: str) -> np.ndarray:
-    """``data`` with a STOKES axis of several planes cut to its Stokes I plane (length 1,
-    which :func:`_squeeze` then drops): the detectors take total intensity; ImageError
-    when the axis has no I plane.  Other data unchanged."""
+#: FITS STOKES axis codes of the four Stokes parameters
+STOKES_CODES = {"I": 1, "Q": 2, "U": 3, "V": 4}
+
+
+def _stokes_plane(data: np.ndarray, header: Any, path: str, stokes: str = "I") -> np.ndarray:
+    """``data`` with a STOKES axis of several planes cut to its ``stokes`` plane (length 1,
+    which :func:`_squeeze` then drops): the detectors take total intensity (I), the
+    polarisation Q, U and V; ImageError when the axis has no such plane.  A single-plane
+    axis and other data unchanged."""
+    want = STOKES_CODES[stokes]
     nd = data.ndim
     for n in range(3, nd + 1):  # FITS axis n is numpy axis nd - n
         if str(header.get(f"CTYPE{n}", "")).strip().upper() != "STOKES":
@@ -244,16 +250,19 @@ def _stokes_i(data: np.ndarray, header: Any, path: str) -> np.ndarray:
         crval, cdelt = float(header.get(f"CRVAL{n}", 1.0)), float(header.get(f"CDELT{n}", 1.0))
         crpix = float(header.get(f"CRPIX{n}", 1.0))
         codes = [crval + (k + 1 - crpix) * cdelt for k in range(size)]
-        found = [k for k, c in enumerate(codes) if abs(c - 1.0) < 1e-6]  # 1 = I (FITS)
+        found = [k for k, c in enumerate(codes) if abs(c - want) < 1e-6]
         if not found:
             names = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
                      -5: "XX", -6: "YY", -7: "XY", -8: "YX"}
             have = ", ".join(names.get(round(c), f"{c:g}") for c in codes)
+            need = ("the detectors need total intensity" if stokes == "I"
+                    else f"Stokes {stokes} was asked for")
             raise ImageError(f"{path}: its STOKES axis (FITS axis {n}) holds {have}, no Stokes "
-                             "I plane: the detectors need total intensity")
+                             f"{stokes} plane: {need}")
         k = found[0]
-        warnings.warn(f"{path}: Stokes I, plane {k + 1} of the {size} of its STOKES axis, is "
-                      "the image used", stacklevel=3)
+        if stokes == "I":
+            warnings.warn(f"{path}: Stokes I, plane {k + 1} of the {size} of its STOKES axis, "
+                          "is the image used", stacklevel=3)
         return data[tuple(slice(k, k + 1) if a == nd - n else slice(None) for a in range(nd))]
     return data
 
@@ -284,8 +293,11 @@ def _squeeze(data: np.ndarray, path: str) -> tuple[np.ndarray, list[int]]:
 
 
 def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
-               beam: Beam | None = None, plane: int | None = None) -> FitsImage:
+               beam: Beam | None = None, plane: int | None = None,
+               stokes: str = "I") -> FitsImage:
     """Open the image in ``hdu`` (default: the first HDU holding an image) of a FITS file.
+    ``stokes`` ("I", "Q", "U", "V") picks that plane of a STOKES axis of several (I, with a
+    warning, by default).
 
     ``plane`` (0-based) takes that plane of a cube's third axis as a 2D image: e.g. the
     MFS plane of a multi-frequency continuum image, for a 2D detector.
@@ -318,7 +330,9 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
             raise ImageError(f"{fspath}: HDU {idx} has no data")
         if data.dtype.kind not in "iuf":
             raise ImageError(f"{fspath}: HDU {idx} holds {data.dtype} data, not numbers")
-        view, axes = _squeeze(_stokes_i(data, header, fspath), fspath)
+        if stokes not in STOKES_CODES:
+            raise ValueError(f"stokes: one of {tuple(STOKES_CODES)}, received {stokes!r}")
+        view, axes = _squeeze(_stokes_plane(data, header, fspath, stokes), fspath)
         if plane is not None:
             view, axes = _plane(view, axes, plane, fspath)
         unusable = False

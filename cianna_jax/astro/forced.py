@@ -42,12 +42,14 @@ def _beam_pixels(img: FitsImage) -> tuple[float, float, float]:
 
 
 def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
-                  noise: NoiseMap | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  noise: NoiseMap | None = None, stokes: str = "I"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(flux, 1-sigma error) in Jy of an unresolved source at each sky position of a 2D
-    ``image`` (a path or an opened image; its noise map estimated unless given); NaN off
-    the image or where the stamp has no data."""
+    ``image`` (a path, whose ``stokes`` plane is read from a STOKES axis of several, or an
+    opened image; its noise map estimated unless given); NaN off the image or where the
+    stamp has no data."""
     if not isinstance(image, FitsImage):
-        with open_image(image) as img:
+        with open_image(image, stokes=stokes) as img:
             return forced_fluxes(img, ra, dec, noise)
     from scipy.signal import fftconvolve
 

@@ -1,5 +1,5 @@
 """Linear (and circular) polarisation of a catalogue's sources from Stokes Q, U (and V)
-images.
+images: separate files, or one cube with a STOKES axis (CASA's IQUV) given for each.
 
 At each source's position the Stokes Q and U fluxes are measured by forced photometry
 (:mod:`.forced`: unresolved sources), and from them:
@@ -48,8 +48,8 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
     flux = column_values(table, "flux", what)
     ferr = column_values(table, "flux_err", what)
     ferr = np.full(len(table), np.nan) if ferr is None else ferr
-    q, q_err = forced_fluxes(q_image, ra, dec)
-    u, u_err = forced_fluxes(u_image, ra, dec)
+    q, q_err = forced_fluxes(q_image, ra, dec, stokes="Q")
+    u, u_err = forced_fluxes(u_image, ra, dec, stokes="U")
     sigma = np.sqrt(0.5 * (q_err ** 2 + u_err ** 2))
     p = np.hypot(q, u)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -74,7 +74,7 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
                                "pol_flux_err")}
     units.update(evpa="deg", evpa_err="deg")
     if v_image is not None:
-        v, v_err = forced_fluxes(v_image, ra, dec)
+        v, v_err = forced_fluxes(v_image, ra, dec, stokes="V")
         with np.errstate(invalid="ignore", divide="ignore"):
             cols.update(v_flux=v, v_flux_err=v_err, v_frac=v / flux)
         units.update(v_flux="Jy", v_flux_err="Jy")

@@ -86,3 +86,30 @@ def test_the_command_lines(stokes, tmp_path, capsys):
     assert main(["simulate", "--out", str(tmp_path / "q.fits"), "--size", "64", "--stokes", "Q",
                  "--truth", str(tmp_path / "q.ecsv")]) == 0
     assert "pol_frac" in read_catalogue(str(tmp_path / "q.ecsv")).colnames
+
+
+def test_one_stokes_cube_gives_the_same(stokes, tmp_path):
+    """CASA's layout: one file with a STOKES axis of four planes (I, Q, U, V); each is read
+    as the Stokes parameter asked for, the same numbers as the separate images."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.fits_image import ImageError, open_image
+
+    planes = [fits.getdata(stokes[s][0]) for s in ("I", "Q", "U", "V")]
+    header = fits.getheader(stokes["I"][0])
+    header["CTYPE3"], header["CRVAL3"], header["CDELT3"], header["CRPIX3"] = \
+        "STOKES", 1.0, 1.0, 1.0
+    fits.writeto(tmp_path / "iquv.fits", np.stack(planes).astype(np.float32), header)
+    cube = str(tmp_path / "iquv.fits")
+    truth = stokes["I"][1]
+    a = polarisation(truth, cube, cube, cube)
+    b = polarisation(truth, stokes["Q"][0], stokes["U"][0], stokes["V"][0])
+    for name in ("q_flux", "u_flux", "pol_flux", "evpa", "v_flux"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-12)
+    iv = header.copy()
+    iv["CDELT3"] = 3.0  # I and V only
+    fits.writeto(tmp_path / "iv.fits", np.stack([planes[0], planes[3]]).astype(np.float32), iv)
+    with pytest.raises(ImageError, match="no Stokes Q plane"):
+        open_image(str(tmp_path / "iv.fits"), stokes="Q")
+    with pytest.raises(ValueError, match="stokes"):
+        open_image(cube, stokes="P")
