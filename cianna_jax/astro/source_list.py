@@ -120,6 +120,7 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     x, y = (_optional(table, "x"), _optional(table, "y")) if xy else (None, None)
     errs = {k: _optional(table, k) for k in ("ra_err", "dec_err", "x_err", "y_err")}
     peak_err = _optional(table, "peak_err")
+    reliability = _optional(table, "reliability")  # (masked entries: NaN)
     beam = _beam_cov(table.meta) if g.unit == "arcsec" else None
     rows: dict[str, list] = {k: [] for k in (
         "source_id", "n_components", "s_code", "ra", "dec", "ra_err", "dec_err", "x", "y",
@@ -164,8 +165,7 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         for k in ("edge", "deblended"):
             rows[k].append(bool(np.any(np.asarray(table[k])[members]))
                            if k in table.colnames else False)
-        rows["reliability"].append(float(table["reliability"][top])
-                                   if "reliability" in table.colnames else math.nan)
+        rows["reliability"].append(float(reliability[top]))
         rows["component_ids"].append(",".join(str(int(i)) for i in ids[members]))
     drop = set()
     if ref is None:
