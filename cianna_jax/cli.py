@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 
-from . import host_memory, xla_cpu
+from . import cli_tables, host_memory, xla_cpu
 from ._version import __version__
 
 __all__ = ["main"]
@@ -400,14 +400,6 @@ def _simulate_cube(args) -> int:
 _DEFAULT_MAX_PEAKS = 4
 
 
-def _matched_table_options(p: argparse.ArgumentParser, figure: str) -> None:
-    """``--radius``, ``--out`` and ``--figure`` of the commands that match catalogues."""
-    p.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
-                   help="matching radius (default: half the largest beam FWHM)")
-    p.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
-    p.add_argument("--figure", default=None, metavar="PNG", help=f"also draw {figure}")
-
-
 def _max_peaks_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-peaks", type=int, default=_DEFAULT_MAX_PEAKS, metavar="N",
                    help="a detection box holding separate significant peaks (close sources "
@@ -594,45 +586,7 @@ def _parser() -> argparse.ArgumentParser:
     srl.add_argument("--out", required=True, help="source list (.ecsv, .csv, .fits, .xml, .reg)")
     _group_tol_option(srl, None)
 
-    spx = sub.add_parser("spectral-index", help="spectral indices of the sources of "
-                                                "catalogues of one sky at several frequencies")
-    spx.add_argument("--catalogue", action="append", required=True,
-                     help="a catalogue (or source list) per frequency; the first one's sources "
-                          "are kept, the others matched to them")
-    spx.add_argument("--freq-mhz", type=float, action="append", default=None,
-                     help="each catalogue's frequency (MHz), in their order (default: the "
-                          "frequency predict recorded from each image's header)")
-    spx.add_argument("--limits-from", default=None, metavar="FITS",
-                     help="the second catalogue's image: each source of the first not found "
-                          "in it gets a limit on alpha from 5 local rms there")
-    _matched_table_options(spx, "alpha against flux and its histogram")
-
-    var = sub.add_parser("variability", help="sources whose flux varies between epochs "
-                                             "(catalogues of one field at one frequency)")
-    var.add_argument("--catalogue", action="append", required=True,
-                     help="a catalogue per epoch, in time order")
-    var.add_argument("--image", action="append", default=None, metavar="FITS",
-                     help="each epoch's image, in the catalogues' order: a source not found "
-                          "at an epoch gets its flux measured there (forced photometry)")
-    var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
-                     help="the epochs' flux-scale uncertainty, added in quadrature to each "
-                          "flux error (e.g. 0.05)")
-    _matched_table_options(var, "eta against v and |vs| against |m|")
-
-    pol = sub.add_parser("polarisation", help="the polarisation of a catalogue's sources "
-                                              "from Stokes Q, U (and V) images")
-    pol.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
-    pol.add_argument("--q", required=True, metavar="FITS",
-                     help="the Stokes Q image (or an IQUV cube: its Q plane)")
-    pol.add_argument("--u", required=True, metavar="FITS",
-                     help="the Stokes U image (or the cube again)")
-    pol.add_argument("--v", default=None, metavar="FITS",
-                     help="the Stokes V image (or the cube again)")
-    pol.add_argument("--detect-sigma", type=float, default=5.0,
-                     help="polarised flux over its error to call a source polarised (5)")
-    pol.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
-    pol.add_argument("--figure", default=None, metavar="PNG",
-                     help="also draw the fraction against flux and the angles")
+    cli_tables.add_parsers(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -764,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
            "train": _train, "inject": _inject, "counts": cli_tables.counts,
            "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index,
            "variability": cli_tables.variability,
-           "polarisation": cli_tables.polarisation}[args.command]
+           "polarisation": cli_tables.polarisation,
+           "rm-synthesis": cli_tables.rm_synthesis}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 
-__all__ = ["sources", "spectral_index", "variability", "polarisation", "counts"]
+__all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
+           "rm_synthesis", "counts"]
 
 
 def sources(args) -> int:
@@ -99,6 +101,22 @@ def polarisation(args) -> int:
     return _write_with_figure(t, args, format_polarisation_summary(t), polarisation_plot)
 
 
+def rm_synthesis(args) -> int:
+    """``cianna-jax rm-synthesis``: the sources' rotation measures from Q and U cubes."""
+    from .astro.catalogue import read_catalogue
+    from .astro.rm_synthesis import format_rm_summary, rm_table
+
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    t = rm_table(read_catalogue(args.catalogue), args.q, args.u, detect_sigma=args.detect_sigma,
+                 phi_max=args.phi_max, what=args.catalogue)
+    from .astro.plots import rm_plot
+
+    return _write_with_figure(t, args, format_rm_summary(t), rm_plot)
+
+
 def _write_with_figure(t, args, summary: str, plot) -> int:
     """Write ``t`` to ``args.out`` and, with ``args.figure``, ``plot(t)`` there."""
     from .astro.catalogue import write_catalogue
@@ -146,3 +164,69 @@ def counts(args) -> int:
                     args.figure)
         print(f"figure -> {args.figure}")
     return 0
+
+
+def add_parsers(sub) -> None:
+    """The ``spectral-index``, ``variability``, ``polarisation`` and ``rm-synthesis``
+    subcommands' options, on the command line's subparsers ``sub``."""
+    spx = sub.add_parser("spectral-index", help="spectral indices of the sources of "
+                                                "catalogues of one sky at several frequencies")
+    spx.add_argument("--catalogue", action="append", required=True,
+                     help="a catalogue (or source list) per frequency; the first one's sources "
+                          "are kept, the others matched to them")
+    spx.add_argument("--freq-mhz", type=float, action="append", default=None,
+                     help="each catalogue's frequency (MHz), in their order (default: the "
+                          "frequency predict recorded from each image's header)")
+    spx.add_argument("--limits-from", default=None, metavar="FITS",
+                     help="the second catalogue's image: each source of the first not found "
+                          "in it gets a limit on alpha from 5 local rms there")
+    _matched_table_options(spx, "alpha against flux and its histogram")
+
+    var = sub.add_parser("variability", help="sources whose flux varies between epochs "
+                                             "(catalogues of one field at one frequency)")
+    var.add_argument("--catalogue", action="append", required=True,
+                     help="a catalogue per epoch, in time order")
+    var.add_argument("--image", action="append", default=None, metavar="FITS",
+                     help="each epoch's image, in the catalogues' order: a source not found "
+                          "at an epoch gets its flux measured there (forced photometry)")
+    var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
+                     help="the epochs' flux-scale uncertainty, added in quadrature to each "
+                          "flux error (e.g. 0.05)")
+    _matched_table_options(var, "eta against v and |vs| against |m|")
+
+    pol = sub.add_parser("polarisation", help="the polarisation of a catalogue's sources "
+                                              "from Stokes Q, U (and V) images")
+    pol.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
+    pol.add_argument("--q", required=True, metavar="FITS",
+                     help="the Stokes Q image (or an IQUV cube: its Q plane)")
+    pol.add_argument("--u", required=True, metavar="FITS",
+                     help="the Stokes U image (or the cube again)")
+    pol.add_argument("--v", default=None, metavar="FITS",
+                     help="the Stokes V image (or the cube again)")
+    pol.add_argument("--detect-sigma", type=float, default=5.0,
+                     help="polarised flux over its error to call a source polarised (5)")
+    pol.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    pol.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw the fraction against flux and the angles")
+
+    rms = sub.add_parser("rm-synthesis", help="Faraday rotation measures of a catalogue's "
+                                              "sources from Stokes Q and U cubes")
+    rms.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
+    rms.add_argument("--q", required=True, metavar="FITS",
+                     help="the Stokes Q cube (a frequency axis; or an IQUV cube)")
+    rms.add_argument("--u", required=True, metavar="FITS", help="the Stokes U cube")
+    rms.add_argument("--detect-sigma", type=float, default=8.0,
+                     help="peak of |F| over its noise to report a rotation measure (8)")
+    rms.add_argument("--phi-max", type=float, default=None, metavar="RAD_M2",
+                     help="the largest Faraday depth searched (default: the channels' limit)")
+    rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    rms.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw the rotation measures against flux and their histogram")
+
+
+def _matched_table_options(p: argparse.ArgumentParser, figure: str) -> None:
+    """``--radius``, ``--out`` and ``--figure`` of the commands that match catalogues."""
+    p.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                   help="matching radius (default: half the largest beam FWHM)")
+    p.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
+    p.add_argument("--figure", default=None, metavar="PNG", help=f"also draw {figure}")

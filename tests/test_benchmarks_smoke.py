@@ -331,3 +331,18 @@ def test_polarisation_check_compares_with_the_truth():
     c = m.compare(got, ti, tq)
     assert c["matched"] == n and c["polarised"] == n and c["q_pull"][0] == 0.0
     assert c["evpa_pull"][0] == pytest.approx(0.5) and c["bright"] == c["bright_found"] == n
+
+
+def test_rm_synthesis_check_compares_detected_measures():
+    from astropy.table import Table
+
+    m = _benchmark("rm_synthesis_check")
+    n = 10
+    ra = np.linspace(10, 10.1, n)
+    truth = Table({"ra": ra, "dec": np.zeros(n), "rm": np.full(n, 10.0),
+                   "evpa": np.full(n, 30.0)})
+    got = Table({"ra": ra, "dec": np.zeros(n), "rm": np.full(n, 12.0), "rm_err": np.full(n, 2.0),
+                 "chi0": np.full(n, 31.0), "rm_detected": np.arange(n) < 6})
+    c = m.compare(got, truth)
+    assert c["matched"] == n and c["detected"] == 6 and c["pull_median"] == pytest.approx(1.0)
+    assert c["chi_median"] == pytest.approx(1.0) and c["pull_max"] == pytest.approx(1.0)

@@ -21,7 +21,8 @@ from .reliability import ReliabilityEstimate, ThresholdScan
 from .scores import BinnedScores
 from .source_counts import SourceCounts
 
-__all__ = ["field_overlay", "spectral_index_plot", "variability_plot", "polarisation_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
+__all__ = ["field_overlay", "spectral_index_plot", "variability_plot", "polarisation_plot",
+           "rm_plot", "completeness_reliability", "flux_recovery", "pr_curve_plot",
            "reliability_plot", "injection_plot", "counts_plot", "save_figure"]
 
 
@@ -542,3 +543,28 @@ def polarisation_plot(table: Any, *, title: str = "Polarisation") -> Any:
     a2.set_xlabel("EVPA (deg, north through east)")
     a2.set_ylabel("polarised sources")
     return _finish_panels(fig, [a1, a2], f"{title} ({int(pol.sum())} of {len(table)} polarised)")
+
+
+def rm_plot(table: Any, *, title: str = "Rotation measures") -> Any:
+    """A :func:`.rm_synthesis.rm_table` table: the detected rotation measures against flux
+    (1-sigma errors) and their histogram."""
+    plt = _plt()
+    det = np.asarray(table["rm_detected"], bool)
+    flux = np.asarray(table["flux"], np.float64)
+    rm = np.asarray(table["rm"], np.float64)
+    err = np.asarray(table["rm_err"], np.float64)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    sel = det & np.isfinite(flux) & (flux > 0) & np.isfinite(rm)
+    if sel.any():
+        scale, unit = flux_unit(np.array([flux[sel].min(), flux[sel].max()]))
+        a1.errorbar(flux[sel] * scale, rm[sel], yerr=np.nan_to_num(err[sel]), marker="o", ls="",
+                    ms=3, label=f"detected ({sel.sum()})")
+        _log_flux_axis(a1, f"integrated flux density, Stokes I ({unit})")
+        a1.legend(fontsize=8)
+        a2.hist(rm[sel], bins=max(5, min(30, int(np.sqrt(sel.sum())) + 1)), color="C0")
+    a1.set_ylabel("rotation measure (rad m^-2)")
+    a2.set_xlabel("rotation measure (rad m^-2)")
+    a2.set_ylabel("sources")
+    fwhm = table.meta.get("rmsf_fwhm_rad_m2", float("nan"))
+    return _finish_panels(fig, [a1, a2], f"{title} ({int(det.sum())} of {len(table)}; RMSF "
+                                         f"FWHM {fwhm:.3g} rad m^-2)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,8 @@ from .catalogue import make_table
 from .fits_image import FWHM_AREA, Beam
 from .sky import pixel_angle_to_pa, pixel_to_sky
 
-__all__ = ["SyntheticField", "synthetic_field", "primary_beam_noise", "field_header", "truth_table", "write_fits"]
+__all__ = ["SyntheticField", "synthetic_field", "primary_beam_noise", "field_header", "truth_table",
+           "write_fits", "write_stokes_cube"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class SyntheticField:
     noise_factor: np.ndarray | None = None
     alpha: np.ndarray | None = None
     variable: np.ndarray | None = None
-    pol: tuple[np.ndarray, np.ndarray] | None = None
+    pol: tuple[np.ndarray, ...] | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -153,6 +155,7 @@ def synthetic_field(
     variability: float = 0.3,
     stokes: str = "I",
     pol_fraction: tuple[float, float] = (0.05, 0.03),
+    rm: tuple[float, float] | None = None,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -172,7 +175,9 @@ def synthetic_field(
     ``stokes`` "Q", "U" or "V": that Stokes image of the same sky (its own noise): each
     source linearly polarised by a fraction drawn from N(``pol_fraction``) (clipped to [0,
     1]) at an angle uniform in [0, 180) deg (the truth's ``pol_frac``, ``evpa``, the same
-    for every Stokes), no circular polarisation (V: noise only).
+    for every Stokes), no circular polarisation (V: noise only); ``rm`` (mean, std): each
+    source's rotation measure (rad/m^2), its angle turned by ``rm lambda^2`` at ``freq_hz``
+    (the truth's ``evpa`` is then the angle at ``lambda^2 = 0``, ``rm`` the measure).
     With the defaults the field is the same as in earlier versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
@@ -225,6 +230,10 @@ def synthetic_field(
             frac = np.clip(prng.normal(*pol_fraction, len(cat)), 0.0, 1.0)
             angle = prng.uniform(0.0, np.pi, len(cat))
             pol = (frac, np.degrees(angle))
+            if rm is not None:
+                measure = np.random.default_rng([seed, 23]).normal(*rm, len(cat))
+                pol = pol + (measure,)
+                angle = angle + measure * (299_792_458.0 / freq_hz) ** 2
             scale = scale * {"Q": frac * np.cos(2 * angle), "U": frac * np.sin(2 * angle),
                              "V": np.zeros(len(cat))}[stokes]
         if spectral_index is not None or epoch is not None or stokes != "I":  # redrawn,
@@ -306,7 +315,9 @@ def truth_table(field: SyntheticField) -> Any:
     if field.variable is not None:
         cols["variable"] = field.variable
     if field.pol is not None:
-        cols["pol_frac"], cols["evpa"] = field.pol
+        cols["pol_frac"], cols["evpa"] = field.pol[:2]
+        if len(field.pol) > 2:
+            cols["rm"] = field.pol[2]
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"
@@ -323,3 +334,27 @@ def write_fits(path: str | os.PathLike, field: SyntheticField) -> None:
     hdu = fits.PrimaryHDU(data=data, header=field.header)
     with atomic_write(path) as fh:
         hdu.writeto(fh)
+
+
+def write_stokes_cube(path: str | os.PathLike, size: int, freqs_hz: Sequence[float], *,
+                      stokes: str = "Q", seed: int = 0, **kw: Any) -> Any:
+    """A continuum cube of one Stokes parameter over the channels ``freqs_hz`` (uniformly
+    spaced; each channel :func:`synthetic_field` at its frequency with its own noise, the
+    same sources), written as FITS with a FREQ axis; returns the truth table of the first
+    channel (with ``rm`` and ``evpa`` at lambda^2 = 0 when ``rm`` is given)."""
+    fits = require("astropy.io.fits")
+    freqs = np.asarray(freqs_hz, np.float64)
+    if freqs.ndim != 1 or freqs.size < 2 or not np.all(np.diff(freqs) > 0):
+        raise ValueError(f"freqs_hz: two or more increasing frequencies, received {freqs_hz!r}")
+    if not np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-6):
+        raise ValueError("freqs_hz: uniformly spaced channels (one FREQ axis)")
+    fields = [synthetic_field(size, seed=seed, stokes=stokes, freq_hz=float(f), **kw)
+              for f in freqs]
+    header = fields[0].header.copy()
+    header.pop("RESTFREQ", None)
+    header["CTYPE3"], header["CRVAL3"], header["CDELT3"], header["CRPIX3"], header["CUNIT3"] = (
+        "FREQ", float(freqs[0]), float(freqs[1] - freqs[0]), 1.0, "Hz")
+    cube = np.stack([f.image for f in fields]).astype(np.float32)
+    with atomic_write(path) as fh:
+        fits.PrimaryHDU(data=cube, header=header).writeto(fh)
+    return truth_table(fields[0])
