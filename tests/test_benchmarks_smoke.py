@@ -346,3 +346,21 @@ def test_rm_synthesis_check_compares_detected_measures():
     c = m.compare(got, truth)
     assert c["matched"] == n and c["detected"] == 6 and c["pull_median"] == pytest.approx(1.0)
     assert c["chi_median"] == pytest.approx(1.0) and c["pull_max"] == pytest.approx(1.0)
+
+
+def test_pybdsf_polarisation_compares_on_a_written_cube(tmp_path):
+    """The comparison without PyBDSF: a stand-in Gaussian list holding the truth's values."""
+    from astropy.table import Table
+
+    m = _benchmark("pybdsf_polarisation")
+    path = str(tmp_path / "iquv.fits")
+    ti, tq = m.write_cube(path, 128, 31)
+    n = len(ti)
+    gaul = Table({"RA": ti["ra"], "DEC": ti["dec"], "Total_flux": ti["flux"],
+                  "E_Total_flux": np.full(n, 1e-5), "Total_Q": tq["flux"],
+                  "E_Total_Q": np.full(n, 1e-5), "Total_U": np.zeros(n),
+                  "E_Total_U": np.full(n, 1e-5), "Linear_Pol_Ang": tq["evpa"],
+                  "Linear_Pol_frac": tq["pol_frac"]})
+    c = m.compare(path, gaul, ti, tq)
+    assert c["gaussians"] == n and c["matched"] == n and abs(c["pull_ours"][0]) < 1.5
+    assert c["pull_pybdsf"] == (0.0, 0.0)
