@@ -483,17 +483,19 @@ def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
     return _finish_panels(fig, [a1, a2], f"{title} ({span} MHz; {int(ok.sum())} sources)")
 
 
-def variability_plot(table: Any, *, title: str = "Variability") -> Any:
+def variability_plot(table: Any, *, title: str = "Variability", curves: int = 8) -> Any:
     """A :func:`.variability.variability` table: eta against v for the sources found at two
-    epochs or more, and |vs| against |m| with Mooley et al.'s thresholds; the variable
-    sources marked."""
+    epochs or more, |vs| against |m| with Mooley et al.'s thresholds (the variable sources
+    marked), and the light curves (flux over the weighted mean, 1-sigma errors, forced
+    fluxes hollow) of the ``curves`` variable sources of largest |vs|."""
     from .variability import M_THRESHOLD, VS_THRESHOLD
 
     plt = _plt()
     eta, v = np.asarray(table["eta"], np.float64), np.asarray(table["v"], np.float64)
     vs, m = np.abs(np.asarray(table["vs"], np.float64)), np.abs(np.asarray(table["m"], np.float64))
     var = np.asarray(table["variable"], bool)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.5))
+    _light_curves(a3, table, np.flatnonzero(var)[:curves])
     for sel, colour, label in ((~var, "C0", "not variable"), (var, "C3", "variable")):
         ok = sel & np.isfinite(eta) & np.isfinite(v) & (eta > 0) & (v > 0)
         a1.scatter(v[ok], eta[ok], s=8, color=colour, alpha=0.7, label=f"{label} ({ok.sum()})")
@@ -512,7 +514,34 @@ def variability_plot(table: Any, *, title: str = "Variability") -> Any:
     for ax in (a1, a2):
         ax.legend(fontsize=8)
     n_ep = len(table.meta.get("catalogues", []))
-    return _finish_panels(fig, [a1, a2], f"{title} ({n_ep} epochs; {int(var.sum())} variable)")
+    return _finish_panels(fig, [a1, a2, a3],
+                          f"{title} ({n_ep} epochs; {int(var.sum())} variable)")
+
+
+def _light_curves(ax: Any, table: Any, rows: np.ndarray) -> None:
+    """Flux over the weighted mean against epoch for the table's ``rows`` (forced fluxes
+    hollow), on ``ax``."""
+    k = len(table.meta.get("catalogues", []))
+    epochs = np.arange(1, k + 1)
+    for n, r in enumerate(rows):
+        mean = float(table["flux_mean"][r])
+        f = np.array([float(table[f"flux_{j}"][r]) for j in epochs]) / mean
+        e = np.array([float(table[f"flux_err_{j}"][r]) for j in epochs]) / abs(mean)
+        forced = np.array([bool(table[f"forced_{j}"][r]) if f"forced_{j}" in table.colnames
+                           else False for j in epochs])
+        colour = f"C{n % 10}"
+        ax.errorbar(epochs + 0.04 * n, f, yerr=e, color=colour, marker="", ls="-", lw=1,
+                    label=f"{table['ra'][r]:.4f} {table['dec'][r]:+.4f}")
+        ax.scatter((epochs + 0.04 * n)[~forced], f[~forced], color=colour, s=18)
+        ax.scatter((epochs + 0.04 * n)[forced], f[forced], facecolor="none", edgecolor=colour,
+                   s=18)
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.set_xticks(epochs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("flux / weighted mean flux")
+    ax.set_title("light curves of the variable sources (hollow: forced)", fontsize=9)
+    if len(rows):
+        ax.legend(fontsize=7, title="RA, Dec (deg)", title_fontsize=7)
 
 
 def polarisation_plot(table: Any, *, title: str = "Polarisation") -> Any:
