@@ -127,8 +127,16 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         "x_err", "y_err", "flux", "flux_err", "peak", "peak_err", "rms", "snr", "bmaj", "bmin",
         "pa", "bmaj_deconv", "bmin_deconv", "edge", "deblended", "reliability",
         "component_ids")}
+    # each source's rows, in table order, by one sort (not a scan of the table per source)
+    by_source = np.argsort(source, kind="stable")
+    ids_sorted = source[by_source]
+    cuts = np.flatnonzero(np.diff(ids_sorted)) + 1
+    groups = dict(zip(ids_sorted[np.r_[0, cuts]].tolist(), np.split(by_source, cuts))) \
+        if len(source) else {}
     for s in range(1, int(source.max(initial=0)) + 1):
-        members = np.flatnonzero(source == s)
+        members = groups.get(s, np.zeros(0, np.int64))
+        if not members.size:
+            continue
         top = members[int(np.nanargmax(np.where(np.isfinite(g.peak[members]),
                                                 g.peak[members], -np.inf)))] \
             if np.any(np.isfinite(g.peak[members])) else members[0]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,9 @@ class Gaussians:
     pixels: np.ndarray | None = None
     island: np.ndarray | None = None
 
-    @property
+    @cached_property
     def ok(self) -> np.ndarray:
-        """Components whose Gaussian is fully known (others stay alone)."""
+        """Components whose Gaussian is fully known (others stay alone); computed once."""
         return (np.all(np.isfinite(self.pos), axis=1)
                 & np.all(np.isfinite(self.cov.reshape(-1, 4)), axis=1)
                 & np.isfinite(self.peak) & np.isfinite(self.rms) & (self.rms > 0)
