@@ -45,7 +45,6 @@ from .measure import FWHM
 from .model_card import LoadedModel, load_model
 from .pipeline import (
     SourceFinding,
-    beam_in_pixels,
     find_sources,
     inverted_finding,
     measure_detections,
@@ -58,7 +57,7 @@ from .reliability import (
     format_reliability,
     with_fragments,
 )
-from .sky import pixel_to_sky
+from .sky import beam_in_pixels, pixel_to_sky
 
 __all__ = ["InjectionResult", "measure_completeness", "write_injection_report",
            "format_completeness", "bins_table", "require_plotting", "read_fragment_rates",

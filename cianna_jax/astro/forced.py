@@ -17,28 +17,14 @@ import numpy as np
 
 from .fit_errors import correlation_kernel
 from .fits_image import FitsImage, ImageError, open_image
+from .measure import FWHM
 from .noise import NoiseMap, estimate_noise_map
-from .sky import pa_to_pixel_angle, sky_to_pixel
+from .sky import beam_in_pixels, sky_to_pixel
 
 __all__ = ["forced_fluxes", "STAMP_FWHM"]
 
 #: the stamp reaches this many beam FWHMs each side of the position
 STAMP_FWHM = 1.5
-
-_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-def _beam_pixels(img: FitsImage) -> tuple[float, float, float]:
-    """(sigma major, sigma minor) in pixels and the major axis's angle (radians from +x
-    towards +y) of the image's beam; ImageError without one."""
-    fwhm = img.beam_fwhm_pixels()
-    if fwhm is None or img.wcs is None:
-        raise ImageError(f"{img.path}: forced photometry needs the beam (BMAJ, BMIN) and a "
-                         "celestial WCS")
-    H, W = img.shape[-2:]
-    theta = float(pa_to_pixel_angle(img.wcs, np.array([W / 2]), np.array([H / 2]),
-                                    np.array([img.beam.bpa]), image_frame=True)[0])
-    return fwhm[0] / _FWHM, fwhm[1] / _FWHM, theta
 
 
 def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
@@ -56,10 +42,14 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
     img = image
     if img.ndim != 2:
         raise ImageError(f"{img.path}: forced photometry is for 2D images")
-    smaj, smin, theta = _beam_pixels(img)
+    beam = beam_in_pixels(img)
+    if beam is None or img.wcs is None:
+        raise ImageError(f"{img.path}: forced photometry needs the beam (BMAJ, BMIN) and a "
+                         "celestial WCS")
+    smaj, smin, theta = beam
     noise = noise if noise is not None else estimate_noise_map(img.read, img.shape)
     x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
-    half = int(math.ceil(STAMP_FWHM * smaj * _FWHM))
+    half = int(math.ceil(STAMP_FWHM * smaj * FWHM))
     S = 2 * half + 1
     H, W = img.shape
     kernel = correlation_kernel(S, smaj, smin, theta)  # [2S - 1, 2S - 1], zero lag central

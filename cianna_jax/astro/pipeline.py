@@ -73,10 +73,10 @@ from .reliability import (
 )
 from .residual import write_noise_map, write_residual
 from .sky import (
+    beam_in_pixels,
     deconvolve,
     foreign_frame,
     frame_note,
-    pa_to_pixel_angle,
     pixel_angle_to_pa,
     pixel_to_sky,
     sky_offsets_per_pixel,
@@ -142,20 +142,6 @@ def warn_if_other_scale(card: ModelCard, image: FitsImage) -> str | None:
            "images like it")
     warnings.warn(msg, UserWarning, stacklevel=3)
     return msg
-
-
-def beam_in_pixels(image: FitsImage) -> tuple[float, float, float] | None:
-    """The image's beam as (sigma_major, sigma_minor) in pixels and the major axis's angle
-    in radians from +x towards +y (at the image's centre), or None without a beam or a
-    pixel scale."""
-    fwhm = image.beam_fwhm_pixels()
-    if fwhm is None:
-        return None
-    H, W = image.shape[-2:]
-    bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
-                                  np.array([image.beam.bpa]), image_frame=True)[0]
-                ) if image.wcs is not None else 0.0
-    return fwhm[0] / FWHM, fwhm[1] / FWHM, bth
 
 
 def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pixel_to_sky", "sky_to_pixel", "foreign_frame", "frame_note",
+__all__ = ["beam_in_pixels", "pixel_to_sky", "sky_to_pixel", "foreign_frame", "frame_note",
            "angular_separation", "position_angle", "pixel_angle_to_pa", "pa_to_pixel_angle",
            "deconvolve", "convolve", "sky_offsets_per_pixel"]
 
@@ -186,3 +186,18 @@ def convolve(smaj: np.ndarray, smin: np.ndarray, theta: np.ndarray, beam_smaj: f
     """The observed Gaussian (sigma major, sigma minor, angle) of an intrinsic one seen
     through the beam (covariance addition): :func:`deconvolve` undone."""
     return _gaussian_with_beam(smaj, smin, theta, beam_smaj, beam_smin, beam_theta, 1.0)
+
+
+def beam_in_pixels(image: Any) -> tuple[float, float, float] | None:
+    """A :class:`.fits_image.FitsImage`'s beam as (sigma_major, sigma_minor) in pixels and the major axis's angle
+    in radians from +x towards +y (at the image's centre), or None without a beam or a
+    pixel scale."""
+    fwhm = image.beam_fwhm_pixels()
+    if fwhm is None:
+        return None
+    H, W = image.shape[-2:]
+    bth = float(pa_to_pixel_angle(image.wcs, np.array([W / 2]), np.array([H / 2]),
+                                  np.array([image.beam.bpa]), image_frame=True)[0]
+                ) if image.wcs is not None else 0.0
+    fwhm_per_sigma = 2.0 * np.sqrt(2.0 * np.log(2.0))
+    return fwhm[0] / fwhm_per_sigma, fwhm[1] / fwhm_per_sigma, bth
