@@ -17,8 +17,9 @@ import os
 import platform
 import sys
 
-from . import cli_tables, host_memory, xla_cpu
+from . import cli_simulate, cli_tables, host_memory, xla_cpu
 from ._version import __version__
+from .cli_simulate import pair
 
 __all__ = ["main"]
 
@@ -114,7 +115,8 @@ def _predict(args) -> int:
                        target_reliability=args.target_reliability,
                        reliability_figure=args.reliability_figure, fragments=fragments,
                        max_peaks=args.max_peaks, source_list=args.source_list,
-                       group_tol=args.group_tol)
+                       group_tol=args.group_tol, primary_beam=_primary_beams(args),
+                       pb_min=args.pb_min)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -124,6 +126,10 @@ def _predict(args) -> int:
                "image whose centre is nearest")
     print(f"{n} sources -> {', '.join(args.out)} ({sky})")
     print(flag_counts(res.table), end="")
+    if args.pb:
+        from .astro.primary_beam import format_correction
+
+        print(format_correction(res.parts if len(args.image) > 1 else [res]))
     if args.source_list:
         from .astro.sources import format_grouping
 
@@ -158,7 +164,8 @@ def _val(args) -> int:
                    sdc1_area=args.sdc1_area, plots=not args.no_plots, progress=not args.quiet,
                    hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
                    compare=_compare_names(args.compare), reliability=args.reliability,
-                   target_reliability=args.target_reliability, max_peaks=args.max_peaks)
+                   target_reliability=args.target_reliability, max_peaks=args.max_peaks,
+                   primary_beam=_primary_beams(args), pb_min=args.pb_min)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -176,6 +183,8 @@ def _inject(args) -> int:
         raise FileNotFoundError(f"--write-image: no folder for {args.write_image}")
     if not args.no_plots:
         require_plotting()
+    beams = _primary_beams(args)
+    args.beams = beams if isinstance(beams, list) else [beams] * len(args.image)
     if len(args.image) > 1:  # a mosaic's images: each injected on its own, a folder each
         from .astro.completeness import check_injection_image
         from .astro.fits_image import open_image
@@ -185,12 +194,12 @@ def _inject(args) -> int:
         for path in args.image:  # every image fit for the model before the first one's work
             with open_image(path, args.hdu, beam=_beam(args.beam), plane=args.plane) as img:
                 check_injection_image(img, model)
-        for path, folder in zip(args.image, _report_folders(args.image)):
+        for k, (path, folder) in enumerate(zip(args.image, _report_folders(args.image))):
             if not args.quiet:
                 print(f"{path}:", file=sys.stderr)
-            _inject_one(args, path, model, os.path.join(args.out, folder))
+            _inject_one(args, path, model, os.path.join(args.out, folder), args.beams[k])
         return 0
-    _inject_one(args, args.image[0], args.model, args.out)
+    _inject_one(args, args.image[0], args.model, args.out, args.beams[0])
     return 0
 
 
@@ -208,7 +217,7 @@ def _report_folders(paths: list[str]) -> list[str]:
     return out if len(set(out)) == len(out) else [f"{i + 1}_{n}" for i, n in enumerate(out)]
 
 
-def _inject_one(args, image: str, model, out: str) -> None:
+def _inject_one(args, image: str, model, out: str, beam=None) -> None:
     from .astro.completeness import (
         format_completeness,
         measure_completeness,
@@ -225,7 +234,8 @@ def _inject_one(args, image: str, model, out: str) -> None:
                                reliability=args.reliability,
                                line_width_range=args.line_width_range,
                                extended_fraction=args.extended_fraction,
-                               max_peaks=args.max_peaks)
+                               max_peaks=args.max_peaks, primary_beam=beam,
+                               pb_min=args.pb_min)
     files = write_injection_report(res, out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {out}/: {', '.join(files)}")
@@ -239,23 +249,29 @@ def _inject_one(args, image: str, model, out: str) -> None:
         print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
 
 
+def _primary_beams(args):
+    """``--pb`` (one, or one per ``--image``) and ``--pb-centre`` as beams; None without."""
+    if not args.pb:
+        if args.pb_min is not None or args.pb_centre is not None:
+            raise ValueError("--pb-min, --pb-centre: options of --pb")
+        return None
+    from .astro.primary_beam import primary_beam
+
+    specs = args.pb if isinstance(args.pb, list) else [args.pb]
+    beams = [primary_beam(s, args.pb_centre) for s in specs]
+    if len(beams) == 1:
+        return beams[0]
+    if len(beams) != len(args.image):
+        raise ValueError(f"--pb: one, or one per --image ({len(args.image)}); received "
+                         f"{len(beams)}")
+    return beams
+
+
 def _group_tol_option(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--group-tol", type=float, default=default, metavar="TOL",
                    help="PyBDSF's grouping tolerance: larger values make larger sources "
                         "(default 1, PyBDSF's" + (", or the catalogue's own source_id"
                                                   if default is None else "") + ")")
-
-
-def _pair(text: str) -> tuple[float, float]:
-    """``"A,B"`` -> (A, B) for an option."""
-    a, sep, b = text.partition(",")
-    try:
-        if not sep:
-            raise ValueError(text)
-        return float(a), float(b)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MEAN,STD such as -0.7,0.2; received "
-                                         f"{text!r}") from None
 
 
 def _compare_names(values: list[str]) -> dict[str, str]:
@@ -278,7 +294,7 @@ def _compare_names(values: list[str]) -> dict[str, str]:
 RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--patch-channels",
                         "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
-                        "--normalisation", "--hdu", "--plane", "--mixed-precision")
+                        "--normalisation", "--hdu", "--plane", "--mixed-precision", "--pb")
 _TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
 
 
@@ -321,78 +337,12 @@ def _train(args) -> int:
                           batch_size=args.batch, patches_per_epoch=args.patches_per_epoch,
                           learning_rate=args.lr, min_snr=args.min_snr,
                           normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
-                          mixed_precision=args.mixed_precision, more_fields=more)
+                          mixed_precision=args.mixed_precision, more_fields=more,
+                          primary_beam=args.pb)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
           f"--out catalogue.ecsv")
-    return 0
-
-
-def _simulate(args) -> int:
-    from .astro.catalogue import catalogue_format, write_catalogue
-    from .astro.synthetic import synthetic_field, truth_table, write_fits
-
-    if args.truth:
-        catalogue_format(args.truth)
-    if args.cube:
-        return _simulate_cube(args)
-    if args.discs:
-        raise ValueError("--discs: an option of --cube (rotating discs are spectral lines)")
-    size = 1024 if args.size is None else args.size
-    density = 0.003 if args.density is None else args.density
-    if not 0.0 <= args.blend_fraction <= 1.0:
-        raise ValueError(f"--blend-fraction must be in [0, 1], got {args.blend_fraction}")
-    if args.blend_members != 1 and not args.blend_fraction:
-        raise ValueError("--blend-members: companions of the sources --blend-fraction picks; "
-                         "give --blend-fraction too")
-    field = synthetic_field(size, seed=args.seed, noise=args.noise, density=density,
-                            nan_border=args.nan_border, sdc1_layout=args.sdc1_layout,
-                            blend_fraction=args.blend_fraction,
-                            blend_members=args.blend_members, freq_hz=args.freq_mhz * 1e6,
-                            spectral_index=args.spectral_index, epoch=args.epoch,
-                            variable_fraction=args.variable_fraction,
-                            variability=args.variability, stokes=args.stokes,
-                            pol_fraction=args.pol_fraction)
-    write_fits(args.out, field)
-    msg = (f"{size}x{size} field at {args.freq_mhz:g} MHz, noise {args.noise:g} Jy/beam -> "
-           f"{args.out}")
-    if args.truth:
-        t = truth_table(field)
-        write_catalogue(t, args.truth)
-        msg += f"; {len(t)} true sources ({int((t['snr'] >= 5).sum())} of SNR >= 5) -> {args.truth}"
-    print(msg)
-    return 0
-
-
-def _simulate_cube(args) -> int:
-    import numpy as np
-
-    from .astro.catalogue import write_catalogue
-    from .astro.synthetic_cube import cube_truth_table, synthetic_cube, write_cube_fits
-
-    for name in ("nan_border", "sdc1_layout", "blend_fraction"):
-        if getattr(args, name):
-            raise ValueError(f"--{name.replace('_', '-')}: not an option of --cube")
-    if args.blend_members != 1:
-        raise ValueError("--blend-members: not an option of --cube")
-    size = 192 if args.size is None else args.size
-    kw = {} if args.density is None else {"density": args.density}
-    sc = synthetic_cube((args.channels, size, size), seed=args.seed, noise=args.noise,
-                        discs=args.discs, **kw)
-    write_cube_fits(args.out, sc)
-    msg = (f"{args.channels} channels of {sc.dfreq / 1e3:g} kHz from {sc.freq0 / 1e6:g} MHz, "
-           f"{size}x{size} pixels, noise {args.noise:g} Jy/beam -> {args.out}")
-    if args.truth:
-        t = cube_truth_table(sc)
-        write_catalogue(t, args.truth)
-        msg += (f"; {len(t)} true lines ({int((t['snr'] >= 5).sum())} of peak SNR >= 5) -> "
-                f"{args.truth}")
-        if sc.discs is not None and len(t):  # what the fluxes made of them
-            m, w = np.asarray(t["log_mhi"]), np.asarray(t["fwhm"]) / sc.pixel_scale
-            msg += (f"; HI masses 10^{np.nanmin(m):.1f}-10^{np.nanmax(m):.1f} Msun, FWHM "
-                    f"{np.nanmin(w):.1f}-{np.nanmax(w):.1f} pixels")
-    print(msg)
     return 0
 
 
@@ -446,6 +396,21 @@ def _parser() -> argparse.ArgumentParser:
                             "(float32, default), TF32C_FP32A, BF16C_FP32A or FP16C_FP32A "
                             "(faster on CPU, outputs within 1e-3)")
 
+    def pb_options(p, several: bool):
+        p.add_argument("--pb", default=None, action="append" if several else None,
+                       metavar="FITS|MODEL",
+                       help="the image is not primary-beam corrected: divide the sources' "
+                            "fluxes by this primary beam's response at each (a FITS image of "
+                            "the beam, or a model: gaussian:FWHM, cosine:FWHM in arcmin, "
+                            "meerkat; a model is centred on the image's reference position)"
+                            + ("; repeatable: one per --image" if several else ""))
+        p.add_argument("--pb-min", type=float, default=None, metavar="A",
+                       help="with --pb: leave out sources where the beam's response is below "
+                            "A (e.g. 0.2)")
+        p.add_argument("--pb-centre", type=pair, default=None, metavar="RA,DEC",
+                       help="with a --pb model: its centre in degrees (default: the image's "
+                            "reference position)")
+
     def reliability_options(p):
         p.add_argument("--reliability", action="store_true",
                        help="also run the detector on the inverted image: the fraction of "
@@ -460,6 +425,7 @@ def _parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred, several="")
     reliability_options(pred)
+    pb_options(pred, several=True)
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
                            "text), .sdc2 (SDC2 text, a cube's lines) or .reg (DS9 regions); "
@@ -510,6 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("val", help="predict, cross-match with a truth catalogue, score, plot")
     common(val, several=" (and each true source, matched on the sky)")
     reliability_options(val)
+    pb_options(val, several=False)
     val.add_argument("--catalogue", required=True, help="truth catalogue (any catalogue format)")
     val.add_argument("--out", required=True, help="report folder (created if missing)")
     _max_peaks_option(val)
@@ -534,6 +501,7 @@ def _parser() -> argparse.ArgumentParser:
                            "each injected and measured on its own, its report in a folder "
                            "of --out named after it (counts --completeness takes them, one "
                            "per image)")
+    pb_options(inj, several=True)
     inj.add_argument("--out", required=True,
                      help="report folder (catalogue.ecsv, injected.ecsv, spurious.ecsv, "
                           "completeness_by_snr.ecsv, completeness_by_flux.ecsv, "
@@ -587,6 +555,7 @@ def _parser() -> argparse.ArgumentParser:
     _group_tol_option(srl, None)
 
     cli_tables.add_parsers(sub)
+    cli_simulate.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -650,51 +619,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="CIANNA mixed_precision mode of the passes: off (float32, default), "
                          "BF16C_FP32A or TF32C_FP32A (faster on GPUs, and on CPU for the sdc1 "
                          "architecture)")
+    tr.add_argument("--pb", default=None, metavar="FITS|MODEL",
+                    help="the images are not primary-beam corrected and the catalogues give "
+                         "true fluxes: the detector learns each flux times this beam's "
+                         "response (a beam FITS image, or gaussian:FWHM, cosine:FWHM in "
+                         "arcmin, meerkat, centred on each image); predict with the same --pb")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")
 
-    sim = sub.add_parser("simulate", help="write a synthetic SDC1-like FITS field and its truth")
-    sim.add_argument("--out", required=True, help="FITS image to write")
-    sim.add_argument("--truth", default=None, help="true catalogue to write (.ecsv, ...)")
-    sim.add_argument("--size", type=int, default=None,
-                     help="image side in pixels (default 1024; with --cube 192)")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--noise", type=float, default=1e-5, help="noise rms (Jy/beam)")
-    sim.add_argument("--density", type=float, default=None,
-                     help="sources per (sky) pixel (default 0.003; with --cube 0.0002)")
-    sim.add_argument("--nan-border", type=int, default=0, help="blanked border width (pixels)")
-    sim.add_argument("--sdc1-layout", action="store_true",
-                     help="4D (Stokes, Freq, Y, X) array as the SDC1 images")
-    sim.add_argument("--blend-fraction", type=float, default=0.0,
-                     help="share of the sources given a fainter point-like companion 1 to "
-                          "2.5 beams away (close pairs, for training and scoring deblending)")
-    sim.add_argument("--blend-members", type=int, default=1,
-                     help="companions of each source --blend-fraction picks, each at its own "
-                          "angle (2: groups of three)")
-    sim.add_argument("--freq-mhz", type=float, default=560.0,
-                     help="observing frequency written to the header (MHz; default 560)")
-    sim.add_argument("--spectral-index", type=_pair, default=None, metavar="MEAN,STD",
-                     help="each source's own spectral index drawn from this normal law, its "
-                          "560 MHz flux scaled to --freq-mhz (a seed's sources at several "
-                          "frequencies, each with its own noise); the truth gets alpha")
-    sim.add_argument("--epoch", type=int, default=None,
-                     help="one observation of the sky (0, 1, ...): its own noise, the "
-                          "--variable-fraction's sources at their flux of that epoch")
-    sim.add_argument("--variable-fraction", type=float, default=0.1,
-                     help="with --epoch: the sources that vary (the same at every epoch)")
-    sim.add_argument("--variability", type=float, default=0.3,
-                     help="with --epoch: a variable source's flux times exp(N(0, this))")
-    sim.add_argument("--stokes", default="I", choices=("I", "Q", "U", "V"),
-                     help="the Stokes image of the sky to write (Q, U: each source polarised "
-                          "by --pol-fraction at its own angle; the truth gets pol_frac, evpa)")
-    sim.add_argument("--pol-fraction", type=_pair, default=(0.05, 0.03), metavar="MEAN,STD",
-                     help="with --stokes: the polarised fractions' normal law (0.05,0.03)")
-    sim.add_argument("--cube", action="store_true",
-                     help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
-                          "from 950 MHz) and its line catalogue instead of a continuum field")
-    sim.add_argument("--channels", type=int, default=96, help="channels of a --cube")
-    sim.add_argument("--discs", action="store_true",
-                     help="with --cube: rotating HI discs (double-horned lines, emission moving "
-                          "across the sky with the channel) instead of Gaussian lines")
     return parser
 
 
@@ -714,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import cli_tables
     from .astro import MissingExtraError
 
-    run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": _simulate,
+    run = {"demo": _demo, "predict": _predict, "val": _val, "simulate": cli_simulate.simulate,
            "train": _train, "inject": _inject, "counts": cli_tables.counts,
            "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index,
            "variability": cli_tables.variability,

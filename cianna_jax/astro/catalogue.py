@@ -70,6 +70,8 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "peak_err": ("Jy/beam", "1-sigma error of peak"),
     "rms": ("Jy/beam", "local noise rms at the source"),
     "snr": (None, "peak / local rms"),
+    "pb": (None, "primary beam's response at the source: flux, peak, their errors and rms "
+                 "divided by it (the image's are pb times them)"),
     "bmaj": ("arcsec", "FWHM major axis of the fitted (beam-convolved) Gaussian"),
     "bmin": ("arcsec", "FWHM minor axis of the fitted (beam-convolved) Gaussian"),
     "pa": ("deg", "position angle of the major axis, " + PA_CONVENTION),

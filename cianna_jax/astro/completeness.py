@@ -50,6 +50,7 @@ from .pipeline import (
     measure_detections,
 )
 from .predict import detect, make_predict_fn
+from .primary_beam import finding_beam, pb_response
 from .reliability import SNR_EDGES as REL_SNR_EDGES
 from .reliability import (
     add_reliability_column,
@@ -198,6 +199,8 @@ def measure_completeness(
     line_width_range: tuple[float, float] = (3.0, 12.0),
     extended_fraction: float = 1.0,
     max_peaks: int = MAX_PEAKS,
+    primary_beam: Any = None,
+    pb_min: float | None = None,
 ) -> InjectionResult:
     """Inject ``n_sources`` artificial sources into a FITS image (path or opened image), or
     lines into a cube, and find them again with ``model`` (as
@@ -220,8 +223,14 @@ def measure_completeness(
     (:meth:`InjectionResult.fragments_by_snr`, :func:`.reliability.with_fragments`): the
     image's catalogue (``result.own``) gets that ``reliability`` column.  Other arguments
     (``max_peaks``: close sources boxed once split into that many at most, in the image's
-    own run and in each round) as :func:`.pipeline.find_sources`."""
+    own run and in each round) as :func:`.pipeline.find_sources`; ``primary_beam`` and
+    ``pb_min`` too (an image that is not primary-beam corrected): the sources are drawn as
+    the image shows them (SNRs over the uniform noise), their injected fluxes then divided by
+    the beam's response where they lie, like the catalogue's, so that the completeness by
+    flux is by true flux over the whole image, the beam's falling sensitivity (and the
+    ``pb_min`` cut) included, as source counts need it."""
     n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
+    pb = finding_beam(primary_beam, pb_min)
     seed = as_int(seed, "seed", minimum=0)
     ext = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
     if ext > 1.0:
@@ -237,16 +246,17 @@ def measure_completeness(
         kw = dict(batch_size=batch_size, predict_fn=predict_fn)
         t0 = time.perf_counter()
         own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
-                           keep_raw=True, max_peaks=max_peaks, **kw)
+                           keep_raw=True, max_peaks=max_peaks, **pb, **kw)
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
                                 extended_fraction=ext, max_peaks=max_peaks,
-                                obj_threshold=obj_threshold, fit=fit, progress=progress, **kw)
+                                obj_threshold=obj_threshold, fit=fit, progress=progress,
+                                pb=pb, **kw)
         t2 = time.perf_counter()
         result.timings = {"own_s": t1 - t0, "rounds_s": t2 - t1}
         if reliability:
             inv = inverted_finding(img, mdl, own.noise, obj_threshold=obj_threshold, fit=fit,
-                                   progress=progress, max_peaks=max_peaks, **kw)
+                                   progress=progress, max_peaks=max_peaks, **pb, **kw)
             est = estimate_reliability(own.table["snr"], inv.table["snr"])
             own.reliability = with_fragments(est, *result.fragments_by_snr())
             add_reliability_column(own.table, own.reliability)
@@ -262,7 +272,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                    bpix: tuple[float, float, float], seed: int, lines: tuple[float, float],
                    *, obj_threshold: Any, fit: bool, progress: bool,
                    extended_fraction: float = 1.0, max_peaks: int = MAX_PEAKS,
-                   **kw: Any) -> InjectionResult:
+                   pb: dict[str, Any] | None = None, **kw: Any) -> InjectionResult:
     rng = np.random.default_rng(seed)
     cube = img.ndim == 3
     noise = own.noise
@@ -305,15 +315,22 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         det = detect(view.read, view.shape, mdl, noise=noise, obj_threshold=obj_threshold,
                      progress=progress, tiles=tiles, reuse=own.detections.raw, **kw)
         tiles_run += len(tiles)
-        run = measure_detections(view, mdl, det, noise, fit=fit, max_peaks=max_peaks)
+        with warnings.catch_warnings():  # (said once, for the image's own catalogue)
+            warnings.filterwarnings("ignore", message=".*primary beam is not known")
+            run = measure_detections(view, mdl, det, noise, fit=fit, max_peaks=max_peaks,
+                                     **(pb or {}))
         t = run.table
         run_xy = _positions(t, cube)
         radius = np.maximum(fwhm, smaj * FWHM)
         rm = match_round(xy, radius, own_xy, run_xy, fwhm,
                          np.maximum(wz, 1.0) if cube else None)
         lost.append(rm.lost)
-        rows.add(round=np.full(m, rounds),
-                 **_source_columns(img, src, snr_in, size_in, t, rm, fwhm, area))
+        cols = _source_columns(img, src, snr_in, size_in, t, rm, fwhm, area)
+        if pb:  # true fluxes, as the catalogue's
+            cols["pb"] = pb_response(pb["primary_beam"], img, src.x, src.y)
+            cols["peak_in"], cols["flux_in"] = (cols["peak_in"] / cols["pb"],
+                                                cols["flux_in"] / cols["pb"])
+        rows.add(round=np.full(m, rounds), **cols)
         spur.add(round=np.full(rm.spurious_rows.size, rounds),
                  **_new_columns(t, run_xy, xy, rm, first_id=done + 1, fwhm=fwhm))
     table = _table(img, rows)
@@ -325,6 +342,8 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
     scores = score_injection(np.asarray(table["snr_in"]), *per_source)
     by_flux = score_injection(flux_in, *per_source, edges=flux_edges(flux_in))
     settings = {"n_sources": n, "snr_range": list(snr), "size_range_arcsec": list(size),
+                **({"primary_beam": pb["primary_beam"].description,
+                    "pb_min": pb["pb_min"] or 0.0} if pb else {}),
                 "extended_fraction": extended_fraction,
                 "separation_beams": sep_beams, "seed": seed,
                 "line_width_range_channels": list(lines) if cube else None,
@@ -435,7 +454,8 @@ def _table(img: FitsImage, rows: _Rows) -> Any:
              + ("peak_in", "flux_in", "snr_in", "size_in", "bmaj_in")
              + (("line_fwhm_in",) if cube else ())
              + ("near_source", "found", "flux_out", "snr_out", "objectness", "offset_beams")
-             + (("dz",) if cube else ()) + ("n_spurious",))
+             + (("dz",) if cube else ()) + ("n_spurious",)
+             + (("pb",) if "pb" in rows.cols else ()))
     cols = {k: rows.joined(k) for k in names}
     for k in ("round", "n_spurious"):
         cols[k] = cols[k].astype(np.int64)

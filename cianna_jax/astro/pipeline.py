@@ -63,6 +63,7 @@ from .mosaic import (
 )
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
+from .primary_beam import PrimaryBeam, finding_beam, pb_response
 from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
@@ -165,9 +166,12 @@ def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
     return cols
 
 
-def catalogue_order(m: Measurements) -> np.ndarray:
-    """The catalogue's row order of measured sources: decreasing flux, then peak (stable)."""
-    return np.lexsort((-np.nan_to_num(m.peak, nan=-np.inf), -np.nan_to_num(m.flux, nan=-np.inf)))
+def catalogue_order(m: Measurements, pb: np.ndarray | None = None) -> np.ndarray:
+    """The catalogue's row order of measured sources: decreasing flux, then peak (stable);
+    with ``pb``, the primary beam's response at each, of the fluxes corrected for it."""
+    gain = 1.0 if pb is None else 1.0 / pb
+    return np.lexsort((-np.nan_to_num(m.peak * gain, nan=-np.inf),
+                       -np.nan_to_num(m.flux * gain, nan=-np.inf)))
 
 
 RESOLVED_SIGMAS = 3.0
@@ -184,10 +188,12 @@ def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
 
 
 def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any],
-                noise: NoiseMap | None = None) -> Any:
+                noise: NoiseMap | None = None, pb: np.ndarray | None = None) -> Any:
     """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
     sorted by decreasing flux (then peak) with ids 1..N; with the ``noise`` map, a 2D
-    image's Gaussians get their islands of pixels (:mod:`.islands`)."""
+    image's Gaussians get their islands of pixels (:mod:`.islands`); with ``pb`` (the
+    primary beam's response at each), fluxes, peaks, their errors and the rms divided by
+    it (:mod:`.primary_beam`) and the response as the column ``pb``."""
     boxes = det.boxes
     n = len(m.x)
     scale = image.pixel_scale
@@ -209,9 +215,11 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
         resolved = _resolved(m, beam[0] * beam[1])
     err = _error_columns(image, m)
-    peak = m.peak * image.unit_scale
-    rms = m.rms * image.unit_scale
-    order = catalogue_order(m)
+    gain = 1.0 if pb is None else 1.0 / pb  # apparent -> true fluxes
+    peak = m.peak * image.unit_scale * gain
+    rms = m.rms * image.unit_scale * gain
+    err["peak_err"] = err["peak_err"] * gain
+    order = catalogue_order(m, pb)
     cols["id"] = np.arange(1, n + 1, dtype=np.int64)
     if ra is not None:
         cols["ra"], cols["dec"] = ra[order], dec[order]
@@ -225,9 +233,11 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     if m.z is not None:
         cols["z"] = m.z[order]
     cols["x_err"], cols["y_err"] = err["x_err"][order], err["y_err"][order]
-    cols["flux"], cols["flux_err"] = m.flux[order], m.flux_err[order]
+    cols["flux"], cols["flux_err"] = (m.flux * gain)[order], (m.flux_err * gain)[order]
     cols["peak"], cols["peak_err"] = peak[order], err["peak_err"][order]
     cols["rms"], cols["snr"] = rms[order], m.snr[order]
+    if pb is not None:
+        cols["pb"] = pb[order]
     line_meta = line_table_columns(image, m, order, cols) if m.line is not None else {}
     cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
     for name in ("bmaj_err", "bmin_err", "pa_err"):
@@ -309,6 +319,8 @@ def find_sources(
     keep_raw: bool = False,
     fragments: Any = None,
     max_peaks: int = MAX_PEAKS,
+    primary_beam: str | os.PathLike | PrimaryBeam | None = None,
+    pb_min: float | None = None,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -339,16 +351,23 @@ def find_sources(
     sources measured by a source injection on an image like this one
     (:func:`.completeness.read_fragment_rates`; implies ``reliability``), added to the
     estimate.  ``keep_raw``: every tile's boxes before merging in ``res.detections.raw``
-    (:func:`.predict.detect`), for runs that change a few tiles."""
+    (:func:`.predict.detect`), for runs that change a few tiles.  ``primary_beam`` (a beam
+    FITS image's path, a model such as "gaussian:60" or "meerkat", or a
+    :class:`.primary_beam.PrimaryBeam`): the image is not primary-beam corrected; the
+    catalogue's fluxes are divided by the beam's response at each source (column ``pb``),
+    sources where it is below ``pb_min`` (or not known) left out (:mod:`.primary_beam`)."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
     checked_scale_error(flux_scale_error)
     as_int(max_peaks, "max_peaks", minimum=1)  # refused before the work
+    pb = finding_beam(primary_beam, pb_min)
     own = not isinstance(image, FitsImage)
     img = open_image(image, hdu, beam=beam, plane=plane) if own else image
     try:
         checked_astrometric_error(astrometric_error, img)  # refused before the work
+        if pb:  # (a cube, a model without WCS or frequency: refused before the work)
+            pb_response(pb["primary_beam"], img, np.zeros(1), np.zeros(1))
         mdl = _as_model(model, tile)
         if obj_threshold is not None:  # refused before the noise map's work
             checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
@@ -366,7 +385,8 @@ def find_sources(
             res = _at_target_reliability(img, mdl, noise, target, fit=fit, merge=merge,
                                          flux_scale_error=flux_scale_error,
                                          astrometric_error=astrometric_error,
-                                         fragments=fragments, max_peaks=max_peaks, **kw)
+                                         fragments=fragments, max_peaks=max_peaks, pb=pb,
+                                         **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
@@ -374,13 +394,13 @@ def find_sources(
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress,
-                                 max_peaks=max_peaks, astrometric_error=astrometric_error)
+                                 max_peaks=max_peaks, astrometric_error=astrometric_error, **pb)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability or fragments is not None:
             t3 = time.perf_counter()
             attach_reliability(res, inverted_finding(img, mdl, noise, obj_threshold=obj_threshold,
                                                      fit=fit, merge=merge, max_peaks=max_peaks,
-                                                     **kw),
+                                                     **pb, **kw),
                                fragments=fragments)
             res.timings["reliability_s"] = time.perf_counter() - t3
         return res
@@ -392,18 +412,24 @@ def find_sources(
 def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
                      obj_threshold: Any = None, predict_fn: Any = None,
                      batch_size: int | None = None, fit: bool = True, merge: bool = True,
-                     progress: bool = False, max_peaks: int = MAX_PEAKS) -> SourceFinding:
+                     progress: bool = False, max_peaks: int = MAX_PEAKS,
+                     primary_beam: PrimaryBeam | None = None,
+                     pb_min: float | None = None) -> SourceFinding:
     """The sources found on ``image`` inverted (:meth:`.FitsImage.inverted`) with the same
     model, threshold and ``noise`` map (its background negated, its rms the same): false
-    detections only, as many as the noise gives on the image itself (:mod:`.reliability`)."""
+    detections only, as many as the noise gives on the image itself (:mod:`.reliability`);
+    with ``primary_beam`` and ``pb_min``, on the same area as the catalogue."""
     if progress:
         print("inverted image (the reliability test):", file=sys.stderr)
     neg = image.inverted()
     flipped = replace(noise, background=-noise.background)
     det = detect(neg.read, neg.shape, model, noise=flipped, obj_threshold=obj_threshold,
                  batch_size=batch_size, progress=progress, predict_fn=predict_fn)
-    return measure_detections(neg, model, det, flipped, fit=fit, merge=merge,
-                              progress=progress, max_peaks=max_peaks)
+    with warnings.catch_warnings():  # (said once, for the image itself)
+        warnings.filterwarnings("ignore", message=".*primary beam is not known")
+        return measure_detections(neg, model, det, flipped, fit=fit, merge=merge,
+                                  progress=progress, max_peaks=max_peaks,
+                                  primary_beam=primary_beam, pb_min=pb_min)
 
 
 def attach_reliability(res: SourceFinding, inverted: SourceFinding,
@@ -426,7 +452,8 @@ def attach_reliability(res: SourceFinding, inverted: SourceFinding,
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
                            *, fit: bool, merge: bool, flux_scale_error: float,
                            fragments: Any = None, max_peaks: int = MAX_PEAKS,
-                           astrometric_error: float = 0.0, **kw: Any) -> SourceFinding:
+                           astrometric_error: float = 0.0, pb: dict[str, Any] | None = None,
+                           **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
     image and the inverted image detected and measured down to the model card's threshold,
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
@@ -436,16 +463,20 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     t0 = time.perf_counter()
     det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=floor, **kw)
     t1 = time.perf_counter()
-    full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge, max_peaks=max_peaks)
+    pb = pb or {}
+    with warnings.catch_warnings():  # (said once, for the catalogue)
+        warnings.filterwarnings("ignore", message=".*primary beam is not known")
+        full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
+                                  max_peaks=max_peaks, **pb)
     neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge,
-                           max_peaks=max_peaks, **kw)
+                           max_peaks=max_peaks, **pb, **kw)
     scan, thr = choose_threshold(np.asarray(full.table["objectness"]),
                                  np.asarray(neg.table["objectness"]), floor, target)
     t2 = time.perf_counter()
     above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"],
-                             max_peaks=max_peaks, astrometric_error=astrometric_error)
+                             max_peaks=max_peaks, astrometric_error=astrometric_error, **pb)
     res.threshold_scan = scan
     attach_reliability(res, neg, thr, fragments)  # (the scan counts noise detections only)
     res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
@@ -457,13 +488,14 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False, split: bool | None = None,
                        max_peaks: int = MAX_PEAKS,
-                       astrometric_error: float = 0.0) -> SourceFinding:
+                       astrometric_error: float = 0.0, primary_beam: PrimaryBeam | None = None,
+                       pb_min: float | None = None) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
     and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
     ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles.
     ``split``: whether close sources boxed once are split (:func:`.deblend.split_blends`,
-    into ``max_peaks`` boxes at most; None: as ``merge``); ``astrometric_error`` (arcsec) as
-    :func:`find_sources`."""
+    into ``max_peaks`` boxes at most; None: as ``merge``); ``astrometric_error`` (arcsec),
+    ``primary_beam`` and ``pb_min`` as :func:`find_sources`."""
     f = checked_scale_error(flux_scale_error)
     a = checked_astrometric_error(astrometric_error, image)
     img, mdl = image, model
@@ -507,9 +539,23 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     if merge:
         unique = unique_sources if img.ndim == 2 else unique_lines
         ok &= unique(m, det.boxes.score(mdl.card.score), bs or 1.0)
+    pb, pb_meta = None, {}
+    if primary_beam is not None:  # true fluxes: sources where the beam is known and high
+        pb = pb_response(primary_beam, img, m.x, m.y)
+        with np.errstate(invalid="ignore"):
+            low = ok & ~(pb >= (pb_min or np.finfo(np.float64).tiny))
+        unknown = int(np.sum(low & ~np.isfinite(pb)))
+        if unknown:
+            warnings.warn(f"{img.path}: {unknown} sources where the primary beam is not known "
+                          f"({primary_beam.description}: outside it or blank) left out",
+                          stacklevel=2)
+        ok &= ~low
+        pb_meta = {"primary_beam": primary_beam.description, "pb_min": pb_min or 0.0,
+                   "pb_left_out": int(np.sum(low))}
     # the catalogue's order for the detections and measurements too: row k is source k
     keep = np.flatnonzero(ok)
-    keep = keep[catalogue_order(m.take(keep))]
+    keep = keep[catalogue_order(m.take(keep), None if pb is None else pb[keep])]
+    pb = None if pb is None else pb[keep]
     det = replace(det, boxes=det.boxes.take(keep))
     m = m.take(keep)
     if f > 0:  # the flux scale's own uncertainty, in quadrature with the noise's
@@ -522,8 +568,8 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
             "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
-            "astrometric_error_arcsec": a}
-    table = build_table(img, det, m, meta, noise)
+            "astrometric_error_arcsec": a, **pb_meta}
+    table = build_table(img, det, m, meta, noise, pb)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)
 
@@ -543,11 +589,17 @@ def find_sources_in_images(
     """:func:`find_sources` on each of several overlapping 2D images with a WCS (a survey's
     mosaics or pointings; one loaded, compiled detector), merged into one catalogue that
     keeps each source once (:mod:`.mosaic`: from the image whose centre is nearest).
-    ``hdu``, ``plane`` and ``beam`` apply to every image; other keywords as
-    :func:`find_sources`."""
+    ``hdu``, ``plane`` and ``beam`` apply to every image; ``primary_beam`` too, or one per
+    image in a list (a model is centred on each image's reference position); other keywords
+    as :func:`find_sources`."""
     paths = [os.fspath(p) for p in images]
     if len(paths) < 2:
         raise ValueError(f"images: give two or more images to merge; received {paths!r}")
+    beams = kw.pop("primary_beam", None)
+    if not isinstance(beams, (list, tuple)):
+        beams = [beams] * len(paths)
+    elif len(beams) != len(paths):
+        raise ValueError(f"primary_beam: one per image ({len(paths)}); received {len(beams)}")
     mdl = _as_model(model, tile)
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu, beam=beam, plane=plane)) for p in paths]
@@ -557,7 +609,8 @@ def find_sources_in_images(
         for k, im in enumerate(imgs):
             if progress:
                 print(f"image {k + 1}/{len(imgs)}: {im.path}", file=sys.stderr)
-            parts.append(find_sources(im, mdl, predict_fn=predict_fn, progress=progress, **kw))
+            parts.append(find_sources(im, mdl, predict_fn=predict_fn, progress=progress,
+                                      primary_beam=beams[k], **kw))
         keep = keep_nearest_centre([(np.asarray(p.table["ra"]), np.asarray(p.table["dec"]))
                                     for p in parts], imgs, largest_beam(imgs))
         table = merge_tables([p.table for p in parts], keep, image_names(paths))

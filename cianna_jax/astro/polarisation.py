@@ -25,6 +25,7 @@ import numpy as np
 from ..checks import as_bounded_float
 from .catalogue import column_values, make_table, require_columns
 from .forced import forced_fluxes
+from .primary_beam import FORCED_NOTE, catalogue_response
 
 __all__ = ["polarisation", "DETECT_SIGMA", "POLARISATION_NOTE", "format_polarisation_summary"]
 
@@ -50,6 +51,9 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
     ferr = np.full(len(table), np.nan) if ferr is None else ferr
     q, q_err = forced_fluxes(q_image, ra, dec, stokes="Q")
     u, u_err = forced_fluxes(u_image, ra, dec, stokes="U")
+    gain = catalogue_response(table)  # a primary-beam corrected catalogue: Q, U alike
+    gain = 1.0 if gain is None else 1.0 / gain
+    q, q_err, u, u_err = q * gain, q_err * gain, u * gain, u_err * gain
     sigma = np.sqrt(0.5 * (q_err ** 2 + u_err ** 2))
     p = np.hypot(q, u)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -75,11 +79,13 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
     units.update(evpa="deg", evpa_err="deg")
     if v_image is not None:
         v, v_err = forced_fluxes(v_image, ra, dec, stokes="V")
+        v, v_err = v * gain, v_err * gain
         with np.errstate(invalid="ignore", divide="ignore"):
             cols.update(v_flux=v, v_flux_err=v_err, v_frac=v / flux)
         units.update(v_flux="Jy", v_flux_err="Jy")
     meta = {"polarisation": POLARISATION_NOTE, "detect_sigma": d,
             "n_polarised": int(np.count_nonzero(cols["polarised"])),
+            **({"primary_beam": FORCED_NOTE} if "pb" in table.colnames else {}),
             "images": {"Q": str(q_image), "U": str(u_image),
                        **({"V": str(v_image)} if v_image is not None else {})}}
     for k in ("image", "frequency_hz", "beam_bmaj_arcsec", "radec_frame"):

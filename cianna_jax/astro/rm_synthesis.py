@@ -28,6 +28,7 @@ from ..checks import as_bounded_float
 from .catalogue import column_values, make_table, require_columns
 from .fits_image import ImageError, open_image
 from .forced import forced_fluxes
+from .primary_beam import FORCED_NOTE, catalogue_response
 
 __all__ = ["rm_synthesis", "rm_table", "RM_DETECT_SIGMA", "format_rm_summary"]
 
@@ -122,6 +123,9 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     if fq.shape != fu.shape or not np.allclose(fq, fu, rtol=1e-9):
         raise ImageError(f"{q_cube} and {u_cube}: the Q and U cubes must share their channels "
                          f"({len(fq)} and {len(fu)} channels)")
+    gain = catalogue_response(table)  # a primary-beam corrected catalogue: every channel
+    if gain is not None:
+        q, q_err, u, u_err = (v / gain[:, None] for v in (q, q_err, u, u_err))
     r = rm_synthesis(q, u, q_err, u_err, fq, phi_max=phi_max)
     cols: dict[str, np.ndarray] = {}
     if "id" in table.colnames:
@@ -138,7 +142,8 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
                             "(2012); rm_err = FWHM / (2 pol_snr)",
             "rmsf_fwhm_rad_m2": float(r["rmsf_fwhm"]), "phi_max_rad_m2": float(r["phi"][-1]),
             "frequencies_hz": [float(f) for f in fq], "detect_sigma": d,
-            "n_detected": int(np.count_nonzero(cols["rm_detected"]))}
+            "n_detected": int(np.count_nonzero(cols["rm_detected"])),
+            **({"primary_beam": FORCED_NOTE} if gain is not None else {})}
     t = make_table(cols, meta=meta, units=units)
     t["rm"].description = "rotation measure: the peak of the Faraday dispersion function"
     t["chi0"].description = "polarisation angle at lambda^2 = 0, north through east"

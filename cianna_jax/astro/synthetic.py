@@ -27,7 +27,7 @@ from .fits_image import FWHM_AREA, Beam
 from .sky import pixel_angle_to_pa, pixel_to_sky
 
 __all__ = ["SyntheticField", "synthetic_field", "primary_beam_noise", "field_header", "truth_table",
-           "write_fits", "write_stokes_cube"]
+           "write_fits", "write_stokes_cube", "primary_beam_map", "write_primary_beam"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class SyntheticField:
     """``image`` [H, W] float32 in Jy/beam (NaN where blanked), its ``catalogue``
     (radio_sky, positions in pixels, fluxes in Jy), ``header`` (astropy), ``noise`` rms
     (Jy/beam, at the centre), ``beam``, ``pixel_scale`` (arcsec) and ``noise_factor``
-    ([H, W] local rms / ``noise``; None when the noise is uniform)."""
+    ([H, W] local rms / ``noise``; None when the noise is uniform); ``pb_fwhm`` (arcmin) and
+    ``pb`` (each source's response) when the image is not primary-beam corrected."""
 
     image: np.ndarray
     catalogue: rs.Catalogue
@@ -47,6 +48,8 @@ class SyntheticField:
     alpha: np.ndarray | None = None
     variable: np.ndarray | None = None
     pol: tuple[np.ndarray, ...] | None = None
+    pb_fwhm: float | None = None
+    pb: np.ndarray | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -156,6 +159,7 @@ def synthetic_field(
     stokes: str = "I",
     pol_fraction: tuple[float, float] = (0.05, 0.03),
     rm: tuple[float, float] | None = None,
+    pb_fwhm: float | None = None,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -178,6 +182,10 @@ def synthetic_field(
     for every Stokes), no circular polarisation (V: noise only); ``rm`` (mean, std): each
     source's rotation measure (rad/m^2), its angle turned by ``rm lambda^2`` at ``freq_hz``
     (the truth's ``evpa`` is then the angle at ``lambda^2 = 0``, ``rm`` the measure).
+    ``pb_fwhm`` (arcmin): an image that is not primary-beam corrected, as an interferometer's
+    pointing gives it: each source's flux times a Gaussian primary beam of that half-power
+    width centred on the field (at the source's centre), the noise uniform; the truth keeps
+    the true fluxes and gets ``pb``, the response at each (:func:`primary_beam_map`).
     With the defaults the field is the same as in earlier versions for a given seed.
     """
     H, W = _check_field_settings(size, noise, density, nan_border, pixel_scale, psf_fwhm,
@@ -196,11 +204,13 @@ def synthetic_field(
         _check_epoch(epoch, variable_fraction, variability)
     if stokes not in ("I", "Q", "U", "V"):
         raise ValueError(f"stokes: one of I, Q, U, V; received {stokes!r}")
+    if pb_fwhm is not None:
+        pb_fwhm = as_bounded_float(pb_fwhm, "pb_fwhm")
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
-    factor, alpha, variable, pol = None, None, None, None
+    factor, alpha, variable, pol, pb = None, None, None, None, None
     if (noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None
-            and epoch is None and stokes == "I"):
+            and epoch is None and stokes == "I" and pb_fwhm is None):
         img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
                                  density=density, extended_fraction=extended_fraction,
                                  flux_range=flux_range, extended_size_range=extended_size_range)
@@ -244,6 +254,11 @@ def synthetic_field(
             key = [seed, 7, int(round(freq_hz))] + ([] if epoch is None else [int(epoch) + 1])
             key += [] if stokes == "I" else [100 + "QUV".index(stokes)]
             rng = np.random.default_rng(key)
+        if pb_fwhm is not None:  # the sky as the antennas see it
+            pb = _gaussian_beam(cat.x, cat.y, (H, W), pb_fwhm * 60.0 / pixel_scale)
+            img = rs.render_sources((H, W), rs.Catalogue(
+                cat.x, cat.y, cat.flux * pb, cat.bmaj, cat.bmin, cat.pa, cat.kind, cat.z,
+                cat.dz, ndim=2))
         factor = primary_beam_noise((H, W), noise_edge) if noise_edge > 1.0 else None
         noise_img = rs.correlated_noise((H, W), px_noise, psf_fwhm, rng)
         img = (img + (noise_img if factor is None else noise_img * factor)).astype(np.float32)
@@ -260,7 +275,25 @@ def synthetic_field(
                           sdc1_layout=sdc1_layout, wcs=wcs, freq_hz=freq_hz)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
                           beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
-                          alpha=alpha, variable=variable, pol=pol)
+                          alpha=alpha, variable=variable, pol=pol, pb_fwhm=pb_fwhm, pb=pb)
+
+
+def _gaussian_beam(x: np.ndarray, y: np.ndarray, shape: tuple[int, int],
+                   fwhm_pix: float) -> np.ndarray:
+    """A Gaussian primary beam's response at pixel positions, centred on the image."""
+    H, W = shape
+    r2 = (np.asarray(x) - (W - 1) / 2) ** 2 + (np.asarray(y) - (H - 1) / 2) ** 2
+    return np.exp(-4.0 * math.log(2.0) * r2 / fwhm_pix**2)
+
+
+def primary_beam_map(field: SyntheticField) -> np.ndarray:
+    """[H, W] float32: the primary beam a ``pb_fwhm`` field was made with, at every pixel."""
+    if field.pb_fwhm is None:
+        raise ValueError("field: made without pb_fwhm, it has no primary beam")
+    H, W = field.image.shape
+    y, x = np.mgrid[0:H, 0:W]
+    return _gaussian_beam(x, y, (H, W), field.pb_fwhm * 60.0 / field.pixel_scale
+                          ).astype(np.float32)
 
 
 def _check_epoch(epoch: Any, fraction: Any, variability: Any) -> None:
@@ -305,7 +338,8 @@ def truth_table(field: SyntheticField) -> Any:
         pa = pixel_angle_to_pa(w, c.x, c.y, theta)
     else:
         pa = np.mod(np.degrees(c.pa), 180.0)
-    cols.update(x=c.x, y=c.y, flux=c.flux, peak=peak, snr=peak / field.noise_at(c.x, c.y),
+    seen = 1.0 if field.pb is None else field.pb  # the image's apparent peaks
+    cols.update(x=c.x, y=c.y, flux=c.flux, peak=peak, snr=peak * seen / field.noise_at(c.x, c.y),
                 bmaj=c.bmaj * s, bmin=c.bmin * s, pa=pa,
                 bmaj_deconv=np.sqrt(np.maximum(c.bmaj**2 - beam_pix**2, 0)) * s,
                 bmin_deconv=np.sqrt(np.maximum(c.bmin**2 - beam_pix**2, 0)) * s,
@@ -318,10 +352,14 @@ def truth_table(field: SyntheticField) -> Any:
         cols["pol_frac"], cols["evpa"] = field.pol[:2]
         if len(field.pol) > 2:
             cols["rm"] = field.pol[2]
+    if field.pb is not None:
+        cols["pb"] = field.pb
     t = make_table(cols, meta={"noise_jy_beam": field.noise, "pixel_scale_arcsec": s,
                                "beam_arcsec": field.beam.bmaj})
     t["peak"].description = "peak brightness of the true (beam-convolved) Gaussian"
     t["snr"].description = "true peak / local noise rms"
+    if "pb" in t.colnames:
+        t["pb"].description = "primary beam's response at the source: the image shows pb x flux"
     return t[keep]
 
 
@@ -334,6 +372,20 @@ def write_fits(path: str | os.PathLike, field: SyntheticField) -> None:
     hdu = fits.PrimaryHDU(data=data, header=field.header)
     with atomic_write(path) as fh:
         hdu.writeto(fh)
+
+
+def write_primary_beam(path: str | os.PathLike, field: SyntheticField) -> None:
+    """Write the primary beam of a ``pb_fwhm`` field as a FITS image on the field's grid (its
+    WCS and layout; no flux unit, no restoring beam), atomically."""
+    fits = require("astropy.io.fits")
+    data = primary_beam_map(field)
+    header = field.header.copy()
+    for key in ("BUNIT", "BMAJ", "BMIN", "BPA"):
+        header.remove(key, ignore_missing=True)
+    if "CTYPE4" in header:
+        data = data[None, None]
+    with atomic_write(path) as fh:
+        fits.PrimaryHDU(data=data, header=header).writeto(fh)
 
 
 def write_stokes_cube(path: str | os.PathLike, size: int, freqs_hz: Sequence[float], *,

@@ -69,6 +69,7 @@ from .model_card import LoadedModel, ModelCard, fit_normalisation, save_model_ca
 from .noise import NoiseMap, estimate_noise_map
 from .pipeline import SCALE_TOLERANCE
 from .predict import network_fn, normalise_window
+from .primary_beam import pb_response, primary_beam
 from .run_log import FigureSchedule, epoch_line, training_figure, write_results_csv
 from .run_parts import RunParts
 from .sampler import FieldsSampler, PatchSampler, Prefetcher, grid_patches
@@ -124,6 +125,10 @@ class TrainSettings:
     more_fields: tuple[tuple[str, str], ...] = ()
     #: a cube's patch depth in channels (default :data:`.cube_training.DEFAULT_DEPTH`)
     patch_channels: int | None = None
+    #: the images are not primary-beam corrected and the catalogues give true fluxes: a
+    #: beam FITS image or model (:func:`.primary_beam.primary_beam`; a model centred on
+    #: each image) whose response times each true flux is the flux the detector learns
+    primary_beam: str | None = None
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
@@ -172,6 +177,11 @@ class TrainSettings:
         if len(set(images)) != len(images):
             twice = next(i for i in images if images.count(i) > 1)
             raise ValueError(f"image {twice} is given twice: each field once")
+        if self.primary_beam is not None:
+            if not isinstance(self.primary_beam, str):
+                raise ValueError(f"primary_beam must be a beam image's path or a model name, "
+                                 f"got {self.primary_beam!r}")
+            primary_beam(self.primary_beam)
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
         if get_policy(self.mixed_precision).compute_dtype == np.float16:
@@ -274,6 +284,8 @@ def _read_field(s: TrainSettings, path: str, catalogue: str, patch: int) -> _Fie
                          f"{image.ndim}D (a cube trains alone; --plane N takes one plane)")
     noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
     labels = read_training_catalogue(catalogue, image, box_scale=s.box_scale)
+    if s.primary_beam is not None:  # true fluxes -> the fluxes the image shows
+        labels = _seen_through_beam(labels, image, s.primary_beam)
     if len(labels) == 0:
         raise ValueError(f"{catalogue}: no catalogue source falls on finite pixels of {path}")
     area = training_area(labels, image)
@@ -282,6 +294,17 @@ def _read_field(s: TrainSettings, path: str, catalogue: str, patch: int) -> _Fie
     raw = np.asarray(image.read((slice(y0, y1), slice(x0, x1))), np.float32)
     return _Field(path, catalogue, image, noise, labels, source_snr(labels, image, noise),
                   area, train_area, valid_area, raw)
+
+
+def _seen_through_beam(labels: SourceLabels, image: FitsImage, beam: str) -> SourceLabels:
+    """``labels`` with their fluxes times the primary beam's response at each (CIANNA's SDC1
+    training does the same); sources where it is not known are left out, with a warning."""
+    response = pb_response(primary_beam(beam), image, labels.x, labels.y)
+    known = np.isfinite(response) & (response > 0)
+    if not known.all():
+        warnings.warn(f"{labels.source}: {int((~known).sum())} sources where the primary beam "
+                      f"({beam}) is not known left out of the training labels", stacklevel=3)
+    return dataclasses.replace(labels.select(known), flux=labels.flux[known] * response[known])
 
 
 def _same_sampling(fields: list[_Field]) -> None:
@@ -338,6 +361,10 @@ def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, i
 
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     first = open_image(s.image, s.hdu, plane=s.plane)
+    if first.ndim == 3 and s.primary_beam is not None:
+        first.close()
+        raise ValueError("primary_beam (--pb): for 2D images; a cube's beam changes with "
+                         "frequency")
     if first.ndim == 3:  # a spectral-line cube: its own targets, patches and network
         try:
             return _Run(**vars(prepare_cube(s, first, log)), s=s, image=first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,8 @@ from .mosaic import with_image_column
 from .noise import NoiseMap
 from .placement import place_catalogue
 
-__all__ = ["Truth", "load_truth", "merge_truths", "sdc1_columns", "truth_ids"]
+__all__ = ["Truth", "load_truth", "merge_truths", "sdc1_columns", "truth_ids",
+           "seen_through_beam"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,22 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
     return Truth(x=x[ok], y=y[ok], ra=sel(ra), dec=sel(dec), flux=flux[ok], snr=snr[ok],
                  bmaj=sel(bmaj), bmin=sel(bmin), pa=sel(pa), table=t[ok], sdc1=sdc1,
                  snr_from=snr_from, z=sel(z), w20=sel(w20))
+
+
+def seen_through_beam(tr: Truth, response: np.ndarray, pb_min: float | None = None) -> Truth:
+    """A truth of true fluxes on an image that is not primary-beam corrected, with the
+    beam's ``response`` at each row: SNRs computed from the fluxes scaled by it (a
+    catalogue's own ``snr`` column is taken as the image's), the rows below ``pb_min`` (or
+    where it is not known) left out, as the catalogue's (:mod:`.primary_beam`)."""
+    response = np.asarray(response, np.float64)
+    snr = tr.snr if tr.snr_from == "the catalogue's snr column" else tr.snr * response
+    with np.errstate(invalid="ignore"):
+        ok = response >= (pb_min or np.finfo(np.float64).tiny)
+    sdc1 = None if tr.sdc1 is None else {k: np.asarray(v)[ok] for k, v in tr.sdc1.items()}
+    arrays = {f: (None if getattr(tr, f) is None else np.asarray(getattr(tr, f))[ok])
+              for f in ("x", "y", "ra", "dec", "flux", "bmaj", "bmin", "pa", "image", "z",
+                        "w20")}
+    return replace(tr, **arrays, snr=snr[ok], table=tr.table[ok], sdc1=sdc1)
 
 
 def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:

@@ -61,6 +61,7 @@ from .pipeline import (
     warn_if_other_scale,
 )
 from .predict import checked_threshold, detect, make_predict_fn
+from .primary_beam import finding_beam, pb_response
 from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
@@ -74,7 +75,7 @@ from .scores import SNR_BINS, BinnedScores, Scores, pr_curve, score_catalogue
 from .sdc1 import Sdc1Score, sdc1_score
 from .sdc2 import BAND_HZ, BEAM_ARCSEC, Sdc2Score, sdc2_score, sdc2_summary
 from .spectral import is_hi
-from .truth import Truth, load_truth, merge_truths, sdc1_columns, truth_ids
+from .truth import Truth, load_truth, merge_truths, sdc1_columns, seen_through_beam, truth_ids
 
 __all__ = ["Truth", "load_truth", "match_catalogues", "scores_for", "sdc1_columns", "validate",
            "format_scores", "format_side_by_side", "ValReport"]
@@ -293,7 +294,7 @@ class _ImageRun:
 def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
                reliability: bool = False, target: float | None = None,
-               max_peaks: int = MAX_PEAKS) -> _ImageRun:
+               max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
@@ -305,26 +306,33 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
     noise_s = time.perf_counter() - tn
     tr = load_truth(truth, img, noise, name=names.get("truth"))
+    pb = pb or {}
+    if pb:
+        tr = seen_through_beam(tr, pb_response(pb["primary_beam"], img, tr.x, tr.y),
+                               pb["pb_min"])
     oth = {k: load_detections(v, img, noise, name=names.get(k)) for k, v in others.items()}
     t0 = time.perf_counter()
     found = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=low,
                    progress=progress, predict_fn=predict_fn)
     t1 = time.perf_counter()
     # the greedy NMS keeps the same boxes above the threshold whatever lower ones it saw
-    full = measure_detections(img, mdl, found, noise, progress=progress,
-                              max_peaks=max_peaks).table
+    with warnings.catch_warnings():  # (said once, for the catalogue)
+        warnings.filterwarnings("ignore", message=".*primary beam is not known")
+        full = measure_detections(img, mdl, found, noise, progress=progress,
+                                  max_peaks=max_peaks, **pb).table
     t2 = time.perf_counter()
     neg = scan = None
     if reliability or target is not None:  # (a target: from the card's threshold, thr)
         neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
-                               progress=progress, max_peaks=max_peaks)
+                               progress=progress, max_peaks=max_peaks, **pb)
     if target is not None:
         scan, thr = choose_threshold(np.asarray(full["objectness"]),
                                      np.asarray(neg.table["objectness"]), thr, target)
     t3 = time.perf_counter()
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
                     obj_threshold=thr)
-    res = measure_detections(img, mdl, above, noise, progress=progress, max_peaks=max_peaks)
+    res = measure_detections(img, mdl, above, noise, progress=progress, max_peaks=max_peaks,
+                             **pb)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
@@ -389,6 +397,8 @@ def validate(
     reliability: bool = False,
     target_reliability: float | None = None,
     max_peaks: int = MAX_PEAKS,
+    primary_beam: Any = None,
+    pb_min: float | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -405,7 +415,9 @@ def validate(
     threshold chosen by that test, as :func:`.pipeline.find_sources` chooses it, and the
     scan's estimates beside the truth's precision at each threshold (one image).
     ``max_peaks``: close sources boxed once split into that many at most (1: none), as
-    :func:`.pipeline.find_sources`.
+    :func:`.pipeline.find_sources`; ``primary_beam`` and ``pb_min`` too (an image that is
+    not primary-beam corrected, a truth of true fluxes: its SNRs from the fluxes seen
+    through the beam, its rows below ``pb_min`` left out as the catalogue's).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -420,6 +432,7 @@ def validate(
     as_bounded_float(min_truth_snr, "min_truth_snr", strict=False)
     target = checked_target_reliability(target_reliability, obj_threshold)
     as_int(max_peaks, "max_peaks", minimum=1)
+    pb = finding_beam(primary_beam, pb_min)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
@@ -431,6 +444,8 @@ def validate(
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu, plane=plane)) for p in paths]
         several = len(imgs) > 1
+        for im in imgs if pb else []:  # a cube, a model without WCS: refused before the work
+            pb_response(pb["primary_beam"], im, np.zeros(1), np.zeros(1))
         if several and any(im.ndim == 3 for im in imgs):
             raise ValueError("image: several cubes: val scores one cube at a time")
         if several:
@@ -445,7 +460,7 @@ def validate(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
-                reliability=reliability, target=target, max_peaks=max_peaks))
+                reliability=reliability, target=target, max_peaks=max_peaks, pb=pb))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)

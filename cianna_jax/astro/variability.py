@@ -31,6 +31,7 @@ import numpy as np
 from ..checks import as_bounded_float
 from .catalogue import make_table
 from .multi_match import catalogue_columns, match_catalogues, matching_radius
+from .primary_beam import FORCED_NOTE
 
 __all__ = ["variability", "VS_THRESHOLD", "M_THRESHOLD", "VARIABILITY_NOTE",
            "format_variability_summary"]
@@ -94,10 +95,13 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
         raise ValueError(f"flux_scale_error: a fraction in [0, 1), received {flux_scale_error!r}")
     names = list(names) if names is not None else [f"epoch {k + 1}" for k in range(len(tables))]
     radius = matching_radius(tables, radius_arcsec)
-    cols = [catalogue_columns(t, n) for t, n in zip(tables, names)]
+    cols = [catalogue_columns(t, n, ("flux", "flux_err", "pb")) for t, n in zip(tables, names)]
     mt = match_catalogues([(c["ra"], c["dec"]) for c in cols], radius, keep_new=True)
     flux = mt.take([c["flux"] for c in cols])
     err = mt.take([c["flux_err"] for c in cols])
+    with warnings.catch_warnings():  # primary-beam corrected catalogues: the response at
+        warnings.simplefilter("ignore", RuntimeWarning)  # each source, where it was found
+        response = np.nanmean(mt.take([c["pb"] for c in cols]), axis=1)
     forced = np.zeros(flux.shape, bool)
     if images is not None:
         if len(images) != len(tables):
@@ -109,6 +113,8 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
             if image is None or not missing.size:
                 continue
             fl, er = forced_fluxes(image, mt.ra[missing], mt.dec[missing])
+            r = response[missing]  # seen through the same beam as where it was found
+            fl, er = (np.where(np.isfinite(r), v / r, v) for v in (fl, er))
             got = np.isfinite(fl) & np.isfinite(er)
             flux[missing[got], k], err[missing[got], k] = fl[got], er[got]
             forced[missing[got], k] = True
@@ -134,7 +140,8 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
             "radius_arcsec": float(radius), "flux_scale_error": f,
             "vs_threshold": VS_THRESHOLD, "m_threshold": M_THRESHOLD,
             "n_sources": int(len(mt.ra)), "n_variable": int(variable.sum()),
-            "n_forced": int(forced.sum())}
+            "n_forced": int(forced.sum()),
+            **({"primary_beam": FORCED_NOTE} if np.isfinite(response).any() else {})}
     t = make_table({k: np.asarray(val)[order] for k, val in out.items()}, meta=meta, units=units)
     for name, desc in (("first_epoch", "the epoch the source was first found at (1-based)"),
                        ("n_epochs", "epochs with a flux"),

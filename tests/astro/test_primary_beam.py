@@ -1,0 +1,292 @@
+"""The primary beam: its models and images, catalogues' fluxes corrected for it (predict,
+val), training labels seen through it, the simulator's attenuated fields and the
+refusals."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+
+from cianna_jax.astro import primary_beam as pbm  # noqa: E402
+from cianna_jax.astro.catalogue import read_catalogue, write_catalogue  # noqa: E402
+from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
+from cianna_jax.astro.pipeline import find_sources  # noqa: E402
+from cianna_jax.astro.primary_beam import (  # noqa: E402
+    BeamModel,
+    finding_beam,
+    pb_response,
+    primary_beam,
+)
+from cianna_jax.astro.synthetic import (  # noqa: E402
+    primary_beam_map,
+    synthetic_field,
+    truth_table,
+    write_fits,
+    write_primary_beam,
+)
+from cianna_jax.cli import main  # noqa: E402
+
+from .conftest import make_peak_detector  # noqa: E402
+
+FWHM_ARCMIN = 1.6  # a 128-pixel field of 0.6" pixels reaches responses of ~0.4 at its corners
+
+
+@pytest.fixture(scope="module")
+def beamed(tmp_path_factory):
+    """A field seen through a Gaussian primary beam (bright point sources), its beam image,
+    truth and a peak detector; returns a dict of paths and objects."""
+    d = tmp_path_factory.mktemp("pb")
+    f = synthetic_field(128, seed=4, density=0.003, snr_range=(300.0, 3000.0),
+                        extended_fraction=0.0, pb_fwhm=FWHM_ARCMIN)
+    write_fits(d / "f.fits", f)
+    write_primary_beam(d / "pb.fits", f)
+    t = truth_table(f)
+    write_catalogue(t, d / "truth.ecsv")
+    return {"image": str(d / "f.fits"), "pb": str(d / "pb.fits"), "truth": t,
+            "truth_path": str(d / "truth.ecsv"), "field": f, "dir": d,
+            "model": make_peak_detector(d, 8.0)}
+
+
+def test_models_reach_half_power_at_half_their_width():
+    for kind in ("gaussian", "cosine"):
+        m = BeamModel(kind, 10.0)
+        np.testing.assert_allclose(m.at_radius(np.array([0.0, 5.0]), 10.0), [1.0, 0.5],
+                                   atol=2e-3)
+    cos = BeamModel("cosine", 10.0)  # its removable singularity (1.189 r / FWHM = 1/2)
+    r = 10.0 / (2 * 1.189)
+    near = cos.at_radius(np.array([r - 1e-6, r, r + 1e-6]), 10.0)
+    np.testing.assert_allclose(near, (math.pi / 4) ** 2, rtol=1e-5)
+    assert np.all(np.diff(cos.at_radius(np.linspace(0, 10, 50), 10.0)) < 0)
+
+
+def test_meerkat_scales_with_the_image_frequency(beamed):
+    with open_image(beamed["image"]) as img:  # 560 MHz
+        assert BeamModel("cosine").fwhm_for(img) == pytest.approx(57.5 * 1.5e9 / 560e6)
+        h = img.header.copy()
+    for key in ("RESTFREQ", "RESTFRQ", "FREQ", "OBSFREQ"):
+        h.remove(key, ignore_missing=True)
+    from astropy.io import fits
+
+    path = beamed["dir"] / "nofreq.fits"
+    fits.PrimaryHDU(np.zeros((16, 16), np.float32), h).writeto(path, overwrite=True)
+    with open_image(path) as img, pytest.raises(ImageError, match="frequency"):
+        pb_response(primary_beam("meerkat"), img, np.zeros(1), np.zeros(1))
+
+
+def test_the_beam_image_and_the_model_agree_with_the_simulator(beamed):
+    t = beamed["truth"]
+    x, y = np.asarray(t["x"]), np.asarray(t["y"])
+    with open_image(beamed["image"]) as img:
+        from_image = pb_response(primary_beam(beamed["pb"]), img, x, y)
+        from_model = pb_response(primary_beam(f"gaussian:{FWHM_ARCMIN}"), img, x, y)
+    np.testing.assert_allclose(from_image, t["pb"], atol=1e-4)  # bilinear on a smooth beam
+    np.testing.assert_allclose(from_model, t["pb"], atol=1e-4)  # sky vs pixel distances
+    assert t["pb"].min() < 0.6
+    np.testing.assert_allclose(primary_beam_map(beamed["field"])[64, 64], 1.0, atol=1e-3)
+
+
+def test_bilinear_sampling_through_another_grid(tmp_path, beamed, monkeypatch):
+    """A beam on a coarser grid of its own WCS: a plane in its pixels is sampled exactly;
+    outside it, and next to a blank pixel, the response is not known (NaN)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with open_image(beamed["image"]) as img:
+        w = img.wcs.deepcopy()
+    w.wcs.cdelt = w.wcs.cdelt * 2
+    w.wcs.crpix = [20.5, 20.5]
+    jj, ii = np.mgrid[0:40, 0:40]
+    plane = (0.3 + 0.01 * ii + 0.005 * jj).astype(np.float32)
+    plane[30, 30] = np.nan
+    fits.PrimaryHDU(plane, w.to_header()).writeto(tmp_path / "pb.fits")
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(30, 98, 300), rng.uniform(30, 98, 300)  # on the beam's grid
+    beam = primary_beam(str(tmp_path / "pb.fits"))
+    with open_image(beamed["image"]) as img:
+        got = pb_response(beam, img, x, y)
+        px, py = WCS(w.to_header()).celestial.world_to_pixel_values(
+            *img.wcs.pixel_to_world_values(x, y))
+        monkeypatch.setattr(pbm, "WINDOW_PIXELS", 1)  # each source's 2x2 pixels read alone
+        one_by_one = pb_response(beam, img, x, y)
+        off = pb_response(beam, img, np.array([-500.0]), np.array([0.0]))
+    near_blank = (np.abs(px - 30) < 1) & (np.abs(py - 30) < 1)
+    np.testing.assert_allclose(got[~near_blank], (0.3 + 0.01 * px + 0.005 * py)[~near_blank],
+                               rtol=1e-6)
+    assert np.all(np.isnan(got[near_blank])) and near_blank.any()
+    np.testing.assert_array_equal(one_by_one, got)
+    assert np.isnan(off[0])
+
+
+def test_catalogue_fluxes_are_corrected(beamed):
+    plain = find_sources(beamed["image"], beamed["model"], progress=False).table
+    res = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"])
+    cut = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=f"gaussian:{FWHM_ARCMIN}", pb_min=0.7)
+    c, t = res.table, beamed["truth"]
+    assert len(c) == len(plain) >= 8
+    d = np.hypot(np.asarray(c["x"])[:, None] - t["x"], np.asarray(c["y"])[:, None] - t["y"])
+    j = d.argmin(1)
+    good = (d[np.arange(len(c)), j] < 1.0) & (np.asarray(c["snr"]) > 20) & c["fit_ok"]
+    assert good.sum() >= 20  # (fainter detections: the peak detector's fragments)
+    ratio = np.asarray(c["flux"])[good] / np.asarray(t["flux"])[j[good]]
+    assert abs(np.median(ratio) - 1) < 0.03  # true fluxes back
+    np.testing.assert_allclose(c["pb"][good], t["pb"][j[good]], atol=0.01)
+    assert np.ptp(t["pb"][j[good]]) > 0.3
+    by_row = {(round(a, 6), round(b, 6)): k for k, (a, b) in enumerate(zip(plain["x"],
+                                                                          plain["y"]))}
+    k = [by_row[(round(a, 6), round(b, 6))] for a, b in zip(c["x"], c["y"])]
+    for col in ("flux", "flux_err", "peak", "peak_err", "rms"):
+        np.testing.assert_allclose(c[col], np.asarray(plain[col])[k] / c["pb"], rtol=1e-6)
+    np.testing.assert_array_equal(c["snr"], np.asarray(plain["snr"])[k])
+    assert np.all(np.diff(c["flux"]) <= 0)  # ordered by the true flux
+    assert c.meta["primary_beam"] == "image pb.fits" and c.meta["pb_left_out"] == 0
+    assert 0 < len(cut.table) < len(c) and np.all(cut.table["pb"] >= 0.7)
+    assert cut.table.meta["pb_left_out"] == len(c) - len(cut.table)
+
+
+def test_val_scores_true_fluxes_on_the_beam_area(beamed, tmp_path):
+    from cianna_jax.astro.validate import validate
+
+    rep = validate(beamed["image"], beamed["model"], beamed["truth_path"], tmp_path / "v",
+                   plots=False, progress=False, primary_beam=beamed["pb"], pb_min=0.5)
+    truth = read_catalogue(tmp_path / "v" / "truth_matched.ecsv")
+    assert len(truth) == int(np.sum(beamed["truth"]["pb"] >= 0.5))
+    ratio = float(re.search(r"flux ratio \(measured/true\) median ([0-9.]+)", rep.text)[1])
+    assert 0.95 < ratio < 1.05
+
+
+def test_training_labels_see_the_beam(beamed):
+    from cianna_jax.astro.labels import read_training_catalogue
+    from cianna_jax.astro.trainer import TrainSettings, _seen_through_beam
+
+    with open_image(beamed["image"]) as img:
+        labels = read_training_catalogue(beamed["truth_path"], img)
+        seen = _seen_through_beam(labels, img, beamed["pb"])
+        model = pb_response(BeamModel("gaussian", FWHM_ARCMIN), img, labels.x, labels.y)
+    assert len(seen) == len(labels) > 5 and model.min() < 0.7
+    np.testing.assert_allclose(seen.flux, labels.flux * model, rtol=1e-3)
+    with pytest.raises(FileNotFoundError, match="pb"):
+        TrainSettings(image="a", catalogue="b", out="c", primary_beam="nope.fits").check()
+
+
+def test_refusals(beamed, tmp_path):
+    img, mdl = beamed["image"], beamed["model"]
+    for spec, err in (("gaussian:-1", ValueError), ("gaussian:0", ValueError),
+                      ("gauss:3", FileNotFoundError), (3.0, TypeError)):
+        with pytest.raises(err, match="pb"):
+            primary_beam(spec)
+    with pytest.raises(ValueError, match="pb_centre"):
+        primary_beam(beamed["pb"], centre=(1.0, 2.0))
+    with pytest.raises(ValueError, match="pb_centre"):
+        primary_beam("meerkat", centre=(0.0, 95.0))
+    for bad in (0.0, 1.5, "x", True):
+        with pytest.raises(ValueError, match="pb_min"):
+            finding_beam("meerkat", bad)
+    with pytest.raises(ValueError, match="needs primary_beam"):
+        find_sources(img, mdl, progress=False, pb_min=0.2)
+    from cianna_jax.astro.synthetic import synthetic_field as sf
+
+    nowcs = tmp_path / "nowcs.fits"
+    write_fits(nowcs, sf(64, seed=1, wcs=False))
+    with pytest.raises(ImageError, match="WCS"):
+        find_sources(str(nowcs), mdl, progress=False, primary_beam="gaussian:5")
+    with pytest.raises(ImageError, match="shape"):
+        find_sources(str(nowcs), mdl, progress=False, primary_beam=beamed["pb"])
+
+
+def test_the_command_lines(tmp_path, beamed, capsys):
+    f, pb, t = tmp_path / "f.fits", tmp_path / "pb.fits", tmp_path / "t.ecsv"
+    assert main(["simulate", "--out", str(f), "--truth", str(t), "--size", "128", "--seed",
+                 "4", "--pb-fwhm", "1.6", "--pb-out", str(pb)]) == 0
+    assert "primary beam (FWHM 1.6 arcmin)" in capsys.readouterr().out
+    assert "pb" in read_catalogue(t).colnames
+    from astropy.io import fits
+
+    assert fits.getdata(pb).max() == pytest.approx(1.0, abs=1e-3)
+    out = tmp_path / "c.ecsv"
+    assert main(["predict", "--model", beamed["model"], "--image", beamed["image"], "--out",
+                 str(out), "--pb", "gaussian:1.6", "--pb-min", "0.6", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "primary beam: gaussian model, FWHM 1.6 arcmin" in said and "below 0.6" in said
+    assert np.all(read_catalogue(out)["pb"] >= 0.6)
+    for argv, what in ((["predict", "--model", beamed["model"], "--image", beamed["image"],
+                         "--out", str(out), "--pb-min", "0.3"], "options of --pb"),
+                       (["simulate", "--out", str(f), "--pb-out", str(pb)], "--pb-fwhm"),
+                       (["simulate", "--out", str(f), "--cube", "--pb-fwhm", "3"], "cube")):
+        assert main(argv) == 2
+        assert what in capsys.readouterr().err
+
+
+def test_injection_completeness_is_by_true_flux(beamed):
+    """Injected sources drawn as the image shows them, their fluxes then the true ones:
+    found ones measure them back; the same draws without the beam differ by its response;
+    with pb_min, those injected below it are not found (the area the catalogue covers)."""
+    from cianna_jax.astro.completeness import measure_completeness
+
+    kw = dict(n_sources=40, separation=5.0, snr_range=(30.0, 60.0), seed=2, progress=False)
+    plain = measure_completeness(beamed["image"], beamed["model"], **kw).table
+    res = measure_completeness(beamed["image"], beamed["model"], primary_beam=beamed["pb"],
+                               pb_min=0.6, **kw)
+    t = res.table
+    np.testing.assert_allclose(t["flux_in"] * t["pb"], plain["flux_in"], rtol=1e-9)
+    assert np.ptp(t["pb"]) > 0.3
+    found = np.asarray(t["found"], bool) & ~np.asarray(t["near_source"], bool)
+    high = found & (np.asarray(t["pb"]) >= 0.6)
+    assert high.sum() >= 10
+    ratio = np.asarray(t["flux_out"])[high] / np.asarray(t["flux_in"])[high]
+    assert abs(np.median(ratio) - 1) < 0.05
+    assert not np.any(found & (np.asarray(t["pb"]) < 0.58))  # (measured vs drawn position)
+    assert res.settings["pb_min"] == 0.6 and "pb.fits" in res.settings["primary_beam"]
+
+
+def test_forced_measurements_follow_a_corrected_catalogue(beamed, tmp_path):
+    """Stokes Q, U images of the same pointing, seen through the same beam: a corrected
+    catalogue's Q fluxes and fractions come out true (its pb column divides them too)."""
+    from cianna_jax.astro.crossmatch import crossmatch_pixels
+    from cianna_jax.astro.polarisation import polarisation
+
+    kw = dict(seed=4, density=0.003, snr_range=(300.0, 3000.0), extended_fraction=0.0,
+              pb_fwhm=FWHM_ARCMIN, pol_fraction=(0.3, 0.02))
+    paths = {}
+    for s in ("Q", "U"):
+        f = synthetic_field(128, stokes=s, **kw)
+        paths[s] = str(tmp_path / f"{s}.fits")
+        write_fits(paths[s], f)
+    tq = truth_table(synthetic_field(128, stokes="Q", **kw))
+    cat = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"]).table
+    cat = cat[(np.asarray(cat["snr"]) > 50) & cat["fit_ok"]]
+    pol = polarisation(cat, paths["Q"], paths["U"])
+    m = crossmatch_pixels(np.asarray(cat["x"]), np.asarray(cat["y"]), np.asarray(tq["x"]),
+                          np.asarray(tq["y"]), 1.0)
+    low = np.asarray(cat["pb"])[m.det] < 0.8
+    assert low.sum() >= 5
+    q_ratio = np.asarray(pol["q_flux"])[m.det] / np.asarray(tq["flux"])[m.truth]
+    assert abs(np.median(q_ratio[low]) - 1) < 0.05
+    np.testing.assert_allclose(np.median(np.asarray(pol["pol_frac"])[m.det][low]), 0.3,
+                               atol=0.03)
+    assert "primary beam" in pol.meta["primary_beam"]
+
+
+def test_variability_forces_true_fluxes(beamed):
+    """A source missing from a corrected epoch's catalogue is measured on that epoch's image
+    and divided by the response found at the other epoch."""
+    from cianna_jax.astro.variability import variability
+
+    cat = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"]).table
+    cat = cat[(np.asarray(cat["snr"]) > 50) & cat["fit_ok"]]
+    k = int(np.argmin(cat["pb"]))  # the faintest response's source, missing at epoch 2
+    assert cat["pb"][k] < 0.7
+    second = cat[np.arange(len(cat)) != k]
+    t = variability([cat, second], images=[None, beamed["image"]])
+    row = np.flatnonzero(np.asarray(t["forced_2"], bool))
+    assert row.size == 1
+    assert t["flux_2"][row[0]] == pytest.approx(cat["flux"][k], rel=0.05)
+    assert "primary beam" in t.meta["primary_beam"]
