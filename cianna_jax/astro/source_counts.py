@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -273,6 +274,12 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                              "name for it such as Total_flux)")
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
     comps = [read_completeness(r) for r in reports]
+    if "pb" in t.colnames and not comps:
+        warnings.warn(f"{name}: its fluxes were corrected for the primary beam, whose falling "
+                      "sensitivity hides faint sources away from the centre: counted over the "
+                      "whole area without a completeness, the faint bins come out low; give "
+                      "the completeness of 'cianna-jax inject --pb' on this image",
+                      UserWarning, stacklevel=2)
     edges = count_edges(flux, per_decade)
     comp, own, parts = (comps[0] if comps else None), None, None
     if not images:

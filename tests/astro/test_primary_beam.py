@@ -290,3 +290,14 @@ def test_variability_forces_true_fluxes(beamed):
     assert row.size == 1
     assert t["flux_2"][row[0]] == pytest.approx(cat["flux"][k], rel=0.05)
     assert "primary beam" in t.meta["primary_beam"]
+
+
+def test_counts_ask_for_the_beam_s_completeness(beamed, tmp_path):
+    from cianna_jax.astro.source_counts import count_catalogue
+
+    cat = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"]).table
+    write_catalogue(cat, tmp_path / "c.ecsv")
+    with pytest.warns(UserWarning, match="inject --pb"):
+        counts = count_catalogue(tmp_path / "c.ecsv", image=beamed["image"])
+    assert counts.n.sum() == np.count_nonzero(np.asarray(cat["flux"]) > 0)
