@@ -115,7 +115,8 @@ def _predict(args) -> int:
                        target_reliability=args.target_reliability,
                        reliability_figure=args.reliability_figure, fragments=fragments,
                        max_peaks=args.max_peaks, source_list=args.source_list,
-                       group_tol=args.group_tol, primary_beam=_primary_beams(args),
+                       group_tol=args.group_tol, names=args.names,
+                       primary_beam=_primary_beams(args),
                        pb_min=args.pb_min)
     t = res.timings
     n = len(res.table)
@@ -265,6 +266,13 @@ def _primary_beams(args):
         raise ValueError(f"--pb: one, or one per --image ({len(args.image)}); received "
                          f"{len(beams)}")
     return beams
+
+
+def _names_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--names", default="cianna", choices=("cianna", "pybdsf"),
+                   help="column names of the tables written: this package's (default) or "
+                        "PyBDSF's gaul/srl names and units (Total_flux, E_Total_flux, Maj in "
+                        "deg, S_Code, ids from 0...), for tools made for PyBDSF")
 
 
 def _group_tol_option(p: argparse.ArgumentParser, default) -> None:
@@ -469,6 +477,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write the sources the catalogue's Gaussians make (PyBDSF's "
                            "srl beside its gaul: flux summed, centroid, moments' size, S_Code)")
     _group_tol_option(pred, 1.0)
+    _names_option(pred)
     pred.add_argument("--cubelets", default=None, metavar="FOLDER",
                       help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
                            "maps and spectrum in this folder (one cube)")
@@ -553,6 +562,7 @@ def _parser() -> argparse.ArgumentParser:
                      "bmaj, bmin, pa, flux and ra/dec or x/y)")
     srl.add_argument("--out", required=True, help="source list (.ecsv, .csv, .fits, .xml, .reg)")
     _group_tol_option(srl, None)
+    _names_option(srl)
 
     cli_tables.add_parsers(sub)
     cli_simulate.add_parser(sub)
@@ -650,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
            "sources": cli_tables.sources, "spectral-index": cli_tables.spectral_index,
            "variability": cli_tables.variability,
            "polarisation": cli_tables.polarisation,
-           "rm-synthesis": cli_tables.rm_synthesis}[args.command]
+           "rm-synthesis": cli_tables.rm_synthesis,
+           "reference-check": cli_tables.reference}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -1,5 +1,7 @@
 """The ``cianna-jax`` commands that work on catalogues already written: ``sources``,
-``spectral-index`` and ``counts`` (their options are in :mod:`cianna_jax.cli`)."""
+``spectral-index``, ``variability``, ``polarisation``, ``rm-synthesis``, ``counts`` and
+``reference-check`` (their options here, but ``sources``' and ``counts``' in
+:mod:`cianna_jax.cli`)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts"]
+           "rm_synthesis", "counts", "reference"]
 
 
 def sources(args) -> int:
     """``cianna-jax sources``: a source list from a catalogue of Gaussians."""
-    from .astro.catalogue import read_catalogue, write_catalogue
+    from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
+    from .astro.pybdsf_columns import TABLE_FORMATS, with_pybdsf_names
     from .astro.source_list import source_list
     from .astro.sources import GROUP_TOL, format_grouping, with_sources
 
@@ -21,7 +24,10 @@ def sources(args) -> int:
     if args.group_tol is not None or "source_id" not in t.colnames:
         with_sources(t, GROUP_TOL if args.group_tol is None else args.group_tol,
                      what=args.catalogue)
-    write_catalogue(source_list(t), args.out)
+    out = source_list(t)
+    if args.names == "pybdsf" and catalogue_format(args.out) in TABLE_FORMATS:
+        out = with_pybdsf_names(out)
+    write_catalogue(out, args.out)
     print(f"{format_grouping(t)} -> {args.out}")
     return 0
 
@@ -117,6 +123,38 @@ def rm_synthesis(args) -> int:
     return _write_with_figure(t, args, format_rm_summary(t), rm_plot)
 
 
+def reference(args) -> int:
+    """``cianna-jax reference-check``: a catalogue's astrometry and flux scale against a
+    reference survey's catalogue (and the catalogue corrected by them)."""
+    from .astro.catalogue import read_catalogue, write_catalogue
+    from .astro.reference_check import apply_reference, format_reference_check, reference_check
+
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    ours, ref = read_catalogue(args.catalogue), read_catalogue(args.reference)
+    check = reference_check(ours, ref, alpha=args.alpha, our_freq_hz=_hz(args.freq_mhz),
+                            ref_freq_hz=_hz(args.ref_freq_mhz), our_beam_arcsec=args.beam,
+                            ref_beam_arcsec=args.ref_beam, radius_arcsec=args.radius,
+                            isolation_arcsec=args.isolation, min_snr=args.min_snr,
+                            what=args.catalogue, ref_what=args.reference)
+    if args.corrected:  # refused (another frequency's fluxes, too few pairs) before writing
+        corrected = apply_reference(ours, check, positions=args.correct != "fluxes",
+                                    fluxes=args.correct != "positions")
+    from .astro.plots import reference_plot
+
+    _write_with_figure(check.pairs, args, format_reference_check(check), reference_plot)
+    if args.corrected:
+        write_catalogue(corrected, args.corrected)
+        print(f"catalogue corrected ({args.correct}) -> {args.corrected}")
+    return 0
+
+
+def _hz(mhz: float | None) -> float | None:
+    return None if mhz is None else mhz * 1e6
+
+
 def _write_with_figure(t, args, summary: str, plot) -> int:
     """Write ``t`` to ``args.out`` and, with ``args.figure``, ``plot(t)`` there."""
     from .astro.catalogue import write_catalogue
@@ -167,8 +205,8 @@ def counts(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    """The ``spectral-index``, ``variability``, ``polarisation`` and ``rm-synthesis``
-    subcommands' options, on the command line's subparsers ``sub``."""
+    """The ``spectral-index``, ``variability``, ``polarisation``, ``rm-synthesis`` and
+    ``reference-check`` subcommands' options, on the command line's subparsers ``sub``."""
     spx = sub.add_parser("spectral-index", help="spectral indices of the sources of "
                                                 "catalogues of one sky at several frequencies")
     spx.add_argument("--catalogue", action="append", required=True,
@@ -222,6 +260,39 @@ def add_parsers(sub) -> None:
     rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     rms.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the rotation measures against flux and their histogram")
+
+    ref = sub.add_parser("reference-check", help="a catalogue's astrometry and flux scale "
+                                                 "against a reference survey's catalogue")
+    ref.add_argument("--catalogue", required=True, help="the catalogue to check")
+    ref.add_argument("--reference", required=True,
+                     help="the reference catalogue (ra, dec, flux in any catalogue format; "
+                          "ra_err, dec_err, flux_err when it has them)")
+    ref.add_argument("--freq-mhz", type=float, default=None,
+                     help="the catalogue's frequency (default: the one predict recorded)")
+    ref.add_argument("--ref-freq-mhz", type=float, default=None,
+                     help="the reference's frequency (needed when the catalogue's is known)")
+    ref.add_argument("--alpha", type=float, default=-0.7,
+                     help="spectral index scaling the reference's fluxes to ours (-0.7)")
+    ref.add_argument("--beam", type=float, default=None, metavar="ARCSEC",
+                     help="the catalogue's beam FWHM (default: the one predict recorded)")
+    ref.add_argument("--ref-beam", type=float, default=None, metavar="ARCSEC",
+                     help="the reference's beam FWHM, e.g. 45 for NVSS (default: ours)")
+    ref.add_argument("--min-snr", type=float, default=10.0,
+                     help="our sources compared: SNR at least this (10)")
+    ref.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                     help="matching radius (default: the larger beam FWHM)")
+    ref.add_argument("--isolation", type=float, default=None, metavar="ARCSEC",
+                     help="no other source of either catalogue within this (default: twice "
+                          "the larger beam)")
+    ref.add_argument("--out", required=True, help="the pairs' table (.ecsv, .csv, .fits, .xml)")
+    ref.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw the offsets and the flux ratio against flux")
+    ref.add_argument("--corrected", default=None, metavar="PATH",
+                     help="also write the catalogue corrected: positions moved by the median "
+                          "offsets, fluxes divided by the median ratio, errors widened by "
+                          "the systematic parts")
+    ref.add_argument("--correct", default="both", choices=("both", "positions", "fluxes"),
+                     help="what --corrected corrects (fluxes only at the same frequency)")
 
 
 def _matched_table_options(p: argparse.ArgumentParser, figure: str) -> None:

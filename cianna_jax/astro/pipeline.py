@@ -19,16 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from ..checks import as_int
 from ..io.atomic import check_folder
 from .catalogue import (
-    PA_CONVENTION,
     catalogue_format,
-    disc_inclination,
-    make_table,
     write_catalogue,
 )
+from .catalogue_table import build_table, catalogue_order
 from .cubelets import write_cubelets
 from .deblend import MAX_PEAKS, split_blends
 from .duplicates import unique_lines, unique_sources
@@ -40,10 +37,8 @@ from .finding_checks import (
     checked_target_reliability,
 )
 from .fits_image import Beam, FitsImage, ImageError, open_image
-from .flags import FLAG_NOTE, quality_flags, renumbered
-from .islands import pixel_islands
 from .kinematics import velocity_gradient
-from .line_table import check_sdc2_cube, line_table_columns
+from .line_table import check_sdc2_cube
 from .measure import (
     FWHM,
     Measurements,
@@ -64,6 +59,7 @@ from .mosaic import (
 from .noise import NoiseMap, estimate_noise_map
 from .predict import Detections, checked_threshold, detect, make_predict_fn
 from .primary_beam import PrimaryBeam, finding_beam, pb_response
+from .pybdsf_columns import NAMES, TABLE_FORMATS, with_pybdsf_names
 from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
@@ -75,16 +71,9 @@ from .reliability import (
 from .residual import write_noise_map, write_residual
 from .sky import (
     beam_in_pixels,
-    deconvolve,
-    foreign_frame,
-    frame_note,
-    pixel_angle_to_pa,
-    pixel_to_sky,
-    sky_offsets_per_pixel,
 )
 from .source_list import source_list as make_source_list
 from .sources import GROUP_TOL, THRESH_ISL, checked_group_tol, with_sources
-from .spectral_index import continuum_frequency
 
 __all__ = ["SourceFinding", "find_sources", "find_sources_in_images", "measure_detections",
            "inverted_finding", "attach_reliability", "predict_file", "build_table",
@@ -143,157 +132,6 @@ def warn_if_other_scale(card: ModelCard, image: FitsImage) -> str | None:
            "images like it")
     warnings.warn(msg, UserWarning, stacklevel=3)
     return msg
-
-
-def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
-    """1-sigma errors in the catalogue's units: x/y (and ra/dec on the sky), peak, sizes, pa."""
-    n = len(m.x)
-    nan = np.full(n, np.nan)
-    cov = m.xy_cov if m.xy_cov is not None else np.full((n, 2, 2), np.nan)
-    cols = {"x_err": np.sqrt(cov[:, 0, 0]), "y_err": np.sqrt(cov[:, 1, 1])}
-    if image.wcs is not None:
-        J = sky_offsets_per_pixel(image.wcs, m.x, m.y) if n else np.zeros((0, 2, 2))
-        sky = J @ cov @ np.swapaxes(J, 1, 2)
-        cols["ra_err"], cols["dec_err"] = np.sqrt(sky[:, 0, 0]), np.sqrt(sky[:, 1, 1])
-    size_scale = image.pixel_scale if image.pixel_scale is not None else 1.0
-    for name, v in (("peak_err", m.peak_err), ("bmaj_err", m.sigma_major_err),
-                    ("bmin_err", m.sigma_minor_err), ("pa_err", m.theta_err)):
-        cols[name] = nan if v is None else np.asarray(v, np.float64)
-    cols["peak_err"] = cols["peak_err"] * image.unit_scale
-    cols["bmaj_err"] = cols["bmaj_err"] * FWHM * size_scale
-    cols["bmin_err"] = cols["bmin_err"] * FWHM * size_scale
-    cols["pa_err"] = np.degrees(cols["pa_err"])
-    return cols
-
-
-def catalogue_order(m: Measurements, pb: np.ndarray | None = None) -> np.ndarray:
-    """The catalogue's row order of measured sources: decreasing flux, then peak (stable);
-    with ``pb``, the primary beam's response at each, of the fluxes corrected for it."""
-    gain = 1.0 if pb is None else 1.0 / pb
-    return np.lexsort((-np.nan_to_num(m.peak * gain, nan=-np.inf),
-                       -np.nan_to_num(m.flux * gain, nan=-np.inf)))
-
-
-RESOLVED_SIGMAS = 3.0
-
-
-def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
-    """Fitted sources whose area (sigma_major * sigma_minor) exceeds the beam's by more than
-    :data:`RESOLVED_SIGMAS` times its error (in log, the axes' covariance included)."""
-    if m.area_err_rel is None:
-        return np.zeros(len(m.x), bool)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.log(m.sigma_major * m.sigma_minor / beam_area) / m.area_err_rel
-    return np.asarray(m.fit_ok, bool) & (z > RESOLVED_SIGMAS)
-
-
-def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any],
-                noise: NoiseMap | None = None, pb: np.ndarray | None = None) -> Any:
-    """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
-    sorted by decreasing flux (then peak) with ids 1..N; with the ``noise`` map, a 2D
-    image's Gaussians get their islands of pixels (:mod:`.islands`); with ``pb`` (the
-    primary beam's response at each), fluxes, peaks, their errors and the rms divided by
-    it (:mod:`.primary_beam`) and the response as the column ``pb``."""
-    boxes = det.boxes
-    n = len(m.x)
-    scale = image.pixel_scale
-    cols: dict[str, np.ndarray] = {}
-    units: dict[str, str | None] = {}
-    if image.wcs is not None:
-        ra, dec = pixel_to_sky(image.wcs, m.x, m.y)
-        pa = pixel_angle_to_pa(image.wcs, m.x, m.y, m.theta) if n else np.zeros(0)
-    else:
-        ra = dec = None
-        pa = np.mod(np.degrees(m.theta) - 90.0, 180.0)
-    size_scale = scale if scale is not None else 1.0
-    bmaj = m.sigma_major * FWHM * size_scale
-    bmin = m.sigma_minor * FWHM * size_scale
-    dmaj = dmin = resolved = None
-    beam = beam_in_pixels(image)
-    if beam is not None:
-        smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
-        dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
-        resolved = _resolved(m, beam[0] * beam[1])
-    err = _error_columns(image, m)
-    gain = 1.0 if pb is None else 1.0 / pb  # apparent -> true fluxes
-    peak = m.peak * image.unit_scale * gain
-    rms = m.rms * image.unit_scale * gain
-    err["peak_err"] = err["peak_err"] * gain
-    order = catalogue_order(m, pb)
-    cols["id"] = np.arange(1, n + 1, dtype=np.int64)
-    if ra is not None:
-        cols["ra"], cols["dec"] = ra[order], dec[order]
-        if type(foreign_frame(image.wcs)).__name__ == "Galactic":  # the image's own l, b too
-            lon, lat = image.wcs.pixel_to_world_values(m.x[order], m.y[order])
-            cols["glon"] = np.mod(np.asarray(lon, np.float64), 360.0)
-            cols["glat"] = np.asarray(lat, np.float64)
-    if ra is not None:
-        cols["ra_err"], cols["dec_err"] = err["ra_err"][order], err["dec_err"][order]
-    cols["x"], cols["y"] = m.x[order], m.y[order]
-    if m.z is not None:
-        cols["z"] = m.z[order]
-    cols["x_err"], cols["y_err"] = err["x_err"][order], err["y_err"][order]
-    cols["flux"], cols["flux_err"] = (m.flux * gain)[order], (m.flux_err * gain)[order]
-    cols["peak"], cols["peak_err"] = peak[order], err["peak_err"][order]
-    cols["rms"], cols["snr"] = rms[order], m.snr[order]
-    if pb is not None:
-        cols["pb"] = pb[order]
-    line_meta = line_table_columns(image, m, order, cols) if m.line is not None else {}
-    cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
-    for name in ("bmaj_err", "bmin_err", "pa_err"):
-        cols[name] = err[name][order]
-    if dmaj is not None:
-        cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
-        cols["resolved"] = resolved[order]
-        if m.line is not None:  # a line's disc: its inclination where it is resolved
-            incl = np.where(resolved, disc_inclination(dmaj, dmin), np.nan)
-            cols["incl"] = incl[order]
-    cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
-    cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
-    cols["fit_ok"] = m.fit_ok[order]
-    flagged = image.ndim == 2 and m.z is None
-    if flagged:
-        for name, values in quality_flags(image, m, beam[0] if beam else None).items():
-            cols[name] = values[order]
-        cols["blend_group"] = renumbered(cols["blend_group"])  # 1: the brightest's blend
-        cols["deblended"] = (np.zeros(n, bool) if m.deblended is None else m.deblended)[order]
-        if noise is not None:
-            smaj = np.fmax(m.sigma_major, beam[0]) if beam else m.sigma_major
-            cols["island_id"] = renumbered(pixel_islands(image, noise, m.x, m.y,
-                                                         smaj * FWHM)[order])
-    if image.per == "pixel":
-        units.update(peak="Jy/pix", peak_err="Jy/pix", rms="Jy/pix")
-    if scale is None:
-        units.update(bmaj="pix", bmin="pix", bmaj_deconv="pix", bmin_deconv="pix",
-                     bmaj_err="pix", bmin_err="pix")
-    if m.z is not None:  # summed over the box's channels
-        units.update(flux="Jy pix", flux_err="Jy pix")
-    full_meta = {
-        "creator": f"cianna_jax {__version__}", "image": os.path.basename(image.path),
-        "hdu": image.hdu_index, "plane": image.plane, "bunit": image.bunit,
-        "beam_bmaj_arcsec": image.beam.bmaj if image.beam else float("nan"),
-        "beam_bmin_arcsec": image.beam.bmin if image.beam else float("nan"),
-        "beam_bpa_deg": image.beam.bpa if image.beam else float("nan"),
-        **({"frequency_hz": freq} if (freq := continuum_frequency(image.header))
-           and image.ndim == 2 else {}),
-        "pixel_scale_arcsec": scale if scale is not None else float("nan"),
-        "radec_frame": frame_note(image.wcs) if image.wcs is not None else "none (no WCS)",
-        "pa_convention": PA_CONVENTION if image.wcs is not None else
-        "degrees from +y towards -x (no WCS: north up, east left assumed)",
-        "flux": "integrated flux density of a fitted Gaussian: 2 pi A sigma_maj sigma_min / "
-                "beam area; snr = fitted peak / local rms",
-        "errors": "1-sigma, from the local noise (and flux_scale_error, astrometric_error "
-                  "when given): the fit's "
-                  "linearised covariance in noise correlated as the beam (white without "
-                  "one); box-measured sources (fit_ok False): peak and flux from the rms, "
-                  "others NaN",
-        **({"flags": FLAG_NOTE} if flagged else {}),
-        **line_meta,
-        **meta,
-    }
-    table = make_table(cols, meta=full_meta, units=units)
-    # Gaussians grouped into sources (PyBDSF's rule and defaults)
-    return with_sources(table) if flagged else table
 
 
 def find_sources(
@@ -661,6 +499,7 @@ def predict_file(
     reliability_figure: str | os.PathLike | None = None,
     source_list: str | os.PathLike | None = None,
     group_tol: float = GROUP_TOL,
+    names: str = "cianna",
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
@@ -674,8 +513,9 @@ def predict_file(
     inverted-image test (:func:`.plots.reliability_plot`; implies ``reliability``, needs
     matplotlib); ``source_list``: a table of the sources the catalogue's Gaussians make
     (:mod:`.source_list`; 2D images), grouped with PyBDSF's ``group_tol`` (:mod:`.sources`,
-    also the catalogue's ``source_id`` and ``s_code``).  The outputs are checked before any
-    work; nothing is written if anything fails."""
+    also the catalogue's ``source_id`` and ``s_code``); ``names`` "pybdsf": the tables
+    (not SDC or DS9 files) with PyBDSF's column names and units (:mod:`.pybdsf_columns`).
+    The outputs are checked before any work; nothing is written if anything fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
     if not outs or (fmt is not None and len(outs) > 1):
@@ -689,6 +529,8 @@ def predict_file(
     if not images:
         raise ValueError("image: give at least one image")
     group_tol = checked_group_tol(group_tol)
+    if names not in NAMES:
+        raise ValueError(f"names: one of {', '.join(NAMES)}; received {names!r}")
     if source_list is not None:
         sl_format = catalogue_format(source_list)
         if sl_format == "sdc2":
@@ -710,7 +552,7 @@ def predict_file(
             raise FileNotFoundError(f"cubelets: {parent}: folder does not exist")
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
-        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names)
         if reliability_figure is not None:
             _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
         return res
@@ -734,7 +576,7 @@ def predict_file(
             raise ImageError(f"{img.path}: a source list groups a 2D image's Gaussians; this "
                              f"image has shape {img.shape}")
         res = find_sources(img, model, **kw)
-        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names)
         if cubelets is not None:
             boxes = res.detections.boxes.boxes
             write_cubelets(img, res.table, boxes, res.noise, cubelets,
@@ -774,12 +616,15 @@ def _grouped(table: Any, group_tol: float) -> Any:
 
 
 def _write_catalogues(table: Any, outs: list, formats: list[str],
-                      sources: str | os.PathLike | None = None) -> None:
+                      sources: str | os.PathLike | None = None, names: str = "cianna") -> None:
     """The catalogue to each of ``outs``; its source list (:mod:`.source_list`) to
-    ``sources`` when given."""
+    ``sources`` when given; tables with PyBDSF's names when ``names`` says so."""
+    def named(t: Any, fmt: str) -> Any:
+        return with_pybdsf_names(t) if names == "pybdsf" and fmt in TABLE_FORMATS else t
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         for o, f in zip(outs, formats):
-            write_catalogue(table, o, f)
+            write_catalogue(named(table, f), o, f)
         if sources is not None:
-            write_catalogue(make_source_list(table), sources)
+            write_catalogue(named(make_source_list(table), catalogue_format(sources)), sources)

@@ -597,3 +597,45 @@ def rm_plot(table: Any, *, title: str = "Rotation measures") -> Any:
     fwhm = table.meta.get("rmsf_fwhm_rad_m2", float("nan"))
     return _finish_panels(fig, [a1, a2], f"{title} ({int(det.sum())} of {len(table)}; RMSF "
                                          f"FWHM {fwhm:.3g} rad m^-2)")
+
+
+def reference_plot(pairs: Any, *, title: str = "Against the reference catalogue") -> Any:
+    """The pairs of :func:`.reference_check.reference_check` (its table, whose metadata
+    holds the summary): the position offsets with their medians and robust scatter, and the
+    flux ratio against the reference's flux with its median and scatter."""
+    plt = _plt()
+    s = pairs.meta["reference_check"]
+    d_ra, d_dec = (np.asarray(pairs[c], np.float64) for c in ("d_ra", "d_dec"))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
+    a1.scatter(d_ra, d_dec, s=8, alpha=0.6, color="C0", label=f"pairs ({len(pairs)})")
+    a1.errorbar([s["d_ra"]], [s["d_dec"]], xerr=[s["d_ra_err"]], yerr=[s["d_dec_err"]],
+                marker="+", ms=14, color="C3", ls="",
+                label=f"median ({s['d_ra']:+.3f}\", {s['d_dec']:+.3f}\")")
+    t = np.linspace(0, 2 * np.pi, 200)
+    a1.plot(s["d_ra"] + s["scatter_ra"] * np.cos(t), s["d_dec"] + s["scatter_dec"] * np.sin(t),
+            color="C3", lw=1, ls="--", label="robust scatter")
+    a1.axhline(0, color="k", lw=0.8)
+    a1.axvline(0, color="k", lw=0.8)
+    a1.set_xlabel("RA offset x cos(Dec), ours - reference (arcsec)")
+    a1.set_ylabel("Dec offset, ours - reference (arcsec)")
+    a1.set_aspect("equal", adjustable="datalim")
+    a1.legend(fontsize=8)
+    ref = np.asarray(pairs["flux_ref_scaled"], np.float64)
+    ratio = np.asarray(pairs["flux_ratio"], np.float64)
+    good = np.isfinite(ref) & (ref > 0) & np.isfinite(ratio)
+    used = np.asarray(pairs["for_flux"], bool)
+    if good.any():
+        scale, unit = flux_unit(np.array([ref[good].min(), ref[good].max()]))
+        for sel, colour, label in ((good & used, "C0", "pairs"),
+                                   (good & ~used, "0.6", "reference below min_snr x our rms")):
+            if sel.any():
+                a2.scatter(ref[sel] * scale, ratio[sel], s=8, alpha=0.6, color=colour,
+                           label=f"{label} ({sel.sum()})")
+        r, sc = s["flux_ratio"], s["flux_scatter"] * s["flux_ratio"]
+        a2.axhline(r, color="C3", label=f"median {r:.3f} +- {s['flux_ratio_err']:.3f}")
+        a2.axhspan(r - sc, r + sc, color="C3", alpha=0.15, label="robust scatter")
+        a2.axhline(1.0, color="k", lw=0.8)
+        _log_flux_axis(a2, f"reference flux density at our frequency ({unit})")
+        a2.legend(fontsize=8)
+    a2.set_ylabel("flux ratio, ours / reference")
+    return _finish_panels(fig, [a1, a2], f"{title} ({len(pairs)} compact isolated pairs)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import column_values, make_table, require_columns
+from .catalogue import column_values, find_column, make_table, require_columns
 from .sources import (
     FWHM,
     GROUP_TOL,
@@ -121,9 +121,10 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     errs = {k: _optional(table, k) for k in ("ra_err", "dec_err", "x_err", "y_err")}
     peak_err = _optional(table, "peak_err")
     reliability = _optional(table, "reliability")  # (masked entries: NaN)
+    isl = find_column(table, "island_id")  # (PyBDSF's Isl_id too)
     beam = _beam_cov(table.meta) if g.unit == "arcsec" else None
     rows: dict[str, list] = {k: [] for k in (
-        "source_id", "n_components", "s_code", "ra", "dec", "ra_err", "dec_err", "x", "y",
+        "source_id", "island_id", "n_components", "s_code", "ra", "dec", "ra_err", "dec_err", "x", "y",
         "x_err", "y_err", "flux", "flux_err", "peak", "peak_err", "rms", "snr", "bmaj", "bmin",
         "pa", "bmaj_deconv", "bmin_deconv", "edge", "deblended", "reliability",
         "component_ids")}
@@ -146,6 +147,7 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         mu, cov = _moments(g, members, w) if members.size > 1 else (g.pos[top], g.cov[top])
         bmaj, bmin, pa = _axes(cov)
         rows["source_id"].append(s)
+        rows["island_id"].append(int(np.asarray(table[isl])[top]) if isl else 0)
         rows["n_components"].append(members.size)
         rows["s_code"].append("M" if members.size > 1 else str(codes[members[0]]))
         if ref is not None:
@@ -185,9 +187,11 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     for k in ("edge", "deblended", "reliability"):
         if k not in table.colnames:
             drop.add(k)
+    if not isl:
+        drop.add("island_id")
     cols = {k: np.asarray(v) for k, v in rows.items() if k not in drop}
     if not len(rows["source_id"]):  # typed empty columns
-        cols = {k: np.zeros(0, np.int64 if k in ("source_id", "n_components") else
+        cols = {k: np.zeros(0, np.int64 if k in ("source_id", "island_id", "n_components") else
                             (str if k in ("s_code", "component_ids") else np.float64))
                 for k in cols}
     units = {k: str(table[k].unit) for k in ("bmaj", "bmin", "peak", "peak_err", "rms", "flux",
