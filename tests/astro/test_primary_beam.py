@@ -203,12 +203,17 @@ def test_refusals(beamed, tmp_path):
 def test_the_command_lines(tmp_path, beamed, capsys):
     f, pb, t = tmp_path / "f.fits", tmp_path / "pb.fits", tmp_path / "t.ecsv"
     assert main(["simulate", "--out", str(f), "--truth", str(t), "--size", "128", "--seed",
-                 "4", "--pb-fwhm", "1.6", "--pb-out", str(pb)]) == 0
+                 "4", "--pb-fwhm", "1.6", "--pb-out", str(pb), "--sdc1-layout"]) == 0
     assert "primary beam (FWHM 1.6 arcmin)" in capsys.readouterr().out
     assert "pb" in read_catalogue(t).colnames
     from astropy.io import fits
 
+    assert fits.getdata(pb).shape == (1, 1, 128, 128)  # SDC1's 4D layout, as its beam files
     assert fits.getdata(pb).max() == pytest.approx(1.0, abs=1e-3)
+    with open_image(f) as img:  # the 4D beam read through its WCS
+        np.testing.assert_allclose(pb_response(primary_beam(str(pb)), img, read_catalogue(t)["x"],
+                                               read_catalogue(t)["y"]),
+                                   read_catalogue(t)["pb"], atol=1e-4)
     out = tmp_path / "c.ecsv"
     assert main(["predict", "--model", beamed["model"], "--image", beamed["image"], "--out",
                  str(out), "--pb", "gaussian:1.6", "--pb-min", "0.6", "--quiet"]) == 0
