@@ -661,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
            "variability": cli_tables.variability,
            "polarisation": cli_tables.polarisation,
            "rm-synthesis": cli_tables.rm_synthesis,
-           "reference-check": cli_tables.reference}[args.command]
+           "reference-check": cli_tables.reference,
+           "cutouts": cli_tables.cutouts}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

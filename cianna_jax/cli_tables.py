@@ -10,7 +10,7 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts", "reference"]
+           "rm_synthesis", "counts", "reference", "cutouts"]
 
 
 def sources(args) -> int:
@@ -151,6 +151,45 @@ def reference(args) -> int:
     return 0
 
 
+def cutouts(args) -> int:
+    """``cianna-jax cutouts``: a gallery of a catalogue's sources over the image (and their
+    FITS stamps)."""
+    from .astro.catalogue import read_catalogue
+    from .astro.completeness import require_plotting
+    from .astro.cutouts import (
+        beam_ellipse,
+        catalogue_pixels,
+        cut_stamps,
+        select_rows,
+        write_stamps,
+    )
+    from .astro.fits_image import open_image
+    from .astro.plots import gallery_plot, save_figure
+    from .io.atomic import check_folder
+
+    require_plotting()
+    if args.fits_dir:
+        check_folder(args.fits_dir)
+    ids = None if args.ids is None else [int(v) for v in args.ids.split(",") if v.strip()]
+    t = read_catalogue(args.catalogue)
+    rows = select_rows(t, args.select, args.n, ids=ids, seed=args.seed, what=args.catalogue)
+    if not rows.size:
+        raise ValueError(f"--select {args.select}: no such source in {args.catalogue}")
+    with open_image(args.image, args.hdu, plane=args.plane) as img:
+        stamps = cut_stamps(img, t, rows, size_arcsec=args.size, what=args.catalogue)
+        what = f"ids {args.ids}" if ids is not None else f"the {args.select}"
+        fig = gallery_plot(stamps, t, catalogue_pixels(t, img, args.catalogue),
+                           title=f"{os.path.basename(args.catalogue)} on "
+                                 f"{os.path.basename(args.image)}: {len(rows)} sources, {what}",
+                           beam=beam_ellipse(img))
+        save_figure(fig, args.out)
+        print(f"{len(rows)} sources ({what}) -> {args.out}")
+        if args.fits_dir:
+            names = write_stamps(img, t, stamps, args.fits_dir)
+            print(f"{len(names)} FITS stamps -> {args.fits_dir}/")
+    return 0
+
+
 def _hz(mhz: float | None) -> float | None:
     return None if mhz is None else mhz * 1e6
 
@@ -260,6 +299,28 @@ def add_parsers(sub) -> None:
     rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     rms.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the rotation measures against flux and their histogram")
+
+    cut = sub.add_parser("cutouts", help="a gallery of a catalogue's sources over the image "
+                                         "(and their FITS stamps), to look at them")
+    cut.add_argument("--catalogue", required=True, help="the catalogue")
+    cut.add_argument("--image", required=True, help="its 2D FITS image")
+    cut.add_argument("--out", required=True, help="the gallery (.png, .pdf)")
+    cut.add_argument("--select", default="brightest",
+                     choices=("brightest", "faintest", "flagged", "resolved", "multiple",
+                              "random"),
+                     help="which sources: brightest (default), faintest, flagged (edge, "
+                          "blended, deblended or several Gaussians), resolved, multiple (S_Code "
+                          "M), random")
+    cut.add_argument("--n", type=int, default=25, help="how many (25)")
+    cut.add_argument("--ids", default=None, metavar="ID,ID,...",
+                     help="these catalogue ids instead of --select")
+    cut.add_argument("--size", type=float, default=None, metavar="ARCSEC",
+                     help="the stamps' side (default: 10 beams, at least 2.5 source sizes)")
+    cut.add_argument("--fits-dir", default=None, metavar="FOLDER",
+                     help="also write each stamp as FITS (its WCS, beam, the source's id)")
+    cut.add_argument("--seed", type=int, default=0, help="for --select random")
+    cut.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+    cut.add_argument("--plane", type=int, default=None, help="a cube's plane as the image")
 
     ref = sub.add_parser("reference-check", help="a catalogue's astrometry and flux scale "
                                                  "against a reference survey's catalogue")

@@ -8,6 +8,7 @@ Matplotlib is imported when a function is called, with the non-interactive Agg b
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -639,3 +640,68 @@ def reference_plot(pairs: Any, *, title: str = "Against the reference catalogue"
         a2.legend(fontsize=8)
     a2.set_ylabel("flux ratio, ours / reference")
     return _finish_panels(fig, [a1, a2], f"{title} ({len(pairs)} compact isolated pairs)")
+
+
+def gallery_plot(stamps: list, table: Any, pixels: tuple, *, unit: str = "Jy/beam",
+                 title: str = "Sources", per_row: int | None = None,
+                 beam: tuple[float, float, float] | None = None) -> Any:
+    """Cutouts side by side (:func:`.cutouts.cut_stamps`), each in an asinh stretch of its
+    own noise, with the FWHM ellipses of every catalogue Gaussian in it (``pixels``:
+    :func:`.cutouts.catalogue_pixels`; the source's own in red), its id, flux and SNR, and
+    the restoring ``beam`` (FWHM major, minor in pixels, angle from +x in degrees) filled
+    in a corner."""
+    from matplotlib.patches import Ellipse
+
+    plt = _plt()
+    n = len(stamps)
+    cols = per_row or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.75 * rows + 0.6), squeeze=False)
+    x, y, major, minor, angle = pixels
+    flux = np.asarray(table["flux"], np.float64) if "flux" in table.colnames else None
+    snr = np.asarray(table["snr"], np.float64) if "snr" in table.colnames else None
+    ids = np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, len(table) + 1)
+    codes = np.asarray(table["s_code"]).astype(str) if "s_code" in table.colnames else None
+    fscale, funit = flux_unit(np.array([np.nanmin(flux), np.nanmax(flux)])) \
+        if flux is not None and np.isfinite(flux).any() else (1.0, "Jy")
+    for ax, s in zip(axes.ravel(), stamps):
+        d = np.asarray(s.data, np.float64)
+        finite = d[np.isfinite(d)]
+        rms = 1.4826 * np.median(np.abs(finite - np.median(finite))) if finite.size else 1.0
+        disp = np.arcsinh(d / (3 * max(rms, 1e-30)))
+        lo, hi = np.nanpercentile(disp, [1, 99.8]) if finite.size else (0, 1)
+        h, w = d.shape
+        ax.imshow(disp, origin="lower", cmap="gray_r", vmin=lo, vmax=hi,
+                  extent=(s.x0 - 0.5, s.x0 + w - 0.5, s.y0 - 0.5, s.y0 + h - 0.5))
+        inside = (x >= s.x0 - 0.5) & (x < s.x0 + w - 0.5) & (y >= s.y0 - 0.5) & (
+            y < s.y0 + h - 0.5)
+        for k in np.flatnonzero(inside):
+            if not np.isfinite(major[k]):
+                ax.plot(x[k], y[k], "+", color="C3" if k == s.row else "C0", ms=8)
+                continue
+            ax.add_patch(Ellipse((x[k], y[k]), major[k], minor[k], angle=angle[k], fill=False,
+                                 lw=1.2 if k == s.row else 0.8,
+                                 color="C3" if k == s.row else "C0"))
+        label = f"{ids[s.row]}"
+        if flux is not None:
+            label += f": {flux[s.row] * fscale:.3g} {funit}"
+        if snr is not None:
+            label += f", SNR {snr[s.row]:.0f}"
+        if codes is not None:
+            label += f" ({codes[s.row]})"
+        ax.set_title(label, fontsize=8)
+        if beam is not None:
+            ax.add_patch(Ellipse((s.x0 + 0.1 * w + beam[0] / 2, s.y0 + 0.1 * h + beam[0] / 2),
+                                 beam[0], beam[1], angle=beam[2], color="0.5", alpha=0.8))
+        ax.set_xlim(s.x0 - 0.5, s.x0 + w - 0.5)
+        ax.set_ylim(s.y0 - 0.5, s.y0 + h - 0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle(f"{title}\n(asinh(I / 3 rms) of each stamp, {unit}; FWHM ellipses: the "
+                 "source red, other catalogue Gaussians blue"
+                 + ("; the beam grey, lower left" if beam is not None else "") + ")",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
