@@ -117,7 +117,8 @@ def rm_synthesis(args) -> int:
 
         require_plotting()
     t = rm_table(read_catalogue(args.catalogue), args.q, args.u, detect_sigma=args.detect_sigma,
-                 phi_max=args.phi_max, what=args.catalogue)
+                 phi_max=args.phi_max, clean=args.clean, clean_cutoff=args.clean_cutoff,
+                 what=args.catalogue)
     from .astro.plots import rm_plot
 
     return _write_with_figure(t, args, format_rm_summary(t), rm_plot)
@@ -296,6 +297,11 @@ def add_parsers(sub) -> None:
                      help="peak of |F| over its noise to report a rotation measure (8)")
     rms.add_argument("--phi-max", type=float, default=None, metavar="RAD_M2",
                      help="the largest Faraday depth searched (default: the channels' limit)")
+    rms.add_argument("--clean", action="store_true",
+                     help="RM-CLEAN each Faraday spectrum first: the clean peak, the number "
+                          "of Faraday components (n_faraday, faraday_complex) and the second")
+    rms.add_argument("--clean-cutoff", type=float, default=3.0, metavar="SIGMA",
+                     help="with --clean: clean down to this many times the FDF's noise (3)")
     rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     rms.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the rotation measures against flux and their histogram")

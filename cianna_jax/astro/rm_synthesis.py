@@ -29,6 +29,7 @@ from .catalogue import column_values, make_table, require_columns
 from .fits_image import ImageError, open_image
 from .forced import forced_fluxes
 from .primary_beam import FORCED_NOTE, catalogue_response
+from .rm_clean import COMPONENT_SIGMA, GAIN, faraday_components, rm_clean, rmsf
 
 __all__ = ["rm_synthesis", "rm_table", "RM_DETECT_SIGMA", "format_rm_summary"]
 
@@ -38,10 +39,14 @@ RM_DETECT_SIGMA = 8.0
 
 
 def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndarray,
-                 freqs_hz: np.ndarray, *, phi_max: float | None = None) -> dict[str, Any]:
+                 freqs_hz: np.ndarray, *, phi_max: float | None = None, clean: bool = False,
+                 clean_cutoff: float = 3.0) -> dict[str, Any]:
     """RM synthesis of ``(n, K)`` Q and U spectra (and errors) at ``freqs_hz (K,)``: a dict
     of ``(n,)`` arrays ``rm``, ``rm_err``, ``pol_flux``, ``pol_flux_err``, ``pol_snr``,
-    ``chi0`` (degrees), and ``rmsf_fwhm``, ``phi`` (the grid) and ``fdf`` (``(n, M)`` |F|)."""
+    ``chi0`` (degrees), and ``rmsf_fwhm``, ``phi`` (the grid) and ``fdf`` (``(n, M)`` |F|).
+    ``clean``: the FDFs deconvolved by RM-CLEAN down to ``clean_cutoff`` times their noise
+    first (:mod:`.rm_clean`; the peak and ``fdf`` are the clean FDF's), and ``n_faraday``,
+    ``rm_second``, ``pol_flux_second`` (the second brightest component) besides."""
     q, u = np.asarray(q, np.float64), np.asarray(u, np.float64)
     sig = np.sqrt(0.5 * (np.asarray(q_err, np.float64) ** 2 + np.asarray(u_err, np.float64) ** 2))
     lam2 = (C_M_S / np.asarray(freqs_hz, np.float64)) ** 2
@@ -67,6 +72,16 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
         sigma_f = np.sqrt((w * w * sig ** 2).sum(1)) / sw
     amp = np.abs(fdf)
     n = len(q)
+    extra: dict[str, Any] = {}
+    if clean:
+        cut = as_bounded_float(clean_cutoff, "clean_cutoff")
+        lam0z = np.nan_to_num(lam0)
+        f0 = np.nan_to_num(fdf * np.exp(2j * lam0z[:, None] * phi[None, :]))
+        restored, comps = rm_clean(f0, rmsf(w, lam2, lam0z, dphi, len(phi)),
+                                   np.nan_to_num(sigma_f), fwhm, dphi, cutoff=cut)
+        amp = np.abs(restored)
+        count, phi2, amp2 = faraday_components(comps, phi, fwhm, sigma_f)
+        extra = dict(n_faraday=count, rm_second=phi2, pol_flux_second=amp2)
     rm = np.full(n, np.nan)
     peak = np.full(n, np.nan)
     chi0 = np.full(n, np.nan)
@@ -80,7 +95,10 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
             if den < 0:
                 off = 0.5 * (y0 - y2) / den
                 r, a = phi[j] + off * dphi, y1 - 0.25 * (y0 - y2) * off
-        f = np.sum(w[i] * p[i] * np.exp(-2j * r * shift[i])) / sw[i]
+        # the FDF's phase at the peak, lambda_0 taken out: 2 chi0 + 2 rm lambda_0^2 (the
+        # clean FDF's sample next to it has the phase of its component there)
+        f = (restored[i, j] if clean else
+             np.sum(w[i] * p[i] * np.exp(-2j * r * shift[i])) / sw[i])
         rm[i], peak[i] = r, max(a, abs(f))
         chi0[i] = math.degrees(0.5 * math.atan2(f.imag, f.real) - r * lam0[i]) % 180.0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -88,7 +106,7 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
         debiased = np.sqrt(np.maximum(peak ** 2 - 2.3 * sigma_f ** 2, 0.0))
         rm_err = fwhm / (2.0 * snr)
     return dict(rm=rm, rm_err=rm_err, pol_flux=debiased, pol_flux_err=sigma_f, pol_snr=snr,
-                chi0=chi0, rmsf_fwhm=fwhm, phi=phi, fdf=amp)
+                chi0=chi0, rmsf_fwhm=fwhm, phi=phi, fdf=amp, **extra)
 
 
 def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str
@@ -110,11 +128,14 @@ def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str
 
 
 def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_DETECT_SIGMA,
-             phi_max: float | None = None, what: str = "catalogue") -> Any:
+             phi_max: float | None = None, clean: bool = False, clean_cutoff: float = 3.0,
+             what: str = "catalogue") -> Any:
     """The catalogue's sources with their rotation measures (see the module docstring),
     in its order: ``id`` (when it has one), ``ra``, ``dec``, ``flux`` and ``rm``,
     ``rm_err``, ``pol_flux``, ``pol_flux_err``, ``pol_snr``, ``pol_frac``, ``chi0``,
-    ``rm_detected``; the Q and U cubes must share their channels."""
+    ``rm_detected``; with ``clean`` (RM-CLEAN, :mod:`.rm_clean`) also ``n_faraday``,
+    ``faraday_complex`` (two components or more), ``rm_second`` and ``pol_flux_second``;
+    the Q and U cubes must share their channels."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
     require_columns(table, ("ra", "dec", "flux"), what)
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
@@ -126,7 +147,8 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     gain = catalogue_response(table)  # a primary-beam corrected catalogue: every channel
     if gain is not None:
         q, q_err, u, u_err = (v / gain[:, None] for v in (q, q_err, u, u_err))
-    r = rm_synthesis(q, u, q_err, u_err, fq, phi_max=phi_max)
+    r = rm_synthesis(q, u, q_err, u_err, fq, phi_max=phi_max, clean=clean,
+                     clean_cutoff=clean_cutoff)
     cols: dict[str, np.ndarray] = {}
     if "id" in table.colnames:
         cols["id"] = np.asarray(table["id"])
@@ -136,18 +158,29 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     cols.update(ra=ra, dec=dec, flux=flux, rm=r["rm"], rm_err=r["rm_err"],
                 pol_flux=r["pol_flux"], pol_flux_err=r["pol_flux_err"], pol_snr=r["pol_snr"],
                 pol_frac=frac, chi0=r["chi0"], rm_detected=np.nan_to_num(r["pol_snr"]) >= d)
+    if clean:
+        cols.update(n_faraday=r["n_faraday"], faraday_complex=r["n_faraday"] >= 2,
+                    rm_second=r["rm_second"], pol_flux_second=r["pol_flux_second"])
     units = {"rm": "rad/m2", "rm_err": "rad/m2", "pol_flux": "Jy", "pol_flux_err": "Jy",
-             "chi0": "deg"}
+             "chi0": "deg", "rm_second": "rad/m2", "pol_flux_second": "Jy"}
+    units = {k: v for k, v in units.items() if k in cols}
     meta = {"rm_synthesis": "Brentjens & de Bruyn (2005); pol_flux debiased as George et al. "
                             "(2012); rm_err = FWHM / (2 pol_snr)",
             "rmsf_fwhm_rad_m2": float(r["rmsf_fwhm"]), "phi_max_rad_m2": float(r["phi"][-1]),
             "frequencies_hz": [float(f) for f in fq], "detect_sigma": d,
             "n_detected": int(np.count_nonzero(cols["rm_detected"])),
-            **({"primary_beam": FORCED_NOTE} if gain is not None else {})}
+            **({"primary_beam": FORCED_NOTE} if gain is not None else {}),
+            **({"rm_clean": f"Heald et al. (2009), gain {GAIN:g}, down to {clean_cutoff:g} "
+                            f"sigma; components of >= {COMPONENT_SIGMA:g} sigma counted "
+                            "(n_faraday)", "n_faraday_complex":
+                int(np.count_nonzero(cols["faraday_complex"]))} if clean else {})}
     t = make_table(cols, meta=meta, units=units)
     t["rm"].description = "rotation measure: the peak of the Faraday dispersion function"
     t["chi0"].description = "polarisation angle at lambda^2 = 0, north through east"
     t["rm_detected"].description = "pol_snr >= detect_sigma"
+    if clean:
+        t["n_faraday"].description = "Faraday components of the clean FDF (>= 5 sigma)"
+        t["rm_second"].description = "Faraday depth of the second brightest component"
     return t
 
 
@@ -157,7 +190,9 @@ def format_rm_summary(table: Any) -> str:
     rm = np.asarray(table["rm"], np.float64)[det]
     m = table.meta
     med = f", median RM {np.median(rm):.1f} rad/m^2" if rm.size else ""
+    cx = (f"; {m['n_faraday_complex']} Faraday complex (RM-CLEAN)" if "n_faraday_complex" in m
+          else "")
     return (f"{int(det.sum())} of {len(table)} sources with a rotation measure (|F| >= "
             f"{m.get('detect_sigma', RM_DETECT_SIGMA):g} sigma){med}; RMSF FWHM "
             f"{m.get('rmsf_fwhm_rad_m2', float('nan')):.3g} rad/m^2 over {len(m.get('frequencies_hz', []))} "
-            "channels")
+            f"channels{cx}")

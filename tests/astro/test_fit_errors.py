@@ -205,7 +205,7 @@ def test_resolved_flags_sources_larger_than_the_beam():
     """In noise correlated as the beam, at SNR 20: under 2% of point sources (the beam's
     size) are flagged resolved (3 sigma: 0.13% expected), every source 1.5x the beam's width
     is; the area's error matches its scatter."""
-    from cianna_jax.astro.pipeline import _resolved
+    from cianna_jax.astro.catalogue_table import _resolved
 
     rng = np.random.default_rng(3)
     beam = 3.0 / FWHM
