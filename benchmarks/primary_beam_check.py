@@ -2,6 +2,7 @@
 
     python benchmarks/primary_beam_check.py --model M [--size 2048] [--pb-fwhm 20]
     python benchmarks/primary_beam_check.py --train [--epochs 12]
+    python benchmarks/primary_beam_check.py --model M --counts [--sources 2000]
 
 A field seen through a Gaussian primary beam (an image that is not primary-beam
 corrected: uniform noise, sources attenuated towards the edge; ``simulate --pb-fwhm``)
@@ -15,6 +16,11 @@ and no SNRs (as SDC1's truth), told the beam (``train --pb``: the labels are the
 the image shows) or not, each then scored on another attenuated field with ``val --pb``.
 The detectors regress no flux (``predict`` fits it): the beam sets which sources are
 targets (SNR >= ``--min-snr`` from the flux) and counted in the validation.
+
+``--counts``: the Euclidean-normalised source counts of an attenuated field of point
+sources against the true fluxes' over the same area: the catalogue not corrected, corrected
+(``--pb``, cut at a response of 0.2) as counted, and corrected by the completeness of
+``inject --pb`` (point sources, apparent SNR 0.5-100) on it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ BINS = ((0.8, 1.01), (0.6, 0.8), (0.4, 0.6), (0.2, 0.4))
 
 
 def field(folder: str, name: str, size: int, seed: int, pb_fwhm: float,
-          snr: bool = True) -> tuple[str, str, str]:
+          snr: bool = True, **kw) -> tuple[str, str, str]:
     """Write an attenuated field, its beam and truth (without its snr column unless
     ``snr``, as SDC1's truth: fluxes only); returns their paths."""
     from cianna_jax.astro.catalogue import write_catalogue
@@ -46,7 +52,7 @@ def field(folder: str, name: str, size: int, seed: int, pb_fwhm: float,
 
     f = synthetic_field(size, seed=seed, pb_fwhm=pb_fwhm, pixel_scale=0.6, psf_fwhm=3.0,
                         noise=1e-5, density=0.002, snr_range=(15.0, 3000.0),
-                        blend_fraction=0.1)
+                        blend_fraction=0.1, **kw)
     paths = tuple(os.path.join(folder, f"{name}{s}") for s in (".fits", "_pb.fits", ".ecsv"))
     write_fits(paths[0], f)
     write_primary_beam(paths[1], f)
@@ -119,6 +125,49 @@ def check_training(epochs: int, folder: str, pb_fwhm: float, seeds: int) -> None
               "with val --pb on another field): " + "; ".join(lines))
 
 
+def check_counts(model: str, size: int, seed: int, pb_fwhm: float, folder: str,
+                 sources: int, pb_min: float) -> None:
+    from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
+    from cianna_jax.astro.completeness import measure_completeness, write_injection_report
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.pipeline import find_sources
+    from cianna_jax.astro.source_counts import count_catalogue, image_area_sr, source_counts
+
+    # point sources only, injected as such: the completeness depends on the sources' shapes
+    # (README, "Source counts"); here the beam's part alone is checked
+    image, beam, truth_path = field(folder, "field", size, seed, pb_fwhm, extended_fraction=0.0)
+    truth = read_catalogue(truth_path)
+    # apparent SNRs from 0.5: at a faint true flux, the injections where the beam is low
+    # must be drawn too, or the completeness there comes out high
+    res = measure_completeness(image, model, n_sources=sources, snr_range=(0.5, 100.0),
+                               primary_beam=beam, pb_min=pb_min, progress=False, seed=1)
+    inj = os.path.join(folder, "inj")
+    write_injection_report(res, inj, plots=False)
+    plain = os.path.join(folder, "plain.ecsv")
+    write_catalogue(find_sources(image, model, progress=False).table, plain)
+    cat = os.path.join(inj, "catalogue.ecsv")
+    corrected = count_catalogue(cat, image=image, completeness=inj)
+    edges = corrected.edges
+    with open_image(image) as img:
+        area = image_area_sr(img)
+    true = source_counts(np.asarray(truth["flux"]), area, edges=edges)
+    rows = {"truth (the true fluxes)": true.euclidean[0],
+            "not corrected, as counted": source_counts(
+                np.asarray(read_catalogue(plain)["flux"]), area, edges=edges).euclidean_raw,
+            f"--pb --pb-min {pb_min:g}, as counted": corrected.euclidean_raw,
+            "--pb, inject --pb's completeness": corrected.euclidean[0]}
+    mid = corrected.middle
+    sel = (mid > 3e-5) & (mid < 3e-3)
+    print(f"{size}x{size} field, beam FWHM {pb_fwhm:g} arcmin, {len(truth)} true sources, "
+          f"{len(read_catalogue(cat))} catalogued (--pb-min {pb_min:g}), {sources} injected; "
+          "S^2.5 dN/dS (Jy^1.5/sr) at (uJy):")
+    print(f"{'':36}" + "".join(f"{m * 1e6:>9.0f}" for m in mid[sel]))
+    for name, v in rows.items():
+        print(f"{name:36}" + "".join(f"{x:>9.3g}" for x in np.asarray(v)[sel]))
+    err = corrected.euclidean[1][sel]
+    print(f"{'(its error)':36}" + "".join(f"{x:>9.2g}" for x in err))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model card of a 2D detector")
@@ -127,6 +176,9 @@ def main() -> None:
     ap.add_argument("--pb-fwhm", type=float, default=None,
                     help="arcmin (default: a response of about 0.2 at the corners)")
     ap.add_argument("--train", action="store_true", help="the training comparison instead")
+    ap.add_argument("--counts", action="store_true", help="the source counts instead")
+    ap.add_argument("--sources", type=int, default=2000, help="injected, with --counts")
+    ap.add_argument("--pb-min", type=float, default=0.2, help="with --counts (0.2)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=3, help="training runs of each kind")
     a = ap.parse_args()
@@ -137,6 +189,10 @@ def main() -> None:
         if a.model is None:
             ap.error("--model (or --train)")
         size_arcmin = a.size * 0.6 / 60
+        if a.counts:
+            check_counts(a.model, a.size, a.seed, a.pb_fwhm or round(0.93 * size_arcmin, 1),
+                         d, a.sources, a.pb_min)
+            return
         check_predict(a.model, a.size, a.seed, a.pb_fwhm or round(0.93 * size_arcmin, 1), d)
 
 

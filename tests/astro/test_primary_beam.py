@@ -234,7 +234,7 @@ def test_injection_completeness_is_by_true_flux(beamed):
     with pb_min, those injected below it are not found (the area the catalogue covers)."""
     from cianna_jax.astro.completeness import measure_completeness
 
-    kw = dict(n_sources=40, separation=5.0, snr_range=(30.0, 60.0), seed=2, progress=False)
+    kw = dict(n_sources=30, separation=5.0, snr_range=(30.0, 60.0), seed=2, progress=False)
     plain = measure_completeness(beamed["image"], beamed["model"], **kw).table
     res = measure_completeness(beamed["image"], beamed["model"], primary_beam=beamed["pb"],
                                pb_min=0.6, **kw)

@@ -1,6 +1,6 @@
 """RM-CLEAN: one Faraday component kept as RM synthesis gives it, two components (far and
 closer than the RMSF's sidelobes allow) found at their depths and amplitudes, the clean
-FDF's noise floor, the table's columns and the command line."""
+FDF and its components (the table's columns and the command line: test_rm_synthesis.py)."""
 
 from __future__ import annotations
 
@@ -66,28 +66,3 @@ def test_the_clean_fdf_and_its_components():
     assert abs(restored[0, at]) == pytest.approx(0.5, rel=0.01)
     n, second, _ = faraday_components(comps, phi, FWHM, np.array([1e-3]))
     assert n[0] == 1 and np.isnan(second[0])
-
-
-def test_the_table_and_command_line(tmp_path, capsys):
-    pytest.importorskip("astropy")
-    from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
-    from cianna_jax.astro.synthetic import write_stokes_cube
-    from cianna_jax.cli import main
-
-    kw = dict(seed=9, density=0.002, snr_range=(300.0, 3000.0), extended_fraction=0.0,
-              pol_fraction=(0.1, 0.02), rm=(10.0, 50.0))
-    freqs = np.linspace(800e6, 1088e6, 12)
-    truth = write_stokes_cube(tmp_path / "q.fits", 96, freqs, stokes="Q", **kw)
-    write_stokes_cube(tmp_path / "u.fits", 96, freqs, stokes="U", **kw)
-    write_catalogue(truth, tmp_path / "cat.ecsv")
-    out = tmp_path / "rm.ecsv"
-    assert main(["rm-synthesis", "--catalogue", str(tmp_path / "cat.ecsv"), "--q",
-                 str(tmp_path / "q.fits"), "--u", str(tmp_path / "u.fits"), "--out", str(out),
-                 "--clean"]) == 0
-    assert "Faraday complex (RM-CLEAN)" in capsys.readouterr().out
-    t = read_catalogue(out)
-    for c in ("n_faraday", "faraday_complex", "rm_second", "pol_flux_second"):
-        assert c in t.colnames
-    bright = np.asarray(t["pol_snr"]) > 20  # one component each, as simulated
-    assert bright.sum() >= 2 and not np.any(np.asarray(t["faraday_complex"])[bright])
-    assert "rm_clean" in t.meta

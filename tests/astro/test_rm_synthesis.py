@@ -86,3 +86,21 @@ def test_the_command_line(cubes, tmp_path, capsys):
     assert fig.stat().st_size > 10_000 and len(read_catalogue(str(out))) == len(truth)
     with pytest.raises(ValueError, match="freqs_hz"):
         write_stokes_cube(tmp_path / "x.fits", 32, [1e9, 1.1e9, 1.3e9])
+
+
+def test_the_clean_table_and_command_line(cubes, tmp_path, capsys):
+    from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
+
+    d, truth = cubes
+    write_catalogue(truth, tmp_path / "cat.ecsv")
+    out = tmp_path / "rm.ecsv"
+    assert main(["rm-synthesis", "--catalogue", str(tmp_path / "cat.ecsv"), "--q",
+                 str(d / "q.fits"), "--u", str(d / "u.fits"), "--out", str(out),
+                 "--clean"]) == 0
+    assert "Faraday complex (RM-CLEAN)" in capsys.readouterr().out
+    t = read_catalogue(out)
+    for c in ("n_faraday", "faraday_complex", "rm_second", "pol_flux_second"):
+        assert c in t.colnames
+    bright = np.asarray(t["pol_snr"]) > 20  # one component each, as simulated
+    assert bright.sum() >= 2 and not np.any(np.asarray(t["faraday_complex"])[bright])
+    assert "rm_clean" in t.meta
