@@ -19,8 +19,9 @@ targets (SNR >= ``--min-snr`` from the flux) and counted in the validation.
 
 ``--counts``: the Euclidean-normalised source counts of an attenuated field of point
 sources against the true fluxes' over the same area: the catalogue not corrected, corrected
-(``--pb``, cut at a response of 0.2) as counted, and corrected by the completeness of
-``inject --pb`` (point sources, apparent SNR 0.5-100) on it.
+(``--pb``, cut at a response of 0.2) as counted, corrected by the completeness of
+``inject --pb`` (point sources, apparent SNR 0.5-100) on it, and by the visibility areas of
+5 and 4 sigma (``counts --visibility-snr``).
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def check_counts(model: str, size: int, seed: int, pb_fwhm: float, folder: str,
                 np.asarray(read_catalogue(plain)["flux"]), area, edges=edges).euclidean_raw,
             f"--pb --pb-min {pb_min:g}, as counted": corrected.euclidean_raw,
             "--pb, inject --pb's completeness": corrected.euclidean[0]}
+    for k in (5.0, 4.0):
+        v = count_catalogue(cat, image=image, visibility_snr=k, primary_beam=beam,
+                            pb_min=pb_min, per_decade=5)
+        assert np.allclose(v.edges, edges)
+        rows[f"--pb, visibility area ({k:g} sigma)"] = v.euclidean[0]
     mid = corrected.middle
     sel = (mid > 3e-5) & (mid < 3e-3)
     print(f"{size}x{size} field, beam FWHM {pb_fwhm:g} arcmin, {len(truth)} true sources, "

@@ -590,6 +590,16 @@ def _parser() -> argparse.ArgumentParser:
     cnt.add_argument("--min-completeness", type=float, default=0.5,
                      help="bins less complete than this are marked (complete False)")
     cnt.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
+    cnt.add_argument("--visibility-snr", type=float, default=None, metavar="SNR",
+                     help="instead of --completeness (one image): each source counted over "
+                          "the area where its peak would reach SNR times the local rms "
+                          "(the visibility area, e.g. 5)")
+    cnt.add_argument("--pb", default=None, metavar="FITS|MODEL",
+                     help="with --visibility-snr, a catalogue corrected for this primary "
+                          "beam (as predict --pb): the area where the peak seen through it "
+                          "reaches the threshold")
+    cnt.add_argument("--pb-min", type=float, default=None, metavar="A",
+                     help="with --pb: the catalogue's cut on the beam's response")
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")

@@ -221,13 +221,17 @@ def counts(args) -> int:
         require_plotting()
     c = count_catalogue(args.catalogue, image=args.image, area_deg2=args.area_deg2,
                         completeness=args.completeness, per_decade=args.per_decade,
-                        min_completeness=args.min_completeness, hdu=args.hdu)
+                        min_completeness=args.min_completeness, hdu=args.hdu,
+                        visibility_snr=args.visibility_snr, primary_beam=args.pb,
+                        pb_min=args.pb_min)
     t = c.table()
     write_catalogue(t, args.out)
     scale, unit = flux_unit(c.edges)
     union = "" if c.image_areas_sr is None else f" (the union of {len(args.image)} images' data)"
     print(f"{int(c.n.sum())} sources over {t.meta['area_deg2']:.4g} deg^2{union}"
-          + ("" if args.completeness is None else ", corrected by the injection's completeness"))
+          + ("" if args.completeness is None else ", corrected by the injection's completeness")
+          + ("" if args.visibility_snr is None else
+             f", each over its visibility area ({args.visibility_snr:g} sigma)"))
     print(f"{'S (' + unit + ')':>12}{'n':>7}{'n_corr':>9}{'compl.':>8}  S^2.5 dN/dS (Jy^1.5/sr)")
     for r in t:
         mark = "" if r["complete"] else "  (below the completeness limit)"

@@ -13,7 +13,9 @@ flux, so near the detection limit the counts keep the flux boosting of faint det
 (Eddington bias; ``measured / injected`` flux in the injection's report shows how much);
 bins whose completeness is below ``min_completeness`` are marked unreliable
 (``complete`` False); the area is that of the image's data (finite pixels), with the same
-sensitivity everywhere (no rms-dependent visibility area).
+sensitivity everywhere unless the completeness says otherwise; or, without an injection,
+each source counts over its visibility area (:mod:`.visibility`: where its peak reaches a
+few times the local rms, through the primary beam when given).
 
 A mosaic's catalogue (several overlapping images, as ``cianna-jax predict`` merges them:
 each source from the image whose centre is nearest among those with data at its place) is
@@ -40,7 +42,9 @@ from .fits_image import FitsImage, open_image
 from .hi_mass import ARCSEC_PER_RAD
 from .injection import flux_edges
 from .mosaic import check_images, image_names, nearest_centre_image
+from .primary_beam import finding_beam
 from .sky import pixel_to_sky
+from .visibility import visibility
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "owned_areas_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
@@ -250,7 +254,8 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                     area_deg2: float | None = None,
                     completeness: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                     per_decade: int = 5, min_completeness: float = 0.5,
-                    hdu: int | str | None = None) -> SourceCounts:
+                    hdu: int | str | None = None, visibility_snr: float | None = None,
+                    primary_beam: Any = None, pb_min: float | None = None) -> SourceCounts:
     """The source counts of a catalogue file (its ``flux`` column, or another finder's
     name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
@@ -258,7 +263,11 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     ``completeness_by_flux.ecsv``) when given.  Several images (a mosaic's catalogue, as
     ``predict`` merges them): the union of their data (:func:`owned_areas_sr`); with one
     report per image, each source is corrected by that of the image that owns it (its
-    ``ra``/``dec``), the empty bins by the images' completeness weighted by their areas."""
+    ``ra``/``dec``), the empty bins by the images' completeness weighted by their areas.
+    ``visibility_snr`` (one image, instead of ``completeness``): the sources of at least that
+    SNR (``snr`` column), each counted over the visibility area of its peak
+    (:mod:`.visibility`: where it reaches that many times the local rms, through
+    ``primary_beam`` above ``pb_min`` when given, for a catalogue corrected for it)."""
     images = _paths(image)
     reports = _paths(completeness)
     if (not images) == (area_deg2 is None):
@@ -266,6 +275,12 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     if len(reports) > 1 and len(reports) != len(images):
         raise ValueError(f"completeness: one injection report, or one per image ({len(images)} "
                          f"images); received {len(reports)}")
+    if visibility_snr is not None and (reports or len(images) != 1):
+        raise ValueError("visibility_snr: one image, and no completeness (the visibility area "
+                         "replaces source injection's)")
+    if visibility_snr is None and (primary_beam is not None or pb_min is not None):
+        raise ValueError("primary_beam, pb_min: for the visibility area (visibility_snr)")
+    pb = finding_beam(primary_beam, pb_min)
     t = read_catalogue(catalogue)
     name = os.fspath(catalogue)
     flux = column_values(t, "flux", name)  # its aliases and units, in Jy
@@ -274,7 +289,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                              "name for it such as Total_flux)")
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
     comps = [read_completeness(r) for r in reports]
-    if "pb" in t.colnames and not comps:
+    if "pb" in t.colnames and not comps and visibility_snr is None:
         warnings.warn(f"{name}: its fluxes were corrected for the primary beam, whose falling "
                       "sensitivity hides faint sources away from the centre: counted over the "
                       "whole area without a completeness, the faint bins come out low; give "
@@ -288,6 +303,15 @@ def count_catalogue(catalogue: str | os.PathLike, *,
         imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
         if len(imgs) == 1:
             area = image_area_sr(imgs[0])
+            if visibility_snr is not None:
+                vis = visibility(imgs[0], snr=visibility_snr, **pb)
+                peak = column_values(t, "peak", name)
+                own = vis.fraction(flux if peak is None else peak)  # (a point: peak = flux)
+                mid = np.sqrt(edges[:-1] * edges[1:])
+                comp = (edges, vis.fraction(mid))
+                snr = column_values(t, "snr", name)
+                if snr is not None:  # the sample the areas hold for: those above the cut
+                    flux = np.where(snr >= visibility_snr, flux, np.nan)
         elif imgs:
             owned = owned_areas_sr(imgs)
             area = float(owned.sum())

@@ -306,3 +306,36 @@ def test_counts_ask_for_the_beam_s_completeness(beamed, tmp_path):
     with pytest.warns(UserWarning, match="inject --pb"):
         counts = count_catalogue(tmp_path / "c.ecsv", image=beamed["image"])
     assert counts.n.sum() == np.count_nonzero(np.asarray(cat["flux"]) > 0)
+
+
+def test_visibility_areas(beamed, tmp_path):
+    """The fraction of the image a true peak would be seen on: through the beam, the pixels
+    where peak x A reaches 5 local rms (a step without a beam); counts over it."""
+    from cianna_jax.astro.noise import estimate_noise_map
+    from cianna_jax.astro.source_counts import count_catalogue
+    from cianna_jax.astro.visibility import visibility
+
+    with open_image(beamed["image"]) as img:
+        noise = estimate_noise_map(img.read, img.shape)
+        flat = visibility(img, snr=5.0, noise=noise)
+        seen = visibility(img, snr=5.0, noise=noise, primary_beam=primary_beam(beamed["pb"]),
+                          pb_min=0.5, max_samples=4096)
+        rms = float(np.median(noise.rms)) * img.unit_scale
+    np.testing.assert_allclose(flat.fraction(np.array([3 * rms, 8 * rms])), [0.0, 1.0])
+    a = primary_beam_map(beamed["field"])[1::2, 1::2]  # (the sampled grid: step 2, from 1)
+    for peak in (6 * rms, 8 * rms, 20 * rms):
+        expected = np.mean((a >= 0.5) & (peak * a >= 5 * rms))
+        assert float(seen.fraction(np.array([peak]))[0]) == pytest.approx(expected, abs=0.08)
+    assert seen.fraction(np.array([1e3]))[0] == pytest.approx(np.mean(a >= 0.5), abs=0.05)
+    cat = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"], pb_min=0.5).table
+    write_catalogue(cat, tmp_path / "c.ecsv")
+    c = count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], visibility_snr=5.0,
+                        primary_beam=beamed["pb"], pb_min=0.5)
+    assert c.n.sum() == np.count_nonzero(np.asarray(cat["snr"]) >= 5)
+    assert np.all(c.n_corrected[c.n > 0] >= c.n[c.n > 0])
+    with pytest.raises(ValueError, match="visibility_snr"):
+        count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], visibility_snr=5.0,
+                        completeness=tmp_path)
+    with pytest.raises(ValueError, match="for the visibility area"):
+        count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], primary_beam=beamed["pb"])

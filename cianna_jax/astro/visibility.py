@@ -1,0 +1,77 @@
+"""Visibility areas: how much of an image would show a source of a given brightness.
+
+Where the noise changes across an image (a mosaic's edges, a primary-beam corrected image)
+or the sources are seen through a primary beam, a faint source is detectable over part of
+the image only. The classical correction of source counts for it (e.g. Hopkins et al.
+2003) counts each source over the area where it would have been found: the image's data
+where its peak, seen through the beam (``A``), reaches ``snr`` times the local rms,
+
+    peak x A(p) >= snr x rms(p),  A(p) >= pb_min,
+
+a fraction of the data's area that grows with the peak. It assumes the detector finds
+every source above that threshold and none below (source injection, :mod:`.completeness`,
+measures the real curve); its advantage is needing nothing but the image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..checks import as_bounded_float
+from .fits_image import FitsImage, ImageError
+from .noise import NoiseMap, estimate_noise_map
+from .primary_beam import PrimaryBeam, pb_response
+
+__all__ = ["Visibility", "visibility"]
+
+
+class Visibility:
+    """The image's detection thresholds (Jy/beam of true peak) at sampled pixels of its
+    data: :meth:`fraction` of them a peak reaches."""
+
+    def __init__(self, thresholds: np.ndarray, snr: float):
+        t = np.asarray(thresholds, np.float64)
+        self.thresholds = np.sort(np.where(np.isfinite(t), t, np.inf))
+        self.snr = snr
+
+    def fraction(self, peak: np.ndarray) -> np.ndarray:
+        """The fraction of the data's area where each true ``peak`` (Jy/beam) would be seen
+        (NaN for a non-positive or NaN peak)."""
+        p = np.asarray(peak, np.float64)
+        out = np.searchsorted(self.thresholds, np.where(np.isfinite(p), p, -np.inf),
+                              side="right") / max(self.thresholds.size, 1)
+        return np.where(np.isfinite(p) & (p > 0), out, np.nan)
+
+
+def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = None,
+               primary_beam: PrimaryBeam | None = None, pb_min: float | None = None,
+               max_samples: int = 1_000_000, rows: int = 256) -> Visibility:
+    """The thresholds ``snr x rms / A`` at the finite pixels of a 2D ``image`` (``noise``:
+    its noise map, estimated when not given; ``primary_beam``: the response ``A``, pixels
+    below ``pb_min`` or where it is not known never detect; without a beam ``A`` = 1); an
+    image of more than ``max_samples`` pixels is sampled on a regular grid."""
+    s = as_bounded_float(snr, "snr")
+    if image.ndim != 2:
+        raise ImageError(f"{image.path}: visibility areas are for 2D images")
+    noise = noise if noise is not None else estimate_noise_map(image.read, image.shape)
+    H, W = image.shape
+    step = max(1, math.ceil(math.sqrt(H * W / max(int(max_samples), 1))))
+    ys, xs = np.arange(step // 2, H, step), np.arange(step // 2, W, step)
+    out = []
+    for r0 in range(0, ys.size, max(1, int(rows))):
+        part = ys[r0:r0 + rows]
+        finite = np.stack([np.isfinite(image.read((slice(int(y), int(y) + 1), slice(0, W)))[0, xs])
+                           for y in part])
+        gy, gx = np.meshgrid(part.astype(np.float64), xs.astype(np.float64), indexing="ij")
+        gy, gx = gy[finite], gx[finite]
+        rms = noise.at(gy, gx) * image.unit_scale
+        a = np.ones(gy.size)
+        if primary_beam is not None:
+            a = pb_response(primary_beam, image, gx, gy)
+            with np.errstate(invalid="ignore"):
+                a = np.where(a >= (pb_min or np.finfo(np.float64).tiny), a, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(s * rms / a)
+    return Visibility(np.concatenate(out) if out else np.zeros(0), s)
