@@ -47,6 +47,8 @@ MODELS = ("gaussian", "cosine", "meerkat")
 #: MeerKAT L-band: the beam's half-power width at 1.5 GHz, in arcmin (Mauch et al. 2020)
 MEERKAT_FWHM_ARCMIN = 57.5
 _COSINE = 1.189  # a cosine-tapered aperture's pattern reaches half power at r = FWHM / 2
+#: a beam image's largest accepted value (a little above 1: interpolation, normalisation)
+MAX_RESPONSE = 1.1
 #: a beam image is read in one window up to this many pixels, else 2x2 pixels per source
 WINDOW_PIXELS = 1 << 24
 
@@ -147,7 +149,12 @@ class BeamImage(PrimaryBeam):
                 raise ImageError(f"{self.path}: without celestial WCS in both, the beam image "
                                  f"must have the image's shape {tuple(image.shape[-2:])}; it "
                                  f"has {pb.shape}")
-            return _bilinear(pb, px, py)
+            out = _bilinear(pb, px, py)
+        if np.any(out > MAX_RESPONSE):  # (a beam in percent, or another image given)
+            raise ImageError(f"{self.path}: responses up to {np.nanmax(out):.4g}, but a "
+                             "primary beam's power response is at most 1 (at the pointing "
+                             "centre): is it in percent, or another image?")
+        return out
 
 
 def _bilinear(pb: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:

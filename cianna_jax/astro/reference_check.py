@@ -191,6 +191,10 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
     i1, i2 = np.flatnonzero(keep), np.flatnonzero(rkeep)
     m = crossmatch_sky(ra[i1], dec[i1], rra[i2], rdec[i2], radius)
     i1, i2 = i1[m.det], i2[m.truth]
+    if not i1.size:
+        raise ValueError(f"{what}: none of its {int(keep.sum())} compact isolated sources has a "
+                         f"counterpart among the {int(rkeep.sum())} of {ref_what} within "
+                         f"{radius:.3g} arcsec: do they cover the same sky?")
     cosd = np.cos(np.radians(rdec[i2]))
     d_ra = (np.mod(ra[i1] - rra[i2] + 180.0, 360.0) - 180.0) * cosd * 3600.0
     d_dec = (dec[i1] - rdec[i2]) * 3600.0

@@ -198,6 +198,12 @@ def test_refusals(beamed, tmp_path):
         find_sources(str(nowcs), mdl, progress=False, primary_beam="gaussian:5")
     with pytest.raises(ImageError, match="shape"):
         find_sources(str(nowcs), mdl, progress=False, primary_beam=beamed["pb"])
+    from astropy.io import fits
+
+    with fits.open(beamed["pb"]) as h:
+        fits.PrimaryHDU(h[0].data * 100, h[0].header).writeto(tmp_path / "percent.fits")
+    with pytest.raises(ImageError, match="percent"):
+        find_sources(img, mdl, progress=False, primary_beam=str(tmp_path / "percent.fits"))
 
 
 def test_the_command_lines(tmp_path, beamed, capsys):

@@ -128,6 +128,10 @@ def test_refusals():
         reference_check(no_beam, ref)
     with pytest.raises(ValueError, match="alpha"):
         reference_check(ours, ref, alpha=float("nan"))
+    elsewhere = ref.copy()
+    elsewhere["dec"] = np.asarray(elsewhere["dec"]) + 5.0
+    with pytest.raises(ValueError, match="same sky"):
+        reference_check(ours, elsewhere)
     few = reference_check(ours[:1], ref[:1])
     with pytest.raises(ValueError, match="too few"):
         apply_reference(ours, few)
