@@ -6,7 +6,8 @@ Simulates ``--epochs`` observations of one sky (``--variable-fraction`` of the s
 their flux times exp(N(0, --variability)) at each epoch; each epoch its own noise), finds
 the sources of each image with the model (as ``cianna-jax predict``), runs
 :func:`cianna_jax.astro.variability.variability` (``--forced``: with each epoch's image,
-the fluxes of sources an epoch missed measured there) and compares with the truth: the
+the fluxes of sources an epoch missed measured there; ``--forced-all``: every flux forced,
+at every epoch) and compares with the truth: the
 constant sources' vs (its scatter should be 1 when the flux errors are right; how many
 cross the threshold: false variables) and, per bin of S/N, how many of the true variables
 whose true modulation reaches the threshold are found.
@@ -27,7 +28,7 @@ SNR_BINS = ((0.0, 10.0), (10.0, 30.0), (30.0, np.inf))
 
 
 def run(model: str, size: int, seed: int, epochs: int, fraction: float, spread: float,
-        folder: str, forced: bool = False):
+        folder: str, forced: bool = False, forced_all: bool = False):
     """(variability table, the truth tables of the epochs)."""
     from cianna_jax.astro.catalogue import read_catalogue
     from cianna_jax.astro.pipeline import predict_file
@@ -45,7 +46,8 @@ def run(model: str, size: int, seed: int, epochs: int, fraction: float, spread: 
         out = os.path.join(folder, f"c{e}.ecsv")
         predict_file(path, model, out, progress=False)
         cats.append(read_catalogue(out))
-    return variability(cats, images=images if forced else None), truths
+    return variability(cats, images=images if forced or forced_all else None,
+                       force_all=forced_all), truths
 
 
 def compare(table, truths) -> dict:
@@ -91,12 +93,15 @@ def main(argv=None) -> int:
     ap.add_argument("--variability", type=float, default=0.3)
     ap.add_argument("--forced", action="store_true",
                     help="each epoch's flux measured where it found no source")
+    ap.add_argument("--forced-all", action="store_true",
+                    help="every flux measured by forced photometry, at every epoch")
     args = ap.parse_args(argv)
     from cianna_jax.astro.variability import format_variability_summary
 
     with tempfile.TemporaryDirectory() as folder:
         table, truths = run(args.model, args.size, args.seed, args.epochs,
-                            args.variable_fraction, args.variability, folder, args.forced)
+                            args.variable_fraction, args.variability, folder, args.forced,
+                            args.forced_all)
     print(format_variability_summary(table))
     print(format_report(compare(table, truths)))
     return 0

@@ -84,7 +84,7 @@ def variability(args) -> int:
                          f"{len(args.image)}")
     t = find_variability([read_catalogue(c) for c in args.catalogue], radius_arcsec=args.radius,
                          flux_scale_error=args.flux_scale_error, names=args.catalogue,
-                         images=args.image)
+                         images=args.image, force_all=args.forced_all)
     from .astro.plots import variability_plot
 
     return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
@@ -271,6 +271,10 @@ def add_parsers(sub) -> None:
     var.add_argument("--image", action="append", default=None, metavar="FITS",
                      help="each epoch's image, in the catalogues' order: a source not found "
                           "at an epoch gets its flux measured there (forced photometry)")
+    var.add_argument("--forced-all", action="store_true",
+                     help="with --image: every source's flux measured by forced photometry "
+                          "at every epoch (not the detections' fits: no flux boosting of faint "
+                          "detections; unresolved sources)")
     var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
                      help="the epochs' flux-scale uncertainty, added in quadrature to each "
                           "flux error (e.g. 0.05)")

@@ -81,13 +81,16 @@ def _metrics(flux: np.ndarray, err: np.ndarray):
 
 def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
                 flux_scale_error: float = 0.0, names: Sequence[str] | None = None,
-                images: Sequence[str | None] | None = None) -> Any:
+                images: Sequence[str | None] | None = None, force_all: bool = False) -> Any:
     """One row per source found at any epoch (see the module docstring): ``ra``, ``dec``,
     ``first_epoch`` (1-based), ``n_epochs``, each epoch's ``flux_<k>`` and ``flux_err_<k>``
     (NaN where not found), ``flux_mean`` (weighted), ``eta``, ``v``, ``vs``, ``m``,
     ``vs_pair`` ("1-2", ...), ``variable``; sorted by decreasing ``|vs|``. ``images``: one
     per epoch (None: none), whose fluxes are forced where that epoch found no source
-    (``forced_<k>``)."""
+    (``forced_<k>``); ``force_all``: forced at every epoch, at each source's position (its
+    first catalogue's), detections' fitted fluxes set aside: the same unresolved-source
+    measure everywhere, not boosted where a faint source was detected on a noise peak
+    (Eddington bias), at the cost of extended sources' flux (each epoch's alike)."""
     if len(tables) < 2:
         raise ValueError(f"tables: two epochs or more, received {len(tables)}")
     f = as_bounded_float(flux_scale_error, "flux_scale_error", strict=False)
@@ -103,19 +106,24 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
         warnings.simplefilter("ignore", RuntimeWarning)  # each source, where it was found
         response = np.nanmean(mt.take([c["pb"] for c in cols]), axis=1)
     forced = np.zeros(flux.shape, bool)
+    if force_all and (images is None or any(i is None for i in images)):
+        raise ValueError("force_all: every epoch's image is needed (images)")
     if images is not None:
         if len(images) != len(tables):
             raise ValueError(f"images: one per epoch ({len(tables)}), received {len(images)}")
         from .forced import forced_fluxes
 
         for k, image in enumerate(images):
-            missing = np.flatnonzero(mt.index[:, k] < 0)
+            missing = np.flatnonzero(mt.index[:, k] < 0 if not force_all
+                                     else np.ones(len(mt.ra), bool))
             if image is None or not missing.size:
                 continue
             fl, er = forced_fluxes(image, mt.ra[missing], mt.dec[missing])
             r = response[missing]  # seen through the same beam as where it was found
             fl, er = (np.where(np.isfinite(r), v / r, v) for v in (fl, er))
             got = np.isfinite(fl) & np.isfinite(er)
+            if force_all:  # (a position without data there: no flux at that epoch)
+                flux[missing[~got], k] = err[missing[~got], k] = np.nan
             flux[missing[got], k], err[missing[got], k] = fl[got], er[got]
             forced[missing[got], k] = True
     err = np.hypot(err, f * flux)
@@ -140,7 +148,7 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
             "radius_arcsec": float(radius), "flux_scale_error": f,
             "vs_threshold": VS_THRESHOLD, "m_threshold": M_THRESHOLD,
             "n_sources": int(len(mt.ra)), "n_variable": int(variable.sum()),
-            "n_forced": int(forced.sum()),
+            "n_forced": int(forced.sum()), "forced_everywhere": bool(force_all),
             **({"primary_beam": FORCED_NOTE} if np.isfinite(response).any() else {})}
     t = make_table({k: np.asarray(val)[order] for k, val in out.items()}, meta=meta, units=units)
     for name, desc in (("first_epoch", "the epoch the source was first found at (1-based)"),

@@ -138,3 +138,31 @@ def test_forced_fluxes_are_unbiased_with_the_right_errors(tmp_path):
     assert len(pts) >= 5 and np.median(np.abs(pull)) < 1.5
     off = forced_fluxes(str(tmp_path / "s.fits"), np.array([120.0]), np.array([10.0]))
     assert np.isnan(off[0][0]) and np.isnan(off[1][0])
+
+
+def test_forced_at_every_epoch(tmp_path):
+    """force_all: each source's flux at every epoch is the forced photometry at its
+    position, detected or not; every image is needed."""
+    from cianna_jax.astro.forced import forced_fluxes
+    from cianna_jax.astro.synthetic import write_fits
+
+    kw = dict(seed=6, density=0.002, snr_range=(30.0, 300.0), variable_fraction=0.3,
+              variability=0.5)
+    paths, cats = [], []
+    for e in range(2):
+        f = synthetic_field(128, epoch=e, **kw)
+        paths.append(str(tmp_path / f"e{e}.fits"))
+        write_fits(paths[-1], f)
+        t = truth_table(f)
+        t["flux_err"] = 0.05 * np.asarray(t["flux"])
+        cats.append(t[: len(t) - e])  # the second epoch misses the faintest-listed source
+    v = variability(cats, images=paths, force_all=True, radius_arcsec=1.0)
+    assert np.all(v["forced_1"]) and np.all(v["forced_2"]) and v.meta["forced_everywhere"]
+    for k, p in enumerate(paths, start=1):
+        fl, er = forced_fluxes(p, np.asarray(v["ra"]), np.asarray(v["dec"]))
+        np.testing.assert_allclose(v[f"flux_{k}"], fl)
+        np.testing.assert_allclose(v[f"flux_err_{k}"], er)
+    some = variability(cats, images=paths, radius_arcsec=1.0)
+    assert np.count_nonzero(some["forced_2"]) == 1 and not np.any(some["forced_1"])
+    with pytest.raises(ValueError, match="every epoch's image"):
+        variability(cats, images=[paths[0], None], force_all=True, radius_arcsec=1.0)
