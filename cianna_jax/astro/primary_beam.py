@@ -18,7 +18,8 @@ by a model centred on the pointing (the image's reference position unless given)
 * ``gaussian:FWHM``: ``A = exp(-4 ln 2 r^2 / FWHM^2)``, FWHM in arcmin;
 * ``cosine:FWHM``: the power pattern of a cosine-tapered aperture (Condon & Ransom 2016),
   ``A = [cos(1.189 pi r / FWHM) / (1 - 4 (1.189 r / FWHM)^2)]^2``, its half-power width
-  FWHM arcmin;
+  FWHM arcmin; its main lobe only (to the first null, 1.26 FWHM from the centre: beyond,
+  in the sidelobes, the response is not known and sources there are left out);
 * ``meerkat``: that pattern with FWHM 57.5 arcmin x (1.5 GHz / frequency), MeerKAT's
   L-band beam (Mauch et al. 2020), at the image's frequency.
 """
@@ -108,7 +109,8 @@ class BeamModel(PrimaryBeam):
         t = _COSINE * u
         with np.errstate(divide="ignore", invalid="ignore"):
             v = np.cos(math.pi * t) / (1.0 - 4.0 * t**2)
-        return np.where(np.abs(1.0 - 4.0 * t**2) < 1e-9, math.pi / 4.0, v) ** 2
+        v = np.where(np.abs(1.0 - 4.0 * t**2) < 1e-9, math.pi / 4.0, v) ** 2
+        return np.where(t < 1.5, v, np.nan)  # the main lobe only: its first null at t = 3/2
 
     def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         if image.wcs is None:

@@ -61,7 +61,8 @@ def test_models_reach_half_power_at_half_their_width():
     r = 10.0 / (2 * 1.189)
     near = cos.at_radius(np.array([r - 1e-6, r, r + 1e-6]), 10.0)
     np.testing.assert_allclose(near, (math.pi / 4) ** 2, rtol=1e-5)
-    assert np.all(np.diff(cos.at_radius(np.linspace(0, 10, 50), 10.0)) < 0)
+    assert np.all(np.diff(cos.at_radius(np.linspace(0, 12.5, 50), 10.0)) < 0)
+    assert np.isnan(cos.at_radius(np.array([12.7, 30.0]), 10.0)).all()  # beyond its first null
 
 
 def test_meerkat_scales_with_the_image_frequency(beamed):
