@@ -21,7 +21,7 @@ EXPECTED = {  # text each notebook must print when it ran through
     "classification_cianna_style.ipynb": ["embedded shapes", "test accuracy", "ConfMat"],
     "radio_detection_yolo.ipynb": ["above 5 sigma", "precision", "recall"],
     "fits_workflow.ipynb": ["catalogue sources", "best epoch", "sources -> test_sources.ecsv",
-                            "sources from",
+                            "sources from", "compact isolated pairs",
                             "chosen for an estimated reliability >= 0.9",
                             "reliability from the inverted image", "50% complete at SNR", "n_corrected",
                             "precision (reliability)"],
