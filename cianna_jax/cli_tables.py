@@ -139,6 +139,8 @@ def reference(args) -> int:
                             ref_freq_hz=_hz(args.ref_freq_mhz), our_beam_arcsec=args.beam,
                             ref_beam_arcsec=args.ref_beam, radius_arcsec=args.radius,
                             isolation_arcsec=args.isolation, min_snr=args.min_snr,
+                            summed={"auto": None, "isolated": False,
+                                    "summed": True}[args.pairs],
                             what=args.catalogue, ref_what=args.reference)
     if args.corrected:  # refused (another frequency's fluxes, too few pairs) before writing
         corrected = apply_reference(ours, check, positions=args.correct != "fluxes",
@@ -359,6 +361,11 @@ def add_parsers(sub) -> None:
     ref.add_argument("--isolation", type=float, default=None, metavar="ARCSEC",
                      help="no other source of either catalogue within this (default: twice "
                           "the larger beam)")
+    ref.add_argument("--pairs", default="auto", choices=("auto", "isolated", "summed"),
+                     help="isolated: compact isolated sources one-to-one; summed: each "
+                          "isolated reference source against the sum of ours within its beam "
+                          "(a reference of lower resolution); auto (default): summed when the "
+                          "reference's beam is over twice ours")
     ref.add_argument("--out", required=True, help="the pairs' table (.ecsv, .csv, .fits, .xml)")
     ref.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the offsets and the flux ratio against flux")

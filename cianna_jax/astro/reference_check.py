@@ -15,7 +15,11 @@ blends what ours separates), matched within ``radius`` (default the larger beam 
 enough not to clip the offsets' distribution, which would pull their median to zero; the
 isolation keeps it unambiguous).
 Errors of a median: 1.2533 x robust scatter / sqrt(n); robust scatter: half the 16-84
-percentile range. The flux ratio counts the pairs whose reference flux (at our frequency)
+percentile range. A reference of much lower resolution (its beam over :data:`SUM_BEAMS`
+times ours: NVSS, 45 arcsec, against an image of a few arcsec) blends what ours separates:
+then each of its sources isolated within twice its beam is compared with the sum of ours
+within its beam FWHM (fluxes summed, errors in quadrature, the flux-weighted centroid), as
+ours would be seen at its resolution. The flux ratio counts the pairs whose reference flux (at our frequency)
 is at least ``min_snr`` times our local rms (``for_flux``): chosen by our own SNR, the
 faintest would be those our noise pushed up.
 """
@@ -34,10 +38,12 @@ from .crossmatch import crossmatch_sky
 from .spectral_index import catalogue_frequency
 
 __all__ = ["ReferenceCheck", "reference_check", "apply_reference", "format_reference_check",
-           "SAME_FREQUENCY"]
+           "SAME_FREQUENCY", "SUM_BEAMS"]
 
 #: frequencies within this log ratio count as one: the flux scale is compared directly
 SAME_FREQUENCY = 0.1
+#: a reference whose beam is over this many times ours is compared with our sums
+SUM_BEAMS = 2.0
 _MEDIAN_ERR = 1.2533  # a median's error over the mean's, for a normal law
 
 
@@ -146,16 +152,91 @@ def _frequencies(table: Any, reference: Any, ours: float | None, ref: float | No
     return f1, f2
 
 
+def _isolated(table: Any, ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float,
+              snr_min: float):
+    """Our compact isolated sources matched one-to-one to isolated reference sources:
+    (their per-pair columns, the reference rows, our kept mask, the reference's)."""
+    keep = np.isfinite(ra) & np.isfinite(dec) & ~(cols["snr"] < snr_min)  # (no snr: all)
+    if "resolved" in table.colnames:
+        keep &= ~np.asarray(table["resolved"], bool)
+    if "s_code" in table.colnames:
+        keep &= np.asarray(table["s_code"]).astype(str) == "S"
+    keep &= _neighbours(ra, dec, ra, dec, iso) == 1
+    keep &= _neighbours(ra, dec, rra, rdec, iso) <= 1
+    rkeep = np.isfinite(rra) & np.isfinite(rdec)
+    rkeep &= (_neighbours(rra, rdec, rra, rdec, iso) == 1) & (
+        _neighbours(rra, rdec, ra, dec, iso) <= 1)
+    i1, i2 = np.flatnonzero(keep), np.flatnonzero(rkeep)
+    m = crossmatch_sky(ra[i1], dec[i1], rra[i2], rdec[i2], radius)
+    i1, i2 = i1[m.det], i2[m.truth]
+    out = {c: v[i1] for c, v in cols.items()}
+    out.update(ra=ra[i1], dec=dec[i1], id=ids[i1], n=np.ones(i1.size, np.int64))
+    return out, i2, keep, rkeep
+
+
+def _summed(ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float, snr_min: float):
+    """Each isolated reference source against the sum of our sources within ``radius``:
+    (per-pair columns: fluxes summed, errors in quadrature, the flux-weighted centroid and
+    its error, the brightest's id, rms and SNR...; the reference rows, our sources in a
+    pair, the reference's kept)."""
+    from scipy.spatial import cKDTree
+
+    good = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(cols["flux"])
+    rkeep = np.isfinite(rra) & np.isfinite(rdec) & (_neighbours(rra, rdec, rra, rdec, iso) == 1)
+    keep = np.zeros(ra.size, bool)
+    rows: dict[str, list] = {k: [] for k in ("ra", "dec", "flux", "flux_err", "snr", "rms",
+                                             "ra_err", "dec_err", "id", "n", "ref")}
+    if good.any() and rkeep.any():
+        g = np.flatnonzero(good)
+        chord = 2.0 * math.sin(math.radians(radius / 3600.0) / 2.0)
+        found = cKDTree(_unit(ra[g], dec[g])).query_ball_point(_unit(rra[rkeep], rdec[rkeep]),
+                                                               r=chord)
+        for r, members in zip(np.flatnonzero(rkeep), found):
+            k = g[np.asarray(members, np.int64)]
+            f = cols["flux"][k]
+            if not k.size or f.sum() <= 0:
+                continue
+            e = np.sqrt(np.nansum(cols["flux_err"][k] ** 2)) if np.isfinite(
+                cols["flux_err"][k]).any() else math.nan
+            top = k[int(np.argmax(f))]
+            snr = f.sum() / e if math.isfinite(e) and e > 0 else cols["snr"][top]
+            if snr < snr_min:
+                continue
+            w = np.clip(f, 0.0, None) / np.clip(f, 0.0, None).sum()
+            ra0 = rra[r]
+            dra = np.mod(ra[k] - ra0 + 180.0, 360.0) - 180.0
+            keep[k] = True
+            rows["ra"].append((ra0 + float(np.sum(w * dra))) % 360.0)
+            rows["dec"].append(float(np.sum(w * dec[k])))
+            rows["flux"].append(float(f.sum()))
+            rows["flux_err"].append(e)
+            rows["snr"].append(float(snr))
+            rows["rms"].append(float(cols["rms"][top]))
+            for c in ("ra_err", "dec_err"):
+                rows[c].append(float(np.sqrt(np.sum((w * cols[c][k]) ** 2))))
+            rows["id"].append(ids[top])
+            rows["n"].append(int(k.size))
+            rows["ref"].append(int(r))
+    out = {c: np.asarray(v, np.int64 if c in ("n", "ref") else None) for c, v in rows.items()}
+    if not out["ref"].size:
+        out = {c: np.zeros(0, np.int64 if c in ("n", "ref") else np.float64) for c in rows}
+        out["id"] = np.zeros(0, np.asarray(ids).dtype)
+    return out, out.pop("ref"), keep, rkeep
+
+
 def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
                     our_freq_hz: float | None = None, ref_freq_hz: float | None = None,
                     our_beam_arcsec: float | None = None, ref_beam_arcsec: float | None = None,
                     radius_arcsec: float | None = None, isolation_arcsec: float | None = None,
-                    min_snr: float = 10.0, what: str = "catalogue",
-                    ref_what: str = "reference") -> ReferenceCheck:
+                    min_snr: float = 10.0, summed: bool | None = None,
+                    what: str = "catalogue", ref_what: str = "reference") -> ReferenceCheck:
     """Compare ``table`` (ours) with ``reference`` as the module docstring says. The beams
     (FWHM, arcsec) default to the catalogues' ``beam_bmaj_arcsec`` (the reference's to
     ours), the frequencies to their ``frequency_hz`` (both unknown: taken as the same);
-    ``alpha`` scales the reference's fluxes to our frequency (S ~ nu^alpha)."""
+    ``alpha`` scales the reference's fluxes to our frequency (S ~ nu^alpha). ``summed``
+    (default: when the reference's beam is over :data:`SUM_BEAMS` times ours): each isolated
+    reference source against the sum of our sources within its beam FWHM (our flux-weighted
+    centroid, fluxes summed), as ours would be seen at its resolution."""
     for t, w in ((table, what), (reference, ref_what)):
         require_columns(t, ("ra", "dec", "flux"), w)
     a = float(alpha)
@@ -177,38 +258,38 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
     same = f1 is None or abs(math.log(f1 / f2)) < SAME_FREQUENCY
     ra, dec = _values(table, "ra", what), _values(table, "dec", what)
     rra, rdec = _values(reference, "ra", ref_what), _values(reference, "dec", ref_what)
-    snr = _values(table, "snr", what)
-    keep = np.isfinite(ra) & np.isfinite(dec) & ~(snr < snr_min)  # (no snr column: all)
-    if "resolved" in table.colnames:
-        keep &= ~np.asarray(table["resolved"], bool)
-    if "s_code" in table.colnames:
-        keep &= np.asarray(table["s_code"]).astype(str) == "S"
-    keep &= _neighbours(ra, dec, ra, dec, iso) == 1
-    keep &= _neighbours(ra, dec, rra, rdec, iso) <= 1
-    rkeep = np.isfinite(rra) & np.isfinite(rdec)
-    rkeep &= (_neighbours(rra, rdec, rra, rdec, iso) == 1) & (
-        _neighbours(rra, rdec, ra, dec, iso) <= 1)
-    i1, i2 = np.flatnonzero(keep), np.flatnonzero(rkeep)
-    m = crossmatch_sky(ra[i1], dec[i1], rra[i2], rdec[i2], radius)
-    i1, i2 = i1[m.det], i2[m.truth]
-    if not i1.size:
-        raise ValueError(f"{what}: none of its {int(keep.sum())} compact isolated sources has a "
-                         f"counterpart among the {int(rkeep.sum())} of {ref_what} within "
-                         f"{radius:.3g} arcsec: do they cover the same sky?")
+    cols_ours = {c: _values(table, c, what) for c in ("snr", "flux", "flux_err", "rms",
+                                                       "ra_err", "dec_err")}
+    ids = np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, len(table) + 1)
+    if summed is None:  # a reference of much lower resolution blends what ours separates
+        summed = bool(b1 and b2 and b2 > SUM_BEAMS * b1)
+    if summed:
+        if radius_arcsec is None:
+            radius = b2
+        pairs_ours, i2, keep, rkeep = _summed(ra, dec, rra, rdec, cols_ours, ids, radius, iso,
+                                               snr_min)
+    else:
+        pairs_ours, i2, keep, rkeep = _isolated(table, ra, dec, rra, rdec, cols_ours, ids,
+                                                radius, iso, snr_min)
+    if not i2.size:
+        raise ValueError(f"{what}: none of its {int(keep.sum())} "
+                         + ("sources" if summed else "compact isolated sources")
+                         + f" has a counterpart among the {int(rkeep.sum())} of {ref_what} "
+                         f"within {radius:.3g} arcsec: do they cover the same sky?")
+    o = pairs_ours
     cosd = np.cos(np.radians(rdec[i2]))
-    d_ra = (np.mod(ra[i1] - rra[i2] + 180.0, 360.0) - 180.0) * cosd * 3600.0
-    d_dec = (dec[i1] - rdec[i2]) * 3600.0
-    flux, fref = _values(table, "flux", what)[i1], _values(reference, "flux", ref_what)[i2]
-    ferr = _values(table, "flux_err", what)[i1]
+    d_ra = (np.mod(o["ra"] - rra[i2] + 180.0, 360.0) - 180.0) * cosd * 3600.0
+    d_dec = (o["dec"] - rdec[i2]) * 3600.0
+    flux, ferr = o["flux"], o["flux_err"]
+    fref = _values(reference, "flux", ref_what)[i2]
     rerr = _values(reference, "flux_err", ref_what)[i2]
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = flux / (fref * scale)
         rel_err = np.hypot(ferr / flux, rerr / fref)
         # the flux scale from pairs chosen by the reference's flux over our noise: chosen by
         # our own SNR, the faint ones would be those our noise pushed up (boosted)
-        rms = _values(table, "rms", what)[i1]
-        for_flux = ~(fref * scale / rms < snr_min)
-    pos_err = [np.hypot(_values(table, c, what)[i1], _values(reference, c, ref_what)[i2])
+        for_flux = ~(fref * scale / o["rms"] < snr_min)
+    pos_err = [np.hypot(o[c], _values(reference, c, ref_what)[i2])
                for c in ("ra_err", "dec_err")]
     mra, era, sra = _spread(d_ra)
     mdec, edec, sdec = _spread(d_dec)
@@ -218,15 +299,16 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
                  if all(math.isfinite(b) for b in beyond) else math.nan)
     rel_scatter = sr / mr if mr > 0 else math.nan
     rel_err = rel_err[for_flux]
-    cols = {"id": (np.asarray(table["id"])[i1] if "id" in table.colnames else i1 + 1),
-            "ref_row": i2 + 1, "ra": ra[i1], "dec": dec[i1], "ra_ref": rra[i2],
-            "dec_ref": rdec[i2], "d_ra": d_ra, "d_dec": d_dec, "snr": snr[i1], "flux": flux,
-            "flux_err": ferr, "flux_ref": fref, "flux_ref_err": rerr,
-            "flux_ref_scaled": fref * scale, "flux_ratio": ratio, "for_flux": for_flux}
+    cols = {"id": o["id"], "n_ours": o["n"], "ref_row": i2 + 1, "ra": o["ra"],
+            "dec": o["dec"], "ra_ref": rra[i2], "dec_ref": rdec[i2], "d_ra": d_ra,
+            "d_dec": d_dec, "snr": o["snr"], "flux": flux, "flux_err": ferr, "flux_ref": fref,
+            "flux_ref_err": rerr, "flux_ref_scaled": fref * scale, "flux_ratio": ratio,
+            "for_flux": for_flux}
     pairs = make_table(cols, units={"d_ra": "arcsec", "d_dec": "arcsec", "flux_ref": "Jy",
                                     "flux_ref_err": "Jy", "flux_ref_scaled": "Jy",
                                     "ra_ref": "deg", "dec_ref": "deg"})
     settings = {"radius_arcsec": radius, "isolation_arcsec": iso, "min_snr": snr_min,
+                "summed": summed,
                 "alpha": a, "our_freq_hz": f1, "ref_freq_hz": f2, "same_frequency": same,
                 "n_ours": len(table), "n_reference": len(reference),
                 "n_ours_kept": int(keep.sum()), "n_reference_kept": int(rkeep.sum()),
@@ -282,9 +364,12 @@ def format_reference_check(check: ReferenceCheck, names: tuple[str, str] = ("our
     freq = ("" if s["our_freq_hz"] is None else
             f"; fluxes at {s['our_freq_hz'] / 1e6:g} and {s['ref_freq_hz'] / 1e6:g} MHz"
             + ("" if s["same_frequency"] else f", the reference's scaled by alpha {s['alpha']:g}"))
-    lines = [f"{len(check.pairs)} compact isolated pairs ({s['n_ours_kept']} of {s['n_ours']} "
-             f"{names[0]}, {s['n_reference_kept']} of {s['n_reference']} {names[1]} kept; "
-             f"radius {s['radius_arcsec']:.3g}\", isolation {s['isolation_arcsec']:.3g}\"{freq})",
+    how = (f"isolated {names[1]} sources, each against the sum of {s['n_ours_kept']} "
+           f"of the {s['n_ours']} {names[0]} within its beam" if s.get("summed") else
+           f"compact isolated pairs ({s['n_ours_kept']} of {s['n_ours']} {names[0]}")
+    lines = [f"{len(check.pairs)} {how}, {s['n_reference_kept']} of {s['n_reference']} "
+             f"{names[1]} kept; radius {s['radius_arcsec']:.3g}\", isolation "
+             f"{s['isolation_arcsec']:.3g}\"{freq}" + ("" if s.get("summed") else ")"),
              f"offsets ({names[0]} - {names[1]}): RA {check.d_ra:+.3f} +- {check.d_ra_err:.3f}\", "
              f"Dec {check.d_dec:+.3f} +- {check.d_dec_err:.3f}\"; scatter {check.scatter_ra:.3f}\", "
              f"{check.scatter_dec:.3f}\"; " + (

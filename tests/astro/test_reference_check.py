@@ -154,3 +154,33 @@ def test_the_command_line(tmp_path, capsys):
     assert main(args[:-2] + ["--corrected", str(tmp_path / "f2.ecsv"), "--ref-freq-mhz",
                              "1400"]) == 2
     assert "another frequency" in capsys.readouterr().err
+
+
+def test_a_reference_of_lower_resolution_is_compared_with_our_sums():
+    """NVSS-like: a 45" reference of sources that ours (5") resolves into two components;
+    each is compared with the sum of ours within its beam (chosen automatically)."""
+    rng = np.random.default_rng(3)
+    n = 300
+    ra0, dec0 = rng.uniform(0, 2.0, n), rng.uniform(-31, -29, n)
+    total = 10 ** rng.uniform(-3, -2, n)
+    cosd = np.cos(np.radians(dec0))
+    # two components 10" apart east-west, 60% and 40% of the flux: centroid at ra0
+    ra = np.concatenate([ra0 - 4 / 3600 / cosd, ra0 + 6 / 3600 / cosd]) % 360.0
+    dec = np.concatenate([dec0, dec0])
+    flux = np.concatenate([0.6 * total, 0.4 * total])
+    ours = make_table({"id": np.arange(1, 2 * n + 1), "ra": ra, "dec": dec, "flux": flux,
+                       "flux_err": 0.01 * flux, "rms": np.full(2 * n, 1e-5),
+                       "snr": flux / 1e-5, "ra_err": np.full(2 * n, 0.2),
+                       "dec_err": np.full(2 * n, 0.2)},
+                      meta={"beam_bmaj_arcsec": 5.0, "frequency_hz": 1.4e9})
+    ref = make_table({"ra": (ra0 - D_RA / 3600 / cosd) % 360.0, "dec": dec0 - D_DEC / 3600,
+                      "flux": total / RATIO, "flux_err": 0.02 * total / RATIO},
+                     meta={"beam_bmaj_arcsec": 45.0, "frequency_hz": 1.4e9})
+    c = reference_check(ours, ref)
+    assert c.settings["summed"] and len(c.pairs) > 0.8 * n
+    assert np.all(np.asarray(c.pairs["n_ours"]) == 2)
+    assert c.flux_ratio == pytest.approx(RATIO, rel=1e-6)
+    assert c.d_ra == pytest.approx(D_RA, abs=1e-6) and c.d_dec == pytest.approx(D_DEC, abs=1e-6)
+    assert "against the sum of" in format_reference_check(c)
+    with pytest.raises(ValueError, match="same sky"):  # the components alone: none isolated
+        reference_check(ours, ref, summed=False)
