@@ -10,7 +10,7 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts", "reference", "cutouts"]
+           "rm_synthesis", "counts", "reference", "cutouts", "qa"]
 
 
 def sources(args) -> int:
@@ -193,6 +193,29 @@ def cutouts(args) -> int:
     return 0
 
 
+def qa(args) -> int:
+    """``cianna-jax qa``: a catalogue's quality figure, and its numbers."""
+    from .astro.catalogue import read_catalogue
+    from .astro.catalogue_qa import qa_numbers, qa_plot
+    from .astro.completeness import require_plotting
+    from .astro.plots import save_figure
+
+    require_plotting()
+    t = read_catalogue(args.catalogue)
+    q = qa_numbers(t, args.catalogue)
+    print(f"{q['n']} sources, {q['resolved_fraction']:.1%} resolved, median rms "
+          f"{q['median_rms']:.3g} Jy/beam")
+    print(f"{'SNR':>12}{'n':>7}{'S_int/S_peak':>14}{'scatter':>9}{'pos. err':>10}")
+    for b in q["bins"]:
+        lo, hi = b["snr"]
+        print(f"{lo:>5g} - {hi:<5g}{b['n']:>7d}{b['ratio_median']:>14.3f}"
+              f"{b['ratio_scatter']:>9.3f}{b['pos_err_median']:>9.3f}\"")
+    save_figure(qa_plot(t, title=f"Quality of {os.path.basename(args.catalogue)}",
+                        what=args.catalogue), args.out)
+    print(f"figure -> {args.out}")
+    return 0
+
+
 def _hz(mhz: float | None) -> float | None:
     return None if mhz is None else mhz * 1e6
 
@@ -315,6 +338,12 @@ def add_parsers(sub) -> None:
     rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     rms.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the rotation measures against flux and their histogram")
+
+    qa_ = sub.add_parser("qa", help="a catalogue's quality at a glance (integrated / peak "
+                                    "flux and position errors against SNR, fluxes, the sky "
+                                    "by local rms), with no truth")
+    qa_.add_argument("--catalogue", required=True, help="the catalogue")
+    qa_.add_argument("--out", required=True, help="the figure (.png, .pdf)")
 
     cut = sub.add_parser("cutouts", help="a gallery of a catalogue's sources over the image "
                                          "(and their FITS stamps), to look at them")

@@ -43,6 +43,12 @@ def _finish_panels(fig: Any, axes: Any, title: str) -> Any:
     return fig
 
 
+#: matplotlib's pyplot (Agg unless a backend is chosen) and the panels' finish, for the
+#: figures of other modules
+pyplot = _plt
+finish_panels = _finish_panels
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """Save a figure (format by extension) atomically and close it."""
     plt = _plt()

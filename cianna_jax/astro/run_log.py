@@ -63,7 +63,7 @@ def read_results_csv(path: str | os.PathLike) -> list[dict[str, float]]:
 def training_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
     """Two panels: training and validation loss per patch (log scale) and validation
     precision / recall / F1 / AP per epoch, with the best-F1 epoch marked."""
-    from .plots import _plt
+    from .plots import pyplot as _plt
 
     plt = _plt()
     ep = [r["epoch"] for r in rows]
