@@ -68,6 +68,35 @@ def write_demo_fields(out: str, s: DemoSettings, seed: int) -> dict[str, str]:
     return paths
 
 
+def _look(table, catalogue: str, image: str, out: str, log) -> str:
+    """The catalogue's quality figure and a gallery of its flagged sources (the brightest
+    when none is), when matplotlib is there; returns the files' names for the summary."""
+    from .astro import MissingExtraError
+    from .astro.catalogue_qa import qa_plot
+    from .astro.completeness import require_plotting
+    from .astro.cutouts import beam_ellipse, catalogue_pixels, cut_stamps, select_rows
+    from .astro.fits_image import open_image
+    from .astro.plots import gallery_plot, save_figure
+
+    try:
+        require_plotting()
+    except MissingExtraError:
+        return ""
+    qa, gallery = os.path.join(out, "qa.png"), os.path.join(out, "gallery.png")
+    log(_command("qa", "--catalogue", catalogue, "--out", qa))
+    save_figure(qa_plot(table, title="Quality of the test field's catalogue"), qa)
+    rows = select_rows(table, "flagged", 16)
+    how = "flagged" if rows.size else "brightest"
+    rows = rows if rows.size else select_rows(table, "brightest", 16)
+    log(_command("cutouts", "--catalogue", catalogue, "--image", image, "--out", gallery,
+                 "--select", how, "--n", 16))
+    with open_image(image) as img:
+        save_figure(gallery_plot(cut_stamps(img, table, rows), table,
+                                 catalogue_pixels(table, img), beam=beam_ellipse(img),
+                                 title=f"The test field's {how} sources"), gallery)
+    return "qa.png, gallery.png, "
+
+
 def _without_truth(image: str, model: str, s: DemoSettings, out: str, log, verbose: bool):
     """The demo's last steps, what a survey without a truth catalogue does: source injection
     (completeness, the detector's errors around sources, the catalogue's reliability) and
@@ -143,6 +172,7 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
     log(_command("predict", "--model", model, "--image", p["test_image"], "--out", sources))
     res = predict_file(p["test_image"], model, sources, progress=verbose)
     log(f"{len(res.table)} sources -> {sources}")
+    looked = _look(res.table, sources, p["test_image"], out, log)
     log(_command("val", "--model", model, "--image", p["test_image"], "--catalogue",
                  p["test_catalogue"], "--out", report))
     rep = validate(p["test_image"], model, p["test_catalogue"], report, progress=verbose,
@@ -162,7 +192,7 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
                    train_seconds=t_train, seconds=time.perf_counter() - t0)
     log(f"- demo done in {metrics['seconds']:.1f} s (training {t_train:.1f} s); files in {out}/: "
         f"train.fits, train.ecsv, test.fits, test.ecsv, run/ (models, results.csv, "
-        f"training.png), test_sources.ecsv, report/, injection/, counts.ecsv")
+        f"training.png), test_sources.ecsv, {looked}report/, injection/, counts.ecsv")
     if not np.isfinite(metrics["f1"]):
         metrics["f1"] = 0.0
     return metrics

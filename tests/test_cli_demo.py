@@ -89,12 +89,14 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
     text = capsys.readouterr().out
     for cmd in ("$ cianna-jax train --image", "$ cianna-jax predict --model",
                 "$ cianna-jax val --model", "$ cianna-jax inject --model",
-                "$ cianna-jax counts --catalogue"):
+                "$ cianna-jax counts --catalogue", "$ cianna-jax qa --catalogue",
+                "$ cianna-jax cutouts --catalogue"):
         assert cmd in text, cmd
     for name in ("train.fits", "train.ecsv", "test.fits", "test.ecsv", "run/best.dat",
                  "run/best.json", "run/last.dat", "run/results.csv", "run/training.png",
                  "test_sources.ecsv", "report/report.txt", "report/scores.json",
-                 "injection/injected.ecsv", "injection/catalogue.ecsv", "counts.ecsv"):
+                 "injection/injected.ecsv", "injection/catalogue.ecsv", "counts.ecsv",
+                 "qa.png", "gallery.png"):
         assert (out / name).stat().st_size > 0, name
     # without the truth: the injection's completeness limit and expected false detections
     # (measured when written: 50% at SNR 7.5, 12 expected false of the 103 detections)
