@@ -48,6 +48,8 @@ def spectral_index(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
+    if args.limits_pb is not None and args.limits_from is None:
+        raise ValueError("--limits-pb: the beam of the --limits-from image; give that too")
     if args.limits_from is not None and len(args.catalogue) != 2:
         raise ValueError("--limits-from: the second catalogue's image, with two catalogues; "
                          f"received {len(args.catalogue)}")
@@ -57,7 +59,8 @@ def spectral_index(args) -> int:
         from .astro.catalogue import column_values
 
         limits = flux_limits(args.limits_from, column_values(tables[0], "ra", args.catalogue[0]),
-                             column_values(tables[0], "dec", args.catalogue[0]))
+                             column_values(tables[0], "dec", args.catalogue[0]),
+                             primary_beam=args.limits_pb)
     t = spectral_indices(tables, None if args.freq_mhz is None else
                          [f * 1e6 for f in args.freq_mhz], radius_arcsec=args.radius,
                          names=args.catalogue, limits=limits)
@@ -287,6 +290,10 @@ def add_parsers(sub) -> None:
     spx.add_argument("--limits-from", default=None, metavar="FITS",
                      help="the second catalogue's image: each source of the first not found "
                           "in it gets a limit on alpha from 5 local rms there")
+    spx.add_argument("--limits-pb", default=None, metavar="FITS|MODEL",
+                     help="with --limits-from, that image is not primary-beam corrected: its "
+                          "limits divided by this beam's response (a beam image, or "
+                          "gaussian:FWHM, cosine:FWHM, meerkat at that image's frequency)")
     _matched_table_options(spx, "alpha against flux and its histogram")
 
     var = sub.add_parser("variability", help="sources whose flux varies between epochs "

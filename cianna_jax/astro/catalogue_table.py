@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import __version__
 from .catalogue import PA_CONVENTION, disc_inclination, make_table
-from .fits_image import FitsImage
+from .fits_image import FitsImage, continuum_frequency
 from .flags import FLAG_NOTE, quality_flags, renumbered
 from .islands import pixel_islands
 from .line_table import line_table_columns
@@ -30,7 +30,6 @@ from .sky import (
     sky_offsets_per_pixel,
 )
 from .sources import with_sources
-from .spectral_index import continuum_frequency
 
 __all__ = ["build_table", "catalogue_order", "RESOLVED_SIGMAS"]
 

@@ -24,7 +24,7 @@ import numpy as np
 from ._deps import require
 from .spectral import SpectralAxis, spectral_axis
 
-__all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit"]
+__all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit", "continuum_frequency"]
 
 FWHM_AREA = math.pi / (4.0 * math.log(2.0))
 """Area of a Gaussian of FWHMs (a, b) is ``FWHM_AREA * a * b``."""
@@ -382,3 +382,33 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
     except BaseException:
         hdul.close()
         raise
+
+
+_HZ = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9}
+
+
+def continuum_frequency(header: Any) -> float | None:
+    """An image's observing frequency (Hz) from its FITS header: the reference value of a
+    FREQ axis (a continuum image's degenerate third or fourth axis), else the RESTFRQ,
+    RESTFREQ, FREQ or OBSFREQ keyword; None without one."""
+    if header is None:
+        return None
+    for n in range(1, int(header.get("NAXIS", 0)) + 1):
+        if str(header.get(f"CTYPE{n}", "")).strip().upper().startswith("FREQ"):
+            unit = str(header.get(f"CUNIT{n}", "Hz")).strip().upper() or "HZ"
+            value = _positive_number(header.get(f"CRVAL{n}"))
+            if value is not None and unit in _HZ:
+                return value * _HZ[unit]
+    for key in ("RESTFRQ", "RESTFREQ", "FREQ", "OBSFREQ"):
+        value = _positive_number(header.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def _positive_number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .fits_image import FitsImage, ImageError, open_image
+from .fits_image import FitsImage, ImageError, continuum_frequency, open_image
 from .sky import angular_separation, pixel_to_sky, sky_to_pixel
-from .spectral_index import continuum_frequency
 
 __all__ = ["PrimaryBeam", "BeamModel", "BeamImage", "primary_beam", "pb_response",
            "checked_pb_min", "finding_beam", "format_correction", "catalogue_response",

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from .catalogue import CatalogueError, make_table
+from .fits_image import continuum_frequency
 from .multi_match import catalogue_columns, match_catalogues, matching_radius
+from .primary_beam import pb_response
+from .primary_beam import primary_beam as make_primary_beam
 
 __all__ = ["continuum_frequency", "catalogue_frequency", "spectral_indices", "flux_limits",
            "format_spectral_summary", "SPECTRAL_INDEX_NOTE", "LIMIT_SIGMAS"]
@@ -33,28 +36,6 @@ LIMIT_SIGMAS = 5.0
 SPECTRAL_INDEX_NOTE = ("alpha: the slope of log flux against log frequency (S ~ nu^alpha), "
                        "weighted least squares on the fluxes' errors; the catalogues matched "
                        "to the first one (one-to-one, nearest first) within radius_arcsec")
-
-_HZ = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9}
-
-
-def continuum_frequency(header: Any) -> float | None:
-    """An image's observing frequency (Hz) from its FITS header: the reference value of a
-    FREQ axis (a continuum image's degenerate third or fourth axis), else the RESTFRQ,
-    RESTFREQ, FREQ or OBSFREQ keyword; None without one."""
-    if header is None:
-        return None
-    for n in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{n}", "")).strip().upper().startswith("FREQ"):
-            unit = str(header.get(f"CUNIT{n}", "Hz")).strip().upper() or "HZ"
-            value = _positive(header.get(f"CRVAL{n}"))
-            if value is not None and unit in _HZ:
-                return value * _HZ[unit]
-    for key in ("RESTFRQ", "RESTFREQ", "FREQ", "OBSFREQ"):
-        value = _positive(header.get(key))
-        if value is not None:
-            return value
-    return None
-
 
 def _positive(value: Any) -> float | None:
     try:
@@ -76,10 +57,12 @@ def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
 
 
 def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
-                sigmas: float = LIMIT_SIGMAS) -> np.ndarray:
+                sigmas: float = LIMIT_SIGMAS, primary_beam: Any = None) -> np.ndarray:
     """``sigmas`` x the local rms of a 2D ``image`` (its noise map, as ``predict``'s) at
     sky positions, in Jy: the flux an unresolved source there would need to be found; NaN
-    off the image or its data."""
+    off the image or its data. ``primary_beam`` (a beam image or model, :mod:`.primary_beam`):
+    the image is not primary-beam corrected, the limits are true fluxes (divided by its
+    response; NaN where it is not known)."""
     from .fits_image import ImageError, open_image
     from .noise import estimate_noise_map
     from .sky import sky_to_pixel
@@ -102,6 +85,9 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
         rms = noise.at(y[k], x[k]) * img.unit_scale
         if img.per == "pixel":  # Jy/pixel: a beam's worth of pixels
             rms = rms * img.beam_area_pixels()
+        if primary_beam is not None:
+            a = pb_response(make_primary_beam(primary_beam), img, x[k], y[k])
+            rms = np.where(a > 0, rms / np.where(a > 0, a, 1.0), np.nan)
         out[k] = sigmas * rms
     return out
 

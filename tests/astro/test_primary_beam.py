@@ -346,3 +346,15 @@ def test_visibility_areas(beamed, tmp_path):
                         completeness=tmp_path)
     with pytest.raises(ValueError, match="for the visibility area"):
         count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], primary_beam=beamed["pb"])
+
+
+def test_spectral_index_limits_through_the_beam(beamed):
+    from cianna_jax.astro.spectral_index import flux_limits
+
+    t = beamed["truth"]
+    ra, dec = np.asarray(t["ra"]), np.asarray(t["dec"])
+    plain = flux_limits(beamed["image"], ra, dec)
+    true = flux_limits(beamed["image"], ra, dec, primary_beam=f"gaussian:{FWHM_ARCMIN}")
+    ok = np.isfinite(plain)
+    assert ok.sum() > 10
+    np.testing.assert_allclose(true[ok], plain[ok] / np.asarray(t["pb"])[ok], rtol=1e-3)
