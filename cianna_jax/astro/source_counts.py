@@ -289,6 +289,11 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                              "name for it such as Total_flux)")
     rel = np.asarray(t["reliability"], np.float64) if "reliability" in t.colnames else None
     comps = [read_completeness(r) for r in reports]
+    if "pb" in t.colnames and any(not _through_beam(r) for r in reports):
+        warnings.warn(f"{name}: its fluxes were corrected for the primary beam, but the "
+                      "injection's completeness is by apparent flux (made without "
+                      "'inject --pb'): the faint bins are corrected with the wrong curve",
+                      UserWarning, stacklevel=2)
     if "pb" in t.colnames and not comps and visibility_snr is None:
         warnings.warn(f"{name}: its fluxes were corrected for the primary beam, whose falling "
                       "sensitivity hides faint sources away from the centre: counted over the "
@@ -331,6 +336,20 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     c = source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
                       min_completeness=min_completeness, per_source=own)
     return c if parts is None else replace(c, image_areas_sr=parts)
+
+
+def _through_beam(report: str | os.PathLike) -> bool:
+    """Whether an injection report (its folder's ``injection.json``) was made through a
+    primary beam (``inject --pb``); True when that cannot be told (a lone table)."""
+    import json
+
+    p = os.fspath(report)
+    settings = os.path.join(p if os.path.isdir(p) else os.path.dirname(p), "injection.json")
+    try:
+        with open(settings) as fh:
+            return "primary_beam" in json.load(fh)
+    except (OSError, ValueError):
+        return True
 
 
 def _paths(value: Any) -> list:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("astropy")
 
 from cianna_jax.astro import primary_beam as pbm  # noqa: E402
-from cianna_jax.astro.catalogue import read_catalogue, write_catalogue  # noqa: E402
+from cianna_jax.astro.catalogue import make_table, read_catalogue, write_catalogue  # noqa: E402
 from cianna_jax.astro.fits_image import ImageError, open_image  # noqa: E402
 from cianna_jax.astro.pipeline import find_sources  # noqa: E402
 from cianna_jax.astro.primary_beam import (  # noqa: E402
@@ -358,3 +358,26 @@ def test_spectral_index_limits_through_the_beam(beamed):
     ok = np.isfinite(plain)
     assert ok.sum() > 10
     np.testing.assert_allclose(true[ok], plain[ok] / np.asarray(t["pb"])[ok], rtol=1e-3)
+
+
+def test_counts_warn_of_an_injection_made_without_the_beam(beamed, tmp_path):
+    import json
+
+    from cianna_jax.astro.source_counts import count_catalogue
+
+    cat = find_sources(beamed["image"], beamed["model"], progress=False,
+                       primary_beam=beamed["pb"]).table
+    write_catalogue(cat, tmp_path / "c.ecsv")
+    inj = tmp_path / "inj"
+    inj.mkdir()
+    write_catalogue(make_table({"flux_min": [1e-5, 1e-4], "flux_max": [1e-4, 1e-2],
+                                "completeness": [0.5, 1.0]}), inj / "completeness_by_flux.ecsv")
+    (inj / "injection.json").write_text(json.dumps({"n_sources": 10}))
+    with pytest.warns(UserWarning, match="without 'inject --pb'"):
+        count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], completeness=inj)
+    (inj / "injection.json").write_text(json.dumps({"primary_beam": "image pb.fits"}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], completeness=inj)
