@@ -519,9 +519,10 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--sources", type=int, default=500,
                      help="sources injected in all (several rounds when they do not fit "
                           "in one; default 500)")
-    inj.add_argument("--snr-range", type=float, nargs=2, default=(2.0, 50.0),
+    inj.add_argument("--snr-range", type=float, nargs=2, default=None,
                      metavar=("LOW", "HIGH"),
-                     help="peak SNRs (peak / local rms), drawn log-uniform (default 2 50)")
+                     help="peak SNRs (peak / local rms), drawn log-uniform (default 2 50; "
+                          "with --pb 0.5 50: the faint true fluxes' places of low response)")
     inj.add_argument("--size-range", type=float, nargs=2, default=None,
                      metavar=("LOW", "HIGH"),
                      help="intrinsic FWHM sizes (arcsec), drawn uniform and convolved with "

@@ -177,12 +177,17 @@ class _Rows:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype or float)
 
 
+#: the injected peaks' SNR range, and through a primary beam (apparent SNRs)
+SNR_RANGE = (2.0, 50.0)
+PB_SNR_RANGE = (0.5, 50.0)
+
+
 def measure_completeness(
     image: str | os.PathLike | FitsImage,
     model: str | os.PathLike | LoadedModel,
     *,
     n_sources: int = 500,
-    snr_range: tuple[float, float] = (2.0, 50.0),
+    snr_range: tuple[float, float] | None = None,
     size_range: tuple[float, float] | None = None,
     separation: float = 10.0,
     obj_threshold: float | None = None,
@@ -207,7 +212,9 @@ def measure_completeness(
     :func:`.pipeline.find_sources`): completeness, flux recovery and the detector's false
     detections around sources, with no truth.
 
-    Peaks are drawn log-uniform in ``snr_range`` times the local rms; intrinsic sizes
+    Peaks are drawn log-uniform in ``snr_range`` times the local rms (default 2-50, or
+    0.5-50 through a ``primary_beam``: at a faint true flux the places where the beam is low
+    must be drawn too, or the completeness there comes out high); intrinsic sizes
     uniform in ``size_range`` (FWHM major, arcsec; default point sources) for a random
     ``extended_fraction`` of the sources (the others point sources), convolved with the
     beam: the completeness holds for that population of shapes (a point-source
@@ -229,8 +236,10 @@ def measure_completeness(
     the beam's response where they lie, like the catalogue's, so that the completeness by
     flux is by true flux over the whole image, the beam's falling sensitivity (and the
     ``pb_min`` cut) included, as source counts need it."""
-    n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     pb = finding_beam(primary_beam, pb_min)
+    if snr_range is None:
+        snr_range = PB_SNR_RANGE if pb else SNR_RANGE
+    n, snr, size, sep_beams = checked_settings(n_sources, snr_range, size_range, separation)
     seed = as_int(seed, "seed", minimum=0)
     ext = as_bounded_float(extended_fraction, "extended_fraction", strict=False)
     if ext > 1.0:
