@@ -24,7 +24,8 @@ import numpy as np
 from ._deps import require
 from .spectral import SpectralAxis, spectral_axis
 
-__all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit", "continuum_frequency"]
+__all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit", "continuum_frequency",
+           "positive_number"]
 
 FWHM_AREA = math.pi / (4.0 * math.log(2.0))
 """Area of a Gaussian of FWHMs (a, b) is ``FWHM_AREA * a * b``."""
@@ -396,17 +397,18 @@ def continuum_frequency(header: Any) -> float | None:
     for n in range(1, int(header.get("NAXIS", 0)) + 1):
         if str(header.get(f"CTYPE{n}", "")).strip().upper().startswith("FREQ"):
             unit = str(header.get(f"CUNIT{n}", "Hz")).strip().upper() or "HZ"
-            value = _positive_number(header.get(f"CRVAL{n}"))
+            value = positive_number(header.get(f"CRVAL{n}"))
             if value is not None and unit in _HZ:
                 return value * _HZ[unit]
     for key in ("RESTFRQ", "RESTFREQ", "FREQ", "OBSFREQ"):
-        value = _positive_number(header.get(key))
+        value = positive_number(header.get(key))
         if value is not None:
             return value
     return None
 
 
-def _positive_number(value: Any) -> float | None:
+def positive_number(value: Any) -> float | None:
+    """``value`` as a finite positive float, or None (a header's or a table's number)."""
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .catalogue import CatalogueError, make_table
-from .fits_image import continuum_frequency
+from .fits_image import continuum_frequency, positive_number
 from .multi_match import catalogue_columns, match_catalogues, matching_radius
 from .primary_beam import pb_response
 from .primary_beam import primary_beam as make_primary_beam
@@ -37,19 +37,12 @@ SPECTRAL_INDEX_NOTE = ("alpha: the slope of log flux against log frequency (S ~ 
                        "weighted least squares on the fluxes' errors; the catalogues matched "
                        "to the first one (one-to-one, nearest first) within radius_arcsec")
 
-def _positive(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v > 0 else None
-
 
 def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
     """The frequency (Hz) a catalogue's metadata records (``frequency_hz``, ``predict``
     writes it from the image's header); CatalogueError saying how to give it otherwise."""
     for key in ("frequency_hz", "FREQUENC", "FREQ_HZ"):  # (FITS headers: 8 characters)
-        v = _positive(table.meta.get(key)) if hasattr(table, "meta") else None
+        v = positive_number(table.meta.get(key)) if hasattr(table, "meta") else None
         if v is not None:
             return v
     raise CatalogueError(f"{what}: no frequency in its metadata (frequency_hz): give the "
@@ -118,7 +111,7 @@ def spectral_indices(tables: Sequence[Any], freqs_hz: Sequence[float] | None = N
                              f"{len(freqs_hz)}")
         freqs = []
         for f in freqs_hz:
-            v = _positive(f)
+            v = positive_number(f)
             if v is None:
                 raise ValueError(f"freqs_hz: positive frequencies in Hz, received {f!r}")
             freqs.append(v)
