@@ -32,6 +32,8 @@ def qa_numbers(table: Any, what: str = "catalogue") -> dict[str, Any]:
     flux, peak, snr = _col(table, "flux"), _col(table, "peak"), _col(table, "snr")
     if flux is None or peak is None or snr is None:
         raise CatalogueError(f"{what}: the quality figure needs flux, peak and snr columns")
+    if not len(table):
+        raise CatalogueError(f"{what}: no sources: nothing to draw")
     resolved = (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
                 else np.zeros(len(table), bool))
     err = _col(table, "ra_err")

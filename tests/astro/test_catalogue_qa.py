@@ -41,6 +41,8 @@ def test_the_numbers():
             assert 1.8 / (2 * hi) <= b["pos_err_median"] <= 1.8 / (2 * lo)
     with pytest.raises(CatalogueError, match="flux, peak and snr"):
         qa_numbers(t[["ra", "dec", "flux"]])
+    with pytest.raises(CatalogueError, match="no sources"):
+        qa_numbers(t[:0])
 
 
 def test_the_command_line(tmp_path, capsys):
