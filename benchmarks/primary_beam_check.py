@@ -6,8 +6,9 @@
 
 A field seen through a Gaussian primary beam (an image that is not primary-beam
 corrected: uniform noise, sources attenuated towards the edge; ``simulate --pb-fwhm``)
-is searched with the model three ways: as it is, with the beam's FITS image (``predict
---pb``) and with the beam's model (``--pb gaussian:FWHM``). For the matched sources of
+is searched with the model four ways: as it is, with the beam's FITS image (``predict
+--pb``), with the beam's model (``--pb gaussian:FWHM``) and with a model of another shape
+and the same half-power width (``--pb cosine:FWHM``: what a wrong beam model costs). For the matched sources of
 true (apparent) SNR >= 10, the median measured / true flux and the flux pulls' robust
 scatter are given per bin of the beam's response.
 
@@ -94,7 +95,9 @@ def check_predict(model: str, size: int, seed: int, pb_fwhm: float, folder: str)
     print(f"{size}x{size} field, Gaussian primary beam FWHM {pb_fwhm:g} arcmin (responses "
           f"{truth['pb'].min():.2f}-{truth['pb'].max():.2f}), {len(truth)} true sources")
     for what, pb in (("not corrected", None), ("--pb beam image", beam),
-                     (f"--pb gaussian:{pb_fwhm:g}", f"gaussian:{pb_fwhm:g}")):
+                     (f"--pb gaussian:{pb_fwhm:g}", f"gaussian:{pb_fwhm:g}"),
+                     (f"--pb cosine:{pb_fwhm:g} (another shape, the same FWHM)",
+                      f"cosine:{pb_fwhm:g}")):
         t0 = time.perf_counter()
         res = find_sources(image, model, progress=False, primary_beam=pb)
         dt = time.perf_counter() - t0
