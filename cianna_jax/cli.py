@@ -592,13 +592,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="bins less complete than this are marked (complete False)")
     cnt.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
     cnt.add_argument("--visibility-snr", type=float, default=None, metavar="SNR",
-                     help="instead of --completeness (one image): each source counted over "
+                     help="instead of --completeness: each source counted over "
                           "the area where its peak would reach SNR times the local rms "
                           "(the visibility area, e.g. 5)")
-    cnt.add_argument("--pb", default=None, metavar="FITS|MODEL",
+    cnt.add_argument("--pb", default=None, action="append", metavar="FITS|MODEL",
                      help="with --visibility-snr, a catalogue corrected for this primary "
                           "beam (as predict --pb): the area where the peak seen through it "
-                          "reaches the threshold")
+                          "reaches the threshold; repeatable: one per --image")
     cnt.add_argument("--pb-min", type=float, default=None, metavar="A",
                      help="with --pb: the catalogue's cut on the beam's response")
 

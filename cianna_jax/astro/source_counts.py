@@ -44,7 +44,7 @@ from .injection import flux_edges
 from .mosaic import check_images, image_names, nearest_centre_image
 from .primary_beam import finding_beam
 from .sky import pixel_to_sky
-from .visibility import visibility
+from .visibility import Visibility, visibility
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "owned_areas_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
@@ -264,10 +264,11 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     ``predict`` merges them): the union of their data (:func:`owned_areas_sr`); with one
     report per image, each source is corrected by that of the image that owns it (its
     ``ra``/``dec``), the empty bins by the images' completeness weighted by their areas.
-    ``visibility_snr`` (one image, instead of ``completeness``): the sources of at least that
-    SNR (``snr`` column), each counted over the visibility area of its peak
-    (:mod:`.visibility`: where it reaches that many times the local rms, through
-    ``primary_beam`` above ``pb_min`` when given, for a catalogue corrected for it)."""
+    ``visibility_snr`` (instead of ``completeness``): the sources of at least that SNR
+    (``snr`` column), each counted over the visibility area of its peak (:mod:`.visibility`:
+    where it reaches that many times the local rms, through ``primary_beam`` above
+    ``pb_min`` when given, for a catalogue corrected for it; a mosaic's images each over
+    the part of the sky it owns, one beam each or one for all)."""
     images = _paths(image)
     reports = _paths(completeness)
     if (not images) == (area_deg2 is None):
@@ -275,12 +276,17 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     if len(reports) > 1 and len(reports) != len(images):
         raise ValueError(f"completeness: one injection report, or one per image ({len(images)} "
                          f"images); received {len(reports)}")
-    if visibility_snr is not None and (reports or len(images) != 1):
-        raise ValueError("visibility_snr: one image, and no completeness (the visibility area "
-                         "replaces source injection's)")
+    if visibility_snr is not None and (reports or not images):
+        raise ValueError("visibility_snr: the images, and no completeness (the visibility "
+                         "area replaces source injection's)")
     if visibility_snr is None and (primary_beam is not None or pb_min is not None):
         raise ValueError("primary_beam, pb_min: for the visibility area (visibility_snr)")
-    pb = finding_beam(primary_beam, pb_min)
+    beams = list(primary_beam) if isinstance(primary_beam, (list, tuple)) else [primary_beam]
+    beams = beams * max(len(images), 1) if len(beams) == 1 else beams
+    if len(beams) != max(len(images), 1):
+        raise ValueError(f"primary_beam: one, or one per image ({len(images)}); received "
+                         f"{len(beams)}")
+    pbs = [finding_beam(b, pb_min) for b in beams]
     t = read_catalogue(catalogue)
     name = os.fspath(catalogue)
     flux = column_values(t, "flux", name)  # its aliases and units, in Jy
@@ -306,17 +312,18 @@ def count_catalogue(catalogue: str | os.PathLike, *,
         area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
+        if visibility_snr is not None:  # (one image, or a mosaic's: each on what it owns)
+            vis = Visibility.combine([visibility(
+                im, snr=visibility_snr, **pbs[i], owned=None if len(imgs) == 1 else
+                _owner_mask(imgs, i)) for i, im in enumerate(imgs)])
+            peak = column_values(t, "peak", name)
+            own = vis.fraction(flux if peak is None else peak)  # (a point: peak = flux)
+            comp = (edges, vis.fraction(np.sqrt(edges[:-1] * edges[1:])))
+            snr = column_values(t, "snr", name)
+            if snr is not None:  # the sample the areas hold for: those above the cut
+                flux = np.where(snr >= visibility_snr, flux, np.nan)
         if len(imgs) == 1:
             area = image_area_sr(imgs[0])
-            if visibility_snr is not None:
-                vis = visibility(imgs[0], snr=visibility_snr, **pb)
-                peak = column_values(t, "peak", name)
-                own = vis.fraction(flux if peak is None else peak)  # (a point: peak = flux)
-                mid = np.sqrt(edges[:-1] * edges[1:])
-                comp = (edges, vis.fraction(mid))
-                snr = column_values(t, "snr", name)
-                if snr is not None:  # the sample the areas hold for: those above the cut
-                    flux = np.where(snr >= visibility_snr, flux, np.nan)
         elif imgs:
             owned = owned_areas_sr(imgs)
             area = float(owned.sum())
@@ -336,6 +343,15 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     c = source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
                       min_completeness=min_completeness, per_source=own)
     return c if parts is None else replace(c, image_areas_sr=parts)
+
+
+def _owner_mask(images: Sequence[FitsImage], i: int):
+    """``(x, y) -> bool``: the pixels of image ``i`` it owns in the mosaic of ``images``
+    (its centre the nearest among those with data there, as :func:`owned_areas_sr`)."""
+    def mine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ra, dec = pixel_to_sky(images[i].wcs, x, y)
+        return nearest_centre_image(ra, dec, images) == i
+    return mine
 
 
 def _through_beam(report: str | os.PathLike) -> bool:

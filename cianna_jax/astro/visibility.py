@@ -16,11 +16,13 @@ measures the real curve); its advantage is needing nothing but the image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from ..checks import as_bounded_float
 from .fits_image import FitsImage, ImageError
+from .hi_mass import ARCSEC_PER_RAD
 from .noise import NoiseMap, estimate_noise_map
 from .primary_beam import PrimaryBeam, pb_response
 
@@ -28,30 +30,47 @@ __all__ = ["Visibility", "visibility"]
 
 
 class Visibility:
-    """The image's detection thresholds (Jy/beam of true peak) at sampled pixels of its
-    data: :meth:`fraction` of them a peak reaches."""
+    """The detection thresholds (Jy/beam of true peak) at sampled pixels of one image's data
+    or a mosaic's, each sample standing for its solid angle (``weights``; equal by default):
+    :meth:`fraction` of the area a peak reaches."""
 
-    def __init__(self, thresholds: np.ndarray, snr: float):
+    def __init__(self, thresholds: np.ndarray, snr: float, weights: np.ndarray | None = None):
         t = np.asarray(thresholds, np.float64)
-        self.thresholds = np.sort(np.where(np.isfinite(t), t, np.inf))
+        w = np.ones(t.size) if weights is None else np.asarray(weights, np.float64)
+        order = np.argsort(np.where(np.isfinite(t), t, np.inf), kind="stable")
+        self.thresholds = np.where(np.isfinite(t), t, np.inf)[order]
+        self.weights = w[order]
+        self._cumulative = np.concatenate([[0.0], np.cumsum(self.weights)])
         self.snr = snr
+
+    @classmethod
+    def combine(cls, parts: list[Visibility]) -> Visibility:
+        """One visibility over the parts' samples (a mosaic's images, each on the part of
+        the sky it owns)."""
+        return cls(np.concatenate([p.thresholds for p in parts]), parts[0].snr,
+                   np.concatenate([p.weights for p in parts]))
 
     def fraction(self, peak: np.ndarray) -> np.ndarray:
         """The fraction of the data's area where each true ``peak`` (Jy/beam) would be seen
         (NaN for a non-positive or NaN peak)."""
         p = np.asarray(peak, np.float64)
-        out = np.searchsorted(self.thresholds, np.where(np.isfinite(p), p, -np.inf),
-                              side="right") / max(self.thresholds.size, 1)
+        k = np.searchsorted(self.thresholds, np.where(np.isfinite(p), p, -np.inf),
+                            side="right")
+        out = self._cumulative[k] / max(self._cumulative[-1], 1e-300)
         return np.where(np.isfinite(p) & (p > 0), out, np.nan)
 
 
 def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = None,
                primary_beam: PrimaryBeam | None = None, pb_min: float | None = None,
-               max_samples: int = 1_000_000, rows: int = 256) -> Visibility:
+               max_samples: int = 1_000_000, rows: int = 256,
+               owned: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+               ) -> Visibility:
     """The thresholds ``snr x rms / A`` at the finite pixels of a 2D ``image`` (``noise``:
     its noise map, estimated when not given; ``primary_beam``: the response ``A``, pixels
     below ``pb_min`` or where it is not known never detect; without a beam ``A`` = 1); an
-    image of more than ``max_samples`` pixels is sampled on a regular grid."""
+    image of more than ``max_samples`` pixels is sampled on a regular grid, each sample
+    weighted by its solid angle. ``owned``: a mask of the sampled pixels ``(x, y)`` this
+    image owns in a mosaic (the others left out)."""
     s = as_bounded_float(snr, "snr")
     if image.ndim != 2:
         raise ImageError(f"{image.path}: visibility areas are for 2D images")
@@ -66,6 +85,9 @@ def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = N
                            for y in part])
         gy, gx = np.meshgrid(part.astype(np.float64), xs.astype(np.float64), indexing="ij")
         gy, gx = gy[finite], gx[finite]
+        if owned is not None:
+            mine = np.asarray(owned(gx, gy), bool)
+            gy, gx = gy[mine], gx[mine]
         rms = noise.at(gy, gx) * image.unit_scale
         a = np.ones(gy.size)
         if primary_beam is not None:
@@ -74,4 +96,7 @@ def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = N
                 a = np.where(a >= (pb_min or np.finfo(np.float64).tiny), a, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(s * rms / a)
-    return Visibility(np.concatenate(out) if out else np.zeros(0), s)
+    t = np.concatenate(out) if out else np.zeros(0)
+    sample = float(step * step) * ((image.pixel_scale / ARCSEC_PER_RAD) ** 2
+                                   if image.pixel_scale else 1.0)
+    return Visibility(t, s, np.full(t.size, sample))
