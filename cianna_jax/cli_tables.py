@@ -206,7 +206,9 @@ def qa(args) -> int:
     require_plotting()
     t = read_catalogue(args.catalogue)
     q = qa_numbers(t, args.catalogue)
-    print(f"{q['n']} sources, {q['resolved_fraction']:.1%} resolved, median rms "
+    print(f"{q['n']} sources, {q['resolved_fraction']:.1%} resolved (the fits' sizes), "
+          f"{q['above_envelope_fraction']:.1%} above the unresolved envelope (LoTSS's rule; "
+          f"the two agree on {q['agree_with_resolved']:.1%}), median rms "
           f"{q['median_rms']:.3g} Jy/beam")
     print(f"{'SNR':>12}{'n':>7}{'S_int/S_peak':>14}{'scatter':>9}{'pos. err':>10}")
     for b in q["bins"]:

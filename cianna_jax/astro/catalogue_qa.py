@@ -2,7 +2,7 @@
 
 Four panels from the catalogue alone: the integrated over peak flux against SNR (near 1 for
 unresolved sources, widening at low SNR as the errors do; resolved sources above; the
-catalogue's ``resolved`` flag), the position errors against SNR with the expectation for a
+catalogue's ``resolved`` flag beside the LoTSS envelope, :func:`envelope`), the position errors against SNR with the expectation for a
 point source (Condon 1997: about FWHM / (2 SNR) per axis for a beam-sized source fit), the
 distribution of fluxes, and the sources on the sky coloured by the local rms (flagged ones
 marked): where the noise rises, where the edges and blends are.
@@ -17,7 +17,7 @@ import numpy as np
 
 from .catalogue import CatalogueError, column_values
 
-__all__ = ["qa_plot", "qa_numbers"]
+__all__ = ["qa_plot", "qa_numbers", "envelope"]
 
 
 def _col(t: Any, name: str) -> np.ndarray | None:
@@ -50,9 +50,44 @@ def qa_numbers(table: Any, what: str = "catalogue") -> dict[str, Any]:
                      "ratio_median": float(q[1]), "ratio_scatter": float((q[2] - q[0]) / 2),
                      "pos_err_median": e, "resolved": int((s & resolved).sum())})
     rms = _col(table, "rms")
+    env_snr, env = envelope(snr, ratio)
+    above = _above_envelope(snr, ratio, env_snr, env)
     return {"bins": rows, "n": len(table),
             "resolved_fraction": float(resolved.mean()) if len(table) else math.nan,
-            "median_rms": float(np.nanmedian(rms)) if rms is not None and len(table) else math.nan}
+            "median_rms": float(np.nanmedian(rms)) if rms is not None and len(table) else math.nan,
+            "envelope": {"snr": env_snr.tolist(), "ln_ratio": env.tolist()},
+            "above_envelope_fraction": float(np.mean(above)),
+            "agree_with_resolved": float(np.mean(above == resolved))}
+
+
+def envelope(snr: np.ndarray, ratio: np.ndarray, level: float = 99.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The envelope of unresolved sources in ln(S_int / S_peak) against SNR, as LoTSS draws
+    it (Shimwell et al. 2019): the sources below ratio 1 are unresolved ones scattered down by
+    the noise; mirrored, their ``level`` percentile per SNR bin (bins of 30 such sources
+    at least, by SNR rank) bounds where unresolved sources scatter up to. Returns the bins'
+    median SNR and that bound (ln ratio), monotonic (never rising with SNR)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lr = np.log(ratio)
+    low = np.isfinite(lr) & (lr < 0) & np.isfinite(snr) & (snr > 0)
+    s, v = snr[low], -lr[low]
+    if s.size < 30:
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(s)
+    groups = np.array_split(order, max(1, s.size // 30))
+    xs = np.array([np.median(s[g]) for g in groups])
+    ys = np.array([np.percentile(v[g], level) for g in groups])
+    return xs, np.maximum.accumulate(ys[::-1])[::-1]
+
+
+def _above_envelope(snr, ratio, env_snr, env) -> np.ndarray:
+    """Sources above the envelope (``ln ratio`` over it at their SNR, interpolated in log
+    SNR, the ends held): resolved by the LoTSS criterion; none without an envelope."""
+    if not env_snr.size:
+        return np.zeros(len(snr), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = np.interp(np.log(np.clip(snr, 1e-9, None)), np.log(env_snr), env)
+        return np.nan_to_num(np.log(ratio) > bound, nan=False)
 
 
 def qa_plot(table: Any, *, title: str = "Catalogue quality", what: str = "catalogue") -> Any:
@@ -73,6 +108,9 @@ def qa_plot(table: Any, *, title: str = "Catalogue quality", what: str = "catalo
         ok = sel & np.isfinite(ratio) & (snr > 0)
         a1.scatter(snr[ok], ratio[ok], s=6, alpha=0.6, color=colour, label=f"{label} ({ok.sum()})")
     a1.axhline(1.0, color="k", lw=0.8)
+    env_snr, env = envelope(snr, ratio)
+    if env_snr.size:
+        a1.plot(env_snr, np.exp(env), "k--", lw=1, label="unresolved envelope (99%, mirrored)")
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("SNR (peak / local rms)")

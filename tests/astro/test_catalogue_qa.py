@@ -39,6 +39,12 @@ def test_the_numbers():
         if b["n"]:
             lo, hi = b["snr"]
             assert 1.8 / (2 * hi) <= b["pos_err_median"] <= 1.8 / (2 * lo)
+    # LoTSS's envelope tells the simulated resolved sources (ratio 2) from the scattered
+    # unresolved ones nearly as the flag does
+    assert q["above_envelope_fraction"] == pytest.approx(q["resolved_fraction"], abs=0.05)
+    assert q["agree_with_resolved"] > 0.9 and len(q["envelope"]["snr"]) >= 3
+    env = np.asarray(q["envelope"]["ln_ratio"])
+    assert np.all(np.diff(env) <= 0) and env[0] > env[-1]
     with pytest.raises(CatalogueError, match="flux, peak and snr"):
         qa_numbers(t[["ra", "dec", "flux"]])
     with pytest.raises(CatalogueError, match="no sources"):
