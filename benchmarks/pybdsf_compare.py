@@ -3,6 +3,7 @@
     nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp          # train, then compare
     nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp --train-seed 1   # another run
     nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_cmp --model /tmp/pybdsf_cmp/model_0/best.json
+    nice python benchmarks/pybdsf_compare.py --out /tmp/pybdsf_pb --model M --pb-fwhm 19   # a pointing
 
 1. trains a cianna_jax YOLO detector as ``cianna-jax train`` does (default architecture)
    on ``--fields`` synthetic training fields (targets: sources of true SNR >= ``--target-snr``;
@@ -90,13 +91,18 @@ def score_table(table, truth, beam_arcsec: float, pixel_scale: float):
                               area="all"), m
 
 
-def pybdsf_table(fits_path: str, thresh_isl: float, thresh_pix: float):
-    """Run PyBDSF; return (table in cianna_jax column names, seconds)."""
+def pybdsf_table(fits_path: str, thresh_isl: float, thresh_pix: float,
+                 detection_image: str | None = None):
+    """Run PyBDSF (islands found on ``detection_image`` when given, as on an image that is
+    not primary-beam corrected while ``fits_path`` is the corrected one); return (table in
+    cianna_jax column names, seconds)."""
     import bdsf
     from astropy.table import Table
 
     t0 = time.perf_counter()
-    img = bdsf.process_image(fits_path, thresh_isl=thresh_isl, thresh_pix=thresh_pix, quiet=True)
+    kw = {"detection_image": detection_image} if detection_image else {}
+    img = bdsf.process_image(fits_path, thresh_isl=thresh_isl, thresh_pix=thresh_pix, quiet=True,
+                             **kw)
     seconds = time.perf_counter() - t0
     out = fits_path.replace(".fits", f"_bdsf_{thresh_pix:g}.srl.fits")
     img.write_catalog(outfile=out, format="fits", catalog_type="srl", clobber=True)
@@ -127,6 +133,10 @@ def main(argv=None) -> int:
                     help="share of the sources of every field (training and held-out) with a "
                          "fainter companion 1-2.5 beams away")
     ap.add_argument("--target-snr", type=float, default=3.0)
+    ap.add_argument("--pb-fwhm", type=float, default=None, metavar="ARCMIN",
+                    help="the held-out field seen through a Gaussian primary beam of this FWHM "
+                         "(not corrected): cianna_jax with predict --pb, PyBDSF on the "
+                         "corrected image with the uncorrected one as its detection image")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--no-low", action="store_true", help="skip the thresh_pix=4 PyBDSF run")
     ap.add_argument("--strict", type=float, default=0.5,
@@ -161,9 +171,19 @@ def main(argv=None) -> int:
               f"{float(np.max(load_model_card(card).obj_threshold)):g}")
     model = load_model(card)
     f = synthetic_field(args.size, seed=args.seed + 2, sdc1_layout=True,
-                        blend_fraction=args.blend_fraction, **FIELD_KW)
+                        blend_fraction=args.blend_fraction, pb_fwhm=args.pb_fwhm, **FIELD_KW)
     fits_path = os.path.join(args.out, "heldout_field.fits")
     write_fits(fits_path, f)
+    pb, corrected = None, None
+    if args.pb_fwhm:  # the beam, and the corrected image PyBDSF measures on
+        from dataclasses import replace
+
+        from cianna_jax.astro.synthetic import primary_beam_map, write_primary_beam
+
+        pb = os.path.join(args.out, "heldout_pb.fits")
+        write_primary_beam(pb, f)
+        corrected = os.path.join(args.out, "heldout_field_pbcor.fits")
+        write_fits(corrected, replace(f, image=f.image / primary_beam_map(f)))
     truth_path = os.path.join(args.out, "heldout_truth.ecsv")
     write_catalogue(truth_table(f), truth_path)
     print(f"held-out field {args.size}x{args.size} (seed {args.seed + 2}) -> {fits_path}")
@@ -171,7 +191,7 @@ def main(argv=None) -> int:
     tables, seconds = {}, {}
     find_sources(fits_path, model, progress=False)  # compile once, not timed
     t0 = time.perf_counter()
-    res = find_sources(fits_path, model, progress=False)
+    res = find_sources(fits_path, model, progress=False, primary_beam=pb)
     thr = float(np.max(model.card.obj_threshold))
     name = f"cianna_jax {thr:g}"
     seconds[name] = time.perf_counter() - t0
@@ -185,7 +205,7 @@ def main(argv=None) -> int:
     if args.target_reliability > 0:  # the threshold chosen on the image itself
         t0 = time.perf_counter()
         rel = find_sources(fits_path, model, progress=False, obj_threshold=None,
-                           target_reliability=args.target_reliability)
+                           target_reliability=args.target_reliability, primary_beam=pb)
         name = (f"cianna_jax R{args.target_reliability:g} "
                 f"({rel.detections.obj_threshold:g})")
         seconds[name] = time.perf_counter() - t0
@@ -195,7 +215,8 @@ def main(argv=None) -> int:
     runs = [(3.0, 5.0)] + ([] if args.no_low else [(3.0, 4.0)])
     for isl, pix in runs:
         name = f"PyBDSF {pix:g}/{isl:g}"
-        tables[name], seconds[name] = pybdsf_table(fits_path, isl, pix)
+        tables[name], seconds[name] = (pybdsf_table(corrected, isl, pix, fits_path)
+                                       if corrected else pybdsf_table(fits_path, isl, pix))
         print(f"{name}: {len(tables[name])} sources in {seconds[name]:.1f} s")
 
     results, sdc1 = {}, {}
