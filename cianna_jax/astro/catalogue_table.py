@@ -7,6 +7,7 @@ correction when one is given.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -127,7 +128,9 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["rms"], cols["snr"] = rms[order], m.snr[order]
     if pb is not None:
         cols["pb"] = pb[order]
-    line_meta = line_table_columns(image, m, order, cols) if m.line is not None else {}
+    line_meta = (line_table_columns(image, m if pb is None else replace(
+        m, flux=m.flux * gain, flux_err=m.flux_err * gain), order, cols)
+                 if m.line is not None else {})
     cols["bmaj"], cols["bmin"], cols["pa"] = bmaj[order], bmin[order], pa[order]
     for name in ("bmaj_err", "bmin_err", "pa_err"):
         cols[name] = err[name][order]

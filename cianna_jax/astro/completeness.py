@@ -336,7 +336,7 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
         lost.append(rm.lost)
         cols = _source_columns(img, src, snr_in, size_in, t, rm, fwhm, area)
         if pb:  # true fluxes, as the catalogue's
-            cols["pb"] = pb_response(pb["primary_beam"], img, src.x, src.y)
+            cols["pb"] = pb_response(pb["primary_beam"], img, src.x, src.y, src.z)
             cols["peak_in"], cols["flux_in"] = (cols["peak_in"] / cols["pb"],
                                                 cols["flux_in"] / cols["pb"])
         rows.add(round=np.full(m, rounds), **cols)

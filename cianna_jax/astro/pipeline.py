@@ -205,7 +205,8 @@ def find_sources(
     try:
         checked_astrometric_error(astrometric_error, img)  # refused before the work
         if pb:  # (a cube, a model without WCS or frequency: refused before the work)
-            pb_response(pb["primary_beam"], img, np.zeros(1), np.zeros(1))
+            pb_response(pb["primary_beam"], img, np.zeros(1), np.zeros(1),
+                        np.zeros(1) if img.ndim == 3 else None)
         mdl = _as_model(model, tile)
         if obj_threshold is not None:  # refused before the noise map's work
             checked_threshold(obj_threshold, int(mdl.net.yolo.nb_box))
@@ -379,7 +380,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
         ok &= unique(m, det.boxes.score(mdl.card.score), bs or 1.0)
     pb, pb_meta = None, {}
     if primary_beam is not None:  # true fluxes: sources where the beam is known and high
-        pb = pb_response(primary_beam, img, m.x, m.y)
+        pb = pb_response(primary_beam, img, m.x, m.y, m.z)
         with np.errstate(invalid="ignore"):
             low = ok & ~(pb >= (pb_min or np.finfo(np.float64).tiny))
         unknown = int(np.sum(low & ~np.isfinite(pb)))

@@ -22,6 +22,10 @@ by a model centred on the pointing (the image's reference position unless given)
   in the sidelobes, the response is not known and sources there are left out);
 * ``meerkat``: that pattern with FWHM 57.5 arcmin x (1.5 GHz / frequency), MeerKAT's
   L-band beam (Mauch et al. 2020), at the image's frequency.
+
+In a cube each line is corrected at its channel's frequency: a model's width scales as
+1 / frequency (a given FWHM is the cube's reference frequency's); a beam image (one plane)
+serves every channel.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ class PrimaryBeam:
 
     description: str
 
-    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The response (1 at the pointing centre) at 0-based pixel positions of ``image``;
-        NaN where the beam is not known (outside a beam image, or blank there)."""
+    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray,
+                 freq_hz: np.ndarray | None = None) -> np.ndarray:
+        """The response (1 at the pointing centre) at 0-based pixel positions of ``image``
+        (and, in a cube, at each position's frequency); NaN where the beam is not known
+        (outside a beam image, or blank there)."""
         raise NotImplementedError
 
 
@@ -82,11 +88,17 @@ class BeamModel(PrimaryBeam):
               else f"RA {self.centre[0]:.6f}, Dec {self.centre[1]:.6f} deg")
         return f"{self.kind} model, {width}, centred at {at}"
 
-    def fwhm_for(self, image: FitsImage) -> float:
-        """The half-power width in arcmin for ``image`` (MeerKAT's at its frequency)."""
+    def fwhm_for(self, image: FitsImage, freq_hz: np.ndarray | None = None
+                 ) -> float | np.ndarray:
+        """The half-power width in arcmin for ``image`` (MeerKAT's at its frequency); in a
+        cube, at each of ``freq_hz``, the width scaling as 1 / frequency (a given width is
+        the cube's reference frequency's)."""
+        ref = continuum_frequency(image.header)
         if self.fwhm_arcmin is not None:
-            return self.fwhm_arcmin
-        freq = continuum_frequency(image.header)
+            if freq_hz is None or ref is None:
+                return self.fwhm_arcmin
+            return self.fwhm_arcmin * ref / np.asarray(freq_hz, np.float64)
+        freq = np.asarray(freq_hz, np.float64) if freq_hz is not None else ref
         if freq is None:
             raise ImageError(f"{image.path}: the 'meerkat' beam scales with frequency, but "
                              "the header gives none (a FREQ axis or RESTFRQ/FREQ/OBSFREQ); "
@@ -111,11 +123,12 @@ class BeamModel(PrimaryBeam):
         v = np.where(np.abs(1.0 - 4.0 * t**2) < 1e-9, math.pi / 4.0, v) ** 2
         return np.where(t < 1.5, v, np.nan)  # the main lobe only: its first null at t = 3/2
 
-    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray,
+                 freq_hz: np.ndarray | None = None) -> np.ndarray:
         if image.wcs is None:
             raise ImageError(f"{image.path}: a primary-beam model needs the image's celestial "
                              "WCS (distances on the sky); give a beam image of the same grid")
-        fwhm = self.fwhm_for(image)
+        fwhm = self.fwhm_for(image, freq_hz)
         ra0, dec0 = self.centre_for(image)
         ra, dec = pixel_to_sky(image.wcs, x, y)
         return self.at_radius(angular_separation(ra, dec, ra0, dec0) * 60.0, fwhm)
@@ -133,8 +146,10 @@ class BeamImage(PrimaryBeam):
     def description(self) -> str:  # type: ignore[override]
         return f"image {os.path.basename(self.path)}"
 
-    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray,
+                 freq_hz: np.ndarray | None = None) -> np.ndarray:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)  # (one plane: every
+        # channel of a cube alike)
         with warnings.catch_warnings():  # a beam has no BUNIT of flux, no restoring beam
             warnings.filterwarnings("ignore", message=".*(BUNIT|BMAJ|Stokes I).*")
             pb = open_image(self.path)
@@ -250,15 +265,19 @@ def checked_pb_min(value: Any) -> float:
     return v
 
 
-def pb_response(beam: PrimaryBeam, image: FitsImage, x: np.ndarray, y: np.ndarray
-                ) -> np.ndarray:
-    """``beam``'s response at pixel positions of a 2D ``image`` (ImageError for a cube: its
-    beam changes with frequency)."""
-    if image.ndim != 2:
-        raise ImageError(f"{image.path}: primary-beam correction is for 2D images; this one "
-                         f"has shape {image.shape}")
+def pb_response(beam: PrimaryBeam, image: FitsImage, x: np.ndarray, y: np.ndarray,
+                z: np.ndarray | None = None) -> np.ndarray:
+    """``beam``'s response at pixel positions of ``image``; in a cube, at channels ``z``
+    too: a model's width scales as 1 / frequency (a beam image serves every channel)."""
+    freq = None
+    if image.ndim == 3:
+        axis = image.frequency_axis
+        if axis is None or z is None:
+            raise ImageError(f"{image.path}: a cube's primary beam needs its frequency axis "
+                             "and each position's channel")
+        freq = axis.frequency(np.asarray(z, np.float64))
     return np.asarray(beam.response(image, np.asarray(x, np.float64),
-                                    np.asarray(y, np.float64)), np.float64)
+                                    np.asarray(y, np.float64), freq), np.float64)
 
 
 def finding_beam(beam: str | os.PathLike | PrimaryBeam | None, pb_min: Any = None

@@ -308,7 +308,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     tr = load_truth(truth, img, noise, name=names.get("truth"))
     pb = pb or {}
     if pb:
-        tr = seen_through_beam(tr, pb_response(pb["primary_beam"], img, tr.x, tr.y),
+        tr = seen_through_beam(tr, pb_response(pb["primary_beam"], img, tr.x, tr.y, tr.z),
                                pb["pb_min"])
     oth = {k: load_detections(v, img, noise, name=names.get(k)) for k, v in others.items()}
     t0 = time.perf_counter()
@@ -445,7 +445,8 @@ def validate(
         imgs = [stack.enter_context(open_image(p, hdu, plane=plane)) for p in paths]
         several = len(imgs) > 1
         for im in imgs if pb else []:  # a cube, a model without WCS: refused before the work
-            pb_response(pb["primary_beam"], im, np.zeros(1), np.zeros(1))
+            pb_response(pb["primary_beam"], im, np.zeros(1), np.zeros(1),
+                        np.zeros(1) if im.ndim == 3 else None)
         if several and any(im.ndim == 3 for im in imgs):
             raise ValueError("image: several cubes: val scores one cube at a time")
         if several:

@@ -381,3 +381,46 @@ def test_counts_warn_of_an_injection_made_without_the_beam(beamed, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         count_catalogue(tmp_path / "c.ecsv", image=beamed["image"], completeness=inj)
+
+
+def test_a_cube_seen_through_a_beam_that_narrows_with_frequency(tmp_path):
+    """A line cube attenuated by a Gaussian beam whose width scales as 1 / frequency: its
+    lines' fluxes come back with --pb (the response at each line's position and channel),
+    and fall short by it without."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.synthetic_cube import cube_truth_table
+
+    from .conftest import make_peak_detector_3d, write_line_cube
+
+    path, sc = write_line_cube(tmp_path, seed=5, density=0.0008)
+    with open_image(path) as img:
+        beam = BeamModel("gaussian", 1.2 * img.shape[-1] * img.pixel_scale / 60)
+        k, yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in img.shape),
+                                indexing="ij")
+        a = pb_response(beam, img, xx.ravel(), yy.ravel(), k.ravel()).reshape(img.shape)
+        ends = beam.fwhm_for(img, img.frequency_axis.frequency(np.array([0.0, 39.0])))
+    assert ends[0] / ends[1] == pytest.approx(img.frequency_axis.frequency(np.array([39.0]))[0]
+                                              / img.frequency_axis.frequency(np.array([0.0]))[0])
+    with fits.open(path) as h:
+        fits.PrimaryHDU((h[0].data * a.reshape(h[0].data.shape)).astype(np.float32),
+                        h[0].header).writeto(tmp_path / "a.fits")
+    model = make_peak_detector_3d(tmp_path, 8.0)
+    plain = find_sources(str(tmp_path / "a.fits"), model, progress=False).table
+    t = find_sources(str(tmp_path / "a.fits"), model, progress=False, primary_beam=beam).table
+    truth = cube_truth_table(sc)
+    assert len(t) == len(plain) >= 3 and np.all((t["pb"] > 0.3) & (t["pb"] < 1.0))
+    near = np.hypot(np.asarray(t["x"])[:, None] - truth["x"], np.asarray(t["y"])[:, None]
+                    - truth["y"]).argmin(1)
+    ratio = np.asarray(t["line_flux"]) / np.asarray(truth["line_flux"])[near]
+    seen = np.asarray(plain["line_flux"]) / np.asarray(truth["line_flux"])[np.hypot(
+        np.asarray(plain["x"])[:, None] - truth["x"],
+        np.asarray(plain["y"])[:, None] - truth["y"]).argmin(1)]
+    assert abs(np.median(ratio) - 1) < 0.1  # true line fluxes back
+    assert np.median(seen) < np.median(ratio) - 0.1  # (attenuated without)
+    from cianna_jax.astro.validate import validate
+
+    write_catalogue(truth, tmp_path / "truth.ecsv")
+    rep = validate(str(tmp_path / "a.fits"), model, tmp_path / "truth.ecsv", tmp_path / "v",
+                   plots=False, progress=False, primary_beam=beam, log=lambda *a: None)
+    assert rep.scores.n_truth >= 3 and rep.scores.recall > 0.5
