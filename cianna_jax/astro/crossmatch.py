@@ -19,7 +19,8 @@ import numpy as np
 from ..checks import as_bounded_float
 from .sky import angular_separation
 
-__all__ = ["Match", "match_radius", "crossmatch_sky", "crossmatch_pixels"]
+__all__ = ["Match", "match_radius", "crossmatch_sky", "crossmatch_pixels", "unit_vectors",
+           "sky_chord", "sky_neighbours"]
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,33 @@ def _radii(radius, n: int, name: str) -> np.ndarray:
     return r
 
 
-def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """``(n, 3)``: the unit vectors of sky positions (degrees), for KD-trees on the sphere."""
     a, d = np.radians(ra), np.radians(dec)
     return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], 1)
+
+
+def sky_chord(radius_arcsec: float) -> float:
+    """The straight-line distance between unit vectors ``radius_arcsec`` apart on the sky."""
+    return float(2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0))
+
+
+def sky_neighbours(ra: np.ndarray, dec: np.ndarray, ra_o: np.ndarray, dec_o: np.ndarray,
+                   radius_arcsec: float) -> list:
+    """For each position (``ra``, ``dec``, degrees), the indices of the positions
+    (``ra_o``, ``dec_o``) within ``radius_arcsec`` of it (a KD-tree on the sphere)."""
+    from scipy.spatial import cKDTree
+
+    if not np.size(ra) or not np.size(ra_o):
+        return [[] for _ in range(np.size(ra))]
+    return list(cKDTree(unit_vectors(ra_o, dec_o)).query_ball_point(
+        unit_vectors(ra, dec), r=sky_chord(radius_arcsec)))
 
 
 def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.ndarray,
                    radius_arcsec: np.ndarray | float, *, pair_ok=None) -> Match:
     """Match detections (``ra``, ``dec``, deg) to true sources (``ra_t``, ``dec_t``) within
     ``radius_arcsec`` (scalar or one per true source) and ``pair_ok`` (module doc)."""
-    from scipy.spatial import cKDTree
-
     ra, dec = _positions(ra, dec, ("ra", "dec"), "detections")
     ra_t, dec_t = _positions(ra_t, dec_t, ("ra_t", "dec_t"), "true sources")
     for name, d in (("dec", dec), ("dec_t", dec_t)):
@@ -116,9 +133,8 @@ def crossmatch_sky(ra: np.ndarray, dec: np.ndarray, ra_t: np.ndarray, dec_t: np.
     r = _radii(radius_arcsec, ra_t.size, "radius_arcsec")
     if ra.size == 0 or ra_t.size == 0:
         return _greedy(ra.size, ra_t.size, np.zeros(0, int), np.zeros(0, int), np.zeros(0), r)
-    rmax = float(np.max(r)) / 3600.0
-    chord = 2.0 * np.sin(np.radians(rmax) / 2.0) * (1 + 1e-9)
-    pairs = cKDTree(_unit(ra_t, dec_t)).query_ball_point(_unit(ra, dec), r=chord)
+    # (a hair wide: the exact distances below decide)
+    pairs = sky_neighbours(ra, dec, ra_t, dec_t, float(np.max(r)) * (1 + 1e-9))
     di = np.repeat(np.arange(ra.size), [len(p) for p in pairs])
     ti = np.concatenate([np.asarray(p, np.int64) for p in pairs]).astype(np.int64)
     dist = angular_separation(ra[di], dec[di], ra_t[ti], dec_t[ti]) * 3600.0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .catalogue import CatalogueError, column_values
+from .crossmatch import sky_chord, unit_vectors
 from .fits_image import FitsImage, ImageError
 from .sky import angular_separation, pixel_to_sky, sky_to_pixel
 from .sources import GROUP_TOL, THRESH_ISL, with_sources
@@ -186,11 +187,9 @@ def _drop_boundary_pairs(positions, keep, dist, radius_arcsec: float) -> None:
     rows = [(i, k) for i, m in enumerate(keep) for k in np.flatnonzero(m)]
     if len(rows) < 2 or radius_arcsec <= 0:
         return
-    ra = np.radians([positions[i][0][k] for i, k in rows])
-    dec = np.radians([positions[i][1][k] for i, k in rows])
-    xyz = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], 1)
-    chord = 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
-    for a, b in sorted(cKDTree(xyz).query_pairs(chord)):
+    xyz = unit_vectors(np.array([positions[i][0][k] for i, k in rows]),
+                       np.array([positions[i][1][k] for i, k in rows]))
+    for a, b in sorted(cKDTree(xyz).query_pairs(sky_chord(radius_arcsec))):
         (ia, ka), (ib, kb) = rows[a], rows[b]
         if ia == ib or not (keep[ia][ka] and keep[ib][kb]):
             continue

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..checks import as_bounded_float
 from .catalogue import CatalogueError, column_values, make_table, require_columns
-from .crossmatch import crossmatch_sky
+from .crossmatch import crossmatch_sky, sky_neighbours
 from .spectral_index import catalogue_frequency
 
 __all__ = ["ReferenceCheck", "reference_check", "apply_reference", "format_reference_check",
@@ -114,22 +114,11 @@ def _values(table: Any, name: str, what: str) -> np.ndarray:
     return np.full(len(table), np.nan) if v is None else np.asarray(v, np.float64)
 
 
-def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    r, d = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
-
-
 def _neighbours(ra: np.ndarray, dec: np.ndarray, ra_o: np.ndarray, dec_o: np.ndarray,
                 radius: float) -> np.ndarray:
     """How many of the sources (``ra_o``, ``dec_o``) lie within ``radius`` arcsec of each
     source (``ra``, ``dec``)."""
-    if not ra.size or not ra_o.size:
-        return np.zeros(ra.size, np.int64)
-    from scipy.spatial import cKDTree
-
-    chord = 2.0 * math.sin(math.radians(radius / 3600.0) / 2.0)
-    found = cKDTree(_unit(ra_o, dec_o)).query_ball_point(_unit(ra, dec), r=chord)
-    return np.array([len(p) for p in found], np.int64)
+    return np.array([len(p) for p in sky_neighbours(ra, dec, ra_o, dec_o, radius)], np.int64)
 
 
 def _frequencies(table: Any, reference: Any, ours: float | None, ref: float | None,
@@ -179,8 +168,6 @@ def _summed(ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float, snr_
     (per-pair columns: fluxes summed, errors in quadrature, the flux-weighted centroid and
     its error, the brightest's id, rms and SNR...; the reference rows, our sources in a
     pair, the reference's kept)."""
-    from scipy.spatial import cKDTree
-
     good = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(cols["flux"])
     rkeep = np.isfinite(rra) & np.isfinite(rdec) & (_neighbours(rra, rdec, rra, rdec, iso) == 1)
     keep = np.zeros(ra.size, bool)
@@ -188,9 +175,7 @@ def _summed(ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float, snr_
                                              "ra_err", "dec_err", "id", "n", "ref")}
     if good.any() and rkeep.any():
         g = np.flatnonzero(good)
-        chord = 2.0 * math.sin(math.radians(radius / 3600.0) / 2.0)
-        found = cKDTree(_unit(ra[g], dec[g])).query_ball_point(_unit(rra[rkeep], rdec[rkeep]),
-                                                               r=chord)
+        found = sky_neighbours(rra[rkeep], rdec[rkeep], ra[g], dec[g], radius)
         for r, members in zip(np.flatnonzero(rkeep), found):
             k = g[np.asarray(members, np.int64)]
             f = cols["flux"][k]
