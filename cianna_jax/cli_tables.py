@@ -216,7 +216,7 @@ def qa(args) -> int:
         print(f"{lo:>5g} - {hi:<5g}{b['n']:>7d}{b['ratio_median']:>14.3f}"
               f"{b['ratio_scatter']:>9.3f}{b['pos_err_median']:>9.3f}\"")
     save_figure(qa_plot(t, title=f"Quality of {os.path.basename(args.catalogue)}",
-                        what=args.catalogue), args.out)
+                        what=args.catalogue, numbers=q), args.out)
     print(f"figure -> {args.out}")
     return 0
 

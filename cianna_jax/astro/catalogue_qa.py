@@ -90,12 +90,15 @@ def _above_envelope(snr, ratio, env_snr, env) -> np.ndarray:
         return np.nan_to_num(np.log(ratio) > bound, nan=False)
 
 
-def qa_plot(table: Any, *, title: str = "Catalogue quality", what: str = "catalogue") -> Any:
-    """The four panels of the module docstring (matplotlib figure)."""
+def qa_plot(table: Any, *, title: str = "Catalogue quality", what: str = "catalogue",
+            numbers: dict[str, Any] | None = None) -> Any:
+    """The four panels of the module docstring (matplotlib figure); ``numbers``: the
+    table's :func:`qa_numbers` when already computed."""
     from .injection import flux_unit
     from .plots import finish_panels, pyplot
 
-    qa_numbers(table, what)  # (refuses a catalogue without the columns, by name)
+    q = numbers if numbers is not None else qa_numbers(table, what)  # (refuses a catalogue
+    # without the columns, by name)
     plt = pyplot()
     flux, peak, snr = _col(table, "flux"), _col(table, "peak"), _col(table, "snr")
     resolved = (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
@@ -108,7 +111,7 @@ def qa_plot(table: Any, *, title: str = "Catalogue quality", what: str = "catalo
         ok = sel & np.isfinite(ratio) & (snr > 0)
         a1.scatter(snr[ok], ratio[ok], s=6, alpha=0.6, color=colour, label=f"{label} ({ok.sum()})")
     a1.axhline(1.0, color="k", lw=0.8)
-    env_snr, env = envelope(snr, ratio)
+    env_snr, env = (np.asarray(q["envelope"][k], np.float64) for k in ("snr", "ln_ratio"))
     if env_snr.size:
         a1.plot(env_snr, np.exp(env), "k--", lw=1, label="unresolved envelope (99%, mirrored)")
     a1.set_xscale("log")

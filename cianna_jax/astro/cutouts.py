@@ -178,6 +178,7 @@ def write_stamps(image: FitsImage, table: Any, stamps: list[Stamp],
     from astropy.io import fits
 
     os.makedirs(folder, exist_ok=True)
+    flux = column_values(table, "flux")
     names = []
     for s in stamps:
         if image.wcs is not None:  # the image's WCS, its reference pixel moved to the window
@@ -194,7 +195,6 @@ def write_stamps(image: FitsImage, table: Any, stamps: list[Stamp],
         header["SRC_ID"] = (ident, "the catalogue's id")
         header["SRC_X"] = (s.x - s.x0, "source x in this stamp (0-based pixels)")
         header["SRC_Y"] = (s.y - s.y0, "source y in this stamp (0-based pixels)")
-        flux = column_values(table, "flux")
         if flux is not None:
             header["SRC_FLUX"] = (float(flux[s.row]), "catalogue flux (Jy)")
         header["ORIGIN"] = f"cianna_jax cutout of {os.path.basename(image.path)}"
