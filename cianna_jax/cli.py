@@ -601,6 +601,9 @@ def _parser() -> argparse.ArgumentParser:
                           "reaches the threshold; repeatable: one per --image")
     cnt.add_argument("--pb-min", type=float, default=None, metavar="A",
                      help="with --pb: the catalogue's cut on the beam's response")
+    cnt.add_argument("--noise-box", type=int, default=None, metavar="PIXELS",
+                     help="with --visibility-snr: the noise map's box (default: the one "
+                          "predict used, from the catalogue's metadata; else 128)")
 
     tr = sub.add_parser("train", help="train a detector on a FITS image and its source "
                                       "catalogue; keeps the best and last models")

@@ -60,7 +60,8 @@ def spectral_index(args) -> int:
 
         limits = flux_limits(args.limits_from, column_values(tables[0], "ra", args.catalogue[0]),
                              column_values(tables[0], "dec", args.catalogue[0]),
-                             primary_beam=args.limits_pb)
+                             primary_beam=args.limits_pb,
+                             noise_box=tables[1].meta.get("noise_box", 128))
     t = spectral_indices(tables, None if args.freq_mhz is None else
                          [f * 1e6 for f in args.freq_mhz], radius_arcsec=args.radius,
                          names=args.catalogue, limits=limits)
@@ -253,7 +254,7 @@ def counts(args) -> int:
                         completeness=args.completeness, per_decade=args.per_decade,
                         min_completeness=args.min_completeness, hdu=args.hdu,
                         visibility_snr=args.visibility_snr, primary_beam=args.pb,
-                        pb_min=args.pb_min)
+                        pb_min=args.pb_min, noise_box=args.noise_box)
     t = c.table()
     write_catalogue(t, args.out)
     scale, unit = flux_unit(c.edges)

@@ -406,7 +406,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     meta = {"model": os.path.basename(mdl.card.path or ""),
             "obj_threshold": list(thr) if isinstance(thr, tuple) else float(thr),
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
-            "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
+            "noise_box": mdl.card.noise_box, "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
             "astrometric_error_arcsec": a, **pb_meta}
     table = build_table(img, det, m, meta, noise, pb)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import as_bounded_float
+from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import FitsImage, open_image
 from .hi_mass import ARCSEC_PER_RAD
@@ -255,7 +255,8 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                     completeness: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                     per_decade: int = 5, min_completeness: float = 0.5,
                     hdu: int | str | None = None, visibility_snr: float | None = None,
-                    primary_beam: Any = None, pb_min: float | None = None) -> SourceCounts:
+                    primary_beam: Any = None, pb_min: float | None = None,
+                    noise_box: int | None = None) -> SourceCounts:
     """The source counts of a catalogue file (its ``flux`` column, or another finder's
     name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
@@ -268,7 +269,9 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     (``snr`` column), each counted over the visibility area of its peak (:mod:`.visibility`:
     where it reaches that many times the local rms, through ``primary_beam`` above
     ``pb_min`` when given, for a catalogue corrected for it; a mosaic's images each over
-    the part of the sky it owns, one beam each or one for all)."""
+    the part of the sky it owns, one beam each or one for all; the images' noise maps in
+    boxes of ``noise_box`` pixels, by default the catalogue's own (``predict`` records its
+    model's in the metadata), else 128)."""
     images = _paths(image)
     reports = _paths(completeness)
     if (not images) == (area_deg2 is None):
@@ -281,6 +284,8 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                          "area replaces source injection's)")
     if visibility_snr is None and (primary_beam is not None or pb_min is not None):
         raise ValueError("primary_beam, pb_min: for the visibility area (visibility_snr)")
+    if visibility_snr is None and noise_box is not None:
+        raise ValueError("noise_box: for the visibility area (visibility_snr)")
     beams = list(primary_beam) if isinstance(primary_beam, (list, tuple)) else [primary_beam]
     beams = beams * max(len(images), 1) if len(beams) == 1 else beams
     if len(beams) != max(len(images), 1):
@@ -289,6 +294,8 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     pbs = [finding_beam(b, pb_min) for b in beams]
     t = read_catalogue(catalogue)
     name = os.fspath(catalogue)
+    box = as_int(noise_box if noise_box is not None else t.meta.get("noise_box", 128),
+                 "noise_box" if noise_box is not None else f"{name}: meta noise_box", minimum=8)
     flux = column_values(t, "flux", name)  # its aliases and units, in Jy
     if flux is None:
         raise CatalogueError(f"{name}: no flux column to count (flux, or another finder's "
@@ -314,7 +321,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
         imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
         if visibility_snr is not None:  # (one image, or a mosaic's: each on what it owns)
             vis = Visibility.combine([visibility(
-                im, snr=visibility_snr, **pbs[i], owned=None if len(imgs) == 1 else
+                im, snr=visibility_snr, **pbs[i], noise_box=box, owned=None if len(imgs) == 1 else
                 _owner_mask(imgs, i)) for i, im in enumerate(imgs)])
             peak = column_values(t, "peak", name)
             own = vis.fraction(flux if peak is None else peak)  # (a point: peak = flux)

@@ -50,9 +50,11 @@ def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
 
 
 def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
-                sigmas: float = LIMIT_SIGMAS, primary_beam: Any = None) -> np.ndarray:
+                sigmas: float = LIMIT_SIGMAS, primary_beam: Any = None,
+                noise_box: int = 128) -> np.ndarray:
     """``sigmas`` x the local rms of a 2D ``image`` (its noise map, as ``predict``'s) at
-    sky positions, in Jy: the flux an unresolved source there would need to be found; NaN
+    sky positions, in Jy (the noise map in boxes of ``noise_box`` pixels, as that image's
+    catalogue had it): the flux an unresolved source there would need to be found; NaN
     off the image or its data. ``primary_beam`` (a beam image or model, :mod:`.primary_beam`):
     the image is not primary-beam corrected, the limits are true fluxes (divided by its
     response; NaN where it is not known)."""
@@ -63,7 +65,7 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
     with open_image(image) as img:
         if img.ndim != 2 or img.wcs is None:
             raise ImageError(f"{img.path}: flux limits need a 2D image with a celestial WCS")
-        noise = estimate_noise_map(img.read, img.shape)
+        noise = estimate_noise_map(img.read, img.shape, box=noise_box)
         x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
         H, W = img.shape
         ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)

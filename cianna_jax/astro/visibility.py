@@ -62,11 +62,12 @@ class Visibility:
 
 def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = None,
                primary_beam: PrimaryBeam | None = None, pb_min: float | None = None,
-               max_samples: int = 1_000_000, rows: int = 256,
+               noise_box: int = 128, max_samples: int = 1_000_000, rows: int = 256,
                owned: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
                ) -> Visibility:
     """The thresholds ``snr x rms / A`` at the finite pixels of a 2D ``image`` (``noise``:
-    its noise map, estimated when not given; ``primary_beam``: the response ``A``, pixels
+    its noise map, estimated in boxes of ``noise_box`` pixels when not given: the box
+    ``predict`` used, for the catalogue's SNRs; ``primary_beam``: the response ``A``, pixels
     below ``pb_min`` or where it is not known never detect; without a beam ``A`` = 1); an
     image of more than ``max_samples`` pixels is sampled on a regular grid, each sample
     weighted by its solid angle. ``owned``: a mask of the sampled pixels ``(x, y)`` this
@@ -74,7 +75,8 @@ def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = N
     s = as_bounded_float(snr, "snr")
     if image.ndim != 2:
         raise ImageError(f"{image.path}: visibility areas are for 2D images")
-    noise = noise if noise is not None else estimate_noise_map(image.read, image.shape)
+    noise = noise if noise is not None else estimate_noise_map(image.read, image.shape,
+                                                               box=noise_box)
     H, W = image.shape
     step = max(1, math.ceil(math.sqrt(H * W / max(int(max_samples), 1))))
     ys, xs = np.arange(step // 2, H, step), np.arange(step // 2, W, step)

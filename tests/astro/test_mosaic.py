@@ -127,6 +127,7 @@ def test_cli_merges_overlapping_images_into_one_catalogue(tmp_path, two_images, 
     assert sum(m["n_kept"] for m in t.meta["images"]) == len(t)
     assert sum(m["n_detected"] for m in t.meta["images"]) >= len(t)
     assert "nearest" in t.meta["mosaic"] and "image" not in t.meta
+    assert t.meta["noise_box"] == 32  # the model card's, for counts' visibility areas
     # every source is nearer its own image's centre than the other's (both have data
     # everywhere), and no two from different images lie within half a beam
     centres = {}

@@ -424,3 +424,41 @@ def test_a_cube_seen_through_a_beam_that_narrows_with_frequency(tmp_path):
     rep = validate(str(tmp_path / "a.fits"), model, tmp_path / "truth.ecsv", tmp_path / "v",
                    plots=False, progress=False, primary_beam=beam, log=lambda *a: None)
     assert rep.scores.n_truth >= 3 and rep.scores.recall > 0.5
+
+
+def test_visibility_uses_the_noise_box_predict_used(tmp_path):
+    """Noise of rms 1 on the left half, 3 on the right: in 16-pixel boxes a peak of 8 is
+    seen on the left half (less the 5 columns where the map blends the halves); one box over
+    the whole image blends them (rms ~2, threshold ~10: seen nowhere). counts takes the catalogue's recorded box (``predict`` writes its
+    model's) unless told another."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.source_counts import count_catalogue
+    from cianna_jax.astro.visibility import visibility
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(128, 128)).astype(np.float32)
+    data[:, 64:] *= 3.0
+    path = tmp_path / "halves.fits"
+    h = fits.Header({"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "CRVAL1": 150.0,
+                     "CRVAL2": 2.0, "CRPIX1": 64.5, "CRPIX2": 64.5, "CDELT1": -1 / 3600,
+                     "CDELT2": 1 / 3600, "CUNIT1": "deg", "CUNIT2": "deg", "BUNIT": "Jy/beam",
+                     "BMAJ": 4 / 3600, "BMIN": 4 / 3600, "BPA": 0.0})
+    fits.PrimaryHDU(data, h).writeto(path)
+    with open_image(path) as img:
+        local = visibility(img, snr=5.0, noise_box=16)
+        whole = visibility(img, snr=5.0, noise_box=128)
+    assert 0.43 < float(local.fraction(np.array([8.0]))[0]) <= 0.5
+    assert float(whole.fraction(np.array([8.0]))[0]) < 0.05
+    cat = make_table({"flux": [8.0, 8.0, 30.0], "snr": [8.0, 8.0, 10.0]},
+                     meta={"noise_box": 16})
+    write_catalogue(cat, tmp_path / "c.ecsv")
+    counts = [count_catalogue(tmp_path / "c.ecsv", image=path, area_deg2=None,
+                              visibility_snr=5.0, noise_box=box).n_corrected
+              for box in (None, 16, 128)]
+    np.testing.assert_array_equal(counts[0], counts[1])
+    seen = float(local.fraction(np.array([8.0]))[0])
+    assert counts[0][0] == pytest.approx(2 / seen, rel=0.02)  # the faint two over half
+    assert counts[2][0] != pytest.approx(counts[0][0], rel=0.1)
+    with pytest.raises(ValueError, match="noise_box: for the visibility area"):
+        count_catalogue(tmp_path / "c.ecsv", image=path, noise_box=16)
