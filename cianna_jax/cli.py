@@ -166,7 +166,8 @@ def _val(args) -> int:
                    hdu=args.hdu, plane=args.plane, mixed_precision=args.mixed_precision,
                    compare=_compare_names(args.compare), reliability=args.reliability,
                    target_reliability=args.target_reliability, max_peaks=args.max_peaks,
-                   primary_beam=_primary_beams(args), pb_min=args.pb_min)
+                   primary_beam=_primary_beams(args), pb_min=args.pb_min,
+                   compare_apparent=args.compare_apparent)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -501,6 +502,11 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--compare", action="append", default=[], metavar="[NAME=]CATALOGUE",
                      help="another finder's catalogue (PyBDSF's source list, ...) scored beside "
                           "the detector with the same truth and rules; repeatable")
+    val.add_argument("--compare-apparent", action="store_true",
+                     help="with --pb: the --compare catalogues were measured on the image as "
+                          "it is (not primary-beam corrected): their fluxes are divided by "
+                          "the beam's response (default: taken as corrected; predict --pb's "
+                          "own catalogues, with their pb column, always are)")
 
     inj = sub.add_parser("inject", help="add artificial sources to a FITS image (lines to a "
                                         "cube) and find them again: completeness, flux "

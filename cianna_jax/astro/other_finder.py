@@ -9,6 +9,12 @@ sizes and position angles where given, deconvolved sizes (PyBDSF's ``DC_Maj``) f
 SDC1 score.  On a cube, each row also needs its line's ``freq`` (or channel ``z``), read as
 ``val`` reads a cube's truth (:mod:`.line_truth`): ``z``, ``w20_chan`` and ``line_flux``
 (Jy Hz) join the columns.
+
+Scored against a primary-beam corrected truth (``val --pb``), :func:`through_beam` puts the
+other catalogue on the same footing: its rows where the beam's response is below ``pb_min``
+(or not known) are left out as the truth's, and its fluxes divided by the response when it
+was measured on the image as it is (``val --compare-apparent``); a catalogue of ``predict
+--pb`` (its ``pb`` column) is corrected already.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from .mosaic import with_image_column
 from .noise import NoiseMap
 from .placement import place_catalogue
 
-__all__ = ["load_detections", "merge_detections", "snr_source"]
+__all__ = ["load_detections", "merge_detections", "snr_source", "through_beam"]
 
 
 def snr_source(t: Any) -> str:
@@ -95,6 +101,8 @@ def load_detections(path: str | os.PathLike | Any, image: FitsImage, noise: Nois
                          ("bmin_deconv", column_values(t, "bmin_deconv", what))):
         if values is not None:
             cols[name] = values[placed]
+    if "pb" in t.colnames:  # predict --pb's catalogue: its fluxes are corrected already
+        cols["pb"] = np.asarray(t["pb"], np.float64)[placed]
     if "bmaj" in cols and "bmin" not in cols:  # sizes come in pairs: one alone is not used
         del cols["bmaj"]
     if cube:  # its lines in SDC2's terms, where the catalogue gives them, for SDC2's score
@@ -134,4 +142,40 @@ def merge_detections(parts: Sequence[Any], names: Sequence[str], n_unassigned: i
     first = parts[0].meta
     t.meta = {"source": first["source"], "snr_from": first["snr_from"],
               "n_unplaced": n_unassigned + sum(p.meta["n_unplaced"] for p in parts)}
+    if "beam" in first:  # (each image's rows through its own beam, alike)
+        t.meta.update(beam=first["beam"],
+                      n_outside_beam=sum(p.meta["n_outside_beam"] for p in parts))
     return t
+
+
+def through_beam(det: Any, response: np.ndarray, pb_min: float | None = None, *,
+                 apparent: bool = False) -> Any:
+    """A detection table of :func:`load_detections` scored against a truth of true fluxes
+    (``val --pb``): the rows where the beam's ``response`` (at each row) is below ``pb_min``
+    or not known left out, as the truth's; with ``apparent`` (the catalogue was measured on
+    the image as it is), ``flux`` / ``line_flux`` divided by the response, unless the table
+    has its own ``pb`` column (corrected already); a corrected catalogue's SNRs computed
+    from its fluxes over the image's local noise scaled back by the response.  The rows
+    left out are counted in ``meta["n_outside_beam"]``, the fluxes' treatment is said in
+    ``meta["beam"]``."""
+    a = np.asarray(response, np.float64)
+    if a.shape != (len(det),):
+        raise ValueError(f"response: one per row ({len(det)}), received shape {a.shape}")
+    with np.errstate(invalid="ignore"):
+        ok = a >= (pb_min or np.finfo(np.float64).tiny)
+    out = det[ok]
+    a = a[ok]
+    own = "pb" in out.colnames
+    divide = apparent and not own
+    if divide:
+        for c in ("flux", "line_flux"):
+            if c in out.colnames:
+                out[c] = np.asarray(out[c], np.float64) / a
+    elif "local noise" in str(det.meta.get("snr_from", "")):  # a corrected flux over the
+        out["snr"] = np.asarray(out["snr"], np.float64) * a  # apparent image's rms
+    out["id"] = np.arange(1, len(out) + 1)
+    out.meta = {**det.meta, "n_outside_beam": int((~ok).sum()),
+                "beam": ("fluxes divided by the beam's response (measured on the image as "
+                         "it is)" if divide else "its pb column: corrected already" if own
+                         else "fluxes taken as primary-beam corrected")}
+    return out

@@ -53,7 +53,7 @@ from .mosaic import (
     split_catalogue,
     summed_timings,
 )
-from .other_finder import load_detections, merge_detections
+from .other_finder import load_detections, merge_detections, through_beam
 from .pipeline import (
     attach_reliability,
     inverted_finding,
@@ -294,11 +294,14 @@ class _ImageRun:
 def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str, Any], *,
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
                reliability: bool = False, target: float | None = None,
-               max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None) -> _ImageRun:
+               max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None,
+               compare_apparent: bool = False) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
-    with a ``target`` reliability, the threshold chosen for it replaces ``thr``."""
+    with a ``target`` reliability, the threshold chosen for it replaces ``thr``; with a
+    primary beam ``pb``, the comparison rows through it (:func:`.other_finder.through_beam`,
+    ``compare_apparent``: measured on the image as it is)."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
@@ -311,6 +314,12 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
         tr = seen_through_beam(tr, pb_response(pb["primary_beam"], img, tr.x, tr.y, tr.z),
                                pb["pb_min"])
     oth = {k: load_detections(v, img, noise, name=names.get(k)) for k, v in others.items()}
+    if pb:
+        oth = {k: through_beam(d, pb_response(pb["primary_beam"], img, np.asarray(d["x"]),
+                                              np.asarray(d["y"]), np.asarray(d["z"])
+                                              if "z" in d.colnames else None),
+                               pb["pb_min"], apparent=compare_apparent)
+               for k, d in oth.items()}
     t0 = time.perf_counter()
     found = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=low,
                    progress=progress, predict_fn=predict_fn)
@@ -399,6 +408,7 @@ def validate(
     max_peaks: int = MAX_PEAKS,
     primary_beam: Any = None,
     pb_min: float | None = None,
+    compare_apparent: bool = False,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -417,7 +427,9 @@ def validate(
     ``max_peaks``: close sources boxed once split into that many at most (1: none), as
     :func:`.pipeline.find_sources`; ``primary_beam`` and ``pb_min`` too (an image that is
     not primary-beam corrected, a truth of true fluxes: its SNRs from the fluxes seen
-    through the beam, its rows below ``pb_min`` left out as the catalogue's).
+    through the beam, its rows below ``pb_min`` left out as the catalogue's; the
+    ``compare`` catalogues' too, their fluxes divided by the beam's response with
+    ``compare_apparent``, measured on the image as it is: :func:`.other_finder.through_beam`).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -433,6 +445,9 @@ def validate(
     target = checked_target_reliability(target_reliability, obj_threshold)
     as_int(max_peaks, "max_peaks", minimum=1)
     pb = finding_beam(primary_beam, pb_min)
+    if compare_apparent and not (pb and compare):
+        raise ValueError("compare_apparent: for compare catalogues scored through a "
+                         "primary_beam")
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
@@ -461,7 +476,8 @@ def validate(
                 img, mdl, tparts[i] if several else truth,
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
-                reliability=reliability, target=target, max_peaks=max_peaks, pb=pb))
+                reliability=reliability, target=target, max_peaks=max_peaks, pb=pb,
+                compare_apparent=compare_apparent))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)
@@ -663,14 +679,18 @@ def _compared(others: dict[str, Any], tr: Truth, beam: float, pixel_scale: float
         sdc1s[other] = _sdc1_for(det, tr, sdc1_freq, sdc1_area)
         sdc2s[other] = _sdc2_for(det, tr, other=True) if tr.z is not None else None
         entry[other] = {"catalogue": det.meta["source"], "snr_from": det.meta["snr_from"],
-                        "n_unplaced": det.meta["n_unplaced"], "scores": scores[other].summary(),
+                        "n_unplaced": det.meta["n_unplaced"],
+                        **{k: det.meta[k] for k in ("beam", "n_outside_beam") if k in det.meta}, "scores": scores[other].summary(),
                         "sdc1": _sdc1_summary(sdc1s[other], sdc1_freq, sdc1_area),
                         "sdc2": None if sdc2s[other] is None
                         else dict(sdc2_summary(sdc2s[other]))}
     notes = "".join(f"\n{o}: {d.meta['source']} ({len(d)} detections; SNR from "
                     f"{d.meta['snr_from']}"
                     + (f"; {d.meta['n_unplaced']} rows without a position left out"
-                       if d.meta["n_unplaced"] else "") + ")" for o, d in others.items())
+                       if d.meta["n_unplaced"] else "")
+                    + (f"; {d.meta['beam']}, {d.meta['n_outside_beam']} rows outside the "
+                       "beam's cut left out" if "beam" in d.meta else "") + ")"
+                    for o, d in others.items())
     text = ("\n\nThe same truth, matcher and scores for the other catalogues:" + notes + "\n\n"
             + format_side_by_side(scores, sdc1s if any(sdc1s.values()) else None,
                                   sdc2=sdc2s if any(sdc2s.values()) else None))

@@ -162,6 +162,42 @@ def test_val_scores_true_fluxes_on_the_beam_area(beamed, tmp_path):
     assert 0.95 < ratio < 1.05
 
 
+def test_val_puts_compared_catalogues_through_the_beam(beamed, tmp_path):
+    """Another finder's catalogue scored against true fluxes: left out where the truth is
+    (below pb_min), its fluxes divided by the response when measured on the image as it
+    is; predict --pb's own catalogue (its pb column) taken as it is."""
+    import json
+
+    from cianna_jax.astro.validate import validate
+
+    found = find_sources(beamed["image"], beamed["model"], progress=False).table
+    write_catalogue(found, tmp_path / "apparent.ecsv")
+    corrected = find_sources(beamed["image"], beamed["model"], progress=False,
+                             primary_beam=beamed["pb"]).table
+    write_catalogue(corrected, tmp_path / "corrected.ecsv")
+    cats = {"apparent": tmp_path / "apparent.ecsv", "ours": tmp_path / "corrected.ecsv"}
+    ratios = {}
+    for divide in (False, True):
+        validate(beamed["image"], beamed["model"], beamed["truth_path"], tmp_path / "v",
+                 plots=False, progress=False, primary_beam=beamed["pb"], pb_min=0.5,
+                 compare=cats, compare_apparent=divide)
+        scores = json.loads((tmp_path / "v" / "scores.json").read_text())
+        entry = scores["compare"]
+        ratios[divide] = {k: entry[k]["scores"]["flux_ratio"] for k in cats}
+        outside = np.asarray(corrected["pb"]) < 0.5
+        assert entry["ours"]["n_outside_beam"] == int(outside.sum()) > 0
+        for k in ("n_det", "n_tp", "n_fp", "flux_ratio"):  # scored as the detector's own
+            assert entry["ours"]["scores"][k] == pytest.approx(scores["scores"][k])
+        assert scores["scores"]["n_det"] == int((~outside).sum())
+    assert ratios[False]["apparent"] < 0.9  # apparent fluxes against true ones
+    for divide in (False, True):
+        assert ratios[divide]["ours"] == pytest.approx(1.0, abs=0.05)
+    assert ratios[True]["apparent"] == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="compare_apparent"):
+        validate(beamed["image"], beamed["model"], beamed["truth_path"], tmp_path / "w",
+                 compare=cats, compare_apparent=True, plots=False, progress=False)
+
+
 def test_training_labels_see_the_beam(beamed):
     from cianna_jax.astro.labels import read_training_catalogue
     from cianna_jax.astro.trainer import TrainSettings, _seen_through_beam
