@@ -653,7 +653,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="the images are not primary-beam corrected and the catalogues give "
                          "true fluxes: the detector learns each flux times this beam's "
                          "response (a beam FITS image, or gaussian:FWHM, cosine:FWHM in "
-                         "arcmin, meerkat, centred on each image); predict with the same --pb")
+                         "arcmin, meerkat, centred on each image; on a cube, at each "
+                         "line's channel); predict with the same --pb")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")
 
     return parser

@@ -38,9 +38,10 @@ from .measure import FWHM
 from .model_card import ModelCard, fit_normalisation
 from .noise import NoiseMap, estimate_noise_map
 from .predict import normalise_window
+from .primary_beam import pb_response, primary_beam
 from .run_parts import RunParts
 from .train_validation import ValidationArea
-from .truth import load_truth
+from .truth import load_truth, seen_through_beam
 
 __all__ = ["cube_labels", "prepare_cube", "check_region_fits", "region_fits",
            "DEFAULT_DEPTH"]
@@ -83,12 +84,24 @@ def check_region_fits(shape: tuple[int, ...], path: str, memory: int | None = No
                          "smaller --valid-fraction, or train on a sub-cube")
 
 
-def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: float
-                ) -> tuple[SourceLabels, np.ndarray, np.ndarray]:
+def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: float,
+                beam: Any = None) -> tuple[SourceLabels, np.ndarray, np.ndarray]:
     """The catalogue's lines on ``image`` as training labels (3D boxes), with their peak
-    SNR and w20 (channels); CatalogueError naming what is missing."""
+    SNR and w20 (channels); CatalogueError naming what is missing. ``beam`` (a primary
+    beam: the cube is not corrected for it, the catalogue's fluxes are true ones): each
+    line seen at the beam's response at its position and channel, as the cube shows it
+    (SNRs from fluxes scaled by it, lines where it is not known left out with a warning)."""
     tr = load_truth(catalogue, image, noise, name=catalogue)
     what = f"training catalogue {catalogue}"
+    response = None
+    if beam is not None and len(tr.x):
+        n = len(tr.x)
+        response = pb_response(primary_beam(beam), image, tr.x, tr.y, tr.z)
+        tr = seen_through_beam(tr, response)
+        response = response[np.isfinite(response) & (response > 0)]
+        if len(tr.x) < n:
+            warnings.warn(f"{catalogue}: {n - len(tr.x)} lines where the primary beam ({beam}) "
+                          "is not known left out of the training labels", stacklevel=3)
     if len(tr.x) == 0:
         raise ValueError(f"{catalogue}: no line falls on finite voxels of {image.path}")
     if not np.isfinite(tr.w20).all():
@@ -107,6 +120,8 @@ def cube_labels(catalogue: str, image: FitsImage, noise: NoiseMap, box_scale: fl
     boxes = np.stack([cx - half_sky, cy - half_sky, cz - half_z,
                       cx + half_sky, cy + half_sky, cz + half_z], 1).astype(np.float32)
     flux = np.nan_to_num(tr.flux, nan=1.0)  # priority of the brightest in a crowded patch
+    if response is not None:  # (as the cube shows them)
+        flux = flux * response
     labels = SourceLabels(x=tr.x, y=tr.y, flux=flux, bmaj=bmaj, bmin=bmin,
                           theta=np.zeros(len(tr.x)), snr=tr.snr, boxes=boxes,
                           image_shape=tuple(image.shape[-2:]), source=catalogue)
@@ -146,7 +161,7 @@ def prepare_cube(s: Any, image: FitsImage, log: Callable[[str], None]) -> RunPar
         raise ImageError(f"{image.path}: {D} channels, fewer than the patch's {depth} "
                          "(--patch-channels)")
     noise = estimate_noise_map(image.read, image.shape, box=s.noise_box)
-    labels, snr, w20 = cube_labels(s.catalogue, image, noise, s.box_scale)
+    labels, snr, w20 = cube_labels(s.catalogue, image, noise, s.box_scale, s.primary_beam)
     area = training_area(labels)
     train_area, valid_area = split_area(area, s.valid_fraction, patch)
     y0, y1, x0, x1 = area

@@ -24,8 +24,10 @@ by a model centred on the pointing (the image's reference position unless given)
   L-band beam (Mauch et al. 2020), at the image's frequency.
 
 In a cube each line is corrected at its channel's frequency: a model's width scales as
-1 / frequency (a given FWHM is the cube's reference frequency's); a beam image (one plane)
-serves every channel.
+1 / frequency (a given FWHM is the cube's reference frequency's); a beam image of one plane
+serves every channel, a beam cube (a frequency axis, e.g. one plane per channel or per
+sub-band, on its own grid) is interpolated linearly in frequency between its two planes
+nearest each line's (and a 2D image's frequency read in its own header).
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class BeamModel(PrimaryBeam):
 class BeamImage(PrimaryBeam):
     """A beam read from the FITS image ``path``: its pixels are the response, sampled
     bilinearly at sky positions through its own WCS (or, without one, at the same pixels of
-    an image of the same shape)."""
+    an image of the same shape); a beam cube with a frequency axis, between its planes
+    too (linearly in frequency; half a channel beyond its first and last planes at most)."""
 
     path: str
 
@@ -148,24 +151,23 @@ class BeamImage(PrimaryBeam):
 
     def response(self, image: FitsImage, x: np.ndarray, y: np.ndarray,
                  freq_hz: np.ndarray | None = None) -> np.ndarray:
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)  # (one plane: every
-        # channel of a cube alike)
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         with warnings.catch_warnings():  # a beam has no BUNIT of flux, no restoring beam
             warnings.filterwarnings("ignore", message=".*(BUNIT|BMAJ|Stokes I).*")
             pb = open_image(self.path)
         with pb:
-            if pb.ndim != 2:
-                raise ImageError(f"{self.path}: a primary beam is one 2D plane; this image "
-                                 f"has shape {pb.shape}")
             if pb.wcs is not None and image.wcs is not None:
                 px, py = sky_to_pixel(pb.wcs, *pixel_to_sky(image.wcs, x, y))
-            elif pb.shape == tuple(image.shape[-2:]):
+            elif pb.shape[-2:] == tuple(image.shape[-2:]):
                 px, py = x, y
             else:
                 raise ImageError(f"{self.path}: without celestial WCS in both, the beam image "
                                  f"must have the image's shape {tuple(image.shape[-2:])}; it "
-                                 f"has {pb.shape}")
-            out = _bilinear(pb, px, py)
+                                 f"has {pb.shape[-2:]}")
+            if pb.ndim == 2:  # one plane: every channel of a cube alike
+                out = _bilinear(pb, px, py)
+            else:
+                out = _between_planes(pb, px, py, _frequencies(image, freq_hz, x.shape))
         if np.any(out > MAX_RESPONSE):  # (a beam in percent, or another image given)
             raise ImageError(f"{self.path}: responses up to {np.nanmax(out):.4g}, but a "
                              "primary beam's power response is at most 1 (at the pointing "
@@ -173,7 +175,72 @@ class BeamImage(PrimaryBeam):
         return out
 
 
-def _bilinear(pb: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _frequencies(image: FitsImage, freq_hz: np.ndarray | None, shape: tuple[int, ...]
+                 ) -> np.ndarray:
+    """Each position's frequency (Hz) for a beam cube: a cube's line channels', else the 2D
+    image's own (its header), refused without one."""
+    if freq_hz is not None:
+        return np.broadcast_to(np.asarray(freq_hz, np.float64), shape)
+    ref = continuum_frequency(image.header)
+    if ref is None:
+        raise ImageError(f"{image.path}: a beam cube is read at the image's frequency, but "
+                         "its header gives none (a FREQ axis or RESTFRQ/FREQ/OBSFREQ)")
+    return np.full(shape, ref)
+
+
+def _between_planes(pb: FitsImage, x: np.ndarray, y: np.ndarray, freq: np.ndarray
+                    ) -> np.ndarray:
+    """A beam cube's response at pixel positions ``(x, y)`` of its planes and frequencies
+    ``freq``: bilinear in each plane, linear in frequency between the two nearest planes;
+    NaN beyond half a channel outside its first and last (or without a frequency)."""
+    axis = pb.frequency_axis
+    if axis is None:
+        raise ImageError(f"{pb.path}: a beam of shape {pb.shape} needs a frequency axis "
+                         "(FREQ, or velocity with a rest frequency) to be read at the image's "
+                         "frequencies; or give one 2D plane")
+    D = pb.shape[0]
+    hz = axis.frequency(np.arange(D, dtype=np.float64))
+    order = np.argsort(hz)
+    with np.errstate(invalid="ignore"):  # fractional channel of each frequency
+        z = np.interp(freq, hz[order], order.astype(np.float64), left=np.nan, right=np.nan)
+    if D > 1:  # half a channel beyond the ends: the end plane's value
+        half = 0.5 * np.abs(hz[-1] - hz[0]) / (D - 1)
+        lo, hi = hz[order[0]], hz[order[-1]]
+        z = np.where(np.isnan(z) & (freq >= lo - half) & (freq < lo), order[0], z)
+        z = np.where(np.isnan(z) & (freq <= hi + half) & (freq > hi), order[-1], z)
+    else:
+        z = np.where(np.isfinite(freq), 0.0, np.nan)
+    out = np.full(x.shape, np.nan)
+    z0 = np.floor(np.where(np.isfinite(z), z, -1.0)).astype(np.int64)
+    z0 = np.minimum(z0, D - 2) if D > 1 else z0
+    for c in np.unique(z0[z0 >= 0]):
+        k = z0 == c
+        lower = _bilinear(_Plane(pb, int(c)), x[k], y[k])
+        if D == 1:
+            out[k] = lower
+            continue
+        f = z[k] - c
+        upper = _bilinear(_Plane(pb, int(c) + 1), x[k], y[k])
+        out[k] = np.where(f > 0, (1 - f) * lower + f * upper, lower)
+    return out
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """One plane of a cube, read as a 2D image (what :func:`_bilinear` reads)."""
+
+    cube: FitsImage
+    z: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.cube.shape[-2:])
+
+    def read(self, window: tuple[slice, slice]) -> np.ndarray:
+        return self.cube.read((slice(self.z, self.z + 1), *window))[0]
+
+
+def _bilinear(pb: FitsImage | _Plane, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``pb``'s pixels interpolated at 0-based positions (pixel centres; the outer half
     pixels take their edge's values); NaN off its pixels or next to a blank one. Reads the positions' bounding window (one pixel's neighbours at a time when
     that window is large)."""
@@ -204,7 +271,7 @@ def _bilinear(pb: FitsImage, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _quad(pb: FitsImage, j: int, i: int) -> np.ndarray:
+def _quad(pb: FitsImage | _Plane, j: int, i: int) -> np.ndarray:
     """The 2x2 pixels from (j, i), edges repeated: [p00, p01, p10, p11]."""
     H, W = pb.shape
     w = pb.read((slice(j, min(j + 2, H)), slice(i, min(i + 2, W)))).astype(np.float64)

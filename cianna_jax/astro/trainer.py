@@ -361,10 +361,6 @@ def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, i
 
 def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     first = open_image(s.image, s.hdu, plane=s.plane)
-    if first.ndim == 3 and s.primary_beam is not None:
-        first.close()
-        raise ValueError("primary_beam (--pb): for 2D images; a cube's beam changes with "
-                         "frequency")
     if first.ndim == 3:  # a spectral-line cube: its own targets, patches and network
         try:
             return _Run(**vars(prepare_cube(s, first, log)), s=s, image=first)

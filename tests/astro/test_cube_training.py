@@ -234,3 +234,30 @@ def test_validation_keeps_one_of_a_lines_two_boxes_as_predict_does(field, monkey
     monkeypatch.setattr(train_validation, "unique_lines", lambda m, *a: np.ones(len(m.x), bool))
     unmerged = train_validation.validate_areas(model, [area], None)
     assert unmerged.curve["precision"][0] < 0.55 and unmerged.curve["n_det"][0] == n
+
+
+def test_labels_see_a_primary_beam_at_each_line_s_channel(field):
+    """A cube that is not primary-beam corrected, a catalogue of true line fluxes (no snr
+    column): each line's SNR (which decides the targets) and priority flux are scaled by the
+    beam's response at its position and channel; lines beyond the model's main lobe are left
+    out with a warning."""
+    from cianna_jax.astro.primary_beam import BeamModel, pb_response
+
+    path, truth, _ = field
+    t = read_catalogue(truth)
+    del t["snr"]
+    write_catalogue(t, truth.parent / "no_snr.ecsv")
+    with open_image(path) as img:
+        noise = estimate_noise_map(img.read, img.shape, box=32)
+        beam = BeamModel("cosine", 0.45 * img.shape[-1] * img.pixel_scale / 60)
+        plain, snr, _ = cube_labels(str(truth.parent / "no_snr.ecsv"), img, noise, 2.0)
+        a = pb_response(beam, img, plain.x, plain.y, 0.5 * (plain.boxes[:, 2]
+                                                            + plain.boxes[:, 5]) - 0.5)
+        with pytest.warns(UserWarning, match="primary beam .* not known"):
+            seen, seen_snr, _ = cube_labels(str(truth.parent / "no_snr.ecsv"), img, noise, 2.0,
+                                            beam)
+    known = np.isfinite(a)
+    assert 0 < known.sum() == len(seen) < len(plain)
+    np.testing.assert_allclose(seen_snr, snr[known] * a[known], rtol=1e-6)  # (boxes: f32)
+    np.testing.assert_allclose(seen.flux, plain.flux[known] * a[known], rtol=1e-6)
+    assert a[known].min() < 0.5

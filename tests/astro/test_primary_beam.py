@@ -498,3 +498,57 @@ def test_visibility_uses_the_noise_box_predict_used(tmp_path):
     assert counts[2][0] != pytest.approx(counts[0][0], rel=0.1)
     with pytest.raises(ValueError, match="noise_box: for the visibility area"):
         count_catalogue(tmp_path / "c.ecsv", image=path, noise_box=16)
+
+
+def test_a_beam_cube_is_read_between_its_planes(tmp_path):
+    """A beam cube on every fourth channel of a line cube (a Gaussian narrowing as
+    1 / frequency): read at the lines' channels by linear interpolation in frequency, it
+    agrees with the model; a 2D image reads it at its own frequency; a frequency beyond its
+    planes (more than half a channel) is not known; a cube of planes without a frequency
+    axis is refused."""
+    from astropy.io import fits
+
+    from .conftest import write_line_cube
+
+    path, _ = write_line_cube(tmp_path, seed=5, density=0.0008)
+    with open_image(path) as img:
+        beam = BeamModel("gaussian", 1.2 * img.shape[-1] * img.pixel_scale / 60)
+        D, H, W = img.shape
+        kk = np.arange(0, D, 4)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+        planes = np.stack([pb_response(beam, img, xx.ravel(), yy.ravel(),
+                                       np.full(H * W, float(k))).reshape(H, W) for k in kk])
+        rng = np.random.default_rng(1)
+        x, y = rng.uniform(0, W - 1, 200), rng.uniform(0, H - 1, 200)
+        z = rng.uniform(0, kk[-1], 200)
+        expected = pb_response(beam, img, x, y, z)
+        hz = img.frequency_axis.frequency(np.array([10.0, kk[-1] + 3.0]))
+    h = fits.getheader(path)
+    h["CDELT3"], h["CRPIX3"] = 4 * h["CDELT3"], 1 - (1 - h["CRPIX3"]) / 4
+    fits.PrimaryHDU(planes.astype(np.float32), h).writeto(tmp_path / "pbcube.fits")
+    cube_beam = primary_beam(str(tmp_path / "pbcube.fits"))
+    with open_image(path) as img:
+        got = pb_response(cube_beam, img, x, y, z)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.ptp(expected) > 0.3
+    flat = fits.Header({k: h[k] for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1",
+                                          "CRPIX2", "CDELT1", "CDELT2", "BUNIT", "BMAJ", "BMIN")})
+    for f, known in ((hz[0], True), (hz[1], False)):
+        flat["RESTFRQ"] = f
+        fits.PrimaryHDU(np.zeros((H, W), np.float32), flat).writeto(tmp_path / "im.fits",
+                                                                    overwrite=True)
+        with open_image(tmp_path / "im.fits") as im:
+            at = pb_response(cube_beam, im, x[:5], y[:5])
+            with open_image(path) as img:
+                ref = pb_response(beam, img, x[:5], y[:5], np.full(5, 10.0))
+        if known:
+            np.testing.assert_allclose(at, ref, atol=2e-3)
+        else:
+            assert np.isnan(at).all()
+    h["CTYPE3"], h["CUNIT3"] = "VRAD", "m/s"  # a velocity without a rest frequency
+    for key in ("RESTFRQ", "RESTFREQ"):
+        h.remove(key, ignore_missing=True)
+    fits.PrimaryHDU(planes.astype(np.float32), h).writeto(tmp_path / "nofreq.fits")
+    with open_image(path) as img, pytest.warns(UserWarning, match="no frequency"), \
+            pytest.raises(ImageError, match="frequency axis"):
+        pb_response(primary_beam(str(tmp_path / "nofreq.fits")), img, x, y, z)
