@@ -88,7 +88,8 @@ def variability(args) -> int:
                          f"{len(args.image)}")
     t = find_variability([read_catalogue(c) for c in args.catalogue], radius_arcsec=args.radius,
                          flux_scale_error=args.flux_scale_error, names=args.catalogue,
-                         images=args.image, force_all=args.forced_all)
+                         images=args.image, force_all=args.forced_all,
+                         as_points=args.as_points)
     from .astro.plots import variability_plot
 
     return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
@@ -105,7 +106,7 @@ def polarisation(args) -> int:
 
         require_plotting()
     t = measure(read_catalogue(args.catalogue), args.q, args.u, args.v,
-                detect_sigma=args.detect_sigma, what=args.catalogue)
+                detect_sigma=args.detect_sigma, what=args.catalogue, as_points=args.as_points)
     from .astro.plots import polarisation_plot
 
     return _write_with_figure(t, args, format_polarisation_summary(t), polarisation_plot)
@@ -122,7 +123,7 @@ def rm_synthesis(args) -> int:
         require_plotting()
     t = rm_table(read_catalogue(args.catalogue), args.q, args.u, detect_sigma=args.detect_sigma,
                  phi_max=args.phi_max, clean=args.clean, clean_cutoff=args.clean_cutoff,
-                 what=args.catalogue)
+                 what=args.catalogue, as_points=args.as_points)
     from .astro.plots import rm_plot
 
     return _write_with_figure(t, args, format_rm_summary(t), rm_plot)
@@ -279,6 +280,12 @@ def counts(args) -> int:
     return 0
 
 
+def _as_points_option(parser) -> None:
+    parser.add_argument("--as-points", action="store_true",
+                        help="force every source as unresolved (the beam), not a resolved "
+                             "source with its deconvolved shape")
+
+
 def add_parsers(sub) -> None:
     """The ``spectral-index``, ``variability``, ``polarisation``, ``rm-synthesis`` and
     ``reference-check`` subcommands' options, on the command line's subparsers ``sub``."""
@@ -309,7 +316,8 @@ def add_parsers(sub) -> None:
     var.add_argument("--forced-all", action="store_true",
                      help="with --image: every source's flux measured by forced photometry "
                           "at every epoch (not the detections' fits: no flux boosting of faint "
-                          "detections; unresolved sources)")
+                          "detections)")
+    _as_points_option(var)
     var.add_argument("--flux-scale-error", type=float, default=0.0, metavar="FRACTION",
                      help="the epochs' flux-scale uncertainty, added in quadrature to each "
                           "flux error (e.g. 0.05)")
@@ -326,6 +334,7 @@ def add_parsers(sub) -> None:
                      help="the Stokes V image (or the cube again)")
     pol.add_argument("--detect-sigma", type=float, default=5.0,
                      help="polarised flux over its error to call a source polarised (5)")
+    _as_points_option(pol)
     pol.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     pol.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the fraction against flux and the angles")
@@ -345,6 +354,7 @@ def add_parsers(sub) -> None:
                           "of Faraday components (n_faraday, faraday_complex) and the second")
     rms.add_argument("--clean-cutoff", type=float, default=3.0, metavar="SIGMA",
                      help="with --clean: clean down to this many times the FDF's noise (3)")
+    _as_points_option(rms)
     rms.add_argument("--out", required=True, help="table (.ecsv, .csv, .fits, .xml)")
     rms.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the rotation measures against flux and their histogram")

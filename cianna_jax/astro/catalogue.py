@@ -80,6 +80,7 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
     "pa_err": ("deg", "1-sigma error of pa (90: unconstrained, a nearly round source)"),
     "bmaj_deconv": ("arcsec", "FWHM major axis deconvolved from the beam (0: unresolved)"),
     "bmin_deconv": ("arcsec", "FWHM minor axis deconvolved from the beam (0: unresolved)"),
+    "pa_deconv": ("deg", "position angle of the deconvolved major axis, " + PA_CONVENTION),
     "resolved": (None, "True when the fitted area exceeds the beam's by over 3 sigma "
                        "(False: unresolved, or not fitted)"),
     "freq": ("Hz", "line centre frequency (cubes with a spectral WCS)"),
@@ -154,6 +155,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "rms": ("rms", "isl_rms", "local_rms", "rms_noise"),
     "bmaj_deconv": ("bmaj_deconv", "dc_maj", "deconv_maj"),
     "bmin_deconv": ("bmin_deconv", "dc_min", "deconv_min"),
+    "pa_deconv": ("pa_deconv", "dc_pa", "deconv_pa"),
     "freq": ("freq", "central_freq", "freq_hz", "nu", "frequency"),
     "line_flux": ("line_flux", "line_flux_integral"),
     "z": ("z", "channel", "chan"),
@@ -318,7 +320,7 @@ def angle_column(col: Any, which: str, what: str) -> np.ndarray:
 STANDARD_UNITS = {"ra": "deg", "dec": "deg", "flux": "Jy", "peak": "Jy/beam", "rms": "Jy/beam",
                   "ra_err": "arcsec", "dec_err": "arcsec", "flux_err": "Jy",
                   "bmaj": "arcsec", "bmin": "arcsec", "bmaj_deconv": "arcsec",
-                  "bmin_deconv": "arcsec", "pa": "deg"}
+                  "bmin_deconv": "arcsec", "pa": "deg", "pa_deconv": "deg"}
 
 
 def column_values(t: Any, name: str, what: str = "catalogue") -> np.ndarray | None:

@@ -98,11 +98,13 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     size_scale = scale if scale is not None else 1.0
     bmaj = m.sigma_major * FWHM * size_scale
     bmin = m.sigma_minor * FWHM * size_scale
-    dmaj = dmin = resolved = None
+    dmaj = dmin = dpa = resolved = None
     beam = beam_in_pixels(image)
     if beam is not None:
-        smaj, smin, _ = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
+        smaj, smin, dtheta = deconvolve(m.sigma_major, m.sigma_minor, m.theta, *beam)
         dmaj, dmin = smaj * FWHM * scale, smin * FWHM * scale
+        dpa = (pixel_angle_to_pa(image.wcs, m.x, m.y, dtheta) if image.wcs is not None and n
+               else np.mod(np.degrees(dtheta) - 90.0, 180.0))
         resolved = _resolved(m, beam[0] * beam[1])
     err = _error_columns(image, m)
     gain = 1.0 if pb is None else 1.0 / pb  # apparent -> true fluxes
@@ -136,6 +138,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
         cols[name] = err[name][order]
     if dmaj is not None:
         cols["bmaj_deconv"], cols["bmin_deconv"] = dmaj[order], dmin[order]
+        cols["pa_deconv"] = dpa[order]
         cols["resolved"] = resolved[order]
         if m.line is not None:  # a line's disc: its inclination where it is resolved
             incl = np.where(resolved, disc_inclination(dmaj, dmin), np.nan)

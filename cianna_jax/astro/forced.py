@@ -1,42 +1,94 @@
-"""Forced photometry: the flux of an unresolved source at given sky positions of an image.
+"""Forced photometry: the flux of a source of known position (and shape) in an image.
 
 Where a catalogue has no source (an epoch at which a variable source was faint, or the
-image of another survey), the flux at a known position is measured anyway: the restoring
-beam, centred at the position, is fitted to the background-subtracted pixels of a stamp of
-half-size 1.5 beam FWHM by its amplitude alone (least squares; for a point source the
-amplitude in Jy/beam is the flux in Jy). Its error is that fit's in noise of the local rms
-correlated as the beam (:func:`.fit_errors.correlation_kernel`), so it can be negative and
-its pulls scatter as 1 where there is no source.
+image of another survey), the flux at a known position is measured anyway: the source's
+shape seen through the image's restoring beam, centred at the position, is fitted to the
+background-subtracted pixels of a stamp of half-size 1.5 FWHM of that shape by its
+amplitude alone (least squares). For an unresolved source the shape is the beam and the
+amplitude in Jy/beam is the flux in Jy; for a resolved one (its intrinsic Gaussian, the
+catalogue's deconvolved size: :func:`catalogue_shapes`), the shape is that Gaussian
+convolved with this image's beam and the flux the amplitude times its area over the
+beam's, so that a source resolved in the catalogue is measured whole, in an image of
+another resolution too. Its error is that fit's in noise of the local rms correlated as the
+beam (:func:`.fit_errors.correlation_kernel`), so it can be negative and its pulls scatter
+as 1 where there is no source.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from .catalogue import column_values
 from .fit_errors import correlation_kernel
 from .fits_image import FitsImage, ImageError, open_image
 from .measure import FWHM
 from .noise import NoiseMap, estimate_noise_map
-from .sky import beam_in_pixels, sky_to_pixel
+from .sky import beam_in_pixels, convolve, pa_to_pixel_angle, sky_to_pixel
 
-__all__ = ["forced_fluxes", "STAMP_FWHM"]
+__all__ = ["forced_fluxes", "catalogue_shapes", "first_shapes", "Shapes", "STAMP_FWHM",
+           "SHAPES_NOTE"]
+
+#: intrinsic FWHM major, minor (arcsec) and position angle (deg east of north) per source;
+#: 0 major: an unresolved source
+Shapes = tuple[np.ndarray, np.ndarray, np.ndarray]
+SHAPES_NOTE = ("resolved sources (the catalogue's resolved column, else a deconvolved size "
+               "above 0) measured with their deconvolved Gaussian seen through each image's "
+               "beam, the others as points (the beam)")
 
 #: the stamp reaches this many beam FWHMs each side of the position
 STAMP_FWHM = 1.5
 
 
+def catalogue_shapes(table: Any, what: str = "catalogue") -> Shapes | None:
+    """The intrinsic shapes of a catalogue's sources for :func:`forced_fluxes`: the
+    deconvolved FWHM axes (``bmaj_deconv``, ``bmin_deconv`` or another finder's names for
+    them, e.g. PyBDSF's ``DC_Maj``) and position angle (``pa_deconv``, else ``pa``) of the
+    rows its ``resolved`` column marks (without one, those of a deconvolved major axis
+    above 0), 0 for the others; None without deconvolved sizes."""
+    dmaj, dmin = column_values(table, "bmaj_deconv", what), column_values(table, "bmin_deconv",
+                                                                            what)
+    if dmaj is None or dmin is None:
+        return None
+    pa = column_values(table, "pa_deconv", what)
+    pa = column_values(table, "pa", what) if pa is None else pa
+    pa = np.zeros(len(dmaj)) if pa is None else pa
+    with np.errstate(invalid="ignore"):
+        res = (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
+               else dmaj > 0) & np.isfinite(dmaj) & (dmaj > 0) & np.isfinite(pa)
+    return (np.where(res, dmaj, 0.0), np.where(res, np.nan_to_num(np.maximum(dmin, 0.0)), 0.0),
+            np.where(res, pa, 0.0))
+
+
+def first_shapes(tables: Any, index: np.ndarray, first: np.ndarray) -> Shapes:
+    """Shapes of sources matched across catalogues (``index (M, K)``: each one's row in
+    catalogue k, -1 where none; ``first (M,)``: the catalogue it was first found in), each
+    from its first catalogue's row (:func:`catalogue_shapes`; unresolved where that
+    catalogue gives no sizes)."""
+    out = tuple(np.zeros(len(first)) for _ in range(3))
+    for k, t in enumerate(tables):
+        sh = catalogue_shapes(t, f"catalogue {k + 1}")
+        mine = np.flatnonzero(np.asarray(first) == k)
+        if sh is None or not mine.size:
+            continue
+        for o, v in zip(out, sh):
+            o[mine] = v[np.asarray(index)[mine, k]]
+    return out
+
+
 def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
-                  noise: NoiseMap | None = None, stokes: str = "I"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(flux, 1-sigma error) in Jy of an unresolved source at each sky position of a 2D
-    ``image`` (a path, whose ``stokes`` plane is read from a STOKES axis of several, or an
-    opened image; its noise map estimated unless given); NaN off the image or where the
-    stamp has no data."""
+                  noise: NoiseMap | None = None, stokes: str = "I",
+                  shapes: Shapes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(flux, 1-sigma error) in Jy of a source at each sky position of a 2D ``image`` (a
+    path, whose ``stokes`` plane is read from a STOKES axis of several, or an opened image;
+    its noise map estimated unless given): unresolved, or of the intrinsic ``shapes``
+    (:data:`Shapes`, e.g. :func:`catalogue_shapes`; a major axis of 0: unresolved); NaN off
+    the image or where the stamp has no data."""
     if not isinstance(image, FitsImage):
         with open_image(image, stokes=stokes) as img:
-            return forced_fluxes(img, ra, dec, noise)
+            return forced_fluxes(img, ra, dec, noise, shapes=shapes)
     from scipy.signal import fftconvolve
 
     img = image
@@ -49,16 +101,19 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
     smaj, smin, theta = beam
     noise = noise if noise is not None else estimate_noise_map(img.read, img.shape)
     x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
-    half = int(math.ceil(STAMP_FWHM * smaj * FWHM))
-    S = 2 * half + 1
+    gmaj, gmin, gth = _templates(img, x, y, beam, shapes)
     H, W = img.shape
-    kernel = correlation_kernel(S, smaj, smin, theta)  # [2S - 1, 2S - 1], zero lag central
+    kernels: dict[int, np.ndarray] = {}  # per stamp size: [2S - 1, 2S - 1], zero lag central
     flux, err = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-    c, s = math.cos(theta), math.sin(theta)
     for k in np.flatnonzero(np.isfinite(x) & np.isfinite(y)):
         cx, cy = int(math.floor(x[k] + 0.5)), int(math.floor(y[k] + 0.5))
         if not (0 <= cx < W and 0 <= cy < H):
             continue
+        half = int(math.ceil(STAMP_FWHM * gmaj[k] * FWHM))
+        S = 2 * half + 1
+        if S not in kernels:
+            kernels[S] = correlation_kernel(S, smaj, smin, theta)
+        c, s = math.cos(gth[k]), math.sin(gth[k])
         x0, y0 = cx - half, cy - half
         win = (slice(max(0, y0), min(H, y0 + S)), slice(max(0, x0), min(W, x0 + S)))
         stamp = np.full((S, S), np.nan)
@@ -67,15 +122,39 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
         yy, xx = np.mgrid[y0:y0 + S, x0:x0 + S]
         dx, dy = xx - x[k], yy - y[k]
         u, v = dx * c + dy * s, -dx * s + dy * c
-        g = np.exp(-0.5 * ((u / smaj) ** 2 + (v / smin) ** 2))
+        g = np.exp(-0.5 * ((u / gmaj[k]) ** 2 + (v / gmin[k]) ** 2))
         g[~np.isfinite(stamp)] = 0.0
         gg = float(np.sum(g * g))
-        if gg < 0.5 * math.pi * smaj * smin:  # half of the beam (its integral of g^2) blank
-            continue
+        if gg < 0.5 * math.pi * gmaj[k] * gmin[k]:  # half of the shape (its integral of
+            continue  # g^2) blank
         rms = float(noise.at(np.array([y[k]]), np.array([x[k]]))[0])
-        flux[k] = float(np.sum(g * np.nan_to_num(stamp))) / gg
+        area = gmaj[k] * gmin[k] / (smaj * smin)  # the shape's integral over the beam's
+        flux[k] = area * float(np.sum(g * np.nan_to_num(stamp))) / gg
         # g^T C g, C_pq = K(r_p - r_q): g against its correlation with the kernel
-        cg = fftconvolve(kernel, g, mode="valid")
-        err[k] = rms * math.sqrt(max(float(np.sum(g * cg)), 0.0)) / gg
+        cg = fftconvolve(kernels[S], g, mode="valid")
+        err[k] = area * rms * math.sqrt(max(float(np.sum(g * cg)), 0.0)) / gg
     scale = img.unit_scale * (img.beam_area_pixels() if img.per == "pixel" else 1.0)
     return flux * scale, err * scale
+
+
+def _templates(img: FitsImage, x: np.ndarray, y: np.ndarray,
+               beam: tuple[float, float, float], shapes: Shapes | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each position's template in ``img``'s pixels: (sigma major, sigma minor, angle from
+    +x towards +y): the beam's, or the intrinsic shape convolved with it."""
+    n = x.shape[0]
+    smaj, smin, theta = beam
+    gmaj, gmin, gth = np.full(n, smaj), np.full(n, smin), np.full(n, theta)
+    if shapes is None:
+        return gmaj, gmin, gth
+    dmaj, dmin, pa = (np.asarray(v, np.float64) for v in shapes)
+    if not dmaj.shape == dmin.shape == pa.shape == (n,):
+        raise ValueError(f"shapes: three arrays of one value per position ({n}); received "
+                         f"shapes {dmaj.shape}, {dmin.shape}, {pa.shape}")
+    k = np.flatnonzero((dmaj > 0) & np.isfinite(x) & np.isfinite(y))
+    if k.size:
+        to_sigma = 1.0 / (FWHM * img.pixel_scale)
+        th = pa_to_pixel_angle(img.wcs, x[k], y[k], pa[k])
+        gmaj[k], gmin[k], gth[k] = convolve(dmaj[k] * to_sigma, dmin[k] * to_sigma, th,
+                                            smaj, smin, theta)
+    return gmaj, gmin, gth

@@ -2,7 +2,8 @@
 images: separate files, or one cube with a STOKES axis (CASA's IQUV) given for each.
 
 At each source's position the Stokes Q and U fluxes are measured by forced photometry
-(:mod:`.forced`: unresolved sources), and from them:
+(:mod:`.forced`: the beam, or a resolved source's deconvolved shape seen through it, so
+that its polarised flux is whole as its total flux is), and from them:
 
 * ``pol_flux``: the polarised flux P = sqrt(Q^2 + U^2) debiased as Wardle & Kronberg
   (1974), sqrt(P^2 - sigma^2) (0 when P < sigma), ``pol_flux_err`` = sigma, the Q and U
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..checks import as_bounded_float
 from .catalogue import column_values, make_table, require_columns
-from .forced import forced_fluxes
+from .forced import catalogue_shapes, forced_fluxes
 from .primary_beam import FORCED_NOTE, catalogue_response
 
 __all__ = ["polarisation", "DETECT_SIGMA", "POLARISATION_NOTE", "format_polarisation_summary"]
@@ -32,25 +33,30 @@ __all__ = ["polarisation", "DETECT_SIGMA", "POLARISATION_NOTE", "format_polarisa
 #: polarised flux over its error at which a source is called polarised
 DETECT_SIGMA = 5.0
 
-POLARISATION_NOTE = ("Q, U (V) by forced photometry at each source (the beam's amplitude: "
-                     "unresolved sources); pol_flux debiased (Wardle & Kronberg 1974); evpa "
+POLARISATION_NOTE = ("Q, U (V) by forced photometry at each source (the beam's amplitude; "
+                     "a resolved source's deconvolved shape seen through the beam, unless "
+                     "as_points); pol_flux debiased (Wardle & Kronberg 1974); evpa "
                      "0.5 atan2(U, Q) from north through east; polarised: pol_snr >= "
                      "detect_sigma; pol_frac_limit: detect_sigma x error / flux")
 
 
 def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = None, *,
-                 detect_sigma: float = DETECT_SIGMA, what: str = "catalogue") -> Any:
+                 detect_sigma: float = DETECT_SIGMA, what: str = "catalogue",
+                 as_points: bool = False) -> Any:
     """The catalogue's sources with their polarisation (see the module docstring): ``id``
     (when it has one), ``ra``, ``dec``, ``flux``, ``flux_err`` and the polarisation
-    columns, in the catalogue's order."""
+    columns, in the catalogue's order. Q, U and V are forced with each resolved source's
+    shape (:func:`.forced.catalogue_shapes`), so that a resolved source's polarised flux
+    is whole, as its total flux; ``as_points``: every source as unresolved."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
     require_columns(table, ("ra", "dec", "flux"), what)
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
     flux = column_values(table, "flux", what)
     ferr = column_values(table, "flux_err", what)
     ferr = np.full(len(table), np.nan) if ferr is None else ferr
-    q, q_err = forced_fluxes(q_image, ra, dec, stokes="Q")
-    u, u_err = forced_fluxes(u_image, ra, dec, stokes="U")
+    shapes = None if as_points else catalogue_shapes(table, what)
+    q, q_err = forced_fluxes(q_image, ra, dec, stokes="Q", shapes=shapes)
+    u, u_err = forced_fluxes(u_image, ra, dec, stokes="U", shapes=shapes)
     gain = catalogue_response(table)  # a primary-beam corrected catalogue: Q, U alike
     gain = 1.0 if gain is None else 1.0 / gain
     q, q_err, u, u_err = q * gain, q_err * gain, u * gain, u_err * gain
@@ -78,7 +84,7 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
                                "pol_flux_err")}
     units.update(evpa="deg", evpa_err="deg")
     if v_image is not None:
-        v, v_err = forced_fluxes(v_image, ra, dec, stokes="V")
+        v, v_err = forced_fluxes(v_image, ra, dec, stokes="V", shapes=shapes)
         v, v_err = v * gain, v_err * gain
         with np.errstate(invalid="ignore", divide="ignore"):
             cols.update(v_flux=v, v_flux_err=v_err, v_frac=v / flux)

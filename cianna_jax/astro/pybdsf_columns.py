@@ -32,6 +32,7 @@ GAUL = (("Gaus_id", "id", "id"), ("Isl_id", "island_id", "id"), ("Source_id", "s
         ("E_Maj", "bmaj_err", 1 / 3600), ("Min", "bmin", 1 / 3600),
         ("E_Min", "bmin_err", 1 / 3600), ("PA", "pa", 1.0), ("E_PA", "pa_err", 1.0),
         ("DC_Maj", "bmaj_deconv", 1 / 3600), ("DC_Min", "bmin_deconv", 1 / 3600),
+        ("DC_PA", "pa_deconv", 1.0),
         ("Isl_rms", "rms", 1.0), ("S_Code", "s_code", 1.0))
 #: a source list's (``source_id`` is its id)
 SRL = tuple(r for r in GAUL if r[0] != "Gaus_id")
@@ -42,7 +43,7 @@ _UNITS = {"RA": "deg", "DEC": "deg", "E_RA": "deg", "E_DEC": "deg", "Total_flux"
           "E_Total_flux": "Jy", "Peak_flux": "Jy/beam", "E_Peak_flux": "Jy/beam",
           "Xposn": "pix", "E_Xposn": "pix", "Yposn": "pix", "E_Yposn": "pix", "Maj": "deg",
           "E_Maj": "deg", "Min": "deg", "E_Min": "deg", "PA": "deg", "E_PA": "deg",
-          "DC_Maj": "deg", "DC_Min": "deg", "Isl_rms": "Jy/beam"}
+          "DC_Maj": "deg", "DC_Min": "deg", "DC_PA": "deg", "Isl_rms": "Jy/beam"}
 
 
 def with_pybdsf_names(table: Any) -> Any:

@@ -2,7 +2,8 @@
 
 A linearly polarised source seen through a magnetised plasma has its polarisation angle
 turned by ``RM lambda^2``. At each source, the Q and U fluxes of every channel of the two
-cubes are measured by forced photometry (:mod:`.forced`: unresolved sources), and RM
+cubes are measured by forced photometry (:mod:`.forced`: the beam, or a resolved source's
+deconvolved shape seen through it), and RM
 synthesis (Brentjens & de Bruyn 2005) gives the Faraday dispersion function
 
     F(phi) = sum_k w_k P_k exp(-2i phi (lambda_k^2 - lambda_0^2)) / sum_k w_k,
@@ -27,7 +28,7 @@ import numpy as np
 from ..checks import as_bounded_float
 from .catalogue import column_values, make_table, require_columns
 from .fits_image import ImageError, open_image
-from .forced import forced_fluxes
+from .forced import Shapes, catalogue_shapes, forced_fluxes
 from .primary_beam import FORCED_NOTE, catalogue_response
 from .rm_clean import COMPONENT_SIGMA, GAIN, faraday_components, rm_clean, rmsf
 
@@ -109,10 +110,10 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
                 chi0=chi0, rmsf_fwhm=fwhm, phi=phi, fdf=amp, **extra)
 
 
-def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Forced fluxes and errors ``(n, K)`` at every channel of a cube, and its channels'
-    frequencies (Hz)."""
+def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str,
+             shapes: Shapes | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forced fluxes and errors ``(n, K)`` at every channel of a cube (sources of
+    ``shapes``, or unresolved), and its channels' frequencies (Hz)."""
     with open_image(cube, stokes=stokes) as img:
         axis = img.frequency_axis if img.ndim == 3 else None
         if axis is None:
@@ -123,24 +124,27 @@ def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str
     flux, err = np.full((len(ra), k_all), np.nan), np.full((len(ra), k_all), np.nan)
     for k in range(k_all):
         with open_image(cube, stokes=stokes, plane=k) as plane:
-            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec)
+            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, shapes=shapes)
     return flux, err, freqs
 
 
 def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_DETECT_SIGMA,
              phi_max: float | None = None, clean: bool = False, clean_cutoff: float = 3.0,
-             what: str = "catalogue") -> Any:
+             what: str = "catalogue", as_points: bool = False) -> Any:
     """The catalogue's sources with their rotation measures (see the module docstring),
     in its order: ``id`` (when it has one), ``ra``, ``dec``, ``flux`` and ``rm``,
     ``rm_err``, ``pol_flux``, ``pol_flux_err``, ``pol_snr``, ``pol_frac``, ``chi0``,
     ``rm_detected``; with ``clean`` (RM-CLEAN, :mod:`.rm_clean`) also ``n_faraday``,
     ``faraday_complex`` (two components or more), ``rm_second`` and ``pol_flux_second``;
-    the Q and U cubes must share their channels."""
+    the Q and U cubes must share their channels. Each channel's Q and U forced with the
+    resolved sources' shapes (:func:`.forced.catalogue_shapes`; ``as_points``: every source
+    as unresolved)."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
     require_columns(table, ("ra", "dec", "flux"), what)
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
-    q, q_err, fq = _spectra(q_cube, ra, dec, "Q")
-    u, u_err, fu = _spectra(u_cube, ra, dec, "U")
+    shapes = None if as_points else catalogue_shapes(table, what)
+    q, q_err, fq = _spectra(q_cube, ra, dec, "Q", shapes)
+    u, u_err, fu = _spectra(u_cube, ra, dec, "U", shapes)
     if fq.shape != fu.shape or not np.allclose(fq, fu, rtol=1e-9):
         raise ImageError(f"{q_cube} and {u_cube}: the Q and U cubes must share their channels "
                          f"({len(fq)} and {len(fu)} channels)")

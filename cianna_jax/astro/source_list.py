@@ -5,8 +5,9 @@ Per source: ``flux`` the sum of its Gaussians' (``flux_err`` in quadrature); ``r
 ``dec`` (and ``x``, ``y``) the flux-weighted mean of their centres, which is the centroid
 of their summed model (errors: the members' weighted in quadrature); ``bmaj``, ``bmin``,
 ``pa`` the FWHM axes and orientation of the summed model's second moments (a single
-Gaussian's own); ``bmaj_deconv``, ``bmin_deconv`` those moments less the beam's (0 where
-the beam is as wide); ``peak`` the summed model's maximum, ``rms``, ``peak_err`` and
+Gaussian's own); ``bmaj_deconv``, ``bmin_deconv``, ``pa_deconv`` those moments less the
+beam's (0 where the beam is as wide); ``resolved`` (where the catalogue has that column)
+for a source of several Gaussians or of a resolved one; ``peak`` the summed model's maximum, ``rms``, ``peak_err`` and
 ``reliability`` the brightest Gaussian's; ``edge`` and ``deblended`` when any member has
 them; ``n_components`` and ``component_ids`` (the catalogue's ``id`` of each member).
 """
@@ -126,8 +127,8 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     rows: dict[str, list] = {k: [] for k in (
         "source_id", "island_id", "n_components", "s_code", "ra", "dec", "ra_err", "dec_err", "x", "y",
         "x_err", "y_err", "flux", "flux_err", "peak", "peak_err", "rms", "snr", "bmaj", "bmin",
-        "pa", "bmaj_deconv", "bmin_deconv", "edge", "deblended", "reliability",
-        "component_ids")}
+        "pa", "bmaj_deconv", "bmin_deconv", "pa_deconv", "resolved", "edge", "deblended",
+        "reliability", "component_ids")}
     # each source's rows, in table order, by one sort (not a scan of the table per source)
     by_source = np.argsort(source, kind="stable")
     ids_sorted = source[by_source]
@@ -169,12 +170,15 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         rows["bmaj"].append(bmaj)
         rows["bmin"].append(bmin)
         rows["pa"].append(pa)
-        dmaj, dmin = (_deconvolved(cov, beam) if beam is not None else (math.nan, math.nan))
+        dmaj, dmin, dpa = (_axes(cov - beam) if beam is not None
+                           else (math.nan, math.nan, math.nan))
         rows["bmaj_deconv"].append(dmaj)
         rows["bmin_deconv"].append(dmin)
-        for k in ("edge", "deblended"):
+        rows["pa_deconv"].append(dpa)
+        for k in ("edge", "deblended", "resolved"):
             rows[k].append(bool(np.any(np.asarray(table[k])[members]))
                            if k in table.colnames else False)
+        rows["resolved"][-1] |= members.size > 1
         rows["reliability"].append(float(reliability[top]))
         rows["component_ids"].append(",".join(str(int(i)) for i in ids[members]))
     drop = set()
@@ -183,8 +187,8 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     if not xy:
         drop |= {"x", "y", "x_err", "y_err"}
     if beam is None:
-        drop |= {"bmaj_deconv", "bmin_deconv"}
-    for k in ("edge", "deblended", "reliability"):
+        drop |= {"bmaj_deconv", "bmin_deconv", "pa_deconv"}
+    for k in ("edge", "deblended", "reliability", "resolved"):
         if k not in table.colnames:
             drop.add(k)
     if not isl:
@@ -218,7 +222,3 @@ def _beam_cov(meta: dict) -> np.ndarray | None:
     return covariances([bmaj], [bmin], [bpa if math.isfinite(bpa) else 0.0])[0]
 
 
-def _deconvolved(cov: np.ndarray, beam: np.ndarray) -> tuple[float, float]:
-    """FWHM axes of ``cov`` less the beam's covariance (negative parts clipped to 0)."""
-    major, minor, _ = _axes(cov - beam)
-    return major, minor

@@ -81,16 +81,19 @@ def _metrics(flux: np.ndarray, err: np.ndarray):
 
 def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
                 flux_scale_error: float = 0.0, names: Sequence[str] | None = None,
-                images: Sequence[str | None] | None = None, force_all: bool = False) -> Any:
+                images: Sequence[str | None] | None = None, force_all: bool = False,
+                as_points: bool = False) -> Any:
     """One row per source found at any epoch (see the module docstring): ``ra``, ``dec``,
     ``first_epoch`` (1-based), ``n_epochs``, each epoch's ``flux_<k>`` and ``flux_err_<k>``
     (NaN where not found), ``flux_mean`` (weighted), ``eta``, ``v``, ``vs``, ``m``,
     ``vs_pair`` ("1-2", ...), ``variable``; sorted by decreasing ``|vs|``. ``images``: one
     per epoch (None: none), whose fluxes are forced where that epoch found no source
     (``forced_<k>``); ``force_all``: forced at every epoch, at each source's position (its
-    first catalogue's), detections' fitted fluxes set aside: the same unresolved-source
-    measure everywhere, not boosted where a faint source was detected on a noise peak
-    (Eddington bias), at the cost of extended sources' flux (each epoch's alike)."""
+    first catalogue's), detections' fitted fluxes set aside: the same measure everywhere,
+    not boosted where a faint source was detected on a noise peak (Eddington bias). A
+    source resolved in its first catalogue is forced with its deconvolved shape seen
+    through each image's beam (:func:`.forced.catalogue_shapes`), so that its forced flux
+    is whole, as its fitted one; ``as_points``: every source as unresolved (the beam)."""
     if len(tables) < 2:
         raise ValueError(f"tables: two epochs or more, received {len(tables)}")
     f = as_bounded_float(flux_scale_error, "flux_scale_error", strict=False)
@@ -111,14 +114,18 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
     if images is not None:
         if len(images) != len(tables):
             raise ValueError(f"images: one per epoch ({len(tables)}), received {len(images)}")
-        from .forced import forced_fluxes
+        from .forced import SHAPES_NOTE, first_shapes, forced_fluxes
 
+        shapes_note = "unresolved (the beam) for all" if as_points else SHAPES_NOTE
+        shapes = None if as_points else first_shapes(tables, mt.index, mt.first)
         for k, image in enumerate(images):
             missing = np.flatnonzero(mt.index[:, k] < 0 if not force_all
                                      else np.ones(len(mt.ra), bool))
             if image is None or not missing.size:
                 continue
-            fl, er = forced_fluxes(image, mt.ra[missing], mt.dec[missing])
+            fl, er = forced_fluxes(image, mt.ra[missing], mt.dec[missing],
+                                   shapes=None if shapes is None
+                                   else tuple(v[missing] for v in shapes))
             r = response[missing]  # seen through the same beam as where it was found
             fl, er = (np.where(np.isfinite(r), v / r, v) for v in (fl, er))
             got = np.isfinite(fl) & np.isfinite(er)
@@ -149,6 +156,7 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
             "vs_threshold": VS_THRESHOLD, "m_threshold": M_THRESHOLD,
             "n_sources": int(len(mt.ra)), "n_variable": int(variable.sum()),
             "n_forced": int(forced.sum()), "forced_everywhere": bool(force_all),
+            **({"forced_shapes": shapes_note} if images is not None else {}),
             **({"primary_beam": FORCED_NOTE} if np.isfinite(response).any() else {})}
     t = make_table({k: np.asarray(val)[order] for k, val in out.items()}, meta=meta, units=units)
     for name, desc in (("first_epoch", "the epoch the source was first found at (1-based)"),

@@ -113,3 +113,29 @@ def test_one_stokes_cube_gives_the_same(stokes, tmp_path):
         open_image(str(tmp_path / "iv.fits"), stokes="Q")
     with pytest.raises(ValueError, match="stokes"):
         open_image(cube, stokes="P")
+
+
+def test_resolved_sources_polarised_whole(tmp_path):
+    """Extended polarised sources: forced with their deconvolved shapes (the catalogue's
+    resolved rows) Q and U are whole, so the fractions come back; as points they fall
+    short."""
+    kw = dict(KW, density=0.0008, snr_range=(3000.0, 30000.0), extended_fraction=1.0,
+              extended_size_range=(4.0, 8.0), pol_fraction=(0.3, 0.05))
+    paths = {}
+    for s in ("I", "Q", "U"):
+        f = synthetic_field(192, stokes=s, psf_fwhm=5.0, **kw)
+        paths[s] = str(tmp_path / f"{s}.fits")
+        write_fits(paths[s], f)
+        if s == "I":
+            truth = truth_table(f)
+        elif s == "Q":
+            frac = np.asarray(truth_table(f)["pol_frac"])
+    truth["resolved"] = np.asarray(truth["bmaj_deconv"]) > 0
+    assert truth["resolved"].sum() >= 10
+    whole = polarisation(truth, paths["Q"], paths["U"])
+    points = polarisation(truth, paths["Q"], paths["U"], as_points=True)
+    bright = np.asarray(whole["pol_snr"]) > 10
+    assert bright.sum() >= 5
+    ratio = np.asarray(whole["pol_frac"])[bright] / frac[bright]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.05)
+    assert np.median(np.asarray(points["pol_frac"])[bright] / frac[bright]) < 0.85

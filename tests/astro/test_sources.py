@@ -95,6 +95,7 @@ def test_the_source_list_of_two_gaussians_is_their_summed_model():
     assert r["snr"] == pytest.approx(r["peak"] / 1e-4)
     assert r["bmaj_deconv"] == pytest.approx(F * math.sqrt(sig**2 + d**2 / 4 - 1.5**2), rel=1e-6)
     assert r["bmin_deconv"] == pytest.approx(F * math.sqrt(sig**2 - 1.5**2), rel=1e-6)
+    assert r["pa_deconv"] == pytest.approx(90.0, abs=1e-6)
     assert r["component_ids"] == "1,2"
     assert sl["bmaj"].unit == "arcsec" and sl.meta["sources"]["group_tol"] == 1.0
 
@@ -116,6 +117,11 @@ def test_a_catalogue_keeps_its_single_gaussians_exactly(field, tiny_model):
     rows = t[np.array([int(i) for i in one["component_ids"]]) - 1]
     for name in ("flux", "ra", "dec", "bmaj", "bmin", "bmaj_deconv", "bmin_deconv", "peak"):
         np.testing.assert_allclose(one[name], rows[name], rtol=1e-9, atol=1e-9, err_msg=name)
+    np.testing.assert_array_equal(one["resolved"], rows["resolved"])
+    shaped = np.asarray(rows["bmin_deconv"]) > 0.05  # (the angle of a line, or a point, is
+    d_pa = (np.asarray(one["pa_deconv"]) - np.asarray(rows["pa_deconv"]) + 90) % 180 - 90
+    assert shaped.any() and np.all(np.abs(d_pa[shaped]) < 1e-3)  # not defined)
+    assert np.all(sl["resolved"][sl["n_components"] > 1])
 
 
 def test_refusals():

@@ -143,7 +143,7 @@ def test_forced_fluxes_are_unbiased_with_the_right_errors(tmp_path):
 def test_forced_at_every_epoch(tmp_path):
     """force_all: each source's flux at every epoch is the forced photometry at its
     position, detected or not; every image is needed."""
-    from cianna_jax.astro.forced import forced_fluxes
+    from cianna_jax.astro.forced import catalogue_shapes, forced_fluxes
     from cianna_jax.astro.synthetic import write_fits
 
     kw = dict(seed=6, density=0.002, snr_range=(30.0, 300.0), variable_fraction=0.3,
@@ -156,13 +156,49 @@ def test_forced_at_every_epoch(tmp_path):
         t = truth_table(f)
         t["flux_err"] = 0.05 * np.asarray(t["flux"])
         cats.append(t[: len(t) - e])  # the second epoch misses the faintest-listed source
-    v = variability(cats, images=paths, force_all=True, radius_arcsec=1.0)
+    v = variability(cats, images=paths, force_all=True, radius_arcsec=1.0, as_points=True)
     assert np.all(v["forced_1"]) and np.all(v["forced_2"]) and v.meta["forced_everywhere"]
     for k, p in enumerate(paths, start=1):
         fl, er = forced_fluxes(p, np.asarray(v["ra"]), np.asarray(v["dec"]))
         np.testing.assert_allclose(v[f"flux_{k}"], fl)
         np.testing.assert_allclose(v[f"flux_err_{k}"], er)
+    # by default, the sources resolved in their first catalogue forced with their shapes
+    shaped = variability(cats, images=paths, force_all=True, radius_arcsec=1.0)
+    row = np.hypot(np.asarray(shaped["ra"])[:, None] - np.asarray(cats[0]["ra"]),
+                   np.asarray(shaped["dec"])[:, None] - np.asarray(cats[0]["dec"])).argmin(1)
+    shapes = tuple(a[row] for a in catalogue_shapes(cats[0]))
+    assert np.count_nonzero(shapes[0]) >= 3 and "deconvolved" in shaped.meta["forced_shapes"]
+    for k, p in enumerate(paths, start=1):
+        fl, _ = forced_fluxes(p, np.asarray(shaped["ra"]), np.asarray(shaped["dec"]),
+                              shapes=shapes)
+        np.testing.assert_allclose(shaped[f"flux_{k}"], fl)
     some = variability(cats, images=paths, radius_arcsec=1.0)
     assert np.count_nonzero(some["forced_2"]) == 1 and not np.any(some["forced_1"])
     with pytest.raises(ValueError, match="every epoch's image"):
         variability(cats, images=[paths[0], None], force_all=True, radius_arcsec=1.0)
+
+
+def test_forced_fluxes_of_resolved_sources_take_their_shape(tmp_path):
+    """Extended sources forced with their intrinsic (deconvolved) Gaussians seen through
+    the image's beam: fluxes whole, where the beam alone misses part of each; points
+    unchanged by it."""
+    from cianna_jax.astro.forced import catalogue_shapes, forced_fluxes
+    from cianna_jax.astro.synthetic import write_fits
+
+    f = synthetic_field(192, psf_fwhm=5.0, seed=8, density=0.0008,
+                        snr_range=(3000.0, 30000.0), extended_fraction=0.5,
+                        extended_size_range=(4.0, 8.0))  # (peak SNR ~50-400)
+    write_fits(tmp_path / "b.fits", f)
+    cat = truth_table(f)
+    shapes = catalogue_shapes(cat)
+    ext = np.asarray(cat["kind"]) == 1
+    assert np.all(shapes[0][ext] > 0) and np.all(shapes[0][~ext] == 0) and ext.sum() >= 5
+    ra, dec, true = np.asarray(cat["ra"]), np.asarray(cat["dec"]), np.asarray(cat["flux"])
+    point, perr = forced_fluxes(str(tmp_path / "b.fits"), ra, dec)
+    whole, werr = forced_fluxes(str(tmp_path / "b.fits"), ra, dec, shapes=shapes)
+    assert np.median(point[ext] / true[ext]) < 0.8
+    assert np.median(whole[ext] / true[ext]) == pytest.approx(1.0, abs=0.03)
+    np.testing.assert_array_equal(whole[~ext], point[~ext])
+    assert np.all(werr[ext] > perr[ext])  # a wider template gathers more noise
+    with pytest.raises(ValueError, match="shapes"):
+        forced_fluxes(str(tmp_path / "b.fits"), ra, dec, shapes=(shapes[0][:2],) * 3)
