@@ -38,6 +38,11 @@ def spectral_index(args) -> int:
     from .astro.catalogue import read_catalogue
     from .astro.spectral_index import flux_limits, format_spectral_summary, spectral_indices
 
+    if args.cube is not None:
+        return _inband_spectral_index(args)
+    for name in ("pb", "pb_min", "curvature", "as_points"):
+        if getattr(args, name) not in (None, False):
+            raise ValueError(f"--{name.replace('_', '-')}: an option of --cube")
     if len(args.catalogue) < 2:
         raise ValueError(f"--catalogue: two or more, one per frequency; received "
                          f"{len(args.catalogue)}")
@@ -93,6 +98,31 @@ def variability(args) -> int:
     from .astro.plots import variability_plot
 
     return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
+
+
+def _inband_spectral_index(args) -> int:
+    """``cianna-jax spectral-index --cube``: in-band spectral indices from a sub-band cube."""
+    from .astro.catalogue import read_catalogue
+    from .astro.inband_alpha import format_inband_summary, inband_spectral_indices
+
+    if len(args.catalogue) != 1:
+        raise ValueError(f"--cube: one --catalogue (made on the full-band image); received "
+                         f"{len(args.catalogue)}")
+    for name in ("freq_mhz", "limits_from", "limits_pb", "radius"):
+        if getattr(args, name) is not None:
+            raise ValueError(f"--{name.replace('_', '-')}: not an option of --cube (the "
+                             "cube's planes are measured at each source's position)")
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    t = inband_spectral_indices(read_catalogue(args.catalogue[0]), args.cube,
+                                primary_beam=args.pb, pb_min=args.pb_min,
+                                curvature=args.curvature, as_points=args.as_points,
+                                what=args.catalogue[0])
+    from .astro.plots import spectral_index_plot
+
+    return _write_with_figure(t, args, format_inband_summary(t), spectral_index_plot)
 
 
 def polarisation(args) -> int:
@@ -304,6 +334,20 @@ def add_parsers(sub) -> None:
                      help="with --limits-from, that image is not primary-beam corrected: its "
                           "limits divided by this beam's response (a beam image, or "
                           "gaussian:FWHM, cosine:FWHM, meerkat at that image's frequency)")
+    spx.add_argument("--cube", default=None, metavar="FITS",
+                     help="instead of catalogues at other frequencies: a cube of sub-band "
+                          "planes (a FREQ axis), each source's flux forced at each plane and "
+                          "a power law fitted (in-band spectral indices; one --catalogue)")
+    spx.add_argument("--pb", default=None, metavar="FITS|MODEL",
+                     help="with --cube: the cube is not primary-beam corrected: each plane "
+                          "divided by this beam's response at its frequency (a model scales "
+                          "as 1 / frequency: gaussian:FWHM, cosine:FWHM at the cube's "
+                          "reference frequency, meerkat; or a beam cube)")
+    spx.add_argument("--pb-min", type=float, default=None, metavar="A",
+                     help="with --pb: planes where the response is below A left out")
+    spx.add_argument("--curvature", action="store_true",
+                     help="with --cube: fit a curvature beta too")
+    _as_points_option(spx)
     _matched_table_options(spx, "alpha against flux and its histogram")
 
     var = sub.add_parser("variability", help="sources whose flux varies between epochs "

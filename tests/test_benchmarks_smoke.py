@@ -293,6 +293,21 @@ def test_spectral_index_check_bins_the_pulls():
     assert all(0.5 < r["pull"] < 1.6 and abs(r["offset"]) < 0.05 for r in rows)
 
 
+def test_inband_alpha_check_bins_offsets_and_pulls():
+    from astropy.table import Table
+
+    m = _benchmark("inband_alpha_check")
+    n = 30
+    ra = np.linspace(10, 10.1, n)
+    truth = Table({"ra": ra, "dec": np.zeros(n), "alpha": np.full(n, -0.7),
+                   "pb": np.where(np.arange(n) < 10, 0.9, 0.5)})
+    got = Table({"ra": ra, "dec": np.zeros(n), "alpha": np.full(n, -0.6),
+                 "alpha_err": np.full(n, 0.1)})
+    lines = m.compare(got, truth, "pb", m.RESPONSE_BINS)
+    assert [ln.split(":")[0] for ln in lines] == ["0.8-1.01", "0.4-0.6"]
+    assert "10 sources, alpha - true +0.100, pulls 0.00" in lines[0]
+
+
 def test_variability_check_counts_found_and_false_variables():
     from astropy.table import Table
 

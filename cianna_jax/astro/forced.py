@@ -28,8 +28,8 @@ from .measure import FWHM
 from .noise import NoiseMap, estimate_noise_map
 from .sky import beam_in_pixels, convolve, pa_to_pixel_angle, sky_to_pixel
 
-__all__ = ["forced_fluxes", "catalogue_shapes", "first_shapes", "Shapes", "STAMP_FWHM",
-           "SHAPES_NOTE"]
+__all__ = ["forced_fluxes", "forced_spectra", "catalogue_shapes", "first_shapes", "Shapes",
+           "STAMP_FWHM", "SHAPES_NOTE"]
 
 #: intrinsic FWHM major, minor (arcsec) and position angle (deg east of north) per source;
 #: 0 major: an unresolved source
@@ -135,6 +135,27 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
         err[k] = area * rms * math.sqrt(max(float(np.sum(g * cg)), 0.0)) / gg
     scale = img.unit_scale * (img.beam_area_pixels() if img.per == "pixel" else 1.0)
     return flux * scale, err * scale
+
+
+def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = "I",
+                   shapes: Shapes | None = None, purpose: str = "a spectrum"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forced fluxes and errors ``(n, K)`` (Jy) at every plane of a ``cube`` with a
+    frequency axis (its ``stokes`` parameter where it has a STOKES axis; sources of
+    ``shapes``, or unresolved, each plane with its own beam and noise map), and its planes'
+    frequencies (Hz); ImageError naming ``purpose`` for an image without that axis."""
+    with open_image(cube, stokes=stokes) as img:
+        axis = img.frequency_axis if img.ndim == 3 else None
+        if axis is None:
+            raise ImageError(f"{img.path}: {purpose} needs a cube with a frequency axis "
+                             f"(its shape {img.shape})")
+        k_all = img.shape[0]
+        freqs = axis.frequency(np.arange(k_all, dtype=np.float64))
+    flux, err = np.full((len(ra), k_all), np.nan), np.full((len(ra), k_all), np.nan)
+    for k in range(k_all):
+        with open_image(cube, stokes=stokes, plane=k) as plane:
+            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, shapes=shapes)
+    return flux, err, freqs
 
 
 def _templates(img: FitsImage, x: np.ndarray, y: np.ndarray,

@@ -454,21 +454,25 @@ def pr_curve_plot(curve: Mapping[str, np.ndarray], *, operating: float | None = 
 
 
 def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
-    """A :func:`.spectral_index.spectral_indices` table: alpha against the first
-    catalogue's flux (1-sigma errors; the median and its 16-84% band), and alpha's
-    histogram."""
+    """A :func:`.spectral_index.spectral_indices` table (or an
+    :func:`.inband_alpha.inband_spectral_indices` one): alpha against the first
+    catalogue's flux (the catalogue's; 1-sigma errors; the median and its 16-84% band), and
+    alpha's histogram."""
     plt = _plt()
-    flux = np.asarray(table["flux_1"], np.float64)
+    inband = "flux_1" not in table.colnames
+    flux = np.asarray(table["flux" if inband and "flux" in table.colnames else
+                            "flux_ref" if inband else "flux_1"], np.float64)
     a = np.asarray(table["alpha"], np.float64)
     e = np.asarray(table["alpha_err"], np.float64)
     ok = np.isfinite(a) & np.isfinite(flux) & (flux > 0)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
     freqs = table.meta.get("frequencies_hz", [])
-    first = f" at {freqs[0] / 1e6:g} MHz" if freqs else ""
+    first = f" at {freqs[0] / 1e6:g} MHz" if freqs and not inband else ""
     if ok.any():
         scale, unit = flux_unit(np.array([flux[ok].min(), flux[ok].max()]))
         a1.errorbar(flux[ok] * scale, a[ok], yerr=np.where(np.isfinite(e[ok]), e[ok], 0.0),
-                    marker=".", ls="", alpha=0.6, elinewidth=0.6, label="matched sources")
+                    marker=".", ls="", alpha=0.6, elinewidth=0.6,
+                    label="the catalogue's sources" if inband else "matched sources")
         lo, med, hi = np.percentile(a[ok], [16, 50, 84])
         if "alpha_limit" in table.colnames:
             lim = np.asarray(table["alpha_limit"], np.float64)
@@ -486,7 +490,10 @@ def spectral_index_plot(table: Any, *, title: str = "Spectral indices") -> Any:
     a1.set_ylabel("spectral index alpha (S ~ nu^alpha)")
     a2.set_xlabel("spectral index alpha (S ~ nu^alpha)")
     a2.set_ylabel("sources")
-    span = ", ".join(f"{f / 1e6:g}" for f in freqs)
+    span = (", ".join(f"{f / 1e6:g}" for f in freqs) if not inband or len(freqs) < 3 else
+            f"{len(freqs)} planes, {freqs[0] / 1e6:.0f}-{freqs[-1] / 1e6:.0f}")
+    if inband and title == "Spectral indices":
+        title = "In-band spectral indices"
     return _finish_panels(fig, [a1, a2], f"{title} ({span} MHz; {int(ok.sum())} sources)")
 
 

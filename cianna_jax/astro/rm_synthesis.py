@@ -27,8 +27,8 @@ import numpy as np
 
 from ..checks import as_bounded_float
 from .catalogue import column_values, make_table, require_columns
-from .fits_image import ImageError, open_image
-from .forced import Shapes, catalogue_shapes, forced_fluxes
+from .fits_image import ImageError
+from .forced import catalogue_shapes, forced_spectra
 from .primary_beam import FORCED_NOTE, catalogue_response
 from .rm_clean import COMPONENT_SIGMA, GAIN, faraday_components, rm_clean, rmsf
 
@@ -110,24 +110,6 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
                 chi0=chi0, rmsf_fwhm=fwhm, phi=phi, fdf=amp, **extra)
 
 
-def _spectra(cube: str, ra: np.ndarray, dec: np.ndarray, stokes: str,
-             shapes: Shapes | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Forced fluxes and errors ``(n, K)`` at every channel of a cube (sources of
-    ``shapes``, or unresolved), and its channels' frequencies (Hz)."""
-    with open_image(cube, stokes=stokes) as img:
-        axis = img.frequency_axis if img.ndim == 3 else None
-        if axis is None:
-            raise ImageError(f"{img.path}: RM synthesis needs a cube with a frequency axis "
-                             f"(its shape {img.shape})")
-        k_all = img.shape[0]
-        freqs = axis.frequency(np.arange(k_all, dtype=np.float64))
-    flux, err = np.full((len(ra), k_all), np.nan), np.full((len(ra), k_all), np.nan)
-    for k in range(k_all):
-        with open_image(cube, stokes=stokes, plane=k) as plane:
-            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, shapes=shapes)
-    return flux, err, freqs
-
-
 def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_DETECT_SIGMA,
              phi_max: float | None = None, clean: bool = False, clean_cutoff: float = 3.0,
              what: str = "catalogue", as_points: bool = False) -> Any:
@@ -143,8 +125,10 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     require_columns(table, ("ra", "dec", "flux"), what)
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
     shapes = None if as_points else catalogue_shapes(table, what)
-    q, q_err, fq = _spectra(q_cube, ra, dec, "Q", shapes)
-    u, u_err, fu = _spectra(u_cube, ra, dec, "U", shapes)
+    q, q_err, fq = forced_spectra(q_cube, ra, dec, stokes="Q", shapes=shapes,
+                                  purpose="RM synthesis")
+    u, u_err, fu = forced_spectra(u_cube, ra, dec, stokes="U", shapes=shapes,
+                                  purpose="RM synthesis")
     if fq.shape != fu.shape or not np.allclose(fq, fu, rtol=1e-9):
         raise ImageError(f"{q_cube} and {u_cube}: the Q and U cubes must share their channels "
                          f"({len(fq)} and {len(fu)} channels)")

@@ -389,18 +389,23 @@ def write_primary_beam(path: str | os.PathLike, field: SyntheticField) -> None:
 
 
 def write_stokes_cube(path: str | os.PathLike, size: int, freqs_hz: Sequence[float], *,
-                      stokes: str = "Q", seed: int = 0, **kw: Any) -> Any:
+                      stokes: str = "Q", seed: int = 0, pb_fwhm: float | None = None,
+                      **kw: Any) -> Any:
     """A continuum cube of one Stokes parameter over the channels ``freqs_hz`` (uniformly
     spaced; each channel :func:`synthetic_field` at its frequency with its own noise, the
-    same sources), written as FITS with a FREQ axis; returns the truth table of the first
-    channel (with ``rm`` and ``evpa`` at lambda^2 = 0 when ``rm`` is given)."""
+    same sources; e.g. Stokes I sub-band planes with ``spectral_index``), written as FITS
+    with a FREQ axis; returns the truth table of the first channel (with ``rm`` and ``evpa``
+    at lambda^2 = 0 when ``rm`` is given). ``pb_fwhm``: the sky seen through a Gaussian
+    primary beam of that FWHM (arcmin) at the first channel, narrowing as 1 / frequency (a
+    dish's), not corrected."""
     fits = require("astropy.io.fits")
     freqs = np.asarray(freqs_hz, np.float64)
     if freqs.ndim != 1 or freqs.size < 2 or not np.all(np.diff(freqs) > 0):
         raise ValueError(f"freqs_hz: two or more increasing frequencies, received {freqs_hz!r}")
     if not np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-6):
         raise ValueError("freqs_hz: uniformly spaced channels (one FREQ axis)")
-    fields = [synthetic_field(size, seed=seed, stokes=stokes, freq_hz=float(f), **kw)
+    fields = [synthetic_field(size, seed=seed, stokes=stokes, freq_hz=float(f),
+                              pb_fwhm=None if pb_fwhm is None else pb_fwhm * freqs[0] / f, **kw)
               for f in freqs]
     header = fields[0].header.copy()
     header.pop("RESTFREQ", None)

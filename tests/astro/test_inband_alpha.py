@@ -1,0 +1,103 @@
+"""In-band spectral indices from a sub-band cube: the power-law fit's pulls and curvature,
+a cube seen through a primary beam that narrows with frequency, the command line and the
+refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+
+from cianna_jax.astro.catalogue import read_catalogue, write_catalogue  # noqa: E402
+from cianna_jax.astro.fits_image import ImageError  # noqa: E402
+from cianna_jax.astro.inband_alpha import fit_power_law, inband_spectral_indices  # noqa: E402
+from cianna_jax.astro.synthetic import write_stokes_cube  # noqa: E402
+from cianna_jax.cli import main  # noqa: E402
+
+FREQS = np.linspace(0.9e9, 1.6e9, 8)
+
+
+@pytest.fixture(scope="module")
+def subbands(tmp_path_factory):
+    """An I cube of 8 sub-bands (128x128, bright sources of alpha N(-0.7, 0.3), 30%
+    extended) seen through a Gaussian primary beam of FWHM 1.6' at 900 MHz narrowing as
+    1 / frequency; its path and the truth (true fluxes at 900 MHz, alpha, pb there)."""
+    d = tmp_path_factory.mktemp("inband")
+    truth = write_stokes_cube(d / "i.fits", 128, FREQS, stokes="I", seed=3, density=0.003,
+                              snr_range=(3000.0, 30000.0), spectral_index=(-0.7, 0.3),
+                              pb_fwhm=1.6, ref_freq_hz=1.2e9)
+    write_catalogue(truth, d / "truth.ecsv")
+    return str(d / "i.fits"), truth, d
+
+
+def test_the_fit_pulls_and_curvature():
+    rng = np.random.default_rng(0)
+    n, ref = 2000, float(np.exp(np.mean(np.log(FREQS))))
+    alpha, s0 = rng.normal(-0.7, 0.3, n), 10 ** rng.uniform(-4, -2, n)
+    sig = np.full((n, FREQS.size), 6e-5)
+    x = np.log(FREQS / ref)
+    for beta in (0.0, -0.8):
+        true = s0[:, None] * np.exp(alpha[:, None] * x + beta * x * x)
+        obs = true + rng.normal(size=true.shape) * sig
+        r = fit_power_law(obs, sig, FREQS, ref, curvature=beta != 0)
+        pull = (r["alpha"] - alpha) / r["alpha_err"]
+        assert abs(np.median(pull)) < 0.1 and 0.9 < np.std(pull[s0 > 1e-3]) < 1.1
+        assert np.median(r["chi2_red"]) == pytest.approx(1.0, abs=0.15)
+        if beta:
+            bright = s0 > 3e-3
+            bp = (r["beta"][bright] - beta) / r["beta_err"][bright]
+            assert abs(np.median(bp)) < 0.15 and 0.85 < np.std(bp) < 1.15
+    # a power law fitted to a curved spectrum: chi2_red tells it
+    curved = fit_power_law(obs, sig, FREQS, ref)
+    bright = s0 > 3e-3
+    assert np.median(curved["chi2_red"][bright]) > 3
+    # too few planes, no positive flux: NaN
+    few = fit_power_law(np.array([[1.0, np.nan, np.nan], [-1.0, -1.0, -1.0]]),
+                        np.ones((2, 3)), FREQS[:3], 1e9)
+    assert np.isnan(few["alpha"]).all() and list(few["n"]) == [1, 3]
+    with pytest.raises(ValueError, match="planes"):
+        fit_power_law(np.ones((2, 3)), np.ones((2, 3)), FREQS, 1e9)
+
+
+def test_a_cube_through_a_beam_that_narrows(subbands):
+    """Without the beam, the sources where the response is low look far steeper; with it,
+    alpha comes back within its errors."""
+    path, truth, _ = subbands
+    plain = inband_spectral_indices(truth, path)
+    fixed = inband_spectral_indices(truth, path, primary_beam="gaussian:1.6")
+    a, true = np.asarray(truth["pb"]), np.asarray(truth["alpha"])
+    assert len(fixed) == len(truth) >= 20 and fixed.meta["n_fitted"] == len(truth)
+    pull = (np.asarray(fixed["alpha"]) - true) / np.asarray(fixed["alpha_err"])
+    assert abs(np.median(pull)) < 0.6 and np.percentile(np.abs(pull), 90) < 3.5
+    low = a < 0.6
+    assert low.sum() >= 3
+    assert np.all(np.asarray(plain["alpha"])[low] < true[low] - 1.0)
+    np.testing.assert_allclose(np.asarray(fixed["alpha"])[low], true[low], atol=0.1)
+    assert fixed.meta["frequencies_hz"] == pytest.approx(list(FREQS))
+    assert fixed["plane_flux_8"].unit == "Jy" and "gaussian" in fixed.meta["primary_beam"]
+
+
+def test_the_command_line_and_refusals(subbands, capsys):
+    path, truth, d = subbands
+    out = d / "alpha.ecsv"
+    assert main(["spectral-index", "--catalogue", str(d / "truth.ecsv"), "--cube", path,
+                 "--pb", "gaussian:1.6", "--curvature", "--out", str(out), "--figure",
+                 str(d / "alpha.png")]) == 0
+    text = capsys.readouterr().out
+    assert "in-band spectral index (8 planes, 900-1600 MHz" in text
+    t = read_catalogue(out)
+    assert {"alpha", "alpha_err", "beta", "beta_err", "flux_ref", "chi2_red"} <= set(t.colnames)
+    assert (d / "alpha.png").stat().st_size > 10_000
+    assert main(["spectral-index", "--catalogue", str(d / "truth.ecsv"), "--catalogue",
+                 str(d / "truth.ecsv"), "--cube", path, "--out", str(out)]) != 0
+    assert "one --catalogue" in capsys.readouterr().err
+    assert main(["spectral-index", "--catalogue", str(d / "truth.ecsv"), "--catalogue",
+                 str(d / "truth.ecsv"), "--curvature", "--out", str(out)]) != 0
+    assert "--curvature: an option of --cube" in capsys.readouterr().err
+    from astropy.io import fits
+
+    with fits.open(path) as h:
+        fits.PrimaryHDU(h[0].data[0], h[0].header).writeto(d / "plane.fits")
+    with pytest.raises(ImageError, match="in-band spectral index needs a cube"):
+        inband_spectral_indices(truth, str(d / "plane.fits"))
