@@ -683,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
            "polarisation": cli_tables.polarisation,
            "rm-synthesis": cli_tables.rm_synthesis,
            "reference-check": cli_tables.reference,
-           "cutouts": cli_tables.cutouts, "qa": cli_tables.qa}[args.command]
+           "cutouts": cli_tables.cutouts, "qa": cli_tables.qa,
+           "skymodel": cli_tables.skymodel}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -253,6 +253,65 @@ def qa(args) -> int:
     return 0
 
 
+def skymodel(args) -> int:
+    """``cianna-jax skymodel``: a catalogue as a makesourcedb (BBS) sky model, with the
+    spectral indices of another table where given."""
+    from .astro.catalogue import read_catalogue, to_bbs
+
+    t = read_catalogue(args.catalogue)
+    if args.alpha is not None:
+        t = _with_alpha(t, read_catalogue(args.alpha), args.catalogue, args.alpha,
+                        args.max_alpha_err)
+    try:
+        default = (None if str(args.default_alpha).lower() == "none"
+                   else float(args.default_alpha))
+    except ValueError:
+        raise ValueError(f"--default-alpha: a number or 'none', received "
+                         f"{args.default_alpha!r}") from None
+    text = to_bbs(t, freq_hz=_hz(args.freq_mhz), patches=args.patches, default_alpha=default,
+                  min_flux=args.min_flux, what=args.catalogue)
+    from .io.atomic import atomic_write
+
+    with atomic_write(args.out) as fh:
+        fh.write(text.encode())
+    n = sum(1 for line in text.splitlines()[2:] if line and not line.startswith(", ,"))
+    kinds = text.count(", GAUSSIAN, ")
+    print(f"{n} components ({kinds} Gaussians, {n - kinds} points)"
+          + (f" in {text.count(chr(10) + ', , ')} patches" if args.patches != "none" else "")
+          + f" -> {args.out}")
+    return 0
+
+
+def _with_alpha(t, a, name: str, alpha_name: str, max_err: float):
+    """Catalogue ``t`` with an ``alpha`` column from the spectral-index table ``a`` (its
+    ``alpha`` where ``alpha_err`` <= ``max_err``): rows matched by ``id`` when both have
+    ids, else by position within 1 arcsec."""
+    import numpy as np
+
+    from .astro.catalogue import CatalogueError, column_values
+    from .astro.crossmatch import crossmatch_sky
+
+    if "alpha" not in a.colnames:
+        raise CatalogueError(f"{alpha_name}: no alpha column (a spectral-index table)")
+    val = np.asarray(a["alpha"], np.float64)
+    if "alpha_err" in a.colnames:
+        with np.errstate(invalid="ignore"):
+            val = np.where(np.asarray(a["alpha_err"], np.float64) <= max_err, val, np.nan)
+    out = np.full(len(t), np.nan)
+    if "id" in t.colnames and "id" in a.colnames:
+        where = {int(i): k for k, i in enumerate(np.asarray(t["id"]))}
+        for k, i in enumerate(np.asarray(a["id"])):
+            if int(i) in where:
+                out[where[int(i)]] = val[k]
+    else:
+        m = crossmatch_sky(column_values(a, "ra", alpha_name), column_values(a, "dec", alpha_name),
+                           column_values(t, "ra", name), column_values(t, "dec", name), 1.0)
+        out[m.truth] = val[m.det]
+    t = t.copy()
+    t["alpha"] = out
+    return t
+
+
 def _hz(mhz: float | None) -> float | None:
     return None if mhz is None else mhz * 1e6
 
@@ -430,6 +489,27 @@ def add_parsers(sub) -> None:
     cut.add_argument("--seed", type=int, default=0, help="for --select random")
     cut.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")
     cut.add_argument("--plane", type=int, default=None, help="a cube's plane as the image")
+
+    sky = sub.add_parser("skymodel", help="a catalogue as a sky model for calibration "
+                                          "(makesourcedb / BBS text: DP3, WSClean)")
+    sky.add_argument("--catalogue", required=True,
+                     help="the catalogue (this package's, PyBDSF's Gaussian list, ...)")
+    sky.add_argument("--alpha", default=None, metavar="TABLE",
+                     help="a spectral-index table (spectral-index, with or without --cube): "
+                          "each component's alpha, matched by id (else by position)")
+    sky.add_argument("--max-alpha-err", type=float, default=0.3,
+                     help="with --alpha: indices less certain than this are not used (0.3)")
+    sky.add_argument("--default-alpha", default=str(-0.8), metavar="ALPHA|none",
+                     help="the spectral index of components without one (-0.8, PyBDSF's; "
+                          "none: a flat spectrum)")
+    sky.add_argument("--patches", default="none", choices=("none", "source", "island"),
+                     help="group the components into patches (directions) per source or "
+                          "island")
+    sky.add_argument("--min-flux", type=float, default=0.0, metavar="JY",
+                     help="leave out components fainter than this")
+    sky.add_argument("--freq-mhz", type=float, default=None,
+                     help="the reference frequency (default: the catalogue's, from its image)")
+    sky.add_argument("--out", required=True, help="sky model text file (e.g. field.skymodel)")
 
     ref = sub.add_parser("reference-check", help="a catalogue's astrometry and flux scale "
                                                  "against a reference survey's catalogue")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,15 @@ from ._deps import require
 from .ds9_regions import to_ds9
 from .hi_mass import hi_diameter_arcsec, hi_mass
 from .pybdsf_text import is_pybdsf_text, read_pybdsf_text
+from .skymodel import (
+    DEFAULT_ALPHA,
+    PATCHES,
+    Components,
+    bbs_text,
+    component_names,
+    is_bbs,
+    parse_bbs,
+)
 
 __all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
@@ -33,7 +43,7 @@ PA_CONVENTION = "degrees east of north (counter-clockwise from north towards eas
 
 FORMATS = {".ecsv": "ascii.ecsv", ".csv": "csv", ".fits": "fits", ".fit": "fits",
            ".xml": "votable", ".vot": "votable", ".sdc1": "sdc1", ".txt": "sdc1", ".sdc2": "sdc2",
-           ".reg": "ds9"}
+           ".reg": "ds9", ".skymodel": "bbs", ".sky": "bbs", ".sky_in": "bbs", ".bbs": "bbs"}
 
 #: Columns of an SDC1 submission / truth file, in order (what the official scorer reads).
 SDC1_COLUMNS = ("id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac",
@@ -207,6 +217,8 @@ def _serialise(table: Any, fmt: str) -> bytes:
             return to_ds9(table).encode()
         except ValueError as err:
             raise CatalogueError(str(err)) from None
+    if fmt == "bbs":
+        return to_bbs(table).encode()
     if fmt in ("ascii.ecsv", "csv"):
         buf = io.StringIO()
         table.write(buf, format="ascii.ecsv", delimiter="," if fmt == "csv" else " ")
@@ -253,6 +265,10 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
         raise CatalogueError(f"{p}: DS9 region files are written for viewing, not read as "
                              "catalogues; give the catalogue itself (.ecsv, .fits, ...)")
     try:
+        if f == "bbs" or (f in ("ascii", "sdc1") and is_bbs(p)):
+            cols, meta = parse_bbs(p)
+            return make_table(cols, meta=meta, units={"q_flux": "Jy", "u_flux": "Jy",
+                                                      "v_flux": "Jy", "ref_freq": "Hz"})
         if f in ("ascii", "csv", "sdc1") and is_pybdsf_text(p):  # names in a comment line
             return read_pybdsf_text(p)
         if f == "sdc2" or (f == "sdc1" and _header(p) == list(SDC2_COLUMNS)):
@@ -266,6 +282,63 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
         raise
     except Exception as err:  # astropy raises many kinds
         raise CatalogueError(f"{p}: cannot read the catalogue ({type(err).__name__}: {err})") from None
+
+
+def to_bbs(table: Any, *, freq_hz: float | None = None, patches: str = "none",
+           default_alpha: float | None = DEFAULT_ALPHA, min_flux: float = 0.0,
+           what: str = "catalogue") -> str:
+    """The catalogue's components as a makesourcedb sky model (:mod:`.skymodel`).
+    ``freq_hz``: the reference frequency (default: the catalogue's ``frequency_hz``, which
+    ``predict`` records from the image's header); ``patches``: "none", "source" (its
+    ``source_id``) or "island" (``island_id``); ``default_alpha``: the spectral index of
+    components without an ``alpha`` (None: none, a flat spectrum); ``min_flux`` (Jy):
+    fainter components left out. Rows without a finite position or flux are left out with a
+    warning."""
+    if patches not in PATCHES:
+        raise ValueError(f"patches: one of {PATCHES}, received {patches!r}")
+    require_columns(table, ("ra", "dec", "flux"), what)
+    try:
+        freq = float(freq_hz if freq_hz is not None else table.meta.get("frequency_hz"))
+    except (TypeError, ValueError):
+        freq = float("nan")
+    if not (np.isfinite(freq) and freq > 0):
+        raise CatalogueError(f"{what}: a sky model needs the reference frequency: its metadata "
+                             "has no frequency_hz (predict records the image's); give it "
+                             "(freq_hz, --freq-mhz)")
+    ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
+    flux = column_values(table, "flux", what)
+    n = len(table)
+    dmaj, dmin = column_values(table, "bmaj_deconv", what), column_values(table, "bmin_deconv",
+                                                                            what)
+    dpa = column_values(table, "pa_deconv", what)
+    dpa = column_values(table, "pa", what) if dpa is None else dpa
+    with np.errstate(invalid="ignore"):
+        shaped = (np.zeros(n, bool) if dmaj is None or dmin is None else
+                  (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
+                   else np.ones(n, bool)) & np.isfinite(dmaj) & (dmaj > 0))
+        ok = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(flux)
+        keep = ok & (flux >= float(min_flux))
+    if (~ok).any():
+        warnings.warn(f"{what}: {int((~ok).sum())} rows without a finite position or flux "
+                      "left out of the sky model", UserWarning, stacklevel=2)
+    src = "source_id" if "source_id" in table.colnames else find_column(table, "source_id")
+    isl = find_column(table, "island_id")
+    key = {"source": src, "island": isl}.get(patches)
+    if patches != "none" and key is None:
+        raise CatalogueError(f"{what}: patches by {patches} need its {patches}_id column")
+    ids = np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, n + 1)
+    alpha = (np.asarray(table["alpha"], np.float64) if "alpha" in table.colnames
+             and find_column(table, "ra") != "alpha" else np.full(n, np.nan))
+    zero = np.zeros(n)
+    names = component_names(str(table.meta.get("image", "") or ""), ids,
+                            None if isl is None else np.asarray(table[isl]),
+                            None if src is None else np.asarray(table[src]))
+    c = Components(names[keep], ra[keep], dec[keep], flux[keep], shaped[keep],
+                   (zero if dmaj is None else dmaj)[keep], (zero if dmin is None else dmin)[keep],
+                   (zero if dpa is None else dpa)[keep], alpha[keep],
+                   None if key is None else np.char.add(f"{patches}_", np.asarray(
+                       table[key]).astype(np.int64).astype(str))[keep])
+    return bbs_text(c, freq, default_alpha=default_alpha)
 
 
 def _is_ecsv(path: str) -> bool:
