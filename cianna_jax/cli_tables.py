@@ -36,11 +36,12 @@ def spectral_index(args) -> int:
     """``cianna-jax spectral-index``: spectral indices from catalogues at several
     frequencies."""
     from .astro.catalogue import read_catalogue
+    from .astro.forced import catalogue_shapes
     from .astro.spectral_index import flux_limits, format_spectral_summary, spectral_indices
 
     if args.cube is not None:
         return _inband_spectral_index(args)
-    for name in ("pb", "pb_min", "curvature", "as_points"):
+    for name in ("pb", "pb_min", "curvature"):
         if getattr(args, name) not in (None, False):
             raise ValueError(f"--{name.replace('_', '-')}: an option of --cube")
     if len(args.catalogue) < 2:
@@ -66,7 +67,8 @@ def spectral_index(args) -> int:
         limits = flux_limits(args.limits_from, column_values(tables[0], "ra", args.catalogue[0]),
                              column_values(tables[0], "dec", args.catalogue[0]),
                              primary_beam=args.limits_pb,
-                             noise_box=tables[1].meta.get("noise_box", 128))
+                             noise_box=tables[1].meta.get("noise_box", 128),
+                             shapes=None if args.as_points else catalogue_shapes(tables[0]))
     t = spectral_indices(tables, None if args.freq_mhz is None else
                          [f * 1e6 for f in args.freq_mhz], radius_arcsec=args.radius,
                          names=args.catalogue, limits=limits)

@@ -28,8 +28,8 @@ from .measure import FWHM
 from .noise import NoiseMap, estimate_noise_map
 from .sky import beam_in_pixels, convolve, pa_to_pixel_angle, sky_to_pixel
 
-__all__ = ["forced_fluxes", "forced_spectra", "catalogue_shapes", "first_shapes", "Shapes",
-           "STAMP_FWHM", "SHAPES_NOTE"]
+__all__ = ["forced_fluxes", "forced_spectra", "catalogue_shapes", "first_shapes",
+           "area_ratios", "Shapes", "STAMP_FWHM", "SHAPES_NOTE"]
 
 #: intrinsic FWHM major, minor (arcsec) and position angle (deg east of north) per source;
 #: 0 major: an unresolved source
@@ -156,6 +156,23 @@ def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = 
         with open_image(cube, stokes=stokes, plane=k) as plane:
             flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, shapes=shapes)
     return flux, err, freqs
+
+
+def area_ratios(img: FitsImage, x: np.ndarray, y: np.ndarray, shapes: Shapes | None
+                ) -> np.ndarray:
+    """Each source's area in ``img`` over its beam's (its intrinsic ``shapes`` seen
+    through the beam; 1 for an unresolved one): the integrated flux of a source whose
+    peak is 1 Jy/beam there, in Jy. ImageError for resolved sources in an image without a
+    beam."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if shapes is None or not np.any(np.asarray(shapes[0]) > 0):
+        return np.ones(x.shape)
+    beam = beam_in_pixels(img)
+    if beam is None or img.wcs is None:
+        raise ImageError(f"{img.path}: the areas of resolved sources need the beam (BMAJ, "
+                         "BMIN) and a celestial WCS")
+    gmaj, gmin, _ = _templates(img, x, y, beam, shapes)
+    return gmaj * gmin / (beam[0] * beam[1])
 
 
 def _templates(img: FitsImage, x: np.ndarray, y: np.ndarray,

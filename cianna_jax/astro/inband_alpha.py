@@ -8,7 +8,10 @@ and noise map), and a power law ``S = S_ref (nu / nu_ref)^alpha`` is fitted to t
 fluxes by weighted least squares in flux, not in log flux, so that a faint source's low or
 negative sub-band fluxes count with their errors instead of being dropped (``nu_ref``: the
 planes' geometric mean frequency). With ``curvature``, ``S = S_ref (nu / nu_ref)^(alpha +
-beta ln(nu / nu_ref))``. The errors are the fit's (its Fisher matrix); ``chi2_red`` shows a
+beta ln(nu / nu_ref))``, whose peak ``nu_ref exp(-alpha / (2 beta))``, where ``beta`` is
+negative by 3 sigma and the peak lies in the band, marks a peaked spectrum (``peaked``,
+``peak_freq``: young radio galaxies, gigahertz-peaked and compact steep-spectrum sources,
+or self-absorbed cores). The errors are the fit's (its Fisher matrix); ``chi2_red`` shows a
 spectrum the model does not follow.
 
 A cube that is not primary-beam corrected: the beam narrows as frequency rises, so every
@@ -33,13 +36,15 @@ from .forced import SHAPES_NOTE, catalogue_shapes, forced_spectra
 from .primary_beam import finding_beam, pb_response
 from .sky import sky_to_pixel
 
-__all__ = ["fit_power_law", "inband_spectral_indices", "format_inband_summary",
-           "INBAND_NOTE"]
+__all__ = ["fit_power_law", "turnovers", "inband_spectral_indices", "format_inband_summary",
+           "INBAND_NOTE", "PEAKED_SIGMAS"]
 
 INBAND_NOTE = ("alpha: S = flux_ref (nu / ref_freq_hz)^alpha fitted to the sources' forced "
                "fluxes at the cube's planes (weighted least squares in flux; with beta, "
                "curvature: the exponent alpha + beta ln(nu / ref_freq_hz)); errors from the "
                "fit's covariance")
+#: beta below -this many errors (and a turnover within the band): a peaked spectrum
+PEAKED_SIGMAS = 3.0
 #: the spectral indices searched first (a grid), before the fit's Gauss-Newton steps
 ALPHA_GRID = np.linspace(-6.0, 6.0, 601)
 _ROWS = 4096  # sources per grid search
@@ -136,6 +141,19 @@ def fit_power_law(flux: np.ndarray, err: np.ndarray, freqs_hz: np.ndarray,
     return out
 
 
+def turnovers(fit: dict[str, np.ndarray], ref_hz: float, lo_hz: float, hi_hz: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(peak frequency in Hz, peaked) of curved fits (:func:`fit_power_law`'s with
+    ``curvature``): ``ref_hz exp(-alpha / (2 beta))`` where ``beta`` is below -
+    :data:`PEAKED_SIGMAS` errors and that peak lies in ``[lo_hz, hi_hz]`` (NaN, False
+    elsewhere)."""
+    a, b, e = (np.asarray(fit[k], np.float64) for k in ("alpha", "beta", "beta_err"))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        nu = ref_hz * np.exp(-a / (2.0 * b))
+        peaked = (b < -PEAKED_SIGMAS * e) & (nu >= lo_hz) & (nu <= hi_hz)
+    return np.where(peaked, nu, np.nan), peaked
+
+
 def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
                             pb_min: float | None = None, curvature: bool = False,
                             as_points: bool = False, stokes: str = "I",
@@ -178,10 +196,12 @@ def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
         out["flux"] = cat_flux
     out.update(flux_ref=r["s_ref"], flux_ref_err=r["s_ref_err"], alpha=r["alpha"],
                alpha_err=r["alpha_err"])
-    if curvature:
+    if curvature:  # a spectrum that turns over in the band: its peak's frequency
         out.update(beta=r["beta"], beta_err=r["beta_err"])
+        nu_peak, peaked = turnovers(r, ref, float(freqs.min()), float(freqs.max()))
+        out.update(peak_freq=nu_peak, peaked=peaked)
     out.update(chi2_red=r["chi2_red"], n_planes=r["n"])
-    units = {"flux": "Jy", "flux_ref": "Jy", "flux_ref_err": "Jy"}
+    units = {"flux": "Jy", "flux_ref": "Jy", "flux_ref_err": "Jy", "peak_freq": "Hz"}
     for k in range(len(freqs)):
         out[f"plane_flux_{k + 1}"], out[f"plane_flux_err_{k + 1}"] = flux[:, k], err[:, k]
         units[f"plane_flux_{k + 1}"] = units[f"plane_flux_err_{k + 1}"] = "Jy"
@@ -200,6 +220,10 @@ def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
     t["n_planes"].description = "planes with a flux in the fit"
     if curvature:
         t["beta"].description = "spectral curvature: the exponent alpha + beta ln(nu / nu_ref)"
+        t["peaked"].description = (f"the spectrum turns over in the band: beta < 0 by "
+                                   f"{PEAKED_SIGMAS:g} sigma, its peak within the planes")
+        t["peak_freq"].description = "the fitted spectrum's peak, where peaked"
+        t.meta["n_peaked"] = int(np.count_nonzero(out["peaked"]))
     return t
 
 
@@ -218,5 +242,7 @@ def format_inband_summary(table: Any) -> str:
     if not good.any():
         return head
     lo, med, hi = np.percentile(a[good], [16, 50, 84])
+    peaked = (f"; {m['n_peaked']} peaked in the band" if m.get("n_peaked") is not None
+              else "")
     return (f"{head}: {good.sum()} with alpha_err <= 0.2, median alpha {med:.2f} "
-            f"(16-84%: {lo:.2f} to {hi:.2f})")
+            f"(16-84%: {lo:.2f} to {hi:.2f}){peaked}")

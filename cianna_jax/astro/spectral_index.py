@@ -51,14 +51,17 @@ def catalogue_frequency(table: Any, what: str = "catalogue") -> float:
 
 def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
                 sigmas: float = LIMIT_SIGMAS, primary_beam: Any = None,
-                noise_box: int = 128) -> np.ndarray:
+                noise_box: int = 128, shapes: Any = None) -> np.ndarray:
     """``sigmas`` x the local rms of a 2D ``image`` (its noise map, as ``predict``'s) at
     sky positions, in Jy (the noise map in boxes of ``noise_box`` pixels, as that image's
-    catalogue had it): the flux an unresolved source there would need to be found; NaN
-    off the image or its data. ``primary_beam`` (a beam image or model, :mod:`.primary_beam`):
-    the image is not primary-beam corrected, the limits are true fluxes (divided by its
-    response; NaN where it is not known)."""
+    catalogue had it): the flux an unresolved source there would need to be found (a
+    resolved one of intrinsic ``shapes``, :func:`.forced.catalogue_shapes`: that times its
+    area over the beam's there, its peak reaching the limit); NaN off the image or its
+    data. ``primary_beam`` (a beam image or model, :mod:`.primary_beam`): the image is not
+    primary-beam corrected, the limits are true fluxes (divided by its response; NaN where
+    it is not known)."""
     from .fits_image import ImageError, open_image
+    from .forced import area_ratios
     from .noise import estimate_noise_map
     from .sky import sky_to_pixel
 
@@ -83,7 +86,9 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
         if primary_beam is not None:
             a = pb_response(make_primary_beam(primary_beam), img, x[k], y[k])
             rms = np.where(a > 0, rms / np.where(a > 0, a, 1.0), np.nan)
-        out[k] = sigmas * rms
+        ratio = area_ratios(img, x[k], y[k], None if shapes is None else
+                            tuple(np.asarray(v, np.float64)[k] for v in shapes))
+        out[k] = sigmas * rms * ratio
     return out
 
 

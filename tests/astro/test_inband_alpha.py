@@ -11,7 +11,11 @@ pytest.importorskip("astropy")
 
 from cianna_jax.astro.catalogue import read_catalogue, write_catalogue  # noqa: E402
 from cianna_jax.astro.fits_image import ImageError  # noqa: E402
-from cianna_jax.astro.inband_alpha import fit_power_law, inband_spectral_indices  # noqa: E402
+from cianna_jax.astro.inband_alpha import (  # noqa: E402
+    fit_power_law,
+    inband_spectral_indices,
+    turnovers,
+)
 from cianna_jax.astro.synthetic import write_stokes_cube  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
@@ -52,6 +56,13 @@ def test_the_fit_pulls_and_curvature():
     curved = fit_power_law(obs, sig, FREQS, ref)
     bright = s0 > 3e-3
     assert np.median(curved["chi2_red"][bright]) > 3
+    # the curved fits' turnovers: ref exp(-alpha / (2 beta)) where in the band and significant
+    nu, peaked = turnovers(r, ref, FREQS[0], FREQS[-1])
+    true_nu = ref * np.exp(-alpha / (2 * -0.8))
+    inside = (true_nu > FREQS[0] * 1.1) & (true_nu < FREQS[-1] / 1.1) & bright
+    assert inside.sum() > 50 and np.mean(peaked[inside]) > 0.9
+    np.testing.assert_allclose(nu[inside & peaked], true_nu[inside & peaked], rtol=0.1)
+    assert not peaked[(true_nu < FREQS[0] / 1.5) | (true_nu > FREQS[-1] * 1.5)].any()
     # too few planes, no positive flux: NaN
     few = fit_power_law(np.array([[1.0, np.nan, np.nan], [-1.0, -1.0, -1.0]]),
                         np.ones((2, 3)), FREQS[:3], 1e9)
@@ -87,7 +98,9 @@ def test_the_command_line_and_refusals(subbands, capsys):
     text = capsys.readouterr().out
     assert "in-band spectral index (8 planes, 900-1600 MHz" in text
     t = read_catalogue(out)
-    assert {"alpha", "alpha_err", "beta", "beta_err", "flux_ref", "chi2_red"} <= set(t.colnames)
+    assert {"alpha", "alpha_err", "beta", "beta_err", "flux_ref", "chi2_red", "peaked",
+            "peak_freq"} <= set(t.colnames)
+    assert t.meta["n_peaked"] == np.count_nonzero(t["peaked"]) < 3  # (power laws simulated)
     assert (d / "alpha.png").stat().st_size > 10_000
     assert main(["spectral-index", "--catalogue", str(d / "truth.ecsv"), "--catalogue",
                  str(d / "truth.ecsv"), "--cube", path, "--out", str(out)]) != 0

@@ -151,7 +151,8 @@ def test_simulate_predict_and_spectral_index_end_to_end(tmp_path, tiny_model, ca
     # limits from the 1400 MHz image for the 144 MHz sources it does not hold: 5 x its rms
     # (1e-5 Jy/beam, as estimated) over the 144 MHz flux, as an upper limit on alpha
     assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
-                 "--limits-from", str(tmp_path / "f1400.fits"), "--out", str(out)]) == 0
+                 "--limits-from", str(tmp_path / "f1400.fits"), "--out", str(out),
+                 "--as-points"]) == 0
     t = read_catalogue(str(out))
     lim = t[t["limit"] == "<"]
     assert len(lim) >= 1 and np.all(lim["n_freq"] == 1) and np.all(np.isnan(lim["alpha"]))
@@ -162,6 +163,11 @@ def test_simulate_predict_and_spectral_index_end_to_end(tmp_path, tiny_model, ca
 
     off = flux_limits(str(tmp_path / "f1400.fits"), np.array([100.0, 0.0]), np.array([0.0, -30.0]))
     assert np.isnan(off[0]) and off[1] == pytest.approx(5e-5, rel=0.3)
+    # a source as wide as the beam (1.8"): twice the beam's area, twice the flux to be seen
+    wide = flux_limits(str(tmp_path / "f1400.fits"), np.array([0.0, 0.0]),
+                       np.array([-30.0, -30.0]), shapes=(np.array([1.8, 0.0]),
+                                                         np.array([1.8, 0.0]), np.zeros(2)))
+    assert wide[0] == pytest.approx(2 * wide[1], rel=1e-3) and wide[1] == off[1]
     assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
                  "--catalogue", cats[1], "--limits-from", str(tmp_path / "f1400.fits"),
                  "--out", str(out)]) == 2
