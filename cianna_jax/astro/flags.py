@@ -12,6 +12,11 @@ Survey catalogues flag what a user should treat with care before using a flux or
   neighbour (PyBDSF puts such sources in one island).  ``blend_group`` numbers each set of
   sources so linked (directly or through each other; 0: none), whose fluxes add up to the
   blend's, as an island's.
+* ``near_bright``: the source lies within :data:`BRIGHT_RADIUS` beam FWHMs of a source of
+  SNR >= :data:`BRIGHT_SNR` whose peak is at least :data:`BRIGHT_RATIO` times its own: where
+  the residual sidelobes of calibration errors around bright sources (spokes, rings) make
+  false sources in real images. The reliability test (:mod:`.reliability`) is then made
+  for these sources apart (the inverted image's detections in the same places).
 
 :func:`quality_flags` computes them for 2D images, reading one small window per source (a
 memory-mapped image is never loaded whole).
@@ -25,7 +30,15 @@ from .fits_image import FitsImage
 from .measure import FWHM, Measurements
 
 __all__ = ["quality_flags", "edge_flags", "blend_flags", "blend_groups", "renumbered",
-           "flag_counts", "FLAG_NOTE"]
+           "near_bright", "flag_counts", "FLAG_NOTE", "BRIGHT_SNR", "BRIGHT_RADIUS",
+           "BRIGHT_RATIO"]
+
+#: a source this bright (peak SNR) may have artefacts around it
+BRIGHT_SNR = 100.0
+#: ... within this many beam FWHMs
+BRIGHT_RADIUS = 30.0
+#: ... for sources at least this many times fainter (peak)
+BRIGHT_RATIO = 10.0
 
 #: what the flag columns mean, for a catalogue's metadata
 FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of the centre) "
@@ -34,7 +47,10 @@ FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of
              "FWHMs, so the fits share flux; blend_group: the sources so linked share a "
              "number (1, 2, ... from the brightest; 0: not blended); deblended: the detector "
              "boxed the source with close neighbours once, and the box was split at its "
-             "separate peaks, the sources fitted together")
+             "separate peaks, the sources fitted together; near_bright: within "
+             f"{BRIGHT_RADIUS:g} beam FWHMs of a source of SNR >= {BRIGHT_SNR:g} at least "
+             f"{BRIGHT_RATIO:g} times brighter (peak), where calibration artefacts make "
+             "false sources")
 
 
 def _fwhm_pixels(m: Measurements, beam_sigma: float | None) -> np.ndarray:
@@ -114,19 +130,41 @@ def blend_flags(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
     return blend_groups(m, beam_sigma) > 0
 
 
+def near_bright(x: np.ndarray, y: np.ndarray, peak: np.ndarray, bright_x: np.ndarray,
+                bright_y: np.ndarray, bright_peak: np.ndarray, radius: float) -> np.ndarray:
+    """``near_bright`` (see the module docstring) of points ``(x, y)`` of peak ``peak``
+    (their absolute value: an inverted image's detections too) among the bright sources
+    ``(bright_x, bright_y, bright_peak)`` (those of SNR >= :data:`BRIGHT_SNR`), ``radius``
+    in pixels."""
+    x, y, p = (np.asarray(v, np.float64) for v in (x, y, peak))
+    bx, by, bp = (np.asarray(v, np.float64) for v in (bright_x, bright_y, bright_peak))
+    out = np.zeros(x.shape, bool)
+    for k0 in range(0, x.size, 4096):  # (bright sources are few)
+        sl = slice(k0, k0 + 4096)
+        d = np.hypot(x[sl, None] - bx, y[sl, None] - by)
+        fainter = bp >= BRIGHT_RATIO * np.abs(p[sl, None])
+        out[sl] = np.any((d <= radius) & fainter, axis=1)
+    return out
+
+
 def quality_flags(image: FitsImage, m: Measurements,
                   beam_sigma: float | None = None) -> dict[str, np.ndarray]:
-    """``{"edge": ..., "blended": ..., "blend_group": ...}`` for the sources of ``m`` on the
-    2D ``image`` (``beam_sigma``: the beam's major-axis sigma in pixels, the smallest extent
-    counted)."""
+    """``{"edge": ..., "blended": ..., "blend_group": ..., "near_bright": ...}`` for the
+    sources of ``m`` on the 2D ``image`` (``beam_sigma``: the beam's major-axis sigma in
+    pixels, the smallest extent counted; without a beam, ``near_bright`` is False)."""
     groups = blend_groups(m, beam_sigma)
-    return {"edge": edge_flags(image, m, beam_sigma), "blended": groups > 0,
-            "blend_group": groups}
+    flags = {"edge": edge_flags(image, m, beam_sigma), "blended": groups > 0,
+             "blend_group": groups, "near_bright": np.zeros(len(m.x), bool)}
+    if beam_sigma is not None:
+        b = np.flatnonzero(np.asarray(m.snr, np.float64) >= BRIGHT_SNR)
+        flags["near_bright"] = near_bright(m.x, m.y, m.peak, m.x[b], m.y[b], m.peak[b],
+                                           BRIGHT_RADIUS * beam_sigma * FWHM)
+    return flags
 
 
 def flag_counts(table) -> str:
     """A report line: how many rows of a catalogue carry each flag ('' without them)."""
-    names = [c for c in ("edge", "blended", "deblended") if c in table.colnames]
+    names = [c for c in ("edge", "blended", "deblended", "near_bright") if c in table.colnames]
     if not names:
         return ""
     counts = ", ".join(f"{int(np.count_nonzero(np.asarray(table[c])))} {c}" for c in names)

@@ -37,6 +37,7 @@ from .finding_checks import (
     checked_target_reliability,
 )
 from .fits_image import Beam, FitsImage, ImageError, open_image
+from .flags import BRIGHT_RADIUS, BRIGHT_SNR, near_bright
 from .kinematics import velocity_gradient
 from .line_table import check_sdc2_cube
 from .measure import (
@@ -278,14 +279,48 @@ def attach_reliability(res: SourceFinding, inverted: SourceFinding,
     catalogue's were chosen) in ``res.reliability`` and the table's ``reliability`` column;
     ``fragments`` (:class:`.injection.FragmentRates`): the detector's errors around sources
     that a source injection measured, added (:func:`.reliability.with_fragments`)."""
-    snr = np.asarray(inverted.table["snr"], np.float64)
+    inv = inverted.table
     if threshold is not None:
-        snr = snr[np.asarray(inverted.table["objectness"]) >= threshold]
-    res.reliability = estimate_reliability(res.table["snr"], snr)
-    if fragments is not None:
-        res.reliability = with_fragments(res.reliability,
-                                         *fragments.expected(np.asarray(res.table["snr"])))
+        inv = inv[np.asarray(inv["objectness"]) >= threshold]
+    snr_img, snr = np.asarray(res.table["snr"], np.float64), np.asarray(inv["snr"], np.float64)
+
+    def estimate(a, b):
+        est = estimate_reliability(snr_img[a], snr[b])
+        return est if fragments is None else with_fragments(est,
+                                                            *fragments.expected(snr_img[a]))
+
+    everywhere = np.ones(snr_img.shape, bool)
+    res.reliability = estimate(everywhere, np.ones(snr.shape, bool))
     add_reliability_column(res.table, res.reliability)
+    zones = _bright_zones(res.table, inv)
+    if zones is not None:  # each zone's own test: artefacts around bright sources apart
+        near, near_inv = zones
+        ests = {"near_bright": estimate(near, near_inv), "elsewhere": estimate(~near, ~near_inv)}
+        res.table["reliability"][:] = np.where(near, ests["near_bright"].at(snr_img),
+                                               ests["elsewhere"].at(snr_img))
+        res.table.meta["reliability_zones"] = {
+            "note": "each source's reliability is its zone's: near_bright (flags) or elsewhere, "
+                    "each zone's detections against the inverted image's in the same zone",
+            **{k: v.summary() for k, v in ests.items()}}
+
+
+def _bright_zones(table: Any, inverted: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the catalogue's ``near_bright`` flags, the same zone's inverted detections) when the
+    catalogue has sources near bright ones and its beam and pixel scale are known."""
+    if "near_bright" not in table.colnames or not np.any(np.asarray(table["near_bright"])):
+        return None
+    try:
+        fwhm = float(table.meta["beam_bmaj_arcsec"]) / float(table.meta["pixel_scale_arcsec"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (np.isfinite(fwhm) and fwhm > 0):
+        return None
+    b = np.flatnonzero(np.asarray(table["snr"], np.float64) >= BRIGHT_SNR)
+    x, y, p = (np.asarray(table[c], np.float64) for c in ("x", "y", "peak"))
+    near_inv = near_bright(np.asarray(inverted["x"]), np.asarray(inverted["y"]),
+                           np.asarray(inverted["peak"]), x[b], y[b], p[b],
+                           BRIGHT_RADIUS * fwhm)
+    return np.asarray(table["near_bright"], bool), near_inv
 
 
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,8 @@ from .fits_image import FWHM_AREA, Beam
 from .sky import pixel_angle_to_pa, pixel_to_sky
 
 __all__ = ["SyntheticField", "synthetic_field", "primary_beam_noise", "field_header", "truth_table",
-           "write_fits", "write_stokes_cube", "primary_beam_map", "write_primary_beam"]
+           "write_fits", "write_stokes_cube", "primary_beam_map", "write_primary_beam",
+           "with_artefacts"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class SyntheticField:
     (radio_sky, positions in pixels, fluxes in Jy), ``header`` (astropy), ``noise`` rms
     (Jy/beam, at the centre), ``beam``, ``pixel_scale`` (arcsec) and ``noise_factor``
     ([H, W] local rms / ``noise``; None when the noise is uniform); ``pb_fwhm`` (arcmin) and
-    ``pb`` (each source's response) when the image is not primary-beam corrected."""
+    ``pb`` (each source's response) when the image is not primary-beam corrected;
+    ``artefacts`` ``[N, 3]`` (x, y, peak in Jy/beam) of the calibration artefacts
+    :func:`with_artefacts` added, not sources."""
 
     image: np.ndarray
     catalogue: rs.Catalogue
@@ -50,6 +53,7 @@ class SyntheticField:
     pol: tuple[np.ndarray, ...] | None = None
     pb_fwhm: float | None = None
     pb: np.ndarray | None = None
+    artefacts: np.ndarray | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -276,6 +280,49 @@ def synthetic_field(
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
                           beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
                           alpha=alpha, variable=variable, pol=pol, pb_fwhm=pb_fwhm, pb=pb)
+
+
+def with_artefacts(field: SyntheticField, *, level: float = 0.01, min_snr: float = 300.0,
+                   spokes: int = 6, per_spoke: int = 5, reach: float = 25.0,
+                   seed: int = 0) -> SyntheticField:
+    """``field`` with the residual sidelobes of calibration errors around its bright
+    sources (those whose peak reaches ``min_snr`` times the noise): along ``spokes`` radial
+    lines at random angles, ``per_spoke`` beam-shaped blobs each, 2 to ``reach`` beam FWHMs
+    out, of either sign at random, their peaks ``level`` times the source's over the square
+    root of their distance in beams (as the errors' sidelobes of real images, brightest near
+    the source). Not in the truth; their positions and peaks in ``artefacts``."""
+    if not (0.0 < float(level) < 1.0) or min_snr <= 0 or spokes < 1 or per_spoke < 1 \
+            or reach <= 2.0:
+        raise ValueError(f"with_artefacts: 0 < level < 1, min_snr > 0, spokes and per_spoke "
+                         f">= 1, reach > 2 beams; received {level!r}, {min_snr!r}, "
+                         f"{spokes!r}, {per_spoke!r}, {reach!r}")
+    H, W = field.image.shape
+    fwhm = field.beam.bmaj / field.pixel_scale  # pixels
+    c = field.catalogue
+    peak = c.peak * FWHM_AREA * fwhm**2 * (1.0 if field.pb is None else field.pb)  # Jy/beam
+    bright = np.flatnonzero(peak >= min_snr * field.noise_at(c.x, c.y))
+    rng = np.random.default_rng([int(seed), 29])
+    blobs = []
+    for k in bright:
+        angles = rng.uniform(0.0, 2.0 * np.pi, spokes)
+        for a in angles:
+            r = rng.uniform(2.0, reach, per_spoke) * fwhm
+            t = a + rng.normal(0.0, 0.05, per_spoke)
+            amp = level * peak[k] / np.sqrt(r / fwhm) * rng.choice([-1.0, 1.0], per_spoke)
+            blobs.append(np.stack([c.x[k] + r * np.cos(t), c.y[k] + r * np.sin(t), amp], 1))
+    art = np.concatenate(blobs) if blobs else np.zeros((0, 3))
+    art = art[(art[:, 0] > -0.5) & (art[:, 0] < W - 0.5) & (art[:, 1] > -0.5)
+              & (art[:, 1] < H - 0.5)]
+    image = field.image.astype(np.float64)
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    half = int(math.ceil(4 * sigma))
+    for x0, y0, amp in art:
+        cx, cy = int(round(x0)), int(round(y0))
+        ys, xs = slice(max(cy - half, 0), min(cy + half + 1, H)), slice(max(cx - half, 0),
+                                                                        min(cx + half + 1, W))
+        yy, xx = np.mgrid[ys, xs]
+        image[ys, xs] += amp * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
+    return replace(field, image=image.astype(np.float32), artefacts=art)
 
 
 def _gaussian_beam(x: np.ndarray, y: np.ndarray, shape: tuple[int, int],

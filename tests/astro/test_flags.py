@@ -1,6 +1,7 @@
 """Catalogue quality flags: ``edge`` (the source's extent reaches the image's edge or blank
-pixels) and ``blended`` (half-maximum extents overlap), on hand-placed sources and in
-``predict``'s catalogue."""
+pixels), ``blended`` (half-maximum extents overlap) and ``near_bright`` (around bright
+sources, with the reliability of its zone), on hand-placed sources and in ``predict``'s
+catalogue."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_edge_is_the_extent_reaching_the_border_or_blank_pixels(tmp_path):
         # the beam as the smallest extent: 6 px reaches the blank corner from 35 too
         np.testing.assert_array_equal(edge_flags(im, m, beam_sigma=6.0 / FWHM),
                                       [False, True, True, True, True])
-        assert set(quality_flags(im, m)) == {"edge", "blended", "blend_group"}
+        assert set(quality_flags(im, m)) == {"edge", "blended", "blend_group", "near_bright"}
 
 
 def test_blended_is_overlapping_half_maximum_extents():
@@ -92,3 +93,48 @@ def test_predict_catalogue_flags_the_sources_at_the_blank_border(field, tiny_mod
     numbers = groups[groups > 0]  # 1, 2, ... in catalogue (flux) order, each one twice or more
     assert list(dict.fromkeys(numbers)) == list(range(1, len(set(numbers)) + 1))
     assert all(np.count_nonzero(numbers == g) >= 2 for g in set(numbers))
+
+
+def test_near_bright_marks_fainter_sources_around_bright_ones():
+    from cianna_jax.astro.flags import BRIGHT_RADIUS, near_bright
+
+    r = 10.0  # pixels
+    got = near_bright([0.0, 9.0, 11.0, 5.0, 100.0], [0.0, 0.0, 0.0, 0.0, 100.0],
+                      [100.0, 5.0, 5.0, 50.0, -5.0], [0.0, 100.0], [0.0, 100.0],
+                      [100.0, 60.0], r)
+    # itself, within r and 20x fainter, beyond r, within r but only 2x fainter, an inverted
+    # (negative) detection 12x fainter at 0 of the second bright one
+    np.testing.assert_array_equal(got, [False, True, False, False, True])
+    assert BRIGHT_RADIUS > 10
+
+
+def test_artefacts_around_bright_sources_get_their_own_reliability(tmp_path):
+    """A field whose bright sources carry calibration artefacts (5% sidelobes): the fainter
+    sources around them are flagged near_bright, and their reliability is their zone's,
+    lower there (the inverted image's negative artefacts) than elsewhere at the same SNR."""
+    from cianna_jax.astro.synthetic import (
+        synthetic_field,
+        truth_table,
+        with_artefacts,
+        write_fits,
+    )
+
+    from .conftest import make_peak_detector
+
+    f0 = synthetic_field(256, seed=5, density=0.002, snr_range=(30.0, 1e5))
+    f = with_artefacts(f0, level=0.05, min_snr=300, seed=1)
+    t0 = truth_table(f0)
+    assert len(f.artefacts) > 20 and len(truth_table(f)) == len(t0)
+    np.testing.assert_array_equal(truth_table(f)["flux"], t0["flux"])  # (not sources)
+    write_fits(tmp_path / "a.fits", f)
+    model = make_peak_detector(tmp_path, 5.0)
+    t = find_sources(str(tmp_path / "a.fits"), model, progress=False, reliability=True).table
+    near = np.asarray(t["near_bright"])
+    snr = np.asarray(t["snr"])
+    assert near.sum() >= 5 and not near[np.argmax(snr)]
+    zones = t.meta["reliability_zones"]
+    assert {"near_bright", "elsewhere"} <= set(zones)
+    rel = np.asarray(t["reliability"])
+    faint = snr < 10
+    assert np.mean(rel[near & faint]) < np.mean(rel[~near & faint])
+    assert "near_bright" in t.meta["flags"]
