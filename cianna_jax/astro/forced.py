@@ -17,6 +17,7 @@ as 1 where there is no source.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,9 @@ def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = 
     """Forced fluxes and errors ``(n, K)`` (Jy) at every plane of a ``cube`` with a
     frequency axis (its ``stokes`` parameter where it has a STOKES axis; sources of
     ``shapes``, or unresolved, each plane with its own beam and noise map), and its planes'
-    frequencies (Hz); ImageError naming ``purpose`` for an image without that axis."""
+    frequencies (Hz); ImageError naming ``purpose`` for an image without that axis. A plane
+    without data (blank, or zero everywhere: a flagged sub-band or channel) gives NaN, with
+    a warning."""
     with open_image(cube, stokes=stokes) as img:
         axis = img.frequency_axis if img.ndim == 3 else None
         if axis is None:
@@ -152,9 +155,18 @@ def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = 
         k_all = img.shape[0]
         freqs = axis.frequency(np.arange(k_all, dtype=np.float64))
     flux, err = np.full((len(ra), k_all), np.nan), np.full((len(ra), k_all), np.nan)
+    blank = []
     for k in range(k_all):
         with open_image(cube, stokes=stokes, plane=k) as plane:
-            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, shapes=shapes)
+            try:
+                noise = estimate_noise_map(plane.read, plane.shape)
+            except ValueError:  # no finite pixels, or zero noise everywhere
+                blank.append(k)
+                continue
+            flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, noise, shapes=shapes)
+    if blank:
+        warnings.warn(f"{cube}: planes {blank} (0-based) have no data (blank or zero): no flux "
+                      "there", UserWarning, stacklevel=2)
     return flux, err, freqs
 
 

@@ -112,5 +112,13 @@ def test_the_command_line_and_refusals(subbands, capsys):
 
     with fits.open(path) as h:
         fits.PrimaryHDU(h[0].data[0], h[0].header).writeto(d / "plane.fits")
+    with fits.open(path) as h:  # a flagged sub-band: blank, left out with a warning
+        data = h[0].data.copy()
+        data[2] = np.nan
+        fits.PrimaryHDU(data, h[0].header).writeto(d / "flagged.fits")
+    with pytest.warns(UserWarning, match=r"planes \[2\] \(0-based\) have no data"):
+        t = inband_spectral_indices(truth, str(d / "flagged.fits"))
+    assert np.all(np.isnan(t["plane_flux_3"])) and np.all(t["n_planes"] <= 7)
+    assert np.isfinite(t["alpha"]).all()
     with pytest.raises(ImageError, match="in-band spectral index needs a cube"):
         inband_spectral_indices(truth, str(d / "plane.fits"))
