@@ -8,9 +8,10 @@ times the per-pixel noise, peak SNR up to ~1900), and the same field with the re
 sidelobes of calibration errors around the sources of peak SNR >= 300
 (:func:`cianna_jax.astro.synthetic.with_artefacts`, ``--level`` of their peak). For each,
 the detector's catalogue (``predict --reliability``) is matched to the truth: its false
-sources near bright ones (the ``near_bright`` flag) and elsewhere, and what a cut at
+sources near bright ones (the ``near_bright`` flag) and elsewhere, what a cut at
 reliability >= 0.9 keeps when each source's reliability is its zone's (as the catalogue
-gives it) or the whole image's; then PyBDSF 1.14.1 (thresh_isl 3, thresh_pix 5), with and
+gives it) or the whole image's, and the catalogue of ``--target-reliability 0.9`` (a
+threshold per zone); then PyBDSF 1.14.1 (thresh_isl 3, thresh_pix 5), with and
 without its ``adaptive_rms_box``.
 """
 
@@ -72,7 +73,21 @@ def ours(path: str, truth, model: str) -> str:
             f"{(~real & near).sum()} near bright sources ({near.sum()} flagged near_bright), "
             f"{(~real & ~near).sum()} elsewhere; reliability >= {CUT:g} by zone keeps "
             f"{(real & zone).sum()} real and {(~real & zone).sum()} false, by the whole "
-            f"image's {(real & whole).sum()} real and {(~real & whole).sum()} false")
+            f"image's {(real & whole).sum()} real and {(~real & whole).sum()} false; "
+            + target_line(path, truth, model))
+
+
+def target_line(path: str, truth, model: str) -> str:
+    """The catalogue at a target reliability of CUT (a threshold per zone)."""
+    from cianna_jax.astro.pipeline import find_sources
+
+    t = find_sources(path, model, progress=False, target_reliability=CUT).table
+    real, near = real_rows(t, truth), np.asarray(t["near_bright"], bool)
+    near_thr = t.meta["reliability"].get("near_bright_threshold")
+    return (f"--target-reliability {CUT:g}: threshold {t.meta['obj_threshold']:g}"
+            + (f" ({near_thr:g} near bright sources)" if near_thr is not None else "")
+            + f", {real.sum()} real, {(~real & near).sum()} false near bright sources, "
+            f"{(~real & ~near).sum()} elsewhere")
 
 
 def pybdsf(path: str, truth, adaptive: bool) -> str:

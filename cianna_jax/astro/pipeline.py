@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checks import as_int
 from ..io.atomic import check_folder
+from .bright_zones import ZONES_NOTE, box_thresholds, bright_zones, zone_thresholds
 from .catalogue import (
     catalogue_format,
     write_catalogue,
@@ -37,7 +38,6 @@ from .finding_checks import (
     checked_target_reliability,
 )
 from .fits_image import Beam, FitsImage, ImageError, open_image
-from .flags import BRIGHT_RADIUS, BRIGHT_SNR, near_bright
 from .kinematics import velocity_gradient
 from .line_table import check_sdc2_cube
 from .measure import (
@@ -65,7 +65,6 @@ from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
     add_reliability_column,
-    choose_threshold,
     estimate_reliability,
     with_fragments,
 )
@@ -273,15 +272,24 @@ def inverted_finding(image: FitsImage, model: LoadedModel, noise: NoiseMap, *,
 
 
 def attach_reliability(res: SourceFinding, inverted: SourceFinding,
-                       threshold: float | None = None, fragments: Any = None) -> None:
+                       threshold: float | None = None, fragments: Any = None,
+                       near_threshold: float | None = None) -> None:
     """Give the catalogue of ``res`` its reliability: the estimate from the detections of
     the ``inverted`` image (those of objectness >= ``threshold`` when given, as the
-    catalogue's were chosen) in ``res.reliability`` and the table's ``reliability`` column;
-    ``fragments`` (:class:`.injection.FragmentRates`): the detector's errors around sources
-    that a source injection measured, added (:func:`.reliability.with_fragments`)."""
+    catalogue's were chosen; ``near_threshold`` for those near bright sources, when that
+    zone had its own) in ``res.reliability`` and the table's ``reliability`` column, each
+    source's its zone's (:mod:`.bright_zones`); ``fragments``
+    (:class:`.injection.FragmentRates`): the detector's errors around sources that a source
+    injection measured, added (:func:`.reliability.with_fragments`)."""
     inv = inverted.table
+    zones = bright_zones(res.table, inv)
     if threshold is not None:
-        inv = inv[np.asarray(inv["objectness"]) >= threshold]
+        cut = np.full(len(inv), float(threshold))
+        if zones is not None and near_threshold is not None:
+            cut = np.where(zones[1], near_threshold, cut)
+        keep = np.asarray(inv["objectness"]) >= cut
+        inv = inv[keep]
+        zones = None if zones is None else (zones[0], zones[1][keep])
     snr_img, snr = np.asarray(res.table["snr"], np.float64), np.asarray(inv["snr"], np.float64)
 
     def estimate(a, b):
@@ -292,35 +300,13 @@ def attach_reliability(res: SourceFinding, inverted: SourceFinding,
     everywhere = np.ones(snr_img.shape, bool)
     res.reliability = estimate(everywhere, np.ones(snr.shape, bool))
     add_reliability_column(res.table, res.reliability)
-    zones = _bright_zones(res.table, inv)
     if zones is not None:  # each zone's own test: artefacts around bright sources apart
         near, near_inv = zones
         ests = {"near_bright": estimate(near, near_inv), "elsewhere": estimate(~near, ~near_inv)}
         res.table["reliability"][:] = np.where(near, ests["near_bright"].at(snr_img),
                                                ests["elsewhere"].at(snr_img))
-        res.table.meta["reliability_zones"] = {
-            "note": "each source's reliability is its zone's: near_bright (flags) or elsewhere, "
-                    "each zone's detections against the inverted image's in the same zone",
-            **{k: v.summary() for k, v in ests.items()}}
-
-
-def _bright_zones(table: Any, inverted: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(the catalogue's ``near_bright`` flags, the same zone's inverted detections) when the
-    catalogue has sources near bright ones and its beam and pixel scale are known."""
-    if "near_bright" not in table.colnames or not np.any(np.asarray(table["near_bright"])):
-        return None
-    try:
-        fwhm = float(table.meta["beam_bmaj_arcsec"]) / float(table.meta["pixel_scale_arcsec"])
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    if not (np.isfinite(fwhm) and fwhm > 0):
-        return None
-    b = np.flatnonzero(np.asarray(table["snr"], np.float64) >= BRIGHT_SNR)
-    x, y, p = (np.asarray(table[c], np.float64) for c in ("x", "y", "peak"))
-    near_inv = near_bright(np.asarray(inverted["x"]), np.asarray(inverted["y"]),
-                           np.asarray(inverted["peak"]), x[b], y[b], p[b],
-                           BRIGHT_RADIUS * fwhm)
-    return np.asarray(table["near_bright"], bool), near_inv
+        res.table.meta["reliability_zones"] = {"note": ZONES_NOTE,
+                                               **{k: v.summary() for k, v in ests.items()}}
 
 
 def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, target: float,
@@ -344,16 +330,19 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
                                   max_peaks=max_peaks, **pb)
     neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge,
                            max_peaks=max_peaks, **pb, **kw)
-    scan, thr = choose_threshold(np.asarray(full.table["objectness"]),
-                                 np.asarray(neg.table["objectness"]), floor, target)
+    chosen = zone_thresholds(full.table, neg.table, floor, target)  # (per zone, when
+    thr = chosen.threshold  # there are sources near bright ones: artefacts apart)
     t2 = time.perf_counter()
-    above = replace(det, boxes=det.boxes.take(det.boxes.objectness >= thr), obj_threshold=thr)
+    keep = det.boxes.objectness >= box_thresholds(det.boxes, full.table, chosen)
+    above = replace(det, boxes=det.boxes.take(keep), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"],
                              max_peaks=max_peaks, astrometric_error=astrometric_error, **pb)
-    res.threshold_scan = scan
-    attach_reliability(res, neg, thr, fragments)  # (the scan counts noise detections only)
-    res.table.meta["reliability"].update(target=target, threshold_scan=scan.summary())
+    res.threshold_scan = chosen.scan
+    attach_reliability(res, neg, thr, fragments,  # (the scan counts noise detections only)
+                       near_threshold=None if chosen.near is None else chosen.near[1])
+    res.table.meta["reliability"].update(target=target, threshold_scan=chosen.scan.summary(),
+                                         **chosen.summary())
     res.timings = {"detect_s": t1 - t0, **res.timings, "reliability_s": t2 - t1}
     return res
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
+from .bright_zones import box_thresholds, zone_thresholds
 from .catalogue import (
     CatalogueError,
     column_values,
@@ -65,7 +66,6 @@ from .primary_beam import finding_beam, pb_response
 from .reliability import (
     ReliabilityEstimate,
     ThresholdScan,
-    choose_threshold,
     format_reliability,
     format_scan,
     measured_reliability,
@@ -330,15 +330,17 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
         full = measure_detections(img, mdl, found, noise, progress=progress,
                                   max_peaks=max_peaks, **pb).table
     t2 = time.perf_counter()
-    neg = scan = None
+    neg = scan = chosen = None
     if reliability or target is not None:  # (a target: from the card's threshold, thr)
         neg = inverted_finding(img, mdl, noise, obj_threshold=thr, predict_fn=predict_fn,
                                progress=progress, max_peaks=max_peaks, **pb)
-    if target is not None:
-        scan, thr = choose_threshold(np.asarray(full["objectness"]),
-                                     np.asarray(neg.table["objectness"]), thr, target)
+    cut = np.full(len(found.boxes.objectness), thr)
+    if target is not None:  # (per zone where there are sources near bright ones)
+        chosen = zone_thresholds(full, neg.table, thr, target)
+        scan, thr = chosen.scan, chosen.threshold
+        cut = box_thresholds(found.boxes, full, chosen)
     t3 = time.perf_counter()
-    above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= thr),
+    above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= cut),
                     obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, progress=progress, max_peaks=max_peaks,
                              **pb)
@@ -346,7 +348,8 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
     if neg is not None:
-        attach_reliability(res, neg, thr)
+        attach_reliability(res, neg, thr, near_threshold=None if chosen is None or
+                           chosen.near is None else chosen.near[1])
         res.timings["reliability_s"] = t3 - t2
     return run
 

@@ -138,3 +138,13 @@ def test_artefacts_around_bright_sources_get_their_own_reliability(tmp_path):
     faint = snr < 10
     assert np.mean(rel[near & faint]) < np.mean(rel[~near & faint])
     assert "near_bright" in t.meta["flags"]
+    # a target reliability: the zone near bright sources gets its own, higher, threshold
+    graded = make_peak_detector(tmp_path, 5.0, steep=35.0)  # (objectness over a
+    tr = find_sources(str(tmp_path / "a.fits"), graded, progress=False,  # few sigma)
+                      target_reliability=0.9).table
+    meta = tr.meta["reliability"]
+    assert meta["near_bright_threshold"] > tr.meta["obj_threshold"]
+    near = np.asarray(tr["near_bright"])
+    obj = np.asarray(tr["objectness"])
+    assert near.any() and np.all(obj[near] >= meta["near_bright_threshold"] - 1e-9)
+    assert np.all(obj[~near] >= tr.meta["obj_threshold"] - 1e-9) and (~near).any()
