@@ -22,6 +22,7 @@ EXPECTED = {  # text each notebook must print when it ran through
     "radio_detection_yolo.ipynb": ["above 5 sigma", "precision", "recall"],
     "fits_workflow.ipynb": ["catalogue sources", "best epoch", "sources -> test_sources.ecsv",
                             "sources from", "compact isolated pairs",
+                            "in-band spectral index", "format = Name, Type, Patch",
                             "chosen for an estimated reliability >= 0.9",
                             "reliability from the inverted image", "50% complete at SNR", "n_corrected",
                             "precision (reliability)"],
