@@ -477,10 +477,11 @@ def add_parsers(sub) -> None:
     cut.add_argument("--out", required=True, help="the gallery (.png, .pdf)")
     cut.add_argument("--select", default="brightest",
                      choices=("brightest", "faintest", "flagged", "resolved", "multiple",
-                              "random"),
+                              "near_bright", "random"),
                      help="which sources: brightest (default), faintest, flagged (edge, "
                           "blended, deblended or several Gaussians), resolved, multiple (S_Code "
-                          "M), random")
+                          "M), near_bright (around bright sources, where artefacts are: least "
+                          "reliable first), random")
     cut.add_argument("--n", type=int, default=25, help="how many (25)")
     cut.add_argument("--ids", default=None, metavar="ID,ID,...",
                      help="these catalogue ids instead of --select")

@@ -28,7 +28,8 @@ __all__ = ["SELECTIONS", "Stamp", "select_rows", "catalogue_pixels", "cut_stamps
            "write_stamps", "beam_ellipse", "STAMP_BEAMS", "MAX_STAMP"]
 
 #: which sources a gallery shows
-SELECTIONS = ("brightest", "faintest", "flagged", "resolved", "multiple", "random")
+SELECTIONS = ("brightest", "faintest", "flagged", "resolved", "multiple", "near_bright",
+              "random")
 #: a stamp's side, in beam FWHMs (at least 2.5 times the source's major axis)
 STAMP_BEAMS = 10.0
 #: the largest stamp side, pixels
@@ -56,7 +57,9 @@ def select_rows(table: Any, how: str = "brightest", n: int = 25, *,
     """Row indices of the sources to show: the ``n`` brightest or faintest (by ``flux``),
     the flagged ones (``edge``, ``blended``, ``deblended``, or ``s_code`` M: several
     Gaussians), the ``resolved`` ones, those of ``s_code`` M (``multiple``), ``n`` at random
-    (``seed``), brightest first; or the rows of the catalogue ``ids`` in their order."""
+    (``seed``), brightest first; those flagged ``near_bright`` (where artefacts are), least
+    reliable first when the catalogue has a ``reliability`` column; or the rows of the
+    catalogue ``ids`` in their order."""
     if ids is not None:
         if "id" not in table.colnames:
             raise CatalogueError(f"{what}: no id column to pick ids from")
@@ -88,6 +91,14 @@ def select_rows(table: Any, how: str = "brightest", n: int = 25, *,
         keep = np.asarray(table["resolved"], bool)
     elif how == "multiple":
         keep = codes == "M"
+    elif how == "near_bright":
+        if "near_bright" not in table.colnames:
+            raise CatalogueError(f"{what}: no near_bright column (a 2D image's catalogue of "
+                                 "this package's has one)")
+        keep = np.asarray(table["near_bright"], bool)
+        if "reliability" in table.colnames:  # the likeliest artefacts first
+            rel = np.nan_to_num(np.asarray(table["reliability"], np.float64), nan=2.0)
+            order = np.lexsort((-flux, rel))
     else:
         keep = codes == "M"
         for name in _FLAGS:

@@ -24,7 +24,9 @@ def _flagged_table():
                        "edge": [False, True, False, False, False, False],
                        "blended": [False, False, False, True, False, False],
                        "deblended": [False] * 6, "resolved": [True, False, True] + [False] * 3,
-                       "s_code": ["S", "S", "S", "S", "M", "S"]})
+                       "s_code": ["S", "S", "S", "S", "M", "S"],
+                       "near_bright": [False, True, True, True, False, False],
+                       "reliability": [1.0, 0.9, 0.6, 0.6, 1.0, 1.0]})
 
 
 def test_which_sources():
@@ -34,6 +36,7 @@ def test_which_sources():
     assert select_rows(t, "flagged", 9).tolist() == [1, 3, 4]
     assert select_rows(t, "resolved", 9).tolist() == [0, 2]
     assert select_rows(t, "multiple", 9).tolist() == [4]
+    assert select_rows(t, "near_bright", 9).tolist() == [2, 3, 1]  # least reliable first
     r = select_rows(t, "random", 3, seed=5)
     assert r.tolist() == select_rows(t, "random", 3, seed=5).tolist() and len(set(r)) == 3
     assert select_rows(t, ids=[4, 2]).tolist() == [3, 1]
