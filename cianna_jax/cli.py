@@ -437,11 +437,12 @@ def _parser() -> argparse.ArgumentParser:
     pb_options(pred, several=True)
     pred.add_argument("--out", required=True, action="append",
                       help="catalogue: .ecsv, .csv, .fits, .xml (VOTable), .sdc1/.txt (SDC1 "
-                           "text), .sdc2 (SDC2 text, a cube's lines) or .reg (DS9 regions); "
-                           "repeatable: several files, one run")
+                           "text), .sdc2 (SDC2 text, a cube's lines), .reg (DS9 regions) or "
+                           ".skymodel (a BBS / makesourcedb sky model); repeatable: several "
+                           "files, one run")
     pred.add_argument("--format", default=None, help="output format, overriding the extension "
                                                      "(ascii.ecsv, csv, fits, votable, sdc1, "
-                                                     "sdc2)")
+                                                     "sdc2, bbs)")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
     pred.add_argument("--batch", type=int, default=None,
                       help="tiles per batch (default: the card's; an image of fewer tiles "
