@@ -291,11 +291,14 @@ def parse_bbs(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         except ValueError:
             raise BbsError(f"{p}: line {row['_line']}: cannot read the position "
                                  f"{field(row, 'ra')!r}, {field(row, 'dec')!r}") from None
+        if not (math.isfinite(ra) and math.isfinite(dec) and abs(dec) <= 90.0):
+            raise BbsError(f"{p}: line {row['_line']}: the position {field(row, 'ra')!r}, "
+                           f"{field(row, 'dec')!r} is not on the sky")
         kind = field(row, "type").upper() or "POINT"
         cols["name"].append(field(row, "name"))
         cols["type"].append(kind)
         cols["patch"].append(field(row, "patch"))
-        cols["ra"].append(ra)
+        cols["ra"].append(ra % 360.0)
         cols["dec"].append(dec)
         for k, c in (("i", "flux"), ("q", "q_flux"), ("u", "u_flux"), ("v", "v_flux")):
             cols[c].append(number(row, k, 0.0 if k != "i" else math.nan))

@@ -102,3 +102,42 @@ def test_the_command_line_and_refusals(tmp_path, capsys):
                                             "a, POINT, 12:00:00, +10.00.00, lots\n")
     with pytest.raises(CatalogueError, match="line 3: i 'lots' is not a number"):
         read_catalogue(tmp_path / "bad2.skymodel")
+
+
+def test_mutated_sky_models_read_or_are_refused(tmp_path):
+    """300 deterministic mutations of PyBDSF's sky model (bytes flipped, lines cut, doubled
+    or dropped, fields emptied): each reads as a table or raises CatalogueError."""
+    import warnings
+
+    base = (DATA / "f_patch.sky_in").read_bytes()
+    lines = base.split(b"\n")
+    rng = np.random.default_rng(7)
+    path = tmp_path / "m.skymodel"
+    outcomes = {"read": 0, "refused": 0}
+    for k in range(300):
+        kind = k % 4
+        if kind == 0:
+            data = bytearray(base)
+            for i in rng.integers(0, len(data), 8):
+                data[i] = int(rng.integers(0, 256))
+            data = bytes(data)
+        elif kind == 1:
+            data = base[: int(rng.integers(0, len(base)))]
+        elif kind == 2:
+            pick = rng.integers(0, len(lines), len(lines))
+            data = b"\n".join(lines[i] for i in sorted(pick))
+        else:
+            row = lines[int(rng.integers(2, len(lines) - 1))].split(b", ")
+            row[int(rng.integers(0, len(row)))] = b""
+            data = b"\n".join(lines[:2] + [b", ".join(row)] + lines[2:])
+        path.write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = read_catalogue(path)
+            outcomes["read"] += 1
+            dec, ra = np.asarray(t["dec"]), np.asarray(t["ra"])
+            assert np.all(np.abs(dec) <= 90) and np.all((ra >= 0) & (ra < 360)), k
+        except CatalogueError:
+            outcomes["refused"] += 1
+    assert outcomes["read"] > 50 and outcomes["refused"] > 20, outcomes
