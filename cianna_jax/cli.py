@@ -117,7 +117,7 @@ def _predict(args) -> int:
                        max_peaks=args.max_peaks, source_list=args.source_list,
                        group_tol=args.group_tol, names=args.names,
                        primary_beam=_primary_beams(args),
-                       pb_min=args.pb_min)
+                       pb_min=args.pb_min, bright=_bright_rule(args))
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -167,7 +167,7 @@ def _val(args) -> int:
                    compare=_compare_names(args.compare), reliability=args.reliability,
                    target_reliability=args.target_reliability, max_peaks=args.max_peaks,
                    primary_beam=_primary_beams(args), pb_min=args.pb_min,
-                   compare_apparent=args.compare_apparent)
+                   compare_apparent=args.compare_apparent, bright=_bright_rule(args))
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -249,6 +249,18 @@ def _inject_one(args, image: str, model, out: str, beam=None) -> None:
             write_injected(img.with_sources(res.sources[0]), args.write_image)
         what = "cube with the {} lines" if res.sources[0].ndim == 3 else "image with the {} sources"
         print(f"{what.format(len(res.sources[0]))} of round 1 -> {args.write_image}")
+
+
+def _bright_rule(args):
+    """``--bright-snr`` and ``--bright-radius`` as a rule of the near_bright flag (None: the
+    default rule)."""
+    if args.bright_snr is None and args.bright_radius is None:
+        return None
+    from .astro.flags import BRIGHT_RADIUS, BRIGHT_SNR, BrightRule
+
+    return BrightRule(snr=BRIGHT_SNR if args.bright_snr is None else args.bright_snr,
+                      radius=BRIGHT_RADIUS if args.bright_radius is None
+                      else args.bright_radius)
 
 
 def _primary_beams(args):
@@ -430,6 +442,13 @@ def _parser() -> argparse.ArgumentParser:
                             "card's and 0.05, 0.1, ... 0.95 above it, whose catalogue the "
                             "inverted-image test estimates at least R reliable, e.g. 0.9 "
                             "(implies --reliability; not with --threshold)")
+        p.add_argument("--bright-snr", type=float, default=None, metavar="SNR",
+                       help="sources this bright (peak SNR, default 100) may have artefacts "
+                            "around them: the fainter sources there are flagged near_bright "
+                            "and the reliability test is made for them apart")
+        p.add_argument("--bright-radius", type=float, default=None, metavar="BEAMS",
+                       help="how far artefacts reach around bright sources, in beam FWHMs "
+                            "(default 30)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred, several="")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .flags import BRIGHT_RADIUS, BRIGHT_SNR, near_bright
+from .flags import BrightRule, near_bright
 from .reliability import ThresholdScan, choose_threshold
 
 __all__ = ["bright_zones", "ZoneThresholds", "zone_thresholds", "box_thresholds",
@@ -34,7 +34,8 @@ ZONES_NOTE = ("each source's reliability is its zone's: near_bright (flags) or e
 def bright_zones(table: Any, inverted: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(the catalogue's ``near_bright`` flags, the inverted image's detections near the
     catalogue's bright sources by the same rule) when the catalogue has sources near bright
-    ones and its beam and pixel scale are known (its metadata); else None."""
+    ones and its beam and pixel scale are known (its metadata, with the rule it was flagged
+    by: ``near_bright_rule``); else None."""
     if "near_bright" not in table.colnames or not np.any(np.asarray(table["near_bright"])):
         return None
     try:
@@ -43,11 +44,12 @@ def bright_zones(table: Any, inverted: Any) -> tuple[np.ndarray, np.ndarray] | N
         return None
     if not (np.isfinite(fwhm) and fwhm > 0):
         return None
-    b = np.flatnonzero(np.asarray(table["snr"], np.float64) >= BRIGHT_SNR)
+    rule = BrightRule.of(table.meta)
+    b = np.flatnonzero(np.asarray(table["snr"], np.float64) >= rule.snr)
     x, y, p = (np.asarray(table[c], np.float64) for c in ("x", "y", "peak"))
     near_inv = near_bright(np.asarray(inverted["x"]), np.asarray(inverted["y"]),
                            np.asarray(inverted["peak"]), x[b], y[b], p[b],
-                           BRIGHT_RADIUS * fwhm)
+                           rule.radius * fwhm, rule.ratio)
     return np.asarray(table["near_bright"], bool), near_inv
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .. import __version__
 from .catalogue import PA_CONVENTION, disc_inclination, make_table
 from .fits_image import FitsImage, continuum_frequency
-from .flags import FLAG_NOTE, quality_flags, renumbered
+from .flags import DEFAULT_BRIGHT, FLAG_NOTE, BrightRule, quality_flags, renumbered
 from .islands import pixel_islands
 from .line_table import line_table_columns
 from .measure import FWHM, Measurements
@@ -78,12 +78,14 @@ def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
 
 
 def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any],
-                noise: NoiseMap | None = None, pb: np.ndarray | None = None) -> Any:
+                noise: NoiseMap | None = None, pb: np.ndarray | None = None,
+                bright: BrightRule = DEFAULT_BRIGHT) -> Any:
     """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
     sorted by decreasing flux (then peak) with ids 1..N; with the ``noise`` map, a 2D
     image's Gaussians get their islands of pixels (:mod:`.islands`); with ``pb`` (the
     primary beam's response at each), fluxes, peaks, their errors and the rms divided by
-    it (:mod:`.primary_beam`) and the response as the column ``pb``."""
+    it (:mod:`.primary_beam`) and the response as the column ``pb``; ``bright``: the rule
+    of the ``near_bright`` flag (:mod:`.flags`)."""
     boxes = det.boxes
     n = len(m.x)
     scale = image.pixel_scale
@@ -148,7 +150,8 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     cols["fit_ok"] = m.fit_ok[order]
     flagged = image.ndim == 2 and m.z is None
     if flagged:
-        for name, values in quality_flags(image, m, beam[0] if beam else None).items():
+        for name, values in quality_flags(image, m, beam[0] if beam else None,
+                                          bright).items():
             cols[name] = values[order]
         cols["blend_group"] = renumbered(cols["blend_group"])  # 1: the brightest's blend
         cols["deblended"] = (np.zeros(n, bool) if m.deblended is None else m.deblended)[order]
@@ -182,7 +185,7 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
                   "linearised covariance in noise correlated as the beam (white without "
                   "one); box-measured sources (fit_ok False): peak and flux from the rms, "
                   "others NaN",
-        **({"flags": FLAG_NOTE} if flagged else {}),
+        **({"flags": FLAG_NOTE, "near_bright_rule": bright.summary()} if flagged else {}),
         **line_meta,
         **meta,
     }

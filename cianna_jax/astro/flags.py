@@ -12,8 +12,9 @@ Survey catalogues flag what a user should treat with care before using a flux or
   neighbour (PyBDSF puts such sources in one island).  ``blend_group`` numbers each set of
   sources so linked (directly or through each other; 0: none), whose fluxes add up to the
   blend's, as an island's.
-* ``near_bright``: the source lies within :data:`BRIGHT_RADIUS` beam FWHMs of a source of
-  SNR >= :data:`BRIGHT_SNR` whose peak is at least :data:`BRIGHT_RATIO` times its own: where
+* ``near_bright``: the source lies within ``radius`` (:data:`BRIGHT_RADIUS`) beam FWHMs of
+  a source of SNR >= ``snr`` (:data:`BRIGHT_SNR`) whose peak is at least ``ratio``
+  (:data:`BRIGHT_RATIO`) times its own (a :class:`BrightRule`, in the metadata): where
   the residual sidelobes of calibration errors around bright sources (spokes, rings) make
   false sources in real images. The reliability test (:mod:`.reliability`) is then made
   for these sources apart (the inverted image's detections in the same places).
@@ -24,14 +25,16 @@ memory-mapped image is never loaded whole).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .fits_image import FitsImage
 from .measure import FWHM, Measurements
 
 __all__ = ["quality_flags", "edge_flags", "blend_flags", "blend_groups", "renumbered",
-           "near_bright", "flag_counts", "FLAG_NOTE", "BRIGHT_SNR", "BRIGHT_RADIUS",
-           "BRIGHT_RATIO"]
+           "near_bright", "flag_counts", "FLAG_NOTE", "BrightRule", "DEFAULT_BRIGHT",
+           "BRIGHT_SNR", "BRIGHT_RADIUS", "BRIGHT_RATIO"]
 
 #: a source this bright (peak SNR) may have artefacts around it
 BRIGHT_SNR = 100.0
@@ -40,6 +43,39 @@ BRIGHT_RADIUS = 30.0
 #: ... for sources at least this many times fainter (peak)
 BRIGHT_RATIO = 10.0
 
+
+@dataclass(frozen=True)
+class BrightRule:
+    """Which sources are ``near_bright``: within ``radius`` beam FWHMs of a source of peak
+    SNR >= ``snr`` at least ``ratio`` times brighter (peak)."""
+
+    snr: float = BRIGHT_SNR
+    radius: float = BRIGHT_RADIUS
+    ratio: float = BRIGHT_RATIO
+
+    def __post_init__(self) -> None:
+        for name in ("snr", "radius", "ratio"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    np.isfinite(v) and v > 0):
+                raise ValueError(f"bright_{name}: a number > 0; received {v!r}")
+
+    def summary(self) -> dict[str, float]:
+        return {"snr": float(self.snr), "radius_beams": float(self.radius),
+                "ratio": float(self.ratio)}
+
+    @classmethod
+    def of(cls, meta: dict) -> BrightRule:
+        """The rule a catalogue's metadata records (``near_bright_rule``), else the default."""
+        r = meta.get("near_bright_rule") if hasattr(meta, "get") else None
+        try:
+            return cls(float(r["snr"]), float(r["radius_beams"]), float(r["ratio"]))
+        except (TypeError, KeyError, ValueError):
+            return cls()
+
+
+DEFAULT_BRIGHT = BrightRule()
+
 #: what the flag columns mean, for a catalogue's metadata
 FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of the centre) "
              "reaches a pixel off the image or without data, so flux and size may be short; "
@@ -47,9 +83,9 @@ FLAG_NOTE = ("edge: the source's extent (one FWHM of the major axis each side of
              "FWHMs, so the fits share flux; blend_group: the sources so linked share a "
              "number (1, 2, ... from the brightest; 0: not blended); deblended: the detector "
              "boxed the source with close neighbours once, and the box was split at its "
-             "separate peaks, the sources fitted together; near_bright: within "
-             f"{BRIGHT_RADIUS:g} beam FWHMs of a source of SNR >= {BRIGHT_SNR:g} at least "
-             f"{BRIGHT_RATIO:g} times brighter (peak), where calibration artefacts make "
+             "separate peaks, the sources fitted together; near_bright: within a radius of a "
+             "source much brighter than itself (near_bright_rule: the radius in beam FWHMs, "
+             "that source's SNR and the peaks' ratio), where calibration artefacts make "
              "false sources")
 
 
@@ -131,34 +167,36 @@ def blend_flags(m: Measurements, beam_sigma: float | None = None) -> np.ndarray:
 
 
 def near_bright(x: np.ndarray, y: np.ndarray, peak: np.ndarray, bright_x: np.ndarray,
-                bright_y: np.ndarray, bright_peak: np.ndarray, radius: float) -> np.ndarray:
+                bright_y: np.ndarray, bright_peak: np.ndarray, radius: float,
+                ratio: float = BRIGHT_RATIO) -> np.ndarray:
     """``near_bright`` (see the module docstring) of points ``(x, y)`` of peak ``peak``
     (their absolute value: an inverted image's detections too) among the bright sources
-    ``(bright_x, bright_y, bright_peak)`` (those of SNR >= :data:`BRIGHT_SNR`), ``radius``
-    in pixels."""
+    ``(bright_x, bright_y, bright_peak)`` (those of SNR >= the rule's), ``radius`` in
+    pixels, ``ratio`` the least ratio of their peaks."""
     x, y, p = (np.asarray(v, np.float64) for v in (x, y, peak))
     bx, by, bp = (np.asarray(v, np.float64) for v in (bright_x, bright_y, bright_peak))
     out = np.zeros(x.shape, bool)
     for k0 in range(0, x.size, 4096):  # (bright sources are few)
         sl = slice(k0, k0 + 4096)
         d = np.hypot(x[sl, None] - bx, y[sl, None] - by)
-        fainter = bp >= BRIGHT_RATIO * np.abs(p[sl, None])
+        fainter = bp >= ratio * np.abs(p[sl, None])
         out[sl] = np.any((d <= radius) & fainter, axis=1)
     return out
 
 
-def quality_flags(image: FitsImage, m: Measurements,
-                  beam_sigma: float | None = None) -> dict[str, np.ndarray]:
+def quality_flags(image: FitsImage, m: Measurements, beam_sigma: float | None = None,
+                  bright: BrightRule = DEFAULT_BRIGHT) -> dict[str, np.ndarray]:
     """``{"edge": ..., "blended": ..., "blend_group": ..., "near_bright": ...}`` for the
     sources of ``m`` on the 2D ``image`` (``beam_sigma``: the beam's major-axis sigma in
-    pixels, the smallest extent counted; without a beam, ``near_bright`` is False)."""
+    pixels, the smallest extent counted; without a beam, ``near_bright`` is False;
+    ``bright``: its rule)."""
     groups = blend_groups(m, beam_sigma)
     flags = {"edge": edge_flags(image, m, beam_sigma), "blended": groups > 0,
              "blend_group": groups, "near_bright": np.zeros(len(m.x), bool)}
     if beam_sigma is not None:
-        b = np.flatnonzero(np.asarray(m.snr, np.float64) >= BRIGHT_SNR)
+        b = np.flatnonzero(np.asarray(m.snr, np.float64) >= bright.snr)
         flags["near_bright"] = near_bright(m.x, m.y, m.peak, m.x[b], m.y[b], m.peak[b],
-                                           BRIGHT_RADIUS * beam_sigma * FWHM)
+                                           bright.radius * beam_sigma * FWHM, bright.ratio)
     return flags
 
 

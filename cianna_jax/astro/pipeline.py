@@ -38,6 +38,7 @@ from .finding_checks import (
     checked_target_reliability,
 )
 from .fits_image import Beam, FitsImage, ImageError, open_image
+from .flags import DEFAULT_BRIGHT, BrightRule
 from .kinematics import velocity_gradient
 from .line_table import check_sdc2_cube
 from .measure import (
@@ -159,6 +160,7 @@ def find_sources(
     max_peaks: int = MAX_PEAKS,
     primary_beam: str | os.PathLike | PrimaryBeam | None = None,
     pb_min: float | None = None,
+    bright: BrightRule | None = None,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -193,7 +195,11 @@ def find_sources(
     FITS image's path, a model such as "gaussian:60" or "meerkat", or a
     :class:`.primary_beam.PrimaryBeam`): the image is not primary-beam corrected; the
     catalogue's fluxes are divided by the beam's response at each source (column ``pb``),
-    sources where it is below ``pb_min`` (or not known) left out (:mod:`.primary_beam`)."""
+    sources where it is below ``pb_min`` (or not known) left out (:mod:`.primary_beam`).
+    ``bright`` (:class:`.flags.BrightRule`): which sources are flagged ``near_bright``,
+    where the reliability test and the target's threshold are made apart
+    (:mod:`.bright_zones`; default: within 30 beams of a source of SNR >= 100 at least 10
+    times brighter)."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
@@ -225,7 +231,7 @@ def find_sources(
                                          flux_scale_error=flux_scale_error,
                                          astrometric_error=astrometric_error,
                                          fragments=fragments, max_peaks=max_peaks, pb=pb,
-                                         **kw)
+                                         bright=bright, **kw)
             res.timings = {"noise_s": t1 - t0, **res.timings}
             return res
         det = detect(img.read, img.shape, mdl, noise=noise, obj_threshold=obj_threshold,
@@ -233,7 +239,8 @@ def find_sources(
         t2 = time.perf_counter()
         res = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
                                  flux_scale_error=flux_scale_error, progress=progress,
-                                 max_peaks=max_peaks, astrometric_error=astrometric_error, **pb)
+                                 max_peaks=max_peaks, astrometric_error=astrometric_error,
+                                 bright=bright, **pb)
         res.timings = {"noise_s": t1 - t0, "detect_s": t2 - t1, **res.timings}
         if reliability or fragments is not None:
             t3 = time.perf_counter()
@@ -313,7 +320,7 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
                            *, fit: bool, merge: bool, flux_scale_error: float,
                            fragments: Any = None, max_peaks: int = MAX_PEAKS,
                            astrometric_error: float = 0.0, pb: dict[str, Any] | None = None,
-                           **kw: Any) -> SourceFinding:
+                           bright: BrightRule | None = None, **kw: Any) -> SourceFinding:
     """:func:`find_sources` at the threshold chosen for a ``target`` reliability: both the
     image and the inverted image detected and measured down to the model card's threshold,
     counted at it and at each of :data:`.reliability.THRESHOLDS` above it, then the image's
@@ -327,7 +334,7 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     with warnings.catch_warnings():  # (said once, for the catalogue)
         warnings.filterwarnings("ignore", message=".*primary beam is not known")
         full = measure_detections(img, mdl, det, noise, fit=fit, merge=merge,
-                                  max_peaks=max_peaks, **pb)
+                                  max_peaks=max_peaks, bright=bright, **pb)
     neg = inverted_finding(img, mdl, noise, obj_threshold=floor, fit=fit, merge=merge,
                            max_peaks=max_peaks, **pb, **kw)
     chosen = zone_thresholds(full.table, neg.table, floor, target)  # (per zone, when
@@ -337,7 +344,8 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     above = replace(det, boxes=det.boxes.take(keep), obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, fit=fit, merge=merge,
                              flux_scale_error=flux_scale_error, progress=kw["progress"],
-                             max_peaks=max_peaks, astrometric_error=astrometric_error, **pb)
+                             max_peaks=max_peaks, astrometric_error=astrometric_error,
+                             bright=bright, **pb)
     res.threshold_scan = chosen.scan
     attach_reliability(res, neg, thr, fragments,  # (the scan counts noise detections only)
                        near_threshold=None if chosen.near is None else chosen.near[1])
@@ -352,13 +360,14 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
                        progress: bool = False, split: bool | None = None,
                        max_peaks: int = MAX_PEAKS,
                        astrometric_error: float = 0.0, primary_beam: PrimaryBeam | None = None,
-                       pb_min: float | None = None) -> SourceFinding:
+                       pb_min: float | None = None,
+                       bright: BrightRule | None = None) -> SourceFinding:
     """Measure the detections ``det`` of ``image`` (as :func:`.predict.detect` gives them)
     and tabulate them: the second half of :func:`find_sources` (its ``fit``, ``merge`` and
     ``flux_scale_error``); ``timings`` holds ``measure_s`` and the detection's tiles.
     ``split``: whether close sources boxed once are split (:func:`.deblend.split_blends`,
     into ``max_peaks`` boxes at most; None: as ``merge``); ``astrometric_error`` (arcsec),
-    ``primary_beam`` and ``pb_min`` as :func:`find_sources`."""
+    ``primary_beam``, ``pb_min`` and ``bright`` as :func:`find_sources`."""
     f = checked_scale_error(flux_scale_error)
     a = checked_astrometric_error(astrometric_error, image)
     img, mdl = image, model
@@ -432,7 +441,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
             "noise_box": mdl.card.noise_box, "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
             "astrometric_error_arcsec": a, **pb_meta}
-    table = build_table(img, det, m, meta, noise, pb)
+    table = build_table(img, det, m, meta, noise, pb, bright or DEFAULT_BRIGHT)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)
 

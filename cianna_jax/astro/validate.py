@@ -41,7 +41,7 @@ from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .deblend import MAX_PEAKS
 from .finding_checks import checked_target_reliability
 from .fits_image import FitsImage, open_image
-from .flags import flag_counts
+from .flags import BrightRule, flag_counts
 from .hi_mass import hi_mass
 from .line_scores import format_line_summary, line_summary, same_line
 from .model_card import LoadedModel, load_model
@@ -295,7 +295,8 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
                reliability: bool = False, target: float | None = None,
                max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None,
-               compare_apparent: bool = False) -> _ImageRun:
+               compare_apparent: bool = False, bright: BrightRule | None = None
+               ) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
@@ -328,7 +329,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     with warnings.catch_warnings():  # (said once, for the catalogue)
         warnings.filterwarnings("ignore", message=".*primary beam is not known")
         full = measure_detections(img, mdl, found, noise, progress=progress,
-                                  max_peaks=max_peaks, **pb).table
+                                  max_peaks=max_peaks, bright=bright, **pb).table
     t2 = time.perf_counter()
     neg = scan = chosen = None
     if reliability or target is not None:  # (a target: from the card's threshold, thr)
@@ -343,7 +344,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     above = replace(found, boxes=found.boxes.take(found.boxes.objectness >= cut),
                     obj_threshold=thr)
     res = measure_detections(img, mdl, above, noise, progress=progress, max_peaks=max_peaks,
-                             **pb)
+                             bright=bright, **pb)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
@@ -412,6 +413,7 @@ def validate(
     primary_beam: Any = None,
     pb_min: float | None = None,
     compare_apparent: bool = False,
+    bright: BrightRule | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -433,6 +435,7 @@ def validate(
     through the beam, its rows below ``pb_min`` left out as the catalogue's; the
     ``compare`` catalogues' too, their fluxes divided by the beam's response with
     ``compare_apparent``, measured on the image as it is: :func:`.other_finder.through_beam`).
+    ``bright``: the rule of the ``near_bright`` flag, as :func:`.pipeline.find_sources`.
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -480,7 +483,7 @@ def validate(
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
                 reliability=reliability, target=target, max_peaks=max_peaks, pb=pb,
-                compare_apparent=compare_apparent))
+                compare_apparent=compare_apparent, bright=bright))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)

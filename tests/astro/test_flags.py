@@ -137,7 +137,16 @@ def test_artefacts_around_bright_sources_get_their_own_reliability(tmp_path):
     rel = np.asarray(t["reliability"])
     faint = snr < 10
     assert np.mean(rel[near & faint]) < np.mean(rel[~near & faint])
-    assert "near_bright" in t.meta["flags"]
+    assert "near_bright" in t.meta["flags"] and t.meta["near_bright_rule"]["radius_beams"] == 30
+    # a rule of its own: a smaller reach flags fewer
+    from cianna_jax.astro.flags import BrightRule
+
+    small = find_sources(str(tmp_path / "a.fits"), model, progress=False,
+                         bright=BrightRule(radius=5.0)).table
+    assert 0 < np.count_nonzero(small["near_bright"]) < near.sum()
+    assert small.meta["near_bright_rule"] == {"snr": 100.0, "radius_beams": 5.0, "ratio": 10.0}
+    with pytest.raises(ValueError, match="bright_radius"):
+        BrightRule(radius=0.0)
     # a target reliability: the zone near bright sources gets its own, higher, threshold
     graded = make_peak_detector(tmp_path, 5.0, steep=35.0)  # (objectness over a
     tr = find_sources(str(tmp_path / "a.fits"), graded, progress=False,  # few sigma)
