@@ -25,7 +25,7 @@ from ._deps import require
 from .spectral import SpectralAxis, spectral_axis
 
 __all__ = ["ImageError", "Beam", "FitsImage", "open_image", "parse_bunit", "continuum_frequency",
-           "positive_number"]
+           "positive_number", "channel_beams"]
 
 FWHM_AREA = math.pi / (4.0 * math.log(2.0))
 """Area of a Gaussian of FWHMs (a, b) is ``FWHM_AREA * a * b``."""
@@ -89,6 +89,37 @@ def _beam(header: Any) -> Beam | None:
             return Beam(bmaj, bmin, bpa)
         return None
     return _history_beam(header)
+
+
+_ARCSEC = {"DEG": 3600.0, "DEGREE": 3600.0, "DEGREES": 3600.0, "ARCSEC": 1.0,
+           "ARCMIN": 60.0, "RAD": 180.0 / math.pi * 3600.0}
+
+
+def channel_beams(hdul: Any) -> dict[int, Beam]:
+    """A cube's per-channel restoring beams from its CASA ``BEAMS`` table (columns BMAJ,
+    BMIN, BPA, CHAN and POL; the first polarisation's), by channel; empty without one."""
+    for h in list(hdul)[1:]:
+        if str(getattr(h, "name", "")).upper() != "BEAMS" or not hasattr(h, "columns"):
+            continue
+        cols = {c.name.upper(): c for c in h.columns}
+        if not {"BMAJ", "BMIN", "BPA", "CHAN"} <= set(cols):
+            return {}
+        scale = _ARCSEC.get(str(cols["BMAJ"].unit or "arcsec").strip().upper())
+        if scale is None:
+            return {}
+        d = h.data
+        chan = np.asarray(d[cols["CHAN"].name]).astype(np.int64)
+        pol = np.asarray(d[cols["POL"].name]) if "POL" in cols else np.zeros(len(chan))
+        keep = pol == pol.min() if len(pol) else np.zeros(0, bool)
+        out = {}
+        for c, a, b, p in zip(chan[keep], np.asarray(d[cols["BMAJ"].name])[keep],
+                              np.asarray(d[cols["BMIN"].name])[keep],
+                              np.asarray(d[cols["BPA"].name])[keep]):
+            a, b, p = float(a) * scale, float(b) * scale, float(p)
+            if a > 0 and b > 0 and math.isfinite(a * b * p):
+                out[int(c)] = Beam(a, b, p)
+        return out
+    return {}
 
 
 @dataclass
@@ -303,7 +334,10 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
     ``plane`` (0-based) takes that plane of a cube's third axis as a 2D image: e.g. the
     MFS plane of a multi-frequency continuum image, for a 2D detector.
 
-    ``beam`` replaces the header's beam (for images without BMAJ/BMIN).
+    ``beam`` replaces the header's beam (for images without BMAJ/BMIN). A cube whose
+    channels have their own beams (CASA's ``BEAMS`` table, as sub-band and spectral cubes
+    often have) gives each plane taken alone (``plane``) its channel's beam, and the whole
+    cube the header's (else their median), with a warning when they differ.
     Raises :class:`ImageError` for a file that is not FITS, has no image HDU, or whose
     data is not 2D/3D once degenerate axes are dropped; warns (no error) when there is
     no celestial WCS (pixel coordinates only), no beam or an unknown BUNIT.
@@ -365,7 +399,20 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
             scale = float(np.sqrt(np.prod(scales))) * 3600.0  # celestial axes are in degrees
         bunit = str(header.get("BUNIT", "")).strip()
         unit_scale, per = parse_bunit(bunit)
-        beam = beam if beam is not None else _beam(header)
+        given, beam = beam, beam if beam is not None else _beam(header)
+        chans = channel_beams(hdul) if given is None else {}
+        if chans and plane is not None and int(plane) in chans:
+            beam = chans[int(plane)]  # that channel's own
+        elif chans:
+            areas = sorted(chans.values(), key=lambda b: b.bmaj * b.bmin)
+            beam = beam if beam is not None else areas[len(areas) // 2]
+            if view.ndim == 3 and areas[-1].bmaj * areas[-1].bmin > 1.02 * (
+                    areas[0].bmaj * areas[0].bmin):
+                warnings.warn(f"{fspath}: its channels' beams (BEAMS table) vary from "
+                              f"{areas[0].bmaj:.3g}x{areas[0].bmin:.3g} to "
+                              f"{areas[-1].bmaj:.3g}x{areas[-1].bmin:.3g} arcsec: one beam "
+                              f"({beam.bmaj:.3g}x{beam.bmin:.3g}) serves the whole cube; a plane "
+                              "taken alone (plane=) has its own", stacklevel=2)
         if per is None:
             warnings.warn(f"{fspath}: BUNIT {bunit!r} is not Jy/beam or Jy/pixel: values taken as "
                           "Jy/beam", stacklevel=2)

@@ -16,7 +16,7 @@ from cianna_jax.astro.inband_alpha import (  # noqa: E402
     inband_spectral_indices,
     turnovers,
 )
-from cianna_jax.astro.synthetic import write_stokes_cube  # noqa: E402
+from cianna_jax.astro.synthetic import truth_table, write_stokes_cube  # noqa: E402
 from cianna_jax.cli import main  # noqa: E402
 
 FREQS = np.linspace(0.9e9, 1.6e9, 8)
@@ -122,3 +122,47 @@ def test_the_command_line_and_refusals(subbands, capsys):
     assert np.isfinite(t["alpha"]).all()
     with pytest.raises(ImageError, match="in-band spectral index needs a cube"):
         inband_spectral_indices(truth, str(d / "plane.fits"))
+
+
+def test_sub_bands_with_their_own_beams(tmp_path):
+    """Sub-band planes whose restoring beam narrows as 1 / frequency (the header giving the
+    first plane's): with CASA's BEAMS table each plane is measured with its own beam and
+    alpha comes back; with the header's beam for all, it does not."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.synthetic import synthetic_field
+
+    freqs = np.linspace(0.9e9, 1.6e9, 4)
+    kw = dict(seed=3, density=0.003, snr_range=(3000.0, 30000.0), extended_fraction=0.0,
+              spectral_index=(-0.7, 0.3), ref_freq_hz=1.2e9)
+    planes = [synthetic_field(128, freq_hz=float(f), psf_fwhm=4.0 * freqs[0] / f, **kw)
+              for f in freqs]
+    truth = truth_table(planes[0])
+    h = planes[0].header.copy()
+    h.pop("RESTFREQ", None)
+    h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = (
+        "FREQ", float(freqs[0]), float(freqs[1] - freqs[0]), 1.0, "Hz")
+    cube = np.stack([p.image for p in planes]).astype(np.float32)
+    beams = fits.BinTableHDU.from_columns(
+        [fits.Column("BMAJ", "E", "arcsec", array=[p.beam.bmaj for p in planes]),
+         fits.Column("BMIN", "E", "arcsec", array=[p.beam.bmin for p in planes]),
+         fits.Column("BPA", "E", "deg", array=np.zeros(4)),
+         fits.Column("CHAN", "J", array=np.arange(4)), fits.Column("POL", "J",
+                                                                  array=np.zeros(4))],
+        name="BEAMS")
+    fits.HDUList([fits.PrimaryHDU(cube, h), beams]).writeto(tmp_path / "own.fits")
+    fits.PrimaryHDU(cube, h).writeto(tmp_path / "one.fits")
+    with open_image(tmp_path / "own.fits", plane=3) as p3:
+        assert p3.beam.bmaj == pytest.approx(planes[3].beam.bmaj, rel=1e-5)
+    with pytest.warns(UserWarning, match="beams .BEAMS table. vary"), \
+            open_image(tmp_path / "own.fits") as whole:
+        assert whole.beam.bmaj == pytest.approx(planes[0].beam.bmaj, rel=1e-5)  # the header's
+    own = inband_spectral_indices(truth, str(tmp_path / "own.fits"))
+    one = inband_spectral_indices(truth, str(tmp_path / "one.fits"))
+    # the true spectra: the simulator's fluxes in each plane's Jy (its noise is per beam)
+    f0, f3 = (np.asarray(truth_table(planes[k])["flux"]) for k in (0, 3))
+    true = np.log(f3 / f0) / np.log(freqs[3] / freqs[0])
+    d_own = np.asarray(own["alpha"]) - true
+    d_one = np.asarray(one["alpha"]) - true
+    assert abs(np.median(d_own)) < 0.03 and np.median(d_one) < -0.2
