@@ -118,7 +118,8 @@ def _inband_spectral_index(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
-    t = inband_spectral_indices(read_catalogue(args.catalogue[0]), args.cube,
+    cube = args.cube[0] if len(args.cube) == 1 else args.cube
+    t = inband_spectral_indices(read_catalogue(args.catalogue[0]), cube,
                                 primary_beam=args.pb, pb_min=args.pb_min,
                                 curvature=args.curvature, as_points=args.as_points,
                                 what=args.catalogue[0])
@@ -395,10 +396,11 @@ def add_parsers(sub) -> None:
                      help="with --limits-from, that image is not primary-beam corrected: its "
                           "limits divided by this beam's response (a beam image, or "
                           "gaussian:FWHM, cosine:FWHM, meerkat at that image's frequency)")
-    spx.add_argument("--cube", default=None, metavar="FITS",
+    spx.add_argument("--cube", default=None, action="append", metavar="FITS",
                      help="instead of catalogues at other frequencies: a cube of sub-band "
-                          "planes (a FREQ axis), each source's flux forced at each plane and "
-                          "a power law fitted (in-band spectral indices; one --catalogue)")
+                          "planes (a FREQ axis), or repeated: sub-band images at their own "
+                          "frequencies; each source's flux forced at each plane and a power "
+                          "law fitted (in-band spectral indices; one --catalogue)")
     spx.add_argument("--pb", default=None, metavar="FITS|MODEL",
                      help="with --cube: the cube is not primary-beam corrected: each plane "
                           "divided by this beam's response at its frequency (a model scales "

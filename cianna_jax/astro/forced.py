@@ -17,14 +17,16 @@ as 1 where there is no source.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .catalogue import column_values
 from .fit_errors import correlation_kernel
-from .fits_image import FitsImage, ImageError, open_image
+from .fits_image import FitsImage, ImageError, continuum_frequency, open_image
 from .measure import FWHM
 from .noise import NoiseMap, estimate_noise_map
 from .sky import beam_in_pixels, convolve, pa_to_pixel_angle, sky_to_pixel
@@ -138,26 +140,42 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
     return flux * scale, err * scale
 
 
-def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = "I",
-                   shapes: Shapes | None = None, purpose: str = "a spectrum"
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def forced_spectra(cube: str | Sequence[str], ra: np.ndarray, dec: np.ndarray, *,
+                   stokes: str = "I", shapes: Shapes | None = None,
+                   purpose: str = "a spectrum") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forced fluxes and errors ``(n, K)`` (Jy) at every plane of a ``cube`` with a
-    frequency axis (its ``stokes`` parameter where it has a STOKES axis; sources of
-    ``shapes``, or unresolved, each plane with its own beam and noise map), and its planes'
-    frequencies (Hz); ImageError naming ``purpose`` for an image without that axis. A plane
-    without data (blank, or zero everywhere: a flagged sub-band or channel) gives NaN, with
-    a warning."""
-    with open_image(cube, stokes=stokes) as img:
-        axis = img.frequency_axis if img.ndim == 3 else None
-        if axis is None:
-            raise ImageError(f"{img.path}: {purpose} needs a cube with a frequency axis "
-                             f"(its shape {img.shape})")
-        k_all = img.shape[0]
-        freqs = axis.frequency(np.arange(k_all, dtype=np.float64))
-    flux, err = np.full((len(ra), k_all), np.nan), np.full((len(ra), k_all), np.nan)
+    frequency axis (its ``stokes`` parameter where it has a STOKES axis), or at each of
+    several 2D images of one field at their own frequencies (their headers', e.g. WSClean's
+    sub-band images), and the planes' frequencies (Hz); sources of ``shapes``, or
+    unresolved; each plane with its own beam and noise map. ImageError naming ``purpose``
+    for one image without a frequency axis, or images without a frequency. A plane without
+    data (blank, or zero everywhere: a flagged sub-band or channel) gives NaN, with a
+    warning."""
+    paths = [cube] if isinstance(cube, (str, os.PathLike)) else list(cube)
+    if len(paths) == 1:
+        with open_image(paths[0], stokes=stokes) as img:
+            axis = img.frequency_axis if img.ndim == 3 else None
+            if axis is None:
+                raise ImageError(f"{img.path}: {purpose} needs a cube with a frequency axis "
+                                 f"(its shape {img.shape}), or several images")
+            freqs = axis.frequency(np.arange(img.shape[0], dtype=np.float64))
+        planes = [(paths[0], k) for k in range(len(freqs))]
+    else:
+        freqs = []
+        for p in paths:
+            with open_image(p, stokes=stokes) as img:
+                f = continuum_frequency(img.header)
+                if img.ndim != 2 or f is None:
+                    raise ImageError(f"{img.path}: {purpose} from several images needs 2D "
+                                     "images with their frequency in the header (a FREQ axis "
+                                     "or RESTFRQ / FREQ / OBSFREQ)")
+                freqs.append(f)
+        freqs = np.asarray(freqs, np.float64)
+        planes = [(p, None) for p in paths]
+    flux, err = np.full((len(ra), len(planes)), np.nan), np.full((len(ra), len(planes)), np.nan)
     blank = []
-    for k in range(k_all):
-        with open_image(cube, stokes=stokes, plane=k) as plane:
+    for k, (p, z) in enumerate(planes):
+        with open_image(p, stokes=stokes, plane=z) as plane:
             try:
                 noise = estimate_noise_map(plane.read, plane.shape)
             except ValueError:  # no finite pixels, or zero noise everywhere
@@ -165,8 +183,8 @@ def forced_spectra(cube: str, ra: np.ndarray, dec: np.ndarray, *, stokes: str = 
                 continue
             flux[:, k], err[:, k] = forced_fluxes(plane, ra, dec, noise, shapes=shapes)
     if blank:
-        warnings.warn(f"{cube}: planes {blank} (0-based) have no data (blank or zero): no flux "
-                      "there", UserWarning, stacklevel=2)
+        warnings.warn(f"{', '.join(map(os.fspath, paths))}: planes {blank} (0-based) have no "
+                      "data (blank or zero): no flux there", UserWarning, stacklevel=2)
     return flux, err, freqs
 
 

@@ -25,7 +25,9 @@ by the response at its frequency.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -154,7 +156,8 @@ def turnovers(fit: dict[str, np.ndarray], ref_hz: float, lo_hz: float, hi_hz: fl
     return np.where(peaked, nu, np.nan), peaked
 
 
-def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
+def inband_spectral_indices(table: Any, cube: str | Sequence[str], *,
+                            primary_beam: Any = None,
                             pb_min: float | None = None, curvature: bool = False,
                             as_points: bool = False, stokes: str = "I",
                             what: str = "catalogue") -> Any:
@@ -162,10 +165,13 @@ def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
     its order: ``id`` (when it has one), ``ra``, ``dec``, ``flux`` (the catalogue's),
     ``flux_ref`` at ``meta["ref_freq_hz"]``, ``alpha`` (and ``beta`` with ``curvature``)
     with errors, ``chi2_red``, ``n_planes`` and each plane's ``plane_flux_<k>``,
-    ``plane_flux_err_<k>`` (k = 1..K, ``meta["frequencies_hz"]``). ``primary_beam``: the
-    cube is not corrected for it (each plane divided by its response there; planes where
-    it is below ``pb_min``, or not known, left out of the fit). ``as_points``: every source
-    forced as unresolved."""
+    ``plane_flux_err_<k>`` (k = 1..K, ``meta["frequencies_hz"]``). ``cube``: a cube with a
+    frequency axis, or several 2D images of the field at their own frequencies (sub-band
+    images, as WSClean writes them). ``primary_beam``: the planes are not corrected for it
+    (each divided by its response there at its frequency; planes where it is below
+    ``pb_min``, or not known, left out of the fit; a model's width given at the cube's
+    reference frequency, or at the first image's). ``as_points``: every source forced as
+    unresolved."""
     require_columns(table, ("ra", "dec"), what)
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
     beam = finding_beam(primary_beam, pb_min)
@@ -175,13 +181,20 @@ def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
                       "narrows with frequency steepens every spectrum away from the centre",
                       UserWarning, stacklevel=2)
     shapes = None if as_points else catalogue_shapes(table, what)
-    flux, err, freqs = forced_spectra(cube, ra, dec, stokes=stokes, shapes=shapes,
+    paths = [cube] if isinstance(cube, (str, os.PathLike)) else list(cube)
+    if not paths:
+        raise ValueError("cube: a cube, or two images or more")
+    flux, err, freqs = forced_spectra(paths[0] if len(paths) == 1 else paths, ra, dec,
+                                      stokes=stokes, shapes=shapes,
                                       purpose="an in-band spectral index")
     if beam:
-        with open_image(cube, stokes=stokes) as img:
+        pbeam = beam["primary_beam"]
+        with open_image(paths[0], stokes=stokes) as img:  # (images: on the first's grid)
             x, y = sky_to_pixel(img.wcs, ra, dec)
             for k in range(len(freqs)):
-                a = pb_response(beam["primary_beam"], img, x, y, np.full(len(ra), float(k)))
+                n = len(ra)
+                a = (pb_response(pbeam, img, x, y, np.full(n, float(k))) if len(paths) == 1
+                     else np.asarray(pbeam.response(img, x, y, np.full(n, freqs[k]))))
                 with np.errstate(invalid="ignore"):
                     a = np.where(a >= (beam["pb_min"] or np.finfo(np.float64).tiny), a, np.nan)
                 flux[:, k], err[:, k] = flux[:, k] / a, err[:, k] / a
@@ -206,7 +219,7 @@ def inband_spectral_indices(table: Any, cube: str, *, primary_beam: Any = None,
         out[f"plane_flux_{k + 1}"], out[f"plane_flux_err_{k + 1}"] = flux[:, k], err[:, k]
         units[f"plane_flux_{k + 1}"] = units[f"plane_flux_err_{k + 1}"] = "Jy"
     fitted = np.isfinite(r["alpha"])
-    meta = {"spectral_index": INBAND_NOTE, "cube": str(cube),
+    meta = {"spectral_index": INBAND_NOTE, "cube": ", ".join(map(os.fspath, paths)),
             "frequencies_hz": [float(f) for f in freqs], "ref_freq_hz": ref,
             "n_sources": int(len(ra)), "n_fitted": int(fitted.sum()),
             "forced_shapes": "unresolved (the beam) for all" if as_points else SHAPES_NOTE,

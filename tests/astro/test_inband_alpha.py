@@ -87,6 +87,20 @@ def test_a_cube_through_a_beam_that_narrows(subbands):
     np.testing.assert_allclose(np.asarray(fixed["alpha"])[low], true[low], atol=0.1)
     assert fixed.meta["frequencies_hz"] == pytest.approx(list(FREQS))
     assert fixed["plane_flux_8"].unit == "Jy" and "gaussian" in fixed.meta["primary_beam"]
+    # the same planes as separate sub-band images (each its frequency in its header, as
+    # WSClean writes them): the same spectra, the beam model's width at the first image's
+    from astropy.io import fits
+
+    images = []
+    with fits.open(path) as h:
+        for k, f in enumerate(FREQS):
+            hk = h[0].header.copy()
+            hk["CRVAL3"] = float(f)
+            images.append(str(path).replace(".fits", f"_{k}.fits"))
+            fits.PrimaryHDU(h[0].data[k:k + 1], hk).writeto(images[-1], overwrite=True)
+    split = inband_spectral_indices(truth, images, primary_beam="gaussian:1.6")
+    np.testing.assert_allclose(split["alpha"], fixed["alpha"], rtol=1e-6)
+    np.testing.assert_allclose(split["plane_flux_3"], fixed["plane_flux_3"], rtol=1e-6)
 
 
 def test_the_command_line_and_refusals(subbands, capsys):
