@@ -154,7 +154,8 @@ def rm_synthesis(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
-    t = rm_table(read_catalogue(args.catalogue), args.q, args.u, detect_sigma=args.detect_sigma,
+    q, u = (v[0] if len(v) == 1 else v for v in (args.q, args.u))
+    t = rm_table(read_catalogue(args.catalogue), q, u, detect_sigma=args.detect_sigma,
                  phi_max=args.phi_max, clean=args.clean, clean_cutoff=args.clean_cutoff,
                  what=args.catalogue, as_points=args.as_points)
     from .astro.plots import rm_plot
@@ -449,9 +450,11 @@ def add_parsers(sub) -> None:
     rms = sub.add_parser("rm-synthesis", help="Faraday rotation measures of a catalogue's "
                                               "sources from Stokes Q and U cubes")
     rms.add_argument("--catalogue", required=True, help="the catalogue (Stokes I)")
-    rms.add_argument("--q", required=True, metavar="FITS",
-                     help="the Stokes Q cube (a frequency axis; or an IQUV cube)")
-    rms.add_argument("--u", required=True, metavar="FITS", help="the Stokes U cube")
+    rms.add_argument("--q", required=True, action="append", metavar="FITS",
+                     help="the Stokes Q cube (a frequency axis; or an IQUV cube); or repeated: "
+                          "one Q image per channel, each at its header's frequency")
+    rms.add_argument("--u", required=True, action="append", metavar="FITS",
+                     help="the Stokes U cube (or its channels' images, as --q)")
     rms.add_argument("--detect-sigma", type=float, default=8.0,
                      help="peak of |F| over its noise to report a rotation measure (8)")
     rms.add_argument("--phi-max", type=float, default=None, metavar="RAD_M2",

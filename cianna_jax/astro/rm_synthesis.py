@@ -21,6 +21,7 @@ FWHM / (2 pol_snr), ``chi0`` the angle at ``lambda^2 = 0`` (degrees, north throu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,12 @@ def rm_synthesis(q: np.ndarray, u: np.ndarray, q_err: np.ndarray, u_err: np.ndar
                 chi0=chi0, rmsf_fwhm=fwhm, phi=phi, fdf=amp, **extra)
 
 
-def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_DETECT_SIGMA,
+def _named(cube: str | Sequence[str]) -> str:
+    return cube if isinstance(cube, str) else ", ".join(map(str, cube))
+
+
+def rm_table(table: Any, q_cube: str | Sequence[str], u_cube: str | Sequence[str], *,
+             detect_sigma: float = RM_DETECT_SIGMA,
              phi_max: float | None = None, clean: bool = False, clean_cutoff: float = 3.0,
              what: str = "catalogue", as_points: bool = False) -> Any:
     """The catalogue's sources with their rotation measures (see the module docstring),
@@ -118,7 +124,8 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     ``rm_err``, ``pol_flux``, ``pol_flux_err``, ``pol_snr``, ``pol_frac``, ``chi0``,
     ``rm_detected``; with ``clean`` (RM-CLEAN, :mod:`.rm_clean`) also ``n_faraday``,
     ``faraday_complex`` (two components or more), ``rm_second`` and ``pol_flux_second``;
-    the Q and U cubes must share their channels. Each channel's Q and U forced with the
+    the Q and U cubes (or each one's channel images, at their headers' frequencies) must
+    share their channels. Each channel's Q and U forced with the
     resolved sources' shapes (:func:`.forced.catalogue_shapes`; ``as_points``: every source
     as unresolved)."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
@@ -130,7 +137,8 @@ def rm_table(table: Any, q_cube: str, u_cube: str, *, detect_sigma: float = RM_D
     u, u_err, fu = forced_spectra(u_cube, ra, dec, stokes="U", shapes=shapes,
                                   purpose="RM synthesis")
     if fq.shape != fu.shape or not np.allclose(fq, fu, rtol=1e-9):
-        raise ImageError(f"{q_cube} and {u_cube}: the Q and U cubes must share their channels "
+        raise ImageError(f"{_named(q_cube)} and {_named(u_cube)}: the Q and U cubes must "
+                         "share their channels "
                          f"({len(fq)} and {len(fu)} channels)")
     gain = catalogue_response(table)  # a primary-beam corrected catalogue: every channel
     if gain is not None:

@@ -64,6 +64,20 @@ def test_cubes_give_the_truth_within_the_errors(cubes):
     pull = np.asarray((t["rm"] - truth["rm"]) / t["rm_err"])[sel]
     assert np.all(np.abs(pull) < 5) and np.median(np.abs(pull)) < 1.5
     assert t["rm"].unit == "rad / m2" and len(t.meta["frequencies_hz"]) == 12
+    # the same channels as separate images (each at its header's frequency): the same
+    from astropy.io import fits
+
+    split = {}
+    for s in ("q", "u"):
+        with fits.open(d / f"{s}.fits") as h:
+            split[s] = []
+            for k in range(h[0].data.shape[0]):
+                hk = h[0].header.copy()
+                hk["CRVAL3"] = h[0].header["CRVAL3"] + k * h[0].header["CDELT3"]
+                split[s].append(str(d / f"{s}_{k}.fits"))
+                fits.PrimaryHDU(h[0].data[k:k + 1], hk).writeto(split[s][-1], overwrite=True)
+    ts = rm_table(truth, split["q"], split["u"])
+    np.testing.assert_allclose(ts["rm"], t["rm"], rtol=1e-6, atol=1e-6)
     with pytest.raises(ImageError, match="share their channels"):
         rm_table(truth, str(d / "q.fits"), str(d / "u_other.fits"))
     with pytest.raises(ImageError, match="frequency axis"):
