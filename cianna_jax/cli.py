@@ -150,6 +150,11 @@ def _predict(args) -> int:
                   + format_scan(p.threshold_scan, p.detections.obj_threshold,
                                 args.target_reliability), end="")
         print(format_reliability(summed_estimate([p.reliability for p in parts])), end="")
+        from .astro.bright_zones import format_zones
+
+        for path, p in zip(args.image, parts):
+            line = format_zones(p.table)
+            print((f"{path}: " if line and len(parts) > 1 else "") + line, end="")
     print(f"{t['tiles']} tiles, {t['tiles_per_s']:.1f} tiles/s; noise map {t['noise_s']:.1f} s, "
           f"detection {t['detect_s']:.1f} s, measurement {t['measure_s']:.1f} s"
           + (f", reliability test {t['reliability_s']:.1f} s" if "reliability_s" in t else ""))

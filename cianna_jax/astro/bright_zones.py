@@ -25,7 +25,7 @@ from .flags import BrightRule, near_bright
 from .reliability import ThresholdScan, choose_threshold
 
 __all__ = ["bright_zones", "ZoneThresholds", "zone_thresholds", "box_thresholds",
-           "ZONES_NOTE"]
+           "format_zones", "ZONES_NOTE"]
 
 ZONES_NOTE = ("each source's reliability is its zone's: near_bright (flags) or elsewhere, "
               "each zone's detections against the inverted image's in the same zone")
@@ -112,3 +112,18 @@ def box_thresholds(boxes: Any, table: Any, chosen: ZoneThresholds) -> np.ndarray
         d = (cx[sl, None] - x) ** 2 + (cy[sl, None] - y) ** 2
         zone[sl] = near[np.nanargmin(np.where(np.isfinite(d), d, np.inf), axis=1)]
     return np.where(zone, chosen.near[1], chosen.threshold)
+
+
+def format_zones(table: Any) -> str:
+    """A report line of a catalogue's reliability zones (its metadata), '' without them:
+    each zone's detections and the inverted image's there, and the zone's threshold."""
+    z = table.meta.get("reliability_zones")
+    if not z:
+        return ""
+    near, far = z.get("near_bright", {}), z.get("elsewhere", {})
+    thr = table.meta.get("reliability", {}).get("near_bright_threshold")
+    return (f"reliability by zone: near bright sources {sum(near.get('n_image', []))} "
+            f"detections, {sum(near.get('n_inverted', []))} on the inverted image there"
+            + (f" (objectness threshold {thr:g})" if thr is not None else "")
+            + f"; elsewhere {sum(far.get('n_image', []))} and "
+            f"{sum(far.get('n_inverted', []))}\n")

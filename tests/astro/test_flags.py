@@ -157,3 +157,8 @@ def test_artefacts_around_bright_sources_get_their_own_reliability(tmp_path):
     obj = np.asarray(tr["objectness"])
     assert near.any() and np.all(obj[near] >= meta["near_bright_threshold"] - 1e-9)
     assert np.all(obj[~near] >= tr.meta["obj_threshold"] - 1e-9) and (~near).any()
+    from cianna_jax.astro.bright_zones import format_zones
+
+    assert "near bright sources" in format_zones(tr) and "objectness threshold 0.6" in \
+        format_zones(tr)
+    assert format_zones(small) == ""  # (no reliability test there)
