@@ -153,6 +153,8 @@ class FitsImage:
     plane: int | None = None
     negated: bool = False
     added: Any = None
+    #: a cube's per-channel beams (its BEAMS table), by channel; empty with one beam
+    channel_beams: dict = field(default_factory=dict, repr=False)
     _hdul: Any = field(default=None, repr=False)
 
     @property
@@ -426,7 +428,8 @@ def open_image(path: str | os.PathLike, hdu: int | str | None = None, *,
             spectral_wcs=spectral, beam=beam, bunit=bunit, unit_scale=float(unit_scale),
             per=per, pixel_scale=scale, bscale=float(header.get("BSCALE", 1.0)),
             bzero=float(header.get("BZERO", 0.0)), blank=None if blank is None else int(blank),
-            plane=None if plane is None else int(plane), _hdul=hdul)
+            plane=None if plane is None else int(plane),
+            channel_beams=chans if view.ndim == 3 and plane is None else {}, _hdul=hdul)
     except BaseException:
         hdul.close()
         raise

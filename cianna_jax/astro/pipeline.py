@@ -355,6 +355,21 @@ def _at_target_reliability(img: FitsImage, mdl: LoadedModel, noise: NoiseMap, ta
     return res
 
 
+def _channel_beam_fluxes(img: FitsImage, m: Measurements, area: float | None) -> Measurements:
+    """A cube with per-channel beams (:attr:`.FitsImage.channel_beams`): each line's flux
+    (summed in Jy/beam over the cube's one beam ``area``, pixels) rescaled to the beam of
+    its central channel."""
+    if not img.channel_beams or area is None or m.z is None or not img.pixel_scale:
+        return m
+    chans = sorted(img.channel_beams)
+    z = np.clip(np.rint(np.nan_to_num(np.asarray(m.z, np.float64))), 0, img.shape[0] - 1)
+    own = np.array([img.channel_beams.get(int(k), img.channel_beams[
+        chans[int(np.argmin(np.abs(np.asarray(chans) - k)))]]).area_pixels(img.pixel_scale)
+        for k in z])
+    factor = area / own if own.size else np.ones(0)
+    return replace(m, flux=m.flux * factor, flux_err=m.flux_err * factor)
+
+
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False, split: bool | None = None,
@@ -404,6 +419,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             high, snr = velocity_gradient(img.read, img.shape, det.boxes.boxes, noise, m,
                                           noise_beam=beam_in_pixels(img))
             m = replace(m, theta_high=high, gradient_snr=snr)
+        m = _channel_beam_fluxes(img, m, area)
     t3 = time.perf_counter()
     # a detection centred on blank pixels has no data to measure: dropped; two detections
     # whose measurements converged on one source: the less confident one dropped

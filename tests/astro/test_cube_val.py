@@ -255,3 +255,42 @@ def test_the_line_recovery_figure(tmp_path):
     assert a2.get_xscale() == "log" and a1.get_legend() is not None
     save_figure(fig, tmp_path / "l.png")
     assert (tmp_path / "l.png").stat().st_size > 10_000
+
+
+def test_lines_take_their_channel_beam(tmp_path):
+    """A cube with per-channel beams (CASA's BEAMS table, widening towards the last
+    channel): each line's flux, summed over the cube's one beam, is rescaled to its own
+    channel's beam area."""
+    from astropy.io import fits
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.pipeline import find_sources
+
+    from .conftest import make_peak_detector_3d, write_line_cube
+
+    path, _ = write_line_cube(tmp_path, seed=5, density=0.0008)
+    with fits.open(path) as h:
+        data, header = h[0].data, h[0].header
+        b0 = header["BMAJ"] * 3600
+        D = data.shape[0]
+        scale = 1.0 + 0.5 * np.arange(D) / (D - 1)  # widths 1 to 1.5 times the header's
+        beams = fits.BinTableHDU.from_columns(
+            [fits.Column("BMAJ", "E", "arcsec", array=b0 * scale),
+             fits.Column("BMIN", "E", "arcsec", array=b0 * scale),
+             fits.Column("BPA", "E", "deg", array=np.zeros(D)),
+             fits.Column("CHAN", "J", array=np.arange(D)),
+             fits.Column("POL", "J", array=np.zeros(D))], name="BEAMS")
+        fits.HDUList([fits.PrimaryHDU(data, header), beams]).writeto(tmp_path / "b.fits")
+    model = make_peak_detector_3d(tmp_path, 8.0)
+    one = find_sources(str(path), model, progress=False).table
+    with pytest.warns(UserWarning, match="BEAMS table"):
+        own = find_sources(str(tmp_path / "b.fits"), model, progress=False).table
+    assert len(one) == len(own) >= 3
+    with pytest.warns(UserWarning), open_image(tmp_path / "b.fits") as img:
+        used = img.beam.bmaj  # (the header's)
+    pos = [np.stack([np.asarray(t[c]) for c in ("x", "y", "z")], 1) for t in (one, own)]
+    same = np.argmin(np.linalg.norm(pos[1][:, None] - pos[0][None], axis=2), axis=1)
+    np.testing.assert_allclose(pos[0][same], pos[1], atol=1e-6)  # (rows re-ordered by flux)
+    z = np.clip(np.rint(np.asarray(own["z"])), 0, D - 1).astype(int)
+    expected = np.asarray(one["line_flux"])[same] * (used / (b0 * scale[z])) ** 2
+    np.testing.assert_allclose(own["line_flux"], expected, rtol=1e-4)
