@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float
-from .catalogue import CatalogueError, column_values, make_table, require_columns
+from .catalogue import CatalogueError, column_values, find_column, make_table, require_columns
 from .crossmatch import crossmatch_sky, sky_neighbours
 from .spectral_index import catalogue_frequency
 
@@ -209,6 +209,22 @@ def _summed(ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float, snr_
     return out, out.pop("ref"), keep, rkeep
 
 
+def _source_scales(reference: Any, rows: np.ndarray, f1: float | None, f2: float | None,
+                   alpha: float, scale: float) -> tuple[np.ndarray | float, int]:
+    """The factors taking the reference's fluxes (its ``rows``) to our frequency ``f1``:
+    each source's own ``alpha`` (and ``ref_freq``) where the reference gives them, else
+    ``scale`` (``alpha`` from ``f2``); and how many rows used their own."""
+    if f1 is None or "alpha" not in reference.colnames or find_column(reference,
+                                                                         "ra") == "alpha":
+        return scale, 0
+    own = np.asarray(reference["alpha"], np.float64)[rows]
+    nu = (np.asarray(reference["ref_freq"], np.float64)[rows] if "ref_freq" in
+          reference.colnames else np.full(rows.size, f2))
+    nu = np.where(np.isfinite(nu) & (nu > 0), nu, f2)
+    ok = np.isfinite(own)
+    return np.where(ok, (f1 / nu) ** np.where(ok, own, alpha), scale), int(ok.sum())
+
+
 def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
                     our_freq_hz: float | None = None, ref_freq_hz: float | None = None,
                     our_beam_arcsec: float | None = None, ref_beam_arcsec: float | None = None,
@@ -218,7 +234,9 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
     """Compare ``table`` (ours) with ``reference`` as the module docstring says. The beams
     (FWHM, arcsec) default to the catalogues' ``beam_bmaj_arcsec`` (the reference's to
     ours), the frequencies to their ``frequency_hz`` (both unknown: taken as the same);
-    ``alpha`` scales the reference's fluxes to our frequency (S ~ nu^alpha). ``summed``
+    ``alpha`` scales the reference's fluxes to our frequency (S ~ nu^alpha), unless the
+    reference gives each source's own (an ``alpha`` column, as sky models and spectral-index
+    tables have; its ``ref_freq`` column too, each source's reference frequency). ``summed``
     (default: when the reference's beam is over :data:`SUM_BEAMS` times ours): each isolated
     reference source against the sum of our sources within its beam FWHM (our flux-weighted
     centroid, fluxes summed), as ours would be seen at its resolution."""
@@ -267,6 +285,7 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
     d_dec = (o["dec"] - rdec[i2]) * 3600.0
     flux, ferr = o["flux"], o["flux_err"]
     fref = _values(reference, "flux", ref_what)[i2]
+    scale, own_alpha = _source_scales(reference, i2, f1, f2, a, scale)
     rerr = _values(reference, "flux_err", ref_what)[i2]
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = flux / (fref * scale)
@@ -295,6 +314,7 @@ def reference_check(table: Any, reference: Any, *, alpha: float = -0.7,
     settings = {"radius_arcsec": radius, "isolation_arcsec": iso, "min_snr": snr_min,
                 "summed": summed,
                 "alpha": a, "our_freq_hz": f1, "ref_freq_hz": f2, "same_frequency": same,
+                "n_own_alpha": own_alpha,
                 "n_ours": len(table), "n_reference": len(reference),
                 "n_ours_kept": int(keep.sum()), "n_reference_kept": int(rkeep.sum()),
                 "n_flux_pairs": int(for_flux.sum())}
@@ -348,7 +368,8 @@ def format_reference_check(check: ReferenceCheck, names: tuple[str, str] = ("our
     s = check.settings
     freq = ("" if s["our_freq_hz"] is None else
             f"; fluxes at {s['our_freq_hz'] / 1e6:g} and {s['ref_freq_hz'] / 1e6:g} MHz"
-            + ("" if s["same_frequency"] else f", the reference's scaled by alpha {s['alpha']:g}"))
+            + ("" if s["same_frequency"] else f", the reference's scaled by alpha {s['alpha']:g}"
+               + (f" ({s['n_own_alpha']} pairs by their own)" if s.get("n_own_alpha") else "")))
     how = (f"isolated {names[1]} sources, each against the sum of {s['n_ours_kept']} "
            f"of the {s['n_ours']} {names[0]} within its beam" if s.get("summed") else
            f"compact isolated pairs ({s['n_ours_kept']} of {s['n_ours']} {names[0]}")

@@ -101,6 +101,25 @@ def test_another_frequency_scales_by_alpha_and_corrects_positions_only():
     assert np.all(np.asarray(moved["ra_err"]) > 0.1)
 
 
+def test_a_reference_with_each_source_s_own_spectral_index():
+    """A reference (a sky model, say) whose sources have their own spectral indices (its
+    alpha column, as at 1400 MHz): each pair scaled by its own; with one alpha for all the
+    ratio is off by the indices' spread."""
+    ours, ref = _tables(ref_freq=1400e6, extra_flux=0.0)
+    rng = np.random.default_rng(3)
+    own = rng.normal(-0.3, 0.2, len(ref))  # steeper than -0.7: fluxes at 1400 MHz higher
+    ref["flux"] = np.asarray(ref["flux"]) * (1400 / 560) ** (own + 0.7)
+    ref["flux_err"] = np.asarray(ref["flux_err"]) * (1400 / 560) ** (own + 0.7)
+    ref["alpha"] = own
+    c = reference_check(ours, ref)
+    assert abs(c.flux_ratio - RATIO) < 3 * c.flux_ratio_err
+    assert c.settings["n_own_alpha"] == len(c.pairs) and "by their own" in \
+        format_reference_check(c)
+    del ref["alpha"]
+    one = reference_check(ours, ref, alpha=-0.7)
+    assert one.flux_ratio < 0.8 * RATIO and one.settings["n_own_alpha"] == 0
+
+
 def test_the_correction_removes_what_it_measured():
     ours, ref = _tables()
     c = reference_check(ours, ref)
