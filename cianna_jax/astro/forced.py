@@ -106,36 +106,38 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
     x, y = sky_to_pixel(img.wcs, np.asarray(ra, np.float64), np.asarray(dec, np.float64))
     gmaj, gmin, gth = _templates(img, x, y, beam, shapes)
     H, W = img.shape
-    kernels: dict[int, np.ndarray] = {}  # per stamp size: [2S - 1, 2S - 1], zero lag central
+    norms: dict[int, Any] = {}  # per stamp size: g -> g^T C g
     flux, err = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-    for k in np.flatnonzero(np.isfinite(x) & np.isfinite(y)):
+    todo = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    rms_at = np.full(x.shape, np.nan)
+    if todo.size:
+        rms_at[todo] = noise.at(y[todo], x[todo])
+    for k in todo:
         cx, cy = int(math.floor(x[k] + 0.5)), int(math.floor(y[k] + 0.5))
         if not (0 <= cx < W and 0 <= cy < H):
             continue
         half = int(math.ceil(STAMP_FWHM * gmaj[k] * FWHM))
         S = 2 * half + 1
-        if S not in kernels:
-            kernels[S] = correlation_kernel(S, smaj, smin, theta)
+        if S not in norms:
+            norms[S] = _correlated_norm(correlation_kernel(S, smaj, smin, theta), S,
+                                        fftconvolve)
         c, s = math.cos(gth[k]), math.sin(gth[k])
         x0, y0 = cx - half, cy - half
         win = (slice(max(0, y0), min(H, y0 + S)), slice(max(0, x0), min(W, x0 + S)))
         stamp = np.full((S, S), np.nan)
         part = img.read(win).astype(np.float64) - noise.window(*win, "background")
         stamp[win[0].start - y0:win[0].stop - y0, win[1].start - x0:win[1].stop - x0] = part
-        yy, xx = np.mgrid[y0:y0 + S, x0:x0 + S]
-        dx, dy = xx - x[k], yy - y[k]
+        off = np.arange(S, dtype=np.float64) - half
+        dx, dy = (off + (cx - x[k]))[None, :], (off + (cy - y[k]))[:, None]
         u, v = dx * c + dy * s, -dx * s + dy * c
         g = np.exp(-0.5 * ((u / gmaj[k]) ** 2 + (v / gmin[k]) ** 2))
         g[~np.isfinite(stamp)] = 0.0
         gg = float(np.sum(g * g))
         if gg < 0.5 * math.pi * gmaj[k] * gmin[k]:  # half of the shape (its integral of
             continue  # g^2) blank
-        rms = float(noise.at(np.array([y[k]]), np.array([x[k]]))[0])
         area = gmaj[k] * gmin[k] / (smaj * smin)  # the shape's integral over the beam's
         flux[k] = area * float(np.sum(g * np.nan_to_num(stamp))) / gg
-        # g^T C g, C_pq = K(r_p - r_q): g against its correlation with the kernel
-        cg = fftconvolve(kernels[S], g, mode="valid")
-        err[k] = area * rms * math.sqrt(max(float(np.sum(g * cg)), 0.0)) / gg
+        err[k] = area * rms_at[k] * math.sqrt(max(norms[S](g), 0.0)) / gg
     scale = img.unit_scale * (img.beam_area_pixels() if img.per == "pixel" else 1.0)
     return flux * scale, err * scale
 
@@ -203,6 +205,27 @@ def area_ratios(img: FitsImage, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
                          "BMIN) and a celestial WCS")
     gmaj, gmin, _ = _templates(img, x, y, beam, shapes)
     return gmaj * gmin / (beam[0] * beam[1])
+
+
+#: stamps of at most this many pixels take ``g^T C g`` through the matrix ``C`` itself
+MATRIX_PIXELS = 1024
+
+
+def _correlated_norm(kernel: np.ndarray, S: int, fftconvolve: Any) -> Any:
+    """``g -> g^T C g`` for ``S x S`` stamps, ``C_pq = K(r_p - r_q)`` (``kernel``: ``K`` at
+    every lag, zero lag central): through the ``S^2 x S^2`` matrix for small stamps, else
+    ``g`` against its correlation with the kernel (FFT)."""
+    if S * S > MATRIX_PIXELS:
+        return lambda g: float(np.sum(g * fftconvolve(kernel, g, mode="valid")))
+    idx = np.arange(S)
+    dy = (idx[:, None, None, None] - idx[None, None, :, None]) + (S - 1)
+    dx = (idx[None, :, None, None] - idx[None, None, None, :]) + (S - 1)
+    C = kernel[dy, dx].reshape(S * S, S * S)
+
+    def norm(g: np.ndarray) -> float:
+        v = g.reshape(-1)
+        return float(v @ (C @ v))
+    return norm
 
 
 def _templates(img: FitsImage, x: np.ndarray, y: np.ndarray,
