@@ -15,6 +15,7 @@ recorded by ``predict`` as the catalogue's ``frequency_hz``, or is given.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,7 +64,7 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
     from .fits_image import ImageError, open_image
     from .forced import area_ratios
     from .noise import estimate_noise_map
-    from .sky import sky_to_pixel
+    from .sky import beam_in_pixels, sky_to_pixel
 
     with open_image(image) as img:
         if img.ndim != 2 or img.wcs is None:
@@ -86,6 +87,10 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
         if primary_beam is not None:
             a = pb_response(make_primary_beam(primary_beam), img, x[k], y[k])
             rms = np.where(a > 0, rms / np.where(a > 0, a, 1.0), np.nan)
+        if shapes is not None and beam_in_pixels(img) is None:
+            warnings.warn(f"{img.path}: no beam in the header: every limit is an unresolved "
+                          "source's", UserWarning, stacklevel=2)
+            shapes = None
         ratio = area_ratios(img, x[k], y[k], None if shapes is None else
                             tuple(np.asarray(v, np.float64)[k] for v in shapes))
         out[k] = sigmas * rms * ratio

@@ -168,6 +168,17 @@ def test_simulate_predict_and_spectral_index_end_to_end(tmp_path, tiny_model, ca
                        np.array([-30.0, -30.0]), shapes=(np.array([1.8, 0.0]),
                                                          np.array([1.8, 0.0]), np.zeros(2)))
     assert wide[0] == pytest.approx(2 * wide[1], rel=1e-3) and wide[1] == off[1]
+    from astropy.io import fits
+
+    with fits.open(tmp_path / "f1400.fits") as h:  # without a beam: the point's limit
+        hd = h[0].header.copy()
+        for key in ("BMAJ", "BMIN", "BPA"):
+            hd.remove(key, ignore_missing=True)
+        fits.PrimaryHDU(h[0].data, hd).writeto(tmp_path / "nobeam.fits")
+    with pytest.warns(UserWarning, match="no beam in the header"):
+        bare = flux_limits(str(tmp_path / "nobeam.fits"), np.array([0.0]), np.array([-30.0]),
+                           shapes=(np.array([1.8]), np.array([1.8]), np.zeros(1)))
+    assert bare[0] == pytest.approx(off[1], rel=1e-6)
     assert main(["spectral-index", "--catalogue", cats[0], "--catalogue", cats[1],
                  "--catalogue", cats[1], "--limits-from", str(tmp_path / "f1400.fits"),
                  "--out", str(out)]) == 2
