@@ -34,7 +34,8 @@ RULE = ("each source from the image whose centre is nearest to it, of the images
         "its position; of two detections closer than half a beam, the one nearer its centre")
 #: per-image metadata of the catalogues, kept per image in the merged catalogue's ``images``
 _PER_IMAGE = ("image", "hdu", "plane", "bunit", "beam_bmaj_arcsec", "beam_bmin_arcsec",
-              "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms", "reliability")
+              "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms", "reliability",
+              "reliability_zones")
 
 
 @dataclass
