@@ -28,7 +28,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
-from .bright_zones import box_thresholds, zone_thresholds
+from .bright_zones import box_thresholds, format_zones, zone_thresholds
 from .catalogue import (
     CatalogueError,
     column_values,
@@ -528,7 +528,8 @@ def validate(
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + _format_sdc2(sdc2)
-                + ("" if rel is None else "\n" + format_reliability(*rel))
+                + ("" if rel is None else "\n" + format_reliability(*rel)
+                   + "".join(format_zones(r.res.table) for r in runs))
                 + "".join("\n" + (f"{n}: " if several else "")
                           + format_scan(r.scan, r.thr, target, None if several else
                                         _scan_precision(r.scan, pr))
