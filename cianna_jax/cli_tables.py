@@ -263,6 +263,14 @@ def skymodel(args) -> int:
     from .astro.catalogue import read_catalogue, to_bbs
 
     t = read_catalogue(args.catalogue)
+    if args.apparent:  # a primary-beam corrected catalogue back to what the antennas see
+        if "pb" not in t.colnames:
+            raise ValueError(f"--apparent: {args.catalogue} has no pb column (predict --pb "
+                             "writes the beam's response at each source)")
+        import numpy as np
+
+        t = t.copy()
+        t["flux"] = np.asarray(t["flux"], np.float64) * np.asarray(t["pb"], np.float64)
     if args.alpha is not None:
         t = _with_alpha(t, read_catalogue(args.alpha), args.catalogue, args.alpha,
                         args.max_alpha_err)
@@ -517,6 +525,10 @@ def add_parsers(sub) -> None:
                      help="leave out components fainter than this")
     sky.add_argument("--freq-mhz", type=float, default=None,
                      help="the reference frequency (default: the catalogue's, from its image)")
+    sky.add_argument("--apparent", action="store_true",
+                     help="a primary-beam corrected catalogue (predict --pb): the fluxes as "
+                          "the image shows them (times its pb column), for a calibration "
+                          "that applies no beam model")
     sky.add_argument("--out", required=True, help="sky model text file (e.g. field.skymodel)")
 
     ref = sub.add_parser("reference-check", help="a catalogue's astrometry and flux scale "

@@ -90,6 +90,15 @@ def test_the_command_line_and_refusals(tmp_path, capsys):
     assert main(["skymodel", "--catalogue", str(tmp_path / "c.ecsv"), "--patches", "source",
                  "--out", str(tmp_path / "s.skymodel")]) == 2
     assert "patches by source need its source_id" in capsys.readouterr().err
+    assert main(["skymodel", "--catalogue", str(tmp_path / "c.ecsv"), "--apparent",
+                 "--out", str(tmp_path / "s.skymodel")]) == 2
+    assert "no pb column" in capsys.readouterr().err
+    t["pb"] = [0.5, 0.25, 1.0]
+    write_catalogue(t, tmp_path / "pb.ecsv")
+    with pytest.warns(UserWarning):
+        assert main(["skymodel", "--catalogue", str(tmp_path / "pb.ecsv"), "--apparent",
+                     "--out", str(tmp_path / "a.skymodel")]) == 0
+    np.testing.assert_allclose(read_catalogue(tmp_path / "a.skymodel")["flux"], [5e-4, 5e-4])
     del t.meta["frequency_hz"]
     with pytest.raises(CatalogueError, match="reference frequency"):
         to_bbs(t)
