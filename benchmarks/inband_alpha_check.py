@@ -31,9 +31,10 @@ RESPONSE_BINS = ((0.8, 1.01), (0.6, 0.8), (0.4, 0.6), (0.2, 0.4))
 SNR_BINS = ((5.0, 20.0), (20.0, 100.0), (100.0, np.inf))
 
 
-def simulate(folder: str, size: int, seed: int, planes: int, pb_fwhm: float):
+def simulate(folder: str, size: int, seed: int, planes: int, pb_fwhm: float,
+             peaked: float = 0.0):
     """(full-band image, sub-band cube, truth at the band's centre, the cube's first
-    frequency)."""
+    frequency); ``peaked``: that fraction of the sources with spectra turning over."""
     from cianna_jax.astro.synthetic import (
         synthetic_field,
         truth_table,
@@ -41,7 +42,8 @@ def simulate(folder: str, size: int, seed: int, planes: int, pb_fwhm: float):
         write_stokes_cube,
     )
 
-    sky = dict(seed=seed, spectral_index=(-0.7, 0.3), ref_freq_hz=CENTRE_HZ)
+    sky = dict(seed=seed, spectral_index=(-0.7, 0.3), ref_freq_hz=CENTRE_HZ,
+               peaked_fraction=peaked)
     mfs = synthetic_field(size, freq_hz=CENTRE_HZ, pb_fwhm=pb_fwhm, **sky)
     image = os.path.join(folder, "mfs.fits")
     write_fits(image, mfs)
@@ -73,6 +75,29 @@ def compare(table, truth, key: str, bins) -> list[str]:
     return out
 
 
+def peaked_report(table, truth, lo: float, hi: float) -> str:
+    """Of the true sources whose spectrum peaks within the band (and of the power laws):
+    how many the curvature fit calls peaked, by SNR in the full band."""
+    from cianna_jax.astro.crossmatch import crossmatch_sky
+
+    m = crossmatch_sky(np.asarray(table["ra"]), np.asarray(table["dec"]),
+                       np.asarray(truth["ra"]), np.asarray(truth["dec"]), 2.0)
+    got, true = table[m.det], truth[m.truth]
+    b = np.asarray(true["beta"], np.float64) if "beta" in true.colnames else np.zeros(len(true))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu = CENTRE_HZ * np.exp(-np.asarray(true["alpha"]) / (2 * b))
+    inside = (b < 0) & (nu > lo) & (nu < hi)
+    called, snr = np.asarray(got["peaked"], bool), np.asarray(true["snr"], np.float64)
+    out = []
+    for a, z in SNR_BINS:
+        s = (snr >= a) & (snr < z)
+        out.append(f"SNR {a:g}-{z:g}: {int((called & inside & s).sum())} of "
+                   f"{int((inside & s).sum())} peaked in the band called peaked, "
+                   f"{int((called & (b == 0) & s).sum())} of {int(((b == 0) & s).sum())} "
+                   "power laws")
+    return "; ".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -81,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--planes", type=int, default=8)
     ap.add_argument("--pb-fwhm", type=float, default=19.0,
                     help="the primary beam's FWHM at 1.28 GHz (arcmin)")
+    ap.add_argument("--peaked", type=float, default=0.0, metavar="FRACTION",
+                    help="that fraction of the sources with spectra turning over (the "
+                         "curvature fit's peaked calls are then counted)")
     args = ap.parse_args(argv)
     from cianna_jax.astro.inband_alpha import format_inband_summary, inband_spectral_indices
     from cianna_jax.astro.pipeline import find_sources
@@ -88,7 +116,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         image, cube, truth, first = simulate(folder, args.size, args.seed, args.planes,
-                                             args.pb_fwhm)
+                                             args.pb_fwhm, args.peaked)
         cat = find_sources(image, args.model, progress=False,
                            primary_beam=f"gaussian:{args.pb_fwhm:g}", pb_min=0.2).table
         print(f"{args.size}x{args.size} pointing, beam FWHM {args.pb_fwhm:g}' at 1.28 GHz, "
@@ -107,6 +135,11 @@ def main(argv=None) -> int:
             print("  by SNR in the full band:")
             for line in compare(t, truth, "snr", SNR_BINS):
                 print("    " + line)
+        if args.peaked:
+            t = inband_spectral_indices(cat, cube, primary_beam=beam, curvature=True)
+            freqs = t.meta["frequencies_hz"]
+            print(f"\n--pb {beam} --curvature: {format_inband_summary(t)}\n  "
+                  + peaked_report(t, truth, freqs[0], freqs[-1]))
     return 0
 
 

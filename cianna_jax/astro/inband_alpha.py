@@ -88,13 +88,15 @@ def fit_power_law(flux: np.ndarray, err: np.ndarray, freqs_hz: np.ndarray,
     cols = [np.ones_like(x), x, x * x][:p]
 
     def model(th):
-        e = np.exp(th[:, 1:2] * x + (th[:, 2:3] * x * x if curvature else 0.0))
+        with np.errstate(over="ignore"):
+            e = np.exp(th[:, 1:2] * x + (th[:, 2:3] * x * x if curvature else 0.0))
         m = th[:, :1] * e
         J = np.stack([e] + [m * c for c in cols[1:]], 2)  # (n, K, p)
         return m, J
 
     def chi2(th, ws, ss):
-        return np.sum(ws * (ss - model(th)[0]) ** 2, 1)
+        with np.errstate(over="ignore", invalid="ignore"):  # (a trial step too far: inf)
+            return np.sum(ws * (ss - model(th)[0]) ** 2, 1)
 
     fit = (n >= p) & (s0 > 0) & np.isfinite(s0)
     theta[~fit] = np.nan

@@ -39,7 +39,8 @@ class SyntheticField:
     ([H, W] local rms / ``noise``; None when the noise is uniform); ``pb_fwhm`` (arcmin) and
     ``pb`` (each source's response) when the image is not primary-beam corrected;
     ``artefacts`` ``[N, 3]`` (x, y, peak in Jy/beam) of the calibration artefacts
-    :func:`with_artefacts` added, not sources."""
+    :func:`with_artefacts` added, not sources; ``beta`` each source's spectral curvature
+    (0: a power law)."""
 
     image: np.ndarray
     catalogue: rs.Catalogue
@@ -54,6 +55,7 @@ class SyntheticField:
     pb_fwhm: float | None = None
     pb: np.ndarray | None = None
     artefacts: np.ndarray | None = None
+    beta: np.ndarray | None = None
 
     def noise_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The noise rms (Jy/beam) at pixel positions."""
@@ -164,6 +166,7 @@ def synthetic_field(
     pol_fraction: tuple[float, float] = (0.05, 0.03),
     rm: tuple[float, float] | None = None,
     pb_fwhm: float | None = None,
+    peaked_fraction: float = 0.0,
 ) -> SyntheticField:
     """A synthetic field in Jy/beam with its catalogue.
 
@@ -175,7 +178,10 @@ def synthetic_field(
     point-like companion 1 to 2.5 beams away (``blend_members`` companions each, at their own
     angles: groups of three or more).  ``freq_hz``: the observing frequency written to the
     header; ``spectral_index`` (mean, std): each source gets its own spectral index
-    (``alpha``, S ~ nu^alpha) and its flux drawn at ``ref_freq_hz`` is scaled to ``freq_hz``,
+    (``alpha``, S ~ nu^alpha) and its flux drawn at ``ref_freq_hz`` is scaled to ``freq_hz``
+    (``peaked_fraction`` of them with spectra that turn over: ``S ~ nu^(alpha + beta ln(nu /
+    ref))``, beta in [-1.5, -0.5] and the peak within a factor e of ``ref_freq_hz``, the
+    truth's ``beta``),
     with the noise drawn for that frequency (the same seed at two frequencies: the same
     sources, independent noise).  ``epoch`` (0, 1, ...): one observation of the sky, with
     its own noise; ``variable_fraction`` of the sources (the same ones at every epoch)
@@ -204,6 +210,9 @@ def synthetic_field(
     if spectral_index is not None:
         spectral_index = _checked_spectral_index(spectral_index)
         ref_freq_hz = as_bounded_float(ref_freq_hz, "ref_freq_hz")
+    if not 0.0 <= float(peaked_fraction) <= 1.0 or (peaked_fraction and spectral_index is None):
+        raise ValueError(f"peaked_fraction: a fraction in [0, 1], with spectral_index; received "
+                         f"{peaked_fraction!r}")
     if epoch is not None:
         _check_epoch(epoch, variable_fraction, variability)
     if stokes not in ("I", "Q", "U", "V"):
@@ -212,7 +221,7 @@ def synthetic_field(
         pb_fwhm = as_bounded_float(pb_fwhm, "pb_fwhm")
     px_noise = 0.01
     flux_range = (snr_range[0] * px_noise, snr_range[1] * px_noise)
-    factor, alpha, variable, pol, pb = None, None, None, None, None
+    factor, alpha, variable, pol, pb, beta = None, None, None, None, None, None
     if (noise_edge == 1.0 and blend_fraction == 0.0 and spectral_index is None
             and epoch is None and stokes == "I" and pb_fwhm is None):
         img, cat = rs.make_field((H, W), seed=seed, noise_rms=px_noise, psf_fwhm=psf_fwhm,
@@ -233,7 +242,15 @@ def synthetic_field(
         scale = np.ones(len(cat))
         if spectral_index is not None:  # each source's flux at this frequency
             alpha = np.random.default_rng([seed, 11]).normal(*spectral_index, len(cat))
-            scale = scale * (freq_hz / ref_freq_hz) ** alpha
+            beta = np.zeros(len(cat))
+            if peaked_fraction > 0:  # spectra that turn over: their peak, their curvature
+                prng = np.random.default_rng([seed, 31])
+                peaked = prng.random(len(cat)) < peaked_fraction
+                beta[peaked] = prng.uniform(-1.5, -0.5, int(peaked.sum()))
+                nu_peak = ref_freq_hz * np.exp(prng.uniform(-1.0, 1.0, int(peaked.sum())))
+                alpha[peaked] = -2.0 * beta[peaked] * np.log(nu_peak / ref_freq_hz)
+            x = math.log(freq_hz / ref_freq_hz)
+            scale = scale * np.exp(alpha * x + beta * x * x)
         if epoch is not None:  # and at this epoch
             variable = np.random.default_rng([seed, 13]).random(len(cat)) < variable_fraction
             jump = np.exp(np.random.default_rng([seed, 17, int(epoch)]).normal(
@@ -279,7 +296,8 @@ def synthetic_field(
                           sdc1_layout=sdc1_layout, wcs=wcs, freq_hz=freq_hz)
     return SyntheticField(image=image, catalogue=scaled, header=header, noise=float(noise),
                           beam=beam, pixel_scale=float(pixel_scale), noise_factor=factor,
-                          alpha=alpha, variable=variable, pol=pol, pb_fwhm=pb_fwhm, pb=pb)
+                          alpha=alpha, variable=variable, pol=pol, pb_fwhm=pb_fwhm, pb=pb,
+                          beta=beta)
 
 
 def with_artefacts(field: SyntheticField, *, level: float = 0.01, min_snr: float = 300.0,
@@ -393,6 +411,8 @@ def truth_table(field: SyntheticField) -> Any:
                 kind=c.kind)
     if field.alpha is not None:
         cols["alpha"] = field.alpha
+    if field.beta is not None and np.any(field.beta):  # (curved spectra: at ref_freq_hz)
+        cols["beta"] = field.beta
     if field.variable is not None:
         cols["variable"] = field.variable
     if field.pol is not None:

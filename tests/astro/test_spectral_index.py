@@ -112,6 +112,16 @@ def test_the_simulator_draws_each_source_at_each_frequency():
     for bad in ((-0.7,), (0.0, -1.0), "x"):
         with pytest.raises(ValueError, match="spectral_index"):
             synthetic_field(64, seed=3, spectral_index=bad)
+    # spectra that turn over: log S a parabola in log nu, peaking where the truth says
+    cur = {f: truth_table(synthetic_field(96, freq_hz=f, ref_freq_hz=1e9, peaked_fraction=0.5,
+                                          **kw)) for f in (5e8, 1e9, 2e9)}
+    b, a = np.asarray(cur[1e9]["beta"]), np.asarray(cur[1e9]["alpha"])
+    assert (b < 0).sum() >= 3 and np.all((b == 0) | ((b >= -1.5) & (b <= -0.5)))
+    x = np.log(2.0)
+    np.testing.assert_allclose(np.asarray(cur[2e9]["flux"]) / np.asarray(cur[1e9]["flux"]),
+                               np.exp(a * x + b * x * x), rtol=1e-6)
+    with pytest.raises(ValueError, match="peaked_fraction"):
+        synthetic_field(64, seed=3, peaked_fraction=0.5)  # (no spectral index)
 
 
 def test_simulate_predict_and_spectral_index_end_to_end(tmp_path, tiny_model, capsys):
