@@ -51,31 +51,28 @@ BBS_EXTENSIONS = (".skymodel", ".sky", ".sky_in", ".bbs")
 _HEAD = "format = "
 
 
+def _sexagesimal(value: float) -> tuple[int, int, float]:
+    """A non-negative value as (units, minutes, seconds), the seconds' rounding to 6 decimals
+    carried into the minutes and units."""
+    units = int(value)
+    m = (value - units) * 60.0
+    minutes = int(m)
+    seconds = (m - minutes) * 60.0
+    if round(seconds, 6) >= 60.0:
+        seconds, minutes = 0.0, minutes + 1
+    if minutes >= 60:
+        minutes, units = minutes - 60, units + 1
+    return units, minutes, seconds
+
+
 def _hms(ra_deg: float) -> str:
-    h = (ra_deg % 360.0) / 15.0
-    hh = int(h)
-    m = (h - hh) * 60.0
-    mm = int(m)
-    s = (m - mm) * 60.0
-    if round(s, 6) >= 60.0:  # (the seconds' rounding carries)
-        s, mm = 0.0, mm + 1
-    if mm >= 60:
-        mm, hh = mm - 60, (hh + 1) % 24
-    return f"{hh:02d}:{mm:02d}:{s:09.6f}"
+    hh, mm, ss = _sexagesimal((ra_deg % 360.0) / 15.0)
+    return f"{hh % 24:02d}:{mm:02d}:{ss:09.6f}"
 
 
 def _dms(dec_deg: float) -> str:
-    sign = "-" if dec_deg < 0 else "+"
-    d = abs(dec_deg)
-    dd = int(d)
-    m = (d - dd) * 60.0
-    mm = int(m)
-    s = (m - mm) * 60.0
-    if round(s, 6) >= 60.0:
-        s, mm = 0.0, mm + 1
-    if mm >= 60:
-        mm, dd = mm - 60, dd + 1
-    return f"{sign}{dd:02d}.{mm:02d}.{s:09.6f}"
+    dd, mm, ss = _sexagesimal(abs(dec_deg))
+    return f"{'-' if dec_deg < 0 else '+'}{dd:02d}.{mm:02d}.{ss:09.6f}"
 
 
 class BbsError(ValueError):
