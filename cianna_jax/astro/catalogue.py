@@ -33,7 +33,7 @@ from .skymodel import (
     parse_bbs,
 )
 
-__all__ = ["CatalogueError", "FORMATS", "SDC1_COLUMNS", "catalogue_format", "make_table",
+__all__ = ["CatalogueError", "FORMATS", "catalogue_shapes", "to_bbs", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
            "warn_unitless_sizes",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
@@ -284,6 +284,28 @@ def read_catalogue(path: str | os.PathLike, fmt: str | None = None) -> Any:
         raise CatalogueError(f"{p}: cannot read the catalogue ({type(err).__name__}: {err})") from None
 
 
+def catalogue_shapes(table: Any, what: str = "catalogue"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The intrinsic shapes of a catalogue's sources (for forced photometry,
+    :func:`.forced.forced_fluxes`, and sky models, :func:`to_bbs`): the
+    deconvolved FWHM axes (``bmaj_deconv``, ``bmin_deconv`` or another finder's names for
+    them, e.g. PyBDSF's ``DC_Maj``) and position angle (``pa_deconv``, else ``pa``) of the
+    rows its ``resolved`` column marks (without one, those of a deconvolved major axis
+    above 0), 0 for the others; None without deconvolved sizes."""
+    dmaj, dmin = column_values(table, "bmaj_deconv", what), column_values(table, "bmin_deconv",
+                                                                            what)
+    if dmaj is None or dmin is None:
+        return None
+    pa = column_values(table, "pa_deconv", what)
+    pa = column_values(table, "pa", what) if pa is None else pa
+    pa = np.zeros(len(dmaj)) if pa is None else pa
+    with np.errstate(invalid="ignore"):
+        res = (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
+               else dmaj > 0) & np.isfinite(dmaj) & (dmaj > 0) & np.isfinite(pa)
+    return (np.where(res, dmaj, 0.0), np.where(res, np.nan_to_num(np.maximum(dmin, 0.0)), 0.0),
+            np.where(res, pa, 0.0))
+
+
 def to_bbs(table: Any, *, freq_hz: float | None = None, patches: str = "none",
            default_alpha: float | None = DEFAULT_ALPHA, min_flux: float = 0.0,
            what: str = "catalogue") -> str:
@@ -308,14 +330,10 @@ def to_bbs(table: Any, *, freq_hz: float | None = None, patches: str = "none",
     ra, dec = column_values(table, "ra", what), column_values(table, "dec", what)
     flux = column_values(table, "flux", what)
     n = len(table)
-    dmaj, dmin = column_values(table, "bmaj_deconv", what), column_values(table, "bmin_deconv",
-                                                                            what)
-    dpa = column_values(table, "pa_deconv", what)
-    dpa = column_values(table, "pa", what) if dpa is None else dpa
+    zero = np.zeros(n)
+    dmaj, dmin, dpa = catalogue_shapes(table, what) or (zero, zero, zero)
+    shaped = dmaj > 0
     with np.errstate(invalid="ignore"):
-        shaped = (np.zeros(n, bool) if dmaj is None or dmin is None else
-                  (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
-                   else np.ones(n, bool)) & np.isfinite(dmaj) & (dmaj > 0))
         ok = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(flux)
         keep = ok & (flux >= float(min_flux))
     if (~ok).any():
@@ -329,13 +347,11 @@ def to_bbs(table: Any, *, freq_hz: float | None = None, patches: str = "none",
     ids = np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, n + 1)
     alpha = (np.asarray(table["alpha"], np.float64) if "alpha" in table.colnames
              and find_column(table, "ra") != "alpha" else np.full(n, np.nan))
-    zero = np.zeros(n)
     names = component_names(str(table.meta.get("image", "") or ""), ids,
                             None if isl is None else np.asarray(table[isl]),
                             None if src is None else np.asarray(table[src]))
-    c = Components(names[keep], ra[keep], dec[keep], flux[keep], shaped[keep],
-                   (zero if dmaj is None else dmaj)[keep], (zero if dmin is None else dmin)[keep],
-                   (zero if dpa is None else dpa)[keep], alpha[keep],
+    c = Components(names[keep], ra[keep], dec[keep], flux[keep], shaped[keep], dmaj[keep],
+                   dmin[keep], dpa[keep], alpha[keep],
                    None if key is None else np.char.add(f"{patches}_", np.asarray(
                        table[key]).astype(np.int64).astype(str))[keep])
     return bbs_text(c, freq, default_alpha=default_alpha)

@@ -6,7 +6,7 @@ shape seen through the image's restoring beam, centred at the position, is fitte
 background-subtracted pixels of a stamp of half-size 1.5 FWHM of that shape by its
 amplitude alone (least squares). For an unresolved source the shape is the beam and the
 amplitude in Jy/beam is the flux in Jy; for a resolved one (its intrinsic Gaussian, the
-catalogue's deconvolved size: :func:`catalogue_shapes`), the shape is that Gaussian
+catalogue's deconvolved size: :func:`.catalogue.catalogue_shapes`), the shape is that Gaussian
 convolved with this image's beam and the flux the amplitude times its area over the
 beam's, so that a source resolved in the catalogue is measured whole, in an image of
 another resolution too. Its error is that fit's in noise of the local rms correlated as the
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import column_values
+from .catalogue import catalogue_shapes
 from .fit_errors import correlation_kernel
 from .fits_image import FitsImage, ImageError, continuum_frequency, open_image
 from .measure import FWHM
@@ -35,7 +35,7 @@ __all__ = ["forced_fluxes", "forced_spectra", "catalogue_shapes", "first_shapes"
            "area_ratios", "Shapes", "STAMP_FWHM", "SHAPES_NOTE"]
 
 #: intrinsic FWHM major, minor (arcsec) and position angle (deg east of north) per source;
-#: 0 major: an unresolved source
+#: 0 major: an unresolved source (:func:`.catalogue.catalogue_shapes`)
 Shapes = tuple[np.ndarray, np.ndarray, np.ndarray]
 SHAPES_NOTE = ("resolved sources (the catalogue's resolved column, else a deconvolved size "
                "above 0) measured with their deconvolved Gaussian seen through each image's "
@@ -45,30 +45,10 @@ SHAPES_NOTE = ("resolved sources (the catalogue's resolved column, else a deconv
 STAMP_FWHM = 1.5
 
 
-def catalogue_shapes(table: Any, what: str = "catalogue") -> Shapes | None:
-    """The intrinsic shapes of a catalogue's sources for :func:`forced_fluxes`: the
-    deconvolved FWHM axes (``bmaj_deconv``, ``bmin_deconv`` or another finder's names for
-    them, e.g. PyBDSF's ``DC_Maj``) and position angle (``pa_deconv``, else ``pa``) of the
-    rows its ``resolved`` column marks (without one, those of a deconvolved major axis
-    above 0), 0 for the others; None without deconvolved sizes."""
-    dmaj, dmin = column_values(table, "bmaj_deconv", what), column_values(table, "bmin_deconv",
-                                                                            what)
-    if dmaj is None or dmin is None:
-        return None
-    pa = column_values(table, "pa_deconv", what)
-    pa = column_values(table, "pa", what) if pa is None else pa
-    pa = np.zeros(len(dmaj)) if pa is None else pa
-    with np.errstate(invalid="ignore"):
-        res = (np.asarray(table["resolved"], bool) if "resolved" in table.colnames
-               else dmaj > 0) & np.isfinite(dmaj) & (dmaj > 0) & np.isfinite(pa)
-    return (np.where(res, dmaj, 0.0), np.where(res, np.nan_to_num(np.maximum(dmin, 0.0)), 0.0),
-            np.where(res, pa, 0.0))
-
-
 def first_shapes(tables: Any, index: np.ndarray, first: np.ndarray) -> Shapes:
     """Shapes of sources matched across catalogues (``index (M, K)``: each one's row in
     catalogue k, -1 where none; ``first (M,)``: the catalogue it was first found in), each
-    from its first catalogue's row (:func:`catalogue_shapes`; unresolved where that
+    from its first catalogue's row (:func:`.catalogue.catalogue_shapes`; unresolved where that
     catalogue gives no sizes)."""
     out = tuple(np.zeros(len(first)) for _ in range(3))
     for k, t in enumerate(tables):
@@ -87,7 +67,7 @@ def forced_fluxes(image: str | FitsImage, ra: np.ndarray, dec: np.ndarray,
     """(flux, 1-sigma error) in Jy of a source at each sky position of a 2D ``image`` (a
     path, whose ``stokes`` plane is read from a STOKES axis of several, or an opened image;
     its noise map estimated unless given): unresolved, or of the intrinsic ``shapes``
-    (:data:`Shapes`, e.g. :func:`catalogue_shapes`; a major axis of 0: unresolved); NaN off
+    (:data:`Shapes`, e.g. :func:`.catalogue.catalogue_shapes`; a major axis of 0: unresolved); NaN off
     the image or where the stamp has no data."""
     if not isinstance(image, FitsImage):
         with open_image(image, stokes=stokes) as img:

@@ -46,7 +46,7 @@ def polarisation(table: Any, q_image: str, u_image: str, v_image: str | None = N
     """The catalogue's sources with their polarisation (see the module docstring): ``id``
     (when it has one), ``ra``, ``dec``, ``flux``, ``flux_err`` and the polarisation
     columns, in the catalogue's order. Q, U and V are forced with each resolved source's
-    shape (:func:`.forced.catalogue_shapes`), so that a resolved source's polarised flux
+    shape (:func:`.catalogue.catalogue_shapes`), so that a resolved source's polarised flux
     is whole, as its total flux; ``as_points``: every source as unresolved."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
     require_columns(table, ("ra", "dec", "flux"), what)

@@ -126,7 +126,7 @@ def rm_table(table: Any, q_cube: str | Sequence[str], u_cube: str | Sequence[str
     ``faraday_complex`` (two components or more), ``rm_second`` and ``pol_flux_second``;
     the Q and U cubes (or each one's channel images, at their headers' frequencies) must
     share their channels. Each channel's Q and U forced with the
-    resolved sources' shapes (:func:`.forced.catalogue_shapes`; ``as_points``: every source
+    resolved sources' shapes (:func:`.catalogue.catalogue_shapes`; ``as_points``: every source
     as unresolved)."""
     d = as_bounded_float(detect_sigma, "detect_sigma")
     require_columns(table, ("ra", "dec", "flux"), what)

@@ -56,7 +56,7 @@ def flux_limits(image: str, ra: np.ndarray, dec: np.ndarray,
     """``sigmas`` x the local rms of a 2D ``image`` (its noise map, as ``predict``'s) at
     sky positions, in Jy (the noise map in boxes of ``noise_box`` pixels, as that image's
     catalogue had it): the flux an unresolved source there would need to be found (a
-    resolved one of intrinsic ``shapes``, :func:`.forced.catalogue_shapes`: that times its
+    resolved one of intrinsic ``shapes``, :func:`.catalogue.catalogue_shapes`: that times its
     area over the beam's there, its peak reaching the limit); NaN off the image or its
     data. ``primary_beam`` (a beam image or model, :mod:`.primary_beam`): the image is not
     primary-beam corrected, the limits are true fluxes (divided by its response; NaN where

@@ -92,7 +92,7 @@ def variability(tables: Sequence[Any], *, radius_arcsec: float | None = None,
     first catalogue's), detections' fitted fluxes set aside: the same measure everywhere,
     not boosted where a faint source was detected on a noise peak (Eddington bias). A
     source resolved in its first catalogue is forced with its deconvolved shape seen
-    through each image's beam (:func:`.forced.catalogue_shapes`), so that its forced flux
+    through each image's beam (:func:`.catalogue.catalogue_shapes`), so that its forced flux
     is whole, as its fitted one; ``as_points``: every source as unresolved (the beam)."""
     if len(tables) < 2:
         raise ValueError(f"tables: two epochs or more, received {len(tables)}")
