@@ -259,13 +259,13 @@ def _inject_one(args, image: str, model, out: str, beam=None) -> None:
 def _bright_rule(args):
     """``--bright-snr`` and ``--bright-radius`` as a rule of the near_bright flag (None: the
     default rule)."""
-    if args.bright_snr is None and args.bright_radius is None:
+    given = {k: v for k, v in (("snr", args.bright_snr), ("radius", args.bright_radius))
+             if v is not None}
+    if not given:
         return None
-    from .astro.flags import BRIGHT_RADIUS, BRIGHT_SNR, BrightRule
+    from .astro.flags import BrightRule
 
-    return BrightRule(snr=BRIGHT_SNR if args.bright_snr is None else args.bright_snr,
-                      radius=BRIGHT_RADIUS if args.bright_radius is None
-                      else args.bright_radius)
+    return BrightRule(**given)
 
 
 def _primary_beams(args):

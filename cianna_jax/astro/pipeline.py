@@ -361,13 +361,11 @@ def _channel_beam_fluxes(img: FitsImage, m: Measurements, area: float | None) ->
     its central channel."""
     if not img.channel_beams or area is None or m.z is None or not img.pixel_scale:
         return m
-    chans = sorted(img.channel_beams)
-    z = np.clip(np.rint(np.nan_to_num(np.asarray(m.z, np.float64))), 0, img.shape[0] - 1)
-    own = np.array([img.channel_beams.get(int(k), img.channel_beams[
-        chans[int(np.argmin(np.abs(np.asarray(chans) - k)))]]).area_pixels(img.pixel_scale)
-        for k in z])
-    factor = area / own if own.size else np.ones(0)
-    return replace(m, flux=m.flux * factor, flux_err=m.flux_err * factor)
+    chans = np.array(sorted(img.channel_beams))
+    areas = np.array([img.channel_beams[c].area_pixels(img.pixel_scale) for c in chans])
+    z = np.nan_to_num(np.asarray(m.z, np.float64))
+    own = areas[np.abs(np.rint(z)[:, None] - chans[None, :]).argmin(1)]  # (nearest channel)
+    return replace(m, flux=m.flux * area / own, flux_err=m.flux_err * area / own)
 
 
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
