@@ -135,7 +135,10 @@ def forced_spectra(cube: str | Sequence[str], ra: np.ndarray, dec: np.ndarray, *
     warning."""
     paths = [cube] if isinstance(cube, (str, os.PathLike)) else list(cube)
     if len(paths) == 1:
-        with open_image(paths[0], stokes=stokes) as img:
+        with warnings.catch_warnings():  # (its axis only: each plane is read with its beam)
+            warnings.filterwarnings("ignore", message=".*BEAMS table")
+            img = open_image(paths[0], stokes=stokes)
+        with img:
             axis = img.frequency_axis if img.ndim == 3 else None
             if axis is None:
                 raise ImageError(f"{img.path}: {purpose} needs a cube with a frequency axis "

@@ -191,7 +191,10 @@ def inband_spectral_indices(table: Any, cube: str | Sequence[str], *,
                                       purpose="an in-band spectral index")
     if beam:
         pbeam = beam["primary_beam"]
-        with open_image(paths[0], stokes=stokes) as img:  # (images: on the first's grid)
+        with warnings.catch_warnings():  # (its grid and axis only)
+            warnings.filterwarnings("ignore", message=".*BEAMS table")
+            img = open_image(paths[0], stokes=stokes)
+        with img:  # (images: on the first's grid)
             x, y = sky_to_pixel(img.wcs, ra, dec)
             for k in range(len(freqs)):
                 n = len(ra)
