@@ -11,8 +11,9 @@ the detector's catalogue (``predict --reliability``) is matched to the truth: it
 sources near bright ones (the ``near_bright`` flag) and elsewhere, what a cut at
 reliability >= 0.9 keeps when each source's reliability is its zone's (as the catalogue
 gives it) or the whole image's, and the catalogue of ``--target-reliability 0.9`` (a
-threshold per zone); then PyBDSF 1.14.1 (thresh_isl 3, thresh_pix 5), with and
-without its ``adaptive_rms_box``.
+threshold per zone); the same two with the noise map raised around bright sources
+(``--adaptive-rms``, :mod:`cianna_jax.astro.adaptive_noise`); then PyBDSF 1.14.1
+(thresh_isl 3, thresh_pix 5), with and without its ``adaptive_rms_box``.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def real_rows(table, truth) -> np.ndarray:
     return real
 
 
-def ours(path: str, truth, model: str) -> str:
+def ours(path: str, truth, model: str, adaptive=None) -> str:
     from cianna_jax.astro.pipeline import find_sources
 
     t0 = time.perf_counter()
-    res = find_sources(path, model, progress=False, reliability=True)
+    res = find_sources(path, model, progress=False, reliability=True, adaptive_rms=adaptive)
     t = res.table
     real, near = real_rows(t, truth), np.asarray(t["near_bright"], bool)
     zone = np.asarray(t["reliability"]) >= CUT
@@ -74,14 +75,15 @@ def ours(path: str, truth, model: str) -> str:
             f"{(~real & ~near).sum()} elsewhere; reliability >= {CUT:g} by zone keeps "
             f"{(real & zone).sum()} real and {(~real & zone).sum()} false, by the whole "
             f"image's {(real & whole).sum()} real and {(~real & whole).sum()} false; "
-            + target_line(path, truth, model))
+            + target_line(path, truth, model, adaptive))
 
 
-def target_line(path: str, truth, model: str) -> str:
+def target_line(path: str, truth, model: str, adaptive=None) -> str:
     """The catalogue at a target reliability of CUT (a threshold per zone)."""
     from cianna_jax.astro.pipeline import find_sources
 
-    t = find_sources(path, model, progress=False, target_reliability=CUT).table
+    t = find_sources(path, model, progress=False, target_reliability=CUT,
+                     adaptive_rms=adaptive).table
     real, near = real_rows(t, truth), np.asarray(t["near_bright"], bool)
     near_thr = t.meta["reliability"].get("near_bright_threshold")
     return (f"--target-reliability {CUT:g}: threshold {t.meta['obj_threshold']:g}"
@@ -113,12 +115,15 @@ def main(argv=None) -> int:
                     help="the artefacts' peaks over the bright source's (at 1 beam)")
     ap.add_argument("--no-pybdsf", action="store_true")
     args = ap.parse_args(argv)
+    from cianna_jax.astro.adaptive_noise import AdaptiveRms
+
     with tempfile.TemporaryDirectory() as folder:
         for name, path, truth in fields(folder, args.level):
             snr = np.asarray(truth["snr"])
             print(f"{name}: {len(truth)} true sources, {(snr >= 5).sum()} of SNR >= 5, "
                   f"{(snr >= 300).sum()} of SNR >= 300")
             print(f"  cianna_jax: {ours(path, truth, args.model)}")
+            print(f"  cianna_jax --adaptive-rms: {ours(path, truth, args.model, AdaptiveRms())}")
             if not args.no_pybdsf:
                 for adaptive in (False, True):
                     print(f"  PyBDSF{' adaptive_rms_box' if adaptive else ''}: "

@@ -117,7 +117,8 @@ def _predict(args) -> int:
                        max_peaks=args.max_peaks, source_list=args.source_list,
                        group_tol=args.group_tol, names=args.names,
                        primary_beam=_primary_beams(args),
-                       pb_min=args.pb_min, bright=_bright_rule(args))
+                       pb_min=args.pb_min, bright=_bright_rule(args),
+                       adaptive_rms=_adaptive_rms(args))
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -172,7 +173,8 @@ def _val(args) -> int:
                    compare=_compare_names(args.compare), reliability=args.reliability,
                    target_reliability=args.target_reliability, max_peaks=args.max_peaks,
                    primary_beam=_primary_beams(args), pb_min=args.pb_min,
-                   compare_apparent=args.compare_apparent, bright=_bright_rule(args))
+                   compare_apparent=args.compare_apparent, bright=_bright_rule(args),
+                   adaptive_rms=_adaptive_rms(args))
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -266,6 +268,28 @@ def _bright_rule(args):
     from .astro.flags import BrightRule
 
     return BrightRule(**given)
+
+
+def _adaptive_rms(args):
+    """``--adaptive-rms`` (implied by ``--rms-box-bright`` and ``--adaptive-thresh``) as the
+    noise map's rule around bright sources, None without it; its reach and threshold are the
+    near_bright rule's unless ``--adaptive-thresh`` is given."""
+    if not (args.adaptive_rms or args.rms_box_bright or args.adaptive_thresh is not None):
+        return None
+    from .astro.adaptive_noise import AdaptiveRms
+
+    kw = {"thresh": args.adaptive_thresh if args.adaptive_thresh is not None
+          else args.bright_snr, "reach": args.bright_radius}
+    if args.rms_box_bright:
+        try:
+            sizes = [float(v) for v in args.rms_box_bright.split(",")]
+        except ValueError:
+            sizes = []
+        if len(sizes) not in (1, 2):
+            raise ValueError(f"--rms-box-bright: BOX or BOX,STEP in pixels, received "
+                             f"{args.rms_box_bright!r}")
+        kw.update(zip(("box", "step"), sizes))
+    return AdaptiveRms(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _primary_beams(args):
@@ -454,6 +478,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--bright-radius", type=float, default=None, metavar="BEAMS",
                        help="how far artefacts reach around bright sources, in beam FWHMs "
                             "(default 30)")
+        p.add_argument("--adaptive-rms", action="store_true",
+                       help="raise the noise map around bright sources (within "
+                            "--bright-radius) to the rms of small boxes there, artefacts "
+                            "counted as noise (PyBDSF's adaptive_rms_box): fewer false "
+                            "sources near bright ones, a few faint real ones lost there")
+        p.add_argument("--rms-box-bright", default=None, metavar="BOX[,STEP]",
+                       help="the small box and its grid's step in pixels (PyBDSF's "
+                            "rms_box_bright; default 10 beam FWHMs and a third of it; "
+                            "implies --adaptive-rms)")
+        p.add_argument("--adaptive-thresh", type=float, default=None, metavar="SNR",
+                       help="the peak SNR of a bright source for --adaptive-rms (PyBDSF's "
+                            "adaptive_thresh; default --bright-snr's; implies --adaptive-rms)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred, several="")

@@ -35,7 +35,7 @@ RULE = ("each source from the image whose centre is nearest to it, of the images
 #: per-image metadata of the catalogues, kept per image in the merged catalogue's ``images``
 _PER_IMAGE = ("image", "hdu", "plane", "bunit", "beam_bmaj_arcsec", "beam_bmin_arcsec",
               "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame", "median_rms", "reliability",
-              "reliability_zones")
+              "reliability_zones", "adaptive_rms")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from ..progress import Progress
 
-__all__ = ["NoiseMap", "clipped_stats", "estimate_noise_map"]
+__all__ = ["NoiseMap", "box_edges", "clipped_stats", "estimate_noise_map"]
 
 # std of a unit Gaussian truncated at +-3 sigma (clipping bias correction)
 _CLIP3_STD = 0.98658
@@ -57,6 +57,12 @@ def _fill_nan(grid: np.ndarray) -> np.ndarray:
     return grid[iy, ix]
 
 
+def box_edges(n: int, box: int) -> np.ndarray:
+    """The edges of about ``n / box`` equal boxes (integers, at least one box) along an axis
+    of ``n`` pixels."""
+    return np.linspace(0, n, max(1, round(n / box)) + 1).round().astype(int)
+
+
 def _bracket(centres: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each coordinate, the grid indices ``(i0, i1)`` around it and the weight ``t`` of
     ``i1`` (linear interpolation, clamped to the outer grid centres)."""
@@ -87,7 +93,8 @@ class NoiseMap:
 
     ``rms``/``background``: ``[gy, gx]`` (image) or ``[D, gy, gx]`` (cube), in the image
     unit; ``cy``/``cx`` the pixel coordinates of the grid rows/columns; ``shape`` the image
-    shape; ``box`` the box size in pixels.
+    shape; ``box`` the box size in pixels; ``adaptive``: the settings of a map raised
+    around bright sources (:mod:`.adaptive_noise`), else None.
     """
 
     rms: np.ndarray
@@ -96,6 +103,7 @@ class NoiseMap:
     cx: np.ndarray
     shape: tuple[int, ...]
     box: int
+    adaptive: dict | None = field(default=None, compare=False)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -116,6 +124,18 @@ class NoiseMap:
             hit = _compact_weights(centres, np.arange(*idx, dtype=np.float64))
             self._cache[key] = hit
         return hit
+
+    def resampled(self, cy: np.ndarray, cx: np.ndarray) -> NoiseMap:
+        """Both maps interpolated onto another grid of centres ``cy``/``cx`` (increasing
+        pixel coordinates; a 2D map's values there, so that a finer grid changes
+        nothing)."""
+        if self.rms.ndim != 2:
+            raise ValueError("resampled: 2D maps only")
+        cy, cx = np.asarray(cy, np.float64), np.asarray(cx, np.float64)
+        (ry, wy), (rx, wx) = _compact_weights(self.cy, cy), _compact_weights(self.cx, cx)
+        return NoiseMap(rms=wy @ self.rms[ry, rx] @ wx.T,
+                        background=wy @ self.background[ry, rx] @ wx.T,
+                        cy=cy, cx=cx, shape=self.shape, box=self.box)
 
     def window(self, ys: slice, xs: slice, which: str = "rms",
                zs: slice | None = None) -> np.ndarray:
@@ -178,8 +198,7 @@ def estimate_noise_map(
     H, W = int(shape[-2]), int(shape[-1])
     D = int(shape[0]) if len(shape) == 3 else None
     by, bx = max(1, min(int(box), H)), max(1, min(int(box), W))
-    ey = np.linspace(0, H, max(1, round(H / by)) + 1).round().astype(int)
-    ex = np.linspace(0, W, max(1, round(W / bx)) + 1).round().astype(int)
+    ey, ex = box_edges(H, by), box_edges(W, bx)
     nplanes = 1 if D is None else D
     rms = np.full((nplanes, ey.size - 1, ex.size - 1), np.nan)
     bkg = np.full_like(rms, np.nan)

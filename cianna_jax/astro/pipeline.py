@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checks import as_int
 from ..io.atomic import check_folder
+from .adaptive_noise import AdaptiveRms, adaptive_beam, adaptive_noise_map
 from .bright_zones import ZONES_NOTE, box_thresholds, bright_zones, zone_thresholds
 from .catalogue import (
     catalogue_format,
@@ -161,6 +162,7 @@ def find_sources(
     primary_beam: str | os.PathLike | PrimaryBeam | None = None,
     pb_min: float | None = None,
     bright: BrightRule | None = None,
+    adaptive_rms: AdaptiveRms | None = None,
 ) -> SourceFinding:
     """Detect and measure the sources of a FITS image (path or opened image) with a model
     (card path, ``.dat`` with its card, or a loaded model).  ``obj_threshold`` overrides
@@ -199,7 +201,11 @@ def find_sources(
     ``bright`` (:class:`.flags.BrightRule`): which sources are flagged ``near_bright``,
     where the reliability test and the target's threshold are made apart
     (:mod:`.bright_zones`; default: within 30 beams of a source of SNR >= 100 at least 10
-    times brighter)."""
+    times brighter).  ``adaptive_rms`` (:class:`.adaptive_noise.AdaptiveRms`, PyBDSF's
+    ``adaptive_rms_box``): the noise map (computed, or ``noise``) rises around bright
+    sources to the rms of small boxes there, artefacts counted as noise
+    (:mod:`.adaptive_noise`; a 2D image with a beam; recorded as ``adaptive_rms`` in the
+    catalogue's metadata)."""
     target = checked_target_reliability(target_reliability, obj_threshold)
     if batch_size is not None:  # refused before the noise map's work (detect checks it too)
         as_int(batch_size, "batch_size", minimum=1)
@@ -221,8 +227,13 @@ def find_sources(
         check_model_image(img, mdl)
         warn_if_other_scale(mdl.card, img)
         t0 = time.perf_counter()
+        if adaptive_rms is not None:  # (a cube, no beam: refused before the noise map's work)
+            fwhm = adaptive_beam(adaptive_rms, img)
         if noise is None:
             noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box,
+                                       progress=progress)
+        if adaptive_rms is not None and noise.adaptive is None:
+            noise = adaptive_noise_map(img.read, img.shape, noise, adaptive_rms, fwhm,
                                        progress=progress)
         t1 = time.perf_counter()
         kw = dict(batch_size=batch_size, progress=progress, predict_fn=predict_fn)
@@ -455,6 +466,8 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             "tile": list(mdl.card.tile), "overlap": list(mdl.card.overlap),
             "noise_box": mdl.card.noise_box, "median_rms": noise.median_rms * img.unit_scale, "flux_scale_error": f,
             "astrometric_error_arcsec": a, **pb_meta}
+    if noise.adaptive is not None:
+        meta["adaptive_rms"] = dict(noise.adaptive)
     table = build_table(img, det, m, meta, noise, pb, bright or DEFAULT_BRIGHT)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)

@@ -28,6 +28,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from ..io.atomic import atomic_write, check_folder
 from ._deps import MissingExtraError
+from .adaptive_noise import AdaptiveRms, adaptive_beam, adaptive_noise_map
 from .bright_zones import box_thresholds, format_zones, zone_thresholds
 from .catalogue import (
     CatalogueError,
@@ -206,21 +207,26 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                thr: float, low: float, predict_fn, progress: bool, names: Mapping[str, str],
                reliability: bool = False, target: float | None = None,
                max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None,
-               compare_apparent: bool = False, bright: BrightRule | None = None
-               ) -> _ImageRun:
+               compare_apparent: bool = False, bright: BrightRule | None = None,
+               adaptive_rms: AdaptiveRms | None = None) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
     with a ``target`` reliability, the threshold chosen for it replaces ``thr``; with a
     primary beam ``pb``, the comparison rows through it (:func:`.other_finder.through_beam`,
-    ``compare_apparent``: measured on the image as it is)."""
+    ``compare_apparent``: measured on the image as it is); with ``adaptive_rms``, the
+    detection and measurement's noise map raised around bright sources (the truth's SNRs
+    from the map without it, so that runs with and without compare)."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
     tn = time.perf_counter()
     noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
-    noise_s = time.perf_counter() - tn
     tr = load_truth(truth, img, noise, name=names.get("truth"))
+    if adaptive_rms is not None:
+        noise = adaptive_noise_map(img.read, img.shape, noise, adaptive_rms,
+                                   adaptive_beam(adaptive_rms, img), progress=progress)
+    noise_s = time.perf_counter() - tn
     pb = pb or {}
     if pb:
         tr = seen_through_beam(tr, pb_response(pb["primary_beam"], img, tr.x, tr.y, tr.z),
@@ -325,6 +331,7 @@ def validate(
     pb_min: float | None = None,
     compare_apparent: bool = False,
     bright: BrightRule | None = None,
+    adaptive_rms: AdaptiveRms | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -346,7 +353,8 @@ def validate(
     through the beam, its rows below ``pb_min`` left out as the catalogue's; the
     ``compare`` catalogues' too, their fluxes divided by the beam's response with
     ``compare_apparent``, measured on the image as it is: :func:`.other_finder.through_beam`).
-    ``bright``: the rule of the ``near_bright`` flag, as :func:`.pipeline.find_sources`.
+    ``bright``: the rule of the ``near_bright`` flag, ``adaptive_rms`` the noise map's
+    rule around bright sources, as :func:`.pipeline.find_sources`.
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -379,6 +387,8 @@ def validate(
         for im in imgs if pb else []:  # a cube, a model without WCS: refused before the work
             pb_response(pb["primary_beam"], im, np.zeros(1), np.zeros(1),
                         np.zeros(1) if im.ndim == 3 else None)
+        for im in imgs if adaptive_rms is not None else []:  # refused before the work
+            adaptive_beam(adaptive_rms, im)
         if several and any(im.ndim == 3 for im in imgs):
             raise ValueError("image: several cubes: val scores one cube at a time")
         if several:
@@ -394,7 +404,7 @@ def validate(
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
                 reliability=reliability, target=target, max_peaks=max_peaks, pb=pb,
-                compare_apparent=compare_apparent, bright=bright))
+                compare_apparent=compare_apparent, bright=bright, adaptive_rms=adaptive_rms))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)
