@@ -244,7 +244,7 @@ def _inject_one(args, image: str, model, out: str, beam=None) -> None:
                                line_width_range=args.line_width_range,
                                extended_fraction=args.extended_fraction,
                                max_peaks=args.max_peaks, primary_beam=beam,
-                               pb_min=args.pb_min)
+                               pb_min=args.pb_min, adaptive_rms=_adaptive_rms(args))
     files = write_injection_report(res, out, plots=not args.no_plots)
     print(format_completeness(res))
     print(f"files in {out}/: {', '.join(files)}")
@@ -279,7 +279,7 @@ def _adaptive_rms(args):
     from .astro.adaptive_noise import AdaptiveRms
 
     kw = {"thresh": args.adaptive_thresh if args.adaptive_thresh is not None
-          else args.bright_snr, "reach": args.bright_radius}
+          else getattr(args, "bright_snr", None), "reach": getattr(args, "bright_radius", None)}
     if args.rms_box_bright:
         try:
             sizes = [float(v) for v in args.rms_box_bright.split(",")]
@@ -478,18 +478,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--bright-radius", type=float, default=None, metavar="BEAMS",
                        help="how far artefacts reach around bright sources, in beam FWHMs "
                             "(default 30)")
+        adaptive_options(p)
+
+    def adaptive_options(p):
         p.add_argument("--adaptive-rms", action="store_true",
-                       help="raise the noise map around bright sources (within "
-                            "--bright-radius) to the rms of small boxes there, artefacts "
-                            "counted as noise (PyBDSF's adaptive_rms_box): fewer false "
-                            "sources near bright ones, a few faint real ones lost there")
+                       help="raise the noise map around bright sources (within 30 beam "
+                            "FWHMs, or --bright-radius) to the rms of small boxes there, "
+                            "artefacts counted as noise (PyBDSF's adaptive_rms_box): fewer "
+                            "false sources near bright ones, a few faint real ones lost there")
         p.add_argument("--rms-box-bright", default=None, metavar="BOX[,STEP]",
                        help="the small box and its grid's step in pixels (PyBDSF's "
                             "rms_box_bright; default 10 beam FWHMs and a third of it; "
                             "implies --adaptive-rms)")
         p.add_argument("--adaptive-thresh", type=float, default=None, metavar="SNR",
                        help="the peak SNR of a bright source for --adaptive-rms (PyBDSF's "
-                            "adaptive_thresh; default --bright-snr's; implies --adaptive-rms)")
+                            "adaptive_thresh; default 100, or --bright-snr's; implies "
+                            "--adaptive-rms)")
 
     pred = sub.add_parser("predict", help="detect sources in a FITS image and write a catalogue")
     common(pred, several="")
@@ -622,6 +626,7 @@ def _parser() -> argparse.ArgumentParser:
                           "reliability column counting both the detections made of noise "
                           "and the detector's errors around sources that the injection "
                           "measured")
+    adaptive_options(inj)
 
     srl = sub.add_parser("sources", help="a source list from a catalogue of Gaussians "
                                          "(this package's, or PyBDSF's gaul): Gaussians "

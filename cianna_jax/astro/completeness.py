@@ -206,6 +206,7 @@ def measure_completeness(
     max_peaks: int = MAX_PEAKS,
     primary_beam: Any = None,
     pb_min: float | None = None,
+    adaptive_rms: Any = None,
 ) -> InjectionResult:
     """Inject ``n_sources`` artificial sources into a FITS image (path or opened image), or
     lines into a cube, and find them again with ``model`` (as
@@ -235,7 +236,10 @@ def measure_completeness(
     the image shows them (SNRs over the uniform noise), their injected fluxes then divided by
     the beam's response where they lie, like the catalogue's, so that the completeness by
     flux is by true flux over the whole image, the beam's falling sensitivity (and the
-    ``pb_min`` cut) included, as source counts need it."""
+    ``pb_min`` cut) included, as source counts need it.  ``adaptive_rms``
+    (:class:`.adaptive_noise.AdaptiveRms`): the noise map raised around bright sources, in
+    the image's own run and every round (the injected peaks are SNRs over it), as a
+    catalogue made with it needs its completeness measured."""
     pb = finding_beam(primary_beam, pb_min)
     if snr_range is None:
         snr_range = PB_SNR_RANGE if pb else SNR_RANGE
@@ -255,7 +259,8 @@ def measure_completeness(
         kw = dict(batch_size=batch_size, predict_fn=predict_fn)
         t0 = time.perf_counter()
         own = find_sources(img, mdl, obj_threshold=obj_threshold, fit=fit, progress=progress,
-                           keep_raw=True, max_peaks=max_peaks, **pb, **kw)
+                           keep_raw=True, max_peaks=max_peaks, adaptive_rms=adaptive_rms,
+                           **pb, **kw)
         t1 = time.perf_counter()
         result = _inject_rounds(img, mdl, own, n, snr, size, sep_beams, bpix, seed, lines,
                                 extended_fraction=ext, max_peaks=max_peaks,
@@ -358,7 +363,9 @@ def _inject_rounds(img: FitsImage, mdl: LoadedModel, own: SourceFinding, n: int,
                 "line_width_range_channels": list(lines) if cube else None,
                 "tiles_run": tiles_run,
                 "obj_threshold": own.table.meta.get("obj_threshold"),
-                "beam_fwhm_pixels": fwhm}
+                "beam_fwhm_pixels": fwhm,
+                **({"adaptive_rms": own.table.meta["adaptive_rms"]}
+                   if "adaptive_rms" in own.table.meta else {})}
     return InjectionResult(table, spurious, scores, by_flux, own, rounds,
                            np.concatenate(lost).astype(np.int64), settings, drawn)
 

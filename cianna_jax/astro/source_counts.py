@@ -307,6 +307,12 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                       "injection's completeness is by apparent flux (made without "
                       "'inject --pb'): the faint bins are corrected with the wrong curve",
                       UserWarning, stacklevel=2)
+    if any(not _same_noise_rule(r, t.meta) for r in reports):
+        ours = "adaptive_rms" in t.meta
+        warnings.warn(f"{name}: made {'with' if ours else 'without'} --adaptive-rms (the noise "
+                      f"map raised around bright sources), its completeness by an injection "
+                      f"{'without' if ours else 'with'} it: near bright sources they differ; "
+                      "inject with the same option", UserWarning, stacklevel=2)
     if "pb" in t.colnames and not comps and visibility_snr is None:
         warnings.warn(f"{name}: its fluxes were corrected for the primary beam, whose falling "
                       "sensitivity hides faint sources away from the centre: counted over the "
@@ -361,18 +367,34 @@ def _owner_mask(images: Sequence[FitsImage], i: int):
     return mine
 
 
-def _through_beam(report: str | os.PathLike) -> bool:
-    """Whether an injection report (its folder's ``injection.json``) was made through a
-    primary beam (``inject --pb``); True when that cannot be told (a lone table)."""
+def _injection_settings(report: str | os.PathLike) -> dict | None:
+    """An injection report's settings (its folder's ``injection.json``), None when they
+    cannot be read (a lone table)."""
     import json
 
     p = os.fspath(report)
     settings = os.path.join(p if os.path.isdir(p) else os.path.dirname(p), "injection.json")
     try:
         with open(settings) as fh:
-            return "primary_beam" in json.load(fh)
+            got = json.load(fh)
     except (OSError, ValueError):
-        return True
+        return None
+    return got if isinstance(got, dict) else None
+
+
+def _through_beam(report: str | os.PathLike) -> bool:
+    """Whether an injection report was made through a primary beam (``inject --pb``); True
+    when that cannot be told (a lone table)."""
+    s = _injection_settings(report)
+    return s is None or "primary_beam" in s
+
+
+def _same_noise_rule(report: str | os.PathLike, meta: Any) -> bool:
+    """Whether an injection report's noise map was raised around bright sources as the
+    catalogue's was (``adaptive_rms`` in both or in neither); True when that cannot be
+    told."""
+    s = _injection_settings(report)
+    return s is None or ("adaptive_rms" in s) == ("adaptive_rms" in meta)
 
 
 def _paths(value: Any) -> list:

@@ -4,7 +4,9 @@ artefacts with it, its settings in the catalogue, and its errors."""
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -41,11 +43,11 @@ def _image(artefacts: bool, seed: int = 0) -> np.ndarray:
     return a
 
 
-def _maps(a: np.ndarray, rule: AdaptiveRms = AdaptiveRms()):
+def _maps(a: np.ndarray, rule: AdaptiveRms | None = None):
     def read(w):
         return a[w]
     base = estimate_noise_map(read, a.shape, box=64)
-    return base, adaptive_noise_map(read, a.shape, base, rule, FWHM)
+    return base, adaptive_noise_map(read, a.shape, base, rule or AdaptiveRms(), FWHM)
 
 
 def test_the_map_rises_where_the_artefacts_are_and_nowhere_else():
@@ -204,3 +206,21 @@ def test_predict_and_val_take_it_from_the_command_line(artefact_field, capsys):
                  "--no-plots", "--adaptive-rms"]) == 0
     assert Table.read(folder / "val" / "catalogue.ecsv").meta["adaptive_rms"][
         "bright_sources"] == 2
+    # source injection measures the completeness of such a catalogue with the same map
+    assert main(["inject", "--model", model, "--image", path, "--out", str(folder / "inj"),
+                 "--quiet", "--no-plots", "--sources", "12", "--adaptive-rms"]) == 0
+    assert Table.read(folder / "inj" / "catalogue.ecsv").meta["adaptive_rms"][
+        "bright_sources"] == 2
+    inj = json.loads((folder / "inj" / "injection.json").read_text())
+    assert inj["adaptive_rms"]["bright_sources"] == 2
+    # counts warn when the catalogue and the injection differ in it
+    from cianna_jax.astro.source_counts import count_catalogue
+
+    assert main(["predict", "--model", model, "--image", path, "--out", str(out),
+                 "--quiet"]) == 0
+    with pytest.warns(UserWarning, match="without --adaptive-rms"):
+        count_catalogue(out, image=path, completeness=folder / "inj")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        count_catalogue(folder / "inj" / "catalogue.ecsv", image=path,
+                        completeness=folder / "inj")
