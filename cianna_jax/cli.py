@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 
-from . import cli_simulate, cli_tables, host_memory, xla_cpu
+from . import cli_crossid, cli_simulate, cli_tables, host_memory, xla_cpu
 from ._version import __version__
 from .cli_simulate import pair
 
@@ -639,6 +639,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_tables.add_parsers(sub)
     cli_simulate.add_parser(sub)
+    cli_crossid.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -750,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
            "rm-synthesis": cli_tables.rm_synthesis,
            "reference-check": cli_tables.reference,
            "cutouts": cli_tables.cutouts, "qa": cli_tables.qa,
-           "skymodel": cli_tables.skymodel}[args.command]
+           "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -10,7 +10,7 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts", "reference", "cutouts", "qa"]
+           "rm_synthesis", "counts", "reference", "cutouts", "qa", "write_with_figure"]
 
 
 def sources(args) -> int:
@@ -74,7 +74,7 @@ def spectral_index(args) -> int:
                          names=args.catalogue, limits=limits)
     from .astro.plots import spectral_index_plot
 
-    return _write_with_figure(t, args, format_spectral_summary(t), spectral_index_plot)
+    return write_with_figure(t, args, format_spectral_summary(t), spectral_index_plot)
 
 
 def variability(args) -> int:
@@ -99,7 +99,7 @@ def variability(args) -> int:
                          as_points=args.as_points)
     from .astro.plots import variability_plot
 
-    return _write_with_figure(t, args, format_variability_summary(t), variability_plot)
+    return write_with_figure(t, args, format_variability_summary(t), variability_plot)
 
 
 def _inband_spectral_index(args) -> int:
@@ -125,7 +125,7 @@ def _inband_spectral_index(args) -> int:
                                 what=args.catalogue[0])
     from .astro.plots import spectral_index_plot
 
-    return _write_with_figure(t, args, format_inband_summary(t), spectral_index_plot)
+    return write_with_figure(t, args, format_inband_summary(t), spectral_index_plot)
 
 
 def polarisation(args) -> int:
@@ -142,7 +142,7 @@ def polarisation(args) -> int:
                 detect_sigma=args.detect_sigma, what=args.catalogue, as_points=args.as_points)
     from .astro.plots import polarisation_plot
 
-    return _write_with_figure(t, args, format_polarisation_summary(t), polarisation_plot)
+    return write_with_figure(t, args, format_polarisation_summary(t), polarisation_plot)
 
 
 def rm_synthesis(args) -> int:
@@ -160,7 +160,7 @@ def rm_synthesis(args) -> int:
                  what=args.catalogue, as_points=args.as_points)
     from .astro.plots import rm_plot
 
-    return _write_with_figure(t, args, format_rm_summary(t), rm_plot)
+    return write_with_figure(t, args, format_rm_summary(t), rm_plot)
 
 
 def reference(args) -> int:
@@ -186,7 +186,7 @@ def reference(args) -> int:
                                     fluxes=args.correct != "positions")
     from .astro.plots import reference_plot
 
-    _write_with_figure(check.pairs, args, format_reference_check(check), reference_plot)
+    write_with_figure(check.pairs, args, format_reference_check(check), reference_plot)
     if args.corrected:
         write_catalogue(corrected, args.corrected)
         print(f"catalogue corrected ({args.correct}) -> {args.corrected}")
@@ -328,7 +328,7 @@ def _hz(mhz: float | None) -> float | None:
     return None if mhz is None else mhz * 1e6
 
 
-def _write_with_figure(t, args, summary: str, plot) -> int:
+def write_with_figure(t, args, summary: str, plot) -> int:
     """Write ``t`` to ``args.out`` and, with ``args.figure``, ``plot(t)`` there."""
     from .astro.catalogue import write_catalogue
 

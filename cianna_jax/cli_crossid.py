@@ -1,0 +1,87 @@
+"""The ``cianna-jax crossid`` command: optical / infrared counterparts of a catalogue's
+radio sources by the likelihood ratio (:mod:`.astro.crossid`)."""
+
+from __future__ import annotations
+
+__all__ = ["crossid", "add_parser", "format_crossid"]
+
+
+def format_crossid(meta: dict) -> str:
+    """The cross-identification's numbers in a few lines."""
+    return (f"{meta['n_matched']} of {meta['n_radio']} radio sources matched "
+            f"(LR >= {meta['lr_threshold']:.3g}, {meta['threshold_rule']}); Q0 "
+            f"{meta['q0']:.3f} of them have a counterpart among the {meta['n_optical']} "
+            f"objects with a {meta['mag_column']} magnitude; expected completeness "
+            f"{meta['completeness']:.3f}, reliability {meta['reliability']:.3f}; search "
+            f"radius {meta['radius_arcsec']:.3g} arcsec, background from "
+            f"{meta['background']}")
+
+
+def crossid(args) -> int:
+    """``cianna-jax crossid``: the catalogue with its counterparts' columns, the candidate
+    pairs and a figure."""
+    from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
+    from .astro.crossid import crossid_figure, likelihood_ratio
+    from .cli_tables import write_with_figure
+
+    for path in (args.out, args.pairs):  # refused before the work
+        if path:
+            catalogue_format(path)
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    radio, optical = read_catalogue(args.catalogue), read_catalogue(args.optical)
+    res = likelihood_ratio(radio, optical, mag_column=args.mag_column,
+                           optical_error=args.optical_error,
+                           astrometric_error=args.astrometric_error,
+                           radio_error=args.radio_error, radius=args.radius,
+                           area_deg2=args.area, mag_step=args.mag_step,
+                           lr_threshold=args.lr_threshold)
+    print(format_crossid(res.table.meta["crossid"]))
+    if args.pairs:
+        write_catalogue(res.pairs, args.pairs)
+        print(f"{len(res.pairs)} candidate pairs -> {args.pairs}")
+    write_with_figure(res.table, args, "catalogue with lr, lr_reliability, lr_match and the "
+                      "counterparts' lr_* columns", lambda _: crossid_figure(res))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """The ``crossid`` subcommand's options, on the command line's subparsers ``sub``."""
+    p = sub.add_parser("crossid", help="optical/infrared counterparts of a catalogue's radio "
+                                       "sources by the likelihood ratio (host galaxies)")
+    p.add_argument("--catalogue", required=True,
+                   help="the radio catalogue (ra, dec; ra_err, dec_err in arcsec)")
+    p.add_argument("--optical", required=True,
+                   help="the optical/infrared catalogue (ra, dec and a magnitude column)")
+    p.add_argument("--mag-column", required=True, metavar="NAME",
+                   help="the optical catalogue's magnitude column (objects without one are "
+                        "left out)")
+    p.add_argument("--out", required=True,
+                   help="the radio catalogue with its counterparts' columns (.ecsv, .csv, "
+                        ".fits, .xml)")
+    p.add_argument("--optical-error", type=float, default=0.3, metavar="ARCSEC",
+                   help="the optical positions' 1-sigma error per axis (default 0.3)")
+    p.add_argument("--astrometric-error", type=float, default=0.0, metavar="ARCSEC",
+                   help="a systematic 1-sigma error per axis between the catalogues, in "
+                        "quadrature (e.g. from reference-check; default 0)")
+    p.add_argument("--radio-error", type=float, default=None, metavar="ARCSEC",
+                   help="for radio sources without ra_err/dec_err")
+    p.add_argument("--radius", type=float, default=None, metavar="ARCSEC",
+                   help="the candidates' search radius (default five times the 90th "
+                        "percentile of the combined errors, at least 3)")
+    p.add_argument("--area", type=float, default=None, metavar="DEG2",
+                   help="the optical catalogue's area: the background density over all of "
+                        "it (default: from annuli 3-6 radii around the radio sources)")
+    p.add_argument("--mag-step", type=float, default=0.5, metavar="MAG",
+                   help="the magnitude bins of q(m) and n(m) (default 0.5)")
+    p.add_argument("--lr-threshold", type=float, default=None, metavar="LR",
+                   help="accept at this LR (default: where the expected completeness and "
+                        "reliability are equal)")
+    p.add_argument("--pairs", default=None, metavar="PATH",
+                   help="also write every candidate pair (rows, offset, magnitude, LR, "
+                        "reliability)")
+    p.add_argument("--figure", default=None, metavar="PNG",
+                   help="also draw q(m) and n(m), completeness and reliability against the "
+                        "threshold, and the offsets")
