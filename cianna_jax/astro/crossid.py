@@ -8,8 +8,8 @@ a true counterpart against a background object::
 
     LR_ij = q(m_j) f(r_ij) / n(m_j)
 
-* ``f(r)``: the offset's distribution, a circular Gaussian of the radio and optical
-  position errors (and a systematic astrometric error) in quadrature, per square arcsec;
+* ``f(r)``: the offset's distribution, a Gaussian of the radio and optical position errors
+  (and a systematic astrometric error) in quadrature, in RA and Dec, per square arcsec;
 * ``n(m)``: the background objects' surface density per magnitude, from annuli around the
   radio sources (local, no footprint needed) or the whole catalogue over its area;
 * ``q(m)``: the true counterparts' magnitude distribution, normalised to ``Q0``, the
@@ -125,21 +125,21 @@ def _interior(ora: np.ndarray, odec: np.ndarray, rra: np.ndarray, rdec: np.ndarr
     return inside / _ARCSEC >= margin
 
 
-def _radio_sigma(t: Any, radio_error: float | None) -> np.ndarray:
-    """Each radio source's 1-sigma position error per axis (arcsec): the mean of its
-    ``ra_err`` and ``dec_err`` variances, else (missing or NaN) ``radio_error``."""
-    ra_e, dec_e = column_values(t, "ra_err"), column_values(t, "dec_err")
+def _radio_sigma(t: Any, radio_error: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each radio source's 1-sigma position errors in RA (on the sky) and Dec (arcsec): its
+    ``ra_err`` and ``dec_err``, else (missing or NaN) ``radio_error`` for both."""
     n = len(t)
-    s = (np.sqrt(0.5 * (ra_e ** 2 + dec_e ** 2)) if ra_e is not None and dec_e is not None
-         else np.full(n, np.nan))
-    missing = ~(np.isfinite(s) & (s >= 0))
+    ra_e, dec_e = (column_values(t, c) for c in ("ra_err", "dec_err"))
+    if ra_e is None or dec_e is None:
+        ra_e = dec_e = np.full(n, np.nan)
+    missing = ~(np.isfinite(ra_e) & (ra_e >= 0) & np.isfinite(dec_e) & (dec_e >= 0))
     if missing.any():
         if radio_error is None:
             raise CatalogueError(
                 f"catalogue: {int(missing.sum())} of {n} sources without position errors "
                 "(ra_err, dec_err in arcsec): give radio_error (--radio-error ARCSEC)")
-        s = np.where(missing, radio_error, s)
-    return s
+        ra_e, dec_e = np.where(missing, radio_error, ra_e), np.where(missing, radio_error, dec_e)
+    return ra_e, dec_e
 
 
 def _magnitudes(t: Any, column: str) -> np.ndarray:
@@ -216,9 +216,10 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     rra, rdec = _positions(radio, "catalogue")
     ora, odec = _positions(optical, "optical catalogue")
     mag = _magnitudes(optical, mag_column)
-    sigma = np.sqrt(_radio_sigma(radio, radio_error) ** 2 + optical_error ** 2
-                    + astrometric_error ** 2)
-    if np.any(sigma <= 0):
+    extra = optical_error ** 2 + astrometric_error ** 2
+    s_ra, s_dec = (np.sqrt(e ** 2 + extra) for e in _radio_sigma(radio, radio_error))
+    sigma = np.maximum(s_ra, s_dec)  # (the search radius's and the annuli's scale)
+    if np.any(np.minimum(s_ra, s_dec) <= 0):
         raise ValueError("position errors: zero for some sources; give optical_error > 0")
     keep = np.isfinite(mag) & np.isfinite(ora) & np.isfinite(odec)
     oidx = np.flatnonzero(keep)
@@ -264,7 +265,7 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     total = np.bincount(bins, weights=within, minlength=nb)
     expected = n_m * mag_step * n_radio * math.pi * r_max ** 2
     excess = total - np.where(counts > 0, expected, 0.0)
-    frac_in = float(np.mean(1.0 - np.exp(-0.5 * (r_max / sigma[ok_r][est]) ** 2)))
+    frac_in = float(np.mean(1.0 - np.exp(-0.5 * r_max ** 2 / (s_ra * s_dec)[ok_r][est])))
     q0_excess = float(np.sum(excess)) / (n_radio * frac_in)
     q0 = float(np.clip(q0_excess, 0.01, 1.0))
     if q0 != q0_excess:
@@ -284,8 +285,13 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     sep = (2.0 * np.arcsin(0.5 * np.linalg.norm(
         _unit_vectors(rra[pr], rdec[pr]) - otree.data[po], axis=1)) / _ARCSEC
            if po.size else np.zeros(0))
-    s2 = sigma[pr] ** 2
-    ratio = np.exp(-0.5 * sep ** 2 / s2) / (2.0 * math.pi * s2) / n_m[bins[po]]  # f(r)/n(m)
+    # the offsets east and north (arcsec) and their Gaussian, per square arcsec
+    d_ra = (np.mod(ora[oidx][po] - rra[pr] + 180.0, 360.0) - 180.0) * np.cos(
+        np.radians(rdec[pr])) * 3600.0
+    d_dec = (odec[oidx][po] - rdec[pr]) * 3600.0
+    f_r = np.exp(-0.5 * ((d_ra / s_ra[pr]) ** 2 + (d_dec / s_dec[pr]) ** 2)) / (
+        2.0 * math.pi * s_ra[pr] * s_dec[pr])
+    ratio = f_r / n_m[bins[po]]
     in_est = np.zeros(len(radio), bool)
     in_est[np.flatnonzero(ok_r)[est]] = True
     steps, settled = 0, False

@@ -75,15 +75,43 @@ def test_the_lr_is_q_f_over_n_and_each_source_keeps_its_best(sim, res):
     mine = np.flatnonzero(rr == k)
     assert mine.size >= 2
     s2 = float(sim.radio["ra_err"][k]) ** 2 + 0.2 ** 2
+    ra0, dec0 = float(sim.radio["ra"][k]), float(sim.radio["dec"][k])
     for j in mine:
         b = np.searchsorted(res.mag_edges, p["mag"][j], side="right") - 1
-        f = math.exp(-0.5 * float(p["sep"][j]) ** 2 / s2) / (2 * math.pi * s2)
+        o = int(p["optical_row"][j])
+        east = (float(sim.optical["ra"][o]) - ra0) * math.cos(math.radians(dec0)) * 3600
+        north = (float(sim.optical["dec"][o]) - dec0) * 3600
+        assert math.hypot(east, north) == pytest.approx(float(p["sep"][j]), rel=1e-6)
+        f = math.exp(-0.5 * (east ** 2 + north ** 2) / s2) / (2 * math.pi * s2)
         assert lr[j] == pytest.approx(res.q[b] * f / res.n[b], rel=1e-9)
     assert rel[mine].sum() < 1.0 and np.all(rel[mine] == pytest.approx(
         lr[mine] / (lr[mine].sum() + 1 - res.q0)))
     best = mine[np.argmax(lr[mine])]
     assert float(t["lr"][k]) == lr[best] and int(t["lr_index"][k]) == int(p["optical_row"][best])
     assert float(t["lr_sep"][k]) == pytest.approx(float(p["sep"][best]))
+
+
+@pytest.mark.filterwarnings("ignore:Q0")  # (one radio source: Q0 is not what is tested)
+def test_errors_in_ra_and_dec_apart(sim):
+    """A source whose RA error is four times its Dec error: a candidate offset in RA is far
+    likelier than one as far off in Dec."""
+    radio = sim.radio[:1].copy()
+    radio["ra_err"], radio["dec_err"] = [2.0], [0.5]
+    ra0, dec0 = float(radio["ra"][0]), float(radio["dec"][0])
+    shift = 1.5 / 3600
+    extra = sim.optical[:2].copy()
+    extra["ra"] = [ra0 + shift / math.cos(math.radians(dec0)), ra0]
+    extra["dec"] = [dec0, dec0 + shift]
+    extra["mag"] = [19.0, 19.0]
+    from astropy.table import vstack
+
+    r = likelihood_ratio(radio, vstack([sim.optical, extra]), mag_column="mag",
+                         optical_error=0.0, iterations=0, area_deg2=1.0)
+    p = r.pairs
+    rows = np.asarray(p["optical_row"])
+    east, north = (np.asarray(p["lr"])[rows == len(sim.optical) + i][0] for i in (0, 1))
+    ratio = math.exp(-0.5 * (1.5 / 2.0) ** 2) / math.exp(-0.5 * (1.5 / 0.5) ** 2)
+    assert east / north == pytest.approx(ratio, rel=1e-3)
 
 
 def test_a_given_threshold_and_sources_without_candidates(sim):
