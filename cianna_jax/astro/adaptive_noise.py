@@ -115,7 +115,8 @@ def bright_peaks(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[i
         for x0 in range(0, W, _BLOCK):
             ys, xs = slice(y0, min(y0 + _BLOCK, H)), slice(x0, min(x0 + _BLOCK, W))
             s = _snr(np.asarray(read((ys, xs)), np.float64), noise, ys, xs)
-            hot = np.nan_to_num(s, nan=-np.inf) >= thresh
+            s = np.where(np.isfinite(s), s, -np.inf)  # (a blank or infinite pixel: none)
+            hot = s >= thresh
             if not hot.any():
                 continue
             lab, n = ndimage.label(hot)

@@ -91,6 +91,10 @@ def _positions(t: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     if ra is None or dec is None:
         raise CatalogueError(f"{what}: needs ra and dec columns (degrees, or an alias such "
                              f"as RAJ2000/DEJ2000)")
+    bad = np.flatnonzero(np.abs(dec) > 90.0)
+    if bad.size:
+        raise CatalogueError(f"{what}: Dec outside [-90, 90] degrees at rows "
+                             f"{', '.join(map(str, bad[:5]))}{' ...' if bad.size > 5 else ''}")
     return ra, dec
 
 

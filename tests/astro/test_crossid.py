@@ -141,6 +141,10 @@ def test_bad_inputs_are_refused_by_name(sim):
                      ({"mag_step": float("nan")}, "mag_step"), ({"area_deg2": -2}, "area_deg2")):
         with pytest.raises(ValueError, match=name):
             likelihood_ratio(sim.radio, sim.optical, mag_column="mag", **kw)
+    far = sim.radio.copy()
+    far["dec"][3] = 95.0
+    with pytest.raises(CatalogueError, match="Dec outside .* rows 3"):
+        likelihood_ratio(far, sim.optical, mag_column="mag")
     no_pos = sim.optical.copy()
     no_pos.remove_column("dec")
     with pytest.raises(CatalogueError, match="optical catalogue: needs ra and dec"):
