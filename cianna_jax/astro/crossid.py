@@ -131,18 +131,28 @@ def _interior(ora: np.ndarray, odec: np.ndarray, rra: np.ndarray, rdec: np.ndarr
 
 def _radio_sigma(t: Any, radio_error: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Each radio source's 1-sigma position errors in RA (on the sky) and Dec (arcsec): its
-    ``ra_err`` and ``dec_err``, else (missing or NaN) ``radio_error`` for both."""
+    ``ra_err`` and ``dec_err``, else (missing or NaN) ``radio_error`` for both, or, for a
+    few sources among others with errors (failed fits), the others' 90th percentile, with a
+    warning."""
     n = len(t)
     ra_e, dec_e = (column_values(t, c) for c in ("ra_err", "dec_err"))
     if ra_e is None or dec_e is None:
         ra_e = dec_e = np.full(n, np.nan)
     missing = ~(np.isfinite(ra_e) & (ra_e >= 0) & np.isfinite(dec_e) & (dec_e >= 0))
     if missing.any():
-        if radio_error is None:
+        if radio_error is None and missing.all():
             raise CatalogueError(
                 f"catalogue: {int(missing.sum())} of {n} sources without position errors "
                 "(ra_err, dec_err in arcsec): give radio_error (--radio-error ARCSEC)")
-        ra_e, dec_e = np.where(missing, radio_error, ra_e), np.where(missing, radio_error, dec_e)
+        if radio_error is None:
+            fill = [float(np.percentile(e[~missing], 90)) for e in (ra_e, dec_e)]
+            warnings.warn(f"catalogue: {int(missing.sum())} of {n} sources without position "
+                          f"errors take the others' 90th percentile ({fill[0]:.3g}, "
+                          f"{fill[1]:.3g} arcsec); radio_error (--radio-error) to choose",
+                          UserWarning, stacklevel=3)
+        else:
+            fill = [radio_error, radio_error]
+        ra_e, dec_e = np.where(missing, fill[0], ra_e), np.where(missing, fill[1], dec_e)
     return ra_e, dec_e
 
 

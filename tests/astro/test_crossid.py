@@ -133,6 +133,10 @@ def test_bad_inputs_are_refused_by_name(sim):
         likelihood_ratio(radio, sim.optical, mag_column="mag")
     ok = likelihood_ratio(radio, sim.optical, mag_column="mag", radio_error=1.0)
     assert ok.q0 > 0.5
+    some = sim.radio.copy()  # a few failed fits among the others: their 90th percentile
+    some["ra_err"][:20] = np.nan
+    with pytest.warns(UserWarning, match="20 of 1500 sources without position errors"):
+        likelihood_ratio(some, sim.optical, mag_column="mag")
     with pytest.raises(CatalogueError, match="no magnitude column 'r_mag'"):
         likelihood_ratio(sim.radio, sim.optical, mag_column="r_mag")
     with pytest.raises(CatalogueError, match="too few"):
