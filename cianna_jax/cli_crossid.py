@@ -37,7 +37,8 @@ def crossid(args) -> int:
                            astrometric_error=args.astrometric_error,
                            radio_error=args.radio_error, radius=args.radius,
                            area_deg2=args.area, mag_step=args.mag_step,
-                           lr_threshold=args.lr_threshold)
+                           lr_threshold=args.lr_threshold,
+                           optical_columns=tuple(args.keep))
     print(format_crossid(res.table.meta["crossid"]))
     if args.pairs:
         write_catalogue(res.pairs, args.pairs)
@@ -79,6 +80,10 @@ def add_parser(sub) -> None:
     p.add_argument("--lr-threshold", type=float, default=None, metavar="LR",
                    help="accept at this LR (default: where the expected completeness and "
                         "reliability are equal)")
+    p.add_argument("--keep", action="append", default=[], metavar="COLUMN",
+                   help="an optical column copied for each source's counterpart as "
+                        "lr_COLUMN (e.g. a photometric redshift or the survey's id); "
+                        "repeatable")
     p.add_argument("--pairs", default=None, metavar="PATH",
                    help="also write every candidate pair (rows, offset, magnitude, LR, "
                         "reliability)")

@@ -53,6 +53,8 @@ CROSSID_NOTE = ("lr: the likelihood ratio q(m) f(r) / n(m) of the radio source's
                 "magnitude and offset")
 
 _ARCSEC = math.pi / (180.0 * 3600.0)
+_OWN_COLUMNS = ("lr", "lr_reliability", "lr_match", "lr_index", "lr_ra", "lr_dec", "lr_mag",
+                "lr_sep")
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
                      optical_error: float = 0.3, astrometric_error: float = 0.0,
                      radio_error: float | None = None, radius: float | None = None,
                      area_deg2: float | None = None, mag_step: float = 0.5,
-                     lr_threshold: float | None = None, iterations: int = 100) -> CrossId:
+                     lr_threshold: float | None = None, iterations: int = 100,
+                     optical_columns: tuple[str, ...] = ()) -> CrossId:
     """Counterparts of the ``radio`` catalogue's sources in the ``optical`` one (astropy
     tables with ``ra``/``dec`` in degrees or their aliases; the radio positions' errors
     ``ra_err``/``dec_err`` in arcsec, ``radio_error`` for sources without; the optical
@@ -210,7 +213,9 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     annuli 3 to 6 radii around the radio sources); ``mag_step``: the magnitude bins'
     width; ``lr_threshold``: accept at this LR instead of where the expected completeness
     and reliability are equal; ``iterations``: at most this many EM steps refining Q0 and
-    q(m) (0: the excess's estimates as they are).  See the module's note."""
+    q(m) (0: the excess's estimates as they are); ``optical_columns``: the optical
+    catalogue's columns copied for each source's best candidate as ``lr_<name>`` (e.g. a
+    photometric redshift; masked without one).  See the module's note."""
     from scipy.spatial import cKDTree
 
     as_bounded_float(optical_error, "optical_error", strict=False)
@@ -225,6 +230,14 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     if lr_threshold is not None:
         as_bounded_float(lr_threshold, "lr_threshold", strict=False)
     iterations = as_int(iterations, "iterations", minimum=0)
+    optical_columns = tuple(optical_columns)
+    for name in optical_columns:
+        if name not in optical.colnames:
+            raise CatalogueError(f"optical catalogue: no column {name!r} to copy (columns: "
+                                 f"{', '.join(optical.colnames[:20])})")
+        if f"lr_{name}" in _OWN_COLUMNS:
+            raise ValueError(f"optical_columns: {name!r} would be copied as lr_{name}, "
+                             f"one of the cross-identification's own columns")
     if len(radio) == 0:
         raise CatalogueError("catalogue: no radio sources")
     rra, rdec = _positions(radio, "catalogue")
@@ -361,6 +374,14 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     table["lr_dec"] = chosen(odec[opt_row] if po.size else np.zeros(0), np.nan)
     table["lr_mag"] = chosen(mag[opt_row] if po.size else np.zeros(0), np.nan)
     table["lr_sep"] = chosen(sep, np.nan)
+    if optical_columns:
+        from astropy.table import MaskedColumn
+
+        at = np.where(has, np.asarray(table["lr_index"]), 0)
+        for name in optical_columns:
+            vals = optical[name][at]
+            table[f"lr_{name}"] = MaskedColumn(vals, mask=~has | np.ma.getmaskarray(vals),
+                                               unit=getattr(optical[name], "unit", None))
     table.meta["crossid"] = {
         "method": "likelihood ratio (Sutherland & Saunders 1992)", "q0": q0,
         "q0_excess": q0_excess, "em_steps": steps, "lr_threshold": thr,

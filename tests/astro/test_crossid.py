@@ -89,6 +89,19 @@ def test_the_lr_is_q_f_over_n_and_each_source_keeps_its_best(sim, res):
     best = mine[np.argmax(lr[mine])]
     assert float(t["lr"][k]) == lr[best] and int(t["lr_index"][k]) == int(p["optical_row"][best])
     assert float(t["lr_sep"][k]) == pytest.approx(float(p["sep"][best]))
+    # an optical column copied for each source's counterpart (masked without one)
+    opt = sim.optical.copy()
+    opt["z_phot"] = np.arange(len(opt)) * 1e-4
+    kept = likelihood_ratio(sim.radio, opt, mag_column="mag", optical_error=0.2,
+                            optical_columns=("z_phot",)).table
+    idx = np.asarray(kept["lr_index"])
+    has = idx >= 0
+    np.testing.assert_allclose(np.asarray(kept["lr_z_phot"][has]), idx[has] * 1e-4)
+    assert (~has).any() and np.all(kept["lr_z_phot"].mask == ~has)
+    with pytest.raises(CatalogueError, match="no column 'z'"):
+        likelihood_ratio(sim.radio, opt, mag_column="mag", optical_columns=("z",))
+    with pytest.raises(ValueError, match="lr_mag"):
+        likelihood_ratio(sim.radio, opt, mag_column="mag", optical_columns=("mag",))
 
 
 @pytest.mark.filterwarnings("ignore:Q0")  # (one radio source: Q0 is not what is tested)
@@ -163,11 +176,13 @@ def test_the_command_line_writes_the_catalogue_pairs_and_figure(sim, tmp_path, c
     from cianna_jax.cli import main
 
     sim.radio.write(tmp_path / "radio.ecsv")
-    sim.optical.write(tmp_path / "opt.fits")
+    opt = sim.optical.copy()
+    opt["objid"] = np.arange(len(opt)) + 1000
+    opt.write(tmp_path / "opt.fits")
     args = ["crossid", "--catalogue", str(tmp_path / "radio.ecsv"), "--optical",
             str(tmp_path / "opt.fits"), "--mag-column", "mag", "--optical-error", "0.2"]
     pytest.importorskip("matplotlib")
-    assert main([*args, "--out", str(tmp_path / "ids.fits"), "--pairs",
+    assert main([*args, "--keep", "objid", "--out", str(tmp_path / "ids.fits"), "--pairs",
                  str(tmp_path / "pairs.ecsv"), "--figure", str(tmp_path / "lr.png")]) == 0
     out = capsys.readouterr().out
     assert "radio sources matched" in out and "expected completeness" in out
@@ -175,6 +190,8 @@ def test_the_command_line_writes_the_catalogue_pairs_and_figure(sim, tmp_path, c
     assert {"lr", "lr_reliability", "lr_match", "lr_ra", "lr_dec", "lr_mag", "lr_sep",
             "lr_index"} <= set(t.colnames) and len(t) == len(sim.radio)
     assert len(Table.read(tmp_path / "pairs.ecsv")) > len(t)
+    m = np.asarray(t["lr_match"])
+    np.testing.assert_array_equal(np.asarray(t["lr_objid"])[m], np.asarray(t["lr_index"])[m] + 1000)
     assert (tmp_path / "lr.png").stat().st_size > 10_000
     assert main([*args, "--out", str(tmp_path / "ids.xlsx")]) == 2
     assert "unknown catalogue extension" in capsys.readouterr().err
