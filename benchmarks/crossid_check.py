@@ -6,8 +6,9 @@ Simulated optical catalogues with known hosts (:mod:`cianna_jax.astro.synthetic_
 around 1 deg2 of radio sources, in several regimes (background density, host fraction,
 hosts' magnitudes, radio position errors). For each: Q0 estimated against the true
 fraction of radio sources whose host is in the catalogue, the expected completeness and
-reliability at the chosen threshold against the true ones, and the nearest optical object
-within 2 arcsec (and within 3 sigma of the combined errors) scored the same way.
+reliability at the chosen threshold against the true ones, the same with q(m) and n(m) per
+colour bin (``colour_column``: hosts redder than the background), and the nearest optical
+object within 2 arcsec (and within 3 sigma of the combined errors) scored the same way.
 """
 
 from __future__ import annotations
@@ -68,13 +69,19 @@ def main(argv=None) -> int:
             sig = np.hypot(np.asarray(sim.radio["ra_err"]), 0.2)
             nn2 = scores(*nearest(sim, np.full(len(sim.radio), 2.0)), sim.host)
             nn3 = scores(*nearest(sim, 3.0 * sig), sim.host)
+            col = likelihood_ratio(sim.radio, sim.optical, mag_column="mag", optical_error=0.2,
+                                   colour_column="colour")
+            cc, rc = scores(np.asarray(col.table["lr_index"]),
+                            np.asarray(col.table["lr_match"]), sim.host)
             rows.append([sim.q0, res.q0, res.completeness, c, res.reliability, r, *nn2, *nn3,
-                         dt])
+                         dt, col.completeness, cc, col.reliability, rc])
         m = np.mean(rows, axis=0)
         print(f"{name}: Q0 {m[1]:.3f} (true {m[0]:.3f}); LR completeness {m[2]:.3f} expected"
               f" / {m[3]:.3f} true, reliability {m[4]:.3f} / {m[5]:.3f}; nearest within 2\" "
               f"{m[6]:.3f} / {m[7]:.3f}, within 3 sigma {m[8]:.3f} / {m[9]:.3f} "
-              f"(completeness / reliability; {m[10]:.2f} s; mean of {args.seeds})")
+              f"(completeness / reliability; {m[10]:.2f} s; mean of {args.seeds}); with "
+              f"colours: completeness {m[11]:.3f} / {m[12]:.3f}, reliability {m[13]:.3f} / "
+              f"{m[14]:.3f}")
     return 0
 
 

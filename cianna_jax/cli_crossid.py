@@ -8,10 +8,12 @@ __all__ = ["crossid", "add_parser", "format_crossid"]
 
 def format_crossid(meta: dict) -> str:
     """The cross-identification's numbers in a few lines."""
+    colour = (f" and {len(meta['colour_edges']) + 2} {meta['colour_column']} bins"
+              if meta.get("colour_column") else "")
     return (f"{meta['n_matched']} of {meta['n_radio']} radio sources matched "
             f"(LR >= {meta['lr_threshold']:.3g}, {meta['threshold_rule']}); Q0 "
             f"{meta['q0']:.3f} of them have a counterpart among the {meta['n_optical']} "
-            f"objects with a {meta['mag_column']} magnitude; expected completeness "
+            f"objects with a {meta['mag_column']} magnitude{colour}; expected completeness "
             f"{meta['completeness']:.3f}, reliability {meta['reliability']:.3f}; search "
             f"radius {meta['radius_arcsec']:.3g} arcsec, background from "
             f"{meta['background']}")
@@ -38,7 +40,8 @@ def crossid(args) -> int:
                            radio_error=args.radio_error, radius=args.radius,
                            area_deg2=args.area, mag_step=args.mag_step,
                            lr_threshold=args.lr_threshold,
-                           optical_columns=tuple(args.keep))
+                           optical_columns=tuple(args.keep),
+                           colour_column=args.colour_column, colour_bins=args.colour_bins)
     print(format_crossid(res.table.meta["crossid"]))
     if args.pairs:
         write_catalogue(res.pairs, args.pairs)
@@ -80,6 +83,12 @@ def add_parser(sub) -> None:
     p.add_argument("--lr-threshold", type=float, default=None, metavar="LR",
                    help="accept at this LR (default: where the expected completeness and "
                         "reliability are equal)")
+    p.add_argument("--colour-column", default=None, metavar="NAME",
+                   help="a colour column (e.g. r - W1): q(m) and n(m) per colour bin, as "
+                        "radio hosts are redder than the background (objects without one "
+                        "in a bin of their own)")
+    p.add_argument("--colour-bins", type=int, default=4, metavar="N",
+                   help="with --colour-column: N bins of equal counts (default 4)")
     p.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                    help="an optical column copied for each source's counterpart as "
                         "lr_COLUMN (e.g. a photometric redshift or the survey's id); "

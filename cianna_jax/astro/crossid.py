@@ -63,7 +63,9 @@ class CrossId:
     ``CROSSID_NOTE`` (and ``crossid`` in its metadata), ``pairs`` every candidate (radio
     row, optical row, separation, magnitude, LR, reliability); ``q0``; ``threshold``
     and the expected ``completeness`` and ``reliability`` there; the magnitude bins'
-    ``mag_edges`` with ``q`` (per magnitude) and ``n`` (per magnitude per square arcsec);
+    ``mag_edges`` with ``q`` (per magnitude) and ``n`` (per magnitude per square arcsec),
+    ``[colour rows, magnitude bins]`` (one row without colours; with them, the rows of
+    ``colour_edges``' bins and a last one for objects without a colour);
     ``curve``: thresholds and the expected completeness and reliability at each."""
 
     table: Any
@@ -76,6 +78,7 @@ class CrossId:
     q: np.ndarray
     n: np.ndarray
     curve: dict[str, np.ndarray]
+    colour_edges: np.ndarray | None = None
 
 
 def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -171,12 +174,44 @@ def _magnitudes(t: Any, column: str) -> np.ndarray:
     return m
 
 
+def _bins(mag: np.ndarray, colour: np.ndarray | None, mag_step: float,
+          colour_edges: np.ndarray | None, colour_bins: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Each object's bin (flat index, colour row major), the magnitude edges, the colour
+    edges (None without colours) and the bins' shape ``(colour rows, magnitude bins)``.
+    With colours: ``colour_edges`` or ``colour_bins`` quantile bins of the finite colours,
+    and one last row for the objects without a colour."""
+    lo = math.floor(np.min(mag) / mag_step) * mag_step
+    edges = lo + mag_step * np.arange(int(math.ceil((np.max(mag) - lo) / mag_step)) + 2)
+    edges = edges[: np.searchsorted(edges, np.max(mag), side="right") + 1]
+    nb = edges.size - 1
+    kb = np.clip(np.searchsorted(edges, mag, side="right") - 1, 0, nb - 1)
+    if colour is None:
+        return kb, edges, None, (1, nb)
+    ok = np.isfinite(colour)
+    if colour_edges is None:
+        if ok.sum() < 10 * colour_bins:
+            raise CatalogueError(f"optical catalogue: {int(ok.sum())} objects with a colour, "
+                                 f"too few for {colour_bins} colour bins")
+        colour_edges = np.quantile(colour[ok], np.linspace(0.0, 1.0, colour_bins + 1))
+        colour_edges[0], colour_edges[-1] = -np.inf, np.inf
+    nc = colour_edges.size - 1
+    kc = np.where(ok, np.clip(np.searchsorted(colour_edges, np.where(ok, colour, 0.0),
+                                              side="right") - 1, 0, nc - 1), nc)
+    return kc * nb + kb, edges, colour_edges, (nc + 1, nb)
+
+
 def _smooth(v: np.ndarray) -> np.ndarray:
     """A 1-2-1 running mean (ends reflected), keeping the sum."""
     if v.size < 3:
         return v.copy()
     p = np.concatenate([v[:1], v, v[-1:]])
     return 0.25 * p[:-2] + 0.5 * p[1:-1] + 0.25 * p[2:]
+
+
+def _smooth_rows(v: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`_smooth` along the magnitudes of each colour row of the flat bins ``v``."""
+    return np.concatenate([_smooth(r) for r in v.reshape(shape)])
 
 
 def _threshold_curve(best_lr: np.ndarray, best_rel: np.ndarray, q0: float
@@ -201,7 +236,9 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
                      radio_error: float | None = None, radius: float | None = None,
                      area_deg2: float | None = None, mag_step: float = 0.5,
                      lr_threshold: float | None = None, iterations: int = 100,
-                     optical_columns: tuple[str, ...] = ()) -> CrossId:
+                     optical_columns: tuple[str, ...] = (), colour_column: str | None = None,
+                     colour_bins: int = 4,
+                     colour_edges: Any = None) -> CrossId:
     """Counterparts of the ``radio`` catalogue's sources in the ``optical`` one (astropy
     tables with ``ra``/``dec`` in degrees or their aliases; the radio positions' errors
     ``ra_err``/``dec_err`` in arcsec, ``radio_error`` for sources without; the optical
@@ -215,7 +252,10 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     and reliability are equal; ``iterations``: at most this many EM steps refining Q0 and
     q(m) (0: the excess's estimates as they are); ``optical_columns``: the optical
     catalogue's columns copied for each source's best candidate as ``lr_<name>`` (e.g. a
-    photometric redshift; masked without one).  See the module's note."""
+    photometric redshift; masked without one).  ``colour_column``: q(m) and n(m) per bin
+    of that column (a colour such as r - W1: radio hosts are redder than the background),
+    ``colour_bins`` quantile bins of it or ``colour_edges``, and a bin of the objects
+    without a colour.  See the module's note."""
     from scipy.spatial import cKDTree
 
     as_bounded_float(optical_error, "optical_error", strict=False)
@@ -238,11 +278,19 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         if f"lr_{name}" in _OWN_COLUMNS:
             raise ValueError(f"optical_columns: {name!r} would be copied as lr_{name}, "
                              f"one of the cross-identification's own columns")
+    if colour_edges is not None:
+        colour_edges = np.asarray(colour_edges, np.float64)
+        if colour_edges.ndim != 1 or colour_edges.size < 2 or not np.all(
+                np.diff(colour_edges) > 0) or np.isnan(colour_edges).any():
+            raise ValueError(f"colour_edges: at least two increasing numbers; received "
+                             f"{colour_edges.tolist()}")
+    colour_bins = as_int(colour_bins, "colour_bins", minimum=1)
     if len(radio) == 0:
         raise CatalogueError("catalogue: no radio sources")
     rra, rdec = _positions(radio, "catalogue")
     ora, odec = _positions(optical, "optical catalogue")
     mag = _magnitudes(optical, mag_column)
+    colour = None if colour_column is None else _magnitudes(optical, colour_column)
     extra = optical_error ** 2 + astrometric_error ** 2
     s_ra, s_dec = (np.sqrt(e ** 2 + extra) for e in _radio_sigma(radio, radio_error))
     sigma = np.maximum(s_ra, s_dec)  # (the search radius's and the annuli's scale)
@@ -256,12 +304,10 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     ok_r = np.isfinite(rra) & np.isfinite(rdec)
     r_max = float(radius) if radius is not None else max(
         3.0, 5.0 * float(np.percentile(sigma[ok_r], 90)))
-    m = mag[oidx]
-    lo = math.floor(np.min(m) / mag_step) * mag_step
-    edges = lo + mag_step * np.arange(int(math.ceil((np.max(m) - lo) / mag_step)) + 2)
-    edges = edges[: np.searchsorted(edges, np.max(m), side="right") + 1]
-    nb = edges.size - 1
-    bins = np.clip(np.searchsorted(edges, m, side="right") - 1, 0, nb - 1)
+    bins, edges, colour_edges, shape = _bins(
+        mag[oidx], None if colour is None else colour[oidx], mag_step, colour_edges,
+        colour_bins)
+    nb = shape[0] * shape[1]
     otree = cKDTree(_unit_vectors(ora[oidx], odec[oidx]))
     rxyz = _unit_vectors(rra[ok_r], rdec[ok_r])
     inner, outer = 3.0 * r_max, 6.0 * r_max
@@ -301,7 +347,7 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
                       f"{q0:g}: the background may be wrong (a clustered field, a wrong "
                       f"area_deg2) or the catalogues may not overlap", UserWarning,
                       stacklevel=2)
-    real = _smooth(np.clip(excess, 0.0, None))
+    real = _smooth_rows(np.clip(excess, 0.0, None), shape)
     q_m = (q0 * real / (real.sum() * mag_step) if real.sum() > 0
            else np.full(nb, q0 / (nb * mag_step)))
     # every candidate's LR and reliability
@@ -333,8 +379,8 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         # the candidates' magnitudes weighted by their reliabilities
         post = np.bincount(pr, weights=rel, minlength=len(radio))
         q0_new = float(np.clip(post[in_est].mean() / frac_in, 0.01, 1.0))
-        hist = _smooth(np.bincount(bins[po][in_est[pr]], weights=rel[in_est[pr]],
-                                   minlength=nb))
+        hist = _smooth_rows(np.bincount(bins[po][in_est[pr]], weights=rel[in_est[pr]],
+                                        minlength=nb), shape)
         if hist.sum() <= 0:
             break
         q_new = q0_new * hist / (hist.sum() * mag_step)
@@ -387,7 +433,9 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         "q0_excess": q0_excess, "em_steps": steps, "lr_threshold": thr,
         "completeness": completeness,
         "reliability": reliability, "radius_arcsec": r_max, "background": background,
-        "optical_error_arcsec": float(optical_error),
+        "optical_error_arcsec": float(optical_error), "colour_column": colour_column,
+        "colour_edges": None if colour_edges is None else [  # (the outer ones open)
+            float(e) for e in colour_edges if np.isfinite(e)],
         "astrometric_error_arcsec": float(astrometric_error), "mag_column": mag_column,
         "n_radio": len(radio), "n_optical": int(oidx.size), "n_matched": int(acc.sum()),
         "threshold_rule": "given" if lr_threshold is not None else
@@ -395,11 +443,27 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     pairs = make_table({"radio_row": pr, "optical_row": opt_row, "sep": sep,
                         "mag": mag[opt_row] if po.size else np.zeros(0), "lr": lr,
                         "reliability": rel}, units={"sep": "arcsec"})
-    return CrossId(table, pairs, q0, thr, completeness, reliability, edges, q_m, n_m, curve)
+    return CrossId(table, pairs, q0, thr, completeness, reliability, edges,
+                   q_m.reshape(shape), n_m.reshape(shape), curve, colour_edges)
+
+
+def _colour_labels(res: CrossId) -> list[str]:
+    """A legend suffix per colour row of ``res.q`` ("" without colours)."""
+    if res.colour_edges is None:
+        return [""]
+    e = res.colour_edges
+    name = res.table.meta["crossid"]["colour_column"]
+    out = []
+    for lo, hi in zip(e[:-1], e[1:], strict=True):
+        out.append(f", {name} < {hi:.2g}" if not np.isfinite(lo) else
+                   f", {name} >= {lo:.2g}" if not np.isfinite(hi) else
+                   f", {name} {lo:.2g}-{hi:.2g}")
+    return out + [f", no {name}"]
 
 
 def crossid_figure(res: CrossId, *, title: str = "Likelihood-ratio counterparts") -> Any:
-    """Three panels: q(m) and n(m) against magnitude, the expected completeness and
+    """Three panels: q(m) (true counterparts) and n(m) (background) against magnitude (per
+    colour bin with colours), the expected completeness and
     reliability against the LR threshold (the chosen one marked), and the accepted
     counterparts' offsets."""
     from .plots import finish_panels, pyplot
@@ -407,8 +471,12 @@ def crossid_figure(res: CrossId, *, title: str = "Likelihood-ratio counterparts"
     plt = pyplot()
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.5))
     mid = 0.5 * (res.mag_edges[:-1] + res.mag_edges[1:])
-    a1.semilogy(mid, res.q, "o-", label=f"q(m): true counterparts (Q0 = {res.q0:.2f})")
-    a1.semilogy(mid, res.n * 3600.0, "s-", label="n(m): background (per arcmin²)")
+    rows = _colour_labels(res)
+    for k, label in enumerate(rows):
+        a1.semilogy(mid, res.q[k], "o-", color=f"C{k}", ms=4,
+                    label=f"q(m){label}" + (f" (Q0 = {res.q0:.2f})" if k == 0 else ""))
+        a1.semilogy(mid, res.n[k] * 3600.0, "s--", color=f"C{k}", ms=3, alpha=0.7,
+                    label=f"n(m){label}, per arcmin²")
     a1.set_xlabel(f"magnitude ({res.table.meta['crossid']['mag_column']})")
     a1.set_ylabel("per magnitude")
     a1.legend(fontsize=8)

@@ -4,7 +4,7 @@ likelihood-ratio cross-identification (:mod:`.crossid`) where the truth is known
 Background objects lie uniformly over the field with magnitudes of rising counts
 (``N(<m)`` growing as ``10^(slope m)``, down to the catalogue's limit); a fraction of the
 radio sources have a host of Gaussian magnitude distribution, seen where it is brighter
-than the limit.  Radio and optical positions scatter around the true ones by their own
+than the limit.  Hosts and background objects have Gaussian colours, the hosts redder.  Radio and optical positions scatter around the true ones by their own
 errors.
 """
 
@@ -39,8 +39,9 @@ def simulate_counterparts(n_radio: int = 2000, *, field_deg: float = 1.0,
                           mag_range: tuple[float, float] = (14.0, 24.0), slope: float = 0.35,
                           radio_error: tuple[float, float] = (0.3, 1.5),
                           optical_error: float = 0.2, seed: int = 0,
-                          positions: tuple[np.ndarray, np.ndarray] | None = None
-                          ) -> SimulatedIds:
+                          positions: tuple[np.ndarray, np.ndarray] | None = None,
+                          colours: tuple[tuple[float, float], tuple[float, float]] = (
+                              (1.0, 0.5), (2.0, 0.5))) -> SimulatedIds:
     """``n_radio`` radio sources over a ``field_deg`` square field at (150, 2) deg, with
     position errors uniform in ``radio_error`` (arcsec, per axis); an optical catalogue of
     ``density_arcmin2`` background objects per square arcmin (magnitudes in
@@ -49,7 +50,9 @@ def simulate_counterparts(n_radio: int = 2000, *, field_deg: float = 1.0,
     those fainter than ``mag_range[1]`` not in the catalogue), optical errors
     ``optical_error`` arcsec per axis.  ``positions``: the radio sources' true (RA, Dec) in
     degrees instead (e.g. a simulated field's truth; ``n_radio`` and ``field_deg`` then
-    unused): the background covers their extent."""
+    unused): the background covers their extent.  ``colours``: the background's and the
+    hosts' colours (column ``colour``), normal with these means and sds (radio hosts are
+    redder)."""
     rng = np.random.default_rng([int(seed), 41])
     if positions is not None:
         pra, pdec = (np.asarray(v, np.float64) for v in positions)
@@ -91,7 +94,9 @@ def simulate_counterparts(n_radio: int = 2000, *, field_deg: float = 1.0,
     shuffle = rng.permutation(ora.size)
     host = np.full(n_radio, -1, np.int64)
     host[seen] = np.argsort(shuffle)[: int(seen.sum())]
+    colour = np.concatenate([rng.normal(*colours[1], int(seen.sum())),
+                             rng.normal(*colours[0], n_bg)])
     radio = make_table({"ra": rra, "dec": rdec, "ra_err": s_radio, "dec_err": s_radio})
-    optical = make_table({"ra": ora[shuffle], "dec": odec[shuffle], "mag": omag[shuffle]},
-                         units={"mag": "mag"})
+    optical = make_table({"ra": ora[shuffle], "dec": odec[shuffle], "mag": omag[shuffle],
+                          "colour": colour[shuffle]}, units={"mag": "mag", "colour": "mag"})
     return SimulatedIds(radio, optical, host, float(seen.mean()))

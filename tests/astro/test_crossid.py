@@ -83,7 +83,7 @@ def test_the_lr_is_q_f_over_n_and_each_source_keeps_its_best(sim, res):
         north = (float(sim.optical["dec"][o]) - dec0) * 3600
         assert math.hypot(east, north) == pytest.approx(float(p["sep"][j]), rel=1e-6)
         f = math.exp(-0.5 * (east ** 2 + north ** 2) / s2) / (2 * math.pi * s2)
-        assert lr[j] == pytest.approx(res.q[b] * f / res.n[b], rel=1e-9)
+        assert lr[j] == pytest.approx(res.q[0, b] * f / res.n[0, b], rel=1e-9)
     assert rel[mine].sum() < 1.0 and np.all(rel[mine] == pytest.approx(
         lr[mine] / (lr[mine].sum() + 1 - res.q0)))
     best = mine[np.argmax(lr[mine])]
@@ -125,6 +125,36 @@ def test_errors_in_ra_and_dec_apart(sim):
     east, north = (np.asarray(p["lr"])[rows == len(sim.optical) + i][0] for i in (0, 1))
     ratio = math.exp(-0.5 * (1.5 / 2.0) ** 2) / math.exp(-0.5 * (1.5 / 0.5) ** 2)
     assert east / north == pytest.approx(ratio, rel=1e-3)
+
+
+def test_colours_find_more_hosts_and_more_reliably():
+    """Hosts redder than the background (colours 2.0 against 1.0, sd 0.5) on a dense
+    background: with q(m) and n(m) per colour bin the true completeness and reliability
+    rise, and the expected ones still match them."""
+    sim = simulate_counterparts(1500, seed=5, density_arcmin2=60.0)
+    plain = likelihood_ratio(sim.radio, sim.optical, mag_column="mag", optical_error=0.2)
+    col = likelihood_ratio(sim.radio, sim.optical, mag_column="mag", optical_error=0.2,
+                           colour_column="colour")
+    (c0, r0), (c1, r1) = _truth(plain, sim), _truth(col, sim)
+    assert c1 > c0 + 0.01 and r1 > r0 + 0.01
+    assert abs(col.completeness - c1) < 0.01 and abs(col.reliability - r1) < 0.01
+    assert col.q.shape == (5, plain.q.shape[1]) and col.colour_edges.size == 5
+    assert np.argmax(col.q.sum(axis=1)[:4]) == 3  # the hosts in the reddest quarter
+    meta = col.table.meta["crossid"]
+    assert meta["colour_column"] == "colour" and len(meta["colour_edges"]) == 3
+    # objects without a colour: a row of their own; given edges
+    opt = sim.optical.copy()
+    opt["colour"][::3] = np.nan
+    part = likelihood_ratio(sim.radio, opt, mag_column="mag", optical_error=0.2,
+                            colour_column="colour", colour_edges=[-9.0, 1.5, 9.0])
+    assert part.q.shape[0] == 3 and part.q[2].sum() > 0
+    assert min(_truth(part, sim)) > min(c0, r0)
+    for kw, what in (({"colour_edges": [1.0, 0.5]}, "colour_edges"),
+                     ({"colour_bins": 0}, "colour_bins"),
+                     ({"colour_bins": 100_000}, "too few")):
+        with pytest.raises(ValueError, match=what):
+            likelihood_ratio(sim.radio, sim.optical, mag_column="mag",
+                             colour_column="colour", **kw)
 
 
 def test_a_given_threshold_and_sources_without_candidates(sim):
@@ -182,10 +212,11 @@ def test_the_command_line_writes_the_catalogue_pairs_and_figure(sim, tmp_path, c
     args = ["crossid", "--catalogue", str(tmp_path / "radio.ecsv"), "--optical",
             str(tmp_path / "opt.fits"), "--mag-column", "mag", "--optical-error", "0.2"]
     pytest.importorskip("matplotlib")
-    assert main([*args, "--keep", "objid", "--out", str(tmp_path / "ids.fits"), "--pairs",
+    assert main([*args, "--keep", "objid", "--colour-column", "colour", "--out",
+                 str(tmp_path / "ids.fits"), "--pairs",
                  str(tmp_path / "pairs.ecsv"), "--figure", str(tmp_path / "lr.png")]) == 0
     out = capsys.readouterr().out
-    assert "radio sources matched" in out and "expected completeness" in out
+    assert "radio sources matched" in out and "and 5 colour bins" in out
     t = Table.read(tmp_path / "ids.fits")
     assert {"lr", "lr_reliability", "lr_match", "lr_ra", "lr_dec", "lr_mag", "lr_sep",
             "lr_index"} <= set(t.colnames) and len(t) == len(sim.radio)
