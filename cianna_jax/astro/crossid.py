@@ -473,13 +473,17 @@ def crossid_figure(res: CrossId, *, title: str = "Likelihood-ratio counterparts"
     mid = 0.5 * (res.mag_edges[:-1] + res.mag_edges[1:])
     rows = _colour_labels(res)
     for k, label in enumerate(rows):
+        if not res.q[k].any():  # (a row without objects: no objects without a colour)
+            continue
         a1.semilogy(mid, res.q[k], "o-", color=f"C{k}", ms=4,
                     label=f"q(m){label}" + (f" (Q0 = {res.q0:.2f})" if k == 0 else ""))
         a1.semilogy(mid, res.n[k] * 3600.0, "s--", color=f"C{k}", ms=3, alpha=0.7,
                     label=f"n(m){label}, per arcmin²")
+    top = max(float(res.q.max()), float(res.n.max()) * 3600.0)
+    a1.set_ylim(1e-4 * top, 3.0 * top)  # (q's far tails are of no weight)
     a1.set_xlabel(f"magnitude ({res.table.meta['crossid']['mag_column']})")
     a1.set_ylabel("per magnitude")
-    a1.legend(fontsize=8)
+    a1.legend(fontsize=7 if len(rows) > 1 else 8)
     c = res.curve
     if c["threshold"].size:
         a2.semilogx(c["threshold"], c["completeness"], label="completeness (expected)")
