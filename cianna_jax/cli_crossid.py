@@ -3,6 +3,8 @@ radio sources by the likelihood ratio (:mod:`.astro.crossid`)."""
 
 from __future__ import annotations
 
+from .cli_simulate import pair
+
 __all__ = ["crossid", "add_parser", "format_crossid"]
 
 
@@ -16,7 +18,19 @@ def format_crossid(meta: dict) -> str:
             f"objects with a {meta['mag_column']} magnitude{colour}; expected completeness "
             f"{meta['completeness']:.3f}, reliability {meta['reliability']:.3f}; search "
             f"radius {meta['radius_arcsec']:.3g} arcsec, background from "
-            f"{meta['background']}")
+            f"{meta['background']}" + _offsets_text(meta))
+
+
+def _offsets_text(meta: dict) -> str:
+    if "offsets_n" not in meta:
+        return ""
+    parts = []
+    for name, label in (("ra", "RA"), ("dec", "Dec")):
+        v, e = meta[f"offset_{name}_arcsec"], meta[f"offset_{name}_err_arcsec"]
+        parts.append(f"{label} {v:+.3f} +- {e:.3f}" + (" (significant)" if abs(v) > 3 * e
+                                                        else ""))
+    return (f"\noptical - radio median offsets of the {meta['offsets_n']} counterparts of "
+            f"reliability >= 0.9: {', '.join(parts)} arcsec")
 
 
 def crossid(args) -> int:
@@ -41,7 +55,8 @@ def crossid(args) -> int:
                            area_deg2=args.area, mag_step=args.mag_step,
                            lr_threshold=args.lr_threshold,
                            optical_columns=tuple(args.keep),
-                           colour_column=args.colour_column, colour_bins=args.colour_bins)
+                           colour_column=args.colour_column, colour_bins=args.colour_bins,
+                           optical_shift=args.shift)
     print(format_crossid(res.table.meta["crossid"]))
     if args.pairs:
         write_catalogue(res.pairs, args.pairs)
@@ -70,6 +85,9 @@ def add_parser(sub) -> None:
     p.add_argument("--astrometric-error", type=float, default=0.0, metavar="ARCSEC",
                    help="a systematic 1-sigma error per axis between the catalogues, in "
                         "quadrature (e.g. from reference-check; default 0)")
+    p.add_argument("--shift", type=pair, default=(0.0, 0.0), metavar="EAST,NORTH",
+                   help="arcsec added to the optical positions first: a frame offset between "
+                        "the catalogues, as the median offsets printed show it")
     p.add_argument("--radio-error", type=float, default=None, metavar="ARCSEC",
                    help="for radio sources without ra_err/dec_err")
     p.add_argument("--radius", type=float, default=None, metavar="ARCSEC",

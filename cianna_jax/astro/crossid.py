@@ -209,6 +209,24 @@ def _smooth(v: np.ndarray) -> np.ndarray:
     return 0.25 * p[:-2] + 0.5 * p[1:-1] + 0.25 * p[2:]
 
 
+def _offsets(d_ra: np.ndarray, d_dec: np.ndarray, best: np.ndarray, sure: np.ndarray
+             ) -> dict[str, float]:
+    """The median offsets (optical - radio, arcsec, east and north) of the counterparts of
+    the ``sure`` sources (accepted, reliability >= 0.9) with the errors of the medians: a
+    systematic offset between the catalogues' frames shows there (``astrometric_error``
+    or a shift of one catalogue)."""
+    k = best[sure]
+    if k.size < 5:
+        return {}
+    out = {"offsets_n": int(k.size)}
+    for name, v in (("ra", d_ra[k]), ("dec", d_dec[k])):
+        med = float(np.median(v))
+        spread = 1.4826 * float(np.median(np.abs(v - med)))
+        out[f"offset_{name}_arcsec"] = med
+        out[f"offset_{name}_err_arcsec"] = 1.2533 * spread / math.sqrt(k.size)
+    return out
+
+
 def _smooth_rows(v: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """:func:`_smooth` along the magnitudes of each colour row of the flat bins ``v``."""
     return np.concatenate([_smooth(r) for r in v.reshape(shape)])
@@ -237,8 +255,8 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
                      area_deg2: float | None = None, mag_step: float = 0.5,
                      lr_threshold: float | None = None, iterations: int = 100,
                      optical_columns: tuple[str, ...] = (), colour_column: str | None = None,
-                     colour_bins: int = 4,
-                     colour_edges: Any = None) -> CrossId:
+                     colour_bins: int = 4, colour_edges: Any = None,
+                     optical_shift: tuple[float, float] = (0.0, 0.0)) -> CrossId:
     """Counterparts of the ``radio`` catalogue's sources in the ``optical`` one (astropy
     tables with ``ra``/``dec`` in degrees or their aliases; the radio positions' errors
     ``ra_err``/``dec_err`` in arcsec, ``radio_error`` for sources without; the optical
@@ -255,7 +273,10 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     photometric redshift; masked without one).  ``colour_column``: q(m) and n(m) per bin
     of that column (a colour such as r - W1: radio hosts are redder than the background),
     ``colour_bins`` quantile bins of it or ``colour_edges``, and a bin of the objects
-    without a colour.  See the module's note."""
+    without a colour.  ``optical_shift``: (east, north) arcsec added to the optical
+    positions first (a frame offset between the catalogues, as the result's median offsets
+    show it: ``offset_ra_arcsec``, ``offset_dec_arcsec`` in its metadata).  See the
+    module's note."""
     from scipy.spatial import cKDTree
 
     as_bounded_float(optical_error, "optical_error", strict=False)
@@ -289,6 +310,12 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         raise CatalogueError("catalogue: no radio sources")
     rra, rdec = _positions(radio, "catalogue")
     ora, odec = _positions(optical, "optical catalogue")
+    shift = [float(v) for v in optical_shift]
+    if len(shift) != 2 or not all(math.isfinite(v) for v in shift):
+        raise ValueError(f"optical_shift: (east, north) in arcsec; received {optical_shift!r}")
+    if any(shift):
+        odec = odec + shift[1] / 3600.0
+        ora = np.mod(ora + shift[0] / 3600.0 / np.cos(np.radians(odec)), 360.0)
     mag = _magnitudes(optical, mag_column)
     colour = None if colour_column is None else _magnitudes(optical, colour_column)
     extra = optical_error ** 2 + astrometric_error ** 2
@@ -406,6 +433,7 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     completeness = float(np.sum(best_rel[acc]) / (q0 * best_lr.size))
     reliability = float(np.mean(best_rel[acc])) if acc.any() else float("nan")
     pick = np.maximum(best, 0)
+    offsets = _offsets(d_ra, d_dec, best, has & acc & (best_rel >= 0.9)) if po.size else {}
 
     def chosen(values: np.ndarray, fill: float) -> np.ndarray:
         return np.where(has, values[pick] if po.size else fill, fill)
@@ -433,11 +461,12 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         "q0_excess": q0_excess, "em_steps": steps, "lr_threshold": thr,
         "completeness": completeness,
         "reliability": reliability, "radius_arcsec": r_max, "background": background,
-        "optical_error_arcsec": float(optical_error), "colour_column": colour_column,
+        "optical_error_arcsec": float(optical_error), "optical_shift_arcsec": shift,
+        "colour_column": colour_column,
         "colour_edges": None if colour_edges is None else [  # (the outer ones open)
             float(e) for e in colour_edges if np.isfinite(e)],
         "astrometric_error_arcsec": float(astrometric_error), "mag_column": mag_column,
-        "n_radio": len(radio), "n_optical": int(oidx.size), "n_matched": int(acc.sum()),
+        **offsets, "n_radio": len(radio), "n_optical": int(oidx.size), "n_matched": int(acc.sum()),
         "threshold_rule": "given" if lr_threshold is not None else
         "expected completeness = reliability", "note": CROSSID_NOTE}
     pairs = make_table({"radio_row": pr, "optical_row": opt_row, "sep": sep,

@@ -157,6 +157,34 @@ def test_colours_find_more_hosts_and_more_reliably():
                              colour_column="colour", **kw)
 
 
+def test_a_frame_offset_between_the_catalogues_is_measured(sim):
+    from cianna_jax.cli_crossid import format_crossid
+
+    meta = likelihood_ratio(sim.radio, sim.optical, mag_column="mag",
+                            optical_error=0.2).table.meta["crossid"]
+    assert abs(meta["offset_ra_arcsec"]) < 3 * meta["offset_ra_err_arcsec"]
+    assert "significant" not in format_crossid(meta)
+    opt = sim.optical.copy()
+    dec0 = math.radians(float(np.mean(opt["dec"])))
+    opt["ra"] = opt["ra"] + 0.5 / 3600 / math.cos(dec0)
+    opt["dec"] = opt["dec"] - 0.3 / 3600
+    shifted = likelihood_ratio(sim.radio, opt, mag_column="mag", optical_error=0.2)
+    meta = shifted.table.meta["crossid"]
+    assert meta["offsets_n"] > 1000
+    assert meta["offset_ra_arcsec"] == pytest.approx(0.5, abs=3 * meta["offset_ra_err_arcsec"])
+    assert meta["offset_dec_arcsec"] == pytest.approx(-0.3,
+                                                      abs=3 * meta["offset_dec_err_arcsec"])
+    assert "(significant)" in format_crossid(meta)  # (0.43, -0.32: the choice of the
+    # closest candidates pulls the median in; then the shift taken out finds the rest)
+    back = likelihood_ratio(sim.radio, opt, mag_column="mag", optical_error=0.2,
+                            optical_shift=(-0.5, 0.3))
+    bm = back.table.meta["crossid"]
+    assert abs(bm["offset_ra_arcsec"]) < 3 * bm["offset_ra_err_arcsec"]
+    assert bm["optical_shift_arcsec"] == [-0.5, 0.3]
+    c0, (c1, r1) = _truth(shifted, sim)[0], _truth(back, sim)
+    assert c1 > c0 + 0.01 and min(c1, r1) > 0.96
+
+
 def test_a_given_threshold_and_sources_without_candidates(sim):
     radio = sim.radio.copy()
     radio["ra"][0] = float(radio["ra"][0]) + 5.0  # far from every optical object
