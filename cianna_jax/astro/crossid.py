@@ -50,11 +50,13 @@ CROSSID_NOTE = ("lr: the likelihood ratio q(m) f(r) / n(m) of the radio source's
                 "LR / (sum of the source's candidates' LR + 1 - Q0); lr_match: lr at least "
                 "the threshold; lr_index: the candidate's row in the optical catalogue "
                 "(-1: none); lr_ra, lr_dec, lr_mag, lr_sep (arcsec): its position, "
-                "magnitude and offset")
+                "magnitude and offset; lr_shared: how many matched sources share that "
+                "counterpart (0: not matched; 2 or more: a radio galaxy's components, or "
+                "confusion)")
 
 _ARCSEC = math.pi / (180.0 * 3600.0)
 _OWN_COLUMNS = ("lr", "lr_reliability", "lr_match", "lr_index", "lr_ra", "lr_dec", "lr_mag",
-                "lr_sep")
+                "lr_sep", "lr_shared")
 
 
 @dataclass(frozen=True)
@@ -448,6 +450,11 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     table["lr_dec"] = chosen(odec[opt_row] if po.size else np.zeros(0), np.nan)
     table["lr_mag"] = chosen(mag[opt_row] if po.size else np.zeros(0), np.nan)
     table["lr_sep"] = chosen(sep, np.nan)
+    # accepted sources sharing one counterpart: a radio galaxy's components (lobes), or
+    # confusion
+    host = np.where(acc, np.asarray(table["lr_index"]), -1)
+    _, inv, cnt = np.unique(host, return_inverse=True, return_counts=True)
+    table["lr_shared"] = np.where(acc, cnt[inv], 0)
     if optical_columns:
         from astropy.table import MaskedColumn
 

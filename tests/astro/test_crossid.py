@@ -157,6 +157,25 @@ def test_colours_find_more_hosts_and_more_reliably():
                              colour_column="colour", **kw)
 
 
+def test_two_radio_components_of_one_host_share_it(sim):
+    """A source split into two components 1 arcsec either side of its host: both match it,
+    lr_shared 2; everyone else 1 (or 0 unmatched)."""
+    from astropy.table import vstack
+
+    k = int(np.flatnonzero(sim.host >= 0)[0])
+    h = int(sim.host[k])
+    lobes = sim.radio[[k, k]].copy()
+    cosd = math.cos(math.radians(float(sim.optical["dec"][h])))
+    lobes["ra"] = float(sim.optical["ra"][h]) + np.array([-1.0, 1.0]) * 1.0 / 3600 / cosd
+    lobes["dec"] = float(sim.optical["dec"][h])
+    radio = vstack([sim.radio[:k], sim.radio[k + 1:], lobes])
+    t = likelihood_ratio(radio, sim.optical, mag_column="mag", optical_error=0.2).table
+    shared = np.asarray(t["lr_shared"])
+    assert list(shared[-2:]) == [2, 2] and list(t["lr_index"][-2:]) == [h, h]
+    matched = np.asarray(t["lr_match"])
+    assert np.all(shared[~matched] == 0) and np.sum(shared[:-2] >= 2) <= 0.01 * len(t)
+
+
 def test_a_frame_offset_between_the_catalogues_is_measured(sim):
     from cianna_jax.cli_crossid import format_crossid
 
