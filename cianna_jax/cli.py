@@ -344,7 +344,8 @@ def _compare_names(values: list[str]) -> dict[str, str]:
 RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--patch-channels",
                         "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
-                        "--normalisation", "--hdu", "--plane", "--mixed-precision", "--pb")
+                        "--normalisation", "--hdu", "--plane", "--mixed-precision", "--pb",
+                        "--init")
 _TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
 
 
@@ -380,6 +381,9 @@ def _train(args) -> int:
             raise ValueError(f"--image and --catalogue go in pairs: {len(args.image)} images, "
                              f"{len(args.catalogue)} catalogues")
         more = tuple(zip(args.image[1:], args.catalogue[1:]))
+        if args.init and "--normalisation" in _given(args.argv, ("--normalisation",)):
+            raise ValueError("--normalisation: the model of --init brings its own (the one "
+                             "its weights were trained with)")
         s = TrainSettings(image=args.image[0], catalogue=args.catalogue[0], out=args.out,
                           epochs=30 if args.epochs is None else args.epochs, arch=args.arch,
                           patch=args.patch, patch_channels=args.patch_channels,
@@ -388,7 +392,7 @@ def _train(args) -> int:
                           learning_rate=args.lr, min_snr=args.min_snr,
                           normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
                           mixed_precision=args.mixed_precision, more_fields=more,
-                          primary_beam=args.pb)
+                          primary_beam=args.pb, init=args.init)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
@@ -722,6 +726,11 @@ def _parser() -> argparse.ArgumentParser:
                          "response (a beam FITS image, or gaussian:FWHM, cosine:FWHM in "
                          "arcmin, meerkat, centred on each image; on a cube, at each "
                          "line's channel); predict with the same --pb")
+    tr.add_argument("--init", default=None, metavar="MODEL",
+                    help="start from this detector's weights (its model card, from 'cianna-jax "
+                         "train'): fine-tune it on the image and catalogue, keeping its "
+                         "architecture, tile, normalisation and priors (a lower --lr, e.g. "
+                         "0.002, and few --epochs)")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")
 
     return parser

@@ -57,6 +57,7 @@ from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cube_training import prepare_cube
+from .fine_tune import FineTuneBase, fine_tune_base, fine_tuned_settings, start_params
 from .fits_image import FitsImage, ImageError, open_image
 from .labels import (
     SourceLabels,
@@ -129,6 +130,9 @@ class TrainSettings:
     #: beam FITS image or model (:func:`.primary_beam.primary_beam`; a model centred on
     #: each image) whose response times each true flux is the flux the detector learns
     primary_beam: str | None = None
+    #: a trained detector's model card to start from (fine-tuning, :mod:`.fine_tune`): its
+    #: architecture, tile, normalisation, priors, noise box and weights
+    init: str | None = None
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
@@ -182,6 +186,8 @@ class TrainSettings:
                 raise ValueError(f"primary_beam must be a beam image's path or a model name, "
                                  f"got {self.primary_beam!r}")
             primary_beam(self.primary_beam)
+        if self.init is not None and not isinstance(self.init, str):
+            raise ValueError(f"init must be a model card's path, got {self.init!r}")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
             raise ValueError(f"max_obj must be an integer >= 1, got {self.max_obj!r}")
         if get_policy(self.mixed_precision).compute_dtype == np.float16:
@@ -248,6 +254,7 @@ class _Run(RunParts):
 
     s: TrainSettings
     image: FitsImage
+    base: FineTuneBase | None = None
 
 
 @dataclass
@@ -359,8 +366,12 @@ def _validation_leaks(fields: list[_Field], grid: int = 24) -> list[tuple[int, i
     return out
 
 
-def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
+def _prepare(s: TrainSettings, log: Callable[[str], None],
+             base: FineTuneBase | None = None) -> _Run:
     first = open_image(s.image, s.hdu, plane=s.plane)
+    if first.ndim == 3 and base is not None:
+        first.close()
+        raise ValueError("--init: fine-tuning takes 2D images (a cube's detector trains anew)")
     if first.ndim == 3:  # a spectral-line cube: its own targets, patches and network
         try:
             return _Run(**vars(prepare_cube(s, first, log)), s=s, image=first)
@@ -383,7 +394,8 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
                       f"the training area of {fields[i].path}: its sources there are trained on, "
                       "so the validation scores (best epoch, threshold) come out optimistic; "
                       "give fields that do not overlap", UserWarning, stacklevel=3)
-    norm = fit_normalisation(s.normalisation, *fields[0].train_pixels())
+    norm = (base.normalisation if base is not None
+            else fit_normalisation(s.normalisation, *fields[0].train_pixels()))
     targets, in_train, max_obj = [], [], s.max_obj
     for f in fields:
         tg = f.labels.select(f.snr >= s.min_snr)
@@ -397,8 +409,8 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
         where = " or ".join(f"{tuple(f.train_area)} of {f.path}" for f in fields)
         raise ValueError(f"{s.catalogue}: no source of SNR >= {s.min_snr:g} in the training area "
                          f"{where} (y0, y1, x0, x1): nothing to learn; lower --min-snr?")
-    priors = fit_priors(np.concatenate([tg.boxes[m] for tg, m in zip(targets, in_train)]),
-                        arch.nb_box)
+    priors = base.priors if base is not None else fit_priors(
+        np.concatenate([tg.boxes[m] for tg, m in zip(targets, in_train)]), arch.nb_box)
     net = build_detector(arch, patch, priors, max_obj)
     samplers, val_x, val_t, areas = [], [], [], []
     for f, tg in zip(fields, targets):
@@ -427,6 +439,8 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     beams = [b for b in (f.image.beam_fwhm_pixels() for f in fields) if b is not None]
     if beams:  # what predict compares an image with (pipeline.warn_if_other_scale)
         info["beam_fwhm_pixels"] = [list(b) for b in beams]
+    if base is not None:
+        info["fine_tuned_from"] = base.path
     if leaks:
         info["validation_overlaps"] = [{"training_image": fields[i].path,
                                         "validation_image": fields[j].path, "share": share}
@@ -448,7 +462,7 @@ def _prepare(s: TrainSettings, log: Callable[[str], None]) -> _Run:
     sampler = samplers[0] if len(samplers) == 1 else FieldsSampler(samplers)
     return _Run(net=net, card=card, sampler=sampler, val_x=np.concatenate(val_x),
                 val_t=np.concatenate(val_t), val_areas=tuple(areas), info=info, s=s,
-                image=image)
+                image=image, base=base)
 
 
 def _validation_area(f: _Field, min_snr: float) -> ValidationArea:
@@ -492,7 +506,8 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold")},
              "threshold_rule": "highest within one standard error of the best F1 on the "
                                "validation area",
-             **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels")
+             **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels",
+                                         "fine_tuned_from")
                 if run.info.get(k) is not None}}
     if run.s.more_fields:
         notes["more_fields"] = [[os.path.abspath(i), os.path.abspath(c)]
@@ -533,10 +548,17 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{what} {path} not found")
     check_folder(s.out)
-    run = _prepare(s, log)  # reads and checks the image and catalogue: no folder before
+    base = None
+    if s.init is not None:  # fine-tuning: the model's architecture, tile, noise box
+        base = fine_tune_base(s.init)
+        s = fine_tuned_settings(s, base)
+    run = _prepare(s, log, base)  # reads and checks the image and catalogue: no folder before
     out = make_folder(s.out)
     key = host_keys.key(s.seed)
-    params = init_params(key, run.net)
+    params = init_params(key, run.net) if base is None else start_params(base, run.net)
+    if base is not None:
+        log(f"starting from {base.path} ({base.arch}, {base.patch}-pixel tiles, its "
+            f"normalisation and priors)")
     opt = _optimizer(run.net, s.learning_rate, s.momentum)
     opt_state = training.init_state(opt, params)
     history: list[dict[str, Any]] = []

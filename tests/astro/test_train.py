@@ -257,6 +257,49 @@ def test_a_run_writes_models_results_and_curves(straight_run):
     assert "patches/s)" in lines[-3]
 
 
+def test_fine_tuning_starts_from_a_trained_detector(straight_run, train_field, tmp_path,
+                                                   capsys):
+    """--init: a run on another field starts from the 4-epoch detector's weights (its first
+    epoch's loss below a fresh run's), keeping its architecture, tile, normalisation and
+    priors; its card records where it came from."""
+    out4, _, _ = straight_run
+    img, cat = train_field["test"]
+    base = str(out4 / "best.json")
+    common = dict(image=img, catalogue=cat, epochs=1, patches_per_epoch=64, batch_size=16,
+                  seed=5, valid_fraction=0.25)
+    fresh = train_detector(TrainSettings(out=str(tmp_path / "fresh"), patch=32, **common),
+                           log=lambda *a: None, progress=False)
+    lines: list[str] = []
+    tuned = train_detector(TrainSettings(out=str(tmp_path / "tuned"), init=base, **common),
+                           log=lines.append, progress=False)
+    assert tuned.history[0]["train_loss"] < 0.9 * fresh.history[0]["train_loss"]
+    assert any(line.startswith("starting from") for line in lines)
+    card, old = (json.loads(p.read_text()) for p in (tmp_path / "tuned" / "best.json",
+                                                    out4 / "best.json"))
+    assert card["notes"]["fine_tuned_from"] == os.path.abspath(base)
+    assert card["input"]["normalisation"] == old["input"]["normalisation"]
+    assert card["input"]["tile"] == old["input"]["tile"] and card["notes"]["arch"] == "default"
+    args = json.loads((tmp_path / "tuned" / "args.json").read_text())
+    assert args["run"]["priors"] == json.loads((out4 / "args.json").read_text())["run"]["priors"]
+    with pytest.raises(ValueError, match="--patch: 64, but the model of --init takes 32"):
+        train_detector(TrainSettings(out=str(tmp_path / "x"), init=base, **{**common,
+                                                                            "patch": 64}))
+    with pytest.raises(ValueError, match="--arch: sdc1, but the model of --init"):
+        train_detector(TrainSettings(out=str(tmp_path / "x"), init=base, arch="sdc1", **common))
+    from cianna_jax.astro.model_card import ModelError
+
+    from .conftest import make_tiny_2d
+
+    with pytest.raises(ModelError, match="does not record its architecture"):
+        train_detector(TrainSettings(out=str(tmp_path / "x"), init=make_tiny_2d(tmp_path),
+                                     **common))
+    assert cli.main(["train", "--image", img, "--catalogue", cat, "--out",
+                     str(tmp_path / "y"), "--init", base, "--normalisation", "minmax_tanh",
+                     "--quiet"]) == 2
+    assert "brings its own" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_a_bfloat16_run_trains_as_the_float32_one(straight_run, train_field, tmp_path):
     """``mixed_precision="BF16C_FP32A"``: the first epoch's training loss is the float32
     run's to bfloat16 rounding (it differs, so the mode ran, by under 5%); the model card
