@@ -129,6 +129,13 @@ def check_training(epochs: int, folder: str, pb_fwhm: float, seeds: int) -> None
               "with val --pb on another field): " + "; ".join(lines))
 
 
+def _at(counts, edges: np.ndarray) -> np.ndarray:
+    """``counts``' Euclidean values in the bins of ``edges`` (its own reach further: the
+    unfolded counts' start at the faintest injected source)."""
+    k = np.searchsorted(np.round(counts.edges, 12), np.round(edges[:-1], 12))
+    return counts.euclidean[0][k]
+
+
 def check_counts(model: str, size: int, seed: int, pb_fwhm: float, folder: str,
                  sources: int, pb_min: float) -> None:
     from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
@@ -159,7 +166,9 @@ def check_counts(model: str, size: int, seed: int, pb_fwhm: float, folder: str,
             "not corrected, as counted": source_counts(
                 np.asarray(read_catalogue(plain)["flux"]), area, edges=edges).euclidean_raw,
             f"--pb --pb-min {pb_min:g}, as counted": corrected.euclidean_raw,
-            "--pb, inject --pb's completeness": corrected.euclidean[0]}
+            "--pb, inject --pb's completeness": corrected.euclidean[0],
+            "--pb, unfolded (counts --unfold)": _at(count_catalogue(
+                cat, image=image, completeness=inj, unfold=True), edges)}
     for k in (5.0, 4.0):
         v = count_catalogue(cat, image=image, visibility_snr=k, primary_beam=beam,
                             pb_min=pb_min, per_decade=5)

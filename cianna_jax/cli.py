@@ -665,6 +665,11 @@ def _parser() -> argparse.ArgumentParser:
     cnt.add_argument("--out", required=True, help="counts table (.ecsv, .csv, .fits, .xml)")
     cnt.add_argument("--figure", default=None, metavar="PNG", help="also draw the counts")
     cnt.add_argument("--per-decade", type=int, default=5, help="flux bins per decade (5)")
+    cnt.add_argument("--unfold", action="store_true",
+                     help="with --completeness: unfold the counts from measured to true "
+                          "fluxes with the injection's whole response (its injected.ecsv), "
+                          "which takes out the flux boosting near the detection limit "
+                          "(Eddington bias) too")
     cnt.add_argument("--min-completeness", type=float, default=0.5,
                      help="bins less complete than this are marked (complete False)")
     cnt.add_argument("--hdu", default=None, help="HDU index or name (default: first image)")

@@ -356,7 +356,7 @@ def counts(args) -> int:
                         completeness=args.completeness, per_decade=args.per_decade,
                         min_completeness=args.min_completeness, hdu=args.hdu,
                         visibility_snr=args.visibility_snr, primary_beam=args.pb,
-                        pb_min=args.pb_min, noise_box=args.noise_box)
+                        pb_min=args.pb_min, noise_box=args.noise_box, unfold=args.unfold)
     t = c.table()
     write_catalogue(t, args.out)
     scale, unit = flux_unit(c.edges)

@@ -138,6 +138,8 @@ class SourceCounts:
     complete: np.ndarray
     area_sr: float
     image_areas_sr: dict[str, float] | None = None
+    #: how ``n_corrected`` was made when not by each source's weight (e.g. unfolding)
+    correction: str | None = None
 
     @property
     def middle(self) -> np.ndarray:
@@ -171,7 +173,9 @@ class SourceCounts:
                            "counts_raw": self.euclidean_raw},
                           meta={"area_sr": self.area_sr,
                                 "area_deg2": self.area_sr * (180.0 / math.pi) ** 2,
-                                "counts": "Euclidean-normalised S^2.5 dN/dS", **parts},
+                                "counts": "Euclidean-normalised S^2.5 dN/dS", **parts,
+                                **({"correction": self.correction} if self.correction
+                                   else {})},
                           units={"flux_min": "Jy", "flux_max": "Jy", "flux_mid": "Jy",
                                  "counts": "Jy(3/2) / sr", "counts_err": "Jy(3/2) / sr",
                                  "counts_raw": "Jy(3/2) / sr"})
@@ -256,7 +260,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                     per_decade: int = 5, min_completeness: float = 0.5,
                     hdu: int | str | None = None, visibility_snr: float | None = None,
                     primary_beam: Any = None, pb_min: float | None = None,
-                    noise_box: int | None = None) -> SourceCounts:
+                    noise_box: int | None = None, unfold: bool = False) -> SourceCounts:
     """The source counts of a catalogue file (its ``flux`` column, or another finder's
     name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
@@ -271,7 +275,11 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     ``pb_min`` when given, for a catalogue corrected for it; a mosaic's images each over
     the part of the sky it owns, one beam each or one for all; the images' noise maps in
     boxes of ``noise_box`` pixels, by default the catalogue's own (``predict`` records its
-    model's in the metadata), else 128)."""
+    model's in the metadata), else 128).  ``unfold``: instead of each source over the
+    completeness at its measured flux, the counts unfolded from measured to true fluxes
+    with the injection's whole response (its ``injected.ecsv``: which sources were found,
+    at what flux; :mod:`.unfolding`), which takes out the flux boosting near the detection
+    limit too (one injection report; ``completeness`` then the bins' efficiencies)."""
     images = _paths(image)
     reports = _paths(completeness)
     if (not images) == (area_deg2 is None):
@@ -284,6 +292,10 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                          "area replaces source injection's)")
     if visibility_snr is None and (primary_beam is not None or pb_min is not None):
         raise ValueError("primary_beam, pb_min: for the visibility area (visibility_snr)")
+    if unfold and len(reports) != 1:
+        raise ValueError("unfold: one injection report (its injected.ecsv holds the "
+                         "response); received "
+                         f"{len(reports)}")
     if visibility_snr is None and noise_box is not None:
         raise ValueError("noise_box: for the visibility area (visibility_snr)")
     beams = list(primary_beam) if isinstance(primary_beam, (list, tuple)) else [primary_beam]
@@ -319,7 +331,11 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                       "whole area without a completeness, the faint bins come out low; give "
                       "the completeness of 'cianna-jax inject --pb' on this image",
                       UserWarning, stacklevel=2)
-    edges = count_edges(flux, per_decade)
+    injected = _injected(reports[0]) if unfold else None
+    # unfolding: the true fluxes' bins reach the faintest injected (the sources boosted
+    # into the catalogue's faintest bins come from below them)
+    edges = count_edges(flux if injected is None else np.concatenate(
+        [flux, np.asarray(injected["flux_in"], np.float64)]), per_decade)
     comp, own, parts = (comps[0] if comps else None), None, None
     if not images:
         area = as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180.0) ** 2
@@ -355,7 +371,45 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                                    zip(owned, comps)) / max(area, 1e-300))
     c = source_counts(flux, area, edges=edges, reliability=rel, completeness=comp,
                       min_completeness=min_completeness, per_source=own)
+    if injected is not None:
+        c = _unfolded(c, flux, rel, injected, min_completeness)
     return c if parts is None else replace(c, image_areas_sr=parts)
+
+
+def _injected(report: str | os.PathLike) -> Any:
+    """An injection report's ``injected.ecsv`` (checked for the columns unfolding needs)."""
+    p = os.fspath(report)
+    path = os.path.join(p if os.path.isdir(p) else os.path.dirname(p), "injected.ecsv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"unfold: {path} not found (the injection's sources, which "
+                                "'cianna-jax inject' writes beside completeness_by_flux.ecsv)")
+    inj = read_catalogue(path)
+    need = ("flux_in", "flux_out", "found", "near_source")
+    if not set(need) <= set(inj.colnames):
+        raise CatalogueError(f"{path}: needs the columns {', '.join(need)}")
+    return inj
+
+
+def _unfolded(c: SourceCounts, flux: np.ndarray, rel: np.ndarray | None, inj: Any,
+              min_completeness: float) -> SourceCounts:
+    """``c`` with its corrected counts, errors and completeness those of the counts
+    unfolded through the injection ``inj``'s response (:mod:`.unfolding`)."""
+    from .unfolding import UNFOLD_NOTE, response_matrix, unfold
+
+    scored = ~np.asarray(inj["near_source"], bool)  # (as the completeness counts them)
+    R, _ = response_matrix(*(np.asarray(inj[k])[scored] for k in ("flux_in", "flux_out",
+                                                                  "found")), c.edges)
+    f = np.asarray(flux, np.float64)
+    r = np.ones_like(f) if rel is None else np.nan_to_num(rel, nan=1.0)
+    b = np.digitize(f, c.edges) - 1
+    k = np.isfinite(f) & (f > 0) & (b >= 0) & (b < c.edges.size - 1)
+    nb = c.edges.size - 1
+    obs = np.bincount(b[k], weights=r[k], minlength=nb)
+    var = np.bincount(b[k], weights=r[k] ** 2, minlength=nb)
+    t, err = unfold(obs, R, variance=var)
+    eps = R.sum(axis=1)
+    return replace(c, n_corrected=np.nan_to_num(t), n_corrected_err=np.nan_to_num(err),
+                   completeness=eps, complete=eps >= min_completeness, correction=UNFOLD_NOTE)
 
 
 def _owner_mask(images: Sequence[FitsImage], i: int):
