@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
            "polarisation": cli_tables.polarisation,
            "rm-synthesis": cli_tables.rm_synthesis,
            "reference-check": cli_tables.reference,
-           "cutouts": cli_tables.cutouts, "qa": cli_tables.qa,
+           "cutouts": cli_tables.cutouts, "qa": cli_tables.qa, "stack": cli_tables.stack,
            "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid}[args.command]
     try:
         return run(args)

@@ -10,7 +10,8 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts", "reference", "cutouts", "qa", "write_with_figure"]
+           "rm_synthesis", "counts", "reference", "cutouts", "qa", "stack",
+           "write_with_figure"]
 
 
 def sources(args) -> int:
@@ -190,6 +191,43 @@ def reference(args) -> int:
     if args.corrected:
         write_catalogue(corrected, args.corrected)
         print(f"catalogue corrected ({args.correct}) -> {args.corrected}")
+    return 0
+
+
+def stack(args) -> int:
+    """``cianna-jax stack``: the image stacked at a catalogue's positions."""
+    from .astro.catalogue import column_values, read_catalogue
+    from .astro.stacking import format_stack, stack_figure, stack_positions, write_stack
+
+    if args.figure:
+        from .astro.completeness import require_plotting
+
+        require_plotting()
+    if not args.out.lower().endswith((".fits", ".fit", ".fts")):
+        raise ValueError(f"--out: a FITS file (.fits), received {args.out}")
+    pos = read_catalogue(args.positions)
+    ra, dec = (column_values(pos, c, args.positions) for c in ("ra", "dec"))
+    if ra is None or dec is None:
+        raise ValueError(f"--positions: {args.positions} has no ra and dec columns")
+    exclude = None
+    if args.exclude:
+        ex = read_catalogue(args.exclude)
+        exclude = tuple(column_values(ex, c, args.exclude) for c in ("ra", "dec"))
+        if exclude[0] is None or exclude[1] is None:
+            raise ValueError(f"--exclude: {args.exclude} has no ra and dec columns")
+    st = stack_positions(args.image, ra, dec, half=args.half, exclude=exclude,
+                         exclude_radius=args.exclude_radius, max_positions=args.max_positions,
+                         bootstrap=args.bootstrap, seed=args.seed, hdu=args.hdu,
+                         plane=args.plane)
+    write_stack(st, args.out)
+    print(format_stack(st))
+    print(f"mean and median stacks -> {args.out}")
+    if args.figure:
+        from .astro.plots import save_figure
+
+        save_figure(stack_figure(st, title=f"Stack at {os.path.basename(args.positions)}"),
+                    args.figure)
+        print(f"figure -> {args.figure}")
     return 0
 
 
@@ -530,6 +568,31 @@ def add_parsers(sub) -> None:
                           "the image shows them (times its pb column), for a calibration "
                           "that applies no beam model")
     sky.add_argument("--out", required=True, help="sky model text file (e.g. field.skymodel)")
+
+    stk = sub.add_parser("stack", help="the image stacked at a catalogue's positions: the "
+                                       "mean emission of a population below the detection "
+                                       "limit")
+    stk.add_argument("--image", required=True, help="the radio image (2D, or --plane)")
+    stk.add_argument("--positions", required=True,
+                     help="the catalogue whose positions are stacked (ra, dec)")
+    stk.add_argument("--out", required=True,
+                     help="the mean (primary HDU) and median (MEDIAN) stacks, FITS")
+    stk.add_argument("--exclude", default=None, metavar="CATALOGUE",
+                     help="the image's detections: positions with one within "
+                          "--exclude-radius are left out (the undetected members only)")
+    stk.add_argument("--exclude-radius", type=float, default=2.0, metavar="BEAMS",
+                     help="in beam FWHMs (default 2)")
+    stk.add_argument("--half", type=int, default=20, metavar="PIXELS",
+                     help="the cutouts' half-size (default 20: 41x41 pixels)")
+    stk.add_argument("--max-positions", type=int, default=20000,
+                     help="at most this many positions, chosen at random beyond (20000)")
+    stk.add_argument("--bootstrap", type=int, default=200,
+                     help="resamplings of the positions for the errors (200)")
+    stk.add_argument("--seed", type=int, default=0)
+    stk.add_argument("--hdu", default=None, help="HDU index or name")
+    stk.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
+    stk.add_argument("--figure", default=None, metavar="PNG",
+                     help="also draw the stacks and their radial profiles")
 
     ref = sub.add_parser("reference-check", help="a catalogue's astrometry and flux scale "
                                                  "against a reference survey's catalogue")
