@@ -222,12 +222,8 @@ def stack(args) -> int:
     write_stack(st, args.out)
     print(format_stack(st))
     print(f"mean and median stacks -> {args.out}")
-    if args.figure:
-        from .astro.plots import save_figure
-
-        save_figure(stack_figure(st, title=f"Stack at {os.path.basename(args.positions)}"),
-                    args.figure)
-        print(f"figure -> {args.figure}")
+    _figure(args.figure, lambda: stack_figure(
+        st, title=f"Stack at {os.path.basename(args.positions)}"))
     return 0
 
 
@@ -372,12 +368,17 @@ def write_with_figure(t, args, summary: str, plot) -> int:
 
     write_catalogue(t, args.out)
     print(f"{summary} -> {args.out}")
-    if args.figure:
+    _figure(args.figure, lambda: plot(t))
+    return 0
+
+
+def _figure(path: str | None, make) -> None:
+    """With a ``path`` (``--figure``), the figure ``make()`` saved there."""
+    if path:
         from .astro.plots import save_figure
 
-        save_figure(plot(t), args.figure)
-        print(f"figure -> {args.figure}")
-    return 0
+        save_figure(make(), path)
+        print(f"figure -> {path}")
 
 
 def counts(args) -> int:
@@ -410,12 +411,10 @@ def counts(args) -> int:
         print(f"{r['flux_mid'] * scale:>12.4g}{r['n']:>7d}{r['n_corrected']:>9.1f}{comp:>8}  "
               f"{r['counts']:.4g} +- {r['counts_err']:.2g}{mark}")
     print(f"-> {args.out}")
-    if args.figure:
-        from .astro.plots import counts_plot, save_figure
+    from .astro.plots import counts_plot
 
-        save_figure(counts_plot(c, title=f"Source counts: {os.path.basename(args.catalogue)}"),
-                    args.figure)
-        print(f"figure -> {args.figure}")
+    _figure(args.figure, lambda: counts_plot(
+        c, title=f"Source counts: {os.path.basename(args.catalogue)}"))
     return 0
 
 
