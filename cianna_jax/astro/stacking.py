@@ -217,8 +217,8 @@ def format_stack(st: Stack) -> str:
     u = 1e6
     lines = [f"{st.n} of {st.n_given} positions stacked" + (f" ({why})" if why else ""),
              f"mean stack: centre {st.peak_mean * u:.3g} +- {st.peak_mean_err * u:.2g} uJy/beam "
-             f"(SNR {st.peak_mean / st.peak_mean_err:.1f}; the stack's rms "
-             f"{st.rms_mean * u:.2g})",
+             + (f"(SNR {st.peak_mean / st.peak_mean_err:.1f}; " if st.peak_mean_err > 0
+                else "(") + f"the stack's rms {st.rms_mean * u:.2g})",
              f"median stack: centre {st.peak_median * u:.3g} +- {st.peak_median_err * u:.2g} "
              f"uJy/beam (the stack's rms {st.rms_median * u:.2g})"]
     if np.isfinite(st.flux):

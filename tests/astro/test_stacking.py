@@ -81,6 +81,10 @@ def test_positions_left_out_and_why(faint):
     with pytest.warns(UserWarning, match="a random 50 of them"):
         few = stack_positions(path, ra, dec, max_positions=50)
     assert few.n <= 50 and few.skipped["beyond max_positions"] > 0
+    from cianna_jax.astro.stacking import format_stack
+
+    one = stack_positions(path, ra[50:51], dec[50:51])  # (no spread to bootstrap)
+    assert one.n == 1 and one.peak_mean_err == 0 and "1 of 1 positions" in format_stack(one)
 
 
 def test_the_fits_written_and_the_command_line(faint, tmp_path, capsys):
