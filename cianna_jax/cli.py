@@ -765,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
            "rm-synthesis": cli_tables.rm_synthesis,
            "reference-check": cli_tables.reference,
            "cutouts": cli_tables.cutouts, "qa": cli_tables.qa, "stack": cli_tables.stack,
-           "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid}[args.command]
+           "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid,
+           "doubles": cli_crossid.doubles}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

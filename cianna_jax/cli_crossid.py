@@ -1,11 +1,12 @@
-"""The ``cianna-jax crossid`` command: optical / infrared counterparts of a catalogue's
-radio sources by the likelihood ratio (:mod:`.astro.crossid`)."""
+"""The ``cianna-jax crossid`` and ``doubles`` commands: optical / infrared counterparts of a
+catalogue's radio sources by the likelihood ratio (:mod:`.astro.crossid`), and its double
+sources, the two lobes of one radio galaxy (:mod:`.astro.doubles`)."""
 
 from __future__ import annotations
 
 from .cli_simulate import pair
 
-__all__ = ["crossid", "add_parser", "format_crossid"]
+__all__ = ["crossid", "doubles", "add_parser", "format_crossid"]
 
 
 def format_crossid(meta: dict) -> str:
@@ -66,8 +67,51 @@ def crossid(args) -> int:
     return 0
 
 
+def doubles(args) -> int:
+    """``cianna-jax doubles``: the pairs (their centres, where a host is looked for) and,
+    with ``--flagged``, the catalogue with its ``double`` columns."""
+    from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
+    from .astro.doubles import find_doubles, format_doubles
+
+    for path in (args.out, args.flagged):  # refused before the work
+        if path:
+            catalogue_format(path)
+    d = find_doubles(read_catalogue(args.catalogue), scale=args.scale,
+                     max_ratio=args.max_ratio, chance_draws=args.chance_draws,
+                     seed=args.seed, what=args.catalogue)
+    write_catalogue(d.pairs, args.out)
+    print(format_doubles(d))
+    print(f"the pairs (their flux-weighted centres, where a host is looked for: crossid "
+          f"--catalogue {args.out} --radio-error ARCSEC) -> {args.out}")
+    if args.flagged:
+        write_catalogue(d.table, args.flagged)
+        print(f"the catalogue with its double and double_partner columns -> {args.flagged}")
+    return 0
+
+
 def add_parser(sub) -> None:
-    """The ``crossid`` subcommand's options, on the command line's subparsers ``sub``."""
+    """The ``crossid`` and ``doubles`` subcommands' options, on the command line's
+    subparsers ``sub``."""
+    d = sub.add_parser("doubles", help="a catalogue's double sources: pairs of similar "
+                                       "fluxes that are each other's nearest neighbour, the "
+                                       "lobes of one radio galaxy")
+    d.add_argument("--catalogue", required=True, help="the catalogue (ra, dec, flux)")
+    d.add_argument("--out", required=True,
+                   help="the pairs: rows, flux-weighted centre, summed flux, separation, "
+                        "axis, flux ratio (.ecsv, .csv, .fits, .xml)")
+    d.add_argument("--flagged", default=None, metavar="PATH",
+                   help="also the catalogue with double (the pair's number) and "
+                        "double_partner (the other's row)")
+    d.add_argument("--scale", type=float, default=100.0, metavar="ARCSEC",
+                   help="the largest separation at a total flux of 100 mJy, growing as its "
+                        "square root (default 100, Magliocchetti et al. 1998 for FIRST's "
+                        "5-arcsec beam; scale it with your beam)")
+    d.add_argument("--max-ratio", type=float, default=4.0,
+                   help="the pair's fluxes within this factor (default 4)")
+    d.add_argument("--chance-draws", type=int, default=20,
+                   help="catalogues with the sources moved at random, for the pairs "
+                        "expected by chance (default 20)")
+    d.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("crossid", help="optical/infrared counterparts of a catalogue's radio "
                                        "sources by the likelihood ratio (host galaxies)")
     p.add_argument("--catalogue", required=True,
