@@ -141,8 +141,8 @@ def format_doubles(d: Doubles) -> str:
     n = len(d.pairs)
     line = f"{n} double sources (pairs of mutual nearest neighbours of similar fluxes)"
     if np.isfinite(d.chance):
-        line += (f"; {d.chance:.1f} +- {d.chance_std:.1f} expected by chance (the positions "
-                 f"scattered at random)")
+        line += (f"; {d.chance:.1f} +- {d.chance_std:.1f} expected by chance (the sources "
+                 f"moved at random)")
         if n:
             line += f": about {max(0.0, 1.0 - d.chance / n):.0%} of them real"
     return line
