@@ -74,8 +74,8 @@ def _pairs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, scale: float,
     total = flux[a] + flux[b]
     theta = scale * np.sqrt(np.clip(total, 0.0, None) / 0.1)
     hi, lo = np.maximum(flux[a], flux[b]), np.minimum(flux[a], flux[b])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ok = (d[a] <= theta) & (lo > 0) & (hi / lo <= max_ratio)
+    with np.errstate(invalid="ignore", divide="ignore"):  # (0 apart: a listed twice)
+        ok = (d[a] <= theta) & (d[a] > 0) & (lo > 0) & (hi / lo <= max_ratio)
     a, b = a[ok], b[ok]
     swap = flux[b] > flux[a]
     return np.stack([np.where(swap, b, a), np.where(swap, a, b)], 1)

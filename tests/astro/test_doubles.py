@@ -39,7 +39,8 @@ def test_a_pair_and_what_breaks_it():
     for east, north, flux, why in (([0, 40], [0, 0], [0.09, 0.01], "fluxes 9x apart"),
                                    ([0, 120], [0, 0], [0.05, 0.05], "beyond 100 arcsec"),
                                    ([0, 40, 30], [0, 0, 5], [0.05, 0.05, 0.001],
-                                    "a third source nearer to one")):
+                                    "a third source nearer to one"),
+                                   ([0, 0], [0, 0], [0.05, 0.05], "one source listed twice")):
         assert len(find_doubles(_table(east, north, flux), chance_draws=0).pairs) == 0, why
     assert len(find_doubles(_table([0, 120], [0, 0], [0.05, 0.05]), scale=150.0,
                             chance_draws=0).pairs) == 1
