@@ -766,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
            "reference-check": cli_tables.reference,
            "cutouts": cli_tables.cutouts, "qa": cli_tables.qa, "stack": cli_tables.stack,
            "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid,
-           "doubles": cli_crossid.doubles}[args.command]
+           "doubles": cli_crossid.doubles,
+           "luminosity": cli_crossid.luminosity}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

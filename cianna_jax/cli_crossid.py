@@ -1,12 +1,15 @@
-"""The ``cianna-jax crossid`` and ``doubles`` commands: optical / infrared counterparts of a
-catalogue's radio sources by the likelihood ratio (:mod:`.astro.crossid`), and its double
-sources, the two lobes of one radio galaxy (:mod:`.astro.doubles`)."""
+"""The ``cianna-jax crossid``, ``doubles`` and ``luminosity`` commands: optical / infrared
+counterparts of a catalogue's radio sources by the likelihood ratio (:mod:`.astro.crossid`),
+its double sources, the two lobes of one radio galaxy (:mod:`.astro.doubles`), and the
+luminosities and sizes of those with redshifts (:mod:`.astro.luminosity`)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .cli_simulate import pair
 
-__all__ = ["crossid", "doubles", "add_parser", "format_crossid"]
+__all__ = ["crossid", "doubles", "luminosity", "add_parser", "format_crossid"]
 
 
 def format_crossid(meta: dict) -> str:
@@ -89,6 +92,33 @@ def doubles(args) -> int:
     return 0
 
 
+def luminosity(args) -> int:
+    """``cianna-jax luminosity``: the catalogue with luminosities (and sizes)."""
+    from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
+    from .astro.luminosity import luminosity_table
+
+    catalogue_format(args.out)  # refused before the work
+    t = luminosity_table(read_catalogue(args.catalogue), z_column=args.z_column,
+                         alpha=args.alpha, alpha_column=args.alpha_column,
+                         z_err_column=args.z_err_column,
+                         freq_hz=None if args.freq_mhz is None else args.freq_mhz * 1e6,
+                         rest_freq_hz=None if args.rest_freq_mhz is None
+                         else args.rest_freq_mhz * 1e6,
+                         size_column=args.size_column, cosmology=args.cosmology,
+                         what=args.catalogue)
+    write_catalogue(t, args.out)
+    meta = t.meta["luminosity"]
+    logl = np.asarray(t["log_luminosity"], np.float64)
+    logl = logl[np.isfinite(logl)]
+    span = (f"; log10 L/(W/Hz) {np.min(logl):.2f} to {np.max(logl):.2f}, median "
+            f"{np.median(logl):.2f}" if logl.size else "")
+    rest = meta["rest_freq_hz"]
+    print(f"{meta['n_with_z']} of {len(t)} sources with a redshift{span} "
+          f"(rest frame{f' at {rest / 1e6:g} MHz' if rest else ''}, {meta['cosmology']}) "
+          f"-> {args.out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     """The ``crossid`` and ``doubles`` subcommands' options, on the command line's
     subparsers ``sub``."""
@@ -112,6 +142,29 @@ def add_parser(sub) -> None:
                    help="catalogues with the sources moved at random, for the pairs "
                         "expected by chance (default 20)")
     d.add_argument("--seed", type=int, default=0)
+
+    lum = sub.add_parser("luminosity", help="radio luminosities (and physical sizes) of a "
+                                            "catalogue's sources with redshifts")
+    lum.add_argument("--catalogue", required=True,
+                     help="the catalogue (flux, and a redshift column: e.g. crossid --keep)")
+    lum.add_argument("--z-column", required=True, metavar="NAME", help="the redshifts")
+    lum.add_argument("--out", required=True, help="the catalogue with luminosity, "
+                     "luminosity_err, log_luminosity, d_l (and size_kpc)")
+    lum.add_argument("--alpha", type=float, default=-0.7,
+                     help="spectral index for the K-correction (S ~ nu^alpha; default -0.7)")
+    lum.add_argument("--alpha-column", default=None, metavar="NAME",
+                     help="each source's own spectral index where finite")
+    lum.add_argument("--z-err-column", default=None, metavar="NAME",
+                     help="the redshifts' errors, in the luminosity's error")
+    lum.add_argument("--freq-mhz", type=float, default=None,
+                     help="the catalogue's frequency (default: the one predict recorded)")
+    lum.add_argument("--rest-freq-mhz", type=float, default=None,
+                     help="the rest frequency of the luminosities (default: the observed)")
+    lum.add_argument("--size-column", default=None, metavar="NAME",
+                     help="an angular size in arcsec (bmaj_deconv, a double's sep) as "
+                          "size_kpc")
+    lum.add_argument("--cosmology", default="Planck18",
+                     help="one of astropy's (Planck18, Planck15, WMAP9...)")
     p = sub.add_parser("crossid", help="optical/infrared counterparts of a catalogue's radio "
                                        "sources by the likelihood ratio (host galaxies)")
     p.add_argument("--catalogue", required=True,
