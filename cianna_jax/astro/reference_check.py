@@ -184,7 +184,13 @@ def _summed(ra, dec, rra, rdec, cols: dict, ids, radius: float, iso: float, snr_
             e = np.sqrt(np.nansum(cols["flux_err"][k] ** 2)) if np.isfinite(
                 cols["flux_err"][k]).any() else math.nan
             top = k[int(np.argmax(f))]
-            snr = f.sum() / e if math.isfinite(e) and e > 0 else cols["snr"][top]
+            # the sum's SNR from each member's own (its noise: flux / snr), not from flux_err,
+            # which a flux scale error widens (a catalogue corrected by apply_reference)
+            own = cols["snr"][k]
+            if np.all(np.isfinite(own) & (own > 0)):
+                snr = f.sum() / float(np.sqrt(np.sum((f / own) ** 2)))
+            else:
+                snr = f.sum() / e if math.isfinite(e) and e > 0 else cols["snr"][top]
             if snr < snr_min:
                 continue
             w = np.clip(f, 0.0, None) / np.clip(f, 0.0, None).sum()

@@ -201,5 +201,16 @@ def test_a_reference_of_lower_resolution_is_compared_with_our_sums():
     assert c.flux_ratio == pytest.approx(RATIO, rel=1e-6)
     assert c.d_ra == pytest.approx(D_RA, abs=1e-6) and c.d_dec == pytest.approx(D_DEC, abs=1e-6)
     assert "against the sum of" in format_reference_check(c)
+    # corrected by it (errors widened by a flux scale error of 20%, beyond 1 / min_snr):
+    # the same sums are compared again, and agree
+    from cianna_jax.astro.reference_check import apply_reference
+
+    noisy = ours.copy()
+    noisy["flux"] = flux * rng.normal(1.0, 0.2, 2 * n)
+    c1 = reference_check(noisy, ref)
+    assert c1.flux_scale_error > 0.1
+    again = reference_check(apply_reference(noisy, c1), ref)
+    assert len(again.pairs) == len(c1.pairs)
+    assert again.flux_ratio == pytest.approx(1.0, abs=0.02)
     with pytest.raises(ValueError, match="same sky"):  # the components alone: none isolated
         reference_check(ours, ref, summed=False)
