@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cianna_jax
-from cianna_jax import cli, host_memory, xla_cpu
+from cianna_jax import cli, cli_train, host_memory, xla_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,11 +120,11 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
 
 
 def test_resume_knows_every_train_option():
-    """``--resume`` refuses the run's settings by name (``cli.RUN_SETTINGS_OPTIONS``): an
+    """``--resume`` refuses the run's settings by name (``cli_train.RUN_SETTINGS_OPTIONS``): an
     option added to ``train`` must be listed there or among those --resume takes."""
     import argparse
 
     sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
     train = {o for a in sub.choices["train"]._actions for o in a.option_strings
              if o.startswith("--")}
-    assert train == set(cli._TRAIN_OPTIONS)
+    assert train == set(cli_train.TRAIN_OPTIONS)
