@@ -578,6 +578,9 @@ def _parser() -> argparse.ArgumentParser:
     srl.add_argument("--catalogue", required=True, help="catalogue of Gaussians (peak, rms, "
                      "bmaj, bmin, pa, flux and ra/dec or x/y)")
     srl.add_argument("--out", required=True, help="source list (.ecsv, .csv, .fits, .xml, .reg)")
+    srl.add_argument("--sizes", default="island", choices=("island", "model"),
+                     help="a source of several Gaussians measured over its island (PyBDSF's "
+                          "sizes, default) or over its whole summed model (larger)")
     _group_tol_option(srl, None)
     _names_option(srl)
 

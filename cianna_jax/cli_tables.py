@@ -25,7 +25,7 @@ def sources(args) -> int:
     if args.group_tol is not None or "source_id" not in t.colnames:
         with_sources(t, GROUP_TOL if args.group_tol is None else args.group_tol,
                      what=args.catalogue)
-    out = source_list(t)
+    out = source_list(t, sizes=args.sizes)
     if args.names == "pybdsf" and catalogue_format(args.out) in TABLE_FORMATS:
         out = with_pybdsf_names(out)
     write_catalogue(out, args.out)

@@ -4,8 +4,10 @@
 Per source: ``flux`` the sum of its Gaussians' (``flux_err`` in quadrature); ``ra``,
 ``dec`` (and ``x``, ``y``) the flux-weighted mean of their centres, which is the centroid
 of their summed model (errors: the members' weighted in quadrature); ``bmaj``, ``bmin``,
-``pa`` the FWHM axes and orientation of the summed model's second moments (a single
-Gaussian's own); ``bmaj_deconv``, ``bmin_deconv``, ``pa_deconv`` those moments less the
+``pa`` the FWHM axes and orientation of the summed model's second moments over its island,
+the pixels where the island's Gaussians sum to at least ``thresh_isl`` times the rms, as
+PyBDSF measures them (``sizes="model"``: over the whole model, larger: the faint wings
+count); a single Gaussian's own; ``bmaj_deconv``, ``bmin_deconv``, ``pa_deconv`` those moments less the
 beam's (0 where the beam is as wide); ``resolved`` (where the catalogue has that column)
 for a source of several Gaussians or of a resolved one; ``peak`` the summed model's maximum, ``rms``, ``peak_err`` and
 ``reliability`` the brightest Gaussian's; ``edge`` and ``deblended`` when any member has
@@ -36,8 +38,9 @@ __all__ = ["source_list", "SOURCE_LIST_NOTE"]
 
 SOURCE_LIST_NOTE = ("one row per source: flux the sum of its Gaussians' (errors in "
                     "quadrature), position the flux-weighted mean of their centres, "
-                    "bmaj/bmin/pa the second moments of their summed model, peak its maximum, "
-                    "rms/peak_err/reliability the brightest Gaussian's")
+                    "bmaj/bmin/pa the second moments of their summed model over its island "
+                    "(where the island's Gaussians reach thresh_isl x rms, as PyBDSF), peak "
+                    "its maximum, rms/peak_err/reliability the brightest Gaussian's")
 
 #: meta of the component catalogue carried to its source list
 _KEPT_META = ("creator", "image", "hdu", "plane", "bunit", "beam_bmaj_arcsec",
@@ -52,6 +55,25 @@ def _moments(g: Gaussians, members: np.ndarray, w: np.ndarray) -> tuple[np.ndarr
                                         + g.pos[members][:, :, None] * g.pos[members][:, None, :]),
                     axis=0)
     return mu, second - np.outer(mu, mu)
+
+
+def _island_moments(g: Gaussians, members: np.ndarray, island: np.ndarray,
+                    thresh: float) -> np.ndarray | None:
+    """The covariance of the ``members``' summed model over its island, the points where
+    the ``island``'s Gaussians sum to at least ``thresh`` (a grid of a third of the
+    narrowest sigma, 4 sigma beyond the centres); None where too few points are in."""
+    sig = np.sqrt(np.linalg.eigvalsh(g.cov[island]))
+    reach = 4.0 * float(sig.max())
+    lo, hi = g.pos[members].min(axis=0) - reach, g.pos[members].max(axis=0) + reach
+    step = max(float(sig.min()) / 3.0, float(np.max(hi - lo)) / 300.0)
+    xs, ys = np.arange(lo[0], hi[0], step), np.arange(lo[1], hi[1], step)
+    pts = np.stack([a.ravel() for a in np.meshgrid(xs, ys)], axis=1)
+    w = g.model(members, pts) * (g.model(island, pts) >= thresh)
+    if np.count_nonzero(w > 0) < 5 or w.sum() <= 0:
+        return None
+    mu = w @ pts / w.sum()
+    d = pts - mu
+    return np.einsum("k,ki,kj->ij", w, d, d) / w.sum()
 
 
 def _axes(cov: np.ndarray) -> tuple[float, float, float]:
@@ -96,11 +118,14 @@ def _optional(table: Any, name: str) -> np.ndarray:
 
 
 def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = THRESH_ISL,
-                what: str = "catalogue") -> Any:
+                what: str = "catalogue", sizes: str = "island") -> Any:
     """The source list of a catalogue of Gaussians (see the module docstring), one row per
     source in ``source_id`` order. ``group_tol`` None: the catalogue's own ``source_id``
     and ``s_code`` columns where it has them, else PyBDSF's default grouping; a number:
-    grouped again with it."""
+    grouped again with it.  ``sizes``: "island" (PyBDSF's: a source of several Gaussians
+    measured over its island) or "model" (its whole summed model)."""
+    if sizes not in ("island", "model"):
+        raise ValueError(f"sizes: 'island' or 'model', received {sizes!r}")
     g, ref = table_gaussians(table, what)
     flux = column_values(table, "flux", what)
     if flux is None:
@@ -114,6 +139,9 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         tol = GROUP_TOL if group_tol is None else group_tol
         source, island = group_components(g, tol, thresh_isl)
         codes = s_codes(source, island)
+    own_island = (g.island if g.island is not None else
+                  island if group_tol is not None or not {"source_id", "s_code"} <= set(
+                      table.colnames) else None)
     flux_err = _optional(table, "flux_err")
     ids = (np.asarray(table["id"]) if "id" in table.colnames
            else np.arange(1, len(table) + 1))
@@ -146,6 +174,12 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         w = f / f.sum() if np.all(np.isfinite(f)) and f.sum() > 0 else \
             np.full(members.size, 1.0 / members.size)
         mu, cov = _moments(g, members, w) if members.size > 1 else (g.pos[top], g.cov[top])
+        if sizes == "island" and members.size > 1 and g.ok[members].all():
+            isl_rows = (members if own_island is None
+                        else np.flatnonzero(own_island == own_island[top]))
+            isl_rows = isl_rows[g.ok[isl_rows]]
+            limited = _island_moments(g, members, isl_rows, thresh_isl * float(g.rms[top]))
+            cov = cov if limited is None else limited
         bmaj, bmin, pa = _axes(cov)
         rows["source_id"].append(s)
         rows["island_id"].append(int(np.asarray(table[isl])[top]) if isl else 0)
@@ -205,7 +239,8 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         units.update(bmaj="pix", bmin="pix")
     meta = {k: table.meta[k] for k in _KEPT_META if k in table.meta}
     meta["sources"] = {"note": SOURCES_NOTE, "group_tol": float(tol),
-                       "thresh_isl": float(thresh_isl), "list": SOURCE_LIST_NOTE}
+                       "thresh_isl": float(thresh_isl), "list": SOURCE_LIST_NOTE,
+                       "sizes": sizes}
     return make_table(cols, meta, units)
 
 

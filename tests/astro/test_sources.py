@@ -73,7 +73,8 @@ def test_a_gaussian_without_a_size_stays_alone():
 def test_the_source_list_of_two_gaussians_is_their_summed_model():
     """Two round Gaussians (sigma 2 arcsec, peaks 10 mJy/beam) 3 arcsec apart east-west
     at dec 30: flux summed, centroid between them, moments sigma^2 + d^2/4 along the line
-    joining them (pa 90), peak of the sum at the middle."""
+    joining them (pa 90) over the whole model (``sizes="model"``), a little less over its
+    island (PyBDSF's, the default), peak of the sum at the middle."""
     sig, d, dec = 2.0, 3.0, 30.0
     dra = d / 3600.0 / math.cos(math.radians(dec))
     t = Table({"ra": [150.0, 150.0 + dra], "dec": [dec, dec], "peak": [0.01, 0.01],
@@ -81,7 +82,7 @@ def test_the_source_list_of_two_gaussians_is_their_summed_model():
                "pa": [0.0, 0.0], "flux": [0.02, 0.02], "flux_err": [3e-4, 4e-4],
                "ra_err": [0.1, 0.2], "dec_err": [0.1, 0.2], "id": [1, 2]})
     t.meta.update(beam_bmaj_arcsec=1.5 * F, beam_bmin_arcsec=1.5 * F, beam_bpa_deg=0.0)
-    sl = source_list(S.with_sources(t))
+    sl = source_list(S.with_sources(t), sizes="model")
     assert len(sl) == 1 and sl["s_code"][0] == "M" and sl["n_components"][0] == 2
     r = sl[0]
     assert r["flux"] == pytest.approx(0.04) and r["flux_err"] == pytest.approx(5e-4)
@@ -98,6 +99,12 @@ def test_the_source_list_of_two_gaussians_is_their_summed_model():
     assert r["pa_deconv"] == pytest.approx(90.0, abs=1e-6)
     assert r["component_ids"] == "1,2"
     assert sl["bmaj"].unit == "arcsec" and sl.meta["sources"]["group_tol"] == 1.0
+    # over the island (the sum above 3 rms = 3% of a peak): the faint wings left out
+    isl = source_list(S.with_sources(t))[0]
+    assert 0.95 * r["bmaj"] < isl["bmaj"] < r["bmaj"] and 0.95 * r["bmin"] < isl["bmin"] < r["bmin"]
+    assert isl["pa"] == pytest.approx(90.0, abs=1e-3) and isl["flux"] == r["flux"]
+    with pytest.raises(ValueError, match="sizes"):
+        source_list(S.with_sources(t), sizes="moments")
 
 
 def test_a_catalogue_keeps_its_single_gaussians_exactly(field, tiny_model):
@@ -140,9 +147,11 @@ def test_pybdsf_gaussian_list_columns():
                "Min": [2 / 3600, 2 / 3600], "PA": [0.0, 0.0], "Total_flux": [0.02, 0.02]})
     for c in ("Maj", "Min", "RA", "DEC"):
         t[c].unit = "deg"
-    sl = source_list(t)
+    sl = source_list(t, sizes="model")
     assert len(sl) == 1 and sl["flux"][0] == pytest.approx(0.04)
     assert sl["bmin"][0] == pytest.approx(2.0, rel=1e-6)
+    # over the island, above 3 rms = 15% of a peak: narrower (PyBDSF's faint sources too)
+    assert 0.8 * 2.0 < source_list(t)["bmin"][0] < 2.0
 
 
 def test_command_lines(tmp_path, field, tiny_model, capsys):
@@ -217,6 +226,18 @@ def test_pybdsf_own_gaussians_give_pybdsf_own_sources():
         rows = np.array([int(i) for i in r["component_ids"].split(",")]) - 1  # no id: rows
         (sid,) = set(pb[rows])
         assert r["flux"] == pytest.approx(want[sid], rel=1e-6)
+    # the sizes of the 9 sources of several Gaussians: PyBDSF's moments over their islands
+    # (bmaj 0.94-1.02 of PyBDSF's; over the whole model they came out 1.11-1.88 of them)
+    maj = dict(zip(np.asarray(srl["Source_id"]), np.asarray(srl["Maj"]) * 3600.0))
+    mn = dict(zip(np.asarray(srl["Source_id"]), np.asarray(srl["Min"]) * 3600.0))
+    whole = source_list(t, sizes="model")
+    for r, w in zip(ours, whole):
+        if r["s_code"] != "M":
+            continue
+        (sid,) = set(pb[np.array([int(i) for i in r["component_ids"].split(",")]) - 1])
+        assert r["bmaj"] / maj[sid] == pytest.approx(1.0, abs=0.07)
+        assert r["bmin"] / mn[sid] == pytest.approx(1.0, abs=0.2)
+        assert w["bmaj"] / maj[sid] > 1.1
 
 
 def test_pixel_islands_are_pybdsf_islands(tmp_path):
