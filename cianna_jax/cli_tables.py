@@ -10,7 +10,7 @@ import math
 import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
-           "rm_synthesis", "counts", "reference", "cutouts", "qa", "stack",
+           "rm_synthesis", "counts", "reference", "cutouts", "qa", "stack", "transients",
            "write_with_figure"]
 
 
@@ -224,6 +224,25 @@ def stack(args) -> int:
     print(f"mean and median stacks -> {args.out}")
     _figure(args.figure, lambda: stack_figure(
         st, title=f"Stack at {os.path.basename(args.positions)}"))
+    return 0
+
+
+def transients(args) -> int:
+    """``cianna-jax transients``: what changed between a reference image and an epoch."""
+    from .astro.catalogue import catalogue_format, write_catalogue
+    from .astro.transients import find_transients
+
+    catalogue_format(args.out)  # refused before the work
+    t = find_transients(args.image, args.reference, args.model, difference=args.difference,
+                        scale=args.scale, obj_threshold=args.threshold, hdu=args.hdu,
+                        plane=args.plane, progress=not args.quiet)
+    write_catalogue(t, args.out)
+    m = t.meta
+    strong = sum(abs(float(v)) >= args.min_change for v in t["change_snr"] if math.isfinite(v))
+    print(f"{m['n_brighter']} brighter and {m['n_fainter']} fainter found in the difference "
+          f"(common beam {m['common_beam_arcsec'][0]:.3g} x {m['common_beam_arcsec'][1]:.3g}"
+          f" arcsec); {strong} of them change by {args.min_change:g} sigma or more -> "
+          f"{args.out}" + (f"; the difference -> {args.difference}" if args.difference else ""))
     return 0
 
 
@@ -567,6 +586,27 @@ def add_parsers(sub) -> None:
                           "the image shows them (times its pb column), for a calibration "
                           "that applies no beam model")
     sky.add_argument("--out", required=True, help="sky model text file (e.g. field.skymodel)")
+
+    trn = sub.add_parser("transients", help="what appeared, brightened, faded or vanished "
+                                            "between a reference image and an epoch (image "
+                                            "subtraction at a common beam)")
+    trn.add_argument("--image", required=True, help="the new epoch (FITS)")
+    trn.add_argument("--reference", required=True,
+                     help="the reference image, on the same pixel grid")
+    trn.add_argument("--model", required=True, help="the detector's model card")
+    trn.add_argument("--out", required=True, help="the candidates (.ecsv, .csv, .fits, .xml)")
+    trn.add_argument("--difference", default=None, metavar="FITS",
+                     help="also write the difference image (epoch - reference)")
+    trn.add_argument("--scale", type=float, default=1.0,
+                     help="the epoch's flux scale over the reference's: the epoch divided by "
+                          "it first (e.g. from reference-check; default 1)")
+    trn.add_argument("--threshold", type=float, default=None,
+                     help="the detector's objectness threshold (default: the card's)")
+    trn.add_argument("--min-change", type=float, default=5.0, metavar="SIGMA",
+                     help="counted as a change from this significance in the summary (5)")
+    trn.add_argument("--hdu", default=None, help="HDU index or name")
+    trn.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
+    trn.add_argument("--quiet", action="store_true", help="no progress")
 
     stk = sub.add_parser("stack", help="the image stacked at a catalogue's positions: the "
                                        "mean emission of a population below the detection "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,13 @@ from .measure import Measurements
 from .noise import NoiseMap
 
 __all__ = ["draw_gaussians", "write_residual", "write_noise_map", "write_injected",
-           "residual_view", "image_frequency"]
+           "residual_view", "image_frequency", "image_header"]
 
 _KINDS = ("residual", "model")
 _WHAT = {"residual": "image minus the fitted Gaussians", "model": "the fitted Gaussians",
          "rms": "local noise rms", "background": "local background",
-         "injected": "image with injected sources"}
+         "injected": "image with injected sources",
+         "difference": "the epoch minus the reference, at their common beam"}
 
 
 def _prepared(m: Measurements, nsigma: float):
@@ -90,6 +92,13 @@ def image_frequency(image: FitsImage) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if f is not None and np.isfinite(f) and f > 0 else None
+
+
+def image_header(image: FitsImage, kind: str) -> Any:
+    """The header of a 2D image of ``kind`` (a key of the images this module writes, or
+    "difference") made from ``image``: its sky axes, beam, unit, frequency and a HISTORY
+    line."""
+    return _header(image, kind)
 
 
 def _header(image: FitsImage, kind: str):
