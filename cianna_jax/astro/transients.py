@@ -21,103 +21,31 @@ from typing import Any
 
 import numpy as np
 
+from .beam_matching import at_beam, check_same_grid, common_beam
 from .fits_image import Beam, FitsImage, ImageError, open_image
-from .sky import deconvolve, pixel_to_sky, sky_to_pixel
 
-__all__ = ["common_beam", "difference_image", "find_transients", "TRANSIENTS_NOTE"]
+__all__ = ["difference_image", "find_transients", "TRANSIENTS_NOTE"]
 
 TRANSIENTS_NOTE = ("sign +1: found in epoch - reference (brighter), -1: in reference - epoch "
                    "(fainter); flux_epoch, flux_reference: forced photometry in each image; "
                    "change_snr: their difference over the errors in quadrature")
-
-_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-def _cov(b: Beam) -> np.ndarray:
-    """A beam's covariance (arcsec^2) in (east, north)."""
-    t = math.radians(b.bpa)
-    smaj, smin = b.bmaj / _SIGMA, b.bmin / _SIGMA
-    u, v = np.array([math.sin(t), math.cos(t)]), np.array([math.cos(t), -math.sin(t)])
-    return smaj ** 2 * np.outer(u, u) + smin ** 2 * np.outer(v, v)
-
-
-def common_beam(a: Beam, b: Beam) -> Beam:
-    """The smallest of the two beams' that both can be convolved to: the one that contains
-    the other (its covariance minus the other's positive), else a round beam of the larger
-    major axis (1% wider, so that both convolutions are proper)."""
-    for big, small in ((a, b), (b, a)):
-        if np.all(np.linalg.eigvalsh(_cov(big) - _cov(small)) >= -1e-12):
-            return big
-    return Beam(1.01 * max(a.bmaj, b.bmaj), 1.01 * max(a.bmaj, b.bmaj), 0.0)
-
-
-def _kernel(img: FitsImage, target: Beam) -> np.ndarray | None:
-    """The normalised Gaussian kernel that turns ``img``'s beam into ``target`` (pixels;
-    None when they are the same)."""
-    own = img.beam
-    if own is None:
-        raise ImageError(f"{img.path}: no beam (BMAJ, BMIN): the images' resolutions cannot be "
-                         "matched")
-    scale = img.pixel_scale
-    smaj, smin, theta = deconvolve(target.bmaj / _SIGMA / scale, target.bmin / _SIGMA / scale,
-                                   math.radians(90.0 - target.bpa),
-                                   own.bmaj / _SIGMA / scale, own.bmin / _SIGMA / scale,
-                                   math.radians(90.0 - own.bpa))
-    smaj, smin, theta = float(smaj), float(smin), float(theta)
-    if smaj < 0.05:
-        return None
-    half = int(math.ceil(4.0 * max(smaj, 0.3)))
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = xx * c + yy * s, -xx * s + yy * c
-    k = np.exp(-0.5 * ((u / max(smaj, 1e-3)) ** 2 + (v / max(smin, 1e-3)) ** 2))
-    return k / k.sum()
-
-
-def _same_grid(a: FitsImage, b: FitsImage) -> None:
-    if a.ndim != 2 or b.ndim != 2:
-        raise ImageError("images: 2D images (plane= takes one plane of a cube)")
-    if a.shape != b.shape or a.wcs is None or b.wcs is None:
-        raise ImageError(f"images: one pixel grid with a celestial WCS is needed (shapes "
-                         f"{a.shape}, {b.shape}); regrid one onto the other first")
-    H, W = a.shape
-    x = np.array([0.0, W - 1.0, 0.0, W - 1.0, W / 2.0])
-    y = np.array([0.0, 0.0, H - 1.0, H - 1.0, H / 2.0])
-    bx, by = sky_to_pixel(b.wcs, *pixel_to_sky(a.wcs, x, y))
-    if not np.all(np.hypot(bx - x, by - y) < 0.01):
-        raise ImageError(f"{a.path}, {b.path}: their pixel grids differ (by up to "
-                         f"{float(np.max(np.hypot(bx - x, by - y))):.3g} pixels); regrid one "
-                         "onto the other first")
-
 
 def difference_image(epoch: FitsImage, reference: FitsImage, path: str | os.PathLike, *,
                      scale: float = 1.0) -> Beam:
     """Write ``epoch / scale - reference``, both at their common beam (see the module's note),
     as a FITS image at ``path`` (the epoch's header, the common beam); returns that beam.
     The images are read whole."""
-    from scipy.signal import oaconvolve
-
     from ..io.atomic import atomic_write
     from ._deps import require
     from .residual import image_header
 
-    _same_grid(epoch, reference)
+    check_same_grid(epoch, reference)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale: a number > 0, received {scale!r}")
     if epoch.beam is None or reference.beam is None:
         raise ImageError("images: both need a beam (BMAJ, BMIN) to be matched")
     beam = common_beam(epoch.beam, reference.beam)
-    planes = []
-    for img in (epoch, reference):
-        a = img.read((slice(None), slice(None))).astype(np.float64) * img.unit_scale
-        k = _kernel(img, beam)
-        if k is not None:
-            blank = ~np.isfinite(a)
-            a = oaconvolve(np.where(blank, 0.0, a), k, mode="same")
-            a[blank] = np.nan
-            a *= (beam.bmaj * beam.bmin) / (img.beam.bmaj * img.beam.bmin)  # per new beam
-        planes.append(a)
-    diff = planes[0] / scale - planes[1]
+    diff = at_beam(epoch, beam) / scale - at_beam(reference, beam)
     fits = require("astropy.io.fits")
     hdr = image_header(epoch, "difference")
     hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam.bmaj / 3600.0, beam.bmin / 3600.0, beam.bpa
