@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
            "rm-synthesis": cli_tables.rm_synthesis,
            "reference-check": cli_tables.reference,
            "cutouts": cli_tables.cutouts, "qa": cli_tables.qa, "stack": cli_tables.stack,
-           "transients": cli_tables.transients,
+           "transients": cli_tables.transients, "alpha-map": cli_tables.alpha_map,
            "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid,
            "doubles": cli_crossid.doubles,
            "luminosity": cli_crossid.luminosity}[args.command]

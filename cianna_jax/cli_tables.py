@@ -11,6 +11,7 @@ import os
 
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
            "rm_synthesis", "counts", "reference", "cutouts", "qa", "stack", "transients",
+           "alpha_map",
            "write_with_figure"]
 
 
@@ -243,6 +244,26 @@ def transients(args) -> int:
           f"(common beam {m['common_beam_arcsec'][0]:.3g} x {m['common_beam_arcsec'][1]:.3g}"
           f" arcsec); {strong} of them change by {args.min_change:g} sigma or more -> "
           f"{args.out}" + (f"; the difference -> {args.difference}" if args.difference else ""))
+    return 0
+
+
+def alpha_map(args) -> int:
+    """``cianna-jax alpha-map``: a spectral-index map from images at several frequencies."""
+    from .astro.alpha_map import spectral_index_map, write_alpha_map
+
+    for p in (args.out, args.error_out):
+        if p and not p.lower().endswith((".fits", ".fit", ".fts")):
+            raise ValueError(f"--out, --error-out: FITS files (.fits), received {p}")
+    m = spectral_index_map(args.image, min_snr=args.min_snr,
+                           freqs_hz=None if not args.freq_mhz else
+                           [f * 1e6 for f in args.freq_mhz], noise_box=args.noise_box,
+                           hdu=args.hdu, plane=args.plane)
+    write_alpha_map(m, args.image[0], args.out, args.error_out)
+    freqs = ", ".join(f"{f / 1e6:g}" for f in m.freqs_hz)
+    print(f"{m.n_pixels} pixels above {m.min_snr:g} sigma in all {len(m.freqs_hz)} images "
+          f"({freqs} MHz, at their common beam {m.beam.bmaj:.3g} x {m.beam.bmin:.3g} "
+          f"arcsec): median spectral index {m.median:.2f} -> {args.out}"
+          + (f"; its error -> {args.error_out}" if args.error_out else ""))
     return 0
 
 
@@ -607,6 +628,21 @@ def add_parsers(sub) -> None:
     trn.add_argument("--hdu", default=None, help="HDU index or name")
     trn.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
     trn.add_argument("--quiet", action="store_true", help="no progress")
+
+    amp = sub.add_parser("alpha-map", help="a spectral-index map from images of one field at "
+                                           "several frequencies (at their common beam)")
+    amp.add_argument("--image", action="append", required=True,
+                     help="an image (FITS) per frequency, one pixel grid; repeat, two or more")
+    amp.add_argument("--out", required=True, help="the spectral-index map (FITS)")
+    amp.add_argument("--error-out", default=None, metavar="FITS", help="also its error map")
+    amp.add_argument("--min-snr", type=float, default=5.0,
+                     help="pixels above this many local rms in every image (5)")
+    amp.add_argument("--freq-mhz", type=float, action="append", default=None,
+                     help="each image's frequency, in order (default: from the headers)")
+    amp.add_argument("--noise-box", type=int, default=128, metavar="PIXELS",
+                     help="the noise maps' box (128)")
+    amp.add_argument("--hdu", default=None, help="HDU index or name")
+    amp.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
 
     stk = sub.add_parser("stack", help="the image stacked at a catalogue's positions: the "
                                        "mean emission of a population below the detection "

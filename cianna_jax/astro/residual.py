@@ -32,7 +32,8 @@ _KINDS = ("residual", "model")
 _WHAT = {"residual": "image minus the fitted Gaussians", "model": "the fitted Gaussians",
          "rms": "local noise rms", "background": "local background",
          "injected": "image with injected sources",
-         "difference": "the epoch minus the reference, at their common beam"}
+         "difference": "the epoch minus the reference, at their common beam",
+         "alpha": "spectral-index map"}
 
 
 def _prepared(m: Measurements, nsigma: float):
