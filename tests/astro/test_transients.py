@@ -13,9 +13,9 @@ import pytest
 
 fits = pytest.importorskip("astropy.io.fits")
 
+from cianna_jax.astro.beam_matching import common_beam  # noqa: E402
 from cianna_jax.astro.fits_image import Beam, ImageError, open_image  # noqa: E402
 from cianna_jax.astro.synthetic import synthetic_field, write_fits  # noqa: E402
-from cianna_jax.astro.beam_matching import common_beam  # noqa: E402
 from cianna_jax.astro.transients import difference_image, find_transients  # noqa: E402
 
 NEW, GONE = (150.3, 200.7), (350.2, 100.5)
