@@ -2,6 +2,7 @@
 their quick paths keep XLA's optimisations mostly off, see benchmarks/run_all.py)."""
 
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -379,3 +380,24 @@ def test_pybdsf_polarisation_compares_on_a_written_cube(tmp_path):
     c = m.compare(path, gaul, ti, tq)
     assert c["gaussians"] == n and c["matched"] == n and abs(c["pull_ours"][0]) < 1.5
     assert c["pull_pybdsf"] == (0.0, 0.0)
+
+
+def test_crossid_check_scores_the_likelihood_ratio_and_the_nearest(capsys):
+    m = _benchmark("crossid_check")
+    assert m.main(["--n", "400", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Q0") == len(m.REGIMES) and "with colours" in out
+
+
+def test_transients_check_finds_the_new_and_the_vanished(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("astro_fixtures",
+                                                  ROOT / "tests" / "astro" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    make_peak_detector = fixtures.make_peak_detector
+    m = _benchmark("transients_check")
+    assert m.main(["--model", make_peak_detector(tmp_path, 5.0), "--size", "384",
+                   "--new", "4"]) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"new found (\d+)/4, vanished found (\d+)/4", out)
+    assert found and int(found.group(1)) >= 3 and int(found.group(2)) >= 3
