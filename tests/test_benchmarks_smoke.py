@@ -384,7 +384,7 @@ def test_pybdsf_polarisation_compares_on_a_written_cube(tmp_path):
 
 def test_crossid_check_scores_the_likelihood_ratio_and_the_nearest(capsys):
     m = _benchmark("crossid_check")
-    assert m.main(["--n", "400", "--seeds", "1"]) == 0
+    assert m.main(["--n", "200", "--seeds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("Q0") == len(m.REGIMES) and "with colours" in out
 
