@@ -236,7 +236,7 @@ def transients(args) -> int:
     catalogue_format(args.out)  # refused before the work
     t = find_transients(args.image, args.reference, args.model, difference=args.difference,
                         scale=args.scale, obj_threshold=args.threshold, hdu=args.hdu,
-                        plane=args.plane, progress=not args.quiet)
+                        plane=args.plane, progress=not args.quiet, regrid=args.regrid)
     write_catalogue(t, args.out)
     m = t.meta
     strong = sum(abs(float(v)) >= args.min_change for v in t["change_snr"] if math.isfinite(v))
@@ -257,7 +257,7 @@ def alpha_map(args) -> int:
     m = spectral_index_map(args.image, min_snr=args.min_snr,
                            freqs_hz=None if not args.freq_mhz else
                            [f * 1e6 for f in args.freq_mhz], noise_box=args.noise_box,
-                           hdu=args.hdu, plane=args.plane)
+                           hdu=args.hdu, plane=args.plane, regrid=args.regrid)
     write_alpha_map(m, args.image[0], args.out, args.error_out)
     freqs = ", ".join(f"{f / 1e6:g}" for f in m.freqs_hz)
     print(f"{m.n_pixels} pixels above {m.min_snr:g} sigma in all {len(m.freqs_hz)} images "
@@ -613,7 +613,10 @@ def add_parsers(sub) -> None:
                                             "subtraction at a common beam)")
     trn.add_argument("--image", required=True, help="the new epoch (FITS)")
     trn.add_argument("--reference", required=True,
-                     help="the reference image, on the same pixel grid")
+                     help="the reference image, on the same pixel grid (or --regrid)")
+    trn.add_argument("--regrid", action="store_true",
+                     help="a reference on another pixel grid is resampled onto the epoch's "
+                          "(bicubic, at the common beam)")
     trn.add_argument("--model", required=True, help="the detector's model card")
     trn.add_argument("--out", required=True, help="the candidates (.ecsv, .csv, .fits, .xml)")
     trn.add_argument("--difference", default=None, metavar="FITS",
@@ -635,6 +638,9 @@ def add_parsers(sub) -> None:
                      help="an image (FITS) per frequency, one pixel grid; repeat, two or more")
     amp.add_argument("--out", required=True, help="the spectral-index map (FITS)")
     amp.add_argument("--error-out", default=None, metavar="FITS", help="also its error map")
+    amp.add_argument("--regrid", action="store_true",
+                     help="images on other pixel grids are resampled onto the first's "
+                          "(bicubic, at the common beam)")
     amp.add_argument("--min-snr", type=float, default=5.0,
                      help="pixels above this many local rms in every image (5)")
     amp.add_argument("--freq-mhz", type=float, action="append", default=None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import as_bounded_float
-from .beam_matching import at_beam, check_same_grid, common_beam
+from .beam_matching import at_beam, check_same_grid, common_beam, regridded
 from .fits_image import Beam, ImageError, continuum_frequency, open_image
 from .noise import estimate_noise_map
 
@@ -48,18 +48,19 @@ class AlphaMap:
 
 def spectral_index_map(images: Sequence[str | os.PathLike], *, min_snr: float = 5.0,
                        freqs_hz: Sequence[float] | None = None, noise_box: int = 128,
-                       hdu: int | str | None = None, plane: int | None = None) -> AlphaMap:
+                       hdu: int | str | None = None, plane: int | None = None,
+                       regrid: bool = False) -> AlphaMap:
     """The spectral-index map of two or more ``images`` (FITS paths, one pixel grid, each
     with a beam; their frequencies from the headers unless ``freqs_hz``); see the module's
-    note.  The images are read whole."""
+    note.  ``regrid``: images on other pixel grids resampled onto the first's
+    (:func:`.beam_matching.regridded`), else refused.  The images are read whole."""
     min_snr = as_bounded_float(min_snr, "min_snr")
     paths = [os.fspath(p) for p in images]
     if len(paths) < 2:
         raise ValueError(f"images: two or more, at different frequencies; received {len(paths)}")
     imgs = [open_image(p, hdu, plane=plane) for p in paths]
     try:
-        for im in imgs[1:]:
-            check_same_grid(imgs[0], im)
+        same = [True] + [check_same_grid(imgs[0], im, regrid=regrid) for im in imgs[1:]]
         if any(im.beam is None for im in imgs):
             raise ImageError("images: each needs a beam (BMAJ, BMIN) to be matched")
         nu = (np.asarray(freqs_hz, np.float64) if freqs_hz is not None
@@ -71,8 +72,10 @@ def spectral_index_map(images: Sequence[str | os.PathLike], *, min_snr: float = 
             raise ValueError(f"freqs_hz: at least two different frequencies; have {nu.tolist()}")
         beam = common_beam(*(im.beam for im in imgs))
         s, sig = [], []
-        for im in imgs:
+        for im, on_grid in zip(imgs, same, strict=True):
             a = at_beam(im, beam)
+            if not on_grid:
+                a = regridded(a, im, imgs[0])
             noise = estimate_noise_map(lambda w, a=a: a[w], a.shape, box=noise_box)
             H, W = a.shape
             s.append(a - noise.window(slice(0, H), slice(0, W), "background"))

@@ -11,7 +11,12 @@ import numpy as np
 from .fits_image import Beam, FitsImage, ImageError
 from .sky import deconvolve, pixel_to_sky, sky_to_pixel
 
-__all__ = ["common_beam", "match_kernel", "check_same_grid", "at_beam"]
+__all__ = ["common_beam", "match_kernel", "check_same_grid", "at_beam", "regridded"]
+
+#: the sky-to-pixel mapping is computed every this many pixels and interpolated between
+_MAP_STEP = 16
+#: rows regridded at a time
+_STRIP = 512
 
 _SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -58,22 +63,62 @@ def match_kernel(img: FitsImage, target: Beam) -> np.ndarray | None:
     return k / k.sum()
 
 
-def check_same_grid(a: FitsImage, b: FitsImage) -> None:
-    """ImageError unless ``a`` and ``b`` are 2D images of one pixel grid (shape and WCS, to a
-    hundredth of a pixel at the corners and centre)."""
+def check_same_grid(a: FitsImage, b: FitsImage, *, regrid: bool = False) -> bool:
+    """Whether ``a`` and ``b`` are 2D images of one pixel grid (shape and WCS, to a
+    hundredth of a pixel at the corners and centre); ImageError when they are not, unless
+    ``regrid`` (then False: ``b`` is to be regridded onto ``a``, :func:`regridded`)."""
     if a.ndim != 2 or b.ndim != 2:
         raise ImageError("images: 2D images (plane= takes one plane of a cube)")
-    if a.shape != b.shape or a.wcs is None or b.wcs is None:
-        raise ImageError(f"images: one pixel grid with a celestial WCS is needed (shapes "
-                         f"{a.shape}, {b.shape}); regrid one onto the other first")
+    if a.wcs is None or b.wcs is None:
+        raise ImageError(f"images: a celestial WCS is needed ({a.path}, {b.path})")
+    if a.shape != b.shape:
+        if regrid:
+            return False
+        raise ImageError(f"images: one pixel grid is needed (shapes {a.shape}, {b.shape}); "
+                         "regrid one onto the other (--regrid)")
     H, W = a.shape
     x = np.array([0.0, W - 1.0, 0.0, W - 1.0, W / 2.0])
     y = np.array([0.0, 0.0, H - 1.0, H - 1.0, H / 2.0])
     bx, by = sky_to_pixel(b.wcs, *pixel_to_sky(a.wcs, x, y))
-    if not np.all(np.hypot(bx - x, by - y) < 0.01):
-        raise ImageError(f"{a.path}, {b.path}: their pixel grids differ (by up to "
-                         f"{float(np.max(np.hypot(bx - x, by - y))):.3g} pixels); regrid one "
-                         "onto the other first")
+    off = np.hypot(bx - x, by - y)
+    if np.all(off < 0.01):
+        return True
+    if regrid:
+        return False
+    raise ImageError(f"{a.path}, {b.path}: their pixel grids differ (by up to "
+                     f"{float(np.nanmax(off)):.3g} pixels); regrid one onto the other "
+                     "(--regrid)")
+
+
+def regridded(values: np.ndarray, source: FitsImage, grid: FitsImage) -> np.ndarray:
+    """``values`` (an array of ``source``'s pixels, e.g. :func:`at_beam`'s) resampled onto
+    ``grid``'s pixels: each pixel's sky position found in ``source`` (the mapping computed
+    every few pixels and interpolated), the value interpolated bicubically; NaN off
+    ``source`` or next to its blank pixels.  For images in Jy/beam, sampled finely against
+    their beam."""
+    from scipy.ndimage import map_coordinates, spline_filter
+
+    blank = ~np.isfinite(values)
+    coeffs = spline_filter(np.where(blank, 0.0, values), order=3)  # (once, for every strip)
+    H, W = grid.shape[-2:]
+    gy = np.arange(0, H + _MAP_STEP, _MAP_STEP, dtype=np.float64)
+    gx = np.arange(0, W + _MAP_STEP, _MAP_STEP, dtype=np.float64)
+    my, mx = np.meshgrid(gy, gx, indexing="ij")
+    sx, sy = sky_to_pixel(source.wcs, *pixel_to_sky(grid.wcs, mx.ravel(), my.ravel()))
+    sx, sy = sx.reshape(my.shape), sy.reshape(my.shape)
+    out = np.full((H, W), np.nan)
+    for r0 in range(0, H, _STRIP):
+        rows = np.arange(r0, min(r0 + _STRIP, H), dtype=np.float64)
+        yy, xx = np.meshgrid(rows / _MAP_STEP, np.arange(W) / _MAP_STEP, indexing="ij")
+        px = map_coordinates(sx, [yy, xx], order=1, mode="nearest")
+        py = map_coordinates(sy, [yy, xx], order=1, mode="nearest")
+        v = map_coordinates(coeffs, [py, px], order=3, prefilter=False, mode="constant",
+                            cval=np.nan)
+        near_blank = map_coordinates(blank.astype(np.float64), [py, px], order=1,
+                                     mode="constant", cval=1.0) > 0
+        v[near_blank] = np.nan
+        out[r0:r0 + rows.size] = v
+    return out
 
 
 def at_beam(img: FitsImage, target: Beam) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .beam_matching import at_beam, check_same_grid, common_beam
+from .beam_matching import at_beam, check_same_grid, common_beam, regridded
 from .fits_image import Beam, FitsImage, ImageError, open_image
 
 __all__ = ["difference_image", "find_transients", "TRANSIENTS_NOTE"]
@@ -31,21 +31,25 @@ TRANSIENTS_NOTE = ("sign +1: found in epoch - reference (brighter), -1: in refer
                    "change_snr: their difference over the errors in quadrature")
 
 def difference_image(epoch: FitsImage, reference: FitsImage, path: str | os.PathLike, *,
-                     scale: float = 1.0) -> Beam:
+                     scale: float = 1.0, regrid: bool = False) -> Beam:
     """Write ``epoch / scale - reference``, both at their common beam (see the module's note),
     as a FITS image at ``path`` (the epoch's header, the common beam); returns that beam.
-    The images are read whole."""
+    ``regrid``: a reference on another pixel grid is resampled onto the epoch's
+    (:func:`.beam_matching.regridded`), else refused.  The images are read whole."""
     from ..io.atomic import atomic_write
     from ._deps import require
     from .residual import image_header
 
-    check_same_grid(epoch, reference)
+    same = check_same_grid(epoch, reference, regrid=regrid)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale: a number > 0, received {scale!r}")
     if epoch.beam is None or reference.beam is None:
         raise ImageError("images: both need a beam (BMAJ, BMIN) to be matched")
     beam = common_beam(epoch.beam, reference.beam)
-    diff = at_beam(epoch, beam) / scale - at_beam(reference, beam)
+    ref = at_beam(reference, beam)
+    if not same:
+        ref = regridded(ref, reference, epoch)
+    diff = at_beam(epoch, beam) / scale - ref
     fits = require("astropy.io.fits")
     hdr = image_header(epoch, "difference")
     hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam.bmaj / 3600.0, beam.bmin / 3600.0, beam.bpa
@@ -58,12 +62,14 @@ def difference_image(epoch: FitsImage, reference: FitsImage, path: str | os.Path
 def find_transients(epoch: str | os.PathLike, reference: str | os.PathLike, model: Any, *,
                     difference: str | os.PathLike | None = None, scale: float = 1.0,
                     obj_threshold: float | None = None, hdu: int | str | None = None,
-                    plane: int | None = None, progress: bool = False) -> Any:
+                    plane: int | None = None, progress: bool = False,
+                    regrid: bool = False) -> Any:
     """The candidates (a table) of what changed between ``reference`` and ``epoch`` (FITS
     paths), found by ``model`` on their difference (written to ``difference``, else a
     temporary file) and its inversion: ``sign``, positions, the detection's ``snr`` in the
     difference, ``flux_epoch`` and ``flux_reference`` with errors (forced photometry in
-    each image) and ``change_snr``; most significant change first."""
+    each image) and ``change_snr``; most significant change first.  ``regrid``: a
+    reference on another pixel grid resampled onto the epoch's."""
     import tempfile
 
     from astropy.table import vstack
@@ -74,7 +80,7 @@ def find_transients(epoch: str | os.PathLike, reference: str | os.PathLike, mode
     with open_image(epoch, hdu, plane=plane) as ep, open_image(reference, hdu, plane=plane) as rf:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.fspath(difference) if difference else os.path.join(tmp, "diff.fits")
-            beam = difference_image(ep, rf, path, scale=scale)
+            beam = difference_image(ep, rf, path, scale=scale, regrid=regrid)
             parts = []
             with open_image(path) as diff:
                 for sign, img in ((1, diff), (-1, diff.inverted())):

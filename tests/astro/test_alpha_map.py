@@ -89,3 +89,15 @@ def test_the_command_line_and_refusals(sky, tmp_path, capsys):
     fits.PrimaryHDU(small, header=fits.getheader(paths[0])).writeto(tmp_path / "s.fits")
     with pytest.raises(ImageError, match="one pixel grid"):
         spectral_index_map([paths[0], str(tmp_path / "s.fits")])
+    # another grid (moved by 2.5, -1.5 pixels): refused, or regridded
+    from scipy.ndimage import shift
+
+    hdr = fits.getheader(paths[1])
+    hdr["CRPIX1"] += 2.5
+    hdr["CRPIX2"] -= 1.5
+    moved = shift(fits.getdata(paths[1]).astype(np.float64), (-1.5, 2.5), order=3)
+    fits.PrimaryHDU(moved.astype(np.float32), header=hdr).writeto(tmp_path / "m.fits")
+    with pytest.raises(ImageError, match="grids differ"):
+        spectral_index_map([paths[0], str(tmp_path / "m.fits")])
+    m = spectral_index_map([paths[0], str(tmp_path / "m.fits")], regrid=True)
+    assert abs(m.median + 0.7) < 0.05 and m.n_pixels > 2000

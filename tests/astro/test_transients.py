@@ -86,6 +86,34 @@ def test_constant_sources_cancel_between_two_resolutions(epochs, tmp_path):
     assert np.nanstd(diff) < 3e-5
 
 
+def test_a_reference_on_another_grid_is_regridded(epochs, tmp_path):
+    """The reference written on a grid moved by (3.4, -2.2) pixels (its pixels shifted and
+    CRPIX with them: the same sky): refused as it is, resampled with regrid=True, the
+    difference of the same sky then noise only, and the new source found."""
+    from scipy.ndimage import shift
+
+    d, new, ref = epochs
+    data, hdr = fits.getdata(ref).astype(np.float64), fits.getheader(ref)
+    moved = shift(np.nan_to_num(data), (-2.2, 3.4), order=3, mode="nearest")
+    hdr["CRPIX1"] += 3.4
+    hdr["CRPIX2"] -= 2.2
+    fits.PrimaryHDU(moved.astype(np.float32), header=hdr).writeto(tmp_path / "moved.fits")
+    with open_image(ref) as r, open_image(tmp_path / "moved.fits") as m:
+        with pytest.raises(ImageError, match="grids differ"):
+            difference_image(r, m, tmp_path / "x.fits")
+        difference_image(r, m, tmp_path / "same.fits", regrid=True)
+    diff = fits.getdata(tmp_path / "same.fits")[20:-20, 20:-20]  # (the moved edge aside)
+    peak = float(np.nanmax(data))
+    assert np.nanmax(np.abs(diff)) < 0.05 * peak and np.nanstd(diff) < 1e-5
+    from .conftest import make_peak_detector
+
+    c = find_transients(new, str(tmp_path / "moved.fits"), make_peak_detector(tmp_path, 5.0),
+                        regrid=True)
+    top = {int(r["sign"]): (float(r["x"]), float(r["y"])) for r in c[:2]}
+    assert math.hypot(top[1][0] - NEW[0], top[1][1] - NEW[1]) < 1.5
+    assert math.hypot(top[-1][0] - GONE[0], top[-1][1] - GONE[1]) < 1.5
+
+
 def test_the_common_beam():
     a, b = Beam(4.0, 2.0, 0.0), Beam(3.0, 1.5, 0.0)
     assert common_beam(a, b) == a and common_beam(b, a) == a
