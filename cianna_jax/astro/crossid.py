@@ -42,6 +42,8 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, find_column, make_table
+from .crossmatch import sky_chord, tangent_plane, unit_vectors
+from .sky import angular_separation
 
 __all__ = ["CrossId", "likelihood_ratio", "crossid_figure", "CROSSID_NOTE"]
 
@@ -54,7 +56,6 @@ CROSSID_NOTE = ("lr: the likelihood ratio q(m) f(r) / n(m) of the radio source's
                 "counterpart (0: not matched; 2 or more: a radio galaxy's components, or "
                 "confusion)")
 
-_ARCSEC = math.pi / (180.0 * 3600.0)
 _OWN_COLUMNS = ("lr", "lr_reliability", "lr_match", "lr_index", "lr_ra", "lr_dec", "lr_mag",
                 "lr_sep", "lr_shared")
 
@@ -83,16 +84,6 @@ class CrossId:
     colour_edges: np.ndarray | None = None
 
 
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    a, d = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], axis=1)
-
-
-def _chord(arcsec: float) -> float:
-    """The chord between unit vectors ``arcsec`` apart (a KD-tree's distance)."""
-    return 2.0 * math.sin(0.5 * arcsec * _ARCSEC)
-
-
 def _positions(t: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     ra, dec = column_values(t, "ra", what), column_values(t, "dec", what)
     if ra is None or dec is None:
@@ -113,27 +104,17 @@ def _interior(ora: np.ndarray, odec: np.ndarray, rra: np.ndarray, rdec: np.ndarr
     for a catalogue wider than 60 degrees (no edge handling)."""
     from scipy.spatial import ConvexHull, QhullError
 
-    c = _unit_vectors(ora, odec).mean(axis=0)
-    c /= np.linalg.norm(c)
-    east = np.cross([0.0, 0.0, 1.0], c)
-    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([0, 1.0, 0])
-    north = np.cross(c, east)
-
-    def plane(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        v = _unit_vectors(ra, dec)
-        cz = v @ c
-        return np.stack([v @ east, v @ north], axis=1) / np.maximum(cz, 1e-9)[:, None], cz
-
-    po, cz = plane(ora, odec)
+    ox, oy, cz, centre = tangent_plane(ora, odec)
     if np.min(cz) < math.cos(math.radians(60.0)):
         return np.ones(rra.size, bool)
     try:
-        hull = ConvexHull(po)
+        hull = ConvexHull(np.stack([ox, oy], axis=1))
     except (QhullError, ValueError):
         return np.ones(rra.size, bool)
-    pr, _ = plane(rra, rdec)
+    rx, ry, _, _ = tangent_plane(rra, rdec, centre)
+    pr = np.stack([rx, ry], axis=1)
     inside = -np.max(pr @ hull.equations[:, :2].T + hull.equations[:, 2], axis=1)
-    return inside / _ARCSEC >= margin
+    return inside >= margin
 
 
 def _radio_sigma(t: Any, radio_error: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -337,8 +318,8 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
         mag[oidx], None if colour is None else colour[oidx], mag_step, colour_edges,
         colour_bins)
     nb = shape[0] * shape[1]
-    otree = cKDTree(_unit_vectors(ora[oidx], odec[oidx]))
-    rxyz = _unit_vectors(rra[ok_r], rdec[ok_r])
+    otree = cKDTree(unit_vectors(ora[oidx], odec[oidx]))
+    rxyz = unit_vectors(rra[ok_r], rdec[ok_r])
     inner, outer = 3.0 * r_max, 6.0 * r_max
     # q(m), n(m) and Q0 from the radio sources whose circles the catalogue's edge cuts not
     margin = outer if area_deg2 is None else r_max
@@ -352,8 +333,8 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     n_radio = int(est.sum())
     # background per magnitude per square arcsec
     if area_deg2 is None:
-        w = (rtree.query_ball_point(otree.data, _chord(outer), return_length=True)
-             - rtree.query_ball_point(otree.data, _chord(inner), return_length=True))
+        w = (rtree.query_ball_point(otree.data, sky_chord(outer), return_length=True)
+             - rtree.query_ball_point(otree.data, sky_chord(inner), return_length=True))
         area = n_radio * math.pi * (outer ** 2 - inner ** 2)
         background = f"annuli {inner:.3g}-{outer:.3g} arcsec around the radio sources"
     else:
@@ -363,7 +344,7 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     counts = np.bincount(bins, weights=w, minlength=nb)
     n_m = np.maximum(counts, 0.5) / (area * mag_step)
     # candidates within r_max: the excess over the background gives q(m) and Q0
-    within = rtree.query_ball_point(otree.data, _chord(r_max), return_length=True)
+    within = rtree.query_ball_point(otree.data, sky_chord(r_max), return_length=True)
     total = np.bincount(bins, weights=within, minlength=nb)
     expected = n_m * mag_step * n_radio * math.pi * r_max ** 2
     excess = total - np.where(counts > 0, expected, 0.0)
@@ -380,13 +361,11 @@ def likelihood_ratio(radio: Any, optical: Any, *, mag_column: str,
     q_m = (q0 * real / (real.sum() * mag_step) if real.sum() > 0
            else np.full(nb, q0 / (nb * mag_step)))
     # every candidate's LR and reliability
-    lists = otree.query_ball_point(rxyz, _chord(r_max))
+    lists = otree.query_ball_point(rxyz, sky_chord(r_max))
     rrow = np.flatnonzero(ok_r)
     pr = np.repeat(rrow, [len(v) for v in lists])
     po = np.asarray([j for v in lists for j in v], np.int64)
-    sep = (2.0 * np.arcsin(0.5 * np.linalg.norm(
-        _unit_vectors(rra[pr], rdec[pr]) - otree.data[po], axis=1)) / _ARCSEC
-           if po.size else np.zeros(0))
+    sep = angular_separation(rra[pr], rdec[pr], ora[oidx][po], odec[oidx][po]) * 3600.0
     # the offsets east and north (arcsec) and their Gaussian, per square arcsec
     d_ra = (np.mod(ora[oidx][po] - rra[pr] + 180.0, 360.0) - 180.0) * np.cos(
         np.radians(rdec[pr])) * 3600.0

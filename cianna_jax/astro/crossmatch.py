@@ -20,7 +20,7 @@ from ..checks import as_bounded_float
 from .sky import angular_separation
 
 __all__ = ["Match", "match_radius", "crossmatch_sky", "crossmatch_pixels", "unit_vectors",
-           "sky_chord", "sky_neighbours"]
+           "sky_chord", "sky_neighbours", "tangent_plane"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,24 @@ def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """``(n, 3)``: the unit vectors of sky positions (degrees), for KD-trees on the sphere."""
     a, d = np.radians(ra), np.radians(dec)
     return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], 1)
+
+
+def tangent_plane(ra: np.ndarray, dec: np.ndarray, centre: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, cos, centre)``: gnomonic offsets east and north (arcsec) of sky positions
+    (degrees) on the plane tangent at ``centre`` (a unit vector; default their mean
+    direction), the cosine of each one's distance from it (near 0 or below: too far for
+    the plane), and that centre."""
+    v = unit_vectors(ra, dec)
+    if centre is None:
+        centre = v.mean(axis=0)
+        centre = centre / np.linalg.norm(centre)
+    east = np.cross([0.0, 0.0, 1.0], centre)
+    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([0, 1.0, 0])
+    north = np.cross(centre, east)
+    cz = v @ centre
+    k = 180.0 * 3600.0 / np.pi / np.maximum(cz, 1e-9)
+    return k * (v @ east), k * (v @ north), cz, centre
 
 
 def sky_chord(radius_arcsec: float) -> float:

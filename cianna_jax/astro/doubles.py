@@ -13,7 +13,6 @@ expected number is the count found on the same catalogue with each source moved 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, make_table
+from .crossmatch import tangent_plane
 
 __all__ = ["Doubles", "find_doubles", "DOUBLES_NOTE", "format_doubles"]
 
@@ -42,21 +42,6 @@ class Doubles:
     table: Any
     chance: float
     chance_std: float
-
-
-def _offsets(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Tangent-plane offsets east and north (arcsec) about the catalogue's centre."""
-    a, d = np.radians(ra), np.radians(dec)
-    v = np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], 1)
-    c = v.mean(axis=0)
-    c /= np.linalg.norm(c)
-    east = np.cross([0.0, 0.0, 1.0], c)
-    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([0, 1.0, 0])
-    north = np.cross(c, east)
-    cz = v @ c
-    k = 180.0 * 3600.0 / math.pi
-    ra0 = math.degrees(math.atan2(c[1], c[0])) % 360.0
-    return k * (v @ east) / cz, k * (v @ north) / cz, ra0, math.degrees(math.asin(c[2]))
 
 
 def _pairs(x: np.ndarray, y: np.ndarray, flux: np.ndarray, scale: float,
@@ -101,7 +86,7 @@ def find_doubles(table: Any, *, scale: float = 100.0, max_ratio: float = 4.0,
     if rows.size < 2:
         raise CatalogueError(f"{what}: {rows.size} sources with a position and a positive "
                              "flux; pairs need two")
-    x, y, _, _ = _offsets(ra[rows], dec[rows])
+    x, y, _, _ = tangent_plane(ra[rows], dec[rows])
     pr = _pairs(x, y, flux[rows], scale, max_ratio)
     rng = np.random.default_rng([int(seed), 61])
     chance = []
