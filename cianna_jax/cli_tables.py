@@ -204,8 +204,7 @@ def stack(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
-    if not args.out.lower().endswith((".fits", ".fit", ".fts")):
-        raise ValueError(f"--out: a FITS file (.fits), received {args.out}")
+    _fits_outputs(("--out", args.out))
     pos = read_catalogue(args.positions)
     ra, dec = (column_values(pos, c, args.positions) for c in ("ra", "dec"))
     if ra is None or dec is None:
@@ -251,9 +250,7 @@ def alpha_map(args) -> int:
     """``cianna-jax alpha-map``: a spectral-index map from images at several frequencies."""
     from .astro.alpha_map import spectral_index_map, write_alpha_map
 
-    for p in (args.out, args.error_out):
-        if p and not p.lower().endswith((".fits", ".fit", ".fts")):
-            raise ValueError(f"--out, --error-out: FITS files (.fits), received {p}")
+    _fits_outputs(("--out", args.out), ("--error-out", args.error_out))
     m = spectral_index_map(args.image, min_snr=args.min_snr,
                            freqs_hz=None if not args.freq_mhz else
                            [f * 1e6 for f in args.freq_mhz], noise_box=args.noise_box,
@@ -410,6 +407,19 @@ def write_with_figure(t, args, summary: str, plot) -> int:
     print(f"{summary} -> {args.out}")
     _figure(args.figure, lambda: plot(t))
     return 0
+
+
+def _fits_outputs(*named: tuple[str, str | None]) -> None:
+    """ValueError (before any work) for an output option given a path that is not FITS."""
+    for option, path in named:
+        if path and not path.lower().endswith((".fits", ".fit", ".fts")):
+            raise ValueError(f"{option}: a FITS file (.fits), received {path}")
+
+
+def _image_plane_options(p) -> None:
+    """``--hdu`` and ``--plane`` of the commands that read whole images."""
+    p.add_argument("--hdu", default=None, help="HDU index or name")
+    p.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
 
 
 def _figure(path: str | None, make) -> None:
@@ -628,8 +638,7 @@ def add_parsers(sub) -> None:
                      help="the detector's objectness threshold (default: the card's)")
     trn.add_argument("--min-change", type=float, default=5.0, metavar="SIGMA",
                      help="counted as a change from this significance in the summary (5)")
-    trn.add_argument("--hdu", default=None, help="HDU index or name")
-    trn.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
+    _image_plane_options(trn)
     trn.add_argument("--quiet", action="store_true", help="no progress")
 
     amp = sub.add_parser("alpha-map", help="a spectral-index map from images of one field at "
@@ -647,8 +656,7 @@ def add_parsers(sub) -> None:
                      help="each image's frequency, in order (default: from the headers)")
     amp.add_argument("--noise-box", type=int, default=128, metavar="PIXELS",
                      help="the noise maps' box (128)")
-    amp.add_argument("--hdu", default=None, help="HDU index or name")
-    amp.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
+    _image_plane_options(amp)
 
     stk = sub.add_parser("stack", help="the image stacked at a catalogue's positions: the "
                                        "mean emission of a population below the detection "
@@ -670,8 +678,7 @@ def add_parsers(sub) -> None:
     stk.add_argument("--bootstrap", type=int, default=200,
                      help="resamplings of the positions for the errors (200)")
     stk.add_argument("--seed", type=int, default=0)
-    stk.add_argument("--hdu", default=None, help="HDU index or name")
-    stk.add_argument("--plane", type=int, default=None, help="a cube's plane (0-based)")
+    _image_plane_options(stk)
     stk.add_argument("--figure", default=None, metavar="PNG",
                      help="also draw the stacks and their radial profiles")
 
