@@ -43,6 +43,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, find_column, make_table
 from .crossmatch import sky_chord, tangent_plane, unit_vectors
+from .scores import robust_scatter
 from .sky import angular_separation
 
 __all__ = ["CrossId", "likelihood_ratio", "crossid_figure", "CROSSID_NOTE"]
@@ -203,10 +204,8 @@ def _offsets(d_ra: np.ndarray, d_dec: np.ndarray, best: np.ndarray, sure: np.nda
         return {}
     out = {"offsets_n": int(k.size)}
     for name, v in (("ra", d_ra[k]), ("dec", d_dec[k])):
-        med = float(np.median(v))
-        spread = 1.4826 * float(np.median(np.abs(v - med)))
-        out[f"offset_{name}_arcsec"] = med
-        out[f"offset_{name}_err_arcsec"] = 1.2533 * spread / math.sqrt(k.size)
+        out[f"offset_{name}_arcsec"] = float(np.median(v))
+        out[f"offset_{name}_err_arcsec"] = 1.2533 * robust_scatter(v) / math.sqrt(k.size)
     return out
 
 

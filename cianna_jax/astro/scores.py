@@ -17,7 +17,7 @@ import numpy as np
 from .crossmatch import Match
 
 __all__ = ["SNR_BINS", "BinnedScores", "Scores", "binned_scores", "score_catalogue", "pr_curve",
-           "f1_score"]
+           "f1_score", "robust_scatter"]
 
 SNR_BINS: tuple[float, ...] = (0.0, 3.0, 5.0, 10.0, 20.0, 50.0, np.inf)
 
@@ -190,7 +190,7 @@ def score_catalogue(
     with np.errstate(invalid="ignore", divide="ignore"):
         fr = (np.asarray(det_flux)[d] / np.asarray(truth_flux)[t]
               if truth_flux is not None and det_flux is not None else np.zeros(0))
-        scatter = _robust_scatter(fr)
+        scatter = robust_scatter(fr)
         bmaj_r = bmin_r = pa_err = float("nan")
         n_elong = 0
         if det_size is not None and truth_size is not None:
@@ -214,7 +214,9 @@ def score_catalogue(
                   pa_error=pa_err, extra=extra)
 
 
-def _robust_scatter(v: np.ndarray) -> float:
+def robust_scatter(v: np.ndarray) -> float:
+    """1.4826 times the median absolute deviation of the finite ``v`` (the sigma of a
+    Gaussian, little moved by outliers); NaN without one."""
     v = v[np.isfinite(v)]
     return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else float("nan")
 
@@ -226,11 +228,11 @@ def _error_pulls(d, t, offsets, pos_err, det_flux, truth_flux, flux_err, axes: s
     if pos_err is not None:
         names = ("ra", "dec") if axes == "radec" else ("x", "y")
         for name, off, err in zip(names, offsets, pos_err):
-            out[name] = _robust_scatter(off / np.asarray(err, np.float64)[d])
+            out[name] = robust_scatter(off / np.asarray(err, np.float64)[d])
         e = np.asarray(pos_err[0], np.float64)[d]
         out["n"] = int(np.count_nonzero(np.isfinite(e) & (e > 0)))
     if flux_err is not None and det_flux is not None and truth_flux is not None:
-        out["flux"] = _robust_scatter((np.asarray(det_flux, np.float64)[d]
+        out["flux"] = robust_scatter((np.asarray(det_flux, np.float64)[d]
                                        - np.asarray(truth_flux, np.float64)[t])
                                       / np.asarray(flux_err, np.float64)[d])
     return out

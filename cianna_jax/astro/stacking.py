@@ -29,6 +29,7 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .fits_image import FitsImage, ImageError, open_image
+from .scores import robust_scatter
 from .sky import sky_to_pixel
 
 __all__ = ["Stack", "stack_positions", "stack_figure", "write_stack", "format_stack"]
@@ -67,11 +68,6 @@ class Stack:
         """The numbers (no images), for a table's or a file's metadata."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
                 if k not in ("mean", "median")}
-
-
-def _robust_rms(v: np.ndarray) -> float:
-    v = v[np.isfinite(v)]
-    return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else float("nan")
 
 
 def _gaussian_fit(img: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -207,7 +203,7 @@ def _measure(cut: np.ndarray, n_given: int, skipped: dict[str, int],
     return Stack(mean=mean, median=median, n=n, n_given=n_given, skipped=skipped,
                  peak_mean=float(mean[h, h]), peak_mean_err=float(np.std(boot_mean)),
                  peak_median=float(median[h, h]), peak_median_err=float(np.std(boot_median)),
-                 rms_mean=_robust_rms(mean[outer]), rms_median=_robust_rms(median[outer]),
+                 rms_mean=robust_scatter(mean[outer]), rms_median=robust_scatter(median[outer]),
                  flux=flux, flux_err=flux_err, fwhm=size, beam_fwhm=beam, pixel_scale=scale)
 
 
