@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
-from .catalogue import CatalogueError, column_values, find_column, make_table
+from .catalogue import CatalogueError, column_values, make_table
 from .crossmatch import sky_chord, tangent_plane, unit_vectors
 from .scores import robust_scatter
 from .sky import angular_separation
@@ -146,15 +146,10 @@ def _radio_sigma(t: Any, radio_error: float | None) -> tuple[np.ndarray, np.ndar
 
 
 def _magnitudes(t: Any, column: str) -> np.ndarray:
-    c = find_column(t, column) if column not in t.colnames else column
-    if c is None:
+    m = column_values(t, column, "optical catalogue")  # (masked: NaN; not numeric: refused)
+    if m is None:
         raise CatalogueError(f"optical catalogue: no magnitude column {column!r} (columns: "
                              f"{', '.join(t.colnames[:20])})")
-    try:
-        m = np.array(np.ma.getdata(t[c]), np.float64)
-    except (TypeError, ValueError):
-        raise CatalogueError(f"optical catalogue: column {c!r} is not numeric") from None
-    m[np.ma.getmaskarray(t[c])] = np.nan
     return m
 
 

@@ -78,10 +78,7 @@ def luminosity_table(table: Any, *, z_column: str, alpha: float = -0.7,
             raise CatalogueError(f"{what}: no column {name!r}")
 
     def col(name: str) -> np.ndarray:
-        c = table[name]
-        v = np.array(np.ma.getdata(c), np.float64)
-        v[np.ma.getmaskarray(c)] = np.nan
-        return v
+        return column_values(table, name, what)  # (masked: NaN)
 
     z = col(z_column)
     a = np.full(len(table), float(alpha))
