@@ -70,31 +70,21 @@ class Stack:
                 if k not in ("mean", "median")}
 
 
-def _gaussian_fit(img: np.ndarray) -> tuple[float, float, float, float] | None:
-    """(amplitude, sigma_x, sigma_y, centre offset) of an elliptical Gaussian (axes along
-    the pixel axes, a constant background) fitted to the central part of a stack; None
-    when the fit fails or lands off the centre."""
-    from scipy.optimize import least_squares
+def _gaussian_fit(img: np.ndarray, outer: np.ndarray) -> tuple[float, float, float, float] | None:
+    """(amplitude, sigma major, sigma minor, centre offset) in pixels of an elliptical
+    Gaussian fitted (:func:`.gaussfit.fit_gaussians`) to a stack less the median of its
+    ``outer`` part; None when the fit fails."""
+    from .gaussfit import fit_gaussians
 
     h = img.shape[0] // 2
-    yy, xx = np.mgrid[-h:h + 1, -h:h + 1].astype(np.float64)
-    ok = np.isfinite(img)
-    a0 = float(img[h, h]) if np.isfinite(img[h, h]) else float(np.nanmax(img))
-
-    def model(p):
-        a, x0, y0, sx, sy, b = p
-        return a * np.exp(-0.5 * (((xx - x0) / sx) ** 2 + ((yy - y0) / sy) ** 2)) + b
-
-    try:
-        fit = least_squares(lambda p: (model(p) - img)[ok], [a0, 0.0, 0.0, 2.0, 2.0, 0.0],
-                            bounds=([-np.inf, -h / 2, -h / 2, 0.3, 0.3, -np.inf],
-                                    [np.inf, h / 2, h / 2, h, h, np.inf]))
-    except (ValueError, np.linalg.LinAlgError):
+    d = img - float(np.nanmedian(img[outer]))
+    w = np.isfinite(d).astype(np.float64)
+    a0 = float(d[h, h]) if np.isfinite(d[h, h]) else float(np.nanmax(d))
+    g = fit_gaussians(d[None], w[None], np.array([[a0, h, h, 2.0, 2.0]]))
+    if not bool(g.ok[0]):
         return None
-    a, x0, y0, sx, sy, _ = fit.x
-    if not fit.success or a <= 0:
-        return None
-    return float(a), float(sx), float(sy), float(math.hypot(x0, y0))
+    return (float(g.amplitude[0]), float(g.sigma_major[0]), float(g.sigma_minor[0]),
+            float(math.hypot(g.x0[0] - h, g.y0[0] - h)))
 
 
 def stack_positions(image: str | os.PathLike | FitsImage, ra: np.ndarray, dec: np.ndarray,
@@ -190,13 +180,12 @@ def _measure(cut: np.ndarray, n_given: int, skipped: dict[str, int],
     area = img.beam_area_pixels()
     scale = img.pixel_scale
     detected = float(mean[h, h]) >= 3.0 * float(np.std(boot_mean))  # (a fit to noise: none)
-    fit = _gaussian_fit(mean) if area is not None and detected else None
+    fit = _gaussian_fit(mean, outer) if area is not None and detected else None
     if fit is not None and fit[3] < h / 2:
         a, sx, sy, _ = fit
         flux = 2.0 * math.pi * a * sx * sy / area
         fw = 2.0 * math.sqrt(2.0 * math.log(2.0))
-        size = tuple(sorted((fw * sx * (scale or 1.0), fw * sy * (scale or 1.0)),
-                            reverse=True))
+        size = (fw * sx * (scale or 1.0), fw * sy * (scale or 1.0))
         # the fitted flux's error: its relative error as the centre's (bootstrap)
         flux_err = abs(flux) * float(np.std(boot_mean)) / max(abs(a), 1e-300)
     beam = None if img.beam is None else (float(img.beam.bmaj), float(img.beam.bmin))
