@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,7 @@ def find_transients(epoch: str | os.PathLike, reference: str | os.PathLike, mode
     from astropy.table import vstack
 
     from .forced import forced_fluxes
+    from .model_card import LoadedModel, load_model
     from .pipeline import find_sources
 
     with open_image(epoch, hdu, plane=plane) as ep, open_image(reference, hdu, plane=plane) as rf:
@@ -82,13 +84,17 @@ def find_transients(epoch: str | os.PathLike, reference: str | os.PathLike, mode
             path = os.fspath(difference) if difference else os.path.join(tmp, "diff.fits")
             beam = difference_image(ep, rf, path, scale=scale, regrid=regrid)
             parts = []
+            mdl = model if isinstance(model, LoadedModel) else load_model(model)
             with open_image(path) as diff:
-                for sign, img in ((1, diff), (-1, diff.inverted())):
-                    t = find_sources(img, model, obj_threshold=obj_threshold,
-                                     progress=progress).table
-                    keep = [c for c in ("ra", "dec", "x", "y", "snr", "objectness")
-                            if c in t.colnames]
-                    t = t[keep]
+                up = find_sources(diff, mdl, obj_threshold=obj_threshold, progress=progress)
+                # the inversion with the same noise map (its background negated)
+                flipped = replace(up.noise, background=-up.noise.background)
+                down = find_sources(diff.inverted(), mdl, obj_threshold=obj_threshold,
+                                    progress=progress, noise=flipped)
+                for sign, res in ((1, up), (-1, down)):
+                    t = res.table
+                    t = t[[c for c in ("ra", "dec", "x", "y", "snr", "objectness")
+                           if c in t.colnames]]
                     t["sign"] = np.full(len(t), sign, np.int64)
                     parts.append(t)
         cand = vstack(parts, metadata_conflicts="silent")
