@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from ..progress import Progress
 from .flags import BRIGHT_RADIUS, BRIGHT_SNR
 from .noise import NoiseMap, box_edges
@@ -44,15 +45,6 @@ BOX_BEAMS = 10.0
 MAX_CELLS = 4096
 #: pixels read at a time while looking for bright sources
 _BLOCK = 2048
-
-
-def _positive(v: object, name: str, *, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-            math.isfinite(v) and v > 0):
-        raise ValueError(f"adaptive_rms: {name} must be a number > 0"
-                         f"{' or None' if allow_none else ''}; received {v!r}")
 
 
 @dataclass(frozen=True)
@@ -71,10 +63,10 @@ class AdaptiveRms:
     reach: float = BRIGHT_RADIUS
 
     def __post_init__(self) -> None:
-        _positive(self.thresh, "thresh")
-        _positive(self.reach, "reach")
-        _positive(self.box, "box", allow_none=True)
-        _positive(self.step, "step", allow_none=True)
+        for name in ("thresh", "reach", "box", "step"):
+            v = getattr(self, name)
+            if v is not None or name in ("thresh", "reach"):
+                as_bounded_float(v, f"adaptive_rms: {name}")
         if self.thresh <= ISLAND_SNR:
             raise ValueError(f"adaptive_rms: thresh must exceed the islands' {ISLAND_SNR:g} "
                              f"sigma; received {self.thresh!r}")
