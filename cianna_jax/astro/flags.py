@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import as_bounded_float
 from .fits_image import FitsImage
 from .measure import FWHM, Measurements
 
@@ -55,10 +56,7 @@ class BrightRule:
 
     def __post_init__(self) -> None:
         for name in ("snr", "radius", "ratio"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                    np.isfinite(v) and v > 0):
-                raise ValueError(f"bright_{name}: a number > 0; received {v!r}")
+            as_bounded_float(getattr(self, name), f"bright_{name}")
 
     def summary(self) -> dict[str, float]:
         return {"snr": float(self.snr), "radius_beams": float(self.radius),
