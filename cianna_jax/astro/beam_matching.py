@@ -10,6 +10,7 @@ import numpy as np
 
 from .fits_image import Beam, FitsImage, ImageError
 from .sky import deconvolve, pixel_to_sky, sky_to_pixel
+from .sources import covariances
 
 __all__ = ["common_beam", "match_kernel", "check_same_grid", "at_beam", "regridded"]
 
@@ -23,10 +24,7 @@ _SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 def _cov(b: Beam) -> np.ndarray:
     """A beam's covariance (arcsec^2) in (east, north)."""
-    t = math.radians(b.bpa)
-    smaj, smin = b.bmaj / _SIGMA, b.bmin / _SIGMA
-    u, v = np.array([math.sin(t), math.cos(t)]), np.array([math.cos(t), -math.sin(t)])
-    return smaj ** 2 * np.outer(u, u) + smin ** 2 * np.outer(v, v)
+    return covariances([b.bmaj], [b.bmin], [b.bpa])[0]
 
 
 def common_beam(*beams: Beam) -> Beam:
