@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .fits_image import Beam, FitsImage, ImageError
+from .measure import FWHM
 from .sky import deconvolve, pixel_to_sky, sky_to_pixel
 from .sources import covariances
 
@@ -19,7 +20,6 @@ _MAP_STEP = 16
 #: rows regridded at a time
 _STRIP = 512
 
-_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 def _cov(b: Beam) -> np.ndarray:
@@ -46,9 +46,9 @@ def match_kernel(img: FitsImage, target: Beam) -> np.ndarray | None:
         raise ImageError(f"{img.path}: no beam (BMAJ, BMIN): the images' resolutions cannot be "
                          "matched")
     scale = img.pixel_scale
-    smaj, smin, theta = deconvolve(target.bmaj / _SIGMA / scale, target.bmin / _SIGMA / scale,
+    smaj, smin, theta = deconvolve(target.bmaj / FWHM / scale, target.bmin / FWHM / scale,
                                    math.radians(90.0 - target.bpa),
-                                   own.bmaj / _SIGMA / scale, own.bmin / _SIGMA / scale,
+                                   own.bmaj / FWHM / scale, own.bmin / FWHM / scale,
                                    math.radians(90.0 - own.bpa))
     smaj, smin, theta = float(smaj), float(smin), float(theta)
     if smaj < 0.05:

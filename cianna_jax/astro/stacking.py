@@ -29,6 +29,7 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .fits_image import FitsImage, ImageError, open_image
+from .measure import FWHM
 from .scores import robust_scatter
 from .sky import sky_to_pixel
 
@@ -184,8 +185,7 @@ def _measure(cut: np.ndarray, n_given: int, skipped: dict[str, int],
     if fit is not None and fit[3] < h / 2:
         a, sx, sy, _ = fit
         flux = 2.0 * math.pi * a * sx * sy / area
-        fw = 2.0 * math.sqrt(2.0 * math.log(2.0))
-        size = (fw * sx * (scale or 1.0), fw * sy * (scale or 1.0))
+        size = (FWHM * sx * (scale or 1.0), FWHM * sy * (scale or 1.0))
         # the fitted flux's error: its relative error as the centre's (bootstrap)
         flux_err = abs(flux) * float(np.std(boot_mean)) / max(abs(a), 1e-300)
     beam = None if img.beam is None else (float(img.beam.bmaj), float(img.beam.bmin))
@@ -274,7 +274,7 @@ def stack_figure(st: Stack, *, title: str = "Stack") -> Any:
                          for i in range(mid.size)])
         axes[2].plot(mid, prof * 1e6, "o-", ms=3, label=f"{name} stack")
     if st.beam_fwhm and st.pixel_scale:
-        s = st.beam_fwhm[0] / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        s = st.beam_fwhm[0] / FWHM
         rr = np.linspace(0, mid[-1], 200)
         axes[2].plot(rr, st.peak_mean * 1e6 * np.exp(-0.5 * (rr / s) ** 2), "k--",
                      label="the beam, at the mean's centre")
