@@ -18,7 +18,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from ..progress import Progress
 
-__all__ = ["NoiseMap", "box_edges", "clipped_stats", "estimate_noise_map"]
+__all__ = ["NoiseMap", "box_edges", "clipped_stats", "estimate_noise_map", "fill_nan"]
 
 # std of a unit Gaussian truncated at +-3 sigma (clipping bias correction)
 _CLIP3_STD = 0.98658
@@ -46,7 +46,7 @@ def clipped_stats(values: np.ndarray, *, clip: float = 3.0, iters: int = 3,
     return med, rms
 
 
-def _fill_nan(grid: np.ndarray) -> np.ndarray:
+def fill_nan(grid: np.ndarray) -> np.ndarray:
     """Replace NaN cells of a 2D grid by their nearest finite cell."""
     bad = ~np.isfinite(grid)
     if not bad.any() or bad.all():
@@ -228,7 +228,7 @@ def estimate_noise_map(
     for k in range(nplanes):  # a blank channel takes the median of the others
         if not np.isfinite(rms[k]).any():
             rms[k], bkg[k] = np.nanmedian(rms), np.nanmedian(bkg)
-        rms[k], bkg[k] = _fill_nan(rms[k]), _fill_nan(bkg[k])
+        rms[k], bkg[k] = fill_nan(rms[k]), fill_nan(bkg[k])
     cy = 0.5 * (ey[:-1] + ey[1:]) - 0.5
     cx = 0.5 * (ex[:-1] + ex[1:]) - 0.5
     if D is None:

@@ -1,0 +1,212 @@
+"""A catalogue's angular clustering, measured as a survey paper measures it.
+
+The sources of a catalogue above a flux cut, inside its image's data, against randoms with
+the same selection (:mod:`.randoms`): ``w(theta)`` with jackknife errors and a power-law fit
+(:mod:`.clustering`), the randoms kept for other codes, and optionally the same measurement
+against uniform randoms, to show what the noise pattern alone would add.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..checks import as_bounded_float, as_int
+from .catalogue import CatalogueError, column_values, read_catalogue
+from .clustering import Correlation, angular_correlation, fit_power_law, footprint_radius, log_edges
+from .fits_image import open_image
+from .primary_beam import finding_beam
+from .randoms import (
+    Detection,
+    Footprint,
+    Randoms,
+    draw_randoms,
+    intrinsic_weights,
+    visible_fraction,
+)
+from .sky import sky_to_pixel
+
+__all__ = ["ClusteringResult", "measure_clustering", "half_area_flux", "format_clustering"]
+
+
+@dataclass(frozen=True)
+class ClusteringResult:
+    """``correlation`` (its ``table()`` the output), the ``randoms`` used, ``naive``: the
+    same sources against uniform randoms (when asked), ``selected``: the catalogue's rows
+    measured (a boolean mask)."""
+
+    correlation: Correlation
+    randoms: Randoms
+    naive: Correlation | None
+    selected: np.ndarray
+
+    def table(self) -> Any:
+        t = self.correlation.table()
+        if self.naive is not None:
+            t["w_uniform"] = self.naive.w
+            t["w_uniform_err"] = self.naive.w_err
+        return t
+
+
+def half_area_flux(footprint: Footprint, detection: Detection, rng: np.random.Generator,
+                   lo: float, hi: float) -> float:
+    """The peak (Jy/beam) a source needs to be found over half the data's area."""
+    grid = np.geomspace(lo, hi, 256)
+    frac = visible_fraction(footprint, detection, grid, rng)
+    if frac.max() < 0.5:
+        raise ValueError("flux_min: no flux in the catalogue is found over half the area; "
+                         "give flux_min")
+    return float(grid[np.argmax(frac >= 0.5)])
+
+
+def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *,
+                       rms_map: str | os.PathLike | None = None,
+                       injection: str | os.PathLike | None = None, snr: float = 5.0,
+                       flux_min: float | None = None, primary_beam: Any = None,
+                       pb_min: float | None = None, noise_box: int | None = None,
+                       hdu: int | str | None = None, bins: int = 10,
+                       theta_min: float | None = None, theta_max: float | None = None,
+                       estimator: str = "landy-szalay", jackknife: int = 16,
+                       gamma: float | None = 1.8, fit: bool = True,
+                       randoms_per_source: float = 10.0, naive: bool = False,
+                       seed: int = 0) -> ClusteringResult:
+    """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
+    the detection, else the flux: point sources) found on ``image`` (a source list rather
+    than Gaussians: a source's components would add pairs at small separations).
+
+    Selection, shared by the randoms: inside the image's data, ``flux`` >= ``flux_min`` (Jy;
+    default: the peak found over half the area), found by ``injection``'s completeness by
+    SNR (``cianna-jax inject``'s report) or, without one, ``peak >= snr`` x the local rms
+    (the sources below it left out). The rms: ``rms_map`` (``predict --rms-map``'s: needed
+    for a catalogue made with ``--adaptive-rms``) or the image's noise map in boxes of
+    ``noise_box`` (default: the catalogue's, from its metadata); ``primary_beam`` /
+    ``pb_min``: those of a catalogue corrected for the beam (``predict --pb``).
+
+    ``bins`` logarithmic bins from ``theta_min`` (degrees; default 4 beams, or 1 arcmin
+    without a beam) to ``theta_max`` (default the footprint's radius); ``estimator`` (see
+    :data:`.clustering.ESTIMATORS`), ``jackknife`` regions; a power law fitted (``fit``)
+    with ``gamma`` fixed or free (``None``); ``randoms_per_source`` randoms per selected
+    source; ``naive``: also against uniform randoms."""
+    rate = as_bounded_float(randoms_per_source, "randoms_per_source")
+    seed = as_int(seed, "seed")
+    rng = np.random.default_rng(seed)
+    name = os.fspath(catalogue)
+    detection = (Detection.from_injection(injection) if injection is not None
+                 else Detection.threshold(snr))
+    beam = finding_beam(primary_beam, pb_min)
+    t = read_catalogue(catalogue)
+    ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
+    flux = column_values(t, "flux", name)
+    if ra is None or dec is None or flux is None:
+        raise CatalogueError(f"{name}: ra, dec and flux are needed (or another finder's names "
+                             "for them, such as RA, DEC, Total_flux)")
+    peak = column_values(t, "peak", name)
+    point = peak is None
+    peak = flux.copy() if point else peak
+    if "adaptive_rms" in t.meta and rms_map is None:
+        warnings.warn(f"{name}: made with --adaptive-rms (the noise map raised around bright "
+                      "sources) but no rms_map given: the randoms see the plain noise map; "
+                      "give predict --rms-map's image", UserWarning, stacklevel=2)
+    if "pb" in t.colnames and primary_beam is None:
+        warnings.warn(f"{name}: its fluxes were corrected for a primary beam, which is not "
+                      "given: the randoms do not see the sensitivity fall away from the "
+                      "centre; give the beam (as predict --pb)", UserWarning, stacklevel=2)
+    box = noise_box if noise_box is not None else t.meta.get("noise_box", 128)
+    with ExitStack() as stack:
+        img = stack.enter_context(open_image(image, hdu))
+        rms_img = None if rms_map is None else stack.enter_context(open_image(rms_map))
+        fp = Footprint(img, rms_map=rms_img, noise_box=box, **beam)
+        x, y = sky_to_pixel(img.wcs, ra, dec)
+        inside = fp.contains(x, y)
+        sigma = np.where(inside, fp.sigma(x, y), np.nan)
+        good = inside & np.isfinite(flux) & (flux > 0) & np.isfinite(peak) & (peak > 0)
+        if not good.any():
+            raise CatalogueError(f"{name}: none of its sources lies on {os.fspath(image)}'s "
+                                 "data with a positive flux")
+        if flux_min is None:
+            flux_min = half_area_flux(fp, detection, rng, peak[good].min(), peak[good].max())
+        fmin = as_bounded_float(flux_min, "flux_min")
+        sel = good & (flux >= fmin)
+        if detection.completeness is None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sel &= peak / sigma >= detection.snr
+        n_sel = int(sel.sum())
+        if n_sel < 10:
+            raise CatalogueError(f"{name}: {n_sel} sources pass the selection (flux >= "
+                                 f"{fmin:.3g} Jy, {detection.describe()}); too few to count "
+                                 "pairs")
+        vis = visible_fraction(fp, detection, peak[sel], rng)
+        weights = intrinsic_weights(vis)
+        rnd = draw_randoms(fp, detection, flux[sel], peak[sel], weights,
+                           max(int(math.ceil(rate * n_sel)), 100), rng)
+        if theta_min is None:
+            theta_min = (4.0 * img.beam.bmaj / 3600.0 if img.beam is not None else 1.0 / 60.0)
+        if theta_max is None:
+            theta_max = footprint_radius(rnd.ra, rnd.dec)
+        edges = log_edges(theta_min, theta_max, bins)
+        corr = angular_correlation(ra[sel], dec[sel], rnd.ra, rnd.dec, edges,
+                                   estimator=estimator, jackknife=jackknife)
+        flat = None
+        if naive:
+            ux, uy = fp.sample(rnd.ra.size, rng)
+            ura, udec = fp.to_sky(ux, uy)
+            flat = angular_correlation(ra[sel], dec[sel], ura, udec, edges,
+                                       estimator=estimator, jackknife=jackknife)
+        area = fp.area_deg2(rng)
+        meta = {"catalogue": name, "image": os.fspath(image), "flux_min_jy": fmin,
+                "detection": detection.describe(), "rms": fp.rms_source,
+                "peak_from": "flux (no peak column: point sources)" if point else "peak",
+                "n_catalogue": len(t), "n_on_data": int(inside.sum()), "n_selected": n_sel,
+                "randoms_drawn": rnd.drawn, "randoms_kept": int(rnd.ra.size),
+                "weights_floored": int(np.sum(vis < 0.02)), "area_deg2": area,
+                "density_per_deg2": n_sel / area, "seed": seed,
+                "jackknife_regions": corr.meta["jackknife_regions"]}
+        if beam:
+            meta["primary_beam"] = beam["primary_beam"].description
+    if fit:
+        corr = _with_fit(corr, gamma)
+    corr = replace(corr, meta=meta)
+    return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
+
+
+def _with_fit(corr: Correlation, gamma: float | None) -> Correlation:
+    try:
+        return replace(corr, fit=fit_power_law(corr, gamma))
+    except ValueError as err:
+        warnings.warn(f"no power law fitted: {err}", UserWarning, stacklevel=3)
+        return corr
+
+
+def format_clustering(res: ClusteringResult) -> str:
+    """The measurement in a few lines and one per bin."""
+    c = res.correlation
+    m = c.meta
+    lines = [f"{m['n_selected']} of {m['n_catalogue']} sources (flux >= "
+             f"{m['flux_min_jy'] * 1e6:.4g} uJy, {m['detection']}; {m['rms']}) over "
+             f"{m['area_deg2']:.4g} deg^2 ({m['density_per_deg2']:.4g} per deg^2); "
+             f"{c.n_random} randoms with their selection ({m['randoms_drawn']} drawn), "
+             f"{c.estimator}, {m['jackknife_regions']} jackknife regions"]
+    if c.fit is not None:
+        f = c.fit
+        lines.append(f"w(theta) = A (theta/deg)^(1-gamma): A = {f.amplitude:.3e} +- "
+                     f"{f.amplitude_err:.2e}, gamma = {f.gamma:.2f}"
+                     + (" (fixed)" if f.gamma_fixed else f" +- {f.gamma_err:.2f}")
+                     + f", integral constraint {f.integral_constraint:.2e}, chi2 "
+                     f"{f.chi2:.1f} for {f.as_dict()['dof']} dof")
+    head = f"{'theta (arcmin)':>15}{'DD':>10}{'w':>11}{'+-':>10}"
+    if res.naive is not None:
+        head += f"{'w uniform':>12}{'+-':>10}"
+    lines.append(head)
+    for i in range(c.w.size):
+        row = (f"{c.edges[i] * 60:7.3g}-{c.edges[i + 1] * 60:<7.3g}{c.dd[i] / 2:>10.0f}"
+               f"{c.w[i]:>11.4f}{c.w_err[i]:>10.4f}")
+        if res.naive is not None:
+            row += f"{res.naive.w[i]:>12.4f}{res.naive.w_err[i]:>10.4f}"
+        lines.append(row)
+    return "\n".join(lines)
