@@ -266,6 +266,19 @@ def test_command_line_and_errors(tmp_path, capsys):
     assert str(r["flux"].unit) == "Jy" and (tmp_path / "w.png").stat().st_size > 10000
     # the default flux cut: a peak found over half the area (5 x 35 uJy at mid-image)
     assert t.meta["clustering"]["flux_min_jy"] == pytest.approx(5 * 35e-6, rel=0.05)
+    # an injection's completeness by SNR that steps at 5 keeps the same randoms' share
+    inj = tmp_path / "inj"
+    inj.mkdir()
+    write_catalogue(make_table({"snr_min": [0.0, 4.99, 5.01], "snr_max": [4.99, 5.01, 1e3],
+                                "completeness": [0.0, 0.5, 1.0]}),
+                    inj / "completeness_by_snr.ecsv")
+    assert main(["clustering", "--catalogue", str(cat_p), "--image", str(img_p),
+                 "--rms-map", str(rms_p), "--out", str(out), "--bins", "4", "--jackknife",
+                 "4", "--injection", str(inj), "--no-fit"]) == 0
+    assert "completeness by SNR of injection" in capsys.readouterr().out
+    by_inj = read_catalogue(out)
+    assert "power_law" not in by_inj.meta["clustering"]
+    np.testing.assert_allclose(by_inj["w"], t["w"], atol=3 * float(np.max(t["w_err"])))
     for argv, msg in ((["--gamma", "steep"], "--gamma: a number or 'free'"),
                       (["--flux-min", "1.0"], "too few to count"),
                       (["--theta-min", "10", "--theta-max", "5"], "theta_max"),
