@@ -33,6 +33,15 @@ def clustering(args) -> int:
         from .astro.completeness import require_plotting
 
         require_plotting()
+    nz = None
+    if args.nz is not None or args.redshifts is not None:
+        from .astro.limber import read_nz
+
+        if (args.nz is None) == (args.redshifts is None) or (args.redshifts is None) != (
+                args.z_column is None):
+            raise ValueError("--nz TABLE (columns z, n), or --redshifts CATALOGUE with "
+                             "--z-column NAME: one of them")
+        nz = read_nz(args.nz or args.redshifts, args.z_column)
     res = measure_clustering(
         args.catalogue, args.image, rms_map=args.rms_map, injection=args.injection,
         snr=args.snr, flux_min=args.flux_min, primary_beam=args.pb, pb_min=args.pb_min,
@@ -40,7 +49,8 @@ def clustering(args) -> int:
         theta_min=None if args.theta_min is None else args.theta_min / 60.0,
         theta_max=None if args.theta_max is None else args.theta_max / 60.0,
         estimator=args.estimator, jackknife=args.jackknife, gamma=gamma, fit=not args.no_fit,
-        randoms_per_source=args.randoms_per_source, naive=args.uniform_too, seed=args.seed)
+        randoms_per_source=args.randoms_per_source, naive=args.uniform_too, nz=nz,
+        epsilon=args.epsilon, cosmology=args.cosmology, seed=args.seed)
     print(format_clustering(res))
     if args.randoms_out:
         write_catalogue(res.randoms.table(meta={"clustering": res.correlation.meta}),
@@ -88,6 +98,19 @@ def add_parser(sub) -> None:
     p.add_argument("--gamma", default="1.8",
                    help="the power law's slope, fixed (default 1.8) or 'free'")
     p.add_argument("--no-fit", action="store_true", help="no power-law fit")
+    p.add_argument("--nz", default=None, metavar="TABLE",
+                   help="the sources' redshift distribution (columns z, n; e.g. from SKADS "
+                        "or T-RECS): the clustering length r0 by Limber's equation")
+    p.add_argument("--redshifts", default=None, metavar="CATALOGUE",
+                   help="instead of --nz: a catalogue of (a sample of) the sources' "
+                        "redshifts, e.g. crossid --keep z_phot's, with --z-column")
+    p.add_argument("--z-column", default=None, metavar="NAME",
+                   help="with --redshifts: its redshift column (e.g. lr_z_phot)")
+    p.add_argument("--epsilon", type=float, default=None,
+                   help="the clustering's evolution, (1+z)^-(3+epsilon) in proper units "
+                        "(default gamma - 3: constant in comoving coordinates; 0: stable)")
+    p.add_argument("--cosmology", default="Planck18",
+                   help="one of astropy's, for r0's distances (default Planck18)")
     p.add_argument("--randoms-per-source", type=float, default=10.0, metavar="N",
                    help="randoms per selected source (default 10)")
     p.add_argument("--randoms-out", default=None, metavar="PATH",

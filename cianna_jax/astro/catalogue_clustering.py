@@ -21,6 +21,7 @@ from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, read_catalogue
 from .clustering import Correlation, angular_correlation, fit_power_law, footprint_radius, log_edges
 from .fits_image import open_image
+from .limber import ClusteringLength
 from .primary_beam import finding_beam
 from .randoms import (
     Detection,
@@ -75,6 +76,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                        estimator: str = "landy-szalay", jackknife: int = 16,
                        gamma: float | None = 1.8, fit: bool = True,
                        randoms_per_source: float = 10.0, naive: bool = False,
+                       nz: tuple[np.ndarray, np.ndarray] | None = None,
+                       epsilon: float | None = None, cosmology: str = "Planck18",
                        seed: int = 0) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
@@ -92,7 +95,10 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     without a beam) to ``theta_max`` (default the footprint's radius); ``estimator`` (see
     :data:`.clustering.ESTIMATORS`), ``jackknife`` regions; a power law fitted (``fit``)
     with ``gamma`` fixed or free (``None``); ``randoms_per_source`` randoms per selected
-    source; ``naive``: also against uniform randoms."""
+    source; ``naive``: also against uniform randoms. ``nz``: the sources' redshift
+    distribution ``(z, N)``, for the comoving clustering length ``r0`` of the fitted power law
+    by Limber's equation (:mod:`.limber`: ``epsilon`` the clustering's evolution, default
+    constant in comoving coordinates; distances in ``cosmology``), in the metadata."""
     rate = as_bounded_float(randoms_per_source, "randoms_per_source")
     seed = as_int(seed, "seed")
     rng = np.random.default_rng(seed)
@@ -171,6 +177,13 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
             meta["primary_beam"] = beam["primary_beam"].description
     if fit:
         corr = _with_fit(corr, gamma)
+    if nz is not None:
+        if corr.fit is None:
+            raise ValueError("nz: the clustering length comes from the power-law fit (fit=True)")
+        f = corr.fit
+        meta["clustering_length"] = ClusteringLength.from_fit(
+            f.amplitude, f.amplitude_err, f.gamma, *nz, epsilon=epsilon,
+            cosmology=cosmology).as_dict()
     corr = replace(corr, meta=meta)
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
 
@@ -199,6 +212,13 @@ def format_clustering(res: ClusteringResult) -> str:
                      + (" (fixed)" if f.gamma_fixed else f" +- {f.gamma_err:.2f}")
                      + f", integral constraint {f.integral_constraint:.2e}, chi2 "
                      f"{f.chi2:.1f} for {f.as_dict()['dof']} dof")
+    r0 = m.get("clustering_length")
+    if r0 is not None:
+        value = (f"r0 = {r0['r0_mpc']:.2f} +- {r0['r0_err_mpc']:.2f} Mpc ({r0['r0_h_mpc']:.2f} "
+                 f"+- {r0['r0_err_h_mpc']:.2f} Mpc/h)" if math.isfinite(r0["r0_mpc"])
+                 else "no r0 (the amplitude is not positive)")
+        lines.append(f"clustering length (Limber, N(z) median z {r0['z_median']:.2f}, epsilon "
+                     f"{r0['epsilon']:g}, {r0['cosmology']}): {value}")
     head = f"{'theta (arcmin)':>15}{'DD':>10}{'w':>11}{'+-':>10}"
     if res.naive is not None:
         head += f"{'w uniform':>12}{'+-':>10}"

@@ -20,7 +20,7 @@ import numpy as np
 from ._deps import require
 from .catalogue import CatalogueError, column_values
 
-__all__ = ["radio_luminosity", "luminosity_table", "LUMINOSITY_NOTE"]
+__all__ = ["radio_luminosity", "luminosity_table", "cosmology_by_name", "LUMINOSITY_NOTE"]
 
 LUMINOSITY_NOTE = ("luminosity: spectral luminosity (W/Hz) in the rest frame at "
                    "rest_freq_hz, 4 pi D_L^2 S (1+z)^-(1+alpha) (nu_rest/nu_obs)^alpha; "
@@ -28,7 +28,7 @@ LUMINOSITY_NOTE = ("luminosity: spectral luminosity (W/Hz) in the rest frame at 
 _MPC_M = 3.0856775814913673e22
 
 
-def _cosmology(name: str) -> Any:
+def cosmology_by_name(name: str) -> Any:
     """One of astropy's cosmologies by name (ValueError naming the known ones)."""
     cosmo = require("astropy.cosmology")
     known = tuple(cosmo.realizations.available)
@@ -47,7 +47,7 @@ def radio_luminosity(flux: np.ndarray, z: np.ndarray, *, alpha: np.ndarray | flo
     zz = np.asarray(z, np.float64)
     a = np.broadcast_to(np.asarray(alpha, np.float64), f.shape)
     ok = np.isfinite(zz) & (zz > 0)
-    cosmo = _cosmology(cosmology)
+    cosmo = cosmology_by_name(cosmology)
     d_l = np.full(zz.shape, np.nan)
     if ok.any():
         d_l[ok] = cosmo.luminosity_distance(zz[ok]).to_value("Mpc") * _MPC_M
@@ -106,7 +106,7 @@ def luminosity_table(table: Any, *, z_column: str, alpha: float = -0.7,
     out["luminosity_err"].unit = "W / Hz"
     with np.errstate(divide="ignore", invalid="ignore"):
         out["log_luminosity"] = np.log10(lum)
-    cosmo = _cosmology(cosmology)
+    cosmo = cosmology_by_name(cosmology)
     ok = np.isfinite(z) & (z > 0)
     d_l = np.full(len(table), np.nan)
     d_a = np.full(len(table), np.nan)

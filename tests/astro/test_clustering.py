@@ -253,16 +253,28 @@ def test_command_line_and_errors(tmp_path, capsys):
 
     img_p, rms_p, cat_p = _field(tmp_path, 5, hole=False)
     out, rnd = tmp_path / "w.ecsv", tmp_path / "r.fits"
+    write_catalogue(make_table({"z": [0.5, 1.0, 1.5], "n": [1.0, 2.0, 1.0]}),
+                    tmp_path / "nz.ecsv")
     assert main(["clustering", "--catalogue", str(cat_p), "--image", str(img_p),
                  "--rms-map", str(rms_p), "--out", str(out), "--randoms-out", str(rnd),
                  "--bins", "4", "--jackknife", "4", "--gamma", "free",
-                 "--figure", str(tmp_path / "w.png")]) == 0
+                 "--nz", str(tmp_path / "nz.ecsv"), "--figure", str(tmp_path / "w.png")]) == 0
     text = capsys.readouterr().out
     assert "w(theta) ->" in text and "randoms ->" in text and "gamma =" in text
+    assert "clustering length (Limber, N(z) median z 1.00" in text
     from cianna_jax.astro.catalogue import read_catalogue
 
     t, r = read_catalogue(out), read_catalogue(rnd)
     assert len(t) == 4 and len(r) >= 10 * t.meta["clustering"]["n_data"]
+    fit, r0 = t.meta["clustering"]["power_law"], t.meta["clustering"]["clustering_length"]
+    from cianna_jax.astro.limber import limber_kernel, r0_from_amplitude
+
+    k = limber_kernel(np.array([0.5, 1.0, 1.5]), np.array([1.0, 2.0, 1.0]), fit["gamma"])
+    if fit["amplitude"] > 0:
+        assert r0["r0_mpc"] == pytest.approx(r0_from_amplitude(fit["amplitude"], fit["gamma"],
+                                                               k))
+    else:  # (a field without clustering: the amplitude's sign is the noise's)
+        assert math.isnan(r0["r0_mpc"]) and "no r0 (the amplitude is not positive)" in text
     assert str(r["flux"].unit) == "Jy" and (tmp_path / "w.png").stat().st_size > 10000
     # the default flux cut: a peak found over half the area (5 x 35 uJy at mid-image)
     assert t.meta["clustering"]["flux_min_jy"] == pytest.approx(5 * 35e-6, rel=0.05)
@@ -282,7 +294,9 @@ def test_command_line_and_errors(tmp_path, capsys):
     for argv, msg in ((["--gamma", "steep"], "--gamma: a number or 'free'"),
                       (["--flux-min", "1.0"], "too few to count"),
                       (["--theta-min", "10", "--theta-max", "5"], "theta_max"),
-                      (["--out", str(tmp_path / "w.xyz")], "w.xyz")):
+                      (["--out", str(tmp_path / "w.xyz")], "w.xyz"),
+                      (["--redshifts", str(cat_p)], "--z-column NAME: one of them"),
+                      (["--nz", str(tmp_path / "nz.ecsv"), "--no-fit"], "power-law fit")):
         base = ["clustering", "--catalogue", str(cat_p), "--image", str(img_p),
                 "--out", str(out)]
         if "--out" in argv:
