@@ -45,6 +45,7 @@ def clustering(args) -> int:
     res = measure_clustering(
         args.catalogue, args.image, rms_map=args.rms_map, injection=args.injection,
         snr=args.snr, flux_min=args.flux_min, primary_beam=args.pb, pb_min=args.pb_min,
+        max_rms=args.max_rms,
         noise_box=args.noise_box, hdu=args.hdu, bins=args.bins,
         theta_min=None if args.theta_min is None else args.theta_min / 60.0,
         theta_max=None if args.theta_max is None else args.theta_max / 60.0,
@@ -86,6 +87,9 @@ def add_parser(sub) -> None:
                         "local rms (default 5)")
     p.add_argument("--flux-min", type=float, default=None, metavar="JY",
                    help="the flux cut (default: the peak found over half the area)")
+    p.add_argument("--max-rms", type=float, default=None, metavar="JY",
+                   help="only where the local rms (through --pb) is at most this, Jy/beam: "
+                        "the noisiest parts masked for sources and randoms alike")
     p.add_argument("--bins", type=int, default=10, help="separation bins (default 10)")
     p.add_argument("--theta-min", type=float, default=None, metavar="ARCMIN",
                    help="the smallest separation (default 4 beams, or 1 arcmin)")

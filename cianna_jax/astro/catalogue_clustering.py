@@ -70,7 +70,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                        rms_map: str | os.PathLike | None = None,
                        injection: str | os.PathLike | None = None, snr: float = 5.0,
                        flux_min: float | None = None, primary_beam: Any = None,
-                       pb_min: float | None = None, noise_box: int | None = None,
+                       pb_min: float | None = None, max_rms: float | None = None,
+                       noise_box: int | None = None,
                        hdu: int | str | None = None, bins: int = 10,
                        theta_min: float | None = None, theta_max: float | None = None,
                        estimator: str = "landy-szalay", jackknife: int = 16,
@@ -89,7 +90,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     (the sources below it left out). The rms: ``rms_map`` (``predict --rms-map``'s: needed
     for a catalogue made with ``--adaptive-rms``) or the image's noise map in boxes of
     ``noise_box`` (default: the catalogue's, from its metadata); ``primary_beam`` /
-    ``pb_min``: those of a catalogue corrected for the beam (``predict --pb``).
+    ``pb_min``: those of a catalogue corrected for the beam (``predict --pb``); ``max_rms``
+    (Jy/beam): only where that rms is at most this (sources and randoms).
 
     ``bins`` logarithmic bins from ``theta_min`` (degrees; default 4 beams, or 1 arcmin
     without a beam) to ``theta_max`` (default the footprint's radius); ``estimator`` (see
@@ -127,7 +129,7 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     with ExitStack() as stack:
         img = stack.enter_context(open_image(image, hdu))
         rms_img = None if rms_map is None else stack.enter_context(open_image(rms_map))
-        fp = Footprint(img, rms_map=rms_img, noise_box=box, **beam)
+        fp = Footprint(img, rms_map=rms_img, noise_box=box, max_rms=max_rms, **beam)
         x, y = sky_to_pixel(img.wcs, ra, dec)
         inside = fp.contains(x, y)
         sigma = np.where(inside, fp.sigma(x, y), np.nan)
@@ -175,6 +177,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                 "jackknife_regions": corr.meta["jackknife_regions"]}
         if beam:
             meta["primary_beam"] = beam["primary_beam"].description
+        if max_rms is not None:
+            meta["max_rms"] = float(max_rms)
     if fit:
         corr = _with_fit(corr, gamma)
     if nz is not None:

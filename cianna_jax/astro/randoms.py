@@ -102,18 +102,21 @@ class Footprint:
     ``predict`` does); ``rms_map``: an rms image of the same grid instead (``predict
     --rms-map``'s, e.g. with ``--adaptive-rms``), read on a grid of at most ``max_grid``
     points; ``primary_beam`` / ``pb_min``: the beam and its cut of a catalogue corrected for
-    it (no data where the response is below the cut or unknown)."""
+    it (no data where the response is below the cut or unknown); ``max_rms``: the data
+    where that rms is at most this (Jy/beam; a mask of the noisiest parts, as survey
+    papers cut their edges)."""
 
     def __init__(self, image: FitsImage, *, noise: NoiseMap | None = None,
                  rms_map: FitsImage | None = None, noise_box: int = 128,
                  primary_beam: PrimaryBeam | None = None, pb_min: float | None = None,
-                 max_grid: int = 4_000_000, rows: int = 256):
+                 max_rms: float | None = None, max_grid: int = 4_000_000, rows: int = 256):
         if image.ndim != 2:
             raise ImageError(f"{image.path}: randoms are drawn on 2D images; this one has "
                              f"{image.ndim} axes")
         if image.wcs is None or not image.pixel_scale:
             raise ImageError(f"{image.path}: no celestial WCS: randoms need sky positions")
         self.image, self.primary_beam, self.pb_min = image, primary_beam, pb_min
+        self.max_rms = None if max_rms is None else as_bounded_float(max_rms, "max_rms")
         H, W = image.shape
         rows = max(1, int(rows))
         finite = np.zeros((H, (W + 7) // 8), np.uint8)
@@ -151,7 +154,9 @@ class Footprint:
         inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
         ix, iy = np.where(inside, ix, 0), np.where(inside, iy, 0)
         ok = inside & ((self._finite[iy, ix >> 3] >> (7 - (ix & 7))) & 1).astype(bool)
-        return ok & np.isfinite(self.sigma(x, y))
+        s = self.sigma(x, y)
+        with np.errstate(invalid="ignore"):
+            return ok & np.isfinite(s) & (True if self.max_rms is None else s <= self.max_rms)
 
     def sigma(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The rms a true peak is measured against at pixel positions (Jy/beam): the noise

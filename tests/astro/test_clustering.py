@@ -215,6 +215,12 @@ def test_footprint_follows_the_data_and_the_noise(tmp_path):
         assert centre[0] == pytest.approx(fp.sigma(np.array([200.0]), np.array([200.0]))[0],
                                           rel=1e-3)
         assert not pb.contains(np.array([399.0]), np.array([399.0]))[0]  # below the cut
+        # the noisiest part masked: rms <= 35 uJy is x < 200
+        masked = Footprint(img, rms_map=rms, max_rms=35e-6)
+        x, _ = masked.sample(5000, rng)
+        assert x.max() < 200.5 and x.max() > 190
+        assert masked.area_deg2(rng) == pytest.approx((80000 - 14400) * (PIX_ARCSEC / 3600) ** 2,
+                                                      rel=0.02)
 
 
 def test_randoms_take_out_the_noise_pattern(tmp_path):
