@@ -34,6 +34,9 @@ def clustering(args) -> int:
 
         require_plotting()
     nz = None
+    if args.cross and (args.nz or args.redshifts):
+        raise ValueError("--nz, --redshifts: the clustering length is for a catalogue's own "
+                         "correlation, not a cross-correlation (--cross)")
     if args.nz is not None or args.redshifts is not None:
         from .astro.limber import read_nz
 
@@ -51,7 +54,8 @@ def clustering(args) -> int:
         theta_max=None if args.theta_max is None else args.theta_max / 60.0,
         estimator=args.estimator, jackknife=args.jackknife, gamma=gamma, fit=not args.no_fit,
         randoms_per_source=args.randoms_per_source, naive=args.uniform_too, nz=nz,
-        epsilon=args.epsilon, cosmology=args.cosmology, seed=args.seed)
+        epsilon=args.epsilon, cosmology=args.cosmology, cross=args.cross,
+        cross_randoms=args.cross_randoms, seed=args.seed)
     print(format_clustering(res))
     if args.randoms_out:
         write_catalogue(res.randoms.table(meta={"clustering": res.correlation.meta}),
@@ -59,7 +63,8 @@ def clustering(args) -> int:
         print(f"{res.randoms.ra.size} randoms -> {args.randoms_out}")
     write_with_figure(res.table(), args, "w(theta)", lambda _: correlation_figure(
         res.correlation, naive=res.naive,
-        title=f"Angular correlation: {os.path.basename(args.catalogue)}"))
+        title=f"Angular correlation: {os.path.basename(args.catalogue)}" + (
+            f" x {os.path.basename(args.cross)}" if args.cross else "")))
     return 0
 
 
@@ -102,6 +107,12 @@ def add_parser(sub) -> None:
     p.add_argument("--gamma", default="1.8",
                    help="the power law's slope, fixed (default 1.8) or 'free'")
     p.add_argument("--no-fit", action="store_true", help="no power-law fit")
+    p.add_argument("--cross", default=None, metavar="CATALOGUE",
+                   help="instead: the cross-correlation with another population (ra, dec: "
+                        "galaxies, quasars, clusters) on the image's data")
+    p.add_argument("--cross-randoms", default=None, metavar="CATALOGUE",
+                   help="with --cross: its randoms (ra, dec), for Landy & Szalay's cross "
+                        "estimator (without: D1D2 / R1D2 - 1, with ours only)")
     p.add_argument("--nz", default=None, metavar="TABLE",
                    help="the sources' redshift distribution (columns z, n; e.g. from SKADS "
                         "or T-RECS): the clustering length r0 by Limber's equation")

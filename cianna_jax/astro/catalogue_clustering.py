@@ -20,6 +20,7 @@ import numpy as np
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, read_catalogue
 from .clustering import Correlation, angular_correlation, fit_power_law, footprint_radius, log_edges
+from .cross_clustering import angular_cross_correlation
 from .fits_image import open_image
 from .limber import ClusteringLength
 from .primary_beam import finding_beam
@@ -79,6 +80,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                        randoms_per_source: float = 10.0, naive: bool = False,
                        nz: tuple[np.ndarray, np.ndarray] | None = None,
                        epsilon: float | None = None, cosmology: str = "Planck18",
+                       cross: str | os.PathLike | None = None,
+                       cross_randoms: str | os.PathLike | None = None,
                        seed: int = 0) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
@@ -100,7 +103,12 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     source; ``naive``: also against uniform randoms. ``nz``: the sources' redshift
     distribution ``(z, N)``, for the comoving clustering length ``r0`` of the fitted power law
     by Limber's equation (:mod:`.limber`: ``epsilon`` the clustering's evolution, default
-    constant in comoving coordinates; distances in ``cosmology``), in the metadata."""
+    constant in comoving coordinates; distances in ``cosmology``), in the metadata.
+
+    ``cross``: another catalogue (``ra``, ``dec``: galaxies, quasars, clusters): instead,
+    the cross-correlation of the selected sources with its objects on the image's data
+    (:mod:`.cross_clustering`), by Landy & Szalay's cross estimator with its randoms
+    (``cross_randoms``, a catalogue of ``ra``, ``dec``), else by ``D1D2 / R1D2 - 1``."""
     rate = as_bounded_float(randoms_per_source, "randoms_per_source")
     seed = as_int(seed, "seed")
     rng = np.random.default_rng(seed)
@@ -108,6 +116,11 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     detection = (Detection.from_injection(injection) if injection is not None
                  else Detection.threshold(snr))
     beam = finding_beam(primary_beam, pb_min)
+    if cross is None and cross_randoms is not None:
+        raise ValueError("cross_randoms: the randoms of the cross catalogue (cross)")
+    if cross is not None and nz is not None:
+        raise ValueError("nz: the clustering length is for a catalogue's own correlation, "
+                         "not a cross-correlation")
     t = read_catalogue(catalogue)
     ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
     flux = column_values(t, "flux", name)
@@ -158,14 +171,23 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
         if theta_max is None:
             theta_max = footprint_radius(rnd.ra, rnd.dec)
         edges = log_edges(theta_min, theta_max, bins)
-        corr = angular_correlation(ra[sel], dec[sel], rnd.ra, rnd.dec, edges,
-                                   estimator=estimator, jackknife=jackknife)
+        if cross is None:
+            def measure(r_ra, r_dec):
+                return angular_correlation(ra[sel], dec[sel], r_ra, r_dec, edges,
+                                           estimator=estimator, jackknife=jackknife)
+        else:
+            other = _on_data(fp, img, cross, "cross")
+            kw = {} if cross_randoms is None else dict(
+                zip(("ra_r2", "dec_r2"), _on_data(fp, img, cross_randoms, "cross_randoms")))
+
+            def measure(r_ra, r_dec):
+                return angular_cross_correlation(ra[sel], dec[sel], r_ra, r_dec, *other, edges,
+                                                 jackknife=jackknife, **kw)
+        corr = measure(rnd.ra, rnd.dec)
         flat = None
         if naive:
             ux, uy = fp.sample(rnd.ra.size, rng)
-            ura, udec = fp.to_sky(ux, uy)
-            flat = angular_correlation(ra[sel], dec[sel], ura, udec, edges,
-                                       estimator=estimator, jackknife=jackknife)
+            flat = measure(*fp.to_sky(ux, uy))
         area = fp.area_deg2(rng)
         meta = {"catalogue": name, "image": os.fspath(image), "flux_min_jy": fmin,
                 "detection": detection.describe(), "rms": fp.rms_source,
@@ -179,6 +201,10 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
             meta["primary_beam"] = beam["primary_beam"].description
         if max_rms is not None:
             meta["max_rms"] = float(max_rms)
+        if cross is not None:
+            meta.update(cross=os.fspath(cross), n_cross=corr.meta["n_second"],
+                        cross_randoms=None if cross_randoms is None else os.fspath(cross_randoms),
+                        n_cross_randoms=corr.meta["n_second_randoms"])
     if fit:
         corr = _with_fit(corr, gamma)
     if nz is not None:
@@ -190,6 +216,23 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
             cosmology=cosmology).as_dict()
     corr = replace(corr, meta=meta)
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
+
+
+def _on_data(fp: Footprint, img: Any, path: str | os.PathLike, what: str
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """RA and Dec of a catalogue's objects on the footprint's data."""
+    t = read_catalogue(path)
+    name = os.fspath(path)
+    ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
+    if ra is None or dec is None:
+        raise CatalogueError(f"{what}: {name} has no ra and dec (or another name for them)")
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    ra, dec = ra[ok], dec[ok]
+    inside = fp.contains(*sky_to_pixel(img.wcs, ra, dec))
+    if inside.sum() < 2:
+        raise CatalogueError(f"{what}: {int(inside.sum())} of {name}'s {ra.size} objects lie "
+                             "on the image's data")
+    return ra[inside], dec[inside]
 
 
 def _with_fit(corr: Correlation, gamma: float | None) -> Correlation:
@@ -209,6 +252,10 @@ def format_clustering(res: ClusteringResult) -> str:
              f"{m['area_deg2']:.4g} deg^2 ({m['density_per_deg2']:.4g} per deg^2); "
              f"{c.n_random} randoms with their selection ({m['randoms_drawn']} drawn), "
              f"{c.estimator}, {m['jackknife_regions']} jackknife regions"]
+    if "cross" in m:
+        lines.append(f"cross-correlated with the {m['n_cross']} objects of {m['cross']} on the "
+                     "image's data" + (f" ({m['n_cross_randoms']} randoms)"
+                                       if m["cross_randoms"] else " (no randoms: D1D2/R1D2 - 1)"))
     if c.fit is not None:
         f = c.fit
         lines.append(f"w(theta) = A (theta/deg)^(1-gamma): A = {f.amplitude:.3e} +- "
@@ -223,12 +270,12 @@ def format_clustering(res: ClusteringResult) -> str:
                  else "no r0 (the amplitude is not positive)")
         lines.append(f"clustering length (Limber, N(z) median z {r0['z_median']:.2f}, epsilon "
                      f"{r0['epsilon']:g}, {r0['cosmology']}): {value}")
-    head = f"{'theta (arcmin)':>15}{'DD':>10}{'w':>11}{'+-':>10}"
+    head = f"{'theta (arcmin)':>15}{'D1D2' if 'cross' in m else 'DD':>10}{'w':>11}{'+-':>10}"
     if res.naive is not None:
         head += f"{'w uniform':>12}{'+-':>10}"
     lines.append(head)
     for i in range(c.w.size):
-        row = (f"{c.edges[i] * 60:7.3g}-{c.edges[i + 1] * 60:<7.3g}{c.dd[i] / 2:>10.0f}"
+        row = (f"{c.edges[i] * 60:7.3g}-{c.edges[i + 1] * 60:<7.3g}{c.dd[i] / (1 if 'cross' in m else 2):>10.0f}"
                f"{c.w[i]:>11.4f}{c.w_err[i]:>10.4f}")
         if res.naive is not None:
             row += f"{res.naive.w[i]:>12.4f}{res.naive.w_err[i]:>10.4f}"

@@ -24,13 +24,15 @@ from ..checks import as_bounded_float, as_choice, as_int
 from .crossmatch import tangent_plane, unit_vectors
 
 __all__ = ["ESTIMATORS", "Correlation", "PowerLaw", "angular_correlation", "fit_power_law",
-           "estimate_w", "integral_constraint_factor",
+           "estimate_w", "integral_constraint_factor", "block_counts", "checked_edges",
+           "left_out", "jackknife_covariance", "pair_distribution", "chord",
            "log_edges", "footprint_radius", "jackknife_regions", "correlation_figure"]
 
 ESTIMATORS = ("landy-szalay", "hamilton", "natural")
 
 
-def _chord(theta_deg: np.ndarray) -> np.ndarray:
+def chord(theta_deg: np.ndarray) -> np.ndarray:
+    """The straight-line distances between unit vectors ``theta_deg`` degrees apart."""
     return 2.0 * np.sin(np.radians(np.asarray(theta_deg, np.float64)) / 2.0)
 
 
@@ -70,7 +72,7 @@ def jackknife_regions(ra: np.ndarray, dec: np.ndarray, ra_r: np.ndarray, dec_r: 
     return lab_d, lab_r, rows * cols
 
 
-def _block_counts(va: np.ndarray, la: np.ndarray, vb: np.ndarray | None, lb: np.ndarray | None,
+def block_counts(va: np.ndarray, la: np.ndarray, vb: np.ndarray | None, lb: np.ndarray | None,
                   radii: np.ndarray, k: int) -> np.ndarray:
     """Ordered pair counts within each separation bin, per pair of regions: ``[k, k, bins]``
     (``vb`` None: the pairs of ``va`` with itself, self-pairs left out)."""
@@ -124,7 +126,9 @@ class PowerLaw:
 class Correlation:
     """An angular correlation function: separation bins ``edges`` (degrees), ordered pair
     counts ``dd``, ``dr``, ``rr`` per bin and the numbers of ordered pairs they count
-    among (``pairs``; RR's within the randoms' subsets), ``w`` and its jackknife error ``w_err`` (with
+    among (``pairs``; RR's within the randoms' subsets); a cross-correlation's (two
+    populations, :mod:`.cross_clustering`) are D1D2, D1R2, R1R2 and ``rd`` R1D2 (NaN where
+    not counted); ``w`` and its jackknife error ``w_err`` (with
     ``covariance``) and Poisson error ``w_poisson``; ``jackknife_w`` the leave-one-out
     estimates ``[regions, bins]``; ``ic_edges``/``ic_rr``: the randoms' separations
     (sampled pairs) out to the footprint's largest, for the integral constraint."""
@@ -133,7 +137,7 @@ class Correlation:
     dd: np.ndarray
     dr: np.ndarray
     rr: np.ndarray
-    pairs: tuple[float, float, float]
+    pairs: tuple[float, ...]
     n_data: int
     n_random: int
     w: np.ndarray
@@ -146,6 +150,7 @@ class Correlation:
     ic_rr: np.ndarray = field(repr=False)
     fit: PowerLaw | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    rd: np.ndarray | None = None
 
     @property
     def theta(self) -> np.ndarray:
@@ -161,13 +166,14 @@ class Correlation:
         meta = dict(self.meta, estimator=self.estimator, n_data=nd, n_random=nr)
         if self.fit is not None:
             meta["power_law"] = self.fit.as_dict()
-        t = make_table({"theta_min": self.edges[:-1], "theta_max": self.edges[1:],
-                        "theta": self.theta, "dd": self.dd, "dr": self.dr, "rr": self.rr,
-                        "dd_norm": self.dd / self.pairs[0],
-                        "dr_norm": self.dr / self.pairs[1],
-                        "rr_norm": self.rr / self.pairs[2],
-                        "w": self.w, "w_err": self.w_err, "w_poisson": self.w_poisson},
-                       meta={"clustering": meta})
+        names = (("dd", "dr", "rr") if self.rd is None else ("d1d2", "d1r2", "r1r2", "r1d2"))
+        counts = (self.dd, self.dr, self.rr) + (() if self.rd is None else (self.rd,))
+        cols = {"theta_min": self.edges[:-1], "theta_max": self.edges[1:], "theta": self.theta}
+        cols.update(zip(names, counts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols.update({f"{n}_norm": c / p for n, c, p in zip(names, counts, self.pairs)})
+        cols.update(w=self.w, w_err=self.w_err, w_poisson=self.w_poisson)
+        t = make_table(cols, meta={"clustering": meta})
         for c in ("theta_min", "theta_max", "theta"):
             t[c].unit = "deg"
         return t
@@ -186,6 +192,44 @@ def estimate_w(dd: np.ndarray, dr: np.ndarray, rr: np.ndarray,
         return d / r - 1.0
 
 
+def checked_edges(edges: Any) -> np.ndarray:
+    """Separation bins (degrees) as an array, checked: increasing, the first above 0."""
+    e = np.asarray(edges, np.float64)
+    if e.ndim != 1 or e.size < 2 or e[0] <= 0 or np.any(np.diff(e) <= 0):
+        raise ValueError("edges: expected increasing separations (degrees) above 0, at least "
+                         f"two; received {edges!r}")
+    return e
+
+
+def left_out(blocks: np.ndarray, i: int) -> np.ndarray:
+    """Per-bin pair counts without region ``i`` from counts per pair of regions
+    ``[k, k, bins]``."""
+    return blocks.sum((0, 1)) - blocks[i].sum(0) - blocks[:, i].sum(0) + blocks[i, i]
+
+
+def jackknife_covariance(jk: np.ndarray) -> np.ndarray:
+    """The jackknife covariance ``(k-1)/k sum (w_i - mean)(w_i - mean)^T`` of leave-one-out
+    estimates ``[k, bins]``."""
+    k = jk.shape[0]
+    dev = np.nan_to_num(jk - np.nanmean(jk, axis=0))
+    return (k - 1.0) / k * np.einsum("ib,ic->bc", dev, dev)
+
+
+def pair_distribution(v: np.ndarray, edges: np.ndarray, bins: int, pairs: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, counts)``: the separations (degrees) of ``pairs`` random pairs of unit
+    vectors ``v`` on ``bins`` logarithmic bins out to the farthest (a dual-tree count that
+    far costs seconds), for the integral constraint."""
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, v.shape[0], (2, pairs))
+    keep = i != j
+    sep = np.degrees(2.0 * np.arcsin(np.clip(np.linalg.norm(v[i[keep]] - v[j[keep]], axis=1)
+                                             / 2.0, 0.0, 1.0)))
+    out = np.geomspace(min(edges[0], 1e-3), min(max(sep.max(), edges[-1]) * 1.01, 180.0),
+                       bins + 1)
+    return out, np.histogram(sep, out)[0].astype(np.float64)
+
+
 def angular_correlation(ra: np.ndarray, dec: np.ndarray, ra_r: np.ndarray, dec_r: np.ndarray,
                         edges: np.ndarray, *, estimator: str = "landy-szalay",
                         jackknife: int = 16, rr_split: int | None = None,
@@ -201,23 +245,20 @@ def angular_correlation(ra: np.ndarray, dec: np.ndarray, ra_r: np.ndarray, dec_r
     estimator = as_choice(estimator, "estimator", ESTIMATORS)
     ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
     ra_r, dec_r = np.asarray(ra_r, np.float64), np.asarray(dec_r, np.float64)
-    edges = np.asarray(edges, np.float64)
-    if edges.ndim != 1 or edges.size < 2 or edges[0] <= 0 or np.any(np.diff(edges) <= 0):
-        raise ValueError("edges: expected increasing separations (degrees) above 0, at least "
-                         f"two; received {edges!r}")
+    edges = checked_edges(edges)
     if ra.size < 2 or ra_r.size < 2:
         raise ValueError(f"at least two sources and two randoms are needed; received "
                          f"{ra.size} and {ra_r.size}")
     lab_d, lab_r, k = jackknife_regions(ra, dec, ra_r, dec_r, jackknife)
     vd, vr = unit_vectors(ra, dec), unit_vectors(ra_r, dec_r)
-    radii = _chord(edges)
+    radii = chord(edges)
     nd, nr = float(ra.size), float(ra_r.size)
     splits = (max(1, int(nr // nd)) if rr_split is None
               else as_int(rr_split, "rr_split", minimum=1))
     part = np.arange(ra_r.size) % splits  # (the randoms are in random order)
-    dd_b = _block_counts(vd, lab_d, None, None, radii, k)
-    dr_b = _block_counts(vd, lab_d, vr, lab_r, radii, k)
-    rr_b = sum(_block_counts(vr[part == s], lab_r[part == s], None, None, radii, k)
+    dd_b = block_counts(vd, lab_d, None, None, radii, k)
+    dr_b = block_counts(vd, lab_d, vr, lab_r, radii, k)
+    rr_b = sum(block_counts(vr[part == s], lab_r[part == s], None, None, radii, k)
                for s in range(splits))
     n_d = np.bincount(lab_d, minlength=k).astype(np.float64)
     n_rs = np.array([np.bincount(lab_r[part == s], minlength=k) for s in range(splits)],
@@ -228,27 +269,14 @@ def angular_correlation(ra: np.ndarray, dec: np.ndarray, ra_r: np.ndarray, dec_r
         m = n_rs.sum(1) - (0.0 if i is None else n_rs[:, i])
         return a * (a - 1.0), a * m.sum(), float(np.sum(m * (m - 1.0)))
 
-    def left_out(b: np.ndarray, i: int) -> np.ndarray:
-        return b.sum((0, 1)) - b[i].sum(0) - b[:, i].sum(0) + b[i, i]
-
     dd, dr, rr = dd_b.sum((0, 1)), dr_b.sum((0, 1)), rr_b.sum((0, 1))
     w = estimate_w(dd, dr, rr, pairs(None), estimator)
     jk = np.array([estimate_w(left_out(dd_b, i), left_out(dr_b, i), left_out(rr_b, i),
                               pairs(i), estimator) for i in range(k)])
-    dev = jk - np.nanmean(jk, axis=0)
-    cov = (k - 1.0) / k * np.einsum("ib,ic->bc", np.nan_to_num(dev), np.nan_to_num(dev))
+    cov = jackknife_covariance(jk)
     with np.errstate(invalid="ignore", divide="ignore"):
         poisson = (1.0 + w) / np.sqrt(dd / 2.0)
-    # the integral constraint's pair distribution: random pairs of randoms, out to the
-    # farthest (a dual-tree count that far costs seconds)
-    rng = np.random.default_rng(0)
-    i, j = rng.integers(0, vr.shape[0], (2, ic_pairs))
-    keep = i != j
-    sep = np.degrees(2.0 * np.arcsin(np.clip(np.linalg.norm(vr[i[keep]] - vr[j[keep]], axis=1)
-                                             / 2.0, 0.0, 1.0)))
-    ic_edges = np.geomspace(min(edges[0], 1e-3), min(max(sep.max(), edges[-1]) * 1.01, 180.0),
-                            ic_bins + 1)
-    ic_rr = np.histogram(sep, ic_edges)[0].astype(np.float64)
+    ic_edges, ic_rr = pair_distribution(vr, edges, ic_bins, ic_pairs)
     return Correlation(edges=edges, dd=dd, dr=dr, rr=rr, pairs=pairs(None), n_data=ra.size,
                        n_random=ra_r.size,
                        w=w, w_err=np.sqrt(np.diag(cov)), w_poisson=poisson, covariance=cov,
