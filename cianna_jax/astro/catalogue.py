@@ -146,6 +146,33 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                         "fitted together"),
 }
 
+#: UCD1+ words of the standard columns (IVOA), written into VOTables' FIELDs (TOPCAT, Aladin
+#: and VizieR read positions, fluxes and errors by them) and kept in the other formats' column
+#: metadata
+_UCDS: dict[str, str] = {
+    "id": "meta.id;meta.main", "ra": "pos.eq.ra;meta.main", "dec": "pos.eq.dec;meta.main",
+    "glon": "pos.galactic.lon", "glat": "pos.galactic.lat",
+    "x": "pos.cartesian.x;instr.det", "y": "pos.cartesian.y;instr.det",
+    "z": "pos.cartesian.z;instr.det",
+    "flux": "phot.flux.density;em.radio", "flux_err": "stat.error;phot.flux.density",
+    "ra_err": "stat.error;pos.eq.ra", "dec_err": "stat.error;pos.eq.dec",
+    "x_err": "stat.error;pos.cartesian.x", "y_err": "stat.error;pos.cartesian.y",
+    "peak": "phot.flux.density;stat.max;em.radio", "peak_err": "stat.error;phot.flux.density",
+    "rms": "stat.stdev;phot.flux.density", "snr": "stat.snr",
+    "bmaj": "phys.angSize.smajAxis", "bmin": "phys.angSize.sminAxis", "pa": "pos.posAng",
+    "bmaj_err": "stat.error;phys.angSize.smajAxis",
+    "bmin_err": "stat.error;phys.angSize.sminAxis", "pa_err": "stat.error;pos.posAng",
+    "bmaj_deconv": "phys.angSize.smajAxis", "bmin_deconv": "phys.angSize.sminAxis",
+    "pa_deconv": "pos.posAng", "freq": "em.freq", "freq_err": "stat.error;em.freq",
+    "line_flux": "phot.flux;spect.line", "line_flux_err": "stat.error;phot.flux",
+    "w50": "spect.line.width", "w20": "spect.line.width", "redshift": "src.redshift",
+    "log_mhi": "phys.mass", "d_hi": "phys.size.diameter", "hi_size": "phys.size.diameter",
+    "reliability": "stat.probability", "objectness": "stat.likelihood",
+    "fit_ok": "meta.code.qual", "edge": "meta.code.qual", "blended": "meta.code.qual",
+    "resolved": "meta.code.class", "s_code": "meta.code.class", "island_id": "meta.id",
+    "source_id": "meta.id", "blend_group": "meta.id", "n_components": "meta.number",
+}
+
 _ALIASES: dict[str, tuple[str, ...]] = {
     "ra": ("ra", "ra_deg", "raj2000", "ra_core", "ra_cent", "alpha"),
     "dec": ("dec", "dec_deg", "dej2000", "decj2000", "dec_core", "dec_cent", "delta"),
@@ -193,8 +220,8 @@ def catalogue_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 def make_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
                units: Mapping[str, str | None] | None = None) -> Any:
-    """An astropy Table of ``columns`` (in the given order) with units and descriptions of
-    the standard columns (``units`` overrides, e.g. pixel sizes without a WCS)."""
+    """An astropy Table of ``columns`` (in the given order) with units, descriptions and
+    UCDs of the standard columns (``units`` overrides, e.g. pixel sizes without a WCS)."""
     table_mod = require("astropy.table")
     u = require("astropy.units")
     t = table_mod.Table(meta=dict(meta or {}))
@@ -203,7 +230,8 @@ def make_table(columns: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
         if units and name in units:
             unit = units[name]
         t[name] = table_mod.Column(np.asarray(values), name=name, description=desc or None,
-                                   unit=u.Unit(unit, parse_strict="silent") if unit else None)
+                                   unit=u.Unit(unit, parse_strict="silent") if unit else None,
+                                   meta={"ucd": _UCDS[name]} if name in _UCDS else None)
     return t
 
 

@@ -105,6 +105,15 @@ def test_predict_other_formats(tmp_path, field, tiny_model, ext):
                  str(tmp_path / f"c{ext}"), "--quiet", "--no-fit"]) == 0
     t = read_catalogue(tmp_path / f"c{ext}")
     assert len(t) > 0 and ("ra" in t.colnames or "ra_core" in t.colnames)
+    if ext == ".xml":  # the VOTable's FIELDs carry UCDs that VO tools read (valid UCD1+)
+        from astropy.io.votable import parse
+        from astropy.io.votable.ucd import check_ucd
+
+        fields = {f.name: f.ucd for f in parse(tmp_path / "c.xml").get_first_table().fields}
+        assert fields["ra"] == "pos.eq.ra;meta.main" and fields["dec"] == "pos.eq.dec;meta.main"
+        assert fields["flux"] == "phot.flux.density;em.radio"
+        assert fields["flux_err"] == "stat.error;phot.flux.density" and fields["snr"] == "stat.snr"
+        assert all(check_ucd(u, check_controlled_vocabulary=True) for u in fields.values() if u)
 
 
 def test_reduced_precision_mode_finds_the_same_sources(tmp_path, field, tiny_model, capsys):
