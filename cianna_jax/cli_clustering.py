@@ -76,14 +76,17 @@ def add_parser(sub) -> None:
     p.add_argument("--catalogue", required=True,
                    help="the catalogue (ra, dec, flux; peak when it has one): a source list "
                         "(predict --source-list, cianna-jax sources), not Gaussians")
-    p.add_argument("--image", required=True,
-                   help="the catalogue's image: where the randoms go, and its noise")
+    p.add_argument("--image", required=True, action="append",
+                   help="the catalogue's image: where the randoms go, and its noise; "
+                        "repeatable: a mosaic's images (predict's merged catalogue), each "
+                        "position on the image whose centre is nearest")
     p.add_argument("--out", required=True,
                    help="w(theta) per bin with jackknife and Poisson errors and the pair "
                         "counts (.ecsv, .csv, .fits, .xml)")
-    p.add_argument("--rms-map", default=None, metavar="FITS",
+    p.add_argument("--rms-map", default=None, metavar="FITS", action="append",
                    help="the rms image the catalogue was found against (predict --rms-map; "
-                        "needed after --adaptive-rms); default: the image's noise map")
+                        "needed after --adaptive-rms); default: the image's noise map; one "
+                        "per --image, in their order")
     p.add_argument("--injection", default=None, metavar="FOLDER",
                    help="cianna-jax inject's report: randoms kept by its completeness by "
                         "SNR instead of a hard --snr threshold")
@@ -134,9 +137,10 @@ def add_parser(sub) -> None:
     p.add_argument("--uniform-too", action="store_true",
                    help="also measure against uniform randoms (no selection), to see what "
                         "the noise pattern alone adds (w_uniform columns, in the figure)")
-    p.add_argument("--pb", default=None, metavar="FITS|MODEL",
+    p.add_argument("--pb", default=None, metavar="FITS|MODEL", action="append",
                    help="a catalogue corrected for this primary beam (as predict --pb): the "
-                        "randoms see the rms divided by its response")
+                        "randoms see the rms divided by its response; one for all --image "
+                        "or one per --image")
     p.add_argument("--pb-min", type=float, default=None, metavar="A",
                    help="with --pb: the catalogue's cut on the beam's response")
     p.add_argument("--noise-box", type=int, default=None, metavar="PIXELS",

@@ -22,17 +22,16 @@ from .catalogue import CatalogueError, column_values, read_catalogue
 from .clustering import Correlation, angular_correlation, fit_power_law, footprint_radius, log_edges
 from .cross_clustering import angular_cross_correlation
 from .fits_image import open_image
+from .footprint import Footprint, MosaicFootprint
 from .limber import ClusteringLength
 from .primary_beam import finding_beam
 from .randoms import (
     Detection,
-    Footprint,
     Randoms,
     draw_randoms,
     intrinsic_weights,
     visible_fraction,
 )
-from .sky import sky_to_pixel
 
 __all__ = ["ClusteringResult", "measure_clustering", "half_area_flux", "format_clustering"]
 
@@ -56,7 +55,7 @@ class ClusteringResult:
         return t
 
 
-def half_area_flux(footprint: Footprint, detection: Detection, rng: np.random.Generator,
+def half_area_flux(footprint: Footprint | MosaicFootprint, detection: Detection, rng: np.random.Generator,
                    lo: float, hi: float) -> float:
     """The peak (Jy/beam) a source needs to be found over half the data's area."""
     grid = np.geomspace(lo, hi, 256)
@@ -67,8 +66,7 @@ def half_area_flux(footprint: Footprint, detection: Detection, rng: np.random.Ge
     return float(grid[np.argmax(frac >= 0.5)])
 
 
-def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *,
-                       rms_map: str | os.PathLike | None = None,
+def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any = None,
                        injection: str | os.PathLike | None = None, snr: float = 5.0,
                        flux_min: float | None = None, primary_beam: Any = None,
                        pb_min: float | None = None, max_rms: float | None = None,
@@ -85,7 +83,10 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                        seed: int = 0) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
-    than Gaussians: a source's components would add pairs at small separations).
+    than Gaussians: a source's components would add pairs at small separations); several
+    images (a mosaic's catalogue, as ``predict`` merges them): each position belongs to the
+    image whose centre is nearest among those with data there, with that image's rms
+    (``rms_map`` and ``primary_beam``: one for all, or one per image).
 
     Selection, shared by the randoms: inside the image's data, ``flux`` >= ``flux_min`` (Jy;
     default: the peak found over half the area), found by ``injection``'s completeness by
@@ -115,7 +116,14 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     name = os.fspath(catalogue)
     detection = (Detection.from_injection(injection) if injection is not None
                  else Detection.threshold(snr))
-    beam = finding_beam(primary_beam, pb_min)
+    if nz is not None and not fit:
+        raise ValueError("nz: the clustering length comes from the power-law fit (fit=True)")
+    if theta_min is not None and theta_max is not None:  # refused before the work
+        log_edges(theta_min, theta_max, bins)
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    maps = _per_image(rms_map, len(images), "rms_map")
+    beams = [finding_beam(b, pb_min) for b in _per_image(primary_beam, len(images),
+                                                         "primary_beam")]
     if cross is None and cross_randoms is not None:
         raise ValueError("cross_randoms: the randoms of the cross catalogue (cross)")
     if cross is not None and nz is not None:
@@ -140,16 +148,18 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                       "centre; give the beam (as predict --pb)", UserWarning, stacklevel=2)
     box = noise_box if noise_box is not None else t.meta.get("noise_box", 128)
     with ExitStack() as stack:
-        img = stack.enter_context(open_image(image, hdu))
-        rms_img = None if rms_map is None else stack.enter_context(open_image(rms_map))
-        fp = Footprint(img, rms_map=rms_img, noise_box=box, max_rms=max_rms, **beam)
-        x, y = sky_to_pixel(img.wcs, ra, dec)
-        inside = fp.contains(x, y)
-        sigma = np.where(inside, fp.sigma(x, y), np.nan)
+        imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
+        parts = [Footprint(im, rms_map=None if m is None else stack.enter_context(
+            open_image(m)), noise_box=box, max_rms=max_rms, **b)
+            for im, m, b in zip(imgs, maps, beams)]
+        fp = parts[0] if len(parts) == 1 else MosaicFootprint(parts)
+        with np.errstate(invalid="ignore"):
+            inside = fp.contains(ra, dec)
+        sigma = np.where(inside, fp.sigma(ra, dec), np.nan)
         good = inside & np.isfinite(flux) & (flux > 0) & np.isfinite(peak) & (peak > 0)
         if not good.any():
-            raise CatalogueError(f"{name}: none of its sources lies on {os.fspath(image)}'s "
-                                 "data with a positive flux")
+            raise CatalogueError(f"{name}: none of its sources lies on the data of "
+                                 f"{', '.join(map(os.fspath, images))} with a positive flux")
         if flux_min is None:
             flux_min = half_area_flux(fp, detection, rng, peak[good].min(), peak[good].max())
         fmin = as_bounded_float(flux_min, "flux_min")
@@ -167,7 +177,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
         rnd = draw_randoms(fp, detection, flux[sel], peak[sel], weights,
                            max(int(math.ceil(rate * n_sel)), 100), rng)
         if theta_min is None:
-            theta_min = (4.0 * img.beam.bmaj / 3600.0 if img.beam is not None else 1.0 / 60.0)
+            beam_sizes = [im.beam.bmaj for im in imgs if im.beam is not None]
+            theta_min = 4.0 * max(beam_sizes) / 3600.0 if beam_sizes else 1.0 / 60.0
         if theta_max is None:
             theta_max = footprint_radius(rnd.ra, rnd.dec)
         edges = log_edges(theta_min, theta_max, bins)
@@ -176,9 +187,9 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                 return angular_correlation(ra[sel], dec[sel], r_ra, r_dec, edges,
                                            estimator=estimator, jackknife=jackknife)
         else:
-            other = _on_data(fp, img, cross, "cross")
+            other = _on_data(fp, cross, "cross")
             kw = {} if cross_randoms is None else dict(
-                zip(("ra_r2", "dec_r2"), _on_data(fp, img, cross_randoms, "cross_randoms")))
+                zip(("ra_r2", "dec_r2"), _on_data(fp, cross_randoms, "cross_randoms")))
 
             def measure(r_ra, r_dec):
                 return angular_cross_correlation(ra[sel], dec[sel], r_ra, r_dec, *other, edges,
@@ -186,10 +197,10 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
         corr = measure(rnd.ra, rnd.dec)
         flat = None
         if naive:
-            ux, uy = fp.sample(rnd.ra.size, rng)
-            flat = measure(*fp.to_sky(ux, uy))
+            flat = measure(*fp.sample(rnd.ra.size, rng))
         area = fp.area_deg2(rng)
-        meta = {"catalogue": name, "image": os.fspath(image), "flux_min_jy": fmin,
+        meta = {"catalogue": name, "image": ", ".join(map(os.fspath, images)),
+                "flux_min_jy": fmin,
                 "detection": detection.describe(), "rms": fp.rms_source,
                 "peak_from": "flux (no peak column: point sources)" if point else "peak",
                 "n_catalogue": len(t), "n_on_data": int(inside.sum()), "n_selected": n_sel,
@@ -197,8 +208,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                 "weights_floored": int(np.sum(vis < 0.02)), "area_deg2": area,
                 "density_per_deg2": n_sel / area, "seed": seed,
                 "jackknife_regions": corr.meta["jackknife_regions"]}
-        if beam:
-            meta["primary_beam"] = beam["primary_beam"].description
+        if any(beams):
+            meta["primary_beam"] = ", ".join(b["primary_beam"].description for b in beams if b)
         if max_rms is not None:
             meta["max_rms"] = float(max_rms)
         if cross is not None:
@@ -207,9 +218,7 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
                         n_cross_randoms=corr.meta["n_second_randoms"])
     if fit:
         corr = _with_fit(corr, gamma)
-    if nz is not None:
-        if corr.fit is None:
-            raise ValueError("nz: the clustering length comes from the power-law fit (fit=True)")
+    if nz is not None and corr.fit is not None:  # (no fit: warned by _with_fit)
         f = corr.fit
         meta["clustering_length"] = ClusteringLength.from_fit(
             f.amplitude, f.amplitude_err, f.gamma, *nz, epsilon=epsilon,
@@ -218,7 +227,18 @@ def measure_clustering(catalogue: str | os.PathLike, image: str | os.PathLike, *
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
 
 
-def _on_data(fp: Footprint, img: Any, path: str | os.PathLike, what: str
+def _per_image(value: Any, n: int, name: str) -> list:
+    """One value per image: a list of ``n``, or one value (or None) for all."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            return list(value) * n
+        if len(value) != n:
+            raise ValueError(f"{name}: one, or one per image ({n}); received {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+def _on_data(fp: Footprint | MosaicFootprint, path: str | os.PathLike, what: str
              ) -> tuple[np.ndarray, np.ndarray]:
     """RA and Dec of a catalogue's objects on the footprint's data."""
     t = read_catalogue(path)
@@ -228,7 +248,7 @@ def _on_data(fp: Footprint, img: Any, path: str | os.PathLike, what: str
         raise CatalogueError(f"{what}: {name} has no ra and dec (or another name for them)")
     ok = np.isfinite(ra) & np.isfinite(dec)
     ra, dec = ra[ok], dec[ok]
-    inside = fp.contains(*sky_to_pixel(img.wcs, ra, dec))
+    inside = fp.contains(ra, dec)
     if inside.sum() < 2:
         raise CatalogueError(f"{what}: {int(inside.sum())} of {name}'s {ra.size} objects lie "
                              "on the image's data")

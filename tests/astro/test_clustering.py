@@ -23,7 +23,8 @@ from cianna_jax.astro.clustering import (  # noqa: E402
     log_edges,
 )
 from cianna_jax.astro.fits_image import open_image  # noqa: E402
-from cianna_jax.astro.randoms import Detection, Footprint  # noqa: E402
+from cianna_jax.astro.footprint import Footprint, MosaicFootprint  # noqa: E402
+from cianna_jax.astro.randoms import Detection  # noqa: E402
 from cianna_jax.astro.sky import angular_separation  # noqa: E402
 
 N_PIX, PIX_ARCSEC = 400, 3.0
@@ -195,29 +196,33 @@ def test_footprint_follows_the_data_and_the_noise(tmp_path):
     with open_image(img_p) as img, open_image(rms_p) as rms:
         fp = Footprint(img, rms_map=rms)
         rng = np.random.default_rng(0)
-        x, y = fp.sample(20000, rng)
+        x, y = fp.to_pixels(*fp.sample(20000, rng))
         assert not np.any((x < 119.5) & (y < 119.5))  # the blank corner
         # uniform elsewhere: the blank corner's share of the image is 9%
         assert np.mean(x < 200) == pytest.approx((200 * 400 - 120 * 120) / (400 * 400 - 14400),
                                                  abs=0.015)
-        np.testing.assert_allclose(fp.sigma(np.array([0.0, 399.0]), np.array([300.0, 300.0])),
+        np.testing.assert_allclose(fp.sigma_pixels(np.array([0.0, 399.0]),
+                                                   np.array([300.0, 300.0])),
                                    [10e-6, 10e-6 * (1 + 5 * 399 / 400)], rtol=1e-3)
         assert fp.area_deg2(rng) == pytest.approx((160000 - 14400) * (PIX_ARCSEC / 3600) ** 2,
                                                   rel=0.01)
         est = Footprint(img, noise_box=50)  # the noise map estimated from the image
-        np.testing.assert_allclose(est.sigma(np.array([50.0, 350.0]), np.array([300.0, 300.0])),
-                                   fp.sigma(np.array([50.0, 350.0]), np.array([300.0, 300.0])),
-                                   rtol=0.12)
+        two = (np.array([50.0, 350.0]), np.array([300.0, 300.0]))
+        np.testing.assert_allclose(est.sigma_pixels(*two), fp.sigma_pixels(*two), rtol=0.12)
+        from cianna_jax.astro.sky import pixel_to_sky
+
+        sky = pixel_to_sky(img.wcs, *two)  # the same on the sky
+        np.testing.assert_allclose(fp.sigma(*sky), fp.sigma_pixels(*two), rtol=1e-9)
         from cianna_jax.astro.primary_beam import primary_beam
 
         pb = Footprint(img, rms_map=rms, primary_beam=primary_beam("gaussian:20"), pb_min=0.5)
-        centre = pb.sigma(np.array([200.0]), np.array([200.0]))
-        assert centre[0] == pytest.approx(fp.sigma(np.array([200.0]), np.array([200.0]))[0],
-                                          rel=1e-3)
-        assert not pb.contains(np.array([399.0]), np.array([399.0]))[0]  # below the cut
+        mid = (np.array([200.0]), np.array([200.0]))
+        assert pb.sigma_pixels(*mid)[0] == pytest.approx(fp.sigma_pixels(*mid)[0], rel=1e-3)
+        corner = (np.array([399.0]), np.array([399.0]))
+        assert fp.contains_pixels(*corner)[0] and not pb.contains_pixels(*corner)[0]
         # the noisiest part masked: rms <= 35 uJy is x < 200
         masked = Footprint(img, rms_map=rms, max_rms=35e-6)
-        x, _ = masked.sample(5000, rng)
+        x, _ = masked.to_pixels(*masked.sample(5000, rng))
         assert x.max() < 200.5 and x.max() > 190
         assert masked.area_deg2(rng) == pytest.approx((80000 - 14400) * (PIX_ARCSEC / 3600) ** 2,
                                                       rel=0.02)
@@ -244,8 +249,9 @@ def test_randoms_take_out_the_noise_pattern(tmp_path):
     with open_image(img_p) as img:
         xd, _ = sky_to_pixel(img.wcs, np.asarray(cat["ra"])[res.selected],
                              np.asarray(cat["dec"])[res.selected])
+        xr, _ = sky_to_pixel(img.wcs, res.randoms.ra, res.randoms.dec)
     err = 1.25 * 115.0 / math.sqrt(xd.size)  # the median's error (x's spread ~115 px)
-    assert abs(np.median(res.randoms.x) - np.median(xd)) < 3 * err
+    assert abs(np.median(xr) - np.median(xd)) < 3 * err
     assert np.median(xd) < 170.0  # (uniform: 215)
     t = res.table()
     assert t["theta"].unit == "deg" and "w_uniform" in t.colnames
@@ -313,3 +319,88 @@ def test_command_line_and_errors(tmp_path, capsys):
     assert main(["clustering", "--catalogue", str(tmp_path / "noflux.ecsv"), "--image",
                  str(img_p), "--out", str(out)]) == 2
     assert "ra, dec and flux are needed" in capsys.readouterr().err
+
+
+def _mosaic(tmp_path, seed=7, n_pix=300, shift=200):
+    """Two overlapping images (centres ``shift`` pixels apart in RA), each with noise rising
+    4x from its own centre to its corners; Poisson sources over their union, found at 5 times
+    the rms of the image whose centre is nearest (the merged catalogue of a mosaic)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(seed)
+    paths, wcss, cen = [], [], []
+    yy, xx = np.mgrid[0:n_pix, 0:n_pix]
+    c = (n_pix - 1) / 2
+    rel = 1 + 3 * ((xx - c) ** 2 + (yy - c) ** 2) / (2 * c * c)  # 1 -> 4 at the corners
+    for k in range(2):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        w.wcs.crval = [150.0 + k * shift * PIX_ARCSEC / 3600 / math.cos(math.radians(2.0)), 2.0]
+        w.wcs.crpix = [n_pix / 2 + 0.5, n_pix / 2 + 0.5]
+        w.wcs.cdelt = [-PIX_ARCSEC / 3600, PIX_ARCSEC / 3600]
+        hdr = w.to_header()
+        hdr.update(BMAJ=9 / 3600, BMIN=9 / 3600, BPA=0.0, BUNIT="Jy/beam")
+        rms = (10e-6 * rel).astype(np.float32)
+        fits.PrimaryHDU((rng.normal(size=rms.shape) * rms).astype(np.float32), hdr).writeto(
+            tmp_path / f"m{k}.fits", overwrite=True)
+        fits.PrimaryHDU(rms, hdr).writeto(tmp_path / f"m{k}_rms.fits", overwrite=True)
+        paths.append((tmp_path / f"m{k}.fits", tmp_path / f"m{k}_rms.fits"))
+        wcss.append(w)
+        cen.append(w.wcs.crval.copy())
+    n = 40000
+    ra = rng.uniform(149.85, 150.35, n)  # (the images span 149.875-150.29)
+    dec = rng.uniform(1.85, 2.15, n)
+    best, rms_at = np.full(n, -1), np.full(n, np.nan)
+    dist = np.full(n, np.inf)
+    for k, w in enumerate(wcss):
+        x, y = w.wcs_world2pix(ra, dec, 0)
+        on = (x > -0.5) & (x < n_pix - 0.5) & (y > -0.5) & (y < n_pix - 0.5)
+        d = angular_separation(ra, dec, *cen[k])
+        take = on & (d < dist)
+        best[take], dist[take] = k, d[take]
+        rms_at[take] = 10e-6 * (1 + 3 * ((x[take] - c) ** 2 + (y[take] - c) ** 2) / (2 * c * c))
+    s = 20e-6 * rng.uniform(size=n) ** (-1 / 1.5)
+    meas = s + rng.normal(size=n) * np.nan_to_num(rms_at)
+    keep = (best >= 0) & (meas >= 5 * rms_at)
+    write_catalogue(make_table({"ra": ra[keep], "dec": dec[keep], "flux": meas[keep],
+                                "peak": meas[keep]}), tmp_path / "mosaic.ecsv")
+    return paths, tmp_path / "mosaic.ecsv", best
+
+
+def test_a_mosaic_shares_its_sky_by_the_nearest_centre(tmp_path, capsys):
+    paths, cat_p, _ = _mosaic(tmp_path)
+    with open_image(paths[0][0]) as a, open_image(paths[0][1]) as ar, \
+            open_image(paths[1][0]) as b, open_image(paths[1][1]) as br:
+        mos = MosaicFootprint([Footprint(a, rms_map=ar), Footprint(b, rms_map=br)])
+        rng = np.random.default_rng(0)
+        # the union: two 300x300 images overlapping by 100 columns
+        assert mos.area_deg2(rng) == pytest.approx(500 * 300 * (PIX_ARCSEC / 3600) ** 2,
+                                                   rel=0.01)
+        ra, dec = mos.sample(30000, rng)
+        own = mos.owner(ra, dec)
+        assert set(np.unique(own)) == {0, 1} and np.mean(own == 1) == pytest.approx(0.5,
+                                                                                    abs=0.02)
+        # in the overlap (x 0-100 of the first, whose centre is at 149.5 and the second's at
+        # -50.5: RA grows to the left) each position takes its nearest centre's image
+        x0, _ = mos.parts[0].to_pixels(ra, dec)
+        assert np.all(own[x0 > 50] == 0) and np.all(own[x0 < 49] == 1)
+        assert np.sum((x0 > -0.5) & (x0 < 49)) > 2000
+        k = own == 1
+        np.testing.assert_allclose(mos.sigma(ra[k], dec[k]), mos.parts[1].sigma(ra[k], dec[k]))
+        assert not mos.contains(np.array([149.0]), np.array([2.0]))[0]
+    res = measure_clustering(cat_p, [p for p, _ in paths], rms_map=[r for _, r in paths],
+                             flux_min=60e-6, bins=5, theta_min=0.5 / 60, theta_max=6 / 60,
+                             jackknife=9, naive=True, randoms_per_source=5)
+    c, flat = res.correlation, res.naive
+    assert c.meta["n_selected"] > 2000 and "m1.fits" in c.meta["image"]
+    assert c.meta["area_deg2"] == pytest.approx(500 * 300 * (PIX_ARCSEC / 3600) ** 2, rel=0.02)
+    assert np.all(np.abs(c.w / c.w_err) < 3.5) and np.all(np.abs(c.w) < 0.06), c.w
+    assert np.all(flat.w[:3] > c.w[:3] + 0.05), flat.w  # the two beams' pattern, unmodelled
+    from cianna_jax.cli import main
+
+    argv = ["clustering", "--catalogue", str(cat_p), "--out", str(tmp_path / "w.ecsv")]
+    for p, _ in paths:
+        argv += ["--image", str(p)]
+    assert main(argv + ["--rms-map", str(paths[0][1])] * 3) == 2
+    assert "rms_map: one, or one per image (2); received 3" in capsys.readouterr().err
