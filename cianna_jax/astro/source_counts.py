@@ -44,7 +44,7 @@ from .injection import flux_edges
 from .mosaic import check_images, image_names, nearest_centre_image
 from .primary_beam import finding_beam
 from .sky import pixel_to_sky
-from .visibility import Visibility, visibility
+from .visibility import mosaic_visibility
 
 __all__ = ["SourceCounts", "source_counts", "image_area_sr", "owned_areas_sr", "completeness_at",
            "count_edges", "read_completeness", "count_catalogue", "ARCSEC_PER_RAD"]
@@ -342,9 +342,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
         if visibility_snr is not None:  # (one image, or a mosaic's: each on what it owns)
-            vis = Visibility.combine([visibility(
-                im, snr=visibility_snr, **pbs[i], noise_box=box, owned=None if len(imgs) == 1 else
-                _owner_mask(imgs, i)) for i, im in enumerate(imgs)])
+            vis = mosaic_visibility(imgs, snr=visibility_snr, beams=pbs, noise_box=box)
             peak = column_values(t, "peak", name)
             own = vis.fraction(flux if peak is None else peak)  # (a point: peak = flux)
             comp = (edges, vis.fraction(np.sqrt(edges[:-1] * edges[1:])))
@@ -410,15 +408,6 @@ def _unfolded(c: SourceCounts, flux: np.ndarray, rel: np.ndarray | None, inj: An
     eps = R.sum(axis=1)
     return replace(c, n_corrected=np.nan_to_num(t), n_corrected_err=np.nan_to_num(err),
                    completeness=eps, complete=eps >= min_completeness, correction=UNFOLD_NOTE)
-
-
-def _owner_mask(images: Sequence[FitsImage], i: int):
-    """``(x, y) -> bool``: the pixels of image ``i`` it owns in the mosaic of ``images``
-    (its centre the nearest among those with data there, as :func:`owned_areas_sr`)."""
-    def mine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        ra, dec = pixel_to_sky(images[i].wcs, x, y)
-        return nearest_centre_image(ra, dec, images) == i
-    return mine
 
 
 def _injection_settings(report: str | os.PathLike) -> dict | None:

@@ -16,17 +16,20 @@ measures the real curve); its advantage is needing nothing but the image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..checks import as_bounded_float
 from .fits_image import FitsImage, ImageError
 from .hi_mass import ARCSEC_PER_RAD
+from .mosaic import nearest_centre_image
 from .noise import NoiseMap, estimate_noise_map
 from .primary_beam import PrimaryBeam, pb_response
+from .sky import pixel_to_sky
 
-__all__ = ["Visibility", "visibility"]
+__all__ = ["Visibility", "visibility", "mosaic_visibility"]
 
 
 class Visibility:
@@ -102,3 +105,26 @@ def visibility(image: FitsImage, *, snr: float = 5.0, noise: NoiseMap | None = N
     sample = float(step * step) * ((image.pixel_scale / ARCSEC_PER_RAD) ** 2
                                    if image.pixel_scale else 1.0)
     return Visibility(t, s, np.full(t.size, sample))
+
+
+def owner_mask(images: Sequence[FitsImage], i: int) -> Callable[[np.ndarray, np.ndarray],
+                                                                 np.ndarray]:
+    """``(x, y) -> bool``: the pixels of image ``i`` it owns in the mosaic of ``images``
+    (its centre the nearest among those with data there, :func:`.mosaic.nearest_centre_image`)."""
+    def mine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        ra, dec = pixel_to_sky(images[i].wcs, x, y)
+        return nearest_centre_image(ra, dec, images) == i
+    return mine
+
+
+def mosaic_visibility(images: Sequence[FitsImage], *, snr: float = 5.0,
+                      beams: Sequence[dict[str, Any]] | None = None, noise_box: int = 128
+                      ) -> Visibility:
+    """The visibility of one image, or of a mosaic's: each image over the part of the sky it
+    owns (:func:`owner_mask`), with its own primary beam (``beams``: :func:`visibility`'s
+    ``primary_beam``/``pb_min`` keywords per image)."""
+    beams = list(beams) if beams is not None else [{}] * len(images)
+    return Visibility.combine([visibility(
+        im, snr=snr, **beams[i], noise_box=noise_box,
+        owned=None if len(images) == 1 else owner_mask(images, i))
+        for i, im in enumerate(images)])
