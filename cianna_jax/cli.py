@@ -17,7 +17,16 @@ import os
 import platform
 import sys
 
-from . import cli_clustering, cli_crossid, cli_simulate, cli_tables, cli_train, host_memory, xla_cpu
+from . import (
+    cli_clustering,
+    cli_crossid,
+    cli_lumfunc,
+    cli_simulate,
+    cli_tables,
+    cli_train,
+    host_memory,
+    xla_cpu,
+)
 from ._version import __version__
 from .cli_simulate import pair
 
@@ -588,6 +597,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_simulate.add_parser(sub)
     cli_crossid.add_parser(sub)
     cli_clustering.add_parser(sub)
+    cli_lumfunc.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -664,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
            "skymodel": cli_tables.skymodel, "crossid": cli_crossid.crossid,
            "doubles": cli_crossid.doubles,
            "luminosity": cli_crossid.luminosity,
-           "clustering": cli_clustering.clustering}[args.command]
+           "clustering": cli_clustering.clustering,
+           "lumfunc": cli_lumfunc.lumfunc}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -9,7 +9,8 @@ import numpy as np
 
 from .cli_simulate import pair
 
-__all__ = ["crossid", "doubles", "luminosity", "add_parser", "format_crossid"]
+__all__ = ["crossid", "doubles", "luminosity", "add_parser", "format_crossid",
+           "luminosity_options"]
 
 
 def format_crossid(meta: dict) -> str:
@@ -119,6 +120,21 @@ def luminosity(args) -> int:
     return 0
 
 
+def luminosity_options(p) -> None:
+    """The options that make luminosities (``luminosity``, ``lumfunc``): the K-correction's
+    spectral index, the frequencies and the cosmology."""
+    p.add_argument("--alpha", type=float, default=-0.7,
+                   help="spectral index for the K-correction (S ~ nu^alpha; default -0.7)")
+    p.add_argument("--alpha-column", default=None, metavar="NAME",
+                   help="each source's own spectral index where finite")
+    p.add_argument("--freq-mhz", type=float, default=None,
+                   help="the catalogue's frequency (default: the one predict recorded)")
+    p.add_argument("--rest-freq-mhz", type=float, default=None,
+                   help="the rest frequency of the luminosities (default: the observed)")
+    p.add_argument("--cosmology", default="Planck18",
+                   help="one of astropy's (Planck18, Planck15, WMAP9...)")
+
+
 def add_parser(sub) -> None:
     """The ``crossid`` and ``doubles`` subcommands' options, on the command line's
     subparsers ``sub``."""
@@ -150,21 +166,12 @@ def add_parser(sub) -> None:
     lum.add_argument("--z-column", required=True, metavar="NAME", help="the redshifts")
     lum.add_argument("--out", required=True, help="the catalogue with luminosity, "
                      "luminosity_err, log_luminosity, d_l (and size_kpc)")
-    lum.add_argument("--alpha", type=float, default=-0.7,
-                     help="spectral index for the K-correction (S ~ nu^alpha; default -0.7)")
-    lum.add_argument("--alpha-column", default=None, metavar="NAME",
-                     help="each source's own spectral index where finite")
+    luminosity_options(lum)
     lum.add_argument("--z-err-column", default=None, metavar="NAME",
                      help="the redshifts' errors, in the luminosity's error")
-    lum.add_argument("--freq-mhz", type=float, default=None,
-                     help="the catalogue's frequency (default: the one predict recorded)")
-    lum.add_argument("--rest-freq-mhz", type=float, default=None,
-                     help="the rest frequency of the luminosities (default: the observed)")
     lum.add_argument("--size-column", default=None, metavar="NAME",
                      help="an angular size in arcsec (bmaj_deconv, a double's sep) as "
                           "size_kpc")
-    lum.add_argument("--cosmology", default="Planck18",
-                     help="one of astropy's (Planck18, Planck15, WMAP9...)")
     p = sub.add_parser("crossid", help="optical/infrared counterparts of a catalogue's radio "
                                        "sources by the likelihood ratio (host galaxies)")
     p.add_argument("--catalogue", required=True,

@@ -1,0 +1,323 @@
+"""The radio luminosity function by the 1/Vmax method, with the survey's sky coverage.
+
+``Phi(L, z)``, sources per Mpc^3 per dex of spectral luminosity, in bins of redshift and
+luminosity: each source counts ``1 / V_max``, the comoving volume within its redshift bin
+where it would still be in the catalogue (Schmidt 1968), here weighted by the sky area where
+its flux at each redshift would be detected (the area-weighted form of radio surveys,
+e.g. Novak et al. 2017, Smolcic et al. 2017):
+
+    V_max = int_{z1}^{min(z2, ...)} Omega(S(z)) dV/dz/dOmega dz,
+    S(z) = S (D_L(z_s) / D_L(z))^2 ((1 + z) / (1 + z_s))^(1 + alpha),
+
+``Omega(S)`` the coverage: a flux limit over an area, the visibility area of an image's noise
+map (:mod:`.visibility`) or source injection's completeness. Sources without a redshift are
+made up for by weighting those with one in their flux bin (``n / n_with_z``). Errors: Poisson
+(``sqrt(sum 1/V_max^2)``). Luminosities as :mod:`.luminosity` makes them (K-corrected with a
+spectral index).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..checks import as_bounded_float
+from .luminosity import cosmology_by_name, radio_luminosity
+
+__all__ = ["Coverage", "LuminosityFunction", "luminosity_function", "z_completeness_weights",
+           "luminosity_function_figure", "catalogue_luminosity_function"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The sky area (sr) where a source of a given true peak (Jy/beam) is detected:
+    ``fraction(peak)`` times ``area_sr``."""
+
+    area_sr: float
+    fraction: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    description: str = ""
+
+    @classmethod
+    def flux_limit(cls, area_sr: float, limit_jy: float) -> Coverage:
+        """Every source at or above ``limit_jy`` over ``area_sr``, none below."""
+        lim = as_bounded_float(limit_jy, "flux_limit")
+
+        def frac(p):
+            return np.where(np.asarray(p, np.float64) >= lim, 1.0, 0.0)
+
+        return cls(as_bounded_float(area_sr, "area_sr"), frac,
+                   f"flux limit {lim:.3g} Jy over {area_sr * (180 / math.pi) ** 2:.4g} deg^2")
+
+    def area(self, peak: np.ndarray) -> np.ndarray:
+        return self.area_sr * np.nan_to_num(np.asarray(self.fraction(peak), np.float64))
+
+
+def z_completeness_weights(flux: np.ndarray, has_z: np.ndarray, per_decade: int = 5
+                           ) -> np.ndarray:
+    """Per source, the number of sources over those with a redshift in its flux bin
+    (``per_decade`` bins per decade): the weight that makes up for the missing redshifts
+    (NaN for a source in a bin with no redshift)."""
+    f = np.asarray(flux, np.float64)
+    good = np.isfinite(f) & (f > 0)
+    w = np.full(f.shape, np.nan)
+    if not good.any():
+        return w
+    lo, hi = np.log10(f[good].min()), np.log10(f[good].max())
+    edges = np.linspace(lo, hi + 1e-9, max(1, int(math.ceil((hi - lo) * per_decade))) + 1)
+    k = np.clip(np.searchsorted(edges, np.log10(np.where(good, f, 1.0)), side="right") - 1,
+                0, edges.size - 2)
+    n_all = np.bincount(k[good], minlength=edges.size - 1).astype(np.float64)
+    n_z = np.bincount(k[good & has_z], minlength=edges.size - 1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = n_all / n_z
+    w[good] = ratio[k[good]]
+    return np.where(np.isfinite(w), w, np.nan)
+
+
+@dataclass(frozen=True)
+class LuminosityFunction:
+    """``phi`` and ``phi_err`` (Mpc^-3 dex^-1), ``n`` sources and ``n_weighted`` (with the
+    redshift weights) per ``[z bin, log L bin]``; ``complete``: the bin's faintest
+    luminosity is seen over some of the area out to the bin's far redshift; ``vmax`` per
+    source (Mpc^3, NaN outside the bins)."""
+
+    z_edges: np.ndarray
+    logl_edges: np.ndarray
+    n: np.ndarray
+    n_weighted: np.ndarray
+    phi: np.ndarray
+    phi_err: np.ndarray
+    complete: np.ndarray
+    vmax: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> Any:
+        """One row per (z bin, L bin) with sources: bins, counts, phi, its error, log phi."""
+        from .catalogue import make_table
+
+        iz, il = np.nonzero(self.n > 0)
+        phi = self.phi[iz, il]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols = {"z_min": self.z_edges[iz], "z_max": self.z_edges[iz + 1],
+                    "log_l_min": self.logl_edges[il], "log_l_max": self.logl_edges[il + 1],
+                    "log_l": 0.5 * (self.logl_edges[il] + self.logl_edges[il + 1]),
+                    "n": self.n[iz, il], "n_weighted": self.n_weighted[iz, il],
+                    "phi": phi, "phi_err": self.phi_err[iz, il], "log_phi": np.log10(phi),
+                    "log_phi_err": self.phi_err[iz, il] / (phi * math.log(10.0)),
+                    "complete": self.complete[iz, il]}
+        t = make_table(cols, meta={"luminosity_function": dict(self.meta)})
+        t["phi"].unit = t["phi_err"].unit = "Mpc-3"
+        t["phi"].description = "sources per Mpc^3 per dex of luminosity (1/Vmax)"
+        t["log_l"].description = "log10 of the bin's middle spectral luminosity (W/Hz)"
+        return t
+
+
+def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
+                        z_edges: np.ndarray, logl_edges: np.ndarray | None = None,
+                        dex: float = 0.4, alpha: np.ndarray | float = -0.7,
+                        peak: np.ndarray | None = None, weights: np.ndarray | None = None,
+                        freq_hz: float | None = None, rest_freq_hz: float | None = None,
+                        cosmology: str = "Planck18", samples: int = 128
+                        ) -> LuminosityFunction:
+    """``Phi`` of sources of ``flux`` (Jy; ``peak`` Jy/beam for the coverage, else the
+    flux) at redshifts ``z`` with spectral indices ``alpha``, over ``coverage``, in redshift
+    bins ``z_edges`` and luminosity bins ``logl_edges`` (log10 W/Hz; default ``dex`` wide
+    over the sources' range); ``weights`` per source (default 1: e.g.
+    :func:`z_completeness_weights`); luminosities at ``rest_freq_hz`` (default the observed
+    frequency); ``samples`` redshifts per bin for the V_max integrals."""
+    f = np.asarray(flux, np.float64)
+    zz = np.asarray(z, np.float64)
+    a = np.broadcast_to(np.asarray(alpha, np.float64), f.shape).astype(np.float64)
+    pk = f if peak is None else np.asarray(peak, np.float64)
+    w = np.ones(f.shape) if weights is None else np.asarray(weights, np.float64)
+    ze = np.asarray(z_edges, np.float64)
+    if ze.ndim != 1 or ze.size < 2 or ze[0] < 0 or np.any(np.diff(ze) <= 0):
+        raise ValueError(f"z_edges: increasing redshifts from 0 or above; received {ze!r}")
+    if not (f.shape == zz.shape == pk.shape == w.shape):
+        raise ValueError("flux, z, peak and weights: one value per source")
+    lum = radio_luminosity(f, zz, alpha=a, freq_hz=freq_hz, rest_freq_hz=rest_freq_hz,
+                           cosmology=cosmology)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logl = np.log10(lum)
+    use = (np.isfinite(logl) & np.isfinite(w) & (w > 0) & (zz >= ze[0]) & (zz < ze[-1])
+           & np.isfinite(pk) & (pk > 0))
+    if not use.any():
+        raise ValueError("no source with a flux, a redshift within the bins and a weight")
+    if logl_edges is None:
+        step = as_bounded_float(dex, "dex")
+        lo = math.floor(logl[use].min() / step) * step
+        hi = math.ceil(logl[use].max() / step + 1e-9) * step
+        logl_edges = np.arange(lo, hi + step / 2, step)
+    le = np.asarray(logl_edges, np.float64)
+    cosmo = cosmology_by_name(cosmology)
+    d_l = np.full(f.shape, np.nan)
+    d_l[use] = cosmo.luminosity_distance(zz[use]).to_value("Mpc")
+    vmax = np.full(f.shape, np.nan)
+    iz = np.searchsorted(ze, zz, side="right") - 1
+    for b in range(ze.size - 1):
+        k = np.flatnonzero(use & (iz == b))
+        if not k.size:
+            continue
+        grid = np.linspace(max(ze[b], 1e-4), ze[b + 1], int(samples))
+        dvdz = cosmo.differential_comoving_volume(grid).to_value("Mpc3 / sr")
+        dl = cosmo.luminosity_distance(grid).to_value("Mpc")
+        # each source's peak at each redshift of the bin: [sources, samples]
+        scale = ((d_l[k, None] / dl[None]) ** 2
+                 * ((1 + grid[None]) / (1 + zz[k, None])) ** (1 + a[k, None]))
+        area = coverage.area((pk[k, None] * scale).ravel()).reshape(scale.shape)
+        vmax[k] = np.trapezoid(area * dvdz[None], grid, axis=1)
+    il = np.searchsorted(le, logl, side="right") - 1
+    inside = use & (il >= 0) & (il < le.size - 1) & (vmax > 0)
+    shape = (ze.size - 1, le.size - 1)
+    n, nw = np.zeros(shape, np.int64), np.zeros(shape)
+    s1, s2 = np.zeros(shape), np.zeros(shape)
+    np.add.at(n, (iz[inside], il[inside]), 1)
+    np.add.at(nw, (iz[inside], il[inside]), w[inside])
+    np.add.at(s1, (iz[inside], il[inside]), w[inside] / vmax[inside])
+    np.add.at(s2, (iz[inside], il[inside]), (w[inside] / vmax[inside]) ** 2)
+    width = np.diff(le)[None]
+    # complete: the bin's faintest luminosity is seen somewhere at the bin's far redshift
+    deepest = _deepest_flux(coverage, pk[use] if use.any() else f)
+    l_lim = np.log10(radio_luminosity(np.full(ze.size - 1, deepest), ze[1:],
+                                      alpha=float(np.median(a[use])), freq_hz=freq_hz,
+                                      rest_freq_hz=rest_freq_hz, cosmology=cosmology))
+    complete = le[:-1][None] >= l_lim[:, None]
+    return LuminosityFunction(z_edges=ze, logl_edges=le, n=n, n_weighted=nw, phi=s1 / width,
+                              phi_err=np.sqrt(s2) / width, complete=complete, vmax=vmax,
+                              meta={"coverage": coverage.description,
+                                    "area_deg2": coverage.area_sr * (180 / math.pi) ** 2,
+                                    "cosmology": str(cosmology), "n_used": int(inside.sum()),
+                                    "deepest_flux_jy": deepest,
+                                    "rest_freq_hz": rest_freq_hz or freq_hz})
+
+
+def _deepest_flux(coverage: Coverage, peaks: np.ndarray) -> float:
+    """The faintest peak (Jy/beam) the coverage sees anywhere, searched down from the
+    sources' faintest."""
+    lo = float(np.nanmin(peaks))
+    grid = lo * np.logspace(-3, 0, 301)
+    seen = coverage.area(grid) > 0
+    return float(grid[np.argmax(seen)]) if seen.any() else lo
+
+
+def luminosity_function_figure(lf: LuminosityFunction, *, title: str = "Luminosity function",
+                               model: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+    """log Phi against log L per redshift bin with Poisson errors (hollow: incomplete bins);
+    ``model``: a function of log L (W/Hz) giving Phi, drawn as a line."""
+    from ._deps import require
+
+    plt = require("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    mid = 0.5 * (lf.logl_edges[:-1] + lf.logl_edges[1:])
+    for b in range(lf.z_edges.size - 1):
+        has = lf.n[b] > 0
+        label = f"{lf.z_edges[b]:g} <= z < {lf.z_edges[b + 1]:g} ({int(lf.n[b].sum())})"
+        for comp, kw in ((True, {"label": label}), (False, {"mfc": "none"})):
+            k = has & (lf.complete[b] == comp)
+            if k.any():
+                ax.errorbar(mid[k], lf.phi[b, k], yerr=lf.phi_err[b, k], fmt="o",
+                            color=f"C{b}", capsize=2, **kw)
+    if model is not None:
+        fine = np.linspace(lf.logl_edges[0], lf.logl_edges[-1], 200)
+        ax.plot(fine, model(fine), "k-", lw=1, label="model")
+    ax.set_yscale("log")
+    ax.set_xlabel("log10 L (W/Hz)")
+    ax.set_ylabel("Phi (Mpc^-3 dex^-1)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, title="hollow: incomplete", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def catalogue_luminosity_function(
+        catalogue: Any, *, z_column: str, image: Any = None, area_deg2: float | None = None,
+        flux_limit: float | None = None, completeness: Any = None, snr: float = 5.0,
+        primary_beam: Any = None, pb_min: float | None = None, noise_box: int | None = None,
+        hdu: int | str | None = None, alpha: float = -0.7, alpha_column: str | None = None,
+        freq_hz: float | None = None, rest_freq_hz: float | None = None,
+        z_edges: Any = (0.1, 0.5, 1.0, 2.0, 3.0), dex: float = 0.4,
+        cosmology: str = "Planck18", z_weights: bool = True) -> LuminosityFunction:
+    """The luminosity function of a catalogue file's sources with a redshift (``z_column``;
+    ``flux`` in Jy, ``peak`` for the coverage when it has one) over one of three coverages:
+    ``area_deg2`` with a ``flux_limit`` (Jy); ``image`` (one, or a mosaic's list) with its
+    visibility areas at ``snr`` times the local rms (:mod:`.visibility`; ``primary_beam``,
+    ``pb_min`` for a corrected catalogue; the noise map's box ``noise_box``, by default the
+    catalogue's); or ``completeness``, source injection's report (by flux), over the image's
+    data or ``area_deg2``. ``z_weights``: sources with a redshift weighted for those without
+    in their flux bin. Spectral indices: ``alpha_column`` where finite, else ``alpha``."""
+    import os
+    from contextlib import ExitStack
+
+    from .catalogue import CatalogueError, column_values, read_catalogue
+    from .fits_image import open_image
+    from .primary_beam import finding_beam
+    from .source_counts import completeness_at, image_area_sr, read_completeness
+    from .visibility import mosaic_visibility
+
+    name = os.fspath(catalogue)
+    t = read_catalogue(catalogue)
+    images = [] if image is None else (list(image) if isinstance(image, (list, tuple))
+                                       else [image])
+    if (flux_limit is not None) + bool(images and completeness is None) + (
+            completeness is not None) != 1:
+        raise ValueError("coverage: area_deg2 with flux_limit, or image (visibility areas), or "
+                         "completeness (with image or area_deg2): one of them")
+    if flux_limit is not None and (area_deg2 is None or images):
+        raise ValueError("flux_limit: with area_deg2 (and no image)")
+    if completeness is not None and bool(images) == (area_deg2 is not None):
+        raise ValueError("completeness: over image's data or area_deg2, one of them")
+    for col in (z_column, alpha_column):
+        if col is not None and col not in t.colnames:
+            raise CatalogueError(f"{name}: no column {col!r}")
+    flux = column_values(t, "flux", name)
+    if flux is None:
+        raise CatalogueError(f"{name}: no flux column (flux, or an alias such as Total_flux)")
+    z = column_values(t, z_column, name)
+    a = np.full(len(t), float(alpha))
+    if alpha_column is not None:
+        own = column_values(t, alpha_column, name)
+        a = np.where(np.isfinite(own), own, a)
+    if freq_hz is None:
+        freq_hz = t.meta.get("frequency_hz")
+    if rest_freq_hz is not None and not freq_hz:
+        raise ValueError(f"{name}: its frequency is not known (metadata frequency_hz): give "
+                         "freq_hz (--freq-mhz) with rest_freq_hz")
+    has_z = np.isfinite(z) & (z > 0)
+    w = z_completeness_weights(flux, has_z) if z_weights else np.ones(len(t))
+    peak = column_values(t, "peak", name)
+    if flux_limit is not None:
+        cov = Coverage.flux_limit(as_bounded_float(area_deg2, "area_deg2")
+                                  * (math.pi / 180) ** 2, flux_limit)
+        peak = None  # (a limit on the flux)
+    else:
+        with ExitStack() as stack:
+            imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
+            if completeness is None:
+                beams = [finding_beam(primary_beam, pb_min)] * len(imgs)
+                box = noise_box if noise_box is not None else t.meta.get("noise_box", 128)
+                vis = mosaic_visibility(imgs, snr=snr, beams=beams, noise_box=int(box))
+                cov = Coverage(float(vis.weights.sum()), vis.fraction,
+                               f"visibility areas at {snr:g} sigma of "
+                               + ', '.join(map(os.fspath, images)))
+                snr_col = column_values(t, "snr", name)
+                if snr_col is not None:  # the sample the areas hold for
+                    has_z &= snr_col >= snr
+            else:
+                edges, comp = read_completeness(completeness)
+                area = (sum(image_area_sr(im) for im in imgs) if imgs
+                        else as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180) ** 2)
+                cov = Coverage(area, lambda p: np.nan_to_num(completeness_at(p, edges, comp)),
+                               f"injection's completeness by flux ({completeness})")
+                peak = None  # (the completeness is by flux)
+    zz = np.where(has_z, z, np.nan)
+    lf = luminosity_function(flux, zz, cov, z_edges=np.asarray(z_edges, np.float64), dex=dex,
+                             alpha=a, peak=peak, weights=w, freq_hz=freq_hz,
+                             rest_freq_hz=rest_freq_hz, cosmology=cosmology)
+    lf.meta.update(catalogue=name, z_column=z_column, n_sources=len(t),
+                   n_with_z=int(has_z.sum()), z_weights=bool(z_weights), alpha=float(alpha),
+                   alpha_column=alpha_column)
+    return lf
