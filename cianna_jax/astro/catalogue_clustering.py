@@ -113,7 +113,6 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     rate = as_bounded_float(randoms_per_source, "randoms_per_source")
     seed = as_int(seed, "seed")
     rng = np.random.default_rng(seed)
-    name = os.fspath(catalogue)
     detection = (Detection.from_injection(injection) if injection is not None
                  else Detection.threshold(snr))
     if nz is not None and not fit:
@@ -129,23 +128,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     if cross is not None and nz is not None:
         raise ValueError("nz: the clustering length is for a catalogue's own correlation, "
                          "not a cross-correlation")
-    t = read_catalogue(catalogue)
-    ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
-    flux = column_values(t, "flux", name)
-    if ra is None or dec is None or flux is None:
-        raise CatalogueError(f"{name}: ra, dec and flux are needed (or another finder's names "
-                             "for them, such as RA, DEC, Total_flux)")
-    peak = column_values(t, "peak", name)
-    point = peak is None
-    peak = flux.copy() if point else peak
-    if "adaptive_rms" in t.meta and rms_map is None:
-        warnings.warn(f"{name}: made with --adaptive-rms (the noise map raised around bright "
-                      "sources) but no rms_map given: the randoms see the plain noise map; "
-                      "give predict --rms-map's image", UserWarning, stacklevel=2)
-    if "pb" in t.colnames and primary_beam is None:
-        warnings.warn(f"{name}: its fluxes were corrected for a primary beam, which is not "
-                      "given: the randoms do not see the sensitivity fall away from the "
-                      "centre; give the beam (as predict --pb)", UserWarning, stacklevel=2)
+    src = _read_sources(catalogue, rms_map, primary_beam)
+    t, ra, dec, flux, peak = src.table, src.ra, src.dec, src.flux, src.peak
     box = noise_box if noise_box is not None else t.meta.get("noise_box", 128)
     with ExitStack() as stack:
         imgs = [stack.enter_context(open_image(p, hdu)) for p in images]
@@ -153,25 +137,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
             open_image(m)), noise_box=box, max_rms=max_rms, **b)
             for im, m, b in zip(imgs, maps, beams)]
         fp = parts[0] if len(parts) == 1 else MosaicFootprint(parts)
-        with np.errstate(invalid="ignore"):
-            inside = fp.contains(ra, dec)
-        sigma = np.where(inside, fp.sigma(ra, dec), np.nan)
-        good = inside & np.isfinite(flux) & (flux > 0) & np.isfinite(peak) & (peak > 0)
-        if not good.any():
-            raise CatalogueError(f"{name}: none of its sources lies on the data of "
-                                 f"{', '.join(map(os.fspath, images))} with a positive flux")
-        if flux_min is None:
-            flux_min = half_area_flux(fp, detection, rng, peak[good].min(), peak[good].max())
-        fmin = as_bounded_float(flux_min, "flux_min")
-        sel = good & (flux >= fmin)
-        if detection.completeness is None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sel &= peak / sigma >= detection.snr
+        sel, inside, fmin = _select(fp, detection, src, flux_min, rng, images)
         n_sel = int(sel.sum())
-        if n_sel < 10:
-            raise CatalogueError(f"{name}: {n_sel} sources pass the selection (flux >= "
-                                 f"{fmin:.3g} Jy, {detection.describe()}); too few to count "
-                                 "pairs")
         vis = visible_fraction(fp, detection, peak[sel], rng)
         weights = intrinsic_weights(vis)
         rnd = draw_randoms(fp, detection, flux[sel], peak[sel], weights,
@@ -182,27 +149,17 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
         if theta_max is None:
             theta_max = footprint_radius(rnd.ra, rnd.dec)
         edges = log_edges(theta_min, theta_max, bins)
-        if cross is None:
-            def measure(r_ra, r_dec):
-                return angular_correlation(ra[sel], dec[sel], r_ra, r_dec, edges,
-                                           estimator=estimator, jackknife=jackknife)
-        else:
-            other = _on_data(fp, cross, "cross")
-            kw = {} if cross_randoms is None else dict(
-                zip(("ra_r2", "dec_r2"), _on_data(fp, cross_randoms, "cross_randoms")))
-
-            def measure(r_ra, r_dec):
-                return angular_cross_correlation(ra[sel], dec[sel], r_ra, r_dec, *other, edges,
-                                                 jackknife=jackknife, **kw)
+        measure = _correlator(ra[sel], dec[sel], edges, fp, estimator, jackknife, cross,
+                              cross_randoms)
         corr = measure(rnd.ra, rnd.dec)
         flat = None
         if naive:
             flat = measure(*fp.sample(rnd.ra.size, rng))
         area = fp.area_deg2(rng)
-        meta = {"catalogue": name, "image": ", ".join(map(os.fspath, images)),
+        meta = {"catalogue": src.name, "image": ", ".join(map(os.fspath, images)),
                 "flux_min_jy": fmin,
                 "detection": detection.describe(), "rms": fp.rms_source,
-                "peak_from": "flux (no peak column: point sources)" if point else "peak",
+                "peak_from": "flux (no peak column: point sources)" if src.point else "peak",
                 "n_catalogue": len(t), "n_on_data": int(inside.sum()), "n_selected": n_sel,
                 "randoms_drawn": rnd.drawn, "randoms_kept": int(rnd.ra.size),
                 "weights_floored": int(np.sum(vis < 0.02)), "area_deg2": area,
@@ -225,6 +182,85 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
             cosmology=cosmology).as_dict()
     corr = replace(corr, meta=meta)
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """A catalogue's positions, fluxes and peaks (the flux where it has none: ``point``)."""
+
+    table: Any
+    name: str
+    ra: np.ndarray
+    dec: np.ndarray
+    flux: np.ndarray
+    peak: np.ndarray
+    point: bool
+
+
+def _read_sources(catalogue: str | os.PathLike, rms_map: Any, primary_beam: Any) -> _Sources:
+    """The catalogue's columns, with warnings where the randoms would miss how it was
+    made (an adaptive noise map, a primary beam not given)."""
+    name = os.fspath(catalogue)
+    t = read_catalogue(catalogue)
+    ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
+    flux = column_values(t, "flux", name)
+    if ra is None or dec is None or flux is None:
+        raise CatalogueError(f"{name}: ra, dec and flux are needed (or another finder's names "
+                             "for them, such as RA, DEC, Total_flux)")
+    peak = column_values(t, "peak", name)
+    if "adaptive_rms" in t.meta and rms_map is None:
+        warnings.warn(f"{name}: made with --adaptive-rms (the noise map raised around bright "
+                      "sources) but no rms_map given: the randoms see the plain noise map; "
+                      "give predict --rms-map's image", UserWarning, stacklevel=3)
+    if "pb" in t.colnames and primary_beam is None:
+        warnings.warn(f"{name}: its fluxes were corrected for a primary beam, which is not "
+                      "given: the randoms do not see the sensitivity fall away from the "
+                      "centre; give the beam (as predict --pb)", UserWarning, stacklevel=3)
+    return _Sources(t, name, ra, dec, flux, flux.copy() if peak is None else peak, peak is None)
+
+
+def _select(fp: Footprint | MosaicFootprint, detection: Detection, src: _Sources,
+            flux_min: float | None, rng: np.random.Generator, images: list
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(selected, on the footprint, flux cut)``: the sources on the footprint at or above
+    the flux cut (default: the peak found over half the area) and, with a hard threshold,
+    at or above it at their place."""
+    with np.errstate(invalid="ignore"):
+        inside = fp.contains(src.ra, src.dec)
+    sigma = np.where(inside, fp.sigma(src.ra, src.dec), np.nan)
+    flux, peak = src.flux, src.peak
+    good = inside & np.isfinite(flux) & (flux > 0) & np.isfinite(peak) & (peak > 0)
+    if not good.any():
+        raise CatalogueError(f"{src.name}: none of its sources lies on the data of "
+                             f"{', '.join(map(os.fspath, images))} with a positive flux")
+    if flux_min is None:
+        flux_min = half_area_flux(fp, detection, rng, peak[good].min(), peak[good].max())
+    fmin = as_bounded_float(flux_min, "flux_min")
+    sel = good & (flux >= fmin)
+    if detection.completeness is None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sel &= peak / sigma >= detection.snr
+    if sel.sum() < 10:
+        raise CatalogueError(f"{src.name}: {int(sel.sum())} sources pass the selection (flux "
+                             f">= {fmin:.3g} Jy, {detection.describe()}); too few to count "
+                             "pairs")
+    return sel, inside, fmin
+
+
+def _correlator(ra: np.ndarray, dec: np.ndarray, edges: np.ndarray,
+                fp: Footprint | MosaicFootprint, estimator: str, jackknife: int,
+                cross: Any, cross_randoms: Any):
+    """``(ra_r, dec_r) -> Correlation``: the sources' correlation against given randoms, or
+    their cross-correlation with ``cross``'s objects on the footprint."""
+    if cross is None:
+        return lambda r_ra, r_dec: angular_correlation(ra, dec, r_ra, r_dec, edges,
+                                                       estimator=estimator,
+                                                       jackknife=jackknife)
+    other = _on_data(fp, cross, "cross")
+    kw = {} if cross_randoms is None else dict(
+        zip(("ra_r2", "dec_r2"), _on_data(fp, cross_randoms, "cross_randoms")))
+    return lambda r_ra, r_dec: angular_cross_correlation(ra, dec, r_ra, r_dec, *other, edges,
+                                                         jackknife=jackknife, **kw)
 
 
 def _per_image(value: Any, n: int, name: str) -> list:

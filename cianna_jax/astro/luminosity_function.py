@@ -19,14 +19,21 @@ spectral index).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..checks import as_bounded_float
+from .catalogue import CatalogueError, column_values, make_table, read_catalogue
+from .fits_image import open_image
 from .luminosity import cosmology_by_name, radio_luminosity
+from .primary_beam import finding_beam
+from .source_counts import completeness_at, image_area_sr, read_completeness
+from .visibility import mosaic_visibility
 
 __all__ = ["Coverage", "LuminosityFunction", "luminosity_function", "z_completeness_weights",
            "luminosity_function_figure", "catalogue_luminosity_function"]
@@ -97,8 +104,6 @@ class LuminosityFunction:
 
     def table(self) -> Any:
         """One row per (z bin, L bin) with sources: bins, counts, phi, its error, log phi."""
-        from .catalogue import make_table
-
         iz, il = np.nonzero(self.n > 0)
         phi = self.phi[iz, il]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -249,15 +254,6 @@ def catalogue_luminosity_function(
     catalogue's); or ``completeness``, source injection's report (by flux), over the image's
     data or ``area_deg2``. ``z_weights``: sources with a redshift weighted for those without
     in their flux bin. Spectral indices: ``alpha_column`` where finite, else ``alpha``."""
-    import os
-    from contextlib import ExitStack
-
-    from .catalogue import CatalogueError, column_values, read_catalogue
-    from .fits_image import open_image
-    from .primary_beam import finding_beam
-    from .source_counts import completeness_at, image_area_sr, read_completeness
-    from .visibility import mosaic_visibility
-
     name = os.fspath(catalogue)
     t = read_catalogue(catalogue)
     images = [] if image is None else (list(image) if isinstance(image, (list, tuple))
