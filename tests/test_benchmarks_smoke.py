@@ -390,14 +390,39 @@ def test_crossid_check_scores_the_likelihood_ratio_and_the_nearest(capsys):
 
 
 def test_transients_check_finds_the_new_and_the_vanished(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("astro_fixtures",
-                                                  ROOT / "tests" / "astro" / "conftest.py")
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    make_peak_detector = fixtures.make_peak_detector
     m = _benchmark("transients_check")
-    assert m.main(["--model", make_peak_detector(tmp_path, 5.0), "--size", "384",
+    assert m.main(["--model", _peak_detector(tmp_path), "--size", "384",
                    "--new", "4"]) == 0
     out = capsys.readouterr().out
     found = re.search(r"new found (\d+)/4, vanished found (\d+)/4", out)
     assert found and int(found.group(1)) >= 3 and int(found.group(2)) >= 3
+
+
+def _peak_detector(tmp_path) -> str:
+    spec = importlib.util.spec_from_file_location("astro_fixtures",
+                                                  ROOT / "tests" / "astro" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    return fixtures.make_peak_detector(tmp_path, 5.0)
+
+
+def test_clustering_check_compares_both_randoms_with_the_truth(tmp_path, capsys):
+    m = _benchmark("clustering_check")
+    assert m.main(["--model", _peak_detector(tmp_path), "--size", "768", "--seeds", "0",
+                   "--parents", "40"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"seed 0, (Poisson|clustered): \d+ of \d+ sources .*chi2 against the "
+                      r"truth, 8 bins: ([\d.]+) with the selection's randoms, ([\d.]+) with "
+                      r"uniform ones", out)
+    assert [r[0] for r in rows] == ["Poisson", "clustered"]
+    assert "expected:" in out and "w (uniform):" in out
+
+
+def test_lumfunc_check_compares_phi_with_the_population(tmp_path, capsys):
+    m = _benchmark("lumfunc_check")
+    assert m.main(["--model", _peak_detector(tmp_path), "--size", "1024", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"seed 0: \d+ true sources above 10 uJy, \d+ detections, \d+ matched, "
+                     r"\d+ with a redshift", out)
+    found = re.search(r"complete bins of 5 or more sources: (\d+), pulls' mean ([-+.\d]+)", out)
+    assert found and int(found.group(1)) >= 1 and abs(float(found.group(2))) < 3
