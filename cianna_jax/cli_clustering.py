@@ -55,7 +55,8 @@ def clustering(args) -> int:
         estimator=args.estimator, jackknife=args.jackknife, gamma=gamma, fit=not args.no_fit,
         randoms_per_source=args.randoms_per_source, naive=args.uniform_too, nz=nz,
         epsilon=args.epsilon, cosmology=args.cosmology, cross=args.cross,
-        cross_randoms=args.cross_randoms, seed=args.seed)
+        cross_randoms=args.cross_randoms, bias=args.bias, bias_scale=args.bias_scale,
+        seed=args.seed)
     print(format_clustering(res))
     if args.randoms_out:
         write_catalogue(res.randoms.table(meta={"clustering": res.correlation.meta}),
@@ -124,6 +125,12 @@ def add_parser(sub) -> None:
                         "redshifts, e.g. crossid --keep z_phot's, with --z-column")
     p.add_argument("--z-column", default=None, metavar="NAME",
                    help="with --redshifts: its redshift column (e.g. lr_z_phot)")
+    p.add_argument("--bias", action="store_true",
+                   help="with --nz or --redshifts: also the linear bias against the matter's "
+                        "correlation (linear power spectrum, Limber)")
+    p.add_argument("--bias-scale", type=float, default=5.0, metavar="MPC_H",
+                   help="with --bias: the bins beyond this comoving scale at the median "
+                        "redshift (default 5 h^-1 Mpc; smaller ones are non-linear)")
     p.add_argument("--epsilon", type=float, default=None,
                    help="the clustering's evolution, (1+z)^-(3+epsilon) in proper units "
                         "(default gamma - 3: constant in comoving coordinates; 0: stable)")

@@ -23,6 +23,7 @@ from .clustering import Correlation, angular_correlation, fit_power_law, footpri
 from .cross_clustering import angular_cross_correlation
 from .fits_image import open_image
 from .footprint import Footprint, MosaicFootprint
+from .galaxy_bias import fit_bias
 from .limber import ClusteringLength
 from .primary_beam import finding_beam
 from .randoms import (
@@ -80,6 +81,7 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
                        epsilon: float | None = None, cosmology: str = "Planck18",
                        cross: str | os.PathLike | None = None,
                        cross_randoms: str | os.PathLike | None = None,
+                       bias: bool = False, bias_scale: float = 5.0,
                        seed: int = 0) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
@@ -104,7 +106,9 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     source; ``naive``: also against uniform randoms. ``nz``: the sources' redshift
     distribution ``(z, N)``, for the comoving clustering length ``r0`` of the fitted power law
     by Limber's equation (:mod:`.limber`: ``epsilon`` the clustering's evolution, default
-    constant in comoving coordinates; distances in ``cosmology``), in the metadata.
+    constant in comoving coordinates; distances in ``cosmology``), in the metadata; with
+    ``bias``, also the sources' linear bias against the matter's correlation for that
+    ``N(z)`` over the bins beyond ``bias_scale`` h^-1 Mpc (:mod:`.galaxy_bias`).
 
     ``cross``: another catalogue (``ra``, ``dec``: galaxies, quasars, clusters): instead,
     the cross-correlation of the selected sources with its objects on the image's data
@@ -115,8 +119,11 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     rng = np.random.default_rng(seed)
     detection = (Detection.from_injection(injection) if injection is not None
                  else Detection.threshold(snr))
-    if nz is not None and not fit:
+    if nz is not None and not fit and not bias:
         raise ValueError("nz: the clustering length comes from the power-law fit (fit=True)")
+    if bias and (nz is None or cross is not None):
+        raise ValueError("bias: the sources' own correlation and their redshift distribution "
+                         "(nz), not a cross-correlation")
     if theta_min is not None and theta_max is not None:  # refused before the work
         log_edges(theta_min, theta_max, bins)
     images = list(image) if isinstance(image, (list, tuple)) else [image]
@@ -180,6 +187,9 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
         meta["clustering_length"] = ClusteringLength.from_fit(
             f.amplitude, f.amplitude_err, f.gamma, *nz, epsilon=epsilon,
             cosmology=cosmology).as_dict()
+    if bias:
+        meta["bias"] = fit_bias(corr, *nz, cosmology=cosmology,
+                                scale_mpc_h=bias_scale).as_dict()
     corr = replace(corr, meta=meta)
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
 
@@ -326,6 +336,12 @@ def format_clustering(res: ClusteringResult) -> str:
                  else "no r0 (the amplitude is not positive)")
         lines.append(f"clustering length (Limber, N(z) median z {r0['z_median']:.2f}, epsilon "
                      f"{r0['epsilon']:g}, {r0['cosmology']}): {value}")
+    b = m.get("bias")
+    if b is not None:
+        lines.append(f"linear bias against the matter (bins beyond {b['scale_mpc_h']:g} Mpc/h, "
+                     f"{b['theta_min_deg'] * 60:.3g} arcmin at z {b['z_median']:.2f}): b = "
+                     f"{b['bias']:.2f} +- {b['bias_err']:.2f}, chi2 {b['chi2']:.1f} for "
+                     f"{b['dof']} dof")
     head = f"{'theta (arcmin)':>15}{'D1D2' if 'cross' in m else 'DD':>10}{'w':>11}{'+-':>10}"
     if res.naive is not None:
         head += f"{'w uniform':>12}{'+-':>10}"

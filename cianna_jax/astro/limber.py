@@ -27,7 +27,7 @@ from ..checks import as_bounded_float
 from .luminosity import cosmology_by_name
 
 __all__ = ["H_gamma", "limber_kernel", "amplitude_from_r0", "r0_from_amplitude",
-           "redshift_distribution", "read_nz", "ClusteringLength"]
+           "redshift_distribution", "read_nz", "median_redshift", "ClusteringLength"]
 
 _C_KMS = 299792.458
 
@@ -75,6 +75,16 @@ def limber_kernel(z: np.ndarray, nz: np.ndarray, gamma: float, *, epsilon: float
     return float(H_gamma(g) * top / np.trapezoid(n, zz) ** 2)
 
 
+def median_redshift(z: np.ndarray, nz: np.ndarray) -> float:
+    """The median of the distribution ``nz`` at ``z``, read linearly between its points (as
+    :func:`limber_kernel` reads it)."""
+    z, nz = np.asarray(z, np.float64), np.asarray(nz, np.float64)
+    zz = np.linspace(z[0], z[-1], 4001)
+    n = np.interp(zz, z, nz)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (n[1:] + n[:-1]))])
+    return float(np.interp(0.5, cdf / cdf[-1], zz))
+
+
 def amplitude_from_r0(r0_mpc: float, gamma: float, kernel: float) -> float:
     """``A`` with ``theta`` in degrees, from ``r0`` (Mpc) and :func:`limber_kernel`."""
     return float(kernel * r0_mpc ** gamma * (180.0 / math.pi) ** (gamma - 1.0))
@@ -106,12 +116,9 @@ class ClusteringLength:
                  cosmology: str = "Planck18") -> ClusteringLength:
         k = limber_kernel(z, nz, gamma, epsilon=epsilon, cosmology=cosmology)
         r0 = r0_from_amplitude(amplitude_deg, gamma, k)
-        zz = np.linspace(z[0], z[-1], 4001)  # N(z) as the kernel reads it: linear
-        n = np.interp(zz, z, nz)
-        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (n[1:] + n[:-1]))])
         h = float(cosmology_by_name(cosmology).h)
         return cls(r0, r0 * amplitude_err / (gamma * amplitude_deg) if amplitude_deg > 0
-                   else float("nan"), h, float(np.interp(0.5, cdf / cdf[-1], zz)), float(gamma),
+                   else float("nan"), h, median_redshift(z, nz), float(gamma),
                    float(gamma - 3.0 if epsilon is None else epsilon), cosmology)
 
     def as_dict(self) -> dict[str, Any]:
