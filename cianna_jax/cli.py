@@ -19,6 +19,7 @@ import sys
 
 from . import (
     cli_clustering,
+    cli_confusion,
     cli_crossid,
     cli_lumfunc,
     cli_simulate,
@@ -598,6 +599,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_crossid.add_parser(sub)
     cli_clustering.add_parser(sub)
     cli_lumfunc.add_parser(sub)
+    cli_confusion.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -675,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
            "doubles": cli_crossid.doubles,
            "luminosity": cli_crossid.luminosity,
            "clustering": cli_clustering.clustering,
-           "lumfunc": cli_lumfunc.lumfunc}[args.command]
+           "lumfunc": cli_lumfunc.lumfunc,
+           "confusion": cli_confusion.confusion}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:
