@@ -21,6 +21,7 @@ from . import (
     cli_clustering,
     cli_confusion,
     cli_crossid,
+    cli_diffuse,
     cli_lumfunc,
     cli_simulate,
     cli_tables,
@@ -600,6 +601,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_clustering.add_parser(sub)
     cli_lumfunc.add_parser(sub)
     cli_confusion.add_parser(sub)
+    cli_diffuse.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -678,7 +680,8 @@ def main(argv: list[str] | None = None) -> int:
            "luminosity": cli_crossid.luminosity,
            "clustering": cli_clustering.clustering,
            "lumfunc": cli_lumfunc.lumfunc,
-           "confusion": cli_confusion.confusion}[args.command]
+           "confusion": cli_confusion.confusion,
+           "diffuse": cli_diffuse.diffuse}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:
