@@ -33,10 +33,8 @@ def _image_beam(path: str, hdu) -> tuple[tuple[float, float, float], float, floa
 
 def confusion(args) -> int:
     """``cianna-jax confusion``: the estimates printed, P(D) written (and drawn)."""
-    import numpy as np
-
     from .astro.catalogue import catalogue_format, make_table
-    from .astro.confusion import CountsModel, estimate_confusion
+    from .astro.confusion import CountsModel, estimate_confusion, pd_figure
     from .cli_tables import write_with_figure
 
     catalogue_format(args.out)  # refused before the work
@@ -70,27 +68,7 @@ def confusion(args) -> int:
                    meta={"confusion": est.as_dict()})
     t["d_min"].unit = t["d_max"].unit = "Jy/beam"
 
-    def figure(_):
-        from .astro._deps import require
-
-        plt = require("matplotlib.pyplot")
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        mid = 0.5 * (edges[:-1] + edges[1:]) * 1e6
-        frac = counts / max(counts.sum(), 1)
-        ax.step(mid, frac, where="mid", label="P(D) of the counts")
-        g = np.exp(-0.5 * ((mid - est.median * 1e6) / (est.sigma * 1e6)) ** 2)
-        ax.plot(mid, g * frac.max() / g.max(), "k:",
-                label=f"Gaussian of {est.sigma * 1e6:.3g} uJy/beam (the clipped rms)")
-        ax.set_yscale("log")
-        ax.set_ylim(max(frac[frac > 0].min() / 2, frac.max() * 1e-6), frac.max() * 2)
-        ax.set_xlabel("D (uJy/beam)")
-        ax.set_ylabel("fraction of pixels")
-        ax.set_title("Confusion: the sky's faint sources per beam")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        return fig
-
-    write_with_figure(t, args, "P(D)", figure)
+    write_with_figure(t, args, "P(D)", lambda _: pd_figure(est))
     return 0
 
 

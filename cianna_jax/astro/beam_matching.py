@@ -13,7 +13,8 @@ from .measure import FWHM
 from .sky import deconvolve, pixel_to_sky, sky_to_pixel
 from .sources import covariances
 
-__all__ = ["common_beam", "match_kernel", "check_same_grid", "at_beam", "regridded"]
+__all__ = ["common_beam", "match_kernel", "check_same_grid", "at_beam", "regridded",
+           "gaussian_fft_kernel"]
 
 #: the sky-to-pixel mapping is computed every this many pixels and interpolated between
 _MAP_STEP = 16
@@ -132,3 +133,20 @@ def at_beam(img: FitsImage, target: Beam) -> np.ndarray:
     a = oaconvolve(np.where(blank, 0.0, a), k, mode="same")
     a[blank] = np.nan
     return a * (target.bmaj * target.bmin) / (img.beam.bmaj * img.beam.bmin)
+
+
+def gaussian_fft_kernel(shape: tuple[int, int], fwhm_px: tuple[float, float], pa_deg: float,
+                        *, shift: float = 0.0, unit_sum: bool = True) -> np.ndarray:
+    """An elliptical Gaussian (FWHM major, minor in pixels; the major axis ``pa_deg`` east of
+    north, from +y towards -x) on a grid of ``shape`` in FFT order, centred at pixel
+    (-shift, -shift): a convolution with it puts at each pixel the value ``shift`` pixels
+    further along both axes. Unit sum (``unit_sum``), else a peak of 1."""
+    sy, sx = fwhm_px[0] / FWHM, fwhm_px[1] / FWHM
+    fy = np.fft.fftfreq(shape[0]) * shape[0] + shift
+    fx = np.fft.fftfreq(shape[1]) * shape[1] + shift
+    yy, xx = np.meshgrid(fy, fx, indexing="ij")
+    t = math.radians(pa_deg)
+    u = xx * math.cos(t) + yy * math.sin(t)
+    v = -xx * math.sin(t) + yy * math.cos(t)
+    k = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+    return k / k.sum() if unit_sum else k

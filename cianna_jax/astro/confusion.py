@@ -24,14 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
+from .beam_matching import gaussian_fft_kernel
 from .catalogue import CatalogueError, read_catalogue
 from .noise import clipped_stats
 
 __all__ = ["CountsModel", "condon_sigma", "confusion_map", "ConfusionEstimate",
-           "estimate_confusion", "thermal_noise"]
-
-_FWHM_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
+           "estimate_confusion", "thermal_noise", "pd_figure"]
 
 @dataclass(frozen=True)
 class CountsModel:
@@ -107,19 +105,6 @@ def condon_sigma(k: float, gamma: float, beam_sr: float, q: float = 5.0) -> floa
                  * (k * omega_e) ** (1.0 / (g - 1.0)))
 
 
-def _beam_kernel(fwhm_px: tuple[float, float, float], size: int) -> np.ndarray:
-    """A peak-1 elliptical Gaussian (FWHM major, minor in pixels; PA in degrees from +y
-    towards -x, as the sky's east of north) on a ``size`` grid centred at 0 (FFT order)."""
-    bmaj, bmin, pa = fwhm_px
-    sy, sx = bmaj / _FWHM_SIGMA, bmin / _FWHM_SIGMA
-    f = np.fft.fftfreq(size) * size
-    yy, xx = np.meshgrid(f, f, indexing="ij")
-    t = math.radians(pa)
-    u = xx * math.cos(t) + yy * math.sin(t)
-    v = -xx * math.sin(t) + yy * math.cos(t)
-    return np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
-
-
 def confusion_map(model: CountsModel, fwhm_px: tuple[float, float, float],
                   pixel_arcsec: float, rng: np.random.Generator, *, size: int = 1024,
                   s_min: float, s_max: float, max_sources: int = 20_000_000) -> np.ndarray:
@@ -143,7 +128,8 @@ def confusion_map(model: CountsModel, fwhm_px: tuple[float, float, float],
     flux = np.exp(np.interp(rng.uniform(0.0, cum[-1], n), cum, ls))
     sky = np.zeros((size, size))
     np.add.at(sky, (rng.integers(0, size, n), rng.integers(0, size, n)), flux)
-    out = np.real(np.fft.ifft2(np.fft.fft2(sky) * np.fft.fft2(_beam_kernel(fwhm_px, size))))
+    beam = gaussian_fft_kernel((size, size), fwhm_px[:2], fwhm_px[2], unit_sum=False)
+    out = np.real(np.fft.ifft2(np.fft.fft2(sky) * np.fft.fft2(beam)))
     return out - out.mean()  # (an interferometer's image has no zero spacing: mean 0)
 
 
@@ -235,3 +221,28 @@ def estimate_confusion(model: CountsModel, beam_arcsec: tuple[float, float, floa
                              beams_per_source=float(1.0 / (n_above * beam_sr)), q=q,
                              beam_sr=beam_sr, measured_rms=measured_rms, thermal_rms=thermal,
                              model=model, histogram=(edges, counts), median=med)
+
+
+def pd_figure(est: ConfusionEstimate, *, title: str = "Confusion: the sky's faint sources "
+              "per beam") -> Any:
+    """The simulated P(D) (fraction of pixels per bin, log scale) with the Gaussian of its
+    clipped rms."""
+    from ._deps import require
+
+    plt = require("matplotlib.pyplot")
+    edges, counts = est.histogram
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    mid = 0.5 * (edges[:-1] + edges[1:]) * 1e6
+    frac = counts / max(counts.sum(), 1)
+    ax.step(mid, frac, where="mid", label="P(D) of the counts")
+    g = np.exp(-0.5 * ((mid - est.median * 1e6) / (est.sigma * 1e6)) ** 2)
+    ax.plot(mid, g * frac.max() / g.max(), "k:",
+            label=f"Gaussian of {est.sigma * 1e6:.3g} uJy/beam (the clipped rms)")
+    ax.set_yscale("log")
+    ax.set_ylim(max(frac[frac > 0].min() / 2, frac.max() * 1e-6), frac.max() * 2)
+    ax.set_xlabel("D (uJy/beam)")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -26,11 +26,9 @@ import numpy as np
 from ..checks import as_bounded_float
 from .limber import median_redshift
 from .luminosity import cosmology_by_name
+from .spectral import C_KMS
 
 __all__ = ["linear_power", "growth_factor", "matter_w", "BiasFit", "fit_bias"]
-
-_C_KMS = 299792.458
-
 
 def _cosmo(cosmology: str | Any) -> Any:
     return cosmology_by_name(cosmology) if isinstance(cosmology, str) else cosmology
@@ -101,7 +99,7 @@ def matter_w(theta_deg: np.ndarray, z: np.ndarray, nz: np.ndarray,
     n = np.interp(zz, z, nz)
     n = n / np.trapezoid(n, zz)
     chi = np.asarray(cosmo.comoving_transverse_distance(zz).to_value("Mpc"))
-    h_c = np.asarray(cosmo.H(zz).to_value("km/(s Mpc)")) / _C_KMS  # dz/dchi, Mpc^-1
+    h_c = np.asarray(cosmo.H(zz).to_value("km/(s Mpc)")) / C_KMS  # dz/dchi, Mpc^-1
     lnk = np.linspace(math.log(1e-4), math.log(50.0), 3000)
     k = np.exp(lnk)
     if power is None:

@@ -25,12 +25,10 @@ import numpy as np
 
 from ..checks import as_bounded_float
 from .luminosity import cosmology_by_name
+from .spectral import C_KMS
 
 __all__ = ["H_gamma", "limber_kernel", "amplitude_from_r0", "r0_from_amplitude",
            "redshift_distribution", "read_nz", "median_redshift", "ClusteringLength"]
-
-_C_KMS = 299792.458
-
 
 def H_gamma(gamma: float) -> float:  # noqa: N802 (the literature's name)
     """``Gamma(1/2) Gamma((gamma-1)/2) / Gamma(gamma/2)`` (gamma > 1)."""
@@ -70,7 +68,7 @@ def limber_kernel(z: np.ndarray, nz: np.ndarray, gamma: float, *, epsilon: float
     zz = np.linspace(max(z[0], 1e-4), z[-1], int(samples))
     n = np.interp(zz, z, nz)
     chi = np.asarray(cosmo.comoving_transverse_distance(zz).to_value("Mpc"))
-    dz_dchi = np.asarray(cosmo.H(zz).to_value("km/(s Mpc)")) / _C_KMS
+    dz_dchi = np.asarray(cosmo.H(zz).to_value("km/(s Mpc)")) / C_KMS
     top = np.trapezoid(n ** 2 * (1 + zz) ** (g - 3.0 - eps) * chi ** (1.0 - g) * dz_dchi, zz)
     return float(H_gamma(g) * top / np.trapezoid(n, zz) ** 2)
 

@@ -25,30 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
+from .beam_matching import gaussian_fft_kernel
 from .fits_image import FitsImage, ImageError, continuum_frequency, open_image
 from .residual import draw_gaussians
 
 __all__ = ["coarse_image", "DiffuseFinding", "find_diffuse"]
-
-_FWHM_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-def _kernel(shape: tuple[int, int], fwhm_px: tuple[float, float], pa_deg: float,
-            shift: float = 0.0) -> np.ndarray:
-    """A unit-sum elliptical Gaussian (major axis at ``pa_deg`` east of north: from +y
-    towards -x) on a grid of ``shape`` in FFT order, centred at pixel (-shift, -shift): a
-    convolution with it puts at each pixel the value ``shift`` pixels further along both
-    axes."""
-    sy, sx = fwhm_px[0] / _FWHM_SIGMA, fwhm_px[1] / _FWHM_SIGMA
-    fy = np.fft.fftfreq(shape[0]) * shape[0] + shift
-    fx = np.fft.fftfreq(shape[1]) * shape[1] + shift
-    yy, xx = np.meshgrid(fy, fx, indexing="ij")
-    t = math.radians(pa_deg)
-    u = xx * math.cos(t) + yy * math.sin(t)
-    v = -xx * math.sin(t) + yy * math.cos(t)
-    k = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
-    return k / k.sum()
-
 
 def coarse_image(image: FitsImage, factor: int, path: str | os.PathLike, *,
                  subtract: Any = None) -> str:
@@ -72,9 +53,9 @@ def coarse_image(image: FitsImage, factor: int, path: str | os.PathLike, *,
     H, W = data.shape
     grow = math.sqrt(k * k - 1.0)
     px = image.pixel_scale
-    kern = np.fft.rfft2(_kernel((H, W), (grow * image.beam.bmaj / px,
-                                         grow * image.beam.bmin / px), image.beam.bpa,
-                                shift=(k - 1) / 2.0))
+    kern = np.fft.rfft2(gaussian_fft_kernel((H, W), (grow * image.beam.bmaj / px,
+                                                     grow * image.beam.bmin / px),
+                                            image.beam.bpa, shift=(k - 1) / 2.0))
     smooth = np.fft.irfft2(np.fft.rfft2(data) * kern, s=(H, W)) * (k * k)
     cover = np.fft.irfft2(np.fft.rfft2(finite.astype(np.float64)) * kern, s=(H, W))
     h, w = H // k, W // k
