@@ -60,7 +60,7 @@ def skies(folder, size, seed, edge, sigma_arcsec, parents, faintest):
     moved = rs.Catalogue(x, y, cat.flux[pick], cat.bmaj[pick], cat.bmin[pick], cat.pa[pick],
                          cat.kind[pick], cat.z[pick], cat.dz[pick], ndim=2)
     clustered = (rs.render_sources(f.image.shape, moved) * beam_pix + noise).astype(np.float32)
-    paths = [os.path.join(folder, f"poisson{seed}.fits"), os.path.join(folder, f"thomas{seed}.fits")]
+    paths = [os.path.join(folder, f"{kind}{seed}.fits") for kind in ("poisson", "thomas")]
     write_fits(paths[0], f)
     from dataclasses import replace
 
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                                              args.parents, args.faintest), (False, True)):
                 cat = path.replace(".fits", ".ecsv")
                 predict_file(path, args.model, cat, progress=False)
-                res = measure_clustering(cat, path, bins=8, flux_min=args.flux_min, theta_min=10.0 / 3600,
+                res = measure_clustering(cat, path, bins=8, flux_min=args.flux_min,
+                                         theta_min=10.0 / 3600,
                                          theta_max=5.0 / 60, naive=True, fit=False, seed=seed)
                 c, u = res.correlation, res.naive
                 want = (np.exp(-c.theta ** 2 / (4 * s * s)) / (4 * math.pi * s * s * rho)

@@ -19,7 +19,13 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, read_catalogue
-from .clustering import Correlation, angular_correlation, fit_power_law, footprint_radius, log_edges
+from .clustering import (
+    Correlation,
+    angular_correlation,
+    fit_power_law,
+    footprint_radius,
+    log_edges,
+)
 from .cross_clustering import angular_cross_correlation
 from .fits_image import open_image
 from .footprint import Footprint, MosaicFootprint
@@ -56,8 +62,8 @@ class ClusteringResult:
         return t
 
 
-def half_area_flux(footprint: Footprint | MosaicFootprint, detection: Detection, rng: np.random.Generator,
-                   lo: float, hi: float) -> float:
+def half_area_flux(footprint: Footprint | MosaicFootprint, detection: Detection,
+                   rng: np.random.Generator, lo: float, hi: float) -> float:
     """The peak (Jy/beam) a source needs to be found over half the data's area."""
     grid = np.geomspace(lo, hi, 256)
     frac = visible_fraction(footprint, detection, grid, rng)
@@ -347,7 +353,8 @@ def format_clustering(res: ClusteringResult) -> str:
         head += f"{'w uniform':>12}{'+-':>10}"
     lines.append(head)
     for i in range(c.w.size):
-        row = (f"{c.edges[i] * 60:7.3g}-{c.edges[i + 1] * 60:<7.3g}{c.dd[i] / (1 if 'cross' in m else 2):>10.0f}"
+        pairs = c.dd[i] / (1 if "cross" in m else 2)  # (DD counts ordered pairs)
+        row = (f"{c.edges[i] * 60:7.3g}-{c.edges[i + 1] * 60:<7.3g}{pairs:>10.0f}"
                f"{c.w[i]:>11.4f}{c.w_err[i]:>10.4f}")
         if res.naive is not None:
             row += f"{res.naive.w[i]:>12.4f}{res.naive.w_err[i]:>10.4f}"

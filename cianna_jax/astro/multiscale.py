@@ -80,7 +80,8 @@ def coarse_image(image: FitsImage, factor: int, path: str | os.PathLike, *,
     freq = continuum_frequency(image.header)
     if freq is not None and "RESTFRQ" not in header:
         header["RESTFRQ"] = freq
-    header["HISTORY"] = f"cianna-jax: {k}x the beam and the pixels of {os.path.basename(image.path)}"
+    header["HISTORY"] = (f"cianna-jax: {k}x the beam and the pixels of "
+                         f"{os.path.basename(image.path)}")
     fits.PrimaryHDU(out.astype(np.float32), header).writeto(path, overwrite=True)
     return os.fspath(path)
 

@@ -132,7 +132,8 @@ class Randoms:
         """As an astropy Table with units."""
         from .catalogue import make_table
 
-        t = make_table({"ra": self.ra, "dec": self.dec, "flux": self.flux, "peak": self.peak, "local_rms": self.sigma},
+        t = make_table({"ra": self.ra, "dec": self.dec, "flux": self.flux, "peak": self.peak,
+                        "local_rms": self.sigma},
                        meta=meta)
         for c, u in (("ra", "deg"), ("dec", "deg"), ("flux", "Jy"), ("peak", "Jy/beam"),
                      ("local_rms", "Jy/beam")):

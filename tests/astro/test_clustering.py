@@ -15,7 +15,10 @@ import pytest
 pytest.importorskip("astropy")
 
 from cianna_jax.astro.catalogue import CatalogueError, make_table, write_catalogue  # noqa: E402
-from cianna_jax.astro.catalogue_clustering import format_clustering, measure_clustering  # noqa: E402
+from cianna_jax.astro.catalogue_clustering import (  # noqa: E402
+    format_clustering,
+    measure_clustering,
+)
 from cianna_jax.astro.clustering import (  # noqa: E402
     angular_correlation,
     estimate_w,

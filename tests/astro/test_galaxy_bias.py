@@ -47,7 +47,8 @@ def test_linear_power_against_camb():
     k = np.geomspace(1e-5, 1e2, 20000)
     x = k * 8.0 / h
     win = 3 * (np.sin(x) - x * np.cos(x)) / x ** 3
-    s8 = math.sqrt(np.trapezoid(k ** 3 * linear_power(k) * win ** 2, np.log(k)) / (2 * math.pi ** 2))
+    s8 = math.sqrt(np.trapezoid(k ** 3 * linear_power(k) * win ** 2, np.log(k))
+                   / (2 * math.pi ** 2))
     assert s8 == pytest.approx(0.8102, rel=1e-3)
     assert linear_power(np.array([0.1]), 1.0)[0] == pytest.approx(
         linear_power(np.array([0.1]))[0] * growth_factor(1.0) ** 2)
