@@ -31,6 +31,12 @@ from .residual import draw_gaussians
 
 __all__ = ["coarse_image", "DiffuseFinding", "find_diffuse"]
 
+def _check_coarsenable(image: FitsImage) -> None:
+    if image.ndim != 2 or image.wcs is None or image.beam is None or not image.pixel_scale:
+        raise ImageError(f"{image.path}: coarser scales need a 2D image with a celestial WCS "
+                         "and a beam")
+
+
 def coarse_image(image: FitsImage, factor: int, path: str | os.PathLike, *,
                  subtract: Any = None) -> str:
     """Write to ``path`` the 2D ``image`` (minus the Gaussians of the measurements
@@ -42,9 +48,7 @@ def coarse_image(image: FitsImage, factor: int, path: str | os.PathLike, *,
 
     fits = require("astropy.io.fits")
     k = as_int(factor, "factor", minimum=2)
-    if image.ndim != 2 or image.wcs is None or image.beam is None or not image.pixel_scale:
-        raise ImageError(f"{image.path}: coarser scales need a 2D image with a celestial WCS "
-                         "and a beam")
+    _check_coarsenable(image)
     data = image.read().astype(np.float64)
     if subtract is not None:
         data -= draw_gaussians(data.shape, subtract)
@@ -117,9 +121,11 @@ def find_diffuse(image: str | os.PathLike, model: Any, *, scales: Sequence[int] 
     ks = sorted({as_int(s, "scales", minimum=2) for s in scales})
     if not ks:
         raise ValueError("scales: at least one factor of 2 or more")
+    cut = as_bounded_float(min_snr, "min_snr")
+    with open_image(image, hdu) as img:  # refused before the work
+        _check_coarsenable(img)
     mdl = model if isinstance(model, LoadedModel) else load_model(model)
     compact = find_sources(image, mdl, hdu=hdu, progress=progress, **find_kw)
-    cut = as_bounded_float(min_snr, "min_snr")
     parts = []
     with open_image(image, hdu) as img, tempfile.TemporaryDirectory() as tmp:
         for k in ks:
