@@ -56,7 +56,8 @@ def confusion(args) -> int:
     print(f"beam {beam[0]:.3g}\" x {beam[1]:.3g}\": confusion noise {est.sigma * 1e6:.4g} "
           f"uJy/beam (3-sigma clipped as a noise map; {est.sigma_raw * 1e6:.4g} over every "
           f"pixel); Condon's estimate with S^-{model.gamma_below:.2f} {est.condon_sigma * 1e6:.4g}"
-          f" uJy/beam; {est.beams_per_source:.3g} beams per source at {est.q:g} sigma")
+          f" uJy/beam; {est.beams_per_source:.3g} beams per source at {est.q:g} times the "
+          + ("image's rms" if measured is not None else "confusion noise"))
     if measured is not None:
         print(f"{args.image}: median rms {measured * 1e6:.4g} uJy/beam, so thermal "
               f"{est.thermal_rms * 1e6:.4g} uJy/beam under the confusion, which adds "

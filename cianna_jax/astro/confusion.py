@@ -9,9 +9,9 @@ package measures an image's noise (3-sigma clipped, :func:`.noise.clipped_stats`
 confusion noise a noise map sees. Beside it: Condon's (1974) classical estimate for a power
 law, ``sigma_c = (q^(3-g) / (3-g))^(1/(g-1)) (k Omega_e)^(1/(g-1))`` with ``n = k S^-g`` and
 ``Omega_e = Omega_b / (g - 1)``, which cuts each source's response at ``q sigma_c`` instead
-of clipping pixels (so it differs from the measured one), and the beams per source at
-``q sigma_c``. Given the image's measured rms, the thermal noise that, with the confusion,
-gives it.
+of clipping pixels (so it differs from the measured one), and the beams per source at ``q``
+times the image's rms (the confusion noise's without an image). Given the image's measured
+rms, the thermal noise that, with the confusion, gives it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ class CountsModel:
             m = min(max(2, int(fit_bins)), s.size)
             gamma_below = -float(np.polyfit(np.log(s[:m]), np.log(n[:m]), 1)[0])
             how = f"fitted to the {m} faintest bins"
+            if not 1.0 < gamma_below < 3.0:
+                raise ValueError(
+                    f"{name}: its {m} faintest complete bins give dN/dS ~ S^{-gamma_below:.2f}, "
+                    "no physical extension below them (bins still incomplete there, or a "
+                    "sample without fainter sources): give gamma_below (deep radio counts: "
+                    "1.5-1.9)")
         else:
             how = "given"
         g = as_bounded_float(gamma_below, "gamma_below", low=1.0)
@@ -156,8 +162,8 @@ def thermal_noise(confusion: np.ndarray, measured_rms: float, rng: np.random.Gen
 class ConfusionEstimate:
     """The confusion noise (Jy/beam) measured on a simulated map (``sigma``: 3-sigma clipped
     as a noise map; ``sigma_raw``: every pixel), Condon's estimate with the counts' slope
-    below their faintest bin, the beams per source at ``q`` times ``sigma``, and, with a
-    measured rms, the thermal noise that goes with it; ``histogram``: P(D) from 8 sigma below
+    below their faintest bin, the beams per source at ``q`` times the measured rms (else
+    ``sigma``), and, with a measured rms, the thermal noise that goes with it; ``histogram``: P(D) from 8 sigma below
     the median to 24 above, ``median`` its median."""
 
     sigma: float
@@ -213,7 +219,8 @@ def estimate_confusion(model: CountsModel, beam_arcsec: tuple[float, float, floa
     cmap = confusion_map(model, (bmaj / px, bmin / px, pa), px, rng, size=size,
                          s_min=1e-4 * guess, s_max=1e3 * guess)
     med, sigma = clipped_stats(cmap)
-    ls = np.linspace(math.log(q * sigma), math.log(1e6 * q * sigma), 2000)
+    limit = q * (measured_rms if measured_rms is not None else sigma)
+    ls = np.linspace(math.log(limit), math.log(1e6 * limit), 2000)
     n_above = np.trapezoid(model.dnds(np.exp(ls)) * np.exp(ls), ls)
     thermal = None if measured_rms is None else thermal_noise(cmap, measured_rms, rng)
     counts, edges = np.histogram(cmap, bins=200, range=(med - 8 * sigma, med + 24 * sigma))

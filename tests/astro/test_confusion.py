@@ -71,6 +71,10 @@ def test_counts_from_a_counts_table(tmp_path):
     assert CountsModel.from_counts(t, gamma_below=1.5).gamma_below == 1.5
     with pytest.raises(ValueError, match="infinite confusion"):
         CountsModel.from_counts(t, gamma_below=3.5)
+    turnover = make_table({"flux_mid": s, "counts": K * s ** (2.5 - GAMMA) * (s / 1e-2) ** 3})
+    with pytest.raises(ValueError, match="no physical extension below them"):
+        CountsModel.from_counts(turnover)
+    assert CountsModel.from_counts(turnover, gamma_below=1.7).gamma_below == 1.7
     with pytest.raises(Exception, match="not a source counts table"):
         CountsModel.from_counts(make_table({"flux": s}))
 
