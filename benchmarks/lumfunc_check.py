@@ -37,26 +37,12 @@ def phi(logl: np.ndarray) -> np.ndarray:
     return PHI_STAR / (x ** SLOPES[0] + x ** SLOPES[1])
 
 
-def population(rng, area_sr: float):
-    """Redshifts and fluxes (Jy) of the population over ``area_sr``."""
-    from astropy.cosmology import Planck18
-
-    lg = np.linspace(*LOGL_RANGE, 3000)
-    zg = np.linspace(*Z_RANGE, 3000)
-    dv = Planck18.differential_comoving_volume(zg).to_value("Mpc3/sr")
-    n = rng.poisson(area_sr * np.trapezoid(dv, zg) * np.trapezoid(phi(lg), lg))
-    cz, cl = np.cumsum(dv), np.cumsum(phi(lg))
-    z = np.interp(rng.uniform(size=n), cz / cz[-1], zg)
-    logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg)
-    d_l = Planck18.luminosity_distance(z).to_value("m")
-    return z, 10 ** logl * (1 + z) ** 0.3 / (4 * math.pi * d_l ** 2) / 1e-26
-
-
 def field(folder: str, size: int, seed: int, edge: float, faintest: float):
     """Write the field; return its path and the true sources' (ra, dec, z, flux)."""
     from dataclasses import replace
 
     from cianna_jax.astro.fits_image import FWHM_AREA
+    from cianna_jax.astro.luminosity_function import simulate_population
     from cianna_jax.astro.synthetic import synthetic_field, write_fits
     from cianna_jax.datasets import radio_sky as rs
 
@@ -66,7 +52,7 @@ def field(folder: str, size: int, seed: int, edge: float, faintest: float):
     beam_pix = FWHM_AREA * 3.0 ** 2
     noise = base.image - rs.render_sources(base.image.shape, base.catalogue) * beam_pix
     area_sr = (size * 0.6 / 3600 * math.pi / 180) ** 2
-    z, flux = population(rng, area_sr)
+    z, flux = simulate_population(phi, area_sr, rng, z_range=Z_RANGE, logl_range=LOGL_RANGE)
     keep = flux >= faintest  # the far fainter ones add nothing a 5-sigma search can see
     z, flux = z[keep], flux[keep]
     x, y = rng.uniform(4, size - 5, z.size), rng.uniform(4, size - 5, z.size)

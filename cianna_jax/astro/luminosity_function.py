@@ -36,7 +36,8 @@ from .source_counts import completeness_at, image_area_sr, read_completeness
 from .visibility import mosaic_visibility
 
 __all__ = ["Coverage", "LuminosityFunction", "luminosity_function", "z_completeness_weights",
-           "luminosity_function_figure", "catalogue_luminosity_function"]
+           "luminosity_function_figure", "catalogue_luminosity_function",
+           "simulate_population"]
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,30 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
                                     "cosmology": str(cosmology), "n_used": int(inside.sum()),
                                     "deepest_flux_jy": deepest,
                                     "rest_freq_hz": rest_freq_hz or freq_hz})
+
+
+def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
+                        rng: np.random.Generator, *, z_range: tuple[float, float] = (0.02, 2.2),
+                        logl_range: tuple[float, float] = (20.5, 27.5), alpha: float = -0.7,
+                        cosmology: str = "Planck18", samples: int = 3000
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``(z, flux in Jy)`` of a non-evolving population of luminosity function ``phi`` (a
+    function of log10 L in W/Hz, Mpc^-3 dex^-1) over ``area_sr``: a Poisson number of
+    sources, redshifts by comoving volume, luminosities by ``phi``, fluxes K-corrected with
+    ``alpha`` (as :func:`.luminosity.radio_luminosity` inverts them): for testing a survey's
+    selection against a known function."""
+    cosmo = cosmology_by_name(cosmology)
+    lg = np.linspace(*logl_range, samples)
+    zg = np.linspace(*z_range, samples)
+    dv = np.asarray(cosmo.differential_comoving_volume(zg).to_value("Mpc3/sr"))
+    p = np.asarray(phi(lg), np.float64)
+    n = rng.poisson(as_bounded_float(area_sr, "area_sr") * np.trapezoid(dv, zg)
+                    * np.trapezoid(p, lg))
+    cz, cl = np.cumsum(dv), np.cumsum(p)
+    z = np.interp(rng.uniform(size=n), cz / cz[-1], zg)
+    logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg)
+    d_l = np.asarray(cosmo.luminosity_distance(z).to_value("m"))
+    return z, 10 ** logl * (1 + z) ** (1 + alpha) / (4 * math.pi * d_l ** 2) / 1e-26
 
 
 def _deepest_flux(coverage: Coverage, peaks: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from cianna_jax.astro.catalogue import write_catalogue  # noqa: E402
 from cianna_jax.astro.luminosity_function import (  # noqa: E402
     Coverage,
     luminosity_function,
+    simulate_population,
     z_completeness_weights,
 )
 
@@ -31,18 +32,9 @@ def _phi(logl):
 def _population(seed):
     """A non-evolving double power law (Mpc^-3 dex^-1) over 10 deg^2, z 0.02-2.2: fluxes at
     the observed frequency with alpha -0.7."""
-    from astropy.cosmology import Planck18
-
     rng = np.random.default_rng(seed)
-    lg = np.linspace(20.5, 27.5, 2000)
-    zg = np.linspace(0.02, 2.2, 2000)
-    dv = Planck18.differential_comoving_volume(zg).to_value("Mpc3/sr")
-    n = rng.poisson(OMEGA * np.trapezoid(dv, zg) * np.trapezoid(_phi(lg), lg))
-    cz, cl = np.cumsum(dv), np.cumsum(_phi(lg))
-    z = np.interp(rng.uniform(size=n), cz / cz[-1], zg)
-    logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg)
-    d_l = Planck18.luminosity_distance(z).to_value("m")
-    return 10 ** logl * (1 + z) ** 0.3 / (4 * math.pi * d_l ** 2) / 1e-26, z, rng
+    z, flux = simulate_population(_phi, OMEGA, rng, samples=2000)
+    return flux, z, rng
 
 
 def _pulls(lf, min_n=10):
