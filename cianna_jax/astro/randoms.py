@@ -158,7 +158,8 @@ def draw_randoms(footprint: Footprint | MosaicFootprint, detection: Detection,
     parts: list[tuple[np.ndarray, ...]] = []
     have = drawn = 0
     for _ in range(max_rounds):
-        m = max(4096, int(1.5 * (n - have) * (drawn + 1) / (have + 1)))
+        # enough for the rest at the acceptance so far, at most 4 million a round
+        m = min(max(4096, int(1.5 * (n - have) * (drawn + 1) / (have + 1))), 4_000_000)
         ra, dec = footprint.sample(m, rng)
         k = rng.choice(prob.size, size=m, p=prob)
         s = footprint.sigma(ra, dec)
