@@ -89,6 +89,15 @@ def test_pair_counts_and_jackknife_against_brute_force():
         again = angular_correlation(ra[lab_d != i], dec[lab_d != i], ra_r[lab_r != i],
                                     dec_r[lab_r != i], edges, jackknife=2, rr_split=1)
         np.testing.assert_allclose(c.jackknife_w[i], again.w, rtol=1e-12)
+    # the pairs of regions counted on one thread or several: the same counts
+    from cianna_jax.astro.clustering import block_counts, chord
+    from cianna_jax.astro.crossmatch import unit_vectors
+
+    v = unit_vectors(ra_r, dec_r)
+    np.testing.assert_array_equal(block_counts(v, lab_r, None, None, chord(edges), 4),
+                                  block_counts(v, lab_r, None, None, chord(edges), 4, workers=1))
+    with pytest.raises(ValueError, match="workers"):
+        block_counts(v, lab_r, None, None, chord(edges), 4, workers=0)
     dev = c.jackknife_w - c.jackknife_w.mean(0)
     np.testing.assert_allclose(c.w_err ** 2, 0.75 * (dev ** 2).sum(0))
 
