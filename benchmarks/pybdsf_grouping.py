@@ -19,6 +19,7 @@ import collections
 import math
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -118,15 +119,18 @@ def format_report(image: str, c: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image", action="append", required=True, help="a FITS image")
-    ap.add_argument("--out", default=".", help="folder for PyBDSF's catalogues")
+    ap.add_argument("--out", default=None,
+                    help="folder to keep PyBDSF's catalogues in (default: a temporary one, "
+                         "removed after)")
     args = ap.parse_args(argv)
-    if not os.path.isdir(args.out):
+    if args.out is not None and not os.path.isdir(args.out):
         ap.error(f"--out: {args.out}: folder does not exist")
-    for image in args.image:
-        gaul, srl = run_pybdsf(image, args.out)
-        c = compare(gaul, srl)
-        c["islands"] = island_pairs(gaul, image)
-        print(format_report(image, c))
+    with tempfile.TemporaryDirectory() as tmp:
+        for image in args.image:
+            gaul, srl = run_pybdsf(image, args.out or tmp)
+            c = compare(gaul, srl)
+            c["islands"] = island_pairs(gaul, image)
+            print(format_report(image, c))
     return 0
 
 
