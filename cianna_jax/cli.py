@@ -18,6 +18,7 @@ import platform
 import sys
 
 from . import (
+    cli_classify,
     cli_clustering,
     cli_confusion,
     cli_crossid,
@@ -602,6 +603,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_lumfunc.add_parser(sub)
     cli_confusion.add_parser(sub)
     cli_diffuse.add_parser(sub)
+    cli_classify.add_parser(sub)
 
     cnt = sub.add_parser("counts", help="differential source counts of a catalogue "
                                         "(Euclidean-normalised), corrected by its reliability "
@@ -654,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.command in ("info", "demo", "predict", "val", "train", "inject"):
+    if args.command in ("info", "demo", "predict", "val", "train", "inject", "classify"):
         if argv is None:  # the command itself (not a call from Python): huge pages for
             # XLA's step buffers, which glibc takes only from a process's start
             host_memory.restart_with_hugepages(["-m", "cianna_jax.cli", *sys.argv[1:]])
@@ -681,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
            "clustering": cli_clustering.clustering,
            "lumfunc": cli_lumfunc.lumfunc,
            "confusion": cli_confusion.confusion,
-           "diffuse": cli_diffuse.diffuse}[args.command]
+           "diffuse": cli_diffuse.diffuse,
+           "classify": cli_classify.classify}[args.command]
     try:
         return run(args)
     except (MissingExtraError, FileNotFoundError, ValueError, OSError, FloatingPointError) as err:

@@ -29,6 +29,8 @@ def simulate(args) -> int:
         catalogue_format(args.truth)
     if args.pb_out and args.pb_fwhm is None:
         raise ValueError("--pb-out: the beam of --pb-fwhm; give --pb-fwhm too")
+    if args.morphologies:
+        return _simulate_morphologies(args)
     if args.cube:
         if args.pb_fwhm is not None:
             raise ValueError("--pb-fwhm: for continuum fields (a cube's beam changes with "
@@ -70,6 +72,33 @@ def _truth_written(t, path: str, what: str, snr: str) -> str:
 
     write_catalogue(t, path)
     return f"; {len(t)} true {what} ({int((t['snr'] >= 5).sum())} of {snr} >= 5) -> {path}"
+
+
+def _simulate_morphologies(args) -> int:
+    import numpy as np
+
+    from .astro.morphology_sim import MORPHOLOGIES, morphology_field, write_morphology_field
+
+    for name in ("cube", "discs", "nan_border", "sdc1_layout", "blend_fraction", "pb_fwhm",
+                 "epoch", "spectral_index", "density"):
+        if getattr(args, name) not in (None, False, 0, 0.0):
+            raise ValueError(f"--{name.replace('_', '-')}: not an option of --morphologies")
+    size = 2048 if args.size is None else args.size
+    f = morphology_field(size, n_sources=args.sources, seed=args.seed, noise=args.noise,
+                         beam_pixels=args.beam_pixels, snr_range=args.snr_range,
+                         las_beams=args.las_beams)
+    write_morphology_field(args.out, f)
+    n = np.bincount(f.kind, minlength=len(MORPHOLOGIES))
+    msg = (f"{size}x{size} field of sources " + ", ".join(f"{c} {k}" for k, c in
+                                                         zip(n, MORPHOLOGIES))
+           + f", noise {args.noise:g} Jy/beam -> {args.out}")
+    if args.truth:
+        from .astro.catalogue import write_catalogue
+
+        write_catalogue(f.truth_table(), args.truth)
+        msg += f"; truth (a morphology column) -> {args.truth}"
+    print(msg)
+    return 0
 
 
 def _simulate_cube(args) -> int:
@@ -148,6 +177,21 @@ def add_parser(sub) -> None:
                      help="an HI-like spectral-line cube (RA, Dec, frequency; 30 kHz channels "
                           "from 950 MHz) and its line catalogue instead of a continuum field")
     sim.add_argument("--channels", type=int, default=96, help="channels of a --cube")
+    sim.add_argument("--morphologies", action="store_true",
+                     help="a field of compact sources, star-forming galaxies and FR I / FR II "
+                          "radio galaxies, placed apart, with a morphology column in the "
+                          "truth: training and test data for cianna-jax classify")
+    sim.add_argument("--sources", type=int, default=400,
+                     help="with --morphologies: the number of sources (fewer where they do "
+                          "not fit apart)")
+    sim.add_argument("--beam-pixels", type=float, default=4.0,
+                     help="with --morphologies: the beam's FWHM in pixels (1.5 arcsec each)")
+    sim.add_argument("--snr-range", type=pair, default=(10.0, 300.0), metavar="LOW,HIGH",
+                     help="with --morphologies: the sources' fluxes over the noise (log-"
+                          "uniform)")
+    sim.add_argument("--las-beams", type=pair, default=(3.0, 10.0), metavar="LOW,HIGH",
+                     help="with --morphologies: the radio galaxies' largest angular sizes in "
+                          "beams (log-uniform)")
     sim.add_argument("--discs", action="store_true",
                      help="with --cube: rotating HI discs (double-horned lines, emission moving "
                           "across the sky with the channel) instead of Gaussian lines")

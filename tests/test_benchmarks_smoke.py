@@ -426,3 +426,14 @@ def test_lumfunc_check_compares_phi_with_the_population(tmp_path, capsys):
                      r"\d+ with a redshift", out)
     found = re.search(r"complete bins of 5 or more sources: (\d+), pulls' mean ([-+.\d]+)", out)
     assert found and int(found.group(1)) >= 1 and abs(float(found.group(2))) < 3
+
+
+def test_morphology_check_compares_the_classifier_and_the_rule(capsys):
+    m = _benchmark("morphology_check")
+    assert m.main(["--size", "512", "--sources", "40", "--epochs", "1", "--train-fields",
+                   "1"]) == 0
+    out = capsys.readouterr().out
+    acc = re.search(r"classifier +accuracy ([.\d]+)", out)
+    rule = re.search(r"classical rule +accuracy ([.\d]+)", out)
+    assert acc and rule and 0.0 <= float(acc.group(1)) <= 1.0
+    assert re.search(r"rule tuned on training: islands within [.\d]+ beams", out)

@@ -34,7 +34,7 @@ from ..io.atomic import atomic_write
 
 __all__ = ["CARD_FORMAT", "CARD_VERSION", "ModelError", "Normalisation", "fit_normalisation",
            "ModelCard", "LoadedModel",
-           "card_path", "save_model_card", "load_model_card", "load_model"]
+           "card_path", "save_model_card", "load_model_card", "load_model", "checked_card"]
 
 CARD_FORMAT = "cianna_jax.model"
 CARD_VERSION = 1
@@ -276,10 +276,16 @@ def load_model_card(path: str | os.PathLike) -> ModelCard:
         box_scale=_get(det, "box_scale", float, f"{p} detection", 2.0),
         notes=_get(d, "notes", dict, p, {}), path=p,
     )
+    return checked_card(card, p)
+
+
+def checked_card(card: Any, path: str) -> Any:
+    """``card`` once its ``check()`` passes; its ModelError prefixed with ``path``
+    otherwise (the cards of detectors and classifiers alike)."""
     try:
         card.check()
     except ModelError as err:
-        raise ModelError(f"{p}: {err}") from None
+        raise ModelError(f"{path}: {err}") from None
     return card
 
 

@@ -1,0 +1,297 @@
+"""Synthetic radio morphologies with known classes: training and test data for a
+morphology classifier (:mod:`.morphology`).
+
+Each source is a sum of elliptical Gaussian components on the sky, drawn in units of
+the restoring beam's FWHM and convolved with the beam analytically (covariances add),
+so the image is exact in Jy/beam at any sampling:
+
+- ``compact``: unresolved, one point component;
+- ``sfg``: a resolved star-forming galaxy, one elliptical Gaussian of 1-3 beams;
+- ``fr1``: Fanaroff-Riley class I, edge-darkened: a bright core and two jets of ten
+  components each, fading outwards and widening, possibly bent;
+- ``fr2``: Fanaroff-Riley class II, edge-brightened: a faint core and two lobes, each a
+  compact hotspot at its outer end and a diffuse body behind it.
+
+The radio galaxies' largest angular sizes are drawn in ``las_beams`` (3-10 beams by
+default), their position angles uniformly. :func:`morphology_field` places sources of
+all classes on an image with correlated noise and returns its truth table
+(``morphology``, ``las`` in arcsec, ``flux`` in Jy, ...); :func:`morphology_cutouts`
+draws single sources on small windows for tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..checks import as_bounded_float, as_int
+from ..datasets.radio_sky import correlated_noise
+from ._deps import require
+from .fits_image import Beam
+from .sky import pixel_to_sky
+from .synthetic import field_header
+
+__all__ = ["MORPHOLOGIES", "Components", "source_components", "render_components",
+           "MorphologyField", "morphology_field", "morphology_cutouts", "write_morphology_field"]
+
+#: the classes this simulator draws, in the order of their integer codes
+MORPHOLOGIES = ("compact", "sfg", "fr1", "fr2")
+
+_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))  # sigma per unit FWHM
+
+
+@dataclass(frozen=True)
+class Components:
+    """One source's Gaussians on the sky, in beam FWHMs from its centre: offsets ``dx``,
+    ``dy``, intrinsic FWHMs ``major``, ``minor`` (0: a point), ``theta`` (radians, from +x
+    towards +y) and ``weight`` (fractions of the source's flux, summing to 1)."""
+
+    dx: np.ndarray
+    dy: np.ndarray
+    major: np.ndarray
+    minor: np.ndarray
+    theta: np.ndarray
+    weight: np.ndarray
+
+    def rotated(self, angle: float) -> Components:
+        """The source turned by ``angle`` radians about its centre."""
+        c, s = math.cos(angle), math.sin(angle)
+        return Components(c * self.dx - s * self.dy, s * self.dx + c * self.dy, self.major,
+                          self.minor, self.theta + angle, self.weight)
+
+
+def _single(major: float, minor: float, theta: float) -> Components:
+    z = np.zeros(1)
+    return Components(z, z.copy(), np.array([major]), np.array([minor]), np.array([theta]),
+                      np.ones(1))
+
+
+def _path(rng: np.random.Generator, length: float, n: int, direction: float,
+          bend: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` points along a jet of ``length`` beams leaving the centre towards
+    ``direction``, its direction turning steadily by ``bend`` radians: x, y and the
+    fractional distance along it (0-1) of each point's middle."""
+    t = (np.arange(n) + 0.5) / n
+    ang = direction + bend * t
+    step = length / n
+    x = np.cumsum(step * np.cos(ang)) - 0.5 * step * np.cos(ang)
+    y = np.cumsum(step * np.sin(ang)) - 0.5 * step * np.sin(ang)
+    return x, y, t
+
+
+def _fr1(rng: np.random.Generator, las: float) -> Components:
+    core = rng.uniform(0.15, 0.5)
+    parts = [(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1),
+              np.array([core]))]
+    share = rng.uniform(0.4, 0.6)  # of the jets' flux in the first jet
+    for side, frac in ((0.0, share), (math.pi, 1.0 - share)):
+        length = 0.5 * las * (1.0 if side == 0.0 else rng.uniform(0.7, 1.0))
+        x, y, t = _path(rng, length, 10, side + rng.normal(0.0, 0.15), rng.normal(0.0, 0.35))
+        w = np.exp(-t / 0.5)
+        width = 0.25 + 0.6 * t * length / max(las, 1e-9) * 2.0
+        parts.append((x, y, width, 0.6 * width, np.arctan2(y, x),
+                      (1.0 - core) * frac * w / w.sum()))
+    return _joined(parts)
+
+
+def _fr2(rng: np.random.Generator, las: float) -> Components:
+    core = rng.uniform(0.0, 0.08)
+    parts = [(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1),
+              np.array([core]))]
+    share = rng.uniform(0.35, 0.65)
+    for side, frac in ((0.0, share), (math.pi, 1.0 - share)):
+        r = 0.5 * las * (1.0 if side == 0.0 else rng.uniform(0.8, 1.0))
+        d = side + rng.normal(0.0, 0.1)
+        hot = rng.uniform(0.3, 0.5)
+        rb = r * np.array([0.55, 0.7, 0.85])  # the lobe's body, behind its hotspot
+        bw = np.array([0.45, 0.4, 0.35]) * r
+        x = np.concatenate([[r * math.cos(d)], rb * math.cos(d)])
+        y = np.concatenate([[r * math.sin(d)], rb * math.sin(d)])
+        major = np.concatenate([[rng.uniform(0.1, 0.4)], bw])
+        minor = np.concatenate([[major[0]], bw * rng.uniform(0.5, 0.9)])
+        body = np.array([0.25, 0.35, 0.4]) * (1.0 - hot)
+        parts.append((x, y, major, minor, np.full(4, d),
+                      (1.0 - core) * frac * np.concatenate([[hot], body])))
+    return _joined(parts)
+
+
+def _joined(parts: list[tuple]) -> Components:
+    cols = [np.concatenate([np.asarray(p[i], np.float64) for p in parts]) for i in range(6)]
+    cols[5] = cols[5] / cols[5].sum()
+    return Components(*cols)
+
+
+def source_components(kind: str, rng: np.random.Generator, *,
+                      las_beams: tuple[float, float] = (3.0, 10.0)) -> tuple[Components, float]:
+    """One source of morphology ``kind`` (:data:`MORPHOLOGIES`) at a random position angle:
+    its components and its largest angular size in beams (the radio galaxies' drawn
+    log-uniformly in ``las_beams``; an SFG's major FWHM, 0 for a compact source)."""
+    if kind not in MORPHOLOGIES:
+        raise ValueError(f"kind: expected one of {', '.join(MORPHOLOGIES)}, received {kind!r}")
+    angle = rng.uniform(0.0, math.pi)
+    if kind == "compact":
+        return _single(0.0, 0.0, 0.0), 0.0
+    if kind == "sfg":
+        major = rng.uniform(1.0, 3.0)
+        return _single(major, major * rng.uniform(0.3, 1.0), angle), major
+    las = math.exp(rng.uniform(math.log(las_beams[0]), math.log(las_beams[1])))
+    comps = _fr1(rng, las) if kind == "fr1" else _fr2(rng, las)
+    return comps.rotated(angle), las
+
+
+def render_components(image: np.ndarray, comps: Components, x0: float, y0: float,
+                      flux: float, beam_pixels: float, beam_minor_pixels: float | None = None,
+                      beam_angle: float = 0.0) -> None:
+    """Add a source of total ``flux`` (Jy) centred on pixel ``(x0, y0)`` to ``image``
+    [H, W] (Jy/beam, in place): each component convolved with the beam (FWHM
+    ``beam_pixels`` x ``beam_minor_pixels``, major axis at ``beam_angle`` radians from +x
+    towards +y), drawn within 5 sigma of its centre."""
+    bmin = beam_pixels if beam_minor_pixels is None else beam_minor_pixels
+    sb = _covariance(beam_pixels * _SIGMA, bmin * _SIGMA, beam_angle)
+    beam_area = 2.0 * math.pi * math.sqrt(np.linalg.det(sb))
+    H, W = image.shape
+    for k in range(comps.dx.size):
+        cov = sb + _covariance(comps.major[k] * beam_pixels * _SIGMA,
+                               comps.minor[k] * beam_pixels * _SIGMA, comps.theta[k])
+        inv = np.linalg.inv(cov)
+        norm = flux * comps.weight[k] * beam_area / (2.0 * math.pi * math.sqrt(np.linalg.det(cov)))
+        cx, cy = x0 + comps.dx[k] * beam_pixels, y0 + comps.dy[k] * beam_pixels
+        r = 5.0 * math.sqrt(max(cov[0, 0], cov[1, 1]))
+        xa, xb = max(int(math.floor(cx - r)), 0), min(int(math.ceil(cx + r)) + 1, W)
+        ya, yb = max(int(math.floor(cy - r)), 0), min(int(math.ceil(cy + r)) + 1, H)
+        if xa >= xb or ya >= yb:
+            continue
+        dx = np.arange(xa, xb) - cx
+        dy = (np.arange(ya, yb) - cy)[:, None]
+        q = inv[0, 0] * dx * dx + 2.0 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy
+        image[ya:yb, xa:xb] += norm * np.exp(-0.5 * q)
+
+
+def _covariance(s_major: float, s_minor: float, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, -s], [s, c]])
+    return rot @ np.diag([s_major ** 2, s_minor ** 2]) @ rot.T
+
+
+@dataclass(frozen=True)
+class MorphologyField:
+    """``image`` [H, W] in Jy/beam with noise ``noise`` (Jy/beam), its astropy ``header``,
+    and per source: pixel ``x``, ``y``, ``flux`` (Jy), ``las`` (beams), ``kind`` (index
+    into :data:`MORPHOLOGIES`)."""
+
+    image: np.ndarray
+    header: Any
+    noise: float
+    beam_pixels: float
+    pixel_scale: float
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    las: np.ndarray
+    kind: np.ndarray
+
+    def truth_table(self) -> Any:
+        """The sources as an astropy Table: ``id``, ``ra``, ``dec`` (deg), ``x``, ``y``
+        (pixels), ``flux`` (Jy), ``las`` (arcsec), ``snr`` (flux / noise: a point source's
+        peak SNR) and ``morphology``."""
+        table_cls = require("astropy.table").Table
+        ra, dec = pixel_to_sky(_wcs(self.header), self.x, self.y)
+        names = np.array(MORPHOLOGIES)[self.kind]
+        return table_cls({"id": np.arange(1, self.x.size + 1), "ra": ra, "dec": dec,
+                          "x": self.x, "y": self.y, "flux": self.flux,
+                          "las": self.las * self.beam_pixels * self.pixel_scale,
+                          "snr": self.flux / self.noise, "morphology": names})
+
+
+def _wcs(header: Any) -> Any:
+    return require("astropy.wcs").WCS(header)
+
+
+def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
+                     noise: float = 1e-4, beam_pixels: float = 4.0, pixel_scale: float = 1.5,
+                     snr_range: tuple[float, float] = (10.0, 300.0),
+                     las_beams: tuple[float, float] = (3.0, 10.0),
+                     fractions: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)) -> MorphologyField:
+    """A square field of ``size`` pixels holding about ``n_sources`` sources of the four
+    :data:`MORPHOLOGIES` in ``fractions``, placed apart (no two sources' extents within a
+    beam of each other; fewer where they do not fit), with fluxes log-uniform in
+    ``snr_range`` times the ``noise`` (a point source's peak SNR) and noise correlated as
+    the beam. ValueError names a setting that cannot make a field."""
+    size = as_int(size, "size", minimum=32)
+    n_sources = as_int(n_sources, "n_sources", minimum=1)
+    for name, v in (("noise", noise), ("beam_pixels", beam_pixels),
+                    ("pixel_scale", pixel_scale)):
+        if as_bounded_float(v, name) <= 0:
+            raise ValueError(f"{name}: expected a positive number, received {v!r}")
+    lo, hi = (float(v) for v in snr_range)
+    if not 0 < lo <= hi:
+        raise ValueError(f"snr_range: expected 0 < low <= high, received {snr_range!r}")
+    la, lb = (float(v) for v in las_beams)
+    if not 0 < la <= lb:
+        raise ValueError(f"las_beams: expected 0 < low <= high, received {las_beams!r}")
+    p = np.asarray(fractions, np.float64)
+    if p.shape != (len(MORPHOLOGIES),) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError(f"fractions: expected {len(MORPHOLOGIES)} non-negative numbers "
+                         f"(compact, sfg, fr1, fr2), received {fractions!r}")
+    rng = np.random.default_rng(seed)
+    image = correlated_noise((size, size), noise, beam_pixels, rng)
+    xs, ys, fl, las_out, kinds, radii = [], [], [], [], [], []
+    margin = 2.0 * beam_pixels
+    for _ in range(20 * n_sources):
+        if len(xs) == n_sources:
+            break
+        k = int(rng.choice(len(MORPHOLOGIES), p=p / p.sum()))
+        comps, las = source_components(MORPHOLOGIES[k], rng, las_beams=(la, lb))
+        reach = (0.5 * las + 1.5) * beam_pixels
+        if 2 * (reach + margin) >= size:
+            continue
+        x = rng.uniform(reach + margin, size - 1 - reach - margin)
+        y = rng.uniform(reach + margin, size - 1 - reach - margin)
+        if radii and np.any(np.hypot(np.array(xs) - x, np.array(ys) - y)
+                            < np.array(radii) + reach + beam_pixels):
+            continue
+        flux = math.exp(rng.uniform(math.log(lo), math.log(hi))) * noise
+        render_components(image, comps, x, y, flux, beam_pixels)
+        xs.append(x)
+        ys.append(y)
+        fl.append(flux)
+        las_out.append(las)
+        kinds.append(k)
+        radii.append(reach)
+    beam = Beam(beam_pixels * pixel_scale, beam_pixels * pixel_scale, 0.0)
+    header = field_header((size, size), pixel_scale=pixel_scale, beam=beam)
+    header["HISTORY"] = f"cianna_jax morphology_field seed={seed} noise={noise}"
+    return MorphologyField(image.astype(np.float32), header, float(noise), float(beam_pixels),
+                           float(pixel_scale), np.array(xs), np.array(ys), np.array(fl),
+                           np.array(las_out), np.array(kinds, np.int64))
+
+
+def write_morphology_field(path: str, field: MorphologyField) -> None:
+    """The field's image as a FITS file (its WCS and beam), written atomically."""
+    from ..io.atomic import atomic_write
+
+    fits = require("astropy.io.fits")
+    with atomic_write(path) as fh:
+        fits.PrimaryHDU(data=field.image, header=field.header).writeto(fh)
+
+
+def morphology_cutouts(kinds: np.ndarray, *, size: int = 48, beam_pixels: float = 3.0,
+                       snr: np.ndarray | float = 50.0, seed: int = 0,
+                       las_beams: tuple[float, float] = (3.0, 10.0)) -> np.ndarray:
+    """One centred source per entry of ``kinds`` (indices into :data:`MORPHOLOGIES`) on a
+    ``size`` x ``size`` window of unit-rms correlated noise, its flux ``snr`` times the
+    noise: [N, size, size] float32, in units of the noise."""
+    kinds = np.asarray(kinds, np.int64)
+    rng = np.random.default_rng(seed)
+    snr = np.broadcast_to(np.asarray(snr, np.float64), kinds.shape)
+    out = np.empty((kinds.size, size, size), np.float32)
+    c = 0.5 * (size - 1)
+    for i, k in enumerate(kinds):
+        img = correlated_noise((size, size), 1.0, beam_pixels, rng)
+        comps, _ = source_components(MORPHOLOGIES[int(k)], rng, las_beams=las_beams)
+        render_components(img, comps, c, c, float(snr[i]), beam_pixels)
+        out[i] = img
+    return out

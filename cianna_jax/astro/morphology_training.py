@@ -1,0 +1,319 @@
+"""Training a morphology classifier on images and catalogues with a class column.
+
+Each labelled source's window is read once (:func:`.morphology_cutouts.read_stamps`);
+a fraction of each class is held out for validation (stratified, by the seed). An
+epoch draws the same number of training sources from every class (with replacement:
+rare classes are not drowned by common ones), each at a random angle, mirror and
+sub-beam shift, and trains the network (:func:`.morphology.build_classifier`) with
+CIANNA V-1.1's AdamW through the functional core (:func:`cianna_jax.training.train_epoch`),
+the learning rate on a cosine from ``learning_rate`` to a twentieth of it. After each
+epoch the validation sources are classified over their eight symmetries; the epoch of
+the lowest validation log-loss is kept as ``best`` (``last`` beside it), with a figure
+of the curves and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from .. import optim, training
+from ..checks import as_bounded_float, as_int
+from ..io.atomic import atomic_write
+from ..io.network_file import save_network
+from ..network import init_params
+from ..progress import Progress
+from .catalogue import find_column, read_catalogue
+from .cutouts import catalogue_pixels
+from .fits_image import open_image
+from .morphology import (
+    ClassifierCard,
+    build_classifier,
+    class_scores,
+    confusion_matrix,
+    predict_stamps,
+    save_classifier_card,
+)
+from .morphology_cutouts import CutoutSpec, Stamps, on_image, random_views, read_stamps
+from .noise import estimate_noise_map
+
+__all__ = ["ClassifierSettings", "LabelledField", "labelled_field", "split_validation",
+           "ClassifierResult", "train_classifier", "HISTORY_FILE"]
+
+HISTORY_FILE = "history.csv"
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """``epochs``, ``batch_size``, ``learning_rate`` (AdamW, cosine to 1/20),
+    ``weight_decay``, ``val_fraction`` of each class held out, ``samples_per_epoch``
+    (0: the number of classes times the largest class's training sources, within
+    256-8192), ``width`` (the first conv's filters), ``seed``, ``shift_beams`` (the
+    training windows moved by up to this many beams: a catalogue's positions are not
+    exactly the cores'), the cutouts' geometry."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2
+    samples_per_epoch: int = 0
+    width: int = 16
+    seed: int = 0
+    shift_beams: float = 0.5
+    cutout: CutoutSpec = CutoutSpec()
+
+    def __post_init__(self) -> None:
+        as_int(self.epochs, "epochs", minimum=1)
+        as_int(self.batch_size, "batch_size", minimum=1)
+        as_int(self.samples_per_epoch, "samples_per_epoch", minimum=0)
+        as_int(self.width, "width", minimum=1)
+        as_int(self.seed, "seed", minimum=0)
+        as_bounded_float(self.learning_rate, "learning_rate")
+        as_bounded_float(self.weight_decay, "weight_decay", strict=False)
+        as_bounded_float(self.shift_beams, "shift_beams", strict=False)
+        if not 0.0 < as_bounded_float(self.val_fraction, "val_fraction") < 1.0:
+            raise ValueError(f"val_fraction: expected a fraction in (0, 1), received "
+                             f"{self.val_fraction!r}")
+
+
+@dataclass(frozen=True)
+class LabelledField:
+    """One image's labelled sources: ``stamps``, ``labels`` [N] (class indices), ``rows``
+    [N] (their rows in the catalogue), ``path`` and ``catalogue``."""
+
+    path: str
+    catalogue: str
+    stamps: Stamps
+    labels: np.ndarray
+    rows: np.ndarray
+
+
+def labelled_field(image: str, catalogue: str, label_column: str, classes: Sequence[str],
+                   spec: CutoutSpec, log: Callable[[str], None] = print) -> LabelledField:
+    """The sources of ``catalogue`` on ``image`` whose ``label_column`` is one of
+    ``classes`` (text; other labels and sources off the image are left out and counted
+    in the log). ValueError names a missing column."""
+    table = read_catalogue(catalogue)
+    col = find_column(table, label_column)
+    if col is None:
+        raise ValueError(f"--label-column: {catalogue} has no column {label_column!r} (its "
+                         f"columns: {', '.join(table.colnames)})")
+    labels = label_strings(table[col])
+    img = open_image(image)
+    x, y, *_ = catalogue_pixels(table, img, catalogue)
+    on = on_image(x, y, img.shape)
+    index = {c: i for i, c in enumerate(classes)}
+    known = np.array([lab in index for lab in labels], bool)
+    keep = np.flatnonzero(on & known)
+    if (~on).any() or (~known).any():
+        log(f"{catalogue}: {int((~on).sum())} sources off {image}, {int((on & ~known).sum())} "
+            f"with a label not among the classes: left out")
+    noise = estimate_noise_map(img.read, img.shape)
+    stamps = read_stamps(img, noise, x[keep], y[keep], spec)
+    lab = np.array([index[labels[r]] for r in keep], np.int64)
+    return LabelledField(image, catalogue, stamps, lab, keep)
+
+
+def label_strings(column: Any) -> list[str]:
+    """A label column's values as stripped text (numbers as written: 1 -> "1"; masked
+    entries as "")."""
+    values = np.ma.filled(np.ma.asarray(column).astype(str), "")
+    return [str(v).strip() for v in np.asarray(values).ravel()]
+
+
+def split_validation(labels: np.ndarray, n_classes: int, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices: ``fraction`` of each class (rounded, at least one
+    where a class has two sources or more) held out at random by ``seed``."""
+    rng = np.random.default_rng([seed, 7])
+    train, val = [], []
+    for k in range(n_classes):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        m = 0 if idx.size < 2 else max(1, int(round(fraction * idx.size)))
+        val.append(idx[:m])
+        train.append(idx[m:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+@dataclass(frozen=True)
+class ClassifierResult:
+    """The run's folder, ``history`` (one dict per epoch), the best epoch, its validation
+    confusion matrix and scores (:func:`.morphology.class_scores`), and the class names."""
+
+    out: str
+    history: list[dict[str, Any]]
+    best_epoch: int
+    confusion: np.ndarray
+    scores: dict[str, Any]
+    classes: tuple[str, ...]
+
+
+class _Pool:
+    """The labelled fields' sources as one list: stamps per field, global indices."""
+
+    def __init__(self, fields: list[LabelledField]):
+        self.fields = fields
+        self.field_of = np.concatenate([np.full(len(f.labels), i) for i, f in
+                                        enumerate(fields)])
+        self.local = np.concatenate([np.arange(len(f.labels)) for f in fields])
+        self.labels = np.concatenate([f.labels for f in fields])
+
+    def views(self, rows: np.ndarray, spec: CutoutSpec, rng: np.random.Generator,
+              shift_beams: float) -> np.ndarray:
+        n = int(spec.pixels)
+        out = np.empty((rows.size, n, n, 1), np.float32)
+        for i, f in enumerate(self.fields):
+            sel = np.flatnonzero(self.field_of[rows] == i)
+            if sel.size:
+                out[sel] = random_views(f.stamps, spec, self.local[rows[sel]], rng, shift_beams)
+        return out
+
+    def probabilities(self, model: tuple[Any, Any], rows: np.ndarray,
+                      spec: CutoutSpec) -> np.ndarray:
+        probs = np.empty((rows.size, int(model[0].out_dim)), np.float32)
+        for i, f in enumerate(self.fields):
+            sel = np.flatnonzero(self.field_of[rows] == i)
+            if sel.size:
+                loc = self.local[rows[sel]]
+                sub = Stamps(f.stamps.snr[loc], f.stamps.fx[loc], f.stamps.fy[loc],
+                             f.stamps.side)
+                probs[sel] = predict_stamps(model, sub, spec)
+        return probs
+
+
+def _samples(s: ClassifierSettings, train_labels: np.ndarray, k: int) -> int:
+    if s.samples_per_epoch:
+        n = s.samples_per_epoch
+    else:
+        n = min(max(k * int(np.bincount(train_labels, minlength=k).max()), 256), 8192)
+    return int(math.ceil(n / s.batch_size) * s.batch_size)
+
+
+def _epoch_rows(pool: _Pool, train: np.ndarray, k: int, n: int,
+                rng: np.random.Generator) -> np.ndarray:
+    per = [train[pool.labels[train] == c] for c in range(k)]
+    per = [p for p in per if p.size]
+    draws = [rng.choice(p, size=n // len(per) + (1 if j < n % len(per) else 0))
+             for j, p in enumerate(per)]
+    return rng.permutation(np.concatenate(draws))
+
+
+def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(labels.size), labels], 1e-7, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_column: str,
+                     out: str, *, classes: Sequence[str] | None = None,
+                     settings: ClassifierSettings | None = None,
+                     log: Callable[[str], None] = print, progress: bool = True,
+                     figure: bool = True) -> ClassifierResult:
+    """Train a classifier on the labelled sources of ``images`` (each with the catalogue
+    of the same position) and write ``best``/``last`` (``.dat`` + ``.json``),
+    ``history.csv`` and ``training.png`` (with ``figure``) in ``out``. ``classes``: the
+    labels to learn, in this order (default: every label present, sorted). ValueError
+    when a class has fewer than two sources or there are fewer than two classes."""
+    s = settings or ClassifierSettings()
+    if len(images) != len(catalogues) or not images:
+        raise ValueError(f"images, catalogues: expected one catalogue per image, received "
+                         f"{len(images)} images and {len(catalogues)} catalogues")
+    if classes is None:
+        found: set[str] = set()
+        for cat in catalogues:
+            table = read_catalogue(cat)
+            col = find_column(table, label_column)
+            if col is None:
+                raise ValueError(f"--label-column: {cat} has no column {label_column!r} (its "
+                                 f"columns: {', '.join(table.colnames)})")
+            found.update(v for v in label_strings(table[col]) if v)
+        classes = sorted(found)
+    classes = tuple(str(c) for c in classes)
+    if len(classes) < 2:
+        raise ValueError(f"classes: a classifier needs two classes or more, found "
+                         f"{list(classes)}")
+    os.makedirs(out, exist_ok=True)
+    fields = [labelled_field(i, c, label_column, classes, s.cutout, log)
+              for i, c in zip(images, catalogues)]
+    pool = _Pool(fields)
+    k = len(classes)
+    counts = np.bincount(pool.labels, minlength=k)
+    if np.any(counts < 2):
+        few = [f"{classes[j]} ({counts[j]})" for j in np.flatnonzero(counts < 2)]
+        raise ValueError(f"classes: too few labelled sources on the images for {', '.join(few)}"
+                         ": two or more each (one to train on, one to check)")
+    train, val = split_validation(pool.labels, k, s.val_fraction, s.seed)
+    log("labelled sources: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+        + f"; {train.size} to train on, {val.size} held out")
+    net = build_classifier(s.cutout, k, s.width)
+    key = jax.random.key(s.seed)
+    params = init_params(jax.random.fold_in(key, 0), net)
+    opt = optim.make_v11_optimizer(optim.parse_optimizer(optim.adam()),
+                                   learning_rate=s.learning_rate,
+                                   weight_decay=s.weight_decay, decoupled=True)
+    opt_state = optim.set_v11_masks(training.init_state(opt, params),
+                                    optim.v11_masks(net, params))
+    rng = np.random.default_rng([s.seed, 11])
+    n = _samples(s, pool.labels[train], k)
+    history: list[dict[str, Any]] = []
+    best = (math.inf, 0)
+    best_cm = np.zeros((k, k), np.int64)
+    bar = Progress(s.epochs, "classifier", enabled=progress, unit="epoch")
+    for epoch in range(1, s.epochs + 1):
+        lr = s.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (epoch - 1)
+                                                                    / s.epochs)))
+        opt_state = training.set_learning_rate(opt_state, lr)
+        rows = _epoch_rows(pool, train, k, n, rng)
+        x = pool.views(rows, s.cutout, rng, s.shift_beams)
+        t = np.eye(k, dtype=np.float32)[pool.labels[rows]]
+        params, opt_state, total = training.train_epoch(
+            net, opt, params, opt_state, x, t, s.batch_size, jax.random.fold_in(key, epoch))
+        probs = pool.probabilities((net, params), val, s.cutout)
+        cm = confusion_matrix(pool.labels[val], probs.argmax(axis=1), k)
+        sc = class_scores(cm)
+        row = {"epoch": epoch, "learning_rate": lr, "train_loss": float(total) / rows.size,
+               "val_loss": _log_loss(probs, pool.labels[val]), "val_accuracy": sc["accuracy"],
+               "val_balanced_accuracy": sc["balanced_accuracy"]}
+        history.append(row)
+        _save(out, "last", net, params, classes, s, row, cm)
+        if row["val_loss"] < best[0]:
+            best, best_cm = (row["val_loss"], epoch), cm
+            _save(out, "best", net, params, classes, s, row, cm)
+        log(f"epoch {epoch}/{s.epochs}: train loss {row['train_loss']:.3f}, validation loss "
+            f"{row['val_loss']:.3f}, accuracy {sc['accuracy']:.3f} (balanced "
+            f"{sc['balanced_accuracy']:.3f})" + (" *" if best[1] == epoch else ""))
+        bar.update(1)
+        _write_history(out, history)
+    bar.close()
+    if figure:
+        from .morphology_plots import classifier_figure
+        from .plots import save_figure
+
+        save_figure(classifier_figure(history, best_cm, classes, best[1]),
+                    os.path.join(out, "training.png"))
+    return ClassifierResult(out, history, best[1], best_cm, class_scores(best_cm), classes)
+
+
+def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],
+          s: ClassifierSettings, row: dict[str, Any], cm: np.ndarray) -> None:
+    save_network(os.path.join(out, f"{name}.dat"), net, params, binary=True)
+    notes = {"trained_by": "cianna-jax classify train", "epoch": row["epoch"],
+             "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"],
+                            "balanced_accuracy": row["val_balanced_accuracy"],
+                            "confusion": cm.tolist()},
+             "settings": {k: v for k, v in asdict(s).items() if k != "cutout"}}
+    save_classifier_card(os.path.join(out, f"{name}.json"),
+                         ClassifierCard(f"{name}.dat", classes, s.cutout, notes))
+
+
+def _write_history(out: str, history: list[dict[str, Any]]) -> None:
+    with atomic_write(os.path.join(out, HISTORY_FILE)) as fh:
+        lines = [",".join(history[0])] + [",".join(f"{v:.6g}" if isinstance(v, float) else
+                                                   str(v) for v in r.values()) for r in history]
+        fh.write(("\n".join(lines) + "\n").encode())

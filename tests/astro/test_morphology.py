@@ -1,0 +1,241 @@
+"""Source morphology (astro.morphology_sim, morphology_cutouts, morphology,
+morphology_training; ``cianna-jax classify``): the simulated sources keep their flux and
+their classes' signatures (FR II's brightest pixel out in a lobe, FR I's at the core), the
+cutouts' turns and mirrors are the window's, the inputs do not depend on the flux, the
+scores, the card's round trip and errors, and a classifier trained on one simulated field
+that classifies another."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("astropy")
+pytest.importorskip("scipy")
+
+from cianna_jax.astro import morphology_sim as ms  # noqa: E402
+from cianna_jax.astro.model_card import ModelError  # noqa: E402
+from cianna_jax.astro.morphology import (  # noqa: E402
+    ClassifierCard,
+    class_scores,
+    confusion_matrix,
+    load_classifier_card,
+    save_classifier_card,
+)
+from cianna_jax.astro.morphology_cutouts import (  # noqa: E402
+    CutoutSpec,
+    Stamps,
+    dihedral_inputs,
+    network_inputs,
+)
+
+# cli.main tunes XLA flags, which warns in a process where JAX already started
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+BEAM = 4.0
+SIG = BEAM / (2 * math.sqrt(2 * math.log(2)))
+
+
+@pytest.mark.parametrize("kind", ms.MORPHOLOGIES)
+def test_simulated_sources_keep_their_flux(kind):
+    # Jy/beam summed over the pixels, divided by the beam's area in pixels: the flux
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        comps, las = ms.source_components(kind, rng)
+        assert comps.weight.sum() == pytest.approx(1.0)
+        img = np.zeros((256, 256))
+        ms.render_components(img, comps, 127.3, 128.6, 2e-3, BEAM)
+        assert img.sum() / (2 * math.pi * SIG ** 2) == pytest.approx(2e-3, rel=2e-3)
+        if kind == "compact":
+            assert img.max() == pytest.approx(2e-3 * math.exp(-0.5 * (0.3 ** 2 + 0.4 ** 2)
+                                                              / SIG ** 2), rel=1e-6)
+            assert las == 0.0
+
+
+def test_fr2_bright_at_its_ends_fr1_at_its_core():
+    # the Fanaroff-Riley signature: the brightest pixel's distance from the core over half
+    # the largest size, over 20 sources of each
+    rng = np.random.default_rng(5)
+    ratio = {}
+    for kind in ("fr1", "fr2"):
+        r = []
+        for _ in range(20):
+            comps, las = ms.source_components(kind, rng, las_beams=(5.0, 10.0))
+            img = np.zeros((192, 192))
+            ms.render_components(img, comps, 96.0, 96.0, 1.0, BEAM)
+            y, x = np.unravel_index(np.argmax(img), img.shape)
+            r.append(math.hypot(x - 96.0, y - 96.0) / (0.5 * las * BEAM))
+        ratio[kind] = np.array(r)
+    assert np.median(ratio["fr1"]) < 0.2 and np.median(ratio["fr2"]) > 0.7
+    assert np.mean(ratio["fr2"] > 0.5) >= 0.9 and np.mean(ratio["fr1"] < 0.5) >= 0.9
+
+
+def _stamp(seed=0, size=41, scale=1.0):
+    rng = np.random.default_rng(seed)
+    snr = rng.normal(0, 1, (1, size, size)) + 0.0
+    comps, _ = ms.source_components("fr2", rng, las_beams=(4.0, 5.0))
+    img = np.zeros((size, size))
+    ms.render_components(img, comps, size // 2, size // 2, 200.0, 3.0)
+    snr[0] += img
+    return Stamps((scale * snr).astype(np.float32), np.zeros(1), np.zeros(1), 20.0)
+
+
+def test_quarter_turns_and_mirrors_are_the_windows():
+    spec = CutoutSpec(beams=5.0, pixels=20, clip=3.0)
+    st = _stamp()
+    base = network_inputs(st, spec)[0, ..., 0]
+    turned = network_inputs(st, spec, angles=np.array([math.pi / 2]))[0, ..., 0]
+    # the grid turned a quarter counter-clockwise on the image (x along columns, y along
+    # rows): the view is the base view's array turned by numpy's rot90
+    np.testing.assert_allclose(turned, np.rot90(base), atol=1e-5)
+    mirrored = network_inputs(st, spec, flips=np.array([True]))[0, ..., 0]
+    np.testing.assert_allclose(mirrored, base[:, ::-1], atol=1e-6)
+    views = dihedral_inputs(st, spec)
+    assert views.shape == (8, 1, 20, 20, 1)
+    assert 0.0 <= views.min() and views.max() == pytest.approx(1.0)
+    # the eight views hold the same pixel values
+    ref = np.sort(base.ravel())
+    for v in views[:, 0, ..., 0]:
+        np.testing.assert_allclose(np.sort(v.ravel()), ref, atol=1e-5)
+
+
+def test_inputs_scaled_to_their_brightest_pixel_and_the_noise_clipped():
+    # asinh of the SNR over asinh of the brightest: 1 at the peak whatever the flux, the
+    # pixels' order kept, the faint emission raised against the peak as the flux grows
+    spec = CutoutSpec(beams=5.0, pixels=20, clip=0.0)
+    a = network_inputs(_stamp(scale=1.0), spec)[0, ..., 0]
+    b = network_inputs(_stamp(scale=7.0), spec)[0, ..., 0]
+    assert a.max() == pytest.approx(1.0) and b.max() == pytest.approx(1.0)
+    on = a > 0
+    np.testing.assert_array_equal(np.argsort(a[on]), np.argsort(b[on]))
+    assert np.all(b[on] >= a[on] - 1e-6)
+    noise_only = Stamps(np.random.default_rng(1).normal(0, 1, (1, 41, 41)).astype(np.float32),
+                        np.zeros(1), np.zeros(1), 20.0)
+    clipped = network_inputs(noise_only, CutoutSpec(beams=5.0, pixels=20, clip=5.0))
+    assert np.all(clipped == 0.0)
+
+
+def test_scores_of_a_confusion_matrix():
+    cm = confusion_matrix(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 1, 0]), 3)
+    np.testing.assert_array_equal(cm, [[2, 1, 0], [0, 2, 0], [1, 0, 0]])
+    s = class_scores(cm)
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    np.testing.assert_allclose(s["recall"], [2 / 3, 1.0, 0.0])
+    np.testing.assert_allclose(s["precision"], [2 / 3, 2 / 3, np.nan])
+    assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
+
+
+def test_card_round_trip_and_errors(tmp_path):
+    card = ClassifierCard("best.dat", ("a", "b"), CutoutSpec(12.0, 24, 2.5), {"epoch": 3})
+    save_classifier_card(tmp_path / "best.json", card)
+    back = load_classifier_card(tmp_path / "best.json")
+    assert back == card and back.notes == {"epoch": 3}
+    with pytest.raises(ModelError, match="at least 2"):
+        save_classifier_card(tmp_path / "x.json", ClassifierCard("x.dat", ("a",)))
+    (tmp_path / "det.json").write_text('{"format": "cianna_jax.model", "version": 1}')
+    with pytest.raises(ModelError, match="a detector"):
+        load_classifier_card(tmp_path / "det.json")
+    (tmp_path / "bad.json").write_text('{"format": "cianna_jax.classifier", "version": 1, '
+                                       '"network": "x.dat", "classes": ["a", "a"], '
+                                       '"cutout": {"beams": 8, "pixels": 24, "clip": 3}}')
+    with pytest.raises(ModelError, match="must differ"):
+        load_classifier_card(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError):
+        load_classifier_card(tmp_path / "none.json")
+    with pytest.raises(ValueError, match="pixels"):
+        CutoutSpec(8.0, 4, 3.0)
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    """Two small simulated fields of compact sources and FR II radio galaxies."""
+    from cianna_jax.astro.catalogue import write_catalogue
+
+    d = tmp_path_factory.mktemp("morph")
+    out = []
+    for seed in (1, 2):
+        f = ms.morphology_field(768, n_sources=90, seed=seed, noise=1e-4, beam_pixels=3.0,
+                                snr_range=(30.0, 300.0), las_beams=(4.0, 6.0),
+                                fractions=(0.5, 0.0, 0.0, 0.5))
+        ms.write_morphology_field(str(d / f"f{seed}.fits"), f)
+        write_catalogue(f.truth_table(), str(d / f"f{seed}.ecsv"))
+        out.append((str(d / f"f{seed}.fits"), str(d / f"f{seed}.ecsv")))
+    return d, out
+
+
+def test_train_and_apply_on_another_field(fields):
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.morphology import classify_sources, load_classifier
+    from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
+
+    d, ((img1, cat1), (img2, cat2)) = fields
+    s = ClassifierSettings(epochs=4, batch_size=16, width=4, samples_per_epoch=256,
+                           learning_rate=3e-3, cutout=CutoutSpec(10.0, 20, 3.0))
+    res = train_classifier([img1], [cat1], "morphology", str(d / "run"), settings=s,
+                           log=lambda m: None, progress=False, figure=False)
+    assert res.classes == ("compact", "fr2") and len(res.history) == 4
+    assert (d / "run" / "best.json").is_file() and (d / "run" / "history.csv").is_file()
+    model = load_classifier(d / "run")
+    truth = read_catalogue(cat2)
+    out = classify_sources(model, img2, truth)
+    got = np.asarray(out["morph_class"]).astype(str)
+    want = np.asarray(truth["morphology"]).astype(str)
+    assert np.mean(got == want) >= 0.9
+    p = np.stack([np.asarray(out["p_compact"]), np.asarray(out["p_fr2"])], axis=1)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["morph_prob"]), p.max(axis=1), atol=1e-6)
+
+
+def test_command_line_and_its_errors(fields, tmp_path, capsys):
+    from cianna_jax.cli import main
+
+    d, ((img1, cat1), (img2, cat2)) = fields
+    run = str(tmp_path / "run")
+    assert main(["classify", "train", "--image", img1, "--catalogue", cat1, "--label-column",
+                 "morphology", "--out", run, "--epochs", "1", "--width", "4", "--pixels", "16",
+                 "--samples-per-epoch", "64", "--quiet", "--no-figure"]) == 0
+    assert "best epoch 1" in capsys.readouterr().out
+    out = str(tmp_path / "classes.ecsv")
+    assert main(["classify", "apply", "--model", run, "--image", img2, "--catalogue", cat2,
+                 "--out", out]) == 0
+    assert "sources: compact" in capsys.readouterr().out
+    # errors: no such column, a detector's card, images and catalogues unpaired, a class of
+    # one source
+    assert main(["classify", "train", "--image", img1, "--catalogue", cat1, "--label-column",
+                 "kind", "--out", run]) == 2
+    assert "no column 'kind'" in capsys.readouterr().err
+    (tmp_path / "det.json").write_text('{"format": "cianna_jax.model", "version": 1}')
+    assert main(["classify", "apply", "--model", str(tmp_path / "det.json"), "--image", img2,
+                 "--catalogue", cat2, "--out", out]) == 2
+    assert "a detector" in capsys.readouterr().err
+    assert main(["classify", "train", "--image", img1, "--image", img2, "--catalogue", cat1,
+                 "--label-column", "morphology", "--out", run]) == 2
+    assert "one catalogue per image" in capsys.readouterr().err
+    from astropy.table import Table
+
+    t = Table.read(cat1)
+    t["morphology"][0] = "odd"
+    t.write(tmp_path / "one.ecsv")
+    assert main(["classify", "train", "--image", img1, "--catalogue", str(tmp_path / "one.ecsv"),
+                 "--label-column", "morphology", "--out", run]) == 2
+    assert "too few labelled sources" in capsys.readouterr().err
+
+
+def test_simulate_morphologies_command(tmp_path, capsys):
+    from astropy.table import Table
+
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.cli import main
+
+    out, truth = str(tmp_path / "m.fits"), str(tmp_path / "m.ecsv")
+    assert main(["simulate", "--morphologies", "--out", out, "--truth", truth, "--size", "256",
+                 "--sources", "12", "--noise", "1e-4", "--seed", "2"]) == 0
+    assert "field of sources compact" in capsys.readouterr().out
+    t = Table.read(truth)
+    assert set(np.asarray(t["morphology"]).astype(str)) <= set(ms.MORPHOLOGIES)
+    with open_image(out) as img:
+        assert img.shape == (256, 256) and img.beam.bmaj == pytest.approx(6.0)
+    assert main(["simulate", "--morphologies", "--cube", "--out", out]) == 2
+    assert "not an option of --morphologies" in capsys.readouterr().err
