@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     from cianna_jax.astro.catalogue import read_catalogue
     from cianna_jax.astro.morphology import classify_sources, load_classifier
     from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
+    from cianna_jax.astro.probability_calibration import expected_calibration_error, tempered
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +151,10 @@ def main(argv=None) -> int:
                 np.radians(np.asarray(truth["dec"])))
             test_cat = os.path.join(tmp, "test_jittered.ecsv")
             truth.write(test_cat)
-        out = classify_sources(load_classifier(os.path.join(tmp, "run")), test_img, truth)
+        model_dir = os.path.join(tmp, "run")
+        model = load_classifier(model_dir)
+        temperature = model.card.temperature
+        out = classify_sources(model, test_img, truth)
         t3 = time.time()
         want = np.asarray(truth["morphology"]).astype(str)
         got = np.asarray(out["morph_class"]).astype(str)
@@ -172,6 +176,12 @@ def main(argv=None) -> int:
     print(f"times: simulation {t1 - t0:.1f} s, training {t2 - t1:.1f} s, classification "
           f"{t3 - t2:.1f} s")
     report("classifier", want, got, classes)
+    lab = np.array([classes.index(w) for w in want])
+    cal = np.stack([np.asarray(out[f"p_{c}"], np.float64) for c in classes], axis=1)
+    raw = tempered(cal, 1.0 / temperature)  # the network's own probabilities back
+    ece, ece_raw = expected_calibration_error(cal, lab), expected_calibration_error(raw, lab)
+    print(f"calibration error of morph_prob on the test field: {ece:.3f} at the validation's "
+          f"temperature {temperature:.2f}, {ece_raw:.3f} without")
     print(f"rule tuned on training: islands within {reach:g} beams, compact < {best[0]:.1f} "
           f"beam, sfg extent < {best[1]:.2f} beams, FR II at ratio >= {best[2]:.2f} (training accuracy "
           f"{train_acc:.3f}; " + ", ".join(f"{r:g} beams {a:.3f}" for a, r, _ in tuned) + ")")

@@ -8,7 +8,8 @@ training's notes::
 
     {"format": "cianna_jax.classifier", "version": 1, "network": "best.dat",
      "classes": ["compact", "sfg", "fr1", "fr2"],
-     "cutout": {"beams": 16.0, "pixels": 48, "clip": 3.0}, "notes": {...}}
+     "cutout": {"beams": 16.0, "pixels": 48, "clip": 3.0},
+     "calibration": {"temperature": 1.3}, "notes": {...}}
 
 :func:`classify_sources` reads a catalogue's sources on an image and returns each one's
 class probabilities, averaged over the eight quarter-turns and mirrors of its window
@@ -28,6 +29,7 @@ from .. import nn
 from ..io.atomic import atomic_write
 from .model_card import ModelError, card_path, checked_card
 from .morphology_cutouts import CutoutSpec, Stamps, dihedral_inputs
+from .probability_calibration import tempered
 
 __all__ = ["CLASSIFIER_FORMAT", "ClassifierCard", "build_classifier", "save_classifier_card",
            "load_classifier_card", "LoadedClassifier", "load_classifier", "predict_stamps",
@@ -43,12 +45,15 @@ CLASS_COLUMN, PROB_COLUMN = "morph_class", "morph_prob"
 @dataclass(frozen=True)
 class ClassifierCard:
     """The network file (relative to the card), the class names in the network's output
-    order, the cutouts' geometry and free-form notes (training settings, scores)."""
+    order, the cutouts' geometry, free-form notes (training settings, scores) and the
+    probabilities' temperature (:mod:`.probability_calibration`, fitted on the validation
+    sources)."""
 
     network: str
     classes: tuple[str, ...]
     cutout: CutoutSpec = CutoutSpec()
     notes: dict = field(default_factory=dict, compare=False)
+    temperature: float = 1.0
 
     def check(self) -> None:
         if len(self.classes) < 2:
@@ -59,6 +64,10 @@ class ClassifierCard:
         if any(not isinstance(c, str) or not c for c in self.classes):
             raise ModelError(f"classes: expected non-empty strings, received "
                              f"{list(self.classes)}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < np.inf:
+            raise ModelError(f"calibration.temperature: expected a positive number, received "
+                             f"{t!r}")
 
 
 def build_classifier(spec: CutoutSpec, n_classes: int, width: int = 16,
@@ -84,7 +93,8 @@ def save_classifier_card(path: str | os.PathLike, card: ClassifierCard) -> None:
     card.check()
     doc = {"format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION,
            "network": card.network, "classes": list(card.classes),
-           "cutout": asdict(card.cutout), "notes": card.notes}
+           "cutout": asdict(card.cutout), "calibration": {"temperature": card.temperature},
+           "notes": card.notes}
     with atomic_write(path) as fh:
         fh.write(json.dumps(doc, indent=1).encode() + b"\n")
 
@@ -112,8 +122,9 @@ def load_classifier_card(path: str | os.PathLike) -> ClassifierCard:
         cut = doc.get("cutout", {})
         card = ClassifierCard(str(doc["network"]), tuple(doc["classes"]),
                               CutoutSpec(float(cut["beams"]), int(cut["pixels"]),
-                                         float(cut["clip"])), dict(doc.get("notes", {})))
-    except (KeyError, TypeError, ValueError) as err:
+                                         float(cut["clip"])), dict(doc.get("notes", {})),
+                              doc.get("calibration", {}).get("temperature", 1.0))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ModelError(f"{p}: {err}") from None
     return checked_card(card, p)
 
@@ -156,10 +167,16 @@ def load_classifier(model: str | os.PathLike) -> LoadedClassifier:
 def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
                    spec: CutoutSpec, batch_size: int = 256) -> np.ndarray:
     """Class probabilities ``[N, K]`` of the stamps: the network's softmax averaged over
-    the eight symmetries of each window (:func:`.morphology_cutouts.dihedral_inputs`)."""
+    the eight symmetries of each window (:func:`.morphology_cutouts.dihedral_inputs`), at
+    the card's temperature for a :class:`LoadedClassifier` (a bare ``(net, params)``: as
+    they come)."""
     from ..training import predict
 
-    net, params = (model.net, model.params) if isinstance(model, LoadedClassifier) else model
+    temperature = 1.0
+    if isinstance(model, LoadedClassifier):
+        net, params, temperature = model.net, model.params, model.card.temperature
+    else:
+        net, params = model
     N = len(stamps)
     if N == 0:
         return np.zeros((0, int(net.out_dim)), np.float32)
@@ -167,7 +184,8 @@ def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
     flat = views.reshape((-1,) + views.shape[2:])
     b = int(min(batch_size, flat.shape[0]))
     probs = np.asarray(predict(net, params, flat, b), np.float64)
-    return probs.reshape(8, N, -1).mean(axis=0).astype(np.float32)
+    mean = probs.reshape(8, N, -1).mean(axis=0)
+    return tempered(mean, temperature) if temperature != 1.0 else mean.astype(np.float32)
 
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

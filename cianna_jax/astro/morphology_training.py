@@ -9,7 +9,8 @@ CIANNA V-1.1's AdamW through the functional core (:func:`cianna_jax.training.tra
 the learning rate on a cosine from ``learning_rate`` to a twentieth of it. After each
 epoch the validation sources are classified over their eight symmetries; the epoch of
 the lowest validation log-loss is kept as ``best`` (``last`` beside it), with a figure
-of the curves and the confusion matrix.
+of the curves and the confusion matrix; each saved card holds the temperature that
+calibrates its probabilities on the validation sources (:mod:`.probability_calibration`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ from .morphology import (
 )
 from .morphology_cutouts import CutoutSpec, Stamps, on_image, random_views, read_stamps
 from .noise import estimate_noise_map
+from .probability_calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
+    tempered,
+)
 
 __all__ = ["ClassifierSettings", "LabelledField", "labelled_field", "split_validation",
            "ClassifierResult", "train_classifier", "HISTORY_FILE"]
@@ -205,11 +212,6 @@ def _epoch_rows(pool: _Pool, train: np.ndarray, k: int, n: int,
     return rng.permutation(np.concatenate(draws))
 
 
-def _log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(probs[np.arange(labels.size), labels], 1e-7, 1.0)
-    return float(-np.mean(np.log(p)))
-
-
 def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_column: str,
                      out: str, *, classes: Sequence[str] | None = None,
                      settings: ClassifierSettings | None = None,
@@ -277,9 +279,12 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         probs = pool.probabilities((net, params), val, s.cutout)
         cm = confusion_matrix(pool.labels[val], probs.argmax(axis=1), k)
         sc = class_scores(cm)
+        temperature = fit_temperature(probs, pool.labels[val])
         row = {"epoch": epoch, "learning_rate": lr, "train_loss": float(total) / rows.size,
-               "val_loss": _log_loss(probs, pool.labels[val]), "val_accuracy": sc["accuracy"],
-               "val_balanced_accuracy": sc["balanced_accuracy"]}
+               "val_loss": log_loss(probs, pool.labels[val]), "val_accuracy": sc["accuracy"],
+               "val_balanced_accuracy": sc["balanced_accuracy"], "temperature": temperature,
+               "val_ece": expected_calibration_error(tempered(probs, temperature),
+                                                     pool.labels[val])}
         history.append(row)
         _save(out, "last", net, params, classes, s, row, cm)
         if row["val_loss"] < best[0]:
@@ -287,7 +292,8 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
             _save(out, "best", net, params, classes, s, row, cm)
         log(f"epoch {epoch}/{s.epochs}: train loss {row['train_loss']:.3f}, validation loss "
             f"{row['val_loss']:.3f}, accuracy {sc['accuracy']:.3f} (balanced "
-            f"{sc['balanced_accuracy']:.3f})" + (" *" if best[1] == epoch else ""))
+            f"{sc['balanced_accuracy']:.3f}), temperature {temperature:.2f}"
+            + (" *" if best[1] == epoch else ""))
         bar.update(1)
         _write_history(out, history)
     bar.close()
@@ -306,10 +312,11 @@ def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],
     notes = {"trained_by": "cianna-jax classify train", "epoch": row["epoch"],
              "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"],
                             "balanced_accuracy": row["val_balanced_accuracy"],
-                            "confusion": cm.tolist()},
+                            "calibration_error": row["val_ece"], "confusion": cm.tolist()},
              "settings": {k: v for k, v in asdict(s).items() if k != "cutout"}}
     save_classifier_card(os.path.join(out, f"{name}.json"),
-                         ClassifierCard(f"{name}.dat", classes, s.cutout, notes))
+                         ClassifierCard(f"{name}.dat", classes, s.cutout, notes,
+                                        row["temperature"]))
 
 
 def _write_history(out: str, history: list[dict[str, Any]]) -> None:

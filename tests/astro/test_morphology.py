@@ -127,8 +127,33 @@ def test_scores_of_a_confusion_matrix():
     assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
+def test_temperature_scaling_recovers_an_over_confident_softmax():
+    from cianna_jax.astro.probability_calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        tempered,
+    )
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 1.5, (6000, 4))
+    p_true = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in p_true])
+    over = np.exp(3 * z) / np.exp(3 * z).sum(axis=1, keepdims=True)  # as if T = 1/3
+    t = fit_temperature(over, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    fixed = tempered(over, t)
+    np.testing.assert_array_equal(fixed.argmax(axis=1), over.argmax(axis=1))
+    np.testing.assert_allclose(fixed, p_true, atol=0.05)
+    assert expected_calibration_error(fixed, labels) < 0.02 < expected_calibration_error(
+        over, labels)
+    # one bin by hand: probabilities 0.9 and 0.7, one right: |0.8 - 0.5| in a bin of two
+    probs = np.array([[0.9, 0.1], [0.7, 0.3]])
+    assert expected_calibration_error(probs, np.array([0, 1]), bins=2) == pytest.approx(0.3)
+
+
 def test_card_round_trip_and_errors(tmp_path):
-    card = ClassifierCard("best.dat", ("a", "b"), CutoutSpec(12.0, 24, 2.5), {"epoch": 3})
+    card = ClassifierCard("best.dat", ("a", "b"), CutoutSpec(12.0, 24, 2.5), {"epoch": 3},
+                          1.7)
     save_classifier_card(tmp_path / "best.json", card)
     back = load_classifier_card(tmp_path / "best.json")
     assert back == card and back.notes == {"epoch": 3}
@@ -144,6 +169,9 @@ def test_card_round_trip_and_errors(tmp_path):
         load_classifier_card(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError):
         load_classifier_card(tmp_path / "none.json")
+    with pytest.raises(ModelError, match="temperature"):
+        save_classifier_card(tmp_path / "t.json", ClassifierCard("x.dat", ("a", "b"),
+                                                                 temperature=0.0))
     with pytest.raises(ValueError, match="pixels"):
         CutoutSpec(8.0, 4, 3.0)
 
