@@ -42,12 +42,23 @@ def _apply(args) -> int:
     import numpy as np
 
     from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
-    from .astro.morphology import CLASS_COLUMN, PROB_COLUMN, classify_sources, load_classifier
+    from .astro.fits_image import open_image
+    from .astro.morphology import (
+        CLASS_COLUMN,
+        PROB_COLUMN,
+        class_examples,
+        classify_sources,
+        load_classifier,
+    )
+    from .astro.noise import estimate_noise_map
 
     catalogue_format(args.out)  # refused before the work
     model = load_classifier(args.model)
     table = read_catalogue(args.catalogue)
-    out = classify_sources(model, args.image, table, what=args.catalogue)
+    img = open_image(args.image)
+    noise = estimate_noise_map(img.read, img.shape, progress=not args.quiet)
+    out = classify_sources(model, img, table, noise=noise, progress=not args.quiet,
+                           what=args.catalogue)
     names = np.asarray(out[CLASS_COLUMN]).astype(str)
     prob = np.asarray(out[PROB_COLUMN], np.float64)
     counts = ", ".join(f"{c} {int(np.sum(names == c))}" for c in model.card.classes)
@@ -56,6 +67,15 @@ def _apply(args) -> int:
     write_catalogue(out, args.out)
     print(f"{len(out)} sources: {counts}" + (f", {off} off the image" if off else "")
           + f"; {sure} with probability >= {args.confident:g} -> {args.out}")
+    if args.figure:
+        from .astro.morphology_plots import gallery_figure
+        from .astro.plots import save_figure
+
+        views, labels = class_examples(model, img, noise, out, args.examples, args.catalogue)
+        save_figure(gallery_figure(model.card.classes, views, labels,
+                                   f"The most probable sources of each class: {args.image}"),
+                    args.figure)
+        print(f"gallery -> {args.figure}")
     return 0
 
 
@@ -111,3 +131,9 @@ def add_parser(sub) -> None:
                                                 ".csv, .fits, .xml)")
     a.add_argument("--confident", type=float, default=0.8,
                    help="the probability counted as confident in the summary (0.8)")
+    a.add_argument("--figure", default=None, metavar="PNG",
+                   help="a gallery: for each class, its most probable sources as the network "
+                        "sees them")
+    a.add_argument("--examples", type=int, default=8,
+                   help="with --figure: sources per class (8)")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")

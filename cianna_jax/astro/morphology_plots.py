@@ -10,7 +10,7 @@ import numpy as np
 
 from .plots import finish_panels, pyplot
 
-__all__ = ["classifier_figure", "confusion_panel"]
+__all__ = ["classifier_figure", "confusion_panel", "gallery_figure"]
 
 
 def confusion_panel(ax: Any, cm: np.ndarray, classes: Sequence[str], title: str) -> None:
@@ -57,5 +57,29 @@ def classifier_figure(history: list[dict[str, Any]], cm: np.ndarray, classes: Se
     finish_panels(fig, axes[:2], "Morphology classifier training")
     confusion_panel(axes[2], cm, classes, f"Validation, epoch {best_epoch}")
     axes[2].grid(False)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(classes: Sequence[str], views: list[np.ndarray], labels: list[list[str]],
+                   title: str = "Classified sources") -> Any:
+    """One row per class: the network's views ``views[k]`` ``[n, p, p, 1]`` of its sources,
+    each titled by ``labels[k][i]`` (e.g. the id and probability)."""
+    plt = pyplot()
+    cols = max(1, max((v.shape[0] for v in views), default=1))
+    fig, axes = plt.subplots(len(classes), cols, figsize=(1.6 * cols + 0.6, 1.75 * len(classes)),
+                             squeeze=False)
+    for r, (name, v, lab) in enumerate(zip(classes, views, labels)):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < v.shape[0]:
+                ax.imshow(v[c, ..., 0], origin="lower", cmap="inferno", vmin=0, vmax=1)
+                ax.set_title(lab[c], fontsize=7)
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title + " (the network's input: asinh of the SNR, 0 under the clip)")
     fig.tight_layout()
     return fig

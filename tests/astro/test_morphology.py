@@ -226,9 +226,11 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
                  "--samples-per-epoch", "64", "--quiet", "--no-figure"]) == 0
     assert "best epoch 1" in capsys.readouterr().out
     out = str(tmp_path / "classes.ecsv")
+    fig = tmp_path / "gallery.png"
     assert main(["classify", "apply", "--model", run, "--image", img2, "--catalogue", cat2,
-                 "--out", out]) == 0
+                 "--out", out, "--figure", str(fig), "--examples", "3", "--quiet"]) == 0
     assert "sources: compact" in capsys.readouterr().out
+    assert fig.stat().st_size > 10_000
     # errors: no such column, a detector's card, images and catalogues unpaired, a class of
     # one source
     assert main(["classify", "train", "--image", img1, "--catalogue", cat1, "--label-column",
