@@ -2,12 +2,13 @@
 Fanaroff-Riley ratio.
 
     python benchmarks/morphology_check.py [--size 2048] [--sources 600] [--epochs 30]
-                                          [--jitter BEAMS]
+                                          [--jitter BEAMS] [--fractions C S F1 F2]
 
 Simulated fields (``cianna-jax simulate --morphologies``: compact sources, star-forming
 galaxies, FR I and FR II radio galaxies of 3-10 beams, fluxes 10-300 times the noise):
 ``--train-fields`` to train on, one more to test. The classifier (``cianna-jax classify
-train``, default settings) classifies the test field's sources at their true positions.
+train``, default settings) classifies the test field's sources at their true positions,
+with its card's priors (the training labels' class frequencies) and at equal priors.
 The classical rule reads the same windows: the emission above 3 sigma within reach of the
 position (islands with a pixel within 1.5-6 beams, tuned), its size (the FWHM of its intensity-weighted
 second moment along its long axis, the beam taken out in quadrature), its extent above 3
@@ -35,14 +36,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REACHES = (1.5, 2.5, 4.0, 6.0)  # beams: the islands read around each position, tuned
 
 
-def simulate(folder: str, size: int, sources: int, seeds: list[int]) -> list[tuple[str, str]]:
+def simulate(folder: str, size: int, sources: int, seeds: list[int],
+             fractions: tuple[float, ...]) -> list[tuple[str, str]]:
     """Write the fields; their (image, truth) paths."""
     from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.morphology_sim import morphology_field, write_morphology_field
 
     out = []
     for s in seeds:
-        f = morphology_field(size, n_sources=sources, seed=s, noise=1e-4)
+        f = morphology_field(size, n_sources=sources, seed=s, noise=1e-4, fractions=fractions)
         img, cat = os.path.join(folder, f"morph_{s}.fits"), os.path.join(folder, f"morph_{s}.ecsv")
         write_morphology_field(img, f)
         write_catalogue(f.truth_table(), cat)
@@ -122,6 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--train-fields", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--fractions", type=float, nargs=4, default=[0.25] * 4,
+                    metavar=("COMPACT", "SFG", "FR1", "FR2"),
+                    help="the classes' shares in every field (the population)")
     ap.add_argument("--jitter", type=float, default=0.0, metavar="BEAMS",
                     help="the test positions moved at random by this rms per axis, in beams "
                          "(a catalogue's position errors)")
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         seeds = [args.seed + k for k in range(args.train_fields + 1)]
-        fields = simulate(tmp, args.size, args.sources, seeds)
+        fields = simulate(tmp, args.size, args.sources, seeds, tuple(args.fractions))
         *train, (test_img, test_cat) = fields
         t1 = time.time()
         res = train_classifier([f[0] for f in train], [f[1] for f in train], "morphology",
@@ -153,8 +158,9 @@ def main(argv=None) -> int:
             truth.write(test_cat)
         model_dir = os.path.join(tmp, "run")
         model = load_classifier(model_dir)
-        temperature = model.card.temperature
+        temperature, priors = model.card.temperature, model.card.priors
         out = classify_sources(model, test_img, truth)
+        out_equal = classify_sources(model, test_img, truth, priors=None)
         t3 = time.time()
         want = np.asarray(truth["morphology"]).astype(str)
         got = np.asarray(out["morph_class"]).astype(str)
@@ -176,12 +182,14 @@ def main(argv=None) -> int:
     print(f"times: simulation {t1 - t0:.1f} s, training {t2 - t1:.1f} s, classification "
           f"{t3 - t2:.1f} s")
     report("classifier", want, got, classes)
+    report("  at equal priors", want, np.asarray(out_equal["morph_class"]).astype(str), classes)
     lab = np.array([classes.index(w) for w in want])
     cal = np.stack([np.asarray(out[f"p_{c}"], np.float64) for c in classes], axis=1)
-    raw = tempered(cal, 1.0 / temperature)  # the network's own probabilities back
+    equal = np.stack([np.asarray(out_equal[f"p_{c}"], np.float64) for c in classes], axis=1)
+    raw = tempered(tempered(equal, 1.0 / temperature), 1.0, priors)  # no temperature
     ece, ece_raw = expected_calibration_error(cal, lab), expected_calibration_error(raw, lab)
     print(f"calibration error of morph_prob on the test field: {ece:.3f} at the validation's "
-          f"temperature {temperature:.2f}, {ece_raw:.3f} without")
+          f"temperature {temperature:.2f}, {ece_raw:.3f} without it")
     print(f"rule tuned on training: islands within {reach:g} beams, compact < {best[0]:.1f} "
           f"beam, sfg extent < {best[1]:.2f} beams, FR II at ratio >= {best[2]:.2f} (training accuracy "
           f"{train_acc:.3f}; " + ", ".join(f"{r:g} beams {a:.3f}" for a, r, _ in tuned) + ")")

@@ -57,8 +57,9 @@ def _apply(args) -> int:
     table = read_catalogue(args.catalogue)
     img = open_image(args.image)
     noise = estimate_noise_map(img.read, img.shape, progress=not args.quiet)
-    out = classify_sources(model, img, table, noise=noise, progress=not args.quiet,
-                           what=args.catalogue)
+    out = classify_sources(model, img, table, noise=noise,
+                           priors=_priors(args.priors, model.card.classes),
+                           progress=not args.quiet, what=args.catalogue)
     names = np.asarray(out[CLASS_COLUMN]).astype(str)
     prob = np.asarray(out[PROB_COLUMN], np.float64)
     counts = ", ".join(f"{c} {int(np.sum(names == c))}" for c in model.card.classes)
@@ -77,6 +78,30 @@ def _apply(args) -> int:
                     args.figure)
         print(f"gallery -> {args.figure}")
     return 0
+
+
+def _priors(text: str, classes: tuple[str, ...]):
+    """``--priors``: "card" (the labelled sources' frequencies), "equal" (None) or
+    ``name=value`` per class (normalised)."""
+    if text == "card":
+        return "card"
+    if text == "equal":
+        return None
+    values = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError(part)
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--priors: 'card', 'equal' or class=frequency by commas, "
+                             f"received {text!r}") from None
+    if set(values) != set(classes) or any(not v > 0 for v in values.values()):
+        raise ValueError(f"--priors: one positive frequency for each class "
+                         f"({', '.join(classes)}), received {text!r}")
+    total = sum(values.values())
+    return [values[c] / total for c in classes]
 
 
 def add_parser(sub) -> None:
@@ -129,6 +154,10 @@ def add_parser(sub) -> None:
     a.add_argument("--catalogue", required=True, help="the sources (ra/dec or x/y)")
     a.add_argument("--out", required=True, help="the catalogue with the classes (.ecsv, "
                                                 ".csv, .fits, .xml)")
+    a.add_argument("--priors", default="card",
+                   help="the classes' frequencies the probabilities are for: 'card' (the "
+                        "labelled sources', default), 'equal', or class=frequency by commas "
+                        "(e.g. compact=0.8,sfg=0.15,fr1=0.03,fr2=0.02)")
     a.add_argument("--confident", type=float, default=0.8,
                    help="the probability counted as confident in the summary (0.8)")
     a.add_argument("--figure", default=None, metavar="PNG",

@@ -9,7 +9,7 @@ training's notes::
     {"format": "cianna_jax.classifier", "version": 1, "network": "best.dat",
      "classes": ["compact", "sfg", "fr1", "fr2"],
      "cutout": {"beams": 16.0, "pixels": 48, "clip": 3.0},
-     "calibration": {"temperature": 1.3}, "notes": {...}}
+     "calibration": {"temperature": 1.3, "priors": [0.4, 0.3, 0.2, 0.1]}, "notes": {...}}
 
 :func:`classify_sources` reads a catalogue's sources on an image and returns each one's
 class probabilities, averaged over the eight quarter-turns and mirrors of its window
@@ -47,14 +47,16 @@ CLASS_COLUMN, PROB_COLUMN = "morph_class", "morph_prob"
 class ClassifierCard:
     """The network file (relative to the card), the class names in the network's output
     order, the cutouts' geometry, free-form notes (training settings, scores) and the
-    probabilities' temperature (:mod:`.probability_calibration`, fitted on the validation
-    sources)."""
+    probabilities' temperature and the classes' ``priors`` (their frequencies among the
+    labelled sources, the population the probabilities are for; None: equal), both used by
+    :mod:`.probability_calibration` (the temperature fitted on the validation sources)."""
 
     network: str
     classes: tuple[str, ...]
     cutout: CutoutSpec = CutoutSpec()
     notes: dict = field(default_factory=dict, compare=False)
     temperature: float = 1.0
+    priors: tuple[float, ...] | None = None
 
     def check(self) -> None:
         if len(self.classes) < 2:
@@ -69,6 +71,12 @@ class ClassifierCard:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < np.inf:
             raise ModelError(f"calibration.temperature: expected a positive number, received "
                              f"{t!r}")
+        if self.priors is not None:
+            pr = np.asarray(self.priors, np.float64)
+            if pr.shape != (len(self.classes),) or not np.all(np.isfinite(pr)) or \
+                    np.any(pr <= 0):
+                raise ModelError(f"calibration.priors: expected {len(self.classes)} positive "
+                                 f"numbers (one per class), received {list(self.priors)}")
 
 
 def build_classifier(spec: CutoutSpec, n_classes: int, width: int = 16,
@@ -94,7 +102,9 @@ def save_classifier_card(path: str | os.PathLike, card: ClassifierCard) -> None:
     card.check()
     doc = {"format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION,
            "network": card.network, "classes": list(card.classes),
-           "cutout": asdict(card.cutout), "calibration": {"temperature": card.temperature},
+           "cutout": asdict(card.cutout),
+           "calibration": {"temperature": card.temperature,
+                           "priors": None if card.priors is None else list(card.priors)},
            "notes": card.notes}
     with atomic_write(path) as fh:
         fh.write(json.dumps(doc, indent=1).encode() + b"\n")
@@ -121,10 +131,13 @@ def load_classifier_card(path: str | os.PathLike) -> ClassifierCard:
                          f"{doc.get('version')!r}")
     try:
         cut = doc.get("cutout", {})
+        cal = doc.get("calibration", {})
+        pr = cal.get("priors")
         card = ClassifierCard(str(doc["network"]), tuple(doc["classes"]),
                               CutoutSpec(float(cut["beams"]), int(cut["pixels"]),
                                          float(cut["clip"])), dict(doc.get("notes", {})),
-                              doc.get("calibration", {}).get("temperature", 1.0))
+                              cal.get("temperature", 1.0),
+                              None if pr is None else tuple(float(v) for v in pr))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ModelError(f"{p}: {err}") from None
     return checked_card(card, p)
@@ -166,18 +179,22 @@ def load_classifier(model: str | os.PathLike) -> LoadedClassifier:
 
 
 def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
-                   spec: CutoutSpec, batch_size: int = 256) -> np.ndarray:
+                   spec: CutoutSpec, batch_size: int = 256,
+                   priors: np.ndarray | None | str = "card") -> np.ndarray:
     """Class probabilities ``[N, K]`` of the stamps: the network's softmax averaged over
-    the eight symmetries of each window (:func:`.morphology_cutouts.dihedral_inputs`), at
-    the card's temperature for a :class:`LoadedClassifier` (a bare ``(net, params)``: as
-    they come)."""
+    the eight symmetries of each window (:func:`.morphology_cutouts.dihedral_inputs`); for
+    a :class:`LoadedClassifier`, at the card's temperature and for ``priors`` ("card": the
+    card's; None: equal; else one frequency per class). A bare ``(net, params)``: the
+    average as it comes."""
     from ..training import predict
 
     temperature = 1.0
     if isinstance(model, LoadedClassifier):
         net, params, temperature = model.net, model.params, model.card.temperature
+        priors = model.card.priors if isinstance(priors, str) else priors
     else:
         net, params = model
+        priors = None
     N = len(stamps)
     if N == 0:
         return np.zeros((0, int(net.out_dim)), np.float32)
@@ -186,7 +203,9 @@ def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
     b = int(min(batch_size, flat.shape[0]))
     probs = np.asarray(predict(net, params, flat, b), np.float64)
     mean = probs.reshape(8, N, -1).mean(axis=0)
-    return tempered(mean, temperature) if temperature != 1.0 else mean.astype(np.float32)
+    if temperature == 1.0 and priors is None:
+        return mean.astype(np.float32)
+    return tempered(mean, temperature, priors)
 
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -217,13 +236,15 @@ def class_scores(cm: np.ndarray) -> dict[str, Any]:
 
 def classify_sources(model: LoadedClassifier, image: str | Any, table: Any, *,
                      batch_size: int = 256, chunk: int = 1024, noise: Any = None,
-                     progress: bool = False, what: str = "catalogue") -> Any:
+                     priors: np.ndarray | None | str = "card", progress: bool = False,
+                     what: str = "catalogue") -> Any:
     """``table`` (astropy) with the sources' classes added: ``p_<class>`` for each of the
     model's classes, :data:`CLASS_COLUMN` (the most probable) and :data:`PROB_COLUMN`
     (its probability); sources off the image get NaN and an empty class. ``image`` a path
     or an open :class:`.fits_image.FitsImage`; ``noise`` its :class:`.noise.NoiseMap`
-    (estimated when None); the windows read ``chunk`` sources at a time (memory bounded
-    on large catalogues), with a progress bar when ``progress``."""
+    (estimated when None); ``priors`` as :func:`predict_stamps`; the windows read
+    ``chunk`` sources at a time (memory bounded on large catalogues), with a progress bar
+    when ``progress``."""
     from ..progress import Progress
     from .cutouts import catalogue_pixels
     from .fits_image import open_image
@@ -243,7 +264,7 @@ def classify_sources(model: LoadedClassifier, image: str | Any, table: Any, *,
         for start in range(0, on.size, int(chunk)):
             rows = on[start:start + int(chunk)]
             probs[rows] = predict_stamps(model, read_stamps(img, noise, x[rows], y[rows], spec),
-                                         spec, batch_size)
+                                         spec, batch_size, priors)
             bar.update(rows.size)
         bar.close()
     out = table.copy(copy_data=True)

@@ -9,8 +9,9 @@ CIANNA V-1.1's AdamW through the functional core (:func:`cianna_jax.training.tra
 the learning rate on a cosine from ``learning_rate`` to a twentieth of it. After each
 epoch the validation sources are classified over their eight symmetries; the epoch of
 the lowest validation log-loss is kept as ``best`` (``last`` beside it), with a figure
-of the curves and the confusion matrix; each saved card holds the temperature that
-calibrates its probabilities on the validation sources (:mod:`.probability_calibration`).
+of the curves and the confusion matrix. Each saved card holds the labelled sources' class
+frequencies as the priors of its probabilities and the temperature that calibrates them on
+the validation sources (:mod:`.probability_calibration`).
 """
 
 from __future__ import annotations
@@ -251,6 +252,7 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         raise ValueError(f"classes: too few labelled sources on the images for {', '.join(few)}"
                          ": two or more each (one to train on, one to check)")
     train, val = split_validation(pool.labels, k, s.val_fraction, s.seed)
+    priors = counts / counts.sum()  # the labelled population's; training draws them equal
     log("labelled sources: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"; {train.size} to train on, {val.size} held out")
     net = build_classifier(s.cutout, k, s.width)
@@ -276,20 +278,20 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         t = np.eye(k, dtype=np.float32)[pool.labels[rows]]
         params, opt_state, total = training.train_epoch(
             net, opt, params, opt_state, x, t, s.batch_size, jax.random.fold_in(key, epoch))
-        probs = pool.probabilities((net, params), val, s.cutout)
+        equal = pool.probabilities((net, params), val, s.cutout)  # under equal priors
+        temperature = fit_temperature(equal, pool.labels[val], priors)
+        probs = tempered(equal, temperature, priors)  # what the saved card will give
         cm = confusion_matrix(pool.labels[val], probs.argmax(axis=1), k)
         sc = class_scores(cm)
-        temperature = fit_temperature(probs, pool.labels[val])
         row = {"epoch": epoch, "learning_rate": lr, "train_loss": float(total) / rows.size,
                "val_loss": log_loss(probs, pool.labels[val]), "val_accuracy": sc["accuracy"],
                "val_balanced_accuracy": sc["balanced_accuracy"], "temperature": temperature,
-               "val_ece": expected_calibration_error(tempered(probs, temperature),
-                                                     pool.labels[val])}
+               "val_ece": expected_calibration_error(probs, pool.labels[val])}
         history.append(row)
-        _save(out, "last", net, params, classes, s, row, cm)
+        _save(out, "last", net, params, classes, s, row, cm, priors)
         if row["val_loss"] < best[0]:
             best, best_cm = (row["val_loss"], epoch), cm
-            _save(out, "best", net, params, classes, s, row, cm)
+            _save(out, "best", net, params, classes, s, row, cm, priors)
         log(f"epoch {epoch}/{s.epochs}: train loss {row['train_loss']:.3f}, validation loss "
             f"{row['val_loss']:.3f}, accuracy {sc['accuracy']:.3f} (balanced "
             f"{sc['balanced_accuracy']:.3f}), temperature {temperature:.2f}"
@@ -307,7 +309,8 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
 
 
 def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],
-          s: ClassifierSettings, row: dict[str, Any], cm: np.ndarray) -> None:
+          s: ClassifierSettings, row: dict[str, Any], cm: np.ndarray,
+          priors: np.ndarray) -> None:
     save_network(os.path.join(out, f"{name}.dat"), net, params, binary=True)
     notes = {"trained_by": "cianna-jax classify train", "epoch": row["epoch"],
              "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"],
@@ -316,7 +319,7 @@ def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],
              "settings": {k: v for k, v in asdict(s).items() if k != "cutout"}}
     save_classifier_card(os.path.join(out, f"{name}.json"),
                          ClassifierCard(f"{name}.dat", classes, s.cutout, notes,
-                                        row["temperature"]))
+                                        row["temperature"], tuple(float(v) for v in priors)))
 
 
 def _write_history(out: str, history: list[dict[str, Any]]) -> None:

@@ -146,6 +146,9 @@ def test_temperature_scaling_recovers_an_over_confident_softmax():
     np.testing.assert_allclose(fixed, p_true, atol=0.05)
     assert expected_calibration_error(fixed, labels) < 0.02 < expected_calibration_error(
         over, labels)
+    # priors: equal-prior probabilities times the population's frequencies (Bayes)
+    np.testing.assert_allclose(tempered(np.array([[0.5, 0.5], [0.8, 0.2]]), 1.0, [0.9, 0.1]),
+                               [[0.9, 0.1], [0.72 / 0.74, 0.02 / 0.74]], rtol=1e-6)
     # one bin by hand: probabilities 0.9 and 0.7, one right: |0.8 - 0.5| in a bin of two
     probs = np.array([[0.9, 0.1], [0.7, 0.3]])
     assert expected_calibration_error(probs, np.array([0, 1]), bins=2) == pytest.approx(0.3)
@@ -153,7 +156,7 @@ def test_temperature_scaling_recovers_an_over_confident_softmax():
 
 def test_card_round_trip_and_errors(tmp_path):
     card = ClassifierCard("best.dat", ("a", "b"), CutoutSpec(12.0, 24, 2.5), {"epoch": 3},
-                          1.7)
+                          1.7, (0.25, 0.75))
     save_classifier_card(tmp_path / "best.json", card)
     back = load_classifier_card(tmp_path / "best.json")
     assert back == card and back.notes == {"epoch": 3}
@@ -172,6 +175,9 @@ def test_card_round_trip_and_errors(tmp_path):
     with pytest.raises(ModelError, match="temperature"):
         save_classifier_card(tmp_path / "t.json", ClassifierCard("x.dat", ("a", "b"),
                                                                  temperature=0.0))
+    with pytest.raises(ModelError, match="priors"):
+        save_classifier_card(tmp_path / "t.json", ClassifierCard("x.dat", ("a", "b"),
+                                                                 priors=(1.0, 0.0)))
     with pytest.raises(ValueError, match="pixels"):
         CutoutSpec(8.0, 4, 3.0)
 
@@ -231,6 +237,20 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
                  "--out", out, "--figure", str(fig), "--examples", "3", "--quiet"]) == 0
     assert "sources: compact" in capsys.readouterr().out
     assert fig.stat().st_size > 10_000
+    # priors: the classes' frequencies the probabilities are for
+    from astropy.table import Table
+
+    n_compact = {}
+    for priors in ("equal", "compact=0.999,fr2=0.001"):
+        assert main(["classify", "apply", "--model", run, "--image", img2, "--catalogue", cat2,
+                     "--out", out, "--priors", priors, "--quiet"]) == 0
+        n_compact[priors] = int(np.sum(np.asarray(Table.read(out)["morph_class"]).astype(str)
+                                       == "compact"))
+    assert n_compact["compact=0.999,fr2=0.001"] > n_compact["equal"]
+    capsys.readouterr()
+    assert main(["classify", "apply", "--model", run, "--image", img2, "--catalogue", cat2,
+                 "--out", out, "--priors", "compact=1"]) == 2
+    assert "one positive frequency for each class" in capsys.readouterr().err
     # errors: no such column, a detector's card, images and catalogues unpaired, a class of
     # one source
     assert main(["classify", "train", "--image", img1, "--catalogue", cat1, "--label-column",
