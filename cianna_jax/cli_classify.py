@@ -30,7 +30,7 @@ def _train(args) -> int:
         cutout=CutoutSpec(args.cutout_beams, args.pixels, args.clip))
     res = train_classifier(images, cats, args.label_column, args.out, classes=classes,
                            settings=settings, progress=not args.quiet,
-                           figure=not args.no_figure)
+                           figure=not args.no_figure, init_from=args.init_from)
     sc = res.scores
     per = ", ".join(f"{c} {r:.2f}" for c, r in zip(res.classes, sc["recall"]))
     print(f"best epoch {res.best_epoch}: validation accuracy {sc['accuracy']:.3f}, balanced "
@@ -123,6 +123,10 @@ def add_parser(sub) -> None:
                         "label present, sorted; sources of other labels are left out)")
     t.add_argument("--out", required=True, help="run folder: best/last .dat + .json, "
                                                 "history.csv, training.png")
+    t.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this classifier (fine-tuning, e.g. one trained on "
+                        "simulations): its cutouts and width, its weights (a new last layer "
+                        "for other classes); a lower --learning-rate suits")
     t.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--learning-rate", type=float, default=2e-3,

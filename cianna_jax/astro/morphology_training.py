@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import jax
@@ -39,6 +39,7 @@ from .morphology import (
     build_classifier,
     class_scores,
     confusion_matrix,
+    load_classifier,
     predict_stamps,
     save_classifier_card,
 )
@@ -217,13 +218,23 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
                      out: str, *, classes: Sequence[str] | None = None,
                      settings: ClassifierSettings | None = None,
                      log: Callable[[str], None] = print, progress: bool = True,
-                     figure: bool = True) -> ClassifierResult:
+                     figure: bool = True, init_from: str | None = None) -> ClassifierResult:
     """Train a classifier on the labelled sources of ``images`` (each with the catalogue
     of the same position) and write ``best``/``last`` (``.dat`` + ``.json``),
     ``history.csv`` and ``training.png`` (with ``figure``) in ``out``. ``classes``: the
     labels to learn, in this order (default: every label present, sorted). ValueError
-    when a class has fewer than two sources or there are fewer than two classes."""
+    when a class has fewer than two sources or there are fewer than two classes.
+
+    ``init_from``: a classifier to start from (fine-tuning, e.g. one trained on
+    simulations, on a few real labelled sources): its cutouts and width are taken, all its
+    weights when its classes are these, else all but the last layer's (a new head)."""
     s = settings or ClassifierSettings()
+    start = None
+    if init_from is not None:
+        start = load_classifier(init_from)
+        s = replace(s, cutout=start.card.cutout, width=int(start.net.layers[0].nb_filters))
+        log(f"starting from {init_from}: its cutouts ({s.cutout.beams:g} beams, "
+            f"{s.cutout.pixels} pixels, clip {s.cutout.clip:g}) and width {s.width}")
     if len(images) != len(catalogues) or not images:
         raise ValueError(f"images, catalogues: expected one catalogue per image, received "
                          f"{len(images)} images and {len(catalogues)} catalogues")
@@ -258,6 +269,8 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
     net = build_classifier(s.cutout, k, s.width)
     key = jax.random.key(s.seed)
     params = init_params(jax.random.fold_in(key, 0), net)
+    if start is not None:
+        params = _transferred(start, net, params, classes, log)
     opt = optim.make_v11_optimizer(optim.parse_optimizer(optim.adam()),
                                    learning_rate=s.learning_rate,
                                    weight_decay=s.weight_decay, decoupled=True)
@@ -306,6 +319,22 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         save_figure(classifier_figure(history, best_cm, classes, best[1]),
                     os.path.join(out, "training.png"))
     return ClassifierResult(out, history, best[1], best_cm, class_scores(best_cm), classes)
+
+
+def _transferred(start: Any, net: Any, params: Any, classes: tuple[str, ...],
+                 log: Callable[[str], None]) -> Any:
+    """``params`` with the starting classifier's weights: all of them for the same classes
+    in the same order, else all but the last layer's."""
+    same = tuple(start.card.classes) == tuple(classes)
+    keep = len(net.layers) if same else len(net.layers) - 1
+    if len(start.net.layers) != len(net.layers) or any(
+            jax.tree.map(np.shape, start.params[i]) != jax.tree.map(np.shape, params[i])
+            for i in range(keep)):
+        raise ValueError("--init-from: its network is not this classifier's (another "
+                         "architecture)")
+    log("its weights taken, " + ("all" if same else f"all but the last layer's (its classes "
+                                                    f"{', '.join(start.card.classes)})"))
+    return tuple(start.params[i] if i < keep else params[i] for i in range(len(params)))
 
 
 def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],

@@ -220,6 +220,28 @@ def test_train_and_apply_on_another_field(fields):
     p = np.stack([np.asarray(out["p_compact"]), np.asarray(out["p_fr2"])], axis=1)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["morph_prob"]), p.max(axis=1), atol=1e-6)
+    # fine-tuning: the same classes start from every weight (right from the first epoch),
+    # other classes from all but the last layer's
+    tiny = ClassifierSettings(epochs=1, batch_size=16, samples_per_epoch=32,
+                              learning_rate=1e-12, cutout=CutoutSpec(4.0, 8, 1.0))
+    lines: list[str] = []
+    tuned = train_classifier([img2], [cat2], "morphology", str(d / "tuned"), settings=tiny,
+                             log=lines.append, progress=False, figure=False,
+                             init_from=str(d / "run"))
+    assert tuned.history[0]["val_accuracy"] >= 0.9
+    assert any(m == "its weights taken, all" for m in lines)
+    t2 = truth.copy()
+    t2["shape"] = np.where(want == "fr2", "double", "single")
+    t2.write(d / "relabelled.ecsv", overwrite=True)
+    train_classifier([img2], [str(d / "relabelled.ecsv")], "shape", str(d / "new_head"),
+                     settings=tiny, log=lines.append, progress=False, figure=False,
+                     init_from=str(d / "run"))
+    assert any("all but the last layer's" in m for m in lines)
+    new = load_classifier(d / "new_head" / "last.json")
+    assert new.card.cutout == model.card.cutout and new.card.classes == ("double", "single")
+    for a, b in zip(new.params[:-1], model.params[:-1]):
+        for name in a:
+            np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), atol=1e-6)
 
 
 def test_command_line_and_its_errors(fields, tmp_path, capsys):
