@@ -41,7 +41,7 @@ def lumfunc(args) -> int:
         freq_hz=None if args.freq_mhz is None else args.freq_mhz * 1e6,
         rest_freq_hz=None if args.rest_freq_mhz is None else args.rest_freq_mhz * 1e6,
         z_edges=z_edges, dex=args.dex, cosmology=args.cosmology,
-        z_weights=not args.no_z_weights)
+        z_weights=not args.no_z_weights, min_completeness=args.min_completeness)
     m = lf.meta
     print(f"{m['n_used']} of {m['n_sources']} sources ({m['n_with_z']} with a redshift"
           + (", weighted for those without in their flux bin" if m["z_weights"] else "")
@@ -80,6 +80,9 @@ def add_parser(sub) -> None:
     p.add_argument("--completeness", default=None, metavar="FOLDER",
                    help="cianna-jax inject's report: the coverage by its completeness by "
                         "flux, over --image's data or --area-deg2")
+    p.add_argument("--min-completeness", type=float, default=0.5,
+                   help="with --completeness: a bin is complete where the completeness at "
+                        "its faintest luminosity at its far redshift reaches this (0.5)")
     p.add_argument("--pb", default=None, metavar="FITS|MODEL",
                    help="with --image: a catalogue corrected for this primary beam")
     p.add_argument("--pb-min", type=float, default=None, metavar="A")

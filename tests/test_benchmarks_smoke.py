@@ -437,3 +437,12 @@ def test_morphology_check_compares_the_classifier_and_the_rule(capsys):
     rule = re.search(r"classical rule +accuracy ([.\d]+)", out)
     assert acc and rule and 0.0 <= float(acc.group(1)) <= 1.0
     assert re.search(r"rule tuned on training: islands within [.\d]+ beams", out)
+
+
+def test_lumfunc_coverages_compares_three_coverages(capsys):
+    m = _benchmark("lumfunc_coverages")
+    assert m.main(["--area", "5"]) == 0
+    out = capsys.readouterr().out
+    for name in ("injection's completeness", "flux limit", "true fluxes"):
+        assert name in out
+    assert re.search(r"z 0\.1-0\.5: \d", out)

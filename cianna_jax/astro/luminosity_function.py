@@ -43,11 +43,14 @@ __all__ = ["Coverage", "LuminosityFunction", "luminosity_function", "z_completen
 @dataclass(frozen=True)
 class Coverage:
     """The sky area (sr) where a source of a given true peak (Jy/beam) is detected:
-    ``fraction(peak)`` times ``area_sr``."""
+    ``fraction(peak)`` times ``area_sr``. ``min_fraction``: the fraction from which a
+    luminosity bin counts as complete (0: seen anywhere, as a flux limit or an image's
+    visibility areas; a completeness that never falls to 0 takes more, e.g. 0.5)."""
 
     area_sr: float
     fraction: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     description: str = ""
+    min_fraction: float = 0.0
 
     @classmethod
     def flux_limit(cls, area_sr: float, limit_jy: float) -> Coverage:
@@ -186,7 +189,8 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
     np.add.at(s1, (iz[inside], il[inside]), w[inside] / vmax[inside])
     np.add.at(s2, (iz[inside], il[inside]), (w[inside] / vmax[inside]) ** 2)
     width = np.diff(le)[None]
-    # complete: the bin's faintest luminosity is seen somewhere at the bin's far redshift
+    # complete: the bin's faintest luminosity is seen at the bin's far redshift (over more
+    # than the coverage's min_fraction)
     deepest = _deepest_flux(coverage, pk[use] if use.any() else f)
     l_lim = np.log10(radio_luminosity(np.full(ze.size - 1, deepest), ze[1:],
                                       alpha=float(np.median(a[use])), freq_hz=freq_hz,
@@ -226,11 +230,11 @@ def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
 
 
 def _deepest_flux(coverage: Coverage, peaks: np.ndarray) -> float:
-    """The faintest peak (Jy/beam) the coverage sees anywhere, searched down from the
-    sources' faintest."""
+    """The faintest peak (Jy/beam) the coverage sees over more than its ``min_fraction``
+    of its area, searched from a thousandth of the sources' faintest to 100 times it."""
     lo = float(np.nanmin(peaks))
-    grid = lo * np.logspace(-3, 0, 301)
-    seen = coverage.area(grid) > 0
+    grid = lo * np.logspace(-3, 2, 501)
+    seen = coverage.area(grid) > coverage.min_fraction * coverage.area_sr
     return float(grid[np.argmax(seen)]) if seen.any() else lo
 
 
@@ -270,7 +274,8 @@ def catalogue_luminosity_function(
         hdu: int | str | None = None, alpha: float = -0.7, alpha_column: str | None = None,
         freq_hz: float | None = None, rest_freq_hz: float | None = None,
         z_edges: Any = (0.1, 0.5, 1.0, 2.0, 3.0), dex: float = 0.4,
-        cosmology: str = "Planck18", z_weights: bool = True) -> LuminosityFunction:
+        cosmology: str = "Planck18", z_weights: bool = True,
+        min_completeness: float = 0.5) -> LuminosityFunction:
     """The luminosity function of a catalogue file's sources with a redshift (``z_column``;
     ``flux`` in Jy, ``peak`` for the coverage when it has one) over one of three coverages:
     ``area_deg2`` with a ``flux_limit`` (Jy); ``image`` (one, or a mosaic's list) with its
@@ -278,7 +283,9 @@ def catalogue_luminosity_function(
     ``pb_min`` for a corrected catalogue; the noise map's box ``noise_box``, by default the
     catalogue's); or ``completeness``, source injection's report (by flux), over the image's
     data or ``area_deg2``. ``z_weights``: sources with a redshift weighted for those without
-    in their flux bin. Spectral indices: ``alpha_column`` where finite, else ``alpha``."""
+    in their flux bin. Spectral indices: ``alpha_column`` where finite, else ``alpha``.
+    With ``completeness``, a bin is complete where the completeness at its faintest
+    luminosity at its far redshift reaches ``min_completeness``."""
     name = os.fspath(catalogue)
     t = read_catalogue(catalogue)
     images = [] if image is None else (list(image) if isinstance(image, (list, tuple))
@@ -332,7 +339,9 @@ def catalogue_luminosity_function(
                 area = (sum(image_area_sr(im) for im in imgs) if imgs
                         else as_bounded_float(area_deg2, "area_deg2") * (math.pi / 180) ** 2)
                 cov = Coverage(area, lambda p: np.nan_to_num(completeness_at(p, edges, comp)),
-                               f"injection's completeness by flux ({completeness})")
+                               f"injection's completeness by flux ({completeness})",
+                               as_bounded_float(min_completeness, "min_completeness",
+                                                strict=False))
                 peak = None  # (the completeness is by flux)
     zz = np.where(has_z, z, np.nan)
     lf = luminosity_function(flux, zz, cov, z_edges=np.asarray(z_edges, np.float64), dex=dex,

@@ -139,3 +139,33 @@ def test_command_line_and_errors(tmp_path, capsys):
     assert main(["lumfunc", "--catalogue", str(tmp_path / "z.ecsv"), "--z-column", "zz",
                  "--out", str(out), "--area-deg2", "1", "--flux-limit", "1e-4"]) == 2
     assert "no column 'zz'" in capsys.readouterr().err
+
+
+def test_bins_complete_by_the_injections_completeness(tmp_path):
+    # a completeness that never reaches 0 (1% at the faintest injected fluxes): a bin is
+    # complete where the completeness at its faintest luminosity at its far redshift
+    # reaches min_completeness (0.5), not wherever it is above 0
+    from cianna_jax.astro.catalogue import make_table
+    from cianna_jax.astro.luminosity import radio_luminosity
+    from cianna_jax.astro.luminosity_function import catalogue_luminosity_function
+
+    flux, z, _ = _population(3)
+    keep = flux >= 1e-4
+    write_catalogue(make_table({"flux": flux[keep], "z": z[keep]}), tmp_path / "c.ecsv")
+    edges = 10 ** np.arange(-5.5, -0.99, 0.5)
+    comp = np.where(edges[:-1] >= 1e-4, 1.0, 0.01)
+    folder = tmp_path / "inj"
+    folder.mkdir()
+    write_catalogue(make_table({"flux_min": edges[:-1], "flux_max": edges[1:],
+                                "completeness": comp}), folder / "completeness_by_flux.ecsv")
+    kw = dict(z_column="z", completeness=str(folder), area_deg2=10.0, z_edges=(0.1, 0.5, 1.0),
+              dex=0.5)
+    strict = catalogue_luminosity_function(tmp_path / "c.ecsv", **kw)
+    loose = catalogue_luminosity_function(tmp_path / "c.ecsv", min_completeness=0.0, **kw)
+    # the faintest luminosity a bin needs at z = 1: that of the flux where the completeness
+    # is half (linear in log flux between the bins' middles 10^-4.25 and 10^-3.75 Jy)
+    f_half = 10 ** (-4.25 + 0.5 * (0.5 - 0.01) / 0.99)
+    l_half = np.log10(radio_luminosity(np.array([f_half]), np.array([1.0]))[0])
+    le = strict.logl_edges[:-1]
+    np.testing.assert_array_equal(strict.complete[1], le >= l_half - 0.02)
+    assert loose.complete[1].sum() > strict.complete[1].sum()
