@@ -16,6 +16,7 @@ pytest.importorskip("astropy")
 pytest.importorskip("scipy")
 
 from cianna_jax.astro import morphology_sim as ms  # noqa: E402
+from cianna_jax.astro.catalogue import write_catalogue  # noqa: E402
 from cianna_jax.astro.model_card import ModelError  # noqa: E402
 from cianna_jax.astro.morphology import (  # noqa: E402
     ClassifierCard,
@@ -293,6 +294,50 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
     assert main(["classify", "train", "--image", img1, "--catalogue", str(tmp_path / "one.ecsv"),
                  "--label-column", "morphology", "--out", run]) == 2
     assert "too few labelled sources" in capsys.readouterr().err
+
+
+def test_windows_at_the_edges_blanks_and_errors(tmp_path):
+    # a window over the image's edge or blanked pixels reads 0 there; an image without a
+    # beam, a cube and a catalogue without positions are refused by name
+    from astropy.io import fits
+
+    from cianna_jax.astro.catalogue import CatalogueError, make_table
+    from cianna_jax.astro.fits_image import ImageError, open_image
+    from cianna_jax.astro.morphology_cutouts import read_stamps
+    from cianna_jax.astro.noise import estimate_noise_map
+
+    f = ms.morphology_field(256, n_sources=3, seed=1, noise=1e-4, beam_pixels=3.0)
+    f.image[:, :40] = np.nan
+    path = str(tmp_path / "m.fits")
+    ms.write_morphology_field(path, f)
+    img = open_image(path)
+    noise = estimate_noise_map(img.read, img.shape)
+    st = read_stamps(img, noise, np.array([2.0, 250.0, 128.0]), np.array([128.0, 3.0, 128.0]),
+                     CutoutSpec(10.0, 16, 3.0))
+    assert np.all(np.isfinite(st.snr))
+    half = st.snr.shape[-1] // 2
+    assert np.all(st.snr[0][:, : half - 2 + 40 - 2] == 0.0)  # blank and off the image
+    assert np.all(st.snr[1][: half - 4] == 0.0)  # below the image's first row
+    assert np.std(st.snr[2]) > 0.5  # noise in rms units
+    hdr = fits.getheader(path)
+    for k in ("BMAJ", "BMIN", "BPA"):
+        del hdr[k]
+    fits.writeto(tmp_path / "nobeam.fits", fits.getdata(path), hdr)
+    with pytest.raises(ImageError, match="no beam"):
+        read_stamps(open_image(tmp_path / "nobeam.fits"), noise, np.array([128.0]),
+                    np.array([128.0]), CutoutSpec())
+    fits.writeto(tmp_path / "cube.fits", np.stack([fits.getdata(path)] * 3),
+                 fits.getheader(path))
+    with pytest.raises(ImageError, match="2D images"):
+        read_stamps(open_image(tmp_path / "cube.fits"), noise, np.array([1.0]),
+                    np.array([1.0]), CutoutSpec())
+    from cianna_jax.astro.morphology_training import labelled_field
+
+    write_catalogue(make_table({"flux": np.ones(2), "morphology": ["a", "b"]}),
+                    str(tmp_path / "nopos.ecsv"))
+    with pytest.raises(CatalogueError, match="no ra/dec"):
+        labelled_field(path, str(tmp_path / "nopos.ecsv"), "morphology", ("a", "b"),
+                       CutoutSpec(), log=lambda m: None)
 
 
 def test_simulate_morphologies_command(tmp_path, capsys):
