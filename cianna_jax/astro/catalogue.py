@@ -527,8 +527,10 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
     """SDC1 submission text of a catalogue with ra, dec, flux, bmaj/bmin (deconvolved ones when
     present), pa: header line then one row per source.  Positions are used for both core and
     centroid, ``core_frac`` is 0, ``size`` is ``size_class`` (2: Gaussian FWHM) and ``class``
-    ``source_class`` (3: SFG; the detector does not classify).  ``header=False`` leaves out the
-    header line (the official truth files have none; submissions have one)."""
+    ``source_class`` (3: SFG; the detector does not classify), or the row's ``morph_class``
+    where it is an SDC1 class code (1 SS-AGN, 2 FS-AGN, 3 SFG: ``cianna-jax classify`` with a
+    classifier trained on SDC1's truth ``class``).  ``header=False`` leaves out the header line
+    (the official truth files have none; submissions have one)."""
     names = {c.lower() for c in table.colnames}
     if set(SDC1_COLUMNS) <= names:
         cols = {c: _values(table, find_column(table, c) or c) for c in SDC1_COLUMNS}
@@ -546,7 +548,7 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
                 "b_maj": _values(table, bmaj_name, "arcsec"),
                 "b_min": _values(table, bmin_name, "arcsec"),
                 "pa": _values(table, req["pa"], "deg"), "size": np.full(n, size_class),
-                "class": np.full(n, source_class)}
+                "class": _sdc1_classes(table, source_class)}
     bad = [c for c in ("ra_core", "dec_core", "flux", "b_maj", "b_min", "pa")
            if not np.all(np.isfinite(cols[c]))]
     if bad:
@@ -556,6 +558,16 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
         "id": "d", "ra_core": ".9f", "dec_core": ".9f", "ra_cent": ".9f", "dec_cent": ".9f",
         "flux": ".9g", "core_frac": ".6g", "b_maj": ".6g", "b_min": ".6g", "pa": ".6g",
         "size": "d", "class": "d"})
+
+
+def _sdc1_classes(table: Any, default: int) -> np.ndarray:
+    """SDC1 class codes: a ``morph_class`` column's values that are codes (1, 2, 3), else
+    ``default``."""
+    n = len(table)
+    if "morph_class" not in table.colnames:
+        return np.full(n, default)
+    text = np.asarray(table["morph_class"]).astype(str)
+    return np.array([int(v) if v in ("1", "2", "3") else default for v in text], np.int64)
 
 
 def _challenge_text(cols: Mapping[str, np.ndarray], names: Sequence[str], header: bool,

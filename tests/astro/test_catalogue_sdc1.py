@@ -80,6 +80,10 @@ def test_sdc1_text_round_trip(tmp_path):
     (tmp_path / "short.txt").write_text("1 2 3\n")
     with pytest.raises(CatalogueError, match="3 columns, an SDC1 catalogue has 12"):
         read_sdc1(tmp_path / "short.txt")
+    # classes from a classifier trained on SDC1's truth class (codes 1-3); others: 3 (SFG)
+    t["morph_class"] = ["1", "2", "", "fr2", "1"]
+    write_catalogue(t, tmp_path / "classes.sdc1")
+    assert list(read_sdc1(tmp_path / "classes.sdc1")["class"]) == [1, 2, 3, 3, 1]
 
 
 def test_missing_columns_are_named():
