@@ -132,7 +132,8 @@ def main(argv=None) -> int:
                          "(a catalogue's position errors)")
     args = ap.parse_args(argv)
     from cianna_jax.astro.catalogue import read_catalogue
-    from cianna_jax.astro.morphology import classify_sources, load_classifier
+    from cianna_jax.astro.morphology import load_classifier
+    from cianna_jax.astro.morphology_apply import classify_sources
     from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
     from cianna_jax.astro.probability_calibration import expected_calibration_error, tempered
 

@@ -4,6 +4,8 @@ train``) and applied to a catalogue's sources (``classify apply``)."""
 
 from __future__ import annotations
 
+import os
+
 __all__ = ["classify", "add_parser"]
 
 
@@ -42,22 +44,15 @@ def _apply(args) -> int:
     import numpy as np
 
     from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
-    from .astro.fits_image import open_image
-    from .astro.morphology import (
-        CLASS_COLUMN,
-        PROB_COLUMN,
-        class_examples,
-        classify_sources,
-        load_classifier,
-    )
-    from .astro.noise import estimate_noise_map
+    from .astro.morphology import CLASS_COLUMN, PROB_COLUMN, load_classifier
+    from .astro.morphology_apply import class_examples, classify_sources, source_images
 
     catalogue_format(args.out)  # refused before the work
     model = load_classifier(args.model)
     table = read_catalogue(args.catalogue)
-    img = open_image(args.image)
-    noise = estimate_noise_map(img.read, img.shape, progress=not args.quiet)
-    out = classify_sources(model, img, table, noise=noise,
+    where = source_images(args.image if len(args.image) > 1 else args.image[0], table,
+                          progress=not args.quiet, what=args.catalogue)
+    out = classify_sources(model, None, table, where=where,
                            priors=_priors(args.priors, model.card.classes),
                            progress=not args.quiet, what=args.catalogue)
     names = np.asarray(out[CLASS_COLUMN]).astype(str)
@@ -66,15 +61,16 @@ def _apply(args) -> int:
     sure = int(np.sum(prob >= args.confident))
     off = int(np.sum(names == ""))
     write_catalogue(out, args.out)
-    print(f"{len(out)} sources: {counts}" + (f", {off} off the image" if off else "")
+    print(f"{len(out)} sources: {counts}" + (f", {off} off the images" if off else "")
           + f"; {sure} with probability >= {args.confident:g} -> {args.out}")
     if args.figure:
         from .astro.morphology_plots import gallery_figure
         from .astro.plots import save_figure
 
-        views, labels = class_examples(model, img, noise, out, args.examples, args.catalogue)
+        views, labels = class_examples(model, where, out, args.examples)
         save_figure(gallery_figure(model.card.classes, views, labels,
-                                   f"The most probable sources of each class: {args.image}"),
+                                   "The most probable sources of each class: "
+                                   + ", ".join(os.path.basename(i) for i in args.image)),
                     args.figure)
         print(f"gallery -> {args.figure}")
     return 0
@@ -154,7 +150,9 @@ def add_parser(sub) -> None:
                                       "morph_class and morph_prob columns added")
     a.add_argument("--model", required=True, help="the classifier (its best.json or run "
                                                   "folder's best.json)")
-    a.add_argument("--image", required=True, help="the FITS image of the sources")
+    a.add_argument("--image", action="append", required=True,
+                   help="the FITS image of the sources; repeatable: a mosaic's images (each "
+                        "source read from the one whose centre is nearest)")
     a.add_argument("--catalogue", required=True, help="the sources (ra/dec or x/y)")
     a.add_argument("--out", required=True, help="the catalogue with the classes (.ecsv, "
                                                 ".csv, .fits, .xml)")

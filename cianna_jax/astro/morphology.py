@@ -11,9 +11,10 @@ training's notes::
      "cutout": {"beams": 16.0, "pixels": 48, "clip": 3.0},
      "calibration": {"temperature": 1.3, "priors": [0.4, 0.3, 0.2, 0.1]}, "notes": {...}}
 
-:func:`classify_sources` reads a catalogue's sources on an image and returns each one's
-class probabilities, averaged over the eight quarter-turns and mirrors of its window
-(a radio source has no preferred orientation). Training is :mod:`.morphology_training`.
+:func:`predict_stamps` gives sources' class probabilities, averaged over the eight
+quarter-turns and mirrors of their windows (a radio source has no preferred orientation).
+Training is :mod:`.morphology_training`; a catalogue's classification on an image or a
+mosaic :mod:`.morphology_apply`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,12 @@ from .probability_calibration import tempered
 
 __all__ = ["CLASSIFIER_FORMAT", "ClassifierCard", "build_classifier", "save_classifier_card",
            "load_classifier_card", "LoadedClassifier", "load_classifier", "predict_stamps",
-           "confusion_matrix", "class_scores", "classify_sources", "class_examples", "CLASS_COLUMN",
-           "PROB_COLUMN"]
+           "confusion_matrix", "class_scores", "CLASS_COLUMN", "PROB_COLUMN"]
 
 CLASSIFIER_FORMAT = "cianna_jax.classifier"
 CLASSIFIER_VERSION = 1
-#: the columns :func:`classify_sources`' callers add: the most probable class, its
-#: probability (and ``p_<class>`` for each class)
+#: the columns a catalogue's classification adds (:mod:`.morphology_apply`): the most
+#: probable class, its probability (and ``p_<class>`` for each class)
 CLASS_COLUMN, PROB_COLUMN = "morph_class", "morph_prob"
 
 
@@ -232,72 +232,3 @@ def class_scores(cm: np.ndarray) -> dict[str, Any]:
             else float("nan"),
             "precision": precision, "recall": recall, "f1": f1,
             "support": support.astype(np.int64)}
-
-
-def classify_sources(model: LoadedClassifier, image: str | Any, table: Any, *,
-                     batch_size: int = 256, chunk: int = 1024, noise: Any = None,
-                     priors: np.ndarray | None | str = "card", progress: bool = False,
-                     what: str = "catalogue") -> Any:
-    """``table`` (astropy) with the sources' classes added: ``p_<class>`` for each of the
-    model's classes, :data:`CLASS_COLUMN` (the most probable) and :data:`PROB_COLUMN`
-    (its probability); sources off the image get NaN and an empty class. ``image`` a path
-    or an open :class:`.fits_image.FitsImage`; ``noise`` its :class:`.noise.NoiseMap`
-    (estimated when None); ``priors`` as :func:`predict_stamps`; the windows read
-    ``chunk`` sources at a time (memory bounded on large catalogues), with a progress bar
-    when ``progress``."""
-    from ..progress import Progress
-    from .cutouts import catalogue_pixels
-    from .fits_image import open_image
-    from .morphology_cutouts import on_image, read_stamps
-    from .noise import estimate_noise_map
-
-    img = open_image(image) if isinstance(image, (str, os.PathLike)) else image
-    x, y, *_ = catalogue_pixels(table, img, what)
-    on = np.flatnonzero(on_image(x, y, img.shape))
-    spec = model.card.cutout
-    k = len(model.card.classes)
-    probs = np.full((len(table), k), np.nan, np.float32)
-    if on.size:
-        if noise is None:
-            noise = estimate_noise_map(img.read, img.shape)
-        bar = Progress(on.size, "classify", enabled=progress, unit="source")
-        for start in range(0, on.size, int(chunk)):
-            rows = on[start:start + int(chunk)]
-            probs[rows] = predict_stamps(model, read_stamps(img, noise, x[rows], y[rows], spec),
-                                         spec, batch_size, priors)
-            bar.update(rows.size)
-        bar.close()
-    out = table.copy(copy_data=True)
-    for j, name in enumerate(model.card.classes):
-        out[f"p_{name}"] = probs[:, j]
-    names = np.array(model.card.classes + ("",))
-    best = np.where(np.isfinite(probs[:, 0]), np.nan_to_num(probs).argmax(axis=1), k)
-    out[CLASS_COLUMN] = names[best]
-    out[PROB_COLUMN] = np.where(best < k, np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1),
-                                np.nan).astype(np.float32)
-    return out
-
-
-def class_examples(model: LoadedClassifier, image: Any, noise: Any, table: Any,
-                   n: int = 8, what: str = "catalogue") -> tuple[list[np.ndarray], list[list[str]]]:
-    """For each class of ``model``, the network's views ``[m, p, p, 1]`` (m <= ``n``) of
-    the ``n`` sources of ``table`` (classified by :func:`classify_sources`) given that class
-    with the highest probability, and their titles (id and probability): a gallery's
-    content (:func:`.morphology_plots.gallery_figure`)."""
-    from .cutouts import catalogue_pixels
-    from .morphology_cutouts import network_inputs, read_stamps
-
-    x, y, *_ = catalogue_pixels(table, image, what)
-    names = np.asarray(table[CLASS_COLUMN]).astype(str)
-    prob = np.nan_to_num(np.asarray(table[PROB_COLUMN], np.float64), nan=-1.0)
-    ids = np.asarray(table["id"]) if "id" in table.colnames else np.arange(1, len(table) + 1)
-    spec = model.card.cutout
-    views, labels = [], []
-    for c in model.card.classes:
-        rows = np.flatnonzero(names == c)
-        rows = rows[np.argsort(-prob[rows], kind="stable")][:n]
-        st = read_stamps(image, noise, x[rows], y[rows], spec)
-        views.append(network_inputs(st, spec) if rows.size else
-                     np.zeros((0, spec.pixels, spec.pixels, 1), np.float32))
-        labels.append([f"{ids[r]} p={prob[r]:.2f}" for r in rows])
-    return views, labels

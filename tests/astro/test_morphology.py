@@ -202,7 +202,8 @@ def fields(tmp_path_factory):
 
 def test_train_and_apply_on_another_field(fields):
     from cianna_jax.astro.catalogue import read_catalogue
-    from cianna_jax.astro.morphology import classify_sources, load_classifier
+    from cianna_jax.astro.morphology import load_classifier
+    from cianna_jax.astro.morphology_apply import classify_sources
     from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
 
     d, ((img1, cat1), (img2, cat2)) = fields
@@ -255,13 +256,32 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
                  "--samples-per-epoch", "64", "--quiet", "--no-figure"]) == 0
     assert "best epoch 1" in capsys.readouterr().out
     out = str(tmp_path / "classes.ecsv")
+    from astropy.table import Table
+
     fig = tmp_path / "gallery.png"
     assert main(["classify", "apply", "--model", run, "--image", img2, "--catalogue", cat2,
                  "--out", out, "--figure", str(fig), "--examples", "3", "--quiet"]) == 0
     assert "sources: compact" in capsys.readouterr().out
     assert fig.stat().st_size > 10_000
+    # a mosaic: the field cut into two overlapping halves, each source read from the half
+    # whose centre is nearest
+    from astropy.io import fits
+
+    data, hdr = fits.getdata(img2), fits.getheader(img2)
+    halves = []
+    for k, (a, b) in enumerate(((0, 448), (320, 768))):
+        h = hdr.copy()
+        h["CRPIX1"] = hdr["CRPIX1"] - a
+        halves.append(str(tmp_path / f"half{k}.fits"))
+        fits.writeto(halves[-1], data[:, a:b], h)
+    mos = str(tmp_path / "mosaic.ecsv")
+    assert main(["classify", "apply", "--model", run, "--image", halves[0], "--image",
+                 halves[1], "--catalogue", cat2, "--out", mos, "--quiet"]) == 0
+    assert "off the images" not in capsys.readouterr().out
+    whole, parts = Table.read(out), Table.read(mos)
+    same = np.mean(np.asarray(whole["morph_class"]) == np.asarray(parts["morph_class"]))
+    assert same >= 0.9 and np.all(np.isfinite(parts["morph_prob"]))
     # priors: the classes' frequencies the probabilities are for
-    from astropy.table import Table
 
     n_compact = {}
     for priors in ("equal", "compact=0.999,fr2=0.001"):
