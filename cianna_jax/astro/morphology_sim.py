@@ -69,7 +69,7 @@ def _single(major: float, minor: float, theta: float) -> Components:
                       np.ones(1))
 
 
-def _path(rng: np.random.Generator, length: float, n: int, direction: float,
+def _path(length: float, n: int, direction: float,
           bend: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points along a jet of ``length`` beams leaving the centre towards
     ``direction``, its direction turning steadily by ``bend`` radians: x, y and the
@@ -89,9 +89,9 @@ def _fr1(rng: np.random.Generator, las: float) -> Components:
     share = rng.uniform(0.4, 0.6)  # of the jets' flux in the first jet
     for side, frac in ((0.0, share), (math.pi, 1.0 - share)):
         length = 0.5 * las * (1.0 if side == 0.0 else rng.uniform(0.7, 1.0))
-        x, y, t = _path(rng, length, 10, side + rng.normal(0.0, 0.15), rng.normal(0.0, 0.35))
-        w = np.exp(-t / 0.5)
-        width = 0.25 + 0.6 * t * length / max(las, 1e-9) * 2.0
+        x, y, t = _path(length, 10, side + rng.normal(0.0, 0.15), rng.normal(0.0, 0.35))
+        w = np.exp(-t / 0.5)  # fading outwards: edge-darkened
+        width = 0.25 + 0.6 * t * length / (0.5 * las)  # FWHM (beams), widening outwards
         parts.append((x, y, width, 0.6 * width, np.arctan2(y, x),
                       (1.0 - core) * frac * w / w.sum()))
     return _joined(parts)
@@ -224,8 +224,7 @@ def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
     n_sources = as_int(n_sources, "n_sources", minimum=1)
     for name, v in (("noise", noise), ("beam_pixels", beam_pixels),
                     ("pixel_scale", pixel_scale)):
-        if as_bounded_float(v, name) <= 0:
-            raise ValueError(f"{name}: expected a positive number, received {v!r}")
+        as_bounded_float(v, name)
     lo, hi = (float(v) for v in snr_range)
     if not 0 < lo <= hi:
         raise ValueError(f"snr_range: expected 0 < low <= high, received {snr_range!r}")

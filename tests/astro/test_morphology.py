@@ -376,3 +376,9 @@ def test_simulate_morphologies_command(tmp_path, capsys):
         assert img.shape == (256, 256) and img.beam.bmaj == pytest.approx(6.0)
     assert main(["simulate", "--morphologies", "--cube", "--out", out]) == 2
     assert "not an option of --morphologies" in capsys.readouterr().err
+    for kw, msg in (({"fractions": (1.0, 0.0)}, "fractions"), ({"noise": 0.0}, "noise"),
+                    ({"snr_range": (5.0, 1.0)}, "snr_range"), ({"size": 16}, "size")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            ms.morphology_field(**{"size": 64, **kw})
+    with pytest.raises(ValueError, match="kind"):
+        ms.source_components("fr3", np.random.default_rng(0))
