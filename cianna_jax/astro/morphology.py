@@ -129,6 +129,9 @@ def load_classifier_card(path: str | os.PathLike) -> ClassifierCard:
     if doc.get("version") != CLASSIFIER_VERSION:
         raise ModelError(f"{p}: version: expected {CLASSIFIER_VERSION}, received "
                          f"{doc.get('version')!r}")
+    if not isinstance(doc.get("classes"), list) or not isinstance(doc.get("network"), str):
+        raise ModelError(f"{p}: network (a file name) and classes (a list of names) are "
+                         "required")
     try:
         cut = doc.get("cutout", {})
         cal = doc.get("calibration", {})

@@ -171,8 +171,30 @@ def test_card_round_trip_and_errors(tmp_path):
                                        '"cutout": {"beams": 8, "pixels": 24, "clip": 3}}')
     with pytest.raises(ModelError, match="must differ"):
         load_classifier_card(tmp_path / "bad.json")
+    (tmp_path / "str.json").write_text('{"format": "cianna_jax.classifier", "version": 1, '
+                                       '"network": "x.dat", "classes": "ab"}')
+    with pytest.raises(ModelError, match="a list of names"):
+        load_classifier_card(tmp_path / "str.json")
+    (tmp_path / "neg.json").write_text('{"format": "cianna_jax.classifier", "version": 1, '
+                                       '"network": "x.dat", "classes": ["a", "b"], '
+                                       '"cutout": {"beams": -8, "pixels": 24, "clip": 3}}')
+    with pytest.raises(ModelError, match="beams"):
+        load_classifier_card(tmp_path / "neg.json")
     with pytest.raises(FileNotFoundError):
         load_classifier_card(tmp_path / "none.json")
+    # a detector's network under a classifier's card: refused by its outputs
+    from cianna_jax.astro.morphology import load_classifier
+
+    from .conftest import make_tiny_2d
+
+    make_tiny_2d(tmp_path, tile=32)
+    save_classifier_card(tmp_path / "wrong.json", ClassifierCard("tiny.dat", ("a", "b"),
+                                                                 CutoutSpec(8.0, 32, 3.0)))
+    with pytest.raises(ModelError, match="outputs, the card names 2 classes"):
+        load_classifier(tmp_path / "wrong.json")
+    save_classifier_card(tmp_path / "gone.json", ClassifierCard("gone.dat", ("a", "b")))
+    with pytest.raises(FileNotFoundError, match="gone.dat"):
+        load_classifier(tmp_path / "gone.json")
     with pytest.raises(ModelError, match="temperature"):
         save_classifier_card(tmp_path / "t.json", ClassifierCard("x.dat", ("a", "b"),
                                                                  temperature=0.0))
