@@ -502,3 +502,27 @@ def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch
     # forward again, differentiated for the weight gradient
     assert len(calls) == 3
     _same_as_xla_path(monkeypatch, calls, loss, (params, h), val, grads)
+
+
+@pytest.mark.parametrize("nd,m,rotated", [(2, 2, False), (2, 2, True), (2, 4, True), (3, 2, False)])
+def test_hand_written_output_transform_gradient_is_autodiffs(nd, m, rotated, monkeypatch):
+    # the output transform's gradient (the weight gradient's dM) written by hand equals
+    # autodiff's, in every tile, dimensionality and position order (rotated: the flipped
+    # order; and the channel-first products when the filters outnumber the tiles)
+    rng = np.random.default_rng(5)
+    b, c, f = 2, 3, 80 if rotated else 4
+    x = jnp.asarray(rng.normal(size=(b,) + (5,) * nd + (f if rotated else c,)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3,) * nd + (c, f)), jnp.float32)
+    u = winograd.filter_transform(k, m)
+    pad = ((1, 1),) * nd
+    grads = {}
+    for hand in (True, False):
+        monkeypatch.setattr(winograd, "HAND_OUTPUT_VJP", hand)
+
+        def loss(x, u):
+            y = winograd.winograd_conv(x, u, pad, rotated=rotated)
+            return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+        grads[hand] = jax.grad(loss, (0, 1))(x, u)
+    for a, r in zip(grads[True], grads[False]):  # the same sums in another order
+        assert _rel(a, r) < (1e-6 if m == 2 else 1e-5)

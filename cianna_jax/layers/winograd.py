@@ -360,11 +360,27 @@ def _input_tiles(xp: jax.Array, tiles: tuple[int, ...], tile: Tile,
     return v.reshape(n ** len(tiles), b * int(np.prod(tiles)), c)
 
 
-def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
-                  flipped: bool = False, channels_first: bool = False) -> jax.Array:
-    """``M ((m+2)^nd, b * prod(t), F)`` -> the outputs ``(b, m t_0, ..., F)``; ``M``'s
-    positions in the flipped order along every axis when ``flipped``; ``M`` as
-    ``((m+2)^nd, F, b * prod(t))`` when ``channels_first``."""
+#: the output transform's gradient written by hand (:func:`_output_tiles_bwd`: each
+#: position's cotangent one sum of the outputs' cotangents, stacked), not autodiff's
+#: (each cell's cotangent padded back into its axis and the pads added); module constant
+#: for A/B runs (benchmarks/ab_options.py --switch)
+HAND_OUTPUT_VJP = True
+
+
+def _output_layout(nd: int, m: int, b: int, f: int, tiles: tuple[int, ...],
+                   channels_first: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The transformed outputs' shape ``(m,)*nd + (b, *t, F)`` (or ``(F, b, *t)``) and the
+    permutation that brings it to ``(b, t_0, m, t_1, m, ..., F)``."""
+    lead = (f, b) if channels_first else (b,)
+    shape = (m,) * nd + lead + tuple(tiles) + ((f,) if not channels_first else ())
+    first = nd + len(lead) - 1  # the axis of b
+    perm = (first,) + tuple(i for ax in range(nd) for i in (first + 1 + ax, ax)) + \
+        ((nd,) if channels_first else (2 * nd + 1,))
+    return shape, perm
+
+
+def _output_tiles_impl(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
+                       flipped: bool, channels_first: bool) -> jax.Array:
     nd, m = len(tiles), tile.m
     f = mm.shape[1] if channels_first else mm.shape[-1]
     lead = (f, b) if channels_first else (b,)
@@ -374,10 +390,51 @@ def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
         cells = [lax.index_in_dim(y, q, axis=ax, keepdims=False) for q in order]
         y = jnp.stack(_combine(tile.at, cells), axis=ax)
     # (m,)*nd + (b, *t, F) [or (F, b, *t)] -> (b, t_0, m, t_1, m, ..., F)
-    first = nd + len(lead) - 1  # the axis of b
-    perm = (first,) + tuple(i for ax in range(nd) for i in (first + 1 + ax, ax)) + \
-        ((nd,) if channels_first else (2 * nd + 1,))
+    _, perm = _output_layout(nd, m, b, f, tiles, channels_first)
     return y.transpose(perm).reshape((b,) + tuple(m * t for t in tiles) + (f,))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _output_tiles_hand(mm, b, tiles, tile, flipped, channels_first):
+    return _output_tiles_impl(mm, b, tiles, tile, flipped, channels_first)
+
+
+def _output_tiles_fwd(mm, b, tiles, tile, flipped, channels_first):
+    return _output_tiles_impl(mm, b, tiles, tile, flipped, channels_first), mm.shape
+
+
+def _output_tiles_bwd(b, tiles, tile, flipped, channels_first, mm_shape, g):
+    """``M``'s cotangent from the outputs' ``g``: along each axis, position ``q``'s is
+    ``sum_i A^T[i, q] g_i`` over the ``m`` outputs (the transform's transpose), the
+    ``m + 2`` positions stacked (in the flipped order's inverse when ``flipped``)."""
+    nd, m, n = len(tiles), tile.m, tile.m + 2
+    f = g.shape[-1]
+    shape, perm = _output_layout(nd, m, b, f, tiles, channels_first)
+    gy = g.reshape(tuple(shape[p] for p in perm)).transpose(tuple(np.argsort(perm)))
+    at_t = tuple(zip(*tile.at))  # n rows of m coefficients
+    where = np.argsort(tile.flip if flipped else np.arange(n))  # position -> cell
+    for ax in range(nd):
+        outs = [lax.index_in_dim(gy, i, axis=ax, keepdims=False) for i in range(m)]
+        cells = _combine(at_t, outs)
+        zero = jnp.zeros_like(outs[0])
+        gy = jnp.stack([zero if cells[int(where[p])] is None else cells[int(where[p])]
+                        for p in range(n)], axis=ax)
+    return (gy.reshape(mm_shape),)
+
+
+_output_tiles_hand.defvjp(_output_tiles_fwd, _output_tiles_bwd)
+
+
+def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
+                  flipped: bool = False, channels_first: bool = False) -> jax.Array:
+    """``M ((m+2)^nd, b * prod(t), F)`` -> the outputs ``(b, m t_0, ..., F)``; ``M``'s
+    positions in the flipped order along every axis when ``flipped``; ``M`` as
+    ``((m+2)^nd, F, b * prod(t))`` when ``channels_first``.  Its gradient (the weight
+    gradient's ``dM``) by :func:`_output_tiles_bwd` (:data:`HAND_OUTPUT_VJP`)."""
+    if HAND_OUTPUT_VJP:
+        return _output_tiles_hand(mm, b, tuple(tiles), tile, bool(flipped),
+                                  bool(channels_first))
+    return _output_tiles_impl(mm, b, tuple(tiles), tile, flipped, channels_first)
 
 
 def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
