@@ -17,10 +17,10 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .fits_image import FitsImage, ImageError
-from .mosaic import image_centre
+from .mosaic import image_centre, nearest_centre
 from .noise import NoiseMap, estimate_noise_map, fill_nan
 from .primary_beam import PrimaryBeam, pb_response
-from .sky import angular_separation, pixel_to_sky, sky_offsets_per_pixel, sky_to_pixel
+from .sky import pixel_to_sky, sky_offsets_per_pixel, sky_to_pixel
 
 __all__ = ["Footprint", "MosaicFootprint"]
 
@@ -175,10 +175,7 @@ class MosaicFootprint:
     def owner(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
         """The owning image's index at each sky position (-1 on no image's data)."""
         ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
-        dist = np.stack([np.where(p.has_data(ra, dec), angular_separation(ra, dec, *c), np.inf)
-                         for p, c in zip(self.parts, self.centres)])
-        best = np.argmin(dist, axis=0)
-        return np.where(np.isfinite(np.min(dist, axis=0)), best, -1)
+        return nearest_centre(ra, dec, self.centres, [p.has_data(ra, dec) for p in self.parts])
 
     def _per_owner(self, ra: np.ndarray, dec: np.ndarray, what: str, fill) -> np.ndarray:
         ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)

@@ -27,7 +27,7 @@ from .sky import angular_separation, pixel_to_sky, sky_to_pixel
 from .sources import GROUP_TOL, THRESH_ISL, with_sources
 
 __all__ = ["MosaicFinding", "keep_nearest_centre", "merge_tables", "image_centre", "has_data",
-           "nearest_centre_image", "split_catalogue", "with_image_column", "summed_timings",
+           "nearest_centre_image", "nearest_centre", "split_catalogue", "with_image_column", "summed_timings",
            "image_names", "largest_beam"]
 
 RULE = ("each source from the image whose centre is nearest to it, of the images with data at "
@@ -137,13 +137,25 @@ def nearest_centre_image(ra: np.ndarray, dec: np.ndarray, images: Sequence[FitsI
     if not finite.any():
         return out
     r, d = ra[finite], dec[finite]
-    plain = np.stack([angular_separation(r, d, *image_centre(im)) for im in images])
-    dist = np.where(np.stack([has_data(im, r, d) for im in images]), plain, np.inf)
-    best = np.argmin(dist, axis=0)
-    none = ~np.isfinite(np.min(dist, axis=0))
-    best[none] = np.argmin(plain[:, none], axis=0) if not data_only else -1
+    centres = [image_centre(im) for im in images]
+    best = nearest_centre(r, d, centres, [has_data(im, r, d) for im in images])
+    if not data_only:
+        none = best < 0
+        plain = np.stack([angular_separation(r[none], d[none], *c) for c in centres])
+        best[none] = np.argmin(plain, axis=0)
     out[finite] = best
     return out
+
+
+def nearest_centre(ra: np.ndarray, dec: np.ndarray, centres: Sequence[tuple[float, float]],
+                   has: Sequence[np.ndarray]) -> np.ndarray:
+    """The mosaic's rule at each sky position (degrees): the index of the nearest of the
+    images' ``centres`` among those whose ``has[i]`` (data at the position) is True (ties:
+    the first), -1 where none has."""
+    dist = np.stack([np.where(h, angular_separation(ra, dec, *c), np.inf)
+                     for c, h in zip(centres, has)])
+    best = np.argmin(dist, axis=0)
+    return np.where(np.isfinite(np.min(dist, axis=0)), best, -1)
 
 
 def split_catalogue(t: Any, images: Sequence[FitsImage], what: str, *,
