@@ -52,10 +52,20 @@ def lumfunc(args) -> int:
         mark = "" if r["complete"] else "  (incomplete)"
         print(f"{r['z_min']:>5.2f}-{r['z_max']:<6.2f}{r['log_l']:>8.2f}{r['n']:>6d}  "
               f"{r['phi']:.3e} +- {r['phi_err']:.1e}{mark}")
+    fit = None
+    if args.fit:
+        from .astro.lumfunc_fit import fit_luminosity_function
+
+        fit = fit_luminosity_function(lf, args.fit)
+        print(f"double power law, {fit.summary()}")
+        t.meta["luminosity_function"]["fit"] = {
+            "evolution": fit.evolution, "chi2": fit.chi2, "dof": fit.dof,
+            **{k: [v, fit.errors.get(k, float("nan"))] for k, v in fit.params.items()}}
     rest = m["rest_freq_hz"]
     write_with_figure(t, args, "luminosity function", lambda _: luminosity_function_figure(
         lf, title=f"Luminosity function: {os.path.basename(args.catalogue)}"
-        + (f" at {rest / 1e6:g} MHz" if rest and math.isfinite(rest) else "")))
+        + (f" at {rest / 1e6:g} MHz" if rest and math.isfinite(rest) else ""),
+        model=fit, model_label=f"double power law ({args.fit} evolution)"))
     return 0
 
 
@@ -98,3 +108,8 @@ def add_parser(sub) -> None:
                    help="no weights for the sources without a redshift")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw log Phi against log L per redshift bin")
+    p.add_argument("--fit", default=None, choices=("none", "ple", "pde"),
+                   help="fit a double power law to the complete bins of 5 sources or more: "
+                        "with no evolution, pure luminosity evolution L* (1+z)^k_L, or pure "
+                        "density evolution Phi* (1+z)^k_D (parameters printed and in the "
+                        "table's metadata; drawn on --figure)")

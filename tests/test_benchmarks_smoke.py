@@ -446,3 +446,11 @@ def test_lumfunc_coverages_compares_three_coverages(capsys):
     for name in ("injection's completeness", "flux limit", "true fluxes"):
         assert name in out
     assert re.search(r"z 0\.1-0\.5: \d", out)
+
+
+def test_lumfunc_fit_check_fits_three_populations(capsys):
+    m = _benchmark("lumfunc_fit_check")
+    assert m.main(["--area", "10"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("evolution: log_phi_star") == 9
+    assert re.search(r"luminosity evolution k_L = 2\.5: \d+ sources", out)

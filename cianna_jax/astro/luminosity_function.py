@@ -94,7 +94,8 @@ class LuminosityFunction:
     """``phi`` and ``phi_err`` (Mpc^-3 dex^-1), ``n`` sources and ``n_weighted`` (with the
     redshift weights) per ``[z bin, log L bin]``; ``complete``: the bin's faintest
     luminosity is seen over some of the area out to the bin's far redshift; ``vmax`` per
-    source (Mpc^3, NaN outside the bins)."""
+    source (Mpc^3, NaN outside the bins); ``z_mean`` per bin, its sources' redshifts
+    weighted as they count (``w / V_max``: where a model is compared with the bin)."""
 
     z_edges: np.ndarray
     logl_edges: np.ndarray
@@ -104,6 +105,7 @@ class LuminosityFunction:
     phi_err: np.ndarray
     complete: np.ndarray
     vmax: np.ndarray
+    z_mean: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> Any:
@@ -118,6 +120,8 @@ class LuminosityFunction:
                     "phi": phi, "phi_err": self.phi_err[iz, il], "log_phi": np.log10(phi),
                     "log_phi_err": self.phi_err[iz, il] / (phi * math.log(10.0)),
                     "complete": self.complete[iz, il]}
+            if self.z_mean is not None:
+                cols["z_mean"] = self.z_mean[iz, il]
         t = make_table(cols, meta={"luminosity_function": dict(self.meta)})
         t["phi"].unit = t["phi_err"].unit = "Mpc-3"
         t["phi"].description = "sources per Mpc^3 per dex of luminosity (1/Vmax)"
@@ -188,6 +192,8 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
     np.add.at(nw, (iz[inside], il[inside]), w[inside])
     np.add.at(s1, (iz[inside], il[inside]), w[inside] / vmax[inside])
     np.add.at(s2, (iz[inside], il[inside]), (w[inside] / vmax[inside]) ** 2)
+    sz = np.zeros(shape)
+    np.add.at(sz, (iz[inside], il[inside]), zz[inside] * w[inside] / vmax[inside])
     width = np.diff(le)[None]
     # complete: the bin's faintest luminosity is seen at the bin's far redshift (over more
     # than the coverage's min_fraction)
@@ -196,8 +202,11 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
                                       alpha=float(np.median(a[use])), freq_hz=freq_hz,
                                       rest_freq_hz=rest_freq_hz, cosmology=cosmology))
     complete = le[:-1][None] >= l_lim[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_mean = np.where(s1 > 0, sz / s1, np.nan)
     return LuminosityFunction(z_edges=ze, logl_edges=le, n=n, n_weighted=nw, phi=s1 / width,
                               phi_err=np.sqrt(s2) / width, complete=complete, vmax=vmax,
+                              z_mean=z_mean,
                               meta={"coverage": coverage.description,
                                     "area_deg2": coverage.area_sr * (180 / math.pi) ** 2,
                                     "cosmology": str(cosmology), "n_used": int(inside.sum()),
@@ -208,23 +217,28 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
 def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
                         rng: np.random.Generator, *, z_range: tuple[float, float] = (0.02, 2.2),
                         logl_range: tuple[float, float] = (20.5, 27.5), alpha: float = -0.7,
-                        cosmology: str = "Planck18", samples: int = 3000
+                        cosmology: str = "Planck18", samples: int = 3000,
+                        evolution: tuple[float, float] = (0.0, 0.0)
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """``(z, flux in Jy)`` of a non-evolving population of luminosity function ``phi`` (a
-    function of log10 L in W/Hz, Mpc^-3 dex^-1) over ``area_sr``: a Poisson number of
-    sources, redshifts by comoving volume, luminosities by ``phi``, fluxes K-corrected with
-    ``alpha`` (as :func:`.luminosity.radio_luminosity` inverts them): for testing a survey's
-    selection against a known function."""
+    """``(z, flux in Jy)`` of a population of luminosity function ``phi`` (a function of
+    log10 L in W/Hz, Mpc^-3 dex^-1, at z = 0, over ``logl_range``) over ``area_sr``: a
+    Poisson number of sources, redshifts by comoving volume, luminosities by ``phi``,
+    fluxes K-corrected with ``alpha`` (as :func:`.luminosity.radio_luminosity` inverts
+    them): for testing a survey's selection against a known function. ``evolution``
+    ``(k_L, k_D)``: luminosities times ``(1 + z)^k_L`` and densities times
+    ``(1 + z)^k_D`` (pure luminosity and density evolution; 0, 0: none)."""
     cosmo = cosmology_by_name(cosmology)
+    k_l, k_d = (float(v) for v in evolution)
     lg = np.linspace(*logl_range, samples)
     zg = np.linspace(*z_range, samples)
-    dv = np.asarray(cosmo.differential_comoving_volume(zg).to_value("Mpc3/sr"))
+    dv = np.asarray(cosmo.differential_comoving_volume(zg).to_value("Mpc3/sr")) \
+        * (1 + zg) ** k_d
     p = np.asarray(phi(lg), np.float64)
     n = rng.poisson(as_bounded_float(area_sr, "area_sr") * np.trapezoid(dv, zg)
                     * np.trapezoid(p, lg))
     cz, cl = np.cumsum(dv), np.cumsum(p)
     z = np.interp(rng.uniform(size=n), cz / cz[-1], zg)
-    logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg)
+    logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg) + k_l * np.log10(1 + z)
     d_l = np.asarray(cosmo.luminosity_distance(z).to_value("m"))
     return z, 10 ** logl * (1 + z) ** (1 + alpha) / (4 * math.pi * d_l ** 2) / 1e-26
 
@@ -239,9 +253,12 @@ def _deepest_flux(coverage: Coverage, peaks: np.ndarray) -> float:
 
 
 def luminosity_function_figure(lf: LuminosityFunction, *, title: str = "Luminosity function",
-                               model: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+                               model: Callable[[np.ndarray, float], np.ndarray] | None = None,
+                               model_label: str = "model") -> Any:
     """log Phi against log L per redshift bin with Poisson errors (hollow: incomplete bins);
-    ``model``: a function of log L (W/Hz) giving Phi, drawn as a line."""
+    ``model``: a function of log L (W/Hz) and z giving Phi (e.g. a
+    :class:`.lumfunc_fit.LumFuncFit`), drawn per redshift bin at its sources' mean
+    redshift in the bin's colour."""
     from ._deps import require
 
     plt = require("matplotlib.pyplot")
@@ -257,7 +274,12 @@ def luminosity_function_figure(lf: LuminosityFunction, *, title: str = "Luminosi
                             color=f"C{b}", capsize=2, **kw)
     if model is not None:
         fine = np.linspace(lf.logl_edges[0], lf.logl_edges[-1], 200)
-        ax.plot(fine, model(fine), "k-", lw=1, label="model")
+        for b in range(lf.z_edges.size - 1):
+            zb = (lf.z_mean[b][lf.n[b] > 0] if lf.z_mean is not None else np.array([]))
+            z = float(np.nanmedian(zb)) if zb.size and np.isfinite(zb).any() else \
+                0.5 * float(lf.z_edges[b] + lf.z_edges[b + 1])
+            ax.plot(fine, model(fine, z), "-", color=f"C{b}", lw=1,
+                    label=model_label if b == 0 else None)
     ax.set_yscale("log")
     ax.set_xlabel("log10 L (W/Hz)")
     ax.set_ylabel("Phi (Mpc^-3 dex^-1)")
