@@ -30,6 +30,7 @@ from .cross_clustering import angular_cross_correlation
 from .fits_image import open_image
 from .footprint import Footprint, MosaicFootprint
 from .galaxy_bias import fit_bias
+from .halofit import power_function
 from .limber import ClusteringLength
 from .primary_beam import finding_beam
 from .randoms import (
@@ -88,7 +89,7 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
                        cross: str | os.PathLike | None = None,
                        cross_randoms: str | os.PathLike | None = None,
                        bias: bool = False, bias_scale: float = 5.0,
-                       seed: int = 0) -> ClusteringResult:
+                       nonlinear: bool = False, seed: int = 0) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
     than Gaussians: a source's components would add pairs at small separations); several
@@ -114,7 +115,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     by Limber's equation (:mod:`.limber`: ``epsilon`` the clustering's evolution, default
     constant in comoving coordinates; distances in ``cosmology``), in the metadata; with
     ``bias``, also the sources' linear bias against the matter's correlation for that
-    ``N(z)`` over the bins beyond ``bias_scale`` h^-1 Mpc (:mod:`.galaxy_bias`).
+    ``N(z)`` over the bins beyond ``bias_scale`` h^-1 Mpc (:mod:`.galaxy_bias`; with
+    ``nonlinear``, against halofit's non-linear matter spectrum, :mod:`.halofit`).
 
     ``cross``: another catalogue (``ra``, ``dec``: galaxies, quasars, clusters): instead,
     the cross-correlation of the selected sources with its objects on the image's data
@@ -194,8 +196,10 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
             f.amplitude, f.amplitude_err, f.gamma, *nz, epsilon=epsilon,
             cosmology=cosmology).as_dict()
     if bias:
-        meta["bias"] = fit_bias(corr, *nz, cosmology=cosmology,
-                                scale_mpc_h=bias_scale).as_dict()
+        power = power_function(cosmology) if nonlinear else None
+        meta["bias"] = fit_bias(corr, *nz, cosmology=cosmology, scale_mpc_h=bias_scale,
+                                power=power,
+                                power_model="halofit" if nonlinear else "linear").as_dict()
     corr = replace(corr, meta=meta)
     return ClusteringResult(correlation=corr, randoms=rnd, naive=flat, selected=sel)
 
@@ -344,7 +348,8 @@ def format_clustering(res: ClusteringResult) -> str:
                      f"{r0['epsilon']:g}, {r0['cosmology']}): {value}")
     b = m.get("bias")
     if b is not None:
-        lines.append(f"linear bias against the matter (bins beyond {b['scale_mpc_h']:g} Mpc/h, "
+        lines.append(f"linear bias against the matter ({b.get('power_model', 'linear')} "
+                     f"spectrum; bins beyond {b['scale_mpc_h']:g} Mpc/h, "
                      f"{b['theta_min_deg'] * 60:.3g} arcmin at z {b['z_median']:.2f}): b = "
                      f"{b['bias']:.2f} +- {b['bias_err']:.2f}, chi2 {b['chi2']:.1f} for "
                      f"{b['dof']} dof")

@@ -118,7 +118,8 @@ def matter_w(theta_deg: np.ndarray, z: np.ndarray, nz: np.ndarray,
 @dataclass(frozen=True)
 class BiasFit:
     """``w = bias^2 w_m`` fitted over ``n_bins`` bins from ``theta_min`` (degrees, the
-    comoving ``scale_mpc_h`` at the median redshift ``z_median``); ``chi2`` of the fit."""
+    comoving ``scale_mpc_h`` at the median redshift ``z_median``); ``chi2`` of the fit;
+    ``power_model`` the matter's spectrum ("linear", or "halofit")."""
 
     bias: float
     bias_err: float
@@ -128,20 +129,26 @@ class BiasFit:
     scale_mpc_h: float
     z_median: float
     integral_constraint: float
+    power_model: str = "linear"
 
     def as_dict(self) -> dict[str, Any]:
         return {"bias": self.bias, "bias_err": self.bias_err, "chi2": self.chi2,
                 "dof": self.n_bins - 1, "theta_min_deg": self.theta_min,
                 "scale_mpc_h": self.scale_mpc_h, "z_median": self.z_median,
-                "integral_constraint": self.integral_constraint}
+                "integral_constraint": self.integral_constraint,
+                "power_model": self.power_model}
 
 
 def fit_bias(corr: Any, z: np.ndarray, nz: np.ndarray, *, cosmology: str | Any = "Planck18",
-             scale_mpc_h: float = 5.0) -> BiasFit:
+             scale_mpc_h: float = 5.0,
+             power: Callable[[np.ndarray, float], np.ndarray] | None = None,
+             power_model: str = "linear") -> BiasFit:
     """The linear bias of a measured correlation (:class:`.clustering.Correlation`, its
     jackknife errors) for the redshift distribution ``nz`` at ``z``: ``b^2`` by weighted
     least squares over the bins beyond ``scale_mpc_h`` comoving h^-1 Mpc at the median
-    redshift, the model's integral constraint taken off as the estimator takes it."""
+    redshift, the model's integral constraint taken off as the estimator takes it.
+    ``power(k_mpc, z)``: the matter's spectrum instead of the linear one (e.g.
+    :func:`.halofit.power_function`, named ``power_model``)."""
     cosmo = _cosmo(cosmology)
     z, nz = np.asarray(z, np.float64), np.asarray(nz, np.float64)
     z_med = median_redshift(z, nz)
@@ -154,7 +161,7 @@ def fit_bias(corr: Any, z: np.ndarray, nz: np.ndarray, *, cosmology: str | Any =
         raise ValueError(f"bias: no bin beyond {scale:g} Mpc/h ({theta_min * 60:.3g} arcmin at "
                          f"z {z_med:.2f}) with an error; measure to larger separations")
     ic_mid = np.sqrt(corr.ic_edges[:-1] * corr.ic_edges[1:])
-    both = matter_w(np.concatenate([corr.theta[use], ic_mid]), z, nz, cosmo)
+    both = matter_w(np.concatenate([corr.theta[use], ic_mid]), z, nz, cosmo, power=power)
     model, ic_model = both[:int(use.sum())], both[int(use.sum()):]
     ic = float(np.sum(corr.ic_rr * ic_model) / max(np.sum(corr.ic_rr), 1e-300))
     g = model - ic
@@ -164,4 +171,4 @@ def fit_bias(corr: Any, z: np.ndarray, nz: np.ndarray, *, cosmology: str | Any =
     chi2 = float(np.sum(((y - b2 * g) / s) ** 2))
     b = math.sqrt(b2) if b2 > 0 else float("nan")
     return BiasFit(b, b2_err / (2.0 * b) if b2 > 0 else float("nan"), chi2, int(use.sum()),
-                   theta_min, scale, z_med, b2 * ic)
+                   theta_min, scale, z_med, b2 * ic, power_model)

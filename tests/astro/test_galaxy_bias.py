@@ -107,8 +107,12 @@ def test_command_line_bias(tmp_path, capsys):
             str(rms_p), "--out", str(out), "--bins", "5", "--jackknife", "4", "--nz",
             str(tmp_path / "nz.ecsv"), "--bias", "--bias-scale", "0.5"]
     assert main(argv) == 0
-    assert "linear bias against the matter (bins beyond 0.5 Mpc/h" in capsys.readouterr().out
+    assert ("linear bias against the matter (linear spectrum; bins beyond 0.5 Mpc/h"
+            in capsys.readouterr().out)
     b = read_catalogue(out).meta["clustering"]["bias"]
-    assert b["scale_mpc_h"] == 0.5 and b["dof"] >= 1
+    assert b["scale_mpc_h"] == 0.5 and b["dof"] >= 1 and b["power_model"] == "linear"
+    assert main(argv + ["--nonlinear"]) == 0
+    assert "(halofit spectrum;" in capsys.readouterr().out
+    assert read_catalogue(out).meta["clustering"]["bias"]["power_model"] == "halofit"
     assert main(argv[:-3] + ["--cross", str(cat_p), "--bias"]) == 2
     assert "--nz, --redshifts" in capsys.readouterr().err
