@@ -41,10 +41,12 @@ def lumfunc(args) -> int:
         freq_hz=None if args.freq_mhz is None else args.freq_mhz * 1e6,
         rest_freq_hz=None if args.rest_freq_mhz is None else args.rest_freq_mhz * 1e6,
         z_edges=z_edges, dex=args.dex, cosmology=args.cosmology,
-        z_weights=not args.no_z_weights, min_completeness=args.min_completeness)
+        z_weights=not args.no_z_weights, min_completeness=args.min_completeness,
+        z_err_column=args.z_err_column, z_draws=args.z_draws)
     m = lf.meta
     print(f"{m['n_used']} of {m['n_sources']} sources ({m['n_with_z']} with a redshift"
           + (", weighted for those without in their flux bin" if m["z_weights"] else "")
+          + (f"; their errors propagated by {m['z_draws']} draws" if "z_draws" in m else "")
           + f"); coverage: {m['coverage']}; {m['cosmology']}")
     print(f"{'z':>12}{'log L':>8}{'n':>6}  Phi (Mpc^-3 dex^-1)")
     t = lf.table()
@@ -76,6 +78,11 @@ def add_parser(sub) -> None:
     p.add_argument("--catalogue", required=True,
                    help="the catalogue (flux; peak; a redshift column: e.g. crossid --keep)")
     p.add_argument("--z-column", required=True, metavar="NAME", help="the redshifts")
+    p.add_argument("--z-err-column", default=None, metavar="NAME",
+                   help="the redshifts' 1-sigma errors (photometric redshifts): propagated "
+                        "by --z-draws draws of every redshift into the errors (phi_err_z)")
+    p.add_argument("--z-draws", type=int, default=50,
+                   help="with --z-err-column: the redshifts' draws (50)")
     p.add_argument("--out", required=True, help="Phi per redshift and luminosity bin")
     p.add_argument("--image", action="append", default=None,
                    help="the catalogue's image: the coverage is its visibility area at --snr "

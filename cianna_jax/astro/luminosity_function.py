@@ -22,12 +22,12 @@ import math
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..checks import as_bounded_float
+from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, make_table, read_catalogue
 from .fits_image import open_image
 from .luminosity import cosmology_by_name, radio_luminosity
@@ -95,7 +95,8 @@ class LuminosityFunction:
     redshift weights) per ``[z bin, log L bin]``; ``complete``: the bin's faintest
     luminosity is seen over some of the area out to the bin's far redshift; ``vmax`` per
     source (Mpc^3, NaN outside the bins); ``z_mean`` per bin, its sources' redshifts
-    weighted as they count (``w / V_max``: where a model is compared with the bin)."""
+    weighted as they count (``w / V_max``: where a model is compared with the bin);
+    ``phi_err_z`` the part of ``phi_err`` the redshifts' errors make (None: none given)."""
 
     z_edges: np.ndarray
     logl_edges: np.ndarray
@@ -106,6 +107,7 @@ class LuminosityFunction:
     complete: np.ndarray
     vmax: np.ndarray
     z_mean: np.ndarray | None = None
+    phi_err_z: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> Any:
@@ -122,6 +124,8 @@ class LuminosityFunction:
                     "complete": self.complete[iz, il]}
             if self.z_mean is not None:
                 cols["z_mean"] = self.z_mean[iz, il]
+            if self.phi_err_z is not None:
+                cols["phi_err_z"] = self.phi_err_z[iz, il]
         t = make_table(cols, meta={"luminosity_function": dict(self.meta)})
         t["phi"].unit = t["phi_err"].unit = "Mpc-3"
         t["phi"].description = "sources per Mpc^3 per dex of luminosity (1/Vmax)"
@@ -297,7 +301,8 @@ def catalogue_luminosity_function(
         freq_hz: float | None = None, rest_freq_hz: float | None = None,
         z_edges: Any = (0.1, 0.5, 1.0, 2.0, 3.0), dex: float = 0.4,
         cosmology: str = "Planck18", z_weights: bool = True,
-        min_completeness: float = 0.5) -> LuminosityFunction:
+        min_completeness: float = 0.5, z_err_column: str | None = None, z_draws: int = 50,
+        seed: int = 0) -> LuminosityFunction:
     """The luminosity function of a catalogue file's sources with a redshift (``z_column``;
     ``flux`` in Jy, ``peak`` for the coverage when it has one) over one of three coverages:
     ``area_deg2`` with a ``flux_limit`` (Jy); ``image`` (one, or a mosaic's list) with its
@@ -307,7 +312,10 @@ def catalogue_luminosity_function(
     data or ``area_deg2``. ``z_weights``: sources with a redshift weighted for those without
     in their flux bin. Spectral indices: ``alpha_column`` where finite, else ``alpha``.
     With ``completeness``, a bin is complete where the completeness at its faintest
-    luminosity at its far redshift reaches ``min_completeness``."""
+    luminosity at its far redshift reaches ``min_completeness``. ``z_err_column``: the
+    redshifts' 1-sigma errors (photometric redshifts), propagated by ``z_draws`` draws of
+    every redshift (Gaussian, kept above 0; ``seed``): ``phi_err_z`` the draws' scatter per
+    bin, added in quadrature to the Poisson error in ``phi_err``."""
     name = os.fspath(catalogue)
     t = read_catalogue(catalogue)
     images = [] if image is None else (list(image) if isinstance(image, (list, tuple))
@@ -320,7 +328,7 @@ def catalogue_luminosity_function(
         raise ValueError("flux_limit: with area_deg2 (and no image)")
     if completeness is not None and bool(images) == (area_deg2 is not None):
         raise ValueError("completeness: over image's data or area_deg2, one of them")
-    for col in (z_column, alpha_column):
+    for col in (z_column, alpha_column, z_err_column):
         if col is not None and col not in t.colnames:
             raise CatalogueError(f"{name}: no column {col!r}")
     flux = column_values(t, "flux", name)
@@ -366,10 +374,36 @@ def catalogue_luminosity_function(
                                                 strict=False))
                 peak = None  # (the completeness is by flux)
     zz = np.where(has_z, z, np.nan)
+    kw = dict(alpha=a, peak=peak, weights=w, freq_hz=freq_hz, rest_freq_hz=rest_freq_hz,
+              cosmology=cosmology)
     lf = luminosity_function(flux, zz, cov, z_edges=np.asarray(z_edges, np.float64), dex=dex,
-                             alpha=a, peak=peak, weights=w, freq_hz=freq_hz,
-                             rest_freq_hz=rest_freq_hz, cosmology=cosmology)
+                             **kw)
     lf.meta.update(catalogue=name, z_column=z_column, n_sources=len(t),
                    n_with_z=int(has_z.sum()), z_weights=bool(z_weights), alpha=float(alpha),
                    alpha_column=alpha_column)
+    if z_err_column is not None:
+        z_err = np.abs(np.nan_to_num(column_values(t, z_err_column, name), nan=0.0))
+        lf = _with_z_errors(lf, flux, zz, z_err, cov, as_int(z_draws, "z_draws", minimum=2),
+                            np.random.default_rng(as_int(seed, "seed", minimum=0)), kw)
+        lf.meta.update(z_err_column=z_err_column, z_draws=int(z_draws))
     return lf
+
+
+def _with_z_errors(lf: LuminosityFunction, flux: np.ndarray, z: np.ndarray, z_err: np.ndarray,
+                   cov: Coverage, draws: int, rng: np.random.Generator,
+                   kw: dict[str, Any]) -> LuminosityFunction:
+    """``lf`` with ``phi_err_z``, the scatter of Phi over ``draws`` redshifts drawn for every
+    source (Gaussian of ``z_err``, redrawn below 0), in ``phi_err`` too (in quadrature)."""
+    phis = []
+    for _ in range(draws):
+        zd = z + rng.normal(0.0, 1.0, z.shape) * z_err
+        for _ in range(20):
+            low = np.isfinite(zd) & (zd <= 0)
+            if not low.any():
+                break
+            zd[low] = z[low] + rng.normal(0.0, 1.0, int(low.sum())) * z_err[low]
+        zd = np.where(zd > 0, zd, z)
+        phis.append(luminosity_function(flux, zd, cov, z_edges=lf.z_edges,
+                                        logl_edges=lf.logl_edges, **kw).phi)
+    phi_z = np.std(np.stack(phis), axis=0, ddof=1)
+    return replace(lf, phi_err=np.sqrt(lf.phi_err ** 2 + phi_z ** 2), phi_err_z=phi_z)
