@@ -291,6 +291,11 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         t = np.eye(k, dtype=np.float32)[pool.labels[rows]]
         params, opt_state, total = training.train_epoch(
             net, opt, params, opt_state, x, t, s.batch_size, jax.random.fold_in(key, epoch))
+        if not (math.isfinite(float(total)) and bool(training.all_finite(params))):
+            raise FloatingPointError(
+                f"classify: the training diverged at epoch {epoch} (non-finite loss or "
+                f"weights): a lower --learning-rate than {s.learning_rate:g}"
+                + (f"; {out}/best.json holds epoch {best[1]}" if best[1] else ""))
         equal = pool.probabilities((net, params), val, s.cutout)  # under equal priors
         temperature = fit_temperature(equal, pool.labels[val], priors)
         probs = tempered(equal, temperature, priors)  # what the saved card will give
@@ -312,13 +317,19 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         bar.update(1)
         _write_history(out, history)
     bar.close()
+    chance = 1.0 / k
+    best_sc = class_scores(best_cm)
+    if best_sc["balanced_accuracy"] < chance + 0.5 * (1.0 - chance) * 0.2:
+        log(f"warning: the best epoch's balanced accuracy {best_sc['balanced_accuracy']:.2f} "
+            f"is near chance ({chance:.2f}): the classifier learned little (a lower "
+            "--learning-rate, more epochs or more labelled sources)")
     if figure:
         from .morphology_plots import classifier_figure
         from .plots import save_figure
 
         save_figure(classifier_figure(history, best_cm, classes, best[1]),
                     os.path.join(out, "training.png"))
-    return ClassifierResult(out, history, best[1], best_cm, class_scores(best_cm), classes)
+    return ClassifierResult(out, history, best[1], best_cm, best_sc, classes)
 
 
 def _transferred(start: Any, net: Any, params: Any, classes: tuple[str, ...],

@@ -268,6 +268,28 @@ def test_train_and_apply_on_another_field(fields):
             np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), atol=1e-6)
 
 
+def test_divergence_and_a_classifier_at_chance_are_said(fields, tmp_path, monkeypatch):
+    from cianna_jax.astro import morphology_training as mt
+
+    _, ((img1, cat1), _) = fields
+    tiny = mt.ClassifierSettings(epochs=1, batch_size=16, width=4, samples_per_epoch=32,
+                                 learning_rate=1e4, cutout=CutoutSpec(8.0, 16, 3.0))
+    lines: list[str] = []
+    mt.train_classifier([img1], [cat1], "morphology", str(tmp_path / "hot"), settings=tiny,
+                        log=lines.append, progress=False, figure=False)
+    assert any("near chance" in m for m in lines)
+    real = mt.training.train_epoch
+
+    def diverging(*args, **kw):
+        params, opt_state, _ = real(*args, **kw)
+        return params, opt_state, float("nan")
+
+    monkeypatch.setattr(mt.training, "train_epoch", diverging)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+        mt.train_classifier([img1], [cat1], "morphology", str(tmp_path / "nan"), settings=tiny,
+                            log=lambda m: None, progress=False, figure=False)
+
+
 def test_command_line_and_its_errors(fields, tmp_path, capsys):
     from cianna_jax.cli import main
 
