@@ -296,23 +296,17 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
                 f"classify: the training diverged at epoch {epoch} (non-finite loss or "
                 f"weights): a lower --learning-rate than {s.learning_rate:g}"
                 + (f"; {out}/best.json holds epoch {best[1]}" if best[1] else ""))
-        equal = pool.probabilities((net, params), val, s.cutout)  # under equal priors
-        temperature = fit_temperature(equal, pool.labels[val], priors)
-        probs = tempered(equal, temperature, priors)  # what the saved card will give
-        cm = confusion_matrix(pool.labels[val], probs.argmax(axis=1), k)
-        sc = class_scores(cm)
+        checked, cm = _validated(pool, (net, params), val, s.cutout, priors)
         row = {"epoch": epoch, "learning_rate": lr, "train_loss": float(total) / rows.size,
-               "val_loss": log_loss(probs, pool.labels[val]), "val_accuracy": sc["accuracy"],
-               "val_balanced_accuracy": sc["balanced_accuracy"], "temperature": temperature,
-               "val_ece": expected_calibration_error(probs, pool.labels[val])}
+               **checked}
         history.append(row)
         _save(out, "last", net, params, classes, s, row, cm, priors)
         if row["val_loss"] < best[0]:
             best, best_cm = (row["val_loss"], epoch), cm
             _save(out, "best", net, params, classes, s, row, cm, priors)
         log(f"epoch {epoch}/{s.epochs}: train loss {row['train_loss']:.3f}, validation loss "
-            f"{row['val_loss']:.3f}, accuracy {sc['accuracy']:.3f} (balanced "
-            f"{sc['balanced_accuracy']:.3f}), temperature {temperature:.2f}"
+            f"{row['val_loss']:.3f}, accuracy {row['val_accuracy']:.3f} (balanced "
+            f"{row['val_balanced_accuracy']:.3f}), temperature {row['temperature']:.2f}"
             + (" *" if best[1] == epoch else ""))
         bar.update(1)
         _write_history(out, history)
@@ -330,6 +324,22 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         save_figure(classifier_figure(history, best_cm, classes, best[1]),
                     os.path.join(out, "training.png"))
     return ClassifierResult(out, history, best[1], best_cm, best_sc, classes)
+
+
+def _validated(pool: _Pool, model: tuple[Any, Any], val: np.ndarray, spec: CutoutSpec,
+               priors: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """The validation sources classified as the saved card will (the temperature fitted on
+    them, the labelled sources' priors): the history's validation entries and the
+    confusion matrix."""
+    labels = pool.labels[val]
+    equal = pool.probabilities(model, val, spec)  # under equal priors
+    temperature = fit_temperature(equal, labels, priors)
+    probs = tempered(equal, temperature, priors)
+    cm = confusion_matrix(labels, probs.argmax(axis=1), priors.size)
+    sc = class_scores(cm)
+    return {"val_loss": log_loss(probs, labels), "val_accuracy": sc["accuracy"],
+            "val_balanced_accuracy": sc["balanced_accuracy"], "temperature": temperature,
+            "val_ece": expected_calibration_error(probs, labels)}, cm
 
 
 def _transferred(start: Any, net: Any, params: Any, classes: tuple[str, ...],
