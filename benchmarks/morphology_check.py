@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cianna_jax.astro.morphology_sim import MORPHOLOGIES  # noqa: E402
 
 REACHES = (1.5, 2.5, 4.0, 6.0)  # beams: the islands read around each position, tuned
 
@@ -127,6 +128,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", type=float, nargs=4, default=[0.25] * 4,
                     metavar=("COMPACT", "SFG", "FR1", "FR2"),
                     help="the classes' shares in every field (the population)")
+    ap.add_argument("--detector", default=None, metavar="MODEL",
+                    help="also through a detector (a model card for ~3-4 pixels a beam): the "
+                         "test field's source list (predict --source-list) classified, and "
+                         "the pairs of cianna-jax doubles at their centres")
     ap.add_argument("--jitter", type=float, default=0.0, metavar="BEAMS",
                     help="the test positions moved at random by this rms per axis, in beams "
                          "(a catalogue's position errors)")
@@ -176,6 +181,8 @@ def main(argv=None) -> int:
             tuned.append((np.mean(rule(f, *g) == lab), reach, g))
         train_acc, reach, best = max(tuned, key=lambda v: v[0])
         tf, tl, snr = rule_features(test_img, test_cat, reach)
+        chain = (through_detector(args.detector, model, test_img, truth, tmp)
+                 if args.detector else None)
     classes = list(res.classes)
     print(f"{len(train)} training fields, {len(res.history)} epochs (best {res.best_epoch}, "
           f"validation accuracy {res.scores['accuracy']:.3f}); test field: {len(want)} "
@@ -201,7 +208,56 @@ def main(argv=None) -> int:
         r = rule(tf, *best)
         print(f"  {lo:>3}-{hi:<3} {int(sel.sum()):4d} sources: classifier "
               f"{np.mean(got[sel] == want[sel]):.3f}, rule {np.mean(r[sel] == tl[sel]):.3f}")
+    if chain:
+        print("\n".join(chain))
     return 0
+
+
+def through_detector(detector: str, model, image: str, truth, tmp: str) -> list[str]:
+    """The detector's source list of the test field classified (each true source by its
+    nearest source within half its size and a beam), and the double sources' pairs
+    classified at their centres (real: within a quarter of an FR II's size of its centre)."""
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.doubles import find_doubles
+    from cianna_jax.astro.morphology_apply import classify_sources
+    from cianna_jax.astro.pipeline import predict_file
+    from cianna_jax.astro.sky import angular_separation
+
+    cat, srl = os.path.join(tmp, "det.ecsv"), os.path.join(tmp, "srl.ecsv")
+    predict_file(image, detector, cat, source_list=srl, progress=False)
+    src = classify_sources(model, image, read_catalogue(srl))
+    beam = 6.0  # arcsec: the simulated fields'
+    want = np.asarray(truth["morphology"]).astype(str)
+    ra, dec = np.asarray(src["ra"]), np.asarray(src["dec"])
+    cls = np.asarray(src["morph_class"]).astype(str)
+    lines = [f"through the detector: {len(src)} sources in its source list"]
+    for c in MORPHOLOGIES:
+        rows = np.flatnonzero(want == c)
+        right, near, counts = 0, 0, []
+        for i in rows:
+            d = angular_separation(ra, dec, truth["ra"][i], truth["dec"][i]) * 3600
+            close = np.flatnonzero(d < 0.5 * truth["las"][i] + beam)
+            counts.append(close.size)
+            if close.size:
+                near += 1
+                right += cls[close[np.argmin(d[close])]] == c
+        lines.append(f"  {c}: {near} of {rows.size} with a source near, {right} classified "
+                     f"{c} at the nearest; sources near: " + ", ".join(
+                         f"{k} {int(np.sum(np.array(counts) == k))}" for k in range(4)))
+    pairs = find_doubles(read_catalogue(srl), scale=120.0).pairs
+    pc = classify_sources(model, image, pairs)
+    fr2 = np.flatnonzero(want == "fr2")
+    real = np.array([np.min(angular_separation(np.asarray(truth["ra"])[fr2],
+                                               np.asarray(truth["dec"])[fr2], r["ra"],
+                                               r["dec"]) * 3600
+                            / np.maximum(np.asarray(truth["las"])[fr2] / 4, beam)) < 1
+                     for r in pc], bool)
+    pcls = np.asarray(pc["morph_class"]).astype(str)
+    lines.append(f"  doubles (scale 120 arcsec): {len(pc)} pairs, {int(real.sum())} at an FR "
+                 f"II's centre, {int(np.sum(pcls[real] == 'fr2'))} of them classified fr2; "
+                 f"{int(np.sum(pcls[~real] == 'fr2'))} of the other {int((~real).sum())} "
+                 "classified fr2 as well")
+    return lines
 
 
 if __name__ == "__main__":
