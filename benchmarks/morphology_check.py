@@ -38,14 +38,15 @@ REACHES = (1.5, 2.5, 4.0, 6.0)  # beams: the islands read around each position, 
 
 
 def simulate(folder: str, size: int, sources: int, seeds: list[int],
-             fractions: tuple[float, ...]) -> list[tuple[str, str]]:
+             fractions: tuple[float, ...], pairs: float = 0.0) -> list[tuple[str, str]]:
     """Write the fields; their (image, truth) paths."""
     from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.morphology_sim import morphology_field, write_morphology_field
 
     out = []
     for s in seeds:
-        f = morphology_field(size, n_sources=sources, seed=s, noise=1e-4, fractions=fractions)
+        f = morphology_field(size, n_sources=sources, seed=s, noise=1e-4, fractions=fractions,
+                             pair_fraction=pairs)
         img, cat = os.path.join(folder, f"morph_{s}.fits"), os.path.join(folder, f"morph_{s}.ecsv")
         write_morphology_field(img, f)
         write_catalogue(f.truth_table(), cat)
@@ -132,6 +133,9 @@ def main(argv=None) -> int:
                     help="also through a detector (a model card for ~3-4 pixels a beam): the "
                          "test field's source list (predict --source-list) classified, and "
                          "the pairs of cianna-jax doubles at their centres")
+    ap.add_argument("--pairs", type=float, default=0.0, metavar="FRACTION",
+                    help="this fraction of the placements chance pairs of unrelated sources, "
+                         "a class 'pair' at their midpoints (simulate --pair-fraction)")
     ap.add_argument("--jitter", type=float, default=0.0, metavar="BEAMS",
                     help="the test positions moved at random by this rms per axis, in beams "
                          "(a catalogue's position errors)")
@@ -145,7 +149,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         seeds = [args.seed + k for k in range(args.train_fields + 1)]
-        fields = simulate(tmp, args.size, args.sources, seeds, tuple(args.fractions))
+        fields = simulate(tmp, args.size, args.sources, seeds, tuple(args.fractions),
+                          args.pairs)
         *train, (test_img, test_cat) = fields
         t1 = time.time()
         res = train_classifier([f[0] for f in train], [f[1] for f in train], "morphology",
@@ -253,10 +258,12 @@ def through_detector(detector: str, model, image: str, truth, tmp: str) -> list[
                             / np.maximum(np.asarray(truth["las"])[fr2] / 4, beam)) < 1
                      for r in pc], bool)
     pcls = np.asarray(pc["morph_class"]).astype(str)
+    names, counts = np.unique(pcls[~real], return_counts=True)
     lines.append(f"  doubles (scale 120 arcsec): {len(pc)} pairs, {int(real.sum())} at an FR "
                  f"II's centre, {int(np.sum(pcls[real] == 'fr2'))} of them classified fr2; "
                  f"{int(np.sum(pcls[~real] == 'fr2'))} of the other {int((~real).sum())} "
-                 "classified fr2 as well")
+                 "classified fr2 as well (the other: "
+                 + ", ".join(f"{c} {n}" for c, n in zip(names, counts)) + ")")
     return lines
 
 

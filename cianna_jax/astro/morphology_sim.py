@@ -34,11 +34,15 @@ from .fits_image import Beam
 from .sky import pixel_to_sky
 from .synthetic import field_header
 
-__all__ = ["MORPHOLOGIES", "Components", "source_components", "render_components",
+__all__ = ["MORPHOLOGIES", "PAIR", "LABELS", "Components", "source_components", "render_components",
            "MorphologyField", "morphology_field", "morphology_cutouts", "write_morphology_field"]
 
 #: the classes this simulator draws, in the order of their integer codes
 MORPHOLOGIES = ("compact", "sfg", "fr1", "fr2")
+#: the label of a chance pair's midpoint (two unrelated sources: :func:`morphology_field`'s
+#: ``pair_fraction``), code 4
+PAIR = "pair"
+LABELS = MORPHOLOGIES + (PAIR,)
 
 _SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))  # sigma per unit FWHM
 
@@ -179,8 +183,8 @@ def _covariance(s_major: float, s_minor: float, angle: float) -> np.ndarray:
 @dataclass(frozen=True)
 class MorphologyField:
     """``image`` [H, W] in Jy/beam with noise ``noise`` (Jy/beam), its astropy ``header``,
-    and per source: pixel ``x``, ``y``, ``flux`` (Jy), ``las`` (beams), ``kind`` (index
-    into :data:`MORPHOLOGIES`)."""
+    and per source: pixel ``x``, ``y``, ``flux`` (Jy), ``las`` (beams; a pair's
+    separation), ``kind`` (index into :data:`LABELS`)."""
 
     image: np.ndarray
     header: Any
@@ -199,7 +203,7 @@ class MorphologyField:
         peak SNR) and ``morphology``."""
         table_cls = require("astropy.table").Table
         ra, dec = pixel_to_sky(_wcs(self.header), self.x, self.y)
-        names = np.array(MORPHOLOGIES)[self.kind]
+        names = np.array(LABELS)[self.kind]
         return table_cls({"id": np.arange(1, self.x.size + 1), "ra": ra, "dec": dec,
                           "x": self.x, "y": self.y, "flux": self.flux,
                           "las": self.las * self.beam_pixels * self.pixel_scale,
@@ -214,12 +218,16 @@ def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
                      noise: float = 1e-4, beam_pixels: float = 4.0, pixel_scale: float = 1.5,
                      snr_range: tuple[float, float] = (10.0, 300.0),
                      las_beams: tuple[float, float] = (3.0, 10.0),
-                     fractions: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)) -> MorphologyField:
+                     fractions: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25),
+                     pair_fraction: float = 0.0) -> MorphologyField:
     """A square field of ``size`` pixels holding about ``n_sources`` sources of the four
     :data:`MORPHOLOGIES` in ``fractions``, placed apart (no two sources' extents within a
     beam of each other; fewer where they do not fit), with fluxes log-uniform in
     ``snr_range`` times the ``noise`` (a point source's peak SNR) and noise correlated as
-    the beam. ValueError names a setting that cannot make a field."""
+    the beam. ``pair_fraction`` of the placements are instead two unrelated compact or
+    star-forming sources 3-10 beams apart, of fluxes within a factor 4 (what a double
+    source's criterion pairs by chance): their rows, and one at their midpoint of class
+    :data:`PAIR`. ValueError names a setting that cannot make a field."""
     size = as_int(size, "size", minimum=32)
     n_sources = as_int(n_sources, "n_sources", minimum=1)
     for name, v in (("noise", noise), ("beam_pixels", beam_pixels),
@@ -235,37 +243,62 @@ def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
     if p.shape != (len(MORPHOLOGIES),) or np.any(p < 0) or p.sum() <= 0:
         raise ValueError(f"fractions: expected {len(MORPHOLOGIES)} non-negative numbers "
                          f"(compact, sfg, fr1, fr2), received {fractions!r}")
+    if not 0.0 <= as_bounded_float(pair_fraction, "pair_fraction", strict=False) <= 1.0:
+        raise ValueError(f"pair_fraction: expected a fraction in [0, 1], received "
+                         f"{pair_fraction!r}")
     rng = np.random.default_rng(seed)
     image = correlated_noise((size, size), noise, beam_pixels, rng)
-    xs, ys, fl, las_out, kinds, radii = [], [], [], [], [], []
+    rows: list[tuple[float, float, float, float, int]] = []  # x, y, flux, las, kind
+    placed: list[tuple[float, float, float]] = []  # x, y, reach of each placement
     margin = 2.0 * beam_pixels
+
+    def flux_draw() -> float:
+        return math.exp(rng.uniform(math.log(lo), math.log(hi))) * noise
+
     for _ in range(20 * n_sources):
-        if len(xs) == n_sources:
+        if len(placed) == n_sources:
             break
-        k = int(rng.choice(len(MORPHOLOGIES), p=p / p.sum()))
-        comps, las = source_components(MORPHOLOGIES[k], rng, las_beams=(la, lb))
-        reach = (0.5 * las + 1.5) * beam_pixels
+        pair = pair_fraction > 0 and rng.random() < pair_fraction  # (no draw without)
+        if pair:
+            sep = rng.uniform(3.0, 10.0)
+            members = [source_components(MORPHOLOGIES[int(rng.integers(2))], rng) for _ in "ab"]
+            reach = (0.5 * sep + max(m[1] for m in members) / 2 + 1.5) * beam_pixels
+        else:
+            k = int(rng.choice(len(MORPHOLOGIES), p=p / p.sum()))
+            comps, las = source_components(MORPHOLOGIES[k], rng, las_beams=(la, lb))
+            reach = (0.5 * las + 1.5) * beam_pixels
         if 2 * (reach + margin) >= size:
             continue
         x = rng.uniform(reach + margin, size - 1 - reach - margin)
         y = rng.uniform(reach + margin, size - 1 - reach - margin)
-        if radii and np.any(np.hypot(np.array(xs) - x, np.array(ys) - y)
-                            < np.array(radii) + reach + beam_pixels):
+        if placed and np.any(np.hypot(np.array([q[0] for q in placed]) - x,
+                                      np.array([q[1] for q in placed]) - y)
+                             < np.array([q[2] for q in placed]) + reach + beam_pixels):
             continue
-        flux = math.exp(rng.uniform(math.log(lo), math.log(hi))) * noise
-        render_components(image, comps, x, y, flux, beam_pixels)
-        xs.append(x)
-        ys.append(y)
-        fl.append(flux)
-        las_out.append(las)
-        kinds.append(k)
-        radii.append(reach)
+        placed.append((x, y, reach))
+        if not pair:
+            flux = flux_draw()
+            render_components(image, comps, x, y, flux, beam_pixels)
+            rows.append((x, y, flux, las, k))
+            continue
+        ang = rng.uniform(0.0, math.pi)
+        f1 = flux_draw()
+        fluxes = (f1, f1 * 10 ** rng.uniform(-0.6, 0.6))
+        total = 0.0
+        for sign, (comps_m, las_m), f in zip((-1.0, 1.0), members, fluxes):
+            mx = x + sign * 0.5 * sep * beam_pixels * math.cos(ang)
+            my = y + sign * 0.5 * sep * beam_pixels * math.sin(ang)
+            render_components(image, comps_m, mx, my, f, beam_pixels)
+            rows.append((mx, my, f, las_m, 0 if las_m == 0.0 else 1))
+            total += f
+        rows.append((x, y, total, sep, len(MORPHOLOGIES)))
     beam = Beam(beam_pixels * pixel_scale, beam_pixels * pixel_scale, 0.0)
     header = field_header((size, size), pixel_scale=pixel_scale, beam=beam)
     header["HISTORY"] = f"cianna_jax morphology_field seed={seed} noise={noise}"
+    cols = np.array(rows, np.float64).reshape(-1, 5)
     return MorphologyField(image.astype(np.float32), header, float(noise), float(beam_pixels),
-                           float(pixel_scale), np.array(xs), np.array(ys), np.array(fl),
-                           np.array(las_out), np.array(kinds, np.int64))
+                           float(pixel_scale), cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3],
+                           cols[:, 4].astype(np.int64))
 
 
 def write_morphology_field(path: str, field: MorphologyField) -> None:

@@ -404,6 +404,25 @@ def test_windows_at_the_edges_blanks_and_errors(tmp_path):
                        CutoutSpec(), log=lambda m: None)
 
 
+def test_chance_pairs_in_a_simulated_field():
+    # a pair: two compact or star-forming sources sep beams apart, fluxes within 4 of each
+    # other, their midpoint a row of class "pair" with the summed flux
+    f = ms.morphology_field(768, n_sources=40, seed=3, beam_pixels=3.0, pair_fraction=0.5)
+    t = f.truth_table()
+    names = np.asarray(t["morphology"]).astype(str)
+    mid = np.flatnonzero(names == ms.PAIR)
+    assert 10 <= mid.size <= 30 and len(t) == 40 + 2 * mid.size
+    for i in mid:
+        d = np.hypot(f.x - f.x[i], f.y - f.y[i])
+        members = np.flatnonzero(np.isclose(d, 0.5 * f.las[i] * 3.0, rtol=1e-9))
+        assert members.size == 2 and set(names[members]) <= {"compact", "sfg"}
+        a, b = f.flux[members]
+        assert a + b == pytest.approx(f.flux[i]) and max(a, b) / min(a, b) <= 10 ** 0.6 + 1e-9
+        assert 3.0 <= f.las[i] <= 10.0
+    with pytest.raises(ValueError, match="pair_fraction"):
+        ms.morphology_field(256, pair_fraction=1.5)
+
+
 def test_simulate_morphologies_command(tmp_path, capsys):
     from astropy.table import Table
 
