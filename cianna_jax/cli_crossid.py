@@ -80,11 +80,27 @@ def doubles(args) -> int:
     for path in (args.out, args.flagged):  # refused before the work
         if path:
             catalogue_format(path)
+    if bool(args.classifier) != bool(args.image):
+        raise ValueError("--classifier, --image: the pairs are classified at their centres "
+                         "on the image: give both")
     d = find_doubles(read_catalogue(args.catalogue), scale=args.scale,
                      max_ratio=args.max_ratio, chance_draws=args.chance_draws,
                      seed=args.seed, what=args.catalogue)
-    write_catalogue(d.pairs, args.out)
+    pairs = d.pairs
     print(format_doubles(d))
+    if args.classifier:
+        import numpy as np
+
+        from .astro.morphology import CLASS_COLUMN, load_classifier
+        from .astro.morphology_apply import classify_sources
+
+        pairs = classify_sources(load_classifier(args.classifier), args.image, pairs,
+                                 what=args.out)
+        names, counts = np.unique(np.asarray(pairs[CLASS_COLUMN]).astype(str),
+                                  return_counts=True)
+        print("the pairs' centres classified: " + ", ".join(
+            f"{c or 'off the image'} {n}" for c, n in zip(names, counts)))
+    write_catalogue(pairs, args.out)
     print(f"the pairs (their flux-weighted centres, where a host is looked for: crossid "
           f"--catalogue {args.out} --radio-error ARCSEC) -> {args.out}")
     if args.flagged:
@@ -158,6 +174,11 @@ def add_parser(sub) -> None:
                    help="catalogues with the sources moved at random, for the pairs "
                         "expected by chance (default 20)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--classifier", default=None, metavar="MODEL",
+                   help="with --image: classify the pairs at their centres (cianna-jax "
+                        "classify's model; one trained with chance pairs, simulate "
+                        "--pair-fraction, tells radio galaxies from chance pairs)")
+    d.add_argument("--image", default=None, help="with --classifier: the catalogue's image")
 
     lum = sub.add_parser("luminosity", help="radio luminosities (and physical sizes) of a "
                                             "catalogue's sources with redshifts")

@@ -325,6 +325,14 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
     whole, parts = Table.read(out), Table.read(mos)
     same = np.mean(np.asarray(whole["morph_class"]) == np.asarray(parts["morph_class"]))
     assert same >= 0.9 and np.all(np.isfinite(parts["morph_prob"]))
+    # the double sources' pairs classified at their centres (one command)
+    pairs = str(tmp_path / "pairs.ecsv")
+    assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--scale", "300",
+                 "--chance-draws", "2", "--classifier", run, "--image", img2]) == 0
+    assert "the pairs' centres classified" in capsys.readouterr().out
+    assert "morph_class" in Table.read(pairs).colnames
+    assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--classifier", run]) == 2
+    assert "give both" in capsys.readouterr().err
     # priors: the classes' frequencies the probabilities are for
 
     n_compact = {}
