@@ -456,3 +456,11 @@ def test_lumfunc_fit_check_fits_three_populations(capsys):
     out = capsys.readouterr().out
     assert out.count("evolution: log_phi_star") == 9
     assert re.search(r"luminosity evolution k_L = 2\.5: \d+ sources", out)
+
+
+def test_morphology_transfer_scores_three_classifiers(capsys):
+    m = _benchmark("morphology_transfer")
+    assert m.main(["--size", "512", "--sources", "40", "--epochs", "1", "--labels", "3"]) == 0
+    out = capsys.readouterr().out
+    for name in ("as it is", "fine-tuned", "from scratch on the labels"):
+        assert re.search(name + r" +[.\d]+", out)

@@ -203,8 +203,9 @@ def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
         return np.zeros((0, int(net.out_dim)), np.float32)
     views = dihedral_inputs(stamps, spec)
     flat = views.reshape((-1,) + views.shape[2:])
-    b = int(min(batch_size, flat.shape[0]))
-    probs = np.asarray(predict(net, params, flat, b), np.float64)
+    # one batch size whatever the number of sources (the last batch padded): one compiled
+    # program per network, not one per catalogue's length
+    probs = np.asarray(predict(net, params, flat, int(batch_size)), np.float64)
     mean = probs.reshape(8, N, -1).mean(axis=0)
     if temperature == 1.0 and priors is None:
         return mean.astype(np.float32)

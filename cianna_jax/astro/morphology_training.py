@@ -16,6 +16,7 @@ the validation sources (:mod:`.probability_calibration`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -271,11 +272,10 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
     params = init_params(jax.random.fold_in(key, 0), net)
     if start is not None:
         params = _transferred(start, net, params, classes, log)
-    opt = optim.make_v11_optimizer(optim.parse_optimizer(optim.adam()),
-                                   learning_rate=s.learning_rate,
-                                   weight_decay=s.weight_decay, decoupled=True)
-    opt_state = optim.set_v11_masks(training.init_state(opt, params),
-                                    optim.v11_masks(net, params))
+    opt = _adamw()
+    opt_state = training.set_learning_rate(
+        optim.set_v11_masks(training.init_state(opt, params), optim.v11_masks(net, params)),
+        s.learning_rate, weight_decay=s.weight_decay)
     rng = np.random.default_rng([s.seed, 11])
     n = _samples(s, pool.labels[train], k)
     history: list[dict[str, Any]] = []
@@ -324,6 +324,14 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
         save_figure(classifier_figure(history, best_cm, classes, best[1]),
                     os.path.join(out, "training.png"))
     return ClassifierResult(out, history, best[1], best_cm, best_sc, classes)
+
+
+@functools.lru_cache(maxsize=1)
+def _adamw() -> Any:
+    """CIANNA V-1.1's AdamW, its rate and decay injected (set per run): one object, so the
+    compiled training step of a network is reused by later runs in the same process
+    (benchmarks, notebooks, fine-tuning after training)."""
+    return optim.make_v11_optimizer(optim.parse_optimizer(optim.adam()), decoupled=True)
 
 
 def _validated(pool: _Pool, model: tuple[Any, Any], val: np.ndarray, spec: CutoutSpec,
