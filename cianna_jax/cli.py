@@ -130,7 +130,7 @@ def _predict(args) -> int:
                        group_tol=args.group_tol, names=args.names,
                        primary_beam=_primary_beams(args),
                        pb_min=args.pb_min, bright=_bright_rule(args),
-                       adaptive_rms=_adaptive_rms(args))
+                       adaptive_rms=_adaptive_rms(args), classifier=args.classifier)
     t = res.timings
     n = len(res.table)
     sky = "ra/dec from the WCS" if "ra" in res.table.colnames else "pixel positions only (no WCS)"
@@ -148,6 +148,8 @@ def _predict(args) -> int:
         from .astro.sources import format_grouping
 
         print(f"{format_grouping(res.table)} -> {args.source_list}")
+    if args.classifier:
+        print(f"rows classified by {args.classifier} (morph_class, morph_prob, p_<class>)")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
                        ("rms map", args.rms_map), ("background map", args.background_map),
                        ("cubelets, moment maps and spectra", args.cubelets),
@@ -500,6 +502,10 @@ def _parser() -> argparse.ArgumentParser:
                            "srl beside its gaul: flux summed, centroid, moments' size, S_Code)")
     _group_tol_option(pred, 1.0)
     _names_option(pred)
+    pred.add_argument("--classifier", default=None, metavar="MODEL",
+                      help="a morphology classifier (cianna-jax classify train's best.json): "
+                           "the catalogue's and the source list's rows get its classes "
+                           "(p_<class>, morph_class, morph_prob)")
     pred.add_argument("--cubelets", default=None, metavar="FOLDER",
                       help="a cube's lines: write each one's cubelet, moment-0 and moment-1 "
                            "maps and spectrum in this folder (one cube)")

@@ -561,6 +561,7 @@ def predict_file(
     source_list: str | os.PathLike | None = None,
     group_tol: float = GROUP_TOL,
     names: str = "cianna",
+    classifier: Any = None,
     **kw: Any,
 ) -> SourceFinding | MosaicFinding:
     """:func:`find_sources`, then write the catalogue to ``out`` (format by extension or
@@ -575,7 +576,9 @@ def predict_file(
     matplotlib); ``source_list``: a table of the sources the catalogue's Gaussians make
     (:mod:`.source_list`; 2D images), grouped with PyBDSF's ``group_tol`` (:mod:`.sources`,
     also the catalogue's ``source_id`` and ``s_code``); ``names`` "pybdsf": the tables
-    (not SDC or DS9 files) with PyBDSF's column names and units (:mod:`.pybdsf_columns`).
+    (not SDC or DS9 files) with PyBDSF's column names and units (:mod:`.pybdsf_columns`);
+    ``classifier``: a morphology classifier (its card's path or loaded, :mod:`.morphology`)
+    whose classes the catalogue's rows and the source list's get (2D images).
     The outputs are checked before any work; nothing is written if anything fails."""
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     outs = [out] if isinstance(out, (str, os.PathLike)) else list(out)
@@ -611,9 +614,15 @@ def predict_file(
         parent = os.path.dirname(os.path.abspath(os.fspath(cubelets)))
         if not os.path.isdir(parent):
             raise FileNotFoundError(f"cubelets: {parent}: folder does not exist")
+    if classifier is not None:
+        from .morphology import load_classifier
+
+        if isinstance(classifier, (str, os.PathLike)):
+            classifier = load_classifier(classifier)
     if len(images) > 1:
         res: SourceFinding | MosaicFinding = find_sources_in_images(images, model, **kw)
-        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names,
+                          _classes(classifier, images, None))
         if reliability_figure is not None:
             _reliability_figure(res, reliability_figure, kw.get("target_reliability"))
         return res
@@ -636,8 +645,12 @@ def predict_file(
         if source_list is not None and img.ndim != 2:
             raise ImageError(f"{img.path}: a source list groups a 2D image's Gaussians; this "
                              f"image has shape {img.shape}")
+        if classifier is not None and img.ndim != 2:
+            raise ImageError(f"{img.path}: the morphology classifier reads 2D images; this "
+                             f"image has shape {img.shape}")
         res = find_sources(img, model, **kw)
-        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names)
+        _write_catalogues(_grouped(res.table, group_tol), outs, formats, source_list, names,
+                          _classes(classifier, img, res.noise))
         if cubelets is not None:
             boxes = res.detections.boxes.boxes
             write_cubelets(img, res.table, boxes, res.noise, cubelets,
@@ -676,16 +689,33 @@ def _grouped(table: Any, group_tol: float) -> Any:
     return table
 
 
+def _classes(classifier: Any, image: Any, noise: NoiseMap | None) -> Any:
+    """A table's rows classified by ``classifier`` on ``image`` (or a mosaic's images);
+    None without a classifier."""
+    if classifier is None:
+        return None
+    from .morphology_apply import classify_sources
+
+    return lambda t: classify_sources(classifier, image, t, noise=noise)
+
+
 def _write_catalogues(table: Any, outs: list, formats: list[str],
-                      sources: str | os.PathLike | None = None, names: str = "cianna") -> None:
+                      sources: str | os.PathLike | None = None, names: str = "cianna",
+                      classify: Any = None) -> None:
     """The catalogue to each of ``outs``; its source list (:mod:`.source_list`) to
-    ``sources`` when given; tables with PyBDSF's names when ``names`` says so."""
+    ``sources`` when given; tables with PyBDSF's names when ``names`` says so; both with
+    their rows' classes when ``classify`` (a function of a table) is given."""
     def named(t: Any, fmt: str) -> Any:
         return with_pybdsf_names(t) if names == "pybdsf" and fmt in TABLE_FORMATS else t
 
+    def classed(t: Any) -> Any:
+        return t if classify is None else classify(t)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
+        out = classed(table)
         for o, f in zip(outs, formats):
-            write_catalogue(named(table, f), o, f)
+            write_catalogue(named(out, f), o, f)
         if sources is not None:
-            write_catalogue(named(make_source_list(table), catalogue_format(sources)), sources)
+            write_catalogue(named(classed(make_source_list(table)), catalogue_format(sources)),
+                            sources)

@@ -325,6 +325,18 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
     whole, parts = Table.read(out), Table.read(mos)
     same = np.mean(np.asarray(whole["morph_class"]) == np.asarray(parts["morph_class"]))
     assert same >= 0.9 and np.all(np.isfinite(parts["morph_prob"]))
+    # predict with the classifier: the catalogue's and the source list's rows classified
+    from .conftest import make_peak_detector
+
+    det = make_peak_detector(tmp_path, 5.0)
+    gaul, srl = str(tmp_path / "gaul.ecsv"), str(tmp_path / "srl.ecsv")
+    assert main(["predict", "--model", det, "--image", img2, "--out", gaul, "--source-list",
+                 srl, "--classifier", run, "--quiet"]) == 0
+    assert "rows classified by" in capsys.readouterr().out
+    for path in (gaul, srl):
+        t = Table.read(path)
+        assert {"morph_class", "morph_prob", "p_compact", "p_fr2"} <= set(t.colnames)
+        assert np.all(np.isfinite(t["morph_prob"]))
     # the double sources' pairs classified at their centres (one command)
     pairs = str(tmp_path / "pairs.ecsv")
     assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--scale", "300",
