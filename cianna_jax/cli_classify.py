@@ -5,6 +5,7 @@ train``) and applied to a catalogue's sources (``classify apply``)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 __all__ = ["classify", "add_parser"]
 
@@ -14,11 +15,45 @@ def classify(args) -> int:
     return _train(args) if args.classify_command == "train" else _apply(args)
 
 
+def _stamp_list(path: str, label_column: str | None = None) -> tuple[Any, list[str]]:
+    """A list of FITS stamps (a table with a ``file`` column, paths relative to the list's
+    folder): the table and the stamps' paths; ValueError naming a missing column or file."""
+    from .astro.catalogue import find_column, read_catalogue
+
+    table = read_catalogue(path)
+    for col in ("file",) + ((label_column,) if label_column else ()):
+        if find_column(table, col) is None:
+            raise ValueError(f"--stamps: {path} has no column {col!r} (its columns: "
+                             f"{', '.join(table.colnames)})")
+    folder = os.path.dirname(os.path.abspath(path))
+    files = [os.path.join(folder, str(f).strip())
+             for f in table[find_column(table, "file")]]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"--stamps: {len(missing)} of its files not found, e.g. "
+                                f"{missing[0]}")
+    return table, files
+
+
+def _inputs(args) -> None:
+    """--stamps, or --image with --catalogue: one of them."""
+    if bool(args.stamps) == bool(args.image or args.catalogue):
+        raise ValueError("--stamps, or --image and --catalogue: one of them")
+    if not args.stamps and not (args.image and args.catalogue):
+        raise ValueError("--image, --catalogue: give both (or --stamps)")
+
+
 def _train(args) -> int:
     from .astro.morphology_cutouts import CutoutSpec
-    from .astro.morphology_training import ClassifierSettings, train_classifier
+    from .astro.morphology_training import (
+        ClassifierSettings,
+        label_strings,
+        train_classifier,
+        train_classifier_on_stamps,
+    )
 
-    images, cats = args.image, args.catalogue
+    _inputs(args)
+    images, cats = args.image or [], args.catalogue or []
     if len(images) != len(cats):
         raise ValueError(f"--image, --catalogue: one catalogue per image, in the same order "
                          f"(received {len(images)} images, {len(cats)} catalogues)")
@@ -30,9 +65,17 @@ def _train(args) -> int:
         val_fraction=args.val_fraction, samples_per_epoch=args.samples_per_epoch,
         width=args.width, seed=args.seed, shift_beams=args.shift_beams,
         cutout=CutoutSpec(args.cutout_beams, args.pixels, args.clip))
-    res = train_classifier(images, cats, args.label_column, args.out, classes=classes,
-                           settings=settings, progress=not args.quiet,
-                           figure=not args.no_figure, init_from=args.init_from)
+    common = dict(classes=classes, settings=settings, progress=not args.quiet,
+                  figure=not args.no_figure, init_from=args.init_from)
+    if args.stamps:
+        from .astro.catalogue import find_column
+
+        table, files = _stamp_list(args.stamps, args.label_column)
+        res = train_classifier_on_stamps(
+            files, label_strings(table[find_column(table, args.label_column)]), args.out,
+            **common)
+    else:
+        res = train_classifier(images, cats, args.label_column, args.out, **common)
     sc = res.scores
     per = ", ".join(f"{c} {r:.2f}" for c, r in zip(res.classes, sc["recall"]))
     print(f"best epoch {res.best_epoch}: validation accuracy {sc['accuracy']:.3f}, balanced "
@@ -48,13 +91,23 @@ def _apply(args) -> int:
     from .astro.morphology_apply import class_examples, classify_sources, source_images
 
     catalogue_format(args.out)  # refused before the work
+    _inputs(args)
     model = load_classifier(args.model)
-    table = read_catalogue(args.catalogue)
-    where = source_images(args.image if len(args.image) > 1 else args.image[0], table,
-                          progress=not args.quiet, what=args.catalogue)
-    out = classify_sources(model, None, table, where=where,
-                           priors=_priors(args.priors, model.card.classes),
-                           progress=not args.quiet, what=args.catalogue)
+    priors = _priors(args.priors, model.card.classes)
+    if args.stamps:
+        if args.figure:
+            raise ValueError("--figure: a gallery of a catalogue's sources on an image, not of "
+                             "stamps")
+        from .astro.morphology_apply import classify_stamps
+
+        table, files = _stamp_list(args.stamps)
+        out = classify_stamps(model, files, table, priors=priors)
+    else:
+        table = read_catalogue(args.catalogue)
+        where = source_images(args.image if len(args.image) > 1 else args.image[0], table,
+                              progress=not args.quiet, what=args.catalogue)
+        out = classify_sources(model, None, table, where=where, priors=priors,
+                               progress=not args.quiet, what=args.catalogue)
     names = np.asarray(out[CLASS_COLUMN]).astype(str)
     prob = np.asarray(out[PROB_COLUMN], np.float64)
     counts = ", ".join(f"{c} {int(np.sum(names == c))}" for c in model.card.classes)
@@ -108,10 +161,14 @@ def add_parser(sub) -> None:
     acts = p.add_subparsers(dest="classify_command", required=True, metavar="{train,apply}")
     t = acts.add_parser("train", help="train a classifier on images and catalogues with a "
                                       "class column")
-    t.add_argument("--image", action="append", required=True,
+    t.add_argument("--image", action="append", default=None,
                    help="FITS image (2D, with a beam); repeatable, with one --catalogue each")
-    t.add_argument("--catalogue", action="append", required=True,
+    t.add_argument("--catalogue", action="append", default=None,
                    help="the image's catalogue: ra/dec (or x/y) and the class column")
+    t.add_argument("--stamps", default=None, metavar="LIST",
+                   help="instead of --image/--catalogue: a table of FITS postage stamps (a "
+                        "file column, relative to the list's folder, and the class column), "
+                        "one source at each stamp's centre: a labelled set of cutouts")
     t.add_argument("--label-column", required=True,
                    help="the column of class labels (text or integers), e.g. morphology")
     t.add_argument("--classes", default=None,
@@ -150,10 +207,13 @@ def add_parser(sub) -> None:
                                       "morph_class and morph_prob columns added")
     a.add_argument("--model", required=True, help="the classifier (its best.json or run "
                                                   "folder's best.json)")
-    a.add_argument("--image", action="append", required=True,
+    a.add_argument("--image", action="append", default=None,
                    help="the FITS image of the sources; repeatable: a mosaic's images (each "
                         "source read from the one whose centre is nearest)")
-    a.add_argument("--catalogue", required=True, help="the sources (ra/dec or x/y)")
+    a.add_argument("--catalogue", default=None, help="the sources (ra/dec or x/y)")
+    a.add_argument("--stamps", default=None, metavar="LIST",
+                   help="instead of --image/--catalogue: a table of FITS postage stamps (a "
+                        "file column), each stamp's central source classified")
     a.add_argument("--out", required=True, help="the catalogue with the classes (.ecsv, "
                                                 ".csv, .fits, .xml)")
     a.add_argument("--priors", default="card",

@@ -19,11 +19,12 @@ from .catalogue import CatalogueError, column_values
 from .cutouts import catalogue_pixels
 from .fits_image import FitsImage, open_image
 from .morphology import CLASS_COLUMN, PROB_COLUMN, LoadedClassifier, predict_stamps
-from .morphology_cutouts import network_inputs, on_image, read_stamps
+from .morphology_cutouts import centred_stamps, network_inputs, on_image, read_stamps
 from .mosaic import nearest_centre_image
 from .noise import NoiseMap, estimate_noise_map
 
-__all__ = ["SourceImages", "source_images", "classify_sources", "class_examples"]
+__all__ = ["SourceImages", "source_images", "classify_sources", "class_examples",
+           "classify_stamps"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,24 @@ def classify_sources(model: LoadedClassifier, image: Any, table: Any, *,
             probs[rows] = predict_stamps(model, st, spec, batch_size, priors)
             bar.update(rows.size)
     bar.close()
+    return _with_classes(model, table, probs)
+
+
+def classify_stamps(model: LoadedClassifier, paths: Sequence[str], table: Any, *,
+                    priors: np.ndarray | None | str = "card", batch_size: int = 256) -> Any:
+    """``table`` (one row per FITS stamp of ``paths``, e.g. the list that names them) with
+    the class columns of :func:`classify_sources`, each stamp's source at its centre."""
+    spec = model.card.cutout
+    probs = np.full((len(paths), len(model.card.classes)), np.nan, np.float32)
+    for rows, st in centred_stamps(paths, spec):
+        probs[rows] = predict_stamps(model, st, spec, batch_size, priors)
+    return _with_classes(model, table, probs)
+
+
+def _with_classes(model: LoadedClassifier, table: Any, probs: np.ndarray) -> Any:
+    """``table`` with ``p_<class>``, the most probable class and its probability (NaN and
+    an empty class where the row has none)."""
+    k = len(model.card.classes)
     out = table.copy(copy_data=True)
     for j, name in enumerate(model.card.classes):
         out[f"p_{name}"] = probs[:, j]

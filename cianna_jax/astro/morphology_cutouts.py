@@ -15,6 +15,7 @@ beside a bright core and the brightest pixel is 1 whatever the flux: ``[N, n, n,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..checks import as_bounded_float, as_int
 from .fits_image import FitsImage, ImageError
 from .noise import NoiseMap
 
-__all__ = ["CutoutSpec", "Stamps", "on_image", "read_stamps", "network_inputs", "dihedral_inputs",
+__all__ = ["CutoutSpec", "Stamps", "on_image", "read_stamps", "centred_stamps", "network_inputs", "dihedral_inputs",
            "random_views"]
 
 
@@ -100,6 +101,30 @@ def read_stamps(image: FitsImage, noise: NoiseMap, x: np.ndarray, y: np.ndarray,
         out[i, oy:oy + snr.shape[0], ox:ox + snr.shape[1]] = np.nan_to_num(
             snr, nan=0.0, posinf=0.0, neginf=0.0)
     return Stamps(out, x - cx, y - cy, side)
+
+
+def centred_stamps(paths: Sequence[str], spec: CutoutSpec) -> list[tuple[np.ndarray, Stamps]]:
+    """The window of ``spec`` around the central pixel of each FITS file of ``paths`` (a
+    survey's postage stamps, one source each; the noise map one box of the whole stamp),
+    the stamps of one window size together: ``(their indices in paths, their Stamps)``."""
+    from .fits_image import open_image
+    from .noise import estimate_noise_map
+
+    groups: dict[tuple, list[tuple[int, Stamps]]] = {}
+    for k, path in enumerate(paths):
+        img = open_image(path)
+        H, W = img.shape[-2:]
+        noise = estimate_noise_map(img.read, img.shape, box=max(H, W))
+        st = read_stamps(img, noise, np.array([0.5 * (W - 1)]), np.array([0.5 * (H - 1)]), spec)
+        groups.setdefault((st.snr.shape, round(st.side, 6)), []).append((k, st))
+    out = []
+    for members in groups.values():
+        rows = np.array([k for k, _ in members], np.int64)
+        out.append((rows, Stamps(np.concatenate([m.snr for _, m in members]),
+                                 np.concatenate([m.fx for _, m in members]),
+                                 np.concatenate([m.fy for _, m in members]),
+                                 members[0][1].side)))
+    return out
 
 
 def network_inputs(stamps: Stamps, spec: CutoutSpec, angles: np.ndarray | None = None,

@@ -44,7 +44,14 @@ from .morphology import (
     predict_stamps,
     save_classifier_card,
 )
-from .morphology_cutouts import CutoutSpec, Stamps, on_image, random_views, read_stamps
+from .morphology_cutouts import (
+    CutoutSpec,
+    Stamps,
+    centred_stamps,
+    on_image,
+    random_views,
+    read_stamps,
+)
 from .noise import estimate_noise_map
 from .probability_calibration import (
     expected_calibration_error,
@@ -54,7 +61,8 @@ from .probability_calibration import (
 )
 
 __all__ = ["ClassifierSettings", "LabelledField", "labelled_field", "split_validation",
-           "ClassifierResult", "train_classifier", "HISTORY_FILE"]
+           "ClassifierResult", "train_classifier", "train_classifier_on_stamps",
+           "stamp_fields", "HISTORY_FILE"]
 
 HISTORY_FILE = "history.csv"
 
@@ -229,13 +237,7 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
     ``init_from``: a classifier to start from (fine-tuning, e.g. one trained on
     simulations, on a few real labelled sources): its cutouts and width are taken, all its
     weights when its classes are these, else all but the last layer's (a new head)."""
-    s = settings or ClassifierSettings()
-    start = None
-    if init_from is not None:
-        start = load_classifier(init_from)
-        s = replace(s, cutout=start.card.cutout, width=int(start.net.layers[0].nb_filters))
-        log(f"starting from {init_from}: its cutouts ({s.cutout.beams:g} beams, "
-            f"{s.cutout.pixels} pixels, clip {s.cutout.clip:g}) and width {s.width}")
+    s, start = _settings(settings, init_from, log)
     if len(images) != len(catalogues) or not images:
         raise ValueError(f"images, catalogues: expected one catalogue per image, received "
                          f"{len(images)} images and {len(catalogues)} catalogues")
@@ -249,13 +251,72 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
                                  f"columns: {', '.join(table.colnames)})")
             found.update(v for v in label_strings(table[col]) if v)
         classes = sorted(found)
-    classes = tuple(str(c) for c in classes)
-    if len(classes) < 2:
-        raise ValueError(f"classes: a classifier needs two classes or more, found "
-                         f"{list(classes)}")
-    os.makedirs(out, exist_ok=True)
+    classes = _checked_classes(classes)
     fields = [labelled_field(i, c, label_column, classes, s.cutout, log)
               for i, c in zip(images, catalogues)]
+    return _train(fields, classes, out, s, start, log, progress, figure)
+
+
+def train_classifier_on_stamps(stamps: Sequence[str], labels: Sequence[str], out: str, *,
+                               classes: Sequence[str] | None = None,
+                               settings: ClassifierSettings | None = None,
+                               log: Callable[[str], None] = print, progress: bool = True,
+                               figure: bool = True,
+                               init_from: str | None = None) -> ClassifierResult:
+    """:func:`train_classifier` on a set of labelled cutouts, one source at the centre of
+    each FITS file of ``stamps`` (with a beam; a survey's postage stamps, as the labelled
+    sets of radio galaxies are distributed), ``labels`` one per file."""
+    s, start = _settings(settings, init_from, log)
+    labels = [str(v).strip() for v in labels]
+    if len(stamps) != len(labels) or not stamps:
+        raise ValueError(f"stamps, labels: one label per stamp, received {len(stamps)} stamps "
+                         f"and {len(labels)} labels")
+    classes = _checked_classes(sorted({v for v in labels if v}) if classes is None else classes)
+    keep = [k for k, v in enumerate(labels) if v in classes]
+    if len(keep) < len(labels):
+        log(f"{len(labels) - len(keep)} stamps with a label not among the classes: left out")
+    index = {c: i for i, c in enumerate(classes)}
+    fields = stamp_fields([stamps[k] for k in keep], s.cutout,
+                          np.array([index[labels[k]] for k in keep], np.int64))
+    return _train(fields, classes, out, s, start, log, progress, figure)
+
+
+def stamp_fields(paths: Sequence[str], spec: CutoutSpec, labels: np.ndarray | None = None
+                 ) -> list[LabelledField]:
+    """The stamps' windows (:func:`.morphology_cutouts.centred_stamps`) as labelled fields,
+    one per window size (``rows``: the stamps' indices in ``paths``; ``labels`` theirs, -1
+    without)."""
+    lab = np.full(len(paths), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+    return [LabelledField(str(paths[rows[0]]), "", st, lab[rows], rows)
+            for rows, st in centred_stamps(paths, spec)]
+
+
+def _settings(settings: ClassifierSettings | None, init_from: str | None,
+              log: Callable[[str], None]) -> tuple[ClassifierSettings, Any]:
+    """The run's settings and the classifier it starts from (None): with ``init_from``, its
+    cutouts and width."""
+    s = settings or ClassifierSettings()
+    if init_from is None:
+        return s, None
+    start = load_classifier(init_from)
+    s = replace(s, cutout=start.card.cutout, width=int(start.net.layers[0].nb_filters))
+    log(f"starting from {init_from}: its cutouts ({s.cutout.beams:g} beams, "
+        f"{s.cutout.pixels} pixels, clip {s.cutout.clip:g}) and width {s.width}")
+    return s, start
+
+
+def _checked_classes(classes: Sequence[str]) -> tuple[str, ...]:
+    out = tuple(str(c) for c in classes)
+    if len(out) < 2:
+        raise ValueError(f"classes: a classifier needs two classes or more, found {list(out)}")
+    return out
+
+
+def _train(fields: list[LabelledField], classes: tuple[str, ...], out: str,
+           s: ClassifierSettings, start: Any, log: Callable[[str], None], progress: bool,
+           figure: bool) -> ClassifierResult:
+    """The training loop of :func:`train_classifier` on labelled fields."""
+    os.makedirs(out, exist_ok=True)
     pool = _Pool(fields)
     k = len(classes)
     counts = np.bincount(pool.labels, minlength=k)

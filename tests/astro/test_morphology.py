@@ -268,6 +268,58 @@ def test_train_and_apply_on_another_field(fields):
             np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), atol=1e-6)
 
 
+def _stamp_list(folder, img, cat):
+    """FITS stamps of a field's sources (cianna-jax cutouts' writer) and their list."""
+    from astropy.table import Table
+
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.astro.cutouts import cut_stamps, write_stamps
+    from cianna_jax.astro.fits_image import open_image
+
+    t = read_catalogue(cat)
+    image = open_image(img)
+    names = write_stamps(image, t, cut_stamps(image, t, np.arange(len(t)), size_arcsec=80.0),
+                         folder)
+    Table({"file": names, "morphology": t["morphology"]}).write(folder / "list.csv")
+    return str(folder / "list.csv")
+
+
+def test_training_and_applying_on_postage_stamps(fields, tmp_path, capsys):
+    # a labelled set of cutouts, one source at each one's centre (as MiraBest or Radio Galaxy
+    # Zoo distribute theirs): trained on one field's stamps, the other's classified
+    from astropy.table import Table
+
+    from cianna_jax.cli import main
+
+    _, ((img1, cat1), (img2, cat2)) = fields
+    train_list = _stamp_list(tmp_path / "a", img1, cat1)
+    test_list = _stamp_list(tmp_path / "b", img2, cat2)
+    run, out = str(tmp_path / "run"), str(tmp_path / "classes.csv")
+    assert main(["classify", "train", "--stamps", train_list, "--label-column", "morphology",
+                 "--out", run, "--epochs", "4", "--width", "4", "--pixels", "20",
+                 "--cutout-beams", "10", "--samples-per-epoch", "256", "--learning-rate",
+                 "3e-3", "--quiet", "--no-figure"]) == 0
+    assert "best epoch" in capsys.readouterr().out
+    assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--out", out]) == 0
+    from cianna_jax.astro.catalogue import read_catalogue
+
+    t = read_catalogue(out)
+    got = np.asarray(t["morph_class"]).astype(str)
+    assert np.mean(got == np.asarray(t["morphology"]).astype(str)) >= 0.85
+    # refusals: both inputs, a missing file, no file column
+    assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--image", img2,
+                 "--catalogue", cat2, "--out", out]) == 2
+    assert "one of them" in capsys.readouterr().err
+    Table({"file": ["gone.fits"]}).write(tmp_path / "gone.csv")
+    assert main(["classify", "apply", "--model", run, "--stamps", str(tmp_path / "gone.csv"),
+                 "--out", out]) == 2
+    assert "not found" in capsys.readouterr().err
+    Table({"name": ["x.fits"]}).write(tmp_path / "nofile.csv")
+    assert main(["classify", "apply", "--model", run, "--stamps",
+                 str(tmp_path / "nofile.csv"), "--out", out]) == 2
+    assert "no column 'file'" in capsys.readouterr().err
+
+
 def test_divergence_and_a_classifier_at_chance_are_said(fields, tmp_path, monkeypatch):
     from cianna_jax.astro import morphology_training as mt
 
