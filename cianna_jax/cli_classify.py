@@ -101,13 +101,13 @@ def _apply(args) -> int:
         from .astro.morphology_apply import classify_stamps
 
         table, files = _stamp_list(args.stamps)
-        out = classify_stamps(model, files, table, priors=priors)
+        out = classify_stamps(model, files, table, priors=priors, draws=args.mc)
     else:
         table = read_catalogue(args.catalogue)
         where = source_images(args.image if len(args.image) > 1 else args.image[0], table,
                               progress=not args.quiet, what=args.catalogue)
         out = classify_sources(model, None, table, where=where, priors=priors,
-                               progress=not args.quiet, what=args.catalogue)
+                               progress=not args.quiet, what=args.catalogue, draws=args.mc)
     names = np.asarray(out[CLASS_COLUMN]).astype(str)
     prob = np.asarray(out[PROB_COLUMN], np.float64)
     counts = ", ".join(f"{c} {int(np.sum(names == c))}" for c in model.card.classes)
@@ -220,6 +220,10 @@ def add_parser(sub) -> None:
                    help="the classes' frequencies the probabilities are for: 'card' (the "
                         "labelled sources', default), 'equal', or class=frequency by commas "
                         "(e.g. compact=0.8,sfg=0.15,fr1=0.03,fr2=0.02)")
+    a.add_argument("--mc", type=int, default=0, metavar="DRAWS",
+                   help="Monte Carlo dropout (CIANNA's MC_MODEL): this many passes with the "
+                        "dropout on, the probabilities their mean and morph_prob_std the "
+                        "chosen class's scatter over them (default 0: off)")
     a.add_argument("--confident", type=float, default=0.8,
                    help="the probability counted as confident in the summary (0.8)")
     a.add_argument("--figure", default=None, metavar="PNG",

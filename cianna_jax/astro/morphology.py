@@ -183,12 +183,15 @@ def load_classifier(model: str | os.PathLike) -> LoadedClassifier:
 
 def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
                    spec: CutoutSpec, batch_size: int = 256,
-                   priors: np.ndarray | None | str = "card") -> np.ndarray:
+                   priors: np.ndarray | None | str = "card", *, draws: int = 0,
+                   seed: int = 0) -> np.ndarray:
     """Class probabilities ``[N, K]`` of the stamps: the network's softmax averaged over
     the eight symmetries of each window (:func:`.morphology_cutouts.dihedral_inputs`); for
     a :class:`LoadedClassifier`, at the card's temperature and for ``priors`` ("card": the
     card's; None: equal; else one frequency per class). A bare ``(net, params)``: the
-    average as it comes."""
+    average as it comes. ``draws`` > 0: Monte Carlo dropout (CIANNA's ``MC_MODEL``), that
+    many passes with the dropout on (keys from ``seed``), ``[draws, N, K]`` (their mean is
+    the prediction, their scatter its uncertainty)."""
     from ..training import predict
 
     temperature = 1.0
@@ -198,18 +201,28 @@ def predict_stamps(model: LoadedClassifier | tuple[Any, Any], stamps: Stamps,
     else:
         net, params = model
         priors = None
-    N = len(stamps)
+    N, K = len(stamps), int(net.out_dim)
     if N == 0:
-        return np.zeros((0, int(net.out_dim)), np.float32)
+        return np.zeros(((draws,) if draws else ()) + (0, K), np.float32)
     views = dihedral_inputs(stamps, spec)
     flat = views.reshape((-1,) + views.shape[2:])
+
+    def calibrated(out: Any) -> np.ndarray:
+        mean = np.asarray(out, np.float64).reshape(8, N, -1).mean(axis=0)
+        if temperature == 1.0 and priors is None:
+            return mean.astype(np.float32)
+        return tempered(mean, temperature, priors)
+
     # one batch size whatever the number of sources (the last batch padded): one compiled
     # program per network, not one per catalogue's length
-    probs = np.asarray(predict(net, params, flat, int(batch_size)), np.float64)
-    mean = probs.reshape(8, N, -1).mean(axis=0)
-    if temperature == 1.0 and priors is None:
-        return mean.astype(np.float32)
-    return tempered(mean, temperature, priors)
+    if not draws:
+        return calibrated(predict(net, params, flat, int(batch_size)))
+    import jax
+
+    key = jax.random.key(int(seed))
+    return np.stack([calibrated(predict(net, params, flat, int(batch_size),
+                                        key=jax.random.fold_in(key, d), drop_mode="MC_MODEL"))
+                     for d in range(int(draws))])
 
 
 def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -24,7 +24,10 @@ from .mosaic import nearest_centre_image
 from .noise import NoiseMap, estimate_noise_map
 
 __all__ = ["SourceImages", "source_images", "classify_sources", "class_examples",
-           "classify_stamps"]
+           "classify_stamps", "PROB_STD_COLUMN"]
+
+#: with Monte Carlo dropout, the scatter of the chosen class's probability over the draws
+PROB_STD_COLUMN = "morph_prob_std"
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ def classify_sources(model: LoadedClassifier, image: Any, table: Any, *,
                      batch_size: int = 256, chunk: int = 1024,
                      noise: NoiseMap | Sequence[NoiseMap] | None = None,
                      priors: np.ndarray | None | str = "card", progress: bool = False,
-                     what: str = "catalogue", where: SourceImages | None = None) -> Any:
+                     what: str = "catalogue", where: SourceImages | None = None,
+                     draws: int = 0, seed: int = 0) -> Any:
     """``table`` (astropy) with the sources' classes added: ``p_<class>`` for each of the
     model's classes, :data:`.morphology.CLASS_COLUMN` (the most probable) and
     :data:`.morphology.PROB_COLUMN` (its probability); sources off the images get NaN and
@@ -82,40 +86,48 @@ def classify_sources(model: LoadedClassifier, image: Any, table: Any, *,
     of them (``where``: :func:`source_images` already made); ``noise`` their noise maps
     (estimated when None); ``priors`` as :func:`.morphology.predict_stamps`; the windows
     read ``chunk`` sources at a time (memory bounded on large catalogues), with a progress
-    bar when ``progress``."""
+    bar when ``progress``. ``draws`` > 0: Monte Carlo dropout (:func:`.morphology.
+    predict_stamps`): the probabilities their mean, and :data:`PROB_STD_COLUMN` the scatter
+    of the chosen class's probability over them."""
     from ..progress import Progress
 
     w = where or source_images(image, table, noise=noise, progress=progress, what=what)
     spec = model.card.cutout
     k = len(model.card.classes)
-    probs = np.full((len(table), k), np.nan, np.float32)
+    probs = np.full((max(draws, 1), len(table), k), np.nan, np.float32)
     bar = Progress(int(np.sum(w.owner >= 0)), "classify", enabled=progress, unit="source")
     for i, (img, nm) in enumerate(zip(w.images, w.noises)):
         mine = np.flatnonzero(w.owner == i)
         for start in range(0, mine.size, int(chunk)):
             rows = mine[start:start + int(chunk)]
             st = read_stamps(img, nm, w.x[rows], w.y[rows], spec)
-            probs[rows] = predict_stamps(model, st, spec, batch_size, priors)
+            probs[:, rows] = predict_stamps(model, st, spec, batch_size, priors, draws=draws,
+                                            seed=seed + start)
             bar.update(rows.size)
     bar.close()
     return _with_classes(model, table, probs)
 
 
 def classify_stamps(model: LoadedClassifier, paths: Sequence[str], table: Any, *,
-                    priors: np.ndarray | None | str = "card", batch_size: int = 256) -> Any:
+                    priors: np.ndarray | None | str = "card", batch_size: int = 256,
+                    draws: int = 0, seed: int = 0) -> Any:
     """``table`` (one row per FITS stamp of ``paths``, e.g. the list that names them) with
-    the class columns of :func:`classify_sources`, each stamp's source at its centre."""
+    the class columns of :func:`classify_sources` (``draws``, ``seed`` as there), each
+    stamp's source at its centre."""
     spec = model.card.cutout
-    probs = np.full((len(paths), len(model.card.classes)), np.nan, np.float32)
+    probs = np.full((max(draws, 1), len(paths), len(model.card.classes)), np.nan, np.float32)
     for rows, st in centred_stamps(paths, spec):
-        probs[rows] = predict_stamps(model, st, spec, batch_size, priors)
+        probs[:, rows] = predict_stamps(model, st, spec, batch_size, priors, draws=draws,
+                                        seed=seed + int(rows[0]))
     return _with_classes(model, table, probs)
 
 
-def _with_classes(model: LoadedClassifier, table: Any, probs: np.ndarray) -> Any:
+def _with_classes(model: LoadedClassifier, table: Any, draws: np.ndarray) -> Any:
     """``table`` with ``p_<class>``, the most probable class and its probability (NaN and
-    an empty class where the row has none)."""
+    an empty class where the row has none), from ``draws`` ``[D, N, K]`` (their mean; with
+    several, the chosen class's scatter over them in :data:`PROB_STD_COLUMN`)."""
     k = len(model.card.classes)
+    probs = draws.mean(axis=0)
     out = table.copy(copy_data=True)
     for j, name in enumerate(model.card.classes):
         out[f"p_{name}"] = probs[:, j]
@@ -124,6 +136,10 @@ def _with_classes(model: LoadedClassifier, table: Any, probs: np.ndarray) -> Any
     out[CLASS_COLUMN] = names[best]
     out[PROB_COLUMN] = np.where(best < k, np.nanmax(np.nan_to_num(probs, nan=-1.0), axis=1),
                                 np.nan).astype(np.float32)
+    if draws.shape[0] > 1:
+        rows = np.arange(probs.shape[0])
+        std = draws.std(axis=0, ddof=1)[rows, np.minimum(best, k - 1)]
+        out[PROB_STD_COLUMN] = np.where(best < k, std, np.nan).astype(np.float32)
     return out
 
 

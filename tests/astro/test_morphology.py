@@ -306,6 +306,16 @@ def test_training_and_applying_on_postage_stamps(fields, tmp_path, capsys):
     t = read_catalogue(out)
     got = np.asarray(t["morph_class"]).astype(str)
     assert np.mean(got == np.asarray(t["morphology"]).astype(str)) >= 0.85
+    # Monte Carlo dropout: the probabilities' scatter over the draws, the same draws again
+    # for the same seed
+    for name in ("mc1.csv", "mc2.csv"):
+        assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--out",
+                     str(tmp_path / name), "--mc", "6"]) == 0
+    a, b = (read_catalogue(tmp_path / n) for n in ("mc1.csv", "mc2.csv"))
+    std = np.asarray(a["morph_prob_std"], np.float64)
+    assert np.all(std >= 0) and np.any(std > 0) and "morph_prob_std" not in t.colnames
+    np.testing.assert_array_equal(std, np.asarray(b["morph_prob_std"], np.float64))
+    capsys.readouterr()
     # refusals: both inputs, a missing file, no file column
     assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--image", img2,
                  "--catalogue", cat2, "--out", out]) == 2
