@@ -99,6 +99,17 @@ def rule_features(image: str, catalogue: str, reach_beams: float = 6.0) -> tuple
     return (size, extent, ratio), np.asarray(t["morphology"]).astype(str), np.asarray(t["snr"])
 
 
+def roc_area(score: np.ndarray, positive: np.ndarray) -> float:
+    """The area under the ROC curve of ``score`` for the ``positive`` rows (ranks)."""
+    order = np.argsort(score, kind="stable")
+    rank = np.empty(score.size)
+    rank[order] = np.arange(score.size)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if not n1 or not n0:
+        return float("nan")
+    return float((rank[positive].sum() - n1 * (n1 - 1) / 2) / (n1 * n0))
+
+
 def rule(f, s1, s2, r):
     """compact: moments' size under ``s1`` beams; SFG: extent above 3 sigma under ``s2``
     beams; else FR II where the FR ratio reaches ``r``, FR I below."""
@@ -136,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=float, default=0.0, metavar="FRACTION",
                     help="this fraction of the placements chance pairs of unrelated sources, "
                          "a class 'pair' at their midpoints (simulate --pair-fraction)")
+    ap.add_argument("--mc", type=int, default=0, metavar="DRAWS",
+                    help="also Monte Carlo dropout: how well the probabilities' scatter "
+                         "tells the misclassified sources (area under the ROC curve)")
     ap.add_argument("--jitter", type=float, default=0.0, metavar="BEAMS",
                     help="the test positions moved at random by this rms per axis, in beams "
                          "(a catalogue's position errors)")
@@ -172,6 +186,7 @@ def main(argv=None) -> int:
         temperature, priors = model.card.temperature, model.card.priors
         out = classify_sources(model, test_img, truth)
         out_equal = classify_sources(model, test_img, truth, priors=None)
+        out_mc = classify_sources(model, test_img, truth, draws=args.mc) if args.mc else None
         t3 = time.time()
         want = np.asarray(truth["morphology"]).astype(str)
         got = np.asarray(out["morph_class"]).astype(str)
@@ -203,6 +218,14 @@ def main(argv=None) -> int:
     ece, ece_raw = expected_calibration_error(cal, lab), expected_calibration_error(raw, lab)
     print(f"calibration error of morph_prob on the test field: {ece:.3f} at the validation's "
           f"temperature {temperature:.2f}, {ece_raw:.3f} without it")
+    if out_mc is not None:
+        wrong = np.asarray(out_mc["morph_class"]).astype(str) != want
+        std = np.asarray(out_mc["morph_prob_std"], np.float64)
+        prob = np.asarray(out_mc["morph_prob"], np.float64)
+        print(f"Monte Carlo dropout ({args.mc} draws): {int(wrong.sum())} misclassified, "
+              f"scatter median {np.median(std[wrong]):.3f} against {np.median(std[~wrong]):.3f}"
+              f" for the right; area under the ROC curve for the misclassified: scatter "
+              f"{roc_area(std, wrong):.3f}, 1 - probability {roc_area(1 - prob, wrong):.3f}")
     print(f"rule tuned on training: islands within {reach:g} beams, compact < {best[0]:.1f} "
           f"beam, sfg extent < {best[1]:.2f} beams, FR II at ratio >= {best[2]:.2f} (training accuracy "
           f"{train_acc:.3f}; " + ", ".join(f"{r:g} beams {a:.3f}" for a, r, _ in tuned) + ")")

@@ -431,7 +431,7 @@ def test_lumfunc_check_compares_phi_with_the_population(tmp_path, capsys):
 def test_morphology_check_compares_the_classifier_and_the_rule(tmp_path, capsys):
     m = _benchmark("morphology_check")
     assert m.main(["--size", "512", "--sources", "40", "--epochs", "1", "--train-fields",
-                   "1", "--detector", _peak_detector(tmp_path)]) == 0
+                   "1", "--detector", _peak_detector(tmp_path), "--mc", "3"]) == 0
     out = capsys.readouterr().out
     acc = re.search(r"classifier +accuracy ([.\d]+)", out)
     rule = re.search(r"classical rule +accuracy ([.\d]+)", out)
@@ -439,6 +439,7 @@ def test_morphology_check_compares_the_classifier_and_the_rule(tmp_path, capsys)
     assert re.search(r"rule tuned on training: islands within [.\d]+ beams", out)
     assert re.search(r"through the detector: \d+ sources in its source list", out)
     assert re.search(r"doubles \(scale 120 arcsec\): \d+ pairs", out)
+    assert re.search(r"Monte Carlo dropout \(3 draws\): \d+ misclassified", out)
 
 
 def test_lumfunc_coverages_compares_three_coverages(capsys):
