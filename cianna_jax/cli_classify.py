@@ -92,6 +92,8 @@ def _apply(args) -> int:
 
     catalogue_format(args.out)  # refused before the work
     _inputs(args)
+    if args.mc < 0 or args.mc == 1:
+        raise ValueError(f"--mc: 0 (off) or 2 draws or more, received {args.mc}")
     model = load_classifier(args.model)
     priors = _priors(args.priors, model.card.classes)
     if args.stamps:

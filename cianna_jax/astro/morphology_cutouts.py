@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
-from .fits_image import FitsImage, ImageError
-from .noise import NoiseMap
+from .fits_image import FitsImage, ImageError, open_image
+from .noise import NoiseMap, estimate_noise_map
 
-__all__ = ["CutoutSpec", "Stamps", "on_image", "read_stamps", "centred_stamps", "network_inputs", "dihedral_inputs",
-           "random_views"]
+__all__ = ["CutoutSpec", "Stamps", "on_image", "read_stamps", "centred_stamps",
+           "network_inputs", "dihedral_inputs", "random_views"]
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,6 @@ def centred_stamps(paths: Sequence[str], spec: CutoutSpec) -> list[tuple[np.ndar
     """The window of ``spec`` around the central pixel of each FITS file of ``paths`` (a
     survey's postage stamps, one source each; the noise map one box of the whole stamp),
     the stamps of one window size together: ``(their indices in paths, their Stamps)``."""
-    from .fits_image import open_image
-    from .noise import estimate_noise_map
-
     groups: dict[tuple, list[tuple[int, Stamps]]] = {}
     for k, path in enumerate(paths):
         img = open_image(path)

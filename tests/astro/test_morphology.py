@@ -316,7 +316,10 @@ def test_training_and_applying_on_postage_stamps(fields, tmp_path, capsys):
     assert np.all(std >= 0) and np.any(std > 0) and "morph_prob_std" not in t.colnames
     np.testing.assert_array_equal(std, np.asarray(b["morph_prob_std"], np.float64))
     capsys.readouterr()
-    # refusals: both inputs, a missing file, no file column
+    # refusals: a single draw, both inputs, a missing file, no file column
+    assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--out", out,
+                 "--mc", "1"]) == 2
+    assert "2 draws or more" in capsys.readouterr().err
     assert main(["classify", "apply", "--model", run, "--stamps", test_list, "--image", img2,
                  "--catalogue", cat2, "--out", out]) == 2
     assert "one of them" in capsys.readouterr().err
