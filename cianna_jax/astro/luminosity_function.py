@@ -93,7 +93,8 @@ def z_completeness_weights(flux: np.ndarray, has_z: np.ndarray, per_decade: int 
 class LuminosityFunction:
     """``phi`` and ``phi_err`` (Mpc^-3 dex^-1), ``n`` sources and ``n_weighted`` (with the
     redshift weights) per ``[z bin, log L bin]``; ``complete``: the bin's faintest
-    luminosity is seen over some of the area out to the bin's far redshift; ``vmax`` per
+    luminosity is seen out to the bin's far redshift (over some of the area, or the
+    coverage's ``min_fraction`` of it); ``vmax`` per
     source (Mpc^3, NaN outside the bins); ``z_mean`` per bin, its sources' redshifts
     weighted as they count (``w / V_max``: where a model is compared with the bin);
     ``phi_err_z`` the part of ``phi_err`` the redshifts' errors make (None: none given)."""
@@ -248,11 +249,13 @@ def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
 
 
 def _deepest_flux(coverage: Coverage, peaks: np.ndarray) -> float:
-    """The faintest peak (Jy/beam) the coverage sees over more than its ``min_fraction``
-    of its area, searched from a thousandth of the sources' faintest to 100 times it."""
+    """The faintest peak (Jy/beam) the coverage sees over some of its area and at least
+    its ``min_fraction`` of it, searched from a thousandth of the sources' faintest to 100
+    times it."""
     lo = float(np.nanmin(peaks))
     grid = lo * np.logspace(-3, 2, 501)
-    seen = coverage.area(grid) > coverage.min_fraction * coverage.area_sr
+    area = coverage.area(grid)
+    seen = (area > 0) & (area >= coverage.min_fraction * coverage.area_sr)
     return float(grid[np.argmax(seen)]) if seen.any() else lo
 
 
