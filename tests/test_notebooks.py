@@ -20,6 +20,8 @@ EXPECTED = {  # text each notebook must print when it ran through
                               "True"],
     "classification_cianna_style.ipynb": ["embedded shapes", "test accuracy", "ConfMat"],
     "radio_detection_yolo.ipynb": ["above 5 sigma", "precision", "recall"],
+    "morphology_classifier.ipynb": ["simulated", "best epoch", "test accuracy", "recall per class",
+                                    "gallery drawn"],
     "fits_workflow.ipynb": ["catalogue sources", "best epoch", "sources -> test_sources.ecsv",
                             "sources from", "compact isolated pairs",
                             "radio sources matched", "positions stacked",
