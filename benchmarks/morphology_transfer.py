@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=30,
                     help="the source and from-scratch classifiers' epochs (the fine-tuning "
                          "a third of them)")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="also a cross-validation of the classifier trained on the labels "
+                         "alone: how well it foretells the test field's accuracy")
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--sources", type=int, default=500)
     args = ap.parse_args(argv)
@@ -94,9 +97,9 @@ def main(argv=None) -> int:
                          settings=ClassifierSettings(epochs=max(1, args.epochs // 3),
                                                      learning_rate=5e-4,
                                                      seed=args.seed), **quiet)
-        train_classifier([tgt_train[0]], [labelled], "morphology", scratch,
-                         settings=ClassifierSettings(epochs=args.epochs, seed=args.seed),
-                         **quiet)
+        res = train_classifier([tgt_train[0]], [labelled], "morphology", scratch,
+                               settings=ClassifierSettings(epochs=args.epochs, seed=args.seed,
+                                                           folds=args.folds), **quiet)
         acc = {name: accuracy(d, *tgt_test) for name, d in
                (("source classifier as it is", base), ("fine-tuned", tuned),
                 ("from scratch on the labels", scratch))}
@@ -108,6 +111,11 @@ def main(argv=None) -> int:
     print(f"  source classifier on a source-domain test field: {acc_src:.3f}")
     for name, a in acc.items():
         print(f"  {name:<28} {a:.3f}")
+    cv = res.cross_validation
+    if cv is not None:
+        print(f"  the labels' own {cv['folds']}-fold cross-validation of the last: accuracy "
+              f"{cv['accuracy_mean']:.3f} +- {cv['accuracy_std']:.3f} (folds "
+              + ", ".join(f"{a:.2f}" for a in cv["accuracy"]) + ")")
     return 0
 
 

@@ -63,7 +63,7 @@ def _train(args) -> int:
     settings = ClassifierSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         val_fraction=args.val_fraction, samples_per_epoch=args.samples_per_epoch,
-        width=args.width, seed=args.seed, shift_beams=args.shift_beams,
+        width=args.width, seed=args.seed, shift_beams=args.shift_beams, folds=args.folds,
         cutout=CutoutSpec(args.cutout_beams, args.pixels, args.clip))
     common = dict(classes=classes, settings=settings, progress=not args.quiet,
                   figure=not args.no_figure, init_from=args.init_from)
@@ -78,6 +78,11 @@ def _train(args) -> int:
         res = train_classifier(images, cats, args.label_column, args.out, **common)
     sc = res.scores
     per = ", ".join(f"{c} {r:.2f}" for c, r in zip(res.classes, sc["recall"]))
+    cv = res.cross_validation
+    if cv is not None:
+        print(f"cross-validation ({cv['folds']} folds): accuracy {cv['accuracy_mean']:.3f} +- "
+              f"{cv['accuracy_std']:.3f}, balanced {cv['balanced_accuracy_mean']:.3f} +- "
+              f"{cv['balanced_accuracy_std']:.3f} -> {args.out}/cross_validation.json")
     print(f"best epoch {res.best_epoch}: validation accuracy {sc['accuracy']:.3f}, balanced "
           f"{sc['balanced_accuracy']:.3f} (recall: {per}) -> {args.out}/best.json")
     return 0
@@ -202,6 +207,10 @@ def add_parser(sub) -> None:
                    help="training windows moved at random by up to this many beams along "
                         "each axis, for catalogue positions off the cores (0.5)")
     t.add_argument("--width", type=int, default=16, help="the first conv's filters (16)")
+    t.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="first a K-fold cross-validation (each fold's sources held out "
+                        "once; their accuracies' mean and spread, cross_validation.json), "
+                        "then the model as without: for small labelled sets")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-figure", action="store_true", help="no training.png")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -17,6 +17,7 @@ the validation sources (:mod:`.probability_calibration`).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -61,7 +62,7 @@ from .probability_calibration import (
 )
 
 __all__ = ["ClassifierSettings", "LabelledField", "labelled_field", "split_validation",
-           "ClassifierResult", "train_classifier", "train_classifier_on_stamps",
+           "ClassifierResult", "train_classifier", "train_classifier_on_stamps", "fold_splits",
            "stamp_fields", "HISTORY_FILE"]
 
 HISTORY_FILE = "history.csv"
@@ -74,7 +75,9 @@ class ClassifierSettings:
     (0: the number of classes times the largest class's training sources, within
     256-8192), ``width`` (the first conv's filters), ``seed``, ``shift_beams`` (the
     training windows moved by up to this many beams: a catalogue's positions are not
-    exactly the cores'), the cutouts' geometry."""
+    exactly the cores'), ``folds`` (2 or more: first a k-fold cross-validation, each fold
+    held out once, for the accuracy's spread on a small labelled set), the cutouts'
+    geometry."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -85,6 +88,7 @@ class ClassifierSettings:
     width: int = 16
     seed: int = 0
     shift_beams: float = 0.5
+    folds: int = 0
     cutout: CutoutSpec = CutoutSpec()
 
     def __post_init__(self) -> None:
@@ -93,6 +97,8 @@ class ClassifierSettings:
         as_int(self.samples_per_epoch, "samples_per_epoch", minimum=0)
         as_int(self.width, "width", minimum=1)
         as_int(self.seed, "seed", minimum=0)
+        if as_int(self.folds, "folds", minimum=0) == 1:
+            raise ValueError("folds: 0 (no cross-validation) or 2 or more")
         as_bounded_float(self.learning_rate, "learning_rate")
         as_bounded_float(self.weight_decay, "weight_decay", strict=False)
         as_bounded_float(self.shift_beams, "shift_beams", strict=False)
@@ -160,10 +166,24 @@ def split_validation(labels: np.ndarray, n_classes: int, fraction: float,
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def fold_splits(labels: np.ndarray, n_classes: int, folds: int,
+                seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (training, validation) index pairs: each class's sources dealt at random
+    (by ``seed``) into the folds, each fold the validation once."""
+    rng = np.random.default_rng([seed, 13])
+    fold = np.empty(labels.size, np.int64)
+    for k in range(n_classes):
+        idx = rng.permutation(np.flatnonzero(labels == k))
+        fold[idx] = (np.arange(idx.size) + rng.integers(folds)) % folds
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(folds)]
+
+
 @dataclass(frozen=True)
 class ClassifierResult:
     """The run's folder, ``history`` (one dict per epoch), the best epoch, its validation
-    confusion matrix and scores (:func:`.morphology.class_scores`), and the class names."""
+    confusion matrix and scores (:func:`.morphology.class_scores`), and the class names;
+    ``cross_validation``: with ``folds``, each fold's best scores, their mean and spread and
+    the folds' summed confusion matrix (also ``cross_validation.json`` in the run)."""
 
     out: str
     history: list[dict[str, Any]]
@@ -171,6 +191,7 @@ class ClassifierResult:
     confusion: np.ndarray
     scores: dict[str, Any]
     classes: tuple[str, ...]
+    cross_validation: dict[str, Any] | None = None
 
 
 class _Pool:
@@ -315,7 +336,43 @@ def _checked_classes(classes: Sequence[str]) -> tuple[str, ...]:
 def _train(fields: list[LabelledField], classes: tuple[str, ...], out: str,
            s: ClassifierSettings, start: Any, log: Callable[[str], None], progress: bool,
            figure: bool) -> ClassifierResult:
-    """The training loop of :func:`train_classifier` on labelled fields."""
+    """:func:`_train_split` on the settings' validation split, after a cross-validation
+    over ``s.folds`` folds when asked."""
+    os.makedirs(out, exist_ok=True)
+    cv = None
+    if s.folds:
+        labels = np.concatenate([f.labels for f in fields])
+        runs = []
+        for f, split in enumerate(fold_splits(labels, len(classes), s.folds, s.seed)):
+            log(f"cross-validation, fold {f + 1}/{s.folds}")
+            runs.append(_train_split(fields, classes, os.path.join(out, f"fold_{f + 1}"), s,
+                                     start, lambda m: None, progress, False, split))
+        cv = _cross_validation(runs, classes)
+        with atomic_write(os.path.join(out, "cross_validation.json")) as fh:
+            fh.write(json.dumps(cv, indent=1).encode() + b"\n")
+        log(f"cross-validation ({s.folds} folds): accuracy {cv['accuracy_mean']:.3f} +- "
+            f"{cv['accuracy_std']:.3f}, balanced {cv['balanced_accuracy_mean']:.3f} +- "
+            f"{cv['balanced_accuracy_std']:.3f}")
+    res = _train_split(fields, classes, out, s, start, log, progress, figure)
+    return res if cv is None else replace(res, cross_validation=cv)
+
+
+def _cross_validation(runs: list[ClassifierResult], classes: tuple[str, ...]) -> dict[str, Any]:
+    acc = np.array([r.scores["accuracy"] for r in runs])
+    bal = np.array([r.scores["balanced_accuracy"] for r in runs])
+    return {"folds": len(runs), "accuracy": acc.tolist(), "balanced_accuracy": bal.tolist(),
+            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)),
+            "balanced_accuracy_mean": float(bal.mean()),
+            "balanced_accuracy_std": float(bal.std(ddof=1)), "classes": list(classes),
+            "confusion": sum(r.confusion for r in runs).tolist()}
+
+
+def _train_split(fields: list[LabelledField], classes: tuple[str, ...], out: str,
+                 s: ClassifierSettings, start: Any, log: Callable[[str], None],
+                 progress: bool, figure: bool,
+                 split: tuple[np.ndarray, np.ndarray] | None = None) -> ClassifierResult:
+    """The training loop of :func:`train_classifier` on labelled fields, the validation
+    sources those of ``split`` (else the settings' stratified fraction)."""
     os.makedirs(out, exist_ok=True)
     pool = _Pool(fields)
     k = len(classes)
@@ -324,7 +381,8 @@ def _train(fields: list[LabelledField], classes: tuple[str, ...], out: str,
         few = [f"{classes[j]} ({counts[j]})" for j in np.flatnonzero(counts < 2)]
         raise ValueError(f"classes: too few labelled sources on the images for {', '.join(few)}"
                          ": two or more each (one to train on, one to check)")
-    train, val = split_validation(pool.labels, k, s.val_fraction, s.seed)
+    train, val = split if split is not None else split_validation(pool.labels, k,
+                                                                  s.val_fraction, s.seed)
     priors = counts / counts.sum()  # the labelled population's; training draws them equal
     log("labelled sources: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         + f"; {train.size} to train on, {val.size} held out")

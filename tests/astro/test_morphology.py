@@ -333,6 +333,40 @@ def test_training_and_applying_on_postage_stamps(fields, tmp_path, capsys):
     assert "no column 'file'" in capsys.readouterr().err
 
 
+def test_fold_splits_are_stratified_and_cover_every_source():
+    from cianna_jax.astro.morphology_training import fold_splits
+
+    labels = np.repeat([0, 1, 2], [10, 7, 3])
+    splits = fold_splits(labels, 3, 4, seed=2)
+    val = np.concatenate([v for _, v in splits])
+    np.testing.assert_array_equal(np.sort(val), np.arange(labels.size))  # each once
+    for train, v in splits:
+        assert np.intersect1d(train, v).size == 0 and train.size + v.size == labels.size
+    per = np.array([np.bincount(labels[v], minlength=3) for _, v in splits])
+    assert np.all(per.max(axis=0) - per.min(axis=0) <= 1)  # each class dealt evenly
+
+
+def test_cross_validation_holds_every_source_out_once(fields, tmp_path):
+    from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
+
+    _, ((img1, cat1), _) = fields
+    s = ClassifierSettings(epochs=1, batch_size=16, width=4, samples_per_epoch=32, folds=3,
+                           cutout=CutoutSpec(8.0, 16, 3.0))
+    lines: list[str] = []
+    res = train_classifier([img1], [cat1], "morphology", str(tmp_path / "cv"), settings=s,
+                           log=lines.append, progress=False, figure=False)
+    cv = res.cross_validation
+    from cianna_jax.astro.catalogue import read_catalogue
+
+    assert cv["folds"] == 3 and len(cv["accuracy"]) == 3
+    assert int(np.sum(cv["confusion"])) == len(read_catalogue(cat1))  # every source once
+    assert (tmp_path / "cv" / "cross_validation.json").is_file()
+    assert (tmp_path / "cv" / "fold_3" / "best.json").is_file()
+    assert any(m.startswith("cross-validation (3 folds): accuracy") for m in lines)
+    with pytest.raises(ValueError, match="folds"):
+        ClassifierSettings(folds=1)
+
+
 def test_divergence_and_a_classifier_at_chance_are_said(fields, tmp_path, monkeypatch):
     from cianna_jax.astro import morphology_training as mt
 
