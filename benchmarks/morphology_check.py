@@ -281,12 +281,22 @@ def through_detector(detector: str, model, image: str, truth, tmp: str) -> list[
                             / np.maximum(np.asarray(truth["las"])[fr2] / 4, beam)) < 1
                      for r in pc], bool)
     pcls = np.asarray(pc["morph_class"]).astype(str)
+    from cianna_jax.astro.association import associated
+
+    merged = associated(read_catalogue(srl), pc, ["fr2"])
+    two = np.asarray(merged["n_components"]) == 2
+    one_source = sum(bool(np.any(angular_separation(
+        np.asarray(merged["ra"])[two], np.asarray(merged["dec"])[two], truth["ra"][i],
+        truth["dec"][i]) * 3600 < max(truth["las"][i] / 4, beam))) for i in fr2)
     names, counts = np.unique(pcls[~real], return_counts=True)
     lines.append(f"  doubles (scale 120 arcsec): {len(pc)} pairs, {int(real.sum())} at an FR "
                  f"II's centre, {int(np.sum(pcls[real] == 'fr2'))} of them classified fr2; "
                  f"{int(np.sum(pcls[~real] == 'fr2'))} of the other {int((~real).sum())} "
                  "classified fr2 as well (the other: "
                  + ", ".join(f"{c} {n}" for c, n in zip(names, counts)) + ")")
+    lines.append(f"  associated (the fr2 pairs merged): {len(merged)} sources, "
+                 f"{int(two.sum())} of two lobes; {one_source} of the {fr2.size} FR IIs one "
+                 "source at their centre")
     return lines
 
 

@@ -74,23 +74,27 @@ def crossid(args) -> int:
 def doubles(args) -> int:
     """``cianna-jax doubles``: the pairs (their centres, where a host is looked for) and,
     with ``--flagged``, the catalogue with its ``double`` columns."""
+    import numpy as np
+
     from .astro.catalogue import catalogue_format, read_catalogue, write_catalogue
     from .astro.doubles import find_doubles, format_doubles
 
-    for path in (args.out, args.flagged):  # refused before the work
+    for path in (args.out, args.flagged, args.merged):  # refused before the work
         if path:
             catalogue_format(path)
     if bool(args.classifier) != bool(args.image):
         raise ValueError("--classifier, --image: the pairs are classified at their centres "
                          "on the image: give both")
+    if bool(args.merged) != bool(args.associate) or (args.merged and not args.classifier):
+        raise ValueError("--merged, --associate: the catalogue with the pairs of these classes "
+                         "merged (e.g. --associate fr1,fr2), after --classifier: give them "
+                         "together")
     d = find_doubles(read_catalogue(args.catalogue), scale=args.scale,
                      max_ratio=args.max_ratio, chance_draws=args.chance_draws,
                      seed=args.seed, what=args.catalogue)
     pairs = d.pairs
     print(format_doubles(d))
     if args.classifier:
-        import numpy as np
-
         from .astro.morphology import CLASS_COLUMN, load_classifier
         from .astro.morphology_apply import classify_sources
 
@@ -106,6 +110,15 @@ def doubles(args) -> int:
     if args.flagged:
         write_catalogue(d.table, args.flagged)
         print(f"the catalogue with its double and double_partner columns -> {args.flagged}")
+    if args.merged:
+        from .astro.association import associated
+
+        classes = [c.strip() for c in args.associate.split(",") if c.strip()]
+        merged = associated(read_catalogue(args.catalogue), pairs, classes, what=args.catalogue)
+        n = int(np.sum(np.asarray(merged["n_components"]) == 2))
+        write_catalogue(merged, args.merged)
+        print(f"{n} pairs classified {', '.join(classes)} merged into one source each: "
+              f"{len(merged)} sources -> {args.merged}")
     return 0
 
 
@@ -179,6 +192,12 @@ def add_parser(sub) -> None:
                         "classify's model; one trained with chance pairs, simulate "
                         "--pair-fraction, tells radio galaxies from chance pairs)")
     d.add_argument("--image", default=None, help="with --classifier: the catalogue's image")
+    d.add_argument("--associate", default=None, metavar="CLASSES",
+                   help="with --classifier and --merged: the classes (by commas, e.g. "
+                        "fr1,fr2) whose pairs are one radio galaxy")
+    d.add_argument("--merged", default=None, metavar="PATH",
+                   help="the catalogue with those pairs merged into one source each (summed "
+                        "flux, centre, separation as the size, n_components, associated)")
 
     lum = sub.add_parser("luminosity", help="radio luminosities (and physical sizes) of a "
                                             "catalogue's sources with redshifts")

@@ -93,3 +93,33 @@ def test_the_command_line_and_bad_inputs(tmp_path, capsys):
         find_doubles(_table([0], [0], [0.01]))
     with pytest.raises(ValueError, match="max_ratio"):
         find_doubles(_table([0, 1], [0, 0], [0.01, 0.01]), max_ratio=0.5)
+
+
+def test_confirmed_pairs_merged_into_one_source_each():
+    # two lobes of one radio galaxy and a chance pair: only the pair of a confirmed class is
+    # merged (summed flux, flux-weighted centre, the separation as its size, the pair's axis)
+    from cianna_jax.astro.association import associated
+
+    t = make_table({"id": [1, 2, 3, 4, 5], "ra": [10.0, 10.01, 11.0, 11.01, 12.0],
+                    "dec": [0.0, 0.0, 0.0, 0.0, 0.0], "flux": [1e-3, 3e-3, 2e-3, 2e-3, 1e-3],
+                    "bmaj": [5.0, 6.0, 5.0, 5.0, 5.0], "bmin": [4.0, 3.0, 4.0, 4.0, 4.0],
+                    "pa": [0.0, 0.0, 0.0, 0.0, 0.0]},
+                   units={"ra": "deg", "dec": "deg", "flux": "Jy", "bmaj": "arcsec",
+                          "bmin": "arcsec", "pa": "deg"})
+    pairs = make_table({"number": [1, 2], "row_1": [0, 2], "row_2": [1, 3],
+                        "ra": [10.0075, 11.005], "dec": [0.0, 0.0], "flux": [4e-3, 4e-3],
+                        "sep": [36.0, 36.0], "pa": [90.0, 90.0],
+                        "morph_class": ["fr2", "pair"]})
+    m = associated(t, pairs, ["fr1", "fr2"])
+    assert len(m) == 4 and list(m["id"]) == [1, 3, 4, 5]
+    row = m[0]
+    assert row["flux"] == pytest.approx(4e-3) and row["ra"] == pytest.approx(10.0075)
+    assert row["bmaj"] == pytest.approx(36.0) and row["bmin"] == pytest.approx(4.0)
+    assert row["pa"] == pytest.approx(90.0)
+    assert list(m["n_components"]) == [2, 1, 1, 1] and list(m["associated"]) == [1, 0, 0, 0]
+    # fluxes in mJy keep their unit
+    t["flux"] = t["flux"].to("mJy")
+    assert associated(t, pairs, ["fr2"])["flux"][0] == pytest.approx(4.0)
+    with pytest.raises(CatalogueError, match="classify them first"):
+        associated(t, pairs[["number", "row_1", "row_2", "ra", "dec", "flux", "sep", "pa"]],
+                   ["fr2"])

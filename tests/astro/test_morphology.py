@@ -442,6 +442,15 @@ def test_command_line_and_its_errors(fields, tmp_path, capsys):
                  "--chance-draws", "2", "--classifier", run, "--image", img2]) == 0
     assert "the pairs' centres classified" in capsys.readouterr().out
     assert "morph_class" in Table.read(pairs).colnames
+    merged = str(tmp_path / "merged.ecsv")
+    assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--scale", "300",
+                 "--chance-draws", "2", "--classifier", run, "--image", img2, "--associate",
+                 "fr2", "--merged", merged]) == 0
+    assert "merged into one source each" in capsys.readouterr().out
+    m = Table.read(merged)
+    assert len(m) == len(Table.read(cat2)) - int(np.sum(m["n_components"] == 2))
+    assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--merged", merged]) == 2
+    assert "give them together" in capsys.readouterr().err
     assert main(["doubles", "--catalogue", cat2, "--out", pairs, "--classifier", run]) == 2
     assert "give both" in capsys.readouterr().err
     # priors: the classes' frequencies the probabilities are for
