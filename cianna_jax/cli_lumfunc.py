@@ -42,9 +42,10 @@ def lumfunc(args) -> int:
         rest_freq_hz=None if args.rest_freq_mhz is None else args.rest_freq_mhz * 1e6,
         z_edges=z_edges, dex=args.dex, cosmology=args.cosmology,
         z_weights=not args.no_z_weights, min_completeness=args.min_completeness,
-        z_err_column=args.z_err_column, z_draws=args.z_draws)
+        z_err_column=args.z_err_column, z_draws=args.z_draws, select=args.select)
     m = lf.meta
-    print(f"{m['n_used']} of {m['n_sources']} sources ({m['n_with_z']} with a redshift"
+    print((f"selected: {m['selected']}; " if m.get("selected") else "")
+          + f"{m['n_used']} of {m['n_sources']} sources ({m['n_with_z']} with a redshift"
           + (", weighted for those without in their flux bin" if m["z_weights"] else "")
           + (f"; their errors propagated by {m['z_draws']} draws" if "z_draws" in m else "")
           + f"); coverage: {m['coverage']}; {m['cosmology']}")
@@ -78,6 +79,10 @@ def add_parser(sub) -> None:
     p.add_argument("--catalogue", required=True,
                    help="the catalogue (flux; peak; a redshift column: e.g. crossid --keep)")
     p.add_argument("--z-column", required=True, metavar="NAME", help="the redshifts")
+    p.add_argument("--select", default=None, metavar="COLUMN=VALUES",
+                   help="only the rows whose column is one of these values (by commas), "
+                        "e.g. morph_class=fr1,fr2 or class=3: a subpopulation's function "
+                        "over the same coverage")
     p.add_argument("--z-err-column", default=None, metavar="NAME",
                    help="the redshifts' 1-sigma errors (photometric redshifts): propagated "
                         "by --z-draws draws of every redshift into the errors (phi_err_z)")

@@ -445,7 +445,8 @@ def counts(args) -> int:
                         completeness=args.completeness, per_decade=args.per_decade,
                         min_completeness=args.min_completeness, hdu=args.hdu,
                         visibility_snr=args.visibility_snr, primary_beam=args.pb,
-                        pb_min=args.pb_min, noise_box=args.noise_box, unfold=args.unfold)
+                        pb_min=args.pb_min, noise_box=args.noise_box, unfold=args.unfold,
+                        select=args.select)
     t = c.table()
     write_catalogue(t, args.out)
     scale, unit = flux_unit(c.edges)

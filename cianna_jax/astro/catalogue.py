@@ -35,7 +35,7 @@ from .skymodel import (
 
 __all__ = ["CatalogueError", "FORMATS", "catalogue_shapes", "to_bbs", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
-           "warn_unitless_sizes",
+           "warn_unitless_sizes", "selected_rows",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
            "to_sdc2", "read_sdc2", "sdc2_columns", "disc_inclination", "W20_FRAME"]
 
@@ -486,6 +486,33 @@ def warn_unitless_sizes(col: Any, arcsec: np.ndarray, what: str) -> None:
 #: other columns, as elsewhere ``a`` and ``b`` mean other things (SExtractor: rms axes)
 _AEGEAN_SIGNATURE = frozenset({"island", "source", "local_rms", "int_flux", "peak_flux"})
 _AEGEAN_SIZES = {"bmaj": "a", "bmin": "b"}
+
+
+def selected_rows(table: Any, select: str | None, what: str = "catalogue") -> Any:
+    """The rows of ``table`` whose column is one of the values of ``select``,
+    ``"COLUMN=V1,V2"`` (compared as text: ``morph_class=fr1,fr2``, ``class=3``): a
+    subpopulation (star-forming galaxies, AGN) counted over the whole survey's coverage.
+    ``select`` None: the table as it is. ValueError naming a malformed selection, a missing
+    column or an empty result."""
+    if select is None:
+        return table
+    name, sep, values = str(select).partition("=")
+    wanted = {v.strip() for v in values.split(",") if v.strip()}
+    if not sep or not name.strip() or not wanted:
+        raise ValueError(f"--select: COLUMN=VALUE[,VALUE...], received {select!r}")
+    col = find_column(table, name.strip())
+    if col is None:
+        raise ValueError(f"--select: {what} has no column {name.strip()!r} (its columns: "
+                         f"{', '.join(table.colnames)})")
+    text = np.ma.filled(np.ma.asarray(table[col]).astype(str), "")
+    keep = np.array([str(v).strip() in wanted for v in np.asarray(text).ravel()], bool)
+    if not keep.any():
+        raise ValueError(f"--select: no row of {what} has {col} in {sorted(wanted)}")
+    out = table[keep]
+    out.meta = dict(table.meta)
+    out.meta["selected"] = f"{col} in {', '.join(sorted(wanted))} ({int(keep.sum())} of "
+    out.meta["selected"] += f"{len(table)} rows)"
+    return out
 
 
 def find_column(table: Any, name: str) -> str | None:

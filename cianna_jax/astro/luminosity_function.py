@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
-from .catalogue import CatalogueError, column_values, make_table, read_catalogue
+from .catalogue import CatalogueError, column_values, make_table, read_catalogue, selected_rows
 from .fits_image import open_image
 from .luminosity import cosmology_by_name, radio_luminosity
 from .primary_beam import finding_beam
@@ -305,7 +305,7 @@ def catalogue_luminosity_function(
         z_edges: Any = (0.1, 0.5, 1.0, 2.0, 3.0), dex: float = 0.4,
         cosmology: str = "Planck18", z_weights: bool = True,
         min_completeness: float = 0.5, z_err_column: str | None = None, z_draws: int = 50,
-        seed: int = 0) -> LuminosityFunction:
+        seed: int = 0, select: str | None = None) -> LuminosityFunction:
     """The luminosity function of a catalogue file's sources with a redshift (``z_column``;
     ``flux`` in Jy, ``peak`` for the coverage when it has one) over one of three coverages:
     ``area_deg2`` with a ``flux_limit`` (Jy); ``image`` (one, or a mosaic's list) with its
@@ -318,9 +318,11 @@ def catalogue_luminosity_function(
     luminosity at its far redshift reaches ``min_completeness``. ``z_err_column``: the
     redshifts' 1-sigma errors (photometric redshifts), propagated by ``z_draws`` draws of
     every redshift (Gaussian, kept above 0; ``seed``): ``phi_err_z`` the draws' scatter per
-    bin, added in quadrature to the Poisson error in ``phi_err``."""
+    bin, added in quadrature to the Poisson error in ``phi_err``. ``select``
+    (``"COLUMN=V1,V2"``, :func:`.catalogue.selected_rows`): the function of that
+    subpopulation only (star-forming galaxies, AGN), over the same coverage."""
     name = os.fspath(catalogue)
-    t = read_catalogue(catalogue)
+    t = selected_rows(read_catalogue(catalogue), select, name)
     images = [] if image is None else (list(image) if isinstance(image, (list, tuple))
                                        else [image])
     if (flux_limit is not None) + bool(images and completeness is None) + (
@@ -383,7 +385,7 @@ def catalogue_luminosity_function(
                              **kw)
     lf.meta.update(catalogue=name, z_column=z_column, n_sources=len(t),
                    n_with_z=int(has_z.sum()), z_weights=bool(z_weights), alpha=float(alpha),
-                   alpha_column=alpha_column)
+                   alpha_column=alpha_column, selected=t.meta.get("selected"))
     if z_err_column is not None:
         z_err = np.abs(np.nan_to_num(column_values(t, z_err_column, name), nan=0.0))
         lf = _with_z_errors(lf, flux, zz, z_err, cov, as_int(z_draws, "z_draws", minimum=2),

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
-from .catalogue import CatalogueError, column_values, make_table, read_catalogue
+from .catalogue import (
+    CatalogueError,
+    column_values,
+    make_table,
+    read_catalogue,
+    selected_rows,
+)
 from .fits_image import FitsImage, open_image
 from .hi_mass import ARCSEC_PER_RAD
 from .injection import flux_edges
@@ -260,7 +266,8 @@ def count_catalogue(catalogue: str | os.PathLike, *,
                     per_decade: int = 5, min_completeness: float = 0.5,
                     hdu: int | str | None = None, visibility_snr: float | None = None,
                     primary_beam: Any = None, pb_min: float | None = None,
-                    noise_box: int | None = None, unfold: bool = False) -> SourceCounts:
+                    noise_box: int | None = None, unfold: bool = False,
+                    select: str | None = None) -> SourceCounts:
     """The source counts of a catalogue file (its ``flux`` column, or another finder's
     name for it such as PyBDSF's ``Total_flux``, in Jy whatever its unit, and its
     ``reliability`` column when it has one) over the area of ``image``'s data or
@@ -279,7 +286,9 @@ def count_catalogue(catalogue: str | os.PathLike, *,
     completeness at its measured flux, the counts unfolded from measured to true fluxes
     with the injection's whole response (its ``injected.ecsv``: which sources were found,
     at what flux; :mod:`.unfolding`), which takes out the flux boosting near the detection
-    limit too (one injection report; ``completeness`` then the bins' efficiencies)."""
+    limit too (one injection report; ``completeness`` then the bins' efficiencies).
+    ``select`` (``"COLUMN=V1,V2"``, :func:`.catalogue.selected_rows`): the counts of that
+    subpopulation only, over the same area and corrections."""
     images = _paths(image)
     reports = _paths(completeness)
     if (not images) == (area_deg2 is None):
@@ -304,7 +313,7 @@ def count_catalogue(catalogue: str | os.PathLike, *,
         raise ValueError(f"primary_beam: one, or one per image ({len(images)}); received "
                          f"{len(beams)}")
     pbs = [finding_beam(b, pb_min) for b in beams]
-    t = read_catalogue(catalogue)
+    t = selected_rows(read_catalogue(catalogue), select, os.fspath(catalogue))
     name = os.fspath(catalogue)
     box = as_int(noise_box if noise_box is not None else t.meta.get("noise_box", 128),
                  "noise_box" if noise_box is not None else f"{name}: meta noise_box", minimum=8)

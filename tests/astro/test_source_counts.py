@@ -146,3 +146,29 @@ def test_count_catalogue_and_cli(tmp_path, capsys):
     write_catalogue(make_table({"x": flux}), tmp_path / "noflux.ecsv")
     with pytest.raises(CatalogueError, match="no flux column"):
         count_catalogue(tmp_path / "noflux.ecsv", area_deg2=2.0)
+
+
+def test_a_subpopulation_counted_over_the_same_area(tmp_path, capsys):
+    # --select: the rows of one class only (a classifier's morph_class, a truth's class)
+    from cianna_jax.astro.catalogue import selected_rows
+    from cianna_jax.cli import main
+
+    rng = np.random.default_rng(2)
+    flux = 10 ** rng.uniform(-4, -2, 300)
+    kind = np.where(rng.uniform(size=300) < 0.3, "fr2", "sfg")
+    t = make_table({"flux": flux, "morph_class": kind, "code": np.where(kind == "fr2", 1, 3)})
+    write_catalogue(t, tmp_path / "all.ecsv")
+    write_catalogue(t[kind == "fr2"], tmp_path / "fr2.ecsv")
+    sub = count_catalogue(tmp_path / "all.ecsv", area_deg2=1.0, select="morph_class=fr2")
+    alone = count_catalogue(tmp_path / "fr2.ecsv", area_deg2=1.0)
+    assert int(sub.n.sum()) == int(np.sum(kind == "fr2"))
+    np.testing.assert_array_equal(sub.n[np.isin(sub.edges[:-1], alone.edges[:-1])],
+                                  alone.n[np.isin(alone.edges[:-1], sub.edges[:-1])])
+    assert len(selected_rows(t, "code=1, 3")) == 300 and len(selected_rows(t, None)) == 300
+    for bad, msg in (("morph_class", "COLUMN=VALUE"), ("kind=x", "no column 'kind'"),
+                     ("morph_class=fr1", "no row")):
+        with pytest.raises(ValueError, match=msg):
+            selected_rows(t, bad)
+    assert main(["counts", "--catalogue", str(tmp_path / "all.ecsv"), "--area-deg2", "1",
+                 "--select", "morph_class=sfg", "--out", str(tmp_path / "c.ecsv")]) == 0
+    assert f"{int(np.sum(kind == 'sfg'))} sources over" in capsys.readouterr().out
