@@ -56,7 +56,7 @@ def clustering(args) -> int:
         randoms_per_source=args.randoms_per_source, naive=args.uniform_too, nz=nz,
         epsilon=args.epsilon, cosmology=args.cosmology, cross=args.cross,
         cross_randoms=args.cross_randoms, bias=args.bias, bias_scale=args.bias_scale,
-        nonlinear=args.nonlinear, seed=args.seed)
+        nonlinear=args.nonlinear, seed=args.seed, select=args.select)
     print(format_clustering(res))
     if args.randoms_out:
         write_catalogue(res.randoms.table(meta={"clustering": res.correlation.meta}),
@@ -131,6 +131,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bias-scale", type=float, default=5.0, metavar="MPC_H",
                    help="with --bias: the bins beyond this comoving scale at the median "
                         "redshift (default 5 h^-1 Mpc; smaller ones are non-linear)")
+    p.add_argument("--select", default=None, metavar="COLUMN=VALUES",
+                   help="only the rows whose column is one of these values (by commas), e.g. "
+                        "morph_class=fr1,fr2: a subpopulation's clustering")
     p.add_argument("--nonlinear", action="store_true",
                    help="with --bias: against the matter's non-linear spectrum (halofit, "
                         "Takahashi et al. 2012), which holds to smaller --bias-scale "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_bounded_float, as_int
-from .catalogue import CatalogueError, column_values, read_catalogue
+from .catalogue import CatalogueError, column_values, read_catalogue, selected_rows
 from .clustering import (
     Correlation,
     angular_correlation,
@@ -89,7 +89,8 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
                        cross: str | os.PathLike | None = None,
                        cross_randoms: str | os.PathLike | None = None,
                        bias: bool = False, bias_scale: float = 5.0,
-                       nonlinear: bool = False, seed: int = 0) -> ClusteringResult:
+                       nonlinear: bool = False, seed: int = 0,
+                       select: str | None = None) -> ClusteringResult:
     """``w(theta)`` of a catalogue's sources (its ``ra``, ``dec``, ``flux``; ``peak`` for
     the detection, else the flux: point sources) found on ``image`` (a source list rather
     than Gaussians: a source's components would add pairs at small separations); several
@@ -118,6 +119,9 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     ``N(z)`` over the bins beyond ``bias_scale`` h^-1 Mpc (:mod:`.galaxy_bias`; with
     ``nonlinear``, against halofit's non-linear matter spectrum, :mod:`.halofit`).
 
+    ``select`` (``"COLUMN=V1,V2"``, :func:`.catalogue.selected_rows`): the clustering of
+    that subpopulation only, its randoms drawn from its own fluxes.
+
     ``cross``: another catalogue (``ra``, ``dec``: galaxies, quasars, clusters): instead,
     the cross-correlation of the selected sources with its objects on the image's data
     (:mod:`.cross_clustering`), by Landy & Szalay's cross estimator with its randoms
@@ -143,7 +147,7 @@ def measure_clustering(catalogue: str | os.PathLike, image: Any, *, rms_map: Any
     if cross is not None and nz is not None:
         raise ValueError("nz: the clustering length is for a catalogue's own correlation, "
                          "not a cross-correlation")
-    src = _read_sources(catalogue, rms_map, primary_beam)
+    src = _read_sources(catalogue, rms_map, primary_beam, select)
     t, ra, dec, flux, peak = src.table, src.ra, src.dec, src.flux, src.peak
     box = noise_box if noise_box is not None else t.meta.get("noise_box", 128)
     with ExitStack() as stack:
@@ -217,11 +221,12 @@ class _Sources:
     point: bool
 
 
-def _read_sources(catalogue: str | os.PathLike, rms_map: Any, primary_beam: Any) -> _Sources:
-    """The catalogue's columns, with warnings where the randoms would miss how it was
-    made (an adaptive noise map, a primary beam not given)."""
+def _read_sources(catalogue: str | os.PathLike, rms_map: Any, primary_beam: Any,
+                  select: str | None = None) -> _Sources:
+    """The catalogue's columns (its ``select`` rows), with warnings where the randoms would
+    miss how it was made (an adaptive noise map, a primary beam not given)."""
     name = os.fspath(catalogue)
-    t = read_catalogue(catalogue)
+    t = selected_rows(read_catalogue(catalogue), select, name)
     ra, dec = column_values(t, "ra", name), column_values(t, "dec", name)
     flux = column_values(t, "flux", name)
     if ra is None or dec is None or flux is None:

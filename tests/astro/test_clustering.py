@@ -272,6 +272,27 @@ def test_randoms_take_out_the_noise_pattern(tmp_path):
     assert "randoms with their selection" in text and "w uniform" in text
 
 
+def test_a_subpopulations_clustering(tmp_path, capsys):
+    # --select: the rows of one kind only, their randoms drawn from their own fluxes
+    from cianna_jax.astro.catalogue import read_catalogue
+    from cianna_jax.cli import main
+
+    img_p, rms_p, cat_p = _field(tmp_path, 6, hole=False)
+    t = read_catalogue(cat_p)
+    t["kind"] = np.where(np.arange(len(t)) % 2 == 0, "a", "b")
+    write_catalogue(t, tmp_path / "kinds.ecsv")
+    counts = {}
+    for sel in (None, "kind=a"):
+        out = tmp_path / f"w_{sel}.ecsv"
+        argv = ["clustering", "--catalogue", str(tmp_path / "kinds.ecsv"), "--image",
+                str(img_p), "--rms-map", str(rms_p), "--out", str(out), "--bins", "3",
+                "--jackknife", "4", "--no-fit"] + (["--select", sel] if sel else [])
+        assert main(argv) == 0
+        counts[sel] = read_catalogue(out).meta["clustering"]["n_data"]
+    capsys.readouterr()
+    assert abs(counts["kind=a"] - counts[None] / 2) <= 0.1 * counts[None]
+
+
 def test_command_line_and_errors(tmp_path, capsys):
     from cianna_jax.cli import main
 
