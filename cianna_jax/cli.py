@@ -631,10 +631,8 @@ def _parser() -> argparse.ArgumentParser:
     cnt.add_argument("--out", required=True, help="counts table (.ecsv, .csv, .fits, .xml)")
     cnt.add_argument("--figure", default=None, metavar="PNG", help="also draw the counts")
     cnt.add_argument("--per-decade", type=int, default=5, help="flux bins per decade (5)")
-    cnt.add_argument("--select", default=None, metavar="COLUMN=VALUES",
-                     help="only the rows whose column is one of these values (by commas), "
-                          "e.g. morph_class=sfg: a subpopulation's counts over the same "
-                          "area and corrections")
+    cli_tables.select_option(cnt, "morph_class=sfg", "counts over the same area and "
+                                                     "corrections")
     cnt.add_argument("--unfold", action="store_true",
                      help="with --completeness: unfold the counts from measured to true "
                           "fluxes with the injection's whole response (its injected.ecsv), "

@@ -47,7 +47,6 @@ def _train(args) -> int:
     from .astro.morphology_cutouts import CutoutSpec
     from .astro.morphology_training import (
         ClassifierSettings,
-        label_strings,
         train_classifier,
         train_classifier_on_stamps,
     )
@@ -68,11 +67,11 @@ def _train(args) -> int:
     common = dict(classes=classes, settings=settings, progress=not args.quiet,
                   figure=not args.no_figure, init_from=args.init_from)
     if args.stamps:
-        from .astro.catalogue import find_column
+        from .astro.catalogue import column_text, find_column
 
         table, files = _stamp_list(args.stamps, args.label_column)
         res = train_classifier_on_stamps(
-            files, label_strings(table[find_column(table, args.label_column)]), args.out,
+            files, column_text(table[find_column(table, args.label_column)]), args.out,
             **common)
     else:
         res = train_classifier(images, cats, args.label_column, args.out, **common)

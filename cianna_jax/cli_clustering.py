@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .cli_tables import select_option
+
 __all__ = ["clustering", "add_parser"]
 
 
@@ -131,9 +133,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bias-scale", type=float, default=5.0, metavar="MPC_H",
                    help="with --bias: the bins beyond this comoving scale at the median "
                         "redshift (default 5 h^-1 Mpc; smaller ones are non-linear)")
-    p.add_argument("--select", default=None, metavar="COLUMN=VALUES",
-                   help="only the rows whose column is one of these values (by commas), e.g. "
-                        "morph_class=fr1,fr2: a subpopulation's clustering")
+    select_option(p, "morph_class=fr1,fr2", "clustering (its randoms from its own fluxes)")
     p.add_argument("--nonlinear", action="store_true",
                    help="with --bias: against the matter's non-linear spectrum (halofit, "
                         "Takahashi et al. 2012), which holds to smaller --bias-scale "

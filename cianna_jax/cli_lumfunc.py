@@ -7,6 +7,7 @@ import math
 import os
 
 from .cli_crossid import luminosity_options
+from .cli_tables import select_option
 
 __all__ = ["lumfunc", "add_parser"]
 
@@ -79,10 +80,7 @@ def add_parser(sub) -> None:
     p.add_argument("--catalogue", required=True,
                    help="the catalogue (flux; peak; a redshift column: e.g. crossid --keep)")
     p.add_argument("--z-column", required=True, metavar="NAME", help="the redshifts")
-    p.add_argument("--select", default=None, metavar="COLUMN=VALUES",
-                   help="only the rows whose column is one of these values (by commas), "
-                        "e.g. morph_class=fr1,fr2 or class=3: a subpopulation's function "
-                        "over the same coverage")
+    select_option(p, "morph_class=fr1,fr2 or class=3", "function over the same coverage")
     p.add_argument("--z-err-column", default=None, metavar="NAME",
                    help="the redshifts' 1-sigma errors (photometric redshifts): propagated "
                         "by --z-draws draws of every redshift into the errors (phi_err_z)")

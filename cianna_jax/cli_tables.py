@@ -12,7 +12,7 @@ import os
 __all__ = ["add_parsers", "sources", "spectral_index", "variability", "polarisation",
            "rm_synthesis", "counts", "reference", "cutouts", "qa", "stack", "transients",
            "alpha_map",
-           "write_with_figure"]
+           "write_with_figure", "select_option"]
 
 
 def sources(args) -> int:
@@ -397,6 +397,15 @@ def _with_alpha(t, a, name: str, alpha_name: str, max_err: float):
 
 def _hz(mhz: float | None) -> float | None:
     return None if mhz is None else mhz * 1e6
+
+
+def select_option(p, example: str, what: str) -> None:
+    """The ``--select COLUMN=VALUES`` option of the survey statistics (counts, lumfunc,
+    clustering): a subpopulation of the catalogue (:func:`.astro.catalogue.selected_rows`),
+    ``example`` a value such as ``morph_class=sfg``, ``what`` the result (its ``counts``...)."""
+    p.add_argument("--select", default=None, metavar="COLUMN=VALUES",
+                   help=f"only the rows whose column is one of these values (by commas), "
+                        f"e.g. {example}: a subpopulation's {what}")
 
 
 def write_with_figure(t, args, summary: str, plot) -> int:

@@ -35,7 +35,7 @@ from .skymodel import (
 
 __all__ = ["CatalogueError", "FORMATS", "catalogue_shapes", "to_bbs", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
-           "warn_unitless_sizes", "selected_rows",
+           "warn_unitless_sizes", "selected_rows", "column_text",
            "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
            "to_sdc2", "read_sdc2", "sdc2_columns", "disc_inclination", "W20_FRAME"]
 
@@ -488,6 +488,13 @@ _AEGEAN_SIGNATURE = frozenset({"island", "source", "local_rms", "int_flux", "pea
 _AEGEAN_SIZES = {"bmaj": "a", "bmin": "b"}
 
 
+def column_text(column: Any) -> list[str]:
+    """A column's values as stripped text (numbers as written: 1 -> "1"; masked entries
+    as ""): class labels, selections."""
+    values = np.ma.filled(np.ma.asarray(column).astype(str), "")
+    return [str(v).strip() for v in np.asarray(values).ravel()]
+
+
 def selected_rows(table: Any, select: str | None, what: str = "catalogue") -> Any:
     """The rows of ``table`` whose column is one of the values of ``select``,
     ``"COLUMN=V1,V2"`` (compared as text: ``morph_class=fr1,fr2``, ``class=3``): a
@@ -504,8 +511,7 @@ def selected_rows(table: Any, select: str | None, what: str = "catalogue") -> An
     if col is None:
         raise ValueError(f"--select: {what} has no column {name.strip()!r} (its columns: "
                          f"{', '.join(table.colnames)})")
-    text = np.ma.filled(np.ma.asarray(table[col]).astype(str), "")
-    keep = np.array([str(v).strip() in wanted for v in np.asarray(text).ravel()], bool)
+    keep = np.array([v in wanted for v in column_text(table[col])], bool)
     if not keep.any():
         raise ValueError(f"--select: no row of {what} has {col} in {sorted(wanted)}")
     out = table[keep]

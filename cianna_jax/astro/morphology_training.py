@@ -33,7 +33,7 @@ from ..io.atomic import atomic_write
 from ..io.network_file import save_network
 from ..network import init_params
 from ..progress import Progress
-from .catalogue import find_column, read_catalogue
+from .catalogue import column_text, find_column, read_catalogue
 from .cutouts import catalogue_pixels
 from .fits_image import open_image
 from .morphology import (
@@ -129,7 +129,7 @@ def labelled_field(image: str, catalogue: str, label_column: str, classes: Seque
     if col is None:
         raise ValueError(f"--label-column: {catalogue} has no column {label_column!r} (its "
                          f"columns: {', '.join(table.colnames)})")
-    labels = label_strings(table[col])
+    labels = column_text(table[col])
     img = open_image(image)
     x, y, *_ = catalogue_pixels(table, img, catalogue)
     on = on_image(x, y, img.shape)
@@ -143,13 +143,6 @@ def labelled_field(image: str, catalogue: str, label_column: str, classes: Seque
     stamps = read_stamps(img, noise, x[keep], y[keep], spec)
     lab = np.array([index[labels[r]] for r in keep], np.int64)
     return LabelledField(image, catalogue, stamps, lab, keep)
-
-
-def label_strings(column: Any) -> list[str]:
-    """A label column's values as stripped text (numbers as written: 1 -> "1"; masked
-    entries as "")."""
-    values = np.ma.filled(np.ma.asarray(column).astype(str), "")
-    return [str(v).strip() for v in np.asarray(values).ravel()]
 
 
 def split_validation(labels: np.ndarray, n_classes: int, fraction: float,
@@ -270,7 +263,7 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
             if col is None:
                 raise ValueError(f"--label-column: {cat} has no column {label_column!r} (its "
                                  f"columns: {', '.join(table.colnames)})")
-            found.update(v for v in label_strings(table[col]) if v)
+            found.update(v for v in column_text(table[col]) if v)
         classes = sorted(found)
     classes = _checked_classes(classes)
     fields = [labelled_field(i, c, label_column, classes, s.cutout, log)
