@@ -148,6 +148,13 @@ def _predict(args) -> int:
         from .astro.sources import format_grouping
 
         print(f"{format_grouping(res.table)} -> {args.source_list}")
+    if "det_class" in res.table.colnames:
+        from .astro.catalogue import column_text
+
+        names = res.table.meta.get("classes") or sorted(set(column_text(res.table["det_class"])))
+        found = column_text(res.table["det_class"])
+        print("classified by the detector (det_class, det_prob, det_p_<class>): "
+              + ", ".join(f"{found.count(c)} {c}" for c in names))
     if args.classifier:
         print(f"rows classified by {args.classifier} (morph_class, morph_prob, p_<class>)")
     for what, path in (("residual image", args.residual), ("model image", args.model_image),
@@ -188,7 +195,7 @@ def _val(args) -> int:
                    target_reliability=args.target_reliability, max_peaks=args.max_peaks,
                    primary_beam=_primary_beams(args), pb_min=args.pb_min,
                    compare_apparent=args.compare_apparent, bright=_bright_rule(args),
-                   adaptive_rms=_adaptive_rms(args))
+                   adaptive_rms=_adaptive_rms(args), class_column=args.class_column)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -534,6 +541,10 @@ def _parser() -> argparse.ArgumentParser:
                           "it is (not primary-beam corrected): their fluxes are divided by "
                           "the beam's response (default: taken as corrected; predict --pb's "
                           "own catalogues, with their pb column, always are)")
+    val.add_argument("--class-column", default=None, metavar="COLUMN",
+                     help="a detector that classifies: the truth's column of the classes it "
+                          "is scored against (default: the column it was trained with, when "
+                          "the truth has it): confusion matrix, accuracy, classes.png")
 
     inj = sub.add_parser("inject", help="add artificial sources to a FITS image (lines to a "
                                         "cube) and find them again: completeness, flux "

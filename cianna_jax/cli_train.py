@@ -13,7 +13,7 @@ RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--patch-
                         "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
                         "--normalisation", "--hdu", "--plane", "--mixed-precision", "--pb",
-                        "--init")
+                        "--init", "--class-column")
 TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
 
 
@@ -61,7 +61,7 @@ def train(args) -> int:
                           learning_rate=args.lr, min_snr=args.min_snr,
                           normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
                           mixed_precision=args.mixed_precision, more_fields=more,
-                          primary_beam=args.pb, init=args.init)
+                          primary_beam=args.pb, init=args.init, class_column=args.class_column)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
@@ -120,4 +120,9 @@ def add_parser(sub) -> None:
                          "train'): fine-tune it on the image and catalogue, keeping its "
                          "architecture, tile, normalisation and priors (a lower --lr, e.g. "
                          "0.002, and few --epochs)")
+    tr.add_argument("--class-column", default=None, metavar="COLUMN",
+                    help="the catalogues' column of each source's class (e.g. SDC1's class, "
+                         "1 SS-AGN, 2 FS-AGN, 3 SFG; or morph_class): the detector also "
+                         "classifies what it finds; predict then writes det_class, det_prob "
+                         "and det_p_<class> (2D images)")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")

@@ -120,9 +120,11 @@ def fit_priors(boxes: np.ndarray, nb_box: int, ndim: int = 2) -> np.ndarray:
 
 
 def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max_obj: int,
-                   *, bias: float = 0.1) -> Network:
+                   *, bias: float = 0.1, nb_class: int = 0) -> Network:
     """The YOLO network of ``arch`` for ``patch x patch`` single-channel inputs.
-    ``priors`` ``[2, nb_box]`` (ignored by architectures with fixed priors)."""
+    ``priors`` ``[2, nb_box]`` (ignored by architectures with fixed priors); ``nb_class``
+    classes learnt with each box (CIANNA's class outputs, as a softmax over the classes:
+    one class per source), 0 for a detector that only finds sources."""
     a = arch if isinstance(arch, Architecture) else get_architecture(arch)
     if a.ndim != 2:
         raise ValueError(f"--arch: {a.name} is for cubes; a 2D image trains default or sdc1")
@@ -130,10 +132,11 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
         raise ValueError(f"--patch: {patch} is not a positive multiple of the {a.name} "
                          f"network's cell ({a.cell} pixels)")
     g = patch // a.cell
+    classes = {"nb_class": int(nb_class), "class_softmax": int(nb_class > 0)}
     if a.name == "sdc1":
         pri = np.array(a.fixed_priors, np.float32)
         cfg = make_config(
-            (patch, patch, 1), (g, g, 1), nb_box=a.nb_box, nb_class=0, max_nb_obj_per_image=max_obj,
+            (patch, patch, 1), (g, g, 1), nb_box=a.nb_box, **classes, max_nb_obj_per_image=max_obj,
             prior_size=pri, prior_noobj_prob=np.array([0.15] * 6 + [0.01] * 3, np.float32),
             error_scales=set_error_scales(position=36.0, size=0.2, probability=0.5,
                                           objectness=2.0, parameters=5.0),
@@ -153,7 +156,7 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
         if pri.shape[1] != a.nb_box:
             raise ValueError(f"priors: the {a.name} network has {a.nb_box} boxes per cell, "
                              f"got {pri.shape[1]} priors")
-        cfg = make_config((patch, patch, 1), (g, g, 1), nb_box=a.nb_box, nb_class=0,
+        cfg = make_config((patch, patch, 1), (g, g, 1), nb_box=a.nb_box, **classes,
                           max_nb_obj_per_image=max_obj, prior_size=pri, IoU_type="DIoU",
                           prior_dist_type="SIZE", rand_startup=0,
                           error_scales=np.array([2, 2, 1, 2, 1, 1], np.float32))

@@ -126,6 +126,9 @@ _COLUMNS: dict[str, tuple[str | None, str]] = {
                           "false detections at its SNR, from the detector run on the inverted "
                           "image (meta: reliability)"),
     "prior": (None, "YOLO prior (box) index that made the detection"),
+    "det_class": (None, "the detector's most probable class (a detector trained with "
+                        "--class-column)"),
+    "det_prob": (None, "the detector's probability of det_class (softmax over its classes)"),
     "fit_ok": (None, "True when the Gaussian fit converged (else box measurements)"),
     "edge": (None, "True when the source's extent reaches a pixel off the image or without "
                    "data: flux and size may be short"),
@@ -560,9 +563,10 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
     """SDC1 submission text of a catalogue with ra, dec, flux, bmaj/bmin (deconvolved ones when
     present), pa: header line then one row per source.  Positions are used for both core and
     centroid, ``core_frac`` is 0, ``size`` is ``size_class`` (2: Gaussian FWHM) and ``class``
-    ``source_class`` (3: SFG; the detector does not classify), or the row's ``morph_class``
-    where it is an SDC1 class code (1 SS-AGN, 2 FS-AGN, 3 SFG: ``cianna-jax classify`` with a
-    classifier trained on SDC1's truth ``class``).  ``header=False`` leaves out the header line
+    ``source_class`` (3: SFG), or the row's ``morph_class`` where it is an SDC1 class code
+    (1 SS-AGN, 2 FS-AGN, 3 SFG: ``cianna-jax classify`` with a classifier trained on SDC1's
+    truth ``class``), else its ``det_class`` (a detector trained with ``--class-column
+    class``).  ``header=False`` leaves out the header line
     (the official truth files have none; submissions have one)."""
     names = {c.lower() for c in table.colnames}
     if set(SDC1_COLUMNS) <= names:
@@ -595,12 +599,14 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
 
 def _sdc1_classes(table: Any, default: int) -> np.ndarray:
     """SDC1 class codes: a ``morph_class`` column's values that are codes (1, 2, 3), else
-    ``default``."""
-    n = len(table)
-    if "morph_class" not in table.colnames:
-        return np.full(n, default)
-    text = np.asarray(table["morph_class"]).astype(str)
-    return np.array([int(v) if v in ("1", "2", "3") else default for v in text], np.int64)
+    a ``det_class`` column's, else ``default``."""
+    out = np.full(len(table), default, np.int64)
+    for name in ("det_class", "morph_class"):  # the classifier's call wins
+        if name in table.colnames:
+            text = column_text(table[name])
+            out = np.array([int(v) if v in ("1", "2", "3") else o for v, o in zip(text, out)],
+                           np.int64)
+    return out
 
 
 def _challenge_text(cols: Mapping[str, np.ndarray], names: Sequence[str], header: bool,

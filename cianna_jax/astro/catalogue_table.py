@@ -7,6 +7,7 @@ correction when one is given.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +33,8 @@ from .sky import (
 )
 from .sources import with_sources
 
-__all__ = ["build_table", "catalogue_order", "RESOLVED_SIGMAS"]
+__all__ = ["build_table", "catalogue_order", "class_columns", "DET_CLASS_COLUMN", "DET_PROB_COLUMN",
+           "RESOLVED_SIGMAS"]
 
 
 def _error_columns(image: FitsImage, m: Measurements) -> dict[str, np.ndarray]:
@@ -79,13 +81,14 @@ def _resolved(m: Measurements, beam_area: float) -> np.ndarray:
 
 def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[str, Any],
                 noise: NoiseMap | None = None, pb: np.ndarray | None = None,
-                bright: BrightRule = DEFAULT_BRIGHT) -> Any:
+                bright: BrightRule = DEFAULT_BRIGHT, class_names: Sequence[str] = ()) -> Any:
     """The catalogue table of measured detections (columns as :mod:`.catalogue` describes),
     sorted by decreasing flux (then peak) with ids 1..N; with the ``noise`` map, a 2D
     image's Gaussians get their islands of pixels (:mod:`.islands`); with ``pb`` (the
     primary beam's response at each), fluxes, peaks, their errors and the rms divided by
     it (:mod:`.primary_beam`) and the response as the column ``pb``; ``bright``: the rule
-    of the ``near_bright`` flag (:mod:`.flags`)."""
+    of the ``near_bright`` flag (:mod:`.flags`); ``class_names``: a classifying detector's
+    classes, whose columns :func:`class_columns` adds."""
     boxes = det.boxes
     n = len(m.x)
     scale = image.pixel_scale
@@ -147,6 +150,8 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
             cols["incl"] = incl[order]
     cols["objectness"] = np.asarray(boxes.objectness, np.float64)[order]
     cols["prior"] = np.asarray(boxes.prior, np.int64)[order]
+    if class_names:
+        cols.update(class_columns(np.asarray(boxes.class_scores)[order], class_names))
     cols["fit_ok"] = m.fit_ok[order]
     flagged = image.ndim == 2 and m.z is None
     if flagged:
@@ -192,3 +197,20 @@ def build_table(image: FitsImage, det: Detections, m: Measurements, meta: dict[s
     table = make_table(cols, meta=full_meta, units=units)
     # Gaussians grouped into sources (PyBDSF's rule and defaults)
     return with_sources(table) if flagged else table
+
+
+#: a classifying detector's columns: the most probable class and its probability
+DET_CLASS_COLUMN, DET_PROB_COLUMN = "det_class", "det_prob"
+
+
+def class_columns(scores: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The class columns of a classifying detector's boxes (``scores`` [n, C], the
+    softmax over ``names``): ``det_p_<name>`` per class, :data:`DET_CLASS_COLUMN` (the
+    most probable) and :data:`DET_PROB_COLUMN` (its probability)."""
+    p = np.asarray(scores, np.float64).reshape(-1, len(names))
+    best = p.argmax(axis=1)
+    cols = {DET_CLASS_COLUMN: np.array([names[k] for k in best], dtype=str).reshape(-1),
+            DET_PROB_COLUMN: p[np.arange(len(p)), best] if len(p) else np.zeros(0)}
+    cols.update({f"det_p_{name}": p[:, k] for k, name in enumerate(names)})
+    return cols
+

@@ -4,13 +4,15 @@ A detector trained on one survey (or on simulations) is fine-tuned on another's 
 small catalogue: the run keeps the model's architecture, tile, normalisation, box priors
 and noise box, and starts from its weights instead of random ones; the rest (targets,
 validation, threshold, schedule) is the run's own.  Only detectors written by
-``cianna-jax train`` (or the demo) record their architecture in the card.
+``cianna-jax train`` (or the demo) record their architecture in the card.  A detector
+can be fine-tuned to classify (``--class-column``): its box outputs are kept and the new
+class outputs start afresh.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,8 @@ __all__ = ["FineTuneBase", "fine_tune_base", "start_params", "fine_tuned_setting
 class FineTuneBase:
     """What a fine-tuning run takes from its model: ``arch`` (name), ``patch`` (the tile
     side), ``normalisation``, ``priors`` ``[2, nb_box]`` (pixels), ``noise_box``, the
-    weights ``params`` and the card's ``path``."""
+    weights ``params``, the card's ``path`` and the detector's ``classes`` (its names; ()
+    when it does not classify)."""
 
     arch: str
     patch: int
@@ -34,6 +37,7 @@ class FineTuneBase:
     noise_box: int
     params: Any
     path: str
+    classes: tuple[str, ...] = ()
 
 
 def fine_tune_base(model: str | os.PathLike) -> FineTuneBase:
@@ -57,18 +61,30 @@ def fine_tune_base(model: str | os.PathLike) -> FineTuneBase:
     pri = np.asarray(m.net.yolo.prior_size, np.float32)[:, :2].T  # [2, nb_box]
     return FineTuneBase(arch=arch, patch=side, normalisation=card.normalisation,
                         priors=pri, noise_box=int(card.noise_box), params=m.params,
-                        path=os.path.abspath(card.path))
+                        path=os.path.abspath(card.path), classes=m.class_names)
 
 
-def start_params(base: FineTuneBase, net: Any) -> Any:
+def start_params(base: FineTuneBase, net: Any, key: Any = None) -> Any:
     """``base.params`` checked against the run's network ``net`` (the same layers and
     shapes) and cast to its dtypes, as its starting weights; ModelError naming the first
-    difference."""
+    difference.  Where only the YOLO head's classes differ (a detector fine-tuned to
+    classify, or into other classes), the head keeps the base's box outputs and takes its
+    class outputs from ``net``'s initialisation with ``key`` (:func:`adapted_head`)."""
     import jax
 
     from ..network import init_params
 
     fresh = jax.eval_shape(lambda: init_params(jax.random.key(0), net))
+    base_nc = len(base.classes)
+    if int(net.yolo.nb_class) != base_nc:
+        if key is None:
+            raise ModelError(f"{base.path}: the model has {base_nc} classes, the run "
+                             f"{int(net.yolo.nb_class)}: a key is needed for the new class "
+                             "outputs")
+        new = init_params(key, net)
+        params = list(base.params)
+        params[-1] = adapted_head(params[-1], new[-1], net.yolo, base_nc, base.path)
+        base = replace(base, params=type(base.params)(params))
     if jax.tree_util.tree_structure(fresh) != jax.tree_util.tree_structure(base.params):
         raise ModelError(f"{base.path}: its network's layers differ from the {base.arch} "
                          "architecture's")
@@ -82,12 +98,34 @@ def start_params(base: FineTuneBase, net: Any) -> Any:
                                   fresh)
 
 
+def adapted_head(old: dict, new: dict, cfg: Any, old_classes: int, where: str) -> dict:
+    """The YOLO head's weights ``old`` (a 1x1 conv with ``B * (8 + old_classes + P)``
+    filters, box-major) given the run's ``new`` layout (``cfg.nb_class`` classes): per box,
+    the old position, size, probability and objectness outputs and parameters, the new
+    class outputs.  ModelError when anything but the classes differs."""
+    B, P, C = int(cfg.nb_box), int(cfg.nb_param), int(cfg.nb_class)
+    k_old, k_new = 8 + old_classes + P, 8 + C + P
+    out = {}
+    for name, w_new in new.items():
+        w_old = np.asarray(old.get(name))
+        w_new = np.asarray(w_new)
+        if (w_old.shape[:-1] != w_new.shape[:-1] or w_old.shape[-1] != B * k_old
+                or w_new.shape[-1] != B * k_new):
+            raise ModelError(f"{where}: its YOLO head's {name} has shape {w_old.shape}; a head "
+                             f"of {B} boxes with {old_classes} classes and {P} parameters "
+                             f"cannot become the run's {w_new.shape}")
+        a = w_old.reshape(w_old.shape[:-1] + (B, k_old))
+        b = w_new.reshape(w_new.shape[:-1] + (B, k_new)).astype(w_old.dtype, copy=True)
+        b[..., :8] = a[..., :8]
+        b[..., 8 + C:] = a[..., 8 + old_classes:]
+        out[name] = b.reshape(w_new.shape)
+    return out
+
+
 def fine_tuned_settings(s: Any, base: FineTuneBase) -> Any:
     """The run's :class:`.trainer.TrainSettings` with the model's architecture, patch and
     noise box (ValueError where the run asked for others: ``arch`` other than the default
     or the model's, ``patch`` other than its tile)."""
-    from dataclasses import replace
-
     if s.arch not in ("default", base.arch):
         raise ValueError(f"--arch: {s.arch}, but the model of --init is a {base.arch} "
                          "network (leave --arch out)")

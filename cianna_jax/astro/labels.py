@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -41,6 +43,7 @@ from ..datasets import radio_sky as rs
 from .catalogue import (
     CatalogueError,
     angle_column,
+    column_text,
     find_column,
     make_table,
     read_catalogue,
@@ -50,7 +53,7 @@ from .catalogue import (
 from .fits_image import FitsImage
 from .sky import pa_to_pixel_angle, sky_to_pixel
 
-__all__ = ["SourceLabels", "SDC1_TRAINING_COLUMNS", "FALLBACK_BEAM_PIXELS", "read_sdc1_training",
+__all__ = ["SourceLabels", "class_names", "SDC1_TRAINING_COLUMNS", "FALLBACK_BEAM_PIXELS", "read_sdc1_training",
            "read_training_catalogue", "training_area", "split_area", "default_max_obj"]
 
 #: Columns of the SDC1 training-set text files (``TrainingSet_B1_v2.txt``...), in order, as
@@ -78,7 +81,9 @@ class SourceLabels:
     major axis in the pixel frame, measured from +y towards -x (the ``pa`` of
     :class:`cianna_jax.datasets.radio_sky.Catalogue`); ``snr`` [n] or None; ``boxes`` [n, 6]
     float32 CIANNA corners (xmin, ymin, zmin, xmax, ymax, zmax) in image pixels, pixel-edge
-    frame, z from 0 to 1; ``image_shape`` (H, W); ``source`` the catalogue path.
+    frame, z from 0 to 1; ``image_shape`` (H, W); ``source`` the catalogue path;
+    ``classes`` [n] str or None: each source's class as text (the catalogue's class column,
+    :func:`class_names` orders them for a detector that classifies).
     """
 
     x: np.ndarray
@@ -91,6 +96,7 @@ class SourceLabels:
     boxes: np.ndarray
     image_shape: tuple[int, int]
     source: str
+    classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -104,7 +110,35 @@ class SourceLabels:
         for name in ("x", "y", "flux", "bmaj", "bmin", "theta", "boxes"):
             kw[name] = kw[name][idx]
         kw["snr"] = None if self.snr is None else self.snr[idx]
+        kw["classes"] = None if self.classes is None else self.classes[idx]
         return SourceLabels(**kw)
+
+    def class_codes(self, names: Sequence[str]) -> np.ndarray:
+        """Each source's class as its 0-based index in ``names`` (int64 [n]); ValueError
+        when the labels have no classes or hold one that ``names`` lacks."""
+        if self.classes is None:
+            raise ValueError(f"{self.source}: the labels have no classes (give a class column)")
+        index = {str(v): k for k, v in enumerate(names)}
+        unknown = sorted(set(self.classes.tolist()) - set(index))
+        if unknown:
+            raise ValueError(f"{self.source}: classes {unknown} are not among {list(names)}")
+        return np.array([index[v] for v in self.classes.tolist()], np.int64)
+
+
+def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
+    """The classes of one or more fields' labels, in a fixed order: numerically when every
+    class is an integer (SDC1's 1 SS-AGN, 2 FS-AGN, 3 SFG), else alphabetically.
+    ValueError when a field has no classes or there are fewer than two in all."""
+    found: set[str] = set()
+    for lb in labels:
+        if lb.classes is None:
+            raise ValueError(f"{lb.source}: the labels have no classes (give a class column)")
+        found.update(lb.classes.tolist())
+    if len(found) < 2:
+        raise ValueError(f"class column: a detector that classifies needs at least two "
+                         f"classes; the catalogue(s) hold {sorted(found)}")
+    numeric = all(re.fullmatch(r"[+-]?\d+", v) for v in found)
+    return tuple(sorted(found, key=int) if numeric else sorted(found))
 
 
 # --------------------------------------------------------------------------- SDC1 training text
@@ -283,6 +317,7 @@ def read_training_catalogue(
     min_box: float | None = None,
     max_box: float = 64.0,
     pa_convention: str | None = None,
+    class_column: str | None = None,
 ) -> SourceLabels:
     """Read a training catalogue and put it on ``image`` (a 2D :class:`FitsImage`).
 
@@ -300,6 +335,11 @@ def read_training_catalogue(
     whose documented convention (clockwise from the longitude-wise direction, as CIANNA's
     SDC1 example reads it) is ``90 - PA`` east of north; ``pa_convention`` ("east_of_north"
     or "sdc1") overrides the choice.
+
+    ``class_column``: the column holding each source's class (names or codes, e.g. SDC1's
+    ``class`` 1-3 or a classifier's ``morph_class``), kept as text in
+    :attr:`SourceLabels.classes`; CatalogueError when the column is missing or a kept
+    source has none (a blank or masked entry).
 
     Boxes: ``box_scale`` times the axis-aligned extent of the rotated FWHM ellipse, each side
     clipped to ``[min_box, max_box]`` pixels.  ``min_box`` defaults to ``box_scale`` times the
@@ -360,6 +400,7 @@ def read_training_catalogue(
         ok[ok] = np.isfinite(image.read((iy[ok], ix[ok])))
     x, y, flux = x[ok], y[ok], flux[ok]
     snr = None if snr is None else snr[ok]
+    classes = None if class_column is None else _class_column(t, class_column, what)[ok]
 
     bmaj, bmin, theta, beam_fwhm = _shapes(t, ok, image, x, y, what, training_text, pa_convention)
     n = len(x)
@@ -375,7 +416,22 @@ def read_training_catalogue(
                         flux=np.asarray(flux, np.float64), bmaj=np.asarray(bmaj, np.float64),
                         bmin=np.asarray(bmin, np.float64), theta=np.asarray(theta, np.float64),
                         snr=snr, boxes=boxes.reshape(-1, 6), image_shape=(int(H), int(W)),
-                        source=p)
+                        source=p, classes=classes)
+
+
+def _class_column(t: Any, name: str, what: str) -> np.ndarray:
+    """Each row's class as text, from the column ``name`` (case-insensitive)."""
+    col = find_column(t, str(name))
+    if col is None:
+        raise CatalogueError(f"{what}: no class column {name!r} (its columns: "
+                             f"{', '.join(t.colnames)})")
+    values = np.array(column_text(t[col]), dtype=str)
+    blank = np.flatnonzero(values == "")
+    if blank.size:
+        raise CatalogueError(f"{what}: {blank.size} rows have no class in column {col!r} "
+                             f"(first: row {int(blank[0])}); give every source a class or "
+                             "leave those rows out")
+    return values
 
 
 # --------------------------------------------------------------------------- areas

@@ -115,7 +115,8 @@ class ModelCard:
     ``tile``/``overlap`` are per spatial axis in array order ((H, W) or (D, H, W));
     ``obj_threshold`` one value or one per box/prior; ``nms_threshold`` the DIoU (``iou_type``)
     above which the lower-scored of two boxes is dropped; ``box_scale`` the ratio of a
-    target box side to the source's FWHM extent used at training (``radio_sky`` boxes: 2).
+    target box side to the source's FWHM extent used at training (``radio_sky`` boxes: 2);
+    ``classes`` the names of a classifying detector's classes, in the network's order.
     ``path`` is where the card was read from (network paths are relative to it).
     """
 
@@ -132,6 +133,7 @@ class ModelCard:
     iou_type: str = "DIoU"
     score: str = "objectness"
     box_scale: float = 2.0
+    classes: tuple[str, ...] = ()
     notes: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -166,6 +168,10 @@ class ModelCard:
             raise ModelError(f"detection.score: unknown {self.score!r}")
         if not (self.box_scale > 0 and math.isfinite(self.nms_threshold)):
             raise ModelError("detection.box_scale must be > 0 and nms_threshold finite")
+        if len(set(self.classes)) != len(self.classes) or not all(
+                isinstance(c, str) and c.strip() for c in self.classes):
+            raise ModelError(f"detection.classes must be distinct non-empty names, got "
+                             f"{list(self.classes)}")
         self.normalisation.check()
 
     def to_json(self) -> dict[str, Any]:
@@ -180,7 +186,8 @@ class ModelCard:
                       "normalisation": norm},
             "detection": {"obj_threshold": list(thr) if isinstance(thr, tuple) else thr,
                           "nms_threshold": self.nms_threshold, "iou_type": self.iou_type,
-                          "score": self.score, "box_scale": self.box_scale},
+                          "score": self.score, "box_scale": self.box_scale,
+                          **({"classes": list(self.classes)} if self.classes else {})},
             "notes": self.notes,
         }
 
@@ -262,6 +269,9 @@ def load_model_card(path: str | os.PathLike) -> ModelCard:
         thr = float(thr)
     else:
         raise ModelError(f"{p} detection.obj_threshold: expected a number or a list")
+    classes = _get(det, "classes", list, f"{p} detection", [])
+    if not all(isinstance(c, str) for c in classes):
+        raise ModelError(f"{p} detection.classes: expected a list of names, got {classes!r}")
     card = ModelCard(
         network=_get(net, "file", str, f"{p} network"),
         binary=_get(net, "binary", bool, f"{p} network", True),
@@ -274,7 +284,7 @@ def load_model_card(path: str | os.PathLike) -> ModelCard:
         iou_type=_get(det, "iou_type", str, f"{p} detection", "DIoU"),
         score=_get(det, "score", str, f"{p} detection", "objectness"),
         box_scale=_get(det, "box_scale", float, f"{p} detection", 2.0),
-        notes=_get(d, "notes", dict, p, {}), path=p,
+        classes=tuple(classes), notes=_get(d, "notes", dict, p, {}), path=p,
     )
     return checked_card(card, p)
 
@@ -302,6 +312,13 @@ class LoadedModel:
     @property
     def yolo(self) -> Any:
         return self.net.yolo
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The detector's classes: the card's names, else "1", "2"... (CIANNA's 1-based
+        classes); () for a detector that does not classify."""
+        nc = int(self.net.yolo.nb_class)
+        return self.card.classes or tuple(str(k + 1) for k in range(nc))
 
 
 def load_model(model: str | os.PathLike, *, tile: tuple[int, ...] | int | None = None,
@@ -337,6 +354,10 @@ def load_model(model: str | os.PathLike, *, tile: tuple[int, ...] | int | None =
         raise ModelError(f"{path}: cannot read the network ({err})") from None
     if probe.net.yolo is None:
         raise ModelError(f"{path}: the network has no YOLO output layer: not a detector")
+    nc = int(probe.net.yolo.nb_class)
+    if card.classes and len(card.classes) != nc:
+        raise ModelError(f"{card.path}: detection.classes names {len(card.classes)} classes, "
+                         f"the network {path} has {nc}")
     if probe.net.in_dims[3] != 1:
         raise ModelError(f"{path}: the network takes {probe.net.in_dims[3]} channels; images "
                          "have 1")

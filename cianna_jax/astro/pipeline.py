@@ -468,7 +468,10 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
             "astrometric_error_arcsec": a, **pb_meta}
     if noise.adaptive is not None:
         meta["adaptive_rms"] = dict(noise.adaptive)
-    table = build_table(img, det, m, meta, noise, pb, bright or DEFAULT_BRIGHT)
+    if mdl.class_names:
+        meta["classes"] = list(mdl.class_names)
+    table = build_table(img, det, m, meta, noise, pb, bright or DEFAULT_BRIGHT,
+                        class_names=mdl.class_names)
     timings = {"measure_s": t3 - t2, "tiles": det.n_tiles, "tiles_per_s": det.tiles_per_second}
     return SourceFinding(table, det, m, noise, timings)
 

@@ -6,7 +6,9 @@ validation scores are those of the detections over the validation area at the ro
 objectness ``threshold``; ``ap`` is threshold-free; of ``epoch_seconds``,
 ``train_seconds`` went to the training steps, ``patches_per_second`` is their rate, and
 ``validation_seconds`` to the validation losses and detections; the rest waited for the
-prefetched patches; the files are written after an epoch's time is taken).
+prefetched patches; the files are written after an epoch's time is taken).  A detector
+that classifies adds :data:`CLASS_COLUMNS`: its validation class loss and the class
+accuracy of its matched detections.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from typing import Any
 from ..io.atomic import atomic_write
 from ..progress import format_seconds
 
-__all__ = ["COLUMNS", "write_results_csv", "read_results_csv", "training_figure", "epoch_line",
+__all__ = ["COLUMNS", "CLASS_COLUMNS", "write_results_csv", "read_results_csv", "training_figure", "epoch_line",
            "FigureSchedule"]
 
 COLUMNS = ("epoch", "learning_rate", "train_loss", "val_loss", "val_position", "val_size",
            "val_probability", "val_objectness", "threshold", "precision", "recall", "f1", "ap",
            "n_detections", "n_true", "epoch_seconds", "elapsed_seconds", "train_seconds",
            "patches_per_second", "validation_seconds")
+#: the columns a classifying detector's rows add (written when a row has them)
+CLASS_COLUMNS = ("val_classes", "class_accuracy", "f1_class")
 
 
 def _fmt(v: Any) -> str:
@@ -41,9 +45,10 @@ def write_results_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -
     """Write every row (atomically: the file always holds whole epochs)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    columns = COLUMNS + tuple(c for c in CLASS_COLUMNS if any(c in r for r in rows))
+    w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r.get(c, float("nan"))) for c in COLUMNS])
+        w.writerow([_fmt(r.get(c, float("nan"))) for c in columns])
     with atomic_write(path) as fh:
         fh.write(buf.getvalue().encode())
 
@@ -99,7 +104,10 @@ def epoch_line(r: dict[str, Any], epochs: int, eta: float | None) -> str:
     s = (f"epoch {r['epoch']:>{len(str(epochs))}d}/{epochs}  loss {r['train_loss']:.4g} "
          f"(val {r['val_loss']:.4g}: pos {r['val_position']:.3g} size {r['val_size']:.3g} "
          f"obj {r['val_objectness']:.3g})  P {r['precision']:.3f} R {r['recall']:.3f} "
-         f"F1 {r['f1']:.3f} AP {r['ap']:.3f} @{r['threshold']:.2f}  {r['epoch_seconds']:.1f} s")
+         f"F1 {r['f1']:.3f} AP {r['ap']:.3f} @{r['threshold']:.2f}")
+    if math.isfinite(r.get("class_accuracy", math.nan)):
+        s += f" class {r['class_accuracy']:.3f}"
+    s += f"  {r['epoch_seconds']:.1f} s"
     if math.isfinite(r.get("patches_per_second", math.nan)):
         s += f" ({r['patches_per_second']:.3g} patches/s)"
     if eta is not None:

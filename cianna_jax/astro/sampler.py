@@ -91,13 +91,16 @@ class PatchSampler:
     of its area is inside (CIANNA's SDC1 example keeps only whole boxes: ``min_visible=1``).
     ``negative_fraction``, ``positive_fraction`` and ``augment``: see the module doc; a
     warning says when the area has no source-free window (negatives then drawn uniformly).
+    ``classes`` [n] (0-based class of each source of ``labels``, a detector that
+    classifies): written into the targets (CIANNA's 1-based class); None: every box class 1.
     The arrays are used as given (not copied): do not change them while drawing.
     """
 
     def __init__(self, image: np.ndarray, origin: tuple[int, int], labels: SourceLabels,
                  area: tuple[int, int, int, int], patch: int, max_obj: int, *,
                  negative_fraction: float = 0.1, augment: bool = True,
-                 positive_fraction: float = 0.5, min_visible: float = 0.5) -> None:
+                 positive_fraction: float = 0.5, min_visible: float = 0.5,
+                 classes: np.ndarray | None = None) -> None:
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 2:
             raise ValueError(f"image must be 2D [h, w], got shape {img.shape}")
@@ -129,6 +132,11 @@ class PatchSampler:
         order = np.argsort(boxes[:, 1], kind="stable")  # by ymin, for the window look-up
         self._boxes = boxes[order]
         self._flux = np.asarray(labels.flux, np.float64)[order]
+        if classes is not None and np.shape(classes) != (len(boxes),):
+            raise ValueError(f"classes: one per source ({len(boxes)}), got shape "
+                             f"{np.shape(classes)}")
+        self._classes = (np.ones(len(boxes)) if classes is None
+                         else np.asarray(classes, np.float64)[order] + 1.0)
         self._ymin = self._boxes[:, 1]
         self._max_h = float((boxes[:, 4] - boxes[:, 1]).max()) if len(boxes) else 0.0
         cx = np.floor(labels.x + 0.5).astype(np.int64)  # pixel holding the box centre
@@ -213,11 +221,15 @@ class PatchSampler:
     def patch_boxes(self, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
         """(boxes [m, 6] in the patch's pixel-edge frame, clipped to it; their fluxes [m]) of
         the window with top-left ``(y0, x0)`` (full-image pixels), before augmentation."""
+        boxes, rows = self._window(y0, x0)
+        return boxes, self._flux[rows]
+
+    def _window(self, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`patch_boxes`' boxes and their rows in the sorted source arrays."""
         P = self.patch
         lo = np.searchsorted(self._ymin, y0 - self._max_h, "right")
         hi = np.searchsorted(self._ymin, y0 + P, "left")
         b = self._boxes[lo:hi]
-        f = self._flux[lo:hi]
         ix0, ix1 = np.maximum(b[:, 0], x0), np.minimum(b[:, 3], x0 + P)
         iy0, iy1 = np.maximum(b[:, 1], y0), np.minimum(b[:, 4], y0 + P)
         inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
@@ -226,7 +238,7 @@ class PatchSampler:
         out = b[keep].copy()
         out[:, 0], out[:, 3] = ix0[keep] - x0, ix1[keep] - x0
         out[:, 1], out[:, 4] = iy0[keep] - y0, iy1[keep] - y0
-        return out, f[keep]
+        return out, lo + np.flatnonzero(keep)
 
     def cut(self, y0: int, x0: int, rot: int = 0, flip_x: bool = False,
             flip_y: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -242,9 +254,10 @@ class PatchSampler:
             pix = pix[:, ::-1]
         if flip_y:
             pix = pix[::-1]
-        boxes, flux = self.patch_boxes(y0, x0)
+        boxes, rows = self._window(y0, x0)
         boxes = transform_boxes(boxes, P, rot, flip_x, flip_y)
-        return pix, cianna_targets(boxes, self.max_obj, priority=flux)
+        return pix, cianna_targets(boxes, self.max_obj, priority=self._flux[rows],
+                                   classes=self._classes[rows])
 
     def epoch(self, seed: int, epoch: int, n: int, *,
               cancel: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -310,12 +323,13 @@ class FieldsSampler:
 
 def grid_patches(image: np.ndarray, origin: tuple[int, int], labels: SourceLabels,
                  area: tuple[int, int, int, int], patch: int, max_obj: int, *,
-                 min_visible: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                 min_visible: float = 0.5,
+                 classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic non-overlapping tiling of ``area`` (no augmentation): inputs
     [m, P, P, 1] and targets [m, 1 + max_obj * 7], float32, in row-major tile order
     (arguments as :class:`PatchSampler`); for validation losses."""
     s = PatchSampler(image, origin, labels, area, patch, max_obj, negative_fraction=0.0,
-                     augment=False, min_visible=min_visible)
+                     augment=False, min_visible=min_visible, classes=classes)
     ys, xs = s.grid()
     inputs = np.empty((ys.size, s.patch, s.patch, 1), np.float32)
     targets = np.empty((ys.size, 1 + s.max_obj * 7), np.float32)

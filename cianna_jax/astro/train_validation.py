@@ -8,7 +8,9 @@ Counting rules are those of ``cianna-jax val``: a detection is correct when it m
 (one-to-one, within max(beam, source size) FWHM) any catalogue source, in a cube also
 within its line's channel tolerance (:mod:`.line_scores`); recall counts the sources of
 SNR >= ``min_snr``.  AP is the area under the precision-recall curve
-(VOC-style upper envelope) over the threshold grid.
+(VOC-style upper envelope) over the threshold grid.  A detector that classifies (true
+``classes`` given) is also scored by its class accuracy: the share of the detections
+matched at the chosen threshold whose most probable class is the source's.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class ValidationArea:
     channel of a cube; image unit, NaN kept), its ``origin`` (y0, x0) in the image, the
     true sources inside (image pixels), their match ``radius`` (pixels) and which of them
     recall counts (``counted``); in a cube their channels ``z`` and ``z_tolerance``, and
-    the beam's ``beam_sigma`` (pixels) for the merge of duplicate lines."""
+    the beam's ``beam_sigma`` (pixels) for the merge of duplicate lines; ``classes`` the
+    true sources' 0-based classes for a detector that classifies."""
 
     pixels: np.ndarray
     origin: tuple[int, int]
@@ -68,6 +71,7 @@ class ValidationArea:
     z: np.ndarray | None = None
     z_tolerance: np.ndarray | None = None
     beam_sigma: float = 1.0
+    classes: np.ndarray | None = None
 
     @property
     def n_counted(self) -> int:
@@ -77,7 +81,8 @@ class ValidationArea:
 @dataclass(frozen=True)
 class ValidationScores:
     """Scores at the tuned ``threshold`` plus the whole curve (``curve``: threshold,
-    precision, recall, n_det arrays)."""
+    precision, recall, n_det arrays); ``class_accuracy`` (NaN when not classifying or
+    nothing matched) over ``n_classified`` matched detections."""
 
     threshold: float
     precision: float
@@ -87,6 +92,8 @@ class ValidationScores:
     n_detections: int
     n_true: int
     curve: dict[str, np.ndarray]
+    class_accuracy: float = float("nan")
+    n_classified: int = 0
 
 
 def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -143,7 +150,10 @@ def validate_area(model: LoadedModel, area: ValidationArea, predict_fn: Any,
 
 
 def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
-                thresholds: np.ndarray) -> dict[str, np.ndarray]:
+                thresholds: np.ndarray) -> tuple[dict[str, np.ndarray], Any, np.ndarray,
+                                                 np.ndarray]:
+    """The area's precision-recall curve, its matcher (of detection indices), the
+    detections' objectness and predicted classes (-1: none)."""
     y0, x0 = area.origin
     pix = area.pixels
     noise = _OffsetNoise(area.noise, y0, x0)
@@ -154,11 +164,12 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     y = 0.5 * (b[:, 1] + b[:, 4]) - 0.5
     z = 0.5 * (b[:, 2] + b[:, 5]) - 0.5
     obj = det.boxes.objectness
+    cls = det.boxes.class_id if det.boxes.nb_class else np.full(len(b), -1)
     if area.z is not None and len(b):  # as predict: a line's centroid and spectrum's
         m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=None,
                              errors=False)  # centre, a line boxed twice kept once
         keep = unique_lines(m, det.boxes.score(model.card.score), area.beam_sigma)
-        x, y, z, obj = m.x[keep], m.y[keep], m.z[keep], obj[keep]
+        x, y, z, obj, cls = m.x[keep], m.y[keep], m.z[keep], obj[keep], cls[keep]
     x, y = x + x0, y + y0
 
     def matcher(sel: np.ndarray):
@@ -172,7 +183,7 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
         return crossmatch_pixels(x[sel], y[sel], area.x, area.y, area.radius,
                                  pair_ok=same_line)
 
-    return pr_curve(obj, thresholds, matcher, area.n_counted, area.counted)
+    return pr_curve(obj, thresholds, matcher, area.n_counted, area.counted), matcher, obj, cls
 
 
 def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_fn: Any,
@@ -184,8 +195,10 @@ def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_
     n_tp = np.zeros(len(thresholds))
     n_hit = np.zeros(len(thresholds))
     n_true = 0
+    classified = []
     for area in areas:
-        c = _area_curve(model, area, predict_fn, thresholds)
+        c, matcher, obj, cls = _area_curve(model, area, predict_fn, thresholds)
+        classified.append((area, matcher, obj, cls))
         n_det += c["n_det"]
         n_tp += np.rint(np.nan_to_num(c["precision"]) * c["n_det"])
         n_hit += np.rint(np.nan_to_num(c["recall"]) * area.n_counted)
@@ -197,8 +210,19 @@ def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_
                  "n_det": n_det.astype(np.int64)}
     k = tune_threshold(curve, n_true)
     p, r = float(np.nan_to_num(curve["precision"][k])), float(np.nan_to_num(curve["recall"][k]))
+    right, matched = 0, 0
+    for area, matcher, obj, cls in classified:
+        if area.classes is None:
+            continue
+        sel = np.flatnonzero(obj >= thresholds[k])
+        m = matcher(sel)
+        di = np.flatnonzero(m.det_to_truth >= 0)
+        right += int(np.count_nonzero(cls[sel][di] == area.classes[m.det_to_truth[di]]))
+        matched += int(di.size)
     return ValidationScores(threshold=float(thresholds[k]), precision=p, recall=r,
                             f1=float(f1_score(p, r)),
                             ap=average_precision(curve["precision"], curve["recall"]),
                             n_detections=int(curve["n_det"][k]), n_true=n_true,
-                            curve=curve)
+                            curve=curve,
+                            class_accuracy=right / matched if matched else float("nan"),
+                            n_classified=matched)

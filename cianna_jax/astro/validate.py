@@ -33,13 +33,16 @@ from .bright_zones import box_thresholds, format_zones, zone_thresholds
 from .catalogue import (
     CatalogueError,
     column_values,
+    find_column,
     make_table,
     read_catalogue,
     sdc2_columns,
     write_catalogue,
 )
+from .catalogue_table import DET_CLASS_COLUMN
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .deblend import MAX_PEAKS
+from .detector_classes import class_figure, class_report, format_class_report, truth_class_column
 from .finding_checks import checked_target_reliability
 from .fits_image import FitsImage, open_image
 from .flags import BrightRule, flag_counts
@@ -332,6 +335,7 @@ def validate(
     compare_apparent: bool = False,
     bright: BrightRule | None = None,
     adaptive_rms: AdaptiveRms | None = None,
+    class_column: str | None = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -354,7 +358,10 @@ def validate(
     ``compare`` catalogues' too, their fluxes divided by the beam's response with
     ``compare_apparent``, measured on the image as it is: :func:`.other_finder.through_beam`).
     ``bright``: the rule of the ``near_bright`` flag, ``adaptive_rms`` the noise map's
-    rule around bright sources, as :func:`.pipeline.find_sources`.
+    rule around bright sources, as :func:`.pipeline.find_sources`.  A detector that
+    classifies (``det_class``) is scored against the truth's ``class_column`` (default: the
+    column it was trained with, when the truth has it; :mod:`.detector_classes`): a
+    confusion matrix in the report, ``classes`` in ``scores.json``, ``classes.png``.
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -377,6 +384,12 @@ def validate(
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
         obj_threshold, int(mdl.net.yolo.nb_box))))
+    if class_column is not None and not mdl.class_names:
+        raise ValueError(f"class_column: the model {mdl.card.path} does not classify (train it "
+                         "with --class-column)")
+    if class_column is not None:  # the truth's column, checked before the detector runs
+        truth_class_column(read_catalogue(os.fspath(truth)), class_column)
+    trained_column = (mdl.card.notes or {}).get("class_column")
     check_folder(out_dir)
     compare = {str(k): v for k, v in (compare or {}).items()}
     names = {"truth": os.fspath(truth), **{k: os.fspath(v) for k, v in compare.items()}}
@@ -419,6 +432,13 @@ def validate(
         m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         sc = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
         counted = tr.snr >= min_truth_snr
+        cls = None
+        if mdl.class_names and DET_CLASS_COLUMN in det.colnames:
+            column = truth_class_column(tr.table, class_column) if class_column else (
+                find_column(tr.table, trained_column) if isinstance(trained_column, str)
+                else None)
+            if column is not None:
+                cls = class_report(det, tr.table, m, column, mdl.class_names)
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
@@ -449,6 +469,7 @@ def validate(
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + format_sdc2(sdc2)
+                + ("" if cls is None else "\n" + format_class_report(cls))
                 + ("" if rel is None else "\n" + format_reliability(*rel)
                    + "".join(format_zones(r.res.table) for r in runs))
                 + "".join("\n" + (f"{n}: " if several else "")
@@ -469,6 +490,8 @@ def validate(
                    "pr_curve": pr, "timings": timings,
                    "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area),
                    "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
+        if cls is not None:
+            summary["classes"] = cls.summary()
         if rel is not None:
             summary["reliability"] = {**rel[0].summary(), "measured": rel[1]}
         if target is not None:
@@ -490,6 +513,8 @@ def validate(
         if plots:
             try:
                 figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel, target)
+                if cls is not None:
+                    figs["classes.png"] = class_figure(cls)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []

@@ -1,0 +1,257 @@
+"""A detector that classifies (``cianna-jax train --class-column``): class labels read from
+the catalogue, class targets in the patches, the network's class outputs, the card's class
+names, the catalogue's class columns, the validation's class accuracy, ``val``'s confusion
+matrix, fine-tuning into other classes, and a run end to end through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cianna_jax import cli
+from cianna_jax.astro.architectures import build_detector
+from cianna_jax.astro.catalogue import make_table, to_sdc1
+from cianna_jax.astro.catalogue_table import class_columns
+from cianna_jax.astro.crossmatch import crossmatch_pixels
+from cianna_jax.astro.detector_classes import (
+    class_report,
+    format_class_report,
+    truth_class_column,
+)
+from cianna_jax.astro.labels import SourceLabels, class_names
+from cianna_jax.astro.model_card import ModelCard, ModelError, load_model_card, save_model_card
+from cianna_jax.astro.run_log import epoch_line, read_results_csv, write_results_csv
+from cianna_jax.astro.sampler import PatchSampler
+from cianna_jax.datasets import radio_sky as rs
+
+pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
+
+
+def _labels(classes, x=(10.0, 30.0, 50.0), source="cat"):
+    x = np.asarray(x, float)
+    y = np.full_like(x, 12.0)
+    cat = rs.Catalogue.create(x, y, np.arange(1.0, x.size + 1), 3.0, 3.0)
+    return SourceLabels(x=x, y=y, flux=cat.flux, bmaj=cat.bmaj, bmin=cat.bmin, theta=cat.pa,
+                        snr=None, boxes=rs.boxes_from_catalogue(cat), image_shape=(24, 64),
+                        source=source, classes=None if classes is None
+                        else np.array(classes, dtype=str))
+
+
+def test_class_names_order_codes_and_errors():
+    a, b = _labels(["sfg", "agn", "sfg"]), _labels(["10", "2", "3"])
+    assert class_names([a]) == ("agn", "sfg")
+    assert class_names([b]) == ("2", "3", "10")  # codes in numeric order
+    np.testing.assert_array_equal(a.class_codes(("agn", "sfg")), [1, 0, 1])
+    kept = a.select(np.array([False, True, True]))
+    np.testing.assert_array_equal(kept.classes, ["agn", "sfg"])
+    with pytest.raises(ValueError, match=r"classes \['sfg'\] are not among \['agn'\]"):
+        a.class_codes(("agn",))
+    with pytest.raises(ValueError, match="at least two classes"):
+        class_names([_labels(["sfg"] * 3)])
+    with pytest.raises(ValueError, match="cat: the labels have no classes"):
+        class_names([a, _labels(None)])
+
+
+def test_training_catalogue_class_column(tmp_path):
+    from cianna_jax.astro.catalogue import CatalogueError, write_catalogue
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.labels import read_training_catalogue
+    from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
+
+    f = synthetic_field(64, seed=3, density=0.004, snr_range=(20.0, 200.0))
+    write_fits(tmp_path / "f.fits", f)
+    t = truth_table(f)
+    t["Kind"] = np.where(np.arange(len(t)) % 2, "fr2", "sfg")
+    write_catalogue(t, tmp_path / "c.ecsv")
+    with open_image(tmp_path / "f.fits") as img:
+        lb = read_training_catalogue(tmp_path / "c.ecsv", img, class_column="kind")
+        assert lb.classes.tolist() == list(np.asarray(t["Kind"])[: len(lb)])
+        assert read_training_catalogue(tmp_path / "c.ecsv", img).classes is None
+        with pytest.raises(CatalogueError, match="no class column 'type'"):
+            read_training_catalogue(tmp_path / "c.ecsv", img, class_column="type")
+        t["Kind"][1] = ""
+        write_catalogue(t, tmp_path / "blank.ecsv")
+        with pytest.raises(CatalogueError, match="1 rows have no class in column 'Kind'"):
+            read_training_catalogue(tmp_path / "blank.ecsv", img, class_column="Kind")
+
+
+def test_patch_targets_carry_the_classes():
+    lb = _labels(["a", "b", "a"], x=(10.0, 30.0, 38.0))
+    image = np.zeros((24, 64), np.float32)
+    s = PatchSampler(image, (0, 0), lb, (0, 24, 0, 64), 24, 4, negative_fraction=0.0,
+                     augment=False, classes=lb.class_codes(("a", "b")))
+    _, row = s.cut(0, 20)  # the sources at x 30 and 38: classes b and a, brightest first
+    assert row[0] == 2
+    assert [row[1 + 7 * k] for k in range(2)] == [1.0, 2.0]  # CIANNA's 1-based classes
+    _, plain = PatchSampler(image, (0, 0), lb, (0, 24, 0, 64), 24, 4, negative_fraction=0.0,
+                            augment=False).cut(0, 20)
+    assert [plain[1 + 7 * k] for k in range(2)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match=r"classes: one per source \(3\)"):
+        PatchSampler(image, (0, 0), lb, (0, 24, 0, 64), 24, 4, classes=np.zeros(2))
+
+
+def test_detector_class_outputs():
+    net = build_detector("default", 32, np.full((2, 2), 6.0, np.float32), 5, nb_class=3)
+    assert net.yolo.nb_class == 3 and net.yolo.class_softmax
+    assert net.yolo.nb_filters == 2 * (8 + 3)
+    sdc1 = build_detector("sdc1", 32, None, 5, nb_class=2)
+    assert sdc1.yolo.nb_filters == 9 * (8 + 2)
+
+
+def test_card_classes_round_trip_and_checks(tmp_path):
+    card = ModelCard(network="m.dat", tile=(32, 32), overlap=(8, 8), classes=("sfg", "agn"))
+    save_model_card(tmp_path / "m.json", card)
+    assert load_model_card(tmp_path / "m.json").classes == ("sfg", "agn")
+    d = json.loads((tmp_path / "m.json").read_text())
+    assert d["detection"]["classes"] == ["sfg", "agn"]
+    with pytest.raises(ModelError, match="distinct non-empty names"):
+        save_model_card(tmp_path / "bad.json", ModelCard(network="m.dat", tile=(32, 32),
+                                                        overlap=(8, 8), classes=("a", "a")))
+    d["detection"]["classes"] = "sfg"
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ModelError, match="wrong type"):
+        load_model_card(tmp_path / "bad.json")
+
+
+def test_class_columns_and_sdc1_classes():
+    cols = class_columns(np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]]), ("1", "2", "3"))
+    assert list(cols) == ["det_class", "det_prob", "det_p_1", "det_p_2", "det_p_3"]
+    assert cols["det_class"].tolist() == ["2", "1"]
+    np.testing.assert_allclose(cols["det_prob"], [0.7, 0.6])
+    assert class_columns(np.zeros((0, 2)), ("a", "b"))["det_class"].shape == (0,)
+    base = {"ra": np.array([1.0, 2.0]), "dec": np.array([-3.0, -4.0]), "flux": np.ones(2),
+            "bmaj": np.ones(2), "bmin": np.ones(2), "pa": np.zeros(2)}
+    t = make_table({**base, **cols})
+
+    def classes(table):
+        return [int(line.split()[-1]) for line in to_sdc1(table).splitlines()[1:]]
+
+    assert classes(t) == [2, 1]
+    t["morph_class"] = np.array(["3", "fr2"])  # the morphology classifier's call wins
+    assert classes(t) == [3, 1]
+    assert classes(make_table(base)) == [3, 3]
+
+
+def test_class_report_counts_matched_pairs_only():
+    det = make_table({"x": np.array([0.0, 10.0, 20.0, 40.0]),
+                      "det_class": np.array(["a", "b", "b", "a"])})
+    truth = make_table({"x": np.array([0.2, 10.1, 20.3, 30.0]),
+                        "Type": np.array(["a", "a", "b", "b"])})
+    m = crossmatch_pixels(np.asarray(det["x"]), np.zeros(4), np.asarray(truth["x"]),
+                          np.zeros(4), 1.0)
+    col = truth_class_column(truth, "type")
+    r = class_report(det, truth, m, col, ("a", "b"))
+    np.testing.assert_array_equal(r.confusion, [[1, 1], [0, 1]])  # the 4th pair is no match
+    assert r.scores["accuracy"] == pytest.approx(2 / 3) and r.n_matched == 3
+    assert r.summary()["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    text = format_class_report(r)
+    assert "3 matched sources): accuracy 0.667, balanced accuracy 0.750" in text
+    with pytest.raises(ValueError, match="the truth catalogue has no column 'morph'"):
+        truth_class_column(truth, "morph")
+    other = class_report(det, truth, m, col, ("b", "c"))  # true class "a" unknown to it
+    assert other.n_other == 2 and other.confusion.sum() == 1
+    assert "2 matched sources have a true class the detector does not know" in \
+        format_class_report(other)
+
+
+def test_results_csv_and_epoch_line_with_classes(tmp_path):
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_position": 0.1,
+           "val_size": 0.1, "val_objectness": 0.1, "precision": 0.9, "recall": 0.8,
+           "f1": 0.85, "ap": 0.8, "threshold": 0.3, "epoch_seconds": 1.0}
+    write_results_csv(tmp_path / "plain.csv", [row])
+    assert "class_accuracy" not in (tmp_path / "plain.csv").read_text()
+    assert " class " not in epoch_line(row, 3, None)
+    row.update(val_classes=0.25, class_accuracy=0.875)
+    write_results_csv(tmp_path / "r.csv", [row])
+    assert read_results_csv(tmp_path / "r.csv")[0]["class_accuracy"] == 0.875
+    assert "@0.30 class 0.875  1.0 s" in epoch_line(row, 3, None)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def class_field(tmp_path_factory):
+    """A 192x192 synthetic field whose catalogue classes its sources by size."""
+    from cianna_jax.astro.catalogue import write_catalogue
+    from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
+
+    d = tmp_path_factory.mktemp("classfield")
+    f = synthetic_field(192, seed=11, density=0.004, snr_range=(15.0, 3000.0))
+    write_fits(d / "f.fits", f)
+    t = truth_table(f)
+    t["kind"] = np.where(np.asarray(t["bmaj"]) > 1.9, "extended", "compact")
+    write_catalogue(t, d / "f.ecsv")
+    return str(d / "f.fits"), str(d / "f.ecsv"), d
+
+
+def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, capsys):
+    import jax
+
+    from cianna_jax.astro.fine_tune import fine_tune_base, start_params
+    from cianna_jax.astro.model_card import load_model
+
+    img, cat, _ = class_field
+    run = tmp_path / "run"
+    assert cli.main(["train", "--image", img, "--catalogue", cat, "--out", str(run),
+                     "--epochs", "2", "--patch", "32", "--patches-per-epoch", "64",
+                     "--class-column", "kind", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "classes from column 'kind': compact (" in text and " class " in text
+    card = json.loads((run / "best.json").read_text())
+    assert card["detection"]["classes"] == ["compact", "extended"]
+    assert card["notes"]["class_column"] == "kind"
+    assert 0 <= card["notes"]["validation"]["class_accuracy"] <= 1
+    rows = read_results_csv(run / "results.csv")
+    assert all(np.isfinite(r["val_classes"]) for r in rows)
+    model = load_model(run / "best.json")
+    assert model.class_names == ("compact", "extended") and model.net.yolo.nb_class == 2
+
+    out = tmp_path / "cat.ecsv"
+    assert cli.main(["predict", "--model", str(run), "--image", img, "--out", str(out),
+                     "--threshold", "0.05", "--quiet"]) == 0
+    assert "classified by the detector (det_class, det_prob, det_p_<class>)" in \
+        capsys.readouterr().out
+    from cianna_jax.astro.catalogue import read_catalogue
+
+    t = read_catalogue(out)
+    assert len(t) and set(t["det_class"]) <= {"compact", "extended"}
+    np.testing.assert_allclose(t["det_p_compact"] + t["det_p_extended"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(t["det_prob"], np.maximum(t["det_p_compact"],
+                                                         t["det_p_extended"]))
+    assert t.meta["classes"] == ["compact", "extended"]
+
+    rep = tmp_path / "rep"  # the column it was trained with, found in the truth
+    assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
+                     str(rep), "--threshold", "0.05", "--quiet", "--no-plots"]) == 0
+    assert "classes (det_class against the truth's kind" in capsys.readouterr().out
+    scores = json.loads((rep / "scores.json").read_text())["classes"]
+    assert np.sum(scores["confusion"]) == scores["n_matched"] > 0
+    assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
+                     str(tmp_path / "x"), "--class-column", "type", "--quiet"]) == 2
+    assert "the truth catalogue has no column 'type'" in capsys.readouterr().err
+
+    # fine-tuned into three classes: the head keeps its box outputs, new class outputs
+    base = fine_tune_base(run / "best.json")
+    assert base.classes == ("compact", "extended")
+    net = build_detector("default", 32, base.priors, 5, nb_class=3)
+    start = start_params(base, net, jax.random.key(3))
+    old = np.asarray(base.params[-1]["kernel"]).reshape(64, 2, 10)
+    new = np.asarray(start[-1]["kernel"]).reshape(64, 2, 11)
+    np.testing.assert_array_equal(new[..., :8], old[..., :8])
+    assert not np.allclose(new[..., 8:10], old[..., 8:10])  # fresh class outputs
+    np.testing.assert_array_equal(np.asarray(start[0]["kernel"]), base.params[0]["kernel"])
+    with pytest.raises(ModelError, match="a key is needed"):
+        start_params(base, net)
+    plain = build_detector("default", 32, base.priors, 5)
+    assert np.asarray(start_params(base, plain, jax.random.key(0))[-1]["kernel"]).shape[-1] == 16
+    from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits
+    from cianna_jax.astro.trainer import TrainSettings, train_detector
+
+    write_cube_fits(tmp_path / "cube.fits", synthetic_cube((32, 32, 32), seed=1))
+    with pytest.raises(ValueError, match="a cube's detector does not classify"):
+        train_detector(TrainSettings(image=str(tmp_path / "cube.fits"), catalogue=cat,
+                                     out=str(tmp_path / "c"), class_column="kind"))
+    assert not (tmp_path / "c").exists()
