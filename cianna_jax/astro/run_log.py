@@ -67,7 +67,8 @@ def read_results_csv(path: str | os.PathLike) -> list[dict[str, float]]:
 
 def training_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
     """Two panels: training and validation loss per patch (log scale) and validation
-    precision / recall / F1 / AP per epoch, with the best-F1 epoch marked."""
+    precision / recall / F1 / AP per epoch (and a classifying detector's class accuracy
+    and F1 x class accuracy), with the best epoch by F1 (F1 x class accuracy) marked."""
     from .plots import pyplot as _plt
 
     plt = _plt()
@@ -80,13 +81,18 @@ def training_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
     a.set_ylabel("YOLO loss per patch")
     a.set_title("loss")
     a.legend()
-    for key, label in (("precision", "precision"), ("recall", "recall (SNR >= min)"),
-                       ("f1", "F1"), ("ap", "AP")):
+    curves = [("precision", "precision"), ("recall", "recall (SNR >= min)"), ("f1", "F1"),
+              ("ap", "AP")]
+    classified = bool(rows) and all("class_accuracy" in r for r in rows)
+    if classified:  # a detector that classifies: its classes, and the epochs' ranking
+        curves += [("class_accuracy", "class accuracy"), ("f1_class", "F1 x class accuracy")]
+    for key, label in curves:
         b.plot(ep, [r[key] for r in rows], marker="o", ms=3, label=label)
-    f1 = [r["f1"] if not math.isnan(r["f1"]) else -1.0 for r in rows]
+    best, name = ("f1_class", "F1 x class accuracy") if classified else ("f1", "F1")
+    f1 = [r[best] if not math.isnan(r[best]) else -1.0 for r in rows]
     if rows and max(f1) >= 0:
         k = f1.index(max(f1))
-        b.axvline(ep[k], color="0.6", ls=":", lw=1, label=f"best F1 (epoch {ep[k]})")
+        b.axvline(ep[k], color="0.6", ls=":", lw=1, label=f"best {name} (epoch {ep[k]})")
     b.set_ylim(0, 1.02)
     b.set_xlabel("epoch")
     b.set_ylabel("score on the validation area")
