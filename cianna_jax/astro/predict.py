@@ -252,8 +252,12 @@ def detect(
     merged = DecodedBoxes.concatenate(parts) if parts else DecodedBoxes.empty(nc, npar)
     raw = merged if keep_raw else None
     if len(merged):
+        # one source, one class: boxes of a classifying detector suppress each other
+        # whatever classes they were given (CIANNA's examples keep boxes of different
+        # classes apart, for objects that overlap in photographs)
         keep = nms(merged.boxes, merged.score(card.score), merged.class_id,
-                   same_class_threshold=card.nms_threshold, iou_type=card.iou_type, ndim=n)
+                   same_class_threshold=card.nms_threshold,
+                   diff_class_threshold=card.nms_threshold, iou_type=card.iou_type, ndim=n)
         merged = merged.take(keep)
     return Detections(boxes=merged, n_tiles=int(origins.shape[0]),
                       seconds=time.perf_counter() - t0, obj_threshold=thr, raw=raw)

@@ -100,6 +100,29 @@ def test_detector_class_outputs():
     assert sdc1.yolo.nb_filters == 9 * (8 + 2)
 
 
+def test_boxes_given_other_classes_suppress_each_other():
+    """One source, one class: two boxes of one cell on the same source, the network giving
+    them different classes, leave one detection (the higher objectness's, its class)."""
+    import jax
+
+    from cianna_jax.astro.model_card import LoadedModel, Normalisation
+    from cianna_jax.astro.predict import detect
+    from cianna_jax.network import init_params
+
+    net = build_detector("default", 32, np.full((2, 2), 6.0, np.float32), 5, nb_class=2)
+    card = ModelCard(network="x.dat", tile=(32, 32), overlap=(0, 0), classes=("a", "b"),
+                     obj_threshold=0.5, normalisation=Normalisation(noise_rms=1.0))
+    model = LoadedModel(card=card, net=net, params=init_params(jax.random.key(0), net))
+    out = np.zeros((1, 4, 4, 2, 10), np.float32)  # (N, G1, G0, B, 8 + 2 classes)
+    out[0, 1, 1, :, 0:3] = 0.5
+    out[0, 1, 1, :, 7] = (0.9, 0.8)
+    out[0, 1, 1, :, 8:] = ((0.3, 0.7), (0.8, 0.2))
+    det = detect(lambda w: np.zeros((32, 32), np.float32)[w], (32, 32), model,
+                 predict_fn=lambda b: np.repeat(out, len(b), axis=0), progress=False)
+    assert len(det.boxes) == 1 and det.boxes.objectness[0] == pytest.approx(0.9)
+    assert det.boxes.class_id.tolist() == [1]
+
+
 def test_card_classes_round_trip_and_checks(tmp_path):
     card = ModelCard(network="m.dat", tile=(32, 32), overlap=(8, 8), classes=("sfg", "agn"))
     save_model_card(tmp_path / "m.json", card)

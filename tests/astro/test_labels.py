@@ -38,11 +38,13 @@ HEADER_18 = ["Source list files format"] + HEADER_18 + [
     "CLASS SELECTION x y"]
 
 
-def _sdc1_text(path, ra, dec, flux, bmaj, bmin, pa, x, y, *, header=False, selection=None):
+def _sdc1_text(path, ra, dec, flux, bmaj, bmin, pa, x, y, *, header=False, selection=None,
+               classes=None):
     n = len(ra)
     sel = np.ones(n) if selection is None else selection
+    cls = np.full(n, 3) if classes is None else classes
     rows = np.column_stack([np.arange(1, n + 1), ra, dec, ra, dec, flux, np.zeros(n), bmaj, bmin,
-                            pa, np.full(n, 2), np.full(n, 3), sel, x, y])
+                            pa, np.full(n, 2), cls, sel, x, y])
     lines = HEADER_18 if header else []
     lines = lines + [" ".join(f"{v:.15g}" for v in r) for r in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -93,9 +95,11 @@ def test_sdc1_training_text_selection_pa_and_header(field, tmp_path):
         # intrinsic 4 px x 0 px (2.4" x 0"): with the 3 px beam, 5 px x 3 px apparent
         p = _sdc1_text(tmp_path / "TrainingSet_B1.txt", ra, dec, [1e-3, 2e-3, 5e-3],
                        [2.4, 2.4, 2.4], [0.0, 0.0, 0.0], [0.0, 90.0, 0.0], [0, 0, 0], [0, 0, 0],
-                       header=True, selection=np.array([1, 1, 0]))
+                       header=True, selection=np.array([1, 1, 0]), classes=[1, 3, 2])
         lab = read_training_catalogue(p, img)
+        classed = read_training_catalogue(p, img, class_column="class")
     assert len(lab) == 2  # SELECTION 0: not injected in the image
+    assert classed.classes.tolist() == ["1", "3"]  # SDC1's CLASS: 1 SS-AGN, 3 SFG
     np.testing.assert_allclose(lab.x, [40.0, 60.0], atol=1e-6)
     np.testing.assert_allclose(lab.bmaj, [5.0, 5.0])
     np.testing.assert_allclose(lab.bmin, [3.0, 3.0])
