@@ -29,6 +29,9 @@ def lumfunc(args) -> int:
     from .cli_tables import write_with_figure
 
     catalogue_format(args.out)  # refused before the work
+    if args.fit_method is not None and args.fit is None:
+        raise ValueError("--fit-method: with --fit (the evolution to fit)")
+    method = args.fit_method or "ml"
     z_edges = _bins(args.z_bins)
     if args.figure:
         from .astro.completeness import require_plotting
@@ -60,16 +63,19 @@ def lumfunc(args) -> int:
     if args.fit:
         from .astro.lumfunc_fit import fit_luminosity_function
 
-        fit = fit_luminosity_function(lf, args.fit)
+        fit = fit_luminosity_function(lf, args.fit, method=method)
         print(f"double power law, {fit.summary()}")
         t.meta["luminosity_function"]["fit"] = {
-            "evolution": fit.evolution, "chi2": fit.chi2, "dof": fit.dof,
+            "evolution": fit.evolution, "method": fit.method, "chi2": fit.chi2, "dof": fit.dof,
+            **({"log_likelihood": fit.log_likelihood, "n_sources": fit.n_sources}
+               if fit.method == "ml" else {}),
             **{k: [v, fit.errors.get(k, float("nan"))] for k, v in fit.params.items()}}
     rest = m["rest_freq_hz"]
     write_with_figure(t, args, "luminosity function", lambda _: luminosity_function_figure(
         lf, title=f"Luminosity function: {os.path.basename(args.catalogue)}"
         + (f" at {rest / 1e6:g} MHz" if rest and math.isfinite(rest) else ""),
-        model=fit, model_label=f"double power law ({args.fit} evolution)"))
+        model=fit, model_label=f"double power law ({args.fit} evolution, "
+                               f"{'maximum likelihood' if method == 'ml' else 'binned'})"))
     return 0
 
 
@@ -119,7 +125,10 @@ def add_parser(sub) -> None:
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw log Phi against log L per redshift bin")
     p.add_argument("--fit", default=None, choices=("none", "ple", "pde"),
-                   help="fit a double power law to the complete bins of 5 sources or more: "
-                        "with no evolution, pure luminosity evolution L* (1+z)^k_L, or pure "
-                        "density evolution Phi* (1+z)^k_D (parameters printed and in the "
-                        "table's metadata; drawn on --figure)")
+                   help="fit a double power law: with no evolution, pure luminosity "
+                        "evolution L* (1+z)^k_L, or pure density evolution Phi* (1+z)^k_D "
+                        "(parameters printed and in the table's metadata; drawn on --figure)")
+    p.add_argument("--fit-method", default=None, choices=("ml", "binned"),
+                   help="ml (default): the maximum likelihood on the sources over the "
+                        "coverage, no bins (Marshall et al. 1983); binned: least squares on "
+                        "the complete bins of 5 sources or more")

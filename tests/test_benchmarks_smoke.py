@@ -456,6 +456,8 @@ def test_lumfunc_fit_check_fits_three_populations(capsys):
     assert m.main(["--area", "10"]) == 0
     out = capsys.readouterr().out
     assert out.count("evolution: log_phi_star") == 9
+    assert len(re.findall(r"evolution \(maximum likelihood on \d+ sources\): log_phi_star",
+                          out)) == 9
     assert re.search(r"luminosity evolution k_L = 2\.5: \d+ sources", out)
 
 

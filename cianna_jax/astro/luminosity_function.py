@@ -35,7 +35,7 @@ from .primary_beam import finding_beam
 from .source_counts import completeness_at, image_area_sr, read_completeness
 from .visibility import mosaic_visibility
 
-__all__ = ["Coverage", "LuminosityFunction", "luminosity_function", "z_completeness_weights",
+__all__ = ["Coverage", "LFSample", "LuminosityFunction", "luminosity_function", "z_completeness_weights",
            "luminosity_function_figure", "catalogue_luminosity_function",
            "simulate_population"]
 
@@ -90,6 +90,35 @@ def z_completeness_weights(flux: np.ndarray, has_z: np.ndarray, per_decade: int 
 
 
 @dataclass(frozen=True)
+class LFSample:
+    """The sources a luminosity function counted and their selection, for a fit on the
+    sources themselves (:func:`.lumfunc_fit.fit_luminosity_function`'s maximum
+    likelihood): ``logl`` (log10 W/Hz), ``z`` and ``weights`` [n]; the ``coverage`` and the
+    ranges counted (``z_range``, ``logl_range``); ``peak_ratio``, the sources' median
+    peak over flux (the coverage is by peak); ``alpha``, their median spectral index, and
+    the frequencies and cosmology that turn a luminosity at a redshift into a flux."""
+
+    logl: np.ndarray
+    z: np.ndarray
+    weights: np.ndarray
+    coverage: Coverage
+    z_range: tuple[float, float]
+    logl_range: tuple[float, float]
+    peak_ratio: float = 1.0
+    alpha: float = -0.7
+    freq_hz: float | None = None
+    rest_freq_hz: float | None = None
+    cosmology: str = "Planck18"
+
+    def flux(self, logl: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The flux (Jy) of luminosity ``10^logl`` at redshift ``z`` (broadcast)."""
+        logl, z = np.broadcast_arrays(np.asarray(logl, np.float64), np.asarray(z, np.float64))
+        one = radio_luminosity(np.ones(z.shape), z, alpha=self.alpha, freq_hz=self.freq_hz,
+                               rest_freq_hz=self.rest_freq_hz, cosmology=self.cosmology)
+        return 10.0 ** logl / one
+
+
+@dataclass(frozen=True)
 class LuminosityFunction:
     """``phi`` and ``phi_err`` (Mpc^-3 dex^-1), ``n`` sources and ``n_weighted`` (with the
     redshift weights) per ``[z bin, log L bin]``; ``complete``: the bin's faintest
@@ -97,7 +126,8 @@ class LuminosityFunction:
     coverage's ``min_fraction`` of it); ``vmax`` per
     source (Mpc^3, NaN outside the bins); ``z_mean`` per bin, its sources' redshifts
     weighted as they count (``w / V_max``: where a model is compared with the bin);
-    ``phi_err_z`` the part of ``phi_err`` the redshifts' errors make (None: none given)."""
+    ``phi_err_z`` the part of ``phi_err`` the redshifts' errors make (None: none given);
+    ``sample`` the counted sources and their selection (:class:`LFSample`)."""
 
     z_edges: np.ndarray
     logl_edges: np.ndarray
@@ -110,6 +140,7 @@ class LuminosityFunction:
     z_mean: np.ndarray | None = None
     phi_err_z: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    sample: LFSample | None = field(default=None, repr=False)
 
     def table(self) -> Any:
         """One row per (z bin, L bin) with sources: bins, counts, phi, its error, log phi."""
@@ -209,6 +240,13 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
     complete = le[:-1][None] >= l_lim[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         z_mean = np.where(s1 > 0, sz / s1, np.nan)
+        ratio = float(np.nanmedian(pk[inside] / f[inside])) if inside.any() else 1.0
+    sample = LFSample(logl=logl[inside], z=zz[inside], weights=w[inside], coverage=coverage,
+                      z_range=(float(ze[0]), float(ze[-1])),
+                      logl_range=(float(le[0]), float(le[-1])),
+                      peak_ratio=ratio if math.isfinite(ratio) and ratio > 0 else 1.0,
+                      alpha=float(np.median(a[inside])) if inside.any() else -0.7,
+                      freq_hz=freq_hz, rest_freq_hz=rest_freq_hz, cosmology=cosmology)
     return LuminosityFunction(z_edges=ze, logl_edges=le, n=n, n_weighted=nw, phi=s1 / width,
                               phi_err=np.sqrt(s2) / width, complete=complete, vmax=vmax,
                               z_mean=z_mean,
@@ -216,7 +254,8 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
                                     "area_deg2": coverage.area_sr * (180 / math.pi) ** 2,
                                     "cosmology": str(cosmology), "n_used": int(inside.sum()),
                                     "deepest_flux_jy": deepest,
-                                    "rest_freq_hz": rest_freq_hz or freq_hz})
+                                    "rest_freq_hz": rest_freq_hz or freq_hz},
+                              sample=sample)
 
 
 def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
