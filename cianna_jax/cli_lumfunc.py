@@ -124,10 +124,11 @@ def add_parser(sub) -> None:
                    help="no weights for the sources without a redshift")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw log Phi against log L per redshift bin")
-    p.add_argument("--fit", default=None, choices=("none", "ple", "pde"),
+    p.add_argument("--fit", default=None, choices=("none", "ple", "pde", "both"),
                    help="fit a double power law: with no evolution, pure luminosity "
-                        "evolution L* (1+z)^k_L, or pure density evolution Phi* (1+z)^k_D "
-                        "(parameters printed and in the table's metadata; drawn on --figure)")
+                        "evolution L* (1+z)^k_L, pure density evolution Phi* (1+z)^k_D, or "
+                        "both (parameters printed and in the table's metadata; drawn on "
+                        "--figure)")
     p.add_argument("--fit-method", default=None, choices=("ml", "binned"),
                    help="ml (default): the maximum likelihood on the sources over the "
                         "coverage, no bins (Marshall et al. 1983); binned: least squares on "

@@ -7,7 +7,7 @@ pure luminosity or density evolution.
 per dex of luminosity (``alpha`` the faint slope, ``beta`` the bright one, in dex per
 dex), the form radio surveys fit to their star-forming and AGN populations (e.g. Novak et
 al. 2017, Smolcic et al. 2017: ``k_L`` for pure luminosity evolution, "ple"; ``k_D`` for
-pure density evolution, "pde"; "none" keeps both 0). Two methods:
+pure density evolution, "pde"; "both" frees the two; "none" keeps both 0). Two methods:
 
 * ``"binned"``: fitted to the 1/Vmax estimate's complete bins
   (:class:`.luminosity_function.LuminosityFunction`) by least squares in ``log10 Phi``
@@ -37,8 +37,9 @@ from .catalogue import make_table
 
 __all__ = ["EVOLUTIONS", "METHODS", "LumFuncFit", "double_power_law", "fit_luminosity_function"]
 
-#: the evolution models: which of (k_L, k_D) is free
-EVOLUTIONS = {"none": (), "ple": ("k_l",), "pde": ("k_d",)}
+#: the evolution models: which of (k_L, k_D) is free ("both": the two together, partly
+#: degenerate: the maximum likelihood tells them apart on wide redshift ranges)
+EVOLUTIONS = {"none": (), "ple": ("k_l",), "pde": ("k_d",), "both": ("k_l", "k_d")}
 _SHAPE = ("log_phi_star", "log_l_star", "alpha", "beta")
 #: the fitting methods (see the module)
 METHODS = ("binned", "ml")
@@ -135,7 +136,8 @@ def _model_params(params: dict[str, float], evolution: str) -> dict[str, float]:
 
 def fit_luminosity_function(lf: Any, evolution: str = "none", *, min_n: int = 5,
                             complete_only: bool = True, method: str = "binned") -> LumFuncFit:
-    """Fit :func:`double_power_law` with ``evolution`` ("none", "ple", "pde") to ``lf``:
+    """Fit :func:`double_power_law` with ``evolution`` ("none", "ple", "pde", "both") to
+    ``lf``:
     ``method`` "binned", to its bins of ``min_n`` sources or more (and complete, with
     ``complete_only``), or "ml", the maximum likelihood on its sources (``lf.sample``; the
     chi^2 then against those bins).  ValueError when fewer bins than free parameters plus

@@ -67,8 +67,8 @@ def test_luminosity_evolution_recovered_and_told_from_none():
     t = ple.table()
     assert list(t["parameter"]) == ["log_phi_star", "log_l_star", "alpha", "beta", "k_l"]
     assert "k_l 2.5" in ple.summary()
-    with pytest.raises(ValueError, match="evolution"):
-        fit_luminosity_function(lf, "both")
+    with pytest.raises(ValueError, match="evolution: expected one of none, ple, pde, both"):
+        fit_luminosity_function(lf, "ple+pde")
     with pytest.raises(ValueError, match="bins of 400 sources or more"):
         fit_luminosity_function(lf, "ple", min_n=400)
 
@@ -87,6 +87,10 @@ def test_maximum_likelihood_recovers_the_evolution_more_tightly():
         assert ml.errors[k] < 0.6 * binned.errors[k], k
     ple = fit_luminosity_function(lf, "ple", method="ml")
     assert ml.log_likelihood > ple.log_likelihood + 20
+    both = fit_luminosity_function(lf, "both", method="ml")  # the two evolutions free
+    assert abs(both.params["k_d"] - 2.0) < 3 * both.errors["k_d"]
+    assert abs(both.params["k_l"]) < 3 * both.errors["k_l"]
+    assert both.log_likelihood >= ml.log_likelihood - 1e-3
     assert ml.chi2 / ml.dof < 3.0 < ple.chi2 / ple.dof
     assert "maximum likelihood on" in ml.summary()
     with pytest.raises(ValueError, match="method: expected one of binned, ml"):
