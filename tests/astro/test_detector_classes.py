@@ -54,6 +54,16 @@ def test_class_names_order_codes_and_errors():
         class_names([a, _labels(None)])
 
 
+def test_class_codes_read_as_floats_are_the_same_classes():
+    from cianna_jax.astro.catalogue import column_text, selected_rows
+
+    codes = np.ma.masked_array([1.0, 3.0, 2.5, 3.0], [False, False, False, True])
+    assert column_text(codes) == ["1", "3", "2.5", ""]
+    assert column_text(np.array([" sfg", "fr2 "])) == ["sfg", "fr2"]
+    t = make_table({"x": np.arange(3.0), "class": np.array([1.0, 3.0, 3.0])})
+    assert len(selected_rows(t, "class=3")) == 2  # as SDC1's codes are written
+
+
 def test_training_catalogue_class_column(tmp_path):
     from cianna_jax.astro.catalogue import CatalogueError, write_catalogue
     from cianna_jax.astro.fits_image import open_image
