@@ -125,10 +125,15 @@ class SourceLabels:
         return np.array([index[v] for v in self.classes.tolist()], np.int64)
 
 
+#: the most classes :func:`class_names` takes (each class is a YOLO output per box)
+MAX_CLASSES = 64
+
+
 def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
     """The classes of one or more fields' labels, in a fixed order: numerically when every
     class is an integer (SDC1's 1 SS-AGN, 2 FS-AGN, 3 SFG), else alphabetically.
-    ValueError when a field has no classes or there are fewer than two in all."""
+    ValueError when a field has no classes, or there are fewer than two in all or more
+    than :data:`MAX_CLASSES`."""
     found: set[str] = set()
     for lb in labels:
         if lb.classes is None:
@@ -137,6 +142,10 @@ def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
     if len(found) < 2:
         raise ValueError(f"class column: a detector that classifies needs at least two "
                          f"classes; the catalogue(s) hold {sorted(found)}")
+    if len(found) > MAX_CLASSES:
+        raise ValueError(f"class column: {len(found)} distinct values (e.g. "
+                         f"{sorted(found)[:3]}), more than the {MAX_CLASSES} classes a detector "
+                         "learns: is it an identifier or a measurement rather than a class?")
     numeric = all(re.fullmatch(r"[+-]?\d+", v) for v in found)
     return tuple(sorted(found, key=int) if numeric else sorted(found))
 

@@ -472,6 +472,12 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
                            "n_train_targets": counts}
         log(f"classes from column {s.class_column!r}: "
             + ", ".join(f"{n} ({c} training targets)" for n, c in zip(names, counts)))
+        if not all(counts):
+            empty = [n for n, c in zip(names, counts) if not c]
+            warnings.warn(f"--class-column {s.class_column}: classes {empty} have no training "
+                          f"target (their sources are all below --min-snr {s.min_snr:g} or in "
+                          "the validation strip): the detector cannot learn them",
+                          UserWarning, stacklevel=3)
         if base is not None and base.classes != names:
             log(f"the classes of {base.path} were {list(base.classes) or 'none'}: its class "
                 "outputs start afresh")

@@ -52,6 +52,9 @@ def test_class_names_order_codes_and_errors():
         class_names([_labels(["sfg"] * 3)])
     with pytest.raises(ValueError, match="cat: the labels have no classes"):
         class_names([a, _labels(None)])
+    many = _labels([str(k) for k in range(65)], x=np.linspace(5.0, 60.0, 65))
+    with pytest.raises(ValueError, match="65 distinct values .* more than the 64 classes"):
+        class_names([many])
 
 
 def test_class_codes_read_as_floats_are_the_same_classes():
@@ -280,9 +283,20 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
         start_params(base, net)
     plain = build_detector("default", 32, base.priors, 5)
     assert np.asarray(start_params(base, plain, jax.random.key(0))[-1]["kernel"]).shape[-1] == 16
+    from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits
     from cianna_jax.astro.trainer import TrainSettings, train_detector
 
+    # a class with no training target (its one source below --min-snr or in the
+    # validation strip): said, not learnt
+    t = read_catalogue(cat)
+    t["kind"][np.argmin(np.asarray(t["snr"]))] = "faint"
+    write_catalogue(t, tmp_path / "faint.ecsv")
+    with pytest.warns(UserWarning, match=r"classes \['faint'\] have no training target"):
+        train_detector(TrainSettings(image=img, catalogue=str(tmp_path / "faint.ecsv"),
+                                     out=str(tmp_path / "faint"), epochs=1, patch=32,
+                                     patches_per_epoch=16, min_snr=5.0, class_column="kind"),
+                       log=lambda *_: None, progress=False)
     write_cube_fits(tmp_path / "cube.fits", synthetic_cube((32, 32, 32), seed=1))
     with pytest.raises(ValueError, match="a cube's detector does not classify"):
         train_detector(TrainSettings(image=str(tmp_path / "cube.fits"), catalogue=cat,
