@@ -11,7 +11,9 @@ count); a single Gaussian's own; ``bmaj_deconv``, ``bmin_deconv``, ``pa_deconv``
 beam's (0 where the beam is as wide); ``resolved`` (where the catalogue has that column)
 for a source of several Gaussians or of a resolved one; ``peak`` the summed model's maximum, ``rms``, ``peak_err`` and
 ``reliability`` the brightest Gaussian's; ``edge`` and ``deblended`` when any member has
-them; ``n_components`` and ``component_ids`` (the catalogue's ``id`` of each member).
+them; ``n_components`` and ``component_ids`` (the catalogue's ``id`` of each member); a
+classifying detector's ``det_class``, ``det_prob`` and ``det_p_<class>`` the brightest
+Gaussian's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ SOURCE_LIST_NOTE = ("one row per source: flux the sum of its Gaussians' (errors 
 #: meta of the component catalogue carried to its source list
 _KEPT_META = ("creator", "image", "hdu", "plane", "bunit", "beam_bmaj_arcsec",
               "beam_bmin_arcsec", "beam_bpa_deg", "pixel_scale_arcsec", "radec_frame",
-              "pa_convention", "flux", "errors")
+              "pa_convention", "flux", "errors", "classes")
 
 
 def _moments(g: Gaussians, members: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,6 +165,7 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
     cuts = np.flatnonzero(np.diff(ids_sorted)) + 1
     groups = dict(zip(ids_sorted[np.r_[0, cuts]].tolist(), np.split(by_source, cuts))) \
         if len(source) else {}
+    tops = []  # each source's brightest Gaussian
     for s in range(1, int(source.max(initial=0)) + 1):
         members = groups.get(s, np.zeros(0, np.int64))
         if not members.size:
@@ -181,6 +184,7 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
             limited = _island_moments(g, members, isl_rows, thresh_isl * float(g.rms[top]))
             cov = cov if limited is None else limited
         bmaj, bmin, pa = _axes(cov)
+        tops.append(top)
         rows["source_id"].append(s)
         rows["island_id"].append(int(np.asarray(table[isl])[top]) if isl else 0)
         rows["n_components"].append(members.size)
@@ -232,6 +236,9 @@ def source_list(table: Any, group_tol: float | None = None, thresh_isl: float = 
         cols = {k: np.zeros(0, np.int64 if k in ("source_id", "island_id", "n_components") else
                             (str if k in ("s_code", "component_ids") else np.float64))
                 for k in cols}
+    top_rows = np.asarray(tops, np.int64)
+    for k in (c for c in table.colnames if c.startswith("det_")):  # the detector's classes
+        cols[k] = np.asarray(table[k])[top_rows]
     units = {k: str(table[k].unit) for k in ("bmaj", "bmin", "peak", "peak_err", "rms", "flux",
                                              "flux_err")
              if k in table.colnames and getattr(table[k], "unit", None) is not None and k in cols}

@@ -246,8 +246,9 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     assert model.class_names == ("compact", "extended") and model.net.yolo.nb_class == 2
 
     out = tmp_path / "cat.ecsv"
+    srl = tmp_path / "srl.ecsv"
     assert cli.main(["predict", "--model", str(run), "--image", img, "--out", str(out),
-                     "--threshold", "0.05", "--quiet"]) == 0
+                     "--threshold", "0.05", "--source-list", str(srl), "--quiet"]) == 0
     assert "classified by the detector (det_class, det_prob, det_p_<class>)" in \
         capsys.readouterr().out
     from cianna_jax.astro.catalogue import read_catalogue
@@ -258,6 +259,13 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     np.testing.assert_allclose(t["det_prob"], np.maximum(t["det_p_compact"],
                                                          t["det_p_extended"]))
     assert t.meta["classes"] == ["compact", "extended"]
+    sources = read_catalogue(srl)  # each source the class of its brightest Gaussian
+    by_id = {int(i): k for k, i in enumerate(t["id"])}
+    for row in sources:
+        members = [by_id[int(i)] for i in str(row["component_ids"]).split(",")]
+        top = members[int(np.argmax(np.asarray(t["peak"])[members]))]
+        assert row["det_class"] == t["det_class"][top]
+        assert row["det_prob"] == pytest.approx(t["det_prob"][top])
 
     rep = tmp_path / "rep"  # the column it was trained with, found in the truth
     assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
