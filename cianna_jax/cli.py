@@ -195,7 +195,8 @@ def _val(args) -> int:
                    target_reliability=args.target_reliability, max_peaks=args.max_peaks,
                    primary_beam=_primary_beams(args), pb_min=args.pb_min,
                    compare_apparent=args.compare_apparent, bright=_bright_rule(args),
-                   adaptive_rms=_adaptive_rms(args), class_column=args.class_column)
+                   adaptive_rms=_adaptive_rms(args), class_column=args.class_column,
+                   classifier=args.classifier)
     print(rep.text)
     print(f"files in {args.out}/: {', '.join(rep.files)}")
     return 0
@@ -542,9 +543,13 @@ def _parser() -> argparse.ArgumentParser:
                           "the beam's response (default: taken as corrected; predict --pb's "
                           "own catalogues, with their pb column, always are)")
     val.add_argument("--class-column", default=None, metavar="COLUMN",
-                     help="a detector that classifies: the truth's column of the classes it "
-                          "is scored against (default: the column it was trained with, when "
-                          "the truth has it): confusion matrix, accuracy, classes.png")
+                     help="the truth's column of the classes a detector that classifies (by "
+                          "default the column it was trained with, when the truth has it) "
+                          "and a --classifier are scored against: confusion matrix, "
+                          "accuracy, classes.png, morph_classes.png")
+    val.add_argument("--classifier", default=None, metavar="MODEL",
+                     help="a morphology classifier (cianna-jax classify train) that classifies "
+                          "the catalogue's rows (morph_class), scored with --class-column")
 
     inj = sub.add_parser("inject", help="add artificial sources to a FITS image (lines to a "
                                         "cube) and find them again: completeness, flux "

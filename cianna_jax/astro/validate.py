@@ -49,6 +49,7 @@ from .flags import BrightRule, flag_counts
 from .hi_mass import hi_mass
 from .line_scores import line_summary, same_line
 from .model_card import LoadedModel, load_model
+from .morphology import CLASS_COLUMN as MORPH_CLASS
 from .mosaic import (
     check_images,
     image_names,
@@ -211,7 +212,7 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                reliability: bool = False, target: float | None = None,
                max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None,
                compare_apparent: bool = False, bright: BrightRule | None = None,
-               adaptive_rms: AdaptiveRms | None = None) -> _ImageRun:
+               adaptive_rms: AdaptiveRms | None = None, classifier: Any = None) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
@@ -219,7 +220,8 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     primary beam ``pb``, the comparison rows through it (:func:`.other_finder.through_beam`,
     ``compare_apparent``: measured on the image as it is); with ``adaptive_rms``, the
     detection and measurement's noise map raised around bright sources (the truth's SNRs
-    from the map without it, so that runs with and without compare)."""
+    from the map without it, so that runs with and without compare); with a morphology
+    ``classifier``, the catalogue's rows classified."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
@@ -267,6 +269,10 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                              bright=bright, **pb)
     res.timings = {"noise_s": noise_s, "detect_s": t1 - t0, **res.timings,
                    "measure_s": time.perf_counter() - t3 + t2 - t1}
+    if classifier is not None:
+        from .morphology_apply import classify_sources
+
+        res.table = classify_sources(classifier, img, res.table, noise=noise)
     run = _ImageRun(img, tr, oth, full, res, thr, scan=scan)
     if neg is not None:
         attach_reliability(res, neg, thr, near_threshold=None if chosen is None or
@@ -336,6 +342,7 @@ def validate(
     bright: BrightRule | None = None,
     adaptive_rms: AdaptiveRms | None = None,
     class_column: str | None = None,
+    classifier: Any = None,
 ) -> ValReport:
     """Detect, cross-match with ``truth``, score and write the report folder ``out_dir``
     (created if needed).  Inputs are checked before the detector runs; the folder and its
@@ -362,6 +369,9 @@ def validate(
     classifies (``det_class``) is scored against the truth's ``class_column`` (default: the
     column it was trained with, when the truth has it; :mod:`.detector_classes`): a
     confusion matrix in the report, ``classes`` in ``scores.json``, ``classes.png``.
+    ``classifier``: a morphology classifier (its card's path or loaded) that classifies the
+    catalogue's rows (``morph_class``, as ``predict --classifier``), scored against the
+    truth's ``class_column`` the same way (``morph_classes``, ``morph_classes.png``).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -384,9 +394,13 @@ def validate(
     predict_fn = make_predict_fn(mdl, mixed_precision)  # an unknown mode fails here
     thr = float(np.max(mdl.card.obj_threshold if obj_threshold is None else checked_threshold(
         obj_threshold, int(mdl.net.yolo.nb_box))))
-    if class_column is not None and not mdl.class_names:
+    if isinstance(classifier, (str, os.PathLike)):
+        from .morphology import load_classifier
+
+        classifier = load_classifier(classifier)
+    if class_column is not None and not mdl.class_names and classifier is None:
         raise ValueError(f"class_column: the model {mdl.card.path} does not classify (train it "
-                         "with --class-column)")
+                         "with --class-column, or give a classifier)")
     if class_column is not None:  # the truth's column, checked before the detector runs
         truth_class_column(read_catalogue(os.fspath(truth)), class_column)
     trained_column = (mdl.card.notes or {}).get("class_column")
@@ -404,6 +418,8 @@ def validate(
             adaptive_beam(adaptive_rms, im)
         if several and any(im.ndim == 3 for im in imgs):
             raise ValueError("image: several cubes: val scores one cube at a time")
+        if classifier is not None and any(im.ndim == 3 for im in imgs):
+            raise ValueError("classifier: the morphology classifier reads 2D images")
         if several:
             check_images(imgs)
             tparts, oparts, unassigned = _split_inputs(truth, compare, imgs)
@@ -417,7 +433,8 @@ def validate(
                 {k: oparts[k][i] for k in compare} if several else compare, thr=thr, low=low,
                 predict_fn=predict_fn, progress=progress, names=names,
                 reliability=reliability, target=target, max_peaks=max_peaks, pb=pb,
-                compare_apparent=compare_apparent, bright=bright, adaptive_rms=adaptive_rms))
+                compare_apparent=compare_apparent, bright=bright, adaptive_rms=adaptive_rms,
+                classifier=classifier))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)
@@ -432,13 +449,17 @@ def validate(
         m = match_catalogues(det, tr, beam, factor=match_factor, pixel_scale=pixel_scale)
         sc = scores_for(det, tr, m, snr_bins=snr_bins, min_truth_snr=min_truth_snr)
         counted = tr.snr >= min_truth_snr
-        cls = None
+        reports = []  # the detector's classes, a classifier's
         if mdl.class_names and DET_CLASS_COLUMN in det.colnames:
             column = truth_class_column(tr.table, class_column) if class_column else (
                 find_column(tr.table, trained_column) if isinstance(trained_column, str)
                 else None)
             if column is not None:
-                cls = class_report(det, tr.table, m, column, mdl.class_names)
+                reports.append(class_report(det, tr.table, m, column, mdl.class_names))
+        if classifier is not None and class_column is not None:
+            reports.append(class_report(det, tr.table, m,
+                                        truth_class_column(tr.table, class_column),
+                                        classifier.card.classes, predicted=MORPH_CLASS))
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
@@ -469,7 +490,7 @@ def validate(
                 f"(of {len(tr.x)} in the {'images' if several else 'image'}; true SNR from "
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + format_sdc2(sdc2)
-                + ("" if cls is None else "\n" + format_class_report(cls))
+                + "".join("\n" + format_class_report(r) for r in reports)
                 + ("" if rel is None else "\n" + format_reliability(*rel)
                    + "".join(format_zones(r.res.table) for r in runs))
                 + "".join("\n" + (f"{n}: " if several else "")
@@ -490,8 +511,8 @@ def validate(
                    "pr_curve": pr, "timings": timings,
                    "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area),
                    "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
-        if cls is not None:
-            summary["classes"] = cls.summary()
+        for r in reports:
+            summary[r.key] = r.summary()
         if rel is not None:
             summary["reliability"] = {**rel[0].summary(), "measured": rel[1]}
         if target is not None:
@@ -513,8 +534,7 @@ def validate(
         if plots:
             try:
                 figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel, target)
-                if cls is not None:
-                    figs["classes.png"] = class_figure(cls)
+                figs.update({f"{r.key}.png": class_figure(r) for r in reports})
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []

@@ -188,7 +188,7 @@ def test_class_report_counts_matched_pairs_only():
         truth_class_column(truth, "morph")
     other = class_report(det, truth, m, col, ("b", "c"))  # true class "a" unknown to it
     assert other.n_other == 2 and other.confusion.sum() == 1
-    assert "2 matched sources have a true class the detector does not know" in \
+    assert "2 matched sources have a true class the model does not know" in \
         format_class_report(other)
 
 
@@ -276,6 +276,23 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
                      str(tmp_path / "x"), "--class-column", "type", "--quiet"]) == 2
     assert "the truth catalogue has no column 'type'" in capsys.readouterr().err
+    # a morphology classifier on the same catalogue's rows, scored beside the detector
+    from cianna_jax.astro.morphology_cutouts import CutoutSpec
+    from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
+
+    train_classifier([img], [cat], "kind", str(tmp_path / "clf"), progress=False,
+                     figure=False, log=lambda m: None,
+                     settings=ClassifierSettings(epochs=1, batch_size=16, samples_per_epoch=32,
+                                                 cutout=CutoutSpec(4.0, 8, 1.0)))
+    assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
+                     str(tmp_path / "both"), "--threshold", "0.05", "--classifier",
+                     str(tmp_path / "clf"), "--class-column", "kind", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "classes (det_class against the truth's kind" in text
+    assert "classes (morph_class against the truth's kind" in text
+    both = json.loads((tmp_path / "both" / "scores.json").read_text())
+    assert both["morph_classes"]["n_matched"] == both["classes"]["n_matched"] > 0
+    assert (tmp_path / "both" / "morph_classes.png").stat().st_size > 5000
 
     # fine-tuned into three classes: the head keeps its box outputs, new class outputs
     base = fine_tune_base(run / "best.json")
