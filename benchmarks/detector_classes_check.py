@@ -3,6 +3,7 @@ classifier (``cianna-jax classify``) on the same detections.
 
     python benchmarks/detector_classes_check.py [--size 2048] [--sources 600] [--epochs 60]
                                                 [--classifier-epochs 30] [--seed 10]
+                                                [--fractions C S F1 F2] [--balance]
 
 Simulated fields (``cianna-jax simulate --morphologies``: compact sources, star-forming
 galaxies, FR I and FR II radio galaxies of 3-10 beams, fluxes 10-300 times the noise):
@@ -13,7 +14,9 @@ sources left whole (``--max-peaks 1``: an FR II's lobes are one source) and ``va
 scores its classes over the matched sources.  The classifier, trained on the same
 fields, classifies the same detections at their measured positions.  Printed: detection
 precision and recall, then for each the accuracy, balanced accuracy and recall per class
-over the same matched sources, and the wall times.
+over the same matched sources, and the wall times.  ``--fractions``: the classes' shares
+in every field (a population where radio galaxies are rare); ``--balance``: the detector
+trained with ``--balance-classes``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--patches", type=int, default=1024, help="the detector's per epoch")
     ap.add_argument("--classifier-epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--fractions", type=float, nargs=4, default=[0.25] * 4,
+                    metavar=("COMPACT", "SFG", "FR1", "FR2"))
+    ap.add_argument("--balance", action="store_true",
+                    help="the detector's positives balanced over the classes")
     args = ap.parse_args(argv)
     from cianna_jax.astro.morphology import class_scores, confusion_matrix, load_classifier
     from cianna_jax.astro.morphology_apply import classify_sources
@@ -78,14 +85,15 @@ def main(argv=None) -> int:
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         seeds = [args.seed, args.seed + 1, args.seed + 2]
-        fields = simulate(tmp, args.size, args.sources, seeds, (0.25,) * 4)
+        fields = simulate(tmp, args.size, args.sources, seeds, tuple(args.fractions))
         sized = [(img, with_sizes(cat)) for img, cat in fields]
         (img1, cat1), (img2, cat2), (test_img, test_cat) = sized
         t1 = time.time()
         res = train_detector(TrainSettings(
             image=img1, catalogue=cat1, more_fields=((img2, cat2),), out=os.path.join(tmp, "det"),
             epochs=args.epochs, patches_per_epoch=args.patches, seed=args.seed,
-            class_column="morphology"), log=lambda m: None, progress=False)
+            class_column="morphology", balance_classes=args.balance), log=lambda m: None,
+            progress=False)
         t2 = time.time()
         rep = validate(test_img, os.path.join(tmp, "det", "best.json"), test_cat,
                        os.path.join(tmp, "val"), plots=False, progress=False, max_peaks=1,
@@ -114,7 +122,9 @@ def main(argv=None) -> int:
         sc_clf = class_scores(cm_clf)
         t5 = time.time()
     s = rep.scores
-    print(f"fields {args.size}x{args.size}, ~{args.sources} sources each (seeds {seeds}); "
+    print(f"fields {args.size}x{args.size}, ~{args.sources} sources each (seeds {seeds}; "
+          f"shares {' '.join(f'{v:g}' for v in args.fractions)}"
+          + (", balanced positives" if args.balance else "") + "); "
           f"detector {args.epochs} epochs of {args.patches} patches, best epoch "
           f"{res.best['epoch']} (validation class accuracy {res.best['class_accuracy']:.3f})")
     print("validation class accuracy by epoch: "

@@ -13,7 +13,7 @@ RUN_SETTINGS_OPTIONS = ("--image", "--catalogue", "--arch", "--patch", "--patch-
                         "--valid-fraction",
                         "--seed", "--batch", "--patches-per-epoch", "--lr", "--min-snr",
                         "--normalisation", "--hdu", "--plane", "--mixed-precision", "--pb",
-                        "--init", "--class-column")
+                        "--init", "--class-column", "--balance-classes")
 TRAIN_OPTIONS = RUN_SETTINGS_OPTIONS + ("--out", "--epochs", "--resume", "--quiet", "--help")
 
 
@@ -61,7 +61,8 @@ def train(args) -> int:
                           learning_rate=args.lr, min_snr=args.min_snr,
                           normalisation=args.normalisation, hdu=args.hdu, plane=args.plane,
                           mixed_precision=args.mixed_precision, more_fields=more,
-                          primary_beam=args.pb, init=args.init, class_column=args.class_column)
+                          primary_beam=args.pb, init=args.init, class_column=args.class_column,
+                          balance_classes=args.balance_classes)
         res = train_detector(s, progress=not args.quiet)
     print(f"files in {res.out}/: {', '.join(res.files)}")
     print(f"next: cianna-jax predict --model {os.path.join(res.out, 'best.json')} --image IMAGE "
@@ -125,4 +126,8 @@ def add_parser(sub) -> None:
                          "1 SS-AGN, 2 FS-AGN, 3 SFG; or morph_class): the detector also "
                          "classifies what it finds; predict then writes det_class, det_prob "
                          "and det_p_<class> (2D images)")
+    tr.add_argument("--balance-classes", action="store_true",
+                    help="with --class-column: the patches around sources drawn with equal "
+                         "chances for every class (a rare class seen as often as a common "
+                         "one)")
     tr.add_argument("--quiet", action="store_true", help="no per-batch progress")

@@ -93,6 +93,9 @@ class PatchSampler:
     warning says when the area has no source-free window (negatives then drawn uniformly).
     ``classes`` [n] (0-based class of each source of ``labels``, a detector that
     classifies): written into the targets (CIANNA's 1-based class); None: every box class 1.
+    ``balance_classes``: the positives placed around sources drawn with equal chances for
+    every class of the area (each source weighted by one over its class's count there), so
+    that a rare class is seen as often as a common one.
     The arrays are used as given (not copied): do not change them while drawing.
     """
 
@@ -100,7 +103,7 @@ class PatchSampler:
                  area: tuple[int, int, int, int], patch: int, max_obj: int, *,
                  negative_fraction: float = 0.1, augment: bool = True,
                  positive_fraction: float = 0.5, min_visible: float = 0.5,
-                 classes: np.ndarray | None = None) -> None:
+                 classes: np.ndarray | None = None, balance_classes: bool = False) -> None:
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 2:
             raise ValueError(f"image must be 2D [h, w], got shape {img.shape}")
@@ -137,12 +140,19 @@ class PatchSampler:
                              f"{np.shape(classes)}")
         self._classes = (np.ones(len(boxes)) if classes is None
                          else np.asarray(classes, np.float64)[order] + 1.0)
+        if balance_classes and classes is None:
+            raise ValueError("balance_classes: needs the sources' classes")
         self._ymin = self._boxes[:, 1]
         self._max_h = float((boxes[:, 4] - boxes[:, 1]).max()) if len(boxes) else 0.0
         cx = np.floor(labels.x + 0.5).astype(np.int64)  # pixel holding the box centre
         cy = np.floor(labels.y + 0.5).astype(np.int64)
         self._centres = (cy, cx)
         self._in_area = np.flatnonzero((cy >= ay0) & (cy < ay1) & (cx >= ax0) & (cx < ax1))
+        self._source_weights = None  # the positives' chances per source of the area
+        if balance_classes and self._in_area.size:
+            own = np.asarray(classes, np.int64)[self._in_area]
+            w = 1.0 / np.bincount(own)[own]
+            self._source_weights = w / w.sum()
         self._free = self._free_positions() if self.negative_fraction > 0 else (
             np.zeros(0, np.int64), np.zeros(0, np.int64))
         if self.negative_fraction > 0 and not self.n_free:
@@ -196,7 +206,9 @@ class PatchSampler:
         kind = np.full(n, UNIFORM, np.int64)
         source = np.full(n, -1, np.int64)
         if self._in_area.size:
-            src = self._in_area[rng.integers(0, self._in_area.size, n)]
+            src = self._in_area[rng.integers(0, self._in_area.size, n)
+                                if self._source_weights is None
+                                else rng.choice(self._in_area.size, n, p=self._source_weights)]
             off = rng.integers(-(P // 4), P // 4 + 1, (2, n))
             cy, cx = self._centres
             py = np.clip(cy[src] - P // 2 + off[0], ay0, ay1 - P)

@@ -145,6 +145,9 @@ class TrainSettings:
     #: to classify what it finds (CIANNA's YOLO classes, one softmax per box); None: it
     #: only finds sources
     class_column: str | None = None
+    #: with ``class_column``: the patches around sources drawn with equal chances for every
+    #: class (a rare class seen as often as a common one)
+    balance_classes: bool = False
 
     @property
     def fields(self) -> tuple[tuple[str, str], ...]:
@@ -201,6 +204,8 @@ class TrainSettings:
         if self.class_column is not None and not (isinstance(self.class_column, str)
                                                   and self.class_column.strip()):
             raise ValueError(f"class_column must be a column name, got {self.class_column!r}")
+        if self.balance_classes and self.class_column is None:
+            raise ValueError("balance_classes: with class_column (the classes to balance)")
         if self.init is not None and not isinstance(self.init, str):
             raise ValueError(f"init must be a model card's path, got {self.init!r}")
         if self.max_obj is not None and (not isinstance(self.max_obj, int) or self.max_obj < 1):
@@ -440,7 +445,7 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
         codes = tg.class_codes(names) if names else None
         samplers.append(PatchSampler(inputs, (y0, x0), tg, f.train_area, patch, max_obj,
                                      negative_fraction=s.negative_fraction, augment=True,
-                                     classes=codes))
+                                     classes=codes, balance_classes=s.balance_classes))
         vx, vt = grid_patches(inputs, (y0, x0), tg, f.valid_area, patch, max_obj,
                               classes=codes)
         val_x.append(vx)

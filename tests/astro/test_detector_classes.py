@@ -105,6 +105,27 @@ def test_patch_targets_carry_the_classes():
         PatchSampler(image, (0, 0), lb, (0, 24, 0, 64), 24, 4, classes=np.zeros(2))
 
 
+def test_balanced_positives_see_every_class_alike():
+    """Nine sources of one class, one of another: positives placed around sources drawn
+    uniformly see the rare one a tenth of the time, balanced ones half of the time."""
+    x = np.linspace(6.0, 90.0, 10)
+    lb = _labels(["a"] * 9 + ["b"], x=x)
+    codes = lb.class_codes(("a", "b"))
+    image = np.zeros((24, 96), np.float32)
+    kw = dict(negative_fraction=0.0, positive_fraction=1.0, classes=codes)
+    plain = PatchSampler(image, (0, 0), lb, (0, 24, 0, 96), 16, 4, **kw).plan(1, 1, 4000)
+    even = PatchSampler(image, (0, 0), lb, (0, 24, 0, 96), 16, 4, balance_classes=True,
+                        **kw).plan(1, 1, 4000)
+    assert np.mean(codes[plain.source] == 1) == pytest.approx(0.1, abs=0.02)
+    assert np.mean(codes[even.source] == 1) == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="balance_classes: needs the sources' classes"):
+        PatchSampler(image, (0, 0), lb, (0, 24, 0, 96), 16, 4, balance_classes=True)
+    from cianna_jax.astro.trainer import TrainSettings
+
+    with pytest.raises(ValueError, match="balance_classes: with class_column"):
+        TrainSettings(image="i", catalogue="c", out="o", balance_classes=True).check()
+
+
 def test_detector_class_outputs():
     net = build_detector("default", 32, np.full((2, 2), 6.0, np.float32), 5, nb_class=3)
     assert net.yolo.nb_class == 3 and net.yolo.class_softmax
