@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     from cianna_jax.astro.morphology import class_scores, confusion_matrix, load_classifier
     from cianna_jax.astro.morphology_apply import classify_sources
     from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
+    from cianna_jax.astro.probability_calibration import expected_calibration_error
     from cianna_jax.astro.trainer import TrainSettings, train_detector
     from cianna_jax.astro.validate import validate
 
@@ -105,6 +106,15 @@ def main(argv=None) -> int:
         det = rep.table
         pairs = np.flatnonzero(rep.match.det_to_truth >= 0)
         want = np.asarray(rep.truth.table["morphology"]).astype(str)
+        card = json.load(open(os.path.join(tmp, "det", "best.json")))
+        temperature = card["detection"]["class_temperature"]
+        tempered_p = np.stack([np.asarray(det[f"det_p_{n}"], np.float64)[pairs] for n in names],
+                              axis=1)
+        raw = tempered_p ** temperature  # the network's own probabilities
+        raw /= raw.sum(axis=1, keepdims=True)
+        truth_k = np.array([names.index(v) for v in want[rep.match.det_to_truth[pairs]]])
+        ece = (expected_calibration_error(tempered_p, truth_k),
+               expected_calibration_error(raw, truth_k))
 
         cres = train_classifier([img1, img2], [cat1, cat2], "morphology",
                                 os.path.join(tmp, "clf"), progress=False, figure=False,
@@ -133,6 +143,9 @@ def main(argv=None) -> int:
           f"({s.n_truth} true sources of SNR >= 5), {len(pairs)} matched")
     print(f"detector's classes:  accuracy {cls['accuracy']:.3f}, balanced "
           f"{cls['balanced_accuracy']:.3f}; recall {recall_text(np.array(cls['confusion']), names)}")
+    print(f"the detector's class probabilities: calibration error {ece[0]:.3f} at the card's "
+          f"temperature {temperature:.2f} (fitted on the validation strips), {ece[1]:.3f} "
+          "untempered")
     print(f"classifier (classify, best epoch {cres.best_epoch}) on the same detections: accuracy {sc_clf['accuracy']:.3f}, balanced "
           f"{sc_clf['balanced_accuracy']:.3f}; recall {recall_text(cm_clf, names)}"
           + ("" if ok.all() else f" ({int((~ok).sum())} unclassified)"))

@@ -116,7 +116,9 @@ class ModelCard:
     ``obj_threshold`` one value or one per box/prior; ``nms_threshold`` the DIoU (``iou_type``)
     above which the lower-scored of two boxes is dropped; ``box_scale`` the ratio of a
     target box side to the source's FWHM extent used at training (``radio_sky`` boxes: 2);
-    ``classes`` the names of a classifying detector's classes, in the network's order.
+    ``classes`` the names of a classifying detector's classes, in the network's order, and
+    ``class_temperature`` the temperature that calibrates their probabilities
+    (:mod:`.probability_calibration`, fitted on the validation area's matches).
     ``path`` is where the card was read from (network paths are relative to it).
     """
 
@@ -134,6 +136,7 @@ class ModelCard:
     score: str = "objectness"
     box_scale: float = 2.0
     classes: tuple[str, ...] = ()
+    class_temperature: float = 1.0
     notes: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -168,6 +171,9 @@ class ModelCard:
             raise ModelError(f"detection.score: unknown {self.score!r}")
         if not (self.box_scale > 0 and math.isfinite(self.nms_threshold)):
             raise ModelError("detection.box_scale must be > 0 and nms_threshold finite")
+        t = self.class_temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf:
+            raise ModelError(f"detection.class_temperature must be a positive number, got {t!r}")
         if len(set(self.classes)) != len(self.classes) or not all(
                 isinstance(c, str) and c.strip() for c in self.classes):
             raise ModelError(f"detection.classes must be distinct non-empty names, got "
@@ -187,7 +193,9 @@ class ModelCard:
             "detection": {"obj_threshold": list(thr) if isinstance(thr, tuple) else thr,
                           "nms_threshold": self.nms_threshold, "iou_type": self.iou_type,
                           "score": self.score, "box_scale": self.box_scale,
-                          **({"classes": list(self.classes)} if self.classes else {})},
+                          **({"classes": list(self.classes),
+                              "class_temperature": self.class_temperature}
+                             if self.classes else {})},
             "notes": self.notes,
         }
 
@@ -284,7 +292,9 @@ def load_model_card(path: str | os.PathLike) -> ModelCard:
         iou_type=_get(det, "iou_type", str, f"{p} detection", "DIoU"),
         score=_get(det, "score", str, f"{p} detection", "objectness"),
         box_scale=_get(det, "box_scale", float, f"{p} detection", 2.0),
-        classes=tuple(classes), notes=_get(d, "notes", dict, p, {}), path=p,
+        classes=tuple(classes),
+        class_temperature=_get(det, "class_temperature", float, f"{p} detection", 1.0),
+        notes=_get(d, "notes", dict, p, {}), path=p,
     )
     return checked_card(card, p)
 

@@ -26,6 +26,7 @@ from ..yolo.decode import DecodedBoxes, decode_kwargs
 from ..yolo.tiling import decode_tile_batch, tile_keep_bounds, tile_origins
 from .model_card import LoadedModel, ModelCard, Normalisation
 from .noise import NoiseMap
+from .probability_calibration import tempered
 
 __all__ = ["Detections", "network_fn", "make_predict_fn", "normalise_window", "iter_tile_batches",
            "batch_for", "checked_threshold", "detect"]
@@ -259,5 +260,8 @@ def detect(
                    same_class_threshold=card.nms_threshold,
                    diff_class_threshold=card.nms_threshold, iou_type=card.iou_type, ndim=n)
         merged = merged.take(keep)
+    if merged.nb_class and card.class_temperature != 1.0:  # calibrated class probabilities
+        merged = replace(merged, class_scores=tempered(
+            merged.class_scores, card.class_temperature).astype(merged.class_scores.dtype))
     return Detections(boxes=merged, n_tiles=int(origins.shape[0]),
                       seconds=time.perf_counter() - t0, obj_threshold=thr, raw=raw)

@@ -32,7 +32,7 @@ COLUMNS = ("epoch", "learning_rate", "train_loss", "val_loss", "val_position", "
            "n_detections", "n_true", "epoch_seconds", "elapsed_seconds", "train_seconds",
            "patches_per_second", "validation_seconds")
 #: the columns a classifying detector's rows add (written when a row has them)
-CLASS_COLUMNS = ("val_classes", "class_accuracy", "f1_class")
+CLASS_COLUMNS = ("val_classes", "class_accuracy", "f1_class", "class_temperature", "class_ece")
 
 
 def _fmt(v: Any) -> str:

@@ -10,7 +10,9 @@ within its line's channel tolerance (:mod:`.line_scores`); recall counts the sou
 SNR >= ``min_snr``.  AP is the area under the precision-recall curve
 (VOC-style upper envelope) over the threshold grid.  A detector that classifies (true
 ``classes`` given) is also scored by its class accuracy: the share of the detections
-matched at the chosen threshold whose most probable class is the source's.
+matched at the chosen threshold whose most probable class is the source's, and the
+temperature that calibrates its class probabilities on them (:mod:`.probability_calibration`:
+the lowest log-loss of the true classes; 1 below :data:`MIN_CALIBRATION` matches).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .measure import measure_boxes_3d
 from .model_card import LoadedModel
 from .noise import NoiseMap
 from .predict import detect
+from .probability_calibration import expected_calibration_error, fit_temperature, tempered
 from .scores import f1_score, pr_curve
 
 __all__ = ["THRESHOLDS", "ValidationArea", "ValidationScores", "average_precision",
@@ -82,7 +85,9 @@ class ValidationArea:
 class ValidationScores:
     """Scores at the tuned ``threshold`` plus the whole curve (``curve``: threshold,
     precision, recall, n_det arrays); ``class_accuracy`` (NaN when not classifying or
-    nothing matched) over ``n_classified`` matched detections."""
+    nothing matched) over ``n_classified`` matched detections; ``class_temperature`` the
+    temperature that calibrates their class probabilities and ``class_ece`` their expected
+    calibration error once tempered."""
 
     threshold: float
     precision: float
@@ -94,6 +99,12 @@ class ValidationScores:
     curve: dict[str, np.ndarray]
     class_accuracy: float = float("nan")
     n_classified: int = 0
+    class_temperature: float = 1.0
+    class_ece: float = float("nan")
+
+
+#: matched detections a class temperature is fitted on, at least (else 1)
+MIN_CALIBRATION = 20
 
 
 def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -153,7 +164,7 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
                 thresholds: np.ndarray) -> tuple[dict[str, np.ndarray], Any, np.ndarray,
                                                  np.ndarray]:
     """The area's precision-recall curve, its matcher (of detection indices), the
-    detections' objectness and predicted classes (-1: none)."""
+    detections' objectness and class probabilities ([n, C], C = 0 without classes)."""
     y0, x0 = area.origin
     pix = area.pixels
     noise = _OffsetNoise(area.noise, y0, x0)
@@ -164,7 +175,7 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     y = 0.5 * (b[:, 1] + b[:, 4]) - 0.5
     z = 0.5 * (b[:, 2] + b[:, 5]) - 0.5
     obj = det.boxes.objectness
-    cls = det.boxes.class_id if det.boxes.nb_class else np.full(len(b), -1)
+    cls = np.asarray(det.boxes.class_scores, np.float64).reshape(len(b), det.boxes.nb_class)
     if area.z is not None and len(b):  # as predict: a line's centroid and spectrum's
         m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=None,
                              errors=False)  # centre, a line boxed twice kept once
@@ -210,19 +221,27 @@ def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_
                  "n_det": n_det.astype(np.int64)}
     k = tune_threshold(curve, n_true)
     p, r = float(np.nan_to_num(curve["precision"][k])), float(np.nan_to_num(curve["recall"][k]))
-    right, matched = 0, 0
+    probs, labels = [], []  # the matched detections' class probabilities, true classes
     for area, matcher, obj, cls in classified:
-        if area.classes is None:
+        if area.classes is None or not cls.shape[1]:
             continue
         sel = np.flatnonzero(obj >= thresholds[k])
         m = matcher(sel)
         di = np.flatnonzero(m.det_to_truth >= 0)
-        right += int(np.count_nonzero(cls[sel][di] == area.classes[m.det_to_truth[di]]))
-        matched += int(di.size)
+        probs.append(cls[sel][di])
+        labels.append(area.classes[m.det_to_truth[di]])
+    prob = np.concatenate(probs) if probs else np.zeros((0, 0))
+    lab = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    matched = int(lab.size)
+    right = int(np.count_nonzero(prob.argmax(axis=1) == lab)) if matched else 0
+    temperature = fit_temperature(prob, lab) if matched >= MIN_CALIBRATION else 1.0
+    ece = (expected_calibration_error(tempered(prob, temperature), lab) if matched
+           else float("nan"))
     return ValidationScores(threshold=float(thresholds[k]), precision=p, recall=r,
                             f1=float(f1_score(p, r)),
                             ap=average_precision(curve["precision"], curve["recall"]),
                             n_detections=int(curve["n_det"][k]), n_true=n_true,
                             curve=curve,
                             class_accuracy=right / matched if matched else float("nan"),
-                            n_classified=matched)
+                            n_classified=matched, class_temperature=temperature,
+                            class_ece=ece)

@@ -551,7 +551,8 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
              "epoch": row["epoch"], "min_snr": run.s.min_snr,
              "mixed_precision": get_policy(run.s.mixed_precision).name,
              "validation": {k: row[k] for k in ("precision", "recall", "f1", "ap", "threshold",
-                                                "class_accuracy", "f1_class") if k in row},
+                                                "class_accuracy", "f1_class", "class_ece")
+                            if k in row},
              "threshold_rule": "highest within one standard error of the best F1 on the "
                                "validation area",
              **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels",
@@ -563,7 +564,8 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
         notes["more_fields"] = [[os.path.abspath(i), os.path.abspath(c)]
                                 for i, c in run.s.more_fields]
     card = dataclasses.replace(run.card, network=f"{name}.dat", obj_threshold=threshold,
-                               notes=notes)
+                               notes=notes, class_temperature=float(
+                                   row.get("class_temperature", 1.0)))
     save_model_card(os.path.join(out, f"{name}.json"), card)
 
 
@@ -689,7 +691,8 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                    "validation_seconds": t_val}
             if run.card.classes:  # f1_class: F1 counting the rightly classified only
                 row.update(val_classes=float(vparts[4]), class_accuracy=sc.class_accuracy,
-                           f1_class=sc.f1 * float(np.nan_to_num(sc.class_accuracy)))
+                           f1_class=sc.f1 * float(np.nan_to_num(sc.class_accuracy)),
+                           class_temperature=sc.class_temperature, class_ece=sc.class_ece)
             history.append(row)
             _save_model(out, "last", run, params, sc.threshold, row)
             if best is None or row[chosen_by] > best[chosen_by]:

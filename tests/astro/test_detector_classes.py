@@ -155,12 +155,26 @@ def test_boxes_given_other_classes_suppress_each_other():
                  predict_fn=lambda b: np.repeat(out, len(b), axis=0), progress=False)
     assert len(det.boxes) == 1 and det.boxes.objectness[0] == pytest.approx(0.9)
     assert det.boxes.class_id.tolist() == [1]
+    # the card's class temperature calibrates the probabilities, never the class
+    from dataclasses import replace
+
+    warm = replace(model, card=replace(card, class_temperature=2.0))
+    det = detect(lambda w: np.zeros((32, 32), np.float32)[w], (32, 32), warm,
+                 predict_fn=lambda b: np.repeat(out, len(b), axis=0), progress=False)
+    q = np.sqrt([0.3, 0.7])
+    np.testing.assert_allclose(det.boxes.class_scores[0], q / q.sum(), rtol=1e-5)
 
 
 def test_card_classes_round_trip_and_checks(tmp_path):
     card = ModelCard(network="m.dat", tile=(32, 32), overlap=(8, 8), classes=("sfg", "agn"))
     save_model_card(tmp_path / "m.json", card)
     assert load_model_card(tmp_path / "m.json").classes == ("sfg", "agn")
+    from dataclasses import replace
+
+    save_model_card(tmp_path / "t.json", replace(card, class_temperature=1.7))
+    assert load_model_card(tmp_path / "t.json").class_temperature == 1.7
+    with pytest.raises(ModelError, match="class_temperature must be a positive number"):
+        save_model_card(tmp_path / "bad.json", replace(card, class_temperature=0.0))
     d = json.loads((tmp_path / "m.json").read_text())
     assert d["detection"]["classes"] == ["sfg", "agn"]
     with pytest.raises(ModelError, match="distinct non-empty names"):
@@ -261,8 +275,9 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     assert card["detection"]["classes"] == ["compact", "extended"]
     assert card["notes"]["class_column"] == "kind"
     assert 0 <= card["notes"]["validation"]["class_accuracy"] <= 1
+    assert card["detection"]["class_temperature"] > 0
     rows = read_results_csv(run / "results.csv")
-    assert all(np.isfinite(r["val_classes"]) for r in rows)
+    assert all(np.isfinite(r["val_classes"]) and r["class_temperature"] > 0 for r in rows)
     model = load_model(run / "best.json")
     assert model.class_names == ("compact", "extended") and model.net.yolo.nb_class == 2
 
