@@ -31,10 +31,11 @@ from ..checks import as_bounded_float, as_int
 from ..datasets.radio_sky import correlated_noise
 from ._deps import require
 from .fits_image import Beam
-from .sky import pixel_to_sky
+from .sky import pixel_angle_to_pa, pixel_to_sky
 from .synthetic import field_header
 
 __all__ = ["MORPHOLOGIES", "PAIR", "LABELS", "Components", "source_components", "render_components",
+           "moment_shape",
            "MorphologyField", "morphology_field", "morphology_cutouts", "write_morphology_field"]
 
 #: the classes this simulator draws, in the order of their integer codes
@@ -174,6 +175,28 @@ def render_components(image: np.ndarray, comps: Components, x0: float, y0: float
         image[ya:yb, xa:xb] += norm * np.exp(-0.5 * q)
 
 
+def moment_shape(parts: list[tuple[Components, float, float, float]]) -> tuple[float, float, float]:
+    """The FWHM major and minor axes (beams) and the major axis' angle (radians from +x
+    towards +y) of the second moments of a model seen through the beam: ``parts`` of
+    (components, centre offset x, y in beams, flux weight), the components' own weights
+    scaled by it (a source's: one part at 0, 0; a chance pair's: two)."""
+    w, mu, cov = [], [], []
+    for comps, ox, oy, fw in parts:
+        for k in range(comps.dx.size):
+            w.append(fw * comps.weight[k])
+            mu.append((ox + comps.dx[k], oy + comps.dy[k]))
+            cov.append(_covariance(comps.major[k] * _SIGMA, comps.minor[k] * _SIGMA,
+                                   comps.theta[k]) + np.eye(2) * _SIGMA ** 2)
+    wk = np.asarray(w, np.float64) / np.sum(w)
+    m = np.asarray(mu, np.float64)
+    centre = wk @ m
+    d = m - centre
+    total = np.einsum("k,kij->ij", wk, np.asarray(cov)) + np.einsum("k,ki,kj->ij", wk, d, d)
+    vals, vecs = np.linalg.eigh(total)
+    angle = math.atan2(vecs[1, 1], vecs[0, 1]) % math.pi
+    return (math.sqrt(vals[1]) / _SIGMA, math.sqrt(max(vals[0], 0.0)) / _SIGMA, angle)
+
+
 def _covariance(s_major: float, s_minor: float, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, -s], [s, c]])
@@ -184,7 +207,9 @@ def _covariance(s_major: float, s_minor: float, angle: float) -> np.ndarray:
 class MorphologyField:
     """``image`` [H, W] in Jy/beam with noise ``noise`` (Jy/beam), its astropy ``header``,
     and per source: pixel ``x``, ``y``, ``flux`` (Jy), ``las`` (beams; a pair's
-    separation), ``kind`` (index into :data:`LABELS`)."""
+    separation), ``kind`` (index into :data:`LABELS`); ``major``, ``minor`` (beams) and
+    ``angle`` (radians from +x towards +y): the FWHM axes of its model's second moments
+    through the beam (:func:`moment_shape`)."""
 
     image: np.ndarray
     header: Any
@@ -196,18 +221,32 @@ class MorphologyField:
     flux: np.ndarray
     las: np.ndarray
     kind: np.ndarray
+    major: np.ndarray | None = None
+    minor: np.ndarray | None = None
+    angle: np.ndarray | None = None
 
     def truth_table(self) -> Any:
         """The sources as an astropy Table: ``id``, ``ra``, ``dec`` (deg), ``x``, ``y``
-        (pixels), ``flux`` (Jy), ``las`` (arcsec), ``snr`` (flux / noise: a point source's
-        peak SNR) and ``morphology``."""
+        (pixels), ``flux`` (Jy), ``las`` (arcsec), ``bmaj``, ``bmin`` (arcsec, apparent:
+        the second moments' FWHM axes through the beam, as a source finder measures an
+        extended source) and ``pa`` (deg east of north), ``snr`` (flux / noise: a point
+        source's peak SNR) and ``morphology``."""
         table_cls = require("astropy.table").Table
-        ra, dec = pixel_to_sky(_wcs(self.header), self.x, self.y)
+        wcs = _wcs(self.header)
+        ra, dec = pixel_to_sky(wcs, self.x, self.y)
         names = np.array(LABELS)[self.kind]
-        return table_cls({"id": np.arange(1, self.x.size + 1), "ra": ra, "dec": dec,
-                          "x": self.x, "y": self.y, "flux": self.flux,
-                          "las": self.las * self.beam_pixels * self.pixel_scale,
-                          "snr": self.flux / self.noise, "morphology": names})
+        arcsec = self.beam_pixels * self.pixel_scale
+        cols = {"id": np.arange(1, self.x.size + 1), "ra": ra, "dec": dec, "x": self.x,
+                "y": self.y, "flux": self.flux, "las": self.las * arcsec}
+        if self.major is not None:
+            cols.update(bmaj=self.major * arcsec, bmin=self.minor * arcsec,
+                        pa=pixel_angle_to_pa(wcs, self.x, self.y, self.angle))
+        t = table_cls({**cols, "snr": self.flux / self.noise, "morphology": names})
+        for name, unit in (("las", "arcsec"), ("bmaj", "arcsec"), ("bmin", "arcsec"),
+                           ("pa", "deg"), ("flux", "Jy")):
+            if name in t.colnames:
+                t[name].unit = unit
+        return t
 
 
 def _wcs(header: Any) -> Any:
@@ -248,7 +287,7 @@ def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
                          f"{pair_fraction!r}")
     rng = np.random.default_rng(seed)
     image = correlated_noise((size, size), noise, beam_pixels, rng)
-    rows: list[tuple[float, float, float, float, int]] = []  # x, y, flux, las, kind
+    rows: list[tuple[float, ...]] = []  # x, y, flux, las, kind, major, minor, angle
     placed: list[tuple[float, float, float]] = []  # x, y, reach of each placement
     margin = 2.0 * beam_pixels
 
@@ -279,26 +318,28 @@ def morphology_field(size: int = 1024, *, n_sources: int = 200, seed: int = 0,
         if not pair:
             flux = flux_draw()
             render_components(image, comps, x, y, flux, beam_pixels)
-            rows.append((x, y, flux, las, k))
+            rows.append((x, y, flux, las, k, *moment_shape([(comps, 0.0, 0.0, 1.0)])))
             continue
         ang = rng.uniform(0.0, math.pi)
         f1 = flux_draw()
         fluxes = (f1, f1 * 10 ** rng.uniform(-0.6, 0.6))
-        total = 0.0
+        total, parts = 0.0, []
         for sign, (comps_m, las_m), f in zip((-1.0, 1.0), members, fluxes):
             mx = x + sign * 0.5 * sep * beam_pixels * math.cos(ang)
             my = y + sign * 0.5 * sep * beam_pixels * math.sin(ang)
             render_components(image, comps_m, mx, my, f, beam_pixels)
-            rows.append((mx, my, f, las_m, 0 if las_m == 0.0 else 1))
+            rows.append((mx, my, f, las_m, 0 if las_m == 0.0 else 1,
+                         *moment_shape([(comps_m, 0.0, 0.0, 1.0)])))
+            parts.append((comps_m, (mx - x) / beam_pixels, (my - y) / beam_pixels, f))
             total += f
-        rows.append((x, y, total, sep, len(MORPHOLOGIES)))
+        rows.append((x, y, total, sep, len(MORPHOLOGIES), *moment_shape(parts)))
     beam = Beam(beam_pixels * pixel_scale, beam_pixels * pixel_scale, 0.0)
     header = field_header((size, size), pixel_scale=pixel_scale, beam=beam)
     header["HISTORY"] = f"cianna_jax morphology_field seed={seed} noise={noise}"
-    cols = np.array(rows, np.float64).reshape(-1, 5)
+    cols = np.array(rows, np.float64).reshape(-1, 8)
     return MorphologyField(image.astype(np.float32), header, float(noise), float(beam_pixels),
                            float(pixel_scale), cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3],
-                           cols[:, 4].astype(np.int64))
+                           cols[:, 4].astype(np.int64), cols[:, 5], cols[:, 6], cols[:, 7])
 
 
 def write_morphology_field(path: str, field: MorphologyField) -> None:

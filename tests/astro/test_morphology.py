@@ -551,6 +551,48 @@ def test_chance_pairs_in_a_simulated_field():
         ms.morphology_field(256, pair_fraction=1.5)
 
 
+def test_simulated_sources_sizes_are_their_models_second_moments(tmp_path):
+    """The truth's bmaj, bmin, pa: the FWHM axes of each model's second moments through
+    the beam: a point is the beam, an elliptical Gaussian its axes in quadrature with it,
+    two points their spread; the sky position angle is the pixel angle's, and a training
+    catalogue read from the truth gets boxes that span the FR II radio galaxies."""
+    one = ms.Components(*(np.zeros(1) for _ in range(5)), weight=np.ones(1))
+    assert ms.moment_shape([(one, 0.0, 0.0, 1.0)])[:2] == pytest.approx((1.0, 1.0))  # any angle
+    sfg = ms.Components(np.zeros(1), np.zeros(1), np.array([2.0]), np.array([1.0]),
+                        np.array([math.radians(30)]), np.ones(1))
+    maj, mnr, ang = ms.moment_shape([(sfg, 0.0, 0.0, 1.0)])
+    assert (maj, mnr, math.degrees(ang)) == pytest.approx((math.sqrt(5), math.sqrt(2), 30.0))
+    sigma = 1 / math.sqrt(8 * math.log(2))
+    maj, mnr, ang = ms.moment_shape([(one, -1.5, 0.0, 1.0), (one, 1.5, 0.0, 1.0)])
+    assert maj == pytest.approx(math.sqrt(sigma ** 2 + 1.5 ** 2) / sigma) and mnr == 1.0
+    f = ms.morphology_field(512, n_sources=20, seed=4, beam_pixels=4.0)
+    t = f.truth_table()
+    from cianna_jax.astro.sky import pa_to_pixel_angle
+
+    wcs = ms._wcs(f.header)
+    back = pa_to_pixel_angle(wcs, f.x, f.y, np.asarray(t["pa"]))
+    turn = np.abs((back - f.angle + math.pi / 2) % math.pi - math.pi / 2)
+    elongated = f.major > 1.05 * f.minor
+    assert elongated.sum() >= 5 and np.all(turn[elongated] < 1e-3)
+    names = np.asarray(t["morphology"]).astype(str)
+    beam = 4.0 * 1.5  # arcsec
+    np.testing.assert_allclose(np.asarray(t["bmaj"])[names == "compact"], beam)
+    galaxy = np.isin(names, ("fr1", "fr2"))  # resolved; an FR I's flux near its core
+    assert np.all(np.asarray(t["bmaj"])[galaxy] > 1.2 * beam)
+    fr2 = names == "fr2"  # the lobes at its ends: its moments span most of it
+    assert fr2.sum() >= 3 and np.all(np.asarray(t["bmaj"])[fr2] > 0.6 * np.asarray(t["las"])[fr2])
+    write_catalogue(t, str(tmp_path / "t.ecsv"))
+    ms.write_morphology_field(str(tmp_path / "t.fits"), f)
+    from cianna_jax.astro.fits_image import open_image
+    from cianna_jax.astro.labels import read_training_catalogue
+
+    with open_image(tmp_path / "t.fits") as img:
+        lab = read_training_catalogue(tmp_path / "t.ecsv", img, max_box=200.0)
+    side = np.maximum(lab.boxes[:, 3] - lab.boxes[:, 0], lab.boxes[:, 4] - lab.boxes[:, 1])
+    las_px = np.asarray(t["las"]) / 1.5
+    assert np.all(side[fr2] >= las_px[fr2])
+
+
 def test_simulate_morphologies_command(tmp_path, capsys):
     from astropy.table import Table
 
