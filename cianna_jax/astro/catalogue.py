@@ -36,7 +36,7 @@ from .skymodel import (
 __all__ = ["CatalogueError", "FORMATS", "catalogue_shapes", "to_bbs", "SDC1_COLUMNS", "catalogue_format", "make_table",
            "write_catalogue", "read_catalogue", "find_column", "require_columns", "angle_column", "column_values",
            "warn_unitless_sizes", "selected_rows", "column_text",
-           "to_sdc1", "write_sdc1", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
+           "to_sdc1", "write_sdc1", "sdc1_classes", "read_sdc1", "PA_CONVENTION", "SDC2_COLUMNS", "SDC2_Q0",
            "to_sdc2", "read_sdc2", "sdc2_columns", "disc_inclination", "W20_FRAME"]
 
 PA_CONVENTION = "degrees east of north (counter-clockwise from north towards east), in [0, 180)"
@@ -594,7 +594,7 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
                 "b_maj": _values(table, bmaj_name, "arcsec"),
                 "b_min": _values(table, bmin_name, "arcsec"),
                 "pa": _values(table, req["pa"], "deg"), "size": np.full(n, size_class),
-                "class": _sdc1_classes(table, source_class)}
+                "class": sdc1_classes(table, source_class)}
     bad = [c for c in ("ra_core", "dec_core", "flux", "b_maj", "b_min", "pa")
            if not np.all(np.isfinite(cols[c]))]
     if bad:
@@ -606,11 +606,12 @@ def to_sdc1(table: Any, *, size_class: int = 2, source_class: int = 3, header: b
         "size": "d", "class": "d"})
 
 
-def _sdc1_classes(table: Any, default: int) -> np.ndarray:
-    """SDC1 class codes: a ``morph_class`` column's values that are codes (1, 2, 3), else
-    a ``det_class`` column's, else ``default``."""
+def sdc1_classes(table: Any, default: int = 3) -> np.ndarray:
+    """SDC1 class codes (1 SS-AGN, 2 FS-AGN, 3 SFG) per row: a ``morph_class`` column's
+    values that are codes, else a ``det_class`` column's, else a ``class`` column's (a
+    truth's), else ``default``."""
     out = np.full(len(table), default, np.int64)
-    for name in ("det_class", "morph_class"):  # the classifier's call wins
+    for name in ("class", "det_class", "morph_class"):  # the classifier's call wins
         if name in table.colnames:
             text = column_text(table[name])
             out = np.array([int(v) if v in ("1", "2", "3") else o for v, o in zip(text, out)],

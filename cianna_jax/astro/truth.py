@@ -22,6 +22,7 @@ from .catalogue import (
     column_values,
     find_column,
     read_catalogue,
+    sdc1_classes,
     warn_unitless_sizes,
 )
 from .fits_image import FitsImage
@@ -127,7 +128,7 @@ def load_truth(path: str | os.PathLike | Any, image: FitsImage, noise: NoiseMap,
         sdc1 = sdc1_columns(np.arange(1, ok.sum() + 1), ra[ok], dec[ok], flux[ok],
                             first(column_values(t, "bmaj_deconv", what), bmaj),
                             first(column_values(t, "bmin_deconv", what), bmin),
-                            first(pa))
+                            first(pa), cls=sdc1_classes(t)[ok])
 
     def sel(v):
         return None if v is None else v[ok]
@@ -153,13 +154,16 @@ def seen_through_beam(tr: Truth, response: np.ndarray, pb_min: float | None = No
     return replace(tr, **arrays, snr=snr[ok], table=tr.table[ok], sdc1=sdc1)
 
 
-def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2, cls: int = 3) -> dict:
-    """SDC1 columns (core = centroid = the position, core_frac 0) from plain arrays."""
+def sdc1_columns(ids, ra, dec, flux, bmaj, bmin, pa, size: int = 2,
+                 cls: int | np.ndarray = 3) -> dict:
+    """SDC1 columns (core = centroid = the position, core_frac 0) from plain arrays;
+    ``cls`` one class code or one per source."""
     n = len(ra)
     return {"id": np.asarray(ids, np.float64), "ra_core": np.asarray(ra), "dec_core": np.asarray(dec),
             "ra_cent": np.asarray(ra), "dec_cent": np.asarray(dec), "flux": np.asarray(flux),
             "core_frac": np.zeros(n), "b_maj": np.asarray(bmaj), "b_min": np.asarray(bmin),
-            "pa": np.asarray(pa), "size": np.full(n, float(size)), "class": np.full(n, float(cls))}
+            "pa": np.asarray(pa), "size": np.full(n, float(size)),
+            "class": np.broadcast_to(np.asarray(cls, np.float64), (n,)).copy()}
 
 
 def truth_ids(tr: Truth) -> np.ndarray:

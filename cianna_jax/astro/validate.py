@@ -36,6 +36,7 @@ from .catalogue import (
     find_column,
     make_table,
     read_catalogue,
+    sdc1_classes,
     sdc2_columns,
     write_catalogue,
 )
@@ -586,7 +587,8 @@ def _sdc1_for(det: Any, tr: Truth, freq: int, area: str) -> Sdc1Score | None:
                        np.asarray(det["flux"]),
                        np.asarray(det["bmaj_deconv" if "bmaj_deconv" in cols else "bmaj"]),
                        np.asarray(det["bmin_deconv" if "bmin_deconv" in cols else "bmin"]),
-                       np.asarray(det["pa"]) if "pa" in cols else np.zeros(len(det)))
+                       np.asarray(det["pa"]) if "pa" in cols else np.zeros(len(det)),
+                       cls=sdc1_classes(det))
     good = np.all([np.isfinite(v) for v in sub.values()], axis=0)
     return sdc1_score({k: v[good] for k, v in sub.items()}, tr.sdc1, freq, area=area)
 

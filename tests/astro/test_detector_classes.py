@@ -203,6 +203,15 @@ def test_class_columns_and_sdc1_classes():
     t["morph_class"] = np.array(["3", "fr2"])  # the morphology classifier's call wins
     assert classes(t) == [3, 1]
     assert classes(make_table(base)) == [3, 3]
+    from cianna_jax.astro.catalogue import sdc1_classes
+    from cianna_jax.astro.truth import sdc1_columns
+
+    truth = make_table({**base, "class": np.array([1.0, 2.0])})  # a truth's codes, as floats
+    assert sdc1_classes(truth).tolist() == [1, 2]
+    # val's SDC1 score takes the detector's classes (not 3 for every source)
+    cols = sdc1_columns([1, 2], base["ra"], base["dec"], base["flux"], base["bmaj"],
+                        base["bmin"], base["pa"], cls=sdc1_classes(t))
+    assert cols["class"].tolist() == [3.0, 1.0]
 
 
 def test_class_report_counts_matched_pairs_only():
