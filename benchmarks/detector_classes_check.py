@@ -54,6 +54,11 @@ def with_sizes(path: str) -> str:
     return out
 
 
+def num(v) -> float:
+    """A score from scores.json (NaN written as null)."""
+    return float("nan") if v is None else float(v)
+
+
 def recall_text(cm: np.ndarray, names: list[str]) -> str:
     cm = np.asarray(cm, np.float64)
     rec = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
@@ -141,8 +146,8 @@ def main(argv=None) -> int:
           + " ".join(f"{r['class_accuracy']:.2f}" for r in res.history))
     print(f"detection on the test field: precision {s.precision:.3f}, recall {s.recall:.3f} "
           f"({s.n_truth} true sources of SNR >= 5), {len(pairs)} matched")
-    print(f"detector's classes:  accuracy {cls['accuracy']:.3f}, balanced "
-          f"{cls['balanced_accuracy']:.3f}; recall {recall_text(np.array(cls['confusion']), names)}")
+    print(f"detector's classes:  accuracy {num(cls['accuracy']):.3f}, balanced "
+          f"{num(cls['balanced_accuracy']):.3f}; recall {recall_text(np.array(cls['confusion']), names)}")
     print(f"the detector's class probabilities: calibration error {ece[0]:.3f} at the card's "
           f"temperature {temperature:.2f} (fitted on the validation strips), {ece[1]:.3f} "
           "untempered")

@@ -442,6 +442,19 @@ def test_morphology_check_compares_the_classifier_and_the_rule(tmp_path, capsys)
     assert re.search(r"Monte Carlo dropout \(3 draws\): \d+ misclassified", out)
 
 
+def test_detector_classes_check_scores_both_classifications(capsys):
+    m = _benchmark("detector_classes_check")
+    assert m.main(["--size", "512", "--sources", "40", "--epochs", "4", "--patches", "256",
+                   "--classifier-epochs", "1", "--balance"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"detection on the test field: precision [.\d]+, recall [.\d]+", out)
+    for who in (r"detector's classes: +accuracy", r"on the same detections: accuracy"):
+        found = re.search(who + r" ([.\d]+)", out)
+        assert found and 0.0 <= float(found.group(1)) <= 1.0, who
+    assert re.search(r"calibration error [.\d]+ at the card's temperature [.\d]+", out)
+    assert "balanced positives" in out
+
+
 def test_lumfunc_coverages_compares_three_coverages(capsys):
     m = _benchmark("lumfunc_coverages")
     assert m.main(["--area", "5"]) == 0

@@ -64,19 +64,26 @@ def fine_tune_base(model: str | os.PathLike) -> FineTuneBase:
                         path=os.path.abspath(card.path), classes=m.class_names)
 
 
-def start_params(base: FineTuneBase, net: Any, key: Any = None) -> Any:
+def start_params(base: FineTuneBase, net: Any, key: Any = None,
+                 classes: tuple[str, ...] | None = None) -> Any:
     """``base.params`` checked against the run's network ``net`` (the same layers and
     shapes) and cast to its dtypes, as its starting weights; ModelError naming the first
-    difference.  Where only the YOLO head's classes differ (a detector fine-tuned to
-    classify, or into other classes), the head keeps the base's box outputs and takes its
-    class outputs from ``net``'s initialisation with ``key`` (:func:`adapted_head`)."""
+    difference.  Where the run's ``classes`` (names, in its order; None: the base's when
+    their counts agree) differ from the base's (a detector fine-tuned to classify, or into
+    other classes), the head keeps the base's box outputs and takes its class outputs
+    from ``net``'s initialisation with ``key`` (:func:`adapted_head`)."""
     import jax
 
     from ..network import init_params
 
     fresh = jax.eval_shape(lambda: init_params(jax.random.key(0), net))
     base_nc = len(base.classes)
-    if int(net.yolo.nb_class) != base_nc:
+    if classes is not None and len(classes) != int(net.yolo.nb_class):
+        raise ValueError(f"classes: {len(classes)} names for a network of "
+                         f"{int(net.yolo.nb_class)} classes")
+    same = (tuple(classes) == base.classes if classes is not None
+            else int(net.yolo.nb_class) == base_nc)
+    if not same:
         if key is None:
             raise ModelError(f"{base.path}: the model has {base_nc} classes, the run "
                              f"{int(net.yolo.nb_class)}: a key is needed for the new class "

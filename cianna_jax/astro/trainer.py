@@ -608,7 +608,8 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     out = make_folder(s.out)
     key = host_keys.key(s.seed)
     params = (init_params(key, run.net) if base is None
-              else start_params(base, run.net, host_keys.fold_in(key, 0)))
+              else start_params(base, run.net, host_keys.fold_in(key, 0),
+                                classes=run.card.classes))
     if base is not None:
         log(f"starting from {base.path} ({base.arch}, {base.patch}-pixel tiles, its "
             f"normalisation and priors)")

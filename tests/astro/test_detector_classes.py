@@ -353,6 +353,13 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
         start_params(base, net)
     plain = build_detector("default", 32, base.priors, 5)
     assert np.asarray(start_params(base, plain, jax.random.key(0))[-1]["kernel"]).shape[-1] == 16
+    two = build_detector("default", 32, base.priors, 5, nb_class=2)
+    kept = start_params(base, two, jax.random.key(3), classes=("compact", "extended"))
+    np.testing.assert_array_equal(kept[-1]["kernel"], base.params[-1]["kernel"])
+    renamed = start_params(base, two, jax.random.key(3), classes=("agn", "sfg"))
+    r = np.asarray(renamed[-1]["kernel"]).reshape(64, 2, 10)
+    np.testing.assert_array_equal(r[..., :8], old[..., :8])  # other names: fresh classes
+    assert not np.allclose(r[..., 8:], old[..., 8:])
     from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.synthetic_cube import synthetic_cube, write_cube_fits
     from cianna_jax.astro.trainer import TrainSettings, train_detector
