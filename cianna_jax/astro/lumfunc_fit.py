@@ -91,9 +91,11 @@ class LumFuncFit:
         parts = [f"{k} {v:.3f}" + (f" +- {self.errors[k]:.3f}" if k in self.errors else "")
                  for k, v in self.params.items() if k in self.errors]
         if self.method == "ml":
+            check = (f"; against the {self.n_bins} complete bins chi2 {self.chi2:.1f} for "
+                     f"{self.dof} degrees of freedom" if self.n_bins else
+                     "; too few complete bins to compare with")
             return (f"{self.evolution} evolution (maximum likelihood on {self.n_sources} "
-                    "sources): " + ", ".join(parts) + f"; against the {self.n_bins} complete "
-                    f"bins chi2 {self.chi2:.1f} for {self.dof} degrees of freedom")
+                    "sources): " + ", ".join(parts) + check)
         return (f"{self.evolution} evolution: " + ", ".join(parts)
                 + f"; chi2 {self.chi2:.1f} for {self.dof} degrees of freedom "
                   f"({self.n_bins} bins)")
@@ -139,9 +141,11 @@ def fit_luminosity_function(lf: Any, evolution: str = "none", *, min_n: int = 5,
     """Fit :func:`double_power_law` with ``evolution`` ("none", "ple", "pde", "both") to
     ``lf``:
     ``method`` "binned", to its bins of ``min_n`` sources or more (and complete, with
-    ``complete_only``), or "ml", the maximum likelihood on its sources (``lf.sample``; the
-    chi^2 then against those bins).  ValueError when fewer bins than free parameters plus
-    one remain, or for an ``lf`` without its sample."""
+    ``complete_only``), or "ml", the maximum likelihood on its sources (``lf.sample``;
+    started from the bins' fit and its chi^2 against those bins where there are enough of
+    them, else from the sources' median luminosity, chi^2 NaN).  ValueError when fewer bins
+    than free parameters plus one remain for "binned", or for "ml" an ``lf`` without its
+    sample."""
     from scipy.optimize import least_squares
 
     if evolution not in EVOLUTIONS:
@@ -150,7 +154,12 @@ def fit_luminosity_function(lf: Any, evolution: str = "none", *, min_n: int = 5,
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, received {method!r}")
     free = _SHAPE + EVOLUTIONS[evolution]
-    lo, hi, z, obs, sig = _fitted_bins(lf, min_n, complete_only, len(free))
+    try:
+        lo, hi, z, obs, sig = _fitted_bins(lf, min_n, complete_only, len(free))
+    except ValueError:
+        if method != "ml":
+            raise
+        return _ml_fit(lf, evolution, free, None, None, 0, 0)  # few sources: no bins
 
     def residuals(v):
         model = _binned(_all_params(free, v), lo, hi, z)
@@ -179,9 +188,11 @@ def fit_luminosity_function(lf: Any, evolution: str = "none", *, min_n: int = 5,
 ML_Z_SAMPLES, ML_DEX = 96, 0.02
 
 
-def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray,
+def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray | None,
             residuals: Any, n_bins: int, dof: int) -> LumFuncFit:
-    """The maximum likelihood of the module's note, started from the binned fit."""
+    """The maximum likelihood of the module's note, started from the binned fit (its
+    ``residuals`` for the chi^2), or without one (``start`` None) from the sources' median
+    luminosity, slopes 0.5 and 1.5, no evolution and the Phi* that expects their number."""
     from scipy.optimize import minimize
 
     s = lf.sample
@@ -206,6 +217,14 @@ def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray,
             value = expected - float(np.sum(w * np.log(phi_i)))
         return value if math.isfinite(value) else 1e300
 
+    if start is None:
+        guess = {"log_phi_star": 0.0, "log_l_star": float(np.median(s.logl)), "alpha": 0.5,
+                 "beta": 1.5, "k_l": 0.0, "k_d": 0.0}
+        unit = _all_params(free, [guess[k] for k in free])
+        expected = np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **unit)
+                                             * selection, lg, axis=1), zg)
+        guess["log_phi_star"] = math.log10(max(float(np.sum(w)), 1.0) / max(expected, 1e-300))
+        start = np.array([guess[k] for k in free])
     res = minimize(minus_log_likelihood, start, method="Nelder-Mead",
                    options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 20000, "maxfev": 20000})
     x = res.x
@@ -217,8 +236,9 @@ def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray,
         cov = np.full((len(free), len(free)), np.nan)
         err = np.full(len(free), np.nan)
     params = _model_params(_all_params(free, x), evolution)
-    return LumFuncFit(params, dict(zip(free, map(float, err))), evolution,
-                      float(np.sum(residuals(x) ** 2)), dof, n_bins, cov, method="ml",
+    chi2 = float(np.sum(residuals(x) ** 2)) if residuals is not None else float("nan")
+    return LumFuncFit(params, dict(zip(free, map(float, err))), evolution, chi2, dof,
+                      n_bins, cov, method="ml",
                       n_sources=int(len(s.logl)), log_likelihood=float(-res.fun))
 
 

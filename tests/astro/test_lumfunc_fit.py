@@ -93,6 +93,11 @@ def test_maximum_likelihood_recovers_the_evolution_more_tightly():
     assert both.log_likelihood >= ml.log_likelihood - 1e-3
     assert ml.chi2 / ml.dof < 3.0 < ple.chi2 / ple.dof
     assert "maximum likelihood on" in ml.summary()
+    # where too few bins are complete, the likelihood still fits (from its own start)
+    few = fit_luminosity_function(lf, "pde", method="ml", min_n=400)
+    assert few.n_bins == 0 and math.isnan(few.chi2) and "too few complete bins" in few.summary()
+    for k in ml.params:
+        assert few.params[k] == pytest.approx(ml.params[k], abs=0.05 * ml.errors[k] + 1e-3), k
     with pytest.raises(ValueError, match="method: expected one of binned, ml"):
         fit_luminosity_function(lf, "pde", method="mle")
     from dataclasses import replace
