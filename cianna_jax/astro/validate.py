@@ -492,6 +492,8 @@ def validate(
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + format_sdc2(sdc2)
                 + "".join("\n" + format_class_report(r) for r in reports)
+                + ("\nmorph_class not scored: give --class-column, the truth's column of "
+                   "the classes\n" if classifier is not None and class_column is None else "")
                 + ("" if rel is None else "\n" + format_reliability(*rel)
                    + "".join(format_zones(r.res.table) for r in runs))
                 + "".join("\n" + (f"{n}: " if several else "")

@@ -338,6 +338,10 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     both = json.loads((tmp_path / "both" / "scores.json").read_text())
     assert both["morph_classes"]["n_matched"] == both["classes"]["n_matched"] > 0
     assert (tmp_path / "both" / "morph_classes.png").stat().st_size > 5000
+    assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
+                     str(tmp_path / "unscored"), "--threshold", "0.05", "--classifier",
+                     str(tmp_path / "clf"), "--quiet", "--no-plots"]) == 0
+    assert "morph_class not scored: give --class-column" in capsys.readouterr().out
 
     # fine-tuned into three classes: the head keeps its box outputs, new class outputs
     base = fine_tune_base(run / "best.json")
