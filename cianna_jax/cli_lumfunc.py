@@ -61,9 +61,18 @@ def lumfunc(args) -> int:
               f"{r['phi']:.3e} +- {r['phi_err']:.1e}{mark}")
     fit = None
     if args.fit:
-        from .astro.lumfunc_fit import fit_luminosity_function
+        from .astro.lumfunc_fit import compare_evolutions, fit_luminosity_function
 
-        fit = fit_luminosity_function(lf, args.fit, method=method)
+        if args.fit == "compare":  # every evolution, the lowest AIC's kept
+            fits = compare_evolutions(lf, method=method)
+            print(f"evolution models by AIC ({'2k - 2 ln L' if method == 'ml' else 'chi2 + 2k'}"
+                  "; the lowest preferred):")
+            for f in fits:
+                print(f"  {f.evolution:>5}: AIC {f.aic:.1f} (+{f.aic - fits[0].aic:.1f})")
+            t.meta["luminosity_function"]["compare"] = {f.evolution: f.aic for f in fits}
+            fit = fits[0]
+        else:
+            fit = fit_luminosity_function(lf, args.fit, method=method)
         print(f"double power law, {fit.summary()}")
         t.meta["luminosity_function"]["fit"] = {
             "evolution": fit.evolution, "method": fit.method, "chi2": fit.chi2, "dof": fit.dof,
@@ -74,7 +83,7 @@ def lumfunc(args) -> int:
     write_with_figure(t, args, "luminosity function", lambda _: luminosity_function_figure(
         lf, title=f"Luminosity function: {os.path.basename(args.catalogue)}"
         + (f" at {rest / 1e6:g} MHz" if rest and math.isfinite(rest) else ""),
-        model=fit, model_label=f"double power law ({args.fit} evolution, "
+        model=fit, model_label=f"double power law ({fit.evolution if fit else ''} evolution, "
                                f"{'maximum likelihood' if method == 'ml' else 'binned'})"))
     return 0
 
@@ -124,11 +133,11 @@ def add_parser(sub) -> None:
                    help="no weights for the sources without a redshift")
     p.add_argument("--figure", default=None, metavar="PNG",
                    help="also draw log Phi against log L per redshift bin")
-    p.add_argument("--fit", default=None, choices=("none", "ple", "pde", "both"),
+    p.add_argument("--fit", default=None, choices=("none", "ple", "pde", "both", "compare"),
                    help="fit a double power law: with no evolution, pure luminosity "
                         "evolution L* (1+z)^k_L, pure density evolution Phi* (1+z)^k_D, or "
                         "both (parameters printed and in the table's metadata; drawn on "
-                        "--figure)")
+                        "--figure); compare: all four, ranked by AIC, the best kept")
     p.add_argument("--fit-method", default=None, choices=("ml", "binned"),
                    help="ml (default): the maximum likelihood on the sources over the "
                         "coverage, no bins (Marshall et al. 1983); binned: least squares on "

@@ -35,7 +35,8 @@ import numpy as np
 
 from .catalogue import make_table
 
-__all__ = ["EVOLUTIONS", "METHODS", "LumFuncFit", "double_power_law", "fit_luminosity_function"]
+__all__ = ["EVOLUTIONS", "METHODS", "LumFuncFit", "double_power_law", "fit_luminosity_function",
+           "compare_evolutions"]
 
 #: the evolution models: which of (k_L, k_D) is free ("both": the two together, partly
 #: degenerate: the maximum likelihood tells them apart on wide redshift ranges)
@@ -85,6 +86,13 @@ class LumFuncFit:
                            "error": np.array([self.errors.get(k, np.nan) for k in names])},
                           meta={"evolution": self.evolution, "chi2": self.chi2,
                                 "dof": self.dof})
+
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion: ``2 k - 2 ln L`` for the likelihood, ``chi2 + 2 k``
+        for the bins (k the free parameters): the lower, the better the evolution model."""
+        k = len(self.errors)
+        return 2 * k - 2 * self.log_likelihood if self.method == "ml" else self.chi2 + 2 * k
 
     def summary(self) -> str:
         """The parameters with their errors and the fit's chi^2 in one line."""
@@ -256,3 +264,11 @@ def _hessian(f: Any, x: np.ndarray, step: float = 1e-3) -> np.ndarray:
                 h[i, j] = h[j, i] = (f(x + e[i] + e[j]) - f(x + e[i] - e[j])
                                      - f(x - e[i] + e[j]) + f(x - e[i] - e[j])) / (4 * step ** 2)
     return h
+
+
+def compare_evolutions(lf: Any, *, method: str = "ml", min_n: int = 5) -> list[LumFuncFit]:
+    """Every evolution model of :data:`EVOLUTIONS` fitted to ``lf`` by ``method``, ordered by
+    :attr:`LumFuncFit.aic` (the preferred first; a difference of 10 or more is strong)."""
+    fits = [fit_luminosity_function(lf, e, method=method, min_n=min_n) for e in EVOLUTIONS]
+    return sorted(fits, key=lambda f: f.aic)
+

@@ -157,6 +157,14 @@ def test_command_line_fit_and_figure(tmp_path, capsys):
                  str(tmp_path / "b.ecsv")]) == 0
     assert "double power law, pde evolution: " in capsys.readouterr().out
     assert main(["lumfunc", "--catalogue", str(tmp_path / "c.ecsv"), "--z-column", "z",
+                 "--area-deg2", "10", "--flux-limit", "1e-4", "--z-bins", "0.1,0.5,1,1.5,2.2",
+                 "--dex", "0.5", "--fit", "compare", "--out", str(tmp_path / "k.ecsv")]) == 0
+    assert "evolution models by AIC (2k - 2 ln L" in capsys.readouterr().out
+    meta = read_catalogue(tmp_path / "k.ecsv").meta["luminosity_function"]
+    aic = meta["compare"]
+    assert set(aic) == {"none", "ple", "pde", "both"} and meta["fit"]["evolution"] in ("pde", "both")
+    assert min(aic["none"], aic["ple"]) > min(aic["pde"], aic["both"]) + 10
+    assert main(["lumfunc", "--catalogue", str(tmp_path / "c.ecsv"), "--z-column", "z",
                  "--area-deg2", "10", "--flux-limit", "1e-4", "--fit-method", "ml", "--out",
                  str(tmp_path / "x.ecsv")]) == 2
     assert "--fit-method: with --fit" in capsys.readouterr().err
