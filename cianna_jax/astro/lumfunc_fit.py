@@ -52,9 +52,10 @@ def double_power_law(logl: np.ndarray, z: np.ndarray | float, log_phi_star: floa
     """``Phi`` (Mpc^-3 dex^-1) at ``log10 L`` (W/Hz) and redshift ``z`` (see the module)."""
     logl, z = np.asarray(logl, np.float64), np.asarray(z, np.float64)
     x = logl - log_l_star - k_l * np.log10(1 + z)
-    with np.errstate(over="ignore"):
-        denom = 10.0 ** (alpha * x) + 10.0 ** (beta * x)
-    return 10.0 ** log_phi_star * (1 + z) ** k_d / denom
+    ln10 = math.log(10.0)  # in logs, so that a fit's wild trial values overflow nothing
+    log_denom = np.logaddexp(alpha * x * ln10, beta * x * ln10) / ln10
+    log_phi = log_phi_star + k_d * np.log10(1 + z) - log_denom
+    return 10.0 ** np.clip(log_phi, -300.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -198,9 +199,9 @@ ML_Z_SAMPLES, ML_DEX = 96, 0.02
 
 def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray | None,
             residuals: Any, n_bins: int, dof: int) -> LumFuncFit:
-    """The maximum likelihood of the module's note, started from the binned fit (its
-    ``residuals`` for the chi^2), or without one (``start`` None) from the sources' median
-    luminosity, slopes 0.5 and 1.5, no evolution and the Phi* that expects their number."""
+    """The maximum likelihood of the module's note, from two starts: the binned fit (its
+    ``residuals`` for the chi^2; ``start`` None: none) and the sources' median luminosity,
+    slopes 0.5 and 1.5, no evolution and the Phi* that expects their number."""
     from scipy.optimize import minimize
 
     s = lf.sample
@@ -225,16 +226,18 @@ def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray | 
             value = expected - float(np.sum(w * np.log(phi_i)))
         return value if math.isfinite(value) else 1e300
 
-    if start is None:
-        guess = {"log_phi_star": 0.0, "log_l_star": float(np.median(s.logl)), "alpha": 0.5,
-                 "beta": 1.5, "k_l": 0.0, "k_d": 0.0}
-        unit = _all_params(free, [guess[k] for k in free])
-        expected = np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **unit)
-                                             * selection, lg, axis=1), zg)
-        guess["log_phi_star"] = math.log10(max(float(np.sum(w)), 1.0) / max(expected, 1e-300))
-        start = np.array([guess[k] for k in free])
-    res = minimize(minus_log_likelihood, start, method="Nelder-Mead",
-                   options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 20000, "maxfev": 20000})
+    # from the bins' fit and from the sources' median luminosity (the bins' fit can wander
+    # to slopes of tens on a few faint bins): the higher likelihood kept
+    guess = {"log_phi_star": 0.0, "log_l_star": float(np.median(s.logl)), "alpha": 0.5,
+             "beta": 1.5, "k_l": 0.0, "k_d": 0.0}
+    unit = _all_params(free, [guess[k] for k in free])
+    expected = np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **unit)
+                                         * selection, lg, axis=1), zg)
+    guess["log_phi_star"] = math.log10(max(float(np.sum(w)), 1.0) / max(expected, 1e-300))
+    starts = [np.array([guess[k] for k in free])] + ([] if start is None else [start])
+    res = min((minimize(minus_log_likelihood, x0, method="Nelder-Mead",
+                        options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 20000,
+                                 "maxfev": 20000}) for x0 in starts), key=lambda r: r.fun)
     x = res.x
     h = _hessian(minus_log_likelihood, x)
     try:
