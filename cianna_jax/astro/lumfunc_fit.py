@@ -217,23 +217,23 @@ def _ml_fit(lf: Any, evolution: str, free: tuple[str, ...], start: np.ndarray | 
     selection = s.coverage.area(peak.ravel()).reshape(peak.shape) * dvdz[:, None]  # Mpc^3
     w = np.asarray(s.weights, np.float64)
 
+    def expected(p: dict[str, float]) -> float:  # the sources the coverage expects
+        return float(np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **p)
+                                               * selection, lg, axis=1), zg))
+
     def minus_log_likelihood(v):
         p = _all_params(free, v)
         phi_i = double_power_law(s.logl, s.z, **p)
-        expected = np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **p)
-                                             * selection, lg, axis=1), zg)
         with np.errstate(divide="ignore"):
-            value = expected - float(np.sum(w * np.log(phi_i)))
+            value = expected(p) - float(np.sum(w * np.log(phi_i)))
         return value if math.isfinite(value) else 1e300
 
     # from the bins' fit and from the sources' median luminosity (the bins' fit can wander
     # to slopes of tens on a few faint bins): the higher likelihood kept
     guess = {"log_phi_star": 0.0, "log_l_star": float(np.median(s.logl)), "alpha": 0.5,
              "beta": 1.5, "k_l": 0.0, "k_d": 0.0}
-    unit = _all_params(free, [guess[k] for k in free])
-    expected = np.trapezoid(np.trapezoid(double_power_law(lg[None], zg[:, None], **unit)
-                                         * selection, lg, axis=1), zg)
-    guess["log_phi_star"] = math.log10(max(float(np.sum(w)), 1.0) / max(expected, 1e-300))
+    unit = expected(_all_params(free, [guess[k] for k in free]))
+    guess["log_phi_star"] = math.log10(max(float(np.sum(w)), 1.0) / max(unit, 1e-300))
     starts = [np.array([guess[k] for k in free])] + ([] if start is None else [start])
     res = min((minimize(minus_log_likelihood, x0, method="Nelder-Mead",
                         options={"xatol": 1e-5, "fatol": 1e-6, "maxiter": 20000,
