@@ -213,7 +213,8 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
                reliability: bool = False, target: float | None = None,
                max_peaks: int = MAX_PEAKS, pb: dict[str, Any] | None = None,
                compare_apparent: bool = False, bright: BrightRule | None = None,
-               adaptive_rms: AdaptiveRms | None = None, classifier: Any = None) -> _ImageRun:
+               adaptive_rms: AdaptiveRms | None = None, classifier: Any = None,
+               class_column: str | None = None) -> _ImageRun:
     """Noise map, truth and comparison rows on ``img`` (checked before the detector runs),
     then detection and measurement (``names``: the catalogues' names for messages); with
     ``reliability``, the inverted image's too, and the catalogue's ``reliability`` column;
@@ -222,13 +223,15 @@ def _run_image(img: FitsImage, mdl: LoadedModel, truth: Any, others: Mapping[str
     ``compare_apparent``: measured on the image as it is); with ``adaptive_rms``, the
     detection and measurement's noise map raised around bright sources (the truth's SNRs
     from the map without it, so that runs with and without compare); with a morphology
-    ``classifier``, the catalogue's rows classified."""
+    ``classifier``, the catalogue's rows classified; the truth's ``class_column`` checked."""
     from .noise import estimate_noise_map
 
     warn_if_other_scale(mdl.card, img)
     tn = time.perf_counter()
     noise = estimate_noise_map(img.read, img.shape, box=mdl.card.noise_box, progress=progress)
     tr = load_truth(truth, img, noise, name=names.get("truth"))
+    if class_column is not None:  # (before the detector runs)
+        truth_class_column(tr.table, class_column)
     if adaptive_rms is not None:
         noise = adaptive_noise_map(img.read, img.shape, noise, adaptive_rms,
                                    adaptive_beam(adaptive_rms, img), progress=progress)
@@ -402,8 +405,6 @@ def validate(
     if class_column is not None and not mdl.class_names and classifier is None:
         raise ValueError(f"class_column: the model {mdl.card.path} does not classify (train it "
                          "with --class-column, or give a classifier)")
-    if class_column is not None:  # the truth's column, checked before the detector runs
-        truth_class_column(read_catalogue(os.fspath(truth)), class_column)
     trained_column = (mdl.card.notes or {}).get("class_column")
     check_folder(out_dir)
     compare = {str(k): v for k, v in (compare or {}).items()}
@@ -435,7 +436,7 @@ def validate(
                 predict_fn=predict_fn, progress=progress, names=names,
                 reliability=reliability, target=target, max_peaks=max_peaks, pb=pb,
                 compare_apparent=compare_apparent, bright=bright, adaptive_rms=adaptive_rms,
-                classifier=classifier))
+                classifier=classifier, class_column=class_column))
         if target is not None:  # the operating point: the lowest chosen threshold
             thr = min(r.thr for r in runs)
         beam = largest_beam(imgs)
