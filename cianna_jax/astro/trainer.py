@@ -439,10 +439,10 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
     names = class_names([f.labels for f in fields]) if s.class_column is not None else ()
     net = build_detector(arch, patch, priors, max_obj, nb_class=len(names))
     samplers, val_x, val_t, areas = [], [], [], []
-    for f, tg in zip(fields, targets):
+    target_codes = [tg.class_codes(names) if names else None for tg in targets]
+    for f, tg, codes in zip(fields, targets, target_codes):
         y0, _, x0, _ = f.area
         inputs = normalise_window(f.raw, f.window(), norm, f.noise)
-        codes = tg.class_codes(names) if names else None
         samplers.append(PatchSampler(inputs, (y0, x0), tg, f.train_area, patch, max_obj,
                                      negative_fraction=s.negative_fraction, augment=True,
                                      classes=codes, balance_classes=s.balance_classes))
@@ -471,8 +471,8 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
     if base is not None:
         info["fine_tuned_from"] = base.path
     if names:
-        counts = [int(sum(np.count_nonzero(tg.class_codes(names)[m] == k)
-                          for tg, m in zip(targets, in_train))) for k in range(len(names))]
+        counts = [int(sum(np.count_nonzero(c[m] == k) for c, m in zip(target_codes, in_train)))
+                  for k in range(len(names))]
         info["classes"] = {"column": s.class_column, "names": list(names),
                            "n_train_targets": counts}
         log(f"classes from column {s.class_column!r}: "
