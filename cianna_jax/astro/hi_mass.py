@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ._deps import require
+from .distances import distance
 
 __all__ = ["hi_mass", "hi_diameter_kpc", "hi_diameter_arcsec", "hi_diameter_error",
            "angular_diameter_distance",
@@ -60,7 +61,7 @@ def hi_mass(line_flux: np.ndarray, redshift: np.ndarray) -> np.ndarray:
     out = np.full(np.broadcast(zr, s).shape, np.nan)
     if ok.any():
         zr, s = np.broadcast_to(zr, out.shape), np.broadcast_to(s, out.shape)
-        d = cosmo.luminosity_distance(zr[ok]).to_value("Mpc")
+        d = distance(cosmo, zr[ok])
         out[ok] = np.log10(49.7 * d ** 2 * s[ok])
     return out
 
@@ -72,7 +73,7 @@ def angular_diameter_distance(redshift: np.ndarray) -> np.ndarray:
     zr, ok = _valid_redshift(redshift)
     out = np.full(zr.shape, np.nan)
     if ok.any():
-        out[ok] = cosmo.angular_diameter_distance(zr[ok]).to_value("kpc")
+        out[ok] = distance(cosmo, zr[ok], "angular_diameter_distance", "kpc")
     return out
 
 

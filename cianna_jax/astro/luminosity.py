@@ -19,6 +19,7 @@ import numpy as np
 
 from ._deps import require
 from .catalogue import CatalogueError, column_values
+from .distances import distance
 
 __all__ = ["radio_luminosity", "luminosity_table", "cosmology_by_name", "LUMINOSITY_NOTE"]
 
@@ -50,7 +51,7 @@ def radio_luminosity(flux: np.ndarray, z: np.ndarray, *, alpha: np.ndarray | flo
     cosmo = cosmology_by_name(cosmology)
     d_l = np.full(zz.shape, np.nan)
     if ok.any():
-        d_l[ok] = cosmo.luminosity_distance(zz[ok]).to_value("Mpc") * _MPC_M
+        d_l[ok] = distance(cosmo, zz[ok]) * _MPC_M
     lum = 4.0 * math.pi * d_l ** 2 * f * 1e-26 * (1.0 + np.where(ok, zz, 0.0)) ** (-(1.0 + a))
     if rest_freq_hz is not None:
         if freq_hz is None:
@@ -111,8 +112,8 @@ def luminosity_table(table: Any, *, z_column: str, alpha: float = -0.7,
     d_l = np.full(len(table), np.nan)
     d_a = np.full(len(table), np.nan)
     if ok.any():
-        d_l[ok] = cosmo.luminosity_distance(z[ok]).to_value("Mpc")
-        d_a[ok] = cosmo.angular_diameter_distance(z[ok]).to_value("Mpc")
+        d_l[ok] = distance(cosmo, z[ok])
+        d_a[ok] = distance(cosmo, z[ok], "angular_diameter_distance")
     out["d_l"] = d_l
     out["d_l"].unit = "Mpc"
     if size_column is not None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..checks import as_bounded_float, as_int
 from .catalogue import CatalogueError, column_values, make_table, read_catalogue, selected_rows
+from .distances import distance
 from .fits_image import open_image
 from .luminosity import cosmology_by_name, radio_luminosity
 from .primary_beam import finding_beam
@@ -204,7 +205,7 @@ def luminosity_function(flux: np.ndarray, z: np.ndarray, coverage: Coverage, *,
     le = np.asarray(logl_edges, np.float64)
     cosmo = cosmology_by_name(cosmology)
     d_l = np.full(f.shape, np.nan)
-    d_l[use] = cosmo.luminosity_distance(zz[use]).to_value("Mpc")
+    d_l[use] = distance(cosmo, zz[use])
     vmax = np.full(f.shape, np.nan)
     iz = np.searchsorted(ze, zz, side="right") - 1
     for b in range(ze.size - 1):
@@ -283,7 +284,7 @@ def simulate_population(phi: Callable[[np.ndarray], np.ndarray], area_sr: float,
     cz, cl = np.cumsum(dv), np.cumsum(p)
     z = np.interp(rng.uniform(size=n), cz / cz[-1], zg)
     logl = np.interp(rng.uniform(size=n), cl / cl[-1], lg) + k_l * np.log10(1 + z)
-    d_l = np.asarray(cosmo.luminosity_distance(z).to_value("m"))
+    d_l = distance(cosmo, z, unit="m")
     return z, 10 ** logl * (1 + z) ** (1 + alpha) / (4 * math.pi * d_l ** 2) / 1e-26
 
 
