@@ -124,7 +124,8 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
     """The YOLO network of ``arch`` for ``patch x patch`` single-channel inputs.
     ``priors`` ``[2, nb_box]`` (ignored by architectures with fixed priors); ``nb_class``
     classes learnt with each box (CIANNA's class outputs, as a softmax over the classes:
-    one class per source), 0 for a detector that only finds sources."""
+    one class per source; targets of class 0, sources without one, train their boxes
+    only), 0 for a detector that only finds sources."""
     a = arch if isinstance(arch, Architecture) else get_architecture(arch)
     if a.ndim != 2:
         raise ValueError(f"--arch: {a.name} is for cubes; a 2D image trains default or sdc1")
@@ -132,7 +133,8 @@ def build_detector(arch: str | Architecture, patch: int, priors: np.ndarray, max
         raise ValueError(f"--patch: {patch} is not a positive multiple of the {a.name} "
                          f"network's cell ({a.cell} pixels)")
     g = patch // a.cell
-    classes = {"nb_class": int(nb_class), "class_softmax": int(nb_class > 0)}
+    classes = {"nb_class": int(nb_class), "class_softmax": int(nb_class > 0),
+               "unclassified_targets": int(nb_class > 0)}
     if a.name == "sdc1":
         pri = np.array(a.fixed_priors, np.float32)
         cfg = make_config(

@@ -102,6 +102,9 @@ class YoloConfig:
     :attr:`priors_floored`.  ``slopes_and_maxes`` rows are (slope, max, min).
     ``prior_dist_type`` is canonical: "IoU", "SIZE" or "OFFSET".  ``kernel`` picks the
     loss implementation (:data:`KERNELS`); it changes speed, not results.
+    ``unclassified_targets`` (not CIANNA's: 0 keeps its maths): a target of class 0 has
+    no known class; its box is fitted as any other, its class outputs get no delta (a
+    catalogue where only some sources are classified).
     """
 
     in_dim: tuple[int, int, int]
@@ -131,6 +134,7 @@ class YoloConfig:
     no_override: int = 0
     raw_output: int = 0
     kernel: str = "auto"
+    unclassified_targets: int = 0
 
     @property
     def cell(self) -> tuple[int, int, int]:
@@ -204,6 +208,7 @@ def make_config(
     no_override: int = 0,
     raw_output: int = 0,
     kernel: str = "auto",
+    unclassified_targets: int = 0,
 ) -> YoloConfig:
     """Resolve ``set_yolo_params`` keywords for an output grid into a :class:`YoloConfig`.
 
@@ -338,6 +343,7 @@ def make_config(
         no_override=as_flag(no_override, "no_override"),
         raw_output=as_flag(raw_output, "raw_output"),
         kernel=kernel,
+        unclassified_targets=1 if as_flag(unclassified_targets, "unclassified_targets") else 0,
     )
 
 
@@ -432,6 +438,8 @@ def summary(cfg: YoloConfig) -> str:
     lines.append(f"  Closest prior association type : Prior dist. {cfg.prior_dist_type}")
     lines.append(f"  Difficult flag in use: {'True' if cfg.diff_flag else 'False'}")
     lines.append(f"  Display error type : {cfg.error_type.upper()}")
+    if cfg.unclassified_targets:
+        lines.append("  Targets of class 0: boxes fitted, classes not")
     lines += ["", rule, "", ""]
     return "\n".join(lines)
 
@@ -443,7 +451,7 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
     """Validate CIANNA YOLO target rows (section 2.4); return them as float32 (N, len).
 
     Checks the row length, ``-1 <= n_obj <= max_nb_obj_per_image``, classes in
-    ``1..max(C, 1)``, ``max >= min`` for each used box, and that a class-only row
+    ``1..max(C, 1)`` (``0..C`` with ``unclassified_targets``), ``max >= min`` for each used box, and that a class-only row
     (``n_obj = -1``) holds a box.  Raises ``ValueError`` naming the row and box.
     """
     t = np.asarray(targets, dtype=np.float32)
@@ -459,6 +467,7 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
         raise ValueError("targets contain NaN or infinite values")
     L = cfg.target_box_len
     max_cls = max(cfg.nb_class, 1)
+    min_cls = 0 if cfg.unclassified_targets else 1
     for r, row in enumerate(t):
         if row[0] != np.round(row[0]):
             raise ValueError(f"targets row {r}: the object count n_obj = {row[0]:g} is not an "
@@ -480,9 +489,9 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
             if box[0] != np.round(box[0]):
                 raise ValueError(f"targets row {r}, box {j}: class {box[0]:g} is not an integer")
             cls = int(box[0])
-            if not 1 <= cls <= max_cls:
+            if not min_cls <= cls <= max_cls:
                 raise ValueError(
-                    f"targets row {r}, box {j}: class {box[0]:g} outside 1..{max_cls}")
+                    f"targets row {r}, box {j}: class {box[0]:g} outside {min_cls}..{max_cls}")
             if np.any(box[4:7] < box[1:4]):
                 raise ValueError(
                     f"targets row {r}, box {j}: inverted box (max < min): {box[1:7].tolist()}")

@@ -541,6 +541,8 @@ def box_values(cfg: YoloConfig, mode: str, o: Sequence, assoc: Association,
         if fit[4] == 1:
             onehot = tcls == c
             msk = is_assoc & ok2
+            if cfg.unclassified_targets:   # class 0 (-1 here): no class to learn
+                msk = msk & (tcls >= 0)
             if thresholds:
                 msk = msk & (i_star > theta[4])
             if cfg.class_softmax:

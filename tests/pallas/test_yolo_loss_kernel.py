@@ -98,7 +98,8 @@ def random_problem(cfg: yolo.YoloConfig, n: int, seed: int, crowd: int = 3,
             ext = rng.uniform(0.3, 3.0, 3) * cell
             if nd == 2:
                 ctr[2], ext[2] = 0.5, 1.0
-            box = np.r_[rng.integers(1, max(cfg.nb_class, 1) + 1), ctr - ext / 2, ctr + ext / 2,
+            lowest = 0 if cfg.unclassified_targets else 1   # class 0: none known
+            box = np.r_[rng.integers(lowest, max(cfg.nb_class, 1) + 1), ctr - ext / 2, ctr + ext / 2,
                         rng.uniform(0, 1, P)]
             if cfg.diff_flag:
                 box = np.r_[box, rng.integers(0, 4)]
@@ -139,10 +140,11 @@ RANDOM_CONFIGS = {
              fit_dim=3, diff_flag=1, IoU_type="DIoU", error_type="complete",
              min_prior_forced_scaling=3.0, fit_parts=[1, 1, 1, 1, 1, 1]),
         block=8, seed=21, class_only=(1,), stats=True),
+    # some targets of class 0 (no known class), as the product's classifying detector
     "2d_iou_softmax_strict_forced": Spec(
         _cfg([4, 4], [32, 32], nb_box=4, nb_class=3, max_nb_obj_per_image=8, fit_dim=2,
              class_softmax=1, IoU_type="IoU", strict_box_size=1, min_prior_forced_scaling=1.5,
-             fit_parts=[1, 1, 1, 1, 1, -1]),
+             fit_parts=[1, 1, 1, 1, 1, -1], unclassified_targets=1),
         block=16, seed=28, loss=True, layout6=True),
     "2d_diou2_random_natural_rbg": Spec(
         _cfg([4, 4], [32, 32], nb_class=2, max_nb_obj_per_image=6, fit_dim=2,

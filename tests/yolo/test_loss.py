@@ -710,3 +710,30 @@ def test_vectorised_random_box_equals_unrolled_draws(monkeypatch):
         np.testing.assert_array_equal(results["vectorised", nb][1], results["unrolled", nb][1])
         np.testing.assert_array_equal(results["vectorised", nb][0], results["unrolled", nb][0])
         assert (results["vectorised", nb][1][:, 0, 0] == 2).sum() >= 8   # crowded cell used
+
+
+def test_unclassified_targets_train_their_boxes_only():
+    """``unclassified_targets``: a target of class 0 is associated and its box fitted as
+    if it had a class, its class outputs get no delta; without the flag class 0 is
+    refused (CIANNA's classes are 1-based)."""
+    cfg = yolo.make_config([32, 32], [2, 2], nb_box=1, nb_class=3, class_softmax=1,
+                           max_nb_obj_per_image=2, prior_size=[[12.0], [12.0]], rand_startup=0,
+                           unclassified_targets=1)
+    raw = np.random.default_rng(0).normal(0, 1, (1, 2, 2, 1, cfg.channels_per_box))
+    raw = raw.astype(np.float32)
+    # two targets in cells (0, 0) and (1, 1): the second's class unknown (0), then 2
+    rows = np.array([[2, 2, 2, 3, 0, 12, 13, 1, 0, 18, 17, 0, 29, 30, 1]], np.float32)
+    known = rows.copy()
+    known[0, 8] = 2
+    run = fast_jit(lambda r, t: yolo.delta_and_display(yolo.activation(r, cfg), t, cfg,
+                                                       nb_im_iter=1))
+    (d0, s0), (d1, s1) = [jax.tree.map(np.asarray, run(raw, t)) for t in (rows, known)]
+    assert np.all(d0[0, 1, 1, 0, 8:] == 0) and np.abs(d1[0, 1, 1, 0, 8:]).max() > 0.1
+    np.testing.assert_array_equal(d0[0, 1, 1, 0, :8], d1[0, 1, 1, 0, :8])  # the box fitted
+    np.testing.assert_array_equal(d0[0, 0, 0], d1[0, 0, 0])     # the classified target
+    assert np.abs(d0[0, 0, 0, 0, 8:]).max() > 0.1
+    assert s0.sum() < s1.sum()   # no class term in the displayed loss either
+    assert "Targets of class 0: boxes fitted, classes not" in yolo.summary(cfg)
+    yolo.check_targets(rows, cfg)
+    with pytest.raises(ValueError, match=r"class 0 outside 1\.\.3"):
+        yolo.check_targets(rows, dataclasses.replace(cfg, unclassified_targets=0))
