@@ -4,6 +4,7 @@ classifier (``cianna-jax classify``) on the same detections.
     python benchmarks/detector_classes_check.py [--size 2048] [--sources 600] [--epochs 60]
                                                 [--classifier-epochs 30] [--seed 10]
                                                 [--fractions C S F1 F2] [--balance]
+                                                [--unclassified F [--drop-unclassified]]
 
 Simulated fields (``cianna-jax simulate --morphologies``: compact sources, star-forming
 galaxies, FR I and FR II radio galaxies of 3-10 beams, fluxes 10-300 times the noise):
@@ -16,7 +17,10 @@ fields, classifies the same detections at their measured positions.  Printed: de
 precision and recall, then for each the accuracy, balanced accuracy and recall per class
 over the same matched sources, and the wall times.  ``--fractions``: the classes' shares
 in every field (a population where radio galaxies are rare); ``--balance``: the detector
-trained with ``--balance-classes``.
+trained with ``--balance-classes``; ``--unclassified F``: a fraction F of the training
+catalogues' sources without a class (blank: their boxes train, their classes do not; with
+``--drop-unclassified`` they are left out of the catalogues instead, as a catalogue of the
+classified sources only), for both the detector and the classifier.
 """
 
 from __future__ import annotations
@@ -54,6 +58,22 @@ def with_sizes(path: str) -> str:
     return out
 
 
+def unclassify(path: str, fraction: float, drop: bool, seed: int) -> str:
+    """The catalogue with a random ``fraction`` of its sources' classes blanked (or, with
+    ``drop``, those sources left out), written beside it."""
+    from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
+
+    t = read_catalogue(path)
+    hit = np.random.default_rng(seed).random(len(t)) < fraction
+    if drop:
+        t = t[~hit]
+    else:
+        t["morphology"] = np.where(hit, "", np.asarray(t["morphology"]).astype(str))
+    out = path.replace(".ecsv", "_part.ecsv")
+    write_catalogue(t, out)
+    return out
+
+
 def num(v) -> float:
     """A score from scores.json (NaN written as null)."""
     return float("nan") if v is None else float(v)
@@ -77,7 +97,13 @@ def main(argv=None) -> int:
                     metavar=("COMPACT", "SFG", "FR1", "FR2"))
     ap.add_argument("--balance", action="store_true",
                     help="the detector's positives balanced over the classes")
+    ap.add_argument("--unclassified", type=float, default=0.0,
+                    help="the training sources' fraction without a class")
+    ap.add_argument("--drop-unclassified", action="store_true",
+                    help="those sources left out of the training catalogues")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.unclassified < 1.0:
+        ap.error("--unclassified: a fraction in [0, 1)")
     from cianna_jax.astro.morphology import class_scores, confusion_matrix, load_classifier
     from cianna_jax.astro.morphology_apply import classify_sources
     from cianna_jax.astro.morphology_training import ClassifierSettings, train_classifier
@@ -94,6 +120,9 @@ def main(argv=None) -> int:
         fields = simulate(tmp, args.size, args.sources, seeds, tuple(args.fractions))
         sized = [(img, with_sizes(cat)) for img, cat in fields]
         (img1, cat1), (img2, cat2), (test_img, test_cat) = sized
+        if args.unclassified > 0:
+            cat1, cat2 = (unclassify(c, args.unclassified, args.drop_unclassified, args.seed + k)
+                          for k, c in enumerate((cat1, cat2)))
         t1 = time.time()
         res = train_detector(TrainSettings(
             image=img1, catalogue=cat1, more_fields=((img2, cat2),), out=os.path.join(tmp, "det"),
@@ -139,7 +168,10 @@ def main(argv=None) -> int:
     s = rep.scores
     print(f"fields {args.size}x{args.size}, ~{args.sources} sources each (seeds {seeds}; "
           f"shares {' '.join(f'{v:g}' for v in args.fractions)}"
-          + (", balanced positives" if args.balance else "") + "); "
+          + (", balanced positives" if args.balance else "")
+          + (f", {args.unclassified:.0%} of the training sources "
+             + ("left out" if args.drop_unclassified else "without a class")
+             if args.unclassified > 0 else "") + "); "
           f"detector {args.epochs} epochs of {args.patches} patches, best epoch "
           f"{res.best['epoch']} (validation class accuracy {res.best['class_accuracy']:.3f})")
     print("validation class accuracy by epoch: "

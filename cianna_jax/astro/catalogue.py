@@ -494,13 +494,13 @@ _AEGEAN_SIZES = {"bmaj": "a", "bmin": "b"}
 def column_text(column: Any) -> list[str]:
     """A column's values as stripped text (numbers as written: 1 -> "1", and a float
     column's whole numbers as integers: 3.0 -> "3", so that a class code read as a float
-    is the same class; masked entries as ""): class labels, selections."""
+    is the same class; masked and NaN entries as ""): class labels, selections."""
     data = np.ma.asarray(column)
     if data.dtype.kind == "f":
         flat = np.ma.filled(data.astype(np.float64), np.nan).ravel()
         whole = np.isfinite(flat) & (flat == np.round(flat)) & (np.abs(flat) < 2 ** 53)
         text = np.ma.filled(data.astype(str), "").ravel()
-        masked = np.ma.getmaskarray(data).ravel()
+        masked = np.ma.getmaskarray(data).ravel() | np.isnan(flat)
         return ["" if m else (str(int(v)) if w else str(t).strip())
                 for v, w, t, m in zip(flat, whole, text, masked)]
     values = np.ma.filled(data.astype(str), "")

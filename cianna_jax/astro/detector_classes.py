@@ -102,8 +102,8 @@ def format_class_report(r: ClassReport) -> str:
              f"sources): accuracy {s['accuracy']:.3f}, balanced accuracy "
              f"{s['balanced_accuracy']:.3f}"]
     if r.n_other:
-        lines.append(f"  {r.n_other} matched sources have a true class the model does not "
-                     "know or no predicted class (left out)")
+        lines.append(f"  {r.n_other} matched sources have no true class, one the model does "
+                     "not know, or no predicted class (left out)")
     width = max(8, *(len(c) for c in r.classes))
     lines.append(f"  {'true':<{width}} {'recall':>7} {'precision':>9} {'support':>7}   "
                  + " ".join(f"{c:>{width}}" for c in r.classes))

@@ -83,7 +83,8 @@ class SourceLabels:
     float32 CIANNA corners (xmin, ymin, zmin, xmax, ymax, zmax) in image pixels, pixel-edge
     frame, z from 0 to 1; ``image_shape`` (H, W); ``source`` the catalogue path;
     ``classes`` [n] str or None: each source's class as text (the catalogue's class column,
-    :func:`class_names` orders them for a detector that classifies).
+    :func:`class_names` orders them for a detector that classifies; "" where a source has
+    none: its box trains, its class does not).
     """
 
     x: np.ndarray
@@ -114,11 +115,13 @@ class SourceLabels:
         return SourceLabels(**kw)
 
     def class_codes(self, names: Sequence[str]) -> np.ndarray:
-        """Each source's class as its 0-based index in ``names`` (int64 [n]); ValueError
-        when the labels have no classes or hold one that ``names`` lacks."""
+        """Each source's class as its 0-based index in ``names`` (int64 [n]; -1 for a
+        source without a class); ValueError when the labels have no classes or hold one
+        that ``names`` lacks."""
         if self.classes is None:
             raise ValueError(f"{self.source}: the labels have no classes (give a class column)")
         index = {str(v): k for k, v in enumerate(names)}
+        index[""] = -1
         unknown = sorted(set(self.classes.tolist()) - set(index))
         if unknown:
             raise ValueError(f"{self.source}: classes {unknown} are not among {list(names)}")
@@ -131,7 +134,8 @@ MAX_CLASSES = 64
 
 def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
     """The classes of one or more fields' labels, in a fixed order: numerically when every
-    class is an integer (SDC1's 1 SS-AGN, 2 FS-AGN, 3 SFG), else alphabetically.
+    class is an integer (SDC1's 1 SS-AGN, 2 FS-AGN, 3 SFG), else alphabetically (sources
+    without a class, "", are not a class).
     ValueError when a field has no classes, or there are fewer than two in all or more
     than :data:`MAX_CLASSES`."""
     found: set[str] = set()
@@ -139,6 +143,7 @@ def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
         if lb.classes is None:
             raise ValueError(f"{lb.source}: the labels have no classes (give a class column)")
         found.update(lb.classes.tolist())
+    found.discard("")
     if len(found) < 2:
         raise ValueError(f"class column: a detector that classifies needs at least two "
                          f"classes; the catalogue(s) hold {sorted(found)}")
@@ -347,8 +352,9 @@ def read_training_catalogue(
 
     ``class_column``: the column holding each source's class (names or codes, e.g. SDC1's
     ``class`` 1-3 or a classifier's ``morph_class``), kept as text in
-    :attr:`SourceLabels.classes`; CatalogueError when the column is missing or a kept
-    source has none (a blank or masked entry).
+    :attr:`SourceLabels.classes`; CatalogueError when the column is missing; sources with
+    none (a blank, masked or NaN entry) are kept without a class (warned about): their boxes
+    train a detector, their classes do not.
 
     Boxes: ``box_scale`` times the axis-aligned extent of the rotated FWHM ellipse, each side
     clipped to ``[min_box, max_box]`` pixels.  ``min_box`` defaults to ``box_scale`` times the
@@ -434,13 +440,7 @@ def _class_column(t: Any, name: str, what: str) -> np.ndarray:
     if col is None:
         raise CatalogueError(f"{what}: no class column {name!r} (its columns: "
                              f"{', '.join(t.colnames)})")
-    values = np.array(column_text(t[col]), dtype=str)
-    blank = np.flatnonzero(values == "")
-    if blank.size:
-        raise CatalogueError(f"{what}: {blank.size} rows have no class in column {col!r} "
-                             f"(first: row {int(blank[0])}); give every source a class or "
-                             "leave those rows out")
-    return values
+    return np.array(column_text(t[col]), dtype=str)
 
 
 # --------------------------------------------------------------------------- areas

@@ -268,7 +268,7 @@ def train_classifier(images: Sequence[str], catalogues: Sequence[str], label_col
     classes = _checked_classes(classes)
     fields = [labelled_field(i, c, label_column, classes, s.cutout, log)
               for i, c in zip(images, catalogues)]
-    return _train(fields, classes, out, s, start, log, progress, figure)
+    return _train(fields, classes, out, s, start, log, progress, figure, label_column)
 
 
 def train_classifier_on_stamps(stamps: Sequence[str], labels: Sequence[str], out: str, *,
@@ -328,9 +328,10 @@ def _checked_classes(classes: Sequence[str]) -> tuple[str, ...]:
 
 def _train(fields: list[LabelledField], classes: tuple[str, ...], out: str,
            s: ClassifierSettings, start: Any, log: Callable[[str], None], progress: bool,
-           figure: bool) -> ClassifierResult:
+           figure: bool, label_column: str | None = None) -> ClassifierResult:
     """:func:`_train_split` on the settings' validation split, after a cross-validation
-    over ``s.folds`` folds when asked."""
+    over ``s.folds`` folds when asked; ``label_column``, the catalogues' column of the
+    classes, is kept in the cards' notes (``val --classifier`` scores against it)."""
     os.makedirs(out, exist_ok=True)
     cv = None
     if s.folds:
@@ -339,14 +340,16 @@ def _train(fields: list[LabelledField], classes: tuple[str, ...], out: str,
         for f, split in enumerate(fold_splits(labels, len(classes), s.folds, s.seed)):
             log(f"cross-validation, fold {f + 1}/{s.folds}")
             runs.append(_train_split(fields, classes, os.path.join(out, f"fold_{f + 1}"), s,
-                                     start, lambda m: None, progress, False, split))
+                                     start, lambda m: None, progress, False, split,
+                                     label_column))
         cv = _cross_validation(runs, classes)
         with atomic_write(os.path.join(out, "cross_validation.json")) as fh:
             fh.write(json.dumps(cv, indent=1).encode() + b"\n")
         log(f"cross-validation ({s.folds} folds): accuracy {cv['accuracy_mean']:.3f} +- "
             f"{cv['accuracy_std']:.3f}, balanced {cv['balanced_accuracy_mean']:.3f} +- "
             f"{cv['balanced_accuracy_std']:.3f}")
-    res = _train_split(fields, classes, out, s, start, log, progress, figure)
+    res = _train_split(fields, classes, out, s, start, log, progress, figure,
+                       label_column=label_column)
     return res if cv is None else replace(res, cross_validation=cv)
 
 
@@ -363,7 +366,8 @@ def _cross_validation(runs: list[ClassifierResult], classes: tuple[str, ...]) ->
 def _train_split(fields: list[LabelledField], classes: tuple[str, ...], out: str,
                  s: ClassifierSettings, start: Any, log: Callable[[str], None],
                  progress: bool, figure: bool,
-                 split: tuple[np.ndarray, np.ndarray] | None = None) -> ClassifierResult:
+                 split: tuple[np.ndarray, np.ndarray] | None = None,
+                 label_column: str | None = None) -> ClassifierResult:
     """The training loop of :func:`train_classifier` on labelled fields, the validation
     sources those of ``split`` (else the settings' stratified fraction)."""
     os.makedirs(out, exist_ok=True)
@@ -412,10 +416,10 @@ def _train_split(fields: list[LabelledField], classes: tuple[str, ...], out: str
         row = {"epoch": epoch, "learning_rate": lr, "train_loss": float(total) / rows.size,
                **checked}
         history.append(row)
-        _save(out, "last", net, params, classes, s, row, cm, priors)
+        _save(out, "last", net, params, classes, s, row, cm, priors, label_column)
         if row["val_loss"] < best[0]:
             best, best_cm = (row["val_loss"], epoch), cm
-            _save(out, "best", net, params, classes, s, row, cm, priors)
+            _save(out, "best", net, params, classes, s, row, cm, priors, label_column)
         log(f"epoch {epoch}/{s.epochs}: train loss {row['train_loss']:.3f}, validation loss "
             f"{row['val_loss']:.3f}, accuracy {row['val_accuracy']:.3f} (balanced "
             f"{row['val_balanced_accuracy']:.3f}), temperature {row['temperature']:.2f}"
@@ -480,9 +484,10 @@ def _transferred(start: Any, net: Any, params: Any, classes: tuple[str, ...],
 
 def _save(out: str, name: str, net: Any, params: Any, classes: tuple[str, ...],
           s: ClassifierSettings, row: dict[str, Any], cm: np.ndarray,
-          priors: np.ndarray) -> None:
+          priors: np.ndarray, label_column: str | None) -> None:
     save_network(os.path.join(out, f"{name}.dat"), net, params, binary=True)
     notes = {"trained_by": "cianna-jax classify train", "epoch": row["epoch"],
+             **({} if label_column is None else {"label_column": str(label_column)}),
              "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"],
                             "balanced_accuracy": row["val_balanced_accuracy"],
                             "calibration_error": row["val_ece"], "confusion": cm.tolist()},

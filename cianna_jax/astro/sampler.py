@@ -31,7 +31,7 @@ import numpy as np
 from ..datasets.radio_sky import cianna_targets
 from .labels import SourceLabels
 
-__all__ = ["PatchPlan", "PatchSampler", "Prefetcher", "Cancelled", "grid_patches",
+__all__ = ["PatchPlan", "PatchSampler", "Prefetcher", "Cancelled", "grid_patches", "balanced_weights",
            "UNIFORM", "POSITIVE", "NEGATIVE", "transform_boxes"]
 
 UNIFORM, POSITIVE, NEGATIVE = 0, 1, 2
@@ -65,6 +65,19 @@ def _fraction(v: float, name: str, lo_open: bool = False) -> float:
     return v
 
 
+def balanced_weights(codes: np.ndarray) -> np.ndarray:
+    """Chances (summing to 1) for the sources of 0-based class ``codes`` [n] (-1: none
+    known) that give each class present the same share of the classified sources' total,
+    while the sources without a class keep their own share (one per source)."""
+    codes = np.asarray(codes, np.int64)
+    w = np.ones(codes.size)
+    known = codes >= 0
+    if known.any():
+        counts = np.bincount(codes[known])
+        w[known] = known.sum() / (np.count_nonzero(counts) * counts[codes[known]])
+    return w / w.sum()
+
+
 def transform_boxes(b: np.ndarray, P: int, rot: int, flip_x: bool, flip_y: bool) -> np.ndarray:
     """Boxes [m, 6] of a P x P patch after ``np.rot90(patch, rot)`` then the flips (pixel-edge
     frame: a quarter turn maps (x, y) to (y, P - x))."""
@@ -92,10 +105,10 @@ class PatchSampler:
     ``negative_fraction``, ``positive_fraction`` and ``augment``: see the module doc; a
     warning says when the area has no source-free window (negatives then drawn uniformly).
     ``classes`` [n] (0-based class of each source of ``labels``, a detector that
-    classifies): written into the targets (CIANNA's 1-based class); None: every box class 1.
-    ``balance_classes``: the positives placed around sources drawn with equal chances for
-    every class of the area (each source weighted by one over its class's count there), so
-    that a rare class is seen as often as a common one.
+    classifies; -1: none known): written into the targets (CIANNA's 1-based class, 0 for
+    none); None: every box class 1.  ``balance_classes``: the positives placed around
+    sources drawn with equal chances for every class of the area (:func:`balanced_weights`),
+    so that a rare class is seen as often as a common one.
     The arrays are used as given (not copied): do not change them while drawing.
     """
 
@@ -150,9 +163,7 @@ class PatchSampler:
         self._in_area = np.flatnonzero((cy >= ay0) & (cy < ay1) & (cx >= ax0) & (cx < ax1))
         self._source_weights = None  # the positives' chances per source of the area
         if balance_classes and self._in_area.size:
-            own = np.asarray(classes, np.int64)[self._in_area]
-            w = 1.0 / np.bincount(own)[own]
-            self._source_weights = w / w.sum()
+            self._source_weights = balanced_weights(np.asarray(classes, np.int64)[self._in_area])
         self._free = self._free_positions() if self.negative_fraction > 0 else (
             np.zeros(0, np.int64), np.zeros(0, np.int64))
         if self.negative_fraction > 0 and not self.n_free:

@@ -62,7 +62,7 @@ class ValidationArea:
     true sources inside (image pixels), their match ``radius`` (pixels) and which of them
     recall counts (``counted``); in a cube their channels ``z`` and ``z_tolerance``, and
     the beam's ``beam_sigma`` (pixels) for the merge of duplicate lines; ``classes`` the
-    true sources' 0-based classes for a detector that classifies."""
+    true sources' 0-based classes for a detector that classifies (-1: none known)."""
 
     pixels: np.ndarray
     origin: tuple[int, int]
@@ -85,7 +85,8 @@ class ValidationArea:
 class ValidationScores:
     """Scores at the tuned ``threshold`` plus the whole curve (``curve``: threshold,
     precision, recall, n_det arrays); ``class_accuracy`` (NaN when not classifying or
-    nothing matched) over ``n_classified`` matched detections; ``class_temperature`` the
+    nothing matched) over ``n_classified`` matched detections of sources whose class is
+    known; ``class_temperature`` the
     temperature that calibrates their class probabilities and ``class_ece`` their expected
     calibration error once tempered."""
 
@@ -228,8 +229,10 @@ def validate_areas(model: LoadedModel, areas: Sequence[ValidationArea], predict_
         sel = np.flatnonzero(obj >= thresholds[k])
         m = matcher(sel)
         di = np.flatnonzero(m.det_to_truth >= 0)
-        probs.append(cls[sel][di])
-        labels.append(area.classes[m.det_to_truth[di]])
+        truth = area.classes[m.det_to_truth[di]]
+        known = truth >= 0   # sources without a class (-1) are not scored
+        probs.append(cls[sel][di][known])
+        labels.append(truth[known])
     prob = np.concatenate(probs) if probs else np.zeros((0, 0))
     lab = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
     matched = int(lab.size)

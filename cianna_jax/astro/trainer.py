@@ -473,10 +473,17 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
     if names:
         counts = [int(sum(np.count_nonzero(c[m] == k) for c, m in zip(target_codes, in_train)))
                   for k in range(len(names))]
+        unclassified = int(sum(np.count_nonzero(c[m] < 0) for c, m in zip(target_codes, in_train)))
         info["classes"] = {"column": s.class_column, "names": list(names),
-                           "n_train_targets": counts}
+                           "n_train_targets": counts, "n_unclassified_targets": unclassified}
         log(f"classes from column {s.class_column!r}: "
-            + ", ".join(f"{n} ({c} training targets)" for n, c in zip(names, counts)))
+            + ", ".join(f"{n} ({c} training targets)" for n, c in zip(names, counts))
+            + (f"; {unclassified} training targets without a class" if unclassified else ""))
+        if unclassified:
+            warnings.warn(f"--class-column {s.class_column}: {unclassified} of "
+                          f"{unclassified + sum(counts)} training targets have no class (a "
+                          "blank, masked or NaN entry): their boxes train the detector, their "
+                          "classes do not", UserWarning, stacklevel=3)
         if not all(counts):
             empty = [n for n, c in zip(names, counts) if not c]
             warnings.warn(f"--class-column {s.class_column}: classes {empty} have no training "

@@ -375,7 +375,8 @@ def validate(
     confusion matrix in the report, ``classes`` in ``scores.json``, ``classes.png``.
     ``classifier``: a morphology classifier (its card's path or loaded) that classifies the
     catalogue's rows (``morph_class``, as ``predict --classifier``), scored against the
-    truth's ``class_column`` the same way (``morph_classes``, ``morph_classes.png``).
+    truth's ``class_column`` the same way (default: its card's label column, when the
+    truth has it; ``morph_classes``, ``morph_classes.png``).
 
     Several images (a survey's overlapping mosaics, 2D with a WCS): the catalogue is
     ``predict``'s merged one (:mod:`.mosaic`: each source from the image whose centre is
@@ -458,9 +459,13 @@ def validate(
                 else None)
             if column is not None:
                 reports.append(class_report(det, tr.table, m, column, mdl.class_names))
-        if classifier is not None and class_column is not None:
-            reports.append(class_report(det, tr.table, m,
-                                        truth_class_column(tr.table, class_column),
+        morph_column = None  # the classifier's: --class-column, else its label column
+        if classifier is not None:
+            morph_column = truth_class_column(tr.table, class_column) if class_column else (
+                find_column(tr.table, label) if isinstance(
+                    label := classifier.card.notes.get("label_column"), str) else None)
+        if morph_column is not None:
+            reports.append(class_report(det, tr.table, m, morph_column,
                                         classifier.card.classes, predicted=MORPH_CLASS))
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
@@ -494,7 +499,7 @@ def validate(
                 + flag_counts(det) + format_scores(sc, sdc1) + format_sdc2(sdc2)
                 + "".join("\n" + format_class_report(r) for r in reports)
                 + ("\nmorph_class not scored: give --class-column, the truth's column of "
-                   "the classes\n" if classifier is not None and class_column is None else "")
+                   "the classes\n" if classifier is not None and morph_column is None else "")
                 + ("" if rel is None else "\n" + format_reliability(*rel)
                    + "".join(format_zones(r.res.table) for r in runs))
                 + "".join("\n" + (f"{n}: " if several else "")

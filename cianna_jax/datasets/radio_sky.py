@@ -546,7 +546,8 @@ def cianna_targets(
     Layout: ``[n_obj, (class, xmin, ymin, zmin, xmax, ymax, zmax, params...[, diff])
     * max_nb_obj]`` zero-padded, length ``1 + max_nb_obj * (7 + P [+ 1])`` where P is
     ``params.shape[1]`` and the last column is present only when ``difficult`` is given
-    (CIANNA's ``diff_flag``).  ``classes`` are 1-based (default all 1).  With more than
+    (CIANNA's ``diff_flag``).  ``classes`` are 1-based (default all 1; 0: no class known,
+    for a network with ``unclassified_targets``).  With more than
     ``max_nb_obj`` boxes: if ``priority`` (e.g. flux) is given, the ``max_nb_obj`` highest
     are kept and written in decreasing priority (stable); otherwise the first
     ``max_nb_obj`` are kept in input order.  With ``priority`` given, boxes are always
@@ -557,8 +558,8 @@ def cianna_targets(
     cls = np.ones(n) if classes is None else np.asarray(classes, np.float64).reshape(-1)
     if cls.shape[0] != n:
         raise ValueError(f"classes has {cls.shape[0]} entries for {n} boxes")
-    if n and cls.min() < 1:
-        raise ValueError("classes are 1-based (CIANNA convention)")
+    if n and cls.min() < 0:
+        raise ValueError("classes are 1-based (CIANNA convention; 0: no class known)")
     par = np.zeros((n, 0)) if params is None else np.asarray(params, np.float64).reshape(n, -1)
     cols = [cls[:, None], b, par]
     if difficult is not None:

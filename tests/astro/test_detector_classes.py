@@ -6,6 +6,7 @@ matrix, fine-tuning into other classes, and a run end to end through the command
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from cianna_jax.astro.detector_classes import (
 from cianna_jax.astro.labels import SourceLabels, class_names
 from cianna_jax.astro.model_card import ModelCard, ModelError, load_model_card, save_model_card
 from cianna_jax.astro.run_log import epoch_line, read_results_csv, write_results_csv
-from cianna_jax.astro.sampler import PatchSampler
+from cianna_jax.astro.sampler import PatchSampler, balanced_weights
 from cianna_jax.datasets import radio_sky as rs
 
 pytestmark = pytest.mark.filterwarnings("ignore:cianna_jax.xla_cpu.tune:RuntimeWarning")
@@ -52,6 +53,12 @@ def test_class_names_order_codes_and_errors():
         class_names([_labels(["sfg"] * 3)])
     with pytest.raises(ValueError, match="cat: the labels have no classes"):
         class_names([a, _labels(None)])
+    # sources without a class ("") are no class: their code is -1
+    part = _labels(["sfg", "", "agn"])
+    assert class_names([part]) == ("agn", "sfg")
+    np.testing.assert_array_equal(part.class_codes(("agn", "sfg")), [1, -1, 0])
+    with pytest.raises(ValueError, match=r"the catalogue\(s\) hold \['sfg'\]"):
+        class_names([_labels(["sfg", "", ""])])
     many = _labels([str(k) for k in range(65)], x=np.linspace(5.0, 60.0, 65))
     with pytest.raises(ValueError, match="65 distinct values .* more than the 64 classes"):
         class_names([many])
@@ -60,8 +67,8 @@ def test_class_names_order_codes_and_errors():
 def test_class_codes_read_as_floats_are_the_same_classes():
     from cianna_jax.astro.catalogue import column_text, selected_rows
 
-    codes = np.ma.masked_array([1.0, 3.0, 2.5, 3.0], [False, False, False, True])
-    assert column_text(codes) == ["1", "3", "2.5", ""]
+    codes = np.ma.masked_array([1.0, 3.0, 2.5, 3.0, np.nan], [False, False, False, True, False])
+    assert column_text(codes) == ["1", "3", "2.5", "", ""]
     assert column_text(np.array([" sfg", "fr2 "])) == ["sfg", "fr2"]
     t = make_table({"x": np.arange(3.0), "class": np.array([1.0, 3.0, 3.0])})
     assert len(selected_rows(t, "class=3")) == 2  # as SDC1's codes are written
@@ -84,10 +91,10 @@ def test_training_catalogue_class_column(tmp_path):
         assert read_training_catalogue(tmp_path / "c.ecsv", img).classes is None
         with pytest.raises(CatalogueError, match="no class column 'type'"):
             read_training_catalogue(tmp_path / "c.ecsv", img, class_column="type")
-        t["Kind"][1] = ""
+        t["Kind"][1] = ""   # a source without a class: kept, its class ""
         write_catalogue(t, tmp_path / "blank.ecsv")
-        with pytest.raises(CatalogueError, match="1 rows have no class in column 'Kind'"):
-            read_training_catalogue(tmp_path / "blank.ecsv", img, class_column="Kind")
+        part = read_training_catalogue(tmp_path / "blank.ecsv", img, class_column="Kind")
+        assert len(part) == len(lb) and part.classes[1] == "" and part.classes[0] == "sfg"
 
 
 def test_patch_targets_carry_the_classes():
@@ -98,6 +105,10 @@ def test_patch_targets_carry_the_classes():
     _, row = s.cut(0, 20)  # the sources at x 30 and 38: classes b and a, brightest first
     assert row[0] == 2
     assert [row[1 + 7 * k] for k in range(2)] == [1.0, 2.0]  # CIANNA's 1-based classes
+    part = _labels(["a", "", "a"], x=(10.0, 30.0, 38.0))   # no class: CIANNA's class 0
+    _, row = PatchSampler(image, (0, 0), part, (0, 24, 0, 64), 24, 4, negative_fraction=0.0,
+                          augment=False, classes=part.class_codes(("a", "b"))).cut(0, 20)
+    assert [row[1 + 7 * k] for k in range(2)] == [1.0, 0.0]
     _, plain = PatchSampler(image, (0, 0), lb, (0, 24, 0, 64), 24, 4, negative_fraction=0.0,
                             augment=False).cut(0, 20)
     assert [plain[1 + 7 * k] for k in range(2)] == [1.0, 1.0]
@@ -120,6 +131,10 @@ def test_balanced_positives_see_every_class_alike():
     assert np.mean(codes[even.source] == 1) == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ValueError, match="balance_classes: needs the sources' classes"):
         PatchSampler(image, (0, 0), lb, (0, 24, 0, 96), 16, 4, balance_classes=True)
+    # sources without a class keep their share; the classified ones' is split evenly
+    w = balanced_weights(np.array([0, 0, 0, 1, -1, -1]))
+    np.testing.assert_allclose(w, np.array([2 / 3, 2 / 3, 2 / 3, 2, 1, 1]) / 6)
+    np.testing.assert_allclose(balanced_weights(np.array([-1, -1])), [0.5, 0.5])
     from cianna_jax.astro.trainer import TrainSettings
 
     with pytest.raises(ValueError, match="balance_classes: with class_column"):
@@ -232,7 +247,7 @@ def test_class_report_counts_matched_pairs_only():
         truth_class_column(truth, "morph")
     other = class_report(det, truth, m, col, ("b", "c"))  # true class "a" unknown to it
     assert other.n_other == 2 and other.confusion.sum() == 1
-    assert "2 matched sources have a true class the model does not know" in \
+    assert "2 matched sources have no true class, one the model does not know" in \
         format_class_report(other)
 
 
@@ -254,7 +269,8 @@ def test_results_csv_and_epoch_line_with_classes(tmp_path):
 
 @pytest.fixture(scope="module")
 def class_field(tmp_path_factory):
-    """A 192x192 synthetic field whose catalogue classes its sources by size."""
+    """A 192x192 synthetic field whose catalogue classes its sources by size, and the same
+    catalogue with every third source's class unknown (blank)."""
     from cianna_jax.astro.catalogue import write_catalogue
     from cianna_jax.astro.synthetic import synthetic_field, truth_table, write_fits
 
@@ -264,6 +280,8 @@ def class_field(tmp_path_factory):
     t = truth_table(f)
     t["kind"] = np.where(np.asarray(t["bmaj"]) > 1.9, "extended", "compact")
     write_catalogue(t, d / "f.ecsv")
+    t["kind"][::3] = ""
+    write_catalogue(t, d / "part.ecsv")
     return str(d / "f.fits"), str(d / "f.ecsv"), d
 
 
@@ -273,13 +291,17 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     from cianna_jax.astro.fine_tune import fine_tune_base, start_params
     from cianna_jax.astro.model_card import load_model
 
-    img, cat, _ = class_field
-    run = tmp_path / "run"
-    assert cli.main(["train", "--image", img, "--catalogue", cat, "--out", str(run),
-                     "--epochs", "2", "--patch", "32", "--patches-per-epoch", "64",
-                     "--class-column", "kind", "--quiet"]) == 0
+    img, cat, folder = class_field
+    run = tmp_path / "run"   # trained on the catalogue where a third have no class
+    with pytest.warns(UserWarning, match=r"training targets have no class .* their boxes "
+                      "train the detector, their classes do not"):
+        assert cli.main(["train", "--image", img, "--catalogue", str(folder / "part.ecsv"),
+                         "--out", str(run), "--epochs", "2", "--patch", "32",
+                         "--patches-per-epoch", "64", "--class-column", "kind",
+                         "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "classes from column 'kind': compact (" in text and " class " in text
+    assert re.search(r"; \d+ training targets without a class", text)
     card = json.loads((run / "best.json").read_text())
     assert card["detection"]["classes"] == ["compact", "extended"]
     assert card["notes"]["class_column"] == "kind"
@@ -338,9 +360,23 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
     both = json.loads((tmp_path / "both" / "scores.json").read_text())
     assert both["morph_classes"]["n_matched"] == both["classes"]["n_matched"] > 0
     assert (tmp_path / "both" / "morph_classes.png").stat().st_size > 5000
+    # without --class-column: the columns each was trained with (the classifier's card
+    # keeps its label column), where the truth has them
+    assert json.loads((tmp_path / "clf" / "best.json").read_text())["notes"][
+        "label_column"] == "kind"
     assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue", cat, "--out",
-                     str(tmp_path / "unscored"), "--threshold", "0.05", "--classifier",
+                     str(tmp_path / "default"), "--threshold", "0.05", "--classifier",
                      str(tmp_path / "clf"), "--quiet", "--no-plots"]) == 0
+    assert "classes (morph_class against the truth's kind" in capsys.readouterr().out
+    from cianna_jax.astro.catalogue import write_catalogue
+
+    other = read_catalogue(cat)
+    other.rename_column("kind", "sort")
+    write_catalogue(other, tmp_path / "other.ecsv")
+    assert cli.main(["val", "--model", str(run), "--image", img, "--catalogue",
+                     str(tmp_path / "other.ecsv"), "--out", str(tmp_path / "unscored"),
+                     "--threshold", "0.05", "--classifier", str(tmp_path / "clf"), "--quiet",
+                     "--no-plots"]) == 0
     assert "morph_class not scored: give --class-column" in capsys.readouterr().out
 
     # fine-tuned into three classes: the head keeps its box outputs, new class outputs
@@ -383,3 +419,41 @@ def test_a_classifying_run_predict_val_and_fine_tuning(class_field, tmp_path, ca
         train_detector(TrainSettings(image=str(tmp_path / "cube.fits"), catalogue=cat,
                                      out=str(tmp_path / "c"), class_column="kind"))
     assert not (tmp_path / "c").exists()
+
+
+def test_validation_scores_the_classes_of_classified_sources_only(monkeypatch):
+    """The per-epoch class accuracy and temperature count the matched sources whose class
+    is known; a source without one (-1) is still found (recall) but not classified."""
+    from types import SimpleNamespace
+
+    from cianna_jax.astro import train_validation
+    from cianna_jax.astro.noise import estimate_noise_map
+    from cianna_jax.astro.predict import Detections
+    from cianna_jax.yolo.decode import DecodedBoxes
+
+    x = np.array([10.0, 30.0, 50.0, 20.0])
+    y = np.array([10.0, 30.0, 50.0, 50.0])
+    n = x.size
+    boxes = np.stack([x - 2, y - 2, np.zeros(n), x + 3, y + 3, np.ones(n)], 1)
+    # predicted classes: right, right, wrong for the classified ones; any for the last
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]])
+    found = Detections(DecodedBoxes(boxes=boxes, image=np.zeros(n, int), prior=np.zeros(n, int),
+                                    cell=np.zeros((n, 3), int), probability=np.full(n, 0.9),
+                                    objectness=np.full(n, 0.9), class_scores=scores,
+                                    params=np.zeros((n, 0))), 1, 1.0, 0.05)
+    monkeypatch.setattr(train_validation, "detect", lambda *a, **k: found)
+    pixels = np.random.default_rng(0).normal(0, 1, (64, 64)).astype(np.float32)
+    noise = estimate_noise_map(lambda w: pixels[w], pixels.shape, box=32)
+    model = SimpleNamespace(card=SimpleNamespace(score="objectness"))
+
+    def scores_with(classes):
+        area = train_validation.ValidationArea(
+            pixels=pixels, origin=(0, 0), noise=noise, x=x, y=y, radius=np.full(n, 3.0),
+            counted=np.ones(n, bool), classes=np.array(classes))
+        return train_validation.validate_areas(model, [area], None)
+
+    part = scores_with([0, 1, 1, -1])
+    assert part.recall == 1.0 and part.n_classified == 3
+    assert part.class_accuracy == pytest.approx(2 / 3)
+    full = scores_with([0, 1, 1, 1])
+    assert full.n_classified == 4 and full.class_accuracy == pytest.approx(2 / 4)
