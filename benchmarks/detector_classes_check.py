@@ -180,6 +180,10 @@ def main(argv=None) -> int:
           f"({s.n_truth} true sources of SNR >= 5), {len(pairs)} matched")
     print(f"detector's classes:  accuracy {num(cls['accuracy']):.3f}, balanced "
           f"{num(cls['balanced_accuracy']):.3f}; recall {recall_text(np.array(cls['confusion']), names)}")
+    per = cls["per_class"]
+    print("detected by true class: " + ", ".join(
+        f"{n} {num(per[n]['detected']):.2f} ({per[n]['n_found']}/{per[n]['n_true']})"
+        for n in names))
     print(f"the detector's class probabilities: calibration error {ece[0]:.3f} at the card's "
           f"temperature {temperature:.2f} (fitted on the validation strips), {ece[1]:.3f} "
           "untempered")

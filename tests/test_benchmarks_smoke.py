@@ -452,6 +452,7 @@ def test_detector_classes_check_scores_both_classifications(capsys):
         found = re.search(who + r" ([.\d]+)", out)
         assert found and 0.0 <= float(found.group(1)) <= 1.0, who
     assert re.search(r"calibration error [.\d]+ at the card's temperature [.\d]+", out)
+    assert re.search(r"detected by true class: \w+ [.\d]+ \(\d+/\d+\)", out)
     assert "balanced positives" in out
 
 

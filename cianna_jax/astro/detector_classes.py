@@ -32,7 +32,10 @@ class ClassReport:
     order) against the truth's ``column``: ``confusion`` ``[K, K]`` (row: true class,
     column: the predicted one), ``scores`` (:func:`.morphology.class_scores`),
     ``n_matched`` pairs of which ``n_other`` had a true class the model does not know
-    (left out of the matrix)."""
+    (left out of the matrix); ``n_true`` ``[K]`` the true sources of each class that recall
+    counts and ``n_found`` ``[K]`` those detected (matched), whatever class they were
+    given: the detection's completeness per class (radio galaxies missed more often than
+    compact sources, say)."""
 
     column: str
     classes: tuple[str, ...]
@@ -41,6 +44,15 @@ class ClassReport:
     n_matched: int
     n_other: int
     predicted: str = DET_CLASS_COLUMN
+    n_true: np.ndarray | None = None
+    n_found: np.ndarray | None = None
+
+    def detected(self) -> np.ndarray:
+        """The detected fraction of each class's true sources ``[K]`` (NaN without any)."""
+        if self.n_true is None:
+            return np.full(len(self.classes), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n_true > 0, self.n_found / np.maximum(self.n_true, 1), np.nan)
 
     @property
     def key(self) -> str:
@@ -51,10 +63,16 @@ class ClassReport:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: column, classes, the matrix, accuracy, balanced accuracy, per class
-        precision / recall / F1 / support."""
+        precision / recall / F1 / support and the detected fraction of its true sources
+        (``detected``, ``n_true``)."""
         per = {name: {k: float(self.scores[k][i]) if k != "support" else int(self.scores[k][i])
                       for k in ("precision", "recall", "f1", "support")}
                for i, name in enumerate(self.classes)}
+        if self.n_true is not None:
+            for i, name in enumerate(self.classes):
+                frac = float(self.detected()[i])
+                per[name].update(detected=None if frac != frac else frac,
+                                 n_true=int(self.n_true[i]), n_found=int(self.n_found[i]))
         return {"predicted": self.predicted, "column": self.column,
                 "classes": list(self.classes),
                 "confusion": self.confusion.tolist(), "accuracy": self.scores["accuracy"],
@@ -75,11 +93,14 @@ def truth_class_column(truth_table: Any, column: str | None) -> str | None:
 
 
 def class_report(det: Any, truth_table: Any, match: Match, column: str,
-                 classes: Sequence[str], predicted: str = DET_CLASS_COLUMN) -> ClassReport:
+                 classes: Sequence[str], predicted: str = DET_CLASS_COLUMN,
+                 counted: np.ndarray | None = None) -> ClassReport:
     """Score ``det``'s ``predicted`` column (the detector's
     :data:`.catalogue_table.DET_CLASS_COLUMN`, or a classifier's ``morph_class``) against
     ``truth_table``'s ``column`` over the pairs of ``match`` (detection row -> truth row),
-    in the model's ``classes`` order."""
+    in the model's ``classes`` order; ``counted`` (bool per truth row, default all): the
+    true sources the per-class completeness counts (``val``'s recall: SNR above its
+    minimum)."""
     names = tuple(str(c) for c in classes)
     index = {c: k for k, c in enumerate(names)}
     pred = column_text(det[predicted])
@@ -89,14 +110,20 @@ def class_report(det: Any, truth_table: Any, match: Match, column: str,
              and pred[i] in index]
     cm = confusion_matrix(np.array([p[0] for p in pairs], np.int64),
                           np.array([p[1] for p in pairs], np.int64), len(names))
+    keep = np.ones(len(true), bool) if counted is None else np.asarray(counted, bool)
+    found = np.zeros(len(true), bool)
+    found[t] = True
+    codes = np.array([index.get(v, -1) for v in true], np.int64)
+    n_true = np.bincount(codes[keep & (codes >= 0)], minlength=len(names))
+    n_found = np.bincount(codes[keep & found & (codes >= 0)], minlength=len(names))
     return ClassReport(column=column, classes=names, confusion=cm, scores=class_scores(cm),
                        n_matched=int(d.size), n_other=int(d.size) - len(pairs),
-                       predicted=predicted)
+                       predicted=predicted, n_true=n_true, n_found=n_found)
 
 
 def format_class_report(r: ClassReport) -> str:
     """The report's lines: accuracy, balanced accuracy, then per true class its recall,
-    precision and support, and the matrix."""
+    precision and support, the matrix, and the detected fraction of its true sources."""
     s = r.scores
     lines = [f"classes ({r.predicted} against the truth's {r.column}, {r.n_matched} matched "
              f"sources): accuracy {s['accuracy']:.3f}, balanced accuracy "
@@ -105,28 +132,53 @@ def format_class_report(r: ClassReport) -> str:
         lines.append(f"  {r.n_other} matched sources have no true class, one the model does "
                      "not know, or no predicted class (left out)")
     width = max(8, *(len(c) for c in r.classes))
+    detected = r.detected()
     lines.append(f"  {'true':<{width}} {'recall':>7} {'precision':>9} {'support':>7}   "
-                 + " ".join(f"{c:>{width}}" for c in r.classes))
+                 + " ".join(f"{c:>{width}}" for c in r.classes)
+                 + ("" if r.n_true is None else f"   {'detected':>8} {'of':>5}"))
     for i, c in enumerate(r.classes):
         lines.append(f"  {c:<{width}} {s['recall'][i]:7.3f} {s['precision'][i]:9.3f} "
                      f"{int(s['support'][i]):7d}   "
-                     + " ".join(f"{int(v):>{width}d}" for v in r.confusion[i]))
+                     + " ".join(f"{int(v):>{width}d}" for v in r.confusion[i])
+                     + ("" if r.n_true is None else
+                        f"   {detected[i]:8.3f} {int(r.n_true[i]):5d}"))
+    if r.n_true is not None:
+        lines.append("  (detected: the share of the class's true sources that recall counts "
+                     "found, in any class)")
     return "\n".join(lines) + "\n"
 
 
 def class_figure(r: ClassReport) -> Any:
-    """The confusion matrix as a figure (fractions of each true class, with counts)."""
+    """The confusion matrix as a figure (fractions of each true class, with counts) and,
+    beside it, the detected fraction of each class's true sources."""
     from .morphology_plots import confusion_panel
     from .plots import pyplot
 
     plt = pyplot()
     k = len(r.classes)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k, 1.8 + 1.0 * k))
+    side = 1.8 + 1.0 * k
+    panels = 1 if r.n_true is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(2.2 + 1.1 * k + (3.2 + 0.4 * k) * (panels - 1),
+                                                 side), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.1 * k + 2.2, 0.4 * k + 3.2][:panels]})
     who = "Detector" if r.predicted == DET_CLASS_COLUMN else "Classifier"
-    confusion_panel(ax, r.confusion, r.classes,
+    confusion_panel(axes[0, 0], r.confusion, r.classes,
                     f"{who} classes against the truth's {r.column}\n"
                     f"accuracy {r.scores['accuracy']:.3f} over {r.n_matched - r.n_other} "
                     "matched sources")
+    if r.n_true is not None:
+        ax = axes[0, 1]
+        frac = np.nan_to_num(r.detected())
+        ax.barh(range(k), frac, color="tab:blue")
+        for i in range(k):
+            ax.text(min(frac[i], 1.0) + 0.02, i, f"{int(r.n_found[i])}/{int(r.n_true[i])}",
+                    va="center", fontsize=8)
+        ax.set_yticks(range(k), r.classes)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.3)
+        ax.set_xticks(np.linspace(0.0, 1.0, 6))
+        ax.set_xlabel("detected fraction of the true sources")
+        ax.set_title("Detection by true class\n(the sources recall counts)")
     fig.tight_layout()
     return fig
 

@@ -458,7 +458,8 @@ def validate(
                 find_column(tr.table, trained_column) if isinstance(trained_column, str)
                 else None)
             if column is not None:
-                reports.append(class_report(det, tr.table, m, column, mdl.class_names))
+                reports.append(class_report(det, tr.table, m, column, mdl.class_names,
+                                            counted=counted))
         morph_column = None  # the classifier's: --class-column, else its label column
         if classifier is not None:
             morph_column = truth_class_column(tr.table, class_column) if class_column else (
@@ -466,7 +467,8 @@ def validate(
                     label := classifier.card.notes.get("label_column"), str) else None)
         if morph_column is not None:
             reports.append(class_report(det, tr.table, m, morph_column,
-                                        classifier.card.classes, predicted=MORPH_CLASS))
+                                        classifier.card.classes, predicted=MORPH_CLASS,
+                                        counted=counted))
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),

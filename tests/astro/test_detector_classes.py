@@ -243,6 +243,14 @@ def test_class_report_counts_matched_pairs_only():
     assert r.summary()["per_class"]["a"]["recall"] == pytest.approx(0.5)
     text = format_class_report(r)
     assert "3 matched sources): accuracy 0.667, balanced accuracy 0.750" in text
+    # the detection's completeness per true class: both a found, one b of two
+    np.testing.assert_array_equal(r.n_true, [2, 2])
+    np.testing.assert_array_equal(r.detected(), [1.0, 0.5])
+    assert r.summary()["per_class"]["b"] | {"detected": 0.5, "n_true": 2, "n_found": 1} == \
+        r.summary()["per_class"]["b"]
+    assert "detected    of" in text and text.splitlines()[3].endswith("0.500     2")
+    bright = class_report(det, truth, m, col, ("a", "b"), counted=np.array([1, 1, 1, 0], bool))
+    np.testing.assert_array_equal(bright.detected(), [1.0, 1.0])
     with pytest.raises(ValueError, match="the truth catalogue has no column 'morph'"):
         truth_class_column(truth, "morph")
     other = class_report(det, truth, m, col, ("b", "c"))  # true class "a" unknown to it
