@@ -543,13 +543,14 @@ def _parser() -> argparse.ArgumentParser:
                           "the beam's response (default: taken as corrected; predict --pb's "
                           "own catalogues, with their pb column, always are)")
     val.add_argument("--class-column", default=None, metavar="COLUMN",
-                     help="the truth's column of the classes a detector that classifies (by "
-                          "default the column it was trained with, when the truth has it) "
-                          "and a --classifier are scored against: confusion matrix, "
-                          "accuracy, classes.png, morph_classes.png")
+                     help="the truth's column of the classes a detector that classifies and "
+                          "a --classifier are scored against (by default the column each was "
+                          "trained with, when the truth has it): confusion matrix, accuracy, "
+                          "the share of each class detected, classes.png, morph_classes.png")
     val.add_argument("--classifier", default=None, metavar="MODEL",
                      help="a morphology classifier (cianna-jax classify train) that classifies "
-                          "the catalogue's rows (morph_class), scored with --class-column")
+                          "the catalogue's rows (morph_class), scored against --class-column "
+                          "or its own label column")
 
     inj = sub.add_parser("inject", help="add artificial sources to a FITS image (lines to a "
                                         "cube) and find them again: completeness, flux "

@@ -125,7 +125,8 @@ def add_parser(sub) -> None:
                     help="the catalogues' column of each source's class (e.g. SDC1's class, "
                          "1 SS-AGN, 2 FS-AGN, 3 SFG; or morph_class): the detector also "
                          "classifies what it finds; predict then writes det_class, det_prob "
-                         "and det_p_<class> (2D images)")
+                         "and det_p_<class> (2D images). Sources with a blank, masked or NaN "
+                         "class train their boxes only")
     tr.add_argument("--balance-classes", action="store_true",
                     help="with --class-column: the patches around sources drawn with equal "
                          "chances for every class (a rare class seen as often as a common "
