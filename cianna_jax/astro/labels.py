@@ -139,14 +139,17 @@ def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
     ValueError when a field has no classes, or there are fewer than two in all or more
     than :data:`MAX_CLASSES`."""
     found: set[str] = set()
+    blank = 0
     for lb in labels:
         if lb.classes is None:
             raise ValueError(f"{lb.source}: the labels have no classes (give a class column)")
         found.update(lb.classes.tolist())
+        blank += int(np.count_nonzero(lb.classes == ""))
     found.discard("")
     if len(found) < 2:
         raise ValueError(f"class column: a detector that classifies needs at least two "
-                         f"classes; the catalogue(s) hold {sorted(found)}")
+                         f"classes; the catalogue(s) hold {sorted(found)}"
+                         + (f" ({blank} sources without a class)" if blank else ""))
     if len(found) > MAX_CLASSES:
         raise ValueError(f"class column: {len(found)} distinct values (e.g. "
                          f"{sorted(found)[:3]}), more than the {MAX_CLASSES} classes a detector "
