@@ -25,6 +25,14 @@ def test_the_spline_is_astropys_distance_at_every_redshift(cosmo):
                                cosmo.luminosity_distance(some).to_value("m"), rtol=1e-7)
 
 
+def test_repeated_redshifts_are_computed_once_each():
+    """A cluster's catalogue: thousands of sources at a few redshifts (no spline through
+    one value), each given astropy's distance exactly."""
+    z = np.repeat([0.0, 0.3, 0.5], 3 * EXACT_MAX)
+    np.testing.assert_array_equal(distance(Planck18, z),
+                                  Planck18.luminosity_distance(z).to_value("Mpc"))
+
+
 def test_bad_redshifts_are_nan_and_the_shape_is_kept():
     z = np.array([[0.5, np.nan], [-1.0, np.inf]])
     d = distance(Planck18, np.tile(z, (1, EXACT_MAX)))
