@@ -31,8 +31,8 @@ import numpy as np
 from ..datasets.radio_sky import cianna_targets
 from .labels import SourceLabels
 
-__all__ = ["PatchPlan", "PatchSampler", "Prefetcher", "Cancelled", "grid_patches", "balanced_weights",
-           "UNIFORM", "POSITIVE", "NEGATIVE", "transform_boxes"]
+__all__ = ["PatchPlan", "PatchSampler", "Prefetcher", "Cancelled", "grid_patches",
+           "balanced_weights", "UNIFORM", "POSITIVE", "NEGATIVE", "transform_boxes"]
 
 UNIFORM, POSITIVE, NEGATIVE = 0, 1, 2
 """Patch kinds of :class:`PatchPlan`."""

@@ -473,7 +473,8 @@ def _prepare(s: TrainSettings, log: Callable[[str], None],
     if names:
         counts = [int(sum(np.count_nonzero(c[m] == k) for c, m in zip(target_codes, in_train)))
                   for k in range(len(names))]
-        unclassified = int(sum(np.count_nonzero(c[m] < 0) for c, m in zip(target_codes, in_train)))
+        unclassified = int(sum(np.count_nonzero(c[m] < 0)
+                               for c, m in zip(target_codes, in_train)))
         info["classes"] = {"column": s.class_column, "names": list(names),
                            "n_train_targets": counts, "n_unclassified_targets": unclassified}
         log(f"classes from column {s.class_column!r}: "

@@ -451,8 +451,8 @@ def check_targets(targets, cfg: YoloConfig) -> np.ndarray:
     """Validate CIANNA YOLO target rows (section 2.4); return them as float32 (N, len).
 
     Checks the row length, ``-1 <= n_obj <= max_nb_obj_per_image``, classes in
-    ``1..max(C, 1)`` (``0..C`` with ``unclassified_targets``), ``max >= min`` for each used box, and that a class-only row
-    (``n_obj = -1``) holds a box.  Raises ``ValueError`` naming the row and box.
+    ``1..max(C, 1)`` (``0..C`` with ``unclassified_targets``), ``max >= min`` for each used
+    box, and that a class-only row (``n_obj = -1``) holds a box.  Raises ``ValueError`` naming the row and box.
     """
     t = np.asarray(targets, dtype=np.float32)
     if t.ndim == 1:
