@@ -104,7 +104,9 @@ class YoloConfig:
     loss implementation (:data:`KERNELS`); it changes speed, not results.
     ``unclassified_targets`` (not CIANNA's: 0 keeps its maths): a target of class 0 has
     no known class; its box is fitted as any other, its class outputs get no delta (a
-    catalogue where only some sources are classified).
+    catalogue where only some sources are classified).  ``class_weights`` (not CIANNA's:
+    empty keeps its maths): per class, a factor on the class term of the boxes associated
+    with targets of that class (a rare class's errors weighted up).
     """
 
     in_dim: tuple[int, int, int]
@@ -135,6 +137,7 @@ class YoloConfig:
     raw_output: int = 0
     kernel: str = "auto"
     unclassified_targets: int = 0
+    class_weights: tuple[float, ...] = ()
 
     @property
     def cell(self) -> tuple[int, int, int]:
@@ -209,6 +212,7 @@ def make_config(
     raw_output: int = 0,
     kernel: str = "auto",
     unclassified_targets: int = 0,
+    class_weights=None,
 ) -> YoloConfig:
     """Resolve ``set_yolo_params`` keywords for an output grid into a :class:`YoloConfig`.
 
@@ -282,6 +286,14 @@ def make_config(
             if lo > -100000.0:
                 sm[p][2] = lo
 
+    weights = ()
+    if class_weights is not None:
+        cw = as_float_array(class_weights, "class_weights")
+        if cw.shape != (C,) or not np.all(np.isfinite(cw) & (cw > 0)):
+            raise ValueError(f"class_weights must be {C} (nb_class) finite values > 0, "
+                             f"received {cw.tolist()}")
+        weights = tuple(_f32(v) for v in cw)
+
     if param_ind_scales is None:
         pis = np.ones(P, dtype=np.float32)
     else:
@@ -344,6 +356,7 @@ def make_config(
         raw_output=as_flag(raw_output, "raw_output"),
         kernel=kernel,
         unclassified_targets=1 if as_flag(unclassified_targets, "unclassified_targets") else 0,
+        class_weights=weights,
     )
 
 
@@ -440,6 +453,9 @@ def summary(cfg: YoloConfig) -> str:
     lines.append(f"  Display error type : {cfg.error_type.upper()}")
     if cfg.unclassified_targets:
         lines.append("  Targets of class 0: boxes fitted, classes not")
+    if cfg.class_weights:
+        lines.append("  Class loss weights : [" + "".join(f" {v:.3f} " for v in cfg.class_weights)
+                     + "]")
     lines += ["", rule, "", ""]
     return "\n".join(lines)
 

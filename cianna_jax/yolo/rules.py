@@ -536,6 +536,10 @@ def box_values(cfg: YoloConfig, mode: str, o: Sequence, assoc: Association,
         vals.append(zero if v is None else v)
 
     tcls = field("cls") if C and fit[4] == 1 else None
+    # the class term's weight by the associated target's class (1 without class_weights)
+    cw = (1.0 + sum(jnp.where(tcls == c, w_c - 1.0, 0.0) for c, w_c in
+                    enumerate(cfg.class_weights))) if cfg.class_weights and tcls is not None \
+        else None
     for c in range(C):  # classes
         oc = o[8 + c]
         if fit[4] == 1:
@@ -552,7 +556,7 @@ def box_values(cfg: YoloConfig, mode: str, o: Sequence, assoc: Association,
                     v = jnp.where(onehot, w[4] * -jnp.log(jnp.maximum(oc, CE_CLAMP)), 0.0)
             else:
                 v = sq(oc - jnp.where(onehot, PROB_TARGET, NOOBJ_TARGET), w[4] * sig(4, oc))
-            vals.append(jnp.where(msk, v, 0.0))
+            vals.append(jnp.where(msk, v if cw is None else cw * v, 0.0))
         elif fit[4] == 0 and not cfg.class_softmax:
             vals.append(jnp.where(is_assoc, sq(oc - 0.5, w[4] * sig(4, oc)), 0.0))
         else:

@@ -128,11 +128,13 @@ class Spec(NamedTuple):
 
 
 RANDOM_CONFIGS = {
-    # 4x4 cells in blocks of 8: two programs per image; M=7 padded to 8; nb_im_iter traced
+    # 4x4 cells in blocks of 8: two programs per image; M=7 padded to 8; nb_im_iter traced;
+    # the class term weighted per class
     "2d_giou_classes_params_random": Spec(
         _cfg([4, 4], [32, 32], nb_box=2, nb_class=2, nb_param=2, max_nb_obj_per_image=7,
              fit_dim=2, fit_parts=[1, 1, 1, 1, 1, 1], error_type="complete",
-             rand_startup=100, rand_prob=0.2, rand_prob_best_box_assoc=0.3),
+             rand_startup=100, rand_prob=0.2, rand_prob_best_box_assoc=0.3,
+             class_weights=[0.5, 3.0]),
         block=8, seed=22, key="threefry2x32", nb_im_iter=(50, 500)),
     # 3x2x2 cells: padded to 16 cells, 3D extents; B=3 padded to 4
     "3d_diou_diff_forced_complete_classonly": Spec(

@@ -737,3 +737,30 @@ def test_unclassified_targets_train_their_boxes_only():
     yolo.check_targets(rows, cfg)
     with pytest.raises(ValueError, match=r"class 0 outside 1\.\.3"):
         yolo.check_targets(rows, dataclasses.replace(cfg, unclassified_targets=0))
+
+
+def test_class_weights_scale_each_targets_class_term():
+    """``class_weights``: the class deltas (and displayed terms) of a box associated with a
+    target of class c are ``class_weights[c]`` times the unweighted ones; nothing else
+    changes; a weight per class, finite and positive."""
+    kw = dict(nb_box=1, nb_class=2, max_nb_obj_per_image=2, prior_size=[[12.0], [12.0]],
+              rand_startup=0, error_type="complete")
+    plain = yolo.make_config([32, 32], [2, 2], **kw)
+    weighted = yolo.make_config([32, 32], [2, 2], class_weights=[0.5, 4.0], **kw)
+    raw = np.random.default_rng(1).normal(0, 1, (1, 2, 2, 1, plain.channels_per_box))
+    raw = raw.astype(np.float32)
+    rows = np.array([[2, 1, 2, 3, 0, 12, 13, 1, 2, 18, 17, 0, 29, 30, 1]], np.float32)
+    out = {}
+    for name, cfg in (("plain", plain), ("weighted", weighted)):
+        out[name] = jax.tree.map(np.asarray, fast_jit(lambda r, t, cfg=cfg: (
+            yolo.delta_and_display(yolo.activation(r, cfg), t, cfg, nb_im_iter=1)))(raw, rows))
+    (d0, s0), (d1, s1) = out["plain"], out["weighted"]
+    np.testing.assert_allclose(d1[0, 0, 0, 0, 8:], 0.5 * d0[0, 0, 0, 0, 8:], rtol=1e-6)
+    np.testing.assert_allclose(d1[0, 1, 1, 0, 8:], 4.0 * d0[0, 1, 1, 0, 8:], rtol=1e-6)
+    assert np.abs(d0[..., 8:]).max() > 0.01
+    np.testing.assert_array_equal(d1[..., :8], d0[..., :8])
+    np.testing.assert_allclose(s1[0, 1, 1, 0, 8:], 4.0 * s0[0, 1, 1, 0, 8:], rtol=1e-6)
+    assert "Class loss weights : [ 0.500  4.000 ]" in yolo.summary(weighted)
+    for bad in ([1.0], [1.0, 0.0], [1.0, np.inf]):
+        with pytest.raises(ValueError, match="class_weights must be 2 .nb_class. finite"):
+            yolo.make_config([32, 32], [2, 2], class_weights=bad, **kw)
