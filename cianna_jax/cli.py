@@ -546,7 +546,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="the truth's column of the classes a detector that classifies and "
                           "a --classifier are scored against (by default the column each was "
                           "trained with, when the truth has it): confusion matrix, accuracy, "
-                          "the share of each class detected, classes.png, morph_classes.png")
+                          "the share of each class detected, classes.png, morph_classes.png; "
+                          "for a detector that does not classify, the share of each true "
+                          "class detected (detected_by_class.png)")
     val.add_argument("--classifier", default=None, metavar="MODEL",
                      help="a morphology classifier (cianna-jax classify train) that classifies "
                           "the catalogue's rows (morph_class), scored against --class-column "

@@ -6,11 +6,14 @@ per-class precision and recall over the matched sources.
 Only matched pairs count (a detection without a true source has no true class; a missed
 source no predicted one): the detection scores say how many were found, these how well
 the found ones were classified.  Classes compare as text (``column_text``: a truth's
-``class`` 3 is the detector's class "3").
+``class`` 3 is the detector's class "3").  Beside them, per true class, the share of its
+true sources detected at all; for a detector that does not classify, that share alone
+(:class:`DetectionByClass`, ``val --class-column``: SDC1's completeness per class).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,53 @@ from .crossmatch import Match
 from .morphology import class_scores, confusion_matrix
 
 __all__ = ["ClassReport", "class_report", "truth_class_column", "format_class_report",
-           "class_figure"]
+           "class_figure", "DetectionByClass", "detection_by_class",
+           "format_detection_by_class", "detection_by_class_figure"]
+
+
+def _detected_shares(n_true: np.ndarray, n_found: np.ndarray) -> np.ndarray:
+    """``n_found / n_true`` per class (NaN where a class has no true source)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_true > 0, n_found / np.maximum(n_true, 1), np.nan)
+
+
+def _class_counts(true: Sequence[str], index: dict[str, int], match: Match,
+                  counted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_true, n_found)`` per class of ``index``: the true sources of each class that
+    ``counted`` keeps (default all), and those ``match`` paired with a detection."""
+    keep = np.ones(len(true), bool) if counted is None else np.asarray(counted, bool)
+    found = np.zeros(len(true), bool)
+    found[np.asarray(match.truth, np.int64)] = True
+    codes = np.array([index.get(v, -1) for v in true], np.int64)
+    known = keep & (codes >= 0)
+    return (np.bincount(codes[known], minlength=len(index)),
+            np.bincount(codes[known & found], minlength=len(index)))
+
+
+def _per_class_detected(classes: Sequence[str], n_true: np.ndarray,
+                        n_found: np.ndarray) -> dict[str, dict[str, Any]]:
+    """JSON-ready ``{class: {detected, n_true, n_found}}`` (detected None without sources)."""
+    share = _detected_shares(n_true, n_found)
+    return {name: {"detected": None if share[i] != share[i] else float(share[i]),
+                   "n_true": int(n_true[i]), "n_found": int(n_found[i])}
+            for i, name in enumerate(classes)}
+
+
+def _detected_panel(ax: Any, classes: Sequence[str], n_true: np.ndarray,
+                    n_found: np.ndarray, title: str) -> None:
+    """The detected share of each class's true sources as horizontal bars, with counts."""
+    k = len(classes)
+    frac = np.nan_to_num(_detected_shares(n_true, n_found))
+    ax.barh(range(k), frac, color="tab:blue")
+    for i in range(k):
+        ax.text(min(frac[i], 1.0) + 0.02, i, f"{int(n_found[i])}/{int(n_true[i])}",
+                va="center", fontsize=8)
+    ax.set_yticks(range(k), classes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks(np.linspace(0.0, 1.0, 6))
+    ax.set_xlabel("detected fraction of the true sources")
+    ax.set_title(title)
 
 
 @dataclass(frozen=True)
@@ -51,8 +100,7 @@ class ClassReport:
         """The detected fraction of each class's true sources ``[K]`` (NaN without any)."""
         if self.n_true is None:
             return np.full(len(self.classes), np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.n_true > 0, self.n_found / np.maximum(self.n_true, 1), np.nan)
+        return _detected_shares(self.n_true, self.n_found)
 
     @property
     def key(self) -> str:
@@ -69,10 +117,8 @@ class ClassReport:
                       for k in ("precision", "recall", "f1", "support")}
                for i, name in enumerate(self.classes)}
         if self.n_true is not None:
-            for i, name in enumerate(self.classes):
-                frac = float(self.detected()[i])
-                per[name].update(detected=None if frac != frac else frac,
-                                 n_true=int(self.n_true[i]), n_found=int(self.n_found[i]))
+            for name, d in _per_class_detected(self.classes, self.n_true, self.n_found).items():
+                per[name].update(d)
         return {"predicted": self.predicted, "column": self.column,
                 "classes": list(self.classes),
                 "confusion": self.confusion.tolist(), "accuracy": self.scores["accuracy"],
@@ -110,12 +156,7 @@ def class_report(det: Any, truth_table: Any, match: Match, column: str,
              and pred[i] in index]
     cm = confusion_matrix(np.array([p[0] for p in pairs], np.int64),
                           np.array([p[1] for p in pairs], np.int64), len(names))
-    keep = np.ones(len(true), bool) if counted is None else np.asarray(counted, bool)
-    found = np.zeros(len(true), bool)
-    found[t] = True
-    codes = np.array([index.get(v, -1) for v in true], np.int64)
-    n_true = np.bincount(codes[keep & (codes >= 0)], minlength=len(names))
-    n_found = np.bincount(codes[keep & found & (codes >= 0)], minlength=len(names))
+    n_true, n_found = _class_counts(true, index, match, counted)
     return ClassReport(column=column, classes=names, confusion=cm, scores=class_scores(cm),
                        n_matched=int(d.size), n_other=int(d.size) - len(pairs),
                        predicted=predicted, n_true=n_true, n_found=n_found)
@@ -167,18 +208,66 @@ def class_figure(r: ClassReport) -> Any:
                     f"accuracy {r.scores['accuracy']:.3f} over {r.n_matched - r.n_other} "
                     "matched sources")
     if r.n_true is not None:
-        ax = axes[0, 1]
-        frac = np.nan_to_num(r.detected())
-        ax.barh(range(k), frac, color="tab:blue")
-        for i in range(k):
-            ax.text(min(frac[i], 1.0) + 0.02, i, f"{int(r.n_found[i])}/{int(r.n_true[i])}",
-                    va="center", fontsize=8)
-        ax.set_yticks(range(k), r.classes)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1.3)
-        ax.set_xticks(np.linspace(0.0, 1.0, 6))
-        ax.set_xlabel("detected fraction of the true sources")
-        ax.set_title("Detection by true class\n(the sources recall counts)")
+        _detected_panel(axes[0, 1], r.classes, r.n_true, r.n_found,
+                        "Detection by true class\n(the sources recall counts)")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class DetectionByClass:
+    """The detection's completeness per true class of a truth's ``column``, for a detector
+    that does not classify: ``n_true`` ``[K]`` true sources of each of ``classes`` that
+    recall counts, ``n_found`` those detected."""
+
+    column: str
+    classes: tuple[str, ...]
+    n_true: np.ndarray
+    n_found: np.ndarray
+    key: str = "detected_by_class"
+
+    def detected(self) -> np.ndarray:
+        """The detected fraction of each class's true sources ``[K]`` (NaN without any)."""
+        return _detected_shares(self.n_true, self.n_found)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: column, classes, per class its detected share and counts."""
+        return {"column": self.column, "classes": list(self.classes),
+                "per_class": _per_class_detected(self.classes, self.n_true, self.n_found)}
+
+
+def detection_by_class(truth_table: Any, match: Match, column: str,
+                       counted: np.ndarray | None = None) -> DetectionByClass:
+    """The share of each true class's sources (``truth_table``'s ``column``, those
+    ``counted`` keeps) that ``match`` paired with a detection; classes in numeric order when
+    all are integers (SDC1's 1, 2, 3), else alphabetical; sources without a class left out."""
+    true = column_text(truth_table[column])
+    found = sorted({v for v in true if v})
+    numeric = bool(found) and all(re.fullmatch(r"[+-]?\d+", v) for v in found)
+    classes = tuple(sorted(found, key=int) if numeric else found)
+    n_true, n_found = _class_counts(true, {c: k for k, c in enumerate(classes)}, match, counted)
+    return DetectionByClass(column=column, classes=classes, n_true=n_true, n_found=n_found)
+
+
+def format_detection_by_class(r: DetectionByClass) -> str:
+    """The report's lines: per true class, its detected share and counts."""
+    width = max(8, *(len(c) for c in r.classes)) if r.classes else 8
+    share = r.detected()
+    lines = [f"detection by true class (the truth's {r.column}; the sources recall counts):",
+             f"  {'class':<{width}} {'detected':>8} {'found':>6} {'of':>6}"]
+    lines += [f"  {c:<{width}} {share[i]:8.3f} {int(r.n_found[i]):6d} {int(r.n_true[i]):6d}"
+              for i, c in enumerate(r.classes)]
+    return "\n".join(lines) + "\n"
+
+
+def detection_by_class_figure(r: DetectionByClass) -> Any:
+    """The detected share of each true class's sources as a figure."""
+    from .plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 1.6 + 0.45 * max(len(r.classes), 1)))
+    _detected_panel(ax, r.classes, r.n_true, r.n_found,
+                    f"Detection by true class (the truth's {r.column})")
     fig.tight_layout()
     return fig
 

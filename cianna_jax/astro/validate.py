@@ -43,7 +43,15 @@ from .catalogue import (
 from .catalogue_table import DET_CLASS_COLUMN
 from .crossmatch import Match, crossmatch_pixels, crossmatch_sky, match_radius
 from .deblend import MAX_PEAKS
-from .detector_classes import class_figure, class_report, format_class_report, truth_class_column
+from .detector_classes import (
+    class_figure,
+    class_report,
+    detection_by_class,
+    detection_by_class_figure,
+    format_class_report,
+    format_detection_by_class,
+    truth_class_column,
+)
 from .finding_checks import checked_target_reliability
 from .fits_image import FitsImage, open_image
 from .flags import BrightRule, flag_counts
@@ -372,7 +380,9 @@ def validate(
     rule around bright sources, as :func:`.pipeline.find_sources`.  A detector that
     classifies (``det_class``) is scored against the truth's ``class_column`` (default: the
     column it was trained with, when the truth has it; :mod:`.detector_classes`): a
-    confusion matrix in the report, ``classes`` in ``scores.json``, ``classes.png``.
+    confusion matrix in the report, ``classes`` in ``scores.json``, ``classes.png``; a
+    detector that does not classify, with ``class_column`` (and no ``classifier``), the
+    share of each true class's sources it detected (``detected_by_class``).
     ``classifier``: a morphology classifier (its card's path or loaded) that classifies the
     catalogue's rows (``morph_class``, as ``predict --classifier``), scored against the
     truth's ``class_column`` the same way (default: its card's label column, when the
@@ -403,9 +413,6 @@ def validate(
         from .morphology import load_classifier
 
         classifier = load_classifier(classifier)
-    if class_column is not None and not mdl.class_names and classifier is None:
-        raise ValueError(f"class_column: the model {mdl.card.path} does not classify (train it "
-                         "with --class-column, or give a classifier)")
     trained_column = (mdl.card.notes or {}).get("class_column")
     check_folder(out_dir)
     compare = {str(k): v for k, v in (compare or {}).items()}
@@ -469,6 +476,10 @@ def validate(
             reports.append(class_report(det, tr.table, m, morph_column,
                                         classifier.card.classes, predicted=MORPH_CLASS,
                                         counted=counted))
+        by_class = None  # nothing classifies: the detection's completeness per true class
+        if class_column and not mdl.class_names and classifier is None:
+            by_class = detection_by_class(tr.table, m, truth_class_column(tr.table, class_column),
+                                          counted)
         thresholds = np.round(np.arange(low, 0.951, 0.05), 3)
         pr = pr_curve(obj, thresholds, lambda sel: match_catalogues(
             full, tr, beam, factor=match_factor, pixel_scale=pixel_scale, select=sel),
@@ -500,6 +511,7 @@ def validate(
                 f"{tr.snr_from}); precision counts every detection\n"
                 + flag_counts(det) + format_scores(sc, sdc1) + format_sdc2(sdc2)
                 + "".join("\n" + format_class_report(r) for r in reports)
+                + ("" if by_class is None else "\n" + format_detection_by_class(by_class))
                 + ("\nmorph_class not scored: give --class-column, the truth's column of "
                    "the classes\n" if classifier is not None and morph_column is None else "")
                 + ("" if rel is None else "\n" + format_reliability(*rel)
@@ -522,7 +534,7 @@ def validate(
                    "pr_curve": pr, "timings": timings,
                    "sdc1": _sdc1_summary(sdc1, sdc1_freq, sdc1_area),
                    "sdc2": None if sdc2 is None else dict(sdc2_summary(sdc2))}
-        for r in reports:
+        for r in (*reports, *([by_class] if by_class is not None else [])):
             summary[r.key] = r.summary()
         if rel is not None:
             summary["reliability"] = {**rel[0].summary(), "measured": rel[1]}
@@ -546,6 +558,8 @@ def validate(
             try:
                 figs = _figures(runs, inames, det, tr, m, curves, pr, thr, rel, target)
                 figs.update({f"{r.key}.png": class_figure(r) for r in reports})
+                if by_class is not None:
+                    figs[f"{by_class.key}.png"] = detection_by_class_figure(by_class)
             except MissingExtraError as err:
                 log(f"no plots: {err}")
     written = []

@@ -465,3 +465,32 @@ def test_validation_scores_the_classes_of_classified_sources_only(monkeypatch):
     assert part.class_accuracy == pytest.approx(2 / 3)
     full = scores_with([0, 1, 1, 1])
     assert full.n_classified == 4 and full.class_accuracy == pytest.approx(2 / 4)
+
+
+def test_detection_by_class_for_a_detector_that_does_not_classify(tmp_path):
+    """The share of each true class's counted sources that were matched, classes in
+    numeric order (SDC1's codes), sources without a class left out; report, JSON, figure."""
+    from cianna_jax.astro.detector_classes import (
+        detection_by_class,
+        detection_by_class_figure,
+        format_detection_by_class,
+    )
+
+    truth = make_table({"x": np.arange(6.0) * 10, "class": np.array([3.0, 1.0, 3.0, 10.0, 1.0,
+                                                                       np.nan])})
+    det = make_table({"x": np.array([0.1, 10.2, 40.1, 50.3])})   # sources 0, 1, 4, 5 found
+    m = crossmatch_pixels(np.asarray(det["x"]), np.zeros(4), np.asarray(truth["x"]),
+                          np.zeros(6), 1.0)
+    r = detection_by_class(truth, m, "class")
+    assert r.classes == ("1", "3", "10")
+    np.testing.assert_array_equal(r.n_true, [2, 2, 1])
+    np.testing.assert_array_equal(r.n_found, [2, 1, 0])
+    np.testing.assert_allclose(r.detected(), [1.0, 0.5, 0.0])
+    assert r.summary()["per_class"]["3"] == {"detected": 0.5, "n_true": 2, "n_found": 1}
+    text = format_detection_by_class(r)
+    assert "detection by true class (the truth's class" in text
+    assert text.splitlines()[3].split() == ["3", "0.500", "1", "2"]
+    counted = detection_by_class(truth, m, "class", counted=np.array([1, 0, 1, 1, 1, 1], bool))
+    np.testing.assert_array_equal(counted.n_true, [1, 2, 1])
+    detection_by_class_figure(r).savefig(tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 5000

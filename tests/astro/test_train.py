@@ -457,10 +457,20 @@ def test_cli_train_predict_val(straight_run, train_field, tmp_path, capsys):
     assert cli.main(["predict", "--model", str(out4), "--image", img, "--out",
                      str(tmp_path / "s2.ecsv"), "--quiet"]) == 0
     assert (tmp_path / "s2.ecsv").read_bytes() == (tmp_path / "s.ecsv").read_bytes()
-    assert cli.main(["val", "--model", model, "--image", img, "--catalogue", cat, "--out",
-                     str(tmp_path / "rep"), "--quiet", "--no-plots"]) == 0
+    # a truth with classes: a detector that does not classify gets its completeness per class
+    from cianna_jax.astro.catalogue import read_catalogue, write_catalogue
+
+    truth = read_catalogue(cat)
+    truth["kind"] = np.where(np.asarray(truth["flux"]) > np.median(truth["flux"]), "bright", "")
+    write_catalogue(truth, tmp_path / "kinds.ecsv")
+    assert cli.main(["val", "--model", model, "--image", img, "--catalogue",
+                     str(tmp_path / "kinds.ecsv"), "--out", str(tmp_path / "rep"), "--quiet",
+                     "--no-plots", "--class-column", "kind"]) == 0
     text = capsys.readouterr().out
     assert "precision (reliability)" in text and os.path.isfile(tmp_path / "rep" / "scores.json")
+    assert "detection by true class (the truth's kind" in text
+    by_class = json.loads((tmp_path / "rep" / "scores.json").read_text())["detected_by_class"]
+    assert by_class["classes"] == ["bright"] and by_class["per_class"]["bright"]["n_true"] > 0
     # the command itself: errors are one line on stderr, exit status 2
     assert cli.main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "--image and --catalogue required" in capsys.readouterr().err
