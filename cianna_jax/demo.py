@@ -5,7 +5,8 @@
    blended sources, a NaN border) with their true catalogues as ECSV;
 2. ``cianna-jax train`` on the training field and its catalogue;
 3. ``cianna-jax predict`` on the test field with the best model;
-4. ``cianna-jax val`` on the test field against its catalogue.
+4. ``cianna-jax val`` on the test field against its catalogue (with the share of its
+   point-like and extended sources detected).
 
 Steps 2-4 call the same functions as the commands, with the arguments the printed
 commands give, so a user can rerun them (or run them on real data) by copying the lines.
@@ -174,9 +175,11 @@ def run_demo(out: str = "cianna_demo", quick: bool = False, seed: int = 0,
     log(f"{len(res.table)} sources -> {sources}")
     looked = _look(res.table, sources, p["test_image"], out, log)
     log(_command("val", "--model", model, "--image", p["test_image"], "--catalogue",
-                 p["test_catalogue"], "--out", report))
+                 p["test_catalogue"], "--out", report, "--class-column", "kind"))
+    log("(the truth's kind: 0 point-like, 1 extended; the report gives the share of each "
+        "detected)")
     rep = validate(p["test_image"], model, p["test_catalogue"], report, progress=verbose,
-                   log=log)
+                   log=log, class_column="kind")
     log(rep.text)
     inj = _without_truth(p["test_image"], model, s, out, log, verbose)
     sc = rep.scores

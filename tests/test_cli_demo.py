@@ -87,6 +87,7 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
     out = tmp_path / "demo"
     m = run_demo(out=str(out), quick=True, seed=0)
     text = capsys.readouterr().out
+    assert "detection by true class (the truth's kind" in text
     for cmd in ("$ cianna-jax train --image", "$ cianna-jax predict --model",
                 "$ cianna-jax val --model", "$ cianna-jax inject --model",
                 "$ cianna-jax counts --catalogue", "$ cianna-jax qa --catalogue",
@@ -96,7 +97,7 @@ def test_quick_demo_runs_train_predict_val_on_fits_files(tmp_path, capsys):
                  "run/best.json", "run/last.dat", "run/results.csv", "run/training.png",
                  "test_sources.ecsv", "report/report.txt", "report/scores.json",
                  "injection/injected.ecsv", "injection/catalogue.ecsv", "counts.ecsv",
-                 "qa.png", "gallery.png"):
+                 "qa.png", "gallery.png", "report/detected_by_class.png"):
         assert (out / name).stat().st_size > 0, name
     # without the truth: the injection's completeness limit and expected false detections
     # (measured when written: 50% at SNR 7.5, 12 expected false of the 103 detections)
