@@ -13,7 +13,6 @@ true sources detected at all; for a detector that does not classify, that share 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from .catalogue import column_text, find_column
 from .catalogue_table import DET_CLASS_COLUMN
 from .crossmatch import Match
+from .labels import class_order
 from .morphology import class_scores, confusion_matrix
 
 __all__ = ["ClassReport", "class_report", "truth_class_column", "format_class_report",
@@ -242,9 +242,7 @@ def detection_by_class(truth_table: Any, match: Match, column: str,
     ``counted`` keeps) that ``match`` paired with a detection; classes in numeric order when
     all are integers (SDC1's 1, 2, 3), else alphabetical; sources without a class left out."""
     true = column_text(truth_table[column])
-    found = sorted({v for v in true if v})
-    numeric = bool(found) and all(re.fullmatch(r"[+-]?\d+", v) for v in found)
-    classes = tuple(sorted(found, key=int) if numeric else found)
+    classes = class_order(v for v in true if v)
     n_true, n_found = _class_counts(true, {c: k for k, c in enumerate(classes)}, match, counted)
     return DetectionByClass(column=column, classes=classes, n_true=n_true, n_found=n_found)
 

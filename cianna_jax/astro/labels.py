@@ -53,8 +53,9 @@ from .catalogue import (
 from .fits_image import FitsImage
 from .sky import pa_to_pixel_angle, sky_to_pixel
 
-__all__ = ["SourceLabels", "class_names", "SDC1_TRAINING_COLUMNS", "FALLBACK_BEAM_PIXELS", "read_sdc1_training",
-           "read_training_catalogue", "training_area", "split_area", "default_max_obj"]
+__all__ = ["SourceLabels", "class_names", "class_order", "SDC1_TRAINING_COLUMNS",
+           "FALLBACK_BEAM_PIXELS", "read_sdc1_training", "read_training_catalogue",
+           "training_area", "split_area", "default_max_obj"]
 
 #: Columns of the SDC1 training-set text files (``TrainingSet_B1_v2.txt``...), in order, as
 #: documented in their header: ID, RA/Dec of the core and of the centroid (deg), FLUX (Jy,
@@ -154,7 +155,14 @@ def class_names(labels: Sequence[SourceLabels]) -> tuple[str, ...]:
         raise ValueError(f"class column: {len(found)} distinct values (e.g. "
                          f"{sorted(found)[:3]}), more than the {MAX_CLASSES} classes a detector "
                          "learns: is it an identifier or a measurement rather than a class?")
-    numeric = all(re.fullmatch(r"[+-]?\d+", v) for v in found)
+    return class_order(found)
+
+
+def class_order(classes: Any) -> tuple[str, ...]:
+    """Class names in a fixed order: numerically when every one is an integer (SDC1's 1, 2,
+    3; 10 after 2), else alphabetically."""
+    found = {str(v) for v in classes}
+    numeric = bool(found) and all(re.fullmatch(r"[+-]?\d+", v) for v in found)
     return tuple(sorted(found, key=int) if numeric else sorted(found))
 
 
