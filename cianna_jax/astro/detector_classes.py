@@ -224,7 +224,11 @@ class DetectionByClass:
     classes: tuple[str, ...]
     n_true: np.ndarray
     n_found: np.ndarray
-    key: str = "detected_by_class"
+
+    @property
+    def key(self) -> str:
+        """Its name in ``scores.json`` and its figure's."""
+        return "detected_by_class"
 
     def detected(self) -> np.ndarray:
         """The detected fraction of each class's true sources ``[K]`` (NaN without any)."""
