@@ -326,6 +326,15 @@ def _merge_runs(runs: list[_ImageRun], names: list[str], beam: float,
     return det, full, truth, others
 
 
+def _scored_column(truth_table: Any, class_column: str | None, recorded: Any) -> str | None:
+    """The truth's column a model's classes are scored against: ``class_column`` when
+    given (ValueError when the truth lacks it), else the column the model recorded
+    (``recorded``, its training's), when the truth has it; None otherwise."""
+    if class_column:
+        return truth_class_column(truth_table, class_column)
+    return find_column(truth_table, recorded) if isinstance(recorded, str) else None
+
+
 def validate(
     image: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | LoadedModel,
@@ -461,17 +470,14 @@ def validate(
         counted = tr.snr >= min_truth_snr
         reports = []  # the detector's classes, a classifier's
         if mdl.class_names and DET_CLASS_COLUMN in det.colnames:
-            column = truth_class_column(tr.table, class_column) if class_column else (
-                find_column(tr.table, trained_column) if isinstance(trained_column, str)
-                else None)
+            column = _scored_column(tr.table, class_column, trained_column)
             if column is not None:
                 reports.append(class_report(det, tr.table, m, column, mdl.class_names,
                                             counted=counted))
         morph_column = None  # the classifier's: --class-column, else its label column
         if classifier is not None:
-            morph_column = truth_class_column(tr.table, class_column) if class_column else (
-                find_column(tr.table, label) if isinstance(
-                    label := classifier.card.notes.get("label_column"), str) else None)
+            morph_column = _scored_column(tr.table, class_column,
+                                          classifier.card.notes.get("label_column"))
         if morph_column is not None:
             reports.append(class_report(det, tr.table, m, morph_column,
                                         classifier.card.classes, predicted=MORPH_CLASS,
