@@ -1,6 +1,7 @@
-"""Duplicate detections merged, best score first: a detector may box one source twice
-(overlapping tiles the NMS did not join, each horn of a double-horned HI line). ``predict``
-and the per-epoch validation of ``cianna-jax train`` merge them alike."""
+"""Duplicate detections merged: a detector may box one source twice (overlapping tiles the
+NMS did not join; in a cube each horn of a double-horned HI line, or the parts of a large
+rotating disc). ``predict`` and the per-epoch validation of ``cianna-jax train`` merge them
+alike: in an image the best score is kept, in a cube the largest line flux."""
 
 from __future__ import annotations
 
@@ -14,21 +15,30 @@ __all__ = ["unique_lines", "unique_sources", "best_of_duplicates"]
 
 
 def unique_lines(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:
-    """Mask of the cube detections kept when duplicates are merged, best score first: two
-    detections whose sky footprints overlap at half maximum (centres closer than the sum of
-    their half FWHMs, each at least the beam's) and whose lines overlap in channel (between
-    their 20% crossings, or within a channel of the centre where a line has none). A
-    detector may box a wide line twice, e.g. each horn of a double-horned one."""
-    half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
+    """Mask of the cube detections kept when duplicates are merged: two detections are one
+    galaxy when their sky centres are closer than the sum of their FWHMs (each at least the
+    beam's) and their lines overlap in channel (between their 20% crossings, or within a
+    channel of the centre where a line has none). Of such detections the one that measures
+    the larger line flux (``m.flux``) is kept, the higher ``score`` where fluxes tie or are
+    unknown. A detector boxes a wide line more than once: each horn of a double-horned line
+    and, in a galaxy several beams wide, the parts of its disc that emit at different
+    velocities (on the receding and approaching sides, offset along its major axis by up
+    to its FWHM). Each part measures part of the galaxy's flux, so the whole is kept,
+    whatever the detector's scores."""
+    fw = FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
     lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
     hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
     pts = np.stack([m.x, m.y], 1)
+    flux = np.asarray(m.flux, np.float64)
+    rank = np.empty(len(pts), np.float64)  # flux first, then score; unknown fluxes last
+    rank[np.lexsort((np.asarray(score, np.float64),
+                     np.where(np.isfinite(flux), flux, -np.inf)))] = np.arange(len(pts))
 
     def same(i: int, j: int) -> bool:
-        return bool(np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
+        return bool(np.hypot(*(pts[j] - pts[i])) < fw[i] + fw[j]
                     and lo[j] <= hi[i] and lo[i] <= hi[j])
 
-    return best_of_duplicates(pts, score, half + (half.max() if half.size else 0.0), same)
+    return best_of_duplicates(pts, rank, fw + (fw.max() if fw.size else 0.0), same)
 
 
 def unique_sources(m: Measurements, score: np.ndarray, beam_sigma: float) -> np.ndarray:

@@ -171,7 +171,8 @@ def find_sources(
     ``noise`` a noise map already computed for this image.  With ``merge``, of two detections
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice (in a
-    cube: footprints overlapping at half maximum and lines overlapping in channel); and, in
+    cube: centres closer than the sum of their FWHMs and lines overlapping in channel, the
+    larger line flux kept: :func:`.duplicates.unique_lines`); and, in
     a 2D image with a beam, a box whose pixels hold two to four separate significant peaks
     becomes one box per peak before the fits, and those sources are fitted together: the
     detector boxed close sources once (:func:`.deblend.split_blends`; ``max_peaks``: the most

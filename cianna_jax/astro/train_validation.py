@@ -178,8 +178,9 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     obj = det.boxes.objectness
     cls = np.asarray(det.boxes.class_scores, np.float64).reshape(len(b), det.boxes.nb_class)
     if area.z is not None and len(b):  # as predict: a line's centroid and spectrum's
-        m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=None,
-                             errors=False)  # centre, a line boxed twice kept once
+        # centre, a line boxed twice kept once (the larger box sum: flux per pixel)
+        m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=1.0,
+                             box_scale=model.card.box_scale, errors=False)
         keep = unique_lines(m, det.boxes.score(model.card.score), area.beam_sigma)
         x, y, z, obj, cls = m.x[keep], m.y[keep], m.z[keep], obj[keep], cls[keep]
     x, y = x + x0, y + y0

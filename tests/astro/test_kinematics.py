@@ -139,27 +139,46 @@ def test_the_catalogue_gives_the_receding_half_as_a_position_angle(tmp_path, ris
 
 
 def test_a_line_boxed_twice_is_one_line():
-    """Cube duplicates (e.g. each horn of a double-horned line boxed): footprints that
-    overlap at half maximum and lines that overlap in channel; the best score is kept. Lines
-    at other frequencies on the same sky, or beside on the sky, stay."""
+    """Cube duplicates (each horn of a double-horned line boxed, the parts of a large
+    rotating disc): centres closer than the sum of the FWHMs and lines that overlap in
+    channel; the larger line flux is kept, the higher score where fluxes tie, an unknown
+    flux last. Lines at other frequencies on the same sky, or beyond on the sky, stay."""
     from cianna_jax.astro.duplicates import unique_lines
-    from cianna_jax.astro.measure import Measurements
+    from cianna_jax.astro.measure import FWHM, Measurements
 
-    x = np.array([10.0, 11.5, 10.2, 30.0, 16.5])
-    y = np.array([10.0, 10.5, 9.8, 30.0, 10.0])
-    z = np.array([20.0, 24.0, 60.0, 20.0, 21.0])
-    line = np.stack([z - 6, z + 6, z - 4, z + 4], 1)
-    n = len(x)
-    nan = np.full(n, np.nan)
-    m = Measurements(x=x, y=y, peak=np.ones(n), flux=np.ones(n), flux_err=nan, rms=np.ones(n),
-                     snr=np.ones(n), sigma_major=np.full(n, 2.0), sigma_minor=np.full(n, 1.5),
-                     theta=np.zeros(n), fit_ok=np.ones(n, bool), z=z, line=line)
-    score = np.array([0.6, 0.9, 0.5, 0.5, 0.5])
-    # 0 and 1 are one line (1 kept: higher score); 2 is another galaxy behind (other
-    # channels); 3 is elsewhere; 4 lies 5.0 px from 1, beyond the half-maximum footprints (4.7)
-    assert unique_lines(m, score, 1.0).tolist() == [False, True, True, True, True]
-    m4 = replace(m, sigma_major=np.array([2.0, 2.0, 2.0, 2.0, 3.0]))
-    assert unique_lines(m4, score, 1.0).tolist() == [False, True, True, True, False]
+    def lines(x, y, z, flux, sigma):
+        n = len(x)
+        z = np.asarray(z, np.float64)
+        nan = np.full(n, np.nan)
+        return Measurements(x=np.asarray(x, np.float64), y=np.asarray(y, np.float64),
+                            peak=np.ones(n), flux=np.asarray(flux, np.float64), flux_err=nan,
+                            rms=np.ones(n), snr=np.ones(n),
+                            sigma_major=np.asarray(sigma, np.float64),
+                            sigma_minor=np.full(n, 1.0), theta=np.zeros(n),
+                            fit_ok=np.ones(n, bool), z=z,
+                            line=np.stack([z - 6, z + 6, z - 4, z + 4], 1))
+
+    # 0 a galaxy 4 px sigma (FWHM 9.4 px); 1 a part of it (lower flux, higher score) 8 px
+    # away, 4 channels off; 2 another galaxy behind it (other channels); 3 elsewhere
+    m = lines([10.0, 18.0, 10.2, 60.0], [10.0, 10.0, 9.8, 60.0], [20.0, 24.0, 60.0, 20.0],
+              [5.0, 2.0, 1.0, 1.0], [4.0, 1.5, 2.0, 2.0])
+    score = np.array([0.4, 0.9, 0.5, 0.5])
+    assert unique_lines(m, score, 1.0).tolist() == [True, False, True, True]
+    # a neighbour just beyond the sum of the FWHMs stays, just within it goes
+    reach = FWHM * (4.0 + 1.5)
+    for dx, kept in ((reach + 0.1, True), (reach - 0.1, False)):
+        m2 = lines([10.0, 10.0 + dx], [10.0, 10.0], [20.0, 20.0], [5.0, 2.0], [4.0, 1.5])
+        assert unique_lines(m2, score[:2], 1.0).tolist() == [True, kept]
+    # the beam is the least size: two point-like lines 3 px apart (reach 2.4 px at a beam
+    # of sigma 0.5 px, 4.7 px at 1 px)
+    m3 = lines([10.0, 13.0], [10.0, 10.0], [20.0, 20.0], [5.0, 2.0], [0.5, 0.5])
+    assert unique_lines(m3, score[:2], 0.5).tolist() == [True, True]
+    assert unique_lines(m3, score[:2], 1.0).tolist() == [True, False]
+    # equal fluxes: the higher score; an unknown flux goes first
+    m4 = lines([10.0, 12.0], [10.0, 10.0], [20.0, 20.0], [2.0, 2.0], [2.0, 2.0])
+    assert unique_lines(m4, score[:2], 1.0).tolist() == [False, True]
+    m5 = lines([10.0, 12.0], [10.0, 10.0], [20.0, 20.0], [np.nan, 0.1], [2.0, 2.0])
+    assert unique_lines(m5, np.array([0.9, 0.1]), 1.0).tolist() == [False, True]
 
 
 def test_the_noise_sum_is_the_dense_one():
