@@ -15,7 +15,9 @@
    (:mod:`.train_validation`), with the training and validation losses, in
    ``results.csv`` and ``training.png`` (redrawn at most every 30 s, and at the end:
    :class:`.run_log.FigureSchedule`); ``last.dat`` and ``best.dat`` (CIANNA format)
-   with their model cards (``.json``: normalisation, tile, tuned threshold) are kept;
+   with their model cards (``.json``: normalisation, tile, tuned threshold) are kept
+   (the best: the lowest validation loss within one standard error of the best score,
+   :mod:`.best_epoch`);
 5. ``checkpoint.npz`` holds parameters, momentum buffers, hyper-parameters and the run's
    position: ``resume=True`` continues bit-identically (the patches of epoch ``e`` are a
    function of (seed, e) only; the training randomness of epoch ``e`` is
@@ -60,6 +62,7 @@ from ..network import inference_params, init_params
 from ..precision import FP32, Policy, get_policy
 from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
+from .best_epoch import best_epoch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cube_training import prepare_cube
 from .fine_tune import FineTuneBase, fine_tune_base, fine_tuned_settings, start_params
@@ -100,9 +103,9 @@ class TrainSettings:
     ``mixed_precision``: CIANNA's mode of the training and validation passes ("off":
     float32; "BF16C_FP32A" or "TF32C_FP32A": faster on GPUs' tensor cores, and on CPU for
     networks with wide 3x3 layers such as the ``sdc1`` architecture; float16 modes are
-    refused, they need loss scaling).  ``select``: the validation score the best epoch
-    maximises, "f1" (for a detector that classifies, F1 x class accuracy: ``f1_class``) or
-    "ap".
+    refused, they need loss scaling).  ``select``: the validation score that chooses the
+    best epoch (:mod:`.best_epoch`), "f1" (for a detector that classifies, F1 x class
+    accuracy: ``f1_class``) or "ap".
     """
 
     image: str
@@ -563,6 +566,8 @@ def _save_model(out: str, name: str, run: _Run, params: Any, threshold: float,
                             if k in row},
              "threshold_rule": "highest within one standard error of the best F1 on the "
                                "validation area",
+             "epoch_rule": "lowest validation loss within one standard error of the best "
+                           "score so far",
              **{k: run.info[k] for k in ("pixel_scale_arcsec", "beam_fwhm_pixels",
                                          "fine_tuned_from")
                 if run.info.get(k) is not None}}
@@ -645,7 +650,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     predict = network_fn(run.net, len(run.card.tile), policy.name)
     n = s.patches_per_epoch
     chosen_by = _selection(s, bool(run.card.classes))
-    best = max(history, key=lambda r: (r[chosen_by], -r["epoch"])) if history else None
+    best = best_epoch(history, chosen_by)
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
              CHECKPOINT]
     times: list[float] = []
@@ -704,7 +709,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
                            class_temperature=sc.class_temperature, class_ece=sc.class_ece)
             history.append(row)
             _save_model(out, "last", run, params, sc.threshold, row)
-            if best is None or row[chosen_by] > best[chosen_by]:
+            if best_epoch(history, chosen_by) is row:
                 best = row
                 _save_model(out, "best", run, params, sc.threshold, row)
             write_results_csv(os.path.join(out, "results.csv"), history)
@@ -727,7 +732,7 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
 
 
 def _selection(s: TrainSettings, classifies: bool) -> str:
-    """The history column the best epoch maximises: ``s.select``, or for a detector that
+    """The history column that chooses the best epoch: ``s.select``, or for a detector that
     classifies with ``select`` "f1", ``f1_class`` (F1 x class accuracy: the F1 of the
     detections that are matched and rightly classified; on the benchmark's simulated
     morphologies the F1 alone chose epoch 10 of 30 with 0.55 class accuracy, the classes

@@ -12,6 +12,7 @@ import pytest
 
 from cianna_jax import cli
 from cianna_jax.astro.architectures import build_detector, fit_priors, get_architecture
+from cianna_jax.astro.best_epoch import best_epoch
 from cianna_jax.astro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cianna_jax.astro.run_log import COLUMNS, FigureSchedule, read_results_csv, write_results_csv
 from cianna_jax.astro.train_validation import (
@@ -234,8 +235,9 @@ def test_a_run_writes_models_results_and_curves(straight_run):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) for r in rows)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert res.best["f1"] == pytest.approx(max(r["f1"] for r in rows), rel=1e-5)
+    assert res.best["epoch"] == best_epoch(rows)["epoch"]  # (the rule replayed on the file)
     card = json.loads((out / "best.json").read_text())
+    assert card["notes"]["epoch"] == res.best["epoch"]
     assert card["network"]["file"] == "best.dat"
     assert card["detection"]["obj_threshold"] == pytest.approx(res.best["threshold"])
     assert card["input"]["normalisation"]["kind"] == "snr"
