@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["score_band", "best_epoch"]
+__all__ = ["score_band", "best_epoch", "resumed_best"]
 
 
 def score_band(score: float, n_det: int, n_true: int) -> float:
@@ -56,6 +56,17 @@ def best_epoch(history: Sequence[dict[str, Any]], key: str = "f1") -> dict[str, 
                 or (_score(row, key) >= floor and _loss(row) < _loss(kept))):
             kept = row
     return kept
+
+
+def resumed_best(history: Sequence[dict[str, Any]], key: str,
+                 saved_epoch: int | None) -> dict[str, Any] | None:
+    """The best row of a resumed run: :func:`best_epoch`'s, unless ``best.dat`` holds
+    another of the rows (``saved_epoch``, its card's ``notes.epoch``: a run started by a
+    version with another rule), whose weights are then the ones kept until an epoch
+    replaces them."""
+    rule = best_epoch(history, key)
+    held = next((r for r in history if r["epoch"] == saved_epoch), None)
+    return held if held is not None else rule
 
 
 def _score(row: dict[str, Any], key: str) -> float:

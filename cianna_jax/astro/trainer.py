@@ -62,7 +62,7 @@ from ..network import inference_params, init_params
 from ..precision import FP32, Policy, get_policy
 from ..progress import Progress, format_seconds
 from .architectures import build_detector, fit_priors, get_architecture
-from .best_epoch import best_epoch
+from .best_epoch import best_epoch, resumed_best
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cube_training import prepare_cube
 from .fine_tune import FineTuneBase, fine_tune_base, fine_tuned_settings, start_params
@@ -592,7 +592,25 @@ def _settings_from_run(out: str, epochs: int | None) -> TrainSettings:
     values = {k: v for k, v in saved["settings"].items() if k in known}
     values["more_fields"] = tuple(tuple(f) for f in values.get("more_fields", ()))
     s = TrainSettings(**values)
+    # the run continues in the folder given, wherever it was started (or moved from);
+    # relative inputs (runs saved before paths were made absolute) are found from the
+    # current folder, else beside the run's folder
+    beside = os.path.dirname(os.path.abspath(out))
+    s = _input_paths(dataclasses.replace(s, out=out), lambda p: p if os.path.isabs(p) or
+                     os.path.exists(p) or not os.path.exists(os.path.join(beside, p))
+                     else os.path.join(beside, p))
     return dataclasses.replace(s, epochs=epochs) if epochs is not None else s
+
+
+def _input_paths(s: TrainSettings, fix: Callable[[str], str]) -> TrainSettings:
+    """``s`` with ``fix`` applied to its input files' paths (a model or beam named by a
+    path that exists; ``primary_beam`` and ``init`` may name a model instead)."""
+    def f(p: str | None) -> str | None:
+        return p if p is None or not (os.path.exists(p) or os.path.exists(fix(p))) else fix(p)
+
+    return dataclasses.replace(s, image=f(s.image), catalogue=f(s.catalogue),
+                               more_fields=tuple((f(i), f(c)) for i, c in s.more_fields),
+                               init=f(s.init), primary_beam=f(s.primary_beam))
 
 
 def train_detector(settings: TrainSettings | None = None, *, resume_from: str | None = None,
@@ -605,8 +623,8 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
         s = _settings_from_run(resume_from, epochs)
     elif settings is None:
         raise TypeError("train_detector needs settings or resume_from")
-    else:
-        s = settings
+    else:  # args.json keeps absolute paths: a resume works from any folder
+        s = _input_paths(settings, os.path.abspath)
     s.check()
     for image, catalogue in s.fields:
         for path, what in ((image, "image"), (catalogue, "catalogue")):
@@ -650,7 +668,10 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
     predict = network_fn(run.net, len(run.card.tile), policy.name)
     n = s.patches_per_epoch
     chosen_by = _selection(s, bool(run.card.classes))
-    best = best_epoch(history, chosen_by)
+    best = resumed_best(history, chosen_by, _saved_epoch(out)) if history else None
+    if best is not None and best is not best_epoch(history, chosen_by):
+        log(f"best.dat holds epoch {best['epoch']}, kept by an earlier version's rule; a "
+            "later epoch replaces it as this version's keeps the best")
     files = ["args.json", "results.csv", "last.dat", "last.json", "best.dat", "best.json",
              CHECKPOINT]
     times: list[float] = []
@@ -729,6 +750,15 @@ def train_detector(settings: TrainSettings | None = None, *, resume_from: str | 
             + f"; {format_seconds(time.perf_counter() - start)} in this run")
     return TrainResult(out=out, history=history, best=best, files=files,
                        seconds=time.perf_counter() - start)
+
+
+def _saved_epoch(out: str) -> int | None:
+    """The epoch ``best.json`` of a run folder records (None without a readable one)."""
+    try:
+        with open(os.path.join(out, "best.json")) as fh:
+            return int(json.load(fh)["notes"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _selection(s: TrainSettings, classifies: bool) -> str:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from cianna_jax.astro.best_epoch import best_epoch, score_band
+from cianna_jax.astro.best_epoch import best_epoch, resumed_best, score_band
 
 
 def rows(f1, loss, n_det=10, n_true=10, key="f1"):
@@ -43,3 +43,12 @@ def test_other_keys_and_non_finite_values():
     h = rows([0.5, float("nan"), 0.5], [0.3, 0.1, float("nan")], key="ap")
     assert best_epoch(h, "ap")["epoch"] == 1
     assert best_epoch([]) is None
+
+
+def test_a_resumed_run_keeps_the_epoch_best_dat_holds():
+    h = rows([0.8, 1.0, 0.952, 0.952], [0.5, 0.30, 0.25, 0.20], 9, 9)
+    assert resumed_best(h, "f1", None)["epoch"] == 4  # the rule's
+    assert resumed_best(h, "f1", 4)["epoch"] == 4
+    assert resumed_best(h, "f1", 2)["epoch"] == 2  # an earlier version kept epoch 2
+    assert resumed_best(h, "f1", 9)["epoch"] == 4  # not a row of the history
+    assert resumed_best([], "f1", 2) is None

@@ -316,15 +316,36 @@ def test_a_bfloat16_run_trains_as_the_float32_one(straight_run, train_field, tmp
     assert card["notes"]["mixed_precision"] == "BF16C_FP32A"
 
 
-def test_resume_is_bit_identical(straight_run, train_field, tmp_path):
+def test_resume_is_bit_identical(straight_run, train_field, tmp_path, monkeypatch):
+    """2 + 2 epochs as 4 straight, the run started with relative paths, its folder copied
+    elsewhere and resumed from another working folder: it continues in the copy (args.json
+    keeps absolute inputs), the original untouched."""
+    import shutil
+
     from cianna_jax.io.network_file import load_network
 
     out4, _, _ = straight_run
+    first = tmp_path / "run2"
+    monkeypatch.chdir(os.path.dirname(train_field["train"][0]))
+    s = dataclasses.replace(_settings(train_field, first, 2), image="train.fits",
+                            catalogue="train.ecsv")
+    train_detector(s, log=lambda *_: None, progress=False)
+    saved = json.loads((first / "args.json").read_text())["settings"]
+    assert saved["image"] == train_field["train"][0] and os.path.isabs(saved["catalogue"])
     out = tmp_path / "run2+2"
-    train_detector(_settings(train_field, out, 2), log=lambda *_: None, progress=False)
+    shutil.copytree(first, out)
+    # a run saved with relative inputs (before they were made absolute): found beside it
+    for f in train_field["train"]:
+        shutil.copy(f, tmp_path)
+    args = json.loads((out / "args.json").read_text())
+    args["settings"].update(image="train.fits", catalogue="train.ecsv")
+    (out / "args.json").write_text(json.dumps(args))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     lines: list[str] = []
     train_detector(resume_from=str(out), epochs=4, log=lines.append, progress=False)
     assert any(line.startswith(f"resuming {out} at epoch 3 of 4") for line in lines)
+    assert len(read_results_csv(first / "results.csv")) == 2
     a = load_network(out4 / "last.dat", binary=True)
     b = load_network(out / "last.dat", binary=True)
     import jax
