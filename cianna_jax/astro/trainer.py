@@ -596,9 +596,12 @@ def _settings_from_run(out: str, epochs: int | None) -> TrainSettings:
     # relative inputs (runs saved before paths were made absolute) are found from the
     # current folder, else beside the run's folder
     beside = os.path.dirname(os.path.abspath(out))
-    s = _input_paths(dataclasses.replace(s, out=out), lambda p: p if os.path.isabs(p) or
-                     os.path.exists(p) or not os.path.exists(os.path.join(beside, p))
-                     else os.path.join(beside, p))
+
+    def found(p: str) -> str:
+        near = os.path.join(beside, p)
+        return near if not os.path.exists(p) and os.path.exists(near) else p
+
+    s = _input_paths(dataclasses.replace(s, out=out), found)
     return dataclasses.replace(s, epochs=epochs) if epochs is not None else s
 
 
