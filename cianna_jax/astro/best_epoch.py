@@ -25,19 +25,20 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .train_validation import f1_standard_error
+
 __all__ = ["score_band", "best_epoch", "resumed_best"]
 
 
 def score_band(score: float, n_det: int, n_true: int) -> float:
     """One standard error of a score (F1, or F1 times the class accuracy, or AP) measured
     on ``n_det`` detections and ``n_true`` true sources: the binomial error of a proportion
-    of ``n = n_det + n_true`` trials with one success and one failure added; 0 without
-    trials or without a finite score."""
+    of ``n = n_det + n_true`` trials (:func:`.train_validation.f1_standard_error`) with one
+    success and one failure added; 0 without trials or without a finite score."""
     n = int(n_det) + int(n_true)
     if n <= 0 or not math.isfinite(score):
         return 0.0
-    p = (score * n + 1.0) / (n + 2.0)
-    return math.sqrt(p * (1.0 - p) / n)
+    return f1_standard_error((score * n + 1.0) / (n + 2.0), n_det, n_true)
 
 
 def best_epoch(history: Sequence[dict[str, Any]], key: str = "f1") -> dict[str, Any] | None:
