@@ -183,7 +183,8 @@ def main(argv=None) -> None:
     runs, texts, steps = {}, {}, 1
     for key, opts in variants.items():
         try:
-            runs[key], texts[key], steps = workload(args.workload, args.size, opts)
+            runs[key], texts[key], steps = workload(args.workload, args.size, opts,
+                                                     args.mixed_precision)
         except jax.errors.JaxRuntimeError as e:
             ap.error(f"--option {labels.get(key, key)}: XLA refused it: {e}")
     for i, (module, name, value) in enumerate(switches):
@@ -191,7 +192,8 @@ def main(argv=None) -> None:
         labels[key] = f"{module.rsplit('.', 1)[-1]}.{name}={value}"
         try:
             runs[key], texts[key], steps = switched_workload(
-                module, name, value, lambda: workload(args.workload, args.size))
+                module, name, value, lambda: workload(args.workload, args.size,
+                                                  mode=args.mixed_precision))
         except ValueError as e:
             ap.error(str(e))
     probe = round_trip_ns if can_probe() else None

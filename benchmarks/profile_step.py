@@ -343,9 +343,10 @@ class Program:
     state: list | None = None
 
 
-def program(name: str, size: int = 128) -> Program:
-    """The jitted step of one of the named workloads (:data:`WORKLOADS`), its network
-    built and its parameters drawn, not yet traced."""
+def program(name: str, size: int = 128, mode: str = "off") -> Program:
+    """The jitted step of one of the named workloads (:data:`WORKLOADS`) under CIANNA's
+    ``mixed_precision`` ``mode``, its network built and its parameters drawn, not yet
+    traced."""
     import functools
 
     import jax
@@ -353,7 +354,9 @@ def program(name: str, size: int = 128) -> Program:
 
     import cianna_jax as cj
     from cianna_jax import training
+    from cianna_jax.precision import get_policy
 
+    policy = get_policy(mode)
     if name.startswith("mnist"):
         from bench_mnist import LR, MOMENTUM, mnist_data, mnist_network
         net, (k, b) = mnist_network(), (8, 64)
@@ -379,19 +382,22 @@ def program(name: str, size: int = 128) -> Program:
         opt = cj.make_optimizer(LR, MOMENTUM, masks=functools.partial(cj.cianna_masks, net))
         state = [params, opt.init(params)]
         fn = training.train_steps if loop else training.train_step
-        return Program(fn, (net, opt, *state, xs, ts, nv, jax.random.key(1)), {}, k, True,
-                       state)
-    laid = cj.inference_params(net, params)
+        return Program(fn, (net, opt, *state, xs, ts, nv, jax.random.key(1)),
+                       {"policy": policy}, k, True, state)
+    laid = cj.inference_params(net, params, policy)
     fn = training.eval_steps if loop else training.eval_step
-    return Program(fn, (net, laid, xs, ts, nv), {"with_loss": False}, k, False)
+    return Program(fn, (net, laid, xs, ts, nv), {"with_loss": False, "policy": policy}, k,
+                   False)
 
 
-def workload(name: str, size: int = 128, compiler_options: dict | None = None):
-    """(run, compiled module text, steps per call) for one of the named workloads, compiled
-    with XLA's ``compiler_options`` (None: the defaults; see ``ab_options.py``)."""
+def workload(name: str, size: int = 128, compiler_options: dict | None = None,
+             mode: str = "off"):
+    """(run, compiled module text, steps per call) for one of the named workloads under
+    ``mixed_precision`` ``mode``, compiled with XLA's ``compiler_options`` (None: the
+    defaults; see ``ab_options.py``)."""
     import jax
 
-    p = program(name, size)
+    p = program(name, size, mode)
     comp = p.fn.lower(*p.args, **p.static).compile(compiler_options)
     if p.train:
         state, rest = p.state, p.args[4:]
@@ -443,14 +449,20 @@ WORKLOADS = ("mnist-train", "mnist-infer", "sdc1-train", "sdc1-infer", "imagenet
 
 
 def add_workload_arguments(ap: argparse.ArgumentParser, several: bool = False) -> None:
-    """The ``workload`` argument (``workloads``, one or more, with ``several``) and
-    ``--size`` (this tool's, ``ab_options.py``'s and ``startup_cost.py``'s)."""
+    """The ``workload`` argument (``workloads``, one or more, with ``several``),
+    ``--size`` and ``--mixed-precision`` (this tool's, ``ab_options.py``'s and
+    ``startup_cost.py``'s)."""
     if several:
         ap.add_argument("workloads", nargs="+", choices=WORKLOADS)
     else:
         ap.add_argument("workload", choices=WORKLOADS)
     ap.add_argument("--size", type=int, help="SDC1 input size (pixels, default 128) or "
                     "ImageNet's (default 224)")
+    from cianna_jax.precision import MODES  # imports jax, starts no backend
+
+    ap.add_argument("--mixed-precision", default="off", choices=MODES, metavar="MODE",
+                    help="CIANNA's mixed_precision mode (default off: float32), one of "
+                    + ", ".join(MODES))
 
 
 def checked_size(ap: argparse.ArgumentParser, name: str, size: int | None) -> int:
@@ -488,7 +500,7 @@ def main(argv=None) -> None:
         ap.error(f"profiles XLA's CPU runtime (its thunks); the default backend here is "
                  f"{jax.default_backend()}: run with JAX_PLATFORMS=cpu, or read a GPU trace "
                  f"of jax.profiler in TensorBoard or Perfetto")
-    run, text, steps = workload(args.workload, args.size)
+    run, text, steps = workload(args.workload, args.size, mode=args.mixed_precision)
     windows = thunk_windows(trace_events(run, args.calls, args.trace_dir), hlo_readers(text))
     wall, rows = profile_rows(windows, steps)
     sources = hlo_sources(text)

@@ -59,11 +59,13 @@ def cpu_branches_only():
         lax.platform_dependent = original
 
 
-def measure(name: str, size: int, repeats: int, clock=time.perf_counter) -> Phases:
-    """Trace, lower and compile ``name``'s step ``repeats`` times from scratch."""
+def measure(name: str, size: int, repeats: int, clock=time.perf_counter,
+            mode: str = "off") -> Phases:
+    """Trace, lower and compile ``name``'s step (under ``mixed_precision`` ``mode``)
+    ``repeats`` times from scratch."""
     import jax
 
-    p = program(name, size)
+    p = program(name, size, mode)
     best = {"trace": float("inf"), "lower": float("inf"), "compile": float("inf")}
     for _ in range(repeats):
         jax.clear_caches()
@@ -109,7 +111,7 @@ def main(argv=None) -> list[Phases]:
     rows = []
     with cpu_branches_only() if args.cpu_branches_only else contextlib.nullcontext():
         for name, size in zip(args.workloads, sizes):
-            rows.append(measure(name, size, args.repeats))
+            rows.append(measure(name, size, args.repeats, mode=args.mixed_precision))
             print(f"{name}: done", file=sys.stderr, flush=True)
     title = "startup cost" + (", platform_dependent traced with its CPU branch alone"
                               if args.cpu_branches_only else "")

@@ -74,7 +74,7 @@ def test_measure_keeps_the_fastest_repeat_of_each_phase(monkeypatch):
     now = [0.0]
     # (trace, lower, compile) per repeat: the fastest of each comes from different repeats
     fake = _FakeStep(now, [3.0, 0.5, 9.0, 2.0, 0.7, 8.0, 2.5, 0.4, 8.5])
-    monkeypatch.setattr(sc, "program", lambda name, size: profile_step.Program(
+    monkeypatch.setattr(sc, "program", lambda name, size, mode: profile_step.Program(
         fake, ("net",), {"with_loss": False}, 1, False))
     cleared = []
     monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
