@@ -84,12 +84,18 @@ def _span(values: list[float], fmt: str) -> str:
     return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
-def vector_units(runs: list[dict]) -> dict[str, list[int]]:
-    """The runs (1-based numbers) per vector unit their record names (``about.vector_isa``,
-    written since 2026-12-04's twenty-fourth session; "?" for older records)."""
+def processor_kinds(runs: list[dict]) -> dict[str, list[int]]:
+    """The runs (1-based numbers) per processor their record names: its vector unit
+    (``about.vector_isa``, written since 2026-12-04's twenty-fourth session) and, where
+    recorded, its model (``about.cpu_model``: an AMD EPYC and an Intel Xeon both with
+    AVX-512 ran XLA's 2048x2048 product at about 450 and 280 GFLOP/s, and PyTorch's MNIST
+    ratio at 2.4 and 1.5); "?" for older records."""
     kinds: dict[str, list[int]] = {}
     for i, run in enumerate(runs):
-        kinds.setdefault(run.get("about", {}).get("vector_isa") or "?", []).append(i + 1)
+        a = run.get("about", {})
+        isa = a.get("vector_isa") or "?"
+        kind = f"{a['cpu_model']} {isa}" if a.get("cpu_model") else isa
+        kinds.setdefault(kind, []).append(i + 1)
     return kinds
 
 
@@ -101,13 +107,15 @@ def format_report(runs: list[dict]) -> str:
         load = "/".join("-" if a.get(k) is None else f"{a[k]:.1f}"
                         for k in ("load_start", "load_end"))
         lines.append(f"  [{i + 1}] {a.get('date', '?')}, {a.get('host', '?')} "
-                     f"({a.get('cpus', '?')} CPUs, {a.get('vector_isa') or '?'}), "
+                     f"({a.get('cpus', '?')} CPUs, "
+                     f"{a.get('cpu_model') + ' ' if a.get('cpu_model') else ''}"
+                     f"{a.get('vector_isa') or '?'}), "
                      f"jax {a.get('jax', '?')}, PyTorch "
                      f"{a.get('torch') or '-'}, load {load}{', QUICK' if a.get('quick') else ''}"
                      f": {run['path']}")
-    kinds = vector_units(runs)
+    kinds = processor_kinds(runs)
     if len(kinds) > 1:
-        lines.append("  these runs come from processors with different vector units ("
+        lines.append("  these runs come from different processors ("
                      + "; ".join(f"{isa}: runs {', '.join(map(str, ix))}" for isa, ix in kinds.items())
                      + "): XLA's and PyTorch's kernels differ between them, so compare the "
                      "ratios of one kind (give its records only)")
@@ -222,7 +230,7 @@ def plot(runs: list[dict], path: str) -> str:
     ax.set_yticks(list(y.values()), list(y.keys()))
     ax.set_xlabel("speed ratio, cianna_jax / PyTorch (img/s, same process, alternated rounds)")
     hosts = sorted({run.get("about", {}).get("host", "?") for run in runs})
-    units = ", ".join(k for k in vector_units(runs) if k != "?")
+    units = ", ".join(k for k in processor_kinds(runs) if k != "?")
     ax.set_title(f"cianna_jax against PyTorch: {len(runs)} run(s) on {', '.join(hosts)}"
                  + (f" ({units})" if units else ""))
     ax.grid(axis="x", alpha=0.3)

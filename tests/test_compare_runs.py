@@ -41,12 +41,15 @@ def _results(train_ratio: float, torch: bool = True):
     return sdc1, mnist, firsts, small
 
 
-def _record(tmp_path, name: str, train_ratio: float, isa: str | None = None, **kw) -> str:
+def _record(tmp_path, name: str, train_ratio: float, isa: str | None = None,
+            model: str | None = None, **kw) -> str:
     sdc1, mnist, firsts, small = _results(train_ratio, **kw)
     about = dict(date=f"2026-12-03 10:0{name}", host="box", cpus=2, jax="0.10.2",
                  load_start=float("nan"), load_end=1.0, torch="2.13")
     if isa is not None:
         about["vector_isa"] = isa
+    if model is not None:
+        about["cpu_model"] = model
     rec = run_all.jsonable(run_all.record(sdc1, mnist, firsts, small, None, about))
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(rec, allow_nan=False))
@@ -205,19 +208,28 @@ def test_plot_of_the_runs(tmp_path, capsys):
         compare_runs.plot(compare_runs.load_runs([empty]), str(tmp_path / "x.png"))
 
 
-def test_runs_of_different_vector_units_are_told_apart(tmp_path):
-    """Records name the processor's vector unit; runs of different units are flagged
-    (the same machine kind came with AVX-512 and with AVX2: XLA's matrix product ran at
-    about 250 and 100 GFLOP/s), runs of one unit or of older records are not."""
+def test_runs_of_different_processors_are_told_apart(tmp_path):
+    """Records name the processor's vector unit and model; runs of different processors
+    are flagged (the same machine kind came with AVX-512 and with AVX2: XLA's matrix
+    product ran at about 250 and 100 GFLOP/s; and as an AMD EPYC and an Intel Xeon, both
+    AVX-512: 450 and 280), runs of one processor or of older records are not."""
     paths = [_record(tmp_path, "1", 1.1, isa="AVX-512"), _record(tmp_path, "2", 1.2),
              _record(tmp_path, "3", 1.3, isa="AVX2"), _record(tmp_path, "4", 1.3, isa="AVX2")]
     runs = compare_runs.load_runs(paths)
-    assert compare_runs.vector_units(runs) == {"AVX-512": [1], "?": [2], "AVX2": [3, 4]}
+    assert compare_runs.processor_kinds(runs) == {"AVX-512": [1], "?": [2], "AVX2": [3, 4]}
     text = compare_runs.format_report(runs)
     assert "(2 CPUs, AVX-512)" in text and "(2 CPUs, ?)" in text
-    assert "different vector units (AVX-512: runs 1; ?: runs 2; AVX2: runs 3, 4)" in text
+    assert "different processors (AVX-512: runs 1; ?: runs 2; AVX2: runs 3, 4)" in text
     same = compare_runs.format_report(compare_runs.load_runs(paths[2:]))
-    assert "(2 CPUs, AVX2)" in same and "different vector units" not in same
+    assert "(2 CPUs, AVX2)" in same and "different processors" not in same
+    models = [_record(tmp_path, "5", 1.0, isa="AVX-512", model="AMD EPYC"),
+              _record(tmp_path, "6", 1.0, isa="AVX-512", model="Intel(R) Xeon(R) Processor")]
+    text = compare_runs.format_report(compare_runs.load_runs(models))
+    assert "(2 CPUs, AMD EPYC AVX-512)" in text
+    assert ("different processors (AMD EPYC AVX-512: runs 1; Intel(R) Xeon(R) Processor "
+            "AVX-512: runs 2)") in text
+    one = compare_runs.format_report(compare_runs.load_runs(models[:1] * 2))
+    assert "different processors" not in one
 
 
 def test_the_kept_records_are_all_read_by_the_documented_command():
