@@ -3,12 +3,14 @@ held-out simulated cubes: the same detections, measured once, kept by either rul
 
     python benchmarks/cube_duplicates_check.py [--epochs 60] [--patches 512] [--quick]
 
-The rule (:func:`cianna_jax.astro.duplicates.unique_lines`, since 2026-12-07): two
+The rule (:func:`cianna_jax.astro.duplicates.line_owners`, since 2026-12-07): two
 detections are one galaxy when their sky centres are closer than the sum of their FWHMs
-and their lines overlap in channel; the larger line flux is kept. The previous rule:
-closer than the sum of their half FWHMs, the higher score kept. A detector boxes the parts
-of a rotating disc several beams wide that emit at different velocities; the previous rule
-kept those parts as sources of their own when one scored above the whole.
+and their lines overlap in channel; the one of larger line flux is kept, and since the
+fifty-sixth session measured again over the envelope of the merged boxes
+(:func:`~cianna_jax.astro.duplicates.union_boxes`). The previous rule: the same merge, the
+kept part measured alone (its own box). A detector boxes the parts of a rotating disc
+several beams wide that emit at different velocities, and each horn of a double-horned
+line; a part alone measures part of the galaxy's flux.
 
 Two detectors are trained (``cianna-jax train``'s ``train_detector``) on 96 x 256 x 256
 cubes of ``simulate --cube``: rotating discs and Gaussian lines (seed 4, density 0.001,
@@ -40,21 +42,11 @@ SETS = (("discs", "discs", (5, 16, 17)), ("large discs", "large", (7, 8, 9)),
 
 
 def previous_rule(m, score: np.ndarray, beam_sigma: float) -> np.ndarray:
-    """The merge before 2026-12-07: centres closer than the sum of the half FWHMs (each at
-    least the beam's), lines overlapping in channel, the higher score kept."""
-    from cianna_jax.astro.duplicates import best_of_duplicates
-    from cianna_jax.astro.measure import FWHM
+    """The merge before the fifty-sixth session: the product's (:func:`line_owners`), the
+    kept part measured alone (its own box, as the detections were measured)."""
+    from cianna_jax.astro.duplicates import unique_lines
 
-    half = 0.5 * FWHM * np.maximum(np.nan_to_num(m.sigma_major), beam_sigma)
-    lo = np.where(np.isfinite(m.line[:, 0]), m.line[:, 0], m.z - 1.0)
-    hi = np.where(np.isfinite(m.line[:, 1]), m.line[:, 1], m.z + 1.0)
-    pts = np.stack([m.x, m.y], 1)
-
-    def same(i: int, j: int) -> bool:
-        return bool(np.hypot(*(pts[j] - pts[i])) < half[i] + half[j]
-                    and lo[j] <= hi[i] and lo[i] <= hi[j])
-
-    return best_of_duplicates(pts, score, half + (half.max() if half.size else 0.0), same)
+    return unique_lines(m, score, beam_sigma)
 
 
 def write_cube(folder: str, name: str, kind: str, seed: int, size: tuple[int, int, int]):
@@ -131,19 +123,23 @@ def main(argv=None) -> int:
                     other = json.load(fh)["compare"]["previous"]["scores"]
                 rows.append((name, seed, rep.scores.summary(), other))
                 if kind == "large":
-                    large.append(wide_discs(os.path.join(d, "rep"), pixel_scale=2.8))
-    print(f"{'':<22}{'this rule':^27}  {'previous rule':^27}")
-    print(f"{'cubes':<16}{'seed':>6}" + f"{'n_det':>6}{'P':>7}{'R':>7}{'F1':>7}  " * 2)
+                    large.append(wide_discs(os.path.join(d, "rep"), prev, pixel_scale=2.8))
+    print(f"{'':<22}{'this rule':^41}  {'previous rule':^41}")
+    print(f"{'cubes':<16}{'seed':>6}"
+          + f"{'n_det':>6}{'P':>7}{'R':>7}{'F1':>7}{'flux':>7}{'scat':>7}  " * 2)
     for name, seed, s, o in rows:
         print(f"{name:<16}{seed:>6}" + "".join(
             f"{r['n_det']:>6}{r['precision'] or 0:>7.3f}{r['recall'] or 0:>7.3f}"
-            f"{r['f1'] or 0:>7.3f}  " for r in (s, o)))
+            f"{r['f1'] or 0:>7.3f}{_num(r['flux_ratio']):>7.3f}"
+            f"{_num(r['flux_ratio_scatter']):>7.3f}  " for r in (s, o)))
     for name, _, _ in sets:
         f1 = [s["f1"] for n, _, s, _ in rows if n == name]
         f0 = [o["f1"] for n, _, _, o in rows if n == name]
         print(f"{name}: mean F1 {np.nanmean(f1):.3f} (previous rule {np.nanmean(f0):.3f})")
+    print("flux: median line flux ratio (measured / true) of the matched lines; scat: its "
+          "scatter (validate's flux_ratio_scatter)")
     if large:
-        n, found, ratio, snr = (np.concatenate(v) for v in zip(*large))
+        n, found, ratio, before, snr, fwhm = (np.concatenate(v) for v in zip(*large))
         bright = snr >= 20
         if not found.any():
             print(f"discs of FWHM >= {WIDE} pixels (SNR >= 5) in the large discs' cubes: "
@@ -153,27 +149,51 @@ def main(argv=None) -> int:
               f"{int(found.sum())} of {n.size} found; line flux ratio median "
               f"{np.nanmedian(ratio):.2f} ({np.nanmedian(ratio[bright]):.2f} over the "
               f"{int((bright & found).sum())} of SNR >= 20), range {np.nanmin(ratio):.2f}-"
-              f"{np.nanmax(ratio):.2f}")
+              f"{np.nanmax(ratio):.2f}; the previous rule on the same detections: median "
+              f"{np.nanmedian(before):.2f}, range {np.nanmin(before):.2f}-"
+              f"{np.nanmax(before):.2f}")
+        print(f"{'FWHM px':>8}{'SNR':>8}{'this':>7}{'previous':>9}")
+        for i in np.argsort(snr):
+            if found[i]:
+                print(f"{fwhm[i]:>8.1f}{snr[i]:>8.1f}{ratio[i]:>7.2f}{before[i]:>9.2f}")
     return 0
 
 
-def wide_discs(rep: str, pixel_scale: float):
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def wide_discs(rep: str, previous: str, pixel_scale: float):
     """From a ``validate`` report folder: for the true discs of FWHM >= :data:`WIDE`
     pixels and SNR >= 5, their ids, whether found, the found ones' line flux ratios
-    (measured / true) and the true SNRs."""
+    (measured / true) by this rule and by the previous one (the ``previous`` catalogue's
+    row nearest on the sky to this rule's detection, within the disc's FWHM, whose line
+    centre lies within 10 channels; NaN without one), the true SNRs and FWHMs (pixels)."""
     from cianna_jax.astro.catalogue import read_catalogue
 
     t = read_catalogue(os.path.join(rep, "truth_matched.ecsv"))
     det = read_catalogue(os.path.join(rep, "catalogue.ecsv"))
-    wide = ((np.asarray(t["bmaj"], np.float64) / pixel_scale >= WIDE)
-            & (np.asarray(t["snr"], np.float64) >= 5))
-    t = t[wide]
+    old = read_catalogue(previous)
+    fwhm = np.asarray(t["bmaj"], np.float64) / pixel_scale
+    wide = (fwhm >= WIDE) & (np.asarray(t["snr"], np.float64) >= 5)
+    t, fwhm = t[wide], fwhm[wide]
     did = np.asarray(t["det_id"], np.int64)
     found = did > 0
-    flux = dict(zip(np.asarray(det["id"], np.int64), np.asarray(det["line_flux"], np.float64)))
-    ratio = np.array([flux.get(i, np.nan) for i in did]) / np.asarray(t["line_flux"], np.float64)
-    return np.asarray(t["id"]), found, np.where(found, ratio, np.nan), np.asarray(t["snr"])
-
+    row = {int(i): k for k, i in enumerate(np.asarray(det["id"], np.int64))}
+    true_flux = np.asarray(t["line_flux"], np.float64)
+    ratio, before = np.full(len(t), np.nan), np.full(len(t), np.nan)
+    ox, oy, oz = (np.asarray(old[c], np.float64) for c in ("x", "y", "z"))
+    for n, (i, w) in enumerate(zip(did, fwhm)):
+        if i <= 0:
+            continue
+        k = row[int(i)]
+        ratio[n] = float(det["line_flux"][k]) / true_flux[n]
+        sep = np.hypot(ox - float(det["x"][k]), oy - float(det["y"][k]))
+        sep[np.abs(oz - float(det["z"][k])) > 10] = np.inf
+        if sep.size and sep.min() <= w:
+            before[n] = float(old["line_flux"][int(sep.argmin())]) / true_flux[n]
+    return (np.asarray(t["id"]), found, ratio, before, np.asarray(t["snr"], np.float64),
+            fwhm)
 
 if __name__ == "__main__":
     sys.exit(main())

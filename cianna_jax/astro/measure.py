@@ -94,6 +94,21 @@ class Measurements:
         return Measurements(**{f.name: (None if getattr(self, f.name) is None else
                                         getattr(self, f.name)[index]) for f in fields(self)})
 
+    def put(self, index: np.ndarray, rows: Measurements) -> Measurements:
+        """A copy with the sources ``index`` (integer indices) replaced by ``rows`` (as
+        many, in that order); a field ``rows`` lacks becomes NaN there (False for flags)."""
+        out = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(rows, f.name)
+            if mine is None:
+                out[f.name] = None
+                continue
+            mine = np.array(mine, copy=True)
+            mine[index] = (theirs if theirs is not None else
+                           False if mine.dtype == bool else np.nan)
+            out[f.name] = mine
+        return Measurements(**out)
+
 
 def _stamp(read, shape, yc: int, xc: int, h: int) -> np.ndarray:
     H, W = shape

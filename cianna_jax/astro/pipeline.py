@@ -30,7 +30,7 @@ from .catalogue import (
 from .catalogue_table import build_table, catalogue_order
 from .cubelets import write_cubelets
 from .deblend import MAX_PEAKS, split_blends
-from .duplicates import unique_lines, unique_sources
+from .duplicates import line_owners, merge_parts, unique_sources
 from .finding_checks import (
     check_model_image,
     checked_astrometric_error,
@@ -172,7 +172,8 @@ def find_sources(
     whose fitted centres lie within half a FWHM (of the beam or of the kept source, the larger)
     only the one with the higher score is kept: the detector boxed one source twice (in a
     cube: centres closer than the sum of their FWHMs and lines overlapping in channel, the
-    larger line flux kept: :func:`.duplicates.unique_lines`); and, in
+    larger line flux kept, measured again over the envelope of the merged boxes:
+    :func:`.duplicates.line_owners`, :func:`.duplicates.union_boxes`); and, in
     a 2D image with a beam, a box whose pixels hold two to four separate significant peaks
     becomes one box per peak before the fits, and those sources are fitted together: the
     detector boxed close sources once (:func:`.deblend.split_blends`; ``max_peaks``: the most
@@ -380,6 +381,26 @@ def _channel_beam_fluxes(img: FitsImage, m: Measurements, area: float | None) ->
     return replace(m, flux=m.flux * area / own, flux_err=m.flux_err * area / own)
 
 
+def _measure_lines(img: FitsImage, mdl: LoadedModel, boxes: np.ndarray, noise: NoiseMap,
+                   fit: bool) -> Measurements:
+    """A cube's detections ``boxes`` measured: the boxes' sums and lines, with ``fit`` each
+    line's moment-0 map fitted (position, size, orientation) and its velocity gradient;
+    fluxes at the central channel's beam."""
+    area = img.beam_area_pixels()
+    m = measure_boxes_3d(img.read, img.shape, boxes, noise, beam_area=area,
+                         unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
+    if fit:
+        bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
+              if img.beam is not None and img.pixel_scale else None)
+        m = fit_moment0(img.read, img.shape, boxes, noise, m, beam_area=area,
+                        unit_scale=img.unit_scale, beam_sigma=bs,
+                        box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
+        high, snr = velocity_gradient(img.read, img.shape, boxes, noise, m,
+                                      noise_beam=beam_in_pixels(img))
+        m = replace(m, theta_high=high, gradient_snr=snr)
+    return _channel_beam_fluxes(img, m, area)
+
+
 def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, noise: NoiseMap,
                        *, fit: bool = True, merge: bool = True, flux_scale_error: float = 0.0,
                        progress: bool = False, split: bool | None = None,
@@ -420,23 +441,19 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
         if deblended is not None:
             m = replace(m, deblended=deblended)
     else:
-        m = measure_boxes_3d(img.read, img.shape, det.boxes.boxes, noise, beam_area=area,
-                             unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
-        if fit:  # positions, sizes and orientations fitted on each line's moment-0 map
-            m = fit_moment0(img.read, img.shape, det.boxes.boxes, noise, m, beam_area=area,
-                            unit_scale=img.unit_scale, beam_sigma=bs,
-                            box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
-            high, snr = velocity_gradient(img.read, img.shape, det.boxes.boxes, noise, m,
-                                          noise_beam=beam_in_pixels(img))
-            m = replace(m, theta_high=high, gradient_snr=snr)
-        m = _channel_beam_fluxes(img, m, area)
+        m = _measure_lines(img, mdl, det.boxes.boxes, noise, fit)
+    # two detections whose measurements converged on one source: the less confident one
+    # dropped; in a cube the parts of one galaxy: the largest kept, measured whole
+    ok = np.ones(len(m.x), bool)
+    if merge and img.ndim == 2:
+        ok = unique_sources(m, det.boxes.score(mdl.card.score), bs or 1.0)
+    elif merge:
+        owner = line_owners(m, det.boxes.score(mdl.card.score), bs or 1.0)
+        ok, wide, m = merge_parts(det.boxes.boxes, m, owner,
+                                  lambda b: _measure_lines(img, mdl, b, noise, fit))
+        det = replace(det, boxes=replace(det.boxes, boxes=wide))
     t3 = time.perf_counter()
-    # a detection centred on blank pixels has no data to measure: dropped; two detections
-    # whose measurements converged on one source: the less confident one dropped
-    ok = np.isfinite(m.peak)
-    if merge:
-        unique = unique_sources if img.ndim == 2 else unique_lines
-        ok &= unique(m, det.boxes.score(mdl.card.score), bs or 1.0)
+    ok &= np.isfinite(m.peak)  # a detection on blank pixels has no data to measure
     pb, pb_meta = None, {}
     if primary_beam is not None:  # true fluxes: sources where the beam is known and high
         pb = pb_response(primary_beam, img, m.x, m.y, m.z)

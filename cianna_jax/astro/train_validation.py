@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .crossmatch import crossmatch_pixels
-from .duplicates import unique_lines
+from .duplicates import line_owners, merge_parts
 from .measure import measure_boxes_3d
 from .model_card import LoadedModel
 from .noise import NoiseMap
@@ -178,10 +178,15 @@ def _area_curve(model: LoadedModel, area: ValidationArea, predict_fn: Any,
     obj = det.boxes.objectness
     cls = np.asarray(det.boxes.class_scores, np.float64).reshape(len(b), det.boxes.nb_class)
     if area.z is not None and len(b):  # as predict: a line's centroid and spectrum's
-        # centre, a line boxed twice kept once (the larger box sum: flux per pixel)
-        m = measure_boxes_3d(lambda w: pix[w], pix.shape, b, noise, beam_area=1.0,
-                             box_scale=model.card.box_scale, errors=False)
-        keep = unique_lines(m, det.boxes.score(model.card.score), area.beam_sigma)
+        # centre, a galaxy boxed in parts kept once (the larger box sum: flux per pixel),
+        # measured over the parts' envelope
+        def measure(boxes):
+            return measure_boxes_3d(lambda w: pix[w], pix.shape, boxes, noise, beam_area=1.0,
+                                    box_scale=model.card.box_scale, errors=False)
+
+        m = measure(b)
+        owner = line_owners(m, det.boxes.score(model.card.score), area.beam_sigma)
+        keep, _, m = merge_parts(b, m, owner, measure)
         x, y, z, obj, cls = m.x[keep], m.y[keep], m.z[keep], obj[keep], cls[keep]
     x, y = x + x0, y + y0
 

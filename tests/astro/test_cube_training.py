@@ -232,7 +232,7 @@ def test_validation_keeps_one_of_a_lines_two_boxes_as_predict_does(field, monkey
     # within the sum of their sizes on the sky and overlap in channel: one of each kept)
     assert len(t) >= 5 and v.precision == 1.0 and v.recall >= 0.75
     assert len(t) - 3 <= v.n_detections <= len(t)
-    monkeypatch.setattr(train_validation, "unique_lines", lambda m, *a: np.ones(len(m.x), bool))
+    monkeypatch.setattr(train_validation, "line_owners", lambda m, *a: np.arange(len(m.x)))
     unmerged = train_validation.validate_areas(model, [area], None)
     assert unmerged.curve["precision"][0] < 0.55 and unmerged.curve["n_det"][0] == n
 
