@@ -118,3 +118,14 @@ def test_a_source_boxed_in_two_parts_is_measured_whole(tmp_path, loaded_tiny):
     assert float(whole["x"][0]) == pytest.approx(24.0, abs=1.5)
     assert float(whole["y"][0]) == pytest.approx(24.0, abs=1.0)
     assert 0.7 * truth < float(whole["line_flux"][0]) < 1.1 * truth  # (peak SNR ~6)
+
+
+def test_union_boxes_keep_the_dtype_and_take_no_boxes():
+    boxes = np.array([[0, 0, 0, 2, 2, 2], [1, 1, 1, 3, 3, 3]], np.float32)
+    wide = union_boxes(boxes, np.array([0, 0]))
+    assert wide.dtype == np.float32 and wide[0].tolist() == [0, 0, 0, 3, 3, 3]
+    empty = np.zeros((0, 6), np.float32)
+    assert union_boxes(empty, np.zeros(0, int)).shape == (0, 6)
+    keep, wide, m = merge_parts(empty, _measurements(0, []), np.zeros(0, int),
+                                lambda b: pytest.fail("nothing to measure"))
+    assert keep.size == 0 and wide.shape == (0, 6) and len(m.x) == 0
