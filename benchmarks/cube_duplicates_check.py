@@ -16,7 +16,7 @@ Two detectors are trained (``cianna-jax train``'s ``train_detector``) on 96 x 25
 cubes of ``simulate --cube``: rotating discs and Gaussian lines (seed 4, density 0.001,
 the README's cube example); each is scored (``validate``, lines of SNR >= 5) on three
 held-out cubes of its kind, the discs' model also on three cubes of large discs (FWHM 3-20
-pixels, brighter: the kind a nearby survey holds). ``--quick``: 48 x 96 x 96 cubes, 16-pixel patches, two
+pixels, brighter: the kind a nearby survey holds). ``--quick``: 48 x 64 x 64 cubes, 16-pixel patches, two
 epochs, one cube of discs and one of large discs (the test suite's smoke run).
 """
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     from cianna_jax.astro.validate import validate
 
     warnings.simplefilter("ignore")
-    size = (48, 96, 96) if args.quick else (96, 256, 256)
+    size = (48, 64, 64) if args.quick else (96, 256, 256)
     small = dict(patch=16, patch_channels=16, noise_box=32) if args.quick else {}
     sets = tuple((n, k, s[:1]) for n, k, s in SETS[:2]) if args.quick else SETS
     epochs, patches = (2, 32) if args.quick else (args.epochs, args.patches)
