@@ -382,16 +382,14 @@ def _channel_beam_fluxes(img: FitsImage, m: Measurements, area: float | None) ->
 
 
 def _measure_lines(img: FitsImage, mdl: LoadedModel, boxes: np.ndarray, noise: NoiseMap,
-                   fit: bool) -> Measurements:
+                   fit: bool, bs: float | None) -> Measurements:
     """A cube's detections ``boxes`` measured: the boxes' sums and lines, with ``fit`` each
-    line's moment-0 map fitted (position, size, orientation) and its velocity gradient;
-    fluxes at the central channel's beam."""
+    line's moment-0 map fitted (position, size, orientation; ``bs`` the beam's sigma in
+    pixels) and its velocity gradient; fluxes at the central channel's beam."""
     area = img.beam_area_pixels()
     m = measure_boxes_3d(img.read, img.shape, boxes, noise, beam_area=area,
                          unit_scale=img.unit_scale, box_scale=mdl.card.box_scale)
     if fit:
-        bs = (img.beam.fwhm_pixels(img.pixel_scale) / FWHM
-              if img.beam is not None and img.pixel_scale else None)
         m = fit_moment0(img.read, img.shape, boxes, noise, m, beam_area=area,
                         unit_scale=img.unit_scale, beam_sigma=bs,
                         box_scale=mdl.card.box_scale, noise_beam=beam_in_pixels(img))
@@ -441,7 +439,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
         if deblended is not None:
             m = replace(m, deblended=deblended)
     else:
-        m = _measure_lines(img, mdl, det.boxes.boxes, noise, fit)
+        m = _measure_lines(img, mdl, det.boxes.boxes, noise, fit, bs)
     # two detections whose measurements converged on one source: the less confident one
     # dropped; in a cube the parts of one galaxy: the largest kept, measured whole
     ok = np.ones(len(m.x), bool)
@@ -450,7 +448,7 @@ def measure_detections(image: FitsImage, model: LoadedModel, det: Detections, no
     elif merge:
         owner = line_owners(m, det.boxes.score(mdl.card.score), bs or 1.0)
         ok, wide, m = merge_parts(det.boxes.boxes, m, owner,
-                                  lambda b: _measure_lines(img, mdl, b, noise, fit))
+                                  lambda b: _measure_lines(img, mdl, b, noise, fit, bs))
         det = replace(det, boxes=replace(det.boxes, boxes=wide))
     t3 = time.perf_counter()
     ok &= np.isfinite(m.peak)  # a detection on blank pixels has no data to measure
