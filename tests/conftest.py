@@ -112,18 +112,25 @@ def pytest_configure(config):
     test_conv_small_map.py 79 s -> 37 s on 2 cores; ``xla_cpu.with_classic_emitters``,
     unless ``XLA_FLAGS`` already chooses), in this process and in the child processes and
     notebook kernels the tests start.  ``CIANNA_JAX_TEST_OPTIMIZED=1`` compiles as users
-    do (the benchmarks and ``benchmarks/gpu_check.sh`` on a GPU always do).
+    do (the benchmarks and ``benchmarks/gpu_check.sh`` on a GPU always do), and so does an
+    XLA without the classic emitters (jaxlib 0.11.1 and later) or flags that choose the
+    newer ones: with those emitters and LLVM's optimisations off, XLA 0.10.2 and 0.12.1
+    computed infinite and NaN gradients on an Intel Xeon (AVX-512, AMX) for a small
+    network that both compile right optimised (``tests/test_fused_tiles.py::
+    test_exact_gradients``, fifty-sixth session).
 
     ``CIANNA_JAX_COMPILE_CACHE`` (see cianna_jax.compile_cache) also serves the test
     run: with a kept cache folder (CI: restore it between runs) the XLA compilations that
     dominate the suite's time are loaded instead of redone."""
     from cianna_jax import compile_cache, xla_cpu
 
-    if os.environ.get(OPTIMIZED_ENV, "") in ("", "0"):
+    flags = os.environ.get("XLA_FLAGS", "")  # read when the backend starts (not yet)
+    classic = (xla_cpu.CLASSIC_EMITTERS in flags
+               or "--xla_cpu_use_fusion_emitters" not in flags
+               and bool(xla_cpu.classic_emitters_flag()))
+    if os.environ.get(OPTIMIZED_ENV, "") in ("", "0") and classic:
         os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # children read it at import
-        flags = os.environ.get("XLA_FLAGS", "")  # read when the backend starts (not yet)
-        if (new := xla_cpu.with_classic_emitters(flags)) != flags:
-            os.environ["XLA_FLAGS"] = new
+        os.environ["XLA_FLAGS"] = xla_cpu.with_classic_emitters(flags)
         import jax
 
         jax.config.update("jax_disable_most_optimizations", True)
