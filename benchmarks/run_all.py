@@ -242,7 +242,7 @@ def main(argv=None) -> None:
     cpu = machine_peak.cpu_info()
     about = dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), host=platform.node(),
                  machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                 cpu_model=cpu["model"], vector_isa=cpu["vector_isa"],
+                 cpu_model=cpu["model"], vector_isa=cpu["vector_isa"], bf16_units=list(cpu["bf16"]),
                  jax=jax.__version__, device=jax.devices()[0].platform,
                  xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
                  glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),

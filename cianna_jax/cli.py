@@ -27,6 +27,7 @@ from . import (
     cli_simulate,
     cli_tables,
     cli_train,
+    host_cpu,
     host_memory,
     xla_cpu,
 )
@@ -67,6 +68,9 @@ def _info() -> int:
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}")
     print(f"host memory: {'huge pages asked for' if host_memory.started_with_hugepages() else 'glibc defaults'} "
           f"(GLIBC_TUNABLES at start; see cianna_jax.host_memory)")
+    cpu = host_cpu.cpu_info()
+    print(f"cpu: {cpu['model'] or '?'}, {os.cpu_count()} CPUs, vector unit "
+          f"{cpu['vector_isa'] or '?'}, bfloat16 units: {', '.join(cpu['bf16']) or 'none'}")
     print(f"default backend: {jax.default_backend()}")
     for d in jax.devices():
         print(f"  device {d.id}: {d.platform} {getattr(d, 'device_kind', '')}")

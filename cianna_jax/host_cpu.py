@@ -12,17 +12,25 @@ from __future__ import annotations
 import functools
 import platform
 
-__all__ = ["VECTOR_ISAS", "parse_cpuinfo", "cpu_info", "vector_unit"]
+__all__ = ["VECTOR_ISAS", "BF16_UNITS", "parse_cpuinfo", "cpu_info", "vector_unit"]
 
 #: (flag in ``/proc/cpuinfo``, name) of vector instruction sets, widest first
 VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
                ("asimd", "NEON"))
 
 
+#: (flag in ``/proc/cpuinfo``, name) of bfloat16 arithmetic in hardware (x86's AVX-512
+#: and AMX tile extensions, Arm's BF16): what CIANNA's BF16C_FP32A mode could run on.
+#: XLA's CPU convolutions do not use them (measured on an Intel Xeon with AMX:
+#: benchmarks/README.md, fifty-sixth session)
+BF16_UNITS = (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"), ("bf16", "BF16"))
+
+
 def parse_cpuinfo(text: str) -> dict:
-    """``{"model", "vector_isa"}`` from the text of Linux's ``/proc/cpuinfo``: the first
-    processor's model name and its widest vector unit (a name of :data:`VECTOR_ISAS`),
-    None for what the text does not say."""
+    """``{"model", "vector_isa", "bf16"}`` from the text of Linux's ``/proc/cpuinfo``:
+    the first processor's model name, its widest vector unit (a name of
+    :data:`VECTOR_ISAS`), None for what the text does not say, and the names of its
+    bfloat16 units (:data:`BF16_UNITS`, a tuple, empty without any)."""
     model, flags = None, set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -32,12 +40,14 @@ def parse_cpuinfo(text: str) -> dict:
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
     isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
-    return dict(model=model, vector_isa=isa)
+    bf16 = tuple(name for flag, name in BF16_UNITS if flag in flags)
+    return dict(model=model, vector_isa=isa, bf16=bf16)
 
 
 def cpu_info() -> dict:
-    """This machine's processor model and widest vector unit (:func:`parse_cpuinfo` of
-    ``/proc/cpuinfo``; elsewhere the platform's processor name and no vector unit)."""
+    """This machine's processor model, widest vector unit and bfloat16 units
+    (:func:`parse_cpuinfo` of ``/proc/cpuinfo``; elsewhere the platform's processor name
+    and no units)."""
     return dict(_host())
 
 
@@ -47,7 +57,7 @@ def _host() -> tuple:
         with open("/proc/cpuinfo") as f:
             info = parse_cpuinfo(f.read())
     except OSError:
-        info = dict(model=None, vector_isa=None)
+        info = dict(model=None, vector_isa=None, bf16=())
     if info["model"] is None:
         info["model"] = platform.processor() or None
     return tuple(info.items())

@@ -70,7 +70,7 @@ def test_run_all_quick_prints_the_summary_table(tmp_path):
     (run,) = compare_runs.load_runs([str(record)])
     assert run["about"]["quick"] is True and run["about"]["cpus"] >= 1
     # the record and the machine line name the processor's vector unit (or None / unknown)
-    assert {"cpu_model", "vector_isa"} <= set(run["about"])
+    assert {"cpu_model", "vector_isa", "bf16_units"} <= set(run["about"])
     machine = next(s for s in lines if s.startswith("machine: "))
     assert f"({run['about']['vector_isa'] or 'vector unit unknown'})" in machine
     assert len(run["rows"]) == 3 + 4 and len(run["first_steps"]) == 2
@@ -138,7 +138,7 @@ def test_machine_peak_measures_both_sides():
     named = machine_peak.format_line(r, dict(model="AMD EPYC", vector_isa="AVX2"))
     assert named.startswith("machine: AMD EPYC (AVX2), float32 matrix product 64x64")
     cpu = machine_peak.cpu_info()
-    assert set(cpu) == {"model", "vector_isa"}
+    assert set(cpu) == {"model", "vector_isa", "bf16"}
 
 
 def test_summary_adds_mixed_precision_rows_without_target():

@@ -32,6 +32,11 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert "cianna_jax" in out and "default backend:" in out and "device 0" in out
     assert f"cianna_jax {cianna_jax.__version__}" in out
+    from cianna_jax.host_cpu import cpu_info
+
+    cpu = cpu_info()  # the processor, its vector unit and its bfloat16 units
+    assert (f"vector unit {cpu['vector_isa'] or '?'}, bfloat16 units: "
+            f"{', '.join(cpu['bf16']) or 'none'}") in out
 
 
 @pytest.mark.parametrize("opt_out", ["", "1"])
