@@ -375,7 +375,7 @@ def program(name: str, size: int = 128, mode: str = "off") -> Program:
     xs, ts = jnp.asarray(xs), jnp.asarray(ts)
     nv = jnp.full((k,), b, jnp.int32)
     params = cj.init_params(jax.random.key(0), net)
-    loop = k > 1 and training.loop_safe(net)  # as train_epoch / predict choose
+    loop = k > 1 and training.loop_safe(net, policy)  # as train_epoch / predict choose
     if not loop:
         k, xs, ts, nv = 1, xs[0], ts[0], nv[0]
     if name.endswith("train"):

@@ -57,7 +57,7 @@ def _host() -> tuple:
         with open("/proc/cpuinfo") as f:
             info = parse_cpuinfo(f.read())
     except OSError:
-        info = dict(model=None, vector_isa=None, bf16=())
+        info = parse_cpuinfo("")  # nothing known
     if info["model"] is None:
         info["model"] = platform.processor() or None
     return tuple(info.items())

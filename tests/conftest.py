@@ -124,13 +124,11 @@ def pytest_configure(config):
     dominate the suite's time are loaded instead of redone."""
     from cianna_jax import compile_cache, xla_cpu
 
-    flags = os.environ.get("XLA_FLAGS", "")  # read when the backend starts (not yet)
-    classic = (xla_cpu.CLASSIC_EMITTERS in flags
-               or "--xla_cpu_use_fusion_emitters" not in flags
-               and bool(xla_cpu.classic_emitters_flag()))
-    if os.environ.get(OPTIMIZED_ENV, "") in ("", "0") and classic:
+    # read when the backend starts (not yet); the classic emitters where XLA has them
+    flags = xla_cpu.with_classic_emitters(os.environ.get("XLA_FLAGS", ""))
+    if os.environ.get(OPTIMIZED_ENV, "") in ("", "0") and xla_cpu.CLASSIC_EMITTERS in flags:
         os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # children read it at import
-        os.environ["XLA_FLAGS"] = xla_cpu.with_classic_emitters(flags)
+        os.environ["XLA_FLAGS"] = flags
         import jax
 
         jax.config.update("jax_disable_most_optimizations", True)

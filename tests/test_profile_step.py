@@ -220,10 +220,12 @@ def test_command_line_says_it_profiles_the_cpu_runtime_only(monkeypatch, capsys)
     assert e.value.code == 2 and "JAX_PLATFORMS=cpu" in capsys.readouterr().err
 
 
-def test_programs_take_the_mixed_precision_mode():
+def test_programs_take_the_mixed_precision_mode(monkeypatch):
     """``--mixed-precision`` reaches the traced step: the policy is a static argument
     of the program and its inference weights are laid out under it."""
     from cianna_jax.precision import get_policy
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the workloads' modules
 
     p = ps.program("mnist-infer", mode="BF16C_FP32A")
     assert p.static["policy"] == get_policy("BF16C_FP32A") and not p.train
