@@ -49,6 +49,8 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
         paths = ["wino" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch,
                                                   training=training)
                  else "im2col" if conv_mod.small_map((h, h), (3, 3))
+                 else "XLA+grads" if training and conv_mod.product_gradients(
+                     (h, h), (3, 3), [(1, 1)] * 2, batch, c_out)
                  else "XLA" for training in (False, True)]
         # the forward's path, and the training step's where its rule differs
         path = paths[0] if paths[0] == paths[1] else "/".join(paths)
@@ -82,19 +84,20 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
 def format_table(rows: list[dict], batch=16, c_in=512, c_out=1024) -> str:
     ref = rows[0]
     compare = "xla_fwd" in ref
-    head = (f"{'map':>5}{'path':>10}{'fwd ms':>9}{'GFLOP/s':>9}{'x 1st':>7}"
+    head = (f"{'map':>5}{'path':>14}{'fwd ms':>9}{'GFLOP/s':>9}{'x 1st':>7}"
             f"{'train ms':>10}{'GFLOP/s':>9}{'x 1st':>7}")
     if compare:
         head += f"{'XLA conv fwd/train ms':>24}{'x 1st':>12}"
     lines = [f"3x3 conv, batch {batch}, {c_in} -> {c_out} channels, padding 1 (nominal FLOPs); "
              f"'x 1st': rate relative to the {ref['size']}x{ref['size']} map; path: XLA's "
-             f"conv, Winograd or im2col (forward/training where they differ)", head,
+             f"conv, Winograd or im2col (forward/training where they differ; XLA+grads: "
+             f"XLA's forward, the product's gradients)", head,
              "-" * len(head)]
     r_f = ref["flops"] / ref["new_fwd"]
     r_t = 3 * ref["flops"] / ref["new_train"]
     for r in rows:
         f, t = r["flops"] / r["new_fwd"], 3 * r["flops"] / r["new_train"]
-        line = (f"{r['size']}x{r['size']:<3}{r['path']:>10}"
+        line = (f"{r['size']}x{r['size']:<3}{r['path']:>14}"
                 f"{r['new_fwd'] * 1e3:>9.1f}{f / 1e9:>9.1f}{f / r_f:>7.2f}"
                 f"{r['new_train'] * 1e3:>10.1f}{t / 1e9:>9.1f}{t / r_t:>7.2f}")
         if compare:

@@ -32,6 +32,24 @@ def test_small_map_rule():
     assert not conv_mod.small_map((2, 2, 2), (1, 1, 1))
 
 
+def test_whole_map_and_product_gradient_rules():
+    none, one = [(0, 0)] * 2, [(1, 1)] * 2
+    assert conv_mod.whole_map((3, 3), (3, 3), none) and conv_mod.whole_map((1, 1), (1, 1), none)
+    assert not conv_mod.whole_map((3, 3), (3, 3), one)
+    assert not conv_mod.whole_map((4, 3), (3, 3), none)
+    assert conv_mod.product_gradients((2, 2), (3, 3), one, batch=64, filters=8)  # small map
+    assert conv_mod.product_gradients((3, 3), (3, 3), none, batch=256, filters=8)  # whole map
+    # a padded 3x3 map: 9 output positions per image, FILTERS_PER_ROW (2) filters per row
+    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=16, filters=1024)
+    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=144)
+    assert not conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=143)
+    assert not conv_mod.product_gradients((4, 4), (3, 3), one, batch=1, filters=4096)
+    assert conv_mod.product_gradients((2, 3), (3, 3), [(0, 0), (1, 1)], batch=1, filters=6)
+    # the CASES below train these two through the product (their gradients' text is checked)
+    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 64)
+    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
+
+
 # (spatial, channels, filters, f_size, strides, pads, int_padding + 1)
 CASES = [
     ((2, 2), 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
@@ -45,6 +63,9 @@ CASES = [
     ((2, 2, 2), 3, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D
     ((4, 3, 3), 5, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D, filter-sized
     ((4, 4, 3), 3, 2, (3, 3, 2), (2, 1, 1), (1, 1, 0), (1, 1, 1)),  # 3D, strided
+    ((3, 3), 4, 64, (3, 3), (1, 1), (1, 1), (1, 1)),  # filter-sized, many filters per row
+    ((3, 3), 5, 6, (3, 3), (1, 1), (0, 0), (1, 1)),  # the filter covers the whole map
+    ((2, 3), 3, 4, (2, 3), (2, 2), (0, 0), (1, 1)),  # whole map, strided
 ]
 
 
@@ -71,7 +92,7 @@ def _run(case, flag, monkeypatch, switch="SMALL_MAP_IM2COL"):
     return y, gx, gk, exact, text, grad_text
 
 
-@pytest.mark.parametrize("case", CASES, ids=[str(c[0]) + "-" + str(c[3]) + "-" + str(c[6])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[3]}-{c[2]}-{c[5]}-{c[6]}"
                                               for c in CASES])
 def test_im2col_matches_the_xla_convolution(case, monkeypatch):
     ref = _run(case, False, monkeypatch)
@@ -82,12 +103,15 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
     sp, f, dil = case[0], case[3], case[6]
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
-    if jax.default_backend() == "cpu" and conv_mod.small_map(padded, f):
+    if jax.default_backend() != "cpu":
+        return
+    if conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
-    if jax.default_backend() == "cpu" and conv_mod._small_map_exact(sp, f, case[4], case[5],
-                                                                    dil, 1):
-        # both gradients from the windows' product: no convolution, no rotated kernel
-        assert "convolution(" not in new[5] and "reverse(" not in new[5]
+    if conv_mod._small_map_exact(sp, f, case[4], case[5], dil, 1, 3, case[2]):
+        # both gradients from the windows' product: no convolution but the forward's
+        # (XLA's on maps the filter's size), no rotated kernel
+        assert new[5].count("convolution(") == new[4].count("convolution(")
+        assert "reverse(" not in new[5]
 
 
 ONE_CHANNEL = [

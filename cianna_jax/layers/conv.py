@@ -62,11 +62,15 @@ from .winograd import (
 )
 from .xla_conv import xla_conv
 
-__all__ = ["Conv", "conv_nd", "small_map", "matmul_form"]
+__all__ = ["Conv", "conv_nd", "small_map", "whole_map", "product_gradients", "matmul_form"]
 
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
 SMALL_MAP_IM2COL = True
+#: a map the filter's size, padded, trains as the windows' product on CPU when the
+#: filters are at least this many times the rows (batch x output positions): see
+#: :func:`product_gradients`
+FILTERS_PER_ROW = 2
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
@@ -91,14 +95,47 @@ def small_map(in_spatial, f_size) -> bool:
       8, training step on 3^3 maps: 16 -> 16 channels 3.7 ms against 1.0 as the product,
       128 -> 128 31.9 against 16.6; 4^3 maps, 8 -> 8: 3.4 against 1.4).
 
-    In 2D XLA's convolution is as fast or faster from maps the filter's size (3x3 maps,
-    b16 512 -> 1024, training step: 50.6 ms against 66.2 as the product, with XLA's YNN
-    fusions off as :func:`cianna_jax.xla_cpu.tune` sets them; with them on, the product
-    won, 31.8 against 89.2, and networks on 3x3 maps trained faster, 1.15-1.64x, but
-    0.83-0.93x with them off).  Measured in benchmarks/README.md."""
+    In 2D XLA's forward convolution is as fast or faster from maps the filter's size
+    (3x3 maps, padding 1: b16 512 -> 1024 4.5 ms against 4.7 as the product, b64 512 ->
+    512 6.6 against 10.7); their gradients may be the product's (:func:`product_gradients`).
+    Measured in benchmarks/README.md."""
     near_3d = len(f_size) == 3 and all(2 <= int(f) and int(n) <= int(f) + 1
                                        for n, f in zip(in_spatial, f_size))
     return near_3d or all(int(n) < int(f) for n, f in zip(in_spatial, f_size))
+
+
+def whole_map(in_spatial, f_size, padding) -> bool:
+    """Whether a filter covers the whole unpadded map (``in_spatial`` equal to ``f_size``,
+    ``padding`` pairs all zero): one window per image, a dense layer over the map.  On CPU
+    its gradients are the matrix product's (:func:`product_gradients`): XLA's convolution
+    gradients compute the same sums 1.9-5.2x slower in a training step (batch 8, 3x3 256
+    -> 512: 1.83 against 0.51 ms; b32, 3x3 512 -> 1024: 19.2 / 3.7; b128, 2x2 512 -> 512:
+    5.1 / 2.6; b256, 3x3 64 -> 128: 2.1 / 0.6).  The forward stays XLA's: the product's
+    ran from 0.72x to 2.4x its speed.  Measured in benchmarks/README.md."""
+    return (all(int(lo) == 0 and int(hi) == 0 for lo, hi in padding)
+            and all(int(n) == int(f) for n, f in zip(in_spatial, f_size)))
+
+
+def product_gradients(in_spatial, f_size, padding, batch: int, filters: int) -> bool:
+    """Whether a stride-1 convolution's two gradients run on CPU as the autodiff of the
+    windows' product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's
+    input gradient is that exact one where the padding is below the filter): the
+    :func:`small_map` and :func:`whole_map` ones, and maps no larger than the filter
+    (padded, e.g. 3x3 maps under a 3x3 filter) where the ``filters`` are at least
+    :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output positions).
+    There XLA's convolution gradients run slowly for the weights they carry (training
+    step, 3x3 maps, padding 1, against the product: b16 512 -> 1024 20.4 against 11.3 ms,
+    b8 512 -> 512 5.6 / 3.3, b16 128 -> 1024 5.5 / 3.0, b4 1024 -> 2048 72 / 15, b8 256 ->
+    256 1.5 / 1.1) while with fewer filters per row XLA keeps up or wins (b128 256 -> 512
+    19.5 / 21.7, b16 1024 -> 128 3.7 / 4.5, b16 5x5 on 5x5 maps 128 -> 256 5.4 / 6.3).
+    Measured in benchmarks/README.md."""
+    if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
+        return True
+    if not all(int(n) <= int(f) for n, f in zip(in_spatial, f_size)):
+        return False
+    rows = int(batch) * int(np.prod([int(n) + int(lo) + int(hi) - int(f) + 1 for n, f, (lo, hi)
+                                     in zip(in_spatial, f_size, padding)]))
+    return int(filters) >= FILTERS_PER_ROW * rows
 
 
 def matmul_form(in_spatial, f_size, strides, padding, channels,
@@ -389,24 +426,28 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     .astype(k.dtype)),
             default=xla_grads)
     if not wino_forward and _small_map_exact(x.shape[1:-1], k.shape[:nd], strides, pads, dil,
-                                             groups):
+                                             groups, x.shape[0], k.shape[-1]):
+        pairs = tuple((p, p) for p in pads)
+
         def both(x, g):  # autodiff of the windows' product: CIANNA's rule here
-            _, vjp = jax.vjp(lambda xx, kk: _forward(xx, kk, strides, pads, dil, policy, groups,
-                                                     training=True), x, k)
+            _, vjp = jax.vjp(lambda xx, kk: _im2col_conv(xx, kk, strides, pairs, policy)
+                             .astype(xx.dtype), x, k)
             return vjp(g)
         return lax.platform_dependent(x, g, cpu=both, default=xla_grads)
     return xla_grads(x, g)
 
 
-def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int) -> bool:
-    """Whether a convolution runs as the small-map product on CPU (:func:`small_map`)
-    in a geometry where CIANNA's input gradient is the exact one (stride 1, no input
-    dilation, padding < filter): both gradients are then the autodiff of that product,
-    ``g @ k^T`` put back over the windows and ``windows^T @ g``, with no rotated kernel
-    (the rotation of a 3x3x512x1024 kernel cost more than the products on 2x2 maps)."""
-    return (SMALL_MAP_IM2COL and groups == 1 and small_map(in_spatial, f)
-            and all(s == 1 for s in strides) and all(d == 1 for d in dil)
-            and all(p < a for p, a in zip(pads, f)))
+def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int, batch: int,
+                     filters: int) -> bool:
+    """Whether a convolution trains through the windows' product on CPU
+    (:func:`product_gradients`) in a geometry where CIANNA's input gradient is the exact
+    one (stride 1, no input dilation, padding < filter): both gradients are then the
+    autodiff of that product, ``g @ k^T`` put back over the windows and ``windows^T @ g``,
+    with no rotated kernel (the rotation of a 3x3x512x1024 kernel cost more than the
+    products on 2x2 maps), whatever form the forward takes."""
+    return (SMALL_MAP_IM2COL and groups == 1 and all(s == 1 for s in strides)
+            and all(d == 1 for d in dil) and all(p < a for p, a in zip(pads, f))
+            and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
