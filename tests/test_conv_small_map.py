@@ -39,14 +39,20 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.whole_map((4, 3), (3, 3), none)
     assert conv_mod.product_gradients((2, 2), (3, 3), one, batch=64, filters=8)  # small map
     assert conv_mod.product_gradients((3, 3), (3, 3), none, batch=256, filters=8)  # whole map
-    # a padded 3x3 map: 9 output positions per image, FILTERS_PER_ROW (2) filters per row
+    # a padded 3x3 map: 9 output positions per image, FILTERS_PER_ROW (3) filters per row
+    assert conv_mod.FILTERS_PER_ROW == 3
     assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=16, filters=1024)
-    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=144)
-    assert not conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=143)
-    assert not conv_mod.product_gradients((4, 4), (3, 3), one, batch=1, filters=4096)
+    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=216)
+    assert not conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=215)
+    # larger maps alike: 7x7 outputs, or 6x6 without padding
+    assert conv_mod.product_gradients((7, 7), (3, 3), one, batch=1, filters=1024)
+    assert not conv_mod.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
+    assert conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
+    assert not conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
     assert conv_mod.product_gradients((2, 3), (3, 3), [(0, 0), (1, 1)], batch=1, filters=6)
-    # the CASES below train these two through the product (their gradients' text is checked)
-    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 64)
+    # the CASES below train these three through the product (their gradients' text is checked)
+    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
+    assert conv_mod._small_map_exact((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
     assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
 
 
@@ -63,7 +69,8 @@ CASES = [
     ((2, 2, 2), 3, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D
     ((4, 3, 3), 5, 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D, filter-sized
     ((4, 4, 3), 3, 2, (3, 3, 2), (2, 1, 1), (1, 1, 0), (1, 1, 1)),  # 3D, strided
-    ((3, 3), 4, 64, (3, 3), (1, 1), (1, 1), (1, 1)),  # filter-sized, many filters per row
+    ((3, 3), 4, 96, (3, 3), (1, 1), (1, 1), (1, 1)),  # filter-sized, many filters per row
+    ((5, 4), 3, 64, (3, 3), (1, 1), (0, 0), (1, 1)),  # larger, unpadded, many filters per row
     ((3, 3), 5, 6, (3, 3), (1, 1), (0, 0), (1, 1)),  # the filter covers the whole map
     ((2, 3), 3, 4, (2, 3), (2, 2), (0, 0), (1, 1)),  # whole map, strided
 ]

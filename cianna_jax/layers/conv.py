@@ -67,10 +67,9 @@ __all__ = ["Conv", "conv_nd", "small_map", "whole_map", "product_gradients", "ma
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
 SMALL_MAP_IM2COL = True
-#: a map the filter's size, padded, trains as the windows' product on CPU when the
-#: filters are at least this many times the rows (batch x output positions): see
-#: :func:`product_gradients`
-FILTERS_PER_ROW = 2
+#: a stride-1 conv trains through the windows' product on CPU when its filters are at
+#: least this many times the rows (batch x output positions): see :func:`product_gradients`
+FILTERS_PER_ROW = 3
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
@@ -120,19 +119,19 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int) -> 
     """Whether a stride-1 convolution's two gradients run on CPU as the autodiff of the
     windows' product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's
     input gradient is that exact one where the padding is below the filter): the
-    :func:`small_map` and :func:`whole_map` ones, and maps no larger than the filter
-    (padded, e.g. 3x3 maps under a 3x3 filter) where the ``filters`` are at least
-    :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output positions).
-    There XLA's convolution gradients run slowly for the weights they carry (training
-    step, 3x3 maps, padding 1, against the product: b16 512 -> 1024 20.4 against 11.3 ms,
-    b8 512 -> 512 5.6 / 3.3, b16 128 -> 1024 5.5 / 3.0, b4 1024 -> 2048 72 / 15, b8 256 ->
-    256 1.5 / 1.1) while with fewer filters per row XLA keeps up or wins (b128 256 -> 512
-    19.5 / 21.7, b16 1024 -> 128 3.7 / 4.5, b16 5x5 on 5x5 maps 128 -> 256 5.4 / 6.3).
-    Measured in benchmarks/README.md."""
+    :func:`small_map` and :func:`whole_map` ones, and any other where the ``filters`` are
+    at least :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output
+    positions): deep layers on small maps or small batches.  There XLA's convolution
+    gradients run slowly for the weights they carry (training step with padding 1,
+    against the product, ms: 3x3 maps b16 512 -> 1024 20.4 / 11.3, b8 256 -> 256 1.5 /
+    1.1; 7x7 maps b1 1024 -> 1024 38.1 / 10.5, b2 512 -> 512 7.3 / 4.6; 12x12 b1 512 ->
+    1024 21.1 / 11.2; 4x4 b1 512 -> 1024 11.0 / 2.0), while with fewer filters per row
+    XLA keeps up or wins (3x3 maps b128 256 -> 512 19.5 / 21.7, b16 1024 -> 128 3.7 /
+    4.5, b8 128 -> 128 0.36 / 0.46; 12x12 b2 384 -> 768 9.5 / 10.1).  The windows are then
+    at most a third of the kernel's size.  Where Winograd takes the layer
+    (:func:`winograd_form`) it keeps its gradients.  Measured in benchmarks/README.md."""
     if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
         return True
-    if not all(int(n) <= int(f) for n, f in zip(in_spatial, f_size)):
-        return False
     rows = int(batch) * int(np.prod([int(n) + int(lo) + int(hi) - int(f) + 1 for n, f, (lo, hi)
                                      in zip(in_spatial, f_size, padding)]))
     return int(filters) >= FILTERS_PER_ROW * rows
