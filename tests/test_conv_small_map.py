@@ -49,11 +49,17 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
     assert conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
     assert not conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
+    # strided: 4x4 outputs of an 8x8 map
+    assert conv_mod.product_gradients((8, 8), (3, 3), one, 1, 48, strides=(2, 2))
+    assert not conv_mod.product_gradients((8, 8), (3, 3), one, 1, 47, strides=(2, 2))
     assert conv_mod.product_gradients((2, 3), (3, 3), [(0, 0), (1, 1)], batch=1, filters=6)
-    # the CASES below train these three through the product (their gradients' text is checked)
-    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
-    assert conv_mod._small_map_exact((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
-    assert conv_mod._small_map_exact((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
+    # the CASES below train these through the product (their gradients' text is checked)
+    assert conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 160)
+    assert conv_mod._trains_as_product((9, 9), (5, 5), (2, 2), (2, 2), (1, 1), 1, 3, 240)
+    assert not conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 143)
+    assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
+    assert conv_mod._trains_as_product((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
+    assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
 
 
 # (spatial, channels, filters, f_size, strides, pads, int_padding + 1)
@@ -73,6 +79,8 @@ CASES = [
     ((5, 4), 3, 64, (3, 3), (1, 1), (0, 0), (1, 1)),  # larger, unpadded, many filters per row
     ((3, 3), 5, 6, (3, 3), (1, 1), (0, 0), (1, 1)),  # the filter covers the whole map
     ((2, 3), 3, 4, (2, 3), (2, 2), (0, 0), (1, 1)),  # whole map, strided
+    ((8, 8), 4, 160, (3, 3), (2, 2), (1, 1), (1, 1)),  # strided: CIANNA's cut at the 8th row
+    ((9, 9), 2, 240, (5, 5), (2, 2), (2, 2), (1, 1)),  # strided 5x5
 ]
 
 
@@ -114,7 +122,7 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
         return
     if conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
-    if conv_mod._small_map_exact(sp, f, case[4], case[5], dil, 1, 3, case[2]):
+    if conv_mod._trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2]):
         # both gradients from the windows' product: no convolution but the forward's
         # (XLA's on maps the filter's size), no rotated kernel
         assert new[5].count("convolution(") == new[4].count("convolution(")

@@ -67,7 +67,7 @@ __all__ = ["Conv", "conv_nd", "small_map", "whole_map", "product_gradients", "ma
 
 #: the small-map formulation (im2col + one matmul) is used on CPU when True
 SMALL_MAP_IM2COL = True
-#: a stride-1 conv trains through the windows' product on CPU when its filters are at
+#: a conv trains through the windows' product on CPU when its filters are at
 #: least this many times the rows (batch x output positions): see :func:`product_gradients`
 FILTERS_PER_ROW = 3
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
@@ -115,10 +115,12 @@ def whole_map(in_spatial, f_size, padding) -> bool:
             and all(int(n) == int(f) for n, f in zip(in_spatial, f_size)))
 
 
-def product_gradients(in_spatial, f_size, padding, batch: int, filters: int) -> bool:
-    """Whether a stride-1 convolution's two gradients run on CPU as the autodiff of the
-    windows' product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's
-    input gradient is that exact one where the padding is below the filter): the
+def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
+                      strides=None) -> bool:
+    """Whether a convolution's two gradients run on CPU as the autodiff of the windows'
+    product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's input
+    gradient is that exact one, cut past its limit, where the padding is below the
+    filter; ``strides`` default to 1): the
     :func:`small_map` and :func:`whole_map` ones, and any other where the ``filters`` are
     at least :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output
     positions): deep layers on small maps or small batches.  There XLA's convolution
@@ -132,8 +134,10 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int) -> 
     (:func:`winograd_form`) it keeps its gradients.  Measured in benchmarks/README.md."""
     if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
         return True
-    rows = int(batch) * int(np.prod([int(n) + int(lo) + int(hi) - int(f) + 1 for n, f, (lo, hi)
-                                     in zip(in_spatial, f_size, padding)]))
+    strides = strides or (1,) * len(f_size)
+    rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(s) + 1
+                                     for n, f, (lo, hi), s
+                                     in zip(in_spatial, f_size, padding, strides)]))
     return int(filters) >= FILTERS_PER_ROW * rows
 
 
@@ -312,7 +316,7 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, tra
     nd = g.ndim - 2
     f = k.shape[:nd]
     out_sp = g.shape[1:1 + nd]
-    lo, hi, lims = [], [], []
+    lo, hi = [], []
     for ax in range(nd):
         p_eff = min(pads[ax], f[ax] - 1)
         s, st, n = strides[ax], dil[ax], out_sp[ax]
@@ -321,21 +325,30 @@ def _input_grad(g, k, in_spatial, strides, pads, dil, policy=FP32, groups=1, tra
         need = (in_spatial[ax] - 1) * st + f[ax]
         lo.append(low)
         hi.append(max(0, need - dil_len - low))
-        lims.append(int(((n - 1) * s + f[ax] - 1 - 2 * p_eff) / st))  # C truncation
     k_rot = rotated_kernel(k, groups)
     gi = _dilated_conv(g, k_rot.astype(g.dtype), dil, list(zip(lo, hi)), strides, policy, groups,
                        training=training, rotated_from=k.astype(g.dtype))
     gi = gi[(slice(None),) + tuple(slice(0, s) for s in in_spatial)]
+    return _cianna_cut(gi, out_sp, f, strides, pads, dil)
+
+
+def _cianna_cut(gi, out_sp, f, strides, pads, dil):
+    """CIANNA's input gradient ``gi (B, *in, C)`` zeroed past its limit on each axis,
+    ``((n_out - 1) s + f - 1 - 2 p) / ip`` truncated as C does: with a stride above 1 and
+    padding, the last input positions the forward read get no gradient (e.g. 8 inputs,
+    3x3 filter, stride 2, padding 1: the 8th)."""
+    nd = gi.ndim - 2
+    in_spatial = gi.shape[1:1 + nd]
     mask = None
     for ax in range(nd):
-        if lims[ax] < in_spatial[ax] - 1:
+        p_eff = min(pads[ax], f[ax] - 1)
+        lim = int(((out_sp[ax] - 1) * strides[ax] + f[ax] - 1 - 2 * p_eff) / dil[ax])
+        if lim < in_spatial[ax] - 1:
             shape = [1] * (nd + 2)
             shape[1 + ax] = in_spatial[ax]
-            m = (np.arange(in_spatial[ax]) <= lims[ax]).reshape(shape)
+            m = (np.arange(in_spatial[ax]) <= lim).reshape(shape)
             mask = m if mask is None else mask & m
-    if mask is not None:
-        gi = gi * jnp.asarray(mask, gi.dtype)
-    return gi
+    return gi if mask is None else gi * jnp.asarray(mask, gi.dtype)
 
 
 #: weight gradients of convolutions whose windows tile the input as one matrix product
@@ -424,29 +437,31 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
-    if not wino_forward and _small_map_exact(x.shape[1:-1], k.shape[:nd], strides, pads, dil,
-                                             groups, x.shape[0], k.shape[-1]):
+    if not wino_forward and _trains_as_product(x.shape[1:-1], k.shape[:nd], strides, pads,
+                                               dil, groups, x.shape[0], k.shape[-1]):
         pairs = tuple((p, p) for p in pads)
 
-        def both(x, g):  # autodiff of the windows' product: CIANNA's rule here
+        def both(x, g):  # autodiff of the windows' product, cut where CIANNA's rule cuts
             _, vjp = jax.vjp(lambda xx, kk: _im2col_conv(xx, kk, strides, pairs, policy)
                              .astype(xx.dtype), x, k)
-            return vjp(g)
+            gx, gk = vjp(g)
+            return _cianna_cut(gx, g.shape[1:1 + nd], k.shape[:nd], strides, pads, dil), gk
         return lax.platform_dependent(x, g, cpu=both, default=xla_grads)
     return xla_grads(x, g)
 
 
-def _small_map_exact(in_spatial, f, strides, pads, dil, groups: int, batch: int,
-                     filters: int) -> bool:
+def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: int,
+                       filters: int) -> bool:
     """Whether a convolution trains through the windows' product on CPU
     (:func:`product_gradients`) in a geometry where CIANNA's input gradient is the exact
-    one (stride 1, no input dilation, padding < filter): both gradients are then the
-    autodiff of that product, ``g @ k^T`` put back over the windows and ``windows^T @ g``,
-    with no rotated kernel (the rotation of a 3x3x512x1024 kernel cost more than the
-    products on 2x2 maps), whatever form the forward takes."""
-    return (SMALL_MAP_IM2COL and groups == 1 and all(s == 1 for s in strides)
-            and all(d == 1 for d in dil) and all(p < a for p, a in zip(pads, f))
-            and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters))
+    one, cut past its limit (:func:`_cianna_cut`; no input dilation, padding < filter):
+    both gradients are then the autodiff of that product, ``g @ k^T`` put back over the
+    windows and ``windows^T @ g``, with no rotated kernel (the rotation of a 3x3x512x1024
+    kernel cost more than the products on 2x2 maps), whatever form the forward takes."""
+    return (SMALL_MAP_IM2COL and groups == 1 and all(d == 1 for d in dil)
+            and all(p < a for p, a in zip(pads, f))
+            and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters,
+                                  strides))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
