@@ -49,6 +49,9 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
     assert conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
     assert not conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
+    # one input channel, whatever the map
+    assert conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1)
+    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
     # strided: 4x4 outputs of an 8x8 map
     assert conv_mod.product_gradients((8, 8), (3, 3), one, 1, 48, strides=(2, 2))
     assert not conv_mod.product_gradients((8, 8), (3, 3), one, 1, 47, strides=(2, 2))
@@ -81,6 +84,9 @@ CASES = [
     ((2, 3), 3, 4, (2, 3), (2, 2), (0, 0), (1, 1)),  # whole map, strided
     ((8, 8), 4, 160, (3, 3), (2, 2), (1, 1), (1, 1)),  # strided: CIANNA's cut at the 8th row
     ((9, 9), 2, 240, (5, 5), (2, 2), (2, 2), (1, 1)),  # strided 5x5
+    ((9, 8), 1, 5, (5, 5), (1, 1), (2, 2), (1, 1)),  # one input channel (a radio image)
+    ((7, 6), 1, 3, (3, 3), (2, 2), (1, 1), (1, 1)),  # one channel, strided
+    ((4, 5, 3), 1, 2, (3, 3, 2), (1, 2, 1), (1, 0, 1), (1, 1, 1)),  # one channel, 3D
 ]
 
 

@@ -116,12 +116,16 @@ def whole_map(in_spatial, f_size, padding) -> bool:
 
 
 def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
-                      strides=None) -> bool:
+                      strides=None, channels: int | None = None) -> bool:
     """Whether a convolution's two gradients run on CPU as the autodiff of the windows'
     product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's input
     gradient is that exact one, cut past its limit, where the padding is below the
     filter; ``strides`` default to 1): the
-    :func:`small_map` and :func:`whole_map` ones, and any other where the ``filters`` are
+    :func:`small_map` and :func:`whole_map` ones, one input ``channels`` (given for
+    float32 activations only; XLA's
+    gradients of a radio image's first layer: 3x3 1 -> 16 on 64x64 maps, b16, 2.5 against
+    1.4 ms; 5x5 1 -> 32 on 128x128, b8, 15.4 / 10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 /
+    54), and any other where the ``filters`` are
     at least :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output
     positions): deep layers on small maps or small batches.  There XLA's convolution
     gradients run slowly for the weights they carry (training step with padding 1,
@@ -132,7 +136,8 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
     4.5, b8 128 -> 128 0.36 / 0.46; 12x12 b2 384 -> 768 9.5 / 10.1).  The windows are then
     at most a third of the kernel's size.  Where Winograd takes the layer
     (:func:`winograd_form`) it keeps its gradients.  Measured in benchmarks/README.md."""
-    if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
+    if (small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding)
+            or channels == 1):
         return True
     strides = strides or (1,) * len(f_size)
     rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(s) + 1
@@ -437,8 +442,11 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
+    # one input channel under float32 activations only (BF16 activations: 3D 3x3x3 1 -> 8
+    # on 32^3, b16, 164 ms as XLA's gradients, 177 as the product's)
+    one = x.shape[-1] if policy.compute_dtype == policy.accum_dtype else None
     if not wino_forward and _trains_as_product(x.shape[1:-1], k.shape[:nd], strides, pads,
-                                               dil, groups, x.shape[0], k.shape[-1]):
+                                               dil, groups, x.shape[0], k.shape[-1], one):
         pairs = tuple((p, p) for p in pads)
 
         def both(x, g):  # autodiff of the windows' product, cut where CIANNA's rule cuts
@@ -451,7 +459,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
 
 
 def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: int,
-                       filters: int) -> bool:
+                       filters: int, channels: int | None = None) -> bool:
     """Whether a convolution trains through the windows' product on CPU
     (:func:`product_gradients`) in a geometry where CIANNA's input gradient is the exact
     one, cut past its limit (:func:`_cianna_cut`; no input dilation, padding < filter):
@@ -461,7 +469,7 @@ def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: in
     return (SMALL_MAP_IM2COL and groups == 1 and all(d == 1 for d in dil)
             and all(p < a for p, a in zip(pads, f))
             and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters,
-                                  strides))
+                                  strides, channels))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
