@@ -49,9 +49,18 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
     assert conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
     assert not conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
-    # one input channel, whatever the map
+    # one input channel, whatever the map, under float32 activations
     assert conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1)
+    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1,
+                                          float32=False)
     assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
+    # strided: always in 3D; in 2D up to 9 taps on 16 channels or more
+    two = (2, 2)
+    assert conv_mod.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
+                                      (2, 2, 2), channels=4)
+    assert conv_mod.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=16)
+    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=15)
+    assert not conv_mod.product_gradients((64, 64), (4, 4), one, 16, 64, two, channels=64)
     # strided: 4x4 outputs of an 8x8 map
     assert conv_mod.product_gradients((8, 8), (3, 3), one, 1, 48, strides=(2, 2))
     assert not conv_mod.product_gradients((8, 8), (3, 3), one, 1, 47, strides=(2, 2))
@@ -60,6 +69,10 @@ def test_whole_map_and_product_gradient_rules():
     assert conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 160)
     assert conv_mod._trains_as_product((9, 9), (5, 5), (2, 2), (2, 2), (1, 1), 1, 3, 240)
     assert not conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 143)
+    assert conv_mod._trains_as_product((8, 7), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 8, 16)
+    assert conv_mod._trains_as_product((6, 5, 6), (3,) * 3, (2,) * 3, (1,) * 3, (1,) * 3, 1, 3,
+                                       3, 2)
+    assert conv_mod._trains_as_product((9, 8), (5, 5), (1, 1), (2, 2), (1, 1), 1, 3, 5, 1)
     assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
     assert conv_mod._trains_as_product((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
     assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
@@ -87,6 +100,8 @@ CASES = [
     ((9, 8), 1, 5, (5, 5), (1, 1), (2, 2), (1, 1)),  # one input channel (a radio image)
     ((7, 6), 1, 3, (3, 3), (2, 2), (1, 1), (1, 1)),  # one channel, strided
     ((4, 5, 3), 1, 2, (3, 3, 2), (1, 2, 1), (1, 0, 1), (1, 1, 1)),  # one channel, 3D
+    ((8, 7), 16, 8, (3, 3), (2, 2), (1, 1), (1, 1)),  # strided 3x3 on 16 channels
+    ((6, 5, 6), 2, 3, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),  # strided 3D
 ]
 
 
@@ -128,7 +143,7 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
         return
     if conv_mod.small_map(padded, f):
         assert "convolution(" not in new[4] and "dot(" in new[4]
-    if conv_mod._trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2]):
+    if conv_mod._trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2], case[1]):
         # both gradients from the windows' product: no convolution but the forward's
         # (XLA's on maps the filter's size), no rotated kernel
         assert new[5].count("convolution(") == new[4].count("convolution(")

@@ -116,32 +116,45 @@ def whole_map(in_spatial, f_size, padding) -> bool:
 
 
 def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
-                      strides=None, channels: int | None = None) -> bool:
+                      strides=None, channels: int | None = None,
+                      float32: bool = True) -> bool:
     """Whether a convolution's two gradients run on CPU as the autodiff of the windows'
     product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's input
     gradient is that exact one, cut past its limit, where the padding is below the
-    filter; ``strides`` default to 1): the
-    :func:`small_map` and :func:`whole_map` ones, one input ``channels`` (given for
-    float32 activations only; XLA's
-    gradients of a radio image's first layer: 3x3 1 -> 16 on 64x64 maps, b16, 2.5 against
-    1.4 ms; 5x5 1 -> 32 on 128x128, b8, 15.4 / 10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 /
-    54), and any other where the ``filters`` are
-    at least :data:`FILTERS_PER_ROW` times the rows of the product (``batch`` x output
-    positions): deep layers on small maps or small batches.  There XLA's convolution
-    gradients run slowly for the weights they carry (training step with padding 1,
-    against the product, ms: 3x3 maps b16 512 -> 1024 20.4 / 11.3, b8 256 -> 256 1.5 /
-    1.1; 7x7 maps b1 1024 -> 1024 38.1 / 10.5, b2 512 -> 512 7.3 / 4.6; 12x12 b1 512 ->
-    1024 21.1 / 11.2; 4x4 b1 512 -> 1024 11.0 / 2.0), while with fewer filters per row
-    XLA keeps up or wins (3x3 maps b128 256 -> 512 19.5 / 21.7, b16 1024 -> 128 3.7 /
-    4.5, b8 128 -> 128 0.36 / 0.46; 12x12 b2 384 -> 768 9.5 / 10.1).  The windows are then
-    at most a third of the kernel's size.  Where Winograd takes the layer
-    (:func:`winograd_form`) it keeps its gradients.  Measured in benchmarks/README.md."""
-    if (small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding)
-            or channels == 1):
+    filter; ``strides`` default to 1) rather than XLA's convolution gradients.  Training
+    steps, against XLA's, ms (measured in benchmarks/README.md, fifty-seventh session):
+
+    - :func:`small_map` and :func:`whole_map` convolutions;
+    - one input ``channel`` under ``float32`` activations (a radio image's first layer:
+      3x3 1 -> 16 on 64x64 maps, b16, 2.5 against 1.4; 5x5 1 -> 32 on 128x128, b8, 15.4 /
+      10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 / 54; under bfloat16 the product lost);
+    - strided ones in 3D (XLA's input gradient convolves the stride-dilated delta, its
+      3D gradients are slow: b8, 3x3x3 stride 2, 8 -> 16 on 32^3 177 / 34, 16 -> 32 on
+      16^3 5x5x5 714 / 41) and, in 2D, of at most 9 taps on 16 channels or more (3x3
+      stride 2, b16: 512 -> 1024 on 16x16 152 / 85, 256 -> 256 on 8x8 5.1 / 3.1, 64 ->
+      64 on 16x16 1.6 / 1.4; b8 32 -> 64 on 128x128 26.2 / 24.4); larger filters or
+      fewer channels lost (4x4 stride 2, 32 -> 64 on 64x64 7.0 / 15.2; 3 -> 16 2.3 / 2.7);
+    - any other where the ``filters`` are at least :data:`FILTERS_PER_ROW` times the
+      rows of the product (``batch`` x output positions): deep layers on small maps or
+      small batches, whose XLA gradients run slowly for the weights they carry (padding
+      1: 3x3 maps b16 512 -> 1024 20.4 / 11.3, b8 256 -> 256 1.5 / 1.1; 7x7 maps b1 1024
+      -> 1024 38.1 / 10.5; 12x12 b1 512 -> 1024 21.1 / 11.2; 4x4 b1 512 -> 1024 11.0 /
+      2.0), while with fewer filters per row XLA keeps up or wins (3x3 maps b128 256 ->
+      512 19.5 / 21.7, b16 1024 -> 128 3.7 / 4.5; 12x12 b2 384 -> 768 9.5 / 10.1).  The
+      windows are then at most a third of the kernel's size.
+
+    Where Winograd takes the layer (:func:`winograd_form`) it keeps its gradients."""
+    nd = len(f_size)
+    strides = tuple(strides or (1,) * nd)
+    if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
         return True
-    strides = strides or (1,) * len(f_size)
-    rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(s) + 1
-                                     for n, f, (lo, hi), s
+    if channels == 1 and float32:
+        return True
+    if any(int(st) > 1 for st in strides) and (
+            nd == 3 or (int(np.prod(f_size)) <= 9 and (channels or 0) >= 16)):
+        return True
+    rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(st) + 1
+                                     for n, f, (lo, hi), st
                                      in zip(in_spatial, f_size, padding, strides)]))
     return int(filters) >= FILTERS_PER_ROW * rows
 
@@ -442,11 +455,9 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
                                     _tiled_weight_grad(x, g, k.shape[:nd], policy)
                                     .astype(k.dtype)),
             default=xla_grads)
-    # one input channel under float32 activations only (BF16 activations: 3D 3x3x3 1 -> 8
-    # on 32^3, b16, 164 ms as XLA's gradients, 177 as the product's)
-    one = x.shape[-1] if policy.compute_dtype == policy.accum_dtype else None
-    if not wino_forward and _trains_as_product(x.shape[1:-1], k.shape[:nd], strides, pads,
-                                               dil, groups, x.shape[0], k.shape[-1], one):
+    if not wino_forward and _trains_as_product(
+            x.shape[1:-1], k.shape[:nd], strides, pads, dil, groups, x.shape[0], k.shape[-1],
+            x.shape[-1], float32=policy.compute_dtype == policy.accum_dtype):
         pairs = tuple((p, p) for p in pads)
 
         def both(x, g):  # autodiff of the windows' product, cut where CIANNA's rule cuts
@@ -459,7 +470,8 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
 
 
 def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: int,
-                       filters: int, channels: int | None = None) -> bool:
+                       filters: int, channels: int | None = None,
+                       float32: bool = True) -> bool:
     """Whether a convolution trains through the windows' product on CPU
     (:func:`product_gradients`) in a geometry where CIANNA's input gradient is the exact
     one, cut past its limit (:func:`_cianna_cut`; no input dilation, padding < filter):
@@ -469,7 +481,7 @@ def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: in
     return (SMALL_MAP_IM2COL and groups == 1 and all(d == 1 for d in dil)
             and all(p < a for p, a in zip(pads, f))
             and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters,
-                                  strides, channels))
+                                  strides, channels, float32))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
