@@ -168,6 +168,30 @@ def test_grouped_benchmark_times_every_side():
     assert "depth-wise" in text and "ours GFLOP/s" in text
 
 
+def test_conv_grid_times_each_cell_and_flags_the_slow_ones(capsys):
+    bench_conv_grid = _benchmark("bench_conv_grid")
+    rows = bench_conv_grid.run((1,), (3,), ((4, 8),), stride=2, rounds=1,
+                               torch=importlib.util.find_spec("torch") is not None)
+    (r,) = rows
+    assert (r["batch"], r["map"], r["c_in"], r["c_out"], r["stride"]) == (1, 3, 4, 8, 2)
+    assert r["flops"] == 2.0 * 1 * 2 * 2 * 9 * 4 * 8  # 2x2 outputs at stride 2
+    assert r["ours_fwd"] > 0 and r["ours_train"] > 0 and r["flags"] == []
+    # flags: a cell under a third of its widths' best rate (long enough to count), and
+    # one where PyTorch ran more than 1.5x faster; the best cell and a short one are not
+    cells = [dict(c_in=8, c_out=8, flops=f, ours_train=t, torch_train=u)
+             for f, t, u in ((1e9, 0.01, 0.02), (1e9, 0.04, 0.05), (1e9, 0.02, 0.01),
+                             (1e4, 1e-4, 1e-4))]
+    bench_conv_grid.flag(cells)
+    assert [c["flags"] for c in cells] == [[], ["<1/3"], ["torch"], []]
+    for c, (b, n) in zip(cells, ((1, 2), (1, 3), (4, 2), (4, 3))):
+        c.update(batch=b, map=n, stride=1, ours_fwd=c["ours_train"] / 3, torch_fwd=0.01)
+    text = bench_conv_grid.format_table(cells)
+    assert "4 cells: 1 under a third" in text and "1 with PyTorch over 1.5x faster" in text
+    with pytest.raises(SystemExit):
+        bench_conv_grid.main(["--rounds", "0"])
+    assert "--rounds: expected at least 1, received 0" in capsys.readouterr().err
+
+
 def test_dense_map_benchmark_times_both_layouts():
     bench_dense_map = _benchmark("bench_dense_map")
     rows = bench_dense_map.run(layers=[(2, 3, 4, 5)], repeats=1)
