@@ -117,7 +117,7 @@ def whole_map(in_spatial, f_size, padding) -> bool:
 
 def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
                       strides=None, channels: int | None = None,
-                      float32: bool = True) -> bool:
+                      rounded: bool = False) -> bool:
     """Whether a convolution's two gradients run on CPU as the autodiff of the windows'
     product (``g @ k^T`` put back over the windows, ``windows^T @ g``; CIANNA's input
     gradient is that exact one, cut past its limit, where the padding is below the
@@ -125,9 +125,11 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
     steps, against XLA's, ms (measured in benchmarks/README.md, fifty-seventh session):
 
     - :func:`small_map` and :func:`whole_map` convolutions;
-    - one input ``channel`` under ``float32`` activations (a radio image's first layer:
-      3x3 1 -> 16 on 64x64 maps, b16, 2.5 against 1.4; 5x5 1 -> 32 on 128x128, b8, 15.4 /
-      10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 / 54; under bfloat16 the product lost);
+    - one input ``channel``, unless the activations are ``rounded`` to 16 bits before a
+      float32 accumulation, as :func:`matmul_form`'s "one_channel" (a radio image's
+      first layer: 3x3 1 -> 16 on 64x64 maps, b16, 2.5 against 1.4; 5x5 1 -> 32 on
+      128x128, b8, 15.4 / 10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 / 54; rounded to
+      bfloat16 the product lost, 164 / 177 in 3D);
     - strided ones in 3D (XLA's input gradient convolves the stride-dilated delta, its
       3D gradients are slow: b8, 3x3x3 stride 2, 8 -> 16 on 32^3 177 / 34, 16 -> 32 on
       16^3 5x5x5 714 / 41) and, in 2D, of at most 9 taps on 16 channels or more (3x3
@@ -148,7 +150,7 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
     strides = tuple(strides or (1,) * nd)
     if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
         return True
-    if channels == 1 and float32:
+    if channels == 1 and not rounded:
         return True
     if any(int(st) > 1 for st in strides) and (
             nd == 3 or (int(np.prod(f_size)) <= 9 and (channels or 0) >= 16)):
@@ -457,7 +459,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
             default=xla_grads)
     if not wino_forward and _trains_as_product(
             x.shape[1:-1], k.shape[:nd], strides, pads, dil, groups, x.shape[0], k.shape[-1],
-            x.shape[-1], float32=policy.compute_dtype == policy.accum_dtype):
+            x.shape[-1], rounded=policy.compute_dtype != policy.accum_dtype):
         pairs = tuple((p, p) for p in pads)
 
         def both(x, g):  # autodiff of the windows' product, cut where CIANNA's rule cuts
@@ -471,7 +473,7 @@ def _conv_bwd(strides, pads, dil, policy, groups, res, g):
 
 def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: int,
                        filters: int, channels: int | None = None,
-                       float32: bool = True) -> bool:
+                       rounded: bool = False) -> bool:
     """Whether a convolution trains through the windows' product on CPU
     (:func:`product_gradients`) in a geometry where CIANNA's input gradient is the exact
     one, cut past its limit (:func:`_cianna_cut`; no input dilation, padding < filter):
@@ -481,7 +483,7 @@ def _trains_as_product(in_spatial, f, strides, pads, dil, groups: int, batch: in
     return (SMALL_MAP_IM2COL and groups == 1 and all(d == 1 for d in dil)
             and all(p < a for p, a in zip(pads, f))
             and product_gradients(in_spatial, f, [(p, p) for p in pads], batch, filters,
-                                  strides, channels, float32))
+                                  strides, channels, rounded))
 
 
 conv_nd.defvjp(_conv_fwd, _conv_bwd)
