@@ -73,6 +73,32 @@ def test_product_gradients_are_autodiffs(monkeypatch, dtype, tol, threshold):
     assert _rel(ga, ra) < tol and _rel(gk, rk) < tol
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_one_row_weight_gradient_is_the_outer_product_in_place(dtype):
+    """One row (a dense layer at batch 1, a conv on one window): the weight gradient is
+    the outer product, equal to autodiff's, written in the kernel's layout: no copy of a
+    transposed kernel-sized array (XLA wrote (g^T a) then copied it transposed, 8 ms
+    against 0.6 for a 4608 x 1024 kernel)."""
+    rng = np.random.default_rng(3)
+    a = jnp.asarray(rng.normal(size=(1, 300)), dtype)
+    k = jnp.asarray(rng.normal(size=(300, 70)), dtype)
+    r = jnp.asarray(rng.normal(size=(1, 70)), jnp.float32)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda a, k: jnp.sum(fn(a, k) * r), argnums=(0, 1)))
+
+    ours = grads(lambda a, k: products.product(a, k, HIGHEST, jnp.float32))
+    ga, gk = ours(a, k)
+    ra, rk = grads(lambda a, k: jnp.dot(a, k, precision=HIGHEST,
+                                        preferred_element_type=jnp.float32))(a, k)
+    assert gk.dtype == k.dtype and gk.shape == k.shape
+    np.testing.assert_array_equal(np.asarray(gk, np.float32), np.asarray(rk, np.float32))
+    assert _rel(ga, ra) < 1e-6
+    if jax.default_backend() == "cpu":
+        text = ours.lower(a, k).compile().as_text()
+        assert not re.search(r"\[300,70\]\{0,1\}", text), "a transposed kernel-sized array"
+
+
 def test_layers_that_are_products_take_it(monkeypatch):
     """A training step of a network whose layers are all matrix products on CPU (a 1x1
     conv, a 3x3 conv on 2x2 maps (the small-map product), a 2x2 stride-2 conv (windows

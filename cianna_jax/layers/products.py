@@ -83,9 +83,12 @@ def _product_bwd(precision, preferred_element_type, res, g):
     a, k = res
     a2, g2 = a.reshape(-1, a.shape[-1]), g.reshape(-1, g.shape[-1])
     ga = times_transposed(g2, k, precision, preferred_element_type)
-    # autodiff's weight gradient as it writes it: (g^T a)^T
-    gk = lax.dot_general(g2, a2, (((0,), (0,)), ((), ())), precision=precision,
-                         preferred_element_type=preferred_element_type).T
+    if a2.shape[0] == 1:  # one row: an outer product, written in the kernel's layout
+        acc = preferred_element_type or jnp.result_type(a2, g2)
+        gk = a2.T.astype(acc) * g2.astype(acc)
+    else:  # autodiff's weight gradient as it writes it: (g^T a)^T
+        gk = lax.dot_general(g2, a2, (((0,), (0,)), ((), ())), precision=precision,
+                             preferred_element_type=preferred_element_type).T
     return ga.reshape(a.shape).astype(a.dtype), gk.astype(k.dtype)
 
 
