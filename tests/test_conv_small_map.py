@@ -54,7 +54,8 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1,
                                           rounded=True)
     assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
-    # strided: always in 3D; in 2D up to 9 taps on 16 channels or more
+    # every 3D layer (stride 1 too); strided 2D up to 9 taps on 16 channels or more
+    assert conv_mod.product_gradients((16,) * 3, (3,) * 3, [(1, 1)] * 3, 8, 4, channels=2)
     two = (2, 2)
     assert conv_mod.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
                                       (2, 2, 2), channels=4)
@@ -73,6 +74,8 @@ def test_whole_map_and_product_gradient_rules():
     assert conv_mod._trains_as_product((6, 5, 6), (3,) * 3, (2,) * 3, (1,) * 3, (1,) * 3, 1, 3,
                                        3, 2)
     assert conv_mod._trains_as_product((9, 8), (5, 5), (1, 1), (2, 2), (1, 1), 1, 3, 5, 1)
+    assert conv_mod._trains_as_product((6, 5, 5), (3,) * 3, (1,) * 3, (1,) * 3, (1,) * 3, 1, 3,
+                                       3, 2)
     assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
     assert conv_mod._trains_as_product((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
     assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
@@ -102,6 +105,7 @@ CASES = [
     ((4, 5, 3), 1, 2, (3, 3, 2), (1, 2, 1), (1, 0, 1), (1, 1, 1)),  # one channel, 3D
     ((8, 7), 16, 8, (3, 3), (2, 2), (1, 1), (1, 1)),  # strided 3x3 on 16 channels
     ((6, 5, 6), 2, 3, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),  # strided 3D
+    ((6, 5, 5), 2, 3, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),  # 3D, too narrow for Winograd
 ]
 
 
@@ -141,7 +145,7 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
     if jax.default_backend() != "cpu":
         return
-    if conv_mod.small_map(padded, f):
+    if conv_mod.small_map(padded, f) or (len(f) == 3 and case[1] > 1):  # 3D: Winograd, product
         assert "convolution(" not in new[4] and "dot(" in new[4]
     if conv_mod._trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2], case[1]):
         # both gradients from the windows' product: no convolution but the forward's
@@ -160,10 +164,12 @@ ONE_CHANNEL = [
 
 @pytest.mark.parametrize("case", ONE_CHANNEL, ids=["5x5", "strided", "int_padding", "3d"])
 def test_one_channel_sum_matches_the_xla_convolution(case, monkeypatch):
-    """One input channel: a sum of shifted slices on CPU, XLA's convolution gradients
-    (its custom VJP), the same numbers as XLA's convolution, CIANNA's input gradient
-    and plain autodiff included."""
+    """One input channel: a sum of shifted slices on CPU, the windows' product's
+    gradients, the same numbers as XLA's convolution and its gradients (the product
+    forms off), CIANNA's input gradient and plain autodiff included."""
+    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", False)  # XLA's throughout
     ref = _run(case, False, monkeypatch, "ONE_CHANNEL_SUM")
+    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", True)
     new = _run(case, True, monkeypatch, "ONE_CHANNEL_SUM")
     for a, b in zip(ref[:3] + ref[3], new[:3] + new[3]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)

@@ -65,7 +65,8 @@ from .xla_conv import xla_conv
 __all__ = ["Conv", "conv_nd", "small_map", "whole_map", "product_gradients", "matmul_form"]
 
 
-#: the small-map formulation (im2col + one matmul) is used on CPU when True
+#: the windows' product forms (im2col + one matmul: small maps, 3D layers Winograd leaves,
+#: :func:`product_gradients`) are used on CPU when True
 SMALL_MAP_IM2COL = True
 #: a conv trains through the windows' product on CPU when its filters are at
 #: least this many times the rows (batch x output positions): see :func:`product_gradients`
@@ -130,9 +131,12 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
       first layer: 3x3 1 -> 16 on 64x64 maps, b16, 2.5 against 1.4; 5x5 1 -> 32 on
       128x128, b8, 15.4 / 10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 / 54; rounded to
       bfloat16 the product lost, 164 / 177 in 3D);
-    - strided ones in 3D (XLA's input gradient convolves the stride-dilated delta, its
-      3D gradients are slow: b8, 3x3x3 stride 2, 8 -> 16 on 32^3 177 / 34, 16 -> 32 on
-      16^3 5x5x5 714 / 41) and, in 2D, of at most 9 taps on 16 channels or more (3x3
+    - every 3D one: XLA's 3D convolution gradients are slow (stride 1, padding 1, the
+      narrow layers Winograd leaves: b16 8 -> 8 on 8^3 5.7 / 2.9, b8 2 -> 4 on 16^3 35 /
+      14, b8 8 -> 16 on 6^3 1.8 / 0.77; stride 2, where its input gradient convolves the
+      stride-dilated delta: b8, 3x3x3 8 -> 16 on 32^3 177 / 34, 5x5x5 16 -> 32 on 16^3
+      714 / 41);
+    - strided ones in 2D of at most 9 taps on 16 channels or more (3x3
       stride 2, b16: 512 -> 1024 on 16x16 152 / 85, 256 -> 256 on 8x8 5.1 / 3.1, 64 ->
       64 on 16x16 1.6 / 1.4; b8 32 -> 64 on 128x128 26.2 / 24.4); larger filters or
       fewer channels lost (4x4 stride 2, 32 -> 64 on 64x64 7.0 / 15.2; 3 -> 16 2.3 / 2.7);
@@ -152,8 +156,8 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
         return True
     if channels == 1 and not rounded:
         return True
-    if any(int(st) > 1 for st in strides) and (
-            nd == 3 or (int(np.prod(f_size)) <= 9 and (channels or 0) >= 16)):
+    if nd == 3 or (any(int(st) > 1 for st in strides)
+                   and int(np.prod(f_size)) <= 9 and (channels or 0) >= 16):
         return True
     rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(st) + 1
                                      for n, f, (lo, hi), st
@@ -169,7 +173,11 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
     "1x1" (a 1x1 filter without padding: a plain matrix product), "tiles" (filter =
     stride, no padding: the windows tile the input, e.g. the 2x2 stride-2 convs of
     CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
-    e.g. a 5x5 filter on one channel).  "one_channel" (one input channel, e.g. the
+    e.g. a 5x5 filter on one channel), "3d" (a 3D convolution Winograd leaves: narrow
+    layers, small images, strides; XLA's 3D convolution runs far below the product there,
+    forward / training step ms, b16 3x3x3 4 -> 8 on 8^3 3.0 / 3.9 against 0.31 / 0.71, b8
+    2 -> 4 on 16^3 12.0 / 14.3 against 1.3 / 2.9, b8 8 -> 16 on 6^3 0.42 / 0.73 against 0.25
+    / 0.39; benchmarks/README.md, fifty-seventh session).  "one_channel" (one input channel, e.g. the
     first layer of a detector on a radio image) runs instead as a sum of shifted slices
     (:func:`.grouped.tap_conv`), unless ``policy`` rounds activations to 16 bits: behind
     that rounding XLA fuses the whole sum into each consumer of the output (FP16C_FP32A
@@ -181,6 +189,8 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
             and policy.compute_dtype == policy.accum_dtype):
         return "one_channel"
     unpadded = all(lo == 0 and hi == 0 for lo, hi in padding)
+    if SMALL_MAP_IM2COL and len(f_size) == 3:
+        return "3d"
     if "1x1" in MATMUL_FORMS and unpadded and all(int(f) == 1 for f in f_size):
         return "1x1"
     if "tiles" in MATMUL_FORMS and unpadded and all(
