@@ -54,8 +54,15 @@ def test_whole_map_and_product_gradient_rules():
     assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1,
                                           rounded=True)
     assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
-    # every 3D layer (stride 1 too); strided 2D up to 9 taps on 16 channels or more
+    # every 3D layer (stride 1 too) while its windows are bounded; strided 2D up to 9 taps
+    # on 16 channels or more
     assert conv_mod.product_gradients((16,) * 3, (3,) * 3, [(1, 1)] * 3, 8, 4, channels=2)
+    big = conv_mod.MAX_3D_WINDOW_VALUES // (27 * 64 ** 3) + 1  # 64^3 images: windows too large
+    assert not conv_mod.product_gradients((64,) * 3, (3,) * 3, [(1, 1)] * 3, big, 4,
+                                          channels=2)
+    assert conv_mod.matmul_form((16,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2) == "3d"
+    assert conv_mod.matmul_form((64,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2,
+                                batch=big) is None
     two = (2, 2)
     assert conv_mod.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
                                       (2, 2, 2), channels=4)
