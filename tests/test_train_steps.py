@@ -157,17 +157,31 @@ def _loop_conv_labels(net, xs, ts, exact=False):
 
 @cpu_programs
 @pytest.mark.parametrize("nd,exact", [(2, False), (3, False), (2, True)])
-def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact):
+def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact, monkeypatch):
     """Every convolution of a compiled loop of SDC1-like training steps is in XLA's own
     dimension numbers, with CIANNA's gradients or plain autodiff's: autodiff's weight
     gradients (batch as the feature) ran there on XLA's generic code, SDC1's training
     step at 128x128 33x slower, and its input gradients (the kernel's features swapped)
-    3.3x slower (benchmarks/README.md)."""
+    3.3x slower (benchmarks/README.md).  In 3D these small layers run as the windows'
+    product (``conv.matmul_form``'s "3d": no convolution at all); XLA's convolutions,
+    which larger cubes keep, are checked with the product forms off."""
+    from cianna_jax.layers import conv as conv_mod
+
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(2, 2) + (12,) * nd + (1,)).astype(np.float32)
     ts = rng.normal(size=(2, 2) + (3,) * nd + (5,)).astype(np.float32)
     net = _sdc1_like(nd)
-    labels = _loop_conv_labels(net, xs, ts, exact)
+    if nd == 3:
+        assert _loop_conv_labels(net, xs, ts, exact) == []
+        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", False)
+        jax.clear_caches()  # traced again with the switch off, and again after
+        try:
+            labels = _loop_conv_labels(net, xs, ts, exact)
+        finally:
+            monkeypatch.undo()
+            jax.clear_caches()
+    else:
+        labels = _loop_conv_labels(net, xs, ts, exact)
     own = "b012f_012io->b012f" if nd == 3 else "b01f_01io->b01f"
     # in 2D the first two layers run fused as products (layers.fused_tiles): the 3x3
     # conv's forward and two gradients remain
