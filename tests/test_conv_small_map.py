@@ -57,12 +57,16 @@ def test_whole_map_and_product_gradient_rules():
     # every 3D layer (stride 1 too) while its windows are bounded; strided 2D up to 9 taps
     # on 16 channels or more
     assert conv_mod.product_gradients((16,) * 3, (3,) * 3, [(1, 1)] * 3, 8, 4, channels=2)
-    big = conv_mod.MAX_3D_WINDOW_VALUES // (27 * 64 ** 3) + 1  # 64^3 images: windows too large
+    big = conv_mod.MAX_WINDOW_VALUES // (27 * 64 ** 3) + 1  # 64^3 images: windows too large
     assert not conv_mod.product_gradients((64,) * 3, (3,) * 3, [(1, 1)] * 3, big, 4,
                                           channels=2)
     assert conv_mod.matmul_form((16,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2) == "3d"
     assert conv_mod.matmul_form((64,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2,
                                 batch=big) is None
+    # the bound holds for every rule past small and whole maps: a one-channel 2D layer
+    rows = conv_mod.MAX_WINDOW_VALUES // 25 + 1  # output positions x batch, 25 taps
+    assert not conv_mod.product_gradients((rows, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
+    assert conv_mod.product_gradients((rows - 1, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
     two = (2, 2)
     assert conv_mod.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
                                       (2, 2, 2), channels=4)

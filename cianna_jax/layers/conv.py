@@ -71,10 +71,11 @@ SMALL_MAP_IM2COL = True
 #: a conv trains through the windows' product on CPU when its filters are at
 #: least this many times the rows (batch x output positions): see :func:`product_gradients`
 FILTERS_PER_ROW = 3
-#: a 3D layer runs as the windows' product (forward, gradients) only while its gathered
-#: windows hold at most this many values (128 MB in float32): beyond, XLA's convolution,
-#: which gathers nothing
-MAX_3D_WINDOW_VALUES = 1 << 25
+#: a layer takes the windows' product where XLA's convolution is slow (a 3D forward,
+#: :func:`product_gradients` beyond small and whole maps) only while its gathered windows
+#: hold at most this many values (128 MB in float32): beyond, XLA's convolution, which
+#: gathers nothing
+MAX_WINDOW_VALUES = 1 << 25
 #: the other shapes that run as im2col + one matmul on CPU (see :func:`matmul_form`)
 MATMUL_FORMS: frozenset = frozenset()
 #: "few_inputs": at most this many input values per output (filter cells x channels)
@@ -120,12 +121,16 @@ def whole_map(in_spatial, f_size, padding) -> bool:
             and all(int(n) == int(f) for n, f in zip(in_spatial, f_size)))
 
 
+def _out_positions(in_spatial, f_size, padding, strides) -> int:
+    return int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(st) + 1
+                        for n, f, (lo, hi), st in zip(in_spatial, f_size, padding, strides)]))
+
+
 def window_values(batch: int, in_spatial, f_size, padding, strides, channels: int) -> int:
     """How many values the windows' product gathers: ``batch`` x output positions x taps x
     ``channels``."""
-    out = np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(st) + 1
-                   for n, f, (lo, hi), st in zip(in_spatial, f_size, padding, strides)])
-    return int(batch) * int(out) * int(np.prod(f_size)) * int(channels)
+    return (int(batch) * _out_positions(in_spatial, f_size, padding, strides)
+            * int(np.prod(f_size)) * int(channels))
 
 
 def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
@@ -143,8 +148,7 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
       first layer: 3x3 1 -> 16 on 64x64 maps, b16, 2.5 against 1.4; 5x5 1 -> 32 on
       128x128, b8, 15.4 / 10.0; 3D, 3x3x3 1 -> 8 on 32^3, b16, 77 / 54; rounded to
       bfloat16 the product lost, 164 / 177 in 3D);
-    - every 3D one whose windows hold at most :data:`MAX_3D_WINDOW_VALUES` values (with
-      ``channels`` given): XLA's 3D convolution gradients are slow (stride 1, padding 1, the
+    - every 3D one: XLA's 3D convolution gradients are slow (stride 1, padding 1, the
       narrow layers Winograd leaves: b16 8 -> 8 on 8^3 5.7 / 2.9, b8 2 -> 4 on 16^3 35 /
       14, b8 8 -> 16 on 6^3 1.8 / 0.77; stride 2, where its input gradient convolves the
       stride-dilated delta: b8, 3x3x3 8 -> 16 on 32^3 177 / 34, 5x5x5 16 -> 32 on 16^3
@@ -162,22 +166,24 @@ def product_gradients(in_spatial, f_size, padding, batch: int, filters: int,
       512 19.5 / 21.7, b16 1024 -> 128 3.7 / 4.5; 12x12 b2 384 -> 768 9.5 / 10.1).  The
       windows are then at most a third of the kernel's size.
 
-    Where Winograd takes the layer (:func:`winograd_form`) it keeps its gradients."""
+    Beyond small and whole maps, only while the windows (``channels`` given) hold at most
+    :data:`MAX_WINDOW_VALUES` values: XLA's gradients gather nothing.  Where Winograd
+    takes the layer (:func:`winograd_form`) it keeps its gradients."""
     nd = len(f_size)
     strides = tuple(strides or (1,) * nd)
     if small_map(in_spatial, f_size) or whole_map(in_spatial, f_size, padding):
         return True
-    if channels == 1 and not rounded:
-        return True
-    if nd == 3 and channels and window_values(batch, in_spatial, f_size, padding, strides,
-                                              channels) <= MAX_3D_WINDOW_VALUES:
+    if channels and window_values(batch, in_spatial, f_size, padding, strides,
+                                  channels) > MAX_WINDOW_VALUES:
+        return False
+    if channels == 1:
+        return not rounded
+    if nd == 3 and channels:
         return True
     if (nd == 2 and any(int(st) > 1 for st in strides) and int(np.prod(f_size)) <= 9
             and (channels or 0) >= 16):
         return True
-    rows = int(batch) * int(np.prod([(int(n) + int(lo) + int(hi) - int(f)) // int(st) + 1
-                                     for n, f, (lo, hi), st
-                                     in zip(in_spatial, f_size, padding, strides)]))
+    rows = int(batch) * _out_positions(in_spatial, f_size, padding, strides)
     return int(filters) >= FILTERS_PER_ROW * rows
 
 
@@ -191,7 +197,7 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
     CIANNA's detectors), "few_inputs" (at most :data:`FEW_INPUTS` values per output,
     e.g. a 5x5 filter on one channel), "3d" (a 3D convolution Winograd leaves: narrow
     layers, small images, strides, while a ``batch``'s windows hold at most
-    :data:`MAX_3D_WINDOW_VALUES` values; XLA's 3D convolution runs far below the product there,
+    :data:`MAX_WINDOW_VALUES` values; XLA's 3D convolution runs far below the product there,
     forward / training step ms, b16 3x3x3 4 -> 8 on 8^3 3.0 / 3.9 against 0.31 / 0.71, b8
     2 -> 4 on 16^3 12.0 / 14.3 against 1.3 / 2.9, b8 8 -> 16 on 6^3 0.42 / 0.73 against 0.25
     / 0.39; benchmarks/README.md, fifty-seventh session).  "one_channel" (one input channel, e.g. the
@@ -207,7 +213,7 @@ def matmul_form(in_spatial, f_size, strides, padding, channels,
         return "one_channel"
     unpadded = all(lo == 0 and hi == 0 for lo, hi in padding)
     if SMALL_MAP_IM2COL and len(f_size) == 3 and window_values(
-            batch, in_spatial, f_size, padding, strides, channels) <= MAX_3D_WINDOW_VALUES:
+            batch, in_spatial, f_size, padding, strides, channels) <= MAX_WINDOW_VALUES:
         return "3d"
     if "1x1" in MATMUL_FORMS and unpadded and all(int(f) == 1 for f in f_size):
         return "1x1"
