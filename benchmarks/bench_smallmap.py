@@ -50,7 +50,7 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
                                                   training=training)
                  else "im2col" if conv_mod.small_map((h, h), (3, 3))
                  else "XLA+grads" if training and conv_mod.product_gradients(
-                     (h, h), (3, 3), [(1, 1)] * 2, batch, c_out)
+                     (h, h), (3, 3), [(1, 1)] * 2, batch, c_out, channels=c_in)
                  else "XLA" for training in (False, True)]
         # the forward's path, and the training step's where its rule differs
         path = paths[0] if paths[0] == paths[1] else "/".join(paths)
