@@ -174,28 +174,6 @@ def test_rotated_product_with_the_filters_first_when_they_outnumber_the_tiles(nd
     assert _rel(got, want) < (2e-5 if m == 4 else 1e-6)
 
 
-@pytest.mark.parametrize("chunk", [9, 18])  # 5 passes of one image; 2, 2, 1 images
-def test_unrolled_passes_within_the_byte_bound(chunk, monkeypatch):
-    """Laid-out inference's form: the passes as separate products (no loop in the
-    compiled program) give the loop's numbers; past :data:`UNROLL_BYTES` the loop."""
-    rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(5, 6, 6, 3)), jnp.float32)  # 9 tiles per image
-    k = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
-    u, pads = winograd.filter_transform(k), ((1, 1), (1, 1))
-
-    def run(unrolled):
-        fn = jax.jit(lambda x, u: winograd.winograd_conv(x, u, pads, chunk_tiles=chunk,
-                                                         unrolled=unrolled))
-        return fn(x, u), fn.lower(x, u).compile().as_text()
-
-    (looped, loop_hlo), (flat, flat_hlo) = run(False), run(True)
-    assert "while" in loop_hlo and "while" not in flat_hlo
-    assert _rel(flat, looped) < 1e-6 and _rel(flat, _xla(x, k, pads)) < 1e-6
-    # the passes' tiles and products: 5 images' 9 tiles x 16 positions x (3 + 4) float32
-    monkeypatch.setattr(winograd, "UNROLL_BYTES", 5 * 9 * 16 * 7 * 4 - 1)
-    assert "while" in run(True)[1]
-
-
 def test_winograd_refuses_wrong_shapes():
     x = jnp.zeros((1, 6, 6, 4))
     with pytest.raises(ValueError, match=r"u \(P, C, F\)"):
@@ -351,15 +329,6 @@ def test_inference_weights_are_pre_transformed_on_cpu(wide_net):
     np.testing.assert_allclose(want, winograd.filter_transform(k), rtol=1e-6)
     out, ref = apply(net, laid, x), apply(net, params, x)
     assert _rel(out, ref) < 2e-6
-
-
-def test_laid_out_inference_runs_its_passes_unrolled(wide_net, monkeypatch):
-    net, params, x = wide_net
-    monkeypatch.setattr(winograd, "CHUNK_TILES", 64)  # 4 passes of one image
-    laid = inference_params(net, params)
-    fn = jax.jit(lambda p, x: apply(net, p, x))
-    assert "while" not in fn.lower(laid, x).compile().as_text()
-    assert _rel(fn(laid, x), apply(net, params, x)) < 2e-6
 
 
 def test_inference_weights_are_laid_out_by_one_program(wide_net):

@@ -703,7 +703,7 @@ class Conv(LayerBase):
             if "winograd" in params:
                 pad = internal(self.padding, nd)
                 z = winograd_conv(x, params["winograd"], tuple((p, p) for p in pad),
-                                  ctx.policy, unrolled=True)
+                                  ctx.policy)
             else:
                 z = _forward(x, params["wide_kernel"].astype(x.dtype), *self._geometry(nd),
                              ctx.policy, self.nb_groups)

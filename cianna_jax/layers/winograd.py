@@ -117,13 +117,6 @@ MIN_4X4_MAP = 16
 #: the rotated (input-gradient) product puts the filters first when they have at least
 #: this many output channels per tile of the pass (see :func:`winograd_conv`)
 SWAP_CHANNELS_PER_TILE = 2
-#: laid-out inference (``winograd_conv(..., unrolled=True)``) runs a layer's passes as
-#: separate products, concatenated, instead of a loop (whose stacked result XLA first
-#: fills with zeros, then copies out), while all its passes' tiles and products hold at
-#: most this many bytes: SDC1 inference, batch 8, at 256x256 (2 and 8 passes, 59-84 MB)
-#: x1.038-1.053, ImageNet's at 224 x1.019; beyond (SDC1 at 512, 8 passes of 29 MB) the
-#: unrolled passes lost x0.97 (benchmarks/README.md, fifty-eighth session)
-UNROLL_BYTES = 128 << 20
 
 
 def batch_tiles(batch: int, spatial, m: int = 2) -> int:
@@ -445,8 +438,7 @@ def _output_tiles(mm: jax.Array, b: int, tiles: tuple[int, ...], tile: Tile,
 
 
 def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
-                  chunk_tiles: int | None = None, rotated: bool = False,
-                  unrolled: bool = False) -> jax.Array:
+                  chunk_tiles: int | None = None, rotated: bool = False) -> jax.Array:
     """3x3 (3x3x3) stride-1 cross-correlation of ``x (B, *sp, C)`` (2 or 3 spatial
     axes) zero-padded by ``padding`` (one ``(lo, hi)`` pair per axis, each >= 0) with
     the filters ``u (P, C, F)`` transformed by :func:`filter_transform` (``P`` = 16 for
@@ -464,8 +456,7 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
     with a channel-first result: the faster forms on XLA's CPU.
 
     ``chunk_tiles`` (default :data:`CHUNK_TILES`, :data:`CHUNK_TILES_4X4` for 4x4
-    tiles) bounds the tiles of one pass; ``unrolled``: the passes as separate products
-    rather than a loop, within :data:`UNROLL_BYTES` (laid-out inference's form)."""
+    tiles) bounds the tiles of one pass."""
     nd = x.ndim - 2
     positions = [(t.m + 2) ** nd for t in _TILES.get(nd, ())]
     if (not positions or u.ndim != 3 or u.shape[0] not in positions
@@ -526,9 +517,6 @@ def winograd_conv(x: jax.Array, u: jax.Array, padding, policy: Policy = FP32,
 
     if n_chunks == 1:
         y = chunk(xp)
-    elif unrolled and n_chunks * per * int(np.prod(band)) * u.shape[0] * (
-            u.shape[1] + u.shape[2]) * jnp.dtype(policy.accum_dtype).itemsize <= UNROLL_BYTES:
-        y = jnp.concatenate([chunk(xp[i * per:(i + 1) * per]) for i in range(n_chunks)])
     else:
         pad = n_chunks * per - n_img
         if pad:
