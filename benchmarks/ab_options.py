@@ -2,6 +2,7 @@
 
     python benchmarks/ab_options.py mnist-train --option xla_cpu_enable_fast_math=true
     python benchmarks/ab_options.py sdc1-infer --size 128 --option NAME=VALUE --option ...
+    python benchmarks/ab_options.py sdc1-infer --size 256 --steps 8 --switch ...
     python benchmarks/ab_options.py sdc1-train --size 256 \
         --switch cianna_jax.layers.fused_tiles:FUSE=false
 
@@ -19,6 +20,14 @@ LLVM's code generation (fast math, vector width) keep it, and so does an option 
 default value.  Each ``--switch MODULE:NAME=VALUE`` is a variant too: the step traced
 and compiled anew with one of the package's module constants set (a form rule's switch,
 e.g. ``cianna_jax.layers.conv:WINOGRAD=false``), the constant restored after.
+
+``--steps K`` runs K batches per compiled call (a loop, as ``train_epoch`` and ``predict``
+run 8 on CPU; the SDC1 and ImageNet workloads run one by default).  A single-step call pays
+the step's fresh temporaries at every call (XLA's CPU runtime maps them anew per call: page
+faults, zeroed pages), which K steps per call pay once: a change that only saves such memory
+traffic shows there and not in the product's calls (the fifty-eighth session's unrolled
+Winograd passes: SDC1 256 inference x1.03-1.05 in single-step A/Bs, nothing in ``predict``'s
+8-batch calls).  Check a gain with ``--steps 8`` before keeping it.
 
 Every round probes the cores' state (``core_latency.py``), then times each variant's
 step (the fastest of ``--calls`` calls), in an order rotated from round to round.
@@ -40,7 +49,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the workloads' modules
 from core_latency import can_probe, round_trip_ns, state  # noqa: E402
-from profile_step import add_workload_arguments, checked_size, workload  # noqa: E402
+from profile_step import (  # noqa: E402
+    add_steps_argument,
+    add_workload_arguments,
+    checked_size,
+    checked_steps,
+    workload,
+)
 
 #: the names of the two default-compiled programs
 BASE, CONTROL = "base", "control"
@@ -152,6 +167,7 @@ def format_table(summary: dict[str, dict[str, float]], same: dict[str, bool],
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_arguments(ap)
+    add_steps_argument(ap)
     ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                     help="an XLA compile option: one variant each (repeat the flag)")
     ap.add_argument("--switch", action="append", default=[], metavar="MODULE:NAME=VALUE",
@@ -169,6 +185,7 @@ def main(argv=None) -> None:
     except ValueError as e:
         ap.error(str(e))
     args.size = checked_size(ap, args.workload, args.size)
+    args.steps = checked_steps(ap, args.steps)
 
     import jax
 
@@ -184,7 +201,7 @@ def main(argv=None) -> None:
     for key, opts in variants.items():
         try:
             runs[key], texts[key], steps = workload(args.workload, args.size, opts,
-                                                     args.mixed_precision)
+                                                     args.mixed_precision, args.steps)
         except jax.errors.JaxRuntimeError as e:
             ap.error(f"--option {labels.get(key, key)}: XLA refused it: {e}")
     for i, (module, name, value) in enumerate(switches):
@@ -193,7 +210,8 @@ def main(argv=None) -> None:
         try:
             runs[key], texts[key], steps = switched_workload(
                 module, name, value, lambda: workload(args.workload, args.size,
-                                                  mode=args.mixed_precision))
+                                                  mode=args.mixed_precision,
+                                                  steps=args.steps))
         except ValueError as e:
             ap.error(str(e))
     probe = round_trip_ns if can_probe() else None

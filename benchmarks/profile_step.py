@@ -343,10 +343,19 @@ class Program:
     state: list | None = None
 
 
-def program(name: str, size: int = 128, mode: str = "off") -> Program:
+def default_steps(name: str) -> int:
+    """Batches per compiled call of a workload by default: MNIST's 8 (as ``train_epoch``
+    and ``predict`` run it on CPU), one for SDC1 and ImageNet (as ``bench_sdc1.py``'s
+    first step and single-batch calls)."""
+    return 8 if name.startswith("mnist") else 1
+
+
+def program(name: str, size: int = 128, mode: str = "off", steps: int | None = None
+            ) -> Program:
     """The jitted step of one of the named workloads (:data:`WORKLOADS`) under CIANNA's
     ``mixed_precision`` ``mode``, its network built and its parameters drawn, not yet
-    traced."""
+    traced; ``steps`` batches per call (default :func:`default_steps`), several as a loop
+    where ``training.loop_safe`` allows (as ``train_epoch`` and ``predict`` choose)."""
     import functools
 
     import jax
@@ -357,22 +366,21 @@ def program(name: str, size: int = 128, mode: str = "off") -> Program:
     from cianna_jax.precision import get_policy
 
     policy = get_policy(mode)
+    k = steps or default_steps(name)
     if name.startswith("mnist"):
         from bench_mnist import LR, MOMENTUM, mnist_data, mnist_network
-        net, (k, b) = mnist_network(), (8, 64)
+        net, b = mnist_network(), 64
         x, t = mnist_data(k * b)
-        xs, ts = x.reshape(k, b, 28, 28, 1), t.reshape(k, b, 10)
     elif name.startswith("imagenet"):
         from bench_imagenet import LR, MOMENTUM, data, imagenet_network
-        net, (k, b) = imagenet_network(size), (1, 8)
-        x, t, _ = data(size, b, 1000)
-        xs, ts = x[None], t[None]
+        net, b = imagenet_network(size), 8
+        x, t, _ = data(size, k * b, 1000)
     else:
         from bench_sdc1 import LR, MOMENTUM, data, sdc1_network
-        net, (k, b) = sdc1_network(size), (1, 8)
-        x, t = data(size, b)
-        xs, ts = x[None], t[None]
-    xs, ts = jnp.asarray(xs), jnp.asarray(ts)
+        net, b = sdc1_network(size), 8
+        x, t = data(size, k * b)
+    xs = jnp.asarray(x).reshape((k, b) + tuple(net.input_shape))
+    ts = jnp.asarray(t).reshape((k, b) + t.shape[1:])
     nv = jnp.full((k,), b, jnp.int32)
     params = cj.init_params(jax.random.key(0), net)
     loop = k > 1 and training.loop_safe(net, policy)  # as train_epoch / predict choose
@@ -391,13 +399,13 @@ def program(name: str, size: int = 128, mode: str = "off") -> Program:
 
 
 def workload(name: str, size: int = 128, compiler_options: dict | None = None,
-             mode: str = "off"):
+             mode: str = "off", steps: int | None = None):
     """(run, compiled module text, steps per call) for one of the named workloads under
     ``mixed_precision`` ``mode``, compiled with XLA's ``compiler_options`` (None: the
-    defaults; see ``ab_options.py``)."""
+    defaults; see ``ab_options.py``), ``steps`` batches per call (:func:`program`)."""
     import jax
 
-    p = program(name, size, mode)
+    p = program(name, size, mode, steps)
     comp = p.fn.lower(*p.args, **p.static).compile(compiler_options)
     if p.train:
         state, rest = p.state, p.args[4:]
@@ -465,6 +473,21 @@ def add_workload_arguments(ap: argparse.ArgumentParser, several: bool = False) -
                     + ", ".join(MODES))
 
 
+def add_steps_argument(ap: argparse.ArgumentParser) -> None:
+    """``--steps`` (this tool's and ``ab_options.py``'s)."""
+    ap.add_argument("--steps", type=int, help="batches per compiled call (default 8 for "
+                    "MNIST, 1 for SDC1 and ImageNet; train_epoch and predict run 8 on CPU): "
+                    "one per call pays the step's fresh temporaries at every call, which "
+                    "more per call pay once")
+
+
+def checked_steps(ap: argparse.ArgumentParser, steps: int | None) -> int | None:
+    """``--steps``: None (the workload's default) or a count >= 1 (else ``ap.error``)."""
+    if steps is not None and steps < 1:
+        ap.error(f"--steps must be >= 1, received {steps}")
+    return steps
+
+
 def checked_size(ap: argparse.ArgumentParser, name: str, size: int | None) -> int:
     """``--size`` for the workload ``name``: its default when None; a size its network
     cannot take stops the command (``ap.error``)."""
@@ -483,6 +506,7 @@ def checked_size(ap: argparse.ArgumentParser, name: str, size: int | None) -> in
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_workload_arguments(ap)
+    add_steps_argument(ap)
     ap.add_argument("--calls", type=int, default=5, help="compiled calls traced")
     ap.add_argument("--top", type=int, default=25, help="thunks listed")
     ap.add_argument("--plot", help="PNG of the median-length traced run's timeline")
@@ -491,6 +515,7 @@ def main(argv=None) -> None:
     if args.calls < 1 or args.top < 0:
         ap.error(f"--calls must be >= 1 and --top >= 0, received {args.calls} and {args.top}")
     args.size = checked_size(ap, args.workload, args.size)
+    args.steps = checked_steps(ap, args.steps)
 
     import jax
 
@@ -500,7 +525,8 @@ def main(argv=None) -> None:
         ap.error(f"profiles XLA's CPU runtime (its thunks); the default backend here is "
                  f"{jax.default_backend()}: run with JAX_PLATFORMS=cpu, or read a GPU trace "
                  f"of jax.profiler in TensorBoard or Perfetto")
-    run, text, steps = workload(args.workload, args.size, mode=args.mixed_precision)
+    run, text, steps = workload(args.workload, args.size, mode=args.mixed_precision,
+                                steps=args.steps)
     windows = thunk_windows(trace_events(run, args.calls, args.trace_dir), hlo_readers(text))
     wall, rows = profile_rows(windows, steps)
     sources = hlo_sources(text)

@@ -106,6 +106,7 @@ def test_switches_are_parsed_and_restored_after_the_build():
     (["mnist-infer", "--option", "fast_math"], "NAME=VALUE"),
     (["mnist-infer", "--switch", "cianna_jax.layers.conv:NO_SUCH=1"], "no constant"),
     (["sdc1-train", "--size", "100"], "multiple of 16"),
+    (["sdc1-train", "--steps", "-1"], "--steps"),
 ])
 def test_command_line_refuses_bad_arguments(argv, needle, capsys):
     with pytest.raises(SystemExit):

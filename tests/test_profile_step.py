@@ -203,7 +203,8 @@ def test_output_bytes_of_arrays_tuples_and_small_types():
 
 @pytest.mark.parametrize("argv,needle", [(["sdc1-train", "--size", "100"], "--size"),
                                          (["imagenet-train", "--size", "208"], "multiple of 32"),
-                                         (["mnist-infer", "--calls", "0"], "--calls")])
+                                         (["mnist-infer", "--calls", "0"], "--calls"),
+                                         (["sdc1-infer", "--steps", "0"], "--steps")])
 def test_command_line_refuses_bad_arguments(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         ps.main(argv)
@@ -233,3 +234,18 @@ def test_programs_take_the_mixed_precision_mode(monkeypatch):
     with pytest.raises(SystemExit) as e:
         ps.main(["mnist-train", "--mixed-precision", "FP8"])
     assert e.value.code == 2
+
+
+def test_programs_run_the_batches_asked_per_call(monkeypatch):
+    """``steps``: MNIST runs 8 batches per call by default and 1 when asked (one step,
+    no loop); SDC1 one by default and a loop of 3 batches when asked, as ``predict``
+    and ``train_epoch`` run them."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the workloads' modules
+
+    one = ps.program("mnist-infer", steps=1)
+    assert one.steps == 1 and one.args[2].shape == (64, 28, 28, 1)
+    assert ps.program("mnist-infer").steps == 8
+    assert ps.program("sdc1-train", size=32).steps == 1
+    three = ps.program("sdc1-train", size=32, steps=3)
+    assert three.steps == 3 and three.args[4].shape == (3, 8, 32, 32, 1)
+    assert three.args[5].shape[:2] == (3, 8)
