@@ -29,13 +29,17 @@ text; a second table sums the shares per layer.  (Users get CIANNA's per-layer t
 
     python benchmarks/profile_step.py mnist-train [--calls 5] [--top 25] [--plot step.png]
     python benchmarks/profile_step.py sdc1-infer --size 128
+    python benchmarks/profile_step.py sdc1-train --size 256 --steps 8 --calls 2
 
 Workloads: ``mnist-train`` / ``mnist-infer`` (CIANNA's MNIST network, batch 64, 8 steps
 per compiled call as ``train_epoch`` and ``predict`` run them), ``sdc1-train`` /
-``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call as ``bench_sdc1.py``:
-not :func:`cianna_jax.training.loop_safe`), ``imagenet-train`` / ``imagenet-infer``
-(CIANNA's ImageNet example network of ``bench_imagenet.py``, 224x224, batch 8, one step
-per call).
+``sdc1-infer`` (CIANNA's SDC1 backbone, batch 8, one step per call by default),
+``imagenet-train`` / ``imagenet-infer`` (CIANNA's ImageNet example network of
+``bench_imagenet.py``, 224x224, batch 8, one step per call by default).  ``--steps K`` runs
+K batches per compiled call, a loop as ``train_epoch`` and ``predict`` run 8 on CPU: a
+single-step call pays the step's fresh temporaries (page faults, zeroed pages) in its
+thunks at every call, which K steps per call pay once (SDC1 256 inference, 197 against 172
+ms per step with ``--steps 8``; benchmarks/README.md, fifty-eighth session).
 Profiling adds about 1 us per thunk; compare thunks with each other, not with the
 benchmarks' rates.
 """
@@ -345,8 +349,8 @@ class Program:
 
 def default_steps(name: str) -> int:
     """Batches per compiled call of a workload by default: MNIST's 8 (as ``train_epoch``
-    and ``predict`` run it on CPU), one for SDC1 and ImageNet (as ``bench_sdc1.py``'s
-    first step and single-batch calls)."""
+    and ``predict`` run it on CPU), one for SDC1 and ImageNet (a profile of one step's
+    thunks; ``--steps 8`` runs them as ``train_epoch`` and ``predict`` do)."""
     return 8 if name.startswith("mnist") else 1
 
 
