@@ -19,7 +19,7 @@ options of XLA's passes (fusion emitters, tiling) change it; options that only c
 LLVM's code generation (fast math, vector width) keep it, and so does an option at its
 default value.  Each ``--switch MODULE:NAME=VALUE`` is a variant too: the step traced
 and compiled anew with one of the package's module constants set (a form rule's switch,
-e.g. ``cianna_jax.layers.conv:WINOGRAD=false``), the constant restored after.
+e.g. ``cianna_jax.layers.conv_forms:WINOGRAD=false``), the constant restored after.
 
 ``--steps K`` runs K batches per compiled call (a loop, as ``train_epoch`` and ``predict``
 run 8 on CPU; the SDC1 and ImageNet workloads run one by default).  A single-step call pays

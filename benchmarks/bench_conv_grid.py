@@ -14,7 +14,7 @@ per-FLOP rate of the network's large layers), and ``torch`` where PyTorch's trai
 ran more than 1.5x faster than ours.  The fifty-seventh session found four such cliffs
 with it (deep layers on small maps or small batches, strided ones, one-channel ones:
 XLA's convolution gradients 2-7x slower than the windows' product there) and made their
-gradients the product's (``conv.product_gradients``).
+gradients the product's (``conv_forms.product_gradients``).
 
     python benchmarks/bench_conv_grid.py [--quick] [--strided] [--rounds 5]
 """

@@ -3,7 +3,7 @@
 Batch 16, 512 -> 1024 channels, padding 1, the layer's own convolution (``conv_nd``:
 CIANNA's custom backward) forward and forward + gradient, with the CPU formulations
 (im2col + one matmul when no spatial dimension exceeds the filter,
-``cianna_jax.layers.conv.small_map``; Winograd where ``conv.winograd_form`` takes it)
+``cianna_jax.layers.conv_forms.small_map``; Winograd where ``conv_forms.winograd_form`` takes it)
 and without them ("XLA conv").  Rates are nominal GFLOP/s (2 x multiply-adds of the
 3x3 window, padding included) and the ratio to the 8x8 map's rate: the target is that
 no map size runs below a third of it.  All (size, path) pairs are timed in alternated
@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax.layers import conv as conv_mod  # noqa: E402
+from cianna_jax.layers import conv_forms  # noqa: E402
 
 
 def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
@@ -46,10 +47,10 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
         else:
             x = jax.random.normal(jax.random.key(0), (batch, h, h, c_in))
             k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out)) * 0.01
-        paths = ["wino" if conv_mod.winograd_form((h, h), k.shape, (1, 1), batch=batch,
+        paths = ["wino" if conv_forms.winograd_form((h, h), k.shape, (1, 1), batch=batch,
                                                   training=training)
-                 else "im2col" if conv_mod.small_map((h, h), (3, 3))
-                 else "XLA+grads" if training and conv_mod.product_gradients(
+                 else "im2col" if conv_forms.small_map((h, h), (3, 3))
+                 else "XLA+grads" if training and conv_forms.product_gradients(
                      (h, h), (3, 3), [(1, 1)] * 2, batch, c_out, channels=c_in)
                  else "XLA" for training in (False, True)]
         # the forward's path, and the training step's where its rule differs
@@ -57,8 +58,8 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
         row = dict(size=h, flops=2.0 * batch * h * h * 9 * c_in * c_out, path=path)
         rows.append(row)
         for flag in modes:
-            old = conv_mod.SMALL_MAP_IM2COL, conv_mod.WINOGRAD
-            conv_mod.SMALL_MAP_IM2COL = conv_mod.WINOGRAD = flag  # read when tracing
+            old = conv_forms.SMALL_MAP_IM2COL, conv_forms.WINOGRAD
+            conv_forms.SMALL_MAP_IM2COL = conv_forms.WINOGRAD = flag  # read when tracing
             try:
                 fwd = jax.jit(lambda x, k: conv_mod.conv_nd(x, k, (1, 1), (1, 1), (1, 1)))
                 grad = jax.jit(jax.grad(
@@ -67,7 +68,7 @@ def run(sizes=(8, 4, 3, 2, 1), batch=16, c_in=512, c_out=1024, repeats=3,
                 jax.block_until_ready(fwd(x, k))
                 jax.block_until_ready(grad(x, k))
             finally:
-                conv_mod.SMALL_MAP_IM2COL, conv_mod.WINOGRAD = old
+                conv_forms.SMALL_MAP_IM2COL, conv_forms.WINOGRAD = old
             tag = "new" if flag else "xla"
             fns += [(row, tag + "_fwd", fwd, x, k), (row, tag + "_train", grad, x, k)]
     times: dict = {}

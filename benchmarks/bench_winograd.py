@@ -4,7 +4,7 @@ For each layer shape: the inference forward (filters laid out once by
 ``Conv.inference_params``: Winograd-transformed against XLA's channel-last kernel) and the
 layer's training step (``Conv.apply`` forward and gradients with CIANNA's weight rows and
 backward pass, the path a training step takes), with Winograd on and off
-(``cianna_jax.layers.conv.WINOGRAD``), timed in alternated rounds, medians.  The default
+(``cianna_jax.layers.conv_forms.WINOGRAD``), timed in alternated rounds, medians.  The default
 shapes are the 3x3 layers of CIANNA's SDC1 backbone at 128x128 input (batch 8) and a few
 3D layers.
 
@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
 from cianna_jax.activations import parse_activation  # noqa: E402
 from cianna_jax.layers import conv as conv_mod  # noqa: E402
+from cianna_jax.layers import conv_forms  # noqa: E402
 from cianna_jax.layers.common import Ctx, Shape  # noqa: E402
 from cianna_jax.precision import FP32, Policy, get_policy  # noqa: E402
 
@@ -44,7 +45,7 @@ def _programs(batch, sp, c, f, flag, tag, policy: Policy = FP32):
     """(inference forward, training step, arguments, the Winograd filters' positions or 0)
     with Winograd ``flag`` under ``policy``."""
     nd = len(sp)
-    conv_mod.WINOGRAD = flag  # read when tracing and laying out: compile now
+    conv_forms.WINOGRAD = flag  # read when tracing and laying out: compile now
     layer = conv_mod.Conv((3,) * 3 if nd == 3 else (3, 3, 1), f, parse_activation("RELU"),
                           0.1 + tag * 1e-6, padding=(1,) * 3 if nd == 3 else (1, 1, 0))
     shape = Shape(*reversed(sp), c) if nd == 3 else Shape(sp[1], sp[0], 1, c)
@@ -66,7 +67,7 @@ def _programs(batch, sp, c, f, flag, tag, policy: Policy = FP32):
 
 def run(shapes=SHAPES, rounds: int = 3, mode: str = "off") -> list[dict]:
     """Rows of timings per layer shape, both paths under CIANNA's ``mode``."""
-    rows, old, policy = [], conv_mod.WINOGRAD, get_policy(mode)
+    rows, old, policy = [], conv_forms.WINOGRAD, get_policy(mode)
     try:
         for batch, sp, c, f in shapes:
             progs = {flag: _programs(batch, sp, c, f, flag, i, policy)
@@ -83,7 +84,7 @@ def run(shapes=SHAPES, rounds: int = 3, mode: str = "off") -> list[dict]:
                              **{f"{'wino' if flag else 'xla'}_{name}": float(np.median(v))
                                 for (flag, name), v in times.items()}))
     finally:
-        conv_mod.WINOGRAD = old
+        conv_forms.WINOGRAD = old
     return rows
 
 

@@ -9,87 +9,88 @@ import pytest
 import cianna_jax as cj
 from cianna_jax import nn
 from cianna_jax.layers import conv as conv_mod
+from cianna_jax.layers import conv_forms
 from cianna_jax.layers.common import Ctx
 from cianna_jax.network import forward_internal
 from cianna_jax.precision import get_policy
 
 
 def test_small_map_rule():
-    assert conv_mod.small_map((2, 2), (3, 3))
-    assert conv_mod.small_map((1, 1), (3, 3))
-    assert conv_mod.small_map((1, 1), (2, 2))
-    assert not conv_mod.small_map((3, 3), (3, 3))
-    assert not conv_mod.small_map((1, 1), (1, 1))
-    assert not conv_mod.small_map((4, 4), (3, 3))
-    assert not conv_mod.small_map((2, 4), (3, 3))
-    assert not conv_mod.small_map((2, 2), (1, 1))
+    assert conv_forms.small_map((2, 2), (3, 3))
+    assert conv_forms.small_map((1, 1), (3, 3))
+    assert conv_forms.small_map((1, 1), (2, 2))
+    assert not conv_forms.small_map((3, 3), (3, 3))
+    assert not conv_forms.small_map((1, 1), (1, 1))
+    assert not conv_forms.small_map((4, 4), (3, 3))
+    assert not conv_forms.small_map((2, 4), (3, 3))
+    assert not conv_forms.small_map((2, 2), (1, 1))
     # 3D: also maps at most one larger than the filter (XLA's 3D convolution is slow)
-    assert conv_mod.small_map((3, 3, 3), (3, 3, 3))
-    assert conv_mod.small_map((4, 3, 2), (3, 3, 3))
-    assert conv_mod.small_map((6, 6, 6), (5, 5, 5))
-    assert conv_mod.small_map((4, 3, 3), (3, 3, 3)) and conv_mod.small_map((4, 4, 3), (3, 3, 2))
-    assert not conv_mod.small_map((5, 4, 4), (3, 3, 3))
-    assert not conv_mod.small_map((2, 2, 2), (1, 1, 1))
+    assert conv_forms.small_map((3, 3, 3), (3, 3, 3))
+    assert conv_forms.small_map((4, 3, 2), (3, 3, 3))
+    assert conv_forms.small_map((6, 6, 6), (5, 5, 5))
+    assert conv_forms.small_map((4, 3, 3), (3, 3, 3)) and conv_forms.small_map((4, 4, 3), (3, 3, 2))
+    assert not conv_forms.small_map((5, 4, 4), (3, 3, 3))
+    assert not conv_forms.small_map((2, 2, 2), (1, 1, 1))
 
 
 def test_whole_map_and_product_gradient_rules():
     none, one = [(0, 0)] * 2, [(1, 1)] * 2
-    assert conv_mod.whole_map((3, 3), (3, 3), none) and conv_mod.whole_map((1, 1), (1, 1), none)
-    assert not conv_mod.whole_map((3, 3), (3, 3), one)
-    assert not conv_mod.whole_map((4, 3), (3, 3), none)
-    assert conv_mod.product_gradients((2, 2), (3, 3), one, batch=64, filters=8)  # small map
-    assert conv_mod.product_gradients((3, 3), (3, 3), none, batch=256, filters=8)  # whole map
+    assert conv_forms.whole_map((3, 3), (3, 3), none) and conv_forms.whole_map((1, 1), (1, 1), none)
+    assert not conv_forms.whole_map((3, 3), (3, 3), one)
+    assert not conv_forms.whole_map((4, 3), (3, 3), none)
+    assert conv_forms.product_gradients((2, 2), (3, 3), one, batch=64, filters=8)  # small map
+    assert conv_forms.product_gradients((3, 3), (3, 3), none, batch=256, filters=8)  # whole map
     # a padded 3x3 map: 9 output positions per image, FILTERS_PER_ROW (3) filters per row
-    assert conv_mod.FILTERS_PER_ROW == 3
-    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=16, filters=1024)
-    assert conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=216)
-    assert not conv_mod.product_gradients((3, 3), (3, 3), one, batch=8, filters=215)
+    assert conv_forms.FILTERS_PER_ROW == 3
+    assert conv_forms.product_gradients((3, 3), (3, 3), one, batch=16, filters=1024)
+    assert conv_forms.product_gradients((3, 3), (3, 3), one, batch=8, filters=216)
+    assert not conv_forms.product_gradients((3, 3), (3, 3), one, batch=8, filters=215)
     # larger maps alike: 7x7 outputs, or 6x6 without padding
-    assert conv_mod.product_gradients((7, 7), (3, 3), one, batch=1, filters=1024)
-    assert not conv_mod.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
-    assert conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
-    assert not conv_mod.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
+    assert conv_forms.product_gradients((7, 7), (3, 3), one, batch=1, filters=1024)
+    assert not conv_forms.product_gradients((7, 7), (3, 3), one, batch=8, filters=1024)
+    assert conv_forms.product_gradients((8, 8), (3, 3), none, batch=2, filters=216)
+    assert not conv_forms.product_gradients((8, 8), (3, 3), none, batch=2, filters=215)
     # one input channel, whatever the map, unless activations are rounded to 16 bits
-    assert conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1)
-    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1,
+    assert conv_forms.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1)
+    assert not conv_forms.product_gradients((64, 64), (3, 3), one, 16, 16, channels=1,
                                           rounded=True)
-    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
+    assert not conv_forms.product_gradients((64, 64), (3, 3), one, 16, 16, channels=2)
     # every 3D layer (stride 1 too) while its windows are bounded; strided 2D up to 9 taps
     # on 16 channels or more
-    assert conv_mod.product_gradients((16,) * 3, (3,) * 3, [(1, 1)] * 3, 8, 4, channels=2)
-    big = conv_mod.MAX_WINDOW_VALUES // (27 * 64 ** 3) + 1  # 64^3 images: windows too large
-    assert not conv_mod.product_gradients((64,) * 3, (3,) * 3, [(1, 1)] * 3, big, 4,
+    assert conv_forms.product_gradients((16,) * 3, (3,) * 3, [(1, 1)] * 3, 8, 4, channels=2)
+    big = conv_forms.MAX_WINDOW_VALUES // (27 * 64 ** 3) + 1  # 64^3 images: windows too large
+    assert not conv_forms.product_gradients((64,) * 3, (3,) * 3, [(1, 1)] * 3, big, 4,
                                           channels=2)
-    assert conv_mod.matmul_form((16,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2) == "3d"
-    assert conv_mod.matmul_form((64,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2,
+    assert conv_forms.matmul_form((16,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2) == "3d"
+    assert conv_forms.matmul_form((64,) * 3, (3,) * 3, (1,) * 3, [(1, 1)] * 3, 2,
                                 batch=big) is None
     # the bound holds for every rule past small and whole maps: a one-channel 2D layer
-    rows = conv_mod.MAX_WINDOW_VALUES // 25 + 1  # output positions x batch, 25 taps
-    assert not conv_mod.product_gradients((rows, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
-    assert conv_mod.product_gradients((rows - 1, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
+    rows = conv_forms.MAX_WINDOW_VALUES // 25 + 1  # output positions x batch, 25 taps
+    assert not conv_forms.product_gradients((rows, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
+    assert conv_forms.product_gradients((rows - 1, 1), (5, 5), [(2, 2)] * 2, 1, 32, channels=1)
     two = (2, 2)
-    assert conv_mod.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
+    assert conv_forms.product_gradients((32,) * 3, (5,) * 3, [(2, 2)] * 3, 8, 16,
                                       (2, 2, 2), channels=4)
-    assert conv_mod.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=16)
-    assert not conv_mod.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=15)
-    assert not conv_mod.product_gradients((64, 64), (4, 4), one, 16, 64, two, channels=64)
+    assert conv_forms.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=16)
+    assert not conv_forms.product_gradients((64, 64), (3, 3), one, 16, 64, two, channels=15)
+    assert not conv_forms.product_gradients((64, 64), (4, 4), one, 16, 64, two, channels=64)
     # strided: 4x4 outputs of an 8x8 map
-    assert conv_mod.product_gradients((8, 8), (3, 3), one, 1, 48, strides=(2, 2))
-    assert not conv_mod.product_gradients((8, 8), (3, 3), one, 1, 47, strides=(2, 2))
-    assert conv_mod.product_gradients((2, 3), (3, 3), [(0, 0), (1, 1)], batch=1, filters=6)
+    assert conv_forms.product_gradients((8, 8), (3, 3), one, 1, 48, strides=(2, 2))
+    assert not conv_forms.product_gradients((8, 8), (3, 3), one, 1, 47, strides=(2, 2))
+    assert conv_forms.product_gradients((2, 3), (3, 3), [(0, 0), (1, 1)], batch=1, filters=6)
     # the CASES below train these through the product (their gradients' text is checked)
-    assert conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 160)
-    assert conv_mod._trains_as_product((9, 9), (5, 5), (2, 2), (2, 2), (1, 1), 1, 3, 240)
-    assert not conv_mod._trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 143)
-    assert conv_mod._trains_as_product((8, 7), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 8, 16)
-    assert conv_mod._trains_as_product((6, 5, 6), (3,) * 3, (2,) * 3, (1,) * 3, (1,) * 3, 1, 3,
+    assert conv_forms.trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 160)
+    assert conv_forms.trains_as_product((9, 9), (5, 5), (2, 2), (2, 2), (1, 1), 1, 3, 240)
+    assert not conv_forms.trains_as_product((8, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 143)
+    assert conv_forms.trains_as_product((8, 7), (3, 3), (2, 2), (1, 1), (1, 1), 1, 3, 8, 16)
+    assert conv_forms.trains_as_product((6, 5, 6), (3,) * 3, (2,) * 3, (1,) * 3, (1,) * 3, 1, 3,
                                        3, 2)
-    assert conv_mod._trains_as_product((9, 8), (5, 5), (1, 1), (2, 2), (1, 1), 1, 3, 5, 1)
-    assert conv_mod._trains_as_product((6, 5, 5), (3,) * 3, (1,) * 3, (1,) * 3, (1,) * 3, 1, 3,
+    assert conv_forms.trains_as_product((9, 8), (5, 5), (1, 1), (2, 2), (1, 1), 1, 3, 5, 1)
+    assert conv_forms.trains_as_product((6, 5, 5), (3,) * 3, (1,) * 3, (1,) * 3, (1,) * 3, 1, 3,
                                        3, 2)
-    assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
-    assert conv_mod._trains_as_product((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
-    assert conv_mod._trains_as_product((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
+    assert conv_forms.trains_as_product((3, 3), (3, 3), (1, 1), (1, 1), (1, 1), 1, 3, 96)
+    assert conv_forms.trains_as_product((5, 4), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 64)
+    assert conv_forms.trains_as_product((3, 3), (3, 3), (1, 1), (0, 0), (1, 1), 1, 3, 6)
 
 
 # (spatial, channels, filters, f_size, strides, pads, int_padding + 1)
@@ -125,7 +126,7 @@ def _run(case, flag, monkeypatch, switch="SMALL_MAP_IM2COL"):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3,) + sp + (c,)), jnp.float32)
     k = jnp.asarray(rng.normal(size=f + (c, nf)) * 0.3, jnp.float32)
-    monkeypatch.setattr(conv_mod, switch, flag)
+    monkeypatch.setattr(conv_forms, switch, flag)
 
     def out(x, k):
         return conv_mod.conv_nd(x, k, st, pd, dil)
@@ -156,9 +157,9 @@ def test_im2col_matches_the_xla_convolution(case, monkeypatch):
     padded = [n + (n - 1) * (d - 1) + (2 * p if d > 1 else 0) for n, d, p in zip(sp, dil, case[5])]
     if jax.default_backend() != "cpu":
         return
-    if conv_mod.small_map(padded, f) or (len(f) == 3 and case[1] > 1):  # 3D: Winograd, product
+    if conv_forms.small_map(padded, f) or (len(f) == 3 and case[1] > 1):  # 3D: Winograd, product
         assert "convolution(" not in new[4] and "dot(" in new[4]
-    if conv_mod._trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2], case[1]):
+    if conv_forms.trains_as_product(sp, f, case[4], case[5], dil, 1, 3, case[2], case[1]):
         # both gradients from the windows' product: no convolution but the forward's
         # (XLA's on maps the filter's size), no rotated kernel
         assert new[5].count("convolution(") == new[4].count("convolution(")
@@ -178,9 +179,9 @@ def test_one_channel_sum_matches_the_xla_convolution(case, monkeypatch):
     """One input channel: a sum of shifted slices on CPU, the windows' product's
     gradients, the same numbers as XLA's convolution and its gradients (the product
     forms off), CIANNA's input gradient and plain autodiff included."""
-    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", False)  # XLA's throughout
+    monkeypatch.setattr(conv_forms, "SMALL_MAP_IM2COL", False)  # XLA's throughout
     ref = _run(case, False, monkeypatch, "ONE_CHANNEL_SUM")
-    monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", True)
+    monkeypatch.setattr(conv_forms, "SMALL_MAP_IM2COL", True)
     new = _run(case, True, monkeypatch, "ONE_CHANNEL_SUM")
     for a, b in zip(ref[:3] + ref[3], new[:3] + new[3]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-5)
@@ -238,7 +239,7 @@ def test_network_on_small_maps_trains_the_same(monkeypatch):
 
     grads = {}
     for flag in (False, True):
-        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", flag)
+        monkeypatch.setattr(conv_forms, "SMALL_MAP_IM2COL", flag)
         grads[flag] = jax.jit(jax.grad(loss))(params)
     for a, b in zip(jax.tree_util.tree_leaves(grads[False]),
                     jax.tree_util.tree_leaves(grads[True])):

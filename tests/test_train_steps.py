@@ -163,9 +163,9 @@ def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact, mo
     gradients (batch as the feature) ran there on XLA's generic code, SDC1's training
     step at 128x128 33x slower, and its input gradients (the kernel's features swapped)
     3.3x slower (benchmarks/README.md).  In 3D these small layers run as the windows'
-    product (``conv.matmul_form``'s "3d": no convolution at all); XLA's convolutions,
+    product (``conv_forms.matmul_form``'s "3d": no convolution at all); XLA's convolutions,
     which larger cubes keep, are checked with the product forms off."""
-    from cianna_jax.layers import conv as conv_mod
+    from cianna_jax.layers import conv_forms
 
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(2, 2) + (12,) * nd + (1,)).astype(np.float32)
@@ -173,7 +173,7 @@ def test_a_loop_of_training_steps_uses_convolutions_in_xla_layouts(nd, exact, mo
     net = _sdc1_like(nd)
     if nd == 3:
         assert _loop_conv_labels(net, xs, ts, exact) == []
-        monkeypatch.setattr(conv_mod, "SMALL_MAP_IM2COL", False)
+        monkeypatch.setattr(conv_forms, "SMALL_MAP_IM2COL", False)
         jax.clear_caches()  # traced again with the switch off, and again after
         try:
             labels = _loop_conv_labels(net, xs, ts, exact)

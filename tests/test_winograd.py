@@ -12,7 +12,7 @@ from jax import lax
 from cianna_jax import nn
 from cianna_jax.activations import parse_activation
 from cianna_jax.layers import conv as conv_mod
-from cianna_jax.layers import fused, winograd
+from cianna_jax.layers import conv_forms, fused, winograd
 from cianna_jax.layers.common import Ctx, Shape, conv_dimension_numbers
 from cianna_jax.network import apply, inference_params, init_params
 from cianna_jax.precision import get_policy
@@ -188,48 +188,48 @@ def test_which_convolutions_run_as_winograd(monkeypatch):
     """The rule measured on AVX-512 processors (also used where the unit is unknown)."""
     monkeypatch.setattr(winograd, "vector_unit", lambda: "AVX-512")
     wide = (3, 3, 128, 128)
-    assert conv_mod.winograd_form((8, 8), wide, (1, 1))
-    assert conv_mod.winograd_form((4, 4), wide, (1, 1))
-    assert not conv_mod.winograd_form((3, 3), wide, (1, 1))       # 16 outputs for 9
-    assert not conv_mod.winograd_form((2, 2), wide, (1, 1))       # small map: im2col
+    assert conv_forms.winograd_form((8, 8), wide, (1, 1))
+    assert conv_forms.winograd_form((4, 4), wide, (1, 1))
+    assert not conv_forms.winograd_form((3, 3), wide, (1, 1))       # 16 outputs for 9
+    assert not conv_forms.winograd_form((2, 2), wide, (1, 1))       # small map: im2col
     # filters transformed in the program: one 2x2 output tile per 1024 filter weights
     deep = (3, 3, 768, 1024)
-    assert conv_mod.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
-    assert not conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
-    assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
+    assert conv_forms.winograd_form((8, 8), deep, (1, 1))            # pre-transformed
+    assert not conv_forms.winograd_form((8, 8), deep, (1, 1), batch=8)   # 128 tiles
+    assert conv_forms.winograd_form((8, 8), deep, (1, 1), batch=48)      # 768 tiles
     # in a training step (forward and input gradient): one tile per 6144 filter weights
-    assert conv_mod.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)   # 128
-    assert not conv_mod.winograd_form((4, 4), deep, (1, 1), batch=8, training=True)  # 32
-    assert conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512
-    assert not conv_mod.winograd_form((16, 16), deep, (1, 1), batch=8)
-    assert not conv_mod.winograd_form((8, 8), wide, (2, 2))       # strided
+    assert conv_forms.winograd_form((8, 8), deep, (1, 1), batch=8, training=True)   # 128
+    assert not conv_forms.winograd_form((4, 4), deep, (1, 1), batch=8, training=True)  # 32
+    assert conv_forms.winograd_form((16, 16), deep, (1, 1), batch=8, training=True)  # 512
+    assert not conv_forms.winograd_form((16, 16), deep, (1, 1), batch=8)
+    assert not conv_forms.winograd_form((8, 8), wide, (2, 2))       # strided
     # F(2x2, 3x3) on maps larger than 16x16: C F / (C + F) >= 100 (SDC1's 128 -> 192 on
     # 32x32 and 64x64 maps runs as XLA's convolution, its 192 -> 384 as Winograd);
     # F(4x4, 3x3), in the reduced-precision modes, everywhere
-    assert conv_mod.winograd_form((16, 16), wide, (1, 1))
-    assert not conv_mod.winograd_form((32, 32), wide, (1, 1))
-    assert not conv_mod.winograd_form((17, 16), (3, 3, 128, 192), (1, 1))
-    assert not conv_mod.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), batch=8,
+    assert conv_forms.winograd_form((16, 16), wide, (1, 1))
+    assert not conv_forms.winograd_form((32, 32), wide, (1, 1))
+    assert not conv_forms.winograd_form((17, 16), (3, 3, 128, 192), (1, 1))
+    assert not conv_forms.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), batch=8,
                                       training=True)
-    assert conv_mod.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), get_policy("TF32C_FP32A"))
-    assert conv_mod.winograd_form((32, 32), (3, 3, 192, 384), (1, 1), batch=8, training=True)
-    assert conv_mod.winograd_form((64, 64), (3, 3, 200, 200), (1, 1))
-    assert not conv_mod.winograd_form((64, 64), (3, 3, 199, 199), (1, 1))
+    assert conv_forms.winograd_form((64, 64), (3, 3, 128, 192), (1, 1), get_policy("TF32C_FP32A"))
+    assert conv_forms.winograd_form((32, 32), (3, 3, 192, 384), (1, 1), batch=8, training=True)
+    assert conv_forms.winograd_form((64, 64), (3, 3, 200, 200), (1, 1))
+    assert not conv_forms.winograd_form((64, 64), (3, 3, 199, 199), (1, 1))
     # 3D: XLA's 3D convolution is slow at every width
-    assert conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 4, 8), (1, 1, 1))
-    assert not conv_mod.winograd_form((16, 16, 16), (3, 3, 3, 1, 8), (1, 1, 1))  # 1 channel
-    assert not conv_mod.winograd_form((16, 16, 3), (3, 3, 3, 4, 8), (1, 1, 1))
-    assert not conv_mod.winograd_form((16, 16, 16), (3, 3, 1, 4, 8), (1, 1, 1))
-    assert not conv_mod.winograd_form((8, 8, 8), (3, 3, 3, 4, 8), (1, 1, 1))  # little work
-    assert not conv_mod.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
-    assert not conv_mod.winograd_form((8, 8), (3, 3, 24, 32), (1, 1))  # narrow: XLA faster
-    assert not conv_mod.winograd_form((8, 8), (3, 3, 32, 1024), (1, 1))
-    assert conv_mod.winograd_form((8, 8), (3, 3, 64, 256), (1, 1))
-    assert not conv_mod.winograd_form((8, 8), wide, (1, 1), groups=2)
+    assert conv_forms.winograd_form((16, 16, 16), (3, 3, 3, 4, 8), (1, 1, 1))
+    assert not conv_forms.winograd_form((16, 16, 16), (3, 3, 3, 1, 8), (1, 1, 1))  # 1 channel
+    assert not conv_forms.winograd_form((16, 16, 3), (3, 3, 3, 4, 8), (1, 1, 1))
+    assert not conv_forms.winograd_form((16, 16, 16), (3, 3, 1, 4, 8), (1, 1, 1))
+    assert not conv_forms.winograd_form((8, 8, 8), (3, 3, 3, 4, 8), (1, 1, 1))  # little work
+    assert not conv_forms.winograd_form((8, 8), (5, 5, 128, 128), (1, 1))
+    assert not conv_forms.winograd_form((8, 8), (3, 3, 24, 32), (1, 1))  # narrow: XLA faster
+    assert not conv_forms.winograd_form((8, 8), (3, 3, 32, 1024), (1, 1))
+    assert conv_forms.winograd_form((8, 8), (3, 3, 64, 256), (1, 1))
+    assert not conv_forms.winograd_form((8, 8), wide, (1, 1), groups=2)
     # 16-bit activations with float32 accumulation: transformed and multiplied in float32
-    assert conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP32A"))
-    assert conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("BF16C_FP32A"))
-    assert not conv_mod.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP16A"))
+    assert conv_forms.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP32A"))
+    assert conv_forms.winograd_form((8, 8), wide, (1, 1), get_policy("BF16C_FP32A"))
+    assert not conv_forms.winograd_form((8, 8), wide, (1, 1), get_policy("FP16C_FP16A"))
     # a fused conv + max pool (few channels) never qualifies: it reads the kernel form
     assert fused.FUSE_MAX_CHANNEL_PRODUCT < winograd.MIN_CHANNEL_PRODUCT
 
@@ -241,7 +241,7 @@ def test_large_maps_follow_the_vector_unit(monkeypatch, unit):
     and 512 pixels input); AVX-512 and unknown units keep the limits 16x16 and 100."""
     monkeypatch.setattr(winograd, "vector_unit", lambda: unit)
     avx2 = unit == "AVX2"
-    form = conv_mod.winograd_form
+    form = conv_forms.winograd_form
     assert form((32, 32), (3, 3, 128, 128), (1, 1)) == avx2
     assert form((32, 32), (3, 3, 128, 192), (1, 1), batch=8, training=True) == avx2
     assert form((64, 64), (3, 3, 128, 192), (1, 1)) == avx2
@@ -259,7 +259,7 @@ def test_large_maps_follow_the_vector_unit(monkeypatch, unit):
 def _same_as_xla_path(monkeypatch, calls, loss, args, val, grads):
     """The loss and its gradients (weights, input) with Winograd turned off: no
     Winograd call, same numbers to float32 rounding."""
-    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    monkeypatch.setattr(conv_forms, "WINOGRAD", False)
     calls.clear()
     val0, grads0 = jax.jit(jax.value_and_grad(lambda *a: loss(*a) * 1.0, (0, 1)))(*args)
     assert calls == []
@@ -488,8 +488,8 @@ def test_training_step_takes_winograd_where_a_forward_alone_does_not(monkeypatch
     layer = conv_mod.Conv((3, 3, 1), 128, parse_activation("RELU"), 0.1, padding=(1, 1, 0))
     params, _ = layer.init(jax.random.key(0), Shape(6, 6, 1, 128))
     h = jax.random.normal(jax.random.key(1), (1, 6, 6, 128))
-    assert not conv_mod.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1)
-    assert conv_mod.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1, training=True)
+    assert not conv_forms.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1)
+    assert conv_forms.winograd_form((6, 6), (3, 3, 128, 128), (1, 1), batch=1, training=True)
     calls = _count_winograd_calls(monkeypatch)
 
     def loss(p, h):

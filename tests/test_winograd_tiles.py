@@ -14,7 +14,7 @@ from jax import lax
 
 from cianna_jax import nn
 from cianna_jax.layers import conv as conv_mod
-from cianna_jax.layers import winograd
+from cianna_jax.layers import conv_forms, winograd
 from cianna_jax.layers.common import Ctx
 from cianna_jax.network import apply, inference_params, init_params
 from cianna_jax.precision import FP32, get_policy
@@ -148,7 +148,7 @@ def test_training_step_tile_follows_the_policy(wide16, monkeypatch, mode, positi
     step = jax.jit(jax.value_and_grad(loss, (0, 1)))
     val, grads = step(p, h)
     assert calls == [positions, positions]  # forward, input gradient
-    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    monkeypatch.setattr(conv_forms, "WINOGRAD", False)
     val0, grads0 = jax.jit(jax.value_and_grad(lambda *a: loss(*a) * 1.0, (0, 1)))(p, h)
     if tol is None:  # bfloat16 activations: both paths round to 8 bits
         assert abs(float(val) - float(val0)) < 2e-2 * abs(float(val0))
