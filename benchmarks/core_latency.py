@@ -17,9 +17,12 @@ through shared memory.  Python's loop adds a few hundred nanoseconds, so on that
 it reads 250-460 ns near (median 295) and 450-810 ns far (median 531), fastest of three
 probes of 20,000 round trips.  :data:`FAR_NS` splits the two.  It was checked against
 the C ping-pong run before and after each probe: of 571 probes where the state did not
-change (502 near, 69 far), one of each fell on the wrong side.  Linux only (CPU
-pinning); elsewhere, or with fewer than two CPUs allowed, :func:`round_trip_ns` returns
-None.
+change (502 near, 69 far), one of each fell on the wrong side.  The line between the
+states is the processor's (:func:`far_ns`): the Zen 5 EPYC of later sessions (AVX-512,
+cpu family 26) reads 175-212 ns near and 372-424 far, and there too our SDC1 inference
+runs about 20% slower far apart while PyTorch's does not move (benchmarks/README.md,
+fifty-ninth session).  Linux only (CPU pinning); elsewhere, or with fewer than two CPUs
+allowed, :func:`round_trip_ns` returns None.
 """
 
 from __future__ import annotations
@@ -32,10 +35,16 @@ import sys
 import tempfile
 import time
 
-__all__ = ["FAR_NS", "TIMEOUT_S", "can_probe", "round_trip_ns", "state", "main"]
+__all__ = ["FAR_NS", "FAR_NS_BY_CPU", "TIMEOUT_S", "can_probe", "far_ns", "round_trip_ns",
+           "state", "main"]
 
-#: a round trip (fastest of the probes, ns) above this is the far state
+#: a round trip (fastest of the probes, ns) above this is the far state, on processors
+#: :data:`FAR_NS_BY_CPU` does not list
 FAR_NS = 450.0
+#: the same line per processor, ``(vendor_id, cpu family)`` as /proc/cpuinfo gives them:
+#: the Zen 3 EPYC (25) read 250-460 ns near and 450-810 far (thirty-second session), the
+#: Zen 5 EPYC (26) 175-212 near and 372-424 far (fifty-ninth session)
+FAR_NS_BY_CPU = {("AuthenticAMD", 25): 450.0, ("AuthenticAMD", 26): 290.0}
 
 #: seconds a probe may take before its processes are killed (it takes about 0.05 s)
 TIMEOUT_S = 30.0
@@ -140,11 +149,35 @@ def round_trip_ns(n: int = 20_000, repeats: int = 3) -> float | None:
         os.unlink(path)
 
 
-def state(ns: float | None) -> str:
-    """"near", "far" or "" (not measured) for a :func:`round_trip_ns` value."""
+def far_ns(cpuinfo: str | None = None) -> float:
+    """The round trip (ns) above which this machine's two CPUs are far apart: the line of
+    :data:`FAR_NS_BY_CPU` for the processor ``cpuinfo`` (the text of /proc/cpuinfo, read
+    when None) describes, :data:`FAR_NS` for others or where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return FAR_NS
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+        if not line.strip():  # the first processor's block is enough
+            break
+    try:
+        key = (fields.get("vendor_id", ""), int(fields.get("cpu family", "")))
+    except ValueError:
+        return FAR_NS
+    return FAR_NS_BY_CPU.get(key, FAR_NS)
+
+
+def state(ns: float | None, far: float | None = None) -> str:
+    """"near", "far" or "" (not measured) for a :func:`round_trip_ns` value, far above
+    ``far`` ns (default: :func:`far_ns`)."""
     if ns is None:
         return ""
-    return "far" if ns > FAR_NS else "near"
+    return "far" if ns > (far_ns() if far is None else far) else "near"
 
 
 def main(argv=None) -> None:
@@ -154,18 +187,21 @@ def main(argv=None) -> None:
     a = parser.parse_args(argv)
     end = time.monotonic() + a.seconds
     counts = {"near": 0, "far": 0}
+    far = far_ns()
     while True:
         ns = round_trip_ns()
         if ns is None:
             print(f"no probe: it needs Linux CPU pinning and two CPUs, and ends within "
                   f"{TIMEOUT_S:g} s")
             return
-        counts[state(ns)] += 1
-        print(f"{time.strftime('%H:%M:%S')}  round trip {ns:6.0f} ns  {state(ns)}", flush=True)
+        where = state(ns, far)
+        counts[where] += 1
+        print(f"{time.strftime('%H:%M:%S')}  round trip {ns:6.0f} ns  {where}", flush=True)
         if time.monotonic() >= end:
             break
         time.sleep(0.5)
-    print(f"near {counts['near']}, far {counts['far']} (far: above {FAR_NS:.0f} ns)")
+    print(f"near {counts['near']}, far {counts['far']} (far: above {far:.0f} ns, this "
+          f"processor's line)")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def _by_state(res: dict, kind: str) -> dict:
         return {}
     states = [core_latency.state(ns) for ns in probes]
     return dict(ratio_near=res.get(kind + "_ratio_near"), ratio_far=res.get(kind + "_ratio_far"),
-                rounds_near=states.count("near"), rounds_far=states.count("far"))
+                rounds_near=states.count("near"), rounds_far=states.count("far"),
+                round_trip_ns=list(probes))
 
 
 def by_state_table(rows: list[dict]) -> str:
@@ -119,8 +120,9 @@ def by_state_table(rows: list[dict]) -> str:
         lines.append(f"{r['workload']:<{w}}{near:>8}{r['rounds_near']:>8}{far:>8}"
                      f"{r['rounds_far']:>8}{target:>8}")
     lines.append(f"near / far: median ratio of the rounds whose two CPUs were near / far apart "
-                 f"(a byte's round trip between them at most / above {core_latency.FAR_NS:.0f} "
-                 f"ns, benchmarks/core_latency.py, probed before each kind of each round)")
+                 f"(a byte's round trip between them at most / above {core_latency.far_ns():.0f} "
+                 f"ns, this processor's line in benchmarks/core_latency.py, probed before "
+                 f"each kind of each round)")
     return "\n".join(lines)
 
 
@@ -246,7 +248,8 @@ def main(argv=None) -> None:
                  jax=jax.__version__, device=jax.devices()[0].platform,
                  xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
                  glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
-                 mixed_precision=list(a.mixed_precision), load_start=_load())
+                 mixed_precision=list(a.mixed_precision), load_start=_load(),
+                 far_ns=core_latency.far_ns())
     print(f"jax {jax.__version__} on {about['device']} ({os.cpu_count()} CPUs), "
           f"XLA_FLAGS={about['xla_flags']!r}, GLIBC_TUNABLES={about['glibc_tunables']!r}, "
           f"load average {about['load_start']:.2f}")

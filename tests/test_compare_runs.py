@@ -74,9 +74,11 @@ def test_record_rows_are_the_summary_rows():
     assert "forward 0.50, training 0.60 (target >= 0.33)" in text
 
 
-def test_ratios_by_the_cores_state():
+def test_ratios_by_the_cores_state(monkeypatch):
     """Rounds probed by core_latency: the rows carry per-state ratios and counts, the
     summary prints them in a table of their own, the record keeps them as strict JSON."""
+    # the Zen 3 machine's line, whatever processor runs the tests
+    monkeypatch.setattr(run_all.core_latency, "far_ns", lambda cpuinfo=None: 450.0)
     sdc1, mnist, firsts, small = _results(1.10)
     ours = sdc1[0]["results"]["cianna_jax"]
     ours.update(train_round_trip_ns=[300.0, 600.0, None, 310.0],
@@ -97,6 +99,9 @@ def test_ratios_by_the_cores_state():
     rec = json.loads(json.dumps(run_all.jsonable(run_all.record(
         sdc1, mnist, firsts, small, None, {})), allow_nan=False))
     assert rec["rows"][0]["ratio_far"] == 0.9 and rec["rows"][1]["ratio_far"] is None
+    # the probes themselves, so that a run can be split again by another line
+    assert rec["rows"][0]["round_trip_ns"] == [300.0, 600.0, None, 310.0]
+    assert "at most / above 450 ns" in text
     # unprobed runs print no such table
     assert "cores' state" not in run_all.summary(*_results(1.10))
 

@@ -71,7 +71,31 @@ def test_no_probe_without_two_cpus(monkeypatch):
     assert core_latency.state(None) == ""
 
 
-def test_states_and_bad_arguments():
+@pytest.fixture
+def zen3_line(monkeypatch):
+    """The thirty-second session's line (450 ns), whatever processor runs the tests."""
+    monkeypatch.setattr(core_latency, "far_ns", lambda cpuinfo=None: 450.0)
+
+
+_CPUINFO = "processor\t: 0\nvendor_id\t: {}\ncpu family\t: {}\nmodel\t\t: 2\n\nprocessor\t: 1\n"
+
+
+def test_the_line_is_the_processors():
+    """Zen 5 EPYCs read 175-212 ns near and 372-424 far, Zen 3 ones 250-460 and 450-810."""
+    assert core_latency.far_ns(_CPUINFO.format("AuthenticAMD", 26)) == 290.0
+    assert core_latency.far_ns(_CPUINFO.format("AuthenticAMD", 25)) == 450.0
+    for other in (_CPUINFO.format("GenuineIntel", 6), _CPUINFO.format("AuthenticAMD", "x"),
+                  "", "garbage without fields"):
+        assert core_latency.far_ns(other) == core_latency.FAR_NS
+    host = core_latency.far_ns()
+    assert host in set(core_latency.FAR_NS_BY_CPU.values()) | {core_latency.FAR_NS}
+    assert core_latency.state(host) == "near" and core_latency.state(host + 1) == "far"
+    # on the Zen 5 machine, a near probe of the Zen 3 one's range reads far
+    assert core_latency.state(300.0, far=290.0) == "far"
+    assert core_latency.state(300.0, far=450.0) == "near"
+
+
+def test_states_and_bad_arguments(zen3_line):
     assert core_latency.state(core_latency.FAR_NS) == "near"
     assert core_latency.state(core_latency.FAR_NS + 1) == "far"
     with pytest.raises(ValueError, match="n and repeats"):
@@ -80,7 +104,7 @@ def test_states_and_bad_arguments():
         core_latency.round_trip_ns(repeats=0)
 
 
-def test_command_counts_the_states(monkeypatch, capsys):
+def test_command_counts_the_states(monkeypatch, capsys, zen3_line):
     probes = iter([300.0, 600.0, 310.0])
     monkeypatch.setattr(core_latency, "round_trip_ns", lambda: next(probes))
     monkeypatch.setattr(core_latency.time, "sleep", lambda s: None)
@@ -89,10 +113,10 @@ def test_command_counts_the_states(monkeypatch, capsys):
     core_latency.main(["--seconds", "1.2"])
     out = capsys.readouterr().out
     assert out.count(" ns  near") == 2 and out.count(" ns  far") == 1
-    assert "near 2, far 1" in out
+    assert "near 2, far 1 (far: above 450 ns" in out
 
 
-def test_alternated_ratios_split_by_state(monkeypatch):
+def test_alternated_ratios_split_by_state(monkeypatch, zen3_line):
     """Ours takes 1 s near and 2 s far, the reference 2 s always: ratio 2 near, 1 far."""
     now = [0.0]
     state = {"far": False}
