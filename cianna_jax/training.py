@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from . import host_arrays, host_keys, initializers, parallel
 from .checks import as_int
@@ -672,9 +673,32 @@ def train_epoch(spec: Network, optimizer, params: Params, opt_state, x, t, batch
     return params, opt_state, jnp.sum(total)
 
 
+@partial(jax.jit, static_argnames=("spec", "drop_mode", "policy", "mesh", "steps"))
+def _eval_per_device(spec: Network, params: Params, xs, ts, n_valid, first, *, drop_mode: str,
+                     policy: Policy, mesh: jax.sharding.Mesh, steps: bool):
+    """:func:`eval_steps` (``steps``: ``xs (K, B, ...)``) or :func:`eval_step` (``xs (B,
+    ...)``) without a loss, each device of ``mesh`` on its own rows of every batch: one
+    program per device (``shard_map``), nothing exchanged.  XLA's SPMD partitioner, given
+    the whole program, split SDC1's chunked CPU convolutions badly (SDC1 128 inference on
+    2 CPU devices: 109 img/s against 169 on one and 208 per device; benchmarks/README.md,
+    fifty-ninth session).  Outputs ``(K, B, ...)`` / ``(B, ...)``, split over ``mesh``."""
+    rows = P(None, parallel.AXIS) if steps else P(parallel.AXIS)
+
+    def local(params, xs, ts, n_valid, first):
+        if steps:
+            return eval_steps(spec, params, xs, ts, n_valid, None, drop_mode, False, policy,
+                              first_step=first)[0]
+        return eval_step(spec, params, xs, ts, n_valid, None, drop_mode, False, policy,
+                         step=first)[0]
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), rows, rows, P(), P()), out_specs=rows,
+                         check_vma=False)(params, xs, ts, n_valid, first)
+
+
 def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array | None = None,
             drop_mode: str = "AVG_MODEL", policy: Policy = FP32, bias_slot: bool = False,
-            steps_per_call: int | str = "auto") -> jax.Array:
+            steps_per_call: int | str = "auto",
+            mesh: jax.sharding.Mesh | None = None) -> jax.Array:
     """Outputs of ``spec`` for all images ``x (N, [D,] H, W, C)`` (core layout), in
     batches of ``batch_size``: what :func:`cianna_jax.apply` gives for them (same
     layout: dense outputs without CIANNA's bias-slot column unless ``bias_slot``, maps,
@@ -689,8 +713,15 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     ``apply`` calls, x1.04 within the noise, benchmarks/README.md).
     ``drop_mode="MC_MODEL"`` keeps dropout on
     and needs ``key``; batch ``j`` uses ``fold_in(key, j)`` (as :func:`eval_step`'s
-    ``step``).  ValueError for images of another shape, TypeError or ValueError for a
-    ``batch_size`` that is not an int >= 1."""
+    ``step``).  With a ``mesh`` (:func:`cianna_jax.parallel.make_mesh`) every batch is
+    split over its devices, each running its rows alone: the same outputs to float
+    rounding (no layer mixes images; products over fewer rows may take other kernels).  On a multi-core CPU whose process has one JAX device per core
+    (``jax.config.update("jax_num_cpu_devices", n)`` before any computation) that is
+    faster than one device on all cores: SDC1 inference on 2 cores x1.15-1.23
+    (benchmarks/README.md, fifty-ninth session).  ValueError for images of another shape, a ``batch_size`` the mesh's
+    devices do not divide or ``drop_mode="MC_MODEL"`` with a mesh (its masks are drawn
+    for whole batches), TypeError or ValueError for a ``batch_size`` that is not an
+    int >= 1."""
     want = tuple(spec.input_shape)
     if getattr(x, "ndim", None) is None:
         try:
@@ -703,14 +734,33 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     if drop_mode == "MC_MODEL" and key is None:
         raise ValueError("key: drop_mode='MC_MODEL' draws dropout masks and needs a "
                          "jax.random key")
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh, "batch_size")
+        if drop_mode == "MC_MODEL":
+            raise ValueError("drop_mode: 'MC_MODEL' draws its dropout masks for whole batches, "
+                             "which a mesh would split over its devices: use mesh=None")
     k = resolve_steps_per_call(steps_per_call, spec, policy, params=params)
     laid = inference_params(spec, params, policy)
+    if mesh is not None:
+        laid = parallel.replicate(laid, mesh)
     n, rows = x.shape[0], k * batch_size
     t = np.zeros((k, batch_size, 1), np.float32)  # no loss: targets are not read
     outs = []
     for c, start in enumerate(range(0, n, rows)):
         xs = pad_batch(np.asarray(x[start:start + rows], dtype=np.float32), rows)
-        if k > 1:
+        if mesh is not None:
+            if k > 1:
+                xs, ts, nv = xs.reshape((k, batch_size) + want), t, chunk_rows(n, c * k, k,
+                                                                               batch_size)
+            else:
+                ts, nv = t[0], np.int32(min(batch_size, n - start))
+            axis = 1 if k > 1 else 0
+            out = _eval_per_device(spec, laid, parallel.shard_batch(xs, mesh, axis),
+                                   parallel.shard_batch(ts, mesh, axis), nv, np.int32(c * k),
+                                   drop_mode=drop_mode, policy=policy, mesh=mesh, steps=k > 1)
+            if k > 1:
+                out = out.reshape((rows,) + out.shape[2:])
+        elif k > 1:
             out, _ = eval_steps(spec, laid, xs.reshape((k, batch_size) + want), t,
                                 chunk_rows(n, c * k, k, batch_size), key, drop_mode, False,
                                 policy, first_step=np.int32(c * k))

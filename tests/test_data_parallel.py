@@ -158,7 +158,24 @@ CHILD = textwrap.dedent("""
             return str(err)
         return None
 
+    # (5) predict split over the devices, each on its own rows: the same outputs, with 8
+    # batches per call and with one; 21 images: the last call padded
+    cnet = nn.network([12, 12], 1, [nn.conv([3, 3], 6), nn.pool([2, 2]), nn.conv([3, 3], 8),
+                                    nn.dense(10, activation="SMAX", strict_size=1)], bias=0.1)
+    cp = cnn.init_params(jax.random.key(3), cnet)
+    cx = rng.normal(size=(21, 12, 12, 1)).astype(np.float32)
+    out["predict"] = {}
+    for spc in ("auto", 1):
+        one = np.asarray(training.predict(cnet, cp, cx, 8, steps_per_call=spc))
+        split = training.predict(cnet, cp, cx, 8, steps_per_call=spc, mesh=mesh)
+        out["predict"][str(spc)] = [float(np.abs(one - np.asarray(split)).max()),
+                                    len(split.sharding.device_set), list(split.shape)]
+
     out["errors"] = {
+        "predict_rows": error(lambda: training.predict(cnet, cp, cx, 6, mesh=mesh)),
+        "predict_mc": error(lambda: training.predict(cnet, cp, cx, 8, mesh=mesh,
+                                                     drop_mode="MC_MODEL",
+                                                     key=jax.random.key(0))),
         "indivisible": error(lambda: cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=10, b_size=6,
                                               comp_meth="C_BLAS", data_parallel=4, no_logo=1)),
         "too_many": error(lambda: cnn.init(in_dim=[8, 8], in_nb_ch=1, out_dim=10, b_size=8,
@@ -220,6 +237,17 @@ def test_bad_settings_raise_clear_errors(child):
     assert "b_size" in errors["indivisible"] and "4 devices" in errors["indivisible"]
     assert "data_parallel" in errors["too_many"] and "8 devices" in errors["too_many"]
     assert "batch_size" in errors["epoch"]
+    assert "batch_size" in errors["predict_rows"] and "4 devices" in errors["predict_rows"]
+    assert "drop_mode" in errors["predict_mc"] and "mesh=None" in errors["predict_mc"]
+
+
+def test_predict_split_over_devices_gives_the_same_outputs(child):
+    """Each device runs its rows of every batch alone (shard_map), 8 batches per call or
+    one: outputs equal to one device's to float rounding (products over fewer rows may
+    take other kernels), split over the 4 devices."""
+    for spc in ("auto", "1"):
+        diff, devices, shape = child["predict"][spc]
+        assert diff <= 1e-6 and devices == 4 and shape == [21, 10]
 
 
 def test_single_device_rules():
