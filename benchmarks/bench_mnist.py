@@ -160,7 +160,8 @@ def bench_imperative(x, t, batch: int, epochs: int, counter: CompileCounter,
     n = x.shape[0]
     with _Quiet(scratch):
         cnn.init(in_dim=[28, 28], in_nb_ch=1, out_dim=10, bias=0.1, b_size=batch,
-                 comp_meth="C_BLAS", seed=0, no_logo=1)
+                 comp_meth="C_BLAS", seed=0, no_logo=1,
+                 data_parallel=False)  # one device, whatever run_all --cpu-devices gives
         cnn.create_dataset("TRAIN", n, x, t, silent=1)
         cnn.create_dataset("VALID", min(n, 1000), x[:1000], t[:1000], silent=1)
         cnn.create_dataset("TEST", n, x, t, silent=1)

@@ -35,7 +35,7 @@ from trained import Trained  # noqa: E402
 
 import cianna_jax as cj  # noqa: E402
 import cianna_jax.xla_cpu  # noqa: E402
-from cianna_jax import host_memory, nn, training  # noqa: E402
+from cianna_jax import host_memory, nn, parallel, training  # noqa: E402
 from cianna_jax.precision import get_policy  # noqa: E402
 
 LR, MOMENTUM = 0.00015, 0.8
@@ -87,12 +87,13 @@ def data(size: int, n: int, seed: int = 0):
     return x, t
 
 
-def ours(size: int, batch: int, x, t, mode: str = "off") -> dict:
+def ours(size: int, batch: int, x, t, mode: str = "off", mesh=None) -> dict:
     """Closures for one training pass and one inference pass over ``x`` through the
     functional core's epoch functions, as the imperative API runs them
     (``training.train_epoch`` and ``cj.predict``, "auto": on CPU 8 batches per compiled
     call, batches past the end skipped) under CIANNA's ``mixed_precision`` ``mode``, and
-    the first step time (one ``train_step``, compilation included)."""
+    the first step time (one ``train_step``, compilation included).  ``mesh``: the
+    inference passes split every batch over its devices (``cj.predict(..., mesh=)``)."""
     policy = get_policy(mode)
     net = sdc1_network(size)
     model = Trained(net, LR, MOMENTUM, policy)
@@ -109,14 +110,16 @@ def ours(size: int, batch: int, x, t, mode: str = "off") -> dict:
         model.epoch(x, t, batch)
 
     def inference():  # as cnn.forward: the weights laid out once per pass
-        cj.predict(net, model.params, x, batch, policy=policy).block_until_ready()
+        cj.predict(net, model.params, x, batch, policy=policy, mesh=mesh).block_until_ready()
 
     epoch()  # compiles the epoch's program (several steps per call)
     # a copy: layers not laid out keep the same arrays, which training steps donate
     laid = cj.inference_params(net, jax.tree.map(jnp.copy, model.params), policy)
+    if mesh is not None:  # on every device once, as the weights are laid out once
+        laid = parallel.replicate(laid, mesh)
 
     def steady():  # weights laid out once for many passes (cianna-jax predict on a field)
-        cj.predict(net, laid, x, batch, policy=policy).block_until_ready()
+        cj.predict(net, laid, x, batch, policy=policy, mesh=mesh).block_until_ready()
 
     t0 = time.perf_counter()
     inference()
@@ -184,13 +187,23 @@ def theirs(size: int, batch: int, x, t, warm: bool = True) -> dict | None:
     return dict(epoch=epoch, inference=inference, steady=inference, first_step=first)
 
 
+#: the name of the run whose inference is split over the CPU devices (:func:`run`)
+PER_DEVICE = "cianna_jax per device"
+
+
 def run(size: int = 128, batch: int = 8, n: int = 32, rounds: int = 5,
         warm_torch: bool = True, modes: tuple[str, ...] = (), probe=None) -> dict:
     """``modes``: CIANNA ``mixed_precision`` modes timed too, each as a run of its own
     (``cianna_jax <mode>``), beside the float32 one; PyTorch stays in float32.
-    ``probe``: see :func:`alternated.alternate`."""
+    ``probe``: see :func:`alternated.alternate`.  Where the process has several CPU
+    devices (``--cpu-devices``), a run :data:`PER_DEVICE` times the inference passes split
+    over them (its training pass is the float32 run's, timed again)."""
     x, t = data(size, n)
     runs = {"cianna_jax": ours(size, batch, x, t)}
+    cpus = jax.devices("cpu")
+    if len(cpus) > 1 and batch % len(cpus) == 0:
+        runs[PER_DEVICE] = ours(size, batch, x, t, mesh=parallel.make_mesh(platform="cpu"))
+        runs[PER_DEVICE]["epoch"] = runs["cianna_jax"]["epoch"]
     for mode in modes:
         runs[f"cianna_jax {mode}"] = ours(size, batch, x, t, mode)
     th = theirs(size, batch, x, t, warm_torch)
@@ -229,6 +242,23 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
+def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-devices N``: the process's JAX CPU devices (see :func:`use_cpu_devices`)."""
+    parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
+                        help="JAX CPU devices of this process (e.g. one per core): with 2 "
+                             "or more, SDC1's inference is also timed split over them "
+                             "(cj.predict(..., mesh=)); training stays on one device")
+
+
+def use_cpu_devices(n: int) -> None:
+    """Give the process ``n`` JAX CPU devices (``jax_num_cpu_devices``); before any JAX
+    computation.  ValueError for ``n`` < 1."""
+    if n < 1:
+        raise ValueError(f"--cpu-devices: expected at least 1, received {n}")
+    if n > 1:
+        jax.config.update("jax_num_cpu_devices", n)
+
+
 def main(argv=None) -> None:
     if argv is None:  # run as a script: huge pages for XLA's step buffers (and
         # PyTorch's), which glibc takes only from a process's start (cianna_jax.host_memory)
@@ -242,7 +272,9 @@ def main(argv=None) -> None:
     parser.add_argument("--mixed-precision", nargs="*", default=[], metavar="MODE",
                         help="CIANNA mixed_precision modes to time too (e.g. TF32C_FP32A "
                              "FP16C_FP32A, as CIANNA's prediction scripts set), beside float32")
+    add_cpu_devices_argument(parser)
     a = parser.parse_args(argv)
+    use_cpu_devices(a.cpu_devices)
     for mode in a.mixed_precision:
         get_policy(mode)  # an unknown mode fails before any timing
     print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")

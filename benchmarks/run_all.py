@@ -70,15 +70,18 @@ def summary_rows(sdc1: list[dict], mnist: list[dict]) -> list[dict]:
         for run in [k for k in r["results"] if k.startswith("cianna_jax")]:
             ours = r["results"][run]
             mode = run[len("cianna_jax "):]  # a mixed-precision mode's rows: no target
+            # bench_sdc1.PER_DEVICE: inference split over the CPU devices, a target
+            split = run.endswith(" per device")
             for kind, name, target in (("train", "training", "sdc1_train"),
                                        ("infer", "inference", "sdc1_infer"),
                                        ("steady", "inference, laid out", "sdc1_infer")):
-                if kind not in ours:
+                if kind not in ours or (split and kind == "train"):  # its training: ours
                     continue
                 rows.append(dict(
                     workload=f"SDC1 {r['size']} b{r['batch']} {name}" + (f" {mode}" if mode else ""),
                     ours=ours[kind], torch=th[kind] if th else None,
-                    ratio=ours.get(kind + "_ratio"), target=None if mode else TARGETS[target],
+                    ratio=ours.get(kind + "_ratio"),
+                    target=None if mode and not split else TARGETS[target],
                     spread=ours[kind + "_spread"], **_by_state(ours, kind)))
     for r in mnist:
         th = r["torch"]
@@ -216,7 +219,14 @@ def main(argv=None) -> None:
     parser.add_argument("--json", metavar="FILE",
                         help="also write the summary as a JSON record (several runs' records "
                              "compare with benchmarks/compare_runs.py)")
+    import bench_sdc1  # no JAX computation at import: the CPU devices are set below
+
+    bench_sdc1.add_cpu_devices_argument(parser)
     a = parser.parse_args(argv)
+    try:
+        bench_sdc1.use_cpu_devices(a.cpu_devices)
+    except ValueError as err:
+        parser.error(str(err))
     if a.json:  # fail now, not after minutes of benchmarks
         folder = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(folder):
@@ -234,7 +244,6 @@ def main(argv=None) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import bench_mnist
-    import bench_sdc1
     import bench_smallmap
     import first_step
     import jax
@@ -249,7 +258,7 @@ def main(argv=None) -> None:
                  xla_flags=os.environ.get("XLA_FLAGS", ""), quick=a.quick,
                  glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                  mixed_precision=list(a.mixed_precision), load_start=_load(),
-                 far_ns=core_latency.far_ns())
+                 far_ns=core_latency.far_ns(), cpu_devices=a.cpu_devices)
     print(f"jax {jax.__version__} on {about['device']} ({os.cpu_count()} CPUs), "
           f"XLA_FLAGS={about['xla_flags']!r}, GLIBC_TUNABLES={about['glibc_tunables']!r}, "
           f"load average {about['load_start']:.2f}")

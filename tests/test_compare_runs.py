@@ -246,3 +246,26 @@ def test_the_kept_records_are_all_read_by_the_documented_command():
     table = compare_runs.compare(runs)
     assert any(e["workload"].startswith("SDC1") for e in table)
     assert all(r["about"]["date"] for r in runs)
+
+
+def test_rows_of_inference_split_over_cpu_devices():
+    """``run_all.py --cpu-devices 2``: bench_sdc1's run "cianna_jax per device" gives
+    inference rows with the float32 targets; its training is the one-device run's, so no
+    row."""
+    sdc1, mnist, _, _ = _results(1.10)
+    sdc1[0]["results"]["cianna_jax per device"] = {
+        "train": 18.0, "train_ratio": 1.10, "train_spread": 1.2,
+        "infer": 95.0, "infer_ratio": 1.52, "infer_spread": 1.1}
+    rows = {r["workload"]: r for r in run_all.summary_rows(sdc1, mnist)}
+    assert "SDC1 128 b8 training per device" not in rows
+    row = rows["SDC1 128 b8 inference per device"]
+    assert row["ratio"] == 1.52 and row["target"] == run_all.TARGETS["sdc1_infer"]
+    assert rows["SDC1 128 b8 inference TF32C_FP32A"]["target"] is None
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_sdc1
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    with pytest.raises(ValueError, match="--cpu-devices"):
+        bench_sdc1.use_cpu_devices(0)
+    bench_sdc1.use_cpu_devices(1)  # one device: nothing set
