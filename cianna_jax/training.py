@@ -717,7 +717,8 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     split over its devices, each running its rows alone: the same outputs to float
     rounding (no layer mixes images; products over fewer rows may take other kernels).  On a multi-core CPU whose process has one JAX device per core
     (``jax.config.update("jax_num_cpu_devices", n)`` before any computation) that is
-    faster than one device on all cores: SDC1 inference on 2 cores x1.15-1.23
+    faster than one device on all cores while the host keeps the cores far apart, slower
+    while they are close: SDC1 inference on 2 cores x1.15-1.20 and x0.88-0.98
     (benchmarks/README.md, fifty-ninth session).  ValueError for images of another shape, a ``batch_size`` the mesh's
     devices do not divide or ``drop_mode="MC_MODEL"`` with a mesh (its masks are drawn
     for whole batches), TypeError or ValueError for a ``batch_size`` that is not an
