@@ -1,6 +1,6 @@
 """Run every benchmark and print one report: the one command of the benchmark suite.
 
-    python benchmarks/run_all.py [--quick] [--no-extras]
+    python benchmarks/run_all.py [--quick] [--no-extras] [--cpu-devices 2]
 
 First the summary table (issue 16), then the details it comes from:
 
@@ -27,7 +27,9 @@ SDC1 at 64x64 on one batch (PyTorch not warmed up), MNIST on 96 images, the smal
 check on 4x4 and 1x1 maps, one round, the first training steps measured in this process
 (no fresh processes, no cache) and no extras.  Ratios are medians over rounds of the
 per-round ratio; the spread column (slowest / fastest round) tells how noisy the machine
-was.
+was.  ``--cpu-devices N`` gives the process N JAX CPU devices and adds SDC1 rows "per
+device": inference split over them (``training.predict(..., mesh=)``); everything else
+runs on one device as before.
 """
 
 from __future__ import annotations

@@ -713,16 +713,21 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     ``apply`` calls, x1.04 within the noise, benchmarks/README.md).
     ``drop_mode="MC_MODEL"`` keeps dropout on
     and needs ``key``; batch ``j`` uses ``fold_in(key, j)`` (as :func:`eval_step`'s
-    ``step``).  With a ``mesh`` (:func:`cianna_jax.parallel.make_mesh`) every batch is
-    split over its devices, each running its rows alone: the same outputs to float
-    rounding (no layer mixes images; products over fewer rows may take other kernels).  On a multi-core CPU whose process has one JAX device per core
-    (``jax.config.update("jax_num_cpu_devices", n)`` before any computation) that is
-    faster than one device on all cores while the host keeps the cores far apart, slower
-    while they are close: SDC1 inference on 2 cores x1.15-1.20 and x0.88-0.98
-    (benchmarks/README.md, fifty-ninth session).  ValueError for images of another shape, a ``batch_size`` the mesh's
-    devices do not divide or ``drop_mode="MC_MODEL"`` with a mesh (its masks are drawn
-    for whole batches), TypeError or ValueError for a ``batch_size`` that is not an
-    int >= 1."""
+    ``step``).
+
+    With a ``mesh`` (:func:`cianna_jax.parallel.make_mesh`) every batch is split over its
+    devices, each running its rows alone: the same outputs to float rounding (no layer
+    mixes images; products over fewer rows may take other kernels).  Pass ``params``
+    laid out and replicated (:func:`cianna_jax.parallel.replicate`) to call it often:
+    otherwise every call copies them to each device.  On a multi-core CPU whose process
+    has one JAX device per core (``jax.config.update("jax_num_cpu_devices", n)`` before
+    any computation) that is faster than one device on all cores while the host keeps
+    the cores far apart, slower while they are close: SDC1 inference on 2 cores
+    x1.15-1.20 and x0.88-0.98 (benchmarks/README.md, fifty-ninth session).
+
+    ValueError for images of another shape, a ``batch_size`` the mesh's devices do not
+    divide or ``drop_mode="MC_MODEL"`` with a mesh (its masks are drawn for whole
+    batches); TypeError or ValueError for a ``batch_size`` that is not an int >= 1."""
     want = tuple(spec.input_shape)
     if getattr(x, "ndim", None) is None:
         try:

@@ -47,7 +47,7 @@ def test_rounds_rotate_the_order_and_keep_the_fastest_call_per_step():
             now[0] += cost[name] * (1.0 if calls[name] % 2 else 0.5)
         return run
 
-    probes = iter([300.0, 600.0, None])
+    probes = iter([100.0, 900.0, None])  # near and far on any processor's line
     times, states = ab.alternate_rounds({n: make(n) for n in cost}, rounds=3, calls=2,
                                         steps=4, probe=lambda: next(probes),
                                         clock=lambda: now[0])
