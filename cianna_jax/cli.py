@@ -477,6 +477,11 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--format", default=None, help="output format, overriding the extension "
                                                      "(ascii.ecsv, csv, fits, votable, sdc1, "
                                                      "sdc2, bbs)")
+    pred.add_argument("--cpu-devices", type=int, default=1, metavar="N",
+                      help="run the detector as N JAX CPU devices, each on its own tiles "
+                           "(e.g. one per core; default 1: one device on all cores). On a "
+                           "2-core cloud machine this ran 15-20%% faster while the host kept "
+                           "the cores far apart, 2-12%% slower while they were close")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
     pred.add_argument("--batch", type=int, default=None,
                       help="tiles per batch (default: the card's; an image of fewer tiles "
@@ -683,6 +688,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_cpu_devices(n: int) -> None:
+    """``predict --cpu-devices N``: N JAX CPU devices in this process (before any JAX
+    work), over which the detector splits its tiles (``parallel.cpu_mesh``)."""
+    if n < 1:
+        raise SystemExit(f"cianna-jax: error: --cpu-devices: expected at least 1, received {n}")
+    if xla_cpu.backend_started():
+        raise SystemExit("cianna-jax: error: --cpu-devices: JAX already started in this "
+                         "process; run the command in a process of its own")
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", n)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cianna-jax`` command."""
     args = _parser().parse_args(argv)
@@ -692,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
             # XLA's step buffers, which glibc takes only from a process's start
             host_memory.restart_with_hugepages(["-m", "cianna_jax.cli", *sys.argv[1:]])
         xla_cpu.tune()  # before any JAX work; warns if a backend already started
+    if getattr(args, "cpu_devices", 1) != 1:
+        _use_cpu_devices(args.cpu_devices)
     if args.command == "info":
         return _info()
     if getattr(args, "hdu", None) is not None and str(args.hdu).isdigit():

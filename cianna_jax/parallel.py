@@ -32,7 +32,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = [
-    "AXIS", "make_mesh", "select_mesh", "nb_devices", "check_batch_size", "batch_sharding",
+    "AXIS", "make_mesh", "select_mesh", "cpu_mesh", "nb_devices", "check_batch_size",
+    "batch_sharding",
     "replicated", "single_device", "shard_batch", "replicate", "place", "to_host", "context",
 ]
 
@@ -101,6 +102,16 @@ def select_mesh(data_parallel: bool | int | None, b_size: int, platform: str) ->
     mesh = make_mesh(n, platform=platform)
     check_batch_size(b_size, mesh)
     return mesh
+
+
+def cpu_mesh() -> Mesh | None:
+    """A mesh over the process's CPU devices when the default backend is the CPU and it
+    has several (the process was given them: ``jax_num_cpu_devices``, ``cianna-jax
+    predict --cpu-devices``), else None.  Prediction runs each device's rows as its own
+    program there (:func:`cianna_jax.training.predict`)."""
+    if jax.default_backend() != "cpu" or len(jax.devices("cpu")) < 2:
+        return None
+    return make_mesh(platform="cpu")
 
 
 def nb_devices(mesh: Mesh) -> int:

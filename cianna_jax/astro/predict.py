@@ -51,16 +51,20 @@ class Detections:
 
 
 @functools.lru_cache(maxsize=8)
-def network_fn(net: Any, nd: int = 2,
-               mixed_precision: str = "off") -> Callable[[Any, np.ndarray], object]:
+def network_fn(net: Any, nd: int = 2, mixed_precision: str = "off",
+               mesh: Any = None) -> Callable[[Any, np.ndarray], object]:
     """A jitted ``(params, tiles [N, (D,) H, W]) -> activated YOLO output (N, [G2,] G1, G0,
     B, K)`` (float32) for ``net`` under CIANNA's ``mixed_precision`` mode; the parameters
     are an argument, so new weights (a training run's epochs, a resume in the same
-    process) reuse the compiled program."""
+    process) reuse the compiled program.  With a ``mesh`` (:mod:`cianna_jax.parallel`)
+    each device runs its rows of the tiles as its own program (``jax.shard_map``; ``N`` a
+    multiple of its devices, the parameters replicated)."""
     import jax
     import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
 
     from ..network import apply
+    from ..parallel import AXIS
     from ..yolo import layout as yolo_layout
 
     cfg = net.yolo
@@ -71,7 +75,29 @@ def network_fn(net: Any, nd: int = 2,
             out = yolo_layout.from_cianna_rows(out, cfg.grid, cfg.nb_box, nd=nd)
         return out.astype(jnp.float32)
 
-    return jax.jit(run)
+    if mesh is None:
+        return jax.jit(run)
+    return jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
+                                 check_vma=False))
+
+
+def _per_device(fn: Callable, params: Any, mesh: Any) -> Callable[[np.ndarray], object]:
+    """``tiles -> fn(params, tiles)`` for :func:`network_fn`'s per-device program: the
+    tiles padded with empty ones to a multiple of the devices and split over them, the
+    padding's rows cut off again."""
+    from .. import parallel
+
+    d = parallel.nb_devices(mesh)
+
+    def call(tiles):
+        n = tiles.shape[0]
+        if n % d:
+            tiles = np.concatenate([tiles, np.zeros((d - n % d,) + tiles.shape[1:],
+                                                    tiles.dtype)])
+        out = fn(params, parallel.shard_batch(tiles, mesh))
+        return out if out.shape[0] == n else out[:n]
+
+    return call
 
 
 def make_predict_fn(model: LoadedModel,
@@ -81,17 +107,29 @@ def make_predict_fn(model: LoadedModel,
     (kept in ``model.cache``).  A reduced-precision mode ("TF32C_FP32A", "BF16C_FP32A",
     "FP16C_FP32A", as CIANNA's prediction scripts set) is faster on CPU (Winograd
     F(4x4, 3x3) for the wide 3x3 layers) for outputs that differ at 1e-3 or less
-    (16-bit activations) or 1e-5 (TF32, on CPU only the tile)."""
+    (16-bit activations) or 1e-5 (TF32, on CPU only the tile).
+
+    Where the process has several CPU devices (:func:`cianna_jax.parallel.cpu_mesh`,
+    ``cianna-jax predict --cpu-devices``) each device runs its rows of every batch as its
+    own program: on the 2-core cloud machine of the benchmarks SDC1 inference so ran
+    x1.15-1.20 while the host kept the cores far apart and x0.88-0.98 while they were
+    close (benchmarks/README.md, fifty-ninth session).  The same detections, to float
+    rounding."""
+    from .. import parallel
     from ..network import inference_params
     from ..precision import get_policy
 
     name = get_policy(mixed_precision).name  # an unknown mode: ValueError before any work
-    key = f"predict_fn {name}"
+    mesh = parallel.cpu_mesh()
+    key = f"predict_fn {name}" + ("" if mesh is None else f" {parallel.nb_devices(mesh)} cpus")
     if key in model.cache:
         return model.cache[key]
-    fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2, name)
+    fn = network_fn(model.net, 3 if model.card.ndim == 3 else 2, name, mesh)
     params = inference_params(model.net, model.params, name)  # laid out once for all tiles
-    model.cache[key] = lambda tiles: fn(params, tiles)
+    if mesh is None:
+        model.cache[key] = lambda tiles: fn(params, tiles)
+    else:
+        model.cache[key] = _per_device(fn, parallel.replicate(params, mesh), mesh)
     return model.cache[key]
 
 

@@ -608,3 +608,40 @@ def test_field_overlay_names_a_galactic_image_s_axes():
         plt.close(fig)
     assert labels == {"GLON": ("Galactic longitude", "Galactic latitude"),
                       "RA--": ("Right ascension", "Declination")}
+
+
+def test_predict_over_cpu_devices_finds_the_same_sources(tmp_path, field, tiny_model, capsys):
+    """``--cpu-devices 2`` (a process of its own): the detector runs each device's tiles as
+    its own program, and the catalogue is the one-device catalogue, to float rounding."""
+    image, _, _ = field
+    one, two = tmp_path / "one.ecsv", tmp_path / "two.ecsv"
+    assert main(["predict", "--model", tiny_model, "--image", image, "--out", str(one),
+                 "--quiet"]) == 0
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-m", "cianna_jax.cli", "predict", "--model",
+                           tiny_model, "--image", image, "--out", str(two), "--quiet",
+                           "--cpu-devices", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = read_catalogue(one), read_catalogue(two)
+    assert len(a) == len(b) > 0
+    for c in ("x", "y", "flux", "objectness"):
+        np.testing.assert_allclose(np.asarray(b[c]), np.asarray(a[c]), rtol=1e-4, atol=1e-6)
+    # here JAX already runs: the option cannot take effect, and says so; 0 is refused
+    for n, needle in (("2", "JAX already started"), ("0", "at least 1")):
+        with pytest.raises(SystemExit, match=needle):
+            main(["predict", "--model", tiny_model, "--image", image, "--out",
+                  str(tmp_path / "x.ecsv"), "--quiet", "--cpu-devices", n])
+    assert not (tmp_path / "x.ecsv").exists()
+
+
+def test_the_cpu_mesh_needs_several_cpu_devices():
+    from cianna_jax import parallel
+
+    assert (parallel.cpu_mesh() is None) == (len(jax_devices()) < 2)
+
+
+def jax_devices():
+    import jax
+
+    return jax.devices("cpu")
