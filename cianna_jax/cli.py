@@ -479,9 +479,11 @@ def _parser() -> argparse.ArgumentParser:
                                                      "sdc2, bbs)")
     pred.add_argument("--cpu-devices", type=int, default=1, metavar="N",
                       help="run the detector as N JAX CPU devices, each on its own tiles "
-                           "(e.g. one per core; default 1: one device on all cores). On a "
-                           "2-core cloud machine this ran 15-20%% faster while the host kept "
-                           "the cores far apart, 2-12%% slower while they were close")
+                           "(e.g. one per core; default 1: one device on all cores). "
+                           "Measure it on your machine: on a 2-core cloud machine the "
+                           "SDC1 detector ran about 6%% slower with 2 while the host kept the "
+                           "cores close, and batch prediction 15-20%% faster while it kept "
+                           "them far apart (benchmarks/README.md)")
     pred.add_argument("--tile", type=int, default=None, help="tile size (default: the card's)")
     pred.add_argument("--batch", type=int, default=None,
                       help="tiles per batch (default: the card's; an image of fewer tiles "

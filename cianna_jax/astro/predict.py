@@ -111,9 +111,11 @@ def make_predict_fn(model: LoadedModel,
 
     Where the process has several CPU devices (:func:`cianna_jax.parallel.cpu_mesh`,
     ``cianna-jax predict --cpu-devices``) each device runs its rows of every batch as its
-    own program: on the 2-core cloud machine of the benchmarks SDC1 inference so ran
-    x1.15-1.20 while the host kept the cores far apart and x0.88-0.98 while they were
-    close (benchmarks/README.md, fifty-ninth session).  The same detections, to float
+    own program.  On the 2-core cloud machine of the benchmarks, `training.predict` so ran
+    SDC1 inference x1.15-1.20 while the host kept the cores far apart and x0.88-0.98
+    while they were close; the SDC1 detector here (`benchmarks/predict_scale.py
+    throughput`, tile 256, batch 8) x0.94 close (medians), and even in the one far run
+    measured (benchmarks/README.md, fifty-ninth session).  The same detections, to float
     rounding."""
     from .. import parallel
     from ..network import inference_params
