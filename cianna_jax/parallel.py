@@ -107,8 +107,9 @@ def select_mesh(data_parallel: bool | int | None, b_size: int, platform: str) ->
 def cpu_mesh() -> Mesh | None:
     """A mesh over the process's CPU devices when the default backend is the CPU and it
     has several (the process was given them: ``jax_num_cpu_devices``, ``cianna-jax
-    predict --cpu-devices``), else None.  Prediction runs each device's rows as its own
-    program there (:func:`cianna_jax.training.predict`)."""
+    predict --cpu-devices``), else None.  The detector's prediction
+    (``astro.predict.make_predict_fn``) takes it by itself, each device running its own
+    tiles; :func:`cianna_jax.training.predict` takes it as its ``mesh``."""
     if jax.default_backend() != "cpu" or len(jax.devices("cpu")) < 2:
         return None
     return make_mesh(platform="cpu")

@@ -83,7 +83,7 @@ def network_fn(net: Any, nd: int = 2, mixed_precision: str = "off",
 
 def _per_device(fn: Callable, params: Any, mesh: Any) -> Callable[[np.ndarray], object]:
     """``tiles -> fn(params, tiles)`` for :func:`network_fn`'s per-device program: the
-    tiles padded with empty ones to a multiple of the devices and split over them, the
+    tiles padded with zero tiles to a multiple of the devices and split over them, the
     padding's rows cut off again."""
     from .. import parallel
 
