@@ -251,12 +251,9 @@ def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def use_cpu_devices(n: int) -> None:
-    """Give the process ``n`` JAX CPU devices (``jax_num_cpu_devices``); before any JAX
-    computation.  ValueError for ``n`` < 1."""
-    if n < 1:
-        raise ValueError(f"--cpu-devices: expected at least 1, received {n}")
-    if n > 1:
-        jax.config.update("jax_num_cpu_devices", n)
+    """``--cpu-devices N``: :func:`cianna_jax.xla_cpu.use_cpu_devices` (ValueError for
+    ``n`` < 1, RuntimeError once JAX started)."""
+    cianna_jax.xla_cpu.use_cpu_devices(n, "--cpu-devices")
 
 
 def main(argv=None) -> None:

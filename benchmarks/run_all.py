@@ -227,7 +227,7 @@ def main(argv=None) -> None:
     a = parser.parse_args(argv)
     try:
         bench_sdc1.use_cpu_devices(a.cpu_devices)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         parser.error(str(err))
     if a.json:  # fail now, not after minutes of benchmarks
         folder = os.path.dirname(os.path.abspath(a.json))

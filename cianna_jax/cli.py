@@ -693,14 +693,10 @@ def _parser() -> argparse.ArgumentParser:
 def _use_cpu_devices(n: int) -> None:
     """``predict --cpu-devices N``: N JAX CPU devices in this process (before any JAX
     work), over which the detector splits its tiles (``parallel.cpu_mesh``)."""
-    if n < 1:
-        raise SystemExit(f"cianna-jax: error: --cpu-devices: expected at least 1, received {n}")
-    if xla_cpu.backend_started():
-        raise SystemExit("cianna-jax: error: --cpu-devices: JAX already started in this "
-                         "process; run the command in a process of its own")
-    import jax
-
-    jax.config.update("jax_num_cpu_devices", n)
+    try:
+        xla_cpu.use_cpu_devices(n, "--cpu-devices")
+    except (ValueError, RuntimeError) as err:
+        raise SystemExit(f"cianna-jax: error: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,8 @@ import re
 import sys
 import warnings
 
-__all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started", "CLASSIC_EMITTERS",
-           "classic_emitters_flag", "with_classic_emitters"]
+__all__ = ["tune", "FLAG", "OPT_OUT_ENV", "backend_started", "use_cpu_devices",
+           "CLASSIC_EMITTERS", "classic_emitters_flag", "with_classic_emitters"]
 
 #: the XLA flag :func:`tune` adds (empty value: no YNN fusion type enabled)
 FLAG = "--xla_cpu_experimental_ynn_fusion_type="
@@ -70,6 +70,23 @@ def backend_started() -> bool:
         return True
     jax.config.update("jax_num_cpu_devices", current)
     return False
+
+
+def use_cpu_devices(n: int, name: str = "cpu_devices") -> None:
+    """Give this process ``n`` JAX CPU devices (``jax_num_cpu_devices``; 1 sets nothing),
+    e.g. one per core for prediction split over them (:func:`cianna_jax.parallel.cpu_mesh`).
+    Before any JAX computation: RuntimeError once a backend started, ValueError for ``n``
+    below 1; both messages begin with ``name`` (the caller's option)."""
+    if n < 1:
+        raise ValueError(f"{name}: expected at least 1, received {n}")
+    if n == 1:
+        return
+    if backend_started():
+        raise RuntimeError(f"{name}: JAX already started in this process; run the command "
+                           "in a process of its own")
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", n)
 
 
 def _jaxlib_version() -> tuple[int, ...] | None:

@@ -314,3 +314,18 @@ def test_restart_with_hugepages_cuts_the_page_faults_of_big_blocks(tmp_path):
     assert not off["started"] and off["before"] is None and off["exported"] is None
     assert off["faults"] > 40_000                 # 4 x 16,384 small pages
     assert on["faults"] < off["faults"] / 4
+
+
+def test_cpu_devices_are_set_before_jax_starts_or_refused():
+    """``xla_cpu.use_cpu_devices``: 1 sets nothing; in this process JAX already runs, so
+    more devices are refused, naming the caller's option; below 1 is refused too."""
+    import jax
+
+    jax.devices()  # a backend, as in any test process
+    before = jax.config.jax_num_cpu_devices
+    xla_cpu.use_cpu_devices(1)
+    with pytest.raises(RuntimeError, match="--cpu-devices: JAX already started"):
+        xla_cpu.use_cpu_devices(2, "--cpu-devices")
+    with pytest.raises(ValueError, match="cpu_devices: expected at least 1, received 0"):
+        xla_cpu.use_cpu_devices(0)
+    assert jax.config.jax_num_cpu_devices == before
