@@ -754,26 +754,25 @@ def predict(spec: Network, params: Params, x, batch_size: int, *, key: jax.Array
     outs = []
     for c, start in enumerate(range(0, n, rows)):
         xs = pad_batch(np.asarray(x[start:start + rows], dtype=np.float32), rows)
+        if k > 1:  # (k, B, ...) batches; the first batch's number
+            xs, ts, nv = xs.reshape((k, batch_size) + want), t, chunk_rows(n, c * k, k,
+                                                                           batch_size)
+        else:
+            ts, nv = t[0], np.int32(min(batch_size, n - start))
+        first = np.int32(c * k)
         if mesh is not None:
-            if k > 1:
-                xs, ts, nv = xs.reshape((k, batch_size) + want), t, chunk_rows(n, c * k, k,
-                                                                               batch_size)
-            else:
-                ts, nv = t[0], np.int32(min(batch_size, n - start))
             axis = 1 if k > 1 else 0
             out = _eval_per_device(spec, laid, parallel.shard_batch(xs, mesh, axis),
-                                   parallel.shard_batch(ts, mesh, axis), nv, np.int32(c * k),
+                                   parallel.shard_batch(ts, mesh, axis), nv, first,
                                    drop_mode=drop_mode, policy=policy, mesh=mesh, steps=k > 1)
-            if k > 1:
-                out = out.reshape((rows,) + out.shape[2:])
         elif k > 1:
-            out, _ = eval_steps(spec, laid, xs.reshape((k, batch_size) + want), t,
-                                chunk_rows(n, c * k, k, batch_size), key, drop_mode, False,
-                                policy, first_step=np.int32(c * k))
-            out = out.reshape((rows,) + out.shape[2:])
+            out, _ = eval_steps(spec, laid, xs, ts, nv, key, drop_mode, False, policy,
+                                first_step=first)
         else:
-            out, _ = eval_step(spec, laid, xs, t[0], np.int32(min(batch_size, n - start)),
-                               key, drop_mode, False, policy, step=np.int32(c))
+            out, _ = eval_step(spec, laid, xs, ts, nv, key, drop_mode, False, policy,
+                               step=first)
+        if k > 1:
+            out = out.reshape((rows,) + out.shape[2:])
         outs.append(out)
     y = outs[0] if len(outs) == 1 else jnp.concatenate(outs)
     return drop_bias_slot(spec, y[:n], bias_slot)

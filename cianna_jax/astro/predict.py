@@ -86,15 +86,13 @@ def _per_device(fn: Callable, params: Any, mesh: Any) -> Callable[[np.ndarray], 
     tiles padded with zero tiles to a multiple of the devices and split over them, the
     padding's rows cut off again."""
     from .. import parallel
+    from ..training import pad_batch
 
     d = parallel.nb_devices(mesh)
 
     def call(tiles):
         n = tiles.shape[0]
-        if n % d:
-            tiles = np.concatenate([tiles, np.zeros((d - n % d,) + tiles.shape[1:],
-                                                    tiles.dtype)])
-        out = fn(params, parallel.shard_batch(tiles, mesh))
+        out = fn(params, parallel.shard_batch(pad_batch(tiles, -(-n // d) * d), mesh))
         return out if out.shape[0] == n else out[:n]
 
     return call
